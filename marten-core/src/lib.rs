@@ -1,0 +1,20 @@
+//! Backend-neutral core of marten.
+//!
+//! This crate holds what every backend shares: the [`Document`] trait that
+//! `#[derive(Document)]` implements, the concurrency modes as zero-sized types
+//! ([`concurrency`]), document ids ([`DocumentId`]), document metadata and the
+//! [`Error`] type. It knows nothing about SQL.
+
+#![warn(missing_docs)]
+
+pub mod concurrency;
+mod document;
+mod error;
+mod id;
+mod metadata;
+
+pub use concurrency::ConcurrencyMode;
+pub use document::Document;
+pub use error::{DatabaseError, Error, Rejection, RejectionKind, Result};
+pub use id::{DocumentId, IdKey};
+pub use metadata::DocumentMetadata;

@@ -1,0 +1,82 @@
+//! `#[derive(Document)]`: parse, check, then generate the `Document` impl and the
+//! per-mode storage selection.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::DeriveInput;
+
+use crate::internals::ast::Container;
+use crate::internals::attr::Mode;
+use crate::internals::check;
+use crate::internals::ctxt::Ctxt;
+
+pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let Some(cont) = Container::from_ast(&cx, input, "Document") else {
+        cx.check()?;
+        return Ok(TokenStream::new());
+    };
+    check::no_generics(&cx, &cont);
+    check::table_name(&cx, &cont);
+    let id = check::id_field(&cx, &cont);
+    cx.check()?;
+    let Some(id) = id else {
+        return Ok(TokenStream::new());
+    };
+
+    let ident = cont.ident;
+    let type_name = ident.to_string();
+    let table = cont.attrs.table.as_ref().map_or_else(
+        || format!("mt_doc_{}", type_name.to_lowercase()),
+        |(t, _)| t.clone(),
+    );
+    let id_ident = id.ident;
+    let id_ty = id.ty;
+    // Spanned at the id type, so an unsupported id type is reported there.
+    let id_assert = quote_spanned! {id_ty.span()=>
+        let _ = ::marten::__private::assert_document_id::<#id_ty>;
+    };
+    let (mode, storage) = match cont.attrs.mode {
+        Mode::Optimistic => (quote!(Optimistic), quote!(OptimisticStorage)),
+        Mode::Numeric => (quote!(Numeric), quote!(NumericStorage)),
+        Mode::Off => (quote!(Off), quote!(OffStorage)),
+    };
+
+    Ok(quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl ::marten::__private::Document for #ident {
+                type Id = #id_ty;
+                type Mode = ::marten::__private::concurrency::#mode;
+                const DOCUMENT_TYPE: &'static str = #type_name;
+                const TABLE_NAME: &'static str = #table;
+                #[inline]
+                fn id(&self) -> &Self::Id {
+                    &self.#id_ident
+                }
+                #[inline]
+                fn id_mut(&mut self) -> &mut Self::Id {
+                    &mut self.#id_ident
+                }
+            }
+
+            #[automatically_derived]
+            impl ::marten::__private::PgDocument for #ident {
+                type Storage = ::marten::__private::#storage<Self>;
+                #[inline]
+                fn storage() -> &'static Self::Storage {
+                    static STORAGE: ::marten::__private::OnceLock<::marten::__private::#storage<#ident>> =
+                        ::marten::__private::OnceLock::new();
+                    STORAGE.get_or_init(<::marten::__private::#storage<#ident> as ::marten::__private::DocumentStorage<#ident>>::new)
+                }
+            }
+
+            fn __assert_id() {
+                #id_assert
+            }
+        };
+    })
+}

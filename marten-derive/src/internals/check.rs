@@ -1,0 +1,72 @@
+//! Checks on the parsed model that need more than one attribute to decide.
+
+use super::ast::{Container, Field};
+use super::ctxt::Ctxt;
+
+/// Finds the id field: the one marked `#[document(id)]`, else the one named `id`.
+/// Reports a second `#[document(id)]` at its own span and a missing id at the struct name.
+pub fn id_field<'c, 'a>(cx: &Ctxt, cont: &'c Container<'a>) -> Option<&'c Field<'a>> {
+    let mut marked: Option<&Field> = None;
+    for field in &cont.fields {
+        if let Some(span) = field.attrs.id {
+            match marked {
+                Some(first) => cx.syn_error(syn::Error::new(
+                    span,
+                    format!(
+                        "a document has one id: `{}` is already marked #[document(id)]",
+                        first.ident
+                    ),
+                )),
+                None => marked = Some(field),
+            }
+        }
+    }
+    if marked.is_some() {
+        return marked;
+    }
+    let named = cont.fields.iter().find(|f| f.ident == "id");
+    if named.is_none() {
+        cx.error_spanned_by(
+            cont.ident,
+            format!(
+                "document `{}` has no id: add a field named `id` or mark one with #[document(id)]",
+                cont.ident
+            ),
+        );
+    }
+    named
+}
+
+/// Rejects generic documents: each document type needs its own statics.
+pub fn no_generics(cx: &Ctxt, cont: &Container) {
+    let generics = &cont.original.generics;
+    if !generics.params.is_empty() {
+        cx.error_spanned_by(
+            generics,
+            "documents cannot be generic: each document type has its own table and statements",
+        );
+    }
+}
+
+/// Checks a table name: lower-case letters, digits and underscores, starting with a letter
+/// or underscore, at most 63 bytes (PostgreSQL's identifier limit).
+pub fn table_name(cx: &Ctxt, cont: &Container) {
+    if let Some((name, span)) = &cont.attrs.table {
+        if !is_identifier(name) {
+            cx.syn_error(syn::Error::new(
+                *span,
+                format!(
+                    "invalid table name {name:?}: use lower-case letters, digits and underscores, starting with a letter, at most 63 characters"
+                ),
+            ));
+        }
+    }
+}
+
+/// Whether `s` is a plain lower-case SQL identifier that needs no quoting.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}

@@ -1,0 +1,6 @@
+//! Parsing and checking of derive input, shared by the derives.
+
+pub mod ast;
+pub mod attr;
+pub mod check;
+pub mod ctxt;

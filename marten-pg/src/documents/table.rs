@@ -1,0 +1,282 @@
+//! All SQL text of a document table: its DDL and the statements each concurrency mode
+//! runs against it. Everything here is built once per document type (the storages keep
+//! it in a static), never per operation.
+//!
+//! Statements are unqualified: every connection of a store has `search_path` set to the
+//! store's schema. DDL is schema-qualified.
+//!
+//! Write statements that can be rejected (a stale version, an existing id on insert, a
+//! missing row on update) never raise: they return the ids (and new versions) they wrote,
+//! and when fewer rows were written than asked they set the transaction-local flag
+//! [`REJECTED_FLAG`](crate::schema::functions::REJECTED_FLAG). The unit of work ends the batch with
+//! [`ASSERT_NO_REJECTIONS`](crate::schema::functions::ASSERT_NO_REJECTIONS), which raises when the
+//! flag is set, so every rejection of a batch is seen and the whole batch rolls back
+//! within a single round trip.
+
+use crate::schema::functions::REJECTED_FLAG;
+
+/// The column holding an optimistic version.
+pub const VERSION_COLUMN: &str = "mt_version";
+/// The column holding a numeric revision.
+pub const REVISION_COLUMN: &str = "mt_revision";
+
+/// `CREATE TABLE IF NOT EXISTS` for a document table with its base columns.
+pub fn create_table(schema: &str, table: &str, id_type: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  id {id_type} PRIMARY KEY,\n  data jsonb NOT NULL,\n  mt_last_modified timestamptz NOT NULL DEFAULT now()\n)"
+    )
+}
+
+/// Adds the optimistic version column if missing (existing rows get a random version).
+pub fn add_version_column(schema: &str, table: &str) -> String {
+    format!(
+        "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {VERSION_COLUMN} uuid NOT NULL DEFAULT gen_random_uuid()"
+    )
+}
+
+/// Adds the numeric revision column if missing (existing rows get revision 1).
+pub fn add_revision_column(schema: &str, table: &str) -> String {
+    format!(
+        "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {REVISION_COLUMN} bigint NOT NULL DEFAULT 1"
+    )
+}
+
+/// `DROP TABLE IF EXISTS`, for the drop-and-recreate schema mode.
+pub fn drop_table(schema: &str, table: &str) -> String {
+    format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE")
+}
+
+/// Reads that every mode shares, given the mode's version column (or none).
+pub struct ReadSql {
+    /// `$1` = id -> `data[, version]`
+    pub load: String,
+    /// `$1` = ids -> `id, data[, version]`
+    pub load_many: String,
+    /// `$1` = id -> `version, mt_last_modified`
+    pub metadata: String,
+    /// `$1` = ids -> `id, version`, to explain rejections after a rollback.
+    pub versions: String,
+    /// `$1` = id
+    pub delete_one: String,
+    /// `$1` = ids
+    pub delete_many: String,
+}
+
+impl ReadSql {
+    /// Builds the reads for a table; `version` is the version column, if the mode has one.
+    pub fn new(table: &str, id_type: &str, version: Option<&str>) -> Self {
+        let v = version.map_or_else(String::new, |c| format!(", {c}"));
+        let meta_v = version.unwrap_or("NULL::int");
+        ReadSql {
+            load: format!("SELECT data{v} FROM {table} WHERE id = $1"),
+            load_many: format!("SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1"),
+            versions: format!("SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            delete_one: format!("DELETE FROM {table} WHERE id = $1"),
+            delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[])"),
+        }
+    }
+}
+
+/// One write in its single-row and its array (`unnest`) form.
+pub struct WriteSql {
+    /// For one document: scalar parameters.
+    pub one: String,
+    /// For many documents: one array parameter per column, plus the row count last.
+    pub many: String,
+}
+
+/// The shape of the `input` relation a write reads from: column names and SQL types,
+/// in parameter order.
+struct Input<'a>(&'a [(&'a str, &'a str)]);
+
+impl Input<'_> {
+    fn one(&self) -> String {
+        let cols: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ty))| format!("${}::{ty} AS {name}", i + 1))
+            .collect();
+        format!("SELECT {}", cols.join(", "))
+    }
+
+    fn many(&self) -> String {
+        let arrays: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
+            .collect();
+        let names: Vec<&str> = self.0.iter().map(|(n, _)| *n).collect();
+        format!(
+            "SELECT * FROM unnest({}) AS i({})",
+            arrays.join(", "),
+            names.join(", ")
+        )
+    }
+
+    /// A write that reports what it wrote and flags the transaction when it wrote fewer
+    /// rows than its input has. `returning` is the version expression of the written row.
+    fn flagged(&self, dml: &str, version: &str) -> WriteSql {
+        let count_param = self.0.len() + 1;
+        let wrap = |input: String, expected: String| {
+            format!(
+                "WITH input AS ({input}), written AS ({dml} RETURNING d.id, {version} AS v) \
+                 SELECT array_agg(written.id), array_agg(written.v), \
+                 CASE WHEN count(*) < {expected} THEN set_config('{REJECTED_FLAG}', 't', true) END FROM written"
+            )
+        };
+        WriteSql {
+            one: wrap(self.one(), "1".to_owned()),
+            many: wrap(self.many(), format!("${count_param}::bigint")),
+        }
+    }
+
+    /// A write whose result is not inspected (it cannot be rejected).
+    fn plain(&self, dml: &str) -> WriteSql {
+        WriteSql {
+            one: format!("WITH input AS ({}) {dml}", self.one()),
+            many: format!("WITH input AS ({}) {dml}", self.many()),
+        }
+    }
+}
+
+/// The writes of a document type with optimistic (uuid) versions.
+pub struct OptimisticSql {
+    /// Store: insert or update; with an expected version, only if it still matches.
+    pub upsert: WriteSql,
+    /// Insert only; an existing id is rejected.
+    pub insert: WriteSql,
+    /// Update only; a missing row or a stale version is rejected.
+    pub update: WriteSql,
+}
+
+impl OptimisticSql {
+    /// Input columns: id, data, new_version, expected (NULL = no check).
+    pub fn new(table: &str, id_type: &str) -> Self {
+        let input = Input(&[
+            ("id", id_type),
+            ("data", "jsonb"),
+            ("new_version", "uuid"),
+            ("expected", "uuid"),
+        ]);
+        let insert_select = format!(
+            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
+             SELECT id, data, new_version, now() FROM input"
+        );
+        OptimisticSql {
+            upsert: input.flagged(
+                &format!(
+                    "{insert_select} ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                     {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
+                     WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
+                ),
+                &format!("d.{VERSION_COLUMN}"),
+            ),
+            insert: input.flagged(
+                &format!("{insert_select} ON CONFLICT (id) DO NOTHING"),
+                &format!("d.{VERSION_COLUMN}"),
+            ),
+            update: input.flagged(
+                &format!(
+                    "UPDATE {table} AS d SET data = i.data, {VERSION_COLUMN} = i.new_version, mt_last_modified = now() \
+                     FROM input i WHERE d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected)"
+                ),
+                &format!("d.{VERSION_COLUMN}"),
+            ),
+        }
+    }
+}
+
+/// The writes of a document type with numeric revisions.
+pub struct NumericSql {
+    /// Store: insert at revision 1 or bump by one; with an expected revision, only if it
+    /// still matches.
+    pub upsert: WriteSql,
+    /// Insert at revision 1; an existing id is rejected.
+    pub insert: WriteSql,
+    /// Update, bumping by one; a missing row or a stale revision is rejected.
+    pub update: WriteSql,
+    /// Write at a given revision, rejected unless it is above the stored one.
+    pub update_revision: WriteSql,
+    /// Write at a given revision if it is above the stored one; otherwise nothing.
+    pub try_update_revision: WriteSql,
+}
+
+impl NumericSql {
+    /// Input columns: id, data, revision (expected revision, or the revision to write).
+    pub fn new(table: &str, id_type: &str) -> Self {
+        let input = Input(&[("id", id_type), ("data", "jsonb"), ("revision", "bigint")]);
+        let insert_at = |rev: &str| {
+            format!("INSERT INTO {table} AS d (id, data, {REVISION_COLUMN}, mt_last_modified) SELECT id, data, {rev}, now() FROM input")
+        };
+        let r = REVISION_COLUMN;
+        let at_revision = format!(
+            "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = excluded.{r}, \
+             mt_last_modified = excluded.mt_last_modified WHERE d.{r} < excluded.{r}",
+            insert_at("revision")
+        );
+        NumericSql {
+            upsert: input.flagged(
+                &format!(
+                    "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \
+                     mt_last_modified = excluded.mt_last_modified \
+                     WHERE d.{r} = coalesce((SELECT i.revision FROM input i WHERE i.id = excluded.id), d.{r})",
+                    insert_at("1")
+                ),
+                &format!("d.{r}"),
+            ),
+            insert: input.flagged(
+                &format!("{} ON CONFLICT (id) DO NOTHING", insert_at("1")),
+                &format!("d.{r}"),
+            ),
+            update: input.flagged(
+                &format!(
+                    "UPDATE {table} AS d SET data = i.data, {r} = d.{r} + 1, mt_last_modified = now() \
+                     FROM input i WHERE d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision)"
+                ),
+                &format!("d.{r}"),
+            ),
+            update_revision: input.flagged(&at_revision, &format!("d.{r}")),
+            try_update_revision: input.plain(&at_revision),
+        }
+    }
+}
+
+/// The writes of a document type without concurrency checks.
+pub struct OffSql {
+    /// Store: insert or overwrite.
+    pub upsert: WriteSql,
+    /// Insert only; an existing id is rejected.
+    pub insert: WriteSql,
+    /// Update only; a missing row is rejected.
+    pub update: WriteSql,
+}
+
+impl OffSql {
+    /// Input columns: id, data.
+    pub fn new(table: &str, id_type: &str) -> Self {
+        let input = Input(&[("id", id_type), ("data", "jsonb")]);
+        let insert_select =
+            format!("INSERT INTO {table} AS d (id, data, mt_last_modified) SELECT id, data, now() FROM input");
+        OffSql {
+            upsert: WriteSql {
+                one: format!(
+                    "INSERT INTO {table} AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
+                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+                ),
+                many: format!(
+                    "INSERT INTO {table} AS d (id, data, mt_last_modified) \
+                     SELECT i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
+                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+                ),
+            },
+            insert: input.flagged(&format!("{insert_select} ON CONFLICT (id) DO NOTHING"), "NULL::int"),
+            update: input.flagged(
+                &format!("UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE d.id = i.id"),
+                "NULL::int",
+            ),
+        }
+    }
+}

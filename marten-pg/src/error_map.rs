@@ -1,0 +1,115 @@
+//! Turns `tokio_postgres` failures into marten's [`Error`], by SQLSTATE and by which
+//! statement failed; never by the text of a message.
+
+use marten_core::{DatabaseError, Error};
+use tokio_postgres::error::SqlState;
+
+/// What marten was doing when a statement failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Failed<'a> {
+    /// Reading documents of a type.
+    Reading(&'static str),
+    /// Writing documents of a type to a table.
+    Writing {
+        document_type: &'static str,
+        schema: &'a str,
+        table: &'static str,
+    },
+    /// Running the batch guard.
+    Guard { schema: &'a str },
+    /// Applying schema changes.
+    Migrating(&'a str),
+    /// Transaction control (BEGIN / COMMIT / ROLLBACK).
+    Transaction,
+    /// Anything else.
+    Other(&'static str),
+}
+
+impl Failed<'_> {
+    fn context(&self) -> String {
+        match self {
+            Failed::Reading(t) => format!("reading {t} documents"),
+            Failed::Writing { document_type, .. } => format!("writing {document_type} documents"),
+            Failed::Guard { .. } => "checking the batch".to_owned(),
+            Failed::Migrating(what) => format!("migrating {what}"),
+            Failed::Transaction => "controlling the transaction".to_owned(),
+            Failed::Other(what) => (*what).to_owned(),
+        }
+    }
+}
+
+/// Maps a database error raised while doing `what`.
+pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Error {
+    let Some(code) = err.code().cloned() else {
+        let context = what.context();
+        return if err.is_closed() || is_io(&err) {
+            Error::Connection(database_error(err, None, context))
+        } else {
+            Error::Database(database_error(err, None, context))
+        };
+    };
+    if code == SqlState::UNIQUE_VIOLATION {
+        if let Failed::Writing { document_type, .. } = what {
+            let (field, message) = err.as_db_error().map_or_else(
+                || (String::new(), String::new()),
+                |db| {
+                    (
+                        db.constraint().unwrap_or_default().to_owned(),
+                        db.detail().unwrap_or_else(|| db.message()).to_owned(),
+                    )
+                },
+            );
+            return Error::UniqueViolation {
+                document_type,
+                field,
+                message,
+            };
+        }
+    }
+    if code == SqlState::UNDEFINED_TABLE || code == SqlState::UNDEFINED_COLUMN {
+        if let Failed::Writing { schema, table, .. } = what {
+            return Error::SchemaObjectMissing {
+                object: format!("{schema}.{table}"),
+            };
+        }
+    }
+    if code == SqlState::UNDEFINED_FUNCTION {
+        if let Failed::Guard { schema } = what {
+            return Error::SchemaObjectMissing {
+                object: format!("{schema}.{}()", crate::schema::functions::GUARD_FUNCTION),
+            };
+        }
+    }
+    if code == SqlState::ADMIN_SHUTDOWN || code == SqlState::CONNECTION_FAILURE {
+        return Error::Connection(database_error(err, Some(code), what.context()));
+    }
+    Error::Database(database_error(err, Some(code), what.context()))
+}
+
+fn is_io(err: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+fn database_error(
+    err: tokio_postgres::Error,
+    code: Option<SqlState>,
+    context: String,
+) -> DatabaseError {
+    DatabaseError {
+        code: code.map(|c| c.code().to_owned()),
+        context,
+        source: Box::new(err),
+    }
+}
+
+/// Maps a pool failure (no connection could be obtained).
+pub(crate) fn map_pool_error(err: deadpool_postgres::PoolError) -> Error {
+    match err {
+        deadpool_postgres::PoolError::Backend(e) => map_db_error(e, Failed::Other("connecting")),
+        other => Error::Connection(DatabaseError {
+            code: None,
+            context: "getting a connection from the pool".to_owned(),
+            source: Box::new(other),
+        }),
+    }
+}

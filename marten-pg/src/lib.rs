@@ -1,0 +1,25 @@
+//! PostgreSQL backend of marten: [`DocumentStore`], sessions, schema management and the
+//! pipelined unit of work. Use it through the `marten` facade crate.
+
+#![warn(missing_docs)]
+
+pub mod documents;
+mod error_map;
+mod id;
+mod json;
+pub mod schema;
+pub mod session;
+mod store;
+mod unit_of_work;
+
+pub use documents::{
+    DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
+};
+pub use id::PgId;
+pub use json::{JsonRef, RawJson};
+pub use schema::AutoCreate;
+pub use session::{
+    DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,
+    LightweightSession, QuerySession, Session, SessionOptions, Tracking,
+};
+pub use store::{DocumentStore, DocumentStoreBuilder};

@@ -1,0 +1,217 @@
+//! Creating and checking the database objects a store needs, per the store's
+//! [`AutoCreate`] mode. Each object's SQL lives with its own code
+//! ([`crate::documents::table`], [`functions`]); this module decides what to run.
+
+pub mod functions;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use marten_core::{Error, Result};
+use tokio_postgres::Client;
+use tracing::debug;
+
+use crate::documents::{DocumentStorage, PgDocument};
+use crate::error_map::{map_db_error, Failed};
+use crate::PgId;
+
+/// What a store may do to the database schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AutoCreate {
+    /// Create missing objects and add missing columns (the default).
+    #[default]
+    CreateOrUpdate,
+    /// Create missing tables and functions; never alter an existing table (a missing
+    /// column is an error naming it).
+    CreateOnly,
+    /// Touch nothing; a missing object is an error naming it.
+    None,
+    /// Drop and recreate every table of a registered document type (tests only: this
+    /// deletes data).
+    All,
+}
+
+/// A type-erased migration of one document type.
+pub(crate) type MigrateFn = for<'a> fn(
+    &'a Client,
+    &'a str,
+    AutoCreate,
+) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// The migration of document type `D`, as a function pointer the store can keep.
+pub(crate) fn migrate_fn<D: PgDocument>() -> MigrateFn {
+    |client, schema, mode| Box::pin(migrate_document::<D>(client, schema, mode))
+}
+
+/// Runs `body` in a transaction holding the schema's migration lock, so concurrent
+/// stores on one schema never race their DDL.
+pub(crate) async fn with_migration_lock<'a, F, Fut>(
+    client: &'a Client,
+    schema: &'a str,
+    body: F,
+) -> Result<()>
+where
+    F: FnOnce(&'a Client) -> Fut,
+    Fut: Future<Output = Result<()>> + 'a,
+{
+    let what = Failed::Migrating(schema);
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| map_db_error(e, what))?;
+    let locked = client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext('marten:schema:' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| map_db_error(e, what));
+    let result = match locked {
+        Ok(_) => body(client).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| map_db_error(e, what)),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Ensures the schema itself and its functions.
+pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCreate) -> Result<()> {
+    let what = Failed::Migrating(schema);
+    if mode == AutoCreate::None {
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| map_db_error(e, what))?
+            .get(0);
+        if !exists {
+            return Err(Error::SchemaObjectMissing {
+                object: format!("schema {schema}"),
+            });
+        }
+        let guard: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = $1 AND p.proname = $2)",
+                &[&schema, &functions::GUARD_FUNCTION],
+            )
+            .await
+            .map_err(|e| map_db_error(e, what))?
+            .get(0);
+        if !guard {
+            return Err(Error::SchemaObjectMissing {
+                object: format!("{schema}.{}()", functions::GUARD_FUNCTION),
+            });
+        }
+        return Ok(());
+    }
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await
+        .map_err(|e| map_db_error(e, what))?;
+    client
+        .batch_execute(&functions::create_guard(schema))
+        .await
+        .map_err(|e| map_db_error(e, what))?;
+    Ok(())
+}
+
+/// The columns of a table as `(name, type name)`; empty when the table does not exist.
+async fn describe(client: &Client, schema: &str, table: &str) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, udt_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| map_db_error(e, Failed::Migrating(table)))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+fn udt_of(sql_type: &str) -> &str {
+    match sql_type {
+        "bigint" => "int8",
+        "integer" => "int4",
+        other => other,
+    }
+}
+
+/// Creates, updates or checks the table of document type `D`.
+pub(crate) async fn migrate_document<D: PgDocument>(
+    client: &Client,
+    schema: &str,
+    mode: AutoCreate,
+) -> Result<()> {
+    let table = D::TABLE_NAME;
+    let what = Failed::Migrating(table);
+    if mode == AutoCreate::All {
+        client
+            .batch_execute(&crate::documents::table::drop_table(schema, table))
+            .await
+            .map_err(|e| map_db_error(e, what))?;
+    }
+    let columns = describe(client, schema, table).await?;
+    let required = D::Storage::columns();
+    if columns.is_empty() {
+        if mode == AutoCreate::None {
+            return Err(Error::SchemaObjectMissing {
+                object: format!("{schema}.{table}"),
+            });
+        }
+        debug!(
+            schema,
+            table,
+            document_type = D::DOCUMENT_TYPE,
+            "creating document table"
+        );
+        for sql in D::Storage::ddl(schema) {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| map_db_error(e, what))?;
+        }
+        return Ok(());
+    }
+    let id_type = <D::Id as PgId>::SQL_TYPE;
+    if let Some((_, found)) = columns.iter().find(|(name, _)| name == "id") {
+        if found != udt_of(id_type) {
+            return Err(Error::Configuration(format!(
+                "table {schema}.{table} has an id column of type {found}, but {} ids are {id_type}",
+                D::DOCUMENT_TYPE
+            )));
+        }
+    }
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|(name, _)| name == c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if matches!(mode, AutoCreate::None | AutoCreate::CreateOnly) {
+        return Err(Error::SchemaObjectMissing {
+            object: format!("{schema}.{table}.{}", missing.join(", ")),
+        });
+    }
+    debug!(schema, table, ?missing, "adding missing document columns");
+    for sql in D::Storage::ddl(schema) {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| map_db_error(e, what))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Reads shared by every session kind: by id, by ids, metadata.
+
+use deadpool_postgres::Object;
+use marten_core::concurrency::VersionOf;
+use marten_core::{Document, DocumentId, DocumentMetadata, Error, Result};
+use time::OffsetDateTime;
+
+use crate::documents::{DocumentStorage, PgDocument};
+use crate::error_map::{map_db_error, Failed};
+use crate::json::JsonRef;
+
+/// A loaded document with its stored version and its JSON text.
+pub(crate) struct Loaded<D: PgDocument> {
+    pub(crate) id: D::Id,
+    pub(crate) doc: D,
+    pub(crate) version: Option<VersionOf<D>>,
+    pub(crate) json: Vec<u8>,
+}
+
+pub(crate) fn check_id<D: Document>(id: &D::Id) -> Result<()> {
+    id.validate().map_err(|reason| Error::InvalidId {
+        document_type: D::DOCUMENT_TYPE,
+        id: id.to_string(),
+        reason,
+    })
+}
+
+fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
+    serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
+        document_type: D::DOCUMENT_TYPE,
+        id: id.to_string(),
+        source,
+    })
+}
+
+fn reading<D: Document>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
+}
+
+/// Loads one document by id.
+pub(crate) async fn load_one<D: PgDocument>(
+    client: &Object,
+    id: &D::Id,
+) -> Result<Option<Loaded<D>>> {
+    check_id::<D>(id)?;
+    let stmt = client
+        .prepare_cached(&D::storage().reads().load)
+        .await
+        .map_err(reading::<D>)?;
+    let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
+        return Ok(None);
+    };
+    let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
+    let doc = decode::<D>(id, json)?;
+    let version = if row.len() > 1 {
+        D::Storage::read_version(&row, 1)?
+    } else {
+        None
+    };
+    Ok(Some(Loaded {
+        id: id.clone(),
+        doc,
+        version,
+        json: json.0.to_vec(),
+    }))
+}
+
+/// Loads the documents with the given ids that exist (in no particular order).
+pub(crate) async fn load_many<D: PgDocument>(
+    client: &Object,
+    ids: &[D::Id],
+) -> Result<Vec<Loaded<D>>> {
+    for id in ids {
+        check_id::<D>(id)?;
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stmt = client
+        .prepare_cached(&D::storage().reads().load_many)
+        .await
+        .map_err(reading::<D>)?;
+    let rows = client.query(&stmt, &[&ids]).await.map_err(reading::<D>)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
+        let json: JsonRef<'_> = row.try_get(1).map_err(reading::<D>)?;
+        let doc = decode::<D>(&id, json)?;
+        let version = if row.len() > 2 {
+            D::Storage::read_version(row, 2)?
+        } else {
+            None
+        };
+        out.push(Loaded {
+            id,
+            doc,
+            version,
+            json: json.0.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a document's version and last-modified time.
+pub(crate) async fn metadata<D: PgDocument>(
+    client: &Object,
+    id: &D::Id,
+) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+    check_id::<D>(id)?;
+    let stmt = client
+        .prepare_cached(&D::storage().reads().metadata)
+        .await
+        .map_err(reading::<D>)?;
+    let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
+        return Ok(None);
+    };
+    let version = D::Storage::read_version(&row, 0)?.unwrap_or_default();
+    let last_modified: OffsetDateTime = row.try_get(1).map_err(reading::<D>)?;
+    Ok(Some(DocumentMetadata::new(version, last_modified)))
+}

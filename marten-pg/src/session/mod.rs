@@ -1,0 +1,504 @@
+//! Sessions: the unit a caller loads, stores and saves through.
+//!
+//! [`Session<K>`] is one type for the three writing kinds; `K` is a zero-sized marker
+//! ([`Lightweight`], [`IdentityMap`], [`DirtyTracking`]) fixed at compile time.
+//! [`QuerySession`] only reads. A session owns its state and its connection and is
+//! mutated only through `&mut self`: it is `Send`, so it can move between tasks, but two
+//! tasks cannot use one session at once - that race does not compile.
+
+pub(crate) mod load;
+mod query;
+pub(crate) mod state;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use marten_core::concurrency::{Numeric, VersionOf, VersionedMode};
+use marten_core::{DocumentId, DocumentMetadata, Error, Result};
+use tracing::warn;
+
+pub use query::QuerySession;
+
+use crate::documents::{PgDocument, WriteKind};
+use crate::store::DocumentStore;
+use crate::unit_of_work::UnitOfWork;
+use load::{check_id, Loaded};
+use state::{serialize, SessionState, Tracked};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Lightweight {}
+    impl Sealed for super::IdentityMap {}
+    impl Sealed for super::DirtyTracking {}
+}
+
+/// How a session remembers loaded documents. Sealed: [`Lightweight`], [`IdentityMap`],
+/// [`DirtyTracking`].
+pub trait Tracking: sealed::Sealed + Send + Sync + 'static {
+    /// Whether loads are answered from the session's identity map.
+    #[doc(hidden)]
+    const IDENTITY: bool;
+}
+
+/// No identity map: every load queries.
+#[derive(Debug)]
+pub struct Lightweight;
+/// Identity map: a second load of the same id is answered without a query.
+#[derive(Debug)]
+pub struct IdentityMap;
+/// Dirty tracking: the session owns loaded documents and saves the changed ones.
+#[derive(Debug)]
+pub struct DirtyTracking;
+
+impl Tracking for Lightweight {
+    const IDENTITY: bool = false;
+}
+impl Tracking for IdentityMap {
+    const IDENTITY: bool = true;
+}
+impl Tracking for DirtyTracking {
+    const IDENTITY: bool = true;
+}
+
+/// A session without identity map.
+pub type LightweightSession = Session<Lightweight>;
+/// A session with an identity map.
+pub type IdentitySession = Session<IdentityMap>;
+/// A session that saves changes to loaded documents.
+pub type DirtyTrackedSession = Session<DirtyTracking>;
+
+/// Options of one session.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    /// Whether writes assert the versions the session saw (default `true`). When `false`,
+    /// every write of the session behaves as if the document had concurrency `off`.
+    pub concurrency_checks: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            concurrency_checks: true,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// Options with the concurrency checks turned off.
+    pub fn without_concurrency_checks() -> Self {
+        Self {
+            concurrency_checks: false,
+        }
+    }
+}
+
+/// A writing session; see [`LightweightSession`], [`IdentitySession`] and
+/// [`DirtyTrackedSession`].
+pub struct Session<K: Tracking> {
+    store: DocumentStore,
+    conn: Option<Object>,
+    /// Set while a save is in flight: if the save is cancelled, the connection may be
+    /// inside a transaction and must not go back to the pool.
+    in_doubt: bool,
+    state: SessionState,
+    uow: UnitOfWork,
+    options: SessionOptions,
+    _kind: PhantomData<K>,
+}
+
+/// Gets the session's connection, opening it on first use and discarding one a cancelled
+/// save left in doubt.
+async fn connection<'a>(
+    store: &DocumentStore,
+    conn: &'a mut Option<Object>,
+    in_doubt: &mut bool,
+) -> Result<&'a Object> {
+    if *in_doubt {
+        if let Some(obj) = conn.take() {
+            drop(Object::take(obj));
+        }
+        *in_doubt = false;
+    }
+    if conn.is_none() {
+        *conn = Some(store.connection().await?);
+    }
+    match conn {
+        Some(c) => Ok(c),
+        None => unreachable!("connection was just set"),
+    }
+}
+
+impl<K: Tracking> Session<K> {
+    pub(crate) fn new(store: DocumentStore, options: SessionOptions) -> Self {
+        Session {
+            store,
+            conn: None,
+            in_doubt: false,
+            state: SessionState::default(),
+            uow: UnitOfWork::default(),
+            options,
+            _kind: PhantomData,
+        }
+    }
+
+    /// The store this session belongs to.
+    pub fn store_ref(&self) -> &DocumentStore {
+        &self.store
+    }
+
+    /// Turns the concurrency checks of this session off or on.
+    pub fn set_concurrency_checks(&mut self, enabled: bool) {
+        self.options.concurrency_checks = enabled;
+    }
+
+    /// How many documents the queued operations touch.
+    pub fn pending_changes(&self) -> usize {
+        self.uow.len()
+    }
+
+    /// The version this session last saw for a document (by load, by
+    /// `store_with_version` or by a save), if any.
+    pub fn version_of<D: PgDocument>(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
+        self.state.doc_state::<D>().versions.get(id).copied()
+    }
+
+    fn expected<D: PgDocument>(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
+        if self.options.concurrency_checks {
+            self.state.doc_state::<D>().versions.get(id).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Prepares a document for a write: assigns a new id to a nil `Uuid`, checks the id,
+    /// serializes it, and keeps it in the identity map or the tracker.
+    fn prepare<D: PgDocument>(&mut self, mut doc: D) -> Result<(D::Id, Vec<u8>)> {
+        doc.id_mut()
+            .assign_if_empty()
+            .map_err(|reason| Error::InvalidId {
+                document_type: D::DOCUMENT_TYPE,
+                id: doc.id().to_string(),
+                reason,
+            })?;
+        let id = doc.id().clone();
+        let json = serialize(&doc)?;
+        if K::IDENTITY {
+            let state = self.state.doc_state::<D>();
+            state
+                .identity
+                .insert(id.clone(), Arc::from(json.as_slice()));
+            if state.tracked.contains_key(&id) || is_dirty_tracking::<K>() {
+                state.tracked.insert(
+                    id.clone(),
+                    Tracked {
+                        doc,
+                        snapshot: json.clone(),
+                    },
+                );
+            }
+        }
+        Ok((id, json))
+    }
+
+    fn queue<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        doc: D,
+        expected: Option<Option<VersionOf<D>>>,
+    ) -> Result<D::Id> {
+        let (id, json) = self.prepare(doc)?;
+        let expected = match expected {
+            Some(given) => given,
+            None => self.expected::<D>(&id),
+        };
+        self.uow.push_write::<D>(kind, id.clone(), json, expected);
+        Ok(id)
+    }
+
+    /// Queues an upsert. If the session knows the document's version (it loaded it, or
+    /// stored it with a version, or saved it), the write succeeds only if that version is
+    /// still the stored one. A nil `Uuid` id is replaced by a new version-7 uuid; the id
+    /// is returned.
+    pub fn store<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+        self.queue(WriteKind::Upsert, doc, None)
+    }
+
+    /// Queues an upsert that asserts `version` is the stored version (for a document
+    /// this session did not load). Only for optimistic and numeric documents.
+    pub fn store_with_version<D: PgDocument>(
+        &mut self,
+        doc: D,
+        version: VersionOf<D>,
+    ) -> Result<D::Id>
+    where
+        D::Mode: VersionedMode,
+    {
+        let checked = self.options.concurrency_checks.then_some(version);
+        self.queue(WriteKind::Upsert, doc, Some(checked))
+    }
+
+    /// Queues an insert; `save_changes` rejects it if the id exists.
+    pub fn insert<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+        self.queue(WriteKind::Insert, doc, Some(None))
+    }
+
+    /// Queues an update; `save_changes` rejects it if the document does not exist (or, with
+    /// a known version, if the version moved).
+    pub fn update<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+        self.queue(WriteKind::Update, doc, None)
+    }
+
+    /// Queues a delete by id.
+    pub fn delete<D: PgDocument>(&mut self, id: &D::Id) -> Result<()> {
+        check_id::<D>(id)?;
+        let state = self.state.doc_state::<D>();
+        state.identity.remove(id);
+        state.tracked.remove(id);
+        self.uow.push_delete::<D>(id.clone());
+        Ok(())
+    }
+
+    /// Numeric documents: writes the document at `revision`; `save_changes` rejects it if
+    /// the stored revision is already `revision` or higher.
+    pub fn update_revision<D: PgDocument<Mode = Numeric>>(
+        &mut self,
+        doc: D,
+        revision: i64,
+    ) -> Result<D::Id> {
+        self.queue(WriteKind::UpdateRevision, doc, Some(Some(revision)))
+    }
+
+    /// Numeric documents: like [`update_revision`](Self::update_revision), but a revision
+    /// that is not newer is silently skipped.
+    pub fn try_update_revision<D: PgDocument<Mode = Numeric>>(
+        &mut self,
+        doc: D,
+        revision: i64,
+    ) -> Result<D::Id> {
+        self.queue(WriteKind::TryUpdateRevision, doc, Some(Some(revision)))
+    }
+
+    /// Reads the stored version and last-modified time of a document.
+    pub async fn metadata<D: PgDocument>(
+        &mut self,
+        id: &D::Id,
+    ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        self.store.ensure::<D>(client).await?;
+        load::metadata::<D>(client, id).await
+    }
+
+    async fn fetch<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<Loaded<D>>> {
+        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        self.store.ensure::<D>(client).await?;
+        let loaded = load::load_one::<D>(client, id).await?;
+        if let Some(l) = &loaded {
+            self.remember(l);
+        }
+        Ok(loaded)
+    }
+
+    async fn fetch_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<Loaded<D>>> {
+        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        self.store.ensure::<D>(client).await?;
+        let loaded = load::load_many::<D>(client, ids).await?;
+        for l in &loaded {
+            self.remember(l);
+        }
+        Ok(loaded)
+    }
+
+    fn remember<D: PgDocument>(&mut self, loaded: &Loaded<D>) {
+        let state = self.state.doc_state::<D>();
+        if let Some(v) = loaded.version {
+            state.versions.insert(loaded.id.clone(), v);
+        }
+        if K::IDENTITY {
+            state
+                .identity
+                .insert(loaded.id.clone(), Arc::from(loaded.json.as_slice()));
+        }
+    }
+
+    /// Sends every queued operation (and, in a dirty-tracked session, every changed
+    /// tracked document) in one transaction and one round trip. Either all of it is
+    /// written or, on any error, none of it; a rejected save lists every rejected
+    /// operation in [`Error::Rejected`]. The queue is emptied either way.
+    pub async fn save_changes(&mut self) -> Result<()> {
+        if is_dirty_tracking::<K>() {
+            let checks = self.options.concurrency_checks;
+            if let Err(e) = self.state.flush_dirty(&mut self.uow, checks) {
+                self.uow.clear();
+                self.state.finish_save(false);
+                return Err(e);
+            }
+        }
+        if self.uow.is_empty() {
+            return Ok(());
+        }
+        let result = async {
+            let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+            self.in_doubt = true;
+            let result = self
+                .uow
+                .execute(client, self.store.schema(), &mut self.state)
+                .await;
+            self.in_doubt = false;
+            result
+        }
+        .await;
+        self.uow.clear();
+        self.state.finish_save(result.is_ok());
+        if let Err(Error::Connection(_)) = &result {
+            // The connection is gone; never hand it back to the pool.
+            if let Some(obj) = self.conn.take() {
+                drop(Object::take(obj));
+            }
+        }
+        result
+    }
+
+    /// Forgets every queued operation without sending it.
+    pub fn discard_changes(&mut self) {
+        self.uow.clear();
+    }
+}
+
+fn is_dirty_tracking<K: Tracking>() -> bool {
+    std::any::TypeId::of::<K>() == std::any::TypeId::of::<DirtyTracking>()
+}
+
+impl<K: Tracking> Drop for Session<K> {
+    fn drop(&mut self) {
+        if self.in_doubt {
+            if let Some(obj) = self.conn.take() {
+                warn!("session dropped while a save was in flight; closing its connection");
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
+fn decode_json<D: PgDocument>(id: &D::Id, json: &[u8]) -> Result<D> {
+    serde_json::from_slice(json).map_err(|source| Error::Deserialize {
+        document_type: D::DOCUMENT_TYPE,
+        id: id.to_string(),
+        source,
+    })
+}
+
+impl Session<Lightweight> {
+    /// Loads a document by id (one query every time).
+    pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<D>> {
+        Ok(self.fetch::<D>(id).await?.map(|l| l.doc))
+    }
+
+    /// Loads the documents with the given ids that exist.
+    pub async fn load_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<D>> {
+        Ok(self
+            .fetch_many::<D>(ids)
+            .await?
+            .into_iter()
+            .map(|l| l.doc)
+            .collect())
+    }
+}
+
+impl Session<IdentityMap> {
+    /// Loads a document by id; a second load of the same id (or of a stored document) is
+    /// answered from the identity map without a query.
+    pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<D>> {
+        check_id::<D>(id)?;
+        if let Some(json) = self.state.doc_state::<D>().identity.get(id).cloned() {
+            return decode_json::<D>(id, &json).map(Some);
+        }
+        Ok(self.fetch::<D>(id).await?.map(|l| l.doc))
+    }
+
+    /// Loads several documents, querying only for ids not yet in the identity map.
+    pub async fn load_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<D>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.state.doc_state::<D>().identity.get(id).cloned() {
+                Some(json) => out.push(decode_json::<D>(id, &json)?),
+                None => missing.push(id.clone()),
+            }
+        }
+        out.extend(
+            self.fetch_many::<D>(&missing)
+                .await?
+                .into_iter()
+                .map(|l| l.doc),
+        );
+        Ok(out)
+    }
+}
+
+impl Session<DirtyTracking> {
+    /// Loads a document into the session and lends it out: change it in place and
+    /// `save_changes` writes it. A second load of the same id makes no query.
+    pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<&mut D>> {
+        check_id::<D>(id)?;
+        if !self.state.doc_state::<D>().tracked.contains_key(id) {
+            let Some(loaded) = self.fetch::<D>(id).await? else {
+                return Ok(None);
+            };
+            let snapshot = serialize(&loaded.doc)?;
+            self.state.doc_state::<D>().tracked.insert(
+                loaded.id,
+                Tracked {
+                    doc: loaded.doc,
+                    snapshot,
+                },
+            );
+        }
+        Ok(self
+            .state
+            .doc_state::<D>()
+            .tracked
+            .get_mut(id)
+            .map(|t| &mut t.doc))
+    }
+
+    /// Loads several documents into the session (see [`load`](Self::load)).
+    pub async fn load_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<&mut D>> {
+        let missing: Vec<D::Id> = {
+            let tracked = &self.state.doc_state::<D>().tracked;
+            ids.iter()
+                .filter(|id| !tracked.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        for loaded in self.fetch_many::<D>(&missing).await? {
+            let snapshot = serialize(&loaded.doc)?;
+            self.state.doc_state::<D>().tracked.insert(
+                loaded.id,
+                Tracked {
+                    doc: loaded.doc,
+                    snapshot,
+                },
+            );
+        }
+        let wanted: std::collections::HashSet<&D::Id> = ids.iter().collect();
+        Ok(self
+            .state
+            .doc_state::<D>()
+            .tracked
+            .iter_mut()
+            .filter(|(id, _)| wanted.contains(id))
+            .map(|(_, t)| &mut t.doc)
+            .collect())
+    }
+
+    /// A tracked document, without a query.
+    pub fn get_mut<D: PgDocument>(&mut self, id: &D::Id) -> Option<&mut D> {
+        self.state
+            .doc_state::<D>()
+            .tracked
+            .get_mut(id)
+            .map(|t| &mut t.doc)
+    }
+}

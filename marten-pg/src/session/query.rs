@@ -1,0 +1,60 @@
+use deadpool_postgres::Object;
+use marten_core::concurrency::VersionOf;
+use marten_core::{DocumentMetadata, Result};
+
+use super::load;
+use crate::documents::PgDocument;
+use crate::store::DocumentStore;
+
+/// A read-only session: loads without tracking anything.
+pub struct QuerySession {
+    store: DocumentStore,
+    conn: Option<Object>,
+}
+
+impl QuerySession {
+    pub(crate) fn new(store: DocumentStore) -> Self {
+        Self { store, conn: None }
+    }
+
+    async fn client(&mut self) -> Result<&Object> {
+        if self.conn.is_none() {
+            self.conn = Some(self.store.connection().await?);
+        }
+        match &self.conn {
+            Some(c) => Ok(c),
+            None => unreachable!("connection was just set"),
+        }
+    }
+
+    /// Loads a document by id.
+    pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<D>> {
+        let store = self.store.clone();
+        let client = self.client().await?;
+        store.ensure::<D>(client).await?;
+        Ok(load::load_one::<D>(client, id).await?.map(|l| l.doc))
+    }
+
+    /// Loads the documents with the given ids that exist.
+    pub async fn load_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<D>> {
+        let store = self.store.clone();
+        let client = self.client().await?;
+        store.ensure::<D>(client).await?;
+        Ok(load::load_many::<D>(client, ids)
+            .await?
+            .into_iter()
+            .map(|l| l.doc)
+            .collect())
+    }
+
+    /// Reads the stored version and last-modified time of a document.
+    pub async fn metadata<D: PgDocument>(
+        &mut self,
+        id: &D::Id,
+    ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+        let store = self.store.clone();
+        let client = self.client().await?;
+        store.ensure::<D>(client).await?;
+        load::metadata::<D>(client, id).await
+    }
+}

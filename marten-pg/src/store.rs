@@ -1,0 +1,273 @@
+//! The document store: configuration, the connection pool and the registered document
+//! types. Cheap to clone; sessions are opened from it.
+
+use std::any::TypeId;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use marten_core::{Error, Result};
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use crate::documents::PgDocument;
+use crate::error_map::map_pool_error;
+use crate::schema::{self, AutoCreate, MigrateFn};
+use crate::session::{
+    DirtyTrackedSession, IdentitySession, LightweightSession, QuerySession, Session, SessionOptions,
+};
+
+/// A document store on one PostgreSQL schema. Clone it freely: clones share the pool.
+#[derive(Clone)]
+pub struct DocumentStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    pool: Pool,
+    schema: String,
+    auto_create: AutoCreate,
+    ensured: RwLock<HashSet<TypeId>>,
+}
+
+impl fmt::Debug for DocumentStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DocumentStore")
+            .field("schema", &self.inner.schema)
+            .field("auto_create", &self.inner.auto_create)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Registration {
+    type_id: TypeId,
+    document_type: &'static str,
+    migrate: MigrateFn,
+}
+
+/// Configures and builds a [`DocumentStore`].
+#[must_use]
+pub struct DocumentStoreBuilder {
+    connection_string: Option<String>,
+    config: Option<tokio_postgres::Config>,
+    schema: String,
+    auto_create: AutoCreate,
+    pool_size: usize,
+    documents: Vec<Registration>,
+}
+
+impl DocumentStore {
+    /// Starts configuring a store.
+    pub fn builder() -> DocumentStoreBuilder {
+        DocumentStoreBuilder {
+            connection_string: None,
+            config: None,
+            schema: "public".to_owned(),
+            auto_create: AutoCreate::default(),
+            pool_size: 16,
+            documents: Vec::new(),
+        }
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The schema mode this store was built with.
+    pub fn auto_create(&self) -> AutoCreate {
+        self.inner.auto_create
+    }
+
+    /// Opens a read-only session without tracking.
+    pub fn query_session(&self) -> QuerySession {
+        QuerySession::new(self.clone())
+    }
+
+    /// Opens a session without identity map: `store` queues an upsert, loads always query.
+    pub fn lightweight_session(&self) -> LightweightSession {
+        Session::new(self.clone(), SessionOptions::default())
+    }
+
+    /// Opens a session with an identity map: a second load of an id makes no query.
+    pub fn identity_session(&self) -> IdentitySession {
+        Session::new(self.clone(), SessionOptions::default())
+    }
+
+    /// Opens a session that saves changed loaded documents without an explicit `store`.
+    pub fn dirty_tracked_session(&self) -> DirtyTrackedSession {
+        Session::new(self.clone(), SessionOptions::default())
+    }
+
+    /// Opens a session of any kind with options.
+    pub fn session_with<K: crate::session::Tracking>(&self, options: SessionOptions) -> Session<K> {
+        Session::new(self.clone(), options)
+    }
+
+    /// Gets a connection from the pool (its `search_path` is the store's schema).
+    pub(crate) async fn connection(&self) -> Result<Object> {
+        self.inner.pool.get().await.map_err(map_pool_error)
+    }
+
+    /// Makes sure the table of `D` exists (per the schema mode) before first use. Types
+    /// registered on the builder were handled by `build`; others on first use.
+    pub(crate) async fn ensure<D: PgDocument>(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<()> {
+        let type_id = TypeId::of::<D>();
+        if self.is_ensured(type_id) {
+            return Ok(());
+        }
+        let schema = self.inner.schema.as_str();
+        let mode = self.inner.auto_create;
+        schema::with_migration_lock(client, schema, |c| async move {
+            schema::migrate_schema(c, schema, mode).await?;
+            schema::migrate_document::<D>(c, schema, mode).await
+        })
+        .await?;
+        if let Ok(mut set) = self.inner.ensured.write() {
+            set.insert(type_id);
+        }
+        Ok(())
+    }
+
+    fn is_ensured(&self, type_id: TypeId) -> bool {
+        self.inner
+            .ensured
+            .read()
+            .map(|set| set.contains(&type_id))
+            .unwrap_or(false)
+    }
+
+    /// Closes the pool; sessions still open keep their connection until dropped.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+}
+
+impl DocumentStoreBuilder {
+    /// The PostgreSQL connection string (`postgres://user@host:port/db` or key=value).
+    pub fn connection_string(mut self, url: impl Into<String>) -> Self {
+        self.connection_string = Some(url.into());
+        self
+    }
+
+    /// A ready `tokio_postgres::Config` instead of a connection string.
+    pub fn config(mut self, config: tokio_postgres::Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The schema for the store's tables (default `public`): lower-case letters, digits
+    /// and underscores.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// What the store may do to the schema (default [`AutoCreate::CreateOrUpdate`]).
+    pub fn auto_create(mut self, mode: AutoCreate) -> Self {
+        self.auto_create = mode;
+        self
+    }
+
+    /// The maximum number of pooled connections (default 16).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Registers a document type: its table is created or checked by `build`.
+    pub fn document<D: PgDocument>(mut self) -> Self {
+        let type_id = TypeId::of::<D>();
+        if !self.documents.iter().any(|r| r.type_id == type_id) {
+            self.documents.push(Registration {
+                type_id,
+                document_type: D::DOCUMENT_TYPE,
+                migrate: schema::migrate_fn::<D>(),
+            });
+        }
+        self
+    }
+
+    /// Connects, applies the schema mode to every registered type, and returns the store.
+    pub async fn build(self) -> Result<DocumentStore> {
+        if !is_identifier(&self.schema) {
+            return Err(Error::Configuration(format!(
+                "invalid schema name {:?}: use lower-case letters, digits and underscores, starting with a letter",
+                self.schema
+            )));
+        }
+        let mut config = match (self.config, &self.connection_string) {
+            (Some(c), _) => c,
+            (None, Some(url)) => url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| Error::Configuration(format!("invalid connection string: {e}")))?,
+            (None, None) => {
+                return Err(Error::Configuration(
+                    "no connection string: call connection_string(..) or config(..)".to_owned(),
+                ))
+            }
+        };
+        let options = match config.get_options() {
+            Some(existing) if !existing.is_empty() => {
+                format!("{existing} -c search_path={}", self.schema)
+            }
+            _ => format!("-c search_path={}", self.schema),
+        };
+        config.options(&options);
+        if config.get_application_name().is_none() {
+            config.application_name("marten");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .build()
+            .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))?;
+        let store = DocumentStore {
+            inner: Arc::new(StoreInner {
+                pool,
+                schema: self.schema,
+                auto_create: self.auto_create,
+                ensured: RwLock::new(HashSet::new()),
+            }),
+        };
+        let client = store.connection().await?;
+        let schema = store.inner.schema.as_str();
+        let mode = store.inner.auto_create;
+        let documents = &self.documents;
+        schema::with_migration_lock(&client, schema, |c| async move {
+            schema::migrate_schema(c, schema, mode).await?;
+            for reg in documents {
+                tracing::debug!(document_type = reg.document_type, "checking document table");
+                (reg.migrate)(c, schema, mode).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        if let Ok(mut set) = store.inner.ensured.write() {
+            set.extend(self.documents.iter().map(|r| r.type_id));
+        }
+        info!(
+            schema,
+            documents = self.documents.len(),
+            "document store ready"
+        );
+        Ok(store)
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}

@@ -1,0 +1,237 @@
+//! The unit of work: operations queued by a session, sent by `save_changes` in one
+//! transaction and one network round trip.
+//!
+//! `BEGIN`, every operation, the batch guard and `COMMIT` are written to the connection
+//! together (tokio-postgres pipelines requests that are in flight at once) and their
+//! results read back in order. Writes that can be rejected do not raise; they report
+//! what they wrote and flag the transaction, and the guard then raises, so the `COMMIT`
+//! that follows finds an aborted transaction and rolls it back. Every rejection of the
+//! batch is therefore known after that one round trip; one more query per rejected
+//! operation, after the rollback, reads the stored versions to explain them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use deadpool_postgres::Object;
+use marten_core::concurrency::VersionOf;
+use marten_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use tracing::debug;
+
+use crate::documents::batch::{DeleteBatch, Operation, WriteBatch};
+use crate::documents::{PgDocument, WriteKind};
+use crate::error_map::{map_db_error, Failed};
+use crate::json::RawJson;
+use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
+use crate::session::state::SessionState;
+
+/// Operations queued by a session, in order.
+#[derive(Default)]
+pub(crate) struct UnitOfWork {
+    ops: Vec<Box<dyn Operation>>,
+}
+
+type StatementFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+impl UnitOfWork {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The number of documents the queued operations touch.
+    pub(crate) fn len(&self) -> usize {
+        self.ops.iter().map(|o| o.len()).sum()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    /// Queues a write, joining the previous operation when it is a batch of the same type
+    /// and kind that does not yet touch this id.
+    pub(crate) fn push_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        if let Some(last) = self.ops.last_mut() {
+            if let Some(batch) = last.as_any_mut().downcast_mut::<WriteBatch<D>>() {
+                if batch.accepts(kind, &id) {
+                    batch.push(id, RawJson(json), expected);
+                    return;
+                }
+            }
+        }
+        let mut batch = WriteBatch::<D>::new(kind);
+        batch.push(id, RawJson(json), expected);
+        self.ops.push(Box::new(batch));
+    }
+
+    /// Queues a delete by id.
+    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
+        if let Some(last) = self.ops.last_mut() {
+            if let Some(batch) = last.as_any_mut().downcast_mut::<DeleteBatch<D>>() {
+                batch.push(id);
+                return;
+            }
+        }
+        let mut batch = DeleteBatch::<D>::new();
+        batch.push(id);
+        self.ops.push(Box::new(batch));
+    }
+
+    /// Sends every queued operation in one transaction and one round trip. On success the
+    /// session state learns the new versions. The queue is left as it was; the caller
+    /// clears it.
+    pub(crate) async fn execute(
+        &mut self,
+        client: &Object,
+        schema: &str,
+        state: &mut SessionState,
+    ) -> Result<()> {
+        let ops = &mut self.ops;
+        let mut statements = Vec::with_capacity(ops.len());
+        for op in ops.iter() {
+            let stmt = client
+                .prepare_cached(op.sql())
+                .await
+                .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
+            statements.push(stmt);
+        }
+        // One statement that either writes everything or nothing needs no transaction.
+        let single = ops.len() == 1 && (!ops[0].checked() || ops[0].len() == 1);
+        let guard = if !single && ops.iter().any(|o| o.checked()) {
+            Some(
+                client
+                    .prepare_cached(ASSERT_NO_REJECTIONS)
+                    .await
+                    .map_err(|e| map_db_error(e, Failed::Guard { schema }))?,
+            )
+        } else {
+            None
+        };
+        debug!(
+            operations = ops.len(),
+            documents = ops.iter().map(|o| o.len()).sum::<usize>(),
+            single,
+            "save_changes"
+        );
+
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
+        let c: &tokio_postgres::Client = client;
+        let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
+        if !single {
+            flight.push(Box::pin(async move {
+                c.batch_execute("BEGIN").await.map(|()| Vec::new())
+            }));
+        }
+        for (stmt, p) in statements.iter().zip(&params) {
+            flight.push(Box::pin(c.query(stmt, p.as_slice())));
+        }
+        if let Some(g) = &guard {
+            flight.push(Box::pin(c.query(g, &[])));
+        }
+        if !single {
+            flight.push(Box::pin(async move {
+                c.batch_execute("COMMIT").await.map(|()| Vec::new())
+            }));
+        }
+        let mut results = join_in_order(flight).await.into_iter();
+        drop(params);
+
+        let mut failure: Option<Error> = None;
+        if !single {
+            if let Some(Err(e)) = results.next() {
+                note(&mut failure, e, Failed::Transaction);
+            }
+        }
+        for op in ops.iter_mut() {
+            match results.next() {
+                Some(Ok(rows)) => {
+                    if let Err(e) = op.accept(&rows) {
+                        failure.get_or_insert(e);
+                    }
+                }
+                Some(Err(e)) => note(&mut failure, e, writing(op.as_ref(), schema)),
+                None => {}
+            }
+        }
+        if guard.is_some() {
+            if let Some(Err(e)) = results.next() {
+                let rejected = e.code().is_some_and(|c| c.code() == REJECTED_SQLSTATE);
+                if !rejected {
+                    note(&mut failure, e, Failed::Guard { schema });
+                }
+            }
+        }
+        if !single {
+            if let Some(Err(e)) = results.next() {
+                note(&mut failure, e, Failed::Transaction);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if ops.iter().any(|o| o.has_rejections()) {
+            let mut rejections = Vec::new();
+            for op in ops.iter().filter(|o| o.has_rejections()) {
+                rejections.extend(op.explain(c).await?);
+            }
+            return Err(Error::Rejected(rejections));
+        }
+        for op in ops.iter() {
+            op.committed(state);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the first real failure of a batch; later statements of an aborted transaction
+/// only report that it is aborted.
+fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>) {
+    let aborted = e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
+    if failure.is_none() && !aborted {
+        *failure = Some(map_db_error(e, what));
+    }
+}
+
+fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
+    Failed::Writing {
+        document_type: op.document_type(),
+        schema,
+        table: op.table(),
+    }
+}
+
+/// Polls every future in order until all are done. Unlike a general join, the first
+/// poll of each future happens in list order, which is the order tokio-postgres writes
+/// their requests to the connection.
+async fn join_in_order<T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
