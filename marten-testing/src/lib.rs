@@ -12,6 +12,10 @@
 
 #![warn(missing_docs)]
 
+mod proxy;
+
+pub use proxy::CountingProxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -224,6 +228,31 @@ impl TestSchema {
     /// The connection string of the server.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `host:port` of the server, for a [`CountingProxy`].
+    pub fn host_port(&self) -> String {
+        let config: tokio_postgres::Config = match self.url.parse() {
+            Ok(c) => c,
+            Err(e) => panic!("invalid database url {:?}: {e}", self.url),
+        };
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    /// The connection string of the server, reached through `proxy`.
+    pub fn url_via(&self, proxy: &CountingProxy) -> String {
+        let config: tokio_postgres::Config = match self.url.parse() {
+            Ok(c) => c,
+            Err(e) => panic!("invalid database url {:?}: {e}", self.url),
+        };
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or("postgres");
+        format!("postgres://{user}@{}/{db}", proxy.addr())
     }
 
     /// A raw connection whose `search_path` is this schema (for checks behind marten's
