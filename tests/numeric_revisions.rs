@@ -26,9 +26,12 @@ fn invoice(id: &str, amount: i64) -> Invoice {
 }
 
 async fn revision(store: &DocumentStore, id: &str) -> i64 {
-    ok(store.query_session().metadata::<Invoice>(&id.to_owned()).await)
-        .expect("stored")
-        .version
+    ok(store
+        .query_session()
+        .metadata::<Invoice>(&id.to_owned())
+        .await)
+    .expect("stored")
+    .version
 }
 
 #[tokio::test]

@@ -36,11 +36,18 @@ async fn every_write_stores_a_new_version() {
     let doc = shop("A");
     let id = ok(s.store(doc.clone()));
     ok(s.save_changes().await);
-    let v1 = ok(s.metadata::<CoffeeShop>(&id).await).expect("stored").version;
+    let v1 = ok(s.metadata::<CoffeeShop>(&id).await)
+        .expect("stored")
+        .version;
     assert_eq!(s.version_of::<CoffeeShop>(&id), Some(v1));
-    ok(s.store(CoffeeShop { name: "B".into(), ..doc }));
+    ok(s.store(CoffeeShop {
+        name: "B".into(),
+        ..doc
+    }));
     ok(s.save_changes().await);
-    let v2 = ok(s.metadata::<CoffeeShop>(&id).await).expect("stored").version;
+    let v2 = ok(s.metadata::<CoffeeShop>(&id).await)
+        .expect("stored")
+        .version;
     assert_ne!(v1, v2);
     assert!(!v2.is_nil());
     assert_eq!(s.version_of::<CoffeeShop>(&id), Some(v2));
@@ -64,7 +71,10 @@ async fn update_with_stale_version_standard() {
     ok(session1.store(one));
     ok(session1.save_changes().await);
     ok(session2.store(two));
-    let err = session2.save_changes().await.expect_err("stale write must fail");
+    let err = session2
+        .save_changes()
+        .await
+        .expect_err("stale write must fail");
     let rejections = err.rejections();
     assert_eq!(rejections.len(), 1, "{err}");
     assert_eq!(rejections[0].document_type, "CoffeeShop");
@@ -81,7 +91,10 @@ async fn update_with_stale_version_standard() {
     let name: String = schema
         .raw_client()
         .await
-        .query_one("SELECT data->>'name' FROM mt_doc_coffeeshop WHERE id = $1", &[&doc.id])
+        .query_one(
+            "SELECT data->>'name' FROM mt_doc_coffeeshop WHERE id = $1",
+            &[&doc.id],
+        )
         .await
         .expect("row")
         .get(0);
@@ -96,18 +109,32 @@ async fn store_with_the_right_version() {
     let mut setup = store.lightweight_session();
     ok(setup.store(doc.clone()));
     ok(setup.save_changes().await);
-    let version = ok(setup.metadata::<CoffeeShop>(&doc.id).await).expect("stored").version;
+    let version = ok(setup.metadata::<CoffeeShop>(&doc.id).await)
+        .expect("stored")
+        .version;
 
     // A fresh session that never loaded the document states the version it expects.
     let mut s = store.lightweight_session();
-    ok(s.store_with_version(CoffeeShop { name: "Updated".into(), ..doc.clone() }, version));
+    ok(s.store_with_version(
+        CoffeeShop {
+            name: "Updated".into(),
+            ..doc.clone()
+        },
+        version,
+    ));
     ok(s.save_changes().await);
     let loaded: CoffeeShop = ok(store.query_session().load(&doc.id).await).expect("loaded");
     assert_eq!(loaded.name, "Updated");
 
     // The same old version is stale now.
     let mut s = store.lightweight_session();
-    ok(s.store_with_version(CoffeeShop { name: "Again".into(), ..doc.clone() }, version));
+    ok(s.store_with_version(
+        CoffeeShop {
+            name: "Again".into(),
+            ..doc.clone()
+        },
+        version,
+    ));
     let err = s.save_changes().await.expect_err("old version is stale");
     assert_eq!(err.rejections().len(), 1);
 }
@@ -117,7 +144,11 @@ async fn racing_sessions_at_the_same_version_have_exactly_one_winner() {
     const RACERS: usize = 8;
     const ROUNDS: usize = 120;
     let (schema, b) = builder("opt_race");
-    let store = ok(b.pool_size(RACERS + 2).document::<CoffeeShop>().build().await);
+    let store = ok(b
+        .pool_size(RACERS + 2)
+        .document::<CoffeeShop>()
+        .build()
+        .await);
     let doc = shop("race");
     let mut setup = store.lightweight_session();
     ok(setup.store(doc.clone()));
@@ -139,7 +170,10 @@ async fn racing_sessions_at_the_same_version_have_exactly_one_winner() {
                 // Warm the connection so the race is about the write, not connecting.
                 let _ = s.metadata::<CoffeeShop>(&doc.id).await?;
                 s.store_with_version(
-                    CoffeeShop { name: format!("r{round}-{racer}"), ..doc },
+                    CoffeeShop {
+                        name: format!("r{round}-{racer}"),
+                        ..doc
+                    },
                     version,
                 )?;
                 barrier.wait().await;
@@ -158,11 +192,18 @@ async fn racing_sessions_at_the_same_version_have_exactly_one_winner() {
         let name: String = schema
             .raw_client()
             .await
-            .query_one("SELECT data->>'name' FROM mt_doc_coffeeshop WHERE id = $1", &[&doc.id])
+            .query_one(
+                "SELECT data->>'name' FROM mt_doc_coffeeshop WHERE id = $1",
+                &[&doc.id],
+            )
             .await
             .expect("row")
             .get(0);
-        assert_eq!(name, format!("r{round}-{}", winners[0]), "the winner's write is stored");
+        assert_eq!(
+            name,
+            format!("r{round}-{}", winners[0]),
+            "the winner's write is stored"
+        );
         winners_total += 1;
     }
     assert_eq!(winners_total, ROUNDS);
@@ -180,15 +221,28 @@ async fn checks_can_be_disabled_per_session() {
     let _: Option<CoffeeShop> = ok(stale.load(&doc.id).await);
     let mut other = store.lightweight_session();
     let _: Option<CoffeeShop> = ok(other.load(&doc.id).await);
-    ok(other.store(CoffeeShop { name: "B".into(), ..doc.clone() }));
+    ok(other.store(CoffeeShop {
+        name: "B".into(),
+        ..doc.clone()
+    }));
     ok(other.save_changes().await);
 
     stale.set_concurrency_checks(false);
-    ok(stale.store(CoffeeShop { name: "C".into(), ..doc.clone() }));
+    ok(stale.store(CoffeeShop {
+        name: "C".into(),
+        ..doc.clone()
+    }));
     ok(stale.save_changes().await);
 
-    let mut unchecked = store.session_with::<marten::Lightweight>(SessionOptions::without_concurrency_checks());
-    ok(unchecked.store_with_version(CoffeeShop { name: "D".into(), ..doc.clone() }, Uuid::new_v4()));
+    let mut unchecked =
+        store.session_with::<marten::Lightweight>(SessionOptions::without_concurrency_checks());
+    ok(unchecked.store_with_version(
+        CoffeeShop {
+            name: "D".into(),
+            ..doc.clone()
+        },
+        Uuid::new_v4(),
+    ));
     ok(unchecked.save_changes().await);
     let loaded: CoffeeShop = ok(store.query_session().load(&doc.id).await).expect("loaded");
     assert_eq!(loaded.name, "D");

@@ -48,12 +48,21 @@ async fn off_mode_last_writer_wins() {
     let mut a = store.lightweight_session();
     let mut c = store.lightweight_session();
     let _: Option<Note> = ok(a.load(&1).await);
-    ok(a.store(Note { id: 1, text: "a".into() }));
+    ok(a.store(Note {
+        id: 1,
+        text: "a".into(),
+    }));
     ok(a.save_changes().await);
     let _: Option<Note> = ok(c.load(&1).await);
-    ok(c.store(Note { id: 1, text: "c".into() }));
+    ok(c.store(Note {
+        id: 1,
+        text: "c".into(),
+    }));
     ok(c.save_changes().await);
-    ok(a.store(Note { id: 1, text: "a again".into() }));
+    ok(a.store(Note {
+        id: 1,
+        text: "a again".into(),
+    }));
     ok(a.save_changes().await);
     let n: Note = ok(store.query_session().load(&1).await).expect("note");
     assert_eq!(n.text, "a again");
@@ -64,25 +73,40 @@ async fn insert_of_existing_and_update_of_missing_are_rejected() {
     let (schema, b) = builder("uow_insert_update");
     let store = ok(b.document::<Note>().document::<Account>().build().await);
     let mut s = store.lightweight_session();
-    ok(s.insert(Note { id: 1, text: "first".into() }));
+    ok(s.insert(Note {
+        id: 1,
+        text: "first".into(),
+    }));
     ok(s.save_changes().await);
 
-    ok(s.insert(Note { id: 1, text: "again".into() }));
+    ok(s.insert(Note {
+        id: 1,
+        text: "again".into(),
+    }));
     let err = s.save_changes().await.expect_err("exists");
     assert_eq!(err.rejections()[0].kind, RejectionKind::AlreadyExists);
     assert_eq!(err.rejections()[0].id, IdKey::I64(1));
     assert!(err.to_string().contains("Note 1 already exists"), "{err}");
 
-    ok(s.update(Note { id: 2, text: "ghost".into() }));
+    ok(s.update(Note {
+        id: 2,
+        text: "ghost".into(),
+    }));
     let err = s.save_changes().await.expect_err("missing");
     assert_eq!(err.rejections()[0].kind, RejectionKind::NotFound);
 
     let ghost = Uuid::now_v7();
-    ok(s.update(Account { id: ghost, balance: 1 }));
+    ok(s.update(Account {
+        id: ghost,
+        balance: 1,
+    }));
     let err = s.save_changes().await.expect_err("missing");
     assert_eq!(err.rejections()[0].kind, RejectionKind::NotFound);
 
-    ok(s.update(Note { id: 1, text: "updated".into() }));
+    ok(s.update(Note {
+        id: 1,
+        text: "updated".into(),
+    }));
     ok(s.save_changes().await);
     let n: Note = ok(store.query_session().load(&1).await).expect("note");
     assert_eq!(n.text, "updated");
@@ -92,9 +116,19 @@ async fn insert_of_existing_and_update_of_missing_are_rejected() {
 #[tokio::test]
 async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
     let (schema, b) = builder("uow_mixed");
-    let store = ok(b.document::<Account>().document::<Note>().document::<Entry>().build().await);
+    let store = ok(b
+        .document::<Account>()
+        .document::<Note>()
+        .document::<Entry>()
+        .build()
+        .await);
     let mut setup = store.lightweight_session();
-    let accounts: Vec<Account> = (0..5).map(|i| Account { id: Uuid::now_v7(), balance: i }).collect();
+    let accounts: Vec<Account> = (0..5)
+        .map(|i| Account {
+            id: Uuid::now_v7(),
+            balance: i,
+        })
+        .collect();
     for a in &accounts {
         ok(setup.store(a.clone()));
     }
@@ -102,7 +136,10 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
     let before: Vec<String> = schema
         .raw_client()
         .await
-        .query("SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id", &[])
+        .query(
+            "SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id",
+            &[],
+        )
         .await
         .expect("rows")
         .iter()
@@ -110,17 +147,28 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
         .collect();
 
     let mut s = store.lightweight_session();
-    let loaded: Vec<Account> = ok(s.load_many(&accounts.iter().map(|a| a.id).collect::<Vec<_>>()).await);
+    let loaded: Vec<Account> = ok(s
+        .load_many(&accounts.iter().map(|a| a.id).collect::<Vec<_>>())
+        .await);
     assert_eq!(loaded.len(), 5);
     // Someone else moves accounts 1 and 3.
     let mut other = store.lightweight_session();
-    ok(other.store(Account { balance: 100, ..accounts[1].clone() }));
-    ok(other.store(Account { balance: 300, ..accounts[3].clone() }));
+    ok(other.store(Account {
+        balance: 100,
+        ..accounts[1].clone()
+    }));
+    ok(other.store(Account {
+        balance: 300,
+        ..accounts[3].clone()
+    }));
     ok(other.save_changes().await);
     let before_other: Vec<String> = schema
         .raw_client()
         .await
-        .query("SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id", &[])
+        .query(
+            "SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id",
+            &[],
+        )
         .await
         .expect("rows")
         .iter()
@@ -129,13 +177,22 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
     assert_ne!(before, before_other);
 
     for a in &accounts {
-        ok(s.store(Account { balance: a.balance + 1000, ..a.clone() }));
+        ok(s.store(Account {
+            balance: a.balance + 1000,
+            ..a.clone()
+        }));
     }
     for i in 0..10 {
-        ok(s.store(Note { id: i, text: "new".into() }));
+        ok(s.store(Note {
+            id: i,
+            text: "new".into(),
+        }));
     }
     ok(s.insert(Entry { key: 1, amount: 5 }));
-    ok(s.store(Account { id: Uuid::now_v7(), balance: 7 }));
+    ok(s.store(Account {
+        id: Uuid::now_v7(),
+        balance: 7,
+    }));
     let err = s.save_changes().await.expect_err("two stale writes");
     let mut stale: Vec<IdKey> = err.rejections().iter().map(|r| r.id.clone()).collect();
     stale.sort();
@@ -144,12 +201,21 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
     assert_eq!(stale, expected, "{err}");
     for r in err.rejections() {
         assert_eq!(r.document_type, "Account");
-        assert!(matches!(r.kind, RejectionKind::VersionMismatch { actual: Some(_), .. }));
+        assert!(matches!(
+            r.kind,
+            RejectionKind::VersionMismatch {
+                actual: Some(_),
+                ..
+            }
+        ));
     }
     let after: Vec<String> = schema
         .raw_client()
         .await
-        .query("SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id", &[])
+        .query(
+            "SELECT data::text || mt_version::text FROM mt_doc_account ORDER BY id",
+            &[],
+        )
         .await
         .expect("rows")
         .iter()
@@ -164,7 +230,9 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
 #[tokio::test]
 async fn save_changes_is_one_round_trip() {
     let (schema, b) = builder("uow_round_trip");
-    let proxy = CountingProxy::start(&schema.host_port()).await.expect("proxy");
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
     let store = ok(b
         .connection_string(schema.url_via(&proxy))
         .pool_size(1)
@@ -173,35 +241,61 @@ async fn save_changes_is_one_round_trip() {
         .build()
         .await);
     let mut s = store.lightweight_session();
-    let accounts: Vec<Account> = (0..100).map(|i| Account { id: Uuid::now_v7(), balance: i }).collect();
+    let accounts: Vec<Account> = (0..100)
+        .map(|i| Account {
+            id: Uuid::now_v7(),
+            balance: i,
+        })
+        .collect();
     // Warm up: prepare the statements this shape of batch uses.
     for round in 0..2 {
         for a in &accounts {
-            ok(s.store(Account { balance: a.balance + round, ..a.clone() }));
+            ok(s.store(Account {
+                balance: a.balance + round,
+                ..a.clone()
+            }));
         }
         for i in 0..50 {
-            ok(s.store(Note { id: i, text: "x".into() }));
+            ok(s.store(Note {
+                id: i,
+                text: "x".into(),
+            }));
         }
         ok(s.delete::<Note>(&1000));
         ok(s.save_changes().await);
     }
     for round in 2..5 {
         for a in &accounts {
-            ok(s.store(Account { balance: a.balance + round, ..a.clone() }));
+            ok(s.store(Account {
+                balance: a.balance + round,
+                ..a.clone()
+            }));
         }
         for i in 0..50 {
-            ok(s.store(Note { id: i, text: format!("{round}") }));
+            ok(s.store(Note {
+                id: i,
+                text: format!("{round}"),
+            }));
         }
         ok(s.delete::<Note>(&1000));
         let before = proxy.round_trips();
         ok(s.save_changes().await);
         let trips = proxy.round_trips() - before;
-        assert_eq!(trips, 1, "151 operations in 3 statements + BEGIN/guard/COMMIT: one round trip");
+        assert_eq!(
+            trips, 1,
+            "151 operations in 3 statements + BEGIN/guard/COMMIT: one round trip"
+        );
     }
     // A single store is one statement, one round trip.
-    ok(s.store(Note { id: 1, text: "one".into() }));
+    ok(s.store(Note {
+        id: 1,
+        text: "one".into(),
+    }));
     ok(s.save_changes().await);
-    ok(s.store(Note { id: 1, text: "two".into() }));
+    ok(s.store(Note {
+        id: 1,
+        text: "two".into(),
+    }));
     let before = proxy.round_trips();
     ok(s.save_changes().await);
     assert_eq!(proxy.round_trips() - before, 1);

@@ -116,7 +116,17 @@ impl DocumentStore {
         &self,
         client: &tokio_postgres::Client,
     ) -> Result<()> {
-        let type_id = TypeId::of::<D>();
+        self.ensure_erased(TypeId::of::<D>(), schema::migrate_fn::<D>(), client)
+            .await
+    }
+
+    /// [`ensure`](Self::ensure) for a type known by its `TypeId` and migration.
+    pub(crate) async fn ensure_erased(
+        &self,
+        type_id: TypeId,
+        migrate: MigrateFn,
+        client: &tokio_postgres::Client,
+    ) -> Result<()> {
         if self.is_ensured(type_id) {
             return Ok(());
         }
@@ -124,7 +134,7 @@ impl DocumentStore {
         let mode = self.inner.auto_create;
         schema::with_migration_lock(client, schema, |c| async move {
             schema::migrate_schema(c, schema, mode).await?;
-            schema::migrate_document::<D>(c, schema, mode).await
+            migrate(c, schema, mode).await
         })
         .await?;
         if let Ok(mut set) = self.inner.ensured.write() {

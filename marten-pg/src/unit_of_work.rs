@@ -27,6 +27,7 @@ use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 use crate::session::state::SessionState;
+use crate::store::DocumentStore;
 
 /// Operations queued by a session, in order.
 #[derive(Default)]
@@ -92,10 +93,15 @@ impl UnitOfWork {
     pub(crate) async fn execute(
         &mut self,
         client: &Object,
-        schema: &str,
+        store: &DocumentStore,
         state: &mut SessionState,
     ) -> Result<()> {
+        let schema = store.schema();
         let ops = &mut self.ops;
+        for op in ops.iter() {
+            let (type_id, migrate) = op.schema();
+            store.ensure_erased(type_id, migrate, client).await?;
+        }
         let mut statements = Vec::with_capacity(ops.len());
         for op in ops.iter() {
             let stmt = client

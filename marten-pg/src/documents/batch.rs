@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Row};
 use super::storage::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
+use crate::schema::{migrate_fn, MigrateFn};
 use crate::session::state::SessionState;
 
 /// One statement of a unit of work.
@@ -30,6 +31,8 @@ pub(crate) trait Operation: Send + Sync + Any {
     fn document_type(&self) -> &'static str;
     /// The table, for errors.
     fn table(&self) -> &'static str;
+    /// The document type's `TypeId` and migration, to create its table on first use.
+    fn schema(&self) -> (std::any::TypeId, MigrateFn);
     /// Takes the statement's result rows.
     fn accept(&mut self, rows: &[Row]) -> Result<()>;
     /// Whether `accept` saw fewer rows written than asked.
@@ -131,6 +134,10 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn table(&self) -> &'static str {
         D::TABLE_NAME
+    }
+
+    fn schema(&self) -> (std::any::TypeId, MigrateFn) {
+        (std::any::TypeId::of::<D>(), migrate_fn::<D>())
     }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
@@ -282,6 +289,10 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
 
     fn table(&self) -> &'static str {
         D::TABLE_NAME
+    }
+
+    fn schema(&self) -> (std::any::TypeId, MigrateFn) {
+        (std::any::TypeId::of::<D>(), migrate_fn::<D>())
     }
 
     fn accept(&mut self, _rows: &[Row]) -> Result<()> {

@@ -341,10 +341,7 @@ impl<K: Tracking> Session<K> {
         let result = async {
             let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
             self.in_doubt = true;
-            let result = self
-                .uow
-                .execute(client, self.store.schema(), &mut self.state)
-                .await;
+            let result = self.uow.execute(client, &self.store, &mut self.state).await;
             self.in_doubt = false;
             result
         }

@@ -1,0 +1,254 @@
+//! Schema modes: create-or-update creates and adds missing columns, none and create-only
+//! name what is missing, all drops and recreates.
+
+mod common;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+mod v1 {
+    use super::*;
+    #[derive(Document, Serialize, Deserialize, Clone, Debug)]
+    #[document(table = "mt_doc_widget")]
+    pub struct Widget {
+        pub id: Uuid,
+        pub name: String,
+    }
+}
+
+mod v2 {
+    use super::*;
+    /// The same document, switched to numeric revisions.
+    #[derive(Document, Serialize, Deserialize, Clone, Debug)]
+    #[concurrency(numeric)]
+    #[document(table = "mt_doc_widget")]
+    pub struct Widget {
+        pub id: Uuid,
+        pub name: String,
+    }
+}
+
+mod v3 {
+    use super::*;
+    /// The same table name with a different id type.
+    #[derive(Document, Serialize, Deserialize, Clone, Debug)]
+    #[document(table = "mt_doc_widget")]
+    pub struct Widget {
+        pub id: String,
+    }
+}
+
+async fn columns(schema: &marten_testing::TestSchema, table: &str) -> Vec<String> {
+    schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY 1",
+            &[&schema.name(), &table],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn tables_are_created_on_first_use_and_missing_columns_added() {
+    let (schema, b) = builder("schema_update");
+    // Not registered: created on first use.
+    let store = ok(b.build().await);
+    let mut s = store.lightweight_session();
+    let id = ok(s.store(v1::Widget {
+        id: Uuid::nil(),
+        name: "w".into(),
+    }));
+    ok(s.save_changes().await);
+    assert_eq!(
+        columns(&schema, "mt_doc_widget").await,
+        ["data", "id", "mt_last_modified"]
+    );
+
+    // The type switched to numeric: the revision column is added, the data kept.
+    let store2 = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .document::<v2::Widget>()
+        .build()
+        .await);
+    assert_eq!(
+        columns(&schema, "mt_doc_widget").await,
+        ["data", "id", "mt_last_modified", "mt_revision"]
+    );
+    let mut s2 = store2.lightweight_session();
+    let w: v2::Widget = ok(s2.load(&id).await).expect("kept");
+    assert_eq!(w.name, "w");
+    ok(s2.store(w));
+    ok(s2.save_changes().await);
+    assert_eq!(
+        ok(s2.metadata::<v2::Widget>(&id).await)
+            .expect("meta")
+            .version,
+        2
+    );
+
+    // A different id type is a configuration error naming the table.
+    let err = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .document::<v3::Widget>()
+        .build()
+        .await
+        .expect_err("id type differs");
+    assert!(matches!(err, marten::Error::Configuration(_)), "{err}");
+    assert!(err.to_string().contains("mt_doc_widget"), "{err}");
+}
+
+#[tokio::test]
+async fn none_mode_names_the_missing_object() {
+    let (schema, b) = builder("schema_none");
+    let err = b
+        .auto_create(AutoCreate::None)
+        .document::<v1::Widget>()
+        .build()
+        .await
+        .expect_err("nothing exists");
+    match &err {
+        marten::Error::SchemaObjectMissing { object } => {
+            assert_eq!(object, &format!("schema {}", schema.name()))
+        }
+        other => panic!("wrong error {other}"),
+    }
+    // Create the schema and functions but not the table.
+    let _ = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .build()
+        .await);
+    let none = || {
+        DocumentStore::builder()
+            .connection_string(schema.url())
+            .schema(schema.name())
+            .auto_create(AutoCreate::None)
+    };
+    let err = none()
+        .document::<v1::Widget>()
+        .build()
+        .await
+        .expect_err("no table");
+    match &err {
+        marten::Error::SchemaObjectMissing { object } => {
+            assert_eq!(object, &format!("{}.mt_doc_widget", schema.name()))
+        }
+        other => panic!("wrong error {other}"),
+    }
+    // Unregistered use in none mode fails at first use, naming the table.
+    let store = ok(none().build().await);
+    let mut s = store.lightweight_session();
+    let err = s
+        .load::<v1::Widget>(&Uuid::now_v7())
+        .await
+        .expect_err("no table");
+    assert!(err.to_string().contains("mt_doc_widget"), "{err}");
+
+    // With the table, but missing the numeric column.
+    let _ = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .document::<v1::Widget>()
+        .build()
+        .await);
+    let err = none()
+        .document::<v2::Widget>()
+        .build()
+        .await
+        .expect_err("no mt_revision");
+    assert!(
+        err.to_string().contains("mt_doc_widget.mt_revision"),
+        "{err}"
+    );
+    let err = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .auto_create(AutoCreate::CreateOnly)
+        .document::<v2::Widget>()
+        .build()
+        .await
+        .expect_err("create-only does not alter");
+    assert!(
+        err.to_string().contains("mt_doc_widget.mt_revision"),
+        "{err}"
+    );
+
+    // A table dropped behind the store's back: the write error names it.
+    let store = ok(none().document::<v1::Widget>().build().await);
+    schema
+        .raw_client()
+        .await
+        .batch_execute("DROP TABLE mt_doc_widget")
+        .await
+        .expect("drop");
+    let mut s = store.lightweight_session();
+    ok(s.store(v1::Widget {
+        id: Uuid::now_v7(),
+        name: "x".into(),
+    }));
+    let err = s.save_changes().await.expect_err("table gone");
+    match &err {
+        marten::Error::SchemaObjectMissing { object } => {
+            assert_eq!(object, &format!("{}.mt_doc_widget", schema.name()))
+        }
+        other => panic!("wrong error {other}"),
+    }
+}
+
+#[tokio::test]
+async fn all_mode_drops_and_recreates() {
+    let (schema, b) = builder("schema_all");
+    let store = ok(b.document::<v1::Widget>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.store(v1::Widget {
+        id: Uuid::now_v7(),
+        name: "gone soon".into(),
+    }));
+    ok(s.save_changes().await);
+    let _ = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .auto_create(AutoCreate::All)
+        .document::<v1::Widget>()
+        .build()
+        .await);
+    let n: i64 = schema
+        .raw_client()
+        .await
+        .query_one("SELECT count(*) FROM mt_doc_widget", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn stores_on_one_schema_migrate_concurrently() {
+    let (schema, _b) = builder("schema_concurrent");
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = schema.url().to_owned();
+            let name = schema.name().to_owned();
+            tokio::spawn(async move {
+                DocumentStore::builder()
+                    .connection_string(url)
+                    .schema(name)
+                    .pool_size(1)
+                    .document::<v2::Widget>()
+                    .build()
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        ok(t.await.expect("task"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Session kinds: query, lightweight, identity map, dirty tracking; metadata.
+
+mod common;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use marten_testing::CountingProxy;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(optimistic)]
+struct User {
+    id: Uuid,
+    name: String,
+    roles: Vec<String>,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Tag {
+    id: String,
+    uses: i32,
+}
+
+fn user(name: &str) -> User {
+    User {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        roles: vec!["reader".into()],
+    }
+}
+
+#[tokio::test]
+async fn identity_session_loads_an_id_once() {
+    let (schema, b) = builder("sess_identity");
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .document::<User>()
+        .build()
+        .await);
+    let u = user("ann");
+    let mut w = store.lightweight_session();
+    ok(w.store(u.clone()));
+    ok(w.save_changes().await);
+
+    let mut s = store.identity_session();
+    let first: User = ok(s.load(&u.id).await).expect("loaded");
+    let before = proxy.round_trips();
+    let second: User = ok(s.load(&u.id).await).expect("loaded");
+    assert_eq!(proxy.round_trips(), before, "second load made no query");
+    assert_eq!(first, second);
+
+    // Even after someone else changed it, the session keeps the state it saw.
+    ok(w.store(User {
+        name: "changed".into(),
+        ..u.clone()
+    }));
+    ok(w.save_changes().await);
+    let third: User = ok(s.load(&u.id).await).expect("loaded");
+    assert_eq!(third.name, "ann");
+
+    // Stored documents enter the identity map too; load_many queries only the others.
+    let v = user("bob");
+    ok(s.store(v.clone()));
+    let back: User = ok(s.load(&v.id).await).expect("from the map");
+    assert_eq!(back, v);
+    let many: Vec<User> = ok(s.load_many(&[u.id, v.id]).await);
+    assert_eq!(many.len(), 2);
+
+    // A lightweight session queries every time.
+    let mut l = store.lightweight_session();
+    let _: Option<User> = ok(l.load(&u.id).await);
+    let before = proxy.round_trips();
+    let fresh: User = ok(l.load(&u.id).await).expect("loaded");
+    assert_eq!(proxy.round_trips() - before, 1);
+    assert_eq!(fresh.name, "changed");
+}
+
+#[tokio::test]
+async fn dirty_tracked_session_saves_changed_documents_only() {
+    let (schema, b) = builder("sess_dirty");
+    let store = ok(b.document::<User>().document::<Tag>().build().await);
+    let (a, c) = (user("a"), user("c"));
+    let mut w = store.lightweight_session();
+    ok(w.store(a.clone()));
+    ok(w.store(c.clone()));
+    ok(w.store(Tag {
+        id: "t".into(),
+        uses: 0,
+    }));
+    ok(w.save_changes().await);
+    let raw = schema.raw_client().await;
+    let modified = |id: Uuid| {
+        let raw = &raw;
+        async move {
+            raw.query_one(
+                "SELECT mt_last_modified, mt_version FROM mt_doc_user WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map(|r| (r.get::<_, time::OffsetDateTime>(0), r.get::<_, Uuid>(1)))
+            .expect("row")
+        }
+    };
+    let c_before = modified(c.id).await;
+
+    let mut s = store.dirty_tracked_session();
+    let loaded = ok(s.load::<User>(&a.id).await).expect("loaded");
+    loaded.name = "renamed".into();
+    let _ = ok(s.load::<User>(&c.id).await).expect("loaded");
+    if let Some(tag) = ok(s.load::<Tag>(&"t".to_owned()).await) {
+        tag.uses += 1;
+    }
+    assert_eq!(s.pending_changes(), 0, "nothing queued explicitly");
+    ok(s.save_changes().await);
+
+    let a_now: User = ok(store.query_session().load(&a.id).await).expect("a");
+    assert_eq!(a_now.name, "renamed");
+    let tag: Tag = ok(store.query_session().load(&"t".to_owned()).await).expect("t");
+    assert_eq!(tag.uses, 1);
+    assert_eq!(
+        modified(c.id).await,
+        c_before,
+        "unchanged document not written"
+    );
+
+    // A second save with no further change writes nothing.
+    let a_before = modified(a.id).await;
+    ok(s.save_changes().await);
+    assert_eq!(modified(a.id).await, a_before);
+
+    // Dirty writes are checked against the version loaded.
+    ok(w.store(User {
+        name: "elsewhere".into(),
+        ..c.clone()
+    }));
+    ok(w.save_changes().await);
+    if let Some(doc) = s.get_mut::<User>(&c.id) {
+        doc.roles.push("admin".into());
+    }
+    let err = s.save_changes().await.expect_err("c moved underneath");
+    assert_eq!(err.rejections().len(), 1);
+}
+
+#[tokio::test]
+async fn query_session_and_metadata() {
+    let (_schema, b) = builder("sess_query");
+    let store = ok(b.document::<User>().document::<Tag>().build().await);
+    let u = user("q");
+    let mut w = store.lightweight_session();
+    ok(w.store(u.clone()));
+    ok(w.store(Tag {
+        id: "x".into(),
+        uses: 3,
+    }));
+    ok(w.save_changes().await);
+    let mut q = store.query_session();
+    assert_eq!(ok(q.load::<User>(&u.id).await), Some(u.clone()));
+    assert_eq!(ok(q.load::<User>(&Uuid::now_v7()).await), None);
+    let meta = ok(q.metadata::<User>(&u.id).await).expect("meta");
+    assert!(!meta.version.is_nil());
+    let age = time::OffsetDateTime::now_utc() - meta.last_modified;
+    assert!(
+        age.whole_seconds().abs() < 60,
+        "last modified is recent: {age}"
+    );
+    let tag_meta = ok(q.metadata::<Tag>(&"x".to_owned()).await).expect("meta");
+    assert_eq!(tag_meta.version, marten::concurrency::NoVersion);
+    assert!(ok(q.metadata::<Tag>(&"nope".to_owned()).await).is_none());
+    ok(w.delete::<User>(&u.id));
+    ok(w.save_changes().await);
+    assert_eq!(ok(q.load::<User>(&u.id).await), None);
+}
