@@ -39,7 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shop.name = "Espresso Corner & Bakery".into();
     session.store(shop.clone())?;
     session.save_changes().await?;
-    let meta = session.metadata::<CoffeeShop>(&id).await?.ok_or("just stored")?;
+    let meta = session
+        .metadata::<CoffeeShop>(&id)
+        .await?
+        .ok_or("just stored")?;
     println!("renamed to {:?}, version {}", shop.name, meta.version);
 
     // Two sessions load the same version; the second save is rejected.

@@ -153,7 +153,9 @@ fn run_pg(bin: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn start_throwaway() -> Result<String, String> {
+/// Starts (or reuses) the throwaway cluster and returns its connection string. This is
+/// what [`database_url`] falls back to; it is public so the fallback itself can be tested.
+pub fn start_throwaway() -> Result<String, String> {
     let initdb = find_binary("initdb")
         .ok_or("initdb not found on PATH or under /usr/lib/postgresql/*/bin")?;
     let pg_ctl = find_binary("pg_ctl")
@@ -189,6 +191,21 @@ fn start_throwaway() -> Result<String, String> {
         &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"],
     )?;
     probe(&url).map(|()| url)
+}
+
+/// Stops the throwaway cluster if it runs (`pg_ctl stop -m fast`).
+pub fn stop_throwaway() -> Result<(), String> {
+    let pg_ctl = find_binary("pg_ctl").ok_or("pg_ctl not found")?;
+    let data = std::env::temp_dir()
+        .join("marten-throwaway-pg")
+        .join("data");
+    if !data.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    run_pg(
+        &pg_ctl,
+        &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
+    )
 }
 
 /// A schema of its own for one test, dropped (with everything in it) on drop.
