@@ -5,14 +5,15 @@ extern crate self as marten;
 
 pub use marten_core::concurrency;
 pub use marten_core::{
-    ConcurrencyMode, DatabaseError, Document, DocumentId, DocumentMetadata, Error, IdKey,
-    Rejection, RejectionKind, Result,
+    AnyEvent, ConcurrencyMode, DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event,
+    EventEnvelope, IdKey, Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState,
 };
-pub use marten_derive::Document;
+pub use marten_derive::{Document, Event};
 pub use marten_pg::{
-    AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder,
-    IdentityMap, IdentitySession, Lightweight, LightweightSession, PgDocument, QuerySession,
-    Session, SessionOptions, Tracking,
+    AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder, EventPage,
+    Events, IdentityMap, IdentitySession, Lightweight, LightweightSession, PendingEvent,
+    PgDocument, Position, QuerySession, Session, SessionOptions, StreamRange, Tracking,
+    UnknownEvents,
 };
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
@@ -26,8 +27,9 @@ pub mod storage {
 /// Everything a typical program needs: `use marten::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AutoCreate, Document, DocumentStore, Error, IdentitySession, LightweightSession,
-        QuerySession, SessionOptions,
+        AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope, IdentitySession,
+        LightweightSession, PendingEvent, Position, QuerySession, SessionOptions, StreamId,
+        StreamIdentity, StreamRange,
     };
     pub use uuid::Uuid;
 }
@@ -39,7 +41,7 @@ pub use {serde, serde_json, time, uuid};
 #[doc(hidden)]
 pub mod __private {
     pub use marten_core::concurrency;
-    pub use marten_core::{Document, DocumentId};
+    pub use marten_core::{Document, DocumentId, Event};
     pub use marten_pg::{
         DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
     };

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::IdKey;
+use crate::{IdKey, StreamId};
 
 /// The result type of marten operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,6 +62,66 @@ pub enum Error {
         message: String,
     },
 
+    /// `append_optimistic` or `append_exclusive` on a stream that does not exist.
+    #[error("stream {stream} does not exist")]
+    StreamNotFound {
+        /// The stream.
+        stream: StreamId,
+    },
+
+    /// `append_exclusive` could not lock the stream within the configured timeout
+    /// (another session holds it).
+    #[error("stream {stream} is locked by another session (waited {waited_ms} ms)")]
+    StreamLocked {
+        /// The stream.
+        stream: StreamId,
+        /// How long the append waited for the lock.
+        waited_ms: u64,
+    },
+
+    /// A stream id of the wrong kind for the store (a `String` id on a `Uuid` store, or
+    /// the reverse), or an empty string id.
+    #[error("invalid stream id {stream}: {reason}")]
+    InvalidStreamId {
+        /// The stream.
+        stream: StreamId,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+
+    /// A stored event's type name is not registered with the store.
+    #[error(
+        "unknown event type {event_type:?} at sequence {sequence}: register it with .event::<T>()"
+    )]
+    UnknownEventType {
+        /// The stored type name.
+        event_type: String,
+        /// The event's global sequence.
+        sequence: i64,
+    },
+
+    /// An event could not be serialized to JSON.
+    #[error("cannot serialize event {event_type}: {source}")]
+    SerializeEvent {
+        /// The event type name.
+        event_type: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored event no longer deserializes into its registered type.
+    #[error("cannot deserialize event {event_type} at sequence {sequence}: {source}")]
+    DeserializeEvent {
+        /// The event type name.
+        event_type: String,
+        /// The event's global sequence.
+        sequence: i64,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A table, column or function marten needs does not exist (and the store was told not
     /// to create it).
     #[error("schema object missing: {object}")]
@@ -119,9 +179,9 @@ impl fmt::Display for DisplayRejections<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rejection {
-    /// The document type.
+    /// The document type, or `"stream"` for an event stream.
     pub document_type: &'static str,
-    /// The document id.
+    /// The document id, or the stream id.
     pub id: IdKey,
     /// What went wrong.
     pub kind: RejectionKind,
@@ -161,6 +221,18 @@ pub enum RejectionKind {
     AlreadyExists,
     /// `update` of a document that does not exist.
     NotFound,
+    /// `start_stream` (or `append_expected(.., 0, ..)`) of a stream that already exists.
+    StreamExists,
+    /// `append_expected` / `append_optimistic`: the stream's version is not the one the
+    /// caller saw. `actual` is `None` when the stream does not exist.
+    UnexpectedStreamVersion {
+        /// The version the caller saw before appending.
+        expected: i64,
+        /// The stream's version after the rollback.
+        actual: Option<i64>,
+    },
+    /// An append to an archived stream.
+    StreamArchived,
 }
 
 impl fmt::Display for Rejection {
@@ -178,6 +250,18 @@ impl fmt::Display for Rejection {
             ),
             RejectionKind::AlreadyExists => write!(f, "document {t} {id} already exists"),
             RejectionKind::NotFound => write!(f, "document {t} {id} does not exist"),
+            RejectionKind::StreamExists => write!(f, "stream {id} already exists"),
+            RejectionKind::UnexpectedStreamVersion { expected, actual } => match actual {
+                Some(a) => write!(
+                    f,
+                    "stream {id} is at version {a}, not the expected {expected}"
+                ),
+                None => write!(
+                    f,
+                    "stream {id} does not exist (expected version {expected})"
+                ),
+            },
+            RejectionKind::StreamArchived => write!(f, "stream {id} is archived"),
         }
     }
 }

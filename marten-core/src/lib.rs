@@ -10,11 +10,15 @@
 pub mod concurrency;
 mod document;
 mod error;
+mod event;
 mod id;
 mod metadata;
+mod stream;
 
 pub use concurrency::ConcurrencyMode;
 pub use document::Document;
 pub use error::{DatabaseError, Error, Rejection, RejectionKind, Result};
+pub use event::{AnyEvent, Event, EventEnvelope};
 pub use id::{DocumentId, IdKey};
 pub use metadata::DocumentMetadata;
+pub use stream::{StreamId, StreamIdentity, StreamState};

@@ -6,6 +6,7 @@
 //! ([`internals::check`]) and only then generates code.
 
 mod document;
+mod event;
 mod internals;
 
 use proc_macro::TokenStream;
@@ -19,6 +20,16 @@ use syn::{parse_macro_input, DeriveInput};
 pub fn derive_document(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     document::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Derives `marten::Event` for a struct or enum: its stored type name is the type name in
+/// snake case (`TaskRecorded` -> `task_recorded`) or `#[event(name = "...")]`.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event::expand(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

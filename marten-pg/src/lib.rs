@@ -5,6 +5,7 @@
 
 pub mod documents;
 mod error_map;
+pub mod events;
 mod id;
 mod json;
 pub mod schema;
@@ -15,6 +16,7 @@ mod unit_of_work;
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };
+pub use events::{EventPage, Events, PendingEvent, Position, StreamRange, UnknownEvents};
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use schema::AutoCreate;

@@ -11,8 +11,14 @@ use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::info;
 
+use std::time::Duration;
+
+use marten_core::StreamIdentity;
+
 use crate::documents::PgDocument;
 use crate::error_map::map_pool_error;
+use crate::events::registry::EventRegistry;
+use crate::events::UnknownEvents;
 use crate::schema::{self, AutoCreate, MigrateFn};
 use crate::session::{
     DirtyTrackedSession, IdentitySession, LightweightSession, QuerySession, Session, SessionOptions,
@@ -29,6 +35,15 @@ struct StoreInner {
     schema: String,
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
+    events: EventConfig,
+    registry: RwLock<EventRegistry>,
+}
+
+/// The event store's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct EventConfig {
+    pub(crate) identity: StreamIdentity,
+    pub(crate) exclusive_lock_timeout: Duration,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -55,6 +70,9 @@ pub struct DocumentStoreBuilder {
     auto_create: AutoCreate,
     pool_size: usize,
     documents: Vec<Registration>,
+    events: EventConfig,
+    registry: EventRegistry,
+    registry_error: Option<Error>,
 }
 
 impl DocumentStore {
@@ -67,6 +85,12 @@ impl DocumentStore {
             auto_create: AutoCreate::default(),
             pool_size: 16,
             documents: Vec::new(),
+            events: EventConfig {
+                identity: StreamIdentity::Uuid,
+                exclusive_lock_timeout: Duration::from_secs(5),
+            },
+            registry: EventRegistry::default(),
+            registry_error: None,
         }
     }
 
@@ -151,6 +175,41 @@ impl DocumentStore {
             .unwrap_or(false)
     }
 
+    /// The event store's settings.
+    pub(crate) fn event_config(&self) -> &EventConfig {
+        &self.inner.events
+    }
+
+    /// The kind of stream ids this store uses.
+    pub fn stream_identity(&self) -> StreamIdentity {
+        self.inner.events.identity
+    }
+
+    /// Registers an event type after build (appending does this on its own).
+    pub(crate) fn register_event(
+        &self,
+        register: fn(&mut EventRegistry) -> Result<()>,
+        name: &str,
+    ) -> Result<()> {
+        if let Ok(r) = self.inner.registry.read() {
+            if r.knows(name) {
+                return Ok(());
+            }
+        }
+        match self.inner.registry.write() {
+            Ok(mut r) => register(&mut r),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Runs `f` with the event registry.
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&EventRegistry) -> T) -> T {
+        match self.inner.registry.read() {
+            Ok(r) => f(&r),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
     /// Closes the pool; sessions still open keep their connection until dropped.
     pub fn close(&self) {
         self.inner.pool.close();
@@ -202,8 +261,39 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// Registers an event type, so reads can deserialize it (appending registers the
+    /// types it appends, too). Two types with the same event type name are an error.
+    pub fn event<E: marten_core::Event>(mut self) -> Self {
+        if let Err(e) = self.registry.register::<E>() {
+            self.registry_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// The kind of stream ids (default `Uuid`).
+    pub fn stream_identity(mut self, identity: StreamIdentity) -> Self {
+        self.events.identity = identity;
+        self
+    }
+
+    /// How long `append_exclusive` waits for a stream's lock before failing with
+    /// [`Error::StreamLocked`] (default 5 s).
+    pub fn exclusive_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.events.exclusive_lock_timeout = timeout;
+        self
+    }
+
+    /// What reads do with events of unregistered types (default: fail).
+    pub fn unknown_events(mut self, policy: UnknownEvents) -> Self {
+        self.registry.unknown = policy;
+        self
+    }
+
     /// Connects, applies the schema mode to every registered type, and returns the store.
     pub async fn build(self) -> Result<DocumentStore> {
+        if let Some(e) = self.registry_error {
+            return Err(e);
+        }
         if !is_identifier(&self.schema) {
             return Err(Error::Configuration(format!(
                 "invalid schema name {:?}: use lower-case letters, digits and underscores, starting with a letter",
@@ -248,6 +338,8 @@ impl DocumentStoreBuilder {
                 schema: self.schema,
                 auto_create: self.auto_create,
                 ensured: RwLock::new(HashSet::new()),
+                events: self.events,
+                registry: RwLock::new(self.registry),
             }),
         };
         let client = store.connection().await?;

@@ -74,6 +74,11 @@ impl UnitOfWork {
         self.ops.push(Box::new(batch));
     }
 
+    /// Queues any operation as it is.
+    pub(crate) fn push_op(&mut self, op: Box<dyn Operation>) {
+        self.ops.push(op);
+    }
+
     /// Queues a delete by id.
     pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
         if let Some(last) = self.ops.last_mut() {
@@ -95,6 +100,22 @@ impl UnitOfWork {
         client: &Object,
         store: &DocumentStore,
         state: &mut SessionState,
+        in_transaction: bool,
+    ) -> Result<()> {
+        let result = self.run(client, store, state, in_transaction).await;
+        if result.is_err() && in_transaction {
+            // If the flight never reached COMMIT, end the open transaction here.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn run(
+        &mut self,
+        client: &Object,
+        store: &DocumentStore,
+        state: &mut SessionState,
+        in_transaction: bool,
     ) -> Result<()> {
         let schema = store.schema();
         let ops = &mut self.ops;
@@ -111,7 +132,8 @@ impl UnitOfWork {
             statements.push(stmt);
         }
         // One statement that either writes everything or nothing needs no transaction.
-        let single = ops.len() == 1 && (!ops[0].checked() || ops[0].len() == 1);
+        let single = !in_transaction && ops.len() == 1 && ops[0].atomic();
+        let begin = !single && !in_transaction;
         let guard = if !single && ops.iter().any(|o| o.checked()) {
             Some(
                 client
@@ -132,7 +154,7 @@ impl UnitOfWork {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
         let c: &tokio_postgres::Client = client;
         let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
-        if !single {
+        if begin {
             flight.push(Box::pin(async move {
                 c.batch_execute("BEGIN").await.map(|()| Vec::new())
             }));
@@ -152,7 +174,7 @@ impl UnitOfWork {
         drop(params);
 
         let mut failure: Option<Error> = None;
-        if !single {
+        if begin {
             if let Some(Err(e)) = results.next() {
                 note(&mut failure, e, Failed::Transaction);
             }
@@ -218,7 +240,7 @@ fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
 /// Polls every future in order until all are done. Unlike a general join, the first
 /// poll of each future happens in list order, which is the order tokio-postgres writes
 /// their requests to the connection.
-async fn join_in_order<T>(
+pub(crate) async fn join_in_order<T>(
     mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
 ) -> Vec<T> {
     let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a store on a schema of the test's own.
 #![allow(dead_code)]
 
+pub mod events;
+
 use marten::{DocumentStore, DocumentStoreBuilder};
 use marten_testing::TestSchema;
 

@@ -162,3 +162,64 @@ impl SpanOf for syn::Path {
             .map_or_else(Span::call_site, |s| s.ident.span())
     }
 }
+
+/// Attributes on an event type.
+pub struct Event {
+    /// `#[event(name = "...")]`
+    pub name: Option<(String, Span)>,
+}
+
+impl Event {
+    /// Parses an event type's attributes.
+    pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut name = Attr::none("name");
+        for attr in attrs {
+            if !attr.path().is_ident("event") {
+                continue;
+            }
+            let result = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.value().trim().is_empty() {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "an event name must not be empty",
+                        ));
+                    }
+                    name.set(cx, lit.span(), lit.value());
+                    Ok(())
+                } else {
+                    Err(meta.error(format!(
+                        "unknown event attribute `{}`: expected `name = \"...\"`",
+                        path_name(&meta.path)
+                    )))
+                }
+            });
+            if let Err(e) = result {
+                cx.syn_error(e);
+            }
+        }
+        Event { name: name.get() }
+    }
+}
+
+/// `SomeTypeName` -> `some_type_name`: the default stored name of an event type.
+pub fn snake_case(ident: &str) -> String {
+    let mut out = String::with_capacity(ident.len() + 4);
+    let chars: Vec<char> = ident.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_uppercase();
+            if i > 0 && (prev_lower || (prev_upper && next_lower)) {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(*c);
+        }
+    }
+    out
+}

@@ -27,6 +27,9 @@ pub(crate) trait Operation: Send + Sync + Any {
     fn len(&self) -> usize;
     /// Whether the statement may reject rows (and set the rejected flag).
     fn checked(&self) -> bool;
+    /// Whether a rejection leaves nothing of this statement written, so that, sent alone,
+    /// it needs no transaction around it.
+    fn atomic(&self) -> bool;
     /// The document type, for errors.
     fn document_type(&self) -> &'static str;
     /// The table, for errors.
@@ -126,6 +129,10 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn checked(&self) -> bool {
         D::Storage::checked(self.kind)
+    }
+
+    fn atomic(&self) -> bool {
+        self.ids.len() == 1 || !self.checked()
     }
 
     fn document_type(&self) -> &'static str {
@@ -281,6 +288,10 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
 
     fn checked(&self) -> bool {
         false
+    }
+
+    fn atomic(&self) -> bool {
+        true
     }
 
     fn document_type(&self) -> &'static str {

@@ -215,3 +215,64 @@ pub(crate) async fn migrate_document<D: PgDocument>(
     }
     Ok(())
 }
+
+/// Creates, updates or checks the event store's tables for a stream identity.
+pub(crate) async fn migrate_events(
+    client: &Client,
+    schema: &str,
+    mode: AutoCreate,
+    identity: marten_core::StreamIdentity,
+) -> Result<()> {
+    use crate::events::table;
+    let what = Failed::Migrating("event store");
+    if mode == AutoCreate::All {
+        for t in [table::EVENTS_TABLE, table::STREAMS_TABLE] {
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {schema}.{t} CASCADE"))
+                .await
+                .map_err(|e| map_db_error(e, what))?;
+        }
+    }
+    let mut missing = Vec::new();
+    for (t, required) in [
+        (table::STREAMS_TABLE, table::STREAM_COLUMNS),
+        (table::EVENTS_TABLE, table::EVENT_COLUMNS_REQUIRED),
+    ] {
+        let columns = describe(client, schema, t).await?;
+        if columns.is_empty() {
+            missing.push(format!("{schema}.{t}"));
+            continue;
+        }
+        if let Some((_, found)) = columns.iter().find(|(name, _)| name == "id") {
+            let expected = udt_of(table::id_type(identity));
+            if t == table::STREAMS_TABLE && found != expected {
+                return Err(Error::Configuration(format!(
+                    "table {schema}.{t} has {found} stream ids, but the store is configured for {expected}"
+                )));
+            }
+        }
+        for c in required {
+            if !columns.iter().any(|(name, _)| name == c) {
+                missing.push(format!("{schema}.{t}.{c}"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if mode == AutoCreate::None
+        || (mode == AutoCreate::CreateOnly && missing.iter().any(|m| m.matches('.').count() > 1))
+    {
+        return Err(Error::SchemaObjectMissing {
+            object: missing.join(", "),
+        });
+    }
+    debug!(schema, ?missing, "creating the event store tables");
+    for sql in table::ddl(schema, identity) {
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| map_db_error(e, what))?;
+    }
+    Ok(())
+}

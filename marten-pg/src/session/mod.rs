@@ -97,29 +97,42 @@ impl SessionOptions {
 /// A writing session; see [`LightweightSession`], [`IdentitySession`] and
 /// [`DirtyTrackedSession`].
 pub struct Session<K: Tracking> {
-    store: DocumentStore,
-    conn: Option<Object>,
-    /// Set while a save is in flight: if the save is cancelled, the connection may be
-    /// inside a transaction and must not go back to the pool.
-    in_doubt: bool,
-    state: SessionState,
-    uow: UnitOfWork,
+    pub(crate) store: DocumentStore,
+    pub(crate) conn: Option<Object>,
+    /// Set while a request is in flight: if it is cancelled, the connection may be inside
+    /// a transaction and must not go back to the pool.
+    pub(crate) in_doubt: bool,
+    /// Set while the session holds an open transaction (after `append_exclusive`).
+    pub(crate) in_transaction: bool,
+    pub(crate) state: SessionState,
+    pub(crate) uow: UnitOfWork,
+    pub(crate) event_meta: EventMeta,
     options: SessionOptions,
     _kind: PhantomData<K>,
 }
 
+/// Metadata the session stamps on the events it appends.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EventMeta {
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) causation_id: Option<String>,
+    pub(crate) headers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// Gets the session's connection, opening it on first use and discarding one a cancelled
 /// save left in doubt.
-async fn connection<'a>(
+pub(crate) async fn connection<'a>(
     store: &DocumentStore,
     conn: &'a mut Option<Object>,
     in_doubt: &mut bool,
+    in_transaction: &mut bool,
 ) -> Result<&'a Object> {
     if *in_doubt {
         if let Some(obj) = conn.take() {
             drop(Object::take(obj));
         }
         *in_doubt = false;
+        *in_transaction = false;
     }
     if conn.is_none() {
         *conn = Some(store.connection().await?);
@@ -136,7 +149,9 @@ impl<K: Tracking> Session<K> {
             store,
             conn: None,
             in_doubt: false,
+            in_transaction: false,
             state: SessionState::default(),
+            event_meta: EventMeta::default(),
             uow: UnitOfWork::default(),
             options,
             _kind: PhantomData,
@@ -285,13 +300,25 @@ impl<K: Tracking> Session<K> {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        let client = connection(
+            &self.store,
+            &mut self.conn,
+            &mut self.in_doubt,
+            &mut self.in_transaction,
+        )
+        .await?;
         self.store.ensure::<D>(client).await?;
         load::metadata::<D>(client, id).await
     }
 
     async fn fetch<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<Loaded<D>>> {
-        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        let client = connection(
+            &self.store,
+            &mut self.conn,
+            &mut self.in_doubt,
+            &mut self.in_transaction,
+        )
+        .await?;
         self.store.ensure::<D>(client).await?;
         let loaded = load::load_one::<D>(client, id).await?;
         if let Some(l) = &loaded {
@@ -301,7 +328,13 @@ impl<K: Tracking> Session<K> {
     }
 
     async fn fetch_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<Loaded<D>>> {
-        let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+        let client = connection(
+            &self.store,
+            &mut self.conn,
+            &mut self.in_doubt,
+            &mut self.in_transaction,
+        )
+        .await?;
         self.store.ensure::<D>(client).await?;
         let loaded = load::load_many::<D>(client, ids).await?;
         for l in &loaded {
@@ -335,17 +368,28 @@ impl<K: Tracking> Session<K> {
                 return Err(e);
             }
         }
-        if self.uow.is_empty() {
+        if self.uow.is_empty() && !self.in_transaction {
             return Ok(());
         }
         let result = async {
-            let client = connection(&self.store, &mut self.conn, &mut self.in_doubt).await?;
+            let client = connection(
+                &self.store,
+                &mut self.conn,
+                &mut self.in_doubt,
+                &mut self.in_transaction,
+            )
+            .await?;
             self.in_doubt = true;
-            let result = self.uow.execute(client, &self.store, &mut self.state).await;
+            let result = self
+                .uow
+                .execute(client, &self.store, &mut self.state, self.in_transaction)
+                .await;
             self.in_doubt = false;
             result
         }
         .await;
+        // Committed or rolled back: the transaction (and any stream lock) is over.
+        self.in_transaction = false;
         self.uow.clear();
         self.state.finish_save(result.is_ok());
         if let Err(Error::Connection(_)) = &result {
@@ -361,6 +405,29 @@ impl<K: Tracking> Session<K> {
     pub fn discard_changes(&mut self) {
         self.uow.clear();
     }
+
+    /// The event store operations of this session.
+    pub fn events(&mut self) -> crate::events::Events<'_, K> {
+        crate::events::Events { session: self }
+    }
+
+    /// Sets the correlation id stamped on events this session appends from now on.
+    pub fn set_correlation_id(&mut self, id: Option<String>) {
+        self.event_meta.correlation_id = id;
+    }
+
+    /// Sets the causation id stamped on events this session appends from now on.
+    pub fn set_causation_id(&mut self, id: Option<String>) {
+        self.event_meta.causation_id = id;
+    }
+
+    /// Adds a header stamped on events this session appends from now on.
+    pub fn set_header(&mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) {
+        self.event_meta
+            .headers
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+    }
 }
 
 fn is_dirty_tracking<K: Tracking>() -> bool {
@@ -369,9 +436,12 @@ fn is_dirty_tracking<K: Tracking>() -> bool {
 
 impl<K: Tracking> Drop for Session<K> {
     fn drop(&mut self) {
-        if self.in_doubt {
+        if self.in_doubt || self.in_transaction {
             if let Some(obj) = self.conn.take() {
-                warn!("session dropped while a save was in flight; closing its connection");
+                if self.in_doubt {
+                    warn!("session dropped while a request was in flight; closing its connection");
+                }
+                // Closing the connection rolls its transaction back and frees its locks.
                 drop(Object::take(obj));
             }
         }

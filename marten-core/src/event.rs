@@ -1,0 +1,104 @@
+//! Events: serde types with a stable type name, and the envelope a read event comes in.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::StreamId;
+
+/// An event: a serde type with a stable name, stored in the events table under that name
+/// and deserialized by it. Implement it with `#[derive(Event)]`; the name defaults to the
+/// type name in snake case and is set with `#[event(name = "...")]`.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stored type name. Keep it stable: renaming it orphans stored events.
+    const EVENT_TYPE: &'static str;
+}
+
+/// Any event, type-erased, for envelopes that hold events of several types.
+pub trait AnyEvent: Any + Send + Sync {
+    /// The stored type name.
+    fn event_type(&self) -> &'static str;
+    /// For downcasting to the concrete event type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<E: Event> AnyEvent for E {
+    fn event_type(&self) -> &'static str {
+        E::EVENT_TYPE
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl fmt::Debug for dyn AnyEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.event_type())
+    }
+}
+
+/// An event as stored: the event and its metadata.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EventEnvelope {
+    /// The global sequence number (unique, increasing in insertion order; gaps are
+    /// possible where a transaction rolled back).
+    pub sequence: i64,
+    /// The event's id.
+    pub id: Uuid,
+    /// The stream the event belongs to.
+    pub stream_id: StreamId,
+    /// The event's version within its stream, from 1.
+    pub version: i64,
+    /// The stored type name.
+    pub event_type: String,
+    /// When the event was stored.
+    pub timestamp: OffsetDateTime,
+    /// The correlation id, if one was set.
+    pub correlation_id: Option<String>,
+    /// The causation id, if one was set.
+    pub causation_id: Option<String>,
+    /// Headers, if any were set (a JSON object).
+    pub headers: Option<serde_json::Value>,
+    /// The id of the transaction that wrote the event.
+    pub transaction_id: u64,
+    /// Whether the event's stream is archived.
+    pub archived: bool,
+    /// The event itself.
+    pub data: Arc<dyn AnyEvent>,
+}
+
+impl EventEnvelope {
+    /// Creates an envelope with empty metadata (used by backends, which fill the rest).
+    pub fn new(sequence: i64, id: Uuid, stream_id: StreamId, data: Arc<dyn AnyEvent>) -> Self {
+        EventEnvelope {
+            sequence,
+            id,
+            stream_id,
+            version: 0,
+            event_type: data.event_type().to_owned(),
+            timestamp: OffsetDateTime::UNIX_EPOCH,
+            correlation_id: None,
+            causation_id: None,
+            headers: None,
+            transaction_id: 0,
+            archived: false,
+            data,
+        }
+    }
+
+    /// The event as `E`, if it is one.
+    pub fn data_as<E: Event>(&self) -> Option<&E> {
+        self.data.as_any().downcast_ref::<E>()
+    }
+
+    /// Whether the event is an `E`.
+    pub fn is<E: Event>(&self) -> bool {
+        self.data.as_any().is::<E>()
+    }
+}

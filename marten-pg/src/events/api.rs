@@ -1,0 +1,666 @@
+//! The event API of a session: `session.events()`.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use marten_core::{
+    AnyEvent, Error, Event, EventEnvelope, Rejection, RejectionKind, Result, StreamId,
+    StreamIdentity, StreamState,
+};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use super::append::{AppendKind, StreamAppend};
+use super::read;
+use super::registry::EventRegistry;
+use super::stream_id::StreamKey;
+use super::table::EventSql;
+use crate::error_map::{map_db_error, Failed};
+use crate::json::RawJson;
+use crate::schema::{AutoCreate, MigrateFn};
+use crate::session::{connection, Session, Tracking};
+use crate::unit_of_work::join_in_order;
+
+/// An event about to be appended, with optional metadata of its own. Any `#[derive(Event)]`
+/// type converts into one; build one explicitly to mix event types in one append
+/// (`[PendingEvent::new(a), PendingEvent::new(b)]`) or to set metadata per event.
+pub struct PendingEvent {
+    pub(crate) event_type: &'static str,
+    pub(crate) data: Arc<dyn AnyEvent>,
+    serialize: fn(&dyn AnyEvent) -> serde_json::Result<Vec<u8>>,
+    register: fn(&mut EventRegistry) -> Result<()>,
+    id: Option<Uuid>,
+    headers: Option<serde_json::Map<String, serde_json::Value>>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+}
+
+fn serialize_as<E: Event>(any: &dyn AnyEvent) -> serde_json::Result<Vec<u8>> {
+    match any.as_any().downcast_ref::<E>() {
+        Some(e) => serde_json::to_vec(e),
+        None => Err(<serde_json::Error as serde::ser::Error>::custom(
+            "event type mismatch",
+        )),
+    }
+}
+
+impl PendingEvent {
+    /// Wraps an event.
+    pub fn new<E: Event>(event: E) -> Self {
+        PendingEvent {
+            event_type: E::EVENT_TYPE,
+            data: Arc::new(event),
+            serialize: serialize_as::<E>,
+            register: EventRegistry::register::<E>,
+            id: None,
+            headers: None,
+            correlation_id: None,
+            causation_id: None,
+        }
+    }
+
+    /// Sets the event's id (default: a new version-7 uuid).
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Adds a header to this event (on top of the session's headers).
+    pub fn with_header(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets this event's correlation id (instead of the session's).
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets this event's causation id (instead of the session's).
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+}
+
+impl<E: Event> From<E> for PendingEvent {
+    fn from(event: E) -> Self {
+        PendingEvent::new(event)
+    }
+}
+
+/// Which events of a stream to fetch. The default is all of them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StreamRange {
+    /// The lowest version (inclusive).
+    pub from_version: i64,
+    /// The highest version (inclusive).
+    pub to_version: i64,
+    /// Only events stored at or after this time.
+    pub from_time: Option<OffsetDateTime>,
+    /// Only events stored at or before this time.
+    pub to_time: Option<OffsetDateTime>,
+    /// Whether events of an archived stream are returned.
+    pub include_archived: bool,
+}
+
+impl Default for StreamRange {
+    fn default() -> Self {
+        StreamRange {
+            from_version: 0,
+            to_version: i64::MAX,
+            from_time: None,
+            to_time: None,
+            include_archived: false,
+        }
+    }
+}
+
+impl StreamRange {
+    /// All events.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Events up to and including `version`.
+    pub fn up_to_version(mut self, version: i64) -> Self {
+        self.to_version = version;
+        self
+    }
+
+    /// Events from `version` on.
+    pub fn from_version(mut self, version: i64) -> Self {
+        self.from_version = version;
+        self
+    }
+
+    /// Events stored at or before `time`.
+    pub fn up_to_time(mut self, time: OffsetDateTime) -> Self {
+        self.to_time = Some(time);
+        self
+    }
+
+    /// Events stored at or after `time`.
+    pub fn from_time(mut self, time: OffsetDateTime) -> Self {
+        self.from_time = Some(time);
+        self
+    }
+
+    /// Also events of an archived stream.
+    pub fn including_archived(mut self) -> Self {
+        self.include_archived = true;
+        self
+    }
+}
+
+/// A position in the gap-safe global order: the compound key (writing transaction id,
+/// sequence). Start from [`Position::START`] and continue from [`EventPage::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// The id of the transaction that wrote the last event read.
+    pub transaction_id: u64,
+    /// The global sequence of the last event read.
+    pub sequence: i64,
+}
+
+impl Position {
+    /// Before every event.
+    pub const START: Position = Position {
+        transaction_id: 0,
+        sequence: 0,
+    };
+}
+
+/// A page of [`Events::read_all`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EventPage {
+    /// The events, in (transaction id, sequence) order.
+    pub events: Vec<EventEnvelope>,
+    /// Where the next read continues.
+    pub next: Position,
+    /// How many rows were read (events of unknown types skipped by the store's policy
+    /// count here but are not in `events`).
+    pub rows: usize,
+}
+
+/// Marker types naming the event store's tables for each stream identity in the store's
+/// set of created objects.
+struct UuidEventTables;
+struct StringEventTables;
+
+/// The `TypeId` and migration of the event tables for a stream identity.
+pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
+    match identity {
+        StreamIdentity::Uuid => (TypeId::of::<UuidEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(crate::schema::migrate_events(c, s, m, StreamIdentity::Uuid))
+        }),
+        StreamIdentity::String => (TypeId::of::<StringEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(crate::schema::migrate_events(
+                c,
+                s,
+                m,
+                StreamIdentity::String,
+            ))
+        }),
+    }
+}
+
+/// The event operations of a session, borrowed from it: `session.events()`.
+pub struct Events<'s, K: Tracking> {
+    pub(crate) session: &'s mut Session<K>,
+}
+
+impl<K: Tracking> Events<'_, K> {
+    fn key(&self, stream: StreamId) -> Result<StreamKey> {
+        let identity = self.session.store.stream_identity();
+        match (&stream, identity) {
+            (StreamId::Uuid(_), StreamIdentity::Uuid) => Ok(StreamKey(stream)),
+            (StreamId::String(s), StreamIdentity::String) if s.is_empty() => {
+                Err(Error::InvalidStreamId {
+                    stream,
+                    reason: "a string stream id must not be empty",
+                })
+            }
+            (StreamId::String(_), StreamIdentity::String) => Ok(StreamKey(stream)),
+            (StreamId::Uuid(_), StreamIdentity::String) => Err(Error::InvalidStreamId {
+                stream,
+                reason: "this store uses string stream ids",
+            }),
+            (StreamId::String(_), StreamIdentity::Uuid) => Err(Error::InvalidStreamId {
+                stream,
+                reason: "this store uses uuid stream ids",
+            }),
+        }
+    }
+
+    /// Builds the append, serializing every event; `None` for an empty plain append.
+    fn build<I>(
+        &mut self,
+        kind: AppendKind,
+        stream: StreamKey,
+        events: I,
+    ) -> Result<Option<StreamAppend>>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let store = self.session.store.clone();
+        let meta = &self.session.event_meta;
+        let mut append = StreamAppend::new(kind, store.stream_identity(), stream.0);
+        for pending in events {
+            let pending: PendingEvent = pending.into();
+            store.register_event(pending.register, pending.event_type)?;
+            let json = (pending.serialize)(pending.data.as_ref()).map_err(|source| {
+                Error::SerializeEvent {
+                    event_type: pending.event_type,
+                    source,
+                }
+            })?;
+            let headers = match (&meta.headers, pending.headers) {
+                (None, None) => None,
+                (Some(h), None) => Some(h.clone()),
+                (None, Some(h)) => Some(h),
+                (Some(session), Some(own)) => {
+                    let mut all = session.clone();
+                    all.extend(own);
+                    Some(all)
+                }
+            };
+            let headers = match headers {
+                Some(h) => Some(RawJson(serde_json::to_vec(&h).map_err(|source| {
+                    Error::SerializeEvent {
+                        event_type: pending.event_type,
+                        source,
+                    }
+                })?)),
+                None => None,
+            };
+            append.ids.push(pending.id.unwrap_or_else(Uuid::now_v7));
+            append.types.push(pending.event_type);
+            append.data.push(RawJson(json));
+            append.headers.push(headers);
+            append.correlation_ids.push(
+                pending
+                    .correlation_id
+                    .or_else(|| meta.correlation_id.clone()),
+            );
+            append
+                .causation_ids
+                .push(pending.causation_id.or_else(|| meta.causation_id.clone()));
+            append.events.push(pending.data);
+        }
+        append.count = append.ids.len() as i64;
+        if append.count == 0 && kind == AppendKind::Append {
+            return Ok(None);
+        }
+        Ok(Some(append))
+    }
+
+    fn queue(&mut self, append: Option<StreamAppend>) {
+        if let Some(a) = append {
+            self.session.uow.push_op(Box::new(a));
+        }
+    }
+
+    /// Starts a stream; `save_changes` rejects it with
+    /// [`RejectionKind::StreamExists`] if the stream exists. The events get versions
+    /// 1..=n; a stream can be started with no events (version 0).
+    pub fn start_stream<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let append = self.build(AppendKind::Start, key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Like [`start_stream`](Self::start_stream), recording the aggregate type name the
+    /// stream belongs to.
+    pub fn start_stream_of<I>(
+        &mut self,
+        aggregate_type: &str,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let mut append = self.build(AppendKind::Start, key, events)?;
+        if let Some(a) = &mut append {
+            a.stream_type = Some(aggregate_type.to_owned());
+        }
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Appends events, creating the stream if it does not exist. Appending no events does
+    /// nothing.
+    pub fn append<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let append = self.build(AppendKind::Append, key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Appends events if the stream is at `expected_version` when saved, where
+    /// `expected_version` is the version the caller saw **before** this append (0: the
+    /// stream must not exist yet). Otherwise `save_changes` rejects it with
+    /// [`RejectionKind::UnexpectedStreamVersion`] (or `StreamExists` for 0).
+    pub fn append_expected<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        expected_version: i64,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let kind = if expected_version == 0 {
+            AppendKind::Start
+        } else {
+            AppendKind::Expected(expected_version)
+        };
+        let append = self.build(kind, key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Reads the stream's version now and appends with that version expected: the save
+    /// fails if the stream moved in between. A missing stream is
+    /// [`Error::StreamNotFound`].
+    pub async fn append_optimistic<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let state = self.stream_version(&key).await?;
+        let version = match state {
+            None => return Err(Error::StreamNotFound { stream: key.0 }),
+            Some((_, true)) => return Err(archived(&key)),
+            Some((v, false)) => v,
+        };
+        let append = self.build(AppendKind::Expected(version), key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    async fn stream_version(&mut self, key: &StreamKey) -> Result<Option<(i64, bool)>> {
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::ensure(&s.store, client).await?;
+        let sql = EventSql::get(s.store.stream_identity());
+        let stmt = client
+            .prepare_cached(&sql.stream_version)
+            .await
+            .map_err(reading)?;
+        match client.query_opt(&stmt, &[key]).await.map_err(reading)? {
+            Some(row) => Ok(Some((
+                row.try_get(0).map_err(reading)?,
+                row.try_get(1).map_err(reading)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Locks the stream's row now (waiting up to the store's exclusive lock timeout, then
+    /// failing with [`Error::StreamLocked`]) and appends with its current version
+    /// expected. The session holds the lock in an open transaction until `save_changes`
+    /// commits, the save fails, or the session is dropped. A missing stream is
+    /// [`Error::StreamNotFound`].
+    pub async fn append_exclusive<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let version = self.lock_stream(&key).await?;
+        let append = self.build(AppendKind::Expected(version), key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
+        let s = &mut *self.session;
+        let timeout = s.store.event_config().exclusive_lock_timeout;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::ensure(&s.store, client).await?;
+        let sql = EventSql::get(s.store.stream_identity());
+        let lock = client
+            .prepare_cached(&sql.lock_stream)
+            .await
+            .map_err(reading)?;
+        let set_timeout = client
+            .prepare_cached("SELECT set_config('lock_timeout', $1, true)")
+            .await
+            .map_err(reading)?;
+        let began = !s.in_transaction;
+        let timeout_text = format!("{}ms", timeout.as_millis().max(1));
+        let c: &tokio_postgres::Client = client;
+        type Flight<'a> = std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+                    > + Send
+                    + 'a,
+            >,
+        >;
+        let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];
+        let mut flight: Vec<Flight<'_>> = Vec::new();
+        if began {
+            flight.push(Box::pin(async move {
+                c.batch_execute("BEGIN").await.map(|()| Vec::new())
+            }));
+        }
+        flight.push(Box::pin(async move {
+            c.batch_execute("SAVEPOINT mt_exclusive")
+                .await
+                .map(|()| Vec::new())
+        }));
+        flight.push(Box::pin(c.query(&set_timeout, &timeout_params)));
+        flight.push(Box::pin(c.query(&lock, &lock_params)));
+        flight.push(Box::pin(async move {
+            c.batch_execute("RELEASE SAVEPOINT mt_exclusive")
+                .await
+                .map(|()| Vec::new())
+        }));
+        s.in_doubt = true;
+        let results = join_in_order(flight).await;
+        s.in_doubt = false;
+        if began {
+            s.in_transaction = true;
+        }
+        let mut results = results.into_iter().skip(usize::from(began));
+        let savepoint = results.next();
+        let _timeout = results.next();
+        let locked = results.next();
+        let outcome = match (savepoint, locked) {
+            (Some(Err(e)), _) => Err(map_db_error(e, Failed::Transaction)),
+            (_, Some(Ok(rows))) => match rows.first() {
+                Some(row) => {
+                    let version: i64 = row.try_get(0).map_err(reading)?;
+                    let archived_now: bool = row.try_get(1).map_err(reading)?;
+                    if archived_now {
+                        Err(archived(key))
+                    } else {
+                        Ok(version)
+                    }
+                }
+                None => Err(Error::StreamNotFound {
+                    stream: key.0.clone(),
+                }),
+            },
+            (_, Some(Err(e))) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                Err(Error::StreamLocked {
+                    stream: key.0.clone(),
+                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+            (_, Some(Err(e))) => Err(map_db_error(e, Failed::Reading("stream"))),
+            (_, None) => Err(Error::StreamNotFound {
+                stream: key.0.clone(),
+            }),
+        };
+        if outcome.is_err() {
+            // Undo this attempt only; locks taken earlier in the session stay.
+            if began {
+                let _ = c.batch_execute("ROLLBACK").await;
+                s.in_transaction = false;
+            } else {
+                let _ = c.batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive").await;
+            }
+        }
+        outcome
+    }
+
+    /// Archives a stream (queued): its events leave normal reads and appends to it are
+    /// rejected; [`StreamRange::including_archived`] still reads them.
+    pub fn archive_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
+        let key = self.key(stream.into())?;
+        let identity = self.session.store.stream_identity();
+        self.session
+            .uow
+            .push_op(Box::new(super::append::StreamCommand::archive(
+                identity, key,
+            )));
+        Ok(())
+    }
+
+    /// Deletes a stream and all its events (queued).
+    pub fn delete_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
+        let key = self.key(stream.into())?;
+        let identity = self.session.store.stream_identity();
+        self.session
+            .uow
+            .push_op(Box::new(super::append::StreamCommand::delete(
+                identity, key,
+            )));
+        Ok(())
+    }
+
+    /// All events of a stream, in version order.
+    pub async fn fetch_stream(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Vec<EventEnvelope>> {
+        self.fetch_stream_with(stream, StreamRange::all()).await
+    }
+
+    /// The events of a stream within `range`, in version order.
+    pub async fn fetch_stream_with(
+        &mut self,
+        stream: impl Into<StreamId>,
+        range: StreamRange,
+    ) -> Result<Vec<EventEnvelope>> {
+        let key = self.key(stream.into())?;
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::fetch_stream(&s.store, client, &key, &range).await
+    }
+
+    /// The stream's version, timestamps and archived flag, or `None` if it does not exist.
+    pub async fn fetch_stream_state(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<StreamState>> {
+        let key = self.key(stream.into())?;
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::stream_state(&s.store, client, &key).await
+    }
+
+    /// Up to `limit` events after `after` in the gap-safe global order: only events whose
+    /// writing transaction id is below the oldest transaction still open, ordered by
+    /// (transaction id, sequence). An open transaction that appended holds the reader at
+    /// its gap until it commits or rolls back; nothing is ever skipped.
+    pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::read_all(&s.store, client, after, limit, false).await
+    }
+
+    /// How long the oldest open writing transaction in the cluster has been open: it
+    /// holds [`read_all`](Self::read_all) (and the daemon) back. `None` when there is none.
+    pub async fn oldest_open_transaction(&mut self) -> Result<Option<std::time::Duration>> {
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::oldest_open_transaction(client).await
+    }
+}
+
+fn archived(key: &StreamKey) -> Error {
+    Error::Rejected(vec![Rejection::new(
+        "stream",
+        key.0.key(),
+        RejectionKind::StreamArchived,
+    )])
+}
+
+fn reading(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading("stream"))
+}

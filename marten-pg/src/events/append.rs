@@ -1,0 +1,265 @@
+//! A stream append as an operation of the unit of work: one statement per append.
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use marten_core::{AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, StreamIdentity};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use super::stream_id::StreamKey;
+use super::table::{EventSql, EVENTS_TABLE};
+use crate::documents::batch::Operation;
+use crate::error_map::{map_db_error, Failed};
+use crate::json::RawJson;
+use crate::schema::MigrateFn;
+use crate::session::state::SessionState;
+
+/// What an append asserts about its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendKind {
+    /// The stream must not exist.
+    Start,
+    /// No assertion; the stream is created if missing.
+    Append,
+    /// The stream must be at this version (the version before the append).
+    Expected(i64),
+}
+
+/// One append: events for one stream, in one statement.
+pub(crate) struct StreamAppend {
+    pub(crate) kind: AppendKind,
+    pub(crate) identity: StreamIdentity,
+    pub(crate) stream: StreamKey,
+    pub(crate) stream_type: Option<String>,
+    pub(crate) count: i64,
+    pub(crate) ids: Vec<uuid::Uuid>,
+    pub(crate) types: Vec<&'static str>,
+    pub(crate) data: Vec<RawJson>,
+    pub(crate) headers: Vec<Option<RawJson>>,
+    pub(crate) correlation_ids: Vec<Option<String>>,
+    pub(crate) causation_ids: Vec<Option<String>>,
+    /// The events themselves, for inline projections.
+    #[allow(dead_code)]
+    pub(crate) events: Vec<Arc<dyn AnyEvent>>,
+    rejected: bool,
+    /// The stream version and the events' sequences after the append.
+    pub(crate) written: Option<(i64, Vec<i64>)>,
+}
+
+impl StreamAppend {
+    pub(crate) fn new(kind: AppendKind, identity: StreamIdentity, stream: StreamId) -> Self {
+        StreamAppend {
+            kind,
+            identity,
+            stream: StreamKey(stream),
+            stream_type: None,
+            count: 0,
+            ids: Vec::new(),
+            types: Vec::new(),
+            data: Vec::new(),
+            headers: Vec::new(),
+            correlation_ids: Vec::new(),
+            causation_ids: Vec::new(),
+            events: Vec::new(),
+            rejected: false,
+            written: None,
+        }
+    }
+
+    fn expected(&self) -> i64 {
+        match self.kind {
+            AppendKind::Expected(v) => v,
+            _ => 0,
+        }
+    }
+}
+
+fn reading(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading("stream"))
+}
+
+impl Operation for StreamAppend {
+    fn sql(&self) -> &'static str {
+        let sql = EventSql::get(self.identity);
+        match self.kind {
+            AppendKind::Start => &sql.start,
+            AppendKind::Append => &sql.append,
+            AppendKind::Expected(_) => &sql.append_expected,
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.stream,
+            &self.stream_type,
+            &self.count,
+            &self.ids,
+            &self.types,
+            &self.data,
+            &self.headers,
+            &self.correlation_ids,
+            &self.causation_ids,
+        ];
+        if let AppendKind::Expected(v) = &self.kind {
+            params.push(v);
+        }
+        params
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn checked(&self) -> bool {
+        true
+    }
+
+    fn atomic(&self) -> bool {
+        true
+    }
+
+    fn document_type(&self) -> &'static str {
+        "stream"
+    }
+
+    fn table(&self) -> &'static str {
+        EVENTS_TABLE
+    }
+
+    fn schema(&self) -> (TypeId, MigrateFn) {
+        super::api::events_schema(self.identity)
+    }
+
+    fn accept(&mut self, rows: &[Row]) -> Result<()> {
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let version: Option<i64> = row.try_get(0).map_err(reading)?;
+        let seqs: Option<Vec<i64>> = row.try_get(1).map_err(reading)?;
+        match version {
+            Some(v) => self.written = Some((v, seqs.unwrap_or_default())),
+            None => self.rejected = true,
+        }
+        Ok(())
+    }
+
+    fn has_rejections(&self) -> bool {
+        self.rejected
+    }
+
+    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        Box::pin(async move {
+            let sql = EventSql::get(self.identity);
+            let row = client
+                .query_opt(sql.stream_version.as_str(), &[&self.stream])
+                .await
+                .map_err(reading)?;
+            let state: Option<(i64, bool)> = match row {
+                Some(r) => Some((
+                    r.try_get(0).map_err(reading)?,
+                    r.try_get(1).map_err(reading)?,
+                )),
+                None => None,
+            };
+            let kind = match (self.kind, state) {
+                (AppendKind::Start, _) => RejectionKind::StreamExists,
+                (_, Some((_, true))) => RejectionKind::StreamArchived,
+                (_, actual) => RejectionKind::UnexpectedStreamVersion {
+                    expected: self.expected(),
+                    actual: actual.map(|(v, _)| v),
+                },
+            };
+            Ok(vec![Rejection::new("stream", self.stream.0.key(), kind)])
+        })
+    }
+
+    fn committed(&self, _state: &mut SessionState) {}
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Archive or delete a stream, queued like any other operation.
+pub(crate) struct StreamCommand {
+    identity: StreamIdentity,
+    stream: StreamKey,
+    delete: bool,
+}
+
+impl StreamCommand {
+    pub(crate) fn archive(identity: StreamIdentity, stream: StreamKey) -> Self {
+        Self {
+            identity,
+            stream,
+            delete: false,
+        }
+    }
+
+    pub(crate) fn delete(identity: StreamIdentity, stream: StreamKey) -> Self {
+        Self {
+            identity,
+            stream,
+            delete: true,
+        }
+    }
+}
+
+impl Operation for StreamCommand {
+    fn sql(&self) -> &'static str {
+        let sql = EventSql::get(self.identity);
+        if self.delete {
+            &sql.delete
+        } else {
+            &sql.archive
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.stream]
+    }
+
+    fn len(&self) -> usize {
+        1
+    }
+
+    fn checked(&self) -> bool {
+        false
+    }
+
+    fn atomic(&self) -> bool {
+        true
+    }
+
+    fn document_type(&self) -> &'static str {
+        "stream"
+    }
+
+    fn table(&self) -> &'static str {
+        EVENTS_TABLE
+    }
+
+    fn schema(&self) -> (TypeId, MigrateFn) {
+        super::api::events_schema(self.identity)
+    }
+
+    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
+        Ok(())
+    }
+
+    fn has_rejections(&self) -> bool {
+        false
+    }
+
+    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn committed(&self, _state: &mut SessionState) {}
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

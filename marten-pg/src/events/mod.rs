@@ -1,0 +1,12 @@
+//! The event store: streams and events in `mt_streams` / `mt_events`, appends that ride
+//! on the session's unit of work, and gap-safe reads.
+
+mod api;
+pub(crate) mod append;
+pub(crate) mod read;
+pub(crate) mod registry;
+mod stream_id;
+pub mod table;
+
+pub use api::{EventPage, Events, PendingEvent, Position, StreamRange};
+pub use registry::UnknownEvents;

@@ -1,0 +1,184 @@
+//! Reading events: a stream, the global gap-safe order, stream state.
+
+use std::time::Duration;
+
+use deadpool_postgres::Object;
+use marten_core::{Error, EventEnvelope, Result, StreamState};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use super::api::{events_schema, EventPage, Position, StreamRange};
+use super::stream_id::{StreamIdColumn, StreamKey};
+use super::table::{EventSql, OLDEST_OPEN_TRANSACTION};
+use crate::error_map::{map_db_error, Failed};
+use crate::json::JsonRef;
+use crate::store::DocumentStore;
+
+fn reading(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading("event"))
+}
+
+/// Makes sure the event tables exist (per the schema mode).
+pub(crate) async fn ensure(store: &DocumentStore, client: &Object) -> Result<()> {
+    let (type_id, migrate) = events_schema(store.stream_identity());
+    store.ensure_erased(type_id, migrate, client).await
+}
+
+/// Decodes one event row; `None` when its type is unknown and the store skips those.
+fn envelope(store: &DocumentStore, row: &Row) -> Result<Option<EventEnvelope>> {
+    let sequence: i64 = row.try_get(0).map_err(reading)?;
+    let event_type: String = row.try_get(4).map_err(reading)?;
+    let json: JsonRef<'_> = row.try_get(5).map_err(reading)?;
+    let Some(data) = store.with_registry(|r| r.decode(&event_type, sequence, json.0))? else {
+        return Ok(None);
+    };
+    let headers: Option<JsonRef<'_>> = row.try_get(9).map_err(reading)?;
+    let headers = match headers {
+        Some(h) => Some(
+            serde_json::from_slice(h.0).map_err(|source| Error::DeserializeEvent {
+                event_type: event_type.clone(),
+                sequence,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let tx: String = row.try_get(10).map_err(reading)?;
+    let transaction_id = tx.parse::<u64>().map_err(|e| {
+        Error::Database(marten_core::DatabaseError {
+            code: None,
+            context: format!("reading the transaction id of event {sequence}"),
+            source: Box::new(e),
+        })
+    })?;
+    let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
+    let mut env = EventEnvelope::new(sequence, row.try_get(1).map_err(reading)?, stream.0, data);
+    env.version = row.try_get(3).map_err(reading)?;
+    env.event_type = event_type;
+    env.timestamp = row.try_get::<_, OffsetDateTime>(6).map_err(reading)?;
+    env.correlation_id = row.try_get(7).map_err(reading)?;
+    env.causation_id = row.try_get(8).map_err(reading)?;
+    env.headers = headers;
+    env.transaction_id = transaction_id;
+    env.archived = row.try_get(11).map_err(reading)?;
+    Ok(Some(env))
+}
+
+fn envelopes(store: &DocumentStore, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(e) = envelope(store, row)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The events of a stream in version order, within `range`.
+pub(crate) async fn fetch_stream(
+    store: &DocumentStore,
+    client: &Object,
+    stream: &StreamKey,
+    range: &StreamRange,
+) -> Result<Vec<EventEnvelope>> {
+    ensure(store, client).await?;
+    let sql = EventSql::get(store.stream_identity());
+    let stmt = client
+        .prepare_cached(&sql.fetch_stream)
+        .await
+        .map_err(reading)?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                stream,
+                &range.from_version,
+                &range.to_version,
+                &range.from_time,
+                &range.to_time,
+                &range.include_archived,
+            ],
+        )
+        .await
+        .map_err(reading)?;
+    envelopes(store, &rows)
+}
+
+/// Up to `limit` events after `after`, in the gap-safe global order.
+pub(crate) async fn read_all(
+    store: &DocumentStore,
+    client: &Object,
+    after: Position,
+    limit: usize,
+    include_archived: bool,
+) -> Result<EventPage> {
+    ensure(store, client).await?;
+    let sql = EventSql::get(store.stream_identity());
+    let stmt = client
+        .prepare_cached(&sql.read_all)
+        .await
+        .map_err(reading)?;
+    let tx = after.transaction_id.to_string();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&stmt, &[&tx, &after.sequence, &limit, &include_archived])
+        .await
+        .map_err(reading)?;
+    let mut next = after;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let sequence: i64 = row.try_get(0).map_err(reading)?;
+        let tx: String = row.try_get(10).map_err(reading)?;
+        if let Ok(transaction_id) = tx.parse::<u64>() {
+            next = Position {
+                transaction_id,
+                sequence,
+            };
+        }
+        if let Some(e) = envelope(store, row)? {
+            events.push(e);
+        }
+    }
+    Ok(EventPage {
+        events,
+        next,
+        rows: rows.len(),
+    })
+}
+
+/// What the streams table says about a stream.
+pub(crate) async fn stream_state(
+    store: &DocumentStore,
+    client: &Object,
+    stream: &StreamKey,
+) -> Result<Option<StreamState>> {
+    ensure(store, client).await?;
+    let sql = EventSql::get(store.stream_identity());
+    let stmt = client
+        .prepare_cached(&sql.stream_state)
+        .await
+        .map_err(reading)?;
+    let Some(row) = client.query_opt(&stmt, &[stream]).await.map_err(reading)? else {
+        return Ok(None);
+    };
+    let id: StreamIdColumn = row.try_get(0).map_err(reading)?;
+    Ok(Some(StreamState::new(
+        id.0,
+        row.try_get(1).map_err(reading)?,
+        row.try_get(2).map_err(reading)?,
+        row.try_get(3).map_err(reading)?,
+        row.try_get(4).map_err(reading)?,
+        row.try_get(5).map_err(reading)?,
+    )))
+}
+
+/// The age of the oldest open writing transaction in the cluster, which holds gap-safe
+/// readers back; `None` when there is none.
+pub(crate) async fn oldest_open_transaction(client: &Object) -> Result<Option<Duration>> {
+    let row = client
+        .query_one(OLDEST_OPEN_TRANSACTION, &[])
+        .await
+        .map_err(reading)?;
+    let secs: Option<f64> = row.try_get(0).map_err(reading)?;
+    Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
+}

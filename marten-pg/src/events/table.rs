@@ -1,0 +1,185 @@
+//! All SQL text of the event store's tables (`mt_streams`, `mt_events`, the sequence):
+//! DDL, appends and reads. Built once per stream identity (`uuid` or `text` ids) and kept
+//! in a static.
+
+use std::sync::OnceLock;
+
+use marten_core::StreamIdentity;
+
+use crate::schema::functions::REJECTED_FLAG;
+
+/// The streams table.
+pub const STREAMS_TABLE: &str = "mt_streams";
+/// The events table.
+pub const EVENTS_TABLE: &str = "mt_events";
+
+/// The columns an event read selects, in the order `read::envelope` decodes them.
+const EVENT_COLUMNS: &str =
+    "seq_id, id, stream_id, version, type, data, timestamp, correlation_id, \
+                             causation_id, headers, tx_id::text, is_archived";
+
+/// The SQL type of a stream id.
+pub fn id_type(identity: StreamIdentity) -> &'static str {
+    match identity {
+        StreamIdentity::Uuid => "uuid",
+        StreamIdentity::String => "text",
+    }
+}
+
+/// The DDL of the event store in `schema`, idempotent.
+pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
+    let idt = id_type(identity);
+    vec![
+        format!("CREATE SEQUENCE IF NOT EXISTS {schema}.mt_events_sequence"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.{STREAMS_TABLE} (\n  id {idt} PRIMARY KEY,\n  type text,\n  \
+             version bigint NOT NULL DEFAULT 0,\n  created timestamptz NOT NULL DEFAULT now(),\n  \
+             timestamp timestamptz NOT NULL DEFAULT now(),\n  is_archived boolean NOT NULL DEFAULT false\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.{EVENTS_TABLE} (\n  \
+             seq_id bigint PRIMARY KEY DEFAULT nextval('{schema}.mt_events_sequence'),\n  id uuid NOT NULL,\n  \
+             stream_id {idt} NOT NULL REFERENCES {schema}.{STREAMS_TABLE}(id) ON DELETE CASCADE,\n  \
+             version bigint NOT NULL,\n  type text NOT NULL,\n  data jsonb NOT NULL,\n  \
+             timestamp timestamptz NOT NULL DEFAULT now(),\n  correlation_id text,\n  causation_id text,\n  \
+             headers jsonb,\n  tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),\n  \
+             is_archived boolean NOT NULL DEFAULT false,\n  \
+             CONSTRAINT mt_events_stream_version UNIQUE (stream_id, version)\n)"
+        ),
+        format!("CREATE INDEX IF NOT EXISTS mt_events_tx_seq ON {schema}.{EVENTS_TABLE} (tx_id, seq_id)"),
+        format!("ALTER SEQUENCE {schema}.mt_events_sequence OWNED BY {schema}.{EVENTS_TABLE}.seq_id"),
+    ]
+}
+
+/// The columns each table must have (for the `None` / `CreateOnly` checks).
+pub const STREAM_COLUMNS: &[&str] = &[
+    "id",
+    "type",
+    "version",
+    "created",
+    "timestamp",
+    "is_archived",
+];
+/// See [`STREAM_COLUMNS`].
+pub const EVENT_COLUMNS_REQUIRED: &[&str] = &[
+    "seq_id",
+    "id",
+    "stream_id",
+    "version",
+    "type",
+    "data",
+    "timestamp",
+    "correlation_id",
+    "causation_id",
+    "headers",
+    "tx_id",
+    "is_archived",
+];
+
+/// The event store's statements for one stream identity.
+pub struct EventSql {
+    /// Start a stream that must not exist. Params: see [`EventSql::new`].
+    pub start: String,
+    /// Append, creating the stream if missing.
+    pub append: String,
+    /// Append only if the stream is at `$10`.
+    pub append_expected: String,
+    /// `$1` = id -> `version, is_archived`
+    pub stream_version: String,
+    /// `$1` = id -> `version, is_archived` and locks the row.
+    pub lock_stream: String,
+    /// `$1` = id -> `id, version, type, created, timestamp, is_archived`
+    pub stream_state: String,
+    /// `$1` id, `$2`/`$3` version range, `$4`/`$5` time range, `$6` include archived.
+    pub fetch_stream: String,
+    /// `$1` tx id (text), `$2` sequence, `$3` limit, `$4` include archived.
+    pub read_all: String,
+    /// `$1` = id
+    pub archive: String,
+    /// `$1` = id
+    pub delete: String,
+}
+
+impl EventSql {
+    /// The statements for `identity`, built once.
+    pub fn get(identity: StreamIdentity) -> &'static EventSql {
+        static UUID: OnceLock<EventSql> = OnceLock::new();
+        static TEXT: OnceLock<EventSql> = OnceLock::new();
+        match identity {
+            StreamIdentity::Uuid => UUID.get_or_init(|| EventSql::new(identity)),
+            StreamIdentity::String => TEXT.get_or_init(|| EventSql::new(identity)),
+        }
+    }
+
+    /// Append parameters: `$1` stream id, `$2` stream type, `$3` event count, `$4` event
+    /// ids, `$5` type names, `$6` data, `$7` headers, `$8` correlation ids, `$9` causation
+    /// ids (arrays, one element per event), `$10` expected version (expected kind only).
+    ///
+    /// Each append is one statement: the stream row is inserted or updated first (which
+    /// takes its row lock, so appends to one stream serialize and versions stay
+    /// contiguous), then the events are inserted with versions counted back from the new
+    /// stream version. A stream that fails its precondition yields no row, no event is
+    /// inserted, and the rejected flag is set.
+    fn new(identity: StreamIdentity) -> EventSql {
+        let idt = id_type(identity);
+        let wrap = |stream_cte: &str| {
+            format!(
+                "WITH s AS ({stream_cte} RETURNING st.version), \
+                 e AS (INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+                 SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
+                 FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
+                 WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
+                 ORDER BY i.ord RETURNING seq_id) \
+                 SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
+                 CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
+            )
+        };
+        EventSql {
+            start: wrap(&format!(
+                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+                 ON CONFLICT (id) DO NOTHING"
+            )),
+            append: wrap(&format!(
+                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+                 ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
+                 WHERE NOT st.is_archived"
+            )),
+            append_expected: wrap(&format!(
+                "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
+                 type = coalesce(st.type, $2::text) \
+                 WHERE st.id = $1::{idt} AND st.version = $10::bigint AND NOT st.is_archived"
+            )),
+            stream_version: format!("SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+            lock_stream: format!(
+                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt} FOR UPDATE"
+            ),
+            stream_state: format!(
+                "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"
+            ),
+            fetch_stream: format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE stream_id = $1::{idt} \
+                 AND version BETWEEN $2::bigint AND $3::bigint \
+                 AND ($4::timestamptz IS NULL OR timestamp >= $4) AND ($5::timestamptz IS NULL OR timestamp <= $5) \
+                 AND (NOT is_archived OR $6::boolean) ORDER BY version"
+            ),
+            read_all: format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} \
+                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 AND (tx_id, seq_id) > ($1::text::xid8, $2::bigint) \
+                 AND (NOT is_archived OR $4::boolean) \
+                 ORDER BY tx_id, seq_id LIMIT $3::bigint"
+            ),
+            archive: format!(
+                "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE id = $1::{idt} RETURNING id) \
+                 UPDATE {EVENTS_TABLE} SET is_archived = true WHERE stream_id IN (SELECT id FROM s)"
+            ),
+            delete: format!("DELETE FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+        }
+    }
+}
+
+/// The age of the oldest transaction in the cluster that has written (has a transaction
+/// id) and is still open: what holds gap-safe readers back.
+pub const OLDEST_OPEN_TRANSACTION: &str =
+    "SELECT extract(epoch FROM max(now() - xact_start))::float8 \
+     FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
