@@ -1,0 +1,406 @@
+//! Concurrency of appends, proven by racing real connections behind barriers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::events::*;
+use common::{builder, ok};
+use marten::prelude::*;
+use marten::RejectionKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+#[concurrency(optimistic)]
+struct Marker {
+    id: Uuid,
+    n: i64,
+}
+
+async fn version(store: &DocumentStore, stream: Uuid) -> i64 {
+    ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream_state(stream)
+        .await)
+    .map_or(0, |s| s.version)
+}
+
+#[tokio::test]
+async fn racers_starting_the_same_stream_have_exactly_one_winner() {
+    const RACERS: usize = 8;
+    let (_schema, b) = builder("evc_start");
+    let store = ok(b.pool_size(RACERS + 2).build().await);
+    for round in 0..40 {
+        let stream = Uuid::now_v7();
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let _ = s.events().fetch_stream_state(stream).await?;
+                    s.events()
+                        .start_stream(stream, [started(&format!("{racer}"))])?;
+                    barrier.wait().await;
+                    s.save_changes().await.map(|()| racer)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(r) => winners.push(r),
+                Err(e) => assert_eq!(e.rejections()[0].kind, RejectionKind::StreamExists, "{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        let events = ok(store
+            .lightweight_session()
+            .events()
+            .fetch_stream(stream)
+            .await);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].data_as::<ProjectStarted>(),
+            Some(&started(&winners[0].to_string()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn racers_at_the_same_expected_version_have_exactly_one_winner_per_round() {
+    const RACERS: usize = 8;
+    const ROUNDS: usize = 200;
+    let (_schema, b) = builder("evc_expected");
+    let store = ok(b.pool_size(RACERS + 2).build().await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("race")]));
+    ok(s.save_changes().await);
+    let mut sessions: Vec<LightweightSession> =
+        (0..RACERS).map(|_| store.lightweight_session()).collect();
+    let mut winners: Vec<(usize, usize)> = Vec::new();
+    for round in 0..ROUNDS {
+        let expected = version(&store, stream).await;
+        assert_eq!(expected, 1 + 2 * round as i64);
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = sessions
+            .drain(..)
+            .enumerate()
+            .map(|(racer, mut session)| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    let result = async {
+                        session.events().append_expected(
+                            stream,
+                            expected,
+                            [
+                                task(&format!("{round}/{racer}/a")),
+                                task(&format!("{round}/{racer}/b")),
+                            ],
+                        )?;
+                        barrier.wait().await;
+                        session.save_changes().await
+                    }
+                    .await;
+                    (racer, session, result)
+                })
+            })
+            .collect();
+        let mut round_winners = 0;
+        for t in tasks {
+            let (racer, session, result) = t.await.expect("task");
+            sessions.push(session);
+            match result {
+                Ok(()) => {
+                    round_winners += 1;
+                    winners.push((round, racer));
+                }
+                Err(e) => assert_eq!(
+                    e.rejections()[0].kind,
+                    RejectionKind::UnexpectedStreamVersion {
+                        expected,
+                        actual: Some(expected + 2)
+                    },
+                    "{e}"
+                ),
+            }
+        }
+        assert_eq!(round_winners, 1, "round {round}");
+    }
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        (1..=1 + 2 * ROUNDS as i64).collect::<Vec<_>>(),
+        "contiguous"
+    );
+    let titles: Vec<String> = events[1..]
+        .iter()
+        .map(|e| {
+            e.data_as::<TaskRecorded>()
+                .map(|t| t.title.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let expected: Vec<String> = winners
+        .iter()
+        .flat_map(|(round, racer)| [format!("{round}/{racer}/a"), format!("{round}/{racer}/b")])
+        .collect();
+    assert_eq!(
+        titles, expected,
+        "every winner's events, in order, nothing else"
+    );
+}
+
+#[tokio::test]
+async fn append_optimistic_fails_if_the_stream_moved() {
+    let (_schema, b) = builder("evc_optimistic");
+    let store = ok(b.build().await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("o")]));
+    ok(s.save_changes().await);
+
+    let mut a = store.lightweight_session();
+    ok(a.events().append_optimistic(stream, [task("a")]).await);
+    let mut b = store.lightweight_session();
+    ok(b.events().append(stream, [task("b")]));
+    ok(b.save_changes().await);
+    let err = a.save_changes().await.expect_err("moved");
+    assert_eq!(
+        err.rejections()[0].kind,
+        RejectionKind::UnexpectedStreamVersion {
+            expected: 1,
+            actual: Some(2)
+        }
+    );
+    // Unmoved: succeeds.
+    ok(a.events().append_optimistic(stream, [task("a2")]).await);
+    ok(a.save_changes().await);
+    assert_eq!(version(&store, stream).await, 3);
+
+    let missing = Uuid::now_v7();
+    let err = a
+        .events()
+        .append_optimistic(missing, [task("x")])
+        .await
+        .expect_err("missing");
+    match err {
+        marten::Error::StreamNotFound { stream } => assert_eq!(stream, StreamId::Uuid(missing)),
+        other => panic!("wrong error {other}"),
+    }
+    assert!(err_names_stream(
+        &a.events().append_exclusive(missing, [task("x")]).await,
+        missing
+    ));
+}
+
+fn err_names_stream(r: &marten::Result<()>, id: Uuid) -> bool {
+    matches!(r, Err(marten::Error::StreamNotFound { stream }) if *stream == StreamId::Uuid(id))
+}
+
+#[tokio::test]
+async fn append_exclusive_times_out_with_a_typed_error() {
+    let (_schema, b) = builder("evc_exclusive_timeout");
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_millis(300))
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("x")]));
+    ok(s.save_changes().await);
+
+    let mut holder = store.lightweight_session();
+    ok(holder
+        .events()
+        .append_exclusive(stream, [task("holder")])
+        .await);
+    let mut waiter = store.lightweight_session();
+    let started_at = Instant::now();
+    let err = waiter
+        .events()
+        .append_exclusive(stream, [task("waiter")])
+        .await
+        .expect_err("locked");
+    assert!(
+        started_at.elapsed() >= Duration::from_millis(250),
+        "it waited for the timeout"
+    );
+    match &err {
+        marten::Error::StreamLocked { stream: locked, .. } => {
+            assert_eq!(*locked, StreamId::Uuid(stream))
+        }
+        other => panic!("wrong error {other}"),
+    }
+    // A plain append waits for the holder too: it only lands after the holder commits.
+    let plain = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut p = store.lightweight_session();
+            p.events().append(stream, [task("plain")])?;
+            p.save_changes().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!plain.is_finished(), "the plain append waits for the lock");
+    ok(holder.save_changes().await);
+    ok(plain.await.expect("task"));
+    let titles: Vec<String> = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await)
+    .iter()
+    .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+    .collect();
+    assert_eq!(titles, ["holder", "plain"]);
+    // The waiter's session is usable afterwards.
+    ok(waiter
+        .events()
+        .append_exclusive(stream, [task("waiter")])
+        .await);
+    ok(waiter.save_changes().await);
+    assert_eq!(version(&store, stream).await, 4);
+}
+
+#[tokio::test]
+async fn exclusive_racers_within_the_timeout_all_succeed_in_turn() {
+    const RACERS: usize = 8;
+    let (_schema, b) = builder("evc_exclusive_race");
+    let store = ok(b
+        .pool_size(RACERS + 2)
+        .exclusive_lock_timeout(Duration::from_secs(20))
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("x")]));
+    ok(s.save_changes().await);
+    for round in 0..10 {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let _ = s.events().fetch_stream_state(stream).await?;
+                    barrier.wait().await;
+                    s.events()
+                        .append_exclusive(stream, [task(&format!("{round}/{racer}"))])
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        for t in tasks {
+            ok(t.await.expect("task"));
+        }
+    }
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    assert_eq!(events.len(), 1 + 10 * RACERS);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.version == i as i64 + 1),
+        "contiguous"
+    );
+}
+
+#[tokio::test]
+async fn the_exclusive_lock_is_released_on_commit_rollback_and_drop() {
+    let (_schema, b) = builder("evc_exclusive_release");
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_millis(500))
+        .document::<Marker>()
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let marker = Marker {
+        id: Uuid::now_v7(),
+        n: 0,
+    };
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("x")]));
+    ok(s.store(marker.clone()));
+    ok(s.save_changes().await);
+    let probe = |store: DocumentStore| async move {
+        let mut p = store.lightweight_session();
+        let r = p.events().append_exclusive(stream, [task("probe")]).await;
+        p.discard_changes();
+        r
+    };
+
+    // Commit.
+    let mut a = store.lightweight_session();
+    ok(a.events().append_exclusive(stream, [task("commit")]).await);
+    assert!(matches!(
+        probe(store.clone()).await,
+        Err(marten::Error::StreamLocked { .. })
+    ));
+    ok(a.save_changes().await);
+    ok(probe(store.clone()).await);
+
+    // Rollback: the save fails on a stale document, the lock goes with it.
+    let mut b = store.lightweight_session();
+    let _: Option<Marker> = ok(b.load(&marker.id).await);
+    let mut c = store.lightweight_session();
+    ok(c.store(Marker {
+        n: 1,
+        ..marker.clone()
+    }));
+    ok(c.save_changes().await);
+    ok(b.events()
+        .append_exclusive(stream, [task("rolled back")])
+        .await);
+    ok(b.store(Marker {
+        n: 2,
+        ..marker.clone()
+    }));
+    assert!(b.save_changes().await.is_err());
+    ok(probe(store.clone()).await);
+
+    // Dropped session.
+    let mut d = store.lightweight_session();
+    ok(d.events().append_exclusive(stream, [task("dropped")]).await);
+    assert!(matches!(
+        probe(store.clone()).await,
+        Err(marten::Error::StreamLocked { .. })
+    ));
+    drop(d);
+    let mut released = false;
+    for _ in 0..50 {
+        if probe(store.clone()).await.is_ok() {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "dropping the session released the lock");
+    let titles: Vec<String> = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await)
+    .iter()
+    .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+    .collect();
+    assert_eq!(
+        titles,
+        ["commit"],
+        "nothing of the rolled back or dropped sessions"
+    );
+}
