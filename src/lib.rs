@@ -5,15 +5,16 @@ extern crate self as marten;
 
 pub use marten_core::concurrency;
 pub use marten_core::{
-    AnyEvent, ConcurrencyMode, DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event,
-    EventEnvelope, IdKey, Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState,
+    Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, DatabaseError, Document,
+    DocumentId, DocumentMetadata, Error, Event, EventEnvelope, IdKey, Identities, Rejection,
+    RejectionKind, Result, StreamId, StreamIdentity, StreamState,
 };
-pub use marten_derive::{Document, Event};
+pub use marten_derive::{apply, Aggregate, Document, Event};
 pub use marten_pg::{
     AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder, EventPage,
-    Events, IdentityMap, IdentitySession, Lightweight, LightweightSession, PendingEvent,
-    PgDocument, Position, QuerySession, Session, SessionOptions, StreamRange, Tracking,
-    UnknownEvents,
+    EventProjection, Events, IdentityMap, IdentitySession, Lifecycle, Lightweight,
+    LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, Session,
+    SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
@@ -27,9 +28,9 @@ pub mod storage {
 /// Everything a typical program needs: `use marten::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope, IdentitySession,
-        LightweightSession, PendingEvent, Position, QuerySession, SessionOptions, StreamId,
-        StreamIdentity, StreamRange,
+        apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
+        IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
+        SessionOptions, StreamId, StreamIdentity, StreamRange,
     };
     pub use uuid::Uuid;
 }
@@ -40,8 +41,12 @@ pub use {serde, serde_json, time, uuid};
 /// Paths used by code that `#[derive(Document)]` generates. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use marten_core::aggregate::support;
     pub use marten_core::concurrency;
-    pub use marten_core::{Document, DocumentId, Event};
+    pub use marten_core::{
+        Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId, Event,
+        EventEnvelope, Identities,
+    };
     pub use marten_pg::{
         DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
     };
@@ -49,4 +54,7 @@ pub mod __private {
 
     /// Fails to compile, at the id field's type, when it is not a supported id type.
     pub fn assert_document_id<T: DocumentId>() {}
+
+    /// Fails to compile, at the id field's type, when it is not a stream id type.
+    pub fn assert_aggregate_id<T: AggregateId>() {}
 }

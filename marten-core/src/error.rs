@@ -122,6 +122,32 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An apply method of an aggregate or projection failed; nothing of the save (or
+    /// the projection batch) was written.
+    #[error("{projection} failed to apply event {event_type} (stream {stream}, version {version}): {message}")]
+    Apply {
+        /// The aggregate or projection type.
+        projection: &'static str,
+        /// The event type name.
+        event_type: String,
+        /// The stream.
+        stream: StreamId,
+        /// The event's stream version.
+        version: i64,
+        /// The apply method's error.
+        message: String,
+    },
+
+    /// Inline projections kept meeting racing saves on the same streams or documents;
+    /// the save was planned and retried this many times and nothing was written.
+    #[error(
+        "inline projections conflicted with concurrent saves {attempts} times; nothing was written"
+    )]
+    ProjectionConflict {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
     /// A table, column or function marten needs does not exist (and the store was told not
     /// to create it).
     #[error("schema object missing: {object}")]

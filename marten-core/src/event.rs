@@ -11,6 +11,11 @@ use uuid::Uuid;
 
 use crate::StreamId;
 
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event type",
+    note = "derive it: `#[derive(Event, Serialize, Deserialize)]`"
+)]
 /// An event: a serde type with a stable name, stored in the events table under that name
 /// and deserialized by it. Implement it with `#[derive(Event)]`; the name defaults to the
 /// type name in snake case and is set with `#[event(name = "...")]`.

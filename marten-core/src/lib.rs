@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod concurrency;
 mod document;
 mod error;
@@ -15,6 +16,7 @@ mod id;
 mod metadata;
 mod stream;
 
+pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
 pub use document::Document;
 pub use error::{DatabaseError, Error, Rejection, RejectionKind, Result};

@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
-use crate::internals::ast::Container;
+use crate::internals::ast::{Container, Field};
 use crate::internals::attr::Mode;
 use crate::internals::check;
 use crate::internals::ctxt::Ctxt;
@@ -25,6 +25,11 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         return Ok(TokenStream::new());
     };
 
+    Ok(document_impls(&cont, id))
+}
+
+/// The `Document` and `PgDocument` impls of a checked container, in a `const _` block.
+pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let ident = cont.ident;
     let type_name = ident.to_string();
     let table = cont.attrs.table.as_ref().map_or_else(
@@ -43,7 +48,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         Mode::Off => (quote!(Off), quote!(OffStorage)),
     };
 
-    Ok(quote! {
+    quote! {
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
@@ -78,5 +83,5 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 #id_assert
             }
         };
-    })
+    }
 }

@@ -5,12 +5,14 @@
 //! attribute error with its span ([`internals::ctxt`]), checks the model
 //! ([`internals::check`]) and only then generates code.
 
+mod aggregate;
+mod apply;
 mod document;
 mod event;
 mod internals;
 
 use proc_macro::TokenStream;
-use syn::{parse_macro_input, DeriveInput};
+use syn::{parse_macro_input, DeriveInput, ItemImpl};
 
 /// Derives `marten::Document` for a struct with named fields.
 ///
@@ -30,6 +32,31 @@ pub fn derive_document(input: TokenStream) -> TokenStream {
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Derives `marten::Aggregate` (and `marten::Document`) for a struct whose id is its
+/// stream id (`Uuid` or `String`) and whose `version: i64` field (or the field marked
+/// `#[aggregate(version)]`) is kept at the stream version of the last applied event.
+/// Accepts the `#[document(..)]` and `#[concurrency(..)]` attributes of `Document`.
+#[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate))]
+pub fn derive_aggregate(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    aggregate::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Generates the event dispatch (`marten::Apply`) of a type from the methods of the
+/// `impl` block it is put on: `create*(e: &E) -> Self`, `apply*(&mut self, e: &E)` or
+/// `apply*(self, e: &E) -> Self`, `should_delete*(&self, e: &E) -> bool`, each optionally
+/// taking `meta: &EventEnvelope` second and returning a `Result` to fail. Multi-stream
+/// projections add `identity*(e: &E) -> Id` or `identities*(e: &E) -> Vec<Id>`.
+#[proc_macro_attribute]
+pub fn apply(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item = parse_macro_input!(input as ItemImpl);
+    apply::expand(args.into(), item)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -8,6 +8,7 @@ mod error_map;
 pub mod events;
 mod id;
 mod json;
+pub mod projections;
 pub mod schema;
 pub mod session;
 mod store;
@@ -16,9 +17,10 @@ mod unit_of_work;
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };
-pub use events::{EventPage, Events, PendingEvent, Position, StreamRange, UnknownEvents};
+pub use events::{EventPage, Events, PendingEvent, Position, StreamRange, UnknownEvents, Writing};
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
+pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use schema::AutoCreate;
 pub use session::{
     DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,

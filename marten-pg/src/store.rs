@@ -15,10 +15,17 @@ use std::time::Duration;
 
 use marten_core::StreamIdentity;
 
+use marten_core::concurrency::VersionedMode;
+use marten_core::{Aggregate, Identities};
+
 use crate::documents::PgDocument;
 use crate::error_map::map_pool_error;
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
+use crate::projections::{
+    EventProjection, InlineAggregate, InlineEventProjection, InlineMultiStream, InlineProjection,
+    Lifecycle, ProjectionRegistry,
+};
 use crate::schema::{self, AutoCreate, MigrateFn};
 use crate::session::{
     DirtyTrackedSession, IdentitySession, LightweightSession, QuerySession, Session, SessionOptions,
@@ -37,6 +44,7 @@ struct StoreInner {
     ensured: RwLock<HashSet<TypeId>>,
     events: EventConfig,
     registry: RwLock<EventRegistry>,
+    projections: ProjectionRegistry,
 }
 
 /// The event store's settings.
@@ -73,6 +81,7 @@ pub struct DocumentStoreBuilder {
     events: EventConfig,
     registry: EventRegistry,
     registry_error: Option<Error>,
+    projections: ProjectionRegistry,
 }
 
 impl DocumentStore {
@@ -91,6 +100,7 @@ impl DocumentStore {
             },
             registry: EventRegistry::default(),
             registry_error: None,
+            projections: ProjectionRegistry::default(),
         }
     }
 
@@ -173,6 +183,11 @@ impl DocumentStore {
             .read()
             .map(|set| set.contains(&type_id))
             .unwrap_or(false)
+    }
+
+    /// The projections this store runs.
+    pub(crate) fn projections(&self) -> &ProjectionRegistry {
+        &self.inner.projections
     }
 
     /// The event store's settings.
@@ -270,6 +285,67 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// Registers a single-stream aggregate projection. `Inline` keeps the aggregate
+    /// document in step with its stream in the same transaction as every append (and live
+    /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
+    pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle_of::<A>(lifecycle, || Arc::new(InlineAggregate::<A>::new()));
+        self.document::<A>()
+    }
+
+    /// Registers a multi-stream projection: documents of type `P` fed by events of many
+    /// streams, grouped by the ids its `identity*` methods return. Its document type must
+    /// have optimistic or numeric concurrency: its writes assert the version read.
+    pub fn multi_stream_projection<P>(mut self, lifecycle: Lifecycle) -> Self
+    where
+        P: Identities + PgDocument,
+        P::Mode: VersionedMode,
+    {
+        self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineMultiStream::<P>::new()));
+        self.document::<P>()
+    }
+
+    /// Registers an event projection: arbitrary document operations per event.
+    pub fn event_projection<P: EventProjection>(
+        mut self,
+        projection: P,
+        lifecycle: Lifecycle,
+    ) -> Self {
+        self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineEventProjection(projection)));
+        self
+    }
+
+    fn lifecycle_of<T: 'static>(
+        &mut self,
+        lifecycle: Lifecycle,
+        inline: impl FnOnce() -> Arc<dyn InlineProjection>,
+    ) {
+        let type_id = TypeId::of::<T>();
+        if self
+            .projections
+            .lifecycles
+            .insert(type_id, lifecycle)
+            .is_some()
+        {
+            self.registry_error
+                .get_or_insert(Error::Configuration(format!(
+                    "projection {} registered twice",
+                    std::any::type_name::<T>()
+                )));
+            return;
+        }
+        match lifecycle {
+            Lifecycle::Inline => self.projections.inline.push(inline()),
+            Lifecycle::Live => {}
+            Lifecycle::Async => {
+                self.registry_error.get_or_insert(Error::Configuration(format!(
+                    "projection {}: the async daemon is not available yet; use Lifecycle::Inline or Lifecycle::Live",
+                    std::any::type_name::<T>()
+                )));
+            }
+        }
+    }
+
     /// The kind of stream ids (default `Uuid`).
     pub fn stream_identity(mut self, identity: StreamIdentity) -> Self {
         self.events.identity = identity;
@@ -340,6 +416,7 @@ impl DocumentStoreBuilder {
                 ensured: RwLock::new(HashSet::new()),
                 events: self.events,
                 registry: RwLock::new(self.registry),
+                projections: self.projections,
             }),
         };
         let client = store.connection().await?;

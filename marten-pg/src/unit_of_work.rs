@@ -29,29 +29,13 @@ use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 use crate::session::state::SessionState;
 use crate::store::DocumentStore;
 
-/// Operations queued by a session, in order.
+/// A list of operations in order, merging consecutive writes of one type and kind.
 #[derive(Default)]
-pub(crate) struct UnitOfWork {
-    ops: Vec<Box<dyn Operation>>,
+pub(crate) struct OpList {
+    pub(crate) ops: Vec<Box<dyn Operation>>,
 }
 
-type StatementFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
-
-impl UnitOfWork {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// The number of documents the queued operations touch.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.iter().map(|o| o.len()).sum()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.ops.clear();
-    }
-
+impl OpList {
     /// Queues a write, joining the previous operation when it is a batch of the same type
     /// and kind that does not yet touch this id.
     pub(crate) fn push_write<D: PgDocument>(
@@ -74,6 +58,30 @@ impl UnitOfWork {
         self.ops.push(Box::new(batch));
     }
 
+    /// Queues a write an inline projection derived, marked so that its rejection makes
+    /// the save plan again and retry rather than fail.
+    pub(crate) fn push_derived_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        self.push_write::<D>(kind, id, json, expected);
+        if let Some(batch) = self
+            .ops
+            .last_mut()
+            .and_then(|op| op.as_any_mut().downcast_mut::<WriteBatch<D>>())
+        {
+            batch.derived = true;
+        }
+    }
+
+    /// Moves every operation of `other` to the end of this list.
+    pub(crate) fn append(&mut self, other: &mut OpList) {
+        self.ops.append(&mut other.ops);
+    }
+
     /// Queues any operation as it is.
     pub(crate) fn push_op(&mut self, op: Box<dyn Operation>) {
         self.ops.push(op);
@@ -91,6 +99,72 @@ impl UnitOfWork {
         batch.push(id);
         self.ops.push(Box::new(batch));
     }
+}
+
+/// Operations queued by a session (`user`), and the writes its inline projections derive
+/// from them (`derived`, planned anew on every attempt of a save).
+#[derive(Default)]
+pub(crate) struct UnitOfWork {
+    pub(crate) user: OpList,
+    pub(crate) derived: OpList,
+}
+
+/// How a save ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Everything was written.
+    Committed,
+    /// Nothing was written, and every rejection came from a check marten added itself (an
+    /// inline projection's): plan again and retry.
+    Retry,
+}
+
+pub(crate) type StatementFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+impl UnitOfWork {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.user.ops.is_empty() && self.derived.ops.is_empty()
+    }
+
+    /// The number of documents and events the queued operations touch.
+    pub(crate) fn len(&self) -> usize {
+        self.user.ops.iter().map(|o| o.len()).sum()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.user.ops.clear();
+        self.derived.ops.clear();
+    }
+
+    /// Queues a write (see [`OpList::push_write`]).
+    pub(crate) fn push_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        self.user.push_write::<D>(kind, id, json, expected);
+    }
+
+    /// Queues any operation as it is.
+    pub(crate) fn push_op(&mut self, op: Box<dyn Operation>) {
+        self.user.push_op(op);
+    }
+
+    /// Queues a delete by id.
+    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
+        self.user.push_delete::<D>(id);
+    }
+
+    /// Forgets the derived writes and every operation's result, before planning again.
+    pub(crate) fn reset_attempt(&mut self) {
+        self.derived.ops.clear();
+        for op in &mut self.user.ops {
+            op.reset();
+        }
+    }
 
     /// Sends every queued operation in one transaction and one round trip. On success the
     /// session state learns the new versions. The queue is left as it was; the caller
@@ -101,7 +175,7 @@ impl UnitOfWork {
         store: &DocumentStore,
         state: &mut SessionState,
         in_transaction: bool,
-    ) -> Result<()> {
+    ) -> Result<Outcome> {
         let result = self.run(client, store, state, in_transaction).await;
         if result.is_err() && in_transaction {
             // If the flight never reached COMMIT, end the open transaction here.
@@ -116,9 +190,14 @@ impl UnitOfWork {
         store: &DocumentStore,
         state: &mut SessionState,
         in_transaction: bool,
-    ) -> Result<()> {
+    ) -> Result<Outcome> {
         let schema = store.schema();
-        let ops = &mut self.ops;
+        let mut ops: Vec<&mut Box<dyn Operation>> = self
+            .user
+            .ops
+            .iter_mut()
+            .chain(self.derived.ops.iter_mut())
+            .collect();
         for op in ops.iter() {
             let (type_id, migrate) = op.schema();
             store.ensure_erased(type_id, migrate, client).await?;
@@ -207,6 +286,13 @@ impl UnitOfWork {
             return Err(e);
         }
         if ops.iter().any(|o| o.has_rejections()) {
+            if ops
+                .iter()
+                .filter(|o| o.has_rejections())
+                .all(|o| o.retryable())
+            {
+                return Ok(Outcome::Retry);
+            }
             let mut rejections = Vec::new();
             for op in ops.iter().filter(|o| o.has_rejections()) {
                 rejections.extend(op.explain(c).await?);
@@ -216,7 +302,7 @@ impl UnitOfWork {
         for op in ops.iter() {
             op.committed(state);
         }
-        Ok(())
+        Ok(Outcome::Committed)
     }
 }
 

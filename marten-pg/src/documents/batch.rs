@@ -40,6 +40,13 @@ pub(crate) trait Operation: Send + Sync + Any {
     fn accept(&mut self, rows: &[Row]) -> Result<()>;
     /// Whether `accept` saw fewer rows written than asked.
     fn has_rejections(&self) -> bool;
+    /// Whether a rejection of this operation comes from a check marten added itself (an
+    /// inline projection's), so the save can be planned again and retried.
+    fn retryable(&self) -> bool {
+        false
+    }
+    /// Forgets the result of an attempt, before the save is retried.
+    fn reset(&mut self) {}
     /// After a rollback: reads the stored versions of the rejected documents and says
     /// why each was rejected.
     fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>>;
@@ -47,6 +54,8 @@ pub(crate) trait Operation: Send + Sync + Any {
     fn committed(&self, state: &mut SessionState);
     /// For appending to the last operation of the same type and kind.
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// For inline projections, which read the session's appends.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Several writes of one kind to documents of one type, sent as one statement
@@ -64,6 +73,8 @@ pub struct WriteBatch<D: PgDocument> {
     id_set: HashSet<D::Id>,
     written: Vec<(D::Id, Option<VersionOf<D>>)>,
     rejected: bool,
+    /// Written by an inline projection: a rejection means "plan again".
+    pub(crate) derived: bool,
 }
 
 impl<D: PgDocument> WriteBatch<D> {
@@ -78,6 +89,7 @@ impl<D: PgDocument> WriteBatch<D> {
             id_set: HashSet::new(),
             written: Vec::new(),
             rejected: false,
+            derived: false,
         }
     }
 
@@ -174,6 +186,15 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.rejected
     }
 
+    fn retryable(&self) -> bool {
+        self.derived
+    }
+
+    fn reset(&mut self) {
+        self.rejected = false;
+        self.written.clear();
+    }
+
     fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let rejected = self.rejected_ids();
@@ -231,6 +252,10 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
         self
     }
 }
@@ -326,6 +351,10 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
         self
     }
 }

@@ -52,6 +52,8 @@ pub struct ReadSql {
     pub load: String,
     /// `$1` = ids -> `id, data[, version]`
     pub load_many: String,
+    /// Like `load_many`, locking the rows in id order until the transaction ends.
+    pub load_many_locked: String,
     /// `$1` = id -> `version, mt_last_modified`
     pub metadata: String,
     /// `$1` = ids -> `id, version`, to explain rejections after a rollback.
@@ -70,6 +72,9 @@ impl ReadSql {
         ReadSql {
             load: format!("SELECT data{v} FROM {table} WHERE id = $1"),
             load_many: format!("SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            load_many_locked: format!(
+                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE"
+            ),
             metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1"),
             versions: format!("SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
             delete_one: format!("DELETE FROM {table} WHERE id = $1"),

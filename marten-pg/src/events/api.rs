@@ -3,6 +3,7 @@
 use std::any::TypeId;
 use std::sync::Arc;
 
+use marten_core::Aggregate;
 use marten_core::{
     AnyEvent, Error, Event, EventEnvelope, Rejection, RejectionKind, Result, StreamId,
     StreamIdentity, StreamState,
@@ -16,9 +17,12 @@ use super::read;
 use super::registry::EventRegistry;
 use super::stream_id::StreamKey;
 use super::table::EventSql;
+use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
+use crate::projections::{aggregate_stream, Fetched, Lifecycle};
 use crate::schema::{AutoCreate, MigrateFn};
+use crate::session::state::serialize;
 use crate::session::{connection, Session, Tracking};
 use crate::unit_of_work::join_in_order;
 
@@ -650,6 +654,155 @@ impl<K: Tracking> Events<'_, K> {
         )
         .await?;
         read::oldest_open_transaction(client).await
+    }
+}
+
+impl<'s, K: Tracking> Events<'s, K> {
+    /// Folds a stream into aggregate `A` (live). For an inline aggregate it starts from
+    /// the stored document (its snapshot) and applies only the events after it. `None`
+    /// when the stream does not exist or nothing created the aggregate.
+    pub async fn aggregate_stream<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<A>> {
+        self.aggregate_stream_with::<A>(stream, StreamRange::all())
+            .await
+    }
+
+    /// Folds the events of a stream within `range` (up to a version or a time) into `A`.
+    pub async fn aggregate_stream_with<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        range: StreamRange,
+    ) -> Result<Option<A>> {
+        let key = self.key(stream.into())?;
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        Ok(aggregate_stream::<A>(&s.store, client, &key, &range)
+            .await?
+            .0)
+    }
+
+    /// The current state of aggregate `A`: the inline document brought up to date with
+    /// any events after it, or a live fold.
+    pub async fn fetch_latest<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<A>> {
+        self.aggregate_stream::<A>(stream).await
+    }
+
+    /// Reads aggregate `A` and its stream's version to decide on and append to: appends
+    /// through the returned [`Writing`] assert that version at save, so the save fails
+    /// (with [`RejectionKind::UnexpectedStreamVersion`]) if the stream moved meanwhile. A
+    /// stream that does not exist has version 0 and no state; appending starts it.
+    pub async fn fetch_for_writing<A: Aggregate + PgDocument>(
+        self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Writing<'s, K, A>> {
+        let this = self;
+        let key = this.key(stream.into())?;
+        let s = &mut *this.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        let (state, version) =
+            aggregate_stream::<A>(&s.store, client, &key, &StreamRange::all()).await?;
+        Ok(Writing {
+            events: this,
+            stream: key,
+            state,
+            version,
+            appended: false,
+        })
+    }
+}
+
+/// An aggregate read for writing: its state and the stream version it was read at.
+/// Appends through it assert that version at save.
+pub struct Writing<'s, K: Tracking, A> {
+    events: Events<'s, K>,
+    stream: StreamKey,
+    state: Option<A>,
+    version: i64,
+    appended: bool,
+}
+
+impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
+    /// The aggregate's state (`None`: the stream does not exist or nothing created it).
+    pub fn state(&self) -> Option<&A> {
+        self.state.as_ref()
+    }
+
+    /// The stream's version when read (plus what was appended through this handle).
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream.0
+    }
+
+    /// Queues events with the read version expected; the save fails if the stream moved.
+    pub fn append<I>(&mut self, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let kind = if self.version == 0 {
+            AppendKind::Start
+        } else {
+            AppendKind::Expected(self.version)
+        };
+        let Some(append) = self.events.build(kind, self.stream.clone(), events)? else {
+            return Ok(());
+        };
+        let added = append.count;
+        if self
+            .events
+            .session
+            .store
+            .projections()
+            .lifecycle(TypeId::of::<A>())
+            == Some(Lifecycle::Inline)
+            && !self.appended
+        {
+            // The save's inline projection starts from this state instead of reading it
+            // again (a copy: the handle keeps its own).
+            let state =
+                match &self.state {
+                    Some(a) => Some(serde_json::from_slice::<A>(&serialize(a)?).map_err(
+                        |source| Error::Deserialize {
+                            document_type: A::DOCUMENT_TYPE,
+                            id: a.id().to_string(),
+                            source,
+                        },
+                    )?),
+                    None => None,
+                };
+            self.events.session.state.put_fetched(
+                self.stream.clone(),
+                Fetched {
+                    version: self.version,
+                    state,
+                },
+            );
+        }
+        self.events.queue(Some(append));
+        self.version += added;
+        self.appended = true;
+        Ok(())
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) enum AppendKind {
 /// One append: events for one stream, in one statement.
 pub(crate) struct StreamAppend {
     pub(crate) kind: AppendKind,
+    /// The kind the caller asked for; an inline projection may turn a plain append into
+    /// an expected-version one for an attempt.
+    pub(crate) requested: AppendKind,
     pub(crate) identity: StreamIdentity,
     pub(crate) stream: StreamKey,
     pub(crate) stream_type: Option<String>,
@@ -52,6 +55,7 @@ impl StreamAppend {
     pub(crate) fn new(kind: AppendKind, identity: StreamIdentity, stream: StreamId) -> Self {
         StreamAppend {
             kind,
+            requested: kind,
             identity,
             stream: StreamKey(stream),
             stream_type: None,
@@ -149,6 +153,16 @@ impl Operation for StreamAppend {
         self.rejected
     }
 
+    fn retryable(&self) -> bool {
+        self.requested == AppendKind::Append && self.kind != AppendKind::Append
+    }
+
+    fn reset(&mut self) {
+        self.kind = self.requested;
+        self.rejected = false;
+        self.written = None;
+    }
+
     fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let sql = EventSql::get(self.identity);
@@ -178,6 +192,10 @@ impl Operation for StreamAppend {
     fn committed(&self, _state: &mut SessionState) {}
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
         self
     }
 }
@@ -260,6 +278,10 @@ impl Operation for StreamCommand {
     fn committed(&self, _state: &mut SessionState) {}
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
         self
     }
 }

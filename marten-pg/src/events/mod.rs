@@ -5,8 +5,8 @@ mod api;
 pub(crate) mod append;
 pub(crate) mod read;
 pub(crate) mod registry;
-mod stream_id;
+pub(crate) mod stream_id;
 pub mod table;
 
-pub use api::{EventPage, Events, PendingEvent, Position, StreamRange};
+pub use api::{EventPage, Events, PendingEvent, Position, StreamRange, Writing};
 pub use registry::UnknownEvents;

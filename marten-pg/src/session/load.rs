@@ -70,16 +70,29 @@ pub(crate) async fn load_many<D: PgDocument>(
     client: &Object,
     ids: &[D::Id],
 ) -> Result<Vec<Loaded<D>>> {
+    load_many_with::<D>(client, ids, &D::storage().reads().load_many).await
+}
+
+/// Like [`load_many`], locking the rows (in id order) until the transaction ends.
+pub(crate) async fn load_many_locked<D: PgDocument>(
+    client: &Object,
+    ids: &[D::Id],
+) -> Result<Vec<Loaded<D>>> {
+    load_many_with::<D>(client, ids, &D::storage().reads().load_many_locked).await
+}
+
+async fn load_many_with<D: PgDocument>(
+    client: &Object,
+    ids: &[D::Id],
+    sql: &str,
+) -> Result<Vec<Loaded<D>>> {
     for id in ids {
         check_id::<D>(id)?;
     }
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = client
-        .prepare_cached(&D::storage().reads().load_many)
-        .await
-        .map_err(reading::<D>)?;
+    let stmt = client.prepare_cached(sql).await.map_err(reading::<D>)?;
     let rows = client.query(&stmt, &[&ids]).await.map_err(reading::<D>)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -22,7 +22,10 @@ pub use query::QuerySession;
 
 use crate::documents::{PgDocument, WriteKind};
 use crate::store::DocumentStore;
-use crate::unit_of_work::UnitOfWork;
+use crate::unit_of_work::{Outcome, UnitOfWork};
+
+/// How often a save whose inline projections met a concurrent save is planned again.
+const MAX_SAVE_ATTEMPTS: u32 = 10;
 use load::{check_id, Loaded};
 use state::{serialize, SessionState, Tracked};
 
@@ -372,20 +375,48 @@ impl<K: Tracking> Session<K> {
             return Ok(());
         }
         let result = async {
-            let client = connection(
-                &self.store,
-                &mut self.conn,
-                &mut self.in_doubt,
-                &mut self.in_transaction,
-            )
-            .await?;
-            self.in_doubt = true;
-            let result = self
-                .uow
-                .execute(client, &self.store, &mut self.state, self.in_transaction)
+            for _attempt in 0..MAX_SAVE_ATTEMPTS {
+                let client = connection(
+                    &self.store,
+                    &mut self.conn,
+                    &mut self.in_doubt,
+                    &mut self.in_transaction,
+                )
+                .await?;
+                self.uow.reset_attempt();
+                let planned = crate::projections::plan_inline(
+                    &self.store,
+                    client,
+                    &mut self.uow,
+                    &mut self.state,
+                    &mut self.in_transaction,
+                )
                 .await;
-            self.in_doubt = false;
-            result
+                if let Err(e) = planned {
+                    if self.in_transaction {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        self.in_transaction = false;
+                    }
+                    return Err(e);
+                }
+                self.in_doubt = true;
+                let outcome = self
+                    .uow
+                    .execute(client, &self.store, &mut self.state, self.in_transaction)
+                    .await;
+                self.in_doubt = false;
+                match outcome? {
+                    Outcome::Committed => return Ok(()),
+                    Outcome::Retry => {
+                        // Rolled back; any stream lock went with it.
+                        self.in_transaction = false;
+                        tracing::debug!("inline projection met a concurrent save; planning again");
+                    }
+                }
+            }
+            Err(Error::ProjectionConflict {
+                attempts: MAX_SAVE_ATTEMPTS,
+            })
         }
         .await;
         // Committed or rolled back: the transaction (and any stream lock) is over.

@@ -10,6 +10,8 @@ use marten_core::concurrency::VersionOf;
 use marten_core::{Document, Error, Result};
 
 use crate::documents::{PgDocument, WriteKind};
+use crate::events::stream_id::StreamKey;
+pub(crate) use crate::projections::Fetched;
 use crate::unit_of_work::UnitOfWork;
 
 /// A dirty-tracked document and the serialization it had when last loaded or saved.
@@ -94,9 +96,30 @@ impl<D: PgDocument> AnyDocState for DocState<D> {
 #[derive(Default)]
 pub(crate) struct SessionState {
     docs: HashMap<TypeId, Box<dyn AnyDocState>>,
+    /// Aggregates `fetch_for_writing` loaded, by (aggregate type, stream).
+    fetched: HashMap<(TypeId, StreamKey), Box<dyn Any + Send + Sync>>,
 }
 
 impl SessionState {
+    /// Remembers what `fetch_for_writing` loaded, for the save's inline projection.
+    pub(crate) fn put_fetched<A: Send + Sync + 'static>(
+        &mut self,
+        stream: StreamKey,
+        fetched: Fetched<A>,
+    ) {
+        self.fetched
+            .insert((TypeId::of::<A>(), stream), Box::new(fetched));
+    }
+
+    /// Takes what `fetch_for_writing` loaded for `key`, if it was of type `A`.
+    pub(crate) fn take_fetched<A: Send + Sync + 'static>(
+        &mut self,
+        key: &(TypeId, StreamKey),
+    ) -> Option<Fetched<A>> {
+        let boxed = self.fetched.remove(key)?;
+        boxed.downcast::<Fetched<A>>().ok().map(|b| *b)
+    }
+
     /// The state of type `D`, created on first use.
     pub(crate) fn doc_state<D: PgDocument>(&mut self) -> &mut DocState<D> {
         let entry = self

@@ -1,0 +1,244 @@
+//! Single-stream aggregates: live folds (from the inline snapshot when there is one) and
+//! the inline projection that keeps the aggregate document in step with its stream.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use deadpool_postgres::Object;
+use futures_util::future::BoxFuture;
+use marten_core::aggregate::fold;
+use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result, StreamId};
+
+use super::{apply_error, AppendView, InlineProjection, Lifecycle, PlanContext};
+use crate::documents::{DocumentStorage, PgDocument, WriteKind};
+use crate::error_map::{map_db_error, Failed};
+use crate::events::append::AppendKind;
+use crate::events::read;
+use crate::events::stream_id::StreamKey;
+use crate::events::StreamRange;
+use crate::json::JsonRef;
+use crate::session::load;
+use crate::session::state::serialize;
+use crate::store::DocumentStore;
+use crate::unit_of_work::{join_in_order, StatementFuture};
+
+fn reading<A: Document>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(A::DOCUMENT_TYPE))
+}
+
+/// Folds events into `start`, keeping `version` at the stream version of the last event
+/// and the id at the stream id.
+fn fold_events<A: Aggregate>(
+    start: Option<A>,
+    stream: &StreamId,
+    events: &[EventEnvelope],
+) -> Result<Option<A>> {
+    let mut state = fold(start, events, |s: &mut A, e| s.set_version(e.version))
+        .map_err(|(err, i)| apply_error(A::DOCUMENT_TYPE, &events[i], err.message))?;
+    if let Some(s) = state.as_mut() {
+        if let Some(last) = events.last() {
+            s.set_version(last.version);
+        }
+        if let Some(id) = <A::Id as AggregateId>::from_stream_id(stream) {
+            *s.id_mut() = id;
+        }
+    }
+    Ok(state)
+}
+
+/// Folds a stream (within `range`) into `A`, starting from its inline snapshot when `A`
+/// is an inline projection and the snapshot is not past the range. Returns the state and
+/// the version of the last event read (the snapshot's when no event follows it; 0 for no
+/// stream).
+pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
+    store: &DocumentStore,
+    client: &Object,
+    stream: &StreamKey,
+    range: &StreamRange,
+) -> Result<(Option<A>, i64)> {
+    let mut start: Option<A> = None;
+    let mut from_version = range.from_version;
+    let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
+    if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
+        if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
+            store.ensure::<A>(client).await?;
+            if let Some(snapshot) = load::load_one::<A>(client, &id).await? {
+                if snapshot.doc.version() <= range.to_version {
+                    from_version = snapshot.doc.version() + 1;
+                    start = Some(snapshot.doc);
+                }
+            }
+        }
+    }
+    let snapshot_version = start.as_ref().map_or(0, Aggregate::version);
+    let mut range = range.clone();
+    range.from_version = from_version;
+    let events = read::fetch_stream(store, client, stream, &range).await?;
+    let version = events.last().map_or(snapshot_version, |e| e.version);
+    let state = fold_events(start, &stream.0, &events)?;
+    Ok((state, version))
+}
+
+/// What `fetch_for_writing` loaded, kept in the session for the save's inline projection.
+pub(crate) struct Fetched<A> {
+    pub(crate) version: i64,
+    pub(crate) state: Option<A>,
+}
+
+/// The inline projection of aggregate `A`.
+pub(crate) struct InlineAggregate<A> {
+    /// `$1` = stream ids -> `id, version` of each existing stream, locking the rows in
+    /// id order until the save commits.
+    lock: String,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate + PgDocument> InlineAggregate<A> {
+    pub(crate) fn new() -> Self {
+        let id_type = <A::Id as crate::PgId>::SQL_TYPE;
+        InlineAggregate {
+            lock: format!(
+                "SELECT id, version FROM {} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE",
+                crate::events::table::STREAMS_TABLE,
+            ),
+            _a: PhantomData,
+        }
+    }
+
+    /// Locks the streams until the save commits and reads their versions and documents.
+    /// The documents are read by a second statement of the same flight, which starts
+    /// after the locks are held: its snapshot sees the last committed projection (a
+    /// joined read in the locking statement would see the one from before the wait).
+    async fn load(
+        &self,
+        ctx: &mut PlanContext<'_>,
+        ids: &[A::Id],
+    ) -> Result<HashMap<A::Id, (i64, Option<A>)>> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        ctx.store.ensure::<A>(ctx.client).await?;
+        ctx.begin().await?;
+        let lock = ctx
+            .client
+            .prepare_cached(&self.lock)
+            .await
+            .map_err(reading::<A>)?;
+        let docs = ctx
+            .client
+            .prepare_cached(&A::storage().reads().load_many)
+            .await
+            .map_err(reading::<A>)?;
+        let c: &tokio_postgres::Client = ctx.client;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let flight: Vec<StatementFuture<'_>> = vec![
+            Box::pin(c.query(&lock, &params)),
+            Box::pin(c.query(&docs, &params)),
+        ];
+        let mut results = join_in_order(flight).await.into_iter();
+        let (Some(streams), Some(docs)) = (results.next(), results.next()) else {
+            return Ok(out);
+        };
+        for row in streams.map_err(reading::<A>)? {
+            let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
+            let version: i64 = row.try_get(1).map_err(reading::<A>)?;
+            out.insert(id, (version, None));
+        }
+        for row in docs.map_err(reading::<A>)? {
+            let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
+            let json: JsonRef<'_> = row.try_get(1).map_err(reading::<A>)?;
+            let doc = serde_json::from_slice::<A>(json.0).map_err(|source| Error::Deserialize {
+                document_type: A::DOCUMENT_TYPE,
+                id: id.to_string(),
+                source,
+            })?;
+            if let Some(entry) = out.get_mut(&id) {
+                entry.1 = Some(doc);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn plan_inner(&self, ctx: &mut PlanContext<'_>) -> Result<()> {
+        // The streams with at least one event `A` handles, each with all its appends.
+        let mut streams: Vec<(A::Id, Vec<&AppendView>)> = Vec::new();
+        for append in ctx.appends {
+            let Some(id) = <A::Id as AggregateId>::from_stream_id(&append.stream.0) else {
+                continue;
+            };
+            match streams.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, list)) => list.push(append),
+                None => streams.push((id, vec![append])),
+            }
+        }
+        streams.retain(|(_, list)| {
+            list.iter()
+                .any(|a| a.events.iter().any(|e| A::handles(e.as_ref())))
+        });
+        if streams.is_empty() {
+            return Ok(());
+        }
+        // States fetch_for_writing already holds, at the version the append asserts.
+        let mut known: HashMap<A::Id, (i64, Option<A>)> = HashMap::new();
+        let mut to_load = Vec::new();
+        for (id, list) in &streams {
+            let key = (TypeId::of::<A>(), list[0].stream.clone());
+            let cached = ctx.state.take_fetched::<A>(&key);
+            match (list[0].kind, cached) {
+                (AppendKind::Start, _) => {
+                    known.insert(id.clone(), (0, None));
+                }
+                (AppendKind::Expected(v), Some(f)) if f.version == v => {
+                    known.insert(id.clone(), (f.version, f.state));
+                }
+                _ => to_load.push(id.clone()),
+            }
+        }
+        let mut loaded = self.load(ctx, &to_load).await?;
+        for id in to_load {
+            let entry = loaded.remove(&id).unwrap_or((0, None));
+            known.insert(id, entry);
+        }
+        for (id, list) in streams {
+            let (mut version, mut state) = known.remove(&id).unwrap_or((0, None));
+            let existed = state.is_some();
+            for append in list {
+                let base = match append.kind {
+                    AppendKind::Start => {
+                        state = None;
+                        0
+                    }
+                    AppendKind::Expected(v) => v,
+                    AppendKind::Append => {
+                        ctx.requirements.push((append.index, version));
+                        version
+                    }
+                };
+                let events = append.envelopes(Some(base));
+                state = fold_events(state, &append.stream.0, &events)?;
+                version = base + events.len() as i64;
+                if let Some(s) = state.as_mut() {
+                    s.set_version(version);
+                }
+            }
+            match state {
+                Some(doc) => {
+                    let json = serialize(&doc)?;
+                    ctx.out
+                        .push_derived_write::<A>(WriteKind::Upsert, id, json, None);
+                }
+                None if existed => ctx.out.push_delete::<A>(id),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.plan_inner(ctx))
+    }
+}

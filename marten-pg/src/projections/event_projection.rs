@@ -1,0 +1,90 @@
+//! Event projections: arbitrary document operations per event.
+
+use futures_util::future::BoxFuture;
+use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
+
+use super::{apply_error, InlineProjection, PlanContext};
+use crate::documents::{PgDocument, WriteKind};
+use crate::events::append::AppendKind;
+use crate::session::state::serialize;
+use crate::unit_of_work::OpList;
+
+/// A projection that turns each event into document operations of its choosing.
+///
+/// `apply` gets the event and an owned [`ProjectedOps`] buffer; it cannot reach the
+/// session. Register it with `DocumentStoreBuilder::event_projection`.
+pub trait EventProjection: Send + Sync + 'static {
+    /// A name for errors and logs.
+    fn name(&self) -> &'static str;
+    /// Queues the document operations for one event.
+    fn apply(&self, event: &EventEnvelope, ops: &mut ProjectedOps) -> Result<(), ApplyError>;
+}
+
+/// Document operations an [`EventProjection`] queues; written in the same transaction as
+/// the events.
+#[derive(Default)]
+pub struct ProjectedOps {
+    pub(crate) list: OpList,
+    error: Option<Error>,
+}
+
+impl ProjectedOps {
+    /// Stores (upserts) a document.
+    pub fn store<D: PgDocument>(&mut self, mut doc: D) {
+        if let Err(reason) = doc.id_mut().assign_if_empty() {
+            self.error.get_or_insert(Error::InvalidId {
+                document_type: D::DOCUMENT_TYPE,
+                id: doc.id().to_string(),
+                reason,
+            });
+            return;
+        }
+        match serialize(&doc) {
+            Ok(json) => self
+                .list
+                .push_write::<D>(WriteKind::Upsert, doc.id().clone(), json, None),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Deletes a document by id.
+    pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
+        self.list.push_delete::<D>(id);
+    }
+}
+
+/// The inline runner of an [`EventProjection`].
+pub(crate) struct InlineEventProjection<P>(pub(crate) P);
+
+impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut ops = ProjectedOps::default();
+            for append in ctx.appends {
+                let base = match append.kind {
+                    AppendKind::Start => Some(0),
+                    AppendKind::Expected(v) => Some(v),
+                    AppendKind::Append => None,
+                };
+                for event in append.envelopes(base) {
+                    self.0
+                        .apply(&event, &mut ops)
+                        .map_err(|e| apply_error(self.0.name(), &event, e.message))?;
+                }
+            }
+            if let Some(e) = ops.error {
+                return Err(e);
+            }
+            for op in &ops.list.ops {
+                let (type_id, migrate) = op.schema();
+                ctx.store
+                    .ensure_erased(type_id, migrate, ctx.client)
+                    .await?;
+            }
+            ctx.out.append(&mut ops.list);
+            Ok(())
+        })
+    }
+}

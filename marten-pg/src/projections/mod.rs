@@ -1,0 +1,223 @@
+//! Projections: aggregates folded live, and inline projections (single-stream aggregates,
+//! multi-stream documents, event projections) whose writes join the save that appends
+//! the events.
+//!
+//! Planning is separate from writing. A projection gets the session's pending appends as
+//! owned views and the rows it needs, folds owned state, and returns operations in an
+//! owned list; the unit of work, the one writer, sends them with everything else. A
+//! projection never sees the session, its identity map or its connection mutably: the
+//! planner holds them, and only it.
+//!
+//! What a projection reads to build on (the current aggregate document and stream
+//! version, the current multi-stream documents) is read with `FOR UPDATE` inside the
+//! save's transaction, in id order, so concurrent saves on the same stream or document
+//! queue up instead of overwriting each other's projected state.
+
+mod aggregate;
+mod event_projection;
+mod multi_stream;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use futures_util::future::BoxFuture;
+use marten_core::{AnyEvent, Error, EventEnvelope, Result};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub(crate) use aggregate::{aggregate_stream, Fetched, InlineAggregate};
+pub(crate) use event_projection::InlineEventProjection;
+pub use event_projection::{EventProjection, ProjectedOps};
+pub(crate) use multi_stream::InlineMultiStream;
+
+use crate::events::append::{AppendKind, StreamAppend};
+use crate::events::stream_id::StreamKey;
+use crate::session::state::SessionState;
+use crate::store::DocumentStore;
+use crate::unit_of_work::{OpList, UnitOfWork};
+
+/// When a projection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// Folded on read only (`aggregate_stream`, `fetch_latest`, `fetch_for_writing`).
+    Live,
+    /// Written in the same transaction as the append that feeds it. For an aggregate this
+    /// is also its snapshot: live aggregation starts from the stored document.
+    Inline,
+    /// Run by the async daemon.
+    Async,
+}
+
+/// A pending append as a projection sees it: owned, read-only.
+#[derive(Clone)]
+pub(crate) struct AppendView {
+    /// Where the append sits in the session's operations.
+    pub(crate) index: usize,
+    pub(crate) stream: StreamKey,
+    pub(crate) kind: AppendKind,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<&'static str>,
+    pub(crate) events: Vec<Arc<dyn AnyEvent>>,
+}
+
+impl AppendView {
+    /// Envelopes for the events, numbered from `base` (the stream version before them);
+    /// the global sequence is not known before the insert and is 0.
+    pub(crate) fn envelopes(&self, base: Option<i64>) -> Vec<EventEnvelope> {
+        let now = OffsetDateTime::now_utc();
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                let mut e = EventEnvelope::new(0, self.ids[i], self.stream.0.clone(), data.clone());
+                e.version = base.map_or(0, |b| b + i as i64 + 1);
+                e.event_type = self.types[i].to_owned();
+                e.timestamp = now;
+                e
+            })
+            .collect()
+    }
+}
+
+/// What a projection plans with.
+pub(crate) struct PlanContext<'a> {
+    pub(crate) store: &'a DocumentStore,
+    pub(crate) client: &'a Object,
+    pub(crate) appends: &'a [AppendView],
+    /// States `fetch_for_writing` loaded, by aggregate type and stream.
+    pub(crate) state: &'a mut SessionState,
+    /// Plain appends that must assert a version for this attempt: (index, version).
+    pub(crate) requirements: Vec<(usize, i64)>,
+    /// The writes planned.
+    pub(crate) out: OpList,
+    /// Whether the session's connection is inside a transaction.
+    pub(crate) in_transaction: &'a mut bool,
+}
+
+impl PlanContext<'_> {
+    /// Opens the save's transaction now, so that what the projection reads can be locked
+    /// until the save commits (the unit of work then sends no `BEGIN` of its own).
+    pub(crate) async fn begin(&mut self) -> Result<()> {
+        if !*self.in_transaction {
+            self.client.batch_execute("BEGIN").await.map_err(|e| {
+                crate::error_map::map_db_error(e, crate::error_map::Failed::Transaction)
+            })?;
+            *self.in_transaction = true;
+        }
+        Ok(())
+    }
+}
+
+/// A projection run inside `save_changes`. Type-erased so a store can hold many.
+pub(crate) trait InlineProjection: Send + Sync {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The projections a store knows.
+#[derive(Default, Clone)]
+pub(crate) struct ProjectionRegistry {
+    pub(crate) lifecycles: HashMap<TypeId, Lifecycle>,
+    pub(crate) inline: Vec<Arc<dyn InlineProjection>>,
+}
+
+impl ProjectionRegistry {
+    pub(crate) fn lifecycle(&self, type_id: TypeId) -> Option<Lifecycle> {
+        self.lifecycles.get(&type_id).copied()
+    }
+}
+
+/// Plans every inline projection of the store for the session's pending appends and
+/// queues their writes as the unit of work's derived operations.
+pub(crate) async fn plan_inline(
+    store: &DocumentStore,
+    client: &Object,
+    uow: &mut UnitOfWork,
+    state: &mut SessionState,
+    in_transaction: &mut bool,
+) -> Result<()> {
+    let projections = store.projections();
+    if projections.inline.is_empty() {
+        return Ok(());
+    }
+    let appends: Vec<AppendView> = uow
+        .user
+        .ops
+        .iter()
+        .enumerate()
+        .filter_map(|(index, op)| {
+            op.as_any()
+                .downcast_ref::<StreamAppend>()
+                .map(|a| AppendView {
+                    index,
+                    stream: a.stream.clone(),
+                    kind: a.requested,
+                    ids: a.ids.clone(),
+                    types: a.types.clone(),
+                    events: a.events.clone(),
+                })
+        })
+        .collect();
+    if appends.is_empty() {
+        return Ok(());
+    }
+    let mut ctx = PlanContext {
+        store,
+        client,
+        appends: &appends,
+        state,
+        requirements: Vec::new(),
+        out: OpList::default(),
+        in_transaction,
+    };
+    for projection in &projections.inline {
+        projection.plan(&mut ctx).await?;
+    }
+    let mut required: HashMap<usize, i64> = HashMap::new();
+    for (index, version) in ctx.requirements.drain(..) {
+        match required.get(&index) {
+            Some(v) if *v != version => {
+                // Two projections read the stream at different versions: a racing append.
+                return Err(Error::ProjectionConflict { attempts: 0 });
+            }
+            _ => {
+                required.insert(index, version);
+            }
+        }
+    }
+    for (index, version) in required {
+        if let Some(a) = uow
+            .user
+            .ops
+            .get_mut(index)
+            .and_then(|op| op.as_any_mut().downcast_mut::<StreamAppend>())
+        {
+            if a.requested == AppendKind::Append {
+                a.kind = if version == 0 {
+                    AppendKind::Start
+                } else {
+                    AppendKind::Expected(version)
+                };
+            }
+        }
+    }
+    uow.derived.append(&mut ctx.out);
+    Ok(())
+}
+
+/// The error of a failed apply, naming the projection, the event and its stream.
+pub(crate) fn apply_error(
+    projection: &'static str,
+    event: &EventEnvelope,
+    message: String,
+) -> Error {
+    Error::Apply {
+        projection,
+        event_type: event.event_type.clone(),
+        stream: event.stream_id.clone(),
+        version: event.version,
+        message,
+    }
+}
