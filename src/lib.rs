@@ -25,6 +25,11 @@ pub mod storage {
     };
 }
 
+/// The projection engine's pure fold over owned state.
+pub mod aggregate {
+    pub use marten_core::aggregate::fold;
+}
+
 /// Everything a typical program needs: `use marten::prelude::*;`.
 pub mod prelude {
     pub use crate::{
