@@ -6,16 +6,17 @@ extern crate self as marten;
 pub use marten_core::concurrency;
 pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, DatabaseError, Document,
-    DocumentId, DocumentMetadata, Error, Event, EventEnvelope, IdKey, Identities, Rejection,
-    RejectionKind, Result, StreamId, StreamIdentity, StreamState,
+    DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag, IdKey, Identities,
+    Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState, Tag,
 };
-pub use marten_derive::{apply, Aggregate, Document, Event};
+pub use marten_derive::{apply, Aggregate, Document, Event, Tag};
 pub use marten_pg::{
     AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder, EventPage,
     EventProjection, Events, IdentityMap, IdentitySession, Lifecycle, Lightweight,
     LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
+pub use marten_pg::{Boundary, EventTypes, TagQuery};
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
 /// types").
@@ -35,7 +36,7 @@ pub mod prelude {
     pub use crate::{
         apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
         IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
-        SessionOptions, StreamId, StreamIdentity, StreamRange,
+        SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
     };
     pub use uuid::Uuid;
 }
@@ -49,8 +50,8 @@ pub mod __private {
     pub use marten_core::aggregate::support;
     pub use marten_core::concurrency;
     pub use marten_core::{
-        Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId, Event,
-        EventEnvelope, Identities,
+        plain_tag, Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId,
+        Event, EventEnvelope, EventTag, Identities, Tag,
     };
     pub use marten_pg::{
         DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,

@@ -259,6 +259,16 @@ pub enum RejectionKind {
     },
     /// An append to an archived stream.
     StreamArchived,
+    /// A consistency boundary's tag moved since it was read: an event with this tag was
+    /// appended in between (DCB concurrency). `id` is the tag value.
+    DcbConcurrency {
+        /// The tag type.
+        tag_type: String,
+        /// The tag's version when the boundary was read (0: no event had the tag).
+        expected: i64,
+        /// The tag's version after the rollback.
+        actual: i64,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -288,6 +298,14 @@ impl fmt::Display for Rejection {
                 ),
             },
             RejectionKind::StreamArchived => write!(f, "stream {id} is archived"),
+            RejectionKind::DcbConcurrency {
+                tag_type,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "consistency boundary moved: tag {tag_type}={id} is at version {actual}, read at {expected}"
+            ),
         }
     }
 }

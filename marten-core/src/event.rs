@@ -22,6 +22,11 @@ use crate::StreamId;
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stored type name. Keep it stable: renaming it orphans stored events.
     const EVENT_TYPE: &'static str;
+
+    /// The tags this event carries (its `#[tag]` fields).
+    fn tags(&self) -> Vec<crate::EventTag> {
+        Vec::new()
+    }
 }
 
 /// Any event, type-erased, for envelopes that hold events of several types.

@@ -15,6 +15,7 @@ mod event;
 mod id;
 mod metadata;
 mod stream;
+mod tag;
 
 pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
@@ -24,3 +25,4 @@ pub use event::{AnyEvent, Event, EventEnvelope};
 pub use id::{DocumentId, IdKey};
 pub use metadata::DocumentMetadata;
 pub use stream::{StreamId, StreamIdentity, StreamState};
+pub use tag::{plain_tag, EventTag, Tag};

@@ -22,11 +22,22 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             "Event can be derived for structs and enums, not unions",
         );
     }
+    let tags = tag_fields(&cx, input);
     cx.check()?;
     let ident = &input.ident;
     let name = attrs
         .name
         .map_or_else(|| attr::snake_case(&ident.to_string()), |(n, _)| n);
+    let tags_fn = (!tags.is_empty()).then(|| {
+        let pushes = tags.iter().map(|(field, tag_name)| {
+            quote! { ::marten::__private::plain_tag(&self.#field, #tag_name) }
+        });
+        quote! {
+            fn tags(&self) -> ::std::vec::Vec<::marten::__private::EventTag> {
+                ::std::vec![#(#pushes),*]
+            }
+        }
+    });
     Ok(quote! {
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
@@ -34,6 +45,109 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             #[automatically_derived]
             impl ::marten::__private::Event for #ident {
                 const EVENT_TYPE: &'static str = #name;
+                #tags_fn
+            }
+        };
+    })
+}
+
+/// The `#[tag]` / `#[tag(name = "..")]` fields of a struct: (field, tag name for plain
+/// values).
+fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String)> {
+    let mut out = Vec::new();
+    let fields = match &input.data {
+        syn::Data::Struct(s) => &s.fields,
+        syn::Data::Enum(e) => {
+            for v in &e.variants {
+                for f in &v.fields {
+                    if let Some(a) = f.attrs.iter().find(|a| a.path().is_ident("tag")) {
+                        cx.error_spanned_by(
+                            a,
+                            "#[tag] works on struct events; an enum event cannot carry tags",
+                        );
+                    }
+                }
+            }
+            return out;
+        }
+        syn::Data::Union(_) => return out,
+    };
+    for (i, f) in fields.iter().enumerate() {
+        for a in f.attrs.iter().filter(|a| a.path().is_ident("tag")) {
+            let member = match &f.ident {
+                Some(id) => syn::Member::Named(id.clone()),
+                None => syn::Member::Unnamed(syn::Index::from(i)),
+            };
+            let mut name = f
+                .ident
+                .as_ref()
+                .map_or_else(|| format!("tag{i}"), ToString::to_string);
+            if let syn::Meta::List(_) = &a.meta {
+                let result = a.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("name") {
+                        let lit: syn::LitStr = meta.value()?.parse()?;
+                        name = lit.value();
+                        Ok(())
+                    } else {
+                        Err(meta.error("unknown tag attribute: expected `name = \"...\"`"))
+                    }
+                });
+                if let Err(e) = result {
+                    cx.syn_error(e);
+                }
+            }
+            out.push((member, name));
+        }
+    }
+    out
+}
+
+/// `#[derive(Tag)]` on a newtype (`struct CourseId(Uuid)`).
+pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let cx = Ctxt::new();
+    let ident = &input.ident;
+    let mut name = attr::snake_case(&ident.to_string());
+    for a in input.attrs.iter().filter(|a| a.path().is_ident("tag")) {
+        let result = a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                let lit: syn::LitStr = meta.value()?.parse()?;
+                name = lit.value();
+                Ok(())
+            } else {
+                Err(meta.error("unknown tag attribute: expected `name = \"...\"`"))
+            }
+        });
+        if let Err(e) = result {
+            cx.syn_error(e);
+        }
+    }
+    let ok_shape = matches!(&input.data, syn::Data::Struct(s) if s.fields.len() == 1);
+    if !ok_shape {
+        cx.error_spanned_by(
+            ident,
+            "Tag is derived for newtypes with one field, e.g. `struct CourseId(Uuid)`",
+        );
+    }
+    if !input.generics.params.is_empty() {
+        cx.error_spanned_by(&input.generics, "a tag type cannot be generic");
+    }
+    cx.check()?;
+    let inner = match &input.data {
+        syn::Data::Struct(s) => match s.fields.iter().next().and_then(|f| f.ident.clone()) {
+            Some(id) => quote!(self.#id),
+            None => quote!(self.0),
+        },
+        _ => quote!(self.0),
+    };
+    Ok(quote! {
+        #[doc(hidden)]
+        const _: () = {
+            #[automatically_derived]
+            impl ::marten::__private::Tag for #ident {
+                const TAG_TYPE: &'static str = #name;
+                fn tag_value(&self) -> ::std::string::String {
+                    ::std::string::ToString::to_string(&#inner)
+                }
             }
         };
     })

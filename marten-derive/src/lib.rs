@@ -28,7 +28,7 @@ pub fn derive_document(input: TokenStream) -> TokenStream {
 
 /// Derives `marten::Event` for a struct or enum: its stored type name is the type name in
 /// snake case (`TaskRecorded` -> `task_recorded`) or `#[event(name = "...")]`.
-#[proc_macro_derive(Event, attributes(event))]
+#[proc_macro_derive(Event, attributes(event, tag))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event::expand(&input)
@@ -57,6 +57,17 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 pub fn apply(args: TokenStream, input: TokenStream) -> TokenStream {
     let item = parse_macro_input!(input as ItemImpl);
     apply::expand(args.into(), item)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Derives `marten::Tag` for a newtype id (`struct CourseId(Uuid)`): the tag type is the
+/// type name in snake case (`course_id`) or `#[tag(name = "...")]`, the value the inner
+/// value's text.
+#[proc_macro_derive(Tag, attributes(tag))]
+pub fn derive_tag(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event::expand_tag(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

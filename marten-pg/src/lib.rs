@@ -17,7 +17,10 @@ mod unit_of_work;
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };
-pub use events::{EventPage, Events, PendingEvent, Position, StreamRange, UnknownEvents, Writing};
+pub use events::{
+    Boundary, EventPage, EventTypes, Events, PendingEvent, Position, StreamRange, TagQuery,
+    UnknownEvents, Writing,
+};
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};

@@ -105,6 +105,8 @@ impl OpList {
 /// from them (`derived`, planned anew on every attempt of a save).
 #[derive(Default)]
 pub(crate) struct UnitOfWork {
+    /// Sent first: the tag lock of consistency boundaries.
+    pub(crate) prelude: OpList,
     pub(crate) user: OpList,
     pub(crate) derived: OpList,
 }
@@ -133,6 +135,7 @@ impl UnitOfWork {
     }
 
     pub(crate) fn clear(&mut self) {
+        self.prelude.ops.clear();
         self.user.ops.clear();
         self.derived.ops.clear();
     }
@@ -160,6 +163,7 @@ impl UnitOfWork {
 
     /// Forgets the derived writes and every operation's result, before planning again.
     pub(crate) fn reset_attempt(&mut self) {
+        self.prelude.ops.clear();
         self.derived.ops.clear();
         for op in &mut self.user.ops {
             op.reset();
@@ -193,9 +197,10 @@ impl UnitOfWork {
     ) -> Result<Outcome> {
         let schema = store.schema();
         let mut ops: Vec<&mut Box<dyn Operation>> = self
-            .user
+            .prelude
             .ops
             .iter_mut()
+            .chain(self.user.ops.iter_mut())
             .chain(self.derived.ops.iter_mut())
             .collect();
         for op in ops.iter() {

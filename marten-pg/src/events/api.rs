@@ -34,6 +34,7 @@ pub struct PendingEvent {
     pub(crate) data: Arc<dyn AnyEvent>,
     serialize: fn(&dyn AnyEvent) -> serde_json::Result<Vec<u8>>,
     register: fn(&mut EventRegistry) -> Result<()>,
+    tags: Vec<marten_core::EventTag>,
     id: Option<Uuid>,
     headers: Option<serde_json::Map<String, serde_json::Value>>,
     correlation_id: Option<String>,
@@ -52,7 +53,9 @@ fn serialize_as<E: Event>(any: &dyn AnyEvent) -> serde_json::Result<Vec<u8>> {
 impl PendingEvent {
     /// Wraps an event.
     pub fn new<E: Event>(event: E) -> Self {
+        let tags = event.tags();
         PendingEvent {
+            tags,
             event_type: E::EVENT_TYPE,
             data: Arc::new(event),
             serialize: serialize_as::<E>,
@@ -289,6 +292,12 @@ impl<K: Tracking> Events<'_, K> {
                 })?)),
                 None => None,
             };
+            let ordinal = append.ids.len() as i64 + 1;
+            for tag in pending.tags {
+                append.tag_ords.push(ordinal);
+                append.tag_types.push(tag.tag_type);
+                append.tag_values.push(tag.value);
+            }
             append.ids.push(pending.id.unwrap_or_else(Uuid::now_v7));
             append.types.push(pending.event_type);
             append.data.push(RawJson(json));

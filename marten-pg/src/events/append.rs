@@ -43,6 +43,10 @@ pub(crate) struct StreamAppend {
     pub(crate) headers: Vec<Option<RawJson>>,
     pub(crate) correlation_ids: Vec<Option<String>>,
     pub(crate) causation_ids: Vec<Option<String>>,
+    /// Tags: the ordinal (1-based) of the event carrying each, its type and value.
+    pub(crate) tag_ords: Vec<i64>,
+    pub(crate) tag_types: Vec<String>,
+    pub(crate) tag_values: Vec<String>,
     /// The events themselves, for inline projections.
     #[allow(dead_code)]
     pub(crate) events: Vec<Arc<dyn AnyEvent>>,
@@ -66,6 +70,9 @@ impl StreamAppend {
             headers: Vec::new(),
             correlation_ids: Vec::new(),
             causation_ids: Vec::new(),
+            tag_ords: Vec::new(),
+            tag_types: Vec::new(),
+            tag_values: Vec::new(),
             events: Vec::new(),
             rejected: false,
             written: None,
@@ -87,10 +94,14 @@ fn reading(e: tokio_postgres::Error) -> Error {
 impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
         let sql = EventSql::get(self.identity);
-        match self.kind {
-            AppendKind::Start => &sql.start,
-            AppendKind::Append => &sql.append,
-            AppendKind::Expected(_) => &sql.append_expected,
+        let tagged = !self.tag_types.is_empty();
+        match (self.kind, tagged) {
+            (AppendKind::Start, false) => &sql.start,
+            (AppendKind::Append, false) => &sql.append,
+            (AppendKind::Expected(_), false) => &sql.append_expected,
+            (AppendKind::Start, true) => &sql.start_tagged,
+            (AppendKind::Append, true) => &sql.append_tagged,
+            (AppendKind::Expected(_), true) => &sql.append_expected_tagged,
         }
     }
 
@@ -106,6 +117,13 @@ impl Operation for StreamAppend {
             &self.correlation_ids,
             &self.causation_ids,
         ];
+        if !self.tag_types.is_empty() {
+            params.extend([
+                &self.tag_ords as &(dyn ToSql + Sync),
+                &self.tag_types,
+                &self.tag_values,
+            ]);
+        }
         if let AppendKind::Expected(v) = &self.kind {
             params.push(v);
         }

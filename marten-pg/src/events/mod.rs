@@ -7,6 +7,8 @@ pub(crate) mod read;
 pub(crate) mod registry;
 pub(crate) mod stream_id;
 pub mod table;
+pub(crate) mod tags;
 
 pub use api::{EventPage, Events, PendingEvent, Position, StreamRange, Writing};
 pub use registry::UnknownEvents;
+pub use tags::{Boundary, EventTypes, TagQuery};

@@ -64,7 +64,7 @@ fn envelope(store: &DocumentStore, row: &Row) -> Result<Option<EventEnvelope>> {
     Ok(Some(env))
 }
 
-fn envelopes(store: &DocumentStore, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
+pub(crate) fn envelopes(store: &DocumentStore, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if let Some(e) = envelope(store, row)? {

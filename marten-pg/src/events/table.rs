@@ -13,6 +13,11 @@ pub const STREAMS_TABLE: &str = "mt_streams";
 /// The events table.
 pub const EVENTS_TABLE: &str = "mt_events";
 
+/// Which tags each event carries (an index lookup by tag).
+pub const TAGS_TABLE: &str = "mt_event_tags";
+/// The version of each tag, bumped by every tagged append, asserted by boundaries.
+pub const TAG_VERSIONS_TABLE: &str = "mt_tag_versions";
+
 /// The columns an event read selects, in the order `read::envelope` decodes them.
 const EVENT_COLUMNS: &str =
     "seq_id, id, stream_id, version, type, data, timestamp, correlation_id, \
@@ -47,6 +52,16 @@ pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
              CONSTRAINT mt_events_stream_version UNIQUE (stream_id, version)\n)"
         ),
         format!("CREATE INDEX IF NOT EXISTS mt_events_tx_seq ON {schema}.{EVENTS_TABLE} (tx_id, seq_id)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.{TAGS_TABLE} (\n  tag_type text NOT NULL,\n  tag_value text NOT NULL,\n  \
+             seq_id bigint NOT NULL REFERENCES {schema}.{EVENTS_TABLE}(seq_id) ON DELETE CASCADE,\n  \
+             PRIMARY KEY (tag_type, tag_value, seq_id)\n)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.{TAG_VERSIONS_TABLE} (\n  tag_type text NOT NULL,\n  tag_value text NOT NULL,\n  \
+             tenant_id text NOT NULL DEFAULT '*DEFAULT*',\n  version bigint NOT NULL DEFAULT 0,\n  \
+             PRIMARY KEY (tag_type, tag_value, tenant_id)\n)"
+        ),
         format!("ALTER SEQUENCE {schema}.mt_events_sequence OWNED BY {schema}.{EVENTS_TABLE}.seq_id"),
     ]
 }
@@ -60,6 +75,10 @@ pub const STREAM_COLUMNS: &[&str] = &[
     "timestamp",
     "is_archived",
 ];
+/// See [`STREAM_COLUMNS`].
+pub const TAG_COLUMNS: &[&str] = &["tag_type", "tag_value", "seq_id"];
+/// See [`STREAM_COLUMNS`].
+pub const TAG_VERSION_COLUMNS: &[&str] = &["tag_type", "tag_value", "tenant_id", "version"];
 /// See [`STREAM_COLUMNS`].
 pub const EVENT_COLUMNS_REQUIRED: &[&str] = &[
     "seq_id",
@@ -84,6 +103,17 @@ pub struct EventSql {
     pub append: String,
     /// Append only if the stream is at `$10`.
     pub append_expected: String,
+    /// `start` for events with tags: `$10`..`$12` = tag event ordinal, type, value.
+    pub start_tagged: String,
+    /// `append` for events with tags.
+    pub append_tagged: String,
+    /// `append_expected` for events with tags; the expected version is `$13`.
+    pub append_expected_tagged: String,
+    /// `$1` tag types, `$2` tag values -> `tag_type, tag_value, version`.
+    pub tag_versions: String,
+    /// `$1` tag types, `$2` tag values, `$3` event types (NULL = all) -> events in
+    /// sequence order.
+    pub events_by_tags: String,
     /// `$1` = id -> `version, is_archived`
     pub stream_version: String,
     /// `$1` = id -> `version, is_archived` and locks the row.
@@ -122,33 +152,65 @@ impl EventSql {
     /// inserted, and the rejected flag is set.
     fn new(identity: StreamIdentity) -> EventSql {
         let idt = id_type(identity);
-        let wrap = |stream_cte: &str| {
+        let wrap = |stream_cte: &str, tagged: bool| {
+            let tags = if tagged {
+                format!(
+                    ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
+                     SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
+                     JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
+                     tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
+                     SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
+                     WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
+                     ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
+                )
+            } else {
+                String::new()
+            };
             format!(
                 "WITH s AS ({stream_cte} RETURNING st.version), \
                  e AS (INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
                  SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
                  FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
                  WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
-                 ORDER BY i.ord RETURNING seq_id) \
+                 ORDER BY i.ord RETURNING seq_id, version){tags} \
                  SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
                  CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
             )
         };
-        EventSql {
-            start: wrap(&format!(
-                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-                 ON CONFLICT (id) DO NOTHING"
-            )),
-            append: wrap(&format!(
-                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-                 ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
-                 WHERE NOT st.is_archived"
-            )),
-            append_expected: wrap(&format!(
+        let start = format!(
+            "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+             ON CONFLICT (id) DO NOTHING"
+        );
+        let append = format!(
+            "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+             ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
+             WHERE NOT st.is_archived"
+        );
+        let expected = |p: usize| {
+            format!(
                 "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
                  type = coalesce(st.type, $2::text) \
-                 WHERE st.id = $1::{idt} AND st.version = $10::bigint AND NOT st.is_archived"
-            )),
+                 WHERE st.id = $1::{idt} AND st.version = ${p}::bigint AND NOT st.is_archived"
+            )
+        };
+        EventSql {
+            start: wrap(&start, false),
+            append: wrap(&append, false),
+            append_expected: wrap(&expected(10), false),
+            start_tagged: wrap(&start, true),
+            append_tagged: wrap(&append, true),
+            append_expected_tagged: wrap(&expected(13), true),
+            tag_versions: format!(
+                "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
+                 JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) ON v.tag_type = q.tt AND v.tag_value = q.tv \
+                 WHERE v.tenant_id = '*DEFAULT*'"
+            ),
+            events_by_tags: format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE seq_id IN (\
+                 SELECT t.seq_id FROM {TAGS_TABLE} t JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) \
+                 ON t.tag_type = q.tt AND t.tag_value = q.tv) \
+                 AND ($3::text[] IS NULL OR type = ANY($3::text[])) AND NOT is_archived ORDER BY seq_id"
+            ),
             stream_version: format!("SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
             lock_stream: format!(
                 "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt} FOR UPDATE"
@@ -183,3 +245,17 @@ impl EventSql {
 pub const OLDEST_OPEN_TRANSACTION: &str =
     "SELECT extract(epoch FROM max(now() - xact_start))::float8 \
      FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+
+/// The boundary check and tag lock of a save: every tag the save touches, locked in
+/// (tag_type, tag_value) order in one statement before anything else; a tag a boundary
+/// captured is asserted at its captured version and bumped. `$1` types, `$2` values,
+/// `$3` captured versions (NULL = lock only), `$4` row count.
+pub const TAG_LOCK: &str = "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(tt, tv, captured)), \
+     w AS (INSERT INTO mt_tag_versions AS v (tag_type, tag_value, version) \
+     SELECT tt, tv, CASE WHEN captured IS NULL THEN 0 ELSE 1 END FROM input ORDER BY tt, tv \
+     ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + \
+     CASE WHEN (SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value) IS NULL THEN 0 ELSE 1 END \
+     WHERE coalesce((SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value), v.version) = v.version \
+     RETURNING v.tag_type, v.tag_value) \
+     SELECT array_agg(w.tag_type), array_agg(w.tag_value), \
+     CASE WHEN count(*) < $4::bigint THEN set_config('marten.rejected', 't', true) END FROM w";

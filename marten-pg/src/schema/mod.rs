@@ -226,7 +226,12 @@ pub(crate) async fn migrate_events(
     use crate::events::table;
     let what = Failed::Migrating("event store");
     if mode == AutoCreate::All {
-        for t in [table::EVENTS_TABLE, table::STREAMS_TABLE] {
+        for t in [
+            table::TAG_VERSIONS_TABLE,
+            table::TAGS_TABLE,
+            table::EVENTS_TABLE,
+            table::STREAMS_TABLE,
+        ] {
             client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {schema}.{t} CASCADE"))
                 .await
@@ -237,6 +242,8 @@ pub(crate) async fn migrate_events(
     for (t, required) in [
         (table::STREAMS_TABLE, table::STREAM_COLUMNS),
         (table::EVENTS_TABLE, table::EVENT_COLUMNS_REQUIRED),
+        (table::TAGS_TABLE, table::TAG_COLUMNS),
+        (table::TAG_VERSIONS_TABLE, table::TAG_VERSION_COLUMNS),
     ] {
         let columns = describe(client, schema, t).await?;
         if columns.is_empty() {

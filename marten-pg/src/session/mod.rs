@@ -110,6 +110,8 @@ pub struct Session<K: Tracking> {
     pub(crate) state: SessionState,
     pub(crate) uow: UnitOfWork,
     pub(crate) event_meta: EventMeta,
+    /// Tag versions consistency boundaries captured, asserted by the next save.
+    pub(crate) boundaries: Vec<(marten_core::EventTag, i64)>,
     options: SessionOptions,
     _kind: PhantomData<K>,
 }
@@ -155,6 +157,7 @@ impl<K: Tracking> Session<K> {
             in_transaction: false,
             state: SessionState::default(),
             event_meta: EventMeta::default(),
+            boundaries: Vec::new(),
             uow: UnitOfWork::default(),
             options,
             _kind: PhantomData,
@@ -392,6 +395,13 @@ impl<K: Tracking> Session<K> {
                     &mut self.in_transaction,
                 )
                 .await;
+                if let Some(lock) = crate::events::tags::TagLock::for_save(
+                    self.store.stream_identity(),
+                    &self.boundaries,
+                    &self.uow.user.ops,
+                ) {
+                    self.uow.prelude.push_op(Box::new(lock));
+                }
                 if let Err(e) = planned {
                     if self.in_transaction {
                         let _ = client.batch_execute("ROLLBACK").await;
@@ -421,6 +431,7 @@ impl<K: Tracking> Session<K> {
         .await;
         // Committed or rolled back: the transaction (and any stream lock) is over.
         self.in_transaction = false;
+        self.boundaries.clear();
         self.uow.clear();
         self.state.finish_save(result.is_ok());
         if let Err(Error::Connection(_)) = &result {
@@ -435,6 +446,7 @@ impl<K: Tracking> Session<K> {
     /// Forgets every queued operation without sending it.
     pub fn discard_changes(&mut self) {
         self.uow.clear();
+        self.boundaries.clear();
     }
 
     /// The event store operations of this session.

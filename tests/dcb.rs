@@ -1,0 +1,488 @@
+//! Dynamic consistency boundaries: tagged events, fetch_for_writing_by_tags, and the
+//! side-table version checks, proven by racing real connections.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use marten::{EventProjection, ProjectedOps, RejectionKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+#[derive(Tag, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CourseId(Uuid);
+
+#[derive(Tag, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[tag(name = "student")]
+struct StudentId(Uuid);
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct CourseDefined {
+    #[tag]
+    course_id: CourseId,
+    capacity: usize,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct StudentSubscribed {
+    #[tag]
+    course_id: CourseId,
+    #[tag]
+    student_id: StudentId,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Note {
+    #[tag(name = "topic")]
+    topic: String,
+}
+
+#[derive(Default, Debug)]
+struct CourseCapacity {
+    capacity: usize,
+    count: usize,
+}
+
+#[marten::apply]
+impl CourseCapacity {
+    fn apply_defined(&mut self, e: &CourseDefined) {
+        self.capacity = e.capacity;
+    }
+    fn apply_subscribed(&mut self, _e: &StudentSubscribed) {
+        self.count += 1;
+    }
+}
+
+fn course_query(course: CourseId) -> TagQuery {
+    TagQuery::new()
+        .tag(course)
+        .event_types::<(CourseDefined, StudentSubscribed)>()
+}
+
+/// The number of subscriptions the boundary of `course` sees.
+async fn count(store: &DocumentStore, course: CourseId) -> Option<usize> {
+    let mut s = store.lightweight_session();
+    let b = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    b.state().map(|c| c.count)
+}
+
+async fn define_course(store: &DocumentStore, capacity: usize) -> CourseId {
+    let course = CourseId(Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        Uuid::now_v7(),
+        [CourseDefined {
+            course_id: course,
+            capacity,
+        }],
+    ));
+    ok(s.save_changes().await);
+    course
+}
+
+#[tokio::test]
+async fn tags_are_stored_and_queried_by_tag_and_type() {
+    assert_eq!(<CourseId as marten::Tag>::TAG_TYPE, "course_id");
+    assert_eq!(<StudentId as marten::Tag>::TAG_TYPE, "student");
+    let (schema, b) = builder("dcb_tags");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 10).await;
+    let other = define_course(&store, 3).await;
+    let student = StudentId(Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        Uuid::now_v7(),
+        [StudentSubscribed {
+            course_id: course,
+            student_id: student,
+        }],
+    ));
+    ok(s.events().append(
+        Uuid::now_v7(),
+        [Note {
+            topic: "rust".into(),
+        }],
+    ));
+    ok(s.save_changes().await);
+
+    let mut reader = store.lightweight_session();
+    let b = ok(reader
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    assert_eq!(b.events().len(), 2);
+    let state = b.state().expect("state");
+    assert_eq!((state.capacity, state.count), (10, 1));
+    assert_eq!(b.versions(), [(marten::EventTag::of(&course), 2)]);
+
+    // Any of several tags; restricted to a type.
+    let mut s2 = store.lightweight_session();
+    let b = ok(s2
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(TagQuery::new().tag(student).tag(other))
+        .await);
+    assert_eq!(b.events().len(), 2);
+    let mut s3 = store.lightweight_session();
+    let b = ok(s3
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(
+            TagQuery::new()
+                .tag(student)
+                .tag(other)
+                .event_types::<(StudentSubscribed,)>(),
+        )
+        .await);
+    assert_eq!(b.events().len(), 1);
+    // Plain tags, under their name.
+    let mut s4 = store.lightweight_session();
+    let b = ok(s4
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(TagQuery::new().tag_named("topic", "rust"))
+        .await);
+    assert_eq!(b.events().len(), 1);
+    assert_eq!(b.versions()[0].1, 1);
+
+    // The tag lookup is an index scan.
+    let raw = schema.raw_client().await;
+    raw.batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("set");
+    let plan: Vec<String> = raw
+        .query(
+            "EXPLAIN SELECT seq_id FROM mt_event_tags WHERE tag_type = 'course_id' AND tag_value = 'x'",
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Index")), "{plan:?}");
+}
+
+/// Racers read the same boundary, then all save: exactly one commits, every other gets
+/// the typed DCB rejection and nothing else.
+async fn race(label: &str, racers: usize, rounds: usize, barrier_between_reads: bool) {
+    let (_schema, b) = builder(label);
+    let store = ok(b.pool_size(racers + 2).build().await);
+    let course = define_course(&store, 1_000_000).await;
+    for round in 0..rounds {
+        let after_versions = Arc::new(Barrier::new(racers));
+        let after_fetch = Arc::new(Barrier::new(racers));
+        let tasks: Vec<_> = (0..racers)
+            .map(|_| {
+                let (store, after_versions, after_fetch) =
+                    (store.clone(), after_versions.clone(), after_fetch.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let _ = s.events().fetch_stream_state(Uuid::now_v7()).await?;
+                    let pause = async move {
+                        if barrier_between_reads {
+                            after_versions.wait().await;
+                        }
+                    };
+                    let mut boundary = s
+                        .events()
+                        .fetch_for_writing_by_tags_pausing::<CourseCapacity>(
+                            course_query(course),
+                            pause,
+                        )
+                        .await?;
+                    boundary.append([StudentSubscribed {
+                        course_id: course,
+                        student_id: StudentId(Uuid::now_v7()),
+                    }])?;
+                    after_fetch.wait().await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(()) => wins += 1,
+                Err(marten::Error::Rejected(r)) => {
+                    assert_eq!(r.len(), 1, "{r:?}");
+                    assert!(
+                        matches!(r[0].kind, RejectionKind::DcbConcurrency { .. }),
+                        "{r:?}"
+                    );
+                }
+                Err(other) => panic!("round {round}: unexpected error {other}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one racer commits");
+    }
+    assert_eq!(count(&store, course).await, Some(rounds));
+}
+
+#[tokio::test]
+async fn eight_racers_barrier_after_fetch() {
+    race("dcb_race8", 8, 200, false).await;
+}
+
+#[tokio::test]
+async fn sixteen_racers_barrier_between_versions_and_events() {
+    race("dcb_race16", 16, 200, true).await;
+}
+
+#[tokio::test]
+async fn a_plain_tagged_append_between_fetch_and_save_fails_the_boundary() {
+    let (_schema, b) = builder("dcb_plain");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 5).await;
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(boundary.append([StudentSubscribed {
+        course_id: course,
+        student_id: StudentId(Uuid::now_v7()),
+    }]));
+    let mut other = store.lightweight_session();
+    ok(other.events().append(
+        Uuid::now_v7(),
+        [StudentSubscribed {
+            course_id: course,
+            student_id: StudentId(Uuid::now_v7()),
+        }],
+    ));
+    ok(other.save_changes().await);
+    let err = s.save_changes().await.expect_err("boundary moved");
+    match &err.rejections()[0].kind {
+        RejectionKind::DcbConcurrency {
+            tag_type,
+            expected,
+            actual,
+        } => {
+            assert_eq!((tag_type.as_str(), *expected, *actual), ("course_id", 1, 2));
+        }
+        other => panic!("wrong rejection {other:?}"),
+    }
+    assert_eq!(
+        err.rejections()[0].id,
+        marten::IdKey::String(course.0.to_string())
+    );
+    assert_eq!(
+        count(&store, course).await,
+        Some(1),
+        "the rejected save wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn disjoint_boundaries_never_conflict() {
+    const RACERS: usize = 8;
+    let (_schema, b) = builder("dcb_disjoint");
+    let store = ok(b.pool_size(RACERS + 2).build().await);
+    let mut courses = Vec::new();
+    for _ in 0..RACERS {
+        courses.push(define_course(&store, 100).await);
+    }
+    for _round in 0..30 {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = courses
+            .iter()
+            .map(|course| {
+                let (store, barrier, course) = (store.clone(), barrier.clone(), *course);
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let mut b = s
+                        .events()
+                        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+                        .await?;
+                    b.append([StudentSubscribed {
+                        course_id: course,
+                        student_id: StudentId(Uuid::now_v7()),
+                    }])?;
+                    barrier.wait().await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        for t in tasks {
+            ok(t.await.expect("task"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn overlapping_boundaries_in_reversed_order_never_deadlock() {
+    let (_schema, b) = builder("dcb_reversed");
+    let store = ok(b.pool_size(12).build().await);
+    let c1 = define_course(&store, 1000).await;
+    let c2 = define_course(&store, 1000).await;
+    let mut commits = 0;
+    for round in 0..60 {
+        let barrier = Arc::new(Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                let (first, second) = if i % 2 == 0 { (c1, c2) } else { (c2, c1) };
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let q = TagQuery::new().tag(first).tag(second);
+                    let mut b = s
+                        .events()
+                        .fetch_for_writing_by_tags::<CourseCapacity>(q)
+                        .await?;
+                    let student = StudentId(Uuid::now_v7());
+                    b.append([
+                        PendingEvent::new(StudentSubscribed {
+                            course_id: first,
+                            student_id: student,
+                        }),
+                        PendingEvent::new(StudentSubscribed {
+                            course_id: second,
+                            student_id: student,
+                        }),
+                    ])?;
+                    // A second tagged append in the same save, tags in the other order.
+                    s.events().append(
+                        Uuid::now_v7(),
+                        [StudentSubscribed {
+                            course_id: second,
+                            student_id: student,
+                        }],
+                    )?;
+                    barrier.wait().await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(()) => wins += 1,
+                Err(marten::Error::Rejected(r)) => {
+                    assert!(
+                        r.iter()
+                            .all(|r| matches!(r.kind, RejectionKind::DcbConcurrency { .. })),
+                        "{r:?}"
+                    )
+                }
+                Err(other) => panic!("round {round}: {other} (a deadlock would show here)"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+        commits += wins;
+    }
+    assert_eq!(commits, 60);
+}
+
+#[tokio::test]
+async fn course_capacity_is_never_exceeded_under_sixteen_subscribers() {
+    const STUDENTS: usize = 16;
+    const CAPACITY: usize = 5;
+    let (_schema, b) = builder("dcb_capacity");
+    let store = ok(b.pool_size(STUDENTS + 2).build().await);
+    let course = define_course(&store, CAPACITY).await;
+    let barrier = Arc::new(Barrier::new(STUDENTS));
+    let tasks: Vec<_> = (0..STUDENTS)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let student = StudentId(Uuid::now_v7());
+                loop {
+                    let mut s = store.lightweight_session();
+                    let mut b = s
+                        .events()
+                        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+                        .await?;
+                    let state = b.state().map_or((0, 0), |c| (c.capacity, c.count));
+                    if state.1 >= state.0 {
+                        return marten::Result::Ok(false);
+                    }
+                    b.append([StudentSubscribed {
+                        course_id: course,
+                        student_id: student,
+                    }])?;
+                    match s.save_changes().await {
+                        Ok(()) => return Ok(true),
+                        Err(marten::Error::Rejected(r))
+                            if matches!(r[0].kind, RejectionKind::DcbConcurrency { .. }) =>
+                        {
+                            continue
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut subscribed = 0;
+    for t in tasks {
+        if ok(t.await.expect("task")) {
+            subscribed += 1;
+        }
+    }
+    assert_eq!(subscribed, CAPACITY);
+    assert_eq!(
+        count(&store, course).await,
+        Some(CAPACITY),
+        "never above capacity"
+    );
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Enrollment {
+    id: String,
+}
+
+struct Enrollments;
+
+impl EventProjection for Enrollments {
+    fn name(&self) -> &'static str {
+        "Enrollments"
+    }
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(e) = event.data_as::<StudentSubscribed>() {
+            ops.store(Enrollment {
+                id: format!("{}:{}", e.course_id.0, e.student_id.0),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn boundaries_share_the_save_with_documents_and_inline_projections() {
+    let (_schema, b) = builder("dcb_with_docs");
+    let store = ok(b
+        .event_projection(Enrollments, Lifecycle::Inline)
+        .document::<Enrollment>()
+        .build()
+        .await);
+    let course = define_course(&store, 3).await;
+    let student = StudentId(Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    let mut b = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(b.append([StudentSubscribed {
+        course_id: course,
+        student_id: student,
+    }]));
+    ok(s.store(Enrollment {
+        id: "manual".into(),
+    }));
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    assert!(ok(q
+        .load::<Enrollment>(&format!("{}:{}", course.0, student.0))
+        .await)
+    .is_some());
+    assert!(ok(q.load::<Enrollment>(&"manual".to_owned()).await).is_some());
+}
