@@ -70,5 +70,15 @@ pub trait VersionedMode: ConcurrencyMode {}
 impl VersionedMode for Optimistic {}
 impl VersionedMode for Numeric {}
 
+/// The numeric mode, for operations on revisions (`update_revision`).
+#[diagnostic::on_unimplemented(
+    message = "`update_revision` needs a document with `#[concurrency(numeric)]`",
+    label = "this document's concurrency mode is `{Self}`",
+    note = "revisions are numeric versions; optimistic documents use `store_with_version`"
+)]
+pub trait NumericMode: VersionedMode + ConcurrencyMode<Version = i64> {}
+
+impl NumericMode for Numeric {}
+
 /// The version type of a document type `D`.
 pub type VersionOf<D> = <<D as crate::Document>::Mode as ConcurrencyMode>::Version;

@@ -3,6 +3,11 @@
 /// A typed tag value, usually a newtype id (`struct CourseId(Uuid)`). Implement it with
 /// `#[derive(Tag)]`: the tag type is the type name in snake case (or `#[tag(name = "..")]`)
 /// and the value is the inner value's text.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tag",
+    label = "a #[tag] field must be a tag",
+    note = "derive `Tag` for a newtype id (`#[derive(Tag)] struct CourseId(Uuid);`), or tag a `String`, `Uuid`, `i64` or `i32` field"
+)]
 pub trait Tag {
     /// The tag type, e.g. `course_id`.
     const TAG_TYPE: &'static str;

@@ -21,6 +21,9 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::table_name(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     let version = version_field(&cx, &cont);
+    if let Some(id) = id {
+        check::id_type(&cx, id, true);
+    }
     cx.check()?;
     let (Some(id), Some(version)) = (id, version) else {
         return Ok(TokenStream::new());

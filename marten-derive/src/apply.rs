@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
+use quote::{format_ident, quote, ToTokens};
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
 
 use crate::internals::ctxt::Ctxt;
@@ -197,8 +196,14 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
         );
     }
     let mut methods: Vec<(usize, Method)> = Vec::new();
+    let mut named = 0;
     for (idx, it) in item.items.iter().enumerate() {
         if let ImplItem::Fn(f) = it {
+            if role_of(&f.sig.ident.to_string())
+                .is_some_and(|r| !matches!(r, Role::Identity { .. }))
+            {
+                named += 1;
+            }
             if let Some(m) = parse_method(&cx, f) {
                 methods.push((idx, m));
             }
@@ -218,10 +223,7 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
             ));
         }
     }
-    if methods
-        .iter()
-        .all(|(_, m)| matches!(m.role, Role::Identity { .. }))
-    {
+    if named == 0 {
         cx.error_spanned_by(
             &item.self_ty,
             "no `create`, `apply` or `should_delete` methods found: name them `create*`, `apply*`, `should_delete*`",
@@ -252,10 +254,6 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
         let meta = m.with_meta.then(|| quote!(, event));
         quote!(#recv #name(e #meta))
     };
-    let event_check = methods.iter().map(|(_, m)| {
-        let ty = &m.event;
-        quote_spanned! {ty.span()=> let _ = #p::support::assert_event::<#ty>; }
-    });
     let deletes = methods
         .iter()
         .filter(|(_, m)| m.role == Role::Delete)
@@ -388,9 +386,6 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
 
             #identity_impl
 
-            fn __assert_events() {
-                #(#event_check)*
-            }
         };
     })
 }

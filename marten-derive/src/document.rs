@@ -20,6 +20,9 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
     let id = check::id_field(&cx, &cont);
+    if let Some(id) = id {
+        check::id_type(&cx, id, false);
+    }
     cx.check()?;
     let Some(id) = id else {
         return Ok(TokenStream::new());

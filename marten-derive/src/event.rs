@@ -29,8 +29,9 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .name
         .map_or_else(|| attr::snake_case(&ident.to_string()), |(n, _)| n);
     let tags_fn = (!tags.is_empty()).then(|| {
-        let pushes = tags.iter().map(|(field, tag_name)| {
-            quote! { ::marten::__private::plain_tag(&self.#field, #tag_name) }
+        let pushes = tags.iter().map(|(field, tag_name, ty)| {
+            let call = quote::quote_spanned! {syn::spanned::Spanned::span(ty)=> ::marten::__private::plain_tag::<#ty> };
+            quote! { #call(&self.#field, #tag_name) }
         });
         quote! {
             fn tags(&self) -> ::std::vec::Vec<::marten::__private::EventTag> {
@@ -53,7 +54,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The `#[tag]` / `#[tag(name = "..")]` fields of a struct: (field, tag name for plain
 /// values).
-fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String)> {
+fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String, syn::Type)> {
     let mut out = Vec::new();
     let fields = match &input.data {
         syn::Data::Struct(s) => &s.fields,
@@ -96,7 +97,7 @@ fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String)> {
                     cx.syn_error(e);
                 }
             }
-            out.push((member, name));
+            out.push((member, name, f.ty.clone()));
         }
     }
     out

@@ -70,3 +70,28 @@ pub fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 63
 }
+
+/// Checks the id field's type by name: `Uuid`, `i64`, `i32` or `String` (`aggregate`:
+/// `Uuid` or `String`, the stream id types). A type alias is not followed.
+pub fn id_type(cx: &Ctxt, id: &Field, aggregate: bool) {
+    let allowed: &[&str] = if aggregate {
+        &["Uuid", "String"]
+    } else {
+        &["Uuid", "i64", "i32", "String"]
+    };
+    let name = match id.ty {
+        syn::Type::Path(p) if p.qself.is_none() => {
+            p.path.segments.last().map(|s| s.ident.to_string())
+        }
+        _ => None,
+    };
+    if !name.as_deref().is_some_and(|n| allowed.contains(&n)) {
+        let shown = quote::ToTokens::to_token_stream(id.ty).to_string();
+        let message = if aggregate {
+            format!("unsupported aggregate id type `{shown}`: an aggregate's id is its stream id, a `Uuid` or a `String`")
+        } else {
+            format!("unsupported id type `{shown}`: a document id is a `Uuid`, `i64`, `i32` or `String`")
+        };
+        cx.error_spanned_by(id.ty, message);
+    }
+}

@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
-use marten_core::concurrency::{Numeric, VersionOf, VersionedMode};
+use marten_core::concurrency::{NumericMode, VersionOf, VersionedMode};
 use marten_core::{DocumentId, DocumentMetadata, Error, Result};
 use tracing::warn;
 
@@ -283,21 +283,19 @@ impl<K: Tracking> Session<K> {
 
     /// Numeric documents: writes the document at `revision`; `save_changes` rejects it if
     /// the stored revision is already `revision` or higher.
-    pub fn update_revision<D: PgDocument<Mode = Numeric>>(
-        &mut self,
-        doc: D,
-        revision: i64,
-    ) -> Result<D::Id> {
+    pub fn update_revision<D: PgDocument>(&mut self, doc: D, revision: i64) -> Result<D::Id>
+    where
+        D::Mode: NumericMode,
+    {
         self.queue(WriteKind::UpdateRevision, doc, Some(Some(revision)))
     }
 
     /// Numeric documents: like [`update_revision`](Self::update_revision), but a revision
     /// that is not newer is silently skipped.
-    pub fn try_update_revision<D: PgDocument<Mode = Numeric>>(
-        &mut self,
-        doc: D,
-        revision: i64,
-    ) -> Result<D::Id> {
+    pub fn try_update_revision<D: PgDocument>(&mut self, doc: D, revision: i64) -> Result<D::Id>
+    where
+        D::Mode: NumericMode,
+    {
         self.queue(WriteKind::TryUpdateRevision, doc, Some(Some(revision)))
     }
 

@@ -1,0 +1,23 @@
+//! Compile-fail tests of marten's macros and typed APIs, grouped by kind of mistake
+//! (one folder per kind). Each case's expected compiler output is in its `.stderr` file;
+//! regenerate with `TRYBUILD=overwrite cargo test -p marten-ui-tests` and review the diff.
+//! One `TestCases` builds every case in one batch.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    // The shape of a document: structs with named fields, not generic.
+    t.compile_fail("tests/ui/shape/*.rs");
+    // The id field: present, single, of a supported type.
+    t.compile_fail("tests/ui/id/*.rs");
+    // Struct attributes: modes, table names, unknown keys, several errors at once.
+    t.compile_fail("tests/ui/attributes/*.rs");
+    // Operations that exist only for some concurrency modes.
+    t.compile_fail("tests/ui/modes/*.rs");
+    // Apply methods and aggregates.
+    t.compile_fail("tests/ui/apply/*.rs");
+    // Events and tags.
+    t.compile_fail("tests/ui/events/*.rs");
+    // Every valid shape compiles.
+    t.pass("tests/ui/pass/*.rs");
+}

@@ -1,0 +1,7 @@
+use marten::Document;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize)]
+struct Shop;
+
+fn main() {}
