@@ -1,1 +1,602 @@
-fn main() {}
+//! The benchmark harness: marten against raw tokio-postgres doing the same SQL work, in
+//! one process and one run, reported as ratios (median of paired repetitions) with
+//! `synchronous_commit` on (durable) and off (the library's own overhead shows).
+//!
+//! Run: `cargo bench --bench documents` (about a minute). `MARTEN_BENCH_QUICK=1` runs a
+//! few seconds' smoke version. Results go to BENCHMARKS.md by hand.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Doc {
+    id: Uuid,
+    name: String,
+    n: i64,
+    tags: Vec<String>,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+#[concurrency(optimistic)]
+struct VDoc {
+    id: Uuid,
+    name: String,
+    n: i64,
+    tags: Vec<String>,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Ticked {
+    n: i64,
+    note: String,
+}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Counter {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Counter {
+    fn apply(&mut self, e: &Ticked) {
+        self.total += e.n;
+    }
+}
+
+fn doc(i: i64) -> Doc {
+    Doc {
+        id: Uuid::now_v7(),
+        name: format!("document number {i}"),
+        n: i,
+        tags: vec!["alpha".into(), "beta".into()],
+    }
+}
+
+fn tick(i: i64) -> Ticked {
+    Ticked {
+        n: i,
+        note: "a small event".into(),
+    }
+}
+
+struct Setup {
+    url: String,
+    schema: TestSchema,
+}
+
+impl Setup {
+    async fn raw(&self) -> Client {
+        let mut config: tokio_postgres::Config = self.url.parse().expect("url");
+        let opts = config.get_options().unwrap_or("").to_owned();
+        config.options(format!("{opts} -c search_path={}", self.schema.name()));
+        let (client, conn) = config.connect(NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    async fn store(&self, inline: bool) -> DocumentStore {
+        let mut b = DocumentStore::builder()
+            .connection_string(&self.url)
+            .schema(self.schema.name())
+            .pool_size(10)
+            .document::<Doc>()
+            .document::<VDoc>()
+            .event::<Ticked>();
+        if inline {
+            b = b.projection::<Counter>(Lifecycle::Inline);
+        }
+        b.build().await.expect("store")
+    }
+}
+
+/// Times `ops` operations of `f`; returns ops per second.
+async fn time<F, Fut>(ops: usize, f: F) -> f64
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let start = Instant::now();
+    f().await;
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Row {
+    name: String,
+    lib: Vec<f64>,
+    raw: Vec<f64>,
+    unit: &'static str,
+}
+
+impl Row {
+    fn ratios(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self.lib.iter().zip(&self.raw).map(|(l, r)| l / r).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        r
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn quartiles(sorted: &[f64]) -> (f64, f64) {
+    let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    (q(0.25), q(0.75))
+}
+
+async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
+    let base = marten_testing::database_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
+    let setup = Setup {
+        url,
+        schema: TestSchema::new(&format!("bench_{sync}")),
+    };
+    let store = setup.store(false).await;
+    let inline_setup = Setup {
+        url: setup.url.clone(),
+        schema: TestSchema::new(&format!("bench_inline_{sync}")),
+    };
+    let inline_store = inline_setup.store(true).await;
+    let raw = setup.raw().await;
+    let raw_inline = inline_setup.raw().await;
+    // Make sure the event tables exist for the raw side too.
+    let mut warm = store.lightweight_session();
+    warm.events()
+        .append(Uuid::now_v7(), [tick(0)])
+        .expect("append");
+    warm.save_changes().await.expect("warm");
+    let mut warm = inline_store.lightweight_session();
+    warm.events()
+        .append(Uuid::now_v7(), [tick(0)])
+        .expect("append");
+    warm.save_changes().await.expect("warm");
+    let check: String = raw
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(check, sync, "raw connection setting");
+
+    let upsert = raw
+        .prepare("INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
+        .await
+        .expect("prepare");
+    let upsert_v = raw
+        .prepare("INSERT INTO mt_doc_vdoc AS d (id, data, mt_version, mt_last_modified) VALUES ($1, $2, $3, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_version = excluded.mt_version, mt_last_modified = excluded.mt_last_modified")
+        .await
+        .expect("prepare");
+    let upsert_many = raw
+        .prepare("INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) SELECT i.id, i.data, now() FROM unnest($1::uuid[], $2::jsonb[]) AS i(id, data) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
+        .await
+        .expect("prepare");
+    let load = raw
+        .prepare("SELECT data FROM mt_doc_doc WHERE id = $1")
+        .await
+        .expect("prepare");
+    let append_sql = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
+         INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
+    let append = raw.prepare(append_sql).await.expect("prepare");
+    let start_sql = "WITH s AS (INSERT INTO mt_streams (id, version) VALUES ($1, 10) RETURNING version) \
+         INSERT INTO mt_events (id, stream_id, version, type, data) \
+         SELECT i.id, $1, i.ord, 'ticked', i.data FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
+    let start = raw.prepare(start_sql).await.expect("prepare");
+    let read_stream = raw
+        .prepare(
+            "SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version",
+        )
+        .await
+        .expect("prepare");
+
+    // Existing documents to load, and streams to append to.
+    let mut s = store.lightweight_session();
+    let ids: Vec<Uuid> = (0..200).map(|i| s.store(doc(i)).expect("store")).collect();
+    s.save_changes().await.expect("seed");
+    let streams: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    for id in &streams {
+        s.events().start_stream(*id, [tick(1)]).expect("start");
+    }
+    s.save_changes().await.expect("seed streams");
+    let long_stream = Uuid::now_v7();
+    let events: Vec<Ticked> = (0..1000).map(tick).collect();
+    s.events().start_stream(long_stream, events).expect("start");
+    s.save_changes().await.expect("long stream");
+    let mut si = inline_store.lightweight_session();
+    for id in &streams {
+        si.events().start_stream(*id, [tick(1)]).expect("start");
+    }
+    si.save_changes().await.expect("seed inline");
+
+    let mut rows = vec![
+        Row {
+            name: "store 1 doc / tx (off)".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "docs/s",
+        },
+        Row {
+            name: "store 1 doc / tx (optimistic)".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "docs/s",
+        },
+        Row {
+            name: "store 100 docs / tx".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "docs/s",
+        },
+        Row {
+            name: "load by id".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "loads/s",
+        },
+        Row {
+            name: "append 1 event / tx, 1 writer".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "events/s",
+        },
+        Row {
+            name: "append 1 event / tx, 8 writers".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "events/s",
+        },
+        Row {
+            name: "start 1,000 streams x 10 events".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "events/s",
+        },
+        Row {
+            name: "append 1 event / tx with an inline projection (vs without)".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "events/s",
+        },
+        Row {
+            name: "live aggregation of a 1,000-event stream".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "events/s",
+        },
+    ];
+    let single = 300 * scale;
+    let batches = 10 * scale;
+    let loads = 600 * scale;
+    let appends = 300 * scale;
+    let per_writer = 60 * scale;
+    let starts = 100 * scale;
+    let folds = 3 * scale;
+
+    for rep in 0..reps {
+        // Alternate which side goes first.
+        let lib_first = rep % 2 == 0;
+        macro_rules! pair {
+            ($row:expr, $lib:expr, $raw:expr) => {{
+                if lib_first {
+                    let l = $lib;
+                    let r = $raw;
+                    rows[$row].lib.push(l);
+                    rows[$row].raw.push(r);
+                } else {
+                    let r = $raw;
+                    let l = $lib;
+                    rows[$row].lib.push(l);
+                    rows[$row].raw.push(r);
+                }
+            }};
+        }
+        let mut session = store.lightweight_session();
+        pair!(
+            0,
+            time(single, || async {
+                for i in 0..single {
+                    session.store(doc(i as i64)).expect("store");
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(single, || async {
+                for i in 0..single {
+                    let d = doc(i as i64);
+                    let json = marten_pg_json(&d);
+                    raw.execute(&upsert, &[&d.id, &json]).await.expect("raw");
+                }
+            })
+            .await
+        );
+        pair!(
+            1,
+            time(single, || async {
+                for i in 0..single {
+                    let d = doc(i as i64);
+                    session
+                        .store(VDoc {
+                            id: d.id,
+                            name: d.name,
+                            n: d.n,
+                            tags: d.tags,
+                        })
+                        .expect("store");
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(single, || async {
+                for i in 0..single {
+                    let d = doc(i as i64);
+                    let json = marten_pg_json(&d);
+                    raw.execute(&upsert_v, &[&d.id, &json, &Uuid::new_v4()])
+                        .await
+                        .expect("raw");
+                }
+            })
+            .await
+        );
+        pair!(
+            2,
+            time(batches * 100, || async {
+                for b in 0..batches {
+                    for i in 0..100 {
+                        session.store(doc((b * 100 + i) as i64)).expect("store");
+                    }
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(batches * 100, || async {
+                for b in 0..batches {
+                    let docs: Vec<Doc> = (0..100).map(|i| doc((b * 100 + i) as i64)).collect();
+                    let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
+                    let jsons: Vec<serde_json::Value> = docs.iter().map(marten_pg_json).collect();
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ids, &jsons];
+                    let (a, b2, c) = tokio::join!(
+                        raw.batch_execute("BEGIN"),
+                        raw.execute(&upsert_many, &params),
+                        raw.batch_execute("COMMIT")
+                    );
+                    a.and(b2.map(|_| ())).and(c).expect("raw batch");
+                }
+            })
+            .await
+        );
+        pair!(
+            3,
+            time(loads, || async {
+                for i in 0..loads {
+                    let d: Option<Doc> = session.load(&ids[i % ids.len()]).await.expect("load");
+                    assert!(d.is_some());
+                }
+            })
+            .await,
+            time(loads, || async {
+                for i in 0..loads {
+                    let row = raw
+                        .query_one(&load, &[&ids[i % ids.len()]])
+                        .await
+                        .expect("raw");
+                    let v: serde_json::Value = row.get(0);
+                    let d: Doc = serde_json::from_value(v).expect("decode");
+                    assert_eq!(d.tags.len(), 2);
+                }
+            })
+            .await
+        );
+        pair!(
+            4,
+            time(appends, || async {
+                for i in 0..appends {
+                    session
+                        .events()
+                        .append(streams[i % streams.len()], [tick(i as i64)])
+                        .expect("append");
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(appends, || async {
+                for i in 0..appends {
+                    let data = serde_json::to_value(tick(i as i64)).expect("json");
+                    let n = raw
+                        .execute(
+                            &append,
+                            &[&streams[i % streams.len()], &Uuid::now_v7(), &data],
+                        )
+                        .await
+                        .expect("raw");
+                    assert_eq!(n, 1);
+                }
+            })
+            .await
+        );
+        let lib8 = {
+            let store = store.clone();
+            let streams = streams.clone();
+            time(8 * per_writer, || async move {
+                let tasks: Vec<_> = (0..8)
+                    .map(|w| {
+                        let store = store.clone();
+                        let stream = streams[w];
+                        tokio::spawn(async move {
+                            let mut s = store.lightweight_session();
+                            for i in 0..per_writer {
+                                s.events().append(stream, [tick(i as i64)]).expect("append");
+                                s.save_changes().await.expect("save");
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("writer");
+                }
+            })
+            .await
+        };
+        let raw8 = {
+            let mut clients = Vec::new();
+            for _ in 0..8 {
+                let c = Arc::new(setup.raw().await);
+                let stmt = c.prepare(append_sql).await.expect("prepare");
+                clients.push((c, stmt));
+            }
+            let streams = streams.clone();
+            time(8 * per_writer, || async move {
+                let tasks: Vec<_> = clients
+                    .into_iter()
+                    .enumerate()
+                    .map(|(w, (c, stmt))| {
+                        let stream = streams[w];
+                        tokio::spawn(async move {
+                            for i in 0..per_writer {
+                                let data = serde_json::to_value(tick(i as i64)).expect("json");
+                                c.execute(&stmt, &[&stream, &Uuid::now_v7(), &data])
+                                    .await
+                                    .expect("raw");
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("writer");
+                }
+            })
+            .await
+        };
+        rows[5].lib.push(lib8);
+        rows[5].raw.push(raw8);
+        pair!(
+            6,
+            time(starts * 10, || async {
+                for _ in 0..starts {
+                    let events: Vec<Ticked> = (0..10).map(tick).collect();
+                    session
+                        .events()
+                        .start_stream(Uuid::now_v7(), events)
+                        .expect("start");
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(starts * 10, || async {
+                for _ in 0..starts {
+                    let ids: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+                    let data: Vec<serde_json::Value> = (0..10)
+                        .map(|i| serde_json::to_value(tick(i)).expect("json"))
+                        .collect();
+                    raw.execute(&start, &[&Uuid::now_v7(), &ids, &data])
+                        .await
+                        .expect("raw");
+                }
+            })
+            .await
+        );
+        let mut inline_session = inline_store.lightweight_session();
+        pair!(
+            7,
+            time(appends, || async {
+                for i in 0..appends {
+                    inline_session
+                        .events()
+                        .append(streams[i % streams.len()], [tick(i as i64)])
+                        .expect("append");
+                    inline_session.save_changes().await.expect("save");
+                }
+            })
+            .await,
+            time(appends, || async {
+                for i in 0..appends {
+                    session
+                        .events()
+                        .append(streams[i % streams.len()], [tick(i as i64)])
+                        .expect("append");
+                    session.save_changes().await.expect("save");
+                }
+            })
+            .await
+        );
+        pair!(
+            8,
+            time(folds * 1000, || async {
+                for _ in 0..folds {
+                    let c: Counter = session
+                        .events()
+                        .aggregate_stream(long_stream)
+                        .await
+                        .expect("fold")
+                        .expect("c");
+                    assert_eq!(c.version, 1000);
+                }
+            })
+            .await,
+            time(folds * 1000, || async {
+                for _ in 0..folds {
+                    let rows = raw.query(&read_stream, &[&long_stream]).await.expect("raw");
+                    let mut total = 0;
+                    for r in &rows {
+                        let v: serde_json::Value = r.get(0);
+                        let t: Ticked = serde_json::from_value(v).expect("decode");
+                        total += t.n;
+                    }
+                    assert!(total > 0);
+                }
+            })
+            .await
+        );
+        let _ = &raw_inline;
+    }
+    rows
+}
+
+/// The document as the raw side sends it: serialized by serde, bound as jsonb.
+fn marten_pg_json<T: Serialize>(doc: &T) -> serde_json::Value {
+    serde_json::to_value(doc).expect("json")
+}
+
+fn main() {
+    let quick = std::env::var("MARTEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let (reps, scale) = if quick { (2, 1) } else { (7, 2) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "| scenario | synchronous_commit | marten | raw tokio-postgres | ratio (median) | IQR |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for sync in ["on", "off"] {
+        let rows = rt.block_on(run(sync, reps, scale));
+        for row in rows {
+            let ratios = row.ratios();
+            let (q1, q3) = quartiles(&ratios);
+            let referent = if row.name.contains("inline projection") {
+                "same append without projection"
+            } else {
+                "raw"
+            };
+            println!(
+                "| {} | {sync} | {:.0} {} | {:.0} ({referent}) | {:.2} | {:.2}-{:.2} |",
+                row.name,
+                median(&row.lib),
+                row.unit,
+                median(&row.raw),
+                median(&ratios),
+                q1,
+                q3
+            );
+        }
+    }
+}

@@ -624,3 +624,17 @@ async fn event_projection_writes_documents_per_event() {
     assert_eq!(docs.len(), 2);
     assert!(docs.iter().all(|d| d.project == id.to_string()));
 }
+
+#[tokio::test]
+async fn the_first_append_of_a_fresh_store_with_an_inline_projection_works() {
+    let (_schema, b) = builder("proj_fresh");
+    let store = ok(b.projection::<Project>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [started("fresh")]));
+    ok(s.save_changes().await);
+    assert_eq!(
+        ok(store.query_session().load::<Project>(&id).await).map(|p| p.version),
+        Some(1)
+    );
+}

@@ -120,7 +120,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
             return Ok(out);
         }
         ctx.store.ensure::<A>(ctx.client).await?;
-        ctx.begin().await?;
+        let begin = !*ctx.in_transaction;
         let lock = ctx
             .client
             .prepare_cached(&self.lock)
@@ -133,11 +133,25 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
             .map_err(reading::<A>)?;
         let c: &tokio_postgres::Client = ctx.client;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-        let flight: Vec<StatementFuture<'_>> = vec![
-            Box::pin(c.query(&lock, &params)),
-            Box::pin(c.query(&docs, &params)),
-        ];
+        // BEGIN, the lock and the read in one flight.
+        let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(3);
+        if begin {
+            flight.push(Box::pin(async move {
+                c.batch_execute("BEGIN").await.map(|()| Vec::new())
+            }));
+        }
+        flight.push(Box::pin(c.query(&lock, &params)));
+        flight.push(Box::pin(c.query(&docs, &params)));
         let mut results = join_in_order(flight).await.into_iter();
+        if begin {
+            *ctx.in_transaction = true;
+            if let Some(Err(e)) = results.next() {
+                return Err(crate::error_map::map_db_error(
+                    e,
+                    crate::error_map::Failed::Transaction,
+                ));
+            }
+        }
         let (Some(streams), Some(docs)) = (results.next(), results.next()) else {
             return Ok(out);
         };

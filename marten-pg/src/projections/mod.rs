@@ -163,6 +163,8 @@ pub(crate) async fn plan_inline(
     if appends.is_empty() {
         return Ok(());
     }
+    // Projections read the event tables before the appends create them.
+    crate::events::read::ensure(store, client).await?;
     let mut ctx = PlanContext {
         store,
         client,
