@@ -9,7 +9,7 @@ pub use marten_core::{
     DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag, IdKey, Identities,
     Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState, Tag,
 };
-pub use marten_derive::{apply, Aggregate, Document, Event, Tag};
+pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::{
     AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder, EventPage,
     EventProjection, Events, IdentityMap, IdentitySession, Lifecycle, Lightweight,
@@ -26,6 +26,14 @@ pub mod storage {
     };
 }
 
+/// Typed query paths, filters and orders.
+pub mod query {
+    pub use marten_core::query::{
+        Collection, Comparable, ContainsOp, Field, Filter, HasFields, OptionField, Order,
+        Orderable, RawParam, TextField,
+    };
+}
+
 /// The projection engine's pure fold over owned state.
 pub mod aggregate {
     pub use marten_core::aggregate::fold;
@@ -33,6 +41,7 @@ pub mod aggregate {
 
 /// Everything a typical program needs: `use marten::prelude::*;`.
 pub mod prelude {
+    pub use crate::Queryable;
     pub use crate::{
         apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
         IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
@@ -49,6 +58,8 @@ pub use {serde, serde_json, time, uuid};
 pub mod __private {
     pub use marten_core::aggregate::support;
     pub use marten_core::concurrency;
+    pub use marten_core::query;
+    pub use marten_core::IndexSpec;
     pub use marten_core::{
         plain_tag, Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId,
         Event, EventEnvelope, EventTag, Identities, Tag,

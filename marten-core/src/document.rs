@@ -16,8 +16,27 @@ pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
     const DOCUMENT_TYPE: &'static str;
     /// The table that holds documents of this type (without schema).
     const TABLE_NAME: &'static str;
+    /// Fields duplicated into indexed columns (`#[document(index)]`, `#[document(unique)]`).
+    const INDEXES: &'static [IndexSpec] = &[];
+    /// Whether the whole document has a GIN index (`#[document(gin)]`).
+    const GIN_INDEX: bool = false;
     /// The id of this document.
     fn id(&self) -> &Self::Id;
     /// The id of this document, mutably (used to assign a new id to a nil `Uuid`).
     fn id_mut(&mut self) -> &mut Self::Id;
+}
+
+/// A field duplicated into a typed column with a btree index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// The Rust field name.
+    pub field: &'static str,
+    /// The JSON key.
+    pub json_key: &'static str,
+    /// The column.
+    pub column: &'static str,
+    /// The column's SQL type.
+    pub sql_type: &'static str,
+    /// Whether the index is unique.
+    pub unique: bool,
 }

@@ -148,6 +148,13 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// `single()` found more than one matching document.
+    #[error("more than one {document_type} document matches")]
+    NotSingle {
+        /// The document type.
+        document_type: &'static str,
+    },
+
     /// A table, column or function marten needs does not exist (and the store was told not
     /// to create it).
     #[error("schema object missing: {object}")]

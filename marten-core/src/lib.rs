@@ -14,12 +14,13 @@ mod error;
 mod event;
 mod id;
 mod metadata;
+pub mod query;
 mod stream;
 mod tag;
 
 pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
-pub use document::Document;
+pub use document::{Document, IndexSpec};
 pub use error::{DatabaseError, Error, Rejection, RejectionKind, Result};
 pub use event::{AnyEvent, Event, EventEnvelope};
 pub use id::{DocumentId, IdKey};

@@ -19,6 +19,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
+    crate::fields::check(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     let version = version_field(&cx, &cont);
     if let Some(id) = id {

@@ -19,6 +19,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
+    crate::fields::check(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     if let Some(id) = id {
         check::id_type(&cx, id, false);
@@ -40,6 +41,9 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
         |(t, _)| t.clone(),
     );
     let id_ident = id.ident;
+    let indexes = crate::fields::index_specs(cont);
+    let gin = cont.attrs.gin;
+    let fields = crate::fields::expand(cont);
     let id_ty = id.ty;
     // Spanned at the id type, so an unsupported id type is reported there.
     let id_assert = quote_spanned! {id_ty.span()=>
@@ -52,6 +56,8 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     };
 
     quote! {
+        #fields
+
         #[doc(hidden)]
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
@@ -61,6 +67,8 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                 type Mode = ::marten::__private::concurrency::#mode;
                 const DOCUMENT_TYPE: &'static str = #type_name;
                 const TABLE_NAME: &'static str = #table;
+                const INDEXES: &'static [::marten::__private::IndexSpec] = #indexes;
+                const GIN_INDEX: bool = #gin;
                 #[inline]
                 fn id(&self) -> &Self::Id {
                     &self.#id_ident

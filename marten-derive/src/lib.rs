@@ -9,6 +9,7 @@ mod aggregate;
 mod apply;
 mod document;
 mod event;
+mod fields;
 mod internals;
 
 use proc_macro::TokenStream;
@@ -18,7 +19,7 @@ use syn::{parse_macro_input, DeriveInput, ItemImpl};
 ///
 /// Attributes: `#[document(table = "name")]` and `#[concurrency(optimistic | numeric | off)]`
 /// on the struct, `#[document(id)]` on the id field (otherwise the field named `id`).
-#[proc_macro_derive(Document, attributes(document, concurrency))]
+#[proc_macro_derive(Document, attributes(document, concurrency, query))]
 pub fn derive_document(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     document::expand(&input)
@@ -40,7 +41,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// stream id (`Uuid` or `String`) and whose `version: i64` field (or the field marked
 /// `#[aggregate(version)]`) is kept at the stream version of the last applied event.
 /// Accepts the `#[document(..)]` and `#[concurrency(..)]` attributes of `Document`.
-#[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate))]
+#[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate, query))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     aggregate::expand(&input)
@@ -70,4 +71,24 @@ pub fn derive_tag(input: TokenStream) -> TokenStream {
     event::expand_tag(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// Derives query field paths for a struct nested in documents (a field marked
+/// `#[query(nested)]`) or held in a collection queried with `any`.
+#[proc_macro_derive(Queryable, attributes(query))]
+pub fn derive_queryable(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let cx = internals::ctxt::Ctxt::new();
+    let Some(cont) = internals::ast::Container::from_ast(&cx, &input, "Queryable") else {
+        return cx
+            .check()
+            .err()
+            .map_or_else(TokenStream::new, |e| e.into_compile_error().into());
+    };
+    internals::check::no_generics(&cx, &cont);
+    fields::check(&cx, &cont);
+    match cx.check() {
+        Ok(()) => fields::expand(&cont).into(),
+        Err(e) => e.into_compile_error().into(),
+    }
 }

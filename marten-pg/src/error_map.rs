@@ -49,12 +49,20 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
         };
     };
     if code == SqlState::UNIQUE_VIOLATION {
-        if let Failed::Writing { document_type, .. } = what {
+        if let Failed::Writing {
+            document_type,
+            table,
+            ..
+        } = what
+        {
             let (field, message) = err.as_db_error().map_or_else(
                 || (String::new(), String::new()),
                 |db| {
+                    let constraint = db.constraint().unwrap_or_default();
+                    let field = crate::documents::table::unique_field(table, constraint)
+                        .unwrap_or(constraint);
                     (
-                        db.constraint().unwrap_or_default().to_owned(),
+                        field.to_owned(),
                         db.detail().unwrap_or_else(|| db.message()).to_owned(),
                     )
                 },

@@ -9,6 +9,7 @@ pub mod events;
 mod id;
 mod json;
 pub mod projections;
+pub mod query;
 pub mod schema;
 pub mod session;
 mod store;
@@ -24,9 +25,10 @@ pub use events::{
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
+pub use query::{Page, Query};
 pub use schema::AutoCreate;
 pub use session::{
     DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,
-    LightweightSession, QuerySession, Session, SessionOptions, Tracking,
+    LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
 };
 pub use store::{DocumentStore, DocumentStoreBuilder};

@@ -51,6 +51,8 @@ pub struct Container {
     pub table: Option<(String, Span)>,
     /// `#[concurrency(...)]`, `Off` when absent.
     pub mode: Mode,
+    /// `#[document(gin)]`: a GIN index over the whole document.
+    pub gin: bool,
 }
 
 impl Container {
@@ -58,6 +60,7 @@ impl Container {
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut table = Attr::none("table");
         let mut mode = Attr::none("concurrency");
+        let mut gin = Attr::none("gin");
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -65,11 +68,14 @@ impl Container {
                         let lit: LitStr = meta.value()?.parse()?;
                         table.set(cx, lit.span(), lit.value());
                         Ok(())
+                    } else if meta.path.is_ident("gin") {
+                        gin.set(cx, meta.path.span_of(), ());
+                        Ok(())
                     } else if meta.path.is_ident("id") {
                         Err(meta.error("`#[document(id)]` belongs on a field, not on the struct"))
                     } else {
                         Err(meta.error(format!(
-                            "unknown document attribute `{}`: expected `table = \"...\"`",
+                            "unknown document attribute `{}`: expected `table = \"...\"` or `gin`",
                             path_name(&meta.path)
                         )))
                     }
@@ -104,6 +110,7 @@ impl Container {
         Container {
             table: table.get(),
             mode: mode.get().map_or(Mode::Off, |(m, _)| m),
+            gin: gin.get().is_some(),
         }
     }
 }
@@ -112,34 +119,142 @@ impl Container {
 pub struct Field {
     /// `#[document(id)]`, with its span.
     pub id: Option<Span>,
+    /// `#[document(index)]`: duplicate into a typed, indexed column.
+    pub index: bool,
+    /// `#[document(unique)]`: like `index`, with a unique index.
+    pub unique: bool,
+    /// `#[query(nested)]`: the field is a struct with query fields of its own.
+    pub nested: bool,
+    /// `#[query(skip)]`: no query path for this field.
+    pub skip: bool,
+    /// `#[serde(rename = "...")]`.
+    pub rename: Option<String>,
+    /// `#[serde(flatten)]`, with its span.
+    pub flatten: Option<Span>,
 }
 
 impl Field {
     /// Parses a field's attributes.
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut id = Attr::none("id");
+        let mut index = Attr::none("index");
+        let mut unique = Attr::none("unique");
+        let mut nested = Attr::none("nested");
+        let mut skip = Attr::none("skip");
+        let mut rename = None;
+        let mut flatten = None;
         for attr in attrs {
-            if !attr.path().is_ident("document") {
-                continue;
-            }
-            let result = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("id") {
-                    id.set(cx, meta.path.span_of(), ());
-                    Ok(())
-                } else {
-                    Err(meta.error(format!(
-                        "unknown document field attribute `{}`: expected `id`",
-                        path_name(&meta.path)
-                    )))
+            if attr.path().is_ident("document") {
+                let result = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("id") {
+                        id.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else if meta.path.is_ident("index") {
+                        index.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else if meta.path.is_ident("unique") {
+                        unique.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else {
+                        Err(meta.error(format!(
+                            "unknown document field attribute `{}`: expected `id`, `index` or `unique`",
+                            path_name(&meta.path)
+                        )))
+                    }
+                });
+                if let Err(e) = result {
+                    cx.syn_error(e);
                 }
-            });
-            if let Err(e) = result {
-                cx.syn_error(e);
+            } else if attr.path().is_ident("query") {
+                let result = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("nested") {
+                        nested.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else if meta.path.is_ident("skip") {
+                        skip.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else {
+                        Err(meta.error(format!(
+                            "unknown query attribute `{}`: expected `nested` or `skip`",
+                            path_name(&meta.path)
+                        )))
+                    }
+                });
+                if let Err(e) = result {
+                    cx.syn_error(e);
+                }
+            } else if attr.path().is_ident("serde") {
+                // Only what changes the JSON key; other serde options are serde's business.
+                let _ = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("rename") && meta.input.peek(syn::Token![=]) {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        rename = Some(lit.value());
+                    } else if meta.path.is_ident("flatten") {
+                        flatten = Some(meta.path.span_of());
+                    } else if meta.input.peek(syn::Token![=]) {
+                        let _: syn::Expr = meta.value()?.parse()?;
+                    } else if meta.input.peek(syn::token::Paren) {
+                        let _content;
+                        syn::parenthesized!(_content in meta.input);
+                    }
+                    Ok(())
+                });
             }
         }
         Field {
             id: id.get().map(|(_, span)| span),
+            index: index.get().is_some(),
+            unique: unique.get().is_some(),
+            nested: nested.get().is_some(),
+            skip: skip.get().is_some(),
+            rename,
+            flatten,
         }
+    }
+}
+
+/// `#[serde(rename_all = "...")]` on a struct, if any.
+pub fn serde_rename_all(attrs: &[Attribute]) -> Option<String> {
+    let mut out = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename_all") && meta.input.peek(syn::Token![=]) {
+                let lit: LitStr = meta.value()?.parse()?;
+                out = Some(lit.value());
+            } else if meta.input.peek(syn::Token![=]) {
+                let _: syn::Expr = meta.value()?.parse()?;
+            } else if meta.input.peek(syn::token::Paren) {
+                let _content;
+                syn::parenthesized!(_content in meta.input);
+            }
+            Ok(())
+        });
+    }
+    out
+}
+
+/// A field name as serde's `rename_all` rule writes it.
+pub fn apply_rename_all(rule: &str, field: &str) -> String {
+    let words: Vec<&str> = field.split('_').filter(|w| !w.is_empty()).collect();
+    let cap = |w: &str| {
+        let mut c = w.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    match rule {
+        "lowercase" => field.to_lowercase(),
+        "UPPERCASE" => field.to_uppercase(),
+        "PascalCase" => words.iter().map(|w| cap(w)).collect(),
+        "camelCase" => words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| if i == 0 { (*w).to_owned() } else { cap(w) })
+            .collect(),
+        "SCREAMING_SNAKE_CASE" => field.to_uppercase(),
+        "kebab-case" => field.replace('_', "-"),
+        "SCREAMING-KEBAB-CASE" => field.replace('_', "-").to_uppercase(),
+        _ => field.to_owned(),
     }
 }
 

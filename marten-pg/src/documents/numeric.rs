@@ -34,10 +34,17 @@ impl<D: PgDocument<Mode = Numeric>> DocumentStorage<D> for NumericStorage<D> {
     }
 
     fn ddl(schema: &str) -> Vec<String> {
-        vec![
+        let mut ddl = vec![
             super::table::create_table(schema, D::TABLE_NAME, <D::Id as PgId>::SQL_TYPE),
             super::table::add_revision_column(schema, D::TABLE_NAME),
-        ]
+        ];
+        ddl.extend(super::table::index_ddl(
+            schema,
+            D::TABLE_NAME,
+            D::INDEXES,
+            D::GIN_INDEX,
+        ));
+        ddl
     }
 
     fn columns() -> &'static [&'static str] {

@@ -33,11 +33,18 @@ impl<D: PgDocument<Mode = Off>> DocumentStorage<D> for OffStorage<D> {
     }
 
     fn ddl(schema: &str) -> Vec<String> {
-        vec![super::table::create_table(
+        let mut ddl = vec![super::table::create_table(
             schema,
             D::TABLE_NAME,
             <D::Id as PgId>::SQL_TYPE,
-        )]
+        )];
+        ddl.extend(super::table::index_ddl(
+            schema,
+            D::TABLE_NAME,
+            D::INDEXES,
+            D::GIN_INDEX,
+        ));
+        ddl
     }
 
     fn columns() -> &'static [&'static str] {

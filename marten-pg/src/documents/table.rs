@@ -41,6 +41,45 @@ pub fn add_revision_column(schema: &str, table: &str) -> String {
     )
 }
 
+/// Duplicated, indexed columns (`#[document(index)]`, `#[document(unique)]`) as generated
+/// columns (kept in step with `data` by PostgreSQL on every write), their indexes, and
+/// the GIN index over the whole document.
+pub fn index_ddl(
+    schema: &str,
+    table: &str,
+    indexes: &[marten_core::IndexSpec],
+    gin: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for ix in indexes {
+        let key = ix.json_key.replace('\'', "''");
+        let (col, ty) = (ix.column, ix.sql_type);
+        out.push(format!(
+            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
+        ));
+        let (unique, kind) = if ix.unique {
+            ("UNIQUE ", "uidx")
+        } else {
+            ("", "idx")
+        };
+        out.push(format!(
+            "CREATE {unique}INDEX IF NOT EXISTS {table}_{kind}_{field} ON {schema}.{table} ({col})",
+            field = ix.field.to_lowercase()
+        ));
+    }
+    if gin {
+        out.push(format!(
+            "CREATE INDEX IF NOT EXISTS {table}_gin ON {schema}.{table} USING gin (data jsonb_path_ops)"
+        ));
+    }
+    out
+}
+
+/// The field a unique index guards, from the index's name (`{table}_uidx_{field}`).
+pub fn unique_field<'a>(table: &str, constraint: &'a str) -> Option<&'a str> {
+    constraint.strip_prefix(table)?.strip_prefix("_uidx_")
+}
+
 /// `DROP TABLE IF EXISTS`, for the drop-and-recreate schema mode.
 pub fn drop_table(schema: &str, table: &str) -> String {
     format!("DROP TABLE IF EXISTS {schema}.{table} CASCADE")

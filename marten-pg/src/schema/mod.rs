@@ -196,6 +196,7 @@ pub(crate) async fn migrate_document<D: PgDocument>(
     let missing: Vec<&str> = required
         .iter()
         .copied()
+        .chain(D::INDEXES.iter().map(|ix| ix.column))
         .filter(|c| !columns.iter().any(|(name, _)| name == c))
         .collect();
     if missing.is_empty() {

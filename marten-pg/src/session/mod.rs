@@ -71,6 +71,38 @@ pub type IdentitySession = Session<IdentityMap>;
 /// A session that saves changes to loaded documents.
 pub type DirtyTrackedSession = Session<DirtyTracking>;
 
+mod source_sealed {
+    pub trait Sealed {}
+}
+
+/// A session queries run on ([`Session`] or [`QuerySession`]). Sealed.
+pub trait QuerySource: source_sealed::Sealed {
+    /// The store, the session's connection slot and its state flags.
+    #[doc(hidden)]
+    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool);
+}
+
+impl<K: Tracking> source_sealed::Sealed for Session<K> {}
+
+impl<K: Tracking> QuerySource for Session<K> {
+    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
+        (
+            &self.store,
+            &mut self.conn,
+            &mut self.in_doubt,
+            &mut self.in_transaction,
+        )
+    }
+}
+
+impl source_sealed::Sealed for QuerySession {}
+
+impl QuerySource for QuerySession {
+    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
+        self.parts()
+    }
+}
+
 /// Options of one session.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -445,6 +477,13 @@ impl<K: Tracking> Session<K> {
     pub fn discard_changes(&mut self) {
         self.uow.clear();
         self.boundaries.clear();
+    }
+
+    /// A typed query on documents of type `D`; see [`Query`](crate::query::Query).
+    pub fn query<D: PgDocument + marten_core::query::HasFields>(
+        &mut self,
+    ) -> crate::query::Query<'_, Self, D> {
+        crate::query::Query::new(self)
     }
 
     /// The event store operations of this session.

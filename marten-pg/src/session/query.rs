@@ -10,11 +10,18 @@ use crate::store::DocumentStore;
 pub struct QuerySession {
     store: DocumentStore,
     conn: Option<Object>,
+    in_doubt: bool,
+    in_transaction: bool,
 }
 
 impl QuerySession {
     pub(crate) fn new(store: DocumentStore) -> Self {
-        Self { store, conn: None }
+        Self {
+            store,
+            conn: None,
+            in_doubt: false,
+            in_transaction: false,
+        }
     }
 
     async fn client(&mut self) -> Result<&Object> {
@@ -25,6 +32,22 @@ impl QuerySession {
             Some(c) => Ok(c),
             None => unreachable!("connection was just set"),
         }
+    }
+
+    pub(crate) fn parts(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
+        (
+            &self.store,
+            &mut self.conn,
+            &mut self.in_doubt,
+            &mut self.in_transaction,
+        )
+    }
+
+    /// A typed query on documents of type `D`; see [`Query`](crate::query::Query).
+    pub fn query<D: PgDocument + marten_core::query::HasFields>(
+        &mut self,
+    ) -> crate::query::Query<'_, Self, D> {
+        crate::query::Query::new(self)
     }
 
     /// Loads a document by id.

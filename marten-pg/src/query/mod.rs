@@ -1,0 +1,255 @@
+//! Typed document queries: `session.query::<T>()`.
+
+mod render;
+
+use std::marker::PhantomData;
+
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use marten_core::query::{Filter, HasFields, Order, RawParam};
+use marten_core::{Error, Result};
+
+use crate::documents::PgDocument;
+use crate::error_map::{map_db_error, Failed};
+use crate::json::JsonRef;
+use crate::session::{connection, QuerySource};
+pub(crate) use render::Sql;
+
+/// A page of results with the total count of matches.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Page<D> {
+    /// The documents of this page.
+    pub items: Vec<D>,
+    /// How many documents match in all.
+    pub total: i64,
+}
+
+/// A query on documents of type `D`, built with typed filters and run on a session.
+#[must_use]
+pub struct Query<'s, S: QuerySource, D> {
+    session: &'s mut S,
+    filters: Vec<Filter<D>>,
+    orders: Vec<Order<D>>,
+    skip: Option<usize>,
+    take: Option<usize>,
+    _d: PhantomData<fn() -> D>,
+}
+
+fn reading<D: PgDocument>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
+}
+
+impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
+    pub(crate) fn new(session: &'s mut S) -> Self {
+        Query {
+            session,
+            filters: Vec::new(),
+            orders: Vec::new(),
+            skip: None,
+            take: None,
+            _d: PhantomData,
+        }
+    }
+
+    /// Keeps documents matching the filter built from `D`'s field paths. Several calls
+    /// combine with AND.
+    pub fn filter(mut self, f: impl FnOnce(D::Fields<D>) -> Filter<D>) -> Self {
+        self.filters
+            .push(f(D::fields_at(marten_core::query::Base::root())));
+        self
+    }
+
+    /// Keeps documents matching a filter built beforehand.
+    pub fn where_filter(mut self, filter: Filter<D>) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment; cast
+    /// each to its type, e.g. `$1::bigint`, matching the [`RawParam`] given). The document
+    /// is `d.data` (`jsonb`), its id `d.id`.
+    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
+        self.filters.push(Filter::raw(sql, params));
+        self
+    }
+
+    /// Sorts by a field (`|f| f.name.asc()`); several calls sort by each in turn. Ties are
+    /// broken by id.
+    pub fn order_by(mut self, f: impl FnOnce(D::Fields<D>) -> Order<D>) -> Self {
+        self.orders
+            .push(f(D::fields_at(marten_core::query::Base::root())));
+        self
+    }
+
+    /// Skips the first `n` matches.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = Some(n);
+        self
+    }
+
+    /// Returns at most `n` matches.
+    pub fn take(mut self, n: usize) -> Self {
+        self.take = Some(n);
+        self
+    }
+
+    fn where_clause(&self, sql: &mut Sql) -> String {
+        let parts: Vec<String> = self
+            .filters
+            .iter()
+            .map(|f| render::render(f.node(), "d.data", true, sql, 0))
+            .collect();
+        if parts.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            parts.join(" AND ")
+        }
+    }
+
+    fn select(&self, columns: &str, paged: bool) -> Sql {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql);
+        let mut order: Vec<String> = self
+            .orders
+            .iter()
+            .map(|o| {
+                let e = render::typed_expr("d.data", true, &o.path, o.kind);
+                format!(
+                    "{e} {}",
+                    if o.descending {
+                        "DESC NULLS LAST"
+                    } else {
+                        "ASC NULLS FIRST"
+                    }
+                )
+            })
+            .collect();
+        order.push("d.id".to_owned());
+        let mut text = format!(
+            "SELECT {columns} FROM {} d WHERE {wh} ORDER BY {}",
+            D::TABLE_NAME,
+            order.join(", ")
+        );
+        if paged {
+            if let Some(n) = self.take {
+                let p = sql.param(Box::new(n as i64));
+                text.push_str(&format!(" LIMIT {p}"));
+            }
+            if let Some(n) = self.skip {
+                let p = sql.param(Box::new(n as i64));
+                text.push_str(&format!(" OFFSET {p}"));
+            }
+        }
+        sql.text = text;
+        sql
+    }
+
+    /// The SQL this query runs (for `EXPLAIN` and logs).
+    pub fn to_sql(&self) -> String {
+        self.select("d.data", true).text
+    }
+
+    async fn rows(self, columns: &str) -> Result<Vec<tokio_postgres::Row>> {
+        let sql = self.select(columns, true);
+        let (store, conn, in_doubt, in_tx) = self.session.source();
+        let client = connection(store, conn, in_doubt, in_tx).await?;
+        store.ensure::<D>(client).await?;
+        let stmt = client
+            .prepare_cached(&sql.text)
+            .await
+            .map_err(reading::<D>)?;
+        let refs = sql.refs();
+        client.query(&stmt, &refs).await.map_err(reading::<D>)
+    }
+
+    fn decode(row: &tokio_postgres::Row) -> Result<D> {
+        let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
+        serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
+            document_type: D::DOCUMENT_TYPE,
+            id: "(query result)".to_owned(),
+            source,
+        })
+    }
+
+    /// All matches.
+    pub async fn to_list(self) -> Result<Vec<D>> {
+        let rows = self.rows("d.data").await?;
+        rows.iter().map(Self::decode).collect()
+    }
+
+    /// The first match, if any.
+    pub async fn first(mut self) -> Result<Option<D>> {
+        self.take = Some(1);
+        Ok(self.to_list().await?.into_iter().next())
+    }
+
+    /// The only match: `Ok(None)` for none, [`Error::NotSingle`] for more than one.
+    pub async fn single(mut self) -> Result<Option<D>> {
+        self.take = Some(2);
+        let mut found = self.to_list().await?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            _ => Err(Error::NotSingle {
+                document_type: D::DOCUMENT_TYPE,
+            }),
+        }
+    }
+
+    /// How many documents match.
+    pub async fn count(self) -> Result<i64> {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql);
+        sql.text = format!("SELECT count(*) FROM {} d WHERE {wh}", D::TABLE_NAME);
+        let (store, conn, in_doubt, in_tx) = self.session.source();
+        let client = connection(store, conn, in_doubt, in_tx).await?;
+        store.ensure::<D>(client).await?;
+        let stmt = client
+            .prepare_cached(&sql.text)
+            .await
+            .map_err(reading::<D>)?;
+        let refs = sql.refs();
+        let row = client.query_one(&stmt, &refs).await.map_err(reading::<D>)?;
+        row.try_get(0).map_err(reading::<D>)
+    }
+
+    /// Whether any document matches.
+    pub async fn exists(self) -> Result<bool> {
+        Ok(self.first().await?.is_some())
+    }
+
+    /// One page of matches (`page` from 0) and the total number of matches, in one query.
+    pub async fn to_page(mut self, page: usize, page_size: usize) -> Result<Page<D>> {
+        self.skip = Some(page * page_size);
+        self.take = Some(page_size);
+        let rows = self.rows("d.data, count(*) OVER ()").await?;
+        let total = match rows.first() {
+            Some(r) => r.try_get(1).map_err(reading::<D>)?,
+            None => 0,
+        };
+        let items = rows.iter().map(Self::decode).collect::<Result<Vec<D>>>()?;
+        Ok(Page { items, total })
+    }
+
+    /// Streams the matches, decoding each row as it arrives instead of collecting them.
+    pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
+        let sql = self.select("d.data", true);
+        let session = self.session;
+        let (store, conn, in_doubt, in_tx) = session.source();
+        let client = connection(store, conn, in_doubt, in_tx).await?;
+        store.ensure::<D>(client).await?;
+        let stmt = client
+            .prepare_cached(&sql.text)
+            .await
+            .map_err(reading::<D>)?;
+        let stream = client
+            .query_raw(&stmt, sql.refs())
+            .await
+            .map_err(reading::<D>)?;
+        Ok(stream
+            .map_err(reading::<D>)
+            .map(|row| row.and_then(|r| Self::decode(&r)))
+            .boxed())
+    }
+}

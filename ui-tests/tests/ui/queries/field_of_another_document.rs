@@ -1,0 +1,24 @@
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize)]
+struct Shop {
+    id: Uuid,
+    name: String,
+    rating: i32,
+    tags: Vec<String>,
+    nick: Option<String>,
+}
+
+#[derive(Document, Serialize, Deserialize)]
+struct Order {
+    id: Uuid,
+    total: i64,
+}
+
+async fn check(s: &mut QuerySession) {
+    // A filter on an Order field given to a Shop query.
+    let _ = s.query::<Shop>().where_filter(Order::fields().total.gt(3)).to_list().await;
+}
+
+fn main() {}

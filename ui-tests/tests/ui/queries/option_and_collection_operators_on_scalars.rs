@@ -1,0 +1,24 @@
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize)]
+struct Shop {
+    id: Uuid,
+    name: String,
+    rating: i32,
+    tags: Vec<String>,
+    nick: Option<String>,
+}
+
+#[derive(Document, Serialize, Deserialize)]
+struct Order {
+    id: Uuid,
+    total: i64,
+}
+
+async fn check(s: &mut QuerySession) {
+    let _ = s.query::<Shop>().filter(|f| f.name.is_none()).to_list().await;
+    let _ = s.query::<Shop>().filter(|f| f.rating.is_empty()).to_list().await;
+}
+
+fn main() {}
