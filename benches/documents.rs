@@ -191,6 +191,10 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
          INSERT INTO mt_events (id, stream_id, version, type, data) \
          SELECT i.id, $1, i.ord, 'ticked', i.data FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
     let start = raw.prepare(start_sql).await.expect("prepare");
+    let typed_raw = raw
+        .prepare("SELECT data FROM mt_doc_doc WHERE (data ->> 'n')::numeric < $1::text::numeric AND (data ->> 'n')::numeric >= $2::text::numeric ORDER BY (data ->> 'n')::numeric, id")
+        .await
+        .expect("prepare");
     let read_stream = raw
         .prepare(
             "SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version",
@@ -551,6 +555,37 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
                         total += t.n;
                     }
                     assert!(total > 0);
+                }
+            })
+            .await
+        );
+        let queries = 200 * scale;
+        pair!(
+            9,
+            time(queries, || async {
+                for _ in 0..queries {
+                    let found = session
+                        .query::<Doc>()
+                        .filter(|f| f.n.lt(20).and(f.n.ge(0)))
+                        .order_by(|f| f.n.asc())
+                        .to_list()
+                        .await
+                        .expect("query");
+                    assert!(found.len() >= 20);
+                }
+            })
+            .await,
+            time(queries, || async {
+                for _ in 0..queries {
+                    let rows = raw.query(&typed_raw, &[&"20", &"0"]).await.expect("raw");
+                    let docs: Vec<Doc> = rows
+                        .iter()
+                        .map(|r| {
+                            serde_json::from_value(r.get::<_, serde_json::Value>(0))
+                                .expect("decode")
+                        })
+                        .collect();
+                    assert!(docs.len() >= 20);
                 }
             })
             .await

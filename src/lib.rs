@@ -16,6 +16,7 @@ pub use marten_pg::{
     LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
+pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Boundary, EventTypes, TagQuery};
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as

@@ -571,3 +571,47 @@ async fn indexed_fields_use_their_column_and_unique_violations_name_the_field() 
         .get(0);
     assert_eq!(gin, 1);
 }
+
+#[tokio::test]
+async fn several_queries_in_one_round_trip() {
+    use marten::QuerySpec;
+    let (schema, b) = builder("queries_batch");
+    let proxy = marten_testing::CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .document::<CoffeeShop>()
+        .document::<Item>()
+        .build()
+        .await);
+    let mut w = store.lightweight_session();
+    for (n, r) in [("a", 1), ("b", 2), ("c", 3)] {
+        ok(w.store(shop(n, r, "X")));
+    }
+    ok(w.save_changes().await);
+    let mut q = store.query_session();
+    for round in 0..2 {
+        let mut batch = q.batch();
+        let top = batch.list(
+            QuerySpec::<CoffeeShop>::new()
+                .filter(|f| f.rating.ge(2))
+                .order_by(|f| f.rating.desc()),
+        );
+        let n = batch.count(QuerySpec::<CoffeeShop>::new());
+        let none = batch.count(QuerySpec::<Item>::new().filter(|f| f.flag.eq(true)));
+        let before = proxy.round_trips();
+        let results = ok(batch.execute().await);
+        if round == 1 {
+            // The first round prepared the statements.
+            assert_eq!(
+                proxy.round_trips() - before,
+                1,
+                "three queries, one round trip"
+            );
+        }
+        assert_eq!(names(&ok(results.get(top))), ["c", "b"]);
+        assert_eq!(ok(results.get(n)), 3);
+        assert_eq!(ok(results.get(none)), 0);
+    }
+}

@@ -25,7 +25,7 @@ pub use events::{
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
-pub use query::{Page, Query};
+pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use schema::AutoCreate;
 pub use session::{
     DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,

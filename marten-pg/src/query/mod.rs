@@ -25,31 +25,32 @@ pub struct Page<D> {
     pub total: i64,
 }
 
-/// A query on documents of type `D`, built with typed filters and run on a session.
+/// The definition of a query on documents of type `D`, without a session: filters,
+/// order, skip and take. [`Query`] runs one on a session; [`QueryBatch`] runs several in
+/// one round trip.
 #[must_use]
-pub struct Query<'s, S: QuerySource, D> {
-    session: &'s mut S,
+pub struct QuerySpec<D> {
     filters: Vec<Filter<D>>,
     orders: Vec<Order<D>>,
     skip: Option<usize>,
     take: Option<usize>,
-    _d: PhantomData<fn() -> D>,
 }
 
-fn reading<D: PgDocument>(e: tokio_postgres::Error) -> Error {
-    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
-}
-
-impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
-    pub(crate) fn new(session: &'s mut S) -> Self {
-        Query {
-            session,
+impl<D> Default for QuerySpec<D> {
+    fn default() -> Self {
+        QuerySpec {
             filters: Vec::new(),
             orders: Vec::new(),
             skip: None,
             take: None,
-            _d: PhantomData,
         }
+    }
+}
+
+impl<D: PgDocument + HasFields> QuerySpec<D> {
+    /// An empty query (every document).
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Keeps documents matching the filter built from `D`'s field paths. Several calls
@@ -145,13 +146,92 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         sql
     }
 
+    fn count_sql(&self) -> Sql {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql);
+        sql.text = format!("SELECT count(*) FROM {} d WHERE {wh}", D::TABLE_NAME);
+        sql
+    }
+
     /// The SQL this query runs (for `EXPLAIN` and logs).
     pub fn to_sql(&self) -> String {
         self.select("d.data", true).text
     }
+}
+
+/// A query on documents of type `D`, built with typed filters and run on a session.
+#[must_use]
+pub struct Query<'s, S: QuerySource, D> {
+    session: &'s mut S,
+    spec: QuerySpec<D>,
+    _d: PhantomData<fn() -> D>,
+}
+
+fn reading<D: PgDocument>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
+}
+
+fn decode<D: PgDocument>(row: &tokio_postgres::Row) -> Result<D> {
+    let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
+    serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
+        document_type: D::DOCUMENT_TYPE,
+        id: "(query result)".to_owned(),
+        source,
+    })
+}
+
+impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
+    pub(crate) fn new(session: &'s mut S) -> Self {
+        Query {
+            session,
+            spec: QuerySpec::default(),
+            _d: PhantomData,
+        }
+    }
+
+    /// See [`QuerySpec::filter`].
+    pub fn filter(mut self, f: impl FnOnce(D::Fields<D>) -> Filter<D>) -> Self {
+        self.spec = self.spec.filter(f);
+        self
+    }
+
+    /// See [`QuerySpec::where_filter`].
+    pub fn where_filter(mut self, filter: Filter<D>) -> Self {
+        self.spec = self.spec.where_filter(filter);
+        self
+    }
+
+    /// See [`QuerySpec::where_sql`].
+    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
+        self.spec = self.spec.where_sql(sql, params);
+        self
+    }
+
+    /// See [`QuerySpec::order_by`].
+    pub fn order_by(mut self, f: impl FnOnce(D::Fields<D>) -> Order<D>) -> Self {
+        self.spec = self.spec.order_by(f);
+        self
+    }
+
+    /// Skips the first `n` matches.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.spec.skip = Some(n);
+        self
+    }
+
+    /// Returns at most `n` matches.
+    pub fn take(mut self, n: usize) -> Self {
+        self.spec.take = Some(n);
+        self
+    }
+
+    /// The SQL this query runs (for `EXPLAIN` and logs).
+    pub fn to_sql(&self) -> String {
+        self.spec.to_sql()
+    }
 
     async fn rows(self, columns: &str) -> Result<Vec<tokio_postgres::Row>> {
-        let sql = self.select(columns, true);
+        let sql = self.spec.select(columns, true);
         let (store, conn, in_doubt, in_tx) = self.session.source();
         let client = connection(store, conn, in_doubt, in_tx).await?;
         store.ensure::<D>(client).await?;
@@ -163,30 +243,21 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         client.query(&stmt, &refs).await.map_err(reading::<D>)
     }
 
-    fn decode(row: &tokio_postgres::Row) -> Result<D> {
-        let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
-        serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
-            document_type: D::DOCUMENT_TYPE,
-            id: "(query result)".to_owned(),
-            source,
-        })
-    }
-
     /// All matches.
     pub async fn to_list(self) -> Result<Vec<D>> {
         let rows = self.rows("d.data").await?;
-        rows.iter().map(Self::decode).collect()
+        rows.iter().map(decode::<D>).collect()
     }
 
     /// The first match, if any.
     pub async fn first(mut self) -> Result<Option<D>> {
-        self.take = Some(1);
+        self.spec.take = Some(1);
         Ok(self.to_list().await?.into_iter().next())
     }
 
     /// The only match: `Ok(None)` for none, [`Error::NotSingle`] for more than one.
     pub async fn single(mut self) -> Result<Option<D>> {
-        self.take = Some(2);
+        self.spec.take = Some(2);
         let mut found = self.to_list().await?;
         match found.len() {
             0 => Ok(None),
@@ -199,9 +270,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// How many documents match.
     pub async fn count(self) -> Result<i64> {
-        let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql);
-        sql.text = format!("SELECT count(*) FROM {} d WHERE {wh}", D::TABLE_NAME);
+        let sql = self.spec.count_sql();
         let (store, conn, in_doubt, in_tx) = self.session.source();
         let client = connection(store, conn, in_doubt, in_tx).await?;
         store.ensure::<D>(client).await?;
@@ -221,20 +290,20 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// One page of matches (`page` from 0) and the total number of matches, in one query.
     pub async fn to_page(mut self, page: usize, page_size: usize) -> Result<Page<D>> {
-        self.skip = Some(page * page_size);
-        self.take = Some(page_size);
+        self.spec.skip = Some(page * page_size);
+        self.spec.take = Some(page_size);
         let rows = self.rows("d.data, count(*) OVER ()").await?;
         let total = match rows.first() {
             Some(r) => r.try_get(1).map_err(reading::<D>)?,
             None => 0,
         };
-        let items = rows.iter().map(Self::decode).collect::<Result<Vec<D>>>()?;
+        let items = rows.iter().map(decode::<D>).collect::<Result<Vec<D>>>()?;
         Ok(Page { items, total })
     }
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
     pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
-        let sql = self.select("d.data", true);
+        let sql = self.spec.select("d.data", true);
         let session = self.session;
         let (store, conn, in_doubt, in_tx) = session.source();
         let client = connection(store, conn, in_doubt, in_tx).await?;
@@ -249,7 +318,117 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
             .map_err(reading::<D>)?;
         Ok(stream
             .map_err(reading::<D>)
-            .map(|row| row.and_then(|r| Self::decode(&r)))
+            .map(|row| row.and_then(|r| decode::<D>(&r)))
             .boxed())
+    }
+}
+
+/// Several queries sent in one round trip: add them, `execute`, then take each result.
+pub struct QueryBatch<'s, S: QuerySource> {
+    session: &'s mut S,
+    statements: Vec<(Sql, MigrateDoc)>,
+}
+
+type MigrateDoc = (std::any::TypeId, crate::schema::MigrateFn);
+
+/// A result slot of a [`QueryBatch`].
+#[must_use]
+pub struct BatchItem<T> {
+    index: usize,
+    decode: fn(&[tokio_postgres::Row]) -> Result<T>,
+}
+
+/// The rows of an executed [`QueryBatch`].
+pub struct BatchResults {
+    rows: Vec<Vec<tokio_postgres::Row>>,
+}
+
+impl BatchResults {
+    /// The result of one query of the batch.
+    pub fn get<T>(&self, item: BatchItem<T>) -> Result<T> {
+        (item.decode)(self.rows.get(item.index).map_or(&[], Vec::as_slice))
+    }
+}
+
+fn decode_list<D: PgDocument>(rows: &[tokio_postgres::Row]) -> Result<Vec<D>> {
+    rows.iter().map(decode::<D>).collect()
+}
+
+fn decode_count<D: PgDocument>(rows: &[tokio_postgres::Row]) -> Result<i64> {
+    match rows.first() {
+        Some(r) => r.try_get(0).map_err(reading::<D>),
+        None => Ok(0),
+    }
+}
+
+impl<'s, S: QuerySource> QueryBatch<'s, S> {
+    pub(crate) fn new(session: &'s mut S) -> Self {
+        QueryBatch {
+            session,
+            statements: Vec::new(),
+        }
+    }
+
+    /// Adds a query returning its matches.
+    pub fn list<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<Vec<D>> {
+        self.statements.push((
+            spec.select("d.data", true),
+            (
+                std::any::TypeId::of::<D>(),
+                crate::schema::migrate_fn::<D>(),
+            ),
+        ));
+        BatchItem {
+            index: self.statements.len() - 1,
+            decode: decode_list::<D>,
+        }
+    }
+
+    /// Adds a query returning the number of matches.
+    pub fn count<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<i64> {
+        self.statements.push((
+            spec.count_sql(),
+            (
+                std::any::TypeId::of::<D>(),
+                crate::schema::migrate_fn::<D>(),
+            ),
+        ));
+        BatchItem {
+            index: self.statements.len() - 1,
+            decode: decode_count::<D>,
+        }
+    }
+
+    /// Sends every query in one flight and reads the results back.
+    pub async fn execute(self) -> Result<BatchResults> {
+        let (store, conn, in_doubt, in_tx) = self.session.source();
+        let client = connection(store, conn, in_doubt, in_tx).await?;
+        let mut prepared = Vec::with_capacity(self.statements.len());
+        for (sql, (type_id, migrate)) in &self.statements {
+            store.ensure_erased(*type_id, *migrate, client).await?;
+            prepared.push(
+                client
+                    .prepare_cached(&sql.text)
+                    .await
+                    .map_err(|e| map_db_error(e, Failed::Other("preparing a batched query")))?,
+            );
+        }
+        let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
+            self.statements.iter().map(|(sql, _)| sql.refs()).collect();
+        let c: &tokio_postgres::Client = client;
+        let flight: Vec<crate::unit_of_work::StatementFuture<'_>> = prepared
+            .iter()
+            .zip(&params)
+            .map(|(stmt, p)| {
+                Box::pin(c.query(stmt, p.as_slice())) as crate::unit_of_work::StatementFuture<'_>
+            })
+            .collect();
+        let mut rows = Vec::with_capacity(flight.len());
+        for result in crate::unit_of_work::join_in_order(flight).await {
+            rows.push(
+                result.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?,
+            );
+        }
+        Ok(BatchResults { rows })
     }
 }

@@ -50,6 +50,11 @@ impl QuerySession {
         crate::query::Query::new(self)
     }
 
+    /// Several queries in one round trip; see [`QueryBatch`](crate::query::QueryBatch).
+    pub fn batch(&mut self) -> crate::query::QueryBatch<'_, Self> {
+        crate::query::QueryBatch::new(self)
+    }
+
     /// Loads a document by id.
     pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<D>> {
         let store = self.store.clone();
