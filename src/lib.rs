@@ -19,6 +19,14 @@ pub use marten_pg::{
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Boundary, EventTypes, TagQuery};
 
+/// The async projection daemon.
+pub mod daemon {
+    pub use marten_pg::daemon::{
+        rebuild, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
+        TraceHooks,
+    };
+}
+
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
 /// types").
 pub mod storage {

@@ -148,6 +148,13 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// Something did not happen in time.
+    #[error("timed out waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+    },
+
     /// `single()` found more than one matching document.
     #[error("more than one {document_type} document matches")]
     NotSingle {
@@ -266,6 +273,9 @@ pub enum RejectionKind {
     },
     /// An append to an archived stream.
     StreamArchived,
+    /// An async projection's progress moved since its batch started (another runner took
+    /// the projection over): the batch was discarded. `id` is the projection name.
+    ProgressMoved,
     /// A consistency boundary's tag moved since it was read: an event with this tag was
     /// appended in between (DCB concurrency). `id` is the tag value.
     DcbConcurrency {
@@ -305,6 +315,7 @@ impl fmt::Display for Rejection {
                 ),
             },
             RejectionKind::StreamArchived => write!(f, "stream {id} is archived"),
+            RejectionKind::ProgressMoved => write!(f, "projection {id} progressed elsewhere; batch discarded"),
             RejectionKind::DcbConcurrency {
                 tag_type,
                 expected,

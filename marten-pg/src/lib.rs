@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod daemon;
 pub mod documents;
 mod error_map;
 pub mod events;

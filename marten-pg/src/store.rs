@@ -289,6 +289,24 @@ impl DocumentStoreBuilder {
     /// document in step with its stream in the same transaction as every append (and live
     /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
+        if lifecycle == Lifecycle::Async {
+            if self
+                .projections
+                .lifecycles
+                .insert(TypeId::of::<A>(), lifecycle)
+                .is_some()
+            {
+                self.registry_error
+                    .get_or_insert(Error::Configuration(format!(
+                        "projection {} registered twice",
+                        A::DOCUMENT_TYPE
+                    )));
+            }
+            self.projections.asynchronous.push(Arc::new(
+                crate::daemon::async_projection::AsyncAggregate::<A>::new(),
+            ));
+            return self.document::<A>();
+        }
         self.lifecycle_of::<A>(lifecycle, || Arc::new(InlineAggregate::<A>::new()));
         self.document::<A>()
     }
@@ -339,7 +357,7 @@ impl DocumentStoreBuilder {
             Lifecycle::Live => {}
             Lifecycle::Async => {
                 self.registry_error.get_or_insert(Error::Configuration(format!(
-                    "projection {}: the async daemon is not available yet; use Lifecycle::Inline or Lifecycle::Live",
+                    "projection {}: only aggregate projections (`projection::<A>`) run in the async daemon so far",
                     std::any::type_name::<T>()
                 )));
             }

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod proxy;
+pub mod trace;
 
 pub use proxy::CountingProxy;
 

@@ -121,6 +121,7 @@ pub(crate) trait InlineProjection: Send + Sync {
 pub(crate) struct ProjectionRegistry {
     pub(crate) lifecycles: HashMap<TypeId, Lifecycle>,
     pub(crate) inline: Vec<Arc<dyn InlineProjection>>,
+    pub(crate) asynchronous: Vec<Arc<dyn crate::daemon::async_projection::AsyncProjection>>,
 }
 
 impl ProjectionRegistry {

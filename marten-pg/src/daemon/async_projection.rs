@@ -1,0 +1,159 @@
+//! What the daemon runs: an async projection plans the writes of a batch of events. An
+//! aggregate projection splits the batch into slices by stream, folds the slices in
+//! parallel on tasks that own their state and events, and returns the writes; the
+//! runner, the one writer, commits them with the progress update.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use futures_util::future::BoxFuture;
+use marten_core::aggregate::fold;
+use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
+
+use crate::documents::{PgDocument, WriteKind};
+use crate::projections::apply_error;
+use crate::session::load;
+use crate::session::state::serialize;
+use crate::store::DocumentStore;
+use crate::unit_of_work::OpList;
+
+use super::hooks::DaemonHooks;
+
+/// A projection the daemon runs. Type-erased so a store can hold many.
+pub(crate) trait AsyncProjection: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The writes of a batch (the events are in global order).
+    fn plan<'a>(
+        &'a self,
+        store: &'a DocumentStore,
+        client: &'a Object,
+        events: &'a [EventEnvelope],
+        workers: usize,
+        hooks: &'a Arc<dyn DaemonHooks>,
+    ) -> BoxFuture<'a, Result<OpList>>;
+    /// Deletes every document of the projection (for a rebuild).
+    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The async runner of aggregate `A`.
+pub(crate) struct AsyncAggregate<A>(PhantomData<fn() -> A>);
+
+impl<A> AsyncAggregate<A> {
+    pub(crate) fn new() -> Self {
+        AsyncAggregate(PhantomData)
+    }
+}
+
+/// One slice: a stream's current state and its new events, owned by the worker.
+type Slice<A> = (<A as Document>::Id, Option<A>, Vec<EventEnvelope>);
+
+/// What a worker returns per slice: the id, whether a document existed, the new state.
+type Folded<A> = (<A as Document>::Id, bool, Option<A>);
+
+fn fold_slice<A: Aggregate>(slice: Slice<A>) -> Result<Folded<A>> {
+    let (id, start, events) = slice;
+    let existed = start.is_some();
+    let mut state = fold(start, &events, |s: &mut A, e| s.set_version(e.version))
+        .map_err(|(err, i)| apply_error(A::DOCUMENT_TYPE, &events[i], err.message))?;
+    if let Some(s) = state.as_mut() {
+        *s.id_mut() = id.clone();
+    }
+    Ok((id, existed, state))
+}
+
+impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
+    fn name(&self) -> &'static str {
+        A::DOCUMENT_TYPE
+    }
+
+    fn plan<'a>(
+        &'a self,
+        store: &'a DocumentStore,
+        client: &'a Object,
+        events: &'a [EventEnvelope],
+        workers: usize,
+        hooks: &'a Arc<dyn DaemonHooks>,
+    ) -> BoxFuture<'a, Result<OpList>> {
+        Box::pin(async move {
+            // Slices by stream, in event order within each.
+            let mut order: Vec<A::Id> = Vec::new();
+            let mut slices: HashMap<A::Id, Vec<EventEnvelope>> = HashMap::new();
+            for e in events {
+                if !A::handles(e.data.as_ref()) {
+                    continue;
+                }
+                let Some(id) = <A::Id as AggregateId>::from_stream_id(&e.stream_id) else {
+                    continue;
+                };
+                slices
+                    .entry(id.clone())
+                    .or_insert_with(|| {
+                        order.push(id.clone());
+                        Vec::new()
+                    })
+                    .push(e.clone());
+            }
+            let mut out = OpList::default();
+            if order.is_empty() {
+                return Ok(out);
+            }
+            store.ensure::<A>(client).await?;
+            let mut current: HashMap<A::Id, A> = load::load_many::<A>(client, &order)
+                .await?
+                .into_iter()
+                .map(|l| (l.id, l.doc))
+                .collect();
+            for e in events {
+                hooks.before_event(A::DOCUMENT_TYPE, e);
+            }
+            // Deal the slices to the workers; each owns what it folds.
+            let workers = workers.max(1);
+            let mut hands: Vec<Vec<Slice<A>>> = (0..workers).map(|_| Vec::new()).collect();
+            for (i, id) in order.iter().enumerate() {
+                let evs = slices.remove(id).unwrap_or_default();
+                hands[i % workers].push((id.clone(), current.remove(id), evs));
+            }
+            let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<A>>>>> = hands
+                .into_iter()
+                .filter(|h| !h.is_empty())
+                .map(|hand| {
+                    tokio::spawn(async move { hand.into_iter().map(fold_slice::<A>).collect() })
+                })
+                .collect();
+            for task in tasks {
+                let folded = task.await.map_err(|e| {
+                    Error::Configuration(format!("a projection worker failed: {e}"))
+                })??;
+                for (id, existed, state) in folded {
+                    match state {
+                        Some(doc) => {
+                            out.push_write::<A>(WriteKind::Upsert, id, serialize(&doc)?, None)
+                        }
+                        None if existed => out.push_delete::<A>(id),
+                        None => {}
+                    }
+                }
+            }
+            for e in events {
+                hooks.after_event(A::DOCUMENT_TYPE, e);
+            }
+            Ok(out)
+        })
+    }
+
+    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            client
+                .batch_execute(&format!("DELETE FROM {}", A::TABLE_NAME))
+                .await
+                .map_err(|e| {
+                    crate::error_map::map_db_error(
+                        e,
+                        crate::error_map::Failed::Other("clearing a projection"),
+                    )
+                })
+        })
+    }
+}

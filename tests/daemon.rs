@@ -1,0 +1,234 @@
+//! The async daemon in one process: catch-up equals the live fold, runners exclude each
+//! other, a long-open appending transaction delays but never skips, poison events,
+//! rebuild.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{builder, ok};
+use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy, TraceHooks};
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Added {
+    n: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Poison {}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Tally {
+    id: Uuid,
+    version: i64,
+    total: i64,
+    count: i64,
+}
+
+#[marten::apply]
+impl Tally {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+        self.count += 1;
+    }
+    fn apply_poison(&mut self, _e: &Poison) -> Result<(), String> {
+        Err("poisoned".into())
+    }
+}
+
+async fn store_for(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
+    let store = ok(b
+        .pool_size(12)
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    (schema, store)
+}
+
+async fn append_many(store: &DocumentStore, streams: &[Uuid], rounds: i64) {
+    let mut s = store.lightweight_session();
+    for r in 0..rounds {
+        for id in streams {
+            ok(s.events().append(*id, [Added { n: r + 1 }]));
+        }
+        ok(s.save_changes().await);
+    }
+}
+
+async fn assert_equals_live(store: &DocumentStore, streams: &[Uuid]) {
+    let mut s = store.lightweight_session();
+    for id in streams {
+        let doc = ok(store.query_session().load::<Tally>(id).await).expect("projected");
+        let live: Tally = ok(s.events().aggregate_stream(*id).await).expect("live");
+        assert_eq!(doc, live, "stream {id}");
+    }
+}
+
+#[tokio::test]
+async fn catch_up_equals_the_live_fold_with_two_competing_daemons() {
+    let (schema, store) = store_for("daemon_catch_up").await;
+    let trace = std::env::temp_dir().join(format!("marten-trace-{}", schema.name()));
+    let streams: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 10).await;
+    let options = || DaemonOptions {
+        batch_size: 37,
+        hooks: std::sync::Arc::new(TraceHooks::new(&trace).expect("trace")),
+        ..DaemonOptions::default()
+    };
+    let a = Daemon::start(&store, options());
+    let b = Daemon::start(&store, options());
+    append_many(&store, &streams, 5).await;
+    ok(a.wait_for_non_stale(Duration::from_secs(60)).await);
+    assert_equals_live(&store, &streams).await;
+    ok(a.stop().await);
+    ok(b.stop().await);
+    let report = marten_testing::trace::analyze(&trace).expect("trace");
+    println!("{report}");
+    assert_eq!(report.events_committed, 40 * 15, "every event processed");
+    assert!(report.overlaps.is_empty(), "{report}");
+    assert!(report.double_processed.is_empty(), "{report}");
+    let _ = std::fs::remove_dir_all(&trace);
+}
+
+#[tokio::test]
+async fn a_long_open_appending_transaction_delays_but_never_skips() {
+    let (schema, store) = store_for("daemon_gap").await;
+    let streams: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 2).await;
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            batch_size: 3,
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+
+    // An open transaction appends to stream 0 (taking a low sequence) and stays open.
+    let slow = schema.raw_client().await;
+    slow.batch_execute("BEGIN").await.expect("begin");
+    slow.execute(
+        "WITH s AS (UPDATE mt_streams SET version = version + 1 WHERE id = $1 RETURNING version) \
+         INSERT INTO mt_events (id, stream_id, version, type, data) SELECT gen_random_uuid(), $1, s.version, 'added', '{\"n\": 1000}' FROM s",
+        &[&streams[0]],
+    )
+    .await
+    .expect("slow append");
+    // Later appends commit across several batches.
+    append_many(&store, &streams[1..], 3).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let held = ok(store.query_session().load::<Tally>(&streams[1]).await).expect("doc");
+    assert_eq!(held.count, 2, "events behind the open transaction wait");
+    slow.batch_execute("COMMIT").await.expect("commit");
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    assert_equals_live(&store, &streams).await;
+    let first = ok(store.query_session().load::<Tally>(&streams[0]).await).expect("doc");
+    assert_eq!(
+        first.total,
+        1 + 2 + 1000,
+        "the held event was applied, not skipped"
+    );
+    ok(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_poison_event_is_dead_lettered_after_retries() {
+    let (schema, store) = store_for("daemon_poison").await;
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        id,
+        [
+            PendingEvent::new(Added { n: 1 }),
+            PendingEvent::new(Poison {}),
+            PendingEvent::new(Added { n: 2 }),
+        ],
+    ));
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            retries: 2,
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    let t = ok(store.query_session().load::<Tally>(&id).await).expect("doc");
+    assert_eq!(
+        (t.total, t.count),
+        (3, 2),
+        "the poison event was skipped, the rest applied"
+    );
+    let row = schema
+        .raw_client()
+        .await
+        .query_one(
+            "SELECT projection, event_type, error FROM mt_dead_letters",
+            &[],
+        )
+        .await
+        .expect("dead letter");
+    assert_eq!(row.get::<_, String>(0), "Tally");
+    assert_eq!(row.get::<_, String>(1), "poison");
+    assert!(row.get::<_, String>(2).contains("poisoned"));
+    ok(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_poison_event_stops_the_projection_when_configured() {
+    let (_schema, store) = store_for("daemon_poison_stop").await;
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        id,
+        [
+            PendingEvent::new(Added { n: 1 }),
+            PendingEvent::new(Poison {}),
+        ],
+    ));
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            retries: 1,
+            poison: PoisonPolicy::Stop,
+            ..DaemonOptions::default()
+        },
+    );
+    let err = daemon
+        .wait_for_non_stale(Duration::from_secs(3))
+        .await
+        .expect_err("stopped, stale");
+    assert!(matches!(err, marten::Error::Timeout { .. }), "{err}");
+    let stopped = daemon
+        .stop()
+        .await
+        .expect_err("the runner stopped on the poison event");
+    assert!(matches!(stopped, marten::Error::Apply { .. }), "{stopped}");
+    assert!(
+        ok(store.query_session().load::<Tally>(&id).await).is_none(),
+        "nothing of the poisoned batch"
+    );
+}
+
+#[tokio::test]
+async fn rebuild_replays_from_the_start() {
+    let (schema, store) = store_for("daemon_rebuild").await;
+    let streams: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 4).await;
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    schema
+        .raw_client()
+        .await
+        .batch_execute("UPDATE mt_doc_tally SET data = jsonb_set(data, '{total}', '-1')")
+        .await
+        .expect("corrupt the projection");
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    assert_equals_live(&store, &streams).await;
+    ok(daemon.stop().await);
+}
