@@ -244,7 +244,7 @@ async fn acquire(store: &DocumentStore, name: &str, node: &str) -> Result<Option
     if !got {
         return Ok(None);
     }
-    let app = format!("marten-daemon-lock:{node}");
+    let app = format!("marten-daemon-lock:{}:{node}", store.schema());
     let _ = lock
         .execute("SELECT set_config('application_name', $1, false)", &[&app])
         .await;

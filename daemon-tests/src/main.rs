@@ -1,0 +1,92 @@
+//! A daemon node: runs the async projections of a store until it is killed.
+//!
+//! Environment: `NODE_URL`, `NODE_SCHEMA`, `NODE_TRACE_DIR`, `NODE_NAME`, and optionally
+//! `NODE_PAUSE_BEFORE_COMMIT_MS` (sleep inside every batch just before it commits, to let
+//! tests pause or cut the node in that window).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marten::daemon::{Daemon, DaemonHooks, DaemonOptions, TraceHooks};
+use marten::EventEnvelope;
+
+struct Pausing {
+    trace: TraceHooks,
+    pause: Duration,
+}
+
+impl DaemonHooks for Pausing {
+    fn before_catch_up(&self, p: &str) {
+        self.trace.before_catch_up(p);
+    }
+    fn before_batch(&self, p: &str) {
+        self.trace.before_batch(p);
+    }
+    fn before_event(&self, p: &str, e: &EventEnvelope) {
+        self.trace.before_event(p, e);
+    }
+    fn after_event(&self, p: &str, e: &EventEnvelope) {
+        self.trace.after_event(p, e);
+    }
+    fn before_commit(&self, p: &str, seqs: &[i64]) {
+        self.trace.before_commit(p, seqs);
+        std::thread::sleep(self.pause);
+    }
+    fn after_commit(&self, p: &str, seqs: &[i64]) {
+        self.trace.after_commit(p, seqs);
+    }
+    fn batch_rejected(&self, p: &str) {
+        self.trace.batch_rejected(p);
+    }
+    fn after_catch_up(&self, p: &str) {
+        self.trace.after_catch_up(p);
+    }
+}
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!("daemon-node: {name} is not set");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let url = env("NODE_URL");
+    let schema = env("NODE_SCHEMA");
+    let trace_dir = PathBuf::from(env("NODE_TRACE_DIR"));
+    let node = env("NODE_NAME");
+    let pause = std::env::var("NODE_PAUSE_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
+    let store = match marten_daemon_tests::store(&url, &schema, 6).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daemon-node {node}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let trace = match TraceHooks::new(&trace_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("daemon-node {node}: cannot open the trace: {e}");
+            std::process::exit(1);
+        }
+    };
+    let options = DaemonOptions {
+        node: node.clone(),
+        batch_size: 400,
+        poll_interval: Duration::from_millis(50),
+        hooks: Arc::new(Pausing { trace, pause }),
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(&store, options);
+    println!("ready {node}");
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = daemon.stop().await;
+}
