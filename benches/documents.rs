@@ -51,6 +51,120 @@ impl Counter {
     }
 }
 
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Tally {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Tally {
+    fn apply(&mut self, e: &Ticked) {
+        self.total += e.n;
+    }
+}
+
+/// Catch-up throughput of the daemon with `workers` fold workers against a raw fold of the
+/// same events (read in global order, folded in Rust, written with `unnest` per 500).
+async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(String, f64, f64)> {
+    let schema = TestSchema::new(&format!("bench_daemon_{sync}"));
+    let store = DocumentStore::builder()
+        .connection_string(url)
+        .schema(schema.name())
+        .pool_size(8)
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await
+        .expect("store");
+    let streams: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
+    let mut s = store.lightweight_session();
+    for chunk in 0..(events_total / 2000).max(1) {
+        for id in &streams {
+            let events: Vec<Ticked> = (0..10).map(|i| tick(i + chunk as i64)).collect();
+            s.events().append(*id, events).expect("append");
+        }
+        s.save_changes().await.expect("save");
+    }
+    let setup = Setup {
+        url: url.to_owned(),
+        schema,
+    };
+    let raw = setup.raw().await;
+    let total: i64 = raw
+        .query_one("SELECT count(*) FROM mt_events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let mut out = Vec::new();
+    for workers in [1usize, 2] {
+        marten::daemon::rebuild(&store, "Tally")
+            .await
+            .expect("reset");
+        let start = Instant::now();
+        let daemon = marten::daemon::Daemon::start(
+            &store,
+            marten::daemon::DaemonOptions {
+                workers,
+                ..Default::default()
+            },
+        );
+        daemon
+            .wait_for_non_stale(std::time::Duration::from_secs(300))
+            .await
+            .expect("catch up");
+        let lib = total as f64 / start.elapsed().as_secs_f64();
+        daemon.stop().await.expect("stop");
+        // The raw referent: the same events, folded by hand.
+        raw.batch_execute("CREATE TABLE IF NOT EXISTS raw_tally (id uuid PRIMARY KEY, data jsonb NOT NULL); TRUNCATE raw_tally")
+            .await
+            .expect("raw table");
+        let upsert = raw
+            .prepare("INSERT INTO raw_tally (id, data) SELECT * FROM unnest($1::uuid[], $2::jsonb[]) ON CONFLICT (id) DO UPDATE SET data = excluded.data")
+            .await
+            .expect("prepare");
+        let start = Instant::now();
+        let mut state: std::collections::HashMap<Uuid, (i64, i64)> =
+            std::collections::HashMap::new();
+        let mut after: (String, i64) = ("0".into(), 0);
+        loop {
+            let rows = raw
+                .query(
+                    "SELECT stream_id, version, data, tx_id::text, seq_id FROM mt_events                      WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) AND (tx_id, seq_id) > ($1::text::xid8, $2)                      ORDER BY tx_id, seq_id LIMIT 500",
+                    &[&after.0, &after.1],
+                )
+                .await
+                .expect("raw read");
+            if rows.is_empty() {
+                break;
+            }
+            let mut touched = Vec::new();
+            for r in &rows {
+                let id: Uuid = r.get(0);
+                let t: Ticked =
+                    serde_json::from_value(r.get::<_, serde_json::Value>(2)).expect("decode");
+                let e = state.entry(id).or_default();
+                e.0 += t.n;
+                e.1 = r.get(1);
+                touched.push(id);
+                after = (r.get(3), r.get(4));
+            }
+            touched.sort();
+            touched.dedup();
+            let data: Vec<serde_json::Value> = touched
+                .iter()
+                .map(|id| serde_json::json!({"id": id, "version": state[id].1, "total": state[id].0}))
+                .collect();
+            raw.execute(&upsert, &[&touched, &data])
+                .await
+                .expect("raw write");
+        }
+        let rawr = total as f64 / start.elapsed().as_secs_f64();
+        out.push((format!("daemon catch-up, {workers} worker(s)"), lib, rawr));
+    }
+    out
+}
+
 fn doc(i: i64) -> Doc {
     Doc {
         id: Uuid::now_v7(),
@@ -259,7 +373,7 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             unit: "events/s",
         },
         Row {
-            name: "start 1,000 streams x 10 events".into(),
+            name: "start streams of 10 events".into(),
             lib: vec![],
             raw: vec![],
             unit: "events/s",
@@ -276,13 +390,19 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             raw: vec![],
             unit: "events/s",
         },
+        Row {
+            name: "typed query: filter + order, 20 of 200 docs".into(),
+            lib: vec![],
+            raw: vec![],
+            unit: "queries/s",
+        },
     ];
     let single = 300 * scale;
     let batches = 10 * scale;
     let loads = 600 * scale;
     let appends = 300 * scale;
     let per_writer = 60 * scale;
-    let starts = 100 * scale;
+    let starts = if scale == 1 { 100 } else { 1000 };
     let folds = 3 * scale;
 
     for rep in 0..reps {
@@ -612,8 +732,14 @@ fn main() {
         "| scenario | synchronous_commit | marten | raw tokio-postgres | ratio (median) | IQR |"
     );
     println!("|---|---|---|---|---|---|");
+    let base = marten_testing::database_url();
     for sync in ["on", "off"] {
         let rows = rt.block_on(run(sync, reps, scale));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
+        for (name, lib, raw) in rt.block_on(daemon_catch_up(&url, sync, 10_000 * scale)) {
+            println!("| {name} | {sync} | {lib:.0} events/s | {raw:.0} (raw fold) | {:.2} | single run |", lib / raw);
+        }
         for row in rows {
             let ratios = row.ratios();
             let (q1, q3) = quartiles(&ratios);
