@@ -79,6 +79,11 @@ impl StreamAppend {
         }
     }
 
+    /// One event without tags: sent with scalar parameters.
+    fn is_single(&self) -> bool {
+        self.ids.len() == 1 && self.tag_types.is_empty()
+    }
+
     fn expected(&self) -> i64 {
         match self.kind {
             AppendKind::Expected(v) => v,
@@ -95,6 +100,13 @@ impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
         let sql = EventSql::get(self.identity);
         let tagged = !self.tag_types.is_empty();
+        if self.is_single() {
+            return match self.kind {
+                AppendKind::Start => &sql.start_one,
+                AppendKind::Append => &sql.append_one,
+                AppendKind::Expected(_) => &sql.append_expected_one,
+            };
+        }
         match (self.kind, tagged) {
             (AppendKind::Start, false) => &sql.start,
             (AppendKind::Append, false) => &sql.append,
@@ -106,6 +118,23 @@ impl Operation for StreamAppend {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        if self.is_single() {
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                &self.stream,
+                &self.stream_type,
+                &self.count,
+                &self.ids[0],
+                &self.types[0],
+                &self.data[0],
+                &self.headers[0],
+                &self.correlation_ids[0],
+                &self.causation_ids[0],
+            ];
+            if let AppendKind::Expected(v) = &self.kind {
+                params.push(v);
+            }
+            return params;
+        }
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &self.stream,
             &self.stream_type,

@@ -103,6 +103,12 @@ pub struct EventSql {
     pub append: String,
     /// Append only if the stream is at `$10`.
     pub append_expected: String,
+    /// `start` for one untagged event, scalar parameters.
+    pub start_one: String,
+    /// `append` for one untagged event.
+    pub append_one: String,
+    /// `append_expected` for one untagged event.
+    pub append_expected_one: String,
     /// `start` for events with tags: `$10`..`$12` = tag event ordinal, type, value.
     pub start_tagged: String,
     /// `append` for events with tags.
@@ -152,6 +158,17 @@ impl EventSql {
     /// inserted, and the rejected flag is set.
     fn new(identity: StreamIdentity) -> EventSql {
         let idt = id_type(identity);
+        // One untagged event: scalar parameters instead of arrays.
+        let wrap_one = |stream_cte: &str| {
+            format!(
+                "WITH s AS ({stream_cte} RETURNING st.version), \
+                 e AS (INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+                 SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s \
+                 RETURNING seq_id) \
+                 SELECT (SELECT version FROM s), ARRAY(SELECT seq_id FROM e), \
+                 CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
+            )
+        };
         let wrap = |stream_cte: &str, tagged: bool| {
             let tags = if tagged {
                 format!(
@@ -197,6 +214,9 @@ impl EventSql {
             start: wrap(&start, false),
             append: wrap(&append, false),
             append_expected: wrap(&expected(10), false),
+            start_one: wrap_one(&start),
+            append_one: wrap_one(&append),
+            append_expected_one: wrap_one(&expected(10)),
             start_tagged: wrap(&start, true),
             append_tagged: wrap(&append, true),
             append_expected_tagged: wrap(&expected(13), true),

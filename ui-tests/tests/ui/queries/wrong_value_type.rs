@@ -17,7 +17,7 @@ struct Order {
 }
 
 async fn check(s: &mut QuerySession) {
-    let _ = s.query::<Shop>().filter(|f| f.rating.eq("three")).to_list().await;
+    let _ = s.query::<Shop>().filter(|f| f.id.eq(5)).to_list().await;
 }
 
 fn main() {}
