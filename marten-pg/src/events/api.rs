@@ -24,7 +24,7 @@ use crate::projections::{aggregate_stream, Fetched, Lifecycle};
 use crate::schema::{AutoCreate, MigrateFn};
 use crate::session::state::serialize;
 use crate::session::{connection, Session, Tracking};
-use crate::unit_of_work::join_in_order;
+use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// An event about to be appended, with optional metadata of its own. Any `#[derive(Event)]`
 /// type converts into one; build one explicitly to mix event types in one append
@@ -325,6 +325,27 @@ impl<K: Tracking> Events<'_, K> {
         }
     }
 
+    /// Checks the stream id, builds the append and queues it.
+    fn enqueue<I>(
+        &mut self,
+        kind: AppendKind,
+        stream: StreamId,
+        events: I,
+        aggregate_type: Option<&str>,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream)?;
+        let mut append = self.build(kind, key, events)?;
+        if let (Some(a), Some(t)) = (&mut append, aggregate_type) {
+            a.stream_type = Some(t.to_owned());
+        }
+        self.queue(append);
+        Ok(())
+    }
+
     /// Starts a stream; `save_changes` rejects it with
     /// [`RejectionKind::StreamExists`] if the stream exists. The events get versions
     /// 1..=n; a stream can be started with no events (version 0).
@@ -333,10 +354,7 @@ impl<K: Tracking> Events<'_, K> {
         I: IntoIterator,
         I::Item: Into<PendingEvent>,
     {
-        let key = self.key(stream.into())?;
-        let append = self.build(AppendKind::Start, key, events)?;
-        self.queue(append);
-        Ok(())
+        self.enqueue(AppendKind::Start, stream.into(), events, None)
     }
 
     /// Like [`start_stream`](Self::start_stream), recording the aggregate type name the
@@ -351,13 +369,12 @@ impl<K: Tracking> Events<'_, K> {
         I: IntoIterator,
         I::Item: Into<PendingEvent>,
     {
-        let key = self.key(stream.into())?;
-        let mut append = self.build(AppendKind::Start, key, events)?;
-        if let Some(a) = &mut append {
-            a.stream_type = Some(aggregate_type.to_owned());
-        }
-        self.queue(append);
-        Ok(())
+        self.enqueue(
+            AppendKind::Start,
+            stream.into(),
+            events,
+            Some(aggregate_type),
+        )
     }
 
     /// Appends events, creating the stream if it does not exist. Appending no events does
@@ -367,10 +384,7 @@ impl<K: Tracking> Events<'_, K> {
         I: IntoIterator,
         I::Item: Into<PendingEvent>,
     {
-        let key = self.key(stream.into())?;
-        let append = self.build(AppendKind::Append, key, events)?;
-        self.queue(append);
-        Ok(())
+        self.enqueue(AppendKind::Append, stream.into(), events, None)
     }
 
     /// Appends events if the stream is at `expected_version` when saved, where
@@ -387,15 +401,12 @@ impl<K: Tracking> Events<'_, K> {
         I: IntoIterator,
         I::Item: Into<PendingEvent>,
     {
-        let key = self.key(stream.into())?;
         let kind = if expected_version == 0 {
             AppendKind::Start
         } else {
             AppendKind::Expected(expected_version)
         };
-        let append = self.build(kind, key, events)?;
-        self.queue(append);
-        Ok(())
+        self.enqueue(kind, stream.into(), events, None)
     }
 
     /// Reads the stream's version now and appends with that version expected: the save
@@ -490,17 +501,9 @@ impl<K: Tracking> Events<'_, K> {
         let began = !s.in_transaction;
         let timeout_text = format!("{}ms", timeout.as_millis().max(1));
         let c: &tokio_postgres::Client = client;
-        type Flight<'a> = std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
-                    > + Send
-                    + 'a,
-            >,
-        >;
         let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];
-        let mut flight: Vec<Flight<'_>> = Vec::new();
+        let mut flight: Vec<StatementFuture<'_>> = Vec::new();
         if began {
             flight.push(Box::pin(async move {
                 c.batch_execute("BEGIN").await.map(|()| Vec::new())
