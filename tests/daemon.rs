@@ -232,3 +232,68 @@ async fn rebuild_replays_from_the_start() {
     assert_equals_live(&store, &streams).await;
     ok(daemon.stop().await);
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Assigned {
+    to: Vec<String>,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(numeric)]
+struct Workload {
+    id: String,
+    tasks: i64,
+}
+
+#[marten::apply]
+impl Workload {
+    fn identities(e: &Assigned) -> Vec<String> {
+        e.to.clone()
+    }
+    fn create(_e: &Assigned) -> Self {
+        Workload {
+            id: String::new(),
+            tasks: 1,
+        }
+    }
+    fn apply(&mut self, _e: &Assigned) {
+        self.tasks += 1;
+    }
+}
+
+#[tokio::test]
+async fn async_multi_stream_projection_groups_events_from_many_streams() {
+    let (_schema, b) = builder("daemon_multi");
+    let store = ok(b
+        .multi_stream_projection::<Workload>(Lifecycle::Async)
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    for i in 0..30 {
+        let to = if i % 3 == 0 {
+            vec!["ann".to_owned(), "bob".to_owned()]
+        } else {
+            vec!["bob".to_owned()]
+        };
+        ok(s.events().append(Uuid::now_v7(), [Assigned { to }]));
+    }
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            batch_size: 7,
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    let mut q = store.query_session();
+    assert_eq!(
+        ok(q.load::<Workload>(&"ann".to_owned()).await).map(|w| w.tasks),
+        Some(10)
+    );
+    assert_eq!(
+        ok(q.load::<Workload>(&"bob".to_owned()).await).map(|w| w.tasks),
+        Some(30)
+    );
+    ok(daemon.stop().await);
+}

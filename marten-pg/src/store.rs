@@ -313,12 +313,32 @@ impl DocumentStoreBuilder {
 
     /// Registers a multi-stream projection: documents of type `P` fed by events of many
     /// streams, grouped by the ids its `identity*` methods return. Its document type must
-    /// have optimistic or numeric concurrency: its writes assert the version read.
+    /// have optimistic or numeric concurrency: inline, its writes assert the version read.
+    /// `Lifecycle::Async` runs it in the daemon, slices (one per document) folded in
+    /// parallel.
     pub fn multi_stream_projection<P>(mut self, lifecycle: Lifecycle) -> Self
     where
         P: Identities + PgDocument,
         P::Mode: VersionedMode,
     {
+        if lifecycle == Lifecycle::Async {
+            if self
+                .projections
+                .lifecycles
+                .insert(TypeId::of::<P>(), lifecycle)
+                .is_some()
+            {
+                self.registry_error
+                    .get_or_insert(Error::Configuration(format!(
+                        "projection {} registered twice",
+                        P::DOCUMENT_TYPE
+                    )));
+            }
+            self.projections.asynchronous.push(Arc::new(
+                crate::daemon::async_projection::AsyncMultiStream::<P>::new(),
+            ));
+            return self.document::<P>();
+        }
         self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineMultiStream::<P>::new()));
         self.document::<P>()
     }
@@ -357,7 +377,7 @@ impl DocumentStoreBuilder {
             Lifecycle::Live => {}
             Lifecycle::Async => {
                 self.registry_error.get_or_insert(Error::Configuration(format!(
-                    "projection {}: only aggregate projections (`projection::<A>`) run in the async daemon so far",
+                    "projection {}: event projections do not run in the async daemon yet; register it Inline",
                     std::any::type_name::<T>()
                 )));
             }

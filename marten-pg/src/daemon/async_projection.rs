@@ -157,3 +157,116 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         })
     }
 }
+
+/// The async runner of multi-stream projection `P`: events grouped to documents by the
+/// ids its `identity*` methods return, slices (one per document) folded in parallel.
+pub(crate) struct AsyncMultiStream<P>(PhantomData<fn() -> P>);
+
+impl<P> AsyncMultiStream<P> {
+    pub(crate) fn new() -> Self {
+        AsyncMultiStream(PhantomData)
+    }
+}
+
+fn fold_document<P: marten_core::Identities + PgDocument>(slice: Slice<P>) -> Result<Folded<P>> {
+    let (id, start, events) = slice;
+    let existed = start.is_some();
+    let mut state = fold(start, &events, |_: &mut P, _| {})
+        .map_err(|(err, i)| apply_error(P::DOCUMENT_TYPE, &events[i], err.message))?;
+    if let Some(s) = state.as_mut() {
+        *s.id_mut() = id.clone();
+    }
+    Ok((id, existed, state))
+}
+
+impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStream<P> {
+    fn name(&self) -> &'static str {
+        P::DOCUMENT_TYPE
+    }
+
+    fn plan<'a>(
+        &'a self,
+        store: &'a DocumentStore,
+        client: &'a Object,
+        events: &'a [EventEnvelope],
+        workers: usize,
+        hooks: &'a Arc<dyn DaemonHooks>,
+    ) -> BoxFuture<'a, Result<OpList>> {
+        Box::pin(async move {
+            let mut order: Vec<P::Id> = Vec::new();
+            let mut slices: HashMap<P::Id, Vec<EventEnvelope>> = HashMap::new();
+            for e in events {
+                if !P::handles(e.data.as_ref()) {
+                    continue;
+                }
+                for id in P::identities(e) {
+                    slices
+                        .entry(id.clone())
+                        .or_insert_with(|| {
+                            order.push(id.clone());
+                            Vec::new()
+                        })
+                        .push(e.clone());
+                }
+            }
+            let mut out = OpList::default();
+            if order.is_empty() {
+                return Ok(out);
+            }
+            store.ensure::<P>(client).await?;
+            let mut current: HashMap<P::Id, P> = load::load_many::<P>(client, &order)
+                .await?
+                .into_iter()
+                .map(|l| (l.id, l.doc))
+                .collect();
+            for e in events {
+                hooks.before_event(P::DOCUMENT_TYPE, e);
+            }
+            let workers = workers.max(1);
+            let mut hands: Vec<Vec<Slice<P>>> = (0..workers).map(|_| Vec::new()).collect();
+            for (i, id) in order.iter().enumerate() {
+                let evs = slices.remove(id).unwrap_or_default();
+                hands[i % workers].push((id.clone(), current.remove(id), evs));
+            }
+            let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<P>>>>> = hands
+                .into_iter()
+                .filter(|h| !h.is_empty())
+                .map(|hand| {
+                    tokio::spawn(async move { hand.into_iter().map(fold_document::<P>).collect() })
+                })
+                .collect();
+            for task in tasks {
+                let folded = task.await.map_err(|e| {
+                    Error::Configuration(format!("a projection worker failed: {e}"))
+                })??;
+                for (id, existed, state) in folded {
+                    match state {
+                        Some(doc) => {
+                            out.push_write::<P>(WriteKind::Upsert, id, serialize(&doc)?, None)
+                        }
+                        None if existed => out.push_delete::<P>(id),
+                        None => {}
+                    }
+                }
+            }
+            for e in events {
+                hooks.after_event(P::DOCUMENT_TYPE, e);
+            }
+            Ok(out)
+        })
+    }
+
+    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            client
+                .batch_execute(&format!("DELETE FROM {}", P::TABLE_NAME))
+                .await
+                .map_err(|e| {
+                    crate::error_map::map_db_error(
+                        e,
+                        crate::error_map::Failed::Other("clearing a projection"),
+                    )
+                })
+        })
+    }
+}
