@@ -27,6 +27,11 @@ pub mod daemon {
     };
 }
 
+/// A command line for a service's store (daemon with progress, rebuild, status, schema).
+pub mod cli {
+    pub use marten_pg::cli::{progress_line, rebuild_with_progress, run, status, ProjectionStatus};
+}
+
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
 /// types").
 pub mod storage {
@@ -71,7 +76,7 @@ pub mod __private {
     pub use marten_core::IndexSpec;
     pub use marten_core::{
         plain_tag, Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId,
-        Event, EventEnvelope, EventTag, Identities, Tag,
+        Event, EventDecoder, EventEnvelope, EventTag, Identities, Tag,
     };
     pub use marten_pg::{
         DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,

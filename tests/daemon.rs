@@ -297,3 +297,26 @@ async fn async_multi_stream_projection_groups_events_from_many_streams() {
     );
     ok(daemon.stop().await);
 }
+
+#[tokio::test]
+async fn the_cli_rebuild_reports_progress_up_to_the_head() {
+    let (_schema, store) = store_for("daemon_cli").await;
+    let streams: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 25).await;
+    let mut seen = Vec::new();
+    ok(
+        marten::cli::rebuild_with_progress(&store, "Tally", DaemonOptions::default(), |s| {
+            seen.push(s.clone())
+        })
+        .await,
+    );
+    let last = seen.last().expect("progress reported");
+    assert_eq!((last.position, last.lag()), (last.head, 0), "{last:?}");
+    assert!(last.head >= 500);
+    let line = marten::cli::progress_line(last, 0.0);
+    assert!(line.contains(&"#".repeat(30)), "{line}");
+    let status = ok(marten::cli::status(&store).await);
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].name, "Tally");
+    assert_equals_live(&store, &streams).await;
+}

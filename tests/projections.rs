@@ -638,3 +638,26 @@ async fn the_first_append_of_a_fresh_store_with_an_inline_projection_works() {
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn a_store_that_never_appended_reads_the_events_its_aggregates_handle() {
+    let (schema, b) = builder("proj_fresh_reader");
+    let writer = ok(b.build().await);
+    let id = Uuid::now_v7();
+    let mut w = writer.lightweight_session();
+    ok(w.events().start_stream(id, [started("elsewhere")]));
+    ok(w.events().append(id, [task("t")]));
+    ok(w.save_changes().await);
+    // Another store (another process, say) with no event registered.
+    let reader = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .build()
+        .await);
+    let mut r = reader.lightweight_session();
+    let p: Project = ok(r.events().aggregate_stream(id).await).expect("folded");
+    assert_eq!(
+        (p.name.as_str(), p.tasks.len(), p.version),
+        ("elsewhere", 1, 2)
+    );
+}

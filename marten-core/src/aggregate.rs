@@ -36,6 +36,12 @@ pub trait Apply: Sized + Send + Sync + 'static {
 
     /// Whether the type has a method for this event.
     fn handles(event: &dyn AnyEvent) -> bool;
+
+    /// The event types it has methods for, with their decoders (so a store that
+    /// registers the projection can read those events without registering each).
+    fn event_types() -> Vec<crate::EventDecoder> {
+        Vec::new()
+    }
 }
 
 /// The ids an aggregate can have: the stream ids, `Uuid` and `String`. Sealed.
@@ -184,6 +190,47 @@ pub mod support {
 
     /// Asserts at compile time that an apply method's parameter is an event.
     pub fn assert_event<E: crate::Event>() {}
+
+    /// Probes a type for its event decoder without requiring it to be an event (the
+    /// requirement is reported once, by the dispatch itself): `(&&Probe::<T>::new()).decoder()`.
+    pub struct Probe<T>(PhantomData<T>);
+
+    impl<T> Probe<T> {
+        /// A probe for `T`.
+        pub fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    impl<T> Default for Probe<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// Chosen when `T` is an event.
+    pub trait ViaEvent {
+        /// `T`'s decoder.
+        fn decoder(&self) -> Option<crate::EventDecoder>;
+    }
+
+    impl<T: crate::Event> ViaEvent for &Probe<T> {
+        fn decoder(&self) -> Option<crate::EventDecoder> {
+            Some(crate::EventDecoder::of::<T>())
+        }
+    }
+
+    /// Chosen otherwise.
+    pub trait NotEvent {
+        /// None.
+        fn decoder(&self) -> Option<crate::EventDecoder>;
+    }
+
+    impl<T> NotEvent for Probe<T> {
+        fn decoder(&self) -> Option<crate::EventDecoder> {
+            None
+        }
+    }
 
     /// Downcasts the event of an envelope.
     pub fn event_as<E: crate::Event>(any: &dyn AnyEvent) -> Option<&E> {

@@ -52,6 +52,36 @@ impl fmt::Debug for dyn AnyEvent {
     }
 }
 
+/// Deserializes a stored event of one type.
+pub type DecodeFn = fn(&[u8]) -> serde_json::Result<Arc<dyn AnyEvent>>;
+
+/// The [`DecodeFn`] of `E`.
+pub fn decode<E: Event>(json: &[u8]) -> serde_json::Result<Arc<dyn AnyEvent>> {
+    Ok(Arc::new(serde_json::from_slice::<E>(json)?))
+}
+
+/// How to read stored events of one type: its name, Rust type and decoder.
+#[derive(Clone, Copy)]
+pub struct EventDecoder {
+    /// The stored type name.
+    pub name: &'static str,
+    /// The Rust type.
+    pub type_id: std::any::TypeId,
+    /// The decoder.
+    pub decode: DecodeFn,
+}
+
+impl EventDecoder {
+    /// The decoder of `E`.
+    pub fn of<E: Event>() -> Self {
+        EventDecoder {
+            name: E::EVENT_TYPE,
+            type_id: std::any::TypeId::of::<E>(),
+            decode: decode::<E>,
+        }
+    }
+}
+
 /// An event as stored: the event and its metadata.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

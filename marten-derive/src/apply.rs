@@ -382,6 +382,15 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
                 fn handles(data: &dyn #p::AnyEvent) -> bool {
                     false #(|| #p::support::event_as::<#handled>(data).is_some())*
                 }
+
+                fn event_types() -> ::std::vec::Vec<#p::EventDecoder> {
+                    #[allow(unused_imports)]
+                    use #p::support::{NotEvent as _, ViaEvent as _};
+                    [#((&&#p::support::Probe::<#handled>::new()).decoder()),*]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                }
             }
 
             #identity_impl

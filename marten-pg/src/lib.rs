@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod daemon;
 pub mod documents;
 mod error_map;

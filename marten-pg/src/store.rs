@@ -217,6 +217,22 @@ impl DocumentStore {
         }
     }
 
+    /// Registers the event types an apply-dispatch type handles, if not known yet (so a
+    /// store that never appended them can read them).
+    pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) {
+        let known = self
+            .inner
+            .registry
+            .read()
+            .map(|r| decoders.iter().all(|d| r.knows(d.name)))
+            .unwrap_or(true);
+        if !known {
+            if let Ok(mut r) = self.inner.registry.write() {
+                r.register_decoders(decoders);
+            }
+        }
+    }
+
     /// Runs `f` with the event registry.
     pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&EventRegistry) -> T) -> T {
         match self.inner.registry.read() {
@@ -289,6 +305,7 @@ impl DocumentStoreBuilder {
     /// document in step with its stream in the same transaction as every append (and live
     /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
+        self.registry.register_decoders(A::event_types());
         if lifecycle == Lifecycle::Async {
             if self
                 .projections
@@ -321,6 +338,7 @@ impl DocumentStoreBuilder {
         P: Identities + PgDocument,
         P::Mode: VersionedMode,
     {
+        self.registry.register_decoders(P::event_types());
         if lifecycle == Lifecycle::Async {
             if self
                 .projections

@@ -322,7 +322,7 @@ async fn run(
         let mut session = store.lightweight_session();
         let page = match session
             .events()
-            .read_all(own.position, options.batch_size)
+            .read_all_known(own.position, options.batch_size)
             .await
         {
             Ok(p) => p,

@@ -651,7 +651,24 @@ impl<K: Tracking> Events<'_, K> {
             &mut s.in_transaction,
         )
         .await?;
-        read::read_all(&s.store, client, after, limit, false).await
+        read::read_all(&s.store, client, after, limit, false, false).await
+    }
+
+    /// `read_all` leaving out events of types the store does not know (the daemon).
+    pub(crate) async fn read_all_known(
+        &mut self,
+        after: Position,
+        limit: usize,
+    ) -> Result<EventPage> {
+        let s = &mut *self.session;
+        let client = connection(
+            &s.store,
+            &mut s.conn,
+            &mut s.in_doubt,
+            &mut s.in_transaction,
+        )
+        .await?;
+        read::read_all(&s.store, client, after, limit, false, true).await
     }
 
     /// How long the oldest open writing transaction in the cluster has been open: it

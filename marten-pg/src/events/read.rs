@@ -26,9 +26,22 @@ pub(crate) async fn ensure(store: &DocumentStore, client: &Object) -> Result<()>
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
 fn envelope(store: &DocumentStore, row: &Row) -> Result<Option<EventEnvelope>> {
+    envelope_with(store, row, false)
+}
+
+/// Decodes one event row; with `skip_unknown`, an event of an unregistered type is left
+/// out whatever the store's policy (the daemon: its projections cannot handle it).
+fn envelope_with(
+    store: &DocumentStore,
+    row: &Row,
+    skip_unknown: bool,
+) -> Result<Option<EventEnvelope>> {
     let sequence: i64 = row.try_get(0).map_err(reading)?;
     let event_type: String = row.try_get(4).map_err(reading)?;
     let json: JsonRef<'_> = row.try_get(5).map_err(reading)?;
+    if skip_unknown && !store.with_registry(|r| r.knows(&event_type)) {
+        return Ok(None);
+    }
     let Some(data) = store.with_registry(|r| r.decode(&event_type, sequence, json.0))? else {
         return Ok(None);
     };
@@ -111,6 +124,7 @@ pub(crate) async fn read_all(
     after: Position,
     limit: usize,
     include_archived: bool,
+    skip_unknown: bool,
 ) -> Result<EventPage> {
     ensure(store, client).await?;
     let sql = EventSql::get(store.stream_identity());
@@ -135,7 +149,7 @@ pub(crate) async fn read_all(
                 sequence,
             };
         }
-        if let Some(e) = envelope(store, row)? {
+        if let Some(e) = envelope_with(store, row, skip_unknown)? {
             events.push(e);
         }
     }

@@ -5,11 +5,7 @@ use std::sync::Arc;
 
 use marten_core::{AnyEvent, Error, Event, Result};
 
-type DecodeFn = fn(&[u8]) -> serde_json::Result<Arc<dyn AnyEvent>>;
-
-fn decode<E: Event>(json: &[u8]) -> serde_json::Result<Arc<dyn AnyEvent>> {
-    Ok(Arc::new(serde_json::from_slice::<E>(json)?))
-}
+use marten_core::{DecodeFn, EventDecoder};
 
 /// What a read does with an event whose type is not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,7 +28,8 @@ pub(crate) struct EventRegistry {
 impl EventRegistry {
     /// Registers `E`; two different types with one name are a configuration error.
     pub(crate) fn register<E: Event>(&mut self) -> Result<()> {
-        let entry = (std::any::TypeId::of::<E>(), decode::<E> as DecodeFn);
+        let d = EventDecoder::of::<E>();
+        let entry = (d.type_id, d.decode);
         match self.by_name.get(E::EVENT_TYPE) {
             Some((existing, _)) if *existing != entry.0 => Err(Error::Configuration(format!(
                 "two event types are named {:?}: give one #[event(name = \"...\")]",
@@ -42,6 +39,14 @@ impl EventRegistry {
                 self.by_name.insert(E::EVENT_TYPE, entry);
                 Ok(())
             }
+        }
+    }
+
+    /// Registers the event types an apply-dispatch type handles (by name; a name already
+    /// registered is left as it is).
+    pub(crate) fn register_decoders(&mut self, decoders: Vec<EventDecoder>) {
+        for d in decoders {
+            self.by_name.entry(d.name).or_insert((d.type_id, d.decode));
         }
     }
 

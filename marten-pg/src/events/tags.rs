@@ -193,6 +193,7 @@ impl<'s, K: Tracking> Events<'s, K> {
         let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
         let event_types: Option<Vec<&str>> = query.event_types.clone();
         let s = &mut *this.session;
+        s.store.learn_events(S::event_types());
         let client = connection(
             &s.store,
             &mut s.conn,

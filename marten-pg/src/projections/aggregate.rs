@@ -57,6 +57,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<(Option<A>, i64)> {
+    store.learn_events(A::event_types());
     let mut start: Option<A> = None;
     let mut from_version = range.from_version;
     let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
