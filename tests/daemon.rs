@@ -320,3 +320,54 @@ async fn the_cli_rebuild_reports_progress_up_to_the_head() {
     assert_eq!(status[0].name, "Tally");
     assert_equals_live(&store, &streams).await;
 }
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Big {
+    id: i64,
+    n: i64,
+}
+
+struct BigAdds;
+
+impl marten::EventProjection for BigAdds {
+    fn name(&self) -> &'static str {
+        "BigAdds"
+    }
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut marten::ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(a) = event.data_as::<Added>() {
+            if a.n >= 3 {
+                ops.store(Big {
+                    id: event.sequence,
+                    n: a.n,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn async_event_projection_writes_documents_per_event() {
+    let (_schema, b) = builder("daemon_event_projection");
+    let store = ok(b
+        .event::<Added>()
+        .event_projection(BigAdds, Lifecycle::Async)
+        .document::<Big>()
+        .build()
+        .await);
+    let streams: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 5).await;
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    let big = ok(store.query_session().query::<Big>().count().await);
+    assert_eq!(
+        big,
+        4 * 3,
+        "events with n >= 3: rounds 3, 4, 5 of 4 streams"
+    );
+    ok(daemon.stop().await);
+}

@@ -367,6 +367,24 @@ impl DocumentStoreBuilder {
         projection: P,
         lifecycle: Lifecycle,
     ) -> Self {
+        if lifecycle == Lifecycle::Async {
+            if self
+                .projections
+                .lifecycles
+                .insert(TypeId::of::<P>(), lifecycle)
+                .is_some()
+            {
+                self.registry_error
+                    .get_or_insert(Error::Configuration(format!(
+                        "projection {} registered twice",
+                        projection.name()
+                    )));
+            }
+            self.projections.asynchronous.push(Arc::new(
+                crate::daemon::async_projection::AsyncEventProjection(projection),
+            ));
+            return self;
+        }
         self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineEventProjection(projection)));
         self
     }
@@ -394,10 +412,11 @@ impl DocumentStoreBuilder {
             Lifecycle::Inline => self.projections.inline.push(inline()),
             Lifecycle::Live => {}
             Lifecycle::Async => {
-                self.registry_error.get_or_insert(Error::Configuration(format!(
-                    "projection {}: event projections do not run in the async daemon yet; register it Inline",
-                    std::any::type_name::<T>()
-                )));
+                self.registry_error
+                    .get_or_insert(Error::Configuration(format!(
+                        "projection {}: this kind of projection does not run in the async daemon",
+                        std::any::type_name::<T>()
+                    )));
             }
         }
     }

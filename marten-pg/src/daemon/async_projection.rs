@@ -270,3 +270,46 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         })
     }
 }
+
+/// The async runner of an event projection: its document operations per event, in event
+/// order (event projections are not split into slices: their operations may depend on
+/// order across streams).
+pub(crate) struct AsyncEventProjection<P>(pub(crate) P);
+
+impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProjection<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn plan<'a>(
+        &'a self,
+        store: &'a DocumentStore,
+        client: &'a Object,
+        events: &'a [EventEnvelope],
+        _workers: usize,
+        hooks: &'a Arc<dyn DaemonHooks>,
+    ) -> BoxFuture<'a, Result<OpList>> {
+        Box::pin(async move {
+            let mut ops = crate::projections::ProjectedOps::default();
+            for e in events {
+                hooks.before_event(self.0.name(), e);
+                self.0
+                    .apply(e, &mut ops)
+                    .map_err(|err| apply_error(self.0.name(), e, err.message))?;
+                hooks.after_event(self.0.name(), e);
+            }
+            let list = ops.into_list()?;
+            for op in &list.ops {
+                let (type_id, migrate) = op.schema();
+                store.ensure_erased(type_id, migrate, client).await?;
+            }
+            Ok(list)
+        })
+    }
+
+    fn clear<'a>(&'a self, _client: &'a Object) -> BoxFuture<'a, Result<()>> {
+        // An event projection's documents are its own business: a rebuild replays it over
+        // them.
+        Box::pin(async { Ok(()) })
+    }
+}

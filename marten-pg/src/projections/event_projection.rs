@@ -53,6 +53,14 @@ impl ProjectedOps {
     pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
         self.list.push_delete::<D>(id);
     }
+
+    /// The queued operations, or the first error a `store` met.
+    pub(crate) fn into_list(self) -> Result<OpList> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.list),
+        }
+    }
 }
 
 /// The inline runner of an [`EventProjection`].
