@@ -307,21 +307,11 @@ impl DocumentStoreBuilder {
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
         self.registry.register_decoders(A::event_types());
         if lifecycle == Lifecycle::Async {
-            if self
-                .projections
-                .lifecycles
-                .insert(TypeId::of::<A>(), lifecycle)
-                .is_some()
-            {
-                self.registry_error
-                    .get_or_insert(Error::Configuration(format!(
-                        "projection {} registered twice",
-                        A::DOCUMENT_TYPE
-                    )));
-            }
-            self.projections.asynchronous.push(Arc::new(
-                crate::daemon::async_projection::AsyncAggregate::<A>::new(),
-            ));
+            let name = A::DOCUMENT_TYPE.to_owned();
+            self.register_async::<A>(
+                &name,
+                Arc::new(crate::daemon::async_projection::AsyncAggregate::<A>::new()),
+            );
             return self.document::<A>();
         }
         self.lifecycle_of::<A>(lifecycle, || Arc::new(InlineAggregate::<A>::new()));
@@ -340,21 +330,11 @@ impl DocumentStoreBuilder {
     {
         self.registry.register_decoders(P::event_types());
         if lifecycle == Lifecycle::Async {
-            if self
-                .projections
-                .lifecycles
-                .insert(TypeId::of::<P>(), lifecycle)
-                .is_some()
-            {
-                self.registry_error
-                    .get_or_insert(Error::Configuration(format!(
-                        "projection {} registered twice",
-                        P::DOCUMENT_TYPE
-                    )));
-            }
-            self.projections.asynchronous.push(Arc::new(
-                crate::daemon::async_projection::AsyncMultiStream::<P>::new(),
-            ));
+            let name = P::DOCUMENT_TYPE.to_owned();
+            self.register_async::<P>(
+                &name,
+                Arc::new(crate::daemon::async_projection::AsyncMultiStream::<P>::new()),
+            );
             return self.document::<P>();
         }
         self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineMultiStream::<P>::new()));
@@ -368,25 +348,37 @@ impl DocumentStoreBuilder {
         lifecycle: Lifecycle,
     ) -> Self {
         if lifecycle == Lifecycle::Async {
-            if self
-                .projections
-                .lifecycles
-                .insert(TypeId::of::<P>(), lifecycle)
-                .is_some()
-            {
-                self.registry_error
-                    .get_or_insert(Error::Configuration(format!(
-                        "projection {} registered twice",
-                        projection.name()
-                    )));
-            }
-            self.projections.asynchronous.push(Arc::new(
-                crate::daemon::async_projection::AsyncEventProjection(projection),
-            ));
+            let name = projection.name().to_owned();
+            self.register_async::<P>(
+                &name,
+                Arc::new(crate::daemon::async_projection::AsyncEventProjection(
+                    projection,
+                )),
+            );
             return self;
         }
         self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineEventProjection(projection)));
         self
+    }
+
+    /// Registers a projection the daemon runs.
+    fn register_async<T: 'static>(
+        &mut self,
+        name: &str,
+        projection: Arc<dyn crate::daemon::async_projection::AsyncProjection>,
+    ) {
+        if self
+            .projections
+            .lifecycles
+            .insert(TypeId::of::<T>(), Lifecycle::Async)
+            .is_some()
+        {
+            self.registry_error
+                .get_or_insert(Error::Configuration(format!(
+                    "projection {name} registered twice"
+                )));
+        }
+        self.projections.asynchronous.push(projection);
     }
 
     fn lifecycle_of<T: 'static>(

@@ -63,6 +63,76 @@ fn fold_slice<A: Aggregate>(slice: Slice<A>) -> Result<Folded<A>> {
     Ok((id, existed, state))
 }
 
+/// Plans a batch in slices: the events `D` handles are grouped to document ids by `key`,
+/// the current documents loaded, the slices dealt to `workers` tasks that own their state
+/// and events, and the folded states turned into writes.
+async fn plan_slices<D: marten_core::Apply + PgDocument>(
+    store: &DocumentStore,
+    client: &Object,
+    events: &[EventEnvelope],
+    workers: usize,
+    hooks: &Arc<dyn DaemonHooks>,
+    key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
+    fold_one: fn(Slice<D>) -> Result<Folded<D>>,
+) -> Result<OpList> {
+    let mut order: Vec<D::Id> = Vec::new();
+    let mut slices: HashMap<D::Id, Vec<EventEnvelope>> = HashMap::new();
+    for e in events {
+        if !D::handles(e.data.as_ref()) {
+            continue;
+        }
+        for id in key(e) {
+            slices
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    order.push(id.clone());
+                    Vec::new()
+                })
+                .push(e.clone());
+        }
+    }
+    let mut out = OpList::default();
+    if order.is_empty() {
+        return Ok(out);
+    }
+    store.ensure::<D>(client).await?;
+    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, &order)
+        .await?
+        .into_iter()
+        .map(|l| (l.id, l.doc))
+        .collect();
+    for e in events {
+        hooks.before_event(D::DOCUMENT_TYPE, e);
+    }
+    let workers = workers.max(1);
+    let mut hands: Vec<Vec<Slice<D>>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, id) in order.iter().enumerate() {
+        let evs = slices.remove(id).unwrap_or_default();
+        hands[i % workers].push((id.clone(), current.remove(id), evs));
+    }
+    let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<D>>>>> = hands
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .map(|hand| tokio::spawn(async move { hand.into_iter().map(fold_one).collect() }))
+        .collect();
+    for task in tasks {
+        let folded = task
+            .await
+            .map_err(|e| Error::Configuration(format!("a projection worker failed: {e}")))??;
+        for (id, existed, state) in folded {
+            match state {
+                Some(doc) => out.push_write::<D>(WriteKind::Upsert, id, serialize(&doc)?, None),
+                None if existed => out.push_delete::<D>(id),
+                None => {}
+            }
+        }
+    }
+    for e in events {
+        hooks.after_event(D::DOCUMENT_TYPE, e);
+    }
+    Ok(out)
+}
+
 impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     fn name(&self) -> &'static str {
         A::DOCUMENT_TYPE
@@ -76,71 +146,21 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         workers: usize,
         hooks: &'a Arc<dyn DaemonHooks>,
     ) -> BoxFuture<'a, Result<OpList>> {
-        Box::pin(async move {
-            // Slices by stream, in event order within each.
-            let mut order: Vec<A::Id> = Vec::new();
-            let mut slices: HashMap<A::Id, Vec<EventEnvelope>> = HashMap::new();
-            for e in events {
-                if !A::handles(e.data.as_ref()) {
-                    continue;
-                }
-                let Some(id) = <A::Id as AggregateId>::from_stream_id(&e.stream_id) else {
-                    continue;
-                };
-                slices
-                    .entry(id.clone())
-                    .or_insert_with(|| {
-                        order.push(id.clone());
-                        Vec::new()
-                    })
-                    .push(e.clone());
-            }
-            let mut out = OpList::default();
-            if order.is_empty() {
-                return Ok(out);
-            }
-            store.ensure::<A>(client).await?;
-            let mut current: HashMap<A::Id, A> = load::load_many::<A>(client, &order)
-                .await?
+        // Slices by stream.
+        let key = |e: &EventEnvelope| {
+            <A::Id as AggregateId>::from_stream_id(&e.stream_id)
                 .into_iter()
-                .map(|l| (l.id, l.doc))
-                .collect();
-            for e in events {
-                hooks.before_event(A::DOCUMENT_TYPE, e);
-            }
-            // Deal the slices to the workers; each owns what it folds.
-            let workers = workers.max(1);
-            let mut hands: Vec<Vec<Slice<A>>> = (0..workers).map(|_| Vec::new()).collect();
-            for (i, id) in order.iter().enumerate() {
-                let evs = slices.remove(id).unwrap_or_default();
-                hands[i % workers].push((id.clone(), current.remove(id), evs));
-            }
-            let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<A>>>>> = hands
-                .into_iter()
-                .filter(|h| !h.is_empty())
-                .map(|hand| {
-                    tokio::spawn(async move { hand.into_iter().map(fold_slice::<A>).collect() })
-                })
-                .collect();
-            for task in tasks {
-                let folded = task.await.map_err(|e| {
-                    Error::Configuration(format!("a projection worker failed: {e}"))
-                })??;
-                for (id, existed, state) in folded {
-                    match state {
-                        Some(doc) => {
-                            out.push_write::<A>(WriteKind::Upsert, id, serialize(&doc)?, None)
-                        }
-                        None if existed => out.push_delete::<A>(id),
-                        None => {}
-                    }
-                }
-            }
-            for e in events {
-                hooks.after_event(A::DOCUMENT_TYPE, e);
-            }
-            Ok(out)
-        })
+                .collect()
+        };
+        Box::pin(plan_slices::<A>(
+            store,
+            client,
+            events,
+            workers,
+            hooks,
+            key,
+            fold_slice::<A>,
+        ))
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
@@ -192,68 +212,16 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         workers: usize,
         hooks: &'a Arc<dyn DaemonHooks>,
     ) -> BoxFuture<'a, Result<OpList>> {
-        Box::pin(async move {
-            let mut order: Vec<P::Id> = Vec::new();
-            let mut slices: HashMap<P::Id, Vec<EventEnvelope>> = HashMap::new();
-            for e in events {
-                if !P::handles(e.data.as_ref()) {
-                    continue;
-                }
-                for id in P::identities(e) {
-                    slices
-                        .entry(id.clone())
-                        .or_insert_with(|| {
-                            order.push(id.clone());
-                            Vec::new()
-                        })
-                        .push(e.clone());
-                }
-            }
-            let mut out = OpList::default();
-            if order.is_empty() {
-                return Ok(out);
-            }
-            store.ensure::<P>(client).await?;
-            let mut current: HashMap<P::Id, P> = load::load_many::<P>(client, &order)
-                .await?
-                .into_iter()
-                .map(|l| (l.id, l.doc))
-                .collect();
-            for e in events {
-                hooks.before_event(P::DOCUMENT_TYPE, e);
-            }
-            let workers = workers.max(1);
-            let mut hands: Vec<Vec<Slice<P>>> = (0..workers).map(|_| Vec::new()).collect();
-            for (i, id) in order.iter().enumerate() {
-                let evs = slices.remove(id).unwrap_or_default();
-                hands[i % workers].push((id.clone(), current.remove(id), evs));
-            }
-            let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<P>>>>> = hands
-                .into_iter()
-                .filter(|h| !h.is_empty())
-                .map(|hand| {
-                    tokio::spawn(async move { hand.into_iter().map(fold_document::<P>).collect() })
-                })
-                .collect();
-            for task in tasks {
-                let folded = task.await.map_err(|e| {
-                    Error::Configuration(format!("a projection worker failed: {e}"))
-                })??;
-                for (id, existed, state) in folded {
-                    match state {
-                        Some(doc) => {
-                            out.push_write::<P>(WriteKind::Upsert, id, serialize(&doc)?, None)
-                        }
-                        None if existed => out.push_delete::<P>(id),
-                        None => {}
-                    }
-                }
-            }
-            for e in events {
-                hooks.after_event(P::DOCUMENT_TYPE, e);
-            }
-            Ok(out)
-        })
+        // Slices by document, as the projection's identity methods say.
+        Box::pin(plan_slices::<P>(
+            store,
+            client,
+            events,
+            workers,
+            hooks,
+            P::identities,
+            fold_document::<P>,
+        ))
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
