@@ -404,3 +404,37 @@ async fn the_exclusive_lock_is_released_on_commit_rollback_and_drop() {
         "nothing of the rolled back or dropped sessions"
     );
 }
+
+#[tokio::test]
+async fn racing_plain_appends_to_a_new_stream_all_land_with_contiguous_versions() {
+    const RACERS: usize = 8;
+    let (_schema, b) = builder("evc_plain_new");
+    let store = ok(b.pool_size(RACERS + 2).build().await);
+    for _round in 0..20 {
+        let stream = Uuid::now_v7();
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let _ = s.events().fetch_stream_state(stream).await?;
+                    s.events().append(stream, [task(&format!("{racer}"))])?;
+                    barrier.wait().await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        for t in tasks {
+            ok(t.await.expect("task"));
+        }
+        let events = ok(store
+            .lightweight_session()
+            .events()
+            .fetch_stream(stream)
+            .await);
+        let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=RACERS as i64).collect::<Vec<_>>());
+        assert_eq!(version(&store, stream).await, RACERS as i64);
+    }
+}
