@@ -3,7 +3,9 @@
 //! `synchronous_commit` on (durable) and off (the library's own overhead shows).
 //!
 //! Run: `cargo bench --bench documents` (about a minute). `MARTEN_BENCH_QUICK=1` runs a
-//! few seconds' smoke version. Results go to BENCHMARKS.md by hand.
+//! few seconds' smoke version; `MARTEN_BENCH_ONLY=append,start` runs only the scenarios
+//! whose names contain one of the given words; `MARTEN_BENCH_REPS=n` sets the repetitions
+//! and `MARTEN_BENCH_SCALE=n` the work per repetition (default 2). Results go to BENCHMARKS.md by hand.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -410,7 +412,8 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
         let lib_first = rep % 2 == 0;
         macro_rules! pair {
             ($row:expr, $lib:expr, $raw:expr) => {{
-                if lib_first {
+                if !wanted(&rows[$row].name) {
+                } else if lib_first {
                     let l = $lib;
                     let r = $raw;
                     rows[$row].lib.push(l);
@@ -546,61 +549,63 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             })
             .await
         );
-        let lib8 = {
-            let store = store.clone();
-            let streams = streams.clone();
-            time(8 * per_writer, || async move {
-                let tasks: Vec<_> = (0..8)
-                    .map(|w| {
-                        let store = store.clone();
-                        let stream = streams[w];
-                        tokio::spawn(async move {
-                            let mut s = store.lightweight_session();
-                            for i in 0..per_writer {
-                                s.events().append(stream, [tick(i as i64)]).expect("append");
-                                s.save_changes().await.expect("save");
-                            }
+        if wanted(&rows[5].name) {
+            let lib8 = {
+                let store = store.clone();
+                let streams = streams.clone();
+                time(8 * per_writer, || async move {
+                    let tasks: Vec<_> = (0..8)
+                        .map(|w| {
+                            let store = store.clone();
+                            let stream = streams[w];
+                            tokio::spawn(async move {
+                                let mut s = store.lightweight_session();
+                                for i in 0..per_writer {
+                                    s.events().append(stream, [tick(i as i64)]).expect("append");
+                                    s.save_changes().await.expect("save");
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.expect("writer");
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("writer");
+                    }
+                })
+                .await
+            };
+            let raw8 = {
+                let mut clients = Vec::new();
+                for _ in 0..8 {
+                    let c = Arc::new(setup.raw().await);
+                    let stmt = c.prepare(append_sql).await.expect("prepare");
+                    clients.push((c, stmt));
                 }
-            })
-            .await
-        };
-        let raw8 = {
-            let mut clients = Vec::new();
-            for _ in 0..8 {
-                let c = Arc::new(setup.raw().await);
-                let stmt = c.prepare(append_sql).await.expect("prepare");
-                clients.push((c, stmt));
-            }
-            let streams = streams.clone();
-            time(8 * per_writer, || async move {
-                let tasks: Vec<_> = clients
-                    .into_iter()
-                    .enumerate()
-                    .map(|(w, (c, stmt))| {
-                        let stream = streams[w];
-                        tokio::spawn(async move {
-                            for i in 0..per_writer {
-                                let data = serde_json::to_value(tick(i as i64)).expect("json");
-                                c.execute(&stmt, &[&stream, &Uuid::now_v7(), &data])
-                                    .await
-                                    .expect("raw");
-                            }
+                let streams = streams.clone();
+                time(8 * per_writer, || async move {
+                    let tasks: Vec<_> = clients
+                        .into_iter()
+                        .enumerate()
+                        .map(|(w, (c, stmt))| {
+                            let stream = streams[w];
+                            tokio::spawn(async move {
+                                for i in 0..per_writer {
+                                    let data = serde_json::to_value(tick(i as i64)).expect("json");
+                                    c.execute(&stmt, &[&stream, &Uuid::now_v7(), &data])
+                                        .await
+                                        .expect("raw");
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.expect("writer");
-                }
-            })
-            .await
-        };
-        rows[5].lib.push(lib8);
-        rows[5].raw.push(raw8);
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("writer");
+                    }
+                })
+                .await
+            };
+            rows[5].lib.push(lib8);
+            rows[5].raw.push(raw8);
+        }
         pair!(
             6,
             time(starts * 10, || async {
@@ -720,9 +725,28 @@ fn marten_pg_json<T: Serialize>(doc: &T) -> serde_json::Value {
     serde_json::to_value(doc).expect("json")
 }
 
+/// Whether the scenario named `name` runs: `MARTEN_BENCH_ONLY` (a comma-separated list of
+/// substrings of scenario names) selects some; by default all run.
+fn wanted(name: &str) -> bool {
+    match std::env::var("MARTEN_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|part| name.contains(part.trim())),
+        _ => true,
+    }
+}
+
+/// A positive number from the environment variable `name`, if set.
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+}
+
 fn main() {
     let quick = std::env::var("MARTEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (reps, scale) = if quick { (2, 1) } else { (7, 2) };
+    let reps = env_number("MARTEN_BENCH_REPS").unwrap_or(reps);
+    let scale = env_number("MARTEN_BENCH_SCALE").unwrap_or(scale);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -737,10 +761,15 @@ fn main() {
         let rows = rt.block_on(run(sync, reps, scale));
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
-        for (name, lib, raw) in rt.block_on(daemon_catch_up(&url, sync, 10_000 * scale)) {
+        let catch_up = if wanted("daemon catch-up") {
+            rt.block_on(daemon_catch_up(&url, sync, 10_000 * scale))
+        } else {
+            Vec::new()
+        };
+        for (name, lib, raw) in catch_up {
             println!("| {name} | {sync} | {lib:.0} events/s | {raw:.0} (raw fold) | {:.2} | single run |", lib / raw);
         }
-        for row in rows {
+        for row in rows.into_iter().filter(|r| !r.lib.is_empty()) {
             let ratios = row.ratios();
             let (q1, q3) = quartiles(&ratios);
             let referent = if row.name.contains("inline projection") {

@@ -207,6 +207,11 @@ impl UnitOfWork {
             let (type_id, migrate) = op.schema();
             store.ensure_erased(type_id, migrate, client).await?;
         }
+        // One statement that either writes everything or nothing needs no transaction.
+        let single = !in_transaction && ops.len() == 1 && ops[0].atomic();
+        if single {
+            ops[0].alone();
+        }
         let mut statements = Vec::with_capacity(ops.len());
         for op in ops.iter() {
             let stmt = client
@@ -215,8 +220,6 @@ impl UnitOfWork {
                 .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
             statements.push(stmt);
         }
-        // One statement that either writes everything or nothing needs no transaction.
-        let single = !in_transaction && ops.len() == 1 && ops[0].atomic();
         let begin = !single && !in_transaction;
         let guard = if !single && ops.iter().any(|o| o.checked()) {
             Some(

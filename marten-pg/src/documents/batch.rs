@@ -30,6 +30,10 @@ pub(crate) trait Operation: Send + Sync + Any {
     /// Whether a rejection leaves nothing of this statement written, so that, sent alone,
     /// it needs no transaction around it.
     fn atomic(&self) -> bool;
+    /// Told, before [`Operation::sql`], that the statement is the whole save: it runs as
+    /// its own transaction and no guard follows. An operation that has a cheaper statement
+    /// for that case switches to it; `reset` switches back.
+    fn alone(&mut self) {}
     /// The document type, for errors.
     fn document_type(&self) -> &'static str;
     /// The table, for errors.

@@ -51,6 +51,8 @@ pub(crate) struct StreamAppend {
     #[allow(dead_code)]
     pub(crate) events: Vec<Arc<dyn AnyEvent>>,
     rejected: bool,
+    /// Sent alone (see [`Operation::alone`]): one row per event instead of one summary row.
+    alone: bool,
     /// The stream version and the events' sequences after the append.
     pub(crate) written: Option<(i64, Vec<i64>)>,
 }
@@ -75,8 +77,15 @@ impl StreamAppend {
             tag_values: Vec::new(),
             events: Vec::new(),
             rejected: false,
+            alone: false,
             written: None,
         }
+    }
+
+    /// Sent as the whole save, in the statement shape that needs no rejected flag: only
+    /// for untagged appends of at least one event, whose rejection then shows as no rows.
+    fn can_go_alone(&self) -> bool {
+        self.count > 0 && self.tag_types.is_empty()
     }
 
     /// One event without tags: sent with scalar parameters.
@@ -92,6 +101,24 @@ impl StreamAppend {
     }
 }
 
+/// A NULL array: `unnest` pads it with NULLs, so a metadata column no event of the
+/// append sets costs nothing to encode or decode.
+static NO_HEADERS: Option<Vec<Option<RawJson>>> = None;
+/// See [`NO_HEADERS`].
+static NO_TEXT: Option<Vec<Option<String>>> = None;
+
+/// `values`, or NULL when every value is NULL.
+fn or_null<'a, T: ToSql + Sync>(
+    values: &'a Vec<Option<T>>,
+    null: &'a Option<Vec<Option<T>>>,
+) -> &'a (dyn ToSql + Sync) {
+    if values.iter().all(Option::is_none) {
+        null
+    } else {
+        values
+    }
+}
+
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
 }
@@ -99,21 +126,17 @@ fn reading(e: tokio_postgres::Error) -> Error {
 impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
         let sql = EventSql::get(self.identity);
-        let tagged = !self.tag_types.is_empty();
-        if self.is_single() {
-            return match self.kind {
-                AppendKind::Start => &sql.start_one,
-                AppendKind::Append => &sql.append_one,
-                AppendKind::Expected(_) => &sql.append_expected_one,
-            };
-        }
-        match (self.kind, tagged) {
-            (AppendKind::Start, false) => &sql.start,
-            (AppendKind::Append, false) => &sql.append,
-            (AppendKind::Expected(_), false) => &sql.append_expected,
-            (AppendKind::Start, true) => &sql.start_tagged,
-            (AppendKind::Append, true) => &sql.append_tagged,
-            (AppendKind::Expected(_), true) => &sql.append_expected_tagged,
+        let shape = match (self.is_single(), self.alone) {
+            _ if !self.tag_types.is_empty() => &sql.tagged,
+            (true, true) => &sql.one_alone,
+            (true, false) => &sql.one,
+            (false, true) => &sql.many_alone,
+            (false, false) => &sql.many,
+        };
+        match self.kind {
+            AppendKind::Start => &shape.start,
+            AppendKind::Append => &shape.append,
+            AppendKind::Expected(_) => &shape.expected,
         }
     }
 
@@ -142,9 +165,9 @@ impl Operation for StreamAppend {
             &self.ids,
             &self.types,
             &self.data,
-            &self.headers,
-            &self.correlation_ids,
-            &self.causation_ids,
+            or_null(&self.headers, &NO_HEADERS),
+            or_null(&self.correlation_ids, &NO_TEXT),
+            or_null(&self.causation_ids, &NO_TEXT),
         ];
         if !self.tag_types.is_empty() {
             params.extend([
@@ -183,7 +206,27 @@ impl Operation for StreamAppend {
         super::api::events_schema(self.identity)
     }
 
+    fn alone(&mut self) {
+        self.alone = self.can_go_alone();
+    }
+
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
+        if self.alone {
+            // One row `seq_id, version` per event; none when the stream was rejected.
+            let mut seqs = Vec::with_capacity(rows.len());
+            let mut version = None;
+            for row in rows {
+                seqs.push(row.try_get::<_, i64>(0).map_err(reading)?);
+                let v: i64 = row.try_get(1).map_err(reading)?;
+                version = version.max(Some(v));
+            }
+            seqs.sort_unstable();
+            match version {
+                Some(v) => self.written = Some((v, seqs)),
+                None => self.rejected = true,
+            }
+            return Ok(());
+        }
         let Some(row) = rows.first() else {
             return Ok(());
         };
@@ -207,6 +250,7 @@ impl Operation for StreamAppend {
     fn reset(&mut self) {
         self.kind = self.requested;
         self.rejected = false;
+        self.alone = false;
         self.written = None;
     }
 

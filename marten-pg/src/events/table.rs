@@ -97,24 +97,19 @@ pub const EVENT_COLUMNS_REQUIRED: &[&str] = &[
 
 /// The event store's statements for one stream identity.
 pub struct EventSql {
-    /// Start a stream that must not exist. Params: see [`EventSql::new`].
-    pub start: String,
-    /// Append, creating the stream if missing.
-    pub append: String,
-    /// Append only if the stream is at `$10`.
-    pub append_expected: String,
-    /// `start` for one untagged event, scalar parameters.
-    pub start_one: String,
-    /// `append` for one untagged event.
-    pub append_one: String,
-    /// `append_expected` for one untagged event.
-    pub append_expected_one: String,
-    /// `start` for events with tags: `$10`..`$12` = tag event ordinal, type, value.
-    pub start_tagged: String,
-    /// `append` for events with tags.
-    pub append_tagged: String,
-    /// `append_expected` for events with tags; the expected version is `$13`.
-    pub append_expected_tagged: String,
+    /// Appends of several events (or of none), inside a larger save: parameters as
+    /// arrays (see [`EventSql::new`]); one row `version, seq_ids, flag`.
+    pub many: AppendStatements,
+    /// Appends of one event inside a larger save: scalar parameters, same result row.
+    pub one: AppendStatements,
+    /// Appends of events with tags: `$10`..`$12` = tag event ordinal, type, value; the
+    /// expected version is `$13`.
+    pub tagged: AppendStatements,
+    /// Appends of at least one event that are the whole save: no guard follows, so a
+    /// rejection sets no flag and shows as no rows; one row `seq_id, version` per event.
+    pub many_alone: AppendStatements,
+    /// [`EventSql::many_alone`] for one event, with scalar parameters.
+    pub one_alone: AppendStatements,
     /// `$1` tag types, `$2` tag values -> `tag_type, tag_value, version`.
     pub tag_versions: String,
     /// `$1` tag types, `$2` tag values, `$3` event types (NULL = all) -> events in
@@ -136,6 +131,35 @@ pub struct EventSql {
     pub delete: String,
 }
 
+/// One append statement per [`AppendKind`](super::append::AppendKind), of one shape.
+pub struct AppendStatements {
+    /// Start a stream that must not exist.
+    pub start: String,
+    /// Append, creating the stream if missing.
+    pub append: String,
+    /// Append only if the stream is at the expected version.
+    pub expected: String,
+}
+
+impl AppendStatements {
+    /// Builds the three statements by wrapping each stream-row statement with `wrap`.
+    fn new(stream_rows: &StreamRows, wrap: impl Fn(&str) -> String) -> Self {
+        AppendStatements {
+            start: wrap(&stream_rows.start),
+            append: wrap(&stream_rows.append),
+            expected: wrap(&stream_rows.expected),
+        }
+    }
+}
+
+/// The statements that take or create a stream's row, one per append kind; each ends
+/// where `RETURNING st.version` can follow.
+struct StreamRows {
+    start: String,
+    append: String,
+    expected: String,
+}
+
 impl EventSql {
     /// The statements for `identity`, built once.
     pub fn get(identity: StreamIdentity) -> &'static EventSql {
@@ -154,72 +178,71 @@ impl EventSql {
     /// Each append is one statement: the stream row is inserted or updated first (which
     /// takes its row lock, so appends to one stream serialize and versions stay
     /// contiguous), then the events are inserted with versions counted back from the new
-    /// stream version. A stream that fails its precondition yields no row, no event is
-    /// inserted, and the rejected flag is set.
+    /// stream version. A stream that fails its precondition yields no row and no event is
+    /// inserted; inside a larger save the statement also sets the rejected flag, which the
+    /// save's guard turns into a rollback. A save of one append alone needs no flag: the
+    /// statement is its own transaction and a rejection shows as no rows.
     fn new(identity: StreamIdentity) -> EventSql {
         let idt = id_type(identity);
-        // One untagged event: scalar parameters instead of arrays.
-        let wrap_one = |stream_cte: &str| {
+        let events_many = format!(
+            "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+             SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
+             FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
+             WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
+             ORDER BY i.ord RETURNING seq_id, version"
+        );
+        let events_one = format!(
+            "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+             SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s \
+             RETURNING seq_id, version"
+        );
+        // Inside a larger save: one result row, and the rejected flag when the stream
+        // statement took no row.
+        let flagged = |stream_row: &str, events: &str, tags: &str| {
             format!(
-                "WITH s AS ({stream_cte} RETURNING st.version), \
-                 e AS (INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-                 SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s \
-                 RETURNING seq_id) \
-                 SELECT (SELECT version FROM s), ARRAY(SELECT seq_id FROM e), \
-                 CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
-            )
-        };
-        let wrap = |stream_cte: &str, tagged: bool| {
-            let tags = if tagged {
-                format!(
-                    ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
-                     SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
-                     JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
-                     tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
-                     SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
-                     WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
-                     ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                "WITH s AS ({stream_cte} RETURNING st.version), \
-                 e AS (INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-                 SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
-                 FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
-                 WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
-                 ORDER BY i.ord RETURNING seq_id, version){tags} \
+                "WITH s AS ({stream_row} RETURNING st.version), e AS ({events}){tags} \
                  SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
                  CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
             )
         };
-        let start = format!(
-            "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-             ON CONFLICT (id) DO NOTHING"
+        // The whole save: the event insert is the statement, its rows the result.
+        let alone = |stream_row: &str, events: &str| {
+            format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
+        };
+        let tags = format!(
+            ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
+             SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
+             JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
+             tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
+             SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
+             WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
+             ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
         );
-        let append = format!(
-            "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-             ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
-             WHERE NOT st.is_archived"
-        );
-        let expected = |p: usize| {
-            format!(
+        let rows = |expected_param: usize| {
+            StreamRows {
+            start: format!(
+                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            append: format!(
+                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
+                 ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
+                 WHERE NOT st.is_archived"
+            ),
+            expected: format!(
                 "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
                  type = coalesce(st.type, $2::text) \
-                 WHERE st.id = $1::{idt} AND st.version = ${p}::bigint AND NOT st.is_archived"
-            )
+                 WHERE st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived"
+            ),
+        }
         };
+        let (plain, tagged) = (rows(10), rows(13));
         EventSql {
-            start: wrap(&start, false),
-            append: wrap(&append, false),
-            append_expected: wrap(&expected(10), false),
-            start_one: wrap_one(&start),
-            append_one: wrap_one(&append),
-            append_expected_one: wrap_one(&expected(10)),
-            start_tagged: wrap(&start, true),
-            append_tagged: wrap(&append, true),
-            append_expected_tagged: wrap(&expected(13), true),
+            many: AppendStatements::new(&plain, |r| flagged(r, &events_many, "")),
+            one: AppendStatements::new(&plain, |r| flagged(r, &events_one, "")),
+            tagged: AppendStatements::new(&tagged, |r| flagged(r, &events_many, &tags)),
+            many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
+            one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
             tag_versions: format!(
                 "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
                  JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) ON v.tag_type = q.tt AND v.tag_value = q.tv \
