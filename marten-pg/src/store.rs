@@ -22,6 +22,7 @@ use crate::documents::PgDocument;
 use crate::error_map::map_pool_error;
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
+use crate::projections::cache::AggregateCache;
 use crate::projections::{
     EventProjection, InlineAggregate, InlineEventProjection, InlineMultiStream, InlineProjection,
     Lifecycle, ProjectionRegistry,
@@ -45,6 +46,7 @@ struct StoreInner {
     events: EventConfig,
     registry: RwLock<EventRegistry>,
     projections: ProjectionRegistry,
+    aggregate_cache: AggregateCache,
 }
 
 /// The event store's settings.
@@ -82,6 +84,7 @@ pub struct DocumentStoreBuilder {
     registry: EventRegistry,
     registry_error: Option<Error>,
     projections: ProjectionRegistry,
+    aggregate_cache: usize,
 }
 
 impl DocumentStore {
@@ -101,6 +104,7 @@ impl DocumentStore {
             registry: EventRegistry::default(),
             registry_error: None,
             projections: ProjectionRegistry::default(),
+            aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
         }
     }
 
@@ -188,6 +192,11 @@ impl DocumentStore {
     /// The projections this store runs.
     pub(crate) fn projections(&self) -> &ProjectionRegistry {
         &self.inner.projections
+    }
+
+    /// The last committed documents of inline aggregates, by stream.
+    pub(crate) fn aggregate_cache(&self) -> &AggregateCache {
+        &self.inner.aggregate_cache
     }
 
     /// The event store's settings.
@@ -426,6 +435,19 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How many inline aggregate documents the store keeps in memory (default 10,000; 0
+    /// turns the cache off). With a document cached, a plain `append` to its stream plans
+    /// the projected write from it and asserts the stream version it belongs to, in one
+    /// round trip; without one, the save first locks the stream and reads the document
+    /// (two round trips). A stale entry (another process appended) makes the append's
+    /// version check fail, and the save quietly plans again from a locked read, so the
+    /// cache never loses an update. Entries are the documents this store's saves
+    /// committed; stores in other processes keep their own.
+    pub fn aggregate_cache(mut self, capacity: usize) -> Self {
+        self.aggregate_cache = capacity;
+        self
+    }
+
     /// What reads do with events of unregistered types (default: fail).
     pub fn unknown_events(mut self, policy: UnknownEvents) -> Self {
         self.registry.unknown = policy;
@@ -484,6 +506,7 @@ impl DocumentStoreBuilder {
                 events: self.events,
                 registry: RwLock::new(self.registry),
                 projections: self.projections,
+                aggregate_cache: AggregateCache::new(self.aggregate_cache),
             }),
         };
         let client = store.connection().await?;

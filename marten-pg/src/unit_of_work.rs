@@ -25,6 +25,7 @@ use crate::documents::batch::{DeleteBatch, Operation, WriteBatch};
 use crate::documents::{PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
+use crate::projections::cache::CacheUpdate;
 use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 use crate::session::state::SessionState;
 use crate::store::DocumentStore;
@@ -109,6 +110,8 @@ pub(crate) struct UnitOfWork {
     pub(crate) prelude: OpList,
     pub(crate) user: OpList,
     pub(crate) derived: OpList,
+    /// What the store's aggregate cache learns if this attempt commits.
+    pub(crate) cache_updates: Vec<CacheUpdate>,
 }
 
 /// How a save ended when it did not fail.
@@ -138,6 +141,7 @@ impl UnitOfWork {
         self.prelude.ops.clear();
         self.user.ops.clear();
         self.derived.ops.clear();
+        self.cache_updates.clear();
     }
 
     /// Queues a write (see [`OpList::push_write`]).
@@ -165,6 +169,7 @@ impl UnitOfWork {
     pub(crate) fn reset_attempt(&mut self) {
         self.prelude.ops.clear();
         self.derived.ops.clear();
+        self.cache_updates.clear();
         for op in &mut self.user.ops {
             op.reset();
         }

@@ -307,6 +307,11 @@ impl StreamCommand {
         }
     }
 
+    /// The stream archived or deleted.
+    pub(crate) fn stream(&self) -> &StreamKey {
+        &self.stream
+    }
+
     pub(crate) fn delete(identity: StreamIdentity, stream: StreamKey) -> Self {
         Self {
             identity,

@@ -4,12 +4,14 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use deadpool_postgres::Object;
 use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result, StreamId};
 
+use super::cache::{CacheKey, CacheUpdate, Cached};
 use super::{apply_error, AppendView, InlineProjection, Lifecycle, PlanContext};
 use crate::documents::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
@@ -195,20 +197,26 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         if streams.is_empty() {
             return Ok(());
         }
-        // States fetch_for_writing already holds, at the version the append asserts.
+        // States fetch_for_writing already holds, at the version the append asserts, or
+        // the store's cache holds; the rest are read under lock.
         let mut known: HashMap<A::Id, (i64, Option<A>)> = HashMap::new();
         let mut to_load = Vec::new();
         for (id, list) in &streams {
             let key = (TypeId::of::<A>(), list[0].stream.clone());
-            let cached = ctx.state.take_fetched::<A>(&key);
-            match (list[0].kind, cached) {
+            let fetched = ctx.state.take_fetched::<A>(&key);
+            match (list[0].kind, fetched) {
                 (AppendKind::Start, _) => {
                     known.insert(id.clone(), (0, None));
                 }
                 (AppendKind::Expected(v), Some(f)) if f.version == v => {
                     known.insert(id.clone(), (f.version, f.state));
                 }
-                _ => to_load.push(id.clone()),
+                (kind, _) => match from_cache::<A>(ctx, key, kind) {
+                    Some(entry) => {
+                        known.insert(id.clone(), entry);
+                    }
+                    None => to_load.push(id.clone()),
+                },
             }
         }
         let mut loaded = self.load(ctx, &to_load).await?;
@@ -238,18 +246,63 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
                     s.set_version(version);
                 }
             }
-            match state {
+            let key: CacheKey = (TypeId::of::<A>(), StreamKey(id.to_stream_id()));
+            let cached = match state {
                 Some(doc) => {
                     let json = serialize(&doc)?;
+                    let cached = Arc::<[u8]>::from(json.as_slice());
                     ctx.out
                         .push_derived_write::<A>(WriteKind::Upsert, id, json, None);
+                    Some(cached)
                 }
-                None if existed => ctx.out.push_delete::<A>(id),
-                None => {}
-            }
+                None if existed => {
+                    ctx.out.push_delete::<A>(id);
+                    None
+                }
+                None => None,
+            };
+            ctx.cache_updates.push(CacheUpdate {
+                key,
+                entry: Cached {
+                    version,
+                    json: cached,
+                },
+            });
         }
         Ok(())
     }
+}
+
+/// The cached state of `A` for the stream of `key`, if the cache may be used, holds an
+/// entry and, for an expected-version append, the entry is at that version. Recorded in
+/// `ctx.cache_hits`. An entry that no longer deserializes is dropped.
+fn from_cache<A: Aggregate>(
+    ctx: &mut PlanContext<'_>,
+    key: CacheKey,
+    kind: AppendKind,
+) -> Option<(i64, Option<A>)> {
+    if !ctx.use_cache {
+        return None;
+    }
+    let cache = ctx.store.aggregate_cache();
+    let entry = cache.get(&key)?;
+    if let AppendKind::Expected(v) = kind {
+        if v != entry.version {
+            return None;
+        }
+    }
+    let state = match &entry.json {
+        Some(json) => match serde_json::from_slice::<A>(json) {
+            Ok(doc) => Some(doc),
+            Err(_) => {
+                cache.forget([&key]);
+                return None;
+            }
+        },
+        None => None,
+    };
+    ctx.cache_hits.push(key);
+    Some((entry.version, state))
 }
 
 impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {

@@ -11,9 +11,12 @@
 //! What a projection reads to build on (the current aggregate document and stream
 //! version, the current multi-stream documents) is read with `FOR UPDATE` inside the
 //! save's transaction, in id order, so concurrent saves on the same stream or document
-//! queue up instead of overwriting each other's projected state.
+//! queue up instead of overwriting each other's projected state. An aggregate the store
+//! has cached (see [`cache`]) is not read: the append asserts the cached version instead,
+//! and a failed assertion plans the save again from a locked read.
 
 mod aggregate;
+pub(crate) mod cache;
 mod event_projection;
 mod multi_stream;
 
@@ -37,6 +40,7 @@ use crate::events::stream_id::StreamKey;
 use crate::session::state::SessionState;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{OpList, UnitOfWork};
+use cache::{CacheKey, CacheUpdate};
 
 /// When a projection runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +99,13 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) out: OpList,
     /// Whether the session's connection is inside a transaction.
     pub(crate) in_transaction: &'a mut bool,
+    /// Whether projections may plan from the store's aggregate cache (the first attempt
+    /// of a save only: a retry reads under lock).
+    pub(crate) use_cache: bool,
+    /// The cache entries this attempt planned from.
+    pub(crate) cache_hits: Vec<CacheKey>,
+    /// What the cache learns if the save commits.
+    pub(crate) cache_updates: Vec<CacheUpdate>,
 }
 
 impl PlanContext<'_> {
@@ -130,18 +141,30 @@ impl ProjectionRegistry {
     }
 }
 
+/// How planning ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Planned {
+    /// The derived writes are queued.
+    Ready,
+    /// Projections planned from cache entries that disagree with what others read under
+    /// lock: the entries are dropped; roll back and plan again without the cache.
+    Again,
+}
+
 /// Plans every inline projection of the store for the session's pending appends and
-/// queues their writes as the unit of work's derived operations.
+/// queues their writes as the unit of work's derived operations. `use_cache`: whether
+/// the store's aggregate cache may stand in for locked reads (see [`cache`]).
 pub(crate) async fn plan_inline(
     store: &DocumentStore,
     client: &Object,
     uow: &mut UnitOfWork,
     state: &mut SessionState,
     in_transaction: &mut bool,
-) -> Result<()> {
+    use_cache: bool,
+) -> Result<Planned> {
     let projections = store.projections();
     if projections.inline.is_empty() {
-        return Ok(());
+        return Ok(Planned::Ready);
     }
     let appends: Vec<AppendView> = uow
         .user
@@ -162,7 +185,7 @@ pub(crate) async fn plan_inline(
         })
         .collect();
     if appends.is_empty() {
-        return Ok(());
+        return Ok(Planned::Ready);
     }
     // Projections read the event tables before the appends create them.
     crate::events::read::ensure(store, client).await?;
@@ -174,6 +197,9 @@ pub(crate) async fn plan_inline(
         requirements: Vec::new(),
         out: OpList::default(),
         in_transaction,
+        use_cache,
+        cache_hits: Vec::new(),
+        cache_updates: Vec::new(),
     };
     for projection in &projections.inline {
         projection.plan(&mut ctx).await?;
@@ -182,8 +208,13 @@ pub(crate) async fn plan_inline(
     for (index, version) in ctx.requirements.drain(..) {
         match required.get(&index) {
             Some(v) if *v != version => {
-                // Two projections read the stream at different versions: a racing append.
-                return Err(Error::ProjectionConflict { attempts: 0 });
+                // Two projections read the stream at different versions: a stale cache
+                // entry, or a racing append between two locked reads.
+                if ctx.cache_hits.is_empty() {
+                    return Err(Error::ProjectionConflict { attempts: 0 });
+                }
+                store.aggregate_cache().forget(&ctx.cache_hits);
+                return Ok(Planned::Again);
             }
             _ => {
                 required.insert(index, version);
@@ -207,7 +238,8 @@ pub(crate) async fn plan_inline(
         }
     }
     uow.derived.append(&mut ctx.out);
-    Ok(())
+    uow.cache_updates = ctx.cache_updates;
+    Ok(Planned::Ready)
 }
 
 /// The error of a failed apply, naming the projection, the event and its stream.

@@ -21,6 +21,8 @@ use tracing::warn;
 pub use query::QuerySession;
 
 use crate::documents::{PgDocument, WriteKind};
+use crate::error_map::{map_db_error, Failed};
+use crate::projections::Planned;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{Outcome, UnitOfWork};
 
@@ -408,6 +410,7 @@ impl<K: Tracking> Session<K> {
             return Ok(());
         }
         let result = async {
+            let mut use_cache = true;
             for _attempt in 0..MAX_SAVE_ATTEMPTS {
                 let client = connection(
                     &self.store,
@@ -423,8 +426,11 @@ impl<K: Tracking> Session<K> {
                     &mut self.uow,
                     &mut self.state,
                     &mut self.in_transaction,
+                    use_cache,
                 )
                 .await;
+                // Later attempts read under lock.
+                use_cache = false;
                 if let Some(lock) = crate::events::tags::TagLock::for_save(
                     self.store.stream_identity(),
                     &self.boundaries,
@@ -432,12 +438,26 @@ impl<K: Tracking> Session<K> {
                 ) {
                     self.uow.prelude.push_op(Box::new(lock));
                 }
-                if let Err(e) = planned {
-                    if self.in_transaction {
-                        let _ = client.batch_execute("ROLLBACK").await;
-                        self.in_transaction = false;
+                match planned {
+                    Ok(Planned::Ready) => {}
+                    Ok(Planned::Again) => {
+                        if self.in_transaction {
+                            client
+                                .batch_execute("ROLLBACK")
+                                .await
+                                .map_err(|e| map_db_error(e, Failed::Transaction))?;
+                            self.in_transaction = false;
+                        }
+                        tracing::debug!("a cached aggregate was stale; planning again");
+                        continue;
                     }
-                    return Err(e);
+                    Err(e) => {
+                        if self.in_transaction {
+                            let _ = client.batch_execute("ROLLBACK").await;
+                            self.in_transaction = false;
+                        }
+                        return Err(e);
+                    }
                 }
                 self.in_doubt = true;
                 let outcome = self
@@ -461,6 +481,7 @@ impl<K: Tracking> Session<K> {
         .await;
         // Committed or rolled back: the transaction (and any stream lock) is over.
         self.in_transaction = false;
+        crate::projections::cache::settle(&self.store, &mut self.uow, result.is_ok());
         self.boundaries.clear();
         self.uow.clear();
         self.state.finish_save(result.is_ok());

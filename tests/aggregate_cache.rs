@@ -1,0 +1,291 @@
+//! The store's aggregate cache: a plain append to a stream whose aggregate is projected
+//! inline is one round trip once the store has the aggregate cached; entries made stale
+//! by other stores (other processes) cost a retry, never an update.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::events::*;
+use common::{builder, ok};
+use marten::prelude::*;
+use marten_testing::CountingProxy;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Board {
+    id: Uuid,
+    version: i64,
+    name: String,
+    titles: Vec<String>,
+    finished: Vec<String>,
+}
+
+#[marten::apply]
+impl Board {
+    fn create(e: &ProjectStarted) -> Self {
+        Board {
+            name: e.name.clone(),
+            ..Board::default()
+        }
+    }
+
+    fn apply(&mut self, e: &TaskRecorded) {
+        self.titles.push(e.title.clone());
+    }
+
+    fn apply(&mut self, e: &TaskFinished) {
+        self.finished.push(e.title.clone());
+    }
+
+    fn should_delete(&self, _e: &ProjectCompleted) -> bool {
+        true
+    }
+}
+
+/// The titles of the stream's `TaskRecorded` events, in stream order, and its version.
+async fn recorded(store: &DocumentStore, id: Uuid) -> (Vec<String>, i64) {
+    let mut s = store.lightweight_session();
+    let events = ok(s.events().fetch_stream(id).await);
+    let titles = events
+        .iter()
+        .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+        .collect();
+    (titles, events.last().map_or(0, |e| e.version))
+}
+
+async fn append(store: &DocumentStore, id: Uuid, title: &str) {
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [task(title)]));
+    ok(s.save_changes().await);
+}
+
+async fn board(store: &DocumentStore, id: Uuid) -> Option<Board> {
+    ok(store.query_session().load::<Board>(&id).await)
+}
+
+#[tokio::test]
+async fn a_plain_append_is_one_round_trip_once_the_aggregate_is_cached() {
+    let (schema, b) = builder("cache_round_trip");
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(1)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    // Another process: its own store, its own cache.
+    let (_, other_builder) = builder("cache_round_trip_other");
+    let other = ok(other_builder
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("cached")]));
+    ok(s.save_changes().await);
+    // One pooled connection: give it back.
+    drop(s);
+    // Warm up every statement of both paths: cached, and stale then locked.
+    append(&store, id, "warm-1").await;
+    append(&other, id, "moved-0").await;
+    append(&store, id, "warm-2").await;
+
+    for round in 0..3 {
+        let before = proxy.round_trips();
+        append(&store, id, &format!("t{round}")).await;
+        assert_eq!(
+            proxy.round_trips() - before,
+            1,
+            "a cached aggregate: append and projected write in one flight"
+        );
+    }
+    // Another process moved the stream: the cached entry is stale. The append's version
+    // check rejects the first flight, the save reads under lock and writes: three trips,
+    // and nothing is lost.
+    append(&other, id, "moved-1").await;
+    let before = proxy.round_trips();
+    append(&store, id, "after-move").await;
+    assert_eq!(
+        proxy.round_trips() - before,
+        3,
+        "stale: rejected, locked read, write"
+    );
+    let before = proxy.round_trips();
+    append(&store, id, "cached-again").await;
+    assert_eq!(
+        proxy.round_trips() - before,
+        1,
+        "the retry refreshed the entry"
+    );
+
+    let doc = board(&store, id).await.expect("board");
+    let (titles, version) = recorded(&store, id).await;
+    assert_eq!(doc.titles, titles);
+    assert_eq!(doc.version, version);
+    assert_eq!(
+        doc.titles,
+        [
+            "warm-1",
+            "moved-0",
+            "warm-2",
+            "t0",
+            "t1",
+            "t2",
+            "moved-1",
+            "after-move",
+            "cached-again"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_the_cache_a_plain_append_reads_under_lock_first() {
+    let (schema, b) = builder("cache_off");
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(1)
+        .aggregate_cache(0)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("uncached")]));
+    ok(s.save_changes().await);
+    drop(s);
+    append(&store, id, "warm").await;
+    let before = proxy.round_trips();
+    append(&store, id, "t").await;
+    assert_eq!(proxy.round_trips() - before, 2, "lock and read, then write");
+    assert_eq!(
+        board(&store, id).await.expect("board").titles,
+        ["warm", "t"]
+    );
+}
+
+#[tokio::test]
+async fn stores_with_their_own_caches_racing_plain_appends_lose_nothing() {
+    const PER_STORE: usize = 4;
+    const ROUNDS: usize = 60;
+    let (schema, b) = builder("cache_race");
+    let first = ok(b
+        .pool_size(PER_STORE + 1)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    let (_, other_builder) = builder("cache_race_other");
+    let second = ok(other_builder
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(PER_STORE + 1)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = first.lightweight_session();
+    ok(s.events().start_stream(id, [started("contended")]));
+    ok(s.save_changes().await);
+    // Both stores start with a cached entry.
+    append(&second, id, "seed").await;
+
+    let barrier = Arc::new(Barrier::new(2 * PER_STORE));
+    let tasks: Vec<_> = (0..2 * PER_STORE)
+        .map(|w| {
+            let store = if w % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    barrier.wait().await;
+                    let mut s = store.lightweight_session();
+                    s.events().append(id, [task(&format!("{w}-{round}"))])?;
+                    s.save_changes().await?;
+                }
+                marten::Result::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        ok(t.await.expect("writer"));
+    }
+    let (titles, version) = recorded(&first, id).await;
+    assert_eq!(
+        titles.len(),
+        1 + 2 * PER_STORE * ROUNDS,
+        "every append committed"
+    );
+    let doc = board(&first, id).await.expect("board");
+    assert_eq!(
+        doc.version, version,
+        "the document is at the stream version"
+    );
+    assert_eq!(
+        doc.titles, titles,
+        "the document holds every event, in stream order"
+    );
+}
+
+#[tokio::test]
+async fn cached_and_uncached_stores_project_the_same_documents() {
+    let (schema, b) = builder("cache_same");
+    let cached = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let (_, plain_builder) = builder("cache_same_plain");
+    let uncached = ok(plain_builder
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .aggregate_cache(0)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    // The document after every step, with the stream id blanked out.
+    let mut traces: Vec<Vec<Option<Board>>> = Vec::new();
+    for store in [&cached, &uncached] {
+        let id = Uuid::now_v7();
+        let mut trace = Vec::new();
+        let mut s = store.lightweight_session();
+        macro_rules! step {
+            ($($e:expr);+) => {{
+                $( $e; )+
+                trace.push(board(store, id).await.map(|b| Board { id: Uuid::nil(), ..b }));
+            }};
+        }
+        step!(ok(s.events().start_stream(id, [started("same")])); ok(s.save_changes().await));
+        step!(append(store, id, "a").await);
+        // Two appends to the stream in one save.
+        step!(ok(s.events().append(id, [task("b")])); ok(s.events().append(id, [finished("a")])); ok(s.save_changes().await));
+        // The projection deletes the document; later events start from nothing.
+        step!(ok(s.events().append(id, [ProjectCompleted {}])); ok(s.save_changes().await));
+        step!(append(store, id, "after-delete").await);
+        step!(ok(s.events().append(id, [started("again")])); ok(s.save_changes().await));
+        step!(append(store, id, "c").await);
+        // A deleted stream started anew: nothing of the old one carries over.
+        step!(ok(s.events().delete_stream(id)); ok(s.save_changes().await));
+        step!(ok(s.events().start_stream(id, [started("reborn")])); ok(s.save_changes().await));
+        step!(append(store, id, "d").await);
+        traces.push(trace);
+    }
+    assert_eq!(traces[0], traces[1]);
+    assert_eq!(traces[0][3], None, "deleted by the projection");
+    assert_eq!(
+        traces[0].last().cloned().flatten(),
+        Some(Board {
+            id: Uuid::nil(),
+            version: 2,
+            name: "reborn".into(),
+            titles: vec!["d".into()],
+            finished: vec![],
+        })
+    );
+}
