@@ -750,7 +750,7 @@ fn env_number(name: &str) -> Option<usize> {
 
 fn main() {
     let quick = std::env::var("MARTEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let (reps, scale) = if quick { (2, 1) } else { (7, 2) };
+    let (reps, scale) = if quick { (2, 1) } else { (11, 2) };
     let reps = env_number("MARTEN_BENCH_REPS").unwrap_or(reps);
     let scale = env_number("MARTEN_BENCH_SCALE").unwrap_or(scale);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -203,6 +203,67 @@ async fn append_optimistic_fails_if_the_stream_moved() {
     ));
 }
 
+#[tokio::test]
+async fn optimistic_racers_have_exactly_one_winner_per_round() {
+    const RACERS: usize = 8;
+    const ROUNDS: usize = 100;
+    let (_schema, b) = builder("evc_optimistic_race");
+    let store = ok(b.pool_size(RACERS + 2).build().await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("race")]));
+    ok(s.save_changes().await);
+    drop(s);
+    let mut winners: Vec<String> = Vec::new();
+    for round in 0..ROUNDS {
+        let seen = version(&store, stream).await;
+        assert_eq!(seen, 1 + round as i64, "one event per round");
+        // Every racer reads the version (append_optimistic), then all save at once.
+        let read = Arc::new(Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let (store, read) = (store.clone(), read.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let title = format!("{round}/{racer}");
+                    s.events().append_optimistic(stream, [task(&title)]).await?;
+                    read.wait().await;
+                    s.save_changes().await.map(|()| title)
+                })
+            })
+            .collect();
+        let mut round_winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(title) => round_winners.push(title),
+                Err(e) => assert_eq!(
+                    e.rejections()[0].kind,
+                    RejectionKind::UnexpectedStreamVersion {
+                        expected: seen,
+                        actual: Some(seen + 1)
+                    },
+                    "{e}"
+                ),
+            }
+        }
+        assert_eq!(round_winners.len(), 1, "round {round}: {round_winners:?}");
+        winners.extend(round_winners);
+    }
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    let titles: Vec<String> = events[1..]
+        .iter()
+        .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+        .collect();
+    assert_eq!(
+        titles, winners,
+        "the winners' events, in order, nothing else"
+    );
+}
+
 fn err_names_stream(r: &marten::Result<()>, id: Uuid) -> bool {
     matches!(r, Err(marten::Error::StreamNotFound { stream }) if *stream == StreamId::Uuid(id))
 }
