@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use deadpool_postgres::Object;
@@ -245,14 +246,25 @@ impl UnitOfWork {
 
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
         let c: &tokio_postgres::Client = client;
+        // Row counts of the statements sent with `execute` (see `Operation::counts_only`).
+        let counts: Vec<AtomicU64> = ops.iter().map(|_| AtomicU64::new(0)).collect();
         let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
         if begin {
             flight.push(Box::pin(async move {
                 c.batch_execute("BEGIN").await.map(|()| Vec::new())
             }));
         }
-        for (stmt, p) in statements.iter().zip(&params) {
-            flight.push(Box::pin(c.query(stmt, p.as_slice())));
+        for (i, (stmt, p)) in statements.iter().zip(&params).enumerate() {
+            if ops[i].counts_only() {
+                let count = &counts[i];
+                flight.push(Box::pin(async move {
+                    let n = c.execute(stmt, p.as_slice()).await?;
+                    count.store(n, Ordering::Relaxed);
+                    Ok(Vec::new())
+                }));
+            } else {
+                flight.push(Box::pin(c.query(stmt, p.as_slice())));
+            }
         }
         if let Some(g) = &guard {
             flight.push(Box::pin(c.query(g, &[])));
@@ -271,10 +283,15 @@ impl UnitOfWork {
                 note(&mut failure, e, Failed::Transaction);
             }
         }
-        for op in ops.iter_mut() {
+        for (op, count) in ops.iter_mut().zip(&counts) {
             match results.next() {
                 Some(Ok(rows)) => {
-                    if let Err(e) = op.accept(&rows) {
+                    let accepted = if op.counts_only() {
+                        op.accept_count(count.load(Ordering::Relaxed))
+                    } else {
+                        op.accept(&rows)
+                    };
+                    if let Err(e) = accepted {
                         failure.get_or_insert(e);
                     }
                 }

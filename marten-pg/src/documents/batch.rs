@@ -34,6 +34,16 @@ pub(crate) trait Operation: Send + Sync + Any {
     /// its own transaction and no guard follows. An operation that has a cheaper statement
     /// for that case switches to it; `reset` switches back.
     fn alone(&mut self) {}
+    /// Whether the statement's affected-row count is its whole result: it is then sent
+    /// without reading rows, and the count goes to [`Operation::accept_count`] instead of
+    /// rows to [`Operation::accept`].
+    fn counts_only(&self) -> bool {
+        false
+    }
+    /// The affected-row count of a statement that [`Operation::counts_only`].
+    fn accept_count(&mut self, _count: u64) -> Result<()> {
+        Ok(())
+    }
     /// The document type, for errors.
     fn document_type(&self) -> &'static str;
     /// The table, for errors.

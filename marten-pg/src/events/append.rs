@@ -210,23 +210,17 @@ impl Operation for StreamAppend {
         self.alone = self.can_go_alone();
     }
 
+    fn counts_only(&self) -> bool {
+        self.alone
+    }
+
+    fn accept_count(&mut self, count: u64) -> Result<()> {
+        // The events inserted; none when the stream was rejected.
+        self.rejected = count == 0;
+        Ok(())
+    }
+
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
-        if self.alone {
-            // One row `seq_id, version` per event; none when the stream was rejected.
-            let mut seqs = Vec::with_capacity(rows.len());
-            let mut version = None;
-            for row in rows {
-                seqs.push(row.try_get::<_, i64>(0).map_err(reading)?);
-                let v: i64 = row.try_get(1).map_err(reading)?;
-                version = version.max(Some(v));
-            }
-            seqs.sort_unstable();
-            match version {
-                Some(v) => self.written = Some((v, seqs)),
-                None => self.rejected = true,
-            }
-            return Ok(());
-        }
         let Some(row) = rows.first() else {
             return Ok(());
         };

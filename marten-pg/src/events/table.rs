@@ -106,7 +106,8 @@ pub struct EventSql {
     /// expected version is `$13`.
     pub tagged: AppendStatements,
     /// Appends of at least one event that are the whole save: no guard follows, so a
-    /// rejection sets no flag and shows as no rows; one row `seq_id, version` per event.
+    /// rejection sets no flag; the statement returns no rows and its row count is the
+    /// number of events inserted (0 when the stream was rejected).
     pub many_alone: AppendStatements,
     /// [`EventSql::many_alone`] for one event, with scalar parameters.
     pub one_alone: AppendStatements,
@@ -181,7 +182,7 @@ impl EventSql {
     /// stream version. A stream that fails its precondition yields no row and no event is
     /// inserted; inside a larger save the statement also sets the rejected flag, which the
     /// save's guard turns into a rollback. A save of one append alone needs no flag: the
-    /// statement is its own transaction and a rejection shows as no rows.
+    /// statement is its own transaction and a rejection shows as a row count of 0.
     fn new(identity: StreamIdentity) -> EventSql {
         let idt = id_type(identity);
         let events_many = format!(
@@ -189,23 +190,22 @@ impl EventSql {
              SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
              FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
              WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
-             ORDER BY i.ord RETURNING seq_id, version"
+             ORDER BY i.ord"
         );
         let events_one = format!(
             "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-             SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s \
-             RETURNING seq_id, version"
+             SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s"
         );
         // Inside a larger save: one result row, and the rejected flag when the stream
         // statement took no row.
         let flagged = |stream_row: &str, events: &str, tags: &str| {
             format!(
-                "WITH s AS ({stream_row} RETURNING st.version), e AS ({events}){tags} \
+                "WITH s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tags} \
                  SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
                  CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
             )
         };
-        // The whole save: the event insert is the statement, its rows the result.
+        // The whole save: the event insert is the statement, its row count the result.
         let alone = |stream_row: &str, events: &str| {
             format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
         };
