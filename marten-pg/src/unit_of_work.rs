@@ -248,33 +248,45 @@ impl UnitOfWork {
         let c: &tokio_postgres::Client = client;
         // Row counts of the statements sent with `execute` (see `Operation::counts_only`).
         let counts: Vec<AtomicU64> = ops.iter().map(|_| AtomicU64::new(0)).collect();
-        let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
-        if begin {
-            flight.push(Box::pin(async move {
-                c.batch_execute("BEGIN").await.map(|()| Vec::new())
-            }));
-        }
-        for (i, (stmt, p)) in statements.iter().zip(&params).enumerate() {
-            if ops[i].counts_only() {
-                let count = &counts[i];
-                flight.push(Box::pin(async move {
-                    let n = c.execute(stmt, p.as_slice()).await?;
-                    count.store(n, Ordering::Relaxed);
-                    Ok(Vec::new())
-                }));
+        let mut results = if single {
+            // One statement, no transaction: awaited as it is, nothing to join.
+            let (stmt, p) = (&statements[0], params[0].as_slice());
+            let result = if ops[0].counts_only() {
+                c.execute(stmt, p).await.map(|n| {
+                    counts[0].store(n, Ordering::Relaxed);
+                    Vec::new()
+                })
             } else {
-                flight.push(Box::pin(c.query(stmt, p.as_slice())));
+                c.query(stmt, p).await
+            };
+            vec![result].into_iter()
+        } else {
+            let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
+            if begin {
+                flight.push(Box::pin(async move {
+                    c.batch_execute("BEGIN").await.map(|()| Vec::new())
+                }));
             }
-        }
-        if let Some(g) = &guard {
-            flight.push(Box::pin(c.query(g, &[])));
-        }
-        if !single {
+            for (i, (stmt, p)) in statements.iter().zip(&params).enumerate() {
+                if ops[i].counts_only() {
+                    let count = &counts[i];
+                    flight.push(Box::pin(async move {
+                        let n = c.execute(stmt, p.as_slice()).await?;
+                        count.store(n, Ordering::Relaxed);
+                        Ok(Vec::new())
+                    }));
+                } else {
+                    flight.push(Box::pin(c.query(stmt, p.as_slice())));
+                }
+            }
+            if let Some(g) = &guard {
+                flight.push(Box::pin(c.query(g, &[])));
+            }
             flight.push(Box::pin(async move {
                 c.batch_execute("COMMIT").await.map(|()| Vec::new())
             }));
-        }
-        let mut results = join_in_order(flight).await.into_iter();
+            join_in_order(flight).await.into_iter()
+        };
         drop(params);
 
         let mut failure: Option<Error> = None;

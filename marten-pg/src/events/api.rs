@@ -263,7 +263,13 @@ impl<K: Tracking> Events<'_, K> {
     {
         let store = self.session.store.clone();
         let meta = &self.session.event_meta;
-        let mut append = StreamAppend::new(kind, store.stream_identity(), stream.0);
+        let events = events.into_iter();
+        let mut append = StreamAppend::new(
+            kind,
+            store.stream_identity(),
+            stream.0,
+            events.size_hint().0,
+        );
         for pending in events {
             let pending: PendingEvent = pending.into();
             store.register_event(pending.register, pending.event_type)?;

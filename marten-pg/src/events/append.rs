@@ -58,7 +58,13 @@ pub(crate) struct StreamAppend {
 }
 
 impl StreamAppend {
-    pub(crate) fn new(kind: AppendKind, identity: StreamIdentity, stream: StreamId) -> Self {
+    /// An append of (probably) `capacity` events.
+    pub(crate) fn new(
+        kind: AppendKind,
+        identity: StreamIdentity,
+        stream: StreamId,
+        capacity: usize,
+    ) -> Self {
         StreamAppend {
             kind,
             requested: kind,
@@ -66,16 +72,16 @@ impl StreamAppend {
             stream: StreamKey(stream),
             stream_type: None,
             count: 0,
-            ids: Vec::new(),
-            types: Vec::new(),
-            data: Vec::new(),
-            headers: Vec::new(),
-            correlation_ids: Vec::new(),
-            causation_ids: Vec::new(),
+            ids: Vec::with_capacity(capacity),
+            types: Vec::with_capacity(capacity),
+            data: Vec::with_capacity(capacity),
+            headers: Vec::with_capacity(capacity),
+            correlation_ids: Vec::with_capacity(capacity),
+            causation_ids: Vec::with_capacity(capacity),
             tag_ords: Vec::new(),
             tag_types: Vec::new(),
             tag_values: Vec::new(),
-            events: Vec::new(),
+            events: Vec::with_capacity(capacity),
             rejected: false,
             alone: false,
             written: None,
