@@ -2,10 +2,15 @@
 //! one process and one run, reported as ratios (median of paired repetitions) with
 //! `synchronous_commit` on (durable) and off (the library's own overhead shows).
 //!
-//! Run: `cargo bench --bench documents` (about a minute). `MARTEN_BENCH_QUICK=1` runs a
-//! few seconds' smoke version; `MARTEN_BENCH_ONLY=append,start` runs only the scenarios
-//! whose names contain one of the given words; `MARTEN_BENCH_REPS=n` sets the repetitions
-//! and `MARTEN_BENCH_SCALE=n` the work per repetition (default 2). Results go to BENCHMARKS.md by hand.
+//! Scenarios on one connection (single stores, loads, appends, stream starts) run both
+//! sides in alternating blocks of [`BLOCK`] operations within each repetition, so the two
+//! see the same machine; the rest run each side whole, alternating which goes first.
+//!
+//! Run: `cargo bench --bench documents` (about eight minutes). `MARTEN_BENCH_QUICK=1` runs
+//! a short smoke version; `MARTEN_BENCH_ONLY=append,start` runs only the scenarios whose
+//! names contain one of the given words; `MARTEN_BENCH_REPS=n` sets the repetitions
+//! (default 11) and `MARTEN_BENCH_SCALE=n` the work per repetition (default 2). Results go
+//! to BENCHMARKS.md by hand.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -486,28 +491,29 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             }};
         }
         let mut session = store.lightweight_session();
-        pair!(
-            0,
-            time(single, || async {
-                for i in 0..single {
+        if wanted(&rows[0].name) {
+            let (l, r) = interleaved(
+                single,
+                lib_first,
+                async |i| {
                     session.store(doc(i as i64)).expect("store");
                     session.save_changes().await.expect("save");
-                }
-            })
-            .await,
-            time(single, || async {
-                for i in 0..single {
+                },
+                async |i| {
                     let d = doc(i as i64);
                     let json = marten_pg_json(&d);
                     raw.execute(&upsert, &[&d.id, &json]).await.expect("raw");
-                }
-            })
-            .await
-        );
-        pair!(
-            1,
-            time(single, || async {
-                for i in 0..single {
+                },
+            )
+            .await;
+            rows[0].lib.push(l);
+            rows[0].raw.push(r);
+        }
+        if wanted(&rows[1].name) {
+            let (l, r) = interleaved(
+                single,
+                lib_first,
+                async |i| {
                     let d = doc(i as i64);
                     session
                         .store(VDoc {
@@ -518,20 +524,19 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
                         })
                         .expect("store");
                     session.save_changes().await.expect("save");
-                }
-            })
-            .await,
-            time(single, || async {
-                for i in 0..single {
+                },
+                async |i| {
                     let d = doc(i as i64);
                     let json = marten_pg_json(&d);
                     raw.execute(&upsert_v, &[&d.id, &json, &Uuid::new_v4()])
                         .await
                         .expect("raw");
-                }
-            })
-            .await
-        );
+                },
+            )
+            .await;
+            rows[1].lib.push(l);
+            rows[1].raw.push(r);
+        }
         pair!(
             2,
             time(batches * 100, || async {
@@ -559,17 +564,15 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             })
             .await
         );
-        pair!(
-            3,
-            time(loads, || async {
-                for i in 0..loads {
+        if wanted(&rows[3].name) {
+            let (l, r) = interleaved(
+                loads,
+                lib_first,
+                async |i| {
                     let d: Option<Doc> = session.load(&ids[i % ids.len()]).await.expect("load");
                     assert!(d.is_some());
-                }
-            })
-            .await,
-            time(loads, || async {
-                for i in 0..loads {
+                },
+                async |i| {
                     let row = raw
                         .query_one(&load, &[&ids[i % ids.len()]])
                         .await
@@ -577,10 +580,12 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
                     let v: serde_json::Value = row.get(0);
                     let d: Doc = serde_json::from_value(v).expect("decode");
                     assert_eq!(d.tags.len(), 2);
-                }
-            })
-            .await
-        );
+                },
+            )
+            .await;
+            rows[3].lib.push(l);
+            rows[3].raw.push(r);
+        }
         if wanted(&rows[4].name) {
             let (l, r) = interleaved(
                 appends,
