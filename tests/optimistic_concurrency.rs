@@ -247,3 +247,87 @@ async fn checks_can_be_disabled_per_session() {
     let loaded: CoffeeShop = ok(store.query_session().load(&doc.id).await).expect("loaded");
     assert_eq!(loaded.name, "D");
 }
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(optimistic)]
+struct Ticket {
+    id: i64,
+    title: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(optimistic)]
+struct Label {
+    id: String,
+    color: String,
+}
+
+/// A document saved alone goes as one lean statement; integer and string ids take the
+/// same path as uuids: the version is checked, a stale one is rejected and names the id.
+#[tokio::test]
+async fn lone_saves_check_versions_for_every_id_type() {
+    let (_schema, b) = builder("opt_id_types");
+    let store = ok(b.document::<Ticket>().document::<Label>().build().await);
+    let mut a = store.lightweight_session();
+    ok(a.store(Ticket {
+        id: 7,
+        title: "first".into(),
+    }));
+    ok(a.save_changes().await);
+    ok(a.store(Label {
+        id: "urgent".into(),
+        color: "red".into(),
+    }));
+    ok(a.save_changes().await);
+    let ticket_v1 = a.version_of::<Ticket>(&7).expect("version learned");
+    let label_v1 = a
+        .version_of::<Label>(&"urgent".to_string())
+        .expect("version learned");
+
+    // Another session moves both documents on.
+    let mut b = store.lightweight_session();
+    ok(b.store(Ticket {
+        id: 7,
+        title: "second".into(),
+    }));
+    ok(b.save_changes().await);
+    ok(b.store(Label {
+        id: "urgent".into(),
+        color: "amber".into(),
+    }));
+    ok(b.save_changes().await);
+
+    // The first session still holds the old versions: each lone save is rejected.
+    ok(a.store(Ticket {
+        id: 7,
+        title: "stale".into(),
+    }));
+    let err = a.save_changes().await.expect_err("stale ticket");
+    let r = err.rejections();
+    assert_eq!((r.len(), r[0].document_type), (1, "Ticket"));
+    assert!(
+        matches!(&r[0].kind, RejectionKind::VersionMismatch { expected, .. } if *expected == ticket_v1.to_string()),
+        "{err}"
+    );
+    ok(a.store(Label {
+        id: "urgent".into(),
+        color: "grey".into(),
+    }));
+    let err = a.save_changes().await.expect_err("stale label");
+    assert_eq!(err.rejections()[0].id.to_string(), "\"urgent\"");
+    assert!(
+        matches!(&err.rejections()[0].kind, RejectionKind::VersionMismatch { expected, .. } if *expected == label_v1.to_string()),
+        "{err}"
+    );
+    let mut q = store.query_session();
+    assert_eq!(
+        ok(q.load::<Ticket>(&7).await).expect("ticket").title,
+        "second"
+    );
+    assert_eq!(
+        ok(q.load::<Label>(&"urgent".to_string()).await)
+            .expect("label")
+            .color,
+        "amber"
+    );
+}

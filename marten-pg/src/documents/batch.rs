@@ -87,6 +87,8 @@ pub struct WriteBatch<D: PgDocument> {
     id_set: HashSet<D::Id>,
     written: Vec<(D::Id, Option<VersionOf<D>>)>,
     rejected: bool,
+    /// One checked document sent as the whole save (see [`Operation::alone`]).
+    alone: bool,
     /// Written by an inline projection: a rejection means "plan again".
     pub(crate) derived: bool,
 }
@@ -103,6 +105,7 @@ impl<D: PgDocument> WriteBatch<D> {
             id_set: HashSet::new(),
             written: Vec::new(),
             rejected: false,
+            alone: false,
             derived: false,
         }
     }
@@ -136,11 +139,17 @@ impl<D: PgDocument> WriteBatch<D> {
 impl<D: PgDocument> Operation for WriteBatch<D> {
     fn sql(&self) -> &'static str {
         let sql = D::storage().write_sql(self.kind);
-        if self.ids.len() == 1 {
+        if self.alone {
+            &sql.one_alone
+        } else if self.ids.len() == 1 {
             &sql.one
         } else {
             &sql.many
         }
+    }
+
+    fn alone(&mut self) {
+        self.alone = self.ids.len() == 1 && self.checked();
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -177,6 +186,18 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         if !self.checked() {
             return Ok(());
         }
+        if self.alone {
+            // A row `id, version` for the written document; none when it was rejected.
+            self.written.clear();
+            for row in rows {
+                let id: D::Id = row
+                    .try_get(0)
+                    .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
+                self.written.push((id, D::Storage::read_version(row, 1)?));
+            }
+            self.rejected = self.written.len() < self.ids.len();
+            return Ok(());
+        }
         let Some(row) = rows.first() else {
             return Err(unexpected::<D>("a checked write returned no row"));
         };
@@ -206,6 +227,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn reset(&mut self) {
         self.rejected = false;
+        self.alone = false;
         self.written.clear();
     }
 

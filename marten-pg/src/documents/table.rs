@@ -128,6 +128,10 @@ pub struct WriteSql {
     pub one: String,
     /// For many documents: one array parameter per column, plus the row count last.
     pub many: String,
+    /// For one document written as the whole save (no transaction, no guard): scalar
+    /// parameters; a checked write returns `id, version` of the row it wrote and no row
+    /// when it was rejected, and sets no flag.
+    pub one_alone: String,
 }
 
 /// The shape of the `input` relation a write reads from: column names and SQL types,
@@ -174,13 +178,19 @@ impl Input<'_> {
         WriteSql {
             one: wrap(self.one(), "1".to_owned()),
             many: wrap(self.many(), format!("${count_param}::bigint")),
+            one_alone: format!(
+                "WITH input AS ({}) {dml} RETURNING d.id, {version}",
+                self.one()
+            ),
         }
     }
 
     /// A write whose result is not inspected (it cannot be rejected).
     fn plain(&self, dml: &str) -> WriteSql {
+        let one = format!("WITH input AS ({}) {dml}", self.one());
         WriteSql {
-            one: format!("WITH input AS ({}) {dml}", self.one()),
+            one_alone: one.clone(),
+            one,
             many: format!("WITH input AS ({}) {dml}", self.many()),
         }
     }
@@ -209,15 +219,26 @@ impl OptimisticSql {
             "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
              SELECT id, data, new_version, now() FROM input"
         );
-        OptimisticSql {
-            upsert: input.flagged(
-                &format!(
-                    "{insert_select} ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                     {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
-                     WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
-                ),
-                &format!("d.{VERSION_COLUMN}"),
+        let mut upsert = input.flagged(
+            &format!(
+                "{insert_select} ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                 {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
+                 WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
             ),
+            &format!("d.{VERSION_COLUMN}"),
+        );
+        // The most common save, one document stored alone: the row and its check take the
+        // parameters directly, without the `input` relation.
+        upsert.one_alone = format!(
+            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
+             VALUES ($1::{id_type}, $2::jsonb, $3::uuid, now()) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+             {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
+             WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
+             RETURNING d.id, d.{VERSION_COLUMN}"
+        );
+        OptimisticSql {
+            upsert,
             insert: input.flagged(
                 &format!("{insert_select} ON CONFLICT (id) DO NOTHING"),
                 &format!("d.{VERSION_COLUMN}"),
@@ -304,12 +325,14 @@ impl OffSql {
         let input = Input(&[("id", id_type), ("data", "jsonb")]);
         let insert_select =
             format!("INSERT INTO {table} AS d (id, data, mt_last_modified) SELECT id, data, now() FROM input");
+        let upsert_one = format!(
+            "INSERT INTO {table} AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+        );
         OffSql {
             upsert: WriteSql {
-                one: format!(
-                    "INSERT INTO {table} AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
-                ),
+                one_alone: upsert_one.clone(),
+                one: upsert_one,
                 many: format!(
                     "INSERT INTO {table} AS d (id, data, mt_last_modified) \
                      SELECT i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
