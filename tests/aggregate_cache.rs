@@ -9,7 +9,8 @@ use std::sync::Arc;
 use common::events::*;
 use common::{builder, ok};
 use marten::prelude::*;
-use marten_testing::CountingProxy;
+use marten::DocumentStoreBuilder;
+use marten_testing::{CountingProxy, TestSchema};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -61,6 +62,19 @@ async fn append(store: &DocumentStore, id: Uuid, title: &str) {
     ok(s.save_changes().await);
 }
 
+/// Another store on `schema` with `Board` inline, as another process would have it: its
+/// own pool, its own cache.
+async fn other_store(
+    schema: &TestSchema,
+    configure: impl FnOnce(DocumentStoreBuilder) -> DocumentStoreBuilder,
+) -> DocumentStore {
+    let builder = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .projection::<Board>(Lifecycle::Inline);
+    ok(configure(builder).build().await)
+}
+
 async fn board(store: &DocumentStore, id: Uuid) -> Option<Board> {
     ok(store.query_session().load::<Board>(&id).await)
 }
@@ -77,14 +91,7 @@ async fn a_plain_append_is_one_round_trip_once_the_aggregate_is_cached() {
         .projection::<Board>(Lifecycle::Inline)
         .build()
         .await);
-    // Another process: its own store, its own cache.
-    let (_, other_builder) = builder("cache_round_trip_other");
-    let other = ok(other_builder
-        .connection_string(schema.url())
-        .schema(schema.name())
-        .projection::<Board>(Lifecycle::Inline)
-        .build()
-        .await);
+    let other = other_store(&schema, |b| b).await;
     let id = Uuid::now_v7();
     let mut s = store.lightweight_session();
     ok(s.events().start_stream(id, [started("cached")]));
@@ -182,14 +189,7 @@ async fn stores_with_their_own_caches_racing_plain_appends_lose_nothing() {
         .projection::<Board>(Lifecycle::Inline)
         .build()
         .await);
-    let (_, other_builder) = builder("cache_race_other");
-    let second = ok(other_builder
-        .connection_string(schema.url())
-        .schema(schema.name())
-        .pool_size(PER_STORE + 1)
-        .projection::<Board>(Lifecycle::Inline)
-        .build()
-        .await);
+    let second = other_store(&schema, |b| b.pool_size(PER_STORE + 1)).await;
     let id = Uuid::now_v7();
     let mut s = first.lightweight_session();
     ok(s.events().start_stream(id, [started("contended")]));
@@ -241,14 +241,7 @@ async fn stores_with_their_own_caches_racing_plain_appends_lose_nothing() {
 async fn cached_and_uncached_stores_project_the_same_documents() {
     let (schema, b) = builder("cache_same");
     let cached = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
-    let (_, plain_builder) = builder("cache_same_plain");
-    let uncached = ok(plain_builder
-        .connection_string(schema.url())
-        .schema(schema.name())
-        .aggregate_cache(0)
-        .projection::<Board>(Lifecycle::Inline)
-        .build()
-        .await);
+    let uncached = other_store(&schema, |b| b.aggregate_cache(0)).await;
     // The document after every step, with the stream id blanked out.
     let mut traces: Vec<Vec<Option<Board>>> = Vec::new();
     for store in [&cached, &uncached] {
