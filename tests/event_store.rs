@@ -339,3 +339,52 @@ async fn documents_and_events_commit_together_or_not_at_all() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+/// Every kind of append is one round trip, alone and together with documents (counted
+/// by a proxy between the store and the server, after the statements are prepared).
+#[tokio::test]
+async fn appends_are_one_round_trip() {
+    let (schema, b) = builder("ev_round_trip");
+    let proxy = marten_testing::CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(1)
+        .document::<Board>()
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    // Twice: the first pass prepares the statements, the second counts.
+    for pass in 0..2 {
+        let id = Uuid::now_v7();
+        let mut trips = Vec::new();
+        let mut measure = async |s: &mut LightweightSession, what: &str| {
+            let before = proxy.round_trips();
+            ok(s.save_changes().await);
+            trips.push((what.to_owned(), proxy.round_trips() - before));
+        };
+        ok(s.events().start_stream(id, [started("p"), started("q")]));
+        measure(&mut s, "start").await;
+        ok(s.events().append(id, [task("one")]));
+        measure(&mut s, "append one").await;
+        ok(s.events().append(id, [task("a"), task("b"), task("c")]));
+        measure(&mut s, "append three").await;
+        ok(s.events().append_expected(id, 6, [task("d")]));
+        measure(&mut s, "append expected").await;
+        ok(s.store(Board {
+            id: Uuid::now_v7(),
+            title: format!("{pass}"),
+        }));
+        ok(s.events().append(id, [task("e")]));
+        ok(s.events().append(Uuid::now_v7(), [task("f")]));
+        measure(&mut s, "two appends and a document").await;
+        if pass == 1 {
+            for (what, n) in &trips {
+                assert_eq!(*n, 1, "{what}: {n} round trips");
+            }
+        }
+        let events = ok(s.events().fetch_stream(id).await);
+        assert_eq!(events.len(), 8, "everything was written");
+    }
+}
