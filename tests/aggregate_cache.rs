@@ -282,3 +282,48 @@ async fn cached_and_uncached_stores_project_the_same_documents() {
         })
     );
 }
+
+#[tokio::test]
+async fn reading_the_aggregate_warms_the_cache() {
+    let (schema, b) = builder("cache_read_warms");
+    let writer = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    let mut s = writer.lightweight_session();
+    ok(s.events().start_stream(id, [started("read")]));
+    ok(s.save_changes().await);
+    append(&writer, id, "a").await;
+    drop(s);
+
+    // A store that never wrote the stream (another process, just started).
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via(&proxy))
+        .schema(schema.name())
+        .pool_size(1)
+        .projection::<Board>(Lifecycle::Inline)
+        .build()
+        .await);
+    // Prepare the statements on a stream of its own.
+    let warm = Uuid::now_v7();
+    append(&store, warm, "x").await;
+    append(&store, warm, "y").await;
+
+    let mut s = store.lightweight_session();
+    let latest = ok(s.events().fetch_latest::<Board>(id).await).expect("board");
+    assert_eq!(
+        (latest.version, latest.titles.as_slice()),
+        (2, &["a".to_string()][..])
+    );
+    ok(s.events().append(id, [task("b")]));
+    let before = proxy.round_trips();
+    ok(s.save_changes().await);
+    assert_eq!(
+        proxy.round_trips() - before,
+        1,
+        "planned from what the read saw"
+    );
+    drop(s);
+    assert_eq!(board(&store, id).await.expect("board").titles, ["a", "b"]);
+}

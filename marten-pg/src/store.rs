@@ -442,7 +442,8 @@ impl DocumentStoreBuilder {
     /// (two round trips). A stale entry (another process appended) makes the append's
     /// version check fail, and the save quietly plans again from a locked read, so the
     /// cache never loses an update. Entries are the documents this store's saves
-    /// committed; stores in other processes keep their own.
+    /// committed or its reads of whole aggregates found; stores in other processes keep
+    /// their own.
     pub fn aggregate_cache(mut self, capacity: usize) -> Self {
         self.aggregate_cache = capacity;
         self

@@ -61,6 +61,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
 ) -> Result<(Option<A>, i64)> {
     store.learn_events(A::event_types());
     let mut start: Option<A> = None;
+    let mut snapshot_json = None;
     let mut from_version = range.from_version;
     let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
     if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
@@ -70,14 +71,26 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
                 if snapshot.doc.version() <= range.to_version {
                     from_version = snapshot.doc.version() + 1;
                     start = Some(snapshot.doc);
+                    snapshot_json = Some(snapshot.json);
                 }
             }
         }
     }
     let snapshot_version = start.as_ref().map_or(0, Aggregate::version);
+    let whole = range.to_version == i64::MAX;
     let mut range = range.clone();
     range.from_version = from_version;
     let events = read::fetch_stream(store, client, stream, &range).await?;
+    if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
+        // The stored document is the whole stream folded: a plain append can plan from it.
+        store.aggregate_cache().publish(vec![CacheUpdate {
+            key: (TypeId::of::<A>(), stream.clone()),
+            entry: Cached {
+                version: snapshot_version,
+                json: Some(Arc::from(json)),
+            },
+        }]);
+    }
     let version = events.last().map_or(snapshot_version, |e| e.version);
     let state = fold_events(start, &stream.0, &events)?;
     Ok((state, version))

@@ -8,7 +8,8 @@
 //! written, the entry is dropped and the save plans again from a locked read. A stale
 //! entry therefore costs a retry, never a lost update.
 //!
-//! Entries are published only after a commit, and dropped when a save that touched the
+//! Entries are published after a commit, and when a read of the aggregate found the stored
+//! document to be the whole stream folded; they are dropped when a save that touched the
 //! stream fails in any way (its outcome may be unknown) or deletes or archives the stream.
 
 use std::any::TypeId;
