@@ -327,3 +327,34 @@ async fn reading_the_aggregate_warms_the_cache() {
     drop(s);
     assert_eq!(board(&store, id).await.expect("board").titles, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn a_plain_append_to_an_archived_stream_is_rejected_as_archived() {
+    let (schema, b) = builder("cache_archived");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let other = other_store(&schema, |b| b).await;
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("old")]));
+    ok(s.save_changes().await);
+    append(&store, id, "a").await;
+    // The other store (process) has the aggregate cached when the stream is archived.
+    append(&other, id, "b").await;
+    ok(s.events().archive_stream(id));
+    ok(s.save_changes().await);
+    for (who, store) in [("archiving store", &store), ("other store", &other)] {
+        let mut s = store.lightweight_session();
+        ok(s.events().append(id, [task("late")]));
+        let err = s.save_changes().await.expect_err("archived");
+        assert_eq!(
+            err.rejections().first().map(|r| r.kind.clone()),
+            Some(marten::RejectionKind::StreamArchived),
+            "{who}: {err}"
+        );
+    }
+    let archived = ok(s
+        .events()
+        .fetch_stream_with(id, StreamRange::all().including_archived())
+        .await);
+    assert_eq!(archived.len(), 3, "nothing appended after the archive");
+}

@@ -104,8 +104,8 @@ pub(crate) struct Fetched<A> {
 
 /// The inline projection of aggregate `A`.
 pub(crate) struct InlineAggregate<A> {
-    /// `$1` = stream ids -> `id, version` of each existing stream, locking the rows in
-    /// id order until the save commits.
+    /// `$1` = stream ids -> `id, version, is_archived` of each existing stream, locking
+    /// the rows in id order until the save commits.
     lock: String,
     _a: PhantomData<fn() -> A>,
 }
@@ -115,7 +115,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         let id_type = <A::Id as crate::PgId>::SQL_TYPE;
         InlineAggregate {
             lock: format!(
-                "SELECT id, version FROM {} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE",
+                "SELECT id, version, is_archived FROM {} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE",
                 crate::events::table::STREAMS_TABLE,
             ),
             _a: PhantomData,
@@ -130,7 +130,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         &self,
         ctx: &mut PlanContext<'_>,
         ids: &[A::Id],
-    ) -> Result<HashMap<A::Id, (i64, Option<A>)>> {
+    ) -> Result<HashMap<A::Id, (i64, Option<A>, bool)>> {
         let mut out = HashMap::new();
         if ids.is_empty() {
             return Ok(out);
@@ -174,7 +174,8 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         for row in streams.map_err(reading::<A>)? {
             let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
             let version: i64 = row.try_get(1).map_err(reading::<A>)?;
-            out.insert(id, (version, None));
+            let archived: bool = row.try_get(2).map_err(reading::<A>)?;
+            out.insert(id, (version, None, archived));
         }
         for row in docs.map_err(reading::<A>)? {
             let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
@@ -233,10 +234,20 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
             }
         }
         let mut loaded = self.load(ctx, &to_load).await?;
+        let mut archived = Vec::new();
         for id in to_load {
-            let entry = loaded.remove(&id).unwrap_or((0, None));
-            known.insert(id, entry);
+            match loaded.remove(&id) {
+                // Nothing to project: the append is rejected as archived.
+                Some((_, _, true)) => archived.push(id),
+                Some((version, state, false)) => {
+                    known.insert(id, (version, state));
+                }
+                None => {
+                    known.insert(id, (0, None));
+                }
+            }
         }
+        streams.retain(|(id, _)| !archived.contains(id));
         for (id, list) in streams {
             let (mut version, mut state) = known.remove(&id).unwrap_or((0, None));
             let existed = state.is_some();
