@@ -48,13 +48,11 @@ pub(crate) struct StreamAppend {
     pub(crate) tag_types: Vec<String>,
     pub(crate) tag_values: Vec<String>,
     /// The events themselves, for inline projections.
-    #[allow(dead_code)]
     pub(crate) events: Vec<Arc<dyn AnyEvent>>,
     rejected: bool,
-    /// Sent alone (see [`Operation::alone`]): one row per event instead of one summary row.
+    /// Sent alone (see [`Operation::alone`]): the statement returns no rows and its row
+    /// count is the number of events inserted.
     alone: bool,
-    /// The stream version and the events' sequences after the append.
-    pub(crate) written: Option<(i64, Vec<i64>)>,
 }
 
 impl StreamAppend {
@@ -84,7 +82,6 @@ impl StreamAppend {
             events: Vec::with_capacity(capacity),
             rejected: false,
             alone: false,
-            written: None,
         }
     }
 
@@ -227,15 +224,13 @@ impl Operation for StreamAppend {
     }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
+        // One summary row: the new stream version (NULL when the stream was rejected),
+        // the events' sequences and the rejected flag.
         let Some(row) = rows.first() else {
             return Ok(());
         };
         let version: Option<i64> = row.try_get(0).map_err(reading)?;
-        let seqs: Option<Vec<i64>> = row.try_get(1).map_err(reading)?;
-        match version {
-            Some(v) => self.written = Some((v, seqs.unwrap_or_default())),
-            None => self.rejected = true,
-        }
+        self.rejected = version.is_none();
         Ok(())
     }
 
@@ -251,7 +246,6 @@ impl Operation for StreamAppend {
         self.kind = self.requested;
         self.rejected = false;
         self.alone = false;
-        self.written = None;
     }
 
     fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
