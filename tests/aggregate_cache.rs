@@ -358,3 +358,48 @@ async fn a_plain_append_to_an_archived_stream_is_rejected_as_archived() {
         .await);
     assert_eq!(archived.len(), 3, "nothing appended after the archive");
 }
+
+/// A save that holds an exclusive stream lock never plans from the cache: a stale entry
+/// would roll the save back and release the lock, letting a waiting writer in before the
+/// exclusive append.
+#[tokio::test]
+async fn an_exclusive_append_keeps_its_lock_when_another_stream_is_stale() {
+    let (schema, b) = builder("cache_exclusive");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let other = other_store(&schema, |b| b).await;
+    let (locked, stale) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(locked, [started("locked")]));
+    ok(s.events().start_stream(stale, [started("stale")]));
+    ok(s.save_changes().await);
+    append(&store, stale, "cached").await;
+    // Another process moves `stale`: this store's entry for it is now behind.
+    append(&other, stale, "moved").await;
+
+    ok(s.events()
+        .append_exclusive(locked, [task("exclusive")])
+        .await);
+    // A writer queues on the lock.
+    let waiter = {
+        let other = other.clone();
+        tokio::spawn(async move { append(&other, locked, "after").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the writer waits for the exclusive lock"
+    );
+    ok(s.events().append(stale, [task("with the exclusive")]));
+    ok(s.save_changes().await);
+    waiter.await.expect("waiter");
+
+    let (titles, version) = recorded(&store, locked).await;
+    assert_eq!(
+        titles,
+        ["exclusive", "after"],
+        "the exclusive append went first"
+    );
+    assert_eq!(board(&store, locked).await.expect("board").version, version);
+    let (titles, _) = recorded(&store, stale).await;
+    assert_eq!(titles, ["cached", "moved", "with the exclusive"]);
+}

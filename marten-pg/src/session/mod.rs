@@ -410,7 +410,9 @@ impl<K: Tracking> Session<K> {
             return Ok(());
         }
         let result = async {
-            let mut use_cache = true;
+            // A session already in a transaction holds exclusive stream locks: a stale
+            // cache entry would roll the save back and release them. Read under lock.
+            let mut use_cache = !self.in_transaction;
             for _attempt in 0..MAX_SAVE_ATTEMPTS {
                 let client = connection(
                     &self.store,
