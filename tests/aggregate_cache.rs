@@ -403,3 +403,61 @@ async fn an_exclusive_append_keeps_its_lock_when_another_stream_is_stale() {
     let (titles, _) = recorded(&store, stale).await;
     assert_eq!(titles, ["cached", "moved", "with the exclusive"]);
 }
+
+/// Another process deletes the stream, starts it again with other events and brings it
+/// back to the version this store has cached: the version check alone would pass, the
+/// check of the stored document does not, and the save replans from a locked read.
+#[tokio::test]
+async fn a_stream_restarted_elsewhere_at_the_cached_version_is_not_planned_from_the_cache() {
+    let (schema, b) = builder("cache_aba");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let other = other_store(&schema, |b| b).await;
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("first life")]));
+    ok(s.save_changes().await);
+    append(&store, id, "old task").await;
+    // This store now has the aggregate cached at version 2.
+    let mut o = other.lightweight_session();
+    ok(o.events().delete_stream(id));
+    ok(o.save_changes().await);
+    ok(o.events().start_stream(id, [started("second life")]));
+    ok(o.save_changes().await);
+    append(&other, id, "new task").await;
+    assert_eq!(
+        board(&other, id).await.expect("board").version,
+        2,
+        "back at the cached version"
+    );
+
+    append(&store, id, "after").await;
+    let doc = board(&store, id).await.expect("board");
+    assert_eq!(doc.name, "second life");
+    assert_eq!(doc.titles, ["new task", "after"]);
+    assert_eq!(doc.version, 3);
+}
+
+/// A document edited by hand is what the next projected write builds on, as it would be
+/// with a locked read.
+#[tokio::test]
+async fn a_hand_edited_aggregate_document_is_not_overwritten_from_the_cache() {
+    let (schema, b) = builder("cache_hand_edit");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("edited")]));
+    ok(s.save_changes().await);
+    append(&store, id, "a").await;
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_doc_board SET data = jsonb_set(data, '{name}', '\"renamed\"') WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("edit");
+    append(&store, id, "b").await;
+    let doc = board(&store, id).await.expect("board");
+    assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
+}

@@ -439,9 +439,9 @@ impl DocumentStoreBuilder {
     /// turns the cache off). With a document cached, a plain `append` to its stream plans
     /// the projected write from it and asserts the stream version it belongs to, in one
     /// round trip; without one, the save first locks the stream and reads the document
-    /// (two round trips). A stale entry (another process appended) makes the append's
-    /// version check fail, and the save quietly plans again from a locked read, so the
-    /// cache never loses an update. Entries are the documents this store's saves
+    /// (two round trips). A stale entry (another process appended, or the stored document
+    /// changed) fails the save's version and document checks, and the save quietly plans
+    /// again from a locked read, so the cache never loses or misplans an update. Entries are the documents this store's saves
     /// committed or its reads of whole aggregates found; stores in other processes keep
     /// their own.
     pub fn aggregate_cache(mut self, capacity: usize) -> Self {

@@ -101,6 +101,9 @@ pub struct ReadSql {
     pub delete_one: String,
     /// `$1` = ids
     pub delete_many: String,
+    /// `$1` = ids, `$2` = the documents expected to be stored (NULL = none) -> one row:
+    /// how many differ, and the rejected flag set when any does.
+    pub unchanged: String,
 }
 
 impl ReadSql {
@@ -118,6 +121,14 @@ impl ReadSql {
             versions: format!("SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
             delete_one: format!("DELETE FROM {table} WHERE id = $1"),
             delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            unchanged: format!(
+                "SELECT count(*) FILTER (WHERE NOT x.same), \
+                 CASE WHEN bool_or(NOT x.same) THEN set_config('{REJECTED_FLAG}', 't', true) END \
+                 FROM (SELECT CASE WHEN i.data IS NULL THEN d.id IS NULL \
+                 ELSE d.id IS NOT NULL AND d.data = i.data END AS same \
+                 FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
+                 LEFT JOIN {table} d ON d.id = i.id) x"
+            ),
         }
     }
 }

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result, StreamId};
 
-use super::cache::{CacheKey, CacheUpdate, Cached};
+use super::cache::{CacheKey, CacheUpdate, Cached, CachedDocCheck};
 use super::{apply_error, AppendView, InlineProjection, Lifecycle, PlanContext};
 use crate::documents::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
@@ -215,6 +215,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         // the store's cache holds; the rest are read under lock.
         let mut known: HashMap<A::Id, (i64, Option<A>)> = HashMap::new();
         let mut to_load = Vec::new();
+        let mut check = CachedDocCheck::<A>::new();
         for (id, list) in &streams {
             let key = (TypeId::of::<A>(), list[0].stream.clone());
             let fetched = ctx.state.take_fetched::<A>(&key);
@@ -226,12 +227,17 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
                     known.insert(id.clone(), (f.version, f.state));
                 }
                 (kind, _) => match from_cache::<A>(ctx, key, kind) {
-                    Some(entry) => {
-                        known.insert(id.clone(), entry);
+                    Some(hit) => {
+                        check.push(id.clone(), hit.json.as_deref());
+                        known.insert(id.clone(), (hit.version, hit.state));
                     }
                     None => to_load.push(id.clone()),
                 },
             }
+        }
+        if !check.is_empty() {
+            // Before the projected writes, after the appends that lock the streams.
+            ctx.out.push_op(Box::new(check));
         }
         let mut loaded = self.load(ctx, &to_load).await?;
         let mut archived = Vec::new();
@@ -297,14 +303,22 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
     }
 }
 
-/// The cached state of `A` for the stream of `key`, if the cache may be used, holds an
-/// entry and, for an expected-version append, the entry is at that version. Recorded in
-/// `ctx.cache_hits`. An entry that no longer deserializes is dropped.
+/// What the cache held for a stream: the version, the state and the stored JSON.
+struct CacheHit<A> {
+    version: i64,
+    state: Option<A>,
+    json: Option<Arc<[u8]>>,
+}
+
+/// The cached version, state and document JSON of `A` for the stream of `key`, if the
+/// cache may be used, holds an entry and, for an expected-version append, the entry is at
+/// that version. Recorded in `ctx.cache_hits`. An entry that no longer deserializes is
+/// dropped.
 fn from_cache<A: Aggregate>(
     ctx: &mut PlanContext<'_>,
     key: CacheKey,
     kind: AppendKind,
-) -> Option<(i64, Option<A>)> {
+) -> Option<CacheHit<A>> {
     if !ctx.use_cache {
         return None;
     }
@@ -326,7 +340,11 @@ fn from_cache<A: Aggregate>(
         None => None,
     };
     ctx.cache_hits.push(key);
-    Some((entry.version, state))
+    Some(CacheHit {
+        version: entry.version,
+        state,
+        json: entry.json,
+    })
 }
 
 impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {

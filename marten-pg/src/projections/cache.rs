@@ -3,21 +3,33 @@
 //!
 //! An entry is the aggregate document as a committed save wrote it (or its absence, after
 //! a deletion) and the stream version it belongs to. Planning an append from an entry
-//! makes the append assert that version, in the same statement flight as the projected
-//! write: if any other save moved the stream since, the append is rejected, nothing is
-//! written, the entry is dropped and the save plans again from a locked read. A stale
-//! entry therefore costs a retry, never a lost update.
+//! makes the append assert that version and a [`CachedDocCheck`] assert that the stored
+//! document is still the cached one, in the same statement flight as the projected
+//! write: if anything moved the stream or touched the document since, the save is
+//! rejected, nothing is written, and it plans again from a locked read. A stale entry
+//! therefore costs a retry, never a lost or wrong update.
 //!
 //! Entries are published after a commit, and when a read of the aggregate found the stored
 //! document to be the whole stream folded; they are dropped when a save that touched the
 //! stream fails in any way (its outcome may be unknown) or deletes or archives the stream.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures_util::future::BoxFuture;
+use marten_core::{Rejection, Result};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use crate::documents::batch::Operation;
+use crate::documents::{DocumentStorage, PgDocument};
+use crate::error_map::{map_db_error, Failed};
 use crate::events::append::StreamCommand;
 use crate::events::stream_id::StreamKey;
+use crate::json::RawJson;
+use crate::schema::{migrate_fn, MigrateFn};
+use crate::session::state::SessionState;
 use crate::store::DocumentStore;
 use crate::unit_of_work::UnitOfWork;
 
@@ -145,6 +157,111 @@ impl AggregateCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().slots.len()
+    }
+}
+
+/// The guard of a save planned from cache entries of aggregate `D`: sent after the
+/// appends (which hold the streams' row locks, as every projected write of those documents
+/// does) and before the projected writes, it rejects the save, retryably, unless every
+/// stored document is exactly the cached one (or absent where the entry says none). A
+/// save planned from the cache is then exactly the save a locked read would have planned,
+/// whatever happened to the stream meanwhile (deleted and restarted by another process,
+/// the document edited by hand).
+pub(crate) struct CachedDocCheck<D: PgDocument> {
+    ids: Vec<D::Id>,
+    docs: Vec<Option<RawJson>>,
+    rejected: bool,
+}
+
+impl<D: PgDocument> CachedDocCheck<D> {
+    pub(crate) fn new() -> Self {
+        CachedDocCheck {
+            ids: Vec::new(),
+            docs: Vec::new(),
+            rejected: false,
+        }
+    }
+
+    /// Expects document `id` to be stored as `json` (`None`: not stored).
+    pub(crate) fn push(&mut self, id: D::Id, json: Option<&[u8]>) {
+        self.ids.push(id);
+        self.docs.push(json.map(|j| RawJson(j.to_vec())));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl<D: PgDocument> Operation for CachedDocCheck<D> {
+    fn sql(&self) -> &'static str {
+        &D::storage().reads().unchanged
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.ids, &self.docs]
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn checked(&self) -> bool {
+        true
+    }
+
+    fn atomic(&self) -> bool {
+        false
+    }
+
+    fn document_type(&self) -> &'static str {
+        D::DOCUMENT_TYPE
+    }
+
+    fn table(&self) -> &'static str {
+        D::TABLE_NAME
+    }
+
+    fn schema(&self) -> (TypeId, MigrateFn) {
+        (TypeId::of::<D>(), migrate_fn::<D>())
+    }
+
+    fn accept(&mut self, rows: &[Row]) -> Result<()> {
+        let differing: i64 = match rows.first() {
+            Some(row) => row
+                .try_get(0)
+                .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?,
+            None => 0,
+        };
+        self.rejected = differing > 0;
+        Ok(())
+    }
+
+    fn has_rejections(&self) -> bool {
+        self.rejected
+    }
+
+    fn retryable(&self) -> bool {
+        true
+    }
+
+    fn reset(&mut self) {
+        self.rejected = false;
+    }
+
+    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        // Retryable: a save it rejects is planned again, never reported.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn committed(&self, _state: &mut SessionState) {}
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
