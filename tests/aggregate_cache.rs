@@ -461,3 +461,43 @@ async fn a_hand_edited_aggregate_document_is_not_overwritten_from_the_cache() {
     let doc = board(&store, id).await.expect("board");
     assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
 }
+
+/// Several cached aggregates in one save are checked together; one changed document
+/// replans the whole save.
+#[tokio::test]
+async fn one_changed_document_among_several_replans_the_save() {
+    let (schema, b) = builder("cache_several");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let ids = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let mut s = store.lightweight_session();
+    for id in ids {
+        ok(s.events().start_stream(id, [started("several")]));
+    }
+    ok(s.save_changes().await);
+    for id in ids {
+        ok(s.events().append(id, [task("a")]));
+    }
+    ok(s.save_changes().await);
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_doc_board SET data = jsonb_set(data, '{name}', '\"renamed\"') WHERE id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .expect("edit");
+    for id in ids {
+        ok(s.events().append(id, [task("b")]));
+    }
+    ok(s.save_changes().await);
+    for (i, id) in ids.iter().enumerate() {
+        let doc = board(&store, *id).await.expect("board");
+        let name = if i == 1 { "renamed" } else { "several" };
+        assert_eq!(
+            (doc.name.as_str(), doc.titles.len()),
+            (name, 2),
+            "stream {i}"
+        );
+    }
+}

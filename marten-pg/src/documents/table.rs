@@ -104,6 +104,9 @@ pub struct ReadSql {
     /// `$1` = ids, `$2` = the documents expected to be stored (NULL = none) -> one row:
     /// how many differ, and the rejected flag set when any does.
     pub unchanged: String,
+    /// [`ReadSql::unchanged`] for one document, with scalar parameters (a statement whose
+    /// generic plan is as good as a custom one, so it is planned once per connection).
+    pub unchanged_one: String,
 }
 
 impl ReadSql {
@@ -121,13 +124,16 @@ impl ReadSql {
             versions: format!("SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
             delete_one: format!("DELETE FROM {table} WHERE id = $1"),
             delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            // A scalar subquery per id: an index lookup, never a hashed scan of the table.
             unchanged: format!(
-                "SELECT count(*) FILTER (WHERE NOT x.same), \
-                 CASE WHEN bool_or(NOT x.same) THEN set_config('{REJECTED_FLAG}', 't', true) END \
-                 FROM (SELECT CASE WHEN i.data IS NULL THEN d.id IS NULL \
-                 ELSE d.id IS NOT NULL AND d.data = i.data END AS same \
-                 FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                 LEFT JOIN {table} d ON d.id = i.id) x"
+                "SELECT c.n, CASE WHEN c.n > 0 THEN set_config('{REJECTED_FLAG}', 't', true) END \
+                 FROM (SELECT count(*) AS n FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
+                 WHERE (SELECT d.data FROM {table} d WHERE d.id = i.id) IS DISTINCT FROM i.data) c"
+            ),
+            unchanged_one: format!(
+                "SELECT c.n, CASE WHEN c.n > 0 THEN set_config('{REJECTED_FLAG}', 't', true) END \
+                 FROM (SELECT ((SELECT d.data FROM {table} d WHERE d.id = $1::{id_type}) \
+                 IS DISTINCT FROM $2::jsonb)::int::bigint AS n) c"
             ),
         }
     }

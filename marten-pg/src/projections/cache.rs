@@ -195,11 +195,20 @@ impl<D: PgDocument> CachedDocCheck<D> {
 
 impl<D: PgDocument> Operation for CachedDocCheck<D> {
     fn sql(&self) -> &'static str {
-        &D::storage().reads().unchanged
+        let reads = D::storage().reads();
+        if self.ids.len() == 1 {
+            &reads.unchanged_one
+        } else {
+            &reads.unchanged
+        }
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![&self.ids, &self.docs]
+        if self.ids.len() == 1 {
+            vec![&self.ids[0], &self.docs[0]]
+        } else {
+            vec![&self.ids, &self.docs]
+        }
     }
 
     fn len(&self) -> usize {
