@@ -75,6 +75,26 @@ async fn other_store(
     ok(configure(builder).build().await)
 }
 
+/// Starts stream `id` with a `ProjectStarted` named `name`, in a save of its own.
+async fn start(store: &DocumentStore, id: Uuid, name: &str) {
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started(name)]));
+    ok(s.save_changes().await);
+}
+
+/// Renames the stored `Board` document behind the projection's back.
+async fn rename_by_hand(schema: &TestSchema, id: Uuid) {
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_doc_board SET data = jsonb_set(data, '{name}', '\"renamed\"') WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("edit");
+}
+
 async fn board(store: &DocumentStore, id: Uuid) -> Option<Board> {
     ok(store.query_session().load::<Board>(&id).await)
 }
@@ -93,11 +113,7 @@ async fn a_plain_append_is_one_round_trip_once_the_aggregate_is_cached() {
         .await);
     let other = other_store(&schema, |b| b).await;
     let id = Uuid::now_v7();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(id, [started("cached")]));
-    ok(s.save_changes().await);
-    // One pooled connection: give it back.
-    drop(s);
+    start(&store, id, "cached").await;
     // Warm up every statement of both paths: cached, and stale then locked.
     append(&store, id, "warm-1").await;
     append(&other, id, "moved-0").await;
@@ -165,10 +181,7 @@ async fn without_the_cache_a_plain_append_reads_under_lock_first() {
         .build()
         .await);
     let id = Uuid::now_v7();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(id, [started("uncached")]));
-    ok(s.save_changes().await);
-    drop(s);
+    start(&store, id, "uncached").await;
     append(&store, id, "warm").await;
     let before = proxy.round_trips();
     append(&store, id, "t").await;
@@ -288,11 +301,8 @@ async fn reading_the_aggregate_warms_the_cache() {
     let (schema, b) = builder("cache_read_warms");
     let writer = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
     let id = Uuid::now_v7();
-    let mut s = writer.lightweight_session();
-    ok(s.events().start_stream(id, [started("read")]));
-    ok(s.save_changes().await);
+    start(&writer, id, "read").await;
     append(&writer, id, "a").await;
-    drop(s);
 
     // A store that never wrote the stream (another process, just started).
     let proxy = CountingProxy::start(&schema.host_port())
@@ -413,9 +423,7 @@ async fn a_stream_restarted_elsewhere_at_the_cached_version_is_not_planned_from_
     let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
     let other = other_store(&schema, |b| b).await;
     let id = Uuid::now_v7();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(id, [started("first life")]));
-    ok(s.save_changes().await);
+    start(&store, id, "first life").await;
     append(&store, id, "old task").await;
     // This store now has the aggregate cached at version 2.
     let mut o = other.lightweight_session();
@@ -444,19 +452,9 @@ async fn a_hand_edited_aggregate_document_is_not_overwritten_from_the_cache() {
     let (schema, b) = builder("cache_hand_edit");
     let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
     let id = Uuid::now_v7();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(id, [started("edited")]));
-    ok(s.save_changes().await);
+    start(&store, id, "edited").await;
     append(&store, id, "a").await;
-    schema
-        .raw_client()
-        .await
-        .execute(
-            "UPDATE mt_doc_board SET data = jsonb_set(data, '{name}', '\"renamed\"') WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .expect("edit");
+    rename_by_hand(&schema, id).await;
     append(&store, id, "b").await;
     let doc = board(&store, id).await.expect("board");
     assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
@@ -478,15 +476,7 @@ async fn one_changed_document_among_several_replans_the_save() {
         ok(s.events().append(id, [task("a")]));
     }
     ok(s.save_changes().await);
-    schema
-        .raw_client()
-        .await
-        .execute(
-            "UPDATE mt_doc_board SET data = jsonb_set(data, '{name}', '\"renamed\"') WHERE id = $1",
-            &[&ids[1]],
-        )
-        .await
-        .expect("edit");
+    rename_by_hand(&schema, ids[1]).await;
     for id in ids {
         ok(s.events().append(id, [task("b")]));
     }

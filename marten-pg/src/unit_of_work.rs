@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use deadpool_postgres::Object;
@@ -246,14 +245,14 @@ impl UnitOfWork {
 
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
         let c: &tokio_postgres::Client = client;
-        // Row counts of the statements sent with `execute` (see `Operation::counts_only`).
-        let counts: Vec<AtomicU64> = ops.iter().map(|_| AtomicU64::new(0)).collect();
+        // The row count of a lone statement sent with `execute` (`Operation::counts_only`).
+        let mut lone_count = 0;
         let mut results = if single {
             // One statement, no transaction: awaited as it is, nothing to join.
             let (stmt, p) = (&statements[0], params[0].as_slice());
             let result = if ops[0].counts_only() {
                 c.execute(stmt, p).await.map(|n| {
-                    counts[0].store(n, Ordering::Relaxed);
+                    lone_count = n;
                     Vec::new()
                 })
             } else {
@@ -267,17 +266,8 @@ impl UnitOfWork {
                     c.batch_execute("BEGIN").await.map(|()| Vec::new())
                 }));
             }
-            for (i, (stmt, p)) in statements.iter().zip(&params).enumerate() {
-                if ops[i].counts_only() {
-                    let count = &counts[i];
-                    flight.push(Box::pin(async move {
-                        let n = c.execute(stmt, p.as_slice()).await?;
-                        count.store(n, Ordering::Relaxed);
-                        Ok(Vec::new())
-                    }));
-                } else {
-                    flight.push(Box::pin(c.query(stmt, p.as_slice())));
-                }
+            for (stmt, p) in statements.iter().zip(&params) {
+                flight.push(Box::pin(c.query(stmt, p.as_slice())));
             }
             if let Some(g) = &guard {
                 flight.push(Box::pin(c.query(g, &[])));
@@ -295,11 +285,11 @@ impl UnitOfWork {
                 note(&mut failure, e, Failed::Transaction);
             }
         }
-        for (op, count) in ops.iter_mut().zip(&counts) {
+        for op in ops.iter_mut() {
             match results.next() {
                 Some(Ok(rows)) => {
-                    let accepted = if op.counts_only() {
-                        op.accept_count(count.load(Ordering::Relaxed))
+                    let accepted = if single && op.counts_only() {
+                        op.accept_count(lone_count)
                     } else {
                         op.accept(&rows)
                     };

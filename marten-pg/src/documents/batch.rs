@@ -34,9 +34,9 @@ pub(crate) trait Operation: Send + Sync + Any {
     /// its own transaction and no guard follows. An operation that has a cheaper statement
     /// for that case switches to it; `reset` switches back.
     fn alone(&mut self) {}
-    /// Whether the statement's affected-row count is its whole result: it is then sent
-    /// without reading rows, and the count goes to [`Operation::accept_count`] instead of
-    /// rows to [`Operation::accept`].
+    /// Whether the statement, sent alone (see [`Operation::alone`]), has its affected-row
+    /// count as its whole result: it is then sent without reading rows, and the count goes
+    /// to [`Operation::accept_count`] instead of rows to [`Operation::accept`].
     fn counts_only(&self) -> bool {
         false
     }

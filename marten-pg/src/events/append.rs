@@ -86,7 +86,8 @@ impl StreamAppend {
     }
 
     /// Sent as the whole save, in the statement shape that needs no rejected flag: only
-    /// for untagged appends of at least one event, whose rejection then shows as no rows.
+    /// for untagged appends of at least one event, whose rejection then shows as a row
+    /// count of 0.
     fn can_go_alone(&self) -> bool {
         self.count > 0 && self.tag_types.is_empty()
     }
