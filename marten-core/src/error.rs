@@ -174,6 +174,16 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Configuration(String),
 
+    /// Every pooled connection stayed in use for the whole wait: the pool is too small
+    /// for the load, or sessions hold their connections too long.
+    #[error("connection pool exhausted: all {size} connections stayed in use for {waited_ms} ms")]
+    PoolExhausted {
+        /// The pool's maximum size.
+        size: usize,
+        /// How long the caller waited.
+        waited_ms: u64,
+    },
+
     /// No connection could be obtained or the connection broke.
     #[error("connection failed: {0}")]
     Connection(#[source] DatabaseError),

@@ -43,10 +43,10 @@ impl ProjectionStatus {
 
 /// The status of every async projection of the store.
 pub async fn status(store: &DocumentStore) -> Result<Vec<ProjectionStatus>> {
-    let client = store.connection().await?;
     let (type_id, migrate) = daemon::progression::schema();
-    store.ensure_erased(type_id, migrate, &client).await?;
-    crate::events::read::ensure(store, &client).await?;
+    store.ensure_erased(type_id, migrate).await?;
+    crate::events::read::ensure(store).await?;
+    let client = store.connection().await?;
     let head: i64 = client
         .query_one("SELECT coalesce(max(seq_id), 0) FROM mt_events", &[])
         .await

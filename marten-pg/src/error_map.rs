@@ -110,10 +110,23 @@ fn database_error(
     }
 }
 
-/// Maps a pool failure (no connection could be obtained).
-pub(crate) fn map_pool_error(err: deadpool_postgres::PoolError) -> Error {
+/// Maps a pool failure (no connection could be obtained) of a pool of `size` connections
+/// after waiting `waited`.
+pub(crate) fn map_pool_error(
+    err: deadpool_postgres::PoolError,
+    size: usize,
+    waited: std::time::Duration,
+) -> Error {
+    use deadpool_postgres::{PoolError, TimeoutType};
     match err {
-        deadpool_postgres::PoolError::Backend(e) => map_db_error(e, Failed::Other("connecting")),
+        PoolError::Backend(e) => map_db_error(e, Failed::Other("connecting")),
+        PoolError::Timeout(TimeoutType::Wait) => Error::PoolExhausted {
+            size,
+            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        },
+        PoolError::Timeout(_) => Error::Timeout {
+            what: "a new database connection".to_owned(),
+        },
         other => Error::Connection(DatabaseError {
             code: None,
             context: "getting a connection from the pool".to_owned(),

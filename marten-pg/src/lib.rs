@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+mod connection;
 pub mod daemon;
 pub mod documents;
 mod error_map;

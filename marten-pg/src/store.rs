@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::info;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use marten_core::StreamIdentity;
 
@@ -19,7 +19,7 @@ use marten_core::concurrency::VersionedMode;
 use marten_core::{Aggregate, Identities};
 
 use crate::documents::PgDocument;
-use crate::error_map::map_pool_error;
+use crate::error_map::{map_db_error, map_pool_error, Failed};
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
 use crate::projections::cache::AggregateCache;
@@ -40,6 +40,11 @@ pub struct DocumentStore {
 
 struct StoreInner {
     pool: Pool,
+    /// The pool's connection settings, for connections outside the pool (schema work,
+    /// the daemon's projection locks).
+    config: tokio_postgres::Config,
+    pool_size: usize,
+    pool_wait: Duration,
     schema: String,
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
@@ -79,6 +84,7 @@ pub struct DocumentStoreBuilder {
     schema: String,
     auto_create: AutoCreate,
     pool_size: usize,
+    pool_wait: Duration,
     documents: Vec<Registration>,
     events: EventConfig,
     registry: EventRegistry,
@@ -96,6 +102,7 @@ impl DocumentStore {
             schema: "public".to_owned(),
             auto_create: AutoCreate::default(),
             pool_size: 16,
+            pool_wait: Duration::from_secs(30),
             documents: Vec::new(),
             events: EventConfig {
                 identity: StreamIdentity::Uuid,
@@ -143,34 +150,54 @@ impl DocumentStore {
         Session::new(self.clone(), options)
     }
 
-    /// Gets a connection from the pool (its `search_path` is the store's schema).
+    /// Gets a connection from the pool (its `search_path` is the store's schema), waiting
+    /// at most the pool's wait timeout.
     pub(crate) async fn connection(&self) -> Result<Object> {
-        self.inner.pool.get().await.map_err(map_pool_error)
+        let started = Instant::now();
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| map_pool_error(e, self.inner.pool_size, started.elapsed()))
+    }
+
+    /// Opens a connection outside the pool, with the pool's settings (schema work, the
+    /// daemon's projection locks). It closes when the client is dropped.
+    pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
+        let connect = self.inner.config.connect(NoTls);
+        let (client, connection) = match tokio::time::timeout(self.inner.pool_wait, connect).await {
+            Ok(connected) => connected.map_err(|e| map_db_error(e, Failed::Other("connecting")))?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "a new database connection".to_owned(),
+                })
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "dedicated connection ended");
+            }
+        });
+        Ok(client)
     }
 
     /// Makes sure the table of `D` exists (per the schema mode) before first use. Types
-    /// registered on the builder were handled by `build`; others on first use.
-    pub(crate) async fn ensure<D: PgDocument>(
-        &self,
-        client: &tokio_postgres::Client,
-    ) -> Result<()> {
-        self.ensure_erased(TypeId::of::<D>(), schema::migrate_fn::<D>(), client)
+    /// registered on the builder were handled by `build`; others on first use, on a
+    /// connection of their own (never inside a caller's transaction).
+    pub(crate) async fn ensure<D: PgDocument>(&self) -> Result<()> {
+        self.ensure_erased(TypeId::of::<D>(), schema::migrate_fn::<D>())
             .await
     }
 
     /// [`ensure`](Self::ensure) for a type known by its `TypeId` and migration.
-    pub(crate) async fn ensure_erased(
-        &self,
-        type_id: TypeId,
-        migrate: MigrateFn,
-        client: &tokio_postgres::Client,
-    ) -> Result<()> {
+    pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
         if self.is_ensured(type_id) {
             return Ok(());
         }
+        let client = self.dedicated_connection().await?;
         let schema = self.inner.schema.as_str();
         let mode = self.inner.auto_create;
-        schema::with_migration_lock(client, schema, |c| async move {
+        schema::with_migration_lock(&client, schema, |c| async move {
             schema::migrate_schema(c, schema, mode).await?;
             migrate(c, schema, mode).await
         })
@@ -285,6 +312,13 @@ impl DocumentStoreBuilder {
     /// The maximum number of pooled connections (default 16).
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long a session waits for a pooled connection (and a new connection for its
+    /// handshake) before failing with [`Error::PoolExhausted`] (default 30 s).
+    pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
+        self.pool_wait = wait;
         self
     }
 
@@ -488,7 +522,7 @@ impl DocumentStoreBuilder {
             config.application_name("marten");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -496,11 +530,18 @@ impl DocumentStoreBuilder {
         );
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.pool_wait))
+            .create_timeout(Some(self.pool_wait))
+            .recycle_timeout(Some(self.pool_wait))
             .build()
             .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))?;
         let store = DocumentStore {
             inner: Arc::new(StoreInner {
                 pool,
+                config,
+                pool_size: self.pool_size,
+                pool_wait: self.pool_wait,
                 schema: self.schema,
                 auto_create: self.auto_create,
                 ensured: RwLock::new(HashSet::new()),
@@ -510,7 +551,7 @@ impl DocumentStoreBuilder {
                 aggregate_cache: AggregateCache::new(self.aggregate_cache),
             }),
         };
-        let client = store.connection().await?;
+        let client = store.dedicated_connection().await?;
         let schema = store.inner.schema.as_str();
         let mode = store.inner.auto_create;
         let documents = &self.documents;

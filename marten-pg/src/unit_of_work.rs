@@ -13,7 +13,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use deadpool_postgres::Object;
 use marten_core::concurrency::VersionOf;
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
@@ -21,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use tracing::debug;
 
+use crate::connection::Request;
 use crate::documents::batch::{DeleteBatch, Operation, WriteBatch};
 use crate::documents::{PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
@@ -180,26 +180,25 @@ impl UnitOfWork {
     /// clears it.
     pub(crate) async fn execute(
         &mut self,
-        client: &Object,
+        req: &mut Request<'_>,
         store: &DocumentStore,
         state: &mut SessionState,
-        in_transaction: bool,
     ) -> Result<Outcome> {
-        let result = self.run(client, store, state, in_transaction).await;
-        if result.is_err() && in_transaction {
+        let result = self.run(req, store, state).await;
+        if result.is_err() {
             // If the flight never reached COMMIT, end the open transaction here.
-            let _ = client.batch_execute("ROLLBACK").await;
+            req.rollback().await;
         }
         result
     }
 
     async fn run(
         &mut self,
-        client: &Object,
+        req: &mut Request<'_>,
         store: &DocumentStore,
         state: &mut SessionState,
-        in_transaction: bool,
     ) -> Result<Outcome> {
+        let in_transaction = req.in_transaction();
         let schema = store.schema();
         let mut ops: Vec<&mut Box<dyn Operation>> = self
             .prelude
@@ -210,8 +209,9 @@ impl UnitOfWork {
             .collect();
         for op in ops.iter() {
             let (type_id, migrate) = op.schema();
-            store.ensure_erased(type_id, migrate, client).await?;
+            store.ensure_erased(type_id, migrate).await?;
         }
+        let client = req.client();
         // One statement that either writes everything or nothing needs no transaction.
         let single = !in_transaction && ops.len() == 1 && ops[0].atomic();
         if single {
@@ -243,8 +243,12 @@ impl UnitOfWork {
             "save_changes"
         );
 
+        if begin {
+            // BEGIN is about to be written.
+            req.set_in_transaction(true);
+        }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
-        let c: &tokio_postgres::Client = client;
+        let c: &tokio_postgres::Client = req.client();
         // The row count of a lone statement sent with `execute` (`Operation::counts_only`).
         let mut lone_count = 0;
         let mut results = if single {
@@ -278,6 +282,10 @@ impl UnitOfWork {
             join_in_order(flight).await.into_iter()
         };
         drop(params);
+        // Every answer of the flight was read: COMMIT (or the failed lone statement) ended
+        // any transaction.
+        req.set_in_transaction(false);
+        let c: &tokio_postgres::Client = req.client();
 
         let mut failure: Option<Error> = None;
         if begin {

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cancel;
 mod proxy;
 pub mod trace;
 

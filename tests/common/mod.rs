@@ -24,3 +24,19 @@ pub fn ok<T>(r: marten::Result<T>) -> T {
         Err(e) => panic!("unexpected error: {e} ({e:?})"),
     }
 }
+
+/// A fresh schema and a builder whose connections carry the schema's name as their
+/// `application_name`, so the server's views can tell this test's connections apart.
+pub fn named_builder(label: &str) -> (TestSchema, DocumentStoreBuilder) {
+    let schema = TestSchema::new(label);
+    let mut config: tokio_postgres::Config = match schema.url().parse() {
+        Ok(c) => c,
+        Err(e) => panic!("invalid database url: {e}"),
+    };
+    config.application_name(schema.name());
+    let builder = DocumentStore::builder()
+        .config(config)
+        .schema(schema.name())
+        .pool_size(8);
+    (schema, builder)
+}

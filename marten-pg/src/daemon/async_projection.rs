@@ -95,7 +95,7 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
     if order.is_empty() {
         return Ok(out);
     }
-    store.ensure::<D>(client).await?;
+    store.ensure::<D>().await?;
     let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, &order)
         .await?
         .into_iter()
@@ -252,7 +252,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
     fn plan<'a>(
         &'a self,
         store: &'a DocumentStore,
-        client: &'a Object,
+        _client: &'a Object,
         events: &'a [EventEnvelope],
         _workers: usize,
         hooks: &'a Arc<dyn DaemonHooks>,
@@ -269,7 +269,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
             let list = ops.into_list()?;
             for op in &list.ops {
                 let (type_id, migrate) = op.schema();
-                store.ensure_erased(type_id, migrate, client).await?;
+                store.ensure_erased(type_id, migrate).await?;
             }
             Ok(list)
         })

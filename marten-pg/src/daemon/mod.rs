@@ -18,11 +18,13 @@ pub(crate) mod progression;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{ClientWrapper, Object};
+use deadpool_postgres::Object;
 use marten_core::{Error, EventEnvelope, RejectionKind, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::connection::Conn;
+use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
 pub use hooks::{DaemonHooks, NoHooks, TraceHooks};
@@ -138,35 +140,21 @@ impl Drop for Daemon {
 /// Waits until every async projection of `store` has processed every committed event.
 pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let client = store.connection().await?;
-    let (type_id, migrate) = progression::schema();
-    store.ensure_erased(type_id, migrate, &client).await?;
-    crate::events::read::ensure(store, &client).await?;
+    ensure_tables(store).await?;
+    let mut conn = Conn::new();
     loop {
-        let mut stale = Vec::new();
-        for p in &store.projections().asynchronous {
-            let pos = position_of(&client, p.name()).await?;
-            let behind: bool = client
-                .query_one(
-                    progression::EVENTS_AFTER,
-                    &[&pos.transaction_id.to_string(), &pos.sequence],
-                )
-                .await
-                .map_err(|e| {
-                    crate::error_map::map_db_error(
-                        e,
-                        crate::error_map::Failed::Other("checking staleness"),
-                    )
-                })?
-                .get(0);
-            if behind {
-                stale.push(p.name());
-            }
-        }
+        // A check that hangs (a lock, a lost server) counts against the same deadline.
+        let check = conn.run(store, async |client| stale_projections(store, client).await);
+        let Ok(stale) = tokio::time::timeout_at(deadline.into(), check).await else {
+            return Err(Error::Timeout {
+                what: "the daemon's staleness check".to_owned(),
+            });
+        };
+        let stale = stale?;
         if stale.is_empty() {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 what: format!("projections {stale:?} to catch up"),
             });
@@ -175,17 +163,48 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
     }
 }
 
+/// The names of the async projections that have events left to process.
+async fn stale_projections(store: &DocumentStore, client: &Object) -> Result<Vec<&'static str>> {
+    let mut stale = Vec::new();
+    for p in &store.projections().asynchronous {
+        let pos = position_of(client, p.name()).await?;
+        let row = client
+            .query_one(
+                progression::EVENTS_AFTER,
+                &[&pos.transaction_id.to_string(), &pos.sequence],
+            )
+            .await
+            .map_err(|e| map_db_error(e, Failed::Other("checking staleness")))?;
+        let behind: bool = row
+            .try_get(0)
+            .map_err(|e| map_db_error(e, Failed::Other("checking staleness")))?;
+        if behind {
+            stale.push(p.name());
+        }
+    }
+    Ok(stale)
+}
+
+/// Makes sure the progression and event tables exist.
+async fn ensure_tables(store: &DocumentStore) -> Result<()> {
+    let (type_id, migrate) = progression::schema();
+    store.ensure_erased(type_id, migrate).await?;
+    crate::events::read::ensure(store).await
+}
+
 async fn position_of(client: &Object, name: &str) -> Result<Position> {
+    let what = || Failed::Other("reading progress");
     let row = client
         .query_opt(progression::POSITION, &[&name])
         .await
-        .map_err(|e| {
-            crate::error_map::map_db_error(e, crate::error_map::Failed::Other("reading progress"))
-        })?;
+        .map_err(|e| map_db_error(e, what()))?;
     match row {
         Some(r) => Ok(Position {
-            transaction_id: progression::parse_tx(&r.get::<_, String>(0))?,
-            sequence: r.get(1),
+            transaction_id: progression::parse_tx(
+                &r.try_get::<_, String>(0)
+                    .map_err(|e| map_db_error(e, what()))?,
+            )?,
+            sequence: r.try_get(1).map_err(|e| map_db_error(e, what()))?,
         }),
         None => Ok(Position::START),
     }
@@ -195,9 +214,7 @@ async fn position_of(client: &Object, name: &str) -> Result<Position> {
 /// from the first event. Readers see no documents until the replay has caught up (the
 /// trade-off of this simple rebuild: no blue/green copy).
 pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
-    let client = store.connection().await?;
-    let (type_id, migrate) = progression::schema();
-    store.ensure_erased(type_id, migrate, &client).await?;
+    ensure_tables(store).await?;
     let Some(p) = store
         .projections()
         .asynchronous
@@ -208,63 +225,86 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
             "no async projection named {projection}"
         )));
     };
-    p.clear(&client).await?;
-    client
-        .execute(progression::RESET, &[&projection])
-        .await
-        .map_err(|e| {
-            crate::error_map::map_db_error(
-                e,
-                crate::error_map::Failed::Other("resetting a projection"),
-            )
-        })?;
-    Ok(())
+    let mut conn = Conn::new();
+    conn.run(store, async |client| {
+        p.clear(client).await?;
+        client
+            .execute(progression::RESET, &[&projection])
+            .await
+            .map_err(|e| map_db_error(e, Failed::Other("resetting a projection")))?;
+        Ok(())
+    })
+    .await
 }
 
 struct Ownership {
-    lock: ClientWrapper,
+    lock: tokio_postgres::Client,
     position: Position,
     epoch: i64,
 }
 
-/// Tries to become the runner of `name`: the advisory lock, then the epoch.
-async fn acquire(store: &DocumentStore, name: &str, node: &str) -> Result<Option<Ownership>> {
-    let lock = Object::take(store.connection().await?);
+/// Tries to become the runner of `name`: the advisory lock, then the epoch. The lock is
+/// taken on a connection outside the pool (a runner never holds a pooled connection
+/// while it waits for another); a node that does not get the lock keeps that connection
+/// in `standby` for its next try.
+async fn acquire(
+    store: &DocumentStore,
+    name: &str,
+    node: &str,
+    standby: &mut Option<tokio_postgres::Client>,
+) -> Result<Option<Ownership>> {
+    let lock = match standby.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => store.dedicated_connection().await?,
+    };
     let key = format!("marten:daemon:{}:{name}", store.schema());
+    let locking = |e| map_db_error(e, Failed::Other("locking a projection"));
     let got: bool = lock
         .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
         .await
-        .map_err(|e| {
-            crate::error_map::map_db_error(
-                e,
-                crate::error_map::Failed::Other("locking a projection"),
-            )
-        })?
-        .get(0);
+        .map_err(locking)?
+        .try_get(0)
+        .map_err(locking)?;
     if !got {
+        *standby = Some(lock);
         return Ok(None);
     }
     let app = format!("marten-daemon-lock:{}:{node}", store.schema());
     let _ = lock
         .execute("SELECT set_config('application_name', $1, false)", &[&app])
         .await;
+    let claiming = |e| map_db_error(e, Failed::Other("claiming a projection"));
     let row = lock
         .query_one(progression::CLAIM, &[&name, &node])
         .await
-        .map_err(|e| {
-            crate::error_map::map_db_error(
-                e,
-                crate::error_map::Failed::Other("claiming a projection"),
-            )
-        })?;
+        .map_err(claiming)?;
     Ok(Some(Ownership {
         position: Position {
-            transaction_id: progression::parse_tx(&row.get::<_, String>(0))?,
-            sequence: row.get(1),
+            transaction_id: progression::parse_tx(&row.try_get::<_, String>(0).map_err(claiming)?)?,
+            sequence: row.try_get(1).map_err(claiming)?,
         },
-        epoch: row.get(2),
+        epoch: row.try_get(2).map_err(claiming)?,
         lock,
     }))
+}
+
+/// What one turn of a runner came to.
+enum Turn {
+    /// A batch was committed (or discarded): read again at once.
+    Worked,
+    /// Nothing to do: wait a poll interval.
+    Idle,
+    /// The projection was reset or taken over: give it up.
+    StepDown,
+}
+
+/// One runner's state between steps.
+struct Runner {
+    store: DocumentStore,
+    projection: Arc<dyn async_projection::AsyncProjection>,
+    options: DaemonOptions,
+    caught_up: bool,
+    failures: u32,
 }
 
 async fn run(
@@ -274,16 +314,17 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let name = projection.name();
-    let hooks = options.hooks.clone();
-    {
-        let client = store.connection().await?;
-        let (type_id, migrate) = progression::schema();
-        store.ensure_erased(type_id, migrate, &client).await?;
-        crate::events::read::ensure(&store, &client).await?;
-    }
+    ensure_tables(&store).await?;
+    let mut runner = Runner {
+        store,
+        projection,
+        options,
+        caught_up: false,
+        failures: 0,
+    };
+    let poll = runner.options.poll_interval;
     let mut owner: Option<Ownership> = None;
-    let mut caught_up = false;
-    let mut failures = 0u32;
+    let mut standby: Option<tokio_postgres::Client> = None;
     let idle = |stop: &mut watch::Receiver<bool>, d: Duration| {
         let mut stop = stop.clone();
         async move {
@@ -299,148 +340,79 @@ async fn run(
             owner = None;
         }
         let Some(own) = owner.as_mut() else {
-            match acquire(&store, name, &options.node).await {
+            match acquire(&runner.store, name, &runner.options.node, &mut standby).await {
                 Ok(Some(o)) => {
                     info!(
                         projection = name,
-                        node = options.node,
+                        node = runner.options.node,
                         epoch = o.epoch,
                         "running projection"
                     );
-                    hooks.before_catch_up(name);
-                    caught_up = false;
+                    runner.options.hooks.before_catch_up(name);
+                    runner.caught_up = false;
                     owner = Some(o);
                 }
-                Ok(None) => idle(&mut stop, options.poll_interval * 5).await,
+                Ok(None) => idle(&mut stop, poll * 5).await,
                 Err(e) => {
                     debug!(projection = name, error = %e, "cannot acquire projection");
-                    idle(&mut stop, options.poll_interval * 5).await;
+                    idle(&mut stop, poll * 5).await;
                 }
             }
             continue;
         };
-        let mut session = store.lightweight_session();
-        let page = match session
-            .events()
-            .read_all_known(own.position, options.batch_size)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(projection = name, error = %e, "reading events failed");
-                idle(&mut stop, options.poll_interval).await;
-                continue;
-            }
-        };
-        if page.rows == 0 {
-            if !caught_up {
-                hooks.after_catch_up(name);
-                caught_up = true;
-            }
-            // While idle, notice a reset (rebuild) or a takeover: the epoch moved.
-            let epoch: Option<i64> = own
-                .lock
-                .query_opt(progression::EPOCH, &[&name])
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.get(0));
-            if epoch != Some(own.epoch) {
-                info!(
-                    projection = name,
-                    "projection was reset or taken over; stepping down"
-                );
-                owner = None;
-                continue;
-            }
-            idle(&mut stop, options.poll_interval).await;
-            continue;
-        }
-        caught_up = false;
-        hooks.before_batch(name);
-        let mut events: Vec<EventEnvelope> = page.events;
-        let planned = loop {
-            let client = match store.connection().await {
-                Ok(c) => c,
-                Err(e) => break Err(e),
-            };
-            match projection
-                .plan(&store, &client, &events, options.workers, &hooks)
-                .await
-            {
-                Ok(ops) => break Ok(ops),
-                Err(Error::Apply {
-                    stream,
-                    version,
-                    message,
-                    event_type,
-                    ..
-                }) => {
-                    failures += 1;
-                    if failures <= options.retries {
-                        let backoff = Duration::from_millis(50 * (1 << (failures - 1).min(6)));
-                        warn!(projection = name, %stream, version, %message, "apply failed; retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
-                    let Some(bad) = events
-                        .iter()
-                        .position(|e| e.stream_id == stream && e.version == version)
-                    else {
-                        break Err(Error::Configuration(format!(
-                            "poison event of {stream} v{version} not in batch"
-                        )));
-                    };
-                    match options.poison {
-                        PoisonPolicy::Stop => {
-                            break Err(Error::Apply {
-                                projection: name,
-                                event_type,
-                                stream,
-                                version,
-                                message,
-                            })
-                        }
-                        PoisonPolicy::DeadLetter => {
-                            let e = events.remove(bad);
-                            warn!(
-                                projection = name,
-                                sequence = e.sequence,
-                                "dead-lettering a poison event"
-                            );
-                            let stream_text = e.stream_id.to_string();
-                            if let Err(err) = client
-                                .execute(
-                                    progression::DEAD_LETTER,
-                                    &[&name, &e.sequence, &e.event_type, &stream_text, &message],
-                                )
-                                .await
-                            {
-                                break Err(crate::error_map::map_db_error(
-                                    err,
-                                    crate::error_map::Failed::Other("dead-lettering"),
-                                ));
-                            }
-                            failures = 0;
-                            continue;
-                        }
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        let ops = match planned {
-            Ok(ops) => ops,
+        match runner.step(own).await {
+            Ok(Turn::Worked) => {}
+            Ok(Turn::Idle) => idle(&mut stop, poll).await,
+            Ok(Turn::StepDown) => owner = None,
             Err(e @ Error::Apply { .. }) => {
                 warn!(projection = name, error = %e, "stopping projection on a poison event");
                 return Err(e);
             }
             Err(e) => {
-                warn!(projection = name, error = %e, "planning a batch failed");
-                idle(&mut stop, options.poll_interval).await;
-                continue;
+                warn!(projection = name, error = %e, "batch failed; retrying");
+                idle(&mut stop, poll).await;
             }
-        };
+        }
+    }
+    Ok(())
+}
+
+impl Runner {
+    /// Reads the next batch after the owner's position, plans it and commits it with the
+    /// progress update, all on one pooled connection that is given back before the
+    /// runner waits for anything.
+    async fn step(&mut self, own: &mut Ownership) -> Result<Turn> {
+        let name = self.projection.name();
+        let hooks = self.options.hooks.clone();
+        let mut session = self.store.lightweight_session();
+        let page = session
+            .events()
+            .read_all_known(own.position, self.options.batch_size)
+            .await?;
+        if page.rows == 0 {
+            drop(session);
+            if !self.caught_up {
+                hooks.after_catch_up(name);
+                self.caught_up = true;
+            }
+            // While idle, notice a reset (rebuild) or a takeover: the epoch moved.
+            let epoch = match own.lock.query_opt(progression::EPOCH, &[&name]).await {
+                Ok(row) => row.and_then(|r| r.try_get::<_, i64>(0).ok()),
+                Err(_) => None,
+            };
+            if epoch != Some(own.epoch) {
+                info!(
+                    projection = name,
+                    "projection was reset or taken over; stepping down"
+                );
+                return Ok(Turn::StepDown);
+            }
+            return Ok(Turn::Idle);
+        }
+        self.caught_up = false;
+        hooks.before_batch(name);
+        let mut events: Vec<EventEnvelope> = page.events;
+        let ops = self.plan(&mut session, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         session.uow.user.ops = ops.ops;
         session.uow.push_op(Box::new(progression::Advance::new(
@@ -454,7 +426,8 @@ async fn run(
             Ok(()) => {
                 hooks.after_commit(name, &sequences);
                 own.position = page.next;
-                failures = 0;
+                self.failures = 0;
+                Ok(Turn::Worked)
             }
             Err(Error::Rejected(r)) if r.iter().any(|r| r.kind == RejectionKind::ProgressMoved) => {
                 warn!(
@@ -462,13 +435,84 @@ async fn run(
                     "progress moved under this runner; batch discarded, stepping down"
                 );
                 hooks.batch_rejected(name);
-                owner = None;
+                Ok(Turn::StepDown)
             }
-            Err(e) => {
-                warn!(projection = name, error = %e, "committing a batch failed; retrying");
-                idle(&mut stop, options.poll_interval).await;
-            }
+            Err(e) => Err(e),
         }
     }
-    Ok(())
+
+    /// Plans a batch on the session's connection, retrying failed applies and applying
+    /// the poison policy to an event that keeps failing (removed from `events` when it
+    /// is dead-lettered).
+    async fn plan(
+        &mut self,
+        session: &mut crate::session::LightweightSession,
+        events: &mut Vec<EventEnvelope>,
+    ) -> Result<crate::unit_of_work::OpList> {
+        let name = self.projection.name();
+        let (store, projection) = (&self.store, &self.projection);
+        let (workers, hooks) = (self.options.workers, &self.options.hooks);
+        loop {
+            let planned = session
+                .conn
+                .run(store, async |client| {
+                    projection.plan(store, client, events, workers, hooks).await
+                })
+                .await;
+            let (stream, version, message, event_type) = match planned {
+                Err(Error::Apply {
+                    stream,
+                    version,
+                    message,
+                    event_type,
+                    ..
+                }) => (stream, version, message, event_type),
+                other => return other,
+            };
+            self.failures += 1;
+            if self.failures <= self.options.retries {
+                let backoff = Duration::from_millis(50 * (1 << (self.failures - 1).min(6)));
+                warn!(projection = name, %stream, version, %message, "apply failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            let Some(bad) = events
+                .iter()
+                .position(|e| e.stream_id == stream && e.version == version)
+            else {
+                return Err(Error::Configuration(format!(
+                    "poison event of {stream} v{version} not in batch"
+                )));
+            };
+            if self.options.poison == PoisonPolicy::Stop {
+                return Err(Error::Apply {
+                    projection: name,
+                    event_type,
+                    stream,
+                    version,
+                    message,
+                });
+            }
+            let e = events.remove(bad);
+            warn!(
+                projection = name,
+                sequence = e.sequence,
+                "dead-lettering a poison event"
+            );
+            let stream_text = e.stream_id.to_string();
+            session
+                .conn
+                .run(store, async |client| {
+                    client
+                        .execute(
+                            progression::DEAD_LETTER,
+                            &[&name, &e.sequence, &e.event_type, &stream_text, &message],
+                        )
+                        .await
+                        .map_err(|err| map_db_error(err, Failed::Other("dead-lettering")))
+                })
+                .await?;
+            self.failures = 0;
+        }
+    }
 }

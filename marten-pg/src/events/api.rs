@@ -17,13 +17,14 @@ use super::read;
 use super::registry::EventRegistry;
 use super::stream_id::StreamKey;
 use super::table::EventSql;
+use crate::connection::Request;
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::projections::{aggregate_stream, Fetched, Lifecycle};
 use crate::schema::{AutoCreate, MigrateFn};
 use crate::session::state::serialize;
-use crate::session::{connection, Session, Tracking};
+use crate::session::{Session, Tracking};
 use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// An event about to be appended, with optional metadata of its own. Any `#[derive(Event)]`
@@ -441,26 +442,23 @@ impl<K: Tracking> Events<'_, K> {
 
     async fn stream_version(&mut self, key: &StreamKey) -> Result<Option<(i64, bool)>> {
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::ensure(&s.store, client).await?;
+        read::ensure(&s.store).await?;
         let sql = EventSql::get(s.store.stream_identity());
-        let stmt = client
-            .prepare_cached(&sql.stream_version)
+        s.conn
+            .run(&s.store, async |client| {
+                let stmt = client
+                    .prepare_cached(&sql.stream_version)
+                    .await
+                    .map_err(reading)?;
+                match client.query_opt(&stmt, &[key]).await.map_err(reading)? {
+                    Some(row) => Ok(Some((
+                        row.try_get(0).map_err(reading)?,
+                        row.try_get(1).map_err(reading)?,
+                    ))),
+                    None => Ok(None),
+                }
+            })
             .await
-            .map_err(reading)?;
-        match client.query_opt(&stmt, &[key]).await.map_err(reading)? {
-            Some(row) => Ok(Some((
-                row.try_get(0).map_err(reading)?,
-                row.try_get(1).map_err(reading)?,
-            ))),
-            None => Ok(None),
-        }
     }
 
     /// Locks the stream's row now (waiting up to the store's exclusive lock timeout, then
@@ -487,92 +485,11 @@ impl<K: Tracking> Events<'_, K> {
     async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
         let s = &mut *self.session;
         let timeout = s.store.event_config().exclusive_lock_timeout;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::ensure(&s.store, client).await?;
+        read::ensure(&s.store).await?;
         let sql = EventSql::get(s.store.stream_identity());
-        let lock = client
-            .prepare_cached(&sql.lock_stream)
-            .await
-            .map_err(reading)?;
-        let set_timeout = client
-            .prepare_cached("SELECT set_config('lock_timeout', $1, true)")
-            .await
-            .map_err(reading)?;
-        let began = !s.in_transaction;
-        let timeout_text = format!("{}ms", timeout.as_millis().max(1));
-        let c: &tokio_postgres::Client = client;
-        let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];
-        let mut flight: Vec<StatementFuture<'_>> = Vec::new();
-        if began {
-            flight.push(Box::pin(async move {
-                c.batch_execute("BEGIN").await.map(|()| Vec::new())
-            }));
-        }
-        flight.push(Box::pin(async move {
-            c.batch_execute("SAVEPOINT mt_exclusive")
-                .await
-                .map(|()| Vec::new())
-        }));
-        flight.push(Box::pin(c.query(&set_timeout, &timeout_params)));
-        flight.push(Box::pin(c.query(&lock, &lock_params)));
-        flight.push(Box::pin(async move {
-            c.batch_execute("RELEASE SAVEPOINT mt_exclusive")
-                .await
-                .map(|()| Vec::new())
-        }));
-        s.in_doubt = true;
-        let results = join_in_order(flight).await;
-        s.in_doubt = false;
-        if began {
-            s.in_transaction = true;
-        }
-        let mut results = results.into_iter().skip(usize::from(began));
-        let savepoint = results.next();
-        let _timeout = results.next();
-        let locked = results.next();
-        let outcome = match (savepoint, locked) {
-            (Some(Err(e)), _) => Err(map_db_error(e, Failed::Transaction)),
-            (_, Some(Ok(rows))) => match rows.first() {
-                Some(row) => {
-                    let version: i64 = row.try_get(0).map_err(reading)?;
-                    let archived_now: bool = row.try_get(1).map_err(reading)?;
-                    if archived_now {
-                        Err(archived(key))
-                    } else {
-                        Ok(version)
-                    }
-                }
-                None => Err(Error::StreamNotFound {
-                    stream: key.0.clone(),
-                }),
-            },
-            (_, Some(Err(e))) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                Err(Error::StreamLocked {
-                    stream: key.0.clone(),
-                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                })
-            }
-            (_, Some(Err(e))) => Err(map_db_error(e, Failed::Reading("stream"))),
-            (_, None) => Err(Error::StreamNotFound {
-                stream: key.0.clone(),
-            }),
-        };
-        if outcome.is_err() {
-            // Undo this attempt only; locks taken earlier in the session stay.
-            if began {
-                let _ = c.batch_execute("ROLLBACK").await;
-                s.in_transaction = false;
-            } else {
-                let _ = c.batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive").await;
-            }
-        }
+        let mut req = s.conn.request(&s.store).await?;
+        let outcome = lock_stream_on(&mut req, &sql.lock_stream, key, timeout).await;
+        req.settle(&outcome);
         outcome
     }
 
@@ -617,14 +534,12 @@ impl<K: Tracking> Events<'_, K> {
     ) -> Result<Vec<EventEnvelope>> {
         let key = self.key(stream.into())?;
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::fetch_stream(&s.store, client, &key, &range).await
+        let store = &s.store;
+        s.conn
+            .run(store, async |c| {
+                read::fetch_stream(store, c, &key, &range).await
+            })
+            .await
     }
 
     /// The stream's version, timestamps and archived flag, or `None` if it does not exist.
@@ -634,14 +549,10 @@ impl<K: Tracking> Events<'_, K> {
     ) -> Result<Option<StreamState>> {
         let key = self.key(stream.into())?;
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::stream_state(&s.store, client, &key).await
+        let store = &s.store;
+        s.conn
+            .run(store, async |c| read::stream_state(store, c, &key).await)
+            .await
     }
 
     /// Up to `limit` events after `after` in the gap-safe global order: only events whose
@@ -650,14 +561,12 @@ impl<K: Tracking> Events<'_, K> {
     /// its gap until it commits or rolls back; nothing is ever skipped.
     pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::read_all(&s.store, client, after, limit, false, false).await
+        let store = &s.store;
+        s.conn
+            .run(store, async |c| {
+                read::read_all(store, c, after, limit, false, false).await
+            })
+            .await
     }
 
     /// `read_all` leaving out events of types the store does not know (the daemon).
@@ -667,28 +576,21 @@ impl<K: Tracking> Events<'_, K> {
         limit: usize,
     ) -> Result<EventPage> {
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::read_all(&s.store, client, after, limit, false, true).await
+        let store = &s.store;
+        s.conn
+            .run(store, async |c| {
+                read::read_all(store, c, after, limit, false, true).await
+            })
+            .await
     }
 
     /// How long the oldest open writing transaction in the cluster has been open: it
     /// holds [`read_all`](Self::read_all) (and the daemon) back. `None` when there is none.
     pub async fn oldest_open_transaction(&mut self) -> Result<Option<std::time::Duration>> {
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::oldest_open_transaction(client).await
+        s.conn
+            .run(&s.store, async |c| read::oldest_open_transaction(c).await)
+            .await
     }
 }
 
@@ -712,16 +614,14 @@ impl<'s, K: Tracking> Events<'s, K> {
     ) -> Result<Option<A>> {
         let key = self.key(stream.into())?;
         let s = &mut *self.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        Ok(aggregate_stream::<A>(&s.store, client, &key, &range)
-            .await?
-            .0)
+        let store = &s.store;
+        let (state, _) = s
+            .conn
+            .run(store, async |c| {
+                aggregate_stream::<A>(store, c, &key, &range).await
+            })
+            .await?;
+        Ok(state)
     }
 
     /// The current state of aggregate `A`: the inline document brought up to date with
@@ -744,15 +644,13 @@ impl<'s, K: Tracking> Events<'s, K> {
         let this = self;
         let key = this.key(stream.into())?;
         let s = &mut *this.session;
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        let (state, version) =
-            aggregate_stream::<A>(&s.store, client, &key, &StreamRange::all()).await?;
+        let store = &s.store;
+        let (state, version) = s
+            .conn
+            .run(store, async |c| {
+                aggregate_stream::<A>(store, c, &key, &StreamRange::all()).await
+            })
+            .await?;
         Ok(Writing {
             events: this,
             stream: key,
@@ -851,4 +749,88 @@ fn archived(key: &StreamKey) -> Error {
 
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
+}
+
+/// Locks a stream's row in the connection's transaction (opening one if none is open),
+/// waiting at most `timeout`. A failure undoes only this attempt: locks taken earlier in
+/// the transaction stay.
+async fn lock_stream_on(
+    req: &mut Request<'_>,
+    lock_sql: &str,
+    key: &StreamKey,
+    timeout: std::time::Duration,
+) -> Result<i64> {
+    let client = req.client();
+    let lock = client.prepare_cached(lock_sql).await.map_err(reading)?;
+    let set_timeout = client
+        .prepare_cached("SELECT set_config('lock_timeout', $1, true)")
+        .await
+        .map_err(reading)?;
+    let began = !req.in_transaction();
+    if began {
+        // BEGIN is about to be written.
+        req.set_in_transaction(true);
+    }
+    let timeout_text = format!("{}ms", timeout.as_millis().max(1));
+    let c: &tokio_postgres::Client = req.client();
+    let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];
+    let mut flight: Vec<StatementFuture<'_>> = Vec::new();
+    if began {
+        flight.push(Box::pin(async move {
+            c.batch_execute("BEGIN").await.map(|()| Vec::new())
+        }));
+    }
+    flight.push(Box::pin(async move {
+        c.batch_execute("SAVEPOINT mt_exclusive")
+            .await
+            .map(|()| Vec::new())
+    }));
+    flight.push(Box::pin(c.query(&set_timeout, &timeout_params)));
+    flight.push(Box::pin(c.query(&lock, &lock_params)));
+    flight.push(Box::pin(async move {
+        c.batch_execute("RELEASE SAVEPOINT mt_exclusive")
+            .await
+            .map(|()| Vec::new())
+    }));
+    let results = join_in_order(flight).await;
+    let mut results = results.into_iter().skip(usize::from(began));
+    let savepoint = results.next();
+    let _timeout = results.next();
+    let locked = results.next();
+    let outcome = match (savepoint, locked) {
+        (Some(Err(e)), _) => Err(map_db_error(e, Failed::Transaction)),
+        (_, Some(Ok(rows))) => match rows.first() {
+            Some(row) => match (row.try_get::<_, i64>(0), row.try_get::<_, bool>(1)) {
+                (Ok(_), Ok(true)) => Err(archived(key)),
+                (Ok(version), Ok(false)) => Ok(version),
+                (Err(e), _) | (_, Err(e)) => Err(reading(e)),
+            },
+            None => Err(Error::StreamNotFound {
+                stream: key.0.clone(),
+            }),
+        },
+        (_, Some(Err(e))) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(Error::StreamLocked {
+                stream: key.0.clone(),
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
+        }
+        (_, Some(Err(e))) => Err(map_db_error(e, Failed::Reading("stream"))),
+        (_, None) => Err(Error::StreamNotFound {
+            stream: key.0.clone(),
+        }),
+    };
+    if outcome.is_err() {
+        if began {
+            req.rollback().await;
+        } else if let Err(e) = req
+            .client()
+            .batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive")
+            .await
+        {
+            return Err(map_db_error(e, Failed::Transaction));
+        }
+    }
+    outcome
 }

@@ -19,9 +19,9 @@ fn reading(e: tokio_postgres::Error) -> Error {
 }
 
 /// Makes sure the event tables exist (per the schema mode).
-pub(crate) async fn ensure(store: &DocumentStore, client: &Object) -> Result<()> {
+pub(crate) async fn ensure(store: &DocumentStore) -> Result<()> {
     let (type_id, migrate) = events_schema(store.stream_identity());
-    store.ensure_erased(type_id, migrate, client).await
+    store.ensure_erased(type_id, migrate).await
 }
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
@@ -94,7 +94,7 @@ pub(crate) async fn fetch_stream(
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Vec<EventEnvelope>> {
-    ensure(store, client).await?;
+    ensure(store).await?;
     let sql = EventSql::get(store.stream_identity());
     let stmt = client
         .prepare_cached(&sql.fetch_stream)
@@ -126,7 +126,7 @@ pub(crate) async fn read_all(
     include_archived: bool,
     skip_unknown: bool,
 ) -> Result<EventPage> {
-    ensure(store, client).await?;
+    ensure(store).await?;
     let sql = EventSql::get(store.stream_identity());
     let stmt = client
         .prepare_cached(&sql.read_all)
@@ -166,7 +166,7 @@ pub(crate) async fn stream_state(
     client: &Object,
     stream: &StreamKey,
 ) -> Result<Option<StreamState>> {
-    ensure(store, client).await?;
+    ensure(store).await?;
     let sql = EventSql::get(store.stream_identity());
     let stmt = client
         .prepare_cached(&sql.stream_state)

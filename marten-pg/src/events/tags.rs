@@ -28,7 +28,7 @@ use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::schema::MigrateFn;
 use crate::session::state::SessionState;
-use crate::session::{connection, Tracking};
+use crate::session::Tracking;
 use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// Which events a boundary covers: any of its tags, optionally only some event types.
@@ -194,23 +194,24 @@ impl<'s, K: Tracking> Events<'s, K> {
         let event_types: Option<Vec<&str>> = query.event_types.clone();
         let s = &mut *this.session;
         s.store.learn_events(S::event_types());
-        let client = connection(
-            &s.store,
-            &mut s.conn,
-            &mut s.in_doubt,
-            &mut s.in_transaction,
-        )
-        .await?;
-        read::ensure(&s.store, client).await?;
+        read::ensure(&s.store).await?;
         let sql = EventSql::get(s.store.stream_identity());
-        let versions_stmt = client
-            .prepare_cached(&sql.tag_versions)
-            .await
-            .map_err(reading)?;
-        let events_stmt = client
-            .prepare_cached(&sql.events_by_tags)
-            .await
-            .map_err(reading)?;
+        let req = s.conn.request(&s.store).await?;
+        let client = req.client();
+        let prepared = async {
+            let versions = client.prepare_cached(&sql.tag_versions).await?;
+            let events = client.prepare_cached(&sql.events_by_tags).await?;
+            Ok::<_, tokio_postgres::Error>((versions, events))
+        }
+        .await;
+        let (versions_stmt, events_stmt) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let e = reading(e);
+                req.settle_error(&e);
+                return Err(e);
+            }
+        };
         let c: &Client = client;
         let version_params: [&(dyn ToSql + Sync); 2] = [&types, &values];
         let event_params: [&(dyn ToSql + Sync); 3] = [&types, &values, &event_types];
@@ -227,6 +228,7 @@ impl<'s, K: Tracking> Events<'s, K> {
             let mut results = join_in_order(flight).await.into_iter();
             (results.next(), results.next())
         };
+        req.finish();
         let version_rows = version_rows.unwrap_or(Ok(Vec::new())).map_err(reading)?;
         let event_rows = event_rows.unwrap_or(Ok(Vec::new())).map_err(reading)?;
         let mut versions: Vec<(EventTag, i64)> = tags.iter().map(|t| (t.clone(), 0)).collect();

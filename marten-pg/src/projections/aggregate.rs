@@ -66,7 +66,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
     if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
         if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
-            store.ensure::<A>(client).await?;
+            store.ensure::<A>().await?;
             if let Some(snapshot) = load::load_one::<A>(client, &id).await? {
                 if snapshot.doc.version() <= range.to_version {
                     from_version = snapshot.doc.version() + 1;
@@ -128,26 +128,32 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
     /// joined read in the locking statement would see the one from before the wait).
     async fn load(
         &self,
-        ctx: &mut PlanContext<'_>,
+        ctx: &mut PlanContext<'_, '_>,
         ids: &[A::Id],
     ) -> Result<HashMap<A::Id, (i64, Option<A>, bool)>> {
         let mut out = HashMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
-        ctx.store.ensure::<A>(ctx.client).await?;
-        let begin = !*ctx.in_transaction;
+        ctx.store.ensure::<A>().await?;
+        let begin = !ctx.req.in_transaction();
         let lock = ctx
-            .client
+            .req
+            .client()
             .prepare_cached(&self.lock)
             .await
             .map_err(reading::<A>)?;
         let docs = ctx
-            .client
+            .req
+            .client()
             .prepare_cached(&A::storage().reads().load_many)
             .await
             .map_err(reading::<A>)?;
-        let c: &tokio_postgres::Client = ctx.client;
+        if begin {
+            // BEGIN is about to be written.
+            ctx.req.set_in_transaction(true);
+        }
+        let c: &tokio_postgres::Client = ctx.req.client();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
         // BEGIN, the lock and the read in one flight.
         let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(3);
@@ -160,7 +166,6 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         flight.push(Box::pin(c.query(&docs, &params)));
         let mut results = join_in_order(flight).await.into_iter();
         if begin {
-            *ctx.in_transaction = true;
             if let Some(Err(e)) = results.next() {
                 return Err(crate::error_map::map_db_error(
                     e,
@@ -192,7 +197,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         Ok(out)
     }
 
-    async fn plan_inner(&self, ctx: &mut PlanContext<'_>) -> Result<()> {
+    async fn plan_inner(&self, ctx: &mut PlanContext<'_, '_>) -> Result<()> {
         // The streams with at least one event `A` handles, each with all its appends.
         let mut streams: Vec<(A::Id, Vec<&AppendView>)> = Vec::new();
         for append in ctx.appends {
@@ -315,7 +320,7 @@ struct CacheHit<A> {
 /// that version. Recorded in `ctx.cache_hits`. An entry that no longer deserializes is
 /// dropped.
 fn from_cache<A: Aggregate>(
-    ctx: &mut PlanContext<'_>,
+    ctx: &mut PlanContext<'_, '_>,
     key: CacheKey,
     kind: AppendKind,
 ) -> Option<CacheHit<A>> {
@@ -348,7 +353,7 @@ fn from_cache<A: Aggregate>(
 }
 
 impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>> {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.plan_inner(ctx))
     }
 }

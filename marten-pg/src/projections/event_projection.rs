@@ -67,7 +67,7 @@ impl ProjectedOps {
 pub(crate) struct InlineEventProjection<P>(pub(crate) P);
 
 impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>> {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut ops = ProjectedOps::default();
             for append in ctx.appends {
@@ -87,9 +87,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             }
             for op in &ops.list.ops {
                 let (type_id, migrate) = op.schema();
-                ctx.store
-                    .ensure_erased(type_id, migrate, ctx.client)
-                    .await?;
+                ctx.store.ensure_erased(type_id, migrate).await?;
             }
             ctx.out.append(&mut ops.list);
             Ok(())

@@ -24,7 +24,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_postgres::Object;
+use crate::connection::Request;
 use futures_util::future::BoxFuture;
 use marten_core::{AnyEvent, Error, EventEnvelope, Result};
 use time::OffsetDateTime;
@@ -87,9 +87,10 @@ impl AppendView {
 }
 
 /// What a projection plans with.
-pub(crate) struct PlanContext<'a> {
+pub(crate) struct PlanContext<'a, 'r> {
     pub(crate) store: &'a DocumentStore,
-    pub(crate) client: &'a Object,
+    /// The save's request on the session's connection.
+    pub(crate) req: &'a mut Request<'r>,
     pub(crate) appends: &'a [AppendView],
     /// States `fetch_for_writing` loaded, by aggregate type and stream.
     pub(crate) state: &'a mut SessionState,
@@ -97,8 +98,6 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) requirements: Vec<(usize, i64)>,
     /// The writes planned.
     pub(crate) out: OpList,
-    /// Whether the session's connection is inside a transaction.
-    pub(crate) in_transaction: &'a mut bool,
     /// Whether projections may plan from the store's aggregate cache (the first attempt
     /// of a save only: a retry reads under lock).
     pub(crate) use_cache: bool,
@@ -108,15 +107,19 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) cache_updates: Vec<CacheUpdate>,
 }
 
-impl PlanContext<'_> {
+impl PlanContext<'_, '_> {
     /// Opens the save's transaction now, so that what the projection reads can be locked
     /// until the save commits (the unit of work then sends no `BEGIN` of its own).
     pub(crate) async fn begin(&mut self) -> Result<()> {
-        if !*self.in_transaction {
-            self.client.batch_execute("BEGIN").await.map_err(|e| {
-                crate::error_map::map_db_error(e, crate::error_map::Failed::Transaction)
-            })?;
-            *self.in_transaction = true;
+        if !self.req.in_transaction() {
+            self.req.set_in_transaction(true);
+            self.req
+                .client()
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| {
+                    crate::error_map::map_db_error(e, crate::error_map::Failed::Transaction)
+                })?;
         }
         Ok(())
     }
@@ -124,7 +127,7 @@ impl PlanContext<'_> {
 
 /// A projection run inside `save_changes`. Type-erased so a store can hold many.
 pub(crate) trait InlineProjection: Send + Sync {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>>;
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The projections a store knows.
@@ -156,10 +159,9 @@ pub(crate) enum Planned {
 /// the store's aggregate cache may stand in for locked reads (see [`cache`]).
 pub(crate) async fn plan_inline(
     store: &DocumentStore,
-    client: &Object,
+    req: &mut Request<'_>,
     uow: &mut UnitOfWork,
     state: &mut SessionState,
-    in_transaction: &mut bool,
     use_cache: bool,
 ) -> Result<Planned> {
     let projections = store.projections();
@@ -188,15 +190,14 @@ pub(crate) async fn plan_inline(
         return Ok(Planned::Ready);
     }
     // Projections read the event tables before the appends create them.
-    crate::events::read::ensure(store, client).await?;
+    crate::events::read::ensure(store).await?;
     let mut ctx = PlanContext {
         store,
-        client,
+        req,
         appends: &appends,
         state,
         requirements: Vec::new(),
         out: OpList::default(),
-        in_transaction,
         use_cache,
         cache_hits: Vec::new(),
         cache_updates: Vec::new(),

@@ -31,7 +31,7 @@ where
         InlineMultiStream { _p: PhantomData }
     }
 
-    async fn plan_inner(&self, ctx: &mut PlanContext<'_>) -> Result<()> {
+    async fn plan_inner(&self, ctx: &mut PlanContext<'_, '_>) -> Result<()> {
         // Events per document id, in append order.
         let mut groups: Vec<(P::Id, Vec<EventEnvelope>)> = Vec::new();
         for append in ctx.appends {
@@ -55,11 +55,11 @@ where
         if groups.is_empty() {
             return Ok(());
         }
-        ctx.store.ensure::<P>(ctx.client).await?;
+        ctx.store.ensure::<P>().await?;
         let ids: Vec<P::Id> = groups.iter().map(|(id, _)| id.clone()).collect();
         ctx.begin().await?;
         let mut loaded: std::collections::HashMap<P::Id, load::Loaded<P>> =
-            load::load_many_locked::<P>(ctx.client, &ids)
+            load::load_many_locked::<P>(ctx.req.client(), &ids)
                 .await?
                 .into_iter()
                 .map(|l| (l.id.clone(), l))
@@ -98,7 +98,7 @@ where
     P: Identities + PgDocument,
     P::Mode: VersionedMode,
 {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_>) -> BoxFuture<'a, Result<()>> {
+    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.plan_inner(ctx))
     }
 }

@@ -5,14 +5,14 @@ mod render;
 use std::marker::PhantomData;
 
 use futures_util::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use marten_core::query::{Filter, HasFields, Order, RawParam};
 use marten_core::{Error, Result};
 
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
-use crate::session::{connection, QuerySource};
+use crate::session::QuerySource;
 pub(crate) use render::Sql;
 
 /// A page of results with the total count of matches.
@@ -232,15 +232,17 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     async fn rows(self, columns: &str) -> Result<Vec<tokio_postgres::Row>> {
         let sql = self.spec.select(columns, true);
-        let (store, conn, in_doubt, in_tx) = self.session.source();
-        let client = connection(store, conn, in_doubt, in_tx).await?;
-        store.ensure::<D>(client).await?;
-        let stmt = client
-            .prepare_cached(&sql.text)
-            .await
-            .map_err(reading::<D>)?;
-        let refs = sql.refs();
-        client.query(&stmt, &refs).await.map_err(reading::<D>)
+        let (store, conn) = self.session.source();
+        store.ensure::<D>().await?;
+        conn.run(store, async |client| {
+            let stmt = client
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(reading::<D>)?;
+            let refs = sql.refs();
+            client.query(&stmt, &refs).await.map_err(reading::<D>)
+        })
+        .await
     }
 
     /// All matches.
@@ -271,16 +273,18 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// How many documents match.
     pub async fn count(self) -> Result<i64> {
         let sql = self.spec.count_sql();
-        let (store, conn, in_doubt, in_tx) = self.session.source();
-        let client = connection(store, conn, in_doubt, in_tx).await?;
-        store.ensure::<D>(client).await?;
-        let stmt = client
-            .prepare_cached(&sql.text)
-            .await
-            .map_err(reading::<D>)?;
-        let refs = sql.refs();
-        let row = client.query_one(&stmt, &refs).await.map_err(reading::<D>)?;
-        row.try_get(0).map_err(reading::<D>)
+        let (store, conn) = self.session.source();
+        store.ensure::<D>().await?;
+        conn.run(store, async |client| {
+            let stmt = client
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(reading::<D>)?;
+            let refs = sql.refs();
+            let row = client.query_one(&stmt, &refs).await.map_err(reading::<D>)?;
+            row.try_get(0).map_err(reading::<D>)
+        })
+        .await
     }
 
     /// Whether any document matches.
@@ -305,21 +309,47 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
         let sql = self.spec.select("d.data", true);
         let session = self.session;
-        let (store, conn, in_doubt, in_tx) = session.source();
-        let client = connection(store, conn, in_doubt, in_tx).await?;
-        store.ensure::<D>(client).await?;
-        let stmt = client
-            .prepare_cached(&sql.text)
-            .await
-            .map_err(reading::<D>)?;
-        let stream = client
-            .query_raw(&stmt, sql.refs())
-            .await
-            .map_err(reading::<D>)?;
-        Ok(stream
-            .map_err(reading::<D>)
-            .map(|row| row.and_then(|r| decode::<D>(&r)))
-            .boxed())
+        let (store, conn) = session.source();
+        store.ensure::<D>().await?;
+        let req = conn.request(store).await?;
+        let started = async {
+            let stmt = req
+                .client()
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(reading::<D>)?;
+            req.client()
+                .query_raw(&stmt, sql.refs())
+                .await
+                .map_err(reading::<D>)
+        }
+        .await;
+        let rows = match started {
+            Ok(rows) => rows,
+            Err(e) => {
+                req.settle_error(&e);
+                return Err(e);
+            }
+        };
+        // The request lasts as long as the stream: read to its end, it is finished; dropped
+        // early, the connection is closed (and what still runs on it cancelled).
+        let stream =
+            futures_util::stream::unfold(Some((req, Box::pin(rows))), |state| async move {
+                let (req, mut rows) = state?;
+                match rows.next().await {
+                    Some(Ok(row)) => Some((decode::<D>(&row), Some((req, rows)))),
+                    Some(Err(e)) => {
+                        let e = reading::<D>(e);
+                        req.settle_error(&e);
+                        Some((Err(e), None))
+                    }
+                    None => {
+                        req.finish();
+                        None
+                    }
+                }
+            });
+        Ok(stream.boxed())
     }
 }
 
@@ -401,11 +431,26 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
 
     /// Sends every query in one flight and reads the results back.
     pub async fn execute(self) -> Result<BatchResults> {
-        let (store, conn, in_doubt, in_tx) = self.session.source();
-        let client = connection(store, conn, in_doubt, in_tx).await?;
-        let mut prepared = Vec::with_capacity(self.statements.len());
-        for (sql, (type_id, migrate)) in &self.statements {
-            store.ensure_erased(*type_id, *migrate, client).await?;
+        let (store, conn) = self.session.source();
+        for (_, (type_id, migrate)) in &self.statements {
+            store.ensure_erased(*type_id, *migrate).await?;
+        }
+        let statements = &self.statements;
+        let rows = conn
+            .run(store, async |client| run_batch(client, statements).await)
+            .await?;
+        Ok(BatchResults { rows })
+    }
+}
+
+/// Prepares and sends a batch's statements in one flight; every result in order.
+async fn run_batch(
+    client: &deadpool_postgres::Object,
+    statements: &[(Sql, MigrateDoc)],
+) -> Result<Vec<Vec<tokio_postgres::Row>>> {
+    {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, _) in statements {
             prepared.push(
                 client
                     .prepare_cached(&sql.text)
@@ -414,7 +459,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
             );
         }
         let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> =
-            self.statements.iter().map(|(sql, _)| sql.refs()).collect();
+            statements.iter().map(|(sql, _)| sql.refs()).collect();
         let c: &tokio_postgres::Client = client;
         let flight: Vec<crate::unit_of_work::StatementFuture<'_>> = prepared
             .iter()
@@ -429,6 +474,6 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
                 result.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?,
             );
         }
-        Ok(BatchResults { rows })
+        Ok(rows)
     }
 }

@@ -13,15 +13,14 @@ pub(crate) mod state;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use deadpool_postgres::Object;
 use marten_core::concurrency::{NumericMode, VersionOf, VersionedMode};
 use marten_core::{DocumentId, DocumentMetadata, Error, Result};
 use tracing::warn;
 
 pub use query::QuerySession;
 
+use crate::connection::Conn;
 use crate::documents::{PgDocument, WriteKind};
-use crate::error_map::{map_db_error, Failed};
 use crate::projections::Planned;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{Outcome, UnitOfWork};
@@ -79,28 +78,23 @@ mod source_sealed {
 
 /// A session queries run on ([`Session`] or [`QuerySession`]). Sealed.
 pub trait QuerySource: source_sealed::Sealed {
-    /// The store, the session's connection slot and its state flags.
+    /// The store and the session's connection.
     #[doc(hidden)]
-    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool);
+    fn source(&mut self) -> (&DocumentStore, &mut Conn);
 }
 
 impl<K: Tracking> source_sealed::Sealed for Session<K> {}
 
 impl<K: Tracking> QuerySource for Session<K> {
-    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
-        (
-            &self.store,
-            &mut self.conn,
-            &mut self.in_doubt,
-            &mut self.in_transaction,
-        )
+    fn source(&mut self) -> (&DocumentStore, &mut Conn) {
+        (&self.store, &mut self.conn)
     }
 }
 
 impl source_sealed::Sealed for QuerySession {}
 
 impl QuerySource for QuerySession {
-    fn source(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
+    fn source(&mut self) -> (&DocumentStore, &mut Conn) {
         self.parts()
     }
 }
@@ -135,12 +129,9 @@ impl SessionOptions {
 /// [`DirtyTrackedSession`].
 pub struct Session<K: Tracking> {
     pub(crate) store: DocumentStore,
-    pub(crate) conn: Option<Object>,
-    /// Set while a request is in flight: if it is cancelled, the connection may be inside
-    /// a transaction and must not go back to the pool.
-    pub(crate) in_doubt: bool,
-    /// Set while the session holds an open transaction (after `append_exclusive`).
-    pub(crate) in_transaction: bool,
+    /// The session's connection; it holds an open transaction between an
+    /// `append_exclusive` and the next `save_changes`.
+    pub(crate) conn: Conn,
     pub(crate) state: SessionState,
     pub(crate) uow: UnitOfWork,
     pub(crate) event_meta: EventMeta,
@@ -158,37 +149,11 @@ pub(crate) struct EventMeta {
     pub(crate) headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Gets the session's connection, opening it on first use and discarding one a cancelled
-/// save left in doubt.
-pub(crate) async fn connection<'a>(
-    store: &DocumentStore,
-    conn: &'a mut Option<Object>,
-    in_doubt: &mut bool,
-    in_transaction: &mut bool,
-) -> Result<&'a Object> {
-    if *in_doubt {
-        if let Some(obj) = conn.take() {
-            drop(Object::take(obj));
-        }
-        *in_doubt = false;
-        *in_transaction = false;
-    }
-    if conn.is_none() {
-        *conn = Some(store.connection().await?);
-    }
-    match conn {
-        Some(c) => Ok(c),
-        None => unreachable!("connection was just set"),
-    }
-}
-
 impl<K: Tracking> Session<K> {
     pub(crate) fn new(store: DocumentStore, options: SessionOptions) -> Self {
         Session {
             store,
-            conn: None,
-            in_doubt: false,
-            in_transaction: false,
+            conn: Conn::new(),
             state: SessionState::default(),
             event_meta: EventMeta::default(),
             boundaries: Vec::new(),
@@ -338,27 +303,19 @@ impl<K: Tracking> Session<K> {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        let client = connection(
-            &self.store,
-            &mut self.conn,
-            &mut self.in_doubt,
-            &mut self.in_transaction,
-        )
-        .await?;
-        self.store.ensure::<D>(client).await?;
-        load::metadata::<D>(client, id).await
+        self.store.ensure::<D>().await?;
+        let req = self.conn.request(&self.store).await?;
+        let found = load::metadata::<D>(req.client(), id).await;
+        req.settle(&found);
+        found
     }
 
     async fn fetch<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<Loaded<D>>> {
-        let client = connection(
-            &self.store,
-            &mut self.conn,
-            &mut self.in_doubt,
-            &mut self.in_transaction,
-        )
-        .await?;
-        self.store.ensure::<D>(client).await?;
-        let loaded = load::load_one::<D>(client, id).await?;
+        self.store.ensure::<D>().await?;
+        let req = self.conn.request(&self.store).await?;
+        let loaded = load::load_one::<D>(req.client(), id).await;
+        req.settle(&loaded);
+        let loaded = loaded?;
         if let Some(l) = &loaded {
             self.remember(l);
         }
@@ -366,15 +323,11 @@ impl<K: Tracking> Session<K> {
     }
 
     async fn fetch_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<Loaded<D>>> {
-        let client = connection(
-            &self.store,
-            &mut self.conn,
-            &mut self.in_doubt,
-            &mut self.in_transaction,
-        )
-        .await?;
-        self.store.ensure::<D>(client).await?;
-        let loaded = load::load_many::<D>(client, ids).await?;
+        self.store.ensure::<D>().await?;
+        let req = self.conn.request(&self.store).await?;
+        let loaded = load::load_many::<D>(req.client(), ids).await;
+        req.settle(&loaded);
+        let loaded = loaded?;
         for l in &loaded {
             self.remember(l);
         }
@@ -406,94 +359,72 @@ impl<K: Tracking> Session<K> {
                 return Err(e);
             }
         }
-        if self.uow.is_empty() && !self.in_transaction {
+        if self.uow.is_empty() && !self.conn.in_transaction() {
             return Ok(());
         }
-        let result = async {
-            // A session already in a transaction holds exclusive stream locks: a stale
-            // cache entry would roll the save back and release them. Read under lock.
-            let mut use_cache = !self.in_transaction;
-            for _attempt in 0..MAX_SAVE_ATTEMPTS {
-                let client = connection(
-                    &self.store,
-                    &mut self.conn,
-                    &mut self.in_doubt,
-                    &mut self.in_transaction,
-                )
-                .await?;
-                self.uow.reset_attempt();
-                let planned = crate::projections::plan_inline(
-                    &self.store,
-                    client,
-                    &mut self.uow,
-                    &mut self.state,
-                    &mut self.in_transaction,
-                    use_cache,
-                )
-                .await;
-                // Later attempts read under lock.
-                use_cache = false;
-                if let Some(lock) = crate::events::tags::TagLock::for_save(
-                    self.store.stream_identity(),
-                    &self.boundaries,
-                    &self.uow.user.ops,
-                ) {
-                    self.uow.prelude.push_op(Box::new(lock));
-                }
-                match planned {
-                    Ok(Planned::Ready) => {}
-                    Ok(Planned::Again) => {
-                        if self.in_transaction {
-                            client
-                                .batch_execute("ROLLBACK")
-                                .await
-                                .map_err(|e| map_db_error(e, Failed::Transaction))?;
-                            self.in_transaction = false;
-                        }
-                        tracing::debug!("a cached aggregate was stale; planning again");
-                        continue;
-                    }
-                    Err(e) => {
-                        if self.in_transaction {
-                            let _ = client.batch_execute("ROLLBACK").await;
-                            self.in_transaction = false;
-                        }
-                        return Err(e);
-                    }
-                }
-                self.in_doubt = true;
-                let outcome = self
-                    .uow
-                    .execute(client, &self.store, &mut self.state, self.in_transaction)
-                    .await;
-                self.in_doubt = false;
-                match outcome? {
-                    Outcome::Committed => return Ok(()),
-                    Outcome::Retry => {
-                        // Rolled back; any stream lock went with it.
-                        self.in_transaction = false;
-                        tracing::debug!("inline projection met a concurrent save; planning again");
-                    }
-                }
-            }
-            Err(Error::ProjectionConflict {
-                attempts: MAX_SAVE_ATTEMPTS,
-            })
-        }
-        .await;
-        // Committed or rolled back: the transaction (and any stream lock) is over.
-        self.in_transaction = false;
-        crate::projections::cache::settle(&self.store, &mut self.uow, result.is_ok());
-        self.boundaries.clear();
-        self.uow.clear();
-        self.state.finish_save(result.is_ok());
-        if let Err(Error::Connection(_)) = &result {
-            // The connection is gone; never hand it back to the pool.
-            if let Some(obj) = self.conn.take() {
-                drop(Object::take(obj));
-            }
-        }
+        // Dropped before the save ends (its future was cancelled), the guard forgets the
+        // queued operations: their outcome is unknown, and sending them again could write
+        // them twice. The connection's own guard closes the connection.
+        let save = SaveGuard { session: self };
+        let result = save.session.attempt_save().await;
+        save.finish(result.is_ok());
         result
+    }
+
+    /// Plans and sends the save until it commits, fails, or conflicts too often.
+    async fn attempt_save(&mut self) -> Result<()> {
+        // A session already in a transaction holds exclusive stream locks: a stale
+        // cache entry would roll the save back and release them. Read under lock.
+        let mut use_cache = !self.conn.in_transaction();
+        for _attempt in 0..MAX_SAVE_ATTEMPTS {
+            let mut req = self.conn.request(&self.store).await?;
+            self.uow.reset_attempt();
+            let planned = crate::projections::plan_inline(
+                &self.store,
+                &mut req,
+                &mut self.uow,
+                &mut self.state,
+                use_cache,
+            )
+            .await;
+            // Later attempts read under lock.
+            use_cache = false;
+            if let Some(lock) = crate::events::tags::TagLock::for_save(
+                self.store.stream_identity(),
+                &self.boundaries,
+                &self.uow.user.ops,
+            ) {
+                self.uow.prelude.push_op(Box::new(lock));
+            }
+            match planned {
+                Ok(Planned::Ready) => {}
+                Ok(Planned::Again) => {
+                    req.rollback().await;
+                    req.finish();
+                    tracing::debug!("a cached aggregate was stale; planning again");
+                    continue;
+                }
+                Err(e) => {
+                    req.rollback().await;
+                    req.settle_error(&e);
+                    return Err(e);
+                }
+            }
+            let outcome = self
+                .uow
+                .execute(&mut req, &self.store, &mut self.state)
+                .await;
+            req.settle(&outcome);
+            match outcome? {
+                Outcome::Committed => return Ok(()),
+                Outcome::Retry => {
+                    tracing::debug!("inline projection met a concurrent save; planning again");
+                }
+            }
+        }
+        Err(Error::ProjectionConflict {
+            attempts: MAX_SAVE_ATTEMPTS,
+        })
     }
 
     /// Forgets every queued operation without sending it.
@@ -537,17 +468,33 @@ fn is_dirty_tracking<K: Tracking>() -> bool {
     std::any::TypeId::of::<K>() == std::any::TypeId::of::<DirtyTracking>()
 }
 
-impl<K: Tracking> Drop for Session<K> {
+/// Ends a save: on success or failure through [`finish`](Self::finish); dropped unfinished
+/// (the save's future was cancelled), it forgets the save as failed.
+struct SaveGuard<'s, K: Tracking> {
+    session: &'s mut Session<K>,
+}
+
+impl<K: Tracking> SaveGuard<'_, K> {
+    fn finish(self, committed: bool) {
+        self.session.end_save(committed);
+        std::mem::forget(self);
+    }
+}
+
+impl<K: Tracking> Drop for SaveGuard<'_, K> {
     fn drop(&mut self) {
-        if self.in_doubt || self.in_transaction {
-            if let Some(obj) = self.conn.take() {
-                if self.in_doubt {
-                    warn!("session dropped while a request was in flight; closing its connection");
-                }
-                // Closing the connection rolls its transaction back and frees its locks.
-                drop(Object::take(obj));
-            }
-        }
+        warn!("save_changes was cancelled; its queued operations are discarded");
+        self.session.end_save(false);
+    }
+}
+
+impl<K: Tracking> Session<K> {
+    /// Forgets the save's queue and tells the caches how it ended.
+    fn end_save(&mut self, committed: bool) {
+        crate::projections::cache::settle(&self.store, &mut self.uow, committed);
+        self.boundaries.clear();
+        self.uow.clear();
+        self.state.finish_save(committed);
     }
 }
 

@@ -1,46 +1,27 @@
-use deadpool_postgres::Object;
 use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentMetadata, Result};
 
 use super::load;
+use crate::connection::Conn;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
 
 /// A read-only session: loads without tracking anything.
 pub struct QuerySession {
     store: DocumentStore,
-    conn: Option<Object>,
-    in_doubt: bool,
-    in_transaction: bool,
+    conn: Conn,
 }
 
 impl QuerySession {
     pub(crate) fn new(store: DocumentStore) -> Self {
         Self {
             store,
-            conn: None,
-            in_doubt: false,
-            in_transaction: false,
+            conn: Conn::new(),
         }
     }
 
-    async fn client(&mut self) -> Result<&Object> {
-        if self.conn.is_none() {
-            self.conn = Some(self.store.connection().await?);
-        }
-        match &self.conn {
-            Some(c) => Ok(c),
-            None => unreachable!("connection was just set"),
-        }
-    }
-
-    pub(crate) fn parts(&mut self) -> (&DocumentStore, &mut Option<Object>, &mut bool, &mut bool) {
-        (
-            &self.store,
-            &mut self.conn,
-            &mut self.in_doubt,
-            &mut self.in_transaction,
-        )
+    pub(crate) fn parts(&mut self) -> (&DocumentStore, &mut Conn) {
+        (&self.store, &mut self.conn)
     }
 
     /// A typed query on documents of type `D`; see [`Query`](crate::query::Query).
@@ -57,22 +38,22 @@ impl QuerySession {
 
     /// Loads a document by id.
     pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<D>> {
-        let store = self.store.clone();
-        let client = self.client().await?;
-        store.ensure::<D>(client).await?;
-        Ok(load::load_one::<D>(client, id).await?.map(|l| l.doc))
+        self.store.ensure::<D>().await?;
+        let loaded = self
+            .conn
+            .run(&self.store, async |c| load::load_one::<D>(c, id).await)
+            .await?;
+        Ok(loaded.map(|l| l.doc))
     }
 
     /// Loads the documents with the given ids that exist.
     pub async fn load_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<D>> {
-        let store = self.store.clone();
-        let client = self.client().await?;
-        store.ensure::<D>(client).await?;
-        Ok(load::load_many::<D>(client, ids)
-            .await?
-            .into_iter()
-            .map(|l| l.doc)
-            .collect())
+        self.store.ensure::<D>().await?;
+        let loaded = self
+            .conn
+            .run(&self.store, async |c| load::load_many::<D>(c, ids).await)
+            .await?;
+        Ok(loaded.into_iter().map(|l| l.doc).collect())
     }
 
     /// Reads the stored version and last-modified time of a document.
@@ -80,9 +61,9 @@ impl QuerySession {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        let store = self.store.clone();
-        let client = self.client().await?;
-        store.ensure::<D>(client).await?;
-        load::metadata::<D>(client, id).await
+        self.store.ensure::<D>().await?;
+        self.conn
+            .run(&self.store, async |c| load::metadata::<D>(c, id).await)
+            .await
     }
 }

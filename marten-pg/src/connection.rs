@@ -1,0 +1,202 @@
+//! The connection owner: one pooled connection and the state it is in.
+//!
+//! Every request of a session, of the daemon and of the command line goes through a
+//! [`Conn`]. A request is a [`Request`] guard: it exists from before the first statement
+//! is written until the caller says its responses were read ([`Request::finish`]). A guard
+//! dropped before that - the caller's future was cancelled, or it returned early - means
+//! the connection may still be running a statement or be inside a transaction nobody
+//! will end, so the connection is closed on the spot (a cancel request stops what runs on
+//! it; closing rolls back its transaction and frees its locks), never handed back to the
+//! pool. A `Conn` dropped while it holds an open transaction (a session that took an
+//! exclusive stream lock and was never saved) is closed the same way.
+//!
+//! Cancellation safety is therefore a property of this type, not of each call site: code
+//! that sends requests only has to finish its guard after the last response was read.
+
+use std::time::Duration;
+
+use deadpool_postgres::Object;
+use marten_core::{Error, Result};
+use tokio_postgres::NoTls;
+use tracing::{debug, warn};
+
+use crate::store::DocumentStore;
+
+/// How long closing a connection waits for its cancel request to be delivered.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection slot: empty until the first request, then one pooled connection. Public
+/// only in name (sessions hand it to queries); nothing outside the crate can use it.
+#[derive(Default)]
+pub struct Conn {
+    slot: Option<Object>,
+    /// A transaction is open: `BEGIN` was (or is about to be) written and no answer to a
+    /// `COMMIT` or `ROLLBACK` has been read since.
+    in_transaction: bool,
+    /// The connection failed or is in an unknown state: close it before the next request.
+    broken: bool,
+}
+
+impl Conn {
+    /// An empty slot.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a transaction is open on the connection.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Starts a request, taking a connection from the store's pool if the slot is empty
+    /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
+    pub(crate) async fn request(&mut self, store: &DocumentStore) -> Result<Request<'_>> {
+        if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
+            self.discard(false);
+        }
+        if self.slot.is_none() {
+            self.slot = Some(store.connection().await?);
+        }
+        Ok(Request {
+            conn: self,
+            finished: false,
+        })
+    }
+
+    /// Runs `f` as one request: its statements, all their responses read.
+    pub(crate) async fn run<T>(
+        &mut self,
+        store: &DocumentStore,
+        f: impl AsyncFnOnce(&Object) -> Result<T>,
+    ) -> Result<T> {
+        let req = self.request(store).await?;
+        let result = f(req.client()).await;
+        req.settle(&result);
+        result
+    }
+
+    /// Closes the connection without returning it to the pool. `cancel`: a statement may
+    /// still run on it, so a cancel request is sent first (on the runtime, bounded).
+    fn discard(&mut self, cancel: bool) {
+        self.in_transaction = false;
+        self.broken = false;
+        let Some(obj) = self.slot.take() else {
+            return;
+        };
+        let client = Object::take(obj);
+        if !cancel {
+            drop(client);
+            return;
+        }
+        let token = client.cancel_token();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await {
+                        Ok(Ok(())) => debug!("cancelled the request of a discarded connection"),
+                        Ok(Err(e)) => debug!(error = %e, "cancel request failed"),
+                        Err(_) => debug!("cancel request timed out"),
+                    }
+                    drop(client);
+                });
+            }
+            // No runtime to send a cancel from: closing alone still ends the session's
+            // transaction once the server reads the termination.
+            Err(_) => drop(client),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if (self.in_transaction || self.broken) && self.slot.is_some() {
+            debug!("closing a connection dropped inside a transaction");
+            self.discard(false);
+        }
+    }
+}
+
+/// A request in flight on a [`Conn`]: see the module documentation.
+pub(crate) struct Request<'c> {
+    conn: &'c mut Conn,
+    finished: bool,
+}
+
+impl Request<'_> {
+    /// The client to write statements to (with the pool's statement cache).
+    pub(crate) fn client(&self) -> &Object {
+        match &self.conn.slot {
+            Some(obj) => obj,
+            // `Conn::request` filled the slot and only this guard's drop empties it.
+            None => unreachable!("a request without a connection"),
+        }
+    }
+
+    /// Whether a transaction is open on the connection.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.conn.in_transaction
+    }
+
+    /// Records that a transaction is open (call before `BEGIN` is written) or over (call
+    /// after the answer to `COMMIT` or `ROLLBACK` was read).
+    pub(crate) fn set_in_transaction(&mut self, open: bool) {
+        self.conn.in_transaction = open;
+    }
+
+    /// Ends an open transaction with `ROLLBACK`; if that fails, the connection is closed
+    /// before its next request.
+    pub(crate) async fn rollback(&mut self) {
+        if !self.conn.in_transaction {
+            return;
+        }
+        match self.client().batch_execute("ROLLBACK").await {
+            Ok(()) => self.conn.in_transaction = false,
+            Err(e) => {
+                warn!(error = %e, "rollback failed; the connection will be closed");
+                self.conn.broken = true;
+            }
+        }
+    }
+
+    /// Every response of the request was read: the connection is in a known state.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// Every response was read and `result` is what came of them: a broken connection
+    /// ([`Error::Connection`]) is closed before the next request.
+    pub(crate) fn settle<T>(self, result: &Result<T>) {
+        match result {
+            Ok(_) => self.finish(),
+            Err(e) => self.settle_error(e),
+        }
+    }
+
+    /// Every response was read and the request failed with `error`.
+    pub(crate) fn settle_error(self, error: &Error) {
+        if matches!(error, Error::Connection(_)) {
+            self.finish_broken();
+        } else {
+            self.finish();
+        }
+    }
+
+    /// The request failed in a way that leaves the connection unusable or its state
+    /// unknown (it broke, or a transaction could not be ended): close it before the
+    /// next request.
+    pub(crate) fn finish_broken(mut self) {
+        self.finished = true;
+        self.conn.broken = true;
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            if self.conn.slot.is_some() {
+                warn!("a request was abandoned before its responses were read; closing its connection");
+            }
+            self.conn.discard(true);
+        }
+    }
+}
