@@ -23,8 +23,10 @@ use marten_core::{Error, EventEnvelope, RejectionKind, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
 use crate::store::DocumentStore;
+use crate::xid8::Xid8;
 pub use hooks::{DaemonHooks, NoHooks, TraceHooks};
 
 /// What happens to an event whose apply keeps failing.
@@ -146,19 +148,18 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
         let mut stale = Vec::new();
         for p in &store.projections().asynchronous {
             let pos = position_of(&client, p.name()).await?;
-            let behind: bool = client
-                .query_one(
-                    progression::EVENTS_AFTER,
-                    &[&pos.transaction_id.to_string(), &pos.sequence],
+            let checking = |e| {
+                crate::error_map::map_db_error(
+                    e,
+                    crate::error_map::Failed::Other("checking staleness"),
                 )
+            };
+            let behind: bool = client
+                .query_one(EVENTS_AFTER, &[&Xid8(pos.transaction_id), &pos.sequence])
                 .await
-                .map_err(|e| {
-                    crate::error_map::map_db_error(
-                        e,
-                        crate::error_map::Failed::Other("checking staleness"),
-                    )
-                })?
-                .get(0);
+                .map_err(checking)?
+                .try_get(0)
+                .map_err(checking)?;
             if behind {
                 stale.push(p.name());
             }
@@ -183,10 +184,7 @@ async fn position_of(client: &Object, name: &str) -> Result<Position> {
             crate::error_map::map_db_error(e, crate::error_map::Failed::Other("reading progress"))
         })?;
     match row {
-        Some(r) => Ok(Position {
-            transaction_id: progression::parse_tx(&r.get::<_, String>(0))?,
-            sequence: r.get(1),
-        }),
+        Some(r) => progression::position(&r),
         None => Ok(Position::START),
     }
 }
@@ -258,11 +256,13 @@ async fn acquire(store: &DocumentStore, name: &str, node: &str) -> Result<Option
             )
         })?;
     Ok(Some(Ownership {
-        position: Position {
-            transaction_id: progression::parse_tx(&row.get::<_, String>(0))?,
-            sequence: row.get(1),
-        },
-        epoch: row.get(2),
+        position: progression::position(&row)?,
+        epoch: row.try_get(2).map_err(|e| {
+            crate::error_map::map_db_error(
+                e,
+                crate::error_map::Failed::Other("claiming a projection"),
+            )
+        })?,
         lock,
     }))
 }
