@@ -137,7 +137,9 @@ async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(Str
         loop {
             let rows = raw
                 .query(
-                    "SELECT stream_id, version, data, tx_id::text, seq_id FROM mt_events                      WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) AND (tx_id, seq_id) > ($1::text::xid8, $2)                      ORDER BY tx_id, seq_id LIMIT 500",
+                    "SELECT e.stream_id, e.version, e.data, e.tx_id::text AS tx_text, e.seq_id FROM mt_events e \
+                     WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) AND (e.tx_id, e.seq_id) > ($1::text::xid8, $2) \
+                     ORDER BY e.tx_id, e.seq_id LIMIT 500",
                     &[&after.0, &after.1],
                 )
                 .await

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod session;
 mod store;
 mod unit_of_work;
+mod xid8;
 
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,

@@ -9,13 +9,18 @@
 //!
 //! [`TestSchema`] gives each test its own schema, dropped when the value is dropped (also
 //! when the test panics), so tests run in parallel and leave nothing behind.
+//!
+//! [`PrivateCluster`] starts a cluster of one test's own (for cluster-wide state such as
+//! the next transaction id), removed when the value is dropped.
 
 #![warn(missing_docs)]
 
 pub mod cancel;
+mod cluster;
 mod proxy;
 pub mod trace;
 
+pub use cluster::PrivateCluster;
 pub use proxy::CountingProxy;
 
 use std::path::{Path, PathBuf};
@@ -75,7 +80,7 @@ fn find_database() -> Result<String, String> {
 }
 
 /// Connects once and runs `SELECT 1`, on a private runtime so it works from any context.
-fn probe(url: &str) -> Result<(), String> {
+pub(crate) fn probe(url: &str) -> Result<(), String> {
     let url = url.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -102,7 +107,7 @@ fn probe(url: &str) -> Result<(), String> {
     .map_err(|_| "probe thread panicked".to_owned())?
 }
 
-fn find_binary(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
             let candidate = dir.join(name);
@@ -120,7 +125,7 @@ fn find_binary(name: &str) -> Option<PathBuf> {
     versions.pop()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -129,7 +134,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL binary; as root (which PostgreSQL refuses) it runs as `postgres`.
-fn run_pg(bin: &Path, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run_pg(bin: &Path, args: &[&str]) -> Result<(), String> {
     let output = if is_root() {
         Command::new("runuser")
             .arg("-u")

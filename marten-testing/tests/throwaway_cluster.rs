@@ -34,3 +34,34 @@ fn a_throwaway_cluster_starts_answers_and_stops() {
         panic!("stopping the throwaway cluster failed: {e}");
     }
 }
+
+/// A private cluster starts at the transaction id it was given (past the `pg_xact`
+/// segments `initdb` made), answers on its own port and is gone after the drop.
+#[test]
+fn a_private_cluster_starts_at_the_given_transaction_id_and_is_removed_on_drop() {
+    let cluster = match marten_testing::PrivateCluster::start_at_xid(9_999_800) {
+        Ok(c) => c,
+        Err(e) => panic!("the private cluster did not start: {e}"),
+    };
+    assert!(!cluster.url().contains(":5432/"), "{}", cluster.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let xid: String = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the private cluster");
+        tokio::spawn(conn);
+        client
+            .query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .expect("query")
+            .get(0)
+    });
+    let xid: u64 = xid.parse().expect("a transaction id");
+    assert!((9_999_800..9_999_900).contains(&xid), "next xid {xid}");
+    let dir = cluster.data_dir().to_path_buf();
+    drop(cluster);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

@@ -25,8 +25,10 @@ use tracing::{debug, info, warn};
 
 use crate::connection::Conn;
 use crate::error_map::{map_db_error, Failed};
+use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
 use crate::store::DocumentStore;
+use crate::xid8::Xid8;
 pub use hooks::{DaemonHooks, NoHooks, TraceHooks};
 
 /// What happens to an event whose apply keeps failing.
@@ -169,10 +171,7 @@ async fn stale_projections(store: &DocumentStore, client: &Object) -> Result<Vec
     for p in &store.projections().asynchronous {
         let pos = position_of(client, p.name()).await?;
         let row = client
-            .query_one(
-                progression::EVENTS_AFTER,
-                &[&pos.transaction_id.to_string(), &pos.sequence],
-            )
+            .query_one(EVENTS_AFTER, &[&Xid8(pos.transaction_id), &pos.sequence])
             .await
             .map_err(|e| map_db_error(e, Failed::Other("checking staleness")))?;
         let behind: bool = row
@@ -199,13 +198,7 @@ async fn position_of(client: &Object, name: &str) -> Result<Position> {
         .await
         .map_err(|e| map_db_error(e, what()))?;
     match row {
-        Some(r) => Ok(Position {
-            transaction_id: progression::parse_tx(
-                &r.try_get::<_, String>(0)
-                    .map_err(|e| map_db_error(e, what()))?,
-            )?,
-            sequence: r.try_get(1).map_err(|e| map_db_error(e, what()))?,
-        }),
+        Some(r) => progression::position(&r),
         None => Ok(Position::START),
     }
 }
@@ -279,10 +272,7 @@ async fn acquire(
         .await
         .map_err(claiming)?;
     Ok(Some(Ownership {
-        position: Position {
-            transaction_id: progression::parse_tx(&row.try_get::<_, String>(0).map_err(claiming)?)?,
-            sequence: row.try_get(1).map_err(claiming)?,
-        },
+        position: progression::position(&row)?,
         epoch: row.try_get(2).map_err(claiming)?,
         lock,
     }))

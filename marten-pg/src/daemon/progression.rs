@@ -5,7 +5,7 @@
 use std::any::{Any, TypeId};
 
 use futures_util::future::BoxFuture;
-use marten_core::{Error, IdKey, Rejection, RejectionKind, Result};
+use marten_core::{IdKey, Rejection, RejectionKind, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
@@ -14,6 +14,7 @@ use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::schema::{AutoCreate, MigrateFn};
 use crate::session::state::SessionState;
+use crate::xid8::Xid8;
 
 /// The progression table.
 pub const PROGRESSION_TABLE: &str = "mt_event_progression";
@@ -41,18 +42,13 @@ pub fn ddl(schema: &str) -> Vec<String> {
 pub const CLAIM: &str =
     "INSERT INTO mt_event_progression AS p (name, owner_epoch, owner) VALUES ($1, 1, $2) \
      ON CONFLICT (name) DO UPDATE SET owner_epoch = p.owner_epoch + 1, owner = excluded.owner \
-     RETURNING p.last_tx::text, p.last_seq, p.owner_epoch";
+     RETURNING p.last_tx, p.last_seq, p.owner_epoch";
 
 /// The position of a projection.
-pub const POSITION: &str =
-    "SELECT last_tx::text, last_seq FROM mt_event_progression WHERE name = $1";
+pub const POSITION: &str = "SELECT last_tx, last_seq FROM mt_event_progression WHERE name = $1";
 
 /// The owner epoch of a projection.
 pub const EPOCH: &str = "SELECT owner_epoch FROM mt_event_progression WHERE name = $1";
-
-/// Whether any committed event lies after a position.
-pub const EVENTS_AFTER: &str =
-    "SELECT EXISTS (SELECT 1 FROM mt_events WHERE (tx_id, seq_id) > ($1::text::xid8, $2::bigint))";
 
 /// Resets a projection to the start (for a rebuild), taking ownership from any runner.
 pub const RESET: &str =
@@ -67,8 +63,8 @@ pub const DEAD_LETTER: &str =
 /// The compare-and-set of a batch's progress: moves the position from `from` to `to` only
 /// if it is still `from` and the epoch is still the runner's. Zero rows sets the
 /// rejected flag, so the batch's writes roll back with it.
-const ADVANCE: &str = "WITH u AS (UPDATE mt_event_progression SET last_tx = $2::text::xid8, last_seq = $3, \
-     last_updated = now() WHERE name = $1 AND last_tx = $4::text::xid8 AND last_seq = $5 AND owner_epoch = $6 \
+const ADVANCE: &str = "WITH u AS (UPDATE mt_event_progression SET last_tx = $2::xid8, last_seq = $3, \
+     last_updated = now() WHERE name = $1 AND last_tx = $4::xid8 AND last_seq = $5 AND owner_epoch = $6 \
      RETURNING 1) SELECT count(*), CASE WHEN count(*) = 0 THEN set_config('marten.rejected', 't', true) END FROM u";
 
 /// Marker for the daemon's tables in the store's set of created objects.
@@ -94,9 +90,9 @@ pub(crate) fn schema() -> (TypeId, MigrateFn) {
 /// The progress update of one batch, sent with its writes.
 pub(crate) struct Advance {
     name: String,
-    to_tx: String,
+    to_tx: Xid8,
     to_seq: i64,
-    from_tx: String,
+    from_tx: Xid8,
     from_seq: i64,
     epoch: i64,
     rejected: bool,
@@ -106,9 +102,9 @@ impl Advance {
     pub(crate) fn new(name: &str, from: Position, to: Position, epoch: i64) -> Self {
         Advance {
             name: name.to_owned(),
-            to_tx: to.transaction_id.to_string(),
+            to_tx: Xid8(to.transaction_id),
             to_seq: to.sequence,
-            from_tx: from.transaction_id.to_string(),
+            from_tx: Xid8(from.transaction_id),
             from_seq: from.sequence,
             epoch,
             rejected: false,
@@ -196,13 +192,12 @@ impl Operation for Advance {
     }
 }
 
-/// Parses a transaction id read as text.
-pub(crate) fn parse_tx(text: &str) -> Result<u64> {
-    text.parse::<u64>().map_err(|e| {
-        Error::Database(marten_core::DatabaseError {
-            code: None,
-            context: "reading a projection's position".to_owned(),
-            source: Box::new(e),
-        })
+/// The position in the first two columns (`last_tx`, `last_seq`) of a progression row.
+pub(crate) fn position(row: &Row) -> Result<Position> {
+    let reading = |e| map_db_error(e, Failed::Other("reading a projection's position"));
+    let tx: Xid8 = row.try_get(0).map_err(reading)?;
+    Ok(Position {
+        transaction_id: tx.0,
+        sequence: row.try_get(1).map_err(reading)?,
     })
 }

@@ -13,6 +13,7 @@ use super::table::{EventSql, OLDEST_OPEN_TRANSACTION};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
 use crate::store::DocumentStore;
+use crate::xid8::Xid8;
 
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("event"))
@@ -56,14 +57,7 @@ fn envelope_with(
         ),
         None => None,
     };
-    let tx: String = row.try_get(10).map_err(reading)?;
-    let transaction_id = tx.parse::<u64>().map_err(|e| {
-        Error::Database(marten_core::DatabaseError {
-            code: None,
-            context: format!("reading the transaction id of event {sequence}"),
-            source: Box::new(e),
-        })
-    })?;
+    let Xid8(transaction_id) = row.try_get(10).map_err(reading)?;
     let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
     let mut env = EventEnvelope::new(sequence, row.try_get(1).map_err(reading)?, stream.0, data);
     env.version = row.try_get(3).map_err(reading)?;
@@ -132,7 +126,7 @@ pub(crate) async fn read_all(
         .prepare_cached(&sql.read_all)
         .await
         .map_err(reading)?;
-    let tx = after.transaction_id.to_string();
+    let tx = Xid8(after.transaction_id);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
         .query(&stmt, &[&tx, &after.sequence, &limit, &include_archived])
@@ -141,14 +135,11 @@ pub(crate) async fn read_all(
     let mut next = after;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
-        let sequence: i64 = row.try_get(0).map_err(reading)?;
-        let tx: String = row.try_get(10).map_err(reading)?;
-        if let Ok(transaction_id) = tx.parse::<u64>() {
-            next = Position {
-                transaction_id,
-                sequence,
-            };
-        }
+        let Xid8(transaction_id) = row.try_get(10).map_err(reading)?;
+        next = Position {
+            transaction_id,
+            sequence: row.try_get(0).map_err(reading)?,
+        };
         if let Some(e) = envelope_with(store, row, skip_unknown)? {
             events.push(e);
         }

@@ -18,10 +18,12 @@ pub const TAGS_TABLE: &str = "mt_event_tags";
 /// The version of each tag, bumped by every tagged append, asserted by boundaries.
 pub const TAG_VERSIONS_TABLE: &str = "mt_tag_versions";
 
-/// The columns an event read selects, in the order `read::envelope` decodes them.
+/// The columns an event read selects, in the order `read::envelope` decodes them. The
+/// transaction id is the stored `xid8` (read in binary), never a text cast: an output
+/// column `tx_id` of type text would be what `ORDER BY tx_id` sorts by.
 const EVENT_COLUMNS: &str =
     "seq_id, id, stream_id, version, type, data, timestamp, correlation_id, \
-                             causation_id, headers, tx_id::text, is_archived";
+                             causation_id, headers, tx_id, is_archived";
 
 /// The SQL type of a stream id.
 pub fn id_type(identity: StreamIdentity) -> &'static str {
@@ -124,7 +126,12 @@ pub struct EventSql {
     pub stream_state: String,
     /// `$1` id, `$2`/`$3` version range, `$4`/`$5` time range, `$6` include archived.
     pub fetch_stream: String,
-    /// `$1` tx id (text), `$2` sequence, `$3` limit, `$4` include archived.
+    /// A page of the gap-safe global order, for `read_all` and the daemon alike: `$1`
+    /// transaction id (`xid8`), `$2` sequence (the position after which to read), `$3`
+    /// limit, `$4` include archived. Ordered and compared by the stored
+    /// `(tx_id, seq_id)`, qualified so `ORDER BY` cannot bind to an output column: the
+    /// plan is a range scan of the index `mt_events_tx_seq` under the `LIMIT`, never a
+    /// sort of every remaining event.
     pub read_all: String,
     /// `$1` = id
     pub archive: String,
@@ -268,11 +275,11 @@ impl EventSql {
                  AND (NOT is_archived OR $6::boolean) ORDER BY version"
             ),
             read_all: format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} \
-                 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 AND (tx_id, seq_id) > ($1::text::xid8, $2::bigint) \
-                 AND (NOT is_archived OR $4::boolean) \
-                 ORDER BY tx_id, seq_id LIMIT $3::bigint"
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
+                 WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
+                 AND (NOT e.is_archived OR $4::boolean) \
+                 ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
             ),
             archive: format!(
                 "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE id = $1::{idt} RETURNING id) \
@@ -282,6 +289,11 @@ impl EventSql {
         }
     }
 }
+
+/// Whether any event lies after a position: `$1` transaction id (`xid8`), `$2` sequence.
+/// One probe of the index `mt_events_tx_seq`.
+pub const EVENTS_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
+     WHERE (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint))";
 
 /// The age of the oldest transaction in the cluster that has written (has a transaction
 /// id) and is still open: what holds gap-safe readers back.
