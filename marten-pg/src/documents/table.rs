@@ -54,8 +54,10 @@ pub fn index_ddl(
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
         let (col, ty) = (ix.column, ix.sql_type);
+        // Text in byte order, as queries compare it (so the index serves them).
+        let collate = if ty == "text" { " COLLATE \"C\"" } else { "" };
         out.push(format!(
-            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
+            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty}{collate} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
         ));
         let unique = if ix.unique { "UNIQUE " } else { "" };
         out.push(format!(
