@@ -184,6 +184,26 @@ pub enum Error {
         waited_ms: u64,
     },
 
+    /// Two document types would share a database object: the same table, or index or
+    /// column names that PostgreSQL truncates (to 63 bytes) to the same name. The second
+    /// type would read or overwrite the first one's rows, so the store refuses it, at
+    /// `build` for registered types and at first use for others. `first` and `second` are
+    /// the same type when two of its own fields collide.
+    #[error("document types {first} and {second} would share the database object {name}: give one of them another table (or field) name")]
+    NameConflict {
+        /// The type that has the name (registered or used first).
+        first: &'static str,
+        /// The type refused.
+        second: &'static str,
+        /// The shared name, as PostgreSQL stores it.
+        name: String,
+    },
+
+    /// A query that cannot be run as written (a raw SQL fragment whose placeholders do
+    /// not match its parameters); nothing was sent to the database.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
     /// No connection could be obtained or the connection broke.
     #[error("connection failed: {0}")]
     Connection(#[source] DatabaseError),

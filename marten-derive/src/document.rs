@@ -3,6 +3,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
@@ -35,7 +36,8 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 /// The `Document` and `PgDocument` impls of a checked container, in a `const _` block.
 pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let ident = cont.ident;
-    let type_name = ident.to_string();
+    // A raw identifier (`r#match`) names its table and errors without the `r#`.
+    let type_name = ident.unraw().to_string();
     let table = cont.attrs.table.as_ref().map_or_else(
         || format!("mt_doc_{}", type_name.to_lowercase()),
         |(t, _)| t.clone(),

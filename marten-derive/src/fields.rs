@@ -4,6 +4,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
+use syn::ext::IdentExt;
 
 use crate::internals::ast::{Container, Field};
 use crate::internals::attr;
@@ -20,6 +21,12 @@ fn json_key(cont: &Container, field: &Field) -> String {
         Some(rule) => attr::apply_rename_all(&rule, &name),
         None => name,
     }
+}
+
+/// The duplicated column of an indexed field: `mt_f_{field}` (a raw identifier's `r#`
+/// dropped).
+fn column_name(field: &Field) -> String {
+    format!("mt_f_{}", field.ident.unraw().to_string().to_lowercase())
 }
 
 /// The SQL type of an indexed field, by the field's type name.
@@ -70,9 +77,9 @@ pub fn index_specs(cont: &Container) -> TokenStream {
         .filter(|f| f.attrs.index || f.attrs.unique)
         .filter_map(|f| {
             let sql_type = index_type(f)?;
-            let field = f.ident.to_string();
+            let field = f.ident.unraw().to_string();
             let key = json_key(cont, f);
-            let column = format!("mt_f_{}", field.to_lowercase());
+            let column = column_name(f);
             let unique = f.attrs.unique;
             Some(quote! {
                 ::marten::__private::IndexSpec {
@@ -107,7 +114,7 @@ pub fn expand(cont: &Container) -> TokenStream {
         } else {
             let column = match (f.attrs.index || f.attrs.unique, index_type(f)) {
                 (true, Some(sql_type)) => {
-                    let col = format!("mt_f_{}", name.to_string().to_lowercase());
+                    let col = column_name(f);
                     quote!(::core::option::Option::Some((#col, #sql_type)))
                 }
                 _ => quote!(::core::option::Option::None),

@@ -48,6 +48,7 @@ struct StoreInner {
     schema: String,
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
+    names: schema::names::Claims,
     events: EventConfig,
     registry: RwLock<EventRegistry>,
     projections: ProjectionRegistry,
@@ -194,6 +195,7 @@ impl DocumentStore {
         if self.is_ensured(type_id) {
             return Ok(());
         }
+        self.inner.names.claim(type_id)?;
         let client = self.dedicated_connection().await?;
         let schema = self.inner.schema.as_str();
         let mode = self.inner.auto_create;
@@ -494,6 +496,7 @@ impl DocumentStoreBuilder {
         if let Some(e) = self.registry_error {
             return Err(e);
         }
+        let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         if !is_identifier(&self.schema) {
             return Err(Error::Configuration(format!(
                 "invalid schema name {:?}: use lower-case letters, digits and underscores, starting with a letter",
@@ -545,6 +548,7 @@ impl DocumentStoreBuilder {
                 schema: self.schema,
                 auto_create: self.auto_create,
                 ensured: RwLock::new(HashSet::new()),
+                names,
                 events: self.events,
                 registry: RwLock::new(self.registry),
                 projections: self.projections,

@@ -59,9 +59,122 @@ pub fn table_name(cx: &Ctxt, cont: &Container) {
                     "invalid table name {name:?}: use lower-case letters, digits and underscores, starting with a letter, at most 63 characters"
                 ),
             ));
+        } else if RESERVED_WORDS.binary_search(&name.as_str()).is_ok() {
+            cx.syn_error(syn::Error::new(
+                *span,
+                format!(
+                    "table name {name:?} is a reserved word in PostgreSQL: choose another name (or leave the default, `mt_doc_` and the type's name)"
+                ),
+            ));
         }
     }
 }
+
+/// PostgreSQL 15's reserved key words and those that cannot name a table
+/// (`pg_get_keywords()` categories `R` and `T`), sorted. Statements use table names
+/// unquoted, so these cannot be table names.
+const RESERVED_WORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
 
 /// Whether `s` is a plain lower-case SQL identifier that needs no quoting.
 pub fn is_identifier(s: &str) -> bool {
@@ -93,5 +206,13 @@ pub fn id_type(cx: &Ctxt, id: &Field, aggregate: bool) {
             format!("unsupported id type `{shown}`: a document id is a `Uuid`, `i64`, `i32` or `String`")
         };
         cx.error_spanned_by(id.ty, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reserved_words_are_sorted_for_binary_search() {
+        assert!(super::RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -54,25 +54,35 @@ pub fn index_ddl(
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
         let (col, ty) = (ix.column, ix.sql_type);
+        // Text in byte order, as queries compare it (so the index serves them).
+        let collate = if ty == "text" { " COLLATE \"C\"" } else { "" };
         out.push(format!(
-            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
+            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty}{collate} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
         ));
-        let (unique, kind) = if ix.unique {
-            ("UNIQUE ", "uidx")
-        } else {
-            ("", "idx")
-        };
+        let unique = if ix.unique { "UNIQUE " } else { "" };
         out.push(format!(
-            "CREATE {unique}INDEX IF NOT EXISTS {table}_{kind}_{field} ON {schema}.{table} ({col})",
-            field = ix.field.to_lowercase()
+            "CREATE {unique}INDEX IF NOT EXISTS {name} ON {schema}.{table} ({col})",
+            name = index_name(table, ix)
         ));
     }
     if gin {
         out.push(format!(
-            "CREATE INDEX IF NOT EXISTS {table}_gin ON {schema}.{table} USING gin (data jsonb_path_ops)"
+            "CREATE INDEX IF NOT EXISTS {} ON {schema}.{table} USING gin (data jsonb_path_ops)",
+            gin_index_name(table)
         ));
     }
     out
+}
+
+/// The name of a field's index: `{table}_idx_{field}` (`_uidx_` when unique).
+pub fn index_name(table: &str, ix: &marten_core::IndexSpec) -> String {
+    let kind = if ix.unique { "uidx" } else { "idx" };
+    format!("{table}_{kind}_{}", ix.field.to_lowercase())
+}
+
+/// The name of the GIN index over a table's documents.
+pub fn gin_index_name(table: &str) -> String {
+    format!("{table}_gin")
 }
 
 /// The field a unique index guards, from the index's name (`{table}_uidx_{field}`).

@@ -34,6 +34,9 @@ pub struct QuerySpec<D> {
     orders: Vec<Order<D>>,
     skip: Option<usize>,
     take: Option<usize>,
+    /// Each row also carries the total number of matches, and a page past the last
+    /// match is one row with a NULL document (see [`Query::to_page`]).
+    with_total: bool,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -43,8 +46,14 @@ impl<D> Default for QuerySpec<D> {
             orders: Vec::new(),
             skip: None,
             take: None,
+            with_total: false,
         }
     }
+}
+
+/// A skip or take as the `bigint` PostgreSQL takes; beyond `i64::MAX` it means the same.
+fn row_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl<D: PgDocument + HasFields> QuerySpec<D> {
@@ -108,41 +117,70 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         }
     }
 
+    /// The query's SQL; a query with an invalid raw fragment carries why (see
+    /// [`Sql::check`]).
     fn select(&self, columns: &str, paged: bool) -> Sql {
         let mut sql = Sql::default();
         let wh = self.where_clause(&mut sql);
-        let mut order: Vec<String> = self
+        // (expression, direction) of each sort key, the id breaking ties.
+        let mut keys: Vec<(String, &str)> = self
             .orders
             .iter()
             .map(|o| {
                 let e = render::typed_expr("d.data", true, &o.path, o.kind);
-                format!(
-                    "{e} {}",
-                    if o.descending {
-                        "DESC NULLS LAST"
-                    } else {
-                        "ASC NULLS FIRST"
-                    }
-                )
+                let dir = if o.descending {
+                    "DESC NULLS LAST"
+                } else {
+                    "ASC NULLS FIRST"
+                };
+                (e, dir)
             })
             .collect();
-        order.push("d.id".to_owned());
-        let mut text = format!(
-            "SELECT {columns} FROM {} d WHERE {wh} ORDER BY {}",
-            D::TABLE_NAME,
-            order.join(", ")
-        );
+        keys.push(("d.id".to_owned(), "ASC"));
+        let mut limits = String::new();
         if paged {
             if let Some(n) = self.take {
-                let p = sql.param(Box::new(n as i64));
-                text.push_str(&format!(" LIMIT {p}"));
+                let p = sql.param(Box::new(row_count(n)));
+                limits.push_str(&format!(" LIMIT {p}"));
             }
             if let Some(n) = self.skip {
-                let p = sql.param(Box::new(n as i64));
-                text.push_str(&format!(" OFFSET {p}"));
+                let p = sql.param(Box::new(row_count(n)));
+                limits.push_str(&format!(" OFFSET {p}"));
             }
         }
-        sql.text = text;
+        let table = D::TABLE_NAME;
+        sql.text = if self.with_total {
+            // The count and the page in one statement that always returns a row, so a
+            // page past the last match still reports the total. The page's sort keys are
+            // selected (k0, k1, ..) to order the joined rows the same way.
+            let inner: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, (e, _))| format!("{e} AS k{i}"))
+                .collect();
+            let outer: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, (_, dir))| format!("p.k{i} {dir}"))
+                .collect();
+            let inner_order: Vec<String> = (0..keys.len())
+                .map(|i| format!("k{i} {}", keys[i].1))
+                .collect();
+            format!(
+                "SELECT p.data, c.total FROM (SELECT count(*) AS total FROM {table} d WHERE {wh}) c \
+                 LEFT JOIN LATERAL (SELECT {columns} AS data, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
+                 ORDER BY {}",
+                inner.join(", "),
+                inner_order.join(", "),
+                outer.join(", ")
+            )
+        } else {
+            let order: Vec<String> = keys.iter().map(|(e, dir)| format!("{e} {dir}")).collect();
+            format!(
+                "SELECT {columns} FROM {table} d WHERE {wh} ORDER BY {}{limits}",
+                order.join(", ")
+            )
+        };
         sql
     }
 
@@ -153,7 +191,8 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         sql
     }
 
-    /// The SQL this query runs (for `EXPLAIN` and logs).
+    /// The SQL this query runs (for `EXPLAIN` and logs). A query whose raw fragment is
+    /// invalid fails when run, with [`Error::InvalidQuery`].
     pub fn to_sql(&self) -> String {
         self.select("d.data", true).text
     }
@@ -231,7 +270,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     async fn rows(self, columns: &str) -> Result<Vec<tokio_postgres::Row>> {
-        let sql = self.spec.select(columns, true);
+        let sql = self.spec.select(columns, true).checked()?;
         let (store, conn) = self.session.source();
         store.ensure::<D>().await?;
         conn.run(store, async |client| {
@@ -272,7 +311,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// How many documents match.
     pub async fn count(self) -> Result<i64> {
-        let sql = self.spec.count_sql();
+        let sql = self.spec.count_sql().checked()?;
         let (store, conn) = self.session.source();
         store.ensure::<D>().await?;
         conn.run(store, async |client| {
@@ -293,21 +332,31 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// One page of matches (`page` from 0) and the total number of matches, in one query.
+    /// A page past the last match is empty and still has the total; a page so far that
+    /// `page * page_size` overflows is past the last match.
     pub async fn to_page(mut self, page: usize, page_size: usize) -> Result<Page<D>> {
-        self.spec.skip = Some(page * page_size);
+        self.spec.skip = Some(page.saturating_mul(page_size));
         self.spec.take = Some(page_size);
-        let rows = self.rows("d.data, count(*) OVER ()").await?;
+        self.spec.with_total = true;
+        let rows = self.rows("d.data").await?;
         let total = match rows.first() {
             Some(r) => r.try_get(1).map_err(reading::<D>)?,
             None => 0,
         };
-        let items = rows.iter().map(decode::<D>).collect::<Result<Vec<D>>>()?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of an empty page has no document.
+            let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
+            if data.is_some() {
+                items.push(decode::<D>(row)?);
+            }
+        }
         Ok(Page { items, total })
     }
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
     pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
-        let sql = self.spec.select("d.data", true);
+        let sql = self.spec.select("d.data", true).checked()?;
         let session = self.session;
         let (store, conn) = session.source();
         store.ensure::<D>().await?;
@@ -431,6 +480,9 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
 
     /// Sends every query in one flight and reads the results back.
     pub async fn execute(self) -> Result<BatchResults> {
+        for (sql, _) in &self.statements {
+            sql.check()?;
+        }
         let (store, conn) = self.session.source();
         for (_, (type_id, migrate)) in &self.statements {
             store.ensure_erased(*type_id, *migrate).await?;

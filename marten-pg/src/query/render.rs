@@ -4,6 +4,7 @@
 //! a missing field is simply "no match", also under `NOT`.
 
 use marten_core::query::{CompareOp, Node, Path, RawParam, TextOp, ValueKind};
+use marten_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 
 /// SQL text and its parameters, numbered from `$1`.
@@ -11,9 +12,25 @@ use tokio_postgres::types::ToSql;
 pub(crate) struct Sql {
     pub(crate) text: String,
     pub(crate) params: Vec<Box<dyn ToSql + Sync + Send>>,
+    /// Why the query cannot run (a raw fragment whose placeholders do not match its
+    /// parameters); checked before anything is sent.
+    pub(crate) invalid: Option<String>,
 }
 
 impl Sql {
+    /// Fails with [`Error::InvalidQuery`] when a raw fragment was invalid.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.invalid {
+            Some(reason) => Err(Error::InvalidQuery(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`check`](Self::check), passing the query on.
+    pub(crate) fn checked(self) -> Result<Self> {
+        self.check().map(|()| self)
+    }
+
     /// Adds a parameter; returns its placeholder.
     pub(crate) fn param(&mut self, value: Box<dyn ToSql + Sync + Send>) -> String {
         self.params.push(value);
@@ -47,16 +64,31 @@ fn text_expr(base: &str, path: &Path) -> String {
     format!("({base} #>> {})", path_literal(path))
 }
 
-/// The expression a comparison or sort of `kind` uses.
+/// The expression a comparison or sort of `kind` uses. A value of another JSON type than
+/// `kind` expects (a string where a number should be) is NULL: it matches no comparison
+/// and sorts with the missing values, instead of failing the query's cast. Text compares
+/// in byte order (`COLLATE "C"`, Rust's `str` order), on a duplicated column too, whatever
+/// the column's own collation.
 pub(crate) fn typed_expr(base: &str, root: bool, path: &Path, kind: ValueKind) -> String {
-    if let (true, Some((column, _))) = (root, path.column) {
-        return format!("d.{column}");
+    if let (true, Some((column, sql_type))) = (root, path.column) {
+        return if sql_type == "text" {
+            format!("d.{column} COLLATE \"C\"")
+        } else {
+            format!("d.{column}")
+        };
     }
+    let guarded = |json_type: &str, cast: &str| {
+        format!(
+            "(CASE WHEN jsonb_typeof({}) = '{json_type}' THEN {}{cast} END)",
+            json_expr(base, path),
+            text_expr(base, path)
+        )
+    };
     match kind {
         ValueKind::Json => json_expr(base, path),
-        ValueKind::Text => format!("{} COLLATE \"C\"", text_expr(base, path)),
-        ValueKind::Number => format!("{}::numeric", text_expr(base, path)),
-        ValueKind::Bool => format!("{}::boolean", text_expr(base, path)),
+        ValueKind::Text => format!("{} COLLATE \"C\"", guarded("string", "")),
+        ValueKind::Number => guarded("number", "::numeric"),
+        ValueKind::Bool => guarded("boolean", "::boolean"),
     }
 }
 
@@ -71,10 +103,13 @@ fn op_sql(op: CompareOp) -> &'static str {
     }
 }
 
-fn json_as_text(value: &serde_json::Value) -> String {
+/// A value as the text a typed cast reads; `None` (SQL NULL, no match) for JSON `null`,
+/// which is how serde writes a NaN or infinite float.
+fn json_as_text(value: &serde_json::Value) -> Option<String> {
     match value {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -176,6 +211,13 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
             params,
         } => {
             let offset = sql.params.len();
+            let fragment = match renumber(fragment, offset, params.len()) {
+                Ok(f) => f,
+                Err(reason) => {
+                    sql.invalid.get_or_insert(reason);
+                    String::from("FALSE")
+                }
+            };
             for p in params {
                 let boxed: Box<dyn ToSql + Sync + Send> = match p {
                     RawParam::Text(s) => Box::new(s.clone()),
@@ -188,33 +230,151 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
                 };
                 sql.params.push(boxed);
             }
-            format!("({})", renumber(fragment, offset))
+            format!("({fragment})")
         }
         _ => "FALSE".to_owned(),
     }
 }
 
-/// Shifts `$n` placeholders of a raw fragment by `offset`, outside quoted text.
-pub(crate) fn renumber(fragment: &str, offset: usize) -> String {
-    let mut out = String::with_capacity(fragment.len() + 8);
-    let mut chars = fragment.chars().peekable();
-    let mut in_quote = false;
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            in_quote = !in_quote;
-            out.push(c);
-        } else if c == '$' && !in_quote && chars.peek().is_some_and(char::is_ascii_digit) {
-            let mut n = String::new();
-            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                n.push(d);
-                chars.next();
+/// Whether `b` can continue an identifier (PostgreSQL allows `$` and any non-ASCII byte).
+fn ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Whether `b` can start an identifier (and so a dollar-quote tag).
+fn ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// The end (exclusive) of a quoted string or identifier opening at `start`: `quote`
+/// doubled inside is the quote itself; in an escape string (`E'..'`) a backslash escapes
+/// the next byte.
+fn quoted_end(b: &[u8], start: usize, quote: u8, escapes: bool) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if escapes => i += 2,
+            c if c == quote => {
+                if b.get(i + 1) == Some(&quote) {
+                    i += 2;
+                } else {
+                    return Some(i + 1);
+                }
             }
-            let k: usize = n.parse().unwrap_or(0);
-            out.push('$');
-            out.push_str(&(k + offset).to_string());
-        } else {
-            out.push(c);
+            _ => i += 1,
         }
     }
-    out
+    None
 }
+
+/// The end (exclusive) of a block comment opening at `start`; they nest.
+fn comment_end(b: &[u8], start: usize) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, start);
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// At a `$` that starts no placeholder: the end of the dollar-quoted string it opens
+/// (`$$..$$`, `$tag$..$tag$`), `Ok(None)` when it opens none.
+fn dollar_quote_end(s: &str, start: usize) -> Result<Option<usize>, String> {
+    let b = s.as_bytes();
+    let mut i = start + 1;
+    if i < b.len() && ident_start(b[i]) {
+        i += 1;
+        while i < b.len() && ident_byte(b[i]) && b[i] != b'$' {
+            i += 1;
+        }
+    }
+    if b.get(i) != Some(&b'$') {
+        return Ok(None);
+    }
+    let tag = &s[start..=i];
+    match s[i + 1..].find(tag) {
+        Some(at) => Ok(Some(i + 1 + at + tag.len())),
+        None => Err(format!(
+            "unterminated dollar-quoted string {tag} in raw SQL"
+        )),
+    }
+}
+
+/// Shifts the `$n` placeholders of a raw fragment by `offset`, checking that they are
+/// exactly `$1..=$count` (each parameter used, none beyond). `$` inside string literals,
+/// escape strings, dollar-quoted strings, quoted identifiers, comments and identifiers
+/// (`a$1`) is left alone.
+pub(crate) fn renumber(fragment: &str, offset: usize, count: usize) -> Result<String, String> {
+    let b = fragment.as_bytes();
+    let mut out = String::with_capacity(fragment.len() + 8);
+    let mut used = vec![false; count];
+    let (mut i, mut copied) = (0, 0);
+    let unterminated = |what: &str| format!("unterminated {what} in raw SQL");
+    while i < b.len() {
+        let prev_ident = i > 0 && ident_byte(b[i - 1]);
+        match b[i] {
+            b'\'' => {
+                // `E'..'` (not the end of an identifier such as `name'..'`).
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && !(i > 1 && ident_byte(b[i - 2]));
+                i = quoted_end(b, i, b'\'', escapes).ok_or_else(|| unterminated("string"))?;
+            }
+            b'"' => {
+                i = quoted_end(b, i, b'"', false)
+                    .ok_or_else(|| unterminated("quoted identifier"))?;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = fragment[i..].find('\n').map_or(b.len(), |n| i + n + 1);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = comment_end(b, i).ok_or_else(|| unterminated("comment"))?;
+            }
+            b'$' if prev_ident => i += 1,
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let digits_end = (i + 1..b.len())
+                    .find(|&j| !b[j].is_ascii_digit())
+                    .unwrap_or(b.len());
+                let digits = &fragment[i + 1..digits_end];
+                let n: usize = digits
+                    .parse()
+                    .map_err(|_| format!("placeholder ${digits} is out of range"))?;
+                if n == 0 || n > count {
+                    return Err(format!(
+                        "placeholder ${n} has no parameter: {count} given, numbered from $1"
+                    ));
+                }
+                used[n - 1] = true;
+                out.push_str(&fragment[copied..i]);
+                out.push('$');
+                out.push_str(&(n + offset).to_string());
+                copied = digits_end;
+                i = digits_end;
+            }
+            b'$' => i = dollar_quote_end(fragment, i)?.unwrap_or(i + 1),
+            _ => i += 1,
+        }
+    }
+    if let Some(unused) = used.iter().position(|u| !u) {
+        return Err(format!(
+            "parameter ${} is not used by the raw SQL",
+            unused + 1
+        ));
+    }
+    out.push_str(&fragment[copied..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

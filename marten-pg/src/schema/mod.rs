@@ -3,6 +3,7 @@
 //! ([`crate::documents::table`], [`functions`]); this module decides what to run.
 
 pub mod functions;
+pub(crate) mod names;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +41,9 @@ pub(crate) type MigrateFn = for<'a> fn(
 ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// The migration of document type `D`, as a function pointer the store can keep.
+/// Records `D`'s database names, so the store can refuse a type that shares them.
 pub(crate) fn migrate_fn<D: PgDocument>() -> MigrateFn {
+    names::register::<D>();
     |client, schema, mode| Box::pin(migrate_document::<D>(client, schema, mode))
 }
 

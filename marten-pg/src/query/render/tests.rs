@@ -1,0 +1,247 @@
+//! The placeholder scanner and the rendering of the query DSL: examples for each place a
+//! `$` may stand, and properties over generated fragments and filter trees.
+
+use marten_core::query::{CompareOp, Node, Path, RawParam, TextOp, ValueKind};
+use proptest::prelude::*;
+
+use super::{render, renumber, Sql};
+
+#[test]
+fn placeholders_shift_by_the_offset() {
+    assert_eq!(
+        renumber("$1 + $2 = $1", 3, 2).as_deref(),
+        Ok("$4 + $5 = $4")
+    );
+    assert_eq!(
+        renumber("x = $1::bigint", 0, 1).as_deref(),
+        Ok("x = $1::bigint")
+    );
+    assert_eq!(
+        renumber("f($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)", 1, 10).as_deref(),
+        Ok("f($11, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    );
+}
+
+#[test]
+fn dollar_signs_that_are_not_placeholders_stay() {
+    // `@` marks the one placeholder: `$1` in the input, `$6` after a shift by 5.
+    let same = |s: &str| {
+        let shifted = renumber(&s.replace('@', "$1"), 5, 1);
+        assert_eq!(shifted, Ok(s.replace('@', "$6")), "{s}");
+    };
+    same("'$1' = @");
+    same("'it''s $1' = @");
+    same("E'it\\'s $1' = @");
+    same("e'\\\\' = @ AND '$1'");
+    same("\"col $1\" = @");
+    same("\"it\"\"s $1\" = @");
+    same("@ -- it's $1\n AND true");
+    same("@ -- it's $1 to the end");
+    same("/* it's $1 /* nested $2 */ still $3 */ @");
+    same("$$it's $1$$ = @");
+    same("$q$it's $1 $$ $q$ = @");
+    same("$q1$ $q$ $q1$ = @");
+    same("a$1 = @");
+    same("@ AND x$1$2 > 0");
+    same("name'x' = @");
+}
+
+#[test]
+fn placeholders_must_match_the_parameters() {
+    for (s, n) in [
+        ("$0", 0),
+        ("$0 = $1", 1),
+        ("$2", 1),
+        ("$1", 0),
+        ("x", 1),
+        ("$1", 2),
+        ("$99999999999999999999999", 1),
+        ("'open", 0),
+        ("\"open", 0),
+        ("/* open /* */", 0),
+        ("$q$ open", 0),
+        ("E'open\\'", 0),
+    ] {
+        assert!(renumber(s, 3, n).is_err(), "{s} with {n} parameters");
+    }
+}
+
+/// A piece of a raw fragment: how it is written, and whether it is placeholder `$k`.
+#[derive(Debug, Clone)]
+enum Tok {
+    Text(String),
+    Placeholder(usize),
+}
+
+fn body(chars: &'static [char]) -> impl Strategy<Value = String> {
+    proptest::collection::vec(proptest::sample::select(chars), 0..8)
+        .prop_map(|v| v.into_iter().collect())
+}
+
+fn token() -> impl Strategy<Value = Tok> {
+    const ANY: &[char] = &[
+        'a', 'q', '$', '1', '2', '\'', '"', '-', '/', '*', ' ', 'E', '\\',
+    ];
+    prop_oneof![
+        3 => (1usize..6).prop_map(Tok::Placeholder),
+        2 => proptest::sample::select(vec!["d.id", "=", "AND", "12", "::bigint", "a$1", "x$$", "e", "(", ")"])
+            .prop_map(|w| Tok::Text(w.to_owned())),
+        1 => body(ANY).prop_map(|b| Tok::Text(format!("'{}'", b.replace('\'', "''").replace('\\', "")))),
+        1 => body(ANY).prop_map(|b| Tok::Text(format!("E'{}'", b.replace('\\', "\\\\").replace('\'', "\\'")))),
+        1 => body(ANY).prop_map(|b| Tok::Text(format!("\"{}\"", b.replace('"', "\"\"")))),
+        1 => body(&['a', '$', '1', '\'', '"', '-', ' ', 'E']).prop_map(|b| Tok::Text(format!("-- {b}\n"))),
+        1 => body(&['a', '$', '1', '\'', '"', '-', ' ', 'E']).prop_map(|b| Tok::Text(format!("/* {b} /* {b} */ */"))),
+        1 => body(&['a', '1', '\'', '"', '-', ' ', '*', '/']).prop_map(|b| Tok::Text(format!("$${b}$$"))),
+        1 => body(ANY).prop_map(|b| Tok::Text(format!("$q$${}$q$", b.replace('q', "")))),
+    ]
+}
+
+/// Writes tokens with placeholders renumbered densely (1..=m in order of size), and
+/// returns the fragment, the expected output at `offset`, and m.
+fn write(tokens: &[Tok], offset: usize) -> (String, String, usize) {
+    let mut used: Vec<usize> = tokens
+        .iter()
+        .filter_map(|t| match t {
+            Tok::Placeholder(k) => Some(*k),
+            Tok::Text(_) => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let rank = |k: usize| used.iter().position(|u| *u == k).map_or(0, |p| p + 1);
+    let (mut input, mut expected) = (Vec::new(), Vec::new());
+    for t in tokens {
+        match t {
+            Tok::Text(s) => {
+                input.push(s.clone());
+                expected.push(s.clone());
+            }
+            Tok::Placeholder(k) => {
+                input.push(format!("${}", rank(*k)));
+                expected.push(format!("${}", rank(*k) + offset));
+            }
+        }
+    }
+    (input.join(" "), expected.join(" "), used.len())
+}
+
+fn tokens() -> impl Strategy<Value = Vec<Tok>> {
+    proptest::collection::vec(token(), 0..12)
+}
+
+proptest! {
+    #[test]
+    fn renumbering_shifts_exactly_the_placeholders(toks in tokens(), offset in 0usize..40) {
+        let (input, expected, m) = write(&toks, offset);
+        prop_assert_eq!(renumber(&input, offset, m), Ok(expected));
+        // One parameter more is unused; one fewer leaves a placeholder without one.
+        prop_assert!(renumber(&input, offset, m + 1).is_err());
+        if m > 0 {
+            prop_assert!(renumber(&input, offset, m - 1).is_err());
+        }
+    }
+
+    #[test]
+    fn rendered_filters_number_their_placeholders_one_to_n(node in node()) {
+        let mut sql = Sql::default();
+        let text = render(&node, "d.data", true, &mut sql, 0);
+        prop_assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
+        // Every placeholder outside quoted text is one of $1..=$n and each is used.
+        prop_assert_eq!(renumber(&text, 0, sql.params.len()), Ok(text.clone()));
+    }
+
+    #[test]
+    fn an_invalid_fragment_makes_the_query_invalid(toks in tokens(), extra in 1usize..3) {
+        let (input, _, m) = write(&toks, 0);
+        let node = Node::And(vec![
+            Node::Raw { sql: input, params: vec![RawParam::Int(0); m + extra] },
+        ]);
+        let mut sql = Sql::default();
+        let _ = render(&node, "d.data", true, &mut sql, 0);
+        prop_assert!(sql.check().is_err());
+    }
+}
+
+const KEYS: &[&str] = &["a", "it's", "$1", "x\"y", "-- c", "/* c", "$q$", "E'"];
+
+fn path() -> impl Strategy<Value = Path> {
+    let column = prop_oneof![
+        Just(None),
+        Just(Some(("mt_f_a", "text"))),
+        Just(Some(("mt_f_n", "bigint"))),
+    ];
+    (
+        proptest::collection::vec(proptest::sample::select(KEYS), 1..3),
+        column,
+    )
+        .prop_map(|(segments, column)| Path { segments, column })
+}
+
+fn value() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a$1' \"-]{0,6}".prop_map(serde_json::Value::from),
+        any::<bool>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Node> {
+    let op = proptest::sample::select(vec![
+        CompareOp::Eq,
+        CompareOp::Ne,
+        CompareOp::Gt,
+        CompareOp::Ge,
+        CompareOp::Lt,
+        CompareOp::Le,
+    ]);
+    let kind = proptest::sample::select(vec![
+        ValueKind::Json,
+        ValueKind::Text,
+        ValueKind::Number,
+        ValueKind::Bool,
+    ]);
+    let text_op = proptest::sample::select(vec![
+        TextOp::StartsWith,
+        TextOp::EndsWith,
+        TextOp::Contains,
+        TextOp::EqIgnoreCase,
+    ]);
+    prop_oneof![
+        (path(), op, kind, value()).prop_map(|(path, op, kind, value)| Node::Compare {
+            path,
+            op,
+            kind,
+            value
+        }),
+        (path(), text_op, "[a$1' ]{0,4}").prop_map(|(path, op, value)| Node::Text {
+            path,
+            op,
+            value
+        }),
+        (path(), any::<bool>()).prop_map(|(path, negated)| Node::IsNull { path, negated }),
+        (path(), value()).prop_map(|(path, value)| Node::Contains { path, value }),
+        path().prop_map(|path| Node::IsEmpty { path }),
+        tokens().prop_map(|toks| {
+            let (sql, _, m) = write(&toks, 0);
+            Node::Raw {
+                sql,
+                params: vec![RawParam::Text("$1".into()); m],
+            }
+        }),
+    ]
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    leaf().prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Node::And),
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Node::Or),
+            inner.clone().prop_map(|n| Node::Not(Box::new(n))),
+            (path(), inner).prop_map(|(path, n)| Node::Any {
+                path,
+                inner: Box::new(n)
+            }),
+        ]
+    })
+}
