@@ -343,7 +343,10 @@ async fn reads_and_queries_cancelled_at_every_await() {
             let mut s = store.lightweight_session();
             let w = s.events().fetch_for_writing::<Tally>(stream).await?;
             let titles = w.state().map_or(0, |t| t.titles.len());
+            // Its rows depend on transactions of other tests (the gap-safe order waits for
+            // them), so only that it answers counts here.
             let page = s.events().read_all(Position::START, 3).await?;
+            assert!(page.rows <= 3);
             drop(s);
             let mut q = store.query_session();
             let rich = q
@@ -356,11 +359,11 @@ async fn reads_and_queries_cancelled_at_every_await() {
             let all = batch.list(marten::QuerySpec::<Account>::new());
             let results = batch.execute().await?;
             let firsts = results.get(all)?;
-            Ok(titles + rich.len() + n as usize + firsts.len() + page.rows)
+            Ok(titles + rich.len() + n as usize + firsts.len())
         })
     };
     let run = cancel_at_every_await(300, make, |k| check_after_drop(&store, &schema, k)).await;
     let total = ok(run.output);
-    assert_eq!(total, 2 + 10 + 20 + 20 + 3);
+    assert_eq!(total, 2 + 10 + 20 + 20);
     assert!(run.cancelled >= 5, "only {} pending polls", run.cancelled);
 }

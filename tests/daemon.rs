@@ -199,10 +199,13 @@ async fn a_poison_event_stops_the_projection_when_configured() {
         },
     );
     let err = daemon
-        .wait_for_non_stale(Duration::from_secs(3))
+        .wait_for_non_stale(Duration::from_secs(10))
         .await
         .expect_err("stopped, stale");
-    assert!(matches!(err, marten::Error::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err, marten::Error::ProjectionStopped { .. }),
+        "{err}"
+    );
     let stopped = daemon
         .stop()
         .await

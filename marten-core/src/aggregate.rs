@@ -115,12 +115,30 @@ pub fn fold<A: Apply>(
         if !A::handles(event.data.as_ref()) {
             continue;
         }
-        state = A::apply_event(state, event).map_err(|e| (e, i))?;
+        // A panicking apply method is that event's failure, like an error it returns:
+        // the caller names the event, and the daemon's poison policy applies to it.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            A::apply_event(state, event)
+        }));
+        state = match applied {
+            Ok(result) => result.map_err(|e| (e, i))?,
+            Err(panic) => return Err((ApplyError::new(panic_message(&*panic)), i)),
+        };
         if let Some(s) = state.as_mut() {
             after_each(s, event);
         }
     }
     Ok(state)
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_owned());
+    format!("panicked: {text}")
 }
 
 /// Support for generated dispatch code. Not public API.

@@ -211,6 +211,17 @@ pub enum Error {
     /// Any other database failure, with its SQLSTATE when the server reported one.
     #[error("database error: {0}")]
     Database(#[source] DatabaseError),
+
+    /// An async projection's runner stopped: a poison event under
+    /// [`PoisonPolicy::Stop`](../marten_pg/daemon/enum.PoisonPolicy.html), or a panic
+    /// outside any apply method.
+    #[error("async projection {projection} stopped: {message}")]
+    ProjectionStopped {
+        /// The projection.
+        projection: String,
+        /// Why it stopped.
+        message: String,
+    },
 }
 
 impl Error {

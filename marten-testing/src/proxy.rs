@@ -19,6 +19,7 @@ const SERVER: u8 = 2;
 pub struct CountingProxy {
     addr: SocketAddr,
     turns: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,8 +31,11 @@ impl CountingProxy {
         let turns = Arc::new(AtomicU64::new(0));
         let upstream = upstream.to_owned();
         let counter = turns.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let accepts = accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                accepts.fetch_add(1, Ordering::SeqCst);
                 let upstream = upstream.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
@@ -41,7 +45,12 @@ impl CountingProxy {
                 });
             }
         });
-        Ok(CountingProxy { addr, turns, task })
+        Ok(CountingProxy {
+            addr,
+            turns,
+            accepted,
+            task,
+        })
     }
 
     /// The proxy's address.
@@ -52,6 +61,11 @@ impl CountingProxy {
     /// Round trips counted so far, over all connections.
     pub fn round_trips(&self) -> u64 {
         self.turns.load(Ordering::SeqCst)
+    }
+
+    /// Connections opened through the proxy so far (cancel requests included).
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 

@@ -261,9 +261,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
             let mut ops = crate::projections::ProjectedOps::default();
             for e in events {
                 hooks.before_event(self.0.name(), e);
-                self.0
-                    .apply(e, &mut ops)
-                    .map_err(|err| apply_error(self.0.name(), e, err.message))?;
+                crate::projections::event_projection::apply_one(&self.0, e, &mut ops)?;
                 hooks.after_event(self.0.name(), e);
             }
             let list = ops.into_list()?;

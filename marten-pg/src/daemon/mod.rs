@@ -15,15 +15,17 @@ pub(crate) mod async_projection;
 pub mod hooks;
 pub(crate) mod progression;
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
+use futures_util::FutureExt;
 use marten_core::{Error, EventEnvelope, RejectionKind, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::connection::Conn;
+use crate::connection::{Conn, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
@@ -89,12 +91,15 @@ pub struct Daemon {
     store: DocumentStore,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    /// Why runners stopped on their own, by projection.
+    stopped: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Daemon {
     /// Starts a runner for every async projection of the store.
     pub fn start(store: &DocumentStore, options: DaemonOptions) -> Daemon {
         let (stop, rx) = watch::channel(false);
+        let stopped = Arc::new(Mutex::new(Vec::new()));
         let tasks = store
             .projections()
             .asynchronous
@@ -102,13 +107,34 @@ impl Daemon {
             .map(|p| {
                 let (store, p, options, rx) =
                     (store.clone(), p.clone(), options.clone(), rx.clone());
-                tokio::spawn(async move { run(store, p, options, rx).await })
+                let stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let name = p.name();
+                    // A panic outside the apply methods (which fold catches) stops this
+                    // runner only, as an error `stop` reports.
+                    let ran = AssertUnwindSafe(run(store, p, options, rx))
+                        .catch_unwind()
+                        .await;
+                    let result = ran.unwrap_or_else(|panic| {
+                        Err(Error::ProjectionStopped {
+                            projection: name.to_owned(),
+                            message: marten_core::aggregate::panic_message(&*panic),
+                        })
+                    });
+                    if let Err(e) = &result {
+                        if let Ok(mut list) = stopped.lock() {
+                            list.push((name.to_owned(), e.to_string()));
+                        }
+                    }
+                    result
+                })
             })
             .collect();
         Daemon {
             store: store.clone(),
             stop,
             tasks,
+            stopped,
         }
     }
 
@@ -118,18 +144,45 @@ impl Daemon {
         let _ = self.stop.send(true);
         let mut first = Ok(());
         for t in self.tasks.drain(..) {
-            match t.await {
-                Ok(Err(e)) if first.is_ok() => first = Err(e),
-                _ => {}
+            let result = match t.await {
+                Ok(result) => result,
+                Err(join) => Err(Error::ProjectionStopped {
+                    projection: "(runner task)".to_owned(),
+                    message: join.to_string(),
+                }),
+            };
+            if let (Err(e), true) = (result, first.is_ok()) {
+                first = Err(e);
             }
         }
         first
     }
 
     /// Waits until every async projection has processed every committed event, or the
-    /// timeout passes (then [`Error::Timeout`]).
+    /// timeout passes (then [`Error::Timeout`]). A runner that stopped on its own (see
+    /// [`PoisonPolicy::Stop`]) ends the wait at once with [`Error::ProjectionStopped`].
     pub async fn wait_for_non_stale(&self, timeout: Duration) -> Result<()> {
-        wait_for_non_stale(&self.store, timeout).await
+        let deadline = deadline_after(timeout);
+        loop {
+            if let Some((projection, message)) = self.stopped_runner() {
+                return Err(Error::ProjectionStopped {
+                    projection,
+                    message,
+                });
+            }
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            match wait_for_non_stale(&self.store, step).await {
+                Err(Error::Timeout { .. }) if Instant::now() < deadline => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The first runner that stopped on its own, and why.
+    fn stopped_runner(&self) -> Option<(String, String)> {
+        self.stopped.lock().ok()?.first().cloned()
     }
 }
 
@@ -139,9 +192,17 @@ impl Drop for Daemon {
     }
 }
 
+/// The instant `timeout` from now; a timeout too large for the clock waits a century.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Waits until every async projection of `store` has processed every committed event.
 pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     ensure_tables(store).await?;
     let mut conn = Conn::new();
     loop {
@@ -219,15 +280,36 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
         )));
     };
     let mut conn = Conn::new();
-    conn.run(store, async |client| {
-        p.clear(client).await?;
-        client
-            .execute(progression::RESET, &[&projection])
-            .await
-            .map_err(|e| map_db_error(e, Failed::Other("resetting a projection")))?;
-        Ok(())
-    })
-    .await
+    let mut req = conn.request(store).await?;
+    let result = reset_and_clear(&mut req, projection, p.as_ref()).await;
+    if result.is_err() {
+        req.rollback().await;
+    }
+    req.settle(&result);
+    result
+}
+
+/// In one transaction: takes the projection from any runner (the epoch moves, so a batch
+/// in flight can no longer commit: its progress update is the first statement of its
+/// transaction and now finds another epoch or waits for this one), resets its position,
+/// and deletes its documents.
+async fn reset_and_clear(
+    req: &mut Request<'_>,
+    projection: &str,
+    p: &dyn async_projection::AsyncProjection,
+) -> Result<()> {
+    req.set_in_transaction(true);
+    let client = req.client();
+    let what = |e| map_db_error(e, Failed::Other("resetting a projection"));
+    client.batch_execute("BEGIN").await.map_err(what)?;
+    client
+        .execute(progression::RESET, &[&projection])
+        .await
+        .map_err(what)?;
+    p.clear(client).await?;
+    client.batch_execute("COMMIT").await.map_err(what)?;
+    req.set_in_transaction(false);
+    Ok(())
 }
 
 struct Ownership {
@@ -404,13 +486,16 @@ impl Runner {
         let mut events: Vec<EventEnvelope> = page.events;
         let ops = self.plan(&mut session, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
-        session.uow.user.ops = ops.ops;
+        // The progress update goes first: it locks the progression row before any
+        // projected document, in the order a rebuild takes them (no deadlock), and a
+        // runner whose epoch moved writes nothing that could commit.
         session.uow.push_op(Box::new(progression::Advance::new(
             name,
             own.position,
             page.next,
             own.epoch,
         )));
+        session.uow.user.ops.extend(ops.ops);
         hooks.before_commit(name, &sequences);
         match session.save_changes().await {
             Ok(()) => {

@@ -290,10 +290,11 @@ impl EventSql {
     }
 }
 
-/// Whether any event lies after a position: `$1` transaction id (`xid8`), `$2` sequence.
-/// One probe of the index `mt_events_tx_seq`.
+/// Whether any event the daemon projects lies after a position: `$1` transaction id
+/// (`xid8`), `$2` sequence. Archived events are not projected (the daemon's reads skip
+/// them), so they do not count. One range scan of the index `mt_events_tx_seq`.
 pub const EVENTS_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
-     WHERE (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint))";
+     WHERE (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) AND NOT e.is_archived)";
 
 /// The age of the oldest transaction in the cluster that has written (has a transaction
 /// id) and is still open: what holds gap-safe readers back.

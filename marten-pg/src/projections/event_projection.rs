@@ -63,6 +63,25 @@ impl ProjectedOps {
     }
 }
 
+/// Applies one event; an error or a panic of the projection names the event.
+pub(crate) fn apply_one<P: EventProjection>(
+    projection: &P,
+    event: &EventEnvelope,
+    ops: &mut ProjectedOps,
+) -> Result<()> {
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        projection.apply(event, ops)
+    }));
+    match applied {
+        Ok(result) => result.map_err(|e| apply_error(projection.name(), event, e.message)),
+        Err(panic) => Err(apply_error(
+            projection.name(),
+            event,
+            marten_core::aggregate::panic_message(&*panic),
+        )),
+    }
+}
+
 /// The inline runner of an [`EventProjection`].
 pub(crate) struct InlineEventProjection<P>(pub(crate) P);
 
@@ -77,9 +96,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
                     AppendKind::Append => None,
                 };
                 for event in append.envelopes(base) {
-                    self.0
-                        .apply(&event, &mut ops)
-                        .map_err(|e| apply_error(self.0.name(), &event, e.message))?;
+                    apply_one(&self.0, &event, &mut ops)?;
                 }
             }
             if let Some(e) = ops.error {

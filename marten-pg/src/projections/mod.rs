@@ -17,7 +17,7 @@
 
 mod aggregate;
 pub(crate) mod cache;
-mod event_projection;
+pub(crate) mod event_projection;
 mod multi_stream;
 
 use std::any::TypeId;

@@ -375,7 +375,9 @@ impl<K: Tracking> Session<K> {
     async fn attempt_save(&mut self) -> Result<()> {
         // A session already in a transaction holds exclusive stream locks: a stale
         // cache entry would roll the save back and release them. Read under lock.
-        let mut use_cache = !self.conn.in_transaction();
+        let held = self.conn.in_transaction();
+        let mut use_cache = !held;
+        let mut conflict = None;
         for _attempt in 0..MAX_SAVE_ATTEMPTS {
             let mut req = self.conn.request(&self.store).await?;
             self.uow.reset_attempt();
@@ -407,6 +409,11 @@ impl<K: Tracking> Session<K> {
                 Err(e) => {
                     req.rollback().await;
                     req.settle_error(&e);
+                    if !held && lost_to_a_concurrent_transaction(&e) {
+                        tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");
+                        conflict = Some(e);
+                        continue;
+                    }
                     return Err(e);
                 }
             }
@@ -415,16 +422,22 @@ impl<K: Tracking> Session<K> {
                 .execute(&mut req, &self.store, &mut self.state)
                 .await;
             req.settle(&outcome);
-            match outcome? {
-                Outcome::Committed => return Ok(()),
-                Outcome::Retry => {
+            match outcome {
+                Ok(Outcome::Committed) => return Ok(()),
+                Ok(Outcome::Retry) => {
                     tracing::debug!("inline projection met a concurrent save; planning again");
                 }
+                // The save's own transaction was rolled back whole: nothing was written.
+                Err(e) if !held && lost_to_a_concurrent_transaction(&e) => {
+                    tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
+                    conflict = Some(e);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(Error::ProjectionConflict {
+        Err(conflict.unwrap_or(Error::ProjectionConflict {
             attempts: MAX_SAVE_ATTEMPTS,
-        })
+        }))
     }
 
     /// Forgets every queued operation without sending it.
@@ -462,6 +475,12 @@ impl<K: Tracking> Session<K> {
             .get_or_insert_with(Default::default)
             .insert(key.into(), value.into());
     }
+}
+
+/// A deadlock (40P01) or serialization failure (40001): the server rolled the
+/// transaction back, so a save that began it wrote nothing and may be sent again.
+fn lost_to_a_concurrent_transaction(e: &Error) -> bool {
+    matches!(e.sqlstate(), Some("40P01" | "40001"))
 }
 
 fn is_dirty_tracking<K: Tracking>() -> bool {
