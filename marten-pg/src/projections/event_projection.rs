@@ -76,7 +76,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
                     AppendKind::Expected(v) => Some(v),
                     AppendKind::Append => None,
                 };
-                for event in append.envelopes(base) {
+                for event in append.envelopes(base)? {
                     self.0
                         .apply(&event, &mut ops)
                         .map_err(|e| apply_error(self.0.name(), &event, e.message))?;
