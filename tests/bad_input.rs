@@ -964,3 +964,23 @@ async fn a_hand_edited_tag_version_is_a_typed_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn huge_timeouts_saturate_instead_of_panicking() {
+    let (_schema, b) = builder("huge_timeouts");
+    let store = ok(b
+        .event::<Said>()
+        .pool_wait_timeout(Duration::MAX)
+        .exclusive_lock_timeout(Duration::MAX)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    ok(said(&store, id, "one").await);
+    let mut s = store.lightweight_session();
+    ok(s.events()
+        .append_exclusive(id, [Said { text: "two".into() }])
+        .await);
+    ok(s.save_changes().await);
+    assert_eq!(ok(s.events().fetch_stream(id).await).len(), 2);
+    let _ = ok(s.events().oldest_open_transaction().await);
+}

@@ -815,7 +815,9 @@ async fn lock_stream_on(
         // BEGIN is about to be written.
         req.set_in_transaction(true);
     }
-    let timeout_text = format!("{}ms", timeout.as_millis().max(1));
+    // PostgreSQL takes at most i32::MAX ms (about 24.8 days): a longer timeout
+    // (`Duration::MAX`) waits that long.
+    let timeout_text = format!("{}ms", timeout.as_millis().clamp(1, i32::MAX as u128));
     let c: &tokio_postgres::Client = req.client();
     let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];
