@@ -222,6 +222,44 @@ pub enum Error {
         /// Why it stopped.
         message: String,
     },
+
+    /// Input refused before anything was sent to the database: text PostgreSQL cannot
+    /// store (a NUL character in a document, an event, its metadata or its tags), or a
+    /// tag that is empty or too long to index. Nothing of the save was written.
+    #[error("invalid input for {owner}{}: {field} {reason}; nothing was sent", with_id(.id))]
+    InvalidInput {
+        /// What the input belongs to: a document type, `event <type>`, `tag <type>`,
+        /// `stream`.
+        owner: String,
+        /// The document or stream id, when there is one.
+        id: Option<String>,
+        /// Where in the input: a JSON path in a document or event (`title`, `tags[2]`,
+        /// `meta["key"]`), `header "key"`, `correlation id`, `causation id`, `value`.
+        field: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// Stored data marten cannot use, found when reading it: an aggregate whose version
+    /// cannot advance (`i64::MAX`) or is negative, a tag version that is NULL or
+    /// negative, a row edited by hand or by another program. Nothing was written.
+    #[error("stored data of {owner}{} is unusable: {detail}", with_id(.id))]
+    CorruptData {
+        /// What the data belongs to: a document type, `stream`, `tag <type>`.
+        owner: String,
+        /// The document, stream or tag value, when there is one.
+        id: Option<String>,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// ` <id>` when there is an id, for error messages.
+fn with_id(id: &Option<String>) -> String {
+    match id {
+        Some(id) => format!(" {id}"),
+        None => String::new(),
+    }
 }
 
 impl Error {

@@ -11,6 +11,11 @@ mod sealed {
     impl Sealed for String {}
 }
 
+/// The longest `String` document or stream id, in bytes, marten accepts: PostgreSQL
+/// cannot put a key much longer than 2.7 KB into a btree index (unless it compresses
+/// well), so longer ids are refused before anything is sent, whatever their content.
+pub const MAX_ID_BYTES: usize = 2048;
+
 /// A type that can be a document id: `Uuid`, `i64`, `i32` or `String`. Sealed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a document id",
@@ -103,6 +108,8 @@ impl DocumentId for String {
             Err("a string id must not be empty")
         } else if self.contains('\0') {
             Err("a string id must not contain NUL characters")
+        } else if self.len() > MAX_ID_BYTES {
+            Err("a string id must not be longer than 2048 bytes (PostgreSQL cannot index longer keys)")
         } else {
             Ok(())
         }

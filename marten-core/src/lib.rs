@@ -23,7 +23,7 @@ pub use concurrency::ConcurrencyMode;
 pub use document::{Document, IndexSpec};
 pub use error::{DatabaseError, Error, Rejection, RejectionKind, Result};
 pub use event::{AnyEvent, DecodeFn, Event, EventDecoder, EventEnvelope};
-pub use id::{DocumentId, IdKey};
+pub use id::{DocumentId, IdKey, MAX_ID_BYTES};
 pub use metadata::DocumentMetadata;
 pub use stream::{StreamId, StreamIdentity, StreamState};
 pub use tag::{plain_tag, EventTag, Tag};

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod session;
 mod store;
 mod unit_of_work;
+mod validate;
 mod xid8;
 
 pub use documents::{

@@ -465,7 +465,9 @@ impl DocumentStoreBuilder {
     }
 
     /// How long `append_exclusive` waits for a stream's lock before failing with
-    /// [`Error::StreamLocked`] (default 5 s).
+    /// [`Error::StreamLocked`] (default 5 s). PostgreSQL waits at most `i32::MAX`
+    /// milliseconds (about 24.8 days): a longer timeout, up to `Duration::MAX`, waits that
+    /// long.
     pub fn exclusive_lock_timeout(mut self, timeout: Duration) -> Self {
         self.events.exclusive_lock_timeout = timeout;
         self

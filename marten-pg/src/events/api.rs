@@ -223,6 +223,10 @@ pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
     }
 }
 
+/// Why a string stream id longer than [`marten_core::MAX_ID_BYTES`] is refused.
+const STREAM_ID_TOO_LONG: &str =
+    "a string stream id must not be longer than 2048 bytes (PostgreSQL cannot index longer keys)";
+
 /// The event operations of a session, borrowed from it: `session.events()`.
 pub struct Events<'s, K: Tracking> {
     pub(crate) session: &'s mut Session<K>,
@@ -237,6 +241,20 @@ impl<K: Tracking> Events<'_, K> {
                 Err(Error::InvalidStreamId {
                     stream,
                     reason: "a string stream id must not be empty",
+                })
+            }
+            (StreamId::String(s), StreamIdentity::String) if s.contains('\0') => {
+                Err(Error::InvalidStreamId {
+                    stream,
+                    reason: "a string stream id must not contain NUL characters",
+                })
+            }
+            (StreamId::String(s), StreamIdentity::String)
+                if s.len() > marten_core::MAX_ID_BYTES =>
+            {
+                Err(Error::InvalidStreamId {
+                    stream,
+                    reason: STREAM_ID_TOO_LONG,
                 })
             }
             (StreamId::String(_), StreamIdentity::String) => Ok(StreamKey(stream)),
@@ -280,6 +298,14 @@ impl<K: Tracking> Events<'_, K> {
                     source,
                 }
             })?;
+            let event_type = pending.event_type;
+            let owner = || {
+                (
+                    format!("event {event_type}"),
+                    Some(append.stream.0.to_string()),
+                )
+            };
+            crate::validate::check_json(&json, owner)?;
             let headers = match (&meta.headers, pending.headers) {
                 (None, None) => None,
                 (Some(h), None) => Some(h.clone()),
@@ -291,14 +317,31 @@ impl<K: Tracking> Events<'_, K> {
                 }
             };
             let headers = match headers {
-                Some(h) => Some(RawJson(serde_json::to_vec(&h).map_err(|source| {
-                    Error::SerializeEvent {
+                Some(h) => {
+                    let json = serde_json::to_vec(&h).map_err(|source| Error::SerializeEvent {
                         event_type: pending.event_type,
                         source,
-                    }
-                })?)),
+                    })?;
+                    crate::validate::check_json_field(&json, "header ", owner)?;
+                    Some(RawJson(json))
+                }
                 None => None,
             };
+            let correlation_id = pending
+                .correlation_id
+                .or_else(|| meta.correlation_id.clone());
+            let causation_id = pending.causation_id.or_else(|| meta.causation_id.clone());
+            for (field, text) in [
+                ("correlation id", &correlation_id),
+                ("causation id", &causation_id),
+            ] {
+                if let Some(text) = text {
+                    crate::validate::check_text(text, || field.to_owned(), owner)?;
+                }
+            }
+            for tag in &pending.tags {
+                crate::validate::check_tag(&tag.tag_type, &tag.value)?;
+            }
             let ordinal = append.ids.len() as i64 + 1;
             for tag in pending.tags {
                 append.tag_ords.push(ordinal);
@@ -309,14 +352,8 @@ impl<K: Tracking> Events<'_, K> {
             append.types.push(pending.event_type);
             append.data.push(RawJson(json));
             append.headers.push(headers);
-            append.correlation_ids.push(
-                pending
-                    .correlation_id
-                    .or_else(|| meta.correlation_id.clone()),
-            );
-            append
-                .causation_ids
-                .push(pending.causation_id.or_else(|| meta.causation_id.clone()));
+            append.correlation_ids.push(correlation_id);
+            append.causation_ids.push(causation_id);
             append.events.push(pending.data);
         }
         append.count = append.ids.len() as i64;
@@ -345,6 +382,13 @@ impl<K: Tracking> Events<'_, K> {
         I::Item: Into<PendingEvent>,
     {
         let key = self.key(stream)?;
+        if let Some(t) = aggregate_type {
+            crate::validate::check_text(
+                t,
+                || "aggregate type".to_owned(),
+                || ("stream".to_owned(), Some(key.0.to_string())),
+            )?;
+        }
         let mut append = self.build(kind, key, events)?;
         if let (Some(a), Some(t)) = (&mut append, aggregate_type) {
             a.stream_type = Some(t.to_owned());
@@ -701,7 +745,7 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
         let Some(append) = self.events.build(kind, self.stream.clone(), events)? else {
             return Ok(());
         };
-        let added = append.count;
+        let version = crate::projections::advance(&self.stream.0, self.version, append.ids.len())?;
         if self
             .events
             .session
@@ -733,7 +777,7 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
             );
         }
         self.events.queue(Some(append));
-        self.version += added;
+        self.version = version;
         self.appended = true;
         Ok(())
     }
@@ -771,7 +815,9 @@ async fn lock_stream_on(
         // BEGIN is about to be written.
         req.set_in_transaction(true);
     }
-    let timeout_text = format!("{}ms", timeout.as_millis().max(1));
+    // PostgreSQL takes at most i32::MAX ms (about 24.8 days): a longer timeout
+    // (`Duration::MAX`) waits that long.
+    let timeout_text = format!("{}ms", timeout.as_millis().clamp(1, i32::MAX as u128));
     let c: &tokio_postgres::Client = req.client();
     let timeout_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&timeout_text];
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [key];

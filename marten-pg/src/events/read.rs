@@ -185,5 +185,6 @@ pub(crate) async fn oldest_open_transaction(client: &Object) -> Result<Option<Du
         .await
         .map_err(reading)?;
     let secs: Option<f64> = row.try_get(0).map_err(reading)?;
-    Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    // A negative, NaN or unrepresentable age (a clock step) is no age, not a panic.
+    Ok(secs.map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)))
 }

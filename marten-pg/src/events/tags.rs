@@ -189,6 +189,9 @@ impl<'s, K: Tracking> Events<'s, K> {
                 "a tag query needs at least one tag".to_owned(),
             ));
         }
+        for tag in &tags {
+            crate::validate::check_tag(&tag.tag_type, &tag.value)?;
+        }
         let types: Vec<String> = tags.iter().map(|t| t.tag_type.clone()).collect();
         let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
         let event_types: Option<Vec<&str>> = query.event_types.clone();
@@ -237,7 +240,7 @@ impl<'s, K: Tracking> Events<'s, K> {
                 row.try_get::<_, String>(0).map_err(reading)?,
                 row.try_get::<_, String>(1).map_err(reading)?,
             );
-            let v: i64 = row.try_get(2).map_err(reading)?;
+            let v = tag_version(&tag, row.try_get(2).map_err(reading)?)?;
             if let Some(entry) = versions.iter_mut().find(|(t, _)| *t == tag) {
                 entry.1 = v;
             }
@@ -253,6 +256,22 @@ impl<'s, K: Tracking> Events<'s, K> {
             versions,
             asserted: false,
         })
+    }
+}
+
+/// A stored tag version: NULL or negative (a row edited by hand) is
+/// [`Error::CorruptData`] naming the tag.
+fn tag_version(tag: &EventTag, stored: Option<i64>) -> Result<i64> {
+    match stored {
+        Some(v) if v >= 0 => Ok(v),
+        other => Err(Error::CorruptData {
+            owner: format!("tag {:?}", tag.tag_type),
+            id: Some(format!("{:?}", tag.value)),
+            detail: match other {
+                Some(v) => format!("{TAG_VERSIONS_TABLE}.version is negative ({v})"),
+                None => format!("{TAG_VERSIONS_TABLE}.version is NULL"),
+            },
+        }),
     }
 }
 
@@ -390,7 +409,8 @@ impl Operation for TagLock {
                     if r.try_get::<_, String>(0).map_err(reading)? == key.0
                         && r.try_get::<_, String>(1).map_err(reading)? == key.1
                     {
-                        actual = r.try_get(2).map_err(reading)?;
+                        let tag = EventTag::named(key.0.clone(), &key.1);
+                        actual = tag_version(&tag, r.try_get(2).map_err(reading)?)?;
                     }
                 }
                 out.push(Rejection::new(

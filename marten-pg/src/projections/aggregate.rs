@@ -68,8 +68,19 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
             store.ensure::<A>().await?;
             if let Some(snapshot) = load::load_one::<A>(client, &id).await? {
-                if snapshot.doc.version() <= range.to_version {
-                    from_version = snapshot.doc.version() + 1;
+                let stored = snapshot.doc.version();
+                let next = stored.checked_add(1).filter(|_| stored >= 0);
+                let Some(next) = next else {
+                    return Err(Error::CorruptData {
+                        owner: A::DOCUMENT_TYPE.to_owned(),
+                        id: Some(id.to_string()),
+                        detail: format!(
+                            "its stored version {stored} is not a stream version events can follow"
+                        ),
+                    });
+                };
+                if stored <= range.to_version {
+                    from_version = next;
                     start = Some(snapshot.doc);
                     snapshot_json = Some(snapshot.json);
                 }
@@ -274,9 +285,9 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
                         version
                     }
                 };
-                let events = append.envelopes(Some(base));
+                let events = append.envelopes(Some(base))?;
                 state = fold_events(state, &append.stream.0, &events)?;
-                version = base + events.len() as i64;
+                version = super::advance(&append.stream.0, base, events.len())?;
                 if let Some(s) = state.as_mut() {
                     s.set_version(version);
                 }

@@ -95,7 +95,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
                     AppendKind::Expected(v) => Some(v),
                     AppendKind::Append => None,
                 };
-                for event in append.envelopes(base) {
+                for event in append.envelopes(base)? {
                     apply_one(&self.0, &event, &mut ops)?;
                 }
             }

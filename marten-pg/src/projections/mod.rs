@@ -69,21 +69,42 @@ pub(crate) struct AppendView {
 
 impl AppendView {
     /// Envelopes for the events, numbered from `base` (the stream version before them);
-    /// the global sequence is not known before the insert and is 0.
-    pub(crate) fn envelopes(&self, base: Option<i64>) -> Vec<EventEnvelope> {
+    /// the global sequence is not known before the insert and is 0. A `base` so high the
+    /// versions overflow is an error naming the stream.
+    pub(crate) fn envelopes(&self, base: Option<i64>) -> Result<Vec<EventEnvelope>> {
         let now = OffsetDateTime::now_utc();
-        self.events
+        let mut out = Vec::with_capacity(self.events.len());
+        for (i, (data, (id, event_type))) in self
+            .events
             .iter()
+            .zip(self.ids.iter().zip(&self.types))
             .enumerate()
-            .map(|(i, data)| {
-                let mut e = EventEnvelope::new(0, self.ids[i], self.stream.0.clone(), data.clone());
-                e.version = base.map_or(0, |b| b + i as i64 + 1);
-                e.event_type = self.types[i].to_owned();
-                e.timestamp = now;
-                e
-            })
-            .collect()
+        {
+            let mut e = EventEnvelope::new(0, *id, self.stream.0.clone(), data.clone());
+            e.version = match base {
+                Some(b) => advance(&self.stream.0, b, i + 1)?,
+                None => 0,
+            };
+            e.event_type = (*event_type).to_owned();
+            e.timestamp = now;
+            out.push(e);
+        }
+        Ok(out)
     }
+}
+
+/// The stream version after `count` events appended at version `base`. A version that
+/// would overflow (a stream row or an expected version of `i64::MAX`) is
+/// [`Error::CorruptData`] naming the stream, never a panic.
+pub(crate) fn advance(stream: &marten_core::StreamId, base: i64, count: usize) -> Result<i64> {
+    i64::try_from(count)
+        .ok()
+        .and_then(|n| base.checked_add(n))
+        .ok_or_else(|| Error::CorruptData {
+            owner: "stream".to_owned(),
+            id: Some(stream.to_string()),
+            detail: format!("version {base} cannot advance by {count} events"),
+        })
 }
 
 /// What a projection plans with.

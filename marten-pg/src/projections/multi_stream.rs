@@ -40,7 +40,7 @@ where
                 AppendKind::Expected(v) => Some(v),
                 AppendKind::Append => None,
             };
-            for event in append.envelopes(base) {
+            for event in append.envelopes(base)? {
                 if !P::handles(event.data.as_ref()) {
                     continue;
                 }

@@ -117,9 +117,9 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         }
     }
 
-    /// The query's SQL; a query with an invalid raw fragment carries why (see
-    /// [`Sql::check`]).
-    fn select(&self, columns: &str, paged: bool) -> Sql {
+    /// The query's SQL: rows of `data, id` (or `data, total, id` with the total); a query
+    /// with an invalid raw fragment carries why (see [`Sql::check`]).
+    fn select(&self, paged: bool) -> Sql {
         let mut sql = Sql::default();
         let wh = self.where_clause(&mut sql);
         // (expression, direction) of each sort key, the id breaking ties.
@@ -167,8 +167,8 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
                 .map(|i| format!("k{i} {}", keys[i].1))
                 .collect();
             format!(
-                "SELECT p.data, c.total FROM (SELECT count(*) AS total FROM {table} d WHERE {wh}) c \
-                 LEFT JOIN LATERAL (SELECT {columns} AS data, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
+                "SELECT p.data, c.total, p.id FROM (SELECT count(*) AS total FROM {table} d WHERE {wh}) c \
+                 LEFT JOIN LATERAL (SELECT d.data AS data, d.id AS id, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
                  ORDER BY {}",
                 inner.join(", "),
                 inner_order.join(", "),
@@ -177,7 +177,7 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         } else {
             let order: Vec<String> = keys.iter().map(|(e, dir)| format!("{e} {dir}")).collect();
             format!(
-                "SELECT {columns} FROM {table} d WHERE {wh} ORDER BY {}{limits}",
+                "SELECT d.data, d.id FROM {table} d WHERE {wh} ORDER BY {}{limits}",
                 order.join(", ")
             )
         };
@@ -194,7 +194,7 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     /// The SQL this query runs (for `EXPLAIN` and logs). A query whose raw fragment is
     /// invalid fails when run, with [`Error::InvalidQuery`].
     pub fn to_sql(&self) -> String {
-        self.select("d.data", true).text
+        self.select(true).text
     }
 }
 
@@ -210,13 +210,23 @@ fn reading<D: PgDocument>(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
 }
 
-fn decode<D: PgDocument>(row: &tokio_postgres::Row) -> Result<D> {
+/// Decodes the document of a result row whose id is in column `id_column`; a document
+/// that does not deserialize is [`Error::Deserialize`] naming its id.
+fn decode_at<D: PgDocument>(row: &tokio_postgres::Row, id_column: usize) -> Result<D> {
     let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
     serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
         document_type: D::DOCUMENT_TYPE,
-        id: "(query result)".to_owned(),
+        id: match row.try_get::<_, D::Id>(id_column) {
+            Ok(id) => id.to_string(),
+            Err(_) => "(unknown id)".to_owned(),
+        },
         source,
     })
+}
+
+/// Decodes a row of a query without the total (`data, id`).
+fn decode<D: PgDocument>(row: &tokio_postgres::Row) -> Result<D> {
+    decode_at::<D>(row, 1)
 }
 
 impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
@@ -269,8 +279,8 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.to_sql()
     }
 
-    async fn rows(self, columns: &str) -> Result<Vec<tokio_postgres::Row>> {
-        let sql = self.spec.select(columns, true).checked()?;
+    async fn rows(self) -> Result<Vec<tokio_postgres::Row>> {
+        let sql = self.spec.select(true).checked()?;
         let (store, conn) = self.session.source();
         store.ensure::<D>().await?;
         conn.run(store, async |client| {
@@ -286,7 +296,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// All matches.
     pub async fn to_list(self) -> Result<Vec<D>> {
-        let rows = self.rows("d.data").await?;
+        let rows = self.rows().await?;
         rows.iter().map(decode::<D>).collect()
     }
 
@@ -338,7 +348,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.skip = Some(page.saturating_mul(page_size));
         self.spec.take = Some(page_size);
         self.spec.with_total = true;
-        let rows = self.rows("d.data").await?;
+        let rows = self.rows().await?;
         let total = match rows.first() {
             Some(r) => r.try_get(1).map_err(reading::<D>)?,
             None => 0,
@@ -348,7 +358,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
             // The one row of an empty page has no document.
             let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
             if data.is_some() {
-                items.push(decode::<D>(row)?);
+                items.push(decode_at::<D>(row, 2)?);
             }
         }
         Ok(Page { items, total })
@@ -356,7 +366,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
     pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
-        let sql = self.spec.select("d.data", true).checked()?;
+        let sql = self.spec.select(true).checked()?;
         let session = self.session;
         let (store, conn) = session.source();
         store.ensure::<D>().await?;
@@ -451,7 +461,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
     /// Adds a query returning its matches.
     pub fn list<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<Vec<D>> {
         self.statements.push((
-            spec.select("d.data", true),
+            spec.select(true),
             (
                 std::any::TypeId::of::<D>(),
                 crate::schema::migrate_fn::<D>(),

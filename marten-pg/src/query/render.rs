@@ -123,6 +123,7 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
             kind,
             value,
         } => {
+            refuse_nul(sql, value);
             let left = typed_expr(base, root, path, *kind);
             let right = match (root, path.column, kind) {
                 (true, Some((_, sql_type)), _) => {
@@ -152,6 +153,9 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
             }
         }
         Node::Text { path, op, value } => {
+            if value.contains('\0') {
+                sql.invalid.get_or_insert_with(nul_reason);
+            }
             let t = text_expr(base, path);
             let p = sql.param(Box::new(value.clone()));
             let test = match op {
@@ -174,6 +178,7 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
             }
         }
         Node::Contains { path, value } => {
+            refuse_nul(sql, value);
             let p = sql.param(Box::new(value.clone()));
             format!("coalesce({} @> {p}::jsonb, false)", json_expr(base, path))
         }
@@ -219,6 +224,13 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
                 }
             };
             for p in params {
+                match p {
+                    RawParam::Text(s) if s.contains('\0') => {
+                        sql.invalid.get_or_insert_with(nul_reason);
+                    }
+                    RawParam::Json(v) => refuse_nul(sql, v),
+                    _ => {}
+                }
                 let boxed: Box<dyn ToSql + Sync + Send> = match p {
                     RawParam::Text(s) => Box::new(s.clone()),
                     RawParam::Int(i) => Box::new(*i),
@@ -233,6 +245,29 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
             format!("({fragment})")
         }
         _ => "FALSE".to_owned(),
+    }
+}
+
+/// Why a query with a NUL character in a value is refused.
+fn nul_reason() -> String {
+    "a query value contains a NUL character (\\u0000), which PostgreSQL text and jsonb cannot hold"
+        .to_owned()
+}
+
+/// Marks the query invalid when a JSON value holds a NUL character (in a string or a key).
+fn refuse_nul(sql: &mut Sql, value: &serde_json::Value) {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        sql.invalid.get_or_insert_with(nul_reason);
     }
 }
 

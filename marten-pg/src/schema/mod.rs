@@ -97,7 +97,8 @@ pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCrea
             )
             .await
             .map_err(|e| map_db_error(e, what))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| map_db_error(e, what))?;
         if !exists {
             return Err(Error::SchemaObjectMissing {
                 object: format!("schema {schema}"),
@@ -111,7 +112,8 @@ pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCrea
             )
             .await
             .map_err(|e| map_db_error(e, what))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| map_db_error(e, what))?;
         if !guard {
             return Err(Error::SchemaObjectMissing {
                 object: format!("{schema}.{}()", functions::GUARD_FUNCTION),
@@ -140,7 +142,10 @@ async fn describe(client: &Client, schema: &str, table: &str) -> Result<Vec<(Str
         )
         .await
         .map_err(|e| map_db_error(e, Failed::Migrating(table)))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| map_db_error(e, Failed::Migrating(table)))
 }
 
 fn udt_of(sql_type: &str) -> &str {
