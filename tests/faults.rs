@@ -1,5 +1,8 @@
 //! Failures a caller can act on: database failures typed by SQLSTATE (conflicts,
-//! cancellations, busy locks, connection slots, authentication, lost connections).
+//! cancellations, busy locks, connection slots, authentication, lost connections), a
+//! save whose COMMIT answer was lost is `OutcomeUnknown` (and all or nothing), and the
+//! store recovers from network faults without a restart. Network faults come from a
+//! [`FaultProxy`] between the store and the server.
 
 mod common;
 
@@ -8,7 +11,8 @@ use std::time::{Duration, Instant};
 use common::{builder, ok};
 use marten::prelude::*;
 use marten::{ConflictKind, Error};
-use marten_testing::{PrivateCluster, TestSchema};
+use marten_testing::fault::{Direction, Faults};
+use marten_testing::{FaultProxy, PrivateCluster, TestSchema};
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -31,6 +35,17 @@ fn config_with(schema: &TestSchema, options: &str) -> tokio_postgres::Config {
     };
     config.options(options);
     config
+}
+
+/// The error's text with all its sources, one per line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push(s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// An error's own text does not repeat its source's.
@@ -62,6 +77,19 @@ async fn stored_note(schema: &TestSchema, id: i64) -> Option<String> {
         .await
         .expect("read note")
         .map(|r| r.get(0))
+}
+
+async fn count_notes(schema: &TestSchema, ids: &[i64]) -> i64 {
+    schema
+        .raw_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM mt_doc_note WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .expect("count notes")
+        .get(0)
 }
 
 async fn save_note(store: &DocumentStore, id: i64, text: &str) -> marten::Result<()> {
@@ -367,4 +395,187 @@ async fn refused_connection_is_a_connection_error() {
     assert!(matches!(err, Error::Connection(_)), "{err:?}");
     assert!(err.is_retryable());
     assert_display_clean(&err);
+}
+
+/// A store on its own schema reached through a fault proxy: one pooled connection, a
+/// short request timeout. Both types' tables exist and their statements are prepared on
+/// the pooled connection (a first save), so a save is one flight.
+async fn proxied(label: &str) -> (TestSchema, FaultProxy, DocumentStore) {
+    let schema = TestSchema::new(label);
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy.addr()))
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_wait_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .document::<Note>()
+        .document::<Tally>()
+        .build()
+        .await);
+    warm_up(&store).await;
+    (schema, proxy, store)
+}
+
+/// Faults of the connections open right now (the pooled one; the build's own schema
+/// connection may still be closing, it carries nothing more).
+fn fault_open_connections(proxy: &FaultProxy, faults: Faults) {
+    let open = proxy.connections();
+    assert!(!open.is_empty(), "no open connection to fault");
+    for c in open {
+        c.set(faults.clone());
+    }
+}
+
+/// One save of a transaction (two document types): `ids` notes of 2 KB each, and tally 1.
+async fn save_flight(store: &DocumentStore, ids: &[i64]) -> marten::Result<()> {
+    let mut s = store.lightweight_session();
+    for id in ids {
+        s.store(Note {
+            id: *id,
+            text: "x".repeat(2048),
+        })?;
+    }
+    s.store(Tally {
+        id: ids.first().copied().unwrap_or(0),
+        count: 1,
+    })?;
+    s.save_changes().await
+}
+
+/// Prepares, on the pooled connection, every statement the tests send: a save is then
+/// one flight with nothing before it.
+async fn warm_up(store: &DocumentStore) {
+    ok(save_flight(store, &[-1, -2]).await);
+    ok(save_note(store, -3, "warm").await);
+    let mut s = store.lightweight_session();
+    let _: Option<Note> = ok(s.load(&-3).await);
+}
+
+/// After a fault the same store saves and reads again, on healthy connections only.
+async fn assert_recovers(store: &DocumentStore, schema: &TestSchema, first_id: i64) {
+    warm_up(store).await;
+    for i in 0..3 {
+        let id = first_id + i;
+        ok(save_note(store, id, "recovered").await);
+        let mut s = store.lightweight_session();
+        let back: Option<Note> = ok(s.load(&id).await);
+        assert_eq!(back.map(|n| n.text).as_deref(), Some("recovered"));
+        assert_eq!(stored_note(schema, id).await.as_deref(), Some("recovered"));
+    }
+}
+
+#[tokio::test]
+async fn cut_before_commit_is_a_connection_error_and_writes_nothing() {
+    let (schema, proxy, store) = proxied("fault_cut_c2s").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    // The server reads the start of the flight (BEGIN, the transaction's id) and part
+    // of the first write; COMMIT never reaches it. The client learns the transaction's
+    // id, asks what became of it, and is told: rolled back.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ClientToServer, 2000));
+    let err = save_flight(&store, &ids).await.expect_err("cut");
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(err.is_retryable(), "{err}");
+    assert_display_clean(&err);
+    assert_eq!(count_notes(&schema, &ids).await, 0, "nothing was written");
+    assert_recovers(&store, &schema, 1000).await;
+
+    // Cut inside the very first message: no answer at all came back, so the client
+    // cannot prove nothing was written and says so; nothing was.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ClientToServer, 10));
+    let err = save_flight(&store, &ids).await.expect_err("cut");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(count_notes(&schema, &ids).await, 0, "nothing was written");
+    assert_recovers(&store, &schema, 2000).await;
+}
+
+/// The server's answers are delayed, then cut before their first byte.
+fn answer_lost() -> Faults {
+    let mut faults = Faults::delay(Direction::ServerToClient, Duration::from_millis(300));
+    faults.cut_after[1] = Some(0);
+    faults
+}
+
+#[tokio::test]
+async fn lost_commit_answer_is_outcome_unknown_and_all_there() {
+    let (schema, proxy, store) = proxied("fault_cut_s2c").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    // The whole flight reaches the server, which commits; no answer reaches the client
+    // (the first answer is held long enough for the whole flight to be written).
+    fault_open_connections(&proxy, answer_lost());
+    let err = save_flight(&store, &ids).await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_display_clean(&err);
+    assert!(
+        chain(&err).iter().any(|l| l.contains("COMMIT")),
+        "{:?}",
+        chain(&err)
+    );
+    assert_eq!(
+        count_notes(&schema, &ids).await,
+        ids.len() as i64,
+        "all of it"
+    );
+    assert_recovers(&store, &schema, 1000).await;
+
+    // A lone autocommit statement: the same.
+    fault_open_connections(&proxy, answer_lost());
+    let err = save_note(&store, 7, "lone").await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert_eq!(stored_note(&schema, 7).await.as_deref(), Some("lone"));
+    assert_recovers(&store, &schema, 2000).await;
+
+    // Connections lost before the save: a plain connection error, nothing written.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ServerToClient, 0));
+    let mut s = store.lightweight_session();
+    // A load breaks the connection (its answer is cut) ...
+    let lost = s.load::<Note>(&1000).await.expect_err("read cut");
+    assert!(matches!(lost, Error::Connection(_)), "{lost:?}");
+    // ... and the next save gets a healthy one.
+    ok(s.store(Note {
+        id: 8,
+        text: "after".into(),
+    }));
+    ok(s.save_changes().await);
+    assert_eq!(stored_note(&schema, 8).await.as_deref(), Some("after"));
+}
+
+#[tokio::test]
+async fn black_hole_ends_within_the_request_timeout() {
+    let (schema, proxy, store) = proxied("fault_black_hole").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    fault_open_connections(&proxy, Faults::black_hole());
+    let started = Instant::now();
+    let err = save_flight(&store, &ids).await.expect_err("no answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // Its COMMIT was handed to the network: nobody can tell.
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert_display_clean(&err);
+    // The held connection stays held; the store uses a new one.
+    assert_recovers(&store, &schema, 1000).await;
+    drop(proxy);
+    assert_eq!(count_notes(&schema, &ids).await, 0);
+}
+
+#[tokio::test]
+async fn slow_network_within_the_timeout_is_fine() {
+    let (schema, proxy, store) = proxied("fault_delay").await;
+    proxy.set_global(Faults::delay(
+        Direction::ServerToClient,
+        Duration::from_millis(300),
+    ));
+    ok(save_flight(&store, &[5, 6]).await);
+    assert_eq!(count_notes(&schema, &[5, 6]).await, 2);
+    proxy.heal();
 }

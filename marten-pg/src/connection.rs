@@ -35,6 +35,8 @@ pub struct Conn {
     in_transaction: bool,
     /// The connection failed or is in an unknown state: close it before the next request.
     broken: bool,
+    /// A request may still run on the server: send a cancel request when closing.
+    cancel_on_discard: bool,
 }
 
 impl Conn {
@@ -52,7 +54,7 @@ impl Conn {
     /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
     pub(crate) async fn request(&mut self, store: &DocumentStore) -> Result<Request<'_>> {
         if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
-            self.discard(false);
+            self.discard(self.cancel_on_discard);
         }
         if self.slot.is_none() {
             self.slot = Some(store.connection().await?);
@@ -80,6 +82,7 @@ impl Conn {
     fn discard(&mut self, cancel: bool) {
         self.in_transaction = false;
         self.broken = false;
+        self.cancel_on_discard = false;
         let Some(obj) = self.slot.take() else {
             return;
         };
@@ -111,7 +114,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if (self.in_transaction || self.broken) && self.slot.is_some() {
             debug!("closing a connection dropped inside a transaction");
-            self.discard(false);
+            self.discard(self.cancel_on_discard);
         }
     }
 }
@@ -146,7 +149,7 @@ impl Request<'_> {
     /// Ends an open transaction with `ROLLBACK`; if that fails, the connection is closed
     /// before its next request.
     pub(crate) async fn rollback(&mut self) {
-        if !self.conn.in_transaction {
+        if !self.conn.in_transaction || self.conn.broken {
             return;
         }
         match self.client().batch_execute("ROLLBACK").await {
@@ -174,11 +177,20 @@ impl Request<'_> {
 
     /// Every response was read and the request failed with `error`.
     pub(crate) fn settle_error(self, error: &Error) {
-        if matches!(error, Error::Connection(_)) {
+        if matches!(error, Error::Connection(_) | Error::OutcomeUnknown(_)) {
             self.finish_broken();
         } else {
             self.finish();
         }
+    }
+
+    /// The connection was lost, or a request on it was given up while it may still run on
+    /// the server: it is closed (with a cancel request) before the next request, and its
+    /// transaction, if any, is over for this side.
+    pub(crate) fn mark_lost(&mut self) {
+        self.conn.broken = true;
+        self.conn.cancel_on_discard = true;
+        self.conn.in_transaction = false;
     }
 
     /// The request failed in a way that leaves the connection unusable or its state

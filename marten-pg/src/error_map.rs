@@ -125,8 +125,19 @@ fn classify(code: &SqlState, source: DatabaseError) -> Error {
     }
 }
 
+/// Whether `err` means the connection was lost without an answer from the server (it
+/// closed, or reading or writing it failed), as opposed to the server reporting an error.
+pub(crate) fn is_lost(err: &tokio_postgres::Error) -> bool {
+    err.code().is_none() && (err.is_closed() || is_io(err))
+}
+
 fn is_io(err: &tokio_postgres::Error) -> bool {
     std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A failure without an SQLSTATE (the connection was lost) while doing `context`.
+pub(crate) fn lost_error(err: tokio_postgres::Error, context: &str) -> DatabaseError {
+    database_error(err, None, context.to_owned())
 }
 
 fn database_error(
