@@ -5,9 +5,10 @@ extern crate self as marten;
 
 pub use marten_core::concurrency;
 pub use marten_core::{
-    Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, DatabaseError, Document,
-    DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag, IdKey, Identities,
-    Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState, Tag, MAX_ID_BYTES,
+    Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
+    DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
+    IdKey, Identities, Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState,
+    Tag, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::{

@@ -28,7 +28,7 @@ pub enum Error {
     },
 
     /// A document could not be serialized to JSON.
-    #[error("cannot serialize document {document_type} {id}: {source}")]
+    #[error("cannot serialize document {document_type} {id}")]
     Serialize {
         /// The document type.
         document_type: &'static str,
@@ -40,7 +40,7 @@ pub enum Error {
     },
 
     /// A stored document no longer deserializes into its Rust type.
-    #[error("cannot deserialize document {document_type} {id}: {source}")]
+    #[error("cannot deserialize document {document_type} {id}")]
     Deserialize {
         /// The document type.
         document_type: &'static str,
@@ -101,7 +101,7 @@ pub enum Error {
     },
 
     /// An event could not be serialized to JSON.
-    #[error("cannot serialize event {event_type}: {source}")]
+    #[error("cannot serialize event {event_type}")]
     SerializeEvent {
         /// The event type name.
         event_type: &'static str,
@@ -111,7 +111,7 @@ pub enum Error {
     },
 
     /// A stored event no longer deserializes into its registered type.
-    #[error("cannot deserialize event {event_type} at sequence {sequence}: {source}")]
+    #[error("cannot deserialize event {event_type} at sequence {sequence}")]
     DeserializeEvent {
         /// The event type name.
         event_type: String,
@@ -204,12 +204,55 @@ pub enum Error {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
 
-    /// No connection could be obtained or the connection broke.
-    #[error("connection failed: {0}")]
+    /// No connection could be obtained, or the connection broke before anything of the
+    /// operation could have taken effect: the network failed (SQLSTATE class 08 or an I/O
+    /// error), or the server is shutting down, crashed or still starting (57P01, 57P02,
+    /// 57P03). Nothing of a save that fails with it was written; retrying is safe.
+    #[error("connection failed")]
     Connection(#[source] DatabaseError),
 
+    /// The server refused the credentials (SQLSTATE class 28: wrong password, unknown
+    /// role, no `pg_hba.conf` entry). Retrying with the same settings will not help.
+    #[error("authentication failed")]
+    Authentication(#[source] DatabaseError),
+
+    /// The transaction lost a race with a concurrent one and was rolled back (a
+    /// serialization failure, 40001, or a deadlock, 40P01). Nothing was written; running
+    /// the operation again may succeed.
+    #[error("transaction conflict ({kind}): rolled back, retry it")]
+    Conflict {
+        /// Which kind of conflict.
+        kind: ConflictKind,
+        /// The server's error.
+        #[source]
+        source: DatabaseError,
+    },
+
+    /// A statement was cancelled by the server: its `statement_timeout` expired or a cancel
+    /// request arrived (SQLSTATE 57014). Its transaction was rolled back.
+    #[error("statement canceled (statement timeout or cancel request)")]
+    Canceled(#[source] DatabaseError),
+
+    /// A lock could not be taken within `lock_timeout`, or at once for `NOWAIT`
+    /// (SQLSTATE 55P03). Nothing was written; retrying later may succeed.
+    #[error("lock not available")]
+    LockNotAvailable(#[source] DatabaseError),
+
+    /// The server (or the role) has no connection slot left (SQLSTATE 53300).
+    #[error("too many connections")]
+    TooManyConnections(#[source] DatabaseError),
+
+    /// The connection was lost after a save's `COMMIT` (or its one autocommit statement)
+    /// was sent and before the answer was read: the save may or may not have been
+    /// written, and if it was, all of it was. Read the data back before deciding to
+    /// retry; retrying blindly can write it twice.
+    #[error(
+        "connection lost after the commit was sent: the save may or may not have been written"
+    )]
+    OutcomeUnknown(#[source] DatabaseError),
+
     /// Any other database failure, with its SQLSTATE when the server reported one.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] DatabaseError),
 
     /// An async projection's runner stopped: a poison event under
@@ -262,6 +305,25 @@ fn with_id(id: &Option<String>) -> String {
     }
 }
 
+/// The kind of an [`Error::Conflict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// A serialization failure (SQLSTATE 40001).
+    Serialization,
+    /// A deadlock the server broke by aborting this transaction (SQLSTATE 40P01).
+    Deadlock,
+}
+
+impl fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictKind::Serialization => "serialization failure",
+            ConflictKind::Deadlock => "deadlock",
+        })
+    }
+}
+
 impl Error {
     /// The rejections of a rejected save, or an empty slice for other errors.
     pub fn rejections(&self) -> &[Rejection] {
@@ -271,12 +333,42 @@ impl Error {
         }
     }
 
-    /// The SQLSTATE of a database error, if any.
+    /// The SQLSTATE of a database error, if the server reported one.
     pub fn sqlstate(&self) -> Option<&str> {
+        self.database_error().and_then(|e| e.code.as_deref())
+    }
+
+    /// The database failure behind this error, if it is one.
+    pub fn database_error(&self) -> Option<&DatabaseError> {
         match self {
-            Error::Database(e) | Error::Connection(e) => e.code.as_deref(),
+            Error::Database(e)
+            | Error::Connection(e)
+            | Error::Authentication(e)
+            | Error::Canceled(e)
+            | Error::LockNotAvailable(e)
+            | Error::TooManyConnections(e)
+            | Error::OutcomeUnknown(e)
+            | Error::Conflict { source: e, .. } => Some(e),
             _ => None,
         }
+    }
+
+    /// Whether running the same operation again, unchanged, may succeed and cannot
+    /// write anything twice: nothing of the failed attempt was written and the cause is
+    /// transient (a lost connection, a conflict with a concurrent transaction, a busy
+    /// lock, pool or server). [`Error::OutcomeUnknown`] is not retryable: the first
+    /// attempt may have been written.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection(_)
+                | Error::Conflict { .. }
+                | Error::LockNotAvailable(_)
+                | Error::TooManyConnections(_)
+                | Error::PoolExhausted { .. }
+                | Error::StreamLocked { .. }
+                | Error::ProjectionConflict { .. }
+        )
     }
 }
 
@@ -419,9 +511,11 @@ pub struct DatabaseError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// Shows what marten was doing and the SQLSTATE; the underlying error is the
+/// [`source`](std::error::Error::source), not repeated here.
 impl fmt::Display for DatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.context, self.source)?;
+        f.write_str(&self.context)?;
         if let Some(code) = &self.code {
             write!(f, " (SQLSTATE {code})")?;
         }

@@ -35,6 +35,8 @@ pub struct Conn {
     in_transaction: bool,
     /// The connection failed or is in an unknown state: close it before the next request.
     broken: bool,
+    /// A request may still run on the server: send a cancel request when closing.
+    cancel_on_discard: bool,
 }
 
 impl Conn {
@@ -52,7 +54,7 @@ impl Conn {
     /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
     pub(crate) async fn request(&mut self, store: &DocumentStore) -> Result<Request<'_>> {
         if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
-            self.discard(false);
+            self.discard(self.cancel_on_discard);
         }
         if self.slot.is_none() {
             self.slot = Some(store.connection().await?);
@@ -64,13 +66,22 @@ impl Conn {
     }
 
     /// Runs `f` as one request: its statements, all their responses read.
+    /// The wait for the answers is bounded by the store's request timeout: past it, the
+    /// request is abandoned (its connection cancelled and closed) and the caller gets
+    /// [`Error::Timeout`]. For reads and work that is safe to repeat; saves report an
+    /// unknown outcome themselves (see the unit of work).
     pub(crate) async fn run<T>(
         &mut self,
         store: &DocumentStore,
         f: impl AsyncFnOnce(&Object) -> Result<T>,
     ) -> Result<T> {
         let req = self.request(store).await?;
-        let result = f(req.client()).await;
+        let Some(result) = within(store, f(req.client())).await else {
+            warn!("a request timed out");
+            // Unfinished: the guard cancels and closes the connection.
+            drop(req);
+            return Err(timed_out(store));
+        };
         req.settle(&result);
         result
     }
@@ -80,6 +91,7 @@ impl Conn {
     fn discard(&mut self, cancel: bool) {
         self.in_transaction = false;
         self.broken = false;
+        self.cancel_on_discard = false;
         let Some(obj) = self.slot.take() else {
             return;
         };
@@ -111,7 +123,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if (self.in_transaction || self.broken) && self.slot.is_some() {
             debug!("closing a connection dropped inside a transaction");
-            self.discard(false);
+            self.discard(self.cancel_on_discard);
         }
     }
 }
@@ -146,7 +158,7 @@ impl Request<'_> {
     /// Ends an open transaction with `ROLLBACK`; if that fails, the connection is closed
     /// before its next request.
     pub(crate) async fn rollback(&mut self) {
-        if !self.conn.in_transaction {
+        if !self.conn.in_transaction || self.conn.broken {
             return;
         }
         match self.client().batch_execute("ROLLBACK").await {
@@ -174,11 +186,20 @@ impl Request<'_> {
 
     /// Every response was read and the request failed with `error`.
     pub(crate) fn settle_error(self, error: &Error) {
-        if matches!(error, Error::Connection(_)) {
+        if matches!(error, Error::Connection(_) | Error::OutcomeUnknown(_)) {
             self.finish_broken();
         } else {
             self.finish();
         }
+    }
+
+    /// The connection was lost, or a request on it was given up while it may still run on
+    /// the server: it is closed (with a cancel request) before the next request, and its
+    /// transaction, if any, is over for this side.
+    pub(crate) fn mark_lost(&mut self) {
+        self.conn.broken = true;
+        self.conn.cancel_on_discard = true;
+        self.conn.in_transaction = false;
     }
 
     /// The request failed in a way that leaves the connection unusable or its state
@@ -198,5 +219,26 @@ impl Drop for Request<'_> {
             }
             self.conn.discard(true);
         }
+    }
+}
+
+/// Awaits a request's `answers` within the store's request timeout. `None`: the time ran
+/// out; the caller marks its request lost ([`Request::mark_lost`]) and reports
+/// [`timed_out`].
+pub(crate) async fn within<T>(
+    store: &DocumentStore,
+    answers: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match store.request_timeout() {
+        None => Some(answers.await),
+        Some(limit) => tokio::time::timeout(limit, answers).await.ok(),
+    }
+}
+
+/// The error of a request that got no answer within the store's request timeout.
+pub(crate) fn timed_out(store: &DocumentStore) -> Error {
+    let waited = store.request_timeout().unwrap_or_default();
+    Error::Timeout {
+        what: format!("an answer from the database (waited {waited:?})"),
     }
 }

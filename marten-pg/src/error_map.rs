@@ -88,14 +88,56 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
             };
         }
     }
-    if code == SqlState::ADMIN_SHUTDOWN || code == SqlState::CONNECTION_FAILURE {
-        return Error::Connection(database_error(err, Some(code), what.context()));
+    let source = database_error(err, Some(code.clone()), what.context());
+    classify(&code, source)
+}
+
+/// The variant of a failure the server reported with `code`, by SQLSTATE (and class).
+fn classify(code: &SqlState, source: DatabaseError) -> Error {
+    use marten_core::ConflictKind;
+    let class = code.code().get(..2).unwrap_or_default();
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE {
+        Error::Conflict {
+            kind: ConflictKind::Serialization,
+            source,
+        }
+    } else if *code == SqlState::T_R_DEADLOCK_DETECTED {
+        Error::Conflict {
+            kind: ConflictKind::Deadlock,
+            source,
+        }
+    } else if *code == SqlState::QUERY_CANCELED {
+        Error::Canceled(source)
+    } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+        Error::LockNotAvailable(source)
+    } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+        Error::TooManyConnections(source)
+    } else if *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || class == "08"
+    {
+        Error::Connection(source)
+    } else if class == "28" {
+        Error::Authentication(source)
+    } else {
+        Error::Database(source)
     }
-    Error::Database(database_error(err, Some(code), what.context()))
+}
+
+/// Whether `err` means the connection was lost without an answer from the server (it
+/// closed, or reading or writing it failed), as opposed to the server reporting an error.
+pub(crate) fn is_lost(err: &tokio_postgres::Error) -> bool {
+    err.code().is_none() && (err.is_closed() || is_io(err))
 }
 
 fn is_io(err: &tokio_postgres::Error) -> bool {
     std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A failure without an SQLSTATE (the connection was lost) while doing `context`.
+pub(crate) fn lost_error(err: tokio_postgres::Error, context: &str) -> DatabaseError {
+    database_error(err, None, context.to_owned())
 }
 
 fn database_error(

@@ -32,6 +32,9 @@ use crate::session::{
     DirtyTrackedSession, IdentitySession, LightweightSession, QuerySession, Session, SessionOptions,
 };
 
+/// The default of [`DocumentStoreBuilder::request_timeout`].
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A document store on one PostgreSQL schema. Clone it freely: clones share the pool.
 #[derive(Clone)]
 pub struct DocumentStore {
@@ -45,6 +48,7 @@ struct StoreInner {
     config: tokio_postgres::Config,
     pool_size: usize,
     pool_wait: Duration,
+    request_timeout: Option<Duration>,
     schema: String,
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
@@ -86,6 +90,7 @@ pub struct DocumentStoreBuilder {
     auto_create: AutoCreate,
     pool_size: usize,
     pool_wait: Duration,
+    request_timeout: Option<Duration>,
     documents: Vec<Registration>,
     events: EventConfig,
     registry: EventRegistry,
@@ -104,6 +109,7 @@ impl DocumentStore {
             auto_create: AutoCreate::default(),
             pool_size: 16,
             pool_wait: Duration::from_secs(30),
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             documents: Vec::new(),
             events: EventConfig {
                 identity: StreamIdentity::Uuid,
@@ -160,6 +166,12 @@ impl DocumentStore {
             .get()
             .await
             .map_err(|e| map_pool_error(e, self.inner.pool_size, started.elapsed()))
+    }
+
+    /// How long a save waits for its answers (see
+    /// [`DocumentStoreBuilder::request_timeout`]).
+    pub(crate) fn request_timeout(&self) -> Option<Duration> {
+        self.inner.request_timeout
     }
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
@@ -321,6 +333,18 @@ impl DocumentStoreBuilder {
     /// handshake) before failing with [`Error::PoolExhausted`] (default 30 s).
     pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
         self.pool_wait = wait;
+        self
+    }
+
+    /// How long `save_changes` waits for the answers of its statements (default 60 s;
+    /// `None`: for ever). A network that stops delivering without closing the connection
+    /// (a partition, a stalled server) is noticed by nothing else: keepalives and
+    /// `statement_timeout` cannot see it. When it expires the connection is closed and
+    /// the save fails with [`Error::Timeout`] if nothing was written, or
+    /// [`Error::OutcomeUnknown`] if its `COMMIT` had been sent and the server could not be
+    /// asked what became of it.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -547,6 +571,7 @@ impl DocumentStoreBuilder {
                 config,
                 pool_size: self.pool_size,
                 pool_wait: self.pool_wait,
+                request_timeout: self.request_timeout,
                 schema: self.schema,
                 auto_create: self.auto_create,
                 ensured: RwLock::new(HashSet::new()),

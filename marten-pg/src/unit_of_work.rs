@@ -11,19 +11,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::task::Poll;
+use std::time::Duration;
 
 use marten_core::concurrency::VersionOf;
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
-use tracing::debug;
+use tokio_postgres::{Row, SimpleQueryMessage};
+use tracing::{debug, warn};
 
 use crate::connection::Request;
 use crate::documents::batch::{DeleteBatch, Operation, WriteBatch};
 use crate::documents::{PgDocument, WriteKind};
-use crate::error_map::{map_db_error, Failed};
+use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
 use crate::json::RawJson;
 use crate::projections::cache::CacheUpdate;
 use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
@@ -184,7 +187,29 @@ impl UnitOfWork {
         store: &DocumentStore,
         state: &mut SessionState,
     ) -> Result<Outcome> {
-        let result = self.run(req, store, state).await;
+        let probe = FlightProbe::default();
+        let mut deadline_passed = false;
+        let result = match store.request_timeout() {
+            None => self.run(req, store, state, &probe).await,
+            Some(limit) => {
+                match tokio::time::timeout(limit, self.run(req, store, state, &probe)).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // The statements may still run (or be stuck) on the server.
+                        warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
+                        req.mark_lost();
+                        deadline_passed = true;
+                        Err(timed_out(&probe, limit))
+                    }
+                }
+            }
+        };
+        let result = match result {
+            Err(Error::OutcomeUnknown(source)) => {
+                Err(resolve(store, &probe, source, deadline_passed).await)
+            }
+            other => other,
+        };
         if result.is_err() {
             // If the flight never reached COMMIT, end the open transaction here.
             req.rollback().await;
@@ -197,6 +222,7 @@ impl UnitOfWork {
         req: &mut Request<'_>,
         store: &DocumentStore,
         state: &mut SessionState,
+        probe: &FlightProbe,
     ) -> Result<Outcome> {
         let in_transaction = req.in_transaction();
         let schema = store.schema();
@@ -249,6 +275,17 @@ impl UnitOfWork {
         }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
         let c: &tokio_postgres::Client = req.client();
+        if c.is_closed() {
+            // Lost before anything of the save was written.
+            req.mark_lost();
+            return Err(Error::Connection(marten_core::DatabaseError {
+                code: None,
+                context: "sending the save".to_owned(),
+                source: "the connection was closed before the save was sent".into(),
+            }));
+        }
+        // From here on the COMMIT (or the lone statement) may reach the server.
+        probe.sent.store(true, Ordering::SeqCst);
         // The row count of a lone statement sent with `execute` (`Operation::counts_only`).
         let mut lone_count = 0;
         let mut results = if single {
@@ -262,14 +299,29 @@ impl UnitOfWork {
             } else {
                 c.query(stmt, p).await
             };
-            vec![result].into_iter()
+            vec![result]
         } else {
             let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
-            if begin {
-                flight.push(Box::pin(async move {
-                    c.batch_execute("BEGIN").await.map(|()| Vec::new())
-                }));
-            }
+            // The transaction's id and backend, read first: if the connection is lost
+            // before COMMIT is answered, another connection can ask the server what
+            // became of the transaction.
+            let ident = &probe.ident;
+            flight.push(Box::pin(async move {
+                let sql = if begin {
+                    "BEGIN; SELECT pg_current_xact_id()::text, pg_backend_pid()"
+                } else {
+                    "SELECT pg_current_xact_id()::text, pg_backend_pid()"
+                };
+                for message in c.simple_query(sql).await? {
+                    if let SimpleQueryMessage::Row(row) = message {
+                        let pid = row.get(1).and_then(|p| p.parse::<i32>().ok());
+                        if let (Some(xid), Some(pid)) = (row.get(0), pid) {
+                            let _ = ident.set((xid.to_owned(), pid));
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }));
             for (stmt, p) in statements.iter().zip(&params) {
                 flight.push(Box::pin(c.query(stmt, p.as_slice())));
             }
@@ -279,16 +331,29 @@ impl UnitOfWork {
             flight.push(Box::pin(async move {
                 c.batch_execute("COMMIT").await.map(|()| Vec::new())
             }));
-            join_in_order(flight).await.into_iter()
+            join_in_order(flight).await
         };
         drop(params);
         // Every answer of the flight was read: COMMIT (or the failed lone statement) ended
         // any transaction.
         req.set_in_transaction(false);
+        if let Some(e) = commit_lost(&mut results) {
+            // The connection was lost after COMMIT (or the lone statement) was sent and
+            // no earlier answer says the transaction failed: the outcome is unknown.
+            req.mark_lost();
+            let context = if single {
+                "reading the answer to the save's statement"
+            } else {
+                "reading the answer to COMMIT"
+            };
+            let source = lost_error(e, context);
+            return Err(Error::OutcomeUnknown(source));
+        }
+        let mut results = results.into_iter();
         let c: &tokio_postgres::Client = req.client();
 
         let mut failure: Option<Error> = None;
-        if begin {
+        if !single {
             if let Some(Err(e)) = results.next() {
                 note(&mut failure, e, Failed::Transaction);
             }
@@ -343,6 +408,130 @@ impl UnitOfWork {
             op.committed(state);
         }
         Ok(Outcome::Committed)
+    }
+}
+
+/// What a save's flight left behind for a caller that lost its answers: whether any of it
+/// was handed to the connection, and the id and backend of its transaction once read.
+#[derive(Default)]
+struct FlightProbe {
+    sent: AtomicBool,
+    ident: OnceLock<(String, i32)>,
+}
+
+/// How long asking the server what became of a transaction may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The error that ends a lost flight: the last answer (COMMIT's, or the lone
+/// statement's) was lost with the connection, and no earlier answer was an error of the
+/// server (which would have doomed the transaction).
+fn commit_lost(
+    results: &mut Vec<Result<Vec<Row>, tokio_postgres::Error>>,
+) -> Option<tokio_postgres::Error> {
+    let (last, earlier) = results.split_last()?;
+    let doomed = earlier
+        .iter()
+        .any(|r| matches!(r, Err(e) if e.code().is_some()));
+    if doomed || !matches!(last, Err(e) if is_lost(e)) {
+        return None;
+    }
+    results.pop().and_then(Result::err)
+}
+
+/// The error of a save whose answers did not arrive within `limit`.
+fn timed_out(probe: &FlightProbe, limit: Duration) -> Error {
+    let what = format!(
+        "the answers of save_changes (request timeout of {} ms)",
+        limit.as_millis()
+    );
+    if probe.sent.load(Ordering::SeqCst) {
+        Error::OutcomeUnknown(marten_core::DatabaseError {
+            code: None,
+            context: "waiting for the answers of the save".to_owned(),
+            source: format!("no answer within {} ms", limit.as_millis()).into(),
+        })
+    } else {
+        Error::Timeout { what }
+    }
+}
+
+/// Asks the server, on a connection of its own, what became of a transaction whose
+/// COMMIT answer was lost. An aborted transaction wrote nothing: the failure is a plain
+/// [`Error::Connection`] (or [`Error::Timeout`] when the request timed out). Otherwise
+/// (committed, or nothing could be learned) the outcome stays unknown to the caller.
+async fn resolve(
+    store: &DocumentStore,
+    probe: &FlightProbe,
+    source: marten_core::DatabaseError,
+    timed_out: bool,
+) -> Error {
+    let Some((xid, pid)) = probe.ident.get() else {
+        return Error::OutcomeUnknown(source);
+    };
+    let limit = store
+        .request_timeout()
+        .map_or(RESOLVE_TIMEOUT, |t| t.min(RESOLVE_TIMEOUT));
+    match tokio::time::timeout(limit, transaction_status(store, xid, *pid)).await {
+        Ok(Some(false)) => {
+            debug!(
+                xid,
+                "the lost save's transaction was rolled back: nothing was written"
+            );
+            if timed_out {
+                Error::Timeout {
+                    what: "the answers of save_changes (request timeout); nothing was written"
+                        .to_owned(),
+                }
+            } else {
+                Error::Connection(source)
+            }
+        }
+        Ok(Some(true)) => {
+            warn!(
+                xid,
+                "the lost save's transaction committed; its answers were lost"
+            );
+            Error::OutcomeUnknown(source)
+        }
+        Ok(None) | Err(_) => {
+            warn!(
+                xid,
+                "could not learn what became of the lost save's transaction"
+            );
+            Error::OutcomeUnknown(source)
+        }
+    }
+}
+
+/// `Some(true)`: committed, `Some(false)`: rolled back, `None`: unknown. A transaction
+/// still in progress belongs to a backend that has not noticed its client is gone; it
+/// is terminated (only if it still runs that transaction), which settles it.
+async fn transaction_status(store: &DocumentStore, xid: &str, pid: i32) -> Option<bool> {
+    let client = store.dedicated_connection().await.ok()?;
+    loop {
+        let row = client
+            .query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])
+            .await
+            .ok()?;
+        let status: Option<String> = row.try_get(0).ok()?;
+        match status.as_deref() {
+            Some("committed") => return Some(true),
+            Some("aborted") => return Some(false),
+            Some("in progress") => {
+                let ended = client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE pid = $1 AND backend_xid = $2::text::xid8::xid",
+                        &[&pid, &xid],
+                    )
+                    .await;
+                if let Err(e) = ended {
+                    debug!(error = %e, "cannot end the lost save's backend");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return None,
+        }
     }
 }
 

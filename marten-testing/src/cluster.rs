@@ -53,6 +53,28 @@ impl PrivateCluster {
         &self.data
     }
 
+    /// Replaces the cluster's `pg_hba.conf` with `contents` and reloads the configuration
+    /// (for tests of authentication failures).
+    pub fn set_hba(&self, contents: &str) -> Result<(), String> {
+        let hba = self.data.join("pg_hba.conf");
+        std::fs::write(&hba, contents)
+            .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        let data = self.data.to_string_lossy().into_owned();
+        run_pg(&self.pg_ctl, &["-D", &data, "reload"])
+    }
+
+    /// Restarts the server with `pg_ctl restart -m fast` (sessions are terminated, their
+    /// transactions rolled back) on the same port, and waits until it accepts connections.
+    pub fn restart(&self) -> Result<(), String> {
+        let log = self.dir.join("log").to_string_lossy().into_owned();
+        let data = self.data.to_string_lossy().into_owned();
+        run_pg(
+            &self.pg_ctl,
+            &["-D", &data, "-l", &log, "-m", "fast", "-w", "restart"],
+        )?;
+        probe(&self.url)
+    }
+
     fn create(next_xid: Option<u32>) -> Result<PrivateCluster, String> {
         let missing = |name: &str| {
             format!(

@@ -17,10 +17,12 @@
 
 pub mod cancel;
 mod cluster;
+pub mod fault;
 mod proxy;
 pub mod trace;
 
 pub use cluster::PrivateCluster;
+pub use fault::FaultProxy;
 pub use proxy::CountingProxy;
 
 use std::path::{Path, PathBuf};
@@ -270,13 +272,18 @@ impl TestSchema {
 
     /// The connection string of the server, reached through `proxy`.
     pub fn url_via(&self, proxy: &CountingProxy) -> String {
+        self.url_via_addr(proxy.addr())
+    }
+
+    /// The connection string of the server, reached through a proxy listening on `addr`.
+    pub fn url_via_addr(&self, addr: std::net::SocketAddr) -> String {
         let config: tokio_postgres::Config = match self.url.parse() {
             Ok(c) => c,
             Err(e) => panic!("invalid database url {:?}: {e}", self.url),
         };
         let user = config.get_user().unwrap_or("postgres");
         let db = config.get_dbname().unwrap_or("postgres");
-        format!("postgres://{user}@{}/{db}", proxy.addr())
+        format!("postgres://{user}@{addr}/{db}")
     }
 
     /// A raw connection whose `search_path` is this schema (for checks behind marten's

@@ -25,7 +25,7 @@ use marten_core::{Error, EventEnvelope, RejectionKind, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::connection::{Conn, Request};
+use crate::connection::{timed_out, within, Conn, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
@@ -281,7 +281,11 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
     };
     let mut conn = Conn::new();
     let mut req = conn.request(store).await?;
-    let result = reset_and_clear(&mut req, projection, p.as_ref()).await;
+    let answered = within(store, reset_and_clear(&mut req, projection, p.as_ref()));
+    let Some(result) = answered.await else {
+        req.mark_lost();
+        return Err(timed_out(store));
+    };
     if result.is_err() {
         req.rollback().await;
     }

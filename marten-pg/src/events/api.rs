@@ -17,7 +17,7 @@ use super::read;
 use super::registry::EventRegistry;
 use super::stream_id::StreamKey;
 use super::table::EventSql;
-use crate::connection::Request;
+use crate::connection::{timed_out, within, Request};
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
@@ -532,7 +532,14 @@ impl<K: Tracking> Events<'_, K> {
         read::ensure(&s.store).await?;
         let sql = EventSql::get(s.store.stream_identity());
         let mut req = s.conn.request(&s.store).await?;
-        let outcome = lock_stream_on(&mut req, &sql.lock_stream, key, timeout).await;
+        let answered = within(
+            &s.store,
+            lock_stream_on(&mut req, &sql.lock_stream, key, timeout),
+        );
+        let Some(outcome) = answered.await else {
+            req.mark_lost();
+            return Err(timed_out(&s.store));
+        };
         req.settle(&outcome);
         outcome
     }

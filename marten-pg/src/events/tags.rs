@@ -24,6 +24,7 @@ use super::api::{events_schema, Events, PendingEvent};
 use super::append::StreamAppend;
 use super::read;
 use super::table::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
+use crate::connection::{timed_out, within};
 use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::schema::MigrateFn;
@@ -228,7 +229,11 @@ impl<'s, K: Tracking> Events<'s, K> {
                     c.query(&events_stmt, &event_params).await
                 }),
             ];
-            let mut results = join_in_order(flight).await.into_iter();
+            let Some(results) = within(&s.store, join_in_order(flight)).await else {
+                drop(req);
+                return Err(timed_out(&s.store));
+            };
+            let mut results = results.into_iter();
             (results.next(), results.next())
         };
         req.finish();

@@ -371,7 +371,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let (store, conn) = session.source();
         store.ensure::<D>().await?;
         let req = conn.request(store).await?;
-        let started = async {
+        let starting = async {
             let stmt = req
                 .client()
                 .prepare_cached(&sql.text)
@@ -381,8 +381,11 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
                 .query_raw(&stmt, sql.refs())
                 .await
                 .map_err(reading::<D>)
-        }
-        .await;
+        };
+        let Some(started) = crate::connection::within(store, starting).await else {
+            drop(req);
+            return Err(crate::connection::timed_out(store));
+        };
         let rows = match started {
             Ok(rows) => rows,
             Err(e) => {

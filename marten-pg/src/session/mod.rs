@@ -19,7 +19,7 @@ use tracing::warn;
 
 pub use query::QuerySession;
 
-use crate::connection::Conn;
+use crate::connection::{timed_out, within, Conn};
 use crate::documents::{PgDocument, WriteKind};
 use crate::projections::Planned;
 use crate::store::DocumentStore;
@@ -304,18 +304,17 @@ impl<K: Tracking> Session<K> {
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
         self.store.ensure::<D>().await?;
-        let req = self.conn.request(&self.store).await?;
-        let found = load::metadata::<D>(req.client(), id).await;
-        req.settle(&found);
-        found
+        self.conn
+            .run(&self.store, async |c| load::metadata::<D>(c, id).await)
+            .await
     }
 
     async fn fetch<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<Loaded<D>>> {
         self.store.ensure::<D>().await?;
-        let req = self.conn.request(&self.store).await?;
-        let loaded = load::load_one::<D>(req.client(), id).await;
-        req.settle(&loaded);
-        let loaded = loaded?;
+        let loaded = self
+            .conn
+            .run(&self.store, async |c| load::load_one::<D>(c, id).await)
+            .await?;
         if let Some(l) = &loaded {
             self.remember(l);
         }
@@ -324,10 +323,10 @@ impl<K: Tracking> Session<K> {
 
     async fn fetch_many<D: PgDocument>(&mut self, ids: &[D::Id]) -> Result<Vec<Loaded<D>>> {
         self.store.ensure::<D>().await?;
-        let req = self.conn.request(&self.store).await?;
-        let loaded = load::load_many::<D>(req.client(), ids).await;
-        req.settle(&loaded);
-        let loaded = loaded?;
+        let loaded = self
+            .conn
+            .run(&self.store, async |c| load::load_many::<D>(c, ids).await)
+            .await?;
         for l in &loaded {
             self.remember(l);
         }
@@ -381,14 +380,18 @@ impl<K: Tracking> Session<K> {
         for _attempt in 0..MAX_SAVE_ATTEMPTS {
             let mut req = self.conn.request(&self.store).await?;
             self.uow.reset_attempt();
-            let planned = crate::projections::plan_inline(
+            let planning = crate::projections::plan_inline(
                 &self.store,
                 &mut req,
                 &mut self.uow,
                 &mut self.state,
                 use_cache,
-            )
-            .await;
+            );
+            let Some(planned) = within(&self.store, planning).await else {
+                // Nothing was written: the locked reads may still wait on the server.
+                req.mark_lost();
+                return Err(timed_out(&self.store));
+            };
             // Later attempts read under lock.
             use_cache = false;
             if let Some(lock) = crate::events::tags::TagLock::for_save(
@@ -480,7 +483,7 @@ impl<K: Tracking> Session<K> {
 /// A deadlock (40P01) or serialization failure (40001): the server rolled the
 /// transaction back, so a save that began it wrote nothing and may be sent again.
 fn lost_to_a_concurrent_transaction(e: &Error) -> bool {
-    matches!(e.sqlstate(), Some("40P01" | "40001"))
+    matches!(e, Error::Conflict { .. })
 }
 
 fn is_dirty_tracking<K: Tracking>() -> bool {

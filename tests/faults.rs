@@ -1,0 +1,672 @@
+//! Failures a caller can act on: database failures typed by SQLSTATE (conflicts,
+//! cancellations, busy locks, connection slots, authentication, lost connections), a
+//! save whose COMMIT answer was lost is `OutcomeUnknown` (and all or nothing), and the
+//! store recovers from network faults without a restart. Network faults come from a
+//! [`FaultProxy`] between the store and the server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{builder, ok};
+use marten::prelude::*;
+use marten::{ConflictKind, Error};
+use marten_testing::fault::{Direction, Faults};
+use marten_testing::{FaultProxy, PrivateCluster, TestSchema};
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Note {
+    id: i64,
+    text: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Tally {
+    id: i64,
+    count: i64,
+}
+
+/// A config for the schema's server with extra server `options` (`-c name=value`).
+fn config_with(schema: &TestSchema, options: &str) -> tokio_postgres::Config {
+    let mut config: tokio_postgres::Config = match schema.url().parse() {
+        Ok(c) => c,
+        Err(e) => panic!("invalid database url: {e}"),
+    };
+    config.options(options);
+    config
+}
+
+/// The error's text with all its sources, one per line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push(s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+/// An error's own text does not repeat its source's.
+fn assert_display_clean(err: &Error) {
+    let shown = err.to_string();
+    if let Some(source) = std::error::Error::source(err) {
+        let source = source.to_string();
+        assert!(
+            !shown.contains(&source),
+            "{shown:?} repeats its source {source:?}"
+        );
+        if let Some(inner) = std::error::Error::source(err).and_then(|s| s.source()) {
+            assert!(
+                !source.contains(&inner.to_string()),
+                "{source:?} repeats its source {inner:?}"
+            );
+        }
+    }
+}
+
+async fn stored_note(schema: &TestSchema, id: i64) -> Option<String> {
+    schema
+        .raw_client()
+        .await
+        .query_opt(
+            "SELECT data->>'text' FROM mt_doc_note WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("read note")
+        .map(|r| r.get(0))
+}
+
+async fn count_notes(schema: &TestSchema, ids: &[i64]) -> i64 {
+    schema
+        .raw_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM mt_doc_note WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .expect("count notes")
+        .get(0)
+}
+
+async fn save_note(store: &DocumentStore, id: i64, text: &str) -> marten::Result<()> {
+    let mut s = store.lightweight_session();
+    s.store(Note {
+        id,
+        text: text.into(),
+    })?;
+    s.save_changes().await
+}
+
+/// A raw connection of the schema holding the row lock of note `id` (in an open
+/// transaction) until dropped.
+async fn lock_note(schema: &TestSchema, id: i64) -> tokio_postgres::Client {
+    let locker = schema.raw_client().await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM mt_doc_note WHERE id = {id} FOR UPDATE"
+        ))
+        .await
+        .expect("lock the row");
+    locker
+}
+
+#[tokio::test]
+async fn statement_timeout_is_canceled() {
+    let schema = TestSchema::new("fault_stmt_timeout");
+    let store = ok(DocumentStore::builder()
+        .config(config_with(&schema, "-c statement_timeout=300"))
+        .schema(schema.name())
+        .document::<Note>()
+        .build()
+        .await);
+    ok(save_note(&store, 1, "first").await);
+    let locker = lock_note(&schema, 1).await;
+    let err = save_note(&store, 1, "blocked")
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, Error::Canceled(_)), "{err:?}");
+    assert_eq!(err.sqlstate(), Some("57014"));
+    assert!(!err.is_retryable());
+    assert_display_clean(&err);
+    drop(locker);
+    ok(save_note(&store, 1, "after").await);
+    assert_eq!(stored_note(&schema, 1).await.as_deref(), Some("after"));
+}
+
+#[tokio::test]
+async fn lock_timeout_is_lock_not_available() {
+    let schema = TestSchema::new("fault_lock_timeout");
+    let store = ok(DocumentStore::builder()
+        .config(config_with(&schema, "-c lock_timeout=100"))
+        .schema(schema.name())
+        .document::<Note>()
+        .build()
+        .await);
+    ok(save_note(&store, 1, "first").await);
+    let locker = lock_note(&schema, 1).await;
+    let err = save_note(&store, 1, "blocked").await.expect_err("busy");
+    assert!(matches!(err, Error::LockNotAvailable(_)), "{err:?}");
+    assert_eq!(err.sqlstate(), Some("55P03"));
+    assert!(err.is_retryable());
+    assert_display_clean(&err);
+    drop(locker);
+    ok(save_note(&store, 1, "after").await);
+}
+
+/// A save that began its own transaction and lost a deadlock wrote nothing: it is sent
+/// again and commits once the other transaction is done, nothing written twice.
+#[tokio::test]
+async fn a_save_that_loses_a_deadlock_is_sent_again() {
+    let (schema, b) = common::named_builder("fault_deadlock");
+    let store = ok(b.document::<Note>().document::<Tally>().build().await);
+    ok(save_note(&store, 1, "a").await);
+    ok(save_note(&store, 2, "b").await);
+    // The other transaction locks note 2 and never loses the deadlock (it checks late).
+    let other = schema.raw_client().await;
+    other
+        .batch_execute(
+            "SET deadlock_timeout = '20s'; BEGIN; UPDATE mt_doc_note SET data = data WHERE id = 2",
+        )
+        .await
+        .expect("lock note 2");
+    // The save locks note 1, then waits for note 2.
+    let saver = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.store(Note {
+                id: 1,
+                text: "a2".into(),
+            })?;
+            s.store(Tally { id: 1, count: 1 })?;
+            s.store(Note {
+                id: 2,
+                text: "b2".into(),
+            })?;
+            s.save_changes().await
+        })
+    };
+    wait_for_a_lock_wait(&schema).await;
+    // Close the cycle: the save loses the deadlock, the other transaction gets note 1.
+    other
+        .batch_execute("UPDATE mt_doc_note SET data = data WHERE id = 1")
+        .await
+        .expect("the other transaction won");
+    // Nothing of the save's first attempt is there (Tally 1 was in its transaction).
+    let tallies = |raw: tokio_postgres::Client| async move {
+        raw.query_one("SELECT count(*) FROM mt_doc_tally WHERE id = 1", &[])
+            .await
+            .expect("tallies")
+            .get::<_, i64>(0)
+    };
+    assert_eq!(tallies(schema.raw_client().await).await, 0);
+    other.batch_execute("COMMIT").await.expect("commit");
+    ok(saver.await.expect("task"));
+    assert_eq!(stored_note(&schema, 1).await.as_deref(), Some("a2"));
+    assert_eq!(stored_note(&schema, 2).await.as_deref(), Some("b2"));
+    assert_eq!(tallies(schema.raw_client().await).await, 1);
+}
+
+/// Waits until a connection of the test's store waits for a lock.
+async fn wait_for_a_lock_wait(schema: &TestSchema) {
+    let watcher = schema.raw_client().await;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND application_name = $1",
+                &[&schema.name()],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing of the store ever waited for a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session holding exclusive stream locks cannot be sent again transparently (its locks
+/// would be gone): two sessions taking two streams' locks in opposite orders deadlock,
+/// and the one that loses is told so, typed.
+#[tokio::test]
+async fn exclusive_locks_in_opposite_orders_deadlock_as_a_typed_conflict() {
+    let (_schema, b) = builder("fault_exclusive_deadlock");
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_secs(20))
+        .event::<Ping>()
+        .build()
+        .await);
+    let (s1, s2) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(s1, [Ping {}]));
+    ok(s.events().start_stream(s2, [Ping {}]));
+    ok(s.save_changes().await);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let racer = |first: Uuid, second: Uuid| {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.events().append_exclusive(first, [Ping {}]).await?;
+            barrier.wait().await;
+            s.events().append_exclusive(second, [Ping {}]).await?;
+            s.save_changes().await
+        })
+    };
+    let (a, b) = (racer(s1, s2), racer(s2, s1));
+    let results = [a.await.expect("task"), b.await.expect("task")];
+    let lost: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(lost.len(), 1, "{results:?}");
+    let err = lost[0];
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Deadlock,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.sqlstate(), Some("40P01"));
+    assert!(err.is_retryable());
+    assert_display_clean(err);
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Ping {}
+
+/// Under serializable isolation a save that began its own transaction and meets a
+/// serialization failure is sent again; a session holding exclusive locks from before is
+/// told, typed.
+#[tokio::test]
+async fn serialization_failures_are_sent_again_or_typed() {
+    let schema = TestSchema::new("fault_serialization");
+    let store = ok(DocumentStore::builder()
+        .config(config_with(
+            &schema,
+            "-c default_transaction_isolation=serializable",
+        ))
+        .schema(schema.name())
+        .document::<Note>()
+        .event::<Ping>()
+        .build()
+        .await);
+    ok(save_note(&store, 1, "first").await);
+    let other = schema.raw_client().await;
+    other
+        .batch_execute("BEGIN; UPDATE mt_doc_note SET data = data WHERE id = 1")
+        .await
+        .expect("update");
+    // The save takes its snapshot, waits for the row, finds it changed since, and is
+    // sent again.
+    let saver = {
+        let store = store.clone();
+        tokio::spawn(async move { save_note(&store, 1, "second").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.batch_execute("COMMIT").await.expect("commit");
+    ok(saver.await.expect("task"));
+    assert_eq!(stored_note(&schema, 1).await.as_deref(), Some("second"));
+
+    // A session whose transaction began with an exclusive lock has its snapshot; the row
+    // changes after it; the save cannot be sent again without losing the lock.
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [Ping {}]));
+    ok(s.save_changes().await);
+    ok(s.events().append_exclusive(stream, [Ping {}]).await);
+    other
+        .batch_execute("UPDATE mt_doc_note SET data = data WHERE id = 1")
+        .await
+        .expect("update after the snapshot");
+    ok(s.store(Note {
+        id: 1,
+        text: "third".into(),
+    }));
+    let err = s.save_changes().await.expect_err("serialization failure");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Serialization,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.sqlstate(), Some("40001"));
+    assert!(err.is_retryable());
+    assert_display_clean(&err);
+    assert_eq!(stored_note(&schema, 1).await.as_deref(), Some("second"));
+}
+
+#[tokio::test]
+async fn connection_limit_is_too_many_connections() {
+    let schema = TestSchema::new("fault_conn_limit");
+    let role = format!("{}_limited", schema.name());
+    let admin = schema.raw_client().await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
+        .await
+        .expect("create role");
+    let mut config = config_with(&schema, "");
+    config.user(&role);
+    let result = DocumentStore::builder()
+        .config(config)
+        .schema(schema.name())
+        .build()
+        .await;
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .expect("drop role");
+    let err = result.expect_err("no slot for the role");
+    assert!(matches!(err, Error::TooManyConnections(_)), "{err:?}");
+    assert_eq!(err.sqlstate(), Some("53300"));
+    assert_display_clean(&err);
+}
+
+#[tokio::test]
+async fn unknown_role_is_an_authentication_failure() {
+    let schema = TestSchema::new("fault_no_role");
+    let mut config = config_with(&schema, "");
+    config.user(format!("{}_nobody", schema.name()));
+    let err = DocumentStore::builder()
+        .config(config)
+        .schema(schema.name())
+        .build()
+        .await
+        .expect_err("no such role");
+    assert!(matches!(err, Error::Authentication(_)), "{err:?}");
+    assert_eq!(err.sqlstate(), Some("28000"));
+    assert!(!err.is_retryable());
+    assert_display_clean(&err);
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_authentication_failure() {
+    let cluster = match tokio::task::spawn_blocking(PrivateCluster::start).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!("cannot start a private cluster: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    let (admin, conn) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    admin
+        .batch_execute("CREATE ROLE writer LOGIN PASSWORD 'right'")
+        .await
+        .expect("role");
+    cluster
+        .set_hba(
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("hba");
+    let mut config: tokio_postgres::Config = cluster.url().parse().expect("url");
+    config.user("writer").password("wrong");
+    let err = DocumentStore::builder()
+        .config(config.clone())
+        .build()
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(err, Error::Authentication(_)), "{err:?}");
+    assert_eq!(err.sqlstate(), Some("28P01"));
+    assert!(!err.is_retryable());
+    assert_display_clean(&err);
+    config.password("right");
+    admin
+        .batch_execute("GRANT CREATE ON DATABASE postgres TO writer")
+        .await
+        .expect("grant");
+    let store = ok(DocumentStore::builder()
+        .config(config)
+        .schema("writer_docs")
+        .document::<Note>()
+        .build()
+        .await);
+    ok(save_note(&store, 1, "in").await);
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connection_error() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let err = DocumentStore::builder()
+        .connection_string(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .build()
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(err.is_retryable());
+    assert_display_clean(&err);
+}
+
+/// A store on its own schema reached through a fault proxy: one pooled connection, a
+/// short request timeout. Both types' tables exist and their statements are prepared on
+/// the pooled connection (a first save), so a save is one flight.
+async fn proxied(label: &str) -> (TestSchema, FaultProxy, DocumentStore) {
+    let schema = TestSchema::new(label);
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy.addr()))
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_wait_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .document::<Note>()
+        .document::<Tally>()
+        .build()
+        .await);
+    warm_up(&store).await;
+    (schema, proxy, store)
+}
+
+/// Faults of the connections open right now (the pooled one; the build's own schema
+/// connection may still be closing, it carries nothing more).
+fn fault_open_connections(proxy: &FaultProxy, faults: Faults) {
+    let open = proxy.connections();
+    assert!(!open.is_empty(), "no open connection to fault");
+    for c in open {
+        c.set(faults.clone());
+    }
+}
+
+/// One save of a transaction (two document types): `ids` notes of 2 KB each, and tally 1.
+async fn save_flight(store: &DocumentStore, ids: &[i64]) -> marten::Result<()> {
+    let mut s = store.lightweight_session();
+    for id in ids {
+        s.store(Note {
+            id: *id,
+            text: "x".repeat(2048),
+        })?;
+    }
+    s.store(Tally {
+        id: ids.first().copied().unwrap_or(0),
+        count: 1,
+    })?;
+    s.save_changes().await
+}
+
+/// Prepares, on the pooled connection, every statement the tests send: a save is then
+/// one flight with nothing before it.
+async fn warm_up(store: &DocumentStore) {
+    ok(save_flight(store, &[-1, -2]).await);
+    ok(save_note(store, -3, "warm").await);
+    let mut s = store.lightweight_session();
+    let _: Option<Note> = ok(s.load(&-3).await);
+}
+
+/// After a fault the same store saves and reads again, on healthy connections only.
+async fn assert_recovers(store: &DocumentStore, schema: &TestSchema, first_id: i64) {
+    warm_up(store).await;
+    for i in 0..3 {
+        let id = first_id + i;
+        ok(save_note(store, id, "recovered").await);
+        let mut s = store.lightweight_session();
+        let back: Option<Note> = ok(s.load(&id).await);
+        assert_eq!(back.map(|n| n.text).as_deref(), Some("recovered"));
+        assert_eq!(stored_note(schema, id).await.as_deref(), Some("recovered"));
+    }
+}
+
+#[tokio::test]
+async fn cut_before_commit_is_a_connection_error_and_writes_nothing() {
+    let (schema, proxy, store) = proxied("fault_cut_c2s").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    // The server reads the start of the flight (BEGIN, the transaction's id) and part
+    // of the first write; COMMIT never reaches it. The client learns the transaction's
+    // id, asks what became of it, and is told: rolled back.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ClientToServer, 2000));
+    let err = save_flight(&store, &ids).await.expect_err("cut");
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+    assert!(err.is_retryable(), "{err}");
+    assert_display_clean(&err);
+    assert_eq!(count_notes(&schema, &ids).await, 0, "nothing was written");
+    assert_recovers(&store, &schema, 1000).await;
+
+    // Cut inside the very first message: no answer at all came back, so the client
+    // cannot prove nothing was written and says so; nothing was.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ClientToServer, 10));
+    let err = save_flight(&store, &ids).await.expect_err("cut");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(count_notes(&schema, &ids).await, 0, "nothing was written");
+    assert_recovers(&store, &schema, 2000).await;
+}
+
+/// The server's answers are delayed, then cut before their first byte.
+fn answer_lost() -> Faults {
+    let mut faults = Faults::delay(Direction::ServerToClient, Duration::from_millis(300));
+    faults.cut_after[1] = Some(0);
+    faults
+}
+
+#[tokio::test]
+async fn lost_commit_answer_is_outcome_unknown_and_all_there() {
+    let (schema, proxy, store) = proxied("fault_cut_s2c").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    // The whole flight reaches the server, which commits; no answer reaches the client
+    // (the first answer is held long enough for the whole flight to be written).
+    fault_open_connections(&proxy, answer_lost());
+    let err = save_flight(&store, &ids).await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_display_clean(&err);
+    assert!(
+        chain(&err).iter().any(|l| l.contains("COMMIT")),
+        "{:?}",
+        chain(&err)
+    );
+    assert_eq!(
+        count_notes(&schema, &ids).await,
+        ids.len() as i64,
+        "all of it"
+    );
+    assert_recovers(&store, &schema, 1000).await;
+
+    // A lone autocommit statement: the same.
+    fault_open_connections(&proxy, answer_lost());
+    let err = save_note(&store, 7, "lone").await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert_eq!(stored_note(&schema, 7).await.as_deref(), Some("lone"));
+    assert_recovers(&store, &schema, 2000).await;
+
+    // Connections lost before the save: a plain connection error, nothing written.
+    fault_open_connections(&proxy, Faults::cut_after(Direction::ServerToClient, 0));
+    let mut s = store.lightweight_session();
+    // A load breaks the connection (its answer is cut) ...
+    let lost = s.load::<Note>(&1000).await.expect_err("read cut");
+    assert!(matches!(lost, Error::Connection(_)), "{lost:?}");
+    // ... and the next save gets a healthy one.
+    ok(s.store(Note {
+        id: 8,
+        text: "after".into(),
+    }));
+    ok(s.save_changes().await);
+    assert_eq!(stored_note(&schema, 8).await.as_deref(), Some("after"));
+}
+
+#[tokio::test]
+async fn black_hole_ends_within_the_request_timeout() {
+    let (schema, proxy, store) = proxied("fault_black_hole").await;
+    let ids: Vec<i64> = (100..150).collect();
+
+    fault_open_connections(&proxy, Faults::black_hole());
+    let started = Instant::now();
+    let err = save_flight(&store, &ids).await.expect_err("no answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // Its COMMIT was handed to the network: nobody can tell.
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert_display_clean(&err);
+    // The held connection stays held; the store uses a new one.
+    assert_recovers(&store, &schema, 1000).await;
+    drop(proxy);
+    assert_eq!(count_notes(&schema, &ids).await, 0);
+}
+
+/// Reads are bounded by the same request timeout: a black-holed load, query or event read
+/// ends in `Error::Timeout`, its connection is closed, and the store reads again after.
+#[tokio::test]
+async fn black_holed_reads_end_within_the_request_timeout() {
+    let (schema, proxy, store) = proxied("fault_black_hole_read").await;
+    for read in 0..3 {
+        fault_open_connections(&proxy, Faults::black_hole());
+        let started = Instant::now();
+        let mut s = store.lightweight_session();
+        let err = match read {
+            0 => s.load::<Note>(&-3).await.map(|_| ()),
+            1 => s.query::<Note>().count().await.map(|_| ()),
+            _ => s
+                .events()
+                .read_all(marten::Position::START, 10)
+                .await
+                .map(|_| ()),
+        }
+        .expect_err("no answer");
+        let waited = started.elapsed();
+        assert!(matches!(err, Error::Timeout { .. }), "read {read}: {err:?}");
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+            "read {read}: {waited:?}"
+        );
+        drop(s);
+        assert_recovers(&store, &schema, 2000 + 10 * read).await;
+    }
+}
+
+#[tokio::test]
+async fn slow_network_within_the_timeout_is_fine() {
+    let (schema, proxy, store) = proxied("fault_delay").await;
+    proxy.set_global(Faults::delay(
+        Direction::ServerToClient,
+        Duration::from_millis(300),
+    ));
+    ok(save_flight(&store, &[5, 6]).await);
+    assert_eq!(count_notes(&schema, &[5, 6]).await, 2);
+    proxy.heal();
+}
