@@ -561,6 +561,77 @@ fn answer_lost() -> Faults {
     faults
 }
 
+/// An append whose answer was lost is sent again with the same event ids: the second
+/// attempt is refused as a duplicate, naming the ids, so the caller learns the first one
+/// committed and nothing is appended twice. A duplicate id in a fresh save is refused the
+/// same way and writes nothing.
+#[tokio::test]
+async fn an_append_sent_again_after_an_unknown_outcome_is_a_typed_duplicate() {
+    let (_schema, proxy, store) = proxied("fault_idempotent").await;
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [Ping {}]));
+    ok(s.save_changes().await);
+    drop(s);
+    let ids = [Uuid::now_v7(), Uuid::now_v7()];
+    let append = |store: DocumentStore| async move {
+        let mut s = store.lightweight_session();
+        s.events()
+            .append(stream, ids.map(|id| PendingEvent::new(Ping {}).with_id(id)))?;
+        s.save_changes().await
+    };
+    // Prepare the append's statement on the pooled connection first, so the faulted
+    // save is one flight.
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        stream,
+        [
+            PendingEvent::new(Ping {}).with_id(Uuid::now_v7()),
+            PendingEvent::new(Ping {}).with_id(Uuid::now_v7()),
+        ],
+    ));
+    ok(s.save_changes().await);
+    drop(s);
+    fault_open_connections(&proxy, answer_lost());
+    let err = append(store.clone()).await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    proxy.heal();
+    let again = append(store.clone()).await.expect_err("a duplicate");
+    match &again {
+        Error::DuplicateEvent { ids: found } => {
+            let mut want = ids.to_vec();
+            want.sort();
+            assert_eq!(found, &want);
+        }
+        other => panic!("expected DuplicateEvent, got {other:?}"),
+    }
+    assert_display_clean(&again);
+    let mut s = store.lightweight_session();
+    let events = ok(s.events().fetch_stream(stream).await);
+    assert_eq!(events.len(), 5, "appended once");
+
+    // One new id and one old id in a save with a document: nothing of it is written.
+    let fresh = Uuid::now_v7();
+    ok(s.store(Note {
+        id: 77,
+        text: "with a duplicate".into(),
+    }));
+    ok(s.events().append(
+        stream,
+        [
+            PendingEvent::new(Ping {}).with_id(fresh),
+            PendingEvent::new(Ping {}).with_id(ids[0]),
+        ],
+    ));
+    match s.save_changes().await {
+        Err(Error::DuplicateEvent { ids: found }) => assert_eq!(found, vec![ids[0]]),
+        other => panic!("expected DuplicateEvent, got {other:?}"),
+    }
+    assert_eq!(ok(s.events().fetch_stream(stream).await).len(), 5);
+    let note: Option<Note> = ok(s.load(&77).await);
+    assert!(note.is_none());
+}
+
 #[tokio::test]
 async fn lost_commit_answer_is_outcome_unknown_and_all_there() {
     let (schema, proxy, store) = proxied("fault_cut_s2c").await;

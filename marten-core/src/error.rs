@@ -295,6 +295,16 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+
+    /// Events with these ids were appended before (event ids are unique): the save was
+    /// refused and nothing of it was written. Sending a save again after
+    /// [`Error::OutcomeUnknown`] with the same event ids (`PendingEvent::with_id`) ends
+    /// here when the first attempt did commit.
+    #[error("events already appended: {}; nothing of this save was written", DisplayIds(.ids))]
+    DuplicateEvent {
+        /// The ids of this save's events that were already stored.
+        ids: Vec<uuid::Uuid>,
+    },
 }
 
 /// ` <id>` when there is an id, for error messages.
@@ -369,6 +379,20 @@ impl Error {
                 | Error::StreamLocked { .. }
                 | Error::ProjectionConflict { .. }
         )
+    }
+}
+
+struct DisplayIds<'a>(&'a [uuid::Uuid]);
+
+impl fmt::Display for DisplayIds<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            fmt::Display::fmt(id, f)?;
+        }
+        Ok(())
     }
 }
 

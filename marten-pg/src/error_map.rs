@@ -48,6 +48,13 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
             Error::Database(database_error(err, None, context))
         };
     };
+    if code == SqlState::UNIQUE_VIOLATION
+        && err.as_db_error().and_then(|db| db.constraint())
+            == Some(crate::events::table::EVENT_ID_INDEX)
+    {
+        // The unit of work names the ids (it knows the save's events).
+        return Error::DuplicateEvent { ids: Vec::new() };
+    }
     if code == SqlState::UNIQUE_VIOLATION {
         if let Failed::Writing {
             document_type,

@@ -388,6 +388,9 @@ impl UnitOfWork {
             }
         }
         if let Some(e) = failure {
+            if let Error::DuplicateEvent { .. } = e {
+                return Err(name_duplicates(c, &ops).await);
+            }
             return Err(e);
         }
         if ops.iter().any(|o| o.has_rejections()) {
@@ -532,6 +535,38 @@ async fn transaction_status(store: &DocumentStore, xid: &str, pid: i32) -> Optio
             }
             _ => return None,
         }
+    }
+}
+
+/// The duplicate-event error of a save, naming which of its events' ids were stored
+/// before (read after the save's transaction ended).
+async fn name_duplicates(
+    client: &tokio_postgres::Client,
+    ops: &[&mut Box<dyn Operation>],
+) -> Error {
+    let ids: Vec<uuid::Uuid> = ops
+        .iter()
+        .filter_map(|op| {
+            op.as_any()
+                .downcast_ref::<crate::events::append::StreamAppend>()
+        })
+        .flat_map(|a| a.ids.iter().copied())
+        .collect();
+    let found = client
+        .query(crate::events::table::EXISTING_EVENT_IDS, &[&ids])
+        .await
+        .map_err(|e| map_db_error(e, Failed::Reading("event")))
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.try_get::<_, uuid::Uuid>(0)
+                        .map_err(|e| map_db_error(e, Failed::Reading("event")))
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+    match found {
+        Ok(ids) => Error::DuplicateEvent { ids },
+        Err(e) => e,
     }
 }
 

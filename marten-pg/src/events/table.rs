@@ -33,6 +33,13 @@ pub fn id_type(identity: StreamIdentity) -> &'static str {
     }
 }
 
+/// The unique index of event ids.
+pub const EVENT_ID_INDEX: &str = "mt_events_id";
+
+/// The ids among `$1` that are already appended.
+pub const EXISTING_EVENT_IDS: &str =
+    "SELECT id FROM mt_events WHERE id = ANY($1::uuid[]) ORDER BY id";
+
 /// The DDL of the event store in `schema`, idempotent.
 pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
     let idt = id_type(identity);
@@ -54,6 +61,9 @@ pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
              CONSTRAINT mt_events_stream_version UNIQUE (stream_id, version)\n)"
         ),
         format!("CREATE INDEX IF NOT EXISTS mt_events_tx_seq ON {schema}.{EVENTS_TABLE} (tx_id, seq_id)"),
+        // An event id is appended once: a save sent again after an unknown outcome is
+        // refused as a duplicate instead of appending its events twice.
+        format!("CREATE UNIQUE INDEX IF NOT EXISTS {EVENT_ID_INDEX} ON {schema}.{EVENTS_TABLE} (id)"),
         format!(
             "CREATE TABLE IF NOT EXISTS {schema}.{TAGS_TABLE} (\n  tag_type text NOT NULL,\n  tag_value text NOT NULL,\n  \
              seq_id bigint NOT NULL REFERENCES {schema}.{EVENTS_TABLE}(seq_id) ON DELETE CASCADE,\n  \
