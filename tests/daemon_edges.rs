@@ -360,3 +360,32 @@ async fn a_panicking_projection_goes_through_the_poison_policy() {
         }
     }
 }
+
+/// A progression table created by hand with the wrong column types: the command line's
+/// status is a typed error naming the projection, and the daemon neither panics nor
+/// claims to be caught up.
+#[tokio::test]
+async fn a_mistyped_progression_table_is_a_typed_error() {
+    let (schema, b) = builder("daemon_mistyped_progress");
+    let raw = schema.raw_client().await;
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {0}; \
+         CREATE TABLE {0}.mt_event_progression (name text PRIMARY KEY, last_tx text NOT NULL DEFAULT '0', \
+         last_seq text NOT NULL DEFAULT 'zero', owner_epoch bigint NOT NULL DEFAULT 0, owner text, \
+         last_updated timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO {0}.mt_event_progression (name) VALUES ('Tally')",
+        schema.name()
+    ))
+    .await
+    .expect("a mistyped table");
+    let store = ok(b.projection::<Tally>(Lifecycle::Async).build().await);
+    append(&store, Uuid::now_v7(), &[1]).await;
+    match marten::cli::status(&store).await {
+        Err(marten::Error::CorruptData { owner, .. }) => assert_eq!(owner, "Tally"),
+        other => panic!("expected CorruptData, got {other:?}"),
+    }
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    let waited = daemon.wait_for_non_stale(Duration::from_millis(800)).await;
+    assert!(waited.is_err(), "caught up on a table it cannot read");
+    ok(daemon.stop().await);
+}

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use marten_core::{Error, Result};
 
+use crate::connection::Conn;
 use crate::daemon::{self, Daemon, DaemonOptions};
+use crate::error_map::{map_db_error, Failed};
 use crate::store::{DocumentStore, DocumentStoreBuilder};
 
 /// How far an async projection is.
@@ -46,37 +48,48 @@ pub async fn status(store: &DocumentStore) -> Result<Vec<ProjectionStatus>> {
     let (type_id, migrate) = daemon::progression::schema();
     store.ensure_erased(type_id, migrate).await?;
     crate::events::read::ensure(store).await?;
-    let client = store.connection().await?;
-    let head: i64 = client
-        .query_one("SELECT coalesce(max(seq_id), 0) FROM mt_events", &[])
-        .await
-        .map_err(|e| {
-            crate::error_map::map_db_error(e, crate::error_map::Failed::Other("reading the head"))
-        })?
-        .get(0);
-    let mut out = Vec::new();
-    for p in &store.projections().asynchronous {
-        let row = client
-            .query_opt(
-                "SELECT last_seq, owner FROM mt_event_progression WHERE name = $1",
-                &[&p.name()],
-            )
+    let mut conn = Conn::new();
+    conn.run(store, async |client| {
+        let head_row = client
+            .query_one("SELECT coalesce(max(seq_id), 0) FROM mt_events", &[])
             .await
-            .map_err(|e| {
-                crate::error_map::map_db_error(
-                    e,
-                    crate::error_map::Failed::Other("reading progress"),
+            .map_err(|e| map_db_error(e, Failed::Other("reading the head")))?;
+        let head: i64 = head_row.try_get(0).map_err(unusable("mt_events"))?;
+        let mut out = Vec::new();
+        for p in &store.projections().asynchronous {
+            let row = client
+                .query_opt(
+                    "SELECT last_seq, owner FROM mt_event_progression WHERE name = $1",
+                    &[&p.name()],
                 )
-            })?;
-        let (position, owner) = row.map_or((0, None), |r| (r.get(0), r.get(1)));
-        out.push(ProjectionStatus {
-            name: p.name().to_owned(),
-            position,
-            head,
-            owner,
-        });
+                .await
+                .map_err(|e| map_db_error(e, Failed::Other("reading progress")))?;
+            let (position, owner) = match row {
+                Some(r) => (
+                    r.try_get(0).map_err(unusable(p.name()))?,
+                    r.try_get(1).map_err(unusable(p.name()))?,
+                ),
+                None => (0, None),
+            };
+            out.push(ProjectionStatus {
+                name: p.name().to_owned(),
+                position,
+                head,
+                owner,
+            });
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// A stored value of the wrong type (a table changed by hand or by another program).
+fn unusable(owner: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::CorruptData {
+        owner: owner.to_owned(),
+        id: None,
+        detail: e.to_string(),
     }
-    Ok(out)
 }
 
 /// A text progress bar: `name [#####.....] position/head`.
