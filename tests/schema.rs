@@ -252,3 +252,96 @@ async fn stores_on_one_schema_migrate_concurrently() {
         ok(t.await.expect("task"));
     }
 }
+
+mod first_use {
+    use super::common::{builder, ok};
+    use marten::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+    pub struct Counted {}
+
+    #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+    pub struct Counter {
+        pub id: Uuid,
+        pub version: i64,
+        pub count: i64,
+    }
+
+    #[marten::apply]
+    impl Counter {
+        fn apply(&mut self, _e: &Counted) {
+            self.count += 1;
+        }
+    }
+
+    #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[concurrency(optimistic)]
+    pub struct Ledger {
+        pub id: Uuid,
+        pub total: i64,
+    }
+
+    /// Issue #12 defect 2: the first use of a document type inside a save whose inline
+    /// projection already opened the transaction. The type's schema work runs on a
+    /// connection of its own, so the save's transaction stays whole: rejected, it writes
+    /// nothing (before, the schema check committed the locked read's transaction and the
+    /// append and projection committed although the save was rejected).
+    #[tokio::test]
+    async fn a_rejected_save_that_first_uses_a_type_writes_nothing() {
+        let (schema, b) = builder("schema_first_use");
+        let store = ok(b
+            .aggregate_cache(0)
+            .projection::<Counter>(Lifecycle::Inline)
+            .build()
+            .await);
+        let stream = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(stream, [Counted {}]));
+        ok(s.save_changes().await);
+        // The ledger's table exists (another store made it) but this store never used it.
+        let other = ok(marten::DocumentStore::builder()
+            .connection_string(schema.url())
+            .schema(schema.name())
+            .document::<Ledger>()
+            .build()
+            .await);
+        let ledger = Uuid::now_v7();
+        let mut o = other.lightweight_session();
+        ok(o.store(Ledger {
+            id: ledger,
+            total: 1,
+        }));
+        ok(o.save_changes().await);
+
+        let mut s = store.lightweight_session();
+        ok(s.events().append(stream, [Counted {}]));
+        ok(s.store_with_version(
+            Ledger {
+                id: ledger,
+                total: 2,
+            },
+            Uuid::now_v7(),
+        ));
+        let err = s.save_changes().await.expect_err("a stale version");
+        assert!(!err.rejections().is_empty(), "{err:?}");
+
+        let raw = schema.raw_client().await;
+        let version: i64 = raw
+            .query_one("SELECT version FROM mt_streams WHERE id = $1", &[&stream])
+            .await
+            .expect("stream")
+            .get(0);
+        assert_eq!(version, 1, "the rejected save's append was committed");
+        let counter: Option<Counter> = ok(store.query_session().load(&stream).await);
+        assert_eq!(counter.map(|c| c.count), Some(1));
+        let stored: Option<Ledger> = ok(other.query_session().load(&ledger).await);
+        assert_eq!(stored.map(|l| l.total), Some(1));
+        // Nothing is left open: the next save of this store commits.
+        let mut s = store.lightweight_session();
+        ok(s.events().append(stream, [Counted {}]));
+        ok(s.save_changes().await);
+        let counter: Option<Counter> = ok(store.query_session().load(&stream).await);
+        assert_eq!(counter.map(|c| c.count), Some(2));
+    }
+}
