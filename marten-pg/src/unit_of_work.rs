@@ -20,7 +20,7 @@ use marten_core::concurrency::VersionOf;
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, SimpleQueryMessage};
+use tokio_postgres::Row;
 use tracing::{debug, warn};
 
 use crate::connection::Request;
@@ -252,6 +252,19 @@ impl UnitOfWork {
             statements.push(stmt);
         }
         let begin = !single && !in_transaction;
+        // The transaction's id and backend, read first (a prepared statement, like the
+        // others): if the connection is lost before COMMIT is answered, another
+        // connection can ask the server what became of the transaction.
+        let ident_stmt = if single {
+            None
+        } else {
+            Some(
+                client
+                    .prepare_cached(TRANSACTION_IDENT)
+                    .await
+                    .map_err(|e| map_db_error(e, Failed::Transaction))?,
+            )
+        };
         let guard = if !single && ops.iter().any(|o| o.checked()) {
             Some(
                 client
@@ -302,26 +315,24 @@ impl UnitOfWork {
             vec![result]
         } else {
             let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(ops.len() + 3);
-            // The transaction's id and backend, read first: if the connection is lost
-            // before COMMIT is answered, another connection can ask the server what
-            // became of the transaction.
-            let ident = &probe.ident;
-            flight.push(Box::pin(async move {
-                let sql = if begin {
-                    "BEGIN; SELECT pg_current_xact_id()::text, pg_backend_pid()"
-                } else {
-                    "SELECT pg_current_xact_id()::text, pg_backend_pid()"
-                };
-                for message in c.simple_query(sql).await? {
-                    if let SimpleQueryMessage::Row(row) = message {
-                        let pid = row.get(1).and_then(|p| p.parse::<i32>().ok());
-                        if let (Some(xid), Some(pid)) = (row.get(0), pid) {
-                            let _ = ident.set((xid.to_owned(), pid));
+            if begin {
+                flight.push(Box::pin(async move {
+                    c.batch_execute("BEGIN").await.map(|()| Vec::new())
+                }));
+            }
+            if let Some(stmt) = &ident_stmt {
+                let ident = &probe.ident;
+                flight.push(Box::pin(async move {
+                    let rows = c.query(stmt, &[]).await?;
+                    if let Some(row) = rows.first() {
+                        let xid = row.try_get::<_, crate::xid8::Xid8>(0);
+                        if let (Ok(xid), Ok(pid)) = (xid, row.try_get::<_, i32>(1)) {
+                            let _ = ident.set((xid.0.to_string(), pid));
                         }
                     }
-                }
-                Ok(Vec::new())
-            }));
+                    Ok(Vec::new())
+                }));
+            }
             for (stmt, p) in statements.iter().zip(&params) {
                 flight.push(Box::pin(c.query(stmt, p.as_slice())));
             }
@@ -353,7 +364,9 @@ impl UnitOfWork {
         let c: &tokio_postgres::Client = req.client();
 
         let mut failure: Option<Error> = None;
-        if !single {
+        // BEGIN (when this save opened the transaction) and the transaction's ident.
+        let leading = usize::from(begin) + usize::from(ident_stmt.is_some());
+        for _ in 0..leading {
             if let Some(Err(e)) = results.next() {
                 note(&mut failure, e, Failed::Transaction);
             }
@@ -569,6 +582,9 @@ async fn name_duplicates(
         Err(e) => e,
     }
 }
+
+/// The id and backend of the save's transaction (assigning the id now: the save writes).
+const TRANSACTION_IDENT: &str = "SELECT pg_current_xact_id(), pg_backend_pid()";
 
 /// Keeps the first real failure of a batch; later statements of an aborted transaction
 /// only report that it is aborted.
