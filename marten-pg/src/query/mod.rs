@@ -281,6 +281,11 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     async fn rows(self) -> Result<Vec<tokio_postgres::Row>> {
         let sql = self.spec.select(true).checked()?;
+        self.fetch(sql).await
+    }
+
+    /// Runs `sql` on the session's connection and returns its rows.
+    async fn fetch(self, sql: render::Sql) -> Result<Vec<tokio_postgres::Row>> {
         let (store, conn) = self.session.source();
         store.ensure::<D>().await?;
         conn.run(store, async |client| {
@@ -322,18 +327,15 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// How many documents match.
     pub async fn count(self) -> Result<i64> {
         let sql = self.spec.count_sql().checked()?;
-        let (store, conn) = self.session.source();
-        store.ensure::<D>().await?;
-        conn.run(store, async |client| {
-            let stmt = client
-                .prepare_cached(&sql.text)
-                .await
-                .map_err(reading::<D>)?;
-            let refs = sql.refs();
-            let row = client.query_one(&stmt, &refs).await.map_err(reading::<D>)?;
-            row.try_get(0).map_err(reading::<D>)
-        })
-        .await
+        let rows = self.fetch(sql).await?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(reading::<D>),
+            None => Err(Error::CorruptData {
+                owner: D::DOCUMENT_TYPE.to_owned(),
+                id: None,
+                detail: "a count returned no row".to_owned(),
+            }),
+        }
     }
 
     /// Whether any document matches.
