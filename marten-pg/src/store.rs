@@ -6,20 +6,20 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::info;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use marten_core::StreamIdentity;
 
 use marten_core::concurrency::VersionedMode;
 use marten_core::{Aggregate, Identities};
 
+use crate::connection::Connector;
 use crate::documents::PgDocument;
-use crate::error_map::{map_db_error, map_pool_error, Failed};
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
 use crate::projections::cache::AggregateCache;
@@ -42,13 +42,7 @@ pub struct DocumentStore {
 }
 
 struct StoreInner {
-    pool: Pool,
-    /// The pool's connection settings, for connections outside the pool (schema work,
-    /// the daemon's projection locks).
-    config: tokio_postgres::Config,
-    pool_size: usize,
-    pool_wait: Duration,
-    request_timeout: Option<Duration>,
+    connector: Connector,
     schema: String,
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
@@ -157,41 +151,16 @@ impl DocumentStore {
         Session::new(self.clone(), options)
     }
 
-    /// Gets a connection from the pool (its `search_path` is the store's schema), waiting
-    /// at most the pool's wait timeout.
-    pub(crate) async fn connection(&self) -> Result<Object> {
-        let started = Instant::now();
-        self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| map_pool_error(e, self.inner.pool_size, started.elapsed()))
-    }
-
     /// How long a save waits for its answers (see
     /// [`DocumentStoreBuilder::request_timeout`]).
     pub(crate) fn request_timeout(&self) -> Option<Duration> {
-        self.inner.request_timeout
+        self.inner.connector.request_timeout()
     }
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
     /// daemon's projection locks). It closes when the client is dropped.
     pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
-        let connect = self.inner.config.connect(NoTls);
-        let (client, connection) = match tokio::time::timeout(self.inner.pool_wait, connect).await {
-            Ok(connected) => connected.map_err(|e| map_db_error(e, Failed::Other("connecting")))?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "a new database connection".to_owned(),
-                })
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "dedicated connection ended");
-            }
-        });
-        Ok(client)
+        self.inner.connector.dedicated().await
     }
 
     /// Makes sure the table of `D` exists (per the schema mode) before first use. Types
@@ -293,7 +262,7 @@ impl DocumentStore {
 
     /// Closes the pool; sessions still open keep their connection until dropped.
     pub fn close(&self) {
-        self.inner.pool.close();
+        self.inner.connector.close();
     }
 }
 
@@ -567,11 +536,13 @@ impl DocumentStoreBuilder {
             .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))?;
         let store = DocumentStore {
             inner: Arc::new(StoreInner {
-                pool,
-                config,
-                pool_size: self.pool_size,
-                pool_wait: self.pool_wait,
-                request_timeout: self.request_timeout,
+                connector: Connector::new(
+                    pool,
+                    config,
+                    self.pool_size,
+                    self.pool_wait,
+                    self.request_timeout,
+                ),
                 schema: self.schema,
                 auto_create: self.auto_create,
                 ensured: RwLock::new(HashSet::new()),
@@ -612,4 +583,12 @@ fn is_identifier(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 63
+}
+
+/// Where the store's connections come from (their `search_path` is the store's schema),
+/// with the store's time limits.
+impl AsRef<Connector> for DocumentStore {
+    fn as_ref(&self) -> &Connector {
+        &self.inner.connector
+    }
 }

@@ -13,6 +13,7 @@ use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result
 
 use super::cache::{CacheKey, CacheUpdate, Cached, CachedDocCheck};
 use super::{apply_error, AppendView, InlineProjection, Lifecycle, PlanContext};
+use crate::connection::Pipeline;
 use crate::documents::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::append::AppendKind;
@@ -23,7 +24,6 @@ use crate::json::JsonRef;
 use crate::session::load;
 use crate::session::state::serialize;
 use crate::store::DocumentStore;
-use crate::unit_of_work::{join_in_order, StatementFuture};
 
 fn reading<A: Document>(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading(A::DOCUMENT_TYPE))
@@ -167,26 +167,18 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         let c: &tokio_postgres::Client = ctx.req.client();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
         // BEGIN, the lock and the read in one flight.
-        let mut flight: Vec<StatementFuture<'_>> = Vec::with_capacity(3);
-        if begin {
-            flight.push(Box::pin(async move {
-                c.batch_execute("BEGIN").await.map(|()| Vec::new())
-            }));
+        let mut pipe = Pipeline::new(c, 3);
+        let begun = begin.then(|| pipe.command("BEGIN"));
+        let streams = pipe.query(&lock, &params);
+        let docs = pipe.query(&docs, &params);
+        let mut answers = pipe.send().await;
+        if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
+            return Err(crate::error_map::map_db_error(
+                e,
+                crate::error_map::Failed::Transaction,
+            ));
         }
-        flight.push(Box::pin(c.query(&lock, &params)));
-        flight.push(Box::pin(c.query(&docs, &params)));
-        let mut results = join_in_order(flight).await.into_iter();
-        if begin {
-            if let Some(Err(e)) = results.next() {
-                return Err(crate::error_map::map_db_error(
-                    e,
-                    crate::error_map::Failed::Transaction,
-                ));
-            }
-        }
-        let (Some(streams), Some(docs)) = (results.next(), results.next()) else {
-            return Ok(out);
-        };
+        let (streams, docs) = (answers.take(streams), answers.take(docs));
         for row in streams.map_err(reading::<A>)? {
             let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
             let version: i64 = row.try_get(1).map_err(reading::<A>)?;

@@ -20,7 +20,7 @@ use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
-use crate::store::DocumentStore;
+use super::Connector;
 
 /// How long closing a connection waits for its cancel request to be delivered.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,12 +52,12 @@ impl Conn {
 
     /// Starts a request, taking a connection from the store's pool if the slot is empty
     /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
-    pub(crate) async fn request(&mut self, store: &DocumentStore) -> Result<Request<'_>> {
+    pub(crate) async fn request(&mut self, source: &impl AsRef<Connector>) -> Result<Request<'_>> {
         if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
             self.discard(self.cancel_on_discard);
         }
         if self.slot.is_none() {
-            self.slot = Some(store.connection().await?);
+            self.slot = Some(source.as_ref().pooled().await?);
         }
         Ok(Request {
             conn: self,
@@ -72,15 +72,15 @@ impl Conn {
     /// unknown outcome themselves (see the unit of work).
     pub(crate) async fn run<T>(
         &mut self,
-        store: &DocumentStore,
+        source: &impl AsRef<Connector>,
         f: impl AsyncFnOnce(&Object) -> Result<T>,
     ) -> Result<T> {
-        let req = self.request(store).await?;
-        let Some(result) = within(store, f(req.client())).await else {
+        let req = self.request(source).await?;
+        let Some(result) = within(source, f(req.client())).await else {
             warn!("a request timed out");
             // Unfinished: the guard cancels and closes the connection.
             drop(req);
-            return Err(timed_out(store));
+            return Err(timed_out(source));
         };
         req.settle(&result);
         result
@@ -226,18 +226,18 @@ impl Drop for Request<'_> {
 /// out; the caller marks its request lost ([`Request::mark_lost`]) and reports
 /// [`timed_out`].
 pub(crate) async fn within<T>(
-    store: &DocumentStore,
+    source: &impl AsRef<Connector>,
     answers: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    match store.request_timeout() {
+    match source.as_ref().request_timeout() {
         None => Some(answers.await),
         Some(limit) => tokio::time::timeout(limit, answers).await.ok(),
     }
 }
 
 /// The error of a request that got no answer within the store's request timeout.
-pub(crate) fn timed_out(store: &DocumentStore) -> Error {
-    let waited = store.request_timeout().unwrap_or_default();
+pub(crate) fn timed_out(source: &impl AsRef<Connector>) -> Error {
+    let waited = source.as_ref().request_timeout().unwrap_or_default();
     Error::Timeout {
         what: format!("an answer from the database (waited {waited:?})"),
     }

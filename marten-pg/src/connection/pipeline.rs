@@ -1,0 +1,179 @@
+//! The typed pipeline: statements written to one connection together, their answers read
+//! in one round trip. Pushing a statement returns a [`Handle`]; after [`Pipeline::send`]
+//! each handle takes its own statement's answer from the [`Answers`], decoded as the kind
+//! it was pushed as. Nobody counts positions.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+/// The answer of one statement as the connection gives it.
+pub(crate) type RawAnswer = Result<Vec<Row>, tokio_postgres::Error>;
+
+type StatementFuture<'a> = Pin<Box<dyn Future<Output = RawAnswer> + Send + 'a>>;
+
+/// What a statement answers, as its handle decodes it.
+pub(crate) trait AnswerKind {
+    /// The decoded answer.
+    type Output;
+    /// Decodes the rows the statement returned.
+    fn decode(rows: Vec<Row>) -> Self::Output;
+}
+
+/// A statement that returns rows.
+pub(crate) struct Rows;
+
+impl AnswerKind for Rows {
+    type Output = Vec<Row>;
+    fn decode(rows: Vec<Row>) -> Vec<Row> {
+        rows
+    }
+}
+
+/// A statement run for its effect (`BEGIN`, `COMMIT`).
+pub(crate) struct Done;
+
+impl AnswerKind for Done {
+    type Output = ();
+    fn decode(_: Vec<Row>) {}
+}
+
+/// Where one pushed statement's answer will be. Taken once, by value.
+#[must_use = "a pushed statement's answer must be read"]
+pub(crate) struct Handle<K> {
+    index: usize,
+    kind: PhantomData<fn() -> K>,
+}
+
+/// Statements to write to one connection in one round trip, in the order pushed.
+pub(crate) struct Pipeline<'a> {
+    client: &'a Client,
+    flight: Vec<StatementFuture<'a>>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// An empty pipeline on `client`.
+    pub(crate) fn new(client: &'a Client, capacity: usize) -> Self {
+        Self {
+            client,
+            flight: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Pushes a simple-protocol command without parameters (`BEGIN`, `COMMIT`).
+    pub(crate) fn command(&mut self, sql: &'static str) -> Handle<Done> {
+        let c = self.client;
+        self.push(async move { c.batch_execute(sql).await.map(|()| Vec::new()) })
+    }
+
+    /// Pushes a prepared statement with its parameters.
+    pub(crate) fn query(
+        &mut self,
+        statement: &'a Statement,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> Handle<Rows> {
+        let c = self.client;
+        self.push(c.query(statement, params))
+    }
+
+    /// Pushes any request written on this pipeline's client (its first poll writes it).
+    pub(crate) fn push<K: AnswerKind>(
+        &mut self,
+        request: impl Future<Output = RawAnswer> + Send + 'a,
+    ) -> Handle<K> {
+        self.flight.push(Box::pin(request));
+        Handle {
+            index: self.flight.len() - 1,
+            kind: PhantomData,
+        }
+    }
+
+    /// Writes every statement and reads every answer.
+    pub(crate) async fn send(self) -> Answers {
+        let slots = join_in_order(self.flight)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
+        Answers { slots }
+    }
+}
+
+/// The answers of a sent pipeline, each taken by its statement's handle.
+pub(crate) struct Answers {
+    slots: Vec<Option<RawAnswer>>,
+}
+
+impl Answers {
+    /// Takes the answer of the statement behind `handle`, decoded.
+    pub(crate) fn take<K: AnswerKind>(
+        &mut self,
+        handle: Handle<K>,
+    ) -> Result<K::Output, tokio_postgres::Error> {
+        match self.slots.get_mut(handle.index).and_then(Option::take) {
+            Some(answer) => answer.map(K::decode),
+            // Handles are only made by `push`, taken by value, and `send` answers every
+            // pushed statement.
+            None => unreachable!("a pipeline answer taken twice or from another pipeline"),
+        }
+    }
+
+    /// The answer behind `handle`, not taken.
+    pub(crate) fn peek<K>(&self, handle: &Handle<K>) -> Option<&RawAnswer> {
+        self.slots.get(handle.index).and_then(Option::as_ref)
+    }
+
+    /// Takes the answer behind `handle` if it is an error (the caller gives up on the
+    /// rest of the answers).
+    pub(crate) fn take_error<K>(&mut self, handle: &Handle<K>) -> Option<tokio_postgres::Error> {
+        let slot = self.slots.get_mut(handle.index)?;
+        match slot.take() {
+            Some(Err(e)) => Some(e),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Whether any answer not taken yet, other than `except`'s, is an error the server
+    /// sent (as opposed to a lost connection).
+    pub(crate) fn server_error_besides<K>(&self, except: &Handle<K>) -> bool {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != except.index)
+            .any(|(_, slot)| matches!(slot, Some(Err(e)) if e.code().is_some()))
+    }
+}
+
+/// Polls every future in order until all are done. Unlike a general join, the first
+/// poll of each future happens in list order, which is the order tokio-postgres writes
+/// their requests to the connection.
+pub(crate) async fn join_in_order<T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}

@@ -1,0 +1,158 @@
+//! A save whose answers were lost: what it handed to the connection, and asking the
+//! server, on another connection, what became of its transaction.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use marten_core::{DatabaseError, Error};
+use tokio_postgres::Row;
+use tracing::{debug, warn};
+
+use crate::connection::{Answers, Handle};
+use crate::error_map::{is_lost, lost_error};
+use crate::store::DocumentStore;
+
+/// How long asking the server what became of a transaction may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The id and backend of the save's transaction (assigning the id now: the save writes).
+pub(super) const TRANSACTION_IDENT: &str = "SELECT pg_current_xact_id(), pg_backend_pid()";
+
+/// What a save's flight left behind for a caller that lost its answers: whether any of it
+/// was handed to the connection, and the id and backend of its transaction once read.
+#[derive(Default)]
+pub(super) struct FlightProbe {
+    sent: AtomicBool,
+    ident: OnceLock<(String, i32)>,
+}
+
+impl FlightProbe {
+    /// The save is about to be handed to the connection.
+    pub(super) fn mark_sent(&self) {
+        self.sent.store(true, Ordering::SeqCst);
+    }
+
+    /// Records the transaction's id and backend from the answer to [`TRANSACTION_IDENT`].
+    pub(super) fn record(&self, rows: &[Row]) {
+        if let Some(row) = rows.first() {
+            let xid = row.try_get::<_, crate::xid8::Xid8>(0);
+            if let (Ok(xid), Ok(pid)) = (xid, row.try_get::<_, i32>(1)) {
+                let _ = self.ident.set((xid.0.to_string(), pid));
+            }
+        }
+    }
+}
+
+/// The error that ends a lost flight: the answer behind `last` (COMMIT's, or the lone
+/// statement's) was lost with the connection, and no other answer was an error of the
+/// server (which would have doomed the transaction).
+pub(super) fn commit_lost<K>(
+    answers: &mut Answers,
+    last: &Handle<K>,
+    context: &str,
+) -> Option<DatabaseError> {
+    let lost = matches!(answers.peek(last), Some(Err(e)) if is_lost(e));
+    if !lost || answers.server_error_besides(last) {
+        return None;
+    }
+    answers.take_error(last).map(|e| lost_error(e, context))
+}
+
+/// The error of a save whose answers did not arrive within `limit`.
+pub(super) fn timed_out(probe: &FlightProbe, limit: Duration) -> Error {
+    if probe.sent.load(Ordering::SeqCst) {
+        Error::OutcomeUnknown(DatabaseError {
+            code: None,
+            context: "waiting for the answers of the save".to_owned(),
+            source: format!("no answer within {} ms", limit.as_millis()).into(),
+        })
+    } else {
+        Error::Timeout {
+            what: format!(
+                "the answers of save_changes (request timeout of {} ms)",
+                limit.as_millis()
+            ),
+        }
+    }
+}
+
+/// Asks the server, on a connection of its own, what became of a transaction whose
+/// COMMIT answer was lost. An aborted transaction wrote nothing: the failure is a plain
+/// [`Error::Connection`] (or [`Error::Timeout`] when the request timed out). Otherwise
+/// (committed, or nothing could be learned) the outcome stays unknown to the caller.
+pub(super) async fn resolve(
+    store: &DocumentStore,
+    probe: &FlightProbe,
+    source: DatabaseError,
+    timed_out: bool,
+) -> Error {
+    let Some((xid, pid)) = probe.ident.get() else {
+        return Error::OutcomeUnknown(source);
+    };
+    let limit = store
+        .request_timeout()
+        .map_or(RESOLVE_TIMEOUT, |t| t.min(RESOLVE_TIMEOUT));
+    match tokio::time::timeout(limit, transaction_status(store, xid, *pid)).await {
+        Ok(Some(false)) => {
+            debug!(
+                xid,
+                "the lost save's transaction was rolled back: nothing was written"
+            );
+            if timed_out {
+                Error::Timeout {
+                    what: "the answers of save_changes (request timeout); nothing was written"
+                        .to_owned(),
+                }
+            } else {
+                Error::Connection(source)
+            }
+        }
+        Ok(Some(true)) => {
+            warn!(
+                xid,
+                "the lost save's transaction committed; its answers were lost"
+            );
+            Error::OutcomeUnknown(source)
+        }
+        Ok(None) | Err(_) => {
+            warn!(
+                xid,
+                "could not learn what became of the lost save's transaction"
+            );
+            Error::OutcomeUnknown(source)
+        }
+    }
+}
+
+/// `Some(true)`: committed, `Some(false)`: rolled back, `None`: unknown. A transaction
+/// still in progress belongs to a backend that has not noticed its client is gone; it
+/// is terminated (only if it still runs that transaction), which settles it.
+async fn transaction_status(store: &DocumentStore, xid: &str, pid: i32) -> Option<bool> {
+    let client = store.dedicated_connection().await.ok()?;
+    loop {
+        let row = client
+            .query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])
+            .await
+            .ok()?;
+        let status: Option<String> = row.try_get(0).ok()?;
+        match status.as_deref() {
+            Some("committed") => return Some(true),
+            Some("aborted") => return Some(false),
+            Some("in progress") => {
+                let ended = client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE pid = $1 AND backend_xid = $2::text::xid8::xid",
+                        &[&pid, &xid],
+                    )
+                    .await;
+                if let Err(e) = ended {
+                    debug!(error = %e, "cannot end the lost save's backend");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return None,
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The one writer of a unit of work: makes sure the tables exist, prepares the
+//! statements, sends them as one pipeline (or one lone statement that needs no
+//! transaction), reads every answer by its handle and concludes: committed, retry, or
+//! the error that explains what was rejected.
+
+use deadpool_postgres::Object;
+use marten_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use tracing::{debug, warn};
+
+use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
+use super::{Outcome, UnitOfWork};
+use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
+use crate::documents::batch::Operation;
+use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
+use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
+use crate::session::state::SessionState;
+use crate::store::DocumentStore;
+
+type Ops<'u> = Vec<&'u mut Box<dyn Operation>>;
+
+/// The statements of a transactional save, prepared on its connection.
+struct Prepared {
+    ops: Vec<Statement>,
+    ident: Statement,
+    guard: Option<Statement>,
+}
+
+/// The handles of a transactional save's pipeline.
+struct Flight {
+    begin: Option<Handle<Done>>,
+    ident: Handle<Rows>,
+    ops: Vec<Handle<Rows>>,
+    guard: Option<Handle<Rows>>,
+    commit: Handle<Done>,
+}
+
+impl UnitOfWork {
+    /// Sends every queued operation in one transaction and one round trip. On success the
+    /// session state learns the new versions. The queue is left as it was; the caller
+    /// clears it.
+    pub(crate) async fn execute(
+        &mut self,
+        req: &mut Request<'_>,
+        store: &DocumentStore,
+        state: &mut SessionState,
+    ) -> Result<Outcome> {
+        let probe = FlightProbe::default();
+        let mut deadline_passed = false;
+        let run = self.run(req, store, state, &probe);
+        let result = match store.request_timeout() {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // The statements may still run (or be stuck) on the server.
+                    warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
+                    req.mark_lost();
+                    deadline_passed = true;
+                    Err(timed_out(&probe, limit))
+                }
+            },
+        };
+        let result = match result {
+            Err(Error::OutcomeUnknown(source)) => {
+                Err(resolve(store, &probe, source, deadline_passed).await)
+            }
+            other => other,
+        };
+        if result.is_err() {
+            // If the flight never reached COMMIT, end the open transaction here.
+            req.rollback().await;
+        }
+        result
+    }
+
+    async fn run(
+        &mut self,
+        req: &mut Request<'_>,
+        store: &DocumentStore,
+        state: &mut SessionState,
+        probe: &FlightProbe,
+    ) -> Result<Outcome> {
+        let mut ops: Ops<'_> = self
+            .prelude
+            .ops
+            .iter_mut()
+            .chain(self.user.ops.iter_mut())
+            .chain(self.derived.ops.iter_mut())
+            .collect();
+        for op in ops.iter() {
+            let (type_id, migrate) = op.schema();
+            store.ensure_erased(type_id, migrate).await?;
+        }
+        let schema = store.schema();
+        // One statement that either writes everything or nothing needs no transaction.
+        let failure = if !req.in_transaction() && ops.len() == 1 && ops[0].atomic() {
+            ops[0].alone();
+            send_alone(req, ops[0], schema, probe).await?
+        } else {
+            send_transaction(req, &mut ops, schema, probe).await?
+        };
+        conclude(req.client(), &ops, failure, state).await
+    }
+}
+
+/// Sends a lone statement, outside any transaction. `Err`: the save failed before it was
+/// concluded (not sent, or its outcome is unknown); `Ok(Some(e))`: it failed with `e`.
+async fn send_alone(
+    req: &mut Request<'_>,
+    op: &mut Box<dyn Operation>,
+    schema: &str,
+    probe: &FlightProbe,
+) -> Result<Option<Error>> {
+    let client = req.client();
+    let statement = client
+        .prepare_cached(op.sql())
+        .await
+        .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
+    debug!(
+        operations = 1,
+        documents = op.len(),
+        single = true,
+        "save_changes"
+    );
+    ensure_open(req)?;
+    probe.mark_sent();
+    let c: &Client = req.client();
+    let params = op.params();
+    // One statement, no transaction: awaited as it is, nothing to pipeline.
+    let answer = if op.counts_only() {
+        c.execute(&statement, &params).await.map(Lone::Count)
+    } else {
+        c.query(&statement, &params).await.map(Lone::Rows)
+    };
+    drop(params);
+    let answer = match answer {
+        Err(e) if is_lost(&e) => {
+            // Sent, and the connection was lost before the answer: unknown outcome.
+            req.mark_lost();
+            let context = "reading the answer to the save's statement";
+            return Err(Error::OutcomeUnknown(lost_error(e, context)));
+        }
+        other => other,
+    };
+    let mut failure = None;
+    let accepted = match answer {
+        Ok(Lone::Count(n)) => op.accept_count(n),
+        Ok(Lone::Rows(rows)) => op.accept(&rows),
+        Err(e) => {
+            note(&mut failure, e, writing(op.as_ref(), schema));
+            Ok(())
+        }
+    };
+    if let Err(e) = accepted {
+        failure.get_or_insert(e);
+    }
+    Ok(failure)
+}
+
+/// The answer of a lone statement: its rows, or (sent with `execute`,
+/// [`Operation::counts_only`]) the number of rows it wrote.
+enum Lone {
+    Rows(Vec<tokio_postgres::Row>),
+    Count(u64),
+}
+
+/// Sends `BEGIN` (unless a transaction is open), the transaction's ident, every
+/// operation, the guard and `COMMIT` as one pipeline, and reads every answer.
+async fn send_transaction(
+    req: &mut Request<'_>,
+    ops: &mut Ops<'_>,
+    schema: &str,
+    probe: &FlightProbe,
+) -> Result<Option<Error>> {
+    let prepared = prepare(req.client(), ops, schema).await?;
+    debug!(
+        operations = ops.len(),
+        documents = ops.iter().map(|o| o.len()).sum::<usize>(),
+        single = false,
+        "save_changes"
+    );
+    let begin = !req.in_transaction();
+    if begin {
+        // BEGIN is about to be written.
+        req.set_in_transaction(true);
+    }
+    ensure_open(req)?;
+    // From here on the COMMIT may reach the server.
+    probe.mark_sent();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
+    let c: &Client = req.client();
+    let mut pipe = Pipeline::new(c, ops.len() + 4);
+    let flight = Flight {
+        begin: begin.then(|| pipe.command("BEGIN")),
+        // The transaction's id and backend, read first: if the connection is lost before
+        // COMMIT is answered, another connection can ask what became of it.
+        ident: pipe.push(async {
+            let rows = c.query(&prepared.ident, &[]).await?;
+            probe.record(&rows);
+            Ok(Vec::new())
+        }),
+        ops: (prepared.ops.iter().zip(&params))
+            .map(|(statement, p)| pipe.query(statement, p))
+            .collect(),
+        guard: prepared.guard.as_ref().map(|g| pipe.query(g, &[])),
+        commit: pipe.command("COMMIT"),
+    };
+    let mut answers = pipe.send().await;
+    drop(params);
+    // Every answer was read: COMMIT ended the transaction, or it never began.
+    req.set_in_transaction(false);
+    let context = "reading the answer to COMMIT";
+    if let Some(source) = commit_lost(&mut answers, &flight.commit, context) {
+        // Lost after COMMIT was sent and no earlier answer says the transaction failed.
+        req.mark_lost();
+        return Err(Error::OutcomeUnknown(source));
+    }
+    Ok(read_flight(&mut answers, flight, ops, schema))
+}
+
+/// Prepares (from the connection's cache) every statement of a transactional save.
+async fn prepare(client: &Object, ops: &Ops<'_>, schema: &str) -> Result<Prepared> {
+    let mut statements = Vec::with_capacity(ops.len());
+    for op in ops.iter() {
+        let statement = client
+            .prepare_cached(op.sql())
+            .await
+            .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
+        statements.push(statement);
+    }
+    let ident = client
+        .prepare_cached(TRANSACTION_IDENT)
+        .await
+        .map_err(|e| map_db_error(e, Failed::Transaction))?;
+    let guard = if ops.iter().any(|o| o.checked()) {
+        let guard = client
+            .prepare_cached(ASSERT_NO_REJECTIONS)
+            .await
+            .map_err(|e| map_db_error(e, Failed::Guard { schema }))?;
+        Some(guard)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        ops: statements,
+        ident,
+        guard,
+    })
+}
+
+/// Fails when the connection closed before anything of the save was written.
+fn ensure_open(req: &mut Request<'_>) -> Result<()> {
+    if !req.client().is_closed() {
+        return Ok(());
+    }
+    req.mark_lost();
+    Err(Error::Connection(marten_core::DatabaseError {
+        code: None,
+        context: "sending the save".to_owned(),
+        source: "the connection was closed before the save was sent".into(),
+    }))
+}
+
+/// Reads every answer of a transactional flight: each operation accepts its rows, and
+/// the first real failure is kept.
+fn read_flight(
+    answers: &mut Answers,
+    flight: Flight,
+    ops: &mut Ops<'_>,
+    schema: &str,
+) -> Option<Error> {
+    let mut failure = None;
+    if let Some(Err(e)) = flight.begin.map(|h| answers.take(h)) {
+        note(&mut failure, e, Failed::Transaction);
+    }
+    if let Err(e) = answers.take(flight.ident) {
+        note(&mut failure, e, Failed::Transaction);
+    }
+    for (op, handle) in ops.iter_mut().zip(flight.ops) {
+        match answers.take(handle) {
+            Ok(rows) => {
+                if let Err(e) = op.accept(&rows) {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(e) => note(&mut failure, e, writing(op.as_ref(), schema)),
+        }
+    }
+    if let Some(Err(e)) = flight.guard.map(|h| answers.take(h)) {
+        // The guard raising on purpose: the rejections are in the operations' rows.
+        let rejected = e.code().is_some_and(|c| c.code() == REJECTED_SQLSTATE);
+        if !rejected {
+            note(&mut failure, e, Failed::Guard { schema });
+        }
+    }
+    if let Err(e) = answers.take(flight.commit) {
+        note(&mut failure, e, Failed::Transaction);
+    }
+    failure
+}
+
+/// What came of a save whose answers were all read.
+async fn conclude(
+    client: &Client,
+    ops: &Ops<'_>,
+    failure: Option<Error>,
+    state: &mut SessionState,
+) -> Result<Outcome> {
+    if let Some(e) = failure {
+        if let Error::DuplicateEvent { .. } = e {
+            return Err(name_duplicates(client, ops).await);
+        }
+        return Err(e);
+    }
+    let rejected: Vec<&&mut Box<dyn Operation>> =
+        ops.iter().filter(|o| o.has_rejections()).collect();
+    if !rejected.is_empty() {
+        if rejected.iter().all(|o| o.retryable()) {
+            return Ok(Outcome::Retry);
+        }
+        let mut rejections = Vec::new();
+        for op in rejected {
+            rejections.extend(op.explain(client).await?);
+        }
+        return Err(Error::Rejected(rejections));
+    }
+    for op in ops.iter() {
+        op.committed(state);
+    }
+    Ok(Outcome::Committed)
+}
+
+/// The duplicate-event error of a save, naming which of its events' ids were stored
+/// before (read after the save's transaction ended).
+async fn name_duplicates(client: &Client, ops: &Ops<'_>) -> Error {
+    let ids: Vec<uuid::Uuid> = ops
+        .iter()
+        .filter_map(|op| {
+            op.as_any()
+                .downcast_ref::<crate::events::append::StreamAppend>()
+        })
+        .flat_map(|a| a.ids.iter().copied())
+        .collect();
+    let found = client
+        .query(crate::events::table::EXISTING_EVENT_IDS, &[&ids])
+        .await
+        .map_err(|e| map_db_error(e, Failed::Reading("event")))
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.try_get::<_, uuid::Uuid>(0)
+                        .map_err(|e| map_db_error(e, Failed::Reading("event")))
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+    match found {
+        Ok(ids) => Error::DuplicateEvent { ids },
+        Err(e) => e,
+    }
+}
+
+/// Keeps the first real failure of a batch; later statements of an aborted transaction
+/// only report that it is aborted.
+fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>) {
+    let aborted = e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
+    if failure.is_none() && !aborted {
+        *failure = Some(map_db_error(e, what));
+    }
+}
+
+fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
+    Failed::Writing {
+        document_type: op.document_type(),
+        schema,
+        table: op.table(),
+    }
+}
