@@ -66,7 +66,7 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
                 || (String::new(), String::new()),
                 |db| {
                     let constraint = db.constraint().unwrap_or_default();
-                    let field = crate::documents::table::unique_field(table, constraint)
+                    let field = crate::tables::documents::unique_field(table, constraint)
                         .unwrap_or(constraint);
                     (
                         field.to_owned(),
@@ -91,7 +91,7 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
     if code == SqlState::UNDEFINED_FUNCTION {
         if let Failed::Guard { schema } = what {
             return Error::SchemaObjectMissing {
-                object: format!("{schema}.{}()", crate::schema::functions::GUARD_FUNCTION),
+                object: format!("{schema}.{}()", crate::tables::functions::GUARD_FUNCTION),
             };
         }
     }

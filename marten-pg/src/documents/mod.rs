@@ -1,12 +1,12 @@
-//! Document storage: the SQL of document tables, one storage type per concurrency mode,
-//! and the write batches a unit of work sends.
+//! Document storage: one storage type per concurrency mode (binding parameters, reading
+//! versions; the SQL text is in [`crate::tables::documents`]) and the write batches a
+//! unit of work sends.
 
 pub(crate) mod batch;
 mod numeric;
 mod off;
 mod optimistic;
 pub(crate) mod storage;
-pub mod table;
 
 pub use numeric::NumericStorage;
 pub use off::OffStorage;

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 
 use super::batch::WriteBatch;
 use super::storage::{sealed, DocumentStorage, PgDocument, WriteKind};
-use super::table::{OffSql, ReadSql, WriteSql};
+use crate::tables::documents::{OffSql, ReadSql, WriteSql};
 use crate::PgId;
 
 /// The storage `#[derive(Document)]` selects for `#[concurrency(off)]` or no attribute.
@@ -33,12 +33,12 @@ impl<D: PgDocument<Mode = Off>> DocumentStorage<D> for OffStorage<D> {
     }
 
     fn ddl(schema: &str) -> Vec<String> {
-        let mut ddl = vec![super::table::create_table(
+        let mut ddl = vec![crate::tables::documents::create_table(
             schema,
             D::TABLE_NAME,
             <D::Id as PgId>::SQL_TYPE,
         )];
-        ddl.extend(super::table::index_ddl(
+        ddl.extend(crate::tables::documents::index_ddl(
             schema,
             D::TABLE_NAME,
             D::INDEXES,

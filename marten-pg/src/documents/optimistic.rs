@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::batch::WriteBatch;
 use super::storage::{sealed, DocumentStorage, PgDocument, WriteKind};
-use super::table::{OptimisticSql, ReadSql, WriteSql, VERSION_COLUMN};
 use crate::error_map::{map_db_error, Failed};
+use crate::tables::documents::{OptimisticSql, ReadSql, WriteSql, VERSION_COLUMN};
 use crate::PgId;
 
 /// The storage `#[derive(Document)]` selects for `#[concurrency(optimistic)]`.
@@ -35,10 +35,14 @@ impl<D: PgDocument<Mode = Optimistic>> DocumentStorage<D> for OptimisticStorage<
 
     fn ddl(schema: &str) -> Vec<String> {
         let mut ddl = vec![
-            super::table::create_table(schema, D::TABLE_NAME, <D::Id as PgId>::SQL_TYPE),
-            super::table::add_version_column(schema, D::TABLE_NAME),
+            crate::tables::documents::create_table(
+                schema,
+                D::TABLE_NAME,
+                <D::Id as PgId>::SQL_TYPE,
+            ),
+            crate::tables::documents::add_version_column(schema, D::TABLE_NAME),
         ];
-        ddl.extend(super::table::index_ddl(
+        ddl.extend(crate::tables::documents::index_ddl(
             schema,
             D::TABLE_NAME,
             D::INDEXES,

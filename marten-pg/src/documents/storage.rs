@@ -6,7 +6,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::batch::WriteBatch;
-use super::table::{ReadSql, WriteSql};
+use crate::tables::documents::{ReadSql, WriteSql};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects

@@ -1,8 +1,9 @@
 //! Creating and checking the database objects a store needs, per the store's
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
-//! ([`crate::documents::table`], [`functions`]); this module decides what to run.
+//! ([`crate::tables`]); this module decides what to run.
 
-pub mod functions;
+/// The guard function's SQL, where the event tables still look for it.
+pub(crate) use crate::tables::functions;
 pub(crate) mod names;
 
 use std::future::Future;
@@ -166,7 +167,7 @@ pub(crate) async fn migrate_document<D: PgDocument>(
     let what = Failed::Migrating(table);
     if mode == AutoCreate::All {
         client
-            .batch_execute(&crate::documents::table::drop_table(schema, table))
+            .batch_execute(&crate::tables::documents::drop_table(schema, table))
             .await
             .map_err(|e| map_db_error(e, what))?;
     }

@@ -9,10 +9,10 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use marten_core::{Error, Result};
 
-use crate::daemon::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
-use crate::documents::table::{gin_index_name, index_name};
 use crate::documents::PgDocument;
 use crate::events::table::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
+use crate::tables::documents::{gin_index_name, index_name};
+use crate::tables::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`); longer names are cut.
 const MAX_IDENTIFIER: usize = 63;

@@ -15,9 +15,9 @@ use super::{Outcome, UnitOfWork};
 use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
 use crate::documents::batch::Operation;
 use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
-use crate::schema::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 use crate::session::state::SessionState;
 use crate::store::DocumentStore;
+use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 
 type Ops<'u> = Vec<&'u mut Box<dyn Operation>>;
 

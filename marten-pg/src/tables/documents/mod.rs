@@ -1,5 +1,5 @@
-//! All SQL text of a document table: its DDL and the statements each concurrency mode
-//! runs against it. Everything here is built once per document type (the storages keep
+//! All SQL text of a document table: its DDL, the reads every mode shares, and (in
+//! `off.rs`, `optimistic.rs`, `numeric.rs`) the writes of each concurrency mode. Everything here is built once per document type (the storages keep
 //! it in a static), never per operation.
 //!
 //! Statements are unqualified: every connection of a store has `search_path` set to the
@@ -8,12 +8,20 @@
 //! Write statements that can be rejected (a stale version, an existing id on insert, a
 //! missing row on update) never raise: they return the ids (and new versions) they wrote,
 //! and when fewer rows were written than asked they set the transaction-local flag
-//! [`REJECTED_FLAG`](crate::schema::functions::REJECTED_FLAG). The unit of work ends the batch with
-//! [`ASSERT_NO_REJECTIONS`](crate::schema::functions::ASSERT_NO_REJECTIONS), which raises when the
+//! [`REJECTED_FLAG`](crate::tables::functions::REJECTED_FLAG). The unit of work ends the batch with
+//! [`ASSERT_NO_REJECTIONS`](crate::tables::functions::ASSERT_NO_REJECTIONS), which raises when the
 //! flag is set, so every rejection of a batch is seen and the whole batch rolls back
 //! within a single round trip.
 
-use crate::schema::functions::REJECTED_FLAG;
+mod numeric;
+mod off;
+mod optimistic;
+
+pub use numeric::NumericSql;
+pub use off::OffSql;
+pub use optimistic::OptimisticSql;
+
+use crate::tables::functions::REJECTED_FLAG;
 
 /// The column holding an optimistic version.
 pub const VERSION_COLUMN: &str = "mt_version";
@@ -163,7 +171,7 @@ pub struct WriteSql {
 
 /// The shape of the `input` relation a write reads from: column names and SQL types,
 /// in parameter order.
-struct Input<'a>(&'a [(&'a str, &'a str)]);
+pub(crate) struct Input<'a>(pub(crate) &'a [(&'a str, &'a str)]);
 
 impl Input<'_> {
     fn one(&self) -> String {
@@ -193,7 +201,7 @@ impl Input<'_> {
 
     /// A write that reports what it wrote and flags the transaction when it wrote fewer
     /// rows than its input has. `returning` is the version expression of the written row.
-    fn flagged(&self, dml: &str, version: &str) -> WriteSql {
+    pub(crate) fn flagged(&self, dml: &str, version: &str) -> WriteSql {
         let count_param = self.0.len() + 1;
         let wrap = |input: String, expected: String| {
             format!(
@@ -213,164 +221,12 @@ impl Input<'_> {
     }
 
     /// A write whose result is not inspected (it cannot be rejected).
-    fn plain(&self, dml: &str) -> WriteSql {
+    pub(crate) fn plain(&self, dml: &str) -> WriteSql {
         let one = format!("WITH input AS ({}) {dml}", self.one());
         WriteSql {
             one_alone: one.clone(),
             one,
             many: format!("WITH input AS ({}) {dml}", self.many()),
-        }
-    }
-}
-
-/// The writes of a document type with optimistic (uuid) versions.
-pub struct OptimisticSql {
-    /// Store: insert or update; with an expected version, only if it still matches.
-    pub upsert: WriteSql,
-    /// Insert only; an existing id is rejected.
-    pub insert: WriteSql,
-    /// Update only; a missing row or a stale version is rejected.
-    pub update: WriteSql,
-}
-
-impl OptimisticSql {
-    /// Input columns: id, data, new_version, expected (NULL = no check).
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[
-            ("id", id_type),
-            ("data", "jsonb"),
-            ("new_version", "uuid"),
-            ("expected", "uuid"),
-        ]);
-        let insert_select = format!(
-            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
-             SELECT id, data, new_version, now() FROM input"
-        );
-        let mut upsert = input.flagged(
-            &format!(
-                "{insert_select} ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                 {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
-                 WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
-            ),
-            &format!("d.{VERSION_COLUMN}"),
-        );
-        // The most common save, one document stored alone: the row and its check take the
-        // parameters directly, without the `input` relation.
-        upsert.one_alone = format!(
-            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
-             VALUES ($1::{id_type}, $2::jsonb, $3::uuid, now()) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-             {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
-             WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
-             RETURNING d.id, d.{VERSION_COLUMN}"
-        );
-        OptimisticSql {
-            upsert,
-            insert: input.flagged(
-                &format!("{insert_select} ON CONFLICT (id) DO NOTHING"),
-                &format!("d.{VERSION_COLUMN}"),
-            ),
-            update: input.flagged(
-                &format!(
-                    "UPDATE {table} AS d SET data = i.data, {VERSION_COLUMN} = i.new_version, mt_last_modified = now() \
-                     FROM input i WHERE d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected)"
-                ),
-                &format!("d.{VERSION_COLUMN}"),
-            ),
-        }
-    }
-}
-
-/// The writes of a document type with numeric revisions.
-pub struct NumericSql {
-    /// Store: insert at revision 1 or bump by one; with an expected revision, only if it
-    /// still matches.
-    pub upsert: WriteSql,
-    /// Insert at revision 1; an existing id is rejected.
-    pub insert: WriteSql,
-    /// Update, bumping by one; a missing row or a stale revision is rejected.
-    pub update: WriteSql,
-    /// Write at a given revision, rejected unless it is above the stored one.
-    pub update_revision: WriteSql,
-    /// Write at a given revision if it is above the stored one; otherwise nothing.
-    pub try_update_revision: WriteSql,
-}
-
-impl NumericSql {
-    /// Input columns: id, data, revision (expected revision, or the revision to write).
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[("id", id_type), ("data", "jsonb"), ("revision", "bigint")]);
-        let insert_at = |rev: &str| {
-            format!("INSERT INTO {table} AS d (id, data, {REVISION_COLUMN}, mt_last_modified) SELECT id, data, {rev}, now() FROM input")
-        };
-        let r = REVISION_COLUMN;
-        let at_revision = format!(
-            "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = excluded.{r}, \
-             mt_last_modified = excluded.mt_last_modified WHERE d.{r} < excluded.{r}",
-            insert_at("revision")
-        );
-        NumericSql {
-            upsert: input.flagged(
-                &format!(
-                    "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \
-                     mt_last_modified = excluded.mt_last_modified \
-                     WHERE d.{r} = coalesce((SELECT i.revision FROM input i WHERE i.id = excluded.id), d.{r})",
-                    insert_at("1")
-                ),
-                &format!("d.{r}"),
-            ),
-            insert: input.flagged(
-                &format!("{} ON CONFLICT (id) DO NOTHING", insert_at("1")),
-                &format!("d.{r}"),
-            ),
-            update: input.flagged(
-                &format!(
-                    "UPDATE {table} AS d SET data = i.data, {r} = d.{r} + 1, mt_last_modified = now() \
-                     FROM input i WHERE d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision)"
-                ),
-                &format!("d.{r}"),
-            ),
-            update_revision: input.flagged(&at_revision, &format!("d.{r}")),
-            try_update_revision: input.plain(&at_revision),
-        }
-    }
-}
-
-/// The writes of a document type without concurrency checks.
-pub struct OffSql {
-    /// Store: insert or overwrite.
-    pub upsert: WriteSql,
-    /// Insert only; an existing id is rejected.
-    pub insert: WriteSql,
-    /// Update only; a missing row is rejected.
-    pub update: WriteSql,
-}
-
-impl OffSql {
-    /// Input columns: id, data.
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[("id", id_type), ("data", "jsonb")]);
-        let insert_select =
-            format!("INSERT INTO {table} AS d (id, data, mt_last_modified) SELECT id, data, now() FROM input");
-        let upsert_one = format!(
-            "INSERT INTO {table} AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
-        );
-        OffSql {
-            upsert: WriteSql {
-                one_alone: upsert_one.clone(),
-                one: upsert_one,
-                many: format!(
-                    "INSERT INTO {table} AS d (id, data, mt_last_modified) \
-                     SELECT i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
-                ),
-            },
-            insert: input.flagged(&format!("{insert_select} ON CONFLICT (id) DO NOTHING"), "NULL::int"),
-            update: input.flagged(
-                &format!("UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE d.id = i.id"),
-                "NULL::int",
-            ),
         }
     }
 }
