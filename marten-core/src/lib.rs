@@ -15,6 +15,7 @@ mod event;
 mod id;
 mod metadata;
 pub mod query;
+pub mod session;
 mod stream;
 mod tag;
 

@@ -29,7 +29,6 @@ const LAYERS: &[&[&str]] = &[
 /// Known upward imports, `from -> to`, still to be removed.
 const KNOWN_UPWARD: &[&str] = &[
     "daemon -> store",
-    "documents -> session",
     "error_map -> events",
     "events -> projections",
     "events -> session",
@@ -44,7 +43,6 @@ const KNOWN_UPWARD: &[&str] = &[
     "unit_of_work -> documents",
     "unit_of_work -> events",
     "unit_of_work -> projections",
-    "unit_of_work -> session",
     "unit_of_work -> store",
 ];
 

@@ -12,10 +12,10 @@ use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
 
+use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
 use crate::projections::apply_error;
 use crate::session::load;
-use crate::session::state::serialize;
 use crate::store::DocumentStore;
 use crate::unit_of_work::OpList;
 

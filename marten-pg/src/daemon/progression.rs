@@ -13,7 +13,7 @@ use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::schema::{AutoCreate, MigrateFn};
-use crate::session::state::SessionState;
+use crate::unit_of_work::SessionState;
 use crate::xid8::Xid8;
 
 use crate::tables::progression::ADVANCE;

@@ -15,7 +15,8 @@ use super::storage::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::schema::{migrate_fn, MigrateFn};
-use crate::session::state::SessionState;
+use crate::unit_of_work::{SessionState, UnitOfWork};
+use marten_core::session::DirtyQueue;
 
 /// One statement of a unit of work.
 pub(crate) trait Operation: Send + Sync + Any {
@@ -133,6 +134,20 @@ impl<D: PgDocument> WriteBatch<D> {
             .enumerate()
             .filter(|(_, id)| !written.contains(id))
             .collect()
+    }
+}
+
+/// Changed dirty-tracked documents are queued as upserts.
+impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
+    fn queue_dirty(
+        &mut self,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) -> Result<()> {
+        super::check_document::<D>(&id, &json)?;
+        self.push_write::<D>(WriteKind::Upsert, id, json, expected);
+        Ok(())
     }
 }
 

@@ -6,7 +6,10 @@ pub(crate) mod batch;
 mod numeric;
 mod off;
 mod optimistic;
+mod serialize;
 pub(crate) mod storage;
+
+pub(crate) use serialize::{check_document, serialize};
 
 pub use numeric::NumericStorage;
 pub use off::OffStorage;

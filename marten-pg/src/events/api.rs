@@ -775,8 +775,8 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
                     )?),
                     None => None,
                 };
-            self.events.session.state.put_fetched(
-                self.stream.clone(),
+            self.events.session.state.put_fetched::<A, _>(
+                self.stream.0.clone(),
                 Fetched {
                     version: self.version,
                     state,

@@ -14,7 +14,7 @@ use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::schema::MigrateFn;
-use crate::session::state::SessionState;
+use crate::unit_of_work::SessionState;
 
 /// What an append asserts about its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result
 use super::cache::{CacheKey, CacheUpdate, Cached, CachedDocCheck};
 use super::{apply_error, AppendView, InlineProjection, Lifecycle, PlanContext};
 use crate::connection::Pipeline;
+use crate::documents::serialize;
 use crate::documents::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::append::AppendKind;
@@ -22,7 +23,6 @@ use crate::events::stream_id::StreamKey;
 use crate::events::StreamRange;
 use crate::json::JsonRef;
 use crate::session::load;
-use crate::session::state::serialize;
 use crate::store::DocumentStore;
 
 fn reading<A: Document>(e: tokio_postgres::Error) -> Error {
@@ -226,7 +226,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         let mut check = CachedDocCheck::<A>::new();
         for (id, list) in &streams {
             let key = (TypeId::of::<A>(), list[0].stream.clone());
-            let fetched = ctx.state.take_fetched::<A>(&key);
+            let fetched = ctx.state.take_fetched::<A, Fetched<A>>(&key.1 .0);
             match (list[0].kind, fetched) {
                 (AppendKind::Start, _) => {
                     known.insert(id.clone(), (0, None));

@@ -29,8 +29,8 @@ use crate::events::append::StreamCommand;
 use crate::events::stream_id::StreamKey;
 use crate::json::RawJson;
 use crate::schema::{migrate_fn, MigrateFn};
-use crate::session::state::SessionState;
 use crate::store::DocumentStore;
+use crate::unit_of_work::SessionState;
 use crate::unit_of_work::UnitOfWork;
 
 /// Entries kept by default (see `DocumentStoreBuilder::aggregate_cache`).

@@ -4,9 +4,9 @@ use futures_util::future::BoxFuture;
 use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
 
 use super::{apply_error, InlineProjection, PlanContext};
+use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
 use crate::events::append::AppendKind;
-use crate::session::state::serialize;
 use crate::unit_of_work::OpList;
 
 /// A projection that turns each event into document operations of its choosing.

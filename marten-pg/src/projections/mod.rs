@@ -37,8 +37,8 @@ pub(crate) use multi_stream::InlineMultiStream;
 
 use crate::events::append::{AppendKind, StreamAppend};
 use crate::events::stream_id::StreamKey;
-use crate::session::state::SessionState;
 use crate::store::DocumentStore;
+use crate::unit_of_work::SessionState;
 use crate::unit_of_work::{OpList, UnitOfWork};
 use cache::{CacheKey, CacheUpdate};
 

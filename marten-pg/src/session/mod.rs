@@ -27,8 +27,10 @@ use crate::unit_of_work::{Outcome, UnitOfWork};
 
 /// How often a save whose inline projections met a concurrent save is planned again.
 const MAX_SAVE_ATTEMPTS: u32 = 10;
+use crate::documents::serialize;
+use crate::unit_of_work::SessionState;
 use load::{check_id, Loaded};
-use state::{serialize, SessionState, Tracked};
+use marten_core::session::Tracked;
 
 mod sealed {
     pub trait Sealed {}

@@ -27,6 +27,10 @@ use crate::documents::{PgDocument, WriteKind};
 use crate::json::RawJson;
 use crate::projections::cache::CacheUpdate;
 
+/// What a session remembers (versions, identity map, dirty tracking), its dirty
+/// documents flushed into a unit of work.
+pub(crate) type SessionState = marten_core::session::SessionState<UnitOfWork>;
+
 /// A list of operations in order, merging consecutive writes of one type and kind.
 #[derive(Default)]
 pub(crate) struct OpList {

@@ -11,11 +11,10 @@ use tokio_postgres::{Client, Statement};
 use tracing::{debug, warn};
 
 use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
-use super::{Outcome, UnitOfWork};
+use super::{Outcome, SessionState, UnitOfWork};
 use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
 use crate::documents::batch::Operation;
 use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
-use crate::session::state::SessionState;
 use crate::store::DocumentStore;
 use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 

@@ -1,0 +1,304 @@
+//! What a session remembers per document type: versions seen, the identity map and the
+//! dirty-tracked documents. Each type's state is its own typed map; a session is mutated
+//! only through `&mut self`, so no state is ever shared between tasks.
+//!
+//! The state is generic over the queue `Q` a backend sends its writes through: flushing
+//! the dirty-tracked documents queues an upsert per changed document with
+//! [`DirtyQueue::queue_dirty`].
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::concurrency::VersionOf;
+use crate::{Document, Error, Result, StreamId};
+
+/// A queue that accepts the upserts of changed dirty-tracked documents of type `D`.
+pub trait DirtyQueue<D: Document> {
+    /// Queues an upsert of `json` for `id`, asserting `expected` when given. May refuse a
+    /// document the backend cannot store ([`Error::InvalidInput`]).
+    fn queue_dirty(
+        &mut self,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) -> Result<()>;
+}
+
+/// A dirty-tracked document and the serialization it had when last loaded or saved.
+pub struct Tracked<D> {
+    /// The document the session owns.
+    pub doc: D,
+    /// Its JSON when last loaded or saved.
+    pub snapshot: Vec<u8>,
+}
+
+/// The session's state for documents of type `D`.
+pub struct DocState<D: Document> {
+    /// The version last seen per id (by load, by `store_with_version` or by a save).
+    pub versions: HashMap<D::Id, VersionOf<D>>,
+    /// Identity map: the JSON of each loaded or stored document.
+    pub identity: HashMap<D::Id, Arc<[u8]>>,
+    /// Dirty tracking: documents owned by the session.
+    pub tracked: HashMap<D::Id, Tracked<D>>,
+    /// New snapshots to take when the save in flight commits.
+    pending_snapshots: Vec<(D::Id, Vec<u8>)>,
+}
+
+impl<D: Document> Default for DocState<D> {
+    fn default() -> Self {
+        Self {
+            versions: HashMap::new(),
+            identity: HashMap::new(),
+            tracked: HashMap::new(),
+            pending_snapshots: Vec::new(),
+        }
+    }
+}
+
+impl<D: Document> DocState<D> {
+    /// Queues an upsert for every tracked document whose serialization changed since it
+    /// was loaded or saved; `checks`: assert the version last seen.
+    pub fn flush_dirty<Q: DirtyQueue<D>>(&mut self, queue: &mut Q, checks: bool) -> Result<()> {
+        for (id, tracked) in &self.tracked {
+            let json = serde_json::to_vec(&tracked.doc).map_err(|source| Error::Serialize {
+                document_type: D::DOCUMENT_TYPE,
+                id: id.to_string(),
+                source,
+            })?;
+            if json != tracked.snapshot {
+                let expected = if checks {
+                    self.versions.get(id).copied()
+                } else {
+                    None
+                };
+                queue.queue_dirty(id.clone(), json.clone(), expected)?;
+                self.pending_snapshots.push((id.clone(), json));
+            }
+        }
+        Ok(())
+    }
+
+    /// The save committed: the flushed serializations are the new snapshots.
+    pub fn commit_snapshots(&mut self) {
+        for (id, json) in self.pending_snapshots.drain(..) {
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.snapshot = json;
+            }
+        }
+    }
+
+    /// The save failed: forget the flushed serializations.
+    pub fn discard_snapshots(&mut self) {
+        self.pending_snapshots.clear();
+    }
+}
+
+/// Type-erased access to a [`DocState`], for a session that holds many types.
+trait AnyDocState<Q>: Send + Sync {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn flush_dirty(&mut self, queue: &mut Q, checks: bool) -> Result<()>;
+    fn finish_save(&mut self, committed: bool);
+}
+
+impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn flush_dirty(&mut self, queue: &mut Q, checks: bool) -> Result<()> {
+        DocState::flush_dirty(self, queue, checks)
+    }
+
+    fn finish_save(&mut self, committed: bool) {
+        if committed {
+            self.commit_snapshots();
+        } else {
+            self.discard_snapshots();
+        }
+    }
+}
+
+/// All per-type states of a session, whose writes go through a queue `Q`.
+pub struct SessionState<Q> {
+    docs: HashMap<TypeId, Box<dyn AnyDocState<Q>>>,
+    /// Aggregates `fetch_for_writing` loaded, by (aggregate type, stream).
+    fetched: HashMap<(TypeId, StreamId), Box<dyn Any + Send + Sync>>,
+}
+
+impl<Q> Default for SessionState<Q> {
+    fn default() -> Self {
+        Self {
+            docs: HashMap::new(),
+            fetched: HashMap::new(),
+        }
+    }
+}
+
+impl<Q: 'static> SessionState<Q> {
+    /// Remembers what `fetch_for_writing` loaded (`F`, for aggregate type `A`), for the
+    /// save's inline projection.
+    pub fn put_fetched<A: 'static, F: Send + Sync + 'static>(&mut self, stream: StreamId, f: F) {
+        self.fetched
+            .insert((TypeId::of::<A>(), stream), Box::new(f));
+    }
+
+    /// Takes what `fetch_for_writing` loaded for aggregate type `A` on `stream`, if it was
+    /// an `F`.
+    pub fn take_fetched<A: 'static, F: 'static>(&mut self, stream: &StreamId) -> Option<F> {
+        let boxed = self.fetched.remove(&(TypeId::of::<A>(), stream.clone()))?;
+        boxed.downcast::<F>().ok().map(|b| *b)
+    }
+
+    /// The state of type `D`, created on first use.
+    pub fn doc_state<D: Document>(&mut self) -> &mut DocState<D>
+    where
+        Q: DirtyQueue<D>,
+    {
+        let entry = self
+            .docs
+            .entry(TypeId::of::<D>())
+            .or_insert_with(|| Box::new(DocState::<D>::default()));
+        match entry.as_any_mut().downcast_mut::<DocState<D>>() {
+            Some(state) => state,
+            // The map is keyed by the TypeId of the state's own type parameter.
+            None => unreachable!("session state keyed by the wrong type"),
+        }
+    }
+
+    /// Queues the upserts of every changed dirty-tracked document of every type.
+    pub fn flush_dirty(&mut self, queue: &mut Q, checks: bool) -> Result<()> {
+        for state in self.docs.values_mut() {
+            state.flush_dirty(queue, checks)?;
+        }
+        Ok(())
+    }
+
+    /// A save ended: on commit the flushed serializations become the snapshots, otherwise
+    /// they are forgotten.
+    pub fn finish_save(&mut self, committed: bool) {
+        for state in self.docs.values_mut() {
+            state.finish_save(committed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concurrency::Numeric;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Doc {
+        id: i64,
+        name: String,
+    }
+
+    impl Document for Doc {
+        type Id = i64;
+        type Mode = Numeric;
+        const DOCUMENT_TYPE: &'static str = "Doc";
+        const TABLE_NAME: &'static str = "mt_doc_doc";
+        fn id(&self) -> &i64 {
+            &self.id
+        }
+        fn id_mut(&mut self) -> &mut i64 {
+            &mut self.id
+        }
+    }
+
+    /// A queue that records what it was given.
+    #[derive(Default)]
+    struct Recorder(Vec<(i64, String, Option<i64>)>);
+
+    impl DirtyQueue<Doc> for Recorder {
+        fn queue_dirty(&mut self, id: i64, json: Vec<u8>, expected: Option<i64>) -> Result<()> {
+            self.0
+                .push((id, String::from_utf8_lossy(&json).into_owned(), expected));
+            Ok(())
+        }
+    }
+
+    fn tracked(state: &mut SessionState<Recorder>, doc: Doc) {
+        let snapshot = serde_json::to_vec(&doc).unwrap_or_default();
+        let s = state.doc_state::<Doc>();
+        s.versions.insert(doc.id, 3);
+        s.tracked.insert(doc.id, Tracked { doc, snapshot });
+    }
+
+    #[test]
+    fn only_changed_documents_are_queued_with_their_known_version() {
+        let mut state = SessionState::<Recorder>::default();
+        tracked(
+            &mut state,
+            Doc {
+                id: 1,
+                name: "a".into(),
+            },
+        );
+        tracked(
+            &mut state,
+            Doc {
+                id: 2,
+                name: "b".into(),
+            },
+        );
+        if let Some(t) = state.doc_state::<Doc>().tracked.get_mut(&2) {
+            t.doc.name = "changed".into();
+        }
+        let mut queue = Recorder::default();
+        state.flush_dirty(&mut queue, true).expect("flush");
+        assert_eq!(queue.0.len(), 1);
+        assert_eq!(queue.0[0].0, 2);
+        assert!(queue.0[0].1.contains("changed"));
+        assert_eq!(queue.0[0].2, Some(3));
+
+        let mut unchecked = Recorder::default();
+        state.flush_dirty(&mut unchecked, false).expect("flush");
+        assert_eq!(unchecked.0[0].2, None);
+    }
+
+    #[test]
+    fn a_committed_save_makes_the_flushed_json_the_snapshot_and_a_failed_one_does_not() {
+        let mut state = SessionState::<Recorder>::default();
+        tracked(
+            &mut state,
+            Doc {
+                id: 1,
+                name: "a".into(),
+            },
+        );
+        if let Some(t) = state.doc_state::<Doc>().tracked.get_mut(&1) {
+            t.doc.name = "b".into();
+        }
+        state
+            .flush_dirty(&mut Recorder::default(), false)
+            .expect("flush");
+        state.finish_save(false);
+        let mut again = Recorder::default();
+        state.flush_dirty(&mut again, false).expect("flush");
+        assert_eq!(again.0.len(), 1, "a failed save keeps the document dirty");
+        state.finish_save(true);
+        let mut after = Recorder::default();
+        state.flush_dirty(&mut after, false).expect("flush");
+        assert!(after.0.is_empty(), "a committed save leaves it clean");
+    }
+
+    #[test]
+    fn fetched_states_are_taken_once_and_only_as_their_type() {
+        let mut state = SessionState::<Recorder>::default();
+        let stream = StreamId::String("s".into());
+        state.put_fetched::<Doc, (i64, &'static str)>(stream.clone(), (4, "x"));
+        assert_eq!(state.take_fetched::<Doc, u8>(&stream), None);
+        state.put_fetched::<Doc, (i64, &'static str)>(stream.clone(), (4, "x"));
+        assert_eq!(
+            state.take_fetched::<Doc, (i64, &'static str)>(&stream),
+            Some((4, "x"))
+        );
+        assert_eq!(
+            state.take_fetched::<Doc, (i64, &'static str)>(&stream),
+            None
+        );
+    }
+}
