@@ -16,6 +16,7 @@ pub mod query;
 pub mod schema;
 pub mod session;
 mod store;
+mod stream_key;
 pub mod tables;
 mod unit_of_work;
 mod validate;

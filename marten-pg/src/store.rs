@@ -167,7 +167,7 @@ impl DocumentStore {
     /// registered on the builder were handled by `build`; others on first use, on a
     /// connection of their own (never inside a caller's transaction).
     pub(crate) async fn ensure<D: PgDocument>(&self) -> Result<()> {
-        self.ensure_erased(TypeId::of::<D>(), schema::migrate_fn::<D>())
+        self.ensure_erased(TypeId::of::<D>(), crate::documents::migrate_fn::<D>())
             .await
     }
 
@@ -324,7 +324,7 @@ impl DocumentStoreBuilder {
             self.documents.push(Registration {
                 type_id,
                 document_type: D::DOCUMENT_TYPE,
-                migrate: schema::migrate_fn::<D>(),
+                migrate: crate::documents::migrate_fn::<D>(),
             });
         }
         self

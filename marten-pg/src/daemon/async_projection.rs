@@ -265,7 +265,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
                 hooks.after_event(self.0.name(), e);
             }
             let list = ops.into_list()?;
-            for op in &list.ops {
+            for op in list.operations() {
                 let (type_id, migrate) = op.schema();
                 store.ensure_erased(type_id, migrate).await?;
             }

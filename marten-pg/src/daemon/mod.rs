@@ -488,7 +488,7 @@ impl Runner {
         self.caught_up = false;
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
-        let ops = self.plan(&mut session, &mut events).await?;
+        let mut ops = self.plan(&mut session, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         // The progress update goes first: it locks the progression row before any
         // projected document, in the order a rebuild takes them (no deadlock), and a
@@ -499,7 +499,7 @@ impl Runner {
             page.next,
             own.epoch,
         )));
-        session.uow.user.ops.extend(ops.ops);
+        session.uow.user.append(&mut ops);
         hooks.before_commit(name, &sequences);
         match session.save_changes().await {
             Ok(()) => {

@@ -2,18 +2,17 @@
 //! compare-and-set that makes a batch's progress update (and so its projected writes)
 //! commit only for the runner that holds the position the batch started from.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use futures_util::future::BoxFuture;
 use marten_core::{IdKey, Rejection, RejectionKind, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::schema::{AutoCreate, MigrateFn};
-use crate::unit_of_work::SessionState;
+use crate::unit_of_work::Operation;
 use crate::xid8::Xid8;
 
 use crate::tables::progression::ADVANCE;
@@ -133,16 +132,6 @@ impl Operation for Advance {
                 RejectionKind::ProgressMoved,
             )])
         })
-    }
-
-    fn committed(&self, _state: &mut SessionState) {}
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -11,67 +11,13 @@ use marten_core::{Document, DocumentId, Error, Rejection, RejectionKind, Result}
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
+use super::migrate_fn;
 use super::storage::{DocumentStorage, PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
-use crate::schema::{migrate_fn, MigrateFn};
-use crate::unit_of_work::{SessionState, UnitOfWork};
+use crate::schema::MigrateFn;
+use crate::unit_of_work::{DocumentBatch, OpList, Operation, Queued, SessionState, UnitOfWork};
 use marten_core::session::DirtyQueue;
-
-/// One statement of a unit of work.
-pub(crate) trait Operation: Send + Sync + Any {
-    /// The statement text (built once per type).
-    fn sql(&self) -> &'static str;
-    /// The parameters, in statement order.
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
-    /// How many documents the statement writes.
-    fn len(&self) -> usize;
-    /// Whether the statement may reject rows (and set the rejected flag).
-    fn checked(&self) -> bool;
-    /// Whether a rejection leaves nothing of this statement written, so that, sent alone,
-    /// it needs no transaction around it.
-    fn atomic(&self) -> bool;
-    /// Told, before [`Operation::sql`], that the statement is the whole save: it runs as
-    /// its own transaction and no guard follows. An operation that has a cheaper statement
-    /// for that case switches to it; `reset` switches back.
-    fn alone(&mut self) {}
-    /// Whether the statement, sent alone (see [`Operation::alone`]), has its affected-row
-    /// count as its whole result: it is then sent without reading rows, and the count goes
-    /// to [`Operation::accept_count`] instead of rows to [`Operation::accept`].
-    fn counts_only(&self) -> bool {
-        false
-    }
-    /// The affected-row count of a statement that [`Operation::counts_only`].
-    fn accept_count(&mut self, _count: u64) -> Result<()> {
-        Ok(())
-    }
-    /// The document type, for errors.
-    fn document_type(&self) -> &'static str;
-    /// The table, for errors.
-    fn table(&self) -> &'static str;
-    /// The document type's `TypeId` and migration, to create its table on first use.
-    fn schema(&self) -> (std::any::TypeId, MigrateFn);
-    /// Takes the statement's result rows.
-    fn accept(&mut self, rows: &[Row]) -> Result<()>;
-    /// Whether `accept` saw fewer rows written than asked.
-    fn has_rejections(&self) -> bool;
-    /// Whether a rejection of this operation comes from a check marten added itself (an
-    /// inline projection's), so the save can be planned again and retried.
-    fn retryable(&self) -> bool {
-        false
-    }
-    /// Forgets the result of an attempt, before the save is retried.
-    fn reset(&mut self) {}
-    /// After a rollback: reads the stored versions of the rejected documents and says
-    /// why each was rejected.
-    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>>;
-    /// After a commit: records the written versions in the session.
-    fn committed(&self, state: &mut SessionState);
-    /// For appending to the last operation of the same type and kind.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// For inline projections, which read the session's appends.
-    fn as_any(&self) -> &dyn Any;
-}
 
 /// Several writes of one kind to documents of one type, sent as one statement
 /// (`unnest` arrays, or scalars for a single document).
@@ -137,6 +83,82 @@ impl<D: PgDocument> WriteBatch<D> {
     }
 }
 
+/// Typed document writes: consecutive writes of one type and kind share one batch.
+impl OpList {
+    /// Queues a write, joining the previous operation when it is a batch of the same type
+    /// and kind that does not yet touch this id.
+    pub(crate) fn push_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        if let Some(batch) = self.last_batch::<WriteBatch<D>>() {
+            if batch.accepts(kind, &id) {
+                batch.push(id, RawJson(json), expected);
+                return;
+            }
+        }
+        let mut batch = WriteBatch::<D>::new(kind);
+        batch.push(id, RawJson(json), expected);
+        self.items.push(Queued::Documents(Box::new(batch)));
+    }
+
+    /// Queues a write an inline projection derived, marked so that its rejection makes
+    /// the save plan again and retry rather than fail.
+    pub(crate) fn push_derived_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        self.push_write::<D>(kind, id, json, expected);
+        if let Some(batch) = self.last_batch::<WriteBatch<D>>() {
+            batch.derived = true;
+        }
+    }
+
+    /// Queues a delete by id.
+    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
+        if let Some(batch) = self.last_batch::<DeleteBatch<D>>() {
+            batch.push(id);
+            return;
+        }
+        let mut batch = DeleteBatch::<D>::new();
+        batch.push(id);
+        self.items.push(Queued::Documents(Box::new(batch)));
+    }
+
+    /// The last entry, if it is a document batch of type `B`.
+    fn last_batch<B: 'static>(&mut self) -> Option<&mut B> {
+        match self.items.last_mut() {
+            Some(Queued::Documents(batch)) => batch.as_any_mut().downcast_mut::<B>(),
+            _ => None,
+        }
+    }
+}
+
+/// Typed document writes of a session's own queue.
+impl UnitOfWork {
+    /// Queues a write (see [`OpList::push_write`]).
+    pub(crate) fn push_write<D: PgDocument>(
+        &mut self,
+        kind: WriteKind,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        self.user.push_write::<D>(kind, id, json, expected);
+    }
+
+    /// Queues a delete by id.
+    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
+        self.user.push_delete::<D>(id);
+    }
+}
+
 /// Changed dirty-tracked documents are queued as upserts.
 impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
     fn queue_dirty(
@@ -148,6 +170,20 @@ impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
         super::check_document::<D>(&id, &json)?;
         self.push_write::<D>(WriteKind::Upsert, id, json, expected);
         Ok(())
+    }
+}
+
+impl<D: PgDocument> DocumentBatch for WriteBatch<D> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn operation(&self) -> &dyn Operation {
+        self
+    }
+
+    fn operation_mut(&mut self) -> &mut dyn Operation {
+        self
     }
 }
 
@@ -301,14 +337,6 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             };
         }
     }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Turns a version into a revision number for revision reports. Only numeric documents
@@ -337,6 +365,20 @@ impl<D: PgDocument> DeleteBatch<D> {
 
     pub(crate) fn push(&mut self, id: D::Id) {
         self.ids.push(id);
+    }
+}
+
+impl<D: PgDocument> DocumentBatch for DeleteBatch<D> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn operation(&self) -> &dyn Operation {
+        self
+    }
+
+    fn operation_mut(&mut self) -> &mut dyn Operation {
+        self
     }
 }
 
@@ -399,13 +441,5 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
         for id in &self.ids {
             docs.versions.remove(id);
         }
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -3,12 +3,14 @@
 //! unit of work sends.
 
 pub(crate) mod batch;
+mod migrate;
 mod numeric;
 mod off;
 mod optimistic;
 mod serialize;
 pub(crate) mod storage;
 
+pub(crate) use migrate::migrate_fn;
 pub(crate) use serialize::{check_document, serialize};
 
 pub use numeric::NumericStorage;

@@ -22,7 +22,6 @@ use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::projections::{aggregate_stream, Fetched, Lifecycle};
-use crate::schema::{AutoCreate, MigrateFn};
 use crate::session::state::serialize;
 use crate::session::{Session, Tracking};
 use crate::unit_of_work::{join_in_order, StatementFuture};
@@ -201,27 +200,7 @@ pub struct EventPage {
     pub rows: usize,
 }
 
-/// Marker types naming the event store's tables for each stream identity in the store's
-/// set of created objects.
-struct UuidEventTables;
-struct StringEventTables;
-
-/// The `TypeId` and migration of the event tables for a stream identity.
-pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
-    match identity {
-        StreamIdentity::Uuid => (TypeId::of::<UuidEventTables>(), |c, s, m: AutoCreate| {
-            Box::pin(crate::schema::migrate_events(c, s, m, StreamIdentity::Uuid))
-        }),
-        StreamIdentity::String => (TypeId::of::<StringEventTables>(), |c, s, m: AutoCreate| {
-            Box::pin(crate::schema::migrate_events(
-                c,
-                s,
-                m,
-                StreamIdentity::String,
-            ))
-        }),
-    }
-}
+pub(crate) use crate::schema::events_schema;
 
 /// Why a string stream id longer than [`marten_core::MAX_ID_BYTES`] is refused.
 const STREAM_ID_TOO_LONG: &str =
@@ -365,7 +344,7 @@ impl<K: Tracking> Events<'_, K> {
 
     fn queue(&mut self, append: Option<StreamAppend>) {
         if let Some(a) = append {
-            self.session.uow.push_op(Box::new(a));
+            self.session.uow.user.push_append(a);
         }
     }
 
@@ -551,9 +530,8 @@ impl<K: Tracking> Events<'_, K> {
         let identity = self.session.store.stream_identity();
         self.session
             .uow
-            .push_op(Box::new(super::append::StreamCommand::archive(
-                identity, key,
-            )));
+            .user
+            .push_command(super::append::StreamCommand::archive(identity, key));
         Ok(())
     }
 
@@ -563,9 +541,8 @@ impl<K: Tracking> Events<'_, K> {
         let identity = self.session.store.stream_identity();
         self.session
             .uow
-            .push_op(Box::new(super::append::StreamCommand::delete(
-                identity, key,
-            )));
+            .user
+            .push_command(super::append::StreamCommand::delete(identity, key));
         Ok(())
     }
 

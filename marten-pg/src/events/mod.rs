@@ -2,10 +2,12 @@
 //! on the session's unit of work, and gap-safe reads.
 
 mod api;
-pub(crate) mod append;
+/// The append operations live with the unit of work that sends them.
+pub(crate) use crate::unit_of_work::append;
 pub(crate) mod read;
 pub(crate) mod registry;
-pub(crate) mod stream_id;
+/// Stream ids as parameters and columns (a leaf module of the crate).
+pub(crate) use crate::stream_key as stream_id;
 pub mod table;
 pub(crate) mod tags;
 

@@ -8,7 +8,7 @@
 //! in (tag_type, tag_value) order, and bumps it: a racer that read the same versions then
 //! finds them moved and its save is rejected.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::future::Future;
 
 use futures_util::future::BoxFuture;
@@ -25,11 +25,10 @@ use super::append::StreamAppend;
 use super::read;
 use super::table::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
 use crate::connection::{timed_out, within};
-use crate::documents::batch::Operation;
 use crate::error_map::{map_db_error, Failed};
 use crate::schema::MigrateFn;
-use crate::session::state::SessionState;
 use crate::session::Tracking;
+use crate::unit_of_work::Operation;
 use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// Which events a boundary covers: any of its tags, optionally only some event types.
@@ -294,16 +293,12 @@ pub(crate) struct TagLock {
 impl TagLock {
     /// The lock for a save's boundaries and tagged appends; `None` when a single tagged
     /// append (which bumps its own tags in order) or nothing needs none.
-    pub(crate) fn for_save(
+    pub(crate) fn for_save<'a>(
         identity: StreamIdentity,
         boundaries: &[(EventTag, i64)],
-        ops: &[Box<dyn Operation>],
+        appends: impl Iterator<Item = &'a StreamAppend>,
     ) -> Option<TagLock> {
-        let appends: Vec<&StreamAppend> = ops
-            .iter()
-            .filter_map(|op| op.as_any().downcast_ref::<StreamAppend>())
-            .filter(|a| !a.tag_types.is_empty())
-            .collect();
+        let appends: Vec<&StreamAppend> = appends.filter(|a| !a.tag_types.is_empty()).collect();
         if boundaries.is_empty() && appends.len() < 2 {
             return None;
         }
@@ -430,15 +425,5 @@ impl Operation for TagLock {
             }
             Ok(out)
         })
-    }
-
-    fn committed(&self, _state: &mut SessionState) {}
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -13,7 +13,7 @@
 //! document to be the whole stream folded; they are dropped when a save that touched the
 //! stream fails in any way (its outcome may be unknown) or deletes or archives the stream.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,15 +22,14 @@ use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use crate::documents::batch::Operation;
+use crate::documents::migrate_fn;
 use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
-use crate::events::append::StreamCommand;
 use crate::events::stream_id::StreamKey;
 use crate::json::RawJson;
-use crate::schema::{migrate_fn, MigrateFn};
+use crate::schema::MigrateFn;
 use crate::store::DocumentStore;
-use crate::unit_of_work::SessionState;
+use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
 /// Entries kept by default (see `DocumentStoreBuilder::aggregate_cache`).
@@ -262,33 +261,26 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
         // Retryable: a save it rejects is planned again, never reported.
         Box::pin(async { Ok(Vec::new()) })
     }
-
-    fn committed(&self, _state: &mut SessionState) {}
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Tells the store's cache how a save ended: a commit publishes what its inline
 /// aggregates wrote and drops the streams it deleted or archived; a failure drops what
 /// the save would have written, since it may have committed before the error.
-pub(crate) fn settle(store: &DocumentStore, uow: &mut UnitOfWork, committed: bool) {
+pub(crate) fn settle(
+    store: &DocumentStore,
+    uow: &UnitOfWork,
+    updates: &mut Vec<CacheUpdate>,
+    committed: bool,
+) {
     let cache = store.aggregate_cache();
-    let updates = std::mem::take(&mut uow.cache_updates);
+    let updates = std::mem::take(updates);
     if !committed {
         cache.forget(updates.iter().map(|u| &u.key));
         return;
     }
     cache.publish(updates);
-    for op in &uow.user.ops {
-        if let Some(command) = op.as_any().downcast_ref::<StreamCommand>() {
-            cache.forget_stream(command.stream());
-        }
+    for command in uow.user.commands() {
+        cache.forget_stream(command.stream());
     }
 }
 

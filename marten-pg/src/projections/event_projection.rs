@@ -102,7 +102,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             if let Some(e) = ops.error {
                 return Err(e);
             }
-            for op in &ops.list.ops {
+            for op in ops.list.operations() {
                 let (type_id, migrate) = op.schema();
                 ctx.store.ensure_erased(type_id, migrate).await?;
             }

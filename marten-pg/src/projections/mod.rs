@@ -35,7 +35,7 @@ pub(crate) use event_projection::InlineEventProjection;
 pub use event_projection::{EventProjection, ProjectedOps};
 pub(crate) use multi_stream::InlineMultiStream;
 
-use crate::events::append::{AppendKind, StreamAppend};
+use crate::events::append::AppendKind;
 use crate::events::stream_id::StreamKey;
 use crate::store::DocumentStore;
 use crate::unit_of_work::SessionState;
@@ -184,6 +184,7 @@ pub(crate) async fn plan_inline(
     uow: &mut UnitOfWork,
     state: &mut SessionState,
     use_cache: bool,
+    cache_updates: &mut Vec<CacheUpdate>,
 ) -> Result<Planned> {
     let projections = store.projections();
     if projections.inline.is_empty() {
@@ -191,20 +192,14 @@ pub(crate) async fn plan_inline(
     }
     let appends: Vec<AppendView> = uow
         .user
-        .ops
-        .iter()
-        .enumerate()
-        .filter_map(|(index, op)| {
-            op.as_any()
-                .downcast_ref::<StreamAppend>()
-                .map(|a| AppendView {
-                    index,
-                    stream: a.stream.clone(),
-                    kind: a.requested,
-                    ids: a.ids.clone(),
-                    types: a.types.clone(),
-                    events: a.events.clone(),
-                })
+        .appends()
+        .map(|(index, a)| AppendView {
+            index,
+            stream: a.stream.clone(),
+            kind: a.requested,
+            ids: a.ids.clone(),
+            types: a.types.clone(),
+            events: a.events.clone(),
         })
         .collect();
     if appends.is_empty() {
@@ -244,12 +239,7 @@ pub(crate) async fn plan_inline(
         }
     }
     for (index, version) in required {
-        if let Some(a) = uow
-            .user
-            .ops
-            .get_mut(index)
-            .and_then(|op| op.as_any_mut().downcast_mut::<StreamAppend>())
-        {
+        if let Some(a) = uow.user.append_at_mut(index) {
             if a.requested == AppendKind::Append {
                 a.kind = if version == 0 {
                     AppendKind::Start
@@ -260,7 +250,7 @@ pub(crate) async fn plan_inline(
         }
     }
     uow.derived.append(&mut ctx.out);
-    uow.cache_updates = ctx.cache_updates;
+    *cache_updates = ctx.cache_updates;
     Ok(Planned::Ready)
 }
 

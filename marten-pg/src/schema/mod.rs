@@ -9,13 +9,13 @@ pub(crate) mod names;
 use std::future::Future;
 use std::pin::Pin;
 
-use marten_core::{Error, Result};
+use std::any::TypeId;
+
+use marten_core::{Error, Result, StreamIdentity};
 use tokio_postgres::Client;
 use tracing::debug;
 
-use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
-use crate::PgId;
 
 /// What a store may do to the database schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,11 +41,24 @@ pub(crate) type MigrateFn = for<'a> fn(
     AutoCreate,
 ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
-/// The migration of document type `D`, as a function pointer the store can keep.
-/// Records `D`'s database names, so the store can refuse a type that shares them.
-pub(crate) fn migrate_fn<D: PgDocument>() -> MigrateFn {
-    names::register::<D>();
-    |client, schema, mode| Box::pin(migrate_document::<D>(client, schema, mode))
+/// The migration of a document type, kept by the store ([`crate::documents`] makes it).
+pub(crate) use crate::documents::migrate_fn;
+
+/// Marker types naming the event store's tables for each stream identity in the store's
+/// set of created objects.
+struct UuidEventTables;
+struct StringEventTables;
+
+/// The `TypeId` and migration of the event tables for a stream identity.
+pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
+    match identity {
+        StreamIdentity::Uuid => (TypeId::of::<UuidEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(migrate_events(c, s, m, StreamIdentity::Uuid))
+        }),
+        StreamIdentity::String => (TypeId::of::<StringEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(migrate_events(c, s, m, StreamIdentity::String))
+        }),
+    }
 }
 
 /// Runs `body` in a transaction holding the schema's migration lock, so concurrent
@@ -134,7 +147,11 @@ pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCrea
 }
 
 /// The columns of a table as `(name, type name)`; empty when the table does not exist.
-async fn describe(client: &Client, schema: &str, table: &str) -> Result<Vec<(String, String)>> {
+pub(crate) async fn describe(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>> {
     let rows = client
         .query(
             "SELECT column_name::text, udt_name::text FROM information_schema.columns \
@@ -149,81 +166,12 @@ async fn describe(client: &Client, schema: &str, table: &str) -> Result<Vec<(Str
         .map_err(|e| map_db_error(e, Failed::Migrating(table)))
 }
 
-fn udt_of(sql_type: &str) -> &str {
+pub(crate) fn udt_of(sql_type: &str) -> &str {
     match sql_type {
         "bigint" => "int8",
         "integer" => "int4",
         other => other,
     }
-}
-
-/// Creates, updates or checks the table of document type `D`.
-pub(crate) async fn migrate_document<D: PgDocument>(
-    client: &Client,
-    schema: &str,
-    mode: AutoCreate,
-) -> Result<()> {
-    let table = D::TABLE_NAME;
-    let what = Failed::Migrating(table);
-    if mode == AutoCreate::All {
-        client
-            .batch_execute(&crate::tables::documents::drop_table(schema, table))
-            .await
-            .map_err(|e| map_db_error(e, what))?;
-    }
-    let columns = describe(client, schema, table).await?;
-    let required = D::Storage::columns();
-    if columns.is_empty() {
-        if mode == AutoCreate::None {
-            return Err(Error::SchemaObjectMissing {
-                object: format!("{schema}.{table}"),
-            });
-        }
-        debug!(
-            schema,
-            table,
-            document_type = D::DOCUMENT_TYPE,
-            "creating document table"
-        );
-        for sql in D::Storage::ddl(schema) {
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| map_db_error(e, what))?;
-        }
-        return Ok(());
-    }
-    let id_type = <D::Id as PgId>::SQL_TYPE;
-    if let Some((_, found)) = columns.iter().find(|(name, _)| name == "id") {
-        if found != udt_of(id_type) {
-            return Err(Error::Configuration(format!(
-                "table {schema}.{table} has an id column of type {found}, but {} ids are {id_type}",
-                D::DOCUMENT_TYPE
-            )));
-        }
-    }
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .chain(D::INDEXES.iter().map(|ix| ix.column))
-        .filter(|c| !columns.iter().any(|(name, _)| name == c))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if matches!(mode, AutoCreate::None | AutoCreate::CreateOnly) {
-        return Err(Error::SchemaObjectMissing {
-            object: format!("{schema}.{table}.{}", missing.join(", ")),
-        });
-    }
-    debug!(schema, table, ?missing, "adding missing document columns");
-    for sql in D::Storage::ddl(schema) {
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| map_db_error(e, what))?;
-    }
-    Ok(())
 }
 
 /// Creates, updates or checks the event store's tables for a stream identity.

@@ -9,7 +9,6 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use marten_core::{Error, Result};
 
-use crate::documents::PgDocument;
 use crate::events::table::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
 use crate::tables::documents::{gin_index_name, index_name};
 use crate::tables::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
@@ -52,7 +51,7 @@ pub(crate) struct DocumentNames {
 }
 
 impl DocumentNames {
-    fn of<D: PgDocument>() -> Self {
+    fn of<D: marten_core::Document>() -> Self {
         let table = D::TABLE_NAME;
         // The primary key's name is chosen by PostgreSQL, which avoids taken names.
         let mut relations = vec![table.to_owned()];
@@ -96,7 +95,7 @@ fn registry() -> &'static Registry {
 
 /// Records the names of `D` (computed once per type) for [`Claims::claim`], which knows
 /// a type only by its `TypeId`.
-pub(crate) fn register<D: PgDocument>() {
+pub(crate) fn register<D: marten_core::Document>() {
     let id = TypeId::of::<D>();
     let known = registry()
         .read()

@@ -136,6 +136,8 @@ pub struct Session<K: Tracking> {
     pub(crate) conn: Conn,
     pub(crate) state: SessionState,
     pub(crate) uow: UnitOfWork,
+    /// What the store's aggregate cache learns if the save in flight commits.
+    cache_updates: Vec<crate::projections::cache::CacheUpdate>,
     pub(crate) event_meta: EventMeta,
     /// Tag versions consistency boundaries captured, asserted by the next save.
     pub(crate) boundaries: Vec<(marten_core::EventTag, i64)>,
@@ -160,6 +162,7 @@ impl<K: Tracking> Session<K> {
             event_meta: EventMeta::default(),
             boundaries: Vec::new(),
             uow: UnitOfWork::default(),
+            cache_updates: Vec::new(),
             options,
             _kind: PhantomData,
         }
@@ -388,6 +391,7 @@ impl<K: Tracking> Session<K> {
                 &mut self.uow,
                 &mut self.state,
                 use_cache,
+                &mut self.cache_updates,
             );
             let Some(planned) = within(&self.store, planning).await else {
                 // Nothing was written: the locked reads may still wait on the server.
@@ -399,7 +403,7 @@ impl<K: Tracking> Session<K> {
             if let Some(lock) = crate::events::tags::TagLock::for_save(
                 self.store.stream_identity(),
                 &self.boundaries,
-                &self.uow.user.ops,
+                self.uow.user.appends().map(|(_, a)| a),
             ) {
                 self.uow.prelude.push_op(Box::new(lock));
             }
@@ -515,9 +519,15 @@ impl<K: Tracking> Drop for SaveGuard<'_, K> {
 impl<K: Tracking> Session<K> {
     /// Forgets the save's queue and tells the caches how it ended.
     fn end_save(&mut self, committed: bool) {
-        crate::projections::cache::settle(&self.store, &mut self.uow, committed);
+        crate::projections::cache::settle(
+            &self.store,
+            &self.uow,
+            &mut self.cache_updates,
+            committed,
+        );
         self.boundaries.clear();
         self.uow.clear();
+        self.cache_updates.clear();
         self.state.finish_save(committed);
     }
 }

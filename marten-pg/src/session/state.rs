@@ -3,4 +3,3 @@
 //! still being moved (issue #13).
 
 pub(crate) use crate::documents::serialize;
-pub(crate) use crate::unit_of_work::SessionState;

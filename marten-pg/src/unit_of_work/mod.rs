@@ -9,97 +9,141 @@
 //! batch is therefore known after that one round trip; one more query per rejected
 //! operation, after the rollback, reads the stored versions to explain them.
 //!
-//! `mod.rs` holds the queue; `writer.rs` sends it; `lost.rs` settles a save whose
-//! answers were lost. May use: the connection layer, the schema layer, the error map.
+//! `mod.rs` holds the queue, its entries typed by kind where planners need to see them
+//! (stream appends and commands), erased otherwise; `operation.rs` is what the writer
+//! sends; `writer.rs` sends it; `lost.rs` settles a save whose answers were lost;
+//! `append.rs` holds the event store's operations. May use: the connection layer, the
+//! schema layer, the tables, the error map.
 
+pub(crate) mod append;
 mod lost;
+mod operation;
 mod writer;
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
-use marten_core::concurrency::VersionOf;
 use tokio_postgres::Row;
 
+use self::append::{StreamAppend, StreamCommand};
+pub(crate) use self::operation::Operation;
 pub(crate) use crate::connection::join_in_order;
-use crate::documents::batch::{DeleteBatch, Operation, WriteBatch};
-use crate::documents::{PgDocument, WriteKind};
-use crate::json::RawJson;
-use crate::projections::cache::CacheUpdate;
 
 /// What a session remembers (versions, identity map, dirty tracking), its dirty
 /// documents flushed into a unit of work.
 pub(crate) type SessionState = marten_core::session::SessionState<UnitOfWork>;
 
-/// A list of operations in order, merging consecutive writes of one type and kind.
+/// A batch of document writes or deletes of one type: an operation that can take more
+/// documents of its own type and kind (implemented in [`crate::documents`]).
+pub(crate) trait DocumentBatch: Operation {
+    /// The batch as its concrete type, to add documents of the same type to it.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The batch as an operation.
+    fn operation(&self) -> &dyn Operation;
+    /// The batch as an operation, mutably.
+    fn operation_mut(&mut self) -> &mut dyn Operation;
+}
+
+/// One queued entry, typed by what planners need to know of it.
+pub(crate) enum Queued {
+    /// Writes or deletes of one document type and kind.
+    Documents(Box<dyn DocumentBatch>),
+    /// Events appended to one stream.
+    Append(Box<StreamAppend>),
+    /// A stream archived or deleted.
+    Command(StreamCommand),
+    /// Anything else (checks, locks, progress updates).
+    Other(Box<dyn Operation>),
+}
+
+impl Queued {
+    /// The entry as the operation the writer sends.
+    pub(crate) fn operation(&self) -> &dyn Operation {
+        match self {
+            Queued::Documents(batch) => batch.operation(),
+            Queued::Append(append) => append.as_ref(),
+            Queued::Command(command) => command,
+            Queued::Other(op) => op.as_ref(),
+        }
+    }
+
+    /// The entry as the operation the writer sends, mutably.
+    pub(crate) fn operation_mut(&mut self) -> &mut dyn Operation {
+        match self {
+            Queued::Documents(batch) => batch.operation_mut(),
+            Queued::Append(append) => append.as_mut(),
+            Queued::Command(command) => command,
+            Queued::Other(op) => op.as_mut(),
+        }
+    }
+}
+
+/// A list of operations in order ([`crate::documents`] adds the typed document writes,
+/// merging consecutive writes of one type and kind).
 #[derive(Default)]
 pub(crate) struct OpList {
-    pub(crate) ops: Vec<Box<dyn Operation>>,
+    pub(crate) items: Vec<Queued>,
 }
 
 impl OpList {
-    /// Queues a write, joining the previous operation when it is a batch of the same type
-    /// and kind that does not yet touch this id.
-    pub(crate) fn push_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        if let Some(last) = self.ops.last_mut() {
-            if let Some(batch) = last.as_any_mut().downcast_mut::<WriteBatch<D>>() {
-                if batch.accepts(kind, &id) {
-                    batch.push(id, RawJson(json), expected);
-                    return;
-                }
-            }
-        }
-        let mut batch = WriteBatch::<D>::new(kind);
-        batch.push(id, RawJson(json), expected);
-        self.ops.push(Box::new(batch));
-    }
-
-    /// Queues a write an inline projection derived, marked so that its rejection makes
-    /// the save plan again and retry rather than fail.
-    pub(crate) fn push_derived_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        self.push_write::<D>(kind, id, json, expected);
-        if let Some(batch) = self
-            .ops
-            .last_mut()
-            .and_then(|op| op.as_any_mut().downcast_mut::<WriteBatch<D>>())
-        {
-            batch.derived = true;
-        }
-    }
-
     /// Moves every operation of `other` to the end of this list.
     pub(crate) fn append(&mut self, other: &mut OpList) {
-        self.ops.append(&mut other.ops);
+        self.items.append(&mut other.items);
     }
 
     /// Queues any operation as it is.
     pub(crate) fn push_op(&mut self, op: Box<dyn Operation>) {
-        self.ops.push(op);
+        self.items.push(Queued::Other(op));
     }
 
-    /// Queues a delete by id.
-    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
-        if let Some(last) = self.ops.last_mut() {
-            if let Some(batch) = last.as_any_mut().downcast_mut::<DeleteBatch<D>>() {
-                batch.push(id);
-                return;
-            }
+    /// Queues an append to a stream.
+    pub(crate) fn push_append(&mut self, append: StreamAppend) {
+        self.items.push(Queued::Append(Box::new(append)));
+    }
+
+    /// Queues a stream command (archive, delete).
+    pub(crate) fn push_command(&mut self, command: StreamCommand) {
+        self.items.push(Queued::Command(command));
+    }
+
+    /// The operations, in order.
+    pub(crate) fn operations(&self) -> impl Iterator<Item = &dyn Operation> {
+        self.items.iter().map(Queued::operation)
+    }
+
+    /// The appends with their positions in the list.
+    pub(crate) fn appends(&self) -> impl Iterator<Item = (usize, &StreamAppend)> {
+        self.items.iter().enumerate().filter_map(|(i, q)| match q {
+            Queued::Append(a) => Some((i, a.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// The append at `index`, if that entry is one.
+    pub(crate) fn append_at_mut(&mut self, index: usize) -> Option<&mut StreamAppend> {
+        match self.items.get_mut(index) {
+            Some(Queued::Append(a)) => Some(a.as_mut()),
+            _ => None,
         }
-        let mut batch = DeleteBatch::<D>::new();
-        batch.push(id);
-        self.ops.push(Box::new(batch));
+    }
+
+    /// The stream commands.
+    pub(crate) fn commands(&self) -> impl Iterator<Item = &StreamCommand> {
+        self.items.iter().filter_map(|q| match q {
+            Queued::Command(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Forgets everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
     }
 }
 
@@ -111,8 +155,6 @@ pub(crate) struct UnitOfWork {
     pub(crate) prelude: OpList,
     pub(crate) user: OpList,
     pub(crate) derived: OpList,
-    /// What the store's aggregate cache learns if this attempt commits.
-    pub(crate) cache_updates: Vec<CacheUpdate>,
 }
 
 /// How a save ended when it did not fail.
@@ -130,31 +172,21 @@ pub(crate) type StatementFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
 impl UnitOfWork {
+    /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.user.ops.is_empty() && self.derived.ops.is_empty()
+        self.user.is_empty() && self.derived.is_empty()
     }
 
     /// The number of documents and events the queued operations touch.
     pub(crate) fn len(&self) -> usize {
-        self.user.ops.iter().map(|o| o.len()).sum()
+        self.user.operations().map(|o| o.len()).sum()
     }
 
+    /// Forgets everything queued.
     pub(crate) fn clear(&mut self) {
-        self.prelude.ops.clear();
-        self.user.ops.clear();
-        self.derived.ops.clear();
-        self.cache_updates.clear();
-    }
-
-    /// Queues a write (see [`OpList::push_write`]).
-    pub(crate) fn push_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        self.user.push_write::<D>(kind, id, json, expected);
+        self.prelude.clear();
+        self.user.clear();
+        self.derived.clear();
     }
 
     /// Queues any operation as it is.
@@ -162,18 +194,12 @@ impl UnitOfWork {
         self.user.push_op(op);
     }
 
-    /// Queues a delete by id.
-    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
-        self.user.push_delete::<D>(id);
-    }
-
     /// Forgets the derived writes and every operation's result, before planning again.
     pub(crate) fn reset_attempt(&mut self) {
-        self.prelude.ops.clear();
-        self.derived.ops.clear();
-        self.cache_updates.clear();
-        for op in &mut self.user.ops {
-            op.reset();
+        self.prelude.clear();
+        self.derived.clear();
+        for q in &mut self.user.items {
+            q.operation_mut().reset();
         }
     }
 }

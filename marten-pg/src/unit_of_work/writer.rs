@@ -11,14 +11,14 @@ use tokio_postgres::{Client, Statement};
 use tracing::{debug, warn};
 
 use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
-use super::{Outcome, SessionState, UnitOfWork};
+use super::Operation;
+use super::{Outcome, Queued, SessionState, UnitOfWork};
 use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
-use crate::documents::batch::Operation;
 use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
 use crate::store::DocumentStore;
 use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 
-type Ops<'u> = Vec<&'u mut Box<dyn Operation>>;
+type Ops<'u> = Vec<&'u mut dyn Operation>;
 
 /// The statements of a transactional save, prepared on its connection.
 struct Prepared {
@@ -84,10 +84,11 @@ impl UnitOfWork {
     ) -> Result<Outcome> {
         let mut ops: Ops<'_> = self
             .prelude
-            .ops
+            .items
             .iter_mut()
-            .chain(self.user.ops.iter_mut())
-            .chain(self.derived.ops.iter_mut())
+            .chain(self.user.items.iter_mut())
+            .chain(self.derived.items.iter_mut())
+            .map(Queued::operation_mut)
             .collect();
         for op in ops.iter() {
             let (type_id, migrate) = op.schema();
@@ -97,11 +98,41 @@ impl UnitOfWork {
         // One statement that either writes everything or nothing needs no transaction.
         let failure = if !req.in_transaction() && ops.len() == 1 && ops[0].atomic() {
             ops[0].alone();
-            send_alone(req, ops[0], schema, probe).await?
+            send_alone(req, &mut *ops[0], schema, probe).await?
         } else {
             send_transaction(req, &mut ops, schema, probe).await?
         };
-        conclude(req.client(), &ops, failure, state).await
+        let concluded = conclude(req.client(), &ops, failure, state).await;
+        drop(ops);
+        match concluded {
+            Err(Error::DuplicateEvent { .. }) => Err(self.name_duplicates(req.client()).await),
+            other => other,
+        }
+    }
+
+    /// The duplicate-event error of a save, naming which of its events' ids were stored
+    /// before (read after the save's transaction ended).
+    async fn name_duplicates(&self, client: &Client) -> Error {
+        let ids: Vec<uuid::Uuid> = (self.user.appends())
+            .chain(self.derived.appends())
+            .flat_map(|(_, a)| a.ids.iter().copied())
+            .collect();
+        let found = client
+            .query(crate::events::table::EXISTING_EVENT_IDS, &[&ids])
+            .await
+            .map_err(|e| map_db_error(e, Failed::Reading("event")))
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        r.try_get::<_, uuid::Uuid>(0)
+                            .map_err(|e| map_db_error(e, Failed::Reading("event")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            });
+        match found {
+            Ok(ids) => Error::DuplicateEvent { ids },
+            Err(e) => e,
+        }
     }
 }
 
@@ -109,7 +140,7 @@ impl UnitOfWork {
 /// concluded (not sent, or its outcome is unknown); `Ok(Some(e))`: it failed with `e`.
 async fn send_alone(
     req: &mut Request<'_>,
-    op: &mut Box<dyn Operation>,
+    op: &mut dyn Operation,
     schema: &str,
     probe: &FlightProbe,
 ) -> Result<Option<Error>> {
@@ -117,7 +148,7 @@ async fn send_alone(
     let statement = client
         .prepare_cached(op.sql())
         .await
-        .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
+        .map_err(|e| map_db_error(e, writing(&*op, schema)))?;
     debug!(
         operations = 1,
         documents = op.len(),
@@ -149,7 +180,7 @@ async fn send_alone(
         Ok(Lone::Count(n)) => op.accept_count(n),
         Ok(Lone::Rows(rows)) => op.accept(&rows),
         Err(e) => {
-            note(&mut failure, e, writing(op.as_ref(), schema));
+            note(&mut failure, e, writing(&*op, schema));
             Ok(())
         }
     };
@@ -227,7 +258,7 @@ async fn prepare(client: &Object, ops: &Ops<'_>, schema: &str) -> Result<Prepare
         let statement = client
             .prepare_cached(op.sql())
             .await
-            .map_err(|e| map_db_error(e, writing(op.as_ref(), schema)))?;
+            .map_err(|e| map_db_error(e, writing(&**op, schema)))?;
         statements.push(statement);
     }
     let ident = client
@@ -285,7 +316,7 @@ fn read_flight(
                     failure.get_or_insert(e);
                 }
             }
-            Err(e) => note(&mut failure, e, writing(op.as_ref(), schema)),
+            Err(e) => note(&mut failure, e, writing(&**op, schema)),
         }
     }
     if let Some(Err(e)) = flight.guard.map(|h| answers.take(h)) {
@@ -309,13 +340,9 @@ async fn conclude(
     state: &mut SessionState,
 ) -> Result<Outcome> {
     if let Some(e) = failure {
-        if let Error::DuplicateEvent { .. } = e {
-            return Err(name_duplicates(client, ops).await);
-        }
         return Err(e);
     }
-    let rejected: Vec<&&mut Box<dyn Operation>> =
-        ops.iter().filter(|o| o.has_rejections()).collect();
+    let rejected: Vec<&&mut dyn Operation> = ops.iter().filter(|o| o.has_rejections()).collect();
     if !rejected.is_empty() {
         if rejected.iter().all(|o| o.retryable()) {
             return Ok(Outcome::Retry);
@@ -330,35 +357,6 @@ async fn conclude(
         op.committed(state);
     }
     Ok(Outcome::Committed)
-}
-
-/// The duplicate-event error of a save, naming which of its events' ids were stored
-/// before (read after the save's transaction ended).
-async fn name_duplicates(client: &Client, ops: &Ops<'_>) -> Error {
-    let ids: Vec<uuid::Uuid> = ops
-        .iter()
-        .filter_map(|op| {
-            op.as_any()
-                .downcast_ref::<crate::events::append::StreamAppend>()
-        })
-        .flat_map(|a| a.ids.iter().copied())
-        .collect();
-    let found = client
-        .query(crate::events::table::EXISTING_EVENT_IDS, &[&ids])
-        .await
-        .map_err(|e| map_db_error(e, Failed::Reading("event")))
-        .and_then(|rows| {
-            rows.iter()
-                .map(|r| {
-                    r.try_get::<_, uuid::Uuid>(0)
-                        .map_err(|e| map_db_error(e, Failed::Reading("event")))
-                })
-                .collect::<Result<Vec<_>>>()
-        });
-    match found {
-        Ok(ids) => Error::DuplicateEvent { ids },
-        Err(e) => e,
-    }
 }
 
 /// Keeps the first real failure of a batch; later statements of an aborted transaction

@@ -1,6 +1,6 @@
 //! A stream append as an operation of the unit of work: one statement per append.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -8,13 +8,12 @@ use marten_core::{AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, S
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::stream_id::StreamKey;
-use super::table::{EventSql, EVENTS_TABLE};
-use crate::documents::batch::Operation;
+use super::Operation;
 use crate::error_map::{map_db_error, Failed};
+use crate::events::table::{EventSql, EVENTS_TABLE};
 use crate::json::RawJson;
 use crate::schema::MigrateFn;
-use crate::unit_of_work::SessionState;
+use crate::stream_key::StreamKey;
 
 /// What an append asserts about its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +206,7 @@ impl Operation for StreamAppend {
     }
 
     fn schema(&self) -> (TypeId, MigrateFn) {
-        super::api::events_schema(self.identity)
+        crate::schema::events_schema(self.identity)
     }
 
     fn alone(&mut self) {
@@ -273,16 +272,6 @@ impl Operation for StreamAppend {
             };
             Ok(vec![Rejection::new("stream", self.stream.0.key(), kind)])
         })
-    }
-
-    fn committed(&self, _state: &mut SessionState) {}
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
@@ -351,7 +340,7 @@ impl Operation for StreamCommand {
     }
 
     fn schema(&self) -> (TypeId, MigrateFn) {
-        super::api::events_schema(self.identity)
+        crate::schema::events_schema(self.identity)
     }
 
     fn accept(&mut self, _rows: &[Row]) -> Result<()> {
@@ -364,15 +353,5 @@ impl Operation for StreamCommand {
 
     fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn committed(&self, _state: &mut SessionState) {}
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
