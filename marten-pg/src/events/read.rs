@@ -1,17 +1,19 @@
-//! Reading events: a stream, the global gap-safe order, stream state.
+//! Reading events from the database: a stream, the global gap-safe order, stream state,
+//! and the decoding of event rows. Uses the event SQL (`table`) and the store's registry.
 
 use std::time::Duration;
 
 use deadpool_postgres::Object;
 use marten_core::{Error, EventEnvelope, Result, StreamState};
 use time::OffsetDateTime;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
-use super::api::{events_schema, EventPage, Position, StreamRange};
+use super::range::{EventPage, Position, StreamRange};
 use super::stream_id::{StreamIdColumn, StreamKey};
 use super::table::{EventSql, OLDEST_OPEN_TRANSACTION};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
+use crate::schema::events_schema;
 use crate::store::DocumentStore;
 use crate::xid8::Xid8;
 
@@ -23,6 +25,17 @@ fn reading(e: tokio_postgres::Error) -> Error {
 pub(crate) async fn ensure(store: &DocumentStore) -> Result<()> {
     let (type_id, migrate) = events_schema(store.stream_identity());
     store.ensure_erased(type_id, migrate).await
+}
+
+/// Makes sure the event tables exist and prepares (cached) the statement `pick` chooses.
+async fn prepare(
+    store: &DocumentStore,
+    client: &Object,
+    pick: fn(&EventSql) -> &String,
+) -> Result<Statement> {
+    ensure(store).await?;
+    let sql = EventSql::get(store.stream_identity());
+    client.prepare_cached(pick(sql)).await.map_err(reading)
 }
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
@@ -88,12 +101,7 @@ pub(crate) async fn fetch_stream(
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Vec<EventEnvelope>> {
-    ensure(store).await?;
-    let sql = EventSql::get(store.stream_identity());
-    let stmt = client
-        .prepare_cached(&sql.fetch_stream)
-        .await
-        .map_err(reading)?;
+    let stmt = prepare(store, client, |sql| &sql.fetch_stream).await?;
     let rows = client
         .query(
             &stmt,
@@ -120,12 +128,7 @@ pub(crate) async fn read_all(
     include_archived: bool,
     skip_unknown: bool,
 ) -> Result<EventPage> {
-    ensure(store).await?;
-    let sql = EventSql::get(store.stream_identity());
-    let stmt = client
-        .prepare_cached(&sql.read_all)
-        .await
-        .map_err(reading)?;
+    let stmt = prepare(store, client, |sql| &sql.read_all).await?;
     let tx = Xid8(after.transaction_id);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
@@ -157,12 +160,7 @@ pub(crate) async fn stream_state(
     client: &Object,
     stream: &StreamKey,
 ) -> Result<Option<StreamState>> {
-    ensure(store).await?;
-    let sql = EventSql::get(store.stream_identity());
-    let stmt = client
-        .prepare_cached(&sql.stream_state)
-        .await
-        .map_err(reading)?;
+    let stmt = prepare(store, client, |sql| &sql.stream_state).await?;
     let Some(row) = client.query_opt(&stmt, &[stream]).await.map_err(reading)? else {
         return Ok(None);
     };

@@ -110,7 +110,7 @@ pub const EVENT_COLUMNS_REQUIRED: &[&str] = &[
 /// The event store's statements for one stream identity.
 pub struct EventSql {
     /// Appends of several events (or of none), inside a larger save: parameters as
-    /// arrays (see [`EventSql::new`]); one row `version, seq_ids, flag`.
+    /// arrays (see `EventSql::new`); one row `version, seq_ids, flag`.
     pub many: AppendStatements,
     /// Appends of one event inside a larger save: scalar parameters, same result row.
     pub one: AppendStatements,
@@ -149,7 +149,7 @@ pub struct EventSql {
     pub delete: String,
 }
 
-/// One append statement per [`AppendKind`](super::append::AppendKind), of one shape.
+/// One append statement per `AppendKind`, of one shape.
 pub struct AppendStatements {
     /// Start a stream that must not exist.
     pub start: String,
@@ -202,41 +202,37 @@ impl EventSql {
     /// statement is its own transaction and a rejection shows as a row count of 0.
     fn new(identity: StreamIdentity) -> EventSql {
         let idt = id_type(identity);
-        let events_many = format!(
-            "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-             SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
-             FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
-             WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
-             ORDER BY i.ord"
-        );
-        let events_one = format!(
-            "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-             SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s"
-        );
-        // Inside a larger save: one result row, and the rejected flag when the stream
-        // statement took no row.
-        let flagged = |stream_row: &str, events: &str, tags: &str| {
-            format!(
-                "WITH s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tags} \
-                 SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
-                 CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
-            )
-        };
-        // The whole save: the event insert is the statement, its row count the result.
-        let alone = |stream_row: &str, events: &str| {
-            format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
-        };
-        let tags = format!(
-            ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
-             SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
-             JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
-             tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
-             SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
-             WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
-             ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
-        );
-        let rows = |expected_param: usize| {
-            StreamRows {
+        let (plain, tagged) = (StreamRows::new(idt, 10), StreamRows::new(idt, 13));
+        let (events_many, events_one) = (insert_events(idt), insert_event(idt));
+        let tags = insert_tags();
+        EventSql {
+            many: AppendStatements::new(&plain, |r| flagged(r, &events_many, "")),
+            one: AppendStatements::new(&plain, |r| flagged(r, &events_one, "")),
+            tagged: AppendStatements::new(&tagged, |r| flagged(r, &events_many, &tags)),
+            many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
+            one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
+            tag_versions: select_tag_versions(),
+            events_by_tags: select_events_by_tags(),
+            stream_version: format!("SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+            lock_stream: format!(
+                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt} FOR UPDATE"
+            ),
+            stream_state: format!(
+                "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"
+            ),
+            fetch_stream: select_stream_events(idt),
+            read_all: select_global_page(),
+            archive: archive_stream(idt),
+            delete: format!("DELETE FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+        }
+    }
+}
+
+impl StreamRows {
+    /// The stream-row statements of an append whose expected version is
+    /// `$expected_param`.
+    fn new(idt: &str, expected_param: usize) -> Self {
+        StreamRows {
             start: format!(
                 "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
                  ON CONFLICT (id) DO NOTHING"
@@ -252,52 +248,104 @@ impl EventSql {
                  WHERE st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived"
             ),
         }
-        };
-        let (plain, tagged) = (rows(10), rows(13));
-        EventSql {
-            many: AppendStatements::new(&plain, |r| flagged(r, &events_many, "")),
-            one: AppendStatements::new(&plain, |r| flagged(r, &events_one, "")),
-            tagged: AppendStatements::new(&tagged, |r| flagged(r, &events_many, &tags)),
-            many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
-            one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
-            tag_versions: format!(
-                "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
-                 JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) ON v.tag_type = q.tt AND v.tag_value = q.tv \
-                 WHERE v.tenant_id = '*DEFAULT*'"
-            ),
-            events_by_tags: format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE seq_id IN (\
-                 SELECT t.seq_id FROM {TAGS_TABLE} t JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) \
-                 ON t.tag_type = q.tt AND t.tag_value = q.tv) \
-                 AND ($3::text[] IS NULL OR type = ANY($3::text[])) AND NOT is_archived ORDER BY seq_id"
-            ),
-            stream_version: format!("SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
-            lock_stream: format!(
-                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt} FOR UPDATE"
-            ),
-            stream_state: format!(
-                "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"
-            ),
-            fetch_stream: format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE stream_id = $1::{idt} \
-                 AND version BETWEEN $2::bigint AND $3::bigint \
-                 AND ($4::timestamptz IS NULL OR timestamp >= $4) AND ($5::timestamptz IS NULL OR timestamp <= $5) \
-                 AND (NOT is_archived OR $6::boolean) ORDER BY version"
-            ),
-            read_all: format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
-                 WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                 AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
-                 AND (NOT e.is_archived OR $4::boolean) \
-                 ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
-            ),
-            archive: format!(
-                "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE id = $1::{idt} RETURNING id) \
-                 UPDATE {EVENTS_TABLE} SET is_archived = true WHERE stream_id IN (SELECT id FROM s)"
-            ),
-            delete: format!("DELETE FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
-        }
     }
+}
+
+/// Inserts the events of an append with array parameters, versions counted back from the
+/// stream row `s`.
+fn insert_events(idt: &str) -> String {
+    format!(
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+         SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
+         FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
+         WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
+         ORDER BY i.ord"
+    )
+}
+
+/// Inserts the one event of an append with scalar parameters, at the stream row's version.
+fn insert_event(idt: &str) -> String {
+    format!(
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
+         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s"
+    )
+}
+
+/// Inside a larger save: one result row, and the rejected flag when the stream statement
+/// took no row.
+fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
+    format!(
+        "WITH s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tags} \
+         SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
+         CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
+    )
+}
+
+/// The whole save: the event insert is the statement, its row count the result.
+fn alone(stream_row: &str, events: &str) -> String {
+    format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
+}
+
+/// The tag rows of a tagged append and the bump of each tag's version, as CTEs following
+/// the event insert `e`.
+fn insert_tags() -> String {
+    format!(
+        ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
+         SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
+         JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
+         tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
+         SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
+         WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
+         ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
+    )
+}
+
+/// See [`EventSql::tag_versions`].
+fn select_tag_versions() -> String {
+    format!(
+        "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
+         JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) ON v.tag_type = q.tt AND v.tag_value = q.tv \
+         WHERE v.tenant_id = '*DEFAULT*'"
+    )
+}
+
+/// See [`EventSql::events_by_tags`].
+fn select_events_by_tags() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE seq_id IN (\
+         SELECT t.seq_id FROM {TAGS_TABLE} t JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) \
+         ON t.tag_type = q.tt AND t.tag_value = q.tv) \
+         AND ($3::text[] IS NULL OR type = ANY($3::text[])) AND NOT is_archived ORDER BY seq_id"
+    )
+}
+
+/// See [`EventSql::fetch_stream`].
+fn select_stream_events(idt: &str) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE stream_id = $1::{idt} \
+         AND version BETWEEN $2::bigint AND $3::bigint \
+         AND ($4::timestamptz IS NULL OR timestamp >= $4) AND ($5::timestamptz IS NULL OR timestamp <= $5) \
+         AND (NOT is_archived OR $6::boolean) ORDER BY version"
+    )
+}
+
+/// See [`EventSql::read_all`].
+fn select_global_page() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
+         WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
+         AND (NOT e.is_archived OR $4::boolean) \
+         ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
+    )
+}
+
+/// See [`EventSql::archive`]: the stream row and its events are marked archived.
+fn archive_stream(idt: &str) -> String {
+    format!(
+        "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE id = $1::{idt} RETURNING id) \
+         UPDATE {EVENTS_TABLE} SET is_archived = true WHERE stream_id IN (SELECT id FROM s)"
+    )
 }
 
 /// Whether any event the daemon projects lies after a position: `$1` transaction id

@@ -8,7 +8,6 @@
 
 pub(crate) mod load;
 mod query;
-pub(crate) mod state;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

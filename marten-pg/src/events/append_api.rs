@@ -1,0 +1,190 @@
+//! The append API of [`Events`]: start, append (plain, expected, optimistic, exclusive),
+//! archive and delete, each queued on the session's unit of work for `save_changes`.
+//! Uses `encode` to build appends, `stream_row` / `lock` for the read-before-append kinds.
+
+use marten_core::{Result, StreamId, StreamIdentity};
+
+use super::api::Events;
+use super::append::{AppendKind, StreamAppend, StreamCommand};
+use super::pending::PendingEvent;
+use super::stream_id::StreamKey;
+use crate::session::Tracking;
+
+#[cfg(doc)]
+use super::range::StreamRange;
+#[cfg(doc)]
+use marten_core::{Error, RejectionKind};
+
+impl<K: Tracking> Events<'_, K> {
+    /// Queues an append built by [`build`](Self::build) (nothing for `None`).
+    pub(super) fn queue(&mut self, append: Option<StreamAppend>) {
+        if let Some(a) = append {
+            self.session.uow.user.push_append(a);
+        }
+    }
+
+    /// Checks the stream id, builds the append and queues it.
+    fn enqueue<I>(
+        &mut self,
+        kind: AppendKind,
+        stream: StreamId,
+        events: I,
+        aggregate_type: Option<&str>,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream)?;
+        if let Some(t) = aggregate_type {
+            crate::validate::check_text(
+                t,
+                || "aggregate type".to_owned(),
+                || ("stream".to_owned(), Some(key.0.to_string())),
+            )?;
+        }
+        let mut append = self.build(kind, key, events)?;
+        if let (Some(a), Some(t)) = (&mut append, aggregate_type) {
+            a.stream_type = Some(t.to_owned());
+        }
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Builds and queues an append that expects the stream at `version`.
+    fn enqueue_expected<I>(&mut self, key: StreamKey, version: i64, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let append = self.build(AppendKind::Expected(version), key, events)?;
+        self.queue(append);
+        Ok(())
+    }
+
+    /// Starts a stream; `save_changes` rejects it with
+    /// [`RejectionKind::StreamExists`] if the stream exists. The events get versions
+    /// 1..=n; a stream can be started with no events (version 0).
+    pub fn start_stream<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        self.enqueue(AppendKind::Start, stream.into(), events, None)
+    }
+
+    /// Like [`start_stream`](Self::start_stream), recording the aggregate type name the
+    /// stream belongs to.
+    pub fn start_stream_of<I>(
+        &mut self,
+        aggregate_type: &str,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        self.enqueue(
+            AppendKind::Start,
+            stream.into(),
+            events,
+            Some(aggregate_type),
+        )
+    }
+
+    /// Appends events, creating the stream if it does not exist. Appending no events does
+    /// nothing.
+    pub fn append<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        self.enqueue(AppendKind::Append, stream.into(), events, None)
+    }
+
+    /// Appends events if the stream is at `expected_version` when saved, where
+    /// `expected_version` is the version the caller saw **before** this append (0: the
+    /// stream must not exist yet). Otherwise `save_changes` rejects it with
+    /// [`RejectionKind::UnexpectedStreamVersion`] (or `StreamExists` for 0).
+    pub fn append_expected<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        expected_version: i64,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        self.enqueue(expecting(expected_version), stream.into(), events, None)
+    }
+
+    /// Reads the stream's version now and appends with that version expected: the save
+    /// fails if the stream moved in between. A missing stream is
+    /// [`Error::StreamNotFound`].
+    pub async fn append_optimistic<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let version = self.current_version(&key).await?;
+        self.enqueue_expected(key, version, events)
+    }
+
+    /// Locks the stream's row now (waiting up to the store's exclusive lock timeout, then
+    /// failing with [`Error::StreamLocked`]) and appends with its current version
+    /// expected. The session holds the lock in an open transaction until `save_changes`
+    /// commits, the save fails, or the session is dropped. A missing stream is
+    /// [`Error::StreamNotFound`].
+    pub async fn append_exclusive<I>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: I,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let key = self.key(stream.into())?;
+        let version = self.lock_stream(&key).await?;
+        self.enqueue_expected(key, version, events)
+    }
+
+    /// Archives a stream (queued): its events leave normal reads and appends to it are
+    /// rejected; [`StreamRange::including_archived`] still reads them.
+    pub fn archive_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
+        self.enqueue_command(stream.into(), StreamCommand::archive)
+    }
+
+    /// Deletes a stream and all its events (queued).
+    pub fn delete_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
+        self.enqueue_command(stream.into(), StreamCommand::delete)
+    }
+
+    /// Checks the stream id and queues the stream command `make` builds for it.
+    fn enqueue_command(
+        &mut self,
+        stream: StreamId,
+        make: fn(StreamIdentity, StreamKey) -> StreamCommand,
+    ) -> Result<()> {
+        let key = self.key(stream)?;
+        let identity = self.session.store.stream_identity();
+        self.session.uow.user.push_command(make(identity, key));
+        Ok(())
+    }
+}
+
+/// The append kind that expects the stream at `version` (0: the stream must not exist).
+pub(super) fn expecting(version: i64) -> AppendKind {
+    if version == 0 {
+        AppendKind::Start
+    } else {
+        AppendKind::Expected(version)
+    }
+}

@@ -1,0 +1,156 @@
+//! Locking a stream's row for `append_exclusive`: the lock is taken now, inside the
+//! session's transaction, under a savepoint and a lock timeout. Uses the session's
+//! connection (`Request`), the event SQL and `stream_row` to read the locked row.
+
+use std::time::Duration;
+
+use marten_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::api::Events;
+use super::read;
+use super::stream_id::StreamKey;
+use super::stream_row::{expected_version, reading, version_row};
+use super::table::EventSql;
+use crate::connection::{timed_out, within, Request};
+use crate::error_map::{map_db_error, Failed};
+use crate::session::Tracking;
+use crate::unit_of_work::{join_in_order, StatementFuture};
+
+/// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).
+const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+
+impl<K: Tracking> Events<'_, K> {
+    /// Locks the stream's row now in the session's transaction, waiting up to the store's
+    /// exclusive lock timeout, and returns its version.
+    pub(super) async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
+        let s = &mut *self.session;
+        let timeout = s.store.event_config().exclusive_lock_timeout;
+        read::ensure(&s.store).await?;
+        let sql = EventSql::get(s.store.stream_identity());
+        let mut req = s.conn.request(&s.store).await?;
+        let answered = within(
+            &s.store,
+            lock_stream_on(&mut req, &sql.lock_stream, key, timeout),
+        );
+        let Some(outcome) = answered.await else {
+            req.mark_lost();
+            return Err(timed_out(&s.store));
+        };
+        req.settle(&outcome);
+        outcome
+    }
+}
+
+/// What the pipelined lock attempt answered: the savepoint and the locking select.
+type Answers = (
+    Option<Result<Vec<Row>, tokio_postgres::Error>>,
+    Option<Result<Vec<Row>, tokio_postgres::Error>>,
+);
+
+/// Locks a stream's row in the connection's transaction (opening one if none is open),
+/// waiting at most `timeout`. A failure undoes only this attempt: locks taken earlier in
+/// the transaction stay.
+async fn lock_stream_on(
+    req: &mut Request<'_>,
+    lock_sql: &str,
+    key: &StreamKey,
+    timeout: Duration,
+) -> Result<i64> {
+    let client = req.client();
+    let lock = client.prepare_cached(lock_sql).await.map_err(reading)?;
+    let set_timeout = client
+        .prepare_cached(SET_LOCK_TIMEOUT)
+        .await
+        .map_err(reading)?;
+    let began = !req.in_transaction();
+    if began {
+        // BEGIN is about to be written.
+        req.set_in_transaction(true);
+    }
+    let answers = send_attempt(req.client(), began, &set_timeout, &lock, key, timeout).await;
+    let outcome = attempt_outcome(answers, key, timeout);
+    if outcome.is_err() {
+        undo_attempt(req, began).await?;
+    }
+    outcome
+}
+
+/// Pipelines the attempt in one round trip: `BEGIN` (if `began`), a savepoint, the lock
+/// timeout, the locking select and the savepoint's release.
+async fn send_attempt(
+    c: &Client,
+    began: bool,
+    set_timeout: &Statement,
+    lock: &Statement,
+    key: &StreamKey,
+    timeout: Duration,
+) -> Answers {
+    let timeout_text = lock_timeout_text(timeout);
+    let timeout_params: [&(dyn ToSql + Sync); 1] = [&timeout_text];
+    let lock_params: [&(dyn ToSql + Sync); 1] = [key];
+    let mut flight: Vec<StatementFuture<'_>> = Vec::new();
+    if began {
+        flight.push(simple(c, "BEGIN"));
+    }
+    flight.push(simple(c, "SAVEPOINT mt_exclusive"));
+    flight.push(Box::pin(c.query(set_timeout, &timeout_params)));
+    flight.push(Box::pin(c.query(lock, &lock_params)));
+    flight.push(simple(c, "RELEASE SAVEPOINT mt_exclusive"));
+    let results = join_in_order(flight).await;
+    let mut results = results.into_iter().skip(usize::from(began));
+    let savepoint = results.next();
+    let _timeout = results.next();
+    let locked = results.next();
+    (savepoint, locked)
+}
+
+/// A statement without parameters or rows, as one future of the pipeline.
+fn simple<'a>(c: &'a Client, sql: &'static str) -> StatementFuture<'a> {
+    Box::pin(async move { c.batch_execute(sql).await.map(|()| Vec::new()) })
+}
+
+/// The `lock_timeout` setting for `timeout`. PostgreSQL takes at most i32::MAX ms (about
+/// 24.8 days): a longer timeout (`Duration::MAX`) waits that long.
+fn lock_timeout_text(timeout: Duration) -> String {
+    format!("{}ms", timeout.as_millis().clamp(1, i32::MAX as u128))
+}
+
+/// The stream's version from the attempt's answers, or why it could not be locked.
+fn attempt_outcome(
+    (savepoint, locked): Answers,
+    key: &StreamKey,
+    timeout: Duration,
+) -> Result<i64> {
+    match (savepoint, locked) {
+        (Some(Err(e)), _) => Err(map_db_error(e, Failed::Transaction)),
+        (_, Some(Ok(rows))) => rows
+            .first()
+            .map(version_row)
+            .transpose()
+            .and_then(|row| expected_version(key, row)),
+        (_, Some(Err(e))) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(Error::StreamLocked {
+                stream: key.0.clone(),
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
+        }
+        (_, Some(Err(e))) => Err(reading(e)),
+        (_, None) => expected_version(key, None),
+    }
+}
+
+/// Undoes a failed attempt: the whole transaction if the attempt began it, else back to
+/// the attempt's savepoint.
+async fn undo_attempt(req: &mut Request<'_>, began: bool) -> Result<()> {
+    if began {
+        req.rollback().await;
+        return Ok(());
+    }
+    req.client()
+        .batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive")
+        .await
+        .map_err(|e| map_db_error(e, Failed::Transaction))
+}

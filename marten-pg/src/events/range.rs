@@ -1,0 +1,101 @@
+//! What a read asks for and gets back: [`StreamRange`] (which events of a stream),
+//! [`Position`] in the gap-safe global order and an [`EventPage`] of it. Plain data.
+
+use marten_core::EventEnvelope;
+use time::OffsetDateTime;
+
+/// Which events of a stream to fetch. The default is all of them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StreamRange {
+    /// The lowest version (inclusive).
+    pub from_version: i64,
+    /// The highest version (inclusive).
+    pub to_version: i64,
+    /// Only events stored at or after this time.
+    pub from_time: Option<OffsetDateTime>,
+    /// Only events stored at or before this time.
+    pub to_time: Option<OffsetDateTime>,
+    /// Whether events of an archived stream are returned.
+    pub include_archived: bool,
+}
+
+impl Default for StreamRange {
+    fn default() -> Self {
+        StreamRange {
+            from_version: 0,
+            to_version: i64::MAX,
+            from_time: None,
+            to_time: None,
+            include_archived: false,
+        }
+    }
+}
+
+impl StreamRange {
+    /// All events.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Events up to and including `version`.
+    pub fn up_to_version(mut self, version: i64) -> Self {
+        self.to_version = version;
+        self
+    }
+
+    /// Events from `version` on.
+    pub fn from_version(mut self, version: i64) -> Self {
+        self.from_version = version;
+        self
+    }
+
+    /// Events stored at or before `time`.
+    pub fn up_to_time(mut self, time: OffsetDateTime) -> Self {
+        self.to_time = Some(time);
+        self
+    }
+
+    /// Events stored at or after `time`.
+    pub fn from_time(mut self, time: OffsetDateTime) -> Self {
+        self.from_time = Some(time);
+        self
+    }
+
+    /// Also events of an archived stream.
+    pub fn including_archived(mut self) -> Self {
+        self.include_archived = true;
+        self
+    }
+}
+
+/// A position in the gap-safe global order: the compound key (writing transaction id,
+/// sequence). Start from [`Position::START`] and continue from [`EventPage::next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// The id of the transaction that wrote the last event read.
+    pub transaction_id: u64,
+    /// The global sequence of the last event read.
+    pub sequence: i64,
+}
+
+impl Position {
+    /// Before every event.
+    pub const START: Position = Position {
+        transaction_id: 0,
+        sequence: 0,
+    };
+}
+
+/// A page of [`Events::read_all`](super::Events::read_all).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EventPage {
+    /// The events, in (transaction id, sequence) order.
+    pub events: Vec<EventEnvelope>,
+    /// Where the next read continues.
+    pub next: Position,
+    /// How many rows were read (events of unknown types skipped by the store's policy
+    /// count here but are not in `events`).
+    pub rows: usize,
+}

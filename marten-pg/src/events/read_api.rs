@@ -1,0 +1,138 @@
+//! The read API of [`Events`]: a stream's events and state, the gap-safe global order,
+//! and aggregates folded from a stream. Runs on the session's connection; the SQL and
+//! decoding are in `read`, the folds in `crate::projections`.
+
+use std::time::Duration;
+
+use deadpool_postgres::Object;
+use marten_core::{Aggregate, EventEnvelope, Result, StreamId, StreamState};
+
+use super::api::Events;
+use super::range::{EventPage, Position, StreamRange};
+use super::read;
+use super::stream_id::StreamKey;
+use crate::documents::PgDocument;
+use crate::projections::aggregate_stream;
+use crate::session::Tracking;
+use crate::store::DocumentStore;
+
+impl<K: Tracking> Events<'_, K> {
+    /// Runs `f` with the store on the session's connection.
+    async fn on_connection<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&DocumentStore, &Object) -> Result<T>,
+    ) -> Result<T> {
+        let s = &mut *self.session;
+        let store = &s.store;
+        s.conn.run(store, async |c| f(store, c).await).await
+    }
+
+    /// All events of a stream, in version order.
+    pub async fn fetch_stream(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Vec<EventEnvelope>> {
+        self.fetch_stream_with(stream, StreamRange::all()).await
+    }
+
+    /// The events of a stream within `range`, in version order.
+    pub async fn fetch_stream_with(
+        &mut self,
+        stream: impl Into<StreamId>,
+        range: StreamRange,
+    ) -> Result<Vec<EventEnvelope>> {
+        let key = self.key(stream.into())?;
+        self.on_connection(async |store, c| read::fetch_stream(store, c, &key, &range).await)
+            .await
+    }
+
+    /// The stream's version, timestamps and archived flag, or `None` if it does not exist.
+    pub async fn fetch_stream_state(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<StreamState>> {
+        let key = self.key(stream.into())?;
+        self.on_connection(async |store, c| read::stream_state(store, c, &key).await)
+            .await
+    }
+
+    /// Up to `limit` events after `after` in the gap-safe global order: only events whose
+    /// writing transaction id is below the oldest transaction still open, ordered by
+    /// (transaction id, sequence). An open transaction that appended holds the reader at
+    /// its gap until it commits or rolls back; nothing is ever skipped.
+    pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
+        self.read_page(after, limit, false).await
+    }
+
+    /// `read_all` leaving out events of types the store does not know (the daemon).
+    pub(crate) async fn read_all_known(
+        &mut self,
+        after: Position,
+        limit: usize,
+    ) -> Result<EventPage> {
+        self.read_page(after, limit, true).await
+    }
+
+    /// A page of the global order without archived events; `skip_unknown` leaves out
+    /// events of unregistered types whatever the store's policy.
+    async fn read_page(
+        &mut self,
+        after: Position,
+        limit: usize,
+        skip_unknown: bool,
+    ) -> Result<EventPage> {
+        self.on_connection(async |store, c| {
+            read::read_all(store, c, after, limit, false, skip_unknown).await
+        })
+        .await
+    }
+
+    /// How long the oldest open writing transaction in the cluster has been open: it
+    /// holds [`read_all`](Self::read_all) (and the daemon) back. `None` when there is none.
+    pub async fn oldest_open_transaction(&mut self) -> Result<Option<Duration>> {
+        self.on_connection(async |_, c| read::oldest_open_transaction(c).await)
+            .await
+    }
+
+    /// Folds a stream into aggregate `A` (live). For an inline aggregate it starts from
+    /// the stored document (its snapshot) and applies only the events after it. `None`
+    /// when the stream does not exist or nothing created the aggregate.
+    pub async fn aggregate_stream<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<A>> {
+        self.aggregate_stream_with::<A>(stream, StreamRange::all())
+            .await
+    }
+
+    /// Folds the events of a stream within `range` (up to a version or a time) into `A`.
+    pub async fn aggregate_stream_with<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+        range: StreamRange,
+    ) -> Result<Option<A>> {
+        let key = self.key(stream.into())?;
+        let (state, _) = self.fold::<A>(&key, &range).await?;
+        Ok(state)
+    }
+
+    /// The current state of aggregate `A`: the inline document brought up to date with
+    /// any events after it, or a live fold.
+    pub async fn fetch_latest<A: Aggregate + PgDocument>(
+        &mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Option<A>> {
+        self.aggregate_stream::<A>(stream).await
+    }
+
+    /// Folds the stream's events within `range` into `A`: its state and the stream
+    /// version it was read at.
+    pub(super) async fn fold<A: Aggregate + PgDocument>(
+        &mut self,
+        key: &StreamKey,
+        range: &StreamRange,
+    ) -> Result<(Option<A>, i64)> {
+        self.on_connection(async |store, c| aggregate_stream::<A>(store, c, key, range).await)
+            .await
+    }
+}
