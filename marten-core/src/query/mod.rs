@@ -10,25 +10,26 @@
 //!
 //! This module only declares its parts and re-exports their items under
 //! `marten_core::query`:
-//! - `path`: field paths ([`Path`], [`Base`], [`Field`], [`HasFields`]);
+//! - `path`: field paths ([`Path`], [`Base`], [`HasFields`]);
+//! - `field`: [`Field`] and every operator on it (filters, `asc` / `desc`);
 //! - `node`: the backend-neutral syntax tree ([`Node`] and its operator enums);
 //! - `filter`: [`Filter`] and its combinators;
 //! - `bounds`: the `#[diagnostic::on_unimplemented]` traits bounding operators by type;
-//! - `operators`: the filter-building methods of [`Field`];
-//! - `order`: sort keys ([`Order`], `Field::asc` / `desc`).
+//! - `order`: sort keys ([`Order`]).
 
 mod bounds;
+mod field;
 mod filter;
 mod node;
-mod operators;
 mod order;
 mod path;
 
 pub use bounds::{Collection, Comparable, ContainsOp, OptionField, Orderable, Test, TextField};
+pub use field::Field;
 pub use filter::Filter;
 pub use node::{CompareOp, Node, RawParam, TextOp, ValueKind};
 pub use order::Order;
-pub use path::{Base, Field, Getter, HasFields, Path};
+pub use path::{Base, Getter, HasFields, Path};
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,10 @@
-//! Sort keys: [`Order`] and the `asc` / `desc` methods of an [`Orderable`] [`Field`].
-//! Uses `path`, `node` and the `Orderable` bound.
+//! [`Order`]: a sort key of a query (built by `Field::asc` / `desc`). Uses `path` and
+//! `node`.
 
 use std::marker::PhantomData;
 
-use super::bounds::Orderable;
 use super::node::ValueKind;
-use super::path::{Field, Path};
+use super::path::Path;
 
 /// A sort key of a query on `R`.
 pub struct Order<R> {
@@ -19,30 +18,12 @@ pub struct Order<R> {
 }
 
 impl<R> Order<R> {
-    fn new(path: Path, kind: ValueKind, descending: bool) -> Self {
+    pub(super) fn new(path: Path, kind: ValueKind, descending: bool) -> Self {
         Order {
             path,
             kind,
             descending,
             _r: PhantomData,
         }
-    }
-}
-
-impl<R: 'static, T: 'static> Field<R, T> {
-    /// Sort ascending by this field.
-    pub fn asc(&self) -> Order<R>
-    where
-        T: Orderable,
-    {
-        Order::new(self.path.clone(), T::KIND, false)
-    }
-
-    /// Sort descending by this field.
-    pub fn desc(&self) -> Order<R>
-    where
-        T: Orderable,
-    {
-        Order::new(self.path.clone(), T::KIND, true)
     }
 }

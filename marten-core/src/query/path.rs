@@ -1,9 +1,10 @@
 //! Field paths: where a value sits in a document ([`Path`]), how to reach a field's
-//! parent ([`Base`]), the typed path to a field ([`Field`]) and the trait the derive
-//! implements to name a type's fields ([`HasFields`]). Uses nothing else of `query`;
-//! the operators on a field live in `operators` and `order`.
+//! parent ([`Base`], which builds each [`Field`]) and the trait the derive implements to
+//! name a type's fields ([`HasFields`]). Uses [`Field`] of `field`.
 
 use std::sync::Arc;
+
+use super::field::Field;
 
 /// How to get from a root `R` to a value `T` (for evaluating a filter in Rust).
 pub type Getter<R, T> = Arc<dyn for<'a> Fn(&'a R) -> Option<&'a T> + Send + Sync>;
@@ -84,28 +85,6 @@ impl<R: 'static, S: 'static> Base<R, S> {
         let mut segments = self.segments.clone();
         segments.push(key);
         segments
-    }
-}
-
-/// A typed path from root document `R` to a value of type `T`.
-pub struct Field<R, T> {
-    pub(super) path: Path,
-    pub(super) get: Getter<R, T>,
-}
-
-impl<R, T> Clone for Field<R, T> {
-    fn clone(&self) -> Self {
-        Field {
-            path: self.path.clone(),
-            get: self.get.clone(),
-        }
-    }
-}
-
-impl<R: 'static, T: 'static> Field<R, T> {
-    /// The field's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -93,9 +93,11 @@ fn a_root_field_keeps_its_column_and_a_nested_one_drops_it() {
             column: Some(("mt_f_name", "text")),
         }
     );
-    let city = root()
-        .nested("home", |d: &Doc| &d.home)
-        .field("city", Some(("mt_f_city", "text")), |a: &Address| &a.city);
+    let city = root().nested("home", |d: &Doc| &d.home).field(
+        "city",
+        Some(("mt_f_city", "text")),
+        |a: &Address| &a.city,
+    );
     assert_eq!(
         city.path(),
         &Path {
@@ -109,9 +111,10 @@ fn a_root_field_keeps_its_column_and_a_nested_one_drops_it() {
 
 #[test]
 fn a_field_behind_a_missing_option_matches_nothing() {
-    let city = root()
-        .nested_option("work", |d: &Doc| &d.work)
-        .field("city", None, |a: &Address| &a.city);
+    let city =
+        root()
+            .nested_option("work", |d: &Doc| &d.work)
+            .field("city", None, |a: &Address| &a.city);
     assert_eq!(city.path().segments, vec!["work", "city"]);
     let mut d = doc();
     assert!(!city.eq("London").matches(&d));

@@ -1,15 +1,39 @@
-//! The filter-building methods of a [`Field`]: comparisons, string tests, `Option` and
-//! collection tests, `any` over a collection's elements. Each builds a [`Node`] and the
-//! same test in Rust. Uses `path`, `node`, `filter` and the bounds of `bounds`.
+//! [`Field`]: the typed path from a root document to a value, and every operator on it —
+//! comparisons, string tests, `Option` and collection tests, `any` over a collection's
+//! elements, and the sort keys `asc` / `desc`. Each filter operator builds a [`Node`] and
+//! the same test in Rust. The methods stay in the module that defines `Field` so that
+//! compiler messages name them `Field::<R, T>::method`. Uses `path`, `node`, `filter`,
+//! `order` and the bounds of `bounds`.
 
 use super::bounds::{
     to_json, Collection, Comparable, ContainsOp, OptionField, Orderable, TextField,
 };
 use super::filter::Filter;
 use super::node::{CompareOp, Node, TextOp};
-use super::path::{Base, Field, HasFields};
+use super::order::Order;
+use super::path::{Base, Getter, HasFields, Path};
+
+/// A typed path from root document `R` to a value of type `T`.
+pub struct Field<R, T> {
+    pub(super) path: Path,
+    pub(super) get: Getter<R, T>,
+}
+
+impl<R, T> Clone for Field<R, T> {
+    fn clone(&self) -> Self {
+        Field {
+            path: self.path.clone(),
+            get: self.get.clone(),
+        }
+    }
+}
 
 impl<R: 'static, T: 'static> Field<R, T> {
+    /// The field's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn filter(&self, node: Node, test: impl Fn(&T) -> bool + Send + Sync + 'static) -> Filter<R> {
         let get = self.get.clone();
         Filter::new(node, move |r| get(r).is_some_and(&test))
@@ -74,6 +98,22 @@ impl<R: 'static, T: 'static> Field<R, T> {
         T: Orderable,
     {
         self.compare(CompareOp::Le, value.into(), |a, b| a <= b)
+    }
+
+    /// Sort ascending by this field.
+    pub fn asc(&self) -> Order<R>
+    where
+        T: Orderable,
+    {
+        Order::new(self.path.clone(), T::KIND, false)
+    }
+
+    /// Sort descending by this field.
+    pub fn desc(&self) -> Order<R>
+    where
+        T: Orderable,
+    {
+        Order::new(self.path.clone(), T::KIND, true)
     }
 
     fn text(&self, op: TextOp, value: String, test: fn(&str, &str) -> bool) -> Filter<R>
