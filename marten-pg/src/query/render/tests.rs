@@ -4,7 +4,8 @@
 use marten_core::query::{CompareOp, Node, Path, RawParam, TextOp, ValueKind};
 use proptest::prelude::*;
 
-use super::{render, renumber, Sql};
+use super::placeholders::renumber;
+use super::{render, Sql};
 
 #[test]
 fn placeholders_shift_by_the_offset() {

@@ -1,6 +1,22 @@
-use std::fmt;
+//! The [`Error`] enum of marten and its [`Result`] alias. The helper types its variants
+//! carry live beside it: `rejection` ([`Rejection`], [`RejectionKind`]), `database`
+//! ([`DatabaseError`]), `conflict` ([`ConflictKind`]); `classify` holds the methods that
+//! inspect an error (`is_retryable`, `sqlstate`, ...), `display` the message helpers.
+//! Uses [`StreamId`] of the crate root.
 
-use crate::{IdKey, StreamId};
+mod classify;
+mod conflict;
+mod database;
+mod display;
+mod rejection;
+
+pub use conflict::ConflictKind;
+pub use database::DatabaseError;
+pub use rejection::{Rejection, RejectionKind};
+
+use display::{with_id, Joined};
+
+use crate::StreamId;
 
 /// The result type of marten operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -13,7 +29,7 @@ pub enum Error {
     /// `save_changes` was rejected: one or more queued operations failed their
     /// precondition (a stale version, an insert of an existing id, an update of a missing
     /// document). Every rejection of the batch is listed; nothing of the batch was written.
-    #[error("save rejected, nothing was written: {}", DisplayRejections(.0))]
+    #[error("save rejected, nothing was written: {}", Joined(.0, "; "))]
     Rejected(Vec<Rejection>),
 
     /// A document id that cannot be stored or looked up (for example an empty string).
@@ -300,255 +316,12 @@ pub enum Error {
     /// refused and nothing of it was written. Sending a save again after
     /// [`Error::OutcomeUnknown`] with the same event ids (`PendingEvent::with_id`) ends
     /// here when the first attempt did commit.
-    #[error("events already appended: {}; nothing of this save was written", DisplayIds(.ids))]
+    #[error("events already appended: {}; nothing of this save was written", Joined(.ids, ", "))]
     DuplicateEvent {
         /// The ids of this save's events that were already stored.
         ids: Vec<uuid::Uuid>,
     },
 }
 
-/// ` <id>` when there is an id, for error messages.
-fn with_id(id: &Option<String>) -> String {
-    match id {
-        Some(id) => format!(" {id}"),
-        None => String::new(),
-    }
-}
-
-/// The kind of an [`Error::Conflict`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConflictKind {
-    /// A serialization failure (SQLSTATE 40001).
-    Serialization,
-    /// A deadlock the server broke by aborting this transaction (SQLSTATE 40P01).
-    Deadlock,
-}
-
-impl fmt::Display for ConflictKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConflictKind::Serialization => "serialization failure",
-            ConflictKind::Deadlock => "deadlock",
-        })
-    }
-}
-
-impl Error {
-    /// The rejections of a rejected save, or an empty slice for other errors.
-    pub fn rejections(&self) -> &[Rejection] {
-        match self {
-            Error::Rejected(r) => r,
-            _ => &[],
-        }
-    }
-
-    /// The SQLSTATE of a database error, if the server reported one.
-    pub fn sqlstate(&self) -> Option<&str> {
-        self.database_error().and_then(|e| e.code.as_deref())
-    }
-
-    /// The database failure behind this error, if it is one.
-    pub fn database_error(&self) -> Option<&DatabaseError> {
-        match self {
-            Error::Database(e)
-            | Error::Connection(e)
-            | Error::Authentication(e)
-            | Error::Canceled(e)
-            | Error::LockNotAvailable(e)
-            | Error::TooManyConnections(e)
-            | Error::OutcomeUnknown(e)
-            | Error::Conflict { source: e, .. } => Some(e),
-            _ => None,
-        }
-    }
-
-    /// Whether running the same operation again, unchanged, may succeed and cannot
-    /// write anything twice: nothing of the failed attempt was written and the cause is
-    /// transient (a lost connection, a conflict with a concurrent transaction, a busy
-    /// lock, pool or server). [`Error::OutcomeUnknown`] is not retryable: the first
-    /// attempt may have been written.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Connection(_)
-                | Error::Conflict { .. }
-                | Error::LockNotAvailable(_)
-                | Error::TooManyConnections(_)
-                | Error::PoolExhausted { .. }
-                | Error::StreamLocked { .. }
-                | Error::ProjectionConflict { .. }
-        )
-    }
-}
-
-struct DisplayIds<'a>(&'a [uuid::Uuid]);
-
-impl fmt::Display for DisplayIds<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, id) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            fmt::Display::fmt(id, f)?;
-        }
-        Ok(())
-    }
-}
-
-struct DisplayRejections<'a>(&'a [Rejection]);
-
-impl fmt::Display for DisplayRejections<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            fmt::Display::fmt(r, f)?;
-        }
-        Ok(())
-    }
-}
-
-/// One operation of a batch that failed its precondition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Rejection {
-    /// The document type, or `"stream"` for an event stream.
-    pub document_type: &'static str,
-    /// The document id, or the stream id.
-    pub id: IdKey,
-    /// What went wrong.
-    pub kind: RejectionKind,
-}
-
-impl Rejection {
-    /// Creates a rejection (used by backends).
-    pub fn new(document_type: &'static str, id: IdKey, kind: RejectionKind) -> Self {
-        Self {
-            document_type,
-            id,
-            kind,
-        }
-    }
-}
-
-/// Why an operation was rejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RejectionKind {
-    /// The stored version differs from the one the session expected (optimistic or
-    /// numeric concurrency). `actual` is `None` when the document no longer exists.
-    VersionMismatch {
-        /// The version the session expected, as text.
-        expected: String,
-        /// The version found after the rollback, as text.
-        actual: Option<String>,
-    },
-    /// A numeric `update_revision` asked for a revision not above the stored one.
-    RevisionNotNewer {
-        /// The requested revision.
-        requested: i64,
-        /// The stored revision.
-        actual: i64,
-    },
-    /// `insert` of an id that already exists.
-    AlreadyExists,
-    /// `update` of a document that does not exist.
-    NotFound,
-    /// `start_stream` (or `append_expected(.., 0, ..)`) of a stream that already exists.
-    StreamExists,
-    /// `append_expected` / `append_optimistic`: the stream's version is not the one the
-    /// caller saw. `actual` is `None` when the stream does not exist.
-    UnexpectedStreamVersion {
-        /// The version the caller saw before appending.
-        expected: i64,
-        /// The stream's version after the rollback.
-        actual: Option<i64>,
-    },
-    /// An append to an archived stream.
-    StreamArchived,
-    /// An async projection's progress moved since its batch started (another runner took
-    /// the projection over): the batch was discarded. `id` is the projection name.
-    ProgressMoved,
-    /// A consistency boundary's tag moved since it was read: an event with this tag was
-    /// appended in between (DCB concurrency). `id` is the tag value.
-    DcbConcurrency {
-        /// The tag type.
-        tag_type: String,
-        /// The tag's version when the boundary was read (0: no event had the tag).
-        expected: i64,
-        /// The tag's version after the rollback.
-        actual: i64,
-    },
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (t, id) = (self.document_type, &self.id);
-        match &self.kind {
-            RejectionKind::VersionMismatch { expected, actual } => write!(
-                f,
-                "concurrency check failed for {t} {id}: expected version {expected}, found {}",
-                actual.as_deref().unwrap_or("no document")
-            ),
-            RejectionKind::RevisionNotNewer { requested, actual } => write!(
-                f,
-                "revision {requested} for {t} {id} is not newer than the stored revision {actual}"
-            ),
-            RejectionKind::AlreadyExists => write!(f, "document {t} {id} already exists"),
-            RejectionKind::NotFound => write!(f, "document {t} {id} does not exist"),
-            RejectionKind::StreamExists => write!(f, "stream {id} already exists"),
-            RejectionKind::UnexpectedStreamVersion { expected, actual } => match actual {
-                Some(a) => write!(
-                    f,
-                    "stream {id} is at version {a}, not the expected {expected}"
-                ),
-                None => write!(
-                    f,
-                    "stream {id} does not exist (expected version {expected})"
-                ),
-            },
-            RejectionKind::StreamArchived => write!(f, "stream {id} is archived"),
-            RejectionKind::ProgressMoved => write!(f, "projection {id} progressed elsewhere; batch discarded"),
-            RejectionKind::DcbConcurrency {
-                tag_type,
-                expected,
-                actual,
-            } => write!(
-                f,
-                "consistency boundary moved: tag {tag_type}={id} is at version {actual}, read at {expected}"
-            ),
-        }
-    }
-}
-
-/// A database failure, backend-neutral: the SQLSTATE (if the server sent one), a
-/// description of what marten was doing, and the underlying error.
-#[derive(Debug)]
-pub struct DatabaseError {
-    /// The five-character SQLSTATE, when the server reported one.
-    pub code: Option<String>,
-    /// What marten was doing when it failed.
-    pub context: String,
-    /// The underlying error.
-    pub source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-/// Shows what marten was doing and the SQLSTATE; the underlying error is the
-/// [`source`](std::error::Error::source), not repeated here.
-impl fmt::Display for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.context)?;
-        if let Some(code) = &self.code {
-            write!(f, " (SQLSTATE {code})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for DatabaseError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The traits that bound a field's operators by the field's type, each with a
+//! `#[diagnostic::on_unimplemented]` message naming the misuse: [`Comparable`],
+//! [`Orderable`], [`TextField`], [`OptionField`], [`Collection`] and [`ContainsOp`], and
+//! their implementations for the standard types. Uses the syntax tree of `node`.
+
+use serde::Serialize;
+
+use super::node::{Node, TextOp, ValueKind};
+use super::path::Path;
+
+/// A value serialized for a syntax tree; a value serde refuses is JSON `null`.
+pub(super) fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Comparison semantics of a type whose values can be compared for equality in queries.
+pub trait Comparable: Serialize + PartialEq + Send + Sync + 'static {
+    /// How the database compares it.
+    const KIND: ValueKind;
+}
+
+/// Types with an order the database reproduces (integers, floats, strings, uuids, bools).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no order a query can use",
+    label = "cannot compare or sort by this field",
+    note = "ordering (`gt`, `lt`, `asc`, `desc`, ...) exists for numbers, `String`, `Uuid` and `bool` fields"
+)]
+pub trait Orderable: Comparable + PartialOrd {}
+
+macro_rules! kinds {
+    ($kind:ident: $($t:ty),*) => {$(
+        impl Comparable for $t {
+            const KIND: ValueKind = ValueKind::$kind;
+        }
+        impl Orderable for $t {}
+    )*};
+}
+
+kinds!(Number: i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+kinds!(Text: String, uuid::Uuid);
+kinds!(Bool: bool);
+
+impl<T: Comparable> Comparable for Option<T> {
+    const KIND: ValueKind = ValueKind::Json;
+}
+
+impl<T: Comparable> Comparable for Vec<T> {
+    const KIND: ValueKind = ValueKind::Json;
+}
+
+/// String fields: `starts_with`, `ends_with`, `contains`, `eq_ignore_case`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a string field",
+    label = "string operators need a `String` field",
+    note = "`starts_with`, `ends_with` and `eq_ignore_case` exist only for `String` fields"
+)]
+pub trait TextField: Comparable + AsRef<str> {}
+impl TextField for String {}
+
+/// `Option` fields: `is_none`, `is_some`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `Option` field",
+    label = "`is_none` / `is_some` need an `Option` field"
+)]
+pub trait OptionField {
+    /// Whether the value is `None`.
+    fn is_none_value(&self) -> bool;
+}
+impl<T> OptionField for Option<T> {
+    fn is_none_value(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// Collection fields: `contains`, `is_empty`, `any`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a collection field",
+    label = "collection operators need a `Vec` field",
+    note = "`is_empty` and `any` exist only for `Vec` fields"
+)]
+pub trait Collection {
+    /// The element type.
+    type Item;
+    /// The elements.
+    fn items(&self) -> &[Self::Item];
+}
+impl<E> Collection for Vec<E> {
+    type Item = E;
+    fn items(&self) -> &[E] {
+        self
+    }
+}
+
+/// A Rust-side test of a field's value.
+pub type Test<T> = Box<dyn Fn(&T) -> bool + Send + Sync>;
+
+/// `contains`: a substring of a `String` field, or an element of a `Vec` field.
+#[diagnostic::on_unimplemented(
+    message = "`contains` is not defined for a `{Self}` field with a `{V}` argument",
+    note = "a `String` field contains a substring; a `Vec<T>` field contains a `T`"
+)]
+pub trait ContainsOp<V> {
+    #[doc(hidden)]
+    fn contains_node(path: Path, value: V) -> (Node, Test<Self>);
+}
+
+impl<V: Into<String>> ContainsOp<V> for String {
+    fn contains_node(path: Path, value: V) -> (Node, Test<Self>) {
+        let value: String = value.into();
+        let node = Node::Text {
+            path,
+            op: TextOp::Contains,
+            value: value.clone(),
+        };
+        (node, Box::new(move |s: &String| s.contains(value.as_str())))
+    }
+}
+
+impl<E: Comparable, V: Into<E>> ContainsOp<V> for Vec<E> {
+    fn contains_node(path: Path, value: V) -> (Node, Test<Self>) {
+        let value: E = value.into();
+        let node = Node::Contains {
+            path,
+            value: serde_json::Value::Array(vec![to_json(&value)]),
+        };
+        (node, Box::new(move |v: &Vec<E>| v.contains(&value)))
+    }
+}

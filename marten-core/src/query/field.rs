@@ -1,0 +1,223 @@
+//! [`Field`]: the typed path from a root document to a value, and every operator on it —
+//! comparisons, string tests, `Option` and collection tests, `any` over a collection's
+//! elements, and the sort keys `asc` / `desc`. Each filter operator builds a [`Node`] and
+//! the same test in Rust. The methods stay in the module that defines `Field` so that
+//! compiler messages name them `Field::<R, T>::method`. Uses `path`, `node`, `filter`,
+//! `order` and the bounds of `bounds`.
+
+use super::bounds::{
+    to_json, Collection, Comparable, ContainsOp, OptionField, Orderable, TextField,
+};
+use super::filter::Filter;
+use super::node::{CompareOp, Node, TextOp};
+use super::order::Order;
+use super::path::{Base, Getter, HasFields, Path};
+
+/// A typed path from root document `R` to a value of type `T`.
+pub struct Field<R, T> {
+    pub(super) path: Path,
+    pub(super) get: Getter<R, T>,
+}
+
+impl<R, T> Clone for Field<R, T> {
+    fn clone(&self) -> Self {
+        Field {
+            path: self.path.clone(),
+            get: self.get.clone(),
+        }
+    }
+}
+
+impl<R: 'static, T: 'static> Field<R, T> {
+    /// The field's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn filter(&self, node: Node, test: impl Fn(&T) -> bool + Send + Sync + 'static) -> Filter<R> {
+        let get = self.get.clone();
+        Filter::new(node, move |r| get(r).is_some_and(&test))
+    }
+
+    fn compare(&self, op: CompareOp, value: T, test: fn(&T, &T) -> bool) -> Filter<R>
+    where
+        T: Comparable,
+    {
+        let node = Node::Compare {
+            path: self.path.clone(),
+            op,
+            kind: T::KIND,
+            value: to_json(&value),
+        };
+        self.filter(node, move |v| test(v, &value))
+    }
+
+    /// Equal to `value`.
+    pub fn eq(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Comparable,
+    {
+        self.compare(CompareOp::Eq, value.into(), |a, b| a == b)
+    }
+
+    /// Not equal to `value` (a missing field matches neither `eq` nor `ne`).
+    pub fn ne(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Comparable,
+    {
+        self.compare(CompareOp::Ne, value.into(), |a, b| a != b)
+    }
+
+    /// Greater than `value`.
+    pub fn gt(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Orderable,
+    {
+        self.compare(CompareOp::Gt, value.into(), |a, b| a > b)
+    }
+
+    /// Greater than or equal to `value`.
+    pub fn ge(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Orderable,
+    {
+        self.compare(CompareOp::Ge, value.into(), |a, b| a >= b)
+    }
+
+    /// Less than `value`.
+    pub fn lt(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Orderable,
+    {
+        self.compare(CompareOp::Lt, value.into(), |a, b| a < b)
+    }
+
+    /// Less than or equal to `value`.
+    pub fn le(&self, value: impl Into<T>) -> Filter<R>
+    where
+        T: Orderable,
+    {
+        self.compare(CompareOp::Le, value.into(), |a, b| a <= b)
+    }
+
+    /// Sort ascending by this field.
+    pub fn asc(&self) -> Order<R>
+    where
+        T: Orderable,
+    {
+        Order::new(self.path.clone(), T::KIND, false)
+    }
+
+    /// Sort descending by this field.
+    pub fn desc(&self) -> Order<R>
+    where
+        T: Orderable,
+    {
+        Order::new(self.path.clone(), T::KIND, true)
+    }
+
+    fn text(&self, op: TextOp, value: String, test: fn(&str, &str) -> bool) -> Filter<R>
+    where
+        T: TextField,
+    {
+        let node = Node::Text {
+            path: self.path.clone(),
+            op,
+            value: value.clone(),
+        };
+        self.filter(node, move |v| test(v.as_ref(), &value))
+    }
+
+    /// Starts with `prefix`.
+    pub fn starts_with(&self, prefix: impl Into<String>) -> Filter<R>
+    where
+        T: TextField,
+    {
+        self.text(TextOp::StartsWith, prefix.into(), |v, p| v.starts_with(p))
+    }
+
+    /// Ends with `suffix`.
+    pub fn ends_with(&self, suffix: impl Into<String>) -> Filter<R>
+    where
+        T: TextField,
+    {
+        self.text(TextOp::EndsWith, suffix.into(), |v, p| v.ends_with(p))
+    }
+
+    /// Equal ignoring ASCII case.
+    pub fn eq_ignore_case(&self, value: impl Into<String>) -> Filter<R>
+    where
+        T: TextField,
+    {
+        self.text(TextOp::EqIgnoreCase, value.into(), |v, p| {
+            v.eq_ignore_ascii_case(p)
+        })
+    }
+
+    /// A `String` field contains a substring; a `Vec<T>` field contains a `T`.
+    pub fn contains<V>(&self, value: V) -> Filter<R>
+    where
+        T: ContainsOp<V>,
+    {
+        let (node, test) = T::contains_node(self.path.clone(), value);
+        self.filter(node, test)
+    }
+
+    /// The field is `None` (or missing).
+    pub fn is_none(&self) -> Filter<R>
+    where
+        T: OptionField,
+    {
+        let get = self.get.clone();
+        Filter::new(
+            Node::IsNull {
+                path: self.path.clone(),
+                negated: false,
+            },
+            move |r| get(r).is_none_or(OptionField::is_none_value),
+        )
+    }
+
+    /// The field is `Some`.
+    pub fn is_some(&self) -> Filter<R>
+    where
+        T: OptionField,
+    {
+        let get = self.get.clone();
+        Filter::new(
+            Node::IsNull {
+                path: self.path.clone(),
+                negated: true,
+            },
+            move |r| get(r).is_some_and(|v| !v.is_none_value()),
+        )
+    }
+
+    /// The collection is empty (or missing).
+    pub fn is_empty(&self) -> Filter<R>
+    where
+        T: Collection,
+    {
+        let get = self.get.clone();
+        Filter::new(
+            Node::IsEmpty {
+                path: self.path.clone(),
+            },
+            move |r| get(r).is_none_or(|v| v.items().is_empty()),
+        )
+    }
+
+    /// Some element matches: `f.lines.any(|l| l.sku.eq("A-1"))`.
+    pub fn any<E>(&self, predicate: impl FnOnce(E::Fields<E>) -> Filter<E>) -> Filter<R>
+    where
+        T: Collection<Item = E>,
+        E: HasFields,
+    {
+        let inner = predicate(E::fields_at(Base::root()));
+        let node = Node::Any {
+            path: self.path.clone(),
+            inner: Box::new(inner.node().clone()),
+        };
+        self.filter(node, move |v| v.items().iter().any(|e| inner.matches(e)))
+    }
+}

@@ -1,0 +1,125 @@
+//! [`QueryBatch`]: several typed queries prepared and sent in one flight on the session's
+//! connection, then read back through [`BatchItem`] slots of [`BatchResults`]. Uses
+//! `spec`, `statement`, `rows`, the crate's `schema` (to create each document table
+//! first) and the pipelined statements of `unit_of_work`.
+
+use marten_core::query::HasFields;
+use marten_core::Result;
+use tokio_postgres::types::ToSql;
+
+use super::render::Sql;
+use super::rows::{decode_count, decode_list};
+use super::spec::QuerySpec;
+use crate::documents::PgDocument;
+use crate::error_map::{map_db_error, Failed};
+use crate::session::QuerySource;
+use crate::unit_of_work::{join_in_order, StatementFuture};
+
+/// Several queries sent in one round trip: add them, `execute`, then take each result.
+pub struct QueryBatch<'s, S: QuerySource> {
+    session: &'s mut S,
+    statements: Vec<(Sql, MigrateDoc)>,
+}
+
+/// The document type a batched statement reads, and how to create its table.
+type MigrateDoc = (std::any::TypeId, crate::schema::MigrateFn);
+
+/// A result slot of a [`QueryBatch`].
+#[must_use]
+pub struct BatchItem<T> {
+    index: usize,
+    decode: fn(&[tokio_postgres::Row]) -> Result<T>,
+}
+
+/// The rows of an executed [`QueryBatch`].
+pub struct BatchResults {
+    rows: Vec<Vec<tokio_postgres::Row>>,
+}
+
+impl BatchResults {
+    /// The result of one query of the batch.
+    pub fn get<T>(&self, item: BatchItem<T>) -> Result<T> {
+        (item.decode)(self.rows.get(item.index).map_or(&[], Vec::as_slice))
+    }
+}
+
+impl<'s, S: QuerySource> QueryBatch<'s, S> {
+    pub(crate) fn new(session: &'s mut S) -> Self {
+        QueryBatch {
+            session,
+            statements: Vec::new(),
+        }
+    }
+
+    /// Adds a query returning its matches.
+    pub fn list<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<Vec<D>> {
+        self.push::<D, _>(spec.select(true), decode_list::<D>)
+    }
+
+    /// Adds a query returning the number of matches.
+    pub fn count<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<i64> {
+        self.push::<D, _>(spec.count_sql(), decode_count::<D>)
+    }
+
+    /// Adds a statement on documents of type `D`; its slot decodes the rows with `decode`.
+    fn push<D: PgDocument, T>(
+        &mut self,
+        sql: Sql,
+        decode: fn(&[tokio_postgres::Row]) -> Result<T>,
+    ) -> BatchItem<T> {
+        let doc = (
+            std::any::TypeId::of::<D>(),
+            crate::schema::migrate_fn::<D>(),
+        );
+        self.statements.push((sql, doc));
+        BatchItem {
+            index: self.statements.len() - 1,
+            decode,
+        }
+    }
+
+    /// Sends every query in one flight and reads the results back.
+    pub async fn execute(self) -> Result<BatchResults> {
+        for (sql, _) in &self.statements {
+            sql.check()?;
+        }
+        let (store, conn) = self.session.source();
+        for (_, (type_id, migrate)) in &self.statements {
+            store.ensure_erased(*type_id, *migrate).await?;
+        }
+        let statements = &self.statements;
+        let rows = conn
+            .run(store, async |client| run_batch(client, statements).await)
+            .await?;
+        Ok(BatchResults { rows })
+    }
+}
+
+/// Prepares and sends a batch's statements in one flight; every result in order.
+async fn run_batch(
+    client: &deadpool_postgres::Object,
+    statements: &[(Sql, MigrateDoc)],
+) -> Result<Vec<Vec<tokio_postgres::Row>>> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, _) in statements {
+        prepared.push(
+            client
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(|e| map_db_error(e, Failed::Other("preparing a batched query")))?,
+        );
+    }
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        statements.iter().map(|(sql, _)| sql.refs()).collect();
+    let c: &tokio_postgres::Client = client;
+    let flight: Vec<StatementFuture<'_>> = prepared
+        .iter()
+        .zip(&params)
+        .map(|(stmt, p)| Box::pin(c.query(stmt, p.as_slice())) as StatementFuture<'_>)
+        .collect();
+    let mut rows = Vec::with_capacity(flight.len());
+    for result in join_in_order(flight).await {
+        rows.push(result.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?);
+    }
+    Ok(rows)
+}

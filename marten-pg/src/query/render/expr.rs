@@ -1,0 +1,76 @@
+//! SQL expressions for a field path: the `jsonb` value (`#>`), its text (`#>>`), the
+//! typed value a comparison or sort uses (or the field's duplicated column), the
+//! comparison operators, and a JSON value as the text a cast reads. Pure; uses nothing
+//! else of `render`.
+
+use marten_core::query::{CompareOp, Path, ValueKind};
+
+/// A path as a text[] literal: `'{"a","b"}'`.
+fn path_literal(path: &Path) -> String {
+    let parts: Vec<String> = path
+        .segments
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("'{{{}}}'", parts.join(",").replace('\'', "''"))
+}
+
+/// The `jsonb` value at `path` below `base` (NULL when missing).
+pub(super) fn json_expr(base: &str, path: &Path) -> String {
+    format!("({base} #> {})", path_literal(path))
+}
+
+/// The value at `path` below `base` as text (NULL when missing).
+pub(super) fn text_expr(base: &str, path: &Path) -> String {
+    format!("({base} #>> {})", path_literal(path))
+}
+
+/// The expression a comparison or sort of `kind` uses. A value of another JSON type than
+/// `kind` expects (a string where a number should be) is NULL: it matches no comparison
+/// and sorts with the missing values, instead of failing the query's cast. Text compares
+/// in byte order (`COLLATE "C"`, Rust's `str` order), on a duplicated column too, whatever
+/// the column's own collation.
+pub(crate) fn typed_expr(base: &str, root: bool, path: &Path, kind: ValueKind) -> String {
+    if let (true, Some((column, sql_type))) = (root, path.column) {
+        return if sql_type == "text" {
+            format!("d.{column} COLLATE \"C\"")
+        } else {
+            format!("d.{column}")
+        };
+    }
+    let guarded = |json_type: &str, cast: &str| {
+        format!(
+            "(CASE WHEN jsonb_typeof({}) = '{json_type}' THEN {}{cast} END)",
+            json_expr(base, path),
+            text_expr(base, path)
+        )
+    };
+    match kind {
+        ValueKind::Json => json_expr(base, path),
+        ValueKind::Text => format!("{} COLLATE \"C\"", guarded("string", "")),
+        ValueKind::Number => guarded("number", "::numeric"),
+        ValueKind::Bool => guarded("boolean", "::boolean"),
+    }
+}
+
+/// The SQL of a comparison operator.
+pub(super) fn op_sql(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Eq => "=",
+        CompareOp::Ne => "<>",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+    }
+}
+
+/// A value as the text a typed cast reads; `None` (SQL NULL, no match) for JSON `null`,
+/// which is how serde writes a NaN or infinite float.
+pub(super) fn json_as_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}

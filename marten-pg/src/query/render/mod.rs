@@ -1,0 +1,29 @@
+//! Renders a filter's syntax tree to parameterized SQL over `jsonb` (or over a
+//! duplicated column when the field has one). Every leaf is wrapped in
+//! `coalesce(.., false)` so SQL's three-valued logic agrees with the Rust predicate:
+//! a missing field is simply "no match", also under `NOT`.
+//!
+//! Parts, each using only the ones above it:
+//! - `sql`: [`Sql`], the text and parameters being built;
+//! - `expr`: expressions for a field path (`#>`, `#>>`, typed and duplicated columns);
+//! - `nul`: refusing values PostgreSQL cannot hold (NUL characters);
+//! - `placeholders`: the scanner that renumbers a raw fragment's `$n`;
+//! - `raw`: rendering a raw fragment and its parameters;
+//! - `node`: rendering each kind of [`Node`](marten_core::query::Node).
+
+mod expr;
+mod node;
+mod nul;
+mod placeholders;
+mod raw;
+mod sql;
+
+pub(crate) use expr::typed_expr;
+pub(crate) use node::render;
+pub(crate) use sql::Sql;
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod examples;

@@ -1,0 +1,169 @@
+//! Renders each kind of filter [`Node`] to a SQL condition, adding its values to the
+//! statement's parameters in the order they appear. Uses `expr`, `nul`, `raw` and
+//! [`Sql`].
+
+use marten_core::query::{CompareOp, Node, Path, TextOp, ValueKind};
+
+use super::expr::{json_as_text, json_expr, op_sql, text_expr, typed_expr};
+use super::nul::{nul_reason, refuse_nul};
+use super::raw::render_raw;
+use super::sql::Sql;
+
+/// Where a node's field paths are rendered.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    /// The `jsonb` the paths start from: `d.data` at the root, an element alias inside
+    /// `any`.
+    base: &'a str,
+    /// Whether `base` is the document itself (so a field's duplicated column may stand
+    /// for it).
+    root: bool,
+    /// How many `any` enclose the node (names the element aliases `e0`, `e1`, ..).
+    depth: usize,
+}
+
+/// Renders `node` with field paths below `base` (`d.data` at the root, an element alias
+/// inside `any`).
+pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: usize) -> String {
+    let scope = Scope { base, root, depth };
+    render_in(scope, node, sql)
+}
+
+fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
+    match node {
+        Node::Compare {
+            path,
+            op,
+            kind,
+            value,
+        } => compare(scope, sql, path, *op, *kind, value),
+        Node::Text { path, op, value } => text_test(scope, sql, path, *op, value),
+        Node::IsNull { path, negated } => is_null(scope, path, *negated),
+        Node::Contains { path, value } => {
+            refuse_nul(sql, value);
+            let p = sql.param(Box::new(value.clone()));
+            format!(
+                "coalesce({} @> {p}::jsonb, false)",
+                json_expr(scope.base, path)
+            )
+        }
+        Node::IsEmpty { path } => {
+            let j = json_expr(scope.base, path);
+            format!("coalesce(jsonb_array_length(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} END), 0) = 0")
+        }
+        Node::Any { path, inner } => any(scope, sql, path, inner),
+        Node::And(nodes) if nodes.is_empty() => "TRUE".to_owned(),
+        Node::Or(nodes) if nodes.is_empty() => "FALSE".to_owned(),
+        Node::And(nodes) => joined(scope, sql, nodes, " AND "),
+        Node::Or(nodes) => joined(scope, sql, nodes, " OR "),
+        Node::Not(inner) => format!("NOT {}", render_in(scope, inner, sql)),
+        Node::Raw {
+            sql: fragment,
+            params,
+        } => render_raw(sql, fragment, params),
+        _ => "FALSE".to_owned(),
+    }
+}
+
+/// `path op value`: on the duplicated column at the root when the field has one (where a
+/// NULL column is "no match"), else on the typed `jsonb` value under `coalesce`.
+fn compare(
+    scope: Scope<'_>,
+    sql: &mut Sql,
+    path: &Path,
+    op: CompareOp,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> String {
+    refuse_nul(sql, value);
+    let left = typed_expr(scope.base, scope.root, path, kind);
+    let right = compared_value(scope, sql, path, kind, value);
+    if scope.root && path.column.is_some() {
+        // Index-friendly and still two-valued: a NULL column is "no match".
+        format!("({left} IS NOT NULL AND {left} {} {right})", op_sql(op))
+    } else {
+        format!("coalesce({left} {} {right}, false)", op_sql(op))
+    }
+}
+
+/// The parameter a comparison's field is compared with, cast like the field's expression.
+fn compared_value(
+    scope: Scope<'_>,
+    sql: &mut Sql,
+    path: &Path,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> String {
+    match (scope.root, path.column, kind) {
+        (true, Some((_, sql_type)), _) => {
+            format!(
+                "{}::text::{sql_type}",
+                sql.param(Box::new(json_as_text(value)))
+            )
+        }
+        (_, _, ValueKind::Json) => format!("{}::jsonb", sql.param(Box::new(value.clone()))),
+        (_, _, ValueKind::Text) => {
+            format!("{}::text", sql.param(Box::new(json_as_text(value))))
+        }
+        (_, _, ValueKind::Number) => format!(
+            "{}::text::numeric",
+            sql.param(Box::new(json_as_text(value)))
+        ),
+        (_, _, ValueKind::Bool) => format!(
+            "{}::boolean",
+            sql.param(Box::new(value.as_bool().unwrap_or(false)))
+        ),
+    }
+}
+
+/// A string test on the field's text.
+fn text_test(scope: Scope<'_>, sql: &mut Sql, path: &Path, op: TextOp, value: &str) -> String {
+    if value.contains('\0') {
+        sql.invalid.get_or_insert_with(nul_reason);
+    }
+    let t = text_expr(scope.base, path);
+    let p = sql.param(Box::new(value.to_owned()));
+    let test = match op {
+        TextOp::StartsWith => format!("starts_with({t}, {p}::text)"),
+        TextOp::EndsWith => format!("right({t}, length({p}::text)) = {p}::text"),
+        TextOp::Contains => format!("strpos({t}, {p}::text) > 0"),
+        TextOp::EqIgnoreCase => {
+            format!("lower({t} COLLATE \"C\") = lower({p}::text COLLATE \"C\")")
+        }
+    };
+    format!("coalesce({test}, false)")
+}
+
+/// The field is missing or JSON `null` (`negated`: present and not null).
+fn is_null(scope: Scope<'_>, path: &Path, negated: bool) -> String {
+    let j = json_expr(scope.base, path);
+    let test = format!("({j} IS NULL OR jsonb_typeof({j}) = 'null')");
+    if negated {
+        format!("NOT {test}")
+    } else {
+        test
+    }
+}
+
+/// Some element of the array at `path` matches `inner`, rendered below the element's
+/// alias (`e<depth>.x`); a missing or non-array field has no elements.
+fn any(scope: Scope<'_>, sql: &mut Sql, path: &Path, inner: &Node) -> String {
+    let j = json_expr(scope.base, path);
+    let alias = format!("e{}", scope.depth);
+    let element = format!("{alias}.x");
+    let inner_scope = Scope {
+        base: &element,
+        root: false,
+        depth: scope.depth + 1,
+    };
+    let inner_sql = render_in(inner_scope, inner, sql);
+    format!(
+        "EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} ELSE '[]'::jsonb END) AS {alias}(x) WHERE {inner_sql})"
+    )
+}
+
+/// The nodes joined by `AND` or `OR`, in parentheses.
+fn joined(scope: Scope<'_>, sql: &mut Sql, nodes: &[Node], separator: &str) -> String {
+    let parts: Vec<String> = nodes.iter().map(|n| render_in(scope, n, sql)).collect();
+    format!("({})", parts.join(separator))
+}

@@ -1,0 +1,225 @@
+//! [`Query`]: a [`QuerySpec`] run on a session — its builder methods, and `to_list`,
+//! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]) and `stream` (rows
+//! decoded as they arrive, the connection's request held as long as the stream lives).
+//! Uses `spec`, `statement`, `rows`, `render`, the session's [`QuerySource`] and the
+//! crate's `connection` timeouts.
+
+use std::marker::PhantomData;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use marten_core::query::{Filter, HasFields, Order, RawParam};
+use marten_core::{Error, Result};
+
+use super::render::Sql;
+use super::rows::{decode, decode_at, reading};
+use super::spec::QuerySpec;
+use crate::documents::PgDocument;
+use crate::json::JsonRef;
+use crate::session::QuerySource;
+
+/// A page of results with the total count of matches.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Page<D> {
+    /// The documents of this page.
+    pub items: Vec<D>,
+    /// How many documents match in all.
+    pub total: i64,
+}
+
+/// A query on documents of type `D`, built with typed filters and run on a session.
+#[must_use]
+pub struct Query<'s, S: QuerySource, D> {
+    pub(super) session: &'s mut S,
+    pub(super) spec: QuerySpec<D>,
+    _d: PhantomData<fn() -> D>,
+}
+
+impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
+    pub(crate) fn new(session: &'s mut S) -> Self {
+        Query {
+            session,
+            spec: QuerySpec::default(),
+            _d: PhantomData,
+        }
+    }
+
+    /// See [`QuerySpec::filter`].
+    pub fn filter(mut self, f: impl FnOnce(D::Fields<D>) -> Filter<D>) -> Self {
+        self.spec = self.spec.filter(f);
+        self
+    }
+
+    /// See [`QuerySpec::where_filter`].
+    pub fn where_filter(mut self, filter: Filter<D>) -> Self {
+        self.spec = self.spec.where_filter(filter);
+        self
+    }
+
+    /// See [`QuerySpec::where_sql`].
+    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
+        self.spec = self.spec.where_sql(sql, params);
+        self
+    }
+
+    /// See [`QuerySpec::order_by`].
+    pub fn order_by(mut self, f: impl FnOnce(D::Fields<D>) -> Order<D>) -> Self {
+        self.spec = self.spec.order_by(f);
+        self
+    }
+
+    /// Skips the first `n` matches.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.spec.skip = Some(n);
+        self
+    }
+
+    /// Returns at most `n` matches.
+    pub fn take(mut self, n: usize) -> Self {
+        self.spec.take = Some(n);
+        self
+    }
+
+    /// The SQL this query runs (for `EXPLAIN` and logs).
+    pub fn to_sql(&self) -> String {
+        self.spec.to_sql()
+    }
+
+    async fn rows(self) -> Result<Vec<tokio_postgres::Row>> {
+        let sql = self.spec.select(true).checked()?;
+        self.fetch(sql).await
+    }
+
+    /// Runs `sql` on the session's connection and returns its rows.
+    async fn fetch(self, sql: Sql) -> Result<Vec<tokio_postgres::Row>> {
+        let (store, conn) = self.session.source();
+        store.ensure::<D>().await?;
+        conn.run(store, async |client| {
+            let stmt = client
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(reading::<D>)?;
+            let refs = sql.refs();
+            client.query(&stmt, &refs).await.map_err(reading::<D>)
+        })
+        .await
+    }
+
+    /// All matches.
+    pub async fn to_list(self) -> Result<Vec<D>> {
+        let rows = self.rows().await?;
+        rows.iter().map(decode::<D>).collect()
+    }
+
+    /// The first match, if any.
+    pub async fn first(mut self) -> Result<Option<D>> {
+        self.spec.take = Some(1);
+        Ok(self.to_list().await?.into_iter().next())
+    }
+
+    /// The only match: `Ok(None)` for none, [`Error::NotSingle`] for more than one.
+    pub async fn single(mut self) -> Result<Option<D>> {
+        self.spec.take = Some(2);
+        let mut found = self.to_list().await?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            _ => Err(Error::NotSingle {
+                document_type: D::DOCUMENT_TYPE,
+            }),
+        }
+    }
+
+    /// How many documents match.
+    pub async fn count(self) -> Result<i64> {
+        let sql = self.spec.count_sql().checked()?;
+        let rows = self.fetch(sql).await?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(reading::<D>),
+            None => Err(Error::CorruptData {
+                owner: D::DOCUMENT_TYPE.to_owned(),
+                id: None,
+                detail: "a count returned no row".to_owned(),
+            }),
+        }
+    }
+
+    /// Whether any document matches.
+    pub async fn exists(self) -> Result<bool> {
+        Ok(self.first().await?.is_some())
+    }
+
+    /// One page of matches (`page` from 0) and the total number of matches, in one query.
+    /// A page past the last match is empty and still has the total; a page so far that
+    /// `page * page_size` overflows is past the last match.
+    pub async fn to_page(mut self, page: usize, page_size: usize) -> Result<Page<D>> {
+        self.spec.skip = Some(page.saturating_mul(page_size));
+        self.spec.take = Some(page_size);
+        self.spec.with_total = true;
+        let rows = self.rows().await?;
+        let total = match rows.first() {
+            Some(r) => r.try_get(1).map_err(reading::<D>)?,
+            None => 0,
+        };
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of an empty page has no document.
+            let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
+            if data.is_some() {
+                items.push(decode_at::<D>(row, 2)?);
+            }
+        }
+        Ok(Page { items, total })
+    }
+
+    /// Streams the matches, decoding each row as it arrives instead of collecting them.
+    pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
+        let sql = self.spec.select(true).checked()?;
+        let session = self.session;
+        let (store, conn) = session.source();
+        store.ensure::<D>().await?;
+        let req = conn.request(store).await?;
+        let starting = async {
+            let stmt = req
+                .client()
+                .prepare_cached(&sql.text)
+                .await
+                .map_err(reading::<D>)?;
+            req.client()
+                .query_raw(&stmt, sql.refs())
+                .await
+                .map_err(reading::<D>)
+        };
+        let Some(started) = crate::connection::within(store, starting).await else {
+            drop(req);
+            return Err(crate::connection::timed_out(store));
+        };
+        let rows = match started {
+            Ok(rows) => rows,
+            Err(e) => {
+                req.settle_error(&e);
+                return Err(e);
+            }
+        };
+        // The request lasts as long as the stream: read to its end, it is finished; dropped
+        // early, the connection is closed (and what still runs on it cancelled).
+        let stream =
+            futures_util::stream::unfold(Some((req, Box::pin(rows))), |state| async move {
+                let (req, mut rows) = state?;
+                match rows.next().await {
+                    Some(Ok(row)) => Some((decode::<D>(&row), Some((req, rows)))),
+                    Some(Err(e)) => {
+                        let e = reading::<D>(e);
+                        req.settle_error(&e);
+                        Some((Err(e), None))
+                    }
+                    None => {
+                        req.finish();
+                        None
+                    }
+                }
+            });
+        Ok(stream.boxed())
+    }
+}

@@ -1,0 +1,146 @@
+//! The statements of a [`QuerySpec`]: its WHERE clause (every filter rendered, joined
+//! with AND), its sort keys (the id breaking ties), its LIMIT / OFFSET, and the SELECT
+//! (plain, or with the total count of matches) and count statements built from them.
+//! Parameters are numbered in that order: the filters', then LIMIT's, then OFFSET's.
+//! Uses `render` and the spec's fields.
+
+use marten_core::query::HasFields;
+
+use super::render::{self, Sql};
+use super::spec::QuerySpec;
+use crate::documents::PgDocument;
+
+/// A skip or take as the `bigint` PostgreSQL takes; beyond `i64::MAX` it means the same.
+pub(super) fn row_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A sort key: its expression and direction.
+type SortKey = (String, &'static str);
+
+impl<D: PgDocument + HasFields> QuerySpec<D> {
+    /// The query's SQL: rows of `data, id` (or `data, total, id` with the total); a query
+    /// with an invalid raw fragment carries why (see [`Sql::check`]).
+    pub(super) fn select(&self, paged: bool) -> Sql {
+        self.select_from(D::TABLE_NAME, paged)
+    }
+
+    /// The statement counting the matches.
+    pub(super) fn count_sql(&self) -> Sql {
+        self.count_from(D::TABLE_NAME)
+    }
+}
+
+impl<D: 'static> QuerySpec<D> {
+    /// [`select`](Self::select) on the documents of `table`.
+    pub(super) fn select_from(&self, table: &str, paged: bool) -> Sql {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql);
+        let keys = self.sort_keys();
+        let limits = if paged {
+            self.limits(&mut sql)
+        } else {
+            String::new()
+        };
+        sql.text = if self.with_total {
+            select_with_total(table, &wh, &keys, &limits)
+        } else {
+            select_plain(table, &wh, &keys, &limits)
+        };
+        sql
+    }
+
+    /// [`count_sql`](Self::count_sql) on the documents of `table`.
+    pub(super) fn count_from(&self, table: &str) -> Sql {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql);
+        sql.text = format!("SELECT count(*) FROM {table} d WHERE {wh}");
+        sql
+    }
+
+    /// Every filter rendered over `d.data`, joined with AND (`TRUE` without filters).
+    fn where_clause(&self, sql: &mut Sql) -> String {
+        let parts: Vec<String> = self
+            .filters
+            .iter()
+            .map(|f| render::render(f.node(), "d.data", true, sql, 0))
+            .collect();
+        if parts.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            parts.join(" AND ")
+        }
+    }
+
+    /// The sort keys in order, the id last to break ties. Descending puts missing values
+    /// last, ascending first.
+    fn sort_keys(&self) -> Vec<SortKey> {
+        let mut keys: Vec<SortKey> = self
+            .orders
+            .iter()
+            .map(|o| {
+                let e = render::typed_expr("d.data", true, &o.path, o.kind);
+                let dir = if o.descending {
+                    "DESC NULLS LAST"
+                } else {
+                    "ASC NULLS FIRST"
+                };
+                (e, dir)
+            })
+            .collect();
+        keys.push(("d.id".to_owned(), "ASC"));
+        keys
+    }
+
+    /// ` LIMIT $n` and ` OFFSET $m` for the take and skip that are set, as parameters.
+    fn limits(&self, sql: &mut Sql) -> String {
+        let mut limits = String::new();
+        if let Some(n) = self.take {
+            let p = sql.param(Box::new(row_count(n)));
+            limits.push_str(&format!(" LIMIT {p}"));
+        }
+        if let Some(n) = self.skip {
+            let p = sql.param(Box::new(row_count(n)));
+            limits.push_str(&format!(" OFFSET {p}"));
+        }
+        limits
+    }
+}
+
+/// `data, id` of the matching rows of `table`, sorted and limited.
+fn select_plain(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
+    let order: Vec<String> = keys.iter().map(|(e, dir)| format!("{e} {dir}")).collect();
+    format!(
+        "SELECT d.data, d.id FROM {table} d WHERE {wh} ORDER BY {}{limits}",
+        order.join(", ")
+    )
+}
+
+/// `data, total, id`: the count and the page in one statement that always returns a row,
+/// so a page past the last match still reports the total (with a NULL document). The
+/// page's sort keys are selected (k0, k1, ..) to order the joined rows the same way.
+fn select_with_total(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
+    let inner: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (e, _))| format!("{e} AS k{i}"))
+        .collect();
+    let outer: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (_, dir))| format!("p.k{i} {dir}"))
+        .collect();
+    let inner_order: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (_, dir))| format!("k{i} {dir}"))
+        .collect();
+    format!(
+        "SELECT p.data, c.total, p.id FROM (SELECT count(*) AS total FROM {table} d WHERE {wh}) c \
+         LEFT JOIN LATERAL (SELECT d.data AS data, d.id AS id, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
+         ORDER BY {}",
+        inner.join(", "),
+        inner_order.join(", "),
+        outer.join(", ")
+    )
+}
