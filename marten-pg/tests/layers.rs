@@ -37,7 +37,6 @@ const KNOWN_UPWARD: &[&str] = &[
     "projections -> session",
     "projections -> store",
     "query -> session",
-    "schema -> documents",
     "schema -> events",
     "session -> store",
     "unit_of_work -> events",

@@ -14,10 +14,10 @@ use super::read;
 use super::stream_id::StreamKey;
 use super::stream_row::{expected_version, reading, version_row};
 use super::table::EventSql;
+use crate::connection::Pipeline;
 use crate::connection::{timed_out, within, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::session::Tracking;
-use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).
 const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
@@ -46,8 +46,8 @@ impl<K: Tracking> Events<'_, K> {
 
 /// What the pipelined lock attempt answered: the savepoint and the locking select.
 type Answers = (
-    Option<Result<Vec<Row>, tokio_postgres::Error>>,
-    Option<Result<Vec<Row>, tokio_postgres::Error>>,
+    Result<(), tokio_postgres::Error>,
+    Result<Vec<Row>, tokio_postgres::Error>,
 );
 
 /// Locks a stream's row in the connection's transaction (opening one if none is open),
@@ -91,25 +91,15 @@ async fn send_attempt(
     let timeout_text = lock_timeout_text(timeout);
     let timeout_params: [&(dyn ToSql + Sync); 1] = [&timeout_text];
     let lock_params: [&(dyn ToSql + Sync); 1] = [key];
-    let mut flight: Vec<StatementFuture<'_>> = Vec::new();
-    if began {
-        flight.push(simple(c, "BEGIN"));
-    }
-    flight.push(simple(c, "SAVEPOINT mt_exclusive"));
-    flight.push(Box::pin(c.query(set_timeout, &timeout_params)));
-    flight.push(Box::pin(c.query(lock, &lock_params)));
-    flight.push(simple(c, "RELEASE SAVEPOINT mt_exclusive"));
-    let results = join_in_order(flight).await;
-    let mut results = results.into_iter().skip(usize::from(began));
-    let savepoint = results.next();
-    let _timeout = results.next();
-    let locked = results.next();
-    (savepoint, locked)
-}
-
-/// A statement without parameters or rows, as one future of the pipeline.
-fn simple<'a>(c: &'a Client, sql: &'static str) -> StatementFuture<'a> {
-    Box::pin(async move { c.batch_execute(sql).await.map(|()| Vec::new()) })
+    let mut pipe = Pipeline::new(c, 5);
+    // A failed BEGIN fails the savepoint after it, which is what the outcome reads.
+    let _begin = began.then(|| pipe.command("BEGIN"));
+    let savepoint = pipe.command("SAVEPOINT mt_exclusive");
+    let _timeout = pipe.query(set_timeout, &timeout_params);
+    let locked = pipe.query(lock, &lock_params);
+    let _release = pipe.command("RELEASE SAVEPOINT mt_exclusive");
+    let mut answers = pipe.send().await;
+    (answers.take(savepoint), answers.take(locked))
 }
 
 /// The `lock_timeout` setting for `timeout`. PostgreSQL takes at most i32::MAX ms (about
@@ -125,20 +115,19 @@ fn attempt_outcome(
     timeout: Duration,
 ) -> Result<i64> {
     match (savepoint, locked) {
-        (Some(Err(e)), _) => Err(map_db_error(e, Failed::Transaction)),
-        (_, Some(Ok(rows))) => rows
+        (Err(e), _) => Err(map_db_error(e, Failed::Transaction)),
+        (_, Ok(rows)) => rows
             .first()
             .map(version_row)
             .transpose()
             .and_then(|row| expected_version(key, row)),
-        (_, Some(Err(e))) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+        (_, Err(e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
             Err(Error::StreamLocked {
                 stream: key.0.clone(),
                 waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             })
         }
-        (_, Some(Err(e))) => Err(reading(e)),
-        (_, None) => expected_version(key, None),
+        (_, Err(e)) => Err(reading(e)),
     }
 }
 

@@ -10,10 +10,10 @@ use tokio_postgres::types::ToSql;
 use super::render::Sql;
 use super::rows::{decode_count, decode_list};
 use super::spec::QuerySpec;
+use crate::connection::Pipeline;
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 use crate::session::QuerySource;
-use crate::unit_of_work::{join_in_order, StatementFuture};
 
 /// Several queries sent in one round trip: add them, `execute`, then take each result.
 pub struct QueryBatch<'s, S: QuerySource> {
@@ -69,7 +69,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
     ) -> BatchItem<T> {
         let doc = (
             std::any::TypeId::of::<D>(),
-            crate::schema::migrate_fn::<D>(),
+            crate::documents::migrate_fn::<D>(),
         );
         self.statements.push((sql, doc));
         BatchItem {
@@ -111,15 +111,15 @@ async fn run_batch(
     }
     let params: Vec<Vec<&(dyn ToSql + Sync)>> =
         statements.iter().map(|(sql, _)| sql.refs()).collect();
-    let c: &tokio_postgres::Client = client;
-    let flight: Vec<StatementFuture<'_>> = prepared
-        .iter()
-        .zip(&params)
-        .map(|(stmt, p)| Box::pin(c.query(stmt, p.as_slice())) as StatementFuture<'_>)
+    let mut pipe = Pipeline::new(client, prepared.len());
+    let handles: Vec<_> = (prepared.iter().zip(&params))
+        .map(|(statement, p)| pipe.query(statement, p))
         .collect();
-    let mut rows = Vec::with_capacity(flight.len());
-    for result in join_in_order(flight).await {
-        rows.push(result.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?);
+    let mut answers = pipe.send().await;
+    let mut rows = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let answer = answers.take(handle);
+        rows.push(answer.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?);
     }
     Ok(rows)
 }

@@ -41,9 +41,6 @@ pub(crate) type MigrateFn = for<'a> fn(
     AutoCreate,
 ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
-/// The migration of a document type, kept by the store ([`crate::documents`] makes it).
-pub(crate) use crate::documents::migrate_fn;
-
 /// Marker types naming the event store's tables for each stream identity in the store's
 /// set of created objects.
 struct UuidEventTables;
