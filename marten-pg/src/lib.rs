@@ -11,6 +11,8 @@ mod error_map;
 pub mod events;
 mod id;
 mod json;
+#[doc(hidden)]
+pub mod private;
 pub mod projections;
 pub mod query;
 pub mod schema;

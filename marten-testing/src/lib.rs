@@ -12,11 +12,15 @@
 //!
 //! [`PrivateCluster`] starts a cluster of one test's own (for cluster-wide state such as
 //! the next transaction id), removed when the value is dropped.
+//!
+//! [`dcb`] is a seam into marten for tests: a boundary read that pauses between its two
+//! statements.
 
 #![warn(missing_docs)]
 
 pub mod cancel;
 mod cluster;
+pub mod dcb;
 pub mod fault;
 mod proxy;
 pub mod trace;
