@@ -24,7 +24,6 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 pub mod daemon {
     pub use marten_pg::daemon::{
         rebuild, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
-        TraceHooks,
     };
 }
 

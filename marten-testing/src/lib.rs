@@ -13,8 +13,8 @@
 //! [`PrivateCluster`] starts a cluster of one test's own (for cluster-wide state such as
 //! the next transaction id), removed when the value is dropped.
 //!
-//! [`dcb`] is a seam into marten for tests: a boundary read that pauses between its two
-//! statements.
+//! [`trace`] and [`dcb`] are the tests' seams into marten: daemon hooks that write traces
+//! for the race detector, and a boundary read that pauses between its two statements.
 
 #![warn(missing_docs)]
 
