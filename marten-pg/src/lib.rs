@@ -3,7 +3,6 @@
 
 #![warn(missing_docs)]
 
-pub mod cli;
 mod connection;
 pub mod daemon;
 pub mod documents;
@@ -17,6 +16,7 @@ pub mod projections;
 pub mod query;
 pub mod schema;
 pub mod session;
+mod status;
 mod store;
 mod unit_of_work;
 mod validate;
@@ -38,4 +38,5 @@ pub use session::{
     DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,
     LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
 };
+pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};
