@@ -6,8 +6,7 @@
 use std::future::Future;
 
 use marten_core::aggregate::fold;
-use marten_core::EventEnvelope;
-use marten_core::{Apply, Error, EventTag, Result, StreamId, StreamIdentity};
+use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, StreamIdentity};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
