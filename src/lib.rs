@@ -24,13 +24,13 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 pub mod daemon {
     pub use marten_pg::daemon::{
         rebuild, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
-        TraceHooks,
     };
 }
 
-/// A command line for a service's store (daemon with progress, rebuild, status, schema).
+/// A command line for a service's store (daemon with progress, rebuild, status, schema):
+/// the `marten-cli` crate.
 pub mod cli {
-    pub use marten_pg::cli::{progress_line, rebuild_with_progress, run, status, ProjectionStatus};
+    pub use marten_cli::{progress_line, rebuild_with_progress, run, status, ProjectionStatus};
 }
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{builder, ok};
-use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy, TraceHooks};
+use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ async fn catch_up_equals_the_live_fold_with_two_competing_daemons() {
     append_many(&store, &streams, 10).await;
     let options = || DaemonOptions {
         batch_size: 37,
-        hooks: std::sync::Arc::new(TraceHooks::new(&trace).expect("trace")),
+        hooks: std::sync::Arc::new(marten_testing::trace::TraceHooks::new(&trace).expect("trace")),
         ..DaemonOptions::default()
     };
     let a = Daemon::start(&store, options());

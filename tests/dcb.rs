@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::{builder, ok};
 use marten::prelude::*;
 use marten::{EventProjection, ProjectedOps, RejectionKind};
+use marten_testing::dcb::fetch_for_writing_by_tags_pausing;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -186,13 +187,12 @@ async fn race(label: &str, racers: usize, rounds: usize, barrier_between_reads: 
                             after_versions.wait().await;
                         }
                     };
-                    let mut boundary = s
-                        .events()
-                        .fetch_for_writing_by_tags_pausing::<CourseCapacity>(
-                            course_query(course),
-                            pause,
-                        )
-                        .await?;
+                    let mut boundary = fetch_for_writing_by_tags_pausing::<_, CourseCapacity>(
+                        s.events(),
+                        course_query(course),
+                        pause,
+                    )
+                    .await?;
                     boundary.append([StudentSubscribed {
                         course_id: course,
                         student_id: StudentId(Uuid::now_v7()),
@@ -229,6 +229,64 @@ async fn eight_racers_barrier_after_fetch() {
 #[tokio::test]
 async fn sixteen_racers_barrier_between_versions_and_events() {
     race("dcb_race16", 16, 200, true).await;
+}
+
+/// The versions are read before the events: a subscription saved while the read pauses
+/// between its two statements is among the boundary's events but not counted in its
+/// versions, so the boundary's save is rejected. Read the other way round, the boundary
+/// would miss the subscription yet carry its version, and the save would commit over it.
+#[tokio::test]
+async fn versions_are_captured_before_the_events_are_read() {
+    let (_schema, b) = builder("dcb_order");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 5).await;
+    let writer = store.clone();
+    let pause = async move {
+        // Let the versions' statement, already sent, run before the racer commits.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut other = writer.lightweight_session();
+        ok(other.events().append(
+            Uuid::now_v7(),
+            [StudentSubscribed {
+                course_id: course,
+                student_id: StudentId(Uuid::now_v7()),
+            }],
+        ));
+        ok(other.save_changes().await);
+    };
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(fetch_for_writing_by_tags_pausing::<_, CourseCapacity>(
+        s.events(),
+        course_query(course),
+        pause,
+    )
+    .await);
+    assert_eq!(
+        boundary.versions(),
+        [(marten::EventTag::of(&course), 1)],
+        "versions captured before the racer's subscription"
+    );
+    assert_eq!(
+        boundary.state().map(|c| c.count),
+        Some(1),
+        "events read after the racer's subscription"
+    );
+    ok(boundary.append([StudentSubscribed {
+        course_id: course,
+        student_id: StudentId(Uuid::now_v7()),
+    }]));
+    let err = s
+        .save_changes()
+        .await
+        .expect_err("the boundary moved while it was read");
+    assert!(
+        matches!(
+            err.rejections()[0].kind,
+            RejectionKind::DcbConcurrency { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(count(&store, course).await, Some(1));
 }
 
 #[tokio::test]

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marten::daemon::{Daemon, DaemonHooks, DaemonOptions, TraceHooks};
+use marten::daemon::{Daemon, DaemonHooks, DaemonOptions};
 use marten::EventEnvelope;
+use marten_testing::trace::TraceHooks;
 
 struct Pausing {
     trace: TraceHooks,

@@ -3,7 +3,6 @@
 
 #![warn(missing_docs)]
 
-pub mod cli;
 mod connection;
 pub mod daemon;
 pub mod documents;
@@ -11,10 +10,13 @@ mod error_map;
 pub mod events;
 mod id;
 mod json;
+#[doc(hidden)]
+pub mod private;
 pub mod projections;
 pub mod query;
 pub mod schema;
 pub mod session;
+mod status;
 mod store;
 mod stream_key;
 pub mod tables;
@@ -38,4 +40,5 @@ pub use session::{
     DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,
     LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
 };
+pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};

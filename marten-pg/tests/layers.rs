@@ -21,9 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["documents", "events", "query"],
     &["projections"],
     &["session"],
-    &["daemon"],
+    &["daemon", "status"],
     &["store"],
-    &["cli"],
+    &["private"],
 ];
 
 /// Known upward imports, `from -> to`, still to be removed.
@@ -39,6 +39,7 @@ const KNOWN_UPWARD: &[&str] = &[
     "query -> session",
     "schema -> events",
     "session -> store",
+    "status -> store",
     "unit_of_work -> events",
     "unit_of_work -> store",
 ];

@@ -12,11 +12,15 @@
 //!
 //! [`PrivateCluster`] starts a cluster of one test's own (for cluster-wide state such as
 //! the next transaction id), removed when the value is dropped.
+//!
+//! [`trace`] and [`dcb`] are the tests' seams into marten: daemon hooks that write traces
+//! for the race detector, and a boundary read that pauses between its two statements.
 
 #![warn(missing_docs)]
 
 pub mod cancel;
 mod cluster;
+pub mod dcb;
 pub mod fault;
 mod proxy;
 pub mod trace;

@@ -12,4 +12,4 @@ mod pipeline;
 pub use conn::Conn;
 pub(crate) use conn::{timed_out, within, Request};
 pub(crate) use connector::Connector;
-pub(crate) use pipeline::{join_in_order, Answers, Done, Handle, Pipeline, Rows};
+pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};

@@ -154,7 +154,7 @@ impl Answers {
 /// Polls every future in order until all are done. Unlike a general join, the first
 /// poll of each future happens in list order, which is the order tokio-postgres writes
 /// their requests to the connection.
-pub(crate) async fn join_in_order<T>(
+async fn join_in_order<T>(
     mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
 ) -> Vec<T> {
     let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();

@@ -31,7 +31,7 @@ use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
 use crate::store::DocumentStore;
 use crate::xid8::Xid8;
-pub use hooks::{DaemonHooks, NoHooks, TraceHooks};
+pub use hooks::{DaemonHooks, NoHooks};
 
 /// What happens to an event whose apply keeps failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

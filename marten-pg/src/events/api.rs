@@ -1,15 +1,11 @@
 //! The event operations handle of a session, `session.events()`: the [`Events`] struct
 //! and its check of stream ids. The operations are in `append_api`, `read_api` and
-//! `writing`; `PendingEvent` and `events_schema` (from the schema layer) are re-exported here for the siblings
-//! (`append`, `tags`) that import them from this path.
+//! `writing`.
 
 use marten_core::{Error, Result, StreamId, StreamIdentity};
 
 use super::stream_id::StreamKey;
 use crate::session::{Session, Tracking};
-
-pub(crate) use super::pending::PendingEvent;
-pub(crate) use crate::schema::events_schema;
 
 /// Why a string stream id longer than [`marten_core::MAX_ID_BYTES`] is refused.
 const STREAM_ID_TOO_LONG: &str =

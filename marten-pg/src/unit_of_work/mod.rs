@@ -21,14 +21,9 @@ mod operation;
 mod writer;
 
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
-
-use tokio_postgres::Row;
 
 use self::append::{StreamAppend, StreamCommand};
 pub(crate) use self::operation::Operation;
-pub(crate) use crate::connection::join_in_order;
 
 /// What a session remembers (versions, identity map, dirty tracking), its dirty
 /// documents flushed into a unit of work.
@@ -166,10 +161,6 @@ pub(crate) enum Outcome {
     /// inline projection's): plan again and retry.
     Retry,
 }
-
-/// A statement's answer as a future (for pipelines not yet on [`crate::connection::Pipeline`]).
-pub(crate) type StatementFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
 impl UnitOfWork {
     /// Whether nothing is queued.

@@ -7,89 +7,30 @@
 //! ```text
 //! cargo run --example daemon -- daemon            # run until Ctrl-C, progress per projection
 //! cargo run --example daemon -- rebuild Counter   # reset, replay, progress bar, exit
-//! cargo run --example daemon -- status            # positions, lag, oldest open transaction
+//! cargo run --example daemon -- status            # positions, lag, owners
 //! cargo run --example daemon -- schema            # create or update the schema, exit
 //! ```
+//!
+//! Uses only marten-pg's public API (the store, its builder, the daemon and
+//! [`DocumentStore::projection_status`]); the `marten` facade re-exports it as
+//! `marten::cli`.
+
+#![warn(missing_docs)]
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use marten_core::{Error, Result};
+use marten_pg::daemon::{self, Daemon, DaemonOptions};
+use marten_pg::{DocumentStore, DocumentStoreBuilder};
 
-use crate::connection::Conn;
-use crate::daemon::{self, Daemon, DaemonOptions};
-use crate::error_map::{map_db_error, Failed};
-use crate::store::{DocumentStore, DocumentStoreBuilder};
+pub use marten_pg::ProjectionStatus;
 
-/// How far an async projection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProjectionStatus {
-    /// The projection's name.
-    pub name: String,
-    /// The global sequence of the last event it processed.
-    pub position: i64,
-    /// The highest global sequence in the store.
-    pub head: i64,
-    /// The node that owns it, if any.
-    pub owner: Option<String>,
-}
-
-impl ProjectionStatus {
-    /// Events not processed yet (approximate: sequences can have gaps).
-    pub fn lag(&self) -> i64 {
-        (self.head - self.position).max(0)
-    }
-}
-
-/// The status of every async projection of the store.
+/// The status of every async projection of the store (see
+/// [`DocumentStore::projection_status`]).
 pub async fn status(store: &DocumentStore) -> Result<Vec<ProjectionStatus>> {
-    let (type_id, migrate) = daemon::progression::schema();
-    store.ensure_erased(type_id, migrate).await?;
-    crate::events::read::ensure(store).await?;
-    let mut conn = Conn::new();
-    conn.run(store, async |client| {
-        let head_row = client
-            .query_one("SELECT coalesce(max(seq_id), 0) FROM mt_events", &[])
-            .await
-            .map_err(|e| map_db_error(e, Failed::Other("reading the head")))?;
-        let head: i64 = head_row.try_get(0).map_err(unusable("mt_events"))?;
-        let mut out = Vec::new();
-        for p in &store.projections().asynchronous {
-            let row = client
-                .query_opt(
-                    "SELECT last_seq, owner FROM mt_event_progression WHERE name = $1",
-                    &[&p.name()],
-                )
-                .await
-                .map_err(|e| map_db_error(e, Failed::Other("reading progress")))?;
-            let (position, owner) = match row {
-                Some(r) => (
-                    r.try_get(0).map_err(unusable(p.name()))?,
-                    r.try_get(1).map_err(unusable(p.name()))?,
-                ),
-                None => (0, None),
-            };
-            out.push(ProjectionStatus {
-                name: p.name().to_owned(),
-                position,
-                head,
-                owner,
-            });
-        }
-        Ok(out)
-    })
-    .await
-}
-
-/// A stored value of the wrong type (a table changed by hand or by another program).
-fn unusable(owner: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::CorruptData {
-        owner: owner.to_owned(),
-        id: None,
-        detail: e.to_string(),
-    }
+    store.projection_status().await
 }
 
 /// A text progress bar: `name [#####.....] position/head`.

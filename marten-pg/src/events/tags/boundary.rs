@@ -1,0 +1,200 @@
+//! Reading a consistency boundary for writing: the versions of the queried tags, then the
+//! matching events, folded into a state; appends made through the [`Boundary`] make the
+//! save assert those versions. May use the session's connection, the event tables' SQL
+//! and reads, and the pipelined flight of the unit of work.
+
+use std::future::Future;
+
+use marten_core::aggregate::fold;
+use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, StreamIdentity};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use super::super::read;
+use super::super::table::EventSql;
+use super::query::TagQuery;
+use super::{reading, tag_version};
+use crate::connection::{timed_out, within};
+use crate::connection::{Pipeline, Rows};
+use crate::events::{Events, PendingEvent};
+use crate::session::{Session, Tracking};
+
+/// A consistency boundary read for writing: the matching events, the state folded from
+/// them, and the version of every queried tag when read.
+pub struct Boundary<'s, K: Tracking, S> {
+    events: Events<'s, K>,
+    state: Option<S>,
+    matched: Vec<EventEnvelope>,
+    versions: Vec<(EventTag, i64)>,
+    asserted: bool,
+}
+
+impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
+    /// The state folded from the matching events.
+    pub fn state(&self) -> Option<&S> {
+        self.state.as_ref()
+    }
+
+    /// The matching events, in sequence order.
+    pub fn events(&self) -> &[EventEnvelope] {
+        &self.matched
+    }
+
+    /// The version of each queried tag when read (0: no event had it).
+    pub fn versions(&self) -> &[(EventTag, i64)] {
+        &self.versions
+    }
+
+    fn assert_once(&mut self) {
+        if !self.asserted {
+            self.asserted = true;
+            self.events
+                .session
+                .boundaries
+                .extend(self.versions.iter().cloned());
+        }
+    }
+
+    /// Queues events in a new stream of their own; the save asserts the boundary.
+    pub fn append<I>(&mut self, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        let stream = match self.events.session.store.stream_identity() {
+            StreamIdentity::Uuid => StreamId::Uuid(uuid::Uuid::now_v7()),
+            StreamIdentity::String => StreamId::String(uuid::Uuid::now_v7().to_string()),
+        };
+        self.append_to(stream, events)
+    }
+
+    /// Queues events on a given stream; the save asserts the boundary.
+    pub fn append_to<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<PendingEvent>,
+    {
+        self.assert_once();
+        self.events.append(stream, events)
+    }
+}
+
+impl<'s, K: Tracking> Events<'s, K> {
+    /// Reads a consistency boundary: the version of each queried tag, then the events
+    /// matching the query, folded into `S`. Append through the returned [`Boundary`]; the
+    /// save fails with [`RejectionKind::DcbConcurrency`](marten_core::RejectionKind) if
+    /// any event with one of these tags was appended in between.
+    pub async fn fetch_for_writing_by_tags<S: Apply>(
+        self,
+        query: TagQuery,
+    ) -> Result<Boundary<'s, K, S>> {
+        fetch_boundary(self, query, async {}).await
+    }
+}
+
+/// Reads a boundary as [`Events::fetch_for_writing_by_tags`] does, awaiting
+/// `between_reads` after the versions' statement is sent and before the events' statement
+/// is. Only marten's tests pass anything but a ready future (through `crate::private`),
+/// to race writers in that window.
+pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
+    events: Events<'s, K>,
+    query: TagQuery,
+    between_reads: impl Future<Output = ()> + Send,
+) -> Result<Boundary<'s, K, S>> {
+    let tags = checked_tags(&query)?;
+    let s = &mut *events.session;
+    s.store.learn_events(S::event_types());
+    read::ensure(&s.store).await?;
+    let (version_rows, event_rows) =
+        read_versions_then_events(s, &tags, query.event_type_names(), between_reads).await?;
+    let versions = versions_of(&tags, &version_rows)?;
+    let matched = read::envelopes(&s.store, &event_rows)?;
+    let state = fold(None, &matched, |_: &mut S, _| {}).map_err(|(err, i)| {
+        crate::projections::apply_error(std::any::type_name::<S>(), &matched[i], err.message)
+    })?;
+    Ok(Boundary {
+        events,
+        state,
+        matched,
+        versions,
+        asserted: false,
+    })
+}
+
+/// The query's tags, deduplicated and in order; at least one, each a valid tag.
+fn checked_tags(query: &TagQuery) -> Result<Vec<EventTag>> {
+    let tags = query.tags();
+    if tags.is_empty() {
+        return Err(Error::Configuration(
+            "a tag query needs at least one tag".to_owned(),
+        ));
+    }
+    for tag in &tags {
+        crate::validate::check_tag(&tag.tag_type, &tag.value)?;
+    }
+    Ok(tags)
+}
+
+/// The rows of the tags' versions and of the matching events, read in one flight on the
+/// session's connection: versions first; the events' statement starts after it, so it
+/// sees at least every event the versions count.
+async fn read_versions_then_events<K: Tracking>(
+    s: &mut Session<K>,
+    tags: &[EventTag],
+    event_types: Option<&[&'static str]>,
+    between_reads: impl Future<Output = ()> + Send,
+) -> Result<(Vec<Row>, Vec<Row>)> {
+    let types: Vec<String> = tags.iter().map(|t| t.tag_type.clone()).collect();
+    let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
+    let event_types: Option<Vec<&str>> = event_types.map(<[&str]>::to_vec);
+    let sql = EventSql::get(s.store.stream_identity());
+    let req = s.conn.request(&s.store).await?;
+    let client = req.client();
+    let prepared = async {
+        let versions = client.prepare_cached(&sql.tag_versions).await?;
+        let events = client.prepare_cached(&sql.events_by_tags).await?;
+        Ok::<_, tokio_postgres::Error>((versions, events))
+    }
+    .await;
+    let (versions_stmt, events_stmt) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let e = reading(e);
+            req.settle_error(&e);
+            return Err(e);
+        }
+    };
+    let c: &Client = client;
+    let version_params: [&(dyn ToSql + Sync); 2] = [&types, &values];
+    let event_params: [&(dyn ToSql + Sync); 3] = [&types, &values, &event_types];
+    let mut pipe = Pipeline::new(c, 2);
+    let versions = pipe.query(&versions_stmt, &version_params);
+    let events = pipe.push(async {
+        between_reads.await;
+        c.query(&events_stmt, &event_params).await
+    });
+    let Some(mut answers) = within(&s.store, pipe.send()).await else {
+        drop(req);
+        return Err(timed_out(&s.store));
+    };
+    req.finish();
+    let version_rows = answers.take(versions).map_err(reading)?;
+    let event_rows = answers.take::<Rows>(events).map_err(reading)?;
+    Ok((version_rows, event_rows))
+}
+
+/// The version of each tag (0 when no row has it) from the versions' rows.
+fn versions_of(tags: &[EventTag], rows: &[Row]) -> Result<Vec<(EventTag, i64)>> {
+    let mut versions: Vec<(EventTag, i64)> = tags.iter().map(|t| (t.clone(), 0)).collect();
+    for row in rows {
+        let tag = EventTag::named(
+            row.try_get::<_, String>(0).map_err(reading)?,
+            row.try_get::<_, String>(1).map_err(reading)?,
+        );
+        let v = tag_version(&tag, row.try_get(2).map_err(reading)?)?;
+        if let Some(entry) = versions.iter_mut().find(|(t, _)| *t == tag) {
+            entry.1 = v;
+        }
+    }
+    Ok(versions)
+}

@@ -1,0 +1,165 @@
+//! The tag lock of a save: one statement, placed before every other, that asserts the
+//! captured tag versions and bumps every tag the save writes, in (type, value) order.
+//! Implements the unit of work's `Operation`.
+
+use std::any::TypeId;
+
+use futures_util::future::BoxFuture;
+use marten_core::{EventTag, Rejection, RejectionKind, Result, StreamIdentity};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use super::super::table::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
+use super::{reading, tag_version};
+use crate::schema::{events_schema, MigrateFn};
+use crate::unit_of_work::append::StreamAppend;
+use crate::unit_of_work::Operation;
+
+/// The tag lock of a save (see the module docs), placed before every other statement.
+pub(crate) struct TagLock {
+    identity: StreamIdentity,
+    types: Vec<String>,
+    values: Vec<String>,
+    captured: Vec<Option<i64>>,
+    count: i64,
+    written: Vec<(String, String)>,
+    rejected: bool,
+}
+
+impl TagLock {
+    /// The lock for a save's boundaries and tagged appends; `None` when a single tagged
+    /// append (which bumps its own tags in order) or nothing needs none.
+    pub(crate) fn for_save<'a>(
+        identity: StreamIdentity,
+        boundaries: &[(EventTag, i64)],
+        appends: impl Iterator<Item = &'a StreamAppend>,
+    ) -> Option<TagLock> {
+        let appends: Vec<&StreamAppend> = appends.filter(|a| !a.tag_types.is_empty()).collect();
+        if boundaries.is_empty() && appends.len() < 2 {
+            return None;
+        }
+        let mut all: std::collections::BTreeMap<EventTag, Option<i64>> =
+            std::collections::BTreeMap::new();
+        for a in appends {
+            for (t, v) in a.tag_types.iter().zip(&a.tag_values) {
+                all.entry(EventTag::named(t.clone(), v)).or_insert(None);
+            }
+        }
+        for (tag, captured) in boundaries {
+            all.insert(tag.clone(), Some(*captured));
+        }
+        let mut lock = TagLock {
+            identity,
+            types: Vec::new(),
+            values: Vec::new(),
+            captured: Vec::new(),
+            count: 0,
+            written: Vec::new(),
+            rejected: false,
+        };
+        for (tag, captured) in all {
+            lock.types.push(tag.tag_type);
+            lock.values.push(tag.value);
+            lock.captured.push(captured);
+        }
+        lock.count = lock.types.len() as i64;
+        Some(lock)
+    }
+}
+
+impl Operation for TagLock {
+    fn sql(&self) -> &'static str {
+        TAG_LOCK
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.types, &self.values, &self.captured, &self.count]
+    }
+
+    fn len(&self) -> usize {
+        0
+    }
+
+    fn checked(&self) -> bool {
+        true
+    }
+
+    fn atomic(&self) -> bool {
+        false
+    }
+
+    fn document_type(&self) -> &'static str {
+        "tag"
+    }
+
+    fn table(&self) -> &'static str {
+        TAG_VERSIONS_TABLE
+    }
+
+    fn schema(&self) -> (TypeId, MigrateFn) {
+        events_schema(self.identity)
+    }
+
+    fn accept(&mut self, rows: &[Row]) -> Result<()> {
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let types: Option<Vec<String>> = row.try_get(0).map_err(reading)?;
+        let values: Option<Vec<String>> = row.try_get(1).map_err(reading)?;
+        self.written = types
+            .unwrap_or_default()
+            .into_iter()
+            .zip(values.unwrap_or_default())
+            .collect();
+        self.rejected = (self.written.len() as i64) < self.count;
+        Ok(())
+    }
+
+    fn has_rejections(&self) -> bool {
+        self.rejected
+    }
+
+    fn reset(&mut self) {
+        self.written.clear();
+        self.rejected = false;
+    }
+
+    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        Box::pin(async move {
+            let sql = EventSql::get(self.identity);
+            let rows = client
+                .query(sql.tag_versions.as_str(), &[&self.types, &self.values])
+                .await
+                .map_err(reading)?;
+            let mut out = Vec::new();
+            for i in 0..self.types.len() {
+                let key = (self.types[i].clone(), self.values[i].clone());
+                let Some(expected) = self.captured[i] else {
+                    continue;
+                };
+                if self.written.contains(&key) {
+                    continue;
+                }
+                let mut actual = 0;
+                for r in &rows {
+                    if r.try_get::<_, String>(0).map_err(reading)? == key.0
+                        && r.try_get::<_, String>(1).map_err(reading)? == key.1
+                    {
+                        let tag = EventTag::named(key.0.clone(), &key.1);
+                        actual = tag_version(&tag, r.try_get(2).map_err(reading)?)?;
+                    }
+                }
+                out.push(Rejection::new(
+                    "tag",
+                    marten_core::IdKey::String(key.1.clone()),
+                    RejectionKind::DcbConcurrency {
+                        tag_type: key.0,
+                        expected,
+                        actual,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+}

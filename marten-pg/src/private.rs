@@ -1,0 +1,23 @@
+//! Seams for marten's own test harness (`marten-testing`). Not public API: hidden from
+//! the documentation, exempt from semver, and never needed by a program using marten.
+//! Each item here only exposes a point inside an existing operation; it may use any part
+//! of the crate but adds no behaviour of its own.
+
+use std::future::Future;
+
+use marten_core::{Apply, Result};
+
+use crate::events::tags::boundary::fetch_boundary;
+use crate::events::{Boundary, Events, TagQuery};
+use crate::session::Tracking;
+
+/// [`Events::fetch_for_writing_by_tags`] that awaits `between_reads` after the tag
+/// versions' statement is sent and before the events' statement is, so a test can append
+/// (or hold racers at a barrier) in that window.
+pub async fn fetch_for_writing_by_tags_between<'s, K: Tracking, S: Apply>(
+    events: Events<'s, K>,
+    query: TagQuery,
+    between_reads: impl Future<Output = ()> + Send,
+) -> Result<Boundary<'s, K, S>> {
+    fetch_boundary(events, query, between_reads).await
+}
