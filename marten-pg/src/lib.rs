@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+mod column_type;
 mod connection;
 pub mod daemon;
 pub mod documents;
@@ -20,6 +21,7 @@ mod unit_of_work;
 mod validate;
 mod xid8;
 
+pub use column_type::ColumnType;
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };

@@ -125,6 +125,13 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
         } => {
             refuse_nul(sql, value);
             let left = typed_expr(base, root, path, *kind);
+            // An indexed `Option` field: `None` is a NULL column, equal only to `None`.
+            let option_column = root && path.column.is_some() && *kind == ValueKind::Json;
+            match (option_column, op, value.is_null()) {
+                (true, CompareOp::Eq, true) => return format!("({left} IS NULL)"),
+                (true, CompareOp::Ne, true) => return format!("({left} IS NOT NULL)"),
+                _ => {}
+            }
             let right = match (root, path.column, kind) {
                 (true, Some((_, sql_type)), _) => {
                     format!(
@@ -145,7 +152,9 @@ pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: 
                     sql.param(Box::new(value.as_bool().unwrap_or(false)))
                 ),
             };
-            if root && path.column.is_some() {
+            if option_column && *op == CompareOp::Ne {
+                format!("({left} IS NULL OR coalesce({left} <> {right}, false))")
+            } else if root && path.column.is_some() {
                 // Index-friendly and still two-valued: a NULL column is "no match".
                 format!("({left} IS NOT NULL AND {left} {} {right})", op_sql(*op))
             } else {
