@@ -37,7 +37,7 @@
 /// ```
 ///
 /// A document can then declare `#[document(index)] sku: Sku`; to query it with `eq`, also
-/// implement `marten::query::Comparable` for `Sku` (see `tests/column_types.rs`).
+/// implement `marten::query::Comparable` for `Sku`.
 ///
 /// [`SQL_TYPE`]: ColumnType::SQL_TYPE
 #[diagnostic::on_unimplemented(
