@@ -12,10 +12,10 @@ pub use marten_core::{
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::{
-    AutoCreate, DirtyTrackedSession, DirtyTracking, DocumentStore, DocumentStoreBuilder, EventPage,
-    EventProjection, Events, IdentityMap, IdentitySession, Lifecycle, Lightweight,
-    LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, Session,
-    SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
+    AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
+    DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
+    Lifecycle, Lightweight, LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps,
+    QuerySession, Session, SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Boundary, EventTypes, TagQuery};
@@ -45,7 +45,7 @@ pub mod storage {
 pub mod query {
     pub use marten_core::query::{
         Collection, Comparable, ContainsOp, Field, Filter, HasFields, OptionField, Order,
-        Orderable, RawParam, TextField,
+        Orderable, RawParam, TextField, ValueKind,
     };
 }
 
@@ -80,7 +80,7 @@ pub mod __private {
         Event, EventDecoder, EventEnvelope, EventTag, Identities, Tag,
     };
     pub use marten_pg::{
-        DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
+        ColumnType, DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
     };
     pub use std::sync::OnceLock;
 

@@ -3,8 +3,9 @@
 //! `HasFields` impl. Used by `#[derive(Document)]` and `#[derive(Queryable)]`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 
 use crate::internals::ast::{Container, Field};
 use crate::internals::attr;
@@ -29,20 +30,16 @@ fn column_name(field: &Field) -> String {
     format!("mt_f_{}", field.ident.unraw().to_string().to_lowercase())
 }
 
-/// The SQL type of an indexed field, by the field's type name.
-fn index_type(field: &Field) -> Option<&'static str> {
-    let syn::Type::Path(p) = field.ty else {
+/// The SQL type of an indexed field's column: an expression reading the field type's
+/// `ColumnType` (spanned at the type, so a type without it is reported there, with the
+/// trait's advice); `None` when the field is not indexed.
+fn column_sql_type(field: &Field) -> Option<TokenStream> {
+    if !(field.attrs.index || field.attrs.unique) {
         return None;
-    };
-    let last = p.path.segments.last()?.ident.to_string();
-    Some(match last.as_str() {
-        "String" => "text",
-        "i64" | "u32" => "bigint",
-        "i32" | "u16" | "u8" | "i16" | "i8" => "integer",
-        "bool" => "boolean",
-        "Uuid" => "uuid",
-        "f64" | "f32" => "double precision",
-        _ => return None,
+    }
+    let ty = field.ty;
+    Some(quote_spanned! {ty.span()=>
+        <#ty as ::marten::__private::ColumnType>::SQL_TYPE
     })
 }
 
@@ -57,40 +54,27 @@ pub fn check(cx: &Ctxt, cont: &Container) {
                 ));
             }
         }
-        if (f.attrs.index || f.attrs.unique) && index_type(f).is_none() {
-            cx.error_spanned_by(
-                f.ty,
-                format!(
-                    "`{}` cannot have a column index: index `String`, integer, `bool`, `Uuid` or float fields",
-                    f.ident
-                ),
-            );
-        }
     }
 }
 
 /// The index specs of a document, as a `&'static [IndexSpec]` expression.
 pub fn index_specs(cont: &Container) -> TokenStream {
-    let specs = cont
-        .fields
-        .iter()
-        .filter(|f| f.attrs.index || f.attrs.unique)
-        .filter_map(|f| {
-            let sql_type = index_type(f)?;
-            let field = f.ident.unraw().to_string();
-            let key = json_key(cont, f);
-            let column = column_name(f);
-            let unique = f.attrs.unique;
-            Some(quote! {
-                ::marten::__private::IndexSpec {
-                    field: #field,
-                    json_key: #key,
-                    column: #column,
-                    sql_type: #sql_type,
-                    unique: #unique,
-                }
-            })
-        });
+    let specs = cont.fields.iter().filter_map(|f| {
+        let sql_type = column_sql_type(f)?;
+        let field = f.ident.unraw().to_string();
+        let key = json_key(cont, f);
+        let column = column_name(f);
+        let unique = f.attrs.unique;
+        Some(quote! {
+            ::marten::__private::IndexSpec {
+                field: #field,
+                json_key: #key,
+                column: #column,
+                sql_type: #sql_type,
+                unique: #unique,
+            }
+        })
+    });
     quote!(&[#(#specs),*])
 }
 
@@ -112,12 +96,12 @@ pub fn expand(cont: &Container) -> TokenStream {
             decls.push(quote! { #[doc = #fdoc] pub #name: <#ty as #q::HasFields>::Fields<R> });
             inits.push(quote! { #name: <#ty as #q::HasFields>::fields_at(base.nested(#key, |s: &#ident| &s.#name)) });
         } else {
-            let column = match (f.attrs.index || f.attrs.unique, index_type(f)) {
-                (true, Some(sql_type)) => {
+            let column = match column_sql_type(f) {
+                Some(sql_type) => {
                     let col = column_name(f);
                     quote!(::core::option::Option::Some((#col, #sql_type)))
                 }
-                _ => quote!(::core::option::Option::None),
+                None => quote!(::core::option::Option::None),
             };
             decls.push(quote! { #[doc = #fdoc] pub #name: #q::Field<R, #ty> });
             inits.push(quote! { #name: base.field(#key, #column, |s: &#ident| &s.#name) });

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod column_type;
 mod connection;
 pub mod daemon;
 pub mod documents;
@@ -24,6 +25,7 @@ mod unit_of_work;
 mod validate;
 mod xid8;
 
+pub use column_type::ColumnType;
 pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };

@@ -12,7 +12,7 @@ use std::path::Path;
 /// Bottom to top. Modules on one line form one layer; within a layer, earlier modules
 /// must not use later ones either.
 const LAYERS: &[&[&str]] = &[
-    &["json", "xid8", "validate", "id", "stream_key"],
+    &["json", "xid8", "validate", "id", "stream_key", "column_type"],
     &["tables"],
     &["error_map"],
     &["connection"],

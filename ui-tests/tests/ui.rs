@@ -18,7 +18,8 @@ fn ui() {
     t.compile_fail("tests/ui/apply/*.rs");
     // Events and tags.
     t.compile_fail("tests/ui/events/*.rs");
-    // Typed queries: wrong root, wrong value type, operators the field type lacks.
+    // Typed queries: wrong root, wrong value type, operators the field type lacks, an
+    // indexed field whose type has no `ColumnType`.
     t.compile_fail("tests/ui/queries/*.rs");
     // Every valid shape compiles.
     t.pass("tests/ui/pass/*.rs");

@@ -77,8 +77,17 @@ fn compare(
 ) -> String {
     refuse_nul(sql, value);
     let left = typed_expr(scope.base, scope.root, path, kind);
+    // An indexed `Option` field: `None` is a NULL column, equal only to `None`.
+    let option_column = scope.root && path.column.is_some() && kind == ValueKind::Json;
+    match (option_column, op, value.is_null()) {
+        (true, CompareOp::Eq, true) => return format!("({left} IS NULL)"),
+        (true, CompareOp::Ne, true) => return format!("({left} IS NOT NULL)"),
+        _ => {}
+    }
     let right = compared_value(scope, sql, path, kind, value);
-    if scope.root && path.column.is_some() {
+    if option_column && op == CompareOp::Ne {
+        format!("({left} IS NULL OR coalesce({left} <> {right}, false))")
+    } else if scope.root && path.column.is_some() {
         // Index-friendly and still two-valued: a NULL column is "no match".
         format!("({left} IS NOT NULL AND {left} {} {right})", op_sql(op))
     } else {

@@ -1,0 +1,185 @@
+//! The code `#[marten::apply]` generates from its checked methods: the `Apply` impl
+//! (delete, create and apply dispatch by event type, the handled event types) and, for
+//! multi-stream projections, the `Identities` impl.
+
+use proc_macro2::TokenStream;
+use quote::{quote, ToTokens};
+use syn::{ItemImpl, Type};
+
+use super::parse::{Method, Role};
+
+/// The impl block itself, then the generated impls in a `const _` block.
+pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
+    let self_ty = &item.self_ty;
+    let p = quote!(::marten::__private);
+    let deletes = by_role(methods, |m| m.role == Role::Delete, delete_arm);
+    let creates = by_role(methods, |m| m.role == Role::Create, create_arm);
+    let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
+    let handled = handled(methods);
+    let identity_impl = identity_impl(self_ty, methods);
+
+    quote! {
+        #item
+
+        #[doc(hidden)]
+        #[allow(unused_qualifications, clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Apply for #self_ty {
+                fn apply_event(
+                    state: ::core::option::Option<Self>,
+                    event: &#p::EventEnvelope,
+                ) -> ::core::result::Result<::core::option::Option<Self>, #p::ApplyError> {
+                    #[allow(unused_imports)]
+                    use #p::support::{NoDefault as _, ViaDefault as _};
+                    let data = event.data.as_ref();
+                    #(#deletes)*
+                    let state = match state {
+                        ::core::option::Option::Some(s) => s,
+                        ::core::option::Option::None => {
+                            #(#creates)*
+                            match (&&#p::support::Initial::<Self>::new()).initial() {
+                                ::core::option::Option::Some(s) => s,
+                                ::core::option::Option::None => return ::core::result::Result::Ok(::core::option::Option::None),
+                            }
+                        }
+                    };
+                    #(#applies)*
+                    ::core::result::Result::Ok(::core::option::Option::Some(state))
+                }
+
+                fn handles(data: &dyn #p::AnyEvent) -> bool {
+                    false #(|| #p::support::event_as::<#handled>(data).is_some())*
+                }
+
+                fn event_types() -> ::std::vec::Vec<#p::EventDecoder> {
+                    #[allow(unused_imports)]
+                    use #p::support::{NotEvent as _, ViaEvent as _};
+                    [#((&&#p::support::Probe::<#handled>::new()).decoder()),*]
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                }
+            }
+
+            #identity_impl
+
+        };
+    }
+}
+
+/// The dispatch arms of the methods `keep` selects, in declaration order.
+fn by_role(
+    methods: &[Method],
+    keep: impl Fn(&Method) -> bool,
+    arm: fn(&Method) -> TokenStream,
+) -> Vec<TokenStream> {
+    methods.iter().filter(|m| keep(m)).map(arm).collect()
+}
+
+/// The call of a method on `recv` (`s.`, `Self::`), passing the metadata if it takes it.
+fn call(m: &Method, recv: TokenStream) -> TokenStream {
+    let name = &m.name;
+    let meta = m.with_meta.then(|| quote!(, event));
+    quote!(#recv #name(e #meta))
+}
+
+fn delete_arm(m: &Method) -> TokenStream {
+    let p = quote!(::marten::__private);
+    let ty = &m.event;
+    let c = call(m, quote!(s.));
+    quote! {
+        if let ::core::option::Option::Some(e) = #p::support::event_as::<#ty>(data) {
+            if let ::core::option::Option::Some(s) = &state {
+                if #c {
+                    return ::core::result::Result::Ok(::core::option::Option::None);
+                }
+            }
+        }
+    }
+}
+
+fn create_arm(m: &Method) -> TokenStream {
+    let p = quote!(::marten::__private);
+    let ty = &m.event;
+    let c = call(m, quote!(Self::));
+    quote! {
+        if let ::core::option::Option::Some(e) = #p::support::event_as::<#ty>(data) {
+            return #p::support::IntoApplyResult::<Self>::into_apply_result(#c).map(::core::option::Option::Some);
+        }
+    }
+}
+
+fn apply_arm(m: &Method) -> TokenStream {
+    let p = quote!(::marten::__private);
+    let ty = &m.event;
+    let c = call(m, quote!(state.));
+    if m.role == (Role::Apply { by_value: true }) {
+        quote! {
+            if let ::core::option::Option::Some(e) = #p::support::event_as::<#ty>(data) {
+                return #p::support::IntoApplyResult::<Self>::into_apply_result(#c).map(::core::option::Option::Some);
+            }
+        }
+    } else {
+        quote! {
+            if let ::core::option::Option::Some(e) = #p::support::event_as::<#ty>(data) {
+                let mut state = state;
+                #p::support::IntoApplyResult::<()>::into_apply_result(#c)?;
+                return ::core::result::Result::Ok(::core::option::Option::Some(state));
+            }
+        }
+    }
+}
+
+/// The event types the state handles (identity methods aside), each once.
+fn handled(methods: &[Method]) -> Vec<&Type> {
+    let mut v: Vec<&Type> = Vec::new();
+    for m in methods {
+        if !matches!(m.role, Role::Identity { .. })
+            && !v
+                .iter()
+                .any(|t| t.to_token_stream().to_string() == m.event.to_token_stream().to_string())
+        {
+            v.push(&m.event);
+        }
+    }
+    v
+}
+
+/// The `Identities` impl, when there are `identity*` / `identities*` methods.
+fn identity_impl(self_ty: &Type, methods: &[Method]) -> Option<TokenStream> {
+    let p = quote!(::marten::__private);
+    let identities: Vec<TokenStream> = methods
+        .iter()
+        .filter_map(|m| match m.role {
+            Role::Identity { many } => {
+                let ty = &m.event;
+                let c = call(m, quote!(Self::));
+                let push = if many {
+                    quote!(out.extend(#c);)
+                } else {
+                    quote!(out.push(#c);)
+                };
+                Some(quote! {
+                    if let ::core::option::Option::Some(e) = #p::support::event_as::<#ty>(data) {
+                        #push
+                    }
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    (!identities.is_empty()).then(|| {
+        quote! {
+            #[automatically_derived]
+            impl #p::Identities for #self_ty {
+                fn identities(event: &#p::EventEnvelope) -> ::std::vec::Vec<<Self as #p::Document>::Id> {
+                    let data = event.data.as_ref();
+                    let mut out = ::std::vec::Vec::new();
+                    #(#identities)*
+                    out
+                }
+            }
+        }
+    })
+}
