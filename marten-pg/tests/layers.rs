@@ -33,7 +33,6 @@ const KNOWN_UPWARD: &[&str] = &[
     "events -> projections",
     "events -> session",
     "events -> store",
-    "projections -> daemon",
     "projections -> session",
     "projections -> store",
     "query -> session",

@@ -620,21 +620,6 @@ impl<K: Tracking> Events<'_, K> {
             .await
     }
 
-    /// `read_all` leaving out events of types the store does not know (the daemon).
-    pub(crate) async fn read_all_known(
-        &mut self,
-        after: Position,
-        limit: usize,
-    ) -> Result<EventPage> {
-        let s = &mut *self.session;
-        let store = &s.store;
-        s.conn
-            .run(store, async |c| {
-                read::read_all(store, c, after, limit, false, true).await
-            })
-            .await
-    }
-
     /// How long the oldest open writing transaction in the cluster has been open: it
     /// holds [`read_all`](Self::read_all) (and the daemon) back. `None` when there is none.
     pub async fn oldest_open_transaction(&mut self) -> Result<Option<std::time::Duration>> {
