@@ -348,7 +348,7 @@ impl DocumentStoreBuilder {
             let name = A::DOCUMENT_TYPE.to_owned();
             self.register_async::<A>(
                 &name,
-                Arc::new(crate::daemon::async_projection::AsyncAggregate::<A>::new()),
+                Arc::new(crate::projections::asynchronous::AsyncAggregate::<A>::new()),
             );
             return self.document::<A>();
         }
@@ -371,7 +371,7 @@ impl DocumentStoreBuilder {
             let name = P::DOCUMENT_TYPE.to_owned();
             self.register_async::<P>(
                 &name,
-                Arc::new(crate::daemon::async_projection::AsyncMultiStream::<P>::new()),
+                Arc::new(crate::projections::asynchronous::AsyncMultiStream::<P>::new()),
             );
             return self.document::<P>();
         }
@@ -389,7 +389,7 @@ impl DocumentStoreBuilder {
             let name = projection.name().to_owned();
             self.register_async::<P>(
                 &name,
-                Arc::new(crate::daemon::async_projection::AsyncEventProjection(
+                Arc::new(crate::projections::asynchronous::AsyncEventProjection(
                     projection,
                 )),
             );
@@ -403,7 +403,7 @@ impl DocumentStoreBuilder {
     fn register_async<T: 'static>(
         &mut self,
         name: &str,
-        projection: Arc<dyn crate::daemon::async_projection::AsyncProjection>,
+        projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
         if self
             .projections

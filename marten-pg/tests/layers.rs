@@ -12,7 +12,14 @@ use std::path::Path;
 /// Bottom to top. Modules on one line form one layer; within a layer, earlier modules
 /// must not use later ones either.
 const LAYERS: &[&[&str]] = &[
-    &["json", "xid8", "validate", "id", "stream_key", "column_type"],
+    &[
+        "json",
+        "xid8",
+        "validate",
+        "id",
+        "stream_key",
+        "column_type",
+    ],
     &["tables"],
     &["error_map"],
     &["connection"],
@@ -33,7 +40,6 @@ const KNOWN_UPWARD: &[&str] = &[
     "events -> projections",
     "events -> session",
     "events -> store",
-    "projections -> daemon",
     "projections -> session",
     "projections -> store",
     "query -> session",

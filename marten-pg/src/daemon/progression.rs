@@ -1,6 +1,11 @@
-//! The daemon's use of its tables (their SQL is in [`crate::tables::progression`]): the
-//! compare-and-set that makes a batch's progress update (and so its projected writes)
-//! commit only for the runner that holds the position the batch started from.
+//! The daemon's use of its tables (their SQL is in [`crate::tables::progression`]): making
+//! sure they exist, reading a position from them, and the compare-and-set that makes a
+//! batch's progress update (and so its projected writes) commit only for the runner that
+//! holds the position the batch started from.
+//!
+//! Owns: [`Advance`], the daemon tables' migration. May use: the tables layer, the
+//! unit of work's operation trait, the events layer (its tables), the store (to make
+//! sure the tables exist).
 
 use std::any::TypeId;
 
@@ -12,6 +17,7 @@ use tokio_postgres::{Client, Row};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::schema::{AutoCreate, MigrateFn};
+use crate::store::DocumentStore;
 use crate::unit_of_work::Operation;
 use crate::xid8::Xid8;
 
@@ -40,6 +46,13 @@ pub(crate) fn schema() -> (TypeId, MigrateFn) {
     })
 }
 
+/// Makes sure the progression and event tables exist.
+pub(crate) async fn ensure_tables(store: &DocumentStore) -> Result<()> {
+    let (type_id, migrate) = schema();
+    store.ensure_erased(type_id, migrate).await?;
+    crate::events::read::ensure(store).await
+}
+
 /// The progress update of one batch, sent with its writes.
 pub(crate) struct Advance {
     name: String,
@@ -52,6 +65,8 @@ pub(crate) struct Advance {
 }
 
 impl Advance {
+    /// The update of projection `name` from `from` to `to`, for the runner that claimed
+    /// `epoch`.
     pub(crate) fn new(name: &str, from: Position, to: Position, epoch: i64) -> Self {
         Advance {
             name: name.to_owned(),

@@ -64,15 +64,6 @@ impl<K: Tracking> Events<'_, K> {
         self.read_page(after, limit, false).await
     }
 
-    /// `read_all` leaving out events of types the store does not know (the daemon).
-    pub(crate) async fn read_all_known(
-        &mut self,
-        after: Position,
-        limit: usize,
-    ) -> Result<EventPage> {
-        self.read_page(after, limit, true).await
-    }
-
     /// A page of the global order without archived events; `skip_unknown` leaves out
     /// events of unregistered types whatever the store's policy.
     async fn read_page(

@@ -16,6 +16,7 @@
 //! and a failed assertion plans the save again from a locked read.
 
 mod aggregate;
+pub(crate) mod asynchronous;
 pub(crate) mod cache;
 pub(crate) mod event_projection;
 mod multi_stream;
@@ -156,7 +157,7 @@ pub(crate) trait InlineProjection: Send + Sync {
 pub(crate) struct ProjectionRegistry {
     pub(crate) lifecycles: HashMap<TypeId, Lifecycle>,
     pub(crate) inline: Vec<Arc<dyn InlineProjection>>,
-    pub(crate) asynchronous: Vec<Arc<dyn crate::daemon::async_projection::AsyncProjection>>,
+    pub(crate) asynchronous: Vec<Arc<dyn asynchronous::AsyncProjection>>,
 }
 
 impl ProjectionRegistry {

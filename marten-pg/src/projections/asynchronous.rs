@@ -1,11 +1,16 @@
-//! What the daemon runs: an async projection plans the writes of a batch of events. An
-//! aggregate projection splits the batch into slices by stream, folds the slices in
-//! parallel on tasks that own their state and events, and returns the writes; the
-//! runner, the one writer, commits them with the progress update.
+//! Async projections, the kinds the daemon runs: an async projection plans the writes of
+//! a batch of events. An aggregate projection splits the batch into slices by stream, a
+//! multi-stream projection by document, folds the slices in parallel on tasks that own
+//! their state and events, and returns the writes; an event projection applies its
+//! events in order. The daemon's runner, the one writer, commits the writes with its
+//! progress update.
+//!
+//! May use: the documents and events layers, the unit of work's operation list, the
+//! session's loaders and the store (to make sure tables exist). It does not know the
+//! daemon: the daemon's hooks reach it as [`EventHooks`].
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use deadpool_postgres::Object;
 use futures_util::future::BoxFuture;
@@ -14,15 +19,25 @@ use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result
 
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
+use crate::error_map::{map_db_error, Failed};
 use crate::projections::apply_error;
 use crate::session::load;
 use crate::store::DocumentStore;
 use crate::unit_of_work::OpList;
 
-use super::hooks::DaemonHooks;
+/// Called around every event a projection applies (the daemon forwards these to its
+/// hooks).
+pub(crate) trait EventHooks: Send + Sync {
+    /// `event` is about to be applied by `projection`.
+    fn before_event(&self, projection: &str, event: &EventEnvelope);
+    /// `projection` applied `event` (its writes are not committed yet).
+    fn after_event(&self, projection: &str, event: &EventEnvelope);
+}
 
 /// A projection the daemon runs. Type-erased so a store can hold many.
 pub(crate) trait AsyncProjection: Send + Sync {
+    /// The projection's name (its document type, or the event projection's name): the
+    /// key of its progression row and of its advisory lock.
     fn name(&self) -> &'static str;
     /// The writes of a batch (the events are in global order).
     fn plan<'a>(
@@ -31,7 +46,7 @@ pub(crate) trait AsyncProjection: Send + Sync {
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
-        hooks: &'a Arc<dyn DaemonHooks>,
+        hooks: &'a dyn EventHooks,
     ) -> BoxFuture<'a, Result<OpList>>;
     /// Deletes every document of the projection (for a rebuild).
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>>;
@@ -52,15 +67,24 @@ type Slice<A> = (<A as Document>::Id, Option<A>, Vec<EventEnvelope>);
 /// What a worker returns per slice: the id, whether a document existed, the new state.
 type Folded<A> = (<A as Document>::Id, bool, Option<A>);
 
-fn fold_slice<A: Aggregate>(slice: Slice<A>) -> Result<Folded<A>> {
+/// Folds one slice's events into its state; `stamp` runs after each event (an aggregate
+/// records the event's version). The folded state keeps the slice's id.
+fn fold_with<D: marten_core::Apply + PgDocument>(
+    slice: Slice<D>,
+    stamp: impl Fn(&mut D, &EventEnvelope),
+) -> Result<Folded<D>> {
     let (id, start, events) = slice;
     let existed = start.is_some();
-    let mut state = fold(start, &events, |s: &mut A, e| s.set_version(e.version))
-        .map_err(|(err, i)| apply_error(A::DOCUMENT_TYPE, &events[i], err.message))?;
+    let mut state = fold(start, &events, stamp)
+        .map_err(|(err, i)| apply_error(D::DOCUMENT_TYPE, &events[i], err.message))?;
     if let Some(s) = state.as_mut() {
         *s.id_mut() = id.clone();
     }
     Ok((id, existed, state))
+}
+
+fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
+    fold_with(slice, |s: &mut A, e| s.set_version(e.version))
 }
 
 /// Plans a batch in slices: the events `D` handles are grouped to document ids by `key`,
@@ -71,7 +95,7 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
     client: &Object,
     events: &[EventEnvelope],
     workers: usize,
-    hooks: &Arc<dyn DaemonHooks>,
+    hooks: &dyn EventHooks,
     key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
     fold_one: fn(Slice<D>) -> Result<Folded<D>>,
 ) -> Result<OpList> {
@@ -144,7 +168,7 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
-        hooks: &'a Arc<dyn DaemonHooks>,
+        hooks: &'a dyn EventHooks,
     ) -> BoxFuture<'a, Result<OpList>> {
         // Slices by stream.
         let key = |e: &EventEnvelope| {
@@ -164,18 +188,16 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            client
-                .batch_execute(&format!("DELETE FROM {}", A::TABLE_NAME))
-                .await
-                .map_err(|e| {
-                    crate::error_map::map_db_error(
-                        e,
-                        crate::error_map::Failed::Other("clearing a projection"),
-                    )
-                })
-        })
+        Box::pin(clear_table(client, A::TABLE_NAME))
     }
+}
+
+/// Deletes every row of a projection's document table.
+async fn clear_table(client: &Object, table: &str) -> Result<()> {
+    client
+        .batch_execute(&format!("DELETE FROM {table}"))
+        .await
+        .map_err(|e| map_db_error(e, Failed::Other("clearing a projection")))
 }
 
 /// The async runner of multi-stream projection `P`: events grouped to documents by the
@@ -189,14 +211,7 @@ impl<P> AsyncMultiStream<P> {
 }
 
 fn fold_document<P: marten_core::Identities + PgDocument>(slice: Slice<P>) -> Result<Folded<P>> {
-    let (id, start, events) = slice;
-    let existed = start.is_some();
-    let mut state = fold(start, &events, |_: &mut P, _| {})
-        .map_err(|(err, i)| apply_error(P::DOCUMENT_TYPE, &events[i], err.message))?;
-    if let Some(s) = state.as_mut() {
-        *s.id_mut() = id.clone();
-    }
-    Ok((id, existed, state))
+    fold_with(slice, |_: &mut P, _| {})
 }
 
 impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStream<P> {
@@ -210,7 +225,7 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
-        hooks: &'a Arc<dyn DaemonHooks>,
+        hooks: &'a dyn EventHooks,
     ) -> BoxFuture<'a, Result<OpList>> {
         // Slices by document, as the projection's identity methods say.
         Box::pin(plan_slices::<P>(
@@ -225,17 +240,7 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            client
-                .batch_execute(&format!("DELETE FROM {}", P::TABLE_NAME))
-                .await
-                .map_err(|e| {
-                    crate::error_map::map_db_error(
-                        e,
-                        crate::error_map::Failed::Other("clearing a projection"),
-                    )
-                })
-        })
+        Box::pin(clear_table(client, P::TABLE_NAME))
     }
 }
 
@@ -255,7 +260,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         _client: &'a Object,
         events: &'a [EventEnvelope],
         _workers: usize,
-        hooks: &'a Arc<dyn DaemonHooks>,
+        hooks: &'a dyn EventHooks,
     ) -> BoxFuture<'a, Result<OpList>> {
         Box::pin(async move {
             let mut ops = crate::projections::ProjectedOps::default();

@@ -1,0 +1,153 @@
+//! Planning a batch: the projection's writes for the events read, on the runner's
+//! connection. A failing apply is retried with doubling backoff; an event that keeps
+//! failing meets the poison policy: dead-lettered (recorded in `mt_dead_letters` and left
+//! out of the batch) or the projection stops.
+//!
+//! Owns: the retries and the poison policy. May use: the projections layer (the
+//! projection plans, [`EventHooks`] forwards to the daemon's hooks), the connection
+//! layer, the daemon's tables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use marten_core::{Error, EventEnvelope, Result, StreamId};
+use tracing::warn;
+
+use super::hooks::DaemonHooks;
+use super::options::PoisonPolicy;
+use super::progression;
+use super::runner::Runner;
+use crate::connection::Conn;
+use crate::error_map::{map_db_error, Failed};
+use crate::projections::asynchronous::EventHooks;
+use crate::unit_of_work::OpList;
+
+/// The daemon's hooks, as the projections call them around each event.
+impl EventHooks for Arc<dyn DaemonHooks> {
+    fn before_event(&self, projection: &str, event: &EventEnvelope) {
+        DaemonHooks::before_event(self.as_ref(), projection, event);
+    }
+
+    fn after_event(&self, projection: &str, event: &EventEnvelope) {
+        DaemonHooks::after_event(self.as_ref(), projection, event);
+    }
+}
+
+/// An apply that failed: the event it failed on and why.
+struct FailedApply {
+    event_type: String,
+    stream: StreamId,
+    version: i64,
+    message: String,
+}
+
+impl Runner {
+    /// Plans a batch on `conn`, retrying failed applies and applying the poison policy to
+    /// an event that keeps failing (removed from `events` when it is dead-lettered).
+    pub(super) async fn plan(
+        &mut self,
+        conn: &mut Conn,
+        events: &mut Vec<EventEnvelope>,
+    ) -> Result<OpList> {
+        let name = self.projection.name();
+        loop {
+            let failed = match self.plan_once(conn, events).await {
+                Err(Error::Apply {
+                    stream,
+                    version,
+                    message,
+                    event_type,
+                    ..
+                }) => FailedApply {
+                    event_type,
+                    stream,
+                    version,
+                    message,
+                },
+                other => return other,
+            };
+            self.failures += 1;
+            if self.failures <= self.options.retries {
+                let backoff = Duration::from_millis(50 * (1 << (self.failures - 1).min(6)));
+                warn!(
+                    projection = name,
+                    stream = %failed.stream,
+                    version = failed.version,
+                    message = %failed.message,
+                    "apply failed; retrying in {backoff:?}"
+                );
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            let (event, message) = self.poison(events, failed)?;
+            self.dead_letter(conn, &event, &message).await?;
+            self.failures = 0;
+        }
+    }
+
+    /// One attempt at planning the batch.
+    async fn plan_once(&self, conn: &mut Conn, events: &[EventEnvelope]) -> Result<OpList> {
+        let (store, projection) = (&self.store, &self.projection);
+        let (workers, hooks) = (self.options.workers, &self.options.hooks);
+        conn.run(store, async |client| {
+            projection.plan(store, client, events, workers, hooks).await
+        })
+        .await
+    }
+
+    /// Applies the poison policy to the event an apply keeps failing on: under
+    /// [`PoisonPolicy::Stop`] the apply error; otherwise the event, taken out of
+    /// `events`, with the error message to dead-letter it with.
+    fn poison(
+        &self,
+        events: &mut Vec<EventEnvelope>,
+        failed: FailedApply,
+    ) -> Result<(EventEnvelope, String)> {
+        let FailedApply {
+            event_type,
+            stream,
+            version,
+            message,
+        } = failed;
+        let Some(bad) = events
+            .iter()
+            .position(|e| e.stream_id == stream && e.version == version)
+        else {
+            return Err(Error::Configuration(format!(
+                "poison event of {stream} v{version} not in batch"
+            )));
+        };
+        if self.options.poison == PoisonPolicy::Stop {
+            return Err(Error::Apply {
+                projection: self.projection.name(),
+                event_type,
+                stream,
+                version,
+                message,
+            });
+        }
+        Ok((events.remove(bad), message))
+    }
+
+    /// Records a poison event in `mt_dead_letters`.
+    async fn dead_letter(&self, conn: &mut Conn, e: &EventEnvelope, message: &str) -> Result<()> {
+        let name = self.projection.name();
+        warn!(
+            projection = name,
+            sequence = e.sequence,
+            "dead-lettering a poison event"
+        );
+        let stream_text = e.stream_id.to_string();
+        conn.run(&self.store, async |client| {
+            client
+                .execute(
+                    progression::DEAD_LETTER,
+                    &[&name, &e.sequence, &e.event_type, &stream_text, &message],
+                )
+                .await
+                .map_err(|err| map_db_error(err, Failed::Other("dead-lettering")))
+        })
+        .await?;
+        Ok(())
+    }
+}

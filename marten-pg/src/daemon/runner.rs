@@ -1,0 +1,208 @@
+//! One projection's runner: the loop that acquires the projection, takes steps while it
+//! owns it and waits between them, and the step that reads the next page, plans it and
+//! commits it, deciding what the turn came to (worked, idle, step down).
+//!
+//! Owns: the runner's state between steps and the loop. May use: the daemon's ownership,
+//! read, plan and commit files, the connection layer (one [`Conn`] per step, given back
+//! before the runner waits), the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use marten_core::{Error, EventEnvelope, Result};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::commit::{commit, Committed};
+use super::options::DaemonOptions;
+use super::ownership::{acquire, Ownership};
+use super::progression::{self, Advance};
+use super::read::next_page;
+use crate::connection::Conn;
+use crate::projections::asynchronous::AsyncProjection;
+use crate::store::DocumentStore;
+
+/// What one turn of a runner came to.
+enum Turn {
+    /// A batch was committed (or discarded): read again at once.
+    Worked,
+    /// Nothing to do: wait a poll interval.
+    Idle,
+    /// The projection was reset or taken over: give it up.
+    StepDown,
+}
+
+/// One runner's state between steps.
+pub(super) struct Runner {
+    pub(super) store: DocumentStore,
+    /// The projection this runner runs.
+    pub(super) projection: Arc<dyn AsyncProjection>,
+    pub(super) options: DaemonOptions,
+    /// The runner reported catching up and has not worked since.
+    caught_up: bool,
+    /// Failed attempts at the current batch (reset when it commits or loses an event).
+    pub(super) failures: u32,
+}
+
+/// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
+/// between tries while another node owns it), then steps, stepping down when it loses
+/// the lock or the epoch. Ends with an error only on a poison event under
+/// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
+/// a reason waiting does not cure (a missing table the schema mode may not create); a
+/// database that cannot be reached at start is waited for.
+pub(super) async fn run(
+    store: DocumentStore,
+    projection: Arc<dyn AsyncProjection>,
+    options: DaemonOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let name = projection.name();
+    let mut runner = Runner {
+        store,
+        projection,
+        options,
+        caught_up: false,
+        failures: 0,
+    };
+    let poll = runner.options.poll_interval;
+    let mut owner: Option<Ownership> = None;
+    let mut standby: Option<tokio_postgres::Client> = None;
+    let mut tables_ready = false;
+    while !*stop.borrow() {
+        if !tables_ready {
+            // Idempotent DDL: a server that is down or restarting is waited out.
+            match progression::ensure_tables(&runner.store).await {
+                Ok(()) => tables_ready = true,
+                Err(e)
+                    if e.is_retryable()
+                        || matches!(e, Error::Timeout { .. } | Error::OutcomeUnknown(_)) =>
+                {
+                    warn!(projection = name, error = %e, "cannot reach the daemon's tables; retrying");
+                    idle(&stop, poll * 5).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if owner.as_ref().is_some_and(Ownership::lock_lost) {
+            warn!(
+                projection = name,
+                "lost the projection lock connection; stepping down"
+            );
+            owner = None;
+        }
+        let Some(own) = owner.as_mut() else {
+            owner = runner.try_acquire(&mut standby).await;
+            if owner.is_none() {
+                idle(&stop, poll * 5).await;
+            }
+            continue;
+        };
+        match runner.step(own).await {
+            Ok(Turn::Worked) => {}
+            Ok(Turn::Idle) => idle(&stop, poll).await,
+            Ok(Turn::StepDown) => owner = None,
+            Err(e @ Error::Apply { .. }) => {
+                warn!(projection = name, error = %e, "stopping projection on a poison event");
+                return Err(e);
+            }
+            Err(e) => {
+                warn!(projection = name, error = %e, "batch failed; retrying");
+                idle(&stop, poll).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits `d`, or less if the daemon is stopped meanwhile.
+async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
+    let mut stop = stop.clone();
+    let _ = tokio::time::timeout(d, stop.changed()).await;
+}
+
+impl Runner {
+    /// Tries to acquire the projection; on success the runner starts catching up.
+    async fn try_acquire(
+        &mut self,
+        standby: &mut Option<tokio_postgres::Client>,
+    ) -> Option<Ownership> {
+        let name = self.projection.name();
+        match acquire(&self.store, name, &self.options.node, standby).await {
+            Ok(Some(own)) => {
+                info!(
+                    projection = name,
+                    node = self.options.node,
+                    epoch = own.epoch,
+                    "running projection"
+                );
+                self.options.hooks.before_catch_up(name);
+                self.caught_up = false;
+                Some(own)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                debug!(projection = name, error = %e, "cannot acquire projection");
+                None
+            }
+        }
+    }
+
+    /// Reads the next batch after the owner's position, plans it and commits it with the
+    /// progress update, all on one pooled connection that is given back before the
+    /// runner waits for anything.
+    async fn step(&mut self, own: &mut Ownership) -> Result<Turn> {
+        let name = self.projection.name();
+        let hooks = self.options.hooks.clone();
+        let mut conn = Conn::new();
+        let page = next_page(
+            &self.store,
+            &mut conn,
+            own.position,
+            self.options.batch_size,
+        )
+        .await?;
+        if page.rows == 0 {
+            drop(conn);
+            return Ok(self.nothing_to_do(own).await);
+        }
+        self.caught_up = false;
+        hooks.before_batch(name);
+        let mut events: Vec<EventEnvelope> = page.events;
+        let ops = self.plan(&mut conn, &mut events).await?;
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        let advance = Advance::new(name, own.position, page.next, own.epoch);
+        hooks.before_commit(name, &sequences);
+        match commit(&self.store, &mut conn, advance, ops).await? {
+            Committed::Yes => {
+                hooks.after_commit(name, &sequences);
+                own.position = page.next;
+                self.failures = 0;
+                Ok(Turn::Worked)
+            }
+            Committed::ProgressMoved => {
+                warn!(
+                    projection = name,
+                    "progress moved under this runner; batch discarded, stepping down"
+                );
+                hooks.batch_rejected(name);
+                Ok(Turn::StepDown)
+            }
+        }
+    }
+
+    /// A turn that read nothing: reports catching up once, then, while idle, notices a
+    /// reset (rebuild) or a takeover (the epoch moved).
+    async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
+        let name = self.projection.name();
+        if !self.caught_up {
+            self.options.hooks.after_catch_up(name);
+            self.caught_up = true;
+        }
+        if own.still_held(name).await {
+            Turn::Idle
+        } else {
+            Turn::StepDown
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Whether the projections are caught up: [`wait_for_non_stale`] polls, within one
+//! deadline, for an async projection with committed events after its position.
+//!
+//! Owns: the staleness check and the deadline arithmetic the daemon's handle shares.
+//! May use: the connection layer, the events table's SQL, the daemon's tables, the store
+//! (its registered async projections).
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Object;
+use marten_core::{Error, Result};
+
+use super::progression;
+use crate::connection::Conn;
+use crate::error_map::{map_db_error, Failed};
+use crate::events::table::EVENTS_AFTER;
+use crate::events::Position;
+use crate::store::DocumentStore;
+use crate::xid8::Xid8;
+
+/// How long a check waits before it polls again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The instant `timeout` from now; a timeout too large for the clock waits a century.
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Waits until every async projection of `store` has processed every committed event.
+pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Result<()> {
+    let deadline = deadline_after(timeout);
+    progression::ensure_tables(store).await?;
+    let mut conn = Conn::new();
+    loop {
+        // A check that hangs (a lock, a lost server) counts against the same deadline.
+        let check = conn.run(store, async |client| stale_projections(store, client).await);
+        let Ok(stale) = tokio::time::timeout_at(deadline.into(), check).await else {
+            return Err(Error::Timeout {
+                what: "the daemon's staleness check".to_owned(),
+            });
+        };
+        let stale = stale?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("projections {stale:?} to catch up"),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The names of the async projections that have events left to process.
+async fn stale_projections(store: &DocumentStore, client: &Object) -> Result<Vec<&'static str>> {
+    let checking = |e| map_db_error(e, Failed::Other("checking staleness"));
+    let mut stale = Vec::new();
+    for p in &store.projections().asynchronous {
+        let pos = position_of(client, p.name()).await?;
+        let row = client
+            .query_one(EVENTS_AFTER, &[&Xid8(pos.transaction_id), &pos.sequence])
+            .await
+            .map_err(checking)?;
+        let behind: bool = row.try_get(0).map_err(checking)?;
+        if behind {
+            stale.push(p.name());
+        }
+    }
+    Ok(stale)
+}
+
+/// The stored position of projection `name`; the start when it has none yet.
+async fn position_of(client: &Object, name: &str) -> Result<Position> {
+    let row = client
+        .query_opt(progression::POSITION, &[&name])
+        .await
+        .map_err(|e| map_db_error(e, Failed::Other("reading progress")))?;
+    match row {
+        Some(r) => progression::position(&r),
+        None => Ok(Position::START),
+    }
+}
