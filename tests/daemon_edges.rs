@@ -389,3 +389,51 @@ async fn a_mistyped_progression_table_is_a_typed_error() {
     assert!(waited.is_err(), "caught up on a table it cannot read");
     ok(daemon.stop().await);
 }
+
+/// A daemon started while every new connection to the database is cut at once (a
+/// server that is down or restarting) does not stop its projections: once the database
+/// answers again, they create their tables and catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_started_while_the_database_is_unreachable_waits_for_it() {
+    use marten_testing::fault::{Direction, Faults};
+    use marten_testing::{FaultProxy, TestSchema};
+
+    let schema = TestSchema::new("daemon_unreachable");
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy.addr()))
+        .schema(schema.name())
+        .pool_wait_timeout(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    let stream = Uuid::new_v4();
+    append(&store, stream, &[1, 2, 3]).await;
+
+    proxy.set_global(Faults::cut_after(Direction::ClientToServer, 0));
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            poll_interval: Duration::from_millis(50),
+            ..DaemonOptions::default()
+        },
+    );
+    // Long enough for the runner to try the unreachable database several times.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match daemon.wait_for_non_stale(Duration::from_millis(10)).await {
+        Err(marten::Error::ProjectionStopped {
+            projection,
+            message,
+        }) => panic!("projection {projection} stopped while the database was down: {message}"),
+        _ => {}
+    }
+
+    proxy.heal();
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    let tally = ok(store.query_session().load::<Tally>(&stream).await);
+    assert_eq!(tally.map(|t| t.total), Some(6));
+    ok(daemon.stop().await);
+}
