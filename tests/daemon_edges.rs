@@ -423,12 +423,12 @@ async fn a_daemon_started_while_the_database_is_unreachable_waits_for_it() {
     );
     // Long enough for the runner to try the unreachable database several times.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    match daemon.wait_for_non_stale(Duration::from_millis(10)).await {
-        Err(marten::Error::ProjectionStopped {
-            projection,
-            message,
-        }) => panic!("projection {projection} stopped while the database was down: {message}"),
-        _ => {}
+    if let Err(marten::Error::ProjectionStopped {
+        projection,
+        message,
+    }) = daemon.wait_for_non_stale(Duration::from_millis(10)).await
+    {
+        panic!("projection {projection} stopped while the database was down: {message}");
     }
 
     proxy.heal();
