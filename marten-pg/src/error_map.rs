@@ -50,7 +50,7 @@ pub(crate) fn map_db_error(err: tokio_postgres::Error, what: Failed<'_>) -> Erro
     };
     if code == SqlState::UNIQUE_VIOLATION
         && err.as_db_error().and_then(|db| db.constraint())
-            == Some(crate::events::table::EVENT_ID_INDEX)
+            == Some(crate::tables::events::EVENT_ID_INDEX)
     {
         // The unit of work names the ids (it knows the save's events).
         return Error::DuplicateEvent { ids: Vec::new() };

@@ -36,17 +36,14 @@ const LAYERS: &[&[&str]] = &[
 /// Known upward imports, `from -> to`, still to be removed.
 const KNOWN_UPWARD: &[&str] = &[
     "daemon -> store",
-    "error_map -> events",
     "events -> projections",
     "events -> session",
     "events -> store",
     "projections -> session",
     "projections -> store",
     "query -> session",
-    "schema -> events",
     "session -> store",
     "status -> store",
-    "unit_of_work -> events",
     "unit_of_work -> store",
 ];
 

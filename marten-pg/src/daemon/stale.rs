@@ -13,9 +13,9 @@ use marten_core::{Error, Result};
 use super::progression;
 use crate::connection::Conn;
 use crate::error_map::{map_db_error, Failed};
-use crate::events::table::EVENTS_AFTER;
 use crate::events::Position;
 use crate::store::DocumentStore;
+use crate::tables::events::EVENTS_AFTER;
 use crate::xid8::Xid8;
 
 /// How long a check waits before it polls again.

@@ -13,11 +13,11 @@ use super::api::Events;
 use super::read;
 use super::stream_id::StreamKey;
 use super::stream_row::{expected_version, reading, version_row};
-use super::table::EventSql;
 use crate::connection::Pipeline;
 use crate::connection::{timed_out, within, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::session::Tracking;
+use crate::tables::events::EventSql;
 
 /// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).
 const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";

@@ -15,7 +15,8 @@ pub(crate) mod registry;
 /// Stream ids as parameters and columns (a leaf module of the crate).
 pub(crate) use crate::stream_key as stream_id;
 mod stream_row;
-pub mod table;
+/// The SQL text of the event tables (it lives in the tables layer).
+pub use crate::tables::events as table;
 pub(crate) mod tags;
 mod writing;
 

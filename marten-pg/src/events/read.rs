@@ -10,11 +10,11 @@ use tokio_postgres::{Row, Statement};
 
 use super::range::{EventPage, Position, StreamRange};
 use super::stream_id::{StreamIdColumn, StreamKey};
-use super::table::{EventSql, OLDEST_OPEN_TRANSACTION};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
 use crate::schema::events_schema;
 use crate::store::DocumentStore;
+use crate::tables::events::{EventSql, OLDEST_OPEN_TRANSACTION};
 use crate::xid8::Xid8;
 
 fn reading(e: tokio_postgres::Error) -> Error {

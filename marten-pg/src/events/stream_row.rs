@@ -8,9 +8,9 @@ use tokio_postgres::Row;
 use super::api::Events;
 use super::read;
 use super::stream_id::StreamKey;
-use super::table::EventSql;
 use crate::error_map::{map_db_error, Failed};
 use crate::session::Tracking;
+use crate::tables::events::EventSql;
 
 impl<K: Tracking> Events<'_, K> {
     /// The stream's version now, to expect at save: a missing stream is

@@ -2,20 +2,18 @@
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
 //! ([`crate::tables`]); this module decides what to run.
 
-/// The guard function's SQL, where the event tables still look for it.
-pub(crate) use crate::tables::functions;
 pub(crate) mod names;
 
+use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
-
-use std::any::TypeId;
 
 use marten_core::{Error, Result, StreamIdentity};
 use tokio_postgres::Client;
 use tracing::debug;
 
 use crate::error_map::{map_db_error, Failed};
+use crate::tables::functions;
 
 /// What a store may do to the database schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,7 +176,7 @@ pub(crate) async fn migrate_events(
     mode: AutoCreate,
     identity: marten_core::StreamIdentity,
 ) -> Result<()> {
-    use crate::events::table;
+    use crate::tables::events as table;
     let what = Failed::Migrating("event store");
     if mode == AutoCreate::All {
         for t in [

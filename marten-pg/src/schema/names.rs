@@ -9,8 +9,8 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use marten_core::{Error, Result};
 
-use crate::events::table::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
 use crate::tables::documents::{gin_index_name, index_name};
+use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
 use crate::tables::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`); longer names are cut.

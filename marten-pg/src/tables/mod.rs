@@ -4,5 +4,6 @@
 //! its statements from here.
 
 pub mod documents;
+pub mod events;
 pub mod functions;
 pub mod progression;

@@ -10,10 +10,10 @@ use tokio_postgres::{Client, Row};
 
 use super::Operation;
 use crate::error_map::{map_db_error, Failed};
-use crate::events::table::{EventSql, EVENTS_TABLE};
 use crate::json::RawJson;
 use crate::schema::MigrateFn;
 use crate::stream_key::StreamKey;
+use crate::tables::events::{EventSql, EVENTS_TABLE};
 
 /// What an append asserts about its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -118,7 +118,7 @@ impl UnitOfWork {
             .flat_map(|(_, a)| a.ids.iter().copied())
             .collect();
         let found = client
-            .query(crate::events::table::EXISTING_EVENT_IDS, &[&ids])
+            .query(crate::tables::events::EXISTING_EVENT_IDS, &[&ids])
             .await
             .map_err(|e| map_db_error(e, Failed::Reading("event")))
             .and_then(|rows| {

@@ -11,13 +11,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::super::read;
-use super::super::table::EventSql;
 use super::query::TagQuery;
 use super::{reading, tag_version};
 use crate::connection::{timed_out, within};
 use crate::connection::{Pipeline, Rows};
 use crate::events::{Events, PendingEvent};
 use crate::session::{Session, Tracking};
+use crate::tables::events::EventSql;
 
 /// A consistency boundary read for writing: the matching events, the state folded from
 /// them, and the version of every queried tag when read.

@@ -9,9 +9,9 @@ use marten_core::{EventTag, Rejection, RejectionKind, Result, StreamIdentity};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::super::table::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
 use super::{reading, tag_version};
 use crate::schema::{events_schema, MigrateFn};
+use crate::tables::events::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
 use crate::unit_of_work::append::StreamAppend;
 use crate::unit_of_work::Operation;
 

@@ -20,8 +20,8 @@ pub(crate) mod query;
 
 use marten_core::{Error, EventTag, Result};
 
-use super::table::TAG_VERSIONS_TABLE;
 use crate::error_map::{map_db_error, Failed};
+use crate::tables::events::TAG_VERSIONS_TABLE;
 
 pub use boundary::Boundary;
 pub(crate) use lock::TagLock;

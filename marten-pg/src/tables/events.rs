@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use marten_core::StreamIdentity;
 
-use crate::schema::functions::REJECTED_FLAG;
+use crate::tables::functions::REJECTED_FLAG;
 
 /// The streams table.
 pub const STREAMS_TABLE: &str = "mt_streams";
