@@ -27,23 +27,20 @@ const LAYERS: &[&[&str]] = &[
     &["unit_of_work"],
     &["documents", "events", "query"],
     &["projections"],
+    &["store"],
     &["session"],
     &["daemon", "status"],
-    &["store"],
     &["private"],
 ];
 
 /// Known upward imports, `from -> to`, still to be removed.
 const KNOWN_UPWARD: &[&str] = &[
-    "daemon -> store",
     "events -> projections",
     "events -> session",
     "events -> store",
     "projections -> session",
     "projections -> store",
     "query -> session",
-    "session -> store",
-    "status -> store",
     "unit_of_work -> store",
 ];
 

@@ -7,6 +7,7 @@
 //! tasks cannot use one session at once - that race does not compile.
 
 pub(crate) mod load;
+mod open;
 mod query;
 
 use std::marker::PhantomData;
