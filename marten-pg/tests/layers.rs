@@ -25,9 +25,10 @@ const LAYERS: &[&[&str]] = &[
     &["connection"],
     &["schema"],
     &["unit_of_work"],
-    &["documents", "events", "query"],
+    &["documents", "events"],
     &["projections"],
     &["store"],
+    &["query"],
     &["session"],
     &["daemon", "status"],
     &["private"],
@@ -40,7 +41,6 @@ const KNOWN_UPWARD: &[&str] = &[
     "events -> store",
     "projections -> session",
     "projections -> store",
-    "query -> session",
     "unit_of_work -> store",
 ];
 

@@ -3,6 +3,7 @@
 //! unit of work sends.
 
 pub(crate) mod batch;
+pub(crate) mod load;
 mod migrate;
 mod numeric;
 mod off;

@@ -17,11 +17,11 @@ use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
 
+use crate::documents::load;
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::apply_error;
-use crate::session::load;
 use crate::store::DocumentStore;
 use crate::unit_of_work::OpList;
 

@@ -12,10 +12,10 @@ use marten_core::concurrency::VersionedMode;
 use marten_core::{EventEnvelope, Identities, Result};
 
 use super::{apply_error, InlineProjection, PlanContext};
+use crate::documents::load;
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
 use crate::events::append::AppendKind;
-use crate::session::load;
 
 /// The inline projection of multi-stream document type `P`.
 pub(crate) struct InlineMultiStream<P> {

@@ -10,10 +10,10 @@ use tokio_postgres::types::ToSql;
 use super::render::Sql;
 use super::rows::{decode_count, decode_list};
 use super::spec::QuerySpec;
+use super::QuerySource;
 use crate::connection::Pipeline;
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
-use crate::session::QuerySource;
 
 /// Several queries sent in one round trip: add them, `execute`, then take each result.
 pub struct QueryBatch<'s, S: QuerySource> {

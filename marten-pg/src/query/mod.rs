@@ -7,17 +7,20 @@
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
 //! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
-//! - `batch`: [`QueryBatch`], several queries in one round trip.
+//! - `batch`: [`QueryBatch`], several queries in one round trip;
+//! - `source`: [`QuerySource`], the sessions a query runs on (sealed).
 
 mod batch;
 mod render;
 mod rows;
 mod run;
+pub(crate) mod source;
 mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
 pub use run::{Page, Query};
+pub use source::QuerySource;
 pub use spec::QuerySpec;
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use marten_core::{Error, Result};
 use super::render::Sql;
 use super::rows::{decode, decode_at, reading};
 use super::spec::QuerySpec;
+use super::QuerySource;
 use crate::documents::PgDocument;
 use crate::json::JsonRef;
-use crate::session::QuerySource;
 
 /// A page of results with the total count of matches.
 #[derive(Debug, Clone)]

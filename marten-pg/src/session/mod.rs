@@ -6,7 +6,8 @@
 //! mutated only through `&mut self`: it is `Send`, so it can move between tasks, but two
 //! tasks cannot use one session at once - that race does not compile.
 
-pub(crate) mod load;
+/// Loading documents by id lives with the documents.
+pub(crate) use crate::documents::load;
 mod open;
 mod query;
 
@@ -22,6 +23,8 @@ pub use query::QuerySession;
 use crate::connection::{timed_out, within, Conn};
 use crate::documents::{PgDocument, WriteKind};
 use crate::projections::Planned;
+use crate::query::source::sealed as source_sealed;
+pub use crate::query::QuerySource;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{Outcome, UnitOfWork};
 
@@ -73,17 +76,6 @@ pub type LightweightSession = Session<Lightweight>;
 pub type IdentitySession = Session<IdentityMap>;
 /// A session that saves changes to loaded documents.
 pub type DirtyTrackedSession = Session<DirtyTracking>;
-
-mod source_sealed {
-    pub trait Sealed {}
-}
-
-/// A session queries run on ([`Session`] or [`QuerySession`]). Sealed.
-pub trait QuerySource: source_sealed::Sealed {
-    /// The store and the session's connection.
-    #[doc(hidden)]
-    fn source(&mut self) -> (&DocumentStore, &mut Conn);
-}
 
 impl<K: Tracking> source_sealed::Sealed for Session<K> {}
 

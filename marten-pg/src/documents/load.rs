@@ -1,11 +1,12 @@
-//! Reads shared by every session kind: by id, by ids, metadata.
+//! Reading documents by id (one, many, many under lock) and their metadata: the reads
+//! every session kind and the projections share. May use: the storages, the error map.
 
 use deadpool_postgres::Object;
 use marten_core::concurrency::VersionOf;
 use marten_core::{Document, DocumentId, DocumentMetadata, Error, Result};
 use time::OffsetDateTime;
 
-use crate::documents::{DocumentStorage, PgDocument};
+use super::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
 
