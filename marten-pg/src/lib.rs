@@ -30,8 +30,7 @@ pub use documents::{
     DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
 };
 pub use events::{
-    Boundary, EventPage, EventTypes, Events, PendingEvent, Position, StreamRange, TagQuery,
-    UnknownEvents, Writing,
+    EventPage, EventTypes, PendingEvent, Position, StreamRange, TagQuery, UnknownEvents,
 };
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
@@ -39,8 +38,9 @@ pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use schema::AutoCreate;
 pub use session::{
-    DirtyTrackedSession, DirtyTracking, IdentityMap, IdentitySession, Lightweight,
-    LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
+    Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
+    Lightweight, LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
+    Writing,
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};

@@ -7,9 +7,10 @@ use std::future::Future;
 
 use marten_core::{Apply, Result};
 
-use crate::events::tags::boundary::fetch_boundary;
-use crate::events::{Boundary, Events, TagQuery};
+use crate::events::TagQuery;
+use crate::session::events::boundary::fetch_boundary;
 use crate::session::Tracking;
+use crate::session::{Boundary, Events};
 
 /// [`Events::fetch_for_writing_by_tags`] that awaits `between_reads` after the tag
 /// versions' statement is sent and before the events' statement is, so a test can append

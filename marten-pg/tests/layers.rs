@@ -36,8 +36,6 @@ const LAYERS: &[&[&str]] = &[
 
 /// Known upward imports, `from -> to`, still to be removed.
 const KNOWN_UPWARD: &[&str] = &[
-    "events -> projections",
-    "events -> session",
     "events -> store",
     "projections -> session",
     "projections -> store",

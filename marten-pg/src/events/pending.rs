@@ -14,13 +14,13 @@ use super::registry::EventRegistry;
 pub struct PendingEvent {
     pub(crate) event_type: &'static str,
     pub(crate) data: Arc<dyn AnyEvent>,
-    pub(super) serialize: fn(&dyn AnyEvent) -> serde_json::Result<Vec<u8>>,
-    pub(super) register: fn(&mut EventRegistry) -> Result<()>,
-    pub(super) tags: Vec<marten_core::EventTag>,
-    pub(super) id: Option<Uuid>,
-    pub(super) headers: Option<serde_json::Map<String, serde_json::Value>>,
-    pub(super) correlation_id: Option<String>,
-    pub(super) causation_id: Option<String>,
+    pub(crate) serialize: fn(&dyn AnyEvent) -> serde_json::Result<Vec<u8>>,
+    pub(crate) register: fn(&mut EventRegistry) -> Result<()>,
+    pub(crate) tags: Vec<marten_core::EventTag>,
+    pub(crate) id: Option<Uuid>,
+    pub(crate) headers: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) causation_id: Option<String>,
 }
 
 fn serialize_as<E: Event>(any: &dyn AnyEvent) -> serde_json::Result<Vec<u8>> {

@@ -8,6 +8,9 @@
 
 /// Loading documents by id lives with the documents.
 pub(crate) use crate::documents::load;
+pub(crate) mod events;
+
+pub use events::{Boundary, Events, Writing};
 mod open;
 mod query;
 
@@ -455,8 +458,8 @@ impl<K: Tracking> Session<K> {
     }
 
     /// The event store operations of this session.
-    pub fn events(&mut self) -> crate::events::Events<'_, K> {
-        crate::events::Events { session: self }
+    pub fn events(&mut self) -> events::Events<'_, K> {
+        events::Events { session: self }
     }
 
     /// Sets the correlation id stamped on events this session appends from now on.

@@ -11,10 +11,9 @@
 //! This module owns the helpers its parts share (the error of a failed tag read, the
 //! check of a stored version); it may use the event tables' SQL and the error map.
 //! - [`query`]: what a boundary covers ([`TagQuery`], [`EventTypes`]); pure, no I/O.
-//! - [`boundary`]: reading a boundary for writing ([`Boundary`]).
+//! - reading a boundary for writing (`Boundary`) is a session's, in `crate::session::events`.
 //! - [`lock`]: the tag lock statement of a save (`TagLock`).
 
-pub(crate) mod boundary;
 pub(crate) mod lock;
 pub(crate) mod query;
 
@@ -23,18 +22,17 @@ use marten_core::{Error, EventTag, Result};
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::events::TAG_VERSIONS_TABLE;
 
-pub use boundary::Boundary;
 pub(crate) use lock::TagLock;
 pub use query::{EventTypes, TagQuery};
 
 /// A failed read of the tag tables.
-fn reading(e: tokio_postgres::Error) -> Error {
+pub(crate) fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("tag"))
 }
 
 /// A stored tag version: NULL or negative (a row edited by hand) is
 /// [`Error::CorruptData`] naming the tag.
-fn tag_version(tag: &EventTag, stored: Option<i64>) -> Result<i64> {
+pub(crate) fn tag_version(tag: &EventTag, stored: Option<i64>) -> Result<i64> {
     match stored {
         Some(v) if v >= 0 => Ok(v),
         other => Err(Error::CorruptData {

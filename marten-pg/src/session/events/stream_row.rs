@@ -6,10 +6,10 @@ use marten_core::{Error, Rejection, RejectionKind, Result};
 use tokio_postgres::Row;
 
 use super::api::Events;
-use super::read;
-use super::stream_id::StreamKey;
 use crate::error_map::{map_db_error, Failed};
+use crate::events::read;
 use crate::session::Tracking;
+use crate::stream_key::StreamKey;
 use crate::tables::events::EventSql;
 
 impl<K: Tracking> Events<'_, K> {

@@ -4,8 +4,8 @@
 
 use marten_core::{Error, Result, StreamId, StreamIdentity};
 
-use super::stream_id::StreamKey;
 use crate::session::{Session, Tracking};
+use crate::stream_key::StreamKey;
 
 /// Why a string stream id longer than [`marten_core::MAX_ID_BYTES`] is refused.
 const STREAM_ID_TOO_LONG: &str =

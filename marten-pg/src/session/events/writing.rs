@@ -8,13 +8,13 @@ use marten_core::{Aggregate, Error, Result, StreamId};
 
 use super::api::Events;
 use super::append_api::expecting;
-use super::pending::PendingEvent;
-use super::range::StreamRange;
-use super::stream_id::StreamKey;
 use crate::documents::serialize;
 use crate::documents::PgDocument;
+use crate::events::pending::PendingEvent;
+use crate::events::range::StreamRange;
 use crate::projections::{Fetched, Lifecycle};
 use crate::session::Tracking;
+use crate::stream_key::StreamKey;
 
 #[cfg(doc)]
 use marten_core::RejectionKind;

@@ -5,13 +5,13 @@
 use marten_core::{Result, StreamId, StreamIdentity};
 
 use super::api::Events;
-use super::append::{AppendKind, StreamAppend, StreamCommand};
-use super::pending::PendingEvent;
-use super::stream_id::StreamKey;
+use crate::events::pending::PendingEvent;
 use crate::session::Tracking;
+use crate::stream_key::StreamKey;
+use crate::unit_of_work::append::{AppendKind, StreamAppend, StreamCommand};
 
 #[cfg(doc)]
-use super::range::StreamRange;
+use crate::events::range::StreamRange;
 #[cfg(doc)]
 use marten_core::{Error, RejectionKind};
 

@@ -10,13 +10,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::api::Events;
-use super::read;
-use super::stream_id::StreamKey;
 use super::stream_row::{expected_version, reading, version_row};
 use crate::connection::Pipeline;
 use crate::connection::{timed_out, within, Request};
 use crate::error_map::{map_db_error, Failed};
+use crate::events::read;
 use crate::session::Tracking;
+use crate::stream_key::StreamKey;
 use crate::tables::events::EventSql;
 
 /// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).

@@ -10,12 +10,13 @@ use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, Strea
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::super::read;
-use super::query::TagQuery;
-use super::{reading, tag_version};
+use super::Events;
 use crate::connection::{timed_out, within};
 use crate::connection::{Pipeline, Rows};
-use crate::events::{Events, PendingEvent};
+use crate::events::read;
+use crate::events::tags::query::TagQuery;
+use crate::events::tags::{reading, tag_version};
+use crate::events::PendingEvent;
 use crate::session::{Session, Tracking};
 use crate::tables::events::EventSql;
 

@@ -7,11 +7,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::api::Events;
-use super::append::{AppendKind, StreamAppend};
-use super::pending::PendingEvent;
-use super::stream_id::StreamKey;
+use crate::events::pending::PendingEvent;
 use crate::json::RawJson;
 use crate::session::{EventMeta, Tracking};
+use crate::stream_key::StreamKey;
+use crate::unit_of_work::append::{AppendKind, StreamAppend};
 
 impl<K: Tracking> Events<'_, K> {
     /// Builds the append, serializing every event; `None` for an empty plain append.

@@ -8,13 +8,13 @@ use deadpool_postgres::Object;
 use marten_core::{Aggregate, EventEnvelope, Result, StreamId, StreamState};
 
 use super::api::Events;
-use super::range::{EventPage, Position, StreamRange};
-use super::read;
-use super::stream_id::StreamKey;
 use crate::documents::PgDocument;
+use crate::events::range::{EventPage, Position, StreamRange};
+use crate::events::read;
 use crate::projections::aggregate_stream;
 use crate::session::Tracking;
 use crate::store::DocumentStore;
+use crate::stream_key::StreamKey;
 
 impl<K: Tracking> Events<'_, K> {
     /// Runs `f` with the store on the session's connection.
