@@ -37,7 +37,6 @@ const LAYERS: &[&[&str]] = &[
 /// Known upward imports, `from -> to`, still to be removed.
 const KNOWN_UPWARD: &[&str] = &[
     "events -> store",
-    "projections -> session",
     "projections -> store",
     "unit_of_work -> store",
 ];

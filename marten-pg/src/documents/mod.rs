@@ -2,14 +2,17 @@
 //! versions; the SQL text is in [`crate::tables::documents`]) and the write batches a
 //! unit of work sends.
 
-pub(crate) mod batch;
+mod delete_batch;
 pub(crate) mod load;
 mod migrate;
 mod numeric;
 mod off;
 mod optimistic;
+mod queue;
 mod serialize;
 pub(crate) mod storage;
+mod typed_batch;
+pub(crate) mod write_batch;
 
 pub(crate) use migrate::migrate_fn;
 pub(crate) use serialize::{check_document, serialize};

@@ -8,8 +8,8 @@ use marten_core::Result;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::batch::WriteBatch;
 use super::storage::{sealed, DocumentStorage, PgDocument, WriteKind};
+use super::write_batch::WriteBatch;
 use crate::tables::documents::{OffSql, ReadSql, WriteSql};
 use crate::PgId;
 

@@ -8,8 +8,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::batch::WriteBatch;
 use super::storage::{sealed, DocumentStorage, PgDocument, WriteKind};
+use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::documents::{OptimisticSql, ReadSql, WriteSql, VERSION_COLUMN};
 use crate::PgId;

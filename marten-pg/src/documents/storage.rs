@@ -5,7 +5,7 @@ use marten_core::{Document, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::batch::WriteBatch;
+use super::write_batch::WriteBatch;
 use crate::tables::documents::{ReadSql, WriteSql};
 use crate::PgId;
 

@@ -6,8 +6,7 @@
 //! mutated only through `&mut self`: it is `Send`, so it can move between tasks, but two
 //! tasks cannot use one session at once - that race does not compile.
 
-/// Loading documents by id lives with the documents.
-pub(crate) use crate::documents::load;
+use crate::documents::load;
 pub(crate) mod events;
 
 pub use events::{Boundary, Events, Writing};

@@ -1,6 +1,9 @@
-//! The operations a unit of work sends: write batches (several documents of one type and
-//! one write kind in one statement) and delete batches. Both are type-erased behind
-//! [`Operation`] so a unit of work can hold operations of many document types.
+//! Write batches: several writes of one document type and one write kind sent as one
+//! statement, type-erased behind [`Operation`] so a unit of work can hold operations of
+//! many document types. Reads back which rows were written and explains rejections.
+//! Uses the unit of work's operation traits, the document storage (SQL, parameters,
+//! versions), the schema's migration and the error map; never projections, session,
+//! store or daemon.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -13,11 +16,11 @@ use tokio_postgres::{Client, Row};
 
 use super::migrate_fn;
 use super::storage::{DocumentStorage, PgDocument, WriteKind};
+use super::typed_batch::{document_batch, document_type_of};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
 use crate::schema::MigrateFn;
-use crate::unit_of_work::{DocumentBatch, OpList, Operation, Queued, SessionState, UnitOfWork};
-use marten_core::session::DirtyQueue;
+use crate::unit_of_work::{DocumentBatch, Operation, SessionState};
 
 /// Several writes of one kind to documents of one type, sent as one statement
 /// (`unnest` arrays, or scalars for a single document).
@@ -83,109 +86,7 @@ impl<D: PgDocument> WriteBatch<D> {
     }
 }
 
-/// Typed document writes: consecutive writes of one type and kind share one batch.
-impl OpList {
-    /// Queues a write, joining the previous operation when it is a batch of the same type
-    /// and kind that does not yet touch this id.
-    pub(crate) fn push_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        if let Some(batch) = self.last_batch::<WriteBatch<D>>() {
-            if batch.accepts(kind, &id) {
-                batch.push(id, RawJson(json), expected);
-                return;
-            }
-        }
-        let mut batch = WriteBatch::<D>::new(kind);
-        batch.push(id, RawJson(json), expected);
-        self.items.push(Queued::Documents(Box::new(batch)));
-    }
-
-    /// Queues a write an inline projection derived, marked so that its rejection makes
-    /// the save plan again and retry rather than fail.
-    pub(crate) fn push_derived_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        self.push_write::<D>(kind, id, json, expected);
-        if let Some(batch) = self.last_batch::<WriteBatch<D>>() {
-            batch.derived = true;
-        }
-    }
-
-    /// Queues a delete by id.
-    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
-        if let Some(batch) = self.last_batch::<DeleteBatch<D>>() {
-            batch.push(id);
-            return;
-        }
-        let mut batch = DeleteBatch::<D>::new();
-        batch.push(id);
-        self.items.push(Queued::Documents(Box::new(batch)));
-    }
-
-    /// The last entry, if it is a document batch of type `B`.
-    fn last_batch<B: 'static>(&mut self) -> Option<&mut B> {
-        match self.items.last_mut() {
-            Some(Queued::Documents(batch)) => batch.as_any_mut().downcast_mut::<B>(),
-            _ => None,
-        }
-    }
-}
-
-/// Typed document writes of a session's own queue.
-impl UnitOfWork {
-    /// Queues a write (see [`OpList::push_write`]).
-    pub(crate) fn push_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        self.user.push_write::<D>(kind, id, json, expected);
-    }
-
-    /// Queues a delete by id.
-    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
-        self.user.push_delete::<D>(id);
-    }
-}
-
-/// Changed dirty-tracked documents are queued as upserts.
-impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
-    fn queue_dirty(
-        &mut self,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) -> Result<()> {
-        super::check_document::<D>(&id, &json)?;
-        self.push_write::<D>(WriteKind::Upsert, id, json, expected);
-        Ok(())
-    }
-}
-
-impl<D: PgDocument> DocumentBatch for WriteBatch<D> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn operation(&self) -> &dyn Operation {
-        self
-    }
-
-    fn operation_mut(&mut self) -> &mut dyn Operation {
-        self
-    }
-}
+document_batch!(WriteBatch);
 
 impl<D: PgDocument> Operation for WriteBatch<D> {
     fn sql(&self) -> &'static str {
@@ -221,17 +122,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.ids.len() == 1 || !self.checked()
     }
 
-    fn document_type(&self) -> &'static str {
-        D::DOCUMENT_TYPE
-    }
-
-    fn table(&self) -> &'static str {
-        D::TABLE_NAME
-    }
-
-    fn schema(&self) -> (std::any::TypeId, MigrateFn) {
-        (std::any::TypeId::of::<D>(), migrate_fn::<D>())
-    }
+    document_type_of!(D);
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
         if !self.checked() {
@@ -241,9 +132,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             // A row `id, version` for the written document; none when it was rejected.
             self.written.clear();
             for row in rows {
-                let id: D::Id = row
-                    .try_get(0)
-                    .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
+                let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
                 self.written.push((id, D::Storage::read_version(row, 1)?));
             }
             self.rejected = self.written.len() < self.ids.len();
@@ -252,9 +141,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         let Some(row) = rows.first() else {
             return Err(unexpected::<D>("a checked write returned no row"));
         };
-        let ids: Option<Vec<D::Id>> = row
-            .try_get(0)
-            .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
+        let ids: Option<Vec<D::Id>> = row.try_get(0).map_err(reading::<D>)?;
         let ids = ids.unwrap_or_default();
         let versions = D::Storage::read_versions(row, 1)?;
         self.rejected = ids.len() < self.ids.len();
@@ -289,12 +176,10 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             let rows = client
                 .query(D::storage().reads().versions.as_str(), &[&ids])
                 .await
-                .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
+                .map_err(reading::<D>)?;
             let mut actual = std::collections::HashMap::new();
             for row in &rows {
-                let id: D::Id = row
-                    .try_get(0)
-                    .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
+                let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
                 actual.insert(id, D::Storage::read_version(row, 1)?);
             }
             Ok(rejected
@@ -353,93 +238,6 @@ fn unexpected<D: Document>(what: &str) -> Error {
     })
 }
 
-/// Deletes of documents of one type by id.
-pub(crate) struct DeleteBatch<D: PgDocument> {
-    ids: Vec<D::Id>,
-}
-
-impl<D: PgDocument> DeleteBatch<D> {
-    pub(crate) fn new() -> Self {
-        Self { ids: Vec::new() }
-    }
-
-    pub(crate) fn push(&mut self, id: D::Id) {
-        self.ids.push(id);
-    }
-}
-
-impl<D: PgDocument> DocumentBatch for DeleteBatch<D> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn operation(&self) -> &dyn Operation {
-        self
-    }
-
-    fn operation_mut(&mut self) -> &mut dyn Operation {
-        self
-    }
-}
-
-impl<D: PgDocument> Operation for DeleteBatch<D> {
-    fn sql(&self) -> &'static str {
-        let reads = D::storage().reads();
-        if self.ids.len() == 1 {
-            &reads.delete_one
-        } else {
-            &reads.delete_many
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        if self.ids.len() == 1 {
-            vec![&self.ids[0]]
-        } else {
-            vec![&self.ids]
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn checked(&self) -> bool {
-        false
-    }
-
-    fn atomic(&self) -> bool {
-        true
-    }
-
-    fn document_type(&self) -> &'static str {
-        D::DOCUMENT_TYPE
-    }
-
-    fn table(&self) -> &'static str {
-        D::TABLE_NAME
-    }
-
-    fn schema(&self) -> (std::any::TypeId, MigrateFn) {
-        (std::any::TypeId::of::<D>(), migrate_fn::<D>())
-    }
-
-    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
-        Ok(())
-    }
-
-    fn has_rejections(&self) -> bool {
-        false
-    }
-
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn committed(&self, state: &mut SessionState) {
-        let docs = state.doc_state::<D>();
-        for id in &self.ids {
-            docs.versions.remove(id);
-        }
-    }
+fn reading<D: Document>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
 }

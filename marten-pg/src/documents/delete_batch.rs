@@ -1,0 +1,86 @@
+//! Deletes of documents of one type by id, type-erased behind [`Operation`] so a unit of
+//! work can hold operations of many document types. Uses the unit of work's operation
+//! traits, the document storage's SQL and the schema's migration; never projections,
+//! session, store or daemon.
+
+use std::any::Any;
+
+use futures_util::future::BoxFuture;
+use marten_core::{Rejection, Result};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use super::migrate_fn;
+use super::storage::{DocumentStorage, PgDocument};
+use super::typed_batch::{document_batch, document_type_of};
+use crate::schema::MigrateFn;
+use crate::unit_of_work::{DocumentBatch, Operation, SessionState};
+
+/// Deletes of documents of one type by id.
+pub(crate) struct DeleteBatch<D: PgDocument> {
+    ids: Vec<D::Id>,
+}
+
+impl<D: PgDocument> DeleteBatch<D> {
+    pub(crate) fn new() -> Self {
+        Self { ids: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, id: D::Id) {
+        self.ids.push(id);
+    }
+}
+
+document_batch!(DeleteBatch);
+
+impl<D: PgDocument> Operation for DeleteBatch<D> {
+    fn sql(&self) -> &'static str {
+        let reads = D::storage().reads();
+        if self.ids.len() == 1 {
+            &reads.delete_one
+        } else {
+            &reads.delete_many
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        if self.ids.len() == 1 {
+            vec![&self.ids[0]]
+        } else {
+            vec![&self.ids]
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn checked(&self) -> bool {
+        false
+    }
+
+    fn atomic(&self) -> bool {
+        true
+    }
+
+    document_type_of!(D);
+
+    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
+        Ok(())
+    }
+
+    fn has_rejections(&self) -> bool {
+        false
+    }
+
+    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn committed(&self, state: &mut SessionState) {
+        let docs = state.doc_state::<D>();
+        for id in &self.ids {
+            docs.versions.remove(id);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Single-stream aggregates: live folds (from the inline snapshot when there is one) and
+//! the inline projection that keeps the aggregate document in step with its stream
+//! ([`inline`] plans it; [`known`] finds the states it builds on).
+//! Uses the events (reads, stream keys), documents, the session's loads and the store's
+//! cache and projection registry.
+
+mod inline;
+mod known;
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use marten_core::aggregate::fold;
+use marten_core::{Aggregate, AggregateId, Error, EventEnvelope, Result, StreamId};
+
+use super::cache::{CacheUpdate, Cached};
+use super::{apply_error, Lifecycle};
+use crate::documents::load;
+use crate::documents::PgDocument;
+use crate::events::read;
+use crate::events::stream_id::StreamKey;
+use crate::events::StreamRange;
+use crate::store::DocumentStore;
+
+pub(crate) use inline::InlineAggregate;
+
+/// Folds events into `start`, keeping `version` at the stream version of the last event
+/// and the id at the stream id.
+fn fold_events<A: Aggregate>(
+    start: Option<A>,
+    stream: &StreamId,
+    events: &[EventEnvelope],
+) -> Result<Option<A>> {
+    let mut state = fold(start, events, |s: &mut A, e| s.set_version(e.version))
+        .map_err(|(err, i)| apply_error(A::DOCUMENT_TYPE, &events[i], err.message))?;
+    if let Some(s) = state.as_mut() {
+        if let Some(last) = events.last() {
+            s.set_version(last.version);
+        }
+        if let Some(id) = <A::Id as AggregateId>::from_stream_id(stream) {
+            *s.id_mut() = id;
+        }
+    }
+    Ok(state)
+}
+
+/// What the cache learns of aggregate `A` on `stream`: its version and stored JSON
+/// (`None` for no document).
+fn cache_update<A: 'static>(
+    stream: StreamKey,
+    version: i64,
+    json: Option<Arc<[u8]>>,
+) -> CacheUpdate {
+    CacheUpdate {
+        key: (TypeId::of::<A>(), stream),
+        entry: Cached { version, json },
+    }
+}
+
+/// Folds a stream (within `range`) into `A`, starting from its inline snapshot when `A`
+/// is an inline projection and the snapshot is not past the range. Returns the state and
+/// the version of the last event read (the snapshot's when no event follows it; 0 for no
+/// stream).
+pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
+    store: &DocumentStore,
+    client: &Object,
+    stream: &StreamKey,
+    range: &StreamRange,
+) -> Result<(Option<A>, i64)> {
+    store.learn_events(A::event_types());
+    let mut start: Option<A> = None;
+    let mut snapshot_json = None;
+    let mut from_version = range.from_version;
+    let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
+    if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
+        if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
+            store.ensure::<A>().await?;
+            if let Some(snapshot) = load::load_one::<A>(client, &id).await? {
+                let stored = snapshot.doc.version();
+                let next = stored.checked_add(1).filter(|_| stored >= 0);
+                let Some(next) = next else {
+                    return Err(Error::CorruptData {
+                        owner: A::DOCUMENT_TYPE.to_owned(),
+                        id: Some(id.to_string()),
+                        detail: format!(
+                            "its stored version {stored} is not a stream version events can follow"
+                        ),
+                    });
+                };
+                if stored <= range.to_version {
+                    from_version = next;
+                    start = Some(snapshot.doc);
+                    snapshot_json = Some(snapshot.json);
+                }
+            }
+        }
+    }
+    let snapshot_version = start.as_ref().map_or(0, Aggregate::version);
+    let whole = range.to_version == i64::MAX;
+    let mut range = range.clone();
+    range.from_version = from_version;
+    let events = read::fetch_stream(store, client, stream, &range).await?;
+    if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
+        // The stored document is the whole stream folded: a plain append can plan from it.
+        store.aggregate_cache().publish(vec![cache_update::<A>(
+            stream.clone(),
+            snapshot_version,
+            Some(Arc::from(json)),
+        )]);
+    }
+    let version = events.last().map_or(snapshot_version, |e| e.version);
+    let state = fold_events(start, &stream.0, &events)?;
+    Ok((state, version))
+}
+
+/// What `fetch_for_writing` loaded, kept in the session for the save's inline projection.
+pub(crate) struct Fetched<A> {
+    pub(crate) version: i64,
+    pub(crate) state: Option<A>,
+}
