@@ -38,7 +38,7 @@ impl DocumentStore {
     pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>> {
         let (type_id, migrate) = progression::schema();
         self.ensure_erased(type_id, migrate).await?;
-        crate::events::read::ensure(self).await?;
+        crate::events::read::ensure(self.as_ref()).await?;
         let mut conn = Conn::new();
         conn.run(self, async |client| {
             let head_row = client

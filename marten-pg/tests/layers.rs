@@ -35,11 +35,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Known upward imports, `from -> to`, still to be removed.
-const KNOWN_UPWARD: &[&str] = &[
-    "events -> store",
-    "projections -> store",
-    "unit_of_work -> store",
-];
+const KNOWN_UPWARD: &[&str] = &[];
 
 fn rank(module: &str) -> Option<(usize, usize)> {
     LAYERS.iter().enumerate().find_map(|(layer, mods)| {

@@ -51,7 +51,7 @@ pub(super) async fn commit(
     for _attempt in 0..MAX_ATTEMPTS {
         let mut req = conn.request(store).await?;
         uow.reset_attempt();
-        let outcome = uow.execute(&mut req, store, &mut state).await;
+        let outcome = uow.execute(&mut req, store.as_ref(), &mut state).await;
         req.settle(&outcome);
         match outcome {
             Ok(Outcome::Committed) => return Ok(Committed::Yes),

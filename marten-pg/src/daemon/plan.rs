@@ -90,7 +90,9 @@ impl Runner {
         let (store, projection) = (&self.store, &self.projection);
         let (workers, hooks) = (self.options.workers, &self.options.hooks);
         conn.run(store, async |client| {
-            projection.plan(store, client, events, workers, hooks).await
+            projection
+                .plan(store.as_ref(), client, events, workers, hooks)
+                .await
         })
         .await
     }

@@ -50,7 +50,7 @@ pub(crate) fn schema() -> (TypeId, MigrateFn) {
 pub(crate) async fn ensure_tables(store: &DocumentStore) -> Result<()> {
     let (type_id, migrate) = schema();
     store.ensure_erased(type_id, migrate).await?;
-    crate::events::read::ensure(store).await
+    crate::events::read::ensure(store.as_ref()).await
 }
 
 /// The progress update of one batch, sent with its writes.

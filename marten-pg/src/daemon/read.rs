@@ -24,7 +24,15 @@ pub(super) async fn next_page(
     limit: usize,
 ) -> Result<EventPage> {
     conn.run(store, async |client| {
-        read_all(store, client, after, limit, INCLUDE_ARCHIVED, SKIP_UNKNOWN).await
+        read_all(
+            store.as_ref(),
+            client,
+            after,
+            limit,
+            INCLUDE_ARCHIVED,
+            SKIP_UNKNOWN,
+        )
+        .await
     })
     .await
 }

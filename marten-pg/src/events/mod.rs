@@ -5,6 +5,7 @@
 
 /// The append operations live with the unit of work that sends them.
 pub(crate) use crate::unit_of_work::append;
+mod catalog;
 pub(crate) mod pending;
 pub(crate) mod range;
 pub(crate) mod read;
@@ -15,6 +16,7 @@ pub(crate) use crate::stream_key as stream_id;
 pub use crate::tables::events as table;
 pub(crate) mod tags;
 
+pub(crate) use catalog::{EventCatalog, EventConfig};
 pub use pending::PendingEvent;
 pub use range::{EventPage, Position, StreamRange};
 pub use registry::UnknownEvents;

@@ -10,10 +10,10 @@ use tokio_postgres::{Row, Statement};
 
 use super::range::{EventPage, Position, StreamRange};
 use super::stream_id::{StreamIdColumn, StreamKey};
+use super::EventCatalog;
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
 use crate::schema::events_schema;
-use crate::store::DocumentStore;
 use crate::tables::events::{EventSql, OLDEST_OPEN_TRANSACTION};
 use crate::xid8::Xid8;
 
@@ -22,14 +22,14 @@ fn reading(e: tokio_postgres::Error) -> Error {
 }
 
 /// Makes sure the event tables exist (per the schema mode).
-pub(crate) async fn ensure(store: &DocumentStore) -> Result<()> {
+pub(crate) async fn ensure(store: &EventCatalog) -> Result<()> {
     let (type_id, migrate) = events_schema(store.stream_identity());
     store.ensure_erased(type_id, migrate).await
 }
 
 /// Makes sure the event tables exist and prepares (cached) the statement `pick` chooses.
 async fn prepare(
-    store: &DocumentStore,
+    store: &EventCatalog,
     client: &Object,
     pick: fn(&EventSql) -> &String,
 ) -> Result<Statement> {
@@ -39,14 +39,14 @@ async fn prepare(
 }
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
-fn envelope(store: &DocumentStore, row: &Row) -> Result<Option<EventEnvelope>> {
+fn envelope(store: &EventCatalog, row: &Row) -> Result<Option<EventEnvelope>> {
     envelope_with(store, row, false)
 }
 
 /// Decodes one event row; with `skip_unknown`, an event of an unregistered type is left
 /// out whatever the store's policy (the daemon: its projections cannot handle it).
 fn envelope_with(
-    store: &DocumentStore,
+    store: &EventCatalog,
     row: &Row,
     skip_unknown: bool,
 ) -> Result<Option<EventEnvelope>> {
@@ -84,7 +84,7 @@ fn envelope_with(
     Ok(Some(env))
 }
 
-pub(crate) fn envelopes(store: &DocumentStore, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
+pub(crate) fn envelopes(store: &EventCatalog, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if let Some(e) = envelope(store, row)? {
@@ -96,7 +96,7 @@ pub(crate) fn envelopes(store: &DocumentStore, rows: &[Row]) -> Result<Vec<Event
 
 /// The events of a stream in version order, within `range`.
 pub(crate) async fn fetch_stream(
-    store: &DocumentStore,
+    store: &EventCatalog,
     client: &Object,
     stream: &StreamKey,
     range: &StreamRange,
@@ -121,7 +121,7 @@ pub(crate) async fn fetch_stream(
 
 /// Up to `limit` events after `after`, in the gap-safe global order.
 pub(crate) async fn read_all(
-    store: &DocumentStore,
+    store: &EventCatalog,
     client: &Object,
     after: Position,
     limit: usize,
@@ -156,7 +156,7 @@ pub(crate) async fn read_all(
 
 /// What the streams table says about a stream.
 pub(crate) async fn stream_state(
-    store: &DocumentStore,
+    store: &EventCatalog,
     client: &Object,
     stream: &StreamKey,
 ) -> Result<Option<StreamState>> {

@@ -17,12 +17,12 @@ use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
 
+use super::ProjectionCatalog;
 use crate::documents::load;
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::apply_error;
-use crate::store::DocumentStore;
 use crate::unit_of_work::OpList;
 
 /// Called around every event a projection applies (the daemon forwards these to its
@@ -42,7 +42,7 @@ pub(crate) trait AsyncProjection: Send + Sync {
     /// The writes of a batch (the events are in global order).
     fn plan<'a>(
         &'a self,
-        store: &'a DocumentStore,
+        store: &'a ProjectionCatalog,
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
@@ -91,7 +91,7 @@ fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
 /// the current documents loaded, the slices dealt to `workers` tasks that own their state
 /// and events, and the folded states turned into writes.
 async fn plan_slices<D: marten_core::Apply + PgDocument>(
-    store: &DocumentStore,
+    store: &ProjectionCatalog,
     client: &Object,
     events: &[EventEnvelope],
     workers: usize,
@@ -164,7 +164,7 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
 
     fn plan<'a>(
         &'a self,
-        store: &'a DocumentStore,
+        store: &'a ProjectionCatalog,
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
@@ -221,7 +221,7 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
     fn plan<'a>(
         &'a self,
-        store: &'a DocumentStore,
+        store: &'a ProjectionCatalog,
         client: &'a Object,
         events: &'a [EventEnvelope],
         workers: usize,
@@ -256,7 +256,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
 
     fn plan<'a>(
         &'a self,
-        store: &'a DocumentStore,
+        store: &'a ProjectionCatalog,
         _client: &'a Object,
         events: &'a [EventEnvelope],
         _workers: usize,

@@ -22,13 +22,13 @@ use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
+use super::ProjectionCatalog;
 use crate::documents::migrate_fn;
 use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::stream_id::StreamKey;
 use crate::json::RawJson;
 use crate::schema::MigrateFn;
-use crate::store::DocumentStore;
 use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
@@ -267,7 +267,7 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
 /// aggregates wrote and drops the streams it deleted or archived; a failure drops what
 /// the save would have written, since it may have committed before the error.
 pub(crate) fn settle(
-    store: &DocumentStore,
+    store: &ProjectionCatalog,
     uow: &UnitOfWork,
     updates: &mut Vec<CacheUpdate>,
     committed: bool,

@@ -18,6 +18,7 @@
 mod aggregate;
 pub(crate) mod asynchronous;
 pub(crate) mod cache;
+mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
 
@@ -38,10 +39,10 @@ pub(crate) use multi_stream::InlineMultiStream;
 
 use crate::events::append::AppendKind;
 use crate::events::stream_id::StreamKey;
-use crate::store::DocumentStore;
 use crate::unit_of_work::SessionState;
 use crate::unit_of_work::{OpList, UnitOfWork};
 use cache::{CacheKey, CacheUpdate};
+pub(crate) use catalog::ProjectionCatalog;
 
 /// When a projection runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,7 @@ pub(crate) fn advance(stream: &marten_core::StreamId, base: i64, count: usize) -
 
 /// What a projection plans with.
 pub(crate) struct PlanContext<'a, 'r> {
-    pub(crate) store: &'a DocumentStore,
+    pub(crate) store: &'a ProjectionCatalog,
     /// The save's request on the session's connection.
     pub(crate) req: &'a mut Request<'r>,
     pub(crate) appends: &'a [AppendView],
@@ -180,7 +181,7 @@ pub(crate) enum Planned {
 /// queues their writes as the unit of work's derived operations. `use_cache`: whether
 /// the store's aggregate cache may stand in for locked reads (see [`cache`]).
 pub(crate) async fn plan_inline(
-    store: &DocumentStore,
+    store: &ProjectionCatalog,
     req: &mut Request<'_>,
     uow: &mut UnitOfWork,
     state: &mut SessionState,
@@ -207,7 +208,7 @@ pub(crate) async fn plan_inline(
         return Ok(Planned::Ready);
     }
     // Projections read the event tables before the appends create them.
-    crate::events::read::ensure(store).await?;
+    crate::events::read::ensure(store.as_ref()).await?;
     let mut ctx = PlanContext {
         store,
         req,

@@ -2,7 +2,10 @@
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
 //! ([`crate::tables`]); this module decides what to run.
 
+mod catalog;
 pub(crate) mod names;
+
+pub(crate) use catalog::Catalog;
 
 use std::any::TypeId;
 use std::future::Future;

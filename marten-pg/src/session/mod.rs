@@ -380,7 +380,7 @@ impl<K: Tracking> Session<K> {
             let mut req = self.conn.request(&self.store).await?;
             self.uow.reset_attempt();
             let planning = crate::projections::plan_inline(
-                &self.store,
+                self.store.as_ref(),
                 &mut req,
                 &mut self.uow,
                 &mut self.state,
@@ -422,7 +422,7 @@ impl<K: Tracking> Session<K> {
             }
             let outcome = self
                 .uow
-                .execute(&mut req, &self.store, &mut self.state)
+                .execute(&mut req, self.store.as_ref(), &mut self.state)
                 .await;
             req.settle(&outcome);
             match outcome {
@@ -514,7 +514,7 @@ impl<K: Tracking> Session<K> {
     /// Forgets the save's queue and tells the caches how it ended.
     fn end_save(&mut self, committed: bool) {
         crate::projections::cache::settle(
-            &self.store,
+            self.store.as_ref(),
             &self.uow,
             &mut self.cache_updates,
             committed,

@@ -3,8 +3,7 @@
 //! the schema objects.
 
 use std::any::TypeId;
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -13,16 +12,18 @@ use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity};
 use tokio_postgres::NoTls;
 use tracing::info;
 
-use super::{DocumentStore, EventConfig, StoreInner, DEFAULT_REQUEST_TIMEOUT};
+use super::{DocumentStore, DEFAULT_REQUEST_TIMEOUT};
 use crate::connection::Connector;
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
-use crate::projections::cache::AggregateCache;
+use crate::events::{EventCatalog, EventConfig};
+use crate::projections::ProjectionCatalog;
 use crate::projections::{
     EventProjection, InlineAggregate, InlineEventProjection, InlineMultiStream, InlineProjection,
     Lifecycle, ProjectionRegistry,
 };
+use crate::schema::Catalog;
 use crate::schema::{self, AutoCreate, MigrateFn};
 
 struct Registration {
@@ -342,27 +343,30 @@ impl DocumentStoreBuilder {
             .build()
             .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))?;
         let store = DocumentStore {
-            inner: Arc::new(StoreInner {
-                connector: Connector::new(
-                    pool,
-                    config,
-                    self.pool_size,
-                    self.pool_wait,
-                    self.request_timeout,
+            inner: Arc::new(ProjectionCatalog::new(
+                EventCatalog::new(
+                    Catalog::new(
+                        Connector::new(
+                            pool,
+                            config,
+                            self.pool_size,
+                            self.pool_wait,
+                            self.request_timeout,
+                        ),
+                        self.schema,
+                        self.auto_create,
+                        names,
+                    ),
+                    self.events,
+                    self.registry,
                 ),
-                schema: self.schema,
-                auto_create: self.auto_create,
-                ensured: RwLock::new(HashSet::new()),
-                names,
-                events: self.events,
-                registry: RwLock::new(self.registry),
-                projections: self.projections,
-                aggregate_cache: AggregateCache::new(self.aggregate_cache),
-            }),
+                self.projections,
+                self.aggregate_cache,
+            )),
         };
         let client = store.dedicated_connection().await?;
-        let schema = store.inner.schema.as_str();
-        let mode = store.inner.auto_create;
+        let schema = store.schema();
+        let mode = store.auto_create();
         let documents = &self.documents;
         schema::with_migration_lock(&client, schema, |c| async move {
             schema::migrate_schema(c, schema, mode).await?;
@@ -373,9 +377,9 @@ impl DocumentStoreBuilder {
             Ok(())
         })
         .await?;
-        if let Ok(mut set) = store.inner.ensured.write() {
-            set.extend(self.documents.iter().map(|r| r.type_id));
-        }
+        store
+            .catalog()
+            .mark_ensured(self.documents.iter().map(|r| r.type_id));
         info!(
             schema,
             documents = self.documents.len(),

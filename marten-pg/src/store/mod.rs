@@ -9,9 +9,8 @@
 mod builder;
 
 use std::any::TypeId;
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use marten_core::{Result, StreamIdentity};
@@ -20,9 +19,9 @@ pub use self::builder::DocumentStoreBuilder;
 use crate::connection::Connector;
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
-use crate::projections::cache::AggregateCache;
-use crate::projections::ProjectionRegistry;
-use crate::schema::{self, AutoCreate, MigrateFn};
+use crate::events::{EventCatalog, EventConfig};
+use crate::projections::{ProjectionCatalog, ProjectionRegistry};
+use crate::schema::{AutoCreate, Catalog, MigrateFn};
 
 /// The default of [`DocumentStoreBuilder::request_timeout`].
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,33 +29,14 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A document store on one PostgreSQL schema. Clone it freely: clones share the pool.
 #[derive(Clone)]
 pub struct DocumentStore {
-    inner: Arc<StoreInner>,
-}
-
-struct StoreInner {
-    connector: Connector,
-    schema: String,
-    auto_create: AutoCreate,
-    ensured: RwLock<HashSet<TypeId>>,
-    names: schema::names::Claims,
-    events: EventConfig,
-    registry: RwLock<EventRegistry>,
-    projections: ProjectionRegistry,
-    aggregate_cache: AggregateCache,
-}
-
-/// The event store's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct EventConfig {
-    pub(crate) identity: StreamIdentity,
-    pub(crate) exclusive_lock_timeout: Duration,
+    inner: Arc<ProjectionCatalog>,
 }
 
 impl fmt::Debug for DocumentStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DocumentStore")
-            .field("schema", &self.inner.schema)
-            .field("auto_create", &self.inner.auto_create)
+            .field("schema", &self.schema())
+            .field("auto_create", &self.auto_create())
             .finish_non_exhaustive()
     }
 }
@@ -64,24 +44,38 @@ impl fmt::Debug for DocumentStore {
 impl DocumentStore {
     /// The schema holding this store's tables.
     pub fn schema(&self) -> &str {
-        &self.inner.schema
+        self.catalog().schema()
     }
 
     /// The schema mode this store was built with.
     pub fn auto_create(&self) -> AutoCreate {
-        self.inner.auto_create
+        self.catalog().auto_create()
     }
 
-    /// How long a save waits for its answers (see
-    /// [`DocumentStoreBuilder::request_timeout`]).
-    pub(crate) fn request_timeout(&self) -> Option<Duration> {
-        self.inner.connector.request_timeout()
+    /// The kind of stream ids this store uses.
+    pub fn stream_identity(&self) -> StreamIdentity {
+        self.inner.stream_identity()
+    }
+
+    /// Closes the pool; sessions still open keep their connection until dropped.
+    pub fn close(&self) {
+        self.catalog().connector().close();
+    }
+
+    /// The catalog: connections, schema, objects made sure of.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        self.inner.catalog()
+    }
+
+    /// The event catalog: the catalog, the event store's settings and event types.
+    pub(crate) fn events(&self) -> &EventCatalog {
+        self.inner.events()
     }
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
     /// daemon's projection locks). It closes when the client is dropped.
     pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
-        self.inner.connector.dedicated().await
+        self.catalog().dedicated_connection().await
     }
 
     /// Makes sure the table of `D` exists (per the schema mode) before first use. Types
@@ -94,50 +88,17 @@ impl DocumentStore {
 
     /// [`ensure`](Self::ensure) for a type known by its `TypeId` and migration.
     pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
-        if self.is_ensured(type_id) {
-            return Ok(());
-        }
-        self.inner.names.claim(type_id)?;
-        let client = self.dedicated_connection().await?;
-        let schema = self.inner.schema.as_str();
-        let mode = self.inner.auto_create;
-        schema::with_migration_lock(&client, schema, |c| async move {
-            schema::migrate_schema(c, schema, mode).await?;
-            migrate(c, schema, mode).await
-        })
-        .await?;
-        if let Ok(mut set) = self.inner.ensured.write() {
-            set.insert(type_id);
-        }
-        Ok(())
-    }
-
-    fn is_ensured(&self, type_id: TypeId) -> bool {
-        self.inner
-            .ensured
-            .read()
-            .map(|set| set.contains(&type_id))
-            .unwrap_or(false)
+        self.catalog().ensure_erased(type_id, migrate).await
     }
 
     /// The projections this store runs.
     pub(crate) fn projections(&self) -> &ProjectionRegistry {
-        &self.inner.projections
-    }
-
-    /// The last committed documents of inline aggregates, by stream.
-    pub(crate) fn aggregate_cache(&self) -> &AggregateCache {
-        &self.inner.aggregate_cache
+        self.inner.projections()
     }
 
     /// The event store's settings.
     pub(crate) fn event_config(&self) -> &EventConfig {
-        &self.inner.events
-    }
-
-    /// The kind of stream ids this store uses.
-    pub fn stream_identity(&self) -> StreamIdentity {
-        self.inner.events.identity
+        self.events().event_config()
     }
 
     /// Registers an event type after build (appending does this on its own).
@@ -146,44 +107,30 @@ impl DocumentStore {
         register: fn(&mut EventRegistry) -> Result<()>,
         name: &str,
     ) -> Result<()> {
-        if let Ok(r) = self.inner.registry.read() {
-            if r.knows(name) {
-                return Ok(());
-            }
-        }
-        match self.inner.registry.write() {
-            Ok(mut r) => register(&mut r),
-            Err(_) => Ok(()),
-        }
+        self.events().register_event(register, name)
     }
 
-    /// Registers the event types an apply-dispatch type handles, if not known yet (so a
-    /// store that never appended them can read them).
+    /// Registers the event types an apply-dispatch type handles, if not known yet.
     pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) {
-        let known = self
-            .inner
-            .registry
-            .read()
-            .map(|r| decoders.iter().all(|d| r.knows(d.name)))
-            .unwrap_or(true);
-        if !known {
-            if let Ok(mut r) = self.inner.registry.write() {
-                r.register_decoders(decoders);
-            }
-        }
+        self.events().learn_events(decoders);
     }
+}
 
-    /// Runs `f` with the event registry.
-    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&EventRegistry) -> T) -> T {
-        match self.inner.registry.read() {
-            Ok(r) => f(&r),
-            Err(poisoned) => f(&poisoned.into_inner()),
-        }
+impl AsRef<Catalog> for DocumentStore {
+    fn as_ref(&self) -> &Catalog {
+        self.catalog()
     }
+}
 
-    /// Closes the pool; sessions still open keep their connection until dropped.
-    pub fn close(&self) {
-        self.inner.connector.close();
+impl AsRef<EventCatalog> for DocumentStore {
+    fn as_ref(&self) -> &EventCatalog {
+        self.events()
+    }
+}
+
+impl AsRef<ProjectionCatalog> for DocumentStore {
+    fn as_ref(&self) -> &ProjectionCatalog {
+        &self.inner
     }
 }
 
@@ -191,6 +138,6 @@ impl DocumentStore {
 /// with the store's time limits.
 impl AsRef<Connector> for DocumentStore {
     fn as_ref(&self) -> &Connector {
-        &self.inner.connector
+        self.catalog().connector()
     }
 }

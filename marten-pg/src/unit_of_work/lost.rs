@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use crate::connection::{Answers, Handle};
 use crate::error_map::{is_lost, lost_error};
-use crate::store::DocumentStore;
+use crate::schema::Catalog;
 
 /// How long asking the server what became of a transaction may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,7 +82,7 @@ pub(super) fn timed_out(probe: &FlightProbe, limit: Duration) -> Error {
 /// [`Error::Connection`] (or [`Error::Timeout`] when the request timed out). Otherwise
 /// (committed, or nothing could be learned) the outcome stays unknown to the caller.
 pub(super) async fn resolve(
-    store: &DocumentStore,
+    store: &Catalog,
     probe: &FlightProbe,
     source: DatabaseError,
     timed_out: bool,
@@ -128,7 +128,7 @@ pub(super) async fn resolve(
 /// `Some(true)`: committed, `Some(false)`: rolled back, `None`: unknown. A transaction
 /// still in progress belongs to a backend that has not noticed its client is gone; it
 /// is terminated (only if it still runs that transaction), which settles it.
-async fn transaction_status(store: &DocumentStore, xid: &str, pid: i32) -> Option<bool> {
+async fn transaction_status(store: &Catalog, xid: &str, pid: i32) -> Option<bool> {
     let client = store.dedicated_connection().await.ok()?;
     loop {
         let row = client

@@ -15,7 +15,7 @@ use super::Operation;
 use super::{Outcome, Queued, SessionState, UnitOfWork};
 use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
 use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
-use crate::store::DocumentStore;
+use crate::schema::Catalog;
 use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 
 type Ops<'u> = Vec<&'u mut dyn Operation>;
@@ -43,7 +43,7 @@ impl UnitOfWork {
     pub(crate) async fn execute(
         &mut self,
         req: &mut Request<'_>,
-        store: &DocumentStore,
+        store: &Catalog,
         state: &mut SessionState,
     ) -> Result<Outcome> {
         let probe = FlightProbe::default();
@@ -78,7 +78,7 @@ impl UnitOfWork {
     async fn run(
         &mut self,
         req: &mut Request<'_>,
-        store: &DocumentStore,
+        store: &Catalog,
         state: &mut SessionState,
         probe: &FlightProbe,
     ) -> Result<Outcome> {

@@ -21,7 +21,7 @@ use crate::documents::PgDocument;
 use crate::events::read;
 use crate::events::stream_id::StreamKey;
 use crate::events::StreamRange;
-use crate::store::DocumentStore;
+use crate::projections::ProjectionCatalog;
 
 pub(crate) use inline::InlineAggregate;
 
@@ -63,7 +63,7 @@ fn cache_update<A: 'static>(
 /// the version of the last event read (the snapshot's when no event follows it; 0 for no
 /// stream).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
-    store: &DocumentStore,
+    store: &ProjectionCatalog,
     client: &Object,
     stream: &StreamKey,
     range: &StreamRange,
@@ -100,7 +100,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let whole = range.to_version == i64::MAX;
     let mut range = range.clone();
     range.from_version = from_version;
-    let events = read::fetch_stream(store, client, stream, &range).await?;
+    let events = read::fetch_stream(store.as_ref(), client, stream, &range).await?;
     if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(

@@ -105,11 +105,11 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
     let tags = checked_tags(&query)?;
     let s = &mut *events.session;
     s.store.learn_events(S::event_types());
-    read::ensure(&s.store).await?;
+    read::ensure(s.store.as_ref()).await?;
     let (version_rows, event_rows) =
         read_versions_then_events(s, &tags, query.event_type_names(), between_reads).await?;
     let versions = versions_of(&tags, &version_rows)?;
-    let matched = read::envelopes(&s.store, &event_rows)?;
+    let matched = read::envelopes(s.store.as_ref(), &event_rows)?;
     let state = fold(None, &matched, |_: &mut S, _| {}).map_err(|(err, i)| {
         crate::projections::apply_error(std::any::type_name::<S>(), &matched[i], err.message)
     })?;

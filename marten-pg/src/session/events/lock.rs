@@ -28,7 +28,7 @@ impl<K: Tracking> Events<'_, K> {
     pub(super) async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
         let s = &mut *self.session;
         let timeout = s.store.event_config().exclusive_lock_timeout;
-        read::ensure(&s.store).await?;
+        read::ensure(s.store.as_ref()).await?;
         let sql = EventSql::get(s.store.stream_identity());
         let mut req = s.conn.request(&s.store).await?;
         let answered = within(

@@ -42,8 +42,10 @@ impl<K: Tracking> Events<'_, K> {
         range: StreamRange,
     ) -> Result<Vec<EventEnvelope>> {
         let key = self.key(stream.into())?;
-        self.on_connection(async |store, c| read::fetch_stream(store, c, &key, &range).await)
-            .await
+        self.on_connection(async |store, c| {
+            read::fetch_stream(store.as_ref(), c, &key, &range).await
+        })
+        .await
     }
 
     /// The stream's version, timestamps and archived flag, or `None` if it does not exist.
@@ -52,7 +54,7 @@ impl<K: Tracking> Events<'_, K> {
         stream: impl Into<StreamId>,
     ) -> Result<Option<StreamState>> {
         let key = self.key(stream.into())?;
-        self.on_connection(async |store, c| read::stream_state(store, c, &key).await)
+        self.on_connection(async |store, c| read::stream_state(store.as_ref(), c, &key).await)
             .await
     }
 
@@ -73,7 +75,7 @@ impl<K: Tracking> Events<'_, K> {
         skip_unknown: bool,
     ) -> Result<EventPage> {
         self.on_connection(async |store, c| {
-            read::read_all(store, c, after, limit, false, skip_unknown).await
+            read::read_all(store.as_ref(), c, after, limit, false, skip_unknown).await
         })
         .await
     }
@@ -123,7 +125,9 @@ impl<K: Tracking> Events<'_, K> {
         key: &StreamKey,
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
-        self.on_connection(async |store, c| aggregate_stream::<A>(store, c, key, range).await)
-            .await
+        self.on_connection(async |store, c| {
+            aggregate_stream::<A>(store.as_ref(), c, key, range).await
+        })
+        .await
     }
 }

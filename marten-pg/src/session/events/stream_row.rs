@@ -17,7 +17,7 @@ impl<K: Tracking> Events<'_, K> {
     /// [`Error::StreamNotFound`], an archived one is rejected.
     pub(super) async fn current_version(&mut self, key: &StreamKey) -> Result<i64> {
         let s = &mut *self.session;
-        read::ensure(&s.store).await?;
+        read::ensure(s.store.as_ref()).await?;
         let sql = EventSql::get(s.store.stream_identity());
         let row = s
             .conn

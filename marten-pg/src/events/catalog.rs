@@ -1,0 +1,109 @@
+//! What a store knows of its event store: the [`Catalog`] below it, the event store's
+//! settings (stream identity, exclusive lock timeout) and the registry of event types.
+
+use std::any::TypeId;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use marten_core::{EventDecoder, Result, StreamIdentity};
+
+use super::registry::EventRegistry;
+use crate::connection::Connector;
+use crate::schema::{Catalog, MigrateFn};
+
+/// The event store's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct EventConfig {
+    pub(crate) identity: StreamIdentity,
+    pub(crate) exclusive_lock_timeout: Duration,
+}
+
+/// A store's catalog, event settings and event types.
+pub(crate) struct EventCatalog {
+    catalog: Catalog,
+    config: EventConfig,
+    registry: RwLock<EventRegistry>,
+}
+
+impl EventCatalog {
+    /// The event store of `catalog` with `config`, knowing the types of `registry`.
+    pub(crate) fn new(catalog: Catalog, config: EventConfig, registry: EventRegistry) -> Self {
+        Self {
+            catalog,
+            config,
+            registry: RwLock::new(registry),
+        }
+    }
+
+    /// The catalog below.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// See [`Catalog::ensure_erased`].
+    pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
+        self.catalog.ensure_erased(type_id, migrate).await
+    }
+
+    /// The event store's settings.
+    pub(crate) fn event_config(&self) -> &EventConfig {
+        &self.config
+    }
+
+    /// The kind of stream ids this store uses.
+    pub(crate) fn stream_identity(&self) -> StreamIdentity {
+        self.config.identity
+    }
+
+    /// Registers an event type after build (appending does this on its own).
+    pub(crate) fn register_event(
+        &self,
+        register: fn(&mut EventRegistry) -> Result<()>,
+        name: &str,
+    ) -> Result<()> {
+        if let Ok(r) = self.registry.read() {
+            if r.knows(name) {
+                return Ok(());
+            }
+        }
+        match self.registry.write() {
+            Ok(mut r) => register(&mut r),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Registers the event types an apply-dispatch type handles, if not known yet (so a
+    /// store that never appended them can read them).
+    pub(crate) fn learn_events(&self, decoders: Vec<EventDecoder>) {
+        let known = self
+            .registry
+            .read()
+            .map(|r| decoders.iter().all(|d| r.knows(d.name)))
+            .unwrap_or(true);
+        if !known {
+            if let Ok(mut r) = self.registry.write() {
+                r.register_decoders(decoders);
+            }
+        }
+    }
+
+    /// Runs `f` with the event registry.
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&EventRegistry) -> T) -> T {
+        match self.registry.read() {
+            Ok(r) => f(&r),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+}
+
+impl AsRef<Catalog> for EventCatalog {
+    fn as_ref(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+impl AsRef<Connector> for EventCatalog {
+    fn as_ref(&self) -> &Connector {
+        self.catalog.connector()
+    }
+}
