@@ -1,8 +1,8 @@
 use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentMetadata, Result};
 
-use super::load;
 use crate::connection::Conn;
+use crate::documents::load;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
 

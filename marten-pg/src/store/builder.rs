@@ -6,12 +6,11 @@ use std::any::TypeId;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use marten_core::concurrency::VersionedMode;
 use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity};
-use tokio_postgres::NoTls;
 use tracing::info;
 
+use super::connect::{check_schema_name, connection_config, pool};
 use super::{DocumentStore, DEFAULT_REQUEST_TIMEOUT};
 use crate::connection::Connector;
 use crate::documents::PgDocument;
@@ -300,48 +299,9 @@ impl DocumentStoreBuilder {
             return Err(e);
         }
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
-        if !is_identifier(&self.schema) {
-            return Err(Error::Configuration(format!(
-                "invalid schema name {:?}: use lower-case letters, digits and underscores, starting with a letter",
-                self.schema
-            )));
-        }
-        let mut config = match (self.config, &self.connection_string) {
-            (Some(c), _) => c,
-            (None, Some(url)) => url
-                .parse::<tokio_postgres::Config>()
-                .map_err(|e| Error::Configuration(format!("invalid connection string: {e}")))?,
-            (None, None) => {
-                return Err(Error::Configuration(
-                    "no connection string: call connection_string(..) or config(..)".to_owned(),
-                ))
-            }
-        };
-        let options = match config.get_options() {
-            Some(existing) if !existing.is_empty() => {
-                format!("{existing} -c search_path={}", self.schema)
-            }
-            _ => format!("-c search_path={}", self.schema),
-        };
-        config.options(&options);
-        if config.get_application_name().is_none() {
-            config.application_name("marten");
-        }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(self.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.pool_wait))
-            .create_timeout(Some(self.pool_wait))
-            .recycle_timeout(Some(self.pool_wait))
-            .build()
-            .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))?;
+        check_schema_name(&self.schema)?;
+        let config = connection_config(self.config, self.connection_string, &self.schema)?;
+        let pool = pool(config.clone(), self.pool_size, self.pool_wait)?;
         let store = DocumentStore {
             inner: Arc::new(ProjectionCatalog::new(
                 EventCatalog::new(
@@ -364,22 +324,8 @@ impl DocumentStoreBuilder {
                 self.aggregate_cache,
             )),
         };
-        let client = store.dedicated_connection().await?;
+        migrate_registered(&store, &self.documents).await?;
         let schema = store.schema();
-        let mode = store.auto_create();
-        let documents = &self.documents;
-        schema::with_migration_lock(&client, schema, |c| async move {
-            schema::migrate_schema(c, schema, mode).await?;
-            for reg in documents {
-                tracing::debug!(document_type = reg.document_type, "checking document table");
-                (reg.migrate)(c, schema, mode).await?;
-            }
-            Ok(())
-        })
-        .await?;
-        store
-            .catalog()
-            .mark_ensured(self.documents.iter().map(|r| r.type_id));
         info!(
             schema,
             documents = self.documents.len(),
@@ -389,9 +335,23 @@ impl DocumentStoreBuilder {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && s.len() <= 63
+/// Creates, updates or checks the schema and the tables of the registered documents,
+/// under the schema's migration lock, on a connection of its own.
+async fn migrate_registered(store: &DocumentStore, documents: &[Registration]) -> Result<()> {
+    let client = store.dedicated_connection().await?;
+    let schema = store.schema();
+    let mode = store.auto_create();
+    schema::with_migration_lock(&client, schema, |c| async move {
+        schema::migrate_schema(c, schema, mode).await?;
+        for reg in documents {
+            tracing::debug!(document_type = reg.document_type, "checking document table");
+            (reg.migrate)(c, schema, mode).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    store
+        .catalog()
+        .mark_ensured(documents.iter().map(|r| r.type_id));
+    Ok(())
 }

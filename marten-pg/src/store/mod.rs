@@ -7,6 +7,7 @@
 //! sit above it.
 
 mod builder;
+mod connect;
 
 use std::any::TypeId;
 use std::fmt;
