@@ -6,7 +6,6 @@ use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
 use super::{apply_error, InlineProjection, PlanContext};
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
-use crate::events::append::AppendKind;
 use crate::unit_of_work::OpList;
 
 /// A projection that turns each event into document operations of its choosing.
@@ -90,12 +89,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
         Box::pin(async move {
             let mut ops = ProjectedOps::default();
             for append in ctx.appends {
-                let base = match append.kind {
-                    AppendKind::Start => Some(0),
-                    AppendKind::Expected(v) => Some(v),
-                    AppendKind::Append => None,
-                };
-                for event in append.envelopes(base)? {
+                for event in append.asserted_envelopes()? {
                     apply_one(&self.0, &event, &mut ops)?;
                 }
             }

@@ -70,6 +70,17 @@ pub(crate) struct AppendView {
 }
 
 impl AppendView {
+    /// Envelopes for the events, numbered from the stream version the append asserts
+    /// (none for a plain append, whose version is not known before it is written).
+    pub(crate) fn asserted_envelopes(&self) -> Result<Vec<EventEnvelope>> {
+        let base = match self.kind {
+            AppendKind::Start => Some(0),
+            AppendKind::Expected(v) => Some(v),
+            AppendKind::Append => None,
+        };
+        self.envelopes(base)
+    }
+
     /// Envelopes for the events, numbered from `base` (the stream version before them);
     /// the global sequence is not known before the insert and is 0. A `base` so high the
     /// versions overflow is an error naming the stream.

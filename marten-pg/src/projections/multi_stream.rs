@@ -15,7 +15,6 @@ use super::{apply_error, InlineProjection, PlanContext};
 use crate::documents::load;
 use crate::documents::serialize;
 use crate::documents::{PgDocument, WriteKind};
-use crate::events::append::AppendKind;
 
 /// The inline projection of multi-stream document type `P`.
 pub(crate) struct InlineMultiStream<P> {
@@ -35,12 +34,7 @@ where
         // Events per document id, in append order.
         let mut groups: Vec<(P::Id, Vec<EventEnvelope>)> = Vec::new();
         for append in ctx.appends {
-            let base = match append.kind {
-                AppendKind::Start => Some(0),
-                AppendKind::Expected(v) => Some(v),
-                AppendKind::Append => None,
-            };
-            for event in append.envelopes(base)? {
+            for event in append.asserted_envelopes()? {
                 if !P::handles(event.data.as_ref()) {
                     continue;
                 }

@@ -9,8 +9,10 @@ use marten_core::session::Tracked;
 use marten_core::{DocumentMetadata, Error, Result};
 
 use super::{DirtyTracking, IdentityMap, Lightweight, Session, Tracking};
+use crate::connection::Conn;
 use crate::documents::load::{self, check_id, Loaded};
 use crate::documents::{serialize, PgDocument};
+use crate::store::DocumentStore;
 
 impl<K: Tracking> Session<K> {
     /// Reads the stored version and last-modified time of a document.
@@ -18,10 +20,7 @@ impl<K: Tracking> Session<K> {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        self.store.ensure::<D>().await?;
-        self.conn
-            .run(&self.store, async |c| load::metadata::<D>(c, id).await)
-            .await
+        metadata_on::<D>(&self.store, &mut self.conn, id).await
     }
 
     async fn fetch<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<Loaded<D>>> {
@@ -118,6 +117,21 @@ impl Session<IdentityMap> {
 }
 
 impl Session<DirtyTracking> {
+    /// Takes a loaded document into the tracker, with its serialization as the snapshot
+    /// changes are compared with.
+    fn track<D: PgDocument>(&mut self, loaded: Loaded<D>) -> Result<()> {
+        let snapshot = serialize(&loaded.doc)?;
+        let tracked = Tracked {
+            doc: loaded.doc,
+            snapshot,
+        };
+        self.state
+            .doc_state::<D>()
+            .tracked
+            .insert(loaded.id, tracked);
+        Ok(())
+    }
+
     /// Loads a document into the session and lends it out: change it in place and
     /// `save_changes` writes it. A second load of the same id makes no query.
     pub async fn load<D: PgDocument>(&mut self, id: &D::Id) -> Result<Option<&mut D>> {
@@ -126,14 +140,7 @@ impl Session<DirtyTracking> {
             let Some(loaded) = self.fetch::<D>(id).await? else {
                 return Ok(None);
             };
-            let snapshot = serialize(&loaded.doc)?;
-            self.state.doc_state::<D>().tracked.insert(
-                loaded.id,
-                Tracked {
-                    doc: loaded.doc,
-                    snapshot,
-                },
-            );
+            self.track(loaded)?;
         }
         Ok(self
             .state
@@ -153,14 +160,7 @@ impl Session<DirtyTracking> {
                 .collect()
         };
         for loaded in self.fetch_many::<D>(&missing).await? {
-            let snapshot = serialize(&loaded.doc)?;
-            self.state.doc_state::<D>().tracked.insert(
-                loaded.id,
-                Tracked {
-                    doc: loaded.doc,
-                    snapshot,
-                },
-            );
+            self.track(loaded)?;
         }
         let wanted: std::collections::HashSet<&D::Id> = ids.iter().collect();
         Ok(self
@@ -181,4 +181,15 @@ impl Session<DirtyTracking> {
             .get_mut(id)
             .map(|t| &mut t.doc)
     }
+}
+
+/// Reads the stored version and last-modified time of a document on `conn`.
+pub(super) async fn metadata_on<D: PgDocument>(
+    store: &DocumentStore,
+    conn: &mut Conn,
+    id: &D::Id,
+) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+    store.ensure::<D>().await?;
+    conn.run(store, async |c| load::metadata::<D>(c, id).await)
+        .await
 }

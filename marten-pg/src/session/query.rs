@@ -61,9 +61,6 @@ impl QuerySession {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        self.store.ensure::<D>().await?;
-        self.conn
-            .run(&self.store, async |c| load::metadata::<D>(c, id).await)
-            .await
+        super::loads::metadata_on::<D>(&self.store, &mut self.conn, id).await
     }
 }
