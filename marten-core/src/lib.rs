@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod id;
 mod metadata;
+pub mod projection;
 pub mod query;
 pub mod session;
 mod stream;

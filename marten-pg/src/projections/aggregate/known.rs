@@ -43,8 +43,8 @@ pub(super) fn known_states<A: Aggregate + PgDocument>(
     let mut to_load = Vec::new();
     let mut check = CachedDocCheck::<A>::new();
     for (id, list) in streams {
-        let key = (TypeId::of::<A>(), list[0].stream.clone());
-        let fetched = ctx.state.take_fetched::<A, Fetched<A>>(&key.1 .0);
+        let key = (TypeId::of::<A>(), list[0].stream.0.clone());
+        let fetched = ctx.state.take_fetched::<A, Fetched<A>>(&key.1);
         match (list[0].kind, fetched) {
             (AppendKind::Start, _) => {
                 known.insert(id.clone(), (0, None));

@@ -53,7 +53,7 @@ fn cache_update<A: 'static>(
     json: Option<Arc<[u8]>>,
 ) -> CacheUpdate {
     CacheUpdate {
-        key: (TypeId::of::<A>(), stream),
+        key: (TypeId::of::<A>(), stream.0),
         entry: Cached { version, json },
     }
 }
