@@ -23,12 +23,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::ProjectionCatalog;
-use crate::documents::migrate_fn;
 use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::stream_id::StreamKey;
 use crate::json::RawJson;
-use crate::schema::MigrateFn;
 use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
@@ -210,28 +208,16 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
         }
     }
 
+    fn target(&self) -> crate::unit_of_work::Target {
+        crate::documents::document_target::<D>()
+    }
+
     fn len(&self) -> usize {
         self.ids.len()
     }
 
     fn checked(&self) -> bool {
         true
-    }
-
-    fn atomic(&self) -> bool {
-        false
-    }
-
-    fn document_type(&self) -> &'static str {
-        D::DOCUMENT_TYPE
-    }
-
-    fn table(&self) -> &'static str {
-        D::TABLE_NAME
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        (TypeId::of::<D>(), migrate_fn::<D>())
     }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
