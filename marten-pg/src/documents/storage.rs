@@ -271,10 +271,7 @@ pub(super) fn table_ddl<D: PgDocument>(schema: &str, version: Option<ModeColumn>
 }
 
 /// The SQL of a basic write, given the mode's `[upsert, insert, update]`.
-pub(super) fn basic_sql(
-    kind: BasicWrite,
-    [upsert, insert, update]: [&WriteSql; 3],
-) -> &WriteSql {
+pub(super) fn basic_sql(kind: BasicWrite, [upsert, insert, update]: [&WriteSql; 3]) -> &WriteSql {
     match kind {
         BasicWrite::Upsert => upsert,
         BasicWrite::Insert => insert,
