@@ -34,10 +34,13 @@ pub mod cli {
 }
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as
-/// types").
+/// types"), and the writes each mode offers as types: [`BasicWrite`](storage::BasicWrite)
+/// for every mode, [`NumericWrite`](storage::NumericWrite) (adding the revision writes)
+/// for numeric documents only.
 pub mod storage {
     pub use marten_pg::{
-        DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, WriteKind,
+        BasicWrite, DocumentStorage, NumericStorage, NumericWrite, OffStorage, OptimisticStorage,
+        PgVersion, WriteOf,
     };
 }
 

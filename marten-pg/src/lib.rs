@@ -27,7 +27,8 @@ mod xid8;
 
 pub use column_type::ColumnType;
 pub use documents::{
-    DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument, WriteKind,
+    BasicWrite, DocumentStorage, NumericStorage, NumericWrite, OffStorage, OptimisticStorage,
+    PgDocument, PgVersion, WriteOf,
 };
 pub use events::{
     EventPage, EventTypes, PendingEvent, Position, StreamRange, TagQuery, UnknownEvents,

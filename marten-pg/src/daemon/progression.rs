@@ -18,7 +18,7 @@ use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::schema::{AutoCreate, MigrateFn};
 use crate::store::DocumentStore;
-use crate::unit_of_work::Operation;
+use crate::unit_of_work::{first_count, Operation, Target};
 use crate::xid8::Xid8;
 
 use crate::tables::progression::ADVANCE;
@@ -96,38 +96,16 @@ impl Operation for Advance {
         ]
     }
 
-    fn len(&self) -> usize {
-        0
+    fn target(&self) -> Target {
+        Target::new("projection", PROGRESSION_TABLE, schema())
     }
 
     fn checked(&self) -> bool {
         true
     }
 
-    fn atomic(&self) -> bool {
-        false
-    }
-
-    fn document_type(&self) -> &'static str {
-        "projection"
-    }
-
-    fn table(&self) -> &'static str {
-        PROGRESSION_TABLE
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        schema()
-    }
-
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
-        let n: i64 = match rows.first() {
-            Some(r) => r
-                .try_get(0)
-                .map_err(|e| map_db_error(e, Failed::Other("advancing a projection")))?,
-            None => 0,
-        };
-        self.rejected = n == 0;
+        self.rejected = first_count(rows, Failed::Other("advancing a projection"))? == 0;
         Ok(())
     }
 

@@ -5,16 +5,11 @@
 
 use std::any::Any;
 
-use futures_util::future::BoxFuture;
-use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
 
-use super::migrate_fn;
 use super::storage::{DocumentStorage, PgDocument};
-use super::typed_batch::{document_batch, document_type_of};
-use crate::schema::MigrateFn;
-use crate::unit_of_work::{DocumentBatch, Operation, SessionState};
+use super::typed_batch::{document_batch, document_target};
+use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
 /// Deletes of documents of one type by id.
 pub(crate) struct DeleteBatch<D: PgDocument> {
@@ -55,26 +50,8 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
         self.ids.len()
     }
 
-    fn checked(&self) -> bool {
-        false
-    }
-
-    fn atomic(&self) -> bool {
-        true
-    }
-
-    document_type_of!(D);
-
-    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
-        Ok(())
-    }
-
-    fn has_rejections(&self) -> bool {
-        false
-    }
-
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
-        Box::pin(async { Ok(Vec::new()) })
+    fn target(&self) -> Target {
+        document_target::<D>()
     }
 
     fn committed(&self, state: &mut SessionState) {

@@ -54,7 +54,7 @@ pub(crate) async fn load_one<D: PgDocument>(
     let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
     let doc = decode::<D>(id, json)?;
     let version = if row.len() > 1 {
-        D::Storage::read_version(&row, 1)?
+        super::storage::read_version::<D>(&row, 1)?
     } else {
         None
     };
@@ -101,7 +101,7 @@ async fn load_many_with<D: PgDocument>(
         let json: JsonRef<'_> = row.try_get(1).map_err(reading::<D>)?;
         let doc = decode::<D>(&id, json)?;
         let version = if row.len() > 2 {
-            D::Storage::read_version(row, 2)?
+            super::storage::read_version::<D>(row, 2)?
         } else {
             None
         };
@@ -128,7 +128,7 @@ pub(crate) async fn metadata<D: PgDocument>(
     let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
         return Ok(None);
     };
-    let version = D::Storage::read_version(&row, 0)?.unwrap_or_default();
+    let version = super::storage::read_version::<D>(&row, 0)?.unwrap_or_default();
     let last_modified: OffsetDateTime = row.try_get(1).map_err(reading::<D>)?;
     Ok(Some(DocumentMetadata::new(version, last_modified)))
 }

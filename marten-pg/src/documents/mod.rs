@@ -16,8 +16,9 @@ pub(crate) mod write_batch;
 
 pub(crate) use migrate::migrate_fn;
 pub(crate) use serialize::{check_document, serialize};
+pub(crate) use typed_batch::document_target;
 
 pub use numeric::NumericStorage;
 pub use off::OffStorage;
 pub use optimistic::OptimisticStorage;
-pub use storage::{DocumentStorage, PgDocument, WriteKind};
+pub use storage::{BasicWrite, DocumentStorage, NumericWrite, PgDocument, PgVersion, WriteOf};

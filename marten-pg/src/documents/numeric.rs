@@ -1,110 +1,59 @@
 //! Storage of documents with `#[concurrency(numeric)]`: an `i64` revision, 1 on insert and
-//! one more per write.
-
-use std::marker::PhantomData;
+//! one more per write, or written at a given revision (the revision writes only this mode
+//! offers). Uses the shared storage declaration and the mode's SQL in
+//! [`crate::tables::documents`].
 
 use marten_core::concurrency::Numeric;
-use marten_core::Result;
+use marten_core::RejectionKind;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
 
-use super::storage::{sealed, DocumentStorage, PgDocument, WriteKind};
+use super::storage::{basic_rejection, basic_sql, mode_storage, NumericWrite};
 use super::write_batch::WriteBatch;
-use crate::error_map::{map_db_error, Failed};
-use crate::tables::documents::{NumericSql, ReadSql, WriteSql, REVISION_COLUMN};
-use crate::PgId;
+use crate::tables::documents::{add_revision_column, NumericSql, WriteSql, REVISION_COLUMN};
 
-/// The storage `#[derive(Document)]` selects for `#[concurrency(numeric)]`.
-pub struct NumericStorage<D> {
-    reads: ReadSql,
-    writes: NumericSql,
-    _doc: PhantomData<fn() -> D>,
-}
+mode_storage! {
+    /// The storage `#[derive(Document)]` selects for `#[concurrency(numeric)]`.
+    NumericStorage: Numeric, NumericSql, REVISION_COLUMN by add_revision_column;
+    {
+        type Write = NumericWrite;
 
-impl<D> sealed::Sealed for NumericStorage<D> {}
-
-impl<D: PgDocument<Mode = Numeric>> DocumentStorage<D> for NumericStorage<D> {
-    fn new() -> Self {
-        let id_type = <D::Id as PgId>::SQL_TYPE;
-        NumericStorage {
-            reads: ReadSql::new(D::TABLE_NAME, id_type, Some(REVISION_COLUMN)),
-            writes: NumericSql::new(D::TABLE_NAME, id_type),
-            _doc: PhantomData,
-        }
-    }
-
-    fn ddl(schema: &str) -> Vec<String> {
-        let mut ddl = vec![
-            crate::tables::documents::create_table(
-                schema,
-                D::TABLE_NAME,
-                <D::Id as PgId>::SQL_TYPE,
-            ),
-            crate::tables::documents::add_revision_column(schema, D::TABLE_NAME),
-        ];
-        ddl.extend(crate::tables::documents::index_ddl(
-            schema,
-            D::TABLE_NAME,
-            D::INDEXES,
-            D::GIN_INDEX,
-        ));
-        ddl
-    }
-
-    fn columns() -> &'static [&'static str] {
-        &["id", "data", "mt_last_modified", "mt_revision"]
-    }
-
-    fn reads(&self) -> &ReadSql {
-        &self.reads
-    }
-
-    fn write_sql(&self, kind: WriteKind) -> &WriteSql {
-        match kind {
-            WriteKind::Upsert => &self.writes.upsert,
-            WriteKind::Insert => &self.writes.insert,
-            WriteKind::Update => &self.writes.update,
-            WriteKind::UpdateRevision => &self.writes.update_revision,
-            WriteKind::TryUpdateRevision => &self.writes.try_update_revision,
-        }
-    }
-
-    fn checked(kind: WriteKind) -> bool {
-        kind != WriteKind::TryUpdateRevision
-    }
-
-    fn fresh_version() -> Option<i64> {
-        None
-    }
-
-    fn params<'a>(batch: &'a WriteBatch<D>, out: &mut Vec<&'a (dyn ToSql + Sync)>) {
-        if batch.ids.len() == 1 {
-            out.extend([
-                &batch.ids[0] as &(dyn ToSql + Sync),
-                &batch.docs[0],
-                &batch.expected[0],
-            ]);
-        } else {
-            out.extend([
-                &batch.ids as &(dyn ToSql + Sync),
-                &batch.docs,
-                &batch.expected,
-            ]);
-            if <Self as DocumentStorage<D>>::checked(batch.kind) {
-                out.push(&batch.count);
+        fn write_sql(&self, kind: NumericWrite) -> &WriteSql {
+            let w = &self.writes;
+            match kind {
+                NumericWrite::Basic(kind) => basic_sql(kind, [&w.upsert, &w.insert, &w.update]),
+                NumericWrite::UpdateRevision => &w.update_revision,
+                NumericWrite::TryUpdateRevision => &w.try_update_revision,
             }
         }
-    }
 
-    fn read_version(row: &Row, idx: usize) -> Result<Option<i64>> {
-        row.try_get(idx)
-            .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))
-    }
+        /// Every numeric write may be rejected but the one that skips a revision that is
+        /// not newer.
+        fn checked(kind: NumericWrite) -> bool {
+            match kind {
+                NumericWrite::Basic(_) | NumericWrite::UpdateRevision => true,
+                NumericWrite::TryUpdateRevision => false,
+            }
+        }
 
-    fn read_versions(row: &Row, idx: usize) -> Result<Vec<i64>> {
-        let v: Option<Vec<i64>> = row
-            .try_get(idx)
-            .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))?;
-        Ok(v.unwrap_or_default())
+        fn rejection(
+            kind: NumericWrite,
+            expected: Option<i64>,
+            found: Option<Option<i64>>,
+        ) -> RejectionKind {
+            match kind {
+                NumericWrite::Basic(kind) => basic_rejection(kind, expected, found),
+                NumericWrite::UpdateRevision | NumericWrite::TryUpdateRevision => {
+                    RejectionKind::RevisionNotNewer {
+                        requested: expected.unwrap_or(0),
+                        actual: found.flatten().unwrap_or(0),
+                    }
+                }
+            }
+        }
+
+        /// The expected revision, or the revision to write.
+        fn params<'a>(batch: &'a WriteBatch<D>, out: &mut Vec<&'a (dyn ToSql + Sync)>) {
+            out.push(batch.column(&batch.expected));
+        }
     }
 }

@@ -8,7 +8,7 @@ use marten_core::session::DirtyQueue;
 use marten_core::Result;
 
 use super::delete_batch::DeleteBatch;
-use super::storage::{PgDocument, WriteKind};
+use super::storage::{BasicWrite, PgDocument, WriteOf};
 use super::write_batch::WriteBatch;
 use crate::json::RawJson;
 use crate::unit_of_work::{OpList, Queued, UnitOfWork};
@@ -19,11 +19,12 @@ impl OpList {
     /// and kind that does not yet touch this id.
     pub(crate) fn push_write<D: PgDocument>(
         &mut self,
-        kind: WriteKind,
+        kind: impl Into<WriteOf<D>>,
         id: D::Id,
         json: Vec<u8>,
         expected: Option<VersionOf<D>>,
     ) {
+        let kind = kind.into();
         if let Some(batch) = self.last_batch::<WriteBatch<D>>() {
             if batch.accepts(kind, &id) {
                 batch.push(id, RawJson(json), expected);
@@ -39,7 +40,7 @@ impl OpList {
     /// the save plan again and retry rather than fail.
     pub(crate) fn push_derived_write<D: PgDocument>(
         &mut self,
-        kind: WriteKind,
+        kind: impl Into<WriteOf<D>>,
         id: D::Id,
         json: Vec<u8>,
         expected: Option<VersionOf<D>>,
@@ -70,25 +71,6 @@ impl OpList {
     }
 }
 
-/// Typed document writes of a session's own queue.
-impl UnitOfWork {
-    /// Queues a write (see [`OpList::push_write`]).
-    pub(crate) fn push_write<D: PgDocument>(
-        &mut self,
-        kind: WriteKind,
-        id: D::Id,
-        json: Vec<u8>,
-        expected: Option<VersionOf<D>>,
-    ) {
-        self.user.push_write::<D>(kind, id, json, expected);
-    }
-
-    /// Queues a delete by id.
-    pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
-        self.user.push_delete::<D>(id);
-    }
-}
-
 /// Changed dirty-tracked documents are queued as upserts.
 impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
     fn queue_dirty(
@@ -98,7 +80,8 @@ impl<D: PgDocument> DirtyQueue<D> for UnitOfWork {
         expected: Option<VersionOf<D>>,
     ) -> Result<()> {
         super::check_document::<D>(&id, &json)?;
-        self.push_write::<D>(WriteKind::Upsert, id, json, expected);
+        self.user
+            .push_write::<D>(BasicWrite::Upsert, id, json, expected);
         Ok(())
     }
 }

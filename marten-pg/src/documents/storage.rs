@@ -1,48 +1,152 @@
-//! The traits that tie a document type to its mode's storage.
+//! The traits that tie a document type to its mode's storage, the write kinds each mode
+//! offers (as types: [`BasicWrite`], [`NumericWrite`]), and what the three mode storages
+//! share (the [`mode_storage!`] declaration, the table DDL, reading versions and
+//! explaining a rejected basic write). Uses the document SQL of [`crate::tables`] and the
+//! error map only.
 
-use marten_core::concurrency::VersionOf;
-use marten_core::{Document, Result};
-use tokio_postgres::types::ToSql;
+use std::fmt::{Debug, Display};
+
+use marten_core::concurrency::{ConcurrencyMode, NoVersion, VersionOf};
+use marten_core::{Document, RejectionKind, Result};
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::Row;
+use uuid::Uuid;
 
 use super::write_batch::WriteBatch;
-use crate::tables::documents::{ReadSql, WriteSql};
+use crate::error_map::{map_db_error, Failed};
+use crate::tables::documents::{create_table, index_ddl, ReadSql, WriteSql};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects
 /// [`Self::Storage`]: [`OptimisticStorage`](super::OptimisticStorage),
 /// [`NumericStorage`](super::NumericStorage) or [`OffStorage`](super::OffStorage).
 /// Do not implement it by hand.
-pub trait PgDocument: Document<Id: PgId> {
-    /// The storage of this document's concurrency mode.
-    type Storage: DocumentStorage<Self>;
+pub trait PgDocument: Document<Id: PgId, Mode: ConcurrencyMode<Version: PgVersion>> {
+    /// The storage of this document's concurrency mode; its writes are those its version
+    /// type offers ([`WriteOf`]).
+    type Storage: DocumentStorage<Self, Write = <VersionOf<Self> as PgVersion>::Write>;
     /// The storage, built once per document type (its SQL text included).
     fn storage() -> &'static Self::Storage;
 }
 
-/// What a write does; which kinds a document offers depends on its mode and is enforced
-/// by the session's method bounds.
+/// The writes every mode offers, and all that off and optimistic documents offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteKind {
+pub enum BasicWrite {
     /// Insert or update.
     Upsert,
     /// Insert; an existing id is rejected.
     Insert,
     /// Update; a missing document is rejected.
     Update,
-    /// Numeric: write at a given revision, rejected unless above the stored one.
+}
+
+/// The writes of numeric documents: the basic writes and the two revision writes, which
+/// no other mode can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumericWrite {
+    /// A write every mode offers.
+    Basic(BasicWrite),
+    /// Write at a given revision, rejected unless above the stored one.
     UpdateRevision,
-    /// Numeric: write at a given revision if above the stored one, else nothing.
+    /// Write at a given revision if above the stored one, else nothing.
     TryUpdateRevision,
 }
+
+impl From<BasicWrite> for NumericWrite {
+    fn from(kind: BasicWrite) -> Self {
+        NumericWrite::Basic(kind)
+    }
+}
+
+/// The writes document type `D` offers: [`BasicWrite`] or [`NumericWrite`].
+pub type WriteOf<D> = <<D as PgDocument>::Storage as DocumentStorage<D>>::Write;
 
 pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
-/// The storage of one concurrency mode for one document type: its SQL text and how its
-/// parameters are bound and its versions read. Sealed; one implementation per mode.
+/// A mode's version type as PostgreSQL stores it. It names the writes the mode offers,
+/// so that a bound on the mode (`NumericMode`: revisions are `i64`) is enough to name
+/// them: only a numeric revision offers the revision writes. Sealed: implemented for the
+/// version types of the three modes.
+pub trait PgVersion: sealed::Sealed + Sized {
+    /// The writes of the mode with this version type.
+    type Write: Copy + Eq + Debug + Send + Sync + 'static + From<BasicWrite>;
+    /// The version a new write stores, when the client chooses it (optimistic).
+    #[doc(hidden)]
+    fn fresh() -> Option<Self>;
+    /// Reads a version column (`None` for a mode without versions).
+    #[doc(hidden)]
+    fn read(row: &Row, idx: usize) -> std::result::Result<Option<Self>, tokio_postgres::Error>;
+    /// Reads a column holding an array of versions (NULL: none).
+    #[doc(hidden)]
+    fn read_all(row: &Row, idx: usize) -> std::result::Result<Vec<Self>, tokio_postgres::Error>;
+}
+
+impl sealed::Sealed for NoVersion {}
+
+impl PgVersion for NoVersion {
+    type Write = BasicWrite;
+
+    fn fresh() -> Option<Self> {
+        None
+    }
+
+    fn read(_row: &Row, _idx: usize) -> std::result::Result<Option<Self>, tokio_postgres::Error> {
+        Ok(None)
+    }
+
+    fn read_all(_row: &Row, _idx: usize) -> std::result::Result<Vec<Self>, tokio_postgres::Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// A version stored in a column of its own: `$version`, whose mode offers `$write` and
+/// whose new writes store `$fresh`.
+macro_rules! column_version {
+    ($version:ty, $write:ty, $fresh:expr) => {
+        impl sealed::Sealed for $version {}
+
+        impl PgVersion for $version {
+            type Write = $write;
+
+            fn fresh() -> Option<Self> {
+                $fresh
+            }
+
+            fn read(
+                row: &Row,
+                idx: usize,
+            ) -> std::result::Result<Option<Self>, tokio_postgres::Error> {
+                row.try_get(idx)
+            }
+
+            fn read_all(
+                row: &Row,
+                idx: usize,
+            ) -> std::result::Result<Vec<Self>, tokio_postgres::Error> {
+                read_array(row, idx)
+            }
+        }
+    };
+}
+
+column_version!(Uuid, BasicWrite, Some(Uuid::new_v4()));
+column_version!(i64, NumericWrite, None);
+
+fn read_array<V: FromSqlOwned>(
+    row: &Row,
+    idx: usize,
+) -> std::result::Result<Vec<V>, tokio_postgres::Error> {
+    Ok(row.try_get::<_, Option<Vec<V>>>(idx)?.unwrap_or_default())
+}
+
+/// The storage of one concurrency mode for one document type: its SQL text, the writes
+/// it offers and how its parameters are bound. Sealed; one implementation per mode.
 pub trait DocumentStorage<D: PgDocument>: sealed::Sealed + Send + Sync + Sized + 'static {
+    /// The writes this mode offers ([`BasicWrite`] or [`NumericWrite`]); every storage
+    /// matches its own writes exhaustively.
+    type Write: Copy + Eq + Debug + Send + Sync + 'static + From<BasicWrite>;
     /// Builds the storage and its SQL text (called once per type).
     fn new() -> Self;
     /// The DDL that creates the table (and adds missing mode columns), idempotent.
@@ -54,23 +158,157 @@ pub trait DocumentStorage<D: PgDocument>: sealed::Sealed + Send + Sync + Sized +
     /// The reads and deletes.
     #[doc(hidden)]
     fn reads(&self) -> &ReadSql;
-    /// The SQL of a write kind. Kinds a mode does not offer are not reachable through the
-    /// session API.
+    /// The SQL of a write.
     #[doc(hidden)]
-    fn write_sql(&self, kind: WriteKind) -> &WriteSql;
+    fn write_sql(&self, kind: Self::Write) -> &WriteSql;
     /// Whether a write of this kind may be rejected (and so needs the batch guard).
     #[doc(hidden)]
-    fn checked(kind: WriteKind) -> bool;
-    /// The version a new write stores, when the client chooses it (optimistic).
+    fn checked(kind: Self::Write) -> bool;
+    /// Why a write of this kind expecting `expected` was rejected, the stored document
+    /// being `found` (`None`: missing; `Some(None)`: without a version).
     #[doc(hidden)]
-    fn fresh_version() -> Option<VersionOf<D>>;
-    /// Appends the mode's parameters for `batch` in statement order.
+    fn rejection(
+        kind: Self::Write,
+        expected: Option<VersionOf<D>>,
+        found: Option<Option<VersionOf<D>>>,
+    ) -> RejectionKind;
+    /// Appends the parameters of the mode's own columns (after id and data) for `batch`.
     #[doc(hidden)]
-    fn params<'a>(batch: &'a WriteBatch<D>, out: &mut Vec<&'a (dyn ToSql + Sync)>);
-    /// Reads a version column (`None` for a mode without versions).
-    #[doc(hidden)]
-    fn read_version(row: &Row, idx: usize) -> Result<Option<VersionOf<D>>>;
-    /// Reads the array of versions a write returned.
-    #[doc(hidden)]
-    fn read_versions(row: &Row, idx: usize) -> Result<Vec<VersionOf<D>>>;
+    fn params<'a>(_batch: &'a WriteBatch<D>, _out: &mut Vec<&'a (dyn ToSql + Sync)>) {}
+}
+
+/// Declares the storage type of a mode and implements what every mode's
+/// [`DocumentStorage`] does alike (building the SQL, the DDL, the columns, the reads);
+/// the members given in braces are the mode's own. `$column by $add` is the mode's
+/// version column and the DDL function that adds it, if it has one. A mode marked `basic`
+/// offers the [`BasicWrite`]s only: its SQL's `upsert`, `insert` and `update`, rejected
+/// for the basic reasons.
+macro_rules! mode_storage {
+    (
+        $(#[$doc:meta])*
+        $name:ident: $mode:ty, $sql:ident $(, $column:ident by $add:ident)?;
+        basic { $($members:tt)* }
+    ) => {
+        mode_storage! {
+            $(#[$doc])*
+            $name: $mode, $sql $(, $column by $add)?;
+            {
+                type Write = $crate::documents::BasicWrite;
+
+                fn write_sql(&self, kind: Self::Write) -> &$crate::tables::documents::WriteSql {
+                    let w = &self.writes;
+                    super::storage::basic_sql(kind, [&w.upsert, &w.insert, &w.update])
+                }
+
+                fn rejection(
+                    kind: Self::Write,
+                    expected: Option<marten_core::concurrency::VersionOf<D>>,
+                    found: Option<Option<marten_core::concurrency::VersionOf<D>>>,
+                ) -> marten_core::RejectionKind {
+                    super::storage::basic_rejection(kind, expected, found)
+                }
+
+                $($members)*
+            }
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident: $mode:ty, $sql:ident $(, $column:ident by $add:ident)?;
+        { $($members:tt)* }
+    ) => {
+        $(#[$doc])*
+        pub struct $name<D> {
+            reads: $crate::tables::documents::ReadSql,
+            writes: $sql,
+            _doc: std::marker::PhantomData<fn() -> D>,
+        }
+
+        impl<D> super::storage::sealed::Sealed for $name<D> {}
+
+        impl<D: $crate::documents::PgDocument<Mode = $mode>> $crate::documents::DocumentStorage<D>
+            for $name<D>
+        {
+            fn new() -> Self {
+                let (table, id_type) = (D::TABLE_NAME, <D::Id as $crate::PgId>::SQL_TYPE);
+                $name {
+                    reads: $crate::tables::documents::ReadSql::new(table, id_type, None $(.or(Some($column)))?),
+                    writes: $sql::new(table, id_type),
+                    _doc: std::marker::PhantomData,
+                }
+            }
+
+            fn ddl(schema: &str) -> Vec<String> {
+                let column: Option<super::storage::ModeColumn> = None $(.or(Some(($column, $add))))?;
+                super::storage::table_ddl::<D>(schema, column)
+            }
+
+            fn columns() -> &'static [&'static str] {
+                &["id", "data", "mt_last_modified" $(, $column)?]
+            }
+
+            fn reads(&self) -> &$crate::tables::documents::ReadSql {
+                &self.reads
+            }
+
+            $($members)*
+        }
+    };
+}
+
+pub(super) use mode_storage;
+
+/// A mode's version column and the DDL (`schema`, `table`) that adds it to a table.
+pub(super) type ModeColumn = (&'static str, fn(&str, &str) -> String);
+
+/// The DDL of `D`'s table: create it, add the mode's version column, add the indexes.
+pub(super) fn table_ddl<D: PgDocument>(schema: &str, version: Option<ModeColumn>) -> Vec<String> {
+    let table = D::TABLE_NAME;
+    let mut ddl = vec![create_table(schema, table, <D::Id as PgId>::SQL_TYPE)];
+    ddl.extend(version.map(|(_, add)| add(schema, table)));
+    ddl.extend(index_ddl(schema, table, D::INDEXES, D::GIN_INDEX));
+    ddl
+}
+
+/// The SQL of a basic write, given the mode's `[upsert, insert, update]`.
+pub(super) fn basic_sql(kind: BasicWrite, [upsert, insert, update]: [&WriteSql; 3]) -> &WriteSql {
+    match kind {
+        BasicWrite::Upsert => upsert,
+        BasicWrite::Insert => insert,
+        BasicWrite::Update => update,
+    }
+}
+
+/// Why a basic write was rejected: an insert found the id taken, an update found no
+/// document, anything else found another version.
+pub(super) fn basic_rejection<V: Display + Copy>(
+    kind: BasicWrite,
+    expected: Option<V>,
+    found: Option<Option<V>>,
+) -> RejectionKind {
+    match (kind, found) {
+        (BasicWrite::Insert, _) => RejectionKind::AlreadyExists,
+        (BasicWrite::Update, None) => RejectionKind::NotFound,
+        (BasicWrite::Update | BasicWrite::Upsert, found) => RejectionKind::VersionMismatch {
+            expected: expected.map_or_else(|| "any".to_owned(), |v| v.to_string()),
+            actual: found.flatten().map(|v| v.to_string()),
+        },
+    }
+}
+
+/// The version a new write of `D` stores, when the client chooses it (optimistic).
+pub(crate) fn fresh_version<D: PgDocument>() -> Option<VersionOf<D>> {
+    <VersionOf<D> as PgVersion>::fresh()
+}
+
+/// Reads `D`'s version column (`None` for a mode without versions).
+pub(crate) fn read_version<D: PgDocument>(row: &Row, idx: usize) -> Result<Option<VersionOf<D>>> {
+    <VersionOf<D> as PgVersion>::read(row, idx)
+        .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))
+}
+
+/// Reads the array of versions of `D` a write returned.
+pub(crate) fn read_versions<D: PgDocument>(row: &Row, idx: usize) -> Result<Vec<VersionOf<D>>> {
+    <VersionOf<D> as PgVersion>::read_all(row, idx)
+        .map_err(|e| map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE)))
 }

@@ -1,8 +1,13 @@
 //! What the typed batches ([`WriteBatch`](super::write_batch::WriteBatch) and
 //! [`DeleteBatch`](super::delete_batch::DeleteBatch)) implement alike: the
-//! [`DocumentBatch`](crate::unit_of_work::DocumentBatch) casts and the document-type
-//! methods of [`Operation`](crate::unit_of_work::Operation). Macros only; the batch
-//! modules bring the traits and the migration into scope.
+//! [`DocumentBatch`](crate::unit_of_work::DocumentBatch) casts (a macro; the batch
+//! modules bring the traits into scope) and the [`Target`] of a document type's
+//! operations (also used by the projections' document checks). Uses the unit of work's
+//! operation target and the schema's migration.
+
+use super::migrate_fn;
+use super::storage::PgDocument;
+use crate::unit_of_work::Target;
 
 /// Implements `DocumentBatch` for a batch type generic over its document type.
 macro_rules! document_batch {
@@ -23,22 +28,14 @@ macro_rules! document_batch {
     };
 }
 
-/// The `Operation` methods that name the document type `$d`: its name, table and
-/// schema. Used inside an `impl Operation` block.
-macro_rules! document_type_of {
-    ($d:ident) => {
-        fn document_type(&self) -> &'static str {
-            $d::DOCUMENT_TYPE
-        }
-
-        fn table(&self) -> &'static str {
-            $d::TABLE_NAME
-        }
-
-        fn schema(&self) -> (std::any::TypeId, MigrateFn) {
-            (std::any::TypeId::of::<$d>(), migrate_fn::<$d>())
-        }
-    };
+/// What a batch of documents of type `D` writes: `D`'s table, named after the document
+/// type in errors and created by `D`'s migration.
+pub(crate) fn document_target<D: PgDocument>() -> Target {
+    Target::new(
+        D::DOCUMENT_TYPE,
+        D::TABLE_NAME,
+        (std::any::TypeId::of::<D>(), migrate_fn::<D>()),
+    )
 }
 
-pub(super) use {document_batch, document_type_of};
+pub(super) use document_batch;

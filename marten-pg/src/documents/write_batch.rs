@@ -10,22 +10,22 @@ use std::collections::HashSet;
 
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::VersionOf;
-use marten_core::{Document, DocumentId, Error, Rejection, RejectionKind, Result};
+use marten_core::{Document, DocumentId, Error, Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::migrate_fn;
-use super::storage::{DocumentStorage, PgDocument, WriteKind};
-use super::typed_batch::{document_batch, document_type_of};
+use super::storage::{
+    fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
+};
+use super::typed_batch::{document_batch, document_target};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
-use crate::schema::MigrateFn;
-use crate::unit_of_work::{DocumentBatch, Operation, SessionState};
+use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
 /// Several writes of one kind to documents of one type, sent as one statement
 /// (`unnest` arrays, or scalars for a single document).
 pub struct WriteBatch<D: PgDocument> {
-    pub(crate) kind: WriteKind,
+    pub(crate) kind: WriteOf<D>,
     pub(crate) ids: Vec<D::Id>,
     pub(crate) docs: Vec<RawJson>,
     /// Expected version per document (`None` = unchecked), or the revision to write for
@@ -44,7 +44,7 @@ pub struct WriteBatch<D: PgDocument> {
 }
 
 impl<D: PgDocument> WriteBatch<D> {
-    pub(crate) fn new(kind: WriteKind) -> Self {
+    pub(crate) fn new(kind: WriteOf<D>) -> Self {
         WriteBatch {
             kind,
             ids: Vec::new(),
@@ -61,7 +61,7 @@ impl<D: PgDocument> WriteBatch<D> {
     }
 
     /// Whether `id` can join this batch (a statement may touch a row only once).
-    pub(crate) fn accepts(&self, kind: WriteKind, id: &D::Id) -> bool {
+    pub(crate) fn accepts(&self, kind: WriteOf<D>, id: &D::Id) -> bool {
         self.kind == kind && !self.id_set.contains(id)
     }
 
@@ -70,10 +70,18 @@ impl<D: PgDocument> WriteBatch<D> {
         self.ids.push(id);
         self.docs.push(doc);
         self.expected.push(expected);
-        if let Some(v) = D::Storage::fresh_version() {
+        if let Some(v) = fresh_version::<D>() {
             self.fresh.push(v);
         }
         self.count += 1;
+    }
+
+    /// A column's parameter: its value for a single document, the array for several.
+    pub(crate) fn column<'a, T: ToSql + Sync>(&self, values: &'a Vec<T>) -> &'a (dyn ToSql + Sync) {
+        match values.as_slice() {
+            [one] if self.ids.len() == 1 => one,
+            _ => values,
+        }
     }
 
     fn rejected_ids(&self) -> Vec<(usize, &D::Id)> {
@@ -106,7 +114,11 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         let mut out = Vec::with_capacity(5);
+        out.extend([self.column(&self.ids), self.column(&self.docs)]);
         D::Storage::params(self, &mut out);
+        if self.ids.len() > 1 && self.checked() {
+            out.push(&self.count);
+        }
         out
     }
 
@@ -122,7 +134,9 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.ids.len() == 1 || !self.checked()
     }
 
-    document_type_of!(D);
+    fn target(&self) -> Target {
+        document_target::<D>()
+    }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
         if !self.checked() {
@@ -133,7 +147,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             self.written.clear();
             for row in rows {
                 let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
-                self.written.push((id, D::Storage::read_version(row, 1)?));
+                self.written.push((id, read_version::<D>(row, 1)?));
             }
             self.rejected = self.written.len() < self.ids.len();
             return Ok(());
@@ -143,7 +157,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         };
         let ids: Option<Vec<D::Id>> = row.try_get(0).map_err(reading::<D>)?;
         let ids = ids.unwrap_or_default();
-        let versions = D::Storage::read_versions(row, 1)?;
+        let versions = read_versions::<D>(row, 1)?;
         self.rejected = ids.len() < self.ids.len();
         self.written = if versions.len() == ids.len() {
             ids.into_iter()
@@ -180,27 +194,14 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             let mut actual = std::collections::HashMap::new();
             for row in &rows {
                 let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
-                actual.insert(id, D::Storage::read_version(row, 1)?);
+                actual.insert(id, read_version::<D>(row, 1)?);
             }
             Ok(rejected
                 .into_iter()
                 .map(|(i, id)| {
-                    let found = actual.get(id);
+                    let found = actual.get(id).copied();
                     let expected = self.expected.get(i).copied().flatten();
-                    let kind = match (self.kind, found) {
-                        (WriteKind::Insert, _) => RejectionKind::AlreadyExists,
-                        (WriteKind::Update, None) => RejectionKind::NotFound,
-                        (WriteKind::UpdateRevision | WriteKind::TryUpdateRevision, f) => {
-                            RejectionKind::RevisionNotNewer {
-                                requested: expected.map_or(0, |v| revision_of(&v)),
-                                actual: f.copied().flatten().map_or(0, |v| revision_of(&v)),
-                            }
-                        }
-                        (_, f) => RejectionKind::VersionMismatch {
-                            expected: expected.map_or_else(|| "any".to_owned(), |v| v.to_string()),
-                            actual: f.copied().flatten().map(|v| v.to_string()),
-                        },
-                    };
+                    let kind = D::Storage::rejection(self.kind, expected, found);
                     Rejection::new(D::DOCUMENT_TYPE, id.key(), kind)
                 })
                 .collect())
@@ -209,7 +210,8 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn committed(&self, state: &mut SessionState) {
         let docs = state.doc_state::<D>();
-        if self.kind == WriteKind::TryUpdateRevision {
+        if !self.checked() {
+            // Not read back: whatever the session knew of these documents may be stale.
             for id in &self.ids {
                 docs.versions.remove(id);
             }
@@ -222,12 +224,6 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
             };
         }
     }
-}
-
-/// Turns a version into a revision number for revision reports. Only numeric documents
-/// reach the revision kinds; their version is an `i64`.
-fn revision_of<V: std::fmt::Display>(v: &V) -> i64 {
-    v.to_string().parse().unwrap_or(0)
 }
 
 fn unexpected<D: Document>(what: &str) -> Error {

@@ -20,7 +20,7 @@ use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result
 use super::ProjectionCatalog;
 use crate::documents::load;
 use crate::documents::serialize;
-use crate::documents::{PgDocument, WriteKind};
+use crate::documents::{BasicWrite, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::apply_error;
 use crate::unit_of_work::OpList;
@@ -145,7 +145,7 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
             .map_err(|e| Error::Configuration(format!("a projection worker failed: {e}")))??;
         for (id, existed, state) in folded {
             match state {
-                Some(doc) => out.push_write::<D>(WriteKind::Upsert, id, serialize(&doc)?, None),
+                Some(doc) => out.push_write::<D>(BasicWrite::Upsert, id, serialize(&doc)?, None),
                 None if existed => out.push_delete::<D>(id),
                 None => {}
             }
@@ -271,7 +271,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
             }
             let list = ops.into_list()?;
             for op in list.operations() {
-                let (type_id, migrate) = op.schema();
+                let (type_id, migrate) = op.target().schema;
                 store.ensure_erased(type_id, migrate).await?;
             }
             Ok(list)

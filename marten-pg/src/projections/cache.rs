@@ -9,19 +9,15 @@
 //! locked read. A stale entry therefore costs a retry, never a lost or wrong update.
 //! [`settle`] tells the cache how a save ended.
 
-use std::any::TypeId;
-
 use futures_util::future::BoxFuture;
 use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::ProjectionCatalog;
-use crate::documents::migrate_fn;
 use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
-use crate::schema::MigrateFn;
 use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
@@ -82,28 +78,16 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
         }
     }
 
+    fn target(&self) -> crate::unit_of_work::Target {
+        crate::documents::document_target::<D>()
+    }
+
     fn len(&self) -> usize {
         self.ids.len()
     }
 
     fn checked(&self) -> bool {
         true
-    }
-
-    fn atomic(&self) -> bool {
-        false
-    }
-
-    fn document_type(&self) -> &'static str {
-        D::DOCUMENT_TYPE
-    }
-
-    fn table(&self) -> &'static str {
-        D::TABLE_NAME
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        (TypeId::of::<D>(), migrate_fn::<D>())
     }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {

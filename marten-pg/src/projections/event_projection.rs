@@ -5,7 +5,7 @@ use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
 
 use super::{apply_error, InlineProjection, PlanContext};
 use crate::documents::serialize;
-use crate::documents::{PgDocument, WriteKind};
+use crate::documents::{BasicWrite, PgDocument};
 use crate::unit_of_work::OpList;
 
 /// A projection that turns each event into document operations of its choosing.
@@ -41,7 +41,7 @@ impl ProjectedOps {
         match serialize(&doc) {
             Ok(json) => self
                 .list
-                .push_write::<D>(WriteKind::Upsert, doc.id().clone(), json, None),
+                .push_write::<D>(BasicWrite::Upsert, doc.id().clone(), json, None),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -97,7 +97,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
                 return Err(e);
             }
             for op in ops.list.operations() {
-                let (type_id, migrate) = op.schema();
+                let (type_id, migrate) = op.target().schema;
                 ctx.store.ensure_erased(type_id, migrate).await?;
             }
             ctx.out.append(&mut ops.list);

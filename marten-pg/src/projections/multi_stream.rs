@@ -14,7 +14,7 @@ use marten_core::{EventEnvelope, Identities, Result};
 use super::{apply_error, InlineProjection, PlanContext};
 use crate::documents::load;
 use crate::documents::serialize;
-use crate::documents::{PgDocument, WriteKind};
+use crate::documents::{BasicWrite, PgDocument};
 
 /// The inline projection of multi-stream document type `P`.
 pub(crate) struct InlineMultiStream<P> {
@@ -73,10 +73,10 @@ where
                     let json = serialize(&doc)?;
                     if existed {
                         ctx.out
-                            .push_derived_write::<P>(WriteKind::Upsert, id, json, version);
+                            .push_derived_write::<P>(BasicWrite::Upsert, id, json, version);
                     } else {
                         ctx.out
-                            .push_derived_write::<P>(WriteKind::Insert, id, json, None);
+                            .push_derived_write::<P>(BasicWrite::Insert, id, json, None);
                     }
                 }
                 None if existed => ctx.out.push_delete::<P>(id),

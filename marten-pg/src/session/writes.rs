@@ -10,7 +10,7 @@ use marten_core::{DocumentId, Error, Result};
 use super::kinds::is_dirty_tracking;
 use super::{Session, Tracking};
 use crate::documents::load::check_id;
-use crate::documents::{serialize, PgDocument, WriteKind};
+use crate::documents::{serialize, BasicWrite, NumericWrite, PgDocument, WriteOf};
 
 impl<K: Tracking> Session<K> {
     /// The version this session last saw for a document (by load, by
@@ -59,7 +59,7 @@ impl<K: Tracking> Session<K> {
 
     fn queue<D: PgDocument>(
         &mut self,
-        kind: WriteKind,
+        kind: WriteOf<D>,
         doc: D,
         expected: Option<Option<VersionOf<D>>>,
     ) -> Result<D::Id> {
@@ -68,7 +68,9 @@ impl<K: Tracking> Session<K> {
             Some(given) => given,
             None => self.expected::<D>(&id),
         };
-        self.uow.push_write::<D>(kind, id.clone(), json, expected);
+        self.uow
+            .user
+            .push_write::<D>(kind, id.clone(), json, expected);
         Ok(id)
     }
 
@@ -77,7 +79,7 @@ impl<K: Tracking> Session<K> {
     /// still the stored one. A nil `Uuid` id is replaced by a new version-7 uuid; the id
     /// is returned.
     pub fn store<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
-        self.queue(WriteKind::Upsert, doc, None)
+        self.queue(BasicWrite::Upsert.into(), doc, None)
     }
 
     /// Queues an upsert that asserts `version` is the stored version (for a document
@@ -91,18 +93,18 @@ impl<K: Tracking> Session<K> {
         D::Mode: VersionedMode,
     {
         let checked = self.options.concurrency_checks.then_some(version);
-        self.queue(WriteKind::Upsert, doc, Some(checked))
+        self.queue(BasicWrite::Upsert.into(), doc, Some(checked))
     }
 
     /// Queues an insert; `save_changes` rejects it if the id exists.
     pub fn insert<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
-        self.queue(WriteKind::Insert, doc, Some(None))
+        self.queue(BasicWrite::Insert.into(), doc, Some(None))
     }
 
     /// Queues an update; `save_changes` rejects it if the document does not exist (or, with
     /// a known version, if the version moved).
     pub fn update<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
-        self.queue(WriteKind::Update, doc, None)
+        self.queue(BasicWrite::Update.into(), doc, None)
     }
 
     /// Queues a delete by id.
@@ -111,7 +113,7 @@ impl<K: Tracking> Session<K> {
         let state = self.state.doc_state::<D>();
         state.identity.remove(id);
         state.tracked.remove(id);
-        self.uow.push_delete::<D>(id.clone());
+        self.uow.user.push_delete::<D>(id.clone());
         Ok(())
     }
 
@@ -121,7 +123,7 @@ impl<K: Tracking> Session<K> {
     where
         D::Mode: NumericMode,
     {
-        self.queue(WriteKind::UpdateRevision, doc, Some(Some(revision)))
+        self.queue(NumericWrite::UpdateRevision, doc, Some(Some(revision)))
     }
 
     /// Numeric documents: like [`update_revision`](Self::update_revision), but a revision
@@ -130,6 +132,6 @@ impl<K: Tracking> Session<K> {
     where
         D::Mode: NumericMode,
     {
-        self.queue(WriteKind::TryUpdateRevision, doc, Some(Some(revision)))
+        self.queue(NumericWrite::TryUpdateRevision, doc, Some(Some(revision)))
     }
 }

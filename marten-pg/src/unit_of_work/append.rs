@@ -1,6 +1,5 @@
 //! A stream append as an operation of the unit of work: one statement per append.
 
-use std::any::TypeId;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -8,10 +7,9 @@ use marten_core::{AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, S
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::Operation;
+use super::{Operation, Target};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
-use crate::schema::MigrateFn;
 use crate::stream_key::StreamKey;
 use crate::tables::events::{EventSql, EVENTS_TABLE};
 
@@ -126,6 +124,15 @@ fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
 }
 
+/// What appends and stream commands write: the events table of the store's identity.
+fn stream_target(identity: StreamIdentity) -> Target {
+    Target::new(
+        "stream",
+        EVENTS_TABLE,
+        crate::schema::events_schema(identity),
+    )
+}
+
 impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
         let sql = EventSql::get(self.identity);
@@ -185,6 +192,10 @@ impl Operation for StreamAppend {
         params
     }
 
+    fn target(&self) -> Target {
+        stream_target(self.identity)
+    }
+
     fn len(&self) -> usize {
         self.ids.len()
     }
@@ -193,20 +204,9 @@ impl Operation for StreamAppend {
         true
     }
 
+    /// A rejected append writes no event.
     fn atomic(&self) -> bool {
         true
-    }
-
-    fn document_type(&self) -> &'static str {
-        "stream"
-    }
-
-    fn table(&self) -> &'static str {
-        EVENTS_TABLE
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        crate::schema::events_schema(self.identity)
     }
 
     fn alone(&mut self) {
@@ -319,39 +319,11 @@ impl Operation for StreamCommand {
         vec![&self.stream]
     }
 
+    fn target(&self) -> Target {
+        stream_target(self.identity)
+    }
+
     fn len(&self) -> usize {
         1
-    }
-
-    fn checked(&self) -> bool {
-        false
-    }
-
-    fn atomic(&self) -> bool {
-        true
-    }
-
-    fn document_type(&self) -> &'static str {
-        "stream"
-    }
-
-    fn table(&self) -> &'static str {
-        EVENTS_TABLE
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        crate::schema::events_schema(self.identity)
-    }
-
-    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
-        Ok(())
-    }
-
-    fn has_rejections(&self) -> bool {
-        false
-    }
-
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
-        Box::pin(async { Ok(Vec::new()) })
     }
 }

@@ -23,7 +23,7 @@ mod writer;
 use std::any::Any;
 
 use self::append::{StreamAppend, StreamCommand};
-pub(crate) use self::operation::Operation;
+pub(crate) use self::operation::{first_count, Operation, Target};
 
 /// What a session remembers (versions, identity map, dirty tracking), its dirty
 /// documents flushed into a unit of work.

@@ -1,5 +1,9 @@
-//! What the writer sends: one statement of a unit of work, with its parameters, and how
-//! it takes its answer, reports rejections and explains them after a rollback.
+//! What the writer sends: one statement of a unit of work, with its parameters, what it
+//! writes, and how it takes its answer, reports rejections and explains them after a
+//! rollback. Uses the schema's migrations (to name how a statement's table is created)
+//! and the error map.
+
+use std::any::TypeId;
 
 use futures_util::future::BoxFuture;
 use marten_core::{Rejection, Result};
@@ -7,21 +11,58 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::SessionState;
+use crate::error_map::{map_db_error, Failed};
 use crate::schema::MigrateFn;
 
-/// One statement of a unit of work.
+/// What a statement writes: named in its errors, its table created on first use.
+#[derive(Clone, Copy)]
+pub(crate) struct Target {
+    /// What is written, for errors: a document type, `stream`, `tag`, `projection`.
+    pub(crate) what: &'static str,
+    /// The table written, for errors.
+    pub(crate) table: &'static str,
+    /// The `TypeId` and migration that make sure of the table before the save.
+    pub(crate) schema: (TypeId, MigrateFn),
+}
+
+impl Target {
+    /// `what`, written to `table`, which `schema` creates.
+    pub(crate) fn new(
+        what: &'static str,
+        table: &'static str,
+        schema: (TypeId, MigrateFn),
+    ) -> Self {
+        Target {
+            what,
+            table,
+            schema,
+        }
+    }
+}
+
+/// One statement of a unit of work. Only the statement, its parameters and its target
+/// are required: by default a statement writes no documents, cannot reject anything
+/// (and so ignores its rows) and needs nothing after the save.
 pub(crate) trait Operation: Send + Sync {
     /// The statement text (built once per type).
     fn sql(&self) -> &'static str;
     /// The parameters, in statement order.
     fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
-    /// How many documents the statement writes.
-    fn len(&self) -> usize;
-    /// Whether the statement may reject rows (and set the rejected flag).
-    fn checked(&self) -> bool;
+    /// What the statement writes, for errors and for creating its table.
+    fn target(&self) -> Target;
+    /// How many documents the statement writes (for the log); none by default.
+    fn len(&self) -> usize {
+        0
+    }
+    /// Whether the statement may reject rows (and set the rejected flag); no by default.
+    fn checked(&self) -> bool {
+        false
+    }
     /// Whether a rejection leaves nothing of this statement written, so that, sent alone,
-    /// it needs no transaction around it.
-    fn atomic(&self) -> bool;
+    /// it needs no transaction around it. By default only a statement that cannot reject.
+    fn atomic(&self) -> bool {
+        !self.checked()
+    }
     /// Told, before [`Operation::sql`], that the statement is the whole save: it runs as
     /// its own transaction and no guard follows. An operation that has a cheaper statement
     /// for that case switches to it; `reset` switches back.
@@ -36,16 +77,14 @@ pub(crate) trait Operation: Send + Sync {
     fn accept_count(&mut self, _count: u64) -> Result<()> {
         Ok(())
     }
-    /// The document type, for errors.
-    fn document_type(&self) -> &'static str;
-    /// The table, for errors.
-    fn table(&self) -> &'static str;
-    /// The document type's `TypeId` and migration, to create its table on first use.
-    fn schema(&self) -> (std::any::TypeId, MigrateFn);
-    /// Takes the statement's result rows.
-    fn accept(&mut self, rows: &[Row]) -> Result<()>;
-    /// Whether `accept` saw fewer rows written than asked.
-    fn has_rejections(&self) -> bool;
+    /// Takes the statement's result rows (ignored by default).
+    fn accept(&mut self, _rows: &[Row]) -> Result<()> {
+        Ok(())
+    }
+    /// Whether `accept` saw fewer rows written than asked (never, by default).
+    fn has_rejections(&self) -> bool {
+        false
+    }
     /// Whether a rejection of this operation comes from a check marten added itself (an
     /// inline projection's), so the save can be planned again and retried.
     fn retryable(&self) -> bool {
@@ -54,8 +93,19 @@ pub(crate) trait Operation: Send + Sync {
     /// Forgets the result of an attempt, before the save is retried.
     fn reset(&mut self) {}
     /// After a rollback: reads the stored versions of the rejected documents and says
-    /// why each was rejected.
-    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>>;
+    /// why each was rejected (nothing, by default).
+    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// After a commit: records the written versions in the session.
     fn committed(&self, _state: &mut SessionState) {}
+}
+
+/// The number in the first column of a statement's first row (0 without rows): what a
+/// check or a compare-and-set answers.
+pub(crate) fn first_count(rows: &[Row], what: Failed<'_>) -> Result<i64> {
+    match rows.first() {
+        Some(row) => row.try_get(0).map_err(|e| map_db_error(e, what)),
+        None => Ok(0),
+    }
 }

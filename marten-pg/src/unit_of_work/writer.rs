@@ -91,7 +91,7 @@ impl UnitOfWork {
             .map(Queued::operation_mut)
             .collect();
         for op in ops.iter() {
-            let (type_id, migrate) = op.schema();
+            let (type_id, migrate) = op.target().schema;
             store.ensure_erased(type_id, migrate).await?;
         }
         let schema = store.schema();
@@ -369,9 +369,10 @@ fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>)
 }
 
 fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
+    let target = op.target();
     Failed::Writing {
-        document_type: op.document_type(),
+        document_type: target.what,
         schema,
-        table: op.table(),
+        table: target.table,
     }
 }

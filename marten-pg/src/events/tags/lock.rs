@@ -2,18 +2,16 @@
 //! captured tag versions and bumps every tag the save writes, in (type, value) order.
 //! Implements the unit of work's `Operation`.
 
-use std::any::TypeId;
-
 use futures_util::future::BoxFuture;
 use marten_core::{EventTag, Rejection, RejectionKind, Result, StreamIdentity};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::{reading, tag_version};
-use crate::schema::{events_schema, MigrateFn};
+use crate::schema::events_schema;
 use crate::tables::events::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::Operation;
+use crate::unit_of_work::{Operation, Target};
 
 /// The tag lock of a save (see the module docs), placed before every other statement.
 pub(crate) struct TagLock {
@@ -76,28 +74,12 @@ impl Operation for TagLock {
         vec![&self.types, &self.values, &self.captured, &self.count]
     }
 
-    fn len(&self) -> usize {
-        0
+    fn target(&self) -> Target {
+        Target::new("tag", TAG_VERSIONS_TABLE, events_schema(self.identity))
     }
 
     fn checked(&self) -> bool {
         true
-    }
-
-    fn atomic(&self) -> bool {
-        false
-    }
-
-    fn document_type(&self) -> &'static str {
-        "tag"
-    }
-
-    fn table(&self) -> &'static str {
-        TAG_VERSIONS_TABLE
-    }
-
-    fn schema(&self) -> (TypeId, MigrateFn) {
-        events_schema(self.identity)
     }
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {

@@ -12,7 +12,7 @@ use marten_core::{Aggregate, AggregateId, Result};
 use super::known::{known_states, load_rest};
 use super::{cache_update, fold_events};
 use crate::documents::serialize;
-use crate::documents::{PgDocument, WriteKind};
+use crate::documents::{BasicWrite, PgDocument};
 use crate::events::append::AppendKind;
 use crate::events::stream_id::StreamKey;
 use crate::projections::{advance, AppendView, InlineProjection, PlanContext};
@@ -120,7 +120,7 @@ fn queue_projected<A: Aggregate + PgDocument>(
             let json = serialize(&doc)?;
             let cached = Arc::<[u8]>::from(json.as_slice());
             ctx.out
-                .push_derived_write::<A>(WriteKind::Upsert, id, json, None);
+                .push_derived_write::<A>(BasicWrite::Upsert, id, json, None);
             Some(cached)
         }
         None if existed => {
