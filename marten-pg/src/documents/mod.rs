@@ -1,6 +1,9 @@
 //! Document storage: one storage type per concurrency mode (binding parameters, reading
 //! versions; the SQL text is in [`crate::tables::documents`]) and the write batches a
 //! unit of work sends.
+//!
+//! May use: the unit of work (its queue and `Operation`), schema, connection, error map,
+//! tables and leaf helpers; never events, projections, the store, sessions or the daemon.
 
 mod delete_batch;
 pub(crate) mod load;

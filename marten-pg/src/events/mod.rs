@@ -2,6 +2,9 @@
 //! positions, the registry of event types, gap-safe reads of `mt_events`, and tag
 //! queries with the tag lock. The session-facing API (`session.events()`) is in
 //! [`crate::session`]; the append operations live with the unit of work.
+//!
+//! May use: the unit of work (the append operations), schema, connection, error map,
+//! tables, documents and leaf helpers; never projections, the store, sessions or the daemon.
 
 /// The append operations live with the unit of work that sends them.
 pub(crate) use crate::unit_of_work::append;

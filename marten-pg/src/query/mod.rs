@@ -9,6 +9,9 @@
 //! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed).
+//!
+//! May use: the store (its catalog, to make sure tables exist), documents, connection,
+//! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
 mod render;

@@ -1,6 +1,9 @@
 //! Creating and checking the database objects a store needs, per the store's
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
 //! ([`crate::tables`]); this module decides what to run.
+//!
+//! May use: connection, error map, tables and leaf helpers; [`Catalog`] is what every
+//! layer above reaches the database through.
 
 mod catalog;
 pub(crate) mod names;

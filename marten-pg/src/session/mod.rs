@@ -5,6 +5,9 @@
 //! [`QuerySession`] only reads. A session owns its state and its connection and is
 //! mutated only through `&mut self`: it is `Send`, so it can move between tasks, but two
 //! tasks cannot use one session at once - that race does not compile.
+//!
+//! May use: every layer below (query, store, projections, events, documents, the unit of
+//! work, schema, connection); the daemon sits above.
 
 pub(crate) mod events;
 mod kinds;

@@ -1,8 +1,8 @@
 //! Single-stream aggregates: live folds (from the inline snapshot when there is one) and
 //! the inline projection that keeps the aggregate document in step with its stream
 //! ([`inline`] plans it; [`known`] finds the states it builds on).
-//! Uses the events (reads, stream keys), documents, the session's loads and the store's
-//! cache and projection registry.
+//! Uses the events (reads, stream keys), documents (loads by id), and the projection
+//! catalog's cache and registry.
 
 mod inline;
 mod known;
