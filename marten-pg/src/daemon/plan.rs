@@ -19,7 +19,7 @@ use super::progression;
 use super::runner::Runner;
 use crate::connection::Conn;
 use crate::error_map::{map_db_error, Failed};
-use crate::projections::asynchronous::EventHooks;
+use crate::projections::asynchronous::{Batch, EventHooks};
 use crate::unit_of_work::OpList;
 
 /// The daemon's hooks, as the projections call them around each event.
@@ -90,9 +90,14 @@ impl Runner {
         let (store, projection) = (&self.store, &self.projection);
         let (workers, hooks) = (self.options.workers, &self.options.hooks);
         conn.run(store, async |client| {
-            projection
-                .plan(store.as_ref(), client, events, workers, hooks)
-                .await
+            let batch = Batch {
+                store: store.as_ref(),
+                client,
+                events,
+                workers,
+                hooks,
+            };
+            projection.plan(batch).await
         })
         .await
     }

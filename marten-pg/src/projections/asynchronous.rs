@@ -34,20 +34,28 @@ pub(crate) trait EventHooks: Send + Sync {
     fn after_event(&self, projection: &str, event: &EventEnvelope);
 }
 
+/// A batch of events the daemon asks a projection to plan, with what planning uses.
+#[derive(Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    /// The projection catalog (to make sure tables exist, to read and to decode).
+    pub(crate) store: &'a ProjectionCatalog,
+    /// The runner's connection.
+    pub(crate) client: &'a Object,
+    /// The events, in global order.
+    pub(crate) events: &'a [EventEnvelope],
+    /// How many slices are folded at once.
+    pub(crate) workers: usize,
+    /// Told before and after each event is applied.
+    pub(crate) hooks: &'a dyn EventHooks,
+}
+
 /// A projection the daemon runs. Type-erased so a store can hold many.
 pub(crate) trait AsyncProjection: Send + Sync {
     /// The projection's name (its document type, or the event projection's name): the
     /// key of its progression row and of its advisory lock.
     fn name(&self) -> &'static str;
     /// The writes of a batch (the events are in global order).
-    fn plan<'a>(
-        &'a self,
-        store: &'a ProjectionCatalog,
-        client: &'a Object,
-        events: &'a [EventEnvelope],
-        workers: usize,
-        hooks: &'a dyn EventHooks,
-    ) -> BoxFuture<'a, Result<OpList>>;
+    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>>;
     /// Deletes every document of the projection (for a rebuild).
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>>;
 }
@@ -91,14 +99,17 @@ fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
 /// the current documents loaded, the slices dealt to `workers` tasks that own their state
 /// and events, and the folded states turned into writes.
 async fn plan_slices<D: marten_core::Apply + PgDocument>(
-    store: &ProjectionCatalog,
-    client: &Object,
-    events: &[EventEnvelope],
-    workers: usize,
-    hooks: &dyn EventHooks,
+    batch: Batch<'_>,
     key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
     fold_one: fn(Slice<D>) -> Result<Folded<D>>,
 ) -> Result<OpList> {
+    let Batch {
+        store,
+        client,
+        events,
+        workers,
+        hooks,
+    } = batch;
     let mut order: Vec<D::Id> = Vec::new();
     let mut slices: HashMap<D::Id, Vec<EventEnvelope>> = HashMap::new();
     for e in events {
@@ -162,29 +173,14 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         A::DOCUMENT_TYPE
     }
 
-    fn plan<'a>(
-        &'a self,
-        store: &'a ProjectionCatalog,
-        client: &'a Object,
-        events: &'a [EventEnvelope],
-        workers: usize,
-        hooks: &'a dyn EventHooks,
-    ) -> BoxFuture<'a, Result<OpList>> {
+    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by stream.
         let key = |e: &EventEnvelope| {
             <A::Id as AggregateId>::from_stream_id(&e.stream_id)
                 .into_iter()
                 .collect()
         };
-        Box::pin(plan_slices::<A>(
-            store,
-            client,
-            events,
-            workers,
-            hooks,
-            key,
-            fold_slice::<A>,
-        ))
+        Box::pin(plan_slices::<A>(batch, key, fold_slice::<A>))
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
@@ -219,24 +215,9 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         P::DOCUMENT_TYPE
     }
 
-    fn plan<'a>(
-        &'a self,
-        store: &'a ProjectionCatalog,
-        client: &'a Object,
-        events: &'a [EventEnvelope],
-        workers: usize,
-        hooks: &'a dyn EventHooks,
-    ) -> BoxFuture<'a, Result<OpList>> {
+    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by document, as the projection's identity methods say.
-        Box::pin(plan_slices::<P>(
-            store,
-            client,
-            events,
-            workers,
-            hooks,
-            P::identities,
-            fold_document::<P>,
-        ))
+        Box::pin(plan_slices::<P>(batch, P::identities, fold_document::<P>))
     }
 
     fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
@@ -254,14 +235,13 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         self.0.name()
     }
 
-    fn plan<'a>(
-        &'a self,
-        store: &'a ProjectionCatalog,
-        _client: &'a Object,
-        events: &'a [EventEnvelope],
-        _workers: usize,
-        hooks: &'a dyn EventHooks,
-    ) -> BoxFuture<'a, Result<OpList>> {
+    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
+        let Batch {
+            store,
+            events,
+            hooks,
+            ..
+        } = batch;
         Box::pin(async move {
             let mut ops = crate::projections::ProjectedOps::default();
             for e in events {

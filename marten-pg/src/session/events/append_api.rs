@@ -24,17 +24,13 @@ impl<K: Tracking> Events<'_, K> {
     }
 
     /// Checks the stream id, builds the append and queues it.
-    fn enqueue<I>(
+    fn enqueue(
         &mut self,
         kind: AppendKind,
         stream: StreamId,
-        events: I,
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
         aggregate_type: Option<&str>,
-    ) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    ) -> Result<()> {
         let key = self.key(stream)?;
         if let Some(t) = aggregate_type {
             crate::validate::check_text(
@@ -52,11 +48,12 @@ impl<K: Tracking> Events<'_, K> {
     }
 
     /// Builds and queues an append that expects the stream at `version`.
-    fn enqueue_expected<I>(&mut self, key: StreamKey, version: i64, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    fn enqueue_expected(
+        &mut self,
+        key: StreamKey,
+        version: i64,
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         let append = self.build(AppendKind::Expected(version), key, events)?;
         self.queue(append);
         Ok(())
@@ -65,26 +62,22 @@ impl<K: Tracking> Events<'_, K> {
     /// Starts a stream; `save_changes` rejects it with
     /// [`RejectionKind::StreamExists`] if the stream exists. The events get versions
     /// 1..=n; a stream can be started with no events (version 0).
-    pub fn start_stream<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    pub fn start_stream(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         self.enqueue(AppendKind::Start, stream.into(), events, None)
     }
 
     /// Like [`start_stream`](Self::start_stream), recording the aggregate type name the
     /// stream belongs to.
-    pub fn start_stream_of<I>(
+    pub fn start_stream_of(
         &mut self,
         aggregate_type: &str,
         stream: impl Into<StreamId>,
-        events: I,
-    ) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         self.enqueue(
             AppendKind::Start,
             stream.into(),
@@ -95,11 +88,11 @@ impl<K: Tracking> Events<'_, K> {
 
     /// Appends events, creating the stream if it does not exist. Appending no events does
     /// nothing.
-    pub fn append<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    pub fn append(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         self.enqueue(AppendKind::Append, stream.into(), events, None)
     }
 
@@ -107,31 +100,23 @@ impl<K: Tracking> Events<'_, K> {
     /// `expected_version` is the version the caller saw **before** this append (0: the
     /// stream must not exist yet). Otherwise `save_changes` rejects it with
     /// [`RejectionKind::UnexpectedStreamVersion`] (or `StreamExists` for 0).
-    pub fn append_expected<I>(
+    pub fn append_expected(
         &mut self,
         stream: impl Into<StreamId>,
         expected_version: i64,
-        events: I,
-    ) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         self.enqueue(expecting(expected_version), stream.into(), events, None)
     }
 
     /// Reads the stream's version now and appends with that version expected: the save
     /// fails if the stream moved in between. A missing stream is
     /// [`Error::StreamNotFound`].
-    pub async fn append_optimistic<I>(
+    pub async fn append_optimistic(
         &mut self,
         stream: impl Into<StreamId>,
-        events: I,
-    ) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         let key = self.key(stream.into())?;
         let version = self.current_version(&key).await?;
         self.enqueue_expected(key, version, events)
@@ -142,15 +127,11 @@ impl<K: Tracking> Events<'_, K> {
     /// expected. The session holds the lock in an open transaction until `save_changes`
     /// commits, the save fails, or the session is dropped. A missing stream is
     /// [`Error::StreamNotFound`].
-    pub async fn append_exclusive<I>(
+    pub async fn append_exclusive(
         &mut self,
         stream: impl Into<StreamId>,
-        events: I,
-    ) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         let key = self.key(stream.into())?;
         let version = self.lock_stream(&key).await?;
         self.enqueue_expected(key, version, events)

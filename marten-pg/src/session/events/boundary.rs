@@ -57,11 +57,7 @@ impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
     }
 
     /// Queues events in a new stream of their own; the save asserts the boundary.
-    pub fn append<I>(&mut self, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    pub fn append(&mut self, events: impl IntoIterator<Item: Into<PendingEvent>>) -> Result<()> {
         let stream = match self.events.session.store.stream_identity() {
             StreamIdentity::Uuid => StreamId::Uuid(uuid::Uuid::now_v7()),
             StreamIdentity::String => StreamId::String(uuid::Uuid::now_v7().to_string()),
@@ -70,11 +66,11 @@ impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
     }
 
     /// Queues events on a given stream; the save asserts the boundary.
-    pub fn append_to<I>(&mut self, stream: impl Into<StreamId>, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    pub fn append_to(
+        &mut self,
+        stream: impl Into<StreamId>,
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<()> {
         self.assert_once();
         self.events.append(stream, events)
     }

@@ -15,16 +15,12 @@ use crate::unit_of_work::append::{AppendKind, StreamAppend};
 
 impl<K: Tracking> Events<'_, K> {
     /// Builds the append, serializing every event; `None` for an empty plain append.
-    pub(super) fn build<I>(
+    pub(super) fn build(
         &mut self,
         kind: AppendKind,
         stream: StreamKey,
-        events: I,
-    ) -> Result<Option<StreamAppend>>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+        events: impl IntoIterator<Item: Into<PendingEvent>>,
+    ) -> Result<Option<StreamAppend>> {
         let store = self.session.store.clone();
         let meta = &self.session.event_meta;
         let events = events.into_iter();

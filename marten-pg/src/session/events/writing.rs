@@ -67,11 +67,7 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
     }
 
     /// Queues events with the read version expected; the save fails if the stream moved.
-    pub fn append<I>(&mut self, events: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: Into<PendingEvent>,
-    {
+    pub fn append(&mut self, events: impl IntoIterator<Item: Into<PendingEvent>>) -> Result<()> {
         let kind = expecting(self.version);
         let Some(append) = self.events.build(kind, self.stream.clone(), events)? else {
             return Ok(());
