@@ -1,8 +1,14 @@
 //! The projection engine's backend-neutral parts: what projecting events into documents
-//! needs that no database is involved in. For now the store-wide cache of inline
-//! aggregate documents ([`cache`]); a backend adds the statements that guard a save
-//! planned from it.
+//! needs that no database is involved in. The store-wide cache of inline aggregate
+//! documents ([`cache`]); the slicing of an async projection's batch into per-document
+//! slices dealt to workers, and the write each folded slice needs ([`slice`](mod@slice)); the
+//! daemon's retry backoff and poison policy ([`poison`]). A backend adds the statements,
+//! the loads and the tasks.
 
 pub mod cache;
+pub mod poison;
+pub mod slice;
 
 pub use cache::{AggregateCache, CacheKey, CacheUpdate, Cached};
+pub use poison::{backoff, on_failure, FailureAction, PoisonPolicy};
+pub use slice::{deal, decide, group, Slice, SliceWrite};

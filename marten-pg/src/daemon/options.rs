@@ -1,23 +1,17 @@
 //! The daemon's settings: [`DaemonOptions`] and the [`PoisonPolicy`] it applies to an
 //! event whose apply keeps failing.
 //!
-//! Owns: plain configuration values. May use: the daemon's hooks (the default is none).
+//! Owns: plain configuration values ([`PoisonPolicy`] itself is marten-core's, re-exported
+//! here). May use: the daemon's hooks (the default is none).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::hooks::{DaemonHooks, NoHooks};
 
-/// What happens to an event whose apply keeps failing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PoisonPolicy {
-    /// Record it in `mt_dead_letters` with the error and go on without it (the default).
-    #[default]
-    DeadLetter,
-    /// Stop the projection (the daemon's status reports the error).
-    Stop,
-}
+// Defined with the rest of the backend-neutral retry and poison decision in
+// `marten_core::projection::poison`; its public path stays `marten::daemon::PoisonPolicy`.
+pub use marten_core::projection::PoisonPolicy;
 
 /// Settings of a daemon; build them with struct update syntax from `Default`.
 #[derive(Clone)]

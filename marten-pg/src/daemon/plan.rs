@@ -3,18 +3,18 @@
 //! failing meets the poison policy: dead-lettered (recorded in `mt_dead_letters` and left
 //! out of the batch) or the projection stops.
 //!
-//! Owns: the retries and the poison policy. May use: the projections layer (the
-//! projection plans, [`EventHooks`] forwards to the daemon's hooks), the connection
-//! layer, the daemon's tables.
+//! Owns: carrying out the retries and the poison policy (the decision, retry after a
+//! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s). May use: the
+//! projections layer (the projection plans, [`EventHooks`] forwards to the daemon's
+//! hooks), the connection layer, the daemon's tables.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use marten_core::projection::poison::{on_failure, FailureAction};
 use marten_core::{Error, EventEnvelope, Result, StreamId};
 use tracing::warn;
 
 use super::hooks::DaemonHooks;
-use super::options::PoisonPolicy;
 use super::progression;
 use super::runner::Runner;
 use crate::connection::Conn;
@@ -67,19 +67,19 @@ impl Runner {
                 other => return other,
             };
             self.failures += 1;
-            if self.failures <= self.options.retries {
-                let backoff = Duration::from_millis(50 * (1 << (self.failures - 1).min(6)));
+            let action = on_failure(self.failures, self.options.retries, self.options.poison);
+            if let FailureAction::Retry { after } = action {
                 warn!(
                     projection = name,
                     stream = %failed.stream,
                     version = failed.version,
                     message = %failed.message,
-                    "apply failed; retrying in {backoff:?}"
+                    "apply failed; retrying in {after:?}"
                 );
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(after).await;
                 continue;
             }
-            let (event, message) = self.poison(events, failed)?;
+            let (event, message) = self.poison(events, failed, action)?;
             self.dead_letter(conn, &event, &message).await?;
             self.failures = 0;
         }
@@ -102,13 +102,14 @@ impl Runner {
         .await
     }
 
-    /// Applies the poison policy to the event an apply keeps failing on: under
-    /// [`PoisonPolicy::Stop`] the apply error; otherwise the event, taken out of
+    /// Carries out the poison policy's `action` on the event an apply keeps failing on:
+    /// for [`FailureAction::Stop`] the apply error; otherwise the event, taken out of
     /// `events`, with the error message to dead-letter it with.
     fn poison(
         &self,
         events: &mut Vec<EventEnvelope>,
         failed: FailedApply,
+        action: FailureAction,
     ) -> Result<(EventEnvelope, String)> {
         let FailedApply {
             event_type,
@@ -124,7 +125,7 @@ impl Runner {
                 "poison event of {stream} v{version} not in batch"
             )));
         };
-        if self.options.poison == PoisonPolicy::Stop {
+        if action == FailureAction::Stop {
             return Err(Error::Apply {
                 projection: self.projection.name(),
                 event_type,

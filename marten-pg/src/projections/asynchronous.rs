@@ -15,6 +15,7 @@ use std::marker::PhantomData;
 use deadpool_postgres::Object;
 use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
+use marten_core::projection::slice::{self, SliceWrite};
 use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
 
 use super::ProjectionCatalog;
@@ -97,7 +98,9 @@ fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
 
 /// Plans a batch in slices: the events `D` handles are grouped to document ids by `key`,
 /// the current documents loaded, the slices dealt to `workers` tasks that own their state
-/// and events, and the folded states turned into writes.
+/// and events, and the folded states turned into writes. The grouping, the dealing and
+/// the write each folded state needs are [`marten_core::projection::slice`](mod@marten_core::projection::slice)'s; this runs
+/// the loads, the tasks and the writes.
 async fn plan_slices<D: marten_core::Apply + PgDocument>(
     batch: Batch<'_>,
     key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
@@ -110,28 +113,14 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
         workers,
         hooks,
     } = batch;
-    let mut order: Vec<D::Id> = Vec::new();
-    let mut slices: HashMap<D::Id, Vec<EventEnvelope>> = HashMap::new();
-    for e in events {
-        if !D::handles(e.data.as_ref()) {
-            continue;
-        }
-        for id in key(e) {
-            slices
-                .entry(id.clone())
-                .or_insert_with(|| {
-                    order.push(id.clone());
-                    Vec::new()
-                })
-                .push(e.clone());
-        }
-    }
+    let slices = slice::group(events, |e| D::handles(e.data.as_ref()), key);
     let mut out = OpList::default();
-    if order.is_empty() {
+    if slices.is_empty() {
         return Ok(out);
     }
     store.ensure::<D>().await?;
-    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, &order)
+    let ids: Vec<D::Id> = slices.iter().map(|s| s.id.clone()).collect();
+    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, &ids)
         .await?
         .into_iter()
         .map(|l| (l.id, l.doc))
@@ -139,15 +128,12 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
     for e in events {
         hooks.before_event(D::DOCUMENT_TYPE, e);
     }
-    let workers = workers.max(1);
-    let mut hands: Vec<Vec<Slice<D>>> = (0..workers).map(|_| Vec::new()).collect();
-    for (i, id) in order.iter().enumerate() {
-        let evs = slices.remove(id).unwrap_or_default();
-        hands[i % workers].push((id.clone(), current.remove(id), evs));
-    }
-    let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<D>>>>> = hands
+    let owned = slices.into_iter().map(|s| {
+        let start = current.remove(&s.id);
+        (s.id, start, s.events)
+    });
+    let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<D>>>>> = slice::deal(owned, workers)
         .into_iter()
-        .filter(|h| !h.is_empty())
         .map(|hand| tokio::spawn(async move { hand.into_iter().map(fold_one).collect() }))
         .collect();
     for task in tasks {
@@ -155,10 +141,12 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
             .await
             .map_err(|e| Error::Configuration(format!("a projection worker failed: {e}")))??;
         for (id, existed, state) in folded {
-            match state {
-                Some(doc) => out.push_write::<D>(BasicWrite::Upsert, id, serialize(&doc)?, None),
-                None if existed => out.push_delete::<D>(id),
-                None => {}
+            match slice::decide(existed, state) {
+                SliceWrite::Upsert(doc) => {
+                    out.push_write::<D>(BasicWrite::Upsert, id, serialize(&doc)?, None)
+                }
+                SliceWrite::Delete => out.push_delete::<D>(id),
+                SliceWrite::Nothing => {}
             }
         }
     }
