@@ -1,9 +1,9 @@
 //! Derive macros of marten. Use them through the `marten` crate, which re-exports them;
 //! the generated code refers to `::marten::__private`.
 //!
-//! Each derive parses its input into a model ([`internals::ast`]), accumulating every
-//! attribute error with its span ([`internals::ctxt`]), checks the model
-//! ([`internals::check`]) and only then generates code.
+//! Each derive parses its input into a model (`internals::ast`), accumulating every
+//! attribute error with its span (`internals::ctxt`), checks the model
+//! (`internals::check`) and only then generates code.
 
 mod aggregate;
 mod apply;

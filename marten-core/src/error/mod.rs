@@ -272,7 +272,7 @@ pub enum Error {
     Database(#[source] DatabaseError),
 
     /// An async projection's runner stopped: a poison event under
-    /// [`PoisonPolicy::Stop`](../marten_pg/daemon/enum.PoisonPolicy.html), or a panic
+    /// [`PoisonPolicy::Stop`](crate::projection::PoisonPolicy::Stop), or a panic
     /// outside any apply method.
     #[error("async projection {projection} stopped: {message}")]
     ProjectionStopped {

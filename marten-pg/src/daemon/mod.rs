@@ -4,7 +4,7 @@
 //! session-level advisory lock for the projection on a connection of its own, then claims
 //! the projection by bumping its owner epoch in `mt_event_progression`. It reads events
 //! after its position in the gap-safe global order (`read_all`), plans the batch's
-//! writes (slices folded in parallel, see [`crate::projections::asynchronous`]), and
+//! writes (slices folded in parallel, see `crate::projections::asynchronous`), and
 //! commits the writes together with a compare-and-set of the position that also checks
 //! the epoch, in one transaction and one round trip. An advisory lock can vanish with its
 //! connection; a runner that was paused past a takeover then still holds an old epoch and

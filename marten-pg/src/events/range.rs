@@ -87,7 +87,7 @@ impl Position {
     };
 }
 
-/// A page of [`Events::read_all`](super::Events::read_all).
+/// A page of [`Events::read_all`](crate::Events::read_all).
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct EventPage {

@@ -12,11 +12,11 @@
 //! version, the current multi-stream documents) is read with `FOR UPDATE` inside the
 //! save's transaction, in id order, so concurrent saves on the same stream or document
 //! queue up instead of overwriting each other's projected state. An aggregate the store
-//! has cached (see [`cache`]) is not read: the append asserts the cached version instead,
+//! has cached (see `cache`) is not read: the append asserts the cached version instead,
 //! and a failed assertion plans the save again from a locked read.
 //!
 //! May use: documents, events, the unit of work, schema, connection, error map, tables;
-//! planning reaches the database through [`ProjectionCatalog`], never the store, and
+//! planning reaches the database through `ProjectionCatalog`, never the store, and
 //! never sessions or the daemon.
 
 mod aggregate;

@@ -2,7 +2,7 @@
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
 //! ([`crate::tables`]); this module decides what to run.
 //!
-//! May use: connection, error map, tables and leaf helpers; [`Catalog`] is what every
+//! May use: connection, error map, tables and leaf helpers; `Catalog` is what every
 //! layer above reaches the database through.
 
 mod catalog;

@@ -8,7 +8,7 @@
 //! Write statements that can be rejected (a stale version, an existing id on insert, a
 //! missing row on update) never raise: they return the ids (and new versions) they wrote,
 //! and when fewer rows were written than asked they set the transaction-local flag
-//! [`REJECTED_FLAG`](crate::tables::functions::REJECTED_FLAG). The unit of work ends the batch with
+//! [`REJECTED_FLAG`]. The unit of work ends the batch with
 //! [`ASSERT_NO_REJECTIONS`](crate::tables::functions::ASSERT_NO_REJECTIONS), which raises when the
 //! flag is set, so every rejection of a batch is seen and the whole batch rolls back
 //! within a single round trip.
