@@ -2,13 +2,18 @@
 //! needs that no database is involved in. The store-wide cache of inline aggregate
 //! documents ([`cache`]); the slicing of an async projection's batch into per-document
 //! slices dealt to workers, and the write each folded slice needs ([`slice`](mod@slice)); the
-//! daemon's retry backoff and poison policy ([`poison`]). A backend adds the statements,
-//! the loads and the tasks.
+//! daemon's retry backoff and poison policy ([`poison`]); the merge of the stream
+//! versions an inline save's projections require ([`requirements`]); what a daemon
+//! runner does after each step ([`runner`]). A backend adds the statements, the loads
+//! and the tasks.
 
 pub mod cache;
 pub mod poison;
+pub mod requirements;
+pub mod runner;
 pub mod slice;
 
 pub use cache::{AggregateCache, CacheKey, CacheUpdate, Cached};
 pub use poison::{backoff, on_failure, FailureAction, PoisonPolicy};
+pub use requirements::{assertion, merge, Assertion, Merge, Required};
 pub use slice::{deal, decide, group, Slice, SliceWrite};

@@ -1,7 +1,10 @@
 //! What a session is made of, independent of any database: the state it remembers per
-//! document type (known versions, identity map, dirty tracking) in [`state`]. Backends
-//! keep one [`SessionState`] per session and mutate it only through `&mut`.
+//! document type (known versions, identity map, dirty tracking) in [`state`]; how often a
+//! save is planned and sent again, in [`attempts`]. Backends keep one [`SessionState`]
+//! per session and mutate it only through `&mut`, and one [`SaveAttempts`] per save.
 
+pub mod attempts;
 pub mod state;
 
+pub use attempts::{AttemptEnd, Next, SaveAttempts, MAX_SAVE_ATTEMPTS};
 pub use state::{DirtyQueue, DocState, SessionState, Tracked};

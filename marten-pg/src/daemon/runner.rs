@@ -1,6 +1,7 @@
 //! One projection's runner: the loop that acquires the projection, takes steps while it
 //! owns it and waits between them, and the step that reads the next page, plans it and
-//! commits it, deciding what the turn came to (worked, idle, step down).
+//! commits it, deciding what the turn came to (worked, idle, step down). What follows each
+//! turn is decided by `marten_core::projection::runner`.
 //!
 //! Owns: the runner's state between steps and the loop. May use: the daemon's ownership,
 //! read, plan and commit files, the connection layer (one [`Conn`] per step, given back
@@ -9,7 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use marten_core::{Error, EventEnvelope, Result};
+use marten_core::projection::runner::{
+    after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
+};
+use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -21,16 +25,6 @@ use super::read::next_page;
 use crate::connection::Conn;
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
-
-/// What one turn of a runner came to.
-enum Turn {
-    /// A batch was committed (or discarded): read again at once.
-    Worked,
-    /// Nothing to do: wait a poll interval.
-    Idle,
-    /// The projection was reset or taken over: give it up.
-    StepDown,
-}
 
 /// One runner's state between steps.
 pub(super) struct Runner {
@@ -71,20 +65,19 @@ pub(super) async fn run(
     while !*stop.borrow() {
         if !tables_ready {
             // Idempotent DDL: a server that is down or restarting is waited out.
-            match progression::ensure_tables(&runner.store).await {
-                Ok(()) => tables_ready = true,
-                Err(e)
-                    if e.is_retryable()
-                        || matches!(e, Error::Timeout { .. } | Error::OutcomeUnknown(_)) =>
-                {
-                    warn!(projection = name, error = %e, "cannot reach the daemon's tables; retrying");
-                    idle(&stop, poll * 5).await;
+            let made = progression::ensure_tables(&runner.store).await;
+            match after_ensure_tables(made, poll) {
+                Tables::Ready => tables_ready = true,
+                Tables::Wait { error, after } => {
+                    warn!(projection = name, error = %error, "cannot reach the daemon's tables; retrying");
+                    idle(&stop, after).await;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Tables::Stop(e) => return Err(e),
             }
         }
-        if owner.as_ref().is_some_and(Ownership::lock_lost) {
+        let lost = owner.as_ref().is_some_and(Ownership::lock_lost);
+        if let Action::StepDown = after_lock_check(lost) {
             warn!(
                 projection = name,
                 "lost the projection lock connection; stepping down"
@@ -93,22 +86,22 @@ pub(super) async fn run(
         }
         let Some(own) = owner.as_mut() else {
             owner = runner.try_acquire(&mut standby).await;
-            if owner.is_none() {
-                idle(&stop, poll * 5).await;
+            if let Some(wait) = after_acquire(owner.is_some(), poll) {
+                idle(&stop, wait).await;
             }
             continue;
         };
-        match runner.step(own).await {
-            Ok(Turn::Worked) => {}
-            Ok(Turn::Idle) => idle(&stop, poll).await,
-            Ok(Turn::StepDown) => owner = None,
-            Err(e @ Error::Apply { .. }) => {
+        match after_step(runner.step(own).await, poll) {
+            Action::Continue => {}
+            Action::Idle(d) => idle(&stop, d).await,
+            Action::StepDown => owner = None,
+            Action::Stop(e) => {
                 warn!(projection = name, error = %e, "stopping projection on a poison event");
                 return Err(e);
             }
-            Err(e) => {
-                warn!(projection = name, error = %e, "batch failed; retrying");
-                idle(&stop, poll).await;
+            Action::Retry { error, after } => {
+                warn!(projection = name, error = %error, "batch failed; retrying");
+                idle(&stop, after).await;
             }
         }
     }

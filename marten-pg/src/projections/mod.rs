@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use crate::connection::Request;
 use futures_util::future::BoxFuture;
+use marten_core::projection::requirements::{self, Assertion, Merge};
 use marten_core::{AnyEvent, Error, EventEnvelope, Result};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -238,30 +239,22 @@ pub(crate) async fn plan_inline(
     for projection in &projections.inline {
         projection.plan(&mut ctx).await?;
     }
-    let mut required: HashMap<usize, i64> = HashMap::new();
-    for (index, version) in ctx.requirements.drain(..) {
-        match required.get(&index) {
-            Some(v) if *v != version => {
-                // Two projections read the stream at different versions: a stale cache
-                // entry, or a racing append between two locked reads.
-                if ctx.cache_hits.is_empty() {
-                    return Err(Error::ProjectionConflict { attempts: 0 });
-                }
+    // Two projections that read a stream at different versions met a stale cache
+    // entry, or a racing append between two locked reads.
+    let required =
+        match requirements::merge(ctx.requirements.drain(..), !ctx.cache_hits.is_empty())? {
+            Merge::Required(required) => required,
+            Merge::PlanAgain => {
                 store.aggregate_cache().forget(&ctx.cache_hits);
                 return Ok(Planned::Again);
             }
-            _ => {
-                required.insert(index, version);
-            }
-        }
-    }
+        };
     for (index, version) in required {
         if let Some(a) = uow.user.append_at_mut(index) {
             if a.requested == AppendKind::Append {
-                a.kind = if version == 0 {
-                    AppendKind::Start
-                } else {
-                    AppendKind::Expected(version)
+                a.kind = match requirements::assertion(version) {
+                    Assertion::Start => AppendKind::Start,
+                    Assertion::Expected(v) => AppendKind::Expected(v),
                 };
             }
         }

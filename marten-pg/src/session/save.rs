@@ -2,7 +2,8 @@
 //! sends the unit of work, again while a projection met a concurrent save or the
 //! transaction lost a deadlock; a cancelled save forgets its queue.
 
-use marten_core::{Error, Result};
+use marten_core::session::{AttemptEnd, Next, SaveAttempts};
+use marten_core::Result;
 use tracing::warn;
 
 use super::kinds::is_dirty_tracking;
@@ -11,14 +12,11 @@ use crate::connection::{timed_out, within};
 use crate::projections::Planned;
 use crate::unit_of_work::Outcome;
 
-/// How many times a save is planned and sent before it gives up on conflicts.
-const MAX_SAVE_ATTEMPTS: u32 = 10;
-
 impl<K: Tracking> Session<K> {
     /// Sends every queued operation (and, in a dirty-tracked session, every changed
     /// tracked document) in one transaction and one round trip. Either all of it is
     /// written or, on any error, none of it; a rejected save lists every rejected
-    /// operation in [`Error::Rejected`]. The queue is emptied either way.
+    /// operation in [`Error::Rejected`](marten_core::Error::Rejected). The queue is emptied either way.
     pub async fn save_changes(&mut self) -> Result<()> {
         if is_dirty_tracking::<K>() {
             let checks = self.options.concurrency_checks;
@@ -40,14 +38,14 @@ impl<K: Tracking> Session<K> {
         result
     }
 
-    /// Plans and sends the save until it commits, fails, or conflicts too often.
+    /// Plans and sends the save until it commits, fails, or conflicts too often; which
+    /// attempt ends the save, and how, is [`SaveAttempts`]' to say.
     async fn attempt_save(&mut self) -> Result<()> {
         // A session already in a transaction holds exclusive stream locks: a stale
-        // cache entry would roll the save back and release them. Read under lock.
-        let held = self.conn.in_transaction();
-        let mut use_cache = !held;
-        let mut conflict = None;
-        for _attempt in 0..MAX_SAVE_ATTEMPTS {
+        // cache entry would roll the save back and release them. Read under lock; later
+        // attempts also read under lock.
+        let mut attempts = SaveAttempts::new(self.conn.in_transaction());
+        loop {
             let mut req = self.conn.request(&self.store).await?;
             self.uow.reset_attempt();
             let planning = crate::projections::plan_inline(
@@ -55,7 +53,7 @@ impl<K: Tracking> Session<K> {
                 &mut req,
                 &mut self.uow,
                 &mut self.state,
-                use_cache,
+                attempts.use_cache(),
                 &mut self.cache_updates,
             );
             let Some(planned) = within(&self.store, planning).await else {
@@ -63,8 +61,6 @@ impl<K: Tracking> Session<K> {
                 req.mark_lost();
                 return Err(timed_out(&self.store));
             };
-            // Later attempts read under lock.
-            use_cache = false;
             if let Some(lock) = crate::events::tags::TagLock::for_save(
                 self.store.stream_identity(),
                 &self.boundaries,
@@ -72,46 +68,51 @@ impl<K: Tracking> Session<K> {
             ) {
                 self.uow.prelude.push_op(Box::new(lock));
             }
-            match planned {
-                Ok(Planned::Ready) => {}
+            let end = match planned {
+                Ok(Planned::Ready) => {
+                    let outcome = self
+                        .uow
+                        .execute(&mut req, self.store.as_ref(), &mut self.state)
+                        .await;
+                    req.settle(&outcome);
+                    match outcome {
+                        Ok(Outcome::Committed) => AttemptEnd::Committed,
+                        Ok(Outcome::Retry) => {
+                            tracing::debug!(
+                                "inline projection met a concurrent save; planning again"
+                            );
+                            AttemptEnd::Retry
+                        }
+                        // The save's own transaction was rolled back whole: nothing was
+                        // written.
+                        Err(e) => {
+                            if attempts.retries(&e) {
+                                tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
+                            }
+                            AttemptEnd::Failed(e)
+                        }
+                    }
+                }
                 Ok(Planned::Again) => {
                     req.rollback().await;
                     req.finish();
                     tracing::debug!("a cached aggregate was stale; planning again");
-                    continue;
+                    AttemptEnd::PlanAgain
                 }
                 Err(e) => {
                     req.rollback().await;
                     req.settle_error(&e);
-                    if !held && lost_to_a_concurrent_transaction(&e) {
+                    if attempts.retries(&e) {
                         tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");
-                        conflict = Some(e);
-                        continue;
                     }
-                    return Err(e);
+                    AttemptEnd::Failed(e)
                 }
-            }
-            let outcome = self
-                .uow
-                .execute(&mut req, self.store.as_ref(), &mut self.state)
-                .await;
-            req.settle(&outcome);
-            match outcome {
-                Ok(Outcome::Committed) => return Ok(()),
-                Ok(Outcome::Retry) => {
-                    tracing::debug!("inline projection met a concurrent save; planning again");
-                }
-                // The save's own transaction was rolled back whole: nothing was written.
-                Err(e) if !held && lost_to_a_concurrent_transaction(&e) => {
-                    tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
-                    conflict = Some(e);
-                }
-                Err(e) => return Err(e),
+            };
+            match attempts.next(end) {
+                Next::Again => {}
+                Next::Done(result) => return result,
             }
         }
-        Err(conflict.unwrap_or(Error::ProjectionConflict {
-            attempts: MAX_SAVE_ATTEMPTS,
-        }))
     }
 
     /// Forgets every queued operation without sending it.
@@ -119,12 +120,6 @@ impl<K: Tracking> Session<K> {
         self.uow.clear();
         self.boundaries.clear();
     }
-}
-
-/// A deadlock (40P01) or serialization failure (40001): the server rolled the
-/// transaction back, so a save that began it wrote nothing and may be sent again.
-fn lost_to_a_concurrent_transaction(e: &Error) -> bool {
-    matches!(e, Error::Conflict { .. })
 }
 
 /// Ends a save: on success or failure through [`finish`](Self::finish); dropped unfinished

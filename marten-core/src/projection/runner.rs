@@ -1,0 +1,243 @@
+//! What an async projection's runner does after each thing it tries: making the daemon's
+//! tables, acquiring the projection, taking a step. A step that worked is followed at
+//! once, an idle one after a poll interval; a reset or takeover, or a lost lock, gives
+//! the projection up; a poison event ([`Error::Apply`]) stops it; any other failure is
+//! retried after a poll interval. Tables that cannot be made for a transient reason are
+//! tried again after [`WAIT_POLLS`] poll intervals; for any other reason the projection
+//! stops.
+//!
+//! Pure: the functions here decide from what happened and the poll interval; the runner
+//! waits, logs, acquires and steps.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// How many poll intervals a runner waits before trying the daemon's tables again, or
+/// acquiring a projection another node owns.
+pub const WAIT_POLLS: u32 = 5;
+
+/// What one step of a runner came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// A batch was committed (or discarded): read again at once.
+    Worked,
+    /// Nothing to do: wait a poll interval.
+    Idle,
+    /// The projection was reset or taken over: give it up.
+    StepDown,
+}
+
+/// What a runner does after a step, or after checking its lock.
+#[derive(Debug)]
+pub enum Action {
+    /// Take the next step at once.
+    Continue,
+    /// Wait this long, then take the next step.
+    Idle(Duration),
+    /// The step failed for a reason waiting may cure: report the error, wait this long
+    /// and try again.
+    Retry {
+        /// The step's error.
+        error: Error,
+        /// How long to wait first.
+        after: Duration,
+    },
+    /// Give the projection up and acquire it again.
+    StepDown,
+    /// Stop the projection with this error (a poison event).
+    Stop(Error),
+}
+
+/// What a runner does after trying to make the daemon's tables.
+#[derive(Debug)]
+pub enum Tables {
+    /// They are there: go on.
+    Ready,
+    /// They could not be made for a reason waiting may cure (the server is down or
+    /// restarting): report the error, wait this long and try again.
+    Wait {
+        /// Why they could not be made.
+        error: Error,
+        /// How long to wait first.
+        after: Duration,
+    },
+    /// They cannot be made and waiting will not help: stop with this error.
+    Stop(Error),
+}
+
+/// [`WAIT_POLLS`] poll intervals (saturating).
+pub fn long_wait(poll: Duration) -> Duration {
+    poll.saturating_mul(WAIT_POLLS)
+}
+
+/// What follows a step that ended with `result`, polling every `poll`.
+pub fn after_step(result: Result<Turn>, poll: Duration) -> Action {
+    match result {
+        Ok(Turn::Worked) => Action::Continue,
+        Ok(Turn::Idle) => Action::Idle(poll),
+        Ok(Turn::StepDown) => Action::StepDown,
+        Err(e @ Error::Apply { .. }) => Action::Stop(e),
+        Err(error) => Action::Retry { error, after: poll },
+    }
+}
+
+/// What follows checking the lock of an owned projection: a lost lock connection gives
+/// the projection up; otherwise the runner goes on.
+pub fn after_lock_check(lost: bool) -> Action {
+    if lost {
+        Action::StepDown
+    } else {
+        Action::Continue
+    }
+}
+
+/// How long to wait after trying to acquire a projection: nothing once acquired, else
+/// [`WAIT_POLLS`] poll intervals (another node owns it, or the database is unreachable).
+pub fn after_acquire(acquired: bool, poll: Duration) -> Option<Duration> {
+    (!acquired).then(|| long_wait(poll))
+}
+
+/// Whether making the tables failed for a reason waiting may cure: a retryable error
+/// ([`Error::is_retryable`]), a timeout, or a lost connection ([`Error::OutcomeUnknown`]).
+pub fn tables_transient(error: &Error) -> bool {
+    error.is_retryable() || matches!(error, Error::Timeout { .. } | Error::OutcomeUnknown(_))
+}
+
+/// What follows trying to make the daemon's tables with `result`, polling every `poll`.
+pub fn after_ensure_tables(result: Result<()>, poll: Duration) -> Tables {
+    match result {
+        Ok(()) => Tables::Ready,
+        Err(error) if tables_transient(&error) => Tables::Wait {
+            error,
+            after: long_wait(poll),
+        },
+        Err(e) => Tables::Stop(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConflictKind, DatabaseError, StreamId};
+
+    const POLL: Duration = Duration::from_millis(100);
+
+    fn db() -> DatabaseError {
+        DatabaseError {
+            code: None,
+            context: "test".into(),
+            source: "down".into(),
+        }
+    }
+
+    fn apply() -> Error {
+        Error::Apply {
+            projection: "p",
+            event_type: "E".into(),
+            stream: StreamId::from("s"),
+            version: 1,
+            message: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn worked_continues_at_once() {
+        assert!(matches!(
+            after_step(Ok(Turn::Worked), POLL),
+            Action::Continue
+        ));
+    }
+
+    #[test]
+    fn idle_waits_a_poll_interval() {
+        assert!(matches!(
+            after_step(Ok(Turn::Idle), POLL),
+            Action::Idle(d) if d == POLL
+        ));
+    }
+
+    #[test]
+    fn step_down_gives_the_projection_up() {
+        assert!(matches!(
+            after_step(Ok(Turn::StepDown), POLL),
+            Action::StepDown
+        ));
+    }
+
+    #[test]
+    fn a_poison_event_stops_the_projection() {
+        assert!(matches!(
+            after_step(Err(apply()), POLL),
+            Action::Stop(Error::Apply { .. })
+        ));
+    }
+
+    #[test]
+    fn other_step_errors_retry_after_a_poll_interval() {
+        let errors = [
+            Error::Database(db()),
+            Error::Conflict {
+                kind: ConflictKind::Deadlock,
+                source: db(),
+            },
+            Error::Timeout { what: "x".into() },
+        ];
+        for e in errors {
+            assert!(matches!(
+                after_step(Err(e), POLL),
+                Action::Retry { after, .. } if after == POLL
+            ));
+        }
+    }
+
+    #[test]
+    fn a_lost_lock_steps_down() {
+        assert!(matches!(after_lock_check(true), Action::StepDown));
+        assert!(matches!(after_lock_check(false), Action::Continue));
+    }
+
+    #[test]
+    fn an_unacquired_projection_waits_five_polls() {
+        assert_eq!(after_acquire(false, POLL), Some(POLL * 5));
+        assert_eq!(after_acquire(true, POLL), None);
+    }
+
+    #[test]
+    fn ready_tables_go_on() {
+        assert!(matches!(after_ensure_tables(Ok(()), POLL), Tables::Ready));
+    }
+
+    #[test]
+    fn transient_table_errors_wait_five_polls() {
+        let errors = [
+            Error::Connection(db()),
+            Error::Timeout { what: "x".into() },
+            Error::OutcomeUnknown(db()),
+            Error::Conflict {
+                kind: ConflictKind::Serialization,
+                source: db(),
+            },
+        ];
+        for e in errors {
+            assert!(tables_transient(&e));
+            assert!(matches!(
+                after_ensure_tables(Err(e), POLL),
+                Tables::Wait { after, .. } if after == POLL * 5
+            ));
+        }
+    }
+
+    #[test]
+    fn other_table_errors_stop() {
+        for e in [Error::Database(db()), apply()] {
+            assert!(!tables_transient(&e));
+            assert!(matches!(after_ensure_tables(Err(e), POLL), Tables::Stop(_)));
+        }
+    }
+
+    #[test]
+    fn long_waits_saturate() {
+        assert_eq!(long_wait(Duration::MAX), Duration::MAX);
+    }
+}
