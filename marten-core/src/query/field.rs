@@ -168,14 +168,7 @@ impl<R: 'static, T: 'static> Field<R, T> {
     where
         T: OptionField,
     {
-        let get = self.get.clone();
-        Filter::new(
-            Node::IsNull {
-                path: self.path.clone(),
-                negated: false,
-            },
-            move |r| get(r).is_none_or(OptionField::is_none_value),
-        )
+        self.null_test(false)
     }
 
     /// The field is `Some`.
@@ -183,14 +176,20 @@ impl<R: 'static, T: 'static> Field<R, T> {
     where
         T: OptionField,
     {
+        self.null_test(true)
+    }
+
+    /// `is_none`, or with `negated` `is_some`.
+    fn null_test(&self, negated: bool) -> Filter<R>
+    where
+        T: OptionField,
+    {
         let get = self.get.clone();
-        Filter::new(
-            Node::IsNull {
-                path: self.path.clone(),
-                negated: true,
-            },
-            move |r| get(r).is_some_and(|v| !v.is_none_value()),
-        )
+        let path = self.path.clone();
+        Filter::new(Node::IsNull { path, negated }, move |r| match get(r) {
+            Some(v) if !v.is_none_value() => negated,
+            _ => !negated,
+        })
     }
 
     /// The collection is empty (or missing).
