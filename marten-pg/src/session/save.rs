@@ -2,7 +2,7 @@
 //! sends the unit of work, again while a projection met a concurrent save or the
 //! transaction lost a deadlock; a cancelled save forgets its queue.
 
-use marten_core::session::{AttemptEnd, Next, SaveAttempts};
+use marten_core::session::{AttemptEnd, SaveAttempts, SaveBackend};
 use marten_core::Result;
 use tracing::warn;
 
@@ -38,81 +38,15 @@ impl<K: Tracking> Session<K> {
         result
     }
 
-    /// Plans and sends the save until it commits, fails, or conflicts too often; which
-    /// attempt ends the save, and how, is [`SaveAttempts`]' to say.
+    /// Plans and sends the save until it commits, fails, or conflicts too often: the
+    /// loop and its rules are marten-core's ([`marten_core::session::save`]); one attempt
+    /// is this session's ([`SaveBackend`]).
     async fn attempt_save(&mut self) -> Result<()> {
         // A session already in a transaction holds exclusive stream locks: a stale
         // cache entry would roll the save back and release them. Read under lock; later
         // attempts also read under lock.
-        let mut attempts = SaveAttempts::new(self.conn.in_transaction());
-        loop {
-            let mut req = self.conn.request(&self.store).await?;
-            self.uow.reset_attempt();
-            let planning = crate::projections::plan_inline(
-                self.store.as_ref(),
-                &mut req,
-                &mut self.uow,
-                &mut self.state,
-                attempts.use_cache(),
-                &mut self.cache_updates,
-            );
-            let Some(planned) = within(&self.store, planning).await else {
-                // Nothing was written: the locked reads may still wait on the server.
-                req.mark_lost();
-                return Err(timed_out(&self.store));
-            };
-            if let Some(lock) = crate::events::tags::TagLock::for_save(
-                self.store.stream_identity(),
-                &self.boundaries,
-                self.uow.user.appends().map(|(_, a)| a),
-            ) {
-                self.uow.prelude.push_op(Box::new(lock));
-            }
-            let end = match planned {
-                Ok(Planned::Ready) => {
-                    let outcome = self
-                        .uow
-                        .execute(&mut req, self.store.as_ref(), &mut self.state)
-                        .await;
-                    req.settle(&outcome);
-                    match outcome {
-                        Ok(Outcome::Committed) => AttemptEnd::Committed,
-                        Ok(Outcome::Retry) => {
-                            tracing::debug!(
-                                "inline projection met a concurrent save; planning again"
-                            );
-                            AttemptEnd::Retry
-                        }
-                        // The save's own transaction was rolled back whole: nothing was
-                        // written.
-                        Err(e) => {
-                            if attempts.retries(&e) {
-                                tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
-                            }
-                            AttemptEnd::Failed(e)
-                        }
-                    }
-                }
-                Ok(Planned::Again) => {
-                    req.rollback().await;
-                    req.finish();
-                    tracing::debug!("a cached aggregate was stale; planning again");
-                    AttemptEnd::PlanAgain
-                }
-                Err(e) => {
-                    req.rollback().await;
-                    req.settle_error(&e);
-                    if attempts.retries(&e) {
-                        tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");
-                    }
-                    AttemptEnd::Failed(e)
-                }
-            };
-            match attempts.next(end) {
-                Next::Again => {}
-                Next::Done(result) => return result,
-            }
-        }
+        let held = self.conn.in_transaction();
+        marten_core::session::save(&mut SessionSave(self), held).await
     }
 
     /// Forgets every queued operation without sending it.
@@ -155,5 +89,78 @@ impl<K: Tracking> Session<K> {
         self.uow.clear();
         self.cache_updates.clear();
         self.state.finish_save(committed);
+    }
+}
+
+/// A session being saved, as the backend of marten-core's save loop (private: callers
+/// save through `save_changes`, which flushes and guards against cancellation).
+struct SessionSave<'s, K: Tracking>(&'s mut Session<K>);
+
+/// One attempt at a session's save: plan the inline projections on the session's
+/// connection, add the tag lock of its boundaries, send the unit of work.
+impl<K: Tracking> SaveBackend for SessionSave<'_, K> {
+    async fn attempt(&mut self, attempts: &SaveAttempts) -> Result<AttemptEnd> {
+        let session = &mut *self.0;
+        let mut req = session.conn.request(&session.store).await?;
+        session.uow.reset_attempt();
+        let planning = crate::projections::plan_inline(
+            session.store.as_ref(),
+            &mut req,
+            &mut session.uow,
+            &mut session.state,
+            attempts.use_cache(),
+            &mut session.cache_updates,
+        );
+        let Some(planned) = within(&session.store, planning).await else {
+            // Nothing was written: the locked reads may still wait on the server.
+            req.mark_lost();
+            return Err(timed_out(&session.store));
+        };
+        if let Some(lock) = crate::events::tags::TagLock::for_save(
+            session.store.stream_identity(),
+            &session.boundaries,
+            session.uow.user.appends().map(|(_, a)| a),
+        ) {
+            session.uow.prelude.push_op(Box::new(lock));
+        }
+        let end = match planned {
+            Ok(Planned::Ready) => {
+                let outcome = session
+                    .uow
+                    .execute(&mut req, session.store.as_ref(), &mut session.state)
+                    .await;
+                req.settle(&outcome);
+                match outcome {
+                    Ok(Outcome::Committed) => AttemptEnd::Committed,
+                    Ok(Outcome::Retry) => {
+                        tracing::debug!("inline projection met a concurrent save; planning again");
+                        AttemptEnd::Retry
+                    }
+                    // The save's own transaction was rolled back whole: nothing was
+                    // written.
+                    Err(e) => {
+                        if attempts.retries(&e) {
+                            tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
+                        }
+                        AttemptEnd::Failed(e)
+                    }
+                }
+            }
+            Ok(Planned::Again) => {
+                req.rollback().await;
+                req.finish();
+                tracing::debug!("a cached aggregate was stale; planning again");
+                AttemptEnd::PlanAgain
+            }
+            Err(e) => {
+                req.rollback().await;
+                req.settle_error(&e);
+                if attempts.retries(&e) {
+                    tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");
+                }
+                AttemptEnd::Failed(e)
+            }
+        };
+        Ok(end)
     }
 }
