@@ -1,7 +1,7 @@
 //! What a session is made of, independent of any database: the state it remembers per
 //! document type (known versions, identity map, dirty tracking) in [`state`]; how often a
 //! save is planned and sent again, in [`attempts`]; the save loop itself, generic over the
-//! backend that makes one attempt, in [`save`]. Backends keep one [`SessionState`] per
+//! backend that makes one attempt, in [`mod@save`]. Backends keep one [`SessionState`] per
 //! session and mutate it only through `&mut`.
 
 pub mod attempts;
