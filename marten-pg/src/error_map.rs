@@ -159,6 +159,11 @@ fn database_error(
     }
 }
 
+/// The error of a failed read of documents of type `D`.
+pub(crate) fn reading_documents<D: marten_core::Document>(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
+}
+
 /// Maps a pool failure (no connection could be obtained) of a pool of `size` connections
 /// after waiting `waited`.
 pub(crate) fn map_pool_error(

@@ -7,7 +7,7 @@ use marten_core::{Document, DocumentId, DocumentMetadata, Error, Result};
 use time::OffsetDateTime;
 
 use super::{DocumentStorage, PgDocument};
-use crate::error_map::{map_db_error, Failed};
+use crate::error_map::reading_documents as reading;
 use crate::json::JsonRef;
 
 /// A loaded document with its stored version and its JSON text.
@@ -32,10 +32,6 @@ fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
         id: id.to_string(),
         source,
     })
-}
-
-fn reading<D: Document>(e: tokio_postgres::Error) -> Error {
-    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
 }
 
 /// Loads one document by id.

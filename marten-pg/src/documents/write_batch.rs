@@ -18,7 +18,7 @@ use super::storage::{
     fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
 };
 use super::typed_batch::{document_batch, document_target};
-use crate::error_map::{map_db_error, Failed};
+use crate::error_map::reading_documents as reading;
 use crate::json::RawJson;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
@@ -232,8 +232,4 @@ fn unexpected<D: Document>(what: &str) -> Error {
         context: format!("writing {}", D::DOCUMENT_TYPE),
         source: what.to_owned().into(),
     })
-}
-
-fn reading<D: Document>(e: tokio_postgres::Error) -> Error {
-    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
 }

@@ -5,13 +5,8 @@
 use marten_core::{Error, Result};
 
 use crate::documents::PgDocument;
-use crate::error_map::{map_db_error, Failed};
+pub(super) use crate::error_map::reading_documents as reading;
 use crate::json::JsonRef;
-
-/// A failed read of documents of type `D`.
-pub(super) fn reading<D: PgDocument>(e: tokio_postgres::Error) -> Error {
-    map_db_error(e, Failed::Reading(D::DOCUMENT_TYPE))
-}
 
 /// Decodes the document of a result row whose id is in column `id_column`; a document
 /// that does not deserialize is [`Error::Deserialize`] naming its id.

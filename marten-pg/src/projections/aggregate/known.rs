@@ -14,7 +14,7 @@ use tokio_postgres::{Row, Statement};
 use super::Fetched;
 use crate::connection::Pipeline;
 use crate::documents::{DocumentStorage, PgDocument};
-use crate::error_map::{map_db_error, Failed};
+use crate::error_map::{map_db_error, reading_documents as reading, Failed};
 use crate::events::append::AppendKind;
 use crate::json::JsonRef;
 use crate::projections::cache::{CacheKey, CachedDocCheck};
@@ -25,10 +25,6 @@ pub(super) type States<A> = HashMap<<A as Document>::Id, (i64, Option<A>)>;
 
 /// What the locked read found per stream: version, document, whether archived.
 type Locked<A> = HashMap<<A as Document>::Id, (i64, Option<A>, bool)>;
-
-fn reading<A: Document>(e: tokio_postgres::Error) -> Error {
-    map_db_error(e, Failed::Reading(A::DOCUMENT_TYPE))
-}
 
 /// The states known without reading: a started stream is new, `fetch_for_writing`
 /// holds the state at the version the append asserts, or the store's cache holds it.

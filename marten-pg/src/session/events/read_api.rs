@@ -63,19 +63,12 @@ impl<K: Tracking> Events<'_, K> {
     /// (transaction id, sequence). An open transaction that appended holds the reader at
     /// its gap until it commits or rolls back; nothing is ever skipped.
     pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
-        self.read_page(after, limit, false).await
-    }
-
-    /// A page of the global order without archived events; `skip_unknown` leaves out
-    /// events of unregistered types whatever the store's policy.
-    async fn read_page(
-        &mut self,
-        after: Position,
-        limit: usize,
-        skip_unknown: bool,
-    ) -> Result<EventPage> {
+        // Archived events left out; unknown types as the store's policy says.
+        const INCLUDE_ARCHIVED: bool = false;
+        const SKIP_UNKNOWN: bool = false;
         self.on_connection(async |store, c| {
-            read::read_all(store.as_ref(), c, after, limit, false, skip_unknown).await
+            let store = store.as_ref();
+            read::read_all(store, c, after, limit, INCLUDE_ARCHIVED, SKIP_UNKNOWN).await
         })
         .await
     }
