@@ -11,6 +11,7 @@ pub use marten_core::{
     Tag, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
+pub use marten_pg::Postgres;
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
     DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
@@ -18,6 +19,14 @@ pub use marten_pg::{
     QuerySession, Session, SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
+
+/// The sessions as marten-core defines them, generic over their backend: what a
+/// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
+pub mod session {
+    pub use marten_core::session::{
+        Backend, DocumentBackend, EventMeta, Loaded, Parts, QueryBackend, Session,
+    };
+}
 pub use marten_pg::{Boundary, EventTypes, TagQuery};
 
 /// The async projection daemon.

@@ -20,6 +20,38 @@ mod sealed {
 pub trait ConcurrencyMode: sealed::Sealed + Send + Sync + 'static {
     /// The version a write of this mode asserts: `Uuid`, `i64` or `()`.
     type Version: Copy + Debug + Display + PartialEq + Eq + Hash + Default + Send + Sync + 'static;
+    /// The writes this mode offers: [`BasicWrite`], or [`NumericWrite`] for [`Numeric`],
+    /// the only mode that can name the revision writes.
+    type Write: Copy + Eq + Debug + Send + Sync + 'static + From<BasicWrite>;
+}
+
+/// The writes every mode offers, and all that off and optimistic documents offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasicWrite {
+    /// Insert or update.
+    Upsert,
+    /// Insert; an existing id is rejected.
+    Insert,
+    /// Update; a missing document is rejected.
+    Update,
+}
+
+/// The writes of numeric documents: the basic writes and the two revision writes, which
+/// no other mode can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumericWrite {
+    /// A write every mode offers.
+    Basic(BasicWrite),
+    /// Write at a given revision, rejected unless above the stored one.
+    UpdateRevision,
+    /// Write at a given revision if above the stored one, else nothing.
+    TryUpdateRevision,
+}
+
+impl From<BasicWrite> for NumericWrite {
+    fn from(kind: BasicWrite) -> Self {
+        NumericWrite::Basic(kind)
+    }
 }
 
 /// Optimistic concurrency: every write stores a new random `Uuid` version and a write with
@@ -48,14 +80,17 @@ impl Display for NoVersion {
 
 impl ConcurrencyMode for Optimistic {
     type Version = uuid::Uuid;
+    type Write = BasicWrite;
 }
 
 impl ConcurrencyMode for Numeric {
     type Version = i64;
+    type Write = NumericWrite;
 }
 
 impl ConcurrencyMode for Off {
     type Version = NoVersion;
+    type Write = BasicWrite;
 }
 
 /// A mode with versions ([`Optimistic`] or [`Numeric`]): only documents of these modes
@@ -76,9 +111,15 @@ impl VersionedMode for Numeric {}
     label = "this document's concurrency mode is `{Self}`",
     note = "revisions are numeric versions; optimistic documents use `store_with_version`"
 )]
-pub trait NumericMode: VersionedMode + ConcurrencyMode<Version = i64> {}
+pub trait NumericMode:
+    VersionedMode + ConcurrencyMode<Version = i64, Write = NumericWrite>
+{
+}
 
 impl NumericMode for Numeric {}
 
 /// The version type of a document type `D`.
 pub type VersionOf<D> = <<D as crate::Document>::Mode as ConcurrencyMode>::Version;
+
+/// The writes document type `D` offers: [`BasicWrite`] or [`NumericWrite`].
+pub type WriteOf<D> = <<D as crate::Document>::Mode as ConcurrencyMode>::Write;

@@ -40,8 +40,8 @@ pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use schema::AutoCreate;
 pub use session::{
     Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
-    Lightweight, LightweightSession, QuerySession, QuerySource, Session, SessionOptions, Tracking,
-    Writing,
+    Lightweight, LightweightSession, Postgres, QuerySession, QuerySource, Session, SessionOptions,
+    Tracking, Writing,
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};

@@ -1,13 +1,29 @@
-//! What a session is made of, independent of any database: the state it remembers per
-//! document type (known versions, identity map, dirty tracking) in [`state`]; how often a
-//! save is planned and sent again, in [`attempts`]; the save loop itself, generic over the
-//! backend that makes one attempt, in [`mod@save`]. Backends keep one [`SessionState`] per
-//! session and mutate it only through `&mut`.
+//! Sessions, independent of any database: [`Session<B, K>`] on a backend `B`
+//! ([`Backend`], with [`DocumentBackend`] and [`QueryBackend`] per document type) and of a
+//! kind `K` ([`Lightweight`], [`IdentityMap`], [`DirtyTracking`]).
+//!
+//! One concern per file: `kinds` (the session kinds), `options`, `backend` (what a
+//! backend provides), `parts` (the session and its settings), `writes`, `loads`,
+//! `save_changes`; the state it remembers per document type (known versions, identity
+//! map, dirty tracking) in [`state`]; how often a save is planned and sent again, in
+//! [`attempts`]; the save loop, generic over what makes one attempt, in [`mod@save`].
 
 pub mod attempts;
+mod backend;
+mod kinds;
+mod loads;
+mod options;
+mod parts;
 pub mod save;
+mod save_changes;
 pub mod state;
+mod writes;
 
 pub use attempts::{AttemptEnd, Next, SaveAttempts, MAX_SAVE_ATTEMPTS};
+pub use backend::{Backend, DocumentBackend, Loaded, QueryBackend};
+pub use kinds::{DirtyTracking, IdentityMap, Lightweight, Tracking};
+pub use options::{EventMeta, SessionOptions};
+pub use parts::{Parts, Session};
 pub use save::{save, SaveBackend};
 pub use state::{DirtyQueue, DocState, SessionState, Tracked};
+pub use writes::check_id;

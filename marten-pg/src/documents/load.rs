@@ -3,28 +3,14 @@
 
 use deadpool_postgres::Object;
 use marten_core::concurrency::VersionOf;
-use marten_core::{Document, DocumentId, DocumentMetadata, Error, Result};
+use marten_core::{DocumentMetadata, Error, Result};
 use time::OffsetDateTime;
 
 use super::{DocumentStorage, PgDocument};
 use crate::error_map::reading_documents as reading;
 use crate::json::JsonRef;
 
-/// A loaded document with its stored version and its JSON text.
-pub(crate) struct Loaded<D: PgDocument> {
-    pub(crate) id: D::Id,
-    pub(crate) doc: D,
-    pub(crate) version: Option<VersionOf<D>>,
-    pub(crate) json: Vec<u8>,
-}
-
-pub(crate) fn check_id<D: Document>(id: &D::Id) -> Result<()> {
-    id.validate().map_err(|reason| Error::InvalidId {
-        document_type: D::DOCUMENT_TYPE,
-        id: id.to_string(),
-        reason,
-    })
-}
+pub(crate) use marten_core::session::{check_id, Loaded};
 
 fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
     serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {

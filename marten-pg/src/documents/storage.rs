@@ -24,54 +24,21 @@ use crate::PgId;
 pub trait PgDocument: Document<Id: PgId, Mode: ConcurrencyMode<Version: PgVersion>> {
     /// The storage of this document's concurrency mode; its writes are those its version
     /// type offers ([`WriteOf`]).
-    type Storage: DocumentStorage<Self, Write = <VersionOf<Self> as PgVersion>::Write>;
+    type Storage: DocumentStorage<Self, Write = WriteOf<Self>>;
     /// The storage, built once per document type (its SQL text included).
     fn storage() -> &'static Self::Storage;
 }
 
-/// The writes every mode offers, and all that off and optimistic documents offer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BasicWrite {
-    /// Insert or update.
-    Upsert,
-    /// Insert; an existing id is rejected.
-    Insert,
-    /// Update; a missing document is rejected.
-    Update,
-}
-
-/// The writes of numeric documents: the basic writes and the two revision writes, which
-/// no other mode can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumericWrite {
-    /// A write every mode offers.
-    Basic(BasicWrite),
-    /// Write at a given revision, rejected unless above the stored one.
-    UpdateRevision,
-    /// Write at a given revision if above the stored one, else nothing.
-    TryUpdateRevision,
-}
-
-impl From<BasicWrite> for NumericWrite {
-    fn from(kind: BasicWrite) -> Self {
-        NumericWrite::Basic(kind)
-    }
-}
-
-/// The writes document type `D` offers: [`BasicWrite`] or [`NumericWrite`].
-pub type WriteOf<D> = <<D as PgDocument>::Storage as DocumentStorage<D>>::Write;
+pub use marten_core::concurrency::{BasicWrite, NumericWrite, WriteOf};
 
 pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
-/// A mode's version type as PostgreSQL stores it. It names the writes the mode offers,
-/// so that a bound on the mode (`NumericMode`: revisions are `i64`) is enough to name
-/// them: only a numeric revision offers the revision writes. Sealed: implemented for the
-/// version types of the three modes.
+/// A mode's version type as PostgreSQL stores it (the writes a mode offers are
+/// [`ConcurrencyMode::Write`]). Sealed: implemented for the version types of the three
+/// modes.
 pub trait PgVersion: sealed::Sealed + Sized {
-    /// The writes of the mode with this version type.
-    type Write: Copy + Eq + Debug + Send + Sync + 'static + From<BasicWrite>;
     /// The version a new write stores, when the client chooses it (optimistic).
     #[doc(hidden)]
     fn fresh() -> Option<Self>;
@@ -86,8 +53,6 @@ pub trait PgVersion: sealed::Sealed + Sized {
 impl sealed::Sealed for NoVersion {}
 
 impl PgVersion for NoVersion {
-    type Write = BasicWrite;
-
     fn fresh() -> Option<Self> {
         None
     }
@@ -101,15 +66,12 @@ impl PgVersion for NoVersion {
     }
 }
 
-/// A version stored in a column of its own: `$version`, whose mode offers `$write` and
-/// whose new writes store `$fresh`.
+/// A version stored in a column of its own: `$version`, whose new writes store `$fresh`.
 macro_rules! column_version {
-    ($version:ty, $write:ty, $fresh:expr) => {
+    ($version:ty, $fresh:expr) => {
         impl sealed::Sealed for $version {}
 
         impl PgVersion for $version {
-            type Write = $write;
-
             fn fresh() -> Option<Self> {
                 $fresh
             }
@@ -131,8 +93,8 @@ macro_rules! column_version {
     };
 }
 
-column_version!(Uuid, BasicWrite, Some(Uuid::new_v4()));
-column_version!(i64, NumericWrite, None);
+column_version!(Uuid, Some(Uuid::new_v4()));
+column_version!(i64, None);
 
 fn read_array<V: FromSqlOwned>(
     row: &Row,

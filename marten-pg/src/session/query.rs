@@ -61,6 +61,9 @@ impl QuerySession {
         &mut self,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-        super::loads::metadata_on::<D>(&self.store, &mut self.conn, id).await
+        self.store.ensure::<D>().await?;
+        self.conn
+            .run(&self.store, async |c| load::metadata::<D>(c, id).await)
+            .await
     }
 }

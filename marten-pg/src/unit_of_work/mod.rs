@@ -145,7 +145,7 @@ impl OpList {
 /// Operations queued by a session (`user`), and the writes its inline projections derive
 /// from them (`derived`, planned anew on every attempt of a save).
 #[derive(Default)]
-pub(crate) struct UnitOfWork {
+pub struct UnitOfWork {
     /// Sent first: the tag lock of consistency boundaries.
     pub(crate) prelude: OpList,
     pub(crate) user: OpList,

@@ -19,7 +19,7 @@ pub struct Events<'s, K: Tracking> {
 impl<K: Tracking> Events<'_, K> {
     /// The stream's key, if `stream` is a valid id for this store's stream identity.
     pub(super) fn key(&self, stream: StreamId) -> Result<StreamKey> {
-        let identity = self.session.store.stream_identity();
+        let identity = self.session.parts().store.stream_identity();
         match (&stream, identity) {
             (StreamId::Uuid(_), StreamIdentity::Uuid) => Ok(StreamKey(stream)),
             (StreamId::String(s), StreamIdentity::String) if s.is_empty() => {

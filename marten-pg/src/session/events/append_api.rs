@@ -19,7 +19,7 @@ impl<K: Tracking> Events<'_, K> {
     /// Queues an append built by [`build`](Self::build) (nothing for `None`).
     pub(super) fn queue(&mut self, append: Option<StreamAppend>) {
         if let Some(a) = append {
-            self.session.uow.user.push_append(a);
+            self.session.parts_mut().queue.user.push_append(a);
         }
     }
 
@@ -155,8 +155,9 @@ impl<K: Tracking> Events<'_, K> {
         make: fn(StreamIdentity, StreamKey) -> StreamCommand,
     ) -> Result<()> {
         let key = self.key(stream)?;
-        let identity = self.session.store.stream_identity();
-        self.session.uow.user.push_command(make(identity, key));
+        let parts = self.session.parts_mut();
+        let identity = parts.store.stream_identity();
+        parts.queue.user.push_command(make(identity, key));
         Ok(())
     }
 }

@@ -17,8 +17,9 @@ use crate::events::read;
 use crate::events::tags::query::TagQuery;
 use crate::events::tags::{reading, tag_version};
 use crate::events::PendingEvent;
-use crate::session::{Session, Tracking};
+use crate::session::{Postgres, Tracking};
 use crate::tables::events::EventSql;
+use marten_core::session::Parts;
 
 /// A consistency boundary read for writing: the matching events, the state folded from
 /// them, and the version of every queried tag when read.
@@ -49,16 +50,14 @@ impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
     fn assert_once(&mut self) {
         if !self.asserted {
             self.asserted = true;
-            self.events
-                .session
-                .boundaries
-                .extend(self.versions.iter().cloned());
+            let parts = self.events.session.parts_mut();
+            parts.boundaries.extend(self.versions.iter().cloned());
         }
     }
 
     /// Queues events in a new stream of their own; the save asserts the boundary.
     pub fn append(&mut self, events: impl IntoIterator<Item: Into<PendingEvent>>) -> Result<()> {
-        let stream = match self.events.session.store.stream_identity() {
+        let stream = match self.events.session.parts().store.stream_identity() {
             StreamIdentity::Uuid => StreamId::Uuid(uuid::Uuid::now_v7()),
             StreamIdentity::String => StreamId::String(uuid::Uuid::now_v7().to_string()),
         };
@@ -99,7 +98,7 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<Boundary<'s, K, S>> {
     let tags = checked_tags(&query)?;
-    let s = &mut *events.session;
+    let s = events.session.parts_mut();
     s.store.learn_events(S::event_types());
     read::ensure(s.store.as_ref()).await?;
     let (version_rows, event_rows) =
@@ -135,8 +134,8 @@ fn checked_tags(query: &TagQuery) -> Result<Vec<EventTag>> {
 /// The rows of the tags' versions and of the matching events, read in one flight on the
 /// session's connection: versions first; the events' statement starts after it, so it
 /// sees at least every event the versions count.
-async fn read_versions_then_events<K: Tracking>(
-    s: &mut Session<K>,
+async fn read_versions_then_events(
+    s: &mut Parts<Postgres>,
     tags: &[EventTag],
     event_types: Option<&[&'static str]>,
     between_reads: impl Future<Output = ()> + Send,

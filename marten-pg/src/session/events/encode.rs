@@ -9,9 +9,10 @@ use uuid::Uuid;
 use super::api::Events;
 use crate::events::pending::PendingEvent;
 use crate::json::RawJson;
-use crate::session::{EventMeta, Tracking};
+use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::{AppendKind, StreamAppend};
+use marten_core::session::EventMeta;
 
 impl<K: Tracking> Events<'_, K> {
     /// Builds the append, serializing every event; `None` for an empty plain append.
@@ -21,8 +22,8 @@ impl<K: Tracking> Events<'_, K> {
         stream: StreamKey,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<Option<StreamAppend>> {
-        let store = self.session.store.clone();
-        let meta = &self.session.event_meta;
+        let store = self.session.parts().store.clone();
+        let meta = &self.session.parts().event_meta;
         let events = events.into_iter();
         let mut append = StreamAppend::new(
             kind,

@@ -26,7 +26,7 @@ impl<K: Tracking> Events<'_, K> {
     /// Locks the stream's row now in the session's transaction, waiting up to the store's
     /// exclusive lock timeout, and returns its version.
     pub(super) async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
-        let s = &mut *self.session;
+        let s = self.session.parts_mut();
         let timeout = s.store.event_config().exclusive_lock_timeout;
         read::ensure(s.store.as_ref()).await?;
         let sql = EventSql::get(s.store.stream_identity());

@@ -22,7 +22,7 @@ impl<K: Tracking> Events<'_, K> {
         &mut self,
         f: impl AsyncFnOnce(&DocumentStore, &Object) -> Result<T>,
     ) -> Result<T> {
-        let s = &mut *self.session;
+        let s = self.session.parts_mut();
         let store = &s.store;
         s.conn.run(store, async |c| f(store, c).await).await
     }

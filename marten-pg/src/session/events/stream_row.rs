@@ -16,7 +16,7 @@ impl<K: Tracking> Events<'_, K> {
     /// The stream's version now, to expect at save: a missing stream is
     /// [`Error::StreamNotFound`], an archived one is rejected.
     pub(super) async fn current_version(&mut self, key: &StreamKey) -> Result<i64> {
-        let s = &mut *self.session;
+        let s = self.session.parts_mut();
         read::ensure(s.store.as_ref()).await?;
         let sql = EventSql::get(s.store.stream_identity());
         let row = s

@@ -86,7 +86,7 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
     fn is_inline(&self) -> bool {
         self.events
             .session
-            .store
+            .store_ref()
             .projections()
             .lifecycle(TypeId::of::<A>())
             == Some(Lifecycle::Inline)
@@ -99,7 +99,7 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
             Some(a) => Some(copy_of(a)?),
             None => None,
         };
-        self.events.session.state.put_fetched::<A, _>(
+        self.events.session.parts_mut().state.put_fetched::<A, _>(
             self.stream.0.clone(),
             Fetched {
                 version: self.version,

@@ -1,8 +1,6 @@
 //! The kinds of writing session, as zero-sized markers fixed at compile time: what a
 //! second load of an id returns and whether loaded documents are tracked.
 
-use super::Session;
-
 pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Lightweight {}
@@ -16,6 +14,9 @@ pub trait Tracking: sealed::Sealed + Send + Sync + 'static {
     /// Whether loads are answered from the session's identity map.
     #[doc(hidden)]
     const IDENTITY: bool;
+    /// Whether the session owns loaded documents and saves the changed ones.
+    #[doc(hidden)]
+    const DIRTY: bool;
 }
 
 /// No identity map: every load queries.
@@ -30,21 +31,13 @@ pub struct DirtyTracking;
 
 impl Tracking for Lightweight {
     const IDENTITY: bool = false;
+    const DIRTY: bool = false;
 }
 impl Tracking for IdentityMap {
     const IDENTITY: bool = true;
+    const DIRTY: bool = false;
 }
 impl Tracking for DirtyTracking {
     const IDENTITY: bool = true;
-}
-
-/// A session without identity map.
-pub type LightweightSession = Session<Lightweight>;
-/// A session with an identity map.
-pub type IdentitySession = Session<IdentityMap>;
-/// A session that saves changes to loaded documents.
-pub type DirtyTrackedSession = Session<DirtyTracking>;
-
-pub(crate) fn is_dirty_tracking<K: Tracking>() -> bool {
-    std::any::TypeId::of::<K>() == std::any::TypeId::of::<DirtyTracking>()
+    const DIRTY: bool = true;
 }

@@ -3,33 +3,45 @@
 
 use std::sync::Arc;
 
-use marten_core::concurrency::{NumericMode, VersionOf, VersionedMode};
-use marten_core::session::Tracked;
-use marten_core::{DocumentId, Error, Result};
+use super::backend::DocumentBackend;
+use super::kinds::Tracking;
+use super::parts::Session;
+use super::state::Tracked;
+use crate::concurrency::{
+    BasicWrite, NumericMode, NumericWrite, VersionOf, VersionedMode, WriteOf,
+};
+use crate::{Document, DocumentId, Error, Result};
 
-use super::kinds::is_dirty_tracking;
-use super::{Session, Tracking};
-use crate::documents::load::check_id;
-use crate::documents::{serialize, BasicWrite, NumericWrite, PgDocument, WriteOf};
+/// Fails with [`Error::InvalidId`] when `id` cannot name a document of type `D`.
+pub fn check_id<D: Document>(id: &D::Id) -> Result<()> {
+    id.validate().map_err(|reason| Error::InvalidId {
+        document_type: D::DOCUMENT_TYPE,
+        id: id.to_string(),
+        reason,
+    })
+}
 
-impl<K: Tracking> Session<K> {
+impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// The version this session last saw for a document (by load, by
     /// `store_with_version` or by a save), if any.
-    pub fn version_of<D: PgDocument>(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
-        self.state.doc_state::<D>().versions.get(id).copied()
-    }
-
-    fn expected<D: PgDocument>(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
-        if self.options.concurrency_checks {
-            self.state.doc_state::<D>().versions.get(id).copied()
-        } else {
-            None
-        }
+    pub fn version_of<D: Document>(&mut self, id: &D::Id) -> Option<VersionOf<D>>
+    where
+        B: DocumentBackend<D>,
+    {
+        self.parts_mut()
+            .state
+            .doc_state::<D>()
+            .versions
+            .get(id)
+            .copied()
     }
 
     /// Prepares a document for a write: assigns a new id to a nil `Uuid`, checks the id,
     /// serializes it, and keeps it in the identity map or the tracker.
-    fn prepare<D: PgDocument>(&mut self, mut doc: D) -> Result<(D::Id, Vec<u8>)> {
+    fn prepare<D: Document>(&mut self, mut doc: D) -> Result<(D::Id, Vec<u8>)>
+    where
+        B: DocumentBackend<D>,
+    {
         doc.id_mut()
             .assign_if_empty()
             .map_err(|reason| Error::InvalidId {
@@ -38,39 +50,41 @@ impl<K: Tracking> Session<K> {
                 reason,
             })?;
         let id = doc.id().clone();
-        let json = serialize(&doc)?;
+        let json = B::serialize(&doc)?;
         if K::IDENTITY {
-            let state = self.state.doc_state::<D>();
+            let state = self.parts_mut().state.doc_state::<D>();
             state
                 .identity
                 .insert(id.clone(), Arc::from(json.as_slice()));
-            if state.tracked.contains_key(&id) || is_dirty_tracking::<K>() {
-                state.tracked.insert(
-                    id.clone(),
-                    Tracked {
-                        doc,
-                        snapshot: json.clone(),
-                    },
-                );
+            if state.tracked.contains_key(&id) || K::DIRTY {
+                let snapshot = json.clone();
+                state.tracked.insert(id.clone(), Tracked { doc, snapshot });
             }
         }
         Ok((id, json))
     }
 
-    fn queue<D: PgDocument>(
+    /// Prepares `doc` and queues a write of `kind`; `expected`: the version to assert, or
+    /// `None` for the one the session saw (when its checks are on).
+    fn queue<D: Document>(
         &mut self,
         kind: WriteOf<D>,
         doc: D,
         expected: Option<Option<VersionOf<D>>>,
-    ) -> Result<D::Id> {
+    ) -> Result<D::Id>
+    where
+        B: DocumentBackend<D>,
+    {
         let (id, json) = self.prepare(doc)?;
+        let parts = self.parts_mut();
         let expected = match expected {
             Some(given) => given,
-            None => self.expected::<D>(&id),
+            None if parts.options.concurrency_checks => {
+                parts.state.doc_state::<D>().versions.get(&id).copied()
+            }
+            None => None,
         };
-        self.uow
-            .user
-            .push_write::<D>(kind, id.clone(), json, expected);
+        B::queue_write(&mut parts.queue, kind, id.clone(), json, expected);
         Ok(id)
     }
 
@@ -78,49 +92,64 @@ impl<K: Tracking> Session<K> {
     /// stored it with a version, or saved it), the write succeeds only if that version is
     /// still the stored one. A nil `Uuid` id is replaced by a new version-7 uuid; the id
     /// is returned.
-    pub fn store<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+    pub fn store<D: Document>(&mut self, doc: D) -> Result<D::Id>
+    where
+        B: DocumentBackend<D>,
+    {
         self.queue(BasicWrite::Upsert.into(), doc, None)
     }
 
     /// Queues an upsert that asserts `version` is the stored version (for a document
     /// this session did not load). Only for optimistic and numeric documents.
-    pub fn store_with_version<D: PgDocument>(
+    pub fn store_with_version<D: Document>(
         &mut self,
         doc: D,
         version: VersionOf<D>,
     ) -> Result<D::Id>
     where
+        B: DocumentBackend<D>,
         D::Mode: VersionedMode,
     {
-        let checked = self.options.concurrency_checks.then_some(version);
+        let checked = self.parts().options.concurrency_checks.then_some(version);
         self.queue(BasicWrite::Upsert.into(), doc, Some(checked))
     }
 
     /// Queues an insert; `save_changes` rejects it if the id exists.
-    pub fn insert<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+    pub fn insert<D: Document>(&mut self, doc: D) -> Result<D::Id>
+    where
+        B: DocumentBackend<D>,
+    {
         self.queue(BasicWrite::Insert.into(), doc, Some(None))
     }
 
     /// Queues an update; `save_changes` rejects it if the document does not exist (or, with
     /// a known version, if the version moved).
-    pub fn update<D: PgDocument>(&mut self, doc: D) -> Result<D::Id> {
+    pub fn update<D: Document>(&mut self, doc: D) -> Result<D::Id>
+    where
+        B: DocumentBackend<D>,
+    {
         self.queue(BasicWrite::Update.into(), doc, None)
     }
 
     /// Queues a delete by id.
-    pub fn delete<D: PgDocument>(&mut self, id: &D::Id) -> Result<()> {
+    pub fn delete<D: Document>(&mut self, id: &D::Id) -> Result<()>
+    where
+        B: DocumentBackend<D>,
+    {
         check_id::<D>(id)?;
-        let state = self.state.doc_state::<D>();
+        let parts = self.parts_mut();
+        let state = parts.state.doc_state::<D>();
         state.identity.remove(id);
         state.tracked.remove(id);
-        self.uow.user.push_delete::<D>(id.clone());
+        B::queue_delete(&mut parts.queue, id.clone());
         Ok(())
     }
 
     /// Numeric documents: writes the document at `revision`; `save_changes` rejects it if
     /// the stored revision is already `revision` or higher.
-    pub fn update_revision<D: PgDocument>(&mut self, doc: D, revision: i64) -> Result<D::Id>
+    pub fn update_revision<D: Document>(&mut self, doc: D, revision: i64) -> Result<D::Id>
     where
+        B: DocumentBackend<D>,
         D::Mode: NumericMode,
     {
         self.queue(NumericWrite::UpdateRevision, doc, Some(Some(revision)))
@@ -128,8 +157,9 @@ impl<K: Tracking> Session<K> {
 
     /// Numeric documents: like [`update_revision`](Self::update_revision), but a revision
     /// that is not newer is silently skipped.
-    pub fn try_update_revision<D: PgDocument>(&mut self, doc: D, revision: i64) -> Result<D::Id>
+    pub fn try_update_revision<D: Document>(&mut self, doc: D, revision: i64) -> Result<D::Id>
     where
+        B: DocumentBackend<D>,
         D::Mode: NumericMode,
     {
         self.queue(NumericWrite::TryUpdateRevision, doc, Some(Some(revision)))

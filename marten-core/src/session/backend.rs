@@ -1,0 +1,120 @@
+//! What a session needs from a database, as traits a backend implements: [`Backend`]
+//! (its store handle, connection and queue, and one attempt at a save) and, per document
+//! type, [`DocumentBackend`] (queue a write, load by id) and [`QueryBackend`] (the typed
+//! query). Every method is static: a session is monomorphic over its backend and its
+//! documents, and nothing on a load or save path dispatches at run time.
+
+use std::future::Future;
+
+use super::attempts::{AttemptEnd, SaveAttempts};
+use super::kinds::Tracking;
+use super::parts::{Parts, Session};
+use super::state::DirtyQueue;
+use crate::concurrency::{VersionOf, WriteOf};
+use crate::{Document, DocumentMetadata, Result};
+
+/// The database a session works on. Implemented by a backend crate (marten-pg's
+/// `Postgres`); applications use it only as a type parameter.
+pub trait Backend: Sized + Send + Sync + 'static {
+    /// The shared store handle a session holds.
+    type Store: Clone + Send + Sync + 'static;
+    /// The session's connection: at most one, with the transaction it may hold.
+    type Conn: Send + Sync;
+    /// The queued unit of work a save sends.
+    type Queue: Default + Send + Sync + 'static;
+    /// What a save in flight learns for the store's caches, kept until the save ends.
+    type Scratch: Default + Send + Sync;
+    /// The event operations of a session (`session.events()`).
+    type Events<'s, K: Tracking>
+    where
+        Self: 's;
+
+    /// A session's connection, not yet connected.
+    fn connection(store: &Self::Store) -> Self::Conn;
+    /// Whether the connection holds an open transaction (an exclusive append's lock).
+    fn in_transaction(conn: &Self::Conn) -> bool;
+    /// How many documents the queued operations touch.
+    fn queued(queue: &Self::Queue) -> usize;
+    /// Whether nothing is queued.
+    fn nothing_queued(queue: &Self::Queue) -> bool;
+    /// Forgets every queued operation.
+    fn clear(queue: &mut Self::Queue);
+    /// Makes one attempt at a save: plans the inline projections, sends the queue in one
+    /// transaction and says how it ended. An `Err` ends the save at once.
+    fn attempt_save(
+        parts: &mut Parts<Self>,
+        attempts: &SaveAttempts,
+    ) -> impl Future<Output = Result<AttemptEnd>> + Send;
+    /// Tells the store's caches how the save ended (`committed` or not) and forgets what
+    /// the save learned.
+    fn end_save(parts: &mut Parts<Self>, committed: bool);
+    /// The event operations of `session`.
+    fn events<K: Tracking>(session: &mut Session<Self, K>) -> Self::Events<'_, K>;
+}
+
+/// A loaded document with its stored version and its JSON text.
+pub struct Loaded<D: Document> {
+    /// The id it was loaded by.
+    pub id: D::Id,
+    /// The document.
+    pub doc: D,
+    /// Its stored version (`None` for a mode without versions).
+    pub version: Option<VersionOf<D>>,
+    /// Its stored JSON.
+    pub json: Vec<u8>,
+}
+
+/// A backend that stores documents of type `D`: it queues their writes and loads them.
+#[diagnostic::on_unimplemented(
+    message = "`{D}` is not a document this store can hold",
+    label = "not a document of this backend",
+    note = "derive it with `#[derive(Document)]`"
+)]
+pub trait DocumentBackend<D: Document>: Backend<Queue: DirtyQueue<D>> {
+    /// Serializes a document as the backend stores it, refusing what it cannot store
+    /// ([`Error::InvalidInput`](crate::Error::InvalidInput) naming the type and id).
+    fn serialize(doc: &D) -> Result<Vec<u8>>;
+    /// Queues a write of `json` for `id`, asserting `expected` when given.
+    fn queue_write(
+        queue: &mut Self::Queue,
+        kind: WriteOf<D>,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    );
+    /// Queues a delete by id.
+    fn queue_delete(queue: &mut Self::Queue, id: D::Id);
+    /// Loads one document by id on the session's connection.
+    fn load(
+        store: &Self::Store,
+        conn: &mut Self::Conn,
+        id: &D::Id,
+    ) -> impl Future<Output = Result<Option<Loaded<D>>>> + Send;
+    /// Loads the documents with the given ids that exist, in no particular order.
+    fn load_many(
+        store: &Self::Store,
+        conn: &mut Self::Conn,
+        ids: &[D::Id],
+    ) -> impl Future<Output = Result<Vec<Loaded<D>>>> + Send;
+    /// Reads the stored version and last-modified time of a document.
+    fn metadata(
+        store: &Self::Store,
+        conn: &mut Self::Conn,
+        id: &D::Id,
+    ) -> impl Future<Output = Result<Option<DocumentMetadata<VersionOf<D>>>>> + Send;
+}
+
+/// A backend that runs typed queries on documents of type `D`.
+#[diagnostic::on_unimplemented(
+    message = "`{D}` cannot be queried",
+    label = "not a queryable document of this backend",
+    note = "derive it with `#[derive(Document)]`, which also derives its query fields"
+)]
+pub trait QueryBackend<D: Document>: Backend {
+    /// The query builder, borrowing the session.
+    type Query<'s, K: Tracking>
+    where
+        Self: 's;
+    /// A query on documents of type `D` through `session`.
+    fn query<K: Tracking>(session: &mut Session<Self, K>) -> Self::Query<'_, K>;
+}

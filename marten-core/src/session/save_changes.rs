@@ -1,0 +1,93 @@
+//! `save_changes` and `discard_changes`: flush the dirty-tracked documents, run the save
+//! loop ([`save`](super::save::save)) with the backend's attempts, and end the save
+//! however it ends - a cancelled save forgets its queue.
+
+use tracing::warn;
+
+use super::attempts::{AttemptEnd, SaveAttempts};
+use super::backend::Backend;
+use super::kinds::Tracking;
+use super::parts::{Parts, Session};
+use super::save::{save, SaveBackend};
+use crate::Result;
+
+impl<B: Backend, K: Tracking> Session<B, K> {
+    /// Sends every queued operation (and, in a dirty-tracked session, every changed
+    /// tracked document) in one transaction and one round trip. Either all of it is
+    /// written or, on any error, none of it; a rejected save lists every rejected
+    /// operation in [`Error::Rejected`](crate::Error::Rejected). The queue is emptied
+    /// either way.
+    pub async fn save_changes(&mut self) -> Result<()> {
+        let parts = self.parts_mut();
+        if K::DIRTY {
+            let checks = parts.options.concurrency_checks;
+            if let Err(e) = parts.state.flush_dirty(&mut parts.queue, checks) {
+                B::clear(&mut parts.queue);
+                parts.state.finish_save(false);
+                return Err(e);
+            }
+        }
+        if B::nothing_queued(&parts.queue) && !B::in_transaction(&parts.conn) {
+            return Ok(());
+        }
+        // A session already in a transaction holds exclusive stream locks: a stale
+        // cache entry would roll the save back and release them, so its attempts read
+        // under lock.
+        let held = B::in_transaction(&parts.conn);
+        // Dropped before the save ends (its future was cancelled), the guard forgets the
+        // queued operations: their outcome is unknown, and sending them again could write
+        // them twice. The backend's connection closes itself.
+        let guard = SaveGuard { parts };
+        let result = save(&mut Attempts(&mut *guard.parts), held).await;
+        guard.finish(result.is_ok());
+        result
+    }
+
+    /// Forgets every queued operation without sending it.
+    pub fn discard_changes(&mut self) {
+        let parts = self.parts_mut();
+        B::clear(&mut parts.queue);
+        parts.boundaries.clear();
+    }
+}
+
+/// Ends a save: on success or failure through [`finish`](Self::finish); dropped unfinished
+/// (the save's future was cancelled), it forgets the save as failed.
+struct SaveGuard<'s, B: Backend> {
+    parts: &'s mut Parts<B>,
+}
+
+impl<B: Backend> SaveGuard<'_, B> {
+    fn finish(self, committed: bool) {
+        end_save(self.parts, committed);
+        std::mem::forget(self);
+    }
+}
+
+impl<B: Backend> Drop for SaveGuard<'_, B> {
+    fn drop(&mut self) {
+        warn!("save_changes was cancelled; its queued operations are discarded");
+        end_save(self.parts, false);
+    }
+}
+
+/// Forgets the save's queue and tells the caches and the session state how it ended.
+fn end_save<B: Backend>(parts: &mut Parts<B>, committed: bool) {
+    B::end_save(parts, committed);
+    parts.boundaries.clear();
+    B::clear(&mut parts.queue);
+    parts.state.finish_save(committed);
+}
+
+/// A session's parts being saved, as the [`SaveBackend`] of the save loop: each attempt
+/// is the backend's.
+struct Attempts<'s, B: Backend>(&'s mut Parts<B>);
+
+impl<B: Backend> SaveBackend for Attempts<'_, B> {
+    fn attempt(
+        &mut self,
+        attempts: &SaveAttempts,
+    ) -> impl std::future::Future<Output = Result<AttemptEnd>> + Send {
+        B::attempt_save(self.0, attempts)
+    }
+}

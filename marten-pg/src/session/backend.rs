@@ -1,0 +1,185 @@
+//! [`Postgres`], the backend marten-core's sessions run on: the store handle, the
+//! connection owner and the unit of work as its types; loads, queued writes and one save
+//! attempt (plan the inline projections, add the tag lock, send) as its methods.
+
+use marten_core::concurrency::{VersionOf, WriteOf};
+use marten_core::projection::cache::CacheUpdate;
+use marten_core::session::{
+    AttemptEnd, Backend, DocumentBackend, Loaded, Parts, QueryBackend, SaveAttempts, Tracking,
+};
+use marten_core::{DocumentMetadata, Result};
+
+use super::events::Events;
+use super::Session;
+use crate::connection::{timed_out, within, Conn};
+use crate::documents::{load, serialize, PgDocument};
+use crate::projections::Planned;
+use crate::query::Query;
+use crate::store::DocumentStore;
+use crate::unit_of_work::{Outcome, UnitOfWork};
+
+/// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
+/// [`DocumentStore`]'s session methods open.
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
+
+impl Backend for Postgres {
+    type Store = DocumentStore;
+    type Conn = Conn;
+    type Queue = UnitOfWork;
+    type Scratch = Vec<CacheUpdate>;
+    type Events<'s, K: Tracking> = Events<'s, K>;
+
+    fn connection(_store: &DocumentStore) -> Conn {
+        Conn::new()
+    }
+
+    fn in_transaction(conn: &Conn) -> bool {
+        conn.in_transaction()
+    }
+
+    fn queued(queue: &UnitOfWork) -> usize {
+        queue.len()
+    }
+
+    fn nothing_queued(queue: &UnitOfWork) -> bool {
+        queue.is_empty()
+    }
+
+    fn clear(queue: &mut UnitOfWork) {
+        queue.clear();
+    }
+
+    async fn attempt_save(parts: &mut Parts<Self>, attempts: &SaveAttempts) -> Result<AttemptEnd> {
+        attempt(parts, attempts).await
+    }
+
+    fn end_save(parts: &mut Parts<Self>, committed: bool) {
+        let catalog = parts.store.as_ref();
+        crate::projections::cache::settle(catalog, &parts.queue, &mut parts.scratch, committed);
+        parts.scratch.clear();
+    }
+
+    fn events<K: Tracking>(session: &mut Session<K>) -> Events<'_, K> {
+        Events { session }
+    }
+}
+
+impl<D: PgDocument> DocumentBackend<D> for Postgres {
+    fn serialize(doc: &D) -> Result<Vec<u8>> {
+        serialize(doc)
+    }
+
+    fn queue_write(
+        queue: &mut UnitOfWork,
+        kind: WriteOf<D>,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        queue.user.push_write::<D>(kind, id, json, expected);
+    }
+
+    fn queue_delete(queue: &mut UnitOfWork, id: D::Id) {
+        queue.user.push_delete::<D>(id);
+    }
+
+    async fn load(store: &DocumentStore, conn: &mut Conn, id: &D::Id) -> Result<Option<Loaded<D>>> {
+        store.ensure::<D>().await?;
+        conn.run(store, async |c| load::load_one::<D>(c, id).await)
+            .await
+    }
+
+    async fn load_many(
+        store: &DocumentStore,
+        conn: &mut Conn,
+        ids: &[D::Id],
+    ) -> Result<Vec<Loaded<D>>> {
+        store.ensure::<D>().await?;
+        conn.run(store, async |c| load::load_many::<D>(c, ids).await)
+            .await
+    }
+
+    async fn metadata(
+        store: &DocumentStore,
+        conn: &mut Conn,
+        id: &D::Id,
+    ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+        store.ensure::<D>().await?;
+        conn.run(store, async |c| load::metadata::<D>(c, id).await)
+            .await
+    }
+}
+
+impl<D: PgDocument + marten_core::query::HasFields> QueryBackend<D> for Postgres {
+    type Query<'s, K: Tracking> = Query<'s, Session<K>, D>;
+
+    fn query<K: Tracking>(session: &mut Session<K>) -> Query<'_, Session<K>, D> {
+        Query::new(session)
+    }
+}
+
+/// One attempt at a session's save: plan the inline projections on the session's
+/// connection, add the tag lock of its boundaries, send the unit of work.
+async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result<AttemptEnd> {
+    let mut req = parts.conn.request(&parts.store).await?;
+    parts.queue.reset_attempt();
+    let planning = crate::projections::plan_inline(
+        parts.store.as_ref(),
+        &mut req,
+        &mut parts.queue,
+        &mut parts.state,
+        attempts.use_cache(),
+        &mut parts.scratch,
+    );
+    let Some(planned) = within(&parts.store, planning).await else {
+        // Nothing was written: the locked reads may still wait on the server.
+        req.mark_lost();
+        return Err(timed_out(&parts.store));
+    };
+    if let Some(lock) = crate::events::tags::TagLock::for_save(
+        parts.store.stream_identity(),
+        &parts.boundaries,
+        parts.queue.user.appends().map(|(_, a)| a),
+    ) {
+        parts.queue.prelude.push_op(Box::new(lock));
+    }
+    let end = match planned {
+        Ok(Planned::Ready) => {
+            let outcome = parts
+                .queue
+                .execute(&mut req, parts.store.as_ref(), &mut parts.state)
+                .await;
+            req.settle(&outcome);
+            match outcome {
+                Ok(Outcome::Committed) => AttemptEnd::Committed,
+                Ok(Outcome::Retry) => {
+                    tracing::debug!("inline projection met a concurrent save; planning again");
+                    AttemptEnd::Retry
+                }
+                // The save's own transaction was rolled back whole: nothing was written.
+                Err(e) => {
+                    if attempts.retries(&e) {
+                        tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
+                    }
+                    AttemptEnd::Failed(e)
+                }
+            }
+        }
+        Ok(Planned::Again) => {
+            req.rollback().await;
+            req.finish();
+            tracing::debug!("a cached aggregate was stale; planning again");
+            AttemptEnd::PlanAgain
+        }
+        Err(e) => {
+            req.rollback().await;
+            req.settle_error(&e);
+            if attempts.retries(&e) {
+                tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");
+            }
+            AttemptEnd::Failed(e)
+        }
+    };
+    Ok(end)
+}
