@@ -7,15 +7,16 @@ pub use marten_core::concurrency;
 pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
-    IdKey, Identities, Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState,
-    Tag, MAX_ID_BYTES,
+    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
+    StreamIdentity, StreamState, Tag, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
     DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
-    Lifecycle, Lightweight, LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps,
-    QuerySession, Session, SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
+    Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent, PgDocument, Position,
+    ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions, StreamRange, Tracking,
+    UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Boundary, EventTypes, TagQuery};
