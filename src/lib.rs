@@ -31,7 +31,9 @@ pub mod daemon {
 /// A command line for a service's store (daemon with progress, rebuild, status, schema):
 /// the `marten-cli` crate.
 pub mod cli {
-    pub use marten_cli::{progress_line, rebuild_with_progress, run, status, ProjectionStatus};
+    pub use marten_cli::{
+        progress_line, rebuild_with_progress, run, schema_command, status, ProjectionStatus,
+    };
 }
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as

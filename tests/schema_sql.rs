@@ -356,3 +356,22 @@ async fn build_creates_the_event_tag_and_daemon_tables_up_front() {
     // Nothing appended yet, and the store's whole schema is there.
     ok(store.assert_schema().await);
 }
+
+#[tokio::test]
+async fn the_command_line_checks_and_applies_the_patch() {
+    let schema = marten_testing::TestSchema::new("schema_sql_cli");
+    create_v1(&schema).await;
+    let store = reviewer(&schema).await;
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    let err = marten::cli::schema_command(&store, &args(&["check"]))
+        .await
+        .expect_err("behind");
+    assert!(matches!(err, marten::Error::SchemaMismatch { .. }), "{err}");
+    ok(marten::cli::schema_command(&store, &args(&["diff"])).await);
+    ok(marten::cli::schema_command(&store, &args(&["apply", "--concurrently"])).await);
+    ok(marten::cli::schema_command(&store, &args(&["check"])).await);
+    let err = marten::cli::schema_command(&store, &args(&["nonsense"]))
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, marten::Error::Configuration(_)), "{err}");
+}
