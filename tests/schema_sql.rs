@@ -60,34 +60,21 @@ async fn reviewer(schema: &marten_testing::TestSchema) -> DocumentStore {
         .await)
 }
 
+/// The first column of `sql`'s rows; `$1` is the schema, `$2` is `table`.
+async fn names(schema: &marten_testing::TestSchema, sql: &str, table: &str) -> Vec<String> {
+    let raw = schema.raw_client().await;
+    let rows = raw.query(sql, &[&schema.name(), &table]).await;
+    rows.expect("names").iter().map(|r| r.get(0)).collect()
+}
+
 async fn index_names(schema: &marten_testing::TestSchema, table: &str) -> Vec<String> {
-    schema
-        .raw_client()
-        .await
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY 1",
-            &[&schema.name(), &table],
-        )
-        .await
-        .expect("indexes")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let sql = "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY 1";
+    names(schema, sql, table).await
 }
 
 async fn tables(schema: &marten_testing::TestSchema) -> Vec<String> {
-    schema
-        .raw_client()
-        .await
-        .query(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
-            &[&schema.name()],
-        )
-        .await
-        .expect("tables")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let sql = "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 AND $2 <> '' ORDER BY 1";
+    names(schema, sql, "any").await
 }
 
 /// Builds v1's table (with its plain index on `email`) and one row.
@@ -374,4 +361,37 @@ async fn the_command_line_checks_and_applies_the_patch() {
         .await
         .expect_err("unknown");
     assert!(matches!(err, marten::Error::Configuration(_)), "{err}");
+}
+
+#[tokio::test]
+async fn create_only_adds_missing_indexes_and_none_only_reports_them() {
+    let schema = marten_testing::TestSchema::new("schema_sql_modes");
+    create_v1(&schema).await;
+    // v1 again, its index dropped behind the store's back.
+    schema
+        .raw_client()
+        .await
+        .batch_execute("DROP INDEX mt_doc_member_idx_email")
+        .await
+        .expect("drop");
+    let store = |mode| {
+        DocumentStore::builder()
+            .connection_string(schema.url())
+            .schema(schema.name())
+            .auto_create(mode)
+            .document::<v1::Member>()
+    };
+    let none = ok(store(AutoCreate::None).build().await);
+    let err = none.assert_schema().await.expect_err("index missing");
+    assert!(err.to_string().contains("mt_doc_member_idx_email"), "{err}");
+    assert_eq!(
+        index_names(&schema, "mt_doc_member").await,
+        ["mt_doc_member_pkey"]
+    );
+    let create_only = ok(store(AutoCreate::CreateOnly).build().await);
+    ok(create_only.assert_schema().await);
+    assert_eq!(
+        index_names(&schema, "mt_doc_member").await,
+        ["mt_doc_member_idx_email", "mt_doc_member_pkey"]
+    );
 }

@@ -231,3 +231,31 @@ impl Input<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_table_has_its_indexed_columns_and_the_other_kind_to_replace() {
+        let email = marten_core::IndexSpec {
+            field: "Email",
+            json_key: "e'mail",
+            column: "mt_f_email",
+            sql_type: "text",
+            unique: true,
+        };
+        let def = table_def("mt_doc_u", "uuid", Some(revision_column()), &[email], true);
+        let columns: Vec<String> = def.columns.iter().map(ColumnDef::definition).collect();
+        assert_eq!(
+            columns[3..],
+            [
+                "mt_revision bigint NOT NULL DEFAULT 1",
+                "mt_f_email text COLLATE \"C\" GENERATED ALWAYS AS ((data ->> 'e''mail')::text) STORED",
+            ]
+        );
+        assert_eq!(def.indexes[0].name, "mt_doc_u_uidx_email");
+        assert_eq!(def.indexes[0].replaces, ["mt_doc_u_idx_email"]);
+        assert_eq!(def.indexes[1].shape(), "gin (data jsonb_path_ops)");
+    }
+}
