@@ -37,16 +37,18 @@ use crate::tables::functions;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AutoCreate {
-    /// Create missing objects and add missing columns (the default).
+    /// Create missing objects, add missing columns, create missing indexes and replace
+    /// indexes whose kind changed (the default).
     #[default]
     CreateOrUpdate,
-    /// Create missing tables and functions; never alter an existing table (a missing
-    /// column is an error naming it).
+    /// Create missing tables, functions and indexes; never alter an existing table (a
+    /// missing column is an error naming it) nor replace an index.
     CreateOnly,
-    /// Touch nothing; a missing object is an error naming it.
+    /// Touch nothing; a missing schema, table, column or function is an error naming it
+    /// (index differences are only logged; `DocumentStore::assert_schema` reports them).
     None,
-    /// Drop and recreate every table of a registered document type (tests only: this
-    /// deletes data).
+    /// Drop and recreate every table of a registered document type and the event
+    /// store's tables (tests only: this deletes data).
     All,
 }
 
