@@ -7,16 +7,17 @@ pub use marten_core::concurrency;
 pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
-    IdKey, Identities, Rejection, RejectionKind, Result, StreamId, StreamIdentity, StreamState,
-    Tag, MAX_ID_BYTES,
+    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
+    StreamIdentity, StreamState, Tag, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::Postgres;
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
     DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
-    Lifecycle, Lightweight, LightweightSession, PendingEvent, PgDocument, Position, ProjectedOps,
-    QuerySession, Session, SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
+    Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent, PgDocument, Position,
+    ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions, StreamRange, Tracking,
+    UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 
@@ -39,7 +40,9 @@ pub mod daemon {
 /// A command line for a service's store (daemon with progress, rebuild, status, schema):
 /// the `marten-cli` crate.
 pub mod cli {
-    pub use marten_cli::{progress_line, rebuild_with_progress, run, status, ProjectionStatus};
+    pub use marten_cli::{
+        progress_line, rebuild_with_progress, run, schema_command, status, ProjectionStatus,
+    };
 }
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as

@@ -9,7 +9,14 @@
 //! cargo run --example daemon -- rebuild Counter   # reset, replay, progress bar, exit
 //! cargo run --example daemon -- status            # positions, lag, owners
 //! cargo run --example daemon -- schema            # create or update the schema, exit
+//! cargo run --example daemon -- schema sql        # print the whole schema script
+//! cargo run --example daemon -- schema diff       # print the patch the database needs
+//! cargo run --example daemon -- schema check      # fail, listing each difference, unless up to date
+//! cargo run --example daemon -- schema apply      # run the patch (add --concurrently for indexes)
 //! ```
+//!
+//! `schema sql`, `diff`, `check` and `apply` build the store without applying its
+//! schema mode, so they work on a database that is behind.
 //!
 //! Uses only marten-pg's public API (the store, its builder, the daemon and
 //! [`DocumentStore::projection_status`]); the `marten` facade re-exports it as
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use marten_core::{Error, Result};
 use marten_pg::daemon::{self, Daemon, DaemonOptions};
-use marten_pg::{DocumentStore, DocumentStoreBuilder};
+use marten_pg::{DocumentStore, DocumentStoreBuilder, PatchOptions};
 
 pub use marten_pg::ProjectionStatus;
 
@@ -88,7 +95,8 @@ pub async fn run(
     args: impl IntoIterator<Item = String>,
 ) -> ExitCode {
     let args: Vec<String> = args.into_iter().collect();
-    let store = match builder.build().await {
+    let reviewing = args.first().is_some_and(|a| a == "schema") && args.len() > 1;
+    let store = match builder.apply_schema_at_build(!reviewing).build().await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("marten: {e}");
@@ -96,10 +104,7 @@ pub async fn run(
         }
     };
     let result = match args.first().map(String::as_str) {
-        Some("schema") => {
-            println!("schema {} is up to date", store.schema());
-            Ok(())
-        }
+        Some("schema") => schema_command(&store, &args[1..]).await,
         Some("status") => status(&store).await.map(|all| {
             for s in all {
                 println!("{}", progress_line(&s, 0.0));
@@ -123,7 +128,7 @@ pub async fn run(
         },
         Some("daemon") => run_daemon(&store).await,
         _ => {
-            eprintln!("usage: daemon | rebuild <projection> | status | schema");
+            eprintln!("usage: daemon | rebuild <projection> | status | schema [sql | diff | check | apply] [--concurrently]");
             return ExitCode::from(2);
         }
     };
@@ -133,6 +138,39 @@ pub async fn run(
             eprintln!("marten: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `schema [sql | diff | check | apply] [--concurrently]`: with no argument the store's
+/// build has applied its schema mode; the others review or patch the schema.
+pub async fn schema_command(store: &DocumentStore, args: &[String]) -> Result<()> {
+    let options = PatchOptions::new().concurrently(args.iter().any(|a| a == "--concurrently"));
+    match args.first().map(String::as_str) {
+        None => {
+            println!("schema {} is up to date", store.schema());
+            Ok(())
+        }
+        Some("sql") => {
+            print!("{}", store.schema_sql());
+            Ok(())
+        }
+        Some("diff") => {
+            print!("{}", store.schema_patch(options).await?);
+            Ok(())
+        }
+        Some("check") => {
+            store.assert_schema().await?;
+            println!("schema {} matches the registered types", store.schema());
+            Ok(())
+        }
+        Some("apply") => {
+            let patch = store.schema_patch(options).await?;
+            print!("{patch}");
+            store.apply_schema_patch(&patch).await
+        }
+        Some(other) => Err(Error::Configuration(format!(
+            "unknown schema command {other:?}: use sql, diff, check or apply"
+        ))),
     }
 }
 

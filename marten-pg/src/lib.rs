@@ -37,7 +37,7 @@ pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
-pub use schema::AutoCreate;
+pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
     Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
     Lightweight, LightweightSession, Postgres, QuerySession, QuerySource, Session, SessionOptions,

@@ -9,10 +9,12 @@ mod conflict;
 mod database;
 mod display;
 mod rejection;
+mod schema;
 
 pub use conflict::ConflictKind;
 pub use database::DatabaseError;
 pub use rejection::{Rejection, RejectionKind};
+pub use schema::SchemaDifference;
 
 use display::{with_id, Joined};
 
@@ -184,6 +186,25 @@ pub enum Error {
     SchemaObjectMissing {
         /// The missing object, schema-qualified.
         object: String,
+    },
+
+    /// The database schema differs from what the store's registered types need
+    /// (`DocumentStore::assert_schema`): every difference, each naming its object and its
+    /// expected and found shape.
+    #[error("the database schema differs from the registered types: {}", Joined(.differences, "; "))]
+    SchemaMismatch {
+        /// The differences, in the order of the store's schema script.
+        differences: Vec<SchemaDifference>,
+    },
+
+    /// The PostgreSQL server is older than marten needs (it uses `xid8`,
+    /// `pg_current_xact_id()` and `pg_snapshot_xmin()`, new in PostgreSQL 13).
+    #[error("PostgreSQL {found} is not supported: marten needs PostgreSQL {required} or later")]
+    UnsupportedServerVersion {
+        /// The server's version, as it reports it (`server_version`).
+        found: String,
+        /// The oldest major version marten supports.
+        required: u32,
     },
 
     /// The store was configured wrongly.

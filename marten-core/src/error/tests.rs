@@ -201,3 +201,37 @@ fn a_conflict_names_its_kind() {
         "serialization failure"
     );
 }
+
+#[test]
+fn a_schema_mismatch_lists_every_difference_with_its_object_and_shapes() {
+    let differences = vec![
+        SchemaDifference::MissingColumn {
+            table: "s.t".into(),
+            column: "c".into(),
+            expected: "int8".into(),
+        },
+        SchemaDifference::IndexChanged {
+            table: "s.t".into(),
+            index: "s.t_uidx_email".into(),
+            expected: "UNIQUE btree (email)".into(),
+            found_index: "s.t_idx_email".into(),
+            found: "btree (email)".into(),
+        },
+    ];
+    assert_eq!(differences[0].object(), "s.t.c");
+    assert_eq!(differences[1].object(), "s.t_uidx_email");
+    let err = Error::SchemaMismatch { differences };
+    assert_eq!(
+        err.to_string(),
+        "the database schema differs from the registered types: column s.t.c (int8) is missing; \
+         index s.t_uidx_email on s.t: expected UNIQUE btree (email), found btree (email) as s.t_idx_email"
+    );
+    let old = Error::UnsupportedServerVersion {
+        found: "12.9".into(),
+        required: 13,
+    };
+    assert_eq!(
+        old.to_string(),
+        "PostgreSQL 12.9 is not supported: marten needs PostgreSQL 13 or later"
+    );
+}

@@ -16,34 +16,19 @@ use tokio_postgres::{Client, Row};
 
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
-use crate::schema::{AutoCreate, MigrateFn};
+use crate::schema::MigrateFn;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{first_count, Operation, Target};
 use crate::xid8::Xid8;
 
 use crate::tables::progression::ADVANCE;
 pub use crate::tables::progression::{
-    ddl, CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET,
+    CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET,
 };
 
-/// Marker for the daemon's tables in the store's set of created objects.
-pub(crate) struct DaemonTables;
-
-/// The daemon tables' `TypeId` and migration.
+/// The daemon tables' `TypeId` and migration (see [`crate::schema::daemon_schema`]).
 pub(crate) fn schema() -> (TypeId, MigrateFn) {
-    (TypeId::of::<DaemonTables>(), |c, s, m: AutoCreate| {
-        Box::pin(async move {
-            if m == AutoCreate::None {
-                return Ok(());
-            }
-            for sql in ddl(s) {
-                c.batch_execute(&sql)
-                    .await
-                    .map_err(|e| map_db_error(e, Failed::Migrating(PROGRESSION_TABLE)))?;
-            }
-            Ok(())
-        })
-    })
+    crate::schema::daemon_schema()
 }
 
 /// Makes sure the progression and event tables exist.

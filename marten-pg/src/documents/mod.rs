@@ -17,7 +17,7 @@ pub(crate) mod storage;
 mod typed_batch;
 pub(crate) mod write_batch;
 
-pub(crate) use migrate::migrate_fn;
+pub(crate) use migrate::{define_fn, migrate_fn};
 pub(crate) use serialize::{check_document, serialize};
 pub(crate) use typed_batch::document_target;
 

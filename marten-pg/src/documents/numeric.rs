@@ -9,11 +9,11 @@ use tokio_postgres::types::ToSql;
 
 use super::storage::{basic_rejection, basic_sql, mode_storage, NumericWrite};
 use super::write_batch::WriteBatch;
-use crate::tables::documents::{add_revision_column, NumericSql, WriteSql, REVISION_COLUMN};
+use crate::tables::documents::{revision_column, NumericSql, WriteSql, REVISION_COLUMN};
 
 mode_storage! {
     /// The storage `#[derive(Document)]` selects for `#[concurrency(numeric)]`.
-    NumericStorage: Numeric, NumericSql, REVISION_COLUMN by add_revision_column;
+    NumericStorage: Numeric, NumericSql, REVISION_COLUMN by revision_column;
     {
         type Write = NumericWrite;
 

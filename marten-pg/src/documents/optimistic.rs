@@ -7,11 +7,11 @@ use tokio_postgres::types::ToSql;
 
 use super::storage::{mode_storage, BasicWrite};
 use super::write_batch::WriteBatch;
-use crate::tables::documents::{add_version_column, OptimisticSql, VERSION_COLUMN};
+use crate::tables::documents::{version_column, OptimisticSql, VERSION_COLUMN};
 
 mode_storage! {
     /// The storage `#[derive(Document)]` selects for `#[concurrency(optimistic)]`.
-    OptimisticStorage: Optimistic, OptimisticSql, VERSION_COLUMN by add_version_column;
+    OptimisticStorage: Optimistic, OptimisticSql, VERSION_COLUMN by version_column;
     basic {
         /// Every optimistic write may be rejected: a stale version, a taken id, a
         /// missing document.

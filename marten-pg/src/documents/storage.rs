@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
-use crate::tables::documents::{create_table, index_ddl, ReadSql, WriteSql};
+use crate::tables::def::{ColumnDef, TableDef};
+use crate::tables::documents::{table_def as table_def_of, ReadSql, WriteSql};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects
@@ -111,12 +112,10 @@ pub trait DocumentStorage<D: PgDocument>: sealed::Sealed + Send + Sync + Sized +
     type Write: Copy + Eq + Debug + Send + Sync + 'static + From<BasicWrite>;
     /// Builds the storage and its SQL text (called once per type).
     fn new() -> Self;
-    /// The DDL that creates the table (and adds missing mode columns), idempotent.
+    /// The table the type needs: its columns (the mode's version column included), its
+    /// indexes; the DDL that creates it is rendered from it.
     #[doc(hidden)]
-    fn ddl(schema: &str) -> Vec<String>;
-    /// The columns the mode needs.
-    #[doc(hidden)]
-    fn columns() -> &'static [&'static str];
+    fn table_def() -> TableDef;
     /// The reads and deletes.
     #[doc(hidden)]
     fn reads(&self) -> &ReadSql;
@@ -200,13 +199,9 @@ macro_rules! mode_storage {
                 }
             }
 
-            fn ddl(schema: &str) -> Vec<String> {
+            fn table_def() -> $crate::tables::def::TableDef {
                 let column: Option<super::storage::ModeColumn> = None $(.or(Some(($column, $add))))?;
-                super::storage::table_ddl::<D>(schema, column)
-            }
-
-            fn columns() -> &'static [&'static str] {
-                &["id", "data", "mt_last_modified" $(, $column)?]
+                super::storage::table_def::<D>(column)
             }
 
             fn reads(&self) -> &$crate::tables::documents::ReadSql {
@@ -220,16 +215,19 @@ macro_rules! mode_storage {
 
 pub(super) use mode_storage;
 
-/// A mode's version column and the DDL (`schema`, `table`) that adds it to a table.
-pub(super) type ModeColumn = (&'static str, fn(&str, &str) -> String);
+/// A mode's version column: its name and its definition.
+pub(super) type ModeColumn = (&'static str, fn() -> ColumnDef);
 
-/// The DDL of `D`'s table: create it, add the mode's version column, add the indexes.
-pub(super) fn table_ddl<D: PgDocument>(schema: &str, version: Option<ModeColumn>) -> Vec<String> {
-    let table = D::TABLE_NAME;
-    let mut ddl = vec![create_table(schema, table, <D::Id as PgId>::SQL_TYPE)];
-    ddl.extend(version.map(|(_, add)| add(schema, table)));
-    ddl.extend(index_ddl(schema, table, D::INDEXES, D::GIN_INDEX));
-    ddl
+/// `D`'s table: the base columns, the mode's version column, the indexed columns and
+/// the indexes.
+pub(super) fn table_def<D: PgDocument>(version: Option<ModeColumn>) -> TableDef {
+    table_def_of(
+        D::TABLE_NAME,
+        <D::Id as PgId>::SQL_TYPE,
+        version.map(|(_, column)| column()),
+        D::INDEXES,
+        D::GIN_INDEX,
+    )
 }
 
 /// The SQL of a basic write, given the mode's `[upsert, insert, update]`.

@@ -9,8 +9,15 @@ use std::time::Duration;
 
 use marten_core::Result;
 
-use super::{migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn};
+use super::{
+    check_server_version, migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn,
+};
 use crate::connection::Connector;
+use crate::tables::def::TableDef;
+
+/// The table a registered document type needs, as data (for the schema script and
+/// patch).
+pub(crate) type DefineFn = fn() -> TableDef;
 
 /// A store's connections, schema and the objects it has created or checked.
 pub(crate) struct Catalog {
@@ -19,15 +26,18 @@ pub(crate) struct Catalog {
     auto_create: AutoCreate,
     ensured: RwLock<HashSet<TypeId>>,
     names: names::Claims,
+    documents: Vec<DefineFn>,
 }
 
 impl Catalog {
-    /// A catalog of `schema` (mode `auto_create`) whose document names are `names`.
+    /// A catalog of `schema` (mode `auto_create`) whose document names are `names` and
+    /// whose registered document tables are `documents`.
     pub(crate) fn new(
         connector: Connector,
         schema: String,
         auto_create: AutoCreate,
         names: names::Claims,
+        documents: Vec<DefineFn>,
     ) -> Self {
         Self {
             connector,
@@ -35,7 +45,48 @@ impl Catalog {
             auto_create,
             ensured: RwLock::new(HashSet::new()),
             names,
+            documents,
         }
+    }
+
+    /// The tables of the registered document types.
+    pub(crate) fn document_tables(&self) -> Vec<TableDef> {
+        self.documents.iter().map(|define| define()).collect()
+    }
+
+    /// What `build` does to the database: checks the server's version, then (when
+    /// `apply` is set) applies the schema mode to the schema, the registered `documents`
+    /// and, unless the mode is `None`, to `store_tables` (the event and daemon tables),
+    /// all under the schema's migration lock, on a connection of its own.
+    pub(crate) async fn ensure_at_build(
+        &self,
+        apply: bool,
+        documents: &[(TypeId, MigrateFn)],
+        store_tables: &[(TypeId, MigrateFn)],
+    ) -> Result<()> {
+        let client = self.dedicated_connection().await?;
+        check_server_version(&client).await?;
+        if !apply {
+            return Ok(());
+        }
+        let (schema, mode) = (self.schema.as_str(), self.auto_create);
+        // In mode None the event and daemon tables are checked on first use: a store
+        // that never appends needs none of them.
+        let store_tables = if mode == AutoCreate::None {
+            &[][..]
+        } else {
+            store_tables
+        };
+        with_migration_lock(&client, schema, |c| async move {
+            migrate_schema(c, schema, mode).await?;
+            for (_, migrate) in documents.iter().chain(store_tables) {
+                migrate(c, schema, mode).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.mark_ensured(documents.iter().chain(store_tables).map(|(t, _)| *t));
+        Ok(())
     }
 
     /// The schema holding the store's tables.

@@ -2,13 +2,26 @@
 //! [`AutoCreate`] mode. Each object's SQL lives with its own code
 //! ([`crate::tables`]); this module decides what to run.
 //!
+//! The schema a DBA reviews is rendered here too: the tables marten expects are data
+//! ([`crate::tables::def`]); `live` reads what a schema holds, `diff` compares the two,
+//! `patch` renders the script and the patch, `ensure` applies what the mode allows.
+//!
 //! May use: connection, error map, tables and leaf helpers; `Catalog` is what every
 //! layer above reaches the database through.
 
 mod catalog;
+mod diff;
+mod ensure;
+mod live;
 pub(crate) mod names;
+mod patch;
+mod version;
 
-pub(crate) use catalog::Catalog;
+pub(crate) use catalog::{Catalog, DefineFn};
+pub(crate) use ensure::ensure_tables;
+pub(crate) use patch::{apply, patch, script};
+pub use patch::{PatchOptions, SchemaPatch};
+pub(crate) use version::check_server_version;
 
 use std::any::TypeId;
 use std::future::Future;
@@ -16,7 +29,6 @@ use std::pin::Pin;
 
 use marten_core::{Error, Result, StreamIdentity};
 use tokio_postgres::Client;
-use tracing::debug;
 
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::functions;
@@ -25,16 +37,18 @@ use crate::tables::functions;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AutoCreate {
-    /// Create missing objects and add missing columns (the default).
+    /// Create missing objects, add missing columns, create missing indexes and replace
+    /// indexes whose kind changed (the default).
     #[default]
     CreateOrUpdate,
-    /// Create missing tables and functions; never alter an existing table (a missing
-    /// column is an error naming it).
+    /// Create missing tables, functions and indexes; never alter an existing table (a
+    /// missing column is an error naming it) nor replace an index.
     CreateOnly,
-    /// Touch nothing; a missing object is an error naming it.
+    /// Touch nothing; a missing schema, table, column or function is an error naming it
+    /// (index differences are only logged; `DocumentStore::assert_schema` reports them).
     None,
-    /// Drop and recreate every table of a registered document type (tests only: this
-    /// deletes data).
+    /// Drop and recreate every table of a registered document type and the event
+    /// store's tables (tests only: this deletes data).
     All,
 }
 
@@ -49,6 +63,15 @@ pub(crate) type MigrateFn = for<'a> fn(
 /// set of created objects.
 struct UuidEventTables;
 struct StringEventTables;
+/// Marker for the daemon's tables in the store's set of created objects.
+struct DaemonTables;
+
+/// The `TypeId` and migration of the daemon's tables.
+pub(crate) fn daemon_schema() -> (TypeId, MigrateFn) {
+    (TypeId::of::<DaemonTables>(), |c, s, m: AutoCreate| {
+        Box::pin(migrate_daemon(c, s, m))
+    })
+}
 
 /// The `TypeId` and migration of the event tables for a stream identity.
 pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
@@ -147,98 +170,23 @@ pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCrea
     Ok(())
 }
 
-/// The columns of a table as `(name, type name)`; empty when the table does not exist.
-pub(crate) async fn describe(
-    client: &Client,
-    schema: &str,
-    table: &str,
-) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(
-            "SELECT column_name::text, udt_name::text FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2",
-            &[&schema, &table],
-        )
-        .await
-        .map_err(|e| map_db_error(e, Failed::Migrating(table)))?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(|e| map_db_error(e, Failed::Migrating(table)))
-}
-
-pub(crate) fn udt_of(sql_type: &str) -> &str {
-    match sql_type {
-        "bigint" => "int8",
-        "integer" => "int4",
-        other => other,
-    }
-}
-
 /// Creates, updates or checks the event store's tables for a stream identity.
 pub(crate) async fn migrate_events(
     client: &Client,
     schema: &str,
     mode: AutoCreate,
-    identity: marten_core::StreamIdentity,
+    identity: StreamIdentity,
 ) -> Result<()> {
-    use crate::tables::events as table;
-    let what = Failed::Migrating("event store");
-    if mode == AutoCreate::All {
-        for t in [
-            table::TAG_VERSIONS_TABLE,
-            table::TAGS_TABLE,
-            table::EVENTS_TABLE,
-            table::STREAMS_TABLE,
-        ] {
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {schema}.{t} CASCADE"))
-                .await
-                .map_err(|e| map_db_error(e, what))?;
-        }
-    }
-    let mut missing = Vec::new();
-    for (t, required) in [
-        (table::STREAMS_TABLE, table::STREAM_COLUMNS),
-        (table::EVENTS_TABLE, table::EVENT_COLUMNS_REQUIRED),
-        (table::TAGS_TABLE, table::TAG_COLUMNS),
-        (table::TAG_VERSIONS_TABLE, table::TAG_VERSION_COLUMNS),
-    ] {
-        let columns = describe(client, schema, t).await?;
-        if columns.is_empty() {
-            missing.push(format!("{schema}.{t}"));
-            continue;
-        }
-        if let Some((_, found)) = columns.iter().find(|(name, _)| name == "id") {
-            let expected = udt_of(table::id_type(identity));
-            if t == table::STREAMS_TABLE && found != expected {
-                return Err(Error::Configuration(format!(
-                    "table {schema}.{t} has {found} stream ids, but the store is configured for {expected}"
-                )));
-            }
-        }
-        for c in required {
-            if !columns.iter().any(|(name, _)| name == c) {
-                missing.push(format!("{schema}.{t}.{c}"));
-            }
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if mode == AutoCreate::None
-        || (mode == AutoCreate::CreateOnly && missing.iter().any(|m| m.matches('.').count() > 1))
-    {
-        return Err(Error::SchemaObjectMissing {
-            object: missing.join(", "),
-        });
-    }
-    debug!(schema, ?missing, "creating the event store tables");
-    for sql in table::ddl(schema, identity) {
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| map_db_error(e, what))?;
-    }
-    Ok(())
+    let tables = crate::tables::event_ddl::table_defs(schema, identity);
+    ensure_tables(client, schema, mode, &tables).await
+}
+
+/// Creates or checks the daemon's tables (never dropped, even by [`AutoCreate::All`]).
+pub(crate) async fn migrate_daemon(client: &Client, schema: &str, mode: AutoCreate) -> Result<()> {
+    let mode = match mode {
+        AutoCreate::All => AutoCreate::CreateOrUpdate,
+        other => other,
+    };
+    let tables = crate::tables::progression::table_defs();
+    ensure_tables(client, schema, mode, &tables).await
 }

@@ -27,7 +27,7 @@ use crate::schema::{self, AutoCreate, MigrateFn};
 
 struct Registration {
     type_id: TypeId,
-    document_type: &'static str,
+    define: schema::DefineFn,
     migrate: MigrateFn,
 }
 
@@ -47,6 +47,7 @@ pub struct DocumentStoreBuilder {
     registry_error: Option<Error>,
     projections: ProjectionRegistry,
     aggregate_cache: usize,
+    apply_schema: bool,
 }
 
 impl DocumentStore {
@@ -69,6 +70,7 @@ impl DocumentStore {
             registry_error: None,
             projections: ProjectionRegistry::default(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
+            apply_schema: true,
         }
     }
 }
@@ -96,6 +98,17 @@ impl DocumentStoreBuilder {
     /// What the store may do to the schema (default [`AutoCreate::CreateOrUpdate`]).
     pub fn auto_create(mut self, mode: AutoCreate) -> Self {
         self.auto_create = mode;
+        self
+    }
+
+    /// Whether `build` applies the schema mode (default true): creates or checks the
+    /// schema, the registered document tables and (unless the mode is `None`) the event
+    /// and daemon tables. Turned off, `build` only connects and checks the server's
+    /// version, and each table is made sure of on first use: a store to review the
+    /// schema with ([`DocumentStore::schema_sql`], [`DocumentStore::schema_patch`],
+    /// [`DocumentStore::assert_schema`]) before anything exists.
+    pub fn apply_schema_at_build(mut self, apply: bool) -> Self {
+        self.apply_schema = apply;
         self
     }
 
@@ -130,7 +143,7 @@ impl DocumentStoreBuilder {
         if !self.documents.iter().any(|r| r.type_id == type_id) {
             self.documents.push(Registration {
                 type_id,
-                document_type: D::DOCUMENT_TYPE,
+                define: crate::documents::define_fn::<D>(),
                 migrate: crate::documents::migrate_fn::<D>(),
             });
         }
@@ -316,6 +329,7 @@ impl DocumentStoreBuilder {
                         self.schema,
                         self.auto_create,
                         names,
+                        self.documents.iter().map(|r| r.define).collect(),
                     ),
                     self.events,
                     self.registry,
@@ -324,7 +338,19 @@ impl DocumentStoreBuilder {
                 self.aggregate_cache,
             )),
         };
-        migrate_registered(&store, &self.documents).await?;
+        let documents: Vec<(TypeId, MigrateFn)> = self
+            .documents
+            .iter()
+            .map(|r| (r.type_id, r.migrate))
+            .collect();
+        let store_tables = [
+            schema::events_schema(store.stream_identity()),
+            schema::daemon_schema(),
+        ];
+        store
+            .catalog()
+            .ensure_at_build(self.apply_schema, &documents, &store_tables)
+            .await?;
         let schema = store.schema();
         info!(
             schema,
@@ -333,25 +359,4 @@ impl DocumentStoreBuilder {
         );
         Ok(store)
     }
-}
-
-/// Creates, updates or checks the schema and the tables of the registered documents,
-/// under the schema's migration lock, on a connection of its own.
-async fn migrate_registered(store: &DocumentStore, documents: &[Registration]) -> Result<()> {
-    let client = store.dedicated_connection().await?;
-    let schema = store.schema();
-    let mode = store.auto_create();
-    schema::with_migration_lock(&client, schema, |c| async move {
-        schema::migrate_schema(c, schema, mode).await?;
-        for reg in documents {
-            tracing::debug!(document_type = reg.document_type, "checking document table");
-            (reg.migrate)(c, schema, mode).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    store
-        .catalog()
-        .mark_ensured(documents.iter().map(|r| r.type_id));
-    Ok(())
 }

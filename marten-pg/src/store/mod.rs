@@ -8,6 +8,7 @@
 
 mod builder;
 mod connect;
+mod review;
 
 use std::any::TypeId;
 use std::fmt;

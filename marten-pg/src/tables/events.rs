@@ -1,5 +1,5 @@
 //! All SQL text of the event store's tables (`mt_streams`, `mt_events`, the sequence):
-//! DDL, appends and reads. Built once per stream identity (`uuid` or `text` ids) and kept
+//! appends and reads (their DDL is in [`crate::tables::event_ddl`]). Built once per stream identity (`uuid` or `text` ids) and kept
 //! in a static.
 
 use std::sync::OnceLock;
@@ -39,73 +39,6 @@ pub const EVENT_ID_INDEX: &str = "mt_events_id";
 /// The ids among `$1` that are already appended.
 pub const EXISTING_EVENT_IDS: &str =
     "SELECT id FROM mt_events WHERE id = ANY($1::uuid[]) ORDER BY id";
-
-/// The DDL of the event store in `schema`, idempotent.
-pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
-    let idt = id_type(identity);
-    vec![
-        format!("CREATE SEQUENCE IF NOT EXISTS {schema}.mt_events_sequence"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{STREAMS_TABLE} (\n  id {idt} PRIMARY KEY,\n  type text,\n  \
-             version bigint NOT NULL DEFAULT 0,\n  created timestamptz NOT NULL DEFAULT now(),\n  \
-             timestamp timestamptz NOT NULL DEFAULT now(),\n  is_archived boolean NOT NULL DEFAULT false\n)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{EVENTS_TABLE} (\n  \
-             seq_id bigint PRIMARY KEY DEFAULT nextval('{schema}.mt_events_sequence'),\n  id uuid NOT NULL,\n  \
-             stream_id {idt} NOT NULL REFERENCES {schema}.{STREAMS_TABLE}(id) ON DELETE CASCADE,\n  \
-             version bigint NOT NULL,\n  type text NOT NULL,\n  data jsonb NOT NULL,\n  \
-             timestamp timestamptz NOT NULL DEFAULT now(),\n  correlation_id text,\n  causation_id text,\n  \
-             headers jsonb,\n  tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),\n  \
-             is_archived boolean NOT NULL DEFAULT false,\n  \
-             CONSTRAINT mt_events_stream_version UNIQUE (stream_id, version)\n)"
-        ),
-        format!("CREATE INDEX IF NOT EXISTS mt_events_tx_seq ON {schema}.{EVENTS_TABLE} (tx_id, seq_id)"),
-        // An event id is appended once: a save sent again after an unknown outcome is
-        // refused as a duplicate instead of appending its events twice.
-        format!("CREATE UNIQUE INDEX IF NOT EXISTS {EVENT_ID_INDEX} ON {schema}.{EVENTS_TABLE} (id)"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{TAGS_TABLE} (\n  tag_type text NOT NULL,\n  tag_value text NOT NULL,\n  \
-             seq_id bigint NOT NULL REFERENCES {schema}.{EVENTS_TABLE}(seq_id) ON DELETE CASCADE,\n  \
-             PRIMARY KEY (tag_type, tag_value, seq_id)\n)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{TAG_VERSIONS_TABLE} (\n  tag_type text NOT NULL,\n  tag_value text NOT NULL,\n  \
-             tenant_id text NOT NULL DEFAULT '*DEFAULT*',\n  version bigint NOT NULL DEFAULT 0,\n  \
-             PRIMARY KEY (tag_type, tag_value, tenant_id)\n)"
-        ),
-        format!("ALTER SEQUENCE {schema}.mt_events_sequence OWNED BY {schema}.{EVENTS_TABLE}.seq_id"),
-    ]
-}
-
-/// The columns each table must have (for the `None` / `CreateOnly` checks).
-pub const STREAM_COLUMNS: &[&str] = &[
-    "id",
-    "type",
-    "version",
-    "created",
-    "timestamp",
-    "is_archived",
-];
-/// See [`STREAM_COLUMNS`].
-pub const TAG_COLUMNS: &[&str] = &["tag_type", "tag_value", "seq_id"];
-/// See [`STREAM_COLUMNS`].
-pub const TAG_VERSION_COLUMNS: &[&str] = &["tag_type", "tag_value", "tenant_id", "version"];
-/// See [`STREAM_COLUMNS`].
-pub const EVENT_COLUMNS_REQUIRED: &[&str] = &[
-    "seq_id",
-    "id",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "timestamp",
-    "correlation_id",
-    "causation_id",
-    "headers",
-    "tx_id",
-    "is_archived",
-];
 
 /// The event store's statements for one stream identity.
 pub struct EventSql {

@@ -3,7 +3,9 @@
 //! crate: it may use nothing of the crate but leaf helpers, and everything above reads
 //! its statements from here.
 
+pub mod def;
 pub mod documents;
+pub mod event_ddl;
 pub mod events;
 pub mod functions;
 pub mod progression;

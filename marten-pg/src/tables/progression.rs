@@ -2,25 +2,44 @@
 //! owner epoch per projection) and the dead-letter table, with every statement the
 //! daemon runs against them.
 
+use crate::tables::def::{ColumnDef, TableDef};
+
 /// The progression table.
 pub const PROGRESSION_TABLE: &str = "mt_event_progression";
 /// The dead-letter table.
 pub const DEAD_LETTER_TABLE: &str = "mt_dead_letters";
 
+/// The daemon's tables as data.
+pub fn table_defs() -> Vec<TableDef> {
+    let progression = TableDef::new(
+        PROGRESSION_TABLE,
+        vec![
+            ColumnDef::new("name", "text", "PRIMARY KEY"),
+            ColumnDef::new("last_tx", "xid8", "NOT NULL DEFAULT '0'"),
+            ColumnDef::new("last_seq", "bigint", "NOT NULL DEFAULT 0"),
+            ColumnDef::new("owner_epoch", "bigint", "NOT NULL DEFAULT 0"),
+            ColumnDef::new("owner", "text", ""),
+            ColumnDef::new("last_updated", "timestamptz", "NOT NULL DEFAULT now()"),
+        ],
+    );
+    let dead_letters = TableDef::new(
+        DEAD_LETTER_TABLE,
+        vec![
+            ColumnDef::new("id", "bigserial", "PRIMARY KEY"),
+            ColumnDef::new("projection", "text", "NOT NULL"),
+            ColumnDef::new("seq_id", "bigint", "NOT NULL"),
+            ColumnDef::new("event_type", "text", "NOT NULL"),
+            ColumnDef::new("stream_id", "text", "NOT NULL"),
+            ColumnDef::new("error", "text", "NOT NULL"),
+            ColumnDef::new("at", "timestamptz", "NOT NULL DEFAULT now()"),
+        ],
+    );
+    vec![progression, dead_letters]
+}
+
 /// DDL of the daemon's tables, idempotent.
 pub fn ddl(schema: &str) -> Vec<String> {
-    vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{PROGRESSION_TABLE} (\n  name text PRIMARY KEY,\n  \
-             last_tx xid8 NOT NULL DEFAULT '0',\n  last_seq bigint NOT NULL DEFAULT 0,\n  \
-             owner_epoch bigint NOT NULL DEFAULT 0,\n  owner text,\n  last_updated timestamptz NOT NULL DEFAULT now()\n)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {schema}.{DEAD_LETTER_TABLE} (\n  id bigserial PRIMARY KEY,\n  \
-             projection text NOT NULL,\n  seq_id bigint NOT NULL,\n  event_type text NOT NULL,\n  \
-             stream_id text NOT NULL,\n  error text NOT NULL,\n  at timestamptz NOT NULL DEFAULT now()\n)"
-        ),
-    ]
+    table_defs().iter().flat_map(|t| t.ddl(schema)).collect()
 }
 
 /// Takes ownership of a projection: bumps its owner epoch (creating the row at position

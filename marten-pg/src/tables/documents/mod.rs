@@ -21,6 +21,7 @@ pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
 
+use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// The column holding an optimistic version.
@@ -28,58 +29,58 @@ pub const VERSION_COLUMN: &str = "mt_version";
 /// The column holding a numeric revision.
 pub const REVISION_COLUMN: &str = "mt_revision";
 
-/// `CREATE TABLE IF NOT EXISTS` for a document table with its base columns.
-pub fn create_table(schema: &str, table: &str, id_type: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {schema}.{table} (\n  id {id_type} PRIMARY KEY,\n  data jsonb NOT NULL,\n  mt_last_modified timestamptz NOT NULL DEFAULT now()\n)"
-    )
+/// The optimistic version column (existing rows get a random version when it is added).
+pub fn version_column() -> ColumnDef {
+    ColumnDef::new(VERSION_COLUMN, "uuid", "NOT NULL DEFAULT gen_random_uuid()")
 }
 
-/// Adds the optimistic version column if missing (existing rows get a random version).
-pub fn add_version_column(schema: &str, table: &str) -> String {
-    format!(
-        "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {VERSION_COLUMN} uuid NOT NULL DEFAULT gen_random_uuid()"
-    )
+/// The numeric revision column (existing rows get revision 1 when it is added).
+pub fn revision_column() -> ColumnDef {
+    ColumnDef::new(REVISION_COLUMN, "bigint", "NOT NULL DEFAULT 1")
 }
 
-/// Adds the numeric revision column if missing (existing rows get revision 1).
-pub fn add_revision_column(schema: &str, table: &str) -> String {
-    format!(
-        "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {REVISION_COLUMN} bigint NOT NULL DEFAULT 1"
-    )
-}
-
-/// Duplicated, indexed columns (`#[document(index)]`, `#[document(unique)]`) as generated
-/// columns (kept in step with `data` by PostgreSQL on every write), their indexes, and
-/// the GIN index over the whole document.
-pub fn index_ddl(
-    schema: &str,
+/// A document table: the base columns, the mode's `version` column, the duplicated,
+/// indexed columns (`#[document(index)]`, `#[document(unique)]`) as generated columns
+/// (kept in step with `data` by PostgreSQL on every write), their indexes, and the GIN
+/// index over the whole document (`#[document(gin)]`).
+pub fn table_def(
     table: &str,
+    id_type: &str,
+    version: Option<ColumnDef>,
     indexes: &[marten_core::IndexSpec],
     gin: bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
+) -> TableDef {
+    let mut columns = vec![
+        ColumnDef::new("id", id_type, "PRIMARY KEY"),
+        ColumnDef::new("data", "jsonb", "NOT NULL"),
+        ColumnDef::new("mt_last_modified", "timestamptz", "NOT NULL DEFAULT now()"),
+    ];
+    columns.extend(version);
+    let mut def = TableDef::new(table, columns);
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
         let (col, ty) = (ix.column, ix.sql_type);
         // Text in byte order, as queries compare it (so the index serves them).
-        let collate = if ty == "text" { " COLLATE \"C\"" } else { "" };
-        out.push(format!(
-            "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {col} {ty}{collate} GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"
+        let collate = if ty == "text" { "COLLATE \"C\" " } else { "" };
+        def.columns.push(ColumnDef::new(
+            col,
+            ty,
+            &format!("{collate}GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"),
         ));
-        let unique = if ix.unique { "UNIQUE " } else { "" };
-        out.push(format!(
-            "CREATE {unique}INDEX IF NOT EXISTS {name} ON {schema}.{table} ({col})",
-            name = index_name(table, ix)
-        ));
+        let mut index = IndexDef::btree(&index_name(table, ix), ix.unique, &[col]);
+        let other_kind = marten_core::IndexSpec {
+            unique: !ix.unique,
+            ..*ix
+        };
+        index.replaces.push(index_name(table, &other_kind));
+        def.indexes.push(index);
     }
     if gin {
-        out.push(format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {schema}.{table} USING gin (data jsonb_path_ops)",
-            gin_index_name(table)
-        ));
+        let mut index = IndexDef::btree(&gin_index_name(table), false, &["data jsonb_path_ops"]);
+        index.method = "gin";
+        def.indexes.push(index);
     }
-    out
+    def
 }
 
 /// The name of a field's index: `{table}_idx_{field}` (`_uidx_` when unique).
@@ -228,5 +229,33 @@ impl Input<'_> {
             one,
             many: format!("WITH input AS ({}) {dml}", self.many()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_table_has_its_indexed_columns_and_the_other_kind_to_replace() {
+        let email = marten_core::IndexSpec {
+            field: "Email",
+            json_key: "e'mail",
+            column: "mt_f_email",
+            sql_type: "text",
+            unique: true,
+        };
+        let def = table_def("mt_doc_u", "uuid", Some(revision_column()), &[email], true);
+        let columns: Vec<String> = def.columns.iter().map(ColumnDef::definition).collect();
+        assert_eq!(
+            columns[3..],
+            [
+                "mt_revision bigint NOT NULL DEFAULT 1",
+                "mt_f_email text COLLATE \"C\" GENERATED ALWAYS AS ((data ->> 'e''mail')::text) STORED",
+            ]
+        );
+        assert_eq!(def.indexes[0].name, "mt_doc_u_uidx_email");
+        assert_eq!(def.indexes[0].replaces, ["mt_doc_u_idx_email"]);
+        assert_eq!(def.indexes[1].shape(), "gin (data jsonb_path_ops)");
     }
 }

@@ -1,0 +1,58 @@
+//! The schema as a DBA reviews it: the whole script of the store's objects, the patch
+//! that brings a database to it, and the assertion that it matches. The work is the
+//! schema layer's; this file gathers the store's tables (the registered documents, the
+//! event store for its stream identity, the daemon's tables).
+
+use marten_core::Result;
+
+use super::DocumentStore;
+use crate::schema::{self, PatchOptions, SchemaPatch};
+use crate::tables::def::TableDef;
+
+impl DocumentStore {
+    /// The complete DDL of the store's schema as one script a DBA can review and run:
+    /// the schema, its functions, the event store's tables (`mt_streams`, `mt_events`
+    /// with its sequence and indexes, the tag tables), the daemon's tables (progression,
+    /// dead letters) and the table of every document type registered on the builder,
+    /// with its indexed columns and indexes. Idempotent: every statement is
+    /// `IF NOT EXISTS` or `OR REPLACE`. Document types first used without being
+    /// registered are not in it.
+    pub fn schema_sql(&self) -> String {
+        schema::script(self.schema(), &self.expected_tables())
+    }
+
+    /// Compares the database with [`schema_sql`](Self::schema_sql) and returns what
+    /// differs, each difference with the statements that fix it: missing schema,
+    /// functions, sequences, tables and columns, missing indexes and indexes whose kind
+    /// changed (a field made unique, a GIN index added to the type). Reads the catalogs
+    /// only; changes nothing.
+    pub async fn schema_patch(&self, options: PatchOptions) -> Result<SchemaPatch> {
+        let client = self.dedicated_connection().await?;
+        schema::patch(&client, self.schema(), &self.expected_tables(), options).await
+    }
+
+    /// Runs a patch from [`schema_patch`](Self::schema_patch) on a connection of its own:
+    /// in one transaction under the schema's migration lock, or (a concurrent patch)
+    /// each statement on its own. Differences only a person can fix (a column of another
+    /// type) stay; [`assert_schema`](Self::assert_schema) still reports them.
+    pub async fn apply_schema_patch(&self, patch: &SchemaPatch) -> Result<()> {
+        let client = self.dedicated_connection().await?;
+        schema::apply(&client, patch).await
+    }
+
+    /// Fails with [`Error::SchemaMismatch`](marten_core::Error::SchemaMismatch), listing
+    /// every difference, unless the database holds exactly what
+    /// [`schema_sql`](Self::schema_sql) creates (extra objects are not differences).
+    pub async fn assert_schema(&self) -> Result<()> {
+        self.schema_patch(PatchOptions::new()).await?.into_result()
+    }
+
+    /// Every table the store needs, in creation order.
+    fn expected_tables(&self) -> Vec<TableDef> {
+        let schema = self.schema();
+        let mut tables = crate::tables::event_ddl::table_defs(schema, self.stream_identity());
+        tables.extend(crate::tables::progression::table_defs());
+        tables.extend(self.catalog().document_tables());
+        tables
+    }
+}
