@@ -27,3 +27,6 @@ pub use parts::{Parts, Session};
 pub use save::{save, SaveBackend};
 pub use state::{DirtyQueue, DocState, SessionState, Tracked};
 pub use writes::check_id;
+
+#[cfg(test)]
+mod tests;
