@@ -4,10 +4,11 @@
 //! slices dealt to workers, and the write each folded slice needs ([`slice`](mod@slice)); the
 //! daemon's retry backoff and poison policy ([`poison`]); the merge of the stream
 //! versions an inline save's projections require ([`requirements`]); what a daemon
-//! runner does after each step ([`runner`]). A backend adds the statements, the loads
-//! and the tasks.
+//! runner does after each step ([`runner`]); the planners of inline projections
+//! ([`inline`]). A backend adds the statements, the loads and the tasks.
 
 pub mod cache;
+pub mod inline;
 pub mod poison;
 pub mod requirements;
 pub mod runner;

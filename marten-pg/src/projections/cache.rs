@@ -21,9 +21,7 @@ use crate::json::RawJson;
 use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
-pub(crate) use marten_core::projection::cache::{
-    AggregateCache, CacheKey, CacheUpdate, Cached, DEFAULT_CAPACITY,
-};
+pub(crate) use marten_core::projection::cache::{AggregateCache, CacheUpdate, DEFAULT_CAPACITY};
 
 /// The guard of a save planned from cache entries of aggregate `D`: sent after the
 /// appends (which hold the streams' row locks, as every projected write of those documents
@@ -52,11 +50,6 @@ impl<D: PgDocument> CachedDocCheck<D> {
     pub(crate) fn push(&mut self, id: D::Id, json: Option<&[u8]>) {
         self.ids.push(id);
         self.docs.push(json.map(|j| RawJson(j.to_vec())));
-    }
-
-    /// Whether no document was pushed (then there is nothing to send).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 }
 

@@ -3,7 +3,7 @@
 use futures_util::future::BoxFuture;
 use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
 
-use super::{apply_error, InlineProjection, PlanContext};
+use super::{apply_error, InlineProjection, Planner, SavePlan};
 use crate::documents::serialize;
 use crate::documents::{BasicWrite, PgDocument};
 use crate::unit_of_work::OpList;
@@ -85,10 +85,14 @@ pub(crate) fn apply_one<P: EventProjection>(
 pub(crate) struct InlineEventProjection<P>(pub(crate) P);
 
 impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>> {
+    fn plan<'a>(
+        &'a self,
+        plan: &'a mut SavePlan<'_>,
+        pg: &'a mut Planner<'_, '_>,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut ops = ProjectedOps::default();
-            for append in ctx.appends {
+            for append in plan.appends {
                 for event in append.asserted_envelopes()? {
                     apply_one(&self.0, &event, &mut ops)?;
                 }
@@ -98,9 +102,9 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             }
             for op in ops.list.operations() {
                 let (type_id, migrate) = op.target().schema;
-                ctx.store.ensure_erased(type_id, migrate).await?;
+                pg.store.ensure_erased(type_id, migrate).await?;
             }
-            ctx.out.append(&mut ops.list);
+            pg.out.append(&mut ops.list);
             Ok(())
         })
     }

@@ -32,21 +32,23 @@ use std::sync::Arc;
 
 use crate::connection::Request;
 use futures_util::future::BoxFuture;
+use marten_core::concurrency::{VersionOf, WriteOf};
+use marten_core::projection::inline::{AppendView, Plan, PlanOutput};
 use marten_core::projection::requirements::{self, Assertion, Merge};
-use marten_core::{AnyEvent, Error, EventEnvelope, Result};
-use time::OffsetDateTime;
-use uuid::Uuid;
+use marten_core::Result;
 
 pub(crate) use aggregate::{aggregate_stream, Fetched, InlineAggregate};
 pub(crate) use event_projection::InlineEventProjection;
 pub use event_projection::{EventProjection, ProjectedOps};
 pub(crate) use multi_stream::InlineMultiStream;
 
+pub(crate) use marten_core::projection::inline::{advance, apply_error};
+
+use crate::documents::{serialize, PgDocument};
 use crate::events::append::AppendKind;
-use crate::events::stream_id::StreamKey;
 use crate::unit_of_work::SessionState;
 use crate::unit_of_work::{OpList, UnitOfWork};
-use cache::{CacheKey, CacheUpdate};
+use cache::CacheUpdate;
 pub(crate) use catalog::ProjectionCatalog;
 
 /// When a projection runs.
@@ -62,91 +64,18 @@ pub enum Lifecycle {
     Async,
 }
 
-/// A pending append as a projection sees it: owned, read-only.
-#[derive(Clone)]
-pub(crate) struct AppendView {
-    /// Where the append sits in the session's operations.
-    pub(crate) index: usize,
-    pub(crate) stream: StreamKey,
-    pub(crate) kind: AppendKind,
-    pub(crate) ids: Vec<Uuid>,
-    pub(crate) types: Vec<&'static str>,
-    pub(crate) events: Vec<Arc<dyn AnyEvent>>,
-}
-
-impl AppendView {
-    /// Envelopes for the events, numbered from the stream version the append asserts
-    /// (none for a plain append, whose version is not known before it is written).
-    pub(crate) fn asserted_envelopes(&self) -> Result<Vec<EventEnvelope>> {
-        let base = match self.kind {
-            AppendKind::Start => Some(0),
-            AppendKind::Expected(v) => Some(v),
-            AppendKind::Append => None,
-        };
-        self.envelopes(base)
-    }
-
-    /// Envelopes for the events, numbered from `base` (the stream version before them);
-    /// the global sequence is not known before the insert and is 0. A `base` so high the
-    /// versions overflow is an error naming the stream.
-    pub(crate) fn envelopes(&self, base: Option<i64>) -> Result<Vec<EventEnvelope>> {
-        let now = OffsetDateTime::now_utc();
-        let mut out = Vec::with_capacity(self.events.len());
-        for (i, (data, (id, event_type))) in self
-            .events
-            .iter()
-            .zip(self.ids.iter().zip(&self.types))
-            .enumerate()
-        {
-            let mut e = EventEnvelope::new(0, *id, self.stream.0.clone(), data.clone());
-            e.version = match base {
-                Some(b) => advance(&self.stream.0, b, i + 1)?,
-                None => 0,
-            };
-            e.event_type = (*event_type).to_owned();
-            e.timestamp = now;
-            out.push(e);
-        }
-        Ok(out)
-    }
-}
-
-/// The stream version after `count` events appended at version `base`. A version that
-/// would overflow (a stream row or an expected version of `i64::MAX`) is
-/// [`Error::CorruptData`] naming the stream, never a panic.
-pub(crate) fn advance(stream: &marten_core::StreamId, base: i64, count: usize) -> Result<i64> {
-    i64::try_from(count)
-        .ok()
-        .and_then(|n| base.checked_add(n))
-        .ok_or_else(|| Error::CorruptData {
-            owner: "stream".to_owned(),
-            id: Some(stream.to_string()),
-            detail: format!("version {base} cannot advance by {count} events"),
-        })
-}
-
-/// What a projection plans with.
-pub(crate) struct PlanContext<'a, 'r> {
+/// What the projections of one save plan through on PostgreSQL: the catalog, the save's
+/// request on the session's connection, and the list the derived writes are queued on.
+/// The planners themselves are marten-core's ([`marten_core::projection::inline`]).
+pub(crate) struct Planner<'a, 'r> {
     pub(crate) store: &'a ProjectionCatalog,
     /// The save's request on the session's connection.
     pub(crate) req: &'a mut Request<'r>,
-    pub(crate) appends: &'a [AppendView],
-    /// States `fetch_for_writing` loaded, by aggregate type and stream.
-    pub(crate) state: &'a mut SessionState,
-    /// Plain appends that must assert a version for this attempt: (index, version).
-    pub(crate) requirements: Vec<(usize, i64)>,
     /// The writes planned.
     pub(crate) out: OpList,
-    /// Whether projections may plan from the store's aggregate cache (the first attempt
-    /// of a save only: a retry reads under lock).
-    pub(crate) use_cache: bool,
-    /// The cache entries this attempt planned from.
-    pub(crate) cache_hits: Vec<CacheKey>,
-    /// What the cache learns if the save commits.
-    pub(crate) cache_updates: Vec<CacheUpdate>,
 }
 
-impl PlanContext<'_, '_> {
+impl Planner<'_, '_> {
     /// Opens the save's transaction now, so that what the projection reads can be locked
     /// until the save commits (the unit of work then sends no `BEGIN` of its own).
     pub(crate) async fn begin(&mut self) -> Result<()> {
@@ -164,9 +93,36 @@ impl PlanContext<'_, '_> {
     }
 }
 
+impl<D: PgDocument> PlanOutput<D> for Planner<'_, '_> {
+    fn serialize(doc: &D) -> Result<Vec<u8>> {
+        serialize(doc)
+    }
+
+    fn write(
+        &mut self,
+        kind: WriteOf<D>,
+        id: D::Id,
+        json: Vec<u8>,
+        expected: Option<VersionOf<D>>,
+    ) {
+        self.out.push_derived_write::<D>(kind, id, json, expected);
+    }
+
+    fn delete(&mut self, id: D::Id) {
+        self.out.push_delete::<D>(id);
+    }
+}
+
+/// The plan of one save attempt, with the session's state.
+pub(crate) type SavePlan<'a> = Plan<'a, UnitOfWork>;
+
 /// A projection run inside `save_changes`. Type-erased so a store can hold many.
 pub(crate) trait InlineProjection: Send + Sync {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>>;
+    fn plan<'a>(
+        &'a self,
+        plan: &'a mut SavePlan<'_>,
+        pg: &'a mut Planner<'_, '_>,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The projections a store knows.
@@ -213,7 +169,7 @@ pub(crate) async fn plan_inline(
         .appends()
         .map(|(index, a)| AppendView {
             index,
-            stream: a.stream.clone(),
+            stream: a.stream.0.clone(),
             kind: a.requested,
             ids: a.ids.clone(),
             types: a.types.clone(),
@@ -225,27 +181,30 @@ pub(crate) async fn plan_inline(
     }
     // Projections read the event tables before the appends create them.
     crate::events::read::ensure(store.as_ref()).await?;
-    let mut ctx = PlanContext {
-        store,
-        req,
+    let mut plan = Plan {
         appends: &appends,
         state,
         requirements: Vec::new(),
-        out: OpList::default(),
         use_cache,
+        cache: store.aggregate_cache(),
         cache_hits: Vec::new(),
         cache_updates: Vec::new(),
     };
+    let mut pg = Planner {
+        store,
+        req,
+        out: OpList::default(),
+    };
     for projection in &projections.inline {
-        projection.plan(&mut ctx).await?;
+        projection.plan(&mut plan, &mut pg).await?;
     }
     // Two projections that read a stream at different versions met a stale cache
     // entry, or a racing append between two locked reads.
     let required =
-        match requirements::merge(ctx.requirements.drain(..), !ctx.cache_hits.is_empty())? {
+        match requirements::merge(plan.requirements.drain(..), !plan.cache_hits.is_empty())? {
             Merge::Required(required) => required,
             Merge::PlanAgain => {
-                store.aggregate_cache().forget(&ctx.cache_hits);
+                store.aggregate_cache().forget(&plan.cache_hits);
                 return Ok(Planned::Again);
             }
         };
@@ -259,22 +218,7 @@ pub(crate) async fn plan_inline(
             }
         }
     }
-    uow.derived.append(&mut ctx.out);
-    *cache_updates = ctx.cache_updates;
+    uow.derived.append(&mut pg.out);
+    *cache_updates = plan.cache_updates;
     Ok(Planned::Ready)
-}
-
-/// The error of a failed apply, naming the projection, the event and its stream.
-pub(crate) fn apply_error(
-    projection: &'static str,
-    event: &EventEnvelope,
-    message: String,
-) -> Error {
-    Error::Apply {
-        projection,
-        event_type: event.event_type.clone(),
-        stream: event.stream_id.clone(),
-        version: event.version,
-        message,
-    }
 }

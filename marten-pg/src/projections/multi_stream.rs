@@ -1,20 +1,18 @@
-//! Multi-stream projections: events from many streams grouped to documents by ids the
-//! projection declares per event type (`identity*` methods). One event may feed several
-//! documents. Documents of a multi-stream projection are shared between streams, so
-//! their writes assert the version read (the projection's document type has a versioned
-//! concurrency mode, enforced at registration): a racing save makes this one plan again.
+//! Multi-stream projections on PostgreSQL: registered as an [`InlineProjection`],
+//! planned by marten-core ([`plan_multi_stream`]); the documents it builds on are read
+//! here, under lock in the save's transaction.
 
 use std::marker::PhantomData;
 
 use futures_util::future::BoxFuture;
-use marten_core::aggregate::fold;
 use marten_core::concurrency::VersionedMode;
-use marten_core::{EventEnvelope, Identities, Result};
+use marten_core::projection::inline::{plan_multi_stream, DocumentReads};
+use marten_core::session::Loaded;
+use marten_core::{Identities, Result};
 
-use super::{apply_error, InlineProjection, PlanContext};
+use super::{InlineProjection, Planner, SavePlan};
 use crate::documents::load;
-use crate::documents::serialize;
-use crate::documents::{BasicWrite, PgDocument};
+use crate::documents::PgDocument;
 
 /// The inline projection of multi-stream document type `P`.
 pub(crate) struct InlineMultiStream<P> {
@@ -29,62 +27,6 @@ where
     pub(crate) fn new() -> Self {
         InlineMultiStream { _p: PhantomData }
     }
-
-    async fn plan_inner(&self, ctx: &mut PlanContext<'_, '_>) -> Result<()> {
-        // Events per document id, in append order.
-        let mut groups: Vec<(P::Id, Vec<EventEnvelope>)> = Vec::new();
-        for append in ctx.appends {
-            for event in append.asserted_envelopes()? {
-                if !P::handles(event.data.as_ref()) {
-                    continue;
-                }
-                for id in P::identities(&event) {
-                    match groups.iter_mut().find(|(g, _)| *g == id) {
-                        Some((_, list)) => list.push(event.clone()),
-                        None => groups.push((id, vec![event.clone()])),
-                    }
-                }
-            }
-        }
-        if groups.is_empty() {
-            return Ok(());
-        }
-        ctx.store.ensure::<P>().await?;
-        let ids: Vec<P::Id> = groups.iter().map(|(id, _)| id.clone()).collect();
-        ctx.begin().await?;
-        let mut loaded: std::collections::HashMap<P::Id, load::Loaded<P>> =
-            load::load_many_locked::<P>(ctx.req.client(), &ids)
-                .await?
-                .into_iter()
-                .map(|l| (l.id.clone(), l))
-                .collect();
-        for (id, events) in groups {
-            let current = loaded.remove(&id);
-            let (start, version) = match current {
-                Some(l) => (Some(l.doc), l.version),
-                None => (None, None),
-            };
-            let existed = start.is_some();
-            let state = fold(start, &events, |_, _| {})
-                .map_err(|(err, i)| apply_error(P::DOCUMENT_TYPE, &events[i], err.message))?;
-            match state {
-                Some(mut doc) => {
-                    *doc.id_mut() = id.clone();
-                    let json = serialize(&doc)?;
-                    if existed {
-                        ctx.out
-                            .push_derived_write::<P>(BasicWrite::Upsert, id, json, version);
-                    } else {
-                        ctx.out
-                            .push_derived_write::<P>(BasicWrite::Insert, id, json, None);
-                    }
-                }
-                None if existed => ctx.out.push_delete::<P>(id),
-                None => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 impl<P> InlineProjection for InlineMultiStream<P>
@@ -92,7 +34,19 @@ where
     P: Identities + PgDocument,
     P::Mode: VersionedMode,
 {
-    fn plan<'a>(&'a self, ctx: &'a mut PlanContext<'_, '_>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.plan_inner(ctx))
+    fn plan<'a>(
+        &'a self,
+        plan: &'a mut SavePlan<'_>,
+        pg: &'a mut Planner<'_, '_>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(plan_multi_stream::<P, _, _>(plan, pg))
+    }
+}
+
+impl<P: PgDocument> DocumentReads<P> for Planner<'_, '_> {
+    async fn lock_documents(&mut self, ids: &[P::Id]) -> Result<Vec<Loaded<P>>> {
+        self.store.ensure::<P>().await?;
+        self.begin().await?;
+        load::load_many_locked::<P>(self.req.client(), ids).await
     }
 }

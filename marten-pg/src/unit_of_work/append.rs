@@ -13,16 +13,7 @@ use crate::json::RawJson;
 use crate::stream_key::StreamKey;
 use crate::tables::events::{EventSql, EVENTS_TABLE};
 
-/// What an append asserts about its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AppendKind {
-    /// The stream must not exist.
-    Start,
-    /// No assertion; the stream is created if missing.
-    Append,
-    /// The stream must be at this version (the version before the append).
-    Expected(i64),
-}
+pub(crate) use marten_core::projection::inline::AppendKind;
 
 /// One append: events for one stream, in one statement.
 pub(crate) struct StreamAppend {

@@ -1,21 +1,22 @@
 //! Single-stream aggregates: live folds (from the inline snapshot when there is one) and
 //! the inline projection that keeps the aggregate document in step with its stream
-//! ([`inline`] plans it; [`known`] finds the states it builds on).
+//! (marten-core plans it; [`inline`] registers it and reads under lock what it needs).
 //! Uses the events (reads, stream keys), documents (loads by id), and the projection
 //! catalog's cache and registry.
 
 mod inline;
-mod known;
+mod locked;
 
 use std::any::TypeId;
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
-use marten_core::aggregate::fold;
-use marten_core::{Aggregate, AggregateId, Error, EventEnvelope, Result, StreamId};
+use marten_core::{Aggregate, AggregateId, Error, Result};
 
-use super::cache::{CacheUpdate, Cached};
-use super::{apply_error, Lifecycle};
+pub(crate) use marten_core::projection::inline::Fetched;
+use marten_core::projection::inline::{cache_update, fold_events};
+
+use super::Lifecycle;
 use crate::documents::load;
 use crate::documents::PgDocument;
 use crate::events::read;
@@ -24,39 +25,6 @@ use crate::events::StreamRange;
 use crate::projections::ProjectionCatalog;
 
 pub(crate) use inline::InlineAggregate;
-
-/// Folds events into `start`, keeping `version` at the stream version of the last event
-/// and the id at the stream id.
-fn fold_events<A: Aggregate>(
-    start: Option<A>,
-    stream: &StreamId,
-    events: &[EventEnvelope],
-) -> Result<Option<A>> {
-    let mut state = fold(start, events, |s: &mut A, e| s.set_version(e.version))
-        .map_err(|(err, i)| apply_error(A::DOCUMENT_TYPE, &events[i], err.message))?;
-    if let Some(s) = state.as_mut() {
-        if let Some(last) = events.last() {
-            s.set_version(last.version);
-        }
-        if let Some(id) = <A::Id as AggregateId>::from_stream_id(stream) {
-            *s.id_mut() = id;
-        }
-    }
-    Ok(state)
-}
-
-/// What the cache learns of aggregate `A` on `stream`: its version and stored JSON
-/// (`None` for no document).
-fn cache_update<A: 'static>(
-    stream: StreamKey,
-    version: i64,
-    json: Option<Arc<[u8]>>,
-) -> CacheUpdate {
-    CacheUpdate {
-        key: (TypeId::of::<A>(), stream.0),
-        entry: Cached { version, json },
-    }
-}
 
 /// Folds a stream (within `range`) into `A`, starting from its inline snapshot when `A`
 /// is an inline projection and the snapshot is not past the range. Returns the state and
@@ -104,7 +72,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
-            stream.clone(),
+            stream.0.clone(),
             snapshot_version,
             Some(Arc::from(json)),
         )]);
@@ -112,10 +80,4 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let version = events.last().map_or(snapshot_version, |e| e.version);
     let state = fold_events(start, &stream.0, &events)?;
     Ok((state, version))
-}
-
-/// What `fetch_for_writing` loaded, kept in the session for the save's inline projection.
-pub(crate) struct Fetched<A> {
-    pub(crate) version: i64,
-    pub(crate) state: Option<A>,
 }

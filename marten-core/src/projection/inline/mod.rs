@@ -1,0 +1,191 @@
+//! Inline planning: what the projections of one save attempt build on and produce,
+//! independent of the database. A save's pending appends as owned views
+//! ([`AppendView`]); the shared state of a plan ([`Plan`]: the states `fetch_for_writing`
+//! handed over, the version requirements of plain appends, the aggregate cache); the
+//! planners of single-stream aggregates ([`plan_aggregate`]) and multi-stream documents
+//! ([`plan_multi_stream`]). What a planner needs from the database - locked reads and
+//! the list its writes are queued on - it asks of the backend through [`PlanOutput`],
+//! [`AggregateReads`] and [`DocumentReads`], implemented per document type.
+
+mod aggregate;
+mod multi_stream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::cache::{AggregateCache, CacheKey, CacheUpdate};
+use crate::concurrency::{VersionOf, WriteOf};
+use crate::session::{Loaded, SessionState};
+use crate::{AnyEvent, Document, Error, EventEnvelope, Result, StreamId};
+
+pub use aggregate::{cache_update, fold_events, plan_aggregate};
+pub use multi_stream::plan_multi_stream;
+
+/// What an append asserts about its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendKind {
+    /// The stream must not exist.
+    Start,
+    /// No assertion; the stream is created if missing.
+    Append,
+    /// The stream must be at this version (the version before the append).
+    Expected(i64),
+}
+
+/// A pending append as a projection sees it: owned, read-only.
+#[derive(Clone)]
+pub struct AppendView {
+    /// Where the append sits in the session's operations.
+    pub index: usize,
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// What the append asserts.
+    pub kind: AppendKind,
+    /// The events' ids.
+    pub ids: Vec<Uuid>,
+    /// The events' type names.
+    pub types: Vec<&'static str>,
+    /// The events.
+    pub events: Vec<Arc<dyn AnyEvent>>,
+}
+
+impl AppendView {
+    /// Envelopes for the events, numbered from the stream version the append asserts
+    /// (none for a plain append, whose version is not known before it is written).
+    pub fn asserted_envelopes(&self) -> Result<Vec<EventEnvelope>> {
+        let base = match self.kind {
+            AppendKind::Start => Some(0),
+            AppendKind::Expected(v) => Some(v),
+            AppendKind::Append => None,
+        };
+        self.envelopes(base)
+    }
+
+    /// Envelopes for the events, numbered from `base` (the stream version before them);
+    /// the global sequence is not known before the insert and is 0. A `base` so high the
+    /// versions overflow is an error naming the stream.
+    pub fn envelopes(&self, base: Option<i64>) -> Result<Vec<EventEnvelope>> {
+        let now = OffsetDateTime::now_utc();
+        let mut out = Vec::with_capacity(self.events.len());
+        let described = self.ids.iter().zip(&self.types);
+        for (i, (data, (id, event_type))) in self.events.iter().zip(described).enumerate() {
+            let mut e = EventEnvelope::new(0, *id, self.stream.clone(), data.clone());
+            e.version = match base {
+                Some(b) => advance(&self.stream, b, i + 1)?,
+                None => 0,
+            };
+            e.event_type = (*event_type).to_owned();
+            e.timestamp = now;
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+/// The stream version after `count` events appended at version `base`. A version that
+/// would overflow (a stream row or an expected version of `i64::MAX`) is
+/// [`Error::CorruptData`] naming the stream, never a panic.
+pub fn advance(stream: &StreamId, base: i64, count: usize) -> Result<i64> {
+    i64::try_from(count)
+        .ok()
+        .and_then(|n| base.checked_add(n))
+        .ok_or_else(|| Error::CorruptData {
+            owner: "stream".to_owned(),
+            id: Some(stream.to_string()),
+            detail: format!("version {base} cannot advance by {count} events"),
+        })
+}
+
+/// The error of a failed apply, naming the projection, the event and its stream.
+pub fn apply_error(projection: &'static str, event: &EventEnvelope, message: String) -> Error {
+    Error::Apply {
+        projection,
+        event_type: event.event_type.clone(),
+        stream: event.stream_id.clone(),
+        version: event.version,
+        message,
+    }
+}
+
+/// What `fetch_for_writing` loaded, kept in the session for the save's inline projection.
+pub struct Fetched<A> {
+    /// The stream version read.
+    pub version: i64,
+    /// The aggregate's state at that version.
+    pub state: Option<A>,
+}
+
+/// What the projections of one save attempt share, besides the backend.
+pub struct Plan<'a, Q> {
+    /// The save's pending appends.
+    pub appends: &'a [AppendView],
+    /// The session's state: the states `fetch_for_writing` handed over.
+    pub state: &'a mut SessionState<Q>,
+    /// Plain appends that must assert a version for this attempt: (index, version).
+    pub requirements: Vec<(usize, i64)>,
+    /// Whether projections may plan from the aggregate cache (the first attempt of a
+    /// save only: a retry reads under lock).
+    pub use_cache: bool,
+    /// The store's aggregate cache.
+    pub cache: &'a AggregateCache,
+    /// The cache entries this attempt planned from.
+    pub cache_hits: Vec<CacheKey>,
+    /// What the cache learns if the save commits.
+    pub cache_updates: Vec<CacheUpdate>,
+}
+
+/// Where a planner queues the writes it derives for documents of type `D`.
+pub trait PlanOutput<D: Document> {
+    /// Serializes a document as the backend stores it.
+    fn serialize(doc: &D) -> Result<Vec<u8>>;
+    /// Queues a derived write of `json` for `id`, asserting `expected` when given.
+    fn write(&mut self, kind: WriteOf<D>, id: D::Id, json: Vec<u8>, expected: Option<VersionOf<D>>);
+    /// Queues a delete by id.
+    fn delete(&mut self, id: D::Id);
+}
+
+/// Documents as the aggregate cache holds them: each id with its stored JSON (`None`:
+/// not stored).
+pub type CachedDocs<D> = Vec<(<D as Document>::Id, Option<Arc<[u8]>>)>;
+
+/// A stream as the locked read found it: its version, its aggregate document, whether
+/// it is archived.
+pub struct LockedStream<A> {
+    /// The stream's version.
+    pub version: i64,
+    /// The stored aggregate document, if any.
+    pub state: Option<A>,
+    /// Whether the stream is archived.
+    pub archived: bool,
+}
+
+/// The reads the aggregate planner needs for aggregate `A`, inside the save's
+/// transaction.
+pub trait AggregateReads<A: Document>: PlanOutput<A> {
+    /// Locks the rows of the existing streams among `ids` until the save ends and reads
+    /// them with their aggregate documents (a stream without a row is missing).
+    fn lock_streams(
+        &mut self,
+        ids: &[A::Id],
+    ) -> impl Future<Output = Result<HashMap<A::Id, LockedStream<A>>>> + Send;
+    /// Queues a check, sent before the projected writes, that each document is still
+    /// stored as the cache holds it (`None`: not stored); a failed check plans again.
+    fn check_cached(&mut self, cached: CachedDocs<A>);
+}
+
+/// The reads the multi-stream planner needs for documents of type `P`, inside the
+/// save's transaction.
+pub trait DocumentReads<P: Document>: PlanOutput<P> {
+    /// Locks and reads the documents among `ids` that exist, until the save ends.
+    fn lock_documents(
+        &mut self,
+        ids: &[P::Id],
+    ) -> impl Future<Output = Result<Vec<Loaded<P>>>> + Send;
+}
+
+#[cfg(test)]
+mod tests;

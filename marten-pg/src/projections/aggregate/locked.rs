@@ -1,0 +1,90 @@
+//! The locked read an inline aggregate plans from: the stream rows, locked until the save
+//! commits, and the aggregate documents of those streams, in one statement flight.
+//! Uses the planner's request, the connection's pipeline, document storage and the error
+//! map.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Object;
+use marten_core::projection::inline::LockedStream;
+use marten_core::{Aggregate, Document, Error, Result};
+use tokio_postgres::{Row, Statement};
+
+use crate::connection::Pipeline;
+use crate::documents::{DocumentStorage, PgDocument};
+use crate::error_map::{map_db_error, reading_documents as reading, Failed};
+use crate::json::JsonRef;
+use crate::projections::Planner;
+
+/// Locks the streams until the save commits and reads their versions and documents
+/// (`lock` is the locking statement). The documents are read by a second statement of
+/// the same flight, which starts after the locks are held: its snapshot sees the last
+/// committed projection (a joined read in the locking statement would see the one from
+/// before the wait).
+pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
+    pg: &mut Planner<'_, '_>,
+    lock: &str,
+    ids: &[A::Id],
+) -> Result<HashMap<A::Id, LockedStream<A>>> {
+    pg.store.ensure::<A>().await?;
+    let begin = !pg.req.in_transaction();
+    let lock = prepare::<A>(pg.req.client(), lock).await?;
+    let docs = prepare::<A>(pg.req.client(), &A::storage().reads().load_many).await?;
+    if begin {
+        // BEGIN is about to be written.
+        pg.req.set_in_transaction(true);
+    }
+    let c: &tokio_postgres::Client = pg.req.client();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    // BEGIN, the lock and the read in one flight.
+    let mut pipe = Pipeline::new(c, 3);
+    let begun = begin.then(|| pipe.command("BEGIN"));
+    let streams = pipe.query(&lock, &params);
+    let docs = pipe.query(&docs, &params);
+    let mut answers = pipe.send().await;
+    if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
+        return Err(map_db_error(e, Failed::Transaction));
+    }
+    let (streams, docs) = (answers.take(streams), answers.take(docs));
+    read_locked::<A>(streams, docs)
+}
+
+async fn prepare<A: Document>(client: &Object, sql: &str) -> Result<Statement> {
+    client.prepare_cached(sql).await.map_err(reading::<A>)
+}
+
+/// Decodes the answers of the locked read: the stream rows (`id, version, is_archived`)
+/// and the documents of those streams (`id, data`).
+fn read_locked<A: Aggregate + PgDocument>(
+    streams: std::result::Result<Vec<Row>, tokio_postgres::Error>,
+    docs: std::result::Result<Vec<Row>, tokio_postgres::Error>,
+) -> Result<HashMap<A::Id, LockedStream<A>>> {
+    let mut out = HashMap::new();
+    for row in streams.map_err(reading::<A>)? {
+        let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
+        let version: i64 = row.try_get(1).map_err(reading::<A>)?;
+        let archived: bool = row.try_get(2).map_err(reading::<A>)?;
+        let state = None;
+        out.insert(
+            id,
+            LockedStream {
+                version,
+                state,
+                archived,
+            },
+        );
+    }
+    for row in docs.map_err(reading::<A>)? {
+        let id: A::Id = row.try_get(0).map_err(reading::<A>)?;
+        let json: JsonRef<'_> = row.try_get(1).map_err(reading::<A>)?;
+        let doc = serde_json::from_slice::<A>(json.0).map_err(|source| Error::Deserialize {
+            document_type: A::DOCUMENT_TYPE,
+            id: id.to_string(),
+            source,
+        })?;
+        if let Some(entry) = out.get_mut(&id) {
+            entry.state = Some(doc);
+        }
+    }
+    Ok(out)
+}
