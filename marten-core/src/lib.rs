@@ -23,7 +23,7 @@ mod tag;
 pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
 pub use document::{Document, IndexSpec};
-pub use error::{ConflictKind, DatabaseError, Error, Rejection, RejectionKind, Result};
+pub use error::{ConflictKind, DatabaseError, Error, Rejection, RejectionKind, Result, TlsFailure};
 pub use event::{AnyEvent, DecodeFn, Event, EventDecoder, EventEnvelope};
 pub use id::{DocumentId, IdKey, MAX_ID_BYTES};
 pub use metadata::DocumentMetadata;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use marten_core::Result;
 
 use super::{migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn};
-use crate::connection::Connector;
+use crate::connection::{Connector, Dedicated};
 
 /// A store's connections, schema and the objects it has created or checked.
 pub(crate) struct Catalog {
@@ -60,7 +60,7 @@ impl Catalog {
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
     /// daemon's projection locks). It closes when the client is dropped.
-    pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
+    pub(crate) async fn dedicated_connection(&self) -> Result<Dedicated> {
         self.connector.dedicated().await
     }
 
