@@ -2,15 +2,34 @@
 //! caller's), connections outside the pool (schema work, advisory locks), and the time
 //! limits every request obeys.
 
+use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use marten_core::{Error, Result};
+use tokio::time::error::Elapsed;
 
 use super::pool::{AfterConnect, PoolSettings};
-use super::tls::{connect_error, tracked, Tls};
+use super::tls::{connect_error, tracked, Progress, Tls};
 use crate::error_map::{map_db_error, map_pool_error, Failed};
+
+/// A pool's `get`, tracked for typed TLS failures.
+type Getting<'a> = Pin<Box<dyn Future<Output = (Result<Object, PoolError>, Progress)> + Send + 'a>>;
+
+/// A dedicated connect within a time limit, tracked for typed TLS failures.
+type Connecting<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Result<Result<tokio_postgres::Client, tokio_postgres::Error>, Elapsed>,
+                    Progress,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
 
 /// The store's source of connections and its time limits.
 pub(crate) struct Connector {
@@ -83,7 +102,10 @@ impl Connector {
     /// ([`Error::PoolExhausted`]).
     pub(crate) async fn pooled(&self) -> Result<Object> {
         let started = Instant::now();
-        let (got, progress) = tracked(self.pool.get()).await;
+        // Boxed as a trait object: the pool's future nested in the tracking scope is a
+        // type deep enough to push callers' futures past the compiler's query depth limit.
+        let attempt: Getting<'_> = Box::pin(tracked(self.pool.get()));
+        let (got, progress) = attempt.await;
         got.map_err(|e| match (e, &self.own) {
             (PoolError::Backend(e), Some(own)) => connect_error(e, own.tls.mode(), progress),
             (e, _) => map_pool_error(e, self.pool.status().max_size, started.elapsed()),
@@ -97,7 +119,8 @@ impl Connector {
             return Ok(Dedicated::Taken(Object::take(self.pooled().await?)));
         };
         let connect = tokio::time::timeout(own.create_timeout, own.tls.connect(&own.config));
-        let client = match tracked(connect).await {
+        let connecting: Connecting<'_> = Box::pin(tracked(connect));
+        let client = match connecting.await {
             (Ok(Ok(client)), _) => client,
             (Ok(Err(e)), progress) => return Err(connect_error(e, own.tls.mode(), progress)),
             (Err(_), _) => {
