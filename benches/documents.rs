@@ -78,6 +78,7 @@ async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(Str
     let schema = TestSchema::new(&format!("bench_daemon_{sync}"));
     let store = DocumentStore::builder()
         .connection_string(url)
+        .ssl_mode(marten::SslMode::Disable) // as the raw baseline (NoTls)
         .schema(schema.name())
         .pool_size(8)
         .projection::<Tally>(Lifecycle::Async)
@@ -208,6 +209,7 @@ impl Setup {
     async fn store(&self, inline: bool) -> DocumentStore {
         let mut b = DocumentStore::builder()
             .connection_string(&self.url)
+            .ssl_mode(marten::SslMode::Disable) // as the raw baseline (NoTls)
             .schema(self.schema.name())
             .pool_size(16)
             .document::<Doc>()

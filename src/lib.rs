@@ -8,10 +8,14 @@ pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
     IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
-    StreamIdentity, StreamState, Tag, MAX_ID_BYTES,
+    StreamIdentity, StreamState, Tag, TlsFailure, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::Postgres;
+/// The connection libraries the store uses, re-exported so a caller's pool
+/// ([`DocumentStoreBuilder::pool`]) and config are of the same versions.
+pub use marten_pg::{deadpool_postgres, tokio_postgres};
+pub use marten_pg::{AfterConnect, AfterConnectFuture, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
     DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,

@@ -25,6 +25,7 @@ pub use concurrency::ConcurrencyMode;
 pub use document::{Document, IndexSpec};
 pub use error::{
     ConflictKind, DatabaseError, Error, Rejection, RejectionKind, Result, SchemaDifference,
+    TlsFailure,
 };
 pub use event::{AnyEvent, DecodeFn, Event, EventDecoder, EventEnvelope};
 pub use id::{DocumentId, IdKey, MAX_ID_BYTES};

@@ -178,6 +178,9 @@ pub(crate) fn map_pool_error(
             size,
             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
         },
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+            map_db_error(e, Failed::Other("running the after-connect hook"))
+        }
         PoolError::Timeout(_) => Error::Timeout {
             what: "a new database connection".to_owned(),
         },

@@ -26,6 +26,10 @@ mod validate;
 mod xid8;
 
 pub use column_type::ColumnType;
+pub use connection::{AfterConnect, AfterConnectFuture, SslMode, TlsBackend};
+/// The `deadpool_postgres` the store's pools are made with (for
+/// [`DocumentStoreBuilder::pool`]).
+pub use deadpool_postgres;
 pub use documents::{
     BasicWrite, DocumentStorage, NumericStorage, NumericWrite, OffStorage, OptimisticStorage,
     PgDocument, PgVersion, WriteOf,
@@ -45,3 +49,5 @@ pub use session::{
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};
+/// The `tokio_postgres` the store connects with (its `Config`, `Client`).
+pub use tokio_postgres;

@@ -63,6 +63,30 @@ impl PrivateCluster {
         run_pg(&self.pg_ctl, &["-D", &data, "reload"])
     }
 
+    /// Appends `lines` to the cluster's `postgresql.conf`; they take effect at the next
+    /// [`restart`](Self::restart) (for example `ssl = on`).
+    pub fn append_config(&self, lines: &str) -> Result<(), String> {
+        use std::io::Write;
+        let conf = self.data.join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut f| writeln!(f, "\n{lines}"))
+            .map_err(|e| format!("cannot append to {}: {e}", conf.display()))
+    }
+
+    /// Writes `contents` to the file `name` in the data directory, readable by the
+    /// server's user only (as a key file must be), and returns its path.
+    pub fn write_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data.join(name);
+        std::fs::write(&path, contents)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        give_to_postgres(&path)?;
+        Ok(path)
+    }
+
     /// Restarts the server with `pg_ctl restart -m fast` (sessions are terminated, their
     /// transactions rolled back) on the same port, and waits until it accepts connections.
     pub fn restart(&self) -> Result<(), String> {

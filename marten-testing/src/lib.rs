@@ -279,7 +279,9 @@ impl TestSchema {
         self.url_via_addr(proxy.addr())
     }
 
-    /// The connection string of the server, reached through a proxy listening on `addr`.
+    /// The connection string of the server, reached through a proxy listening on `addr`,
+    /// without TLS (`sslmode=disable`): the proxies count, delay and cut the protocol's
+    /// own bytes, which TLS would hide.
     pub fn url_via_addr(&self, addr: std::net::SocketAddr) -> String {
         let config: tokio_postgres::Config = match self.url.parse() {
             Ok(c) => c,
@@ -287,7 +289,7 @@ impl TestSchema {
         };
         let user = config.get_user().unwrap_or("postgres");
         let db = config.get_dbname().unwrap_or("postgres");
-        format!("postgres://{user}@{addr}/{db}")
+        format!("postgres://{user}@{addr}/{db}?sslmode=disable")
     }
 
     /// A raw connection whose `search_path` is this schema (for checks behind marten's

@@ -28,7 +28,8 @@ impl Error {
             | Error::LockNotAvailable(e)
             | Error::TooManyConnections(e)
             | Error::OutcomeUnknown(e)
-            | Error::Conflict { source: e, .. } => Some(e),
+            | Error::Conflict { source: e, .. }
+            | Error::Tls { source: e, .. } => Some(e),
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! The [`Error`] enum of marten and its [`Result`] alias. The helper types its variants
 //! carry live beside it: `rejection` ([`Rejection`], [`RejectionKind`]), `database`
-//! ([`DatabaseError`]), `conflict` ([`ConflictKind`]); `classify` holds the methods that
+//! ([`DatabaseError`]), `conflict` ([`ConflictKind`]), `tls` ([`TlsFailure`]); `classify` holds the methods that
 //! inspect an error (`is_retryable`, `sqlstate`, ...), `display` the message helpers.
 //! Uses [`StreamId`] of the crate root.
 
@@ -10,11 +10,13 @@ mod database;
 mod display;
 mod rejection;
 mod schema;
+mod tls;
 
 pub use conflict::ConflictKind;
 pub use database::DatabaseError;
 pub use rejection::{Rejection, RejectionKind};
 pub use schema::SchemaDifference;
+pub use tls::TlsFailure;
 
 use display::{with_id, Joined};
 
@@ -247,6 +249,18 @@ pub enum Error {
     /// 57P03). Nothing of a save that fails with it was written; retrying is safe.
     #[error("connection failed")]
     Connection(#[source] DatabaseError),
+
+    /// A TLS connection to the server could not be set up (see [`TlsFailure`] for what
+    /// failed); the source names the host and the `sslmode`. Retrying with the same
+    /// settings will not help.
+    #[error("TLS connection failed: {kind}")]
+    Tls {
+        /// What failed.
+        kind: TlsFailure,
+        /// The connection failure, with the TLS library's error as its source.
+        #[source]
+        source: DatabaseError,
+    },
 
     /// The server refused the credentials (SQLSTATE class 28: wrong password, unknown
     /// role, no `pg_hba.conf` entry). Retrying with the same settings will not help.

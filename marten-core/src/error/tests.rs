@@ -38,6 +38,10 @@ fn every_database_variant_exposes_its_failure_and_sqlstate() {
             kind: ConflictKind::Deadlock,
             source: db(Some("X1")),
         },
+        Error::Tls {
+            kind: TlsFailure::Certificate,
+            source: db(Some("X1")),
+        },
     ];
     for e in &variants {
         assert_eq!(e.sqlstate(), Some("X1"), "{e:?}");
@@ -79,6 +83,10 @@ fn only_transient_failures_that_wrote_nothing_are_retryable() {
         Error::Canceled(db(None)),
         Error::InvalidQuery("x".into()),
         Error::Rejected(Vec::new()),
+        Error::Tls {
+            kind: TlsFailure::NotOffered,
+            source: db(None),
+        },
     ];
     for e in &not_retryable {
         assert!(!e.is_retryable(), "{e:?}");
@@ -233,5 +241,17 @@ fn a_schema_mismatch_lists_every_difference_with_its_object_and_shapes() {
     assert_eq!(
         old.to_string(),
         "PostgreSQL 12.9 is not supported: marten needs PostgreSQL 13 or later"
+    );
+}
+
+#[test]
+fn a_tls_failure_says_what_failed() {
+    let e = Error::Tls {
+        kind: TlsFailure::Certificate,
+        source: db(None),
+    };
+    assert_eq!(
+        e.to_string(),
+        "TLS connection failed: the server's certificate was refused"
     );
 }

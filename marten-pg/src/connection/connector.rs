@@ -1,38 +1,99 @@
-//! Where connections come from: the pool (bounded wait), connections outside the pool
-//! (schema work, advisory locks), and the time limits every request obeys.
+//! Where connections come from: the pool (bounded wait; the store's own or the
+//! caller's), connections outside the pool (schema work, advisory locks), and the time
+//! limits every request obeys.
 
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use marten_core::{Error, Result};
-use tokio_postgres::NoTls;
+use tokio::time::error::Elapsed;
 
+use super::pool::{AfterConnect, PoolSettings};
+use super::tls::{connect_error, tracked, Progress, Tls};
 use crate::error_map::{map_db_error, map_pool_error, Failed};
+
+/// A pool's `get`, tracked for typed TLS failures.
+type Getting<'a> = Pin<Box<dyn Future<Output = (Result<Object, PoolError>, Progress)> + Send + 'a>>;
+
+/// A dedicated connect within a time limit, tracked for typed TLS failures.
+type Connecting<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Result<Result<tokio_postgres::Client, tokio_postgres::Error>, Elapsed>,
+                    Progress,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
 
 /// The store's source of connections and its time limits.
 pub(crate) struct Connector {
     pool: Pool,
-    /// The pool's connection settings, for connections outside the pool.
-    config: tokio_postgres::Config,
-    pool_size: usize,
-    pool_wait: Duration,
+    /// How the store makes connections itself; `None` for a caller's pool, whose
+    /// connections outside the pool are taken out of it.
+    own: Option<OwnConnections>,
     request_timeout: Option<Duration>,
 }
 
+/// The settings of the connections a store makes itself.
+struct OwnConnections {
+    config: tokio_postgres::Config,
+    tls: Tls,
+    create_timeout: Duration,
+    after_connect: Option<AfterConnect>,
+}
+
+/// A connection outside the pool. It closes when dropped.
+pub(crate) enum Dedicated {
+    /// Made by the store.
+    Own(tokio_postgres::Client),
+    /// Taken out of a caller's pool for good.
+    Taken(ClientWrapper),
+}
+
+impl Deref for Dedicated {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        match self {
+            Dedicated::Own(client) => client,
+            Dedicated::Taken(client) => client,
+        }
+    }
+}
+
 impl Connector {
-    /// A connector over `pool`, whose connections were made with `config`.
-    pub(crate) fn new(
-        pool: Pool,
+    /// A connector with a pool of its own, whose connections are made with `config`
+    /// over `tls`.
+    pub(crate) fn own(
         config: tokio_postgres::Config,
-        pool_size: usize,
-        pool_wait: Duration,
+        tls: Tls,
+        settings: &PoolSettings,
         request_timeout: Option<Duration>,
-    ) -> Self {
+    ) -> Result<Self> {
+        let pool = settings.build(config.clone(), &tls)?;
+        Ok(Self {
+            pool,
+            own: Some(OwnConnections {
+                config,
+                tls,
+                create_timeout: settings.create_timeout(),
+                after_connect: settings.after_connect.clone(),
+            }),
+            request_timeout,
+        })
+    }
+
+    /// A connector over a caller's pool.
+    pub(crate) fn caller(pool: Pool, request_timeout: Option<Duration>) -> Self {
         Self {
             pool,
-            config,
-            pool_size,
-            pool_wait,
+            own: None,
             request_timeout,
         }
     }
@@ -41,30 +102,39 @@ impl Connector {
     /// ([`Error::PoolExhausted`]).
     pub(crate) async fn pooled(&self) -> Result<Object> {
         let started = Instant::now();
-        self.pool
-            .get()
-            .await
-            .map_err(|e| map_pool_error(e, self.pool_size, started.elapsed()))
+        // Boxed as a trait object: the pool's future nested in the tracking scope is a
+        // type deep enough to push callers' futures past the compiler's query depth limit.
+        let attempt: Getting<'_> = Box::pin(tracked(self.pool.get()));
+        let (got, progress) = attempt.await;
+        got.map_err(|e| match (e, &self.own) {
+            (PoolError::Backend(e), Some(own)) => connect_error(e, own.tls.mode(), progress),
+            (e, _) => map_pool_error(e, self.pool.status().max_size, started.elapsed()),
+        })
     }
 
-    /// Opens a connection outside the pool with the pool's settings. It closes when the
-    /// client is dropped.
-    pub(crate) async fn dedicated(&self) -> Result<tokio_postgres::Client> {
-        let connect = self.config.connect(NoTls);
-        let (client, connection) = match tokio::time::timeout(self.pool_wait, connect).await {
-            Ok(connected) => connected.map_err(|e| map_db_error(e, Failed::Other("connecting")))?,
-            Err(_) => {
+    /// Opens a connection outside the pool with the pool's settings (for a caller's
+    /// pool: takes one out of it). It closes when dropped.
+    pub(crate) async fn dedicated(&self) -> Result<Dedicated> {
+        let Some(own) = &self.own else {
+            return Ok(Dedicated::Taken(Object::take(self.pooled().await?)));
+        };
+        let connect = tokio::time::timeout(own.create_timeout, own.tls.connect(&own.config));
+        let connecting: Connecting<'_> = Box::pin(tracked(connect));
+        let client = match connecting.await {
+            (Ok(Ok(client)), _) => client,
+            (Ok(Err(e)), progress) => return Err(connect_error(e, own.tls.mode(), progress)),
+            (Err(_), _) => {
                 return Err(Error::Timeout {
                     what: "a new database connection".to_owned(),
                 })
             }
         };
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "dedicated connection ended");
-            }
-        });
-        Ok(client)
+        if let Some(hook) = &own.after_connect {
+            hook(&client)
+                .await
+                .map_err(|e| map_db_error(e, Failed::Other("running the after-connect hook")))?;
+        }
+        Ok(Dedicated::Own(client))
     }
 
     /// How long a request waits for its answers.

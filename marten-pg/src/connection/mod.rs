@@ -1,6 +1,7 @@
-//! The connection layer: where connections come from ([`Connector`]), the owner of one
-//! connection and the state it is in ([`Conn`], [`Request`]), and the typed pipeline that
-//! writes several statements in one round trip ([`Pipeline`]).
+//! The connection layer: where connections come from ([`Connector`]: the pool, its
+//! settings and TLS), the owner of one connection and the state it is in ([`Conn`],
+//! [`Request`]), and the typed pipeline that writes several statements in one round trip
+//! ([`Pipeline`]).
 //!
 //! May use: the error map and leaf helpers. Nothing here knows documents, events,
 //! sessions or the store; the store owns a [`Connector`] and lends it.
@@ -8,8 +9,14 @@
 mod conn;
 mod connector;
 mod pipeline;
+mod pool;
+mod tls;
 
 pub use conn::Conn;
 pub(crate) use conn::{timed_out, within, Request};
-pub(crate) use connector::Connector;
+pub(crate) use connector::{Connector, Dedicated};
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};
+pub(crate) use pool::PoolSettings;
+pub use pool::{AfterConnect, AfterConnectFuture};
+pub(crate) use tls::{split_connection_string, Tls, TlsSettings, UrlTls};
+pub use tls::{SslMode, TlsBackend};

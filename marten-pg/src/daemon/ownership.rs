@@ -11,6 +11,7 @@
 use tracing::info;
 
 use super::progression;
+use crate::connection::Dedicated;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
@@ -19,7 +20,7 @@ use marten_core::Result;
 /// What a runner holds while it runs a projection.
 pub(super) struct Ownership {
     /// The connection holding the advisory lock; the lock goes with it.
-    lock: tokio_postgres::Client,
+    lock: Dedicated,
     /// Where the next batch starts (the position the last commit moved to).
     pub(super) position: Position,
     /// The owner epoch this runner claimed.
@@ -58,7 +59,7 @@ pub(super) async fn acquire(
     store: &DocumentStore,
     name: &str,
     node: &str,
-    standby: &mut Option<tokio_postgres::Client>,
+    standby: &mut Option<Dedicated>,
 ) -> Result<Option<Ownership>> {
     let lock = match standby.take() {
         Some(c) if !c.is_closed() => c,
@@ -85,7 +86,7 @@ pub(super) async fn acquire(
 
 /// Bumps the projection's owner epoch (on the lock's connection) and reads the position
 /// to start from.
-async fn claim(lock: tokio_postgres::Client, name: &str, node: &str) -> Result<Ownership> {
+async fn claim(lock: Dedicated, name: &str, node: &str) -> Result<Ownership> {
     let claiming = |e| map_db_error(e, Failed::Other("claiming a projection"));
     let row = lock
         .query_one(progression::CLAIM, &[&name, &node])

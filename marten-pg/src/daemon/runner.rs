@@ -22,7 +22,7 @@ use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
-use crate::connection::Conn;
+use crate::connection::{Conn, Dedicated};
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
@@ -60,7 +60,7 @@ pub(super) async fn run(
     };
     let poll = runner.options.poll_interval;
     let mut owner: Option<Ownership> = None;
-    let mut standby: Option<tokio_postgres::Client> = None;
+    let mut standby: Option<Dedicated> = None;
     let mut tables_ready = false;
     while !*stop.borrow() {
         if !tables_ready {
@@ -116,10 +116,7 @@ async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
 
 impl Runner {
     /// Tries to acquire the projection; on success the runner starts catching up.
-    async fn try_acquire(
-        &mut self,
-        standby: &mut Option<tokio_postgres::Client>,
-    ) -> Option<Ownership> {
+    async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Option<Ownership> {
         let name = self.projection.name();
         match acquire(&self.store, name, &self.options.node, standby).await {
             Ok(Some(own)) => {

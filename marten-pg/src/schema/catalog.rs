@@ -12,7 +12,7 @@ use marten_core::Result;
 use super::{
     check_server_version, migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn,
 };
-use crate::connection::Connector;
+use crate::connection::{Connector, Dedicated};
 use crate::tables::def::TableDef;
 
 /// The table a registered document type needs, as data (for the schema script and
@@ -111,7 +111,7 @@ impl Catalog {
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
     /// daemon's projection locks). It closes when the client is dropped.
-    pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
+    pub(crate) async fn dedicated_connection(&self) -> Result<Dedicated> {
         self.connector.dedicated().await
     }
 

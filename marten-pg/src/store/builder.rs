@@ -10,9 +10,8 @@ use marten_core::concurrency::VersionedMode;
 use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity};
 use tracing::info;
 
-use super::connect::{check_schema_name, connection_config, pool};
+use super::connect::{check_schema_name, ConnectionSettings};
 use super::{DocumentStore, DEFAULT_REQUEST_TIMEOUT};
-use crate::connection::Connector;
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
 use crate::events::UnknownEvents;
@@ -34,12 +33,10 @@ struct Registration {
 /// Configures and builds a [`DocumentStore`].
 #[must_use]
 pub struct DocumentStoreBuilder {
-    connection_string: Option<String>,
-    config: Option<tokio_postgres::Config>,
+    /// Where connections come from (set in `settings.rs`).
+    pub(super) connection: ConnectionSettings,
     schema: String,
     auto_create: AutoCreate,
-    pool_size: usize,
-    pool_wait: Duration,
     request_timeout: Option<Duration>,
     documents: Vec<Registration>,
     events: EventConfig,
@@ -54,12 +51,9 @@ impl DocumentStore {
     /// Starts configuring a store.
     pub fn builder() -> DocumentStoreBuilder {
         DocumentStoreBuilder {
-            connection_string: None,
-            config: None,
+            connection: ConnectionSettings::default(),
             schema: "public".to_owned(),
             auto_create: AutoCreate::default(),
-            pool_size: 16,
-            pool_wait: Duration::from_secs(30),
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             documents: Vec::new(),
             events: EventConfig {
@@ -76,18 +70,6 @@ impl DocumentStore {
 }
 
 impl DocumentStoreBuilder {
-    /// The PostgreSQL connection string (`postgres://user@host:port/db` or key=value).
-    pub fn connection_string(mut self, url: impl Into<String>) -> Self {
-        self.connection_string = Some(url.into());
-        self
-    }
-
-    /// A ready `tokio_postgres::Config` instead of a connection string.
-    pub fn config(mut self, config: tokio_postgres::Config) -> Self {
-        self.config = Some(config);
-        self
-    }
-
     /// The schema for the store's tables (default `public`): lower-case letters, digits
     /// and underscores.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
@@ -109,19 +91,6 @@ impl DocumentStoreBuilder {
     /// [`DocumentStore::assert_schema`]) before anything exists.
     pub fn apply_schema_at_build(mut self, apply: bool) -> Self {
         self.apply_schema = apply;
-        self
-    }
-
-    /// The maximum number of pooled connections (default 16).
-    pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size.max(1);
-        self
-    }
-
-    /// How long a session waits for a pooled connection (and a new connection for its
-    /// handshake) before failing with [`Error::PoolExhausted`] (default 30 s).
-    pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
-        self.pool_wait = wait;
         self
     }
 
@@ -313,19 +282,15 @@ impl DocumentStoreBuilder {
         }
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
-        let config = connection_config(self.config, self.connection_string, &self.schema)?;
-        let pool = pool(config.clone(), self.pool_size, self.pool_wait)?;
+        let connector = self
+            .connection
+            .connector(&self.schema, self.request_timeout)
+            .await?;
         let store = DocumentStore {
             inner: Arc::new(ProjectionCatalog::new(
                 EventCatalog::new(
                     Catalog::new(
-                        Connector::new(
-                            pool,
-                            config,
-                            self.pool_size,
-                            self.pool_wait,
-                            self.request_timeout,
-                        ),
+                        connector,
                         self.schema,
                         self.auto_create,
                         names,

@@ -1,12 +1,58 @@
-//! The store's connection settings and pool: the configuration from a connection string
-//! or a `tokio_postgres::Config`, with the store's schema as `search_path`, and the pool
-//! whose waits are bounded.
+//! The store's connection settings and where its connections come from: the
+//! configuration from a connection string or a `tokio_postgres::Config`, with the store's
+//! schema as `search_path`, its TLS and its pool, or a caller's pool (whose connections
+//! must have that `search_path` already: checked at `build`).
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use marten_core::{Error, Result};
-use tokio_postgres::NoTls;
+
+use crate::connection::{split_connection_string, Connector, PoolSettings, Tls, TlsSettings};
+use crate::error_map::{map_db_error, Failed};
+
+/// How the store gets its connections, as configured on the builder.
+#[derive(Default)]
+pub(super) struct ConnectionSettings {
+    pub(super) connection_string: Option<String>,
+    pub(super) config: Option<tokio_postgres::Config>,
+    pub(super) pool: PoolSettings,
+    /// Whether any pool setting was given (they do not apply to a caller's pool).
+    pub(super) pool_set: bool,
+    pub(super) tls: TlsSettings,
+    pub(super) caller_pool: Option<Pool>,
+}
+
+impl ConnectionSettings {
+    /// The store's connector: its own pool, or the caller's (checked to connect to
+    /// `schema`).
+    pub(super) async fn connector(
+        self,
+        schema: &str,
+        request_timeout: Option<Duration>,
+    ) -> Result<Connector> {
+        let Some(pool) = self.caller_pool else {
+            let (mut config, from_url) =
+                connection_config(self.config, self.connection_string, schema)?;
+            let tls = Tls::resolve(&self.tls, from_url, &mut config)?;
+            return Connector::own(config, tls, &self.pool, request_timeout);
+        };
+        let conflicting = [
+            (self.connection_string.is_some(), "connection_string"),
+            (self.config.is_some(), "config"),
+            (self.pool_set, "pool settings"),
+            (self.tls.is_set(), "TLS settings"),
+        ];
+        if let Some((_, what)) = conflicting.iter().find(|(set, _)| *set) {
+            return Err(Error::Configuration(format!(
+                "{what} cannot be combined with pool(..): configure the caller's pool instead"
+            )));
+        }
+        let connector = Connector::caller(pool, request_timeout);
+        check_search_path(&connector, schema).await?;
+        Ok(connector)
+    }
+}
 
 /// Fails unless `schema` is a plain lower-case identifier.
 pub(super) fn check_schema_name(schema: &str) -> Result<()> {
@@ -18,21 +64,27 @@ pub(super) fn check_schema_name(schema: &str) -> Result<()> {
     )))
 }
 
-/// The connection settings: `config`, else the parsed `url`, with `search_path` set to
-/// `schema` and `application_name` defaulting to `marten`.
-pub(super) fn connection_config(
+/// The connection settings: `config`, else the parsed `url` (without its `sslmode` and
+/// `sslrootcert`, returned beside), with `search_path` set to `schema` and
+/// `application_name` defaulting to `marten`.
+fn connection_config(
     config: Option<tokio_postgres::Config>,
     url: Option<String>,
     schema: &str,
-) -> Result<tokio_postgres::Config> {
-    let mut config = match (config, url) {
-        (Some(c), _) => c,
-        (None, Some(url)) => url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::Configuration(format!("invalid connection string: {e}")))?,
+) -> Result<(tokio_postgres::Config, crate::connection::UrlTls)> {
+    let (mut config, from_url) = match (config, url) {
+        (Some(c), _) => (c, Default::default()),
+        (None, Some(url)) => {
+            let (rest, from_url) = split_connection_string(&url)?;
+            let config = rest
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| Error::Configuration(format!("invalid connection string: {e}")))?;
+            (config, from_url)
+        }
         (None, None) => {
             return Err(Error::Configuration(
-                "no connection string: call connection_string(..) or config(..)".to_owned(),
+                "no connection string: call connection_string(..), config(..) or pool(..)"
+                    .to_owned(),
             ))
         }
     };
@@ -44,27 +96,28 @@ pub(super) fn connection_config(
     if config.get_application_name().is_none() {
         config.application_name("marten");
     }
-    Ok(config)
+    Ok((config, from_url))
 }
 
-/// A pool of at most `size` connections made with `config`; getting, creating and
-/// recycling a connection each wait at most `wait`.
-pub(super) fn pool(config: tokio_postgres::Config, size: usize, wait: Duration) -> Result<Pool> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(wait))
-        .create_timeout(Some(wait))
-        .recycle_timeout(Some(wait))
-        .build()
-        .map_err(|e| Error::Configuration(format!("cannot build the connection pool: {e}")))
+/// Fails unless the connections of a caller's pool have `schema` first on their
+/// `search_path` (marten's statements name their tables without a schema).
+async fn check_search_path(connector: &Connector, schema: &str) -> Result<()> {
+    let client = connector.pooled().await?;
+    let failed = |e| map_db_error(e, Failed::Other("reading the pool's search_path"));
+    let path: String = client
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .map_err(failed)?
+        .try_get(0)
+        .map_err(failed)?;
+    let first = path.split(',').next().unwrap_or_default().trim();
+    if first.trim_matches('"') == schema {
+        return Ok(());
+    }
+    Err(Error::Configuration(format!(
+        "the caller's pool connects with search_path {path:?}: the store needs its schema \
+         {schema:?} first; set options \"-c search_path={schema}\" on the pool's config"
+    )))
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -89,7 +142,7 @@ mod tests {
 
     #[test]
     fn the_search_path_is_the_schema_and_existing_options_are_kept() {
-        let config = connection_config(
+        let (config, _) = connection_config(
             None,
             Some("postgres://u@h/db?options=-c%20statement_timeout%3D5s".to_owned()),
             "s1",
@@ -101,5 +154,17 @@ mod tests {
         assert_eq!(config.get_application_name(), Some("marten"));
         assert!(connection_config(None, None, "s1").is_err());
         assert!(connection_config(None, Some("not a url ::".to_owned()), "s1").is_err());
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_the_connection_string() {
+        let (config, from_url) = connection_config(
+            None,
+            Some("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem".to_owned()),
+            "s1",
+        )
+        .expect("config");
+        assert_eq!(config.get_dbname(), Some("db"));
+        assert_eq!(from_url.root_cert.as_deref(), Some("/ca.pem"));
     }
 }

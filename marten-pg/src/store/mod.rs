@@ -9,6 +9,7 @@
 mod builder;
 mod connect;
 mod review;
+mod settings;
 
 use std::any::TypeId;
 use std::fmt;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use marten_core::{Result, StreamIdentity};
 
 pub use self::builder::DocumentStoreBuilder;
-use crate::connection::Connector;
+use crate::connection::{Connector, Dedicated};
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
 use crate::events::{EventCatalog, EventConfig};
@@ -76,7 +77,7 @@ impl DocumentStore {
 
     /// Opens a connection outside the pool, with the pool's settings (schema work, the
     /// daemon's projection locks). It closes when the client is dropped.
-    pub(crate) async fn dedicated_connection(&self) -> Result<tokio_postgres::Client> {
+    pub(crate) async fn dedicated_connection(&self) -> Result<Dedicated> {
         self.catalog().dedicated_connection().await
     }
 

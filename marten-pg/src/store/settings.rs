@@ -1,0 +1,130 @@
+//! The builder's connection settings: where the server is, TLS, and the pool (the
+//! store's own, or the caller's).
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use super::DocumentStoreBuilder;
+use crate::connection::{AfterConnectFuture, SslMode, TlsBackend};
+
+impl DocumentStoreBuilder {
+    /// The PostgreSQL connection string (`postgres://user@host:port/db?sslmode=..` or
+    /// key=value). Besides what `tokio_postgres` reads, it may carry `sslmode=verify-ca`
+    /// or `verify-full` and `sslrootcert=<PEM file>` (or `sslrootcert=system`, which
+    /// implies `verify-full` against the system's roots), as libpq's do.
+    pub fn connection_string(mut self, url: impl Into<String>) -> Self {
+        self.connection.connection_string = Some(url.into());
+        self
+    }
+
+    /// A ready `tokio_postgres::Config` instead of a connection string. Its `ssl_mode`
+    /// is used unless [`ssl_mode`](Self::ssl_mode) says otherwise.
+    pub fn config(mut self, config: tokio_postgres::Config) -> Self {
+        self.connection.config = Some(config);
+        self
+    }
+
+    /// How connections use TLS; wins over the connection string's `sslmode` (default:
+    /// the connection string's, else [`SslMode::Prefer`]).
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.connection.tls.mode = Some(mode);
+        self
+    }
+
+    /// A root certificate (PEM; several may be given, in one text or in several calls)
+    /// the server's certificate must be signed by, instead of the system's and the
+    /// Mozilla roots. With one, `prefer` and `require` check the chain too, as libpq does
+    /// when it has a root certificate. An unreadable PEM fails `build`.
+    pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.connection.tls.roots_pem.push(pem.into());
+        self
+    }
+
+    /// The TLS library (default [`TlsBackend::Rustls`]).
+    pub fn tls_backend(mut self, backend: TlsBackend) -> Self {
+        self.connection.tls.backend = backend;
+        self
+    }
+
+    /// Uses the caller's pool instead of making one. Its connections must have the
+    /// store's schema first on their `search_path` (marten's statements do not name the
+    /// schema): build the pool from a config with
+    /// `options("-c search_path=<schema>")`; `build` checks one connection and fails
+    /// with [`Error::Configuration`](marten_core::Error::Configuration) otherwise. The
+    /// pool's own settings (TLS, size, timeouts, hooks) apply; the builder's connection,
+    /// TLS and pool settings cannot be combined with it. Connections the store keeps
+    /// outside the pool (schema work, the daemon's locks) are taken out of it for good.
+    /// Its recycling method should be `Fast` or `Verified`: `Clean` resets the
+    /// `search_path` of a connection that was changed with `SET`.
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.connection.caller_pool = Some(pool);
+        self
+    }
+
+    /// The maximum number of pooled connections (default 16).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.connection.pool.max_size = size.max(1);
+        self.connection.pool_set = true;
+        self
+    }
+
+    /// How long a session waits for a pooled connection before failing with
+    /// [`Error::PoolExhausted`](marten_core::Error::PoolExhausted) (default 30 s). It is
+    /// also the default of the create and recycle timeouts.
+    pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
+        self.connection.pool.wait = wait;
+        self.connection.pool_set = true;
+        self
+    }
+
+    /// How long making a new connection (TCP, TLS, authentication, the after-connect
+    /// hook's start) may take before failing with
+    /// [`Error::Timeout`](marten_core::Error::Timeout) (default: the wait timeout).
+    pub fn pool_create_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.pool.create = Some(timeout);
+        self.connection.pool_set = true;
+        self
+    }
+
+    /// How long checking an idle connection before reusing it may take; one that takes
+    /// longer is closed and another is used (default: the wait timeout).
+    pub fn pool_recycle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.pool.recycle = Some(timeout);
+        self.connection.pool_set = true;
+        self
+    }
+
+    /// How long a pooled connection is used: an older one is closed when it comes back
+    /// to be reused, and a new one is made (default: for ever). For servers or proxies
+    /// that should see connections move, and to pick up changed server settings.
+    pub fn connection_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.connection.pool.max_lifetime = Some(lifetime);
+        self.connection.pool_set = true;
+        self
+    }
+
+    /// Runs `hook` on every new connection before its first use, pooled or not (for
+    /// example to `SET` a setting). A failing hook discards the connection and fails the
+    /// request that wanted it with the hook's error.
+    ///
+    /// ```no_run
+    /// # async fn demo(url: String) -> marten_core::Result<()> {
+    /// let store = marten_pg::DocumentStore::builder()
+    ///     .connection_string(url)
+    ///     .after_connect(|client| {
+    ///         Box::pin(async move { client.batch_execute("SET statement_timeout = '5s'").await })
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c tokio_postgres::Client) -> AfterConnectFuture<'c> + Send + Sync + 'static,
+    {
+        self.connection.pool.after_connect = Some(std::sync::Arc::new(hook));
+        self.connection.pool_set = true;
+        self
+    }
+}

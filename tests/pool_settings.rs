@@ -1,0 +1,300 @@
+//! Pool settings against the harness's PostgreSQL: a caller's pool is the one used, a
+//! bounded wait ends in `Error::PoolExhausted`, the after-connect hook runs on every new
+//! connection, and connections past their maximum lifetime are replaced.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::ok;
+use marten::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Item {
+    id: i64,
+    name: String,
+}
+
+/// The harness's server config with `application_name` set to the schema's name.
+fn named_config(schema: &TestSchema) -> tokio_postgres::Config {
+    let mut config: tokio_postgres::Config = match schema.url().parse() {
+        Ok(c) => c,
+        Err(e) => panic!("invalid database url: {e}"),
+    };
+    config.application_name(schema.name());
+    config
+}
+
+/// A caller's pool of at most `size` connections, waiting at most `wait`.
+fn caller_pool(config: tokio_postgres::Config, size: usize, wait: Duration) -> Pool {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    match Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .runtime(Runtime::Tokio1)
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(e) => panic!("cannot build the pool: {e}"),
+    }
+}
+
+async fn save_and_load(store: &DocumentStore, id: i64) {
+    let item = Item {
+        id,
+        name: format!("item {id}"),
+    };
+    let mut s = store.lightweight_session();
+    ok(s.store(item.clone()));
+    ok(s.save_changes().await);
+    let loaded: Option<Item> = ok(store.query_session().load(&id).await);
+    assert_eq!(loaded, Some(item));
+}
+
+/// The backends connected under `application_name`.
+async fn backends(schema: &TestSchema, app: &str) -> Vec<i32> {
+    let raw = schema.raw_client().await;
+    let rows = match raw
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            &[&app],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => panic!("cannot read pg_stat_activity: {e}"),
+    };
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn a_callers_pool_is_used_and_must_connect_to_the_schema() {
+    let schema = TestSchema::new("caller_pool");
+    let mut config = named_config(&schema);
+    config.options(format!("-c search_path={}", schema.name()));
+    let pool = caller_pool(config, 4, Duration::from_secs(10));
+    let store = ok(DocumentStore::builder()
+        .pool(pool.clone())
+        .schema(schema.name())
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    let seen = backends(&schema, schema.name()).await;
+    assert!(
+        !seen.is_empty(),
+        "no connection of the caller's pool is open"
+    );
+    assert!(pool.status().size >= 1, "{:?}", pool.status());
+
+    // Without the schema on its search_path, the pool is refused at build.
+    let plain = caller_pool(named_config(&schema), 1, Duration::from_secs(10));
+    let refused = DocumentStore::builder()
+        .pool(plain)
+        .schema(schema.name())
+        .build()
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Configuration(m)) if m.contains("search_path")),
+        "{refused:?}"
+    );
+
+    // The pool's settings are the caller's: combining them is refused.
+    let combined = DocumentStore::builder()
+        .pool(pool)
+        .pool_size(3)
+        .schema(schema.name())
+        .build()
+        .await;
+    assert!(
+        matches!(combined, Err(Error::Configuration(_))),
+        "{combined:?}"
+    );
+}
+
+/// Holds the only connection of `store` and checks that a second session gets
+/// `PoolExhausted` after about `wait`.
+async fn assert_exhausted_after(store: &DocumentStore, wait: Duration) {
+    let mut holder = store.lightweight_session();
+    let _: Option<Item> = ok(holder.load(&1).await);
+    let started = Instant::now();
+    let mut waiter = store.lightweight_session();
+    let got: marten::Result<Option<Item>> = waiter.load(&1).await;
+    let elapsed = started.elapsed();
+    match got {
+        Err(Error::PoolExhausted { size: 1, waited_ms }) => {
+            assert!(
+                u128::from(waited_ms) + 50 >= wait.as_millis(),
+                "waited {waited_ms} ms"
+            );
+        }
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    assert!(elapsed < wait + Duration::from_secs(2), "{elapsed:?}");
+    drop(holder);
+    let _: Option<Item> = ok(waiter.load(&1).await);
+}
+
+#[tokio::test]
+async fn a_wait_for_a_held_connection_ends_in_pool_exhausted() {
+    let schema = TestSchema::new("pool_wait");
+    let wait = Duration::from_millis(300);
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_wait_timeout(wait)
+        .pool_create_timeout(Duration::from_secs(10))
+        .pool_recycle_timeout(Duration::from_secs(5))
+        .document::<Item>()
+        .build()
+        .await);
+    assert_exhausted_after(&store, wait).await;
+
+    // The same with a caller's pool: its own wait timeout applies.
+    let mut config = named_config(&schema);
+    config.options(format!("-c search_path={}", schema.name()));
+    let store = ok(DocumentStore::builder()
+        .pool(caller_pool(config, 1, wait))
+        .schema(schema.name())
+        .build()
+        .await);
+    assert_exhausted_after(&store, wait).await;
+}
+
+#[tokio::test]
+async fn the_after_connect_hook_runs_on_every_new_connection() {
+    let schema = TestSchema::new("after_connect");
+    let app = format!("{}_hooked", schema.name());
+    let pids = Arc::new(Mutex::new(Vec::<i32>::new()));
+    let (hook_app, hook_pids) = (app.clone(), pids.clone());
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(2)
+        .after_connect(move |client| {
+            let (app, pids) = (hook_app.clone(), hook_pids.clone());
+            Box::pin(async move {
+                client
+                    .batch_execute(&format!("SET application_name = '{app}'"))
+                    .await?;
+                let pid: i32 = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .get(0);
+                if let Ok(mut pids) = pids.lock() {
+                    pids.push(pid);
+                }
+                Ok(())
+            })
+        })
+        .document::<Item>()
+        .build()
+        .await);
+    // build's own connection (schema work) ran the hook too.
+    let after_build = pids.lock().map(|p| p.len()).unwrap_or_default();
+    assert_eq!(after_build, 1);
+    save_and_load(&store, 1).await;
+    let hooked = pids.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(hooked.len() >= 2, "{hooked:?}");
+    let seen = backends(&schema, &app).await;
+    assert!(
+        hooked.iter().any(|pid| seen.contains(pid)),
+        "pooled connections {hooked:?} should show application_name {app}: {seen:?}"
+    );
+
+    // A failing hook fails the request that wanted the connection, typed.
+    let failing = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .after_connect(|client| {
+            Box::pin(async move { client.batch_execute("SET no_such_setting_x = 1").await })
+        })
+        .build()
+        .await;
+    assert!(
+        matches!(&failing, Err(e) if e.sqlstate() == Some("42704")),
+        "{failing:?}"
+    );
+}
+
+/// Runs a session on `store` and returns how many connections the hook saw made.
+async fn connections_made_after_a_session(store: &DocumentStore, pids: &Mutex<Vec<i32>>) -> usize {
+    let mut s = store.lightweight_session();
+    let _: Option<Item> = ok(s.load(&1).await);
+    drop(s);
+    pids.lock().map(|p| p.len()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn connections_past_their_lifetime_are_replaced() {
+    let schema = TestSchema::new("max_lifetime");
+    let pids = Arc::new(Mutex::new(Vec::<i32>::new()));
+    let hook_pids = pids.clone();
+    let lifetime = Duration::from_millis(400);
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(1)
+        .connection_max_lifetime(lifetime)
+        .after_connect(move |client| {
+            let pids = hook_pids.clone();
+            Box::pin(async move {
+                let pid: i32 = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .get(0);
+                if let Ok(mut pids) = pids.lock() {
+                    pids.push(pid);
+                }
+                Ok(())
+            })
+        })
+        .document::<Item>()
+        .build()
+        .await);
+    // One connection for build, one pooled; reused while young.
+    let first = connections_made_after_a_session(&store, &pids).await;
+    assert_eq!(first, 2);
+    assert_eq!(
+        connections_made_after_a_session(&store, &pids).await,
+        first,
+        "a young connection is reused"
+    );
+    tokio::time::sleep(lifetime + Duration::from_millis(200)).await;
+    let made = connections_made_after_a_session(&store, &pids).await;
+    assert_eq!(made, first + 1, "an old connection is replaced");
+    let all = pids.lock().map(|p| p.clone()).unwrap_or_default();
+    let (old, new) = (all[1], all[2]);
+    assert_ne!(old, new);
+    // The old connection is closed, not just set aside.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backends_with_pid(&schema, old).await {
+        assert!(Instant::now() < deadline, "backend {old} still connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn backends_with_pid(schema: &TestSchema, pid: i32) -> bool {
+    let raw = schema.raw_client().await;
+    match raw
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+    {
+        Ok(row) => row.get::<_, i64>(0) > 0,
+        Err(e) => panic!("cannot read pg_stat_activity: {e}"),
+    }
+}
