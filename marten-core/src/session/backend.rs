@@ -9,6 +9,7 @@ use std::future::Future;
 use super::attempts::{AttemptEnd, SaveAttempts};
 use super::kinds::Tracking;
 use super::parts::{Parts, Session};
+use super::query_session::QuerySession;
 use super::state::DirtyQueue;
 use crate::concurrency::{VersionOf, WriteOf};
 use crate::{Document, DocumentMetadata, Result};
@@ -26,6 +27,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
     type Scratch: Default + Send + Sync;
     /// The event operations of a session (`session.events()`).
     type Events<'s, K: Tracking>
+    where
+        Self: 's;
+    /// Several queries of a query session in one round trip (`query_session.batch()`).
+    type Batch<'s>
     where
         Self: 's;
 
@@ -50,6 +55,8 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn end_save(parts: &mut Parts<Self>, committed: bool);
     /// The event operations of `session`.
     fn events<K: Tracking>(session: &mut Session<Self, K>) -> Self::Events<'_, K>;
+    /// A batch of queries on `session`.
+    fn batch(session: &mut QuerySession<Self>) -> Self::Batch<'_>;
 }
 
 /// A loaded document with its stored version and its JSON text.
@@ -115,6 +122,12 @@ pub trait QueryBackend<D: Document>: Backend {
     type Query<'s, K: Tracking>
     where
         Self: 's;
+    /// The query builder, borrowing a query session.
+    type ReadQuery<'s>
+    where
+        Self: 's;
     /// A query on documents of type `D` through `session`.
     fn query<K: Tracking>(session: &mut Session<Self, K>) -> Self::Query<'_, K>;
+    /// A query on documents of type `D` through a query session.
+    fn read_query(session: &mut QuerySession<Self>) -> Self::ReadQuery<'_>;
 }

@@ -88,6 +88,7 @@ impl Backend for Scripted {
     type Queue = Queue;
     type Scratch = ();
     type Events<'s, K: Tracking> = ();
+    type Batch<'s> = ();
 
     fn connection(_store: &Shared) {}
     fn in_transaction(_conn: &()) -> bool {
@@ -121,6 +122,7 @@ impl Backend for Scripted {
         parts.store.with(|s| s.ended.push(committed));
     }
     fn events<K: Tracking>(_session: &mut Session<Self, K>) {}
+    fn batch(_session: &mut QuerySession<Self>) {}
 }
 
 fn loaded(s: &mut Script, id: i64) -> Option<Loaded<Doc>> {
@@ -337,4 +339,25 @@ fn a_delete_forgets_the_document_so_the_next_load_queries() {
     assert_eq!(session.parts().queue.0, [Queued::Delete(1)]);
     session.discard_changes();
     assert_eq!(session.pending_changes(), 0);
+}
+
+#[test]
+fn a_query_session_loads_every_time_and_queues_nothing() {
+    let store = store_with(&[(1, "a", 4), (2, "b", 5)]);
+    let mut session = QuerySession::<Scripted>::new(store.clone());
+    assert_eq!(
+        ready(session.load::<Doc>(&1)).expect("load"),
+        Some(doc(1, "a"))
+    );
+    assert_eq!(
+        ready(session.load::<Doc>(&1)).expect("load"),
+        Some(doc(1, "a"))
+    );
+    let many = ready(session.load_many::<Doc>(&[1, 2, 3])).expect("load");
+    assert_eq!(many.len(), 2);
+    assert_eq!(
+        store.with(|s| s.loads),
+        5,
+        "two loads and three ids looked up"
+    );
 }

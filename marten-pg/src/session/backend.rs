@@ -10,11 +10,11 @@ use marten_core::session::{
 use marten_core::{DocumentMetadata, Result};
 
 use super::events::Events;
-use super::Session;
+use super::{QuerySession, Session};
 use crate::connection::{timed_out, within, Conn};
 use crate::documents::{load, serialize, PgDocument};
 use crate::projections::Planned;
-use crate::query::Query;
+use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
 use crate::unit_of_work::{Outcome, UnitOfWork};
 
@@ -29,6 +29,7 @@ impl Backend for Postgres {
     type Queue = UnitOfWork;
     type Scratch = Vec<CacheUpdate>;
     type Events<'s, K: Tracking> = Events<'s, K>;
+    type Batch<'s> = QueryBatch<'s, QuerySession>;
 
     fn connection(_store: &DocumentStore) -> Conn {
         Conn::new()
@@ -62,6 +63,10 @@ impl Backend for Postgres {
 
     fn events<K: Tracking>(session: &mut Session<K>) -> Events<'_, K> {
         Events { session }
+    }
+
+    fn batch(session: &mut QuerySession) -> QueryBatch<'_, QuerySession> {
+        QueryBatch::new(session)
     }
 }
 
@@ -113,8 +118,13 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
 
 impl<D: PgDocument + marten_core::query::HasFields> QueryBackend<D> for Postgres {
     type Query<'s, K: Tracking> = Query<'s, Session<K>, D>;
+    type ReadQuery<'s> = Query<'s, QuerySession, D>;
 
     fn query<K: Tracking>(session: &mut Session<K>) -> Query<'_, Session<K>, D> {
+        Query::new(session)
+    }
+
+    fn read_query(session: &mut QuerySession) -> Query<'_, QuerySession, D> {
         Query::new(session)
     }
 }

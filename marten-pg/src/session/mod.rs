@@ -1,8 +1,8 @@
 //! Sessions on PostgreSQL: marten-core's [`marten_core::session::Session`] with
 //! [`Postgres`] as its backend. The session itself (kinds, identity map, dirty tracking,
 //! known versions, writes, loads and the save loop) is marten-core's; this layer provides
-//! what it needs from the database (`backend`), opens sessions from a store (`open`),
-//! the read-only [`QuerySession`] (`query`) and the session-facing event API (`events`).
+//! what it needs from the database (`backend`), opens sessions from a store (`open`)
+//! and the session-facing event API (`events`).
 //!
 //! May use: every layer below (query, store, projections, events, documents, the unit of
 //! work, schema, connection); the daemon sits above.
@@ -10,11 +10,9 @@
 mod backend;
 pub(crate) mod events;
 mod open;
-mod query;
 
 pub use self::backend::Postgres;
 pub use self::events::{Boundary, Events, Writing};
-pub use self::query::QuerySession;
 use crate::connection::Conn;
 use crate::query::source::sealed as source_sealed;
 pub use crate::query::QuerySource;
@@ -30,6 +28,8 @@ pub type LightweightSession = Session<Lightweight>;
 pub type IdentitySession = Session<IdentityMap>;
 /// A session that saves changes to loaded documents.
 pub type DirtyTrackedSession = Session<DirtyTracking>;
+/// A read-only session on PostgreSQL: loads and queries without tracking anything.
+pub type QuerySession = marten_core::session::QuerySession<Postgres>;
 
 impl<K: Tracking> source_sealed::Sealed for Session<K> {}
 
@@ -44,6 +44,6 @@ impl source_sealed::Sealed for QuerySession {}
 
 impl QuerySource for QuerySession {
     fn source(&mut self) -> (&DocumentStore, &mut Conn) {
-        self.parts()
+        self.parts_mut()
     }
 }
