@@ -6,6 +6,10 @@
 use std::future::Future;
 
 use marten_core::{Apply, Result};
+use tokio::sync::watch;
+
+use crate::daemon::DaemonOptions;
+use crate::store::DocumentStore;
 
 use crate::events::TagQuery;
 use crate::session::events::boundary::fetch_boundary;
@@ -21,4 +25,27 @@ pub async fn fetch_for_writing_by_tags_between<'s, K: Tracking, S: Apply>(
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<Boundary<'s, K, S>> {
     fetch_boundary(events, query, between_reads).await
+}
+
+/// The runner of async projection `projection`, as [`Daemon::start`](crate::daemon::Daemon::start)
+/// spawns it, until `stop` says `true`: a test can poll it itself and drop it at any
+/// await point. `None`: no async projection has that name.
+pub fn projection_runner(
+    store: &DocumentStore,
+    projection: &str,
+    options: DaemonOptions,
+    stop: watch::Receiver<bool>,
+) -> Option<impl Future<Output = Result<()>> + Send + 'static> {
+    let found = store
+        .projections()
+        .asynchronous
+        .iter()
+        .find(|p| p.name() == projection)?
+        .clone();
+    Some(crate::daemon::runner::run(
+        store.clone(),
+        found,
+        options,
+        stop,
+    ))
 }

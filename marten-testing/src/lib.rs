@@ -20,6 +20,7 @@
 
 pub mod cancel;
 mod cluster;
+pub mod daemon;
 pub mod dcb;
 pub mod fault;
 mod proxy;

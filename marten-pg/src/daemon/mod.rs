@@ -29,7 +29,7 @@ mod plan;
 pub(crate) mod progression;
 mod read;
 mod rebuild;
-mod runner;
+pub(crate) mod runner;
 mod stale;
 
 pub use handle::Daemon;

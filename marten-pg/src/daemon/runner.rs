@@ -44,7 +44,7 @@ pub(super) struct Runner {
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
 /// a reason waiting does not cure (a missing table the schema mode may not create); a
 /// database that cannot be reached at start is waited for.
-pub(super) async fn run(
+pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
     options: DaemonOptions,
