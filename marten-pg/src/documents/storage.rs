@@ -22,6 +22,11 @@ use crate::PgId;
 /// [`Self::Storage`]: [`OptimisticStorage`](super::OptimisticStorage),
 /// [`NumericStorage`](super::NumericStorage) or [`OffStorage`](super::OffStorage).
 /// Do not implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a document PostgreSQL can store",
+    label = "not a stored document",
+    note = "derive it with `#[derive(Document)]` (or `#[derive(Aggregate)]`): a hand-written `marten::Document` impl has no storage"
+)]
 pub trait PgDocument: Document<Id: PgId, Mode: ConcurrencyMode<Version: PgVersion>> {
     /// The storage of this document's concurrency mode; its writes are those its version
     /// type offers ([`WriteOf`]).
