@@ -28,13 +28,16 @@ pub(super) fn client_config(
         Verify::Full => builder.with_root_certificates(root_store(roots)?),
         Verify::Chain => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                roots: root_store(roots)?,
+            .with_custom_certificate_verifier(Arc::new(NoHostCheck {
+                roots: Some(root_store(roots)?),
                 provider,
             })),
         Verify::Nothing => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider })),
+            .with_custom_certificate_verifier(Arc::new(NoHostCheck {
+                roots: None,
+                provider,
+            })),
     };
     Ok(config.with_no_client_auth())
 }
@@ -56,14 +59,17 @@ fn root_store(roots: &[CertificateDer<'static>]) -> Result<RootCertStore> {
     Ok(store)
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
+/// The verifier of `verify-ca` (`roots`: the chain must lead to one of them; the host
+/// name is not checked) and of `prefer` / `require` without a root (`roots` is `None`:
+/// any certificate; the handshake's signatures are still checked, so the session is
+/// encrypted with the holder of the certificate's key).
 #[derive(Debug)]
-struct ChainOnly {
-    roots: RootCertStore,
+struct NoHostCheck {
+    roots: Option<RootCertStore>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoHostCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -72,68 +78,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `prefer` / `require` without a root: any certificate (the handshake's signatures are
-/// still checked, so the session is encrypted with the holder of the certificate's key).
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
