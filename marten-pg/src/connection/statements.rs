@@ -12,7 +12,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
-use crate::tables::qualify::qualify;
+use crate::tables::qualify::{is_single_statement, qualify};
 
 /// What stands between the store's pool and PostgreSQL (see
 /// `DocumentStoreBuilder::pooler`).
@@ -151,8 +151,13 @@ impl Statements {
 /// The parameter types of `sql`, asked of the server without leaving a prepared
 /// statement behind: `PREPARE`, a look at `pg_prepared_statements` and `DEALLOCATE` in
 /// one simple query, which a pooler runs on one server connection. A type outside
-/// PostgreSQL's built-in ones comes back as `unknown`, which binding then refuses.
+/// PostgreSQL's built-in ones comes back as `unknown`, which binding then refuses. Text
+/// of several statements (which a simple query would run) is prepared the ordinary way
+/// instead, for the server's refusal.
 async fn describe(client: &Object, sql: &str) -> Result<Vec<Type>, tokio_postgres::Error> {
+    if !is_single_statement(sql) {
+        return client.prepare(sql).await.map(|s| s.params().to_vec());
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "mt_describe_{}_{}",

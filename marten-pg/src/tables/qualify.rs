@@ -83,6 +83,28 @@ pub fn qualify(sql: &str, schema: &str, is_document_table: impl Fn(&str) -> bool
     out
 }
 
+/// Whether `sql` holds one statement: no `;` outside literals, quoted names and comments
+/// (but a trailing one).
+pub fn is_single_statement(sql: &str) -> bool {
+    let bytes = sql.trim_end().trim_end_matches(';').as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        i = match bytes[i] {
+            b';' => return false,
+            b'\'' => skip_quoted(bytes, i, b'\'', true),
+            b'"' => skip_quoted(bytes, i, b'"', false),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => skip_to(bytes, i, "\n"),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_to(bytes, i, "*/"),
+            b'$' => match std::str::from_utf8(bytes) {
+                Ok(text) => skip_dollar(text, i),
+                Err(_) => i + 1,
+            },
+            _ => i + 1,
+        };
+    }
+    true
+}
+
 /// The index after the quoted text opening at `i` (`quote` doubled inside is escaped; with
 /// `backslash`, so is a character after `\`).
 fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash: bool) -> usize {
@@ -170,6 +192,14 @@ mod tests {
         // A column of the same name as a table is not a relation.
         assert_eq!(q("SELECT data FROM data"), "SELECT data FROM s1.data");
         assert_eq!(q("SELECT mt_doc_user FROM x"), "SELECT mt_doc_user FROM x");
+    }
+
+    #[test]
+    fn single_statements_are_told_from_several() {
+        use super::is_single_statement as single;
+        assert!(single("SELECT ';', \"a;b\" FROM t -- ;\n"));
+        assert!(single("SELECT $$;$$;  "));
+        assert!(!single("SELECT 1; DROP TABLE t"));
     }
 
     #[test]
