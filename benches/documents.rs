@@ -9,7 +9,9 @@
 //! Run: `cargo bench --bench documents` (about eight minutes). `MARTEN_BENCH_QUICK=1` runs
 //! a short smoke version; `MARTEN_BENCH_ONLY=append,start` runs only the scenarios whose
 //! names contain one of the given words; `MARTEN_BENCH_REPS=n` sets the repetitions
-//! (default 11) and `MARTEN_BENCH_SCALE=n` the work per repetition (default 2). Results go
+//! (default 11) and `MARTEN_BENCH_SCALE=n` the work per repetition (default 2);
+//! `MARTEN_BENCH_POOLER=1` builds the stores with `Pooler::Transaction` (unnamed
+//! statements; no pooler in between). Results go
 //! to BENCHMARKS.md by hand.
 
 use std::future::Future;
@@ -217,6 +219,10 @@ impl Setup {
             .event::<Ticked>();
         if inline {
             b = b.projection::<Counter>(Lifecycle::Inline);
+        }
+        if std::env::var_os("MARTEN_BENCH_POOLER").is_some() {
+            // The pooler setting, without a pooler: unnamed statements, parsed each time.
+            b = b.pooler(marten::Pooler::Transaction).direct_url(&self.url);
         }
         b.build().await.expect("store")
     }

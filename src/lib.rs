@@ -15,7 +15,7 @@ pub use marten_pg::Postgres;
 /// The connection libraries the store uses, re-exported so a caller's pool
 /// ([`DocumentStoreBuilder::pool`]) and config are of the same versions.
 pub use marten_pg::{deadpool_postgres, tokio_postgres};
-pub use marten_pg::{AfterConnect, AfterConnectFuture, SslMode, TlsBackend};
+pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
     DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,

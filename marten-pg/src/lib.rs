@@ -26,7 +26,7 @@ mod validate;
 mod xid8;
 
 pub use column_type::ColumnType;
-pub use connection::{AfterConnect, AfterConnectFuture, SslMode, TlsBackend};
+pub use connection::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 /// The `deadpool_postgres` the store's pools are made with (for
 /// [`DocumentStoreBuilder::pool`]).
 pub use deadpool_postgres;

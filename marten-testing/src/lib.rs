@@ -23,11 +23,13 @@ mod cluster;
 pub mod daemon;
 pub mod dcb;
 pub mod fault;
+mod pgbouncer;
 mod proxy;
 pub mod trace;
 
 pub use cluster::PrivateCluster;
 pub use fault::FaultProxy;
+pub use pgbouncer::PgBouncer;
 pub use proxy::CountingProxy;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@
 //! Cancellation safety is therefore a property of this type, not of each call site: code
 //! that sends requests only has to finish its guard after the last response was read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Object;
@@ -20,7 +21,7 @@ use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
-use super::Connector;
+use super::{Connector, Db, Statements};
 
 /// How long closing a connection waits for its cancel request to be delivered.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +62,7 @@ impl Conn {
         }
         Ok(Request {
             conn: self,
+            statements: source.as_ref().statements().clone(),
             finished: false,
         })
     }
@@ -73,7 +75,7 @@ impl Conn {
     pub(crate) async fn run<T>(
         &mut self,
         source: &impl AsRef<Connector>,
-        f: impl AsyncFnOnce(&Object) -> Result<T>,
+        f: impl AsyncFnOnce(Db<'_>) -> Result<T>,
     ) -> Result<T> {
         let req = self.request(source).await?;
         let Some(result) = within(source, f(req.client())).await else {
@@ -131,14 +133,15 @@ impl Drop for Conn {
 /// A request in flight on a [`Conn`]: see the module documentation.
 pub(crate) struct Request<'c> {
     conn: &'c mut Conn,
+    statements: Arc<Statements>,
     finished: bool,
 }
 
 impl Request<'_> {
-    /// The client to write statements to (with the pool's statement cache).
-    pub(crate) fn client(&self) -> &Object {
+    /// The connection to write statements to, with the store's statements.
+    pub(crate) fn client(&self) -> Db<'_> {
         match &self.conn.slot {
-            Some(obj) => obj,
+            Some(obj) => Db::new(obj, &self.statements),
             // `Conn::request` filled the slot and only this guard's drop empties it.
             None => unreachable!("a request without a connection"),
         }
@@ -161,7 +164,7 @@ impl Request<'_> {
         if !self.conn.in_transaction || self.conn.broken {
             return;
         }
-        match self.client().batch_execute("ROLLBACK").await {
+        match self.client().raw().batch_execute("ROLLBACK").await {
             Ok(()) => self.conn.in_transaction = false,
             Err(e) => {
                 warn!(error = %e, "rollback failed; the connection will be closed");

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
@@ -12,6 +13,7 @@ use marten_core::{Error, Result};
 use tokio::time::error::Elapsed;
 
 use super::pool::{AfterConnect, PoolSettings};
+use super::statements::Statements;
 use super::tls::{connect_error, tracked, Progress, Tls};
 use crate::error_map::{map_db_error, map_pool_error, Failed};
 
@@ -38,14 +40,25 @@ pub(crate) struct Connector {
     /// connections outside the pool are taken out of it.
     own: Option<OwnConnections>,
     request_timeout: Option<Duration>,
+    statements: Arc<Statements>,
 }
 
 /// The settings of the connections a store makes itself.
 struct OwnConnections {
     config: tokio_postgres::Config,
     tls: Tls,
+    /// Where connections outside the pool go, when not where the pool's go (behind a
+    /// pooler: straight to the server).
+    direct: Option<DirectConnections>,
     create_timeout: Duration,
     after_connect: Option<AfterConnect>,
+}
+
+/// The server's own address for connections outside the pool (schema work, the
+/// daemon's session locks), when the pool's connections go through a pooler.
+pub(crate) struct DirectConnections {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: Tls,
 }
 
 /// A connection outside the pool. It closes when dropped.
@@ -70,11 +83,14 @@ impl Deref for Dedicated {
 impl Connector {
     /// A connector with a pool of its own, whose connections are made with `config`
     /// over `tls`.
+    /// `direct`: where connections outside the pool go instead. Statements are sent as
+    /// `statements` says.
     pub(crate) fn own(
-        config: tokio_postgres::Config,
-        tls: Tls,
+        (config, tls): (tokio_postgres::Config, Tls),
+        direct: Option<DirectConnections>,
         settings: &PoolSettings,
         request_timeout: Option<Duration>,
+        statements: Statements,
     ) -> Result<Self> {
         let pool = settings.build(config.clone(), &tls)?;
         Ok(Self {
@@ -82,20 +98,32 @@ impl Connector {
             own: Some(OwnConnections {
                 config,
                 tls,
+                direct,
                 create_timeout: settings.create_timeout(),
                 after_connect: settings.after_connect.clone(),
             }),
             request_timeout,
+            statements: Arc::new(statements),
         })
     }
 
     /// A connector over a caller's pool.
-    pub(crate) fn caller(pool: Pool, request_timeout: Option<Duration>) -> Self {
+    pub(crate) fn caller(
+        pool: Pool,
+        request_timeout: Option<Duration>,
+        statements: Statements,
+    ) -> Self {
         Self {
             pool,
             own: None,
             request_timeout,
+            statements: Arc::new(statements),
         }
+    }
+
+    /// The store's statements.
+    pub(crate) fn statements(&self) -> &Arc<Statements> {
+        &self.statements
     }
 
     /// Gets a connection from the pool, waiting at most the pool's wait timeout
@@ -118,11 +146,15 @@ impl Connector {
         let Some(own) = &self.own else {
             return Ok(Dedicated::Taken(Object::take(self.pooled().await?)));
         };
-        let connect = tokio::time::timeout(own.create_timeout, own.tls.connect(&own.config));
+        let (config, tls) = match &own.direct {
+            Some(direct) => (&direct.config, &direct.tls),
+            None => (&own.config, &own.tls),
+        };
+        let connect = tokio::time::timeout(own.create_timeout, tls.connect(config));
         let connecting: Connecting<'_> = Box::pin(tracked(connect));
         let client = match connecting.await {
             (Ok(Ok(client)), _) => client,
-            (Ok(Err(e)), progress) => return Err(connect_error(e, own.tls.mode(), progress)),
+            (Ok(Err(e)), progress) => return Err(connect_error(e, tls.mode(), progress)),
             (Err(_), _) => {
                 return Err(Error::Timeout {
                     what: "a new database connection".to_owned(),

@@ -8,15 +8,20 @@
 
 mod conn;
 mod connector;
+mod db;
 mod pipeline;
 mod pool;
+mod statements;
 mod tls;
 
 pub use conn::Conn;
 pub(crate) use conn::{timed_out, within, Request};
-pub(crate) use connector::{Connector, Dedicated};
+pub(crate) use connector::{Connector, Dedicated, DirectConnections};
+pub(crate) use db::Db;
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};
 pub(crate) use pool::PoolSettings;
 pub use pool::{AfterConnect, AfterConnectFuture};
+pub use statements::Pooler;
+pub(crate) use statements::{StatementKind, Statements, Stmt};
 pub(crate) use tls::{split_connection_string, Tls, TlsSettings, UrlTls};
 pub use tls::{SslMode, TlsBackend};

@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::Row;
+
+use super::{Db, Stmt};
 
 /// The answer of one statement as the connection gives it.
 pub(crate) type RawAnswer = Result<Vec<Row>, tokio_postgres::Error>;
@@ -51,13 +53,13 @@ pub(crate) struct Handle<K> {
 
 /// Statements to write to one connection in one round trip, in the order pushed.
 pub(crate) struct Pipeline<'a> {
-    client: &'a Client,
+    client: Db<'a>,
     flight: Vec<StatementFuture<'a>>,
 }
 
 impl<'a> Pipeline<'a> {
     /// An empty pipeline on `client`.
-    pub(crate) fn new(client: &'a Client, capacity: usize) -> Self {
+    pub(crate) fn new(client: Db<'a>, capacity: usize) -> Self {
         Self {
             client,
             flight: Vec::with_capacity(capacity),
@@ -66,18 +68,18 @@ impl<'a> Pipeline<'a> {
 
     /// Pushes a simple-protocol command without parameters (`BEGIN`, `COMMIT`).
     pub(crate) fn command(&mut self, sql: &'static str) -> Handle<Done> {
-        let c = self.client;
+        let c = self.client.raw();
         self.push(async move { c.batch_execute(sql).await.map(|()| Vec::new()) })
     }
 
-    /// Pushes a prepared statement with its parameters.
+    /// Pushes a ready statement with its parameters.
     pub(crate) fn query(
         &mut self,
-        statement: &'a Statement,
+        statement: &'a Stmt,
         params: &'a [&'a (dyn ToSql + Sync)],
     ) -> Handle<Rows> {
-        let c = self.client;
-        self.push(c.query(statement, params))
+        let sent = self.client.send(statement, params);
+        self.push(sent)
     }
 
     /// Pushes any request written on this pipeline's client (its first poll writes it).

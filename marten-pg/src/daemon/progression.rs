@@ -12,7 +12,9 @@ use std::any::TypeId;
 use futures_util::future::BoxFuture;
 use marten_core::{IdKey, Rejection, RejectionKind, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
@@ -102,7 +104,7 @@ impl Operation for Advance {
         self.rejected = false;
     }
 
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, _client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             Ok(vec![Rejection::new(
                 "projection",

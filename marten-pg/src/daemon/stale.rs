@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Object;
+use crate::connection::Db;
 use marten_core::{Error, Result};
 
 use super::progression;
@@ -56,7 +56,7 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
 }
 
 /// The names of the async projections that have events left to process.
-async fn stale_projections(store: &DocumentStore, client: &Object) -> Result<Vec<&'static str>> {
+async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<&'static str>> {
     let checking = |e| map_db_error(e, Failed::Other("checking staleness"));
     let mut stale = Vec::new();
     for p in &store.projections().asynchronous {
@@ -74,7 +74,7 @@ async fn stale_projections(store: &DocumentStore, client: &Object) -> Result<Vec
 }
 
 /// The stored position of projection `name`; the start when it has none yet.
-async fn position_of(client: &Object, name: &str) -> Result<Position> {
+async fn position_of(client: Db<'_>, name: &str) -> Result<Position> {
     let row = client
         .query_opt(progression::POSITION, &[&name])
         .await

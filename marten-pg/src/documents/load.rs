@@ -1,7 +1,7 @@
 //! Reading documents by id (one, many, many under lock) and their metadata: the reads
 //! every session kind and the projections share. May use: the storages, the error map.
 
-use deadpool_postgres::Object;
+use crate::connection::Db;
 use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentMetadata, Error, Result};
 use time::OffsetDateTime;
@@ -22,12 +22,12 @@ fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
 
 /// Loads one document by id.
 pub(crate) async fn load_one<D: PgDocument>(
-    client: &Object,
+    client: Db<'_>,
     id: &D::Id,
 ) -> Result<Option<Loaded<D>>> {
     check_id::<D>(id)?;
     let stmt = client
-        .prepare_cached(&D::storage().reads().load)
+        .statement(&D::storage().reads().load)
         .await
         .map_err(reading::<D>)?;
     let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
@@ -50,7 +50,7 @@ pub(crate) async fn load_one<D: PgDocument>(
 
 /// Loads the documents with the given ids that exist (in no particular order).
 pub(crate) async fn load_many<D: PgDocument>(
-    client: &Object,
+    client: Db<'_>,
     ids: &[D::Id],
 ) -> Result<Vec<Loaded<D>>> {
     load_many_with::<D>(client, ids, &D::storage().reads().load_many).await
@@ -58,14 +58,14 @@ pub(crate) async fn load_many<D: PgDocument>(
 
 /// Like [`load_many`], locking the rows (in id order) until the transaction ends.
 pub(crate) async fn load_many_locked<D: PgDocument>(
-    client: &Object,
+    client: Db<'_>,
     ids: &[D::Id],
 ) -> Result<Vec<Loaded<D>>> {
     load_many_with::<D>(client, ids, &D::storage().reads().load_many_locked).await
 }
 
 async fn load_many_with<D: PgDocument>(
-    client: &Object,
+    client: Db<'_>,
     ids: &[D::Id],
     sql: &str,
 ) -> Result<Vec<Loaded<D>>> {
@@ -75,7 +75,7 @@ async fn load_many_with<D: PgDocument>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = client.prepare_cached(sql).await.map_err(reading::<D>)?;
+    let stmt = client.statement(sql).await.map_err(reading::<D>)?;
     let rows = client.query(&stmt, &[&ids]).await.map_err(reading::<D>)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -99,12 +99,12 @@ async fn load_many_with<D: PgDocument>(
 
 /// Reads a document's version and last-modified time.
 pub(crate) async fn metadata<D: PgDocument>(
-    client: &Object,
+    client: Db<'_>,
     id: &D::Id,
 ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
     check_id::<D>(id)?;
     let stmt = client
-        .prepare_cached(&D::storage().reads().metadata)
+        .statement(&D::storage().reads().metadata)
         .await
         .map_err(reading::<D>)?;
     let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {

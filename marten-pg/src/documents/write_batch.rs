@@ -12,7 +12,9 @@ use futures_util::future::BoxFuture;
 use marten_core::concurrency::VersionOf;
 use marten_core::{Document, DocumentId, Error, Rejection, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use super::storage::{
     fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
@@ -183,7 +185,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.written.clear();
     }
 
-    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let rejected = self.rejected_ids();
             let ids: Vec<&D::Id> = rejected.iter().map(|(_, id)| *id).collect();

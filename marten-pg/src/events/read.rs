@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Object;
+use crate::connection::{Db, Stmt};
 use marten_core::{Error, EventEnvelope, Result, StreamState};
 use time::OffsetDateTime;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::Row;
 
 use super::range::{EventPage, Position, StreamRange};
 use super::stream_id::{StreamIdColumn, StreamKey};
@@ -30,12 +30,12 @@ pub(crate) async fn ensure(store: &EventCatalog) -> Result<()> {
 /// Makes sure the event tables exist and prepares (cached) the statement `pick` chooses.
 async fn prepare(
     store: &EventCatalog,
-    client: &Object,
+    client: Db<'_>,
     pick: fn(&EventSql) -> &String,
-) -> Result<Statement> {
+) -> Result<Stmt> {
     ensure(store).await?;
     let sql = EventSql::get(store.stream_identity());
-    client.prepare_cached(pick(sql)).await.map_err(reading)
+    client.statement(pick(sql)).await.map_err(reading)
 }
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
@@ -97,7 +97,7 @@ pub(crate) fn envelopes(store: &EventCatalog, rows: &[Row]) -> Result<Vec<EventE
 /// The events of a stream in version order, within `range`.
 pub(crate) async fn fetch_stream(
     store: &EventCatalog,
-    client: &Object,
+    client: Db<'_>,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Vec<EventEnvelope>> {
@@ -122,7 +122,7 @@ pub(crate) async fn fetch_stream(
 /// Up to `limit` events after `after`, in the gap-safe global order.
 pub(crate) async fn read_all(
     store: &EventCatalog,
-    client: &Object,
+    client: Db<'_>,
     after: Position,
     limit: usize,
     include_archived: bool,
@@ -157,7 +157,7 @@ pub(crate) async fn read_all(
 /// What the streams table says about a stream.
 pub(crate) async fn stream_state(
     store: &EventCatalog,
-    client: &Object,
+    client: Db<'_>,
     stream: &StreamKey,
 ) -> Result<Option<StreamState>> {
     let stmt = prepare(store, client, |sql| &sql.stream_state).await?;
@@ -177,7 +177,7 @@ pub(crate) async fn stream_state(
 
 /// The age of the oldest open writing transaction in the cluster, which holds gap-safe
 /// readers back; `None` when there is none.
-pub(crate) async fn oldest_open_transaction(client: &Object) -> Result<Option<Duration>> {
+pub(crate) async fn oldest_open_transaction(client: Db<'_>) -> Result<Option<Duration>> {
     let row = client
         .query_one(OLDEST_OPEN_TRANSACTION, &[])
         .await

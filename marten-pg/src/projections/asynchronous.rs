@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
-use deadpool_postgres::Object;
+use crate::connection::Db;
 use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::projection::slice::{self, SliceWrite};
@@ -41,7 +41,7 @@ pub(crate) struct Batch<'a> {
     /// The projection catalog (to make sure tables exist, to read and to decode).
     pub(crate) store: &'a ProjectionCatalog,
     /// The runner's connection.
-    pub(crate) client: &'a Object,
+    pub(crate) client: Db<'a>,
     /// The events, in global order.
     pub(crate) events: &'a [EventEnvelope],
     /// How many slices are folded at once.
@@ -58,7 +58,7 @@ pub(crate) trait AsyncProjection: Send + Sync {
     /// The writes of a batch (the events are in global order).
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>>;
     /// Deletes every document of the projection (for a rebuild).
-    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>>;
+    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The async runner of aggregate `A`.
@@ -171,13 +171,13 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         Box::pin(plan_slices::<A>(batch, key, fold_slice::<A>))
     }
 
-    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
+    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(clear_table(client, A::TABLE_NAME))
     }
 }
 
 /// Deletes every row of a projection's document table.
-async fn clear_table(client: &Object, table: &str) -> Result<()> {
+async fn clear_table(client: Db<'_>, table: &str) -> Result<()> {
     client
         .batch_execute(&format!("DELETE FROM {table}"))
         .await
@@ -208,7 +208,7 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         Box::pin(plan_slices::<P>(batch, P::identities, fold_document::<P>))
     }
 
-    fn clear<'a>(&'a self, client: &'a Object) -> BoxFuture<'a, Result<()>> {
+    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(clear_table(client, P::TABLE_NAME))
     }
 }
@@ -246,7 +246,7 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         })
     }
 
-    fn clear<'a>(&'a self, _client: &'a Object) -> BoxFuture<'a, Result<()>> {
+    fn clear<'a>(&'a self, _client: Db<'a>) -> BoxFuture<'a, Result<()>> {
         // An event projection's documents are its own business: a rebuild replays it over
         // them.
         Box::pin(async { Ok(()) })

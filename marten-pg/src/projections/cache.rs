@@ -12,7 +12,9 @@
 use futures_util::future::BoxFuture;
 use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use super::ProjectionCatalog;
 use crate::documents::{DocumentStorage, PgDocument};
@@ -106,7 +108,7 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
         self.rejected = false;
     }
 
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, _client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         // Retryable: a save it rejects is planned again, never reported.
         Box::pin(async { Ok(Vec::new()) })
     }

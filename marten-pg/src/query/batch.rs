@@ -11,7 +11,7 @@ use super::render::Sql;
 use super::rows::{decode_count, decode_list};
 use super::spec::QuerySpec;
 use super::QuerySource;
-use crate::connection::Pipeline;
+use crate::connection::{Db, Pipeline};
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
 
@@ -97,14 +97,14 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
 
 /// Prepares and sends a batch's statements in one flight; every result in order.
 async fn run_batch(
-    client: &deadpool_postgres::Object,
+    client: Db<'_>,
     statements: &[(Sql, MigrateDoc)],
 ) -> Result<Vec<Vec<tokio_postgres::Row>>> {
     let mut prepared = Vec::with_capacity(statements.len());
     for (sql, _) in statements {
         prepared.push(
             client
-                .prepare_cached(&sql.text)
+                .statement(&sql.text)
                 .await
                 .map_err(|e| map_db_error(e, Failed::Other("preparing a batched query")))?,
         );

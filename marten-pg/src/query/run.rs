@@ -96,10 +96,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let (store, conn) = self.session.source();
         store.ensure::<D>().await?;
         conn.run(store, async |client| {
-            let stmt = client
-                .prepare_cached(&sql.text)
-                .await
-                .map_err(reading::<D>)?;
+            let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
             let refs = sql.refs();
             client.query(&stmt, &refs).await.map_err(reading::<D>)
         })
@@ -183,11 +180,11 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let starting = async {
             let stmt = req
                 .client()
-                .prepare_cached(&sql.text)
+                .statement(&sql.text)
                 .await
                 .map_err(reading::<D>)?;
             req.client()
-                .query_raw(&stmt, sql.refs())
+                .query_raw(&stmt, &sql.refs())
                 .await
                 .map_err(reading::<D>)
         };

@@ -39,6 +39,9 @@ impl Catalog {
         names: names::Claims,
         documents: Vec<DefineFn>,
     ) -> Self {
+        for define in &documents {
+            connector.statements().add_table(&define().name);
+        }
         Self {
             connector,
             schema,
@@ -123,6 +126,9 @@ impl Catalog {
             return Ok(());
         }
         self.names.claim(type_id)?;
+        if let Some(table) = names::table_of(type_id) {
+            self.connector.statements().add_table(table);
+        }
         let client = self.dedicated_connection().await?;
         let schema = self.schema.as_str();
         let mode = self.auto_create;

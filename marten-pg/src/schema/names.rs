@@ -44,6 +44,8 @@ pub(crate) fn truncated(name: &str) -> &str {
 pub(crate) struct DocumentNames {
     /// `std::any::type_name` of the type.
     type_name: &'static str,
+    /// The table, as statements name it.
+    table: &'static str,
     /// Schema-wide names (the table and its indexes), truncated.
     relations: Vec<String>,
     /// A name two of the type's own indexes or columns would share, if any.
@@ -80,6 +82,7 @@ impl DocumentNames {
         }
         DocumentNames {
             type_name: std::any::type_name::<D>(),
+            table,
             relations: kept,
             own_conflict,
         }
@@ -108,6 +111,15 @@ pub(crate) fn register<D: marten_core::Document>() {
             .entry(id)
             .or_insert_with(|| Box::leak(Box::new(DocumentNames::of::<D>())));
     }
+}
+
+/// The table of a document type known by its `TypeId` (from [`register`]).
+pub(crate) fn table_of(type_id: TypeId) -> Option<&'static str> {
+    registry()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&type_id)
+        .map(|names| names.table)
 }
 
 /// The names a store's document types have taken: name -> (type, its Rust name).

@@ -1,14 +1,20 @@
 //! The store's connection settings and where its connections come from: the
 //! configuration from a connection string or a `tokio_postgres::Config`, with the store's
-//! schema as `search_path`, its TLS and its pool, or a caller's pool (whose connections
-//! must have that `search_path` already: checked at `build`).
+//! schema as `search_path` (unless a pooler is in between: marten's statements are
+//! schema-qualified and need none; it is there for the caller's own SQL), its TLS and its
+//! pool, or a caller's pool (whose connections must have that `search_path` already:
+//! checked at `build`), and behind a pooler the server's own address for connections
+//! outside the pool.
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use marten_core::{Error, Result};
 
-use crate::connection::{split_connection_string, Connector, PoolSettings, Tls, TlsSettings};
+use crate::connection::{
+    split_connection_string, Connector, DirectConnections, PoolSettings, Pooler, StatementKind,
+    Statements, Tls, TlsSettings,
+};
 use crate::error_map::{map_db_error, Failed};
 
 /// How the store gets its connections, as configured on the builder.
@@ -21,6 +27,8 @@ pub(super) struct ConnectionSettings {
     pub(super) pool_set: bool,
     pub(super) tls: TlsSettings,
     pub(super) caller_pool: Option<Pool>,
+    pub(super) pooler: Pooler,
+    pub(super) direct_url: Option<String>,
 }
 
 impl ConnectionSettings {
@@ -31,13 +39,24 @@ impl ConnectionSettings {
         schema: &str,
         request_timeout: Option<Duration>,
     ) -> Result<Connector> {
+        let behind_pooler = self.pooler == Pooler::Transaction;
+        let kind = match behind_pooler {
+            true => StatementKind::Unnamed,
+            false => StatementKind::Prepared,
+        };
+        let statements = Statements::new(schema, kind);
         let Some(pool) = self.caller_pool else {
+            let path = (!behind_pooler).then_some(schema);
             let (mut config, from_url) =
-                connection_config(self.config, self.connection_string, schema)?;
+                connection_config(self.config, self.connection_string, path)?;
             let tls = Tls::resolve(&self.tls, from_url, &mut config)?;
-            return Connector::own(config, tls, &self.pool, request_timeout);
+            let direct = direct(self.direct_url, behind_pooler, &self.tls, schema)?;
+            let pool = &self.pool;
+            return Connector::own((config, tls), direct, pool, request_timeout, statements);
         };
         let conflicting = [
+            (behind_pooler, "pooler"),
+            (self.direct_url.is_some(), "direct_url"),
             (self.connection_string.is_some(), "connection_string"),
             (self.config.is_some(), "config"),
             (self.pool_set, "pool settings"),
@@ -48,7 +67,7 @@ impl ConnectionSettings {
                 "{what} cannot be combined with pool(..): configure the caller's pool instead"
             )));
         }
-        let connector = Connector::caller(pool, request_timeout);
+        let connector = Connector::caller(pool, request_timeout, statements);
         check_search_path(&connector, schema).await?;
         Ok(connector)
     }
@@ -64,13 +83,39 @@ pub(super) fn check_schema_name(schema: &str) -> Result<()> {
     )))
 }
 
+/// The connections outside the pool behind a pooler: to `url`, with `search_path` set
+/// to `schema` (required behind a pooler in transaction mode; ignored without a pooler).
+fn direct(
+    url: Option<String>,
+    behind_pooler: bool,
+    tls: &TlsSettings,
+    schema: &str,
+) -> Result<Option<DirectConnections>> {
+    match (url, behind_pooler) {
+        (Some(url), true) => {
+            let (mut config, from_url) = connection_config(None, Some(url), Some(schema))?;
+            let tls = Tls::resolve(tls, from_url, &mut config)?;
+            Ok(Some(DirectConnections { config, tls }))
+        }
+        (None, true) => Err(Error::Configuration(
+            "pooler(Pooler::Transaction) needs direct_url(..): schema work and the daemon's \
+             locks need a connection to the server itself"
+                .to_owned(),
+        )),
+        (Some(_), false) => Err(Error::Configuration(
+            "direct_url(..) is for a store behind a pooler: set pooler(..) too".to_owned(),
+        )),
+        (None, false) => Ok(None),
+    }
+}
+
 /// The connection settings: `config`, else the parsed `url` (without its `sslmode` and
-/// `sslrootcert`, returned beside), with `search_path` set to `schema` and
+/// `sslrootcert`, returned beside), with `search_path` set to `schema` (when given) and
 /// `application_name` defaulting to `marten`.
 fn connection_config(
     config: Option<tokio_postgres::Config>,
     url: Option<String>,
-    schema: &str,
+    schema: Option<&str>,
 ) -> Result<(tokio_postgres::Config, crate::connection::UrlTls)> {
     let (mut config, from_url) = match (config, url) {
         (Some(c), _) => (c, Default::default()),
@@ -88,11 +133,15 @@ fn connection_config(
             ))
         }
     };
-    let options = match config.get_options() {
-        Some(existing) if !existing.is_empty() => format!("{existing} -c search_path={schema}"),
-        _ => format!("-c search_path={schema}"),
-    };
-    config.options(&options);
+    if let Some(schema) = schema {
+        let options = match config.get_options() {
+            Some(existing) if !existing.is_empty() => {
+                format!("{existing} -c search_path={schema}")
+            }
+            _ => format!("-c search_path={schema}"),
+        };
+        config.options(&options);
+    }
     if config.get_application_name().is_none() {
         config.application_name("marten");
     }
@@ -145,15 +194,19 @@ mod tests {
         let (config, _) = connection_config(
             None,
             Some("postgres://u@h/db?options=-c%20statement_timeout%3D5s".to_owned()),
-            "s1",
+            Some("s1"),
         )
         .expect("config");
         let options = config.get_options().unwrap_or_default();
         assert!(options.contains("statement_timeout"), "{options}");
         assert!(options.ends_with("-c search_path=s1"), "{options}");
         assert_eq!(config.get_application_name(), Some("marten"));
-        assert!(connection_config(None, None, "s1").is_err());
-        assert!(connection_config(None, Some("not a url ::".to_owned()), "s1").is_err());
+        assert!(connection_config(None, None, Some("s1")).is_err());
+        assert!(connection_config(None, Some("not a url ::".to_owned()), Some("s1")).is_err());
+        // Behind a pooler: no startup options at all.
+        let (config, _) =
+            connection_config(None, Some("postgres://u@h/db".to_owned()), None).expect("config");
+        assert_eq!(config.get_options(), None);
     }
 
     #[test]
@@ -161,7 +214,7 @@ mod tests {
         let (config, from_url) = connection_config(
             None,
             Some("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem".to_owned()),
-            "s1",
+            Some("s1"),
         )
         .expect("config");
         assert_eq!(config.get_dbname(), Some("db"));

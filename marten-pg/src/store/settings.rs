@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use super::DocumentStoreBuilder;
-use crate::connection::{AfterConnectFuture, SslMode, TlsBackend};
+use crate::connection::{AfterConnectFuture, Pooler, SslMode, TlsBackend};
 
 impl DocumentStoreBuilder {
     /// The PostgreSQL connection string (`postgres://user@host:port/db?sslmode=..` or
@@ -48,8 +48,8 @@ impl DocumentStoreBuilder {
     }
 
     /// Uses the caller's pool instead of making one. Its connections must have the
-    /// store's schema first on their `search_path` (marten's statements do not name the
-    /// schema): build the pool from a config with
+    /// store's schema first on their `search_path` (the connections the store takes out
+    /// of it for schema work and the daemon rely on it): build the pool from a config with
     /// `options("-c search_path=<schema>")`; `build` checks one connection and fails
     /// with [`Error::Configuration`](marten_core::Error::Configuration) otherwise. The
     /// pool's own settings (TLS, size, timeouts, hooks) apply; the builder's connection,
@@ -59,6 +59,26 @@ impl DocumentStoreBuilder {
     /// `search_path` of a connection that was changed with `SET`.
     pub fn pool(mut self, pool: Pool) -> Self {
         self.connection.caller_pool = Some(pool);
+        self
+    }
+
+    /// What stands between the pool and the server (default [`Pooler::None`]). With
+    /// [`Pooler::Transaction`] (PgBouncer in transaction mode, hosted poolers) the pool's
+    /// connections send no startup `options` and statements go unnamed (parsed on every
+    /// use), and connections outside the pool (schema work, the daemon's session
+    /// advisory locks) go to [`direct_url`](Self::direct_url), which is then required.
+    /// Not with a caller's [`pool`](Self::pool).
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.connection.pooler = pooler;
+        self
+    }
+
+    /// The server's own connection string, past the pooler, for the connections the
+    /// store keeps outside its pool: schema work and the daemon's projection locks
+    /// (session advisory locks, which a pooler in transaction mode cannot keep). TLS as
+    /// its own `sslmode` and the builder's TLS settings say.
+    pub fn direct_url(mut self, url: impl Into<String>) -> Self {
+        self.connection.direct_url = Some(url.into());
         self
     }
 

@@ -9,3 +9,4 @@ pub mod event_ddl;
 pub mod events;
 pub mod functions;
 pub mod progression;
+pub mod qualify;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use marten_core::{AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, StreamIdentity};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use super::{Operation, Target};
 use crate::error_map::{map_db_error, Failed};
@@ -239,7 +241,7 @@ impl Operation for StreamAppend {
         self.alone = false;
     }
 
-    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let sql = EventSql::get(self.identity);
             let row = client

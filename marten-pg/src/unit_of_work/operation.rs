@@ -8,7 +8,9 @@ use std::any::TypeId;
 use futures_util::future::BoxFuture;
 use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use super::SessionState;
 use crate::error_map::{map_db_error, Failed};
@@ -94,7 +96,7 @@ pub(crate) trait Operation: Send + Sync {
     fn reset(&mut self) {}
     /// After a rollback: reads the stored versions of the rejected documents and says
     /// why each was rejected (nothing, by default).
-    fn explain<'a>(&'a self, _client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, _client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async { Ok(Vec::new()) })
     }
     /// After a commit: records the written versions in the session.

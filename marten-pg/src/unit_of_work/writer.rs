@@ -3,11 +3,10 @@
 //! transaction), reads every answer by its handle and concludes: committed, retry, or
 //! the error that explains what was rejected.
 
-use deadpool_postgres::Object;
+use crate::connection::{Db, Stmt};
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
 use tracing::{debug, warn};
 
 use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
@@ -22,9 +21,9 @@ type Ops<'u> = Vec<&'u mut dyn Operation>;
 
 /// The statements of a transactional save, prepared on its connection.
 struct Prepared {
-    ops: Vec<Statement>,
-    ident: Statement,
-    guard: Option<Statement>,
+    ops: Vec<Stmt>,
+    ident: Stmt,
+    guard: Option<Stmt>,
 }
 
 /// The handles of a transactional save's pipeline.
@@ -112,7 +111,7 @@ impl UnitOfWork {
 
     /// The duplicate-event error of a save, naming which of its events' ids were stored
     /// before (read after the save's transaction ended).
-    async fn name_duplicates(&self, client: &Client) -> Error {
+    async fn name_duplicates(&self, client: Db<'_>) -> Error {
         let ids: Vec<uuid::Uuid> = (self.user.appends())
             .chain(self.derived.appends())
             .flat_map(|(_, a)| a.ids.iter().copied())
@@ -146,7 +145,7 @@ async fn send_alone(
 ) -> Result<Option<Error>> {
     let client = req.client();
     let statement = client
-        .prepare_cached(op.sql())
+        .statement(op.sql())
         .await
         .map_err(|e| map_db_error(e, writing(&*op, schema)))?;
     debug!(
@@ -157,7 +156,7 @@ async fn send_alone(
     );
     ensure_open(req)?;
     probe.mark_sent();
-    let c: &Client = req.client();
+    let c = req.client();
     let params = op.params();
     // One statement, no transaction: awaited as it is, nothing to pipeline.
     let answer = if op.counts_only() {
@@ -221,7 +220,7 @@ async fn send_transaction(
     // From here on the COMMIT may reach the server.
     probe.mark_sent();
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
-    let c: &Client = req.client();
+    let c = req.client();
     let mut pipe = Pipeline::new(c, ops.len() + 4);
     let flight = Flight {
         begin: begin.then(|| pipe.command("BEGIN")),
@@ -252,22 +251,22 @@ async fn send_transaction(
 }
 
 /// Prepares (from the connection's cache) every statement of a transactional save.
-async fn prepare(client: &Object, ops: &Ops<'_>, schema: &str) -> Result<Prepared> {
+async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str) -> Result<Prepared> {
     let mut statements = Vec::with_capacity(ops.len());
     for op in ops.iter() {
         let statement = client
-            .prepare_cached(op.sql())
+            .statement(op.sql())
             .await
             .map_err(|e| map_db_error(e, writing(&**op, schema)))?;
         statements.push(statement);
     }
     let ident = client
-        .prepare_cached(TRANSACTION_IDENT)
+        .statement(TRANSACTION_IDENT)
         .await
         .map_err(|e| map_db_error(e, Failed::Transaction))?;
     let guard = if ops.iter().any(|o| o.checked()) {
         let guard = client
-            .prepare_cached(ASSERT_NO_REJECTIONS)
+            .statement(ASSERT_NO_REJECTIONS)
             .await
             .map_err(|e| map_db_error(e, Failed::Guard { schema }))?;
         Some(guard)
@@ -334,7 +333,7 @@ fn read_flight(
 
 /// What came of a save whose answers were all read.
 async fn conclude(
-    client: &Client,
+    client: Db<'_>,
     ops: &Ops<'_>,
     failure: Option<Error>,
     state: &mut SessionState,

@@ -5,7 +5,9 @@
 use futures_util::future::BoxFuture;
 use marten_core::{EventTag, Rejection, RejectionKind, Result, StreamIdentity};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
+
+use crate::connection::Db;
 
 use super::{reading, tag_version};
 use crate::schema::events_schema;
@@ -106,7 +108,7 @@ impl Operation for TagLock {
         self.rejected = false;
     }
 
-    fn explain<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<Vec<Rejection>>> {
+    fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let sql = EventSql::get(self.identity);
             let rows = client

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Object;
+use crate::connection::{Db, Stmt};
 use marten_core::projection::inline::LockedStream;
 use marten_core::{Aggregate, Document, Error, Result};
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::Row;
 
 use crate::connection::Pipeline;
 use crate::documents::{DocumentStorage, PgDocument};
@@ -34,7 +34,7 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
         // BEGIN is about to be written.
         pg.req.set_in_transaction(true);
     }
-    let c: &tokio_postgres::Client = pg.req.client();
+    let c = pg.req.client();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
     // BEGIN, the lock and the read in one flight.
     let mut pipe = Pipeline::new(c, 3);
@@ -49,8 +49,8 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     read_locked::<A>(streams, docs)
 }
 
-async fn prepare<A: Document>(client: &Object, sql: &str) -> Result<Statement> {
-    client.prepare_cached(sql).await.map_err(reading::<A>)
+async fn prepare<A: Document>(client: Db<'_>, sql: &str) -> Result<Stmt> {
+    client.statement(sql).await.map_err(reading::<A>)
 }
 
 /// Decodes the answers of the locked read: the stream rows (`id, version, is_archived`)

@@ -10,7 +10,7 @@ mod locked;
 use std::any::TypeId;
 use std::sync::Arc;
 
-use deadpool_postgres::Object;
+use crate::connection::Db;
 use marten_core::{Aggregate, AggregateId, Error, Result};
 
 pub(crate) use marten_core::projection::inline::Fetched;
@@ -32,7 +32,7 @@ pub(crate) use inline::InlineAggregate;
 /// stream).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
-    client: &Object,
+    client: Db<'_>,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<(Option<A>, i64)> {

@@ -8,7 +8,7 @@ use std::future::Future;
 use marten_core::aggregate::fold;
 use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, StreamIdentity};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::Events;
 use crate::connection::{timed_out, within};
@@ -147,8 +147,8 @@ async fn read_versions_then_events(
     let req = s.conn.request(&s.store).await?;
     let client = req.client();
     let prepared = async {
-        let versions = client.prepare_cached(&sql.tag_versions).await?;
-        let events = client.prepare_cached(&sql.events_by_tags).await?;
+        let versions = client.statement(&sql.tag_versions).await?;
+        let events = client.statement(&sql.events_by_tags).await?;
         Ok::<_, tokio_postgres::Error>((versions, events))
     }
     .await;
@@ -160,7 +160,7 @@ async fn read_versions_then_events(
             return Err(e);
         }
     };
-    let c: &Client = client;
+    let c = client;
     let version_params: [&(dyn ToSql + Sync); 2] = [&types, &values];
     let event_params: [&(dyn ToSql + Sync); 3] = [&types, &values, &event_types];
     let mut pipe = Pipeline::new(c, 2);

@@ -7,12 +7,12 @@ use std::time::Duration;
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::Row;
 
 use super::api::Events;
 use super::stream_row::{expected_version, reading, version_row};
-use crate::connection::Pipeline;
 use crate::connection::{timed_out, within, Request};
+use crate::connection::{Db, Pipeline, Stmt};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::read;
 use crate::session::Tracking;
@@ -60,11 +60,8 @@ async fn lock_stream_on(
     timeout: Duration,
 ) -> Result<i64> {
     let client = req.client();
-    let lock = client.prepare_cached(lock_sql).await.map_err(reading)?;
-    let set_timeout = client
-        .prepare_cached(SET_LOCK_TIMEOUT)
-        .await
-        .map_err(reading)?;
+    let lock = client.statement(lock_sql).await.map_err(reading)?;
+    let set_timeout = client.statement(SET_LOCK_TIMEOUT).await.map_err(reading)?;
     let began = !req.in_transaction();
     if began {
         // BEGIN is about to be written.
@@ -81,10 +78,10 @@ async fn lock_stream_on(
 /// Pipelines the attempt in one round trip: `BEGIN` (if `began`), a savepoint, the lock
 /// timeout, the locking select and the savepoint's release.
 async fn send_attempt(
-    c: &Client,
+    c: Db<'_>,
     began: bool,
-    set_timeout: &Statement,
-    lock: &Statement,
+    set_timeout: &Stmt,
+    lock: &Stmt,
     key: &StreamKey,
     timeout: Duration,
 ) -> Answers {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Object;
+use crate::connection::Db;
 use marten_core::{Aggregate, EventEnvelope, Result, StreamId, StreamState};
 
 use super::api::Events;
@@ -20,7 +20,7 @@ impl<K: Tracking> Events<'_, K> {
     /// Runs `f` with the store on the session's connection.
     async fn on_connection<T>(
         &mut self,
-        f: impl AsyncFnOnce(&DocumentStore, &Object) -> Result<T>,
+        f: impl AsyncFnOnce(&DocumentStore, Db<'_>) -> Result<T>,
     ) -> Result<T> {
         let s = self.session.parts_mut();
         let store = &s.store;

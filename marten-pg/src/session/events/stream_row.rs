@@ -23,7 +23,7 @@ impl<K: Tracking> Events<'_, K> {
             .conn
             .run(&s.store, async |client| {
                 let stmt = client
-                    .prepare_cached(&sql.stream_version)
+                    .statement(&sql.stream_version)
                     .await
                     .map_err(reading)?;
                 match client.query_opt(&stmt, &[key]).await.map_err(reading)? {

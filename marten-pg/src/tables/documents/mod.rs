@@ -2,8 +2,8 @@
 //! `off.rs`, `optimistic.rs`, `numeric.rs`) the writes of each concurrency mode. Everything here is built once per document type (the storages keep
 //! it in a static), never per operation.
 //!
-//! Statements are unqualified: every connection of a store has `search_path` set to the
-//! store's schema. DDL is schema-qualified.
+//! Statements name the table without a schema: each store qualifies a statement's text
+//! once, on first use ([`crate::tables::qualify`]). DDL is schema-qualified.
 //!
 //! Write statements that can be rejected (a stale version, an existing id on insert, a
 //! missing row on update) never raise: they return the ids (and new versions) they wrote,

@@ -1,0 +1,226 @@
+//! The store's statements: each statement text schema-qualified once per store (see
+//! [`crate::tables::qualify`]), then sent either as a named prepared statement from the
+//! connection's cache (the default) or, behind a pooler in transaction mode, as an
+//! unnamed statement (parse, bind and execute in one message sequence, nothing left on
+//! the server) with the parameter types learned once per store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use deadpool_postgres::Object;
+use tokio_postgres::types::Type;
+use tokio_postgres::{SimpleQueryMessage, Statement};
+
+use crate::tables::qualify::{is_single_statement, qualify};
+
+/// What stands between the store's pool and PostgreSQL (see
+/// `DocumentStoreBuilder::pooler`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pooler {
+    /// Nothing, or a pooler in session mode: a connection is one server session.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`, hosted
+    /// poolers): consecutive transactions of one connection may run on different server
+    /// connections. No startup `options`, no named prepared statements.
+    Transaction,
+}
+
+/// How statements are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatementKind {
+    /// Named prepared statements, cached per connection.
+    Prepared,
+    /// Unnamed statements (for poolers that do not carry named ones between transactions).
+    Unnamed,
+}
+
+/// How many statement texts a store keeps qualified; past it, texts are qualified anew
+/// on each use (a store whose queries are all different does not grow without bound).
+const CAPACITY: usize = 4096;
+
+/// A statement text qualified for the store, and (for unnamed statements) its parameter
+/// types once learned.
+#[derive(Debug)]
+pub(crate) struct Text {
+    pub(crate) sql: String,
+    types: OnceLock<Arc<[Type]>>,
+}
+
+/// A statement ready to send on one connection.
+#[derive(Clone)]
+pub(crate) enum Stmt {
+    /// Prepared on the connection (named, from its cache).
+    Prepared(Statement),
+    /// Sent unnamed: the qualified text and its parameter types.
+    Unnamed(Arc<Text>, Arc<[Type]>),
+}
+
+/// A store's statement texts, qualified for its schema.
+pub(crate) struct Statements {
+    schema: String,
+    kind: StatementKind,
+    /// The store's document tables (named as relations in statements).
+    tables: RwLock<HashSet<String>>,
+    texts: RwLock<HashMap<Box<str>, Arc<Text>>>,
+}
+
+impl Statements {
+    /// The statements of a store over `schema`, sent as `kind`.
+    pub(crate) fn new(schema: &str, kind: StatementKind) -> Self {
+        Self {
+            schema: schema.to_owned(),
+            kind,
+            tables: RwLock::default(),
+            texts: RwLock::default(),
+        }
+    }
+
+    /// Records a document table of the store (before any statement naming it is sent).
+    pub(crate) fn add_table(&self, table: &str) {
+        let known = self
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(table);
+        if !known {
+            let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+            tables.insert(table.to_owned());
+            // Texts qualified before the table was known may name it unqualified.
+            self.texts
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// `sql` qualified for the store (once per text).
+    pub(crate) fn text(&self, sql: &str) -> Arc<Text> {
+        if let Some(text) = self
+            .texts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sql)
+        {
+            return text.clone();
+        }
+        let qualified = {
+            let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+            qualify(sql, &self.schema, |t| tables.contains(t))
+        };
+        let text = Arc::new(Text {
+            sql: qualified,
+            types: OnceLock::new(),
+        });
+        let mut texts = self.texts.write().unwrap_or_else(PoisonError::into_inner);
+        if texts.len() < CAPACITY {
+            texts.insert(sql.into(), text.clone());
+        }
+        text
+    }
+
+    /// `sql` qualified and ready to send on `client`.
+    pub(crate) async fn statement(
+        &self,
+        client: &Object,
+        sql: &str,
+    ) -> Result<Stmt, tokio_postgres::Error> {
+        let text = self.text(sql);
+        if self.kind == StatementKind::Prepared {
+            return client.prepare_cached(&text.sql).await.map(Stmt::Prepared);
+        }
+        let types = match text.types.get() {
+            Some(types) => types.clone(),
+            None => {
+                let types: Arc<[Type]> = describe(client, &text.sql).await?.into();
+                text.types.get_or_init(|| types).clone()
+            }
+        };
+        Ok(Stmt::Unnamed(text, types))
+    }
+
+    /// `sql` (simple protocol, no parameters) qualified for the store.
+    pub(crate) fn simple(&self, sql: &str) -> String {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        qualify(sql, &self.schema, |t| tables.contains(t))
+    }
+}
+
+/// The parameter types of `sql`, asked of the server without leaving a prepared
+/// statement behind: `PREPARE`, a look at `pg_prepared_statements` and `DEALLOCATE` in
+/// one simple query, which a pooler runs on one server connection. A type outside
+/// PostgreSQL's built-in ones comes back as `unknown`, which binding then refuses. Text
+/// of several statements (which a simple query would run) is prepared the ordinary way
+/// instead, for the server's refusal.
+async fn describe(client: &Object, sql: &str) -> Result<Vec<Type>, tokio_postgres::Error> {
+    if !is_single_statement(sql) {
+        return client.prepare(sql).await.map(|s| s.params().to_vec());
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "mt_describe_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let messages = client
+        .simple_query(&format!(
+            "PREPARE {name} AS {sql}; \
+             SELECT parameter_types::oid[]::text FROM pg_prepared_statements WHERE name = '{name}'; \
+             DEALLOCATE {name}"
+        ))
+        .await?;
+    let oids = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    });
+    Ok(parse_oids(oids.unwrap_or("{}")))
+}
+
+/// The types of an `oid[]` in text form (`{25,2950}`).
+fn parse_oids(text: &str) -> Vec<Type> {
+    text.trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|oid| {
+            oid.trim()
+                .parse()
+                .ok()
+                .and_then(Type::from_oid)
+                .unwrap_or(Type::UNKNOWN)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_types_are_read_from_their_oids() {
+        assert_eq!(parse_oids("{}"), Vec::<Type>::new());
+        assert_eq!(
+            parse_oids("{25,2950,5069,3802}"),
+            [Type::TEXT, Type::UUID, Type::XID8, Type::JSONB]
+        );
+        assert_eq!(parse_oids("{1,20}"), [Type::UNKNOWN, Type::INT8]);
+    }
+
+    #[test]
+    fn texts_are_qualified_once_and_again_when_a_table_is_added() {
+        let statements = Statements::new("s1", StatementKind::Unnamed);
+        let sql = "SELECT data FROM mt_doc_a WHERE id = $1";
+        assert_eq!(statements.text(sql).sql, sql);
+        statements.add_table("mt_doc_a");
+        assert_eq!(
+            statements.text(sql).sql,
+            "SELECT data FROM s1.mt_doc_a WHERE id = $1"
+        );
+        assert!(Arc::ptr_eq(&statements.text(sql), &statements.text(sql)));
+        assert_eq!(
+            statements.simple("DELETE FROM mt_events"),
+            "DELETE FROM s1.mt_events"
+        );
+    }
+}
