@@ -24,6 +24,7 @@ pub use marten_pg::{
     UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
+pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 
 /// The sessions as marten-core defines them, generic over their backend: what a
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
