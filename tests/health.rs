@@ -159,3 +159,20 @@ async fn a_database_that_stops_answering_is_reported_not_raised() {
     assert_eq!(health.schema_drift, None);
     assert!(!health.is_healthy());
 }
+
+#[test]
+fn positions_and_statuses_persist_as_json() {
+    let position = marten::Position {
+        transaction_id: 42,
+        sequence: 7,
+    };
+    let json = serde_json::to_string(&position).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<marten::Position>(&json).ok(),
+        Some(position)
+    );
+    let status: marten::ProjectionStatus =
+        serde_json::from_str(r#"{"name":"Tally","position":3,"head":5,"owner":null}"#)
+            .expect("deserialize");
+    assert_eq!((status.name.as_str(), status.lag()), ("Tally", 2));
+}
