@@ -1,15 +1,17 @@
-//! A service's own command line around its store: the async daemon with a live progress
-//! display, rebuilds with a progress bar, status, schema.
+//! The async daemon in a service: append events, run the daemon until the projection
+//! has caught up, read a projected document, stop the daemon.
 //!
 //! ```text
-//! cargo run --example daemon -- seed 20000   # append some events to play with
-//! cargo run --example daemon -- status
-//! cargo run --example daemon -- rebuild Counter
-//! cargo run --example daemon -- daemon       # Ctrl-C to stop
+//! cargo run --example daemon          # 20000 events
+//! cargo run --example daemon -- 100000
 //! ```
+//!
+//! It connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! `examples/cli.rs` runs the same daemon from a command line, with progress bars.
 
-use std::process::ExitCode;
+use std::time::Duration;
 
+use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,53 +34,43 @@ impl Counter {
     }
 }
 
-fn builder(url: String) -> marten::DocumentStoreBuilder {
-    DocumentStore::builder()
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = match std::env::args().nth(1) {
+        Some(v) => v.parse()?,
+        None => 20_000,
+    };
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let store = DocumentStore::builder()
         .connection_string(url)
         .schema("daemon_example")
         .projection::<Counter>(Lifecycle::Async)
-}
+        .build()
+        .await?;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let url = match marten_testing::try_database_url() {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+    let streams: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+    let mut session = store.lightweight_session();
+    for round in 0..n.div_ceil(1000) as i64 {
+        for id in &streams {
+            session
+                .events()
+                .append(*id, (0..10).map(|i| Added { n: i + round }))?;
         }
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("seed") {
-        let n: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(10_000);
-        let store = match builder(url).build().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let streams: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
-        let mut s = store.lightweight_session();
-        for round in 0..n.div_ceil(1000) {
-            for id in &streams {
-                let events: Vec<Added> = (0..10)
-                    .map(|i| Added {
-                        n: i + round as i64,
-                    })
-                    .collect();
-                if let Err(e) = s.events().append(*id, events) {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if let Err(e) = s.save_changes().await {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        println!("appended {} events", n.div_ceil(1000) * 1000);
-        return ExitCode::SUCCESS;
+        session.save_changes().await?;
     }
-    marten::cli::run(builder(url), args).await
+    println!("appended {} events", n.div_ceil(1000) * 1000);
+
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    daemon.wait_for_non_stale(Duration::from_secs(300)).await?;
+    for status in store.projection_status().await? {
+        println!(
+            "{}: {} of {} events",
+            status.name, status.position, status.head
+        );
+    }
+    let first: Option<Counter> = store.query_session().load(&streams[0]).await?;
+    println!("stream {}: {:?}", streams[0], first);
+    daemon.stop().await?;
+    Ok(())
 }

@@ -41,7 +41,8 @@ fn task(title: &str) -> TaskRecorded {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = marten_testing::try_database_url()?;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let store = DocumentStore::builder()
         .connection_string(url)
         .schema("events_example")

@@ -1,7 +1,7 @@
 //! Stores, loads and updates documents, and catches an optimistic concurrency conflict.
 //!
-//! Run it with `cargo run --example quickstart`. It uses `DATABASE_URL`, or PostgreSQL on
-//! 127.0.0.1:5432, or starts a throwaway cluster (see the README).
+//! Run it with `cargo run --example quickstart`. It connects to `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,8 @@ struct CoffeeShop {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = marten_testing::try_database_url()?;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let store = DocumentStore::builder()
         .connection_string(url)
         .schema("quickstart")

@@ -24,6 +24,7 @@ pub use marten_pg::{
     UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
+pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 
 /// The sessions as marten-core defines them, generic over their backend: what a
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
@@ -41,12 +42,24 @@ pub mod daemon {
     };
 }
 
-/// A command line for a service's store (daemon with progress, rebuild, status, schema):
-/// the `marten-cli` crate.
+/// A command line for a service's store, on `clap` (the `marten-cli` crate, behind the
+/// `cli` feature): embed [`cli::Command`] in your parser and hand it to [`cli::run`].
+#[cfg(feature = "cli")]
 pub mod cli {
     pub use marten_cli::{
-        progress_line, rebuild_with_progress, run, schema_command, status, ProjectionStatus,
+        clap, execute, progress_line, projections, projections_with, rebuild_with_progress, run,
+        schema, status, CliError, Command, ProjectionStatus, ProjectionsCommand, SchemaCommand,
+        STATUS_ATTEMPTS,
     };
+}
+
+/// The database harness of marten's own tests, for yours (the `marten-testing` crate,
+/// behind the `testing` feature): [`testing::database_url`] finds a server
+/// (`DATABASE_URL`, else the local default, else a throwaway cluster) and
+/// [`testing::TestSchema`] gives each test a schema of its own, dropped afterwards.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use marten_testing::*;
 }
 
 /// The storage types a document's concurrency mode selects (see the README, "Modes as

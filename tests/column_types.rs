@@ -50,11 +50,11 @@ struct Parcel {
 fn parcel(n: u8) -> Parcel {
     Parcel {
         id: Uuid::now_v7(),
-        weight_grams: (n % 3 != 0).then_some(i64::from(n) * 100),
+        weight_grams: (!n.is_multiple_of(3)).then_some(i64::from(n) * 100),
         points: i64::from(n) * 10 - 40,
         label: format!("label-{n}"),
         sku: Sku(format!("A-{}", n % 4)),
-        ratio: (n % 2 == 0).then_some(f32::from(n) / 4.0),
+        ratio: n.is_multiple_of(2).then_some(f32::from(n) / 4.0),
         // Several `None`s under a unique index: NULLs are distinct.
         code: (n % 2 == 1).then(|| format!("c{n}")),
         small: n,

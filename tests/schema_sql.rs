@@ -346,21 +346,31 @@ async fn build_creates_the_event_tag_and_daemon_tables_up_front() {
 
 #[tokio::test]
 async fn the_command_line_checks_and_applies_the_patch() {
+    use marten::cli::{Command, SchemaCommand};
     let schema = marten_testing::TestSchema::new("schema_sql_cli");
     create_v1(&schema).await;
     let store = reviewer(&schema).await;
-    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
-    let err = marten::cli::schema_command(&store, &args(&["check"]))
+    let assert = Command::Schema(SchemaCommand::Assert);
+    let err = marten::cli::execute(&store, &assert)
         .await
         .expect_err("behind");
-    assert!(matches!(err, marten::Error::SchemaMismatch { .. }), "{err}");
-    ok(marten::cli::schema_command(&store, &args(&["diff"])).await);
-    ok(marten::cli::schema_command(&store, &args(&["apply", "--concurrently"])).await);
-    ok(marten::cli::schema_command(&store, &args(&["check"])).await);
-    let err = marten::cli::schema_command(&store, &args(&["nonsense"]))
+    assert!(
+        matches!(
+            err,
+            marten::cli::CliError::Store(marten::Error::SchemaMismatch { .. })
+        ),
+        "{err}"
+    );
+    let patch = SchemaCommand::Patch {
+        out: None,
+        concurrently: false,
+    };
+    marten::cli::schema(&store, &patch).await.expect("patch");
+    let apply = SchemaCommand::Apply { concurrently: true };
+    marten::cli::schema(&store, &apply).await.expect("apply");
+    marten::cli::execute(&store, &assert)
         .await
-        .expect_err("unknown");
-    assert!(matches!(err, marten::Error::Configuration(_)), "{err}");
+        .expect("up to date");
 }
 
 #[tokio::test]

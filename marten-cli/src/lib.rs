@@ -1,207 +1,128 @@
-//! A command line for a service's store: run the daemon with a progress display, rebuild
-//! a projection with a progress bar, show the projections' status, apply the schema.
+//! A command line for a service's store, on [`clap`]: review and apply the schema, run
+//! the async daemon with a progress display, rebuild a projection, show the projections'
+//! status.
 //!
-//! marten cannot know a service's projections, so the binary is the service's own: its
-//! `main` builds the store builder and hands it to [`run`] (see `examples/daemon.rs`):
+//! marten cannot know a service's document types and projections, so the binary is the
+//! service's own: it embeds [`Command`] in its own `clap` parser, builds its store
+//! builder and hands both to [`run`] (see `examples/cli.rs`):
 //!
-//! ```text
-//! cargo run --example daemon -- daemon            # run until Ctrl-C, progress per projection
-//! cargo run --example daemon -- rebuild Counter   # reset, replay, progress bar, exit
-//! cargo run --example daemon -- status            # positions, lag, owners
-//! cargo run --example daemon -- schema            # create or update the schema, exit
-//! cargo run --example daemon -- schema sql        # print the whole schema script
-//! cargo run --example daemon -- schema diff       # print the patch the database needs
-//! cargo run --example daemon -- schema check      # fail, listing each difference, unless up to date
-//! cargo run --example daemon -- schema apply      # run the patch (add --concurrently for indexes)
+//! ```no_run
+//! use clap::Parser;
+//! # use marten_pg::DocumentStore;
+//!
+//! #[derive(Parser)]
+//! #[command(version, about)]
+//! struct App {
+//!     #[command(subcommand)]
+//!     marten: marten_cli::Command,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let app = App::parse(); // --help and --version exit here, before any connection
+//!     let url = std::env::var("DATABASE_URL")
+//!         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+//!     let builder = DocumentStore::builder().connection_string(url);
+//!     // .document::<YourDocument>().projection::<YourAggregate>(Lifecycle::Async) ...
+//!     marten_cli::run(builder, app.marten).await
+//! }
 //! ```
 //!
-//! `schema sql`, `diff`, `check` and `apply` build the store without applying its
-//! schema mode, so they work on a database that is behind.
+//! ```text
+//! app schema dump                 # print the complete, idempotent DDL of the store
+//! app schema patch --out p.sql    # write what the database lacks (stdout without --out)
+//! app schema assert               # fail, listing each difference, unless up to date
+//! app schema apply                # run the patch (--concurrently for indexes)
+//! app projections status          # position, head, lag, owner per projection
+//! app projections rebuild Counter # reset and replay with a progress bar
+//! app projections daemon          # run until SIGTERM or Ctrl-C, one bar per projection
+//! ```
 //!
 //! Uses only marten-pg's public API (the store, its builder, the daemon and
 //! [`DocumentStore::projection_status`]); the `marten` facade re-exports it as
-//! `marten::cli`.
+//! `marten::cli` behind its `cli` feature.
 
 #![warn(missing_docs)]
 
-use std::io::Write;
+mod error;
+mod progress;
+mod projections;
+mod schema;
+mod signal;
+
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use marten_core::{Error, Result};
-use marten_pg::daemon::{self, Daemon, DaemonOptions};
-use marten_pg::{DocumentStore, DocumentStoreBuilder, PatchOptions};
+use clap::Subcommand;
+use marten_pg::{DocumentStore, DocumentStoreBuilder};
 
+pub use clap;
+pub use error::CliError;
 pub use marten_pg::ProjectionStatus;
+pub use progress::progress_line;
+pub use projections::{
+    projections, projections_with, rebuild_with_progress, status, ProjectionsCommand,
+    STATUS_ATTEMPTS,
+};
+pub use schema::{schema, SchemaCommand};
 
-/// The status of every async projection of the store (see
-/// [`DocumentStore::projection_status`]).
-pub async fn status(store: &DocumentStore) -> Result<Vec<ProjectionStatus>> {
-    store.projection_status().await
+/// marten's commands, to embed in a program's own parser: as its subcommand
+/// (`#[command(subcommand)] marten: Command`) or flattened among its own subcommands
+/// (`#[command(flatten)] Marten(Command)`).
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Review, check and apply the database schema.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Run the async daemon, rebuild a projection, show the projections' status.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
 }
 
-/// A text progress bar: `name [#####.....] position/head`.
-pub fn progress_line(s: &ProjectionStatus, rate: f64) -> String {
-    let width = 30usize;
-    let done = if s.head == 0 {
-        width
-    } else {
-        ((s.position.min(s.head) as f64 / s.head as f64) * width as f64) as usize
-    };
-    format!(
-        "{:<20} [{}{}] {:>10}/{:<10} lag {:>8}  {:>8.0} ev/s  owner {}",
-        s.name,
-        "#".repeat(done),
-        ".".repeat(width - done),
-        s.position,
-        s.head,
-        s.lag(),
-        rate,
-        s.owner.as_deref().unwrap_or("-")
-    )
-}
-
-/// Resets `projection` and replays it with a daemon, calling `progress` about every
-/// 200 ms, until it has caught up.
-pub async fn rebuild_with_progress(
-    store: &DocumentStore,
-    projection: &str,
-    options: DaemonOptions,
-    mut progress: impl FnMut(&ProjectionStatus),
-) -> Result<()> {
-    daemon::rebuild(store, projection).await?;
-    let d = Daemon::start(store, options);
-    loop {
-        let now = status(store).await?;
-        if let Some(s) = now.iter().find(|s| s.name == projection) {
-            progress(s);
-        }
-        match d.wait_for_non_stale(Duration::from_millis(200)).await {
-            Ok(()) => break,
-            Err(Error::Timeout { .. }) => continue,
-            Err(e) => return Err(e),
-        }
+impl Command {
+    /// Whether the store should apply its schema mode when it is built for this command:
+    /// not for the schema commands, which review and patch a database that may be behind.
+    pub fn applies_schema_at_build(&self) -> bool {
+        !matches!(self, Command::Schema(_))
     }
-    if let Some(s) = status(store).await?.iter().find(|s| s.name == projection) {
-        progress(s);
-    }
-    d.stop().await
 }
 
-/// Runs the command line `args` (without the program name) against the store `builder`
-/// builds. Returns the process exit code.
-pub async fn run(
-    builder: DocumentStoreBuilder,
-    args: impl IntoIterator<Item = String>,
-) -> ExitCode {
-    let args: Vec<String> = args.into_iter().collect();
-    let reviewing = args.first().is_some_and(|a| a == "schema") && args.len() > 1;
-    let store = match builder.apply_schema_at_build(!reviewing).build().await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("marten: {e}");
-            return ExitCode::FAILURE;
-        }
+/// Builds the store `builder` describes (applying its schema mode unless the command is
+/// a schema command) and runs `command` against it, printing errors with their causes on
+/// stderr. Returns the process exit code: success, or failure when the store cannot be
+/// built or the command fails.
+pub async fn run(builder: DocumentStoreBuilder, command: Command) -> ExitCode {
+    let store = match builder
+        .apply_schema_at_build(command.applies_schema_at_build())
+        .build()
+        .await
+    {
+        Ok(store) => store,
+        Err(e) => return report(&CliError::Store(e)),
     };
-    let result = match args.first().map(String::as_str) {
-        Some("schema") => schema_command(&store, &args[1..]).await,
-        Some("status") => status(&store).await.map(|all| {
-            for s in all {
-                println!("{}", progress_line(&s, 0.0));
-            }
-        }),
-        Some("rebuild") => match args.get(1) {
-            Some(name) => {
-                let started = Instant::now();
-                let r = rebuild_with_progress(&store, name, DaemonOptions::default(), |s| {
-                    let rate = s.position as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    print!("\r{}", progress_line(s, rate));
-                    let _ = std::io::stdout().flush();
-                })
-                .await;
-                println!();
-                r
-            }
-            None => Err(Error::Configuration(
-                "usage: rebuild <projection>".to_owned(),
-            )),
-        },
-        Some("daemon") => run_daemon(&store).await,
-        _ => {
-            eprintln!("usage: daemon | rebuild <projection> | status | schema [sql | diff | check | apply] [--concurrently]");
-            return ExitCode::from(2);
-        }
-    };
-    match result {
+    match execute(&store, &command).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("marten: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
 }
 
-/// `schema [sql | diff | check | apply] [--concurrently]`: with no argument the store's
-/// build has applied its schema mode; the others review or patch the schema.
-pub async fn schema_command(store: &DocumentStore, args: &[String]) -> Result<()> {
-    let options = PatchOptions::new().concurrently(args.iter().any(|a| a == "--concurrently"));
-    match args.first().map(String::as_str) {
-        None => {
-            println!("schema {} is up to date", store.schema());
-            Ok(())
-        }
-        Some("sql") => {
-            print!("{}", store.schema_sql());
-            Ok(())
-        }
-        Some("diff") => {
-            print!("{}", store.schema_patch(options).await?);
-            Ok(())
-        }
-        Some("check") => {
-            store.assert_schema().await?;
-            println!("schema {} matches the registered types", store.schema());
-            Ok(())
-        }
-        Some("apply") => {
-            let patch = store.schema_patch(options).await?;
-            print!("{patch}");
-            store.apply_schema_patch(&patch).await
-        }
-        Some(other) => Err(Error::Configuration(format!(
-            "unknown schema command {other:?}: use sql, diff, check or apply"
-        ))),
+/// Runs `command` against a store built already. A store that applied its schema at
+/// build has nothing for `schema patch` or `schema apply` to do; [`run`] builds the store
+/// for the command.
+pub async fn execute(store: &DocumentStore, command: &Command) -> Result<(), CliError> {
+    match command {
+        Command::Schema(c) => schema(store, c).await,
+        Command::Projections(c) => projections(store, c).await,
     }
 }
 
-async fn run_daemon(store: &DocumentStore) -> Result<()> {
-    let d = Daemon::start(store, DaemonOptions::default());
-    let mut last: Vec<(i64, Instant)> = Vec::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = ticker.tick() => {
-                let now = status(store).await?;
-                let lines: Vec<String> = now
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        let rate = match last.get(i) {
-                            Some((pos, at)) => (s.position - pos) as f64 / at.elapsed().as_secs_f64().max(0.001),
-                            None => 0.0,
-                        };
-                        progress_line(s, rate)
-                    })
-                    .collect();
-                last = now.iter().map(|s| (s.position, Instant::now())).collect();
-                // Redraw the block of lines in place.
-                print!("\x1b[{}F\x1b[J", lines.len());
-                for l in lines {
-                    println!("{l}");
-                }
-            }
-        }
+/// Prints `error` and its causes on stderr, one per line; returns failure.
+fn report(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
     }
-    d.stop().await
+    ExitCode::FAILURE
 }

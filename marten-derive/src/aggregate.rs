@@ -12,6 +12,7 @@ use crate::internals::check;
 use crate::internals::ctxt::Ctxt;
 
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let private = crate::krate::private();
     let cx = Ctxt::new();
     let Some(cont) = Container::from_ast(&cx, input, "Aggregate") else {
         cx.check()?;
@@ -34,7 +35,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let version_ident = version.ident;
     let id_ty = id.ty;
     let id_assert = quote_spanned! {id_ty.span()=>
-        let _ = ::marten::__private::assert_aggregate_id::<#id_ty>;
+        let _ = #private::assert_aggregate_id::<#id_ty>;
     };
     let version_ty = version.ty;
     let version_assert = quote_spanned! {version_ty.span()=>
@@ -47,7 +48,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #[allow(unused_qualifications, clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl ::marten::__private::Aggregate for #ident {
+            impl #private::Aggregate for #ident {
                 #[inline]
                 fn version(&self) -> i64 {
                     self.#version_ident

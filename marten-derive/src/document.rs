@@ -35,6 +35,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 /// The `Document` and `PgDocument` impls of a checked container, in a `const _` block.
 pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
+    let private = crate::krate::private();
     let ident = cont.ident;
     // A raw identifier (`r#match`) names its table and errors without the `r#`.
     let type_name = ident.unraw().to_string();
@@ -49,7 +50,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let id_ty = id.ty;
     // Spanned at the id type, so an unsupported id type is reported there.
     let id_assert = quote_spanned! {id_ty.span()=>
-        let _ = ::marten::__private::assert_document_id::<#id_ty>;
+        let _ = #private::assert_document_id::<#id_ty>;
     };
     let (mode, storage) = match cont.attrs.mode {
         Mode::Optimistic => (quote!(Optimistic), quote!(OptimisticStorage)),
@@ -64,12 +65,12 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl ::marten::__private::Document for #ident {
+            impl #private::Document for #ident {
                 type Id = #id_ty;
-                type Mode = ::marten::__private::concurrency::#mode;
+                type Mode = #private::concurrency::#mode;
                 const DOCUMENT_TYPE: &'static str = #type_name;
                 const TABLE_NAME: &'static str = #table;
-                const INDEXES: &'static [::marten::__private::IndexSpec] = #indexes;
+                const INDEXES: &'static [#private::IndexSpec] = #indexes;
                 const GIN_INDEX: bool = #gin;
                 #[inline]
                 fn id(&self) -> &Self::Id {
@@ -82,13 +83,13 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl ::marten::__private::PgDocument for #ident {
-                type Storage = ::marten::__private::#storage<Self>;
+            impl #private::PgDocument for #ident {
+                type Storage = #private::#storage<Self>;
                 #[inline]
                 fn storage() -> &'static Self::Storage {
-                    static STORAGE: ::marten::__private::OnceLock<::marten::__private::#storage<#ident>> =
-                        ::marten::__private::OnceLock::new();
-                    STORAGE.get_or_init(<::marten::__private::#storage<#ident> as ::marten::__private::DocumentStorage<#ident>>::new)
+                    static STORAGE: #private::OnceLock<#private::#storage<#ident>> =
+                        #private::OnceLock::new();
+                    STORAGE.get_or_init(<#private::#storage<#ident> as #private::DocumentStorage<#ident>>::new)
                 }
             }
 

@@ -8,6 +8,7 @@ use crate::internals::attr;
 use crate::internals::ctxt::Ctxt;
 
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let private = crate::krate::private();
     let cx = Ctxt::new();
     let attrs = attr::Event::from_ast(&cx, &input.attrs);
     if !input.generics.params.is_empty() {
@@ -30,11 +31,11 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         .map_or_else(|| attr::snake_case(&ident.to_string()), |(n, _)| n);
     let tags_fn = (!tags.is_empty()).then(|| {
         let pushes = tags.iter().map(|(field, tag_name, ty)| {
-            let call = quote::quote_spanned! {syn::spanned::Spanned::span(ty)=> ::marten::__private::plain_tag::<#ty> };
+            let call = quote::quote_spanned! {syn::spanned::Spanned::span(ty)=> #private::plain_tag::<#ty> };
             quote! { #call(&self.#field, #tag_name) }
         });
         quote! {
-            fn tags(&self) -> ::std::vec::Vec<::marten::__private::EventTag> {
+            fn tags(&self) -> ::std::vec::Vec<#private::EventTag> {
                 ::std::vec![#(#pushes),*]
             }
         }
@@ -44,7 +45,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl ::marten::__private::Event for #ident {
+            impl #private::Event for #ident {
                 const EVENT_TYPE: &'static str = #name;
                 #tags_fn
             }
@@ -105,6 +106,7 @@ fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String, syn::
 
 /// `#[derive(Tag)]` on a newtype (`struct CourseId(Uuid)`).
 pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let private = crate::krate::private();
     let cx = Ctxt::new();
     let ident = &input.ident;
     let mut name = attr::snake_case(&ident.to_string());
@@ -144,7 +146,7 @@ pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
         #[doc(hidden)]
         const _: () = {
             #[automatically_derived]
-            impl ::marten::__private::Tag for #ident {
+            impl #private::Tag for #ident {
                 const TAG_TYPE: &'static str = #name;
                 fn tag_value(&self) -> ::std::string::String {
                     ::std::string::ToString::to_string(&#inner)

@@ -1,5 +1,7 @@
 //! Derive macros of marten. Use them through the `marten` crate, which re-exports them;
-//! the generated code refers to `::marten::__private`.
+//! the generated code refers to `::marten::__private`, or to `<path>::__private` when the
+//! input says `#[marten(crate = "path")]` (`#[marten::apply(crate = "path")]`): for a
+//! crate that re-exports marten and whose users do not depend on `marten` themselves.
 //!
 //! Each derive parses its input into a model (`internals::ast`), accumulating every
 //! attribute error with its span (`internals::ctxt`), checks the model
@@ -11,42 +13,46 @@ mod document;
 mod event;
 mod fields;
 mod internals;
+mod krate;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput, ItemImpl};
+
+/// Parses a derive's input, reads its `#[marten(crate = "...")]` and runs `expand` with it.
+fn derive(
+    input: TokenStream,
+    expand: fn(&DeriveInput) -> syn::Result<proc_macro2::TokenStream>,
+) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    krate::from_attrs(&input.attrs)
+        .and_then(|path| krate::with_path(path, || expand(&input)))
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
 
 /// Derives `marten::Document` for a struct with named fields.
 ///
 /// Attributes: `#[document(table = "name")]` and `#[concurrency(optimistic | numeric | off)]`
 /// on the struct, `#[document(id)]` on the id field (otherwise the field named `id`).
-#[proc_macro_derive(Document, attributes(document, concurrency, query))]
+#[proc_macro_derive(Document, attributes(document, concurrency, query, marten))]
 pub fn derive_document(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    document::expand(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive(input, document::expand)
 }
 
 /// Derives `marten::Event` for a struct or enum: its stored type name is the type name in
 /// snake case (`TaskRecorded` -> `task_recorded`) or `#[event(name = "...")]`.
-#[proc_macro_derive(Event, attributes(event, tag))]
+#[proc_macro_derive(Event, attributes(event, tag, marten))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    event::expand(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive(input, event::expand)
 }
 
 /// Derives `marten::Aggregate` (and `marten::Document`) for a struct whose id is its
 /// stream id (`Uuid` or `String`) and whose `version: i64` field (or the field marked
 /// `#[aggregate(version)]`) is kept at the stream version of the last applied event.
 /// Accepts the `#[document(..)]` and `#[concurrency(..)]` attributes of `Document`.
-#[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate, query))]
+#[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate, query, marten))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    aggregate::expand(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive(input, aggregate::expand)
 }
 
 /// Generates the event dispatch (`marten::Apply`) of a type from the methods of the
@@ -57,7 +63,8 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn apply(args: TokenStream, input: TokenStream) -> TokenStream {
     let item = parse_macro_input!(input as ItemImpl);
-    apply::expand(args.into(), item)
+    krate::from_args(args.into())
+        .and_then(|path| krate::with_path(path, || apply::expand(item)))
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
@@ -65,30 +72,26 @@ pub fn apply(args: TokenStream, input: TokenStream) -> TokenStream {
 /// Derives `marten::Tag` for a newtype id (`struct CourseId(Uuid)`): the tag type is the
 /// type name in snake case (`course_id`) or `#[tag(name = "...")]`, the value the inner
 /// value's text.
-#[proc_macro_derive(Tag, attributes(tag))]
+#[proc_macro_derive(Tag, attributes(tag, marten))]
 pub fn derive_tag(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
-    event::expand_tag(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive(input, event::expand_tag)
 }
 
 /// Derives query field paths for a struct nested in documents (a field marked
 /// `#[query(nested)]`) or held in a collection queried with `any`.
-#[proc_macro_derive(Queryable, attributes(query))]
+#[proc_macro_derive(Queryable, attributes(query, marten))]
 pub fn derive_queryable(input: TokenStream) -> TokenStream {
-    let input = parse_macro_input!(input as DeriveInput);
+    derive(input, expand_queryable)
+}
+
+fn expand_queryable(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let cx = internals::ctxt::Ctxt::new();
-    let Some(cont) = internals::ast::Container::from_ast(&cx, &input, "Queryable") else {
-        return cx
-            .check()
-            .err()
-            .map_or_else(TokenStream::new, |e| e.into_compile_error().into());
+    let Some(cont) = internals::ast::Container::from_ast(&cx, input, "Queryable") else {
+        cx.check()?;
+        return Ok(proc_macro2::TokenStream::new());
     };
     internals::check::no_generics(&cx, &cont);
     fields::check(&cx, &cont);
-    match cx.check() {
-        Ok(()) => fields::expand(&cont).into(),
-        Err(e) => e.into_compile_error().into(),
-    }
+    cx.check()?;
+    Ok(fields::expand(&cont))
 }

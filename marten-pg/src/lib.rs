@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod documents;
 mod error_map;
 pub mod events;
+mod health;
 mod id;
 mod json;
 #[doc(hidden)]
@@ -37,6 +38,7 @@ pub use documents::{
 pub use events::{
     EventPage, EventTypes, PendingEvent, Position, StreamRange, TagQuery, UnknownEvents,
 };
+pub use health::{Health, HealthCheck, HealthFailure, ProjectionHealth};
 pub use id::PgId;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};

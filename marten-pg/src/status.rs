@@ -11,7 +11,7 @@ use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
 
 /// How far an async projection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ProjectionStatus {
     /// The projection's name.

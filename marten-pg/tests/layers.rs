@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["query"],
     &["session"],
-    &["daemon", "status"],
+    &["daemon", "status", "health"],
     &["private"],
 ];
 

@@ -11,7 +11,7 @@ use super::parse::{Method, Role};
 /// The impl block itself, then the generated impls in a `const _` block.
 pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let self_ty = &item.self_ty;
-    let p = quote!(::marten::__private);
+    let p = crate::krate::private();
     let deletes = by_role(methods, |m| m.role == Role::Delete, delete_arm);
     let creates = by_role(methods, |m| m.role == Role::Create, create_arm);
     let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
@@ -85,7 +85,7 @@ fn call(m: &Method, recv: TokenStream) -> TokenStream {
 }
 
 fn delete_arm(m: &Method) -> TokenStream {
-    let p = quote!(::marten::__private);
+    let p = crate::krate::private();
     let ty = &m.event;
     let c = call(m, quote!(s.));
     quote! {
@@ -100,7 +100,7 @@ fn delete_arm(m: &Method) -> TokenStream {
 }
 
 fn create_arm(m: &Method) -> TokenStream {
-    let p = quote!(::marten::__private);
+    let p = crate::krate::private();
     let ty = &m.event;
     let c = call(m, quote!(Self::));
     quote! {
@@ -111,7 +111,7 @@ fn create_arm(m: &Method) -> TokenStream {
 }
 
 fn apply_arm(m: &Method) -> TokenStream {
-    let p = quote!(::marten::__private);
+    let p = crate::krate::private();
     let ty = &m.event;
     let c = call(m, quote!(state.));
     if m.role == (Role::Apply { by_value: true }) {
@@ -148,7 +148,7 @@ fn handled(methods: &[Method]) -> Vec<&Type> {
 
 /// The `Identities` impl, when there are `identity*` / `identities*` methods.
 fn identity_impl(self_ty: &Type, methods: &[Method]) -> Option<TokenStream> {
-    let p = quote!(::marten::__private);
+    let p = crate::krate::private();
     let identities: Vec<TokenStream> = methods
         .iter()
         .filter_map(|m| match m.role {

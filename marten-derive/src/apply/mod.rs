@@ -21,9 +21,9 @@ use crate::internals::ctxt::Ctxt;
 use parse::{parse_method, role_of, Method, Role};
 
 /// Checks the block and its methods (every error at once), then generates the dispatch.
-pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream> {
+pub fn expand(mut item: ItemImpl) -> syn::Result<TokenStream> {
     let cx = Ctxt::new();
-    check_block(&cx, &args, &item);
+    check_block(&cx, &item);
     let (mut methods, named) = collect_methods(&cx, &item);
     check_one_per_event(&cx, &methods);
     if named == 0 {
@@ -39,10 +39,7 @@ pub fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream>
 }
 
 /// No arguments, an inherent, non-generic impl.
-fn check_block(cx: &Ctxt, args: &TokenStream, item: &ItemImpl) {
-    if !args.is_empty() {
-        cx.error_spanned_by(args, "`#[marten::apply]` takes no arguments");
-    }
+fn check_block(cx: &Ctxt, item: &ItemImpl) {
     if let Some((_, path, _)) = &item.trait_ {
         cx.error_spanned_by(
             path,

@@ -71,7 +71,19 @@ impl StreamRange {
 
 /// A position in the gap-safe global order: the compound key (writing transaction id,
 /// sequence). Start from [`Position::START`] and continue from [`EventPage::next`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Position {
     /// The id of the transaction that wrote the last event read.
     pub transaction_id: u64,
