@@ -125,7 +125,7 @@ impl DocumentStore {
         let ping = conn
             .run(self, async |client| {
                 client
-                    .simple_query("SELECT 1")
+                    .batch_execute("SELECT 1")
                     .await
                     .map_err(|e| map_db_error(e, Failed::Other("checking health")))
             })
