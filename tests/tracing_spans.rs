@@ -146,6 +146,27 @@ impl Tally {
     }
 }
 
+#[derive(Tag, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CourseId(Uuid);
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Enrolled {
+    #[tag]
+    course: CourseId,
+}
+
+#[derive(Default, Debug)]
+struct Enrolments {
+    count: usize,
+}
+
+#[marten::apply]
+impl Enrolments {
+    fn apply(&mut self, _e: &Enrolled) {
+        self.count += 1;
+    }
+}
+
 #[tokio::test]
 async fn saves_loads_queries_and_schema_work_have_spans() {
     capture();
@@ -230,4 +251,27 @@ async fn appends_and_daemon_batches_have_spans() {
         .sum();
     assert_eq!(events, 3, "{batches:?}");
     assert_eq!(spans("daemon.runner", ns).len(), 1);
+}
+
+#[tokio::test]
+async fn tag_boundary_reads_have_spans() {
+    capture();
+    let (schema, b) = builder("tracing_tags");
+    let store = ok(b.build().await);
+    let ns = schema.name();
+    let course = CourseId(Uuid::now_v7());
+    let mut session = store.lightweight_session();
+    ok(session
+        .events()
+        .append(Uuid::now_v7(), [Enrolled { course }, Enrolled { course }]));
+    ok(session.save_changes().await);
+    let mut reader = store.lightweight_session();
+    let boundary = ok(reader
+        .events()
+        .fetch_for_writing_by_tags::<Enrolments>(TagQuery::new().tag(course))
+        .await);
+    assert_eq!(boundary.state().map(|s| s.count), Some(2));
+    let read = one_span("fetch_for_writing_by_tags", ns, "marten.tags", "1");
+    assert_db_fields(&read, "boundary_read");
+    assert_eq!(read.field("marten.events"), Some("2"));
 }

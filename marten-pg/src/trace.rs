@@ -3,23 +3,22 @@
 //! schema). Their fields are computed only when a subscriber wants the span, so with no
 //! subscriber (or one filtering them out) a span costs a level check.
 //!
-//! Owns: the span names, fields and levels. May use: the store (its schema name).
+//! Owns: the span names, fields and levels. May use: nothing of the crate (a leaf: the
+//! callers pass the store's schema name).
 
 use tracing::field::Empty;
 use tracing::Span;
-
-use crate::store::DocumentStore;
 
 /// `db.system` of every span.
 pub(crate) const SYSTEM: &str = "postgresql";
 
 /// A load by id (`ids` ids) of documents of type `document`.
-pub(crate) fn load(store: &DocumentStore, document: &'static str, ids: usize) -> Span {
+pub(crate) fn load(namespace: &str, document: &'static str, ids: usize) -> Span {
     tracing::debug_span!(
         "load",
         db.system = SYSTEM,
         db.operation = "load",
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.document = document,
         marten.ids = ids,
     )
@@ -27,12 +26,12 @@ pub(crate) fn load(store: &DocumentStore, document: &'static str, ids: usize) ->
 
 /// A typed query on documents of type `document`; its statement's fingerprint is
 /// recorded by [`fingerprint`] once the SQL is known.
-pub(crate) fn query(store: &DocumentStore, document: &'static str) -> Span {
+pub(crate) fn query(namespace: &str, document: &'static str) -> Span {
     tracing::debug_span!(
         "query",
         db.system = SYSTEM,
         db.operation = "query",
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.document = document,
         marten.fingerprint = Empty,
         marten.statements = Empty,
@@ -65,12 +64,12 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 }
 
 /// The events a save appends: `streams` streams, `events` events in all.
-pub(crate) fn append(store: &DocumentStore, streams: usize, events: usize) -> Span {
+pub(crate) fn append(namespace: &str, streams: usize, events: usize) -> Span {
     tracing::info_span!(
         "append",
         db.system = SYSTEM,
         db.operation = "append",
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.streams = streams,
         marten.events = events,
     )
@@ -78,12 +77,12 @@ pub(crate) fn append(store: &DocumentStore, streams: usize, events: usize) -> Sp
 
 /// The reads of a consistency boundary (`fetch_for_writing_by_tags`) over `tags` tags;
 /// the events it matched are recorded when known.
-pub(crate) fn boundary(store: &DocumentStore, tags: usize) -> Span {
+pub(crate) fn boundary(namespace: &str, tags: usize) -> Span {
     tracing::debug_span!(
         "fetch_for_writing_by_tags",
         db.system = SYSTEM,
         db.operation = "boundary_read",
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.tags = tags,
         marten.events = Empty,
     )
@@ -101,12 +100,12 @@ pub(crate) fn schema(schema: &str) -> Span {
 
 /// A daemon runner of `projection`, the parent of its batches. Not a child of the
 /// caller's span: the runner outlives it (it follows from it instead).
-pub(crate) fn runner(store: &DocumentStore, projection: &str) -> Span {
+pub(crate) fn runner(namespace: &str, projection: &str) -> Span {
     let span = tracing::info_span!(
         parent: None,
         "daemon.runner",
         db.system = SYSTEM,
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.projection = projection,
     );
     span.follows_from(Span::current());
@@ -115,18 +114,12 @@ pub(crate) fn runner(store: &DocumentStore, projection: &str) -> Span {
 
 /// One daemon batch of `projection`: `events` events after position `from`, up to `to`;
 /// its duration in milliseconds is recorded when it ends.
-pub(crate) fn batch(
-    store: &DocumentStore,
-    projection: &str,
-    from: i64,
-    to: i64,
-    events: usize,
-) -> Span {
+pub(crate) fn batch(namespace: &str, projection: &str, from: i64, to: i64, events: usize) -> Span {
     tracing::info_span!(
         "daemon.batch",
         db.system = SYSTEM,
         db.operation = "daemon.batch",
-        db.namespace = store.schema(),
+        db.namespace = namespace,
         marten.projection = projection,
         marten.from = from,
         marten.to = to,

@@ -43,7 +43,7 @@ impl Daemon {
             .asynchronous
             .iter()
             .map(|p| {
-                let span = crate::trace::runner(store, p.name());
+                let span = crate::trace::runner(store.schema(), p.name());
                 let runner = run(store.clone(), p.clone(), options.clone(), rx.clone());
                 spawn_runner(p.as_ref(), runner.instrument(span), stopped.clone())
             })

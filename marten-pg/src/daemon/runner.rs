@@ -162,7 +162,7 @@ impl Runner {
         }
         self.caught_up = false;
         let span = crate::trace::batch(
-            &self.store,
+            self.store.schema(),
             self.projection.name(),
             own.position.sequence,
             page.next.sequence,

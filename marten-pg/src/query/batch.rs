@@ -85,7 +85,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
             sql.check()?;
         }
         let (store, conn) = self.session.source();
-        let span = crate::trace::query(store, "(batch)");
+        let span = crate::trace::query(store.schema(), "(batch)");
         span.record("marten.statements", self.statements.len());
         crate::trace::fingerprint(&span, self.statements.iter().map(|(s, _)| s.text.as_str()));
         let statements = &self.statements;

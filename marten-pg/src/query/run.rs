@@ -95,7 +95,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// Runs `sql` on the session's connection and returns its rows.
     async fn fetch(self, sql: Sql) -> Result<Vec<tokio_postgres::Row>> {
         let (store, conn) = self.session.source();
-        let span = crate::trace::query(store, D::DOCUMENT_TYPE);
+        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
         crate::trace::fingerprint(&span, [sql.text.as_str()]);
         async {
             store.ensure::<D>().await?;
@@ -182,7 +182,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let sql = self.spec.select(true).checked()?;
         let session = self.session;
         let (store, conn) = session.source();
-        let span = crate::trace::query(store, D::DOCUMENT_TYPE);
+        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
         crate::trace::fingerprint(&span, [sql.text.as_str()]);
         let opening = async {
             store.ensure::<D>().await?;

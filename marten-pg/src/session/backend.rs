@@ -97,7 +97,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
     }
 
     async fn load(store: &DocumentStore, conn: &mut Conn, id: &D::Id) -> Result<Option<Loaded<D>>> {
-        let span = crate::trace::load(store, D::DOCUMENT_TYPE, 1);
+        let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
         async {
             store.ensure::<D>().await?;
             conn.run(store, async |c| load::load_one::<D>(c, id).await)
@@ -112,7 +112,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         conn: &mut Conn,
         ids: &[D::Id],
     ) -> Result<Vec<Loaded<D>>> {
-        let span = crate::trace::load(store, D::DOCUMENT_TYPE, ids.len());
+        let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, ids.len());
         async {
             store.ensure::<D>().await?;
             conn.run(store, async |c| load::load_many::<D>(c, ids).await)
@@ -223,5 +223,5 @@ fn append_span(store: &DocumentStore, queue: &UnitOfWork) -> Option<tracing::Spa
         .user
         .appends()
         .fold((0, 0), |(s, e), (_, a)| (s + 1, e + a.data.len()));
-    Some(crate::trace::append(store, streams, events))
+    Some(crate::trace::append(store.schema(), streams, events))
 }

@@ -100,7 +100,7 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
 ) -> Result<Boundary<'s, K, S>> {
     let tags = checked_tags(&query)?;
     let s = events.session.parts_mut();
-    let span = crate::trace::boundary(&s.store, tags.len());
+    let span = crate::trace::boundary(s.store.schema(), tags.len());
     let reading = async {
         s.store.learn_events(S::event_types());
         read::ensure(s.store.as_ref()).await?;
