@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "id",
         "stream_key",
         "column_type",
+        "trace",
     ],
     &["tables"],
     &["error_map"],

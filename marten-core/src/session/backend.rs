@@ -34,6 +34,13 @@ pub trait Backend: Sized + Send + Sync + 'static {
     where
         Self: 's;
 
+    /// The database system, as OpenTelemetry's `db.system` names it (`"postgresql"`):
+    /// the `db.system` field of the `save_changes` span.
+    const SYSTEM: &'static str;
+
+    /// Where the store's data lives (a schema or database name): the `db.namespace`
+    /// field of the `save_changes` span.
+    fn namespace(store: &Self::Store) -> &str;
     /// A session's connection, not yet connected.
     fn connection(store: &Self::Store) -> Self::Conn;
     /// Whether the connection holds an open transaction (an exclusive append's lock).

@@ -2,7 +2,8 @@
 //! loop ([`save`](super::save::save)) with the backend's attempts, and end the save
 //! however it ends - a cancelled save forgets its queue.
 
-use tracing::warn;
+use tracing::field::Empty;
+use tracing::{warn, Instrument};
 
 use super::attempts::{AttemptEnd, SaveAttempts};
 use super::backend::Backend;
@@ -34,11 +35,17 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         // cache entry would roll the save back and release them, so its attempts read
         // under lock.
         let held = B::in_transaction(&parts.conn);
+        let span = save_span(parts);
         // Dropped before the save ends (its future was cancelled), the guard forgets the
         // queued operations: their outcome is unknown, and sending them again could write
         // them twice. The backend's connection closes itself.
         let guard = SaveGuard { parts };
-        let result = save(&mut Attempts(&mut *guard.parts), held).await;
+        let mut attempts = Attempts {
+            parts: &mut *guard.parts,
+            made: 0,
+        };
+        let result = save(&mut attempts, held).instrument(span.clone()).await;
+        span.record("marten.attempts", attempts.made);
         guard.finish(result.is_ok());
         result
     }
@@ -49,6 +56,20 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         B::clear(&mut parts.queue);
         parts.boundaries.clear();
     }
+}
+
+/// The span of one `save_changes`: the backend's system and namespace, the number of
+/// queued operations, and (recorded when the save ends) the attempts it took - each
+/// attempt is one round trip. Its fields are computed only when a subscriber wants it.
+fn save_span<B: Backend>(parts: &Parts<B>) -> tracing::Span {
+    tracing::info_span!(
+        "save_changes",
+        db.system = B::SYSTEM,
+        db.operation = "save_changes",
+        db.namespace = B::namespace(&parts.store),
+        marten.operations = B::queued(&parts.queue),
+        marten.attempts = Empty,
+    )
 }
 
 /// Ends a save: on success or failure through [`finish`](Self::finish); dropped unfinished
@@ -80,14 +101,18 @@ fn end_save<B: Backend>(parts: &mut Parts<B>, committed: bool) {
 }
 
 /// A session's parts being saved, as the [`SaveBackend`] of the save loop: each attempt
-/// is the backend's.
-struct Attempts<'s, B: Backend>(&'s mut Parts<B>);
+/// is the backend's, counted in `made`.
+struct Attempts<'s, B: Backend> {
+    parts: &'s mut Parts<B>,
+    made: u32,
+}
 
 impl<B: Backend> SaveBackend for Attempts<'_, B> {
     fn attempt(
         &mut self,
         attempts: &SaveAttempts,
     ) -> impl std::future::Future<Output = Result<AttemptEnd>> + Send {
-        B::attempt_save(self.0, attempts)
+        self.made += 1;
+        B::attempt_save(self.parts, attempts)
     }
 }

@@ -90,6 +90,11 @@ impl Backend for Scripted {
     type Events<'s, K: Tracking> = ();
     type Batch<'s> = ();
 
+    const SYSTEM: &'static str = "scripted";
+
+    fn namespace(_store: &Shared) -> &str {
+        "scripted"
+    }
     fn connection(_store: &Shared) {}
     fn in_transaction(_conn: &()) -> bool {
         false

@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use marten_core::{Error, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::options::DaemonOptions;
 use super::runner::run;
@@ -42,8 +43,9 @@ impl Daemon {
             .asynchronous
             .iter()
             .map(|p| {
+                let span = crate::trace::runner(store.schema(), p.name());
                 let runner = run(store.clone(), p.clone(), options.clone(), rx.clone());
-                spawn_runner(p.as_ref(), runner, stopped.clone())
+                spawn_runner(p.as_ref(), runner.instrument(span), stopped.clone())
             })
             .collect();
         Daemon {

@@ -8,14 +8,14 @@
 //! before the runner waits), the store.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use marten_core::projection::runner::{
     after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
 };
 use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
@@ -23,6 +23,7 @@ use super::ownership::{acquire, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
 use crate::connection::{Conn, Dedicated};
+use crate::events::EventPage;
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
@@ -108,6 +109,11 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// The milliseconds since `started`, for a span's field.
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Waits `d`, or less if the daemon is stopped meanwhile.
 async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
     let mut stop = stop.clone();
@@ -142,8 +148,6 @@ impl Runner {
     /// progress update, all on one pooled connection that is given back before the
     /// runner waits for anything.
     async fn step(&mut self, own: &mut Ownership) -> Result<Turn> {
-        let name = self.projection.name();
-        let hooks = self.options.hooks.clone();
         let mut conn = Conn::new();
         let page = next_page(
             &self.store,
@@ -157,13 +161,38 @@ impl Runner {
             return Ok(self.nothing_to_do(own).await);
         }
         self.caught_up = false;
+        let span = crate::trace::batch(
+            self.store.schema(),
+            self.projection.name(),
+            own.position.sequence,
+            page.next.sequence,
+            page.events.len(),
+        );
+        let started = Instant::now();
+        let turn = self
+            .batch(own, &mut conn, page)
+            .instrument(span.clone())
+            .await;
+        span.record("marten.duration_ms", elapsed_ms(started));
+        turn
+    }
+
+    /// Plans and commits a page that read events, with the progress update.
+    async fn batch(
+        &mut self,
+        own: &mut Ownership,
+        conn: &mut Conn,
+        page: EventPage,
+    ) -> Result<Turn> {
+        let name = self.projection.name();
+        let hooks = self.options.hooks.clone();
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
-        let ops = self.plan(&mut conn, &mut events).await?;
+        let ops = self.plan(conn, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(name, own.position, page.next, own.epoch);
         hooks.before_commit(name, &sequences);
-        match commit(&self.store, &mut conn, advance, ops).await? {
+        match commit(&self.store, conn, advance, ops).await? {
             Committed::Yes => {
                 hooks.after_commit(name, &sequences);
                 own.position = page.next;

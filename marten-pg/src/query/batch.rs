@@ -6,6 +6,7 @@
 use marten_core::query::HasFields;
 use marten_core::Result;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument;
 
 use super::render::Sql;
 use super::rows::{decode_count, decode_list};
@@ -84,13 +85,19 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
             sql.check()?;
         }
         let (store, conn) = self.session.source();
-        for (_, (type_id, migrate)) in &self.statements {
-            store.ensure_erased(*type_id, *migrate).await?;
-        }
+        let span = crate::trace::query(store.schema(), "(batch)");
+        span.record("marten.statements", self.statements.len());
+        crate::trace::fingerprint(&span, self.statements.iter().map(|(s, _)| s.text.as_str()));
         let statements = &self.statements;
-        let rows = conn
-            .run(store, async |client| run_batch(client, statements).await)
-            .await?;
+        let rows = async {
+            for (_, (type_id, migrate)) in statements {
+                store.ensure_erased(*type_id, *migrate).await?;
+            }
+            conn.run(store, async |client| run_batch(client, statements).await)
+                .await
+        }
+        .instrument(span)
+        .await?;
         Ok(BatchResults { rows })
     }
 }

@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use marten_core::query::{Filter, HasFields, Order, RawParam};
 use marten_core::{Error, Result};
+use tracing::Instrument;
 
 use super::render::Sql;
 use super::rows::{decode, decode_at, reading};
@@ -94,12 +95,18 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// Runs `sql` on the session's connection and returns its rows.
     async fn fetch(self, sql: Sql) -> Result<Vec<tokio_postgres::Row>> {
         let (store, conn) = self.session.source();
-        store.ensure::<D>().await?;
-        conn.run(store, async |client| {
-            let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
-            let refs = sql.refs();
-            client.query(&stmt, &refs).await.map_err(reading::<D>)
-        })
+        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
+        crate::trace::fingerprint(&span, [sql.text.as_str()]);
+        async {
+            store.ensure::<D>().await?;
+            conn.run(store, async |client| {
+                let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
+                let refs = sql.refs();
+                client.query(&stmt, &refs).await.map_err(reading::<D>)
+            })
+            .await
+        }
+        .instrument(span)
         .await
     }
 
@@ -175,30 +182,35 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let sql = self.spec.select(true).checked()?;
         let session = self.session;
         let (store, conn) = session.source();
-        store.ensure::<D>().await?;
-        let req = conn.request(store).await?;
-        let starting = async {
-            let stmt = req
-                .client()
-                .statement(&sql.text)
-                .await
-                .map_err(reading::<D>)?;
-            req.client()
-                .query_raw(&stmt, &sql.refs())
-                .await
-                .map_err(reading::<D>)
-        };
-        let Some(started) = crate::connection::within(store, starting).await else {
-            drop(req);
-            return Err(crate::connection::timed_out(store));
-        };
-        let rows = match started {
-            Ok(rows) => rows,
-            Err(e) => {
-                req.settle_error(&e);
-                return Err(e);
+        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
+        crate::trace::fingerprint(&span, [sql.text.as_str()]);
+        let opening = async {
+            store.ensure::<D>().await?;
+            let req = conn.request(store).await?;
+            let starting = async {
+                let stmt = req
+                    .client()
+                    .statement(&sql.text)
+                    .await
+                    .map_err(reading::<D>)?;
+                req.client()
+                    .query_raw(&stmt, &sql.refs())
+                    .await
+                    .map_err(reading::<D>)
+            };
+            let Some(started) = crate::connection::within(store, starting).await else {
+                drop(req);
+                return Err(crate::connection::timed_out(store));
+            };
+            match started {
+                Ok(rows) => Ok((req, rows)),
+                Err(e) => {
+                    req.settle_error(&e);
+                    Err(e)
+                }
             }
         };
+        let (req, rows) = opening.instrument(span).await?;
         // The request lasts as long as the stream: read to its end, it is finished; dropped
         // early, the connection is closed (and what still runs on it cancelled).
         let stream =

@@ -29,6 +29,7 @@ use std::pin::Pin;
 
 use marten_core::{Error, Result, StreamIdentity};
 use tokio_postgres::Client;
+use tracing::Instrument;
 
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::functions;
@@ -92,6 +93,18 @@ pub(crate) async fn with_migration_lock<'a, F, Fut>(
     schema: &'a str,
     body: F,
 ) -> Result<()>
+where
+    F: FnOnce(&'a Client) -> Fut,
+    Fut: Future<Output = Result<()>> + 'a,
+{
+    let span = crate::trace::schema(schema);
+    locked_migration(client, schema, body)
+        .instrument(span)
+        .await
+}
+
+/// [`with_migration_lock`] in its span.
+async fn locked_migration<'a, F, Fut>(client: &'a Client, schema: &'a str, body: F) -> Result<()>
 where
     F: FnOnce(&'a Client) -> Fut,
     Fut: Future<Output = Result<()>> + 'a,

@@ -8,6 +8,7 @@ use marten_core::session::{
     AttemptEnd, Backend, DocumentBackend, Loaded, Parts, QueryBackend, SaveAttempts, Tracking,
 };
 use marten_core::{DocumentMetadata, Result};
+use tracing::Instrument;
 
 use super::events::Events;
 use super::{QuerySession, Session};
@@ -30,6 +31,12 @@ impl Backend for Postgres {
     type Scratch = Vec<CacheUpdate>;
     type Events<'s, K: Tracking> = Events<'s, K>;
     type Batch<'s> = QueryBatch<'s, QuerySession>;
+
+    const SYSTEM: &'static str = crate::trace::SYSTEM;
+
+    fn namespace(store: &DocumentStore) -> &str {
+        store.schema()
+    }
 
     fn connection(_store: &DocumentStore) -> Conn {
         Conn::new()
@@ -90,9 +97,14 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
     }
 
     async fn load(store: &DocumentStore, conn: &mut Conn, id: &D::Id) -> Result<Option<Loaded<D>>> {
-        store.ensure::<D>().await?;
-        conn.run(store, async |c| load::load_one::<D>(c, id).await)
-            .await
+        let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
+        async {
+            store.ensure::<D>().await?;
+            conn.run(store, async |c| load::load_one::<D>(c, id).await)
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn load_many(
@@ -100,9 +112,14 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         conn: &mut Conn,
         ids: &[D::Id],
     ) -> Result<Vec<Loaded<D>>> {
-        store.ensure::<D>().await?;
-        conn.run(store, async |c| load::load_many::<D>(c, ids).await)
-            .await
+        let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, ids.len());
+        async {
+            store.ensure::<D>().await?;
+            conn.run(store, async |c| load::load_many::<D>(c, ids).await)
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn metadata(
@@ -156,10 +173,14 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     }
     let end = match planned {
         Ok(Planned::Ready) => {
-            let outcome = parts
+            let span = append_span(&parts.store, &parts.queue);
+            let sending = parts
                 .queue
-                .execute(&mut req, parts.store.as_ref(), &mut parts.state)
-                .await;
+                .execute(&mut req, parts.store.as_ref(), &mut parts.state);
+            let outcome = match span {
+                Some(span) => sending.instrument(span).await,
+                None => sending.await,
+            };
             req.settle(&outcome);
             match outcome {
                 Ok(Outcome::Committed) => AttemptEnd::Committed,
@@ -192,4 +213,15 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         }
     };
     Ok(end)
+}
+
+/// The `append` span of an attempt that appends events (`None` for one that does not):
+/// the streams and events of the session's appends.
+fn append_span(store: &DocumentStore, queue: &UnitOfWork) -> Option<tracing::Span> {
+    queue.user.appends().next()?;
+    let (streams, events) = queue
+        .user
+        .appends()
+        .fold((0, 0), |(s, e), (_, a)| (s + 1, e + a.data.len()));
+    Some(crate::trace::append(store.schema(), streams, events))
 }

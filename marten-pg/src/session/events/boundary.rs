@@ -9,6 +9,7 @@ use marten_core::aggregate::fold;
 use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, StreamIdentity};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tracing::Instrument;
 
 use super::Events;
 use crate::connection::{timed_out, within};
@@ -99,10 +100,14 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
 ) -> Result<Boundary<'s, K, S>> {
     let tags = checked_tags(&query)?;
     let s = events.session.parts_mut();
-    s.store.learn_events(S::event_types());
-    read::ensure(s.store.as_ref()).await?;
-    let (version_rows, event_rows) =
-        read_versions_then_events(s, &tags, query.event_type_names(), between_reads).await?;
+    let span = crate::trace::boundary(s.store.schema(), tags.len());
+    let reading = async {
+        s.store.learn_events(S::event_types());
+        read::ensure(s.store.as_ref()).await?;
+        read_versions_then_events(s, &tags, query.event_type_names(), between_reads).await
+    };
+    let (version_rows, event_rows) = reading.instrument(span.clone()).await?;
+    span.record("marten.events", event_rows.len());
     let versions = versions_of(&tags, &version_rows)?;
     let matched = read::envelopes(s.store.as_ref(), &event_rows)?;
     let state = fold(None, &matched, |_: &mut S, _| {}).map_err(|(err, i)| {
