@@ -10,22 +10,17 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 use marten_core::{Error, Result};
 
 use crate::tables::documents::{gin_index_name, index_name};
-use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
-use crate::tables::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
+use crate::tables::event_ddl::TX_SEQ_INDEX;
+use crate::tables::INTERNAL_TABLES;
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`); longer names are cut.
 const MAX_IDENTIFIER: usize = 63;
 
 /// The tables and indexes marten creates for itself, which no document may take.
-const INTERNAL: &[&str] = &[
-    EVENTS_TABLE,
-    STREAMS_TABLE,
-    TAGS_TABLE,
-    TAG_VERSIONS_TABLE,
-    PROGRESSION_TABLE,
-    DEAD_LETTER_TABLE,
-    "mt_events_tx_seq",
-];
+const INTERNAL: [&str; 7] = {
+    let t = INTERNAL_TABLES;
+    [t[0], t[1], t[2], t[3], t[4], t[5], TX_SEQ_INDEX]
+};
 
 /// Who owns marten's own tables, in errors.
 const INTERNAL_OWNER: &str = "marten (its event store and daemon tables)";

@@ -10,3 +10,14 @@ pub mod events;
 pub mod functions;
 pub mod progression;
 pub mod qualify;
+
+/// The tables marten creates for itself (events, streams, tags, the daemon's progression
+/// and dead letters), in every store's schema.
+pub const INTERNAL_TABLES: [&str; 6] = [
+    events::EVENTS_TABLE,
+    events::STREAMS_TABLE,
+    events::TAGS_TABLE,
+    events::TAG_VERSIONS_TABLE,
+    progression::PROGRESSION_TABLE,
+    progression::DEAD_LETTER_TABLE,
+];

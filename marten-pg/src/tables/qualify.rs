@@ -11,21 +11,23 @@
 //! A name already qualified (after a `.`) is left alone.
 
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
-use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
 use crate::tables::functions::GUARD_FUNCTION;
-use crate::tables::progression::{DEAD_LETTER_TABLE, PROGRESSION_TABLE};
+use crate::tables::INTERNAL_TABLES;
 
 /// marten's own relations and functions: qualified wherever they appear.
-pub const INTERNAL: &[&str] = &[
-    EVENTS_TABLE,
-    STREAMS_TABLE,
-    TAGS_TABLE,
-    TAG_VERSIONS_TABLE,
-    PROGRESSION_TABLE,
-    DEAD_LETTER_TABLE,
-    EVENTS_SEQUENCE,
-    GUARD_FUNCTION,
-];
+pub const INTERNAL: [&str; 8] = {
+    let t = INTERNAL_TABLES;
+    [
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        EVENTS_SEQUENCE,
+        GUARD_FUNCTION,
+    ]
+};
 
 /// The words after which a name is a relation.
 const RELATION_WORDS: &[&str] = &["FROM", "JOIN", "INTO", "UPDATE", "TABLE", "ONLY"];
