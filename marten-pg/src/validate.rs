@@ -1,7 +1,7 @@
 //! Checks of input before it is sent: text PostgreSQL cannot store (NUL characters in
-//! `text` and `jsonb`), and keys too long for an index. Every check is cheap on the
-//! normal path (a byte scan); the work of naming the offending field is done only when
-//! a check fails.
+//! `text` and `jsonb`), keys too long for an index, and the key words PostgreSQL
+//! reserves. Every check is cheap on the normal path (a byte scan); the work of naming
+//! the offending field is done only when a check fails.
 
 use marten_core::{Error, Result};
 
@@ -148,8 +148,127 @@ pub(crate) fn check_tag(tag_type: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL's reserved key words (both kinds: those no name may be, and those only a
+/// function or type may be), lower-case, sorted: an unquoted schema name cannot be one.
+const RESERVED_WORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// Whether `word` (lower-case) is a key word PostgreSQL reserves, so that it cannot name
+/// a schema without quotes.
+pub(crate) fn is_reserved_word(word: &str) -> bool {
+    RESERVED_WORDS.binary_search(&word).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_reserved_words_are_sorted_so_a_binary_search_finds_each() {
+        assert!(RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(RESERVED_WORDS.iter().all(|w| is_reserved_word(w)));
+        assert!(!is_reserved_word("events"));
+    }
+
     use super::*;
 
     fn json(v: &serde_json::Value) -> Vec<u8> {

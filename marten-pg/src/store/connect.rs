@@ -73,14 +73,19 @@ impl ConnectionSettings {
     }
 }
 
-/// Fails unless `schema` is a plain lower-case identifier.
+/// Fails unless `schema` is a plain lower-case identifier that is not a reserved key word.
 pub(super) fn check_schema_name(schema: &str) -> Result<()> {
-    if is_identifier(schema) {
-        return Ok(());
+    if !is_identifier(schema) {
+        return Err(Error::Configuration(format!(
+            "invalid schema name {schema:?}: use lower-case letters, digits and underscores, starting with a letter"
+        )));
     }
-    Err(Error::Configuration(format!(
-        "invalid schema name {schema:?}: use lower-case letters, digits and underscores, starting with a letter"
-    )))
+    if crate::validate::is_reserved_word(schema) {
+        return Err(Error::Configuration(format!(
+            "invalid schema name {schema:?}: it is a key word PostgreSQL reserves; choose another name"
+        )));
+    }
+    Ok(())
 }
 
 /// The connections outside the pool behind a pooler: to `url`, with `search_path` set
@@ -187,6 +192,15 @@ mod tests {
         for bad in ["", "1abc", "Upper", "a-b", "a b", "a;drop", &"x".repeat(64)] {
             assert!(check_schema_name(bad).is_err(), "{bad:?}");
         }
+        for reserved in ["full", "user", "select", "order", "table"] {
+            let err = check_schema_name(reserved)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("key word"), "{reserved}: {err}");
+        }
+        assert!(check_schema_name("fuller").is_ok());
+        assert!(check_schema_name("users").is_ok());
     }
 
     #[test]
