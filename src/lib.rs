@@ -8,7 +8,7 @@ pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
     IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
-    StreamIdentity, StreamState, Tag, TlsFailure, MAX_ID_BYTES,
+    StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
 pub use marten_pg::Postgres;
@@ -92,7 +92,7 @@ pub mod prelude {
     pub use crate::{
         apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
         IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
-        SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
+        SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery, TenantId,
     };
     pub use uuid::Uuid;
 }
@@ -107,6 +107,7 @@ pub mod __private {
     pub use marten_core::concurrency;
     pub use marten_core::query;
     pub use marten_core::IndexSpec;
+    pub use marten_core::Tenancy;
     pub use marten_core::{
         plain_tag, Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId,
         Event, EventDecoder, EventEnvelope, EventTag, Identities, Tag,

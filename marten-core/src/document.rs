@@ -1,7 +1,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ConcurrencyMode, DocumentId};
+use crate::{ConcurrencyMode, DocumentId, Tenancy};
 
 /// A document: a serde type stored as `jsonb` in its own table.
 ///
@@ -20,6 +20,9 @@ pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
     const INDEXES: &'static [IndexSpec] = &[];
     /// Whether the whole document has a GIN index (`#[document(gin)]`).
     const GIN_INDEX: bool = false;
+    /// How the type's rows are shared between tenants (`#[document(tenancy =
+    /// "conjoined")]`); single (one set of rows for every tenant) by default.
+    const TENANCY: Tenancy = Tenancy::Single;
     /// The id of this document.
     fn id(&self) -> &Self::Id;
     /// The id of this document, mutably (used to assign a new id to a nil `Uuid`).

@@ -19,6 +19,7 @@ pub mod query;
 pub mod session;
 mod stream;
 mod tag;
+pub mod tenant;
 
 pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
@@ -32,3 +33,4 @@ pub use id::{DocumentId, IdKey, MAX_ID_BYTES};
 pub use metadata::DocumentMetadata;
 pub use stream::{StreamId, StreamIdentity, StreamState};
 pub use tag::{plain_tag, EventTag, Tag};
+pub use tenant::{Tenancy, TenantId};

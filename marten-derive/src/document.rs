@@ -46,6 +46,11 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let id_ident = id.ident;
     let indexes = crate::fields::index_specs(cont);
     let gin = cont.attrs.gin;
+    let tenancy = if cont.attrs.conjoined {
+        quote!(Conjoined)
+    } else {
+        quote!(Single)
+    };
     let fields = crate::fields::expand(cont);
     let id_ty = id.ty;
     // Spanned at the id type, so an unsupported id type is reported there.
@@ -72,6 +77,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                 const TABLE_NAME: &'static str = #table;
                 const INDEXES: &'static [#private::IndexSpec] = #indexes;
                 const GIN_INDEX: bool = #gin;
+                const TENANCY: #private::Tenancy = #private::Tenancy::#tenancy;
                 #[inline]
                 fn id(&self) -> &Self::Id {
                     &self.#id_ident

@@ -209,6 +209,34 @@ pub enum Error {
         required: u32,
     },
 
+    /// A tenant id that cannot be used (empty, too long, with a control character, or
+    /// the reserved default tenant's id).
+    #[error("invalid tenant id {tenant:?}: {reason}")]
+    InvalidTenant {
+        /// The refused id (cut at 128 characters).
+        tenant: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A session opened without a tenant touched data that is conjoined by tenant (a
+    /// document type with `#[document(tenancy = "conjoined")]`, or the events of a store
+    /// whose events are conjoined). Nothing was read or written; open the session with
+    /// a tenant (`store.lightweight_session_for(tenant)` and the like).
+    #[error("{owner} is conjoined by tenant: open the session with a tenant (`lightweight_session_for(tenant)`)")]
+    TenantRequired {
+        /// What was touched: a document type, or `events`.
+        owner: String,
+    },
+
+    /// A tenant the store does not know (a database-per-tenant store with no database
+    /// for it).
+    #[error("unknown tenant {tenant:?}: no database is configured for it")]
+    UnknownTenant {
+        /// The tenant.
+        tenant: String,
+    },
+
     /// The store was configured wrongly.
     #[error("invalid configuration: {0}")]
     Configuration(String),

@@ -12,7 +12,7 @@ use super::parts::{Parts, Session};
 use super::query_session::QuerySession;
 use super::state::DirtyQueue;
 use crate::concurrency::{VersionOf, WriteOf};
-use crate::{Document, DocumentMetadata, Result};
+use crate::{Document, DocumentMetadata, Result, TenantId};
 
 /// The database a session works on. Implemented by a backend crate (marten-pg's
 /// `Postgres`); applications use it only as a type parameter.
@@ -43,6 +43,15 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn namespace(store: &Self::Store) -> &str;
     /// A session's connection, not yet connected.
     fn connection(store: &Self::Store) -> Self::Conn;
+    /// A session's empty unit of work (it may remember the store's tenant).
+    fn queue(_store: &Self::Store) -> Self::Queue {
+        Self::Queue::default()
+    }
+    /// The tenant the store handle is scoped to, if any: a session on it touches the
+    /// conjoined documents of that tenant only, and without one it touches none.
+    fn tenant(_store: &Self::Store) -> Option<&TenantId> {
+        None
+    }
     /// Whether the connection holds an open transaction (an exclusive append's lock).
     fn in_transaction(conn: &Self::Conn) -> bool;
     /// How many documents the queued operations touch.

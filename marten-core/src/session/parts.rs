@@ -49,9 +49,9 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         Session {
             parts: Parts {
                 conn: B::connection(&store),
+                queue: B::queue(&store),
                 store,
                 state: SessionState::default(),
-                queue: B::Queue::default(),
                 scratch: B::Scratch::default(),
                 event_meta: EventMeta::default(),
                 boundaries: Vec::new(),

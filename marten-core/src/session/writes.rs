@@ -10,6 +10,7 @@ use super::state::Tracked;
 use crate::concurrency::{
     BasicWrite, NumericMode, NumericWrite, VersionOf, VersionedMode, WriteOf,
 };
+use crate::tenant::require_tenant;
 use crate::{Document, DocumentId, Error, Result};
 
 /// Fails with [`Error::InvalidId`] when `id` cannot name a document of type `D`.
@@ -75,6 +76,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     where
         B: DocumentBackend<D>,
     {
+        require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
         let (id, json) = self.prepare(doc)?;
         let parts = self.parts_mut();
         let expected = match expected {
@@ -137,6 +139,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         B: DocumentBackend<D>,
     {
         check_id::<D>(id)?;
+        require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
         let parts = self.parts_mut();
         let state = parts.state.doc_state::<D>();
         state.identity.remove(id);

@@ -53,6 +53,8 @@ pub struct Container {
     pub mode: Mode,
     /// `#[document(gin)]`: a GIN index over the whole document.
     pub gin: bool,
+    /// `#[document(tenancy = "conjoined")]`: rows carry their tenant.
+    pub conjoined: bool,
 }
 
 impl Container {
@@ -61,6 +63,7 @@ impl Container {
         let mut table = Attr::none("table");
         let mut mode = Attr::none("concurrency");
         let mut gin = Attr::none("gin");
+        let mut tenancy = Attr::none("tenancy");
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -71,11 +74,22 @@ impl Container {
                     } else if meta.path.is_ident("gin") {
                         gin.set(cx, meta.path.span_of(), ());
                         Ok(())
+                    } else if meta.path.is_ident("tenancy") {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        match lit.value().as_str() {
+                            "conjoined" => tenancy.set(cx, lit.span(), true),
+                            "single" => tenancy.set(cx, lit.span(), false),
+                            other => cx.syn_error(syn::Error::new(
+                                lit.span(),
+                                format!("unknown tenancy `{other}`: expected `\"conjoined\"` or `\"single\"`"),
+                            )),
+                        }
+                        Ok(())
                     } else if meta.path.is_ident("id") {
                         Err(meta.error("`#[document(id)]` belongs on a field, not on the struct"))
                     } else {
                         Err(meta.error(format!(
-                            "unknown document attribute `{}`: expected `table = \"...\"` or `gin`",
+                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin` or `tenancy = \"...\"`",
                             path_name(&meta.path)
                         )))
                     }
@@ -111,6 +125,7 @@ impl Container {
             table: table.get(),
             mode: mode.get().map_or(Mode::Off, |(m, _)| m),
             gin: gin.get().is_some(),
+            conjoined: tenancy.get().is_some_and(|(c, _)| c),
         }
     }
 }

@@ -7,7 +7,7 @@ use marten_core::projection::cache::CacheUpdate;
 use marten_core::session::{
     AttemptEnd, Backend, DocumentBackend, Loaded, Parts, QueryBackend, SaveAttempts, Tracking,
 };
-use marten_core::{DocumentMetadata, Result};
+use marten_core::{DocumentMetadata, Result, TenantId};
 use tracing::Instrument;
 
 use super::events::Events;
@@ -40,6 +40,14 @@ impl Backend for Postgres {
 
     fn connection(_store: &DocumentStore) -> Conn {
         Conn::new()
+    }
+
+    fn queue(store: &DocumentStore) -> UnitOfWork {
+        UnitOfWork::for_tenant(store.tenant())
+    }
+
+    fn tenant(store: &DocumentStore) -> Option<&TenantId> {
+        store.tenant()
     }
 
     fn in_transaction(conn: &Conn) -> bool {

@@ -5,6 +5,7 @@ use super::{
     SessionOptions, Tracking,
 };
 use crate::store::DocumentStore;
+use marten_core::{Error, Result, TenantId};
 
 impl DocumentStore {
     /// Opens a read-only session without tracking.
@@ -30,5 +31,38 @@ impl DocumentStore {
     /// Opens a session of any kind with options.
     pub fn session_with<K: Tracking>(&self, options: SessionOptions) -> Session<K> {
         Session::new(self.clone(), options)
+    }
+
+    /// Opens a read-only session for `tenant` (see [`DocumentStore::for_tenant`]).
+    pub fn query_session_for(
+        &self,
+        tenant: impl TryInto<TenantId, Error = Error>,
+    ) -> Result<QuerySession> {
+        Ok(self.for_tenant(tenant)?.query_session())
+    }
+
+    /// Opens a lightweight session for `tenant`: conjoined documents and events are read
+    /// and written under that tenant only.
+    pub fn lightweight_session_for(
+        &self,
+        tenant: impl TryInto<TenantId, Error = Error>,
+    ) -> Result<LightweightSession> {
+        Ok(self.for_tenant(tenant)?.lightweight_session())
+    }
+
+    /// Opens an identity-map session for `tenant`.
+    pub fn identity_session_for(
+        &self,
+        tenant: impl TryInto<TenantId, Error = Error>,
+    ) -> Result<IdentitySession> {
+        Ok(self.for_tenant(tenant)?.identity_session())
+    }
+
+    /// Opens a dirty-tracked session for `tenant`.
+    pub fn dirty_tracked_session_for(
+        &self,
+        tenant: impl TryInto<TenantId, Error = Error>,
+    ) -> Result<DirtyTrackedSession> {
+        Ok(self.for_tenant(tenant)?.dirty_tracked_session())
     }
 }

@@ -302,6 +302,7 @@ impl DocumentStoreBuilder {
                 self.projections,
                 self.aggregate_cache,
             )),
+            tenant: None,
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents

@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marten_core::{Result, StreamIdentity};
+use marten_core::{Error, Result, StreamIdentity, TenantId};
 
 pub use self::builder::DocumentStoreBuilder;
 use crate::connection::{Connector, Dedicated};
@@ -30,9 +30,13 @@ use crate::schema::{AutoCreate, Catalog, MigrateFn};
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A document store on one PostgreSQL schema. Clone it freely: clones share the pool.
+///
+/// A store handle may be scoped to a tenant ([`DocumentStore::for_tenant`]): sessions
+/// opened from it work for that tenant only.
 #[derive(Clone)]
 pub struct DocumentStore {
     inner: Arc<ProjectionCatalog>,
+    tenant: Option<TenantId>,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -40,6 +44,7 @@ impl fmt::Debug for DocumentStore {
         f.debug_struct("DocumentStore")
             .field("schema", &self.schema())
             .field("auto_create", &self.auto_create())
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -48,6 +53,22 @@ impl DocumentStore {
     /// The schema holding this store's tables.
     pub fn schema(&self) -> &str {
         self.catalog().schema()
+    }
+
+    /// The tenant this handle is scoped to (`None`: the untenanted store).
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
+    /// This store scoped to `tenant`: the same pool and schema, and every session opened
+    /// from the returned handle reads and writes the rows of conjoined document types
+    /// (and conjoined events) of that tenant only. Refuses an invalid tenant id with
+    /// [`Error::InvalidTenant`](marten_core::Error::InvalidTenant).
+    pub fn for_tenant(&self, tenant: impl TryInto<TenantId, Error = Error>) -> Result<Self> {
+        Ok(DocumentStore {
+            inner: self.inner.clone(),
+            tenant: Some(tenant.try_into()?),
+        })
     }
 
     /// The schema mode this store was built with.

@@ -22,6 +22,8 @@ mod writer;
 
 use std::any::Any;
 
+use marten_core::TenantId;
+
 use self::append::{StreamAppend, StreamCommand};
 pub(crate) use self::operation::{first_count, Operation, Target};
 
@@ -79,9 +81,19 @@ impl Queued {
 #[derive(Default)]
 pub(crate) struct OpList {
     pub(crate) items: Vec<Queued>,
+    /// The tenant whose rows the list's writes of conjoined document types touch.
+    pub(crate) tenant: Option<TenantId>,
 }
 
 impl OpList {
+    /// An empty list whose conjoined writes belong to `tenant`.
+    pub(crate) fn for_tenant(tenant: Option<TenantId>) -> Self {
+        OpList {
+            items: Vec::new(),
+            tenant,
+        }
+    }
+
     /// Moves every operation of `other` to the end of this list.
     pub(crate) fn append(&mut self, other: &mut OpList) {
         self.items.append(&mut other.items);
@@ -163,6 +175,15 @@ pub(crate) enum Outcome {
 }
 
 impl UnitOfWork {
+    /// An empty unit of work whose conjoined writes belong to `tenant`.
+    pub(crate) fn for_tenant(tenant: Option<&TenantId>) -> Self {
+        UnitOfWork {
+            prelude: OpList::for_tenant(tenant.cloned()),
+            user: OpList::for_tenant(tenant.cloned()),
+            derived: OpList::for_tenant(tenant.cloned()),
+        }
+    }
+
     /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.user.is_empty() && self.derived.is_empty()
