@@ -22,6 +22,7 @@ mod status;
 mod store;
 mod stream_key;
 pub mod tables;
+mod tenant_key;
 mod trace;
 mod unit_of_work;
 mod validate;

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "validate",
         "id",
         "stream_key",
+        "tenant_key",
         "column_type",
         "trace",
     ],

@@ -7,18 +7,29 @@ use std::any::Any;
 
 use tokio_postgres::types::ToSql;
 
-use super::storage::{DocumentStorage, PgDocument};
+use super::storage::{conjoined, DocumentStorage, PgDocument};
 use super::typed_batch::{document_batch, document_target};
+use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
 /// Deletes of documents of one type by id.
 pub(crate) struct DeleteBatch<D: PgDocument> {
     ids: Vec<D::Id>,
+    /// The tenant of a conjoined type's rows.
+    tenant: Option<TenantKey>,
 }
 
 impl<D: PgDocument> DeleteBatch<D> {
-    pub(crate) fn new() -> Self {
-        Self { ids: Vec::new() }
+    /// An empty batch; the rows of a conjoined type belong to `tenant`.
+    pub(crate) fn new(tenant: Option<&marten_core::TenantId>) -> Self {
+        Self {
+            ids: Vec::new(),
+            tenant: if conjoined::<D>() {
+                TenantKey::of(tenant)
+            } else {
+                None
+            },
+        }
     }
 
     pub(crate) fn push(&mut self, id: D::Id) {
@@ -39,11 +50,15 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        if self.ids.len() == 1 {
+        let mut out: Vec<&(dyn ToSql + Sync)> = if self.ids.len() == 1 {
             vec![&self.ids[0]]
         } else {
             vec![&self.ids]
+        };
+        if conjoined::<D>() {
+            out.push(&self.tenant);
         }
+        out
     }
 
     fn len(&self) -> usize {

@@ -3,14 +3,39 @@
 
 use crate::connection::Db;
 use marten_core::concurrency::VersionOf;
-use marten_core::{DocumentMetadata, Error, Result};
+use marten_core::{DocumentMetadata, Error, Result, TenantId};
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 
+use super::storage::conjoined;
 use super::{DocumentStorage, PgDocument};
 use crate::error_map::reading_documents as reading;
 use crate::json::JsonRef;
+use crate::tenant_key::TenantKey;
 
 pub(crate) use marten_core::session::{check_id, Loaded};
+
+/// The tenant a read of `D` binds: the scope's for a conjoined type (the caller made
+/// sure there is one), none for a single-tenant type.
+fn tenant_of<D: PgDocument>(tenant: Option<&TenantId>) -> Option<TenantKey> {
+    if conjoined::<D>() {
+        TenantKey::of(tenant)
+    } else {
+        None
+    }
+}
+
+/// `first`, then the tenant of a conjoined type: a read's parameters.
+fn with_tenant<'a, D: PgDocument>(
+    first: &'a (dyn ToSql + Sync),
+    tenant: &'a Option<TenantKey>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    if conjoined::<D>() {
+        vec![first, tenant]
+    } else {
+        vec![first]
+    }
+}
 
 fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
     serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
@@ -20,9 +45,10 @@ fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
     })
 }
 
-/// Loads one document by id.
+/// Loads one document by id (of `tenant`, for a conjoined type).
 pub(crate) async fn load_one<D: PgDocument>(
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     id: &D::Id,
 ) -> Result<Option<Loaded<D>>> {
     check_id::<D>(id)?;
@@ -30,7 +56,13 @@ pub(crate) async fn load_one<D: PgDocument>(
         .statement(&D::storage().reads().load)
         .await
         .map_err(reading::<D>)?;
-    let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
+    let tenant = tenant_of::<D>(tenant);
+    let params = with_tenant::<D>(id, &tenant);
+    let Some(row) = client
+        .query_opt(&stmt, &params)
+        .await
+        .map_err(reading::<D>)?
+    else {
         return Ok(None);
     };
     let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
@@ -51,21 +83,24 @@ pub(crate) async fn load_one<D: PgDocument>(
 /// Loads the documents with the given ids that exist (in no particular order).
 pub(crate) async fn load_many<D: PgDocument>(
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     ids: &[D::Id],
 ) -> Result<Vec<Loaded<D>>> {
-    load_many_with::<D>(client, ids, &D::storage().reads().load_many).await
+    load_many_with::<D>(client, tenant, ids, &D::storage().reads().load_many).await
 }
 
 /// Like [`load_many`], locking the rows (in id order) until the transaction ends.
 pub(crate) async fn load_many_locked<D: PgDocument>(
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     ids: &[D::Id],
 ) -> Result<Vec<Loaded<D>>> {
-    load_many_with::<D>(client, ids, &D::storage().reads().load_many_locked).await
+    load_many_with::<D>(client, tenant, ids, &D::storage().reads().load_many_locked).await
 }
 
 async fn load_many_with<D: PgDocument>(
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     ids: &[D::Id],
     sql: &str,
 ) -> Result<Vec<Loaded<D>>> {
@@ -76,7 +111,11 @@ async fn load_many_with<D: PgDocument>(
         return Ok(Vec::new());
     }
     let stmt = client.statement(sql).await.map_err(reading::<D>)?;
-    let rows = client.query(&stmt, &[&ids]).await.map_err(reading::<D>)?;
+    let tenant = tenant_of::<D>(tenant);
+    let rows = client
+        .query(&stmt, &with_tenant::<D>(&ids, &tenant))
+        .await
+        .map_err(reading::<D>)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: D::Id = row.try_get(0).map_err(reading::<D>)?;
@@ -100,6 +139,7 @@ async fn load_many_with<D: PgDocument>(
 /// Reads a document's version and last-modified time.
 pub(crate) async fn metadata<D: PgDocument>(
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     id: &D::Id,
 ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
     check_id::<D>(id)?;
@@ -107,7 +147,13 @@ pub(crate) async fn metadata<D: PgDocument>(
         .statement(&D::storage().reads().metadata)
         .await
         .map_err(reading::<D>)?;
-    let Some(row) = client.query_opt(&stmt, &[id]).await.map_err(reading::<D>)? else {
+    let tenant = tenant_of::<D>(tenant);
+    let params = with_tenant::<D>(id, &tenant);
+    let Some(row) = client
+        .query_opt(&stmt, &params)
+        .await
+        .map_err(reading::<D>)?
+    else {
         return Ok(None);
     };
     let version = super::storage::read_version::<D>(&row, 0)?.unwrap_or_default();

@@ -19,6 +19,7 @@ pub(crate) mod write_batch;
 
 pub(crate) use migrate::{define_fn, migrate_fn};
 pub(crate) use serialize::{check_document, serialize};
+pub(crate) use storage::conjoined;
 pub(crate) use typed_batch::document_target;
 
 pub use numeric::NumericStorage;

@@ -31,7 +31,7 @@ impl OpList {
                 return;
             }
         }
-        let mut batch = WriteBatch::<D>::new(kind);
+        let mut batch = WriteBatch::<D>::new(kind, self.tenant.as_ref());
         batch.push(id, RawJson(json), expected);
         self.items.push(Queued::Documents(Box::new(batch)));
     }
@@ -57,7 +57,7 @@ impl OpList {
             batch.push(id);
             return;
         }
-        let mut batch = DeleteBatch::<D>::new();
+        let mut batch = DeleteBatch::<D>::new(self.tenant.as_ref());
         batch.push(id);
         self.items.push(Queued::Documents(Box::new(batch)));
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::{ColumnDef, TableDef};
-use crate::tables::documents::{table_def as table_def_of, ReadSql, WriteSql};
+use crate::tables::documents::{table_def as table_def_of, ReadSql, Scope, WriteSql};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects
@@ -197,9 +197,10 @@ macro_rules! mode_storage {
         {
             fn new() -> Self {
                 let (table, id_type) = (D::TABLE_NAME, <D::Id as $crate::PgId>::SQL_TYPE);
+                let scope = $crate::tables::documents::Scope::of(D::TENANCY);
                 $name {
-                    reads: $crate::tables::documents::ReadSql::new(table, id_type, None $(.or(Some($column)))?),
-                    writes: $sql::new(table, id_type),
+                    reads: $crate::tables::documents::ReadSql::new(table, id_type, None $(.or(Some($column)))?, scope),
+                    writes: $sql::new(table, id_type, scope),
                     _doc: std::marker::PhantomData,
                 }
             }
@@ -232,6 +233,7 @@ pub(super) fn table_def<D: PgDocument>(version: Option<ModeColumn>) -> TableDef 
         version.map(|(_, column)| column()),
         D::INDEXES,
         D::GIN_INDEX,
+        Scope::of(D::TENANCY),
     )
 }
 
@@ -259,6 +261,11 @@ pub(super) fn basic_rejection<V: Display + Copy>(
             actual: found.flatten().map(|v| v.to_string()),
         },
     }
+}
+
+/// Whether `D`'s rows carry their tenant (its statements bind one).
+pub(crate) const fn conjoined<D: PgDocument>() -> bool {
+    matches!(D::TENANCY, marten_core::Tenancy::Conjoined)
 }
 
 /// The version a new write of `D` stores, when the client chooses it (optimistic).

@@ -17,11 +17,12 @@ use tokio_postgres::Row;
 use crate::connection::Db;
 
 use super::storage::{
-    fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
+    conjoined, fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
 };
 use super::typed_batch::{document_batch, document_target};
 use crate::error_map::reading_documents as reading;
 use crate::json::RawJson;
+use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
 /// Several writes of one kind to documents of one type, sent as one statement
@@ -36,6 +37,8 @@ pub struct WriteBatch<D: PgDocument> {
     /// New versions chosen by the client (optimistic only; empty otherwise).
     pub(crate) fresh: Vec<VersionOf<D>>,
     pub(crate) count: i64,
+    /// The tenant of a conjoined type's rows (bound after the row parameters).
+    tenant: Option<TenantKey>,
     id_set: HashSet<D::Id>,
     written: Vec<(D::Id, Option<VersionOf<D>>)>,
     rejected: bool,
@@ -46,9 +49,15 @@ pub struct WriteBatch<D: PgDocument> {
 }
 
 impl<D: PgDocument> WriteBatch<D> {
-    pub(crate) fn new(kind: WriteOf<D>) -> Self {
+    /// An empty batch of `kind`; the rows of a conjoined type belong to `tenant`.
+    pub(crate) fn new(kind: WriteOf<D>, tenant: Option<&marten_core::TenantId>) -> Self {
         WriteBatch {
             kind,
+            tenant: if conjoined::<D>() {
+                TenantKey::of(tenant)
+            } else {
+                None
+            },
             ids: Vec::new(),
             docs: Vec::new(),
             expected: Vec::new(),
@@ -118,6 +127,9 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         let mut out = Vec::with_capacity(5);
         out.extend([self.column(&self.ids), self.column(&self.docs)]);
         D::Storage::params(self, &mut out);
+        if conjoined::<D>() {
+            out.push(&self.tenant);
+        }
         if self.ids.len() > 1 && self.checked() {
             out.push(&self.count);
         }
@@ -189,8 +201,12 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         Box::pin(async move {
             let rejected = self.rejected_ids();
             let ids: Vec<&D::Id> = rejected.iter().map(|(_, id)| *id).collect();
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+            if conjoined::<D>() {
+                params.push(&self.tenant);
+            }
             let rows = client
-                .query(D::storage().reads().versions.as_str(), &[&ids])
+                .query(D::storage().reads().versions.as_str(), &params)
                 .await
                 .map_err(reading::<D>)?;
             let mut actual = std::collections::HashMap::new();

@@ -120,7 +120,7 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
     }
     store.ensure::<D>().await?;
     let ids: Vec<D::Id> = slices.iter().map(|s| s.id.clone()).collect();
-    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, &ids)
+    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, None, &ids)
         .await?
         .into_iter()
         .map(|l| (l.id, l.doc))

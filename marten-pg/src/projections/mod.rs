@@ -185,7 +185,8 @@ pub(crate) async fn plan_inline(
         appends: &appends,
         state,
         requirements: Vec::new(),
-        use_cache,
+        // The cache is keyed by document id alone: a tenant's session plans without it.
+        use_cache: use_cache && uow.user.tenant.is_none(),
         cache: store.aggregate_cache(),
         cache_hits: Vec::new(),
         cache_updates: Vec::new(),
@@ -193,7 +194,7 @@ pub(crate) async fn plan_inline(
     let mut pg = Planner {
         store,
         req,
-        out: OpList::default(),
+        out: OpList::for_tenant(uow.user.tenant.clone()),
     };
     for projection in &projections.inline {
         projection.plan(&mut plan, &mut pg).await?;

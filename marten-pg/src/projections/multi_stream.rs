@@ -47,6 +47,6 @@ impl<P: PgDocument> DocumentReads<P> for Planner<'_, '_> {
     async fn lock_documents(&mut self, ids: &[P::Id]) -> Result<Vec<Loaded<P>>> {
         self.store.ensure::<P>().await?;
         self.begin().await?;
-        load::load_many_locked::<P>(self.req.client(), ids).await
+        load::load_many_locked::<P>(self.req.client(), self.out.tenant.as_ref(), ids).await
     }
 }

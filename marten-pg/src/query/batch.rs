@@ -20,6 +20,9 @@ use crate::error_map::{map_db_error, Failed};
 pub struct QueryBatch<'s, S: QuerySource> {
     session: &'s mut S,
     statements: Vec<(Sql, MigrateDoc)>,
+    /// The first query that could not be added (a conjoined type without a tenant):
+    /// `execute` fails with it before anything is sent.
+    refused: Option<marten_core::Error>,
 }
 
 /// The document type a batched statement reads, and how to create its table.
@@ -49,16 +52,27 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
         QueryBatch {
             session,
             statements: Vec::new(),
+            refused: None,
+        }
+    }
+
+    /// Scopes `spec` to the session's tenant, remembering the first refusal.
+    fn scoped<D: PgDocument + HasFields>(&mut self, spec: &mut QuerySpec<D>) {
+        let (store, _) = self.session.source();
+        if let Err(e) = spec.scope_to(store) {
+            self.refused.get_or_insert(e);
         }
     }
 
     /// Adds a query returning its matches.
-    pub fn list<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<Vec<D>> {
+    pub fn list<D: PgDocument + HasFields>(&mut self, mut spec: QuerySpec<D>) -> BatchItem<Vec<D>> {
+        self.scoped(&mut spec);
         self.push::<D, _>(spec.select(true), decode_list::<D>)
     }
 
     /// Adds a query returning the number of matches.
-    pub fn count<D: PgDocument + HasFields>(&mut self, spec: QuerySpec<D>) -> BatchItem<i64> {
+    pub fn count<D: PgDocument + HasFields>(&mut self, mut spec: QuerySpec<D>) -> BatchItem<i64> {
+        self.scoped(&mut spec);
         self.push::<D, _>(spec.count_sql(), decode_count::<D>)
     }
 
@@ -81,6 +95,9 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
 
     /// Sends every query in one flight and reads the results back.
     pub async fn execute(self) -> Result<BatchResults> {
+        if let Some(e) = self.refused {
+            return Err(e);
+        }
         for (sql, _) in &self.statements {
             sql.check()?;
         }

@@ -87,7 +87,14 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.to_sql()
     }
 
-    async fn rows(self) -> Result<Vec<tokio_postgres::Row>> {
+    /// Scopes the query to the session's tenant (see [`QuerySpec::scope_to`]).
+    fn scoped(&mut self) -> Result<()> {
+        let (store, _) = self.session.source();
+        self.spec.scope_to(store)
+    }
+
+    async fn rows(mut self) -> Result<Vec<tokio_postgres::Row>> {
+        self.scoped()?;
         let sql = self.spec.select(true).checked()?;
         self.fetch(sql).await
     }
@@ -136,7 +143,8 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// How many documents match.
-    pub async fn count(self) -> Result<i64> {
+    pub async fn count(mut self) -> Result<i64> {
+        self.scoped()?;
         let sql = self.spec.count_sql().checked()?;
         let rows = self.fetch(sql).await?;
         match rows.first() {
@@ -178,7 +186,8 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
-    pub async fn stream(self) -> Result<BoxStream<'s, Result<D>>> {
+    pub async fn stream(mut self) -> Result<BoxStream<'s, Result<D>>> {
+        self.scoped()?;
         let sql = self.spec.select(true).checked()?;
         let session = self.session;
         let (store, conn) = session.source();

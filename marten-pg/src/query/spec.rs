@@ -3,8 +3,12 @@
 //! the typed filters and orders of `marten_core::query`.
 
 use marten_core::query::{Base, Filter, HasFields, Order, RawParam};
+use marten_core::tenant::require_tenant;
+use marten_core::Result;
 
 use crate::documents::PgDocument;
+use crate::store::DocumentStore;
+use crate::tenant_key::TenantKey;
 
 /// The definition of a query on documents of type `D`, without a session: filters,
 /// order, skip and take. [`Query`](super::Query) runs one on a session;
@@ -18,6 +22,8 @@ pub struct QuerySpec<D> {
     /// Each row also carries the total number of matches, and a page past the last
     /// match is one row with a NULL document (see [`Query::to_page`](super::Query::to_page)).
     pub(super) with_total: bool,
+    /// The tenant of the session the query runs on (set when it is run).
+    pub(super) tenant: Option<TenantKey>,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -28,6 +34,7 @@ impl<D> Default for QuerySpec<D> {
             skip: None,
             take: None,
             with_total: false,
+            tenant: None,
         }
     }
 }
@@ -82,5 +89,13 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     /// invalid fails when run, with [`Error::InvalidQuery`](marten_core::Error::InvalidQuery).
     pub fn to_sql(&self) -> String {
         self.select(true).text
+    }
+
+    /// Scopes the query to the tenant of the store handle it runs on: a conjoined type
+    /// needs one ([`Error::TenantRequired`](marten_core::Error::TenantRequired) otherwise).
+    pub(super) fn scope_to(&mut self, store: &DocumentStore) -> Result<()> {
+        let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
+        self.tenant = TenantKey::of(tenant);
+        Ok(())
     }
 }

@@ -1,14 +1,22 @@
 //! The statements of a [`QuerySpec`]: its WHERE clause (every filter rendered, joined
 //! with AND), its sort keys (the id breaking ties), its LIMIT / OFFSET, and the SELECT
 //! (plain, or with the total count of matches) and count statements built from them.
-//! Parameters are numbered in that order: the filters', then LIMIT's, then OFFSET's.
+//! Parameters are numbered in that order: the tenant's (a conjoined type's rows are
+//! matched on their tenant first), the filters', then LIMIT's, then OFFSET's.
 //! Uses `render` and the spec's fields.
 
 use marten_core::query::HasFields;
 
 use super::render::{self, Sql};
 use super::spec::QuerySpec;
-use crate::documents::PgDocument;
+use crate::documents::{conjoined, PgDocument};
+use crate::tables::documents::TENANT_COLUMN;
+use crate::tenant_key::TenantKey;
+
+/// The tenant a statement matches rows on: `None` for a single-tenant type, `Some` of
+/// the session's tenant for a conjoined one (`Some(None)` only when rendering the text
+/// without a session).
+type TenantMatch = Option<Option<TenantKey>>;
 
 /// A skip or take as the `bigint` PostgreSQL takes; beyond `i64::MAX` it means the same.
 pub(super) fn row_count(n: usize) -> i64 {
@@ -22,20 +30,25 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     /// The query's SQL: rows of `data, id` (or `data, total, id` with the total); a query
     /// with an invalid raw fragment carries why (see [`Sql::check`]).
     pub(super) fn select(&self, paged: bool) -> Sql {
-        self.select_from(D::TABLE_NAME, paged)
+        self.select_from(D::TABLE_NAME, self.tenant_match(), paged)
     }
 
     /// The statement counting the matches.
     pub(super) fn count_sql(&self) -> Sql {
-        self.count_from(D::TABLE_NAME)
+        self.count_from(D::TABLE_NAME, self.tenant_match())
+    }
+
+    /// The tenant `D`'s rows are matched on: the spec's, for a conjoined type.
+    fn tenant_match(&self) -> TenantMatch {
+        conjoined::<D>().then(|| self.tenant.clone())
     }
 }
 
 impl<D: 'static> QuerySpec<D> {
     /// [`select`](Self::select) on the documents of `table`.
-    pub(super) fn select_from(&self, table: &str, paged: bool) -> Sql {
+    pub(super) fn select_from(&self, table: &str, tenant: TenantMatch, paged: bool) -> Sql {
         let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql);
+        let wh = self.where_clause(&mut sql, tenant);
         let keys = self.sort_keys();
         let limits = if paged {
             self.limits(&mut sql)
@@ -51,20 +64,26 @@ impl<D: 'static> QuerySpec<D> {
     }
 
     /// [`count_sql`](Self::count_sql) on the documents of `table`.
-    pub(super) fn count_from(&self, table: &str) -> Sql {
+    pub(super) fn count_from(&self, table: &str, tenant: TenantMatch) -> Sql {
         let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql);
+        let wh = self.where_clause(&mut sql, tenant);
         sql.text = format!("SELECT count(*) FROM {table} d WHERE {wh}");
         sql
     }
 
-    /// Every filter rendered over `d.data`, joined with AND (`TRUE` without filters).
-    fn where_clause(&self, sql: &mut Sql) -> String {
-        let parts: Vec<String> = self
-            .filters
-            .iter()
-            .map(|f| render::render(f.node(), "d.data", true, sql, 0))
-            .collect();
+    /// The tenant's match (for a conjoined type) and every filter rendered over
+    /// `d.data`, joined with AND (`TRUE` without either).
+    fn where_clause(&self, sql: &mut Sql, tenant: TenantMatch) -> String {
+        let mut parts = Vec::with_capacity(self.filters.len() + 1);
+        if let Some(tenant) = tenant {
+            let p = sql.param(Box::new(tenant));
+            parts.push(format!("d.{TENANT_COLUMN} = {p}"));
+        }
+        parts.extend(
+            self.filters
+                .iter()
+                .map(|f| render::render(f.node(), "d.data", true, sql, 0)),
+        );
         if parts.is_empty() {
             "TRUE".to_owned()
         } else {

@@ -7,6 +7,7 @@ use marten_core::projection::cache::CacheUpdate;
 use marten_core::session::{
     AttemptEnd, Backend, DocumentBackend, Loaded, Parts, QueryBackend, SaveAttempts, Tracking,
 };
+use marten_core::tenant::require_tenant;
 use marten_core::{DocumentMetadata, Result, TenantId};
 use tracing::Instrument;
 
@@ -107,8 +108,9 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
     async fn load(store: &DocumentStore, conn: &mut Conn, id: &D::Id) -> Result<Option<Loaded<D>>> {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
         async {
+            let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
             store.ensure::<D>().await?;
-            conn.run(store, async |c| load::load_one::<D>(c, id).await)
+            conn.run(store, async |c| load::load_one::<D>(c, tenant, id).await)
                 .await
         }
         .instrument(span)
@@ -122,8 +124,9 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
     ) -> Result<Vec<Loaded<D>>> {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, ids.len());
         async {
+            let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
             store.ensure::<D>().await?;
-            conn.run(store, async |c| load::load_many::<D>(c, ids).await)
+            conn.run(store, async |c| load::load_many::<D>(c, tenant, ids).await)
                 .await
         }
         .instrument(span)
@@ -135,8 +138,9 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         conn: &mut Conn,
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
+        let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
         store.ensure::<D>().await?;
-        conn.run(store, async |c| load::metadata::<D>(c, id).await)
+        conn.run(store, async |c| load::metadata::<D>(c, tenant, id).await)
             .await
     }
 }

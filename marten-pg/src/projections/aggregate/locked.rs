@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::connection::{Db, Stmt};
 use marten_core::projection::inline::LockedStream;
+use marten_core::tenant::require_tenant;
 use marten_core::{Aggregate, Document, Error, Result};
 use tokio_postgres::Row;
 
@@ -15,6 +16,7 @@ use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, reading_documents as reading, Failed};
 use crate::json::JsonRef;
 use crate::projections::Planner;
+use crate::tenant_key::TenantKey;
 
 /// Locks the streams until the save commits and reads their versions and documents
 /// (`lock` is the locking statement). The documents are read by a second statement of
@@ -26,6 +28,8 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     lock: &str,
     ids: &[A::Id],
 ) -> Result<HashMap<A::Id, LockedStream<A>>> {
+    let tenant = require_tenant(A::TENANCY, pg.out.tenant.as_ref(), A::DOCUMENT_TYPE)?;
+    let tenant = tenant.cloned().map(TenantKey);
     pg.store.ensure::<A>().await?;
     let begin = !pg.req.in_transaction();
     let lock = prepare::<A>(pg.req.client(), lock).await?;
@@ -36,11 +40,15 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     }
     let c = pg.req.client();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let doc_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &tenant {
+        Some(t) => vec![&ids, t],
+        None => vec![&ids],
+    };
     // BEGIN, the lock and the read in one flight.
     let mut pipe = Pipeline::new(c, 3);
     let begun = begin.then(|| pipe.command("BEGIN"));
     let streams = pipe.query(&lock, &params);
-    let docs = pipe.query(&docs, &params);
+    let docs = pipe.query(&docs, &doc_params);
     let mut answers = pipe.send().await;
     if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
         return Err(map_db_error(e, Failed::Transaction));

@@ -11,7 +11,8 @@ use std::any::TypeId;
 use std::sync::Arc;
 
 use crate::connection::Db;
-use marten_core::{Aggregate, AggregateId, Error, Result};
+use marten_core::tenant::require_tenant;
+use marten_core::{Aggregate, AggregateId, Error, Result, TenantId};
 
 pub(crate) use marten_core::projection::inline::Fetched;
 use marten_core::projection::inline::{cache_update, fold_events};
@@ -33,9 +34,11 @@ pub(crate) use inline::InlineAggregate;
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
+    tenant: Option<&TenantId>,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<(Option<A>, i64)> {
+    let tenant = require_tenant(A::TENANCY, tenant, A::DOCUMENT_TYPE)?;
     store.learn_events(A::event_types());
     let mut start: Option<A> = None;
     let mut snapshot_json = None;
@@ -44,7 +47,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
         if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
             store.ensure::<A>().await?;
-            if let Some(snapshot) = load::load_one::<A>(client, &id).await? {
+            if let Some(snapshot) = load::load_one::<A>(client, tenant, &id).await? {
                 let stored = snapshot.doc.version();
                 let next = stored.checked_add(1).filter(|_| stored >= 0);
                 let Some(next) = next else {

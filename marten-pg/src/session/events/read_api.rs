@@ -119,7 +119,7 @@ impl<K: Tracking> Events<'_, K> {
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
         self.on_connection(async |store, c| {
-            aggregate_stream::<A>(store.as_ref(), c, key, range).await
+            aggregate_stream::<A>(store.as_ref(), c, store.tenant(), key, range).await
         })
         .await
     }

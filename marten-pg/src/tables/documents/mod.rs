@@ -21,8 +21,81 @@ pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
 
+use marten_core::Tenancy;
+
 use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::functions::REJECTED_FLAG;
+
+/// The column holding a conjoined row's tenant.
+pub const TENANT_COLUMN: &str = "tenant_id";
+
+/// How a document table's statements scope its rows to a tenant. A single-tenant table's
+/// statements do not name a tenant; a conjoined table's bind it as a parameter, always
+/// the one right after the statement's row parameters (before a row count), and match
+/// it in every `WHERE`, conflict target and join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    conjoined: bool,
+}
+
+impl Scope {
+    /// The scope of a type with `tenancy`.
+    pub const fn of(tenancy: Tenancy) -> Self {
+        Scope {
+            conjoined: matches!(tenancy, Tenancy::Conjoined),
+        }
+    }
+
+    /// Whether rows carry their tenant.
+    pub fn conjoined(self) -> bool {
+        self.conjoined
+    }
+
+    /// ` AND {alias}tenant_id = $n`, or nothing.
+    fn filter(self, alias: &str, n: usize) -> String {
+        if self.conjoined {
+            format!(" AND {alias}{TENANT_COLUMN} = ${n}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// `tenant_id, ` at the head of a column list, or nothing.
+    fn column(self) -> &'static str {
+        if self.conjoined {
+            "tenant_id, "
+        } else {
+            ""
+        }
+    }
+
+    /// `$n::text, ` at the head of a values list, or nothing.
+    fn value(self, n: usize) -> String {
+        if self.conjoined {
+            format!("${n}::text, ")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The conflict target of an upsert: the primary key.
+    fn key(self) -> &'static str {
+        if self.conjoined {
+            "(tenant_id, id)"
+        } else {
+            "(id)"
+        }
+    }
+
+    /// `d.tenant_id = i.tenant_id AND `, joining a write's input to the table, or nothing.
+    fn join(self) -> &'static str {
+        if self.conjoined {
+            "d.tenant_id = i.tenant_id AND "
+        } else {
+            ""
+        }
+    }
+}
 
 /// The column holding an optimistic version.
 pub const VERSION_COLUMN: &str = "mt_version";
@@ -43,20 +116,35 @@ pub fn revision_column() -> ColumnDef {
 /// indexed columns (`#[document(index)]`, `#[document(unique)]`) as generated columns
 /// (kept in step with `data` by PostgreSQL on every write), their indexes, and the GIN
 /// index over the whole document (`#[document(gin)]`).
+///
+/// A conjoined table has a `tenant_id` column leading its primary key and every btree
+/// index, so a unique field is unique per tenant.
 pub fn table_def(
     table: &str,
     id_type: &str,
     version: Option<ColumnDef>,
     indexes: &[marten_core::IndexSpec],
     gin: bool,
+    scope: Scope,
 ) -> TableDef {
-    let mut columns = vec![
-        ColumnDef::new("id", id_type, "PRIMARY KEY"),
+    let mut columns = if scope.conjoined {
+        vec![
+            ColumnDef::new(TENANT_COLUMN, "text", "NOT NULL"),
+            ColumnDef::new("id", id_type, "NOT NULL"),
+        ]
+    } else {
+        vec![ColumnDef::new("id", id_type, "PRIMARY KEY")]
+    };
+    columns.extend([
         ColumnDef::new("data", "jsonb", "NOT NULL"),
         ColumnDef::new("mt_last_modified", "timestamptz", "NOT NULL DEFAULT now()"),
-    ];
+    ]);
     columns.extend(version);
     let mut def = TableDef::new(table, columns);
+    if scope.conjoined {
+        def.constraints
+            .push(format!("PRIMARY KEY ({TENANT_COLUMN}, id)"));
+    }
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
         let (col, ty) = (ix.column, ix.sql_type);
@@ -67,7 +155,12 @@ pub fn table_def(
             ty,
             &format!("{collate}GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"),
         ));
-        let mut index = IndexDef::btree(&index_name(table, ix), ix.unique, &[col]);
+        let keys: &[&str] = if scope.conjoined {
+            &[TENANT_COLUMN, col]
+        } else {
+            &[col]
+        };
+        let mut index = IndexDef::btree(&index_name(table, ix), ix.unique, keys);
         let other_kind = marten_core::IndexSpec {
             unique: !ix.unique,
             ..*ix
@@ -130,28 +223,35 @@ pub struct ReadSql {
 
 impl ReadSql {
     /// Builds the reads for a table; `version` is the version column, if the mode has one.
-    pub fn new(table: &str, id_type: &str, version: Option<&str>) -> Self {
+    /// A conjoined table's reads take the tenant after their row parameters.
+    pub fn new(table: &str, id_type: &str, version: Option<&str>, scope: Scope) -> Self {
         let v = version.map_or_else(String::new, |c| format!(", {c}"));
         let meta_v = version.unwrap_or("NULL::int");
+        let t2 = scope.filter("", 2);
+        let dt3 = scope.filter("d.", 3);
         ReadSql {
-            load: format!("SELECT data{v} FROM {table} WHERE id = $1"),
-            load_many: format!("SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
-            load_many_locked: format!(
-                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE"
+            load: format!("SELECT data{v} FROM {table} WHERE id = $1{t2}"),
+            load_many: format!(
+                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
             ),
-            metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1"),
-            versions: format!("SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[])"),
-            delete_one: format!("DELETE FROM {table} WHERE id = $1"),
-            delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[])"),
+            load_many_locked: format!(
+                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2} ORDER BY id FOR UPDATE"
+            ),
+            metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1{t2}"),
+            versions: format!(
+                "SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
+            ),
+            delete_one: format!("DELETE FROM {table} WHERE id = $1{t2}"),
+            delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"),
             // A scalar subquery per id: an index lookup, never a hashed scan of the table.
             unchanged: format!(
                 "SELECT c.n, CASE WHEN c.n > 0 THEN set_config('{REJECTED_FLAG}', 't', true) END \
                  FROM (SELECT count(*) AS n FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                 WHERE (SELECT d.data FROM {table} d WHERE d.id = i.id) IS DISTINCT FROM i.data) c"
+                 WHERE (SELECT d.data FROM {table} d WHERE d.id = i.id{dt3}) IS DISTINCT FROM i.data) c"
             ),
             unchanged_one: format!(
                 "SELECT c.n, CASE WHEN c.n > 0 THEN set_config('{REJECTED_FLAG}', 't', true) END \
-                 FROM (SELECT ((SELECT d.data FROM {table} d WHERE d.id = $1::{id_type}) \
+                 FROM (SELECT ((SELECT d.data FROM {table} d WHERE d.id = $1::{id_type}{dt3}) \
                  IS DISTINCT FROM $2::jsonb)::int::bigint AS n) c"
             ),
         }
@@ -171,30 +271,54 @@ pub struct WriteSql {
 }
 
 /// The shape of the `input` relation a write reads from: column names and SQL types,
-/// in parameter order.
-pub(crate) struct Input<'a>(pub(crate) &'a [(&'a str, &'a str)]);
+/// in parameter order, and the table's scope (a conjoined input has a `tenant_id`
+/// column, bound once after the row parameters).
+pub(crate) struct Input<'a> {
+    columns: &'a [(&'a str, &'a str)],
+    scope: Scope,
+}
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// The input of a table with `scope`, its columns given in parameter order.
+    pub(crate) fn new(columns: &'a [(&'a str, &'a str)], scope: Scope) -> Self {
+        Input { columns, scope }
+    }
+
+    /// ` , $n::text AS tenant_id` for a conjoined input, the tenant following the rows.
+    fn tenant(&self) -> String {
+        if self.scope.conjoined {
+            format!(", ${}::text AS {TENANT_COLUMN}", self.columns.len() + 1)
+        } else {
+            String::new()
+        }
+    }
+
+    /// The parameter of the row count: after the rows and the tenant.
+    fn count_param(&self) -> usize {
+        self.columns.len() + 1 + usize::from(self.scope.conjoined)
+    }
+
     fn one(&self) -> String {
         let cols: Vec<String> = self
-            .0
+            .columns
             .iter()
             .enumerate()
             .map(|(i, (name, ty))| format!("${}::{ty} AS {name}", i + 1))
             .collect();
-        format!("SELECT {}", cols.join(", "))
+        format!("SELECT {}{}", cols.join(", "), self.tenant())
     }
 
     fn many(&self) -> String {
         let arrays: Vec<String> = self
-            .0
+            .columns
             .iter()
             .enumerate()
             .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
             .collect();
-        let names: Vec<&str> = self.0.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
         format!(
-            "SELECT * FROM unnest({}) AS i({})",
+            "SELECT i.*{} FROM unnest({}) AS i({})",
+            self.tenant(),
             arrays.join(", "),
             names.join(", ")
         )
@@ -203,7 +327,7 @@ impl Input<'_> {
     /// A write that reports what it wrote and flags the transaction when it wrote fewer
     /// rows than its input has. `returning` is the version expression of the written row.
     pub(crate) fn flagged(&self, dml: &str, version: &str) -> WriteSql {
-        let count_param = self.0.len() + 1;
+        let count_param = self.count_param();
         let wrap = |input: String, expected: String| {
             format!(
                 "WITH input AS ({input}), written AS ({dml} RETURNING d.id, {version} AS v) \
@@ -245,7 +369,14 @@ mod tests {
             sql_type: "text",
             unique: true,
         };
-        let def = table_def("mt_doc_u", "uuid", Some(revision_column()), &[email], true);
+        let def = table_def(
+            "mt_doc_u",
+            "uuid",
+            Some(revision_column()),
+            &[email],
+            true,
+            Scope::of(Tenancy::Single),
+        );
         let columns: Vec<String> = def.columns.iter().map(ColumnDef::definition).collect();
         assert_eq!(
             columns[3..],

@@ -1,7 +1,7 @@
 //! The writes of a document table in the numeric mode: an `bigint` revision bumped by
 //! one per write, or written at a given revision.
 
-use super::{Input, WriteSql, REVISION_COLUMN};
+use super::{Input, Scope, WriteSql, REVISION_COLUMN};
 
 /// The writes of a document type with numeric revisions.
 pub struct NumericSql {
@@ -19,22 +19,25 @@ pub struct NumericSql {
 }
 
 impl NumericSql {
-    /// Input columns: id, data, revision (expected revision, or the revision to write).
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[("id", id_type), ("data", "jsonb"), ("revision", "bigint")]);
+    /// Input columns: id, data, revision (expected revision, or the revision to write),
+    /// then the tenant of a conjoined table.
+    pub fn new(table: &str, id_type: &str, scope: Scope) -> Self {
+        let columns = [("id", id_type), ("data", "jsonb"), ("revision", "bigint")];
+        let input = Input::new(&columns, scope);
+        let (tc, key, join) = (scope.column(), scope.key(), scope.join());
         let insert_at = |rev: &str| {
-            format!("INSERT INTO {table} AS d (id, data, {REVISION_COLUMN}, mt_last_modified) SELECT id, data, {rev}, now() FROM input")
+            format!("INSERT INTO {table} AS d ({tc}id, data, {REVISION_COLUMN}, mt_last_modified) SELECT {tc}id, data, {rev}, now() FROM input")
         };
         let r = REVISION_COLUMN;
         let at_revision = format!(
-            "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = excluded.{r}, \
+            "{} ON CONFLICT {key} DO UPDATE SET data = excluded.data, {r} = excluded.{r}, \
              mt_last_modified = excluded.mt_last_modified WHERE d.{r} < excluded.{r}",
             insert_at("revision")
         );
         NumericSql {
             upsert: input.flagged(
                 &format!(
-                    "{} ON CONFLICT (id) DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \
+                    "{} ON CONFLICT {key} DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \
                      mt_last_modified = excluded.mt_last_modified \
                      WHERE d.{r} = coalesce((SELECT i.revision FROM input i WHERE i.id = excluded.id), d.{r})",
                     insert_at("1")
@@ -42,13 +45,13 @@ impl NumericSql {
                 &format!("d.{r}"),
             ),
             insert: input.flagged(
-                &format!("{} ON CONFLICT (id) DO NOTHING", insert_at("1")),
+                &format!("{} ON CONFLICT {key} DO NOTHING", insert_at("1")),
                 &format!("d.{r}"),
             ),
             update: input.flagged(
                 &format!(
                     "UPDATE {table} AS d SET data = i.data, {r} = d.{r} + 1, mt_last_modified = now() \
-                     FROM input i WHERE d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision)"
+                     FROM input i WHERE {join}d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision)"
                 ),
                 &format!("d.{r}"),
             ),

@@ -1,6 +1,6 @@
 //! The writes of a document table without concurrency checks.
 
-use super::{Input, WriteSql};
+use super::{Input, Scope, WriteSql};
 
 /// The writes of a document type without concurrency checks.
 pub struct OffSql {
@@ -13,28 +13,34 @@ pub struct OffSql {
 }
 
 impl OffSql {
-    /// Input columns: id, data.
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[("id", id_type), ("data", "jsonb")]);
-        let insert_select =
-            format!("INSERT INTO {table} AS d (id, data, mt_last_modified) SELECT id, data, now() FROM input");
+    /// Input columns: id, data (then the tenant of a conjoined table).
+    pub fn new(table: &str, id_type: &str, scope: Scope) -> Self {
+        let columns = [("id", id_type), ("data", "jsonb")];
+        let input = Input::new(&columns, scope);
+        let (tc, key, join) = (scope.column(), scope.key(), scope.join());
+        let insert_select = format!(
+            "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) SELECT {tc}id, data, now() FROM input"
+        );
+        let tenant = scope.value(3);
         let upsert_one = format!(
-            "INSERT INTO {table} AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+            "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) VALUES ({tenant}$1, $2, now()) \
+             ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
         );
         OffSql {
             upsert: WriteSql {
                 one_alone: upsert_one.clone(),
                 one: upsert_one,
                 many: format!(
-                    "INSERT INTO {table} AS d (id, data, mt_last_modified) \
-                     SELECT i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+                    "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) \
+                     SELECT {tenant}i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
+                     ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
                 ),
             },
-            insert: input.flagged(&format!("{insert_select} ON CONFLICT (id) DO NOTHING"), "NULL::int"),
+            insert: input.flagged(&format!("{insert_select} ON CONFLICT {key} DO NOTHING"), "NULL::int"),
             update: input.flagged(
-                &format!("UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE d.id = i.id"),
+                &format!(
+                    "UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE {join}d.id = i.id"
+                ),
                 "NULL::int",
             ),
         }

@@ -1,7 +1,7 @@
 //! The writes of a document table in the optimistic mode: a `uuid` version per write,
 //! asserted against an expected version when one is given.
 
-use super::{Input, WriteSql, VERSION_COLUMN};
+use super::{Input, Scope, WriteSql, VERSION_COLUMN};
 
 /// The writes of a document type with optimistic (uuid) versions.
 pub struct OptimisticSql {
@@ -14,21 +14,24 @@ pub struct OptimisticSql {
 }
 
 impl OptimisticSql {
-    /// Input columns: id, data, new_version, expected (NULL = no check).
-    pub fn new(table: &str, id_type: &str) -> Self {
-        let input = Input(&[
+    /// Input columns: id, data, new_version, expected (NULL = no check), then the
+    /// tenant of a conjoined table.
+    pub fn new(table: &str, id_type: &str, scope: Scope) -> Self {
+        let columns = [
             ("id", id_type),
             ("data", "jsonb"),
             ("new_version", "uuid"),
             ("expected", "uuid"),
-        ]);
+        ];
+        let input = Input::new(&columns, scope);
+        let (tc, key, join) = (scope.column(), scope.key(), scope.join());
         let insert_select = format!(
-            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
-             SELECT id, data, new_version, now() FROM input"
+            "INSERT INTO {table} AS d ({tc}id, data, {VERSION_COLUMN}, mt_last_modified) \
+             SELECT {tc}id, data, new_version, now() FROM input"
         );
         let mut upsert = input.flagged(
             &format!(
-                "{insert_select} ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+                "{insert_select} ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
                  {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
                  WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
             ),
@@ -36,10 +39,11 @@ impl OptimisticSql {
         );
         // The most common save, one document stored alone: the row and its check take the
         // parameters directly, without the `input` relation.
+        let tenant = scope.value(5);
         upsert.one_alone = format!(
-            "INSERT INTO {table} AS d (id, data, {VERSION_COLUMN}, mt_last_modified) \
-             VALUES ($1::{id_type}, $2::jsonb, $3::uuid, now()) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
+            "INSERT INTO {table} AS d ({tc}id, data, {VERSION_COLUMN}, mt_last_modified) \
+             VALUES ({tenant}$1::{id_type}, $2::jsonb, $3::uuid, now()) \
+             ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
              {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
              WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
              RETURNING d.id, d.{VERSION_COLUMN}"
@@ -47,13 +51,13 @@ impl OptimisticSql {
         OptimisticSql {
             upsert,
             insert: input.flagged(
-                &format!("{insert_select} ON CONFLICT (id) DO NOTHING"),
+                &format!("{insert_select} ON CONFLICT {key} DO NOTHING"),
                 &format!("d.{VERSION_COLUMN}"),
             ),
             update: input.flagged(
                 &format!(
                     "UPDATE {table} AS d SET data = i.data, {VERSION_COLUMN} = i.new_version, mt_last_modified = now() \
-                     FROM input i WHERE d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected)"
+                     FROM input i WHERE {join}d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected)"
                 ),
                 &format!("d.{VERSION_COLUMN}"),
             ),

@@ -1,0 +1,509 @@
+//! Conjoined tenancy of documents: two tenants holding the same ids never see, update or
+//! delete each other's documents through any API; a session without a tenant cannot
+//! touch a conjoined type; single-tenant types stay shared; racing sessions of different
+//! tenants on the same ids do not conflict; a property test interleaves random operations
+//! of several tenants and checks each tenant's view against its own model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use marten::query::RawParam;
+use marten::{QuerySpec, RejectionKind};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(tenancy = "conjoined")]
+#[concurrency(optimistic)]
+struct Account {
+    id: Uuid,
+    #[document(unique)]
+    email: String,
+    balance: i64,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(tenancy = "conjoined")]
+#[concurrency(numeric)]
+struct Counter {
+    id: String,
+    n: i64,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Note {
+    id: i64,
+    #[document(index)]
+    text: String,
+}
+
+/// Reference data: one set of rows for every tenant.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Country {
+    id: String,
+    name: String,
+}
+
+async fn store(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
+    let store = ok(b
+        .document::<Account>()
+        .document::<Counter>()
+        .document::<Note>()
+        .document::<Country>()
+        .build()
+        .await);
+    (schema, store)
+}
+
+fn account(id: Uuid, email: &str, balance: i64) -> Account {
+    Account {
+        id,
+        email: email.to_owned(),
+        balance,
+    }
+}
+
+#[track_caller]
+fn tenant_required<T: std::fmt::Debug>(r: marten::Result<T>, owner: &str) {
+    match r {
+        Err(Error::TenantRequired { owner: o }) => assert_eq!(o, owner),
+        other => panic!("expected TenantRequired for {owner}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_with_the_same_ids_see_only_their_own_documents() {
+    let (_schema, store) = store("tenancy_docs_isolated").await;
+    let id = Uuid::new_v4();
+    let mut a = ok(store.lightweight_session_for("red"));
+    let mut b = ok(store.lightweight_session_for("blue"));
+    ok(a.store(account(id, "same@x", 10)));
+    ok(a.store(Note {
+        id: 1,
+        text: "red one".into(),
+    }));
+    ok(a.save_changes().await);
+    ok(b.store(account(id, "same@x", 20)));
+    ok(b.store(Note {
+        id: 1,
+        text: "blue one".into(),
+    }));
+    ok(b.save_changes().await);
+
+    // load, load_many, metadata
+    assert_eq!(
+        ok(a.load::<Account>(&id).await).map(|x| x.balance),
+        Some(10)
+    );
+    assert_eq!(
+        ok(b.load::<Account>(&id).await).map(|x| x.balance),
+        Some(20)
+    );
+    let many = ok(b.load_many::<Note>(&[1, 2]).await);
+    assert_eq!(
+        many,
+        vec![Note {
+            id: 1,
+            text: "blue one".into()
+        }]
+    );
+    let (ma, mb) = (
+        ok(a.metadata::<Account>(&id).await).expect("red's metadata"),
+        ok(b.metadata::<Account>(&id).await).expect("blue's metadata"),
+    );
+    assert_ne!(
+        ma.version, mb.version,
+        "each tenant's row has its own version"
+    );
+
+    // A tenant without the document sees none.
+    let mut green = ok(store.query_session_for("green"));
+    assert_eq!(ok(green.load::<Account>(&id).await), None);
+    assert!(ok(green.load_many::<Note>(&[1]).await).is_empty());
+    assert!(ok(green.metadata::<Account>(&id).await).is_none());
+    assert!(ok(green.query::<Note>().to_list().await).is_empty());
+
+    // Typed queries, where_sql, count, paging, streaming and batches.
+    let texts = |v: Vec<Note>| v.into_iter().map(|n| n.text).collect::<Vec<_>>();
+    assert_eq!(texts(ok(a.query::<Note>().to_list().await)), ["red one"]);
+    assert_eq!(
+        texts(ok(b.query::<Note>().filter(|f| f.id.eq(1)).to_list().await)),
+        ["blue one"]
+    );
+    let raw = ok(a
+        .query::<Note>()
+        .where_sql("d.id = $1::bigint", vec![RawParam::Int(1)])
+        .to_list()
+        .await);
+    assert_eq!(texts(raw), ["red one"]);
+    // A raw fragment naming another tenant still sees only the session's rows.
+    let sneaky = ok(a
+        .query::<Note>()
+        .where_sql("d.tenant_id = $1", vec![RawParam::Text("blue".into())])
+        .to_list()
+        .await);
+    assert!(sneaky.is_empty(), "{sneaky:?}");
+    assert_eq!(ok(b.query::<Account>().count().await), 1);
+    let page = ok(b.query::<Note>().to_page(0, 10).await);
+    assert_eq!(
+        (page.total, texts(page.items)),
+        (1, vec!["blue one".into()])
+    );
+    let mut qa = ok(store.query_session_for("red"));
+    let mut batch = qa.batch();
+    let listed = batch.list(QuerySpec::<Note>::new());
+    let counted = batch.count(QuerySpec::<Account>::new());
+    let results = ok(batch.execute().await);
+    assert_eq!(texts(ok(results.get(listed))), ["red one"]);
+    assert_eq!(ok(results.get(counted)), 1);
+    use futures_util::StreamExt;
+    let streamed: Vec<Note> = ok(b.query::<Note>().stream().await)
+        .map(|r| ok(r))
+        .collect()
+        .await;
+    assert_eq!(texts(streamed), ["blue one"]);
+}
+
+#[tokio::test]
+async fn writes_never_reach_another_tenants_rows() {
+    let (_schema, store) = store("tenancy_docs_writes").await;
+    let id = Uuid::new_v4();
+    let mut red = ok(store.lightweight_session_for("red"));
+    ok(red.insert(account(id, "r@x", 1)));
+    ok(red.insert(Note {
+        id: 7,
+        text: "red".into(),
+    }));
+    ok(red.save_changes().await);
+
+    // An update in another tenant finds no document: rejected, nothing written.
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    ok(blue.update(account(id, "b@x", 99)));
+    match blue.save_changes().await {
+        Err(Error::Rejected(r)) => assert!(matches!(r[0].kind, RejectionKind::NotFound), "{r:?}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // An insert of the same id in another tenant is not a conflict.
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    ok(blue.insert(account(id, "b@x", 2)));
+    ok(blue.save_changes().await);
+    // A delete in one tenant leaves the other's row.
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    ok(blue.delete::<Account>(&id));
+    ok(blue.delete::<Note>(&7));
+    ok(blue.save_changes().await);
+    assert_eq!(
+        ok(red.load::<Account>(&id).await).map(|a| a.balance),
+        Some(1)
+    );
+    assert_eq!(
+        ok(red.load::<Note>(&7).await).map(|n| n.text),
+        Some("red".into())
+    );
+    assert_eq!(ok(blue.load::<Account>(&id).await), None);
+
+    // An upsert with a version read in another tenant is rejected (the versions differ).
+    let red_version = ok(red.metadata::<Account>(&id).await)
+        .expect("stored")
+        .version;
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    ok(blue.insert(account(id, "b@x", 3)));
+    ok(blue.save_changes().await);
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    ok(blue.store_with_version(account(id, "b@x", 4), red_version));
+    assert!(matches!(blue.save_changes().await, Err(Error::Rejected(_))));
+    assert_eq!(
+        ok(red.load::<Account>(&id).await).map(|a| a.balance),
+        Some(1)
+    );
+
+    // Numeric revisions count per tenant.
+    for (tenant, writes) in [("red", 3), ("blue", 1)] {
+        for n in 0..writes {
+            let mut s = ok(store.lightweight_session_for(tenant));
+            ok(s.store(Counter { id: "c".into(), n }));
+            ok(s.save_changes().await);
+        }
+    }
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    assert_eq!(
+        ok(red.metadata::<Counter>(&"c".into()).await).map(|m| m.version),
+        Some(3)
+    );
+    assert_eq!(
+        ok(blue.metadata::<Counter>(&"c".into()).await).map(|m| m.version),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn unique_fields_are_unique_per_tenant() {
+    let (_schema, store) = store("tenancy_docs_unique").await;
+    for tenant in ["red", "blue"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.store(account(Uuid::new_v4(), "shared@x", 0)));
+        ok(s.save_changes().await);
+    }
+    let mut red = ok(store.lightweight_session_for("red"));
+    ok(red.store(account(Uuid::new_v4(), "shared@x", 0)));
+    match red.save_changes().await {
+        Err(Error::UniqueViolation { document_type, .. }) => assert_eq!(document_type, "Account"),
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_session_without_a_tenant_cannot_touch_a_conjoined_type() {
+    let (_schema, store) = store("tenancy_docs_required").await;
+    let id = Uuid::new_v4();
+    let mut s = store.lightweight_session();
+    tenant_required(s.store(account(id, "x@x", 1)), "Account");
+    tenant_required(
+        s.insert(Note {
+            id: 1,
+            text: "n".into(),
+        }),
+        "Note",
+    );
+    tenant_required(s.delete::<Note>(&1), "Note");
+    tenant_required(s.load::<Account>(&id).await, "Account");
+    tenant_required(s.load_many::<Note>(&[1]).await, "Note");
+    tenant_required(s.metadata::<Account>(&id).await, "Account");
+    tenant_required(s.query::<Note>().to_list().await, "Note");
+    tenant_required(s.query::<Note>().count().await, "Note");
+    tenant_required(s.query::<Note>().stream().await.map(|_| ()), "Note");
+    let mut q = store.query_session();
+    let mut batch = q.batch();
+    let _ = batch.list(QuerySpec::<Country>::new());
+    let _ = batch.count(QuerySpec::<Note>::new());
+    tenant_required(batch.execute().await.map(|_| ()), "Note");
+    // Nothing was queued, so nothing is written; reference data still works.
+    ok(s.store(Country {
+        id: "nl".into(),
+        name: "Netherlands".into(),
+    }));
+    ok(s.save_changes().await);
+    let mut red = ok(store.lightweight_session_for("red"));
+    assert!(ok(red.query::<Note>().to_list().await).is_empty());
+    assert_eq!(ok(red.load::<Account>(&id).await), None);
+    // A single-tenant type is shared by every tenant.
+    assert_eq!(
+        ok(red.load::<Country>(&"nl".into()).await).map(|c| c.name),
+        Some("Netherlands".into())
+    );
+}
+
+#[tokio::test]
+async fn tenant_ids_are_bound_never_formatted() {
+    let (_schema, store) = store("tenancy_docs_bound").await;
+    let hostile = "x'); DROP TABLE mt_doc_note; --";
+    let mut s = ok(store.lightweight_session_for(hostile));
+    ok(s.store(Note {
+        id: 1,
+        text: "kept".into(),
+    }));
+    ok(s.save_changes().await);
+    assert_eq!(
+        ok(s.load::<Note>(&1).await).map(|n| n.text),
+        Some("kept".into())
+    );
+    let mut other = ok(store.lightweight_session_for("other"));
+    ok(other.store(Note {
+        id: 1,
+        text: "other".into(),
+    }));
+    ok(other.save_changes().await);
+    assert_eq!(ok(s.query::<Note>().count().await), 1);
+    match store.lightweight_session_for("") {
+        Err(Error::InvalidTenant { reason, .. }) => assert_eq!(reason, "is empty"),
+        other => panic!("expected InvalidTenant, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        store.lightweight_session_for("*DEFAULT*"),
+        Err(Error::InvalidTenant { .. })
+    ));
+}
+
+#[tokio::test]
+async fn identity_and_dirty_tracked_sessions_stay_in_their_tenant() {
+    let (_schema, store) = store("tenancy_docs_tracked").await;
+    for (tenant, text) in [("red", "r"), ("blue", "b")] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.store(Note {
+            id: 5,
+            text: text.into(),
+        }));
+        ok(s.save_changes().await);
+    }
+    let mut red = ok(store.dirty_tracked_session_for("red"));
+    if let Some(n) = ok(red.load::<Note>(&5).await) {
+        n.text = "r2".into();
+    }
+    ok(red.save_changes().await);
+    let mut blue = ok(store.identity_session_for("blue"));
+    assert_eq!(
+        ok(blue.load::<Note>(&5).await).map(|n| n.text),
+        Some("b".into())
+    );
+    let mut red = ok(store.query_session_for("red"));
+    assert_eq!(
+        ok(red.load::<Note>(&5).await).map(|n| n.text),
+        Some("r2".into())
+    );
+}
+
+/// Sessions of different tenants race on the same ids with inserts (which reject an
+/// existing id): every tenant's insert commits. Sessions of one tenant racing the same
+/// way: exactly one commits per round, so the check the tenants pass is real.
+#[tokio::test]
+async fn racing_tenants_on_the_same_ids_do_not_conflict() {
+    let (_schema, store) = store("tenancy_docs_race").await;
+    const TENANTS: usize = 6;
+    const ROUNDS: usize = 15;
+    for round in 0..ROUNDS {
+        let id = Uuid::new_v4();
+        let barrier = Arc::new(Barrier::new(TENANTS * 2));
+        let mut tasks = Vec::new();
+        for t in 0..TENANTS {
+            for copy in 0..2 {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut s = ok(store.lightweight_session_for(format!("t{t}")));
+                    ok(s.insert(account(id, &format!("{round}-{copy}@x"), copy)));
+                    barrier.wait().await;
+                    (t, s.save_changes().await.is_ok())
+                }));
+            }
+        }
+        let mut won = [0usize; TENANTS];
+        for task in tasks {
+            let (t, committed) = task.await.expect("task");
+            won[t] += usize::from(committed);
+        }
+        assert_eq!(
+            won, [1; TENANTS],
+            "round {round}: one insert per tenant commits"
+        );
+        for t in 0..TENANTS {
+            let mut q = ok(store.query_session_for(format!("t{t}")));
+            assert!(ok(q.load::<Account>(&id).await).is_some());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Store { tenant: usize, id: i64, text: u8 },
+    Delete { tenant: usize, id: i64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 0..6i64, any::<u8>()).prop_map(|(tenant, id, text)| Op::Store {
+            tenant,
+            id,
+            text
+        }),
+        (0..3usize, 0..6i64).prop_map(|(tenant, id)| Op::Delete { tenant, id }),
+    ]
+}
+
+/// What one tenant sees: its documents listed in id order, their count, and a load of
+/// each id.
+type TenantView = (Vec<(i64, String)>, i64, Vec<Option<String>>);
+
+#[test]
+fn random_operations_of_several_tenants_match_each_tenants_model() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_schema, store) = rt.block_on(store("tenancy_docs_prop"));
+    let config = ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let case = std::cell::Cell::new(0usize);
+    proptest!(config, |(ops in prop::collection::vec(op(), 1..40))| {
+        // Each case has tenants of its own, so cases start empty.
+        let n = case.get();
+        case.set(n + 1);
+        let tenant = |t: usize| format!("case{n}-t{t}");
+        let mut model: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); 3];
+        let seen: Vec<TenantView> = rt.block_on(async {
+            // Ops are saved in chunks, one session per op's tenant, in order.
+            for chunk in ops.chunks(4) {
+                for op in chunk {
+                    match op {
+                        Op::Store { tenant: t, id, text } => {
+                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
+                            ok(s.store(Note { id: *id, text: text.to_string() }));
+                            ok(s.save_changes().await);
+                            model[*t].insert(*id, text.to_string());
+                        }
+                        Op::Delete { tenant: t, id } => {
+                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
+                            ok(s.delete::<Note>(id));
+                            ok(s.save_changes().await);
+                            model[*t].remove(id);
+                        }
+                    }
+                }
+            }
+            let mut seen = Vec::new();
+            for t in 0..3 {
+                let mut q = ok(store.query_session_for(tenant(t)));
+                let listed = ok(q.query::<Note>().order_by(|f| f.id.asc()).to_list().await);
+                let count = ok(q.query::<Note>().count().await);
+                let mut loaded = Vec::new();
+                for id in 0..6 {
+                    loaded.push(ok(q.load::<Note>(&id).await).map(|n| n.text));
+                }
+                seen.push((listed.into_iter().map(|n| (n.id, n.text)).collect(), count, loaded));
+            }
+            seen
+        });
+        for (t, (listed, count, loaded)) in seen.into_iter().enumerate() {
+            let want: Vec<(i64, String)> = model[t].iter().map(|(k, v)| (*k, v.clone())).collect();
+            prop_assert_eq!(&listed, &want, "tenant {} listed", t);
+            prop_assert_eq!(count, want.len() as i64);
+            let want_loaded: Vec<Option<String>> = (0..6).map(|id| model[t].get(&id).cloned()).collect();
+            prop_assert_eq!(loaded, want_loaded, "tenant {} loads", t);
+        }
+    });
+    assert!(case.get() >= 32, "every case ran");
+}
+
+#[tokio::test]
+async fn a_conjoined_table_leads_its_keys_with_the_tenant_and_passes_the_schema_check() {
+    let (schema, store) = store("tenancy_docs_schema").await;
+    ok(store.assert_schema().await);
+    let script = store.schema_sql();
+    assert!(script.contains("PRIMARY KEY (tenant_id, id)"), "{script}");
+    assert!(
+        script.contains("mt_doc_account_uidx_email ON")
+            && script.contains("(tenant_id, mt_f_email)"),
+        "{script}"
+    );
+    let (client, conn) = ok(tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Configuration(e.to_string())));
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = 'mt_doc_note' AND i.indisprimary",
+            &[&schema.name()],
+        )
+        .await
+        .expect("primary key");
+    let def: String = row.get(0);
+    assert!(def.ends_with("(tenant_id, id)"), "{def}");
+}
