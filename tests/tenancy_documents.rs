@@ -507,3 +507,60 @@ async fn a_conjoined_table_leads_its_keys_with_the_tenant_and_passes_the_schema_
     let def: String = row.get(0);
     assert!(def.ends_with("(tenant_id, id)"), "{def}");
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Deposited {
+    amount: i64,
+}
+
+/// An inline aggregate whose documents are conjoined: written under the session's
+/// tenant.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+#[document(tenancy = "conjoined")]
+struct Wallet {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Wallet {
+    fn apply(&mut self, e: &Deposited) {
+        self.total += e.amount;
+    }
+}
+
+#[tokio::test]
+async fn inline_projections_write_under_the_sessions_tenant() {
+    let (_schema, b) = builder("tenancy_docs_inline");
+    let store = ok(b.projection::<Wallet>(Lifecycle::Inline).build().await);
+    let (red_stream, blue_stream) = (Uuid::new_v4(), Uuid::new_v4());
+    for (tenant, stream, amount) in [("red", red_stream, 5), ("blue", blue_stream, 7)] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().start_stream(stream, [Deposited { amount }]));
+        ok(s.save_changes().await);
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().append(stream, [Deposited { amount }]));
+        ok(s.save_changes().await);
+    }
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    assert_eq!(
+        ok(red.load::<Wallet>(&red_stream).await).map(|w| w.total),
+        Some(10)
+    );
+    assert_eq!(
+        ok(blue.load::<Wallet>(&blue_stream).await).map(|w| w.total),
+        Some(14)
+    );
+    assert!(ok(red.load::<Wallet>(&blue_stream).await).is_none());
+    assert!(ok(blue.load::<Wallet>(&red_stream).await).is_none());
+    // A session without a tenant cannot project into a conjoined aggregate.
+    let mut s = store.lightweight_session();
+    ok(s.events().append(red_stream, [Deposited { amount: 1 }]));
+    tenant_required(s.save_changes().await, "Wallet");
+    assert_eq!(
+        ok(red.load::<Wallet>(&red_stream).await).map(|w| w.total),
+        Some(10)
+    );
+}

@@ -220,6 +220,9 @@ pub(crate) async fn plan_inline(
         }
     }
     uow.derived.append(&mut pg.out);
-    *cache_updates = plan.cache_updates;
+    // A tenant's documents never enter the cache (it is keyed by document id alone).
+    if uow.user.tenant.is_none() {
+        *cache_updates = plan.cache_updates;
+    }
     Ok(Planned::Ready)
 }
