@@ -14,9 +14,12 @@
 //! statements; no pooler in between). Results go
 //! to BENCHMARKS.md by hand.
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use common::{env_number, interleaved, median, quartiles, time, wanted, Row};
 
 use marten::prelude::*;
 use marten_testing::TestSchema;
@@ -226,90 +229,6 @@ impl Setup {
         }
         b.build().await.expect("store")
     }
-}
-
-/// Times `ops` operations of `f`; returns ops per second. Waits a moment first, so that
-/// what the previous measurement left running in the server (the WAL writer flushing an
-/// asynchronous-commit backlog, autovacuum) does not land on this one.
-async fn time<F, Fut>(ops: usize, f: F) -> f64
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    tokio::time::sleep(std::time::Duration::from_millis(SETTLE_MS)).await;
-    let start = Instant::now();
-    f().await;
-    ops as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Operations per block of [`interleaved`].
-const BLOCK: usize = 25;
-
-/// Runs `ops` operations of each side in alternating blocks of [`BLOCK`] (lib, raw, lib,
-/// ..., or raw first), timing each side's blocks only; returns (lib, raw) ops per second.
-/// Both sides see the same machine from moment to moment, so the ratio of a latency-bound
-/// scenario is not at the mercy of what else the machine does for a second.
-async fn interleaved(
-    ops: usize,
-    lib_first: bool,
-    mut lib: impl AsyncFnMut(usize),
-    mut raw: impl AsyncFnMut(usize),
-) -> (f64, f64) {
-    tokio::time::sleep(std::time::Duration::from_millis(SETTLE_MS)).await;
-    let (mut lib_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
-    let blocks = ops.div_ceil(BLOCK);
-    for b in 0..blocks {
-        let range = b * BLOCK..((b + 1) * BLOCK).min(ops);
-        let lib_turn_first = lib_first == (b % 2 == 0);
-        for lib_turn in [lib_turn_first, !lib_turn_first] {
-            let start = Instant::now();
-            for i in range.clone() {
-                if lib_turn {
-                    lib(i).await;
-                } else {
-                    raw(i).await;
-                }
-            }
-            if lib_turn {
-                lib_time += start.elapsed();
-            } else {
-                raw_time += start.elapsed();
-            }
-        }
-    }
-    (
-        ops as f64 / lib_time.as_secs_f64(),
-        ops as f64 / raw_time.as_secs_f64(),
-    )
-}
-
-/// The pause before each measurement, in milliseconds.
-const SETTLE_MS: u64 = 200;
-
-struct Row {
-    name: String,
-    lib: Vec<f64>,
-    raw: Vec<f64>,
-    unit: &'static str,
-}
-
-impl Row {
-    fn ratios(&self) -> Vec<f64> {
-        let mut r: Vec<f64> = self.lib.iter().zip(&self.raw).map(|(l, r)| l / r).collect();
-        r.sort_by(|a, b| a.total_cmp(b));
-        r
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn quartiles(sorted: &[f64]) -> (f64, f64) {
-    let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-    (q(0.25), q(0.75))
 }
 
 async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
@@ -792,23 +711,6 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
 /// The document as the raw side sends it: serialized by serde, bound as jsonb.
 fn marten_pg_json<T: Serialize>(doc: &T) -> serde_json::Value {
     serde_json::to_value(doc).expect("json")
-}
-
-/// Whether the scenario named `name` runs: `MARTEN_BENCH_ONLY` (a comma-separated list of
-/// substrings of scenario names) selects some; by default all run.
-fn wanted(name: &str) -> bool {
-    match std::env::var("MARTEN_BENCH_ONLY") {
-        Ok(only) if !only.is_empty() => only.split(',').any(|part| name.contains(part.trim())),
-        _ => true,
-    }
-}
-
-/// A positive number from the environment variable `name`, if set.
-fn env_number(name: &str) -> Option<usize> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
 }
 
 fn main() {

@@ -1,0 +1,108 @@
+//! What the benchmarks share: timing (whole runs and interleaved blocks), the rows of
+//! a results table with their ratios, and the environment switches
+//! (`MARTEN_BENCH_ONLY`, numbers).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Times `ops` operations of `f`; returns ops per second. Waits a moment first, so that
+/// what the previous measurement left running in the server (the WAL writer flushing an
+/// asynchronous-commit backlog, autovacuum) does not land on this one.
+pub async fn time<F, Fut>(ops: usize, f: F) -> f64
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio::time::sleep(std::time::Duration::from_millis(SETTLE_MS)).await;
+    let start = Instant::now();
+    f().await;
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Operations per block of [`interleaved`].
+pub const BLOCK: usize = 25;
+
+/// Runs `ops` operations of each side in alternating blocks of [`BLOCK`] (lib, raw, lib,
+/// ..., or raw first), timing each side's blocks only; returns (lib, raw) ops per second.
+/// Both sides see the same machine from moment to moment, so the ratio of a latency-bound
+/// scenario is not at the mercy of what else the machine does for a second.
+pub async fn interleaved(
+    ops: usize,
+    lib_first: bool,
+    mut lib: impl AsyncFnMut(usize),
+    mut raw: impl AsyncFnMut(usize),
+) -> (f64, f64) {
+    tokio::time::sleep(std::time::Duration::from_millis(SETTLE_MS)).await;
+    let (mut lib_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+    let blocks = ops.div_ceil(BLOCK);
+    for b in 0..blocks {
+        let range = b * BLOCK..((b + 1) * BLOCK).min(ops);
+        let lib_turn_first = lib_first == (b % 2 == 0);
+        for lib_turn in [lib_turn_first, !lib_turn_first] {
+            let start = Instant::now();
+            for i in range.clone() {
+                if lib_turn {
+                    lib(i).await;
+                } else {
+                    raw(i).await;
+                }
+            }
+            if lib_turn {
+                lib_time += start.elapsed();
+            } else {
+                raw_time += start.elapsed();
+            }
+        }
+    }
+    (
+        ops as f64 / lib_time.as_secs_f64(),
+        ops as f64 / raw_time.as_secs_f64(),
+    )
+}
+
+/// The pause before each measurement, in milliseconds.
+pub const SETTLE_MS: u64 = 200;
+
+pub struct Row {
+    pub name: String,
+    pub lib: Vec<f64>,
+    pub raw: Vec<f64>,
+    pub unit: &'static str,
+}
+
+impl Row {
+    pub fn ratios(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self.lib.iter().zip(&self.raw).map(|(l, r)| l / r).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        r
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn quartiles(sorted: &[f64]) -> (f64, f64) {
+    let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    (q(0.25), q(0.75))
+}
+
+/// Whether the scenario named `name` runs: `MARTEN_BENCH_ONLY` (a comma-separated list of
+/// substrings of scenario names) selects some; by default all run.
+pub fn wanted(name: &str) -> bool {
+    match std::env::var("MARTEN_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|part| name.contains(part.trim())),
+        _ => true,
+    }
+}
+
+/// A positive number from the environment variable `name`, if set.
+pub fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+}
