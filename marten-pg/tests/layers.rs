@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     &["projections"],
     &["store"],
     &["query"],
-    &["session"],
+    &["session", "tenancy"],
     &["daemon", "status", "health"],
     &["private"],
 ];
