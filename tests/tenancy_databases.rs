@@ -323,8 +323,8 @@ async fn tenants_added_at_run_time_live_in_the_master_table() {
         store.remove_tenant("static").await,
         Err(Error::Configuration(_))
     ));
-    // The removed tenant's store was closed: its database has no pooled connection left
-    // once the sessions on it are gone (the other store's are its own).
+    // The removed tenant's store is forgotten: its database has no connection left once
+    // the session on it is gone (and the other store, with a pool of its own, is closed).
     other.close();
     drop((q, s));
     dbs.wait_connections(&admin, 1, 0).await;
@@ -360,16 +360,17 @@ async fn the_open_database_bound_closes_the_least_recently_used() {
     assert_eq!(store.open_databases(), 2);
     dbs.wait_connections(&admin, 0, 0).await;
 
-    let held_a = load("a").await; // c, idle, goes before b, older but in use
+    let held_a = load("a").await; // c, idle, is closed; b, older but in use, is not
     dbs.wait_connections(&admin, 2, 0).await;
     assert!(dbs.connections(&admin, 1).await >= 1);
 
-    drop(load("c").await); // a and b in use: b, the older, is closed anyway
-    assert_eq!(store.open_databases(), 2);
-    // A session that holds its connection keeps it.
+    drop(load("c").await); // a and b in use: both stay open, beyond the bound
+    assert_eq!(store.open_databases(), 3);
     let again: Option<Note> = ok(held_b.load(&id).await);
     assert_eq!(again, None);
     drop(held_b);
+    drop(load("c").await); // the next open closes b, idle now
+    assert_eq!(store.open_databases(), 2);
     dbs.wait_connections(&admin, 1, 0).await;
     drop(held_a);
     store.close();

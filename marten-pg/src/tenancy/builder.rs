@@ -90,8 +90,11 @@ impl TenantedStoreBuilder {
     }
 
     /// How many tenant databases may have an open store (a pool) at once (default 64, at
-    /// least 1). When another must open, the least recently used one is closed,
-    /// preferring one that no session or store handle is held of.
+    /// least 1). When another must open, the least recently used one that no session or
+    /// store handle is held of is closed. A store in use is never closed under its
+    /// sessions: while more databases than this are in use at once, they all stay open,
+    /// and the surplus is closed at a later open, once idle. Hold sessions, not stores: a
+    /// store handle kept for good keeps its database open.
     pub fn max_open_databases(mut self, max: usize) -> Self {
         self.max_open = max.max(1);
         self

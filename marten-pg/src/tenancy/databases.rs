@@ -1,8 +1,10 @@
 //! The open tenant databases: one store (one pool) per connection string, opened on first
 //! use by one caller while every other caller of that database waits for it (a failed or
 //! abandoned open leaves nothing behind: the next caller tries again), and at most
-//! `max_open` of them open: when another must open, the least recently used one is
-//! closed and forgotten, preferring one nobody holds a handle of.
+//! `max_open` of them open: when another must open, the least recently used one that
+//! nobody holds a handle of (no session, no store handle) is closed and forgotten. One in
+//! use is never closed under its sessions: while more than `max_open` databases are in use
+//! at once, that many stay open, and the surplus is closed at a later open, once idle.
 //!
 //! Generic over what it keeps ([`Pooled`]) so that its rules are tested without a
 //! database. May use nothing of the crate but its error type.
@@ -99,11 +101,14 @@ impl<S: Pooled> Databases<S> {
             .count()
     }
 
-    /// Closes and forgets the database at `key`, if open.
+    /// Forgets the database at `key`, closing it unless it is in use (then its pool
+    /// closes when its last session or handle is dropped).
     pub(super) fn remove(&self, key: &str) {
         let removed = self.lock().slots.remove(key);
         if let Some(store) = removed.as_ref().and_then(|s| s.cell.get()) {
-            store.close();
+            if !store.in_use() {
+                store.close();
+            }
         }
     }
 
@@ -128,8 +133,8 @@ impl<S: Pooled> Databases<S> {
         slot.cell.clone()
     }
 
-    /// Closes open databases other than `keep`, least recently used first (those nobody
-    /// holds before those in use), until at most `limit` are open.
+    /// Closes idle open databases other than `keep`, least recently used first, until at
+    /// most `limit` are open or none is idle.
     fn evict(&self, keep: Option<&str>, limit: usize) {
         let mut victims = Vec::new();
         {
@@ -145,11 +150,10 @@ impl<S: Pooled> Databases<S> {
                 }
                 let victim = open
                     .iter()
-                    .filter(|(k, _)| Some(&***k) != keep)
-                    .min_by_key(|(_, s)| {
-                        let in_use = s.cell.get().is_some_and(Pooled::in_use);
-                        (in_use, s.last_used)
+                    .filter(|(k, s)| {
+                        Some(&***k) != keep && !s.cell.get().is_some_and(Pooled::in_use)
                     })
+                    .min_by_key(|(_, s)| s.last_used)
                     .map(|(k, _)| Arc::clone(k));
                 let Some(victim) = victim else {
                     break;
@@ -258,16 +262,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_database_in_use_is_closed_last() {
+    async fn a_database_in_use_is_never_closed() {
         let dbs = Databases::new(2);
         let a = open(&dbs, "a").await; // held: in use
-        drop(open(&dbs, "b").await);
+        let b = open(&dbs, "b").await;
         drop(open(&dbs, "c").await);
-        assert!(!a.is_closed(), "a is in use; b, idle, goes first");
+        assert!(!a.is_closed() && !b.is_closed(), "a and b are in use");
+        assert_eq!(dbs.open_count(), 3, "beyond the bound while in use");
+        drop(b);
+        let d = open(&dbs, "d").await; // c and b idle: both closed
+        assert!(!a.is_closed());
+        assert_eq!(dbs.open_count(), 2);
+        drop((a, d));
         let dbs1 = Databases::new(1);
         let a = open(&dbs1, "a").await;
         drop(open(&dbs1, "b").await);
-        assert!(a.is_closed(), "with nothing idle, the bound still holds");
+        assert!(!a.is_closed());
+        drop(a);
+        drop(open(&dbs1, "c").await);
         assert_eq!(dbs1.open_count(), 1);
     }
 

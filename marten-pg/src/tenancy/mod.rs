@@ -47,11 +47,9 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 /// - Tenants sharing a connection string share one store (one pool); in it, the rows of
 ///   conjoined document types are kept apart per tenant, single-tenanted ones are shared.
 /// - At most [`max_open_databases`](TenantedStoreBuilder::max_open_databases) stores are
-///   open: when another must open, the least recently used one (preferring one no
-///   session or store handle is held of) is closed. Sessions that already hold a
-///   connection keep it until they are dropped; a session or store handle of a closed
-///   database fails its next request for a new connection, so open sessions where they
-///   are used, rather than keeping them.
+///   open: when another must open, the least recently used one that no session or store
+///   handle is held of is closed. A store in use is never closed under its sessions (the
+///   bound is exceeded while more databases than it allows are in use at once).
 ///
 /// Tenant ids and connection strings are bound as parameters, never written into SQL.
 /// The lookup table holds connection strings as given, passwords included: restrict who
@@ -166,7 +164,9 @@ impl TenantedStore {
     }
 
     /// Removes `tenant` from the master database's lookup table; whether it was there. Its
-    /// database is left as it is; its store is closed unless another tenant uses it.
+    /// database is left as it is; its store is closed unless another tenant uses it
+    /// (sessions still open on it finish their work; the pool closes when the last of them
+    /// is dropped).
     /// Other processes keep a database they already resolved for the tenant until they
     /// restart. [`Error::Configuration`] without a master database or for a tenant of the
     /// static map.
