@@ -425,12 +425,15 @@ async fn a_database_that_is_down_fails_typed_and_is_tried_again() {
         )
         .build()
         .await);
-    assert!(matches!(
-        store.lightweight_session_for("nowhere").await,
-        Err(Error::Connection(_))
-    ));
+    match store.lightweight_session_for("nowhere").await {
+        Err(Error::Connection(e)) => assert!(e.context.contains("tenant \"nowhere\""), "{e}"),
+        other => panic!("expected a connection error: {:?}", other.map(|_| ())),
+    }
     match store.lightweight_session_for("later").await {
-        Err(Error::Database(e)) => assert_eq!(e.code.as_deref(), Some("3D000"), "{e}"),
+        Err(Error::Database(e)) => {
+            assert_eq!(e.code.as_deref(), Some("3D000"), "{e}");
+            assert!(e.context.contains("tenant \"later\""), "{e}");
+        }
         other => panic!("expected: database does not exist: {:?}", other.map(|_| ())),
     }
     assert_eq!(store.open_databases(), 0);
@@ -474,6 +477,13 @@ async fn a_tenanted_store_needs_tenants_and_valid_ids() {
         .await);
     assert!(matches!(
         no_master.add_tenant("b", "postgres://x/z").await,
+        Err(Error::Configuration(_))
+    ));
+    assert!(matches!(
+        tenanted(&schema)
+            .tenant("a", "postgres://x:notaport/y")
+            .build()
+            .await,
         Err(Error::Configuration(_))
     ));
 }

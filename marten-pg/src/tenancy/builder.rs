@@ -61,11 +61,14 @@ impl TenantedStore {
 
 impl TenantedStoreBuilder {
     /// Adds `tenant` to the static map, its database at `connection_string`. Tenants given
-    /// the same connection string share its store. An invalid tenant id, or one given
-    /// twice, fails `build`.
+    /// the same connection string share its store. An invalid tenant id, one given twice
+    /// or a connection string that does not parse fails `build`.
     pub fn tenant(mut self, tenant: impl AsRef<str>, connection_string: impl Into<String>) -> Self {
         let url: Arc<str> = connection_string.into().into();
-        match TenantId::new(tenant) {
+        let checked = TenantId::new(tenant).and_then(|tenant| {
+            super::errors::check_connection_string(&url, &tenant).map(|()| tenant)
+        });
+        match checked {
             Ok(tenant) => {
                 if self.statics.insert(tenant.clone(), url).is_some() {
                     self.error.get_or_insert(Error::Configuration(format!(

@@ -5,12 +5,14 @@
 //! open, and opens sessions for a tenant from the store of its database.
 //!
 //! `builder.rs` configures it, `databases.rs` holds the open stores and their bound,
-//! `lookup.rs` the master table.
+//! `lookup.rs` the master table, `errors.rs` names the tenant in the errors of its
+//! database.
 //!
 //! May use: store, session, schema, connection, tables, error map. Nothing below uses it.
 
 mod builder;
 mod databases;
+mod errors;
 mod lookup;
 
 use std::collections::{BTreeSet, HashMap};
@@ -18,7 +20,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use marten_core::{Error, Result, TenantId};
-use tracing::{info, warn};
+use tracing::info;
 
 pub use self::builder::TenantedStoreBuilder;
 use self::databases::{Databases, Pooled};
@@ -43,7 +45,8 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 ///   or checked per that builder's [`AutoCreate`](crate::AutoCreate) mode.
 ///   [`apply_all_schemas`](Self::apply_all_schemas) does this ahead of time. A database
 ///   that cannot be reached fails that call with the usual typed error (for example
-///   [`Error::Connection`]) and the next call tries again.
+///   [`Error::Connection`], whose context names the tenant) and the next call tries
+///   again.
 /// - Tenants sharing a connection string share one store (one pool); in it, the rows of
 ///   conjoined document types are kept apart per tenant, single-tenanted ones are shared.
 /// - At most [`max_open_databases`](TenantedStoreBuilder::max_open_databases) stores are
@@ -144,8 +147,8 @@ impl TenantedStore {
     /// its database, or changes its connection string (adding it again is harmless). The
     /// database must exist; its schema is made on first use, or by
     /// [`apply_all_schemas`](Self::apply_all_schemas). Other processes find the tenant on
-    /// their next lookup of it. [`Error::Configuration`] without a master database or for
-    /// a tenant of the static map.
+    /// their next lookup of it. [`Error::Configuration`] without a master database, for
+    /// a tenant of the static map or for a connection string that does not parse.
     pub async fn add_tenant(
         &self,
         tenant: impl TryInto<TenantId, Error = Error>,
@@ -154,6 +157,7 @@ impl TenantedStore {
         let tenant = tenant.try_into()?;
         let url: String = connection_string.into();
         let lookup = self.lookup_for_change(&tenant)?;
+        errors::check_connection_string(&url, &tenant)?;
         lookup.upsert(&tenant, &url).await?;
         info!(tenant = %tenant, "tenant database added");
         let previous = self.found().insert(tenant, Arc::from(url.as_str()));
@@ -199,17 +203,14 @@ impl TenantedStore {
     /// creates or updates its schema per the mode of the store's builder: the schema work
     /// done ahead of time instead of on first use. The open-database bound still holds,
     /// so with more databases than it allows, the earlier ones are closed again. Stops at
-    /// the first database that fails, with its error (the log names the tenant).
+    /// the first database that fails, with its error (naming the tenant).
     pub async fn apply_all_schemas(&self) -> Result<()> {
         let mut done = BTreeSet::new();
         for (tenant, url) in self.all_tenants().await? {
             if !done.insert(url.clone()) {
                 continue;
             }
-            if let Err(e) = self.open(&tenant, &url).await {
-                warn!(tenant = %tenant, error = %e, "the schema of a tenant database failed");
-                return Err(e);
-            }
+            self.open(&tenant, &url).await?;
         }
         Ok(())
     }
@@ -256,6 +257,7 @@ impl TenantedStore {
                 (self.inner.make)(url).build().await
             })
             .await
+            .map_err(|e| errors::naming_tenant(e, tenant))
     }
 
     /// The static map's tenants and the lookup table's, sorted by tenant (a static tenant
