@@ -94,6 +94,7 @@ pub mod prelude {
         apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
         IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
         SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery, TenantId,
+        TenantedStore,
     };
     pub use uuid::Uuid;
 }
