@@ -4,9 +4,10 @@
 //! creates or checks its schema per the store's mode) and keeps a bounded number of them
 //! open, and opens sessions for a tenant from the store of its database.
 //!
-//! `builder.rs` configures it, `databases.rs` holds the open stores and their bound,
-//! `lookup.rs` the master table, `errors.rs` names the tenant in the errors of its
-//! database.
+//! `builder.rs` configures it, `tenants.rs` finds a tenant's database and adds and
+//! removes tenants, `lookup.rs` holds the master table, `databases.rs` the open stores and
+//! their bound, `sessions.rs` opens a tenant's store and sessions, `errors.rs` names the
+//! tenant in the errors of its database.
 //!
 //! May use: store, session, schema, connection, tables, error map. Nothing below uses it.
 
@@ -14,18 +15,19 @@ mod builder;
 mod databases;
 mod errors;
 mod lookup;
+mod sessions;
+mod tenants;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
-use marten_core::{Error, Result, TenantId};
+use marten_core::{Result, TenantId};
 use tracing::info;
 
 pub use self::builder::TenantedStoreBuilder;
 use self::databases::{Databases, Pooled};
 use self::lookup::Lookup;
-use crate::session::{DirtyTrackedSession, IdentitySession, LightweightSession, QuerySession};
 use crate::store::{DocumentStore, DocumentStoreBuilder};
 
 /// Makes the builder of a tenant database's store from its connection string.
@@ -38,15 +40,16 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 ///   ([`TenantedStoreBuilder::tenant`]), else in the lookup table `mt_tenant_databases`
 ///   of the master database ([`TenantedStoreBuilder::master_database`]), which
 ///   [`add_tenant`](Self::add_tenant) and [`remove_tenant`](Self::remove_tenant) change
-///   at run time. A tenant found in neither is [`Error::UnknownTenant`].
+///   at run time. A tenant found in neither is
+///   [`Error::UnknownTenant`](marten_core::Error::UnknownTenant).
 /// - The store of a database is built on its first use, by one caller while others wait
 ///   for it, with the builder the store's closure makes from the connection string: every
 ///   tenant database gets the same registrations and settings, and its schema is created
 ///   or checked per that builder's [`AutoCreate`](crate::AutoCreate) mode.
 ///   [`apply_all_schemas`](Self::apply_all_schemas) does this ahead of time. A database
 ///   that cannot be reached fails that call with the usual typed error (for example
-///   [`Error::Connection`], whose context names the tenant) and the next call tries
-///   again.
+///   [`Error::Connection`](marten_core::Error::Connection), whose context names the
+///   tenant) and the next call tries again.
 /// - Tenants sharing a connection string share one store (one pool); in it, the rows of
 ///   conjoined document types are kept apart per tenant, single-tenanted ones are shared.
 /// - At most [`max_open_databases`](TenantedStoreBuilder::max_open_databases) stores are
@@ -97,108 +100,6 @@ impl Pooled for DocumentStore {
 }
 
 impl TenantedStore {
-    /// The store of `tenant`'s database, scoped to `tenant`
-    /// ([`DocumentStore::for_tenant`]), built (and its schema made sure of) on the first
-    /// use of that database. [`Error::UnknownTenant`] if no database is configured for
-    /// it, [`Error::InvalidTenant`] for an invalid id.
-    pub async fn store_for(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<DocumentStore> {
-        let tenant = tenant.try_into()?;
-        let url = self.resolve(&tenant).await?;
-        let store = self.open(&tenant, &url).await?;
-        store.for_tenant(&tenant)
-    }
-
-    /// Opens a read-only session on `tenant`'s database (see [`store_for`](Self::store_for)).
-    pub async fn query_session_for(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<QuerySession> {
-        Ok(self.store_for(tenant).await?.query_session())
-    }
-
-    /// Opens a lightweight session on `tenant`'s database.
-    pub async fn lightweight_session_for(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<LightweightSession> {
-        Ok(self.store_for(tenant).await?.lightweight_session())
-    }
-
-    /// Opens an identity-map session on `tenant`'s database.
-    pub async fn identity_session_for(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<IdentitySession> {
-        Ok(self.store_for(tenant).await?.identity_session())
-    }
-
-    /// Opens a dirty-tracked session on `tenant`'s database.
-    pub async fn dirty_tracked_session_for(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<DirtyTrackedSession> {
-        Ok(self.store_for(tenant).await?.dirty_tracked_session())
-    }
-
-    /// Adds `tenant` to the master database's lookup table with the connection string of
-    /// its database, or changes its connection string (adding it again is harmless). The
-    /// database must exist; its schema is made on first use, or by
-    /// [`apply_all_schemas`](Self::apply_all_schemas). Other processes find the tenant on
-    /// their next lookup of it. [`Error::Configuration`] without a master database, for
-    /// a tenant of the static map or for a connection string that does not parse.
-    pub async fn add_tenant(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-        connection_string: impl Into<String>,
-    ) -> Result<()> {
-        let tenant = tenant.try_into()?;
-        let url: String = connection_string.into();
-        let lookup = self.lookup_for_change(&tenant)?;
-        errors::check_connection_string(&url, &tenant)?;
-        lookup.upsert(&tenant, &url).await?;
-        info!(tenant = %tenant, "tenant database added");
-        let previous = self.found().insert(tenant, Arc::from(url.as_str()));
-        if let Some(previous) = previous.filter(|p| **p != *url) {
-            self.close_if_unused(&previous);
-        }
-        Ok(())
-    }
-
-    /// Removes `tenant` from the master database's lookup table; whether it was there. Its
-    /// database is left as it is; its store is closed unless another tenant uses it
-    /// (sessions still open on it finish their work; the pool closes when the last of them
-    /// is dropped).
-    /// Other processes keep a database they already resolved for the tenant until they
-    /// restart. [`Error::Configuration`] without a master database or for a tenant of the
-    /// static map.
-    pub async fn remove_tenant(
-        &self,
-        tenant: impl TryInto<TenantId, Error = Error>,
-    ) -> Result<bool> {
-        let tenant = tenant.try_into()?;
-        let lookup = self.lookup_for_change(&tenant)?;
-        let removed = lookup.delete(&tenant).await?;
-        info!(tenant = %tenant, removed, "tenant database removed");
-        let previous = self.found().remove(&tenant);
-        if let Some(previous) = previous {
-            self.close_if_unused(&previous);
-        }
-        Ok(removed)
-    }
-
-    /// Every tenant known: the static map's and the lookup table's, sorted.
-    pub async fn tenants(&self) -> Result<Vec<TenantId>> {
-        Ok(self
-            .all_tenants()
-            .await?
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect())
-    }
-
     /// Builds the store of every known tenant's database (static and lookup table), which
     /// creates or updates its schema per the mode of the store's builder: the schema work
     /// done ahead of time instead of on first use. The open-database bound still holds,
@@ -230,24 +131,6 @@ impl TenantedStore {
         }
     }
 
-    /// The connection string of `tenant`'s database: the static map, the tenants found
-    /// before, then the lookup table.
-    async fn resolve(&self, tenant: &TenantId) -> Result<Arc<str>> {
-        if let Some(url) = self.inner.statics.get(tenant) {
-            return Ok(url.clone());
-        }
-        if let Some(url) = self.found_read().get(tenant) {
-            return Ok(url.clone());
-        }
-        let unknown = || Error::UnknownTenant {
-            tenant: tenant.to_string(),
-        };
-        let lookup = self.inner.lookup.as_ref().ok_or_else(unknown)?;
-        let url: Arc<str> = lookup.find(tenant).await?.ok_or_else(unknown)?.into();
-        self.found().insert(tenant.clone(), url.clone());
-        Ok(url)
-    }
-
     /// The store of the database at `url`, built on first use.
     async fn open(&self, tenant: &TenantId, url: &str) -> Result<DocumentStore> {
         self.inner
@@ -258,69 +141,5 @@ impl TenantedStore {
             })
             .await
             .map_err(|e| errors::naming_tenant(e, tenant))
-    }
-
-    /// The static map's tenants and the lookup table's, sorted by tenant (a static tenant
-    /// wins over a row of the table).
-    async fn all_tenants(&self) -> Result<Vec<(TenantId, Arc<str>)>> {
-        let mut all: HashMap<TenantId, Arc<str>> = HashMap::new();
-        if let Some(lookup) = &self.inner.lookup {
-            let rows = lookup.all().await?;
-            let mut found = self.found();
-            for (tenant, url) in rows {
-                let url: Arc<str> = url.into();
-                found.insert(tenant.clone(), url.clone());
-                all.insert(tenant, url);
-            }
-        }
-        all.extend(
-            self.inner
-                .statics
-                .iter()
-                .map(|(t, u)| (t.clone(), u.clone())),
-        );
-        let mut all: Vec<(TenantId, Arc<str>)> = all.into_iter().collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(all)
-    }
-
-    /// The lookup table, for adding or removing `tenant`.
-    fn lookup_for_change(&self, tenant: &TenantId) -> Result<&Lookup> {
-        if self.inner.statics.contains_key(tenant) {
-            return Err(Error::Configuration(format!(
-                "tenant {tenant:?} is in the static map of tenant databases: it cannot be \
-                 added or removed at run time"
-            )));
-        }
-        self.inner.lookup.as_ref().ok_or_else(|| {
-            Error::Configuration(
-                "tenants are added and removed in the master database's table: configure \
-                 one with master_database(..)"
-                    .to_owned(),
-            )
-        })
-    }
-
-    /// Closes the store of the database at `url` unless a known tenant still uses it.
-    fn close_if_unused(&self, url: &Arc<str>) {
-        let used = self.inner.statics.values().any(|u| u == url)
-            || self.found_read().values().any(|u| u == url);
-        if !used {
-            self.inner.databases.remove(url);
-        }
-    }
-
-    fn found(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, Arc<str>>> {
-        self.inner
-            .found
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn found_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Arc<str>>> {
-        self.inner
-            .found
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
