@@ -2,7 +2,8 @@
 //! (and drop afterwards, also when a test fails); the same document and stream ids in two
 //! tenants never meet; tenants added at run time through the master table; unknown
 //! tenants; the bound on open databases; one build for concurrent first uses; a database
-//! that is down fails typed and is tried again later.
+//! that is down fails typed and is tried again later; a first use dropped at any await
+//! point leaves nothing behind.
 
 mod common;
 
@@ -14,6 +15,7 @@ use common::ok;
 use marten::prelude::*;
 use marten::testing::{database_url, TestSchema};
 use marten::{DocumentStoreBuilder, TenantedStore, TenantedStoreBuilder};
+use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -62,6 +64,16 @@ impl Databases {
     /// The connection string of database `i`.
     fn url(&self, i: usize) -> String {
         self.url_of(&self.names[i])
+    }
+
+    /// The connection string of database `i` (or of the server's own database, `None`)
+    /// whose connections are named `app`.
+    fn url_named(&self, i: Option<usize>, app: &str) -> String {
+        let db = match i {
+            Some(i) => self.names[i].as_str(),
+            None => self.server.get_dbname().unwrap_or("postgres"),
+        };
+        format!("{}&application_name={app}", self.url_of(db))
     }
 
     fn url_of(&self, db: &str) -> String {
@@ -449,6 +461,57 @@ async fn a_database_that_is_down_fails_typed_and_is_tried_again() {
     ok(s.save_changes().await);
     assert_eq!(store.open_databases(), 1);
     drop(s);
+    store.close();
+}
+
+#[tokio::test]
+async fn a_first_use_dropped_at_any_await_point_leaves_nothing_behind() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_cancel");
+    let app = schema.name().to_owned();
+    let store = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(dbs.url_named(None, &app))
+                .schema(schema.name()),
+        )
+        .build()
+        .await);
+    ok(store.add_tenant("late", dbs.url_named(Some(0), &app)).await);
+    let fresh = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(dbs.url_named(None, &app))
+                .schema(schema.name()),
+        )
+        .build()
+        .await);
+    let admin = dbs.admin().await;
+    // The lookup, the build and the schema's creation, dropped at every pending poll.
+    let run = cancel_at_every_await(
+        2_000,
+        |_| -> Operation<marten::Result<()>> {
+            let fresh = fresh.clone();
+            Box::pin(async move {
+                let mut s = fresh.lightweight_session_for("late").await?;
+                let _: Option<Note> = s.load(&Uuid::now_v7()).await?;
+                Ok(())
+            })
+        },
+        |_| {
+            let (admin, app) = (&admin, app.as_str());
+            async move { assert_clean(admin, app, Duration::from_secs(10)).await }
+        },
+    )
+    .await;
+    ok(run.output);
+    assert!(run.cancelled > 0);
+    assert_eq!(fresh.open_databases(), 1);
+    let mut s = ok(fresh.lightweight_session_for("late").await);
+    ok(s.store(note(Uuid::now_v7(), "after")));
+    ok(s.save_changes().await);
+    drop(s);
+    fresh.close();
     store.close();
 }
 
