@@ -335,6 +335,14 @@ async fn tenants_added_at_run_time_live_in_the_master_table() {
         store.remove_tenant("static").await,
         Err(Error::Configuration(_))
     ));
+    // The other store resolved the tenant before: it knows it until it reads the table.
+    assert!(other.store_for("late").await.is_ok());
+    assert!(ok(other.tenants().await).is_empty());
+    assert!(matches!(
+        other.store_for("late").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    assert_eq!(other.open_databases(), 0);
     // The removed tenant's store is forgotten: its database has no connection left once
     // the session on it is gone (and the other store, with a pool of its own, is closed).
     other.close();

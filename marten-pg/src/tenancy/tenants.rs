@@ -40,8 +40,10 @@ impl TenantedStore {
     /// (sessions still open on it finish their work; the pool closes when the last of them
     /// is dropped).
     /// Other processes keep a database they already resolved for the tenant until they
-    /// restart. [`Error::Configuration`] without a master database or for a tenant of the
-    /// static map.
+    /// read the table again ([`tenants`](Self::tenants),
+    /// [`apply_all_schemas`](Self::apply_all_schemas)) or restart.
+    /// [`Error::Configuration`] without a master database or for a tenant of the static
+    /// map.
     pub async fn remove_tenant(
         &self,
         tenant: impl TryInto<TenantId, Error = Error>,
@@ -57,7 +59,9 @@ impl TenantedStore {
         Ok(removed)
     }
 
-    /// Every tenant known: the static map's and the lookup table's, sorted.
+    /// Every tenant known: the static map's and the lookup table's, sorted. Reading the
+    /// table also refreshes what this store knows of it: tenants another process removed
+    /// or moved to another database are seen from here on.
     pub async fn tenants(&self) -> Result<Vec<TenantId>> {
         Ok(self
             .all_tenants()
@@ -86,16 +90,17 @@ impl TenantedStore {
     }
 
     /// The static map's tenants and the lookup table's, sorted by tenant (a static tenant
-    /// wins over a row of the table).
+    /// wins over a row of the table). The tenants found before are replaced by the
+    /// table's: tenants removed or changed by other processes are seen from now on.
     pub(super) async fn all_tenants(&self) -> Result<Vec<(TenantId, Arc<str>)>> {
         let mut all: HashMap<TenantId, Arc<str>> = HashMap::new();
         if let Some(lookup) = &self.inner.lookup {
-            let rows = lookup.all().await?;
-            let mut found = self.found();
-            for (tenant, url) in rows {
-                let url: Arc<str> = url.into();
-                found.insert(tenant.clone(), url.clone());
-                all.insert(tenant, url);
+            for (tenant, url) in lookup.all().await? {
+                all.insert(tenant, url.into());
+            }
+            let before = std::mem::replace(&mut *self.found(), all.clone());
+            for (_, url) in before {
+                self.close_if_unused(&url);
             }
         }
         all.extend(
