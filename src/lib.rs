@@ -25,6 +25,7 @@ pub use marten_pg::{
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
+pub use marten_pg::{TenantedStore, TenantedStoreBuilder};
 
 /// The sessions as marten-core defines them, generic over their backend: what a
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
@@ -93,6 +94,7 @@ pub mod prelude {
         apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
         IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
         SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery, TenantId,
+        TenantedStore,
     };
     pub use uuid::Uuid;
 }

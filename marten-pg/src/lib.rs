@@ -22,6 +22,7 @@ mod status;
 mod store;
 mod stream_key;
 pub mod tables;
+mod tenancy;
 mod tenant_key;
 mod trace;
 mod unit_of_work;
@@ -53,5 +54,6 @@ pub use session::{
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};
+pub use tenancy::{TenantedStore, TenantedStoreBuilder};
 /// The `tokio_postgres` the store connects with (its `Config`, `Client`).
 pub use tokio_postgres;

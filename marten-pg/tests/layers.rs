@@ -31,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["projections"],
     &["store"],
     &["query"],
-    &["session"],
+    &["session", "tenancy"],
     &["daemon", "status", "health"],
     &["private"],
 ];

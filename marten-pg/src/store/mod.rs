@@ -86,6 +86,12 @@ impl DocumentStore {
         self.catalog().connector().close();
     }
 
+    /// How many handles share this store: this one, its clones (scoped to a tenant or
+    /// not) and the sessions and daemons opened from them.
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The catalog: connections, schema, objects made sure of.
     pub(crate) fn catalog(&self) -> &Catalog {
         self.inner.catalog()

@@ -10,6 +10,7 @@ pub mod events;
 pub mod functions;
 pub mod progression;
 pub mod qualify;
+pub mod tenants;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
 /// and dead letters), in every store's schema.

@@ -1,0 +1,568 @@
+//! A database per tenant (`TenantedStore`): databases the tests create on the local server
+//! (and drop afterwards, also when a test fails); the same document and stream ids in two
+//! tenants never meet; tenants added at run time through the master table; unknown
+//! tenants; the bound on open databases; one build for concurrent first uses; a database
+//! that is down fails typed and is tried again later; a first use dropped at any await
+//! point leaves nothing behind.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ok;
+use marten::prelude::*;
+use marten::testing::{database_url, TestSchema};
+use marten::{DocumentStoreBuilder, TenantedStore, TenantedStoreBuilder};
+use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Note {
+    id: Uuid,
+    title: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Noted {
+    text: String,
+}
+
+/// Databases of one test on the local server, dropped (`WITH (FORCE)`) on drop.
+struct Databases {
+    names: Vec<String>,
+    server: tokio_postgres::Config,
+}
+
+impl Databases {
+    /// Creates `n` databases with unique names.
+    async fn create(n: usize) -> Databases {
+        let server: tokio_postgres::Config = match database_url().parse() {
+            Ok(c) => c,
+            Err(e) => panic!("invalid database url: {e}"),
+        };
+        let mut dbs = Databases {
+            names: Vec::new(),
+            server,
+        };
+        let admin = dbs.admin().await;
+        for _ in 0..n {
+            let name = format!("marten_t_{:016x}", rand::random::<u64>());
+            dbs.names.push(name.clone());
+            // A database name cannot be a parameter; this one is made here, from hex.
+            if let Err(e) = admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+            {
+                panic!("cannot create database {name}: {e}");
+            }
+        }
+        dbs
+    }
+
+    /// The connection string of database `i`.
+    fn url(&self, i: usize) -> String {
+        self.url_of(&self.names[i])
+    }
+
+    /// The connection string of database `i` (or of the server's own database, `None`)
+    /// whose connections are named `app`.
+    fn url_named(&self, i: Option<usize>, app: &str) -> String {
+        let db = match i {
+            Some(i) => self.names[i].as_str(),
+            None => self.server.get_dbname().unwrap_or("postgres"),
+        };
+        format!("{}&application_name={app}", self.url_of(db))
+    }
+
+    fn url_of(&self, db: &str) -> String {
+        let host = match self.server.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = self.server.get_ports().first().copied().unwrap_or(5432);
+        let user = self.server.get_user().unwrap_or("postgres");
+        format!("postgres://{user}@{host}:{port}/{db}?sslmode=disable")
+    }
+
+    /// A connection to the server's own database (for what is not marten's business).
+    async fn admin(&self) -> tokio_postgres::Client {
+        let (client, conn) = match self.server.connect(tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(e) => panic!("cannot connect: {e}"),
+        };
+        tokio::spawn(conn);
+        client
+    }
+
+    /// How many connections database `i` has.
+    async fn connections(&self, admin: &tokio_postgres::Client, i: usize) -> i64 {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&self.names[i]],
+            )
+            .await;
+        match row {
+            Ok(row) => row.get(0),
+            Err(e) => panic!("pg_stat_activity: {e}"),
+        }
+    }
+
+    /// Waits (at most 5 s) until database `i` has `n` connections, or fails.
+    async fn wait_connections(&self, admin: &tokio_postgres::Client, i: usize, n: i64) {
+        let started = Instant::now();
+        loop {
+            let now = self.connections(admin, i).await;
+            if now == n {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                panic!("database {i} has {now} connections, expected {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Databases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        let server = self.server.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok((client, conn)) = server.connect(tokio_postgres::NoTls).await {
+                    let handle = tokio::spawn(conn);
+                    for name in names {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = client.batch_execute(&sql).await;
+                    }
+                    drop(client);
+                    let _ = handle.await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A tenanted store whose tenant databases hold their tables in `schema`.
+fn tenanted(schema: &TestSchema) -> TenantedStoreBuilder {
+    let schema = schema.name().to_owned();
+    TenantedStore::builder(move |url| store_builder(url, &schema))
+}
+
+fn store_builder(url: &str, schema: &str) -> DocumentStoreBuilder {
+    DocumentStore::builder()
+        .connection_string(url)
+        .schema(schema)
+        .pool_size(4)
+        .pool_create_timeout(Duration::from_secs(3))
+        .document::<Note>()
+        .event::<Noted>()
+}
+
+/// The master database: the test's schema on the server's own database.
+fn master(schema: &TestSchema) -> DocumentStoreBuilder {
+    DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+}
+
+fn note(id: Uuid, title: &str) -> Note {
+    Note {
+        id,
+        title: title.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_same_ids_in_two_tenants_never_meet() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_ids");
+    let store = ok(tenanted(&schema)
+        .tenant("acme", dbs.url(0))
+        .tenant("globex", dbs.url(1))
+        .build()
+        .await);
+    let (id, stream) = (Uuid::now_v7(), Uuid::now_v7());
+    for tenant in ["acme", "globex"] {
+        let mut s = ok(store.lightweight_session_for(tenant).await);
+        ok(s.store(note(id, tenant)));
+        ok(s.events().start_stream(
+            stream,
+            [Noted {
+                text: format!("{tenant} 1"),
+            }],
+        ));
+        ok(s.save_changes().await);
+    }
+    let mut s = ok(store.identity_session_for("acme").await);
+    ok(s.events().append(
+        stream,
+        [Noted {
+            text: "acme 2".into(),
+        }],
+    ));
+    ok(s.save_changes().await);
+
+    for (tenant, texts) in [
+        ("acme", &["acme 1", "acme 2"][..]),
+        ("globex", &["globex 1"][..]),
+    ] {
+        let mut q = ok(store.query_session_for(tenant).await);
+        let loaded: Option<Note> = ok(q.load(&id).await);
+        assert_eq!(loaded, Some(note(id, tenant)));
+        let all = ok(q.query::<Note>().to_list().await);
+        assert_eq!(all, [note(id, tenant)]);
+        let mut l = ok(store.lightweight_session_for(tenant).await);
+        let events = ok(l.events().fetch_stream(stream).await);
+        let got: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.data_as::<Noted>())
+            .map(|n| n.text.as_str())
+            .collect();
+        assert_eq!(got, texts, "{tenant}");
+    }
+
+    let mut d = ok(store.dirty_tracked_session_for("globex").await);
+    if let Some(n) = ok(d.load::<Note>(&id).await) {
+        n.title = "renamed".into();
+    }
+    ok(d.save_changes().await);
+    let mut q = ok(store.query_session_for("acme").await);
+    assert_eq!(ok(q.load::<Note>(&id).await), Some(note(id, "acme")));
+
+    let scoped = ok(store.store_for("globex").await);
+    assert_eq!(scoped.tenant().map(TenantId::as_str), Some("globex"));
+    assert_eq!(scoped.schema(), schema.name());
+    let tenants: Vec<String> = ok(store.tenants().await)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(tenants, ["acme", "globex"]);
+    assert_eq!(store.open_databases(), 2);
+
+    match store.lightweight_session_for("initech").await {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "initech"),
+        other => panic!("expected UnknownTenant: {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        store.store_for("").await,
+        Err(Error::InvalidTenant { .. })
+    ));
+    store.close();
+}
+
+#[tokio::test]
+async fn tenants_added_at_run_time_live_in_the_master_table() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_master");
+    let store = ok(tenanted(&schema)
+        .tenant("static", dbs.url(0))
+        .master_database(master(&schema))
+        .build()
+        .await);
+    match store.lightweight_session_for("late").await {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "late"),
+        other => panic!("expected UnknownTenant: {:?}", other.map(|_| ())),
+    }
+    ok(store.add_tenant("late", dbs.url(1)).await);
+    ok(store.add_tenant("late", dbs.url(1)).await); // again: harmless
+    assert!(matches!(
+        store.add_tenant("static", dbs.url(1)).await,
+        Err(Error::Configuration(_))
+    ));
+
+    // Ahead of time: the schema of every tenant database exists before any session.
+    ok(store.apply_all_schemas().await);
+    let admin = dbs.admin().await;
+    let late_db = {
+        let config: tokio_postgres::Config = ok_pg(dbs.url(1).parse());
+        let (client, conn) = ok_pg(config.connect(tokio_postgres::NoTls).await);
+        tokio::spawn(conn);
+        client
+    };
+    let tables: i64 = ok_pg(
+        late_db
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = $1 \
+                 AND tablename IN ('mt_doc_note', 'mt_events')",
+                &[&schema.name()],
+            )
+            .await,
+    )
+    .get(0);
+    assert_eq!(tables, 2);
+    drop(late_db);
+
+    let id = Uuid::now_v7();
+    let mut s = ok(store.lightweight_session_for("late").await);
+    ok(s.store(note(id, "late")));
+    ok(s.save_changes().await);
+
+    // Another process (a store of its own) finds the tenant in the master table.
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    let mut q = ok(other.query_session_for("late").await);
+    assert_eq!(ok(q.load::<Note>(&id).await), Some(note(id, "late")));
+    assert!(matches!(
+        other.query_session_for("static").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    let tenants: Vec<String> = ok(store.tenants().await)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(tenants, ["late", "static"]);
+
+    assert!(ok(store.remove_tenant("late").await));
+    assert!(!ok(store.remove_tenant("late").await));
+    assert!(matches!(
+        store.lightweight_session_for("late").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    assert!(matches!(
+        store.remove_tenant("static").await,
+        Err(Error::Configuration(_))
+    ));
+    // The other store resolved the tenant before: it knows it until it reads the table.
+    assert!(other.store_for("late").await.is_ok());
+    assert!(ok(other.tenants().await).is_empty());
+    assert!(matches!(
+        other.store_for("late").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    assert_eq!(other.open_databases(), 0);
+    // The removed tenant's store is forgotten: its database has no connection left once
+    // the session on it is gone (and the other store, with a pool of its own, is closed).
+    other.close();
+    drop((q, s));
+    dbs.wait_connections(&admin, 1, 0).await;
+    store.close();
+}
+
+#[tokio::test]
+async fn the_open_database_bound_closes_the_least_recently_used() {
+    let dbs = Databases::create(3).await;
+    let schema = TestSchema::new("tenancy_bound");
+    let store = ok(tenanted(&schema)
+        .tenant("a", dbs.url(0))
+        .tenant("b", dbs.url(1))
+        .tenant("c", dbs.url(2))
+        .max_open_databases(2)
+        .build()
+        .await);
+    let admin = dbs.admin().await;
+    let id = Uuid::now_v7();
+    let load = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut s = ok(store.lightweight_session_for(tenant).await);
+            let _: Option<Note> = ok(s.load(&id).await);
+            s
+        }
+    };
+
+    drop(load("a").await);
+    let mut held_b = load("b").await; // b is in use from here on
+    assert_eq!(store.open_databases(), 2);
+    drop(load("c").await); // a, least recently used and idle, is closed
+    assert_eq!(store.open_databases(), 2);
+    dbs.wait_connections(&admin, 0, 0).await;
+
+    let held_a = load("a").await; // c, idle, is closed; b, older but in use, is not
+    dbs.wait_connections(&admin, 2, 0).await;
+    assert!(dbs.connections(&admin, 1).await >= 1);
+
+    drop(load("c").await); // a and b in use: both stay open, beyond the bound
+    assert_eq!(store.open_databases(), 3);
+    let again: Option<Note> = ok(held_b.load(&id).await);
+    assert_eq!(again, None);
+    drop(held_b);
+    drop(load("c").await); // the next open closes b, idle now
+    assert_eq!(store.open_databases(), 2);
+    dbs.wait_connections(&admin, 1, 0).await;
+    drop(held_a);
+    store.close();
+    dbs.wait_connections(&admin, 0, 0).await;
+    dbs.wait_connections(&admin, 2, 0).await;
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_build_one_store() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_once");
+    let builds = Arc::new(AtomicUsize::new(0));
+    let name = schema.name().to_owned();
+    let counted = builds.clone();
+    let store = ok(TenantedStore::builder(move |url| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        store_builder(url, &name)
+    })
+    .tenant("acme", dbs.url(0))
+    .tenant("acme_eu", dbs.url(0)) // same database: same store
+    .build()
+    .await);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let tenant = if i % 2 == 0 { "acme" } else { "acme_eu" };
+                let mut s = ok(store.query_session_for(tenant).await);
+                ok(s.load::<Note>(&Uuid::now_v7()).await)
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await, Ok(None)));
+    }
+    assert_eq!(builds.load(Ordering::SeqCst), 1);
+    assert_eq!(store.open_databases(), 1);
+    store.close();
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_fails_typed_and_is_tried_again() {
+    let mut dbs = Databases::create(0).await;
+    let schema = TestSchema::new("tenancy_down");
+    let missing = format!("marten_t_{:016x}", rand::random::<u64>());
+    dbs.names.push(missing.clone()); // dropped at the end once created
+    let store = ok(tenanted(&schema)
+        .tenant("later", dbs.url(0))
+        .tenant(
+            "nowhere",
+            "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable",
+        )
+        .build()
+        .await);
+    match store.lightweight_session_for("nowhere").await {
+        Err(Error::Connection(e)) => assert!(e.context.contains("tenant \"nowhere\""), "{e}"),
+        other => panic!("expected a connection error: {:?}", other.map(|_| ())),
+    }
+    match store.lightweight_session_for("later").await {
+        Err(Error::Database(e)) => {
+            assert_eq!(e.code.as_deref(), Some("3D000"), "{e}");
+            assert!(e.context.contains("tenant \"later\""), "{e}");
+        }
+        other => panic!("expected: database does not exist: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(store.open_databases(), 0);
+
+    let admin = dbs.admin().await;
+    ok_pg(
+        admin
+            .batch_execute(&format!("CREATE DATABASE {missing}"))
+            .await,
+    );
+    let mut s = ok(store.lightweight_session_for("later").await);
+    ok(s.store(note(Uuid::now_v7(), "now")));
+    ok(s.save_changes().await);
+    assert_eq!(store.open_databases(), 1);
+    drop(s);
+    store.close();
+}
+
+#[tokio::test]
+async fn a_first_use_dropped_at_any_await_point_leaves_nothing_behind() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_cancel");
+    let app = schema.name().to_owned();
+    let store = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(dbs.url_named(None, &app))
+                .schema(schema.name()),
+        )
+        .build()
+        .await);
+    ok(store.add_tenant("late", dbs.url_named(Some(0), &app)).await);
+    let fresh = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(dbs.url_named(None, &app))
+                .schema(schema.name()),
+        )
+        .build()
+        .await);
+    let admin = dbs.admin().await;
+    // The lookup, the build and the schema's creation, dropped at every pending poll.
+    let run = cancel_at_every_await(
+        2_000,
+        |_| -> Operation<marten::Result<()>> {
+            let fresh = fresh.clone();
+            Box::pin(async move {
+                let mut s = fresh.lightweight_session_for("late").await?;
+                let _: Option<Note> = s.load(&Uuid::now_v7()).await?;
+                Ok(())
+            })
+        },
+        |_| {
+            let (admin, app) = (&admin, app.as_str());
+            async move { assert_clean(admin, app, Duration::from_secs(10)).await }
+        },
+    )
+    .await;
+    ok(run.output);
+    assert!(run.cancelled > 0);
+    assert_eq!(fresh.open_databases(), 1);
+    let mut s = ok(fresh.lightweight_session_for("late").await);
+    ok(s.store(note(Uuid::now_v7(), "after")));
+    ok(s.save_changes().await);
+    drop(s);
+    fresh.close();
+    store.close();
+}
+
+#[tokio::test]
+async fn a_tenanted_store_needs_tenants_and_valid_ids() {
+    let schema = TestSchema::new("tenancy_config");
+    assert!(matches!(
+        tenanted(&schema).build().await,
+        Err(Error::Configuration(_))
+    ));
+    assert!(matches!(
+        tenanted(&schema).tenant("", "postgres://x/y").build().await,
+        Err(Error::InvalidTenant { .. })
+    ));
+    assert!(matches!(
+        tenanted(&schema)
+            .tenant("a", "postgres://x/y")
+            .tenant("a", "postgres://x/z")
+            .build()
+            .await,
+        Err(Error::Configuration(_))
+    ));
+    let no_master = ok(tenanted(&schema)
+        .tenant("a", "postgres://x/y")
+        .build()
+        .await);
+    assert!(matches!(
+        no_master.add_tenant("b", "postgres://x/z").await,
+        Err(Error::Configuration(_))
+    ));
+    assert!(matches!(
+        tenanted(&schema)
+            .tenant("a", "postgres://x:notaport/y")
+            .build()
+            .await,
+        Err(Error::Configuration(_))
+    ));
+}
+
+#[track_caller]
+fn ok_pg<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
