@@ -25,7 +25,7 @@ pub use marten_pg::{
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
-pub use marten_pg::{TenantedStore, TenantedStoreBuilder};
+pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 
 /// The sessions as marten-core defines them, generic over their backend: what a
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).

@@ -566,3 +566,108 @@ fn ok_pg<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
         Err(e) => panic!("unexpected error: {e}"),
     }
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Counted {
+    n: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Poisoned {}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Tally {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Tally {
+    fn apply(&mut self, e: &Counted) {
+        self.total += e.n;
+    }
+    fn apply_poison(&mut self, _e: &Poisoned) -> Result<(), String> {
+        Err("poisoned".into())
+    }
+}
+
+/// A daemon per tenant database: each catches up on its own tenant's events; a poison
+/// event that stops one tenant's projection does not hold up the other's; a rebuild of
+/// one tenant's projection leaves the other's untouched.
+#[tokio::test]
+async fn each_tenant_database_runs_its_own_daemon() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_daemons");
+    let name = schema.name().to_owned();
+    let store = ok(TenantedStore::builder(move |url| {
+        store_builder(url, &name).projection::<Tally>(Lifecycle::Async)
+    })
+    .tenant("acme", dbs.url(0))
+    .tenant("globex", dbs.url(1))
+    .build()
+    .await);
+    let stream = Uuid::now_v7();
+    for (tenant, n) in [("acme", 1), ("globex", 10)] {
+        let mut s = ok(store.lightweight_session_for(tenant).await);
+        ok(s.events()
+            .start_stream(stream, [Counted { n }, Counted { n }]));
+        ok(s.save_changes().await);
+    }
+    let options = marten::daemon::DaemonOptions {
+        poison: marten::daemon::PoisonPolicy::Stop,
+        retries: 0,
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let daemons = ok(store.start_daemons(options.clone()).await);
+    assert_eq!(daemons.tenants().count(), 2, "one daemon per database");
+    ok(daemons.wait_for_non_stale(Duration::from_secs(20)).await);
+    let total = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut q = ok(store.query_session_for(tenant).await);
+            ok(q.load::<Tally>(&stream).await).map(|t| t.total)
+        }
+    };
+    assert_eq!(
+        (total("acme").await, total("globex").await),
+        (Some(2), Some(20))
+    );
+
+    // acme's projection stops on a poison event; globex's goes on.
+    let mut s = ok(store.lightweight_session_for("acme").await);
+    ok(s.events().append(stream, [Poisoned {}]));
+    ok(s.save_changes().await);
+    let mut s = ok(store.lightweight_session_for("globex").await);
+    ok(s.events().append(stream, [Counted { n: 5 }]));
+    ok(s.save_changes().await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while total("globex").await != Some(25) {
+        assert!(
+            Instant::now() < deadline,
+            "globex caught up despite acme's poison"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(total("acme").await, Some(2));
+    assert!(
+        daemons.stop().await.is_err(),
+        "acme's runner stopped with the poison"
+    );
+
+    // Rebuild globex alone: its document is rebuilt, acme's is left as it was.
+    let acme_before = total("acme").await;
+    let mut raw = ok(store.lightweight_session_for("globex").await);
+    ok(raw.delete::<Tally>(&stream));
+    ok(raw.save_changes().await);
+    ok(store.rebuild("globex", "Tally").await);
+    let daemons = ok(store.start_daemons(options).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while total("globex").await != Some(25) {
+        assert!(Instant::now() < deadline, "globex rebuilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(total("acme").await, acme_before);
+    let _ = daemons.stop().await;
+}

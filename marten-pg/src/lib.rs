@@ -54,6 +54,6 @@ pub use session::{
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};
-pub use tenancy::{TenantedStore, TenantedStoreBuilder};
+pub use tenancy::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 /// The `tokio_postgres` the store connects with (its `Config`, `Client`).
 pub use tokio_postgres;

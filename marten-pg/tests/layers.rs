@@ -31,8 +31,9 @@ const LAYERS: &[&[&str]] = &[
     &["projections"],
     &["store"],
     &["query"],
-    &["session", "tenancy"],
+    &["session"],
     &["daemon", "status", "health"],
+    &["tenancy"],
     &["private"],
 ];
 

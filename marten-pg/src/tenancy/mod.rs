@@ -6,12 +6,15 @@
 //!
 //! `builder.rs` configures it, `tenants.rs` finds a tenant's database and adds and
 //! removes tenants, `lookup.rs` holds the master table, `databases.rs` the open stores and
-//! their bound, `sessions.rs` opens a tenant's store and sessions, `errors.rs` names the
+//! their bound, `sessions.rs` opens a tenant's store and sessions, `daemons.rs` runs the
+//! async daemon per tenant database, `errors.rs` names the
 //! tenant in the errors of its database.
 //!
-//! May use: store, session, schema, connection, tables, error map. Nothing below uses it.
+//! May use: daemon, store, session, schema, connection, tables, error map. Nothing below
+//! uses it.
 
 mod builder;
+mod daemons;
 mod databases;
 mod errors;
 mod lookup;
@@ -26,6 +29,7 @@ use marten_core::{Result, TenantId};
 use tracing::info;
 
 pub use self::builder::TenantedStoreBuilder;
+pub use self::daemons::TenantDaemons;
 use self::databases::{Databases, Pooled};
 use self::lookup::Lookup;
 use crate::store::{DocumentStore, DocumentStoreBuilder};

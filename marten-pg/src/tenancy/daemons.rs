@@ -1,0 +1,81 @@
+//! The async daemon of a database-per-tenant store: one [`Daemon`] per tenant database,
+//! each with the progression table of its own database, so one tenant's poison event,
+//! lag or rebuild never holds up another's; and the rebuild of one tenant's projection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use marten_core::{Error, Result, TenantId};
+
+use super::TenantedStore;
+use crate::daemon::{Daemon, DaemonOptions};
+
+/// The running daemons of a [`TenantedStore`]: one per tenant database known when they
+/// were started (tenants sharing a database share its daemon). Stops when
+/// [`stop`](TenantDaemons::stop) is called or it is dropped.
+pub struct TenantDaemons {
+    /// Each database's daemon, with the tenants it serves.
+    daemons: Vec<(Vec<TenantId>, Daemon)>,
+}
+
+impl TenantedStore {
+    /// Starts a daemon (every async projection of the store's registrations) on the
+    /// database of every known tenant (static and lookup table), opening the databases
+    /// not open yet. A daemon holds its database's store, so the open-database bound
+    /// never closes it while it runs. Tenants added later are not picked up: stop and
+    /// start again (or start a daemon on [`store_for`](Self::store_for) of the new one).
+    pub async fn start_daemons(&self, options: DaemonOptions) -> Result<TenantDaemons> {
+        let mut by_database: BTreeMap<std::sync::Arc<str>, Vec<TenantId>> = BTreeMap::new();
+        for (tenant, url) in self.all_tenants().await? {
+            by_database.entry(url).or_default().push(tenant);
+        }
+        let mut daemons = Vec::with_capacity(by_database.len());
+        for (url, mut tenants) in by_database {
+            tenants.sort();
+            let store = self.open(&tenants[0], &url).await?;
+            daemons.push((tenants, Daemon::start(&store, options.clone())));
+        }
+        Ok(TenantDaemons { daemons })
+    }
+
+    /// Rebuilds `projection` in `tenant`'s database alone (see
+    /// [`rebuild`](crate::daemon::rebuild)); other tenants' databases are not touched.
+    pub async fn rebuild(
+        &self,
+        tenant: impl TryInto<TenantId, Error = Error>,
+        projection: &str,
+    ) -> Result<()> {
+        let store = self.store_for(tenant).await?;
+        crate::daemon::rebuild(&store, projection).await
+    }
+}
+
+impl TenantDaemons {
+    /// The tenants each running daemon serves, one list per database.
+    pub fn tenants(&self) -> impl Iterator<Item = &[TenantId]> {
+        self.daemons.iter().map(|(t, _)| t.as_slice())
+    }
+
+    /// Waits until every database's projections have caught up, within `timeout` in all;
+    /// the first failure (a stopped runner, the timeout) is returned.
+    pub async fn wait_for_non_stale(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (_, daemon) in &self.daemons {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            daemon.wait_for_non_stale(left).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every daemon and returns the first error one stopped with.
+    pub async fn stop(self) -> Result<()> {
+        let mut first = Ok(());
+        for (_, daemon) in self.daemons {
+            let stopped = daemon.stop().await;
+            if first.is_ok() {
+                first = stopped;
+            }
+        }
+        first
+    }
+}
