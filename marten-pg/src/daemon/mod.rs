@@ -15,7 +15,8 @@
 //! holds), `runner` (a projection's loop and step), `ownership` (lock, claim, epoch),
 //! `read` (the next page), `plan` (retries and the poison policy), `commit` (the unit of
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
-//! `progression` (the daemon's use of its tables), `hooks`.
+//! `progression` (the daemon's use of its tables), `slot` (a projection over every
+//! tenant's events or one tenant's: its progression row), `hooks`.
 //!
 //! May use: every layer below it (the daemon runs projections through the unit of work on
 //! its own connections); nothing above it but the store that holds the projections.
@@ -30,6 +31,7 @@ pub(crate) mod progression;
 mod read;
 mod rebuild;
 pub(crate) mod runner;
+pub(crate) mod slot;
 mod stale;
 
 pub use handle::Daemon;

@@ -11,6 +11,7 @@
 use tracing::info;
 
 use super::progression;
+use super::slot::Slot;
 use crate::connection::Dedicated;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
@@ -57,10 +58,11 @@ impl Ownership {
 /// in `standby` for its next try.
 pub(super) async fn acquire(
     store: &DocumentStore,
-    name: &str,
+    slot: &Slot,
     node: &str,
     standby: &mut Option<Dedicated>,
 ) -> Result<Option<Ownership>> {
+    let name = slot.name();
     let lock = match standby.take() {
         Some(c) if !c.is_closed() => c,
         _ => store.dedicated_connection().await?,
@@ -81,15 +83,18 @@ pub(super) async fn acquire(
     let _ = lock
         .execute("SELECT set_config('application_name', $1, false)", &[&app])
         .await;
-    claim(lock, name, node).await.map(Some)
+    claim(lock, slot, node).await.map(Some)
 }
 
 /// Bumps the projection's owner epoch (on the lock's connection) and reads the position
 /// to start from.
-async fn claim(lock: Dedicated, name: &str, node: &str) -> Result<Ownership> {
+async fn claim(lock: Dedicated, slot: &Slot, node: &str) -> Result<Ownership> {
     let claiming = |e| map_db_error(e, Failed::Other("claiming a projection"));
     let row = lock
-        .query_one(progression::CLAIM, &[&name, &node])
+        .query_one(
+            progression::CLAIM,
+            &[&slot.name(), &node, &slot.tenant_column()],
+        )
         .await
         .map_err(claiming)?;
     Ok(Ownership {

@@ -89,6 +89,7 @@ impl Runner {
     async fn plan_once(&self, conn: &mut Conn, events: &[EventEnvelope]) -> Result<OpList> {
         let (store, projection) = (&self.store, &self.projection);
         let (workers, hooks) = (self.options.workers, &self.options.hooks);
+        let tenant = self.slot.tenant.as_ref();
         conn.run(store, async |client| {
             let batch = Batch {
                 store: store.as_ref(),
@@ -96,6 +97,7 @@ impl Runner {
                 events,
                 workers,
                 hooks,
+                tenant,
             };
             projection.plan(batch).await
         })
@@ -146,11 +148,19 @@ impl Runner {
             "dead-lettering a poison event"
         );
         let stream_text = e.stream_id.to_string();
+        let tenant = self.slot.tenant_column();
         conn.run(&self.store, async |client| {
             client
                 .execute(
                     progression::DEAD_LETTER,
-                    &[&name, &e.sequence, &e.event_type, &stream_text, &message],
+                    &[
+                        &name,
+                        &e.sequence,
+                        &e.event_type,
+                        &stream_text,
+                        &message,
+                        &tenant,
+                    ],
                 )
                 .await
                 .map_err(|err| map_db_error(err, Failed::Other("dead-lettering")))

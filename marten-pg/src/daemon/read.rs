@@ -16,10 +16,12 @@ const INCLUDE_ARCHIVED: bool = false;
 /// Events of unknown types are skipped (counted in the page's rows, not in its events).
 const SKIP_UNKNOWN: bool = true;
 
-/// Up to `limit` events after `after`, read on `conn` within the store's request timeout.
+/// Up to `limit` events after `after` (of every tenant, or of `tenant`), read on `conn`
+/// within the store's request timeout.
 pub(super) async fn next_page(
     store: &DocumentStore,
     conn: &mut Conn,
+    tenant: Option<&TenantId>,
     after: Position,
     limit: usize,
 ) -> Result<EventPage> {

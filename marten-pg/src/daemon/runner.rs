@@ -22,6 +22,7 @@ use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
+use super::slot::Slot;
 use crate::connection::{Conn, Dedicated};
 use crate::events::EventPage;
 use crate::projections::asynchronous::AsyncProjection;
@@ -32,6 +33,8 @@ pub(super) struct Runner {
     pub(super) store: DocumentStore,
     /// The projection this runner runs.
     pub(super) projection: Arc<dyn AsyncProjection>,
+    /// Which of its events (every tenant's, or one tenant's) and so which progression row.
+    pub(super) slot: Slot,
     pub(super) options: DaemonOptions,
     /// The runner reported catching up and has not worked since.
     caught_up: bool,
@@ -48,13 +51,16 @@ pub(super) struct Runner {
 pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
+    slot: Slot,
     options: DaemonOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let name = projection.name();
+    let name = slot.name().to_owned();
+    let name = name.as_str();
     let mut runner = Runner {
         store,
         projection,
+        slot,
         options,
         caught_up: false,
         failures: 0,
@@ -123,8 +129,8 @@ async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
 impl Runner {
     /// Tries to acquire the projection; on success the runner starts catching up.
     async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Option<Ownership> {
-        let name = self.projection.name();
-        match acquire(&self.store, name, &self.options.node, standby).await {
+        let name = self.slot.name();
+        match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(own)) => {
                 info!(
                     projection = name,
@@ -132,7 +138,7 @@ impl Runner {
                     epoch = own.epoch,
                     "running projection"
                 );
-                self.options.hooks.before_catch_up(name);
+                self.options.hooks.before_catch_up(self.projection.name());
                 self.caught_up = false;
                 Some(own)
             }
@@ -152,6 +158,7 @@ impl Runner {
         let page = next_page(
             &self.store,
             &mut conn,
+            self.slot.tenant.as_ref(),
             own.position,
             self.options.batch_size,
         )
@@ -163,7 +170,7 @@ impl Runner {
         self.caught_up = false;
         let span = crate::trace::batch(
             self.store.schema(),
-            self.projection.name(),
+            self.slot.name(),
             own.position.sequence,
             page.next.sequence,
             page.events.len(),
@@ -190,7 +197,7 @@ impl Runner {
         let mut events: Vec<EventEnvelope> = page.events;
         let ops = self.plan(conn, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
-        let advance = Advance::new(name, own.position, page.next, own.epoch);
+        let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
         hooks.before_commit(name, &sequences);
         match commit(&self.store, conn, advance, ops).await? {
             Committed::Yes => {
@@ -201,7 +208,7 @@ impl Runner {
             }
             Committed::ProgressMoved => {
                 warn!(
-                    projection = name,
+                    projection = self.slot.name(),
                     "progress moved under this runner; batch discarded, stepping down"
                 );
                 hooks.batch_rejected(name);
@@ -218,7 +225,7 @@ impl Runner {
             self.options.hooks.after_catch_up(name);
             self.caught_up = true;
         }
-        if own.still_held(name).await {
+        if own.still_held(self.slot.name()).await {
             Turn::Idle
         } else {
             Turn::StepDown

@@ -16,12 +16,12 @@ use crate::connection::Db;
 use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::projection::slice::{self, SliceWrite};
-use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result};
+use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result, TenantId};
 
 use super::ProjectionCatalog;
 use crate::documents::load;
 use crate::documents::serialize;
-use crate::documents::{BasicWrite, PgDocument};
+use crate::documents::{conjoined, BasicWrite, DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::apply_error;
 use crate::unit_of_work::OpList;
@@ -48,6 +48,9 @@ pub(crate) struct Batch<'a> {
     pub(crate) workers: usize,
     /// Told before and after each event is applied.
     pub(crate) hooks: &'a dyn EventHooks,
+    /// The tenant whose events these are, when the daemon runs the projection per tenant
+    /// (conjoined events): conjoined documents are read and written under it.
+    pub(crate) tenant: Option<&'a TenantId>,
 }
 
 /// A projection the daemon runs. Type-erased so a store can hold many.
@@ -57,8 +60,10 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn name(&self) -> &'static str;
     /// The writes of a batch (the events are in global order).
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>>;
-    /// Deletes every document of the projection (for a rebuild).
-    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>>;
+    /// Deletes the projection's documents (for a rebuild): every one, or those of
+    /// `tenant` when its documents are conjoined and the rebuild is of one tenant.
+    fn clear<'a>(&'a self, client: Db<'a>, tenant: Option<&'a TenantId>)
+        -> BoxFuture<'a, Result<()>>;
 }
 
 /// The async runner of aggregate `A`.
@@ -112,15 +117,16 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
         events,
         workers,
         hooks,
+        tenant,
     } = batch;
     let slices = slice::group(events, |e| D::handles(e.data.as_ref()), key);
-    let mut out = OpList::default();
+    let mut out = OpList::for_tenant(tenant.cloned());
     if slices.is_empty() {
         return Ok(out);
     }
     store.ensure::<D>().await?;
     let ids: Vec<D::Id> = slices.iter().map(|s| s.id.clone()).collect();
-    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, None, &ids)
+    let mut current: HashMap<D::Id, D> = load::load_many::<D>(client, tenant, &ids)
         .await?
         .into_iter()
         .map(|l| (l.id, l.doc))
@@ -171,17 +177,30 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         Box::pin(plan_slices::<A>(batch, key, fold_slice::<A>))
     }
 
-    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(clear_table(client, A::TABLE_NAME))
+    fn clear<'a>(
+        &'a self,
+        client: Db<'a>,
+        tenant: Option<&'a TenantId>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(clear_documents::<A>(client, tenant))
     }
 }
 
-/// Deletes every row of a projection's document table.
-async fn clear_table(client: Db<'_>, table: &str) -> Result<()> {
-    client
-        .batch_execute(&format!("DELETE FROM {table}"))
-        .await
-        .map_err(|e| map_db_error(e, Failed::Other("clearing a projection")))
+/// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
+async fn clear_documents<D: PgDocument>(client: Db<'_>, tenant: Option<&TenantId>) -> Result<()> {
+    let reads = D::storage().reads();
+    let clearing = |e| map_db_error(e, Failed::Other("clearing a projection"));
+    match tenant.filter(|_| conjoined::<D>()) {
+        Some(t) => client
+            .execute(reads.delete_tenant.as_str(), &[&t.as_str()])
+            .await
+            .map(|_| ())
+            .map_err(clearing),
+        None => client
+            .batch_execute(&reads.delete_all)
+            .await
+            .map_err(clearing),
+    }
 }
 
 /// The async runner of multi-stream projection `P`: events grouped to documents by the
@@ -208,8 +227,12 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         Box::pin(plan_slices::<P>(batch, P::identities, fold_document::<P>))
     }
 
-    fn clear<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(clear_table(client, P::TABLE_NAME))
+    fn clear<'a>(
+        &'a self,
+        client: Db<'a>,
+        tenant: Option<&'a TenantId>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(clear_documents::<P>(client, tenant))
     }
 }
 
@@ -228,10 +251,11 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
             store,
             events,
             hooks,
+            tenant,
             ..
         } = batch;
         Box::pin(async move {
-            let mut ops = crate::projections::ProjectedOps::default();
+            let mut ops = crate::projections::ProjectedOps::for_tenant(tenant);
             for e in events {
                 hooks.before_event(self.0.name(), e);
                 crate::projections::event_projection::apply_one(&self.0, e, &mut ops)?;
@@ -246,7 +270,11 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         })
     }
 
-    fn clear<'a>(&'a self, _client: Db<'a>) -> BoxFuture<'a, Result<()>> {
+    fn clear<'a>(
+        &'a self,
+        _client: Db<'a>,
+        _tenant: Option<&'a TenantId>,
+    ) -> BoxFuture<'a, Result<()>> {
         // An event projection's documents are its own business: a rebuild replays it over
         // them.
         Box::pin(async { Ok(()) })

@@ -1,7 +1,7 @@
 //! Event projections: arbitrary document operations per event.
 
 use futures_util::future::BoxFuture;
-use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result};
+use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId};
 
 use super::{apply_error, InlineProjection, Planner, SavePlan};
 use crate::documents::serialize;
@@ -28,6 +28,15 @@ pub struct ProjectedOps {
 }
 
 impl ProjectedOps {
+    /// An empty buffer whose conjoined documents belong to `tenant` (the tenant of the
+    /// events projected).
+    pub(crate) fn for_tenant(tenant: Option<&TenantId>) -> Self {
+        ProjectedOps {
+            list: OpList::for_tenant(tenant.cloned()),
+            error: None,
+        }
+    }
+
     /// Stores (upserts) a document.
     pub fn store<D: PgDocument>(&mut self, mut doc: D) {
         if let Err(reason) = doc.id_mut().assign_if_empty() {
@@ -91,7 +100,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
         pg: &'a mut Planner<'_, '_>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut ops = ProjectedOps::default();
+            let mut ops = ProjectedOps::for_tenant(pg.out.tenant.as_ref());
             for append in plan.appends {
                 for event in append.asserted_envelopes()? {
                     apply_one(&self.0, &event, &mut ops)?;

@@ -20,6 +20,7 @@ pub fn table_defs() -> Vec<TableDef> {
             ColumnDef::new("owner_epoch", "bigint", "NOT NULL DEFAULT 0"),
             ColumnDef::new("owner", "text", ""),
             ColumnDef::new("last_updated", "timestamptz", "NOT NULL DEFAULT now()"),
+            ColumnDef::new("tenant_id", "text", "NOT NULL DEFAULT '*DEFAULT*'"),
         ],
     );
     let dead_letters = TableDef::new(
@@ -32,6 +33,7 @@ pub fn table_defs() -> Vec<TableDef> {
             ColumnDef::new("stream_id", "text", "NOT NULL"),
             ColumnDef::new("error", "text", "NOT NULL"),
             ColumnDef::new("at", "timestamptz", "NOT NULL DEFAULT now()"),
+            ColumnDef::new("tenant_id", "text", "NOT NULL DEFAULT '*DEFAULT*'"),
         ],
     );
     vec![progression, dead_letters]
@@ -42,10 +44,10 @@ pub fn ddl(schema: &str) -> Vec<String> {
     table_defs().iter().flat_map(|t| t.ddl(schema)).collect()
 }
 
-/// Takes ownership of a projection: bumps its owner epoch (creating the row at position
-/// zero if new). Returns the position and the new epoch.
+/// Takes ownership of a projection's slot (`$1`, its tenant `$3`): bumps its owner epoch
+/// (creating the row at position zero if new). Returns the position and the new epoch.
 pub const CLAIM: &str =
-    "INSERT INTO mt_event_progression AS p (name, owner_epoch, owner) VALUES ($1, 1, $2) \
+    "INSERT INTO mt_event_progression AS p (name, owner_epoch, owner, tenant_id) VALUES ($1, 1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET owner_epoch = p.owner_epoch + 1, owner = excluded.owner \
      RETURNING p.last_tx, p.last_seq, p.owner_epoch";
 
@@ -55,15 +57,16 @@ pub const POSITION: &str = "SELECT last_tx, last_seq FROM mt_event_progression W
 /// The owner epoch of a projection.
 pub const EPOCH: &str = "SELECT owner_epoch FROM mt_event_progression WHERE name = $1";
 
-/// Resets a projection to the start (for a rebuild), taking ownership from any runner.
+/// Resets a projection's slot (`$1`, its tenant `$2`) to the start (for a rebuild),
+/// taking ownership from any runner.
 pub const RESET: &str =
-    "INSERT INTO mt_event_progression AS p (name) VALUES ($1) ON CONFLICT (name) DO UPDATE \
+    "INSERT INTO mt_event_progression AS p (name, tenant_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
      SET last_tx = '0', last_seq = 0, owner_epoch = p.owner_epoch + 1, owner = NULL";
 
-/// Records a poison event.
+/// Records a poison event (`$6`: the tenant of the event's slot).
 pub const DEAD_LETTER: &str =
-    "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error) \
-     VALUES ($1, $2, $3, $4, $5)";
+    "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error, tenant_id) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// The compare-and-set of a batch's progress: moves the position from `from` to `to` only
 /// if it is still `from` and the epoch is still the runner's. Zero rows sets the

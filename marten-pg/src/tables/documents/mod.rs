@@ -213,6 +213,10 @@ pub struct ReadSql {
     pub delete_one: String,
     /// `$1` = ids
     pub delete_many: String,
+    /// Every row (a rebuild of every tenant).
+    pub delete_all: String,
+    /// `$1` = tenant: every row of one tenant (conjoined tables only).
+    pub delete_tenant: String,
     /// `$1` = ids, `$2` = the documents expected to be stored (NULL = none) -> one row:
     /// how many differ, and the rejected flag set when any does.
     pub unchanged: String,
@@ -243,6 +247,8 @@ impl ReadSql {
             ),
             delete_one: format!("DELETE FROM {table} WHERE id = $1{t2}"),
             delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"),
+            delete_all: format!("DELETE FROM {table}"),
+            delete_tenant: format!("DELETE FROM {table} WHERE {TENANT_COLUMN} = $1"),
             // A scalar subquery per id: an index lookup, never a hashed scan of the table.
             unchanged: format!(
                 "SELECT c.n, CASE WHEN c.n > 0 THEN set_config('{REJECTED_FLAG}', 't', true) END \
