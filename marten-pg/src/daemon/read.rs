@@ -16,6 +16,9 @@ const INCLUDE_ARCHIVED: bool = false;
 /// Events of unknown types are skipped (counted in the page's rows, not in its events).
 const SKIP_UNKNOWN: bool = true;
 
+/// The daemon reads the events of every tenant.
+const ALL_TENANTS: Option<&String> = None;
+
 /// Up to `limit` events after `after`, read on `conn` within the store's request timeout.
 pub(super) async fn next_page(
     store: &DocumentStore,
@@ -27,6 +30,7 @@ pub(super) async fn next_page(
         read_all(
             store.as_ref(),
             client,
+            ALL_TENANTS,
             after,
             limit,
             INCLUDE_ARCHIVED,

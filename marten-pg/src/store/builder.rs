@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marten_core::concurrency::VersionedMode;
-use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity};
+use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity, Tenancy};
 use tracing::info;
 
 use super::connect::{check_schema_name, ConnectionSettings};
@@ -58,6 +58,7 @@ impl DocumentStore {
             documents: Vec::new(),
             events: EventConfig {
                 identity: StreamIdentity::Uuid,
+                tenancy: Tenancy::Single,
                 exclusive_lock_timeout: Duration::from_secs(5),
             },
             registry: EventRegistry::default(),
@@ -246,6 +247,24 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How the event store's streams and events are shared between tenants (default
+    /// [`Tenancy::Single`]).
+    ///
+    /// - `Single`: one set of streams for everyone; a session's tenant (if it has one) is
+    ///   only recorded on the events it appends (`tenant_id`, `'*DEFAULT*'` without one).
+    /// - `Conjoined`: one set of tables, `tenant_id` leading their keys: every tenant has
+    ///   streams of its own (two tenants may use the same stream id), and every append,
+    ///   stream read, archive, delete and tag boundary of a session is scoped to the
+    ///   session's tenant. An event operation of a session without a tenant fails with
+    ///   [`Error::TenantRequired`] before anything is sent. Store-wide readers (the async
+    ///   daemon) read the events of every tenant.
+    ///
+    /// Existing event tables are not converted from one mode to the other.
+    pub fn events_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.events.tenancy = tenancy;
+        self
+    }
+
     /// How long `append_exclusive` waits for a stream's lock before failing with
     /// [`Error::StreamLocked`] (default 5 s). PostgreSQL waits at most `i32::MAX`
     /// milliseconds (about 24.8 days): a longer timeout, up to `Duration::MAX`, waits that
@@ -309,10 +328,7 @@ impl DocumentStoreBuilder {
             .iter()
             .map(|r| (r.type_id, r.migrate))
             .collect();
-        let store_tables = [
-            schema::events_schema(store.stream_identity()),
-            schema::daemon_schema(),
-        ];
+        let store_tables = [store.events().tables(), schema::daemon_schema()];
         store
             .catalog()
             .ensure_at_build(self.apply_schema, &documents, &store_tables)
