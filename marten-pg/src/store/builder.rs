@@ -43,6 +43,9 @@ pub struct DocumentStoreBuilder {
     registry: EventRegistry,
     registry_error: Option<Error>,
     projections: ProjectionRegistry,
+    /// The aggregate and multi-stream projections that store documents (inline or
+    /// async): keyed by stream id, they are refused with conjoined events for now.
+    stream_keyed: Vec<&'static str>,
     aggregate_cache: usize,
     apply_schema: bool,
 }
@@ -64,6 +67,7 @@ impl DocumentStore {
             registry: EventRegistry::default(),
             registry_error: None,
             projections: ProjectionRegistry::default(),
+            stream_keyed: Vec::new(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
         }
@@ -134,6 +138,9 @@ impl DocumentStoreBuilder {
     /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
         self.registry.register_decoders(A::event_types());
+        if lifecycle != Lifecycle::Live {
+            self.stream_keyed.push(std::any::type_name::<A>());
+        }
         if lifecycle == Lifecycle::Async {
             let name = A::DOCUMENT_TYPE.to_owned();
             self.register_async::<A>(
@@ -157,6 +164,9 @@ impl DocumentStoreBuilder {
         P::Mode: VersionedMode,
     {
         self.registry.register_decoders(P::event_types());
+        if lifecycle != Lifecycle::Live {
+            self.stream_keyed.push(std::any::type_name::<P>());
+        }
         if lifecycle == Lifecycle::Async {
             let name = P::DOCUMENT_TYPE.to_owned();
             self.register_async::<P>(
@@ -259,7 +269,10 @@ impl DocumentStoreBuilder {
     ///   [`Error::TenantRequired`] before anything is sent. Store-wide readers (the async
     ///   daemon) read the events of every tenant.
     ///
-    /// Existing event tables are not converted from one mode to the other.
+    /// Existing event tables are not converted from one mode to the other. With
+    /// conjoined events, aggregate and multi-stream projections that store documents
+    /// (inline or async) are not supported yet: `build` refuses them with
+    /// [`Error::Configuration`] (live aggregation and event projections work).
     pub fn events_tenancy(mut self, tenancy: Tenancy) -> Self {
         self.events.tenancy = tenancy;
         self
@@ -299,6 +312,7 @@ impl DocumentStoreBuilder {
         if let Some(e) = self.registry_error {
             return Err(e);
         }
+        check_event_tenancy(self.events.tenancy, &self.stream_keyed)?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self
@@ -340,5 +354,18 @@ impl DocumentStoreBuilder {
             "document store ready"
         );
         Ok(store)
+    }
+}
+
+/// Refuses projections that cannot keep tenants apart yet: with conjoined events, an
+/// aggregate or multi-stream projection that stores documents would find its streams and
+/// cache its documents by stream id alone, which two tenants may share.
+fn check_event_tenancy(tenancy: Tenancy, stream_keyed: &[&'static str]) -> Result<()> {
+    match (tenancy, stream_keyed.first()) {
+        (Tenancy::Conjoined, Some(name)) => Err(Error::Configuration(format!(
+            "projection {name}: inline and async aggregate or multi-stream projections are not \
+             supported with conjoined events yet (use Lifecycle::Live, or an event projection)"
+        ))),
+        _ => Ok(()),
     }
 }
