@@ -205,8 +205,35 @@ pub(crate) async fn migrate_events(
     identity: StreamIdentity,
     tenancy: Tenancy,
 ) -> Result<()> {
+    if mode != AutoCreate::All {
+        check_event_tenancy(client, schema, tenancy).await?;
+    }
     let tables = crate::tables::event_ddl::table_defs(schema, identity, tenancy);
     ensure_tables(client, schema, mode, &tables).await
+}
+
+/// Fails with [`Error::Configuration`] when the schema holds event tables of the other
+/// tenancy (told by the primary key of the streams table): they are never converted.
+async fn check_event_tenancy(client: &Client, schema: &str, tenancy: Tenancy) -> Result<()> {
+    use crate::tables::event_ddl::STREAMS_KEY_HAS_TENANT;
+    let what = Failed::Migrating(schema);
+    let found: Option<bool> = client
+        .query_one(STREAMS_KEY_HAS_TENANT, &[&schema])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| map_db_error(e, what))?;
+    let found = match found {
+        None => return Ok(()),
+        Some(true) => Tenancy::Conjoined,
+        Some(false) => Tenancy::Single,
+    };
+    if found == tenancy {
+        return Ok(());
+    }
+    Err(Error::Configuration(format!(
+        "the event tables in schema {schema} are {found:?} (by tenant), but the store's events \
+         are {tenancy:?}: existing event tables are not converted between tenancy modes"
+    )))
 }
 
 /// Creates or checks the daemon's tables (never dropped, even by [`AutoCreate::All`]).

@@ -23,6 +23,14 @@ pub const TX_SEQ_INDEX: &str = "mt_events_tx_seq";
 /// The unique constraint of a stream's versions.
 pub const STREAM_VERSION_CONSTRAINT: &str = "mt_events_stream_version";
 
+/// Whether the primary key of the streams table in schema `$1` holds `tenant_id` (so the
+/// event tables are conjoined); NULL when there is no such table.
+pub const STREAMS_KEY_HAS_TENANT: &str = "SELECT 'tenant_id' = ANY(array_agg(a.attname::text)) \
+     FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
+     JOIN pg_namespace n ON n.oid = t.relnamespace \
+     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(c.conkey) \
+     WHERE n.nspname = $1 AND t.relname = 'mt_streams' AND c.contype = 'p'";
+
 fn col(name: &str, sql_type: &str, rest: &str) -> ColumnDef {
     ColumnDef::new(name, sql_type, rest)
 }
