@@ -392,3 +392,83 @@ pub const TAG_LOCK: &str = "WITH input AS (SELECT * FROM unnest($1::text[], $2::
      RETURNING v.tag_type, v.tag_value) \
      SELECT array_agg(w.tag_type), array_agg(w.tag_value), \
      CASE WHEN count(*) < $4::bigint THEN set_config('marten.rejected', 't', true) END FROM w";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest `$n` a statement uses.
+    fn params(sql: &str) -> usize {
+        sql.split('$')
+            .skip(1)
+            .filter_map(|s| {
+                let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn single_tenant_streams_stay_global_and_conjoined_ones_are_scoped() {
+        let single = EventSql::of(StreamIdentity::Uuid, Tenancy::Single);
+        let conjoined = EventSql::of(StreamIdentity::Uuid, Tenancy::Conjoined);
+        for (s, c, n) in [
+            (&single.stream_version, &conjoined.stream_version, 1),
+            (&single.lock_stream, &conjoined.lock_stream, 1),
+            (&single.stream_state, &conjoined.stream_state, 1),
+            (&single.fetch_stream, &conjoined.fetch_stream, 6),
+            (&single.archive, &conjoined.archive, 1),
+            (&single.delete, &conjoined.delete, 1),
+            (&single.events_by_tags, &conjoined.events_by_tags, 3),
+        ] {
+            assert!(!s.contains("tenant_id ="), "{s}");
+            assert_eq!(params(s), n, "{s}");
+            assert!(c.contains(&format!("tenant_id = ${}::text", n + 1)), "{c}");
+            assert_eq!(params(c), n + 1, "{c}");
+        }
+        assert_eq!(params(&single.read_all), 4);
+        assert_eq!(
+            params(&conjoined.read_all),
+            4,
+            "the daemon reads every tenant"
+        );
+        assert_eq!(params(&conjoined.read_all_of_tenant), 5);
+        assert_eq!(params(&single.tag_versions), 3);
+        assert_eq!(params(TAG_LOCK), 5);
+    }
+
+    #[test]
+    fn appends_bind_the_tenant_before_the_expected_version() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            let sql = EventSql::of(StreamIdentity::String, tenancy);
+            for shape in [&sql.many, &sql.one, &sql.many_alone, &sql.one_alone] {
+                assert_eq!(params(&shape.start), 10, "{}", shape.start);
+                assert_eq!(params(&shape.append), 10, "{}", shape.append);
+                assert_eq!(params(&shape.expected), 11, "{}", shape.expected);
+                assert!(shape.append.contains("$10::text"), "{}", shape.append);
+            }
+            assert_eq!(params(&sql.tagged.start), 13);
+            assert_eq!(params(&sql.tagged.expected), 14);
+            let conjoined = tenancy == Tenancy::Conjoined;
+            assert_eq!(
+                sql.many.append.contains("ON CONFLICT (tenant_id, id)"),
+                conjoined,
+                "{}",
+                sql.many.append
+            );
+            assert_eq!(
+                sql.tagged
+                    .append
+                    .contains("(tag_type, tag_value, seq_id, tenant_id)"),
+                conjoined,
+                "{}",
+                sql.tagged.append
+            );
+        }
+        // A tenant id is a parameter: no statement spells one.
+        let all = EventSql::of(StreamIdentity::Uuid, Tenancy::Conjoined);
+        assert!(!all.tag_versions.contains("*DEFAULT*"));
+        assert!(!TAG_LOCK.contains("*DEFAULT*"));
+    }
+}
