@@ -775,3 +775,37 @@ async fn event_tables_of_the_other_tenancy_are_refused_at_build() {
         "{single}"
     );
 }
+
+#[tokio::test]
+async fn the_store_reads_every_tenants_events_in_the_global_order() {
+    let (_schema, store) = conjoined("tev_read_all").await;
+    let stream = Uuid::now_v7();
+    start(&store, RED, stream, 1).await;
+    start(&store, BLUE, stream, 0).await;
+    // Gap-safe: another test's open transaction may hold the page back for a while.
+    let mut page = ok(store.read_all_events(Position::START, 100).await);
+    for _ in 0..200 {
+        if page.events.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = ok(store.read_all_events(Position::START, 100).await);
+    }
+    let tenants: Vec<Option<&str>> = page
+        .events
+        .iter()
+        .map(|e| e.tenant.as_ref().map(TenantId::as_str))
+        .collect();
+    assert_eq!(tenants, [Some(RED), Some(RED), Some(BLUE)]);
+    // A tenant's handle reads them all too; its sessions read their own.
+    let red = ok(store.for_tenant(RED));
+    let all = ok(red.read_all_events(Position::START, 100).await);
+    assert_eq!(all.events.len(), 3);
+    let mut s = red.lightweight_session();
+    assert_eq!(
+        ok(s.events().read_all(Position::START, 100).await)
+            .events
+            .len(),
+        2
+    );
+}

@@ -8,6 +8,7 @@
 
 mod builder;
 mod connect;
+mod events;
 mod review;
 mod settings;
 
