@@ -26,7 +26,8 @@ impl<K: Tracking> Events<'_, K> {
         }
     }
 
-    /// Checks the stream id, builds the append and queues it.
+    /// Checks the stream id, builds the append (for the session's tenant: `build` refuses
+    /// a session without one on conjoined events) and queues it.
     fn enqueue(
         &mut self,
         kind: AppendKind,
@@ -34,7 +35,6 @@ impl<K: Tracking> Events<'_, K> {
         events: impl IntoIterator<Item: Into<PendingEvent>>,
         aggregate_type: Option<&str>,
     ) -> Result<()> {
-        self.tenant()?;
         let key = self.key(stream)?;
         if let Some(t) = aggregate_type {
             crate::validate::check_text(
