@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::events::{finished, started, task, ProjectStarted, TaskFinished, TaskRecorded};
 use common::{builder, ok};
 use marten::prelude::*;
-use marten::{RejectionKind, Tenancy};
+use marten::{PatchOptions, RejectionKind, SchemaDifference, Tenancy};
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -508,10 +508,38 @@ async fn tag_boundaries_are_per_tenant() {
         matches!(rejection(rejected), RejectionKind::DcbConcurrency { .. }),
         "{rejected}"
     );
+    // Many rounds, three tenants with two racing sessions each on one seat: exactly one
+    // booking per tenant and round.
+    for round in 0..8 {
+        let id = format!("r{round}");
+        let pause = Arc::new(Barrier::new(6));
+        let tenants = ["t1", "t1", "t2", "t2", "t3", "t3"];
+        let racers = tenants.map(|t| {
+            let (store, pause, id) = (store.clone(), pause.clone(), id.clone());
+            tokio::spawn(async move { (t, book(&store, t, &id, t, Some(&pause)).await) })
+        });
+        let mut booked = std::collections::BTreeMap::new();
+        for racer in racers {
+            let (tenant, outcome) = racer.await.expect("racer");
+            match outcome {
+                Ok(true) => *booked.entry(tenant).or_insert(0) += 1,
+                Ok(false) => panic!("{tenant} saw the seat taken before booking"),
+                Err(e) => assert!(
+                    matches!(rejection(&e), RejectionKind::DcbConcurrency { .. }),
+                    "{e}"
+                ),
+            }
+        }
+        assert_eq!(
+            booked.into_iter().collect::<Vec<_>>(),
+            [("t1", 1), ("t2", 1), ("t3", 1)],
+            "round {round}"
+        );
+    }
     let raw = schema.raw_client().await;
     let rows = raw
         .query(
-            "SELECT tenant_id, version FROM mt_tag_versions ORDER BY 1",
+            "SELECT tenant_id, version FROM mt_tag_versions WHERE tag_value = 'a1' ORDER BY 1",
             &[],
         )
         .await
@@ -525,16 +553,16 @@ async fn tag_boundaries_are_per_tenant() {
             (RED.to_owned(), booked)
         ]
     );
-    let tags: i64 = raw
+    let (tags, same_tenant): (i64, i64) = raw
         .query_one(
-            "SELECT count(*) FROM mt_event_tags t JOIN mt_events e USING (seq_id) \
-             WHERE t.tenant_id = e.tenant_id",
+            "SELECT count(*), count(*) FILTER (WHERE t.tenant_id = e.tenant_id) \
+             FROM mt_event_tags t JOIN mt_events e USING (seq_id)",
             &[],
         )
         .await
-        .expect("tags")
-        .get(0);
-    assert_eq!(tags, 3);
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("tags");
+    assert_eq!((tags, same_tenant), (3 + 8 * 3, 3 + 8 * 3));
 }
 
 #[tokio::test]
@@ -680,11 +708,35 @@ async fn an_event_store_without_tenant_columns_gains_them() {
     )
     .await
     .expect("an older event store");
-    let b = DocumentStore::builder()
-        .connection_string(schema.url())
-        .schema(schema.name())
-        .pool_size(2);
-    let store = ok(b.event::<TaskRecorded>().build().await);
+    let b = || {
+        DocumentStore::builder()
+            .connection_string(schema.url())
+            .schema(schema.name())
+            .pool_size(2)
+    };
+    // The schema patch names the missing columns and adds them.
+    let review = ok(b().apply_schema_at_build(false).build().await);
+    let patch = ok(review.schema_patch(PatchOptions::new()).await);
+    let missing: Vec<String> = patch
+        .differences()
+        .filter(|d| matches!(d, SchemaDifference::MissingColumn { .. }))
+        .map(SchemaDifference::object)
+        .collect();
+    let expected: Vec<String> = ["mt_streams", "mt_events", "mt_event_tags"]
+        .iter()
+        .map(|t| format!("{}.{t}.tenant_id", schema.name()))
+        .collect();
+    assert_eq!(missing, expected);
+    assert!(
+        patch
+            .statements()
+            .any(|s| s
+                .contains("ADD COLUMN IF NOT EXISTS tenant_id text NOT NULL DEFAULT '*DEFAULT*'")),
+        "{:?}",
+        patch.statements().collect::<Vec<_>>()
+    );
+    review.close();
+    let store = ok(b().event::<TaskRecorded>().build().await);
     ok(store.assert_schema().await);
     let mut s = ok(store.lightweight_session_for(RED));
     ok(s.events().append(stream, [task("after")]));
