@@ -68,8 +68,10 @@ impl<K: Tracking> Events<'_, K> {
     /// (transaction id, sequence). An open transaction that appended holds the reader at
     /// its gap until it commits or rolls back; nothing is ever skipped.
     ///
-    /// With conjoined events only the session's tenant's events are read (the page's
-    /// position still moves through everyone's, so a page may hold fewer than `limit`).
+    /// With conjoined events only the session's tenant's events are read: the global
+    /// order's index is scanned and filtered by tenant, so a page costs more where other
+    /// tenants wrote many events in between. [`DocumentStore::read_all_events`] reads
+    /// every tenant's.
     pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
         // Archived events left out; unknown types as the store's policy says.
         const INCLUDE_ARCHIVED: bool = false;
