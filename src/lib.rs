@@ -39,7 +39,8 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 /// The async projection daemon.
 pub mod daemon {
     pub use marten_pg::daemon::{
-        rebuild, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
+        rebuild, rebuild_tenant, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks,
+        PoisonPolicy,
     };
 }
 

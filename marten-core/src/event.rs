@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::StreamId;
+use crate::{StreamId, TenantId};
 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event",
@@ -109,6 +109,8 @@ pub struct EventEnvelope {
     pub transaction_id: u64,
     /// Whether the event's stream is archived.
     pub archived: bool,
+    /// The tenant that appended the event (`None`: appended without one).
+    pub tenant: Option<TenantId>,
     /// The event itself.
     pub data: Arc<dyn AnyEvent>,
 }
@@ -128,6 +130,7 @@ impl EventEnvelope {
             headers: None,
             transaction_id: 0,
             archived: false,
+            tenant: None,
             data,
         }
     }

@@ -42,9 +42,11 @@ pub fn projection_runner(
         .iter()
         .find(|p| p.name() == projection)?
         .clone();
+    let slot = crate::daemon::slot::Slot::new(found.name(), None);
     Some(crate::daemon::runner::run(
         store.clone(),
         found,
+        slot,
         options,
         stop,
     ))

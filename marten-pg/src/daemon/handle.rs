@@ -1,58 +1,113 @@
 //! The running daemon as its caller holds it: [`Daemon`] starts one runner task per async
-//! projection, remembers which runners stopped on their own and why, waits for the
-//! projections to catch up, and stops the runners.
+//! projection (with conjoined events, per projection and tenant, and a watcher that
+//! starts the runners of tenants that appear later), remembers which runners stopped on
+//! their own and why, waits for the projections to catch up, and stops the runners.
 //!
-//! Owns: the runner tasks, the stop signal, the stopped-runner list. May use: the runner
-//! (what each task runs), the staleness check, the store (its async projections).
+//! Owns: the runner tasks, the tenant watcher, the stop signal, the stopped-runner list.
+//! May use: the runner (what each task runs), the slots, the tenants' read, the staleness
+//! check, the store (its async projections and event tenancy).
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use marten_core::{Error, Result};
+use marten_core::{Error, Result, Tenancy, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
+use tracing::{info, warn, Instrument};
 
 use super::options::DaemonOptions;
 use super::runner::run;
+use super::slot::Slot;
 use super::stale::{deadline_after, wait_for_non_stale};
-use crate::projections::asynchronous::AsyncProjection;
+use super::tenants::stream_tenants;
+use crate::connection::Conn;
 use crate::store::DocumentStore;
 
-/// Why runners stopped on their own: (projection, message), in the order they stopped.
+/// Why runners stopped on their own: (slot, message), in the order they stopped.
 type Stopped = Arc<Mutex<Vec<(String, String)>>>;
+
+/// The runner tasks, which the tenant watcher adds to while the daemon runs.
+type Tasks = Arc<Mutex<Vec<JoinHandle<Result<()>>>>>;
+
+/// How many poll intervals the tenant watcher waits between reads of the tenants.
+const TENANT_POLLS: u32 = 5;
 
 /// A running daemon; stops when [`stop`](Daemon::stop) is called or it is dropped.
 pub struct Daemon {
     store: DocumentStore,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<()>>>,
-    /// Why runners stopped on their own, by projection.
+    tasks: Tasks,
+    /// The watcher that starts the runners of new tenants (conjoined events).
+    watcher: Option<JoinHandle<()>>,
+    /// Why runners stopped on their own, by slot.
     stopped: Stopped,
 }
 
+/// What starting a runner takes.
+#[derive(Clone)]
+struct Spawner {
+    store: DocumentStore,
+    options: DaemonOptions,
+    stop: watch::Receiver<bool>,
+    tasks: Tasks,
+    stopped: Stopped,
+}
+
+impl Spawner {
+    /// Starts a runner for every async projection over the events of `tenant` (every
+    /// tenant's, for `None`).
+    fn spawn_all(&self, tenant: Option<&TenantId>) {
+        for p in &self.store.projections().asynchronous {
+            let slot = Slot::new(p.name(), tenant.cloned());
+            let span = crate::trace::runner(self.store.schema(), slot.name());
+            let name = slot.name().to_owned();
+            let runner = run(
+                self.store.clone(),
+                p.clone(),
+                slot,
+                self.options.clone(),
+                self.stop.clone(),
+            );
+            let task = spawn_runner(name, runner.instrument(span), self.stopped.clone());
+            if let Ok(mut tasks) = self.tasks.lock() {
+                tasks.push(task);
+            }
+        }
+    }
+}
+
 impl Daemon {
-    /// Starts a runner for every async projection of the store.
+    /// Starts a runner for every async projection of the store. With conjoined events
+    /// (see [`DocumentStoreBuilder::events_tenancy`](crate::DocumentStoreBuilder::events_tenancy))
+    /// every tenant that has streams gets runners of its own, each with its own
+    /// progression row (`Projection@tenant`), lock and owner epoch, so one tenant's poison
+    /// event, lag or rebuild never holds up another's; tenants whose first stream appears
+    /// later get theirs within a few poll intervals.
     pub fn start(store: &DocumentStore, options: DaemonOptions) -> Daemon {
         let (stop, rx) = watch::channel(false);
-        let stopped = Stopped::default();
-        let tasks = store
-            .projections()
-            .asynchronous
-            .iter()
-            .map(|p| {
-                let span = crate::trace::runner(store.schema(), p.name());
-                let runner = run(store.clone(), p.clone(), options.clone(), rx.clone());
-                spawn_runner(p.as_ref(), runner.instrument(span), stopped.clone())
-            })
-            .collect();
+        let spawner = Spawner {
+            store: store.clone(),
+            options,
+            stop: rx,
+            tasks: Tasks::default(),
+            stopped: Stopped::default(),
+        };
+        let watcher = match store.events_tenancy() {
+            Tenancy::Single => {
+                spawner.spawn_all(None);
+                None
+            }
+            Tenancy::Conjoined => Some(tokio::spawn(watch_tenants(spawner.clone()))),
+        };
         Daemon {
             store: store.clone(),
             stop,
-            tasks,
-            stopped,
+            tasks: spawner.tasks,
+            watcher,
+            stopped: spawner.stopped,
         }
     }
 
@@ -60,8 +115,16 @@ impl Daemon {
     /// error a runner stopped with.
     pub async fn stop(mut self) -> Result<()> {
         let _ = self.stop.send(true);
+        if let Some(watcher) = self.watcher.take() {
+            // Starts no runner once it has seen the stop.
+            let _ = watcher.await;
+        }
+        let tasks: Vec<_> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
         let mut first = Ok(());
-        for t in self.tasks.drain(..) {
+        for t in tasks {
             let result = match t.await {
                 Ok(result) => result,
                 Err(join) => Err(Error::ProjectionStopped {
@@ -111,26 +174,53 @@ impl Drop for Daemon {
     }
 }
 
-/// Spawns the runner of `projection`. A panic outside the apply methods (which the fold
-/// catches) stops this runner only, as an error `stop` reports; a runner that ends with
-/// an error is recorded in `stopped`.
+/// Starts the runners of every tenant that has streams, and of each tenant whose first
+/// stream appears later, until the daemon stops. A failed read of the tenants is logged
+/// and tried again.
+async fn watch_tenants(spawner: Spawner) {
+    let mut started: HashSet<TenantId> = HashSet::new();
+    let mut stop = spawner.stop.clone();
+    let every = spawner.options.poll_interval * TENANT_POLLS;
+    while !*stop.borrow() {
+        let mut conn = Conn::new();
+        match stream_tenants(&spawner.store, &mut conn).await {
+            Ok(tenants) => {
+                drop(conn);
+                for tenant in tenants {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    if started.insert(tenant.clone()) {
+                        info!(tenant = %tenant, "starting the projections of a tenant");
+                        spawner.spawn_all(Some(&tenant));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the tenants; retrying"),
+        }
+        let _ = tokio::time::timeout(every, stop.changed()).await;
+    }
+}
+
+/// Spawns a runner named `name` (its slot). A panic outside the apply methods (which the
+/// fold catches) stops this runner only, as an error `stop` reports; a runner that ends
+/// with an error is recorded in `stopped`.
 fn spawn_runner(
-    projection: &dyn AsyncProjection,
+    name: String,
     runner: impl std::future::Future<Output = Result<()>> + Send + 'static,
     stopped: Stopped,
 ) -> JoinHandle<Result<()>> {
-    let name = projection.name();
     tokio::spawn(async move {
         let ran = AssertUnwindSafe(runner).catch_unwind().await;
         let result = ran.unwrap_or_else(|panic| {
             Err(Error::ProjectionStopped {
-                projection: name.to_owned(),
+                projection: name.clone(),
                 message: marten_core::aggregate::panic_message(&*panic),
             })
         });
         if let Err(e) = &result {
             if let Ok(mut list) = stopped.lock() {
-                list.push((name.to_owned(), e.to_string()));
+                list.push((name, e.to_string()));
             }
         }
         result

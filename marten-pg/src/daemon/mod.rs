@@ -16,7 +16,8 @@
 //! `read` (the next page), `plan` (retries and the poison policy), `commit` (the unit of
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
 //! `progression` (the daemon's use of its tables), `slot` (a projection over every
-//! tenant's events or one tenant's: its progression row), `hooks`.
+//! tenant's events or one tenant's: its progression row), `tenants` (the tenants to run
+//! projections for, with conjoined events), `hooks`.
 //!
 //! May use: every layer below it (the daemon runs projections through the unit of work on
 //! its own connections); nothing above it but the store that holds the projections.
@@ -33,9 +34,10 @@ mod rebuild;
 pub(crate) mod runner;
 pub(crate) mod slot;
 mod stale;
+mod tenants;
 
 pub use handle::Daemon;
 pub use hooks::{DaemonHooks, NoHooks};
 pub use options::{DaemonOptions, PoisonPolicy};
-pub use rebuild::rebuild;
+pub use rebuild::{rebuild, rebuild_tenant};
 pub use stale::wait_for_non_stale;

@@ -4,7 +4,7 @@
 //!
 //! Owns: nothing but the read. May use: the connection layer, the events layer's reads.
 
-use marten_core::Result;
+use marten_core::{Result, TenantId};
 
 use crate::connection::Conn;
 use crate::events::read::read_all;
@@ -25,10 +25,12 @@ pub(super) async fn next_page(
     after: Position,
     limit: usize,
 ) -> Result<EventPage> {
+    let tenant = tenant.map(|t| t.as_str().to_owned());
     conn.run(store, async |client| {
         read_all(
             store.as_ref(),
             client,
+            tenant.as_ref(),
             after,
             limit,
             INCLUDE_ARCHIVED,

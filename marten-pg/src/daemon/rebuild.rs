@@ -4,9 +4,11 @@
 //! Owns: the reset. May use: the connection layer, the daemon's tables, the projection's
 //! `clear`, the store (its async projections).
 
-use marten_core::{Error, Result};
+use marten_core::{Error, Result, Tenancy, TenantId};
 
 use super::progression;
+use super::slot::Slot;
+use super::tenants::tenants_on;
 use crate::connection::Conn;
 use crate::connection::{timed_out, within, Request};
 use crate::error_map::{map_db_error, Failed};
@@ -15,8 +17,37 @@ use crate::store::DocumentStore;
 
 /// Resets an async projection and deletes its documents; a running daemon replays it
 /// from the first event. Readers see no documents until the replay has caught up (the
-/// trade-off of this simple rebuild: no blue/green copy).
+/// trade-off of this simple rebuild: no blue/green copy). With conjoined events, every
+/// tenant's slot is reset (see [`rebuild_tenant`] for one tenant alone).
 pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
+    rebuild_slots(store, projection, None).await
+}
+
+/// Rebuilds `projection` for one tenant alone (conjoined events): resets the tenant's
+/// slot and deletes the tenant's documents of the projection; a running daemon replays
+/// that tenant's events while every other tenant's runner goes on. Fails with
+/// [`Error::Configuration`] when the store's events are not conjoined.
+pub async fn rebuild_tenant(
+    store: &DocumentStore,
+    projection: &str,
+    tenant: impl TryInto<TenantId, Error = Error>,
+) -> Result<()> {
+    let tenant = tenant.try_into()?;
+    if store.events_tenancy() != Tenancy::Conjoined {
+        return Err(Error::Configuration(format!(
+            "cannot rebuild {projection} for tenant {tenant}: the store's events are not conjoined"
+        )));
+    }
+    rebuild_slots(store, projection, Some(tenant)).await
+}
+
+/// Resets the slots of `projection` (every slot, or `tenant`'s) and deletes their
+/// documents, in one transaction within the store's request timeout.
+async fn rebuild_slots(
+    store: &DocumentStore,
+    projection: &str,
+    tenant: Option<TenantId>,
+) -> Result<()> {
     progression::ensure_tables(store).await?;
     let Some(p) = store
         .projections()
@@ -28,10 +59,11 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
             "no async projection named {projection}"
         )));
     };
+    let conjoined = store.events_tenancy() == Tenancy::Conjoined;
     let mut conn = Conn::new();
     let mut req = conn.request(store).await?;
-    let answered = within(store, reset_and_clear(&mut req, projection, p.as_ref()));
-    let Some(result) = answered.await else {
+    let reset = reset_and_clear(&mut req, p.as_ref(), conjoined, tenant.as_ref());
+    let Some(result) = within(store, reset).await else {
         req.mark_lost();
         return Err(timed_out(store));
     };
@@ -42,24 +74,37 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
     result
 }
 
-/// In one transaction: takes the projection from any runner (the epoch moves, so a batch
-/// in flight can no longer commit: its progress update is the first statement of its
-/// transaction and now finds another epoch or waits for this one), resets its position,
-/// and deletes its documents.
+/// In one transaction: takes the slots from any runner (the epoch moves, so a batch in
+/// flight can no longer commit: its progress update is the first statement of its
+/// transaction and now finds another epoch or waits for this one), resets their
+/// positions, and deletes their documents. The slots: `tenant`'s; or every slot (with
+/// `conjoined` events, every tenant's with streams).
 async fn reset_and_clear(
     req: &mut Request<'_>,
-    projection: &str,
     p: &dyn AsyncProjection,
+    conjoined: bool,
+    tenant: Option<&TenantId>,
 ) -> Result<()> {
     req.set_in_transaction(true);
     let client = req.client();
     let what = |e| map_db_error(e, Failed::Other("resetting a projection"));
     client.batch_execute("BEGIN").await.map_err(what)?;
-    client
-        .execute(progression::RESET, &[&projection])
-        .await
-        .map_err(what)?;
-    p.clear(client).await?;
+    let slots: Vec<Slot> = match (tenant, conjoined) {
+        (Some(t), _) => vec![Slot::new(p.name(), Some(t.clone()))],
+        (None, false) => vec![Slot::new(p.name(), None)],
+        (None, true) => tenants_on(client)
+            .await?
+            .into_iter()
+            .map(|t| Slot::new(p.name(), Some(t)))
+            .collect(),
+    };
+    for slot in &slots {
+        client
+            .execute(progression::RESET, &[&slot.name(), &slot.tenant_column()])
+            .await
+            .map_err(what)?;
+    }
+    p.clear(client, tenant).await?;
     client.batch_execute("COMMIT").await.map_err(what)?;
     req.set_in_transaction(false);
     Ok(())

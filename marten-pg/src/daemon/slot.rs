@@ -47,7 +47,9 @@ impl Slot {
 
     /// The tenant recorded in the slot's progression row and dead letters.
     pub(crate) fn tenant_column(&self) -> &str {
-        self.tenant.as_ref().map_or(DEFAULT_TENANT, TenantId::as_str)
+        self.tenant
+            .as_ref()
+            .map_or(DEFAULT_TENANT, TenantId::as_str)
     }
 }
 
@@ -67,6 +69,9 @@ mod tests {
         assert_eq!((all.name(), all.tenant_column()), ("Tally", DEFAULT_TENANT));
         let t = TenantId::new("acme@corp").unwrap();
         let one = Slot::new("Tally", Some(t));
-        assert_eq!((one.name(), one.tenant_column()), ("Tally@acme@corp", "acme@corp"));
+        assert_eq!(
+            (one.name(), one.tenant_column()),
+            ("Tally@acme@corp", "acme@corp")
+        );
     }
 }

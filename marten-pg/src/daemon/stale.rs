@@ -8,14 +8,16 @@
 use std::time::{Duration, Instant};
 
 use crate::connection::Db;
-use marten_core::{Error, Result};
+use marten_core::{Error, Result, Tenancy, TenantId};
 
 use super::progression;
+use super::slot::Slot;
+use super::tenants::tenants_on;
 use crate::connection::Conn;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
-use crate::tables::events::EVENTS_AFTER;
+use crate::tables::events::{EVENTS_AFTER, EVENTS_AFTER_OF_TENANT};
 use crate::xid8::Xid8;
 
 /// How long a check waits before it polls again.
@@ -55,19 +57,33 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
     }
 }
 
-/// The names of the async projections that have events left to process.
-async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<&'static str>> {
+/// The slots of the async projections that have events left to process: one per
+/// projection, or with conjoined events one per projection and tenant with streams.
+async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<String>> {
     let checking = |e| map_db_error(e, Failed::Other("checking staleness"));
+    let tenants: Vec<Option<TenantId>> = match store.events_tenancy() {
+        Tenancy::Single => vec![None],
+        Tenancy::Conjoined => tenants_on(client).await?.into_iter().map(Some).collect(),
+    };
     let mut stale = Vec::new();
     for p in &store.projections().asynchronous {
-        let pos = position_of(client, p.name()).await?;
-        let row = client
-            .query_one(EVENTS_AFTER, &[&Xid8(pos.transaction_id), &pos.sequence])
-            .await
+        for tenant in &tenants {
+            let slot = Slot::new(p.name(), tenant.clone());
+            let pos = position_of(client, slot.name()).await?;
+            let (tx, seq) = (Xid8(pos.transaction_id), pos.sequence);
+            let row = match tenant {
+                None => client.query_one(EVENTS_AFTER, &[&tx, &seq]).await,
+                Some(t) => {
+                    client
+                        .query_one(EVENTS_AFTER_OF_TENANT, &[&tx, &seq, &t.as_str()])
+                        .await
+                }
+            }
             .map_err(checking)?;
-        let behind: bool = row.try_get(0).map_err(checking)?;
-        if behind {
-            stale.push(p.name());
+            let behind: bool = row.try_get(0).map_err(checking)?;
+            if behind {
+                stale.push(slot.name().to_owned());
+            }
         }
     }
     Ok(stale)

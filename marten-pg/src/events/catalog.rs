@@ -1,20 +1,24 @@
 //! What a store knows of its event store: the [`Catalog`] below it, the event store's
-//! settings (stream identity, exclusive lock timeout) and the registry of event types.
+//! settings (stream identity, event tenancy, exclusive lock timeout) and the registry of
+//! event types.
 
 use std::any::TypeId;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use marten_core::{EventDecoder, Result, StreamIdentity};
+use marten_core::{EventDecoder, Result, StreamIdentity, Tenancy};
 
 use super::registry::EventRegistry;
 use crate::connection::Connector;
 use crate::schema::{Catalog, MigrateFn};
+use crate::tables::events::EventSql;
 
 /// The event store's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct EventConfig {
     pub(crate) identity: StreamIdentity,
+    /// Whether streams and events are shared by all tenants or kept per tenant.
+    pub(crate) tenancy: Tenancy,
     pub(crate) exclusive_lock_timeout: Duration,
 }
 
@@ -53,6 +57,21 @@ impl EventCatalog {
     /// The kind of stream ids this store uses.
     pub(crate) fn stream_identity(&self) -> StreamIdentity {
         self.config.identity
+    }
+
+    /// How the event store's streams are shared between tenants.
+    pub(crate) fn events_tenancy(&self) -> Tenancy {
+        self.config.tenancy
+    }
+
+    /// The statements of this store's event tables.
+    pub(crate) fn sql(&self) -> &'static EventSql {
+        EventSql::of(self.config.identity, self.config.tenancy)
+    }
+
+    /// The `TypeId` and migration of this store's event tables.
+    pub(crate) fn tables(&self) -> (TypeId, MigrateFn) {
+        crate::schema::events_schema(self.config.identity, self.config.tenancy)
     }
 
     /// Registers an event type after build (appending does this on its own).

@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use crate::connection::{Db, Stmt};
-use marten_core::{Error, EventEnvelope, Result, StreamState};
+use marten_core::tenant::DEFAULT_TENANT;
+use marten_core::{Error, EventEnvelope, Result, StreamState, TenantId};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::range::{EventPage, Position, StreamRange};
 use super::stream_id::{StreamIdColumn, StreamKey};
-use super::EventCatalog;
+use super::{EventCatalog, EventTenant};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
-use crate::schema::events_schema;
-use crate::tables::events::{EventSql, OLDEST_OPEN_TRANSACTION};
+use crate::tables::events::{EventSql, EVENTS_TABLE, OLDEST_OPEN_TRANSACTION};
 use crate::xid8::Xid8;
 
 fn reading(e: tokio_postgres::Error) -> Error {
@@ -23,7 +23,7 @@ fn reading(e: tokio_postgres::Error) -> Error {
 
 /// Makes sure the event tables exist (per the schema mode).
 pub(crate) async fn ensure(store: &EventCatalog) -> Result<()> {
-    let (type_id, migrate) = events_schema(store.stream_identity());
+    let (type_id, migrate) = store.tables();
     store.ensure_erased(type_id, migrate).await
 }
 
@@ -34,8 +34,7 @@ async fn prepare(
     pick: fn(&EventSql) -> &String,
 ) -> Result<Stmt> {
     ensure(store).await?;
-    let sql = EventSql::get(store.stream_identity());
-    client.statement(pick(sql)).await.map_err(reading)
+    client.statement(pick(store.sql())).await.map_err(reading)
 }
 
 /// Decodes one event row; `None` when its type is unknown and the store skips those.
@@ -81,9 +80,26 @@ fn envelope_with(
     env.headers = headers;
     env.transaction_id = transaction_id;
     env.archived = row.try_get(11).map_err(reading)?;
+    env.tenant = tenant_of(row.try_get(12).map_err(reading)?, sequence)?;
     Ok(Some(env))
 }
 
+/// The tenant recorded on an event: `None` for [`DEFAULT_TENANT`]; a stored id that is not
+/// a valid tenant id (a row edited by hand) is [`Error::CorruptData`].
+fn tenant_of(stored: &str, sequence: i64) -> Result<Option<TenantId>> {
+    if stored == DEFAULT_TENANT {
+        return Ok(None);
+    }
+    TenantId::new(stored)
+        .map(Some)
+        .map_err(|e| Error::CorruptData {
+            owner: "event".to_owned(),
+            id: Some(sequence.to_string()),
+            detail: format!("{EVENTS_TABLE}.tenant_id: {e}"),
+        })
+}
+
+/// Decodes event rows, leaving out events of unknown types the store skips.
 pub(crate) fn envelopes(store: &EventCatalog, rows: &[Row]) -> Result<Vec<EventEnvelope>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
@@ -94,47 +110,50 @@ pub(crate) fn envelopes(store: &EventCatalog, rows: &[Row]) -> Result<Vec<EventE
     Ok(out)
 }
 
-/// The events of a stream in version order, within `range`.
+/// The events of a stream of `tenant` in version order, within `range`.
 pub(crate) async fn fetch_stream(
     store: &EventCatalog,
     client: Db<'_>,
+    tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Vec<EventEnvelope>> {
     let stmt = prepare(store, client, |sql| &sql.fetch_stream).await?;
-    let rows = client
-        .query(
-            &stmt,
-            &[
-                stream,
-                &range.from_version,
-                &range.to_version,
-                &range.from_time,
-                &range.to_time,
-                &range.include_archived,
-            ],
-        )
-        .await
-        .map_err(reading)?;
+    let params = tenant.scoped(vec![
+        stream,
+        &range.from_version,
+        &range.to_version,
+        &range.from_time,
+        &range.to_time,
+        &range.include_archived,
+    ]);
+    let rows = client.query(&stmt, &params).await.map_err(reading)?;
     envelopes(store, &rows)
 }
 
-/// Up to `limit` events after `after`, in the gap-safe global order.
+/// Up to `limit` events after `after`, in the gap-safe global order: of every tenant, or
+/// (`tenant`, conjoined events) of one.
 pub(crate) async fn read_all(
     store: &EventCatalog,
     client: Db<'_>,
+    tenant: Option<&String>,
     after: Position,
     limit: usize,
     include_archived: bool,
     skip_unknown: bool,
 ) -> Result<EventPage> {
-    let stmt = prepare(store, client, |sql| &sql.read_all).await?;
+    let stmt = match tenant {
+        None => prepare(store, client, |sql| &sql.read_all).await?,
+        Some(_) => prepare(store, client, |sql| &sql.read_all_of_tenant).await?,
+    };
     let tx = Xid8(after.transaction_id);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client
-        .query(&stmt, &[&tx, &after.sequence, &limit, &include_archived])
-        .await
-        .map_err(reading)?;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&tx, &after.sequence, &limit, &include_archived];
+    if let Some(t) = &tenant {
+        params.push(t);
+    }
+    let rows = client.query(&stmt, &params).await.map_err(reading)?;
     let mut next = after;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -154,14 +173,16 @@ pub(crate) async fn read_all(
     })
 }
 
-/// What the streams table says about a stream.
+/// What the streams table says about a stream of `tenant`.
 pub(crate) async fn stream_state(
     store: &EventCatalog,
     client: Db<'_>,
+    tenant: &EventTenant,
     stream: &StreamKey,
 ) -> Result<Option<StreamState>> {
     let stmt = prepare(store, client, |sql| &sql.stream_state).await?;
-    let Some(row) = client.query_opt(&stmt, &[stream]).await.map_err(reading)? else {
+    let params = tenant.scoped(vec![stream]);
+    let Some(row) = client.query_opt(&stmt, &params).await.map_err(reading)? else {
         return Ok(None);
     };
     let id: StreamIdColumn = row.try_get(0).map_err(reading)?;

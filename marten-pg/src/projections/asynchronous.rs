@@ -62,8 +62,11 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>>;
     /// Deletes the projection's documents (for a rebuild): every one, or those of
     /// `tenant` when its documents are conjoined and the rebuild is of one tenant.
-    fn clear<'a>(&'a self, client: Db<'a>, tenant: Option<&'a TenantId>)
-        -> BoxFuture<'a, Result<()>>;
+    fn clear<'a>(
+        &'a self,
+        client: Db<'a>,
+        tenant: Option<&'a TenantId>,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The async runner of aggregate `A`.

@@ -27,7 +27,7 @@ use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
 
-use marten_core::{Error, Result, StreamIdentity};
+use marten_core::{Error, Result, StreamIdentity, Tenancy};
 use tokio_postgres::Client;
 use tracing::Instrument;
 
@@ -60,10 +60,12 @@ pub(crate) type MigrateFn = for<'a> fn(
     AutoCreate,
 ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
-/// Marker types naming the event store's tables for each stream identity in the store's
-/// set of created objects.
+/// Marker types naming the event store's tables for each stream identity and event
+/// tenancy in the store's set of created objects.
 struct UuidEventTables;
 struct StringEventTables;
+struct UuidConjoinedEventTables;
+struct StringConjoinedEventTables;
 /// Marker for the daemon's tables in the store's set of created objects.
 struct DaemonTables;
 
@@ -74,15 +76,26 @@ pub(crate) fn daemon_schema() -> (TypeId, MigrateFn) {
     })
 }
 
-/// The `TypeId` and migration of the event tables for a stream identity.
-pub(crate) fn events_schema(identity: StreamIdentity) -> (TypeId, MigrateFn) {
-    match identity {
-        StreamIdentity::Uuid => (TypeId::of::<UuidEventTables>(), |c, s, m: AutoCreate| {
-            Box::pin(migrate_events(c, s, m, StreamIdentity::Uuid))
+/// The `TypeId` and migration of the event tables for a stream identity and event
+/// tenancy.
+pub(crate) fn events_schema(identity: StreamIdentity, tenancy: Tenancy) -> (TypeId, MigrateFn) {
+    use StreamIdentity::{String as Text, Uuid};
+    use Tenancy::{Conjoined, Single};
+    match (identity, tenancy) {
+        (Uuid, Single) => (TypeId::of::<UuidEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(migrate_events(c, s, m, Uuid, Single))
         }),
-        StreamIdentity::String => (TypeId::of::<StringEventTables>(), |c, s, m: AutoCreate| {
-            Box::pin(migrate_events(c, s, m, StreamIdentity::String))
+        (Text, Single) => (TypeId::of::<StringEventTables>(), |c, s, m: AutoCreate| {
+            Box::pin(migrate_events(c, s, m, Text, Single))
         }),
+        (Uuid, Conjoined) => (
+            TypeId::of::<UuidConjoinedEventTables>(),
+            |c, s, m: AutoCreate| Box::pin(migrate_events(c, s, m, Uuid, Conjoined)),
+        ),
+        (Text, Conjoined) => (
+            TypeId::of::<StringConjoinedEventTables>(),
+            |c, s, m: AutoCreate| Box::pin(migrate_events(c, s, m, Text, Conjoined)),
+        ),
     }
 }
 
@@ -183,15 +196,44 @@ pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCrea
     Ok(())
 }
 
-/// Creates, updates or checks the event store's tables for a stream identity.
+/// Creates, updates or checks the event store's tables for a stream identity and event
+/// tenancy.
 pub(crate) async fn migrate_events(
     client: &Client,
     schema: &str,
     mode: AutoCreate,
     identity: StreamIdentity,
+    tenancy: Tenancy,
 ) -> Result<()> {
-    let tables = crate::tables::event_ddl::table_defs(schema, identity);
+    if mode != AutoCreate::All {
+        check_event_tenancy(client, schema, tenancy).await?;
+    }
+    let tables = crate::tables::event_ddl::table_defs(schema, identity, tenancy);
     ensure_tables(client, schema, mode, &tables).await
+}
+
+/// Fails with [`Error::Configuration`] when the schema holds event tables of the other
+/// tenancy (told by the primary key of the streams table): they are never converted.
+async fn check_event_tenancy(client: &Client, schema: &str, tenancy: Tenancy) -> Result<()> {
+    use crate::tables::event_ddl::STREAMS_KEY_HAS_TENANT;
+    let what = Failed::Migrating(schema);
+    let found: Option<bool> = client
+        .query_one(STREAMS_KEY_HAS_TENANT, &[&schema])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| map_db_error(e, what))?;
+    let found = match found {
+        None => return Ok(()),
+        Some(true) => Tenancy::Conjoined,
+        Some(false) => Tenancy::Single,
+    };
+    if found == tenancy {
+        return Ok(());
+    }
+    Err(Error::Configuration(format!(
+        "the event tables in schema {schema} are {found:?} (by tenant), but the store's events \
+         are {tenancy:?}: existing event tables are not converted between tenancy modes"
+    )))
 }
 
 /// Creates or checks the daemon's tables (never dropped, even by [`AutoCreate::All`]).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use marten_core::concurrency::VersionedMode;
-use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity};
+use marten_core::{Aggregate, Error, Identities, Result, StreamIdentity, Tenancy};
 use tracing::info;
 
 use super::connect::{check_schema_name, ConnectionSettings};
@@ -43,6 +43,9 @@ pub struct DocumentStoreBuilder {
     registry: EventRegistry,
     registry_error: Option<Error>,
     projections: ProjectionRegistry,
+    /// The aggregate and multi-stream projections that store single-tenant documents
+    /// (inline or async): refused with conjoined events, whose tenants share stream ids.
+    stream_keyed: Vec<&'static str>,
     aggregate_cache: usize,
     apply_schema: bool,
 }
@@ -58,11 +61,13 @@ impl DocumentStore {
             documents: Vec::new(),
             events: EventConfig {
                 identity: StreamIdentity::Uuid,
+                tenancy: Tenancy::Single,
                 exclusive_lock_timeout: Duration::from_secs(5),
             },
             registry: EventRegistry::default(),
             registry_error: None,
             projections: ProjectionRegistry::default(),
+            stream_keyed: Vec::new(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
         }
@@ -133,6 +138,9 @@ impl DocumentStoreBuilder {
     /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
         self.registry.register_decoders(A::event_types());
+        if lifecycle != Lifecycle::Live && A::TENANCY == Tenancy::Single {
+            self.stream_keyed.push(std::any::type_name::<A>());
+        }
         if lifecycle == Lifecycle::Async {
             let name = A::DOCUMENT_TYPE.to_owned();
             self.register_async::<A>(
@@ -156,6 +164,9 @@ impl DocumentStoreBuilder {
         P::Mode: VersionedMode,
     {
         self.registry.register_decoders(P::event_types());
+        if lifecycle != Lifecycle::Live && P::TENANCY == Tenancy::Single {
+            self.stream_keyed.push(std::any::type_name::<P>());
+        }
         if lifecycle == Lifecycle::Async {
             let name = P::DOCUMENT_TYPE.to_owned();
             self.register_async::<P>(
@@ -246,6 +257,28 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How the event store's streams and events are shared between tenants (default
+    /// [`Tenancy::Single`]).
+    ///
+    /// - `Single`: one set of streams for everyone; a session's tenant (if it has one) is
+    ///   only recorded on the events it appends (`tenant_id`, `'*DEFAULT*'` without one).
+    /// - `Conjoined`: one set of tables, `tenant_id` leading their keys: every tenant has
+    ///   streams of its own (two tenants may use the same stream id), and every append,
+    ///   stream read, archive, delete and tag boundary of a session is scoped to the
+    ///   session's tenant. An event operation of a session without a tenant fails with
+    ///   [`Error::TenantRequired`] before anything is sent. Store-wide readers (the async
+    ///   daemon) read the events of every tenant.
+    ///
+    /// Existing event tables are not converted from one mode to the other. With
+    /// conjoined events, aggregate and multi-stream projections that store documents
+    /// (inline or async) need a conjoined document type
+    /// (`#[document(tenancy = "conjoined")]`), so each tenant's streams project into its
+    /// own documents: `build` refuses a single-tenant one with [`Error::Configuration`].
+    pub fn events_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.events.tenancy = tenancy;
+        self
+    }
+
     /// How long `append_exclusive` waits for a stream's lock before failing with
     /// [`Error::StreamLocked`] (default 5 s). PostgreSQL waits at most `i32::MAX`
     /// milliseconds (about 24.8 days): a longer timeout, up to `Duration::MAX`, waits that
@@ -280,6 +313,7 @@ impl DocumentStoreBuilder {
         if let Some(e) = self.registry_error {
             return Err(e);
         }
+        check_event_tenancy(self.events.tenancy, &self.stream_keyed)?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self
@@ -309,10 +343,7 @@ impl DocumentStoreBuilder {
             .iter()
             .map(|r| (r.type_id, r.migrate))
             .collect();
-        let store_tables = [
-            schema::events_schema(store.stream_identity()),
-            schema::daemon_schema(),
-        ];
+        let store_tables = [store.events().tables(), schema::daemon_schema()];
         store
             .catalog()
             .ensure_at_build(self.apply_schema, &documents, &store_tables)
@@ -324,5 +355,19 @@ impl DocumentStoreBuilder {
             "document store ready"
         );
         Ok(store)
+    }
+}
+
+/// Refuses projections that cannot keep tenants apart: with conjoined events, an
+/// aggregate or multi-stream projection that stores single-tenant documents would write
+/// two tenants' streams of one id into one document.
+fn check_event_tenancy(tenancy: Tenancy, stream_keyed: &[&'static str]) -> Result<()> {
+    match (tenancy, stream_keyed.first()) {
+        (Tenancy::Conjoined, Some(name)) => Err(Error::Configuration(format!(
+            "projection {name}: with conjoined events, an inline or async aggregate or \
+             multi-stream projection needs a conjoined document type \
+             (#[document(tenancy = \"conjoined\")]), or use Lifecycle::Live"
+        ))),
+        _ => Ok(()),
     }
 }

@@ -8,6 +8,7 @@
 
 mod builder;
 mod connect;
+mod events;
 mod review;
 mod settings;
 
@@ -16,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marten_core::{Error, Result, StreamIdentity, TenantId};
+use marten_core::{Error, Result, StreamIdentity, Tenancy, TenantId};
 
 pub use self::builder::DocumentStoreBuilder;
 use crate::connection::{Connector, Dedicated};
@@ -79,6 +80,12 @@ impl DocumentStore {
     /// The kind of stream ids this store uses.
     pub fn stream_identity(&self) -> StreamIdentity {
         self.inner.stream_identity()
+    }
+
+    /// How the event store's streams are shared between tenants (see
+    /// [`DocumentStoreBuilder::events_tenancy`]).
+    pub fn events_tenancy(&self) -> Tenancy {
+        self.events().events_tenancy()
     }
 
     /// Closes the pool; sessions still open keep their connection until dropped.

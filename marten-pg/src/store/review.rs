@@ -50,7 +50,11 @@ impl DocumentStore {
     /// Every table the store needs, in creation order.
     fn expected_tables(&self) -> Vec<TableDef> {
         let schema = self.schema();
-        let mut tables = crate::tables::event_ddl::table_defs(schema, self.stream_identity());
+        let mut tables = crate::tables::event_ddl::table_defs(
+            schema,
+            self.stream_identity(),
+            self.events_tenancy(),
+        );
         tables.extend(crate::tables::progression::table_defs());
         tables.extend(self.catalog().document_tables());
         tables

@@ -1,7 +1,13 @@
 //! The event store's tables as data ([`TableDef`]): `mt_streams`, `mt_events` with its
 //! sequence and indexes, the tag tables; their DDL is rendered from them.
+//!
+//! Every table has a `tenant_id` column (`'*DEFAULT*'` unless a tenant is recorded). With
+//! [`Tenancy::Conjoined`] events it leads the primary keys, the unique key of a stream's
+//! versions and the foreign keys, so each tenant has streams of its own; with
+//! [`Tenancy::Single`] the keys are the single-tenant ones.
 
-use marten_core::StreamIdentity;
+use marten_core::tenant::DEFAULT_TENANT;
+use marten_core::{StreamIdentity, Tenancy};
 
 use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::events::{
@@ -13,28 +19,64 @@ pub const EVENTS_SEQUENCE: &str = "mt_events_sequence";
 
 /// The index of the gap-safe global order.
 pub const TX_SEQ_INDEX: &str = "mt_events_tx_seq";
+/// The index of each tenant's events in the gap-safe global order (conjoined events).
+pub const TENANT_TX_SEQ_INDEX: &str = "mt_events_tenant_tx_seq";
 
 /// The unique constraint of a stream's versions.
 pub const STREAM_VERSION_CONSTRAINT: &str = "mt_events_stream_version";
+
+/// Whether the primary key of the streams table in schema `$1` holds `tenant_id` (so the
+/// event tables are conjoined); NULL when there is no such table.
+pub const STREAMS_KEY_HAS_TENANT: &str = "SELECT 'tenant_id' = ANY(array_agg(a.attname::text)) \
+     FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
+     JOIN pg_namespace n ON n.oid = t.relnamespace \
+     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(c.conkey) \
+     WHERE n.nspname = $1 AND t.relname = 'mt_streams' AND c.contype = 'p'";
 
 fn col(name: &str, sql_type: &str, rest: &str) -> ColumnDef {
     ColumnDef::new(name, sql_type, rest)
 }
 
-/// The event store's tables in `schema` for stream ids of `identity`, in creation order.
-pub fn table_defs(schema: &str, identity: StreamIdentity) -> Vec<TableDef> {
+/// The `tenant_id` column of every event table.
+fn tenant_col() -> ColumnDef {
+    col(
+        "tenant_id",
+        "text",
+        &format!("NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+    )
+}
+
+/// The event store's tables in `schema` for stream ids of `identity` and events of
+/// `tenancy`, in creation order.
+pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> Vec<TableDef> {
     let idt = id_type(identity);
-    let streams = TableDef::new(
+    let conjoined = tenancy == Tenancy::Conjoined;
+    let mut streams = TableDef::new(
         STREAMS_TABLE,
         vec![
-            col("id", idt, "PRIMARY KEY"),
+            col(
+                "id",
+                idt,
+                if conjoined { "NOT NULL" } else { "PRIMARY KEY" },
+            ),
             col("type", "text", ""),
             col("version", "bigint", "NOT NULL DEFAULT 0"),
             col("created", "timestamptz", "NOT NULL DEFAULT now()"),
             col("timestamp", "timestamptz", "NOT NULL DEFAULT now()"),
             col("is_archived", "boolean", "NOT NULL DEFAULT false"),
+            tenant_col(),
         ],
     );
+    if conjoined {
+        streams
+            .constraints
+            .push("PRIMARY KEY (tenant_id, id)".to_owned());
+    }
+    let stream_ref = if conjoined {
+        "NOT NULL".to_owned()
+    } else {
+        format!("NOT NULL REFERENCES {schema}.{STREAMS_TABLE}(id) ON DELETE CASCADE")
+    };
     let mut events = TableDef::new(
         EVENTS_TABLE,
         vec![
@@ -44,11 +86,7 @@ pub fn table_defs(schema: &str, identity: StreamIdentity) -> Vec<TableDef> {
                 &format!("PRIMARY KEY DEFAULT nextval('{schema}.{EVENTS_SEQUENCE}')"),
             ),
             col("id", "uuid", "NOT NULL"),
-            col(
-                "stream_id",
-                idt,
-                &format!("NOT NULL REFERENCES {schema}.{STREAMS_TABLE}(id) ON DELETE CASCADE"),
-            ),
+            col("stream_id", idt, &stream_ref),
             col("version", "bigint", "NOT NULL"),
             col("type", "text", "NOT NULL"),
             col("data", "jsonb", "NOT NULL"),
@@ -58,28 +96,49 @@ pub fn table_defs(schema: &str, identity: StreamIdentity) -> Vec<TableDef> {
             col("headers", "jsonb", ""),
             col("tx_id", "xid8", "NOT NULL DEFAULT pg_current_xact_id()"),
             col("is_archived", "boolean", "NOT NULL DEFAULT false"),
+            tenant_col(),
         ],
     );
     events.sequences.push(EVENTS_SEQUENCE.to_owned());
+    let version_key: &[&str] = if conjoined {
+        &["tenant_id", "stream_id", "version"]
+    } else {
+        &["stream_id", "version"]
+    };
     events.constraints.push(format!(
-        "CONSTRAINT {STREAM_VERSION_CONSTRAINT} UNIQUE (stream_id, version)"
+        "CONSTRAINT {STREAM_VERSION_CONSTRAINT} UNIQUE ({})",
+        version_key.join(", ")
     ));
+    if conjoined {
+        events.constraints.push(format!(
+            "FOREIGN KEY (tenant_id, stream_id) REFERENCES {schema}.{STREAMS_TABLE}(tenant_id, id) ON DELETE CASCADE"
+        ));
+    }
     events.indexes = vec![
-        IndexDef::btree(STREAM_VERSION_CONSTRAINT, true, &["stream_id", "version"]),
+        IndexDef::btree(STREAM_VERSION_CONSTRAINT, true, version_key),
         IndexDef::btree(TX_SEQ_INDEX, false, &["tx_id", "seq_id"]),
         // An event id is appended once: a save sent again after an unknown outcome is
         // refused as a duplicate instead of appending its events twice.
         IndexDef::btree(EVENT_ID_INDEX, true, &["id"]),
     ];
+    if conjoined {
+        // A tenant's runner reads its tenant's events in the gap-safe order: one range
+        // scan of this index, not a filtered scan of every tenant's.
+        events.indexes.push(IndexDef::btree(
+            TENANT_TX_SEQ_INDEX,
+            false,
+            &["tenant_id", "tx_id", "seq_id"],
+        ));
+    }
     events.after.push(format!(
         "ALTER SEQUENCE {schema}.{EVENTS_SEQUENCE} OWNED BY {schema}.{EVENTS_TABLE}.seq_id"
     ));
-    let [tags, versions] = tag_tables(schema);
+    let [tags, versions] = tag_tables(schema, conjoined);
     vec![streams, events, tags, versions]
 }
 
-/// The tags of each event and the version of each tag.
-fn tag_tables(schema: &str) -> [TableDef; 2] {
+/// The tags of each event and the version of each tag; `conjoined`, keyed by tenant first.
+fn tag_tables(schema: &str, conjoined: bool) -> [TableDef; 2] {
     let mut tags = TableDef::new(
         TAGS_TABLE,
         vec![
@@ -90,28 +149,37 @@ fn tag_tables(schema: &str) -> [TableDef; 2] {
                 "bigint",
                 &format!("NOT NULL REFERENCES {schema}.{EVENTS_TABLE}(seq_id) ON DELETE CASCADE"),
             ),
+            tenant_col(),
         ],
     );
-    tags.constraints
-        .push("PRIMARY KEY (tag_type, tag_value, seq_id)".to_owned());
+    let (tags_key, versions_key) = if conjoined {
+        (
+            "PRIMARY KEY (tenant_id, tag_type, tag_value, seq_id)",
+            "PRIMARY KEY (tenant_id, tag_type, tag_value)",
+        )
+    } else {
+        (
+            "PRIMARY KEY (tag_type, tag_value, seq_id)",
+            "PRIMARY KEY (tag_type, tag_value, tenant_id)",
+        )
+    };
+    tags.constraints.push(tags_key.to_owned());
     let mut versions = TableDef::new(
         TAG_VERSIONS_TABLE,
         vec![
             col("tag_type", "text", "NOT NULL"),
             col("tag_value", "text", "NOT NULL"),
-            col("tenant_id", "text", "NOT NULL DEFAULT '*DEFAULT*'"),
+            tenant_col(),
             col("version", "bigint", "NOT NULL DEFAULT 0"),
         ],
     );
-    versions
-        .constraints
-        .push("PRIMARY KEY (tag_type, tag_value, tenant_id)".to_owned());
+    versions.constraints.push(versions_key.to_owned());
     [tags, versions]
 }
 
 /// The DDL of the event store in `schema`, idempotent.
-pub fn ddl(schema: &str, identity: StreamIdentity) -> Vec<String> {
-    table_defs(schema, identity)
+pub fn ddl(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> Vec<String> {
+    table_defs(schema, identity, tenancy)
         .iter()
         .flat_map(|t| t.ddl(schema))
         .collect()
@@ -123,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_sequence_is_created_before_the_events_and_owned_by_them_after() {
-        let ddl = ddl("s1", StreamIdentity::String);
+        let ddl = ddl("s1", StreamIdentity::String, Tenancy::Single);
         let sequence = ddl
             .iter()
             .position(|s| s == "CREATE SEQUENCE IF NOT EXISTS s1.mt_events_sequence");
@@ -141,5 +209,29 @@ mod tests {
         for sql in &ddl {
             assert!(sql.contains("s1."), "schema-qualified: {sql}");
         }
+    }
+
+    #[test]
+    fn conjoined_events_lead_every_stream_key_with_the_tenant() {
+        let ddl = ddl("s1", StreamIdentity::Uuid, Tenancy::Conjoined).join("\n");
+        for expected in [
+            "PRIMARY KEY (tenant_id, id)",
+            "CONSTRAINT mt_events_stream_version UNIQUE (tenant_id, stream_id, version)",
+            "FOREIGN KEY (tenant_id, stream_id) REFERENCES s1.mt_streams(tenant_id, id) ON DELETE CASCADE",
+            "PRIMARY KEY (tenant_id, tag_type, tag_value, seq_id)",
+            "PRIMARY KEY (tenant_id, tag_type, tag_value)",
+            "ON s1.mt_events (tenant_id, stream_id, version)",
+        ] {
+            assert!(ddl.contains(expected), "{expected}: {ddl}");
+        }
+        assert!(!ddl.contains("id uuid PRIMARY KEY"), "{ddl}");
+        let single = ddl_of(Tenancy::Single);
+        assert!(single.contains("id uuid PRIMARY KEY"), "{single}");
+        assert!(single.contains("UNIQUE (stream_id, version)"), "{single}");
+        assert!(single.contains("tenant_id text NOT NULL DEFAULT '*DEFAULT*'"));
+    }
+
+    fn ddl_of(tenancy: Tenancy) -> String {
+        ddl("s1", StreamIdentity::Uuid, tenancy).join("\n")
     }
 }

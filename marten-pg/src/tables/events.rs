@@ -1,10 +1,17 @@
 //! All SQL text of the event store's tables (`mt_streams`, `mt_events`, the sequence):
-//! appends and reads (their DDL is in [`crate::tables::event_ddl`]). Built once per stream identity (`uuid` or `text` ids) and kept
-//! in a static.
+//! appends and reads (their DDL is in [`crate::tables::event_ddl`]). Built once per stream
+//! identity (`uuid` or `text` ids) and event tenancy, and kept in a static.
+//!
+//! Tenants: every append binds the tenant it records on its events (`tenant_id`). With
+//! [`Tenancy::Conjoined`] events, every statement that finds a stream also binds the
+//! tenant (a trailing parameter, its "scope"), which leads the keys it looks up; with
+//! [`Tenancy::Single`] those statements are unchanged and streams are global. The tag
+//! version statements bind the tenant of the tag versions in both modes. A tenant id is
+//! always a parameter, never text of a statement.
 
 use std::sync::OnceLock;
 
-use marten_core::StreamIdentity;
+use marten_core::{StreamIdentity, Tenancy};
 
 use crate::tables::functions::REJECTED_FLAG;
 
@@ -23,7 +30,7 @@ pub const TAG_VERSIONS_TABLE: &str = "mt_tag_versions";
 /// column `tx_id` of type text would be what `ORDER BY tx_id` sorts by.
 const EVENT_COLUMNS: &str =
     "seq_id, id, stream_id, version, type, data, timestamp, correlation_id, \
-                             causation_id, headers, tx_id, is_archived";
+                             causation_id, headers, tx_id, is_archived, tenant_id";
 
 /// The SQL type of a stream id.
 pub fn id_type(identity: StreamIdentity) -> &'static str {
@@ -40,7 +47,10 @@ pub const EVENT_ID_INDEX: &str = "mt_events_id";
 pub const EXISTING_EVENT_IDS: &str =
     "SELECT id FROM mt_events WHERE id = ANY($1::uuid[]) ORDER BY id";
 
-/// The event store's statements for one stream identity.
+/// The event store's statements for one stream identity and event tenancy.
+///
+/// "Scoped" statements take the tenant as one more, last, parameter with conjoined
+/// events only (the tenant whose streams they find); see the module docs.
 pub struct EventSql {
     /// Appends of several events (or of none), inside a larger save: parameters as
     /// arrays (see `EventSql::new`); one row `version, seq_ids, flag`.
@@ -48,7 +58,7 @@ pub struct EventSql {
     /// Appends of one event inside a larger save: scalar parameters, same result row.
     pub one: AppendStatements,
     /// Appends of events with tags: `$10`..`$12` = tag event ordinal, type, value; the
-    /// expected version is `$13`.
+    /// tenant is `$13` and the expected version `$14`.
     pub tagged: AppendStatements,
     /// Appends of at least one event that are the whole save: no guard follows, so a
     /// rejection sets no flag; the statement returns no rows and its row count is the
@@ -56,18 +66,20 @@ pub struct EventSql {
     pub many_alone: AppendStatements,
     /// [`EventSql::many_alone`] for one event, with scalar parameters.
     pub one_alone: AppendStatements,
-    /// `$1` tag types, `$2` tag values -> `tag_type, tag_value, version`.
+    /// `$1` tag types, `$2` tag values, `$3` the tenant of the tag versions ->
+    /// `tag_type, tag_value, version`.
     pub tag_versions: String,
     /// `$1` tag types, `$2` tag values, `$3` event types (NULL = all) -> events in
-    /// sequence order.
+    /// sequence order; scoped (`$4`).
     pub events_by_tags: String,
-    /// `$1` = id -> `version, is_archived`
+    /// `$1` = id -> `version, is_archived`; scoped (`$2`).
     pub stream_version: String,
-    /// `$1` = id -> `version, is_archived` and locks the row.
+    /// `$1` = id -> `version, is_archived` and locks the row; scoped (`$2`).
     pub lock_stream: String,
-    /// `$1` = id -> `id, version, type, created, timestamp, is_archived`
+    /// `$1` = id -> `id, version, type, created, timestamp, is_archived`; scoped (`$2`).
     pub stream_state: String,
-    /// `$1` id, `$2`/`$3` version range, `$4`/`$5` time range, `$6` include archived.
+    /// `$1` id, `$2`/`$3` version range, `$4`/`$5` time range, `$6` include archived;
+    /// scoped (`$7`).
     pub fetch_stream: String,
     /// A page of the gap-safe global order, for `read_all` and the daemon alike: `$1`
     /// transaction id (`xid8`), `$2` sequence (the position after which to read), `$3`
@@ -76,9 +88,12 @@ pub struct EventSql {
     /// plan is a range scan of the index `mt_events_tx_seq` under the `LIMIT`, never a
     /// sort of every remaining event.
     pub read_all: String,
-    /// `$1` = id
+    /// [`EventSql::read_all`] of one tenant's events: `$5` the tenant (conjoined events
+    /// only; the same range scan, filtered).
+    pub read_all_of_tenant: String,
+    /// `$1` = id; scoped (`$2`).
     pub archive: String,
-    /// `$1` = id
+    /// `$1` = id; scoped (`$2`).
     pub delete: String,
 }
 
@@ -112,19 +127,32 @@ struct StreamRows {
 }
 
 impl EventSql {
-    /// The statements for `identity`, built once.
+    /// The statements for `identity` with single-tenant events, built once.
     pub fn get(identity: StreamIdentity) -> &'static EventSql {
+        Self::of(identity, Tenancy::Single)
+    }
+
+    /// The statements for `identity` and the event tenancy `tenancy`, built once.
+    pub fn of(identity: StreamIdentity, tenancy: Tenancy) -> &'static EventSql {
         static UUID: OnceLock<EventSql> = OnceLock::new();
         static TEXT: OnceLock<EventSql> = OnceLock::new();
-        match identity {
-            StreamIdentity::Uuid => UUID.get_or_init(|| EventSql::new(identity)),
-            StreamIdentity::String => TEXT.get_or_init(|| EventSql::new(identity)),
-        }
+        static UUID_CONJOINED: OnceLock<EventSql> = OnceLock::new();
+        static TEXT_CONJOINED: OnceLock<EventSql> = OnceLock::new();
+        let cell = match (identity, tenancy) {
+            (StreamIdentity::Uuid, Tenancy::Single) => &UUID,
+            (StreamIdentity::String, Tenancy::Single) => &TEXT,
+            (StreamIdentity::Uuid, Tenancy::Conjoined) => &UUID_CONJOINED,
+            (StreamIdentity::String, Tenancy::Conjoined) => &TEXT_CONJOINED,
+        };
+        cell.get_or_init(|| EventSql::new(identity, tenancy == Tenancy::Conjoined))
     }
 
     /// Append parameters: `$1` stream id, `$2` stream type, `$3` event count, `$4` event
     /// ids, `$5` type names, `$6` data, `$7` headers, `$8` correlation ids, `$9` causation
-    /// ids (arrays, one element per event), `$10` expected version (expected kind only).
+    /// ids (arrays, one element per event), `$10` the tenant recorded on the events (and,
+    /// `conjoined`, the tenant of the stream and tags), `$11` expected version (expected
+    /// kind only). Tagged appends put their tags at `$10`..`$12`, and shift the tenant and
+    /// the expected version to `$13` and `$14`.
     ///
     /// Each append is one statement: the stream row is inserted or updated first (which
     /// takes its row lock, so appends to one stream serialize and versions stay
@@ -133,74 +161,119 @@ impl EventSql {
     /// inserted; inside a larger save the statement also sets the rejected flag, which the
     /// save's guard turns into a rollback. A save of one append alone needs no flag: the
     /// statement is its own transaction and a rejection shows as a row count of 0.
-    fn new(identity: StreamIdentity) -> EventSql {
+    fn new(identity: StreamIdentity, conjoined: bool) -> EventSql {
         let idt = id_type(identity);
-        let (plain, tagged) = (StreamRows::new(idt, 10), StreamRows::new(idt, 13));
-        let (events_many, events_one) = (insert_events(idt), insert_event(idt));
-        let tags = insert_tags();
+        let (plain, tagged) = (
+            StreamRows::new(idt, 10, conjoined),
+            StreamRows::new(idt, 13, conjoined),
+        );
+        let (events_many, events_one) = (insert_events(idt, 10), insert_event(idt, 10));
+        let tagged_events = insert_events(idt, 13);
+        let tags = insert_tags(conjoined);
+        // The tenant of the scoped statements: the parameter after `$n`.
+        let scoped = |n: usize| scope(conjoined, n);
         EventSql {
             many: AppendStatements::new(&plain, |r| flagged(r, &events_many, "")),
             one: AppendStatements::new(&plain, |r| flagged(r, &events_one, "")),
-            tagged: AppendStatements::new(&tagged, |r| flagged(r, &events_many, &tags)),
+            tagged: AppendStatements::new(&tagged, |r| flagged(r, &tagged_events, &tags)),
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
             tag_versions: select_tag_versions(),
-            events_by_tags: select_events_by_tags(),
-            stream_version: format!("SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+            events_by_tags: select_events_by_tags(conjoined),
+            stream_version: format!(
+                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
+                scoped(1)
+            ),
             lock_stream: format!(
-                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt} FOR UPDATE"
+                "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt} FOR UPDATE",
+                scoped(1)
             ),
             stream_state: format!(
-                "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE id = $1::{idt}"
+                "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
+                scoped(1)
             ),
-            fetch_stream: select_stream_events(idt),
-            read_all: select_global_page(),
-            archive: archive_stream(idt),
-            delete: format!("DELETE FROM {STREAMS_TABLE} WHERE id = $1::{idt}"),
+            fetch_stream: select_stream_events(idt, &scoped(6)),
+            read_all: select_global_page(""),
+            read_all_of_tenant: select_global_page("AND e.tenant_id = $5::text "),
+            archive: archive_stream(idt, &scoped(1)),
+            delete: format!(
+                "DELETE FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
+                scoped(1)
+            ),
         }
     }
 }
 
+/// The tenant condition of a scoped statement whose other parameters end at `$last`
+/// (`tenant_id = $<last + 1> AND `), or nothing for single-tenant events.
+fn scope(conjoined: bool, last: usize) -> String {
+    if conjoined {
+        format!("tenant_id = ${}::text AND ", last + 1)
+    } else {
+        String::new()
+    }
+}
+
 impl StreamRows {
-    /// The stream-row statements of an append whose expected version is
-    /// `$expected_param`.
-    fn new(idt: &str, expected_param: usize) -> Self {
+    /// The stream-row statements of an append whose tenant is `$tenant_param` and whose
+    /// expected version is the parameter after it. `conjoined`: the stream is the
+    /// tenant's (keyed by `(tenant_id, id)`); otherwise streams are global and the
+    /// statements do not name the tenant.
+    fn new(idt: &str, tenant_param: usize, conjoined: bool) -> Self {
+        let expected_param = tenant_param + 1;
+        let (columns, values, key, scope) = if conjoined {
+            (
+                "tenant_id, id, type, version",
+                format!("${tenant_param}::text, $1::{idt}, $2::text, $3::bigint"),
+                "tenant_id, id",
+                format!("st.tenant_id = ${tenant_param}::text AND "),
+            )
+        } else {
+            (
+                "id, type, version",
+                format!("$1::{idt}, $2::text, $3::bigint"),
+                "id",
+                String::new(),
+            )
+        };
         StreamRows {
             start: format!(
-                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-                 ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                 ON CONFLICT ({key}) DO NOTHING"
             ),
             append: format!(
-                "INSERT INTO {STREAMS_TABLE} AS st (id, type, version) VALUES ($1::{idt}, $2::text, $3::bigint) \
-                 ON CONFLICT (id) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
                  WHERE NOT st.is_archived"
             ),
             expected: format!(
                 "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
                  type = coalesce(st.type, $2::text) \
-                 WHERE st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived"
+                 WHERE {scope}st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived"
             ),
         }
     }
 }
 
 /// Inserts the events of an append with array parameters, versions counted back from the
-/// stream row `s`.
-fn insert_events(idt: &str) -> String {
+/// stream row `s`, recording the tenant `$tenant_param`.
+fn insert_events(idt: &str, tenant_param: usize) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-         SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id \
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
+         SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id, \
+         ${tenant_param}::text \
          FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
          WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
          ORDER BY i.ord"
     )
 }
 
-/// Inserts the one event of an append with scalar parameters, at the stream row's version.
-fn insert_event(idt: &str) -> String {
+/// Inserts the one event of an append with scalar parameters, at the stream row's version,
+/// recording the tenant `$tenant_param`.
+fn insert_event(idt: &str, tenant_param: usize) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id) \
-         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text FROM s"
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
+         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, ${tenant_param}::text FROM s"
     )
 }
 
@@ -220,14 +293,20 @@ fn alone(stream_row: &str, events: &str) -> String {
 }
 
 /// The tag rows of a tagged append and the bump of each tag's version, as CTEs following
-/// the event insert `e`.
-fn insert_tags() -> String {
+/// the event insert `e`. `conjoined`: both belong to the append's tenant (`$13`);
+/// otherwise to the tenant of single-tenant tags (the columns' default).
+fn insert_tags(conjoined: bool) -> String {
+    let (tenant_column, tenant_value) = if conjoined {
+        (", tenant_id", ", $13::text")
+    } else {
+        ("", "")
+    };
     format!(
-        ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id) \
-         SELECT x.tt, x.tv, e.seq_id FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
+        ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id{tenant_column}) \
+         SELECT x.tt, x.tv, e.seq_id{tenant_value} FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
          JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
-         tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, version) \
-         SELECT DISTINCT x.tt, x.tv, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
+         tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value{tenant_column}, version) \
+         SELECT DISTINCT x.tt, x.tv{tenant_value}, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
          WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
          ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
     )
@@ -238,46 +317,52 @@ fn select_tag_versions() -> String {
     format!(
         "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
          JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) ON v.tag_type = q.tt AND v.tag_value = q.tv \
-         WHERE v.tenant_id = '*DEFAULT*'"
+         WHERE v.tenant_id = $3::text"
     )
 }
 
-/// See [`EventSql::events_by_tags`].
-fn select_events_by_tags() -> String {
+/// See [`EventSql::events_by_tags`]: `conjoined`, the tags and events of the tenant `$4`.
+fn select_events_by_tags(conjoined: bool) -> String {
+    let (tags_scope, events_scope) = if conjoined {
+        ("t.tenant_id = $4::text AND ", "tenant_id = $4::text AND ")
+    } else {
+        ("", "")
+    };
     format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE seq_id IN (\
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE {events_scope}seq_id IN (\
          SELECT t.seq_id FROM {TAGS_TABLE} t JOIN unnest($1::text[], $2::text[]) AS q(tt, tv) \
-         ON t.tag_type = q.tt AND t.tag_value = q.tv) \
+         ON {tags_scope}t.tag_type = q.tt AND t.tag_value = q.tv) \
          AND ($3::text[] IS NULL OR type = ANY($3::text[])) AND NOT is_archived ORDER BY seq_id"
     )
 }
 
-/// See [`EventSql::fetch_stream`].
-fn select_stream_events(idt: &str) -> String {
+/// See [`EventSql::fetch_stream`]; `scope` is the tenant condition (or nothing).
+fn select_stream_events(idt: &str, scope: &str) -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE stream_id = $1::{idt} \
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE {scope}stream_id = $1::{idt} \
          AND version BETWEEN $2::bigint AND $3::bigint \
          AND ($4::timestamptz IS NULL OR timestamp >= $4) AND ($5::timestamptz IS NULL OR timestamp <= $5) \
          AND (NOT is_archived OR $6::boolean) ORDER BY version"
     )
 }
 
-/// See [`EventSql::read_all`].
-fn select_global_page() -> String {
+/// See [`EventSql::read_all`]; `tenant` filters the page (or is empty).
+fn select_global_page(tenant: &str) -> String {
     format!(
         "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
          WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
-         AND (NOT e.is_archived OR $4::boolean) \
+         AND (NOT e.is_archived OR $4::boolean) {tenant}\
          ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
     )
 }
 
-/// See [`EventSql::archive`]: the stream row and its events are marked archived.
-fn archive_stream(idt: &str) -> String {
+/// See [`EventSql::archive`]: the stream row and its events are marked archived; `scope`
+/// is the tenant condition (or nothing), applied to both.
+fn archive_stream(idt: &str, scope: &str) -> String {
     format!(
-        "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE id = $1::{idt} RETURNING id) \
-         UPDATE {EVENTS_TABLE} SET is_archived = true WHERE stream_id IN (SELECT id FROM s)"
+        "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE {scope}id = $1::{idt} RETURNING id) \
+         UPDATE {EVENTS_TABLE} SET is_archived = true WHERE {scope}stream_id IN (SELECT id FROM s)"
     )
 }
 
@@ -286,6 +371,21 @@ fn archive_stream(idt: &str) -> String {
 /// them), so they do not count. One range scan of the index `mt_events_tx_seq`.
 pub const EVENTS_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
      WHERE (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) AND NOT e.is_archived)";
+
+/// [`EVENTS_AFTER`] among the events of one tenant, `$3` (conjoined events): one range
+/// scan of the index `mt_events_tenant_tx_seq`.
+pub const EVENTS_AFTER_OF_TENANT: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
+     WHERE e.tenant_id = $3::text AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) AND NOT e.is_archived)";
+
+/// The tenants that have streams (conjoined events), in order: a skip scan of the
+/// streams' primary key `(tenant_id, id)`, one index probe per tenant however many
+/// streams each has.
+pub const STREAM_TENANTS: &str = "WITH RECURSIVE t AS (\
+     (SELECT tenant_id FROM mt_streams ORDER BY tenant_id LIMIT 1) \
+     UNION ALL \
+     SELECT (SELECT s.tenant_id FROM mt_streams s WHERE s.tenant_id > t.tenant_id ORDER BY s.tenant_id LIMIT 1) \
+     FROM t WHERE t.tenant_id IS NOT NULL) \
+     SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL";
 
 /// The age of the oldest transaction in the cluster that has written (has a transaction
 /// id) and is still open: what holds gap-safe readers back.
@@ -296,13 +396,94 @@ pub const OLDEST_OPEN_TRANSACTION: &str =
 /// The boundary check and tag lock of a save: every tag the save touches, locked in
 /// (tag_type, tag_value) order in one statement before anything else; a tag a boundary
 /// captured is asserted at its captured version and bumped. `$1` types, `$2` values,
-/// `$3` captured versions (NULL = lock only), `$4` row count.
+/// `$3` captured versions (NULL = lock only), `$4` row count, `$5` the tenant of the tag
+/// versions.
 pub const TAG_LOCK: &str = "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(tt, tv, captured)), \
-     w AS (INSERT INTO mt_tag_versions AS v (tag_type, tag_value, version) \
-     SELECT tt, tv, CASE WHEN captured IS NULL THEN 0 ELSE 1 END FROM input ORDER BY tt, tv \
+     w AS (INSERT INTO mt_tag_versions AS v (tag_type, tag_value, tenant_id, version) \
+     SELECT tt, tv, $5::text, CASE WHEN captured IS NULL THEN 0 ELSE 1 END FROM input ORDER BY tt, tv \
      ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + \
      CASE WHEN (SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value) IS NULL THEN 0 ELSE 1 END \
      WHERE coalesce((SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value), v.version) = v.version \
      RETURNING v.tag_type, v.tag_value) \
      SELECT array_agg(w.tag_type), array_agg(w.tag_value), \
      CASE WHEN count(*) < $4::bigint THEN set_config('marten.rejected', 't', true) END FROM w";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest `$n` a statement uses.
+    fn params(sql: &str) -> usize {
+        sql.split('$')
+            .skip(1)
+            .filter_map(|s| {
+                let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn single_tenant_streams_stay_global_and_conjoined_ones_are_scoped() {
+        let single = EventSql::of(StreamIdentity::Uuid, Tenancy::Single);
+        let conjoined = EventSql::of(StreamIdentity::Uuid, Tenancy::Conjoined);
+        for (s, c, n) in [
+            (&single.stream_version, &conjoined.stream_version, 1),
+            (&single.lock_stream, &conjoined.lock_stream, 1),
+            (&single.stream_state, &conjoined.stream_state, 1),
+            (&single.fetch_stream, &conjoined.fetch_stream, 6),
+            (&single.archive, &conjoined.archive, 1),
+            (&single.delete, &conjoined.delete, 1),
+            (&single.events_by_tags, &conjoined.events_by_tags, 3),
+        ] {
+            assert!(!s.contains("tenant_id ="), "{s}");
+            assert_eq!(params(s), n, "{s}");
+            assert!(c.contains(&format!("tenant_id = ${}::text", n + 1)), "{c}");
+            assert_eq!(params(c), n + 1, "{c}");
+        }
+        assert_eq!(params(&single.read_all), 4);
+        assert_eq!(
+            params(&conjoined.read_all),
+            4,
+            "the daemon reads every tenant"
+        );
+        assert_eq!(params(&conjoined.read_all_of_tenant), 5);
+        assert_eq!(params(&single.tag_versions), 3);
+        assert_eq!(params(TAG_LOCK), 5);
+    }
+
+    #[test]
+    fn appends_bind_the_tenant_before_the_expected_version() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            let sql = EventSql::of(StreamIdentity::String, tenancy);
+            for shape in [&sql.many, &sql.one, &sql.many_alone, &sql.one_alone] {
+                assert_eq!(params(&shape.start), 10, "{}", shape.start);
+                assert_eq!(params(&shape.append), 10, "{}", shape.append);
+                assert_eq!(params(&shape.expected), 11, "{}", shape.expected);
+                assert!(shape.append.contains("$10::text"), "{}", shape.append);
+            }
+            assert_eq!(params(&sql.tagged.start), 13);
+            assert_eq!(params(&sql.tagged.expected), 14);
+            let conjoined = tenancy == Tenancy::Conjoined;
+            assert_eq!(
+                sql.many.append.contains("ON CONFLICT (tenant_id, id)"),
+                conjoined,
+                "{}",
+                sql.many.append
+            );
+            assert_eq!(
+                sql.tagged
+                    .append
+                    .contains("(tag_type, tag_value, seq_id, tenant_id)"),
+                conjoined,
+                "{}",
+                sql.tagged.append
+            );
+        }
+        // A tenant id is a parameter: no statement spells one.
+        let all = EventSql::of(StreamIdentity::Uuid, Tenancy::Conjoined);
+        assert!(!all.tag_versions.contains("*DEFAULT*"));
+        assert!(!TAG_LOCK.contains("*DEFAULT*"));
+    }
+}

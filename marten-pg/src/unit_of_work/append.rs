@@ -1,9 +1,13 @@
-//! A stream append as an operation of the unit of work: one statement per append.
+//! A stream append as an operation of the unit of work: one statement per append, and
+//! the stream commands (archive, delete). Each binds the tenant of its session
+//! ([`EventTenant`]).
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use marten_core::{AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, StreamIdentity};
+use marten_core::{
+    AnyEvent, Error, Rejection, RejectionKind, Result, StreamId, StreamIdentity, Tenancy,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -11,6 +15,7 @@ use crate::connection::Db;
 
 use super::{Operation, Target};
 use crate::error_map::{map_db_error, Failed};
+use crate::events::EventTenant;
 use crate::json::RawJson;
 use crate::stream_key::StreamKey;
 use crate::tables::events::{EventSql, EVENTS_TABLE};
@@ -24,6 +29,8 @@ pub(crate) struct StreamAppend {
     /// an expected-version one for an attempt.
     pub(crate) requested: AppendKind,
     pub(crate) identity: StreamIdentity,
+    /// The tenant the events are recorded for (and, conjoined, whose stream this is).
+    pub(crate) tenant: EventTenant,
     pub(crate) stream: StreamKey,
     pub(crate) stream_type: Option<String>,
     pub(crate) count: i64,
@@ -46,10 +53,11 @@ pub(crate) struct StreamAppend {
 }
 
 impl StreamAppend {
-    /// An append of (probably) `capacity` events.
+    /// An append of (probably) `capacity` events for `tenant`.
     pub(crate) fn new(
         kind: AppendKind,
         identity: StreamIdentity,
+        tenant: EventTenant,
         stream: StreamId,
         capacity: usize,
     ) -> Self {
@@ -57,6 +65,7 @@ impl StreamAppend {
             kind,
             requested: kind,
             identity,
+            tenant,
             stream: StreamKey(stream),
             stream_type: None,
             count: 0,
@@ -117,18 +126,19 @@ fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
 }
 
-/// What appends and stream commands write: the events table of the store's identity.
-fn stream_target(identity: StreamIdentity) -> Target {
+/// What appends and stream commands write: the events table of the store's identity and
+/// event tenancy.
+fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
     Target::new(
         "stream",
         EVENTS_TABLE,
-        crate::schema::events_schema(identity),
+        crate::schema::events_schema(identity, tenancy),
     )
 }
 
 impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
-        let sql = EventSql::get(self.identity);
+        let sql = EventSql::of(self.identity, self.tenant.tenancy());
         let shape = match (self.is_single(), self.alone) {
             _ if !self.tag_types.is_empty() => &sql.tagged,
             (true, true) => &sql.one_alone,
@@ -155,6 +165,7 @@ impl Operation for StreamAppend {
                 &self.headers[0],
                 &self.correlation_ids[0],
                 &self.causation_ids[0],
+                self.tenant.written(),
             ];
             if let AppendKind::Expected(v) = &self.kind {
                 params.push(v);
@@ -179,6 +190,7 @@ impl Operation for StreamAppend {
                 &self.tag_values,
             ]);
         }
+        params.push(self.tenant.written());
         if let AppendKind::Expected(v) = &self.kind {
             params.push(v);
         }
@@ -186,7 +198,7 @@ impl Operation for StreamAppend {
     }
 
     fn target(&self) -> Target {
-        stream_target(self.identity)
+        stream_target(self.identity, self.tenant.tenancy())
     }
 
     fn len(&self) -> usize {
@@ -243,9 +255,10 @@ impl Operation for StreamAppend {
 
     fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
-            let sql = EventSql::get(self.identity);
+            let sql = EventSql::of(self.identity, self.tenant.tenancy());
+            let params = self.tenant.scoped(vec![&self.stream]);
             let row = client
-                .query_opt(sql.stream_version.as_str(), &[&self.stream])
+                .query_opt(sql.stream_version.as_str(), &params)
                 .await
                 .map_err(reading)?;
             let state: Option<(i64, bool)> = match row {
@@ -268,17 +281,25 @@ impl Operation for StreamAppend {
     }
 }
 
-/// Archive or delete a stream, queued like any other operation.
+/// Archive or delete a stream (of the tenant, with conjoined events), queued like any
+/// other operation.
 pub(crate) struct StreamCommand {
     identity: StreamIdentity,
+    tenant: EventTenant,
     stream: StreamKey,
     delete: bool,
 }
 
 impl StreamCommand {
-    pub(crate) fn archive(identity: StreamIdentity, stream: StreamKey) -> Self {
+    /// Archives `stream`.
+    pub(crate) fn archive(
+        identity: StreamIdentity,
+        tenant: EventTenant,
+        stream: StreamKey,
+    ) -> Self {
         Self {
             identity,
+            tenant,
             stream,
             delete: false,
         }
@@ -289,9 +310,11 @@ impl StreamCommand {
         &self.stream
     }
 
-    pub(crate) fn delete(identity: StreamIdentity, stream: StreamKey) -> Self {
+    /// Deletes `stream` and its events.
+    pub(crate) fn delete(identity: StreamIdentity, tenant: EventTenant, stream: StreamKey) -> Self {
         Self {
             identity,
+            tenant,
             stream,
             delete: true,
         }
@@ -300,7 +323,7 @@ impl StreamCommand {
 
 impl Operation for StreamCommand {
     fn sql(&self) -> &'static str {
-        let sql = EventSql::get(self.identity);
+        let sql = EventSql::of(self.identity, self.tenant.tenancy());
         if self.delete {
             &sql.delete
         } else {
@@ -309,11 +332,11 @@ impl Operation for StreamCommand {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![&self.stream]
+        self.tenant.scoped(vec![&self.stream])
     }
 
     fn target(&self) -> Target {
-        stream_target(self.identity)
+        stream_target(self.identity, self.tenant.tenancy())
     }
 
     fn len(&self) -> usize {

@@ -1,5 +1,6 @@
 //! The tag lock of a save: one statement, placed before every other, that asserts the
-//! captured tag versions and bumps every tag the save writes, in (type, value) order.
+//! captured tag versions and bumps every tag the save writes, in (type, value) order,
+//! among the tag versions of the save's tenant (see [`EventTenant::tags`]).
 //! Implements the unit of work's `Operation`.
 
 use futures_util::future::BoxFuture;
@@ -10,6 +11,7 @@ use tokio_postgres::Row;
 use crate::connection::Db;
 
 use super::{reading, tag_version};
+use crate::events::EventTenant;
 use crate::schema::events_schema;
 use crate::tables::events::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
 use crate::unit_of_work::append::StreamAppend;
@@ -18,6 +20,7 @@ use crate::unit_of_work::{Operation, Target};
 /// The tag lock of a save (see the module docs), placed before every other statement.
 pub(crate) struct TagLock {
     identity: StreamIdentity,
+    tenant: EventTenant,
     types: Vec<String>,
     values: Vec<String>,
     captured: Vec<Option<i64>>,
@@ -28,13 +31,20 @@ pub(crate) struct TagLock {
 
 impl TagLock {
     /// The lock for a save's boundaries and tagged appends; `None` when a single tagged
-    /// append (which bumps its own tags in order) or nothing needs none.
+    /// append (which bumps its own tags in order) or nothing needs none, and when nothing
+    /// is appended (a boundary protects appends: without one there is nothing to assert).
+    /// The tenant of the tag versions is the appends' (all of one session).
     pub(crate) fn for_save<'a>(
         identity: StreamIdentity,
         boundaries: &[(EventTag, i64)],
         appends: impl Iterator<Item = &'a StreamAppend>,
     ) -> Option<TagLock> {
-        let appends: Vec<&StreamAppend> = appends.filter(|a| !a.tag_types.is_empty()).collect();
+        let appends: Vec<&StreamAppend> = appends.collect();
+        let tenant = appends.first()?.tenant.clone();
+        let appends: Vec<&StreamAppend> = appends
+            .into_iter()
+            .filter(|a| !a.tag_types.is_empty())
+            .collect();
         if boundaries.is_empty() && appends.len() < 2 {
             return None;
         }
@@ -50,6 +60,7 @@ impl TagLock {
         }
         let mut lock = TagLock {
             identity,
+            tenant,
             types: Vec::new(),
             values: Vec::new(),
             captured: Vec::new(),
@@ -73,11 +84,18 @@ impl Operation for TagLock {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![&self.types, &self.values, &self.captured, &self.count]
+        vec![
+            &self.types,
+            &self.values,
+            &self.captured,
+            &self.count,
+            self.tenant.tags(),
+        ]
     }
 
     fn target(&self) -> Target {
-        Target::new("tag", TAG_VERSIONS_TABLE, events_schema(self.identity))
+        let schema = events_schema(self.identity, self.tenant.tenancy());
+        Target::new("tag", TAG_VERSIONS_TABLE, schema)
     }
 
     fn checked(&self) -> bool {
@@ -110,9 +128,14 @@ impl Operation for TagLock {
 
     fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
-            let sql = EventSql::get(self.identity);
+            let sql = EventSql::of(self.identity, self.tenant.tenancy());
+            let params = [
+                &self.types as &(dyn ToSql + Sync),
+                &self.values,
+                self.tenant.tags(),
+            ];
             let rows = client
-                .query(sql.tag_versions.as_str(), &[&self.types, &self.values])
+                .query(sql.tag_versions.as_str(), &params)
                 .await
                 .map_err(reading)?;
             let mut out = Vec::new();

@@ -11,7 +11,7 @@ use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::inline::{
     plan_aggregate, AggregateReads, CachedDocs, LockedStream, PlanOutput,
 };
-use marten_core::{Aggregate, Result};
+use marten_core::{Aggregate, Result, Tenancy};
 
 use super::locked::lock_streams;
 use crate::documents::PgDocument;
@@ -23,17 +23,24 @@ pub(crate) struct InlineAggregate<A> {
     /// `$1` = stream ids -> `id, version, is_archived` of each existing stream, locking
     /// the rows in id order until the save commits.
     lock: String,
+    /// [`InlineAggregate::lock`] of one tenant's streams (conjoined events): `$2` = the
+    /// tenant.
+    lock_of_tenant: String,
     _a: PhantomData<fn() -> A>,
 }
 
 impl<A: Aggregate + PgDocument> InlineAggregate<A> {
     pub(crate) fn new() -> Self {
         let id_type = <A::Id as crate::PgId>::SQL_TYPE;
-        InlineAggregate {
-            lock: format!(
-                "SELECT id, version, is_archived FROM {} WHERE id = ANY($1::{id_type}[]) ORDER BY id FOR UPDATE",
+        let lock = |tenant: &str| {
+            format!(
+                "SELECT id, version, is_archived FROM {} WHERE id = ANY($1::{id_type}[]){tenant} ORDER BY id FOR UPDATE",
                 crate::tables::events::STREAMS_TABLE,
-            ),
+            )
+        };
+        InlineAggregate {
+            lock: lock(""),
+            lock_of_tenant: lock(" AND tenant_id = $2"),
             _a: PhantomData,
         }
     }
@@ -46,9 +53,17 @@ impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
         pg: &'a mut Planner<'_, '_>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // With conjoined events, the session's tenant's streams.
+            let scoped = pg.store.events().events_tenancy() == Tenancy::Conjoined;
+            let lock = if scoped {
+                &self.lock_of_tenant
+            } else {
+                &self.lock
+            };
             let mut reads = Reads::<A> {
                 pg,
-                lock: &self.lock,
+                lock,
+                scoped,
                 _a: PhantomData,
             };
             plan_aggregate::<A, _, _>(plan, &mut reads).await
@@ -56,10 +71,12 @@ impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
     }
 }
 
-/// The reads of aggregate `A`'s plan: the save's planner and the locking statement.
+/// The reads of aggregate `A`'s plan: the save's planner and the locking statement
+/// (`scoped`: it takes the tenant as its second parameter).
 struct Reads<'p, 'a, 'r, A> {
     pg: &'p mut Planner<'a, 'r>,
     lock: &'p str,
+    scoped: bool,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -85,7 +102,7 @@ impl<A: Aggregate + PgDocument> PlanOutput<A> for Reads<'_, '_, '_, A> {
 
 impl<A: Aggregate + PgDocument> AggregateReads<A> for Reads<'_, '_, '_, A> {
     async fn lock_streams(&mut self, ids: &[A::Id]) -> Result<HashMap<A::Id, LockedStream<A>>> {
-        lock_streams::<A>(self.pg, self.lock, ids).await
+        lock_streams::<A>(self.pg, self.lock, self.scoped, ids).await
     }
 
     fn check_cached(&mut self, cached: CachedDocs<A>) {

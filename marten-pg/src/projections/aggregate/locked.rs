@@ -26,6 +26,7 @@ use crate::tenant_key::TenantKey;
 pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     pg: &mut Planner<'_, '_>,
     lock: &str,
+    scoped: bool,
     ids: &[A::Id],
 ) -> Result<HashMap<A::Id, LockedStream<A>>> {
     let tenant = require_tenant(A::TENANCY, pg.out.tenant.as_ref(), A::DOCUMENT_TYPE)?;
@@ -39,11 +40,16 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
         pg.req.set_in_transaction(true);
     }
     let c = pg.req.client();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-    let doc_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &tenant {
-        Some(t) => vec![&ids, t],
-        None => vec![&ids],
+    // The documents' tenant (a conjoined `A`) and, `scoped`, the streams' (the same: a
+    // single-tenant `A` is refused with conjoined events).
+    let with_tenant = |on: bool| -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        match (&tenant, on) {
+            (Some(t), true) => vec![&ids, t],
+            _ => vec![&ids],
+        }
     };
+    let params = with_tenant(scoped);
+    let doc_params = with_tenant(true);
     // BEGIN, the lock and the read in one flight.
     let mut pipe = Pipeline::new(c, 3);
     let begun = begin.then(|| pipe.command("BEGIN"));

@@ -22,23 +22,24 @@ use crate::documents::load;
 use crate::documents::PgDocument;
 use crate::events::read;
 use crate::events::stream_id::StreamKey;
-use crate::events::StreamRange;
+use crate::events::{EventTenant, StreamRange};
 use crate::projections::ProjectionCatalog;
 
 pub(crate) use inline::InlineAggregate;
 
-/// Folds a stream (within `range`) into `A`, starting from its inline snapshot when `A`
+/// Folds a stream of `tenant` (within `range`) into `A`, starting from its inline snapshot when `A`
 /// is an inline projection and the snapshot is not past the range. Returns the state and
 /// the version of the last event read (the snapshot's when no event follows it; 0 for no
 /// stream).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
-    tenant: Option<&TenantId>,
+    doc_tenant: Option<&TenantId>,
+    tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<(Option<A>, i64)> {
-    let tenant = require_tenant(A::TENANCY, tenant, A::DOCUMENT_TYPE)?;
+    let doc_tenant = require_tenant(A::TENANCY, doc_tenant, A::DOCUMENT_TYPE)?;
     store.learn_events(A::event_types());
     let mut start: Option<A> = None;
     let mut snapshot_json = None;
@@ -47,7 +48,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
         if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
             store.ensure::<A>().await?;
-            if let Some(snapshot) = load::load_one::<A>(client, tenant, &id).await? {
+            if let Some(snapshot) = load::load_one::<A>(client, doc_tenant, &id).await? {
                 let stored = snapshot.doc.version();
                 let next = stored.checked_add(1).filter(|_| stored >= 0);
                 let Some(next) = next else {
@@ -71,7 +72,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let whole = range.to_version == i64::MAX;
     let mut range = range.clone();
     range.from_version = from_version;
-    let events = read::fetch_stream(store.as_ref(), client, stream, &range).await?;
+    let events = read::fetch_stream(store.as_ref(), client, tenant, stream, &range).await?;
     if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(

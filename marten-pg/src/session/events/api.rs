@@ -1,9 +1,10 @@
-//! The event operations handle of a session, `session.events()`: the [`Events`] struct
-//! and its check of stream ids. The operations are in `append_api`, `read_api` and
-//! `writing`.
+//! The event operations handle of a session, `session.events()`: the [`Events`] struct,
+//! its check of stream ids and the tenant its operations work for. The operations are in
+//! `append_api`, `read_api` and `writing`.
 
 use marten_core::{Error, Result, StreamId, StreamIdentity};
 
+use crate::events::EventTenant;
 use crate::session::{Session, Tracking};
 use crate::stream_key::StreamKey;
 
@@ -17,6 +18,13 @@ pub struct Events<'s, K: Tracking> {
 }
 
 impl<K: Tracking> Events<'_, K> {
+    /// The tenant of the session's event operations: with conjoined events a session
+    /// without a tenant gets [`Error::TenantRequired`], before anything is sent.
+    pub(super) fn tenant(&self) -> Result<EventTenant> {
+        let store = &self.session.parts().store;
+        EventTenant::of_session(store.events_tenancy(), store.tenant())
+    }
+
     /// The stream's key, if `stream` is a valid id for this store's stream identity.
     pub(super) fn key(&self, stream: StreamId) -> Result<StreamKey> {
         let identity = self.session.parts().store.stream_identity();

@@ -1,11 +1,14 @@
 //! The append API of [`Events`]: start, append (plain, expected, optimistic, exclusive),
 //! archive and delete, each queued on the session's unit of work for `save_changes`.
 //! Uses `encode` to build appends, `stream_row` / `lock` for the read-before-append kinds.
+//! Every operation takes the session's tenant first (`Events::tenant`): with conjoined
+//! events a session without one is refused before anything is queued or sent.
 
 use marten_core::{Result, StreamId, StreamIdentity};
 
 use super::api::Events;
 use crate::events::pending::PendingEvent;
+use crate::events::EventTenant;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::{AppendKind, StreamAppend, StreamCommand};
@@ -23,7 +26,8 @@ impl<K: Tracking> Events<'_, K> {
         }
     }
 
-    /// Checks the stream id, builds the append and queues it.
+    /// Checks the stream id, builds the append (for the session's tenant: `build` refuses
+    /// a session without one on conjoined events) and queues it.
     fn enqueue(
         &mut self,
         kind: AppendKind,
@@ -117,8 +121,9 @@ impl<K: Tracking> Events<'_, K> {
         stream: impl Into<StreamId>,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<()> {
+        let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
-        let version = self.current_version(&key).await?;
+        let version = self.current_version(&tenant, &key).await?;
         self.enqueue_expected(key, version, events)
     }
 
@@ -132,8 +137,9 @@ impl<K: Tracking> Events<'_, K> {
         stream: impl Into<StreamId>,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<()> {
+        let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
-        let version = self.lock_stream(&key).await?;
+        let version = self.lock_stream(&tenant, &key).await?;
         self.enqueue_expected(key, version, events)
     }
 
@@ -152,12 +158,13 @@ impl<K: Tracking> Events<'_, K> {
     fn enqueue_command(
         &mut self,
         stream: StreamId,
-        make: fn(StreamIdentity, StreamKey) -> StreamCommand,
+        make: fn(StreamIdentity, EventTenant, StreamKey) -> StreamCommand,
     ) -> Result<()> {
+        let tenant = self.tenant()?;
         let key = self.key(stream)?;
         let parts = self.session.parts_mut();
         let identity = parts.store.stream_identity();
-        parts.queue.user.push_command(make(identity, key));
+        parts.queue.user.push_command(make(identity, tenant, key));
         Ok(())
     }
 }

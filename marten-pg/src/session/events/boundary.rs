@@ -1,7 +1,8 @@
 //! Reading a consistency boundary for writing: the versions of the queried tags, then the
 //! matching events, folded into a state; appends made through the [`Boundary`] make the
-//! save assert those versions. May use the session's connection, the event tables' SQL
-//! and reads, and the pipelined flight of the unit of work.
+//! save assert those versions. With conjoined events the tags, their versions and the
+//! events are the session's tenant's. May use the session's connection, the event
+//! tables' SQL and reads, and the pipelined flight of the unit of work.
 
 use std::future::Future;
 
@@ -17,9 +18,9 @@ use crate::connection::{Pipeline, Rows};
 use crate::events::read;
 use crate::events::tags::query::TagQuery;
 use crate::events::tags::{reading, tag_version};
+use crate::events::EventTenant;
 use crate::events::PendingEvent;
 use crate::session::{Postgres, Tracking};
-use crate::tables::events::EventSql;
 use marten_core::session::Parts;
 
 /// A consistency boundary read for writing: the matching events, the state folded from
@@ -65,14 +66,20 @@ impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
         self.append_to(stream, events)
     }
 
-    /// Queues events on a given stream; the save asserts the boundary.
+    /// Queues events on a given stream; the save asserts the boundary. Appending no
+    /// events queues nothing and asserts nothing (there is nothing to protect).
     pub fn append_to(
         &mut self,
         stream: impl Into<StreamId>,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<()> {
-        self.assert_once();
-        self.events.append(stream, events)
+        let events: Vec<PendingEvent> = events.into_iter().map(Into::into).collect();
+        let any = !events.is_empty();
+        self.events.append(stream, events)?;
+        if any {
+            self.assert_once();
+        }
+        Ok(())
     }
 }
 
@@ -98,13 +105,15 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
     query: TagQuery,
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<Boundary<'s, K, S>> {
+    let tenant = events.tenant()?;
     let tags = checked_tags(&query)?;
     let s = events.session.parts_mut();
     let span = crate::trace::boundary(s.store.schema(), tags.len());
     let reading = async {
         s.store.learn_events(S::event_types());
         read::ensure(s.store.as_ref()).await?;
-        read_versions_then_events(s, &tags, query.event_type_names(), between_reads).await
+        let types = query.event_type_names();
+        read_versions_then_events(s, &tenant, &tags, types, between_reads).await
     };
     let (version_rows, event_rows) = reading.instrument(span.clone()).await?;
     span.record("marten.events", event_rows.len());
@@ -141,6 +150,7 @@ fn checked_tags(query: &TagQuery) -> Result<Vec<EventTag>> {
 /// sees at least every event the versions count.
 async fn read_versions_then_events(
     s: &mut Parts<Postgres>,
+    tenant: &EventTenant,
     tags: &[EventTag],
     event_types: Option<&[&'static str]>,
     between_reads: impl Future<Output = ()> + Send,
@@ -148,7 +158,7 @@ async fn read_versions_then_events(
     let types: Vec<String> = tags.iter().map(|t| t.tag_type.clone()).collect();
     let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
     let event_types: Option<Vec<&str>> = event_types.map(<[&str]>::to_vec);
-    let sql = EventSql::get(s.store.stream_identity());
+    let sql = s.store.events().sql();
     let req = s.conn.request(&s.store).await?;
     let client = req.client();
     let prepared = async {
@@ -166,8 +176,8 @@ async fn read_versions_then_events(
         }
     };
     let c = client;
-    let version_params: [&(dyn ToSql + Sync); 2] = [&types, &values];
-    let event_params: [&(dyn ToSql + Sync); 3] = [&types, &values, &event_types];
+    let version_params: [&(dyn ToSql + Sync); 3] = [&types, &values, tenant.tags()];
+    let event_params = tenant.scoped(vec![&types, &values, &event_types]);
     let mut pipe = Pipeline::new(c, 2);
     let versions = pipe.query(&versions_stmt, &version_params);
     let events = pipe.push(async {

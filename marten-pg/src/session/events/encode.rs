@@ -22,12 +22,14 @@ impl<K: Tracking> Events<'_, K> {
         stream: StreamKey,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<Option<StreamAppend>> {
+        let tenant = self.tenant()?;
         let store = self.session.parts().store.clone();
         let meta = &self.session.parts().event_meta;
         let events = events.into_iter();
         let mut append = StreamAppend::new(
             kind,
             store.stream_identity(),
+            tenant,
             stream.0,
             events.size_hint().0,
         );

@@ -1,5 +1,6 @@
 //! Locking a stream's row for `append_exclusive`: the lock is taken now, inside the
-//! session's transaction, under a savepoint and a lock timeout. Uses the session's
+//! session's transaction, under a savepoint and a lock timeout (the stream of the
+//! session's tenant, with conjoined events). Uses the session's
 //! connection (`Request`), the event SQL and `stream_row` to read the locked row.
 
 use std::time::Duration;
@@ -15,9 +16,9 @@ use crate::connection::{timed_out, within, Request};
 use crate::connection::{Db, Pipeline, Stmt};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::read;
+use crate::events::EventTenant;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
-use crate::tables::events::EventSql;
 
 /// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).
 const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
@@ -25,15 +26,19 @@ const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
 impl<K: Tracking> Events<'_, K> {
     /// Locks the stream's row now in the session's transaction, waiting up to the store's
     /// exclusive lock timeout, and returns its version.
-    pub(super) async fn lock_stream(&mut self, key: &StreamKey) -> Result<i64> {
+    pub(super) async fn lock_stream(
+        &mut self,
+        tenant: &EventTenant,
+        key: &StreamKey,
+    ) -> Result<i64> {
         let s = self.session.parts_mut();
         let timeout = s.store.event_config().exclusive_lock_timeout;
         read::ensure(s.store.as_ref()).await?;
-        let sql = EventSql::get(s.store.stream_identity());
+        let sql = s.store.events().sql();
         let mut req = s.conn.request(&s.store).await?;
         let answered = within(
             &s.store,
-            lock_stream_on(&mut req, &sql.lock_stream, key, timeout),
+            lock_stream_on(&mut req, &sql.lock_stream, tenant, key, timeout),
         );
         let Some(outcome) = answered.await else {
             req.mark_lost();
@@ -56,6 +61,7 @@ type Answers = (
 async fn lock_stream_on(
     req: &mut Request<'_>,
     lock_sql: &str,
+    tenant: &EventTenant,
     key: &StreamKey,
     timeout: Duration,
 ) -> Result<i64> {
@@ -67,7 +73,16 @@ async fn lock_stream_on(
         // BEGIN is about to be written.
         req.set_in_transaction(true);
     }
-    let answers = send_attempt(req.client(), began, &set_timeout, &lock, key, timeout).await;
+    let lock_params = tenant.scoped(vec![key]);
+    let answers = send_attempt(
+        req.client(),
+        began,
+        &set_timeout,
+        &lock,
+        &lock_params,
+        timeout,
+    )
+    .await;
     let outcome = attempt_outcome(answers, key, timeout);
     if outcome.is_err() {
         undo_attempt(req, began).await?;
@@ -82,18 +97,17 @@ async fn send_attempt(
     began: bool,
     set_timeout: &Stmt,
     lock: &Stmt,
-    key: &StreamKey,
+    lock_params: &[&(dyn ToSql + Sync)],
     timeout: Duration,
 ) -> Answers {
     let timeout_text = lock_timeout_text(timeout);
     let timeout_params: [&(dyn ToSql + Sync); 1] = [&timeout_text];
-    let lock_params: [&(dyn ToSql + Sync); 1] = [key];
     let mut pipe = Pipeline::new(c, 5);
     // A failed BEGIN fails the savepoint after it, which is what the outcome reads.
     let _begin = began.then(|| pipe.command("BEGIN"));
     let savepoint = pipe.command("SAVEPOINT mt_exclusive");
     let _timeout = pipe.query(set_timeout, &timeout_params);
-    let locked = pipe.query(lock, &lock_params);
+    let locked = pipe.query(lock, lock_params);
     let _release = pipe.command("RELEASE SAVEPOINT mt_exclusive");
     let mut answers = pipe.send().await;
     (answers.take(savepoint), answers.take(locked))

@@ -1,6 +1,7 @@
 //! The read API of [`Events`]: a stream's events and state, the gap-safe global order,
-//! and aggregates folded from a stream. Runs on the session's connection; the SQL and
-//! decoding are in `read`, the folds in `crate::projections`.
+//! and aggregates folded from a stream, each within the session's tenant with conjoined
+//! events. Runs on the session's connection; the SQL and decoding are in `read`, the
+//! folds in `crate::projections`.
 
 use std::time::Duration;
 
@@ -41,9 +42,10 @@ impl<K: Tracking> Events<'_, K> {
         stream: impl Into<StreamId>,
         range: StreamRange,
     ) -> Result<Vec<EventEnvelope>> {
+        let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
         self.on_connection(async |store, c| {
-            read::fetch_stream(store.as_ref(), c, &key, &range).await
+            read::fetch_stream(store.as_ref(), c, &tenant, &key, &range).await
         })
         .await
     }
@@ -53,22 +55,41 @@ impl<K: Tracking> Events<'_, K> {
         &mut self,
         stream: impl Into<StreamId>,
     ) -> Result<Option<StreamState>> {
+        let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
-        self.on_connection(async |store, c| read::stream_state(store.as_ref(), c, &key).await)
-            .await
+        self.on_connection(async |store, c| {
+            read::stream_state(store.as_ref(), c, &tenant, &key).await
+        })
+        .await
     }
 
     /// Up to `limit` events after `after` in the gap-safe global order: only events whose
     /// writing transaction id is below the oldest transaction still open, ordered by
     /// (transaction id, sequence). An open transaction that appended holds the reader at
     /// its gap until it commits or rolls back; nothing is ever skipped.
+    ///
+    /// With conjoined events only the session's tenant's events are read: the global
+    /// order's index is scanned and filtered by tenant, so a page costs more where other
+    /// tenants wrote many events in between. [`DocumentStore::read_all_events`] reads
+    /// every tenant's.
     pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
         // Archived events left out; unknown types as the store's policy says.
         const INCLUDE_ARCHIVED: bool = false;
         const SKIP_UNKNOWN: bool = false;
+        let tenant = self.tenant()?;
         self.on_connection(async |store, c| {
             let store = store.as_ref();
-            read::read_all(store, c, after, limit, INCLUDE_ARCHIVED, SKIP_UNKNOWN).await
+            let scope = tenant.scope();
+            read::read_all(
+                store,
+                c,
+                scope,
+                after,
+                limit,
+                INCLUDE_ARCHIVED,
+                SKIP_UNKNOWN,
+            )
+            .await
         })
         .await
     }
@@ -118,8 +139,9 @@ impl<K: Tracking> Events<'_, K> {
         key: &StreamKey,
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
+        let tenant = self.tenant()?;
         self.on_connection(async |store, c| {
-            aggregate_stream::<A>(store.as_ref(), c, store.tenant(), key, range).await
+            aggregate_stream::<A>(store.as_ref(), c, store.tenant(), &tenant, key, range).await
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! A stream's row read before an append: its version and archived flag now, and what they
-//! mean for the append (missing, archived, or the version to expect). The locking read
-//! is in `lock.rs`. Uses the event SQL and the session's connection.
+//! mean for the append (missing, archived, or the version to expect), within the
+//! session's tenant with conjoined events. The locking read is in `lock.rs`. Uses the
+//! event SQL and the session's connection.
 
 use marten_core::{Error, Rejection, RejectionKind, Result};
 use tokio_postgres::Row;
@@ -8,17 +9,22 @@ use tokio_postgres::Row;
 use super::api::Events;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::read;
+use crate::events::EventTenant;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
-use crate::tables::events::EventSql;
 
 impl<K: Tracking> Events<'_, K> {
     /// The stream's version now, to expect at save: a missing stream is
     /// [`Error::StreamNotFound`], an archived one is rejected.
-    pub(super) async fn current_version(&mut self, key: &StreamKey) -> Result<i64> {
+    pub(super) async fn current_version(
+        &mut self,
+        tenant: &EventTenant,
+        key: &StreamKey,
+    ) -> Result<i64> {
         let s = self.session.parts_mut();
         read::ensure(s.store.as_ref()).await?;
-        let sql = EventSql::get(s.store.stream_identity());
+        let sql = s.store.events().sql();
+        let params = tenant.scoped(vec![key]);
         let row = s
             .conn
             .run(&s.store, async |client| {
@@ -26,7 +32,7 @@ impl<K: Tracking> Events<'_, K> {
                     .statement(&sql.stream_version)
                     .await
                     .map_err(reading)?;
-                match client.query_opt(&stmt, &[key]).await.map_err(reading)? {
+                match client.query_opt(&stmt, &params).await.map_err(reading)? {
                     Some(row) => version_row(&row).map(Some),
                     None => Ok(None),
                 }

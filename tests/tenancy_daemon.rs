@@ -1,0 +1,325 @@
+//! The daemon with conjoined events: every tenant's projection runs on its own slot (its
+//! own progression row, lock and owner epoch), so tenants with the same stream ids
+//! project into their own documents, one tenant's poison event does not hold up another,
+//! a rebuild of one tenant leaves the others alone, and tenants that appear later are
+//! picked up. Inline projections of conjoined aggregates keep tenants apart too.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{builder, ok};
+use marten::daemon::{rebuild_tenant, Daemon, DaemonOptions, PoisonPolicy};
+use marten::prelude::*;
+use marten::Tenancy;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Deposited {
+    amount: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Poisoned {}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Wallet {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Wallet {
+    fn apply(&mut self, e: &Deposited) {
+        self.total += e.amount;
+    }
+    fn apply_poison(&mut self, _e: &Poisoned) -> Result<(), String> {
+        Err("poisoned".into())
+    }
+}
+
+/// An inline aggregate of conjoined events.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Ledger {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Ledger {
+    fn apply(&mut self, e: &Deposited) {
+        self.total += e.amount;
+    }
+}
+
+/// A single-tenant aggregate: refused as a stored projection of conjoined events.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Shared {
+    id: Uuid,
+    version: i64,
+}
+
+#[marten::apply]
+impl Shared {
+    fn apply(&mut self, _e: &Deposited) {}
+}
+
+fn options(poison: PoisonPolicy) -> DaemonOptions {
+    DaemonOptions {
+        poison,
+        retries: 0,
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+async fn deposit(store: &DocumentStore, tenant: &str, stream: Uuid, amounts: &[i64]) {
+    let mut s = ok(store.lightweight_session_for(tenant));
+    let events: Vec<Deposited> = amounts.iter().map(|&amount| Deposited { amount }).collect();
+    ok(s.events().append(stream, events));
+    ok(s.save_changes().await);
+}
+
+async fn wallet(store: &DocumentStore, tenant: &str, stream: Uuid) -> Option<i64> {
+    let mut q = ok(store.query_session_for(tenant));
+    ok(q.load::<Wallet>(&stream).await).map(|w| w.total)
+}
+
+/// Waits (at most 20 s) until `tenant`'s wallet shows `total`.
+async fn wait_for(store: &DocumentStore, tenant: &str, stream: Uuid, total: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wallet(store, tenant, stream).await != Some(total) {
+        assert!(Instant::now() < deadline, "{tenant} reached {total}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn conjoined_store(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
+    let store = ok(b
+        .events_tenancy(Tenancy::Conjoined)
+        .projection::<Wallet>(Lifecycle::Async)
+        .projection::<Ledger>(Lifecycle::Inline)
+        .event::<Poisoned>()
+        .build()
+        .await);
+    (schema, store)
+}
+
+#[tokio::test]
+async fn each_tenant_projects_its_own_streams_on_its_own_slot() {
+    let (schema, store) = conjoined_store("tenancy_daemon_slots").await;
+    let stream = Uuid::now_v7();
+    deposit(&store, "red", stream, &[1, 2]).await;
+    deposit(&store, "blue", stream, &[10, 20]).await;
+    let daemon = Daemon::start(&store, options(PoisonPolicy::Stop));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    assert_eq!(wallet(&store, "red", stream).await, Some(3));
+    assert_eq!(wallet(&store, "blue", stream).await, Some(30));
+
+    // A tenant whose first stream appears while the daemon runs gets its own runner.
+    deposit(&store, "green", stream, &[100]).await;
+    wait_for(&store, "green", stream, 100).await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+
+    // One progression row per tenant, recording its tenant.
+    let (client, conn) = ok(tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Configuration(e.to_string())));
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT name, tenant_id FROM {}.mt_event_progression ORDER BY name",
+                schema.name()
+            ),
+            &[],
+        )
+        .await
+        .expect("progression");
+    let slots: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        slots,
+        [
+            ("Wallet@blue".to_owned(), "blue".to_owned()),
+            ("Wallet@green".to_owned(), "green".to_owned()),
+            ("Wallet@red".to_owned(), "red".to_owned()),
+        ]
+    );
+    ok(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn one_tenants_poison_event_does_not_hold_up_another() {
+    let (_schema, store) = conjoined_store("tenancy_daemon_poison").await;
+    let stream = Uuid::now_v7();
+    deposit(&store, "red", stream, &[1]).await;
+    deposit(&store, "blue", stream, &[10]).await;
+    let daemon = Daemon::start(&store, options(PoisonPolicy::Stop));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    let mut s = ok(store.lightweight_session_for("red"));
+    ok(s.events().append(stream, [Poisoned {}]));
+    ok(s.save_changes().await);
+    for round in 1..=5 {
+        deposit(&store, "blue", stream, &[1]).await;
+        wait_for(&store, "blue", stream, 10 + round).await;
+    }
+    assert_eq!(wallet(&store, "red", stream).await, Some(1));
+    match daemon.stop().await {
+        Err(e) => assert!(e.to_string().contains("poisoned"), "{e}"),
+        Ok(()) => panic!("red's runner stopped on its poison event"),
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_carry_the_tenant() {
+    let (schema, store) = conjoined_store("tenancy_daemon_dead").await;
+    let stream = Uuid::now_v7();
+    let mut s = ok(store.lightweight_session_for("red"));
+    ok(s.events().append(stream, [Deposited { amount: 1 }]));
+    ok(s.events().append(stream, [Poisoned {}]));
+    ok(s.save_changes().await);
+    deposit(&store, "blue", stream, &[5]).await;
+    let daemon = Daemon::start(&store, options(PoisonPolicy::DeadLetter));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+    assert_eq!(wallet(&store, "red", stream).await, Some(1));
+    assert_eq!(wallet(&store, "blue", stream).await, Some(5));
+    let (client, conn) = ok(tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Configuration(e.to_string())));
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT projection, tenant_id, event_type FROM {}.mt_dead_letters",
+                schema.name()
+            ),
+            &[],
+        )
+        .await
+        .expect("dead letters");
+    let letters: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!((letters[0].0.as_str(), letters[0].1.as_str()), ("Wallet", "red"));
+}
+
+#[tokio::test]
+async fn a_rebuild_of_one_tenant_leaves_the_others_alone() {
+    let (_schema, store) = conjoined_store("tenancy_daemon_rebuild").await;
+    let stream = Uuid::now_v7();
+    deposit(&store, "red", stream, &[1, 2, 3]).await;
+    deposit(&store, "blue", stream, &[10]).await;
+    let daemon = Daemon::start(&store, options(PoisonPolicy::Stop));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    // Break blue's document by hand, then rebuild blue alone while the daemon runs.
+    let mut s = ok(store.lightweight_session_for("blue"));
+    ok(s.store(Wallet { id: stream, version: 1, total: -1 }));
+    ok(s.save_changes().await);
+    let red_before = ok(ok(store.query_session_for("red")).metadata::<Wallet>(&stream).await);
+    ok(rebuild_tenant(&store, "Wallet", "blue").await);
+    wait_for(&store, "blue", stream, 10).await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    let red_after = ok(ok(store.query_session_for("red")).metadata::<Wallet>(&stream).await);
+    assert_eq!(
+        red_before.map(|m| m.last_modified),
+        red_after.map(|m| m.last_modified),
+        "red's document was not rewritten"
+    );
+    assert_eq!(wallet(&store, "red", stream).await, Some(6));
+    // The whole projection, every tenant.
+    ok(marten::daemon::rebuild(&store, "Wallet").await);
+    wait_for(&store, "red", stream, 6).await;
+    wait_for(&store, "blue", stream, 10).await;
+    ok(daemon.stop().await);
+    // A rebuild of one tenant needs conjoined events.
+    let (_s2, b) = builder("tenancy_daemon_rebuild_single");
+    let single = ok(b.projection::<Wallet>(Lifecycle::Async).build().await);
+    assert!(matches!(
+        rebuild_tenant(&single, "Wallet", "blue").await,
+        Err(Error::Configuration(_))
+    ));
+}
+
+/// Two daemons (two nodes) race for every tenant's slot while events keep coming: each
+/// tenant's document ends equal to the live fold of its stream (no event lost, none
+/// applied twice).
+#[tokio::test]
+async fn racing_daemons_apply_each_tenants_events_exactly_once() {
+    let (_schema, store) = conjoined_store("tenancy_daemon_race").await;
+    let stream = Uuid::now_v7();
+    let tenants = ["t0", "t1", "t2", "t3"];
+    for t in tenants {
+        deposit(&store, t, stream, &[1]).await;
+    }
+    let a = Daemon::start(&store, options(PoisonPolicy::Stop));
+    let b = Daemon::start(
+        &store,
+        DaemonOptions {
+            node: "other-node".into(),
+            ..options(PoisonPolicy::Stop)
+        },
+    );
+    let mut writers = Vec::new();
+    for (i, t) in tenants.into_iter().enumerate() {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..20 {
+                deposit(&store, t, stream, &[i as i64 + n]).await;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    ok(a.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(b.wait_for_non_stale(Duration::from_secs(30)).await);
+    for t in tenants {
+        let mut s = ok(store.lightweight_session_for(t));
+        let live: Option<Wallet> = ok(s.events().aggregate_stream::<Wallet>(stream).await);
+        let projected = ok(s.load::<Wallet>(&stream).await);
+        assert_eq!(projected, live, "tenant {t}");
+    }
+    ok(a.stop().await);
+    ok(b.stop().await);
+}
+
+#[tokio::test]
+async fn inline_conjoined_aggregates_keep_tenants_with_the_same_stream_apart() {
+    let (_schema, store) = conjoined_store("tenancy_daemon_inline").await;
+    let stream = Uuid::now_v7();
+    for (tenant, amounts) in [("red", [1, 2]), ("blue", [10, 20])] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().start_stream(stream, [Deposited { amount: amounts[0] }]));
+        ok(s.save_changes().await);
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().append(stream, [Deposited { amount: amounts[1] }]));
+        ok(s.save_changes().await);
+    }
+    for (tenant, total) in [("red", 3), ("blue", 30)] {
+        let mut q = ok(store.query_session_for(tenant));
+        let ledger = ok(q.load::<Ledger>(&stream).await).expect("projected inline");
+        assert_eq!((ledger.total, ledger.version), (total, 2), "{tenant}");
+    }
+}
+
+#[tokio::test]
+async fn a_single_tenant_stored_projection_of_conjoined_events_is_refused() {
+    for lifecycle in [Lifecycle::Inline, Lifecycle::Async] {
+        let (_schema, b) = builder("tenancy_daemon_refused");
+        let built = b
+            .events_tenancy(Tenancy::Conjoined)
+            .projection::<Shared>(lifecycle)
+            .build()
+            .await;
+        match built {
+            Err(Error::Configuration(m)) => assert!(m.contains("Shared"), "{m}"),
+            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+        }
+    }
+}
