@@ -203,10 +203,15 @@ async fn dead_letters_carry_the_tenant() {
         )
         .await
         .expect("dead letters");
-    let letters: Vec<(String, String, String)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let letters: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!((letters[0].0.as_str(), letters[0].1.as_str()), ("Wallet", "red"));
+    assert_eq!(
+        (letters[0].0.as_str(), letters[0].1.as_str()),
+        ("Wallet", "red")
+    );
 }
 
 #[tokio::test]
@@ -219,13 +224,21 @@ async fn a_rebuild_of_one_tenant_leaves_the_others_alone() {
     ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
     // Break blue's document by hand, then rebuild blue alone while the daemon runs.
     let mut s = ok(store.lightweight_session_for("blue"));
-    ok(s.store(Wallet { id: stream, version: 1, total: -1 }));
+    ok(s.store(Wallet {
+        id: stream,
+        version: 1,
+        total: -1,
+    }));
     ok(s.save_changes().await);
-    let red_before = ok(ok(store.query_session_for("red")).metadata::<Wallet>(&stream).await);
+    let red_before = ok(ok(store.query_session_for("red"))
+        .metadata::<Wallet>(&stream)
+        .await);
     ok(rebuild_tenant(&store, "Wallet", "blue").await);
     wait_for(&store, "blue", stream, 10).await;
     ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
-    let red_after = ok(ok(store.query_session_for("red")).metadata::<Wallet>(&stream).await);
+    let red_after = ok(ok(store.query_session_for("red"))
+        .metadata::<Wallet>(&stream)
+        .await);
     assert_eq!(
         red_before.map(|m| m.last_modified),
         red_after.map(|m| m.last_modified),
@@ -295,10 +308,12 @@ async fn inline_conjoined_aggregates_keep_tenants_with_the_same_stream_apart() {
     let stream = Uuid::now_v7();
     for (tenant, amounts) in [("red", [1, 2]), ("blue", [10, 20])] {
         let mut s = ok(store.lightweight_session_for(tenant));
-        ok(s.events().start_stream(stream, [Deposited { amount: amounts[0] }]));
+        ok(s.events()
+            .start_stream(stream, [Deposited { amount: amounts[0] }]));
         ok(s.save_changes().await);
         let mut s = ok(store.lightweight_session_for(tenant));
-        ok(s.events().append(stream, [Deposited { amount: amounts[1] }]));
+        ok(s.events()
+            .append(stream, [Deposited { amount: amounts[1] }]));
         ok(s.save_changes().await);
     }
     for (tenant, total) in [("red", 3), ("blue", 30)] {
@@ -319,7 +334,10 @@ async fn a_single_tenant_stored_projection_of_conjoined_events_is_refused() {
             .await;
         match built {
             Err(Error::Configuration(m)) => assert!(m.contains("Shared"), "{m}"),
-            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+            other => panic!(
+                "expected a configuration error, got {:?}",
+                other.map(|_| ())
+            ),
         }
     }
 }
