@@ -87,6 +87,7 @@ async fn build(url: &str, label: &str, conjoined: bool) -> (TestSchema, Document
         .event::<Ticked>();
     let b = if conjoined {
         b.document::<TenantDoc>()
+            .events_tenancy(marten::Tenancy::Conjoined)
     } else {
         b.document::<Doc>()
     };
@@ -109,7 +110,7 @@ async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &[Uuid], s
             }
         }
         for id in streams {
-            s.events().append(*id, [tick(1)]).expect("append");
+            s.events().start_stream(*id, [tick(1)]).expect("start");
         }
         s.save_changes().await.expect("seed");
     }
