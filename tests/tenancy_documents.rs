@@ -57,6 +57,7 @@ async fn store(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
         .document::<Counter>()
         .document::<Note>()
         .document::<Country>()
+        .events_tenancy(marten::Tenancy::Conjoined)
         .build()
         .await);
     (schema, store)
@@ -399,14 +400,28 @@ async fn racing_tenants_on_the_same_ids_do_not_conflict() {
     }
 }
 
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Marked {
+    v: u8,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Store { tenant: usize, id: i64, text: u8 },
     Delete { tenant: usize, id: i64 },
+    Append { tenant: usize, stream: usize, v: u8 },
 }
+
+/// Streams per case (the same ids in every tenant).
+const STREAMS: usize = 3;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
+        (0..3usize, 0..STREAMS, any::<u8>()).prop_map(|(tenant, stream, v)| Op::Append {
+            tenant,
+            stream,
+            v
+        }),
         (0..3usize, 0..6i64, any::<u8>()).prop_map(|(tenant, id, text)| Op::Store {
             tenant,
             id,
@@ -416,9 +431,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What one tenant sees: its documents listed in id order, their count, and a load of
-/// each id.
-type TenantView = (Vec<(i64, String)>, i64, Vec<Option<String>>);
+/// What one tenant sees: its documents listed in id order, their count, a load of each
+/// id, and the events of each stream.
+type TenantView = (Vec<(i64, String)>, i64, Vec<Option<String>>, Vec<Vec<u8>>);
 
 #[test]
 fn random_operations_of_several_tenants_match_each_tenants_model() {
@@ -435,7 +450,9 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
         let n = case.get();
         case.set(n + 1);
         let tenant = |t: usize| format!("case{n}-t{t}");
+        let stream = |s: usize| Uuid::from_u128(((n as u128) << 8) | s as u128);
         let mut model: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); 3];
+        let mut events: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new(); STREAMS]; 3];
         let seen: Vec<TenantView> = rt.block_on(async {
             // Ops are saved in chunks, one session per op's tenant, in order.
             for chunk in ops.chunks(4) {
@@ -453,6 +470,12 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
                             ok(s.save_changes().await);
                             model[*t].remove(id);
                         }
+                        Op::Append { tenant: t, stream: st, v } => {
+                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
+                            ok(s.events().append(stream(*st), [Marked { v: *v }]));
+                            ok(s.save_changes().await);
+                            events[*t][*st].push(*v);
+                        }
                     }
                 }
             }
@@ -465,11 +488,23 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
                 for id in 0..6 {
                     loaded.push(ok(q.load::<Note>(&id).await).map(|n| n.text));
                 }
-                seen.push((listed.into_iter().map(|n| (n.id, n.text)).collect(), count, loaded));
+                let mut s = ok(store.lightweight_session_for(tenant(t)));
+                let mut streams = Vec::new();
+                for st in 0..STREAMS {
+                    let read = ok(s.events().fetch_stream(stream(st)).await);
+                    streams.push(
+                        read.iter()
+                            .map(|e| e.data_as::<Marked>().map(|m| m.v))
+                            .collect::<Option<Vec<u8>>>()
+                            .expect("Marked events"),
+                    );
+                }
+                seen.push((listed.into_iter().map(|n| (n.id, n.text)).collect(), count, loaded, streams));
             }
             seen
         });
-        for (t, (listed, count, loaded)) in seen.into_iter().enumerate() {
+        for (t, (listed, count, loaded, streams)) in seen.into_iter().enumerate() {
+            prop_assert_eq!(&streams, &events[t], "tenant {} streams", t);
             let want: Vec<(i64, String)> = model[t].iter().map(|(k, v)| (*k, v.clone())).collect();
             prop_assert_eq!(&listed, &want, "tenant {} listed", t);
             prop_assert_eq!(count, want.len() as i64);
