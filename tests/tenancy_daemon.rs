@@ -252,9 +252,9 @@ async fn a_rebuild_of_one_tenant_leaves_the_others_alone() {
     ok(daemon.stop().await);
     // A rebuild of one tenant needs conjoined events.
     let (_s2, b) = builder("tenancy_daemon_rebuild_single");
-    let single = ok(b.projection::<Wallet>(Lifecycle::Async).build().await);
+    let single = ok(b.projection::<Shared>(Lifecycle::Async).build().await);
     assert!(matches!(
-        rebuild_tenant(&single, "Wallet", "blue").await,
+        rebuild_tenant(&single, "Shared", "blue").await,
         Err(Error::Configuration(_))
     ));
 }
@@ -321,6 +321,21 @@ async fn inline_conjoined_aggregates_keep_tenants_with_the_same_stream_apart() {
         let ledger = ok(q.load::<Ledger>(&stream).await).expect("projected inline");
         assert_eq!((ledger.total, ledger.version), (total, 2), "{tenant}");
     }
+}
+
+#[tokio::test]
+async fn an_async_conjoined_projection_of_single_tenant_events_is_refused() {
+    let (_schema, b) = builder("tenancy_daemon_refused_async");
+    match b.projection::<Wallet>(Lifecycle::Async).build().await {
+        Err(Error::Configuration(m)) => assert!(m.contains("Wallet"), "{m}"),
+        other => panic!(
+            "expected a configuration error, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Inline, the session's tenant is there.
+    let (_schema, b) = builder("tenancy_daemon_inline_single");
+    ok(b.projection::<Wallet>(Lifecycle::Inline).build().await);
 }
 
 #[tokio::test]

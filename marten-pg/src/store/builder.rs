@@ -46,6 +46,9 @@ pub struct DocumentStoreBuilder {
     /// The aggregate and multi-stream projections that store single-tenant documents
     /// (inline or async): refused with conjoined events, whose tenants share stream ids.
     stream_keyed: Vec<&'static str>,
+    /// The async projections that store conjoined documents: their daemon runs per
+    /// tenant, which needs conjoined events.
+    async_conjoined: Vec<&'static str>,
     aggregate_cache: usize,
     apply_schema: bool,
 }
@@ -68,6 +71,7 @@ impl DocumentStore {
             registry_error: None,
             projections: ProjectionRegistry::default(),
             stream_keyed: Vec::new(),
+            async_conjoined: Vec::new(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
         }
@@ -141,6 +145,9 @@ impl DocumentStoreBuilder {
         if lifecycle != Lifecycle::Live && A::TENANCY == Tenancy::Single {
             self.stream_keyed.push(std::any::type_name::<A>());
         }
+        if lifecycle == Lifecycle::Async && A::TENANCY == Tenancy::Conjoined {
+            self.async_conjoined.push(std::any::type_name::<A>());
+        }
         if lifecycle == Lifecycle::Async {
             let name = A::DOCUMENT_TYPE.to_owned();
             self.register_async::<A>(
@@ -166,6 +173,9 @@ impl DocumentStoreBuilder {
         self.registry.register_decoders(P::event_types());
         if lifecycle != Lifecycle::Live && P::TENANCY == Tenancy::Single {
             self.stream_keyed.push(std::any::type_name::<P>());
+        }
+        if lifecycle == Lifecycle::Async && P::TENANCY == Tenancy::Conjoined {
+            self.async_conjoined.push(std::any::type_name::<P>());
         }
         if lifecycle == Lifecycle::Async {
             let name = P::DOCUMENT_TYPE.to_owned();
@@ -313,7 +323,11 @@ impl DocumentStoreBuilder {
         if let Some(e) = self.registry_error {
             return Err(e);
         }
-        check_event_tenancy(self.events.tenancy, &self.stream_keyed)?;
+        check_event_tenancy(
+            self.events.tenancy,
+            &self.stream_keyed,
+            &self.async_conjoined,
+        )?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self
@@ -360,13 +374,23 @@ impl DocumentStoreBuilder {
 
 /// Refuses projections that cannot keep tenants apart: with conjoined events, an
 /// aggregate or multi-stream projection that stores single-tenant documents would write
-/// two tenants' streams of one id into one document.
-fn check_event_tenancy(tenancy: Tenancy, stream_keyed: &[&'static str]) -> Result<()> {
-    match (tenancy, stream_keyed.first()) {
-        (Tenancy::Conjoined, Some(name)) => Err(Error::Configuration(format!(
+/// two tenants' streams of one id into one document; with single-tenant events, the
+/// daemon has no tenant to write an async projection's conjoined documents under.
+fn check_event_tenancy(
+    tenancy: Tenancy,
+    stream_keyed: &[&'static str],
+    async_conjoined: &[&'static str],
+) -> Result<()> {
+    match (tenancy, stream_keyed.first(), async_conjoined.first()) {
+        (Tenancy::Conjoined, Some(name), _) => Err(Error::Configuration(format!(
             "projection {name}: with conjoined events, an inline or async aggregate or \
              multi-stream projection needs a conjoined document type \
              (#[document(tenancy = \"conjoined\")]), or use Lifecycle::Live"
+        ))),
+        (Tenancy::Single, _, Some(name)) => Err(Error::Configuration(format!(
+            "projection {name}: an async projection of a conjoined document type needs \
+             conjoined events (.events_tenancy(Tenancy::Conjoined)), so the daemon runs it per \
+             tenant; or make it inline"
         ))),
         _ => Ok(()),
     }
