@@ -164,7 +164,14 @@ impl<'a> Db<'a> {
 
     /// Starts a `COPY ... FROM STDIN`, qualified: the sink takes the data (see
     /// `tokio_postgres::binary_copy`) and its `finish` answers how many rows were copied.
+    /// Prepared and cached like other statements, unless the store sends statements
+    /// unnamed (then it is parsed on each use).
     pub(crate) async fn copy_in(&self, sql: &str) -> PgResult<CopyInSink<Bytes>> {
+        if self.statements.prepared() {
+            if let Stmt::Prepared(statement) = self.statement(sql).await? {
+                return self.client.copy_in(&statement).await;
+            }
+        }
         let text = self.statements.text(sql);
         self.client.copy_in(text.sql.as_str()).await
     }

@@ -15,12 +15,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::join;
 
 use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentId, Error, Rejection, RejectionKind, Result, TenantId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::CopyInSink;
 use tracing::debug;
 
 use super::storage::{conjoined, DocumentStorage, PgDocument, PgVersion};
@@ -42,7 +47,7 @@ pub enum BulkMode {
     /// nothing of it is written.
     #[default]
     InsertOnly,
-    /// Documents whose id is stored are skipped (Marten's `IgnoreDuplicatedDocuments`);
+    /// Documents whose id is stored are skipped (Marten's `IgnoreDuplicates`);
     /// of an id given twice the first document is written.
     IgnoreDuplicates,
     /// Documents whose id is stored overwrite it (Marten's `OverwriteExisting`), without
@@ -108,29 +113,29 @@ impl Default for BulkOptions {
     }
 }
 
-/// The rows of a bulk insert, prepared before anything is sent: ids, documents and the
-/// version each new row gets (none for a mode without versions).
+/// The documents of a bulk insert, their ids assigned and checked and ids given twice
+/// resolved; they are serialized as they are copied.
 pub(crate) struct BulkRows<D: PgDocument> {
-    ids: Vec<D::Id>,
-    docs: Vec<RawJson>,
-    versions: Vec<VersionOf<D>>,
+    docs: Vec<D>,
 }
 
 impl<D: PgDocument> BulkRows<D> {
     /// How many rows there are.
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.docs.len()
     }
 
     /// Whether there is none.
     pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.docs.is_empty()
     }
 }
 
-/// Prepares `docs` for a bulk insert in `mode`: a nil `Uuid` id gets a new version-7
-/// uuid, ids are checked, documents serialized and checked (the errors a session's
-/// `store` gives), and ids given twice are resolved as the mode says.
+/// Prepares `docs` for a bulk insert with the checks a session's `store` makes of ids
+/// (a nil `Uuid` id gets a new version-7 uuid, an unusable id is refused) and resolves
+/// ids given twice as the mode says. The documents are serialized (and checked) as they
+/// are copied, so that the server works on the rows sent while the next ones are
+/// serialized.
 pub(crate) fn prepare<D: PgDocument>(
     docs: impl IntoIterator<Item = D>,
     options: BulkOptions,
@@ -140,9 +145,8 @@ pub(crate) fn prepare<D: PgDocument>(
             "the batch size of a bulk insert must be at least 1".to_owned(),
         ));
     }
-    let docs = docs.into_iter();
-    let mut rows: Vec<(D::Id, RawJson)> = Vec::with_capacity(docs.size_hint().0);
-    for mut doc in docs {
+    let mut docs: Vec<D> = docs.into_iter().collect();
+    for doc in &mut docs {
         doc.id_mut()
             .assign_if_empty()
             .map_err(|reason| Error::InvalidId {
@@ -150,75 +154,50 @@ pub(crate) fn prepare<D: PgDocument>(
                 id: doc.id().to_string(),
                 reason,
             })?;
-        let json = super::serialize(&doc)?;
-        rows.push((doc.id().clone(), RawJson(json)));
     }
-    let rows = deduplicate::<D>(rows, options.mode)?;
-    let mut out = BulkRows {
-        ids: Vec::with_capacity(rows.len()),
-        docs: Vec::with_capacity(rows.len()),
-        versions: Vec::new(),
-    };
-    for (id, json) in rows {
-        out.ids.push(id);
-        out.docs.push(json);
-        if let Some(v) = <VersionOf<D> as PgVersion>::initial() {
-            out.versions.push(v);
-        }
-    }
-    Ok(out)
+    Ok(BulkRows {
+        docs: deduplicate::<D>(docs, options.mode)?,
+    })
 }
 
 /// Ids given more than once: refused (insert-only), the first kept (ignoring
 /// duplicates) or the last kept (overwriting). One statement may not touch a row twice.
-fn deduplicate<D: PgDocument>(
-    rows: Vec<(D::Id, RawJson)>,
-    mode: BulkMode,
-) -> Result<Vec<(D::Id, RawJson)>> {
+fn deduplicate<D: PgDocument>(docs: Vec<D>, mode: BulkMode) -> Result<Vec<D>> {
     match mode {
         BulkMode::InsertOnly => {
-            let mut seen = HashSet::with_capacity(rows.len());
-            let mut twice = Vec::new();
-            for (id, _) in &rows {
-                if !seen.insert(id) {
-                    twice.push(Rejection::new(
-                        D::DOCUMENT_TYPE,
-                        id.key(),
-                        RejectionKind::AlreadyExists,
-                    ));
-                }
-            }
+            let mut seen = HashSet::with_capacity(docs.len());
+            let twice: Vec<Rejection> = docs
+                .iter()
+                .map(D::id)
+                .filter(|id| !seen.insert(*id))
+                .map(|id| Rejection::new(D::DOCUMENT_TYPE, id.key(), RejectionKind::AlreadyExists))
+                .collect();
             if twice.is_empty() {
-                Ok(rows)
+                Ok(docs)
             } else {
                 Err(Error::Rejected(twice))
             }
         }
         BulkMode::IgnoreDuplicates => {
-            let mut seen = HashSet::with_capacity(rows.len());
-            let mut kept = Vec::with_capacity(rows.len());
-            for (id, json) in rows {
-                if !seen.contains(&id) {
-                    seen.insert(id.clone());
-                    kept.push((id, json));
-                }
-            }
-            Ok(kept)
+            let mut seen = HashSet::with_capacity(docs.len());
+            Ok(docs
+                .into_iter()
+                .filter(|doc| seen.insert(doc.id().clone()))
+                .collect())
         }
         BulkMode::Overwrite => {
-            let last: HashMap<D::Id, usize> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, (id, _))| (id.clone(), i))
-                .collect();
-            if last.len() == rows.len() {
-                return Ok(rows);
+            let last: HashMap<&D::Id, usize> =
+                docs.iter().enumerate().map(|(i, d)| (d.id(), i)).collect();
+            if last.len() == docs.len() {
+                return Ok(docs);
             }
-            Ok(rows
+            let keep: Vec<bool> = (0..docs.len())
+                .map(|i| last.get(docs[i].id()) == Some(&i))
+                .collect();
+            Ok(docs
                 .into_iter()
-                .enumerate()
-                .filter(|(i, (id, _))| last.get(id) == Some(i))
-                .map(|(_, row)| row)
+                .zip(keep)
+                .filter_map(|(doc, keep)| keep.then_some(doc))
                 .collect())
         }
     }
@@ -258,71 +237,66 @@ impl<D: PgDocument> Plan<'_, D> {
         types
     }
 
-    /// Copies the rows of `batch` with `sql` (into the table, with the tenant of a
-    /// conjoined type, or into the staging table, without); returns how many were copied.
-    async fn copy(
+    /// Writes the rows of `batch` into `writer`, serializing each document into one
+    /// reused buffer as it goes. A document that cannot be stored ends the batch (the
+    /// writer, dropped, aborts the copy).
+    async fn write_rows(
         &self,
-        db: Db<'_>,
-        sql: &str,
+        writer: &mut Writer,
         batch: Range<usize>,
         with_tenant: bool,
-    ) -> std::result::Result<u64, tokio_postgres::Error> {
-        let sink = db.copy_in(sql).await?;
-        let writer = BinaryCopyInWriter::new(sink, &self.types(with_tenant));
-        let mut writer = std::pin::pin!(writer);
-        let rows = self.rows;
-        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
-        for i in batch {
-            values.clear();
+    ) -> std::result::Result<(), BatchError> {
+        let mut json = RawJson(Vec::with_capacity(256));
+        for doc in &self.rows.docs[batch] {
+            json.0.clear();
+            super::serialize_into(doc, &mut json.0).map_err(BatchError::Input)?;
+            let version = <VersionOf<D> as PgVersion>::initial();
+            let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
             if with_tenant {
                 values.push(&self.tenant);
             }
-            values.push(&rows.ids[i]);
-            values.push(&rows.docs[i]);
-            if let Some(v) = rows.versions.get(i).and_then(PgVersion::param) {
-                values.push(v);
-            }
+            values.extend([doc.id() as &(dyn ToSql + Sync), &json]);
+            values.extend(version.as_ref().and_then(PgVersion::param));
             writer.as_mut().write(&values).await?;
         }
-        writer.finish().await
+        Ok(())
     }
+}
 
-    /// Writes one batch; returns how many rows it wrote.
-    async fn batch(
-        &self,
-        db: Db<'_>,
-        batch: Range<usize>,
-        last: bool,
-    ) -> std::result::Result<u64, tokio_postgres::Error> {
-        let sql = D::storage().bulk_sql();
-        let move_staged = match self.options.mode {
-            BulkMode::InsertOnly => {
-                return self
-                    .copy(db, &sql.copy_into_table, batch, conjoined::<D>())
-                    .await;
-            }
-            BulkMode::IgnoreDuplicates => &sql.insert_ignoring,
-            BulkMode::Overwrite => &sql.insert_overwriting,
-        };
-        self.copy(db, &sql.copy_into_staging, batch, false).await?;
-        let params: Vec<&(dyn ToSql + Sync)> = if conjoined::<D>() {
-            vec![&self.tenant]
-        } else {
-            Vec::new()
-        };
-        let written = db.execute(move_staged.as_str(), &params).await?;
-        if !last {
-            db.batch_execute(&sql.clear_staging).await?;
-        }
-        Ok(written)
+/// A binary `COPY` in progress.
+type Writer = Pin<Box<BinaryCopyInWriter>>;
+
+/// What the answers to a batch's end brought: the rows it wrote and the copy of the
+/// next batch, if one follows.
+struct BatchEnd {
+    written: u64,
+    next: Option<Writer>,
+}
+
+/// Why a batch failed: the database refused it, or a document could not be serialized
+/// or stored.
+enum BatchError {
+    Db(tokio_postgres::Error),
+    Input(Error),
+}
+
+impl From<tokio_postgres::Error> for BatchError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        BatchError::Db(e)
     }
 }
 
 /// A failure of the writing phase: the error, and for an insert-only batch refused by
 /// the primary key, the batch (its ids are looked up once the transaction is over).
+///
+/// `desynced`: a `COPY` was refused when it started (pipelined behind a statement that
+/// failed): tokio-postgres then ends it with a second `Sync`, whose extra answer would
+/// be read by the connection's next request, so the connection is closed (the server
+/// rolls the transaction back) instead of reused.
 struct Failure {
     error: Error,
     taken_ids_in: Option<Range<usize>>,
+    desynced: bool,
 }
 
 impl From<Error> for Failure {
@@ -330,6 +304,7 @@ impl From<Error> for Failure {
         Failure {
             error,
             taken_ids_in: None,
+            desynced: false,
         }
     }
 }
@@ -384,9 +359,12 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
     let written = match write(&mut req, source, &plan).await {
         Ok(written) => written,
         Err(failure) => {
-            let error = fail(&mut req, source, &plan, failure).await;
-            req.settle_error(&error);
-            return Err(error);
+            end_failed(&mut req, source, &failure).await;
+            req.settle_error(&failure.error);
+            return Err(match failure.taken_ids_in {
+                Some(batch) => name_taken(conn, source, &plan, batch, failure.error).await,
+                None => failure.error,
+            });
         }
     };
     let committed = within(source, req.client().batch_execute("COMMIT")).await;
@@ -426,40 +404,111 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
 
 /// `BEGIN` (with the staging table when the mode needs it) and every batch; the
 /// transaction is left open for `COMMIT`.
+///
+/// Requests are pipelined: `BEGIN` goes with the first batch's `COPY`, and the end of
+/// each batch (its `COPY` finished, its rows moved from the staging table, the staging
+/// table emptied) with the next batch's `COPY`, so a batch costs one round trip besides
+/// its rows. The connection runs requests in the order they are written, and every
+/// statement of a batch's end is ready before the first of them is written.
 async fn write<D: PgDocument>(
     req: &mut Request<'_>,
     source: &impl AsRef<Connector>,
     plan: &Plan<'_, D>,
 ) -> std::result::Result<u64, Failure> {
     let sql = D::storage().bulk_sql();
-    let begin = match plan.options.mode {
-        BulkMode::InsertOnly => "BEGIN".to_owned(),
-        BulkMode::IgnoreDuplicates | BulkMode::Overwrite => {
-            format!("BEGIN; {}", sql.create_staging)
-        }
+    let staged = plan.options.mode != BulkMode::InsertOnly;
+    let (copy_sql, with_tenant) = if staged {
+        (sql.copy_into_staging.as_str(), false)
+    } else {
+        (sql.copy_into_table.as_str(), conjoined::<D>())
     };
-    bounded(req, source, async |db| {
-        db.batch_execute(&begin)
-            .await
-            .map_err(|e| map_db_error(e, plan.writing()))
+    let move_sql = match plan.options.mode {
+        BulkMode::InsertOnly => None,
+        BulkMode::IgnoreDuplicates => Some(sql.insert_ignoring.as_str()),
+        BulkMode::Overwrite => Some(sql.insert_overwriting.as_str()),
+    };
+    let begin = if staged {
+        format!("BEGIN; {}", sql.create_staging)
+    } else {
+        "BEGIN".to_owned()
+    };
+    let types = plan.types(with_tenant);
+    let (mut writer, moving) = bounded(req, source, async |db| {
+        let moving = async {
+            match move_sql {
+                Some(text) => db.statement(text).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (began, moving, sink) = join!(db.batch_execute(&begin), moving, db.copy_in(copy_sql));
+        let failed = |e| map_db_error(e, plan.writing());
+        let desynced = sink.is_err();
+        let started = began
+            .and(moving)
+            .and_then(|moving| Ok((moving, sink?)))
+            .map_err(|e| Failure {
+                error: failed(e),
+                taken_ids_in: None,
+                desynced,
+            });
+        Ok(started.map(|(moving, sink)| (Box::pin(BinaryCopyInWriter::new(sink, &types)), moving)))
     })
-    .await?;
+    .await??;
+    let tenant: Vec<&(dyn ToSql + Sync)> = if conjoined::<D>() {
+        vec![&plan.tenant]
+    } else {
+        Vec::new()
+    };
     let batches: Vec<Range<usize>> = plan.batches().collect();
     let count = batches.len();
     let mut written = 0;
     for (b, batch) in batches.into_iter().enumerate() {
-        let answer = bounded(req, source, async |db| {
-            Ok(plan.batch(db, batch.clone(), b + 1 == count).await)
+        let last = b + 1 == count;
+        let end = bounded(req, source, async |db| {
+            if let Err(e) = plan
+                .write_rows(&mut writer, batch.clone(), with_tenant)
+                .await
+            {
+                return Ok(Err((e, false)));
+            }
+            let moved = async {
+                match &moving {
+                    Some(statement) => Some(db.execute(statement, &tenant).await),
+                    None => None,
+                }
+            };
+            let cleared = async {
+                match staged && !last {
+                    true => Some(db.batch_execute(&sql.clear_staging).await),
+                    false => None,
+                }
+            };
+            let next = async {
+                match last {
+                    true => None,
+                    false => Some(db.copy_in(copy_sql).await),
+                }
+            };
+            let (copied, moved, cleared, next) =
+                join!(writer.as_mut().finish(), moved, cleared, next);
+            Ok(batch_end(copied, moved, cleared, next, &types))
         })
         .await?;
-        match answer {
-            Ok(n) => written += n,
-            Err(e) => {
+        match end {
+            Ok(end) => {
+                written += end.written;
+                if let Some(next) = end.next {
+                    writer = next;
+                }
+            }
+            Err((BatchError::Input(error), _)) => return Err(error.into()),
+            Err((BatchError::Db(e), desynced)) => {
                 let taken =
                     plan.options.mode == BulkMode::InsertOnly && primary_key_refused::<D>(&e);
                 return Err(Failure {
                     error: map_db_error(e, plan.writing()),
                     taken_ids_in: taken.then_some(batch),
+                    desynced,
                 });
             }
         }
@@ -473,6 +522,39 @@ async fn write<D: PgDocument>(
     Ok(written)
 }
 
+/// The answers to a batch's end, the first failure first: the copy finished (its row
+/// count), the rows moved from the staging table (their count, when the mode stages),
+/// the staging table emptied, the next copy started.
+/// A refused `COPY` start leaves the connection out of step (see [`Failure`]): the
+/// error comes with `true` then.
+fn batch_end(
+    copied: std::result::Result<u64, tokio_postgres::Error>,
+    moved: Option<std::result::Result<u64, tokio_postgres::Error>>,
+    cleared: Option<std::result::Result<(), tokio_postgres::Error>>,
+    next: Option<std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>>,
+    types: &[Type],
+) -> std::result::Result<BatchEnd, (BatchError, bool)> {
+    let desynced = matches!(next, Some(Err(_)));
+    ends(copied, moved, cleared, next, types).map_err(|e| (e, desynced))
+}
+
+/// [`batch_end`] without the connection's state.
+fn ends(
+    copied: std::result::Result<u64, tokio_postgres::Error>,
+    moved: Option<std::result::Result<u64, tokio_postgres::Error>>,
+    cleared: Option<std::result::Result<(), tokio_postgres::Error>>,
+    next: Option<std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>>,
+    types: &[Type],
+) -> std::result::Result<BatchEnd, BatchError> {
+    let copied = copied?;
+    let written = moved.transpose()?.unwrap_or(copied);
+    cleared.transpose()?;
+    let next = next
+        .transpose()?
+        .map(|sink| Box::pin(BinaryCopyInWriter::new(sink, types)));
+    Ok(BatchEnd { written, next })
+}
+
 /// Whether `e` is a unique violation of `D`'s primary key (not of a unique field's
 /// index), told by the constraint the server names.
 fn primary_key_refused<D: PgDocument>(e: &tokio_postgres::Error) -> bool {
@@ -482,39 +564,42 @@ fn primary_key_refused<D: PgDocument>(e: &tokio_postgres::Error) -> bool {
             .is_some_and(|c| unique_field(D::TABLE_NAME, c).is_none())
 }
 
-/// Ends a failed bulk insert's transaction (bounded; past the limit the connection is
-/// closed) and returns its error: for an insert-only batch refused by the primary key,
-/// [`Error::Rejected`] naming the ids found stored.
-async fn fail<D: PgDocument>(
-    req: &mut Request<'_>,
-    source: &impl AsRef<Connector>,
-    plan: &Plan<'_, D>,
-    failure: Failure,
-) -> Error {
-    if req.in_transaction() && within(source, req.rollback()).await.is_none() {
+/// Ends a failed bulk insert's transaction: `ROLLBACK` (bounded; past the limit the
+/// connection is closed), or, when the connection cannot be trusted to answer in order,
+/// closing it.
+async fn end_failed(req: &mut Request<'_>, source: &impl AsRef<Connector>, failure: &Failure) {
+    if failure.desynced || (req.in_transaction() && within(source, req.rollback()).await.is_none())
+    {
         req.mark_lost();
     }
-    let Some(batch) = failure.taken_ids_in else {
-        return failure.error;
-    };
-    if req.in_transaction() || req.client().is_closed() {
-        return failure.error;
-    }
-    let ids = &plan.rows.ids[batch];
-    let found = bounded(req, source, async |db| {
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
-        if conjoined::<D>() {
-            params.push(&plan.tenant);
-        }
-        let rows = db
-            .query(D::storage().reads().versions.as_str(), &params)
-            .await
-            .map_err(reading_documents::<D>)?;
-        rows.iter()
-            .map(|row| row.try_get::<_, D::Id>(0).map_err(reading_documents::<D>))
-            .collect::<Result<Vec<_>>>()
-    })
-    .await;
+}
+
+/// The error of an insert-only batch refused by the primary key, once its transaction
+/// is over: [`Error::Rejected`] naming the ids of `batch` found stored (read on `conn`,
+/// which takes a new connection if the last one was closed), or `error` when none is.
+async fn name_taken<D: PgDocument>(
+    conn: &mut Conn,
+    source: &impl AsRef<Connector>,
+    plan: &Plan<'_, D>,
+    batch: Range<usize>,
+    error: Error,
+) -> Error {
+    let ids: Vec<&D::Id> = plan.rows.docs[batch].iter().map(D::id).collect();
+    let found = conn
+        .run(source, async |db| {
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+            if conjoined::<D>() {
+                params.push(&plan.tenant);
+            }
+            let rows = db
+                .query(D::storage().reads().versions.as_str(), &params)
+                .await
+                .map_err(reading_documents::<D>)?;
+            rows.iter()
+                .map(|row| row.try_get::<_, D::Id>(0).map_err(reading_documents::<D>))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await;
     match found {
         Ok(found) if !found.is_empty() => Error::Rejected(
             found
@@ -524,10 +609,10 @@ async fn fail<D: PgDocument>(
         ),
         // The row that refused the batch is gone again (its writer rolled back): the
         // database's own error stays.
-        Ok(_) => failure.error,
+        Ok(_) => error,
         Err(e) => {
             debug!(error = %e, "cannot name the ids a bulk insert found stored");
-            failure.error
+            error
         }
     }
 }
