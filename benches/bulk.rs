@@ -1,7 +1,7 @@
 //! Bulk insert with binary `COPY` against the two ways one could do without it, at
 //! 10,000 documents, in one process and one run:
 //!
-//! - `store.bulk_insert(docs, BulkMode::InsertOnly)` (default batches of 1,000, one
+//! - `store.bulk_insert(docs, BulkMode::InsertOnly)` (default batches of 10,000, one
 //!   transaction), and `BulkMode::Overwrite` (through the staging table) for reference;
 //! - a session's batched writes: `session.store(doc)` 10,000 times and one
 //!   `save_changes` (one statement over `unnest` arrays);
@@ -16,7 +16,7 @@
 //!
 //! Run: `cargo bench --bench bulk`. `MARTEN_BENCH_REPS=n` sets the repetitions
 //! (default 7), `MARTEN_BENCH_DOCS=n` the documents (default 10,000),
-//! `MARTEN_BENCH_BATCH=n` the bulk insert's batch size (default 1,000). Results go to
+//! `MARTEN_BENCH_BATCH=n` the bulk insert's batch size (default 10,000, the library's). Results go to
 //! BENCHMARKS.md by hand.
 
 mod common;

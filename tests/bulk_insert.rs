@@ -297,7 +297,8 @@ async fn insert_only_of_a_stored_id_writes_nothing_of_any_batch() {
     let mut s = store.lightweight_session();
     ok(s.store(NumDoc::sample(7, "before")));
     ok(s.save_changes().await);
-    drop(s); // its connection back to the pool
+    // Its connection goes back to the pool.
+    drop(s);
     // Batches of 3: the stored id is in the third batch; the first two were copied.
     let docs: Vec<NumDoc> = (0..12).map(|i| NumDoc::sample(i, "bulk")).collect();
     match store

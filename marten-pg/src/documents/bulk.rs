@@ -1,15 +1,17 @@
 //! Bulk inserts: many documents of one type written with binary `COPY`, in batches, all
-//! in one transaction ([`BulkMode`], [`BulkOptions`]). The documents are prepared like
-//! a session's writes (a nil `Uuid` id assigned, the id checked, serialized and checked
-//! for what `jsonb` refuses) before anything is sent; insert-only batches are copied
-//! straight into the table, the other modes copy each batch into a temporary staging
-//! table and move it with one `INSERT ... SELECT ... ON CONFLICT`. The SQL text is in
-//! [`crate::tables::documents`] (`BulkSql`).
+//! in one transaction ([`BulkMode`], [`BulkOptions`]). Ids get a session's checks before
+//! anything is sent (a nil `Uuid` id assigned, an unusable id refused, ids given twice
+//! resolved per mode); documents are serialized and checked for what `jsonb` refuses as
+//! they are copied. Insert-only batches are copied straight into the table; the other
+//! modes copy each batch into a temporary staging table and move it with one
+//! `INSERT ... SELECT ... ON CONFLICT`. Requests are pipelined (see `write`). The SQL
+//! text is in [`crate::tables::documents`] (`BulkSql`).
 //!
-//! The operation owns its [`Request`]: dropped at any await, the request's guard closes
-//! the connection (the server rolls the transaction back), so nothing of it is written
-//! and the pool never gets the connection back dirty. Every wait is bounded by the
-//! store's request timeout ([`within`]).
+//! The operation owns its [`Request`]: dropped at any await before the `COMMIT` is
+//! written, the request's guard closes the connection (the server rolls the transaction
+//! back), so nothing of it is written and the pool never gets the connection back dirty;
+//! dropped while waiting for the `COMMIT`'s answer, all of it or nothing is written.
+//! Every wait is bounded by the store's request timeout ([`within`]).
 //!
 //! May use: connection, error map, tables, the storages and leaf helpers.
 
@@ -71,7 +73,7 @@ impl BulkMode {
 /// carries.
 ///
 /// ```
-/// use marten::{BulkMode, BulkOptions};
+/// use marten_pg::{BulkMode, BulkOptions};
 ///
 /// let options = BulkOptions::new(BulkMode::Overwrite).batch_size(5_000);
 /// assert_eq!(options.batch_size, 5_000);
@@ -87,8 +89,12 @@ pub struct BulkOptions {
 }
 
 impl BulkOptions {
-    /// The default batch size (Marten's too).
-    pub const DEFAULT_BATCH_SIZE: usize = 1000;
+    /// The default batch size. Marten's is 1,000; here rows are streamed into each
+    /// `COPY` as they are serialized, so a batch costs neither client nor server memory,
+    /// only a round trip and a statement's start and end (at 1,000 the bulk insert of
+    /// 10,000 documents ran at about 0.8 of one raw `COPY` on a busy machine, at 10,000
+    /// at 1.0). A smaller batch bounds the staging table of the modes that use one.
+    pub const DEFAULT_BATCH_SIZE: usize = 10_000;
 
     /// `mode` with the default batch size.
     pub fn new(mode: BulkMode) -> Self {
