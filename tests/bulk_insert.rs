@@ -640,3 +640,41 @@ async fn cancelled_at_every_await_a_bulk_insert_writes_nothing_and_leaves_the_po
             .expect("reset");
     }
 }
+
+#[tokio::test]
+async fn bulk_inserts_work_with_unnamed_statements_behind_a_transaction_pooler() {
+    // `Pooler::Transaction`: nothing prepared by name, the COPY parsed on each use.
+    let (schema, b) = builder("bulk_pooler");
+    let store = ok(b
+        .pool_size(1)
+        .pooler(marten::Pooler::Transaction)
+        .direct_url(schema.url())
+        .document::<NumDoc>()
+        .build()
+        .await);
+    for mode in [
+        BulkMode::InsertOnly,
+        BulkMode::IgnoreDuplicates,
+        BulkMode::Overwrite,
+    ] {
+        let docs: Vec<NumDoc> = (0..7).map(|i| NumDoc::sample(i, "p")).collect();
+        let n = ok(store
+            .bulk_insert_with(docs, BulkOptions::new(mode).batch_size(3))
+            .await);
+        let expected = if mode == BulkMode::IgnoreDuplicates {
+            0
+        } else {
+            7
+        };
+        assert_eq!(n, expected, "{mode:?}");
+    }
+    assert_eq!(count(&schema, "mt_doc_numdoc").await, 7);
+    assert_eq!(stored::<NumDoc>(&store, 6).await.1, 2);
+    match store
+        .bulk_insert(vec![NumDoc::sample(2, "again")], BulkMode::InsertOnly)
+        .await
+    {
+        Err(Error::Rejected(r)) => assert_eq!(r[0].id, marten::IdKey::String("doc-2".into())),
+        other => panic!("a stored id behind the pooler: {other:?}"),
+    }
+}
