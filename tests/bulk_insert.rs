@@ -678,3 +678,16 @@ async fn bulk_inserts_work_with_unnamed_statements_behind_a_transaction_pooler()
         other => panic!("a stored id behind the pooler: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_type_not_registered_gets_its_table_on_first_bulk_insert() {
+    let (schema, b) = builder("bulk_unregistered");
+    let store = ok(b.build().await);
+    let docs: Vec<OffDoc> = (0..4).map(|i| OffDoc::sample(i, "late")).collect();
+    assert_eq!(ok(store.bulk_insert(docs, BulkMode::Overwrite).await), 4);
+    assert_eq!(
+        count(&schema, &format!("{}.mt_doc_offdoc", schema.name())).await,
+        4
+    );
+    assert_eq!(stored::<OffDoc>(&store, 3).await.0.tag, "late");
+}
