@@ -17,11 +17,11 @@ pub use marten_pg::Postgres;
 pub use marten_pg::{deadpool_postgres, tokio_postgres};
 pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
-    AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
-    DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
-    Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent, PgDocument, Position,
-    ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions, StreamRange, Tracking,
-    UnknownEvents, Writing,
+    AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
+    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap,
+    IdentitySession, Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent,
+    PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions,
+    StreamRange, Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
@@ -92,10 +92,10 @@ pub mod aggregate {
 pub mod prelude {
     pub use crate::Queryable;
     pub use crate::{
-        apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
-        IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
-        SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery, TenantId,
-        TenantedStore,
+        apply, Aggregate, AutoCreate, BulkMode, Document, DocumentStore, Error, Event,
+        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position,
+        QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
+        TenantId, TenantedStore,
     };
     pub use uuid::Uuid;
 }

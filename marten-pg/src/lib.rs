@@ -35,8 +35,8 @@ pub use connection::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBacke
 /// [`DocumentStoreBuilder::pool`]).
 pub use deadpool_postgres;
 pub use documents::{
-    BasicWrite, DocumentStorage, NumericStorage, NumericWrite, OffStorage, OptimisticStorage,
-    PgDocument, PgVersion, WriteOf,
+    BasicWrite, BulkMode, BulkOptions, DocumentStorage, NumericStorage, NumericWrite, OffStorage,
+    OptimisticStorage, PgDocument, PgVersion, WriteOf,
 };
 pub use events::{
     EventPage, EventTypes, PendingEvent, Position, StreamRange, TagQuery, UnknownEvents,

@@ -63,6 +63,26 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     })
 }
 
+/// A bulk insert of `documents` documents of type `document` (binary `COPY`), in
+/// `mode`; the rows it wrote are recorded when known.
+pub(crate) fn bulk_insert(
+    namespace: &str,
+    document: &'static str,
+    mode: &'static str,
+    documents: usize,
+) -> Span {
+    tracing::info_span!(
+        "bulk_insert",
+        db.system = SYSTEM,
+        db.operation = "bulk_insert",
+        db.namespace = namespace,
+        marten.document = document,
+        marten.mode = mode,
+        marten.documents = documents,
+        marten.rows = Empty,
+    )
+}
+
 /// The events a save appends: `streams` streams, `events` events in all.
 pub(crate) fn append(namespace: &str, streams: usize, events: usize) -> Span {
     tracing::info_span!(

@@ -5,10 +5,11 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use deadpool_postgres::Object;
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, RowStream};
+use tokio_postgres::{Client, CopyInSink, Row, RowStream};
 
 use super::statements::{Statements, Stmt};
 
@@ -159,6 +160,20 @@ impl<'a> Db<'a> {
                 self.client.query_typed_raw(&text.sql, typed).await
             }
         }
+    }
+
+    /// Starts a `COPY ... FROM STDIN`, qualified: the sink takes the data (see
+    /// `tokio_postgres::binary_copy`) and its `finish` answers how many rows were copied.
+    /// Prepared and cached like other statements, unless the store sends statements
+    /// unnamed (then it is parsed on each use).
+    pub(crate) async fn copy_in(&self, sql: &str) -> PgResult<CopyInSink<Bytes>> {
+        if self.statements.prepared() {
+            if let Stmt::Prepared(statement) = self.statement(sql).await? {
+                return self.client.copy_in(&statement).await;
+            }
+        }
+        let text = self.statements.text(sql);
+        self.client.copy_in(text.sql.as_str()).await
     }
 
     /// Runs statements without parameters over the simple protocol, qualified.

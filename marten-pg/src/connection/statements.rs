@@ -141,6 +141,11 @@ impl Statements {
         Ok(Stmt::Unnamed(text, types))
     }
 
+    /// Whether statements are prepared and cached per connection (not sent unnamed).
+    pub(crate) fn prepared(&self) -> bool {
+        self.kind == StatementKind::Prepared
+    }
+
     /// `sql` (simple protocol, no parameters) qualified for the store.
     pub(crate) fn simple(&self, sql: &str) -> String {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);

@@ -1,10 +1,11 @@
 //! Document storage: one storage type per concurrency mode (binding parameters, reading
-//! versions; the SQL text is in [`crate::tables::documents`]) and the write batches a
-//! unit of work sends.
+//! versions; the SQL text is in [`crate::tables::documents`]), the write batches a
+//! unit of work sends, and bulk inserts with binary `COPY` (`bulk`).
 //!
 //! May use: the unit of work (its queue and `Operation`), schema, connection, error map,
 //! tables and leaf helpers; never events, projections, the store, sessions or the daemon.
 
+pub(crate) mod bulk;
 mod delete_batch;
 pub(crate) mod load;
 mod migrate;
@@ -18,10 +19,11 @@ mod typed_batch;
 pub(crate) mod write_batch;
 
 pub(crate) use migrate::{define_fn, migrate_fn};
-pub(crate) use serialize::{check_document, serialize};
+pub(crate) use serialize::{check_document, serialize, serialize_into};
 pub(crate) use storage::conjoined;
 pub(crate) use typed_batch::document_target;
 
+pub use bulk::{BulkMode, BulkOptions};
 pub use numeric::NumericStorage;
 pub use off::OffStorage;
 pub use optimistic::OptimisticStorage;

@@ -8,14 +8,14 @@ use std::fmt::{Debug, Display};
 
 use marten_core::concurrency::{ConcurrencyMode, NoVersion, VersionOf};
 use marten_core::{Document, RejectionKind, Result};
-use tokio_postgres::types::{FromSqlOwned, ToSql};
+use tokio_postgres::types::{FromSqlOwned, ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::{ColumnDef, TableDef};
-use crate::tables::documents::{table_def as table_def_of, ReadSql, Scope, WriteSql};
+use crate::tables::documents::{table_def as table_def_of, BulkSql, ReadSql, Scope, WriteSql};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects
@@ -54,6 +54,17 @@ pub trait PgVersion: sealed::Sealed + Sized {
     /// Reads a column holding an array of versions (NULL: none).
     #[doc(hidden)]
     fn read_all(row: &Row, idx: usize) -> std::result::Result<Vec<Self>, tokio_postgres::Error>;
+    /// The version a bulk insert writes with a new row (a fresh uuid, revision 1), in the
+    /// column of type [`Self::COLUMN_TYPE`]; `None` for a mode without versions.
+    #[doc(hidden)]
+    fn initial() -> Option<Self>;
+    /// The type of the version column (`None`: the mode has none).
+    #[doc(hidden)]
+    const COLUMN_TYPE: Option<Type>;
+    /// The version as a parameter of a statement or a copied row (`None`: the mode has
+    /// no version column).
+    #[doc(hidden)]
+    fn param(&self) -> Option<&(dyn ToSql + Sync)>;
 }
 
 impl sealed::Sealed for NoVersion {}
@@ -70,11 +81,23 @@ impl PgVersion for NoVersion {
     fn read_all(_row: &Row, _idx: usize) -> std::result::Result<Vec<Self>, tokio_postgres::Error> {
         Ok(Vec::new())
     }
+
+    fn initial() -> Option<Self> {
+        None
+    }
+
+    const COLUMN_TYPE: Option<Type> = None;
+
+    fn param(&self) -> Option<&(dyn ToSql + Sync)> {
+        None
+    }
 }
 
-/// A version stored in a column of its own: `$version`, whose new writes store `$fresh`.
+/// A version stored in a column of its own (of `$type`): `$version`, whose new writes
+/// store `$fresh` (chosen by the client, or `None`: by the statement), and whose bulk
+/// inserts store `$initial`.
 macro_rules! column_version {
-    ($version:ty, $fresh:expr) => {
+    ($version:ty, $type:expr, $fresh:expr, $initial:expr) => {
         impl sealed::Sealed for $version {}
 
         impl PgVersion for $version {
@@ -95,12 +118,22 @@ macro_rules! column_version {
             ) -> std::result::Result<Vec<Self>, tokio_postgres::Error> {
                 read_array(row, idx)
             }
+
+            fn initial() -> Option<Self> {
+                Some($initial)
+            }
+
+            const COLUMN_TYPE: Option<Type> = Some($type);
+
+            fn param(&self) -> Option<&(dyn ToSql + Sync)> {
+                Some(self)
+            }
         }
     };
 }
 
-column_version!(Uuid, Some(Uuid::new_v4()));
-column_version!(i64, None);
+column_version!(Uuid, Type::UUID, Some(Uuid::new_v4()), Uuid::new_v4());
+column_version!(i64, Type::INT8, None, 1);
 
 fn read_array<V: FromSqlOwned>(
     row: &Row,
@@ -127,6 +160,9 @@ pub trait DocumentStorage<D: PgDocument>: sealed::Sealed + Send + Sync + Sized +
     /// The SQL of a write.
     #[doc(hidden)]
     fn write_sql(&self, kind: Self::Write) -> &WriteSql;
+    /// The SQL of a bulk insert.
+    #[doc(hidden)]
+    fn bulk_sql(&self) -> &BulkSql;
     /// Whether a write of this kind may be rejected (and so needs the batch guard).
     #[doc(hidden)]
     fn checked(kind: Self::Write) -> bool;
@@ -212,6 +248,10 @@ macro_rules! mode_storage {
 
             fn reads(&self) -> &$crate::tables::documents::ReadSql {
                 &self.reads
+            }
+
+            fn bulk_sql(&self) -> &$crate::tables::documents::BulkSql {
+                &self.writes.bulk
             }
 
             $($members)*

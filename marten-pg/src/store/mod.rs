@@ -1,12 +1,14 @@
 //! The document store: the handle every session, projection and daemon runner shares -
 //! where connections come from, the schema and what has been created in it, the event
 //! types, the projections and the aggregate cache. Cheap to clone. Configured and built
-//! in `builder.rs`; sessions are opened from it in [`crate::session`].
+//! in `builder.rs`; sessions are opened from it in [`crate::session`]. Bulk inserts
+//! (binary `COPY`, outside sessions) are its methods in `bulk.rs`.
 //!
 //! May use: connection, schema, documents, events, projections. Sessions and the daemon
 //! sit above it.
 
 mod builder;
+mod bulk;
 mod connect;
 mod events;
 mod review;

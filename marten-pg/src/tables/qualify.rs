@@ -7,7 +7,8 @@
 //! The rule, over the text outside string literals, quoted identifiers and comments:
 //! marten's own tables and functions (`mt_events`, `mt_streams`, ...: [`INTERNAL`]) are
 //! qualified wherever they appear, and a document table of the store wherever it is
-//! named as a relation (right after `FROM`, `JOIN`, `INTO`, `UPDATE`, `TABLE` or `ONLY`).
+//! named as a relation (right after `FROM`, `JOIN`, `INTO`, `UPDATE`, `TABLE`, `ONLY` or
+//! `COPY`).
 //! A name already qualified (after a `.`) is left alone.
 
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
@@ -30,7 +31,7 @@ pub const INTERNAL: [&str; 8] = {
 };
 
 /// The words after which a name is a relation.
-const RELATION_WORDS: &[&str] = &["FROM", "JOIN", "INTO", "UPDATE", "TABLE", "ONLY"];
+const RELATION_WORDS: &[&str] = &["FROM", "JOIN", "INTO", "UPDATE", "TABLE", "ONLY", "COPY"];
 
 /// `sql` with marten's relations qualified by `schema` (a plain identifier);
 /// `is_document_table` says whether a name is one of the store's document tables.
@@ -194,6 +195,14 @@ mod tests {
         // A column of the same name as a table is not a relation.
         assert_eq!(q("SELECT data FROM data"), "SELECT data FROM s1.data");
         assert_eq!(q("SELECT mt_doc_user FROM x"), "SELECT mt_doc_user FROM x");
+        assert_eq!(
+            q("COPY mt_doc_user (id, data) FROM STDIN (FORMAT binary)"),
+            "COPY s1.mt_doc_user (id, data) FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            q("COPY pg_temp.mt_doc_user (id) FROM STDIN"),
+            "COPY pg_temp.mt_doc_user (id) FROM STDIN"
+        );
     }
 
     #[test]

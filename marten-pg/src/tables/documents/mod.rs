@@ -1,5 +1,6 @@
 //! All SQL text of a document table: its DDL, the reads every mode shares, and (in
-//! `off.rs`, `optimistic.rs`, `numeric.rs`) the writes of each concurrency mode. Everything here is built once per document type (the storages keep
+//! `off.rs`, `optimistic.rs`, `numeric.rs`) the writes of each concurrency mode, their
+//! bulk inserts among them (`bulk.rs`). Everything here is built once per document type (the storages keep
 //! it in a static), never per operation.
 //!
 //! Statements name the table without a schema: each store qualifies a statement's text
@@ -13,10 +14,12 @@
 //! flag is set, so every rejection of a batch is seen and the whole batch rolls back
 //! within a single round trip.
 
+mod bulk;
 mod numeric;
 mod off;
 mod optimistic;
 
+pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;

@@ -1,7 +1,7 @@
 //! The writes of a document table in the numeric mode: an `bigint` revision bumped by
 //! one per write, or written at a given revision.
 
-use super::{Input, Scope, WriteSql, REVISION_COLUMN};
+use super::{BulkSql, BulkVersion, Input, Scope, WriteSql, REVISION_COLUMN};
 
 /// The writes of a document type with numeric revisions.
 pub struct NumericSql {
@@ -16,6 +16,8 @@ pub struct NumericSql {
     pub update_revision: WriteSql,
     /// Write at a given revision if it is above the stored one; otherwise nothing.
     pub try_update_revision: WriteSql,
+    /// Bulk inserts: revision 1 on insert, one more on overwrite.
+    pub bulk: BulkSql,
 }
 
 impl NumericSql {
@@ -34,7 +36,14 @@ impl NumericSql {
              mt_last_modified = excluded.mt_last_modified WHERE d.{r} < excluded.{r}",
             insert_at("revision")
         );
+        let on_overwrite = format!("d.{r} + 1");
+        let bulk_version = BulkVersion {
+            column: REVISION_COLUMN,
+            sql_type: "bigint",
+            on_overwrite: &on_overwrite,
+        };
         NumericSql {
+            bulk: BulkSql::new(table, id_type, Some(bulk_version), scope),
             upsert: input.flagged(
                 &format!(
                     "{} ON CONFLICT {key} DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \

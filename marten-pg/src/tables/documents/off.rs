@@ -1,6 +1,6 @@
 //! The writes of a document table without concurrency checks.
 
-use super::{Input, Scope, WriteSql};
+use super::{BulkSql, Input, Scope, WriteSql};
 
 /// The writes of a document type without concurrency checks.
 pub struct OffSql {
@@ -10,6 +10,8 @@ pub struct OffSql {
     pub insert: WriteSql,
     /// Update only; a missing row is rejected.
     pub update: WriteSql,
+    /// Bulk inserts (no version column).
+    pub bulk: BulkSql,
 }
 
 impl OffSql {
@@ -27,6 +29,7 @@ impl OffSql {
              ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
         );
         OffSql {
+            bulk: BulkSql::new(table, id_type, None, scope),
             upsert: WriteSql {
                 one_alone: upsert_one.clone(),
                 one: upsert_one,

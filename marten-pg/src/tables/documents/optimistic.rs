@@ -1,7 +1,7 @@
 //! The writes of a document table in the optimistic mode: a `uuid` version per write,
 //! asserted against an expected version when one is given.
 
-use super::{Input, Scope, WriteSql, VERSION_COLUMN};
+use super::{BulkSql, BulkVersion, Input, Scope, WriteSql, VERSION_COLUMN};
 
 /// The writes of a document type with optimistic (uuid) versions.
 pub struct OptimisticSql {
@@ -11,6 +11,8 @@ pub struct OptimisticSql {
     pub insert: WriteSql,
     /// Update only; a missing row or a stale version is rejected.
     pub update: WriteSql,
+    /// Bulk inserts: a fresh version per row, a new one on overwrite.
+    pub bulk: BulkSql,
 }
 
 impl OptimisticSql {
@@ -48,7 +50,13 @@ impl OptimisticSql {
              WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
              RETURNING d.id, d.{VERSION_COLUMN}"
         );
+        let bulk_version = BulkVersion {
+            column: VERSION_COLUMN,
+            sql_type: "uuid",
+            on_overwrite: "excluded.mt_version",
+        };
         OptimisticSql {
+            bulk: BulkSql::new(table, id_type, Some(bulk_version), scope),
             upsert,
             insert: input.flagged(
                 &format!("{insert_select} ON CONFLICT {key} DO NOTHING"),
