@@ -10,7 +10,7 @@ pub use marten_core::{
     IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
     StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
 };
-pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
+pub use marten_derive::{apply, Aggregate, Document, DocumentId, Event, Queryable, Tag};
 pub use marten_pg::Postgres;
 /// The connection libraries the store uses, re-exported so a caller's pool
 /// ([`DocumentStoreBuilder::pool`]) and config are of the same versions.
@@ -91,10 +91,10 @@ pub mod aggregate {
 pub mod prelude {
     pub use crate::Queryable;
     pub use crate::{
-        apply, Aggregate, AutoCreate, Document, DocumentStore, Error, Event, EventEnvelope,
-        IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position, QuerySession,
-        SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery, TenantId,
-        TenantedStore,
+        apply, Aggregate, AutoCreate, Document, DocumentId, DocumentStore, Error, Event,
+        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position,
+        QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
+        TenantId, TenantedStore,
     };
     pub use uuid::Uuid;
 }
@@ -118,6 +118,14 @@ pub mod __private {
         ColumnType, DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
     };
     pub use std::sync::OnceLock;
+
+    // For `#[derive(DocumentId)]`.
+    pub use bytes::BytesMut;
+    pub use marten_core::newtype::Newtype;
+    pub use marten_core::StreamId;
+    pub use marten_pg::PgNewtype;
+    pub use postgres_types;
+    pub use serde;
 
     /// Fails to compile, at the id field's type, when it is not a supported id type.
     pub fn assert_document_id<T: DocumentId>() {}

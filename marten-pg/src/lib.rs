@@ -43,6 +43,8 @@ pub use events::{
 };
 pub use health::{Health, HealthCheck, HealthFailure, ProjectionHealth};
 pub use id::PgId;
+#[doc(hidden)]
+pub use id::PgNewtype;
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};

@@ -1,0 +1,374 @@
+//! Strong-typed ids (`#[derive(DocumentId)]` newtypes over `Uuid`, `i64` and `String`) as
+//! document ids, aggregate stream ids and tags, and ids the store generates (HiLo).
+
+mod common;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(DocumentId, Tag, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct OrderId(Uuid);
+
+#[derive(DocumentId, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct InvoiceNo(i64);
+
+#[derive(DocumentId, Clone, Debug, PartialEq, Eq, Hash)]
+struct Sku(String);
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Order {
+    id: OrderId,
+    customer: String,
+    total: i64,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Invoice {
+    id: InvoiceNo,
+    order: OrderId,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Product {
+    id: Sku,
+    name: String,
+}
+
+/// A plain connection to the test's database, for looking at the schema.
+async fn raw_client(schema: &marten_testing::TestSchema) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+fn order(id: OrderId, customer: &str, total: i64) -> Order {
+    Order {
+        id,
+        customer: customer.into(),
+        total,
+    }
+}
+
+#[test]
+fn a_newtype_id_is_its_inner_value_in_text_json_and_sql() {
+    let id = OrderId(Uuid::now_v7());
+    assert_eq!(id.to_string(), id.0.to_string());
+    assert_eq!(
+        serde_json::to_string(&id).expect("json"),
+        format!("\"{}\"", id.0)
+    );
+    let back: OrderId = serde_json::from_str(&format!("\"{}\"", id.0)).expect("json");
+    assert_eq!(back, id);
+    assert_eq!(OrderId::from(id.0), id);
+    assert_eq!(Uuid::from(id), id.0);
+    assert_eq!(<OrderId as marten::ColumnType>::SQL_TYPE, "uuid");
+    assert_eq!(<InvoiceNo as marten::ColumnType>::SQL_TYPE, "bigint");
+    assert_eq!(<Sku as marten::ColumnType>::SQL_TYPE, "text");
+    assert_eq!(StreamId::from(id), StreamId::Uuid(id.0));
+    assert_eq!(StreamId::from(&id), StreamId::Uuid(id.0));
+    assert_eq!(
+        StreamId::from(Sku("a".into())),
+        StreamId::String("a".into())
+    );
+}
+
+#[tokio::test]
+async fn uuid_i64_and_string_newtypes_store_load_query_and_delete() {
+    let (schema, b) = builder("typed_ids_docs");
+    let store = ok(b.build().await);
+    let (a, c) = (OrderId(Uuid::now_v7()), OrderId(Uuid::now_v7()));
+    let mut s = store.lightweight_session();
+    ok(s.store(order(a, "ann", 10)));
+    ok(s.store(order(c, "cid", 30)));
+    ok(s.store(Invoice {
+        id: InvoiceNo(7),
+        order: a,
+    }));
+    ok(s.store(Product {
+        id: Sku("sku-1".into()),
+        name: "kettle".into(),
+    }));
+    ok(s.save_changes().await);
+
+    let mut q = store.query_session();
+    assert_eq!(ok(q.load::<Order>(&a).await), Some(order(a, "ann", 10)));
+    let many = ok(q.load_many::<Order>(&[a, c, OrderId(Uuid::now_v7())]).await);
+    assert_eq!(many.len(), 2);
+    let invoice = ok(q.load::<Invoice>(&InvoiceNo(7)).await).expect("invoice");
+    assert_eq!(invoice.order, a);
+    let product = ok(q.load::<Product>(&Sku("sku-1".into())).await).expect("product");
+    assert_eq!(product.name, "kettle");
+
+    // The typed field of a newtype id takes the newtype (or its inner value).
+    let found = ok(q.query::<Order>().filter(|f| f.id.eq(c)).to_list().await);
+    assert_eq!(found, vec![order(c, "cid", 30)]);
+    let found = ok(q.query::<Order>().filter(|f| f.id.eq(a.0)).to_list().await);
+    assert_eq!(found.len(), 1);
+    let by_order = ok(q
+        .query::<Invoice>()
+        .filter(|f| f.order.eq(a))
+        .to_list()
+        .await);
+    assert_eq!(by_order.len(), 1);
+    let above = ok(q
+        .query::<Invoice>()
+        .filter(|f| f.id.gt(InvoiceNo(6)))
+        .to_list()
+        .await);
+    assert_eq!(above.len(), 1);
+
+    let mut s = store.lightweight_session();
+    ok(s.delete::<Order>(&a));
+    ok(s.delete::<Product>(&Sku("sku-1".into())));
+    ok(s.save_changes().await);
+    assert_eq!(ok(q.load::<Order>(&a).await), None);
+    assert_eq!(ok(q.load::<Product>(&Sku("sku-1".into())).await), None);
+    assert!(ok(q.load::<Order>(&c).await).is_some());
+
+    // The id columns have the inner types.
+    let client = raw_client(&schema).await;
+    for (table, expected) in [
+        ("mt_doc_order", "uuid"),
+        ("mt_doc_invoice", "bigint"),
+        ("mt_doc_product", "text"),
+    ] {
+        let row = client
+            .query_one(
+                "SELECT data_type FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 AND column_name = 'id'",
+                &[&schema.name(), &table],
+            )
+            .await
+            .expect("column type");
+        assert_eq!(row.get::<_, String>(0), expected, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn a_nil_uuid_newtype_gets_a_version_7_uuid_and_an_empty_string_id_is_refused() {
+    let (_schema, b) = builder("typed_ids_nil");
+    let store = ok(b.build().await);
+    let mut s = store.lightweight_session();
+    let id = ok(s.store(order(OrderId(Uuid::nil()), "new", 1)));
+    assert!(!id.0.is_nil());
+    assert_eq!(id.0.get_version_num(), 7);
+    let empty = s.store(Product {
+        id: Sku(String::new()),
+        name: "x".into(),
+    });
+    assert!(
+        matches!(empty, Err(marten::Error::InvalidId { .. })),
+        "{empty:?}"
+    );
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    assert_eq!(
+        ok(q.load::<Order>(&id).await).map(|o| o.customer),
+        Some("new".into())
+    );
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct OrderPlaced {
+    #[tag]
+    order: OrderId,
+    customer: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct LineAdded {
+    #[tag]
+    order: OrderId,
+    amount: i64,
+}
+
+/// An aggregate whose id is a uuid newtype: its stream id.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct OrderSummary {
+    id: OrderId,
+    version: i64,
+    customer: String,
+    total: i64,
+}
+
+#[marten::apply]
+impl OrderSummary {
+    fn create(e: &OrderPlaced) -> Self {
+        OrderSummary {
+            id: e.order,
+            version: 0,
+            customer: e.customer.clone(),
+            total: 0,
+        }
+    }
+    fn apply(&mut self, e: &LineAdded) {
+        self.total += e.amount;
+    }
+}
+
+/// Folds the events a tag query finds.
+#[derive(Default, Debug)]
+struct OrderTotal {
+    total: i64,
+}
+
+#[marten::apply]
+impl OrderTotal {
+    fn apply(&mut self, e: &LineAdded) {
+        self.total += e.amount;
+    }
+}
+
+fn placed(order: OrderId) -> OrderPlaced {
+    OrderPlaced {
+        order,
+        customer: "ann".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_uuid_newtype_is_a_stream_id_inline_and_live() {
+    let (_schema, b) = builder("typed_ids_streams");
+    let store = ok(b
+        .projection::<OrderSummary>(Lifecycle::Inline)
+        .build()
+        .await);
+    let id = OrderId(Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(
+        id,
+        [
+            PendingEvent::new(placed(id)),
+            PendingEvent::new(LineAdded {
+                order: id,
+                amount: 5,
+            }),
+        ],
+    ));
+    ok(s.save_changes().await);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        &id,
+        [LineAdded {
+            order: id,
+            amount: 7,
+        }],
+    ));
+    ok(s.save_changes().await);
+
+    let mut q = store.query_session();
+    let inline = ok(q.load::<OrderSummary>(&id).await).expect("inline document");
+    assert_eq!((inline.id, inline.version, inline.total), (id, 3, 12));
+
+    let mut s = store.lightweight_session();
+    let live: OrderSummary = ok(s.events().aggregate_stream(id).await).expect("live");
+    assert_eq!(live, inline);
+    let state = ok(s.events().fetch_stream_state(id).await).expect("state");
+    assert_eq!(state.id, StreamId::Uuid(id.0));
+
+    let mut writing = ok(s.events().fetch_for_writing::<OrderSummary>(id).await);
+    assert_eq!(writing.version(), 3);
+    assert_eq!(writing.state().map(|o| o.total), Some(12));
+    ok(writing.append([LineAdded {
+        order: id,
+        amount: 1,
+    }]));
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    assert_eq!(
+        ok(q.load::<OrderSummary>(&id).await).map(|o| o.total),
+        Some(13)
+    );
+}
+
+#[tokio::test]
+async fn a_newtype_id_is_a_tag() {
+    assert_eq!(<OrderId as marten::Tag>::TAG_TYPE, "order_id");
+    let (_schema, b) = builder("typed_ids_tags");
+    let store = ok(b.build().await);
+    let (id, other) = (OrderId(Uuid::now_v7()), OrderId(Uuid::now_v7()));
+    let mut s = store.lightweight_session();
+    for (order, amount) in [(id, 2), (other, 100), (id, 3)] {
+        ok(s.events()
+            .append(Uuid::now_v7(), [LineAdded { order, amount }]));
+    }
+    ok(s.save_changes().await);
+
+    let query = || TagQuery::new().tag(id).event_types::<(LineAdded,)>();
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<OrderTotal>(query())
+        .await);
+    assert_eq!(boundary.events().len(), 2);
+    assert_eq!(boundary.state().map(|t| t.total), Some(5));
+    assert!(boundary
+        .versions()
+        .iter()
+        .any(|(tag, _)| *tag == marten::EventTag::of(&id)));
+    assert_eq!(marten::EventTag::of(&id).value, id.0.to_string());
+    ok(boundary.append([LineAdded {
+        order: id,
+        amount: 1,
+    }]));
+    ok(s.save_changes().await);
+}
+
+/// An aggregate over a string newtype, on a store with string stream ids.
+#[derive(DocumentId, Clone, Debug, PartialEq, Eq, Hash)]
+struct CartKey(String);
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct ItemAdded {
+    item: String,
+}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Cart {
+    id: CartKey,
+    version: i64,
+    items: Vec<String>,
+}
+
+#[marten::apply]
+impl Cart {
+    fn apply(&mut self, e: &ItemAdded) {
+        self.items.push(e.item.clone());
+    }
+}
+
+impl Default for CartKey {
+    fn default() -> Self {
+        CartKey("unset".into())
+    }
+}
+
+#[tokio::test]
+async fn a_string_newtype_is_a_string_stream_id() {
+    let (_schema, b) = builder("typed_ids_string_streams");
+    let store = ok(b
+        .stream_identity(StreamIdentity::String)
+        .projection::<Cart>(Lifecycle::Inline)
+        .build()
+        .await);
+    let key = CartKey("cart-1".into());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(
+        &key,
+        [
+            ItemAdded { item: "tea".into() },
+            ItemAdded { item: "cup".into() },
+        ],
+    ));
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    let cart = ok(q.load::<Cart>(&key).await).expect("cart");
+    assert_eq!((cart.id.clone(), cart.version), (key.clone(), 2));
+    assert_eq!(cart.items, ["tea", "cup"]);
+    let mut s = store.lightweight_session();
+    let live: Cart = ok(s.events().aggregate_stream(key.clone()).await).expect("live");
+    assert_eq!(live, cart);
+}
