@@ -18,10 +18,10 @@ pub use marten_pg::{deadpool_postgres, tokio_postgres};
 pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, ColumnType, DirtyTrackedSession, DirtyTracking, DocumentStore,
-    DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap, IdentitySession,
-    Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent, PgDocument, Position,
-    ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions, StreamRange, Tracking,
-    UnknownEvents, Writing,
+    DocumentStoreBuilder, EventPage, EventProjection, Events, HiLoId, IdentityMap, IdentitySession,
+    Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions, PendingEvent, PgDocument,
+    Position, ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions, StreamRange,
+    Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
@@ -92,9 +92,9 @@ pub mod prelude {
     pub use crate::Queryable;
     pub use crate::{
         apply, Aggregate, AutoCreate, Document, DocumentId, DocumentStore, Error, Event,
-        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position,
-        QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
-        TenantId, TenantedStore,
+        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, NewIds, PendingEvent,
+        Position, QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag,
+        TagQuery, TenantId, TenantedStore,
     };
     pub use uuid::Uuid;
 }

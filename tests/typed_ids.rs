@@ -372,3 +372,144 @@ async fn a_string_newtype_is_a_string_stream_id() {
     let live: Cart = ok(s.events().aggregate_stream(key.clone()).await).expect("live");
     assert_eq!(live, cart);
 }
+
+/// A document whose `i64` id the store generates.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Ticket {
+    id: i64,
+    title: String,
+}
+
+/// A document whose `i32` id the store generates.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Seat {
+    id: i32,
+}
+
+/// A store on `schema` (another "process" on the same database schema).
+async fn store_on(schema: &marten_testing::TestSchema, block_size: u32) -> DocumentStore {
+    ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(4)
+        .hilo_block_size(block_size)
+        .build()
+        .await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hilo_ids_are_unique_across_concurrent_tasks_and_stores() {
+    const TASKS: usize = 16;
+    const IDS: usize = 500;
+    let (schema, b) = builder("typed_ids_hilo_race");
+    let first = ok(b.build().await);
+    // Four stores on one schema, as four processes would be, with different block sizes
+    // (blocks never overlap whatever their sizes).
+    let mut stores = vec![first];
+    for size in [2, 7, 250] {
+        stores.push(store_on(&schema, size).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = stores[t % stores.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut ids = Vec::with_capacity(IDS);
+            for _ in 0..IDS {
+                ids.push(ok(store.next_id::<Ticket>().await));
+            }
+            ids
+        }));
+    }
+    let mut all = std::collections::HashSet::new();
+    for task in tasks {
+        let ids = task.await.expect("task");
+        // Increasing within one task (each store hands its blocks out in order).
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        for id in ids {
+            assert!(id > 0);
+            assert!(all.insert(id), "id {id} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), TASKS * IDS);
+    // Another document type has a sequence of its own.
+    assert_eq!(ok(stores[1].next_id::<Seat>().await), 1);
+}
+
+#[tokio::test]
+async fn documents_with_generated_ids_are_stored_and_load_back() {
+    let (schema, b) = builder("typed_ids_hilo_docs");
+    let store = ok(b.hilo_block_size(10).build().await);
+    let other = store_on(&schema, 3).await;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = if t % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            let mut ids = Vec::new();
+            for i in 0..25 {
+                let title = format!("task {t} ticket {i}");
+                ids.push(ok(s.insert_new(Ticket { id: 0, title }).await));
+                ids.push(
+                    ok(s.store_new(Invoice {
+                        id: InvoiceNo(0),
+                        order: OrderId(Uuid::now_v7()),
+                    })
+                    .await)
+                    .0,
+                );
+            }
+            ok(s.save_changes().await);
+            ids
+        }));
+    }
+    let mut ticket_ids = Vec::new();
+    for task in tasks {
+        let ids = task.await.expect("task");
+        ticket_ids.extend(ids.iter().step_by(2).copied());
+    }
+    let mut q = store.query_session();
+    let tickets = ok(q.load_many::<Ticket>(&ticket_ids).await);
+    assert_eq!(tickets.len(), 100);
+    assert_eq!(ok(q.query::<Ticket>().count().await), 100);
+    assert_eq!(ok(q.query::<Invoice>().count().await), 100);
+    let first = ok(q.load::<Ticket>(&ticket_ids[0]).await).expect("ticket");
+    assert_eq!(first.title, "task 0 ticket 0");
+
+    // An id given by the caller is kept.
+    let mut s = store.lightweight_session();
+    assert_eq!(
+        ok(s.insert_new(Ticket {
+            id: -5,
+            title: "mine".into()
+        })
+        .await),
+        -5
+    );
+    ok(s.save_changes().await);
+}
+
+#[tokio::test]
+async fn the_hilo_floor_is_raised_and_an_i32_id_that_does_not_fit_is_refused() {
+    let (_schema, b) = builder("typed_ids_hilo_floor");
+    let store = ok(b.build().await);
+    assert_eq!(ok(store.next_id::<Ticket>().await), 1);
+    ok(store.reset_hilo_floor::<Ticket>(1_000_000).await);
+    assert_eq!(ok(store.next_id::<Ticket>().await), 1_000_001);
+    // Never lowered.
+    ok(store.reset_hilo_floor::<Ticket>(10).await);
+    assert!(ok(store.next_id::<Ticket>().await) > 1_000_001);
+
+    ok(store.reset_hilo_floor::<Seat>(i64::from(i32::MAX)).await);
+    let too_big = store.next_id::<Seat>().await;
+    assert!(
+        matches!(too_big, Err(marten::Error::InvalidId { .. })),
+        "{too_big:?}"
+    );
+}

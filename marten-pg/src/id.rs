@@ -45,3 +45,56 @@ impl PgId for String {
 impl<T: PgNewtype + DocumentId + Sync> PgId for T {
     const SQL_TYPE: &'static str = <T::Inner as PgId>::SQL_TYPE;
 }
+
+mod hilo_sealed {
+    pub trait Sealed {}
+    impl Sealed for i64 {}
+    impl Sealed for i32 {}
+    impl<T: super::PgNewtype> Sealed for T {}
+}
+
+/// A document id the store can generate with its HiLo allocator
+/// ([`DocumentStore::next_id`](crate::DocumentStore::next_id),
+/// [`NewIds::insert_new`](crate::NewIds::insert_new)): `i64`, `i32`, and newtypes over them
+/// (`#[derive(DocumentId)] struct OrderNo(i64);`). Zero means "not assigned yet". Sealed.
+#[diagnostic::on_unimplemented(
+    message = "the store cannot generate `{Self}` ids",
+    label = "not an integer id",
+    note = "the store generates `i64` and `i32` ids (HiLo) and ids of newtypes over them (`#[derive(DocumentId)] struct OrderNo(i64);`); a nil `Uuid` id gets a new uuid on any store"
+)]
+pub trait HiLoId: PgId + hilo_sealed::Sealed {
+    /// Whether the id is still to be assigned (zero).
+    fn is_unassigned(&self) -> bool;
+    /// The id of a generated value; `None` when it does not fit the type.
+    fn from_generated(value: i64) -> Option<Self>;
+}
+
+impl HiLoId for i64 {
+    fn is_unassigned(&self) -> bool {
+        *self == 0
+    }
+    fn from_generated(value: i64) -> Option<Self> {
+        Some(value)
+    }
+}
+
+impl HiLoId for i32 {
+    fn is_unassigned(&self) -> bool {
+        *self == 0
+    }
+    fn from_generated(value: i64) -> Option<Self> {
+        i32::try_from(value).ok()
+    }
+}
+
+impl<T: PgNewtype + PgId> HiLoId for T
+where
+    T::Inner: HiLoId,
+{
+    fn is_unassigned(&self) -> bool {
+        self.inner().is_unassigned()
+    }
+    fn from_generated(value: i64) -> Option<Self> {
+        <T::Inner as HiLoId>::from_generated(value).map(T::from_inner)
+    }
+}

@@ -45,6 +45,7 @@ pub struct DocumentStoreBuilder {
     projections: ProjectionRegistry,
     aggregate_cache: usize,
     apply_schema: bool,
+    hilo_block_size: u32,
 }
 
 impl DocumentStore {
@@ -65,6 +66,7 @@ impl DocumentStore {
             projections: ProjectionRegistry::default(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
+            hilo_block_size: super::hilo::DEFAULT_BLOCK_SIZE,
         }
     }
 }
@@ -269,6 +271,15 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How many ids the HiLo allocator ([`DocumentStore::next_id`]) reserves at a time
+    /// (default 1000, Marten's "max lo"; at least 1). Larger blocks mean fewer round
+    /// trips and larger gaps when a process stops with ids of its block unused. Stores
+    /// with different block sizes can share a schema: blocks never overlap.
+    pub fn hilo_block_size(mut self, size: u32) -> Self {
+        self.hilo_block_size = size;
+        self
+    }
+
     /// What reads do with events of unregistered types (default: fail).
     pub fn unknown_events(mut self, policy: UnknownEvents) -> Self {
         self.registry.unknown = policy;
@@ -303,6 +314,7 @@ impl DocumentStoreBuilder {
                 self.aggregate_cache,
             )),
             tenant: None,
+            hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents

@@ -8,6 +8,7 @@
 
 mod builder;
 mod connect;
+mod hilo;
 mod review;
 mod settings;
 
@@ -37,6 +38,8 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DocumentStore {
     inner: Arc<ProjectionCatalog>,
     tenant: Option<TenantId>,
+    /// The HiLo allocator, shared by clones (and tenant handles).
+    hilo: Arc<hilo::HiLo>,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -68,6 +71,7 @@ impl DocumentStore {
         Ok(DocumentStore {
             inner: self.inner.clone(),
             tenant: Some(tenant.try_into()?),
+            hilo: self.hilo.clone(),
         })
     }
 
@@ -90,6 +94,11 @@ impl DocumentStore {
     /// not) and the sessions and daemons opened from them.
     pub(crate) fn handles(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// The HiLo allocator.
+    fn hilo(&self) -> &hilo::HiLo {
+        &self.hilo
     }
 
     /// The catalog: connections, schema, objects made sure of.
