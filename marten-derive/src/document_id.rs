@@ -153,7 +153,8 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             // Some impls below hold only for some newtypes (a stream id is a `Uuid` or a
-            // `String`; ordering needs `PartialOrd`; `ToSql` needs `Debug`): a bound under
+            // `String`; the store generates integer ids only; ordering needs `PartialOrd`;
+            // `ToSql` needs `Debug`): a bound under
             // `for<'__m>` is not checked where the impl is written, so where it does not
             // hold the impl simply does not apply (and a missing derive is reported once,
             // by the assertion above).
@@ -187,6 +188,18 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
 
             #[automatically_derived]
             impl #private::query::Orderable for #ident where for<'__m> #ident: ::core::cmp::PartialOrd {}
+
+            #[automatically_derived]
+            impl #private::HiLoId for #ident where for<'__m> #inner: #private::HiLoId {
+                #[inline]
+                fn is_unassigned(&self) -> bool {
+                    #private::HiLoId::is_unassigned(&self.0)
+                }
+                #[inline]
+                fn from_generated(value: i64) -> ::core::option::Option<Self> {
+                    <#inner as #private::HiLoId>::from_generated(value).map(#ident)
+                }
+            }
 
             #[automatically_derived]
             impl #private::ColumnType for #ident {

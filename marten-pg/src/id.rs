@@ -56,7 +56,8 @@ mod hilo_sealed {
 /// A document id the store can generate with its HiLo allocator
 /// ([`DocumentStore::next_id`](crate::DocumentStore::next_id),
 /// [`NewIds::insert_new`](crate::NewIds::insert_new)): `i64`, `i32`, and newtypes over them
-/// (`#[derive(DocumentId)] struct OrderNo(i64);`). Zero means "not assigned yet". Sealed.
+/// (`#[derive(DocumentId)] struct OrderNo(i64);`, which implements it when its inner type
+/// does). Zero means "not assigned yet". Sealed.
 #[diagnostic::on_unimplemented(
     message = "the store cannot generate `{Self}` ids",
     label = "not an integer id",
@@ -84,17 +85,5 @@ impl HiLoId for i32 {
     }
     fn from_generated(value: i64) -> Option<Self> {
         i32::try_from(value).ok()
-    }
-}
-
-impl<T: PgNewtype + PgId> HiLoId for T
-where
-    T::Inner: HiLoId,
-{
-    fn is_unassigned(&self) -> bool {
-        self.inner().is_unassigned()
-    }
-    fn from_generated(value: i64) -> Option<Self> {
-        <T::Inner as HiLoId>::from_generated(value).map(T::from_inner)
     }
 }
