@@ -251,7 +251,7 @@ async fn a_uuid_newtype_is_a_stream_id_inline_and_live() {
     ok(s.save_changes().await);
     let mut s = store.lightweight_session();
     ok(s.events().append(
-        &id,
+        id,
         [LineAdded {
             order: id,
             amount: 7,
