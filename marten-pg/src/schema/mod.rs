@@ -69,7 +69,8 @@ struct DaemonTables;
 /// Marker for the HiLo table in the store's set of created objects.
 struct HiLoTable;
 
-/// The `TypeId` and migration of the HiLo table (made sure of on first use).
+/// The `TypeId` and migration of the HiLo table (created at build with the event and
+/// daemon tables; in mode `None`, checked on first use).
 pub(crate) fn hilo_schema() -> (TypeId, MigrateFn) {
     (TypeId::of::<HiLoTable>(), |c, s, m: AutoCreate| {
         Box::pin(migrate_hilo(c, s, m))

@@ -324,6 +324,7 @@ impl DocumentStoreBuilder {
         let store_tables = [
             schema::events_schema(store.stream_identity()),
             schema::daemon_schema(),
+            schema::hilo_schema(),
         ];
         store
             .catalog()

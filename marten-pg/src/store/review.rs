@@ -52,6 +52,7 @@ impl DocumentStore {
         let schema = self.schema();
         let mut tables = crate::tables::event_ddl::table_defs(schema, self.stream_identity());
         tables.extend(crate::tables::progression::table_defs());
+        tables.push(crate::tables::hilo::table_def());
         tables.extend(self.catalog().document_tables());
         tables
     }

@@ -14,7 +14,7 @@ pub mod qualify;
 pub mod tenants;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
-/// and dead letters in every store's schema; the HiLo table on first use).
+/// and dead letters, the HiLo counters), in every store's schema.
 pub const INTERNAL_TABLES: [&str; 7] = [
     events::EVENTS_TABLE,
     events::STREAMS_TABLE,
