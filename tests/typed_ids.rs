@@ -513,3 +513,46 @@ async fn the_hilo_floor_is_raised_and_an_i32_id_that_does_not_fit_is_refused() {
         "{too_big:?}"
     );
 }
+
+#[tokio::test]
+async fn without_schema_changes_a_missing_hilo_table_is_an_error_naming_it() {
+    let (schema, b) = builder("typed_ids_hilo_none");
+    let store = ok(b.build().await);
+    ok(store.next_id::<Ticket>().await);
+    let client = raw_client(&schema).await;
+    client
+        .batch_execute(&format!("DROP TABLE {}.mt_hilo", schema.name()))
+        .await
+        .expect("drop");
+    let none = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .auto_create(AutoCreate::None)
+        .build()
+        .await);
+    match none.next_id::<Ticket>().await {
+        Err(marten::Error::SchemaObjectMissing { object }) => {
+            assert!(object.contains("mt_hilo"), "{object}")
+        }
+        other => panic!("expected a missing mt_hilo, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn identity_and_dirty_tracked_sessions_key_newtype_ids() {
+    let (_schema, b) = builder("typed_ids_sessions");
+    let store = ok(b.build().await);
+    let id = OrderId(Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.store(order(id, "ann", 1)));
+    ok(s.save_changes().await);
+
+    let mut tracked = store.dirty_tracked_session();
+    let loaded = ok(tracked.load::<Order>(&id).await).expect("loaded");
+    loaded.total = 42;
+    ok(tracked.save_changes().await);
+    let mut identity = store.identity_session();
+    let first = ok(identity.load::<Order>(&id).await).expect("first");
+    let second = ok(identity.load::<Order>(&id).await).expect("second");
+    assert_eq!((first.total, second.total), (42, 42));
+}

@@ -48,7 +48,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 }
 
 /// Derives `marten::Aggregate` (and `marten::Document`) for a struct whose id is its
-/// stream id (`Uuid` or `String`) and whose `version: i64` field (or the field marked
+/// stream id (`Uuid` or `String`, or a `#[derive(DocumentId)]` newtype over one) and whose `version: i64` field (or the field marked
 /// `#[aggregate(version)]`) is kept at the stream version of the last applied event.
 /// Accepts the `#[document(..)]` and `#[concurrency(..)]` attributes of `Document`.
 #[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate, query, marten))]
