@@ -556,3 +556,54 @@ async fn identity_and_dirty_tracked_sessions_key_newtype_ids() {
     let second = ok(identity.load::<Order>(&id).await).expect("second");
     assert_eq!((first.total, second.total), (42, 42));
 }
+
+#[tokio::test]
+async fn an_insert_with_a_generated_id_cancelled_at_every_await_leaves_the_pool_clean() {
+    use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
+    let within = std::time::Duration::from_secs(10);
+    let (schema, b) = common::named_builder("typed_ids_hilo_cancel");
+    // One connection and blocks of one id: every insert reserves a block first.
+    let store = ok(b
+        .pool_size(1)
+        .hilo_block_size(1)
+        .document::<Ticket>()
+        .build()
+        .await);
+    let make = |k: usize| -> Operation<marten::Result<i64>> {
+        let store = store.clone();
+        Box::pin(async move {
+            let mut s = store.lightweight_session();
+            let id = s
+                .insert_new(Ticket {
+                    id: 0,
+                    title: format!("attempt {k}"),
+                })
+                .await?;
+            s.save_changes().await?;
+            Ok(id)
+        })
+    };
+    let (schema, probe) = (&schema, &store);
+    let after_drop = |_k: usize| async move {
+        let raw = schema.raw_client().await;
+        assert_clean(&raw, schema.name(), within).await;
+        // The pool's one connection is free again.
+        ok(probe.next_id::<Seat>().await);
+    };
+    let run = cancel_at_every_await(100, make, after_drop).await;
+    let id = ok(run.output);
+    assert!(run.cancelled >= 2, "only {} pending polls", run.cancelled);
+    let mut s = store.lightweight_session();
+    let ticket = ok(s.load::<Ticket>(&id).await).expect("ticket");
+    assert_eq!(ticket.title, format!("attempt {}", run.cancelled + 1));
+    // The session holds the pool's one connection: its next block is reserved on it.
+    // Blocks reserved by dropped attempts are skipped, never handed out again.
+    let next = ok(s
+        .insert_new(Ticket {
+            id: 0,
+            title: "next".into(),
+        })
+        .await);
+    assert!(next > id);
+    ok(s.save_changes().await);
+}

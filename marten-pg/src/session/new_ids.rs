@@ -5,7 +5,7 @@ use std::future::Future;
 
 use marten_core::{Document, Result};
 
-use super::{Session, Tracking};
+use super::{QuerySource, Session, Tracking};
 use crate::documents::PgDocument;
 use crate::id::HiLoId;
 #[cfg(doc)]
@@ -53,13 +53,21 @@ impl<K: Tracking> NewIds for Session<K> {
     }
 }
 
-/// `doc` with an id from the store's allocator if its id is zero.
-async fn with_id<K: Tracking, D>(session: &Session<K>, mut doc: D) -> Result<D>
+/// `doc` with an id from the store's allocator if its id is zero. A block is reserved on
+/// the session's connection when no transaction is open on it (no second connection
+/// needed), else on a pooled connection of its own.
+async fn with_id<K: Tracking, D>(session: &mut Session<K>, mut doc: D) -> Result<D>
 where
     D: PgDocument<Id: HiLoId>,
 {
     if Document::id(&doc).is_unassigned() {
-        *doc.id_mut() = session.store_ref().next_id::<D>().await?;
+        let (store, conn) = session.source();
+        let id = if conn.in_transaction() {
+            store.next_id::<D>().await?
+        } else {
+            store.next_id_on::<D>(conn).await?
+        };
+        *doc.id_mut() = id;
     }
     Ok(doc)
 }

@@ -60,8 +60,8 @@ impl DocumentStore {
     /// A new id for a document of type `D` from the store's HiLo allocator: unique across
     /// every store (every process) on this schema, increasing within one store. Ids are
     /// reserved in blocks ([`DocumentStoreBuilder::hilo_block_size`], default 1000) in the
-    /// `mt_hilo` table, one short statement per block on a connection of its own (never in
-    /// a session's transaction), so most calls do not touch the database.
+    /// `mt_hilo` table, one short statement per block on a pooled connection of its own
+    /// (never in a session's transaction), so most calls do not touch the database.
     ///
     /// Fails with [`Error::InvalidId`] when the generated value does not fit the id type
     /// (an `i32` id past `i32::MAX`).
@@ -71,8 +71,18 @@ impl DocumentStore {
     where
         D::Id: HiLoId,
     {
+        self.next_id_on::<D>(&mut Conn::new()).await
+    }
+
+    /// [`next_id`](Self::next_id), reserving a block (when one is needed) on `conn`: a
+    /// session's connection when no transaction is open on it (so a session does not
+    /// need a second connection), else a slot of its own.
+    pub(crate) async fn next_id_on<D: crate::PgDocument>(&self, conn: &mut Conn) -> Result<D::Id>
+    where
+        D::Id: HiLoId,
+    {
         let entity = D::TABLE_NAME;
-        let value = self.next_value(entity).await?;
+        let value = self.next_value(entity, conn).await?;
         D::Id::from_generated(value).ok_or_else(|| Error::InvalidId {
             document_type: D::DOCUMENT_TYPE,
             id: value.to_string(),
@@ -91,18 +101,19 @@ impl DocumentStore {
         let entity = D::TABLE_NAME;
         let block = self.hilo().block(entity);
         let mut current = block.lock().await;
-        self.hilo_statement(RAISE_FLOOR, entity, floor).await?;
+        self.hilo_statement(RAISE_FLOOR, entity, floor, &mut Conn::new())
+            .await?;
         *current = Block::default();
         Ok(())
     }
 
     /// The next value of `entity`'s current block, reserving a block when it is empty.
-    async fn next_value(&self, entity: &'static str) -> Result<i64> {
+    async fn next_value(&self, entity: &'static str, conn: &mut Conn) -> Result<i64> {
         let block = self.hilo().block(entity);
         let mut current = block.lock().await;
         if current.next == 0 || current.next > current.last {
             let size = self.hilo().block_size;
-            let last = self.hilo_statement(NEXT_BLOCK, entity, size).await?;
+            let last = self.hilo_statement(NEXT_BLOCK, entity, size, conn).await?;
             *current = Block {
                 next: last - size + 1,
                 last,
@@ -113,14 +124,24 @@ impl DocumentStore {
         Ok(value)
     }
 
-    /// Runs a HiLo statement for `entity` with `value` on a pooled connection of its own
-    /// (after making sure of the table), returning the `hi_value` it reports (0 when it
-    /// returns none).
-    async fn hilo_statement(&self, sql: &'static str, entity: &str, value: i64) -> Result<i64> {
+    /// Runs a HiLo statement for `entity` with `value` on `conn` (after making sure of
+    /// the table), returning the `hi_value` it reports (0 when it returns none). The
+    /// statement commits on its own: `conn` must not be inside a transaction.
+    async fn hilo_statement(
+        &self,
+        sql: &'static str,
+        entity: &str,
+        value: i64,
+        conn: &mut Conn,
+    ) -> Result<i64> {
         let (type_id, migrate) = hilo_schema();
         self.ensure_erased(type_id, migrate).await?;
         let what = Failed::Other("reserving a block of HiLo ids");
-        let mut conn = Conn::new();
+        if conn.in_transaction() {
+            return Err(Error::Configuration(
+                "a HiLo block cannot be reserved inside a transaction".to_owned(),
+            ));
+        }
         conn.run(self, async |db| {
             let rows = db
                 .query(sql, &[&entity, &value])
