@@ -263,8 +263,44 @@ pub fn newtype_inner(cx: &Ctxt, ty: &syn::Type) {
 
 #[cfg(test)]
 mod tests {
+    use super::{newtype_inner, Ctxt};
+
     #[test]
     fn reserved_words_are_sorted_for_binary_search() {
         assert!(super::RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    fn inner_refused(ty: &str) -> bool {
+        let ty: syn::Type = syn::parse_str(ty).expect("a type");
+        let cx = Ctxt::new();
+        newtype_inner(&cx, &ty);
+        cx.check().is_err()
+    }
+
+    #[test]
+    fn a_newtype_wraps_an_id_type_by_any_path_or_an_unknown_named_type() {
+        for ok in [
+            "Uuid",
+            "uuid::Uuid",
+            "i64",
+            "i32",
+            "String",
+            "std::string::String",
+            "MyAlias",
+        ] {
+            assert!(!inner_refused(ok), "{ok}");
+        }
+        for bad in [
+            "f64",
+            "u64",
+            "bool",
+            "Option<i64>",
+            "Vec<u8>",
+            "&'static str",
+            "(i64, i64)",
+            "[u8; 16]",
+        ] {
+            assert!(inner_refused(bad), "{bad}");
+        }
     }
 }
