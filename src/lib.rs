@@ -123,7 +123,7 @@ pub mod __private {
     pub use bytes::BytesMut;
     pub use marten_core::newtype::Newtype;
     pub use marten_core::StreamId;
-    pub use marten_pg::{HiLoId, PgNewtype};
+    pub use marten_pg::{HiLoId, PgId, PgNewtype};
     pub use postgres_types;
     pub use serde;
 

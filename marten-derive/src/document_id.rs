@@ -122,7 +122,12 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #private::PgNewtype for #ident where for<'__m> #ident: #pg::ToSql {}
+            impl #private::PgNewtype for #ident
+            where
+                for<'__m> #ident: #pg::ToSql,
+                for<'__m> #inner: #private::PgId,
+            {
+            }
 
             // The one place a newtype lacking a trait an id needs is reported.
             fn __assert_document_id() {
@@ -130,7 +135,7 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl ::core::fmt::Display for #ident {
+            impl ::core::fmt::Display for #ident where for<'__m> #inner: ::core::fmt::Display {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     ::core::fmt::Display::fmt(&self.0, f)
                 }
@@ -181,16 +186,28 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #private::query::Comparable for #ident where for<'__m> #ident: ::core::cmp::PartialEq {
+            impl #private::query::Comparable for #ident
+            where
+                for<'__m> #ident: ::core::cmp::PartialEq,
+                for<'__m> #inner: #private::query::Comparable,
+            {
                 const KIND: #private::query::ValueKind =
                     <#inner as #private::query::Comparable>::KIND;
             }
 
             #[automatically_derived]
-            impl #private::query::Orderable for #ident where for<'__m> #ident: ::core::cmp::PartialOrd {}
+            impl #private::query::Orderable for #ident
+            where
+                for<'__m> #ident: ::core::cmp::PartialOrd + #private::query::Comparable,
+            {
+            }
 
             #[automatically_derived]
-            impl #private::HiLoId for #ident where for<'__m> #inner: #private::HiLoId {
+            impl #private::HiLoId for #ident
+            where
+                for<'__m> #ident: #private::PgId,
+                for<'__m> #inner: #private::HiLoId,
+            {
                 #[inline]
                 fn is_unassigned(&self) -> bool {
                     #private::HiLoId::is_unassigned(&self.0)
@@ -202,26 +219,30 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #private::ColumnType for #ident {
+            impl #private::ColumnType for #ident where for<'__m> #inner: #private::ColumnType {
                 const SQL_TYPE: &'static str = <#inner as #private::ColumnType>::SQL_TYPE;
             }
 
             #[automatically_derived]
-            impl #serde::Serialize for #ident {
+            impl #serde::Serialize for #ident where for<'__m> #inner: #serde::Serialize {
                 fn serialize<S: #serde::Serializer>(&self, serializer: S) -> #result<S::Ok, S::Error> {
                     #serde::Serialize::serialize(&self.0, serializer)
                 }
             }
 
             #[automatically_derived]
-            impl<'de> #serde::Deserialize<'de> for #ident {
+            impl<'de> #serde::Deserialize<'de> for #ident where #inner: #serde::Deserialize<'de> {
                 fn deserialize<D: #serde::Deserializer<'de>>(deserializer: D) -> #result<Self, D::Error> {
                     <#inner as #serde::Deserialize<'de>>::deserialize(deserializer).map(#ident)
                 }
             }
 
             #[automatically_derived]
-            impl #pg::ToSql for #ident where for<'__m> #ident: ::core::fmt::Debug {
+            impl #pg::ToSql for #ident
+            where
+                for<'__m> #ident: ::core::fmt::Debug,
+                for<'__m> #inner: #pg::ToSql,
+            {
                 fn to_sql(
                     &self,
                     ty: &#pg::Type,
@@ -242,7 +263,7 @@ fn generate(ident: &syn::Ident, inner: &Type) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl<'a> #pg::FromSql<'a> for #ident {
+            impl<'a> #pg::FromSql<'a> for #ident where #inner: #pg::FromSql<'a> {
                 fn from_sql(ty: &#pg::Type, raw: &'a [u8]) -> #result<Self, #sql_error> {
                     <#inner as #pg::FromSql<'a>>::from_sql(ty, raw).map(#ident)
                 }
