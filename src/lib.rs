@@ -10,7 +10,7 @@ pub use marten_core::{
     IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
     StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
 };
-pub use marten_derive::{apply, Aggregate, Document, Event, Queryable, Tag};
+pub use marten_derive::{apply, Aggregate, Document, DocumentId, Event, Queryable, Tag};
 pub use marten_pg::Postgres;
 /// The connection libraries the store uses, re-exported so a caller's pool
 /// ([`DocumentStoreBuilder::pool`]) and config are of the same versions.
@@ -18,10 +18,10 @@ pub use marten_pg::{deadpool_postgres, tokio_postgres};
 pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
-    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, Events, IdentityMap,
-    IdentitySession, Lifecycle, Lightweight, LightweightSession, PatchOptions, PendingEvent,
-    PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session, SessionOptions,
-    StreamRange, Tracking, UnknownEvents, Writing,
+    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, Events, HiLoId, IdentityMap,
+    IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
+    PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
+    SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
@@ -92,10 +92,10 @@ pub mod aggregate {
 pub mod prelude {
     pub use crate::Queryable;
     pub use crate::{
-        apply, Aggregate, AutoCreate, BulkMode, Document, DocumentStore, Error, Event,
-        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, PendingEvent, Position,
-        QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag, TagQuery,
-        TenantId, TenantedStore,
+        apply, Aggregate, AutoCreate, BulkMode, Document, DocumentId, DocumentStore, Error, Event,
+        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, NewIds, PendingEvent,
+        Position, QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag,
+        TagQuery, TenantId, TenantedStore,
     };
     pub use uuid::Uuid;
 }
@@ -119,6 +119,14 @@ pub mod __private {
         ColumnType, DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,
     };
     pub use std::sync::OnceLock;
+
+    // For `#[derive(DocumentId)]`.
+    pub use bytes::BytesMut;
+    pub use marten_core::newtype::Newtype;
+    pub use marten_core::StreamId;
+    pub use marten_pg::{HiLoId, PgId, PgNewtype};
+    pub use postgres_types;
+    pub use serde;
 
     /// Fails to compile, at the id field's type, when it is not a supported id type.
     pub fn assert_document_id<T: DocumentId>() {}

@@ -336,6 +336,7 @@ async fn build_creates_the_event_tag_and_daemon_tables_up_front() {
             "mt_event_progression",
             "mt_event_tags",
             "mt_events",
+            "mt_hilo",
             "mt_streams",
             "mt_tag_versions"
         ]

@@ -44,11 +44,12 @@ pub trait Apply: Sized + Send + Sync + 'static {
     }
 }
 
-/// The ids an aggregate can have: the stream ids, `Uuid` and `String`. Sealed.
+/// The ids an aggregate can have: the stream ids, `Uuid` and `String`, and newtypes over
+/// them with `#[derive(DocumentId)]`. Sealed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an aggregate id",
     label = "an aggregate's id is its stream's id",
-    note = "use `Uuid` or `String`, the stream id types"
+    note = "use `Uuid` or `String`, the stream id types, or a newtype over one of them with `#[derive(DocumentId)]`"
 )]
 pub trait AggregateId: crate::DocumentId + sealed::Sealed {
     /// The stream this id names.
@@ -61,6 +62,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for uuid::Uuid {}
     impl Sealed for String {}
+    impl<T: crate::newtype::Newtype> Sealed for T where T::Inner: crate::newtype::StreamIdInner {}
 }
 
 impl AggregateId for uuid::Uuid {

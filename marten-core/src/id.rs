@@ -9,6 +9,7 @@ mod sealed {
     impl Sealed for i64 {}
     impl Sealed for i32 {}
     impl Sealed for String {}
+    impl<T: crate::newtype::Newtype> Sealed for T {}
 }
 
 /// The longest `String` document or stream id, in bytes, marten accepts: PostgreSQL
@@ -16,11 +17,12 @@ mod sealed {
 /// well), so longer ids are refused before anything is sent, whatever their content.
 pub const MAX_ID_BYTES: usize = 2048;
 
-/// A type that can be a document id: `Uuid`, `i64`, `i32` or `String`. Sealed.
+/// A type that can be a document id: `Uuid`, `i64`, `i32` or `String`, or a newtype over
+/// one of them with `#[derive(DocumentId)]` (`struct OrderId(Uuid);`). Sealed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a document id",
     label = "unsupported id type",
-    note = "a document id is a `Uuid`, `i64`, `i32` or `String`"
+    note = "a document id is a `Uuid`, `i64`, `i32` or `String`, or a newtype over one of them with `#[derive(DocumentId)]`"
 )]
 pub trait DocumentId:
     sealed::Sealed + Clone + Eq + Hash + Debug + Display + Send + Sync + 'static

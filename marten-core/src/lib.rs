@@ -14,6 +14,8 @@ mod error;
 mod event;
 mod id;
 mod metadata;
+#[doc(hidden)]
+pub mod newtype;
 pub mod projection;
 pub mod query;
 pub mod session;

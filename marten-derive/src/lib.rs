@@ -10,6 +10,7 @@
 mod aggregate;
 mod apply;
 mod document;
+mod document_id;
 mod event;
 mod fields;
 mod internals;
@@ -47,7 +48,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 }
 
 /// Derives `marten::Aggregate` (and `marten::Document`) for a struct whose id is its
-/// stream id (`Uuid` or `String`) and whose `version: i64` field (or the field marked
+/// stream id (`Uuid` or `String`, or a `#[derive(DocumentId)]` newtype over one) and whose `version: i64` field (or the field marked
 /// `#[aggregate(version)]`) is kept at the stream version of the last applied event.
 /// Accepts the `#[document(..)]` and `#[concurrency(..)]` attributes of `Document`.
 #[proc_macro_derive(Aggregate, attributes(document, concurrency, aggregate, query, marten))]
@@ -75,6 +76,17 @@ pub fn apply(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Tag, attributes(tag, marten))]
 pub fn derive_tag(input: TokenStream) -> TokenStream {
     derive(input, event::expand_tag)
+}
+
+/// Derives a strong-typed id for a tuple struct with one field over `Uuid`, `i64`, `i32`
+/// or `String` (`struct OrderId(Uuid);`): usable as a document id, as an aggregate's
+/// stream id (over `Uuid` or `String`) and, with `Tag` derived too, as a tag. Generates
+/// `Display`, `From` both ways, transparent `Serialize` / `Deserialize` and `ToSql` /
+/// `FromSql` (stored as the inner type); derive `Debug`, `Clone`, `PartialEq`, `Eq` and
+/// `Hash` yourself.
+#[proc_macro_derive(DocumentId, attributes(marten))]
+pub fn derive_document_id(input: TokenStream) -> TokenStream {
+    derive(input, document_id::expand)
 }
 
 /// Derives query field paths for a struct nested in documents (a field marked

@@ -12,7 +12,8 @@
 ///
 /// Out of the box: `String` (`text`), `i64` and `u32` (`bigint`), `i32`, `i16`, `i8`,
 /// `u16` and `u8` (`integer`), `bool` (`boolean`), `Uuid` (`uuid`), `f64` and `f32`
-/// (`double precision`), and `Option<T>` of any of them (the type of `T`). Type aliases
+/// (`double precision`), `Option<T>` of any of them (the type of `T`), and strong-typed ids
+/// (`#[derive(DocumentId)]`, the type of their inner value). Type aliases
 /// and paths (`std::string::String`) work as the type they name. Timestamps are not
 /// included: PostgreSQL's text-to-`timestamptz` cast depends on the session's time zone
 /// settings, so it cannot fill a generated column.

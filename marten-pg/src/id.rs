@@ -9,10 +9,18 @@ mod sealed {
     impl Sealed for i64 {}
     impl Sealed for i32 {}
     impl Sealed for String {}
+    impl<T: super::PgNewtype> Sealed for T {}
 }
 
+/// A newtype id (`#[derive(DocumentId)]`) stored as its inner type: the derive implements
+/// it next to `marten_core`'s `Newtype`, and `ToSql` / `FromSql` delegating to the inner
+/// value. Not public API.
+#[doc(hidden)]
+pub trait PgNewtype: marten_core::newtype::Newtype<Inner: PgId> + ToSql + FromSqlOwned {}
+
 /// A document id PostgreSQL can store. Sealed; implemented for `Uuid`, `i64`, `i32`,
-/// `String`.
+/// `String` and newtypes over them (`#[derive(DocumentId)]`), which are stored as their
+/// inner type.
 pub trait PgId: DocumentId + ToSql + FromSqlOwned + Sync + sealed::Sealed {
     /// The column type of the id.
     const SQL_TYPE: &'static str;
@@ -39,4 +47,51 @@ impl PgId for i32 {
 impl PgId for String {
     const SQL_TYPE: &'static str = "text";
     const PG_TYPE: Type = Type::TEXT;
+}
+
+impl<T: PgNewtype + DocumentId + Sync> PgId for T {
+    const SQL_TYPE: &'static str = <T::Inner as PgId>::SQL_TYPE;
+    const PG_TYPE: Type = <T::Inner as PgId>::PG_TYPE;
+}
+
+mod hilo_sealed {
+    pub trait Sealed {}
+    impl Sealed for i64 {}
+    impl Sealed for i32 {}
+    impl<T: super::PgNewtype> Sealed for T {}
+}
+
+/// A document id the store can generate with its HiLo allocator
+/// ([`DocumentStore::next_id`](crate::DocumentStore::next_id),
+/// [`NewIds::insert_new`](crate::NewIds::insert_new)): `i64`, `i32`, and newtypes over them
+/// (`#[derive(DocumentId)] struct OrderNo(i64);`, which implements it when its inner type
+/// does). Zero means "not assigned yet". Sealed.
+#[diagnostic::on_unimplemented(
+    message = "the store cannot generate `{Self}` ids",
+    label = "not an integer id",
+    note = "the store generates `i64` and `i32` ids (HiLo) and ids of newtypes over them (`#[derive(DocumentId)] struct OrderNo(i64);`); a nil `Uuid` id gets a new uuid on any store"
+)]
+pub trait HiLoId: PgId + hilo_sealed::Sealed {
+    /// Whether the id is still to be assigned (zero).
+    fn is_unassigned(&self) -> bool;
+    /// The id of a generated value; `None` when it does not fit the type.
+    fn from_generated(value: i64) -> Option<Self>;
+}
+
+impl HiLoId for i64 {
+    fn is_unassigned(&self) -> bool {
+        *self == 0
+    }
+    fn from_generated(value: i64) -> Option<Self> {
+        Some(value)
+    }
+}
+
+impl HiLoId for i32 {
+    fn is_unassigned(&self) -> bool {
+        *self == 0
+    }
+    fn from_generated(value: i64) -> Option<Self> {
+        i32::try_from(value).ok()
+    }
 }

@@ -42,15 +42,17 @@ pub use events::{
     EventPage, EventTypes, PendingEvent, Position, StreamRange, TagQuery, UnknownEvents,
 };
 pub use health::{Health, HealthCheck, HealthFailure, ProjectionHealth};
-pub use id::PgId;
+#[doc(hidden)]
+pub use id::PgNewtype;
+pub use id::{HiLoId, PgId};
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
     Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
-    Lightweight, LightweightSession, Postgres, QuerySession, QuerySource, Session, SessionOptions,
-    Tracking, Writing,
+    Lightweight, LightweightSession, NewIds, Postgres, QuerySession, QuerySource, Session,
+    SessionOptions, Tracking, Writing,
 };
 pub use status::ProjectionStatus;
 pub use store::{DocumentStore, DocumentStoreBuilder};

@@ -10,6 +10,9 @@ fn ui() {
     t.compile_fail("tests/ui/shape/*.rs");
     // The id field: present, single, of a supported type.
     t.compile_fail("tests/ui/id/*.rs");
+    // Strong-typed ids (`#[derive(DocumentId)]`): their shape, their inner type, the
+    // traits they need, and where a newtype over `i64` cannot go.
+    t.compile_fail("tests/ui/typed_ids/*.rs");
     // Struct attributes: modes, table names, unknown keys, several errors at once.
     t.compile_fail("tests/ui/attributes/*.rs");
     // Operations that exist only for some concurrency modes.

@@ -184,35 +184,123 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 63
 }
 
-/// Checks the id field's type by name: `Uuid`, `i64`, `i32` or `String` (`aggregate`:
-/// `Uuid` or `String`, the stream id types). A type alias is not followed.
-pub fn id_type(cx: &Ctxt, id: &Field, aggregate: bool) {
-    let allowed: &[&str] = if aggregate {
-        &["Uuid", "String"]
-    } else {
-        &["Uuid", "i64", "i32", "String"]
-    };
-    let name = match id.ty {
+/// Types that are never ids, by the last segment of their path: reported by name at the
+/// id's type, before any trait bound is checked.
+const NEVER_IDS: &[&str] = &[
+    "f32",
+    "f64",
+    "bool",
+    "char",
+    "str",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "i8",
+    "i16",
+    "i128",
+    "isize",
+    "Option",
+    "Vec",
+    "Box",
+    "Rc",
+    "Arc",
+    "HashMap",
+    "BTreeMap",
+    "OffsetDateTime",
+    "Value",
+];
+
+/// The last segment of a plain path type, `None` for anything else (a reference, tuple,
+/// array, qualified path).
+fn type_name(ty: &syn::Type) -> Option<String> {
+    match ty {
         syn::Type::Path(p) if p.qself.is_none() => {
             p.path.segments.last().map(|s| s.ident.to_string())
         }
+        syn::Type::Group(g) => type_name(&g.elem),
         _ => None,
+    }
+}
+
+/// Checks the id field's type: `Uuid`, `i64`, `i32` or `String` (`aggregate`: `Uuid` or
+/// `String`, the stream id types) pass, a type known not to be an id (a float, another
+/// integer, an `Option`, a reference, ...) is reported by name, and any other named type
+/// (a strong-typed id, `#[derive(DocumentId)] struct OrderId(Uuid)`, or an alias) is left
+/// to the `DocumentId` / `AggregateId` bound, which the generated code asserts at the
+/// type's span.
+pub fn id_type(cx: &Ctxt, id: &Field, aggregate: bool) {
+    let refused: &[&str] = if aggregate { &["i64", "i32"] } else { &[] };
+    let rejected = match type_name(id.ty) {
+        Some(name) => NEVER_IDS.contains(&name.as_str()) || refused.contains(&name.as_str()),
+        None => true,
     };
-    if !name.as_deref().is_some_and(|n| allowed.contains(&n)) {
+    if rejected {
         let shown = quote::ToTokens::to_token_stream(id.ty).to_string();
         let message = if aggregate {
-            format!("unsupported aggregate id type `{shown}`: an aggregate's id is its stream id, a `Uuid` or a `String`")
+            format!("unsupported aggregate id type `{shown}`: an aggregate's id is its stream id, a `Uuid` or a `String` (or a `#[derive(DocumentId)]` newtype over one)")
         } else {
-            format!("unsupported id type `{shown}`: a document id is a `Uuid`, `i64`, `i32` or `String`")
+            format!("unsupported id type `{shown}`: a document id is a `Uuid`, `i64`, `i32` or `String` (or a `#[derive(DocumentId)]` newtype over one)")
         };
         cx.error_spanned_by(id.ty, message);
     }
 }
 
+/// Checks the inner type of a strong-typed id the way [`id_type`] checks a document's
+/// id: a type known not to be an id is reported by name at its span.
+pub fn newtype_inner(cx: &Ctxt, ty: &syn::Type) {
+    let rejected = type_name(ty).is_none_or(|name| NEVER_IDS.contains(&name.as_str()));
+    if rejected {
+        let shown = quote::ToTokens::to_token_stream(ty).to_string();
+        cx.error_spanned_by(
+            ty,
+            format!("unsupported inner type `{shown}`: a strong-typed id wraps a `Uuid`, `i64`, `i32` or `String`"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{newtype_inner, Ctxt};
+
     #[test]
     fn reserved_words_are_sorted_for_binary_search() {
         assert!(super::RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    fn inner_refused(ty: &str) -> bool {
+        let ty: syn::Type = syn::parse_str(ty).expect("a type");
+        let cx = Ctxt::new();
+        newtype_inner(&cx, &ty);
+        cx.check().is_err()
+    }
+
+    #[test]
+    fn a_newtype_wraps_an_id_type_by_any_path_or_an_unknown_named_type() {
+        for ok in [
+            "Uuid",
+            "uuid::Uuid",
+            "i64",
+            "i32",
+            "String",
+            "std::string::String",
+            "MyAlias",
+        ] {
+            assert!(!inner_refused(ok), "{ok}");
+        }
+        for bad in [
+            "f64",
+            "u64",
+            "bool",
+            "Option<i64>",
+            "Vec<u8>",
+            "&'static str",
+            "(i64, i64)",
+            "[u8; 16]",
+        ] {
+            assert!(inner_refused(bad), "{bad}");
+        }
     }
 }

@@ -59,7 +59,7 @@ impl Catalog {
 
     /// What `build` does to the database: checks the server's version, then (when
     /// `apply` is set) applies the schema mode to the schema, the registered `documents`
-    /// and, unless the mode is `None`, to `store_tables` (the event and daemon tables),
+    /// and, unless the mode is `None`, to `store_tables` (the event, daemon and HiLo tables),
     /// all under the schema's migration lock, on a connection of its own.
     pub(crate) async fn ensure_at_build(
         &self,

@@ -68,6 +68,16 @@ struct UuidConjoinedEventTables;
 struct StringConjoinedEventTables;
 /// Marker for the daemon's tables in the store's set of created objects.
 struct DaemonTables;
+/// Marker for the HiLo table in the store's set of created objects.
+struct HiLoTable;
+
+/// The `TypeId` and migration of the HiLo table (created at build with the event and
+/// daemon tables; in mode `None`, checked on first use).
+pub(crate) fn hilo_schema() -> (TypeId, MigrateFn) {
+    (TypeId::of::<HiLoTable>(), |c, s, m: AutoCreate| {
+        Box::pin(migrate_hilo(c, s, m))
+    })
+}
 
 /// The `TypeId` and migration of the daemon's tables.
 pub(crate) fn daemon_schema() -> (TypeId, MigrateFn) {
@@ -244,4 +254,14 @@ pub(crate) async fn migrate_daemon(client: &Client, schema: &str, mode: AutoCrea
     };
     let tables = crate::tables::progression::table_defs();
     ensure_tables(client, schema, mode, &tables).await
+}
+
+/// Creates or checks the HiLo table (never dropped, even by [`AutoCreate::All`]: its
+/// counters are what keeps ids already handed out from being handed out again).
+pub(crate) async fn migrate_hilo(client: &Client, schema: &str, mode: AutoCreate) -> Result<()> {
+    let mode = match mode {
+        AutoCreate::All => AutoCreate::CreateOrUpdate,
+        other => other,
+    };
+    ensure_tables(client, schema, mode, &[crate::tables::hilo::table_def()]).await
 }

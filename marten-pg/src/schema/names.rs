@@ -17,13 +17,13 @@ use crate::tables::INTERNAL_TABLES;
 const MAX_IDENTIFIER: usize = 63;
 
 /// The tables and indexes marten creates for itself, which no document may take.
-const INTERNAL: [&str; 7] = {
+const INTERNAL: [&str; 8] = {
     let t = INTERNAL_TABLES;
-    [t[0], t[1], t[2], t[3], t[4], t[5], TX_SEQ_INDEX]
+    [t[0], t[1], t[2], t[3], t[4], t[5], t[6], TX_SEQ_INDEX]
 };
 
 /// Who owns marten's own tables, in errors.
-const INTERNAL_OWNER: &str = "marten (its event store and daemon tables)";
+const INTERNAL_OWNER: &str = "marten (its event store, daemon and HiLo tables)";
 
 /// `name` as PostgreSQL stores it: cut to 63 bytes at a character boundary.
 pub(crate) fn truncated(name: &str) -> &str {

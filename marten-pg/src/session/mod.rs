@@ -9,10 +9,12 @@
 
 mod backend;
 pub(crate) mod events;
+mod new_ids;
 mod open;
 
 pub use self::backend::Postgres;
 pub use self::events::{Boundary, Events, Writing};
+pub use self::new_ids::NewIds;
 use crate::connection::Conn;
 use crate::query::source::sealed as source_sealed;
 pub use crate::query::QuerySource;

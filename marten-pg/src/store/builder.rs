@@ -51,6 +51,7 @@ pub struct DocumentStoreBuilder {
     async_conjoined: Vec<&'static str>,
     aggregate_cache: usize,
     apply_schema: bool,
+    hilo_block_size: u32,
 }
 
 impl DocumentStore {
@@ -74,6 +75,7 @@ impl DocumentStore {
             async_conjoined: Vec::new(),
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
+            hilo_block_size: super::hilo::DEFAULT_BLOCK_SIZE,
         }
     }
 }
@@ -312,6 +314,15 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How many ids the HiLo allocator ([`DocumentStore::next_id`]) reserves at a time
+    /// (default 1000, Marten's "max lo"; at least 1). Larger blocks mean fewer round
+    /// trips and larger gaps when a process stops with ids of its block unused. Stores
+    /// with different block sizes can share a schema: blocks never overlap.
+    pub fn hilo_block_size(mut self, size: u32) -> Self {
+        self.hilo_block_size = size;
+        self
+    }
+
     /// What reads do with events of unregistered types (default: fail).
     pub fn unknown_events(mut self, policy: UnknownEvents) -> Self {
         self.registry.unknown = policy;
@@ -351,13 +362,18 @@ impl DocumentStoreBuilder {
                 self.aggregate_cache,
             )),
             tenant: None,
+            hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents
             .iter()
             .map(|r| (r.type_id, r.migrate))
             .collect();
-        let store_tables = [store.events().tables(), schema::daemon_schema()];
+        let store_tables = [
+            store.events().tables(),
+            schema::daemon_schema(),
+            schema::hilo_schema(),
+        ];
         store
             .catalog()
             .ensure_at_build(self.apply_schema, &documents, &store_tables)

@@ -11,6 +11,7 @@ mod builder;
 mod bulk;
 mod connect;
 mod events;
+mod hilo;
 mod review;
 mod settings;
 
@@ -40,6 +41,8 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DocumentStore {
     inner: Arc<ProjectionCatalog>,
     tenant: Option<TenantId>,
+    /// The HiLo allocator, shared by clones (and tenant handles).
+    hilo: Arc<hilo::HiLo>,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -71,6 +74,7 @@ impl DocumentStore {
         Ok(DocumentStore {
             inner: self.inner.clone(),
             tenant: Some(tenant.try_into()?),
+            hilo: self.hilo.clone(),
         })
     }
 
@@ -99,6 +103,11 @@ impl DocumentStore {
     /// not) and the sessions and daemons opened from them.
     pub(crate) fn handles(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// The HiLo allocator.
+    fn hilo(&self) -> &hilo::HiLo {
+        &self.hilo
     }
 
     /// The catalog: connections, schema, objects made sure of.

@@ -56,6 +56,7 @@ impl DocumentStore {
             self.events_tenancy(),
         );
         tables.extend(crate::tables::progression::table_defs());
+        tables.push(crate::tables::hilo::table_def());
         tables.extend(self.catalog().document_tables());
         tables
     }

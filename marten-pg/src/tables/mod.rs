@@ -8,17 +8,19 @@ pub mod documents;
 pub mod event_ddl;
 pub mod events;
 pub mod functions;
+pub mod hilo;
 pub mod progression;
 pub mod qualify;
 pub mod tenants;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
-/// and dead letters), in every store's schema.
-pub const INTERNAL_TABLES: [&str; 6] = [
+/// and dead letters, the HiLo counters), in every store's schema.
+pub const INTERNAL_TABLES: [&str; 7] = [
     events::EVENTS_TABLE,
     events::STREAMS_TABLE,
     events::TAGS_TABLE,
     events::TAG_VERSIONS_TABLE,
     progression::PROGRESSION_TABLE,
     progression::DEAD_LETTER_TABLE,
+    hilo::HILO_TABLE,
 ];

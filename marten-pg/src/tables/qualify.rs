@@ -16,7 +16,7 @@ use crate::tables::functions::GUARD_FUNCTION;
 use crate::tables::INTERNAL_TABLES;
 
 /// marten's own relations and functions: qualified wherever they appear.
-pub const INTERNAL: [&str; 8] = {
+pub const INTERNAL: [&str; 9] = {
     let t = INTERNAL_TABLES;
     [
         t[0],
@@ -25,6 +25,7 @@ pub const INTERNAL: [&str; 8] = {
         t[3],
         t[4],
         t[5],
+        t[6],
         EVENTS_SEQUENCE,
         GUARD_FUNCTION,
     ]

@@ -52,7 +52,18 @@ impl Count {
     }
 }
 
+#[derive(DocumentId, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[marten(crate = "crate::db")]
+struct PageNo(i64);
+
+#[derive(Document, Serialize, Deserialize)]
+#[marten(crate = "crate::db")]
+struct Page {
+    id: PageNo,
+}
+
 fn main() {
+    let _ = Page::fields().id.eq(PageNo(1));
     let _ = Note::fields().title;
     let _ = Note::fields().author.name;
 }

@@ -1,0 +1,7 @@
+use marten::DocumentId;
+use uuid::Uuid;
+
+#[derive(DocumentId, Clone, Debug, PartialEq, Eq, Hash)]
+struct OrderId(Uuid, i64);
+
+fn main() {}

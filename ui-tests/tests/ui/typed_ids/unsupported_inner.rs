@@ -1,0 +1,6 @@
+use marten::DocumentId;
+
+#[derive(DocumentId, Clone, Debug, PartialEq)]
+struct Price(f64);
+
+fn main() {}
