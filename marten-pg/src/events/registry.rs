@@ -264,3 +264,109 @@ impl EventRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Renamed {
+        n: i64,
+    }
+    impl Event for Renamed {
+        const EVENT_TYPE: &'static str = "renamed";
+        const ALIASES: &'static [&'static str] = &["old_a", "old_b"];
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Other {}
+    impl Event for Other {
+        const EVENT_TYPE: &'static str = "old_b";
+    }
+
+    #[derive(Deserialize)]
+    struct Before {
+        count: i64,
+    }
+
+    fn decoded(r: &EventRegistry, name: &str, json: &str) -> Result<Arc<dyn AnyEvent>> {
+        r.decode(name, 7, json.as_bytes())
+            .and_then(|d| d.ok_or_else(|| Error::Configuration("skipped".into())))
+    }
+
+    #[test]
+    fn aliases_and_upcasters_read_as_the_current_type() {
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Renamed>().is_ok());
+        assert!(r
+            .upcast_typed::<Before, Renamed, _>("counted", |b| Renamed { n: b.count })
+            .is_ok());
+        for (name, json) in [
+            ("renamed", r#"{"n": 1}"#),
+            ("old_a", r#"{"n": 1}"#),
+            ("counted", r#"{"count": 1}"#),
+        ] {
+            let e = decoded(&r, name, json).map_err(|e| e.to_string());
+            let n = e.map(|e| e.as_any().downcast_ref::<Renamed>().map(|r| r.n));
+            assert_eq!(n, Ok(Some(1)), "{name}");
+        }
+        let mut names = r.stored_names_of(&["renamed"]);
+        names.sort();
+        assert_eq!(names, ["counted", "old_a", "old_b", "renamed"]);
+        // Registering again is harmless.
+        assert!(r.register::<Renamed>().is_ok());
+    }
+
+    #[test]
+    fn a_failing_upcaster_names_the_stored_type_and_sequence() {
+        let mut r = EventRegistry::default();
+        assert!(r
+            .upcast_json::<Renamed, _>("v1", |_| Err("gone".to_owned()))
+            .is_ok());
+        match decoded(&r, "v1", "{}") {
+            Err(Error::Upcast {
+                event_type,
+                target,
+                sequence,
+                message,
+            }) => {
+                assert_eq!(
+                    (event_type.as_str(), target, sequence, message.as_str()),
+                    ("v1", "renamed", 7, "gone")
+                );
+            }
+            other => panic!("expected Upcast, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn colliding_names_are_configuration_errors() {
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Other>().is_ok());
+        assert!(matches!(
+            r.register::<Renamed>(),
+            Err(Error::Configuration(_))
+        ));
+        // Nothing of the refused type was registered.
+        assert!(!r.knows("renamed") && !r.knows("old_a"));
+
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Renamed>().is_ok());
+        assert!(matches!(
+            r.register::<Other>(),
+            Err(Error::Configuration(_))
+        ));
+        let upcast = r.upcast_json::<Other, _>("old_a", Ok);
+        assert!(matches!(upcast, Err(Error::Configuration(_))));
+        assert!(r.upcast_json::<Renamed, _>("x", Ok).is_ok());
+        assert!(matches!(
+            r.upcast_json::<Renamed, _>("x", Ok),
+            Err(Error::Configuration(_))
+        ));
+        assert!(matches!(
+            r.upcast_json::<Renamed, _>(" ", Ok),
+            Err(Error::Configuration(_))
+        ));
+    }
+}
