@@ -20,8 +20,14 @@ use crate::{StreamId, TenantId};
 /// and deserialized by it. Implement it with `#[derive(Event)]`; the name defaults to the
 /// type name in snake case and is set with `#[event(name = "...")]`.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The stored type name. Keep it stable: renaming it orphans stored events.
+    /// The stored type name. Keep it stable: renaming it orphans stored events (unless
+    /// the old name is kept in [`Event::ALIASES`]).
     const EVENT_TYPE: &'static str;
+
+    /// Former type names that still read as this type (`#[event(aliases = ["..."])]`):
+    /// events stored under them deserialize into this type as they are. Appends always
+    /// write [`Event::EVENT_TYPE`].
+    const ALIASES: &'static [&'static str] = &[];
 
     /// The tags this event carries (its `#[tag]` fields).
     fn tags(&self) -> Vec<crate::EventTag> {
@@ -69,6 +75,8 @@ pub struct EventDecoder {
     pub type_id: std::any::TypeId,
     /// The decoder.
     pub decode: DecodeFn,
+    /// Former names of the type ([`Event::ALIASES`]), read with the same decoder.
+    pub aliases: &'static [&'static str],
 }
 
 impl EventDecoder {
@@ -78,6 +86,7 @@ impl EventDecoder {
             name: E::EVENT_TYPE,
             type_id: std::any::TypeId::of::<E>(),
             decode: decode::<E>,
+            aliases: E::ALIASES,
         }
     }
 }
@@ -95,8 +104,14 @@ pub struct EventEnvelope {
     pub stream_id: StreamId,
     /// The event's version within its stream, from 1.
     pub version: i64,
-    /// The stored type name.
+    /// The type name of [`EventEnvelope::data`]: the current name of its type, also for
+    /// an event stored under an alias or an upcaster's old name (see
+    /// [`EventEnvelope::stored_type`]).
     pub event_type: String,
+    /// The type name as stored in the event's row: differs from
+    /// [`EventEnvelope::event_type`] when the event was read through an alias or upcast
+    /// from an older shape.
+    pub stored_type: String,
     /// When the event was stored.
     pub timestamp: OffsetDateTime,
     /// The correlation id, if one was set.
@@ -124,6 +139,7 @@ impl EventEnvelope {
             stream_id,
             version: 0,
             event_type: data.event_type().to_owned(),
+            stored_type: data.event_type().to_owned(),
             timestamp: OffsetDateTime::UNIX_EPOCH,
             correlation_id: None,
             causation_id: None,

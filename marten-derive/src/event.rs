@@ -29,6 +29,16 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let name = attrs
         .name
         .map_or_else(|| attr::snake_case(&ident.to_string()), |(n, _)| n);
+    if let Some((_, span)) = attrs.aliases.iter().find(|(a, _)| *a == name) {
+        return Err(syn::Error::new(
+            *span,
+            format!("an event alias must differ from the type's name {name:?}"),
+        ));
+    }
+    let aliases_const = (!attrs.aliases.is_empty()).then(|| {
+        let aliases = attrs.aliases.iter().map(|(a, _)| a);
+        quote! { const ALIASES: &'static [&'static str] = &[#(#aliases),*]; }
+    });
     let tags_fn = (!tags.is_empty()).then(|| {
         let pushes = tags.iter().map(|(field, tag_name, ty)| {
             let call = quote::quote_spanned! {syn::spanned::Spanned::span(ty)=> #private::plain_tag::<#ty> };
@@ -47,6 +57,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             #[automatically_derived]
             impl #private::Event for #ident {
                 const EVENT_TYPE: &'static str = #name;
+                #aliases_const
                 #tags_fn
             }
         };

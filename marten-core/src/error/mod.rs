@@ -142,6 +142,21 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored event of an older shape could not be upcast to its current type: the
+    /// upcaster registered for its stored type name failed, or what it produced does not
+    /// deserialize into the current type.
+    #[error("cannot upcast event {event_type:?} at sequence {sequence} to {target:?}: {message}")]
+    Upcast {
+        /// The stored (old) type name.
+        event_type: String,
+        /// The current type name the upcaster produces.
+        target: &'static str,
+        /// The event's global sequence.
+        sequence: i64,
+        /// What went wrong.
+        message: String,
+    },
+
     /// An apply method of an aggregate or projection failed; nothing of the save (or
     /// the projection batch) was written.
     #[error("{projection} failed to apply event {event_type} (stream {stream}, version {version}): {message}")]

@@ -297,12 +297,15 @@ impl SpanOf for syn::Path {
 pub struct Event {
     /// `#[event(name = "...")]`
     pub name: Option<(String, Span)>,
+    /// `#[event(aliases = ["old_name", ...])]`: former stored names, each with its span.
+    pub aliases: Vec<(String, Span)>,
 }
 
 impl Event {
     /// Parses an event type's attributes.
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut name = Attr::none("name");
+        let mut aliases = Attr::none("aliases");
         for attr in attrs {
             if !attr.path().is_ident("event") {
                 continue;
@@ -318,9 +321,14 @@ impl Event {
                     }
                     name.set(cx, lit.span(), lit.value());
                     Ok(())
+                } else if meta.path.is_ident("aliases") {
+                    let span = meta.path.span_of();
+                    let list = parse_aliases(meta.value()?)?;
+                    aliases.set(cx, span, list);
+                    Ok(())
                 } else {
                     Err(meta.error(format!(
-                        "unknown event attribute `{}`: expected `name = \"...\"`",
+                        "unknown event attribute `{}`: expected `name = \"...\"` or `aliases = [\"...\"]`",
                         path_name(&meta.path)
                     )))
                 }
@@ -329,8 +337,36 @@ impl Event {
                 cx.syn_error(e);
             }
         }
-        Event { name: name.get() }
+        Event {
+            name: name.get(),
+            aliases: aliases.get().map(|(a, _)| a).unwrap_or_default(),
+        }
     }
+}
+
+/// `["a", "b"]`: non-empty string literals, each once.
+fn parse_aliases(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<(String, Span)>> {
+    let content;
+    syn::bracketed!(content in input);
+    let lits = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
+    let mut out: Vec<(String, Span)> = Vec::new();
+    for lit in lits {
+        let value = lit.value();
+        if value.trim().is_empty() {
+            return Err(syn::Error::new(
+                lit.span(),
+                "an event alias must not be empty",
+            ));
+        }
+        if out.iter().any(|(v, _)| *v == value) {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("duplicate event alias {value:?}"),
+            ));
+        }
+        out.push((value, lit.span()));
+    }
+    Ok(out)
 }
 
 /// `SomeTypeName` -> `some_type_name`: the default stored name of an event type.

@@ -97,7 +97,11 @@ impl EventCatalog {
         let known = self
             .registry
             .read()
-            .map(|r| decoders.iter().all(|d| r.knows(d.name)))
+            .map(|r| {
+                decoders
+                    .iter()
+                    .all(|d| r.knows(d.name) && d.aliases.iter().all(|a| r.knows(a)))
+            })
             .unwrap_or(true);
         if !known {
             if let Ok(mut r) = self.registry.write() {

@@ -43,7 +43,8 @@ fn envelope(store: &EventCatalog, row: &Row) -> Result<Option<EventEnvelope>> {
 }
 
 /// Decodes one event row; with `skip_unknown`, an event of an unregistered type is left
-/// out whatever the store's policy (the daemon: its projections cannot handle it).
+/// out whatever the store's policy (the daemon: its projections cannot handle it). Every
+/// read path comes through here, so aliases and upcasters apply to all of them.
 fn envelope_with(
     store: &EventCatalog,
     row: &Row,
@@ -73,7 +74,9 @@ fn envelope_with(
     let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
     let mut env = EventEnvelope::new(sequence, row.try_get(1).map_err(reading)?, stream.0, data);
     env.version = row.try_get(3).map_err(reading)?;
-    env.event_type = event_type;
+    // `event_type` stays the decoded type's current name (set by `new`); an alias or an
+    // upcaster's old name shows in `stored_type`.
+    env.stored_type = event_type;
     env.timestamp = row.try_get::<_, OffsetDateTime>(6).map_err(reading)?;
     env.correlation_id = row.try_get(7).map_err(reading)?;
     env.causation_id = row.try_get(8).map_err(reading)?;

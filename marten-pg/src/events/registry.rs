@@ -1,11 +1,15 @@
-//! The event types a store knows: type name -> how to deserialize it.
+//! The event types a store knows: stored type name -> how to deserialize it. A name is a
+//! type's current name, one of its aliases (former names, read as they are), or the old
+//! name an upcaster reads (an older shape, converted to the current type on read).
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use marten_core::{AnyEvent, Error, Event, Result};
 
 use marten_core::{DecodeFn, EventDecoder};
+use serde::de::DeserializeOwned;
 
 /// What a read does with an event whose type is not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,44 +22,204 @@ pub enum UnknownEvents {
     Skip,
 }
 
+/// An upcaster, type-erased: stored JSON of an old shape -> the current type, or why not.
+type UpcastFn = Arc<dyn Fn(&[u8]) -> std::result::Result<Arc<dyn AnyEvent>, String> + Send + Sync>;
+
+/// How a stored name reads.
+#[derive(Clone)]
+enum Decode {
+    /// The type's current name or an alias: the stored JSON is the type.
+    Plain(DecodeFn),
+    /// An upcaster's old name: the stored JSON is an older shape.
+    Upcast(UpcastFn),
+}
+
+/// What a stored name is to the type it reads as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Name,
+    Alias,
+    UpcastSource,
+}
+
+/// One registered stored name.
+#[derive(Clone)]
+struct Entry {
+    /// The Rust type it reads as.
+    type_id: TypeId,
+    /// That type's current name.
+    target: &'static str,
+    role: Role,
+    decode: Decode,
+}
+
+impl Entry {
+    /// "the name of event type "x"", for configuration errors.
+    fn describe(&self) -> String {
+        let role = match self.role {
+            Role::Name => "the name of",
+            Role::Alias => "an alias of",
+            Role::UpcastSource => "an upcaster's old name for",
+        };
+        format!("{role} event type {:?}", self.target)
+    }
+}
+
 /// Registered event types.
 #[derive(Default, Clone)]
 pub(crate) struct EventRegistry {
-    by_name: HashMap<&'static str, (std::any::TypeId, DecodeFn)>,
+    by_name: HashMap<String, Entry>,
     pub(crate) unknown: UnknownEvents,
 }
 
 impl EventRegistry {
-    /// Registers `E`; two different types with one name are a configuration error.
+    /// Registers `E` under its name and its aliases; a name that is already another
+    /// type's name or alias, or an upcaster's old name, is a configuration error naming
+    /// both.
     pub(crate) fn register<E: Event>(&mut self) -> Result<()> {
         let d = EventDecoder::of::<E>();
-        let entry = (d.type_id, d.decode);
-        match self.by_name.get(E::EVENT_TYPE) {
-            Some((existing, _)) if *existing != entry.0 => Err(Error::Configuration(format!(
-                "two event types are named {:?}: give one #[event(name = \"...\")]",
-                E::EVENT_TYPE
-            ))),
-            _ => {
-                self.by_name.insert(E::EVENT_TYPE, entry);
-                Ok(())
+        let names = std::iter::once((E::EVENT_TYPE, Role::Name))
+            .chain(E::ALIASES.iter().map(|a| (*a, Role::Alias)));
+        let entries: Vec<(&str, Entry)> = names
+            .map(|(name, role)| {
+                let entry = Entry {
+                    type_id: d.type_id,
+                    target: E::EVENT_TYPE,
+                    role,
+                    decode: Decode::Plain(d.decode),
+                };
+                (name, entry)
+            })
+            .collect();
+        for (name, entry) in &entries {
+            self.check_free(name, entry)?;
+        }
+        for (name, entry) in entries {
+            self.by_name.insert(name.to_owned(), entry);
+        }
+        Ok(())
+    }
+
+    /// Fails when `name` is registered as something other than `entry`.
+    fn check_free(&self, name: &str, entry: &Entry) -> Result<()> {
+        match self.by_name.get(name) {
+            Some(existing)
+                if existing.type_id != entry.type_id
+                    || existing.role != entry.role
+                    || entry.role == Role::UpcastSource =>
+            {
+                Err(Error::Configuration(format!(
+                    "event type name {name:?} is {} and {}: give each type and alias its own \
+                     name, and upcast only from names no type reads",
+                    existing.describe(),
+                    entry.describe()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers an upcaster from the JSON stored under `from` to `New` (and `New`
+    /// itself): reads of `from` parse the stored JSON, pass it to `upcast` and
+    /// deserialize what it returns as `New`.
+    pub(crate) fn upcast_json<New, F>(&mut self, from: &str, upcast: F) -> Result<()>
+    where
+        New: Event,
+        F: Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let decode = move |json: &[u8]| -> std::result::Result<Arc<dyn AnyEvent>, String> {
+            let old: serde_json::Value = serde_json::from_slice(json)
+                .map_err(|e| format!("the stored data is not JSON: {e}"))?;
+            let new = serde_json::from_value::<New>(upcast(old)?)
+                .map_err(|e| format!("the upcaster's result does not deserialize: {e}"))?;
+            Ok(Arc::new(new))
+        };
+        self.add_upcaster::<New>(from, Arc::new(decode))
+    }
+
+    /// Registers an upcaster from `Old` stored under `from` to `New` (and `New` itself):
+    /// reads of `from` deserialize the stored JSON as `Old` and convert it with `upcast`.
+    pub(crate) fn upcast_typed<Old, New, F>(&mut self, from: &str, upcast: F) -> Result<()>
+    where
+        Old: DeserializeOwned + 'static,
+        New: Event,
+        F: Fn(Old) -> New + Send + Sync + 'static,
+    {
+        let decode = move |json: &[u8]| -> std::result::Result<Arc<dyn AnyEvent>, String> {
+            let old = serde_json::from_slice::<Old>(json).map_err(|e| {
+                format!(
+                    "the stored data does not deserialize as {}: {e}",
+                    std::any::type_name::<Old>()
+                )
+            })?;
+            Ok(Arc::new(upcast(old)))
+        };
+        self.add_upcaster::<New>(from, Arc::new(decode))
+    }
+
+    fn add_upcaster<New: Event>(&mut self, from: &str, decode: UpcastFn) -> Result<()> {
+        self.register::<New>()?;
+        let entry = Entry {
+            type_id: TypeId::of::<New>(),
+            target: New::EVENT_TYPE,
+            role: Role::UpcastSource,
+            decode: Decode::Upcast(decode),
+        };
+        if from.trim().is_empty() {
+            return Err(Error::Configuration(format!(
+                "an upcaster to event type {:?} has an empty old name",
+                New::EVENT_TYPE
+            )));
+        }
+        self.check_free(from, &entry)?;
+        self.by_name.insert(from.to_owned(), entry);
+        Ok(())
+    }
+
+    /// Registers the event types an apply-dispatch type handles, with their aliases (by
+    /// name; a name already registered is left as it is).
+    pub(crate) fn register_decoders(&mut self, decoders: Vec<EventDecoder>) {
+        for d in decoders {
+            let names = std::iter::once((d.name, Role::Name))
+                .chain(d.aliases.iter().map(|a| (*a, Role::Alias)));
+            for (name, role) in names {
+                self.by_name.entry(name.to_owned()).or_insert(Entry {
+                    type_id: d.type_id,
+                    target: d.name,
+                    role,
+                    decode: Decode::Plain(d.decode),
+                });
             }
         }
     }
 
-    /// Registers the event types an apply-dispatch type handles (by name; a name already
-    /// registered is left as it is).
-    pub(crate) fn register_decoders(&mut self, decoders: Vec<EventDecoder>) {
-        for d in decoders {
-            self.by_name.entry(d.name).or_insert((d.type_id, d.decode));
-        }
-    }
-
-    /// Whether a type of this name is registered.
+    /// Whether events stored under this name can be read (a type's name, an alias or an
+    /// upcaster's old name).
     pub(crate) fn knows(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
 
-    /// Deserializes a stored event, or says why not. `Ok(None)` means skip it.
+    /// Every stored name that reads as one of the types named `names` (their names,
+    /// aliases and upcasters' old names): what a query limited to those types matches.
+    pub(crate) fn stored_names_of(&self, names: &[&str]) -> Vec<String> {
+        let types: Vec<TypeId> = names
+            .iter()
+            .filter_map(|n| self.by_name.get(*n).map(|e| e.type_id))
+            .collect();
+        let mut out: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        for (name, entry) in &self.by_name {
+            if types.contains(&entry.type_id) && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// Deserializes a stored event (upcasting an older shape), or says why not.
+    /// `Ok(None)` means skip it.
     pub(crate) fn decode(
         &self,
         event_type: &str,
@@ -63,13 +227,26 @@ impl EventRegistry {
         json: &[u8],
     ) -> Result<Option<Arc<dyn AnyEvent>>> {
         match self.by_name.get(event_type) {
-            Some((_, decode)) => decode(json)
+            Some(Entry {
+                decode: Decode::Plain(decode),
+                ..
+            }) => decode(json)
                 .map(Some)
                 .map_err(|source| Error::DeserializeEvent {
                     event_type: event_type.to_owned(),
                     sequence,
                     source,
                 }),
+            Some(Entry {
+                decode: Decode::Upcast(upcast),
+                target,
+                ..
+            }) => upcast(json).map(Some).map_err(|message| Error::Upcast {
+                event_type: event_type.to_owned(),
+                target,
+                sequence,
+                message,
+            }),
             None => match self.unknown {
                 UnknownEvents::Skip => {
                     tracing::warn!(
@@ -85,5 +262,111 @@ impl EventRegistry {
                 }),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Renamed {
+        n: i64,
+    }
+    impl Event for Renamed {
+        const EVENT_TYPE: &'static str = "renamed";
+        const ALIASES: &'static [&'static str] = &["old_a", "old_b"];
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Other {}
+    impl Event for Other {
+        const EVENT_TYPE: &'static str = "old_b";
+    }
+
+    #[derive(Deserialize)]
+    struct Before {
+        count: i64,
+    }
+
+    fn decoded(r: &EventRegistry, name: &str, json: &str) -> Result<Arc<dyn AnyEvent>> {
+        r.decode(name, 7, json.as_bytes())
+            .and_then(|d| d.ok_or_else(|| Error::Configuration("skipped".into())))
+    }
+
+    #[test]
+    fn aliases_and_upcasters_read_as_the_current_type() {
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Renamed>().is_ok());
+        assert!(r
+            .upcast_typed::<Before, Renamed, _>("counted", |b| Renamed { n: b.count })
+            .is_ok());
+        for (name, json) in [
+            ("renamed", r#"{"n": 1}"#),
+            ("old_a", r#"{"n": 1}"#),
+            ("counted", r#"{"count": 1}"#),
+        ] {
+            let e = decoded(&r, name, json).map_err(|e| e.to_string());
+            let n = e.map(|e| e.as_any().downcast_ref::<Renamed>().map(|r| r.n));
+            assert_eq!(n, Ok(Some(1)), "{name}");
+        }
+        let mut names = r.stored_names_of(&["renamed"]);
+        names.sort();
+        assert_eq!(names, ["counted", "old_a", "old_b", "renamed"]);
+        // Registering again is harmless.
+        assert!(r.register::<Renamed>().is_ok());
+    }
+
+    #[test]
+    fn a_failing_upcaster_names_the_stored_type_and_sequence() {
+        let mut r = EventRegistry::default();
+        assert!(r
+            .upcast_json::<Renamed, _>("v1", |_| Err("gone".to_owned()))
+            .is_ok());
+        match decoded(&r, "v1", "{}") {
+            Err(Error::Upcast {
+                event_type,
+                target,
+                sequence,
+                message,
+            }) => {
+                assert_eq!(
+                    (event_type.as_str(), target, sequence, message.as_str()),
+                    ("v1", "renamed", 7, "gone")
+                );
+            }
+            other => panic!("expected Upcast, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn colliding_names_are_configuration_errors() {
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Other>().is_ok());
+        assert!(matches!(
+            r.register::<Renamed>(),
+            Err(Error::Configuration(_))
+        ));
+        // Nothing of the refused type was registered.
+        assert!(!r.knows("renamed") && !r.knows("old_a"));
+
+        let mut r = EventRegistry::default();
+        assert!(r.register::<Renamed>().is_ok());
+        assert!(matches!(
+            r.register::<Other>(),
+            Err(Error::Configuration(_))
+        ));
+        let upcast = r.upcast_json::<Other, _>("old_a", Ok);
+        assert!(matches!(upcast, Err(Error::Configuration(_))));
+        assert!(r.upcast_json::<Renamed, _>("x", Ok).is_ok());
+        assert!(matches!(
+            r.upcast_json::<Renamed, _>("x", Ok),
+            Err(Error::Configuration(_))
+        ));
+        assert!(matches!(
+            r.upcast_json::<Renamed, _>(" ", Ok),
+            Err(Error::Configuration(_))
+        ));
     }
 }

@@ -131,9 +131,48 @@ impl DocumentStoreBuilder {
     }
 
     /// Registers an event type, so reads can deserialize it (appending registers the
-    /// types it appends, too). Two types with the same event type name are an error.
+    /// types it appends, too), under its name and its aliases
+    /// (`#[event(aliases = [..])]`). Two types with the same event type name, or an alias
+    /// that is another type's name or alias, are a configuration error at `build`.
     pub fn event<E: marten_core::Event>(mut self) -> Self {
         if let Err(e) = self.registry.register::<E>() {
+            self.registry_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Registers an upcaster: events stored under the old type name `from` (an older
+    /// shape) read as `New`. The stored JSON is passed to `upcast`, and what it returns is
+    /// deserialized as `New`; an `Err` (or a result that does not deserialize) fails the
+    /// read with [`Error::Upcast`] naming the old name and the event's sequence. Stored
+    /// rows keep their old name (see [`marten_core::EventEnvelope::stored_type`]); `New`
+    /// is registered too. An old name that a type or alias already reads, or that has an
+    /// upcaster, is a configuration error at `build`.
+    pub fn upcast<New, F>(mut self, from: &str, upcast: F) -> Self
+    where
+        New: marten_core::Event,
+        F: Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        if let Err(e) = self.registry.upcast_json::<New, F>(from, upcast) {
+            self.registry_error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Registers a typed upcaster: events stored under the old type name `from`
+    /// deserialize as `Old` (any serde type, e.g. the former struct) and read as
+    /// `upcast(old)`. Stored data that does not deserialize as `Old` fails the read with
+    /// [`Error::Upcast`]. Otherwise as [`DocumentStoreBuilder::upcast`].
+    pub fn upcast_from<Old, New, F>(mut self, from: &str, upcast: F) -> Self
+    where
+        Old: serde::de::DeserializeOwned + 'static,
+        New: marten_core::Event,
+        F: Fn(Old) -> New + Send + Sync + 'static,
+    {
+        if let Err(e) = self.registry.upcast_typed::<Old, New, F>(from, upcast) {
             self.registry_error.get_or_insert(e);
         }
         self

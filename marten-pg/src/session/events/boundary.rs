@@ -112,7 +112,10 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
     let reading = async {
         s.store.learn_events(S::event_types());
         read::ensure(s.store.as_ref()).await?;
-        let types = query.event_type_names();
+        // Limited to some types: also match the aliases and old names that read as them.
+        let types = query
+            .event_type_names()
+            .map(|names| s.store.events().with_registry(|r| r.stored_names_of(names)));
         read_versions_then_events(s, &tenant, &tags, types, between_reads).await
     };
     let (version_rows, event_rows) = reading.instrument(span.clone()).await?;
@@ -152,12 +155,11 @@ async fn read_versions_then_events(
     s: &mut Parts<Postgres>,
     tenant: &EventTenant,
     tags: &[EventTag],
-    event_types: Option<&[&'static str]>,
+    event_types: Option<Vec<String>>,
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<(Vec<Row>, Vec<Row>)> {
     let types: Vec<String> = tags.iter().map(|t| t.tag_type.clone()).collect();
     let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
-    let event_types: Option<Vec<&str>> = event_types.map(<[&str]>::to_vec);
     let sql = s.store.events().sql();
     let req = s.conn.request(&s.store).await?;
     let client = req.client();

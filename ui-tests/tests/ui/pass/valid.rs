@@ -31,7 +31,7 @@ struct ByString {
 struct RoomId(Uuid);
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(name = "booked_v2")]
+#[event(name = "booked_v2", aliases = ["booked", "reserved"])]
 struct Booked {
     #[tag]
     room: RoomId,
