@@ -8,6 +8,7 @@ mod connection;
 pub mod daemon;
 pub mod documents;
 mod error_map;
+mod event_tenant;
 pub mod events;
 mod health;
 mod id;

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "id",
         "stream_key",
         "tenant_key",
+        "event_tenant",
         "column_type",
         "trace",
     ],

@@ -1,6 +1,6 @@
 //! The event store below the sessions: events as appended ([`PendingEvent`]), ranges and
 //! positions, the registry of event types, gap-safe reads of `mt_events`, tag
-//! queries with the tag lock, and the tenant an event operation works for. The session-facing API (`session.events()`) is in
+//! queries with the tag lock, and (from `crate::event_tenant`) the tenant an event operation works for. The session-facing API (`session.events()`) is in
 //! [`crate::session`]; the append operations live with the unit of work.
 //!
 //! May use: the unit of work (the append operations), schema, connection, error map,
@@ -18,11 +18,10 @@ pub(crate) use crate::stream_key as stream_id;
 /// The SQL text of the event tables (it lives in the tables layer).
 pub use crate::tables::events as table;
 pub(crate) mod tags;
-pub(crate) mod tenant;
 
+pub(crate) use crate::event_tenant::EventTenant;
 pub(crate) use catalog::{EventCatalog, EventConfig};
 pub use pending::PendingEvent;
 pub use range::{EventPage, Position, StreamRange};
 pub use registry::UnknownEvents;
 pub use tags::{EventTypes, TagQuery};
-pub(crate) use tenant::EventTenant;

@@ -15,7 +15,7 @@ use crate::connection::Db;
 
 use super::{Operation, Target};
 use crate::error_map::{map_db_error, Failed};
-use crate::events::EventTenant;
+use crate::event_tenant::EventTenant;
 use crate::json::RawJson;
 use crate::stream_key::StreamKey;
 use crate::tables::events::{EventSql, EVENTS_TABLE};

@@ -3,7 +3,8 @@
 //! tenant's tag versions it reads and bumps. Decided once per operation from the store's
 //! event tenancy and the session's tenant, before anything is sent. Pure: no I/O.
 //!
-//! May use: marten-core's tenant rules; nothing of the crate.
+//! May use: marten-core's tenant rules; nothing of the crate (it sits in the bottom layer,
+//! so the unit of work's appends and the events layer both use it).
 
 use marten_core::tenant::{require_tenant, DEFAULT_TENANT};
 use marten_core::{Result, Tenancy, TenantId};

@@ -1,0 +1,113 @@
+//! Bulk inserts: many documents of one type written with binary `COPY`, in batches, all
+//! in one transaction ([`BulkMode`], [`BulkOptions`]). Ids get a session's checks before
+//! anything is sent (a nil `Uuid` id assigned, an unusable id refused, ids given twice
+//! resolved per mode); documents are serialized and checked for what `jsonb` refuses as
+//! they are copied. Insert-only batches are copied straight into the table; the other
+//! modes copy each batch into a temporary staging table and move it with one
+//! `INSERT ... SELECT ... ON CONFLICT`. Requests are pipelined (see `write`). The SQL
+//! text is in [`crate::tables::documents`] (`BulkSql`).
+//!
+//! The operation owns its [`Request`]: dropped at any await before the `COMMIT` is
+//! written, the request's guard closes the connection (the server rolls the transaction
+//! back), so nothing of it is written and the pool never gets the connection back dirty;
+//! dropped while waiting for the `COMMIT`'s answer, all of it or nothing is written.
+//! Every wait is bounded by the store's request timeout ([`within`]).
+//!
+//! `options.rs` holds the settings, `rows.rs` the prepared documents, `copy.rs` the
+//! batches and their `COPY`, `refusal.rs` what explains a refused insert.
+//!
+//! May use: connection, error map, tables, the storages and leaf helpers.
+
+mod copy;
+mod options;
+mod refusal;
+mod rows;
+
+pub use options::{BulkMode, BulkOptions};
+pub(crate) use rows::{prepare, BulkRows};
+
+use copy::{write, Plan};
+use refusal::{end_failed, name_taken};
+
+use marten_core::{Error, Result, TenantId};
+use tracing::debug;
+
+use crate::connection::{within, Conn, Connector};
+use crate::documents::storage::{conjoined, PgDocument};
+use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
+use crate::tenant_key::TenantKey;
+
+/// Writes `rows` of `D` (of `tenant`, for a conjoined type) in batches, in one
+/// transaction on `conn`; returns how many rows were written (inserted, or inserted and
+/// overwritten). The caller made sure of the table and, for a conjoined type, of the
+/// tenant.
+pub(crate) async fn bulk_insert<D: PgDocument>(
+    conn: &mut Conn,
+    source: &impl AsRef<Connector>,
+    schema: &str,
+    tenant: Option<&TenantId>,
+    rows: &BulkRows<D>,
+    options: BulkOptions,
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let plan = Plan {
+        rows,
+        options,
+        tenant: if conjoined::<D>() {
+            TenantKey::of(tenant)
+        } else {
+            None
+        },
+        schema,
+    };
+    let span = tracing::Span::current();
+    let mut req = conn.request(source).await?;
+    // BEGIN is about to be written.
+    req.set_in_transaction(true);
+    let written = match write(&mut req, source, &plan).await {
+        Ok(written) => written,
+        Err(failure) => {
+            end_failed(&mut req, source, &failure).await;
+            req.settle_error(&failure.error);
+            return Err(match failure.taken_ids_in {
+                Some(batch) => name_taken(conn, source, &plan, batch, failure.error).await,
+                None => failure.error,
+            });
+        }
+    };
+    let committed = within(source, req.client().batch_execute("COMMIT")).await;
+    match committed {
+        Some(Ok(())) => {
+            req.set_in_transaction(false);
+            req.finish();
+            span.record("marten.rows", written);
+            debug!(rows = written, "bulk insert committed");
+            Ok(written)
+        }
+        Some(Err(e)) if is_lost(&e) => {
+            req.mark_lost();
+            let error = Error::OutcomeUnknown(lost_error(e, "reading the answer to COMMIT"));
+            req.finish_broken();
+            Err(error)
+        }
+        Some(Err(e)) => {
+            // The server answered: the transaction is over, rolled back.
+            req.set_in_transaction(false);
+            let error = map_db_error(e, Failed::Transaction);
+            req.settle_error(&error);
+            Err(error)
+        }
+        None => {
+            req.mark_lost();
+            req.finish_broken();
+            let waited = source.as_ref().request_timeout().unwrap_or_default();
+            Err(Error::OutcomeUnknown(marten_core::DatabaseError {
+                code: None,
+                context: "waiting for the answer to COMMIT".to_owned(),
+                source: format!("no answer within {} ms", waited.as_millis()).into(),
+            }))
+        }
+    }
+}
