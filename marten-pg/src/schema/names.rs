@@ -10,16 +10,26 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 use marten_core::{Error, Result};
 
 use crate::tables::documents::{gin_index_name, index_name};
-use crate::tables::event_ddl::TX_SEQ_INDEX;
+use crate::tables::event_ddl::{TENANT_TX_SEQ_INDEX, TX_SEQ_INDEX};
 use crate::tables::INTERNAL_TABLES;
 
 /// PostgreSQL's identifier limit in bytes (`NAMEDATALEN - 1`); longer names are cut.
 const MAX_IDENTIFIER: usize = 63;
 
 /// The tables and indexes marten creates for itself, which no document may take.
-const INTERNAL: [&str; 8] = {
+const INTERNAL: [&str; 9] = {
     let t = INTERNAL_TABLES;
-    [t[0], t[1], t[2], t[3], t[4], t[5], t[6], TX_SEQ_INDEX]
+    [
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        TX_SEQ_INDEX,
+        TENANT_TX_SEQ_INDEX,
+    ]
 };
 
 /// Who owns marten's own tables, in errors.

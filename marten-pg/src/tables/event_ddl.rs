@@ -114,22 +114,26 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
             "FOREIGN KEY (tenant_id, stream_id) REFERENCES {schema}.{STREAMS_TABLE}(tenant_id, id) ON DELETE CASCADE"
         ));
     }
+    // The gap-safe global order: with conjoined events, each tenant's (the daemon runs
+    // per tenant, each runner reading its tenant's range); otherwise everyone's. One
+    // index either way, so a conjoined append maintains no more indexes than a
+    // single-tenant one; a store-wide read of every tenant's events then sorts.
+    let order = if conjoined {
+        IndexDef::btree(
+            TENANT_TX_SEQ_INDEX,
+            false,
+            &["tenant_id", "tx_id", "seq_id"],
+        )
+    } else {
+        IndexDef::btree(TX_SEQ_INDEX, false, &["tx_id", "seq_id"])
+    };
     events.indexes = vec![
         IndexDef::btree(STREAM_VERSION_CONSTRAINT, true, version_key),
-        IndexDef::btree(TX_SEQ_INDEX, false, &["tx_id", "seq_id"]),
+        order,
         // An event id is appended once: a save sent again after an unknown outcome is
         // refused as a duplicate instead of appending its events twice.
         IndexDef::btree(EVENT_ID_INDEX, true, &["id"]),
     ];
-    if conjoined {
-        // A tenant's runner reads its tenant's events in the gap-safe order: one range
-        // scan of this index, not a filtered scan of every tenant's.
-        events.indexes.push(IndexDef::btree(
-            TENANT_TX_SEQ_INDEX,
-            false,
-            &["tenant_id", "tx_id", "seq_id"],
-        ));
-    }
     events.after.push(format!(
         "ALTER SEQUENCE {schema}.{EVENTS_SEQUENCE} OWNED BY {schema}.{EVENTS_TABLE}.seq_id"
     ));
