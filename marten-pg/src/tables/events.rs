@@ -86,7 +86,8 @@ pub struct EventSql {
     /// limit, `$4` include archived. Ordered and compared by the stored
     /// `(tx_id, seq_id)`, qualified so `ORDER BY` cannot bind to an output column: the
     /// plan is a range scan of the index `mt_events_tx_seq` under the `LIMIT`, never a
-    /// sort of every remaining event.
+    /// sort of every remaining event. Conjoined events merge the tenants' pages
+    /// (`merge_tenant_pages`).
     pub read_all: String,
     /// [`EventSql::read_all`] of one tenant's events: `$5` the tenant (conjoined events
     /// only; the same range scan, filtered).
@@ -193,7 +194,11 @@ impl EventSql {
                 scoped(1)
             ),
             fetch_stream: select_stream_events(idt, &scoped(6)),
-            read_all: select_global_page(""),
+            read_all: if conjoined {
+                merge_tenant_pages()
+            } else {
+                select_global_page("")
+            },
             read_all_of_tenant: select_global_page("AND e.tenant_id = $5::text "),
             archive: archive_stream(idt, &scoped(1)),
             delete: format!(
@@ -354,6 +359,25 @@ fn select_global_page(tenant: &str) -> String {
          AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
          AND (NOT e.is_archived OR $4::boolean) {tenant}\
          ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
+    )
+}
+
+/// [`EventSql::read_all`] of conjoined events, whose order index leads with the tenant
+/// (`mt_events_tenant_tx_seq`): a merge of the tenants' pages. The tenants come from a
+/// skip scan of the streams' key (as in [`STREAM_TENANTS`]); each gives at most `$3` of
+/// its events by a range scan of its part of the index, and the first `$3` of those are
+/// the page. The work is bounded by tenants times the page size, never by the store's
+/// size.
+fn merge_tenant_pages() -> String {
+    let page = select_global_page("AND e.tenant_id = t.tenant_id ");
+    format!(
+        "WITH RECURSIVE t AS (\
+         (SELECT tenant_id FROM {STREAMS_TABLE} ORDER BY tenant_id LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT s.tenant_id FROM {STREAMS_TABLE} s WHERE s.tenant_id > t.tenant_id ORDER BY s.tenant_id LIMIT 1) \
+         FROM t WHERE t.tenant_id IS NOT NULL) \
+         SELECT p.* FROM t CROSS JOIN LATERAL ({page}) p \
+         WHERE t.tenant_id IS NOT NULL ORDER BY p.tx_id, p.seq_id LIMIT $3::bigint"
     )
 }
 
