@@ -37,12 +37,15 @@ fn col(name: &str, sql_type: &str, rest: &str) -> ColumnDef {
     ColumnDef::new(name, sql_type, rest)
 }
 
-/// The `tenant_id` column of every event table.
-fn tenant_col() -> ColumnDef {
+/// The `tenant_id` column of every event table; `conjoined`, in byte order (as the
+/// tenant column of conjoined documents): the cheapest comparison for the key every
+/// index of the table leads with.
+fn tenant_col(conjoined: bool) -> ColumnDef {
+    let collate = if conjoined { "COLLATE \"C\" " } else { "" };
     col(
         "tenant_id",
         "text",
-        &format!("NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+        &format!("{collate}NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
     )
 }
 
@@ -64,7 +67,7 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
             col("created", "timestamptz", "NOT NULL DEFAULT now()"),
             col("timestamp", "timestamptz", "NOT NULL DEFAULT now()"),
             col("is_archived", "boolean", "NOT NULL DEFAULT false"),
-            tenant_col(),
+            tenant_col(conjoined),
         ],
     );
     if conjoined {
@@ -96,7 +99,7 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
             col("headers", "jsonb", ""),
             col("tx_id", "xid8", "NOT NULL DEFAULT pg_current_xact_id()"),
             col("is_archived", "boolean", "NOT NULL DEFAULT false"),
-            tenant_col(),
+            tenant_col(conjoined),
         ],
     );
     events.sequences.push(EVENTS_SEQUENCE.to_owned());
@@ -117,7 +120,8 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
     // The gap-safe global order: with conjoined events, each tenant's (the daemon runs
     // per tenant, each runner reading its tenant's range); otherwise everyone's. One
     // index either way, so a conjoined append maintains no more indexes than a
-    // single-tenant one; a store-wide read of every tenant's events then sorts.
+    // single-tenant one; a store-wide read of every tenant's events merges the tenants'
+    // ranges (`tables::events::merge_tenant_pages`).
     let order = if conjoined {
         IndexDef::btree(
             TENANT_TX_SEQ_INDEX,
@@ -153,7 +157,7 @@ fn tag_tables(schema: &str, conjoined: bool) -> [TableDef; 2] {
                 "bigint",
                 &format!("NOT NULL REFERENCES {schema}.{EVENTS_TABLE}(seq_id) ON DELETE CASCADE"),
             ),
-            tenant_col(),
+            tenant_col(conjoined),
         ],
     );
     let (tags_key, versions_key) = if conjoined {
@@ -173,7 +177,7 @@ fn tag_tables(schema: &str, conjoined: bool) -> [TableDef; 2] {
         vec![
             col("tag_type", "text", "NOT NULL"),
             col("tag_value", "text", "NOT NULL"),
-            tenant_col(),
+            tenant_col(conjoined),
             col("version", "bigint", "NOT NULL DEFAULT 0"),
         ],
     );
