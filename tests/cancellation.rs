@@ -268,6 +268,34 @@ async fn exclusive_append_and_save_cancelled_at_every_await() {
 }
 
 #[tokio::test]
+async fn exclusive_fetch_for_writing_and_save_cancelled_at_every_await() {
+    let (schema, b) = named_builder("cancel_exclusive_fetch");
+    let store = ok(b
+        .pool_size(1)
+        .projection::<Tally>(Lifecycle::Inline)
+        .document::<Marker>()
+        .build()
+        .await);
+    let stream = start_tally(&store).await;
+    let make = |k: usize| -> Operation<marten::Result<()>> {
+        let store = store.clone();
+        Box::pin(async move {
+            let mut s = store.lightweight_session();
+            let mut w = s
+                .events()
+                .fetch_for_exclusive_writing::<Tally>(stream)
+                .await?;
+            w.append([task(&format!("{k}-a")), task(&format!("{k}-b"))])?;
+            s.save_changes().await
+        })
+    };
+    let run = cancel_at_every_await(200, make, |k| check_after_drop(&store, &schema, k)).await;
+    ok(run.output);
+    assert!(run.cancelled >= 2, "only {} pending polls", run.cancelled);
+    assert_all_or_nothing(&store, stream).await;
+}
+
+#[tokio::test]
 async fn tag_boundary_save_cancelled_at_every_await() {
     let (schema, b) = named_builder("cancel_tags");
     let store = ok(b.pool_size(1).document::<Marker>().build().await);

@@ -887,12 +887,11 @@ async fn the_store_pages_through_interleaved_tenants_in_the_global_order() {
                 break;
             }
             assert!(page.rows <= 4, "a page holds at most its limit");
-            seen.extend(page.events.iter().map(|e| {
-                (
-                    e.sequence,
-                    e.tenant.as_ref().map(|t| t.as_str().to_owned()),
-                )
-            }));
+            seen.extend(
+                page.events
+                    .iter()
+                    .map(|e| (e.sequence, e.tenant.as_ref().map(|t| t.as_str().to_owned()))),
+            );
             after = page.next;
         }
         if seen.len() == total {

@@ -4,7 +4,7 @@
 
 use std::any::TypeId;
 
-use marten_core::{Aggregate, Error, Result, StreamId};
+use marten_core::{Aggregate, Error, Rejection, RejectionKind, Result, StreamId};
 
 use super::api::Events;
 use super::append_api::expecting;
@@ -15,9 +15,6 @@ use crate::events::range::StreamRange;
 use crate::projections::{Fetched, Lifecycle};
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
-
-#[cfg(doc)]
-use marten_core::RejectionKind;
 
 impl<'s, K: Tracking> Events<'s, K> {
     /// Reads aggregate `A` and its stream's version to decide on and append to: appends
@@ -30,13 +27,55 @@ impl<'s, K: Tracking> Events<'s, K> {
     ) -> Result<Writing<'s, K, A>> {
         let key = self.key(stream.into())?;
         let (state, version) = self.fold::<A>(&key, &StreamRange::all()).await?;
-        Ok(Writing {
-            events: self,
-            stream: key,
-            state,
-            version,
-            appended: false,
-        })
+        Ok(Writing::new(self, key, state, version))
+    }
+
+    /// [`fetch_for_writing`](Self::fetch_for_writing) for a caller that already knows
+    /// the version it decided on (from a read model or a client): fails at once with
+    /// [`Error::Rejected`] ([`RejectionKind::UnexpectedStreamVersion`]) if the stream is
+    /// not at `expected_version` now (0: it must not exist), and the save asserts it
+    /// again.
+    pub async fn fetch_for_writing_expected<A: Aggregate + PgDocument>(
+        self,
+        stream: impl Into<StreamId>,
+        expected_version: i64,
+    ) -> Result<Writing<'s, K, A>> {
+        let writing = self.fetch_for_writing::<A>(stream).await?;
+        if writing.version == expected_version {
+            return Ok(writing);
+        }
+        Err(Error::Rejected(vec![Rejection::new(
+            "stream",
+            writing.stream.0.key(),
+            RejectionKind::UnexpectedStreamVersion {
+                expected: expected_version,
+                actual: (writing.version > 0).then_some(writing.version),
+            },
+        )]))
+    }
+
+    /// [`fetch_for_writing`](Self::fetch_for_writing) under the stream's exclusive lock:
+    /// the stream's row is locked first (waiting up to the store's exclusive lock
+    /// timeout, then failing with [`Error::StreamLocked`]) and the aggregate is read
+    /// under the lock, so no other writer can append until this session's save commits,
+    /// fails or the session is dropped: the decision cannot be overtaken. A stream that
+    /// does not exist yet has nothing to lock: it reads as version 0 and no state, and
+    /// the save's start of it is rejected ([`RejectionKind::StreamExists`]) if another
+    /// writer started it first. An archived stream is rejected
+    /// ([`RejectionKind::StreamArchived`]).
+    pub async fn fetch_for_exclusive_writing<A: Aggregate + PgDocument>(
+        mut self,
+        stream: impl Into<StreamId>,
+    ) -> Result<Writing<'s, K, A>> {
+        let tenant = self.tenant()?;
+        let key = self.key(stream.into())?;
+        match self.lock_stream(&tenant, &key).await {
+            Ok(_) | Err(Error::StreamNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // Under the lock nothing moves the stream between the lock and this read.
+        let (state, version) = self.fold::<A>(&key, &StreamRange::all()).await?;
+        Ok(Writing::new(self, key, state, version))
     }
 }
 
@@ -48,6 +87,18 @@ pub struct Writing<'s, K: Tracking, A> {
     state: Option<A>,
     version: i64,
     appended: bool,
+}
+
+impl<'s, K: Tracking, A> Writing<'s, K, A> {
+    fn new(events: Events<'s, K>, stream: StreamKey, state: Option<A>, version: i64) -> Self {
+        Writing {
+            events,
+            stream,
+            state,
+            version,
+            appended: false,
+        }
+    }
 }
 
 impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {

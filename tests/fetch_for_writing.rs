@@ -1,0 +1,272 @@
+//! `fetch_for_writing` with an expected version and under the stream's exclusive lock:
+//! a decision made on the state read is never overtaken, proven by racing sessions.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::events::*;
+use common::{builder, ok};
+use marten::prelude::*;
+use marten::RejectionKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+/// The tasks recorded on a project, in order (live).
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Tasks {
+    id: Uuid,
+    version: i64,
+    titles: Vec<String>,
+}
+
+#[marten::apply]
+impl Tasks {
+    fn apply_recorded(&mut self, e: &TaskRecorded) {
+        self.titles.push(e.title.clone());
+    }
+}
+
+async fn store(label: &str, lock_timeout: Duration) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
+    let store = ok(b
+        .pool_size(12)
+        .exclusive_lock_timeout(lock_timeout)
+        .build()
+        .await);
+    (schema, store)
+}
+
+/// Starts a stream with one task, `"0"`.
+async fn project(store: &DocumentStore) -> Uuid {
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [task("0")]));
+    ok(s.save_changes().await);
+    stream
+}
+
+async fn titles(store: &DocumentStore, stream: Uuid) -> Vec<String> {
+    let mut s = store.lightweight_session();
+    ok(s.events().aggregate_stream::<Tasks>(stream).await).map_or_else(Vec::new, |t| t.titles)
+}
+
+fn unexpected_version(err: &marten::Error) -> (i64, Option<i64>) {
+    match err {
+        marten::Error::Rejected(r) if r.len() == 1 => match &r[0].kind {
+            RejectionKind::UnexpectedStreamVersion { expected, actual } => (*expected, *actual),
+            other => panic!("wrong rejection {other:?}"),
+        },
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_expected_version_that_is_not_the_streams_fails_at_the_fetch() {
+    let (_schema, store) = store("ffw_expected", Duration::from_secs(1)).await;
+    let stream = project(&store).await;
+    let mut s = store.lightweight_session();
+    let err = s
+        .events()
+        .fetch_for_writing_expected::<Tasks>(stream, 3)
+        .await
+        .err()
+        .expect("the stream is at 1");
+    assert_eq!(unexpected_version(&err), (3, Some(1)));
+    // A new stream is at 0: expecting 0 starts it, expecting more fails naming no version.
+    let fresh = Uuid::now_v7();
+    let err = s
+        .events()
+        .fetch_for_writing_expected::<Tasks>(fresh, 2)
+        .await
+        .err()
+        .expect("no such stream");
+    assert_eq!(unexpected_version(&err), (2, None));
+    let mut w = ok(s
+        .events()
+        .fetch_for_writing_expected::<Tasks>(fresh, 0)
+        .await);
+    assert!(w.state().is_none());
+    ok(w.append([task("new")]));
+    ok(s.save_changes().await);
+    assert_eq!(titles(&store, fresh).await, ["new"]);
+
+    // The right version: the append lands, and the save asserts it again.
+    let mut w = ok(s
+        .events()
+        .fetch_for_writing_expected::<Tasks>(stream, 1)
+        .await);
+    assert_eq!(w.state().map(|t| t.titles.len()), Some(1));
+    ok(w.append([task("1")]));
+    let mut other = store.lightweight_session();
+    ok(other.events().append(stream, [task("overtaking")]));
+    ok(other.save_changes().await);
+    let err = s.save_changes().await.expect_err("the stream moved");
+    assert_eq!(unexpected_version(&err), (1, Some(2)));
+    assert_eq!(titles(&store, stream).await, ["0", "overtaking"]);
+}
+
+#[tokio::test]
+async fn an_exclusive_fetch_holds_other_writers_off_until_its_save() {
+    let (_schema, store) = store("ffw_exclusive", Duration::from_millis(300)).await;
+    let stream = project(&store).await;
+    let mut holder = store.lightweight_session();
+    let mut w = ok(holder
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await);
+    assert_eq!(w.version(), 1);
+    ok(w.append([task("holder")]));
+
+    // Another exclusive fetch waits for the lock timeout, then fails with a typed error.
+    let mut waiter = store.lightweight_session();
+    let started = Instant::now();
+    let err = waiter
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await
+        .err()
+        .expect("locked");
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+    assert!(
+        matches!(&err, marten::Error::StreamLocked { stream: s, .. } if *s == StreamId::Uuid(stream)),
+        "{err:?}"
+    );
+    // A plain append waits for the holder's commit.
+    let plain = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut p = store.lightweight_session();
+            p.events().append(stream, [task("plain")])?;
+            p.save_changes().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!plain.is_finished(), "the plain append waits for the lock");
+    ok(holder.save_changes().await);
+    ok(plain.await.expect("task"));
+    // The waiter's session works afterwards and reads everything that landed.
+    let mut w = ok(waiter
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await);
+    assert_eq!(w.version(), 3);
+    assert_eq!(
+        w.state().map(|t| t.titles.clone()),
+        Some(vec!["0".into(), "holder".into(), "plain".into()])
+    );
+    ok(w.append([task("waiter")]));
+    // Saved, so no transaction is left open when the test's schema is dropped.
+    ok(waiter.save_changes().await);
+    assert_eq!(titles(&store, stream).await.len(), 4);
+}
+
+#[tokio::test]
+async fn dropping_the_session_of_an_exclusive_fetch_releases_the_lock() {
+    let (_schema, store) = store("ffw_exclusive_drop", Duration::from_millis(300)).await;
+    let stream = project(&store).await;
+    let probe = |store: DocumentStore| async move {
+        let mut p = store.lightweight_session();
+        let locked = p
+            .events()
+            .fetch_for_exclusive_writing::<Tasks>(stream)
+            .await
+            .map(|w| w.version());
+        p.discard_changes();
+        locked
+    };
+    // The session dropped while holding the lock, with an append queued.
+    let mut s = store.lightweight_session();
+    let mut w = ok(s
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await);
+    ok(w.append([task("dropped")]));
+    assert!(matches!(
+        probe(store.clone()).await,
+        Err(marten::Error::StreamLocked { .. })
+    ));
+    drop(s);
+    let mut released = false;
+    for _ in 0..50 {
+        if probe(store.clone()).await.is_ok() {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "no lock outlives its session");
+    assert_eq!(
+        titles(&store, stream).await,
+        ["0"],
+        "nothing of the dropped"
+    );
+}
+
+#[tokio::test]
+async fn racing_exclusive_deciders_never_overtake_each_other() {
+    const RACERS: usize = 8;
+    const ROUNDS: usize = 6;
+    let (_schema, store) = store("ffw_exclusive_race", Duration::from_secs(20)).await;
+    let stream = project(&store).await;
+    for _ in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    barrier.wait().await;
+                    let mut w = s
+                        .events()
+                        .fetch_for_exclusive_writing::<Tasks>(stream)
+                        .await?;
+                    // The decision: the next title is the number of titles seen.
+                    let next = w.state().map_or(0, |t| t.titles.len());
+                    w.append([task(&next.to_string())])?;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        for r in racers {
+            ok(r.await.expect("racer"));
+        }
+    }
+    // Every decider saw every decision before it: the titles count up without a repeat.
+    let expected: Vec<String> = (0..=RACERS * ROUNDS).map(|n| n.to_string()).collect();
+    assert_eq!(titles(&store, stream).await, expected);
+}
+
+#[tokio::test]
+async fn optimistic_deciders_are_rejected_when_overtaken() {
+    const RACERS: usize = 8;
+    let (_schema, store) = store("ffw_optimistic_race", Duration::from_secs(1)).await;
+    let stream = project(&store).await;
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|racer| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut s = store.lightweight_session();
+                    let mut w = s.events().fetch_for_writing::<Tasks>(stream).await?;
+                    barrier.wait().await;
+                    w.append([task(&format!("{round}/{racer}"))])?;
+                    s.save_changes().await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            match r.await.expect("racer") {
+                Ok(()) => won += 1,
+                Err(e) => {
+                    unexpected_version(&e);
+                }
+            }
+        }
+        assert_eq!(won, 1, "one decider per round");
+    }
+    assert_eq!(titles(&store, stream).await.len(), 6);
+}
