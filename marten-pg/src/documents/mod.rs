@@ -1,6 +1,6 @@
 //! Document storage: one storage type per concurrency mode (binding parameters, reading
 //! versions; the SQL text is in [`crate::tables::documents`]), the write batches a
-//! unit of work sends, and bulk inserts with binary `COPY` (`bulk`).
+//! unit of work sends, patches and deletes by filter (`patch`), and bulk inserts with binary `COPY` (`bulk`).
 //!
 //! May use: the unit of work (its queue and `Operation`), schema, connection, error map,
 //! tables and leaf helpers; never events, projections, the store, sessions or the daemon.
@@ -12,6 +12,7 @@ mod migrate;
 mod numeric;
 mod off;
 mod optimistic;
+pub(crate) mod patch;
 mod queue;
 mod serialize;
 pub(crate) mod storage;
