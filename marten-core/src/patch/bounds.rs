@@ -10,10 +10,14 @@ use serde::Serialize;
     label = "`increment` needs an integer or float field",
     note = "`increment` exists for `i8`..`i64`, `u8`..`u64`, `f32` and `f64` fields; use `set` for other fields"
 )]
-pub trait Incrementable: Serialize + Copy + Send + Sync + 'static {}
+pub trait Incrementable: Serialize + Copy + Send + Sync + 'static {
+    /// The amount's type: the field's own (named through the field, so the field's type
+    /// decides it and an integer literal takes the field's integer type).
+    type By: Serialize;
+}
 
 macro_rules! incrementable {
-    ($($t:ty),*) => {$( impl Incrementable for $t {} )*};
+    ($($t:ty),*) => {$( impl Incrementable for $t { type By = $t; } )*};
 }
 
 incrementable!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);

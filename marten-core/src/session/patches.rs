@@ -132,7 +132,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
     pub fn increment<T: Incrementable>(
         mut self,
         field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
-        by: T,
+        by: T::By,
     ) -> Self {
         let path = field(D::fields_at(Base::root())).path().clone();
         let by = self.json(&by);
