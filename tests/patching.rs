@@ -284,6 +284,13 @@ async fn optimistic_patches_move_the_version_and_assert_a_known_one() {
     assert_eq!(load_order(&store, &bystander.id).await, None);
     let stored = load_order(&store, &doc.id).await.expect("stored");
     assert_eq!((stored.status.as_str(), stored.count), ("by b", 3));
+    // Alone in its save (no transaction around it), the stale patch is rejected too.
+    ok(a.patch::<Order>(&doc.id).set(|f| f.status, "by a").queue());
+    version_mismatch(a.save_changes().await, doc.id.key());
+    assert_eq!(
+        load_order(&store, &doc.id).await.expect("stored").status,
+        "by b"
+    );
 
     // With the checks off, the same patch goes through.
     a.set_concurrency_checks(false);
@@ -594,4 +601,30 @@ fn random_patches_agree_with_a_rust_model() {
             assert_eq!(loaded.as_ref(), Some(&model), "{patches:?}");
         });
     });
+}
+
+#[tokio::test]
+async fn a_known_version_is_asserted_once_per_save() {
+    let (_schema, store) = store("patch_once").await;
+    let doc = saved(&store, order("new", 0)).await;
+    let mut s = store.lightweight_session();
+    let mut loaded = ok(s.load::<Order>(&doc.id).await).expect("stored");
+    // A store, then two patches of the loaded document: the store asserts the loaded
+    // version, the patches follow it in the same transaction.
+    loaded.note = Some("stored".into());
+    ok(s.store(loaded.clone()));
+    ok(s.patch::<Order>(&doc.id).increment(|f| f.count, 1).queue());
+    ok(s.patch::<Order>(&doc.id).increment(|f| f.count, 1).queue());
+    ok(s.save_changes().await);
+    // Patches, then a store of the loaded copy, in one save.
+    ok(s.patch::<Order>(&doc.id)
+        .set(|f| f.status, "patched")
+        .queue());
+    loaded.count = 10;
+    ok(s.store(loaded));
+    ok(s.save_changes().await);
+    let stored = load_order(&store, &doc.id).await.expect("stored");
+    assert_eq!((stored.count, stored.status.as_str()), (10, "new"));
+    let version = ok(store.query_session().metadata::<Order>(&doc.id).await).expect("meta");
+    assert_eq!(s.version_of::<Order>(&doc.id), Some(version.version));
 }

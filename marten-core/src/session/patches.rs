@@ -38,7 +38,9 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// operations in queue order. It moves the stored version and last-modified time;
     /// when the session knows the document's version (it loaded it) and its
     /// concurrency checks are on, the save is rejected if that version is no longer the
-    /// stored one. A patch of an id that does not exist changes nothing and is no error.
+    /// stored one (asserted once per save: a later write or patch of the same id in the
+    /// same save follows it in its transaction). A patch of an id that does not exist
+    /// changes nothing and is no error.
     /// The session forgets its cached copy of the document (identity map, dirty
     /// tracking), so a later load reads the patched document.
     pub fn patch<D: Document + HasFields>(&mut self, id: &D::Id) -> Patching<'_, B, K, D>
@@ -224,7 +226,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         let checks = parts.options.concurrency_checks;
         let docs = parts.state.doc_state::<D>();
         let expected = match &target {
-            PatchTarget::Id(id) if checks => docs.versions.get(id).copied(),
+            PatchTarget::Id(id) if checks => docs.expected_for(id),
             _ => None,
         };
         let forget = match &target {

@@ -143,6 +143,12 @@ impl<D: PgDocument> Operation for PatchStatement<D> {
         self.expected.is_some()
     }
 
+    /// One `UPDATE` writes its rows or, rejected, none: alone it needs no transaction
+    /// (its rejection is read from its own row, without the batch guard).
+    fn atomic(&self) -> bool {
+        true
+    }
+
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
         self.written.clear();
         let Some(row) = rows.first() else {
