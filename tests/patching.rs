@@ -628,3 +628,76 @@ async fn a_known_version_is_asserted_once_per_save() {
     let version = ok(store.query_session().metadata::<Order>(&doc.id).await).expect("meta");
     assert_eq!(s.version_of::<Order>(&doc.id), Some(version.version));
 }
+
+/// A random filter on `Order`: its database form and, through `Filter::matches`, the
+/// same test in Rust.
+fn filter() -> impl Strategy<Value = (u8, i64)> {
+    (0u8..4, -5i64..5)
+}
+
+fn order_filter((kind, k): (u8, i64)) -> marten::query::Filter<Order> {
+    let f = Order::fields();
+    match kind {
+        0 => f.count.ge(k),
+        1 => f.status.eq(if k % 2 == 0 { "a" } else { "b" }),
+        2 => f.tags.contains("a").or(f.count.lt(k)),
+        _ => f.note.is_none().and(f.customer.address.zip.gt(k as i32)),
+    }
+}
+
+#[test]
+fn random_patches_and_deletes_by_filter_agree_with_a_rust_model() {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    };
+    let (_schema, store) = rt.block_on(store("patch_where_prop"));
+    let config = ProptestConfig {
+        cases: 16,
+        ..ProptestConfig::default()
+    };
+    let seed = prop::collection::vec(
+        (prop::sample::select(vec!["a", "b"]), -5i64..5, -5i32..5),
+        1..6,
+    );
+    proptest!(config, |(
+        docs in seed,
+        patch_filter in filter(),
+        ops in prop::collection::vec(op(), 1..5),
+        delete_filter in filter(),
+    )| {
+        rt.block_on(async {
+            let mut s = store.lightweight_session();
+            ok(s.delete_where::<Order>(marten::query::Filter::all()));
+            let mut model: Vec<Order> = Vec::new();
+            for (status, count, zip) in &docs {
+                let mut d = order(status, *count);
+                d.customer.address.zip = *zip;
+                d.note = (*zip > 0).then(|| "n".to_owned());
+                ok(s.store(d.clone()));
+                model.push(d);
+            }
+            ok(s.save_changes().await);
+            let pf = order_filter(patch_filter);
+            let mut p = s.patch_where::<Order>(pf.clone());
+            for o in &ops {
+                p = add(p, o);
+            }
+            ok(p.queue());
+            let df = order_filter(delete_filter);
+            ok(s.delete_where::<Order>(df.clone()));
+            ok(s.save_changes().await);
+            for d in model.iter_mut().filter(|d| pf.matches(d)) {
+                for o in &ops {
+                    apply(o, d);
+                }
+            }
+            model.retain(|d| !df.matches(d));
+            model.sort_by_key(|d| d.id);
+            let mut q = store.query_session();
+            let mut stored = ok(q.query::<Order>().to_list().await);
+            stored.sort_by_key(|d| d.id);
+            assert_eq!(stored, model, "{docs:?} {patch_filter:?} {ops:?} {delete_filter:?}");
+        });
+    });
+}
