@@ -5,8 +5,9 @@
 //!
 //! One concern per file: `kinds` (the session kinds), `options`, `backend` (what a
 //! backend provides), `parts` (the session and its settings), `writes`, `patches`
-//! (patch and delete by filter), `loads`, `save_changes`, `query_session`; the state it remembers per document type (known versions, identity
-//! map, dirty tracking) in [`state`]; how often a save is planned and sent again, in
+//! (patches, and deletes by filter), `loads`, `save_changes`, `query_session`; the
+//! state it remembers per document type (known versions, identity map, dirty tracking)
+//! in [`state`]; how often a save is planned and sent again, in
 //! [`attempts`]; the save loop, generic over what makes one attempt, in [`mod@save`].
 
 pub mod attempts;

@@ -1,12 +1,8 @@
-//! Patches and deletes by filter as unit-of-work operations: [`PatchStatement`] (one
-//! `UPDATE` of one document by id or of every document a rendered filter matches) and
-//! [`DeleteWhere`]. Their text is built when queued (see
-//! [`crate::tables::documents::update`]); every value is a parameter. Uses the unit of
-//! work's operation traits, the document storage (versions, reads) and the table SQL.
-//!
-//! A filter is rendered above this layer (by the query module, for the session); it
-//! arrives here as a [`Condition`]: its text over the row `d` and its parameters,
-//! numbered from `$1`, the tenant's first for a conjoined type.
+//! Patches as unit-of-work operations: [`PatchStatement`], one `UPDATE` of one document
+//! by id or of every document a rendered filter ([`Condition`]) matches. Its text is
+//! built when queued (see [`crate::tables::documents::update`]); every value is a
+//! parameter. Uses the unit of work's operation traits, the document storage (versions,
+//! reads) and the table SQL.
 
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::VersionOf;
@@ -24,16 +20,7 @@ use crate::tables::documents::{self as sql, Scope};
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{Operation, SessionState, Target};
 
-/// A boxed statement parameter.
-pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
-
-/// A rendered condition on the row `d`, with its parameters numbered from `$1`.
-pub(crate) struct Condition {
-    /// The SQL condition.
-    pub(crate) text: String,
-    /// Its parameters.
-    pub(crate) params: Vec<Param>,
-}
+use super::condition::{Condition, Param};
 
 /// One patch: an `UPDATE` of documents of type `D`.
 pub(crate) struct PatchStatement<D: PgDocument> {
@@ -217,62 +204,6 @@ impl<D: PgDocument> Operation for PatchStatement<D> {
                     docs.versions.remove(id);
                 }
             }
-        }
-    }
-}
-
-/// One `DELETE` of every document of type `D` a filter matches.
-pub(crate) struct DeleteWhere<D: PgDocument> {
-    sql: String,
-    params: Vec<Param>,
-    deleted: Vec<D::Id>,
-}
-
-impl<D: PgDocument> DeleteWhere<D> {
-    /// The delete of the rows `condition` matches.
-    pub(crate) fn new(condition: Condition) -> Self {
-        DeleteWhere {
-            sql: sql::delete_where(D::TABLE_NAME, &condition.text),
-            params: condition.params,
-            deleted: Vec::new(),
-        }
-    }
-}
-
-impl<D: PgDocument> Operation for DeleteWhere<D> {
-    fn sql(&self) -> &str {
-        &self.sql
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect()
-    }
-
-    fn target(&self) -> Target {
-        document_target::<D>()
-    }
-
-    fn accept(&mut self, rows: &[Row]) -> Result<()> {
-        self.deleted = rows
-            .iter()
-            .map(|r| r.try_get(0).map_err(reading::<D>))
-            .collect::<Result<_>>()?;
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.deleted.clear();
-    }
-
-    fn committed(&self, state: &mut SessionState) {
-        let docs = state.doc_state::<D>();
-        for id in &self.deleted {
-            docs.versions.remove(id);
-            docs.identity.remove(id);
-            docs.tracked.remove(id);
         }
     }
 }

@@ -6,8 +6,8 @@ use marten_core::query::Filter;
 use marten_core::{Result, TenantId};
 
 use super::render::{self, Sql};
+use crate::documents::condition::Condition;
 use crate::documents::conjoined;
-use crate::documents::patch::Condition;
 use crate::documents::PgDocument;
 use crate::tables::documents::TENANT_COLUMN;
 use crate::tenant_key::TenantKey;

@@ -8,7 +8,8 @@ use marten_core::session::PatchBackend;
 use marten_core::Result;
 
 use super::backend::Postgres;
-use crate::documents::patch::{DeleteWhere, PatchStatement};
+use crate::documents::delete_where::DeleteWhere;
+use crate::documents::patch::PatchStatement;
 use crate::documents::PgDocument;
 use crate::query::condition::condition;
 use crate::unit_of_work::UnitOfWork;
