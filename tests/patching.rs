@@ -196,6 +196,30 @@ async fn values_are_parameters_and_nul_characters_are_refused() {
         "{refused:?}"
     );
     assert_eq!(s.pending_changes(), 0);
+    // A raw filter whose placeholders do not match its parameters queues nothing either.
+    let bad = marten::query::Filter::raw(
+        "d.data ->> 'status' = $2",
+        vec![marten::query::RawParam::Text("x".into())],
+    );
+    let refused = s.delete_where::<Order>(bad);
+    assert!(
+        matches!(refused, Err(Error::InvalidQuery(_))),
+        "{refused:?}"
+    );
+    assert_eq!(s.pending_changes(), 0);
+    // A raw filter is bound like the typed ones.
+    let raw = marten::query::Filter::raw(
+        "d.data ->> 'status' = $1",
+        vec![marten::query::RawParam::Text(hostile.into())],
+    );
+    ok(s.patch_where::<Order>(raw)
+        .set(|f| f.status, "cleaned")
+        .queue());
+    ok(s.save_changes().await);
+    assert_eq!(
+        load_order(&store, &doc.id).await.expect("stored").status,
+        "cleaned"
+    );
 }
 
 #[tokio::test]
@@ -399,6 +423,7 @@ async fn patch_where_and_delete_where_touch_exactly_the_matches() {
     assert_eq!(same.version, untouched.version);
 
     ok(s.delete_where::<Order>(Order::fields().count.ge(100)));
+    assert_eq!(s.pending_changes(), 1);
     ok(s.save_changes().await);
     let left = ok(q.query::<Order>().count().await);
     assert_eq!(left, 3);

@@ -48,6 +48,11 @@ impl<D: PgDocument> Operation for DeleteWhere<D> {
         document_target::<D>()
     }
 
+    /// One statement, however many documents it deletes (unknown until it runs).
+    fn len(&self) -> usize {
+        1
+    }
+
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
         self.deleted = rows
             .iter()

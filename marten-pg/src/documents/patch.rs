@@ -122,6 +122,7 @@ impl<D: PgDocument> Operation for PatchStatement<D> {
         document_target::<D>()
     }
 
+    /// One statement, however many documents a patch by filter changes.
     fn len(&self) -> usize {
         1
     }
