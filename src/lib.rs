@@ -31,7 +31,16 @@ pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
 pub mod session {
     pub use marten_core::session::{
-        Backend, DocumentBackend, EventMeta, Loaded, Parts, QueryBackend, Session,
+        Backend, DocumentBackend, EventMeta, Loaded, Parts, PatchBackend, Patching, QueryBackend,
+        Session,
+    };
+}
+
+/// Patching stored documents in place (see the README, "Patching"): the operations as
+/// data and the traits bounding them by field type.
+pub mod patch {
+    pub use marten_core::patch::{
+        Incrementable, ListField, Patch, PatchOp, PatchTarget, Unsettable,
     };
 }
 pub use marten_pg::{Boundary, EventTypes, TagQuery};

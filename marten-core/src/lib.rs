@@ -16,6 +16,7 @@ mod id;
 mod metadata;
 #[doc(hidden)]
 pub mod newtype;
+pub mod patch;
 pub mod projection;
 pub mod query;
 pub mod session;

@@ -27,6 +27,8 @@ fn ui() {
     // Typed queries: wrong root, wrong value type, operators the field type lacks, an
     // indexed field whose type has no `ColumnType`.
     t.compile_fail("tests/ui/queries/*.rs");
+    // Patches: operations the field type lacks, values of the wrong type.
+    t.compile_fail("tests/ui/patches/*.rs");
     // Every valid shape compiles.
     t.pass("tests/ui/pass/*.rs");
 }

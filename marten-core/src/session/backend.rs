@@ -12,6 +12,8 @@ use super::parts::{Parts, Session};
 use super::query_session::QuerySession;
 use super::state::DirtyQueue;
 use crate::concurrency::{VersionOf, WriteOf};
+use crate::patch::Patch;
+use crate::query::Filter;
 use crate::{Document, DocumentMetadata, Result, TenantId};
 
 /// The database a session works on. Implemented by a backend crate (marten-pg's
@@ -146,4 +148,20 @@ pub trait QueryBackend<D: Document>: Backend {
     fn query<K: Tracking>(session: &mut Session<Self, K>) -> Self::Query<'_, K>;
     /// A query on documents of type `D` through a query session.
     fn read_query(session: &mut QuerySession<Self>) -> Self::ReadQuery<'_>;
+}
+
+/// A backend that patches and deletes documents of type `D` in the database, by id or by
+/// a filter, without loading them.
+#[diagnostic::on_unimplemented(
+    message = "`{D}` cannot be patched by this store",
+    label = "not a patchable document of this backend",
+    note = "derive it with `#[derive(Document)]`, which also derives its field paths"
+)]
+pub trait PatchBackend<D: Document>: DocumentBackend<D> {
+    /// Queues `patch` as one statement (in queue order with the session's other
+    /// operations). Fails, queuing nothing, with a value the backend cannot store or a
+    /// filter it cannot render.
+    fn queue_patch(queue: &mut Self::Queue, patch: Patch<D>) -> Result<()>;
+    /// Queues one statement deleting every document `filter` matches.
+    fn queue_delete_where(queue: &mut Self::Queue, filter: Filter<D>) -> Result<()>;
 }

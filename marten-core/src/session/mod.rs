@@ -4,9 +4,10 @@
 //! ([`Lightweight`], [`IdentityMap`], [`DirtyTracking`]).
 //!
 //! One concern per file: `kinds` (the session kinds), `options`, `backend` (what a
-//! backend provides), `parts` (the session and its settings), `writes`, `loads`,
-//! `save_changes`, `query_session`; the state it remembers per document type (known versions, identity
-//! map, dirty tracking) in [`state`]; how often a save is planned and sent again, in
+//! backend provides), `parts` (the session and its settings), `writes`, `patches`
+//! (patches, and deletes by filter), `loads`, `save_changes`, `query_session`; the
+//! state it remembers per document type (known versions, identity map, dirty tracking)
+//! in [`state`]; how often a save is planned and sent again, in
 //! [`attempts`]; the save loop, generic over what makes one attempt, in [`mod@save`].
 
 pub mod attempts;
@@ -15,6 +16,7 @@ mod kinds;
 mod loads;
 mod options;
 mod parts;
+mod patches;
 mod query_session;
 pub mod save;
 mod save_changes;
@@ -22,10 +24,11 @@ pub mod state;
 mod writes;
 
 pub use attempts::{AttemptEnd, Next, SaveAttempts, MAX_SAVE_ATTEMPTS};
-pub use backend::{Backend, DocumentBackend, Loaded, QueryBackend};
+pub use backend::{Backend, DocumentBackend, Loaded, PatchBackend, QueryBackend};
 pub use kinds::{DirtyTracking, IdentityMap, Lightweight, Tracking};
 pub use options::{EventMeta, SessionOptions};
 pub use parts::{Parts, Session};
+pub use patches::Patching;
 pub use query_session::QuerySession;
 pub use save::{save, SaveBackend};
 pub use state::{DirtyQueue, DocState, SessionState, Tracked};

@@ -55,6 +55,7 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         let parts = self.parts_mut();
         B::clear(&mut parts.queue);
         parts.boundaries.clear();
+        parts.state.finish_save(false);
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`DirtyQueue::queue_dirty`].
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::concurrency::VersionOf;
@@ -41,6 +41,10 @@ pub struct DocState<D: Document> {
     pub identity: HashMap<D::Id, Arc<[u8]>>,
     /// Dirty tracking: documents owned by the session.
     pub tracked: HashMap<D::Id, Tracked<D>>,
+    /// Ids whose known version an operation queued for the pending save already asserts:
+    /// a later write or patch of the same id in that save (one transaction, after it)
+    /// asserts nothing more, as the version it knew has moved by then.
+    pub asserted: HashSet<D::Id>,
     /// New snapshots to take when the save in flight commits.
     pending_snapshots: Vec<(D::Id, Vec<u8>)>,
 }
@@ -51,6 +55,7 @@ impl<D: Document> Default for DocState<D> {
             versions: HashMap::new(),
             identity: HashMap::new(),
             tracked: HashMap::new(),
+            asserted: HashSet::new(),
             pending_snapshots: Vec::new(),
         }
     }
@@ -77,6 +82,20 @@ impl<D: Document> DocState<D> {
             }
         }
         Ok(())
+    }
+
+    /// The version to assert for a write or patch of `id` queued now, when the caller
+    /// gave none and the session's checks are on: the known one, unless an operation
+    /// already queued for the pending save asserts it. Marks `id` asserted.
+    pub fn expected_for(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
+        if self.asserted.contains(id) {
+            return None;
+        }
+        let known = self.versions.get(id).copied();
+        if known.is_some() {
+            self.asserted.insert(id.clone());
+        }
+        known
     }
 
     /// The save committed: the flushed serializations are the new snapshots.
@@ -111,6 +130,7 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
     }
 
     fn finish_save(&mut self, committed: bool) {
+        self.asserted.clear();
         if committed {
             self.commit_snapshots();
         } else {

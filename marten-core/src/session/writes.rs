@@ -82,10 +82,13 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         let expected = match expected {
             Some(given) => given,
             None if parts.options.concurrency_checks => {
-                parts.state.doc_state::<D>().versions.get(&id).copied()
+                parts.state.doc_state::<D>().expected_for(&id)
             }
             None => None,
         };
+        if expected.is_some() {
+            parts.state.doc_state::<D>().asserted.insert(id.clone());
+        }
         B::queue_write(&mut parts.queue, kind, id.clone(), json, expected);
         Ok(id)
     }

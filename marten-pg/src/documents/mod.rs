@@ -1,17 +1,21 @@
 //! Document storage: one storage type per concurrency mode (binding parameters, reading
 //! versions; the SQL text is in [`crate::tables::documents`]), the write batches a
-//! unit of work sends, and bulk inserts with binary `COPY` (`bulk`).
+//! unit of work sends, patches (`patch`) and deletes by filter (`delete_where`) with the
+//! rendered filter they take (`condition`), and bulk inserts with binary `COPY` (`bulk`).
 //!
 //! May use: the unit of work (its queue and `Operation`), schema, connection, error map,
 //! tables and leaf helpers; never events, projections, the store, sessions or the daemon.
 
 pub(crate) mod bulk;
+pub(crate) mod condition;
 mod delete_batch;
+pub(crate) mod delete_where;
 pub(crate) mod load;
 mod migrate;
 mod numeric;
 mod off;
 mod optimistic;
+pub(crate) mod patch;
 mod queue;
 mod serialize;
 pub(crate) mod storage;

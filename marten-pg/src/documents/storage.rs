@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::{ColumnDef, TableDef};
-use crate::tables::documents::{table_def as table_def_of, BulkSql, ReadSql, Scope, WriteSql};
+use crate::tables::documents::{
+    table_def as table_def_of, BulkSql, ReadSql, Scope, VersionBump, WriteSql,
+};
 use crate::PgId;
 
 /// A document PostgreSQL can store. Implemented by `#[derive(Document)]`, which selects
@@ -65,6 +67,9 @@ pub trait PgVersion: sealed::Sealed + Sized {
     /// no version column).
     #[doc(hidden)]
     fn param(&self) -> Option<&(dyn ToSql + Sync)>;
+    /// How a patch moves the version.
+    #[doc(hidden)]
+    const BUMP: VersionBump;
 }
 
 impl sealed::Sealed for NoVersion {}
@@ -91,13 +96,15 @@ impl PgVersion for NoVersion {
     fn param(&self) -> Option<&(dyn ToSql + Sync)> {
         None
     }
+
+    const BUMP: VersionBump = VersionBump::None;
 }
 
 /// A version stored in a column of its own (of `$type`): `$version`, whose new writes
-/// store `$fresh` (chosen by the client, or `None`: by the statement), and whose bulk
-/// inserts store `$initial`.
+/// store `$fresh` (chosen by the client, or `None`: by the statement), whose bulk
+/// inserts store `$initial` and which a patch moves by `$bump`.
 macro_rules! column_version {
-    ($version:ty, $type:expr, $fresh:expr, $initial:expr) => {
+    ($version:ty, $type:expr, $fresh:expr, $initial:expr, $bump:expr) => {
         impl sealed::Sealed for $version {}
 
         impl PgVersion for $version {
@@ -128,12 +135,20 @@ macro_rules! column_version {
             fn param(&self) -> Option<&(dyn ToSql + Sync)> {
                 Some(self)
             }
+
+            const BUMP: VersionBump = $bump;
         }
     };
 }
 
-column_version!(Uuid, Type::UUID, Some(Uuid::new_v4()), Uuid::new_v4());
-column_version!(i64, Type::INT8, None, 1);
+column_version!(
+    Uuid,
+    Type::UUID,
+    Some(Uuid::new_v4()),
+    Uuid::new_v4(),
+    VersionBump::Uuid
+);
+column_version!(i64, Type::INT8, None, 1, VersionBump::Revision);
 
 fn read_array<V: FromSqlOwned>(
     row: &Row,

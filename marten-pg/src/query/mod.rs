@@ -8,12 +8,14 @@
 //! - `rows`: decoding result rows into documents;
 //! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
-//! - `source`: [`QuerySource`], the sessions a query runs on (sealed).
+//! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
+//! - `condition`: a filter as the condition of a patch or a delete by filter.
 //!
 //! May use: the store (its catalog, to make sure tables exist), documents, connection,
 //! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
+pub(crate) mod condition;
 mod render;
 mod rows;
 mod run;

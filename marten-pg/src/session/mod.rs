@@ -1,7 +1,8 @@
 //! Sessions on PostgreSQL: marten-core's [`marten_core::session::Session`] with
 //! [`Postgres`] as its backend. The session itself (kinds, identity map, dirty tracking,
 //! known versions, writes, loads and the save loop) is marten-core's; this layer provides
-//! what it needs from the database (`backend`), opens sessions from a store (`open`)
+//! what it needs from the database (`backend`; patches and deletes by filter in
+//! `patch_backend`), opens sessions from a store (`open`)
 //! and the session-facing event API (`events`).
 //!
 //! May use: every layer below (query, store, projections, events, documents, the unit of
@@ -11,6 +12,7 @@ mod backend;
 pub(crate) mod events;
 mod new_ids;
 mod open;
+mod patch_backend;
 
 pub use self::backend::Postgres;
 pub use self::events::{Boundary, Events, Writing};

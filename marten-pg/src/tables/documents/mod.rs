@@ -1,7 +1,9 @@
 //! All SQL text of a document table: its DDL, the reads every mode shares, and (in
 //! `off.rs`, `optimistic.rs`, `numeric.rs`) the writes of each concurrency mode, their
-//! bulk inserts among them (`bulk.rs`). Everything here is built once per document type (the storages keep
-//! it in a static), never per operation.
+//! bulk inserts among them (`bulk.rs`). Everything there is built once per document
+//! type (the storages keep it in a static), never per operation. Patches and deletes by
+//! filter (`patch.rs`) are built per statement: their text depends on the patch's
+//! operations and the filter's shape (never on a value).
 //!
 //! Statements name the table without a schema: each store qualifies a statement's text
 //! once, on first use ([`crate::tables::qualify`]). DDL is schema-qualified.
@@ -18,11 +20,13 @@ mod bulk;
 mod numeric;
 mod off;
 mod optimistic;
+mod patch;
 
 pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
+pub use patch::{by_id, delete_where, patched_data, update, VersionBump};
 
 use marten_core::Tenancy;
 

@@ -1,0 +1,252 @@
+//! Patching and deleting by filter on a session: `patch` (one document by id),
+//! `patch_where` (every document a filter matches), both built with [`Patching`], and
+//! `delete_where`. Each is checked (id, tenant, values) before anything is queued, and
+//! drops the session's cached copies of what it changes so a later load reads the
+//! database.
+
+use serde::Serialize;
+
+use super::backend::PatchBackend;
+use super::kinds::Tracking;
+use super::parts::Session;
+use super::writes::check_id;
+use crate::patch::{Incrementable, ListField, Patch, PatchOp, PatchTarget, Unsettable};
+use crate::query::{Base, Field, Filter, HasFields};
+use crate::tenant::require_tenant;
+use crate::{Document, Error, Result};
+
+/// The field paths of `D`, as a patch operation's field argument receives them.
+type FieldsOf<D> = <D as HasFields>::Fields<D>;
+
+/// A patch being built on a session: chain operations, then [`queue`](Self::queue) it.
+/// Nothing is sent before `save_changes`; a builder dropped without `queue` queues
+/// nothing.
+#[must_use = "a patch is queued only by `.queue()`"]
+pub struct Patching<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> {
+    session: &'s mut Session<B, K>,
+    target: PatchTarget<D>,
+    ops: Vec<PatchOp>,
+    /// The first value that could not be serialized, reported by `queue`.
+    error: Option<Error>,
+}
+
+impl<B: super::Backend, K: Tracking> Session<B, K> {
+    /// Starts a patch of the document `id` of type `D`, applied by the database without
+    /// loading it: `session.patch::<Order>(&id).set(|f| f.status, "paid").queue()?`.
+    ///
+    /// The patch is one statement, sent by `save_changes` with the session's other
+    /// operations in queue order. It moves the stored version and last-modified time;
+    /// when the session knows the document's version (it loaded it) and its
+    /// concurrency checks are on, the save is rejected if that version is no longer the
+    /// stored one (asserted once per save: a later write or patch of the same id in the
+    /// same save follows it in its transaction). A patch of an id that does not exist
+    /// changes nothing and is no error.
+    /// The session forgets its cached copy of the document (identity map, dirty
+    /// tracking), so a later load reads the patched document.
+    pub fn patch<D: Document + HasFields>(&mut self, id: &D::Id) -> Patching<'_, B, K, D>
+    where
+        B: PatchBackend<D>,
+    {
+        Patching::new(self, PatchTarget::Id(id.clone()))
+    }
+
+    /// Starts a patch of every document of type `D` that `filter` matches (of the
+    /// session's tenant, for a conjoined type), applied by the database in one
+    /// statement. Each patched document's version and last-modified time move; no
+    /// version is asserted. The session forgets every cached copy of a `D` (identity map,
+    /// dirty tracking: store a changed tracked document first to keep its changes).
+    pub fn patch_where<D: Document + HasFields>(
+        &mut self,
+        filter: Filter<D>,
+    ) -> Patching<'_, B, K, D>
+    where
+        B: PatchBackend<D>,
+    {
+        Patching::new(self, PatchTarget::Where(filter))
+    }
+
+    /// Queues one statement deleting every document of type `D` that `filter` matches
+    /// (of the session's tenant, for a conjoined type). The session forgets every cached
+    /// copy of a `D`, as [`patch_where`](Self::patch_where) does.
+    pub fn delete_where<D: Document + HasFields>(&mut self, filter: Filter<D>) -> Result<()>
+    where
+        B: PatchBackend<D>,
+    {
+        require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
+        let parts = self.parts_mut();
+        B::queue_delete_where(&mut parts.queue, filter)?;
+        forget_all::<B, D>(&mut parts.state);
+        Ok(())
+    }
+}
+
+/// Forgets every cached copy of a `D` (identity map and dirty tracking).
+fn forget_all<B: PatchBackend<D>, D: Document>(state: &mut super::SessionState<B::Queue>) {
+    let docs = state.doc_state::<D>();
+    docs.identity.clear();
+    docs.tracked.clear();
+}
+
+impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, B, K, D> {
+    fn new(session: &'s mut Session<B, K>, target: PatchTarget<D>) -> Self {
+        Patching {
+            session,
+            target,
+            ops: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Serializes `value`, keeping the first failure for `queue`.
+    fn json<V: Serialize>(&mut self, value: &V) -> serde_json::Value {
+        match serde_json::to_value(value) {
+            Ok(v) => v,
+            Err(source) => {
+                let id = match &self.target {
+                    PatchTarget::Id(id) => id.to_string(),
+                    PatchTarget::Where(_) => "(patch_where)".to_owned(),
+                };
+                self.error.get_or_insert(Error::Serialize {
+                    document_type: D::DOCUMENT_TYPE,
+                    id,
+                    source,
+                });
+                serde_json::Value::Null
+            }
+        }
+    }
+
+    /// Sets a field (nested paths too) to `value`.
+    pub fn set<T: Serialize + 'static>(
+        mut self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        value: impl Into<T>,
+    ) -> Self {
+        let path = field(D::fields_at(Base::root())).path().clone();
+        let value = self.json(&value.into());
+        self.ops.push(PatchOp::Set { path, value });
+        self
+    }
+
+    /// Adds `by` to a number field (integers and floats only; the sum is computed
+    /// exactly by the database, so a float field may differ from Rust's float sum in
+    /// its last digit, and an integer field must not overflow its type).
+    pub fn increment<T: Incrementable>(
+        mut self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        by: T::By,
+    ) -> Self {
+        let path = field(D::fields_at(Base::root())).path().clone();
+        let by = self.json(&by);
+        self.ops.push(PatchOp::Increment { path, by });
+        self
+    }
+
+    fn list_op<T: ListField + 'static>(
+        mut self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        item: T::Item,
+        op: impl FnOnce(crate::query::Path, serde_json::Value) -> PatchOp,
+    ) -> Self {
+        let path = field(D::fields_at(Base::root())).path().clone();
+        let value = self.json(&item);
+        self.ops.push(op(path, value));
+        self
+    }
+
+    /// Appends `item` to a `Vec` field.
+    pub fn append<T: ListField + 'static>(
+        self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        item: impl Into<T::Item>,
+    ) -> Self {
+        self.list_op(field, item.into(), |path, value| PatchOp::Append {
+            path,
+            value,
+            if_missing: false,
+        })
+    }
+
+    /// Appends `item` to a `Vec` field unless an element equal to it (as JSON) is there.
+    pub fn append_if_missing<T: ListField + 'static>(
+        self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        item: impl Into<T::Item>,
+    ) -> Self {
+        self.list_op(field, item.into(), |path, value| PatchOp::Append {
+            path,
+            value,
+            if_missing: true,
+        })
+    }
+
+    /// Removes every element of a `Vec` field equal to `item` (as JSON).
+    pub fn remove<T: ListField + 'static>(
+        self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+        item: impl Into<T::Item>,
+    ) -> Self {
+        self.list_op(field, item.into(), |path, value| PatchOp::Remove {
+            path,
+            value,
+        })
+    }
+
+    /// Sets an `Option` field to `None` (JSON `null`).
+    pub fn unset<T: Unsettable + 'static>(
+        mut self,
+        field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
+    ) -> Self {
+        let path = field(D::fields_at(Base::root())).path().clone();
+        self.ops.push(PatchOp::Unset { path });
+        self
+    }
+
+    /// Queues the patch (nothing, if it has no operation). Fails, queuing nothing, when a
+    /// value could not be serialized or stored, the id is invalid, or `D` is conjoined and
+    /// the session has no tenant ([`Error::TenantRequired`]).
+    pub fn queue(self) -> Result<()> {
+        let Patching {
+            session,
+            target,
+            ops,
+            error,
+        } = self;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if let PatchTarget::Id(id) = &target {
+            check_id::<D>(id)?;
+        }
+        require_tenant(D::TENANCY, B::tenant(session.store_ref()), D::DOCUMENT_TYPE)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let parts = session.parts_mut();
+        let checks = parts.options.concurrency_checks;
+        let docs = parts.state.doc_state::<D>();
+        let expected = match &target {
+            PatchTarget::Id(id) if checks => docs.expected_for(id),
+            _ => None,
+        };
+        let forget = match &target {
+            PatchTarget::Id(id) => Some(id.clone()),
+            PatchTarget::Where(_) => None,
+        };
+        let patch = Patch {
+            target,
+            ops,
+            expected,
+        };
+        B::queue_patch(&mut parts.queue, patch)?;
+        match forget {
+            Some(id) => {
+                let docs = parts.state.doc_state::<D>();
+                docs.identity.remove(&id);
+                docs.tracked.remove(&id);
+            }
+            None => forget_all::<B, D>(&mut parts.state),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! A filter rendered as the condition of a write (a patch or a delete by filter): the
+//! tenant's match first for a conjoined type, then the filter, ANDed so it cannot widen
+//! the tenant's match. Uses `render`.
+
+use marten_core::query::Filter;
+use marten_core::{Result, TenantId};
+
+use super::render::{self, Sql};
+use crate::documents::condition::Condition;
+use crate::documents::conjoined;
+use crate::documents::PgDocument;
+use crate::tables::documents::TENANT_COLUMN;
+use crate::tenant_key::TenantKey;
+
+/// `filter` over the rows `d` of `D`'s table, with its parameters numbered from `$1`;
+/// a conjoined type's rows are matched on `tenant` first. Fails with
+/// [`Error::InvalidQuery`](marten_core::Error::InvalidQuery) for an invalid raw fragment.
+pub(crate) fn condition<D: PgDocument>(
+    filter: &Filter<D>,
+    tenant: Option<&TenantId>,
+) -> Result<Condition> {
+    let mut sql = Sql::default();
+    let mut parts = Vec::with_capacity(2);
+    if conjoined::<D>() {
+        let p = sql.param(Box::new(TenantKey::of(tenant)));
+        parts.push(format!("d.{TENANT_COLUMN} = {p}"));
+    }
+    parts.push(format!(
+        "({})",
+        render::render(filter.node(), "d.data", true, &mut sql, 0)
+    ));
+    let sql = sql.checked()?;
+    Ok(Condition {
+        text: parts.join(" AND "),
+        params: sql.params,
+    })
+}
