@@ -351,6 +351,11 @@ enum Spec {
     CityLe(String),
     ZipGt(i32),
     AnyLine(String, i32),
+    NameOneOf(Vec<String>),
+    NOneOf(Vec<i32>),
+    IdOneOf(Vec<i64>),
+    MaybeOneOf(Vec<Option<String>>),
+    ZipOneOf(Vec<i32>),
     And(Box<Spec>, Box<Spec>),
     Or(Box<Spec>, Box<Spec>),
     Not(Box<Spec>),
@@ -382,6 +387,11 @@ fn spec() -> impl Strategy<Value = Spec> {
         word().prop_map(Spec::CityLe),
         (0..4i32).prop_map(Spec::ZipGt),
         (word(), 0..3i32).prop_map(|(s, q)| Spec::AnyLine(s, q)),
+        prop::collection::vec(word(), 0..4).prop_map(Spec::NameOneOf),
+        prop::collection::vec(-3..4i32, 0..4).prop_map(Spec::NOneOf),
+        prop::collection::vec(0..30i64, 0..6).prop_map(Spec::IdOneOf),
+        prop::collection::vec(prop::option::of(word()), 0..3).prop_map(Spec::MaybeOneOf),
+        prop::collection::vec(0..4i32, 0..3).prop_map(Spec::ZipOneOf),
     ];
     leaf.prop_recursive(3, 12, 2, |inner| {
         prop_oneof![
@@ -415,6 +425,11 @@ fn build(spec: &Spec) -> Filter<Item> {
             let (s, q) = (s.clone(), *q);
             f.lines.any(move |l| l.sku.eq(s).and(l.qty.ge(q)))
         }
+        Spec::NameOneOf(v) => f.name.is_one_of(v.iter().map(String::as_str)),
+        Spec::NOneOf(v) => f.n.is_one_of(v.clone()),
+        Spec::IdOneOf(v) => f.id.is_one_of(v.clone()),
+        Spec::MaybeOneOf(v) => f.maybe.is_one_of(v.clone()),
+        Spec::ZipOneOf(v) => f.inner.zip.is_one_of(v.clone()),
         Spec::And(a, b) => build(a).and(build(b)),
         Spec::Or(a, b) => build(a).or(build(b)),
         Spec::Not(a) => build(a).not(),

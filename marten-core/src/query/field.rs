@@ -68,6 +68,21 @@ impl<R: 'static, T: 'static> Field<R, T> {
         self.compare(CompareOp::Ne, value.into(), |a, b| a != b)
     }
 
+    /// Equal to one of `values` (`= ANY($n)` with one array parameter; on the primary key
+    /// for the id field, on the column for an indexed field). No values match nothing.
+    pub fn is_one_of<V: Into<T>>(&self, values: impl IntoIterator<Item = V>) -> Filter<R>
+    where
+        T: Comparable,
+    {
+        let values: Vec<T> = values.into_iter().map(Into::into).collect();
+        let node = Node::OneOf {
+            path: self.path.clone(),
+            kind: T::KIND,
+            values: values.iter().map(to_json).collect(),
+        };
+        self.filter(node, move |v| values.contains(v))
+    }
+
     /// Greater than `value`.
     pub fn gt(&self, value: impl Into<T>) -> Filter<R>
     where

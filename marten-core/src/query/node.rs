@@ -48,6 +48,15 @@ pub enum Node {
         /// The value, serialized.
         value: serde_json::Value,
     },
+    /// The field equals one of the values (`= ANY(array)`); none matches nothing.
+    OneOf {
+        /// The field.
+        path: Path,
+        /// How to compare.
+        kind: ValueKind,
+        /// The values, serialized.
+        values: Vec<serde_json::Value>,
+    },
     /// A string test.
     Text {
         /// The field.

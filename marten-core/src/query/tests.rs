@@ -300,3 +300,30 @@ fn orders_carry_path_kind_and_direction() {
     assert_eq!(desc.kind, ValueKind::Number);
     assert!(desc.descending);
 }
+
+#[test]
+fn is_one_of_builds_one_node_with_every_value_and_agrees_in_rust() {
+    let f = rating().is_one_of([1, 5, 7]);
+    match f.node() {
+        Node::OneOf { path, kind, values } => {
+            assert_eq!(path.segments, vec!["rating"]);
+            assert_eq!(*kind, ValueKind::Number);
+            assert_eq!(
+                *values,
+                vec![
+                    serde_json::json!(1),
+                    serde_json::json!(5),
+                    serde_json::json!(7)
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(f.matches(&doc()));
+    assert!(!rating().is_one_of([1, 2]).matches(&doc()));
+    assert!(!rating().is_one_of(Vec::<i32>::new()).matches(&doc()));
+    assert!(name().is_one_of(["x", "Ada Lovelace"]).matches(&doc()));
+    assert!(note()
+        .is_one_of([None, Some("n".to_owned())])
+        .matches(&doc()));
+}

@@ -355,3 +355,59 @@ fn a_nul_character_anywhere_in_a_value_makes_the_query_invalid() {
     );
     assert!(sql.invalid.is_none());
 }
+
+#[test]
+fn is_one_of_binds_one_array_typed_like_the_field() {
+    let one_of = |path: Path, kind: ValueKind, values: Vec<serde_json::Value>| {
+        at_root(&Node::OneOf { path, kind, values })
+    };
+    let n = typed_expr("d.data", true, &path(&["n"]), ValueKind::Number);
+    assert_eq!(
+        one_of(path(&["n"]), ValueKind::Number, vec![json!(1), json!(2)]),
+        (
+            format!("coalesce({n} = ANY($1::text[]::numeric[]), false)"),
+            1
+        )
+    );
+    let s = typed_expr("d.data", true, &path(&["s"]), ValueKind::Text);
+    assert_eq!(
+        one_of(path(&["s"]), ValueKind::Text, vec![json!("a")]).0,
+        format!("coalesce({s} = ANY($1::text[]), false)")
+    );
+    assert_eq!(
+        one_of(path(&["o"]), ValueKind::Json, vec![json!(null)]).0,
+        "coalesce((d.data #> '{\"o\"}') = ANY($1::jsonb[]), false)"
+    );
+    // The id field is the primary key, in its own collation.
+    assert_eq!(
+        one_of(
+            with_column(&["id"], "id", "text"),
+            ValueKind::Text,
+            vec![json!("x")]
+        )
+        .0,
+        "(d.id IS NOT NULL AND d.id = ANY($1::text[]::text[]))"
+    );
+    assert_eq!(
+        one_of(with_column(&["name"], "mt_f_name", "text"), ValueKind::Text, vec![]).0,
+        "(d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = ANY($1::text[]::text[]))"
+    );
+    // An `Option` column: `None` is a NULL column.
+    assert_eq!(
+        one_of(
+            with_column(&["w"], "mt_f_w", "bigint"),
+            ValueKind::Json,
+            vec![json!(null), json!(3)]
+        )
+        .0,
+        "(d.mt_f_w IS NULL OR (d.mt_f_w IS NOT NULL AND d.mt_f_w = ANY($1::text[]::bigint[])))"
+    );
+    let mut sql = Sql::default();
+    let nul = Node::OneOf {
+        path: path(&["s"]),
+        kind: ValueKind::Text,
+        values: vec![json!("a\u{0}")],
+    };
+    render(&nul, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+}

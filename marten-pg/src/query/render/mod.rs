@@ -8,12 +8,14 @@
 //! - `expr`: expressions for a field path (`#>`, `#>>`, typed and duplicated columns);
 //! - `nul`: refusing values PostgreSQL cannot hold (NUL characters);
 //! - `placeholders`: the scanner that renumbers a raw fragment's `$n`;
+//! - `one_of`: rendering `is_one_of` as `= ANY($n)` with one array parameter;
 //! - `raw`: rendering a raw fragment and its parameters;
 //! - `node`: rendering each kind of [`Node`](marten_core::query::Node).
 
 mod expr;
 mod node;
 mod nul;
+mod one_of;
 mod placeholders;
 mod raw;
 mod sql;

@@ -1,0 +1,190 @@
+//! Richer typed queries against PostgreSQL: `is_one_of` (on the primary key, on an
+//! indexed column with `EXPLAIN` on 20,000 rows, on `jsonb`), typed `where_sql`
+//! parameters, aggregates and selecting into another shape; each on a conjoined type,
+//! where two tenants with the same ids see only their own rows.
+
+mod common;
+
+use common::{builder, ok};
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Invoice {
+    id: i64,
+    #[document(index)]
+    customer: String,
+    total: i64,
+    rate: f64,
+    note: Option<String>,
+}
+
+fn invoice(id: i64, customer: &str, total: i64) -> Invoice {
+    Invoice {
+        id,
+        customer: customer.into(),
+        total,
+        rate: total as f64 / 4.0,
+        note: (total % 2 == 0).then(|| format!("n{total}")),
+    }
+}
+
+/// A store with `Invoice`, and the same ids 1..=4 under tenants "red" (totals 10, 20,
+/// 30, 40 for customers a, b, a, c) and "blue" (totals 1000.. for customers x, y).
+async fn seeded(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
+    let store = ok(b.document::<Invoice>().build().await);
+    let mut red = ok(store.lightweight_session_for("red"));
+    for (id, c) in [(1, "a"), (2, "b"), (3, "a"), (4, "c")] {
+        ok(red.store(invoice(id, c, id * 10)));
+    }
+    ok(red.save_changes().await);
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    for (id, c) in [(1, "x"), (2, "y"), (3, "x"), (4, "y")] {
+        ok(blue.store(invoice(id, c, 1000 + id)));
+    }
+    ok(blue.save_changes().await);
+    (schema, store)
+}
+
+fn ids(found: &[Invoice]) -> Vec<i64> {
+    found.iter().map(|i| i.id).collect()
+}
+
+#[tokio::test]
+async fn is_one_of_per_tenant_on_the_id_a_column_and_jsonb() {
+    let (_schema, store) = seeded("agg_one_of").await;
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    let q = red
+        .query::<Invoice>()
+        .filter(|f| f.id.is_one_of([1, 3, 99]));
+    let sql = q.to_sql();
+    assert!(
+        sql.contains("d.tenant_id = $1") && sql.contains("d.id = ANY($2::text[]::bigint[])"),
+        "the tenant first, then the ids on the primary key: {sql}"
+    );
+    let found = ok(q.order_by(|f| f.id.asc()).to_list().await);
+    assert_eq!(ids(&found), [1, 3]);
+    assert!(found.iter().all(|i| i.total < 1000), "only red's rows");
+    let found = ok(blue
+        .query::<Invoice>()
+        .filter(|f| f.id.is_one_of([1, 3, 99]))
+        .order_by(|f| f.id.asc())
+        .to_list()
+        .await);
+    assert_eq!(
+        found.iter().map(|i| i.total).collect::<Vec<_>>(),
+        [1001, 1003]
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.customer.is_one_of(["a", "c", "x"]))
+            .count()
+            .await),
+        3
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.total.is_one_of([20, 40, 1002]))
+            .count()
+            .await),
+        2
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.note.is_one_of([None, Some("n20".to_owned())]))
+            .count()
+            .await),
+        1,
+        "odd totals have no note, and red's totals are all even"
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.id.is_one_of(Vec::<i64>::new()))
+            .count()
+            .await),
+        0
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.customer.is_one_of(["a"]).not())
+            .count()
+            .await),
+        2
+    );
+    let mut none = store.query_session();
+    assert!(matches!(
+        none.query::<Invoice>()
+            .filter(|f| f.id.is_one_of([1]))
+            .to_list()
+            .await,
+        Err(marten::Error::TenantRequired { .. })
+    ));
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Customer {
+    id: Uuid,
+    #[document(index)]
+    region: String,
+}
+
+#[tokio::test]
+async fn is_one_of_on_an_indexed_field_and_on_the_id_uses_the_index() {
+    let (schema, b) = builder("agg_one_of_explain");
+    let store = ok(b.document::<Customer>().build().await);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "INSERT INTO mt_doc_customer (id, data) SELECT u, jsonb_build_object('id', u, 'region', 'r' || (i % 1000)) \
+         FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, 20000) AS i) s; ANALYZE mt_doc_customer",
+    )
+    .await
+    .expect("seed 20,000 rows");
+    let ids: Vec<Uuid> = raw
+        .query("SELECT id FROM mt_doc_customer ORDER BY id LIMIT 3", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut s = store.query_session();
+    let regions = ["r7", "r42", "r999"];
+    let q = s
+        .query::<Customer>()
+        .filter(|f| f.region.is_one_of(regions));
+    let sql = q.to_sql();
+    assert_eq!(ok(q.count().await), 60);
+    let plan = explain(&raw, &sql, &regions.map(String::from)).await;
+    assert!(
+        plan.contains("mt_doc_customer_idx_region"),
+        "is_one_of on an indexed field uses its index: {plan}"
+    );
+    let q = s
+        .query::<Customer>()
+        .filter(|f| f.id.is_one_of(ids.clone()));
+    let sql = q.to_sql();
+    assert_eq!(ok(q.count().await), 3);
+    let texts: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let plan = explain(&raw, &sql, &texts).await;
+    assert!(
+        plan.contains("mt_doc_customer_pkey"),
+        "is_one_of on the id uses the primary key: {plan}"
+    );
+}
+
+/// The plan of a statement whose one parameter is a `text[]`.
+async fn explain(raw: &tokio_postgres::Client, sql: &str, values: &[String]) -> String {
+    let rows = raw
+        .query(&format!("EXPLAIN {sql}"), &[&values])
+        .await
+        .expect("explain");
+    let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    lines.join("\n")
+}
