@@ -81,6 +81,7 @@ pub mod query {
         Collection, Comparable, ContainsOp, Field, Filter, HasFields, OptionField, Order,
         Orderable, RawParam, TextField, ValueKind,
     };
+    pub use marten_pg::{SqlParam, SqlParams};
 }
 
 /// The projection engine's pure fold over owned state.

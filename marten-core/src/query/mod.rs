@@ -27,7 +27,7 @@ mod path;
 pub use bounds::{Collection, Comparable, ContainsOp, OptionField, Orderable, Test, TextField};
 pub use field::Field;
 pub use filter::Filter;
-pub use node::{CompareOp, Node, RawParam, TextOp, ValueKind};
+pub use node::{BackendParam, CompareOp, Node, RawParam, TextOp, ValueKind};
 pub use order::Order;
 pub use path::{Base, Getter, HasFields, Path};
 

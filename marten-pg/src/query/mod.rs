@@ -4,6 +4,7 @@
 //! `marten_pg::query`:
 //! - `spec`: [`QuerySpec`], a query's definition (filters, order, skip, take);
 //! - `statement`: the SELECT and count statements of a spec;
+//! - `params`: [`SqlParam`] and [`SqlParams`], the typed parameters of `where_sql`;
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
 //! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
@@ -14,6 +15,7 @@
 //! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
+mod params;
 mod render;
 mod rows;
 mod run;
@@ -22,6 +24,7 @@ mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
+pub use params::{SqlParam, SqlParams};
 pub use run::{Page, Query};
 pub use source::QuerySource;
 pub use spec::QuerySpec;

@@ -8,10 +8,11 @@ use std::marker::PhantomData;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use marten_core::query::{Filter, HasFields, Order, RawParam};
+use marten_core::query::{Filter, HasFields, Order};
 use marten_core::{Error, Result};
 use tracing::Instrument;
 
+use super::params::SqlParams;
 use super::render::Sql;
 use super::rows::{decode, decode_at, reading};
 use super::spec::QuerySpec;
@@ -59,7 +60,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// See [`QuerySpec::where_sql`].
-    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
+    pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
         self.spec = self.spec.where_sql(sql, params);
         self
     }

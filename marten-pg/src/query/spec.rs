@@ -2,10 +2,11 @@
 //! skip, take) and its builder methods. Its statements are built in `statement`. Uses
 //! the typed filters and orders of `marten_core::query`.
 
-use marten_core::query::{Base, Filter, HasFields, Order, RawParam};
+use marten_core::query::{Base, Filter, HasFields, Order};
 use marten_core::tenant::require_tenant;
 use marten_core::Result;
 
+use super::params::SqlParams;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
 use crate::tenant_key::TenantKey;
@@ -58,11 +59,14 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         self
     }
 
-    /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment; cast
-    /// each to its type, e.g. `$1::bigint`, matching the [`RawParam`] given). The document
-    /// is `d.data` (`jsonb`), its id `d.id`.
-    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
-        self.filters.push(Filter::raw(sql, params));
+    /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment): a
+    /// tuple of typed values (any `ToSql`: `(since, vec![1i64, 2])`), a `Vec<SqlParam>`,
+    /// `()`, or a `Vec<RawParam>` (cast each placeholder to its type, e.g. `$1::bigint`).
+    /// The document is `d.data` (`jsonb`), its id `d.id`. On a conjoined type the tenant's
+    /// match comes first and binds `$1` of the statement; the fragment's placeholders are
+    /// renumbered after it.
+    pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
+        self.filters.push(Filter::raw(sql, params.into_params()));
         self
     }
 

@@ -411,3 +411,37 @@ fn is_one_of_binds_one_array_typed_like_the_field() {
     render(&nul, "d.data", true, &mut sql, 0);
     assert!(sql.check().is_err());
 }
+
+#[test]
+fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
+    use super::PgValue;
+    let node = Node::Raw {
+        sql: "d.id = ANY($1) AND $2 > now()".into(),
+        params: vec![
+            RawParam::Backend(PgValue::param(vec![1i64, 2])),
+            RawParam::Backend(PgValue::param(time::OffsetDateTime::UNIX_EPOCH)),
+        ],
+    };
+    let mut sql = Sql::default();
+    sql.param(Box::new("tenant"));
+    let text = render(&node, "d.data", true, &mut sql, 0);
+    assert_eq!(text, "(d.id = ANY($2) AND $3 > now())");
+    assert_eq!(sql.params.len(), 3);
+    assert!(sql.check().is_ok());
+    let nul = Node::Raw {
+        sql: "$1".into(),
+        params: vec![RawParam::Backend(PgValue::param("a\u{0}".to_owned()))],
+    };
+    let mut sql = Sql::default();
+    render(&nul, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+    let foreign = Node::Raw {
+        sql: "$1".into(),
+        params: vec![RawParam::Backend(marten_core::query::BackendParam::new(
+            1u8, "u8",
+        ))],
+    };
+    let mut sql = Sql::default();
+    render(&foreign, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+}

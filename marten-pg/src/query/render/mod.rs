@@ -5,6 +5,7 @@
 //!
 //! Parts, each using only the ones above it:
 //! - `sql`: [`Sql`], the text and parameters being built;
+//! - `backend_value`: typed (`ToSql`) raw parameters carried through the syntax tree;
 //! - `expr`: expressions for a field path (`#>`, `#>>`, typed and duplicated columns);
 //! - `nul`: refusing values PostgreSQL cannot hold (NUL characters);
 //! - `placeholders`: the scanner that renumbers a raw fragment's `$n`;
@@ -12,6 +13,7 @@
 //! - `raw`: rendering a raw fragment and its parameters;
 //! - `node`: rendering each kind of [`Node`](marten_core::query::Node).
 
+mod backend_value;
 mod expr;
 mod node;
 mod nul;
@@ -20,6 +22,7 @@ mod placeholders;
 mod raw;
 mod sql;
 
+pub(crate) use backend_value::PgValue;
 pub(crate) use expr::typed_expr;
 pub(crate) use node::render;
 pub(crate) use sql::Sql;
