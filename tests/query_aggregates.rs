@@ -265,3 +265,194 @@ async fn where_sql_takes_typed_parameters_after_the_tenant() {
         "{nul:?}"
     );
 }
+
+#[tokio::test]
+async fn aggregates_of_the_filtered_set_per_tenant() {
+    use marten::QuerySpec;
+    let (_schema, store) = seeded("agg_aggregates").await;
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    assert_eq!(ok(red.query::<Invoice>().sum(|f| f.total).await), Some(100));
+    assert_eq!(
+        ok(blue.query::<Invoice>().sum(|f| f.total).await),
+        Some(4010)
+    );
+    let q = red.query::<Invoice>().filter(|f| f.customer.eq("a"));
+    let sql = q.to_sql();
+    assert!(sql.contains("d.tenant_id = $1"), "{sql}");
+    assert_eq!(ok(q.sum(|f| f.total).await), Some(40));
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .filter(|f| f.customer.eq("a"))
+            .avg(|f| f.total)
+            .await),
+        Some(20.0)
+    );
+    assert_eq!(ok(red.query::<Invoice>().sum(|f| f.rate).await), Some(25.0));
+    assert_eq!(
+        ok(red.query::<Invoice>().min(|f| f.customer).await).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        ok(blue.query::<Invoice>().max(|f| f.customer).await).as_deref(),
+        Some("y")
+    );
+    assert_eq!(ok(red.query::<Invoice>().max(|f| f.id).await), Some(4));
+    assert_eq!(
+        ok(red.query::<Invoice>().count_distinct(|f| f.customer).await),
+        3
+    );
+    assert_eq!(
+        ok(blue.query::<Invoice>().count_distinct(|f| f.note).await),
+        2,
+        "blue's odd totals have no note, and None is no value"
+    );
+    // The empty set: None, and zero distinct values.
+    fn none(s: &mut QuerySession) -> marten::Query<'_, QuerySession, Invoice> {
+        s.query::<Invoice>().filter(|f| f.total.gt(5000))
+    }
+    assert_eq!(ok(none(&mut red).sum(|f| f.total).await), None);
+    assert_eq!(ok(none(&mut red).avg(|f| f.rate).await), None);
+    assert_eq!(ok(none(&mut red).min(|f| f.customer).await), None);
+    assert_eq!(ok(none(&mut red).count_distinct(|f| f.id).await), 0);
+    // In a batch, with the other queries, per tenant.
+    let mut batch = blue.batch();
+    let sum = batch.aggregate(
+        QuerySpec::<Invoice>::new().filter(|f| f.id.is_one_of([1, 2])),
+        |f| f.total.sum(),
+    );
+    let max = batch.aggregate(QuerySpec::<Invoice>::new(), |f| f.rate.max());
+    let results = ok(batch.execute().await);
+    assert_eq!(ok(results.get(sum)), Some(2003));
+    assert_eq!(ok(results.get(max)), Some(1004.0 / 4.0));
+    let mut untenanted = store.query_session();
+    assert!(matches!(
+        untenanted.query::<Invoice>().sum(|f| f.total).await,
+        Err(marten::Error::TenantRequired { .. })
+    ));
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Big {
+    id: i64,
+    n: i64,
+}
+
+#[tokio::test]
+async fn a_sum_beyond_its_type_is_a_typed_error() {
+    let (_schema, b) = builder("agg_overflow");
+    let store = ok(b.document::<Big>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.store(Big { id: 1, n: i64::MAX }));
+    ok(s.store(Big { id: 2, n: i64::MAX }));
+    ok(s.save_changes().await);
+    match s.query::<Big>().sum(|f| f.n).await {
+        Err(marten::Error::CorruptData { owner, detail, .. }) => {
+            assert_eq!(owner, "Big");
+            assert!(detail.contains("aggregate"), "{detail}");
+        }
+        other => panic!("expected CorruptData, got {other:?}"),
+    }
+    assert_eq!(ok(s.query::<Big>().max(|f| f.n).await), Some(i64::MAX));
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct Summary {
+    customer: String,
+    total: i64,
+}
+
+#[tokio::test]
+async fn select_returns_chosen_fields_per_tenant() {
+    let (schema, store) = seeded("agg_select").await;
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    let q = red
+        .query::<Invoice>()
+        .filter(|f| f.total.ge(20))
+        .order_by(|f| f.total.desc())
+        .take(2)
+        .select(|f| (f.customer, f.total));
+    let sql = q.to_sql();
+    assert!(
+        sql.starts_with("SELECT jsonb_build_array(") && sql.contains("d.tenant_id = $1"),
+        "only the chosen fields, on the tenant's rows: {sql}"
+    );
+    let rows: Vec<(String, i64)> = ok(q.to_list().await);
+    assert_eq!(rows, [("c".to_owned(), 40), ("a".to_owned(), 30)]);
+    let names: Vec<String> = ok(blue
+        .query::<Invoice>()
+        .order_by(|f| f.id.asc())
+        .select(|f| f.customer)
+        .to_list()
+        .await);
+    assert_eq!(names, ["x", "y", "x", "y"]);
+    let notes: Vec<(i64, Option<String>)> = ok(blue
+        .query::<Invoice>()
+        .filter(|f| f.id.is_one_of([1, 2]))
+        .order_by(|f| f.id.asc())
+        .select(|f| (f.id, f.note))
+        .to_list()
+        .await);
+    assert_eq!(notes, [(1, None), (2, Some("n1002".to_owned()))]);
+    let summary: Option<Summary> = ok(red
+        .query::<Invoice>()
+        .filter(|f| f.id.eq(2))
+        .select_into::<Summary, _>(|f| (f.customer, f.total))
+        .single()
+        .await);
+    assert_eq!(
+        summary,
+        Some(Summary {
+            customer: "b".into(),
+            total: 20
+        })
+    );
+    let first = ok(red
+        .query::<Invoice>()
+        .order_by(|f| f.customer.desc())
+        .select(|f| f.id)
+        .first()
+        .await);
+    assert_eq!(first, Some(4));
+
+    // Only the chosen fields are read: a row whose other field no longer fits the type
+    // still selects, and a chosen field that does not fit names the document.
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "UPDATE mt_doc_invoice SET data = jsonb_set(data, '{total}', '\"oops\"') \
+         WHERE tenant_id = 'red' AND id = 4",
+        &[],
+    )
+    .await
+    .expect("corrupt one total");
+    assert!(red.query::<Invoice>().to_list().await.is_err());
+    let customers: Vec<String> = ok(red
+        .query::<Invoice>()
+        .order_by(|f| f.id.asc())
+        .select(|f| f.customer)
+        .to_list()
+        .await);
+    assert_eq!(customers, ["a", "b", "a", "c"]);
+    match red
+        .query::<Invoice>()
+        .select(|f| (f.id, f.total))
+        .to_list()
+        .await
+    {
+        Err(marten::Error::Deserialize {
+            document_type, id, ..
+        }) => assert_eq!((document_type, id.as_str()), ("Invoice", "4")),
+        other => panic!("expected Deserialize, got {other:?}"),
+    }
+    let mut untenanted = store.query_session();
+    assert!(matches!(
+        untenanted
+            .query::<Invoice>()
+            .select(|f| f.id)
+            .to_list()
+            .await,
+        Err(marten::Error::TenantRequired { .. })
+    ));
+}

@@ -7,7 +7,9 @@
 //! - `params`: [`SqlParam`] and [`SqlParams`], the typed parameters of `where_sql`;
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
-//! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
+//! - `run`: [`Query`], running or streaming a spec on a session, its aggregates, and
+//!   [`Page`];
+//! - `select`: [`Selected`], a query returning some fields of each match;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed).
 //!
@@ -19,6 +21,7 @@ mod params;
 mod render;
 mod rows;
 mod run;
+mod select;
 pub(crate) mod source;
 mod spec;
 mod statement;
@@ -26,6 +29,7 @@ mod statement;
 pub use batch::{BatchItem, BatchResults, QueryBatch};
 pub use params::{SqlParam, SqlParams};
 pub use run::{Page, Query};
+pub use select::Selected;
 pub use source::QuerySource;
 pub use spec::QuerySpec;
 

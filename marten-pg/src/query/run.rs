@@ -1,6 +1,8 @@
 //! [`Query`]: a [`QuerySpec`] run on a session — its builder methods, and `to_list`,
-//! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]) and `stream` (rows
-//! decoded as they arrive, the connection's request held as long as the stream lives).
+//! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]), `stream` (rows
+//! decoded as they arrive, the connection's request held as long as the stream lives),
+//! and the aggregates of the matches (`aggregate`, `sum`, `avg`, `min`, `max`,
+//! `count_distinct`; in this module so that compiler messages name them `Query::sum`).
 //! Uses `spec`, `statement`, `rows`, `render`, the session's [`QuerySource`] and the
 //! crate's `connection` timeouts.
 
@@ -8,13 +10,17 @@ use std::marker::PhantomData;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use marten_core::query::{Filter, HasFields, Order};
+use marten_core::query::{
+    Aggregation, Base, Comparable, Field, Filter, HasFields, NumericField, Order, Orderable,
+};
 use marten_core::{Error, Result};
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::params::SqlParams;
+use super::render::aggregate_expr;
 use super::render::Sql;
-use super::rows::{decode, decode_at, reading};
+use super::rows::{decode, decode_aggregate, decode_at, reading};
 use super::spec::QuerySpec;
 use super::QuerySource;
 use crate::documents::PgDocument;
@@ -94,7 +100,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.scope_to(store)
     }
 
-    async fn rows(mut self) -> Result<Vec<tokio_postgres::Row>> {
+    pub(super) async fn rows(mut self) -> Result<Vec<tokio_postgres::Row>> {
         self.scoped()?;
         let sql = self.spec.select(true).checked()?;
         self.fetch(sql).await
@@ -240,5 +246,62 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
                 }
             });
         Ok(stream.boxed())
+    }
+
+    // ---- aggregates of the matches (one statement, one row) ----
+
+    /// Computes an aggregate of the matches (`|f| f.total.sum()`); skip, take and order
+    /// do not apply. `None` (for `sum`, `avg`, `min`, `max`) when no match has a value.
+    pub async fn aggregate<Out: DeserializeOwned>(
+        mut self,
+        f: impl FnOnce(D::Fields<D>) -> Aggregation<D, Out>,
+    ) -> Result<Out> {
+        let agg = f(D::fields_at(Base::root()));
+        self.scoped()?;
+        let expr = aggregate_expr(agg.op, &agg.path, agg.kind);
+        let sql = self.spec.aggregate_sql(&expr).checked()?;
+        let rows = self.fetch(sql).await?;
+        decode_aggregate::<D, Out>(&rows)
+    }
+
+    /// The sum of a numeric field over the matches (`None` when none has a value).
+    pub async fn sum<T: NumericField>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T::Sum>> {
+        self.aggregate(|fields| f(fields).sum()).await
+    }
+
+    /// The mean of a numeric field over the matches (`None` when none has a value).
+    pub async fn avg<T: NumericField>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<f64>> {
+        self.aggregate(|fields| f(fields).avg()).await
+    }
+
+    /// The least value of a field over the matches (`None` without any).
+    pub async fn min<T: Orderable + DeserializeOwned + Clone>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T>> {
+        self.aggregate(|fields| f(fields).min()).await
+    }
+
+    /// The greatest value of a field over the matches (`None` without any).
+    pub async fn max<T: Orderable + DeserializeOwned + Clone>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T>> {
+        self.aggregate(|fields| f(fields).max()).await
+    }
+
+    /// How many distinct values a field has over the matches (`None` of an `Option`
+    /// field is no value).
+    pub async fn count_distinct<T: Comparable>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<i64> {
+        self.aggregate(|fields| f(fields).count_distinct()).await
     }
 }

@@ -25,6 +25,9 @@ pub struct QuerySpec<D> {
     pub(super) with_total: bool,
     /// The tenant of the session the query runs on (set when it is run).
     pub(super) tenant: Option<TenantKey>,
+    /// What each row returns instead of the document (a `jsonb` expression over `d`
+    /// selecting some fields), for a selection.
+    pub(super) shape: Option<String>,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -36,6 +39,7 @@ impl<D> Default for QuerySpec<D> {
             take: None,
             with_total: false,
             tenant: None,
+            shape: None,
         }
     }
 }

@@ -445,3 +445,32 @@ fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
     render(&foreign, "d.data", true, &mut sql, 0);
     assert!(sql.check().is_err());
 }
+
+#[test]
+fn aggregates_are_one_jsonb_value_on_the_typed_expression() {
+    use marten_core::query::AggregationOp as Op;
+    let n = typed_expr("d.data", true, &path(&["n"]), ValueKind::Number);
+    let agg = |op, p: Path, kind| super::aggregate_expr(op, &p, kind);
+    assert_eq!(
+        agg(Op::Sum, path(&["n"]), ValueKind::Number),
+        format!("coalesce(to_jsonb(sum({n})), 'null'::jsonb)")
+    );
+    assert_eq!(
+        agg(Op::Avg, path(&["n"]), ValueKind::Number),
+        format!("coalesce(to_jsonb(avg({n})::float8), 'null'::jsonb)")
+    );
+    assert!(agg(Op::Min, path(&["b"]), ValueKind::Bool).contains("bool_and("));
+    assert!(agg(Op::Max, path(&["b"]), ValueKind::Bool).contains("bool_or("));
+    assert_eq!(
+        agg(
+            Op::Max,
+            with_column(&["id"], "id", "bigint"),
+            ValueKind::Number
+        ),
+        "coalesce(to_jsonb(max(d.id)), 'null'::jsonb)"
+    );
+    assert_eq!(
+        agg(Op::CountDistinct, path(&["o"]), ValueKind::Json),
+        "coalesce(to_jsonb(count(DISTINCT NULLIF((d.data #> '{\"o\"}'), 'null'::jsonb))), 'null'::jsonb)"
+    );
+}
