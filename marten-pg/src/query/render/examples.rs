@@ -474,3 +474,21 @@ fn aggregates_are_one_jsonb_value_on_the_typed_expression() {
         "coalesce(to_jsonb(count(DISTINCT NULLIF((d.data #> '{\"o\"}'), 'null'::jsonb))), 'null'::jsonb)"
     );
 }
+
+#[test]
+fn a_selection_is_a_value_an_array_or_an_object_of_the_fields() {
+    use super::{shape_expr, Shape};
+    let paths = [path(&["name"]), path(&["a", "it's"])];
+    assert_eq!(
+        shape_expr(&paths[..1], Shape::Single),
+        "coalesce((d.data #> '{\"name\"}'), 'null'::jsonb)"
+    );
+    assert_eq!(
+        shape_expr(&paths, Shape::Array),
+        "jsonb_build_array((d.data #> '{\"name\"}'), (d.data #> '{\"a\",\"it''s\"}'))"
+    );
+    assert_eq!(
+        shape_expr(&paths, Shape::Object),
+        "jsonb_build_object('name', (d.data #> '{\"name\"}'), 'it''s', (d.data #> '{\"a\",\"it''s\"}'))"
+    );
+}
