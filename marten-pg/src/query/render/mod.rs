@@ -38,3 +38,6 @@ mod tests;
 
 #[cfg(test)]
 mod examples;
+
+#[cfg(test)]
+mod feature_examples;
