@@ -82,7 +82,8 @@ pub mod query {
         Filter, HasFields, NumericField, OptionField, Order, Orderable, RawParam, TextField,
         ValueKind,
     };
-    pub use marten_pg::{SqlParam, SqlParams};
+    pub use marten_pg::query::param;
+    pub use marten_pg::SqlParams;
 }
 
 /// The projection engine's pure fold over owned state.

@@ -191,7 +191,7 @@ async fn explain(raw: &tokio_postgres::Client, sql: &str, values: &[String]) -> 
 
 #[tokio::test]
 async fn where_sql_takes_typed_parameters_after_the_tenant() {
-    use marten::query::{RawParam, SqlParam};
+    use marten::query::{param, RawParam};
     let (_schema, store) = seeded("agg_where_sql").await;
     let mut red = ok(store.query_session_for("red"));
     let mut blue = ok(store.query_session_for("blue"));
@@ -226,8 +226,8 @@ async fn where_sql_takes_typed_parameters_after_the_tenant() {
     );
     // Mixed lists and the older enum still work.
     let mixed = vec![
-        SqlParam::new(vec!["a".to_owned(), "c".to_owned()]),
-        SqlParam::raw(RawParam::Int(15)),
+        param(vec!["a".to_owned(), "c".to_owned()]),
+        RawParam::Int(15),
     ];
     assert_eq!(
         ok(red

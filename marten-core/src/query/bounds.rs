@@ -60,7 +60,7 @@ pub trait NumericField: Comparable {
     /// `f64` for floats).
     type Sum: DeserializeOwned + Send + 'static;
     /// The sum in Rust (`None` without any value).
-    fn sum_of<'a>(values: &mut dyn Iterator<Item = &'a Self>) -> Option<Self::Sum>;
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<Self::Sum>;
     /// The value as a float (`None` for an `Option`'s `None`).
     fn to_f64(&self) -> Option<f64>;
 }
@@ -69,7 +69,7 @@ macro_rules! numeric {
     ($sum:ty: $($t:ty),*) => {$(
         impl NumericField for $t {
             type Sum = $sum;
-            fn sum_of<'a>(values: &mut dyn Iterator<Item = &'a Self>) -> Option<$sum> {
+            fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<$sum> {
                 values.fold(None, |acc, v| Some(acc.unwrap_or_default() + <$sum>::from(*v)))
             }
             #[allow(clippy::cast_precision_loss, clippy::cast_lossless)]
@@ -86,7 +86,7 @@ numeric!(f64: f32, f64);
 
 impl<T: NumericField> NumericField for Option<T> {
     type Sum = T::Sum;
-    fn sum_of<'a>(values: &mut dyn Iterator<Item = &'a Self>) -> Option<T::Sum> {
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<T::Sum> {
         T::sum_of(&mut values.filter_map(Option::as_ref))
     }
     fn to_f64(&self) -> Option<f64> {

@@ -4,7 +4,7 @@
 //! `marten_pg::query`:
 //! - `spec`: [`QuerySpec`], a query's definition (filters, order, skip, take);
 //! - `statement`: the SELECT and count statements of a spec;
-//! - `params`: [`SqlParam`] and [`SqlParams`], the typed parameters of `where_sql`;
+//! - `params`: [`param`] and [`SqlParams`], the typed parameters of `where_sql`;
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
 //! - `run`: [`Query`], running or streaming a spec on a session, its aggregates, and
@@ -27,7 +27,7 @@ mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
-pub use params::{SqlParam, SqlParams};
+pub use params::{param, SqlParams};
 pub use run::{Page, Query};
 pub use select::Selected;
 pub use source::QuerySource;

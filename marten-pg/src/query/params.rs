@@ -1,36 +1,27 @@
-//! The parameters of a raw SQL condition (`where_sql`): [`SqlParam`], one typed value
-//! (any `ToSql`: timestamps, arrays, numerics, ..), and [`SqlParams`], what `where_sql`
-//! takes: a tuple of `ToSql` values, a `Vec<SqlParam>`, `()`, or the older
-//! `Vec<RawParam>`. Uses `render`'s [`PgValue`].
+//! The parameters of a raw SQL condition (`where_sql`): [`param`], one typed value (any
+//! `ToSql`: timestamps, arrays, numerics, ..) as a [`RawParam`], and [`SqlParams`], what
+//! `where_sql` takes: a tuple of `ToSql` values, `()`, or a `Vec<RawParam>` (typed values
+//! made with [`param`], untyped ones). Uses `render`'s [`PgValue`].
 
 use marten_core::query::RawParam;
 use tokio_postgres::types::ToSql;
 
 use super::render::PgValue;
 
-/// One parameter of a raw SQL condition: any value tokio-postgres can send
-/// (`SqlParam::new(time::OffsetDateTime::now_utc())`, `SqlParam::new(vec![1i64, 2])`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SqlParam(RawParam);
-
-impl SqlParam {
-    /// A typed parameter; PostgreSQL checks its type against the placeholder's.
-    pub fn new<T: ToSql + Send + Sync + 'static>(value: T) -> Self {
-        SqlParam(RawParam::Backend(PgValue::param(value)))
-    }
-
-    /// One of the untyped [`RawParam`]s.
-    pub fn raw(param: RawParam) -> Self {
-        SqlParam(param)
-    }
+/// One typed parameter of a raw SQL condition, for a list built at run time: any value
+/// tokio-postgres can send (`param(time::OffsetDateTime::now_utc())`,
+/// `param(vec![1i64, 2])`), next to the untyped [`RawParam`]s if need be. PostgreSQL
+/// checks its type against the placeholder's.
+pub fn param<T: ToSql + Send + Sync + 'static>(value: T) -> RawParam {
+    RawParam::Backend(PgValue::param(value))
 }
 
 /// The parameters of a raw SQL condition, `$1..` in order: a tuple of `ToSql` values
-/// (`(since, vec![1i64, 2])`, `(3i64,)`), a `Vec<SqlParam>`, `()` for none, or a
-/// `Vec<RawParam>`.
+/// (`(since, vec![1i64, 2])`, `(3i64,)`), `()` for none, or a `Vec<RawParam>` (built at
+/// run time, typed values made with [`param`]).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` are not the parameters of a raw SQL condition",
-    note = "pass a tuple of `ToSql` values (`(since, 3i64)`, one value as `(3i64,)`), a `Vec<SqlParam>`, `()`, or a `Vec<RawParam>`"
+    note = "pass a tuple of `ToSql` values (`(since, 3i64)`, one value as `(3i64,)`), `()`, or a `Vec<RawParam>` (typed values made with `marten::query::param`)"
 )]
 pub trait SqlParams {
     /// The parameters, `$1` first.
@@ -40,12 +31,6 @@ pub trait SqlParams {
 impl SqlParams for Vec<RawParam> {
     fn into_params(self) -> Vec<RawParam> {
         self
-    }
-}
-
-impl SqlParams for Vec<SqlParam> {
-    fn into_params(self) -> Vec<RawParam> {
-        self.into_iter().map(|p| p.0).collect()
     }
 }
 
@@ -61,7 +46,7 @@ macro_rules! tuple_params {
             #[allow(non_snake_case)]
             fn into_params(self) -> Vec<RawParam> {
                 let ($($t,)+) = self;
-                vec![$(SqlParam::new($t).0),+]
+                vec![$(param($t)),+]
             }
         }
     };

@@ -64,8 +64,9 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     }
 
     /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment): a
-    /// tuple of typed values (any `ToSql`: `(since, vec![1i64, 2])`), a `Vec<SqlParam>`,
-    /// `()`, or a `Vec<RawParam>` (cast each placeholder to its type, e.g. `$1::bigint`).
+    /// tuple of typed values (any `ToSql`: `(since, vec![1i64, 2])`), `()`, or a
+    /// `Vec<RawParam>` (typed values made with [`param`](super::param), untyped ones whose
+    /// placeholders need a cast, e.g. `$1::bigint`).
     /// The document is `d.data` (`jsonb`), its id `d.id`. On a conjoined type the tenant's
     /// match comes first and binds `$1` of the statement; the fragment's placeholders are
     /// renumbered after it.
