@@ -456,3 +456,87 @@ async fn select_returns_chosen_fields_per_tenant() {
         Err(marten::Error::TenantRequired { .. })
     ));
 }
+
+#[derive(marten::DocumentId, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Sku(String);
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Product {
+    id: Sku,
+    name: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Tag {
+    id: String,
+    rank: i32,
+}
+
+#[tokio::test]
+async fn text_and_newtype_ids_compare_on_the_id_column_in_byte_order() {
+    let (_schema, b) = builder("agg_text_ids");
+    let store = ok(b.document::<Product>().document::<Tag>().build().await);
+    let mut w = store.lightweight_session();
+    for (id, rank) in [("b", 1), ("B", 2), ("a", 3), ("é", 4)] {
+        ok(w.store(Tag {
+            id: id.into(),
+            rank,
+        }));
+    }
+    ok(w.save_changes().await);
+    for tenant in ["red", "blue"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        for id in ["p1", "p2", "p3"] {
+            ok(s.store(Product {
+                id: Sku(id.into()),
+                name: format!("{tenant}-{id}"),
+            }));
+        }
+        ok(s.save_changes().await);
+    }
+    let mut s = store.query_session();
+    let ids = |tags: Vec<Tag>| tags.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok(s
+            .query::<Tag>()
+            .order_by(|f| f.id.asc())
+            .to_list()
+            .await)),
+        ["B", "a", "b", "é"],
+        "byte order, as Rust's str"
+    );
+    assert_eq!(
+        ids(ok(s
+            .query::<Tag>()
+            .filter(|f| f.id.gt("a"))
+            .order_by(|f| f.id.asc())
+            .to_list()
+            .await)),
+        ["b", "é"]
+    );
+    assert_eq!(
+        ok(s.query::<Tag>()
+            .filter(|f| f.id.is_one_of(["a", "é", "z"]))
+            .count()
+            .await),
+        2
+    );
+    assert_eq!(
+        ok(s.query::<Tag>().filter(|f| f.id.eq("B")).count().await),
+        1
+    );
+    assert_eq!(
+        ok(s.query::<Tag>().max(|f| f.id).await).as_deref(),
+        Some("é")
+    );
+    let mut red = ok(store.query_session_for("red"));
+    let found = ok(red
+        .query::<Product>()
+        .filter(|f| f.id.is_one_of([Sku("p1".into()), Sku("p3".into())]))
+        .order_by(|f| f.name.asc())
+        .select(|f| f.name)
+        .to_list()
+        .await);
+    assert_eq!(found, ["red-p1", "red-p3"]);
+}
