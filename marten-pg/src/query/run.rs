@@ -2,7 +2,8 @@
 //! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]), `stream` (rows
 //! decoded as they arrive, the connection's request held as long as the stream lives),
 //! and the aggregates of the matches (`aggregate`, `sum`, `avg`, `min`, `max`,
-//! `count_distinct`; in this module so that compiler messages name them `Query::sum`).
+//! `count_distinct`) and selections of fields (`select`, `select_into`, run by
+//! [`Selected`]); in this module so that compiler messages name them `Query::sum`.
 //! Uses `spec`, `statement`, `rows`, `render`, the session's [`QuerySource`] and the
 //! crate's `connection` timeouts.
 
@@ -12,15 +13,17 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use marten_core::query::{
     Aggregation, Base, Comparable, Field, Filter, HasFields, NumericField, Order, Orderable,
+    Selection,
 };
 use marten_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::params::SqlParams;
-use super::render::aggregate_expr;
 use super::render::Sql;
+use super::render::{aggregate_expr, shape_expr, Shape};
 use super::rows::{decode, decode_aggregate, decode_at, reading};
+use super::select::Selected;
 use super::spec::QuerySpec;
 use super::QuerySource;
 use crate::documents::PgDocument;
@@ -303,5 +306,39 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
     ) -> Result<i64> {
         self.aggregate(|fields| f(fields).count_distinct()).await
+    }
+
+    // ---- selections of fields (see `select`) ----
+
+    /// Returns the chosen fields of each match instead of the document: one field
+    /// (`|f| f.name`, read as its type) or a tuple of up to eight (`|f| (f.name,
+    /// f.total)`, read as a tuple).
+    pub fn select<Sel: Selection<D>>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Sel,
+    ) -> Selected<'s, S, D, Sel::Output> {
+        let sel = f(D::fields_at(Base::root()));
+        let shape = if Sel::SINGLE {
+            Shape::Single
+        } else {
+            Shape::Array
+        };
+        self.shaped(shape_expr(&sel.paths(), shape))
+    }
+
+    /// Returns each match as an `Out` deserialized from an object of the chosen fields
+    /// (`|f| (f.name, f.total)`), keyed by each field's JSON key: name `Out`'s fields
+    /// like them (or rename them with serde).
+    pub fn select_into<Out: DeserializeOwned, Sel: Selection<D>>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Sel,
+    ) -> Selected<'s, S, D, Out> {
+        let sel = f(D::fields_at(Base::root()));
+        self.shaped(shape_expr(&sel.paths(), Shape::Object))
+    }
+
+    fn shaped<Out>(mut self, expr: String) -> Selected<'s, S, D, Out> {
+        self.spec.shape = Some(expr);
+        Selected::new(self)
     }
 }

@@ -2,16 +2,15 @@
 //! document — `select(|f| (f.name, f.total))` reads tuples, `select(|f| f.name)` one
 //! field's values, `select_into::<S>(..)` a `Deserialize` struct built with
 //! `jsonb_build_object` of the chosen fields (keyed by their JSON keys). Only the chosen
-//! values are sent and deserialized. Uses `run`, `spec`, `statement`, `rows` and
-//! `render`.
+//! values are sent and deserialized (`select` and `select_into` are `Query`'s methods, in
+//! `run`). Uses `run` and `rows`.
 
 use std::marker::PhantomData;
 
-use marten_core::query::{Base, HasFields, Selection};
+use marten_core::query::HasFields;
 use marten_core::{Error, Result};
 use serde::de::DeserializeOwned;
 
-use super::render::{shape_expr, Shape};
 use super::rows::decode_shape;
 use super::run::Query;
 use super::QuerySource;
@@ -25,38 +24,11 @@ pub struct Selected<'s, S: QuerySource, D, Out> {
     _out: PhantomData<fn() -> Out>,
 }
 
-impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
-    /// Returns the chosen fields of each match instead of the document: one field
-    /// (`|f| f.name`, read as its type) or a tuple of up to eight (`|f| (f.name,
-    /// f.total)`, read as a tuple).
-    pub fn select<Sel: Selection<D>>(
-        self,
-        f: impl FnOnce(D::Fields<D>) -> Sel,
-    ) -> Selected<'s, S, D, Sel::Output> {
-        let sel = f(D::fields_at(Base::root()));
-        let shape = if Sel::SINGLE {
-            Shape::Single
-        } else {
-            Shape::Array
-        };
-        self.shaped(shape_expr(&sel.paths(), shape))
-    }
-
-    /// Returns each match as an `Out` deserialized from an object of the chosen fields
-    /// (`|f| (f.name, f.total)`), keyed by each field's JSON key: name `Out`'s fields
-    /// like them (or rename them with serde).
-    pub fn select_into<Out: DeserializeOwned, Sel: Selection<D>>(
-        self,
-        f: impl FnOnce(D::Fields<D>) -> Sel,
-    ) -> Selected<'s, S, D, Out> {
-        let sel = f(D::fields_at(Base::root()));
-        self.shaped(shape_expr(&sel.paths(), Shape::Object))
-    }
-
-    fn shaped<Out>(mut self, expr: String) -> Selected<'s, S, D, Out> {
-        self.spec.shape = Some(expr);
+impl<'s, S: QuerySource, D, Out> Selected<'s, S, D, Out> {
+    /// The query, returning what its spec's shape selects.
+    pub(super) fn new(query: Query<'s, S, D>) -> Self {
         Selected {
-            query: self,
+            query,
             _out: PhantomData,
         }
     }
