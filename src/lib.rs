@@ -23,7 +23,7 @@ pub use marten_pg::{
     PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
-pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
+pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 
@@ -87,9 +87,12 @@ pub mod storage {
 /// Typed query paths, filters and orders.
 pub mod query {
     pub use marten_core::query::{
-        Collection, Comparable, ContainsOp, Field, Filter, HasFields, OptionField, Order,
-        Orderable, RawParam, TextField, ValueKind,
+        Aggregation, AggregationOp, BackendParam, Collection, Comparable, ContainsOp, Field,
+        Filter, HasFields, NumericField, OptionField, Order, Orderable, RawParam, TextField,
+        ValueKind,
     };
+    pub use marten_pg::query::param;
+    pub use marten_pg::SqlParams;
 }
 
 /// The projection engine's pure fold over owned state.

@@ -387,11 +387,18 @@ async fn reads_and_queries_cancelled_at_every_await() {
             let all = batch.list(marten::QuerySpec::<Account>::new());
             let results = batch.execute().await?;
             let firsts = results.get(all)?;
-            Ok(titles + rich.len() + n as usize + firsts.len())
+            let sum = q.query::<Account>().sum(|f| f.balance).await?.unwrap_or(0);
+            let selected = q
+                .query::<Account>()
+                .filter(|f| f.balance.is_one_of([1, 2, 3]))
+                .select(|f| (f.id, f.balance))
+                .to_list()
+                .await?;
+            Ok(titles + rich.len() + n as usize + firsts.len() + sum as usize + selected.len())
         })
     };
     let run = cancel_at_every_await(300, make, |k| check_after_drop(&store, &schema, k)).await;
     let total = ok(run.output);
-    assert_eq!(total, 2 + 10 + 20 + 20);
+    assert_eq!(total, 2 + 10 + 20 + 20 + 190 + 3);
     assert!(run.cancelled >= 5, "only {} pending polls", run.cancelled);
 }

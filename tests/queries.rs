@@ -351,6 +351,11 @@ enum Spec {
     CityLe(String),
     ZipGt(i32),
     AnyLine(String, i32),
+    NameOneOf(Vec<String>),
+    NOneOf(Vec<i32>),
+    IdOneOf(Vec<i64>),
+    MaybeOneOf(Vec<Option<String>>),
+    ZipOneOf(Vec<i32>),
     And(Box<Spec>, Box<Spec>),
     Or(Box<Spec>, Box<Spec>),
     Not(Box<Spec>),
@@ -382,6 +387,11 @@ fn spec() -> impl Strategy<Value = Spec> {
         word().prop_map(Spec::CityLe),
         (0..4i32).prop_map(Spec::ZipGt),
         (word(), 0..3i32).prop_map(|(s, q)| Spec::AnyLine(s, q)),
+        prop::collection::vec(word(), 0..4).prop_map(Spec::NameOneOf),
+        prop::collection::vec(-3..4i32, 0..4).prop_map(Spec::NOneOf),
+        prop::collection::vec(0..30i64, 0..6).prop_map(Spec::IdOneOf),
+        prop::collection::vec(prop::option::of(word()), 0..3).prop_map(Spec::MaybeOneOf),
+        prop::collection::vec(0..4i32, 0..3).prop_map(Spec::ZipOneOf),
     ];
     leaf.prop_recursive(3, 12, 2, |inner| {
         prop_oneof![
@@ -415,6 +425,11 @@ fn build(spec: &Spec) -> Filter<Item> {
             let (s, q) = (s.clone(), *q);
             f.lines.any(move |l| l.sku.eq(s).and(l.qty.ge(q)))
         }
+        Spec::NameOneOf(v) => f.name.is_one_of(v.iter().map(String::as_str)),
+        Spec::NOneOf(v) => f.n.is_one_of(v.clone()),
+        Spec::IdOneOf(v) => f.id.is_one_of(v.clone()),
+        Spec::MaybeOneOf(v) => f.maybe.is_one_of(v.clone()),
+        Spec::ZipOneOf(v) => f.inner.zip.is_one_of(v.clone()),
         Spec::And(a, b) => build(a).and(build(b)),
         Spec::Or(a, b) => build(a).or(build(b)),
         Spec::Not(a) => build(a).not(),
@@ -446,6 +461,78 @@ fn item() -> impl Strategy<Value = Item> {
         })
 }
 
+/// Aggregates of the matches of a filter, computed by the database or in Rust.
+#[derive(Debug)]
+struct Aggregates {
+    sum_n: Option<i64>,
+    avg_n: Option<f64>,
+    min_name: Option<String>,
+    max_zip: Option<i32>,
+    max_id: Option<i64>,
+    min_flag: Option<bool>,
+    distinct_names: i64,
+    distinct_maybe: i64,
+}
+
+impl Aggregates {
+    async fn of_db(s: &mut LightweightSession, filter: &Filter<Item>) -> Aggregates {
+        macro_rules! q {
+            ($s:expr) => {
+                $s.query::<Item>().where_filter(filter.clone())
+            };
+        }
+        Aggregates {
+            sum_n: ok(q!(s).sum(|f| f.n).await),
+            avg_n: ok(q!(s).avg(|f| f.n).await),
+            min_name: ok(q!(s).min(|f| f.name).await),
+            max_zip: ok(q!(s).max(|f| f.inner.zip).await),
+            max_id: ok(q!(s).aggregate(|f| f.id.max()).await),
+            min_flag: ok(q!(s).min(|f| f.flag).await),
+            distinct_names: ok(q!(s).count_distinct(|f| f.name).await),
+            distinct_maybe: ok(q!(s).count_distinct(|f| f.maybe).await),
+        }
+    }
+
+    fn of_rust(docs: Vec<&Item>) -> Aggregates {
+        let f = Item::fields();
+        let d = || docs.iter().copied();
+        Aggregates {
+            sum_n: f.n.sum().compute(d()),
+            avg_n: f.n.avg().compute(d()),
+            min_name: f.name.min().compute(d()),
+            max_zip: f.inner.zip.max().compute(d()),
+            max_id: f.id.max().compute(d()),
+            min_flag: f.flag.min().compute(d()),
+            distinct_names: f.name.count_distinct().compute(d()),
+            distinct_maybe: f.maybe.count_distinct().compute(d()),
+        }
+    }
+
+    /// Equal, the means within rounding.
+    fn agrees_with(&self, other: &Aggregates) -> bool {
+        let close = match (self.avg_n, other.avg_n) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (a, b) => a == b,
+        };
+        close
+            && (
+                self.sum_n,
+                &self.min_name,
+                self.max_zip,
+                self.max_id,
+                self.min_flag,
+            ) == (
+                other.sum_n,
+                &other.min_name,
+                other.max_zip,
+                other.max_id,
+                other.min_flag,
+            )
+            && (self.distinct_names, self.distinct_maybe)
+                == (other.distinct_names, other.distinct_maybe)
+    }
+}
+
 #[test]
 fn typed_filters_match_rust_filter_on_random_documents() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -461,6 +548,7 @@ fn typed_filters_match_rust_filter_on_random_documents() {
         for (i, d) in docs.iter_mut().enumerate() {
             d.id = i as i64;
         }
+        let mut aggregates = Vec::new();
         let (db, expected): (Vec<Vec<i64>>, Vec<Vec<i64>>) = rt.block_on(async {
             let mut s = store.lightweight_session();
             let all: Vec<i64> = ok(s.query::<Item>().to_list().await).iter().map(|d| d.id).collect();
@@ -475,15 +563,20 @@ fn typed_filters_match_rust_filter_on_random_documents() {
             let mut expected = Vec::new();
             for sp in &specs {
                 let filter = build(sp);
-                let rust: Vec<i64> = docs.iter().filter(|d| filter.matches(d)).map(|d| d.id).collect();
-                let got: Vec<i64> = ok(s.query::<Item>().where_filter(filter).to_list().await).iter().map(|d| d.id).collect();
+                let matching: Vec<&Item> = docs.iter().filter(|d| filter.matches(d)).collect();
+                let rust: Vec<i64> = matching.iter().map(|d| d.id).collect();
+                let got: Vec<i64> = ok(s.query::<Item>().where_filter(filter.clone()).to_list().await).iter().map(|d| d.id).collect();
                 db.push(got);
                 expected.push(rust);
+                aggregates.push((sp.clone(), Aggregates::of_db(&mut s, &filter).await, Aggregates::of_rust(matching)));
             }
             (db, expected)
         });
         for ((got, want), sp) in db.iter().zip(&expected).zip(&specs) {
             prop_assert_eq!(got, want, "filter {:?}", sp);
+        }
+        for (sp, got, want) in aggregates.drain(..) {
+            prop_assert!(got.agrees_with(&want), "aggregates of {:?}: {:?} in the database, {:?} in Rust", sp, got, want);
         }
         checked.set(checked.get() + specs.len());
     });

@@ -51,7 +51,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     } else {
         quote!(Single)
     };
-    let fields = crate::fields::expand(cont);
+    let fields = crate::fields::expand(cont, Some(id));
     let id_ty = id.ty;
     // Spanned at the id type, so an unsupported id type is reported there.
     let id_assert = quote_spanned! {id_ty.span()=>

@@ -80,8 +80,28 @@ pub fn index_specs(cont: &Container) -> TokenStream {
     quote!(&[#(#specs),*])
 }
 
-/// The `{Name}Fields` struct and the `HasFields` impl.
-pub fn expand(cont: &Container) -> TokenStream {
+/// The column a field's path names for queries: the document's `id` column for its id
+/// field (`id`), the duplicated column of an indexed field, or none.
+fn path_column(field: &Field, id: Option<&Field>) -> TokenStream {
+    let private = crate::krate::private();
+    if id.is_some_and(|id| id.ident == field.ident) {
+        let ty = field.ty;
+        return quote_spanned! {ty.span()=>
+            ::core::option::Option::Some(("id", <#ty as #private::PgId>::SQL_TYPE))
+        };
+    }
+    match column_sql_type(field) {
+        Some(sql_type) => {
+            let col = column_name(field);
+            quote!(::core::option::Option::Some((#col, #sql_type)))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// The `{Name}Fields` struct and the `HasFields` impl; a document's `id` field (its path
+/// names the `id` column, so queries on it use the primary key).
+pub fn expand(cont: &Container, id: Option<&Field>) -> TokenStream {
     let private = crate::krate::private();
     let ident = cont.ident;
     let vis = &cont.original.vis;
@@ -99,13 +119,7 @@ pub fn expand(cont: &Container) -> TokenStream {
             decls.push(quote! { #[doc = #fdoc] pub #name: <#ty as #q::HasFields>::Fields<R> });
             inits.push(quote! { #name: <#ty as #q::HasFields>::fields_at(base.nested(#key, |s: &#ident| &s.#name)) });
         } else {
-            let column = match column_sql_type(f) {
-                Some(sql_type) => {
-                    let col = column_name(f);
-                    quote!(::core::option::Option::Some((#col, #sql_type)))
-                }
-                None => quote!(::core::option::Option::None),
-            };
+            let column = path_column(f, id);
             decls.push(quote! { #[doc = #fdoc] pub #name: #q::Field<R, #ty> });
             inits.push(quote! { #name: base.field(#key, #column, |s: &#ident| &s.#name) });
         }

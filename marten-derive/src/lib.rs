@@ -105,5 +105,5 @@ fn expand_queryable(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream
     internals::check::no_generics(&cx, &cont);
     fields::check(&cx, &cont);
     cx.check()?;
-    Ok(fields::expand(&cont))
+    Ok(fields::expand(&cont, None))
 }

@@ -48,7 +48,7 @@ pub use id::PgNewtype;
 pub use id::{HiLoId, PgId};
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
-pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec};
+pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected, SqlParams};
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
     Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,

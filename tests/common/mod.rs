@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod invoices;
 
 use marten::{DocumentStore, DocumentStoreBuilder};
 use marten_testing::TestSchema;

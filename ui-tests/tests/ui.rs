@@ -25,7 +25,8 @@ fn ui() {
     // Events and tags.
     t.compile_fail("tests/ui/events/*.rs");
     // Typed queries: wrong root, wrong value type, operators the field type lacks, an
-    // indexed field whose type has no `ColumnType`.
+    // indexed field whose type has no `ColumnType`, `sum` of a string, a selection of
+    // another document's field, a raw parameter PostgreSQL cannot take.
     t.compile_fail("tests/ui/queries/*.rs");
     // Patches: operations the field type lacks, values of the wrong type.
     t.compile_fail("tests/ui/patches/*.rs");

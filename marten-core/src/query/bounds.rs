@@ -3,6 +3,7 @@
 //! [`Orderable`], [`TextField`], [`OptionField`], [`Collection`] and [`ContainsOp`], and
 //! their implementations for the standard types. Uses the syntax tree of `node`.
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::node::{Node, TextOp, ValueKind};
@@ -46,6 +47,51 @@ impl<T: Comparable> Comparable for Option<T> {
 
 impl<T: Comparable> Comparable for Vec<T> {
     const KIND: ValueKind = ValueKind::Json;
+}
+
+/// NumericField fields (integers, floats, and `Option`s of them): `sum` and `avg`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a numeric field",
+    label = "`sum` and `avg` need a number",
+    note = "`sum` and `avg` exist for integer and float fields (and `Option`s of them); `min`, `max` and `count_distinct` work on other fields"
+)]
+pub trait NumericField: Comparable {
+    /// What the values add up to (`i64` for signed integers, `u64` for unsigned ones,
+    /// `f64` for floats).
+    type Sum: DeserializeOwned + Send + 'static;
+    /// The sum in Rust (`None` without any value).
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<Self::Sum>;
+    /// The value as a float (`None` for an `Option`'s `None`).
+    fn to_f64(&self) -> Option<f64>;
+}
+
+macro_rules! numeric {
+    ($sum:ty: $($t:ty),*) => {$(
+        impl NumericField for $t {
+            type Sum = $sum;
+            fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<$sum> {
+                values.fold(None, |acc, v| Some(acc.unwrap_or_default() + <$sum>::from(*v)))
+            }
+            #[allow(clippy::cast_precision_loss, clippy::cast_lossless)]
+            fn to_f64(&self) -> Option<f64> {
+                Some(*self as f64)
+            }
+        }
+    )*};
+}
+
+numeric!(i64: i8, i16, i32, i64);
+numeric!(u64: u8, u16, u32, u64);
+numeric!(f64: f32, f64);
+
+impl<T: NumericField> NumericField for Option<T> {
+    type Sum = T::Sum;
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<T::Sum> {
+        T::sum_of(&mut values.filter_map(Option::as_ref))
+    }
+    fn to_f64(&self) -> Option<f64> {
+        self.as_ref().and_then(NumericField::to_f64)
+    }
 }
 
 /// String fields: `starts_with`, `ends_with`, `contains`, `eq_ignore_case`.

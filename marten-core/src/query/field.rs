@@ -1,15 +1,19 @@
 //! [`Field`]: the typed path from a root document to a value, and every operator on it —
 //! comparisons, string tests, `Option` and collection tests, `any` over a collection's
-//! elements, and the sort keys `asc` / `desc`. Each filter operator builds a [`Node`] and
+//! elements, the sort keys `asc` / `desc`, and the aggregates `sum`, `avg`, `min`, `max`,
+//! `count_distinct`. Each filter operator builds a [`Node`] and
 //! the same test in Rust. The methods stay in the module that defines `Field` so that
 //! compiler messages name them `Field::<R, T>::method`. Uses `path`, `node`, `filter`,
 //! `order` and the bounds of `bounds`.
 
+use serde::de::DeserializeOwned;
+
+use super::aggregate::{self, Aggregation, AggregationOp};
 use super::bounds::{
-    to_json, Collection, Comparable, ContainsOp, OptionField, Orderable, TextField,
+    to_json, Collection, Comparable, ContainsOp, NumericField, OptionField, Orderable, TextField,
 };
 use super::filter::Filter;
-use super::node::{CompareOp, Node, TextOp};
+use super::node::{CompareOp, Node, TextOp, ValueKind};
 use super::order::Order;
 use super::path::{Base, Getter, HasFields, Path};
 
@@ -66,6 +70,21 @@ impl<R: 'static, T: 'static> Field<R, T> {
         T: Comparable,
     {
         self.compare(CompareOp::Ne, value.into(), |a, b| a != b)
+    }
+
+    /// Equal to one of `values` (`= ANY($n)` with one array parameter; on the primary key
+    /// for the id field, on the column for an indexed field). No values match nothing.
+    pub fn is_one_of<V: Into<T>>(&self, values: impl IntoIterator<Item = V>) -> Filter<R>
+    where
+        T: Comparable,
+    {
+        let values: Vec<T> = values.into_iter().map(Into::into).collect();
+        let node = Node::OneOf {
+            path: self.path.clone(),
+            kind: T::KIND,
+            values: values.iter().map(to_json).collect(),
+        };
+        self.filter(node, move |v| values.contains(v))
     }
 
     /// Greater than `value`.
@@ -218,5 +237,55 @@ impl<R: 'static, T: 'static> Field<R, T> {
             inner: Box::new(inner.node().clone()),
         };
         self.filter(node, move |v| v.items().iter().any(|e| inner.matches(e)))
+    }
+
+    /// The sum of this numeric field over the matches (`None` when none has a value).
+    pub fn sum(&self) -> Aggregation<R, Option<T::Sum>>
+    where
+        T: NumericField,
+    {
+        self.aggregation(AggregationOp::Sum, ValueKind::Number, aggregate::sum)
+    }
+
+    /// The mean of this numeric field over the matches (`None` when none has a value).
+    pub fn avg(&self) -> Aggregation<R, Option<f64>>
+    where
+        T: NumericField,
+    {
+        self.aggregation(AggregationOp::Avg, ValueKind::Number, aggregate::mean)
+    }
+
+    /// The least value of this field over the matches (`None` without any).
+    pub fn min(&self) -> Aggregation<R, Option<T>>
+    where
+        T: Orderable + DeserializeOwned + Clone,
+    {
+        self.aggregation(AggregationOp::Min, T::KIND, aggregate::least)
+    }
+
+    /// The greatest value of this field over the matches (`None` without any).
+    pub fn max(&self) -> Aggregation<R, Option<T>>
+    where
+        T: Orderable + DeserializeOwned + Clone,
+    {
+        self.aggregation(AggregationOp::Max, T::KIND, aggregate::greatest)
+    }
+
+    /// How many distinct values this field has over the matches (`None` of an `Option`
+    /// field is no value).
+    pub fn count_distinct(&self) -> Aggregation<R, i64>
+    where
+        T: Comparable,
+    {
+        self.aggregation(AggregationOp::CountDistinct, T::KIND, aggregate::distinct)
+    }
+
+    fn aggregation<Out: 'static>(
+        &self,
+        op: AggregationOp,
+        kind: ValueKind,
+        fold: fn(&mut dyn Iterator<Item = &T>) -> Out,
+    ) -> Aggregation<R, Out> {
+        Aggregation::over(op, kind, self.path.clone(), self.get.clone(), fold)
     }
 }

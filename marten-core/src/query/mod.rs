@@ -14,22 +14,32 @@
 //! - `field`: [`Field`] and every operator on it (filters, `asc` / `desc`);
 //! - `node`: the backend-neutral syntax tree ([`Node`] and its operator enums);
 //! - `filter`: [`Filter`] and its combinators;
-//! - `bounds`: the `#[diagnostic::on_unimplemented]` traits bounding operators by type;
-//! - `order`: sort keys ([`Order`]).
+//! - `bounds`: the `#[diagnostic::on_unimplemented]` traits bounding operators (and
+//!   aggregates) by type;
+//! - `order`: sort keys ([`Order`]);
+//! - `select`: [`Selection`], the fields a query returns instead of whole documents;
+//! - `aggregate`: typed aggregates over a field ([`Aggregation`]: `sum`, `avg`, `min`,
+//!   `max`, `count_distinct`).
 
+mod aggregate;
 mod bounds;
 mod field;
 mod filter;
 mod node;
 mod order;
 mod path;
+mod select;
 
-pub use bounds::{Collection, Comparable, ContainsOp, OptionField, Orderable, Test, TextField};
+pub use aggregate::{Aggregation, AggregationOp};
+pub use bounds::{
+    Collection, Comparable, ContainsOp, NumericField, OptionField, Orderable, Test, TextField,
+};
 pub use field::Field;
 pub use filter::Filter;
-pub use node::{CompareOp, Node, RawParam, TextOp, ValueKind};
+pub use node::{BackendParam, CompareOp, Node, RawParam, TextOp, ValueKind};
 pub use order::Order;
 pub use path::{Base, Getter, HasFields, Path};
+pub use select::Selection;
 
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,15 @@ pub enum Node {
         /// The value, serialized.
         value: serde_json::Value,
     },
+    /// The field equals one of the values (`= ANY(array)`); none matches nothing.
+    OneOf {
+        /// The field.
+        path: Path,
+        /// How to compare.
+        kind: ValueKind,
+        /// The values, serialized.
+        values: Vec<serde_json::Value>,
+    },
     /// A string test.
     Text {
         /// The field.
@@ -115,6 +124,47 @@ pub enum RawParam {
     Json(serde_json::Value),
     /// A `uuid` parameter.
     Uuid(uuid::Uuid),
+    /// A value of the backend's own parameter type (PostgreSQL: any `ToSql` value, such
+    /// as a timestamp, an array or a numeric), opaque here.
+    Backend(BackendParam),
+}
+
+/// A parameter value only a backend knows how to send (see [`RawParam::Backend`]): the
+/// backend wraps its own type and takes it back with [`downcast_ref`](Self::downcast_ref).
+/// Clones share the value; two are equal when they share it.
+#[derive(Clone)]
+pub struct BackendParam {
+    value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl BackendParam {
+    /// Wraps a backend's value; `type_name` names the user's type in `Debug` output.
+    pub fn new<T: std::any::Any + Send + Sync>(value: T, type_name: &'static str) -> Self {
+        BackendParam {
+            value: std::sync::Arc::new(value),
+            type_name,
+        }
+    }
+
+    /// The backend's value, when it is a `T`.
+    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
+        self.value.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for BackendParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BackendParam")
+            .field(&self.type_name)
+            .finish()
+    }
+}
+
+impl PartialEq for BackendParam {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.value, &other.value)
+    }
 }
 
 /// A string test.

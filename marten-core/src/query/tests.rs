@@ -300,3 +300,64 @@ fn orders_carry_path_kind_and_direction() {
     assert_eq!(desc.kind, ValueKind::Number);
     assert!(desc.descending);
 }
+
+#[test]
+fn is_one_of_builds_one_node_with_every_value_and_agrees_in_rust() {
+    let f = rating().is_one_of([1, 5, 7]);
+    match f.node() {
+        Node::OneOf { path, kind, values } => {
+            assert_eq!(path.segments, vec!["rating"]);
+            assert_eq!(*kind, ValueKind::Number);
+            assert_eq!(
+                *values,
+                vec![
+                    serde_json::json!(1),
+                    serde_json::json!(5),
+                    serde_json::json!(7)
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(f.matches(&doc()));
+    assert!(!rating().is_one_of([1, 2]).matches(&doc()));
+    assert!(!rating().is_one_of(Vec::<i32>::new()).matches(&doc()));
+    assert!(name().is_one_of(["x", "Ada Lovelace"]).matches(&doc()));
+    assert!(note()
+        .is_one_of([None, Some("n".to_owned())])
+        .matches(&doc()));
+}
+
+#[test]
+fn aggregations_carry_their_op_and_path_and_compute_in_rust() {
+    let mut other = doc();
+    other.rating = 2;
+    other.name = "Ada".into();
+    other.note = Some("n".into());
+    let docs = [doc(), other];
+    let sum = rating().sum();
+    assert_eq!((sum.op, sum.kind), (AggregationOp::Sum, ValueKind::Number));
+    assert_eq!(sum.path.segments, vec!["rating"]);
+    assert_eq!(sum.compute(&docs), Some(7i64));
+    assert_eq!(sum.compute(&[]), None);
+    assert_eq!(rating().avg().compute(&docs), Some(3.5));
+    assert_eq!(rating().avg().compute(&[]), None);
+    let min = name().min();
+    assert_eq!((min.op, min.kind), (AggregationOp::Min, ValueKind::Text));
+    assert_eq!(min.compute(&docs).as_deref(), Some("Ada"));
+    assert_eq!(name().max().compute(&docs).as_deref(), Some("Ada Lovelace"));
+    assert_eq!(rating().max().compute(&[]), None);
+    assert_eq!(
+        note().count_distinct().compute(&docs),
+        1,
+        "None is no value"
+    );
+    assert_eq!(name().count_distinct().compute(&docs), 2);
+    assert_eq!(
+        root()
+            .field("n", None, |_: &Doc| &None::<i32>)
+            .sum()
+            .compute(&docs),
+        None
+    );
+}

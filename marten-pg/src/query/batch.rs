@@ -3,13 +3,14 @@
 //! `spec`, `statement`, `rows`, the crate's `schema` (to create each document table
 //! first) and the pipelined statements of `unit_of_work`.
 
-use marten_core::query::HasFields;
+use marten_core::query::{Aggregation, Base, HasFields};
 use marten_core::Result;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
+use super::render::aggregate_expr;
 use super::render::Sql;
-use super::rows::{decode_count, decode_list};
+use super::rows::{decode_aggregate, decode_count, decode_list};
 use super::spec::QuerySpec;
 use super::QuerySource;
 use crate::connection::{Db, Pipeline};
@@ -74,6 +75,19 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
     pub fn count<D: PgDocument + HasFields>(&mut self, mut spec: QuerySpec<D>) -> BatchItem<i64> {
         self.scoped(&mut spec);
         self.push::<D, _>(spec.count_sql(), decode_count::<D>)
+    }
+
+    /// Adds an aggregate of the query's matches (`|f| f.total.sum()`, see
+    /// [`Query::aggregate`](super::Query::aggregate)).
+    pub fn aggregate<D: PgDocument + HasFields, Out: serde::de::DeserializeOwned>(
+        &mut self,
+        mut spec: QuerySpec<D>,
+        f: impl FnOnce(D::Fields<D>) -> Aggregation<D, Out>,
+    ) -> BatchItem<Out> {
+        self.scoped(&mut spec);
+        let agg = f(D::fields_at(Base::root()));
+        let expr = aggregate_expr(agg.op, &agg.path, agg.kind);
+        self.push::<D, _>(spec.aggregate_sql(&expr), decode_aggregate::<D, Out>)
     }
 
     /// Adds a statement on documents of type `D`; its slot decodes the rows with `decode`.

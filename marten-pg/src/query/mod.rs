@@ -4,9 +4,12 @@
 //! `marten_pg::query`:
 //! - `spec`: [`QuerySpec`], a query's definition (filters, order, skip, take);
 //! - `statement`: the SELECT and count statements of a spec;
+//! - `params`: [`param`] and [`SqlParams`], the typed parameters of `where_sql`;
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
-//! - `run`: [`Query`], running or streaming a spec on a session, and [`Page`];
+//! - `run`: [`Query`], running or streaming a spec on a session, its aggregates, and
+//!   [`Page`];
+//! - `select`: [`Selected`], a query returning some fields of each match;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
 //! - `condition`: a filter as the condition of a patch or a delete by filter.
@@ -16,15 +19,19 @@
 
 mod batch;
 pub(crate) mod condition;
+mod params;
 mod render;
 mod rows;
 mod run;
+mod select;
 pub(crate) mod source;
 mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
+pub use params::{param, SqlParams};
 pub use run::{Page, Query};
+pub use select::Selected;
 pub use source::QuerySource;
 pub use spec::QuerySpec;
 

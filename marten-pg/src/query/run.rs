@@ -1,6 +1,9 @@
 //! [`Query`]: a [`QuerySpec`] run on a session — its builder methods, and `to_list`,
-//! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]) and `stream` (rows
-//! decoded as they arrive, the connection's request held as long as the stream lives).
+//! `first`, `single`, `count`, `exists`, `to_page` (with [`Page`]), `stream` (rows
+//! decoded as they arrive, the connection's request held as long as the stream lives),
+//! and the aggregates of the matches (`aggregate`, `sum`, `avg`, `min`, `max`,
+//! `count_distinct`) and selections of fields (`select`, `select_into`, run by
+//! [`Selected`]); in this module so that compiler messages name them `Query::sum`.
 //! Uses `spec`, `statement`, `rows`, `render`, the session's [`QuerySource`] and the
 //! crate's `connection` timeouts.
 
@@ -8,12 +11,19 @@ use std::marker::PhantomData;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use marten_core::query::{Filter, HasFields, Order, RawParam};
+use marten_core::query::{
+    Aggregation, Base, Comparable, Field, Filter, HasFields, NumericField, Order, Orderable,
+    Selection,
+};
 use marten_core::{Error, Result};
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::params::SqlParams;
 use super::render::Sql;
-use super::rows::{decode, decode_at, reading};
+use super::render::{aggregate_expr, shape_expr, Shape};
+use super::rows::{decode, decode_aggregate, decode_at, reading};
+use super::select::Selected;
 use super::spec::QuerySpec;
 use super::QuerySource;
 use crate::documents::PgDocument;
@@ -59,7 +69,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// See [`QuerySpec::where_sql`].
-    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
+    pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
         self.spec = self.spec.where_sql(sql, params);
         self
     }
@@ -93,7 +103,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.scope_to(store)
     }
 
-    async fn rows(mut self) -> Result<Vec<tokio_postgres::Row>> {
+    pub(super) async fn rows(mut self) -> Result<Vec<tokio_postgres::Row>> {
         self.scoped()?;
         let sql = self.spec.select(true).checked()?;
         self.fetch(sql).await
@@ -239,5 +249,96 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
                 }
             });
         Ok(stream.boxed())
+    }
+
+    // ---- aggregates of the matches (one statement, one row) ----
+
+    /// Computes an aggregate of the matches (`|f| f.total.sum()`); skip, take and order
+    /// do not apply. `None` (for `sum`, `avg`, `min`, `max`) when no match has a value.
+    pub async fn aggregate<Out: DeserializeOwned>(
+        mut self,
+        f: impl FnOnce(D::Fields<D>) -> Aggregation<D, Out>,
+    ) -> Result<Out> {
+        let agg = f(D::fields_at(Base::root()));
+        self.scoped()?;
+        let expr = aggregate_expr(agg.op, &agg.path, agg.kind);
+        let sql = self.spec.aggregate_sql(&expr).checked()?;
+        let rows = self.fetch(sql).await?;
+        decode_aggregate::<D, Out>(&rows)
+    }
+
+    /// The sum of a numeric field over the matches (`None` when none has a value).
+    pub async fn sum<T: NumericField>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T::Sum>> {
+        self.aggregate(|fields| f(fields).sum()).await
+    }
+
+    /// The mean of a numeric field over the matches (`None` when none has a value).
+    pub async fn avg<T: NumericField>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<f64>> {
+        self.aggregate(|fields| f(fields).avg()).await
+    }
+
+    /// The least value of a field over the matches (`None` without any).
+    pub async fn min<T: Orderable + DeserializeOwned + Clone>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T>> {
+        self.aggregate(|fields| f(fields).min()).await
+    }
+
+    /// The greatest value of a field over the matches (`None` without any).
+    pub async fn max<T: Orderable + DeserializeOwned + Clone>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<Option<T>> {
+        self.aggregate(|fields| f(fields).max()).await
+    }
+
+    /// How many distinct values a field has over the matches (`None` of an `Option`
+    /// field is no value).
+    pub async fn count_distinct<T: Comparable>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
+    ) -> Result<i64> {
+        self.aggregate(|fields| f(fields).count_distinct()).await
+    }
+
+    // ---- selections of fields (see `select`) ----
+
+    /// Returns the chosen fields of each match instead of the document: one field
+    /// (`|f| f.name`, read as its type) or a tuple of up to eight (`|f| (f.name,
+    /// f.total)`, read as a tuple).
+    pub fn select<Sel: Selection<D>>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Sel,
+    ) -> Selected<'s, S, D, Sel::Output> {
+        let sel = f(D::fields_at(Base::root()));
+        let shape = if Sel::SINGLE {
+            Shape::Single
+        } else {
+            Shape::Array
+        };
+        self.shaped(shape_expr(&sel.paths(), shape))
+    }
+
+    /// Returns each match as an `Out` deserialized from an object of the chosen fields
+    /// (`|f| (f.name, f.total)`), keyed by each field's JSON key: name `Out`'s fields
+    /// like them (or rename them with serde).
+    pub fn select_into<Out: DeserializeOwned, Sel: Selection<D>>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Sel,
+    ) -> Selected<'s, S, D, Out> {
+        let sel = f(D::fields_at(Base::root()));
+        self.shaped(shape_expr(&sel.paths(), Shape::Object))
+    }
+
+    fn shaped<Out>(mut self, expr: String) -> Selected<'s, S, D, Out> {
+        self.spec.shape = Some(expr);
+        Selected::new(self)
     }
 }

@@ -2,10 +2,11 @@
 //! skip, take) and its builder methods. Its statements are built in `statement`. Uses
 //! the typed filters and orders of `marten_core::query`.
 
-use marten_core::query::{Base, Filter, HasFields, Order, RawParam};
+use marten_core::query::{Base, Filter, HasFields, Order};
 use marten_core::tenant::require_tenant;
 use marten_core::Result;
 
+use super::params::SqlParams;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
 use crate::tenant_key::TenantKey;
@@ -24,6 +25,9 @@ pub struct QuerySpec<D> {
     pub(super) with_total: bool,
     /// The tenant of the session the query runs on (set when it is run).
     pub(super) tenant: Option<TenantKey>,
+    /// What each row returns instead of the document (a `jsonb` expression over `d`
+    /// selecting some fields), for a selection.
+    pub(super) shape: Option<String>,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -35,6 +39,7 @@ impl<D> Default for QuerySpec<D> {
             take: None,
             with_total: false,
             tenant: None,
+            shape: None,
         }
     }
 }
@@ -58,11 +63,15 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         self
     }
 
-    /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment; cast
-    /// each to its type, e.g. `$1::bigint`, matching the [`RawParam`] given). The document
-    /// is `d.data` (`jsonb`), its id `d.id`.
-    pub fn where_sql(mut self, sql: impl Into<String>, params: Vec<RawParam>) -> Self {
-        self.filters.push(Filter::raw(sql, params));
+    /// A raw SQL condition, parameterized with `$1..` (numbered within the fragment): a
+    /// tuple of typed values (any `ToSql`: `(since, vec![1i64, 2])`), `()`, or a
+    /// `Vec<RawParam>` (typed values made with [`param`](super::param), untyped ones whose
+    /// placeholders need a cast, e.g. `$1::bigint`).
+    /// The document is `d.data` (`jsonb`), its id `d.id`. On a conjoined type the tenant's
+    /// match comes first and binds `$1` of the statement; the fragment's placeholders are
+    /// renumbered after it.
+    pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
+        self.filters.push(Filter::raw(sql, params.into_params()));
         self
     }
 

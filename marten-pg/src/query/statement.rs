@@ -38,6 +38,12 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
         self.count_from(D::TABLE_NAME, self.tenant_match())
     }
 
+    /// The statement computing one aggregate (a `jsonb` expression over the rows `d`) of
+    /// the matches; skip, take and order do not apply.
+    pub(super) fn aggregate_sql(&self, expr: &str) -> Sql {
+        self.aggregate_from(D::TABLE_NAME, self.tenant_match(), expr)
+    }
+
     /// The tenant `D`'s rows are matched on: the spec's, for a conjoined type.
     fn tenant_match(&self) -> TenantMatch {
         conjoined::<D>().then(|| self.tenant.clone())
@@ -55,10 +61,11 @@ impl<D: 'static> QuerySpec<D> {
         } else {
             String::new()
         };
+        let data = self.shape.as_deref().unwrap_or("d.data");
         sql.text = if self.with_total {
-            select_with_total(table, &wh, &keys, &limits)
+            select_with_total(table, data, &wh, &keys, &limits)
         } else {
-            select_plain(table, &wh, &keys, &limits)
+            select_plain(table, data, &wh, &keys, &limits)
         };
         sql
     }
@@ -68,6 +75,14 @@ impl<D: 'static> QuerySpec<D> {
         let mut sql = Sql::default();
         let wh = self.where_clause(&mut sql, tenant);
         sql.text = format!("SELECT count(*) FROM {table} d WHERE {wh}");
+        sql
+    }
+
+    /// [`aggregate_sql`](Self::aggregate_sql) on the documents of `table`.
+    pub(super) fn aggregate_from(&self, table: &str, tenant: TenantMatch, expr: &str) -> Sql {
+        let mut sql = Sql::default();
+        let wh = self.where_clause(&mut sql, tenant);
+        sql.text = format!("SELECT {expr} FROM {table} d WHERE {wh}");
         sql
     }
 
@@ -126,11 +141,12 @@ impl<D: 'static> QuerySpec<D> {
     }
 }
 
-/// `data, id` of the matching rows of `table`, sorted and limited.
-fn select_plain(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
+/// `data, id` of the matching rows of `table`, sorted and limited (`data`: the document,
+/// or the expression of a selection).
+fn select_plain(table: &str, data: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
     let order: Vec<String> = keys.iter().map(|(e, dir)| format!("{e} {dir}")).collect();
     format!(
-        "SELECT d.data, d.id FROM {table} d WHERE {wh} ORDER BY {}{limits}",
+        "SELECT {data}, d.id FROM {table} d WHERE {wh} ORDER BY {}{limits}",
         order.join(", ")
     )
 }
@@ -138,7 +154,7 @@ fn select_plain(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> String
 /// `data, total, id`: the count and the page in one statement that always returns a row,
 /// so a page past the last match still reports the total (with a NULL document). The
 /// page's sort keys are selected (k0, k1, ..) to order the joined rows the same way.
-fn select_with_total(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
+fn select_with_total(table: &str, data: &str, wh: &str, keys: &[SortKey], limits: &str) -> String {
     let inner: Vec<String> = keys
         .iter()
         .enumerate()
@@ -156,7 +172,7 @@ fn select_with_total(table: &str, wh: &str, keys: &[SortKey], limits: &str) -> S
         .collect();
     format!(
         "SELECT p.data, c.total, p.id FROM (SELECT count(*) AS total FROM {table} d WHERE {wh}) c \
-         LEFT JOIN LATERAL (SELECT d.data AS data, d.id AS id, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
+         LEFT JOIN LATERAL (SELECT {data} AS data, d.id AS id, {} FROM {table} d WHERE {wh} ORDER BY {}{limits}) p ON true \
          ORDER BY {}",
         inner.join(", "),
         inner_order.join(", "),

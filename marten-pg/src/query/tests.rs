@@ -166,3 +166,41 @@ fn an_invalid_raw_fragment_fails_the_check_of_every_statement() {
     assert!(select.check().is_err());
     assert!(q.count_from("t", None).checked().is_err());
 }
+
+#[test]
+fn a_selection_replaces_the_document_in_both_select_forms() {
+    let q = QuerySpec {
+        shape: Some("jsonb_build_array(x)".into()),
+        take: Some(5),
+        ..spec(vec![rating().gt(1)])
+    };
+    let text = q.select_from("t", None, true).text;
+    assert!(
+        text.starts_with("SELECT jsonb_build_array(x), d.id FROM t d WHERE"),
+        "{text}"
+    );
+    let paged = QuerySpec {
+        with_total: true,
+        ..q
+    };
+    let text = paged.select_from("t", None, true).text;
+    assert!(
+        text.contains("(SELECT jsonb_build_array(x) AS data, d.id AS id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_aggregate_has_the_tenant_first_and_no_paging() {
+    let q = QuerySpec {
+        take: Some(5),
+        orders: vec![rating().desc()],
+        ..spec(vec![rating().gt(1)])
+    };
+    let sql = q.aggregate_from("t", Some(None), "sum(1)");
+    assert_eq!(
+        sql.text,
+        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND coalesce({RATING} > $2::text::numeric, false)")
+    );
+    assert_eq!(sql.params.len(), 2);
+}

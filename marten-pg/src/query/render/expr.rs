@@ -5,6 +5,9 @@
 
 use marten_core::query::{CompareOp, Path, ValueKind};
 
+/// The document's id column; the derive names it as the column of the id field's path.
+pub(super) const ID_COLUMN: &str = "id";
+
 /// A path as a text[] literal: `'{"a","b"}'`.
 fn path_literal(path: &Path) -> String {
     let parts: Vec<String> = path

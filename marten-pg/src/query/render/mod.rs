@@ -5,21 +5,32 @@
 //!
 //! Parts, each using only the ones above it:
 //! - `sql`: [`Sql`], the text and parameters being built;
+//! - `aggregate`: an aggregate over a field (`sum`, `min`, ..) as one `jsonb` value;
+//! - `backend_value`: typed (`ToSql`) raw parameters carried through the syntax tree;
 //! - `expr`: expressions for a field path (`#>`, `#>>`, typed and duplicated columns);
 //! - `nul`: refusing values PostgreSQL cannot hold (NUL characters);
 //! - `placeholders`: the scanner that renumbers a raw fragment's `$n`;
+//! - `one_of`: rendering `is_one_of` as `= ANY($n)` with one array parameter;
 //! - `raw`: rendering a raw fragment and its parameters;
+//! - `shape`: the expression of a selection of fields (a value, an array, an object);
 //! - `node`: rendering each kind of [`Node`](marten_core::query::Node).
 
+mod aggregate;
+mod backend_value;
 mod expr;
 mod node;
 mod nul;
+mod one_of;
 mod placeholders;
 mod raw;
+mod shape;
 mod sql;
 
+pub(crate) use aggregate::aggregate_expr;
+pub(crate) use backend_value::PgValue;
 pub(crate) use expr::typed_expr;
 pub(crate) use node::render;
+pub(crate) use shape::{shape_expr, Shape};
 pub(crate) use sql::Sql;
 
 #[cfg(test)]
@@ -27,3 +38,6 @@ mod tests;
 
 #[cfg(test)]
 mod examples;
+
+#[cfg(test)]
+mod feature_examples;

@@ -6,6 +6,7 @@ use marten_core::query::{CompareOp, Node, Path, TextOp, ValueKind};
 
 use super::expr::{json_as_text, json_expr, op_sql, text_expr, typed_expr};
 use super::nul::{nul_reason, refuse_nul};
+use super::one_of::one_of;
 use super::raw::render_raw;
 use super::sql::Sql;
 
@@ -37,6 +38,9 @@ fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
             kind,
             value,
         } => compare(scope, sql, path, *op, *kind, value),
+        Node::OneOf { path, kind, values } => {
+            one_of(scope.base, scope.root, sql, path, *kind, values)
+        }
         Node::Text { path, op, value } => text_test(scope, sql, path, *op, value),
         Node::IsNull { path, negated } => is_null(scope, path, *negated),
         Node::Contains { path, value } => {

@@ -6,6 +6,7 @@
 use marten_core::query::RawParam;
 use tokio_postgres::types::ToSql;
 
+use super::backend_value::PgValue;
 use super::nul::{nul_reason, refuse_nul};
 use super::placeholders::renumber;
 use super::sql::Sql;
@@ -23,7 +24,8 @@ pub(super) fn render_raw(sql: &mut Sql, fragment: &str, params: &[RawParam]) -> 
     };
     for p in params {
         refuse_raw_nul(sql, p);
-        sql.params.push(raw_value(p));
+        let value = raw_value(sql, p);
+        sql.params.push(value);
     }
     format!("({fragment})")
 }
@@ -39,9 +41,25 @@ fn refuse_raw_nul(sql: &mut Sql, param: &RawParam) {
     }
 }
 
-/// A raw parameter as the value tokio-postgres sends.
-fn raw_value(param: &RawParam) -> Box<dyn ToSql + Sync + Send> {
+/// A raw parameter as the value tokio-postgres sends; a typed value (`ToSql`) as itself
+/// (marking the statement invalid when it is text with a NUL character, or another
+/// backend's value).
+fn raw_value(sql: &mut Sql, param: &RawParam) -> Box<dyn ToSql + Sync + Send> {
     match param {
+        RawParam::Backend(b) => match PgValue::of(b) {
+            Some((value, has_nul)) => {
+                if has_nul {
+                    sql.invalid.get_or_insert_with(nul_reason);
+                }
+                value
+            }
+            None => {
+                sql.invalid.get_or_insert_with(|| {
+                    format!("a raw SQL parameter {b:?} is not a PostgreSQL value")
+                });
+                Box::new(Option::<String>::None)
+            }
+        },
         RawParam::Text(s) => Box::new(s.clone()),
         RawParam::Int(i) => Box::new(*i),
         RawParam::Float(f) => Box::new(*f),

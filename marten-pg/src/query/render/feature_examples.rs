@@ -1,0 +1,168 @@
+//! The SQL of the richer query features, written out: `is_one_of` (one array
+//! parameter, on `jsonb`, on a column, on the id), typed raw parameters, aggregates and
+//! selections of fields.
+
+use marten_core::query::{Node, Path, RawParam, ValueKind};
+use serde_json::json;
+
+use super::expr::typed_expr;
+use super::{render, Sql};
+
+fn path(segments: &[&'static str]) -> Path {
+    Path {
+        segments: segments.to_vec(),
+        column: None,
+    }
+}
+
+fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'static str) -> Path {
+    Path {
+        segments: segments.to_vec(),
+        column: Some((column, sql_type)),
+    }
+}
+
+/// Renders at the root; the SQL and the number of parameters.
+fn at_root(node: &Node) -> (String, usize) {
+    let mut sql = Sql::default();
+    let text = render(node, "d.data", true, &mut sql, 0);
+    assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
+    (text, sql.params.len())
+}
+
+#[test]
+fn is_one_of_binds_one_array_typed_like_the_field() {
+    let one_of = |path: Path, kind: ValueKind, values: Vec<serde_json::Value>| {
+        at_root(&Node::OneOf { path, kind, values })
+    };
+    let n = typed_expr("d.data", true, &path(&["n"]), ValueKind::Number);
+    assert_eq!(
+        one_of(path(&["n"]), ValueKind::Number, vec![json!(1), json!(2)]),
+        (
+            format!("coalesce({n} = ANY($1::text[]::numeric[]), false)"),
+            1
+        )
+    );
+    let s = typed_expr("d.data", true, &path(&["s"]), ValueKind::Text);
+    assert_eq!(
+        one_of(path(&["s"]), ValueKind::Text, vec![json!("a")]).0,
+        format!("coalesce({s} = ANY($1::text[]), false)")
+    );
+    assert_eq!(
+        one_of(path(&["o"]), ValueKind::Json, vec![json!(null)]).0,
+        "coalesce((d.data #> '{\"o\"}') = ANY($1::jsonb[]), false)"
+    );
+    // The id field is the primary key, in its own collation.
+    assert_eq!(
+        one_of(
+            with_column(&["id"], "id", "text"),
+            ValueKind::Text,
+            vec![json!("x")]
+        )
+        .0,
+        "(d.id IS NOT NULL AND d.id = ANY($1::text[]::text[]))"
+    );
+    assert_eq!(
+        one_of(with_column(&["name"], "mt_f_name", "text"), ValueKind::Text, vec![]).0,
+        "(d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = ANY($1::text[]::text[]))"
+    );
+    // An `Option` column: `None` is a NULL column.
+    assert_eq!(
+        one_of(
+            with_column(&["w"], "mt_f_w", "bigint"),
+            ValueKind::Json,
+            vec![json!(null), json!(3)]
+        )
+        .0,
+        "(d.mt_f_w IS NULL OR (d.mt_f_w IS NOT NULL AND d.mt_f_w = ANY($1::text[]::bigint[])))"
+    );
+    let mut sql = Sql::default();
+    let nul = Node::OneOf {
+        path: path(&["s"]),
+        kind: ValueKind::Text,
+        values: vec![json!("a\u{0}")],
+    };
+    render(&nul, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+}
+
+#[test]
+fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
+    use super::PgValue;
+    let node = Node::Raw {
+        sql: "d.id = ANY($1) AND $2 > now()".into(),
+        params: vec![
+            RawParam::Backend(PgValue::param(vec![1i64, 2])),
+            RawParam::Backend(PgValue::param(time::OffsetDateTime::UNIX_EPOCH)),
+        ],
+    };
+    let mut sql = Sql::default();
+    sql.param(Box::new("tenant"));
+    let text = render(&node, "d.data", true, &mut sql, 0);
+    assert_eq!(text, "(d.id = ANY($2) AND $3 > now())");
+    assert_eq!(sql.params.len(), 3);
+    assert!(sql.check().is_ok());
+    let nul = Node::Raw {
+        sql: "$1".into(),
+        params: vec![RawParam::Backend(PgValue::param("a\u{0}".to_owned()))],
+    };
+    let mut sql = Sql::default();
+    render(&nul, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+    let foreign = Node::Raw {
+        sql: "$1".into(),
+        params: vec![RawParam::Backend(marten_core::query::BackendParam::new(
+            1u8, "u8",
+        ))],
+    };
+    let mut sql = Sql::default();
+    render(&foreign, "d.data", true, &mut sql, 0);
+    assert!(sql.check().is_err());
+}
+
+#[test]
+fn aggregates_are_one_jsonb_value_on_the_typed_expression() {
+    use marten_core::query::AggregationOp as Op;
+    let n = typed_expr("d.data", true, &path(&["n"]), ValueKind::Number);
+    let agg = |op, p: Path, kind| super::aggregate_expr(op, &p, kind);
+    assert_eq!(
+        agg(Op::Sum, path(&["n"]), ValueKind::Number),
+        format!("coalesce(to_jsonb(sum({n})), 'null'::jsonb)")
+    );
+    assert_eq!(
+        agg(Op::Avg, path(&["n"]), ValueKind::Number),
+        format!("coalesce(to_jsonb(avg({n})::float8), 'null'::jsonb)")
+    );
+    assert!(agg(Op::Min, path(&["b"]), ValueKind::Bool).contains("bool_and("));
+    assert!(agg(Op::Max, path(&["b"]), ValueKind::Bool).contains("bool_or("));
+    assert_eq!(
+        agg(
+            Op::Max,
+            with_column(&["id"], "id", "bigint"),
+            ValueKind::Number
+        ),
+        "coalesce(to_jsonb(max(d.id)), 'null'::jsonb)"
+    );
+    assert_eq!(
+        agg(Op::CountDistinct, path(&["o"]), ValueKind::Json),
+        "coalesce(to_jsonb(count(DISTINCT NULLIF((d.data #> '{\"o\"}'), 'null'::jsonb))), 'null'::jsonb)"
+    );
+}
+
+#[test]
+fn a_selection_is_a_value_an_array_or_an_object_of_the_fields() {
+    use super::{shape_expr, Shape};
+    let paths = [path(&["name"]), path(&["a", "it's"])];
+    assert_eq!(
+        shape_expr(&paths[..1], Shape::Single),
+        "coalesce((d.data #> '{\"name\"}'), 'null'::jsonb)"
+    );
+    assert_eq!(
+        shape_expr(&paths, Shape::Array),
+        "jsonb_build_array((d.data #> '{\"name\"}'), (d.data #> '{\"a\",\"it''s\"}'))"
+    );
+    assert_eq!(
+        shape_expr(&paths, Shape::Object),
+        "jsonb_build_object('name', (d.data #> '{\"name\"}'), 'it''s', (d.data #> '{\"a\",\"it''s\"}'))"
+    );
+}

@@ -1,0 +1,45 @@
+//! The SQL expression of a selection of fields (what a query returns instead of the
+//! documents): one field's `jsonb` value (`null` when missing), a `jsonb` array of the
+//! fields (read as a tuple), or a `jsonb` object keyed by each field's JSON key (read as
+//! a struct). Uses `expr`.
+
+use marten_core::query::Path;
+
+use super::expr::json_expr;
+
+/// How the selected values are put together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One field's value.
+    Single,
+    /// An array of the values (a tuple).
+    Array,
+    /// An object keyed by each field's JSON key (a struct).
+    Object,
+}
+
+/// The `jsonb` expression selecting `paths` of the document `d` in `shape`.
+pub(crate) fn shape_expr(paths: &[Path], shape: Shape) -> String {
+    let values = paths.iter().map(|p| json_expr("d.data", p));
+    match shape {
+        Shape::Single => match values.into_iter().next() {
+            Some(v) => format!("coalesce({v}, 'null'::jsonb)"),
+            None => "'null'::jsonb".to_owned(),
+        },
+        Shape::Array => {
+            let values: Vec<String> = values.collect();
+            format!("jsonb_build_array({})", values.join(", "))
+        }
+        Shape::Object => {
+            let pairs: Vec<String> = paths
+                .iter()
+                .zip(values)
+                .map(|(p, v)| {
+                    let key = p.segments.last().copied().unwrap_or_default();
+                    format!("'{}', {v}", key.replace('\'', "''"))
+                })
+                .collect();
+            format!("jsonb_build_object({})", pairs.join(", "))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `where_sql` with typed parameters (timestamps, arrays, floats; tuples, run-time lists
+//! mixing typed and untyped values): on a conjoined type the tenant binds `$1` and the
+//! fragment cannot widen its match; a wrong type or a NUL character is an error.
+
+mod common;
+
+use common::invoices::{ids, seeded, Invoice};
+use common::ok;
+
+#[tokio::test]
+async fn where_sql_takes_typed_parameters_after_the_tenant() {
+    use marten::query::{param, RawParam};
+    let (_schema, store) = seeded("agg_where_sql").await;
+    let mut red = ok(store.query_session_for("red"));
+    let mut blue = ok(store.query_session_for("blue"));
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let q = red
+        .query::<Invoice>()
+        .where_sql(
+            "d.mt_last_modified > $1 AND d.id = ANY($2) AND (d.data ->> 'rate')::float8 >= $3",
+            (hour_ago, vec![1i64, 2, 3], 5.0f64),
+        )
+        .order_by(|f| f.id.asc());
+    let sql = q.to_sql();
+    assert!(
+        sql.contains("d.tenant_id = $1") && sql.contains("d.mt_last_modified > $2"),
+        "the tenant binds $1, the fragment's parameters follow: {sql}"
+    );
+    assert_eq!(ids(&ok(q.to_list().await)), [2, 3]);
+    let blue_found = ok(blue
+        .query::<Invoice>()
+        .where_sql("d.id = ANY($1)", (vec![1i64, 2, 3],))
+        .to_list()
+        .await);
+    assert!(blue_found.iter().all(|i| i.total > 1000) && blue_found.len() == 3);
+    // A fragment cannot widen the tenant's match.
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .where_sql("TRUE OR TRUE", ())
+            .count()
+            .await),
+        4
+    );
+    // Mixed lists and the older enum still work.
+    let mixed = vec![
+        param(vec!["a".to_owned(), "c".to_owned()]),
+        RawParam::Int(15),
+    ];
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .where_sql(
+                "d.data ->> 'customer' = ANY($1) AND d.id * 10 > $2::bigint",
+                mixed
+            )
+            .count()
+            .await),
+        2
+    );
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .where_sql("d.id > $1::bigint", vec![RawParam::Int(2)])
+            .count()
+            .await),
+        2
+    );
+    // A value of the wrong type for its placeholder is a typed error, nothing is read.
+    let wrong = red
+        .query::<Invoice>()
+        .where_sql("d.id = $1::bigint", ("one".to_owned(),))
+        .to_list()
+        .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+    let nul = red
+        .query::<Invoice>()
+        .where_sql("d.data ->> 'customer' = $1", ("a\u{0}".to_owned(),))
+        .to_list()
+        .await;
+    assert!(
+        matches!(nul, Err(marten::Error::InvalidQuery(_))),
+        "{nul:?}"
+    );
+}
