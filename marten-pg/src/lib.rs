@@ -21,6 +21,7 @@ pub mod schema;
 pub mod session;
 mod status;
 mod store;
+pub mod subscriptions;
 mod stream_key;
 pub mod tables;
 mod tenancy;

@@ -251,7 +251,7 @@ impl DocumentStoreBuilder {
     }
 
     /// Registers a projection the daemon runs.
-    fn register_async<T: 'static>(
+    pub(super) fn register_async<T: 'static>(
         &mut self,
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
