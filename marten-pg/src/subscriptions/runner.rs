@@ -47,7 +47,11 @@ impl<S: Subscription> AsyncSubscription<S> {
             .catch_unwind()
             .await;
         match handled {
-            Ok(Ok(())) => tx.into_list(),
+            // A write the handler could not queue is a failure of the batch, too.
+            Ok(Ok(())) => tx.into_list().map_err(|e| match events.first() {
+                Some(first) => apply_error(name, first, e.to_string()),
+                None => e,
+            }),
             Ok(Err(e)) => Err(e.into_error(name, events).unwrap_or_else(|| {
                 Error::Configuration(format!("subscription {name} failed on an empty batch"))
             })),

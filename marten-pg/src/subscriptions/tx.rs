@@ -1,10 +1,10 @@
 //! What a subscription's handler writes through: SQL statements and documents, queued in
 //! order and committed in the transaction that advances the subscription's checkpoint.
 
-use marten_core::{Result, TenantId};
+use marten_core::{Error, Result, TenantId};
 
 use super::statement::SqlStatement;
-use crate::documents::PgDocument;
+use crate::documents::{conjoined, PgDocument};
 use crate::projections::ProjectedOps;
 use crate::unit_of_work::OpList;
 
@@ -17,6 +17,10 @@ use crate::unit_of_work::OpList;
 pub struct SubscriptionTx {
     ops: ProjectedOps,
     pending: Option<SqlStatement>,
+    /// Whether the batch is a tenant's (conjoined documents need one).
+    has_tenant: bool,
+    /// The first write that could not be queued.
+    error: Option<Error>,
 }
 
 impl SubscriptionTx {
@@ -25,6 +29,8 @@ impl SubscriptionTx {
         SubscriptionTx {
             ops: ProjectedOps::for_tenant(tenant),
             pending: None,
+            has_tenant: tenant.is_some(),
+            error: None,
         }
     }
 
@@ -43,16 +49,33 @@ impl SubscriptionTx {
         self.pending.insert(SqlStatement::new(sql))
     }
 
-    /// Queues the upsert of a document (under the batch's tenant for a conjoined type).
+    /// Queues the upsert of a document (under the batch's tenant for a conjoined type;
+    /// a conjoined type in a batch without a tenant fails the batch with
+    /// [`Error::TenantRequired`]).
     pub fn store<D: PgDocument>(&mut self, doc: D) {
         self.flush();
-        self.ops.store(doc);
+        if self.tenant_ok::<D>() {
+            self.ops.store(doc);
+        }
     }
 
-    /// Queues the delete of a document by id.
+    /// Queues the delete of a document by id (as [`store`](Self::store) for tenants).
     pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
         self.flush();
-        self.ops.delete::<D>(id);
+        if self.tenant_ok::<D>() {
+            self.ops.delete::<D>(id);
+        }
+    }
+
+    /// Whether documents of `D` can be written in this batch (else records why not).
+    fn tenant_ok<D: PgDocument>(&mut self) -> bool {
+        if conjoined::<D>() && !self.has_tenant {
+            self.error.get_or_insert(Error::TenantRequired {
+                owner: D::DOCUMENT_TYPE.to_owned(),
+            });
+            return false;
+        }
+        true
     }
 
     /// Moves the statement being bound to the list.
@@ -62,9 +85,12 @@ impl SubscriptionTx {
         }
     }
 
-    /// The queued writes, or the first error a `store` met.
+    /// The queued writes, or the first error a `store` or `delete` met.
     pub(crate) fn into_list(mut self) -> Result<OpList> {
         self.flush();
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         self.ops.into_list()
     }
 }
