@@ -287,6 +287,14 @@ async fn a_failing_handler_meets_the_poison_policy() {
         let mut s = store.lightweight_session();
         ok(s.events().append(stream, (10..16).map(|n| Placed { n })));
         ok(s.save_changes().await);
+        // The gap-safe read may trail a commit briefly (the xid horizon).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut all = sequences_of(&store, None).await;
+        while all.len() < 6 {
+            assert!(Instant::now() < deadline, "the events become readable");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            all = sequences_of(&store, None).await;
+        }
         let daemon = Daemon::start(
             &store,
             DaemonOptions {
@@ -294,7 +302,6 @@ async fn a_failing_handler_meets_the_poison_policy() {
                 ..options()
             },
         );
-        let all = sequences_of(&store, None).await;
         let poison = all[3];
         match policy {
             PoisonPolicy::DeadLetter => {
@@ -390,5 +397,98 @@ async fn each_tenant_has_its_own_checkpoint_and_writes() {
             Some(last),
             "{tenant}'s receipt"
         );
+    }
+}
+
+/// Stores a conjoined document whatever the batch's tenant.
+struct Misplaced;
+
+impl Subscription for Misplaced {
+    fn name(&self) -> &'static str {
+        "misplaced"
+    }
+
+    async fn handle(
+        &self,
+        batch: &SubscriptionBatch<'_>,
+        tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        for e in batch.events() {
+            tx.store(TenantReceipt {
+                id: Uuid::now_v7(),
+                last_sequence: e.sequence,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_conjoined_document_in_a_batch_without_a_tenant_fails_the_batch() {
+    let (schema, b) = builder("subs_no_tenant");
+    let store = ok(b
+        .event::<Placed>()
+        .document::<TenantReceipt>()
+        .subscription(Misplaced)
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(Uuid::now_v7(), [Placed { n: 1 }]));
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            poison: PoisonPolicy::DeadLetter,
+            ..options()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+    let client = schema.raw_client().await;
+    let error: String = client
+        .query_one(
+            "SELECT error FROM mt_dead_letters WHERE projection = 'misplaced'",
+            &[],
+        )
+        .await
+        .expect("dead letter")
+        .get(0);
+    assert!(error.contains("conjoined by tenant"), "{error}");
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM mt_doc_tenantreceipt", &[])
+        .await
+        .map_or(0, |r| r.get(0));
+    assert_eq!(stored, 0, "nothing stored without a tenant");
+}
+
+/// Another subscription named `collector`.
+struct Twin;
+
+impl Subscription for Twin {
+    fn name(&self) -> &'static str {
+        "collector"
+    }
+
+    async fn handle(
+        &self,
+        _batch: &SubscriptionBatch<'_>,
+        _tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_name_registered_twice_is_refused() {
+    let (_schema, b) = builder("subs_twice");
+    let built = b
+        .subscription(Collector(Seen::default()))
+        .subscription(Twin)
+        .build()
+        .await;
+    match built {
+        Err(marten::Error::Configuration(m)) => assert!(m.contains("collector"), "{m}"),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("two subscriptions named collector were accepted"),
     }
 }

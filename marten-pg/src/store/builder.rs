@@ -250,17 +250,20 @@ impl DocumentStoreBuilder {
         self
     }
 
-    /// Registers a projection the daemon runs.
+    /// Registers a projection (or subscription) the daemon runs; a type or a name (its
+    /// progression row) registered twice is an error of `build`.
     pub(super) fn register_async<T: 'static>(
         &mut self,
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
-        if self
-            .projections
-            .lifecycles
+        let async_ = &self.projections.asynchronous;
+        let taken = async_.iter().any(|p| p.name() == name);
+        let lifecycles = &mut self.projections.lifecycles;
+        if lifecycles
             .insert(TypeId::of::<T>(), Lifecycle::Async)
             .is_some()
+            || taken
         {
             self.registry_error
                 .get_or_insert(Error::Configuration(format!(
