@@ -140,7 +140,7 @@ async fn subscriptions_killed_mid_handler_skip_nothing_and_redeliver_only_uncomm
                         )?;
                     }
                     s.save_changes().await?;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             Ok::<(), marten::Error>(())
