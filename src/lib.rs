@@ -53,6 +53,15 @@ pub mod daemon {
     };
 }
 
+/// Subscriptions: consumers of events that are not projections (a broker, mail, an
+/// outbox), run by the async daemon; see [`subscriptions::Subscription`].
+pub mod subscriptions {
+    pub use marten_pg::subscriptions::{
+        DeliveryId, EventFilter, HandlerError, SqlStatement, Subscription, SubscriptionBatch,
+        SubscriptionTx,
+    };
+}
+
 /// A command line for a service's store, on `clap` (the `marten-cli` crate, behind the
 /// `cli` feature): embed [`cli::Command`] in your parser and hand it to [`cli::run`].
 #[cfg(feature = "cli")]

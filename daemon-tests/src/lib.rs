@@ -1,6 +1,10 @@
-//! The domain the daemon nodes project, shared by the node binary and the tests.
+//! The domain the daemon nodes project, and the subscriptions they run, shared by the
+//! node binary and the tests.
 
 use marten::prelude::*;
+use marten::subscriptions::{
+    EventFilter, HandlerError, Subscription, SubscriptionBatch, SubscriptionTx,
+};
 use serde::{Deserialize, Serialize};
 
 /// An event adding to a counter.
@@ -39,6 +43,106 @@ pub async fn store(url: &str, schema: &str, pool: usize) -> marten::Result<Docum
         .pool_size(pool)
         .event::<Added>()
         .projection::<Counter>(Lifecycle::Async)
+        .build()
+        .await
+}
+
+/// The table the exactly-once subscription fills (no unique key: a duplicate would show).
+pub const OUTBOX_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS sub_outbox (delivery_id text NOT NULL, sequence bigint NOT NULL)";
+
+/// Fills `sub_outbox` through the transaction that advances its checkpoint (exactly once),
+/// sleeping `pause` inside the handler so a test can kill the node there.
+pub struct OutboxSubscription {
+    /// How long each batch's handler sleeps after queueing its writes.
+    pub pause: std::time::Duration,
+}
+
+impl Subscription for OutboxSubscription {
+    fn name(&self) -> &'static str {
+        "outbox"
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().event::<Added>()
+    }
+
+    async fn handle(
+        &self,
+        batch: &SubscriptionBatch<'_>,
+        tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        for (id, e) in batch.deliveries() {
+            tx.execute("INSERT INTO sub_outbox (delivery_id, sequence) VALUES ($1, $2)")
+                .bind(id.to_string())
+                .bind(e.sequence);
+        }
+        tokio::time::sleep(self.pause).await;
+        Ok(())
+    }
+}
+
+/// Acts outside any transaction (at least once): appends a line `first_sequence sequence`
+/// per event to a file of its node before the checkpoint moves, sleeping `pause` half-way
+/// through the batch so a test can kill the node with part of a batch delivered.
+pub struct LogSubscription {
+    /// The node's delivery log.
+    pub log: std::path::PathBuf,
+    /// How long the handler sleeps half-way through each batch.
+    pub pause: std::time::Duration,
+}
+
+impl LogSubscription {
+    fn write(&self, first: i64, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        use std::io::Write;
+        let mut lines = String::new();
+        for e in events {
+            lines.push_str(&format!("{first} {}\n", e.sequence));
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| f.write_all(lines.as_bytes()))
+            .map_err(|e| HandlerError::new(format!("cannot write the delivery log: {e}")))
+    }
+}
+
+impl Subscription for LogSubscription {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    async fn handle(
+        &self,
+        batch: &SubscriptionBatch<'_>,
+        _tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        let events = batch.events();
+        let first = events.first().map_or(0, |e| e.sequence);
+        let (a, b) = events.split_at(events.len() / 2);
+        self.write(first, a)?;
+        tokio::time::sleep(self.pause).await;
+        self.write(first, b)
+    }
+}
+
+/// A store on `schema` with the two subscriptions (and no projection); `log` is this
+/// node's delivery log of the at-least-once one.
+pub async fn subscription_store(
+    url: &str,
+    schema: &str,
+    pool: usize,
+    log: std::path::PathBuf,
+    pause: std::time::Duration,
+) -> marten::Result<DocumentStore> {
+    DocumentStore::builder()
+        .connection_string(url)
+        .schema(schema)
+        .pool_size(pool)
+        .event::<Added>()
+        .subscription(OutboxSubscription { pause })
+        .subscription(LogSubscription { log, pause })
         .build()
         .await
 }

@@ -2,7 +2,10 @@
 //!
 //! Environment: `NODE_URL`, `NODE_SCHEMA`, `NODE_TRACE_DIR`, `NODE_NAME`, and optionally
 //! `NODE_PAUSE_BEFORE_COMMIT_MS` (sleep inside every batch just before it commits, to let
-//! tests pause or cut the node in that window).
+//! tests pause or cut the node in that window). With `NODE_STORE=subscriptions` the node
+//! runs the two subscriptions of the domain instead of the projection (its delivery log
+//! `deliveries-NODE_NAME.log` in the trace directory), their handlers sleeping
+//! `NODE_PAUSE_IN_HANDLER_MS` in every batch.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,7 +68,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::ZERO, Duration::from_millis);
-    let store = match marten_daemon_tests::store(&url, &schema, 6).await {
+    let store = if std::env::var("NODE_STORE").is_ok_and(|s| s == "subscriptions") {
+        let in_handler = std::env::var("NODE_PAUSE_IN_HANDLER_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        let log = trace_dir.join(format!("deliveries-{node}.log"));
+        marten_daemon_tests::subscription_store(&url, &schema, 6, log, in_handler).await
+    } else {
+        marten_daemon_tests::store(&url, &schema, 6).await
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daemon-node {node}: {e}");

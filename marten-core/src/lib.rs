@@ -21,6 +21,7 @@ pub mod projection;
 pub mod query;
 pub mod session;
 mod stream;
+pub mod subscription;
 mod tag;
 pub mod tenant;
 

@@ -22,6 +22,7 @@ pub mod session;
 mod status;
 mod store;
 mod stream_key;
+pub mod subscriptions;
 pub mod tables;
 mod tenancy;
 mod tenant_key;

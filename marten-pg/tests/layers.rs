@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["schema"],
     &["unit_of_work"],
     &["documents", "events"],
-    &["projections"],
+    &["projections", "subscriptions"],
     &["store"],
     &["query"],
     &["session"],

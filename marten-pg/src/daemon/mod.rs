@@ -10,6 +10,8 @@
 //! connection; a runner that was paused past a takeover then still holds an old epoch and
 //! its commit is rejected, so an event is applied exactly once. Runners on several nodes
 //! share the projections: each tries every projection and runs those whose lock it gets.
+//! A subscription (`crate::subscriptions`) is one more kind of async projection to the
+//! daemon: its plan is the handler's call and its writes are what the handler queued.
 //!
 //! The files, one concern each: `options` (settings), `handle` (the [`Daemon`] a caller
 //! holds), `runner` (a projection's loop and step), `ownership` (lock, claim, epoch),

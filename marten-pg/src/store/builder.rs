@@ -250,18 +250,18 @@ impl DocumentStoreBuilder {
         self
     }
 
-    /// Registers a projection the daemon runs.
-    fn register_async<T: 'static>(
+    /// Registers what the daemon runs; a type or name twice is an error of `build`.
+    pub(super) fn register_async<T: 'static>(
         &mut self,
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
-        if self
-            .projections
+        let registry = &mut self.projections;
+        let taken = registry.asynchronous.iter().any(|p| p.name() == name);
+        let again = registry
             .lifecycles
-            .insert(TypeId::of::<T>(), Lifecycle::Async)
-            .is_some()
-        {
+            .insert(TypeId::of::<T>(), Lifecycle::Async);
+        if again.is_some() || taken {
             self.registry_error
                 .get_or_insert(Error::Configuration(format!(
                     "projection {name} registered twice"

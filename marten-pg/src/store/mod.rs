@@ -14,6 +14,7 @@ mod events;
 mod hilo;
 mod review;
 mod settings;
+mod subscription;
 
 use std::any::TypeId;
 use std::fmt;
