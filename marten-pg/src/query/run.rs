@@ -51,7 +51,10 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     pub(crate) fn new(session: &'s mut S) -> Self {
         Query {
             session,
-            spec: QuerySpec::default(),
+            spec: QuerySpec {
+                gin: D::GIN_INDEX,
+                ..QuerySpec::default()
+            },
             _d: PhantomData,
         }
     }
