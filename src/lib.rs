@@ -18,8 +18,8 @@ pub use marten_pg::{deadpool_postgres, tokio_postgres};
 pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
-    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, Events, HiLoId, IdentityMap,
-    IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
+    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, EventQuery, Events, HiLoId,
+    IdentityMap, IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
     PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };

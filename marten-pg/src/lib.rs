@@ -52,7 +52,7 @@ pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected, SqlParams};
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
-    Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
+    Boundary, DirtyTrackedSession, DirtyTracking, EventQuery, Events, IdentityMap, IdentitySession,
     Lightweight, LightweightSession, NewIds, Postgres, QuerySession, QuerySource, Session,
     SessionOptions, Tracking, Writing,
 };

@@ -20,7 +20,7 @@
 mod batch;
 pub(crate) mod condition;
 mod params;
-mod render;
+pub(crate) mod render;
 mod rows;
 mod run;
 mod select;
