@@ -23,7 +23,9 @@ pub use marten_pg::{
     PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
-pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected};
+pub use marten_pg::{
+    BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,
+};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 
