@@ -48,8 +48,8 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 /// The async projection daemon.
 pub mod daemon {
     pub use marten_pg::daemon::{
-        rebuild, rebuild_tenant, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks,
-        PoisonPolicy,
+        active_projection_version, drop_old_projection_versions, rebuild, rebuild_tenant,
+        wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
     };
 }
 

@@ -6,6 +6,7 @@
 
 use marten_core::{Error, Result, Tenancy, TenantId};
 
+use super::bluegreen::Target;
 use super::progression;
 use super::slot::Slot;
 use super::tenants::tenants_on;
@@ -60,7 +61,16 @@ async fn rebuild_slots(
         )));
     };
     let conjoined = store.events_tenancy() == Tenancy::Conjoined;
-    let mut conn = Conn::new();
+    // A version being built clears and replays its own table, not the one readers see.
+    let mut conn = match super::bluegreen::target(store, p.as_ref()).await? {
+        Target::Active => Conn::new(),
+        Target::Build(statements) => Conn::with_statements(statements),
+        Target::Superseded(active) => {
+            return Err(Error::Configuration(format!(
+                "cannot rebuild {projection}: version {active} of its documents is active"
+            )))
+        }
+    };
     let mut req = conn.request(store).await?;
     let reset = reset_and_clear(&mut req, p.as_ref(), conjoined, tenant.as_ref());
     let Some(result) = within(store, reset).await else {

@@ -270,6 +270,14 @@ impl DocumentStoreBuilder {
         self.projections.asynchronous.push(projection);
     }
 
+    /// Gives the async projection registered last `version` (see `versioned.rs`).
+    pub(super) fn version_last_async(&mut self, version: u32) {
+        if let Some(last) = self.projections.asynchronous.pop() {
+            let versioned = crate::projections::versioned::Versioned::new(last, version);
+            self.projections.asynchronous.push(Arc::new(versioned));
+        }
+    }
+
     fn lifecycle_of<T: 'static>(
         &mut self,
         lifecycle: Lifecycle,
@@ -378,6 +386,7 @@ impl DocumentStoreBuilder {
             &self.stream_keyed,
             &self.async_conjoined,
         )?;
+        super::versioned::check_versions(self.events.tenancy, &self.projections.asynchronous)?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self
