@@ -50,6 +50,7 @@ mod v2 {
         pub id: Uuid,
         pub version: i64,
         pub total: i64,
+        #[document(index)] // an index the switch renames with its table
         pub count: i64,
         #[serde(default)]
         pub doubled: i64,
@@ -216,6 +217,15 @@ async fn a_new_version_builds_beside_the_old_one_and_readers_switch_atomically()
 
     let docs = ok(store.query_session().query::<v2::Tally>().to_list().await);
     assert_eq!(docs.len(), 1_000);
+    // The switched-in table is the table the schema expects, indexes included.
+    ok(store.assert_schema().await);
+    let hundred = ok(store
+        .query_session()
+        .query::<v2::Tally>()
+        .filter(|f| f.count.eq(100))
+        .count()
+        .await);
+    assert_eq!(hundred, 1_000);
     assert!(docs
         .iter()
         .all(|d| d.count == 100 && d.total == 5_050 && d.doubled == 10_100));
@@ -245,6 +255,37 @@ async fn a_new_version_builds_beside_the_old_one_and_readers_switch_atomically()
         started.elapsed() < Duration::from_secs(120),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_sees_both_versions_at_once() {
+    let (schema, ids) = version_one("bluegreen_atomic", 2_000, 5).await;
+    let store = store_v2(&schema).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(read_until(store.clone(), ids[i], 2_000, stop.clone())))
+        .collect();
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            batch_size: 1_000,
+            ..fast()
+        },
+    );
+    wait_for_version(&store, 2, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = (0, 0);
+    for reader in readers {
+        let (old, new) = reader.await.expect("reader");
+        seen = (seen.0 + old, seen.1 + new);
+    }
+    ok(daemon.stop().await);
+    println!("reads: {} of version 1, {} of version 2", seen.0, seen.1);
+    assert!(
+        seen.0 > 0 && seen.1 > 0,
+        "readers read on both sides of the switch"
     );
 }
 

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use marten_core::{Error, Result};
+use tokio_postgres::error::SqlState;
 
 use super::ownership::Ownership;
 use crate::connection::{timed_out, within, Conn, Db, Statements};
@@ -47,14 +48,15 @@ fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| map_db_error(e, Failed::Other(what))
 }
 
-/// The active version of document table `table` (1 when none was switched to).
+/// The active version of document table `table` (1 when none was switched to, or no
+/// version table exists: a store that never built a version needs none, whatever its
+/// schema mode).
 pub(super) async fn active_version(db: Db<'_>, schema: &str, table: &str) -> Result<u32> {
     let what = failed("reading the active projection version");
-    db.batch_execute(&sql::ddl(schema)).await.map_err(&what)?;
-    let row = db
-        .query_opt(&sql::active(schema), &[&table])
-        .await
-        .map_err(&what)?;
+    let row = match db.query_opt(&sql::active(schema), &[&table]).await {
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
+        other => other.map_err(&what)?,
+    };
     let active: i32 = match row {
         Some(row) => row.try_get(0).map_err(&what)?,
         None => return Ok(sql::FIRST_VERSION),
@@ -91,7 +93,8 @@ pub(super) async fn target(
     }
     let build = sql::build_def(&(table.def)(), mine);
     conn.run(store, async |db| {
-        for statement in build.ddl(&schema) {
+        let ddl = std::iter::once(sql::ddl(&schema)).chain(build.ddl(&schema));
+        for statement in ddl {
             db.batch_execute(&statement)
                 .await
                 .map_err(failed("creating a projection version's table"))?;
