@@ -289,6 +289,16 @@ async fn no_query_sees_both_versions_at_once() {
     );
 }
 
+/// How many documents version 2's build table holds.
+async fn build_rows(client: &tokio_postgres::Client, schema: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {schema}.mt_doc_tally_v2");
+    client
+        .query_one(&sql, &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+}
+
 /// Where version 2's build is.
 async fn build_position(client: &tokio_postgres::Client, schema: &str) -> i64 {
     let sql = format!("SELECT last_seq FROM {schema}.mt_event_progression WHERE name = 'Tally:v2'");
@@ -334,6 +344,16 @@ async fn a_stopped_build_resumes_where_it_was() {
     // Readers still read version 1, whole.
     let docs = ok(store.query_session().query::<v2::Tally>().to_list().await);
     assert_eq!((docs.len(), shape(&docs)), (200, Some(1)));
+    assert!(
+        build_rows(&client, schema.name()).await > 0,
+        "the build wrote into its own table"
+    );
+    // A rebuild during the build clears the build's table, not the one readers read.
+    ok(marten::daemon::rebuild(&store, "Tally:v2").await);
+    assert_eq!(build_rows(&client, schema.name()).await, 0);
+    assert_eq!(build_position(&client, schema.name()).await, 0);
+    let docs = ok(store.query_session().query::<v2::Tally>().to_list().await);
+    assert_eq!((docs.len(), shape(&docs)), (200, Some(1)));
 
     let daemon = Daemon::start(&store, fast());
     wait_for_version(&store, 2, Duration::from_secs(60)).await;
@@ -369,6 +389,13 @@ async fn a_version_one_runner_stays_idle_once_version_two_is_active() {
     ok(old_daemon.stop().await);
     let doc = ok(store.query_session().load::<v2::Tally>(&ids[0]).await).expect("doc");
     assert_eq!((doc.count, doc.doubled), (5, 30), "version 1 wrote nothing");
+    // The command line's drop, by projection name.
+    let dropped = ok(marten::daemon::drop_old_projection_versions_named(&store, "Tally:v2").await);
+    assert_eq!(dropped, vec!["mt_doc_tally_v1".to_owned()]);
+    assert!(matches!(
+        marten::daemon::drop_old_projection_versions_named(&store, "Nope").await,
+        Err(marten::Error::Configuration(_))
+    ));
 }
 
 /// A conjoined aggregate (conjoined events need one).

@@ -46,4 +46,6 @@ pub use hooks::{DaemonHooks, NoHooks};
 pub use options::{DaemonOptions, PoisonPolicy};
 pub use rebuild::{rebuild, rebuild_tenant};
 pub use stale::wait_for_non_stale;
-pub use versions::{active_projection_version, drop_old_projection_versions};
+pub use versions::{
+    active_projection_version, drop_old_projection_versions, drop_old_projection_versions_named,
+};

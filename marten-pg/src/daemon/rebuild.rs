@@ -18,7 +18,9 @@ use crate::store::DocumentStore;
 
 /// Resets an async projection and deletes its documents; a running daemon replays it
 /// from the first event. Readers see no documents until the replay has caught up (the
-/// trade-off of this simple rebuild: no blue/green copy). With conjoined events, every
+/// trade-off of this simple rebuild; a versioned projection builds beside the old table
+/// instead: see `DocumentStoreBuilder::projection_versioned`). A version still being
+/// built clears and replays its own table. With conjoined events, every
 /// tenant's slot is reset (see [`rebuild_tenant`] for one tenant alone).
 pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
     rebuild_slots(store, projection, None).await

@@ -4,7 +4,7 @@
 //! Owns: the two public calls. May use: the switch's tables (through `bluegreen`), the
 //! connection layer, the store.
 
-use marten_core::Result;
+use marten_core::{Error, Result};
 
 use super::bluegreen::active_version;
 use crate::connection::Conn;
@@ -32,8 +32,36 @@ pub async fn active_projection_version<D: PgDocument>(store: &DocumentStore) -> 
 pub async fn drop_old_projection_versions<D: PgDocument>(
     store: &DocumentStore,
 ) -> Result<Vec<String>> {
+    drop_old(store, D::TABLE_NAME).await
+}
+
+/// [`drop_old_projection_versions`] for the async projection named `projection` (as the
+/// daemon's status lists it: `Tally` or `Tally:v2`), for a command line.
+pub async fn drop_old_projection_versions_named(
+    store: &DocumentStore,
+    projection: &str,
+) -> Result<Vec<String>> {
+    let found = store
+        .projections()
+        .asynchronous
+        .iter()
+        .find(|p| p.name() == projection);
+    let Some(p) = found else {
+        return Err(Error::Configuration(format!(
+            "no async projection named {projection}"
+        )));
+    };
+    let Some(table) = p.document_table() else {
+        return Err(Error::Configuration(format!(
+            "{projection} has no versioned document table (an event projection)"
+        )));
+    };
+    drop_old(store, table.name).await
+}
+
+/// Drops the superseded version tables of document table `table`.
+async fn drop_old(store: &DocumentStore, table: &str) -> Result<Vec<String>> {
     let schema = store.schema().to_owned();
-    let table = D::TABLE_NAME;
     Conn::new()
         .run(store, async |db| {
             let what = |e| map_db_error(e, Failed::Other("dropping old projection versions"));

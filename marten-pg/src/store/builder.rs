@@ -42,7 +42,7 @@ pub struct DocumentStoreBuilder {
     events: EventConfig,
     registry: EventRegistry,
     registry_error: Option<Error>,
-    projections: ProjectionRegistry,
+    pub(super) projections: ProjectionRegistry,
     /// The aggregate and multi-stream projections that store single-tenant documents
     /// (inline or async): refused with conjoined events, whose tenants share stream ids.
     stream_keyed: Vec<&'static str>,
@@ -268,14 +268,6 @@ impl DocumentStoreBuilder {
                 )));
         }
         self.projections.asynchronous.push(projection);
-    }
-
-    /// Gives the async projection registered last `version` (see `versioned.rs`).
-    pub(super) fn version_last_async(&mut self, version: u32) {
-        if let Some(last) = self.projections.asynchronous.pop() {
-            let versioned = crate::projections::versioned::Versioned::new(last, version);
-            self.projections.asynchronous.push(Arc::new(versioned));
-        }
     }
 
     fn lifecycle_of<T: 'static>(

@@ -29,6 +29,14 @@ pub(super) fn check_versions(
 }
 
 impl DocumentStoreBuilder {
+    /// Gives the async projection registered last `version`.
+    fn version_last_async(&mut self, version: u32) {
+        if let Some(last) = self.projections.asynchronous.pop() {
+            let versioned = crate::projections::versioned::Versioned::new(last, version);
+            self.projections.asynchronous.push(Arc::new(versioned));
+        }
+    }
+
     /// Registers aggregate projection `A` as an async projection at `version`. Version 1
     /// is [`projection`](Self::projection) with [`Lifecycle::Async`]. A higher version
     /// runs under its own progression row (`Tally:v2`) and, while an older version's
