@@ -429,3 +429,94 @@ async fn versioned_projections_refuse_conjoined_events() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Assigned {
+    to: Vec<String>,
+}
+
+/// A multi-stream projection: version 2 also counts tasks twice.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(numeric)]
+struct Workload {
+    id: String,
+    tasks: i64,
+    #[serde(default)]
+    twice: i64,
+}
+
+#[marten::apply]
+impl Workload {
+    fn identities(e: &Assigned) -> Vec<String> {
+        e.to.clone()
+    }
+    fn create(_e: &Assigned) -> Self {
+        Workload {
+            id: String::new(),
+            tasks: 1,
+            twice: 2,
+        }
+    }
+    fn apply(&mut self, _e: &Assigned) {
+        self.tasks += 1;
+        self.twice += 2;
+    }
+}
+
+#[tokio::test]
+async fn a_multi_stream_projection_switches_versions_too() {
+    let (schema, b) = builder("bluegreen_multi");
+    let store = ok(b
+        .multi_stream_projection::<Workload>(Lifecycle::Async)
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    for i in 0..30 {
+        let to = if i % 3 == 0 {
+            vec!["ann".to_owned(), "bob".to_owned()]
+        } else {
+            vec!["bob".to_owned()]
+        };
+        ok(s.events().append(Uuid::now_v7(), [Assigned { to }]));
+    }
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(&store, fast());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(daemon.stop().await);
+    // Version 1's documents were written before `twice` existed: simulate by clearing it.
+    let client = raw(&schema).await;
+    let sql = format!(
+        "UPDATE {}.mt_doc_workload SET data = data - 'twice'",
+        schema.name()
+    );
+    client.execute(&sql, &[]).await.expect("strip");
+
+    let b = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name());
+    let v2 = ok(b
+        .multi_stream_projection_versioned::<Workload>(2)
+        .build()
+        .await);
+    let bob = ok(v2.query_session().load::<Workload>(&"bob".to_owned()).await).expect("bob");
+    assert_eq!(
+        (bob.tasks, bob.twice),
+        (30, 0),
+        "version 1 until the switch"
+    );
+    let daemon = Daemon::start(&v2, fast());
+    let started = Instant::now();
+    while ok(active_projection_version::<Workload>(&v2).await) != 2 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no switch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ok(daemon.stop().await);
+    let mut q = v2.query_session();
+    let bob = ok(q.load::<Workload>(&"bob".to_owned()).await).expect("bob");
+    let ann = ok(q.load::<Workload>(&"ann".to_owned()).await).expect("ann");
+    assert_eq!(
+        (bob.tasks, bob.twice, ann.tasks, ann.twice),
+        (30, 60, 10, 20)
+    );
+    assert!(table_exists(&client, schema.name(), "mt_doc_workload_v1").await);
+}

@@ -15,6 +15,8 @@
 //! `mt_doc_tally_v1`, renames the build table to `mt_doc_tally`, and records the active
 //! version in `mt_projection_versions`. A query therefore reads either the old table or
 //! the new one, never a mix; PostgreSQL re-plans prepared statements after the renames.
+//! The switch waits at most 2 s for the table lock (readers queue behind a waiting
+//! switch), then gives up and tries again at the runner's next idle turn.
 //! After the switch the runner writes through the store's own statements. The old table
 //! is dropped only by [`drop_old_projection_versions`](super::drop_old_projection_versions).
 //!
@@ -154,7 +156,7 @@ async fn switch_in(
 ) -> Result<bool> {
     let what = failed("switching a projection version");
     let (name, mine) = (projection.name(), projection.version());
-    db.batch_execute("BEGIN; SET LOCAL lock_timeout = '10s'")
+    db.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
         .await
         .map_err(&what)?;
     let owned =
