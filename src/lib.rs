@@ -50,8 +50,9 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 /// The async projection daemon.
 pub mod daemon {
     pub use marten_pg::daemon::{
-        rebuild, rebuild_tenant, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks,
-        PoisonPolicy,
+        active_projection_version, drop_old_projection_versions,
+        drop_old_projection_versions_named, rebuild, rebuild_tenant, wait_for_non_stale, Daemon,
+        DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
     };
 }
 
