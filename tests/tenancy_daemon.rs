@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{builder, ok};
 use marten::daemon::{rebuild_tenant, Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
-use marten::Tenancy;
+use marten::{EventProjection, ProjectedOps, Tenancy};
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -355,4 +355,80 @@ async fn a_single_tenant_stored_projection_of_conjoined_events_is_refused() {
             ),
         }
     }
+}
+
+/// A conjoined document written by an event projection.
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+#[document(tenancy = "conjoined")]
+struct Receipt {
+    id: Uuid,
+    amount: i64,
+}
+
+struct Receipts;
+
+impl EventProjection for Receipts {
+    fn name(&self) -> &'static str {
+        "Receipts"
+    }
+
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(d) = event.data_as::<Deposited>() {
+            ops.store(Receipt {
+                id: event.id,
+                amount: d.amount,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_event_projection_writing_conjoined_documents_from_single_tenant_events_is_refused_by_name(
+) {
+    let (schema, b) = builder("tenancy_daemon_receipts");
+    let store = ok(b
+        .event::<Deposited>()
+        .document::<Receipt>()
+        .event_projection(Receipts, Lifecycle::Async)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [Deposited { amount: 3 }]));
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(&store, options(PoisonPolicy::DeadLetter));
+    let raw = schema.raw_client().await;
+    // The batch fails before anything is sent, naming the type; the poison policy
+    // dead-letters the event instead of retrying a database error for ever.
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = raw
+            .query("SELECT projection, error FROM mt_dead_letters", &[])
+            .await
+            .expect("dead letters")
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok(daemon.stop().await);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].0, "Receipts");
+    assert!(
+        letters[0].1.contains("Receipt") && letters[0].1.contains("tenant"),
+        "{letters:?}"
+    );
+    let rows: i64 = raw
+        .query_one("SELECT count(*) FROM mt_doc_receipt", &[])
+        .await
+        .map_or(0, |r| r.get(0));
+    assert_eq!(rows, 0, "nothing written");
 }

@@ -1,6 +1,7 @@
 //! Event projections: arbitrary document operations per event.
 
 use futures_util::future::BoxFuture;
+use marten_core::tenant::require_tenant;
 use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId};
 
 use super::{apply_error, InlineProjection, Planner, SavePlan};
@@ -37,8 +38,13 @@ impl ProjectedOps {
         }
     }
 
-    /// Stores (upserts) a document.
+    /// Stores (upserts) a document. A conjoined document type needs the events' tenant:
+    /// without one (single-tenant events) the batch fails with
+    /// [`Error::TenantRequired`] naming the type, before anything is sent.
     pub fn store<D: PgDocument>(&mut self, mut doc: D) {
+        if !self.has_tenant_for::<D>() {
+            return;
+        }
         if let Err(reason) = doc.id_mut().assign_if_empty() {
             self.error.get_or_insert(Error::InvalidId {
                 document_type: D::DOCUMENT_TYPE,
@@ -57,9 +63,24 @@ impl ProjectedOps {
         }
     }
 
-    /// Deletes a document by id.
+    /// Deletes a document by id (a conjoined type needs a tenant, as for
+    /// [`store`](Self::store)).
     pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
-        self.list.push_delete::<D>(id);
+        if self.has_tenant_for::<D>() {
+            self.list.push_delete::<D>(id);
+        }
+    }
+
+    /// Whether documents of `D` can be written here: a conjoined type needs the events'
+    /// tenant. Remembers [`Error::TenantRequired`] otherwise.
+    fn has_tenant_for<D: PgDocument>(&mut self) -> bool {
+        match require_tenant(D::TENANCY, self.list.tenant.as_ref(), D::DOCUMENT_TYPE) {
+            Ok(_) => true,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                false
+            }
+        }
     }
 
     /// The queued operations, or the first error a `store` met.
@@ -81,6 +102,12 @@ pub(crate) fn apply_one<P: EventProjection>(
         projection.apply(event, ops)
     }));
     match applied {
+        // A conjoined document without the events' tenant is this event's failure, so
+        // the poison policy applies to it (retrying cannot mend it).
+        Ok(Ok(())) if matches!(ops.error, Some(Error::TenantRequired { .. })) => {
+            let message = ops.error.take().map(|e| e.to_string()).unwrap_or_default();
+            Err(apply_error(projection.name(), event, message))
+        }
         Ok(result) => result.map_err(|e| apply_error(projection.name(), event, e.message)),
         Err(panic) => Err(apply_error(
             projection.name(),
