@@ -2,13 +2,15 @@
 //! skip, take) and its builder methods. Its statements are built in `statement`. Uses
 //! the typed filters and orders of `marten_core::query`.
 
-use marten_core::query::{Base, Filter, HasFields, Order};
+use marten_core::query::{Base, Filter, FullTextSearch, HasFields, Order};
 use marten_core::tenant::require_tenant;
 use marten_core::Result;
 
 use super::params::SqlParams;
+use super::search::search_filter;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
+use crate::tables::documents::SearchKind;
 use crate::tenant_key::TenantKey;
 
 /// The definition of a query on documents of type `D`, without a session: filters,
@@ -77,6 +79,35 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
         self.filters.push(Filter::raw(sql, params.into_params()));
         self
+    }
+
+    /// Keeps documents whose text (every string value, nested ones included) holds every
+    /// word of `text`, stemmed in the configuration of the type's full-text index
+    /// (`#[document(full_text)]`): `"running"` finds "run". PostgreSQL's
+    /// `plainto_tsquery`; the index serves it. Combines with the other filters with AND.
+    pub fn search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.where_filter(search_filter(SearchKind::Plain, text.into()))
+    }
+
+    /// Like [`search`](Self::search), the words next to each other in this order
+    /// (PostgreSQL's `phraseto_tsquery`).
+    pub fn phrase_search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.where_filter(search_filter(SearchKind::Phrase, text.into()))
+    }
+
+    /// Like [`search`](Self::search), with search-engine syntax: `"a quoted phrase"`,
+    /// `or`, `-excluded` (PostgreSQL's `websearch_to_tsquery`; any text is valid).
+    pub fn web_search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.where_filter(search_filter(SearchKind::Web, text.into()))
     }
 
     /// Sorts by a field (`|f| f.name.asc()`); several calls sort by each in turn. Ties are
