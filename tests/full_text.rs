@@ -140,15 +140,14 @@ async fn phrase_and_web_searches_read_their_text_their_own_way() {
             .await)),
         [1]
     );
-    assert!(ok(s
-        .query::<Post>()
-        .phrase_search("river run")
-        .to_list()
-        .await)
-    .is_empty());
+    assert!(ok(s.query::<Post>().phrase_search("river run").to_list().await).is_empty());
     // Web syntax: exclusion, `or`, quoted phrases.
     assert_eq!(
-        ids(&ok(s.query::<Post>().web_search("run -river").to_list().await)),
+        ids(&ok(s
+            .query::<Post>()
+            .web_search("run -river")
+            .to_list()
+            .await)),
         [3]
     );
     assert_eq!(
@@ -168,12 +167,7 @@ async fn phrase_and_web_searches_read_their_text_their_own_way() {
         [3]
     );
     // Any text is valid web search syntax.
-    assert!(ok(s
-        .query::<Post>()
-        .web_search("\"unclosed -")
-        .to_list()
-        .await)
-    .is_empty());
+    assert!(ok(s.query::<Post>().web_search("\"unclosed -").to_list().await).is_empty());
 }
 
 #[tokio::test]
@@ -241,7 +235,10 @@ async fn a_conjoined_types_tenants_search_only_their_own_documents() {
         ["pears and plums"]
     );
     assert!(ok(red.query::<Memo>().search("plums").to_list().await).is_empty());
-    assert_eq!(ok(blue.query::<Memo>().web_search("plums").count().await), 1);
+    assert_eq!(
+        ok(blue.query::<Memo>().web_search("plums").count().await),
+        1
+    );
     // The `simple` configuration does not stem: "pear" is not "pears".
     assert!(ok(red.query::<Memo>().search("pear").to_list().await).is_empty());
     let sql = red.query::<Memo>().search("pears").to_sql();
@@ -277,10 +274,7 @@ async fn the_full_text_index_serves_searches() {
         s.query::<Post>().web_search("zebra -horse").to_sql(),
     ] {
         let explain: Vec<String> = raw
-            .query(
-                &format!("EXPLAIN {}", sql.replace("$1", "'zebra'")),
-                &[],
-            )
+            .query(&format!("EXPLAIN {}", sql.replace("$1", "'zebra'")), &[])
             .await
             .expect("explain")
             .iter()
@@ -322,7 +316,7 @@ async fn a_second_build_finds_the_full_text_index_unchanged() {
     assert!(patch.is_empty(), "{patch}");
     ok(again.assert_schema().await);
     // The schema script creates the index too.
-    assert!(again.schema_sql().contains(
-        "CREATE INDEX IF NOT EXISTS mt_doc_post_fts ON"
-    ));
+    assert!(again
+        .schema_sql()
+        .contains("CREATE INDEX IF NOT EXISTS mt_doc_post_fts ON"));
 }
