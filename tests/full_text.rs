@@ -1,6 +1,6 @@
 //! Full-text search (`#[document(full_text)]`): `search` (stemmed words), `phrase_search`
 //! and `web_search` over every string value of a document, nested ones included; combined
-//! with typed filters, paging and counts; a conjoined type's tenants searching only their
+//! with typed filters, paging and counts; `order_by_rank`; a conjoined type's tenants searching only their
 //! own rows; the `_fts` index serving the search; the schema check clean after a second
 //! build.
 
@@ -209,6 +209,56 @@ async fn searches_combine_with_filters_order_paging_and_counts() {
     assert_eq!(page.total, 3);
     assert_eq!(page.items.iter().map(|p| p.id).collect::<Vec<_>>(), [5]);
     assert!(ok(s.query::<Post>().search("run").exists().await));
+}
+
+#[tokio::test]
+async fn order_by_rank_puts_the_most_relevant_matches_first() {
+    let (_schema, store) = seeded("fts_rank").await;
+    let mut s = store.query_session();
+    let order = |posts: Vec<Post>| posts.iter().map(|p| p.id).collect::<Vec<_>>();
+    // Post 5 names the river twice (title and body), post 1 once.
+    assert_eq!(
+        order(ok(s.query::<Post>().search("river").to_list().await)),
+        [1, 5]
+    );
+    assert_eq!(
+        order(ok(s
+            .query::<Post>()
+            .search("river")
+            .order_by_rank()
+            .to_list()
+            .await)),
+        [5, 1]
+    );
+    // With a typed filter, paging (the total in the same statement) and a second search.
+    let page = ok(s
+        .query::<Post>()
+        .order_by_rank()
+        .web_search("river or coffee")
+        .filter(|f| f.stars.le(4))
+        .to_page(0, 1)
+        .await);
+    assert_eq!((page.total, order(page.items)), (2, vec![5]));
+    let sql = s
+        .query::<Post>()
+        .search("river")
+        .order_by_rank()
+        .take(3)
+        .to_sql();
+    assert!(
+        sql.contains("ORDER BY ts_rank(to_tsvector('english'::regconfig, d.data), plainto_tsquery('english'::regconfig, $2)) DESC, d.id ASC LIMIT $3"),
+        "{sql}"
+    );
+    // Without a search there is nothing to rank by: the order is the id's.
+    assert_eq!(
+        order(ok(s
+            .query::<Post>()
+            .order_by_rank()
+            .take(2)
+            .to_list()
+            .await)),
+        [1, 2]
+    );
 }
 
 #[tokio::test]

@@ -105,6 +105,15 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self
     }
 
+    /// See [`QuerySpec::order_by_rank`]: the most relevant matches of the searches first.
+    pub fn order_by_rank(mut self) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.spec = self.spec.order_by_rank();
+        self
+    }
+
     /// See [`QuerySpec::order_by`].
     pub fn order_by(mut self, f: impl FnOnce(D::Fields<D>) -> Order<D>) -> Self {
         self.spec = self.spec.order_by(f);

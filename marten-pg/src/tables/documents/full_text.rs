@@ -50,14 +50,36 @@ pub fn full_text_index(table: &str, config: &str) -> IndexDef {
     index
 }
 
+/// `{function}('<config>'::regconfig, {placeholder})`: the search text as a `tsquery`.
+fn text_query(config: &str, kind: SearchKind, placeholder: &str) -> String {
+    format!(
+        "{}({}, {placeholder})",
+        kind.function(),
+        config_literal(config)
+    )
+}
+
 /// The condition matching the rows `d` whose document matches the search text `$1`
 /// (read as `kind` says, in `config`), as a raw fragment.
 pub fn search_condition(config: &str, kind: SearchKind) -> String {
     format!(
-        "{} @@ {}({}, $1)",
+        "{} @@ {}",
         document_vector(config, "d.data"),
-        kind.function(),
-        config_literal(config)
+        text_query(config, kind, "$1")
+    )
+}
+
+/// How well the document of the row `d` matches every search (each a kind and the
+/// placeholder of its text): `ts_rank` of the document against their queries ANDed.
+pub fn rank_expression(config: &str, searches: &[(SearchKind, String)]) -> String {
+    let queries: Vec<String> = searches
+        .iter()
+        .map(|(kind, p)| text_query(config, *kind, p))
+        .collect();
+    format!(
+        "ts_rank({}, {})",
+        document_vector(config, "d.data"),
+        queries.join(" && ")
     )
 }
 
@@ -77,6 +99,14 @@ mod tests {
         assert_eq!(
             search_condition("simple", SearchKind::Web),
             "to_tsvector('simple'::regconfig, d.data) @@ websearch_to_tsquery('simple'::regconfig, $1)"
+        );
+        let searches = [
+            (SearchKind::Plain, "$2".to_owned()),
+            (SearchKind::Phrase, "$3".to_owned()),
+        ];
+        assert_eq!(
+            rank_expression("english", &searches),
+            "ts_rank(to_tsvector('english'::regconfig, d.data), plainto_tsquery('english'::regconfig, $2) && phraseto_tsquery('english'::regconfig, $3))"
         );
     }
 }

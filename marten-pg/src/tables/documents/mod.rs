@@ -25,7 +25,9 @@ mod optimistic;
 mod patch;
 
 pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
-pub use full_text::{full_text_index, full_text_index_name, search_condition, SearchKind};
+pub use full_text::{
+    full_text_index, full_text_index_name, rank_expression, search_condition, SearchKind,
+};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
