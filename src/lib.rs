@@ -100,8 +100,8 @@ pub mod storage {
 pub mod query {
     pub use marten_core::query::{
         Aggregation, AggregationOp, BackendParam, Collection, Comparable, ContainsOp, Field,
-        Filter, HasFields, NumericField, OptionField, Order, Orderable, RawParam, TextField,
-        ValueKind,
+        Filter, FullTextSearch, HasFields, NumericField, OptionField, Order, Orderable, RawParam,
+        TextField, ValueKind,
     };
     pub use marten_pg::query::param;
     pub use marten_pg::SqlParams;

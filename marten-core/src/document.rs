@@ -20,6 +20,11 @@ pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
     const INDEXES: &'static [IndexSpec] = &[];
     /// Whether the whole document has a GIN index (`#[document(gin)]`).
     const GIN_INDEX: bool = false;
+    /// The PostgreSQL text search configuration of the type's full-text index
+    /// (`#[document(full_text)]`: `english`; `#[document(full_text = "simple")]`), or
+    /// `None` without one. Searches ([`FullTextSearch`](crate::query::FullTextSearch))
+    /// use the same configuration, so the index serves them.
+    const FULL_TEXT: Option<&'static str> = None;
     /// How the type's rows are shared between tenants (`#[document(tenancy =
     /// "conjoined")]`); single (one set of rows for every tenant) by default.
     const TENANCY: Tenancy = Tenancy::Single;

@@ -20,6 +20,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
+    check::full_text_config(&cx, &cont);
     crate::fields::check(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     let version = version_field(&cx, &cont);

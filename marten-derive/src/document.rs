@@ -20,6 +20,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
+    check::full_text_config(&cx, &cont);
     crate::fields::check(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     if let Some(id) = id {
@@ -46,6 +47,16 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let id_ident = id.ident;
     let indexes = crate::fields::index_specs(cont);
     let gin = cont.attrs.gin;
+    let (full_text, searchable) = match &cont.attrs.full_text {
+        Some((config, _)) => (
+            quote!(::core::option::Option::Some(#config)),
+            quote! {
+                #[automatically_derived]
+                impl #private::query::FullTextSearch for #ident {}
+            },
+        ),
+        None => (quote!(::core::option::Option::None), TokenStream::new()),
+    };
     let tenancy = if cont.attrs.conjoined {
         quote!(Conjoined)
     } else {
@@ -77,6 +88,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                 const TABLE_NAME: &'static str = #table;
                 const INDEXES: &'static [#private::IndexSpec] = #indexes;
                 const GIN_INDEX: bool = #gin;
+                const FULL_TEXT: ::core::option::Option<&'static str> = #full_text;
                 const TENANCY: #private::Tenancy = #private::Tenancy::#tenancy;
                 #[inline]
                 fn id(&self) -> &Self::Id {
@@ -87,6 +99,8 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                     &mut self.#id_ident
                 }
             }
+
+            #searchable
 
             #[automatically_derived]
             impl #private::PgDocument for #ident {

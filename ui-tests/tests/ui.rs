@@ -13,7 +13,7 @@ fn ui() {
     // Strong-typed ids (`#[derive(DocumentId)]`): their shape, their inner type, the
     // traits they need, and where a newtype over `i64` cannot go.
     t.compile_fail("tests/ui/typed_ids/*.rs");
-    // Struct attributes: modes, table names, unknown keys, several errors at once.
+    // Struct attributes: modes, table names, full-text configurations, unknown keys, several errors at once.
     t.compile_fail("tests/ui/attributes/*.rs");
     // Operations that exist only for some concurrency modes.
     t.compile_fail("tests/ui/modes/*.rs");
@@ -26,7 +26,8 @@ fn ui() {
     t.compile_fail("tests/ui/events/*.rs");
     // Typed queries: wrong root, wrong value type, operators the field type lacks, an
     // indexed field whose type has no `ColumnType`, `sum` of a string, a selection of
-    // another document's field, a raw parameter PostgreSQL cannot take.
+    // another document's field, a raw parameter PostgreSQL cannot take, a full-text search of a type
+    // without `#[document(full_text)]`.
     t.compile_fail("tests/ui/queries/*.rs");
     // Patches: operations the field type lacks, values of the wrong type.
     t.compile_fail("tests/ui/patches/*.rs");

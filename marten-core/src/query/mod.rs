@@ -18,6 +18,8 @@
 //!   aggregates) by type;
 //! - `order`: sort keys ([`Order`]);
 //! - `select`: [`Selection`], the fields a query returns instead of whole documents;
+//! - `full_text`: [`FullTextSearch`], the marker of the types a query can search by
+//!   full text;
 //! - `aggregate`: typed aggregates over a field ([`Aggregation`]: `sum`, `avg`, `min`,
 //!   `max`, `count_distinct`).
 
@@ -25,6 +27,7 @@ mod aggregate;
 mod bounds;
 mod field;
 mod filter;
+mod full_text;
 mod node;
 mod order;
 mod path;
@@ -36,6 +39,7 @@ pub use bounds::{
 };
 pub use field::Field;
 pub use filter::Filter;
+pub use full_text::{FullTextSearch, DEFAULT_FULL_TEXT_CONFIG};
 pub use node::{BackendParam, CompareOp, Node, RawParam, TextOp, ValueKind};
 pub use order::Order;
 pub use path::{Base, Getter, HasFields, Path};

@@ -55,6 +55,9 @@ pub struct Container {
     pub gin: bool,
     /// `#[document(tenancy = "conjoined")]`: rows carry their tenant.
     pub conjoined: bool,
+    /// `#[document(full_text)]` (`english`) or `#[document(full_text = "config")]`: the
+    /// text search configuration of a full-text index, with its span.
+    pub full_text: Option<(String, Span)>,
 }
 
 impl Container {
@@ -64,6 +67,7 @@ impl Container {
         let mut mode = Attr::none("concurrency");
         let mut gin = Attr::none("gin");
         let mut tenancy = Attr::none("tenancy");
+        let mut full_text = Attr::none("full_text");
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -73,6 +77,14 @@ impl Container {
                         Ok(())
                     } else if meta.path.is_ident("gin") {
                         gin.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else if meta.path.is_ident("full_text") {
+                        if meta.input.peek(syn::Token![=]) {
+                            let lit: LitStr = meta.value()?.parse()?;
+                            full_text.set(cx, lit.span(), lit.value());
+                        } else {
+                            full_text.set(cx, meta.path.span_of(), "english".to_owned());
+                        }
                         Ok(())
                     } else if meta.path.is_ident("tenancy") {
                         let lit: LitStr = meta.value()?.parse()?;
@@ -89,7 +101,7 @@ impl Container {
                         Err(meta.error("`#[document(id)]` belongs on a field, not on the struct"))
                     } else {
                         Err(meta.error(format!(
-                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin` or `tenancy = \"...\"`",
+                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin`, `full_text` or `tenancy = \"...\"`",
                             path_name(&meta.path)
                         )))
                     }
@@ -126,6 +138,7 @@ impl Container {
             mode: mode.get().map_or(Mode::Off, |(m, _)| m),
             gin: gin.get().is_some(),
             conjoined: tenancy.get().is_some_and(|(c, _)| c),
+            full_text: full_text.get(),
         }
     }
 }

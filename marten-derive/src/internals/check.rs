@@ -70,6 +70,22 @@ pub fn table_name(cx: &Ctxt, cont: &Container) {
     }
 }
 
+/// Checks a full-text configuration name (`#[document(full_text = "...")]`): a plain
+/// lower-case identifier, as PostgreSQL names its text search configurations (`english`,
+/// `simple`, `french`), so it can be written into the index and its queries as a literal.
+pub fn full_text_config(cx: &Ctxt, cont: &Container) {
+    if let Some((name, span)) = &cont.attrs.full_text {
+        if !is_identifier(name) {
+            cx.syn_error(syn::Error::new(
+                *span,
+                format!(
+                    "invalid text search configuration {name:?}: name a PostgreSQL configuration (`english`, `simple`, `french`, ...) in lower-case letters, digits and underscores"
+                ),
+            ));
+        }
+    }
+}
+
 /// PostgreSQL 15's reserved key words and those that cannot name a table
 /// (`pg_get_keywords()` categories `R` and `T`), sorted. Statements use table names
 /// unquoted, so these cannot be table names.

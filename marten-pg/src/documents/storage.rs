@@ -16,7 +16,7 @@ use super::write_batch::WriteBatch;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::{ColumnDef, TableDef};
 use crate::tables::documents::{
-    table_def as table_def_of, BulkSql, ReadSql, Scope, VersionBump, WriteSql,
+    full_text_index, table_def as table_def_of, BulkSql, ReadSql, Scope, VersionBump, WriteSql,
 };
 use crate::PgId;
 
@@ -280,16 +280,20 @@ pub(super) use mode_storage;
 pub(super) type ModeColumn = (&'static str, fn() -> ColumnDef);
 
 /// `D`'s table: the base columns, the mode's version column, the indexed columns and
-/// the indexes.
+/// the indexes (the full-text index among them, `#[document(full_text)]`).
 pub(super) fn table_def<D: PgDocument>(version: Option<ModeColumn>) -> TableDef {
-    table_def_of(
+    let mut def = table_def_of(
         D::TABLE_NAME,
         <D::Id as PgId>::SQL_TYPE,
         version.map(|(_, column)| column()),
         D::INDEXES,
         D::GIN_INDEX,
         Scope::of(D::TENANCY),
-    )
+    );
+    if let Some(config) = D::FULL_TEXT {
+        def.indexes.push(full_text_index(D::TABLE_NAME, config));
+    }
+    def
 }
 
 /// The SQL of a basic write, given the mode's `[upsert, insert, update]`.

@@ -5,6 +5,7 @@
 //! - `spec`: [`QuerySpec`], a query's definition (filters, order, skip, take);
 //! - `statement`: the SELECT and count statements of a spec;
 //! - `params`: [`param`] and [`SqlParams`], the typed parameters of `where_sql`;
+//! - `search`: full-text searches (`search`, `phrase_search`, `web_search`) as filters;
 //! - `render`: a filter's syntax tree as parameterized SQL;
 //! - `rows`: decoding result rows into documents;
 //! - `run`: [`Query`], running or streaming a spec on a session, its aggregates, and
@@ -25,6 +26,7 @@ mod params;
 pub(crate) mod render;
 mod rows;
 mod run;
+mod search;
 mod select;
 pub(crate) mod source;
 mod spec;

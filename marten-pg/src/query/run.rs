@@ -12,8 +12,8 @@ use std::marker::PhantomData;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use marten_core::query::{
-    Aggregation, Base, Comparable, Field, Filter, HasFields, NumericField, Order, Orderable,
-    Selection,
+    Aggregation, Base, Comparable, Field, Filter, FullTextSearch, HasFields, NumericField, Order,
+    Orderable, Selection,
 };
 use marten_core::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -75,6 +75,42 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// See [`QuerySpec::where_sql`].
     pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
         self.spec = self.spec.where_sql(sql, params);
+        self
+    }
+
+    /// See [`QuerySpec::search`]: every word of `text`, stemmed (`#[document(full_text)]`).
+    pub fn search(mut self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.spec = self.spec.search(text);
+        self
+    }
+
+    /// See [`QuerySpec::phrase_search`]: the words of `text` next to each other, in order.
+    pub fn phrase_search(mut self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.spec = self.spec.phrase_search(text);
+        self
+    }
+
+    /// See [`QuerySpec::web_search`]: `text` in search-engine syntax (`"a phrase" -word`).
+    pub fn web_search(mut self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.spec = self.spec.web_search(text);
+        self
+    }
+
+    /// See [`QuerySpec::order_by_rank`]: the most relevant matches of the searches first.
+    pub fn order_by_rank(mut self) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.spec = self.spec.order_by_rank();
         self
     }
 

@@ -2,13 +2,17 @@
 //! skip, take) and its builder methods. Its statements are built in `statement`. Uses
 //! the typed filters and orders of `marten_core::query`.
 
-use marten_core::query::{Base, Filter, HasFields, Order};
+use marten_core::query::{
+    Base, Filter, FullTextSearch, HasFields, Order, DEFAULT_FULL_TEXT_CONFIG,
+};
 use marten_core::tenant::require_tenant;
 use marten_core::Result;
 
 use super::params::SqlParams;
+use super::search::search_filter;
 use crate::documents::PgDocument;
 use crate::store::DocumentStore;
+use crate::tables::documents::SearchKind;
 use crate::tenant_key::TenantKey;
 
 /// The definition of a query on documents of type `D`, without a session: filters,
@@ -31,6 +35,10 @@ pub struct QuerySpec<D> {
     /// Whether the document type has a GIN index (`#[document(gin)]`): equalities then
     /// also test containment, which the index serves.
     pub(super) gin: bool,
+    /// The full-text searches (their kind and text), for `order_by_rank`.
+    pub(super) searches: Vec<(SearchKind, String)>,
+    /// `order_by_rank`: the text search configuration to rank the matches in.
+    pub(super) rank: Option<&'static str>,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -44,6 +52,8 @@ impl<D> Default for QuerySpec<D> {
             tenant: None,
             shape: None,
             gin: false,
+            searches: Vec::new(),
+            rank: None,
         }
     }
 }
@@ -77,6 +87,55 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     pub fn where_sql(mut self, sql: impl Into<String>, params: impl SqlParams) -> Self {
         self.filters.push(Filter::raw(sql, params.into_params()));
         self
+    }
+
+    /// Keeps documents whose text (every string value, nested ones included) holds every
+    /// word of `text`, stemmed in the configuration of the type's full-text index
+    /// (`#[document(full_text)]`): `"running"` finds "run". PostgreSQL's
+    /// `plainto_tsquery`; the index serves it. Combines with the other filters with AND.
+    pub fn search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.searched(SearchKind::Plain, text.into())
+    }
+
+    /// Like [`search`](Self::search), the words next to each other in this order
+    /// (PostgreSQL's `phraseto_tsquery`).
+    pub fn phrase_search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.searched(SearchKind::Phrase, text.into())
+    }
+
+    /// Like [`search`](Self::search), with search-engine syntax: `"a quoted phrase"`,
+    /// `or`, `-excluded` (PostgreSQL's `websearch_to_tsquery`; any text is valid).
+    pub fn web_search(self, text: impl Into<String>) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.searched(SearchKind::Web, text.into())
+    }
+
+    /// Sorts the most relevant matches of the query's searches first (PostgreSQL's
+    /// `ts_rank` of the document against every search), before the sorts of `order_by`
+    /// (ties broken by them, then by id). Without a search, sorts nothing.
+    pub fn order_by_rank(mut self) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.rank = Some(D::FULL_TEXT.unwrap_or(DEFAULT_FULL_TEXT_CONFIG));
+        self
+    }
+
+    /// Adds a search: its filter, and its text for `order_by_rank`.
+    fn searched(mut self, kind: SearchKind, text: String) -> Self
+    where
+        D: FullTextSearch,
+    {
+        self.searches.push((kind, text.clone()));
+        self.where_filter(search_filter(kind, text))
     }
 
     /// Sorts by a field (`|f| f.name.asc()`); several calls sort by each in turn. Ties are

@@ -2,12 +2,14 @@
 //! with AND), its sort keys (the id breaking ties), its LIMIT / OFFSET, and the SELECT
 //! (plain, or with the total count of matches) and count statements built from them.
 //! Parameters are numbered in that order: the tenant's (a conjoined type's rows are
-//! matched on their tenant first), the filters', then LIMIT's, then OFFSET's.
+//! matched on their tenant first), the filters', the search texts of the full-text rank
+//! (`order_by_rank`), then LIMIT's, then OFFSET's.
 //! Uses `render` and the spec's fields.
 
 use marten_core::query::HasFields;
 
 use super::render::{self, Sql};
+use super::search;
 use super::spec::QuerySpec;
 use crate::documents::{conjoined, PgDocument};
 use crate::tables::documents::TENANT_COLUMN;
@@ -55,7 +57,7 @@ impl<D: 'static> QuerySpec<D> {
     pub(super) fn select_from(&self, table: &str, tenant: TenantMatch, paged: bool) -> Sql {
         let mut sql = Sql::default();
         let wh = self.where_clause(&mut sql, tenant);
-        let keys = self.sort_keys();
+        let keys = self.sort_keys(&mut sql);
         let limits = if paged {
             self.limits(&mut sql)
         } else {
@@ -106,22 +108,22 @@ impl<D: 'static> QuerySpec<D> {
         }
     }
 
-    /// The sort keys in order, the id last to break ties. Descending puts missing values
-    /// last, ascending first.
-    fn sort_keys(&self) -> Vec<SortKey> {
-        let mut keys: Vec<SortKey> = self
-            .orders
-            .iter()
-            .map(|o| {
-                let e = render::typed_expr("d.data", true, &o.path, o.kind);
-                let dir = if o.descending {
-                    "DESC NULLS LAST"
-                } else {
-                    "ASC NULLS FIRST"
-                };
-                (e, dir)
-            })
-            .collect();
+    /// The sort keys in order (the full-text rank first, with `order_by_rank`), the id
+    /// last to break ties. Descending puts missing values last, ascending first.
+    fn sort_keys(&self, sql: &mut Sql) -> Vec<SortKey> {
+        let rank = self
+            .rank
+            .and_then(|config| search::rank_key(config, &self.searches, sql));
+        let mut keys: Vec<SortKey> = rank.map(|r| (r, "DESC")).into_iter().collect();
+        keys.extend(self.orders.iter().map(|o| {
+            let e = render::typed_expr("d.data", true, &o.path, o.kind);
+            let dir = if o.descending {
+                "DESC NULLS LAST"
+            } else {
+                "ASC NULLS FIRST"
+            };
+            (e, dir)
+        }));
         keys.push(("d.id".to_owned(), "ASC"));
         keys
     }

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use marten_core::{Error, Result};
 
-use crate::tables::documents::{gin_index_name, index_name};
+use crate::tables::documents::{full_text_index_name, gin_index_name, index_name};
 use crate::tables::event_ddl::{TENANT_TX_SEQ_INDEX, TX_SEQ_INDEX};
 use crate::tables::INTERNAL_TABLES;
 
@@ -65,6 +65,9 @@ impl DocumentNames {
         relations.extend(D::INDEXES.iter().map(|ix| index_name(table, ix)));
         if D::GIN_INDEX {
             relations.push(gin_index_name(table));
+        }
+        if D::FULL_TEXT.is_some() {
+            relations.push(full_text_index_name(table));
         }
         let columns = D::INDEXES.iter().map(|ix| ix.column.to_owned());
         let mut own_conflict = None;

@@ -3,7 +3,8 @@
 //! bulk inserts among them (`bulk.rs`). Everything there is built once per document
 //! type (the storages keep it in a static), never per operation. Patches and deletes by
 //! filter (`patch.rs`) are built per statement: their text depends on the patch's
-//! operations and the filter's shape (never on a value).
+//! operations and the filter's shape (never on a value). The full-text index and the
+//! searches it serves are in `full_text.rs`.
 //!
 //! Statements name the table without a schema: each store qualifies a statement's text
 //! once, on first use ([`crate::tables::qualify`]). DDL is schema-qualified.
@@ -17,12 +18,16 @@
 //! within a single round trip.
 
 mod bulk;
+mod full_text;
 mod numeric;
 mod off;
 mod optimistic;
 mod patch;
 
 pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
+pub use full_text::{
+    full_text_index, full_text_index_name, rank_expression, search_condition, SearchKind,
+};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
