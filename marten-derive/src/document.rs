@@ -46,6 +46,13 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
     let id_ident = id.ident;
     let indexes = crate::fields::index_specs(cont);
     let gin = cont.attrs.gin;
+    let soft_delete = cont.attrs.soft_delete.is_some();
+    let soft_deleted = soft_delete.then(|| {
+        quote! {
+            #[automatically_derived]
+            impl #private::SoftDeleted for #ident {}
+        }
+    });
     let tenancy = if cont.attrs.conjoined {
         quote!(Conjoined)
     } else {
@@ -78,6 +85,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                 const INDEXES: &'static [#private::IndexSpec] = #indexes;
                 const GIN_INDEX: bool = #gin;
                 const TENANCY: #private::Tenancy = #private::Tenancy::#tenancy;
+                const SOFT_DELETE: bool = #soft_delete;
                 #[inline]
                 fn id(&self) -> &Self::Id {
                     &self.#id_ident
@@ -87,6 +95,8 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                     &mut self.#id_ident
                 }
             }
+
+            #soft_deleted
 
             #[automatically_derived]
             impl #private::PgDocument for #ident {

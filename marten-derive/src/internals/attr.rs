@@ -55,6 +55,8 @@ pub struct Container {
     pub gin: bool,
     /// `#[document(tenancy = "conjoined")]`: rows carry their tenant.
     pub conjoined: bool,
+    /// `#[document(soft_delete)]`: deletes mark rows deleted, with the attribute's span.
+    pub soft_delete: Option<Span>,
 }
 
 impl Container {
@@ -64,6 +66,7 @@ impl Container {
         let mut mode = Attr::none("concurrency");
         let mut gin = Attr::none("gin");
         let mut tenancy = Attr::none("tenancy");
+        let mut soft_delete = Attr::none("soft_delete");
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -73,6 +76,9 @@ impl Container {
                         Ok(())
                     } else if meta.path.is_ident("gin") {
                         gin.set(cx, meta.path.span_of(), ());
+                        Ok(())
+                    } else if meta.path.is_ident("soft_delete") {
+                        soft_delete.set(cx, meta.path.span_of(), ());
                         Ok(())
                     } else if meta.path.is_ident("tenancy") {
                         let lit: LitStr = meta.value()?.parse()?;
@@ -89,7 +95,7 @@ impl Container {
                         Err(meta.error("`#[document(id)]` belongs on a field, not on the struct"))
                     } else {
                         Err(meta.error(format!(
-                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin` or `tenancy = \"...\"`",
+                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin`, `soft_delete` or `tenancy = \"...\"`",
                             path_name(&meta.path)
                         )))
                     }
@@ -126,6 +132,7 @@ impl Container {
             mode: mode.get().map_or(Mode::Off, |(m, _)| m),
             gin: gin.get().is_some(),
             conjoined: tenancy.get().is_some_and(|(c, _)| c),
+            soft_delete: soft_delete.get().map(|(_, span)| span),
         }
     }
 }

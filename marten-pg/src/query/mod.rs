@@ -12,13 +12,15 @@
 //! - `select`: [`Selected`], a query returning some fields of each match;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
-//! - `condition`: a filter as the condition of a patch or a delete by filter.
+//! - `condition`: a filter as the condition of a patch or a delete by filter;
+//! - `deleted`: which rows of a soft-deleted type a statement matches.
 //!
 //! May use: the store (its catalog, to make sure tables exist), documents, connection,
 //! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
 pub(crate) mod condition;
+pub(crate) mod deleted;
 mod params;
 mod render;
 mod rows;

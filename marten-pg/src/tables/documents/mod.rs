@@ -26,7 +26,7 @@ pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
-pub use patch::{by_id, delete_where, patched_data, update, VersionBump};
+pub use patch::{by_id, delete_where, mark_deleted_where, patched_data, update, VersionBump};
 
 use marten_core::Tenancy;
 
@@ -36,26 +36,69 @@ use crate::tables::functions::REJECTED_FLAG;
 /// The column holding a conjoined row's tenant.
 pub const TENANT_COLUMN: &str = "tenant_id";
 
-/// How a document table's statements scope its rows to a tenant. A single-tenant table's
-/// statements do not name a tenant; a conjoined table's bind it as a parameter, always
-/// the one right after the statement's row parameters (before a row count), and match
-/// it in every `WHERE`, conflict target and join.
+/// The column marking a soft-deleted row.
+pub const DELETED_COLUMN: &str = "mt_deleted";
+/// The column holding when a soft-deleted row was marked.
+pub const DELETED_AT_COLUMN: &str = "mt_deleted_at";
+
+/// How a document table's statements scope its rows: to a tenant, and (a soft-deleted
+/// type) to the rows not marked deleted.
+///
+/// A single-tenant table's statements do not name a tenant; a conjoined table's bind it
+/// as a parameter, always the one right after the statement's row parameters (before a
+/// row count), and match it in every `WHERE`, conflict target and join. A soft-deleted
+/// table's reads and updates skip marked rows, its deletes mark them, and its upserts
+/// un-mark the row they write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
     conjoined: bool,
+    soft_delete: bool,
 }
 
 impl Scope {
-    /// The scope of a type with `tenancy`.
+    /// The scope of a type with `tenancy` whose deletes remove rows.
     pub const fn of(tenancy: Tenancy) -> Self {
         Scope {
             conjoined: matches!(tenancy, Tenancy::Conjoined),
+            soft_delete: false,
+        }
+    }
+
+    /// The same scope, its deletes marking rows when `soft_delete` is set.
+    pub const fn soft_deleted(self, soft_delete: bool) -> Self {
+        Scope {
+            soft_delete,
+            ..self
         }
     }
 
     /// Whether rows carry their tenant.
     pub fn conjoined(self) -> bool {
         self.conjoined
+    }
+
+    /// Whether deletes mark rows rather than remove them.
+    pub fn soft_delete(self) -> bool {
+        self.soft_delete
+    }
+
+    /// ` AND NOT {alias}mt_deleted` for a soft-deleted table (its live rows), or nothing.
+    pub fn live(self, alias: &str) -> String {
+        if self.soft_delete {
+            format!(" AND NOT {alias}{DELETED_COLUMN}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// `, mt_deleted = false, mt_deleted_at = NULL` in the `SET` list of an upsert of a
+    /// soft-deleted table (writing a row revives it), or nothing.
+    fn revive(self) -> String {
+        if self.soft_delete {
+            format!(", {DELETED_COLUMN} = false, {DELETED_AT_COLUMN} = NULL")
+        } else {
+            String::new()
+        }
     }
 
     /// ` AND {alias}tenant_id = $n`, or nothing.
@@ -154,6 +197,9 @@ pub fn table_def(
         def.constraints
             .push(format!("PRIMARY KEY ({TENANT_COLUMN}, id)"));
     }
+    if scope.soft_delete {
+        soft_delete_columns(&mut def, scope);
+    }
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
         let (col, ty) = (ix.column, ix.sql_type);
@@ -183,6 +229,33 @@ pub fn table_def(
         def.indexes.push(index);
     }
     def
+}
+
+/// The columns of a soft-deleted table (`mt_deleted`, `mt_deleted_at`; existing rows are
+/// live when they are added) and its two partial indexes: the live rows by id (`_live`,
+/// which keeps reads of a table of mostly deleted rows fast) and the deleted rows by
+/// when they were marked (`_deleted`, for `only_deleted`, undo and purges), both led by
+/// the tenant of a conjoined table.
+fn soft_delete_columns(def: &mut TableDef, scope: Scope) {
+    def.columns.extend([
+        ColumnDef::new(DELETED_COLUMN, "boolean", "NOT NULL DEFAULT false"),
+        ColumnDef::new(DELETED_AT_COLUMN, "timestamptz", ""),
+    ]);
+    let tenant: &[&str] = if scope.conjoined {
+        &[TENANT_COLUMN]
+    } else {
+        &[]
+    };
+    let keys = |last: &'static str| [tenant, &[last]].concat();
+    let table = def.name.clone();
+    def.indexes.push(
+        IndexDef::btree(&format!("{table}_live"), false, &keys("id"))
+            .partial(&format!("NOT {DELETED_COLUMN}")),
+    );
+    def.indexes.push(
+        IndexDef::btree(&format!("{table}_deleted"), false, &keys(DELETED_AT_COLUMN))
+            .partial(DELETED_COLUMN),
+    );
 }
 
 /// The name of a field's index: `{table}_idx_{field}` (`_uidx_` when unique).
@@ -218,10 +291,14 @@ pub struct ReadSql {
     pub metadata: String,
     /// `$1` = ids -> `id, version`, to explain rejections after a rollback.
     pub versions: String,
-    /// `$1` = id
+    /// `$1` = id: removes the row, or marks it deleted (a soft-deleted table).
     pub delete_one: String,
-    /// `$1` = ids
+    /// `$1` = ids: removes the rows, or marks them deleted (a soft-deleted table).
     pub delete_many: String,
+    /// `$1` = id: removes the row, marked deleted or not.
+    pub hard_delete_one: String,
+    /// `$1` = ids: removes the rows, marked deleted or not.
+    pub hard_delete_many: String,
     /// Every row (a rebuild of every tenant).
     pub delete_all: String,
     /// `$1` = tenant: every row of one tenant (conjoined tables only).
@@ -236,26 +313,41 @@ pub struct ReadSql {
 
 impl ReadSql {
     /// Builds the reads for a table; `version` is the version column, if the mode has one.
-    /// A conjoined table's reads take the tenant after their row parameters.
+    /// A conjoined table's reads take the tenant after their row parameters; a
+    /// soft-deleted table's skip the rows marked deleted (except the locked read of the
+    /// inline projections, which see every row they may write).
     pub fn new(table: &str, id_type: &str, version: Option<&str>, scope: Scope) -> Self {
         let v = version.map_or_else(String::new, |c| format!(", {c}"));
         let meta_v = version.unwrap_or("NULL::int");
         let t2 = scope.filter("", 2);
         let dt3 = scope.filter("d.", 3);
+        let live = scope.live("");
+        let (one, many) = ("id = $1", format!("id = ANY($1::{id_type}[])"));
+        let remove = |rows: &str| format!("DELETE FROM {table} WHERE {rows}{t2}");
+        let delete = |rows: &str| {
+            if scope.soft_delete {
+                format!(
+                    "UPDATE {table} SET {DELETED_COLUMN} = true, {DELETED_AT_COLUMN} = now() \
+                     WHERE {rows}{t2}{live}"
+                )
+            } else {
+                remove(rows)
+            }
+        };
         ReadSql {
-            load: format!("SELECT data{v} FROM {table} WHERE id = $1{t2}"),
-            load_many: format!(
-                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
-            ),
+            load: format!("SELECT data{v} FROM {table} WHERE {one}{t2}{live}"),
+            load_many: format!("SELECT id, data{v} FROM {table} WHERE {many}{t2}{live}"),
             load_many_locked: format!(
-                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2} ORDER BY id FOR UPDATE"
+                "SELECT id, data{v} FROM {table} WHERE {many}{t2} ORDER BY id FOR UPDATE"
             ),
-            metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1{t2}"),
-            versions: format!(
-                "SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
+            metadata: format!(
+                "SELECT {meta_v}, mt_last_modified FROM {table} WHERE {one}{t2}{live}"
             ),
-            delete_one: format!("DELETE FROM {table} WHERE id = $1{t2}"),
-            delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"),
+            versions: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}{live}"),
+            delete_one: delete(one),
+            delete_many: delete(&many),
+            hard_delete_one: remove(one),
+            hard_delete_many: remove(&many),
             delete_all: format!("DELETE FROM {table}"),
             delete_tenant: format!("DELETE FROM {table} WHERE {TENANT_COLUMN} = $1"),
             // A scalar subquery per id: an index lookup, never a hashed scan of the table.
