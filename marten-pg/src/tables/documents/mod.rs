@@ -289,8 +289,12 @@ pub struct ReadSql {
     pub load_many_locked: String,
     /// `$1` = id -> `version, mt_last_modified`
     pub metadata: String,
-    /// `$1` = ids -> `id, version`, to explain rejections after a rollback.
+    /// `$1` = ids -> `id, version`, to explain rejections after a rollback (of the live
+    /// rows: a marked row is a missing document to an update).
     pub versions: String,
+    /// `$1` = ids -> `id, version` of every row, marked deleted or not: the ids a
+    /// primary key refuses.
+    pub stored: String,
     /// `$1` = id: removes the row, or marks it deleted (a soft-deleted table).
     pub delete_one: String,
     /// `$1` = ids: removes the rows, or marks them deleted (a soft-deleted table).
@@ -344,6 +348,7 @@ impl ReadSql {
                 "SELECT {meta_v}, mt_last_modified FROM {table} WHERE {one}{t2}{live}"
             ),
             versions: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}{live}"),
+            stored: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}"),
             delete_one: delete(one),
             delete_many: delete(&many),
             hard_delete_one: remove(one),
