@@ -5,6 +5,9 @@
 //! filter (`patch.rs`) are built per statement: their text depends on the patch's
 //! operations and the filter's shape (never on a value).
 //!
+//! How statements scope a table's rows (a conjoined type's tenant, a soft-deleted
+//! type's live rows) is [`Scope`] (`scope.rs`).
+//!
 //! Statements name the table without a schema: each store qualifies a statement's text
 //! once, on first use ([`crate::tables::qualify`]). DDL is schema-qualified.
 //!
@@ -21,131 +24,20 @@ mod numeric;
 mod off;
 mod optimistic;
 mod patch;
+mod scope;
 
 pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
 pub use patch::{by_id, delete_where, mark_deleted_where, patched_data, update, VersionBump};
-
-use marten_core::Tenancy;
+pub use scope::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN};
 
 use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// The column holding a conjoined row's tenant.
 pub const TENANT_COLUMN: &str = "tenant_id";
-
-/// The column marking a soft-deleted row.
-pub const DELETED_COLUMN: &str = "mt_deleted";
-/// The column holding when a soft-deleted row was marked.
-pub const DELETED_AT_COLUMN: &str = "mt_deleted_at";
-
-/// How a document table's statements scope its rows: to a tenant, and (a soft-deleted
-/// type) to the rows not marked deleted.
-///
-/// A single-tenant table's statements do not name a tenant; a conjoined table's bind it
-/// as a parameter, always the one right after the statement's row parameters (before a
-/// row count), and match it in every `WHERE`, conflict target and join. A soft-deleted
-/// table's reads and updates skip marked rows, its deletes mark them, and its upserts
-/// un-mark the row they write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope {
-    conjoined: bool,
-    soft_delete: bool,
-}
-
-impl Scope {
-    /// The scope of a type with `tenancy` whose deletes remove rows.
-    pub const fn of(tenancy: Tenancy) -> Self {
-        Scope {
-            conjoined: matches!(tenancy, Tenancy::Conjoined),
-            soft_delete: false,
-        }
-    }
-
-    /// The same scope, its deletes marking rows when `soft_delete` is set.
-    pub const fn soft_deleted(self, soft_delete: bool) -> Self {
-        Scope {
-            soft_delete,
-            ..self
-        }
-    }
-
-    /// Whether rows carry their tenant.
-    pub fn conjoined(self) -> bool {
-        self.conjoined
-    }
-
-    /// Whether deletes mark rows rather than remove them.
-    pub fn soft_delete(self) -> bool {
-        self.soft_delete
-    }
-
-    /// ` AND NOT {alias}mt_deleted` for a soft-deleted table (its live rows), or nothing.
-    pub fn live(self, alias: &str) -> String {
-        if self.soft_delete {
-            format!(" AND NOT {alias}{DELETED_COLUMN}")
-        } else {
-            String::new()
-        }
-    }
-
-    /// `, mt_deleted = false, mt_deleted_at = NULL` in the `SET` list of an upsert of a
-    /// soft-deleted table (writing a row revives it), or nothing.
-    fn revive(self) -> String {
-        if self.soft_delete {
-            format!(", {DELETED_COLUMN} = false, {DELETED_AT_COLUMN} = NULL")
-        } else {
-            String::new()
-        }
-    }
-
-    /// ` AND {alias}tenant_id = $n`, or nothing.
-    fn filter(self, alias: &str, n: usize) -> String {
-        if self.conjoined {
-            format!(" AND {alias}{TENANT_COLUMN} = ${n}")
-        } else {
-            String::new()
-        }
-    }
-
-    /// `tenant_id, ` at the head of a column list, or nothing.
-    fn column(self) -> &'static str {
-        if self.conjoined {
-            "tenant_id, "
-        } else {
-            ""
-        }
-    }
-
-    /// `$n::text, ` at the head of a values list, or nothing.
-    fn value(self, n: usize) -> String {
-        if self.conjoined {
-            format!("${n}::text, ")
-        } else {
-            String::new()
-        }
-    }
-
-    /// The conflict target of an upsert: the primary key.
-    fn key(self) -> &'static str {
-        if self.conjoined {
-            "(tenant_id, id)"
-        } else {
-            "(id)"
-        }
-    }
-
-    /// `d.tenant_id = i.tenant_id AND `, joining a write's input to the table, or nothing.
-    fn join(self) -> &'static str {
-        if self.conjoined {
-            "d.tenant_id = i.tenant_id AND "
-        } else {
-            ""
-        }
-    }
-}
 
 /// The column holding an optimistic version.
 pub const VERSION_COLUMN: &str = "mt_version";
@@ -177,7 +69,7 @@ pub fn table_def(
     gin: bool,
     scope: Scope,
 ) -> TableDef {
-    let mut columns = if scope.conjoined {
+    let mut columns = if scope.conjoined() {
         vec![
             // Byte order, as the indexed text columns: the cheapest comparison for the
             // key every statement of the table matches first.
@@ -193,11 +85,11 @@ pub fn table_def(
     ]);
     columns.extend(version);
     let mut def = TableDef::new(table, columns);
-    if scope.conjoined {
+    if scope.conjoined() {
         def.constraints
             .push(format!("PRIMARY KEY ({TENANT_COLUMN}, id)"));
     }
-    if scope.soft_delete {
+    if scope.soft_delete() {
         soft_delete_columns(&mut def, scope);
     }
     for ix in indexes {
@@ -210,7 +102,7 @@ pub fn table_def(
             ty,
             &format!("{collate}GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"),
         ));
-        let keys: &[&str] = if scope.conjoined {
+        let keys: &[&str] = if scope.conjoined() {
             &[TENANT_COLUMN, col]
         } else {
             &[col]
@@ -241,7 +133,7 @@ fn soft_delete_columns(def: &mut TableDef, scope: Scope) {
         ColumnDef::new(DELETED_COLUMN, "boolean", "NOT NULL DEFAULT false"),
         ColumnDef::new(DELETED_AT_COLUMN, "timestamptz", ""),
     ]);
-    let tenant: &[&str] = if scope.conjoined {
+    let tenant: &[&str] = if scope.conjoined() {
         &[TENANT_COLUMN]
     } else {
         &[]
@@ -329,7 +221,7 @@ impl ReadSql {
         let (one, many) = ("id = $1", format!("id = ANY($1::{id_type}[])"));
         let remove = |rows: &str| format!("DELETE FROM {table} WHERE {rows}{t2}");
         let delete = |rows: &str| {
-            if scope.soft_delete {
+            if scope.soft_delete() {
                 format!(
                     "UPDATE {table} SET {DELETED_COLUMN} = true, {DELETED_AT_COLUMN} = now() \
                      WHERE {rows}{t2}{live}"
@@ -398,7 +290,7 @@ impl<'a> Input<'a> {
 
     /// ` , $n::text AS tenant_id` for a conjoined input, the tenant following the rows.
     fn tenant(&self) -> String {
-        if self.scope.conjoined {
+        if self.scope.conjoined() {
             format!(", ${}::text AS {TENANT_COLUMN}", self.columns.len() + 1)
         } else {
             String::new()
@@ -407,7 +299,7 @@ impl<'a> Input<'a> {
 
     /// The parameter of the row count: after the rows and the tenant.
     fn count_param(&self) -> usize {
-        self.columns.len() + 1 + usize::from(self.scope.conjoined)
+        self.columns.len() + 1 + usize::from(self.scope.conjoined())
     }
 
     fn one(&self) -> String {
@@ -471,6 +363,7 @@ impl<'a> Input<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use marten_core::Tenancy;
 
     #[test]
     fn a_document_table_has_its_indexed_columns_and_the_other_kind_to_replace() {
@@ -500,5 +393,43 @@ mod tests {
         assert_eq!(def.indexes[0].name, "mt_doc_u_uidx_email");
         assert_eq!(def.indexes[0].replaces, ["mt_doc_u_idx_email"]);
         assert_eq!(def.indexes[1].shape(), "gin (data jsonb_path_ops)");
+    }
+
+    #[test]
+    fn a_soft_deleted_table_marks_skips_and_revives() {
+        let scope = Scope::of(Tenancy::Conjoined).soft_deleted(true);
+        let def = table_def("mt_doc_n", "bigint", None, &[], false, scope);
+        let columns: Vec<String> = def.columns.iter().map(ColumnDef::definition).collect();
+        assert!(columns.contains(&"mt_deleted boolean NOT NULL DEFAULT false".to_owned()));
+        assert!(columns.contains(&"mt_deleted_at timestamptz".to_owned()));
+        let shapes: Vec<String> = def.indexes.iter().map(IndexDef::shape).collect();
+        assert_eq!(
+            shapes,
+            [
+                "btree (tenant_id, id) WHERE NOT mt_deleted",
+                "btree (tenant_id, mt_deleted_at) WHERE mt_deleted"
+            ]
+        );
+        let reads = ReadSql::new("mt_doc_n", "bigint", None, scope);
+        assert_eq!(
+            reads.load,
+            "SELECT data FROM mt_doc_n WHERE id = $1 AND tenant_id = $2 AND NOT mt_deleted"
+        );
+        assert_eq!(
+            reads.delete_one,
+            "UPDATE mt_doc_n SET mt_deleted = true, mt_deleted_at = now() \
+             WHERE id = $1 AND tenant_id = $2 AND NOT mt_deleted"
+        );
+        assert_eq!(
+            reads.hard_delete_one,
+            "DELETE FROM mt_doc_n WHERE id = $1 AND tenant_id = $2"
+        );
+        assert!(!reads.load_many_locked.contains("mt_deleted"));
+        assert!(!reads.stored.contains("mt_deleted"));
+        let off = OffSql::new("mt_doc_n", "bigint", scope);
+        assert!(off.upsert.one.ends_with("mt_deleted = false, mt_deleted_at = NULL"));
+        assert!(off.update.one.contains("d.id = i.id AND NOT d.mt_deleted"));
+        let plain = ReadSql::new("mt_doc_n", "bigint", None, Scope::of(Tenancy::Single));
+        assert!(!plain.load.contains("mt_deleted") && plain.delete_one.starts_with("DELETE"));
     }
 }
