@@ -7,8 +7,8 @@ pub use marten_core::concurrency;
 pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
-    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
-    SoftDeleted, StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
+    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, SoftDeleted, StreamId,
+    StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, DocumentId, Event, Queryable, Tag};
 pub use marten_pg::Postgres;

@@ -120,7 +120,10 @@ async fn a_delete_marks_the_row_and_every_read_skips_it() {
 
     assert_eq!(ns(&ok(q.query::<Note>().to_list().await)), [1, 3]);
     assert_eq!(ok(q.query::<Note>().count().await), 2);
-    assert_eq!(ok(q.query::<Note>().filter(|f| f.tag.eq("a")).count().await), 1);
+    assert_eq!(
+        ok(q.query::<Note>().filter(|f| f.tag.eq("a")).count().await),
+        1
+    );
     assert!(!ok(q.query::<Note>().filter(|f| f.n.eq(2)).exists().await));
     let page = ok(q.query::<Note>().to_page(0, 10).await);
     assert_eq!((ns(&page.items), page.total), (vec![1, 3], 2));
@@ -132,8 +135,14 @@ async fn a_delete_marks_the_row_and_every_read_skips_it() {
     assert_eq!(tags, ["a", "b"]);
 
     // Including the marked rows, or only them.
-    assert_eq!(ns(&ok(q.query::<Note>().include_deleted().to_list().await)), [1, 2, 3]);
-    assert_eq!(ok(q.query::<Note>().include_deleted().sum(|f| f.n).await), Some(6));
+    assert_eq!(
+        ns(&ok(q.query::<Note>().include_deleted().to_list().await)),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        ok(q.query::<Note>().include_deleted().sum(|f| f.n).await),
+        Some(6)
+    );
     let only = ok(q.query::<Note>().only_deleted().to_list().await);
     assert_eq!(only, [notes[1].clone()]);
     let only_a = q.query::<Note>().only_deleted().filter(|f| f.tag.eq("b"));
@@ -151,7 +160,10 @@ async fn a_delete_marks_the_row_and_every_read_skips_it() {
 
     // A second delete of a marked row keeps its first time.
     let first_at: time::OffsetDateTime = raw
-        .query_one("SELECT mt_deleted_at FROM mt_doc_note WHERE id = $1", &[&notes[1].id])
+        .query_one(
+            "SELECT mt_deleted_at FROM mt_doc_note WHERE id = $1",
+            &[&notes[1].id],
+        )
         .await
         .expect("deleted at")
         .get(0);
@@ -160,7 +172,10 @@ async fn a_delete_marks_the_row_and_every_read_skips_it() {
     ok(s.delete_where::<Note>(Note::fields().tag.eq("a")));
     ok(s.save_changes().await);
     let again: time::OffsetDateTime = raw
-        .query_one("SELECT mt_deleted_at FROM mt_doc_note WHERE id = $1", &[&notes[1].id])
+        .query_one(
+            "SELECT mt_deleted_at FROM mt_doc_note WHERE id = $1",
+            &[&notes[1].id],
+        )
         .await
         .expect("deleted at")
         .get(0);
@@ -179,15 +194,24 @@ async fn delete_where_undo_and_hard_deletes() {
     ok(s.save_changes().await);
     let mut q = store.query_session();
     assert_eq!(ns(&ok(q.query::<Note>().to_list().await)), [1]);
-    assert_eq!(ns(&ok(q.query::<Note>().only_deleted().to_list().await)), [2, 3, 4]);
+    assert_eq!(
+        ns(&ok(q.query::<Note>().only_deleted().to_list().await)),
+        [2, 3, 4]
+    );
 
     // Undo: only the marked rows the filter matches come back, with their data.
     let mut s = store.lightweight_session();
     ok(s.undo_delete_where::<Note>(Note::fields().tag.eq("b")));
     ok(s.save_changes().await);
     assert_eq!(ns(&ok(q.query::<Note>().to_list().await)), [1, 3, 4]);
-    assert_eq!(ok(q.load::<Note>(&notes[2].id).await).as_ref(), Some(&notes[2]));
-    assert_eq!(note_row(&raw, notes[2].id).await.map(|r| (r.0, r.1)), Some((false, false)));
+    assert_eq!(
+        ok(q.load::<Note>(&notes[2].id).await).as_ref(),
+        Some(&notes[2])
+    );
+    assert_eq!(
+        note_row(&raw, notes[2].id).await.map(|r| (r.0, r.1)),
+        Some((false, false))
+    );
 
     // A hard delete by id removes a marked row and a live one.
     let mut s = store.lightweight_session();
@@ -208,7 +232,10 @@ async fn delete_where_undo_and_hard_deletes() {
 
     // A numeric document's revision does not move with a soft delete or an undo.
     let mut s = store.lightweight_session();
-    ok(s.store(Counter { id: "c".into(), n: 1 }));
+    ok(s.store(Counter {
+        id: "c".into(),
+        n: 1,
+    }));
     ok(s.save_changes().await);
     ok(s.delete::<Counter>(&"c".to_owned()));
     ok(s.save_changes().await);
@@ -248,7 +275,9 @@ async fn store_revives_insert_is_rejected_update_finds_nothing_patch_skips() {
     }
     // A patch by id or by filter leaves a marked row alone.
     ok(s.patch::<Note>(&doc.id).set(|f| f.n, 99).queue());
-    ok(s.patch_where::<Note>(Note::fields().tag.eq("a")).set(|f| f.n, 98).queue());
+    ok(s.patch_where::<Note>(Note::fields().tag.eq("a"))
+        .set(|f| f.n, 98)
+        .queue());
     ok(s.save_changes().await);
     let data: serde_json::Value = raw
         .query_one("SELECT data FROM mt_doc_note WHERE id = $1", &[&doc.id])
@@ -258,12 +287,18 @@ async fn store_revives_insert_is_rejected_update_finds_nothing_patch_skips() {
     assert_eq!(data["n"], 1);
 
     // Store: the row is written and live again.
-    let revived = Note { n: 5, ..doc.clone() };
+    let revived = Note {
+        n: 5,
+        ..doc.clone()
+    };
     ok(s.store(revived.clone()));
     ok(s.save_changes().await);
     let mut q = store.query_session();
     assert_eq!(ok(q.load::<Note>(&doc.id).await), Some(revived.clone()));
-    assert_eq!(note_row(&raw, doc.id).await.map(|r| (r.0, r.1)), Some((false, false)));
+    assert_eq!(
+        note_row(&raw, doc.id).await.map(|r| (r.0, r.1)),
+        Some((false, false))
+    );
 
     // Several stores in one statement revive each (the array form of the upsert).
     let others = [note("x", 1), note("x", 2)];
@@ -271,7 +306,10 @@ async fn store_revives_insert_is_rejected_update_finds_nothing_patch_skips() {
     ok(s.delete_where::<Note>(Note::fields().tag.eq("x")));
     ok(s.save_changes().await);
     save_notes(&store, &others).await;
-    assert_eq!(ok(q.query::<Note>().filter(|f| f.tag.eq("x")).count().await), 2);
+    assert_eq!(
+        ok(q.query::<Note>().filter(|f| f.tag.eq("x")).count().await),
+        2
+    );
 
     // Bulk overwrite revives too; insert-only refuses the marked id.
     ok(s.delete::<Note>(&doc.id));
@@ -280,7 +318,9 @@ async fn store_revives_insert_is_rejected_update_finds_nothing_patch_skips() {
         .bulk_insert(vec![revived.clone()], BulkMode::InsertOnly)
         .await;
     assert!(matches!(refused, Err(Error::Rejected(_))), "{refused:?}");
-    ok(store.bulk_insert(vec![revived.clone()], BulkMode::Overwrite).await);
+    ok(store
+        .bulk_insert(vec![revived.clone()], BulkMode::Overwrite)
+        .await);
     assert_eq!(ok(q.load::<Note>(&doc.id).await), Some(revived));
 }
 
@@ -308,19 +348,31 @@ async fn two_tenants_with_the_same_ids_do_not_touch_each_other() {
     ok(acme.save_changes().await);
     assert_eq!(ok(acme.query::<Ticket>().count().await), 2);
     assert_eq!(ok(globex.query::<Ticket>().count().await), 0);
-    assert_eq!(ok(globex.query::<Ticket>().include_deleted().count().await), 2);
+    assert_eq!(
+        ok(globex.query::<Ticket>().include_deleted().count().await),
+        2
+    );
 
     // acme's hard deletes leave globex's rows.
     ok(acme.hard_delete::<Ticket>(&1));
     ok(acme.hard_delete_where::<Ticket>(Ticket::fields().n.eq(2)));
     ok(acme.save_changes().await);
-    assert_eq!(ok(acme.query::<Ticket>().include_deleted().count().await), 0);
-    assert_eq!(ok(globex.query::<Ticket>().include_deleted().count().await), 2);
+    assert_eq!(
+        ok(acme.query::<Ticket>().include_deleted().count().await),
+        0
+    );
+    assert_eq!(
+        ok(globex.query::<Ticket>().include_deleted().count().await),
+        2
+    );
 
     // globex reviving id 1 by a store does not create acme's.
     ok(globex.store(Ticket { id: 1, n: 10 }));
     ok(globex.save_changes().await);
-    assert_eq!(ok(globex.load::<Ticket>(&1).await), Some(Ticket { id: 1, n: 10 }));
+    assert_eq!(
+        ok(globex.load::<Ticket>(&1).await),
+        Some(Ticket { id: 1, n: 10 })
+    );
     assert!(ok(acme.load::<Ticket>(&1).await).is_none());
 
     let mut untenanted = store.lightweight_session();
@@ -354,7 +406,10 @@ async fn the_schema_patch_adds_the_columns_and_indexes_to_an_existing_table() {
     let (schema, b) = builder("soft_schema");
     let before = ok(b.document::<MemoBefore>().build().await);
     let mut s = before.lightweight_session();
-    ok(s.store(MemoBefore { id: 1, text: "kept".into() }));
+    ok(s.store(MemoBefore {
+        id: 1,
+        text: "kept".into(),
+    }));
     ok(s.save_changes().await);
 
     let after = DocumentStore::builder()
@@ -366,8 +421,14 @@ async fn the_schema_patch_adds_the_columns_and_indexes_to_an_existing_table() {
     let after = ok(after.build().await);
     let patch = ok(after.schema_patch(marten::PatchOptions::new()).await);
     let sql = patch.to_sql();
-    assert!(sql.contains("ADD COLUMN IF NOT EXISTS mt_deleted boolean NOT NULL DEFAULT false"), "{sql}");
-    assert!(sql.contains("ADD COLUMN IF NOT EXISTS mt_deleted_at timestamptz"), "{sql}");
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS mt_deleted boolean NOT NULL DEFAULT false"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("ADD COLUMN IF NOT EXISTS mt_deleted_at timestamptz"),
+        "{sql}"
+    );
     assert!(sql.contains("(id) WHERE NOT mt_deleted"), "{sql}");
     assert!(sql.contains("(mt_deleted_at) WHERE mt_deleted"), "{sql}");
     ok(after.apply_schema_patch(&patch).await);
@@ -375,7 +436,10 @@ async fn the_schema_patch_adds_the_columns_and_indexes_to_an_existing_table() {
 
     // The existing row is live; a delete now marks it.
     let mut s = after.lightweight_session();
-    assert_eq!(ok(s.load::<Memo>(&1).await).map(|m| m.text), Some("kept".to_owned()));
+    assert_eq!(
+        ok(s.load::<Memo>(&1).await).map(|m| m.text),
+        Some("kept".to_owned())
+    );
     ok(s.delete::<Memo>(&1));
     ok(s.save_changes().await);
     assert!(ok(s.load::<Memo>(&1).await).is_none());
@@ -408,9 +472,22 @@ async fn the_partial_indexes_serve_live_and_deleted_reads() {
     let live = q.query::<Item>().take(10);
     let sql = live.to_sql().replace("$1", "10");
     let plan = explain(&raw, &sql).await;
-    assert!(plan.contains("mt_doc_item_live"), "live rows by their index: {plan}");
-    let plan = explain(&raw, &q.query::<Item>().filter(|f| f.id.eq(7)).to_sql().replace("$1", "7")).await;
-    assert!(plan.contains("Index"), "a live row by id uses an index: {plan}");
+    assert!(
+        plan.contains("mt_doc_item_live"),
+        "live rows by their index: {plan}"
+    );
+    let plan = explain(
+        &raw,
+        &q.query::<Item>()
+            .filter(|f| f.id.eq(7))
+            .to_sql()
+            .replace("$1", "7"),
+    )
+    .await;
+    assert!(
+        plan.contains("Index"),
+        "a live row by id uses an index: {plan}"
+    );
 
     // Now only 50 marked: the deleted rows by theirs.
     raw.batch_execute(
@@ -421,7 +498,10 @@ async fn the_partial_indexes_serve_live_and_deleted_reads() {
     .expect("flip");
     let only = q.query::<Item>().only_deleted();
     let plan = explain(&raw, &only.to_sql()).await;
-    assert!(plan.contains("mt_doc_item_deleted"), "marked rows by their index: {plan}");
+    assert!(
+        plan.contains("mt_doc_item_deleted"),
+        "marked rows by their index: {plan}"
+    );
     assert_eq!(ok(q.query::<Item>().only_deleted().count().await), 50);
 }
 
@@ -462,8 +542,14 @@ fn apply(model: &mut Model, op: &Op) {
         Op::HardDelete(id) => {
             model.remove(&id);
         }
-        Op::DeleteWhere(k) => model.values_mut().filter(|r| r.0 >= k).for_each(|r| r.1 = true),
-        Op::UndoWhere(k) => model.values_mut().filter(|r| r.0 >= k).for_each(|r| r.1 = false),
+        Op::DeleteWhere(k) => model
+            .values_mut()
+            .filter(|r| r.0 >= k)
+            .for_each(|r| r.1 = true),
+        Op::UndoWhere(k) => model
+            .values_mut()
+            .filter(|r| r.0 >= k)
+            .for_each(|r| r.1 = false),
         Op::HardDeleteWhere(k) => model.retain(|_, r| r.0 < k),
     }
 }

@@ -168,8 +168,11 @@ pub trait PatchBackend<D: Document>: DocumentBackend<D> {
     /// filter it cannot render.
     fn queue_patch(queue: &mut Self::Queue, patch: Patch<D>) -> Result<()>;
     /// Queues one statement deleting (as `kind` says) every document `filter` matches.
-    fn queue_delete_where(queue: &mut Self::Queue, filter: Filter<D>, kind: DeleteKind)
-        -> Result<()>;
+    fn queue_delete_where(
+        queue: &mut Self::Queue,
+        filter: Filter<D>,
+        kind: DeleteKind,
+    ) -> Result<()>;
 }
 
 /// What a delete by filter does to the documents it matches.

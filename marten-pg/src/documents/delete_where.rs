@@ -30,9 +30,7 @@ impl<D: PgDocument> DeleteWhere<D> {
         let (table, text) = (D::TABLE_NAME, &condition.text);
         let sql = match kind {
             DeleteKind::Delete if D::SOFT_DELETE => sql::mark_deleted_where(table, text, true),
-            DeleteKind::UndoDelete if D::SOFT_DELETE => {
-                sql::mark_deleted_where(table, text, false)
-            }
+            DeleteKind::UndoDelete if D::SOFT_DELETE => sql::mark_deleted_where(table, text, false),
             _ => sql::delete_where(table, text),
         };
         DeleteWhere {

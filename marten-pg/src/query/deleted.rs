@@ -35,7 +35,10 @@ mod tests {
 
     #[test]
     fn each_choice_renders_its_condition_only_on_a_soft_deleted_table() {
-        assert_eq!(Deleted::Exclude.clause(true).as_deref(), Some("NOT d.mt_deleted"));
+        assert_eq!(
+            Deleted::Exclude.clause(true).as_deref(),
+            Some("NOT d.mt_deleted")
+        );
         assert_eq!(Deleted::Only.clause(true).as_deref(), Some("d.mt_deleted"));
         assert_eq!(Deleted::Include.clause(true), None);
         assert_eq!(Deleted::Exclude.clause(false), None);

@@ -26,7 +26,11 @@ impl<D: PgDocument + HasFields> PatchBackend<D> for Postgres {
         Ok(())
     }
 
-    fn queue_delete_where(queue: &mut UnitOfWork, filter: Filter<D>, kind: DeleteKind) -> Result<()> {
+    fn queue_delete_where(
+        queue: &mut UnitOfWork,
+        filter: Filter<D>,
+        kind: DeleteKind,
+    ) -> Result<()> {
         let tenant = queue.user.tenant.clone();
         // A delete marks the live rows, an undo un-marks the marked ones, a hard delete
         // removes every row the filter matches.

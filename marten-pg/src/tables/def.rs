@@ -115,7 +115,12 @@ impl IndexDef {
     /// The index's shape, as schema differences show it: `UNIQUE btree (email)`,
     /// `btree (id) WHERE NOT mt_deleted`.
     pub fn shape(&self) -> String {
-        shape(self.unique, self.method, &self.keys, self.predicate.as_deref())
+        shape(
+            self.unique,
+            self.method,
+            &self.keys,
+            self.predicate.as_deref(),
+        )
     }
 
     /// `CREATE [UNIQUE] INDEX [CONCURRENTLY] IF NOT EXISTS` for the index on

@@ -427,7 +427,10 @@ mod tests {
         assert!(!reads.load_many_locked.contains("mt_deleted"));
         assert!(!reads.stored.contains("mt_deleted"));
         let off = OffSql::new("mt_doc_n", "bigint", scope);
-        assert!(off.upsert.one.ends_with("mt_deleted = false, mt_deleted_at = NULL"));
+        assert!(off
+            .upsert
+            .one
+            .ends_with("mt_deleted = false, mt_deleted_at = NULL"));
         assert!(off.update.one.contains("d.id = i.id AND NOT d.mt_deleted"));
         let plain = ReadSql::new("mt_doc_n", "bigint", None, Scope::of(Tenancy::Single));
         assert!(!plain.load.contains("mt_deleted") && plain.delete_one.starts_with("DELETE"));

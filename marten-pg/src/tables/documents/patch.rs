@@ -7,8 +7,8 @@
 
 use marten_core::patch::PatchOp;
 
-use super::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN, REVISION_COLUMN, TENANT_COLUMN};
 use super::VERSION_COLUMN;
+use super::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN, REVISION_COLUMN, TENANT_COLUMN};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// How a write moves a table's version: by its concurrency mode.
