@@ -25,6 +25,7 @@ pub(crate) mod cache;
 mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
+pub(crate) mod versioned;
 
 use std::any::TypeId;
 use std::collections::HashMap;

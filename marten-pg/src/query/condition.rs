@@ -31,7 +31,7 @@ pub(crate) fn condition<D: PgDocument>(
     }
     parts.push(format!(
         "({})",
-        render::render(filter.node(), "d.data", true, &mut sql, 0)
+        render::render(filter.node(), D::GIN_INDEX, &mut sql)
     ));
     parts.extend(deleted.clause(D::SOFT_DELETE));
     let sql = sql.checked()?;

@@ -31,6 +31,9 @@ pub struct QuerySpec<D> {
     pub(super) shape: Option<String>,
     /// Which rows of a soft-deleted type match (the live ones unless asked).
     pub(super) deleted: Deleted,
+    /// Whether the document type has a GIN index (`#[document(gin)]`): equalities then
+    /// also test containment, which the index serves.
+    pub(super) gin: bool,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -44,6 +47,7 @@ impl<D> Default for QuerySpec<D> {
             tenant: None,
             shape: None,
             deleted: Deleted::Exclude,
+            gin: false,
         }
     }
 }
@@ -125,9 +129,11 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
 
     /// Scopes the query to the tenant of the store handle it runs on: a conjoined type
     /// needs one ([`Error::TenantRequired`](marten_core::Error::TenantRequired) otherwise).
+    /// Also notes whether `D` has a GIN index, for the equalities to use it.
     pub(super) fn scope_to(&mut self, store: &DocumentStore) -> Result<()> {
         let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
         self.tenant = TenantKey::of(tenant);
+        self.gin = D::GIN_INDEX;
         Ok(())
     }
 }

@@ -119,7 +119,7 @@ impl<D: 'static> QuerySpec<D> {
         parts.extend(
             self.filters
                 .iter()
-                .map(|f| render::render(f.node(), "d.data", true, sql, 0)),
+                .map(|f| render::render(f.node(), self.gin, sql)),
         );
         parts.extend(rows.deleted);
         if parts.is_empty() {

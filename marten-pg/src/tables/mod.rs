@@ -12,6 +12,7 @@ pub mod hilo;
 pub mod progression;
 pub mod qualify;
 pub mod tenants;
+pub mod versions;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
 /// and dead letters, the HiLo counters), in every store's schema.
