@@ -7,7 +7,7 @@ pub use marten_core::concurrency;
 pub use marten_core::{
     Aggregate, AggregateId, AnyEvent, Apply, ApplyError, ConcurrencyMode, ConflictKind,
     DatabaseError, Document, DocumentId, DocumentMetadata, Error, Event, EventEnvelope, EventTag,
-    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, StreamId,
+    IdKey, Identities, Rejection, RejectionKind, Result, SchemaDifference, SoftDeleted, StreamId,
     StreamIdentity, StreamState, Tag, Tenancy, TenantId, TlsFailure, MAX_ID_BYTES,
 };
 pub use marten_derive::{apply, Aggregate, Document, DocumentId, Event, Queryable, Tag};
@@ -137,7 +137,7 @@ pub mod __private {
     pub use marten_core::Tenancy;
     pub use marten_core::{
         plain_tag, Aggregate, AggregateId, AnyEvent, Apply, ApplyError, Document, DocumentId,
-        Event, EventDecoder, EventEnvelope, EventTag, Identities, Tag,
+        Event, EventDecoder, EventEnvelope, EventTag, Identities, SoftDeleted, Tag,
     };
     pub use marten_pg::{
         ColumnType, DocumentStorage, NumericStorage, OffStorage, OptimisticStorage, PgDocument,

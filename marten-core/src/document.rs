@@ -28,6 +28,9 @@ pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// How the type's rows are shared between tenants (`#[document(tenancy =
     /// "conjoined")]`); single (one set of rows for every tenant) by default.
     const TENANCY: Tenancy = Tenancy::Single;
+    /// Whether deletes only mark rows deleted (`#[document(soft_delete)]`); such a type
+    /// also implements [`SoftDeleted`].
+    const SOFT_DELETE: bool = false;
     /// The id of this document.
     fn id(&self) -> &Self::Id;
     /// The id of this document, mutably (used to assign a new id to a nil `Uuid`).
@@ -48,3 +51,13 @@ pub struct IndexSpec {
     /// Whether the index is unique.
     pub unique: bool,
 }
+
+/// A document type whose deletes only mark rows deleted (`#[document(soft_delete)]`):
+/// loads and queries skip marked rows, a query may include them or ask for them only, and
+/// an undo un-marks them. Implemented by the derive; do not implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not soft-deleted",
+    label = "deleted rows of this type are gone, not marked",
+    note = "mark the type `#[document(soft_delete)]` to keep deleted rows and query them"
+)]
+pub trait SoftDeleted: Document {}

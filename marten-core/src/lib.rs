@@ -27,7 +27,7 @@ pub mod tenant;
 
 pub use aggregate::{Aggregate, AggregateId, Apply, ApplyError, Identities};
 pub use concurrency::ConcurrencyMode;
-pub use document::{Document, IndexSpec};
+pub use document::{Document, IndexSpec, SoftDeleted};
 pub use error::{
     ConflictKind, DatabaseError, Error, Rejection, RejectionKind, Result, SchemaDifference,
     TlsFailure,

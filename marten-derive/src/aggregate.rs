@@ -24,6 +24,13 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     crate::fields::check(&cx, &cont);
     let id = check::id_field(&cx, &cont);
     let version = version_field(&cx, &cont);
+    if let Some(span) = cont.attrs.soft_delete {
+        cx.syn_error(syn::Error::new(
+            span,
+            "an aggregate cannot be `soft_delete`: its projection writes and deletes it; \
+             mark a `#[derive(Document)]` type `#[document(soft_delete)]` instead",
+        ));
+    }
     if let Some(id) = id {
         check::id_type(&cx, id, true);
     }

@@ -57,6 +57,13 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
         ),
         None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
+    let soft_delete = cont.attrs.soft_delete.is_some();
+    let soft_deleted = soft_delete.then(|| {
+        quote! {
+            #[automatically_derived]
+            impl #private::SoftDeleted for #ident {}
+        }
+    });
     let tenancy = if cont.attrs.conjoined {
         quote!(Conjoined)
     } else {
@@ -90,6 +97,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
                 const GIN_INDEX: bool = #gin;
                 const FULL_TEXT: ::core::option::Option<&'static str> = #full_text;
                 const TENANCY: #private::Tenancy = #private::Tenancy::#tenancy;
+                const SOFT_DELETE: bool = #soft_delete;
                 #[inline]
                 fn id(&self) -> &Self::Id {
                     &self.#id_ident
@@ -101,6 +109,7 @@ pub fn document_impls(cont: &Container, id: &Field) -> TokenStream {
             }
 
             #searchable
+            #soft_deleted
 
             #[automatically_derived]
             impl #private::PgDocument for #ident {

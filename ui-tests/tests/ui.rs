@@ -31,6 +31,8 @@ fn ui() {
     t.compile_fail("tests/ui/queries/*.rs");
     // Patches: operations the field type lacks, values of the wrong type.
     t.compile_fail("tests/ui/patches/*.rs");
+    // Soft deletes: deleted rows of a type that removes them, a soft-deleted aggregate.
+    t.compile_fail("tests/ui/soft_deletes/*.rs");
     // Every valid shape compiles.
     t.pass("tests/ui/pass/*.rs");
 }

@@ -107,8 +107,13 @@ pub trait DocumentBackend<D: Document>: Backend<Queue: DirtyQueue<D>> {
         json: Vec<u8>,
         expected: Option<VersionOf<D>>,
     );
-    /// Queues a delete by id.
+    /// Queues a delete by id (a soft-deleted type's row is marked deleted).
     fn queue_delete(queue: &mut Self::Queue, id: D::Id);
+    /// Queues a delete by id that removes the row, marked deleted or not. By default
+    /// [`queue_delete`](Self::queue_delete), for a backend whose deletes always remove.
+    fn queue_hard_delete(queue: &mut Self::Queue, id: D::Id) {
+        Self::queue_delete(queue, id);
+    }
     /// Loads one document by id on the session's connection.
     fn load(
         store: &Self::Store,
@@ -162,6 +167,23 @@ pub trait PatchBackend<D: Document>: DocumentBackend<D> {
     /// operations). Fails, queuing nothing, with a value the backend cannot store or a
     /// filter it cannot render.
     fn queue_patch(queue: &mut Self::Queue, patch: Patch<D>) -> Result<()>;
-    /// Queues one statement deleting every document `filter` matches.
-    fn queue_delete_where(queue: &mut Self::Queue, filter: Filter<D>) -> Result<()>;
+    /// Queues one statement deleting (as `kind` says) every document `filter` matches.
+    fn queue_delete_where(
+        queue: &mut Self::Queue,
+        filter: Filter<D>,
+        kind: DeleteKind,
+    ) -> Result<()>;
+}
+
+/// What a delete by filter does to the documents it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeleteKind {
+    /// Deletes them: removes the rows, or marks them deleted for a soft-deleted type
+    /// (the rows not marked yet).
+    Delete,
+    /// Removes the rows, marked deleted or not.
+    HardDelete,
+    /// Marks the rows marked deleted live again (soft-deleted types).
+    UndoDelete,
 }

@@ -6,14 +6,14 @@
 
 use serde::Serialize;
 
-use super::backend::PatchBackend;
+use super::backend::{DeleteKind, PatchBackend};
 use super::kinds::Tracking;
 use super::parts::Session;
 use super::writes::check_id;
 use crate::patch::{Incrementable, ListField, Patch, PatchOp, PatchTarget, Unsettable};
 use crate::query::{Base, Field, Filter, HasFields};
 use crate::tenant::require_tenant;
-use crate::{Document, Error, Result};
+use crate::{Document, Error, Result, SoftDeleted};
 
 /// The field paths of `D`, as a patch operation's field argument receives them.
 type FieldsOf<D> = <D as HasFields>::Fields<D>;
@@ -66,15 +66,46 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     }
 
     /// Queues one statement deleting every document of type `D` that `filter` matches
-    /// (of the session's tenant, for a conjoined type). The session forgets every cached
-    /// copy of a `D`, as [`patch_where`](Self::patch_where) does.
+    /// (of the session's tenant, for a conjoined type); a soft-deleted type's documents
+    /// are marked deleted. The session forgets every cached copy of a `D`, as
+    /// [`patch_where`](Self::patch_where) does.
     pub fn delete_where<D: Document + HasFields>(&mut self, filter: Filter<D>) -> Result<()>
+    where
+        B: PatchBackend<D>,
+    {
+        self.queue_delete_where(filter, DeleteKind::Delete)
+    }
+
+    /// Like [`delete_where`](Self::delete_where), removing the rows `filter` matches,
+    /// marked deleted or not (for a type that is not soft-deleted it is `delete_where`).
+    pub fn hard_delete_where<D: Document + HasFields>(&mut self, filter: Filter<D>) -> Result<()>
+    where
+        B: PatchBackend<D>,
+    {
+        self.queue_delete_where(filter, DeleteKind::HardDelete)
+    }
+
+    /// Queues one statement marking live again every document of the soft-deleted type
+    /// `D` that `filter` matches among those marked deleted (of the session's tenant,
+    /// for a conjoined type). The session forgets every cached copy of a `D`.
+    pub fn undo_delete_where<D: SoftDeleted + HasFields>(&mut self, filter: Filter<D>) -> Result<()>
+    where
+        B: PatchBackend<D>,
+    {
+        self.queue_delete_where(filter, DeleteKind::UndoDelete)
+    }
+
+    fn queue_delete_where<D: Document + HasFields>(
+        &mut self,
+        filter: Filter<D>,
+        kind: DeleteKind,
+    ) -> Result<()>
     where
         B: PatchBackend<D>,
     {
         require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
         let parts = self.parts_mut();
-        B::queue_delete_where(&mut parts.queue, filter)?;
+        B::queue_delete_where(&mut parts.queue, filter, kind)?;
         forget_all::<B, D>(&mut parts.state);
         Ok(())
     }

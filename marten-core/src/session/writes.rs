@@ -136,8 +136,32 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         self.queue(BasicWrite::Update.into(), doc, None)
     }
 
-    /// Queues a delete by id.
+    /// Queues a delete by id. A soft-deleted type's document
+    /// (`#[document(soft_delete)]`) is marked deleted, not removed: loads and queries
+    /// skip it from then on.
     pub fn delete<D: Document>(&mut self, id: &D::Id) -> Result<()>
+    where
+        B: DocumentBackend<D>,
+    {
+        self.queue_delete::<D>(id, B::queue_delete)
+    }
+
+    /// Queues a delete by id that removes the document's row, also when the type is
+    /// soft-deleted and the document marked deleted (for any other type it is
+    /// [`delete`](Self::delete)).
+    pub fn hard_delete<D: Document>(&mut self, id: &D::Id) -> Result<()>
+    where
+        B: DocumentBackend<D>,
+    {
+        self.queue_delete::<D>(id, B::queue_hard_delete)
+    }
+
+    /// Checks `id` and the tenant, forgets the session's copy and queues with `queue`.
+    fn queue_delete<D: Document>(
+        &mut self,
+        id: &D::Id,
+        queue: fn(&mut B::Queue, D::Id),
+    ) -> Result<()>
     where
         B: DocumentBackend<D>,
     {
@@ -147,7 +171,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         let state = parts.state.doc_state::<D>();
         state.identity.remove(id);
         state.tracked.remove(id);
-        B::queue_delete(&mut parts.queue, id.clone());
+        queue(&mut parts.queue, id.clone());
         Ok(())
     }
 

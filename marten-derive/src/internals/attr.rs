@@ -58,6 +58,8 @@ pub struct Container {
     /// `#[document(full_text)]` (`english`) or `#[document(full_text = "config")]`: the
     /// text search configuration of a full-text index, with its span.
     pub full_text: Option<(String, Span)>,
+    /// `#[document(soft_delete)]`: deletes mark rows deleted, with the attribute's span.
+    pub soft_delete: Option<Span>,
 }
 
 impl Container {
@@ -68,6 +70,7 @@ impl Container {
         let mut gin = Attr::none("gin");
         let mut tenancy = Attr::none("tenancy");
         let mut full_text = Attr::none("full_text");
+        let mut soft_delete = Attr::none("soft_delete");
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -86,6 +89,9 @@ impl Container {
                             full_text.set(cx, meta.path.span_of(), "english".to_owned());
                         }
                         Ok(())
+                    } else if meta.path.is_ident("soft_delete") {
+                        soft_delete.set(cx, meta.path.span_of(), ());
+                        Ok(())
                     } else if meta.path.is_ident("tenancy") {
                         let lit: LitStr = meta.value()?.parse()?;
                         match lit.value().as_str() {
@@ -101,7 +107,7 @@ impl Container {
                         Err(meta.error("`#[document(id)]` belongs on a field, not on the struct"))
                     } else {
                         Err(meta.error(format!(
-                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin`, `full_text` or `tenancy = \"...\"`",
+                            "unknown document attribute `{}`: expected `table = \"...\"`, `gin`, `full_text`, `soft_delete` or `tenancy = \"...\"`",
                             path_name(&meta.path)
                         )))
                     }
@@ -139,6 +145,7 @@ impl Container {
             gin: gin.get().is_some(),
             conjoined: tenancy.get().is_some_and(|(c, _)| c),
             full_text: full_text.get(),
+            soft_delete: soft_delete.get().map(|(_, span)| span),
         }
     }
 }

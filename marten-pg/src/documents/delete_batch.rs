@@ -12,18 +12,23 @@ use super::typed_batch::{document_batch, document_target};
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
-/// Deletes of documents of one type by id.
+/// Deletes of documents of one type by id: removing their rows, or marking them deleted
+/// (a soft-deleted type, unless the batch is `hard`).
 pub(crate) struct DeleteBatch<D: PgDocument> {
     ids: Vec<D::Id>,
+    /// Whether the rows are removed even when the type is soft-deleted.
+    pub(crate) hard: bool,
     /// The tenant of a conjoined type's rows.
     tenant: Option<TenantKey>,
 }
 
 impl<D: PgDocument> DeleteBatch<D> {
-    /// An empty batch; the rows of a conjoined type belong to `tenant`.
-    pub(crate) fn new(tenant: Option<&marten_core::TenantId>) -> Self {
+    /// An empty batch (removing the rows when `hard`); the rows of a conjoined type
+    /// belong to `tenant`.
+    pub(crate) fn new(tenant: Option<&marten_core::TenantId>, hard: bool) -> Self {
         Self {
             ids: Vec::new(),
+            hard,
             tenant: if conjoined::<D>() {
                 TenantKey::of(tenant)
             } else {
@@ -42,10 +47,11 @@ document_batch!(DeleteBatch);
 impl<D: PgDocument> Operation for DeleteBatch<D> {
     fn sql(&self) -> &'static str {
         let reads = D::storage().reads();
-        if self.ids.len() == 1 {
-            &reads.delete_one
-        } else {
-            &reads.delete_many
+        match (self.ids.len() == 1, self.hard) {
+            (true, false) => &reads.delete_one,
+            (false, false) => &reads.delete_many,
+            (true, true) => &reads.hard_delete_one,
+            (false, true) => &reads.hard_delete_many,
         }
     }
 

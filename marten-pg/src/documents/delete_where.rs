@@ -1,8 +1,10 @@
 //! [`DeleteWhere`]: one `DELETE` of every document of a type that a rendered filter
-//! ([`Condition`]) matches, as a unit-of-work operation; the session forgets the deleted
-//! ids' versions and cached copies when it commits. Uses the unit of work's operation
-//! traits and the table SQL.
+//! ([`Condition`]) matches, as a unit-of-work operation (for a soft-deleted type, one
+//! `UPDATE` marking them deleted, or un-marking them for an undo); the session forgets
+//! the ids' versions and cached copies when it commits. Uses the unit of work's
+//! operation traits and the table SQL.
 
+use marten_core::session::DeleteKind;
 use marten_core::Result;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -14,7 +16,7 @@ use crate::error_map::reading_documents as reading;
 use crate::tables::documents as sql;
 use crate::unit_of_work::{Operation, SessionState, Target};
 
-/// One `DELETE` of every document of type `D` a filter matches.
+/// One `DELETE` (or marking `UPDATE`) of every document of type `D` a filter matches.
 pub(crate) struct DeleteWhere<D: PgDocument> {
     sql: String,
     params: Vec<Param>,
@@ -22,10 +24,17 @@ pub(crate) struct DeleteWhere<D: PgDocument> {
 }
 
 impl<D: PgDocument> DeleteWhere<D> {
-    /// The delete of the rows `condition` matches.
-    pub(crate) fn new(condition: Condition) -> Self {
+    /// The delete of `kind` of the rows `condition` matches (the condition chose the
+    /// live or the marked rows of a soft-deleted type as `kind` needs).
+    pub(crate) fn new(condition: Condition, kind: DeleteKind) -> Self {
+        let (table, text) = (D::TABLE_NAME, &condition.text);
+        let sql = match kind {
+            DeleteKind::Delete if D::SOFT_DELETE => sql::mark_deleted_where(table, text, true),
+            DeleteKind::UndoDelete if D::SOFT_DELETE => sql::mark_deleted_where(table, text, false),
+            _ => sql::delete_where(table, text),
+        };
         DeleteWhere {
-            sql: sql::delete_where(D::TABLE_NAME, &condition.text),
+            sql,
             params: condition.params,
             deleted: Vec::new(),
         }

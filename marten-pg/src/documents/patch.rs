@@ -16,7 +16,7 @@ use super::storage::{PgDocument, PgVersion};
 use super::typed_batch::document_target;
 use crate::connection::Db;
 use crate::error_map::reading_documents as reading;
-use crate::tables::documents::{self as sql, Scope};
+use crate::tables::documents as sql;
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{Operation, SessionState, Target};
 
@@ -79,7 +79,7 @@ impl<D: PgDocument> PatchStatement<D> {
 
 /// The condition of a patch by id: the tenant's match (conjoined) and the id.
 fn by_id<D: PgDocument>(id: &D::Id, tenant: &Option<TenantKey>) -> Condition {
-    let (text, _) = sql::by_id(Scope::of(D::TENANCY));
+    let (text, _) = sql::by_id(super::storage::scope::<D>());
     let mut params: Vec<Param> = Vec::with_capacity(2);
     if conjoined::<D>() {
         params.push(Box::new(tenant.clone()));

@@ -51,13 +51,24 @@ impl OpList {
         }
     }
 
-    /// Queues a delete by id.
+    /// Queues a delete by id (a soft-deleted type's row is marked deleted).
     pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
+        self.push_delete_of::<D>(id, false);
+    }
+
+    /// Queues a delete by id that removes the row, marked deleted or not.
+    pub(crate) fn push_hard_delete<D: PgDocument>(&mut self, id: D::Id) {
+        self.push_delete_of::<D>(id, true);
+    }
+
+    fn push_delete_of<D: PgDocument>(&mut self, id: D::Id, hard: bool) {
         if let Some(batch) = self.last_batch::<DeleteBatch<D>>() {
-            batch.push(id);
-            return;
+            if batch.hard == hard {
+                batch.push(id);
+                return;
+            }
         }
-        let mut batch = DeleteBatch::<D>::new(self.tenant.as_ref());
+        let mut batch = DeleteBatch::<D>::new(self.tenant.as_ref(), hard);
         batch.push(id);
         self.items.push(Queued::Documents(Box::new(batch)));
     }

@@ -248,7 +248,7 @@ macro_rules! mode_storage {
         {
             fn new() -> Self {
                 let (table, id_type) = (D::TABLE_NAME, <D::Id as $crate::PgId>::SQL_TYPE);
-                let scope = $crate::tables::documents::Scope::of(D::TENANCY);
+                let scope = super::storage::scope::<D>();
                 $name {
                     reads: $crate::tables::documents::ReadSql::new(table, id_type, None $(.or(Some($column)))?, scope),
                     writes: $sql::new(table, id_type, scope),
@@ -288,12 +288,18 @@ pub(super) fn table_def<D: PgDocument>(version: Option<ModeColumn>) -> TableDef 
         version.map(|(_, column)| column()),
         D::INDEXES,
         D::GIN_INDEX,
-        Scope::of(D::TENANCY),
+        scope::<D>(),
     );
     if let Some(config) = D::FULL_TEXT {
         def.indexes.push(full_text_index(D::TABLE_NAME, config));
     }
     def
+}
+
+/// How `D`'s statements scope its rows: to the tenant of a conjoined type, to the live
+/// rows of a soft-deleted one.
+pub(crate) const fn scope<D: PgDocument>() -> Scope {
+    Scope::of(D::TENANCY).soft_deleted(D::SOFT_DELETE)
 }
 
 /// The SQL of a basic write, given the mode's `[upsert, insert, update]`.

@@ -98,7 +98,7 @@ where
     }
 
     /// The statement: the query's, then (a conjoined `I`) `tenant`, whose rows of `I`
-    /// are read.
+    /// are read (the live ones, for a soft-deleted `I`).
     fn statement(&self, tenant: Option<TenantKey>) -> Sql {
         let mut sql = self.query.spec.select(true);
         let field = text_expr("m.data", &self.path);
@@ -116,9 +116,11 @@ where
              SELECT true, m.data, m.id::text FROM m \
              UNION ALL \
              SELECT false, i.data, i.id::text FROM {} i \
-             WHERE {scope}i.id = ANY(ARRAY(SELECT DISTINCT ({field})::{id_type} FROM m))",
+             WHERE {scope}i.id = ANY(ARRAY(SELECT DISTINCT ({field})::{id_type} FROM m)){live}",
             sql.text,
-            I::TABLE_NAME
+            I::TABLE_NAME,
+            // A soft-deleted `I`'s marked rows are not included, as a load skips them.
+            live = crate::documents::storage::scope::<I>().live("i.")
         );
         sql
     }

@@ -14,13 +14,15 @@
 //! - `include`: [`Including`], a query that also loads the documents its matches refer to;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
-//! - `condition`: a filter as the condition of a patch or a delete by filter.
+//! - `condition`: a filter as the condition of a patch or a delete by filter;
+//! - `deleted`: which rows of a soft-deleted type a statement matches.
 //!
 //! May use: the store (its catalog, to make sure tables exist), documents, connection,
 //! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
 pub(crate) mod condition;
+pub(crate) mod deleted;
 mod include;
 mod params;
 pub(crate) mod render;

@@ -15,7 +15,7 @@ use marten_core::query::{
     Aggregation, Base, Comparable, Field, Filter, FullTextSearch, HasFields, NumericField, Order,
     Orderable, Selection,
 };
-use marten_core::{Error, Result};
+use marten_core::{Error, Result, SoftDeleted};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
@@ -129,6 +129,24 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// Returns at most `n` matches.
     pub fn take(mut self, n: usize) -> Self {
         self.spec.take = Some(n);
+        self
+    }
+
+    /// See [`QuerySpec::include_deleted`].
+    pub fn include_deleted(mut self) -> Self
+    where
+        D: SoftDeleted,
+    {
+        self.spec = self.spec.include_deleted();
+        self
+    }
+
+    /// See [`QuerySpec::only_deleted`].
+    pub fn only_deleted(mut self) -> Self
+    where
+        D: SoftDeleted,
+    {
+        self.spec = self.spec.only_deleted();
         self
     }
 

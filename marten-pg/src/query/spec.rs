@@ -6,8 +6,9 @@ use marten_core::query::{
     Base, Filter, FullTextSearch, HasFields, Order, DEFAULT_FULL_TEXT_CONFIG,
 };
 use marten_core::tenant::require_tenant;
-use marten_core::Result;
+use marten_core::{Result, SoftDeleted};
 
+use super::deleted::Deleted;
 use super::params::SqlParams;
 use super::search::search_filter;
 use crate::documents::PgDocument;
@@ -32,6 +33,8 @@ pub struct QuerySpec<D> {
     /// What each row returns instead of the document (a `jsonb` expression over `d`
     /// selecting some fields), for a selection.
     pub(super) shape: Option<String>,
+    /// Which rows of a soft-deleted type match (the live ones unless asked).
+    pub(super) deleted: Deleted,
     /// Whether the document type has a GIN index (`#[document(gin)]`): equalities then
     /// also test containment, which the index serves.
     pub(super) gin: bool,
@@ -51,6 +54,7 @@ impl<D> Default for QuerySpec<D> {
             with_total: false,
             tenant: None,
             shape: None,
+            deleted: Deleted::Exclude,
             gin: false,
             searches: Vec::new(),
             rank: None,
@@ -161,6 +165,25 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     /// invalid fails when run, with [`Error::InvalidQuery`](marten_core::Error::InvalidQuery).
     pub fn to_sql(&self) -> String {
         self.select(true).text
+    }
+
+    /// Matches the documents marked deleted too (a soft-deleted type only; without it a
+    /// query skips them).
+    pub fn include_deleted(mut self) -> Self
+    where
+        D: SoftDeleted,
+    {
+        self.deleted = Deleted::Include;
+        self
+    }
+
+    /// Matches the documents marked deleted only (a soft-deleted type only).
+    pub fn only_deleted(mut self) -> Self
+    where
+        D: SoftDeleted,
+    {
+        self.deleted = Deleted::Only;
+        self
     }
 
     /// Scopes the query to the tenant of the store handle it runs on: a conjoined type

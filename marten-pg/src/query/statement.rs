@@ -20,6 +20,24 @@ use crate::tenant_key::TenantKey;
 /// without a session).
 type TenantMatch = Option<Option<TenantKey>>;
 
+/// The rows a statement matches before its filters: the tenant's (a conjoined type) and
+/// the live, every, or the marked rows of a soft-deleted type (its condition, if any).
+pub(super) struct Scoped {
+    tenant: TenantMatch,
+    deleted: Option<String>,
+}
+
+impl Scoped {
+    /// Rows matched on `tenant` only (a type that is not soft-deleted).
+    #[cfg(test)]
+    pub(super) fn tenant(tenant: TenantMatch) -> Self {
+        Scoped {
+            tenant,
+            deleted: None,
+        }
+    }
+}
+
 /// A skip or take as the `bigint` PostgreSQL takes; beyond `i64::MAX` it means the same.
 pub(super) fn row_count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -32,31 +50,35 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
     /// The query's SQL: rows of `data, id` (or `data, total, id` with the total); a query
     /// with an invalid raw fragment carries why (see [`Sql::check`]).
     pub(super) fn select(&self, paged: bool) -> Sql {
-        self.select_from(D::TABLE_NAME, self.tenant_match(), paged)
+        self.select_from(D::TABLE_NAME, self.scoped(), paged)
     }
 
     /// The statement counting the matches.
     pub(super) fn count_sql(&self) -> Sql {
-        self.count_from(D::TABLE_NAME, self.tenant_match())
+        self.count_from(D::TABLE_NAME, self.scoped())
     }
 
     /// The statement computing one aggregate (a `jsonb` expression over the rows `d`) of
     /// the matches; skip, take and order do not apply.
     pub(super) fn aggregate_sql(&self, expr: &str) -> Sql {
-        self.aggregate_from(D::TABLE_NAME, self.tenant_match(), expr)
+        self.aggregate_from(D::TABLE_NAME, self.scoped(), expr)
     }
 
-    /// The tenant `D`'s rows are matched on: the spec's, for a conjoined type.
-    fn tenant_match(&self) -> TenantMatch {
-        conjoined::<D>().then(|| self.tenant.clone())
+    /// The rows of `D` the spec matches: the spec's tenant's, for a conjoined type, and
+    /// those its [`Deleted`](super::deleted::Deleted) choice keeps, for a soft-deleted one.
+    fn scoped(&self) -> Scoped {
+        Scoped {
+            tenant: conjoined::<D>().then(|| self.tenant.clone()),
+            deleted: self.deleted.clause(D::SOFT_DELETE),
+        }
     }
 }
 
 impl<D: 'static> QuerySpec<D> {
     /// [`select`](Self::select) on the documents of `table`.
-    pub(super) fn select_from(&self, table: &str, tenant: TenantMatch, paged: bool) -> Sql {
+    pub(super) fn select_from(&self, table: &str, rows: Scoped, paged: bool) -> Sql {
         let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql, tenant);
+        let wh = self.where_clause(&mut sql, rows);
         let keys = self.sort_keys(&mut sql);
         let limits = if paged {
             self.limits(&mut sql)
@@ -73,26 +95,26 @@ impl<D: 'static> QuerySpec<D> {
     }
 
     /// [`count_sql`](Self::count_sql) on the documents of `table`.
-    pub(super) fn count_from(&self, table: &str, tenant: TenantMatch) -> Sql {
+    pub(super) fn count_from(&self, table: &str, rows: Scoped) -> Sql {
         let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql, tenant);
+        let wh = self.where_clause(&mut sql, rows);
         sql.text = format!("SELECT count(*) FROM {table} d WHERE {wh}");
         sql
     }
 
     /// [`aggregate_sql`](Self::aggregate_sql) on the documents of `table`.
-    pub(super) fn aggregate_from(&self, table: &str, tenant: TenantMatch, expr: &str) -> Sql {
+    pub(super) fn aggregate_from(&self, table: &str, rows: Scoped, expr: &str) -> Sql {
         let mut sql = Sql::default();
-        let wh = self.where_clause(&mut sql, tenant);
+        let wh = self.where_clause(&mut sql, rows);
         sql.text = format!("SELECT {expr} FROM {table} d WHERE {wh}");
         sql
     }
 
-    /// The tenant's match (for a conjoined type) and every filter rendered over
-    /// `d.data`, joined with AND (`TRUE` without either).
-    fn where_clause(&self, sql: &mut Sql, tenant: TenantMatch) -> String {
-        let mut parts = Vec::with_capacity(self.filters.len() + 1);
-        if let Some(tenant) = tenant {
+    /// The tenant's match (for a conjoined type), every filter rendered over `d.data`
+    /// and the soft-deleted rows' condition, joined with AND (`TRUE` without any).
+    fn where_clause(&self, sql: &mut Sql, rows: Scoped) -> String {
+        let mut parts = Vec::with_capacity(self.filters.len() + 2);
+        if let Some(tenant) = rows.tenant {
             let p = sql.param(Box::new(tenant));
             parts.push(format!("d.{TENANT_COLUMN} = {p}"));
         }
@@ -101,6 +123,7 @@ impl<D: 'static> QuerySpec<D> {
                 .iter()
                 .map(|f| render::render(f.node(), self.gin, sql)),
         );
+        parts.extend(rows.deleted);
         if parts.is_empty() {
             "TRUE".to_owned()
         } else {

@@ -5,7 +5,7 @@
 use marten_core::query::{Base, Field, Filter, RawParam};
 
 use super::spec::QuerySpec;
-use super::statement::row_count;
+use super::statement::{row_count, Scoped};
 
 struct Doc {
     name: String,
@@ -31,7 +31,7 @@ fn spec(filters: Vec<Filter<Doc>>) -> QuerySpec<Doc> {
 
 #[test]
 fn no_filter_selects_every_document_by_id() {
-    let sql = spec(Vec::new()).select_from("mt_doc_doc", None, true);
+    let sql = spec(Vec::new()).select_from("mt_doc_doc", Scoped::tenant(None), true);
     assert_eq!(
         sql.text,
         "SELECT d.data, d.id FROM mt_doc_doc d WHERE TRUE ORDER BY d.id ASC"
@@ -54,7 +54,7 @@ fn filters_join_with_and_and_number_their_parameters_in_order() {
             rating().gt(3),
         ])
     };
-    let sql = q.select_from("mt_doc_doc", None, true);
+    let sql = q.select_from("mt_doc_doc", Scoped::tenant(None), true);
     assert_eq!(
         sql.text,
         format!(
@@ -74,7 +74,7 @@ fn nested_combinations_share_one_numbering() {
         .eq("a")
         .or(Filter::raw("$1 = $1", vec![RawParam::Text("x".into())]))
         .and(rating().lt(9).not());
-    let sql = spec(vec![f, rating().ge(1)]).count_from("t", None);
+    let sql = spec(vec![f, rating().ge(1)]).count_from("t", Scoped::tenant(None));
     assert_eq!(
         sql.text,
         format!(
@@ -93,7 +93,7 @@ fn sort_keys_render_in_order_with_missing_values_at_the_ends() {
         orders: vec![rating().desc(), name().asc()],
         ..spec(Vec::new())
     };
-    let sql = q.select_from("t", None, true);
+    let sql = q.select_from("t", Scoped::tenant(None), true);
     assert_eq!(
         sql.text,
         format!(
@@ -109,13 +109,13 @@ fn paging_adds_only_what_is_set_after_the_filters_parameters() {
         take: Some(3),
         ..spec(vec![rating().eq(1)])
     };
-    let text = take_only.select_from("t", None, true).text;
+    let text = take_only.select_from("t", Scoped::tenant(None), true).text;
     assert!(text.ends_with("ORDER BY d.id ASC LIMIT $2"), "{text}");
     let skip_only = QuerySpec {
         skip: Some(3),
         ..spec(vec![rating().eq(1)])
     };
-    let text = skip_only.select_from("t", None, true).text;
+    let text = skip_only.select_from("t", Scoped::tenant(None), true).text;
     assert!(text.ends_with("ORDER BY d.id ASC OFFSET $2"), "{text}");
     // Unpaged, neither is rendered nor bound.
     let both = QuerySpec {
@@ -123,7 +123,7 @@ fn paging_adds_only_what_is_set_after_the_filters_parameters() {
         skip: Some(4),
         ..spec(Vec::new())
     };
-    let sql = both.select_from("t", None, false);
+    let sql = both.select_from("t", Scoped::tenant(None), false);
     assert!(sql.text.ends_with("ORDER BY d.id ASC"), "{}", sql.text);
     assert!(sql.params.is_empty());
 }
@@ -144,7 +144,7 @@ fn the_total_form_counts_and_pages_in_one_statement() {
         with_total: true,
         ..spec(vec![rating().gt(2)])
     };
-    let sql = q.select_from("t", None, true);
+    let sql = q.select_from("t", Scoped::tenant(None), true);
     let wh = format!("coalesce({RATING} > $1::text::numeric, false)");
     assert_eq!(
         sql.text,
@@ -161,10 +161,10 @@ fn the_total_form_counts_and_pages_in_one_statement() {
 #[test]
 fn an_invalid_raw_fragment_fails_the_check_of_every_statement() {
     let q = spec(vec![Filter::raw("d.id = $2", vec![RawParam::Int(1)])]);
-    let select = q.select_from("t", None, true);
+    let select = q.select_from("t", Scoped::tenant(None), true);
     assert!(select.text.contains("WHERE (FALSE)"), "{}", select.text);
     assert!(select.check().is_err());
-    assert!(q.count_from("t", None).checked().is_err());
+    assert!(q.count_from("t", Scoped::tenant(None)).checked().is_err());
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn a_selection_replaces_the_document_in_both_select_forms() {
         take: Some(5),
         ..spec(vec![rating().gt(1)])
     };
-    let text = q.select_from("t", None, true).text;
+    let text = q.select_from("t", Scoped::tenant(None), true).text;
     assert!(
         text.starts_with("SELECT jsonb_build_array(x), d.id FROM t d WHERE"),
         "{text}"
@@ -183,7 +183,7 @@ fn a_selection_replaces_the_document_in_both_select_forms() {
         with_total: true,
         ..q
     };
-    let text = paged.select_from("t", None, true).text;
+    let text = paged.select_from("t", Scoped::tenant(None), true).text;
     assert!(
         text.contains("(SELECT jsonb_build_array(x) AS data, d.id AS id"),
         "{text}"
@@ -197,7 +197,7 @@ fn an_aggregate_has_the_tenant_first_and_no_paging() {
         orders: vec![rating().desc()],
         ..spec(vec![rating().gt(1)])
     };
-    let sql = q.aggregate_from("t", Some(None), "sum(1)");
+    let sql = q.aggregate_from("t", Scoped::tenant(Some(None)), "sum(1)");
     assert_eq!(
         sql.text,
         format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND coalesce({RATING} > $2::text::numeric, false)")

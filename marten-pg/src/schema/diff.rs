@@ -150,7 +150,8 @@ fn diff_index(
         let same = found.valid
             && found.unique == index.unique
             && found.method == index.method
-            && found.keys == index.keys;
+            && found.keys == index.keys
+            && found.predicate == index.predicate;
         if same {
             return None;
         }
@@ -235,6 +236,7 @@ mod tests {
                 method: "btree".into(),
                 keys: vec!["n".into()],
                 valid: true,
+                predicate: None,
             };
             ixs.insert((*name).into(), index);
         }

@@ -21,12 +21,19 @@ pub(crate) struct LiveIndex {
     pub(crate) keys: Vec<String>,
     /// False after a failed `CREATE INDEX CONCURRENTLY`: it exists but serves nothing.
     pub(crate) valid: bool,
+    /// The predicate of a partial index, as `pg_get_expr(.., true)` prints it.
+    pub(crate) predicate: Option<String>,
 }
 
 impl LiveIndex {
     /// Its shape, as schema differences show it.
     pub(crate) fn shape(&self) -> String {
-        let shape = shape(self.unique, &self.method, &self.keys);
+        let shape = shape(
+            self.unique,
+            &self.method,
+            &self.keys,
+            self.predicate.as_deref(),
+        );
         if self.valid {
             shape
         } else {
@@ -62,7 +69,8 @@ const INDEXES: &str = "SELECT c.relname::text, i.relname::text, x.indisunique, x
      am.amname::text, ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true) \
        || CASE WHEN o.opcdefault THEN '' ELSE ' ' || o.opcname::text END \
        FROM generate_series(1, x.indnkeyatts::int) AS k \
-       JOIN pg_opclass o ON o.oid = x.indclass[k - 1] ORDER BY k) \
+       JOIN pg_opclass o ON o.oid = x.indclass[k - 1] ORDER BY k), \
+     pg_get_expr(x.indpred, x.indrelid, true) \
      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
      JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_am am ON am.oid = i.relam \
@@ -138,6 +146,7 @@ fn index_of(row: &Row) -> Result<(String, String, LiveIndex), tokio_postgres::Er
             valid: row.try_get(3)?,
             method: row.try_get(4)?,
             keys: row.try_get(5)?,
+            predicate: row.try_get(6)?,
         },
     ))
 }

@@ -105,6 +105,10 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         queue.user.push_delete::<D>(id);
     }
 
+    fn queue_hard_delete(queue: &mut UnitOfWork, id: D::Id) {
+        queue.user.push_hard_delete::<D>(id);
+    }
+
     async fn load(store: &DocumentStore, conn: &mut Conn, id: &D::Id) -> Result<Option<Loaded<D>>> {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
         async {

@@ -49,6 +49,9 @@ pub struct IndexDef {
     /// Indexes this one replaces: the index of the same field under the other kind's
     /// name. The schema patch drops them once this one exists.
     pub replaces: Vec<String>,
+    /// The predicate of a partial index, as PostgreSQL prints it back
+    /// (`pg_get_expr(.., true)`: `NOT mt_deleted`), so the schema check compares it.
+    pub predicate: Option<String>,
 }
 
 impl ColumnDef {
@@ -99,12 +102,25 @@ impl IndexDef {
             method: "btree",
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             replaces: Vec::new(),
+            predicate: None,
         }
     }
 
-    /// The index's shape, as schema differences show it: `UNIQUE btree (email)`.
+    /// The same index, partial: over the rows `predicate` holds for.
+    pub fn partial(mut self, predicate: &str) -> Self {
+        self.predicate = Some(predicate.to_owned());
+        self
+    }
+
+    /// The index's shape, as schema differences show it: `UNIQUE btree (email)`,
+    /// `btree (id) WHERE NOT mt_deleted`.
     pub fn shape(&self) -> String {
-        shape(self.unique, self.method, &self.keys)
+        shape(
+            self.unique,
+            self.method,
+            &self.keys,
+            self.predicate.as_deref(),
+        )
     }
 
     /// `CREATE [UNIQUE] INDEX [CONCURRENTLY] IF NOT EXISTS` for the index on
@@ -118,17 +134,27 @@ impl IndexDef {
             format!(" USING {}", self.method)
         };
         format!(
-            "CREATE {unique}INDEX {concurrently}IF NOT EXISTS {} ON {schema}.{table}{using} ({})",
+            "CREATE {unique}INDEX {concurrently}IF NOT EXISTS {} ON {schema}.{table}{using} ({}){}",
             self.name,
-            self.keys.join(", ")
+            self.keys.join(", "),
+            where_clause(self.predicate.as_deref())
         )
     }
 }
 
-/// An index's shape: `UNIQUE btree (a, b)`.
-pub fn shape(unique: bool, method: &str, keys: &[String]) -> String {
+/// ` WHERE predicate` of a partial index, or nothing.
+fn where_clause(predicate: Option<&str>) -> String {
+    predicate.map_or_else(String::new, |p| format!(" WHERE {p}"))
+}
+
+/// An index's shape: `UNIQUE btree (a, b)`, followed by the predicate of a partial one.
+pub fn shape(unique: bool, method: &str, keys: &[String], predicate: Option<&str>) -> String {
     let unique = if unique { "UNIQUE " } else { "" };
-    format!("{unique}{method} ({})", keys.join(", "))
+    format!(
+        "{unique}{method} ({}){}",
+        keys.join(", "),
+        where_clause(predicate)
+    )
 }
 
 /// `DROP INDEX [CONCURRENTLY] IF EXISTS schema.index`.

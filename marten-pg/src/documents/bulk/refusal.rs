@@ -55,7 +55,7 @@ pub(super) async fn name_taken<D: PgDocument>(
                 params.push(&plan.tenant);
             }
             let rows = db
-                .query(D::storage().reads().versions.as_str(), &params)
+                .query(D::storage().reads().stored.as_str(), &params)
                 .await
                 .map_err(reading_documents::<D>)?;
             rows.iter()

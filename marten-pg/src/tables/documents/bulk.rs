@@ -81,7 +81,8 @@ impl BulkSql {
             insert_ignoring: format!("{insert} DO NOTHING"),
             insert_overwriting: format!(
                 "{insert} DO UPDATE SET data = excluded.data, \
-                 mt_last_modified = excluded.mt_last_modified{overwrite_v}"
+                 mt_last_modified = excluded.mt_last_modified{overwrite_v}{}",
+                scope.revive()
             ),
             clear_staging: format!("TRUNCATE {STAGING_TABLE}"),
         }

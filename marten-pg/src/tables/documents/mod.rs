@@ -6,6 +6,9 @@
 //! operations and the filter's shape (never on a value). The full-text index and the
 //! searches it serves are in `full_text.rs`.
 //!
+//! How statements scope a table's rows (a conjoined type's tenant, a soft-deleted
+//! type's live rows) is [`Scope`] (`scope.rs`).
+//!
 //! Statements name the table without a schema: each store qualifies a statement's text
 //! once, on first use ([`crate::tables::qualify`]). DDL is schema-qualified.
 //!
@@ -23,6 +26,7 @@ mod numeric;
 mod off;
 mod optimistic;
 mod patch;
+mod scope;
 
 pub use bulk::{BulkSql, BulkVersion, STAGING_TABLE};
 pub use full_text::{
@@ -31,83 +35,14 @@ pub use full_text::{
 pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
-pub use patch::{by_id, delete_where, patched_data, update, VersionBump};
-
-use marten_core::Tenancy;
+pub use patch::{by_id, delete_where, mark_deleted_where, patched_data, update, VersionBump};
+pub use scope::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN};
 
 use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// The column holding a conjoined row's tenant.
 pub const TENANT_COLUMN: &str = "tenant_id";
-
-/// How a document table's statements scope its rows to a tenant. A single-tenant table's
-/// statements do not name a tenant; a conjoined table's bind it as a parameter, always
-/// the one right after the statement's row parameters (before a row count), and match
-/// it in every `WHERE`, conflict target and join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope {
-    conjoined: bool,
-}
-
-impl Scope {
-    /// The scope of a type with `tenancy`.
-    pub const fn of(tenancy: Tenancy) -> Self {
-        Scope {
-            conjoined: matches!(tenancy, Tenancy::Conjoined),
-        }
-    }
-
-    /// Whether rows carry their tenant.
-    pub fn conjoined(self) -> bool {
-        self.conjoined
-    }
-
-    /// ` AND {alias}tenant_id = $n`, or nothing.
-    fn filter(self, alias: &str, n: usize) -> String {
-        if self.conjoined {
-            format!(" AND {alias}{TENANT_COLUMN} = ${n}")
-        } else {
-            String::new()
-        }
-    }
-
-    /// `tenant_id, ` at the head of a column list, or nothing.
-    fn column(self) -> &'static str {
-        if self.conjoined {
-            "tenant_id, "
-        } else {
-            ""
-        }
-    }
-
-    /// `$n::text, ` at the head of a values list, or nothing.
-    fn value(self, n: usize) -> String {
-        if self.conjoined {
-            format!("${n}::text, ")
-        } else {
-            String::new()
-        }
-    }
-
-    /// The conflict target of an upsert: the primary key.
-    fn key(self) -> &'static str {
-        if self.conjoined {
-            "(tenant_id, id)"
-        } else {
-            "(id)"
-        }
-    }
-
-    /// `d.tenant_id = i.tenant_id AND `, joining a write's input to the table, or nothing.
-    fn join(self) -> &'static str {
-        if self.conjoined {
-            "d.tenant_id = i.tenant_id AND "
-        } else {
-            ""
-        }
-    }
-}
 
 /// The column holding an optimistic version.
 pub const VERSION_COLUMN: &str = "mt_version";
@@ -139,7 +74,7 @@ pub fn table_def(
     gin: bool,
     scope: Scope,
 ) -> TableDef {
-    let mut columns = if scope.conjoined {
+    let mut columns = if scope.conjoined() {
         vec![
             // Byte order, as the indexed text columns: the cheapest comparison for the
             // key every statement of the table matches first.
@@ -155,9 +90,12 @@ pub fn table_def(
     ]);
     columns.extend(version);
     let mut def = TableDef::new(table, columns);
-    if scope.conjoined {
+    if scope.conjoined() {
         def.constraints
             .push(format!("PRIMARY KEY ({TENANT_COLUMN}, id)"));
+    }
+    if scope.soft_delete() {
+        soft_delete_columns(&mut def, scope);
     }
     for ix in indexes {
         let key = ix.json_key.replace('\'', "''");
@@ -169,7 +107,7 @@ pub fn table_def(
             ty,
             &format!("{collate}GENERATED ALWAYS AS ((data ->> '{key}')::{ty}) STORED"),
         ));
-        let keys: &[&str] = if scope.conjoined {
+        let keys: &[&str] = if scope.conjoined() {
             &[TENANT_COLUMN, col]
         } else {
             &[col]
@@ -188,6 +126,33 @@ pub fn table_def(
         def.indexes.push(index);
     }
     def
+}
+
+/// The columns of a soft-deleted table (`mt_deleted`, `mt_deleted_at`; existing rows are
+/// live when they are added) and its two partial indexes: the live rows by id (`_live`,
+/// which keeps reads of a table of mostly deleted rows fast) and the deleted rows by
+/// when they were marked (`_deleted`, for `only_deleted`, undo and purges), both led by
+/// the tenant of a conjoined table.
+fn soft_delete_columns(def: &mut TableDef, scope: Scope) {
+    def.columns.extend([
+        ColumnDef::new(DELETED_COLUMN, "boolean", "NOT NULL DEFAULT false"),
+        ColumnDef::new(DELETED_AT_COLUMN, "timestamptz", ""),
+    ]);
+    let tenant: &[&str] = if scope.conjoined() {
+        &[TENANT_COLUMN]
+    } else {
+        &[]
+    };
+    let keys = |last: &'static str| [tenant, &[last]].concat();
+    let table = def.name.clone();
+    def.indexes.push(
+        IndexDef::btree(&format!("{table}_live"), false, &keys("id"))
+            .partial(&format!("NOT {DELETED_COLUMN}")),
+    );
+    def.indexes.push(
+        IndexDef::btree(&format!("{table}_deleted"), false, &keys(DELETED_AT_COLUMN))
+            .partial(DELETED_COLUMN),
+    );
 }
 
 /// The name of a field's index: `{table}_idx_{field}` (`_uidx_` when unique).
@@ -221,12 +186,20 @@ pub struct ReadSql {
     pub load_many_locked: String,
     /// `$1` = id -> `version, mt_last_modified`
     pub metadata: String,
-    /// `$1` = ids -> `id, version`, to explain rejections after a rollback.
+    /// `$1` = ids -> `id, version`, to explain rejections after a rollback (of the live
+    /// rows: a marked row is a missing document to an update).
     pub versions: String,
-    /// `$1` = id
+    /// `$1` = ids -> `id, version` of every row, marked deleted or not: the ids a
+    /// primary key refuses.
+    pub stored: String,
+    /// `$1` = id: removes the row, or marks it deleted (a soft-deleted table).
     pub delete_one: String,
-    /// `$1` = ids
+    /// `$1` = ids: removes the rows, or marks them deleted (a soft-deleted table).
     pub delete_many: String,
+    /// `$1` = id: removes the row, marked deleted or not.
+    pub hard_delete_one: String,
+    /// `$1` = ids: removes the rows, marked deleted or not.
+    pub hard_delete_many: String,
     /// Every row (a rebuild of every tenant).
     pub delete_all: String,
     /// `$1` = tenant: every row of one tenant (conjoined tables only).
@@ -241,26 +214,42 @@ pub struct ReadSql {
 
 impl ReadSql {
     /// Builds the reads for a table; `version` is the version column, if the mode has one.
-    /// A conjoined table's reads take the tenant after their row parameters.
+    /// A conjoined table's reads take the tenant after their row parameters; a
+    /// soft-deleted table's skip the rows marked deleted (except the locked read of the
+    /// inline projections, which see every row they may write).
     pub fn new(table: &str, id_type: &str, version: Option<&str>, scope: Scope) -> Self {
         let v = version.map_or_else(String::new, |c| format!(", {c}"));
         let meta_v = version.unwrap_or("NULL::int");
         let t2 = scope.filter("", 2);
         let dt3 = scope.filter("d.", 3);
+        let live = scope.live("");
+        let (one, many) = ("id = $1", format!("id = ANY($1::{id_type}[])"));
+        let remove = |rows: &str| format!("DELETE FROM {table} WHERE {rows}{t2}");
+        let delete = |rows: &str| {
+            if scope.soft_delete() {
+                format!(
+                    "UPDATE {table} SET {DELETED_COLUMN} = true, {DELETED_AT_COLUMN} = now() \
+                     WHERE {rows}{t2}{live}"
+                )
+            } else {
+                remove(rows)
+            }
+        };
         ReadSql {
-            load: format!("SELECT data{v} FROM {table} WHERE id = $1{t2}"),
-            load_many: format!(
-                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
-            ),
+            load: format!("SELECT data{v} FROM {table} WHERE {one}{t2}{live}"),
+            load_many: format!("SELECT id, data{v} FROM {table} WHERE {many}{t2}{live}"),
             load_many_locked: format!(
-                "SELECT id, data{v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2} ORDER BY id FOR UPDATE"
+                "SELECT id, data{v} FROM {table} WHERE {many}{t2} ORDER BY id FOR UPDATE"
             ),
-            metadata: format!("SELECT {meta_v}, mt_last_modified FROM {table} WHERE id = $1{t2}"),
-            versions: format!(
-                "SELECT id, {meta_v} FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"
+            metadata: format!(
+                "SELECT {meta_v}, mt_last_modified FROM {table} WHERE {one}{t2}{live}"
             ),
-            delete_one: format!("DELETE FROM {table} WHERE id = $1{t2}"),
-            delete_many: format!("DELETE FROM {table} WHERE id = ANY($1::{id_type}[]){t2}"),
+            versions: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}{live}"),
+            stored: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}"),
+            delete_one: delete(one),
+            delete_many: delete(&many),
+            hard_delete_one: remove(one),
+            hard_delete_many: remove(&many),
             delete_all: format!("DELETE FROM {table}"),
             delete_tenant: format!("DELETE FROM {table} WHERE {TENANT_COLUMN} = $1"),
             // A scalar subquery per id: an index lookup, never a hashed scan of the table.
@@ -306,7 +295,7 @@ impl<'a> Input<'a> {
 
     /// ` , $n::text AS tenant_id` for a conjoined input, the tenant following the rows.
     fn tenant(&self) -> String {
-        if self.scope.conjoined {
+        if self.scope.conjoined() {
             format!(", ${}::text AS {TENANT_COLUMN}", self.columns.len() + 1)
         } else {
             String::new()
@@ -315,7 +304,7 @@ impl<'a> Input<'a> {
 
     /// The parameter of the row count: after the rows and the tenant.
     fn count_param(&self) -> usize {
-        self.columns.len() + 1 + usize::from(self.scope.conjoined)
+        self.columns.len() + 1 + usize::from(self.scope.conjoined())
     }
 
     fn one(&self) -> String {
@@ -379,6 +368,7 @@ impl<'a> Input<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use marten_core::Tenancy;
 
     #[test]
     fn a_document_table_has_its_indexed_columns_and_the_other_kind_to_replace() {
@@ -408,5 +398,46 @@ mod tests {
         assert_eq!(def.indexes[0].name, "mt_doc_u_uidx_email");
         assert_eq!(def.indexes[0].replaces, ["mt_doc_u_idx_email"]);
         assert_eq!(def.indexes[1].shape(), "gin (data jsonb_path_ops)");
+    }
+
+    #[test]
+    fn a_soft_deleted_table_marks_skips_and_revives() {
+        let scope = Scope::of(Tenancy::Conjoined).soft_deleted(true);
+        let def = table_def("mt_doc_n", "bigint", None, &[], false, scope);
+        let columns: Vec<String> = def.columns.iter().map(ColumnDef::definition).collect();
+        assert!(columns.contains(&"mt_deleted boolean NOT NULL DEFAULT false".to_owned()));
+        assert!(columns.contains(&"mt_deleted_at timestamptz".to_owned()));
+        let shapes: Vec<String> = def.indexes.iter().map(IndexDef::shape).collect();
+        assert_eq!(
+            shapes,
+            [
+                "btree (tenant_id, id) WHERE NOT mt_deleted",
+                "btree (tenant_id, mt_deleted_at) WHERE mt_deleted"
+            ]
+        );
+        let reads = ReadSql::new("mt_doc_n", "bigint", None, scope);
+        assert_eq!(
+            reads.load,
+            "SELECT data FROM mt_doc_n WHERE id = $1 AND tenant_id = $2 AND NOT mt_deleted"
+        );
+        assert_eq!(
+            reads.delete_one,
+            "UPDATE mt_doc_n SET mt_deleted = true, mt_deleted_at = now() \
+             WHERE id = $1 AND tenant_id = $2 AND NOT mt_deleted"
+        );
+        assert_eq!(
+            reads.hard_delete_one,
+            "DELETE FROM mt_doc_n WHERE id = $1 AND tenant_id = $2"
+        );
+        assert!(!reads.load_many_locked.contains("mt_deleted"));
+        assert!(!reads.stored.contains("mt_deleted"));
+        let off = OffSql::new("mt_doc_n", "bigint", scope);
+        assert!(off
+            .upsert
+            .one
+            .ends_with("mt_deleted = false, mt_deleted_at = NULL"));
+        assert!(off.update.one.contains("d.id = i.id AND NOT d.mt_deleted"));
+        let plain = ReadSql::new("mt_doc_n", "bigint", None, Scope::of(Tenancy::Single));
+        assert!(!plain.load.contains("mt_deleted") && plain.delete_one.starts_with("DELETE"));
     }
 }

@@ -31,9 +31,10 @@ impl NumericSql {
             format!("INSERT INTO {table} AS d ({tc}id, data, {REVISION_COLUMN}, mt_last_modified) SELECT {tc}id, data, {rev}, now() FROM input")
         };
         let r = REVISION_COLUMN;
+        let (revive, live) = (scope.revive(), scope.live("d."));
         let at_revision = format!(
             "{} ON CONFLICT {key} DO UPDATE SET data = excluded.data, {r} = excluded.{r}, \
-             mt_last_modified = excluded.mt_last_modified WHERE d.{r} < excluded.{r}",
+             mt_last_modified = excluded.mt_last_modified{revive} WHERE d.{r} < excluded.{r}",
             insert_at("revision")
         );
         let on_overwrite = format!("d.{r} + 1");
@@ -47,7 +48,7 @@ impl NumericSql {
             upsert: input.flagged(
                 &format!(
                     "{} ON CONFLICT {key} DO UPDATE SET data = excluded.data, {r} = d.{r} + 1, \
-                     mt_last_modified = excluded.mt_last_modified \
+                     mt_last_modified = excluded.mt_last_modified{revive} \
                      WHERE d.{r} = coalesce((SELECT i.revision FROM input i WHERE i.id = excluded.id), d.{r})",
                     insert_at("1")
                 ),
@@ -60,7 +61,7 @@ impl NumericSql {
             update: input.flagged(
                 &format!(
                     "UPDATE {table} AS d SET data = i.data, {r} = d.{r} + 1, mt_last_modified = now() \
-                     FROM input i WHERE {join}d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision)"
+                     FROM input i WHERE {join}d.id = i.id AND (i.revision IS NULL OR d.{r} = i.revision){live}"
                 ),
                 &format!("d.{r}"),
             ),

@@ -23,10 +23,10 @@ impl OffSql {
         let insert_select = format!(
             "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) SELECT {tc}id, data, now() FROM input"
         );
-        let tenant = scope.value(3);
+        let (tenant, revive, live) = (scope.value(3), scope.revive(), scope.live("d."));
         let upsert_one = format!(
             "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) VALUES ({tenant}$1, $2, now()) \
-             ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+             ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified{revive}"
         );
         OffSql {
             bulk: BulkSql::new(table, id_type, None, scope),
@@ -36,13 +36,13 @@ impl OffSql {
                 many: format!(
                     "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) \
                      SELECT {tenant}i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                     ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified"
+                     ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified{revive}"
                 ),
             },
             insert: input.flagged(&format!("{insert_select} ON CONFLICT {key} DO NOTHING"), "NULL::int"),
             update: input.flagged(
                 &format!(
-                    "UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE {join}d.id = i.id"
+                    "UPDATE {table} AS d SET data = i.data, mt_last_modified = now() FROM input i WHERE {join}d.id = i.id{live}"
                 ),
                 "NULL::int",
             ),

@@ -27,6 +27,7 @@ impl OptimisticSql {
         ];
         let input = Input::new(&columns, scope);
         let (tc, key, join) = (scope.column(), scope.key(), scope.join());
+        let (revive, live) = (scope.revive(), scope.live("d."));
         let insert_select = format!(
             "INSERT INTO {table} AS d ({tc}id, data, {VERSION_COLUMN}, mt_last_modified) \
              SELECT {tc}id, data, new_version, now() FROM input"
@@ -34,7 +35,7 @@ impl OptimisticSql {
         let mut upsert = input.flagged(
             &format!(
                 "{insert_select} ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
-                 {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
+                 {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified{revive} \
                  WHERE d.{VERSION_COLUMN} = coalesce((SELECT i.expected FROM input i WHERE i.id = excluded.id), d.{VERSION_COLUMN})"
             ),
             &format!("d.{VERSION_COLUMN}"),
@@ -46,7 +47,7 @@ impl OptimisticSql {
             "INSERT INTO {table} AS d ({tc}id, data, {VERSION_COLUMN}, mt_last_modified) \
              VALUES ({tenant}$1::{id_type}, $2::jsonb, $3::uuid, now()) \
              ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
-             {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified \
+             {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified{revive} \
              WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
              RETURNING d.id, d.{VERSION_COLUMN}"
         );
@@ -65,7 +66,7 @@ impl OptimisticSql {
             update: input.flagged(
                 &format!(
                     "UPDATE {table} AS d SET data = i.data, {VERSION_COLUMN} = i.new_version, mt_last_modified = now() \
-                     FROM input i WHERE {join}d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected)"
+                     FROM input i WHERE {join}d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected){live}"
                 ),
                 &format!("d.{VERSION_COLUMN}"),
             ),

@@ -7,7 +7,8 @@
 
 use marten_core::patch::PatchOp;
 
-use super::{Scope, REVISION_COLUMN, TENANT_COLUMN, VERSION_COLUMN};
+use super::VERSION_COLUMN;
+use super::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN, REVISION_COLUMN, TENANT_COLUMN};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// How a write moves a table's version: by its concurrency mode.
@@ -114,12 +115,14 @@ pub fn patched_data(ops: &[PatchOp], first: usize) -> String {
 }
 
 /// The condition of a patch by id: `d.tenant_id = $1 AND d.id = $2` for a conjoined
-/// table (the tenant first), `d.id = $1` otherwise; and how many parameters it takes.
+/// table (the tenant first), `d.id = $1` otherwise, and `AND NOT d.mt_deleted` for a
+/// soft-deleted one (a marked row is not patched); and how many parameters it takes.
 pub fn by_id(scope: Scope) -> (String, usize) {
+    let live = scope.live("d.");
     if scope.conjoined() {
-        (format!("d.{TENANT_COLUMN} = $1 AND d.id = $2"), 2)
+        (format!("d.{TENANT_COLUMN} = $1 AND d.id = $2{live}"), 2)
     } else {
-        ("d.id = $1".to_owned(), 1)
+        (format!("d.id = $1{live}"), 1)
     }
 }
 
@@ -159,6 +162,17 @@ pub fn update(
 /// Deletes the rows of `table` that `condition` matches, returning their ids.
 pub fn delete_where(table: &str, condition: &str) -> String {
     format!("DELETE FROM {table} AS d WHERE {condition} RETURNING d.id")
+}
+
+/// Marks the rows of a soft-deleted `table` that `condition` matches deleted (`deleted`,
+/// now) or live again (`!deleted`, the time cleared), returning their ids; nothing else
+/// of a row moves. The condition should match only rows not yet in that state.
+pub fn mark_deleted_where(table: &str, condition: &str, deleted: bool) -> String {
+    let at = if deleted { "now()" } else { "NULL" };
+    format!(
+        "UPDATE {table} AS d SET {DELETED_COLUMN} = {deleted}, {DELETED_AT_COLUMN} = {at} \
+         WHERE {condition} RETURNING d.id"
+    )
 }
 
 #[cfg(test)]
