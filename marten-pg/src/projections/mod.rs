@@ -25,6 +25,7 @@ pub(crate) mod cache;
 mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
+pub(crate) mod snapshot;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -55,7 +56,9 @@ pub(crate) use catalog::ProjectionCatalog;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Lifecycle {
-    /// Folded on read only (`aggregate_stream`, `fetch_latest`, `fetch_for_writing`).
+    /// Folded on read only (`aggregate_stream`, `fetch_latest`, `fetch_for_writing`);
+    /// with a snapshot policy (the store builder's `snapshot`) the fold starts from the
+    /// last snapshot.
     Live,
     /// Written in the same transaction as the append that feeds it. For an aggregate this
     /// is also its snapshot: live aggregation starts from the stored document.
@@ -131,11 +134,22 @@ pub(crate) struct ProjectionRegistry {
     pub(crate) lifecycles: HashMap<TypeId, Lifecycle>,
     pub(crate) inline: Vec<Arc<dyn InlineProjection>>,
     pub(crate) asynchronous: Vec<Arc<dyn asynchronous::AsyncProjection>>,
+    /// The snapshot policies of live aggregates, by aggregate type.
+    pub(crate) snapshots: HashMap<TypeId, Arc<snapshot::SnapshotPolicy>>,
 }
 
 impl ProjectionRegistry {
     pub(crate) fn lifecycle(&self, type_id: TypeId) -> Option<Lifecycle> {
         self.lifecycles.get(&type_id).copied()
+    }
+
+    /// The snapshot policy of a live aggregate type (none for an inline or async one,
+    /// whose document the projection writes).
+    pub(crate) fn snapshot(&self, type_id: TypeId) -> Option<&Arc<snapshot::SnapshotPolicy>> {
+        match self.lifecycle(type_id) {
+            Some(Lifecycle::Inline | Lifecycle::Async) => None,
+            _ => self.snapshots.get(&type_id),
+        }
     }
 }
 

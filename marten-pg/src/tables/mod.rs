@@ -11,6 +11,7 @@ pub mod functions;
 pub mod hilo;
 pub mod progression;
 pub mod qualify;
+pub mod snapshots;
 pub mod tenants;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
