@@ -37,14 +37,16 @@ async fn run(label: &str, cache: usize) {
         .await);
     let stream = Uuid::now_v7();
     let mut s = store.lightweight_session();
-    ok(s.events().start_stream(stream, [Ticked { n: 0 }, Ticked { n: 1 }]));
+    ok(s.events()
+        .start_stream(stream, [Ticked { n: 0 }, Ticked { n: 1 }]));
     ok(s.save_changes().await);
     // Plain appends: planned from the cache (when on) or a locked read.
     for n in 2..5 {
         ok(s.events().append(stream, [Ticked { n }]));
         ok(s.save_changes().await);
     }
-    ok(s.events().append_expected(stream, 5, [Ticked { n: 5 }, Ticked { n: 6 }]));
+    ok(s.events()
+        .append_expected(stream, 5, [Ticked { n: 5 }, Ticked { n: 6 }]));
     ok(s.save_changes().await);
     let mut w = ok(s.events().fetch_for_writing::<Trail>(stream).await);
     ok(w.append([Ticked { n: 7 }]));

@@ -260,7 +260,7 @@ async fn conjoined_tenants_keep_separate_snapshots() {
             .start_stream(stream, (0..count).map(|_| Added { n })));
         ok(s.save_changes().await);
         let t: TenantTally = ok(s.events().aggregate_stream(stream).await).expect("tally");
-        assert_eq!((t.total, t.version), (n * count, count as i64));
+        assert_eq!((t.total, t.version), (n * count, count));
     }
     let table = "mt_doc_tenanttally";
     assert_eq!(
@@ -288,7 +288,7 @@ async fn conjoined_tenants_keep_separate_snapshots() {
         let t: TenantTally = ok(s.events().aggregate_stream(stream).await).expect("tally");
         assert_eq!(
             (t.total, t.version),
-            (n * count + 100, count as i64 + 1),
+            (n * count + 100, count + 1),
             "{tenant}"
         );
     }
@@ -302,10 +302,10 @@ async fn a_policy_the_aggregate_cannot_have_is_refused_at_build() {
         .projection::<Tally>(Lifecycle::Inline)
         .build()
         .await;
-    let err = inline.err().expect("inline is its own snapshot");
+    let err = inline.expect_err("inline is its own snapshot");
     assert!(err.to_string().contains("its own snapshot"), "{err}");
     let (_schema, b) = builder("snap_config_zero");
-    let err = b.snapshot::<Tally>(0).build().await.err().expect("every 0");
+    let err = b.snapshot::<Tally>(0).build().await.expect_err("every 0");
     assert!(matches!(err, marten::Error::Configuration(_)), "{err}");
     let (_schema, b) = builder("snap_config_tenancy");
     let err = b
@@ -313,7 +313,6 @@ async fn a_policy_the_aggregate_cannot_have_is_refused_at_build() {
         .snapshot::<Tally>(10)
         .build()
         .await
-        .err()
-        .expect("a single-tenant snapshot of conjoined events");
+        .expect_err("a single-tenant snapshot of conjoined events");
     assert!(err.to_string().contains("conjoined"), "{err}");
 }
