@@ -60,7 +60,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let id = <A::Id as AggregateId>::from_stream_id(&stream.0);
     let stored = match &id {
         Some(id) if plain && (inline || policy.is_some()) => {
-            start::stored::<A>(store, client, doc_tenant, id, range.to_version).await?
+            start::stored::<A>(store, client, doc_tenant, id, range.to_version, !inline).await?
         }
         _ => None,
     };

@@ -18,27 +18,30 @@ pub(super) struct Stored<A> {
 }
 
 /// The stored document of aggregate `id` (of `tenant`, a conjoined type), if it exists,
-/// is not past `to_version` and still reads as `A`. A document that does not
-/// deserialize (the aggregate's shape changed since it was stored) is skipped with a
-/// warning: the fold then starts from the first event. A stored version no event can
-/// follow is [`Error::CorruptData`].
+/// is not past `to_version`. `snapshot`: it is a live aggregate's snapshot, and one that
+/// does not deserialize (the aggregate's shape changed since it was stored) is skipped
+/// with a warning: the fold then starts from the first event. An inline aggregate's
+/// document that does not deserialize is [`Error::Deserialize`], as it is to the save
+/// that would plan from it. A stored version no event can follow is
+/// [`Error::CorruptData`].
 pub(super) async fn stored<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
     tenant: Option<&TenantId>,
     id: &A::Id,
     to_version: i64,
+    snapshot: bool,
 ) -> Result<Option<Stored<A>>> {
     store.ensure::<A>().await?;
     let loaded = match load::load_one::<A>(client, tenant, id).await {
         Ok(Some(loaded)) => loaded,
         Ok(None) => return Ok(None),
-        Err(Error::Deserialize { source, .. }) => {
+        Err(Error::Deserialize { source, .. }) if snapshot => {
             warn!(
                 document_type = A::DOCUMENT_TYPE,
                 id = %id,
                 error = %source,
-                "stored aggregate does not deserialize: folding its stream from the start"
+                "aggregate snapshot does not deserialize: folding its stream from the start"
             );
             return Ok(None);
         }
