@@ -4,9 +4,12 @@
 
 mod common;
 
-use common::{builder, ok};
+use std::time::Duration;
+
+use common::{builder, named_builder, ok};
 use marten::prelude::*;
 use marten::Tenancy;
+use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 
@@ -315,4 +318,65 @@ async fn a_policy_the_aggregate_cannot_have_is_refused_at_build() {
         .await
         .expect_err("a single-tenant snapshot of conjoined events");
     assert!(err.to_string().contains("conjoined"), "{err}");
+}
+
+/// An append and a read that writes a snapshot (one every event), for `k`.
+fn append_and_read(store: &DocumentStore, stream: Uuid, k: usize) -> Operation<marten::Result<()>> {
+    let store = store.clone();
+    Box::pin(async move {
+        let mut s = store.lightweight_session();
+        s.events().append(stream, [Added { n: k as i64 }])?;
+        s.save_changes().await?;
+        s.events().aggregate_stream::<Tally>(stream).await?;
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn a_read_writing_a_snapshot_cancelled_at_every_await_leaves_nothing_open() {
+    let (schema, b) = named_builder("snap_cancel");
+    let store = ok(b
+        .pool_size(1)
+        .event::<Added>()
+        .snapshot::<Tally>(1)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    add(&store, stream, 0, 1).await;
+    let raw = schema.raw_client().await;
+    let within = Duration::from_secs(5);
+    let run = cancel_at_every_await(
+        200,
+        |k| append_and_read(&store, stream, k),
+        |_| assert_clean(&raw, schema.name(), within),
+    )
+    .await;
+    ok(run.output);
+    assert!(run.cancelled >= 3, "only {} pending polls", run.cancelled);
+    assert_clean(&raw, schema.name(), within).await;
+    // Every snapshot left behind is the fold of the events up to its version.
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    let row = raw
+        .query_one("SELECT data FROM mt_doc_tally", &[])
+        .await
+        .expect("a snapshot");
+    let snapshot: Tally = serde_json::from_value(row.get(0)).expect("a tally");
+    let upto: Vec<i64> = events
+        .iter()
+        .filter(|e| e.version <= snapshot.version)
+        .filter_map(|e| e.data_as::<Added>().map(|a| a.n))
+        .collect();
+    assert_eq!(snapshot.total, upto.iter().sum::<i64>());
+    assert_eq!(snapshot.count, upto.len() as i64);
+    let t: Tally = ok(store
+        .lightweight_session()
+        .events()
+        .aggregate_stream(stream)
+        .await)
+    .expect("tally");
+    assert_eq!(t.version, events.len() as i64);
 }
