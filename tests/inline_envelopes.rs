@@ -1,6 +1,8 @@
 //! What an inline aggregate's apply methods see of each event: its real stream version on
 //! every append path (start, plain append planned from the cache or from a locked read,
-//! expected version, `fetch_for_writing`), equal to what `fetch_stream` reads afterwards.
+//! expected version, `fetch_for_writing`), equal to what `fetch_stream` reads afterwards,
+//! and the metadata the events are appended with (correlation and causation ids,
+//! headers).
 
 mod common;
 
@@ -19,12 +21,21 @@ struct Trail {
     id: Uuid,
     version: i64,
     seen: Vec<(i64, i64)>,
+    meta: Vec<Meta>,
 }
+
+/// The metadata an apply saw of one event.
+type Meta = (Option<String>, Option<String>, Option<serde_json::Value>);
 
 #[marten::apply]
 impl Trail {
     fn apply(&mut self, e: &Ticked, meta: &EventEnvelope) {
         self.seen.push((e.n, meta.version));
+        self.meta.push((
+            meta.correlation_id.clone(),
+            meta.causation_id.clone(),
+            meta.headers.clone(),
+        ));
     }
 }
 
@@ -45,8 +56,12 @@ async fn run(label: &str, cache: usize) {
         ok(s.events().append(stream, [Ticked { n }]));
         ok(s.save_changes().await);
     }
+    s.set_correlation_id(Some("request-1".into()));
+    let tagged = PendingEvent::new(Ticked { n: 6 })
+        .with_header("source", "test")
+        .with_causation_id("command-6");
     ok(s.events()
-        .append_expected(stream, 5, [Ticked { n: 5 }, Ticked { n: 6 }]));
+        .append_expected(stream, 5, [PendingEvent::new(Ticked { n: 5 }), tagged]));
     ok(s.save_changes().await);
     let mut w = ok(s.events().fetch_for_writing::<Trail>(stream).await);
     ok(w.append([Ticked { n: 7 }]));
@@ -64,6 +79,27 @@ async fn run(label: &str, cache: usize) {
     assert_eq!(stored.len(), 10);
     let doc = ok(s.load::<Trail>(&stream).await).expect("the inline document");
     assert_eq!(doc.seen, stored, "versions seen inline = versions stored");
+    let stored_meta: Vec<Meta> = events
+        .iter()
+        .map(|e| {
+            (
+                e.correlation_id.clone(),
+                e.causation_id.clone(),
+                e.headers.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        doc.meta, stored_meta,
+        "metadata seen inline = metadata stored"
+    );
+    assert_eq!(
+        doc.meta[6].1.as_deref(),
+        Some("command-6"),
+        "{:?}",
+        doc.meta
+    );
+    assert_eq!(doc.meta[9].0.as_deref(), Some("request-1"));
     assert_eq!(doc.version, 10);
 }
 

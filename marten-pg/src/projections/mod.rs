@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::connection::Request;
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
-use marten_core::projection::inline::{AppendView, Plan, PlanOutput};
+use marten_core::projection::inline::{AppendMetadata, AppendView, Plan, PlanOutput};
 use marten_core::projection::requirements::{self, Assertion, Merge};
 use marten_core::Result;
 
@@ -188,6 +188,16 @@ pub(crate) async fn plan_inline(
             ids: a.ids.clone(),
             types: a.types.clone(),
             events: a.events.clone(),
+            metadata: AppendMetadata {
+                tenant: uow.user.tenant.clone(),
+                correlation_ids: a.correlation_ids.clone(),
+                causation_ids: a.causation_ids.clone(),
+                headers: a
+                    .headers
+                    .iter()
+                    .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
+                    .collect(),
+            },
         })
         .collect();
     if appends.is_empty() {
