@@ -178,28 +178,7 @@ pub(crate) async fn plan_inline(
     if projections.inline.is_empty() {
         return Ok(Planned::Ready);
     }
-    let appends: Vec<AppendView> = uow
-        .user
-        .appends()
-        .map(|(index, a)| AppendView {
-            index,
-            stream: a.stream.0.clone(),
-            kind: a.requested,
-            ids: a.ids.clone(),
-            types: a.types.clone(),
-            events: a.events.clone(),
-            metadata: AppendMetadata {
-                tenant: uow.user.tenant.clone(),
-                correlation_ids: a.correlation_ids.clone(),
-                causation_ids: a.causation_ids.clone(),
-                headers: a
-                    .headers
-                    .iter()
-                    .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
-                    .collect(),
-            },
-        })
-        .collect();
+    let appends = append_views(uow);
     if appends.is_empty() {
         return Ok(Planned::Ready);
     }
@@ -249,4 +228,30 @@ pub(crate) async fn plan_inline(
         *cache_updates = plan.cache_updates;
     }
     Ok(Planned::Ready)
+}
+
+/// The session's pending appends as the projections see them: owned views with the
+/// events' metadata.
+fn append_views(uow: &UnitOfWork) -> Vec<AppendView> {
+    uow.user
+        .appends()
+        .map(|(index, a)| AppendView {
+            index,
+            stream: a.stream.0.clone(),
+            kind: a.requested,
+            ids: a.ids.clone(),
+            types: a.types.clone(),
+            events: a.events.clone(),
+            metadata: AppendMetadata {
+                tenant: uow.user.tenant.clone(),
+                correlation_ids: a.correlation_ids.clone(),
+                causation_ids: a.causation_ids.clone(),
+                headers: a
+                    .headers
+                    .iter()
+                    .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
+                    .collect(),
+            },
+        })
+        .collect()
 }
