@@ -18,12 +18,14 @@ pub use marten_pg::{deadpool_postgres, tokio_postgres};
 pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
 pub use marten_pg::{
     AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
-    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, Events, HiLoId, IdentityMap,
-    IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
+    DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, EventQuery, Events, HiLoId,
+    IdentityMap, IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
     PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
     SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
-pub use marten_pg::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected};
+pub use marten_pg::{
+    BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,
+};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 
@@ -48,8 +50,9 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 /// The async projection daemon.
 pub mod daemon {
     pub use marten_pg::daemon::{
-        rebuild, rebuild_tenant, wait_for_non_stale, Daemon, DaemonHooks, DaemonOptions, NoHooks,
-        PoisonPolicy,
+        active_projection_version, drop_old_projection_versions,
+        drop_old_projection_versions_named, rebuild, rebuild_tenant, wait_for_non_stale, Daemon,
+        DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
     };
 }
 

@@ -23,8 +23,10 @@ struct Line {
     qty: i32,
 }
 
+/// With a GIN index, so every equality of the property test also tests containment.
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[document(gin)]
 struct CoffeeShop {
     id: Uuid,
     shop_name: String,
@@ -707,4 +709,82 @@ async fn several_queries_in_one_round_trip() {
         assert_eq!(ok(results.get(n)), 3);
         assert_eq!(ok(results.get(none)), 0);
     }
+}
+
+#[derive(Queryable, Serialize, Deserialize, Clone, Debug)]
+struct Home {
+    city: String,
+    zip: i64,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+#[document(gin)]
+struct Subscriber {
+    id: Uuid,
+    #[query(nested)]
+    address: Home,
+    active: bool,
+}
+
+#[tokio::test]
+async fn equalities_use_the_gin_index_and_keep_their_meaning() {
+    let (schema, b) = builder("queries_gin");
+    let store = ok(b.document::<Subscriber>().build().await);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "INSERT INTO mt_doc_subscriber (id, data) SELECT gen_random_uuid(), \
+         jsonb_build_object('id', gen_random_uuid(), 'address', \
+         jsonb_build_object('city', 'c' || (i % 1000), 'zip', i % 700), 'active', i % 3 = 0) \
+         FROM generate_series(1, 20000) AS i; ANALYZE mt_doc_subscriber",
+    )
+    .await
+    .expect("seed 20,000 rows");
+    let mut s = store.lightweight_session();
+    let q = s.query::<Subscriber>().filter(|f| f.address.city.eq("c42"));
+    let sql = q.to_sql();
+    assert!(sql.contains("@>"), "{sql}");
+    let found = ok(q.to_list().await);
+    assert_eq!(found.len(), 20);
+    assert!(found.iter().all(|d| d.address.city == "c42"));
+    let explain: Vec<String> = raw
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                sql.replace("$1::jsonb", "'{\"address\":{\"city\":\"c42\"}}'::jsonb")
+                    .replace("$2::text", "'c42'::text")
+            ),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        explain.iter().any(|l| l.contains("mt_doc_subscriber_gin")),
+        "the equality uses the GIN index: {explain:#?}"
+    );
+    // The same answers as the plain equality: numbers, booleans, negation, combinations.
+    let expected = |p: &dyn Fn(i64) -> bool| (1..=20000).filter(|i| p(*i)).count() as i64;
+    assert_eq!(
+        ok(s.query::<Subscriber>()
+            .filter(|f| f.address.zip.eq(5))
+            .count()
+            .await),
+        expected(&|i| i % 700 == 5)
+    );
+    assert_eq!(
+        ok(s.query::<Subscriber>()
+            .filter(|f| f.active.eq(true).and(f.address.zip.eq(6)))
+            .count()
+            .await),
+        expected(&|i| i % 3 == 0 && i % 700 == 6)
+    );
+    assert_eq!(
+        ok(s.query::<Subscriber>()
+            .filter(|f| f.address.city.eq("c7").not())
+            .count()
+            .await),
+        expected(&|i| i % 1000 != 7)
+    );
 }

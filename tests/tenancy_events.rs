@@ -284,6 +284,57 @@ async fn aggregation_and_fetch_for_writing_are_per_tenant() {
 }
 
 #[tokio::test]
+async fn expected_and_exclusive_fetches_for_writing_are_per_tenant() {
+    let (_schema, store) = conjoined("tev_fetch_exclusive").await;
+    let stream = Uuid::now_v7();
+    start(&store, RED, stream, 3).await;
+    start(&store, BLUE, stream, 2).await;
+    // An expected version is the tenant's; an exclusive fetch locks the tenant's stream
+    // only (the store's lock timeout is 500 ms: blue would wait it out if red's lock
+    // covered it).
+    let mut s = session(&store, RED);
+    let err = s
+        .events()
+        .fetch_for_writing_expected::<Project>(stream, 3)
+        .await
+        .err()
+        .expect("red is at 4");
+    assert!(
+        matches!(
+            rejection(&err),
+            RejectionKind::UnexpectedStreamVersion {
+                expected: 3,
+                actual: Some(4)
+            }
+        ),
+        "{err:?}"
+    );
+    let mut red = session(&store, RED);
+    let mut w = ok(red
+        .events()
+        .fetch_for_exclusive_writing::<Project>(stream)
+        .await);
+    assert_eq!(w.version(), 4);
+    ok(w.append([task("red-4")]));
+    let mut blue = session(&store, BLUE);
+    let started = std::time::Instant::now();
+    let mut w = ok(blue
+        .events()
+        .fetch_for_exclusive_writing::<Project>(stream)
+        .await);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "not red's lock"
+    );
+    assert_eq!(w.version(), 3);
+    ok(w.append([task("blue-3")]));
+    ok(blue.save_changes().await);
+    ok(red.save_changes().await);
+    assert_eq!(version(&store, RED, stream).await, Some(5));
+    assert_eq!(version(&store, BLUE, stream).await, Some(4));
+}
+
+#[tokio::test]
 async fn archive_is_per_tenant() {
     let (_schema, store) = conjoined("tev_archive").await;
     let stream = Uuid::now_v7();

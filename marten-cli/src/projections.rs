@@ -1,5 +1,6 @@
-//! `projections daemon | rebuild NAME | status`: the async daemon until a stop signal,
-//! a rebuild with progress, the status of every async projection.
+//! `projections daemon | rebuild NAME | status | drop-old-versions NAME`: the async daemon
+//! until a stop signal, a rebuild with progress, the status of every async projection, the
+//! explicit drop of a projection's superseded versions (blue/green rebuilds).
 
 use std::time::Duration;
 
@@ -33,6 +34,12 @@ pub enum ProjectionsCommand {
     },
     /// Print each async projection's position, the store's head, its lag and owner.
     Status,
+    /// Drop the tables of the versions a newer active version of a projection replaced
+    /// (blue/green rebuilds), printing each one dropped.
+    DropOldVersions {
+        /// The projection's name (as `projections status` lists it).
+        name: String,
+    },
 }
 
 /// The status of every async projection of the store (see
@@ -76,6 +83,13 @@ pub async fn projections_with(
             Ok(())
         }
         ProjectionsCommand::Daemon => run_daemon(store, options).await,
+        ProjectionsCommand::DropOldVersions { name } => {
+            check_name(store, name).await?;
+            for table in daemon::drop_old_projection_versions_named(store, name).await? {
+                println!("dropped {table}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -49,10 +49,13 @@ pub use id::PgNewtype;
 pub use id::{HiLoId, PgId};
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
-pub use query::{BatchItem, BatchResults, Page, Query, QueryBatch, QuerySpec, Selected, SqlParams};
+pub use query::{
+    BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,
+    SqlParams,
+};
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
-    Boundary, DirtyTrackedSession, DirtyTracking, Events, IdentityMap, IdentitySession,
+    Boundary, DirtyTrackedSession, DirtyTracking, EventQuery, Events, IdentityMap, IdentitySession,
     Lightweight, LightweightSession, NewIds, Postgres, QuerySession, QuerySource, Session,
     SessionOptions, Tracking, Writing,
 };

@@ -38,12 +38,22 @@ pub struct Conn {
     broken: bool,
     /// A request may still run on the server: send a cancel request when closing.
     cancel_on_discard: bool,
+    /// Statements its requests use instead of the store's (a blue/green build's, which
+    /// send a document table's statements to the version's own table).
+    statements: Option<Arc<Statements>>,
 }
 
 impl Conn {
     /// An empty slot.
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty slot whose requests use `statements` instead of the store's.
+    pub(crate) fn with_statements(statements: Arc<Statements>) -> Self {
+        let mut conn = Self::default();
+        conn.statements = Some(statements);
+        conn
     }
 
     /// Whether a transaction is open on the connection.
@@ -60,9 +70,13 @@ impl Conn {
         if self.slot.is_none() {
             self.slot = Some(source.as_ref().pooled().await?);
         }
+        let statements = match &self.statements {
+            Some(own) => own.clone(),
+            None => source.as_ref().statements().clone(),
+        };
         Ok(Request {
             conn: self,
-            statements: source.as_ref().statements().clone(),
+            statements,
             finished: false,
         })
     }

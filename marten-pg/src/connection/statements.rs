@@ -12,7 +12,7 @@ use deadpool_postgres::Object;
 use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
-use crate::tables::qualify::{is_single_statement, qualify};
+use crate::tables::qualify::{is_single_statement, qualify_renaming};
 
 /// What stands between the store's pool and PostgreSQL (see
 /// `DocumentStoreBuilder::pooler`).
@@ -65,6 +65,9 @@ pub(crate) struct Statements {
     /// The store's document tables (named as relations in statements).
     tables: RwLock<HashSet<String>>,
     texts: RwLock<HashMap<Box<str>, Arc<Text>>>,
+    /// A document table sent under another name (a blue/green build: see
+    /// [`Statements::redirected`]).
+    rename: Option<(String, String)>,
 }
 
 impl Statements {
@@ -75,7 +78,37 @@ impl Statements {
             kind,
             tables: RwLock::default(),
             texts: RwLock::default(),
+            rename: None,
         }
+    }
+
+    /// These statements with document table `from` sent as `to` (a table of the same
+    /// shape): what a blue/green build's runner reads and writes through.
+    pub(crate) fn redirected(&self, from: &str, to: &str) -> Self {
+        let tables = self
+            .tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut tables = tables;
+        tables.insert(from.to_owned());
+        Self {
+            schema: self.schema.clone(),
+            kind: self.kind,
+            tables: RwLock::new(tables),
+            texts: RwLock::default(),
+            rename: Some((from.to_owned(), to.to_owned())),
+        }
+    }
+
+    /// `sql` qualified, its tables renamed if these statements redirect one.
+    fn qualify(&self, sql: &str) -> String {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let rename = |t: &str| match &self.rename {
+            Some((from, to)) if from == t => Some(to.as_str()),
+            _ => None,
+        };
+        qualify_renaming(sql, &self.schema, |t| tables.contains(t), rename)
     }
 
     /// Records a document table of the store (before any statement naming it is sent).
@@ -106,10 +139,7 @@ impl Statements {
         {
             return text.clone();
         }
-        let qualified = {
-            let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-            qualify(sql, &self.schema, |t| tables.contains(t))
-        };
+        let qualified = self.qualify(sql);
         let text = Arc::new(Text {
             sql: qualified,
             types: OnceLock::new(),
@@ -148,8 +178,7 @@ impl Statements {
 
     /// `sql` (simple protocol, no parameters) qualified for the store.
     pub(crate) fn simple(&self, sql: &str) -> String {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        qualify(sql, &self.schema, |t| tables.contains(t))
+        self.qualify(sql)
     }
 }
 

@@ -19,11 +19,13 @@
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
 //! `progression` (the daemon's use of its tables), `slot` (a projection over every
 //! tenant's events or one tenant's: its progression row), `tenants` (the tenants to run
-//! projections for, with conjoined events), `hooks`.
+//! projections for, with conjoined events), `hooks`, `bluegreen` (a versioned
+//! projection's build table and the switch to it) and `versions` (its public calls).
 //!
 //! May use: every layer below it (the daemon runs projections through the unit of work on
 //! its own connections); nothing above it but the store that holds the projections.
 
+mod bluegreen;
 mod commit;
 mod handle;
 pub mod hooks;
@@ -37,9 +39,13 @@ pub(crate) mod runner;
 pub(crate) mod slot;
 mod stale;
 mod tenants;
+mod versions;
 
 pub use handle::Daemon;
 pub use hooks::{DaemonHooks, NoHooks};
 pub use options::{DaemonOptions, PoisonPolicy};
 pub use rebuild::{rebuild, rebuild_tenant};
 pub use stale::wait_for_non_stale;
+pub use versions::{
+    active_projection_version, drop_old_projection_versions, drop_old_projection_versions_named,
+};

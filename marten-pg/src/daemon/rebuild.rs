@@ -6,6 +6,7 @@
 
 use marten_core::{Error, Result, Tenancy, TenantId};
 
+use super::bluegreen::Target;
 use super::progression;
 use super::slot::Slot;
 use super::tenants::tenants_on;
@@ -17,7 +18,9 @@ use crate::store::DocumentStore;
 
 /// Resets an async projection and deletes its documents; a running daemon replays it
 /// from the first event. Readers see no documents until the replay has caught up (the
-/// trade-off of this simple rebuild: no blue/green copy). With conjoined events, every
+/// trade-off of this simple rebuild; a versioned projection builds beside the old table
+/// instead: see `DocumentStoreBuilder::projection_versioned`). A version still being
+/// built clears and replays its own table. With conjoined events, every
 /// tenant's slot is reset (see [`rebuild_tenant`] for one tenant alone).
 pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
     rebuild_slots(store, projection, None).await
@@ -60,7 +63,16 @@ async fn rebuild_slots(
         )));
     };
     let conjoined = store.events_tenancy() == Tenancy::Conjoined;
-    let mut conn = Conn::new();
+    // A version being built clears and replays its own table, not the one readers see.
+    let mut conn = match super::bluegreen::target(store, p.as_ref()).await? {
+        Target::Active => Conn::new(),
+        Target::Build(statements) => Conn::with_statements(statements),
+        Target::Superseded(active) => {
+            return Err(Error::Configuration(format!(
+                "cannot rebuild {projection}: version {active} of its documents is active"
+            )))
+        }
+    };
     let mut req = conn.request(store).await?;
     let reset = reset_and_clear(&mut req, p.as_ref(), conjoined, tenant.as_ref());
     let Some(result) = within(store, reset).await else {

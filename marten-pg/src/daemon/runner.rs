@@ -17,13 +17,14 @@ use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
+use super::bluegreen::{self, Target};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
 use super::slot::Slot;
-use crate::connection::{Conn, Dedicated};
+use crate::connection::{Conn, Dedicated, Statements};
 use crate::events::EventPage;
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
@@ -40,6 +41,9 @@ pub(super) struct Runner {
     caught_up: bool,
     /// Failed attempts at the current batch (reset when it commits or loses an event).
     pub(super) failures: u32,
+    /// While a versioned projection builds into its own table: the statements that send
+    /// its document table's statements there (see `bluegreen`).
+    build: Option<Arc<Statements>>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -64,7 +68,9 @@ pub(crate) async fn run(
         options,
         caught_up: false,
         failures: 0,
+        build: None,
     };
+
     let poll = runner.options.poll_interval;
     let mut owner: Option<Ownership> = None;
     let mut standby: Option<Dedicated> = None;
@@ -132,6 +138,24 @@ impl Runner {
         let name = self.slot.name();
         match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(own)) => {
+                match bluegreen::target(&self.store, self.projection.as_ref()).await {
+                    Ok(Target::Active) => self.build = None,
+                    Ok(Target::Build(statements)) => {
+                        info!(projection = name, "building into the version's own table");
+                        self.build = Some(statements);
+                    }
+                    Ok(Target::Superseded(active)) => {
+                        debug!(
+                            projection = name,
+                            active, "a newer version is active; not running"
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        debug!(projection = name, error = %e, "cannot find the projection's version");
+                        return None;
+                    }
+                }
                 info!(
                     projection = name,
                     node = self.options.node,
@@ -154,7 +178,10 @@ impl Runner {
     /// progress update, all on one pooled connection that is given back before the
     /// runner waits for anything.
     async fn step(&mut self, own: &mut Ownership) -> Result<Turn> {
-        let mut conn = Conn::new();
+        let mut conn = match &self.build {
+            Some(statements) => Conn::with_statements(statements.clone()),
+            None => Conn::new(),
+        };
         let page = next_page(
             &self.store,
             &mut conn,
@@ -221,6 +248,22 @@ impl Runner {
     /// reset (rebuild) or a takeover (the epoch moved).
     async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
         let name = self.projection.name();
+        if self.build.is_some() {
+            match bluegreen::switch(&self.store, self.projection.as_ref(), own).await {
+                Ok(true) => {
+                    info!(
+                        projection = name,
+                        "caught up; readers switched to this version"
+                    );
+                    self.build = None;
+                }
+                Ok(false) => return Turn::StepDown,
+                Err(e) => {
+                    warn!(projection = name, error = %e, "cannot switch to this version yet");
+                    return Turn::Idle;
+                }
+            }
+        }
         if !self.caught_up {
             self.options.hooks.after_catch_up(name);
             self.caught_up = true;

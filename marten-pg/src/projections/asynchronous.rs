@@ -67,6 +67,35 @@ pub(crate) trait AsyncProjection: Send + Sync {
         client: Db<'a>,
         tenant: Option<&'a TenantId>,
     ) -> BoxFuture<'a, Result<()>>;
+    /// The document table the projection writes alone (aggregate and multi-stream
+    /// projections), which a blue/green build can project into a table of its own.
+    fn document_table(&self) -> Option<DocumentTable> {
+        None
+    }
+    /// The projection's version (see [`super::versioned`]); 1 unless registered with
+    /// another.
+    fn version(&self) -> u32 {
+        crate::tables::versions::FIRST_VERSION
+    }
+}
+
+/// The document table of a projection: its name and its definition.
+#[derive(Clone, Copy)]
+pub(crate) struct DocumentTable {
+    /// The table's name (unqualified): the one its readers use.
+    pub(crate) name: &'static str,
+    /// Its definition (columns, indexes), for the table a new version is built into.
+    pub(crate) def: fn() -> crate::tables::def::TableDef,
+}
+
+impl DocumentTable {
+    /// `D`'s table.
+    fn of<D: PgDocument>() -> Option<Self> {
+        Some(DocumentTable {
+            name: D::TABLE_NAME,
+            def: <D::Storage as DocumentStorage<D>>::table_def,
+        })
+    }
 }
 
 /// The async runner of aggregate `A`.
@@ -187,6 +216,10 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(clear_documents::<A>(client, tenant))
     }
+
+    fn document_table(&self) -> Option<DocumentTable> {
+        DocumentTable::of::<A>()
+    }
 }
 
 /// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
@@ -236,6 +269,10 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         tenant: Option<&'a TenantId>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(clear_documents::<P>(client, tenant))
+    }
+
+    fn document_table(&self) -> Option<DocumentTable> {
+        DocumentTable::of::<P>()
     }
 }
 

@@ -26,6 +26,7 @@ mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
 pub(crate) mod snapshot;
+pub(crate) mod versioned;
 
 use std::any::TypeId;
 use std::collections::HashMap;

@@ -27,7 +27,7 @@ pub(crate) fn condition<D: PgDocument>(
     }
     parts.push(format!(
         "({})",
-        render::render(filter.node(), "d.data", true, &mut sql, 0)
+        render::render(filter.node(), D::GIN_INDEX, &mut sql)
     ));
     let sql = sql.checked()?;
     Ok(Condition {

@@ -10,6 +10,7 @@
 //! - `run`: [`Query`], running or streaming a spec on a session, its aggregates, and
 //!   [`Page`];
 //! - `select`: [`Selected`], a query returning some fields of each match;
+//! - `include`: [`Including`], a query that also loads the documents its matches refer to;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
 //! - `condition`: a filter as the condition of a patch or a delete by filter.
@@ -19,8 +20,9 @@
 
 mod batch;
 pub(crate) mod condition;
+mod include;
 mod params;
-mod render;
+pub(crate) mod render;
 mod rows;
 mod run;
 mod select;
@@ -29,6 +31,7 @@ mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
+pub use include::{Included, Including};
 pub use params::{param, SqlParams};
 pub use run::{Page, Query};
 pub use select::Selected;

@@ -19,6 +19,7 @@ use marten_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::include::Including;
 use super::params::SqlParams;
 use super::render::Sql;
 use super::render::{aggregate_expr, shape_expr, Shape};
@@ -51,7 +52,10 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     pub(crate) fn new(session: &'s mut S) -> Self {
         Query {
             session,
-            spec: QuerySpec::default(),
+            spec: QuerySpec {
+                gin: D::GIN_INDEX,
+                ..QuerySpec::default()
+            },
             _d: PhantomData,
         }
     }
@@ -98,7 +102,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     }
 
     /// Scopes the query to the session's tenant (see [`QuerySpec::scope_to`]).
-    fn scoped(&mut self) -> Result<()> {
+    pub(super) fn scoped(&mut self) -> Result<()> {
         let (store, _) = self.session.source();
         self.spec.scope_to(store)
     }
@@ -306,6 +310,20 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         f: impl FnOnce(D::Fields<D>) -> Field<D, T>,
     ) -> Result<i64> {
         self.aggregate(|fields| f(fields).count_distinct()).await
+    }
+
+    // ---- documents the matches refer to (see `include`) ----
+
+    /// Also loads the documents of type `I` whose ids the matches hold in a field
+    /// (`|f| f.customer_id`, a field of `I`'s id type), in the same statement:
+    /// [`to_list`](Including::to_list) returns the matches and the included documents by
+    /// id.
+    pub fn include<I: PgDocument>(
+        self,
+        f: impl FnOnce(D::Fields<D>) -> Field<D, I::Id>,
+    ) -> Including<'s, S, D, I> {
+        let path = f(D::fields_at(Base::root())).path().clone();
+        Including::new(self, path)
     }
 
     // ---- selections of fields (see `select`) ----

@@ -28,6 +28,9 @@ pub struct QuerySpec<D> {
     /// What each row returns instead of the document (a `jsonb` expression over `d`
     /// selecting some fields), for a selection.
     pub(super) shape: Option<String>,
+    /// Whether the document type has a GIN index (`#[document(gin)]`): equalities then
+    /// also test containment, which the index serves.
+    pub(super) gin: bool,
 }
 
 impl<D> Default for QuerySpec<D> {
@@ -40,6 +43,7 @@ impl<D> Default for QuerySpec<D> {
             with_total: false,
             tenant: None,
             shape: None,
+            gin: false,
         }
     }
 }
@@ -102,9 +106,11 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
 
     /// Scopes the query to the tenant of the store handle it runs on: a conjoined type
     /// needs one ([`Error::TenantRequired`](marten_core::Error::TenantRequired) otherwise).
+    /// Also notes whether `D` has a GIN index, for the equalities to use it.
     pub(super) fn scope_to(&mut self, store: &DocumentStore) -> Result<()> {
         let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
         self.tenant = TenantKey::of(tenant);
+        self.gin = D::GIN_INDEX;
         Ok(())
     }
 }

@@ -97,7 +97,7 @@ impl<D: 'static> QuerySpec<D> {
         parts.extend(
             self.filters
                 .iter()
-                .map(|f| render::render(f.node(), "d.data", true, sql, 0)),
+                .map(|f| render::render(f.node(), self.gin, sql)),
         );
         if parts.is_empty() {
             "TRUE".to_owned()

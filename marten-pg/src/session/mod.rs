@@ -15,7 +15,7 @@ mod open;
 mod patch_backend;
 
 pub use self::backend::Postgres;
-pub use self::events::{Boundary, Events, Writing};
+pub use self::events::{Boundary, EventQuery, Events, Writing};
 pub use self::new_ids::NewIds;
 use crate::connection::Conn;
 use crate::query::source::sealed as source_sealed;

@@ -44,7 +44,7 @@ pub struct DocumentStoreBuilder {
     events: EventConfig,
     registry: EventRegistry,
     registry_error: Option<Error>,
-    projections: ProjectionRegistry,
+    pub(super) projections: ProjectionRegistry,
     /// The aggregate and multi-stream projections that store single-tenant documents
     /// (inline or async): refused with conjoined events, whose tenants share stream ids.
     stream_keyed: Vec<&'static str>,
@@ -381,6 +381,7 @@ impl DocumentStoreBuilder {
             &self.stream_keyed,
             &self.async_conjoined,
         )?;
+        super::versioned::check_versions(self.events.tenancy, &self.projections.asynchronous)?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self

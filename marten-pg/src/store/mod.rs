@@ -15,6 +15,7 @@ mod hilo;
 mod review;
 mod settings;
 mod subscription;
+mod versioned;
 
 use std::any::TypeId;
 use std::fmt;

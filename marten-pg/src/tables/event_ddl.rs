@@ -54,6 +54,17 @@ fn tenant_col(conjoined: bool) -> ColumnDef {
 pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> Vec<TableDef> {
     let idt = id_type(identity);
     let conjoined = tenancy == Tenancy::Conjoined;
+    let [tags, versions] = tag_tables(schema, conjoined);
+    vec![
+        streams_table(idt, conjoined),
+        events_table(schema, idt, conjoined),
+        tags,
+        versions,
+    ]
+}
+
+/// `mt_streams`: one row per stream, keyed by its id (`conjoined`: the tenant's id).
+fn streams_table(idt: &str, conjoined: bool) -> TableDef {
     let mut streams = TableDef::new(
         STREAMS_TABLE,
         vec![
@@ -75,6 +86,12 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
             .constraints
             .push("PRIMARY KEY (tenant_id, id)".to_owned());
     }
+    streams
+}
+
+/// `mt_events` with its sequence, the unique key of each stream's versions, the order
+/// index and the event id index.
+fn events_table(schema: &str, idt: &str, conjoined: bool) -> TableDef {
     let stream_ref = if conjoined {
         "NOT NULL".to_owned()
     } else {
@@ -141,8 +158,7 @@ pub fn table_defs(schema: &str, identity: StreamIdentity, tenancy: Tenancy) -> V
     events.after.push(format!(
         "ALTER SEQUENCE {schema}.{EVENTS_SEQUENCE} OWNED BY {schema}.{EVENTS_TABLE}.seq_id"
     ));
-    let [tags, versions] = tag_tables(schema, conjoined);
-    vec![streams, events, tags, versions]
+    events
 }
 
 /// The tags of each event and the version of each tag; `conjoined`, keyed by tenant first.

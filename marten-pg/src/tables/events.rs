@@ -351,6 +351,15 @@ fn select_stream_events(idt: &str, scope: &str) -> String {
     )
 }
 
+/// A typed query over events (`session.events().query::<E>()`): the events of `mt_events`
+/// (as `d`) matching `condition`, in sequence order, with `limit` (` LIMIT $n`, or
+/// nothing).
+pub fn select_events_where(condition: &str, limit: &str) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} d WHERE {condition} ORDER BY d.seq_id{limit}"
+    )
+}
+
 /// See [`EventSql::read_all`]; `tenant` filters the page (or is empty).
 fn select_global_page(tenant: &str) -> String {
     format!(

@@ -13,6 +13,7 @@ pub mod progression;
 pub mod qualify;
 pub mod snapshots;
 pub mod tenants;
+pub mod versions;
 
 /// The tables marten creates for itself (events, streams, tags, the daemon's progression
 /// and dead letters, the HiLo counters), in every store's schema.

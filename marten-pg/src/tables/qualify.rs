@@ -37,6 +37,18 @@ const RELATION_WORDS: &[&str] = &["FROM", "JOIN", "INTO", "UPDATE", "TABLE", "ON
 /// `sql` with marten's relations qualified by `schema` (a plain identifier);
 /// `is_document_table` says whether a name is one of the store's document tables.
 pub fn qualify(sql: &str, schema: &str, is_document_table: impl Fn(&str) -> bool) -> String {
+    qualify_renaming(sql, schema, is_document_table, |_| None)
+}
+
+/// [`qualify`], with document tables renamed: a document table for which `rename` gives
+/// a name is qualified under that name (a blue/green build writes a document type's
+/// statements to its own table: see [`crate::tables::versions`]).
+pub fn qualify_renaming<'r>(
+    sql: &str,
+    schema: &str,
+    is_document_table: impl Fn(&str) -> bool,
+    rename: impl Fn(&str) -> Option<&'r str>,
+) -> String {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 32);
     let (mut i, mut copied) = (0, 0);
@@ -59,12 +71,17 @@ pub fn qualify(sql: &str, schema: &str, is_document_table: impl Fn(&str) -> bool
             }
             let relation =
                 prev_word.is_some_and(|w| RELATION_WORDS.iter().any(|r| w.eq_ignore_ascii_case(r)));
-            let ours = INTERNAL.contains(&word) || (relation && is_document_table(word));
+            let document = relation && is_document_table(word);
+            let ours = INTERNAL.contains(&word) || document;
             if ours && !after_dot {
                 out.push_str(&sql[copied..start]);
                 out.push_str(schema);
                 out.push('.');
                 copied = start;
+                if let Some(renamed) = rename(word).filter(|_| document) {
+                    out.push_str(renamed);
+                    copied = i;
+                }
             }
             (prev_word, after_dot) = (Some(word), false);
             continue;
@@ -153,7 +170,23 @@ fn skip_dollar(sql: &str, i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::qualify;
+    use super::{qualify, qualify_renaming};
+
+    #[test]
+    fn a_renamed_document_table_is_qualified_under_its_new_name_only_as_a_relation() {
+        let sql =
+            "INSERT INTO mt_doc_user (id) SELECT id FROM mt_doc_user WHERE mt_doc_user.id = 1";
+        let out = qualify_renaming(
+            sql,
+            "s1",
+            |t| t == "mt_doc_user",
+            |t| (t == "mt_doc_user").then_some("mt_doc_user_v2"),
+        );
+        assert_eq!(
+            out,
+            "INSERT INTO s1.mt_doc_user_v2 (id) SELECT id FROM s1.mt_doc_user_v2 WHERE mt_doc_user.id = 1"
+        );
+    }
 
     fn q(sql: &str) -> String {
         qualify(sql, "s1", |t| t == "mt_doc_user" || t == "data")

@@ -18,7 +18,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::CopyInSink;
 use tracing::debug;
 
-use crate::connection::{timed_out, within, Connector, Db, Request};
+use crate::connection::{timed_out, within, Connector, Db, Request, Stmt};
 use crate::documents::storage::{conjoined, DocumentStorage, PgDocument, PgVersion};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
@@ -149,6 +149,47 @@ pub(super) async fn bounded<T>(
     }
 }
 
+/// The statements of a bulk insert's mode: where rows are copied, whether they carry
+/// the tenant, how they move from the staging table, and how the transaction begins.
+struct Statements<'a> {
+    staged: bool,
+    copy: &'a str,
+    with_tenant: bool,
+    moving: Option<&'a str>,
+    clear: &'a str,
+    begin: String,
+}
+
+impl<'a> Statements<'a> {
+    fn of<D: PgDocument>(mode: BulkMode) -> Statements<'static> {
+        let sql = D::storage().bulk_sql();
+        let staged = mode != BulkMode::InsertOnly;
+        Statements {
+            staged,
+            copy: if staged {
+                &sql.copy_into_staging
+            } else {
+                &sql.copy_into_table
+            },
+            with_tenant: !staged && conjoined::<D>(),
+            moving: match mode {
+                BulkMode::InsertOnly => None,
+                BulkMode::IgnoreDuplicates => Some(&sql.insert_ignoring),
+                BulkMode::Overwrite => Some(&sql.insert_overwriting),
+            },
+            clear: &sql.clear_staging,
+            begin: if staged {
+                format!("BEGIN; {}", sql.create_staging)
+            } else {
+                "BEGIN".to_owned()
+            },
+        }
+    }
+}
+
+/// A started bulk insert: the first batch's `COPY` and the prepared move statement.
+type Started = (Pin<Box<BinaryCopyInWriter>>, Option<Stmt>);
+
 /// `BEGIN` (with the staging table when the mode needs it) and every batch; the
 /// transaction is left open for `COMMIT`.
 ///
@@ -162,45 +203,9 @@ pub(super) async fn write<D: PgDocument>(
     source: &impl AsRef<Connector>,
     plan: &Plan<'_, D>,
 ) -> std::result::Result<u64, Failure> {
-    let sql = D::storage().bulk_sql();
-    let staged = plan.options.mode != BulkMode::InsertOnly;
-    let (copy_sql, with_tenant) = if staged {
-        (sql.copy_into_staging.as_str(), false)
-    } else {
-        (sql.copy_into_table.as_str(), conjoined::<D>())
-    };
-    let move_sql = match plan.options.mode {
-        BulkMode::InsertOnly => None,
-        BulkMode::IgnoreDuplicates => Some(sql.insert_ignoring.as_str()),
-        BulkMode::Overwrite => Some(sql.insert_overwriting.as_str()),
-    };
-    let begin = if staged {
-        format!("BEGIN; {}", sql.create_staging)
-    } else {
-        "BEGIN".to_owned()
-    };
-    let types = plan.types(with_tenant);
-    let (mut writer, moving) = bounded(req, source, async |db| {
-        let moving = async {
-            match move_sql {
-                Some(text) => db.statement(text).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let (began, moving, sink) = join!(db.batch_execute(&begin), moving, db.copy_in(copy_sql));
-        let failed = |e| map_db_error(e, plan.writing());
-        let desynced = sink.is_err();
-        let started = began
-            .and(moving)
-            .and_then(|moving| Ok((moving, sink?)))
-            .map_err(|e| Failure {
-                error: failed(e),
-                taken_ids_in: None,
-                desynced,
-            });
-        Ok(started.map(|(moving, sink)| (Box::pin(BinaryCopyInWriter::new(sink, &types)), moving)))
-    })
-    .await??;
+    let st = Statements::of::<D>(plan.options.mode);
+    let types = plan.types(st.with_tenant);
+    let (mut writer, moving) = start(req, source, plan, &st, &types).await?;
     let tenant: Vec<&(dyn ToSql + Sync)> = if conjoined::<D>() {
         vec![&plan.tenant]
     } else {
@@ -213,7 +218,7 @@ pub(super) async fn write<D: PgDocument>(
         let last = b + 1 == count;
         let end = bounded(req, source, async |db| {
             if let Err(e) = plan
-                .write_rows(&mut writer, batch.clone(), with_tenant)
+                .write_rows(&mut writer, batch.clone(), st.with_tenant)
                 .await
             {
                 return Ok(Err((e, false)));
@@ -225,15 +230,15 @@ pub(super) async fn write<D: PgDocument>(
                 }
             };
             let cleared = async {
-                match staged && !last {
-                    true => Some(db.batch_execute(&sql.clear_staging).await),
+                match st.staged && !last {
+                    true => Some(db.batch_execute(st.clear).await),
                     false => None,
                 }
             };
             let next = async {
                 match last {
                     true => None,
-                    false => Some(db.copy_in(copy_sql).await),
+                    false => Some(db.copy_in(st.copy).await),
                 }
             };
             let (copied, moved, cleared, next) =
@@ -248,16 +253,7 @@ pub(super) async fn write<D: PgDocument>(
                     writer = next;
                 }
             }
-            Err((BatchError::Input(error), _)) => return Err(error.into()),
-            Err((BatchError::Db(e), desynced)) => {
-                let taken =
-                    plan.options.mode == BulkMode::InsertOnly && primary_key_refused::<D>(&e);
-                return Err(Failure {
-                    error: map_db_error(e, plan.writing()),
-                    taken_ids_in: taken.then_some(batch),
-                    desynced,
-                });
-            }
+            Err((error, desynced)) => return Err(batch_failure(plan, error, desynced, batch)),
         }
         debug!(
             batch = b,
@@ -267,6 +263,59 @@ pub(super) async fn write<D: PgDocument>(
         );
     }
     Ok(written)
+}
+
+/// Begins the transaction (creating the staging table when the mode needs one), prepares
+/// the move statement and starts the first `COPY`, in one round trip.
+async fn start<D: PgDocument>(
+    req: &mut Request<'_>,
+    source: &impl AsRef<Connector>,
+    plan: &Plan<'_, D>,
+    st: &Statements<'_>,
+    types: &[Type],
+) -> std::result::Result<Started, Failure> {
+    bounded(req, source, async |db| {
+        let moving = async {
+            match st.moving {
+                Some(text) => db.statement(text).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (began, moving, sink) = join!(db.batch_execute(&st.begin), moving, db.copy_in(st.copy));
+        let failed = |e| map_db_error(e, plan.writing());
+        let desynced = sink.is_err();
+        let started = began
+            .and(moving)
+            .and_then(|moving| Ok((moving, sink?)))
+            .map_err(|e| Failure {
+                error: failed(e),
+                taken_ids_in: None,
+                desynced,
+            });
+        Ok(started.map(|(moving, sink)| (Box::pin(BinaryCopyInWriter::new(sink, types)), moving)))
+    })
+    .await?
+}
+
+/// The failure of `batch`: bad input as it is, a database error mapped, naming the
+/// batch when an insert-only copy hit an id that is taken.
+fn batch_failure<D: PgDocument>(
+    plan: &Plan<'_, D>,
+    error: BatchError,
+    desynced: bool,
+    batch: Range<usize>,
+) -> Failure {
+    match error {
+        BatchError::Input(error) => error.into(),
+        BatchError::Db(e) => {
+            let taken = plan.options.mode == BulkMode::InsertOnly && primary_key_refused::<D>(&e);
+            Failure {
+                error: map_db_error(e, plan.writing()),
+                taken_ids_in: taken.then_some(batch),
+                desynced,
+            }
+        }
+    }
 }
 
 /// The answers to a batch's end, the first failure first: the copy finished (its row

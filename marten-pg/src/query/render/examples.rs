@@ -26,7 +26,7 @@ fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'stat
 /// Renders at the root; the SQL and the number of parameters.
 fn at_root(node: &Node) -> (String, usize) {
     let mut sql = Sql::default();
-    let text = render(node, "d.data", true, &mut sql, 0);
+    let text = render(node, false, &mut sql);
     assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
     (text, sql.params.len())
 }
@@ -286,7 +286,7 @@ fn raw_fragments_continue_the_numbering_and_bind_their_parameters() {
         },
     ]);
     let mut sql = Sql::default();
-    let text = render(&node, "d.data", true, &mut sql, 0);
+    let text = render(&node, false, &mut sql);
     assert!(text.ends_with(" AND (d.id = $3 AND $2::bool))"), "{text}");
     assert_eq!(format!("{:?}", sql.params), r#"["x", true, 4]"#);
 }
@@ -336,7 +336,7 @@ fn a_nul_character_anywhere_in_a_value_makes_the_query_invalid() {
     ];
     for node in nodes {
         let mut sql = Sql::default();
-        let _ = render(&node, "d.data", true, &mut sql, 0);
+        let _ = render(&node, false, &mut sql);
         let reason = sql.invalid.unwrap_or_default();
         assert!(reason.contains("NUL character"), "{node:?}: {reason}");
     }
@@ -348,10 +348,8 @@ fn a_nul_character_anywhere_in_a_value_makes_the_query_invalid() {
             ValueKind::Json,
             json!({"k": "ok"}),
         ),
-        "d.data",
-        true,
+        false,
         &mut sql,
-        0,
     );
     assert!(sql.invalid.is_none());
 }

@@ -24,7 +24,7 @@ pub(super) fn json_expr(base: &str, path: &Path) -> String {
 }
 
 /// The value at `path` below `base` as text (NULL when missing).
-pub(super) fn text_expr(base: &str, path: &Path) -> String {
+pub(crate) fn text_expr(base: &str, path: &Path) -> String {
     format!("({base} #>> {})", path_literal(path))
 }
 

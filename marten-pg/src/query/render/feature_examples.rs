@@ -25,7 +25,7 @@ fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'stat
 /// Renders at the root; the SQL and the number of parameters.
 fn at_root(node: &Node) -> (String, usize) {
     let mut sql = Sql::default();
-    let text = render(node, "d.data", true, &mut sql, 0);
+    let text = render(node, false, &mut sql);
     assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
     (text, sql.params.len())
 }
@@ -82,7 +82,7 @@ fn is_one_of_binds_one_array_typed_like_the_field() {
         kind: ValueKind::Text,
         values: vec![json!("a\u{0}")],
     };
-    render(&nul, "d.data", true, &mut sql, 0);
+    render(&nul, false, &mut sql);
     assert!(sql.check().is_err());
 }
 
@@ -98,7 +98,7 @@ fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
     };
     let mut sql = Sql::default();
     sql.param(Box::new("tenant"));
-    let text = render(&node, "d.data", true, &mut sql, 0);
+    let text = render(&node, false, &mut sql);
     assert_eq!(text, "(d.id = ANY($2) AND $3 > now())");
     assert_eq!(sql.params.len(), 3);
     assert!(sql.check().is_ok());
@@ -107,7 +107,7 @@ fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
         params: vec![RawParam::Backend(PgValue::param("a\u{0}".to_owned()))],
     };
     let mut sql = Sql::default();
-    render(&nul, "d.data", true, &mut sql, 0);
+    render(&nul, false, &mut sql);
     assert!(sql.check().is_err());
     let foreign = Node::Raw {
         sql: "$1".into(),
@@ -116,7 +116,7 @@ fn a_typed_raw_parameter_is_sent_as_itself_and_text_with_nul_is_refused() {
         ))],
     };
     let mut sql = Sql::default();
-    render(&foreign, "d.data", true, &mut sql, 0);
+    render(&foreign, false, &mut sql);
     assert!(sql.check().is_err());
 }
 
@@ -165,4 +165,78 @@ fn a_selection_is_a_value_an_array_or_an_object_of_the_fields() {
         shape_expr(&paths, Shape::Object),
         "jsonb_build_object('name', (d.data #> '{\"name\"}'), 'it''s', (d.data #> '{\"a\",\"it''s\"}'))"
     );
+}
+
+#[test]
+fn equalities_of_a_document_with_a_gin_index_also_test_containment() {
+    use marten_core::query::CompareOp;
+    let eq = |path: Path, kind: ValueKind, op: CompareOp, value: serde_json::Value, gin: bool| {
+        let mut sql = Sql::default();
+        let node = Node::Compare {
+            path,
+            op,
+            kind,
+            value,
+        };
+        let text = render(&node, gin, &mut sql);
+        (text, sql.params.len())
+    };
+    let city = typed_expr("d.data", true, &path(&["address", "city"]), ValueKind::Text);
+    // The containment document nests the path; the equality stays, with its own parameter.
+    assert_eq!(
+        eq(
+            path(&["address", "city"]),
+            ValueKind::Text,
+            CompareOp::Eq,
+            json!("Oslo"),
+            true
+        ),
+        (
+            format!("(d.data @> $1::jsonb AND coalesce({city} = $2::text, false))"),
+            2
+        )
+    );
+    // Not without the index, not for other operators, nulls, objects, or a column.
+    let plain = |path: Path, kind, op, value| eq(path, kind, op, value, true).0;
+    for (text, why) in [
+        (
+            eq(
+                path(&["n"]),
+                ValueKind::Number,
+                CompareOp::Eq,
+                json!(1),
+                false,
+            )
+            .0,
+            "no index",
+        ),
+        (
+            plain(path(&["n"]), ValueKind::Number, CompareOp::Gt, json!(1)),
+            "not an equality",
+        ),
+        (
+            plain(path(&["o"]), ValueKind::Json, CompareOp::Eq, json!(null)),
+            "null",
+        ),
+        (
+            plain(
+                path(&["o"]),
+                ValueKind::Json,
+                CompareOp::Eq,
+                json!({"a": 1}),
+            ),
+            "an object",
+        ),
+        (
+            plain(
+                with_column(&["r"], "mt_f_r", "text"),
+                ValueKind::Text,
+                CompareOp::Eq,
+                json!("x"),
+            ),
+            "a column",
+        ),
+    ] {
+        assert!(!text.contains("@>"), "{why}: {text}");
+    }
 }

@@ -28,7 +28,7 @@ mod sql;
 
 pub(crate) use aggregate::aggregate_expr;
 pub(crate) use backend_value::PgValue;
-pub(crate) use expr::typed_expr;
+pub(crate) use expr::{text_expr, typed_expr};
 pub(crate) use node::render;
 pub(crate) use shape::{shape_expr, Shape};
 pub(crate) use sql::Sql;

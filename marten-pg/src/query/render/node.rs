@@ -21,12 +21,20 @@ struct Scope<'a> {
     root: bool,
     /// How many `any` enclose the node (names the element aliases `e0`, `e1`, ..).
     depth: usize,
+    /// Whether the document has a GIN index (`#[document(gin)]`), so an equality at the
+    /// root also tests containment, which the index serves.
+    gin: bool,
 }
 
-/// Renders `node` with field paths below `base` (`d.data` at the root, an element alias
-/// inside `any`).
-pub(crate) fn render(node: &Node, base: &str, root: bool, sql: &mut Sql, depth: usize) -> String {
-    let scope = Scope { base, root, depth };
+/// Renders `node` with field paths below `d.data`, the document; `gin`: the document has
+/// a GIN index (equalities also test containment, see [`containment`]).
+pub(crate) fn render(node: &Node, gin: bool, sql: &mut Sql) -> String {
+    let scope = Scope {
+        base: "d.data",
+        root: true,
+        depth: 0,
+        gin,
+    };
     render_in(scope, node, sql)
 }
 
@@ -69,8 +77,7 @@ fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
     }
 }
 
-/// `path op value`: on the duplicated column at the root when the field has one (where a
-/// NULL column is "no match"), else on the typed `jsonb` value under `coalesce`.
+/// `path op value`, with its containment test first when there is one.
 fn compare(
     scope: Scope<'_>,
     sql: &mut Sql,
@@ -80,6 +87,50 @@ fn compare(
     value: &serde_json::Value,
 ) -> String {
     refuse_nul(sql, value);
+    let contained = containment(scope, sql, path, op, value);
+    let test = compare_value(scope, sql, path, op, kind, value);
+    match contained {
+        Some(c) => format!("({c} AND {test})"),
+        None => test,
+    }
+}
+
+/// For a document with a GIN index (`jsonb_path_ops`), an equality of a field at the
+/// root without a duplicated column with a string, number or boolean is also written as
+/// `d.data @> {"field": value}`: the equality implies it, so the result is the same
+/// (also under `NOT`), and the index serves it. Other values (null, objects, arrays) are
+/// not: containment is not equality for them.
+fn containment(
+    scope: Scope<'_>,
+    sql: &mut Sql,
+    path: &Path,
+    op: CompareOp,
+    value: &serde_json::Value,
+) -> Option<String> {
+    let scalar = value.is_string() || value.is_number() || value.is_boolean();
+    if !(scope.gin && scope.root && op == CompareOp::Eq && path.column.is_none() && scalar) {
+        return None;
+    }
+    let mut doc = value.clone();
+    for key in path.segments.iter().rev() {
+        let mut object = serde_json::Map::with_capacity(1);
+        object.insert((*key).to_owned(), doc);
+        doc = serde_json::Value::Object(object);
+    }
+    let p = sql.param(Box::new(doc));
+    Some(format!("{} @> {p}::jsonb", scope.base))
+}
+
+/// `path op value`: on the duplicated column at the root when the field has one (where a
+/// NULL column is "no match"), else on the typed `jsonb` value under `coalesce`.
+fn compare_value(
+    scope: Scope<'_>,
+    sql: &mut Sql,
+    path: &Path,
+    op: CompareOp,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> String {
     let left = typed_expr(scope.base, scope.root, path, kind);
     // An indexed `Option` field: `None` is a NULL column, equal only to `None`.
     let option_column = scope.root && path.column.is_some() && kind == ValueKind::Json;
@@ -168,6 +219,7 @@ fn any(scope: Scope<'_>, sql: &mut Sql, path: &Path, inner: &Node) -> String {
         base: &element,
         root: false,
         depth: scope.depth + 1,
+        gin: false,
     };
     let inner_sql = render_in(inner_scope, inner, sql);
     format!(

@@ -145,7 +145,7 @@ proptest! {
     #[test]
     fn rendered_filters_number_their_placeholders_one_to_n(node in node()) {
         let mut sql = Sql::default();
-        let text = render(&node, "d.data", true, &mut sql, 0);
+        let text = render(&node, false, &mut sql);
         prop_assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
         // Every placeholder outside quoted text is one of $1..=$n and each is used.
         prop_assert_eq!(renumber(&text, 0, sql.params.len()), Ok(text.clone()));
@@ -158,7 +158,7 @@ proptest! {
             Node::Raw { sql: input, params: vec![RawParam::Int(0); m + extra] },
         ]);
         let mut sql = Sql::default();
-        let _ = render(&node, "d.data", true, &mut sql, 0);
+        let _ = render(&node, false, &mut sql);
         prop_assert!(sql.check().is_err());
     }
 }

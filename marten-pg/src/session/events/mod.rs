@@ -4,8 +4,8 @@
 //!
 //! One concern per file: `api` (the handle and its stream-id check), `encode` (events
 //! into an append), `append_api` (the appends), `stream_row` and `lock` (a stream's
-//! version, read or locked), `read_api` (reads and live aggregation), `writing`,
-//! `boundary`. May use the event store's lower layers (`crate::events`, the unit of
+//! version, read or locked), `read_api` (reads and live aggregation), `query` (typed
+//! queries over the events of one type), `writing`, `boundary`. May use the event store's lower layers (`crate::events`, the unit of
 //! work, the tables), the projections (to fold aggregates) and the store.
 
 mod api;
@@ -13,10 +13,12 @@ mod append_api;
 pub(crate) mod boundary;
 mod encode;
 mod lock;
+mod query;
 mod read_api;
 mod stream_row;
 mod writing;
 
 pub use api::Events;
 pub use boundary::Boundary;
+pub use query::EventQuery;
 pub use writing::Writing;

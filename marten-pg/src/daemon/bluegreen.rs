@@ -1,0 +1,204 @@
+//! Blue/green rebuilds in the daemon: where a versioned projection's runner writes, and
+//! the switch that makes its version the one readers see.
+//!
+//! The design, chosen so that readers pay nothing: the active version of a document
+//! type's table is always the table its statements name (`mt_doc_tally`), so loads and
+//! queries are unchanged and need no lookup. A newer version is projected into a table of
+//! its own (`mt_doc_tally_v2`, same columns and indexes): its runner, and only it, sends
+//! the document type's statements through [`Statements::redirected`], which names that
+//! table instead. Once the runner has caught up with the high-water mark, it switches in
+//! one transaction: it checks its own epoch (a runner that lost the projection cannot
+//! switch), moves the epoch of the version it replaces (a runner of the old version, in
+//! an old deployment, can no longer commit and steps down; at its next acquire it finds
+//! itself superseded and stays idle), locks the document table (`ACCESS EXCLUSIVE`:
+//! queries in flight finish first, later ones wait), renames the active table to
+//! `mt_doc_tally_v1`, renames the build table to `mt_doc_tally`, and records the active
+//! version in `mt_projection_versions`. A query therefore reads either the old table or
+//! the new one, never a mix; PostgreSQL re-plans prepared statements after the renames.
+//! The switch waits at most 2 s for the table lock (readers queue behind a waiting
+//! switch), then gives up and tries again at the runner's next idle turn.
+//! After the switch the runner writes through the store's own statements. The old table
+//! is dropped only by [`drop_old_projection_versions`](super::drop_old_projection_versions).
+//!
+//! Owns: the build target and the switch. May use: the connection layer, the
+//! projections' versions and tables, the store.
+
+use std::sync::Arc;
+
+use marten_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+
+use super::ownership::Ownership;
+use crate::connection::{timed_out, within, Conn, Db, Statements};
+use crate::error_map::{map_db_error, Failed};
+use crate::projections::asynchronous::{AsyncProjection, DocumentTable};
+use crate::store::DocumentStore;
+use crate::tables::progression::PROGRESSION_TABLE;
+use crate::tables::versions as sql;
+
+/// Where a runner's projection writes, decided when it acquires the projection.
+pub(super) enum Target {
+    /// Into the document table readers read (its version is active, or unversioned).
+    Active,
+    /// Into its version's own table, through these statements, until it switches.
+    Build(Arc<Statements>),
+    /// A newer version is active: the runner does not run.
+    Superseded(u32),
+}
+
+fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| map_db_error(e, Failed::Other(what))
+}
+
+/// The active version of document table `table` (1 when none was switched to, or no
+/// version table exists: a store that never built a version needs none, whatever its
+/// schema mode).
+pub(super) async fn active_version(db: Db<'_>, schema: &str, table: &str) -> Result<u32> {
+    let what = failed("reading the active projection version");
+    let row = match db.query_opt(&sql::active(schema), &[&table]).await {
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => None,
+        other => other.map_err(&what)?,
+    };
+    let active: i32 = match row {
+        Some(row) => row.try_get(0).map_err(&what)?,
+        None => return Ok(sql::FIRST_VERSION),
+    };
+    u32::try_from(active).map_err(|_| {
+        Error::Configuration(format!(
+            "{table}: active projection version {active} is not valid"
+        ))
+    })
+}
+
+/// Where `projection`'s runner writes; a build target's table is created (idempotent:
+/// a restarted build goes on in the table it had).
+pub(super) async fn target(
+    store: &DocumentStore,
+    projection: &dyn AsyncProjection,
+) -> Result<Target> {
+    let Some(table) = projection.document_table() else {
+        return Ok(Target::Active);
+    };
+    let mine = projection.version();
+    let schema = store.schema().to_owned();
+    let mut conn = Conn::new();
+    let active = conn
+        .run(store, async |db| {
+            active_version(db, &schema, table.name).await
+        })
+        .await?;
+    if active > mine {
+        return Ok(Target::Superseded(active));
+    }
+    if active == mine {
+        return Ok(Target::Active);
+    }
+    let build = sql::build_def(&(table.def)(), mine);
+    conn.run(store, async |db| {
+        let ddl = std::iter::once(sql::ddl(&schema)).chain(build.ddl(&schema));
+        for statement in ddl {
+            db.batch_execute(&statement)
+                .await
+                .map_err(failed("creating a projection version's table"))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let connector: &crate::connection::Connector = store.as_ref();
+    let redirected = connector.statements().redirected(table.name, &build.name);
+    Ok(Target::Build(Arc::new(redirected)))
+}
+
+/// The progression row of version `version` of the projection `name` (at `mine`).
+fn slot_of(name: &str, mine: u32, version: u32) -> String {
+    let base = name.strip_suffix(&format!(":v{mine}")).unwrap_or(name);
+    if version <= sql::FIRST_VERSION {
+        base.to_owned()
+    } else {
+        format!("{base}:v{version}")
+    }
+}
+
+/// Makes `projection`'s version the active one (see the module doc). `Ok(false)`: the
+/// runner no longer owns the projection, or a version as new is active already.
+pub(super) async fn switch(
+    store: &DocumentStore,
+    projection: &dyn AsyncProjection,
+    own: &Ownership,
+) -> Result<bool> {
+    let Some(table) = projection.document_table() else {
+        return Ok(true);
+    };
+    let mut conn = Conn::new();
+    let mut req = conn.request(store).await?;
+    req.set_in_transaction(true);
+    let switching = switch_in(req.client(), store.schema(), projection, table, own.epoch);
+    let Some(result) = within(store, switching).await else {
+        req.mark_lost();
+        return Err(timed_out(store));
+    };
+    match &result {
+        Ok(true) => req.set_in_transaction(false),
+        _ => req.rollback().await,
+    }
+    req.settle(&result);
+    result
+}
+
+/// The switch's transaction (ended by the caller when it returns anything but
+/// `Ok(true)`).
+async fn switch_in(
+    db: Db<'_>,
+    schema: &str,
+    projection: &dyn AsyncProjection,
+    table: DocumentTable,
+    epoch: i64,
+) -> Result<bool> {
+    let what = failed("switching a projection version");
+    let (name, mine) = (projection.name(), projection.version());
+    db.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await
+        .map_err(&what)?;
+    let owned =
+        format!("SELECT owner_epoch FROM {schema}.{PROGRESSION_TABLE} WHERE name = $1 FOR UPDATE");
+    let held: Option<i64> = match db.query_opt(&owned, &[&name]).await.map_err(&what)? {
+        Some(row) => row.try_get(0).map_err(&what)?,
+        None => None,
+    };
+    if held != Some(epoch) {
+        return Ok(false);
+    }
+    db.batch_execute(&sql::lock(schema, table.name))
+        .await
+        .map_err(&what)?;
+    let active = active_version(db, schema, table.name).await?;
+    if active >= mine {
+        return Ok(false);
+    }
+    let old = slot_of(name, mine, active);
+    let moved = format!(
+        "UPDATE {schema}.{PROGRESSION_TABLE} SET owner_epoch = owner_epoch + 1 WHERE name = $1"
+    );
+    db.execute(&moved, &[&old]).await.map_err(&what)?;
+    for statement in sql::switch(schema, &(table.def)(), active, mine) {
+        db.batch_execute(&statement).await.map_err(&what)?;
+    }
+    let mine_i32 = i32::try_from(mine)
+        .map_err(|_| Error::Configuration(format!("{name}: version {mine} is too large")))?;
+    db.execute(&sql::set_active(schema), &[&table.name, &mine_i32])
+        .await
+        .map_err(&what)?;
+    db.batch_execute("COMMIT").await.map_err(&what)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_of;
+
+    #[test]
+    fn the_replaced_versions_progression_row_is_named_like_its_projection() {
+        assert_eq!(slot_of("Tally:v3", 3, 1), "Tally");
+        assert_eq!(slot_of("Tally:v3", 3, 2), "Tally:v2");
+    }
+}
