@@ -96,7 +96,8 @@ impl EventDecoder {
 #[non_exhaustive]
 pub struct EventEnvelope {
     /// The global sequence number (unique, increasing in insertion order; gaps are
-    /// possible where a transaction rolled back).
+    /// possible where a transaction rolled back). 0 in the envelopes an inline
+    /// projection gets: it is assigned by the insert, after the projection is planned.
     pub sequence: i64,
     /// The event's id.
     pub id: Uuid,

@@ -25,6 +25,7 @@ pub(crate) mod cache;
 mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
+pub(crate) mod snapshot;
 pub(crate) mod versioned;
 
 use std::any::TypeId;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use crate::connection::Request;
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
-use marten_core::projection::inline::{AppendView, Plan, PlanOutput};
+use marten_core::projection::inline::{AppendMetadata, AppendView, Plan, PlanOutput};
 use marten_core::projection::requirements::{self, Assertion, Merge};
 use marten_core::Result;
 
@@ -56,7 +57,9 @@ pub(crate) use catalog::ProjectionCatalog;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Lifecycle {
-    /// Folded on read only (`aggregate_stream`, `fetch_latest`, `fetch_for_writing`).
+    /// Folded on read only (`aggregate_stream`, `fetch_latest`, `fetch_for_writing`);
+    /// with a snapshot policy (the store builder's `snapshot`) the fold starts from the
+    /// last snapshot.
     Live,
     /// Written in the same transaction as the append that feeds it. For an aggregate this
     /// is also its snapshot: live aggregation starts from the stored document.
@@ -132,11 +135,22 @@ pub(crate) struct ProjectionRegistry {
     pub(crate) lifecycles: HashMap<TypeId, Lifecycle>,
     pub(crate) inline: Vec<Arc<dyn InlineProjection>>,
     pub(crate) asynchronous: Vec<Arc<dyn asynchronous::AsyncProjection>>,
+    /// The snapshot policies of live aggregates, by aggregate type.
+    pub(crate) snapshots: HashMap<TypeId, Arc<snapshot::SnapshotPolicy>>,
 }
 
 impl ProjectionRegistry {
     pub(crate) fn lifecycle(&self, type_id: TypeId) -> Option<Lifecycle> {
         self.lifecycles.get(&type_id).copied()
+    }
+
+    /// The snapshot policy of a live aggregate type (none for an inline or async one,
+    /// whose document the projection writes).
+    pub(crate) fn snapshot(&self, type_id: TypeId) -> Option<&Arc<snapshot::SnapshotPolicy>> {
+        match self.lifecycle(type_id) {
+            Some(Lifecycle::Inline | Lifecycle::Async) => None,
+            _ => self.snapshots.get(&type_id),
+        }
     }
 }
 
@@ -165,18 +179,7 @@ pub(crate) async fn plan_inline(
     if projections.inline.is_empty() {
         return Ok(Planned::Ready);
     }
-    let appends: Vec<AppendView> = uow
-        .user
-        .appends()
-        .map(|(index, a)| AppendView {
-            index,
-            stream: a.stream.0.clone(),
-            kind: a.requested,
-            ids: a.ids.clone(),
-            types: a.types.clone(),
-            events: a.events.clone(),
-        })
-        .collect();
+    let appends = append_views(uow);
     if appends.is_empty() {
         return Ok(Planned::Ready);
     }
@@ -226,4 +229,30 @@ pub(crate) async fn plan_inline(
         *cache_updates = plan.cache_updates;
     }
     Ok(Planned::Ready)
+}
+
+/// The session's pending appends as the projections see them: owned views with the
+/// events' metadata.
+fn append_views(uow: &UnitOfWork) -> Vec<AppendView> {
+    uow.user
+        .appends()
+        .map(|(index, a)| AppendView {
+            index,
+            stream: a.stream.0.clone(),
+            kind: a.requested,
+            ids: a.ids.clone(),
+            types: a.types.clone(),
+            events: a.events.clone(),
+            metadata: AppendMetadata {
+                tenant: uow.user.tenant.clone(),
+                correlation_ids: a.correlation_ids.clone(),
+                causation_ids: a.causation_ids.clone(),
+                headers: a
+                    .headers
+                    .iter()
+                    .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
+                    .collect(),
+            },
+        })
+        .collect()
 }

@@ -24,6 +24,8 @@ use crate::projections::{
 use crate::schema::Catalog;
 use crate::schema::{self, AutoCreate, MigrateFn};
 
+mod snapshot;
+
 struct Registration {
     type_id: TypeId,
     define: schema::DefineFn,
@@ -373,6 +375,7 @@ impl DocumentStoreBuilder {
         if let Some(e) = self.registry_error {
             return Err(e);
         }
+        self.check_snapshots()?;
         check_event_tenancy(
             self.events.tenancy,
             &self.stream_keyed,
@@ -439,8 +442,8 @@ fn check_event_tenancy(
 ) -> Result<()> {
     match (tenancy, stream_keyed.first(), async_conjoined.first()) {
         (Tenancy::Conjoined, Some(name), _) => Err(Error::Configuration(format!(
-            "projection {name}: with conjoined events, an inline or async aggregate or \
-             multi-stream projection needs a conjoined document type \
+            "projection {name}: with conjoined events, an inline, async or snapshotted \
+             aggregate or multi-stream projection needs a conjoined document type \
              (#[document(tenancy = \"conjoined\")]), or use Lifecycle::Live"
         ))),
         (Tenancy::Single, _, Some(name)) => Err(Error::Configuration(format!(

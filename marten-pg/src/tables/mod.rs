@@ -11,6 +11,7 @@ pub mod functions;
 pub mod hilo;
 pub mod progression;
 pub mod qualify;
+pub mod snapshots;
 pub mod tenants;
 pub mod versions;
 

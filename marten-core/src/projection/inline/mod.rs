@@ -51,6 +51,23 @@ pub struct AppendView {
     pub types: Vec<&'static str>,
     /// The events.
     pub events: Vec<Arc<dyn AnyEvent>>,
+    /// The metadata the events are appended with.
+    pub metadata: AppendMetadata,
+}
+
+/// The metadata of a pending append's events, as their envelopes carry it: each event's
+/// correlation and causation ids and headers (one entry per event; missing entries are
+/// none) and the tenant appending them.
+#[derive(Clone, Debug, Default)]
+pub struct AppendMetadata {
+    /// The tenant appending the events (`None`: appended without one).
+    pub tenant: Option<crate::TenantId>,
+    /// Each event's correlation id.
+    pub correlation_ids: Vec<Option<String>>,
+    /// Each event's causation id.
+    pub causation_ids: Vec<Option<String>>,
+    /// Each event's headers (a JSON object).
+    pub headers: Vec<Option<serde_json::Value>>,
 }
 
 impl AppendView {
@@ -65,8 +82,9 @@ impl AppendView {
         self.envelopes(base)
     }
 
-    /// Envelopes for the events, numbered from `base` (the stream version before them);
-    /// the global sequence is not known before the insert and is 0. A `base` so high the
+    /// Envelopes for the events, numbered from `base` (the stream version before them),
+    /// with their metadata; the global sequence and the transaction id are not known
+    /// before the insert and are 0, and the timestamp is now. A `base` so high the
     /// versions overflow is an error naming the stream.
     pub fn envelopes(&self, base: Option<i64>) -> Result<Vec<EventEnvelope>> {
         let now = OffsetDateTime::now_utc();
@@ -80,6 +98,11 @@ impl AppendView {
             };
             e.event_type = (*event_type).to_owned();
             e.timestamp = now;
+            let meta = &self.metadata;
+            e.correlation_id = meta.correlation_ids.get(i).cloned().flatten();
+            e.causation_id = meta.causation_ids.get(i).cloned().flatten();
+            e.headers = meta.headers.get(i).cloned().flatten();
+            e.tenant = meta.tenant.clone();
             out.push(e);
         }
         Ok(out)

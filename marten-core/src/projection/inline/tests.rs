@@ -206,6 +206,7 @@ fn append(
         ids: ns.iter().map(|_| uuid::Uuid::now_v7()).collect(),
         types: ns.iter().map(|_| "added").collect(),
         events,
+        metadata: Default::default(),
     }
 }
 

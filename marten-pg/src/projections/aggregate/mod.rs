@@ -1,4 +1,5 @@
-//! Single-stream aggregates: live folds (from the inline snapshot when there is one) and
+//! Single-stream aggregates: live folds (from the inline document or the live snapshot
+//! when there is one) and
 //! the inline projection that keeps the aggregate document in step with its stream
 //! (marten-core plans it; [`inline`] registers it and reads under lock what it needs).
 //! Uses the events (reads, stream keys), documents (loads by id), and the projection
@@ -6,31 +7,42 @@
 
 mod inline;
 mod locked;
+mod start;
 
 use std::any::TypeId;
 use std::sync::Arc;
 
 use crate::connection::Db;
 use marten_core::tenant::require_tenant;
-use marten_core::{Aggregate, AggregateId, Error, Result, TenantId};
+use marten_core::{Aggregate, AggregateId, EventEnvelope, Result, Tenancy, TenantId};
+use tracing::debug;
 
 pub(crate) use marten_core::projection::inline::Fetched;
 use marten_core::projection::inline::{cache_update, fold_events};
 
 use super::Lifecycle;
-use crate::documents::load;
-use crate::documents::PgDocument;
+use crate::documents::{serialize, PgDocument};
 use crate::events::read;
 use crate::events::stream_id::StreamKey;
 use crate::events::{EventTenant, StreamRange};
+use crate::json::RawJson;
+use crate::projections::snapshot::{PendingSnapshot, SnapshotPolicy};
 use crate::projections::ProjectionCatalog;
+use crate::tenant_key::TenantKey;
 
 pub(crate) use inline::InlineAggregate;
 
-/// Folds a stream of `tenant` (within `range`) into `A`, starting from its inline snapshot when `A`
-/// is an inline projection and the snapshot is not past the range. Returns the state and
-/// the version of the last event read (the snapshot's when no event follows it; 0 for no
-/// stream).
+/// A fold: the state, the version of the last event read (the stored document's when
+/// no event follows it; 0 for no stream), and the snapshot to write, if one is due.
+pub(crate) struct Folded<A> {
+    pub(crate) state: Option<A>,
+    pub(crate) version: i64,
+    pub(crate) snapshot: Option<PendingSnapshot>,
+}
+
+/// Folds a stream of `tenant` (within `range`) into `A`, starting from its stored
+/// document when `A` is an inline projection or a live aggregate with a snapshot policy,
+/// and the document is not past the range (and reads as `A`).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
@@ -38,50 +50,155 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
-) -> Result<(Option<A>, i64)> {
+) -> Result<Folded<A>> {
     let doc_tenant = require_tenant(A::TENANCY, doc_tenant, A::DOCUMENT_TYPE)?;
     store.learn_events(A::event_types());
-    let mut start: Option<A> = None;
-    let mut snapshot_json = None;
-    let mut from_version = range.from_version;
-    let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
-    if inline && range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none() {
-        if let Some(id) = <A::Id as AggregateId>::from_stream_id(&stream.0) {
-            store.ensure::<A>().await?;
-            if let Some(snapshot) = load::load_one::<A>(client, doc_tenant, &id).await? {
-                let stored = snapshot.doc.version();
-                let next = stored.checked_add(1).filter(|_| stored >= 0);
-                let Some(next) = next else {
-                    return Err(Error::CorruptData {
-                        owner: A::DOCUMENT_TYPE.to_owned(),
-                        id: Some(id.to_string()),
-                        detail: format!(
-                            "its stored version {stored} is not a stream version events can follow"
-                        ),
-                    });
-                };
-                if stored <= range.to_version {
-                    from_version = next;
-                    start = Some(snapshot.doc);
-                    snapshot_json = Some(snapshot.json);
-                }
-            }
+    let projections = store.projections();
+    let inline = projections.lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
+    let policy = projections.snapshot(TypeId::of::<A>()).cloned();
+    let plain = range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none();
+    let id = <A::Id as AggregateId>::from_stream_id(&stream.0);
+    let stored = match &id {
+        Some(id) if plain && (inline || policy.is_some()) => {
+            start::stored::<A>(store, client, doc_tenant, id, range.to_version, !inline).await?
         }
+        _ => None,
+    };
+    let reads = Reads {
+        store,
+        client,
+        tenant,
+        stream,
+        range,
+    };
+    if !inline {
+        let folded = fold_live::<A>(&reads, stored).await?;
+        let snapshot = match (policy, id, &folded.state) {
+            (Some(policy), Some(id), Some(a))
+                if range.to_version == i64::MAX && policy.due(folded.from, folded.version) =>
+            {
+                let conjoined = store.events().events_tenancy() == Tenancy::Conjoined;
+                Some(pending::<A>(
+                    policy,
+                    conjoined,
+                    id,
+                    a,
+                    folded.version,
+                    doc_tenant,
+                )?)
+            }
+            _ => None,
+        };
+        return Ok(Folded {
+            state: folded.state,
+            version: folded.version,
+            snapshot,
+        });
     }
-    let snapshot_version = start.as_ref().map_or(0, Aggregate::version);
-    let whole = range.to_version == i64::MAX;
-    let mut range = range.clone();
-    range.from_version = from_version;
-    let events = read::fetch_stream(store.as_ref(), client, tenant, stream, &range).await?;
-    if let (Some(json), true, true) = (snapshot_json, whole, events.is_empty()) {
+    let snapshot_version = stored.as_ref().map_or(0, |s| s.version);
+    let events = reads.from(snapshot_version + 1).await?;
+    if let (Some(s), true, true) = (&stored, range.to_version == i64::MAX, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
             stream.0.clone(),
-            snapshot_version,
-            Some(Arc::from(json)),
+            s.version,
+            Some(Arc::from(s.json.as_slice())),
         )]);
     }
     let version = events.last().map_or(snapshot_version, |e| e.version);
-    let state = fold_events(start, &stream.0, &events)?;
-    Ok((state, version))
+    let state = fold_events(stored.map(|s| s.doc), &stream.0, &events)?;
+    Ok(Folded {
+        state,
+        version,
+        snapshot: None,
+    })
+}
+
+/// What a fold reads its events with.
+struct Reads<'a, 'c> {
+    store: &'a ProjectionCatalog,
+    client: Db<'c>,
+    tenant: &'a EventTenant,
+    stream: &'a StreamKey,
+    range: &'a StreamRange,
+}
+
+impl Reads<'_, '_> {
+    /// The range's events from version `from` on.
+    async fn from(&self, from: i64) -> Result<Vec<EventEnvelope>> {
+        let mut range = self.range.clone();
+        range.from_version = from.max(range.from_version);
+        read::fetch_stream(
+            self.store.as_ref(),
+            self.client,
+            self.tenant,
+            self.stream,
+            &range,
+        )
+        .await
+    }
+}
+
+/// A live fold: its state, the version it started from (the snapshot's, 0 without one)
+/// and the version of the last event read.
+struct LiveFold<A> {
+    state: Option<A>,
+    from: i64,
+    version: i64,
+}
+
+/// Folds a live aggregate from its snapshot `stored`, if any. The snapshot's own event is
+/// read with the later ones and must still be there (a deleted stream's snapshot is not
+/// built on); only the events after it are applied.
+async fn fold_live<A: Aggregate + PgDocument>(
+    reads: &Reads<'_, '_>,
+    stored: Option<start::Stored<A>>,
+) -> Result<LiveFold<A>> {
+    let stream = &reads.stream.0;
+    let (start, events) = match stored.filter(|s| s.version > 0) {
+        Some(s) => {
+            let mut events = reads.from(s.version).await?;
+            if events.first().is_some_and(|e| e.version == s.version) {
+                events.remove(0);
+                (Some(s), events)
+            } else {
+                debug!(document_type = A::DOCUMENT_TYPE, %stream, "snapshot without its event: folding from the start");
+                (None, reads.from(1).await?)
+            }
+        }
+        None => (None, reads.from(1).await?),
+    };
+    let from = start.as_ref().map_or(0, |s| s.version);
+    let version = events.last().map_or(from, |e| e.version);
+    debug!(document_type = A::DOCUMENT_TYPE, %stream, from, events_read = events.len(), "live fold");
+    let state = fold_events(start.map(|s| s.doc), stream, &events)?;
+    Ok(LiveFold {
+        state,
+        from,
+        version,
+    })
+}
+
+/// The snapshot of `state`, folded up to the stream version `version`.
+fn pending<A: Aggregate + PgDocument>(
+    policy: Arc<SnapshotPolicy>,
+    conjoined_events: bool,
+    id: A::Id,
+    state: &A,
+    version: i64,
+    tenant: Option<&TenantId>,
+) -> Result<PendingSnapshot> {
+    let tenant = (A::TENANCY == Tenancy::Conjoined)
+        .then(|| TenantKey::of(tenant))
+        .flatten();
+    Ok(PendingSnapshot {
+        policy,
+        conjoined_events,
+        stream: id.to_string(),
+        id: Box::new(id),
+        json: RawJson(serialize(state)?),
+        version,
+        tenant,
+        document_type: A::DOCUMENT_TYPE,
+    })
 }

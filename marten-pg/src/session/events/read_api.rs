@@ -133,16 +133,35 @@ impl<K: Tracking> Events<'_, K> {
     }
 
     /// Folds the stream's events within `range` into `A`: its state and the stream
-    /// version it was read at.
+    /// version it was read at. A snapshot the fold asks for (a live aggregate with a
+    /// snapshot policy) is written right after, as a statement of its own, unless the
+    /// session's connection is inside a transaction (an exclusive lock held until the
+    /// save), where a failed statement would abort it: the next read outside one writes
+    /// it. A snapshot that fails to write is logged, never returned.
     pub(super) async fn fold<A: Aggregate + PgDocument>(
         &mut self,
         key: &StreamKey,
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
         let tenant = self.tenant()?;
-        self.on_connection(async |store, c| {
-            aggregate_stream::<A>(store.as_ref(), c, store.tenant(), &tenant, key, range).await
-        })
-        .await
+        let folded = self
+            .on_connection(async |store, c| {
+                aggregate_stream::<A>(store.as_ref(), c, store.tenant(), &tenant, key, range).await
+            })
+            .await?;
+        if let Some(snapshot) = folded.snapshot {
+            if !self.session.parts().conn.in_transaction() {
+                let written = self
+                    .on_connection(async |_, c| {
+                        snapshot.write(c).await;
+                        Ok(())
+                    })
+                    .await;
+                if let Err(error) = written {
+                    tracing::warn!(%error, "aggregate snapshot not written");
+                }
+            }
+        }
+        Ok((folded.state, folded.version))
     }
 }
