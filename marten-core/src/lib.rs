@@ -30,7 +30,7 @@ pub use concurrency::ConcurrencyMode;
 pub use document::{Document, IndexSpec, SoftDeleted};
 pub use error::{
     ConflictKind, DatabaseError, Error, Rejection, RejectionKind, Result, SchemaDifference,
-    TlsFailure,
+    TlsFailure, WithSources,
 };
 pub use event::{AnyEvent, DecodeFn, Event, EventDecoder, EventEnvelope};
 pub use id::{DocumentId, IdKey, MAX_ID_BYTES};

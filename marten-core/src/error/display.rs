@@ -25,3 +25,38 @@ impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
         Ok(())
     }
 }
+
+/// An error with every source after it, separated by `": "` (an [`Error`](super::Error)'s
+/// own message leaves its sources out): what a log line shows.
+pub struct WithSources<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for WithSources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WithSources;
+    use crate::error::DatabaseError;
+    use crate::Error;
+
+    #[test]
+    fn a_log_line_shows_the_sources_of_an_error() {
+        let e = Error::Database(DatabaseError {
+            code: Some("42P01".into()),
+            context: "reading mt_doc_x".into(),
+            source: "relation \"x\" does not exist".into(),
+        });
+        let line = WithSources(&e).to_string();
+        assert!(line.starts_with("database error: "), "{line}");
+        assert!(line.contains("does not exist"), "{line}");
+    }
+}

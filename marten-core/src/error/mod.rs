@@ -8,6 +8,7 @@ mod classify;
 mod conflict;
 mod database;
 mod display;
+pub use display::WithSources;
 mod rejection;
 mod schema;
 mod tls;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use marten_core::WithSources;
 use marten_core::{Error, Result, Tenancy, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -196,7 +197,7 @@ async fn watch_tenants(spawner: Spawner) {
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "cannot read the tenants; retrying"),
+            Err(e) => warn!(error = %WithSources(&e), "cannot read the tenants; retrying"),
         }
         let _ = tokio::time::timeout(every, stop.changed()).await;
     }

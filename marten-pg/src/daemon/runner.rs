@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use marten_core::projection::runner::{
     after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
 };
+use marten_core::WithSources;
 use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
@@ -82,7 +83,7 @@ pub(crate) async fn run(
             match after_ensure_tables(made, poll) {
                 Tables::Ready => tables_ready = true,
                 Tables::Wait { error, after } => {
-                    warn!(projection = name, error = %error, "cannot reach the daemon's tables; retrying");
+                    warn!(projection = name, error = %WithSources(&error), "cannot reach the daemon's tables; retrying");
                     idle(&stop, after).await;
                     continue;
                 }
@@ -113,7 +114,7 @@ pub(crate) async fn run(
                 return Err(e);
             }
             Action::Retry { error, after } => {
-                warn!(projection = name, error = %error, "batch failed; retrying");
+                warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
                 idle(&stop, after).await;
             }
         }
