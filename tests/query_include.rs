@@ -170,3 +170,52 @@ async fn included_documents_are_the_sessions_tenants() {
         "{err:?}"
     );
 }
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[document(soft_delete)]
+struct Supplier {
+    id: Uuid,
+    name: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Part {
+    id: Uuid,
+    supplier: Uuid,
+}
+
+#[tokio::test]
+async fn soft_deleted_documents_are_not_included() {
+    let (_schema, b) = builder("query_include_soft");
+    let store = ok(b.document::<Supplier>().document::<Part>().build().await);
+    let suppliers: Vec<Supplier> = (0..3)
+        .map(|i| Supplier {
+            id: Uuid::now_v7(),
+            name: format!("s{i}"),
+        })
+        .collect();
+    let mut s = store.lightweight_session();
+    for sup in &suppliers {
+        ok(s.store(sup.clone()));
+        ok(s.store(Part {
+            id: Uuid::now_v7(),
+            supplier: sup.id,
+        }));
+    }
+    ok(s.save_changes().await);
+    ok(s.delete::<Supplier>(&suppliers[1].id));
+    ok(s.save_changes().await);
+    let found = ok(store
+        .query_session()
+        .query::<Part>()
+        .include::<Supplier>(|f| f.supplier)
+        .to_list()
+        .await);
+    assert_eq!(found.documents.len(), 3, "every part matches");
+    let names: BTreeSet<String> = found.included.values().map(|x| x.name.clone()).collect();
+    assert_eq!(
+        names,
+        ["s0".to_owned(), "s2".to_owned()].into_iter().collect(),
+        "the marked supplier is left out"
+    );
+}
