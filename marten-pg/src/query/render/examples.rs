@@ -9,14 +9,18 @@ use serde_json::json;
 use super::expr::{json_as_text, json_expr, op_sql, text_expr, typed_expr};
 use super::{render, Sql};
 
-fn path(segments: &[&'static str]) -> Path {
+pub(super) fn path(segments: &[&'static str]) -> Path {
     Path {
         segments: segments.to_vec(),
         column: None,
     }
 }
 
-fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'static str) -> Path {
+pub(super) fn with_column(
+    segments: &[&'static str],
+    column: &'static str,
+    sql_type: &'static str,
+) -> Path {
     Path {
         segments: segments.to_vec(),
         column: Some((column, sql_type)),
@@ -24,7 +28,7 @@ fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'stat
 }
 
 /// Renders at the root; the SQL and the number of parameters.
-fn at_root(node: &Node) -> (String, usize) {
+pub(super) fn at_root(node: &Node) -> (String, usize) {
     let mut sql = Sql::default();
     let text = render(node, false, &mut sql);
     assert!(sql.invalid.is_none(), "{:?}", sql.invalid);

@@ -5,30 +5,9 @@
 use marten_core::query::{Node, Path, RawParam, ValueKind};
 use serde_json::json;
 
+use super::examples::{at_root, path, with_column};
 use super::expr::typed_expr;
 use super::{render, Sql};
-
-fn path(segments: &[&'static str]) -> Path {
-    Path {
-        segments: segments.to_vec(),
-        column: None,
-    }
-}
-
-fn with_column(segments: &[&'static str], column: &'static str, sql_type: &'static str) -> Path {
-    Path {
-        segments: segments.to_vec(),
-        column: Some((column, sql_type)),
-    }
-}
-
-/// Renders at the root; the SQL and the number of parameters.
-fn at_root(node: &Node) -> (String, usize) {
-    let mut sql = Sql::default();
-    let text = render(node, false, &mut sql);
-    assert!(sql.invalid.is_none(), "{:?}", sql.invalid);
-    (text, sql.params.len())
-}
 
 #[test]
 fn is_one_of_binds_one_array_typed_like_the_field() {
