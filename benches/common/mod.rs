@@ -3,6 +3,8 @@
 //! (`MARTEN_BENCH_ONLY`, numbers).
 #![allow(dead_code)]
 
+pub mod report;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -105,4 +107,14 @@ pub fn env_number(name: &str) -> Option<usize> {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
+}
+
+/// The `synchronous_commit` settings to run: `MARTEN_BENCH_SYNC=off` (or `on`) runs one;
+/// by default both.
+pub fn sync_settings() -> Vec<&'static str> {
+    match std::env::var("MARTEN_BENCH_SYNC").as_deref() {
+        Ok("on") => vec!["on"],
+        Ok("off") => vec!["off"],
+        _ => vec!["on", "off"],
+    }
 }
