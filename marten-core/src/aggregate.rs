@@ -37,6 +37,11 @@ pub trait Apply: Sized + Send + Sync + 'static {
     /// Whether the type has a method for this event.
     fn handles(event: &dyn AnyEvent) -> bool;
 
+    /// Whether one of its methods takes the event's metadata (`meta: &EventEnvelope`).
+    /// When none does, a live fold reads only each event's data, type, sequence and
+    /// version, and the other fields of the envelopes it applies are defaults.
+    const TAKES_METADATA: bool = true;
+
     /// The event types it has methods for, with their decoders (so a store that
     /// registers the projection can read those events without registering each).
     fn event_types() -> Vec<crate::EventDecoder> {

@@ -87,6 +87,27 @@ fn envelope_with(
     Ok(Some(env))
 }
 
+/// Decodes one row of [`EventSql::fetch_stream_lean`] of `stream`: the event with its
+/// sequence, version and type, and no other metadata (what a fold of a type whose
+/// methods take no metadata uses); `None` when its type is unknown and the store skips
+/// those.
+fn lean_envelope(
+    store: &EventCatalog,
+    stream: &StreamKey,
+    row: &Row,
+) -> Result<Option<EventEnvelope>> {
+    let sequence: i64 = row.try_get(0).map_err(reading)?;
+    let event_type: String = row.try_get(2).map_err(reading)?;
+    let json: JsonRef<'_> = row.try_get(3).map_err(reading)?;
+    let Some(data) = store.with_registry(|r| r.decode(&event_type, sequence, json.0))? else {
+        return Ok(None);
+    };
+    let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream.0.clone(), data);
+    env.version = row.try_get(1).map_err(reading)?;
+    env.stored_type = event_type;
+    Ok(Some(env))
+}
+
 /// The tenant recorded on an event: `None` for [`DEFAULT_TENANT`]; a stored id that is not
 /// a valid tenant id (a row edited by hand) is [`Error::CorruptData`].
 fn tenant_of(stored: &str, sequence: i64) -> Result<Option<TenantId>> {
@@ -121,7 +142,45 @@ pub(crate) async fn fetch_stream(
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Vec<EventEnvelope>> {
-    let stmt = prepare(store, client, |sql| &sql.fetch_stream).await?;
+    let rows = stream_rows(store, client, tenant, stream, range, |sql| {
+        &sql.fetch_stream
+    })
+    .await?;
+    envelopes(store, &rows)
+}
+
+/// [`fetch_stream`] for a fold whose methods take no metadata: each envelope carries the
+/// event, its sequence, version, type and stream, and defaults for the rest.
+pub(crate) async fn fetch_stream_lean(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    range: &StreamRange,
+) -> Result<Vec<EventEnvelope>> {
+    let rows = stream_rows(store, client, tenant, stream, range, |sql| {
+        &sql.fetch_stream_lean
+    })
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(e) = lean_envelope(store, stream, row)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of a stream read (`pick`: which columns) of `tenant` within `range`.
+async fn stream_rows(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    range: &StreamRange,
+    pick: fn(&EventSql) -> &String,
+) -> Result<Vec<Row>> {
+    let stmt = prepare(store, client, pick).await?;
     let params = tenant.scoped(vec![
         stream,
         &range.from_version,
@@ -130,8 +189,7 @@ pub(crate) async fn fetch_stream(
         &range.to_time,
         &range.include_archived,
     ]);
-    let rows = client.query(&stmt, &params).await.map_err(reading)?;
-    envelopes(store, &rows)
+    client.query(&stmt, &params).await.map_err(reading)
 }
 
 /// Up to `limit` events after `after`, in the gap-safe global order: of every tenant, or

@@ -70,6 +70,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         tenant,
         stream,
         range,
+        lean: !A::TAKES_METADATA,
     };
     if !inline {
         let folded = fold_live::<A>(&reads, stored).await?;
@@ -121,6 +122,8 @@ struct Reads<'a, 'c> {
     tenant: &'a EventTenant,
     stream: &'a StreamKey,
     range: &'a StreamRange,
+    /// Whether the fold's methods take no metadata: read only what a fold needs.
+    lean: bool,
 }
 
 impl Reads<'_, '_> {
@@ -128,14 +131,12 @@ impl Reads<'_, '_> {
     async fn from(&self, from: i64) -> Result<Vec<EventEnvelope>> {
         let mut range = self.range.clone();
         range.from_version = from.max(range.from_version);
-        read::fetch_stream(
-            self.store.as_ref(),
-            self.client,
-            self.tenant,
-            self.stream,
-            &range,
-        )
-        .await
+        let (store, client) = (self.store.as_ref(), self.client);
+        if self.lean {
+            read::fetch_stream_lean(store, client, self.tenant, self.stream, &range).await
+        } else {
+            read::fetch_stream(store, client, self.tenant, self.stream, &range).await
+        }
     }
 }
 
