@@ -34,6 +34,7 @@ mod ownership;
 mod plan;
 pub(crate) mod progression;
 mod read;
+mod read_ahead;
 mod rebuild;
 pub(crate) mod runner;
 pub(crate) mod slot;

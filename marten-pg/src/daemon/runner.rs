@@ -24,6 +24,7 @@ use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
+use super::read_ahead::ReadAhead;
 use super::slot::Slot;
 use crate::connection::{Conn, Dedicated, Statements};
 use crate::events::EventPage;
@@ -45,6 +46,8 @@ pub(super) struct Runner {
     /// While a versioned projection builds into its own table: the statements that send
     /// its document table's statements there (see `bluegreen`).
     build: Option<Arc<Statements>>,
+    /// The page after the batch in progress, read ahead while that batch commits.
+    ahead: Option<ReadAhead>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -70,6 +73,7 @@ pub(crate) async fn run(
         caught_up: false,
         failures: 0,
         build: None,
+        ahead: None,
     };
 
     let poll = runner.options.poll_interval;
@@ -183,17 +187,22 @@ impl Runner {
             Some(statements) => Conn::with_statements(statements.clone()),
             None => Conn::new(),
         };
-        let page = next_page(
-            &self.store,
-            &mut conn,
-            self.slot.tenant.as_ref(),
-            own.position,
-            self.options.batch_size,
-        )
-        .await?;
+        let read_ahead = match self.ahead.take() {
+            Some(ahead) => ahead.take(own.position).await,
+            None => None,
+        };
+        let (tenant, limit) = (self.slot.tenant.as_ref(), self.options.batch_size);
+        let page = match read_ahead {
+            Some(page) => page,
+            None => next_page(&self.store, &mut conn, tenant, own.position, limit).await?,
+        };
         if page.rows == 0 {
             drop(conn);
             return Ok(self.nothing_to_do(own).await);
+        }
+        if page.rows >= limit {
+            // A full page: more may follow. Read it while this one is planned and committed.
+            self.ahead = Some(ReadAhead::start(&self.store, tenant, page.next, limit));
         }
         self.caught_up = false;
         let span = crate::trace::batch(
