@@ -17,6 +17,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
     let handled = handled(methods);
     let identity_impl = identity_impl(self_ty, methods);
+    let uses_metadata = methods.iter().any(|m| m.with_meta);
 
     quote! {
         #item
@@ -26,6 +27,8 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
         const _: () = {
             #[automatically_derived]
             impl #p::Apply for #self_ty {
+                const USES_METADATA: bool = #uses_metadata;
+
                 fn apply_event(
                     state: ::core::option::Option<Self>,
                     event: &#p::EventEnvelope,
