@@ -18,7 +18,7 @@ use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use super::bluegreen::{self, Target};
+use super::bluegreen::{self, Switch, Target};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
@@ -115,6 +115,9 @@ pub(crate) async fn run(
             }
             Action::Retry { error, after } => {
                 warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
+                if !runner.retarget().await {
+                    owner = None;
+                }
                 idle(&stop, after).await;
             }
         }
@@ -172,6 +175,29 @@ impl Runner {
                 debug!(projection = name, error = %e, "cannot acquire projection");
                 None
             }
+        }
+    }
+
+    /// After a failed batch of a build: looks up where the projection writes again (with
+    /// conjoined events, another tenant's runner may have switched to this version, and
+    /// the build table is now the active one). `false`: a newer version is active, step
+    /// down. A failed look-up changes nothing.
+    async fn retarget(&mut self) -> bool {
+        if self.build.is_none() {
+            return true;
+        }
+        match bluegreen::target(&self.store, self.projection.as_ref()).await {
+            Ok(Target::Active) => {
+                info!(projection = self.slot.name(), "this version is active now");
+                self.build = None;
+                true
+            }
+            Ok(Target::Build(statements)) => {
+                self.build = Some(statements);
+                true
+            }
+            Ok(Target::Superseded(_)) => false,
+            Err(_) => true,
         }
     }
 
@@ -250,15 +276,23 @@ impl Runner {
     async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
         let name = self.projection.name();
         if self.build.is_some() {
-            match bluegreen::switch(&self.store, self.projection.as_ref(), own).await {
-                Ok(true) => {
+            let projection = self.projection.as_ref();
+            match bluegreen::switch(&self.store, projection, &self.slot, own).await {
+                Ok(Switch::Done) => {
                     info!(
                         projection = name,
                         "caught up; readers switched to this version"
                     );
                     self.build = None;
                 }
-                Ok(false) => return Turn::StepDown,
+                Ok(Switch::Lost) => return Turn::StepDown,
+                Ok(Switch::NotYet) => {
+                    debug!(
+                        projection = self.slot.name(),
+                        "caught up; waiting for the other tenants' runners to switch"
+                    );
+                    return Turn::Idle;
+                }
                 Err(e) => {
                     warn!(projection = name, error = %e, "cannot switch to this version yet");
                     return Turn::Idle;
