@@ -1,7 +1,8 @@
 //! Inline projections that read the events' metadata get the real global sequences: the
 //! save reserves them in its transaction and inserts the events with them. Concurrent
-//! savers still produce a gap-safe global order the daemon reads completely, and a save
-//! cancelled at any await leaves nothing behind.
+//! savers still produce a gap-safe global order the daemon reads completely, a save
+//! cancelled at any await leaves nothing behind, and the reservation costs one round
+//! trip only when a projection reads the metadata.
 
 mod common;
 
@@ -9,12 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{named_builder, ok};
+use common::{builder, named_builder, ok};
 use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
 use marten::{EventProjection, ProjectedOps};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
-use marten_testing::TestSchema;
+use marten_testing::{CountingProxy, TestSchema};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -36,6 +37,21 @@ struct Seqs {
 impl Seqs {
     fn apply(&mut self, _e: &Counted, meta: &EventEnvelope) {
         self.seen.push((meta.sequence, meta.transaction_id));
+    }
+}
+
+/// An inline aggregate whose apply does not read the metadata.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Count {
+    id: Uuid,
+    version: i64,
+    n: i64,
+}
+
+#[marten::apply]
+impl Count {
+    fn apply(&mut self, _e: &Counted) {
+        self.n += 1;
     }
 }
 
@@ -235,4 +251,44 @@ async fn a_cancelled_reserving_save_leaves_nothing_behind() {
     drop(s);
     assert_eq!(doc.seen, stored(&store, stream).await);
     assert_eq!(doc.version, events.len() as i64);
+}
+
+/// The round trips of a plain append to a cached stream with aggregate `A` inline.
+async fn append_round_trips<A: Aggregate + marten::PgDocument>(label: &str) -> u64 {
+    let (schema, b) = builder(label);
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(b
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(1)
+        .projection::<A>(Lifecycle::Inline)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let e = |round| Counted { writer: 0, round };
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [e(0)]));
+    ok(s.save_changes().await);
+    // Warm up the statements.
+    ok(s.events().append(stream, [e(1)]));
+    ok(s.save_changes().await);
+    let before = proxy.round_trips();
+    ok(s.events().append(stream, [e(2)]));
+    ok(s.save_changes().await);
+    proxy.round_trips() - before
+}
+
+#[tokio::test]
+async fn only_an_apply_that_reads_the_metadata_costs_a_round_trip() {
+    assert_eq!(
+        append_round_trips::<Count>("inline_seq_trips_plain").await,
+        1,
+        "no metadata: append and projected write in one flight"
+    );
+    assert_eq!(
+        append_round_trips::<Seqs>("inline_seq_trips_meta").await,
+        2,
+        "metadata: the reservation, then the append and the projected write"
+    );
 }

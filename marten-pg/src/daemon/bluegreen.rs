@@ -27,8 +27,8 @@
 //! that has streams has caught up too (its slot has no events after its position);
 //! until then it tries again at its next idle turn. The switch moves the epoch of every
 //! tenant's slot of the old version. A runner of another tenant that was still writing
-//! into the build table when it was renamed finds its statements failing, looks up its
-//! target again and goes on in the active table.
+//! into the build table when it was renamed sees its batch fail, steps down, and on
+//! acquiring its slot again finds its version active and goes on in the active table.
 //!
 //! Owns: the build target and the switch. May use: the connection layer, the
 //! projections' versions and tables, the staleness check of a slot, the tenants' read,

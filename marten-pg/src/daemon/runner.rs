@@ -52,7 +52,9 @@ pub(super) struct Runner {
 /// the lock or the epoch. Ends with an error only on a poison event under
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
 /// a reason waiting does not cure (a missing table the schema mode may not create); a
-/// database that cannot be reached at start is waited for.
+/// database that cannot be reached at start is waited for. A batch of a blue/green build
+/// that fails makes the runner step down: another tenant's runner may have switched
+/// (renaming the build table), and acquiring again finds where to write now.
 pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
@@ -115,9 +117,7 @@ pub(crate) async fn run(
             }
             Action::Retry { error, after } => {
                 warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
-                if !runner.retarget().await {
-                    owner = None;
-                }
+                owner = owner.filter(|_| runner.build.is_none());
                 idle(&stop, after).await;
             }
         }
@@ -175,29 +175,6 @@ impl Runner {
                 debug!(projection = name, error = %e, "cannot acquire projection");
                 None
             }
-        }
-    }
-
-    /// After a failed batch of a build: looks up where the projection writes again (with
-    /// conjoined events, another tenant's runner may have switched to this version, and
-    /// the build table is now the active one). `false`: a newer version is active, step
-    /// down. A failed look-up changes nothing.
-    async fn retarget(&mut self) -> bool {
-        if self.build.is_none() {
-            return true;
-        }
-        match bluegreen::target(&self.store, self.projection.as_ref()).await {
-            Ok(Target::Active) => {
-                info!(projection = self.slot.name(), "this version is active now");
-                self.build = None;
-                true
-            }
-            Ok(Target::Build(statements)) => {
-                self.build = Some(statements);
-                true
-            }
-            Ok(Target::Superseded(_)) => false,
-            Err(_) => true,
         }
     }
 
