@@ -398,38 +398,6 @@ async fn a_version_one_runner_stays_idle_once_version_two_is_active() {
     ));
 }
 
-/// A conjoined aggregate (conjoined events need one).
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[document(tenancy = "conjoined")]
-struct Wallet {
-    id: Uuid,
-    version: i64,
-    total: i64,
-}
-
-#[marten::apply]
-impl Wallet {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-    }
-}
-
-#[tokio::test]
-async fn versioned_projections_refuse_conjoined_events() {
-    let (_schema, b) = builder("bluegreen_conjoined");
-    let built = b
-        .events_tenancy(marten::Tenancy::Conjoined)
-        .projection_versioned::<Wallet>(2)
-        .build()
-        .await;
-    match built {
-        Err(marten::Error::Configuration(message)) => {
-            assert!(message.contains("Wallet:v2"), "{message}")
-        }
-        other => panic!("expected a configuration error, got {other:?}"),
-    }
-}
-
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 struct Assigned {
     to: Vec<String>,

@@ -30,6 +30,13 @@ impl ApplyError {
     note = "put `#[marten::apply]` on the `impl` block that holds its `create` / `apply` / `should_delete` methods"
 )]
 pub trait Apply: Sized + Send + Sync + 'static {
+    /// Whether some method reads the event's metadata (takes `meta: &EventEnvelope`).
+    /// An inline projection of such a type makes the save reserve the events' global
+    /// sequences and stream versions before it plans, so the envelopes it gets carry the
+    /// values stored (one more round trip); `#[marten::apply]` sets it. A hand-written
+    /// impl gets `true`, which is always correct.
+    const USES_METADATA: bool = true;
+
     /// Applies one event to the state: `None` means not created yet (or deleted). Events
     /// the type has no method for leave the state as it is.
     fn apply_event(state: Option<Self>, event: &EventEnvelope) -> Result<Option<Self>, ApplyError>;

@@ -96,8 +96,9 @@ impl EventDecoder {
 #[non_exhaustive]
 pub struct EventEnvelope {
     /// The global sequence number (unique, increasing in insertion order; gaps are
-    /// possible where a transaction rolled back). 0 in the envelopes an inline
-    /// projection gets: it is assigned by the insert, after the projection is planned.
+    /// possible where a transaction rolled back). An inline projection whose apply
+    /// methods take the metadata gets the real sequence: the save reserves it before
+    /// planning (see `Apply::USES_METADATA`); 0 for one that does not take it.
     pub sequence: i64,
     /// The event's id.
     pub id: Uuid,
@@ -121,7 +122,8 @@ pub struct EventEnvelope {
     pub causation_id: Option<String>,
     /// Headers, if any were set (a JSON object).
     pub headers: Option<serde_json::Value>,
-    /// The id of the transaction that wrote the event.
+    /// The id of the transaction that wrote the event (also in an inline projection's
+    /// envelopes when the sequence is, 0 otherwise).
     pub transaction_id: u64,
     /// Whether the event's stream is archived.
     pub archived: bool,

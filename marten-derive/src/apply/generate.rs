@@ -18,6 +18,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let handled = handled(methods);
     let takes_metadata = methods.iter().any(|m| m.with_meta);
     let identity_impl = identity_impl(self_ty, methods);
+    let uses_metadata = methods.iter().any(|m| m.with_meta);
 
     quote! {
         #item
@@ -27,6 +28,8 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
         const _: () = {
             #[automatically_derived]
             impl #p::Apply for #self_ty {
+                const USES_METADATA: bool = #uses_metadata;
+
                 fn apply_event(
                     state: ::core::option::Option<Self>,
                     event: &#p::EventEnvelope,

@@ -20,8 +20,19 @@
 //! After the switch the runner writes through the store's own statements. The old table
 //! is dropped only by [`drop_old_projection_versions`](super::drop_old_projection_versions).
 //!
+//! Conjoined events: the daemon runs the new version per tenant (`Tally:v2@red`, ...),
+//! every tenant's runner writing its tenant's rows into the one build table (a conjoined
+//! document table holds every tenant's rows, so the table, and the switch, are shared).
+//! A tenant's runner that has caught up switches only once the runner of every tenant
+//! that has streams has caught up too (its slot has no events after its position);
+//! until then it tries again at its next idle turn. The switch moves the epoch of every
+//! tenant's slot of the old version. A runner of another tenant that was still writing
+//! into the build table when it was renamed sees its batch fail, steps down, and on
+//! acquiring its slot again finds its version active and goes on in the active table.
+//!
 //! Owns: the build target and the switch. May use: the connection layer, the
-//! projections' versions and tables, the store.
+//! projections' versions and tables, the staleness check of a slot, the tenants' read,
+//! the store.
 
 use std::sync::Arc;
 
@@ -29,6 +40,9 @@ use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 
 use super::ownership::Ownership;
+use super::slot::Slot;
+use super::stale::slot_behind;
+use super::tenants::tenants_on;
 use crate::connection::{timed_out, within, Conn, Db, Statements};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::asynchronous::{AsyncProjection, DocumentTable};
@@ -109,6 +123,17 @@ pub(super) async fn target(
     Ok(Target::Build(Arc::new(redirected)))
 }
 
+/// How a switch attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Switch {
+    /// Readers see this version now.
+    Done,
+    /// The runner no longer owns its slot, or a version as new is active already.
+    Lost,
+    /// Another tenant's runner of this version has not caught up yet (conjoined events).
+    NotYet,
+}
+
 /// The progression row of version `version` of the projection `name` (at `mine`).
 fn slot_of(name: &str, mine: u32, version: u32) -> String {
     let base = name.strip_suffix(&format!(":v{mine}")).unwrap_or(name);
@@ -119,65 +144,97 @@ fn slot_of(name: &str, mine: u32, version: u32) -> String {
     }
 }
 
-/// Makes `projection`'s version the active one (see the module doc). `Ok(false)`: the
-/// runner no longer owns the projection, or a version as new is active already.
+/// Makes `projection`'s version the active one (see the module doc); `slot` is the
+/// runner's.
 pub(super) async fn switch(
     store: &DocumentStore,
     projection: &dyn AsyncProjection,
+    slot: &Slot,
     own: &Ownership,
-) -> Result<bool> {
+) -> Result<Switch> {
     let Some(table) = projection.document_table() else {
-        return Ok(true);
+        return Ok(Switch::Done);
     };
     let mut conn = Conn::new();
     let mut req = conn.request(store).await?;
     req.set_in_transaction(true);
-    let switching = switch_in(req.client(), store.schema(), projection, table, own.epoch);
-    let Some(result) = within(store, switching).await else {
+    let at = SwitchAt {
+        schema: store.schema(),
+        projection,
+        slot,
+        table,
+        epoch: own.epoch,
+    };
+    let Some(result) = within(store, switch_in(req.client(), at)).await else {
         req.mark_lost();
         return Err(timed_out(store));
     };
     match &result {
-        Ok(true) => req.set_in_transaction(false),
+        Ok(Switch::Done) => req.set_in_transaction(false),
         _ => req.rollback().await,
     }
     req.settle(&result);
     result
 }
 
-/// The switch's transaction (ended by the caller when it returns anything but
-/// `Ok(true)`).
-async fn switch_in(
-    db: Db<'_>,
-    schema: &str,
-    projection: &dyn AsyncProjection,
+/// What a switch is about: the store's schema, the projection and the runner's slot,
+/// its document table, the epoch the runner claimed.
+struct SwitchAt<'a> {
+    schema: &'a str,
+    projection: &'a dyn AsyncProjection,
+    slot: &'a Slot,
     table: DocumentTable,
     epoch: i64,
-) -> Result<bool> {
+}
+
+/// Whether the runner of every tenant with streams has caught up (conjoined events: the
+/// runner is one tenant's; otherwise there is nothing to wait for).
+async fn every_tenant_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<bool> {
+    if at.slot.tenant.is_none() {
+        return Ok(true);
+    }
+    for tenant in tenants_on(db).await? {
+        if slot_behind(db, &Slot::new(at.projection.name(), Some(tenant))).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The switch's transaction (ended by the caller when it returns anything but
+/// `Ok(Switch::Done)`).
+async fn switch_in(db: Db<'_>, at: SwitchAt<'_>) -> Result<Switch> {
     let what = failed("switching a projection version");
-    let (name, mine) = (projection.name(), projection.version());
+    let (schema, table) = (at.schema, at.table);
+    let (name, mine) = (at.projection.name(), at.projection.version());
     db.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
         .await
         .map_err(&what)?;
     let owned =
         format!("SELECT owner_epoch FROM {schema}.{PROGRESSION_TABLE} WHERE name = $1 FOR UPDATE");
-    let held: Option<i64> = match db.query_opt(&owned, &[&name]).await.map_err(&what)? {
+    let slot = at.slot.name();
+    let held: Option<i64> = match db.query_opt(&owned, &[&slot]).await.map_err(&what)? {
         Some(row) => row.try_get(0).map_err(&what)?,
         None => None,
     };
-    if held != Some(epoch) {
-        return Ok(false);
+    if held != Some(at.epoch) {
+        return Ok(Switch::Lost);
+    }
+    if !every_tenant_caught_up(db, &at).await? {
+        return Ok(Switch::NotYet);
     }
     db.batch_execute(&sql::lock(schema, table.name))
         .await
         .map_err(&what)?;
     let active = active_version(db, schema, table.name).await?;
     if active >= mine {
-        return Ok(false);
+        return Ok(Switch::Lost);
     }
+    // The old version's slot, and with conjoined events every tenant's (`Tally@red`).
     let old = slot_of(name, mine, active);
     let moved = format!(
-        "UPDATE {schema}.{PROGRESSION_TABLE} SET owner_epoch = owner_epoch + 1 WHERE name = $1"
+        "UPDATE {schema}.{PROGRESSION_TABLE} SET owner_epoch = owner_epoch + 1 \
+         WHERE name = $1 OR left(name, length($1) + 1) = $1 || '@'"
     );
     db.execute(&moved, &[&old]).await.map_err(&what)?;
     for statement in sql::switch(schema, &(table.def)(), active, mine) {
@@ -189,7 +246,7 @@ async fn switch_in(
         .await
         .map_err(&what)?;
     db.batch_execute("COMMIT").await.map_err(&what)?;
-    Ok(true)
+    Ok(Switch::Done)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use super::bluegreen::{self, Target};
+use super::bluegreen::{self, Switch, Target};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
 use super::ownership::{acquire, Ownership};
@@ -55,7 +55,9 @@ pub(super) struct Runner {
 /// the lock or the epoch. Ends with an error only on a poison event under
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
 /// a reason waiting does not cure (a missing table the schema mode may not create); a
-/// database that cannot be reached at start is waited for.
+/// database that cannot be reached at start is waited for. A batch of a blue/green build
+/// that fails makes the runner step down: another tenant's runner may have switched
+/// (renaming the build table), and acquiring again finds where to write now.
 pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
@@ -119,6 +121,7 @@ pub(crate) async fn run(
             }
             Action::Retry { error, after } => {
                 warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
+                owner = owner.filter(|_| runner.build.is_none());
                 idle(&stop, after).await;
             }
         }
@@ -259,15 +262,23 @@ impl Runner {
     async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
         let name = self.projection.name();
         if self.build.is_some() {
-            match bluegreen::switch(&self.store, self.projection.as_ref(), own).await {
-                Ok(true) => {
+            let projection = self.projection.as_ref();
+            match bluegreen::switch(&self.store, projection, &self.slot, own).await {
+                Ok(Switch::Done) => {
                     info!(
                         projection = name,
                         "caught up; readers switched to this version"
                     );
                     self.build = None;
                 }
-                Ok(false) => return Turn::StepDown,
+                Ok(Switch::Lost) => return Turn::StepDown,
+                Ok(Switch::NotYet) => {
+                    debug!(
+                        projection = self.slot.name(),
+                        "caught up; waiting for the other tenants' runners to switch"
+                    );
+                    return Turn::Idle;
+                }
                 Err(e) => {
                     warn!(projection = name, error = %e, "cannot switch to this version yet");
                     return Turn::Idle;

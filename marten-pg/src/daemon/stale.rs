@@ -60,7 +60,6 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
 /// The slots of the async projections that have events left to process: one per
 /// projection, or with conjoined events one per projection and tenant with streams.
 async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<String>> {
-    let checking = |e| map_db_error(e, Failed::Other("checking staleness"));
     let tenants: Vec<Option<TenantId>> = match store.events_tenancy() {
         Tenancy::Single => vec![None],
         Tenancy::Conjoined => tenants_on(client).await?.into_iter().map(Some).collect(),
@@ -69,24 +68,30 @@ async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<
     for p in &store.projections().asynchronous {
         for tenant in &tenants {
             let slot = Slot::new(p.name(), tenant.clone());
-            let pos = position_of(client, slot.name()).await?;
-            let (tx, seq) = (Xid8(pos.transaction_id), pos.sequence);
-            let row = match tenant {
-                None => client.query_one(EVENTS_AFTER, &[&tx, &seq]).await,
-                Some(t) => {
-                    client
-                        .query_one(EVENTS_AFTER_OF_TENANT, &[&tx, &seq, &t.as_str()])
-                        .await
-                }
-            }
-            .map_err(checking)?;
-            let behind: bool = row.try_get(0).map_err(checking)?;
-            if behind {
+            if slot_behind(client, &slot).await? {
                 stale.push(slot.name().to_owned());
             }
         }
     }
     Ok(stale)
+}
+
+/// Whether `slot` has committed events after its position (a slot without a position
+/// yet has every event after it).
+pub(super) async fn slot_behind(client: Db<'_>, slot: &Slot) -> Result<bool> {
+    let checking = |e| map_db_error(e, Failed::Other("checking staleness"));
+    let pos = position_of(client, slot.name()).await?;
+    let (tx, seq) = (Xid8(pos.transaction_id), pos.sequence);
+    let row = match &slot.tenant {
+        None => client.query_one(EVENTS_AFTER, &[&tx, &seq]).await,
+        Some(t) => {
+            client
+                .query_one(EVENTS_AFTER_OF_TENANT, &[&tx, &seq, &t.as_str()])
+                .await
+        }
+    }
+    .map_err(checking)?;
+    row.try_get(0).map_err(checking)
 }
 
 /// The stored position of projection `name`; the start when it has none yet.

@@ -1,6 +1,7 @@
 //! Event projections: arbitrary document operations per event.
 
 use futures_util::future::BoxFuture;
+use marten_core::projection::inline::AppendView;
 use marten_core::tenant::require_tenant;
 use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId};
 
@@ -18,6 +19,15 @@ pub trait EventProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Queues the document operations for one event.
     fn apply(&self, event: &EventEnvelope, ops: &mut ProjectedOps) -> Result<(), ApplyError>;
+
+    /// Whether `apply` reads the envelope's global sequence, transaction id or, for a
+    /// plain append, stream version: run inline, the save then reserves them before it
+    /// plans, so the envelopes carry the values stored (one more round trip). `true`
+    /// unless overridden; return `false` when `apply` reads only the event and the
+    /// metadata appended with it.
+    fn uses_metadata(&self) -> bool {
+        true
+    }
 }
 
 /// Document operations an [`EventProjection`] queues; written in the same transaction as
@@ -121,6 +131,10 @@ pub(crate) fn apply_one<P: EventProjection>(
 pub(crate) struct InlineEventProjection<P>(pub(crate) P);
 
 impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
+    fn uses_metadata(&self, appends: &[AppendView]) -> bool {
+        self.0.uses_metadata() && appends.iter().any(|a| !a.events.is_empty())
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,

@@ -25,6 +25,7 @@ pub(crate) mod cache;
 mod catalog;
 pub(crate) mod event_projection;
 mod multi_stream;
+mod reserve;
 pub(crate) mod snapshot;
 pub(crate) mod versioned;
 
@@ -122,6 +123,11 @@ pub(crate) type SavePlan<'a> = Plan<'a, UnitOfWork>;
 
 /// A projection run inside `save_changes`. Type-erased so a store can hold many.
 pub(crate) trait InlineProjection: Send + Sync {
+    /// Whether the projection reads the metadata of an event among `appends` (its
+    /// envelope): the save then reserves the sequences and versions the envelopes carry
+    /// (see [`reserve`]).
+    fn uses_metadata(&self, appends: &[AppendView]) -> bool;
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,
@@ -179,16 +185,21 @@ pub(crate) async fn plan_inline(
     if projections.inline.is_empty() {
         return Ok(Planned::Ready);
     }
-    let appends = append_views(uow);
+    let mut appends = append_views(uow);
     if appends.is_empty() {
         return Ok(Planned::Ready);
     }
     // Projections read the event tables before the appends create them.
     crate::events::read::ensure(store.as_ref()).await?;
+    let reserved = if projections.inline.iter().any(|p| p.uses_metadata(&appends)) {
+        reserve::reserve(store, req, uow, &mut appends).await?
+    } else {
+        Vec::new()
+    };
     let mut plan = Plan {
         appends: &appends,
         state,
-        requirements: Vec::new(),
+        requirements: reserved,
         // The cache is keyed by document id alone: a tenant's session plans without it.
         use_cache: use_cache && uow.user.tenant.is_none(),
         cache: store.aggregate_cache(),
@@ -213,6 +224,17 @@ pub(crate) async fn plan_inline(
                 return Ok(Planned::Again);
             }
         };
+    assert_versions(uow, required);
+    uow.derived.append(&mut pg.out);
+    // A tenant's documents never enter the cache (it is keyed by document id alone).
+    if uow.user.tenant.is_none() {
+        *cache_updates = plan.cache_updates;
+    }
+    Ok(Planned::Ready)
+}
+
+/// Makes each plain append with a required version assert it.
+fn assert_versions(uow: &mut UnitOfWork, required: requirements::Required) {
     for (index, version) in required {
         if let Some(a) = uow.user.append_at_mut(index) {
             if a.requested == AppendKind::Append {
@@ -223,12 +245,13 @@ pub(crate) async fn plan_inline(
             }
         }
     }
-    uow.derived.append(&mut pg.out);
-    // A tenant's documents never enter the cache (it is keyed by document id alone).
-    if uow.user.tenant.is_none() {
-        *cache_updates = plan.cache_updates;
-    }
-    Ok(Planned::Ready)
+}
+
+/// Whether `T` handles an event among `appends`.
+fn handles_any<T: marten_core::Apply>(appends: &[AppendView]) -> bool {
+    appends
+        .iter()
+        .any(|a| a.events.iter().any(|e| T::handles(e.as_ref())))
 }
 
 /// The session's pending appends as the projections see them: owned views with the
@@ -253,6 +276,7 @@ fn append_views(uow: &UnitOfWork) -> Vec<AppendView> {
                     .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
                     .collect(),
             },
+            reserved: None,
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::VersionedMode;
-use marten_core::projection::inline::{plan_multi_stream, DocumentReads};
+use marten_core::projection::inline::{plan_multi_stream, AppendView, DocumentReads};
 use marten_core::session::Loaded;
 use marten_core::{Identities, Result};
 
@@ -34,6 +34,10 @@ where
     P: Identities + PgDocument,
     P::Mode: VersionedMode,
 {
+    fn uses_metadata(&self, appends: &[AppendView]) -> bool {
+        P::USES_METADATA && super::handles_any::<P>(appends)
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,

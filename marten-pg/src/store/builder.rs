@@ -254,7 +254,6 @@ impl DocumentStoreBuilder {
             &self.stream_keyed,
             &self.async_conjoined,
         )?;
-        super::versioned::check_versions(self.events.tenancy, &self.projections.asynchronous)?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
         let connector = self

@@ -5,28 +5,12 @@
 use std::sync::Arc;
 
 use marten_core::concurrency::VersionedMode;
-use marten_core::{Aggregate, Error, Identities, Result, Tenancy};
+use marten_core::{Aggregate, Identities};
 
 use super::DocumentStoreBuilder;
 use crate::documents::PgDocument;
-use crate::projections::asynchronous::AsyncProjection;
 use crate::projections::Lifecycle;
 use crate::tables::versions::FIRST_VERSION;
-
-/// Refuses versioned projections over conjoined events: their daemon runs one slot per
-/// tenant, and a switch (of the whole table) would have to wait for every tenant's.
-pub(super) fn check_versions(
-    events: Tenancy,
-    projections: &[Arc<dyn AsyncProjection>],
-) -> Result<()> {
-    match projections.iter().find(|p| p.version() > FIRST_VERSION) {
-        Some(p) if events == Tenancy::Conjoined => Err(Error::Configuration(format!(
-            "projection {}: versioned projections (blue/green rebuilds) need events that are not conjoined",
-            p.name()
-        ))),
-        _ => Ok(()),
-    }
-}
 
 impl DocumentStoreBuilder {
     /// Gives the async projection registered last `version`.
@@ -44,7 +28,8 @@ impl DocumentStoreBuilder {
     /// (`mt_doc_tally_v2`); once it has caught up, the daemon switches readers to it in
     /// one transaction. The superseded table stays until
     /// [`drop_old_projection_versions`](crate::daemon::drop_old_projection_versions).
-    /// Not for conjoined events (`build` refuses it).
+    /// With conjoined events the new version builds per tenant, and readers switch once
+    /// every tenant's runner has caught up (README, "Blue/green rebuilds").
     pub fn projection_versioned<A: Aggregate + PgDocument>(mut self, version: u32) -> Self {
         self = self.projection::<A>(Lifecycle::Async);
         if version > FIRST_VERSION {

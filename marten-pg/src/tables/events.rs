@@ -70,6 +70,10 @@ pub struct EventSql {
     pub many_alone: AppendStatements,
     /// [`EventSql::many_alone`] for one event, with scalar parameters.
     pub one_alone: AppendStatements,
+    /// [`EventSql::many`] inserting reserved sequences (the last parameter).
+    pub sequenced: AppendStatements,
+    /// [`EventSql::tagged`] inserting reserved sequences (the last parameter).
+    pub tagged_sequenced: AppendStatements,
     /// `$1` tag types, `$2` tag values, `$3` the tenant of the tag versions ->
     /// `tag_type, tag_value, version`.
     pub tag_versions: String,
@@ -128,10 +132,10 @@ impl AppendStatements {
 
 /// The statements that take or create a stream's row, one per append kind; each ends
 /// where `RETURNING st.version` can follow.
-struct StreamRows {
-    start: String,
-    append: String,
-    expected: String,
+pub(crate) struct StreamRows {
+    pub(crate) start: String,
+    pub(crate) append: String,
+    pub(crate) expected: String,
 }
 
 impl EventSql {
@@ -186,6 +190,8 @@ impl EventSql {
             tagged: AppendStatements::new(&tagged, |r| flagged(r, &tagged_events, &tags)),
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
+            sequenced: AppendStatements::sequenced(&plain, idt, 10, ""),
+            tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
             tag_versions: select_tag_versions(),
             events_by_tags: select_events_by_tags(conjoined),
             stream_version: format!(
@@ -292,7 +298,7 @@ fn insert_event(idt: &str, tenant_param: usize) -> String {
 
 /// Inside a larger save: one result row, and the rejected flag when the stream statement
 /// took no row.
-fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
+pub(crate) fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
     format!(
         "WITH s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tags} \
          SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
@@ -508,6 +514,11 @@ mod tests {
             }
             assert_eq!(params(&sql.tagged.start), 13);
             assert_eq!(params(&sql.tagged.expected), 14);
+            // Reserved sequences come last.
+            assert_eq!(params(&sql.sequenced.append), 11);
+            assert_eq!(params(&sql.sequenced.expected), 12);
+            assert_eq!(params(&sql.tagged_sequenced.start), 14);
+            assert_eq!(params(&sql.tagged_sequenced.expected), 15);
             let conjoined = tenancy == Tenancy::Conjoined;
             assert_eq!(
                 sql.many.append.contains("ON CONFLICT (tenant_id, id)"),

@@ -46,6 +46,9 @@ pub(crate) struct StreamAppend {
     pub(crate) tag_values: Vec<String>,
     /// The events themselves, for inline projections.
     pub(crate) events: Vec<Arc<dyn AnyEvent>>,
+    /// The events' global sequences, when the attempt reserved them for its inline
+    /// projections (see [`crate::tables::event_reserve`]): inserted as their `seq_id`.
+    pub(crate) sequences: Option<Vec<i64>>,
     rejected: bool,
     /// Sent alone (see [`Operation::alone`]): the statement returns no rows and its row
     /// count is the number of events inserted.
@@ -79,6 +82,7 @@ impl StreamAppend {
             tag_types: Vec::new(),
             tag_values: Vec::new(),
             events: Vec::with_capacity(capacity),
+            sequences: None,
             rejected: false,
             alone: false,
         }
@@ -88,12 +92,12 @@ impl StreamAppend {
     /// for untagged appends of at least one event, whose rejection then shows as a row
     /// count of 0.
     fn can_go_alone(&self) -> bool {
-        self.count > 0 && self.tag_types.is_empty()
+        self.count > 0 && self.tag_types.is_empty() && self.sequences.is_none()
     }
 
-    /// One event without tags: sent with scalar parameters.
+    /// One event without tags or reserved sequences: sent with scalar parameters.
     fn is_single(&self) -> bool {
-        self.ids.len() == 1 && self.tag_types.is_empty()
+        self.ids.len() == 1 && self.tag_types.is_empty() && self.sequences.is_none()
     }
 
     fn expected(&self) -> i64 {
@@ -139,8 +143,11 @@ fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
 impl Operation for StreamAppend {
     fn sql(&self) -> &'static str {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
+        let tagged = !self.tag_types.is_empty();
         let shape = match (self.is_single(), self.alone) {
-            _ if !self.tag_types.is_empty() => &sql.tagged,
+            _ if self.sequences.is_some() && tagged => &sql.tagged_sequenced,
+            _ if self.sequences.is_some() => &sql.sequenced,
+            _ if tagged => &sql.tagged,
             (true, true) => &sql.one_alone,
             (true, false) => &sql.one,
             (false, true) => &sql.many_alone,
@@ -193,6 +200,9 @@ impl Operation for StreamAppend {
         params.push(self.tenant.written());
         if let AppendKind::Expected(v) = &self.kind {
             params.push(v);
+        }
+        if let Some(sequences) = &self.sequences {
+            params.push(sequences);
         }
         params
     }
@@ -249,6 +259,7 @@ impl Operation for StreamAppend {
 
     fn reset(&mut self) {
         self.kind = self.requested;
+        self.sequences = None;
         self.rejected = false;
         self.alone = false;
     }

@@ -53,6 +53,27 @@ pub struct AppendView {
     pub events: Vec<Arc<dyn AnyEvent>>,
     /// The metadata the events are appended with.
     pub metadata: AppendMetadata,
+    /// What the save's transaction reserved for the events (see [`Reserved`]); `None`
+    /// when no projection of the save reads the events' metadata.
+    pub reserved: Option<Reserved>,
+}
+
+/// What a save reserves for an append's events before its projections run, when one of
+/// them reads the events' metadata: the events' global sequences (drawn from the store's
+/// sequence in the save's transaction, and inserted as the events' `seq_id`), the id of
+/// the save's transaction, and the version of the stream before a plain append (read
+/// under lock; `None` for a start, an expected-version append or an archived stream).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// Each event's global sequence, in order.
+    pub sequences: Vec<i64>,
+    /// The id of the save's transaction.
+    pub transaction_id: u64,
+    /// The start time of the save's transaction: the timestamp the events are stored
+    /// with.
+    pub timestamp: Option<OffsetDateTime>,
+    /// The stream version before a plain append.
+    pub base: Option<i64>,
 }
 
 /// The metadata of a pending append's events, as their envelopes carry it: each event's
@@ -71,33 +92,43 @@ pub struct AppendMetadata {
 }
 
 impl AppendView {
-    /// Envelopes for the events, numbered from the stream version the append asserts
-    /// (none for a plain append, whose version is not known before it is written).
+    /// Envelopes for the events, numbered from the stream version the append asserts,
+    /// or, for a plain append, from the version reserved for it (none when nothing was
+    /// reserved: its version is not known before it is written).
     pub fn asserted_envelopes(&self) -> Result<Vec<EventEnvelope>> {
         let base = match self.kind {
             AppendKind::Start => Some(0),
             AppendKind::Expected(v) => Some(v),
-            AppendKind::Append => None,
+            AppendKind::Append => self.reserved.as_ref().and_then(|r| r.base),
         };
         self.envelopes(base)
     }
 
     /// Envelopes for the events, numbered from `base` (the stream version before them),
-    /// with their metadata; the global sequence and the transaction id are not known
-    /// before the insert and are 0, and the timestamp is now. A `base` so high the
-    /// versions overflow is an error naming the stream.
+    /// with their metadata. The global sequences and the transaction id are the ones
+    /// [`Reserved`] for the append (0 when nothing was reserved: they are assigned by the
+    /// insert), and so is the timestamp (now when nothing was reserved). A `base` so high the versions overflow is an
+    /// error naming the stream.
     pub fn envelopes(&self, base: Option<i64>) -> Result<Vec<EventEnvelope>> {
         let now = OffsetDateTime::now_utc();
         let mut out = Vec::with_capacity(self.events.len());
         let described = self.ids.iter().zip(&self.types);
         for (i, (data, (id, event_type))) in self.events.iter().zip(described).enumerate() {
-            let mut e = EventEnvelope::new(0, *id, self.stream.clone(), data.clone());
+            let reserved = self.reserved.as_ref();
+            let sequence = reserved.and_then(|r| r.sequences.get(i)).copied();
+            let mut e = EventEnvelope::new(
+                sequence.unwrap_or(0),
+                *id,
+                self.stream.clone(),
+                data.clone(),
+            );
+            e.transaction_id = reserved.map_or(0, |r| r.transaction_id);
             e.version = match base {
                 Some(b) => advance(&self.stream, b, i + 1)?,
                 None => 0,
             };
             e.event_type = (*event_type).to_owned();
-            e.timestamp = now;
+            e.timestamp = reserved.and_then(|r| r.timestamp).unwrap_or(now);
             let meta = &self.metadata;
             e.correlation_id = meta.correlation_ids.get(i).cloned().flatten();
             e.causation_id = meta.causation_ids.get(i).cloned().flatten();

@@ -207,6 +207,7 @@ fn append(
         types: ns.iter().map(|_| "added").collect(),
         events,
         metadata: Default::default(),
+        reserved: None,
     }
 }
 

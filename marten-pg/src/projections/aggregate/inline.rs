@@ -9,14 +9,14 @@ use std::marker::PhantomData;
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::inline::{
-    plan_aggregate, AggregateReads, CachedDocs, LockedStream, PlanOutput,
+    plan_aggregate, AggregateReads, AppendView, CachedDocs, LockedStream, PlanOutput,
 };
 use marten_core::{Aggregate, Result, Tenancy};
 
 use super::locked::lock_streams;
 use crate::documents::PgDocument;
 use crate::projections::cache::CachedDocCheck;
-use crate::projections::{InlineProjection, Planner, SavePlan};
+use crate::projections::{handles_any, InlineProjection, Planner, SavePlan};
 
 /// The inline projection of aggregate `A`.
 pub(crate) struct InlineAggregate<A> {
@@ -47,6 +47,10 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
 }
 
 impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
+    fn uses_metadata(&self, appends: &[AppendView]) -> bool {
+        A::USES_METADATA && handles_any::<A>(appends)
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,
