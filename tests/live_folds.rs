@@ -86,8 +86,8 @@ impl Audit {
 
 // The derive knows whether a method takes metadata (checked when this file compiles).
 const _: () = {
-    assert!(!<Sum as marten::Apply>::TAKES_METADATA);
-    assert!(<Audit as marten::Apply>::TAKES_METADATA);
+    assert!(!<Sum as marten::Apply>::USES_METADATA);
+    assert!(<Audit as marten::Apply>::USES_METADATA);
 };
 
 #[tokio::test]

@@ -33,7 +33,9 @@ pub trait Apply: Sized + Send + Sync + 'static {
     /// Whether some method reads the event's metadata (takes `meta: &EventEnvelope`).
     /// An inline projection of such a type makes the save reserve the events' global
     /// sequences and stream versions before it plans, so the envelopes it gets carry the
-    /// values stored (one more round trip); `#[marten::apply]` sets it. A hand-written
+    /// values stored (one more round trip). When no method does, a live fold reads only
+    /// each event's data, type, sequence and version, and the other fields of the
+    /// envelopes it applies are defaults. `#[marten::apply]` sets it. A hand-written
     /// impl gets `true`, which is always correct.
     const USES_METADATA: bool = true;
 
@@ -43,11 +45,6 @@ pub trait Apply: Sized + Send + Sync + 'static {
 
     /// Whether the type has a method for this event.
     fn handles(event: &dyn AnyEvent) -> bool;
-
-    /// Whether one of its methods takes the event's metadata (`meta: &EventEnvelope`).
-    /// When none does, a live fold reads only each event's data, type, sequence and
-    /// version, and the other fields of the envelopes it applies are defaults.
-    const TAKES_METADATA: bool = true;
 
     /// The event types it has methods for, with their decoders (so a store that
     /// registers the projection can read those events without registering each).

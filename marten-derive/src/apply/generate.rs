@@ -16,7 +16,6 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let creates = by_role(methods, |m| m.role == Role::Create, create_arm);
     let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
     let handled = handled(methods);
-    let takes_metadata = methods.iter().any(|m| m.with_meta);
     let identity_impl = identity_impl(self_ty, methods);
     let uses_metadata = methods.iter().any(|m| m.with_meta);
 
@@ -51,8 +50,6 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
                     #(#applies)*
                     ::core::result::Result::Ok(::core::option::Option::Some(state))
                 }
-
-                const TAKES_METADATA: bool = #takes_metadata;
 
                 fn handles(data: &dyn #p::AnyEvent) -> bool {
                     false #(|| #p::support::event_as::<#handled>(data).is_some())*

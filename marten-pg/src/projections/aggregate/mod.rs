@@ -70,7 +70,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         tenant,
         stream,
         range,
-        lean: !A::TAKES_METADATA,
+        lean: !A::USES_METADATA,
     };
     if !inline {
         let folded = fold_live::<A>(&reads, stored).await?;
