@@ -52,6 +52,10 @@ pub struct Report {
 /// A baseline file: per profile, per benchmark, the ratio of each checked row.
 #[derive(Debug, Deserialize)]
 struct Baseline {
+    /// How the baseline was made (for its readers).
+    #[serde(default)]
+    #[allow(dead_code)]
+    note: Option<String>,
     /// The largest accepted fall of a ratio, as a fraction (0.15: 15 %).
     tolerance: f64,
     #[serde(flatten)]
