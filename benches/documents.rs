@@ -78,8 +78,83 @@ impl Tally {
     }
 }
 
+/// A fold-heavy aggregate: each apply does some microseconds of arithmetic, so the
+/// daemon's time goes to folding and parallel fold workers can show.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Heavy {
+    id: Uuid,
+    version: i64,
+    hash: u64,
+}
+
+#[marten::apply]
+impl Heavy {
+    fn apply(&mut self, e: &Ticked) {
+        let mut h = self.hash ^ e.n as u64;
+        for i in 0..20_000u64 {
+            h = std::hint::black_box(h.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+        }
+        self.hash = h;
+    }
+}
+
+/// When a daemon's work started and ended: its first batch and its last commit, so that
+/// start-up and the staleness poll do not count in its rate.
+#[derive(Default)]
+struct Clock {
+    first_batch: std::sync::Mutex<Option<Instant>>,
+    last_commit: std::sync::Mutex<Option<Instant>>,
+}
+
+#[derive(Clone, Default)]
+struct ClockHooks(Arc<Clock>);
+
+impl marten::daemon::DaemonHooks for ClockHooks {
+    fn before_batch(&self, _projection: &str) {
+        let mut first = self.0.first_batch.lock().expect("clock");
+        first.get_or_insert_with(Instant::now);
+    }
+
+    fn after_commit(&self, _projection: &str, _sequences: &[i64]) {
+        *self.0.last_commit.lock().expect("clock") = Some(Instant::now());
+    }
+}
+
+impl ClockHooks {
+    /// Events per second between the first batch and the last commit.
+    fn rate(&self, events: i64) -> f64 {
+        let first = self.0.first_batch.lock().expect("clock").expect("a batch ran");
+        let last = self.0.last_commit.lock().expect("clock").expect("a batch committed");
+        events as f64 / (last - first).as_secs_f64()
+    }
+}
+
+/// Rebuilds `projection` of `store` from the start with `workers` fold workers; its
+/// events per second from the first batch to the last commit.
+async fn catch_up_rate(store: &DocumentStore, projection: &str, workers: usize, total: i64) -> f64 {
+    marten::daemon::rebuild(store, projection)
+        .await
+        .expect("reset");
+    let clock = ClockHooks::default();
+    let daemon = marten::daemon::Daemon::start(
+        store,
+        marten::daemon::DaemonOptions {
+            workers,
+            ..Default::default()
+        }
+        .with_hooks(clock.clone()),
+    );
+    daemon
+        .wait_for_non_stale(std::time::Duration::from_secs(300))
+        .await
+        .expect("catch up");
+    daemon.stop().await.expect("stop");
+    clock.rate(total)
+}
+
 /// Catch-up throughput of the daemon with `workers` fold workers against a raw fold of the
-/// same events (read in global order, folded in Rust, written with `unnest` per 500).
+/// same events (read in global order, folded in Rust, written with `unnest` per 500), and
+/// the speed-up of two fold workers over one with a fold-heavy projection.
 async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(String, f64, f64)> {
     let schema = TestSchema::new(&format!("bench_daemon_{sync}"));
     let store = DocumentStore::builder()
@@ -112,23 +187,7 @@ async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(Str
         .get(0);
     let mut out = Vec::new();
     for workers in [1usize, 2] {
-        marten::daemon::rebuild(&store, "Tally")
-            .await
-            .expect("reset");
-        let start = Instant::now();
-        let daemon = marten::daemon::Daemon::start(
-            &store,
-            marten::daemon::DaemonOptions {
-                workers,
-                ..Default::default()
-            },
-        );
-        daemon
-            .wait_for_non_stale(std::time::Duration::from_secs(300))
-            .await
-            .expect("catch up");
-        let lib = total as f64 / start.elapsed().as_secs_f64();
-        daemon.stop().await.expect("stop");
+        let lib = catch_up_rate(&store, "Tally", workers, total).await;
         // The raw referent: the same events, folded by hand.
         raw.batch_execute("CREATE TABLE IF NOT EXISTS raw_tally (id uuid PRIMARY KEY, data jsonb NOT NULL); TRUNCATE raw_tally")
             .await
@@ -178,6 +237,23 @@ async fn daemon_catch_up(url: &str, sync: &str, events_total: usize) -> Vec<(Str
         let rawr = total as f64 / start.elapsed().as_secs_f64();
         out.push((format!("daemon catch-up, {workers} worker(s)"), lib, rawr));
     }
+    // The same events, a fold-heavy projection: two fold workers against one.
+    let heavy = DocumentStore::builder()
+        .connection_string(url)
+        .ssl_mode(marten::SslMode::Disable)
+        .schema(setup.schema.name())
+        .pool_size(8)
+        .projection::<Heavy>(Lifecycle::Async)
+        .build()
+        .await
+        .expect("store");
+    let one = catch_up_rate(&heavy, "Heavy", 1, total).await;
+    let two = catch_up_rate(&heavy, "Heavy", 2, total).await;
+    out.push((
+        "daemon catch-up, fold-heavy: 2 workers (vs 1 worker)".to_owned(),
+        two,
+        one,
+    ));
     out
 }
 
@@ -780,14 +856,20 @@ fn main() -> std::process::ExitCode {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
         let catch_up = if wanted("daemon catch-up") {
-            rt.block_on(daemon_catch_up(&url, sync, 10_000 * scale))
+            let events = if quick { 10_000 } else { 50_000 * scale };
+            rt.block_on(daemon_catch_up(&url, sync, events))
         } else {
             Vec::new()
         };
         for (name, lib, raw) in catch_up {
             let e = report.add_single(&name, sync, "events/s", lib, raw);
+            let referent = if name.contains("fold-heavy") {
+                "1 worker"
+            } else {
+                "raw fold"
+            };
             println!(
-                "| {name} | {sync} | {lib:.0} events/s | {raw:.0} (raw fold) | {:.2} | single run |",
+                "| {name} | {sync} | {lib:.0} events/s | {raw:.0} ({referent}) | {:.2} | single run |",
                 e.ratio
             );
         }
