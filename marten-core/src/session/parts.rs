@@ -4,11 +4,11 @@
 
 use std::marker::PhantomData;
 
-use super::backend::{Backend, QueryBackend};
+use super::backend::{Backend, CompiledQueryBackend, QueryBackend};
 use super::kinds::Tracking;
 use super::options::{EventMeta, SessionOptions};
 use super::state::SessionState;
-use crate::{Document, EventTag};
+use crate::{Document, EventTag, Result};
 
 /// A session's parts, as its backend sees them: the store handle, the connection, the
 /// queued unit of work and what the session remembers.
@@ -94,6 +94,18 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         B: QueryBackend<D>,
     {
         B::query(self)
+    }
+
+    /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
+    /// values of `query`).
+    pub async fn query_compiled<Q>(
+        &mut self,
+        query: &Q,
+    ) -> Result<<B as CompiledQueryBackend<Q>>::Output>
+    where
+        B: CompiledQueryBackend<Q>,
+    {
+        B::run_compiled(self, query).await
     }
 
     /// The event store operations of this session.

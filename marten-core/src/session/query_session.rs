@@ -1,7 +1,7 @@
 //! The read-only session, [`QuerySession<B>`]: loads and queries without tracking
 //! anything, on a connection of its own.
 
-use super::backend::{Backend, DocumentBackend, QueryBackend};
+use super::backend::{Backend, CompiledQueryBackend, DocumentBackend, QueryBackend};
 use crate::concurrency::VersionOf;
 use crate::{Document, DocumentMetadata, Result};
 
@@ -37,6 +37,18 @@ impl<B: Backend> QuerySession<B> {
         B: QueryBackend<D>,
     {
         B::read_query(self)
+    }
+
+    /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
+    /// values of `query`).
+    pub async fn query_compiled<Q>(
+        &mut self,
+        query: &Q,
+    ) -> Result<<B as CompiledQueryBackend<Q>>::Output>
+    where
+        B: CompiledQueryBackend<Q>,
+    {
+        B::read_compiled(self, query).await
     }
 
     /// Several queries in one round trip.

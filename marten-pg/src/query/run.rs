@@ -17,6 +17,7 @@ use marten_core::query::{
 };
 use marten_core::{Error, Result, SoftDeleted};
 use serde::de::DeserializeOwned;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::include::Including;
@@ -27,8 +28,10 @@ use super::rows::{decode, decode_aggregate, decode_at, reading};
 use super::select::Selected;
 use super::spec::QuerySpec;
 use super::QuerySource;
+use crate::connection::Conn;
 use crate::documents::PgDocument;
 use crate::json::JsonRef;
+use crate::store::DocumentStore;
 
 /// A page of results with the total count of matches.
 #[derive(Debug, Clone)]
@@ -170,19 +173,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// Runs `sql` on the session's connection and returns its rows.
     async fn fetch(self, sql: Sql) -> Result<Vec<tokio_postgres::Row>> {
         let (store, conn) = self.session.source();
-        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
-        crate::trace::fingerprint(&span, [sql.text.as_str()]);
-        async {
-            store.ensure::<D>().await?;
-            conn.run(store, async |client| {
-                let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
-                let refs = sql.refs();
-                client.query(&stmt, &refs).await.map_err(reading::<D>)
-            })
-            .await
-        }
-        .instrument(span)
-        .await
+        fetch::<D>(store, conn, &sql.text, &sql.refs()).await
     }
 
     /// All matches.
@@ -413,4 +404,26 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.shape = Some(expr);
         Selected::new(self)
     }
+}
+
+/// Runs `text` with `params` on `conn` as a query of `D` (a prepared statement, cached per
+/// connection) and returns its rows.
+pub(super) async fn fetch<D: PgDocument>(
+    store: &DocumentStore,
+    conn: &mut Conn,
+    text: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
+    crate::trace::fingerprint(&span, [text]);
+    async {
+        store.ensure::<D>().await?;
+        conn.run(store, async |client| {
+            let stmt = client.statement(text).await.map_err(reading::<D>)?;
+            client.query(&stmt, params).await.map_err(reading::<D>)
+        })
+        .await
+    }
+    .instrument(span)
+    .await
 }
