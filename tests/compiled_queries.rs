@@ -137,7 +137,7 @@ fn shop(i: usize) -> Shop {
         name: format!("shop {i:02}"),
         city: CITIES[i % 3].to_owned(),
         rating: i32::try_from(i % 5).unwrap_or(0),
-        nick: (i % 4 == 0).then(|| format!("n{}", i % 8)),
+        nick: i.is_multiple_of(4).then(|| format!("n{}", i % 8)),
     }
 }
 
@@ -192,10 +192,17 @@ async fn compiled_results_equal_the_same_queries_run_uncompiled() {
             .await);
         assert_eq!(best, plain_best, "{city}");
     }
-    assert_eq!(ok(s.query_compiled(&BestInCity("Nowhere".into())).await), None);
+    assert_eq!(
+        ok(s.query_compiled(&BestInCity("Nowhere".into())).await),
+        None
+    );
     for rating in 0..6 {
         let n = ok(s.query_compiled(&RatedAtLeast(rating)).await);
-        let plain = ok(s.query::<Shop>().filter(|f| f.rating.ge(rating)).count().await);
+        let plain = ok(s
+            .query::<Shop>()
+            .filter(|f| f.rating.ge(rating))
+            .count()
+            .await);
         assert_eq!(n, plain, "rating {rating}");
     }
     let single = ok(s.query_compiled(&Named("shop 07")).await);
@@ -237,15 +244,22 @@ async fn a_second_run_reuses_the_statement_and_a_new_shape_renders_its_own() {
     let with_deleted = ok(s.query_compiled(&q("Seattle", None, true, None)).await);
     assert_eq!(renders(), 3);
     assert_eq!(with_deleted.len(), all.len() + 1, "shop 00 is deleted");
-    let page = ok(s.query_compiled(&q("Seattle", None, false, Some((1, 2)))).await);
+    let page = ok(s
+        .query_compiled(&q("Seattle", None, false, Some((1, 2))))
+        .await);
     assert_eq!(names(&page), names(&all[1..3]));
     // The shapes are cached: running them again with other values renders nothing.
     let before = renders();
     let rated = ok(s.query_compiled(&q("Oakland", Some(4), false, None)).await);
     assert!(rated.iter().all(|x| x.rating >= 4 && x.city == "Oakland"));
-    let page = ok(s.query_compiled(&q("Oakland", None, false, Some((0, 1)))).await);
+    let page = ok(s
+        .query_compiled(&q("Oakland", None, false, Some((0, 1))))
+        .await);
     assert_eq!(page.len(), 1);
-    assert_eq!(ok(s.query_compiled(&q("Seattle", None, false, None)).await), all);
+    assert_eq!(
+        ok(s.query_compiled(&q("Seattle", None, false, None)).await),
+        all
+    );
     assert_eq!(renders(), before);
     // `None` and `Some` on an indexed field render differently (`IS NULL`): two shapes.
     assert!(ok(s.query_compiled(&Nicked(None)).await));
@@ -272,9 +286,18 @@ async fn tenant_sessions_stay_scoped_and_share_the_statement() {
     let totals = |ps: Vec<Purchase>| ps.into_iter().map(|p| p.total).collect::<Vec<_>>();
     let mut a = ok(store.for_tenant("a")).query_session();
     let mut b = ok(store.for_tenant("b")).identity_session();
-    assert_eq!(totals(ok(a.query_compiled(&PurchasesOf("ann")).await)), [1, 5]);
-    assert_eq!(totals(ok(b.query_compiled(&PurchasesOf("ann")).await)), [3, 7]);
-    assert_eq!(totals(ok(a.query_compiled(&PurchasesOf("bob")).await)), Vec::<i64>::new());
+    assert_eq!(
+        totals(ok(a.query_compiled(&PurchasesOf("ann")).await)),
+        [1, 5]
+    );
+    assert_eq!(
+        totals(ok(b.query_compiled(&PurchasesOf("ann")).await)),
+        [3, 7]
+    );
+    assert_eq!(
+        totals(ok(a.query_compiled(&PurchasesOf("bob")).await)),
+        Vec::<i64>::new()
+    );
     assert_eq!(store.compiled_query_stats().renders, 1);
     // Without a tenant, a conjoined type cannot be queried.
     let mut none = store.query_session();

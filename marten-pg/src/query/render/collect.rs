@@ -7,7 +7,7 @@
 //! mirrors the arm of `node` that renders the same kind of node, through the same helpers
 //! for the values bound. Uses `node`, `one_of`, `raw`, `nul` and [`Sql`].
 
-use marten_core::query::{Node, Path, ValueKind};
+use marten_core::query::{CompareOp, Node, Path, RawParam, ValueKind};
 
 use super::node::{compared_param, containment_doc, null_column_test};
 use super::nul::{nul_reason, refuse_nul};
@@ -92,20 +92,7 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
             op,
             kind,
             value,
-        } => {
-            key.tag(1);
-            key.path(path);
-            key.tag(*op as u8);
-            key.kind(*kind);
-            key.tag(json_type(value));
-            refuse_nul(sql, value);
-            if let Some(doc) = containment_doc(gin && root, path, *op, value) {
-                sql.params.push(Box::new(doc));
-            }
-            if null_column_test(root, path, *op, *kind, value).is_none() {
-                sql.params.push(compared_param(root, path, *kind, value));
-            }
-        }
+        } => compare(gin && root, root, sql, key, (path, *op, *kind, value)),
         Node::OneOf { path, kind, values } => {
             key.tag(2);
             key.path(path);
@@ -154,17 +141,42 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
         Node::Raw {
             sql: fragment,
             params,
-        } => {
-            key.tag(11);
-            key.text(fragment);
-            key.number(params.len());
-            for p in params {
-                refuse_raw_nul(sql, p);
-                let value = raw_value(sql, p);
-                sql.params.push(value);
-            }
-        }
+        } => raw(sql, key, fragment, params),
         _ => key.tag(12),
+    }
+}
+
+/// A comparison (`gin_root`: at the root of a document with a GIN index).
+fn compare(
+    gin_root: bool,
+    root: bool,
+    sql: &mut Sql,
+    key: &mut ShapeKey,
+    (path, op, kind, value): (&Path, CompareOp, ValueKind, &serde_json::Value),
+) {
+    key.tag(1);
+    key.path(path);
+    key.tag(op as u8);
+    key.kind(kind);
+    key.tag(json_type(value));
+    refuse_nul(sql, value);
+    if let Some(doc) = containment_doc(gin_root, path, op, value) {
+        sql.params.push(Box::new(doc));
+    }
+    if null_column_test(root, path, op, kind, value).is_none() {
+        sql.params.push(compared_param(root, path, kind, value));
+    }
+}
+
+/// A raw fragment: its text and count of parameters, and its parameters.
+fn raw(sql: &mut Sql, key: &mut ShapeKey, fragment: &str, params: &[RawParam]) {
+    key.tag(11);
+    key.text(fragment);
+    key.number(params.len());
+    for p in params {
+        refuse_raw_nul(sql, p);
+        let value = raw_value(sql, p);
+        sql.params.push(value);
     }
 }
 

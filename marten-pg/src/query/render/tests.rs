@@ -344,25 +344,31 @@ fn fresh(same_type: bool) -> impl Strategy<Value = Fresh> {
         })
 }
 
-/// The text render writes, its parameters (as `Debug` shows them) and why it is invalid;
-/// then the same of the collecting pass, with its key.
-fn both(
-    node: &Node,
-    gin: bool,
-) -> (
-    (String, String, Option<String>),
-    (String, Option<String>, ShapeKey),
-) {
+/// A tree rendered and collected.
+struct Run {
+    /// The text render writes.
+    text: String,
+    /// The parameters render binds, as `Debug` shows them, and why it is invalid.
+    rendered: (String, Option<String>),
+    /// The same of the collecting pass.
+    collected: (String, Option<String>),
+    /// The collecting pass's key.
+    key: ShapeKey,
+}
+
+fn both(node: &Node, gin: bool) -> Run {
     let mut rendered = Sql::default();
     let text = render(node, gin, &mut rendered);
     let mut collected = Sql::default();
     let mut key = ShapeKey::default();
     collect(node, gin, &mut collected, &mut key);
-    let debug = |sql: &Sql| format!("{:?}", sql.params);
-    (
-        (text, debug(&rendered), rendered.invalid.clone()),
-        (debug(&collected), collected.invalid, key),
-    )
+    let debug = |sql: Sql| (format!("{:?}", sql.params), sql.invalid);
+    Run {
+        text,
+        rendered: debug(rendered),
+        collected: debug(collected),
+        key,
+    }
 }
 
 proptest! {
@@ -378,14 +384,13 @@ proptest! {
     ) {
         let variants = [node.clone(), same.revalue(&node), other.revalue(&node)];
         let runs: Vec<_> = variants.iter().map(|n| both(n, gin)).collect();
-        for ((_, params, invalid), (collected, collected_invalid, _)) in &runs {
-            prop_assert_eq!(collected, params);
-            prop_assert_eq!(collected_invalid, invalid);
+        for run in &runs {
+            prop_assert_eq!(&run.collected, &run.rendered);
         }
-        prop_assert_eq!(&runs[1].1.2, &runs[0].1.2);
-        prop_assert_eq!(&runs[1].0.0, &runs[0].0.0);
-        if runs[2].1.2 == runs[0].1.2 {
-            prop_assert_eq!(&runs[2].0.0, &runs[0].0.0);
+        prop_assert_eq!(&runs[1].key, &runs[0].key);
+        prop_assert_eq!(&runs[1].text, &runs[0].text);
+        if runs[2].key == runs[0].key {
+            prop_assert_eq!(&runs[2].text, &runs[0].text);
         }
     }
 }
