@@ -2,6 +2,7 @@
 //! sees), how it is opened, and the settings a caller changes on it. Loads are in
 //! `loads`, writes in `writes`, `save_changes` in `save_changes`.
 
+use std::future::Future;
 use std::marker::PhantomData;
 
 use super::backend::{Backend, CompiledQueryBackend, QueryBackend};
@@ -98,14 +99,14 @@ impl<B: Backend, K: Tracking> Session<B, K> {
 
     /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
     /// values of `query`).
-    pub async fn query_compiled<Q>(
-        &mut self,
-        query: &Q,
-    ) -> Result<<B as CompiledQueryBackend<Q>>::Output>
+    pub fn query_compiled<'a, Q>(
+        &'a mut self,
+        query: &'a Q,
+    ) -> impl Future<Output = Result<<B as CompiledQueryBackend<Q>>::Output>> + Send + 'a
     where
         B: CompiledQueryBackend<Q>,
     {
-        B::run_compiled(self, query).await
+        B::run_compiled(self, query)
     }
 
     /// The event store operations of this session.

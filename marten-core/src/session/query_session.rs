@@ -1,6 +1,8 @@
 //! The read-only session, [`QuerySession<B>`]: loads and queries without tracking
 //! anything, on a connection of its own.
 
+use std::future::Future;
+
 use super::backend::{Backend, CompiledQueryBackend, DocumentBackend, QueryBackend};
 use crate::concurrency::VersionOf;
 use crate::{Document, DocumentMetadata, Result};
@@ -41,14 +43,14 @@ impl<B: Backend> QuerySession<B> {
 
     /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
     /// values of `query`).
-    pub async fn query_compiled<Q>(
-        &mut self,
-        query: &Q,
-    ) -> Result<<B as CompiledQueryBackend<Q>>::Output>
+    pub fn query_compiled<'a, Q>(
+        &'a mut self,
+        query: &'a Q,
+    ) -> impl Future<Output = Result<<B as CompiledQueryBackend<Q>>::Output>> + Send + 'a
     where
         B: CompiledQueryBackend<Q>,
     {
-        B::read_compiled(self, query).await
+        B::read_compiled(self, query)
     }
 
     /// Several queries in one round trip.

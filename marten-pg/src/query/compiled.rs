@@ -30,6 +30,11 @@ use crate::store::DocumentStore;
 /// shape) and reused afterwards with the new values bound.
 ///
 /// `build` must depend on `self` only: the same values must build the same query.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a compiled query",
+    label = "not a compiled query",
+    note = "implement `marten::CompiledQuery` for it: its `Document` type, what it `Returns` (`marten::compiled::ToList`, ..) and how it `build`s its query from its fields"
+)]
 pub trait CompiledQuery: Send + Sync + 'static {
     /// The document type queried.
     type Document: PgDocument + HasFields;
@@ -45,6 +50,11 @@ mod sealed {
 
 /// What a compiled query returns (sealed): [`ToList`], [`First`], [`Single`], [`Count`]
 /// or [`Exists`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not what a compiled query of `{D}` can return",
+    label = "not a return kind of compiled queries",
+    note = "use one of `marten::compiled::{{ToList, First, Single, Count, Exists}}` (the documents, the first or the only one, their count, whether any matches)"
+)]
 pub trait Returns<D>: sealed::Sealed + Send + Sync + 'static {
     /// The result of a run.
     type Output: Send;
