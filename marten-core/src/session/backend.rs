@@ -126,7 +126,8 @@ pub trait DocumentBackend<D: Document>: Backend<Queue: DirtyQueue<D>> {
         conn: &mut Self::Conn,
         ids: &[D::Id],
     ) -> impl Future<Output = Result<Vec<Loaded<D>>>> + Send;
-    /// Reads the stored version and last-modified time of a document.
+    /// Reads the stored version and last-modified time of a document, and whether it is
+    /// marked deleted (a soft-deleted type's marked document has metadata too).
     fn metadata(
         store: &Self::Store,
         conn: &mut Self::Conn,

@@ -76,7 +76,8 @@ impl<B: Backend> QuerySession<B> {
         Ok(loaded.into_iter().map(|l| l.doc).collect())
     }
 
-    /// Reads the stored version and last-modified time of a document.
+    /// Reads the stored version and last-modified time of a document, and whether it is
+    /// marked deleted (a soft-deleted type's marked document has metadata too).
     pub async fn metadata<D: Document>(
         &mut self,
         id: &D::Id,
