@@ -110,9 +110,12 @@ pub mod query {
 
 /// Compiled queries (see the README, "Compiled queries"): what a [`CompiledQuery`]
 /// returns ([`ToList`](compiled::ToList), [`First`](compiled::First),
-/// [`Single`](compiled::Single), [`Count`](compiled::Count), [`Exists`](compiled::Exists)).
+/// [`Single`](compiled::Single), [`Count`](compiled::Count), [`Exists`](compiled::Exists),
+/// [`ToPage`](compiled::ToPage)).
 pub mod compiled {
-    pub use marten_pg::query::{CompiledOutput, Count, Exists, First, Returns, Single, ToList};
+    pub use marten_pg::query::{
+        CompiledOutput, Count, Exists, First, Returns, Single, ToList, ToPage,
+    };
 }
 
 /// The projection engine's pure fold over owned state.

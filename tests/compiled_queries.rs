@@ -8,7 +8,7 @@
 mod common;
 
 use common::{builder, ok};
-use marten::compiled::{Count, Exists, First, Single, ToList};
+use marten::compiled::{Count, Exists, First, Single, ToList, ToPage};
 use marten::prelude::*;
 use marten::QuerySpec;
 use proptest::prelude::*;
@@ -115,6 +115,25 @@ impl CompiledQuery for Nicked {
     }
 }
 
+/// A page of the shops of a city, by name, and how many there are.
+struct CityPage {
+    city: &'static str,
+    page: usize,
+}
+
+impl CompiledQuery for CityPage {
+    type Document = Shop;
+    type Returns = ToPage;
+
+    fn build(&self, query: QuerySpec<Shop>) -> QuerySpec<Shop> {
+        query
+            .filter(|f| f.city.eq(self.city))
+            .order_by(|f| f.name.asc())
+            .skip(self.page * 2)
+            .take(2)
+    }
+}
+
 /// A customer's purchases (a conjoined type: the session's tenant's only).
 struct PurchasesOf(&'static str);
 
@@ -204,6 +223,26 @@ async fn compiled_results_equal_the_same_queries_run_uncompiled() {
             .count()
             .await);
         assert_eq!(n, plain, "rating {rating}");
+    }
+    for (city, page) in [
+        ("Seattle", 0),
+        ("Oakland", 2),
+        ("Lisbon", 9),
+        ("Nowhere", 0),
+    ] {
+        let compiled = ok(s.query_compiled(&CityPage { city, page }).await);
+        let plain = ok(s
+            .query::<Shop>()
+            .filter(|f| f.city.eq(city))
+            .order_by(|f| f.name.asc())
+            .to_page(page, 2)
+            .await);
+        assert_eq!(compiled.total, plain.total, "{city}");
+        assert_eq!(
+            names(&compiled.items),
+            names(&plain.items),
+            "{city} page {page}"
+        );
     }
     let single = ok(s.query_compiled(&Named("shop 07")).await);
     assert_eq!(single.map(|x| x.name), Some("shop 07".to_owned()));

@@ -1,6 +1,6 @@
 //! Compiled queries: [`CompiledQuery`], a user type whose fields are a query's
 //! parameters, what it returns ([`Returns`]: [`ToList`], [`First`], [`Single`],
-//! [`Count`], [`Exists`]), and how one runs. The statement is rendered the first time a
+//! [`Count`], [`Exists`], [`ToPage`]), and how one runs. The statement is rendered the first time a
 //! query type runs in a given shape and cached in the store, keyed by the type and the
 //! shape's key; later runs only collect the parameter values (the `collect` pass) and
 //! send the cached text, a prepared statement on each connection. A shape the values
@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 use super::collect::Statement;
 use super::render::Sql;
 use super::rows::{decode, reading};
-use super::run::fetch;
+use super::run::{decode_page, fetch, Page};
 use super::spec::QuerySpec;
 use super::QuerySource;
 use crate::documents::PgDocument;
@@ -38,7 +38,8 @@ use crate::store::DocumentStore;
 pub trait CompiledQuery: Send + Sync + 'static {
     /// The document type queried.
     type Document: PgDocument + HasFields;
-    /// What a run returns: [`ToList`], [`First`], [`Single`], [`Count`] or [`Exists`].
+    /// What a run returns: [`ToList`], [`First`], [`Single`], [`Count`], [`Exists`] or
+    /// [`ToPage`].
     type Returns: Returns<Self::Document>;
     /// The query of these values: filters, sorts, skip and take on `query`.
     fn build(&self, query: QuerySpec<Self::Document>) -> QuerySpec<Self::Document>;
@@ -48,12 +49,12 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// What a compiled query returns (sealed): [`ToList`], [`First`], [`Single`], [`Count`]
-/// or [`Exists`].
+/// What a compiled query returns (sealed): [`ToList`], [`First`], [`Single`], [`Count`],
+/// [`Exists`] or [`ToPage`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not what a compiled query of `{D}` can return",
     label = "not a return kind of compiled queries",
-    note = "use one of `marten::compiled::{{ToList, First, Single, Count, Exists}}` (the documents, the first or the only one, their count, whether any matches)"
+    note = "use one of `marten::compiled::{{ToList, First, Single, Count, Exists, ToPage}}` (the documents, the first or the only one, their count, whether any matches, a page and the total)"
 )]
 pub trait Returns<D>: sealed::Sealed + Send + Sync + 'static {
     /// The result of a run.
@@ -82,12 +83,17 @@ pub struct Count;
 /// Returns whether any document matches, as [`Query::exists`](super::Query::exists).
 #[derive(Debug, Clone, Copy)]
 pub struct Exists;
+/// Returns the page the query's `skip` and `take` select and the total number of
+/// matches, in one statement, as [`Query::to_page`](super::Query::to_page).
+#[derive(Debug, Clone, Copy)]
+pub struct ToPage;
 
 impl sealed::Sealed for ToList {}
 impl sealed::Sealed for First {}
 impl sealed::Sealed for Single {}
 impl sealed::Sealed for Count {}
 impl sealed::Sealed for Exists {}
+impl sealed::Sealed for ToPage {}
 
 fn documents<D: PgDocument>(rows: &[Row]) -> Result<Vec<D>> {
     rows.iter().map(decode::<D>).collect()
@@ -139,6 +145,17 @@ impl<D: PgDocument> Returns<D> for Exists {
     }
     fn decode(rows: &[Row]) -> Result<bool> {
         Ok(!rows.is_empty())
+    }
+}
+
+impl<D: PgDocument> Returns<D> for ToPage {
+    type Output = Page<D>;
+    fn prepare(spec: &mut QuerySpec<D>) -> bool {
+        spec.with_total = true;
+        false
+    }
+    fn decode(rows: &[Row]) -> Result<Page<D>> {
+        decode_page(rows)
     }
 }
 

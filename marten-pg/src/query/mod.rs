@@ -40,7 +40,9 @@ mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
 pub(crate) use compiled::run_compiled;
-pub use compiled::{CompiledOutput, CompiledQuery, Count, Exists, First, Returns, Single, ToList};
+pub use compiled::{
+    CompiledOutput, CompiledQuery, Count, Exists, First, Returns, Single, ToList, ToPage,
+};
 pub use include::{Included, Including};
 pub use params::{param, SqlParams};
 pub use run::{Page, Query};

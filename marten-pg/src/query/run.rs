@@ -229,19 +229,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.take = Some(page_size);
         self.spec.with_total = true;
         let rows = self.rows().await?;
-        let total = match rows.first() {
-            Some(r) => r.try_get(1).map_err(reading::<D>)?,
-            None => 0,
-        };
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The one row of an empty page has no document.
-            let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
-            if data.is_some() {
-                items.push(decode_at::<D>(row, 2)?);
-            }
-        }
-        Ok(Page { items, total })
+        decode_page(&rows)
     }
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
@@ -426,4 +414,21 @@ pub(super) async fn fetch<D: PgDocument>(
     }
     .instrument(span)
     .await
+}
+
+/// A page from the rows of the total form: the total (0 without a row) and the documents
+/// (the one row of a page past the last match has none).
+pub(super) fn decode_page<D: PgDocument>(rows: &[tokio_postgres::Row]) -> Result<Page<D>> {
+    let total = match rows.first() {
+        Some(r) => r.try_get(1).map_err(reading::<D>)?,
+        None => 0,
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
+        if data.is_some() {
+            items.push(decode_at::<D>(row, 2)?);
+        }
+    }
+    Ok(Page { items, total })
 }
