@@ -26,6 +26,7 @@ pub use marten_pg::{
 pub use marten_pg::{
     BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,
 };
+pub use marten_pg::{CompiledQuery, CompiledQueryStats};
 pub use marten_pg::{Health, HealthCheck, HealthFailure, ProjectionHealth, ProjectionStatus};
 pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 
@@ -33,8 +34,8 @@ pub use marten_pg::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 /// [`Session`] is made of and the traits a backend implements ([`Postgres`] here).
 pub mod session {
     pub use marten_core::session::{
-        Backend, DocumentBackend, EventMeta, Loaded, Parts, PatchBackend, Patching, QueryBackend,
-        Session,
+        Backend, CompiledQueryBackend, DocumentBackend, EventMeta, Loaded, Parts, PatchBackend,
+        Patching, QueryBackend, Session,
     };
 }
 
@@ -107,6 +108,16 @@ pub mod query {
     pub use marten_pg::SqlParams;
 }
 
+/// Compiled queries (see the README, "Compiled queries"): what a [`CompiledQuery`]
+/// returns ([`ToList`](compiled::ToList), [`First`](compiled::First),
+/// [`Single`](compiled::Single), [`Count`](compiled::Count), [`Exists`](compiled::Exists),
+/// [`ToPage`](compiled::ToPage)).
+pub mod compiled {
+    pub use marten_pg::query::{
+        CompiledOutput, Count, Exists, First, Returns, Single, ToList, ToPage,
+    };
+}
+
 /// The projection engine's pure fold over owned state.
 pub mod aggregate {
     pub use marten_core::aggregate::fold;
@@ -116,10 +127,10 @@ pub mod aggregate {
 pub mod prelude {
     pub use crate::Queryable;
     pub use crate::{
-        apply, Aggregate, AutoCreate, BulkMode, Document, DocumentId, DocumentStore, Error, Event,
-        EventEnvelope, IdentitySession, Lifecycle, LightweightSession, NewIds, PendingEvent,
-        Position, QuerySession, SessionOptions, StreamId, StreamIdentity, StreamRange, Tag,
-        TagQuery, TenantId, TenantedStore,
+        apply, Aggregate, AutoCreate, BulkMode, CompiledQuery, Document, DocumentId, DocumentStore,
+        Error, Event, EventEnvelope, IdentitySession, Lifecycle, LightweightSession, NewIds,
+        PendingEvent, Position, QuerySession, SessionOptions, StreamId, StreamIdentity,
+        StreamRange, Tag, TagQuery, TenantId, TenantedStore,
     };
     pub use uuid::Uuid;
 }

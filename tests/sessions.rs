@@ -161,6 +161,10 @@ async fn query_session_and_metadata() {
     assert_eq!(ok(q.load::<User>(&Uuid::now_v7()).await), None);
     let meta = ok(q.metadata::<User>(&u.id).await).expect("meta");
     assert!(!meta.version.is_nil());
+    assert!(
+        !meta.deleted && meta.deleted_at.is_none(),
+        "not a soft-deleted type"
+    );
     let age = time::OffsetDateTime::now_utc() - meta.last_modified;
     assert!(
         age.whole_seconds().abs() < 60,

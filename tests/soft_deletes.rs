@@ -1,6 +1,7 @@
 //! Soft deletes (`#[document(soft_delete)]`): deletes by id and by filter mark rows,
-//! every read (loads, metadata, typed queries, pages, streams, batches, aggregates,
-//! selections) skips them unless a query includes them or asks for them only, undo,
+//! every read (loads, typed queries, pages, streams, batches, aggregates, selections)
+//! skips them unless a query includes them or asks for them only, metadata tells them
+//! deleted (and when), undo,
 //! hard deletes, a store reviving a marked document, insert / update / patch of a marked
 //! one, each concurrency mode's version left alone, two tenants with the same ids, the
 //! schema patch adding the columns to an existing table, the partial indexes under
@@ -115,8 +116,15 @@ async fn a_delete_marks_the_row_and_every_read_skips_it() {
     assert!(ok(q.load::<Note>(&notes[1].id).await).is_none());
     let ids: Vec<Uuid> = notes.iter().map(|n| n.id).collect();
     assert_eq!(ns(&ok(q.load_many::<Note>(&ids).await)), [1, 3]);
-    assert!(ok(q.metadata::<Note>(&notes[1].id).await).is_none());
-    assert!(ok(q.metadata::<Note>(&notes[0].id).await).is_some());
+    // Metadata reads the marked row: deleted, and when.
+    let marked = ok(q.metadata::<Note>(&notes[1].id).await).expect("marked row's metadata");
+    assert!(marked.deleted);
+    assert!(marked
+        .deleted_at
+        .is_some_and(|at| at >= marked.last_modified));
+    let live = ok(q.metadata::<Note>(&notes[0].id).await).expect("live row's metadata");
+    assert!(!live.deleted);
+    assert_eq!(live.deleted_at, None);
 
     assert_eq!(ns(&ok(q.query::<Note>().to_list().await)), [1, 3]);
     assert_eq!(ok(q.query::<Note>().count().await), 2);
@@ -239,6 +247,9 @@ async fn delete_where_undo_and_hard_deletes() {
     ok(s.save_changes().await);
     ok(s.delete::<Counter>(&"c".to_owned()));
     ok(s.save_changes().await);
+    let marked = ok(q.metadata::<Counter>(&"c".to_owned()).await).expect("marked");
+    assert!(marked.deleted && marked.deleted_at.is_some());
+    assert_eq!(marked.version, 1);
     ok(s.undo_delete_where::<Counter>(Counter::fields().n.eq(1)));
     ok(s.save_changes().await);
     let revision: i64 = raw
@@ -249,6 +260,8 @@ async fn delete_where_undo_and_hard_deletes() {
     assert_eq!(revision, 1);
     let meta = ok(q.metadata::<Counter>(&"c".to_owned()).await).expect("live again");
     assert_eq!(meta.version, 1);
+    assert!(!meta.deleted);
+    assert_eq!(meta.deleted_at, None);
 }
 
 #[tokio::test]

@@ -50,8 +50,8 @@ pub use id::{HiLoId, PgId};
 pub use json::{JsonRef, RawJson};
 pub use projections::{EventProjection, Lifecycle, ProjectedOps};
 pub use query::{
-    BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,
-    SqlParams,
+    BatchItem, BatchResults, CompiledOutput, CompiledQuery, Included, Including, Page, Query,
+    QueryBatch, QuerySpec, Selected, SqlParams,
 };
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
@@ -60,7 +60,7 @@ pub use session::{
     SessionOptions, Tracking, Writing,
 };
 pub use status::ProjectionStatus;
-pub use store::{DocumentStore, DocumentStoreBuilder};
+pub use store::{CompiledQueryStats, DocumentStore, DocumentStoreBuilder};
 pub use tenancy::{TenantDaemons, TenantedStore, TenantedStoreBuilder};
 /// The `tokio_postgres` the store connects with (its `Config`, `Client`).
 pub use tokio_postgres;

@@ -27,7 +27,8 @@ fn ui() {
     // Typed queries: wrong root, wrong value type, operators the field type lacks, an
     // indexed field whose type has no `ColumnType`, `sum` of a string, a selection of
     // another document's field, a raw parameter PostgreSQL cannot take, a full-text search of a type
-    // without `#[document(full_text)]`.
+    // without `#[document(full_text)]`, a compiled query of an unknown return kind or a type
+    // that is not one.
     t.compile_fail("tests/ui/queries/*.rs");
     // Patches: operations the field type lacks, values of the wrong type.
     t.compile_fail("tests/ui/patches/*.rs");

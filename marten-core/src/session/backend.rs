@@ -1,7 +1,7 @@
 //! What a session needs from a database, as traits a backend implements: [`Backend`]
 //! (its store handle, connection and queue, and one attempt at a save) and, per document
 //! type, [`DocumentBackend`] (queue a write, load by id) and [`QueryBackend`] (the typed
-//! query). Every method is static: a session is monomorphic over its backend and its
+//! query), and per compiled query type [`CompiledQueryBackend`]. Every method is static: a session is monomorphic over its backend and its
 //! documents, and nothing on a load or save path dispatches at run time.
 
 use std::future::Future;
@@ -126,7 +126,8 @@ pub trait DocumentBackend<D: Document>: Backend<Queue: DirtyQueue<D>> {
         conn: &mut Self::Conn,
         ids: &[D::Id],
     ) -> impl Future<Output = Result<Vec<Loaded<D>>>> + Send;
-    /// Reads the stored version and last-modified time of a document.
+    /// Reads the stored version and last-modified time of a document, and whether it is
+    /// marked deleted (a soft-deleted type's marked document has metadata too).
     fn metadata(
         store: &Self::Store,
         conn: &mut Self::Conn,
@@ -153,6 +154,28 @@ pub trait QueryBackend<D: Document>: Backend {
     fn query<K: Tracking>(session: &mut Session<Self, K>) -> Self::Query<'_, K>;
     /// A query on documents of type `D` through a query session.
     fn read_query(session: &mut QuerySession<Self>) -> Self::ReadQuery<'_>;
+}
+
+/// A backend that runs compiled queries of type `Q` (a query type whose fields are its
+/// parameters, its statement built once and reused with new values).
+#[diagnostic::on_unimplemented(
+    message = "`{Q}` is not a compiled query of this store",
+    label = "not a compiled query",
+    note = "implement `marten::CompiledQuery` for it: its document type, what it returns and how it builds its query from its fields"
+)]
+pub trait CompiledQueryBackend<Q>: Backend {
+    /// What a run of `Q` returns.
+    type Output;
+    /// Runs `query` on `session`'s connection.
+    fn run_compiled<K: Tracking>(
+        session: &mut Session<Self, K>,
+        query: &Q,
+    ) -> impl Future<Output = Result<Self::Output>> + Send;
+    /// Runs `query` on a query session's connection.
+    fn read_compiled(
+        session: &mut QuerySession<Self>,
+        query: &Q,
+    ) -> impl Future<Output = Result<Self::Output>> + Send;
 }
 
 /// A backend that patches and deletes documents of type `D` in the database, by id or by

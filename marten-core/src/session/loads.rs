@@ -14,7 +14,8 @@ use crate::concurrency::VersionOf;
 use crate::{Document, DocumentMetadata, Error, Result};
 
 impl<B: Backend, K: Tracking> Session<B, K> {
-    /// Reads the stored version and last-modified time of a document.
+    /// Reads the stored version and last-modified time of a document, and whether it is
+    /// marked deleted (a soft-deleted type's marked document has metadata too).
     pub async fn metadata<D: Document>(
         &mut self,
         id: &D::Id,

@@ -24,7 +24,9 @@ pub mod state;
 mod writes;
 
 pub use attempts::{AttemptEnd, Next, SaveAttempts, MAX_SAVE_ATTEMPTS};
-pub use backend::{Backend, DeleteKind, DocumentBackend, Loaded, PatchBackend, QueryBackend};
+pub use backend::{
+    Backend, CompiledQueryBackend, DeleteKind, DocumentBackend, Loaded, PatchBackend, QueryBackend,
+};
 pub use kinds::{DirtyTracking, IdentityMap, Lightweight, Tracking};
 pub use options::{EventMeta, SessionOptions};
 pub use parts::{Parts, Session};

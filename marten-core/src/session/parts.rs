@@ -2,13 +2,14 @@
 //! sees), how it is opened, and the settings a caller changes on it. Loads are in
 //! `loads`, writes in `writes`, `save_changes` in `save_changes`.
 
+use std::future::Future;
 use std::marker::PhantomData;
 
-use super::backend::{Backend, QueryBackend};
+use super::backend::{Backend, CompiledQueryBackend, QueryBackend};
 use super::kinds::Tracking;
 use super::options::{EventMeta, SessionOptions};
 use super::state::SessionState;
-use crate::{Document, EventTag};
+use crate::{Document, EventTag, Result};
 
 /// A session's parts, as its backend sees them: the store handle, the connection, the
 /// queued unit of work and what the session remembers.
@@ -94,6 +95,18 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         B: QueryBackend<D>,
     {
         B::query(self)
+    }
+
+    /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
+    /// values of `query`).
+    pub fn query_compiled<'a, Q>(
+        &'a mut self,
+        query: &'a Q,
+    ) -> impl Future<Output = Result<<B as CompiledQueryBackend<Q>>::Output>> + Send + 'a
+    where
+        B: CompiledQueryBackend<Q>,
+    {
+        B::run_compiled(self, query)
     }
 
     /// The event store operations of this session.

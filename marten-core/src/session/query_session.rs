@@ -1,7 +1,9 @@
 //! The read-only session, [`QuerySession<B>`]: loads and queries without tracking
 //! anything, on a connection of its own.
 
-use super::backend::{Backend, DocumentBackend, QueryBackend};
+use std::future::Future;
+
+use super::backend::{Backend, CompiledQueryBackend, DocumentBackend, QueryBackend};
 use crate::concurrency::VersionOf;
 use crate::{Document, DocumentMetadata, Result};
 
@@ -39,6 +41,18 @@ impl<B: Backend> QuerySession<B> {
         B::read_query(self)
     }
 
+    /// Runs a compiled query (`Q`'s statement built on its first run, then reused with the
+    /// values of `query`).
+    pub fn query_compiled<'a, Q>(
+        &'a mut self,
+        query: &'a Q,
+    ) -> impl Future<Output = Result<<B as CompiledQueryBackend<Q>>::Output>> + Send + 'a
+    where
+        B: CompiledQueryBackend<Q>,
+    {
+        B::read_compiled(self, query)
+    }
+
     /// Several queries in one round trip.
     pub fn batch(&mut self) -> B::Batch<'_> {
         B::batch(self)
@@ -62,7 +76,8 @@ impl<B: Backend> QuerySession<B> {
         Ok(loaded.into_iter().map(|l| l.doc).collect())
     }
 
-    /// Reads the stored version and last-modified time of a document.
+    /// Reads the stored version and last-modified time of a document, and whether it is
+    /// marked deleted (a soft-deleted type's marked document has metadata too).
     pub async fn metadata<D: Document>(
         &mut self,
         id: &D::Id,

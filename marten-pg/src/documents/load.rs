@@ -136,7 +136,8 @@ async fn load_many_with<D: PgDocument>(
     Ok(out)
 }
 
-/// Reads a document's version and last-modified time.
+/// Reads a document's version, last-modified time and soft-delete state (of a marked
+/// row too).
 pub(crate) async fn metadata<D: PgDocument>(
     client: Db<'_>,
     tenant: Option<&TenantId>,
@@ -158,5 +159,9 @@ pub(crate) async fn metadata<D: PgDocument>(
     };
     let version = super::storage::read_version::<D>(&row, 0)?.unwrap_or_default();
     let last_modified: OffsetDateTime = row.try_get(1).map_err(reading::<D>)?;
-    Ok(Some(DocumentMetadata::new(version, last_modified)))
+    let deleted: bool = row.try_get(2).map_err(reading::<D>)?;
+    let deleted_at: Option<OffsetDateTime> = row.try_get(3).map_err(reading::<D>)?;
+    Ok(Some(
+        DocumentMetadata::new(version, last_modified).with_deleted(deleted, deleted_at),
+    ))
 }

@@ -13,6 +13,8 @@
 //! - `select`: [`Selected`], a query returning some fields of each match;
 //! - `include`: [`Including`], a query that also loads the documents its matches refer to;
 //! - `batch`: [`QueryBatch`], several queries in one round trip;
+//! - `collect`: a spec's statement parameters without its text, and its shape's key;
+//! - `compiled`: [`CompiledQuery`], a query type rendered once and run with new values;
 //! - `source`: [`QuerySource`], the sessions a query runs on (sealed);
 //! - `condition`: a filter as the condition of a patch or a delete by filter;
 //! - `deleted`: which rows of a soft-deleted type a statement matches.
@@ -21,6 +23,8 @@
 //! error map; sessions implement [`QuerySource`] and sit above.
 
 mod batch;
+mod collect;
+mod compiled;
 pub(crate) mod condition;
 pub(crate) mod deleted;
 mod include;
@@ -35,6 +39,10 @@ mod spec;
 mod statement;
 
 pub use batch::{BatchItem, BatchResults, QueryBatch};
+pub(crate) use compiled::run_compiled;
+pub use compiled::{
+    CompiledOutput, CompiledQuery, Count, Exists, First, Returns, Single, ToList, ToPage,
+};
 pub use include::{Included, Including};
 pub use params::{param, SqlParams};
 pub use run::{Page, Query};
@@ -44,3 +52,6 @@ pub use spec::QuerySpec;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod collect_tests;

@@ -17,6 +17,7 @@ use marten_core::query::{
 };
 use marten_core::{Error, Result, SoftDeleted};
 use serde::de::DeserializeOwned;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::include::Including;
@@ -27,8 +28,10 @@ use super::rows::{decode, decode_aggregate, decode_at, reading};
 use super::select::Selected;
 use super::spec::QuerySpec;
 use super::QuerySource;
+use crate::connection::Conn;
 use crate::documents::PgDocument;
 use crate::json::JsonRef;
+use crate::store::DocumentStore;
 
 /// A page of results with the total count of matches.
 #[derive(Debug, Clone)]
@@ -170,19 +173,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
     /// Runs `sql` on the session's connection and returns its rows.
     async fn fetch(self, sql: Sql) -> Result<Vec<tokio_postgres::Row>> {
         let (store, conn) = self.session.source();
-        let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
-        crate::trace::fingerprint(&span, [sql.text.as_str()]);
-        async {
-            store.ensure::<D>().await?;
-            conn.run(store, async |client| {
-                let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
-                let refs = sql.refs();
-                client.query(&stmt, &refs).await.map_err(reading::<D>)
-            })
-            .await
-        }
-        .instrument(span)
-        .await
+        fetch::<D>(store, conn, &sql.text, &sql.refs()).await
     }
 
     /// All matches.
@@ -238,19 +229,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.take = Some(page_size);
         self.spec.with_total = true;
         let rows = self.rows().await?;
-        let total = match rows.first() {
-            Some(r) => r.try_get(1).map_err(reading::<D>)?,
-            None => 0,
-        };
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The one row of an empty page has no document.
-            let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
-            if data.is_some() {
-                items.push(decode_at::<D>(row, 2)?);
-            }
-        }
-        Ok(Page { items, total })
+        decode_page(&rows)
     }
 
     /// Streams the matches, decoding each row as it arrives instead of collecting them.
@@ -413,4 +392,43 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         self.spec.shape = Some(expr);
         Selected::new(self)
     }
+}
+
+/// Runs `text` with `params` on `conn` as a query of `D` (a prepared statement, cached per
+/// connection) and returns its rows.
+pub(super) async fn fetch<D: PgDocument>(
+    store: &DocumentStore,
+    conn: &mut Conn,
+    text: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
+    crate::trace::fingerprint(&span, [text]);
+    async {
+        store.ensure::<D>().await?;
+        conn.run(store, async |client| {
+            let stmt = client.statement(text).await.map_err(reading::<D>)?;
+            client.query(&stmt, params).await.map_err(reading::<D>)
+        })
+        .await
+    }
+    .instrument(span)
+    .await
+}
+
+/// A page from the rows of the total form: the total (0 without a row) and the documents
+/// (the one row of a page past the last match has none).
+pub(super) fn decode_page<D: PgDocument>(rows: &[tokio_postgres::Row]) -> Result<Page<D>> {
+    let total = match rows.first() {
+        Some(r) => r.try_get(1).map_err(reading::<D>)?,
+        None => 0,
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let data: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<D>)?;
+        if data.is_some() {
+            items.push(decode_at::<D>(row, 2)?);
+        }
+    }
+    Ok(Page { items, total })
 }

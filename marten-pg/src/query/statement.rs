@@ -23,8 +23,8 @@ type TenantMatch = Option<Option<TenantKey>>;
 /// The rows a statement matches before its filters: the tenant's (a conjoined type) and
 /// the live, every, or the marked rows of a soft-deleted type (its condition, if any).
 pub(super) struct Scoped {
-    tenant: TenantMatch,
-    deleted: Option<String>,
+    pub(super) tenant: TenantMatch,
+    pub(super) deleted: Option<String>,
 }
 
 impl Scoped {
@@ -66,7 +66,7 @@ impl<D: PgDocument + HasFields> QuerySpec<D> {
 
     /// The rows of `D` the spec matches: the spec's tenant's, for a conjoined type, and
     /// those its [`Deleted`](super::deleted::Deleted) choice keeps, for a soft-deleted one.
-    fn scoped(&self) -> Scoped {
+    pub(super) fn scoped(&self) -> Scoped {
         Scoped {
             tenant: conjoined::<D>().then(|| self.tenant.clone()),
             deleted: self.deleted.clause(D::SOFT_DELETE),

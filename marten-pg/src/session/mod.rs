@@ -3,12 +3,13 @@
 //! known versions, writes, loads and the save loop) is marten-core's; this layer provides
 //! what it needs from the database (`backend`; patches and deletes by filter in
 //! `patch_backend`), opens sessions from a store (`open`)
-//! and the session-facing event API (`events`).
+//! and the session-facing event API (`events`); compiled queries run on it (`compiled`).
 //!
 //! May use: every layer below (query, store, projections, events, documents, the unit of
 //! work, schema, connection); the daemon sits above.
 
 mod backend;
+mod compiled;
 pub(crate) mod events;
 mod new_ids;
 mod open;

@@ -278,6 +278,7 @@ impl DocumentStoreBuilder {
             )),
             tenant: None,
             hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
+            compiled: Arc::default(),
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents

@@ -9,6 +9,7 @@
 
 mod builder;
 mod bulk;
+mod compiled;
 mod connect;
 mod events;
 mod hilo;
@@ -25,6 +26,8 @@ use std::time::Duration;
 use marten_core::{Error, Result, StreamIdentity, Tenancy, TenantId};
 
 pub use self::builder::DocumentStoreBuilder;
+pub use self::compiled::CompiledQueryStats;
+pub(crate) use self::compiled::CompiledSql;
 use crate::connection::{Connector, Dedicated};
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
@@ -45,6 +48,8 @@ pub struct DocumentStore {
     tenant: Option<TenantId>,
     /// The HiLo allocator, shared by clones (and tenant handles).
     hilo: Arc<hilo::HiLo>,
+    /// The SQL of compiled queries, shared by clones (and tenant handles).
+    compiled: Arc<CompiledSql>,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -77,6 +82,7 @@ impl DocumentStore {
             inner: self.inner.clone(),
             tenant: Some(tenant.try_into()?),
             hilo: self.hilo.clone(),
+            compiled: self.compiled.clone(),
         })
     }
 

@@ -13,10 +13,13 @@
 //! - `one_of`: rendering `is_one_of` as `= ANY($n)` with one array parameter;
 //! - `raw`: rendering a raw fragment and its parameters;
 //! - `shape`: the expression of a selection of fields (a value, an array, an object);
-//! - `node`: rendering each kind of [`Node`](marten_core::query::Node).
+//! - `node`: rendering each kind of [`Node`](marten_core::query::Node);
+//! - `collect`: the parameters `node` binds, without the text, and the key of the
+//!   shape the text depends on (for compiled queries).
 
 mod aggregate;
 mod backend_value;
+mod collect;
 mod expr;
 mod node;
 mod nul;
@@ -28,6 +31,7 @@ mod sql;
 
 pub(crate) use aggregate::aggregate_expr;
 pub(crate) use backend_value::PgValue;
+pub(crate) use collect::{collect, ShapeKey};
 pub(crate) use expr::{text_expr, typed_expr};
 pub(crate) use node::render;
 pub(crate) use shape::{shape_expr, Shape};

@@ -3,6 +3,7 @@
 //! [`Sql`].
 
 use marten_core::query::{CompareOp, Node, Path, TextOp, ValueKind};
+use tokio_postgres::types::ToSql;
 
 use super::expr::{json_as_text, json_expr, op_sql, text_expr, typed_expr};
 use super::nul::{nul_reason, refuse_nul};
@@ -107,8 +108,22 @@ fn containment(
     op: CompareOp,
     value: &serde_json::Value,
 ) -> Option<String> {
+    let doc = containment_doc(scope.gin && scope.root, path, op, value)?;
+    let p = sql.param(Box::new(doc));
+    Some(format!("{} @> {p}::jsonb", scope.base))
+}
+
+/// The document `{"field": value}` an equality also tests containment of (see
+/// [`containment`]; `gin_root`: the document has a GIN index and the field is at its
+/// root), if it does.
+pub(super) fn containment_doc(
+    gin_root: bool,
+    path: &Path,
+    op: CompareOp,
+    value: &serde_json::Value,
+) -> Option<serde_json::Value> {
     let scalar = value.is_string() || value.is_number() || value.is_boolean();
-    if !(scope.gin && scope.root && op == CompareOp::Eq && path.column.is_none() && scalar) {
+    if !(gin_root && op == CompareOp::Eq && path.column.is_none() && scalar) {
         return None;
     }
     let mut doc = value.clone();
@@ -117,8 +132,7 @@ fn containment(
         object.insert((*key).to_owned(), doc);
         doc = serde_json::Value::Object(object);
     }
-    let p = sql.param(Box::new(doc));
-    Some(format!("{} @> {p}::jsonb", scope.base))
+    Some(doc)
 }
 
 /// `path op value`: on the duplicated column at the root when the field has one (where a
@@ -132,15 +146,12 @@ fn compare_value(
     value: &serde_json::Value,
 ) -> String {
     let left = typed_expr(scope.base, scope.root, path, kind);
-    // An indexed `Option` field: `None` is a NULL column, equal only to `None`.
-    let option_column = scope.root && path.column.is_some() && kind == ValueKind::Json;
-    match (option_column, op, value.is_null()) {
-        (true, CompareOp::Eq, true) => return format!("({left} IS NULL)"),
-        (true, CompareOp::Ne, true) => return format!("({left} IS NOT NULL)"),
-        _ => {}
+    if let Some(test) = null_column_test(scope.root, path, op, kind, value) {
+        return format!("({left} {test})");
     }
+    let nullable = option_column(scope.root, path, kind);
     let right = compared_value(scope, sql, path, kind, value);
-    if option_column && op == CompareOp::Ne {
+    if nullable && op == CompareOp::Ne {
         format!("({left} IS NULL OR coalesce({left} <> {right}, false))")
     } else if scope.root && path.column.is_some() {
         // Index-friendly and still two-valued: a NULL column is "no match".
@@ -150,7 +161,29 @@ fn compare_value(
     }
 }
 
-/// The parameter a comparison's field is compared with, cast like the field's expression.
+/// Whether the field is an indexed `Option` field at the root: `None` is a NULL column,
+/// equal only to `None`.
+fn option_column(root: bool, path: &Path, kind: ValueKind) -> bool {
+    root && path.column.is_some() && kind == ValueKind::Json
+}
+
+/// The test of an indexed `Option` field's column compared (`=`, `<>`) with `None`
+/// (`IS NULL`, `IS NOT NULL`), which binds no parameter; `None` for other comparisons.
+pub(super) fn null_column_test(
+    root: bool,
+    path: &Path,
+    op: CompareOp,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> Option<&'static str> {
+    match (option_column(root, path, kind), op, value.is_null()) {
+        (true, CompareOp::Eq, true) => Some("IS NULL"),
+        (true, CompareOp::Ne, true) => Some("IS NOT NULL"),
+        _ => None,
+    }
+}
+
+/// The placeholder a comparison's field is compared with, cast like the field's expression.
 fn compared_value(
     scope: Scope<'_>,
     sql: &mut Sql,
@@ -158,25 +191,30 @@ fn compared_value(
     kind: ValueKind,
     value: &serde_json::Value,
 ) -> String {
+    let p = sql.param(compared_param(scope.root, path, kind, value));
     match (scope.root, path.column, kind) {
-        (true, Some((_, sql_type)), _) => {
-            format!(
-                "{}::text::{sql_type}",
-                sql.param(Box::new(json_as_text(value)))
-            )
+        (true, Some((_, sql_type)), _) => format!("{p}::text::{sql_type}"),
+        (_, _, ValueKind::Json) => format!("{p}::jsonb"),
+        (_, _, ValueKind::Text) => format!("{p}::text"),
+        (_, _, ValueKind::Number) => format!("{p}::text::numeric"),
+        (_, _, ValueKind::Bool) => format!("{p}::boolean"),
+    }
+}
+
+/// The parameter a comparison's field is compared with (`root`: the field is at the
+/// document's root, where its duplicated column stands for it).
+pub(super) fn compared_param(
+    root: bool,
+    path: &Path,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> Box<dyn ToSql + Sync + Send> {
+    match (root, path.column, kind) {
+        (true, Some(_), _) | (_, _, ValueKind::Text | ValueKind::Number) => {
+            Box::new(json_as_text(value))
         }
-        (_, _, ValueKind::Json) => format!("{}::jsonb", sql.param(Box::new(value.clone()))),
-        (_, _, ValueKind::Text) => {
-            format!("{}::text", sql.param(Box::new(json_as_text(value))))
-        }
-        (_, _, ValueKind::Number) => format!(
-            "{}::text::numeric",
-            sql.param(Box::new(json_as_text(value)))
-        ),
-        (_, _, ValueKind::Bool) => format!(
-            "{}::boolean",
-            sql.param(Box::new(value.as_bool().unwrap_or(false)))
-        ),
+        (_, _, ValueKind::Json) => Box::new(value.clone()),
+        (_, _, ValueKind::Bool) => Box::new(value.as_bool().unwrap_or(false)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! and [`Sql`].
 
 use marten_core::query::{Path, ValueKind};
+use tokio_postgres::types::ToSql;
 
 use super::expr::{json_as_text, json_expr, typed_expr, ID_COLUMN};
 use super::nul::refuse_nul;
@@ -22,34 +23,56 @@ pub(super) fn one_of(
     for v in values {
         refuse_nul(sql, v);
     }
+    let p = sql.param(one_of_param(root, path, kind, values));
     if let (true, Some((column, sql_type))) = (root, path.column) {
-        return on_column(sql, path, column, sql_type, kind, values);
+        return on_column(&p, path, column, sql_type, kind, values);
     }
-    let (left, array) = match kind {
-        ValueKind::Json => (
-            json_expr(base, path),
-            format!("{}::jsonb[]", sql.param(Box::new(values.to_vec()))),
-        ),
-        ValueKind::Text => (
-            typed_expr(base, root, path, kind),
-            format!("{}::text[]", sql.param(Box::new(texts(values)))),
-        ),
-        ValueKind::Number => (
-            typed_expr(base, root, path, kind),
-            format!("{}::text[]::numeric[]", sql.param(Box::new(texts(values)))),
-        ),
-        ValueKind::Bool => {
+    let left = match kind {
+        ValueKind::Json => json_expr(base, path),
+        _ => typed_expr(base, root, path, kind),
+    };
+    let array = match kind {
+        ValueKind::Json => format!("{p}::jsonb[]"),
+        ValueKind::Text => format!("{p}::text[]"),
+        ValueKind::Number => format!("{p}::text[]::numeric[]"),
+        ValueKind::Bool => format!("{p}::boolean[]"),
+    };
+    format!("coalesce({left} = ANY({array}), false)")
+}
+
+/// The one array parameter of `path = ANY(values)`: the values as text on a column
+/// (cast to the column's type) or for text and numbers, as `jsonb` for JSON, as
+/// booleans for booleans.
+pub(super) fn one_of_param(
+    root: bool,
+    path: &Path,
+    kind: ValueKind,
+    values: &[serde_json::Value],
+) -> Box<dyn ToSql + Sync + Send> {
+    match (root && path.column.is_some(), kind) {
+        (false, ValueKind::Json) => Box::new(values.to_vec()),
+        (false, ValueKind::Bool) => {
             let bools: Vec<bool> = values
                 .iter()
                 .filter_map(serde_json::Value::as_bool)
                 .collect();
-            (
-                typed_expr(base, root, path, kind),
-                format!("{}::boolean[]", sql.param(Box::new(bools))),
-            )
+            Box::new(bools)
         }
-    };
-    format!("coalesce({left} = ANY({array}), false)")
+        _ => Box::new(texts(values)),
+    }
+}
+
+/// Whether `is_one_of` on this field with these values also matches the NULL column of
+/// an indexed `Option` field (a `None` among the values), which changes its SQL.
+pub(super) fn one_of_matches_null(
+    root: bool,
+    path: &Path,
+    kind: ValueKind,
+    values: &[serde_json::Value],
+) -> bool {
+    root && path.column.is_some()
+        && kind == ValueKind::Json
+        && values.iter().any(serde_json::Value::is_null)
 }
 
 /// On a column: `(col IS NOT NULL AND col = ANY($n::text[]::type[]))`, which an index (or
@@ -57,7 +80,7 @@ pub(super) fn one_of(
 /// `IS NULL`. The id column is compared in its own collation (equality is the same in
 /// any deterministic collation), so its primary key serves a text id too.
 fn on_column(
-    sql: &mut Sql,
+    p: &str,
     path: &Path,
     column: &str,
     sql_type: &str,
@@ -69,9 +92,8 @@ fn on_column(
     } else {
         typed_expr("d.data", true, path, kind)
     };
-    let p = sql.param(Box::new(texts(values)));
     let test = format!("({left} IS NOT NULL AND {left} = ANY({p}::text[]::{sql_type}[]))");
-    if kind == ValueKind::Json && values.iter().any(serde_json::Value::is_null) {
+    if one_of_matches_null(true, path, kind, values) {
         format!("({left} IS NULL OR {test})")
     } else {
         test

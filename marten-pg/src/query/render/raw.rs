@@ -31,7 +31,7 @@ pub(super) fn render_raw(sql: &mut Sql, fragment: &str, params: &[RawParam]) -> 
 }
 
 /// Marks the statement invalid when a text or `jsonb` parameter holds a NUL character.
-fn refuse_raw_nul(sql: &mut Sql, param: &RawParam) {
+pub(super) fn refuse_raw_nul(sql: &mut Sql, param: &RawParam) {
     match param {
         RawParam::Text(s) if s.contains('\0') => {
             sql.invalid.get_or_insert_with(nul_reason);
@@ -44,7 +44,7 @@ fn refuse_raw_nul(sql: &mut Sql, param: &RawParam) {
 /// A raw parameter as the value tokio-postgres sends; a typed value (`ToSql`) as itself
 /// (marking the statement invalid when it is text with a NUL character, or another
 /// backend's value).
-fn raw_value(sql: &mut Sql, param: &RawParam) -> Box<dyn ToSql + Sync + Send> {
+pub(super) fn raw_value(sql: &mut Sql, param: &RawParam) -> Box<dyn ToSql + Sync + Send> {
     match param {
         RawParam::Backend(b) => match PgValue::of(b) {
             Some((value, has_nul)) => {

@@ -5,7 +5,7 @@ use marten_core::query::{CompareOp, Node, Path, RawParam, TextOp, ValueKind};
 use proptest::prelude::*;
 
 use super::placeholders::renumber;
-use super::{render, Sql};
+use super::{collect, render, ShapeKey, Sql};
 
 #[test]
 fn placeholders_shift_by_the_offset() {
@@ -209,7 +209,7 @@ fn leaf() -> impl Strategy<Value = Node> {
         TextOp::EqIgnoreCase,
     ]);
     prop_oneof![
-        (path(), op, kind, value()).prop_map(|(path, op, kind, value)| Node::Compare {
+        (path(), op, kind.clone(), value()).prop_map(|(path, op, kind, value)| Node::Compare {
             path,
             op,
             kind,
@@ -221,6 +221,12 @@ fn leaf() -> impl Strategy<Value = Node> {
             value
         }),
         (path(), any::<bool>()).prop_map(|(path, negated)| Node::IsNull { path, negated }),
+        (
+            path(),
+            kind.clone(),
+            proptest::collection::vec(value(), 0..3)
+        )
+            .prop_map(|(path, kind, values)| Node::OneOf { path, kind, values }),
         (path(), value()).prop_map(|(path, value)| Node::Contains { path, value }),
         path().prop_map(|path| Node::IsEmpty { path }),
         tokens().prop_map(|toks| {
@@ -245,4 +251,146 @@ fn node() -> impl Strategy<Value = Node> {
             }),
         ]
     })
+}
+
+/// Fresh values for a tree: numbers, texts and booleans, taken in turn.
+#[derive(Debug, Clone)]
+struct Fresh {
+    numbers: Vec<i64>,
+    texts: Vec<String>,
+    bools: Vec<bool>,
+    /// Whether a value keeps its JSON type (else it takes the next fresh value of any type).
+    same_type: bool,
+    next: usize,
+}
+
+impl Fresh {
+    fn value(&mut self, old: &serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let i = self.next;
+        let number = serde_json::Value::from(self.numbers[i % self.numbers.len()]);
+        let text = serde_json::Value::from(self.texts[i % self.texts.len()].clone());
+        let boolean = serde_json::Value::from(self.bools[i % self.bools.len()]);
+        match (self.same_type, old) {
+            (true, serde_json::Value::Number(_)) => number,
+            (true, serde_json::Value::String(_)) => text,
+            (true, serde_json::Value::Bool(_)) => boolean,
+            (true, other) => other.clone(),
+            (false, _) => [number, text, boolean, serde_json::Value::Null][i % 4].clone(),
+        }
+    }
+
+    fn text(&mut self) -> String {
+        self.next += 1;
+        self.texts[self.next % self.texts.len()].clone()
+    }
+
+    /// `node` with every value replaced.
+    fn revalue(&mut self, node: &Node) -> Node {
+        match node {
+            Node::Compare {
+                path,
+                op,
+                kind,
+                value,
+            } => Node::Compare {
+                path: path.clone(),
+                op: *op,
+                kind: *kind,
+                value: self.value(value),
+            },
+            Node::OneOf { path, kind, values } => Node::OneOf {
+                path: path.clone(),
+                kind: *kind,
+                values: values.iter().map(|v| self.value(v)).collect(),
+            },
+            Node::Text { path, op, .. } => Node::Text {
+                path: path.clone(),
+                op: *op,
+                value: self.text(),
+            },
+            Node::Contains { path, value } => Node::Contains {
+                path: path.clone(),
+                value: self.value(value),
+            },
+            Node::Raw { sql, params } => Node::Raw {
+                sql: sql.clone(),
+                params: params.iter().map(|_| RawParam::Text(self.text())).collect(),
+            },
+            Node::Any { path, inner } => Node::Any {
+                path: path.clone(),
+                inner: Box::new(self.revalue(inner)),
+            },
+            Node::And(nodes) => Node::And(nodes.iter().map(|n| self.revalue(n)).collect()),
+            Node::Or(nodes) => Node::Or(nodes.iter().map(|n| self.revalue(n)).collect()),
+            Node::Not(inner) => Node::Not(Box::new(self.revalue(inner))),
+            other => other.clone(),
+        }
+    }
+}
+
+fn fresh(same_type: bool) -> impl Strategy<Value = Fresh> {
+    (
+        proptest::collection::vec(any::<i64>(), 1..6),
+        proptest::collection::vec("[a$1' \"-]{0,6}", 1..6),
+        proptest::collection::vec(any::<bool>(), 1..6),
+    )
+        .prop_map(move |(numbers, texts, bools)| Fresh {
+            numbers,
+            texts,
+            bools,
+            same_type,
+            next: 0,
+        })
+}
+
+/// A tree rendered and collected.
+struct Run {
+    /// The text render writes.
+    text: String,
+    /// The parameters render binds, as `Debug` shows them, and why it is invalid.
+    rendered: (String, Option<String>),
+    /// The same of the collecting pass.
+    collected: (String, Option<String>),
+    /// The collecting pass's key.
+    key: ShapeKey,
+}
+
+fn both(node: &Node, gin: bool) -> Run {
+    let mut rendered = Sql::default();
+    let text = render(node, gin, &mut rendered);
+    let mut collected = Sql::default();
+    let mut key = ShapeKey::default();
+    collect(node, gin, &mut collected, &mut key);
+    let debug = |sql: Sql| (format!("{:?}", sql.params), sql.invalid);
+    Run {
+        text,
+        rendered: debug(rendered),
+        collected: debug(collected),
+        key,
+    }
+}
+
+proptest! {
+    /// The collecting pass binds what render binds, in its order; the same tree with values
+    /// of the same JSON types has the same key and the same text; any two trees with the
+    /// same key have the same text.
+    #[test]
+    fn collecting_mirrors_render_and_equal_keys_mean_equal_text(
+        node in node(),
+        gin in any::<bool>(),
+        mut same in fresh(true),
+        mut other in fresh(false),
+    ) {
+        let variants = [node.clone(), same.revalue(&node), other.revalue(&node)];
+        let runs: Vec<_> = variants.iter().map(|n| both(n, gin)).collect();
+        for run in &runs {
+            prop_assert_eq!(&run.collected, &run.rendered);
+        }
+        prop_assert_eq!(&runs[1].key, &runs[0].key);
+        prop_assert_eq!(&runs[1].text, &runs[0].text);
+        if runs[2].key == runs[0].key {
+            prop_assert_eq!(&runs[2].text, &runs[0].text);
+        }
+    }
 }

@@ -184,7 +184,8 @@ pub struct ReadSql {
     pub load_many: String,
     /// Like `load_many`, locking the rows in id order until the transaction ends.
     pub load_many_locked: String,
-    /// `$1` = id -> `version, mt_last_modified`
+    /// `$1` = id -> `version, mt_last_modified, deleted, deleted_at` (a soft-deleted
+    /// table's marked rows too; `false, NULL` for other tables).
     pub metadata: String,
     /// `$1` = ids -> `id, version`, to explain rejections after a rollback (of the live
     /// rows: a marked row is a missing document to an update).
@@ -242,7 +243,12 @@ impl ReadSql {
                 "SELECT id, data{v} FROM {table} WHERE {many}{t2} ORDER BY id FOR UPDATE"
             ),
             metadata: format!(
-                "SELECT {meta_v}, mt_last_modified FROM {table} WHERE {one}{t2}{live}"
+                "SELECT {meta_v}, mt_last_modified, {} FROM {table} WHERE {one}{t2}",
+                if scope.soft_delete() {
+                    format!("{DELETED_COLUMN}, {DELETED_AT_COLUMN}")
+                } else {
+                    "false, NULL::timestamptz".to_owned()
+                }
             ),
             versions: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}{live}"),
             stored: format!("SELECT id, {meta_v} FROM {table} WHERE {many}{t2}"),
