@@ -123,8 +123,18 @@ impl marten::daemon::DaemonHooks for ClockHooks {
 impl ClockHooks {
     /// Events per second between the first batch and the last commit.
     fn rate(&self, events: i64) -> f64 {
-        let first = self.0.first_batch.lock().expect("clock").expect("a batch ran");
-        let last = self.0.last_commit.lock().expect("clock").expect("a batch committed");
+        let first = self
+            .0
+            .first_batch
+            .lock()
+            .expect("clock")
+            .expect("a batch ran");
+        let last = self
+            .0
+            .last_commit
+            .lock()
+            .expect("clock")
+            .expect("a batch committed");
         events as f64 / (last - first).as_secs_f64()
     }
 }
