@@ -17,7 +17,7 @@ use crate::connection::Conn;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
-use crate::tables::events::{EVENTS_AFTER, EVENTS_AFTER_OF_TENANT};
+use crate::tables::event_order::{EVENTS_AFTER, EVENTS_AFTER_OF_TENANT};
 use crate::xid8::Xid8;
 
 /// How long a check waits before it polls again.

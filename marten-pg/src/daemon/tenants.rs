@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::connection::{Conn, Db};
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
-use crate::tables::events::STREAM_TENANTS;
+use crate::tables::event_order::STREAM_TENANTS;
 
 /// The tenants that have streams, in order, on a connection of its own.
 pub(super) async fn stream_tenants(

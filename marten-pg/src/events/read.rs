@@ -14,7 +14,8 @@ use super::stream_id::{StreamIdColumn, StreamKey};
 use super::{EventCatalog, EventTenant};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::JsonRef;
-use crate::tables::events::{EventSql, EVENTS_TABLE, OLDEST_OPEN_TRANSACTION};
+use crate::tables::event_order::OLDEST_OPEN_TRANSACTION;
+use crate::tables::events::{EventSql, EVENTS_TABLE};
 use crate::xid8::Xid8;
 
 fn reading(e: tokio_postgres::Error) -> Error {

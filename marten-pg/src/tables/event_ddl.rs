@@ -138,7 +138,7 @@ fn events_table(schema: &str, idt: &str, conjoined: bool) -> TableDef {
     // per tenant, each runner reading its tenant's range); otherwise everyone's. One
     // index either way, so a conjoined append maintains no more indexes than a
     // single-tenant one; a store-wide read of every tenant's events merges the tenants'
-    // ranges (`tables::events::merge_tenant_pages`).
+    // ranges (`tables::event_order::merge_tenant_pages`).
     let order = if conjoined {
         IndexDef::btree(
             TENANT_TX_SEQ_INDEX,

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use marten_core::{StreamIdentity, Tenancy};
 
+use crate::tables::event_order::{merge_tenant_pages, select_global_page};
 use crate::tables::functions::REJECTED_FLAG;
 
 /// The streams table.
@@ -28,7 +29,7 @@ pub const TAG_VERSIONS_TABLE: &str = "mt_tag_versions";
 /// The columns an event read selects, in the order `read::envelope` decodes them. The
 /// transaction id is the stored `xid8` (read in binary), never a text cast: an output
 /// column `tx_id` of type text would be what `ORDER BY tx_id` sorts by.
-const EVENT_COLUMNS: &str =
+pub(super) const EVENT_COLUMNS: &str =
     "seq_id, id, stream_id, version, type, data, timestamp, correlation_id, \
                              causation_id, headers, tx_id, is_archived, tenant_id";
 
@@ -98,7 +99,7 @@ pub struct EventSql {
     /// `(tx_id, seq_id)`, qualified so `ORDER BY` cannot bind to an output column: the
     /// plan is a range scan of the index `mt_events_tx_seq` under the `LIMIT`, never a
     /// sort of every remaining event. Conjoined events merge the tenants' pages
-    /// (`merge_tenant_pages`).
+    /// (`event_order::merge_tenant_pages`).
     pub read_all: String,
     /// [`EventSql::read_all`] of one tenant's events: `$5` the tenant (conjoined events
     /// only; the same range scan, filtered).
@@ -375,36 +376,6 @@ pub fn select_events_where(condition: &str, limit: &str) -> String {
     )
 }
 
-/// See [`EventSql::read_all`]; `tenant` filters the page (or is empty).
-fn select_global_page(tenant: &str) -> String {
-    format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
-         WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
-         AND (NOT e.is_archived OR $4::boolean) {tenant}\
-         ORDER BY e.tx_id, e.seq_id LIMIT $3::bigint"
-    )
-}
-
-/// [`EventSql::read_all`] of conjoined events, whose order index leads with the tenant
-/// (`mt_events_tenant_tx_seq`): a merge of the tenants' pages. The tenants come from a
-/// skip scan of the streams' key (as in [`STREAM_TENANTS`]); each gives at most `$3` of
-/// its events by a range scan of its part of the index, and the first `$3` of those are
-/// the page. The work is bounded by tenants times the page size, never by the store's
-/// size.
-fn merge_tenant_pages() -> String {
-    let page = select_global_page("AND e.tenant_id = t.tenant_id ");
-    format!(
-        "WITH RECURSIVE t AS (\
-         (SELECT tenant_id FROM {STREAMS_TABLE} ORDER BY tenant_id LIMIT 1) \
-         UNION ALL \
-         SELECT (SELECT s.tenant_id FROM {STREAMS_TABLE} s WHERE s.tenant_id > t.tenant_id ORDER BY s.tenant_id LIMIT 1) \
-         FROM t WHERE t.tenant_id IS NOT NULL) \
-         SELECT p.* FROM t CROSS JOIN LATERAL ({page}) p \
-         WHERE t.tenant_id IS NOT NULL ORDER BY p.tx_id, p.seq_id LIMIT $3::bigint"
-    )
-}
-
 /// See [`EventSql::archive`]: the stream row and its events are marked archived; `scope`
 /// is the tenant condition (or nothing), applied to both.
 fn archive_stream(idt: &str, scope: &str) -> String {
@@ -413,33 +384,6 @@ fn archive_stream(idt: &str, scope: &str) -> String {
          UPDATE {EVENTS_TABLE} SET is_archived = true WHERE {scope}stream_id IN (SELECT id FROM s)"
     )
 }
-
-/// Whether any event the daemon projects lies after a position: `$1` transaction id
-/// (`xid8`), `$2` sequence. Archived events are not projected (the daemon's reads skip
-/// them), so they do not count. One range scan of the index `mt_events_tx_seq`.
-pub const EVENTS_AFTER: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
-     WHERE (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) AND NOT e.is_archived)";
-
-/// [`EVENTS_AFTER`] among the events of one tenant, `$3` (conjoined events): one range
-/// scan of the index `mt_events_tenant_tx_seq`.
-pub const EVENTS_AFTER_OF_TENANT: &str = "SELECT EXISTS (SELECT 1 FROM mt_events e \
-     WHERE e.tenant_id = $3::text AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) AND NOT e.is_archived)";
-
-/// The tenants that have streams (conjoined events), in order: a skip scan of the
-/// streams' primary key `(tenant_id, id)`, one index probe per tenant however many
-/// streams each has.
-pub const STREAM_TENANTS: &str = "WITH RECURSIVE t AS (\
-     (SELECT tenant_id FROM mt_streams ORDER BY tenant_id LIMIT 1) \
-     UNION ALL \
-     SELECT (SELECT s.tenant_id FROM mt_streams s WHERE s.tenant_id > t.tenant_id ORDER BY s.tenant_id LIMIT 1) \
-     FROM t WHERE t.tenant_id IS NOT NULL) \
-     SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL";
-
-/// The age of the oldest transaction in the cluster that has written (has a transaction
-/// id) and is still open: what holds gap-safe readers back.
-pub const OLDEST_OPEN_TRANSACTION: &str =
-    "SELECT extract(epoch FROM max(now() - xact_start))::float8 \
-     FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
 
 /// The boundary check and tag lock of a save: every tag the save touches, locked in
 /// (tag_type, tag_value) order in one statement before anything else; a tag a boundary

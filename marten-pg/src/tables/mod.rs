@@ -6,6 +6,7 @@
 pub mod def;
 pub mod documents;
 pub mod event_ddl;
+pub mod event_order;
 pub mod event_reserve;
 pub mod events;
 pub mod functions;
