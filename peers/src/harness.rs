@@ -1,0 +1,165 @@
+//! Timing and reporting, as in the main repository's `benches/common`: both sides of a
+//! scenario run in alternating blocks within each repetition (so both see the same
+//! machine from moment to moment), each side's blocks timed alone; a row keeps every
+//! repetition's figures and reports the median ratio and its interquartile range.
+
+use std::time::{Duration, Instant};
+
+/// Operations per block of [`interleaved`].
+pub const BLOCK: usize = 25;
+
+/// The pause before each measurement, in milliseconds: what the previous one left
+/// running in the server (the WAL writer flushing an asynchronous-commit backlog,
+/// autovacuum) does not land on this one.
+pub const SETTLE_MS: u64 = 200;
+
+/// Runs `ops` operations of each side in alternating blocks of [`BLOCK`] (marten, peer,
+/// marten, ..., or the peer first), timing each side's blocks only; returns (marten,
+/// peer) operations per second.
+pub async fn interleaved(
+    ops: usize,
+    marten_first: bool,
+    mut marten: impl AsyncFnMut(usize),
+    mut peer: impl AsyncFnMut(usize),
+) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+    let (mut marten_time, mut peer_time) = (Duration::ZERO, Duration::ZERO);
+    for b in 0..ops.div_ceil(BLOCK) {
+        let range = b * BLOCK..((b + 1) * BLOCK).min(ops);
+        let marten_turn_first = marten_first == (b % 2 == 0);
+        for marten_turn in [marten_turn_first, !marten_turn_first] {
+            let start = Instant::now();
+            for i in range.clone() {
+                if marten_turn {
+                    marten(i).await;
+                } else {
+                    peer(i).await;
+                }
+            }
+            if marten_turn {
+                marten_time += start.elapsed();
+            } else {
+                peer_time += start.elapsed();
+            }
+        }
+    }
+    (
+        ops as f64 / marten_time.as_secs_f64(),
+        ops as f64 / peer_time.as_secs_f64(),
+    )
+}
+
+/// One line of the results table: a scenario, the peer it is measured against and every
+/// repetition's operations per second of both sides.
+pub struct Row {
+    pub scenario: &'static str,
+    pub peer: &'static str,
+    pub sync: &'static str,
+    pub unit: &'static str,
+    pub marten: Vec<f64>,
+    pub other: Vec<f64>,
+}
+
+impl Row {
+    pub fn new(scenario: &'static str, peer: &'static str, sync: &'static str) -> Self {
+        Row {
+            scenario,
+            peer,
+            sync,
+            unit: "ops/s",
+            marten: Vec::new(),
+            other: Vec::new(),
+        }
+    }
+
+    /// Records one repetition.
+    pub fn push(&mut self, (marten, other): (f64, f64)) {
+        self.marten.push(marten);
+        self.other.push(other);
+    }
+
+    /// The per-repetition ratios marten / peer, sorted.
+    pub fn ratios(&self) -> Vec<f64> {
+        let mut r: Vec<f64> = self
+            .marten
+            .iter()
+            .zip(&self.other)
+            .map(|(m, p)| m / p)
+            .collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        r
+    }
+
+    /// The Markdown table line.
+    pub fn line(&self) -> String {
+        let ratios = self.ratios();
+        let (q1, q3) = quartiles(&ratios);
+        format!(
+            "| {} | {} | {} | {:.0} {} | {:.0} | {:.2} | {:.2}-{:.2} |",
+            self.scenario,
+            self.peer,
+            self.sync,
+            median(&self.marten),
+            self.unit,
+            median(&self.other),
+            median(&ratios),
+            q1,
+            q3
+        )
+    }
+}
+
+/// The header of the table [`Row::line`] writes.
+pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR |\n|---|---|---|---|---|---|---|";
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn quartiles(sorted: &[f64]) -> (f64, f64) {
+    if sorted.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    (q(0.25), q(0.75))
+}
+
+/// How much work a run does: repetitions and operations per side per repetition.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub reps: usize,
+    pub ops: usize,
+}
+
+impl Plan {
+    /// From the environment: `MARTEN_BENCH_QUICK=1` (3 repetitions of 100 operations),
+    /// else 11 of 400; `MARTEN_BENCH_REPS` and `MARTEN_BENCH_OPS` override either.
+    pub fn from_env() -> Plan {
+        let quick = std::env::var("MARTEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let (reps, ops) = if quick { (3, 100) } else { (11, 400) };
+        Plan {
+            reps: env_number("MARTEN_BENCH_REPS").unwrap_or(reps),
+            ops: env_number("MARTEN_BENCH_OPS").unwrap_or(ops),
+        }
+    }
+}
+
+/// Whether the rows named `name` (a scenario word and the peer, "load cqrs-es") run:
+/// `MARTEN_BENCH_ONLY` (a comma-separated list of substrings) selects some; by default
+/// all run.
+pub fn wanted(name: &str) -> bool {
+    match std::env::var("MARTEN_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|part| name.contains(part.trim())),
+        _ => true,
+    }
+}
+
+/// A positive number from the environment variable `name`, if set.
+pub fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+}
