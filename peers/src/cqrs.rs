@@ -145,23 +145,23 @@ async fn marten_deposit(store: &DocumentStore, id: Uuid, amount: i64) {
     s.save_changes().await.expect("save");
 }
 
-/// The postgres-es tables of `db/init.sql`, in `schema`.
-async fn cqrs_tables(pool: &PgPool, schema: &str) {
+/// The postgres-es tables of its `db/init.sql`, in the schema first on the pool's
+/// `search_path`.
+async fn cqrs_tables(pool: &PgPool) {
     for sql in [
-        format!(
-            "CREATE TABLE {schema}.events (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
-             sequence bigint CHECK (sequence >= 0) NOT NULL, event_type text NOT NULL, \
-             event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL, \
-             PRIMARY KEY (aggregate_type, aggregate_id, sequence))"
-        ),
-        format!(
-            "CREATE TABLE {schema}.snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
-             last_sequence bigint CHECK (last_sequence >= 0) NOT NULL, \
-             current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL, payload json NOT NULL, \
-             PRIMARY KEY (aggregate_type, aggregate_id, last_sequence))"
-        ),
+        "CREATE TABLE events (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+         sequence bigint CHECK (sequence >= 0) NOT NULL, event_type text NOT NULL, \
+         event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL, \
+         PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
+        "CREATE TABLE snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+         last_sequence bigint CHECK (last_sequence >= 0) NOT NULL, \
+         current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL, payload json NOT NULL, \
+         PRIMARY KEY (aggregate_type, aggregate_id, last_sequence))",
     ] {
-        sqlx::query(&sql).execute(pool).await.expect("postgres-es tables");
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect("postgres-es tables");
     }
 }
 
@@ -186,15 +186,13 @@ async fn sides(sync: &'static str, schemas: &mut Schemas) -> Sides {
         .build()
         .await
         .expect("marten store");
-    let pool = peer_pool(sync, None, 2).await;
+    // The pool's search_path finds the default tables `events` and `snapshots` in the
+    // peer's schema, so the framework is built as the user guide builds it.
+    let pool = peer_pool(sync, Some(&peer_schema), 2).await;
     check_sync(&pool, sync).await;
-    cqrs_tables(&pool, &peer_schema).await;
-    let events = format!("{peer_schema}.events");
-    let snapshots = format!("{peer_schema}.snapshots");
-    let repo = || PostgresEventRepository::new(pool.clone()).with_tables(&events, &snapshots);
-    let cqrs =
-        cqrs_es::CqrsFramework::new(PersistedEventStore::new_event_store(repo()), vec![], ());
-    let loads = PersistedEventStore::new_event_store(repo());
+    cqrs_tables(&pool).await;
+    let cqrs = postgres_es::postgres_cqrs(pool.clone(), vec![], ());
+    let loads = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
     Sides {
         store,
         cqrs,

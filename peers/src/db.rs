@@ -97,9 +97,11 @@ impl Schemas {
             .expect("drop schema");
     }
 
-    /// Drops every schema this pass created.
+    /// Drops every schema this pass created, unless `MARTEN_BENCH_KEEP_SCHEMAS=1` keeps
+    /// them to look at (the next run drops them before it creates them again).
     pub async fn drop_all(self) {
-        for name in &self.names {
+        let keep = std::env::var("MARTEN_BENCH_KEEP_SCHEMAS").is_ok_and(|v| v == "1");
+        for name in self.names.iter().filter(|_| !keep) {
             self.drop_one(name).await;
         }
         self.admin.close().await;
