@@ -13,22 +13,45 @@ pub const BLOCK: usize = 25;
 /// autovacuum) does not land on this one.
 pub const SETTLE_MS: u64 = 200;
 
+/// The CPU time (user and system) this process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One repetition of a scenario: each side's operations per second and the client's
+/// CPU time per operation (µs) while that side's blocks ran.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub marten: f64,
+    pub peer: f64,
+    pub marten_cpu_us: f64,
+    pub peer_cpu_us: f64,
+}
+
 /// Runs `ops` operations of each side in alternating blocks of [`BLOCK`] (marten, peer,
-/// marten, ..., or the peer first), timing each side's blocks only; returns (marten,
-/// peer) operations per second.
+/// marten, ..., or the peer first), timing each side's blocks only (wall clock, and the
+/// process's CPU time: nothing else runs in the process meanwhile).
 pub async fn interleaved(
     ops: usize,
     marten_first: bool,
     mut marten: impl AsyncFnMut(usize),
     mut peer: impl AsyncFnMut(usize),
-) -> (f64, f64) {
+) -> Measured {
     tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
-    let (mut marten_time, mut peer_time) = (Duration::ZERO, Duration::ZERO);
+    let mut wall = [Duration::ZERO; 2];
+    let mut cpu = [Duration::ZERO; 2];
     for b in 0..ops.div_ceil(BLOCK) {
         let range = b * BLOCK..((b + 1) * BLOCK).min(ops);
         let marten_turn_first = marten_first == (b % 2 == 0);
         for marten_turn in [marten_turn_first, !marten_turn_first] {
-            let start = Instant::now();
+            let (start, cpu_start) = (Instant::now(), cpu_time());
             for i in range.clone() {
                 if marten_turn {
                     marten(i).await;
@@ -36,17 +59,18 @@ pub async fn interleaved(
                     peer(i).await;
                 }
             }
-            if marten_turn {
-                marten_time += start.elapsed();
-            } else {
-                peer_time += start.elapsed();
-            }
+            let side = usize::from(!marten_turn);
+            wall[side] += start.elapsed();
+            cpu[side] += cpu_time().saturating_sub(cpu_start);
         }
     }
-    (
-        ops as f64 / marten_time.as_secs_f64(),
-        ops as f64 / peer_time.as_secs_f64(),
-    )
+    let per_op_us = |d: Duration| d.as_secs_f64() * 1e6 / ops as f64;
+    Measured {
+        marten: ops as f64 / wall[0].as_secs_f64(),
+        peer: ops as f64 / wall[1].as_secs_f64(),
+        marten_cpu_us: per_op_us(cpu[0]),
+        peer_cpu_us: per_op_us(cpu[1]),
+    }
 }
 
 /// One line of the results table: a scenario, the peer it is measured against and every
@@ -58,6 +82,8 @@ pub struct Row {
     pub unit: &'static str,
     pub marten: Vec<f64>,
     pub other: Vec<f64>,
+    pub marten_cpu: Vec<f64>,
+    pub other_cpu: Vec<f64>,
 }
 
 impl Row {
@@ -69,13 +95,17 @@ impl Row {
             unit: "ops/s",
             marten: Vec::new(),
             other: Vec::new(),
+            marten_cpu: Vec::new(),
+            other_cpu: Vec::new(),
         }
     }
 
     /// Records one repetition.
-    pub fn push(&mut self, (marten, other): (f64, f64)) {
-        self.marten.push(marten);
-        self.other.push(other);
+    pub fn push(&mut self, m: Measured) {
+        self.marten.push(m.marten);
+        self.other.push(m.peer);
+        self.marten_cpu.push(m.marten_cpu_us);
+        self.other_cpu.push(m.peer_cpu_us);
     }
 
     /// The per-repetition ratios marten / peer, sorted.
@@ -95,7 +125,7 @@ impl Row {
         let ratios = self.ratios();
         let (q1, q3) = quartiles(&ratios);
         format!(
-            "| {} | {} | {} | {:.0} {} | {:.0} | {:.2} | {:.2}-{:.2} |",
+            "| {} | {} | {} | {:.0} {} | {:.0} | {:.2} | {:.2}-{:.2} | {:.0} / {:.0} |",
             self.scenario,
             self.peer,
             self.sync,
@@ -104,13 +134,15 @@ impl Row {
             median(&self.other),
             median(&ratios),
             q1,
-            q3
+            q3,
+            median(&self.marten_cpu),
+            median(&self.other_cpu)
         )
     }
 }
 
 /// The header of the table [`Row::line`] writes.
-pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR |\n|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR | client CPU µs/op marten / peer |\n|---|---|---|---|---|---|---|---|";
 
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
