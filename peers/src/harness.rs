@@ -13,8 +13,9 @@ pub const BLOCK: usize = 25;
 /// autovacuum) does not land on this one.
 pub const SETTLE_MS: u64 = 200;
 
-/// The CPU time (user and system) this process has used so far.
-fn cpu_time() -> Duration {
+/// The CPU time (user and system) this process has used so far, and its context switches
+/// (voluntary and involuntary: a thread that waits for an answer, a thread woken).
+fn usage() -> (Duration, u64) {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
@@ -22,7 +23,8 @@ fn cpu_time() -> Duration {
         usage
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    let switches = (usage.ru_nvcsw + usage.ru_nivcsw) as u64;
+    (tv(usage.ru_utime) + tv(usage.ru_stime), switches)
 }
 
 /// One repetition of a scenario: each side's operations per second and the client's
@@ -33,6 +35,8 @@ pub struct Measured {
     pub peer: f64,
     pub marten_cpu_us: f64,
     pub peer_cpu_us: f64,
+    pub marten_switches: f64,
+    pub peer_switches: f64,
 }
 
 /// Runs `ops` operations of each side in alternating blocks of [`BLOCK`] (marten, peer,
@@ -47,11 +51,12 @@ pub async fn interleaved(
     tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
     let mut wall = [Duration::ZERO; 2];
     let mut cpu = [Duration::ZERO; 2];
+    let mut switches = [0u64; 2];
     for b in 0..ops.div_ceil(BLOCK) {
         let range = b * BLOCK..((b + 1) * BLOCK).min(ops);
         let marten_turn_first = marten_first == (b % 2 == 0);
         for marten_turn in [marten_turn_first, !marten_turn_first] {
-            let (start, cpu_start) = (Instant::now(), cpu_time());
+            let (start, (cpu_start, switches_start)) = (Instant::now(), usage());
             for i in range.clone() {
                 if marten_turn {
                     marten(i).await;
@@ -61,7 +66,9 @@ pub async fn interleaved(
             }
             let side = usize::from(!marten_turn);
             wall[side] += start.elapsed();
-            cpu[side] += cpu_time().saturating_sub(cpu_start);
+            let (cpu_end, switches_end) = usage();
+            cpu[side] += cpu_end.saturating_sub(cpu_start);
+            switches[side] += switches_end.saturating_sub(switches_start);
         }
     }
     let per_op_us = |d: Duration| d.as_secs_f64() * 1e6 / ops as f64;
@@ -70,6 +77,8 @@ pub async fn interleaved(
         peer: ops as f64 / wall[1].as_secs_f64(),
         marten_cpu_us: per_op_us(cpu[0]),
         peer_cpu_us: per_op_us(cpu[1]),
+        marten_switches: switches[0] as f64 / ops as f64,
+        peer_switches: switches[1] as f64 / ops as f64,
     }
 }
 
@@ -84,6 +93,8 @@ pub struct Row {
     pub other: Vec<f64>,
     pub marten_cpu: Vec<f64>,
     pub other_cpu: Vec<f64>,
+    pub marten_switches: Vec<f64>,
+    pub other_switches: Vec<f64>,
 }
 
 impl Row {
@@ -97,6 +108,8 @@ impl Row {
             other: Vec::new(),
             marten_cpu: Vec::new(),
             other_cpu: Vec::new(),
+            marten_switches: Vec::new(),
+            other_switches: Vec::new(),
         }
     }
 
@@ -106,6 +119,8 @@ impl Row {
         self.other.push(m.peer);
         self.marten_cpu.push(m.marten_cpu_us);
         self.other_cpu.push(m.peer_cpu_us);
+        self.marten_switches.push(m.marten_switches);
+        self.other_switches.push(m.peer_switches);
     }
 
     /// The per-repetition ratios marten / peer, sorted.
@@ -125,7 +140,7 @@ impl Row {
         let ratios = self.ratios();
         let (q1, q3) = quartiles(&ratios);
         format!(
-            "| {} | {} | {} | {:.0} {} | {:.0} | {:.2} | {:.2}-{:.2} | {:.0} / {:.0} |",
+            "| {} | {} | {} | {:.0} {} | {:.0} | {:.2} | {:.2}-{:.2} | {:.0} / {:.0} | {:.1} / {:.1} |",
             self.scenario,
             self.peer,
             self.sync,
@@ -136,13 +151,15 @@ impl Row {
             q1,
             q3,
             median(&self.marten_cpu),
-            median(&self.other_cpu)
+            median(&self.other_cpu),
+            median(&self.marten_switches),
+            median(&self.other_switches)
         )
     }
 }
 
 /// The header of the table [`Row::line`] writes.
-pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR | client CPU µs/op marten / peer |\n|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR | client CPU µs/op marten / peer | client context switches/op marten / peer |\n|---|---|---|---|---|---|---|---|---|";
 
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
