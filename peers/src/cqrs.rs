@@ -243,82 +243,81 @@ async fn seed(sides: &Sides, n: usize, deposits: usize) -> Vec<Uuid> {
     ids
 }
 
+/// The command row: a deposit to account `i % ACCOUNTS` per operation.
+async fn command_row(sides: &Sides, sync: &'static str, plan: Plan) -> Row {
+    let ids = seed(sides, ACCOUNTS, 0).await;
+    let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let mut row = Row::new(
+        "command: load account, append 1 event",
+        "cqrs-es/postgres-es",
+        sync,
+    );
+    row.unit = "commands/s";
+    for rep in 0..plan.reps {
+        row.push(
+            interleaved(
+                plan.ops,
+                rep % 2 == 0,
+                async |i| marten_deposit(&sides.store, ids[i % ACCOUNTS], 1).await,
+                async |i| {
+                    let cmd = BankCommand::Deposit { amount: 1 };
+                    let key = &keys[i % ACCOUNTS];
+                    sides.cqrs.execute(key, cmd).await.expect("execute");
+                },
+            )
+            .await,
+        );
+    }
+    row
+}
+
+/// The load row: account `i % LOAD_ACCOUNTS` of [`LOAD_EVENTS`] events per operation.
+async fn load_row(sides: &Sides, sync: &'static str, plan: Plan) -> Row {
+    let ids = seed(sides, LOAD_ACCOUNTS, LOAD_EVENTS - 1).await;
+    let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let balance = LOAD_EVENTS as i64 - 1;
+    let mut row = Row::new(
+        "load an aggregate of 25 events",
+        "cqrs-es/postgres-es",
+        sync,
+    );
+    row.unit = "loads/s";
+    for rep in 0..plan.reps {
+        row.push(
+            interleaved(
+                plan.ops,
+                rep % 2 == 0,
+                async |i| {
+                    let mut s = sides.store.lightweight_session();
+                    let id = ids[i % LOAD_ACCOUNTS];
+                    let a = s.events().aggregate_stream::<Account>(id).await;
+                    assert_eq!(a.expect("aggregate").map(|a| a.balance), Some(balance));
+                },
+                async |i| {
+                    let key = &keys[i % LOAD_ACCOUNTS];
+                    let mut c = sides.loads.load_aggregate(key).await.expect("load");
+                    assert_eq!(c.aggregate().balance, balance);
+                },
+            )
+            .await,
+        );
+    }
+    row
+}
+
 /// Runs the cqrs-es rows of one pass.
 pub async fn run(sync: &'static str, plan: Plan, schemas: &mut Schemas) -> Vec<Row> {
     let mut rows = Vec::new();
-    let command = wanted("command cqrs-es");
-    let load = wanted("load cqrs-es");
+    let (command, load) = (wanted("command cqrs-es"), wanted("load cqrs-es"));
     if !command && !load {
         return rows;
     }
     let sides = sides(sync, schemas).await;
     if command {
-        let ids = seed(&sides, ACCOUNTS, 0).await;
-        let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let mut row = Row::new(
-            "command: load account, append 1 event",
-            "cqrs-es/postgres-es",
-            sync,
-        );
-        row.unit = "commands/s";
-        for rep in 0..plan.reps {
-            row.push(
-                interleaved(
-                    plan.ops,
-                    rep % 2 == 0,
-                    async |i| marten_deposit(&sides.store, ids[i % ACCOUNTS], 1).await,
-                    async |i| {
-                        let cmd = BankCommand::Deposit { amount: 1 };
-                        sides
-                            .cqrs
-                            .execute(&keys[i % ACCOUNTS], cmd)
-                            .await
-                            .expect("execute");
-                    },
-                )
-                .await,
-            );
-        }
-        rows.push(row);
+        rows.push(command_row(&sides, sync, plan).await);
     }
     if load {
-        let ids = seed(&sides, LOAD_ACCOUNTS, LOAD_EVENTS - 1).await;
-        let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let mut row = Row::new(
-            "load an aggregate of 25 events",
-            "cqrs-es/postgres-es",
-            sync,
-        );
-        row.unit = "loads/s";
-        for rep in 0..plan.reps {
-            row.push(
-                interleaved(
-                    plan.ops,
-                    rep % 2 == 0,
-                    async |i| {
-                        let mut s = sides.store.lightweight_session();
-                        let a = s
-                            .events()
-                            .aggregate_stream::<Account>(ids[i % LOAD_ACCOUNTS])
-                            .await;
-                        assert_eq!(
-                            a.expect("aggregate").map(|a| a.balance),
-                            Some(LOAD_EVENTS as i64 - 1)
-                        );
-                    },
-                    async |i| {
-                        let mut c = sides
-                            .loads
-                            .load_aggregate(&keys[i % LOAD_ACCOUNTS])
-                            .await
-                            .expect("load");
-                        assert_eq!(c.aggregate().balance, LOAD_EVENTS as i64 - 1);
-                    },
-                )
-                .await,
-            );
-        }
-        rows.push(row);
+        rows.push(load_row(&sides, sync, plan).await);
     }
     sides.pool.close().await;
     rows

@@ -13,7 +13,7 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 
 use crate::db::{check_sync, marten_url, peer_options, peer_pool, pool_options, Schemas};
-use crate::harness::{interleaved, wanted, Plan, Row};
+use crate::harness::{interleaved, wanted, Measured, Plan, Row};
 
 /// Documents (and streams) each side goes round.
 const KEYS: usize = 100;
@@ -115,6 +115,7 @@ async fn sqlx_append(pool: &PgPool, stream: Uuid, e: &Ticked) {
 }
 
 /// What the rows of one sqlx pool compare: marten's store and ids, the pool and its ids.
+#[derive(Clone, Copy)]
 struct Sides<'a> {
     marten: &'a DocumentStore,
     m_ids: &'a [Uuid],
@@ -122,14 +123,59 @@ struct Sides<'a> {
     p_ids: &'a [Uuid],
 }
 
+/// One repetition of upserts: document `i % KEYS` of each side stored with `n = i`.
+async fn upserts(s: Sides<'_>, ops: usize, first: bool) -> Measured {
+    interleaved(
+        ops,
+        first,
+        async |i| {
+            let mut session = s.marten.lightweight_session();
+            session
+                .store(doc(s.m_ids[i % KEYS], i as i64))
+                .expect("store");
+            session.save_changes().await.expect("save");
+        },
+        async |i| sqlx_upsert(s.pool, &doc(s.p_ids[i % KEYS], i as i64)).await,
+    )
+    .await
+}
+
+/// One repetition of loads by id of the upserted documents.
+async fn loads(s: Sides<'_>, ops: usize, first: bool) -> Measured {
+    interleaved(
+        ops,
+        first,
+        async |i| {
+            let mut session = s.marten.lightweight_session();
+            let d: Option<Doc> = session.load(&s.m_ids[i % KEYS]).await.expect("load");
+            assert!(d.is_some());
+        },
+        async |i| assert!(sqlx_load(s.pool, s.p_ids[i % KEYS]).await.is_some()),
+    )
+    .await
+}
+
+/// One repetition of appends of one event to stream `i % KEYS`.
+async fn appends(s: Sides<'_>, ops: usize, first: bool) -> Measured {
+    interleaved(
+        ops,
+        first,
+        async |i| {
+            let mut session = s.marten.lightweight_session();
+            let stream = s.m_ids[i % KEYS];
+            session
+                .events()
+                .append(stream, [tick(i as i64)])
+                .expect("append");
+            session.save_changes().await.expect("save");
+        },
+        async |i| sqlx_append(s.pool, s.p_ids[i % KEYS], &tick(i as i64)).await,
+    )
+    .await
+}
+
 /// The upsert, load and append rows of one sqlx pool against marten (the selected ones).
 async fn rows(sides: Sides<'_>, peer: &'static str, sync: &'static str, plan: Plan) -> Vec<Row> {
-    let Sides {
-        marten,
-        m_ids,
-        pool,
-        p_ids,
-    } = sides;
     let (do_load, do_append) = (wanted("load sqlx"), wanted("append sqlx"));
     let mut upsert = Row::new("document upsert (store + save)", peer, sync);
     let mut load = Row::new("document load by id", peer, sync);
@@ -137,50 +183,12 @@ async fn rows(sides: Sides<'_>, peer: &'static str, sync: &'static str, plan: Pl
     for rep in 0..plan.reps {
         let first = rep % 2 == 0;
         // Always: the loads read what the upserts wrote.
-        upsert.push(
-            interleaved(
-                plan.ops,
-                first,
-                async |i| {
-                    let mut s = marten.lightweight_session();
-                    s.store(doc(m_ids[i % KEYS], i as i64)).expect("store");
-                    s.save_changes().await.expect("save");
-                },
-                async |i| sqlx_upsert(pool, &doc(p_ids[i % KEYS], i as i64)).await,
-            )
-            .await,
-        );
+        upsert.push(upserts(sides, plan.ops, first).await);
         if do_load {
-            load.push(
-                interleaved(
-                    plan.ops,
-                    first,
-                    async |i| {
-                        let mut s = marten.lightweight_session();
-                        let d: Option<Doc> = s.load(&m_ids[i % KEYS]).await.expect("load");
-                        assert!(d.is_some());
-                    },
-                    async |i| assert!(sqlx_load(pool, p_ids[i % KEYS]).await.is_some()),
-                )
-                .await,
-            );
+            load.push(loads(sides, plan.ops, first).await);
         }
         if do_append {
-            append.push(
-                interleaved(
-                    plan.ops,
-                    first,
-                    async |i| {
-                        let mut s = marten.lightweight_session();
-                        s.events()
-                            .append(m_ids[i % KEYS], [tick(i as i64)])
-                            .expect("append");
-                        s.save_changes().await.expect("save");
-                    },
-                    async |i| sqlx_append(pool, p_ids[i % KEYS], &tick(i as i64)).await,
-                )
-                .await,
-            );
+            append.push(appends(sides, plan.ops, first).await);
         }
     }
     [upsert, load, append]
