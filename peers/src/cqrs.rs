@@ -27,17 +27,20 @@ const LOAD_ACCOUNTS: usize = 50;
 
 // ---- cqrs-es side: the bank account of its user guide ----
 
+/// The account as cqrs-es folds it: opened, and its balance.
 #[derive(Default, Serialize, Deserialize)]
 pub struct BankAccount {
     opened: bool,
     balance: i64,
 }
 
+/// The commands the account handles.
 pub enum BankCommand {
     Open { owner: String },
     Deposit { amount: i64 },
 }
 
+/// The account's events, as cqrs-es stores them (one enum per aggregate).
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 pub enum BankEvent {
     AccountOpened { owner: String },
@@ -57,6 +60,7 @@ impl DomainEvent for BankEvent {
     }
 }
 
+/// A command the account refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BankError(&'static str);
@@ -165,6 +169,7 @@ async fn cqrs_tables(pool: &PgPool) {
     }
 }
 
+/// Both sides of the cqrs-es rows: marten's store, cqrs-es's framework and event store.
 struct Sides {
     store: DocumentStore,
     cqrs: PostgresCqrs<BankAccount>,
@@ -172,6 +177,7 @@ struct Sides {
     pool: PgPool,
 }
 
+/// Creates both sides' schemas and builds both sides.
 async fn sides(sync: &'static str, schemas: &mut Schemas) -> Sides {
     let marten_schema = schemas.create("peers_cqrs_marten").await;
     let peer_schema = schemas.create("peers_cqrs_es").await;

@@ -67,11 +67,14 @@ pub fn pool_options(max: u32) -> PgPoolOptions {
 
 /// The schemas of one pass, dropped (with everything in them) when the pass ends.
 pub struct Schemas {
+    /// The connection that creates and drops them.
     admin: PgPool,
+    /// The schemas created so far.
     names: Vec<String>,
 }
 
 impl Schemas {
+    /// No schema yet; connects the administrative pool.
     pub async fn new() -> Schemas {
         Schemas {
             admin: peer_pool("on", None, 1).await,
@@ -90,6 +93,7 @@ impl Schemas {
         name.to_owned()
     }
 
+    /// Drops the schema `name` and everything in it, if it exists.
     async fn drop_one(&self, name: &str) {
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
             .execute(&self.admin)

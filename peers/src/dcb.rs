@@ -24,6 +24,7 @@ const PER_COURSE: usize = 10;
 
 // ---- disintegrate side ----
 
+/// Every event of the course domain; `CourseEvent` is the stream of one course's.
 #[derive(Debug, Clone, PartialEq, Eq, disintegrate::Event, Serialize, Deserialize)]
 #[stream(CourseEvent, [CourseCreated, StudentSubscribed])]
 pub enum DomainEvent {
@@ -40,6 +41,7 @@ pub enum DomainEvent {
     },
 }
 
+/// The decision's state: the seats of one course and its subscriptions so far.
 #[derive(Default, StateQuery, Clone, Serialize, Deserialize)]
 #[state_query(CourseEvent)]
 pub struct CourseSeats {
@@ -58,12 +60,14 @@ impl StateMutate for CourseSeats {
     }
 }
 
+/// Why a subscription is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error("no seats left")]
     Full,
 }
 
+/// The decision: subscribe a student to a course if a seat is left.
 pub struct Subscribe {
     course_id: String,
     student_id: String,
@@ -92,6 +96,7 @@ impl Decision for Subscribe {
     }
 }
 
+/// disintegrate's PostgreSQL event store of the course domain, JSON-serialized.
 type Store = PgEventStore<DomainEvent, Json<DomainEvent>>;
 
 // ---- marten side ----
@@ -207,6 +212,7 @@ async fn init_event_store(pool: &PgPool) {
     }
 }
 
+/// Both sides of the decision row: marten's store, disintegrate's store and decision maker.
 struct Sides {
     store: DocumentStore,
     events: Store,
@@ -214,6 +220,7 @@ struct Sides {
     pool: PgPool,
 }
 
+/// Creates both sides' schemas and builds both sides.
 async fn sides(sync: &'static str, schemas: &mut Schemas) -> Sides {
     let marten_schema = schemas.create("peers_dcb_marten").await;
     let peer_schema = schemas.create("peers_disintegrate").await;

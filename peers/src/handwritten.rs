@@ -32,6 +32,7 @@ struct Ticked {
     note: String,
 }
 
+/// Document `id` with the number `n`.
 fn doc(id: Uuid, n: i64) -> Doc {
     Doc {
         id,
@@ -41,6 +42,7 @@ fn doc(id: Uuid, n: i64) -> Doc {
     }
 }
 
+/// An event with the number `n`.
 fn tick(n: i64) -> Ticked {
     Ticked {
         n,
@@ -65,6 +67,7 @@ const APPEND: &str = "WITH s AS (INSERT INTO mt_streams AS st (id, type, version
      INSERT INTO mt_events (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
      SELECT $4::uuid, $1::uuid, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, $10::text FROM s";
 
+/// A marten store of [`Doc`] and [`Ticked`] in `schema`.
 async fn store(url: String, schema: String) -> DocumentStore {
     DocumentStore::builder()
         .connection_string(url)
@@ -78,6 +81,7 @@ async fn store(url: String, schema: String) -> DocumentStore {
         .expect("marten store")
 }
 
+/// sqlx's side of a store: marten's upsert.
 async fn sqlx_upsert(pool: &PgPool, d: &Doc) {
     sqlx::query(UPSERT)
         .bind(d.id)
@@ -87,6 +91,7 @@ async fn sqlx_upsert(pool: &PgPool, d: &Doc) {
         .expect("upsert");
 }
 
+/// sqlx's side of a load: marten's select, the `jsonb` decoded by serde.
 async fn sqlx_load(pool: &PgPool, id: Uuid) -> Option<Doc> {
     sqlx::query_scalar::<_, Json<Doc>>(LOAD)
         .bind(id)
@@ -96,6 +101,7 @@ async fn sqlx_load(pool: &PgPool, id: Uuid) -> Option<Doc> {
         .map(|Json(d)| d)
 }
 
+/// sqlx's side of an append: marten's statement, one event.
 async fn sqlx_append(pool: &PgPool, stream: Uuid, e: &Ticked) {
     let done = sqlx::query(APPEND)
         .bind(stream)

@@ -31,11 +31,17 @@ fn usage() -> (Duration, u64) {
 /// CPU time per operation (µs) while that side's blocks ran.
 #[derive(Clone, Copy, Debug)]
 pub struct Measured {
+    /// marten's operations per second.
     pub marten: f64,
+    /// The peer's operations per second.
     pub peer: f64,
+    /// The client's CPU time per marten operation, µs.
     pub marten_cpu_us: f64,
+    /// The client's CPU time per peer operation, µs.
     pub peer_cpu_us: f64,
+    /// The client's context switches per marten operation.
     pub marten_switches: f64,
+    /// The client's context switches per peer operation.
     pub peer_switches: f64,
 }
 
@@ -85,19 +91,30 @@ pub async fn interleaved(
 /// One line of the results table: a scenario, the peer it is measured against and every
 /// repetition's operations per second of both sides.
 pub struct Row {
+    /// What each side does per operation.
     pub scenario: &'static str,
+    /// The peer against which marten is measured.
     pub peer: &'static str,
+    /// The `synchronous_commit` setting of both sides' connections.
     pub sync: &'static str,
+    /// What marten's operations per second are called in the table.
     pub unit: &'static str,
+    /// Per repetition: marten's operations per second.
     pub marten: Vec<f64>,
+    /// Per repetition: the peer's operations per second.
     pub other: Vec<f64>,
+    /// Per repetition: the client's CPU µs per marten operation.
     pub marten_cpu: Vec<f64>,
+    /// Per repetition: the client's CPU µs per peer operation.
     pub other_cpu: Vec<f64>,
+    /// Per repetition: the client's context switches per marten operation.
     pub marten_switches: Vec<f64>,
+    /// Per repetition: the client's context switches per peer operation.
     pub other_switches: Vec<f64>,
 }
 
 impl Row {
+    /// An empty row, counted in operations per second until `unit` says otherwise.
     pub fn new(scenario: &'static str, peer: &'static str, sync: &'static str) -> Self {
         Row {
             scenario,
@@ -161,12 +178,14 @@ impl Row {
 /// The header of the table [`Row::line`] writes.
 pub const HEADER: &str = "| scenario | peer | synchronous_commit | marten | peer | ratio marten/peer (median) | IQR | client CPU µs/op marten / peer | client context switches/op marten / peer |\n|---|---|---|---|---|---|---|---|---|";
 
+/// The median of `v` (NaN when empty).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The first and third quartiles of the sorted `sorted` (NaN when empty).
 pub fn quartiles(sorted: &[f64]) -> (f64, f64) {
     if sorted.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -178,7 +197,9 @@ pub fn quartiles(sorted: &[f64]) -> (f64, f64) {
 /// How much work a run does: repetitions and operations per side per repetition.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
+    /// Repetitions of every scenario.
     pub reps: usize,
+    /// Operations per side and repetition.
     pub ops: usize,
 }
 

@@ -19,6 +19,7 @@ mod harness;
 
 use harness::{Plan, Row, HEADER};
 
+/// Every selected row with `synchronous_commit` = `sync`, in schemas of its own.
 async fn pass(sync: &'static str, plan: Plan) -> Vec<Row> {
     let mut schemas = db::Schemas::new().await;
     let mut rows = cqrs::run(sync, plan, &mut schemas).await;
