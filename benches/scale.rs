@@ -17,7 +17,7 @@
 //! sets the levels in seeded events (a probe of 10,000 events and 1,000 documents is
 //! always there; documents follow the events up to `MARTEN_SCALE_DOCS`, default
 //! 1,000,000); `MARTEN_SCALE_SECS` (default 3) how long each measurement runs,
-//! `MARTEN_SCALE_WINDOW` (default 20,000) the daemon's window. Prints Markdown tables,
+//! `MARTEN_SCALE_WINDOW` (default 100,000) the daemon's window. Prints Markdown tables,
 //! writes `bench-results/scale.json` (see `common::report`) and one PNG per curve into
 //! `MARTEN_SCALE_PLOTS` (default `docs/bench`). The schema is dropped at the end.
 
@@ -70,11 +70,16 @@ pub struct Level {
 }
 
 fn levels() -> Vec<u64> {
-    let spec = std::env::var("MARTEN_SCALE_LEVELS")
-        .unwrap_or_else(|_| "0,1000000,10000000".to_owned());
+    let spec =
+        std::env::var("MARTEN_SCALE_LEVELS").unwrap_or_else(|_| "0,1000000,10000000".to_owned());
     let mut levels: Vec<u64> = spec
         .split(',')
-        .map(|l| l.trim().replace('_', "").parse().expect("MARTEN_SCALE_LEVELS: numbers"))
+        .map(|l| {
+            l.trim()
+                .replace('_', "")
+                .parse()
+                .expect("MARTEN_SCALE_LEVELS: numbers")
+        })
         .collect();
     levels.sort_unstable();
     levels
@@ -165,7 +170,7 @@ async fn run(levels: &[u64]) -> Vec<Level> {
         time: Duration::from_secs(env_number("MARTEN_SCALE_SECS").unwrap_or(3) as u64),
         ops: 20_000,
     };
-    let window = env_number("MARTEN_SCALE_WINDOW").unwrap_or(20_000) as u64;
+    let window = env_number("MARTEN_SCALE_WINDOW").unwrap_or(100_000) as u64;
     let max_docs = env_number("MARTEN_SCALE_DOCS").unwrap_or(1_000_000) as u64;
     let mut seeded = Seeded::default();
     let mut out = Vec::new();
@@ -191,6 +196,7 @@ fn main() {
     let results = rt.block_on(run(&levels));
     output::print(&results);
     common::report::write_json("scale", &results);
-    let dir = std::env::var("MARTEN_SCALE_PLOTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench").to_owned());
+    let dir = std::env::var("MARTEN_SCALE_PLOTS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench").to_owned());
     output::plots(std::path::Path::new(&dir), &results);
 }

@@ -164,10 +164,7 @@ pub async fn daemon(
     window: u64,
 ) -> f64 {
     let base = raw
-        .query_one(
-            "SELECT max(tx_id)::text, max(seq_id) FROM mt_events",
-            &[],
-        )
+        .query_one("SELECT max(tx_id)::text, max(seq_id) FROM mt_events", &[])
         .await
         .expect("base");
     let (tx, seq): (String, i64) = (base.get(0), base.get(1));

@@ -10,7 +10,7 @@ pub struct CourseId(pub Uuid);
 
 /// The course numbered `n` (deterministic, so the measurements can pick any seeded one).
 pub fn course_id(n: u64) -> Uuid {
-    Uuid::from_u128(0x5ca1e_0000_0000_0000_0000_0000_0000 + n as u128)
+    Uuid::from_u128(0x0005_ca1e_0000_0000_0000_0000_0000_0000 + n as u128)
 }
 
 /// The untagged events (nine streams in ten).

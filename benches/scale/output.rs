@@ -13,7 +13,9 @@ fn lat(l: &Latency) -> String {
 
 /// Prints the tables for `BENCHMARKS.md`.
 pub fn print(levels: &[Level]) {
-    println!("| events in store | documents | append 1 event (events/s) | daemon catch-up (events/s) |");
+    println!(
+        "| events in store | documents | append 1 event (events/s) | daemon catch-up (events/s) |"
+    );
     println!("|---:|---:|---:|---:|");
     for l in levels {
         println!(
@@ -59,7 +61,10 @@ pub fn print(levels: &[Level]) {
 /// One row per index, one column per level, in MB.
 fn print_indexes(levels: &[Level]) {
     let Some(last) = levels.last() else { return };
-    let header: Vec<String> = levels.iter().map(|l| format!("{} events", l.events)).collect();
+    let header: Vec<String> = levels
+        .iter()
+        .map(|l| format!("{} events", l.events))
+        .collect();
     println!("| index (MB) | {} |", header.join(" | "));
     println!("|---|{}", "---:|".repeat(levels.len()));
     for (name, _) in &last.storage.indexes {
@@ -116,9 +121,24 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             y_desc: "events/s",
             series: vec![("marten", by_events(levels, |l| l.daemon_events_per_s))],
         },
-        latency_curve(levels, "scale-fetch-stream.png", "fetch_stream of a 10-event stream", |l| l.fetch_stream),
-        latency_curve(levels, "scale-read-all.png", "read_all, a page of 500", |l| l.read_all),
-        latency_curve(levels, "scale-tag-boundary.png", "Tag boundary read, 20 events", |l| l.tag_boundary),
+        latency_curve(
+            levels,
+            "scale-fetch-stream.png",
+            "fetch_stream of a 10-event stream",
+            |l| l.fetch_stream,
+        ),
+        latency_curve(
+            levels,
+            "scale-read-all.png",
+            "read_all, a page of 500",
+            |l| l.read_all,
+        ),
+        latency_curve(
+            levels,
+            "scale-tag-boundary.png",
+            "Tag boundary read, 20 events",
+            |l| l.tag_boundary,
+        ),
         Curve {
             file: "scale-load.png",
             title: "load by id",

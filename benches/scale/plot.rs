@@ -88,11 +88,10 @@ pub fn draw(dir: &Path, curve: &Curve) -> Result<(), Box<dyn std::error::Error>>
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(
-            pts.iter()
-                .map(move |&p| Circle::new(p, 4, color.filled())),
-        )?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(pts.iter().map(move |&p| Circle::new(p, 4, color.filled())))?;
     }
     chart
         .configure_series_labels()

@@ -76,7 +76,7 @@ struct EventRow {
 /// The rows of the stream numbered `n`: every tenth stream (n % 10 == 0) is tagged with
 /// a course (two streams a course), the next one is an append target.
 fn stream_rows(n: u64, stream: Uuid, first_seq: i64, out: &mut Vec<EventRow>) {
-    let tagged = n % 10 == 0;
+    let tagged = n.is_multiple_of(10);
     let course = course_id(n / 20);
     for v in 1..=STREAM_LEN as i64 {
         let (kind, data) = if tagged {
@@ -160,8 +160,8 @@ async fn event_batch(client: &mut Client, seeded: &mut Seeded, count: u64) {
     seeded.events += count;
 }
 
-async fn writer<'a>(
-    tx: &'a Transaction<'_>,
+async fn writer(
+    tx: &Transaction<'_>,
     sql: &str,
     types: &[Type],
 ) -> std::pin::Pin<Box<BinaryCopyInWriter>> {
@@ -180,7 +180,8 @@ async fn copy_streams(tx: &Transaction<'_>, streams: &[Uuid]) {
 }
 
 async fn copy_events(tx: &Transaction<'_>, rows: &[EventRow]) {
-    let sql = "COPY mt_events (seq_id, id, stream_id, version, type, data) FROM STDIN (FORMAT binary)";
+    let sql =
+        "COPY mt_events (seq_id, id, stream_id, version, type, data) FROM STDIN (FORMAT binary)";
     let types = [
         Type::INT8,
         Type::UUID,

@@ -21,7 +21,8 @@ pub struct Storage {
 }
 
 /// The event store's tables: what an event costs is all of them.
-const EVENT_TABLES: &str = "pg_total_relation_size('mt_events') + pg_total_relation_size('mt_streams') \
+const EVENT_TABLES: &str =
+    "pg_total_relation_size('mt_events') + pg_total_relation_size('mt_streams') \
      + pg_total_relation_size('mt_event_tags') + pg_total_relation_size('mt_tag_versions')";
 
 async fn one(raw: &Client, sql: &str) -> i64 {
