@@ -102,10 +102,13 @@ fn latency_curve<'a>(
     }
 }
 
+/// (documents, f(level)) of every level.
+fn by_docs(levels: &[Level], f: impl Fn(&Level) -> f64) -> Vec<(f64, f64)> {
+    levels.iter().map(|l| (l.documents as f64, f(l))).collect()
+}
+
+/// The curves of the rates and latencies.
 fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
-    let docs = |f: fn(&Level) -> f64| -> Vec<(f64, f64)> {
-        levels.iter().map(|l| (l.documents as f64, f(l))).collect()
-    };
     vec![
         Curve {
             file: "scale-append.png",
@@ -144,8 +147,17 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             title: "load by id",
             x_desc: "documents in the store",
             y_desc: "latency (µs)",
-            series: vec![("p50", docs(|l| l.load.p50)), ("p99", docs(|l| l.load.p99))],
+            series: vec![
+                ("p50", by_docs(levels, |l| l.load.p50)),
+                ("p99", by_docs(levels, |l| l.load.p99)),
+            ],
         },
+    ]
+}
+
+/// The curves of the storage.
+fn storage_curves(levels: &[Level]) -> Vec<Curve<'static>> {
+    vec![
         Curve {
             file: "scale-bytes-per-event.png",
             title: "Bytes per event: marten against a minimal raw table",
@@ -162,8 +174,8 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             x_desc: "documents in the store",
             y_desc: "bytes/document",
             series: vec![
-                ("marten", docs(|l| l.storage.per_doc.marten)),
-                ("raw", docs(|l| l.storage.per_doc.raw)),
+                ("marten", by_docs(levels, |l| l.storage.per_doc.marten)),
+                ("raw", by_docs(levels, |l| l.storage.per_doc.raw)),
             ],
         },
     ]
@@ -175,7 +187,7 @@ pub fn plots(dir: &Path, levels: &[Level]) {
         return;
     }
     std::fs::create_dir_all(dir).expect("plots directory");
-    for curve in curves(levels) {
+    for curve in curves(levels).into_iter().chain(storage_curves(levels)) {
         match plot::draw(dir, &curve) {
             Ok(()) => eprintln!("plot: {}", dir.join(curve.file).display()),
             Err(e) => eprintln!("plot {}: {e}", curve.file),
