@@ -71,6 +71,30 @@ pub fn profile() -> &'static str {
     }
 }
 
+/// Where the JSON results of `bench` go: `MARTEN_BENCH_JSON`, or
+/// `<target>/bench-results/<bench>.json`.
+pub fn results_path(bench: &str) -> PathBuf {
+    std::env::var_os("MARTEN_BENCH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+            dir.join("bench-results").join(format!("{bench}.json"))
+        })
+}
+
+/// Writes `results` as pretty JSON to [`results_path`] of `bench`.
+pub fn write_json(bench: &str, results: &impl Serialize) {
+    let path = results_path(bench);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("results directory");
+    }
+    let json = serde_json::to_string_pretty(results).expect("results as JSON");
+    std::fs::write(&path, json).expect("write results");
+    eprintln!("results: {}", path.display());
+}
+
 impl Report {
     pub fn new(bench: &'static str, quick: bool) -> Self {
         Report {
@@ -130,21 +154,7 @@ impl Report {
     /// Writes the JSON file and, with `MARTEN_BENCH_CHECK`, checks the baseline: the exit
     /// code is a failure when a checked ratio fell by more than the tolerance.
     pub fn finish(self) -> ExitCode {
-        let path = std::env::var_os("MARTEN_BENCH_JSON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let dir = std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-                dir.join("bench-results")
-                    .join(format!("{}.json", self.bench))
-            });
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("results directory");
-        }
-        let json = serde_json::to_string_pretty(&self).expect("results as JSON");
-        std::fs::write(&path, json).expect("write results");
-        eprintln!("results: {}", path.display());
+        write_json(self.bench, &self);
         match std::env::var_os("MARTEN_BENCH_CHECK") {
             Some(baseline) => self.check(&PathBuf::from(baseline)),
             None => ExitCode::SUCCESS,

@@ -1,0 +1,202 @@
+//! Scale curves (issue #18): how the cost of marten's operations grows with the data in
+//! the store. The store is seeded by binary `COPY` straight into its tables, level after
+//! level (cumulative: seed up to a level, measure, seed more), and measured at each
+//! level through the public API:
+//!
+//! - single-event appends per second, one writer, `synchronous_commit=off`, to random
+//!   seeded streams (every tenth stream is an append target, never read);
+//! - p50 and p99 of `fetch_stream` of a random ten-event stream, of a `read_all` page of
+//!   500 from a random position, of a tag boundary read (`fetch_for_writing_by_tags`, 20
+//!   tagged events of a random course) and of `load` by id of a random document;
+//! - the daemon's catch-up, events per second, over a window of new events seeded after
+//!   the level (its progression row set to the level's last event by SQL first);
+//! - bytes per event and per document (tables, indexes, TOAST) against a minimal raw
+//!   schema seeded with the same rows, and every index's size.
+//!
+//! Run: `cargo bench --bench scale`. `MARTEN_SCALE_LEVELS` (default `0,1000000,10000000`)
+//! sets the levels in seeded events (a probe of 10,000 events and 1,000 documents is
+//! always there; documents follow the events up to `MARTEN_SCALE_DOCS`, default
+//! 1,000,000); `MARTEN_SCALE_SECS` (default 3) how long each measurement runs,
+//! `MARTEN_SCALE_WINDOW` (default 100,000) the daemon's window. Prints Markdown tables,
+//! writes `bench-results/scale.json` (see `common::report`) and one PNG per curve into
+//! `MARTEN_SCALE_PLOTS` (default `docs/bench`). The schema is dropped at the end.
+
+mod common;
+#[path = "scale/measure.rs"]
+mod measure;
+#[path = "scale/model.rs"]
+mod model;
+#[path = "scale/output.rs"]
+mod output;
+#[path = "scale/plot.rs"]
+mod plot;
+#[path = "scale/seed.rs"]
+mod seed;
+#[path = "scale/storage.rs"]
+mod storage;
+
+use std::time::{Duration, Instant};
+
+use common::env_number;
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use tokio_postgres::{Client, NoTls};
+
+use measure::{Budget, Latency};
+use model::{Customer, OrderPlaced, StudentEnrolled, Tally};
+use seed::Seeded;
+
+/// Events seeded before the first level, so that every read has something to read.
+const PROBE_EVENTS: u64 = 10_000;
+/// Documents seeded before the first level.
+const PROBE_DOCS: u64 = 1_000;
+
+/// The figures of one level.
+#[derive(Debug, serde::Serialize)]
+pub struct Level {
+    /// The level asked for (seeded events beyond the probe).
+    pub level: u64,
+    /// Events in the store when the reads were measured.
+    pub events: u64,
+    /// Documents in the store.
+    pub documents: u64,
+    pub append_per_s: f64,
+    pub daemon_events_per_s: f64,
+    pub fetch_stream: Latency,
+    pub read_all: Latency,
+    pub tag_boundary: Latency,
+    pub load: Latency,
+    pub storage: storage::Storage,
+}
+
+fn levels() -> Vec<u64> {
+    let spec =
+        std::env::var("MARTEN_SCALE_LEVELS").unwrap_or_else(|_| "0,1000000,10000000".to_owned());
+    let mut levels: Vec<u64> = spec
+        .split(',')
+        .map(|l| {
+            l.trim()
+                .replace('_', "")
+                .parse()
+                .expect("MARTEN_SCALE_LEVELS: numbers")
+        })
+        .collect();
+    levels.sort_unstable();
+    levels
+}
+
+async fn raw_client(url: &str, schema: &str) -> Client {
+    let mut config: tokio_postgres::Config = url.parse().expect("url");
+    let opts = config.get_options().unwrap_or("").to_owned();
+    config.options(format!("{opts} -c search_path={schema}"));
+    let (client, conn) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// Seeds up to `level` (beyond the probe) and the documents that go with it.
+async fn seed_to(raw: &mut Client, seeded: &mut Seeded, level: u64, max_docs: u64) {
+    let start = Instant::now();
+    let target = PROBE_EVENTS + level;
+    if seeded.events < target {
+        seed::events(raw, seeded, target - seeded.events).await;
+    }
+    let docs = level.clamp(PROBE_DOCS, max_docs.max(PROBE_DOCS));
+    seed::documents(raw, seeded, docs).await;
+    raw.batch_execute("VACUUM ANALYZE mt_events, mt_streams, mt_event_tags, mt_doc_customer")
+        .await
+        .expect("vacuum");
+    eprintln!(
+        "seeded {} events, {} documents ({:.0} s)",
+        seeded.events,
+        seeded.docs.len(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
+async fn measure_level(
+    store: &DocumentStore,
+    raw: &mut Client,
+    seeded: &mut Seeded,
+    level: u64,
+    budget: &Budget,
+    window: u64,
+) -> Level {
+    let schema = store.schema().to_owned();
+    let fetch_stream = measure::fetch_stream(store, seeded, budget).await;
+    let read_all = measure::read_all(store, raw, budget).await;
+    let tag_boundary = measure::tag_boundary(store, seeded, budget).await;
+    let load = measure::load(store, seeded, budget).await;
+    let storage = storage::measure(raw, &schema).await;
+    let append_per_s = measure::append(store, seeded, budget).await;
+    let daemon_events_per_s = measure::daemon(store, raw, seeded, window).await;
+    let l = Level {
+        level,
+        events: storage.per_event.rows as u64,
+        documents: storage.per_doc.rows as u64,
+        append_per_s,
+        daemon_events_per_s,
+        fetch_stream,
+        read_all,
+        tag_boundary,
+        load,
+        storage,
+    };
+    eprintln!("{l:?}");
+    l
+}
+
+async fn run(levels: &[u64]) -> Vec<Level> {
+    let base = marten_testing::database_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20synchronous_commit%3Doff");
+    let schema = TestSchema::new("bench_scale");
+    let store = DocumentStore::builder()
+        .connection_string(&url)
+        .ssl_mode(marten::SslMode::Disable)
+        .schema(schema.name())
+        .pool_size(4)
+        .stream_identity(StreamIdentity::Uuid)
+        .event::<OrderPlaced>()
+        .event::<StudentEnrolled>()
+        .document::<Customer>()
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await
+        .expect("store");
+    let mut raw = raw_client(&url, schema.name()).await;
+    raw.batch_execute(seed::RAW_DDL).await.expect("raw schema");
+    let budget = Budget {
+        time: Duration::from_secs(env_number("MARTEN_SCALE_SECS").unwrap_or(3) as u64),
+        ops: 20_000,
+    };
+    let window = env_number("MARTEN_SCALE_WINDOW").unwrap_or(100_000) as u64;
+    let max_docs = env_number("MARTEN_SCALE_DOCS").unwrap_or(1_000_000) as u64;
+    let mut seeded = Seeded::default();
+    let mut out = Vec::new();
+    for (i, &level) in levels.iter().enumerate() {
+        seed_to(&mut raw, &mut seeded, level, max_docs).await;
+        if i == 0 {
+            // The progression row exists from here on; later windows move it by SQL.
+            measure::daemon_once(&store).await;
+        }
+        out.push(measure_level(&store, &mut raw, &mut seeded, level, &budget, window).await);
+    }
+    store.close();
+    drop(raw);
+    out
+}
+
+fn main() {
+    let levels = levels();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt.block_on(run(&levels));
+    output::print(&results);
+    common::report::write_json("scale", &results);
+    let dir = std::env::var("MARTEN_SCALE_PLOTS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench").to_owned());
+    output::plots(std::path::Path::new(&dir), &results);
+}
