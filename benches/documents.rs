@@ -78,7 +78,7 @@ impl Tally {
     }
 }
 
-/// A fold-heavy aggregate: each apply does some microseconds of arithmetic, so the
+/// A fold-heavy aggregate: each apply does about 100 µs of arithmetic, so the
 /// daemon's time goes to folding and parallel fold workers can show.
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
 struct Heavy {
@@ -91,7 +91,7 @@ struct Heavy {
 impl Heavy {
     fn apply(&mut self, e: &Ticked) {
         let mut h = self.hash ^ e.n as u64;
-        for i in 0..20_000u64 {
+        for i in 0..100_000u64 {
             h = std::hint::black_box(h.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
         }
         self.hash = h;
