@@ -1,7 +1,8 @@
 //! A runner catching up reads its next page on a second pooled connection while the batch
 //! before it commits. With a pool of one connection the read ahead waits for the batch's
 //! connection (or gives up and the runner reads the page itself): the daemon still
-//! catches up, applies each event once, and leaves the pool's connection usable.
+//! catches up, applies each event once, and leaves the pool's connection usable. Waiting
+//! for the daemon (`wait_for_non_stale`) holds no pooled connection between its checks.
 
 mod common;
 
@@ -76,4 +77,38 @@ async fn a_pool_of_one_connection_still_catches_up_with_each_event_applied_once(
     ok(s.save_changes().await);
     let events = ok(s.events().fetch_stream(streams[0]).await);
     assert_eq!(events.len(), 21);
+}
+
+#[tokio::test]
+async fn waiting_for_the_daemon_holds_no_pooled_connection_between_checks() {
+    let (_schema, b) = builder("daemon_wait_pool");
+    let store = ok(b
+        .pool_size(1)
+        .pool_wait_timeout(Duration::from_secs(2))
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [Added { n: 1 }]));
+    ok(s.save_changes().await);
+    drop(s);
+
+    // No daemon runs, so the projection stays stale and the waiter polls until its
+    // deadline; meanwhile the application's saves must still get the one connection.
+    let waiter = marten::daemon::wait_for_non_stale(&store, Duration::from_secs(4));
+    let saves = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in 0..5 {
+            let mut s = store.lightweight_session();
+            ok(s.events().append(id, [Added { n }]));
+            ok(s.save_changes().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (waited, ()) = tokio::join!(waiter, saves);
+    assert!(
+        matches!(waited, Err(marten::Error::Timeout { .. })),
+        "the projection stays stale without a daemon: {waited:?}"
+    );
 }

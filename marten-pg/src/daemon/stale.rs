@@ -35,8 +35,10 @@ pub(super) fn deadline_after(timeout: Duration) -> Instant {
 pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Result<()> {
     let deadline = deadline_after(timeout);
     progression::ensure_tables(store).await?;
-    let mut conn = Conn::new();
     loop {
+        // One pooled connection per check, given back before the poll's sleep: a waiter
+        // must not hold a connection the daemon's runners (or the application) need.
+        let mut conn = Conn::new();
         // A check that hangs (a lock, a lost server) counts against the same deadline.
         let check = conn.run(store, async |client| stale_projections(store, client).await);
         let Ok(stale) = tokio::time::timeout_at(deadline.into(), check).await else {
@@ -44,6 +46,7 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
                 what: "the daemon's staleness check".to_owned(),
             });
         };
+        drop(conn);
         let stale = stale?;
         if stale.is_empty() {
             return Ok(());
