@@ -184,9 +184,11 @@ async fn watch_tenants(spawner: Spawner) {
     let every = spawner.options.poll_interval * TENANT_POLLS;
     while !*stop.borrow() {
         let mut conn = Conn::new();
-        match stream_tenants(&spawner.store, &mut conn).await {
+        let read = stream_tenants(&spawner.store, &mut conn).await;
+        // Given back before the wait below, whatever the read came to.
+        drop(conn);
+        match read {
             Ok(tenants) => {
-                drop(conn);
                 for tenant in tenants {
                     if *stop.borrow() {
                         return;
