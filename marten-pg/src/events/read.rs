@@ -98,14 +98,17 @@ fn lean_envelope(
     row: &Row,
 ) -> Result<Option<EventEnvelope>> {
     let sequence: i64 = row.try_get(0).map_err(reading)?;
-    let event_type: String = row.try_get(2).map_err(reading)?;
+    let event_type: &str = row.try_get(2).map_err(reading)?;
     let json: JsonRef<'_> = row.try_get(3).map_err(reading)?;
-    let Some(data) = store.with_registry(|r| r.decode(&event_type, sequence, json.0))? else {
+    let Some(data) = store.with_registry(|r| r.decode(event_type, sequence, json.0))? else {
         return Ok(None);
     };
     let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream.0.clone(), data);
     env.version = row.try_get(1).map_err(reading)?;
-    env.stored_type = event_type;
+    // `new` set the decoded type's name; only an alias or an upcaster's old name differs.
+    if env.stored_type != event_type {
+        env.stored_type = event_type.to_owned();
+    }
     Ok(Some(env))
 }
 
