@@ -4,8 +4,9 @@
 //! `MARTEN_BENCH_JSON` or to `target/bench-results/<bench>.json`. With
 //! `MARTEN_BENCH_CHECK=<baseline.json>` the report also compares each row's median ratio
 //! with the baseline recorded for the build profile (`dev` or `release`) and fails the
-//! run when a ratio fell by more than the baseline's tolerance (15 %). Rows the baseline
-//! does not list are reported, not checked.
+//! run when a ratio fell by more than the baseline's tolerance (15 %), or by more than
+//! `MARTEN_BENCH_TOLERANCE` (a fraction, such as `0.35`) when that is set. Rows the
+//! baseline does not list are reported, not checked.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -165,6 +166,7 @@ impl Report {
     fn check(&self, baseline: &std::path::Path) -> ExitCode {
         let text = std::fs::read_to_string(baseline).expect("read the baseline");
         let baseline: Baseline = serde_json::from_str(&text).expect("parse the baseline");
+        let tolerance = tolerance_override().unwrap_or(baseline.tolerance);
         let empty = BTreeMap::new();
         let expected = baseline
             .profiles
@@ -176,7 +178,7 @@ impl Report {
             let Some(base) = expected.get(&row.key()) else {
                 continue;
             };
-            let floor = base * (1.0 - baseline.tolerance);
+            let floor = base * (1.0 - tolerance);
             let ok = row.ratio >= floor;
             if !ok {
                 failed += 1;
@@ -196,11 +198,20 @@ impl Report {
         if failed > 0 {
             eprintln!(
                 "{failed} ratio(s) fell by more than {:.0} %",
-                baseline.tolerance * 100.0
+                tolerance * 100.0
             );
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `MARTEN_BENCH_TOLERANCE`, when set: the fraction a ratio may fall below its baseline.
+fn tolerance_override() -> Option<f64> {
+    let text = std::env::var("MARTEN_BENCH_TOLERANCE").ok()?;
+    match text.trim().parse::<f64>() {
+        Ok(t) if (0.0..1.0).contains(&t) => Some(t),
+        _ => panic!("MARTEN_BENCH_TOLERANCE must be a fraction in [0, 1), not {text:?}"),
     }
 }
