@@ -1,6 +1,7 @@
 //! Events: serde types with a stable type name, and the envelope a read event comes in.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -108,12 +109,12 @@ pub struct EventEnvelope {
     pub version: i64,
     /// The type name of [`EventEnvelope::data`]: the current name of its type, also for
     /// an event stored under an alias or an upcaster's old name (see
-    /// [`EventEnvelope::stored_type`]).
-    pub event_type: String,
+    /// [`EventEnvelope::stored_type`]). Borrowed from the type (no allocation per event).
+    pub event_type: Cow<'static, str>,
     /// The type name as stored in the event's row: differs from
     /// [`EventEnvelope::event_type`] when the event was read through an alias or upcast
-    /// from an older shape.
-    pub stored_type: String,
+    /// from an older shape. Borrowed from the type unless it differs.
+    pub stored_type: Cow<'static, str>,
     /// When the event was stored.
     pub timestamp: OffsetDateTime,
     /// The correlation id, if one was set.
@@ -141,8 +142,8 @@ impl EventEnvelope {
             id,
             stream_id,
             version: 0,
-            event_type: data.event_type().to_owned(),
-            stored_type: data.event_type().to_owned(),
+            event_type: Cow::Borrowed(data.event_type()),
+            stored_type: Cow::Borrowed(data.event_type()),
             timestamp: OffsetDateTime::UNIX_EPOCH,
             correlation_id: None,
             causation_id: None,

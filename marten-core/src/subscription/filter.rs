@@ -72,7 +72,7 @@ impl EventFilter {
     pub fn accepts(&self, event: &EventEnvelope) -> bool {
         self.types
             .as_ref()
-            .is_none_or(|t| t.contains(&event.event_type))
+            .is_none_or(|t| t.contains(event.event_type.as_ref()))
             && self
                 .streams
                 .as_ref()

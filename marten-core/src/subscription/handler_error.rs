@@ -45,7 +45,7 @@ impl HandlerError {
             .or_else(|| events.first())?;
         Some(Error::Apply {
             projection: name,
-            event_type: at.event_type.clone(),
+            event_type: at.event_type.clone().into_owned(),
             stream: at.stream_id.clone(),
             version: at.version,
             message: self.message,

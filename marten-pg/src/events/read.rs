@@ -1,6 +1,7 @@
 //! Reading events from the database: a stream, the global gap-safe order, stream state,
 //! and the decoding of event rows. Uses the event SQL (`table`) and the store's registry.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::connection::{Db, Stmt};
@@ -77,7 +78,9 @@ fn envelope_with(
     env.version = row.try_get(3).map_err(reading)?;
     // `event_type` stays the decoded type's current name (set by `new`); an alias or an
     // upcaster's old name shows in `stored_type`.
-    env.stored_type = event_type;
+    if env.stored_type != event_type {
+        env.stored_type = Cow::Owned(event_type);
+    }
     env.timestamp = row.try_get::<_, OffsetDateTime>(6).map_err(reading)?;
     env.correlation_id = row.try_get(7).map_err(reading)?;
     env.causation_id = row.try_get(8).map_err(reading)?;
@@ -107,7 +110,7 @@ fn lean_envelope(
     env.version = row.try_get(1).map_err(reading)?;
     // `new` set the decoded type's name; only an alias or an upcaster's old name differs.
     if env.stored_type != event_type {
-        env.stored_type = event_type.to_owned();
+        env.stored_type = Cow::Owned(event_type.to_owned());
     }
     Ok(Some(env))
 }

@@ -2,8 +2,8 @@
 //! type's current name, one of its aliases (former names, read as they are), or the old
 //! name an upcaster reads (an older shape, converted to the current type on read).
 
+use rustc_hash::FxHashMap;
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use marten_core::{AnyEvent, Error, Event, Result};
@@ -68,7 +68,9 @@ impl Entry {
 /// Registered event types.
 #[derive(Default, Clone)]
 pub(crate) struct EventRegistry {
-    by_name: HashMap<String, Entry>,
+    /// Keyed by the stored type name; read once per event read, so hashed with a fast
+    /// non-cryptographic hasher (the names are the store's own registrations).
+    by_name: FxHashMap<String, Entry>,
     pub(crate) unknown: UnknownEvents,
 }
 

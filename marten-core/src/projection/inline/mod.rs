@@ -127,7 +127,7 @@ impl AppendView {
                 Some(b) => advance(&self.stream, b, i + 1)?,
                 None => 0,
             };
-            e.event_type = (*event_type).to_owned();
+            e.event_type = std::borrow::Cow::Borrowed(event_type);
             e.timestamp = reserved.and_then(|r| r.timestamp).unwrap_or(now);
             let meta = &self.metadata;
             e.correlation_id = meta.correlation_ids.get(i).cloned().flatten();
@@ -158,7 +158,7 @@ pub fn advance(stream: &StreamId, base: i64, count: usize) -> Result<i64> {
 pub fn apply_error(projection: &'static str, event: &EventEnvelope, message: String) -> Error {
     Error::Apply {
         projection,
-        event_type: event.event_type.clone(),
+        event_type: event.event_type.clone().into_owned(),
         stream: event.stream_id.clone(),
         version: event.version,
         message,

@@ -1,0 +1,292 @@
+//! The regression guard CI can trust: client instructions per operation, marten against
+//! raw tokio-postgres doing the same work, counted by valgrind's callgrind.
+//!
+//! A timed ratio on a shared two-core machine moves by a third when something else runs
+//! (the unoptimised client's single-statement rows read 0.40-0.63 where a quiet machine
+//! reads 0.75-0.85), so CI cannot fail on it without failing on noise. Instructions do not
+//! depend on what else runs: each side's operations are run in a child process under
+//! callgrind, twice (`N` and `2N` operations), and the difference divided by `N` is the
+//! side's instructions per operation, without the start-up. The ratio raw / marten (1.00:
+//! marten's client costs what raw's does; higher is better, like the timed ratios) is
+//! checked against `benches/baseline.json` (`MARTEN_BENCH_CHECK`), like the timed rows.
+//! What a client's instructions do not show, the round trips, the tests count.
+//!
+//! The driver seeds one schema natively, then runs the children: this same program, with
+//! `MARTEN_INSTR_CHILD=<row>/<side>/<n>`. Run it with
+//! `MARTEN_BENCH_CHECK=benches/baseline.json cargo bench --profile dev --bench instructions`
+//! (about a minute; valgrind must be installed).
+
+mod common;
+
+use std::process::{Command, ExitCode};
+
+use common::report::Report;
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Doc {
+    id: Uuid,
+    name: String,
+    n: i64,
+    tags: Vec<String>,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Ticked {
+    n: i64,
+    note: String,
+}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Counter {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Counter {
+    fn apply(&mut self, e: &Ticked) {
+        self.total += e.n;
+    }
+}
+
+/// The rows: name (as in the documents benchmark) and operations per child run.
+const ROWS: [(&str, usize); 5] = [
+    ("store 1 doc / tx", 40),
+    ("load by id", 40),
+    ("append 1 event / tx", 40),
+    ("live aggregation of a 1,000-event stream", 3),
+    ("typed query: filter + order, 20 of 200 docs", 10),
+];
+
+/// The seeded stream of 1,000 events and the first of the 50 short streams.
+const LONG_STREAM: Uuid = Uuid::from_u128(0x1000);
+const SHORT_STREAMS: u128 = 0x2000;
+
+fn doc(i: i64) -> Doc {
+    Doc {
+        id: Uuid::from_u128(i as u128 + 1),
+        name: format!("document number {i}"),
+        n: i,
+        tags: vec!["alpha".into(), "beta".into()],
+    }
+}
+
+fn tick(i: i64) -> Ticked {
+    Ticked {
+        n: i,
+        note: "a small event".into(),
+    }
+}
+
+async fn store(url: &str, schema: &str) -> DocumentStore {
+    DocumentStore::builder()
+        .connection_string(url)
+        .ssl_mode(marten::SslMode::Disable) // as the raw side (NoTls)
+        .schema(schema)
+        .document::<Doc>()
+        .event::<Ticked>()
+        .build()
+        .await
+        .expect("store")
+}
+
+async fn raw(url: &str, schema: &str) -> Client {
+    let mut config: tokio_postgres::Config = url.parse().expect("url");
+    config.options(format!("-c search_path={schema}"));
+    let (client, conn) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// The documents, streams and long stream every child reads.
+async fn seed(store: &DocumentStore) {
+    let mut s = store.lightweight_session();
+    for i in 0..200 {
+        s.store(doc(i)).expect("store");
+    }
+    for k in 0..50 {
+        let id = Uuid::from_u128(SHORT_STREAMS + k);
+        s.events().start_stream(id, [tick(1)]).expect("start");
+    }
+    s.events()
+        .start_stream(LONG_STREAM, (0..1000).map(tick))
+        .expect("start");
+    s.save_changes().await.expect("seed");
+}
+
+/// Runs `n` operations of `row` on `side` (`lib` or `raw`).
+async fn child(url: &str, schema: &str, row: usize, side: &str, n: usize) {
+    let store = store(url, schema).await;
+    let raw = raw(url, schema).await;
+    let mut s = store.lightweight_session();
+    let lib = side == "lib";
+    match row {
+        0 => {
+            let upsert = raw
+                .prepare("INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
+                .await
+                .expect("prepare");
+            for i in 0..n as i64 {
+                let d = doc(1000 + i);
+                if lib {
+                    s.store(d).expect("store");
+                    s.save_changes().await.expect("save");
+                } else {
+                    let json = serde_json::to_value(&d).expect("json");
+                    raw.execute(&upsert, &[&d.id, &json]).await.expect("raw");
+                }
+            }
+        }
+        1 => {
+            let load = raw
+                .prepare("SELECT data FROM mt_doc_doc WHERE id = $1")
+                .await
+                .expect("prepare");
+            for i in 0..n as i64 {
+                let id = doc(i % 200).id;
+                if lib {
+                    let d: Option<Doc> = s.load(&id).await.expect("load");
+                    assert!(d.is_some());
+                } else {
+                    let row = raw.query_one(&load, &[&id]).await.expect("raw");
+                    let _: Doc = serde_json::from_value(row.get(0)).expect("decode");
+                }
+            }
+        }
+        2 => {
+            let append = raw
+                .prepare("WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
+                     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s")
+                .await
+                .expect("prepare");
+            for i in 0..n as u128 {
+                let stream = Uuid::from_u128(SHORT_STREAMS + i % 50);
+                if lib {
+                    s.events().append(stream, [tick(2)]).expect("append");
+                    s.save_changes().await.expect("save");
+                } else {
+                    let json = serde_json::to_value(tick(2)).expect("json");
+                    let id = Uuid::now_v7();
+                    let done = raw.execute(&append, &[&stream, &id, &json]).await;
+                    assert_eq!(done.expect("raw"), 1);
+                }
+            }
+        }
+        3 => {
+            let read = raw
+                .prepare("SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version")
+                .await
+                .expect("prepare");
+            for _ in 0..n {
+                if lib {
+                    let c: Option<Counter> = s
+                        .events()
+                        .aggregate_stream(LONG_STREAM)
+                        .await
+                        .expect("fold");
+                    assert_eq!(c.map(|c| c.version), Some(1000));
+                } else {
+                    let rows = raw.query(&read, &[&LONG_STREAM]).await.expect("raw");
+                    let mut total = 0;
+                    for r in &rows {
+                        let t: Ticked = serde_json::from_value(r.get(0)).expect("decode");
+                        total += t.n;
+                    }
+                    assert!(total > 0);
+                }
+            }
+        }
+        _ => {
+            let typed = raw
+                .prepare("SELECT data FROM mt_doc_doc WHERE (data ->> 'n')::numeric < $1::text::numeric AND (data ->> 'n')::numeric >= $2::text::numeric ORDER BY (data ->> 'n')::numeric, id")
+                .await
+                .expect("prepare");
+            for _ in 0..n {
+                let found = if lib {
+                    let q = s.query::<Doc>();
+                    let q = q
+                        .filter(|f| f.n.lt(20).and(f.n.ge(0)))
+                        .order_by(|f| f.n.asc());
+                    q.to_list().await.expect("query").len()
+                } else {
+                    let rows = raw.query(&typed, &[&"20", &"0"]).await.expect("raw");
+                    let docs: Vec<Doc> = rows
+                        .iter()
+                        .map(|r| serde_json::from_value(r.get(0)).expect("decode"))
+                        .collect();
+                    docs.len()
+                };
+                assert_eq!(found, 20);
+            }
+        }
+    }
+}
+
+/// The instructions callgrind counted for one child run.
+fn instructions(url: &str, schema: &str, row: usize, side: &str, n: usize) -> u64 {
+    let exe = std::env::current_exe().expect("this program");
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .env("MARTEN_INSTR_CHILD", format!("{row}/{side}/{n}"))
+        .env("MARTEN_INSTR_URL", url)
+        .env("MARTEN_INSTR_SCHEMA", schema)
+        .output()
+        .expect("run valgrind (is it installed?)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    let refs = stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("refs:")
+                .map(|(_, n)| n.trim().replace(',', ""))
+        })
+        .unwrap_or_else(|| panic!("no instruction count in: {stderr}"));
+    refs.parse().expect("a count")
+}
+
+/// A side's instructions per operation of `row`: `2n` operations less `n`, over `n`.
+fn per_op(url: &str, schema: &str, row: usize, side: &str, n: usize) -> f64 {
+    let once = instructions(url, schema, row, side, n);
+    let twice = instructions(url, schema, row, side, 2 * n);
+    twice.saturating_sub(once) as f64 / n as f64
+}
+
+fn main() -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Ok(spec) = std::env::var("MARTEN_INSTR_CHILD") {
+        let parts: Vec<&str> = spec.split('/').collect();
+        let (row, side, n) = (parts[0].parse().expect("row"), parts[1], parts[2]);
+        let url = std::env::var("MARTEN_INSTR_URL").expect("url");
+        let schema = std::env::var("MARTEN_INSTR_SCHEMA").expect("schema");
+        rt.block_on(child(&url, &schema, row, side, n.parse().expect("n")));
+        return ExitCode::SUCCESS;
+    }
+    let url = marten_testing::database_url();
+    let schema = TestSchema::new("bench_instr");
+    rt.block_on(async {
+        let store = store(&url, schema.name()).await;
+        seed(&store).await;
+    });
+    let mut report = Report::new("instructions", true);
+    println!(
+        "| scenario | marten instructions / op | raw instructions / op | ratio raw / marten |"
+    );
+    println!("|---|---|---|---|");
+    for (row, (name, n)) in ROWS.iter().enumerate() {
+        let lib = per_op(&url, schema.name(), row, "lib", *n);
+        let raw = per_op(&url, schema.name(), row, "raw", *n);
+        println!("| {name} | {lib:.0} | {raw:.0} | {:.2} |", raw / lib);
+        // As throughput per million instructions, so the ratio reads like the timed ones.
+        report.add_single(name, "-", "ops / 10^6 instructions", 1e6 / lib, 1e6 / raw);
+    }
+    report.finish()
+}
