@@ -29,6 +29,28 @@ pub(super) struct ConnectionSettings {
     pub(super) caller_pool: Option<Pool>,
     pub(super) pooler: Pooler,
     pub(super) direct_url: Option<String>,
+    /// The read replica, when one is configured.
+    pub(super) replica: ReplicaSettings,
+}
+
+/// The read replica as configured on the builder.
+#[derive(Default)]
+pub(super) struct ReplicaSettings {
+    pub(super) connection_string: Option<String>,
+    pub(super) config: Option<tokio_postgres::Config>,
+    /// Its pool's size (default: the primary pool's).
+    pub(super) pool_size: Option<usize>,
+    /// How long a read waits for it to replay a write.
+    pub(super) wait_timeout: Option<Duration>,
+}
+
+/// The default of `DocumentStoreBuilder::replica_wait_timeout`.
+const DEFAULT_REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+impl ReplicaSettings {
+    fn is_set(&self) -> bool {
+        self.connection_string.is_some() || self.config.is_some()
+    }
 }
 
 impl ConnectionSettings {
@@ -52,7 +74,9 @@ impl ConnectionSettings {
             let tls = Tls::resolve(&self.tls, from_url, &mut config)?;
             let direct = direct(self.direct_url, behind_pooler, &self.tls, schema)?;
             let pool = &self.pool;
-            return Connector::own((config, tls), direct, pool, request_timeout, statements);
+            let connector =
+                Connector::own((config, tls), direct, pool, request_timeout, statements)?;
+            return with_replica(connector, self.replica, &self.tls, pool, path);
         };
         let conflicting = [
             (behind_pooler, "pooler"),
@@ -61,6 +85,7 @@ impl ConnectionSettings {
             (self.config.is_some(), "config"),
             (self.pool_set, "pool settings"),
             (self.tls.is_set(), "TLS settings"),
+            (self.replica.is_set(), "read_replica"),
         ];
         if let Some((_, what)) = conflicting.iter().find(|(set, _)| *set) {
             return Err(Error::Configuration(format!(
@@ -71,6 +96,30 @@ impl ConnectionSettings {
         check_search_path(&connector, schema).await?;
         Ok(connector)
     }
+}
+
+/// `connector` with the read replica of `settings`, if one is configured: its
+/// connections made as the primary's are (TLS settings, pool settings and hook,
+/// `search_path` set to `schema` when given), TLS as its own `sslmode` says.
+fn with_replica(
+    connector: Connector,
+    settings: ReplicaSettings,
+    tls: &TlsSettings,
+    pool: &PoolSettings,
+    schema: Option<&str>,
+) -> Result<Connector> {
+    if !settings.is_set() {
+        return Ok(connector);
+    }
+    let (mut config, from_url) =
+        connection_config(settings.config, settings.connection_string, schema)?;
+    let tls = Tls::resolve(tls, from_url, &mut config)?;
+    let mut pool = pool.clone();
+    if let Some(size) = settings.pool_size {
+        pool.max_size = size;
+    }
+    let wait = settings.wait_timeout.unwrap_or(DEFAULT_REPLICA_WAIT);
+    connector.with_replica((config, tls), &pool, wait)
 }
 
 /// Fails unless `schema` is a plain lower-case identifier that is not a reserved key word.
