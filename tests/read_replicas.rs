@@ -20,6 +20,15 @@ struct Page {
     revision: i32,
 }
 
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Touched {
+    by: String,
+}
+
+fn touched(by: &str) -> Touched {
+    Touched { by: by.into() }
+}
+
 fn page(revision: i32) -> Page {
     Page {
         id: "home".into(),
@@ -111,6 +120,7 @@ async fn store_on(pair: &Pair, wait: Duration, replica_pool: usize) -> DocumentS
         .read_replica_pool_size(replica_pool)
         .replica_wait_timeout(wait)
         .pool_wait_timeout(Duration::from_secs(3))
+        .stream_identity(StreamIdentity::String)
         .schema("replicas")
         .document::<Page>()
         .build()
@@ -129,6 +139,7 @@ async fn replica_sessions_read_the_replica_and_wait_for_writes_when_asked() {
     // waits until the replica has them, then reads there.
     let mut s = store.lightweight_session();
     ok(s.store(page(1)));
+    ok(s.events().start_stream("site", [touched("setup")]));
     ok(s.save_changes().await);
     let token = ok(store.write_token().await);
     let mut after = store.query_session_after(token);
@@ -171,6 +182,16 @@ async fn replica_sessions_read_the_replica_and_wait_for_writes_when_asked() {
     w.read_from_primary();
     assert_eq!(ok(w.load::<Page>(&"home".into()).await), Some(page(2)));
     drop(w);
+
+    // Inside a transaction on the primary (an exclusive append holds the stream's lock
+    // until the save), the session reads there: it sees what its transaction sees.
+    let mut x = store.lightweight_session();
+    x.read_from_replica();
+    ok(x.events().append_exclusive("site", [touched("x")]).await);
+    assert_eq!(ok(x.load::<Page>(&"home".into()).await), Some(page(2)));
+    ok(x.save_changes().await);
+    assert_eq!(ok(x.load::<Page>(&"home".into()).await), Some(page(1)));
+    drop(x);
 
     // Read-your-writes with replay paused: the read waits out the timeout and says so.
     let mut ryw = store.lightweight_session();
@@ -337,6 +358,8 @@ async fn recording_write_tokens_adds_no_round_trip_and_no_replica_reads_the_prim
     let token = ok(store.write_token().await);
     let mut after = store.query_session_after(token);
     assert_eq!(ok(after.load::<Page>(&"home".into()).await), Some(page(3)));
+    drop(after);
+    not_in_recovery_is_caught_up(&schema, &proxy).await;
     // A caller's pool cannot be combined with a replica the store would connect to.
     let pool = {
         let config: tokio_postgres::Config = schema.url().parse().expect("config");
@@ -355,4 +378,38 @@ async fn recording_write_tokens_adds_no_round_trip_and_no_replica_reads_the_prim
         matches!(&refused, Err(Error::Configuration(m)) if m.contains("read_replica")),
         "{refused:?}"
     );
+}
+
+/// A "replica" that is not in recovery (here the primary itself) has every write: a
+/// read that must see the session's save checks once and reads; the next read knows.
+async fn not_in_recovery_is_caught_up(schema: &marten_testing::TestSchema, proxy: &CountingProxy) {
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via(proxy))
+        .read_replica(schema.url_via(proxy))
+        .pool_size(1)
+        .schema(schema.name())
+        .document::<Page>()
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    s.read_from_replica().read_your_writes();
+    for revision in 10..13 {
+        ok(s.store(page(revision)));
+        ok(s.save_changes().await);
+        let before = proxy.round_trips();
+        assert_eq!(
+            ok(s.load::<Page>(&"home".into()).await),
+            Some(page(revision))
+        );
+        let first = proxy.round_trips() - before;
+        let before = proxy.round_trips();
+        assert_eq!(
+            ok(s.load::<Page>(&"home".into()).await),
+            Some(page(revision))
+        );
+        assert_eq!(proxy.round_trips() - before, 1, "the second read knows");
+        if revision > 10 {
+            assert_eq!(first, 2, "one check, one read");
+        }
+    }
 }

@@ -180,7 +180,8 @@ impl DocumentStoreBuilder {
     /// How long a replica read that must see a write (read-your-writes, or a
     /// [`WriteToken`](crate::WriteToken)) waits for the replica to replay it before failing
     /// with [`Error::ReplicaBehind`](marten_core::Error::ReplicaBehind) (default 5 s). The
-    /// wait holds no connection between its checks.
+    /// wait holds no connection between its checks; it may overrun the timeout by one
+    /// check, which the pool's wait and the request timeout bound.
     pub fn replica_wait_timeout(mut self, timeout: Duration) -> Self {
         self.connection.replica.wait_timeout = Some(timeout);
         self

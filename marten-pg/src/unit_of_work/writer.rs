@@ -211,7 +211,8 @@ async fn send_transaction(
     schema: &str,
     probe: &FlightProbe,
 ) -> Result<Option<Error>> {
-    let prepared = prepare(req.client(), ops, schema, req.records_write_position()).await?;
+    let records = req.records_write_position();
+    let prepared = prepare(req.client(), ops, schema, records).await?;
     debug!(
         operations = ops.len(),
         documents = ops.iter().map(|o| o.len()).sum::<usize>(),
@@ -226,6 +227,10 @@ async fn send_transaction(
     ensure_open(req)?;
     // From here on the COMMIT may reach the server.
     probe.mark_sent();
+    if records {
+        // Until its answer is read, the position of what may commit is unknown.
+        req.record_write_position(None);
+    }
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
     let c = req.client();
     let mut pipe = Pipeline::new(c, ops.len() + 4);
