@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{builder, ok};
 use marten::prelude::*;
+use marten_testing::cancel::{assert_clean, cancel_at_every_await};
 use marten_testing::{CountingProxy, PrivateCluster};
 use serde::{Deserialize, Serialize};
 
@@ -266,20 +267,57 @@ async fn a_waiting_read_holds_no_connection_and_a_dropped_one_leaves_the_pools_c
     let mine = ryw.write_token().expect("token");
     let mut waiting = store.query_session_after(mine);
     let home = "home".to_owned();
-    // Dropped at many points of its wait (during a check or a pause), again and again.
-    for round in 0..12u64 {
-        let limit = Duration::from_millis(round * 3);
-        let read = waiting.load::<Page>(&home);
-        assert!(
-            tokio::time::timeout(limit, read).await.is_err(),
-            "round {round}: the read did not wait"
-        );
-        // Meanwhile the pool's one replica connection serves a stale read at once.
-        let mut other = store.query_session_on_replica();
-        let read = other.load::<Page>(&home);
-        let quick = tokio::time::timeout(Duration::from_secs(2), read).await;
-        assert_eq!(ok(quick.expect("the replica pool was held")), Some(page(1)));
+    // While it waits, the pool's one replica connection serves stale reads at once.
+    let stale_reads = async {
+        for _ in 0..10 {
+            let mut other = store.query_session_on_replica();
+            let read = other.load::<Page>(&home);
+            let quick = tokio::time::timeout(Duration::from_secs(2), read).await;
+            assert_eq!(ok(quick.expect("the replica pool was held")), Some(page(1)));
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = stale_reads => {}
+        read = waiting.load::<Page>(&home) => panic!("the read did not wait: {read:?}"),
     }
+
+    // Dropped after each of its pending polls in turn (taking a connection, in a check,
+    // in a pause), a wait leaves nothing running on either server and the replica pool
+    // of one hands out a clean connection; let run, it ends in ReplicaBehind.
+    let quick = store_on(&pair, Duration::from_millis(80), 1).await;
+    let run = cancel_at_every_await(
+        400,
+        |_| {
+            let store = quick.clone();
+            Box::pin(async move {
+                let mut q = store.query_session_after(mine);
+                q.load::<Page>(&"home".to_owned()).await
+            })
+        },
+        |k| {
+            let (store, replica_sql, primary_sql) = (&quick, &replica_sql, &primary_sql);
+            async move {
+                assert_clean(replica_sql, "marten", Duration::from_secs(2)).await;
+                assert_clean(primary_sql, "marten", Duration::from_secs(2)).await;
+                let mut other = store.query_session_on_replica();
+                let home = "home".to_owned();
+                let read = other.load::<Page>(&home);
+                let quick = tokio::time::timeout(Duration::from_secs(2), read).await;
+                let loaded =
+                    quick.unwrap_or_else(|_| panic!("drop {k}: the replica pool was held"));
+                assert_eq!(ok(loaded), Some(page(1)), "drop {k}");
+            }
+        },
+    )
+    .await;
+    assert!(run.cancelled >= 5, "dropped {} times", run.cancelled);
+    assert!(
+        matches!(run.output, Err(Error::ReplicaBehind { .. })),
+        "{:?}",
+        run.output
+    );
     assert!(
         busy(&replica_sql).await.is_empty(),
         "{:?}",
