@@ -211,7 +211,7 @@ async fn replica_sessions_read_the_replica_and_wait_for_writes_when_asked() {
             assert_eq!(position, mine.to_string());
             let replayed: WriteToken = replayed.expect("replayed").parse().expect("an LSN");
             assert!(replayed < mine, "{replayed} < {mine}");
-            assert!((300..2_000).contains(&waited_ms), "waited {waited_ms} ms");
+            assert!((300..10_000).contains(&waited_ms), "waited {waited_ms} ms");
         }
         other => panic!("expected ReplicaBehind, got {other:?}"),
     }

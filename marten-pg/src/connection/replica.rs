@@ -149,7 +149,7 @@ impl Route {
         }
     }
 
-    /// Whether reads go to `replica` rather than the primary.
+    /// Whether reads go to the replica (when the store has one) rather than the primary.
     fn reads_replica(&self) -> bool {
         self.on_replica && !self.position_unknown
     }
