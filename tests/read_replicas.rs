@@ -340,9 +340,10 @@ async fn a_waiting_read_holds_no_connection_and_a_dropped_one_leaves_the_pools_c
 
 /// Recording the position of a save rides in the save's own round trip, and the default
 /// save path is unchanged: one round trip either way. No replica is needed for that;
-/// without one, replica reads go to the primary.
+/// without one, replica reads go to the primary. Then, on the same server: several
+/// replicas are taken in turn, and a server not in recovery counts as caught up.
 #[tokio::test]
-async fn recording_write_tokens_adds_no_round_trip_and_no_replica_reads_the_primary() {
+async fn write_tokens_add_no_round_trip_and_replicas_take_turns() {
     let (schema, b) = builder("replica_round_trips");
     let proxy = CountingProxy::start(&schema.host_port())
         .await
@@ -397,6 +398,7 @@ async fn recording_write_tokens_adds_no_round_trip_and_no_replica_reads_the_prim
     let mut after = store.query_session_after(token);
     assert_eq!(ok(after.load::<Page>(&"home".into()).await), Some(page(3)));
     drop(after);
+    sessions_take_the_replicas_in_turn(&schema).await;
     not_in_recovery_is_caught_up(&schema, &proxy).await;
     // A caller's pool cannot be combined with a replica the store would connect to.
     let pool = {
@@ -450,4 +452,42 @@ async fn not_in_recovery_is_caught_up(schema: &marten_testing::TestSchema, proxy
             assert_eq!(first, 2, "one check, one read");
         }
     }
+}
+
+/// Several replicas (here two proxies in front of one server): sessions take them in
+/// turn, and each keeps the one it first read from.
+async fn sessions_take_the_replicas_in_turn(schema: &marten_testing::TestSchema) {
+    let a = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let b = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .read_replica(schema.url_via(&a))
+        .read_replica(schema.url_via(&b))
+        .schema(schema.name())
+        .document::<Page>()
+        .build()
+        .await);
+    let mut sessions: Vec<QuerySession> =
+        (0..4).map(|_| store.query_session_on_replica()).collect();
+    for s in &mut sessions {
+        assert_eq!(ok(s.load::<Page>(&"home".into()).await), Some(page(3)));
+    }
+    assert_eq!((a.connections(), b.connections()), (2, 2));
+    let before = (a.round_trips(), b.round_trips());
+    for s in &mut sessions {
+        assert_eq!(ok(s.load::<Page>(&"home".into()).await), Some(page(3)));
+    }
+    assert_eq!(
+        (a.connections(), b.connections()),
+        (2, 2),
+        "each kept its own"
+    );
+    assert_eq!(
+        (a.round_trips() - before.0, b.round_trips() - before.1),
+        (2, 2)
+    );
 }

@@ -42,8 +42,16 @@ pub(crate) struct Connector {
     own: Option<OwnConnections>,
     request_timeout: Option<Duration>,
     statements: Arc<Statements>,
-    /// The read replica, when one is configured: reads that ask for it go there.
-    replica: Option<Box<Replica>>,
+    /// The read replicas, if any: reads that ask for one go there, each session to one
+    /// of them in turn.
+    replicas: Replicas,
+}
+
+/// The read replicas of a store and the turn of the next session.
+#[derive(Default)]
+struct Replicas {
+    list: Vec<Replica>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// A read replica: a pool of its own (the primary's statements, TLS and time limits) and
@@ -117,11 +125,11 @@ impl Connector {
             }),
             request_timeout,
             statements: Arc::new(statements),
-            replica: None,
+            replicas: Replicas::default(),
         })
     }
 
-    /// This connector with a read replica whose pooled connections are made with
+    /// This connector with one more read replica, whose pooled connections are made with
     /// `config` over `tls` and `settings` (no connections outside the pool: schema work
     /// and locks never go to a replica). It sends this connector's statements and obeys
     /// its request timeout; reads wait at most `wait_timeout` for it to replay a write.
@@ -143,18 +151,33 @@ impl Connector {
             }),
             request_timeout: self.request_timeout,
             statements: self.statements.clone(),
-            replica: None,
+            replicas: Replicas::default(),
         };
-        self.replica = Some(Box::new(Replica {
+        self.replicas.list.push(Replica {
             connector,
             wait_timeout,
-        }));
+        });
         Ok(self)
     }
 
-    /// The read replica, if one is configured.
-    pub(crate) fn replica(&self) -> Option<&Replica> {
-        self.replica.as_deref()
+    /// Whether the store has a read replica.
+    pub(crate) fn has_replica(&self) -> bool {
+        !self.replicas.list.is_empty()
+    }
+
+    /// The read replica at `index` (see [`next_replica`](Self::next_replica)).
+    pub(crate) fn replica(&self, index: usize) -> Option<&Replica> {
+        self.replicas.list.get(index)
+    }
+
+    /// The index of the replica whose turn it is (round robin), if there is one.
+    pub(crate) fn next_replica(&self) -> Option<usize> {
+        let count = self.replicas.list.len();
+        let turn = self
+            .replicas
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (count > 0).then(|| turn % count)
     }
 
     /// A connector over a caller's pool.
@@ -168,7 +191,7 @@ impl Connector {
             own: None,
             request_timeout,
             statements: Arc::new(statements),
-            replica: None,
+            replicas: Replicas::default(),
         }
     }
 
@@ -229,7 +252,7 @@ impl Connector {
     /// are made.
     pub(crate) fn close(&self) {
         self.pool.close();
-        if let Some(replica) = &self.replica {
+        for replica in &self.replicas.list {
             replica.connector.close();
         }
     }

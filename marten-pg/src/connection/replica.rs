@@ -106,6 +106,9 @@ pub(crate) struct Route {
     /// A save committed (or may have) and its position could not be read: reads go to
     /// the primary until a later save's position is recorded.
     position_unknown: bool,
+    /// Which of the store's replicas the session reads from (chosen in turn at its
+    /// first replica read, then kept: its connection and what it knows are that one's).
+    replica: Option<usize>,
     /// The session's connection to the replica.
     conn: Conn,
 }
@@ -156,12 +159,22 @@ impl Route {
 }
 
 impl Conn {
-    /// The replica when this connection's reads go there: asked for, configured, and
+    /// Whether this connection's reads go to a replica: asked for, one configured, and
     /// no transaction open on the primary (reads inside one see its writes only there).
-    fn reads_on<'a>(&self, source: &'a Connector) -> Option<&'a Replica> {
-        let route = self.route()?;
-        let on = route.reads_replica() && !self.in_transaction();
-        on.then(|| source.replica()).flatten()
+    fn reads_replica(&self, source: &Connector) -> bool {
+        let asked = self.route().is_some_and(Route::reads_replica);
+        asked && !self.in_transaction() && source.has_replica()
+    }
+
+    /// The session's route and its replica (chosen now, in turn, at its first replica
+    /// read); `None` when the store has none.
+    fn replica_route<'a>(&mut self, source: &'a Connector) -> Option<(&mut Route, &'a Replica)> {
+        let route = self.route_mut();
+        let index = match route.replica {
+            Some(index) => index,
+            None => *route.replica.insert(source.next_replica()?),
+        };
+        Some((route, source.replica(index)?))
     }
 
     /// Runs `f` as one read request: on the replica when this connection's reads go
@@ -172,10 +185,12 @@ impl Conn {
         source: &impl AsRef<Connector>,
         f: impl AsyncFnOnce(super::Db<'_>) -> Result<T>,
     ) -> Result<T> {
-        let Some(replica) = self.reads_on(source.as_ref()) else {
+        if !self.reads_replica(source.as_ref()) {
             return self.run(source, f).await;
+        }
+        let Some((route, replica)) = self.replica_route(source.as_ref()) else {
+            return Err(no_replica());
         };
-        let route = self.route_mut();
         caught_up(route, replica).await?;
         route.conn.run(&replica.connector, f).await
     }
@@ -186,13 +201,21 @@ impl Conn {
         &mut self,
         source: &impl AsRef<Connector>,
     ) -> Result<super::Request<'_>> {
-        let Some(replica) = self.reads_on(source.as_ref()) else {
+        if !self.reads_replica(source.as_ref()) {
             return self.request(source).await;
+        }
+        let Some((route, replica)) = self.replica_route(source.as_ref()) else {
+            return Err(no_replica());
         };
-        let route = self.route_mut();
         caught_up(route, replica).await?;
         route.conn.request(&replica.connector).await
     }
+}
+
+/// The error of a replica read on a store whose replicas vanished between two looks
+/// (which a store's fixed list of replicas never does).
+fn no_replica() -> Error {
+    Error::Configuration("the store has no read replica".to_owned())
 }
 
 /// Waits until the replica's server behind `route`'s connection has replayed what the

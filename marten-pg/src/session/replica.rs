@@ -20,7 +20,7 @@ impl DocumentStore {
     /// [`DocumentStoreBuilder::read_replica`]: crate::DocumentStoreBuilder::read_replica
     pub fn has_read_replica(&self) -> bool {
         let connector: &crate::connection::Connector = self.as_ref();
-        connector.replica().is_some()
+        connector.has_replica()
     }
 
     /// Opens a read-only session that reads from the read replica, as far as it has

@@ -29,16 +29,16 @@ pub(super) struct ConnectionSettings {
     pub(super) caller_pool: Option<Pool>,
     pub(super) pooler: Pooler,
     pub(super) direct_url: Option<String>,
-    /// The read replica, when one is configured.
+    /// The read replicas, if any.
     pub(super) replica: ReplicaSettings,
 }
 
-/// The read replica as configured on the builder.
+/// The read replicas as configured on the builder.
 #[derive(Default)]
 pub(super) struct ReplicaSettings {
-    pub(super) connection_string: Option<String>,
-    pub(super) config: Option<tokio_postgres::Config>,
-    /// Its pool's size (default: the primary pool's).
+    /// Where each replica is: a connection string or a config.
+    pub(super) servers: Vec<ReplicaServer>,
+    /// Each one's pool size (default: the primary pool's).
     pub(super) pool_size: Option<usize>,
     /// How long a read waits for it to replay a write.
     pub(super) wait_timeout: Option<Duration>,
@@ -47,9 +47,15 @@ pub(super) struct ReplicaSettings {
 /// The default of `DocumentStoreBuilder::replica_wait_timeout`.
 const DEFAULT_REPLICA_WAIT: Duration = Duration::from_secs(5);
 
+/// Where one read replica is.
+pub(super) enum ReplicaServer {
+    Url(String),
+    Config(Box<tokio_postgres::Config>),
+}
+
 impl ReplicaSettings {
     fn is_set(&self) -> bool {
-        self.connection_string.is_some() || self.config.is_some()
+        !self.servers.is_empty()
     }
 }
 
@@ -98,28 +104,31 @@ impl ConnectionSettings {
     }
 }
 
-/// `connector` with the read replica of `settings`, if one is configured: its
-/// connections made as the primary's are (TLS settings, pool settings and hook,
-/// `search_path` set to `schema` when given), TLS as its own `sslmode` says.
+/// `connector` with the read replicas of `settings`, if any: their connections made as
+/// the primary's are (TLS settings, pool settings and hook, `search_path` set to
+/// `schema` when given), TLS as each one's own `sslmode` says.
 fn with_replica(
-    connector: Connector,
+    mut connector: Connector,
     settings: ReplicaSettings,
     tls: &TlsSettings,
     pool: &PoolSettings,
     schema: Option<&str>,
 ) -> Result<Connector> {
-    if !settings.is_set() {
-        return Ok(connector);
-    }
-    let (mut config, from_url) =
-        connection_config(settings.config, settings.connection_string, schema)?;
-    let tls = Tls::resolve(tls, from_url, &mut config)?;
     let mut pool = pool.clone();
     if let Some(size) = settings.pool_size {
         pool.max_size = size;
     }
     let wait = settings.wait_timeout.unwrap_or(DEFAULT_REPLICA_WAIT);
-    connector.with_replica((config, tls), &pool, wait)
+    for server in settings.servers {
+        let (config, url) = match server {
+            ReplicaServer::Url(url) => (None, Some(url)),
+            ReplicaServer::Config(config) => (Some(*config), None),
+        };
+        let (mut config, from_url) = connection_config(config, url, schema)?;
+        let tls = Tls::resolve(tls, from_url, &mut config)?;
+        connector = connector.with_replica((config, tls), &pool, wait)?;
+    }
+    Ok(connector)
 }
 
 /// Fails unless `schema` is a plain lower-case identifier that is not a reserved key word.

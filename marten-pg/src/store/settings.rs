@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
+use super::connect::ReplicaServer;
 use super::DocumentStoreBuilder;
 use crate::connection::{AfterConnectFuture, Pooler, SslMode, TlsBackend};
 
@@ -153,24 +154,28 @@ impl DocumentStoreBuilder {
     /// [`ReplicaReads`](crate::ReplicaReads)); every write, every read inside a
     /// session's transaction, schema work and the daemon stay on the primary. Its
     /// connections are made as the primary's are: the TLS settings (TLS as its own
-    /// `sslmode` says), the pool settings (size: [`read_replica_pool_size`](Self::read_replica_pool_size)),
-    /// the time limits, the after-connect hook and the schema's `search_path`. Not with a
-    /// caller's [`pool`](Self::pool).
+    /// `sslmode` says), the pool settings (size:
+    /// [`read_replica_pool_size`](Self::read_replica_pool_size)), the time limits, the
+    /// after-connect hook and the schema's `search_path`. Called again, it adds another
+    /// replica: sessions take them in turn, each keeping the one it first read from. Not
+    /// with a caller's [`pool`](Self::pool).
     ///
     /// [`DocumentStore::query_session_on_replica`]: crate::DocumentStore::query_session_on_replica
     pub fn read_replica(mut self, url: impl Into<String>) -> Self {
-        self.connection.replica.connection_string = Some(url.into());
+        let server = ReplicaServer::Url(url.into());
+        self.connection.replica.servers.push(server);
         self
     }
 
     /// A read replica by a ready `tokio_postgres::Config` (see
     /// [`read_replica`](Self::read_replica)).
     pub fn read_replica_config(mut self, config: tokio_postgres::Config) -> Self {
-        self.connection.replica.config = Some(config);
+        let server = ReplicaServer::Config(Box::new(config));
+        self.connection.replica.servers.push(server);
         self
     }
 
-    /// The maximum number of pooled connections to the read replica (default: the
+    /// The maximum number of pooled connections to each read replica (default: the
     /// primary pool's size).
     pub fn read_replica_pool_size(mut self, size: usize) -> Self {
         self.connection.replica.pool_size = Some(size.max(1));
