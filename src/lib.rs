@@ -15,7 +15,9 @@ pub use marten_pg::Postgres;
 /// The connection libraries the store uses, re-exported so a caller's pool
 /// ([`DocumentStoreBuilder::pool`]) and config are of the same versions.
 pub use marten_pg::{deadpool_postgres, tokio_postgres};
-pub use marten_pg::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
+pub use marten_pg::{
+    AfterConnect, AfterConnectFuture, Pooler, ReplicaReads, SslMode, TlsBackend, WriteToken,
+};
 pub use marten_pg::{
     AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
     DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, EventQuery, Events, HiLoId,
@@ -129,8 +131,8 @@ pub mod prelude {
     pub use crate::{
         apply, Aggregate, AutoCreate, BulkMode, CompiledQuery, Document, DocumentId, DocumentStore,
         Error, Event, EventEnvelope, IdentitySession, Lifecycle, LightweightSession, NewIds,
-        PendingEvent, Position, QuerySession, SessionOptions, StreamId, StreamIdentity,
-        StreamRange, Tag, TagQuery, TenantId, TenantedStore,
+        PendingEvent, Position, QuerySession, ReplicaReads, SessionOptions, StreamId,
+        StreamIdentity, StreamRange, Tag, TagQuery, TenantId, TenantedStore, WriteToken,
     };
     pub use uuid::Uuid;
 }

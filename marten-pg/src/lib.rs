@@ -32,7 +32,7 @@ mod validate;
 mod xid8;
 
 pub use column_type::ColumnType;
-pub use connection::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend};
+pub use connection::{AfterConnect, AfterConnectFuture, Pooler, SslMode, TlsBackend, WriteToken};
 /// The `deadpool_postgres` the store's pools are made with (for
 /// [`DocumentStoreBuilder::pool`]).
 pub use deadpool_postgres;
@@ -56,8 +56,8 @@ pub use query::{
 pub use schema::{AutoCreate, PatchOptions, SchemaPatch};
 pub use session::{
     Boundary, DirtyTrackedSession, DirtyTracking, EventQuery, Events, IdentityMap, IdentitySession,
-    Lightweight, LightweightSession, NewIds, Postgres, QuerySession, QuerySource, Session,
-    SessionOptions, Tracking, Writing,
+    Lightweight, LightweightSession, NewIds, Postgres, QuerySession, QuerySource, ReplicaReads,
+    Session, SessionOptions, Tracking, Writing,
 };
 pub use status::ProjectionStatus;
 pub use store::{CompiledQueryStats, DocumentStore, DocumentStoreBuilder};

@@ -3,7 +3,8 @@
 //!
 //! Unlike [`database_url`](crate::database_url) it never uses a shared server: a test
 //! that needs cluster-wide state of its own (for example transaction ids near a given
-//! value, see [`PrivateCluster::start_at_xid`]) gets it here. Missing binaries are an
+//! value, see [`PrivateCluster::start_at_xid`], or a streaming replica, see
+//! [`PrivateCluster::start_replica`]) gets it here. Missing binaries are an
 //! error that says what to install; a test fails with it, it never skips.
 
 use std::net::TcpListener;
@@ -99,19 +100,37 @@ impl PrivateCluster {
         probe(&self.url)
     }
 
-    fn create(next_xid: Option<u32>) -> Result<PrivateCluster, String> {
-        let missing = |name: &str| {
-            format!(
-                "{name} not found on PATH or under /usr/lib/postgresql/*/bin: install PostgreSQL \
-                 (for example `apt-get install postgresql`) to run tests on a private cluster"
-            )
-        };
-        let initdb = find_binary("initdb").ok_or_else(|| missing("initdb"))?;
-        let pg_ctl = find_binary("pg_ctl").ok_or_else(|| missing("pg_ctl"))?;
-        let pg_resetwal = match next_xid {
-            Some(_) => Some(find_binary("pg_resetwal").ok_or_else(|| missing("pg_resetwal"))?),
-            None => None,
-        };
+    /// Creates a streaming replica of this cluster (a hot standby: it answers reads and
+    /// replays what this cluster writes) with `pg_basebackup -R`, and starts it on a
+    /// free port of its own. `initdb`'s defaults already allow it (`wal_level =
+    /// replica`, `max_wal_senders = 10`, replication connections from loopback trusted).
+    /// Dropped, it is stopped and removed like any private cluster; drop it before
+    /// its primary.
+    pub fn start_replica(&self) -> Result<PrivateCluster, String> {
+        let pg_basebackup = find_binary("pg_basebackup").ok_or_else(|| missing("pg_basebackup"))?;
+        let mut replica = Self::empty(self.pg_ctl.clone())?;
+        let data = replica.data.to_string_lossy().into_owned();
+        run_pg(
+            &pg_basebackup,
+            &[
+                "-D",
+                &data,
+                "-d",
+                &self.url,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        )?;
+        replica.start_anywhere()?;
+        Ok(replica)
+    }
+
+    /// A cluster value owning a fresh directory (its data directory not created yet).
+    /// From here on, dropping the value removes the directory whatever fails.
+    fn empty(pg_ctl: PathBuf) -> Result<PrivateCluster, String> {
         let suffix: u32 = rand::random();
         let dir = std::env::temp_dir().join(format!(
             "marten-cluster-{}-{suffix:08x}",
@@ -119,14 +138,24 @@ impl PrivateCluster {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        // From here on, dropping the value removes the directory whatever fails.
-        let mut cluster = PrivateCluster {
+        let cluster = PrivateCluster {
             data: dir.join("data"),
             dir,
             pg_ctl,
             url: String::new(),
         };
         give_to_postgres(&cluster.dir)?;
+        Ok(cluster)
+    }
+
+    fn create(next_xid: Option<u32>) -> Result<PrivateCluster, String> {
+        let initdb = find_binary("initdb").ok_or_else(|| missing("initdb"))?;
+        let pg_ctl = find_binary("pg_ctl").ok_or_else(|| missing("pg_ctl"))?;
+        let pg_resetwal = match next_xid {
+            Some(_) => Some(find_binary("pg_resetwal").ok_or_else(|| missing("pg_resetwal"))?),
+            None => None,
+        };
+        let mut cluster = Self::empty(pg_ctl)?;
         let data = cluster.data.to_string_lossy().into_owned();
         run_pg(
             &initdb,
@@ -135,13 +164,19 @@ impl PrivateCluster {
         if let (Some(xid), Some(pg_resetwal)) = (next_xid, pg_resetwal) {
             cluster.set_next_xid(&pg_resetwal, xid)?;
         }
+        cluster.start_anywhere()?;
+        Ok(cluster)
+    }
+
+    /// Starts the server on a free port (another one if that one was taken meanwhile).
+    fn start_anywhere(&mut self) -> Result<(), String> {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match cluster.start_on(port) {
+            match self.start_on(port) {
                 Ok(url) => {
-                    cluster.url = url;
-                    return Ok(cluster);
+                    self.url = url;
+                    return Ok(());
                 }
                 Err(e) => last_error = e,
             }
@@ -200,6 +235,14 @@ impl Drop for PrivateCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The error of a missing PostgreSQL binary, saying what to install.
+fn missing(name: &str) -> String {
+    format!(
+        "{name} not found on PATH or under /usr/lib/postgresql/*/bin: install PostgreSQL \
+         (for example `apt-get install postgresql`) to run tests on a private cluster"
+    )
 }
 
 /// A loopback port nobody listens on right now.

@@ -37,8 +37,8 @@ impl Error {
     /// Whether running the same operation again, unchanged, may succeed and cannot
     /// write anything twice: nothing of the failed attempt was written and the cause is
     /// transient (a lost connection, a conflict with a concurrent transaction, a busy
-    /// lock, pool or server). [`Error::OutcomeUnknown`] is not retryable: the first
-    /// attempt may have been written.
+    /// lock, pool or server, a replica that lags). [`Error::OutcomeUnknown`] is not
+    /// retryable: the first attempt may have been written.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -47,6 +47,7 @@ impl Error {
                 | Error::LockNotAvailable(_)
                 | Error::TooManyConnections(_)
                 | Error::PoolExhausted { .. }
+                | Error::ReplicaBehind { .. }
                 | Error::StreamLocked { .. }
                 | Error::ProjectionConflict { .. }
         )

@@ -400,6 +400,23 @@ pub enum Error {
         /// The ids of this save's events that were already stored.
         ids: Vec<uuid::Uuid>,
     },
+
+    /// A read that asked for the store's read replica to have replayed a write (a write
+    /// token, or the session's own last save) gave up: the replica had not replayed that
+    /// position of the primary's write-ahead log within the store's replica wait timeout.
+    /// Nothing was read. Retrying later, or reading from the primary, may succeed.
+    #[error(
+        "the read replica had not replayed write {position} after {waited_ms} ms (replayed: {})",
+        .replayed.as_deref().unwrap_or("nothing")
+    )]
+    ReplicaBehind {
+        /// The write position awaited (a log sequence number, `16/B374D848`).
+        position: String,
+        /// The position the replica had replayed at the last check, if it reported one.
+        replayed: Option<String>,
+        /// How long the read waited.
+        waited_ms: u64,
+    },
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ fn only_transient_failures_that_wrote_nothing_are_retryable() {
             waited_ms: 10,
         },
         Error::ProjectionConflict { attempts: 3 },
+        Error::ReplicaBehind {
+            position: "0/3000148".into(),
+            replayed: Some("0/3000060".into()),
+            waited_ms: 250,
+        },
     ];
     for e in &retryable {
         assert!(e.is_retryable(), "{e:?}");

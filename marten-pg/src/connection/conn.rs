@@ -21,6 +21,7 @@ use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
+use super::replica::{Route, WriteToken};
 use super::{Connector, Db, Statements};
 
 /// How long closing a connection waits for its cancel request to be delivered.
@@ -41,6 +42,12 @@ pub struct Conn {
     /// Statements its requests use instead of the store's (a blue/green build's, which
     /// send a document table's statements to the version's own table).
     statements: Option<Arc<Statements>>,
+    /// Where a session's reads go and what it knows of its writes (see `replica.rs`):
+    /// `None` until the session asks for replica reads or write tokens.
+    route: Option<Box<Route>>,
+    /// How far the server behind the connection in the slot was seen to have replayed
+    /// the primary's log (a replica's connection): forgotten with the connection.
+    pub(super) replayed: Option<u64>,
 }
 
 impl Conn {
@@ -59,6 +66,31 @@ impl Conn {
     /// Whether a transaction is open on the connection.
     pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// Where the session's reads go, created (reads on the primary) on first use.
+    pub(crate) fn route_mut(&mut self) -> &mut Route {
+        self.route.get_or_insert_with(Box::default)
+    }
+
+    /// Where the session's reads go, if it ever asked.
+    pub(crate) fn route(&self) -> Option<&Route> {
+        self.route.as_deref()
+    }
+
+    /// Whether the slot holds a connection the next request will use as it is (open,
+    /// not broken).
+    pub(super) fn holds_usable(&self) -> bool {
+        !self.broken && self.slot.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Gives the connection in the slot back to the pool when it is clean (no
+    /// transaction, not broken); a connection in another state stays.
+    pub(super) fn release(&mut self) {
+        if !self.in_transaction && !self.broken {
+            self.replayed = None;
+            self.slot = None;
+        }
     }
 
     /// Starts a request, taking a connection from the store's pool if the slot is empty
@@ -105,6 +137,7 @@ impl Conn {
     /// Closes the connection without returning it to the pool. `cancel`: a statement may
     /// still run on it, so a cancel request is sent first (on the runtime, bounded).
     fn discard(&mut self, cancel: bool) {
+        self.replayed = None;
         self.in_transaction = false;
         self.broken = false;
         self.cancel_on_discard = false;
@@ -185,6 +218,19 @@ impl Request<'_> {
                 self.conn.broken = true;
             }
         }
+    }
+
+    /// Whether the session records the log position of its saves (it asked for
+    /// read-your-writes on the replica): the save then reads it after `COMMIT`, in the
+    /// same round trip.
+    pub(crate) fn records_write_position(&self) -> bool {
+        self.conn.route().is_some_and(Route::records_writes)
+    }
+
+    /// Records the log position a save's `COMMIT` reached (`None`: the save may have
+    /// committed and its position could not be read).
+    pub(crate) fn record_write_position(&mut self, position: Option<WriteToken>) {
+        self.conn.route_mut().record_write(position);
     }
 
     /// Every response of the request was read: the connection is in a known state.

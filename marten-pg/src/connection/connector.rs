@@ -1,6 +1,7 @@
 //! Where connections come from: the pool (bounded wait; the store's own or the
-//! caller's), connections outside the pool (schema work, advisory locks), and the time
-//! limits every request obeys.
+//! caller's), connections outside the pool (schema work, advisory locks), the read
+//! replica's pool (reads that asked for it, see `replica.rs`), and the time limits every
+//! request obeys.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -41,6 +42,26 @@ pub(crate) struct Connector {
     own: Option<OwnConnections>,
     request_timeout: Option<Duration>,
     statements: Arc<Statements>,
+    /// The read replicas, if any: reads that ask for one go there, each session to one
+    /// of them in turn.
+    replicas: Replicas,
+}
+
+/// The read replicas of a store and the turn of the next session.
+#[derive(Default)]
+struct Replicas {
+    list: Vec<Replica>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A read replica: a pool of its own (the primary's statements, TLS and time limits) and
+/// how long a read waits for it to replay a write.
+pub(crate) struct Replica {
+    /// Where the replica's connections come from.
+    pub(crate) connector: Connector,
+    /// How long a read waits for the replica to replay a write before failing with
+    /// [`Error::ReplicaBehind`].
+    pub(crate) wait_timeout: Duration,
 }
 
 /// The settings of the connections a store makes itself.
@@ -104,7 +125,59 @@ impl Connector {
             }),
             request_timeout,
             statements: Arc::new(statements),
+            replicas: Replicas::default(),
         })
+    }
+
+    /// This connector with one more read replica, whose pooled connections are made with
+    /// `config` over `tls` and `settings` (no connections outside the pool: schema work
+    /// and locks never go to a replica). It sends this connector's statements and obeys
+    /// its request timeout; reads wait at most `wait_timeout` for it to replay a write.
+    pub(crate) fn with_replica(
+        mut self,
+        (config, tls): (tokio_postgres::Config, Tls),
+        settings: &PoolSettings,
+        wait_timeout: Duration,
+    ) -> Result<Self> {
+        let pool = settings.build(config.clone(), &tls)?;
+        let connector = Connector {
+            pool,
+            own: Some(OwnConnections {
+                config,
+                tls,
+                direct: None,
+                create_timeout: settings.create_timeout(),
+                after_connect: settings.after_connect.clone(),
+            }),
+            request_timeout: self.request_timeout,
+            statements: self.statements.clone(),
+            replicas: Replicas::default(),
+        };
+        self.replicas.list.push(Replica {
+            connector,
+            wait_timeout,
+        });
+        Ok(self)
+    }
+
+    /// Whether the store has a read replica.
+    pub(crate) fn has_replica(&self) -> bool {
+        !self.replicas.list.is_empty()
+    }
+
+    /// The read replica at `index` (see [`next_replica`](Self::next_replica)).
+    pub(crate) fn replica(&self, index: usize) -> Option<&Replica> {
+        self.replicas.list.get(index)
+    }
+
+    /// The index of the replica whose turn it is (round robin), if there is one.
+    pub(crate) fn next_replica(&self) -> Option<usize> {
+        let count = self.replicas.list.len();
+        let turn = self
+            .replicas
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (count > 0).then(|| turn % count)
     }
 
     /// A connector over a caller's pool.
@@ -118,6 +191,7 @@ impl Connector {
             own: None,
             request_timeout,
             statements: Arc::new(statements),
+            replicas: Replicas::default(),
         }
     }
 
@@ -174,9 +248,13 @@ impl Connector {
         self.request_timeout
     }
 
-    /// Closes the pool: idle connections are dropped, no new ones are made.
+    /// Closes the pool (and the replica's): idle connections are dropped, no new ones
+    /// are made.
     pub(crate) fn close(&self) {
         self.pool.close();
+        for replica in &self.replicas.list {
+            replica.connector.close();
+        }
     }
 }
 

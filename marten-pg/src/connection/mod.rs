@@ -1,7 +1,7 @@
 //! The connection layer: where connections come from ([`Connector`]: the pool, its
 //! settings and TLS), the owner of one connection and the state it is in ([`Conn`],
-//! [`Request`]), and the typed pipeline that writes several statements in one round trip
-//! ([`Pipeline`]).
+//! [`Request`]), the typed pipeline that writes several statements in one round trip
+//! ([`Pipeline`]), and reads on the read replica ([`WriteToken`], `replica.rs`).
 //!
 //! May use: the error map and leaf helpers. Nothing here knows documents, events,
 //! sessions or the store; the store owns a [`Connector`] and lends it.
@@ -11,16 +11,19 @@ mod connector;
 mod db;
 mod pipeline;
 mod pool;
+mod replica;
 mod statements;
 mod tls;
 
 pub use conn::Conn;
 pub(crate) use conn::{timed_out, within, Request};
-pub(crate) use connector::{Connector, Dedicated, DirectConnections};
+pub(crate) use connector::{Connector, Dedicated, DirectConnections, Replica};
 pub(crate) use db::Db;
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};
 pub(crate) use pool::PoolSettings;
 pub use pool::{AfterConnect, AfterConnectFuture};
+pub use replica::WriteToken;
+pub(crate) use replica::WRITE_POSITION;
 pub use statements::Pooler;
 pub(crate) use statements::{StatementKind, Statements, Stmt};
 pub(crate) use tls::{split_connection_string, Tls, TlsSettings, UrlTls};

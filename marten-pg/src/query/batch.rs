@@ -124,7 +124,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
             for (_, (type_id, migrate)) in statements {
                 store.ensure_erased(*type_id, *migrate).await?;
             }
-            conn.run(store, async |client| run_batch(client, statements).await)
+            conn.read(store, async |client| run_batch(client, statements).await)
                 .await
         }
         .instrument(span)

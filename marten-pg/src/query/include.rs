@@ -76,7 +76,7 @@ where
         store.ensure::<D>().await?;
         store.ensure::<I>().await?;
         let rows = conn
-            .run(store, async |client| {
+            .read(store, async |client| {
                 let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;
                 client.query(&stmt, &sql.refs()).await.map_err(reading::<D>)
             })

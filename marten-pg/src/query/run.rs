@@ -242,7 +242,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         crate::trace::fingerprint(&span, [sql.text.as_str()]);
         let opening = async {
             store.ensure::<D>().await?;
-            let req = conn.request(store).await?;
+            let req = conn.read_request(store).await?;
             let starting = async {
                 let stmt = req
                     .client()
@@ -406,7 +406,7 @@ pub(super) async fn fetch<D: PgDocument>(
     crate::trace::fingerprint(&span, [text]);
     async {
         store.ensure::<D>().await?;
-        conn.run(store, async |client| {
+        conn.read(store, async |client| {
             let stmt = client.statement(text).await.map_err(reading::<D>)?;
             client.query(&stmt, params).await.map_err(reading::<D>)
         })

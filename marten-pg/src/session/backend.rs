@@ -114,7 +114,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
             store.ensure::<D>().await?;
-            conn.run(store, async |c| load::load_one::<D>(c, tenant, id).await)
+            conn.read(store, async |c| load::load_one::<D>(c, tenant, id).await)
                 .await
         }
         .instrument(span)
@@ -130,7 +130,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
             store.ensure::<D>().await?;
-            conn.run(store, async |c| load::load_many::<D>(c, tenant, ids).await)
+            conn.read(store, async |c| load::load_many::<D>(c, tenant, ids).await)
                 .await
         }
         .instrument(span)
@@ -144,7 +144,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
         let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
         store.ensure::<D>().await?;
-        conn.run(store, async |c| load::metadata::<D>(c, tenant, id).await)
+        conn.read(store, async |c| load::metadata::<D>(c, tenant, id).await)
             .await
     }
 }

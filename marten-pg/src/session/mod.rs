@@ -2,7 +2,8 @@
 //! [`Postgres`] as its backend. The session itself (kinds, identity map, dirty tracking,
 //! known versions, writes, loads and the save loop) is marten-core's; this layer provides
 //! what it needs from the database (`backend`; patches and deletes by filter in
-//! `patch_backend`), opens sessions from a store (`open`)
+//! `patch_backend`), opens sessions from a store (`open`; on the read replica, with
+//! [`ReplicaReads`], in `replica`)
 //! and the session-facing event API (`events`); compiled queries run on it (`compiled`).
 //!
 //! May use: every layer below (query, store, projections, events, documents, the unit of
@@ -14,10 +15,12 @@ pub(crate) mod events;
 mod new_ids;
 mod open;
 mod patch_backend;
+mod replica;
 
 pub use self::backend::Postgres;
 pub use self::events::{Boundary, EventQuery, Events, Writing};
 pub use self::new_ids::NewIds;
+pub use self::replica::ReplicaReads;
 use crate::connection::Conn;
 use crate::query::source::sealed as source_sealed;
 pub use crate::query::QuerySource;

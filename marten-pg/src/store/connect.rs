@@ -29,6 +29,34 @@ pub(super) struct ConnectionSettings {
     pub(super) caller_pool: Option<Pool>,
     pub(super) pooler: Pooler,
     pub(super) direct_url: Option<String>,
+    /// The read replicas, if any.
+    pub(super) replica: ReplicaSettings,
+}
+
+/// The read replicas as configured on the builder.
+#[derive(Default)]
+pub(super) struct ReplicaSettings {
+    /// Where each replica is: a connection string or a config.
+    pub(super) servers: Vec<ReplicaServer>,
+    /// Each one's pool size (default: the primary pool's).
+    pub(super) pool_size: Option<usize>,
+    /// How long a read waits for it to replay a write.
+    pub(super) wait_timeout: Option<Duration>,
+}
+
+/// The default of `DocumentStoreBuilder::replica_wait_timeout`.
+const DEFAULT_REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+/// Where one read replica is.
+pub(super) enum ReplicaServer {
+    Url(String),
+    Config(Box<tokio_postgres::Config>),
+}
+
+impl ReplicaSettings {
+    fn is_set(&self) -> bool {
+        !self.servers.is_empty()
+    }
 }
 
 impl ConnectionSettings {
@@ -52,7 +80,9 @@ impl ConnectionSettings {
             let tls = Tls::resolve(&self.tls, from_url, &mut config)?;
             let direct = direct(self.direct_url, behind_pooler, &self.tls, schema)?;
             let pool = &self.pool;
-            return Connector::own((config, tls), direct, pool, request_timeout, statements);
+            let connector =
+                Connector::own((config, tls), direct, pool, request_timeout, statements)?;
+            return with_replica(connector, self.replica, &self.tls, pool, path);
         };
         let conflicting = [
             (behind_pooler, "pooler"),
@@ -61,6 +91,7 @@ impl ConnectionSettings {
             (self.config.is_some(), "config"),
             (self.pool_set, "pool settings"),
             (self.tls.is_set(), "TLS settings"),
+            (self.replica.is_set(), "read_replica"),
         ];
         if let Some((_, what)) = conflicting.iter().find(|(set, _)| *set) {
             return Err(Error::Configuration(format!(
@@ -71,6 +102,33 @@ impl ConnectionSettings {
         check_search_path(&connector, schema).await?;
         Ok(connector)
     }
+}
+
+/// `connector` with the read replicas of `settings`, if any: their connections made as
+/// the primary's are (TLS settings, pool settings and hook, `search_path` set to
+/// `schema` when given), TLS as each one's own `sslmode` says.
+fn with_replica(
+    mut connector: Connector,
+    settings: ReplicaSettings,
+    tls: &TlsSettings,
+    pool: &PoolSettings,
+    schema: Option<&str>,
+) -> Result<Connector> {
+    let mut pool = pool.clone();
+    if let Some(size) = settings.pool_size {
+        pool.max_size = size;
+    }
+    let wait = settings.wait_timeout.unwrap_or(DEFAULT_REPLICA_WAIT);
+    for server in settings.servers {
+        let (config, url) = match server {
+            ReplicaServer::Url(url) => (None, Some(url)),
+            ReplicaServer::Config(config) => (Some(*config), None),
+        };
+        let (mut config, from_url) = connection_config(config, url, schema)?;
+        let tls = Tls::resolve(tls, from_url, &mut config)?;
+        connector = connector.with_replica((config, tls), &pool, wait)?;
+    }
+    Ok(connector)
 }
 
 /// Fails unless `schema` is a plain lower-case identifier that is not a reserved key word.

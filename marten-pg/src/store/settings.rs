@@ -1,10 +1,11 @@
-//! The builder's connection settings: where the server is, TLS, and the pool (the
-//! store's own, or the caller's).
+//! The builder's connection settings: where the server is, TLS, the pool (the
+//! store's own, or the caller's), and the read replica.
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
+use super::connect::ReplicaServer;
 use super::DocumentStoreBuilder;
 use crate::connection::{AfterConnectFuture, Pooler, SslMode, TlsBackend};
 
@@ -145,6 +146,49 @@ impl DocumentStoreBuilder {
     {
         self.connection.pool.after_connect = Some(std::sync::Arc::new(hook));
         self.connection.pool_set = true;
+        self
+    }
+
+    /// A read replica of the server (a streaming standby), by its connection string:
+    /// sessions that ask for it read there ([`DocumentStore::query_session_on_replica`],
+    /// [`ReplicaReads`](crate::ReplicaReads)); every write, every read inside a
+    /// session's transaction, schema work and the daemon stay on the primary. Its
+    /// connections are made as the primary's are: the TLS settings (TLS as its own
+    /// `sslmode` says), the pool settings (size:
+    /// [`read_replica_pool_size`](Self::read_replica_pool_size)), the time limits, the
+    /// after-connect hook and the schema's `search_path`. Called again, it adds another
+    /// replica: sessions take them in turn, each keeping the one it first read from. Not
+    /// with a caller's [`pool`](Self::pool).
+    ///
+    /// [`DocumentStore::query_session_on_replica`]: crate::DocumentStore::query_session_on_replica
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        let server = ReplicaServer::Url(url.into());
+        self.connection.replica.servers.push(server);
+        self
+    }
+
+    /// A read replica by a ready `tokio_postgres::Config` (see
+    /// [`read_replica`](Self::read_replica)).
+    pub fn read_replica_config(mut self, config: tokio_postgres::Config) -> Self {
+        let server = ReplicaServer::Config(Box::new(config));
+        self.connection.replica.servers.push(server);
+        self
+    }
+
+    /// The maximum number of pooled connections to each read replica (default: the
+    /// primary pool's size).
+    pub fn read_replica_pool_size(mut self, size: usize) -> Self {
+        self.connection.replica.pool_size = Some(size.max(1));
+        self
+    }
+
+    /// How long a replica read that must see a write (read-your-writes, or a
+    /// [`WriteToken`](crate::WriteToken)) waits for the replica to replay it before failing
+    /// with [`Error::ReplicaBehind`](marten_core::Error::ReplicaBehind) (default 5 s). The
+    /// wait holds no connection between its checks; it may overrun the timeout by one
+    /// check, which the pool's wait and the request timeout bound.
+    pub fn replica_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.replica.wait_timeout = Some(timeout);
         self
     }
 }

@@ -3,8 +3,9 @@
 //! transaction), reads every answer by its handle and concludes: committed, retry, or
 //! the error that explains what was rejected.
 
-use crate::connection::{Db, Stmt};
+use crate::connection::{Db, Stmt, WriteToken, WRITE_POSITION};
 use marten_core::{Error, Result};
+use postgres_types::PgLsn;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
@@ -24,6 +25,8 @@ struct Prepared {
     ops: Vec<Stmt>,
     ident: Stmt,
     guard: Option<Stmt>,
+    /// The log position query read after `COMMIT` (when the session records it).
+    position: Option<Stmt>,
 }
 
 /// The handles of a transactional save's pipeline.
@@ -33,6 +36,7 @@ struct Flight {
     ops: Vec<Handle<Rows>>,
     guard: Option<Handle<Rows>>,
     commit: Handle<Done>,
+    position: Option<Handle<Rows>>,
 }
 
 impl UnitOfWork {
@@ -94,8 +98,11 @@ impl UnitOfWork {
             store.ensure_erased(type_id, migrate).await?;
         }
         let schema = store.schema();
-        // One statement that either writes everything or nothing needs no transaction.
-        let failure = if !req.in_transaction() && ops.len() == 1 && ops[0].atomic() {
+        // One statement that either writes everything or nothing needs no transaction
+        // (unless the session records its saves' log positions: then the position is
+        // read after the COMMIT of a transaction, in the same round trip).
+        let alone = !req.in_transaction() && !req.records_write_position();
+        let failure = if alone && ops.len() == 1 && ops[0].atomic() {
             ops[0].alone();
             send_alone(req, &mut *ops[0], schema, probe).await?
         } else {
@@ -204,7 +211,8 @@ async fn send_transaction(
     schema: &str,
     probe: &FlightProbe,
 ) -> Result<Option<Error>> {
-    let prepared = prepare(req.client(), ops, schema).await?;
+    let records = req.records_write_position();
+    let prepared = prepare(req.client(), ops, schema, records).await?;
     debug!(
         operations = ops.len(),
         documents = ops.iter().map(|o| o.len()).sum::<usize>(),
@@ -219,10 +227,14 @@ async fn send_transaction(
     ensure_open(req)?;
     // From here on the COMMIT may reach the server.
     probe.mark_sent();
+    if records {
+        // Until its answer is read, the position of what may commit is unknown.
+        req.record_write_position(None);
+    }
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops.iter().map(|o| o.params()).collect();
     let c = req.client();
     let mut pipe = Pipeline::new(c, ops.len() + 4);
-    let flight = Flight {
+    let mut flight = Flight {
         begin: begin.then(|| pipe.command("BEGIN")),
         // The transaction's id and backend, read first: if the connection is lost before
         // COMMIT is answered, another connection can ask what became of it.
@@ -236,11 +248,16 @@ async fn send_transaction(
             .collect(),
         guard: prepared.guard.as_ref().map(|g| pipe.query(g, &[])),
         commit: pipe.command("COMMIT"),
+        // Read after COMMIT, in the same flight: at or past the commit record.
+        position: prepared.position.as_ref().map(|p| pipe.query(p, &[])),
     };
     let mut answers = pipe.send().await;
     drop(params);
     // Every answer was read: COMMIT ended the transaction, or it never began.
     req.set_in_transaction(false);
+    if let Some(handle) = flight.position.take() {
+        req.record_write_position(write_position(answers.take(handle)));
+    }
     let context = "reading the answer to COMMIT";
     if let Some(source) = commit_lost(&mut answers, &flight.commit, context) {
         // Lost after COMMIT was sent and no earlier answer says the transaction failed.
@@ -251,7 +268,7 @@ async fn send_transaction(
 }
 
 /// Prepares (from the connection's cache) every statement of a transactional save.
-async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str) -> Result<Prepared> {
+async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str, position: bool) -> Result<Prepared> {
     let mut statements = Vec::with_capacity(ops.len());
     for op in ops.iter() {
         let statement = client
@@ -273,11 +290,30 @@ async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str) -> Result<Prepared
     } else {
         None
     };
+    let position = match position {
+        true => Some(
+            client
+                .statement(WRITE_POSITION)
+                .await
+                .map_err(|e| map_db_error(e, Failed::Transaction))?,
+        ),
+        false => None,
+    };
     Ok(Prepared {
         ops: statements,
         ident,
         guard,
+        position,
     })
+}
+
+/// The log position a save's position query answered, if it did.
+fn write_position(
+    answer: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+) -> Option<WriteToken> {
+    let row = answer.ok()?.into_iter().next()?;
+    let lsn: Option<PgLsn> = row.try_get(0).ok()?;
+    lsn.map(|l| WriteToken::from_lsn(u64::from(l)))
 }
 
 /// Fails when the connection closed before anything of the save was written.
