@@ -55,6 +55,7 @@ pub mod daemon {
         drop_old_projection_versions_named, rebuild, rebuild_tenant, wait_for_non_stale, Daemon,
         DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
     };
+    pub use marten_core::projection::shard::{shard_of, Shard};
 }
 
 /// Subscriptions: consumers of events that are not projections (a broker, mail, an

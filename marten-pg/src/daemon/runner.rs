@@ -1,7 +1,9 @@
 //! One projection's runner: the loop that acquires the projection, takes steps while it
 //! owns it and waits between them, and the step that reads the next page, plans it and
 //! commits it, deciding what the turn came to (worked, idle, step down). What follows each
-//! turn is decided by `marten_core::projection::runner`.
+//! turn is decided by `marten_core::projection::runner`. A shard's runner keeps the
+//! events of its shard out of each page it reads (its position still moves over the
+//! page), and settles the projection's shard count when it first finds another recorded.
 //!
 //! Owns: the runner's state between steps and the loop. May use: the daemon's ownership,
 //! read, plan and commit files, the connection layer (one [`Conn`] per step, given back
@@ -14,17 +16,18 @@ use marten_core::projection::runner::{
     after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
 };
 use marten_core::WithSources;
-use marten_core::{EventEnvelope, Result};
+use marten_core::{Error, EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use super::bluegreen::{self, Switch, Target};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
-use super::ownership::{acquire, Ownership};
+use super::ownership::{acquire, claim, Claim, Ownership};
 use super::progression::{self, Advance};
 use super::read::next_page;
 use super::read_ahead::ReadAhead;
+use super::shard;
 use super::slot::Slot;
 use crate::connection::{Conn, Dedicated, Statements};
 use crate::events::EventPage;
@@ -48,13 +51,19 @@ pub(super) struct Runner {
     build: Option<Arc<Statements>>,
     /// The page after the batch in progress, read ahead while that batch commits.
     ahead: Option<ReadAhead>,
+    /// The name the hooks are told: the projection's, or a shard's (`Tally#2/3`).
+    pub(super) hook_name: String,
+    /// The runner has owned its slot since it started: a shard count changed after that
+    /// was changed by another deployment, which this runner does not undo.
+    ran: bool,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
 /// between tries while another node owns it), then steps, stepping down when it loses
 /// the lock or the epoch. Ends with an error only on a poison event under
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
-/// a reason waiting does not cure (a missing table the schema mode may not create); a
+/// a reason waiting does not cure (a missing table the schema mode may not create), or
+/// on a shard count it may not change ([`Error::ShardCountChanged`]); a
 /// database that cannot be reached at start is waited for. A batch of a blue/green build
 /// that fails makes the runner step down: another tenant's runner may have switched
 /// (renaming the build table), and acquiring again finds where to write now.
@@ -67,6 +76,10 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let name = slot.name().to_owned();
     let name = name.as_str();
+    let hook_name = match slot.shard {
+        Some(_) => slot.label(),
+        None => projection.name().to_owned(),
+    };
     let mut runner = Runner {
         store,
         projection,
@@ -76,6 +89,8 @@ pub(crate) async fn run(
         failures: 0,
         build: None,
         ahead: None,
+        hook_name,
+        ran: false,
     };
 
     let poll = runner.options.poll_interval;
@@ -105,7 +120,7 @@ pub(crate) async fn run(
             owner = None;
         }
         let Some(own) = owner.as_mut() else {
-            owner = runner.try_acquire(&mut standby).await;
+            owner = runner.try_acquire(&mut standby).await?;
             if let Some(wait) = after_acquire(owner.is_some(), poll) {
                 idle(&stop, wait).await;
             }
@@ -141,43 +156,100 @@ async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
 }
 
 impl Runner {
-    /// Tries to acquire the projection; on success the runner starts catching up.
-    async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Option<Ownership> {
+    /// Tries to acquire the projection; on success the runner starts catching up. Fails
+    /// only with a shard count this runner may not change.
+    async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Result<Option<Ownership>> {
         let name = self.slot.name();
-        match acquire(&self.store, &self.slot, &self.options.node, standby).await {
-            Ok(Some(own)) => {
-                match bluegreen::target(&self.store, self.projection.as_ref()).await {
-                    Ok(Target::Active) => self.build = None,
-                    Ok(Target::Build(statements)) => {
-                        info!(projection = name, "building into the version's own table");
-                        self.build = Some(statements);
-                    }
-                    Ok(Target::Superseded(active)) => {
-                        debug!(
-                            projection = name,
-                            active, "a newer version is active; not running"
-                        );
-                        return None;
-                    }
-                    Err(e) => {
-                        debug!(projection = name, error = %e, "cannot find the projection's version");
-                        return None;
-                    }
-                }
-                info!(
-                    projection = name,
-                    node = self.options.node,
-                    epoch = own.epoch,
-                    "running projection"
-                );
-                self.options.hooks.before_catch_up(self.projection.name());
-                self.caught_up = false;
-                Some(own)
-            }
-            Ok(None) => None,
+        let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 debug!(projection = name, error = %e, "cannot acquire projection");
-                None
+                return Ok(None);
+            }
+        };
+        let own = match claimed {
+            Claim::Owned(own) => own,
+            Claim::CountDiffers { lock, recorded } => {
+                match self.settle_count(lock, recorded).await? {
+                    Some(own) => own,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if !self.find_target().await {
+            return Ok(None);
+        }
+        info!(
+            projection = self.slot.name(),
+            node = self.options.node,
+            epoch = own.epoch,
+            "running projection"
+        );
+        self.options.hooks.before_catch_up(&self.hook_name);
+        self.caught_up = false;
+        self.ran = true;
+        Ok(Some(own))
+    }
+
+    /// Where the runner writes (see `bluegreen`); `false`: it does not run now.
+    async fn find_target(&mut self) -> bool {
+        let name = self.slot.name();
+        match bluegreen::target(&self.store, self.projection.as_ref()).await {
+            Ok(Target::Active) => self.build = None,
+            Ok(Target::Build(statements)) => {
+                info!(projection = name, "building into the version's own table");
+                self.build = Some(statements);
+            }
+            Ok(Target::Superseded(active)) => {
+                debug!(
+                    projection = name,
+                    active, "a newer version is active; not running"
+                );
+                return false;
+            }
+            Err(e) => {
+                debug!(projection = name, error = %e, "cannot find the projection's version");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The projection's recorded shard count is `recorded`, not this runner's: changes it
+    /// (see `shard`) and claims the slot again on `lock`. A runner that has run already
+    /// met a change by another deployment: it stops rather than change the count back.
+    async fn settle_count(&self, lock: Dedicated, recorded: u32) -> Result<Option<Ownership>> {
+        let (projection, configured) = (self.slot.projection, self.slot.count());
+        let changed = |reason: &str| Error::ShardCountChanged {
+            projection: projection.to_owned(),
+            recorded,
+            configured,
+            reason: reason.to_owned(),
+        };
+        if self.ran {
+            return Err(changed(
+                "another deployment changed the count while this node ran the projection; \
+                 every node must run a projection with the same count",
+            ));
+        }
+        match shard::settle(&self.store, projection, configured).await {
+            Ok(()) => {}
+            Err(e @ Error::ShardCountChanged { .. }) => return Err(e),
+            Err(e) => {
+                debug!(projection, error = %e, "cannot settle the shard count");
+                return Ok(None);
+            }
+        }
+        match claim(lock, &self.slot, &self.options.node).await {
+            Ok(Claim::Owned(own)) => Ok(Some(own)),
+            Ok(Claim::CountDiffers { .. }) => Err(changed(
+                "another deployment changed the count again at once; every node must run a \
+                 projection with the same count",
+            )),
+            Err(e) => {
+                debug!(projection, error = %e, "cannot claim the projection");
+                Ok(None)
             }
         }
     }
@@ -231,10 +303,15 @@ impl Runner {
         conn: &mut Conn,
         page: EventPage,
     ) -> Result<Turn> {
-        let name = self.projection.name();
+        let name = self.hook_name.clone();
+        let name = name.as_str();
         let hooks = self.options.hooks.clone();
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
+        if let Some(shard) = self.slot.shard {
+            // The position moves over the whole page; the shard projects its own events.
+            events.retain(|e| self.projection.in_shard(e, shard));
+        }
         let ops = self.plan(conn, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
@@ -260,7 +337,8 @@ impl Runner {
     /// A turn that read nothing: reports catching up once, then, while idle, notices a
     /// reset (rebuild) or a takeover (the epoch moved).
     async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
-        let name = self.projection.name();
+        let name = self.hook_name.clone();
+        let name = name.as_str();
         if self.build.is_some() {
             let projection = self.projection.as_ref();
             match bluegreen::switch(&self.store, projection, &self.slot, own).await {
