@@ -21,11 +21,12 @@ use tracing::{info, warn, Instrument};
 
 use super::options::DaemonOptions;
 use super::runner::run;
+use super::share::NodeShare;
 use super::slot::Slot;
 use super::stale::{deadline_after, wait_for_non_stale};
-use crate::projections::asynchronous::AsyncProjection;
 use super::tenants::stream_tenants;
 use crate::connection::Conn;
+use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
 /// Why runners stopped on their own: (slot, message), in the order they stopped.
@@ -67,14 +68,16 @@ impl Spawner {
             if count == 0 || (count > 1 && !p.shardable()) {
                 continue; // Refused at start.
             }
+            // The node's runners of one projection's shards share its count of them.
+            let share = (count > 1).then(|| Arc::new(NodeShare::default()));
             for slot in Slot::all(p.name(), tenant, count) {
-                self.spawn(p, slot);
+                self.spawn(p, slot, share.clone());
             }
         }
     }
 
     /// Starts the runner of `slot` of projection `p`.
-    fn spawn(&self, p: &Arc<dyn AsyncProjection>, slot: Slot) {
+    fn spawn(&self, p: &Arc<dyn AsyncProjection>, slot: Slot, share: Option<Arc<NodeShare>>) {
         let span = crate::trace::runner(self.store.schema(), slot.name());
         let name = slot.name().to_owned();
         let runner = run(
@@ -83,6 +86,7 @@ impl Spawner {
             slot,
             self.options.clone(),
             self.stop.clone(),
+            share,
         );
         self.push(spawn_runner(
             name,
@@ -117,11 +121,15 @@ fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<Error> 
         let found = projections.iter().find(|p| p.name() == name);
         let why = match found {
             None => "is no async projection of the store",
-            Some(p) if !p.shardable() => "cannot be sharded (a subscription's events are handed over in order)",
+            Some(p) if !p.shardable() => {
+                "cannot be sharded (a subscription's events are handed over in order)"
+            }
             Some(_) if *count == 0 => "cannot run as 0 shards",
             Some(_) => continue,
         };
-        refused.push(Error::Configuration(format!("sharded projection {name} {why}")));
+        refused.push(Error::Configuration(format!(
+            "sharded projection {name} {why}"
+        )));
     }
     refused
 }

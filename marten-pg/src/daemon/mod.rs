@@ -21,7 +21,8 @@
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
 //! `progression` (the daemon's use of its tables), `slot` (a projection over every
 //! tenant's events or one tenant's, whole or one shard: its progression row), `shard`
-//! (a sharded projection's recorded count and its change), `tenants` (the tenants to run
+//! (a sharded projection's recorded count and its change), `share` (how a node spreads
+//! shards among nodes), `tenants` (the tenants to run
 //! projections for, with conjoined events), `hooks`, `bluegreen` (a versioned
 //! projection's build table and the switch to it) and `versions` (its public calls).
 //!
@@ -41,6 +42,7 @@ mod read_ahead;
 mod rebuild;
 pub(crate) mod runner;
 mod shard;
+pub(crate) mod share;
 pub(crate) mod slot;
 mod stale;
 mod tenants;

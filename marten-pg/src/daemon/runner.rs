@@ -28,6 +28,7 @@ use super::progression::{self, Advance};
 use super::read::next_page;
 use super::read_ahead::ReadAhead;
 use super::shard;
+use super::share::{NodeShare, Place};
 use super::slot::Slot;
 use crate::connection::{Conn, Dedicated, Statements};
 use crate::events::EventPage;
@@ -56,6 +57,8 @@ pub(super) struct Runner {
     /// The runner has owned its slot since it started: a shard count changed after that
     /// was changed by another deployment, which this runner does not undo.
     ran: bool,
+    /// A shard's runner: its node's share of the projection's shards, and its place in it.
+    share: Option<(Arc<NodeShare>, Place)>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -67,15 +70,17 @@ pub(super) struct Runner {
 /// database that cannot be reached at start is waited for. A batch of a blue/green build
 /// that fails makes the runner step down: another tenant's runner may have switched
 /// (renaming the build table), and acquiring again finds where to write now.
+///
+/// A shard's runner takes turns at acquiring with the node's other runners of the
+/// projection's shards (`share`, see `share`).
 pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
     slot: Slot,
     options: DaemonOptions,
     stop: watch::Receiver<bool>,
+    share: Option<Arc<NodeShare>>,
 ) -> Result<()> {
-    let name = slot.name().to_owned();
-    let name = name.as_str();
     let hook_name = match slot.shard {
         Some(_) => slot.label(),
         None => projection.name().to_owned(),
@@ -91,57 +96,82 @@ pub(crate) async fn run(
         ahead: None,
         hook_name,
         ran: false,
+        share: share.map(|s| (s, Place::default())),
     };
+    let ran = runner.turns(&stop).await;
+    runner.holding(false);
+    ran
+}
 
-    let poll = runner.options.poll_interval;
-    let mut owner: Option<Ownership> = None;
-    let mut standby: Option<Dedicated> = None;
-    let mut tables_ready = false;
-    while !*stop.borrow() {
-        if !tables_ready {
-            // Idempotent DDL: a server that is down or restarting is waited out.
-            let made = progression::ensure_tables(&runner.store).await;
-            match after_ensure_tables(made, poll) {
-                Tables::Ready => tables_ready = true,
-                Tables::Wait { error, after } => {
-                    warn!(projection = name, error = %WithSources(&error), "cannot reach the daemon's tables; retrying");
-                    idle(&stop, after).await;
-                    continue;
+impl Runner {
+    /// The runner's loop (see [`run`]).
+    async fn turns(&mut self, stop: &watch::Receiver<bool>) -> Result<()> {
+        let name = self.slot.name().to_owned();
+        let name = name.as_str();
+        let poll = self.options.poll_interval;
+        let mut owner: Option<Ownership> = None;
+        let mut standby: Option<Dedicated> = None;
+        let mut tables_ready = false;
+        while !*stop.borrow() {
+            self.holding(owner.is_some());
+            if !tables_ready {
+                tables_ready = self.ensure_tables(stop).await?;
+                continue;
+            }
+            let lost = owner.as_ref().is_some_and(Ownership::lock_lost);
+            if let Action::StepDown = after_lock_check(lost) {
+                warn!(
+                    projection = name,
+                    "lost the projection lock connection; stepping down"
+                );
+                owner = None;
+            }
+            let Some(own) = owner.as_mut() else {
+                owner = self.try_acquire(&mut standby).await?;
+                if let Some(wait) = after_acquire(owner.is_some(), poll) {
+                    idle(stop, wait).await;
                 }
-                Tables::Stop(e) => return Err(e),
+                continue;
+            };
+            match after_step(self.step(own).await, poll) {
+                Action::Continue => {}
+                Action::Idle(d) => idle(stop, d).await,
+                Action::StepDown => owner = None,
+                Action::Stop(e) => {
+                    warn!(projection = name, error = %e, "stopping projection on a poison event");
+                    return Err(e);
+                }
+                Action::Retry { error, after } => {
+                    warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
+                    owner = owner.filter(|_| self.build.is_none());
+                    idle(stop, after).await;
+                }
             }
         }
-        let lost = owner.as_ref().is_some_and(Ownership::lock_lost);
-        if let Action::StepDown = after_lock_check(lost) {
-            warn!(
-                projection = name,
-                "lost the projection lock connection; stepping down"
-            );
-            owner = None;
-        }
-        let Some(own) = owner.as_mut() else {
-            owner = runner.try_acquire(&mut standby).await?;
-            if let Some(wait) = after_acquire(owner.is_some(), poll) {
-                idle(&stop, wait).await;
+        Ok(())
+    }
+
+    /// Makes sure the daemon's tables exist (idempotent DDL): whether they do; a server
+    /// that is down or restarting is waited out (`false` after the wait).
+    async fn ensure_tables(&self, stop: &watch::Receiver<bool>) -> Result<bool> {
+        let made = progression::ensure_tables(&self.store).await;
+        match after_ensure_tables(made, self.options.poll_interval) {
+            Tables::Ready => Ok(true),
+            Tables::Wait { error, after } => {
+                warn!(projection = self.slot.name(), error = %WithSources(&error), "cannot reach the daemon's tables; retrying");
+                idle(stop, after).await;
+                Ok(false)
             }
-            continue;
-        };
-        match after_step(runner.step(own).await, poll) {
-            Action::Continue => {}
-            Action::Idle(d) => idle(&stop, d).await,
-            Action::StepDown => owner = None,
-            Action::Stop(e) => {
-                warn!(projection = name, error = %e, "stopping projection on a poison event");
-                return Err(e);
-            }
-            Action::Retry { error, after } => {
-                warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
-                owner = owner.filter(|_| runner.build.is_none());
-                idle(&stop, after).await;
-            }
+            Tables::Stop(e) => Err(e),
         }
     }
-    Ok(())
+
+    /// Records in the node's share whether this shard's runner holds its shard.
+    fn holding(&mut self, holding: bool) {
+        if let Some((share, place)) = self.share.as_mut() {
+            place.set(share, holding);
+        }
+    }
 }
 
 /// The milliseconds since `started`, for a span's field.
@@ -159,6 +189,20 @@ impl Runner {
     /// Tries to acquire the projection; on success the runner starts catching up. Fails
     /// only with a shard count this runner may not change.
     async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Result<Option<Ownership>> {
+        let share = self
+            .share
+            .as_mut()
+            .map(|(share, place)| (share.clone(), place));
+        let _turn = match share {
+            Some((share, place)) => {
+                let turn = share.clone().turn_owned().await;
+                if !place.tries(&share) {
+                    return Ok(None);
+                }
+                Some(turn)
+            }
+            None => None,
+        };
         let name = self.slot.name();
         let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(claimed)) => claimed,

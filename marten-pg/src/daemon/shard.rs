@@ -35,7 +35,8 @@ use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
 use crate::tables::progression::{
-    COUNT_FOR_UPDATE, COUNT_LOCK, COUNT_ROW_SUFFIX, FAMILY_BUMP, FAMILY_TENANTS, SET_COUNT, SLOT_AT, SLOT_LOCK,
+    COUNT_FOR_UPDATE, COUNT_LOCK, COUNT_ROW_SUFFIX, FAMILY_BUMP, FAMILY_TENANTS, SET_COUNT,
+    SLOT_AT, SLOT_LOCK,
 };
 use crate::xid8::Xid8;
 
@@ -133,13 +134,17 @@ async fn change_count(
     if recorded != configured {
         let mut starts = Vec::new();
         for tenant in tenants_of(db, projection, conjoined).await? {
-            let start = old_position(db, projection, tenant.as_ref(), recorded).await?;
-            let Some(start) = start else {
-                return Err(unaligned(projection, recorded, configured, tenant.as_ref()));
+            let positions = old_positions(db, projection, tenant.as_ref(), recorded).await?;
+            let Some(start) = aligned(&positions, Position::START) else {
+                let at = (tenant.as_ref(), positions.as_slice());
+                tracing::debug!(?positions, "old shards at different positions");
+                return Err(unaligned(projection, recorded, configured, at));
             };
             starts.push((tenant, start));
         }
-        db.execute(FAMILY_BUMP, &[&projection]).await.map_err(&what)?;
+        db.execute(FAMILY_BUMP, &[&projection])
+            .await
+            .map_err(&what)?;
         for (tenant, start) in &starts {
             for slot in Slot::all(projection, tenant.as_ref(), configured) {
                 let (tx, seq) = (Xid8(start.transaction_id), start.sequence);
@@ -149,7 +154,9 @@ async fn change_count(
             }
         }
         let count = i64::from(configured);
-        db.execute(SET_COUNT, &[&counted, &count]).await.map_err(&what)?;
+        db.execute(SET_COUNT, &[&counted, &count])
+            .await
+            .map_err(&what)?;
         tracing::info!(projection, recorded, configured, "shard count changed");
     }
     db.batch_execute("COMMIT").await.map_err(&what)?;
@@ -173,7 +180,9 @@ async fn tenants_of(
         .await
         .map_err(failed("reading a projection's tenants"))?;
     for row in rows {
-        let stored: &str = row.try_get(0).map_err(failed("reading a projection's tenants"))?;
+        let stored: &str = row
+            .try_get(0)
+            .map_err(failed("reading a projection's tenants"))?;
         if let (false, Ok(t)) = (stored == DEFAULT_TENANT, TenantId::new(stored)) {
             if !tenants.contains(&t) {
                 tenants.push(t);
@@ -184,13 +193,13 @@ async fn tenants_of(
 }
 
 /// Takes the slots of `projection` split `recorded` ways over `tenant`'s events and
-/// returns the position they all stand at; `None` when they differ.
-async fn old_position(
+/// returns their positions.
+async fn old_positions(
     db: Db<'_>,
     projection: &'static str,
     tenant: Option<&TenantId>,
     recorded: u32,
-) -> Result<Option<Position>> {
+) -> Result<Vec<Position>> {
     let mut positions = Vec::new();
     for slot in Slot::all(projection, tenant, recorded) {
         let row = db
@@ -199,7 +208,7 @@ async fn old_position(
             .map_err(failed("reading a shard's position"))?;
         positions.push(progression::position(&row)?);
     }
-    Ok(aligned(&positions, Position::START))
+    Ok(positions)
 }
 
 /// The refusal of a count change whose old slots stand at different positions.
@@ -207,17 +216,19 @@ fn unaligned(
     projection: &str,
     recorded: u32,
     configured: u32,
-    tenant: Option<&TenantId>,
+    (tenant, positions): (Option<&TenantId>, &[Position]),
 ) -> Error {
     let whose = tenant.map_or(String::new(), |t| format!(" of tenant {t}"));
+    let at: Vec<String> = positions.iter().map(|p| p.sequence.to_string()).collect();
     Error::ShardCountChanged {
         projection: projection.to_owned(),
         recorded,
         configured,
         reason: format!(
-            "the {recorded} old slot(s){whose} stand at different positions; drain them (run \
-             the old count until every shard has caught up with no appends in between) or \
-             rebuild the projection, then start this count again"
+            "the {recorded} old slot(s){whose} stand at different positions (after sequences \
+             {}); drain them (run the old count until every shard has caught up with no \
+             appends in between) or rebuild the projection, then start this count again",
+            at.join(", ")
         ),
     }
 }

@@ -58,7 +58,11 @@ impl Slot {
 
     /// The slots of `projection` split `count` ways (unsharded for 1) over `tenant`'s
     /// events.
-    pub(crate) fn all(projection: &'static str, tenant: Option<&TenantId>, count: u32) -> Vec<Slot> {
+    pub(crate) fn all(
+        projection: &'static str,
+        tenant: Option<&TenantId>,
+        count: u32,
+    ) -> Vec<Slot> {
         if count <= 1 {
             return vec![Slot::new(projection, tenant.cloned())];
         }

@@ -315,7 +315,8 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
     /// The events that slice to a document of `shard`.
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
-        P::handles(event.data.as_ref()) && P::identities(event).iter().any(|id| shard.owns(&id.key()))
+        P::handles(event.data.as_ref())
+            && P::identities(event).iter().any(|id| shard.owns(&id.key()))
     }
 }
 

@@ -124,7 +124,8 @@ pub const SLOT_AT: &str =
 
 /// Moves the owner epoch of every row of projection `$1` (whole, each tenant's, each
 /// shard's, of any count), so no runner of it can commit again.
-pub const FAMILY_BUMP: &str = "UPDATE mt_event_progression SET owner_epoch = owner_epoch + 1, owner = NULL \
+pub const FAMILY_BUMP: &str =
+    "UPDATE mt_event_progression SET owner_epoch = owner_epoch + 1, owner = NULL \
      WHERE name = $1 OR left(name, length($1) + 1) IN ($1 || '@', $1 || '#')";
 
 /// The tenants of the slot rows of projection `$1` (a count change also moves the slots
@@ -157,7 +158,15 @@ mod tests {
 
     #[test]
     fn statements_name_the_tables() {
-        for sql in [CLAIM, POSITION, EPOCH, RESET, SHARD_CLAIM, COUNT_LOCK, SET_COUNT] {
+        for sql in [
+            CLAIM,
+            POSITION,
+            EPOCH,
+            RESET,
+            SHARD_CLAIM,
+            COUNT_LOCK,
+            SET_COUNT,
+        ] {
             assert!(sql.contains(PROGRESSION_TABLE), "{sql}");
         }
         assert!(DEAD_LETTER.contains(DEAD_LETTER_TABLE));
