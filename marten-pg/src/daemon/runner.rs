@@ -35,6 +35,9 @@ use crate::events::EventPage;
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
+/// The most rows a shard's page reads (unless a batch is larger).
+const MAX_SHARD_PAGE: usize = 10_000;
+
 /// One runner's state between steps.
 pub(super) struct Runner {
     pub(super) store: DocumentStore,
@@ -310,7 +313,7 @@ impl Runner {
             Some(ahead) => ahead.take(own.position).await,
             None => None,
         };
-        let (tenant, limit) = (self.slot.tenant.as_ref(), self.options.batch_size);
+        let (tenant, limit) = (self.slot.tenant.as_ref(), self.page_limit());
         let page = match read_ahead {
             Some(page) => page,
             None => next_page(&self.store, &mut conn, tenant, own.position, limit).await?,
@@ -338,6 +341,15 @@ impl Runner {
             .await;
         span.record("marten.duration_ms", elapsed_ms(started));
         turn
+    }
+
+    /// The rows a page reads: a batch, or for a shard a batch per shard (up to
+    /// [`MAX_SHARD_PAGE`] rows), so that a shard's batch keeps about a batch of its own
+    /// events and its commits are not more frequent than a whole projection's.
+    fn page_limit(&self) -> usize {
+        let batch = self.options.batch_size;
+        let count = usize::try_from(self.slot.count()).unwrap_or(1);
+        batch.saturating_mul(count).min(MAX_SHARD_PAGE.max(batch))
     }
 
     /// Plans and commits a page that read events, with the progress update.
