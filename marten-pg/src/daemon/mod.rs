@@ -16,7 +16,8 @@
 //! a slot of its own (position, lock, epoch), so nodes share one projection's work.
 //!
 //! The files, one concern each: `options` (settings), `handle` (the [`Daemon`] a caller
-//! holds), `runner` (a projection's loop and step), `ownership` (lock, claim, epoch),
+//! holds), `runner` (a projection's loop and step), `acquiring` (a runner's acquire),
+//! `ownership` (lock, claim, epoch),
 //! `read` (the next page), `plan` (retries and the poison policy), `commit` (the unit of
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
 //! `progression` (the daemon's use of its tables), `slot` (a projection over every
@@ -29,6 +30,7 @@
 //! May use: every layer below it (the daemon runs projections through the unit of work on
 //! its own connections); nothing above it but the store that holds the projections.
 
+mod acquiring;
 mod bluegreen;
 mod commit;
 mod handle;

@@ -1,12 +1,12 @@
 //! One projection's runner: the loop that acquires the projection, takes steps while it
 //! owns it and waits between them, and the step that reads the next page, plans it and
 //! commits it, deciding what the turn came to (worked, idle, step down). What follows each
-//! turn is decided by `marten_core::projection::runner`. A shard's runner keeps the
-//! events of its shard out of each page it reads (its position still moves over the
-//! page), and settles the projection's shard count when it first finds another recorded.
+//! turn is decided by `marten_core::projection::runner`. A shard's runner keeps only the
+//! events of its shard of each page it reads (its position still moves over the whole
+//! page); how it acquires its slot is `acquiring`'s.
 //!
-//! Owns: the runner's state between steps and the loop. May use: the daemon's ownership,
-//! read, plan and commit files, the connection layer (one [`Conn`] per step, given back
+//! Owns: the runner's state between steps and the loop. May use: the daemon's acquiring,
+//! ownership, read, plan, commit and share files, the connection layer (one [`Conn`] per step, given back
 //! before the runner waits), the store.
 
 use std::sync::Arc;
@@ -16,18 +16,17 @@ use marten_core::projection::runner::{
     after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
 };
 use marten_core::WithSources;
-use marten_core::{Error, EventEnvelope, Result};
+use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use super::bluegreen::{self, Switch, Target};
+use super::bluegreen::{self, Switch};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
-use super::ownership::{acquire, claim, Claim, Ownership};
+use super::ownership::Ownership;
 use super::progression::{self, Advance};
 use super::read::next_page;
 use super::read_ahead::ReadAhead;
-use super::shard;
 use super::share::{NodeShare, Place};
 use super::slot::Slot;
 use crate::connection::{Conn, Dedicated, Statements};
@@ -47,21 +46,21 @@ pub(super) struct Runner {
     pub(super) slot: Slot,
     pub(super) options: DaemonOptions,
     /// The runner reported catching up and has not worked since.
-    caught_up: bool,
+    pub(super) caught_up: bool,
     /// Failed attempts at the current batch (reset when it commits or loses an event).
     pub(super) failures: u32,
     /// While a versioned projection builds into its own table: the statements that send
     /// its document table's statements there (see `bluegreen`).
-    build: Option<Arc<Statements>>,
+    pub(super) build: Option<Arc<Statements>>,
     /// The page after the batch in progress, read ahead while that batch commits.
     ahead: Option<ReadAhead>,
     /// The name the hooks are told: the projection's, or a shard's (`Tally#2/3`).
     pub(super) hook_name: String,
     /// The runner has owned its slot since it started: a shard count changed after that
     /// was changed by another deployment, which this runner does not undo.
-    ran: bool,
+    pub(super) ran: bool,
     /// A shard's runner: its node's share of the projection's shards, and its place in it.
-    share: Option<(Arc<NodeShare>, Place)>,
+    pub(super) share: Option<(Arc<NodeShare>, Place)>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -69,7 +68,7 @@ pub(super) struct Runner {
 /// the lock or the epoch. Ends with an error only on a poison event under
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
 /// a reason waiting does not cure (a missing table the schema mode may not create), or
-/// on a shard count it may not change ([`Error::ShardCountChanged`]); a
+/// on a shard count it may not change ([`marten_core::Error::ShardCountChanged`]); a
 /// database that cannot be reached at start is waited for. A batch of a blue/green build
 /// that fails makes the runner step down: another tenant's runner may have switched
 /// (renaming the build table), and acquiring again finds where to write now.
@@ -189,118 +188,6 @@ async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
 }
 
 impl Runner {
-    /// Tries to acquire the projection; on success the runner starts catching up. Fails
-    /// only with a shard count this runner may not change.
-    async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Result<Option<Ownership>> {
-        let share = self
-            .share
-            .as_mut()
-            .map(|(share, place)| (share.clone(), place));
-        let _turn = match share {
-            Some((share, place)) => {
-                let turn = share.clone().turn_owned().await;
-                if !place.tries(&share) {
-                    return Ok(None);
-                }
-                Some(turn)
-            }
-            None => None,
-        };
-        let name = self.slot.name();
-        let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
-            Ok(Some(claimed)) => claimed,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                debug!(projection = name, error = %e, "cannot acquire projection");
-                return Ok(None);
-            }
-        };
-        let own = match claimed {
-            Claim::Owned(own) => own,
-            Claim::CountDiffers { lock, recorded } => {
-                match self.settle_count(lock, recorded).await? {
-                    Some(own) => own,
-                    None => return Ok(None),
-                }
-            }
-        };
-        if !self.find_target().await {
-            return Ok(None);
-        }
-        info!(
-            projection = self.slot.name(),
-            node = self.options.node,
-            epoch = own.epoch,
-            "running projection"
-        );
-        self.options.hooks.before_catch_up(&self.hook_name);
-        self.caught_up = false;
-        self.ran = true;
-        Ok(Some(own))
-    }
-
-    /// Where the runner writes (see `bluegreen`); `false`: it does not run now.
-    async fn find_target(&mut self) -> bool {
-        let name = self.slot.name();
-        match bluegreen::target(&self.store, self.projection.as_ref()).await {
-            Ok(Target::Active) => self.build = None,
-            Ok(Target::Build(statements)) => {
-                info!(projection = name, "building into the version's own table");
-                self.build = Some(statements);
-            }
-            Ok(Target::Superseded(active)) => {
-                debug!(
-                    projection = name,
-                    active, "a newer version is active; not running"
-                );
-                return false;
-            }
-            Err(e) => {
-                debug!(projection = name, error = %e, "cannot find the projection's version");
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The projection's recorded shard count is `recorded`, not this runner's: changes it
-    /// (see `shard`) and claims the slot again on `lock`. A runner that has run already
-    /// met a change by another deployment: it stops rather than change the count back.
-    async fn settle_count(&self, lock: Dedicated, recorded: u32) -> Result<Option<Ownership>> {
-        let (projection, configured) = (self.slot.projection, self.slot.count());
-        let changed = |reason: &str| Error::ShardCountChanged {
-            projection: projection.to_owned(),
-            recorded,
-            configured,
-            reason: reason.to_owned(),
-        };
-        if self.ran {
-            return Err(changed(
-                "another deployment changed the count while this node ran the projection; \
-                 every node must run a projection with the same count",
-            ));
-        }
-        match shard::settle(&self.store, projection, configured).await {
-            Ok(()) => {}
-            Err(e @ Error::ShardCountChanged { .. }) => return Err(e),
-            Err(e) => {
-                debug!(projection, error = %e, "cannot settle the shard count");
-                return Ok(None);
-            }
-        }
-        match claim(lock, &self.slot, &self.options.node).await {
-            Ok(Claim::Owned(own)) => Ok(Some(own)),
-            Ok(Claim::CountDiffers { .. }) => Err(changed(
-                "another deployment changed the count again at once; every node must run a \
-                 projection with the same count",
-            )),
-            Err(e) => {
-                debug!(projection, error = %e, "cannot claim the projection");
-                Ok(None)
-            }
-        }
-    }
-
     /// Reads the next batch after the owner's position, plans it and commits it with the
     /// progress update, all on one pooled connection that is given back before the
     /// runner waits for anything.
