@@ -17,7 +17,8 @@ pub use marten_core::projection::PoisonPolicy;
 /// Settings of a daemon; build them with struct update syntax from `Default`.
 #[derive(Clone)]
 pub struct DaemonOptions {
-    /// Events per batch (default 500).
+    /// Events per batch (default 500). A shard of a sharded projection reads pages of
+    /// this many rows per shard (up to 10,000), and projects its own share of them.
     pub batch_size: usize,
     /// How long an idle runner waits before reading again (default 100 ms).
     pub poll_interval: Duration,
