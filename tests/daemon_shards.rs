@@ -562,3 +562,21 @@ async fn runners_of_the_old_count_cannot_commit_after_a_change() {
     assert_eq!(old_commits, 0, "no runner of the old count committed");
     assert_equals_live(&a, &streams).await;
 }
+
+#[tokio::test]
+async fn shard_settings_the_daemon_cannot_follow_are_errors() {
+    let schema = TestSchema::new("shards_refused_settings");
+    let store = store_on(&schema, 4).await;
+    for (name, count, why) in [("Nope", 3, "no async projection"), ("Tally", 0, "0 shards")] {
+        let daemon = Daemon::start(&store, DaemonOptions::default().with_shards(name, count));
+        let waited = daemon.wait_for_non_stale(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&waited, Err(Error::ProjectionStopped { .. })),
+            "{waited:?}"
+        );
+        match daemon.stop().await {
+            Err(Error::Configuration(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+}

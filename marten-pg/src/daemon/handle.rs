@@ -95,14 +95,13 @@ impl Spawner {
         ));
     }
 
-    /// A runner that stops at once with `error` (a setting the daemon refuses).
+    /// A runner that stopped at once with `error` (a setting the daemon refuses): in the
+    /// stopped list before `start` returns, and the error `stop` returns.
     fn stopped_with(&self, error: Error) {
-        let ended = std::future::ready(Err(error));
-        self.push(spawn_runner(
-            "(daemon options)".to_owned(),
-            ended,
-            self.stopped.clone(),
-        ));
+        if let Ok(mut list) = self.stopped.lock() {
+            list.push(("(daemon options)".to_owned(), error.to_string()));
+        }
+        self.push(tokio::spawn(std::future::ready(Err(error))));
     }
 
     fn push(&self, task: JoinHandle<Result<()>>) {
