@@ -397,6 +397,13 @@ async fn rebuild_resets_every_shard_together() {
     log.lock().expect("log").clear();
     ok(marten::daemon::rebuild(&store, "Tally").await);
     ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    let status = ok(store.projection_status().await);
+    let tally = status.iter().find(|s| s.name == "Tally").expect("status");
+    assert_eq!(
+        (tally.lag(), tally.owner.as_deref()),
+        (0, Some("node-0")),
+        "{tally:?}"
+    );
     ok(daemon.stop().await);
     assert_equals_live(&store, &streams).await;
     let replayed: usize = commits(&log, "Tally").values().map(HashMap::len).sum();

@@ -43,7 +43,7 @@ mod read;
 mod read_ahead;
 mod rebuild;
 pub(crate) mod runner;
-mod shard;
+pub(crate) mod shard;
 pub(crate) mod share;
 pub(crate) mod slot;
 mod stale;

@@ -71,7 +71,7 @@ pub(super) async fn recorded_count(lock: &Client, projection: &str) -> Result<u3
 }
 
 /// [`recorded_count`] on a pooled connection.
-pub(super) async fn recorded_count_on(db: Db<'_>, projection: &str) -> Result<u32> {
+pub(crate) async fn recorded_count_on(db: Db<'_>, projection: &str) -> Result<u32> {
     let row = db
         .query_opt(progression::POSITION, &[&count_row(projection)])
         .await
