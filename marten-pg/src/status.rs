@@ -1,8 +1,9 @@
 //! How far the store's async projections are: [`DocumentStore::projection_status`] reads
 //! each one's position and owner from `mt_event_progression` (a sharded projection's:
 //! its least advanced shard's, and every shard's owner) and the store's head from
-//! `mt_events`. May use the store's connection, schema and projection registry, the daemon's
-//! tables, slots and recorded shard counts; writes nothing but the schema it needs.
+//! `mt_events`. May use the store's connection, schema and projection registry, the
+//! daemon's tables, slots and recorded shard counts; writes nothing but the schema it
+//! needs.
 
 use marten_core::{Error, Result};
 
