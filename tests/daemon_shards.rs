@@ -587,3 +587,125 @@ async fn shard_settings_the_daemon_cannot_follow_are_errors() {
         }
     }
 }
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Wallet {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Wallet {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+}
+
+/// Runs `Wallet` in `shards` shards over conjoined events until caught up.
+async fn run_wallets(store: &DocumentStore, shards: u32) {
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(store, options(0, &log, &hold, &[("Wallet", shards)]));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_runs_its_own_shards_and_a_count_change_moves_them_all() {
+    let schema = TestSchema::new("shards_tenants");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(8)
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .projection::<Wallet>(Lifecycle::Async)
+        .build()
+        .await);
+    let streams: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    let deposit = async |rounds: std::ops::Range<i64>| {
+        for tenant in ["red", "blue"] {
+            let mut s = ok(store.lightweight_session_for(tenant));
+            for round in rounds.clone() {
+                for id in &streams {
+                    let n = if tenant == "red" {
+                        round + 1
+                    } else {
+                        100 * (round + 1)
+                    };
+                    ok(s.events().append(*id, [Added { n }]));
+                }
+            }
+            ok(s.save_changes().await);
+        }
+    };
+    let check = async |rounds: i64| {
+        for (tenant, unit) in [("red", 1), ("blue", 100)] {
+            let mut q = ok(store.query_session_for(tenant));
+            for id in &streams {
+                let w = ok(q.load::<Wallet>(id).await).expect("projected");
+                assert_eq!(w.total, unit * rounds * (rounds + 1) / 2, "{tenant} {id}");
+            }
+        }
+    };
+    deposit(0..3).await;
+    run_wallets(&store, 2).await;
+    check(3).await;
+    let names: Vec<String> = row_names(&schema, "Wallet#")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Wallet#0/2@blue",
+            "Wallet#0/2@red",
+            "Wallet#1/2@blue",
+            "Wallet#1/2@red",
+            "Wallet#shards"
+        ]
+    );
+    deposit(3..5).await;
+    run_wallets(&store, 3).await;
+    check(5).await;
+    let threes = row_names(&schema, "Wallet#")
+        .await
+        .into_iter()
+        .filter(|(n, _)| n.contains("/3@"))
+        .count();
+    assert_eq!(threes, 6, "three shards per tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_version_builds_beside_the_old_one_and_switches_once_every_shard_caught_up() {
+    let schema = TestSchema::new("shards_blue_green");
+    let v1 = store_on(&schema, 6).await;
+    let streams: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    run_with(&v1, &streams, 1, 0..4).await;
+    let v2 = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(8)
+        .projection_versioned::<Tally>(2)
+        .build()
+        .await);
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(&v2, options(0, &log, &hold, &[("Tally:v2", 3)]));
+    let started = Instant::now();
+    while ok(marten::daemon::active_projection_version::<Tally>(&v2).await) != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "version 2 switched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for round in 4..6 {
+        append_round(&v2, &streams, round).await;
+    }
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+    assert_equals_live(&v2, &streams).await;
+    let labels: BTreeSet<String> = commits(&log, "Tally:v2").into_keys().collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+}
