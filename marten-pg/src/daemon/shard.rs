@@ -1,6 +1,18 @@
 //! A sharded projection's shard count: where it is recorded (the count row, see
 //! [`crate::tables::progression`]), reading it, and changing it.
 //!
+//! Why a shard projects each of its events exactly once, gap-safe: a shard is a slot, and
+//! its runner does what a whole projection's does with one difference. It reads the same
+//! gap-safe pages after its own position (never past an event whose transaction may still
+//! commit before it), keeps the page's events of its shard (a pure function of the event:
+//! the stable hash of its stream id, or of the ids of the documents it slices to, the same
+//! in every process) and moves its position over the whole page in the batch's one
+//! compare-and-set of position and epoch. So each of the shard's events lies in exactly
+//! one committed batch of the shard (a batch commits from the position it started at, for
+//! the epoch its runner claimed, or writes nothing), and an event of another shard is
+//! passed over only by shards that do not own it. Lock, epoch and takeover are the
+//! slot's.
+//!
 //! Every shard's slot is claimed only while the recorded count is its own, and a whole
 //! projection's only while none other is recorded (see [`super::ownership`]). A runner
 //! that finds another count recorded changes it to its own ([`settle`]) only when every
