@@ -6,8 +6,8 @@
 //! page); how it acquires its slot is `acquiring`'s.
 //!
 //! Owns: the runner's state between steps and the loop. May use: the daemon's acquiring,
-//! ownership, read, plan, commit and share files, the connection layer (one [`Conn`] per step, given back
-//! before the runner waits), the store.
+//! ownership, read, plan, commit and share files, the connection layer (one [`Conn`] per
+//! step, given back before the runner waits), the store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
