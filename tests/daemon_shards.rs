@@ -445,6 +445,13 @@ async fn a_count_changes_when_every_old_shard_stands_at_one_position() {
     // Whole, then 3 shards, then 2, then whole again: each change starts where the old
     // slots stood, so no event is applied twice (the counts would show it) or skipped.
     run_with(&store, &streams, 1, 0..3).await;
+    // Unsharded, nothing changes: one row, under the projection's name.
+    let names: Vec<String> = row_names(&schema, "Tally")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["Tally"]);
     run_with(&store, &streams, 3, 3..6).await;
     assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 3);
     run_with(&store, &streams, 2, 6..9).await;
