@@ -52,6 +52,7 @@ pub use marten_pg::{Boundary, EventTypes, TagQuery};
 
 /// The async projection daemon.
 pub mod daemon {
+    pub use marten_core::projection::shard::{shard_of, Shard};
     pub use marten_pg::daemon::{
         active_projection_version, drop_old_projection_versions,
         drop_old_projection_versions_named, rebuild, rebuild_tenant, wait_for_non_stale, Daemon,

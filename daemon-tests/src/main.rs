@@ -5,7 +5,8 @@
 //! tests pause or cut the node in that window). With `NODE_STORE=subscriptions` the node
 //! runs the two subscriptions of the domain instead of the projection (its delivery log
 //! `deliveries-NODE_NAME.log` in the trace directory), their handlers sleeping
-//! `NODE_PAUSE_IN_HANDLER_MS` in every batch.
+//! `NODE_PAUSE_IN_HANDLER_MS` in every batch. `NODE_SHARDS` splits the `Counter`
+//! projection into that many shards.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,13 +93,19 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let options = DaemonOptions {
+    let mut options = DaemonOptions {
         node: node.clone(),
         batch_size: 400,
         poll_interval: Duration::from_millis(50),
         hooks: Arc::new(Pausing { trace, pause }),
         ..DaemonOptions::default()
     };
+    if let Some(shards) = std::env::var("NODE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options = options.with_shards("Counter", shards);
+    }
     let daemon = Daemon::start(&store, options);
     println!("ready {node}");
     let _ = tokio::signal::ctrl_c().await;

@@ -49,5 +49,6 @@ pub fn projection_runner(
         slot,
         options,
         stop,
+        None,
     ))
 }

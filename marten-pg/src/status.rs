@@ -1,12 +1,20 @@
 //! How far the store's async projections are: [`DocumentStore::projection_status`] reads
-//! each one's position and owner from `mt_event_progression` and the store's head from
-//! `mt_events`. May use the store's connection, schema and projection registry; writes
-//! nothing but the schema it needs.
+//! each one's position and owner from `mt_event_progression` (a sharded projection's:
+//! its least advanced shard's, and every shard's owner) and the store's head from
+//! `mt_events`. May use the store's connection, schema and projection registry, the
+//! daemon's tables, slots and recorded shard counts; writes nothing but the schema it
+//! needs.
 
 use marten_core::{Error, Result};
 
 use crate::connection::Conn;
 use crate::daemon::progression;
+use crate::daemon::shard::recorded_count_on;
+use crate::daemon::slot::Slot;
+
+/// The least position of the slots named `$1` (none: NULL) and their owners, joined.
+const SLOTS_PROGRESS: &str = "SELECT min(last_seq), string_agg(DISTINCT owner, ', ') \
+     FROM mt_event_progression WHERE name = ANY($1)";
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
 
@@ -16,11 +24,13 @@ use crate::store::DocumentStore;
 pub struct ProjectionStatus {
     /// The projection's name.
     pub name: String,
-    /// The global sequence of the last event it processed.
+    /// The global sequence of the last event it processed (sharded: the least of its
+    /// shards').
     pub position: i64,
     /// The highest global sequence in the store.
     pub head: i64,
-    /// The node that owns it, if any.
+    /// The node that owns it, if any (sharded: the nodes owning its shards, joined by
+    /// `, `).
     pub owner: Option<String>,
 }
 
@@ -48,20 +58,19 @@ impl DocumentStore {
             let head: i64 = head_row.try_get(0).map_err(unusable("mt_events"))?;
             let mut out = Vec::new();
             for p in &self.projections().asynchronous {
+                // A sharded projection stands where its last shard does.
+                let count = recorded_count_on(client, p.name()).await?;
+                let slots: Vec<String> = Slot::all(p.name(), None, count)
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect();
                 let row = client
-                    .query_opt(
-                        "SELECT last_seq, owner FROM mt_event_progression WHERE name = $1",
-                        &[&p.name()],
-                    )
+                    .query_one(SLOTS_PROGRESS, &[&slots])
                     .await
                     .map_err(|e| map_db_error(e, Failed::Other("reading progress")))?;
-                let (position, owner) = match row {
-                    Some(r) => (
-                        r.try_get(0).map_err(unusable(p.name()))?,
-                        r.try_get(1).map_err(unusable(p.name()))?,
-                    ),
-                    None => (0, None),
-                };
+                let position: Option<i64> = row.try_get(0).map_err(unusable(p.name()))?;
+                let owner = row.try_get(1).map_err(unusable(p.name()))?;
+                let position = position.unwrap_or(0);
                 out.push(ProjectionStatus {
                     name: p.name().to_owned(),
                     position,

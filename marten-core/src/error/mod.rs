@@ -184,6 +184,24 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// A sharded async projection's shard count differs from the one recorded for it,
+    /// and the daemon may not change it: the old count's shards stand at different
+    /// positions (drain them, or rebuild the projection), or another deployment changed
+    /// the count while this node ran the projection.
+    #[error(
+        "async projection {projection} is recorded with {recorded} shard(s), this daemon runs it with {configured}: {reason}"
+    )]
+    ShardCountChanged {
+        /// The projection.
+        projection: String,
+        /// The count recorded in the progression table (1: unsharded).
+        recorded: u32,
+        /// The count this daemon was configured with (1: unsharded).
+        configured: u32,
+        /// Why the count was not changed, and what to do.
+        reason: String,
+    },
+
     /// Something did not happen in time.
     #[error("timed out waiting for {what}")]
     Timeout {

@@ -2,7 +2,8 @@
 //! needs that no database is involved in. The store-wide cache of inline aggregate
 //! documents ([`cache`]); the slicing of an async projection's batch into per-document
 //! slices dealt to workers, and the write each folded slice needs ([`slice`](mod@slice)); the
-//! daemon's retry backoff and poison policy ([`poison`]); the merge of the stream
+//! daemon's retry backoff and poison policy ([`poison`]); which shard of a sharded
+//! projection an id belongs to ([`shard`]); the merge of the stream
 //! versions an inline save's projections require ([`requirements`]); what a daemon
 //! runner does after each step ([`runner`]); the planners of inline projections
 //! ([`inline`]). A backend adds the statements, the loads and the tasks.
@@ -12,6 +13,7 @@ pub mod inline;
 pub mod poison;
 pub mod requirements;
 pub mod runner;
+pub mod shard;
 pub mod slice;
 
 pub use cache::{AggregateCache, CacheKey, CacheUpdate, Cached};

@@ -29,6 +29,8 @@
 //! tenant's slot of the old version. A runner of another tenant that was still writing
 //! into the build table when it was renamed sees its batch fail, steps down, and on
 //! acquiring its slot again finds its version active and goes on in the active table.
+//! A sharded projection's shards are such slots too: readers switch once every shard
+//! (of every tenant) has caught up, and the switch moves every shard's epoch.
 //!
 //! Owns: the build target and the switch. May use: the connection layer, the
 //! projections' versions and tables, the staleness check of a slot, the tenants' read,
@@ -130,7 +132,7 @@ pub(super) enum Switch {
     Done,
     /// The runner no longer owns its slot, or a version as new is active already.
     Lost,
-    /// Another tenant's runner of this version has not caught up yet (conjoined events).
+    /// Another tenant's or shard's runner of this version has not caught up yet.
     NotYet,
 }
 
@@ -187,15 +189,23 @@ struct SwitchAt<'a> {
     epoch: i64,
 }
 
-/// Whether the runner of every tenant with streams has caught up (conjoined events: the
-/// runner is one tenant's; otherwise there is nothing to wait for).
-async fn every_tenant_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<bool> {
-    if at.slot.tenant.is_none() {
+/// Whether the runner of every slot of the version has caught up: with conjoined events
+/// every tenant's with streams, for a sharded projection every shard's (otherwise the
+/// runner's slot is the only one).
+async fn every_slot_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<bool> {
+    let (slot, name) = (at.slot, at.projection.name());
+    if slot.tenant.is_none() && slot.shard.is_none() {
         return Ok(true);
     }
-    for tenant in tenants_on(db).await? {
-        if slot_behind(db, &Slot::new(at.projection.name(), Some(tenant))).await? {
-            return Ok(false);
+    let tenants = match slot.tenant {
+        Some(_) => tenants_on(db).await?.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    for tenant in &tenants {
+        for other in Slot::all(name, tenant.as_ref(), slot.count()) {
+            if slot_behind(db, &other).await? {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
@@ -220,7 +230,7 @@ async fn switch_in(db: Db<'_>, at: SwitchAt<'_>) -> Result<Switch> {
     if held != Some(at.epoch) {
         return Ok(Switch::Lost);
     }
-    if !every_tenant_caught_up(db, &at).await? {
+    if !every_slot_caught_up(db, &at).await? {
         return Ok(Switch::NotYet);
     }
     db.batch_execute(&sql::lock(schema, table.name))
@@ -230,11 +240,12 @@ async fn switch_in(db: Db<'_>, at: SwitchAt<'_>) -> Result<Switch> {
     if active >= mine {
         return Ok(Switch::Lost);
     }
-    // The old version's slot, and with conjoined events every tenant's (`Tally@red`).
+    // The old version's slot, and with conjoined events every tenant's (`Tally@red`),
+    // sharded every shard's (`Tally#1/3`).
     let old = slot_of(name, mine, active);
     let moved = format!(
         "UPDATE {schema}.{PROGRESSION_TABLE} SET owner_epoch = owner_epoch + 1 \
-         WHERE name = $1 OR left(name, length($1) + 1) = $1 || '@'"
+         WHERE name = $1 OR left(name, length($1) + 1) IN ($1 || '@', $1 || '#')"
     );
     db.execute(&moved, &[&old]).await.map_err(&what)?;
     for statement in sql::switch(schema, &(table.def)(), active, mine) {

@@ -21,10 +21,12 @@ use tracing::{info, warn, Instrument};
 
 use super::options::DaemonOptions;
 use super::runner::run;
+use super::share::NodeShare;
 use super::slot::Slot;
 use super::stale::{deadline_after, wait_for_non_stale};
 use super::tenants::stream_tenants;
 use crate::connection::Conn;
+use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
 /// Why runners stopped on their own: (slot, message), in the order they stopped.
@@ -59,25 +61,76 @@ struct Spawner {
 
 impl Spawner {
     /// Starts a runner for every async projection over the events of `tenant` (every
-    /// tenant's, for `None`).
+    /// tenant's, for `None`): one per shard of a sharded projection.
     fn spawn_all(&self, tenant: Option<&TenantId>) {
         for p in &self.store.projections().asynchronous {
-            let slot = Slot::new(p.name(), tenant.cloned());
-            let span = crate::trace::runner(self.store.schema(), slot.name());
-            let name = slot.name().to_owned();
-            let runner = run(
-                self.store.clone(),
-                p.clone(),
-                slot,
-                self.options.clone(),
-                self.stop.clone(),
-            );
-            let task = spawn_runner(name, runner.instrument(span), self.stopped.clone());
-            if let Ok(mut tasks) = self.tasks.lock() {
-                tasks.push(task);
+            let count = self.options.shard_count(p.name());
+            if count == 0 || (count > 1 && !p.shardable()) {
+                continue; // Refused at start.
+            }
+            // The node's runners of one projection's shards share its count of them.
+            let share = (count > 1).then(|| Arc::new(NodeShare::default()));
+            for slot in Slot::all(p.name(), tenant, count) {
+                self.spawn(p, slot, share.clone());
             }
         }
     }
+
+    /// Starts the runner of `slot` of projection `p`.
+    fn spawn(&self, p: &Arc<dyn AsyncProjection>, slot: Slot, share: Option<Arc<NodeShare>>) {
+        let span = crate::trace::runner(self.store.schema(), slot.name());
+        let name = slot.name().to_owned();
+        let runner = run(
+            self.store.clone(),
+            p.clone(),
+            slot,
+            self.options.clone(),
+            self.stop.clone(),
+            share,
+        );
+        self.push(spawn_runner(
+            name,
+            runner.instrument(span),
+            self.stopped.clone(),
+        ));
+    }
+
+    /// A runner that stopped at once with `error` (a setting the daemon refuses): in the
+    /// stopped list before `start` returns, and the error `stop` returns.
+    fn stopped_with(&self, error: Error) {
+        if let Ok(mut list) = self.stopped.lock() {
+            list.push(("(daemon options)".to_owned(), error.to_string()));
+        }
+        self.push(tokio::spawn(std::future::ready(Err(error))));
+    }
+
+    fn push(&self, task: JoinHandle<Result<()>>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+}
+
+/// The shard settings the daemon refuses: a name that is no shardable async projection
+/// of the store, a count of 0. The projection named is not run.
+fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<Error> {
+    let projections = &store.projections().asynchronous;
+    let mut refused = Vec::new();
+    for (name, count) in &options.shards {
+        let found = projections.iter().find(|p| p.name() == name);
+        let why = match found {
+            None => "is no async projection of the store",
+            Some(p) if !p.shardable() => {
+                "cannot be sharded (a subscription's events are handed over in order)"
+            }
+            Some(_) if *count == 0 => "cannot run as 0 shards",
+            Some(_) => continue,
+        };
+        refused.push(Error::Configuration(format!(
+            "sharded projection {name} {why}"
+        )));
+    }
+    refused
 }
 
 impl Daemon {
@@ -87,8 +140,15 @@ impl Daemon {
     /// progression row (`Projection@tenant`), lock and owner epoch, so one tenant's poison
     /// event, lag or rebuild never holds up another's; tenants whose first stream appears
     /// later get theirs within a few poll intervals.
+    ///
+    /// A projection named in [`DaemonOptions::shards`] runs as that many shards, each
+    /// with its own progression row (`Projection#2/3`), lock and owner epoch. A name that
+    /// is no shardable async projection of the store, or a count of 0, is a runner that
+    /// stopped at once ([`Error::Configuration`], reported by
+    /// [`wait_for_non_stale`](Self::wait_for_non_stale) and [`stop`](Self::stop)).
     pub fn start(store: &DocumentStore, options: DaemonOptions) -> Daemon {
         let (stop, rx) = watch::channel(false);
+        let refused = refused_shards(store, &options);
         let spawner = Spawner {
             store: store.clone(),
             options,
@@ -96,6 +156,10 @@ impl Daemon {
             tasks: Tasks::default(),
             stopped: Stopped::default(),
         };
+        for e in refused {
+            warn!(error = %e, "not running the daemon's projections");
+            spawner.stopped_with(e);
+        }
         let watcher = match store.events_tenancy() {
             Tenancy::Single => {
                 spawner.spawn_all(None);

@@ -6,6 +6,10 @@
 use marten_core::EventEnvelope;
 
 /// Called by the daemon around its work. All methods default to doing nothing.
+///
+/// `projection` names the projection, or for a shard of a sharded projection the shard
+/// (`Tally#1/3`: see [`DaemonOptions::with_shards`](super::DaemonOptions::with_shards)),
+/// so that a trace tells apart the shards, which run at once.
 pub trait DaemonHooks: Send + Sync + 'static {
     /// The runner took ownership of `projection` and starts catching up.
     fn before_catch_up(&self, _projection: &str) {}

@@ -12,19 +12,25 @@
 //! share the projections: each tries every projection and runs those whose lock it gets.
 //! A subscription (`crate::subscriptions`) is one more kind of async projection to the
 //! daemon: its plan is the handler's call and its writes are what the handler queued.
+//! A sharded projection ([`DaemonOptions::with_shards`]) is run per shard: each shard is
+//! a slot of its own (position, lock, epoch), so nodes share one projection's work.
 //!
 //! The files, one concern each: `options` (settings), `handle` (the [`Daemon`] a caller
-//! holds), `runner` (a projection's loop and step), `ownership` (lock, claim, epoch),
+//! holds), `runner` (a projection's loop and step), `acquiring` (a runner's acquire),
+//! `ownership` (lock, claim, epoch),
 //! `read` (the next page), `plan` (retries and the poison policy), `commit` (the unit of
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
 //! `progression` (the daemon's use of its tables), `slot` (a projection over every
-//! tenant's events or one tenant's: its progression row), `tenants` (the tenants to run
+//! tenant's events or one tenant's, whole or one shard: its progression row), `shard`
+//! (a sharded projection's recorded count and its change), `share` (how a node spreads
+//! shards among nodes), `tenants` (the tenants to run
 //! projections for, with conjoined events), `hooks`, `bluegreen` (a versioned
 //! projection's build table and the switch to it) and `versions` (its public calls).
 //!
 //! May use: every layer below it (the daemon runs projections through the unit of work on
 //! its own connections); nothing above it but the store that holds the projections.
 
+mod acquiring;
 mod bluegreen;
 mod commit;
 mod handle;
@@ -37,6 +43,8 @@ mod read;
 mod read_ahead;
 mod rebuild;
 pub(crate) mod runner;
+pub(crate) mod shard;
+pub(crate) mod share;
 pub(crate) mod slot;
 mod stale;
 mod tenants;

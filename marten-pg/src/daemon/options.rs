@@ -4,6 +4,7 @@
 //! Owns: plain configuration values ([`PoisonPolicy`] itself is marten-core's, re-exported
 //! here). May use: the daemon's hooks (the default is none).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ pub use marten_core::projection::PoisonPolicy;
 /// Settings of a daemon; build them with struct update syntax from `Default`.
 #[derive(Clone)]
 pub struct DaemonOptions {
-    /// Events per batch (default 500).
+    /// Events per batch (default 500). A shard of a sharded projection reads pages of
+    /// this many rows per shard (up to 10,000), and projects its own share of them.
     pub batch_size: usize,
     /// How long an idle runner waits before reading again (default 100 ms).
     pub poll_interval: Duration,
@@ -31,6 +33,11 @@ pub struct DaemonOptions {
     pub node: String,
     /// Hooks called around the work (default none).
     pub hooks: Arc<dyn DaemonHooks>,
+    /// How many shards each sharded projection is split into, by projection name (as
+    /// the projection status names it: `Tally`, `Tally:v2`); a projection not named
+    /// here runs whole. Set it with [`with_shards`](Self::with_shards); README,
+    /// "Sharded projections".
+    pub shards: BTreeMap<String, u32>,
 }
 
 impl Default for DaemonOptions {
@@ -43,6 +50,7 @@ impl Default for DaemonOptions {
             poison: PoisonPolicy::default(),
             node: format!("pid-{}", std::process::id()),
             hooks: Arc::new(NoHooks),
+            shards: BTreeMap::new(),
         }
     }
 }
@@ -52,5 +60,22 @@ impl DaemonOptions {
     pub fn with_hooks(mut self, hooks: impl DaemonHooks) -> Self {
         self.hooks = Arc::new(hooks);
         self
+    }
+
+    /// Splits async projection `projection` into `count` shards: events are kept by a
+    /// stable hash of their stream id (aggregates, event projections) or of the id of
+    /// the document they slice to (multi-stream projections), and each shard has its own
+    /// progression row, lock and owner epoch, so the daemons of several nodes share the
+    /// projection's work. A count of 1 runs it whole. Every node must run a projection
+    /// with the same count; a count different from the one recorded is taken up only
+    /// when the old shards stand at the same position (README, "Sharded projections").
+    pub fn with_shards(mut self, projection: impl Into<String>, count: u32) -> Self {
+        self.shards.insert(projection.into(), count);
+        self
+    }
+
+    /// The shard count of `projection` (1 unless configured).
+    pub(super) fn shard_count(&self, projection: &str) -> u32 {
+        self.shards.get(projection).copied().unwrap_or(1)
     }
 }

@@ -4,6 +4,10 @@
 //! exactly-once: a runner paused past a takeover still holds an old epoch, and the
 //! progress update of its next batch finds another one (see [`super::commit`]).
 //!
+//! A shard's slot is claimed only while the projection's recorded shard count is the
+//! slot's, and a whole projection's only while none other is recorded (see
+//! [`super::shard`]); otherwise the claim says which count is recorded.
+//!
 //! Owns: the lock connection (outside the pool), the claimed position and epoch, the
 //! checks that ownership still holds. May use: the daemon's tables, the store (its
 //! dedicated connections and schema name).
@@ -11,6 +15,7 @@
 use tracing::info;
 
 use super::progression;
+use super::shard::{count_row, recorded_count};
 use super::slot::Slot;
 use crate::connection::Dedicated;
 use crate::error_map::{map_db_error, Failed};
@@ -52,6 +57,15 @@ impl Ownership {
     }
 }
 
+/// What a runner that got its slot's lock came to.
+pub(super) enum Claim {
+    /// It owns the slot.
+    Owned(Ownership),
+    /// The projection's recorded shard count is `recorded`, not the slot's: the lock is
+    /// kept for a claim once the count is settled.
+    CountDiffers { lock: Dedicated, recorded: u32 },
+}
+
 /// Tries to become the runner of `name`: the advisory lock, then the epoch. The lock is
 /// taken on a connection outside the pool (a runner never holds a pooled connection
 /// while it waits for another); a node that does not get the lock keeps that connection
@@ -61,7 +75,7 @@ pub(super) async fn acquire(
     slot: &Slot,
     node: &str,
     standby: &mut Option<Dedicated>,
-) -> Result<Option<Ownership>> {
+) -> Result<Option<Claim>> {
     let name = slot.name();
     let lock = match standby.take() {
         Some(c) if !c.is_closed() => c,
@@ -86,20 +100,41 @@ pub(super) async fn acquire(
     claim(lock, slot, node).await.map(Some)
 }
 
-/// Bumps the projection's owner epoch (on the lock's connection) and reads the position
-/// to start from.
-async fn claim(lock: Dedicated, slot: &Slot, node: &str) -> Result<Ownership> {
+/// Bumps the slot's owner epoch (on the lock's connection, which holds the slot's lock)
+/// and reads the position to start from, if the recorded shard count is the slot's.
+///
+/// A whole projection's claim is the one it always was, and the recorded count is read
+/// after it: a count change that commits later moves the epoch just claimed. A shard's
+/// claim checks the count in the same statement (see [`progression::SHARD_CLAIM`]).
+pub(super) async fn claim(lock: Dedicated, slot: &Slot, node: &str) -> Result<Claim> {
     let claiming = |e| map_db_error(e, Failed::Other("claiming a projection"));
-    let row = lock
-        .query_one(
-            progression::CLAIM,
-            &[&slot.name(), &node, &slot.tenant_column()],
-        )
-        .await
-        .map_err(claiming)?;
-    Ok(Ownership {
-        position: progression::position(&row)?,
-        epoch: row.try_get(2).map_err(claiming)?,
-        lock,
-    })
+    let (name, tenant) = (slot.name(), slot.tenant_column());
+    let row = match slot.shard {
+        None => Some(
+            lock.query_one(progression::CLAIM, &[&name, &node, &tenant])
+                .await
+                .map_err(claiming)?,
+        ),
+        Some(shard) => {
+            let (counted, count) = (count_row(slot.projection), i64::from(shard.count()));
+            lock.query_opt(
+                progression::SHARD_CLAIM,
+                &[&name, &node, &tenant, &counted, &count],
+            )
+            .await
+            .map_err(claiming)?
+        }
+    };
+    let recorded = match (&row, slot.shard) {
+        (Some(_), Some(_)) => slot.count(),
+        _ => recorded_count(&lock, slot.projection).await?,
+    };
+    match row {
+        Some(row) if recorded == slot.count() => Ok(Claim::Owned(Ownership {
+            position: progression::position(&row)?,
+            epoch: row.try_get(2).map_err(claiming)?,
+            lock,
+        })),
+        _ => Ok(Claim::CountDiffers { lock, recorded }),
+    }
 }

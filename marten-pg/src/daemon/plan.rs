@@ -33,6 +33,24 @@ impl EventHooks for Arc<dyn DaemonHooks> {
     }
 }
 
+/// The daemon's hooks as a slot's projection calls them: a shard's events are told under
+/// the shard's name (`Tally#2/3`), as its batches are.
+struct SlotHooks<'a> {
+    hooks: &'a Arc<dyn DaemonHooks>,
+    /// The shard's name, for a shard's slot.
+    shard: Option<&'a str>,
+}
+
+impl EventHooks for SlotHooks<'_> {
+    fn before_event(&self, projection: &str, event: &EventEnvelope) {
+        EventHooks::before_event(self.hooks, self.shard.unwrap_or(projection), event);
+    }
+
+    fn after_event(&self, projection: &str, event: &EventEnvelope) {
+        EventHooks::after_event(self.hooks, self.shard.unwrap_or(projection), event);
+    }
+}
+
 /// An apply that failed: the event it failed on and why.
 struct FailedApply {
     event_type: String,
@@ -88,8 +106,12 @@ impl Runner {
     /// One attempt at planning the batch.
     async fn plan_once(&self, conn: &mut Conn, events: &[EventEnvelope]) -> Result<OpList> {
         let (store, projection) = (&self.store, &self.projection);
-        let (workers, hooks) = (self.options.workers, &self.options.hooks);
-        let tenant = self.slot.tenant.as_ref();
+        let hooks = SlotHooks {
+            hooks: &self.options.hooks,
+            shard: self.slot.shard.map(|_| self.hook_name.as_str()),
+        };
+        let (workers, hooks) = (self.options.workers, &hooks);
+        let (tenant, shard) = (self.slot.tenant.as_ref(), self.slot.shard);
         conn.run(store, async |client| {
             let batch = Batch {
                 store: store.as_ref(),
@@ -98,6 +120,7 @@ impl Runner {
                 workers,
                 hooks,
                 tenant,
+                shard,
             };
             projection.plan(batch).await
         })

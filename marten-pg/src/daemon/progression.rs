@@ -25,7 +25,7 @@ use crate::xid8::Xid8;
 
 use crate::tables::progression::ADVANCE;
 pub use crate::tables::progression::{
-    CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET,
+    CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET, SHARD_CLAIM,
 };
 
 /// The daemon tables' `TypeId` and migration (see [`crate::schema::daemon_schema`]).

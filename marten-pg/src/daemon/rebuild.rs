@@ -1,5 +1,8 @@
 //! Rebuilding a projection: reset its position, take it from any runner and delete its
 //! documents in one transaction; a running daemon then replays it from the first event.
+//! A sharded projection's shards are reset together (those of the count recorded, read
+//! under the count row's lock, so no count change comes between): every shard then
+//! stands at the start, so a daemon with another count may take it up at once.
 //!
 //! Owns: the reset. May use: the connection layer, the daemon's tables, the projection's
 //! `clear`, the store (its async projections).
@@ -8,6 +11,7 @@ use marten_core::{Error, Result, Tenancy, TenantId};
 
 use super::bluegreen::Target;
 use super::progression;
+use super::shard::locked_count_on;
 use super::slot::Slot;
 use super::tenants::tenants_on;
 use crate::connection::Conn;
@@ -90,7 +94,7 @@ async fn rebuild_slots(
 /// flight can no longer commit: its progress update is the first statement of its
 /// transaction and now finds another epoch or waits for this one), resets their
 /// positions, and deletes their documents. The slots: `tenant`'s; or every slot (with
-/// `conjoined` events, every tenant's with streams).
+/// `conjoined` events, every tenant's with streams); each shard's of the recorded count.
 async fn reset_and_clear(
     req: &mut Request<'_>,
     p: &dyn AsyncProjection,
@@ -101,16 +105,16 @@ async fn reset_and_clear(
     let client = req.client();
     let what = |e| map_db_error(e, Failed::Other("resetting a projection"));
     client.batch_execute("BEGIN").await.map_err(what)?;
-    let slots: Vec<Slot> = match (tenant, conjoined) {
-        (Some(t), _) => vec![Slot::new(p.name(), Some(t.clone()))],
-        (None, false) => vec![Slot::new(p.name(), None)],
-        (None, true) => tenants_on(client)
-            .await?
-            .into_iter()
-            .map(|t| Slot::new(p.name(), Some(t)))
-            .collect(),
+    let count = locked_count_on(client, p.name()).await?;
+    let tenants: Vec<Option<TenantId>> = match (tenant, conjoined) {
+        (Some(t), _) => vec![Some(t.clone())],
+        (None, false) => vec![None],
+        (None, true) => tenants_on(client).await?.into_iter().map(Some).collect(),
     };
-    for slot in &slots {
+    let slots = tenants
+        .iter()
+        .flat_map(|t| Slot::all(p.name(), t.as_ref(), count));
+    for slot in slots {
         client
             .execute(progression::RESET, &[&slot.name(), &slot.tenant_column()])
             .await

@@ -1,11 +1,13 @@
 //! One projection's runner: the loop that acquires the projection, takes steps while it
 //! owns it and waits between them, and the step that reads the next page, plans it and
 //! commits it, deciding what the turn came to (worked, idle, step down). What follows each
-//! turn is decided by `marten_core::projection::runner`.
+//! turn is decided by `marten_core::projection::runner`. A shard's runner keeps only the
+//! events of its shard of each page it reads (its position still moves over the whole
+//! page); how it acquires its slot is `acquiring`'s.
 //!
-//! Owns: the runner's state between steps and the loop. May use: the daemon's ownership,
-//! read, plan and commit files, the connection layer (one [`Conn`] per step, given back
-//! before the runner waits), the store.
+//! Owns: the runner's state between steps and the loop. May use: the daemon's acquiring,
+//! ownership, read, plan, commit and share files, the connection layer (one [`Conn`] per
+//! step, given back before the runner waits), the store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,18 +20,22 @@ use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use super::bluegreen::{self, Switch, Target};
+use super::bluegreen::{self, Switch};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
-use super::ownership::{acquire, Ownership};
+use super::ownership::Ownership;
 use super::progression::{self, Advance};
 use super::read::next_page;
 use super::read_ahead::ReadAhead;
+use super::share::{NodeShare, Place};
 use super::slot::Slot;
 use crate::connection::{Conn, Dedicated, Statements};
 use crate::events::EventPage;
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
+
+/// The most rows a shard's page reads (unless a batch is larger).
+const MAX_SHARD_PAGE: usize = 10_000;
 
 /// One runner's state between steps.
 pub(super) struct Runner {
@@ -40,33 +46,47 @@ pub(super) struct Runner {
     pub(super) slot: Slot,
     pub(super) options: DaemonOptions,
     /// The runner reported catching up and has not worked since.
-    caught_up: bool,
+    pub(super) caught_up: bool,
     /// Failed attempts at the current batch (reset when it commits or loses an event).
     pub(super) failures: u32,
     /// While a versioned projection builds into its own table: the statements that send
     /// its document table's statements there (see `bluegreen`).
-    build: Option<Arc<Statements>>,
+    pub(super) build: Option<Arc<Statements>>,
     /// The page after the batch in progress, read ahead while that batch commits.
     ahead: Option<ReadAhead>,
+    /// The name the hooks are told: the projection's, or a shard's (`Tally#2/3`).
+    pub(super) hook_name: String,
+    /// The runner has owned its slot since it started: a shard count changed after that
+    /// was changed by another deployment, which this runner does not undo.
+    pub(super) ran: bool,
+    /// A shard's runner: its node's share of the projection's shards, and its place in it.
+    pub(super) share: Option<(Arc<NodeShare>, Place)>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
 /// between tries while another node owns it), then steps, stepping down when it loses
 /// the lock or the epoch. Ends with an error only on a poison event under
 /// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
-/// a reason waiting does not cure (a missing table the schema mode may not create); a
+/// a reason waiting does not cure (a missing table the schema mode may not create), or
+/// on a shard count it may not change ([`marten_core::Error::ShardCountChanged`]); a
 /// database that cannot be reached at start is waited for. A batch of a blue/green build
 /// that fails makes the runner step down: another tenant's runner may have switched
 /// (renaming the build table), and acquiring again finds where to write now.
+///
+/// A shard's runner takes turns at acquiring with the node's other runners of the
+/// projection's shards (`share`, see `share`).
 pub(crate) async fn run(
     store: DocumentStore,
     projection: Arc<dyn AsyncProjection>,
     slot: Slot,
     options: DaemonOptions,
     stop: watch::Receiver<bool>,
+    share: Option<Arc<NodeShare>>,
 ) -> Result<()> {
-    let name = slot.name().to_owned();
-    let name = name.as_str();
+    let hook_name = match slot.shard {
+        Some(_) => slot.label(),
+        None => projection.name().to_owned(),
+    };
     let mut runner = Runner {
         store,
         projection,
@@ -76,57 +96,84 @@ pub(crate) async fn run(
         failures: 0,
         build: None,
         ahead: None,
+        hook_name,
+        ran: false,
+        share: share.map(|s| (s, Place::default())),
     };
+    let ran = runner.turns(&stop).await;
+    runner.holding(false);
+    ran
+}
 
-    let poll = runner.options.poll_interval;
-    let mut owner: Option<Ownership> = None;
-    let mut standby: Option<Dedicated> = None;
-    let mut tables_ready = false;
-    while !*stop.borrow() {
-        if !tables_ready {
-            // Idempotent DDL: a server that is down or restarting is waited out.
-            let made = progression::ensure_tables(&runner.store).await;
-            match after_ensure_tables(made, poll) {
-                Tables::Ready => tables_ready = true,
-                Tables::Wait { error, after } => {
-                    warn!(projection = name, error = %WithSources(&error), "cannot reach the daemon's tables; retrying");
-                    idle(&stop, after).await;
-                    continue;
+impl Runner {
+    /// The runner's loop (see [`run`]).
+    async fn turns(&mut self, stop: &watch::Receiver<bool>) -> Result<()> {
+        let name = self.slot.name().to_owned();
+        let name = name.as_str();
+        let poll = self.options.poll_interval;
+        let mut owner: Option<Ownership> = None;
+        let mut standby: Option<Dedicated> = None;
+        let mut tables_ready = false;
+        while !*stop.borrow() {
+            self.holding(owner.is_some());
+            if !tables_ready {
+                tables_ready = self.ensure_tables(stop).await?;
+                continue;
+            }
+            let lost = owner.as_ref().is_some_and(Ownership::lock_lost);
+            if let Action::StepDown = after_lock_check(lost) {
+                warn!(
+                    projection = name,
+                    "lost the projection lock connection; stepping down"
+                );
+                owner = None;
+            }
+            let Some(own) = owner.as_mut() else {
+                owner = self.try_acquire(&mut standby).await?;
+                if let Some(wait) = after_acquire(owner.is_some(), poll) {
+                    idle(stop, wait).await;
                 }
-                Tables::Stop(e) => return Err(e),
+                continue;
+            };
+            match after_step(self.step(own).await, poll) {
+                Action::Continue => {}
+                Action::Idle(d) => idle(stop, d).await,
+                Action::StepDown => owner = None,
+                Action::Stop(e) => {
+                    warn!(projection = name, error = %e, "stopping projection on a poison event");
+                    return Err(e);
+                }
+                Action::Retry { error, after } => {
+                    warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
+                    owner = owner.filter(|_| self.build.is_none());
+                    idle(stop, after).await;
+                }
             }
         }
-        let lost = owner.as_ref().is_some_and(Ownership::lock_lost);
-        if let Action::StepDown = after_lock_check(lost) {
-            warn!(
-                projection = name,
-                "lost the projection lock connection; stepping down"
-            );
-            owner = None;
-        }
-        let Some(own) = owner.as_mut() else {
-            owner = runner.try_acquire(&mut standby).await;
-            if let Some(wait) = after_acquire(owner.is_some(), poll) {
-                idle(&stop, wait).await;
+        Ok(())
+    }
+
+    /// Makes sure the daemon's tables exist (idempotent DDL): whether they do; a server
+    /// that is down or restarting is waited out (`false` after the wait).
+    async fn ensure_tables(&self, stop: &watch::Receiver<bool>) -> Result<bool> {
+        let made = progression::ensure_tables(&self.store).await;
+        match after_ensure_tables(made, self.options.poll_interval) {
+            Tables::Ready => Ok(true),
+            Tables::Wait { error, after } => {
+                warn!(projection = self.slot.name(), error = %WithSources(&error), "cannot reach the daemon's tables; retrying");
+                idle(stop, after).await;
+                Ok(false)
             }
-            continue;
-        };
-        match after_step(runner.step(own).await, poll) {
-            Action::Continue => {}
-            Action::Idle(d) => idle(&stop, d).await,
-            Action::StepDown => owner = None,
-            Action::Stop(e) => {
-                warn!(projection = name, error = %e, "stopping projection on a poison event");
-                return Err(e);
-            }
-            Action::Retry { error, after } => {
-                warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
-                owner = owner.filter(|_| runner.build.is_none());
-                idle(&stop, after).await;
-            }
+            Tables::Stop(e) => Err(e),
         }
     }
-    Ok(())
+
+    /// Records in the node's share whether this shard's runner holds its shard.
+    fn holding(&mut self, holding: bool) {
+        if let Some((share, place)) = self.share.as_mut() {
+            place.set(share, holding);
+        }
+    }
 }
 
 /// The milliseconds since `started`, for a span's field.
@@ -141,47 +188,6 @@ async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
 }
 
 impl Runner {
-    /// Tries to acquire the projection; on success the runner starts catching up.
-    async fn try_acquire(&mut self, standby: &mut Option<Dedicated>) -> Option<Ownership> {
-        let name = self.slot.name();
-        match acquire(&self.store, &self.slot, &self.options.node, standby).await {
-            Ok(Some(own)) => {
-                match bluegreen::target(&self.store, self.projection.as_ref()).await {
-                    Ok(Target::Active) => self.build = None,
-                    Ok(Target::Build(statements)) => {
-                        info!(projection = name, "building into the version's own table");
-                        self.build = Some(statements);
-                    }
-                    Ok(Target::Superseded(active)) => {
-                        debug!(
-                            projection = name,
-                            active, "a newer version is active; not running"
-                        );
-                        return None;
-                    }
-                    Err(e) => {
-                        debug!(projection = name, error = %e, "cannot find the projection's version");
-                        return None;
-                    }
-                }
-                info!(
-                    projection = name,
-                    node = self.options.node,
-                    epoch = own.epoch,
-                    "running projection"
-                );
-                self.options.hooks.before_catch_up(self.projection.name());
-                self.caught_up = false;
-                Some(own)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                debug!(projection = name, error = %e, "cannot acquire projection");
-                None
-            }
-        }
-    }
-
     /// Reads the next batch after the owner's position, plans it and commits it with the
     /// progress update, all on one pooled connection that is given back before the
     /// runner waits for anything.
@@ -194,7 +200,7 @@ impl Runner {
             Some(ahead) => ahead.take(own.position).await,
             None => None,
         };
-        let (tenant, limit) = (self.slot.tenant.as_ref(), self.options.batch_size);
+        let (tenant, limit) = (self.slot.tenant.as_ref(), self.page_limit());
         let page = match read_ahead {
             Some(page) => page,
             None => next_page(&self.store, &mut conn, tenant, own.position, limit).await?,
@@ -224,6 +230,15 @@ impl Runner {
         turn
     }
 
+    /// The rows a page reads: a batch, or for a shard a batch per shard (up to
+    /// [`MAX_SHARD_PAGE`] rows), so that a shard's batch keeps about a batch of its own
+    /// events and its commits are not more frequent than a whole projection's.
+    fn page_limit(&self) -> usize {
+        let batch = self.options.batch_size;
+        let count = usize::try_from(self.slot.count()).unwrap_or(1);
+        batch.saturating_mul(count).min(MAX_SHARD_PAGE.max(batch))
+    }
+
     /// Plans and commits a page that read events, with the progress update.
     async fn batch(
         &mut self,
@@ -231,10 +246,15 @@ impl Runner {
         conn: &mut Conn,
         page: EventPage,
     ) -> Result<Turn> {
-        let name = self.projection.name();
+        let name = self.hook_name.clone();
+        let name = name.as_str();
         let hooks = self.options.hooks.clone();
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
+        if let Some(shard) = self.slot.shard {
+            // The position moves over the whole page; the shard projects its own events.
+            events.retain(|e| self.projection.in_shard(e, shard));
+        }
         let ops = self.plan(conn, &mut events).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
@@ -260,7 +280,8 @@ impl Runner {
     /// A turn that read nothing: reports catching up once, then, while idle, notices a
     /// reset (rebuild) or a takeover (the epoch moved).
     async fn nothing_to_do(&mut self, own: &Ownership) -> Turn {
-        let name = self.projection.name();
+        let name = self.hook_name.clone();
+        let name = name.as_str();
         if self.build.is_some() {
             let projection = self.projection.as_ref();
             match bluegreen::switch(&self.store, projection, &self.slot, own).await {

@@ -11,6 +11,7 @@ use crate::connection::Db;
 use marten_core::{Error, Result, Tenancy, TenantId};
 
 use super::progression;
+use super::shard::recorded_count_on;
 use super::slot::Slot;
 use super::tenants::tenants_on;
 use crate::connection::Conn;
@@ -61,7 +62,8 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
 }
 
 /// The slots of the async projections that have events left to process: one per
-/// projection, or with conjoined events one per projection and tenant with streams.
+/// projection, or with conjoined events one per projection and tenant with streams;
+/// one per shard of the count recorded for a sharded projection.
 async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<String>> {
     let tenants: Vec<Option<TenantId>> = match store.events_tenancy() {
         Tenancy::Single => vec![None],
@@ -69,10 +71,12 @@ async fn stale_projections(store: &DocumentStore, client: Db<'_>) -> Result<Vec<
     };
     let mut stale = Vec::new();
     for p in &store.projections().asynchronous {
+        let count = recorded_count_on(client, p.name()).await?;
         for tenant in &tenants {
-            let slot = Slot::new(p.name(), tenant.clone());
-            if slot_behind(client, &slot).await? {
-                stale.push(slot.name().to_owned());
+            for slot in Slot::all(p.name(), tenant.as_ref(), count) {
+                if slot_behind(client, &slot).await? {
+                    stale.push(slot.name().to_owned());
+                }
             }
         }
     }

@@ -5,6 +5,11 @@
 //! events in order. The daemon's runner, the one writer, commits the writes with its
 //! progress update.
 //!
+//! Sharded (the daemon runs one shard of a projection per runner): an aggregate or event
+//! projection gets only the events of its shard's streams; a multi-stream projection's
+//! events are those that slice to a document of its shard, and its slicing keeps only
+//! those documents' slices ([`Batch::shard`]).
+//!
 //! May use: the documents and events layers, the unit of work's operation list, the
 //! session's loaders and the store (to make sure tables exist). It does not know the
 //! daemon: the daemon's hooks reach it as [`EventHooks`].
@@ -15,8 +20,11 @@ use std::marker::PhantomData;
 use crate::connection::Db;
 use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
+use marten_core::projection::shard::Shard;
 use marten_core::projection::slice::{self, SliceWrite};
-use marten_core::{Aggregate, AggregateId, Document, Error, EventEnvelope, Result, TenantId};
+use marten_core::{
+    Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, TenantId,
+};
 
 use super::ProjectionCatalog;
 use crate::documents::load;
@@ -51,6 +59,9 @@ pub(crate) struct Batch<'a> {
     /// The tenant whose events these are, when the daemon runs the projection per tenant
     /// (conjoined events): conjoined documents are read and written under it.
     pub(crate) tenant: Option<&'a TenantId>,
+    /// The shard the daemon runs, for a sharded projection: a multi-stream projection
+    /// folds only the documents of this shard.
+    pub(crate) shard: Option<Shard>,
 }
 
 /// A projection the daemon runs. Type-erased so a store can hold many.
@@ -76,6 +87,15 @@ pub(crate) trait AsyncProjection: Send + Sync {
     /// another.
     fn version(&self) -> u32 {
         crate::tables::versions::FIRST_VERSION
+    }
+    /// Whether the daemon may split the projection into shards (not a subscription,
+    /// whose handler is given its events in order).
+    fn shardable(&self) -> bool {
+        false
+    }
+    /// Whether `event` is one of `shard`'s: by default, whether its stream is.
+    fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
+        shard.owns(&event.stream_id.key())
     }
 }
 
@@ -150,6 +170,7 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
         workers,
         hooks,
         tenant,
+        ..
     } = batch;
     let slices = slice::group(events, |e| D::handles(e.data.as_ref()), key);
     let mut out = OpList::for_tenant(tenant.cloned());
@@ -220,6 +241,10 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     fn document_table(&self) -> Option<DocumentTable> {
         DocumentTable::of::<A>()
     }
+
+    fn shardable(&self) -> bool {
+        true
+    }
 }
 
 /// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
@@ -259,8 +284,17 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
     }
 
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
-        // Slices by document, as the projection's identity methods say.
-        Box::pin(plan_slices::<P>(batch, P::identities, fold_document::<P>))
+        // Slices by document, as the projection's identity methods say; a shard keeps
+        // its own documents' slices.
+        let shard = batch.shard;
+        let key = move |e: &EventEnvelope| {
+            let mut ids = P::identities(e);
+            if let Some(s) = shard {
+                ids.retain(|id| s.owns(&id.key()));
+            }
+            ids
+        };
+        Box::pin(plan_slices::<P>(batch, key, fold_document::<P>))
     }
 
     fn clear<'a>(
@@ -273,6 +307,16 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
     fn document_table(&self) -> Option<DocumentTable> {
         DocumentTable::of::<P>()
+    }
+
+    fn shardable(&self) -> bool {
+        true
+    }
+
+    /// The events that slice to a document of `shard`.
+    fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
+        P::handles(event.data.as_ref())
+            && P::identities(event).iter().any(|id| shard.owns(&id.key()))
     }
 }
 
@@ -318,5 +362,9 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         // An event projection's documents are its own business: a rebuild replays it over
         // them.
         Box::pin(async { Ok(()) })
+    }
+
+    fn shardable(&self) -> bool {
+        true
     }
 }

@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures_util::future::BoxFuture;
-use marten_core::{Result, TenantId};
+use marten_core::projection::shard::Shard;
+use marten_core::{EventEnvelope, Result, TenantId};
 
 use super::asynchronous::{AsyncProjection, Batch, DocumentTable};
 use crate::connection::Db;
@@ -75,5 +76,13 @@ impl AsyncProjection for Versioned {
 
     fn version(&self) -> u32 {
         self.version
+    }
+
+    fn shardable(&self) -> bool {
+        self.inner.shardable()
+    }
+
+    fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
+        self.inner.in_shard(event, shard)
     }
 }

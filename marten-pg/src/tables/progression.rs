@@ -1,6 +1,11 @@
 //! The daemon's tables: the progression table (`mt_event_progression`: position and
-//! owner epoch per projection) and the dead-letter table, with every statement the
-//! daemon runs against them.
+//! owner epoch per projection, tenant and shard) and the dead-letter table, with every
+//! statement the daemon runs against them.
+//!
+//! A sharded projection has one more row, its count row (`Name#shards`), whose
+//! `last_seq` holds the projection's shard count (no row: 1, unsharded). Keeping it in a
+//! row of the existing table needs no new column, so stores whose schema mode may not
+//! change tables need no migration.
 
 use crate::tables::def::{ColumnDef, TableDef};
 
@@ -75,6 +80,59 @@ pub const ADVANCE: &str = "WITH u AS (UPDATE mt_event_progression SET last_tx = 
      last_updated = now() WHERE name = $1 AND last_tx = $4::xid8 AND last_seq = $5 AND owner_epoch = $6 \
      RETURNING 1) SELECT count(*), CASE WHEN count(*) = 0 THEN set_config('marten.rejected', 't', true) END FROM u";
 
+/// The suffix of a projection's count row name (`Name#shards`).
+pub const COUNT_ROW_SUFFIX: &str = "#shards";
+
+/// Takes ownership of shard slot `$1` (its tenant `$3`) as [`CLAIM`] does, but only while
+/// the projection's count row `$4` records `$5` shards: the count row is locked `FOR
+/// SHARE` first, so a count change (which locks it `FOR UPDATE`) either waits for the
+/// claim and then moves the slot's epoch, or goes first and the claim finds no row.
+/// No row back: the recorded count is another (or none).
+pub const SHARD_CLAIM: &str =
+    "WITH c AS (SELECT 1 FROM mt_event_progression WHERE name = $4 AND last_seq = $5 FOR SHARE) \
+     INSERT INTO mt_event_progression AS p (name, owner_epoch, owner, tenant_id) SELECT $1, 1, $2, $3 FROM c \
+     ON CONFLICT (name) DO UPDATE SET owner_epoch = p.owner_epoch + 1, owner = excluded.owner \
+     RETURNING p.last_tx, p.last_seq, p.owner_epoch";
+
+/// Locks count row `$1` (creating it with a count of 1: unsharded) and returns the
+/// recorded count.
+pub const COUNT_LOCK: &str =
+    "INSERT INTO mt_event_progression AS p (name, last_seq) VALUES ($1, 1) \
+     ON CONFLICT (name) DO UPDATE SET last_updated = now() RETURNING p.last_seq";
+
+/// Locks count row `$1`, if there is one, and returns it (`last_seq`: the count): a
+/// rebuild resets the slots of the count it read, and no count change comes between.
+pub const COUNT_FOR_UPDATE: &str =
+    "SELECT last_tx, last_seq FROM mt_event_progression WHERE name = $1 FOR UPDATE";
+
+/// Records count `$2` in count row `$1` (locked by [`COUNT_LOCK`]).
+pub const SET_COUNT: &str = "UPDATE mt_event_progression SET last_seq = $2 WHERE name = $1";
+
+/// Takes slot `$1` (tenant `$2`) from any runner, creating it at the start if missing,
+/// and returns its position: locks an old slot whose position a count change reads.
+pub const SLOT_LOCK: &str =
+    "INSERT INTO mt_event_progression AS p (name, tenant_id) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET owner_epoch = p.owner_epoch + 1, owner = NULL \
+     RETURNING p.last_tx, p.last_seq";
+
+/// Puts slot `$1` (tenant `$2`) at position (`$3`, `$4`), taking it from any runner: a
+/// new shard's slot after a count change.
+pub const SLOT_AT: &str =
+    "INSERT INTO mt_event_progression AS p (name, tenant_id, last_tx, last_seq) VALUES ($1, $2, $3::xid8, $4) \
+     ON CONFLICT (name) DO UPDATE SET last_tx = excluded.last_tx, last_seq = excluded.last_seq, \
+     owner_epoch = p.owner_epoch + 1, owner = NULL";
+
+/// Moves the owner epoch of every row of projection `$1` (whole, each tenant's, each
+/// shard's, of any count), so no runner of it can commit again.
+pub const FAMILY_BUMP: &str =
+    "UPDATE mt_event_progression SET owner_epoch = owner_epoch + 1, owner = NULL \
+     WHERE name = $1 OR left(name, length($1) + 1) IN ($1 || '@', $1 || '#')";
+
+/// The tenants of the slot rows of projection `$1` (a count change also moves the slots
+/// of tenants whose streams are gone).
+pub const FAMILY_TENANTS: &str = "SELECT DISTINCT tenant_id FROM mt_event_progression \
+     WHERE left(name, length($1) + 1) IN ($1 || '@', $1 || '#') ORDER BY tenant_id";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,9 +158,20 @@ mod tests {
 
     #[test]
     fn statements_name_the_tables() {
-        for sql in [CLAIM, POSITION, EPOCH, RESET] {
+        for sql in [
+            CLAIM,
+            POSITION,
+            EPOCH,
+            RESET,
+            SHARD_CLAIM,
+            COUNT_LOCK,
+            SET_COUNT,
+        ] {
             assert!(sql.contains(PROGRESSION_TABLE), "{sql}");
         }
         assert!(DEAD_LETTER.contains(DEAD_LETTER_TABLE));
+        for sql in [SLOT_LOCK, SLOT_AT, FAMILY_BUMP, FAMILY_TENANTS] {
+            assert!(sql.contains(PROGRESSION_TABLE), "{sql}");
+        }
     }
 }

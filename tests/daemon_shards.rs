@@ -1,0 +1,718 @@
+//! Sharded async projections in one process: daemons of separate stores (own pools) run
+//! one projection split into shards while writers race at a barrier; every document
+//! equals its live fold, each event is committed exactly once by the shard of its stream
+//! (or of its documents, for a multi-stream projection), a stopped daemon's shards move
+//! to the others, a rebuild resets every shard, and a shard count changes only when the
+//! old shards stand at one position, after which runners of the old count cannot commit.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::ok;
+use marten::daemon::{shard_of, Daemon, DaemonHooks, DaemonOptions};
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Added {
+    n: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Assigned {
+    to: Vec<String>,
+}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Tally {
+    id: Uuid,
+    version: i64,
+    total: i64,
+    count: i64,
+}
+
+#[marten::apply]
+impl Tally {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+        self.count += 1;
+    }
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[concurrency(numeric)]
+struct Workload {
+    id: String,
+    tasks: i64,
+}
+
+#[marten::apply]
+impl Workload {
+    fn identities(e: &Assigned) -> Vec<String> {
+        e.to.clone()
+    }
+    fn create(_e: &Assigned) -> Self {
+        Workload {
+            id: String::new(),
+            tasks: 1,
+        }
+    }
+    fn apply(&mut self, _e: &Assigned) {
+        self.tasks += 1;
+    }
+}
+
+/// What the hooks of every daemon of a test saw: (node, hook name, kind, sequences).
+type Log = Arc<Mutex<Vec<(usize, String, &'static str, Vec<i64>)>>>;
+
+/// Records commits and rejections per node; holds every commit while `hold` is set.
+struct Recorder {
+    node: usize,
+    log: Log,
+    hold: Arc<AtomicBool>,
+}
+
+impl Recorder {
+    fn push(&self, p: &str, kind: &'static str, seqs: &[i64]) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push((self.node, p.to_owned(), kind, seqs.to_vec()));
+        }
+    }
+}
+
+impl DaemonHooks for Recorder {
+    fn before_event(&self, p: &str, e: &EventEnvelope) {
+        self.push(p, "event", &[e.sequence]);
+    }
+    fn before_commit(&self, p: &str, _seqs: &[i64]) {
+        if !p.starts_with("Tally") {
+            return;
+        }
+        // The hook is synchronous: the runtime's other tasks move off this thread.
+        tokio::task::block_in_place(|| {
+            let until = Instant::now() + Duration::from_secs(30);
+            while self.hold.load(Ordering::Acquire) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
+    fn after_commit(&self, p: &str, seqs: &[i64]) {
+        self.push(p, "commit", seqs);
+    }
+    fn batch_rejected(&self, p: &str) {
+        self.push(p, "rejected", &[]);
+    }
+}
+
+async fn store_on(schema: &TestSchema, pool: usize) -> DocumentStore {
+    ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(pool)
+        .projection::<Tally>(Lifecycle::Async)
+        .multi_stream_projection::<Workload>(Lifecycle::Async)
+        .build()
+        .await)
+}
+
+fn options(
+    node: usize,
+    log: &Log,
+    hold: &Arc<AtomicBool>,
+    shards: &[(&str, u32)],
+) -> DaemonOptions {
+    let mut o = DaemonOptions {
+        batch_size: 40,
+        poll_interval: Duration::from_millis(20),
+        node: format!("node-{node}"),
+        ..DaemonOptions::default()
+    }
+    .with_hooks(Recorder {
+        node,
+        log: log.clone(),
+        hold: hold.clone(),
+    });
+    for (name, count) in shards {
+        o = o.with_shards(*name, *count);
+    }
+    o
+}
+
+async fn append_round(store: &DocumentStore, streams: &[Uuid], round: i64) {
+    let mut s = store.lightweight_session();
+    for id in streams {
+        ok(s.events().append(*id, [Added { n: round + 1 }]));
+    }
+    ok(s.save_changes().await);
+}
+
+async fn assert_equals_live(store: &DocumentStore, streams: &[Uuid]) {
+    let mut s = store.lightweight_session();
+    let mut q = store.query_session();
+    for id in streams {
+        let doc = ok(q.load::<Tally>(id).await).expect("projected");
+        let live: Tally = ok(s.events().aggregate_stream(*id).await).expect("live");
+        assert_eq!(doc, live, "stream {id}");
+    }
+}
+
+/// Every event's sequence and stream.
+async fn event_streams(schema: &TestSchema) -> HashMap<i64, Uuid> {
+    let rows = schema
+        .raw_client()
+        .await
+        .query("SELECT seq_id, stream_id FROM mt_events", &[])
+        .await
+        .expect("events");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The shard index in a hook name `Name#i/n`.
+fn shard_index(label: &str) -> Option<u32> {
+    let (_, rest) = label.split_once('#')?;
+    rest.split_once('/')?.0.parse().ok()
+}
+
+/// Committed sequences by hook name, and how many times each was committed.
+fn commits(log: &Log, prefix: &str) -> BTreeMap<String, HashMap<i64, usize>> {
+    let mut out: BTreeMap<String, HashMap<i64, usize>> = BTreeMap::new();
+    for (_, label, kind, seqs) in log.lock().expect("log").iter() {
+        if *kind == "commit" && label.starts_with(prefix) {
+            for s in seqs {
+                *out.entry(label.clone()).or_default().entry(*s).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+async fn row_names(schema: &TestSchema, prefix: &str) -> Vec<(String, i64)> {
+    let rows = schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT name, last_seq FROM mt_event_progression WHERE starts_with(name, $1) ORDER BY name",
+            &[&prefix],
+        )
+        .await
+        .expect("progression");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_daemons_share_a_sharded_projection_and_commit_each_event_once() {
+    const WRITERS: usize = 4;
+    const ROUNDS: i64 = 25;
+    let schema = TestSchema::new("shards_race");
+    let log = Log::default();
+    let hold = Arc::new(AtomicBool::new(false));
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(store_on(&schema, 6).await);
+    }
+    let daemons: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&stores[i], options(i, &log, &hold, &[("Tally", 3)])))
+        .collect();
+    let streams: Vec<Vec<Uuid>> = (0..WRITERS)
+        .map(|_| (0..8).map(|_| Uuid::now_v7()).collect())
+        .collect();
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let writers: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(w, mine)| {
+            let (store, mine, barrier) = (stores[w % 3].clone(), mine.clone(), barrier.clone());
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    barrier.wait().await;
+                    append_round(&store, &mine, round).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    ok(daemons[0].wait_for_non_stale(Duration::from_secs(90)).await);
+    for d in daemons {
+        ok(d.stop().await);
+    }
+    let all: Vec<Uuid> = streams.concat();
+    assert_equals_live(&stores[0], &all).await;
+
+    let by_seq = event_streams(&schema).await;
+    let committed = commits(&log, "Tally");
+    let mut seen = BTreeSet::new();
+    for (label, seqs) in &committed {
+        let index = shard_index(label).expect("a shard's hook name");
+        for (seq, times) in seqs {
+            assert_eq!(*times, 1, "{label} committed event {seq} {times} times");
+            let stream = by_seq[seq];
+            assert_eq!(
+                shard_of(&StreamId::Uuid(stream).key(), 3),
+                index,
+                "{label} projected event {seq} of another shard's stream"
+            );
+            assert!(seen.insert(*seq), "event {seq} committed by two shards");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        by_seq.len(),
+        "every event was committed by a shard"
+    );
+    assert_eq!(committed.len(), 3, "{:?}", committed.keys());
+    let nodes: BTreeSet<usize> = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|(_, l, k, _)| *k == "commit" && l.starts_with("Tally"))
+        .map(|(n, ..)| *n)
+        .collect();
+    assert!(
+        nodes.len() >= 2,
+        "the shards were spread over the nodes: {nodes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_daemons_shards_move_to_the_other() {
+    let schema = TestSchema::new("shards_move");
+    let log = Log::default();
+    let hold = Arc::new(AtomicBool::new(false));
+    let (a, b) = (store_on(&schema, 6).await, store_on(&schema, 6).await);
+    let streams: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let first = Daemon::start(&a, options(0, &log, &hold, &[("Tally", 4)]));
+    let second = Daemon::start(&b, options(1, &log, &hold, &[("Tally", 4)]));
+    for round in 0..5 {
+        append_round(&a, &streams, round).await;
+    }
+    ok(first.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(first.stop().await);
+    log.lock().expect("log").clear();
+    for round in 5..10 {
+        append_round(&a, &streams, round).await;
+    }
+    ok(second.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(second.stop().await);
+    assert_equals_live(&a, &streams).await;
+    let after = commits(&log, "Tally");
+    assert_eq!(after.len(), 4, "node 1 ran every shard: {:?}", after.keys());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_stream_projection_is_sharded_by_document_id() {
+    let schema = TestSchema::new("shards_multi");
+    let log = Log::default();
+    let hold = Arc::new(AtomicBool::new(false));
+    let (a, b) = (store_on(&schema, 6).await, store_on(&schema, 6).await);
+    let names: Vec<String> = (0..12).map(|i| format!("worker-{i}")).collect();
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut assigned: HashMap<i64, Vec<String>> = HashMap::new();
+    let shards = [("Workload", 3)];
+    let daemons = [
+        Daemon::start(&a, options(0, &log, &hold, &shards)),
+        Daemon::start(&b, options(1, &log, &hold, &shards)),
+    ];
+    for round in 0..10usize {
+        let mut s = a.lightweight_session();
+        for i in 0..6usize {
+            let to: Vec<String> = (0..3)
+                .map(|k| names[(round + i * 5 + k * 7) % 12].clone())
+                .collect();
+            for n in &to {
+                *expected.entry(n.clone()).or_default() += 1;
+            }
+            ok(s.events().append(Uuid::now_v7(), [Assigned { to }]));
+        }
+        ok(s.save_changes().await);
+    }
+    ok(daemons[0].wait_for_non_stale(Duration::from_secs(60)).await);
+    for d in daemons {
+        ok(d.stop().await);
+    }
+    let mut q = a.query_session();
+    for (name, tasks) in &expected {
+        let doc = ok(q.load::<Workload>(name).await).expect("projected");
+        assert_eq!(doc.tasks, *tasks, "{name}");
+    }
+    let rows = schema
+        .raw_client()
+        .await
+        .query("SELECT seq_id, data FROM mt_events", &[])
+        .await
+        .expect("events");
+    for r in &rows {
+        let data: serde_json::Value = r.get(1);
+        let to: Vec<String> = serde_json::from_value(data["to"].clone()).expect("to");
+        assigned.insert(r.get(0), to);
+    }
+    let committed = commits(&log, "Workload");
+    assert_eq!(committed.len(), 3, "{:?}", committed.keys());
+    for (label, seqs) in &committed {
+        let index = shard_index(label).expect("a shard's hook name");
+        for (seq, times) in seqs {
+            assert_eq!(*times, 1, "{label} committed event {seq} {times} times");
+            let mine = assigned[seq]
+                .iter()
+                .any(|n| shard_of(&marten::IdKey::String(n.clone()), 3) == index);
+            assert!(
+                mine,
+                "{label} got event {seq}, which slices to no document of it"
+            );
+        }
+    }
+    // An event reaches every shard one of its documents is in, and no other.
+    for (seq, to) in &assigned {
+        let want: BTreeSet<u32> = to
+            .iter()
+            .map(|n| shard_of(&marten::IdKey::String(n.clone()), 3))
+            .collect();
+        let got: BTreeSet<u32> = committed
+            .iter()
+            .filter(|(_, s)| s.contains_key(seq))
+            .filter_map(|(l, _)| shard_index(l))
+            .collect();
+        assert_eq!(got, want, "event {seq} to {to:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_resets_every_shard_together() {
+    let schema = TestSchema::new("shards_rebuild");
+    let log = Log::default();
+    let hold = Arc::new(AtomicBool::new(false));
+    let store = store_on(&schema, 8).await;
+    let streams: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for round in 0..5 {
+        append_round(&store, &streams, round).await;
+    }
+    let daemon = Daemon::start(&store, options(0, &log, &hold, &[("Tally", 3)]));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    log.lock().expect("log").clear();
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    let status = ok(store.projection_status().await);
+    let tally = status.iter().find(|s| s.name == "Tally").expect("status");
+    assert_eq!(
+        (tally.lag(), tally.owner.as_deref()),
+        (0, Some("node-0")),
+        "{tally:?}"
+    );
+    ok(daemon.stop().await);
+    assert_equals_live(&store, &streams).await;
+    let replayed: usize = commits(&log, "Tally").values().map(HashMap::len).sum();
+    assert_eq!(
+        replayed, 100,
+        "every event was replayed once after the rebuild"
+    );
+    let rows = row_names(&schema, "Tally").await;
+    let head = rows
+        .iter()
+        .filter(|(n, _)| n.contains('/'))
+        .map(|(_, s)| *s)
+        .collect::<BTreeSet<_>>();
+    assert_eq!(head.len(), 1, "every shard stands at the head: {rows:?}");
+}
+
+/// Runs `Tally` with `shards` until it has caught up with `rounds` more appends.
+async fn run_with(
+    store: &DocumentStore,
+    streams: &[Uuid],
+    shards: u32,
+    rounds: std::ops::Range<i64>,
+) {
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(store, options(0, &log, &hold, &[("Tally", shards)]));
+    for round in rounds {
+        append_round(store, streams, round).await;
+    }
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+    assert_equals_live(store, streams).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_changes_when_every_old_shard_stands_at_one_position() {
+    let schema = TestSchema::new("shards_rebalance");
+    let store = store_on(&schema, 8).await;
+    let streams: Vec<Uuid> = (0..24).map(|_| Uuid::now_v7()).collect();
+    // Whole, then 3 shards, then 2, then whole again: each change starts where the old
+    // slots stood, so no event is applied twice (the counts would show it) or skipped.
+    run_with(&store, &streams, 1, 0..3).await;
+    // Unsharded, nothing changes: one row, under the projection's name.
+    let names: Vec<String> = row_names(&schema, "Tally")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["Tally"]);
+    run_with(&store, &streams, 3, 3..6).await;
+    assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 3);
+    run_with(&store, &streams, 2, 6..9).await;
+    assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 2);
+    run_with(&store, &streams, 1, 9..12).await;
+    assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 1);
+    let tally = ok(store.query_session().load::<Tally>(&streams[0]).await).expect("doc");
+    assert_eq!(tally.count, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_change_over_shards_at_different_positions_is_refused_until_a_rebuild() {
+    let schema = TestSchema::new("shards_refused");
+    let store = store_on(&schema, 8).await;
+    let streams: Vec<Uuid> = (0..12).map(|_| Uuid::now_v7()).collect();
+    run_with(&store, &streams, 3, 0..3).await;
+    // Shard 1 of 3 lags behind the others (as when its node stopped mid-way).
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_event_progression SET last_tx = '0', last_seq = 0 WHERE name = 'Tally#1/3'",
+            &[],
+        )
+        .await
+        .expect("lag");
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(&store, options(0, &log, &hold, &[("Tally", 2)]));
+    let waited = daemon.wait_for_non_stale(Duration::from_secs(30)).await;
+    assert!(
+        matches!(&waited, Err(Error::ProjectionStopped { message, .. }) if message.contains("3 shard(s)") && message.contains("rebuild")),
+        "{waited:?}"
+    );
+    match daemon.stop().await {
+        Err(Error::ShardCountChanged {
+            projection,
+            recorded: 3,
+            configured: 2,
+            reason,
+        }) => {
+            assert_eq!(projection, "Tally");
+            assert!(
+                reason.contains("drain") && reason.contains("rebuild"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected ShardCountChanged, got {other:?}"),
+    }
+    assert_eq!(
+        row_names(&schema, "Tally#shards").await[0].1,
+        3,
+        "the count stays"
+    );
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    run_with(&store, &streams, 2, 3..4).await;
+    assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runners_of_the_old_count_cannot_commit_after_a_change() {
+    let schema = TestSchema::new("shards_old_count");
+    let (a, b) = (store_on(&schema, 8).await, store_on(&schema, 8).await);
+    let streams: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for round in 0..4 {
+        append_round(&a, &streams, round).await;
+    }
+    let log = Log::default();
+    let hold = Arc::new(AtomicBool::new(true));
+    // The old deployment: 3 shards, each runner held just before its first commit.
+    let old = Daemon::start(&a, options(0, &log, &hold, &[("Tally", 3)]));
+    let started = Instant::now();
+    while row_names(&schema, "Tally#").await.len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old shards start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new deployment: 2 shards; the old ones all stand at the start.
+    let free = Arc::new(AtomicBool::new(false));
+    let new = Daemon::start(&b, options(1, &log, &free, &[("Tally", 2)]));
+    ok(new.wait_for_non_stale(Duration::from_secs(60)).await);
+    hold.store(false, Ordering::Release);
+    let started = Instant::now();
+    loop {
+        let rejected = log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(n, l, k, _)| *n == 0 && *k == "rejected" && l.starts_with("Tally"))
+            .count();
+        if rejected >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old runners' commits are rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = old.stop().await;
+    assert!(
+        matches!(
+            stopped,
+            Err(Error::ShardCountChanged {
+                recorded: 2,
+                configured: 3,
+                ..
+            })
+        ),
+        "{stopped:?}"
+    );
+    ok(new.stop().await);
+    let old_commits = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|(n, l, k, _)| *n == 0 && *k == "commit" && l.starts_with("Tally"))
+        .count();
+    assert_eq!(old_commits, 0, "no runner of the old count committed");
+    assert_equals_live(&a, &streams).await;
+}
+
+#[tokio::test]
+async fn shard_settings_the_daemon_cannot_follow_are_errors() {
+    let schema = TestSchema::new("shards_refused_settings");
+    let store = store_on(&schema, 4).await;
+    for (name, count, why) in [("Nope", 3, "no async projection"), ("Tally", 0, "0 shards")] {
+        let daemon = Daemon::start(&store, DaemonOptions::default().with_shards(name, count));
+        let waited = daemon.wait_for_non_stale(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&waited, Err(Error::ProjectionStopped { .. })),
+            "{waited:?}"
+        );
+        match daemon.stop().await {
+            Err(Error::Configuration(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+}
+
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(tenancy = "conjoined")]
+struct Wallet {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Wallet {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+}
+
+/// Runs `Wallet` in `shards` shards over conjoined events until caught up.
+async fn run_wallets(store: &DocumentStore, shards: u32) {
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(store, options(0, &log, &hold, &[("Wallet", shards)]));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_runs_its_own_shards_and_a_count_change_moves_them_all() {
+    let schema = TestSchema::new("shards_tenants");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(8)
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .projection::<Wallet>(Lifecycle::Async)
+        .build()
+        .await);
+    let streams: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    let deposit = async |rounds: std::ops::Range<i64>| {
+        for tenant in ["red", "blue"] {
+            let mut s = ok(store.lightweight_session_for(tenant));
+            for round in rounds.clone() {
+                for id in &streams {
+                    let n = if tenant == "red" {
+                        round + 1
+                    } else {
+                        100 * (round + 1)
+                    };
+                    ok(s.events().append(*id, [Added { n }]));
+                }
+            }
+            ok(s.save_changes().await);
+        }
+    };
+    let check = async |rounds: i64| {
+        for (tenant, unit) in [("red", 1), ("blue", 100)] {
+            let mut q = ok(store.query_session_for(tenant));
+            for id in &streams {
+                let w = ok(q.load::<Wallet>(id).await).expect("projected");
+                assert_eq!(w.total, unit * rounds * (rounds + 1) / 2, "{tenant} {id}");
+            }
+        }
+    };
+    deposit(0..3).await;
+    run_wallets(&store, 2).await;
+    check(3).await;
+    let names: Vec<String> = row_names(&schema, "Wallet#")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Wallet#0/2@blue",
+            "Wallet#0/2@red",
+            "Wallet#1/2@blue",
+            "Wallet#1/2@red",
+            "Wallet#shards"
+        ]
+    );
+    deposit(3..5).await;
+    run_wallets(&store, 3).await;
+    check(5).await;
+    let threes = row_names(&schema, "Wallet#")
+        .await
+        .into_iter()
+        .filter(|(n, _)| n.contains("/3@"))
+        .count();
+    assert_eq!(threes, 6, "three shards per tenant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_version_builds_beside_the_old_one_and_switches_once_every_shard_caught_up() {
+    let schema = TestSchema::new("shards_blue_green");
+    let v1 = store_on(&schema, 6).await;
+    let streams: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    run_with(&v1, &streams, 1, 0..4).await;
+    let v2 = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(8)
+        .projection_versioned::<Tally>(2)
+        .build()
+        .await);
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(&v2, options(0, &log, &hold, &[("Tally:v2", 3)]));
+    let started = Instant::now();
+    while ok(marten::daemon::active_projection_version::<Tally>(&v2).await) != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "version 2 switched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for round in 4..6 {
+        append_round(&v2, &streams, round).await;
+    }
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+    assert_equals_live(&v2, &streams).await;
+    let labels: BTreeSet<String> = commits(&log, "Tally:v2").into_keys().collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+}
