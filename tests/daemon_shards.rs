@@ -235,9 +235,7 @@ async fn three_daemons_share_a_sharded_projection_and_commit_each_event_once() {
             })
         })
         .collect();
-    for w in writers {
-        w.await.expect("writer");
-    }
+    marten_testing::tasks::join_handles(writers, Duration::from_secs(180)).await;
     ok(daemons[0].wait_for_non_stale(Duration::from_secs(90)).await);
     for d in daemons {
         ok(d.stop().await);

@@ -137,9 +137,7 @@ async fn concurrent_inline_saves_stay_gap_safe_for_the_daemon() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(write(store.clone(), w, shared, own[w], go.clone())))
         .collect();
-    for w in writers {
-        w.await.expect("writer");
-    }
+    marten_testing::tasks::join_handles(writers, Duration::from_secs(120)).await;
     ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
     ok(daemon.stop().await);
 
@@ -163,6 +161,56 @@ async fn concurrent_inline_saves_stay_gap_safe_for_the_daemon() {
     assert_eq!(all.len() as i64, total);
     let keys: Vec<(u64, i64)> = all.iter().map(|e| (e.transaction_id, e.sequence)).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+}
+
+/// Writers that all make the first append to the same new stream at once: the save's
+/// reservation finds the stream missing (nothing to lock), a rival creates it, and the
+/// aggregate's locked read then sees it at another version. Each such save is planned
+/// again and commits; none fails with a projection conflict.
+#[tokio::test]
+async fn racing_first_appends_to_a_new_stream_all_commit() {
+    let (_schema, b) = named_builder("inline_seq_first");
+    let store = ok(b
+        .pool_size(8)
+        .projection::<Seqs>(Lifecycle::Inline)
+        .build()
+        .await);
+    const ROUNDS: i64 = 25;
+    for round in 0..ROUNDS {
+        let stream = Uuid::now_v7();
+        let go = Arc::new(Barrier::new(WRITERS));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (store, go) = (store.clone(), go.clone());
+                async move {
+                    let mut s = store.lightweight_session();
+                    let e = Counted {
+                        writer: w as i64,
+                        round,
+                    };
+                    // The writer's own new stream first, then the shared one: the save's
+                    // locked reads take a while after its reservation, and each writer
+                    // starts a little after the one before, so a rival's creation often
+                    // commits between the two.
+                    ok(s.events().append(Uuid::now_v7(), [e.clone(), e.clone()]));
+                    ok(s.events().append(stream, [e]));
+                    go.wait().await;
+                    tokio::time::sleep(Duration::from_micros(400 * w as u64)).await;
+                    s.save_changes().await
+                }
+            })
+            .collect();
+        for saved in marten_testing::tasks::join_racers(writers, Duration::from_secs(60)).await {
+            ok(saved);
+        }
+        let want = stored(&store, stream).await;
+        assert_eq!(want.len(), WRITERS, "round {round}: every writer's event");
+        let doc = ok(store.query_session().load::<Seqs>(&stream).await).expect("inline");
+        assert_eq!(
+            doc.seen, want,
+            "round {round}: the envelopes carry what is stored"
+        );
+    }
 }
 
 /// Every event in the global order, read page by page.

@@ -202,8 +202,9 @@ async fn a_server_restart_under_writers_and_a_daemon_loses_no_acknowledged_write
     let mut acknowledged: HashSet<Uuid> = HashSet::new();
     let mut unknown = 0;
     let mut failures = 0;
-    for w in writers {
-        let (acked, maybe, failed, recovered) = w.await.expect("writer");
+    for (acked, maybe, failed, recovered) in
+        marten_testing::tasks::join_handles(writers, Duration::from_secs(300)).await
+    {
         assert!(
             failed == 0 || recovered,
             "a writer never succeeded again after the restart"

@@ -287,9 +287,7 @@ async fn racing_daemons_apply_each_tenants_events_exactly_once() {
             }
         }));
     }
-    for w in writers {
-        w.await.expect("writer");
-    }
+    marten_testing::tasks::join_handles(writers, Duration::from_secs(120)).await;
     ok(a.wait_for_non_stale(Duration::from_secs(30)).await);
     ok(b.wait_for_non_stale(Duration::from_secs(30)).await);
     for t in tenants {

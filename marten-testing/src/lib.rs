@@ -25,6 +25,7 @@ pub mod dcb;
 pub mod fault;
 mod pgbouncer;
 mod proxy;
+pub mod tasks;
 pub mod trace;
 
 pub use cluster::PrivateCluster;
@@ -312,9 +313,20 @@ impl TestSchema {
     }
 }
 
+/// Ends the sessions that hold locks on relations of schema `$1`: a test that failed
+/// while its tasks held transactions open would otherwise block the schema's drop, and
+/// the drop would block the test's runtime, for ever.
+const END_LOCK_HOLDERS: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+     JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
+
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        let sql = format!(
+            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        );
+        let name = self.name.clone();
         let url = self.url.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -328,7 +340,10 @@ impl Drop for TestSchema {
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await
                 {
                     let handle = tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
+                    if client.batch_execute(&sql).await.is_err() {
+                        let _ = client.execute(END_LOCK_HOLDERS, &[&name]).await;
+                        let _ = client.batch_execute(&sql).await;
+                    }
                     drop(client);
                     let _ = handle.await;
                 }

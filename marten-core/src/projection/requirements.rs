@@ -1,11 +1,12 @@
 //! The stream versions an inline save's projections require: each projection that read
 //! a stream (under lock, or from the aggregate cache) reports the version it built on,
 //! per append. The requirements are merged; two different versions for one append are a
-//! conflict (a stale cache entry, or an append racing between two locked reads). Every
-//! plain append with a requirement then asserts it: [`assertion`] says how.
+//! conflict (a stale cache entry, a stream created after the save's reservation found it
+//! missing, or an append racing between two locked reads). Every plain append with a
+//! requirement then asserts it: [`assertion`] says how.
 //!
-//! Pure: [`merge`] decides from the requirements and whether any came from the cache;
-//! the backend forgets the cache hits, plans again and rewrites its appends.
+//! Pure: [`merge`] decides from the requirements and whether any came from a read not
+//! under lock; the backend forgets the cache hits, plans again and rewrites its appends.
 
 use std::collections::HashMap;
 
@@ -26,18 +27,16 @@ pub enum Merge {
 }
 
 /// Merges `requirements` (`(append index, stream version)`, in any order). Two different
-/// versions for one append are a conflict: with `cache_hits` (some projection built on a
-/// cached aggregate) the outcome is [`Merge::PlanAgain`]; without, the locked reads
+/// versions for one append are a conflict: with `stale` (some requirement came from a
+/// read not under lock: a cached aggregate, or a stream the reservation found missing and
+/// so could not lock) the outcome is [`Merge::PlanAgain`]; without, the locked reads
 /// themselves disagree and the save fails with [`Error::ProjectionConflict`] (0 attempts).
-pub fn merge(
-    requirements: impl IntoIterator<Item = (usize, i64)>,
-    cache_hits: bool,
-) -> Result<Merge> {
+pub fn merge(requirements: impl IntoIterator<Item = (usize, i64)>, stale: bool) -> Result<Merge> {
     let mut required = Required::new();
     for (index, version) in requirements {
         match required.get(&index) {
             Some(v) if *v != version => {
-                if cache_hits {
+                if stale {
                     return Ok(Merge::PlanAgain);
                 }
                 return Err(Error::ProjectionConflict { attempts: 0 });

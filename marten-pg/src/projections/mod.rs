@@ -192,14 +192,15 @@ pub(crate) async fn plan_inline(
     // Projections read the event tables before the appends create them.
     crate::events::read::ensure(store.as_ref()).await?;
     let reserved = if projections.inline.iter().any(|p| p.uses_metadata(&appends)) {
-        reserve::reserve(store, req, uow, &mut appends).await?
+        Some(reserve::reserve(store, req, uow, &mut appends).await?)
     } else {
-        Vec::new()
+        None
     };
+    let unlocked = reserved.as_ref().is_some_and(|r| r.unlocked);
     let mut plan = Plan {
         appends: &appends,
         state,
-        requirements: reserved,
+        requirements: reserved.map(|r| r.requirements).unwrap_or_default(),
         // The cache is keyed by document id alone: a tenant's session plans without it.
         use_cache: use_cache && uow.user.tenant.is_none(),
         cache: store.aggregate_cache(),
@@ -215,15 +216,16 @@ pub(crate) async fn plan_inline(
         projection.plan(&mut plan, &mut pg).await?;
     }
     // Two projections that read a stream at different versions met a stale cache
-    // entry, or a racing append between two locked reads.
-    let required =
-        match requirements::merge(plan.requirements.drain(..), !plan.cache_hits.is_empty())? {
-            Merge::Required(required) => required,
-            Merge::PlanAgain => {
-                store.aggregate_cache().forget(&plan.cache_hits);
-                return Ok(Planned::Again);
-            }
-        };
+    // entry, a stream created after the reservation found it missing, or a racing
+    // append between two locked reads.
+    let stale = !plan.cache_hits.is_empty() || unlocked;
+    let required = match requirements::merge(plan.requirements.drain(..), stale)? {
+        Merge::Required(required) => required,
+        Merge::PlanAgain => {
+            store.aggregate_cache().forget(&plan.cache_hits);
+            return Ok(Planned::Again);
+        }
+    };
     assert_versions(uow, required);
     uow.derived.append(&mut pg.out);
     // A tenant's documents never enter the cache (it is keyed by document id alone).

@@ -37,15 +37,26 @@ struct Drawn {
     sequences: Vec<i64>,
 }
 
+/// What a reservation requires of the save's plain appends.
+pub(crate) struct Reservation {
+    /// The versions the plain appends must assert: `(index, version)`.
+    pub(crate) requirements: Vec<(usize, i64)>,
+    /// Whether some plain append's stream did not exist, so nothing was locked and its
+    /// version 0 is only what the reservation saw: a concurrent save may create the
+    /// stream before a projection's locked read, which then disagrees, and the save is
+    /// planned again rather than failed.
+    pub(crate) unlocked: bool,
+}
+
 /// Reserves sequences, the transaction id and the plain appends' versions for the
 /// save's `appends` (see the module docs); sets them on the views and the unit of work's
-/// appends and returns the versions the plain appends must assert: `(index, version)`.
+/// appends and returns what the plain appends must assert.
 pub(crate) async fn reserve(
     store: &ProjectionCatalog,
     req: &mut Request<'_>,
     uow: &mut UnitOfWork,
     appends: &mut [AppendView],
-) -> Result<Vec<(usize, i64)>> {
+) -> Result<Reservation> {
     let mut plain: Vec<StreamKey> = Vec::new();
     for a in appends.iter().filter(|a| a.kind == AppendKind::Append) {
         let key = StreamKey(a.stream.clone());
@@ -56,6 +67,7 @@ pub(crate) async fn reserve(
     let count: usize = appends.iter().map(|a| a.events.len()).sum();
     let drawn = draw(store, req, uow, plain, count).await?;
     let mut requirements = Vec::new();
+    let mut unlocked = false;
     let mut running: HashMap<StreamId, Option<i64>> = HashMap::new();
     let mut sequences = drawn.sequences.into_iter();
     for view in appends.iter_mut() {
@@ -69,7 +81,10 @@ pub(crate) async fn reserve(
                 known.unwrap_or_else(|| match drawn.streams.get(&StreamKey(stream.clone())) {
                     Some((_, true)) => None,
                     Some((v, false)) => Some(*v),
-                    None => Some(0),
+                    None => {
+                        unlocked = true;
+                        Some(0)
+                    }
                 })
             }
         };
@@ -97,7 +112,10 @@ pub(crate) async fn reserve(
             base: plain_base,
         });
     }
-    Ok(requirements)
+    Ok(Reservation {
+        requirements,
+        unlocked,
+    })
 }
 
 /// Sends the flight: `BEGIN` unless the transaction is open, the lock of the `plain`
