@@ -1,6 +1,8 @@
 //! The domain the daemon nodes project, and the subscriptions they run, shared by the
 //! node binary and the tests.
 
+pub mod nodes;
+
 use marten::prelude::*;
 use marten::subscriptions::{
     EventFilter, HandlerError, Subscription, SubscriptionBatch, SubscriptionTx,

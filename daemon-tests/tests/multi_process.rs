@@ -4,34 +4,23 @@
 //! compared with the live fold of its stream.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use marten::prelude::*;
+use marten_daemon_tests::nodes::{self, Node};
 use marten_daemon_tests::{store, Added, Counter};
 use marten_testing::TestSchema;
 
-struct Node {
-    name: String,
-    child: Child,
-}
-
 fn spawn(schema: &TestSchema, trace: &Path, name: &str, pause_ms: u64) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_daemon-node"))
-        .env("NODE_URL", schema.url())
-        .env("NODE_SCHEMA", schema.name())
-        .env("NODE_TRACE_DIR", trace)
-        .env("NODE_NAME", name)
-        .env("NODE_PAUSE_BEFORE_COMMIT_MS", pause_ms.to_string())
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a daemon node");
-    Node {
-        name: name.to_owned(),
-        child,
-    }
+    let pause = ("NODE_PAUSE_BEFORE_COMMIT_MS", pause_ms.to_string());
+    Node::spawn(
+        env!("CARGO_BIN_EXE_daemon-node"),
+        schema,
+        trace,
+        name,
+        &[pause],
+    )
 }
 
 fn signal(node: &Node, sig: &str) {
@@ -44,9 +33,7 @@ fn signal(node: &Node, sig: &str) {
 }
 
 fn trace_dir(schema: &TestSchema) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("marten-daemon-trace-{}", schema.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    nodes::trace_dir(schema, "daemon")
 }
 
 /// Streams whose projected document differs from the events (by SQL).
@@ -127,28 +114,7 @@ async fn three_nodes_killed_at_random_project_every_event_exactly_once() {
     let ids: Vec<Uuid> = (0..STREAMS).map(|_| Uuid::now_v7()).collect();
 
     // Writers keep appending while nodes are killed and restarted.
-    let writer = {
-        let (store, ids) = (store.clone(), ids.clone());
-        tokio::spawn(async move {
-            for half in 0..2 {
-                for chunk in ids.chunks(20) {
-                    let mut s = store.lightweight_session();
-                    for id in chunk {
-                        let events: Vec<Added> = (0..PER_STREAM / 2)
-                            .map(|i| Added { n: (i + 1) as i64 })
-                            .collect();
-                        if half == 0 {
-                            s.events().start_stream(*id, events)?;
-                        } else {
-                            s.events().append(*id, events)?;
-                        }
-                    }
-                    s.save_changes().await?;
-                }
-            }
-            Ok::<(), marten::Error>(())
-        })
-    };
+    let writer = nodes::write_streams(store.clone(), ids.clone(), PER_STREAM);
     let mut kills = 0;
     let mut seed = 7u64;
     while !writer.is_finished() || kills < 4 {

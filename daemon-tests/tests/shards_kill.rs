@@ -6,47 +6,28 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use marten::prelude::*;
-use marten_daemon_tests::{store, Added, Counter};
+use marten_daemon_tests::nodes::{self, Node};
+use marten_daemon_tests::{store, Counter};
 use marten_testing::TestSchema;
 
 const SHARDS: u32 = 3;
 
-struct Node {
-    name: String,
-    child: Child,
-}
-
 fn spawn(schema: &TestSchema, trace: &Path, name: &str) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_daemon-node"))
-        .env("NODE_URL", schema.url())
-        .env("NODE_SCHEMA", schema.name())
-        .env("NODE_TRACE_DIR", trace)
-        .env("NODE_NAME", name)
-        .env("NODE_SHARDS", SHARDS.to_string())
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a daemon node");
-    Node {
-        name: name.to_owned(),
-        child,
-    }
-}
-
-fn kill(node: &mut Node) {
-    let _ = node.child.kill(); // SIGKILL
-    let _ = node.child.wait();
+    let shards = ("NODE_SHARDS", SHARDS.to_string());
+    Node::spawn(
+        env!("CARGO_BIN_EXE_daemon-node"),
+        schema,
+        trace,
+        name,
+        &[shards],
+    )
 }
 
 fn trace_dir(schema: &TestSchema) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("marten-shard-trace-{}", schema.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    nodes::trace_dir(schema, "shard")
 }
 
 /// Each shard's progression row and its owner.
@@ -103,7 +84,7 @@ async fn kill_an_owner_and_watch_its_shards_move(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut dead = nodes.remove(victim);
-    kill(&mut dead);
+    dead.kill();
     let cut = Instant::now();
     loop {
         let owned = owners(schema).await;
@@ -137,28 +118,7 @@ async fn three_nodes_killed_at_random_project_each_shard_exactly_once() {
         .map(|i| spawn(&schema, &trace, &format!("n{i}")))
         .collect();
     let ids: Vec<Uuid> = (0..STREAMS).map(|_| Uuid::now_v7()).collect();
-    let writer = {
-        let (store, ids) = (store.clone(), ids.clone());
-        tokio::spawn(async move {
-            for half in 0..2 {
-                for chunk in ids.chunks(20) {
-                    let mut s = store.lightweight_session();
-                    for id in chunk {
-                        let events: Vec<Added> = (0..PER_STREAM / 2)
-                            .map(|i| Added { n: (i + 1) as i64 })
-                            .collect();
-                        if half == 0 {
-                            s.events().start_stream(*id, events)?;
-                        } else {
-                            s.events().append(*id, events)?;
-                        }
-                    }
-                    s.save_changes().await?;
-                }
-            }
-            Ok::<(), marten::Error>(())
-        })
-    };
+    let writer = nodes::write_streams(store.clone(), ids.clone(), PER_STREAM);
     // A shard owner dies: its shards move to the two left, then it comes back.
     let moved = kill_an_owner_and_watch_its_shards_move(&schema, &mut nodes).await;
     nodes.push(spawn(&schema, &trace, "back"));
@@ -171,7 +131,7 @@ async fn three_nodes_killed_at_random_project_each_shard_exactly_once() {
             .wrapping_add(1442695040888963407);
         let victim = (seed >> 33) as usize % nodes.len();
         let name = nodes[victim].name.clone();
-        kill(&mut nodes[victim]);
+        nodes[victim].kill();
         nodes[victim] = spawn(&schema, &trace, &format!("{name}'"));
         kills += 1;
     }
@@ -181,7 +141,7 @@ async fn three_nodes_killed_at_random_project_each_shard_exactly_once() {
         .expect("the nodes catch up");
     let caught_up = started.elapsed();
     for n in &mut nodes {
-        kill(n);
+        n.kill();
     }
     assert_eq!(
         mismatches(&schema).await,

@@ -7,38 +7,28 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use marten::prelude::*;
+use marten_daemon_tests::nodes::Node;
 use marten_daemon_tests::{subscription_store, Added, OUTBOX_DDL};
 use marten_testing::TestSchema;
 
 /// Events per batch in the nodes (see `src/main.rs`).
 const BATCH: usize = 400;
 
-struct Node {
-    name: String,
-    child: Child,
-}
-
 fn spawn(schema: &TestSchema, trace: &Path, name: &str) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_daemon-node"))
-        .env("NODE_URL", schema.url())
-        .env("NODE_SCHEMA", schema.name())
-        .env("NODE_TRACE_DIR", trace)
-        .env("NODE_NAME", name)
-        .env("NODE_STORE", "subscriptions")
-        .env("NODE_PAUSE_IN_HANDLER_MS", "60")
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a daemon node");
-    Node {
-        name: name.to_owned(),
-        child,
-    }
+    let settings = [
+        ("NODE_STORE", "subscriptions".to_owned()),
+        ("NODE_PAUSE_IN_HANDLER_MS", "60".to_owned()),
+    ];
+    Node::spawn(
+        env!("CARGO_BIN_EXE_daemon-node"),
+        schema,
+        trace,
+        name,
+        &settings,
+    )
 }
 
 async fn owner(client: &tokio_postgres::Client, subscription: &str) -> Option<String> {
