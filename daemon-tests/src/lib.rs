@@ -3,6 +3,8 @@
 
 pub mod nodes;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use marten::prelude::*;
 use marten::subscriptions::{
     EventFilter, HandlerError, Subscription, SubscriptionBatch, SubscriptionTx,
@@ -29,9 +31,17 @@ pub struct Counter {
     pub count: i64,
 }
 
+/// How long each `Counter` apply waits, in microseconds (0: not at all): a node started
+/// with `NODE_APPLY_SLEEP_MS` stands for a projection whose apply calls another service.
+pub static APPLY_SLEEP_US: AtomicU64 = AtomicU64::new(0);
+
 #[marten::apply]
 impl Counter {
     fn apply(&mut self, e: &Added) {
+        let sleep = APPLY_SLEEP_US.load(Ordering::Relaxed);
+        if sleep > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(sleep));
+        }
         self.total += e.n;
         self.count += 1;
     }

@@ -2,7 +2,8 @@
 //!
 //! Environment: `NODE_URL`, `NODE_SCHEMA`, `NODE_TRACE_DIR`, `NODE_NAME`, and optionally
 //! `NODE_PAUSE_BEFORE_COMMIT_MS` (sleep inside every batch just before it commits, to let
-//! tests pause or cut the node in that window). With `NODE_STORE=subscriptions` the node
+//! tests pause or cut the node in that window) and `NODE_APPLY_SLEEP_MS` (each `Counter`
+//! apply waits that long, as on a call to another service). With `NODE_STORE=subscriptions` the node
 //! runs the two subscriptions of the domain instead of the projection (its delivery log
 //! `deliveries-NODE_NAME.log` in the trace directory), their handlers sleeping
 //! `NODE_PAUSE_IN_HANDLER_MS` in every batch. `NODE_SHARDS` splits the `Counter`
@@ -69,6 +70,12 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::ZERO, Duration::from_millis);
+    if let Some(ms) = std::env::var("NODE_APPLY_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        marten_daemon_tests::APPLY_SLEEP_US.store(ms * 1000, std::sync::atomic::Ordering::Relaxed);
+    }
     let store = if std::env::var("NODE_STORE").is_ok_and(|s| s == "subscriptions") {
         let in_handler = std::env::var("NODE_PAUSE_IN_HANDLER_MS")
             .ok()
