@@ -1,6 +1,7 @@
 //! What the multi-process tests share: daemon node processes (started with the test's
 //! schema, trace directory and settings, killed with SIGKILL), their trace directories,
-//! and the writer that appends to many streams while nodes come and go.
+//! the writer that appends to many streams while nodes come and go, and the check that
+//! every document equals its stream's fold.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,4 +89,22 @@ pub fn write_streams(
         }
         Ok(())
     })
+}
+
+/// How many streams' `Counter` documents differ from their events (by SQL): 0 when every
+/// document equals its live fold.
+pub async fn mismatches(schema: &TestSchema) -> i64 {
+    schema
+        .raw_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM (SELECT stream_id, sum((data->>'n')::bigint) s, count(*) c, max(version) v \
+             FROM mt_events GROUP BY stream_id) e FULL JOIN mt_doc_counter d ON d.id = e.stream_id \
+             WHERE d.id IS NULL OR e.stream_id IS NULL OR (d.data->>'total')::bigint <> e.s \
+             OR (d.data->>'count')::bigint <> e.c OR (d.data->>'version')::bigint <> e.v",
+            &[],
+        )
+        .await
+        .expect("compare")
+        .get(0)
 }

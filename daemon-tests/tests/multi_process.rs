@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use marten::prelude::*;
-use marten_daemon_tests::nodes::{self, Node};
+use marten_daemon_tests::nodes::{self, mismatches, Node};
 use marten_daemon_tests::{store, Added, Counter};
 use marten_testing::TestSchema;
 
@@ -34,23 +34,6 @@ fn signal(node: &Node, sig: &str) {
 
 fn trace_dir(schema: &TestSchema) -> PathBuf {
     nodes::trace_dir(schema, "daemon")
-}
-
-/// Streams whose projected document differs from the events (by SQL).
-async fn mismatches(schema: &TestSchema) -> i64 {
-    schema
-        .raw_client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM (SELECT stream_id, sum((data->>'n')::bigint) s, count(*) c, max(version) v \
-             FROM mt_events GROUP BY stream_id) e FULL JOIN mt_doc_counter d ON d.id = e.stream_id \
-             WHERE d.id IS NULL OR e.stream_id IS NULL OR (d.data->>'total')::bigint <> e.s \
-             OR (d.data->>'count')::bigint <> e.c OR (d.data->>'version')::bigint <> e.v",
-            &[],
-        )
-        .await
-        .expect("compare")
-        .get(0)
 }
 
 /// The node holding the projection lock of this test's schema, and its backend pid.

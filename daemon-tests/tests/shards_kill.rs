@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use marten::prelude::*;
-use marten_daemon_tests::nodes::{self, Node};
+use marten_daemon_tests::nodes::{self, mismatches, Node};
 use marten_daemon_tests::{store, Counter};
 use marten_testing::TestSchema;
 
@@ -43,23 +43,6 @@ async fn owners(schema: &TestSchema) -> BTreeMap<String, Option<String>> {
         .await
         .expect("owners");
     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-}
-
-/// Streams whose projected document differs from the events (by SQL).
-async fn mismatches(schema: &TestSchema) -> i64 {
-    schema
-        .raw_client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM (SELECT stream_id, sum((data->>'n')::bigint) s, count(*) c, max(version) v \
-             FROM mt_events GROUP BY stream_id) e FULL JOIN mt_doc_counter d ON d.id = e.stream_id \
-             WHERE d.id IS NULL OR e.stream_id IS NULL OR (d.data->>'total')::bigint <> e.s \
-             OR (d.data->>'count')::bigint <> e.c OR (d.data->>'version')::bigint <> e.v",
-            &[],
-        )
-        .await
-        .expect("compare")
-        .get(0)
 }
 
 /// Kills the node owning a shard and waits until every shard is owned by a living node.
