@@ -7,7 +7,7 @@ mod common;
 
 use common::{builder, ok};
 use marten::prelude::*;
-use marten::query::RawParam;
+use marten::query::{Filter, RawParam};
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -179,6 +179,62 @@ async fn a_value_of_the_wrong_json_type_matches_nothing_instead_of_failing() {
     assert_eq!(n, 0);
 }
 
+/// The sorted ids of the documents `f` matches (selected, so rows that no longer
+/// deserialize do not fail the read).
+async fn ids_where(s: &mut QuerySession, f: Filter<Item>) -> Vec<i64> {
+    let mut found: Vec<i64> = ok(s
+        .query::<Item>()
+        .where_filter(f)
+        .select(|f| f.id)
+        .to_list()
+        .await);
+    found.sort_unstable();
+    found
+}
+
+#[tokio::test]
+async fn number_comparisons_match_stored_numbers_only_whatever_else_a_row_holds() {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    let (schema, store) = seeded("edges_numbers", &names).await;
+    // rank: 1 -> 1, 2 -> 5, 3 -> 10, 4 -> "5", 5 -> null, 6 -> missing, 7 -> [1],
+    // 8 -> 2.5, 9 -> 1e30.
+    schema
+        .raw_client()
+        .await
+        .batch_execute(
+            "UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '5') WHERE id = 2;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '10') WHERE id = 3;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '\"5\"') WHERE id = 4;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', 'null') WHERE id = 5;
+             UPDATE mt_doc_item SET data = data - 'rank' WHERE id = 6;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '[1]') WHERE id = 7;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '2.5') WHERE id = 8;
+             UPDATE mt_doc_item SET data = jsonb_set(data, '{rank}', '1e30') WHERE id = 9;",
+        )
+        .await
+        .expect("odd rows");
+    let mut s = store.query_session();
+    let f = Item::fields;
+    assert_eq!(ids_where(&mut s, f().rank.lt(6)).await, [1, 2, 8]);
+    assert_eq!(ids_where(&mut s, f().rank.le(5)).await, [1, 2, 8]);
+    assert_eq!(ids_where(&mut s, f().rank.gt(5)).await, [3, 9]);
+    assert_eq!(ids_where(&mut s, f().rank.ge(5)).await, [2, 3, 9]);
+    assert_eq!(ids_where(&mut s, f().rank.eq(5)).await, [2]);
+    // `<>` matches other numbers only; `NOT` of a comparison matches every other row.
+    assert_eq!(ids_where(&mut s, f().rank.ne(5)).await, [1, 3, 8, 9]);
+    assert_eq!(
+        ids_where(&mut s, f().rank.lt(6).not()).await,
+        [3, 4, 5, 6, 7, 9]
+    );
+    assert_eq!(
+        ids_where(&mut s, f().rank.eq(5).not()).await,
+        [1, 3, 4, 5, 6, 7, 8, 9]
+    );
+    // Floats compare as numbers with integers; a float field's comparisons too.
+    assert_eq!(ids_where(&mut s, f().weight.le(1.0)).await, [1, 2]);
+    assert_eq!(ids_where(&mut s, f().weight.eq(1.5)).await, [3]);
+}
+
 #[tokio::test]
 async fn indexed_and_unindexed_text_sort_and_compare_alike() {
     let names = ["a", "B", "c", "D", "é", "Z"];
@@ -317,4 +373,34 @@ async fn raw_sql_placeholders_are_renumbered_only_where_they_are_placeholders() 
             "{fragment}: {err}"
         );
     }
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Oddly {
+    id: i64,
+    /// A JSON key with quotes, a backslash, a space and a newline.
+    #[serde(rename = "a \"b\" 'c' \\d\ne")]
+    n: i64,
+}
+
+#[tokio::test]
+async fn number_comparisons_on_keys_with_quotes_and_backslashes() {
+    let (_schema, b) = builder("edges_odd_keys");
+    let store = ok(b.document::<Oddly>().build().await);
+    let mut s = store.lightweight_session();
+    for id in 1..=4 {
+        ok(s.store(Oddly { id, n: id * 10 }));
+    }
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    let mut found: Vec<i64> = ok(q
+        .query::<Oddly>()
+        .filter(|f| f.n.gt(15).and(f.n.le(30)))
+        .to_list()
+        .await)
+    .iter()
+    .map(|d| d.id)
+    .collect();
+    found.sort_unstable();
+    assert_eq!(found, [2, 3]);
 }

@@ -61,7 +61,7 @@ fn filters_join_with_and_and_number_their_parameters_in_order() {
             "SELECT d.data, d.id FROM mt_doc_doc d WHERE \
              (d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text) \
              AND (d.id = $3::bigint OR $2::int > 0) \
-             AND coalesce({RATING} > $4::text::numeric, false) \
+             AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $4::jsonb, true), false) \
              ORDER BY d.id ASC LIMIT $5 OFFSET $6"
         )
     );
@@ -80,8 +80,8 @@ fn nested_combinations_share_one_numbering() {
         format!(
             "SELECT count(*) FROM t d WHERE \
              (((d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text) \
-             OR ($2 = $2)) AND NOT coalesce({RATING} < $3::text::numeric, false)) \
-             AND coalesce({RATING} >= $4::text::numeric, false)"
+             OR ($2 = $2)) AND NOT coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" < $v', $3::jsonb, true), false)) \
+             AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" >= $v', $4::jsonb, true), false)"
         )
     );
     assert_eq!(sql.params.len(), 4);
@@ -145,7 +145,8 @@ fn the_total_form_counts_and_pages_in_one_statement() {
         ..spec(vec![rating().gt(2)])
     };
     let sql = q.select_from("t", Scoped::tenant(None), true);
-    let wh = format!("coalesce({RATING} > $1::text::numeric, false)");
+    let wh =
+        "coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $1::jsonb, true), false)";
     assert_eq!(
         sql.text,
         format!(
@@ -200,7 +201,7 @@ fn an_aggregate_has_the_tenant_first_and_no_paging() {
     let sql = q.aggregate_from("t", Scoped::tenant(Some(None)), "sum(1)");
     assert_eq!(
         sql.text,
-        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND coalesce({RATING} > $2::text::numeric, false)")
+        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $2::jsonb, true), false)")
     );
     assert_eq!(sql.params.len(), 2);
 }

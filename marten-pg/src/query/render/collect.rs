@@ -164,7 +164,7 @@ fn compare(
         sql.params.push(Box::new(doc));
     }
     if null_column_test(root, path, op, kind, value).is_none() {
-        sql.params.push(compared_param(root, path, kind, value));
+        sql.params.push(compared_param(root, path, op, kind, value));
     }
 }
 

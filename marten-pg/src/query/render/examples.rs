@@ -136,10 +136,8 @@ fn comparisons_cast_the_parameter_like_the_field() {
         (
             ValueKind::Number,
             json!(3),
-            format!(
-                "coalesce({} = $1::text::numeric, false)",
-                typed_expr("d.data", true, &p(), ValueKind::Number)
-            ),
+            "coalesce(jsonb_path_match(d.data, 'strict $.\"v\" == $v', $1::jsonb, true), false)"
+                .to_owned(),
         ),
         (
             ValueKind::Bool,
@@ -246,12 +244,12 @@ fn nested_any_names_one_alias_per_level_and_drops_columns() {
     let elements = |j: &str, alias: &str| {
         format!("jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} ELSE '[]'::jsonb END) AS {alias}(x)")
     };
-    let q = typed_expr("e1.x", false, &path(&["q"]), ValueKind::Number);
+    let q = "jsonb_path_match(e1.x, 'strict $.\"q\" > $v', $1::jsonb, true)";
     assert_eq!(
         at_root(&node),
         (
             format!(
-                "EXISTS (SELECT 1 FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE coalesce({q} > $1::text::numeric, false)))",
+                "EXISTS (SELECT 1 FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE coalesce({q}, false)))",
                 elements("(d.data #> '{\"a\"}')", "e0"),
                 elements("(e0.x #> '{\"b\"}')", "e1"),
             ),

@@ -56,6 +56,32 @@ pub(crate) fn typed_expr(base: &str, root: bool, path: &Path, kind: ValueKind) -
     }
 }
 
+/// The `jsonpath` test of a number comparison, `'strict $."a"."b" < $v'`, as a SQL literal:
+/// the field at `path` compared with the variable `v` (see
+/// [`super::node::path_match`]). `strict`: a missing field, or a value of another JSON type
+/// (a string, an array of numbers), is an error the caller's `silent` turns into no match,
+/// as the typed expression's guard does.
+pub(super) fn json_path_test(path: &Path, op: CompareOp) -> String {
+    let mut text = String::from("strict $");
+    for s in &path.segments {
+        text.push_str(".\"");
+        for c in s.chars() {
+            match c {
+                '"' => text.push_str("\\\""),
+                '\\' => text.push_str("\\\\"),
+                c if (c as u32) < 0x20 => text.push_str(&format!("\\u{:04x}", c as u32)),
+                c => text.push(c),
+            }
+        }
+        text.push('"');
+    }
+    let op = match op {
+        CompareOp::Eq => "==",
+        other => op_sql(other),
+    };
+    format!("'{} {op} $v'", text.replace('\'', "''"))
+}
+
 /// The SQL of a comparison operator.
 pub(super) fn op_sql(op: CompareOp) -> &'static str {
     match op {
