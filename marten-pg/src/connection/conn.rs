@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Object;
+use futures_util::future::BoxFuture;
 use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
@@ -271,6 +272,30 @@ impl Request<'_> {
     pub(crate) fn finish_broken(mut self) {
         self.finished = true;
         self.conn.broken = true;
+    }
+}
+
+impl<'c> Request<'c> {
+    /// Runs `work`, a transaction on this request, within the store's request timeout,
+    /// and settles the request: past the timeout it is marked lost (its connection is
+    /// cancelled and closed, which ends the transaction on the server) and the caller
+    /// gets [`Error::Timeout`]; a transaction that failed is rolled back. (`work` returns
+    /// a boxed future: a future of an async closure over a borrowed request is not `Send`
+    /// for every lifetime, which the daemon's spawned tasks need.)
+    pub(crate) async fn transaction_within<T>(
+        mut self,
+        source: &impl AsRef<Connector>,
+        work: impl for<'r> FnOnce(&'r mut Request<'c>) -> BoxFuture<'r, Result<T>>,
+    ) -> Result<T> {
+        let Some(result) = within(source, work(&mut self)).await else {
+            self.mark_lost();
+            return Err(timed_out(source));
+        };
+        if result.is_err() {
+            self.rollback().await;
+        }
+        self.settle(&result);
+        result
     }
 }
 

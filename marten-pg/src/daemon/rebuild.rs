@@ -15,7 +15,7 @@ use super::shard::locked_count_on;
 use super::slot::Slot;
 use super::tenants::tenants_on;
 use crate::connection::Conn;
-use crate::connection::{timed_out, within, Request};
+use crate::connection::Request;
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
@@ -77,17 +77,11 @@ async fn rebuild_slots(
             )))
         }
     };
-    let mut req = conn.request(store).await?;
-    let reset = reset_and_clear(&mut req, p.as_ref(), conjoined, tenant.as_ref());
-    let Some(result) = within(store, reset).await else {
-        req.mark_lost();
-        return Err(timed_out(store));
-    };
-    if result.is_err() {
-        req.rollback().await;
-    }
-    req.settle(&result);
-    result
+    let req = conn.request(store).await?;
+    req.transaction_within(store, |req| {
+        Box::pin(reset_and_clear(req, p.as_ref(), conjoined, tenant.as_ref()))
+    })
+    .await
 }
 
 /// In one transaction: takes the slots from any runner (the epoch moves, so a batch in

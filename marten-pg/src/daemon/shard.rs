@@ -42,7 +42,7 @@ use tokio_postgres::Client;
 use super::progression;
 use super::slot::Slot;
 use super::tenants::tenants_on;
-use crate::connection::{timed_out, within, Conn, Db, Request};
+use crate::connection::{Conn, Db, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
@@ -111,17 +111,11 @@ pub(super) async fn settle(
     progression::ensure_tables(store).await?;
     let conjoined = store.events_tenancy() == Tenancy::Conjoined;
     let mut conn = Conn::new();
-    let mut req = conn.request(store).await?;
-    let change = change_count(&mut req, projection, configured, conjoined);
-    let Some(result) = within(store, change).await else {
-        req.mark_lost();
-        return Err(timed_out(store));
-    };
-    if result.is_err() {
-        req.rollback().await;
-    }
-    req.settle(&result);
-    result
+    let req = conn.request(store).await?;
+    req.transaction_within(store, |req| {
+        Box::pin(change_count(req, projection, configured, conjoined))
+    })
+    .await
 }
 
 /// The change's transaction (rolled back by the caller when it fails).
