@@ -13,6 +13,7 @@ use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use marten_core::{Error, Result};
 use tokio::time::error::Elapsed;
 
+use super::anchor::Anchor;
 use super::pool::{AfterConnect, PoolSettings};
 use super::statements::Statements;
 use super::tls::{connect_error, tracked, Progress, Tls};
@@ -45,6 +46,9 @@ pub(crate) struct Connector {
     /// The read replicas, if any: reads that ask for one go there, each session to one
     /// of them in turn.
     replicas: Replicas,
+    /// The timer that keeps requests' time limits from waking the runtime (see
+    /// `anchor.rs`); a replica's connector shares its primary's.
+    _anchor: Anchor,
 }
 
 /// The read replicas of a store and the turn of the next session.
@@ -126,6 +130,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
+            _anchor: Anchor::start(),
         })
     }
 
@@ -152,6 +157,7 @@ impl Connector {
             request_timeout: self.request_timeout,
             statements: self.statements.clone(),
             replicas: Replicas::default(),
+            _anchor: Anchor::default(),
         };
         self.replicas.list.push(Replica {
             connector,
@@ -192,6 +198,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
+            _anchor: Anchor::start(),
         }
     }
 
