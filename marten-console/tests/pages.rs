@@ -312,14 +312,17 @@ async fn dead_letters_page_shows_the_event_and_error() {
     let (_schema, store) = store("console_dead").await;
     let seeded = seed(&store, 1, 0).await;
     run_daemon(&store).await;
-    let console = console(&store).build();
+    let console = console(&store).daemon_retries(1).build();
     let served = serve(&console).await;
     let body = page(served.addr, "/dead-letters").await;
     assert!(body.contains("<td>OrderSummary</td>"), "{body}");
     assert!(body.contains(" boom</td>"), "the event type: {body}");
     assert!(body.contains("panicked: boom: the summary cannot take this event"));
     assert!(body.contains(&seeded.poisoned.to_string()));
-    assert!(body.contains("<td>1</td>"), "failures");
+    assert!(
+        body.contains("<th>Retries</th>") && body.contains("<td>1</td>"),
+        "retries"
+    );
     assert!(!body.contains("retry…"), "actions are off");
 }
 

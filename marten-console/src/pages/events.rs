@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{column, given, pretty, respond, stream_id_param, ts, PageError, Params, PAGE_SIZE};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
+use crate::tables::Tables;
 
 /// The page's query string.
 #[derive(Debug, Default, Deserialize)]
@@ -27,11 +28,10 @@ pub(crate) struct EventsQuery {
 
 /// The stream's statement and the events' statement with their parameters.
 pub(crate) fn statements(
-    state: &State,
+    t: &Tables,
     id: &str,
     q: &EventsQuery,
 ) -> Result<[(String, Params); 2], PageError> {
-    let t = &state.tables;
     let tenant = given(&q.tenant).unwrap_or(marten_core::tenant::DEFAULT_TENANT);
     let mut sp = Params::default();
     let sid = stream_id_param(&mut sp, t.identity, id)?;
@@ -75,7 +75,7 @@ pub(crate) async fn page(
 
 async fn body(state: &State, id: &str, q: &EventsQuery) -> Result<Html, PageError> {
     let base = &state.options.base_path;
-    let [(stream_sql, sp), (events_sql, ep)] = statements(state, id, q)?;
+    let [(stream_sql, sp), (events_sql, ep)] = statements(&state.tables, id, q)?;
     let stream = state.store.sql_query(&stream_sql, &sp.refs()).await?;
     let Some(s) = stream.first() else {
         return Err(PageError::not_found(format!("no stream {id}")));

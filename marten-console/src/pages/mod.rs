@@ -5,6 +5,8 @@
 pub(crate) mod dead_letters;
 pub(crate) mod documents;
 pub(crate) mod events;
+#[cfg(test)]
+mod plans;
 pub(crate) mod projections;
 pub(crate) mod streams;
 pub(crate) mod tags;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{column, given, respond, stream_id_param, ts, PageError, Params, PAGE_SIZE};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
+use crate::tables::Tables;
 
 /// The page's query string.
 #[derive(Debug, Default, Deserialize)]
@@ -47,8 +48,7 @@ pub(crate) struct StreamRow {
 }
 
 /// The statement and its parameters for `q`.
-pub(crate) fn statement(state: &State, q: &StreamsQuery) -> Result<(String, Params), PageError> {
-    let t = &state.tables;
+pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params), PageError> {
     let mut p = Params::default();
     let mut wh: Vec<String> = Vec::new();
     if let Some(id) = given(&q.id) {
@@ -120,7 +120,7 @@ pub(crate) fn statement(state: &State, q: &StreamsQuery) -> Result<(String, Para
 
 /// The streams matching `q`, one more than a page when there is a next page.
 pub(crate) async fn read(state: &State, q: &StreamsQuery) -> Result<Vec<StreamRow>, PageError> {
-    let (sql, p) = statement(state, q)?;
+    let (sql, p) = statement(&state.tables, q)?;
     let rows = state.store.sql_query(&sql, &p.refs()).await?;
     rows.iter()
         .map(|r| {
