@@ -225,7 +225,8 @@ pub(crate) async fn chart(Extract(state): Extract<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
-/// The chart: x from an hour ago (left) to now (right), y from 0 to the largest lag.
+/// The chart: x from the oldest sample shown (at most an hour ago, at least a minute)
+/// on the left to now on the right, y from 0 to the largest lag.
 pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
     let (w, hgt, pad) = (720.0f64, 200.0f64, 30.0f64);
     let max = series
@@ -234,6 +235,16 @@ pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
         .max()
         .unwrap_or(0)
         .max(1);
+    let span = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(ago, _)| *ago))
+        .fold(60.0f64, f64::max)
+        .min(3600.0);
+    let span_label = if span >= 120.0 {
+        format!("-{:.0} min", span / 60.0)
+    } else {
+        format!("-{span:.0} s")
+    };
     let mut h = Html::new();
     h.raw("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"230\" viewBox=\"0 0 720 230\">")
         .raw("<rect width=\"720\" height=\"230\" fill=\"#fff\"/>")
@@ -241,13 +252,14 @@ pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
         .raw("<line x1=\"30\" y1=\"0\" x2=\"30\" y2=\"200\" stroke=\"#999\"/>")
         .raw("<text x=\"32\" y=\"12\" font-size=\"11\" fill=\"#555\">")
         .text(max)
-        .raw("</text><text x=\"32\" y=\"215\" font-size=\"11\" fill=\"#555\">-60 min</text>")
-        .raw("<text x=\"690\" y=\"215\" font-size=\"11\" fill=\"#555\">now</text>");
+        .raw("</text><text x=\"32\" y=\"215\" font-size=\"11\" fill=\"#555\">")
+        .text(span_label)
+        .raw("</text><text x=\"690\" y=\"215\" font-size=\"11\" fill=\"#555\">now</text>");
     for (i, (name, points)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let mut d = String::new();
         for (ago, lag) in points {
-            let x = pad + (w - pad) * (1.0 - ago / 3600.0);
+            let x = pad + (w - pad) * (1.0 - ago / span);
             #[allow(clippy::cast_precision_loss)]
             let y = hgt - hgt * (*lag as f64) / (max as f64);
             let _ = write!(d, "{x:.1},{y:.1} ");

@@ -255,8 +255,21 @@ pub async fn request(
         req.push_str("\r\n");
         req.push_str(body);
         stream.write_all(req.as_bytes()).await.expect("write");
+        // Read to the end, or to the end of a body of a stated length (a server may
+        // keep the connection open).
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if let Some(end) = complete(&raw) {
+                raw.truncate(end);
+                break;
+            }
+        }
         raw
     };
     let raw = tokio::time::timeout(Duration::from_secs(10), work)
@@ -275,6 +288,17 @@ pub async fn page(addr: SocketAddr, path: &str) -> String {
     let r = get(addr, path).await;
     assert_eq!(r.status, 200, "GET {path}: {}", r.body);
     r.body
+}
+
+/// The length of a whole response with a `Content-Length`, once `raw` holds it all.
+fn complete(raw: &[u8]) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    (raw.len() >= head_end + len).then_some(head_end + len)
 }
 
 fn parse(raw: &[u8]) -> Response {
