@@ -4,7 +4,7 @@
 //! holds only a weak reference to the history and stops when the console (the last
 //! owner of the [`Sampler`]) is dropped: it is aborted then.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -82,23 +82,38 @@ impl LagHistory {
     /// Events per second `slot` advanced over about the last ten seconds (`None`: fewer
     /// than two samples of it).
     pub fn rate(&self, slot: &str) -> Option<f64> {
+        self.rates().remove(slot)
+    }
+
+    /// [`LagHistory::rate`] of every slot, in one pass over the window.
+    pub fn rates(&self) -> HashMap<String, f64> {
         let s = self.lock();
-        let (last_at, last_pos) = s
-            .iter()
-            .rev()
-            .find_map(|x| position(x, slot).map(|p| (x.at, p)))?;
-        let (first_at, first_pos) = s
-            .iter()
-            .rev()
-            .filter_map(|x| position(x, slot).map(|p| (x.at, p)))
-            .take_while(|(at, _)| last_at.duration_since(*at) <= RATE_WINDOW)
-            .last()?;
-        let dt = last_at.duration_since(first_at).as_secs_f64();
-        if dt <= 0.0 {
-            return None;
+        let mut out = HashMap::new();
+        let Some(last) = s.back() else {
+            return out;
+        };
+        // The oldest sample of the window, and each slot's first position in it.
+        let mut first: HashMap<&str, (Instant, i64)> = HashMap::new();
+        for sample in s.iter().rev() {
+            if last.at.duration_since(sample.at) > RATE_WINDOW {
+                break;
+            }
+            for slot in &sample.slots {
+                first.insert(slot.name.as_str(), (sample.at, slot.position));
+            }
         }
-        #[allow(clippy::cast_precision_loss)]
-        Some((last_pos - first_pos).max(0) as f64 / dt)
+        for slot in &last.slots {
+            let Some((at, position)) = first.get(slot.name.as_str()) else {
+                continue;
+            };
+            let dt = last.at.duration_since(*at).as_secs_f64();
+            if dt > 0.0 {
+                #[allow(clippy::cast_precision_loss)]
+                let rate = (slot.position - position).max(0) as f64 / dt;
+                out.insert(slot.name.clone(), rate);
+            }
+        }
+        out
     }
 
     /// Each slot's lag over the last `span`: `(slot, [(seconds before now, lag)])`,
@@ -107,6 +122,7 @@ impl LagHistory {
         let now = Instant::now();
         let s = self.lock();
         let mut out: Vec<(String, Vec<(f64, i64)>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for sample in s.iter() {
             let ago = now.duration_since(sample.at);
             if ago > span {
@@ -114,22 +130,17 @@ impl LagHistory {
             }
             for slot in &sample.slots {
                 let point = (ago.as_secs_f64(), slot.lag);
-                match out.iter_mut().find(|(n, _)| *n == slot.name) {
-                    Some((_, points)) => points.push(point),
-                    None => out.push((slot.name.clone(), vec![point])),
+                match index.get(slot.name.as_str()) {
+                    Some(&i) => out[i].1.push(point),
+                    None => {
+                        index.insert(slot.name.as_str(), out.len());
+                        out.push((slot.name.clone(), vec![point]));
+                    }
                 }
             }
         }
         out
     }
-}
-
-fn position(sample: &Sample, slot: &str) -> Option<i64> {
-    sample
-        .slots
-        .iter()
-        .find(|s| s.name == slot)
-        .map(|s| s.position)
 }
 
 /// The background task sampling the slots into a [`LagHistory`]; aborted when dropped.

@@ -111,6 +111,7 @@ fn bar_width(r: &SlotRow) -> f64 {
 async fn body(state: &State) -> Result<Html, PageError> {
     let base = &state.options.base_path;
     let rows = read_slots(&state.store, &state.tables).await?;
+    let rates = state.history.rates();
     let mut h = Html::new();
     h.raw("<table id=\"projections\" data-live=\"")
         .text(base)
@@ -144,7 +145,11 @@ async fn body(state: &State) -> Result<Html, PageError> {
             .raw("</td><td class=\"owner\">")
             .text(r.owner.as_deref().unwrap_or(""))
             .raw("</td><td class=\"rate\">")
-            .text(rate_text(state, &r.name))
+            .text(
+                rates
+                    .get(&r.name)
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            )
             .raw("</td><td><div class=\"bar\"><div class=\"fill\" style=\"width:")
             .text(format!("{:.1}", bar_width(r)))
             .raw("%\"></div></div></td><td>");
@@ -166,17 +171,11 @@ async fn body(state: &State) -> Result<Html, PageError> {
     Ok(h)
 }
 
-fn rate_text(state: &State, slot: &str) -> String {
-    state
-        .history
-        .rate(slot)
-        .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"))
-}
-
 /// `GET /projections.json`: every slot now, for the page's script.
 pub(crate) async fn json(Extract(state): Extract<Shared>) -> Response {
     match read_slots(&state.store, &state.tables).await {
         Ok(rows) => {
+            let rates = state.history.rates();
             let slots: Vec<serde_json::Value> = rows
                 .iter()
                 .map(|r| {
@@ -188,7 +187,7 @@ pub(crate) async fn json(Extract(state): Extract<Shared>) -> Response {
                         "lag": r.lag_events(),
                         "lag_seconds": r.lag_seconds,
                         "owner": r.owner,
-                        "rate": state.history.rate(&r.name),
+                        "rate": rates.get(&r.name),
                         "progress": bar_width(r),
                     })
                 })
