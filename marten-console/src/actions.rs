@@ -5,10 +5,11 @@
 //! `Origin` header names another host than its `Host` (a cross-site form), and (400)
 //! without the confirmation.
 //!
-//! Retrying a dead letter deletes the dead letters of that event for its projection
-//! (`DELETE FROM mt_dead_letters WHERE projection = $1 AND seq_id = $2`) and rebuilds the
-//! projection ([`marten_pg::daemon::rebuild`]): a running daemon replays it from the first
-//! event, so the event is applied again; if it still fails it is dead-lettered again.
+//! Retrying a dead letter rebuilds its projection ([`marten_pg::daemon::rebuild`]: a
+//! running daemon replays it from the first event, so the event is applied again, and if
+//! it still fails it is dead-lettered again), then deletes the dead letters of that event
+//! for the projection recorded before the rebuild (`DELETE FROM mt_dead_letters WHERE
+//! projection = $1 AND seq_id = $2 AND id <= $3`).
 
 use axum::extract::{Form, Query, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -174,12 +175,22 @@ async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result
     let (projection, seq) = dead_letter(state, f.id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("no dead letter {}", f.id)))?;
-    let sql = format!(
-        "DELETE FROM {} WHERE projection = $1 AND seq_id = $2",
-        state.tables.dead_letters
-    );
-    let cleared = state.store.sql_execute(&sql, &[&projection, &seq]).await?;
+    // Rebuild first, then clear the dead letters recorded before it: dropped in between
+    // (the client went away), the old dead letter stays, to be retried again; one a
+    // replay records after the rebuild has a higher id and stays too.
+    let dl = &state.tables.dead_letters;
+    let newest = format!("SELECT coalesce(max(id), 0) FROM {dl}");
+    let rows = state.store.sql_query(&newest, &[]).await?;
+    let bound: i64 = match rows.first() {
+        Some(r) => r.try_get(0).map_err(column)?,
+        None => 0,
+    };
     marten_pg::daemon::rebuild(&state.store, &projection).await?;
+    let sql = format!("DELETE FROM {dl} WHERE projection = $1 AND seq_id = $2 AND id <= $3");
+    let cleared = state
+        .store
+        .sql_execute(&sql, &[&projection, &seq, &bound])
+        .await?;
     tracing::info!(projection, seq, cleared, "console: dead letter retried");
     let mut h = Html::new();
     h.raw("<p class=\"done\">Cleared ")
