@@ -165,7 +165,7 @@ async fn body(state: &State) -> Result<Html, PageError> {
     if rows.is_empty() {
         h.raw("<p class=\"empty\">No async projection has run yet.</p>");
     }
-    h.raw("<h2>Lag over the last hour</h2><img id=\"lag-chart\" alt=\"lag chart\" src=\"")
+    h.raw("<h2>Lag, up to the last hour</h2><img id=\"lag-chart\" alt=\"lag chart\" src=\"")
         .text(base)
         .raw("/projections/lag.svg\">");
     Ok(h)
