@@ -4,8 +4,10 @@
 //!
 //! The statement, put together from the filters given (each a parameter):
 //! `SELECT id::text, type, version, created, timestamp, is_archived, tenant_id
-//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND id IN (the tag's streams)]
-//!  [AND NOT is_archived] [AND id > $after] ORDER BY id LIMIT $n`.
+//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND NOT is_archived]
+//!  [AND id > $after] ORDER BY id LIMIT $n`; searched by tag, the streams are those of
+//! the tag's events (a materialized set, read by the event tags' primary key) joined to
+//! the streams by id.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
@@ -60,25 +62,30 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     if let Some(ty) = given(&q.stream_type) {
         wh.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
+    // A tag's streams are found from the tag (its events, by the tags' primary key), then
+    // looked up by id: the work is the tag's size, never a walk of every stream.
+    let mut with = String::new();
+    let mut from = format!("{} s", t.streams);
     match (given(&q.tag_type), given(&q.tag_value)) {
         (Some(tt), Some(tv)) => {
             let (a, b) = (p.push(tt.to_owned()), p.push(tv.to_owned()));
-            let tenant_join = if t.conjoined {
-                " AND e.tenant_id = g.tenant_id"
+            let (tenant_col, tenant_join, on) = if t.conjoined {
+                (
+                    ", e.tenant_id",
+                    " AND e.tenant_id = g.tenant_id",
+                    "s.tenant_id = tagged.tenant_id AND s.id = tagged.stream_id",
+                )
             } else {
-                ""
+                ("", "", "s.id = tagged.stream_id")
             };
-            let tenant_match = if t.conjoined {
-                "(s.tenant_id, s.id) IN (SELECT e.tenant_id, e.stream_id"
-            } else {
-                "s.id IN (SELECT e.stream_id"
-            };
-            wh.push(format!(
-                "{tenant_match} FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
-                 WHERE g.tag_type = {a} AND g.tag_value = {b})",
+            with = format!(
+                "WITH tagged AS MATERIALIZED (SELECT DISTINCT e.stream_id{tenant_col} \
+                 FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
+                 WHERE g.tag_type = {a} AND g.tag_value = {b}) ",
                 tags = t.tags,
                 events = t.events
-            ));
+            );
+            from = format!("tagged JOIN {} s ON {on}", t.streams);
         }
         (None, None) => {}
         _ => {
@@ -111,9 +118,8 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
         wh.join(" AND ")
     };
     let sql = format!(
-        "SELECT s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, s.tenant_id \
-         FROM {streams} s WHERE {wh} ORDER BY {order} LIMIT {limit}",
-        streams = t.streams
+        "{with}SELECT s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, \
+         s.tenant_id FROM {from} WHERE {wh} ORDER BY {order} LIMIT {limit}"
     );
     Ok((sql, p))
 }
