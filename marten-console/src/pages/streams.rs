@@ -62,30 +62,14 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     if let Some(ty) = given(&q.stream_type) {
         wh.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
-    // A tag's streams are found from the tag (its events, by the tags' primary key), then
-    // looked up by id: the work is the tag's size, never a walk of every stream.
-    let mut with = String::new();
-    let mut from = format!("{} s", t.streams);
+    // A tag's streams are found from the tag (its events, by the tags' primary key),
+    // sorted, then each looked up by id until the page is full: the work is the tag's
+    // size, never a walk of every stream.
+    let mut tag = None;
     match (given(&q.tag_type), given(&q.tag_value)) {
         (Some(tt), Some(tv)) => {
             let (a, b) = (p.push(tt.to_owned()), p.push(tv.to_owned()));
-            let (tenant_col, tenant_join, on) = if t.conjoined {
-                (
-                    ", e.tenant_id",
-                    " AND e.tenant_id = g.tenant_id",
-                    "s.tenant_id = tagged.tenant_id AND s.id = tagged.stream_id",
-                )
-            } else {
-                ("", "", "s.id = tagged.stream_id")
-            };
-            with = format!(
-                "WITH tagged AS MATERIALIZED (SELECT DISTINCT e.stream_id{tenant_col} \
-                 FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
-                 WHERE g.tag_type = {a} AND g.tag_value = {b}) ",
-                tags = t.tags,
-                events = t.events
-            );
-            from = format!("tagged JOIN {} s ON {on}", t.streams);
+            tag = Some((a, b));
         }
         (None, None) => {}
         _ => {
@@ -117,10 +101,39 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     } else {
         wh.join(" AND ")
     };
-    let sql = format!(
-        "{with}SELECT s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, \
-         s.tenant_id FROM {from} WHERE {wh} ORDER BY {order} LIMIT {limit}"
-    );
+    let columns =
+        "s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, s.tenant_id";
+    let sql = match tag {
+        None => format!(
+            "SELECT {columns} FROM {streams} s WHERE {wh} ORDER BY {order} LIMIT {limit}",
+            streams = t.streams
+        ),
+        Some((a, b)) => {
+            let (tenant_col, tenant_join, on, t_order) = if t.conjoined {
+                (
+                    ", e.tenant_id",
+                    " AND e.tenant_id = g.tenant_id",
+                    "s.tenant_id = t.tenant_id AND s.id = t.stream_id",
+                    "t.tenant_id, t.stream_id",
+                )
+            } else {
+                ("", "", "s.id = t.stream_id", "t.stream_id")
+            };
+            // `LIMIT 1` keeps the lookup a lateral probe (never turned into a join that
+            // could walk the streams' key in order).
+            format!(
+                "WITH tagged AS MATERIALIZED (SELECT DISTINCT e.stream_id{tenant_col} \
+                 FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
+                 WHERE g.tag_type = {a} AND g.tag_value = {b}) \
+                 SELECT {columns} FROM tagged t CROSS JOIN LATERAL \
+                 (SELECT * FROM {streams} s WHERE {on} AND {wh} LIMIT 1) s \
+                 ORDER BY {t_order} LIMIT {limit}",
+                tags = t.tags,
+                events = t.events,
+                streams = t.streams
+            )
+        }
+    };
     Ok((sql, p))
 }
 
