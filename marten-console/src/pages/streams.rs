@@ -4,10 +4,10 @@
 //!
 //! The statement, put together from the filters given (each a parameter):
 //! `SELECT id::text, type, version, created, timestamp, is_archived, tenant_id
-//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND NOT is_archived]
-//!  [AND id > $after] ORDER BY id LIMIT $n`; searched by tag, the streams are those of
-//! the tag's events (a materialized set, read by the event tags' primary key) joined to
-//! the streams by id.
+//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND id IN (the tag's streams)]
+//!  [AND NOT is_archived] [AND id > $after] ORDER BY id LIMIT $n`. A tag search costs
+//! the tag's size (its events are read to find their streams): for a tag of many events
+//! the tags page, keyset-paged by sequence, is the cheap view.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
@@ -62,14 +62,25 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     if let Some(ty) = given(&q.stream_type) {
         wh.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
-    // A tag's streams are found from the tag (its events, by the tags' primary key),
-    // sorted, then each looked up by id until the page is full: the work is the tag's
-    // size, never a walk of every stream.
-    let mut tag = None;
     match (given(&q.tag_type), given(&q.tag_value)) {
         (Some(tt), Some(tv)) => {
             let (a, b) = (p.push(tt.to_owned()), p.push(tv.to_owned()));
-            tag = Some((a, b));
+            let tenant_join = if t.conjoined {
+                " AND e.tenant_id = g.tenant_id"
+            } else {
+                ""
+            };
+            let tenant_match = if t.conjoined {
+                "(s.tenant_id, s.id) IN (SELECT e.tenant_id, e.stream_id"
+            } else {
+                "s.id IN (SELECT e.stream_id"
+            };
+            wh.push(format!(
+                "{tenant_match} FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
+                 WHERE g.tag_type = {a} AND g.tag_value = {b})",
+                tags = t.tags,
+                events = t.events
+            ));
         }
         (None, None) => {}
         _ => {
@@ -101,39 +112,11 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     } else {
         wh.join(" AND ")
     };
-    let columns =
-        "s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, s.tenant_id";
-    let sql = match tag {
-        None => format!(
-            "SELECT {columns} FROM {streams} s WHERE {wh} ORDER BY {order} LIMIT {limit}",
-            streams = t.streams
-        ),
-        Some((a, b)) => {
-            let (tenant_col, tenant_join, on, t_order) = if t.conjoined {
-                (
-                    ", e.tenant_id",
-                    " AND e.tenant_id = g.tenant_id",
-                    "s.tenant_id = t.tenant_id AND s.id = t.stream_id",
-                    "t.tenant_id, t.stream_id",
-                )
-            } else {
-                ("", "", "s.id = t.stream_id", "t.stream_id")
-            };
-            // `LIMIT 1` keeps the lookup a lateral probe (never turned into a join that
-            // could walk the streams' key in order).
-            format!(
-                "WITH tagged AS MATERIALIZED (SELECT DISTINCT e.stream_id{tenant_col} \
-                 FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
-                 WHERE g.tag_type = {a} AND g.tag_value = {b}) \
-                 SELECT {columns} FROM tagged t CROSS JOIN LATERAL \
-                 (SELECT * FROM {streams} s WHERE {on} AND {wh} LIMIT 1) s \
-                 ORDER BY {t_order} LIMIT {limit}",
-                tags = t.tags,
-                events = t.events,
-                streams = t.streams
-            )
-        }
-    };
+    let sql = format!(
+        "SELECT s.id::text, s.type, s.version, s.created, s.timestamp, s.is_archived, s.tenant_id \
+         FROM {streams} s WHERE {wh} ORDER BY {order} LIMIT {limit}",
+        streams = t.streams
+    );
     Ok((sql, p))
 }
 
