@@ -13,6 +13,7 @@ mod compiled;
 mod connect;
 mod events;
 mod hilo;
+mod raw_sql;
 mod review;
 mod settings;
 mod subscription;

@@ -1,0 +1,247 @@
+//! The actions that change data: retry a dead letter, rebuild a projection. Off unless
+//! the host turned them on ([`ConsoleOptions::actions`](crate::ConsoleOptions::actions));
+//! each is a confirmation page (GET) whose form POSTs the action with `confirm=yes` and
+//! the console's random token. A POST is refused (403) without the token, or when its
+//! `Origin` header names another host than its `Host` (a cross-site form), and (400)
+//! without the confirmation.
+//!
+//! Retrying a dead letter rebuilds its projection ([`marten_pg::daemon::rebuild`]: a
+//! running daemon replays it from the first event, so the event is applied again, and if
+//! it still fails it is dead-lettered again), then deletes the dead letters of that event
+//! for the projection recorded before the rebuild (`DELETE FROM mt_dead_letters WHERE
+//! projection = $1 AND seq_id = $2 AND id <= $3`).
+
+use axum::extract::{Form, Query, State as Extract};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::html::{Href, Html};
+use crate::pages::{column, respond, PageError};
+use crate::state::{Shared, State};
+
+/// The confirmation page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ConfirmQuery {
+    action: String,
+    id: Option<i64>,
+    projection: Option<String>,
+}
+
+/// A retry's form.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RetryForm {
+    id: i64,
+    token: Option<String>,
+    confirm: Option<String>,
+}
+
+/// A rebuild's form.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RebuildForm {
+    projection: String,
+    token: Option<String>,
+    confirm: Option<String>,
+}
+
+fn forbidden(message: &str) -> PageError {
+    PageError {
+        status: StatusCode::FORBIDDEN,
+        message: message.to_owned(),
+    }
+}
+
+fn actions_on(state: &State) -> Result<(), PageError> {
+    if state.options.actions {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "actions are off: the host has not enabled them (ConsoleOptions::actions)",
+        ))
+    }
+}
+
+/// The checks of every POST: actions on, same origin, the token, the confirmation.
+fn guard(
+    state: &State,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    confirm: Option<&str>,
+) -> Result<(), PageError> {
+    actions_on(state)?;
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
+        if host.is_none() || origin_host != host {
+            return Err(forbidden("cross-origin request refused"));
+        }
+    }
+    if !same(token.unwrap_or(""), &state.token) {
+        return Err(forbidden("missing or wrong action token"));
+    }
+    if confirm != Some("yes") {
+        return Err(PageError::bad("not confirmed (confirm=yes)"));
+    }
+    Ok(())
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `GET /actions/confirm?action=retry&id=N` or `?action=rebuild&projection=NAME`.
+pub(crate) async fn confirm(
+    Extract(state): Extract<Shared>,
+    Query(q): Query<ConfirmQuery>,
+) -> Response {
+    let body = confirm_body(&state, &q).await;
+    respond(&state, "Confirm", body)
+}
+
+async fn confirm_body(state: &State, q: &ConfirmQuery) -> Result<Html, PageError> {
+    actions_on(state)?;
+    let base = &state.options.base_path;
+    let mut h = Html::new();
+    match (q.action.as_str(), q.id, q.projection.as_deref()) {
+        ("retry", Some(id), _) => {
+            let (projection, seq) = dead_letter(state, id)
+                .await?
+                .ok_or_else(|| PageError::not_found(format!("no dead letter {id}")))?;
+            h.raw("<p class=\"confirm\">Retry event #")
+                .text(seq)
+                .raw(" of projection <b>")
+                .text(&projection)
+                .raw("</b>? Its dead letters are cleared and the projection is rebuilt: a running daemon replays every event into it.</p>")
+                .raw("<form method=\"post\" action=\"")
+                .text(base)
+                .raw("/actions/retry\"><input type=\"hidden\" name=\"id\" value=\"")
+                .text(id);
+        }
+        ("rebuild", _, Some(projection)) => {
+            h.raw("<p class=\"confirm\">Rebuild projection <b>")
+                .text(projection)
+                .raw("</b>? Its position is reset and its documents deleted: a running daemon replays every event into it.</p>")
+                .raw("<form method=\"post\" action=\"")
+                .text(base)
+                .raw("/actions/rebuild\"><input type=\"hidden\" name=\"projection\" value=\"")
+                .text(projection);
+        }
+        _ => return Err(PageError::bad("unknown action")),
+    }
+    h.raw("\"><input type=\"hidden\" name=\"token\" value=\"")
+        .text(&state.token)
+        .raw("\"><input type=\"hidden\" name=\"confirm\" value=\"yes\"><button class=\"danger\">Yes, do it</button> ")
+        .link(&Href::new(base, "/projections"), "Cancel")
+        .raw("</form>");
+    Ok(h)
+}
+
+/// The projection and event of dead letter `id`.
+async fn dead_letter(state: &State, id: i64) -> Result<Option<(String, i64)>, PageError> {
+    let sql = format!(
+        "SELECT projection, seq_id FROM {} WHERE id = $1",
+        state.tables.dead_letters
+    );
+    let rows = state.store.sql_query(&sql, &[&id]).await?;
+    match rows.first() {
+        Some(r) => Ok(Some((
+            r.try_get(0).map_err(column)?,
+            r.try_get(1).map_err(column)?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// `POST /actions/retry`.
+pub(crate) async fn retry(
+    Extract(state): Extract<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<RetryForm>,
+) -> Response {
+    let body = retry_body(&state, &headers, &f).await;
+    respond(&state, "Retry", body)
+}
+
+async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result<Html, PageError> {
+    guard(state, headers, f.token.as_deref(), f.confirm.as_deref())?;
+    let (projection, seq) = dead_letter(state, f.id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("no dead letter {}", f.id)))?;
+    // Rebuild first, then clear the dead letters recorded before it: dropped in between
+    // (the client went away), the old dead letter stays, to be retried again; one a
+    // replay records after the rebuild has a higher id and stays too.
+    let dl = &state.tables.dead_letters;
+    let newest = format!("SELECT coalesce(max(id), 0) FROM {dl}");
+    let rows = state.store.sql_query(&newest, &[]).await?;
+    let bound: i64 = match rows.first() {
+        Some(r) => r.try_get(0).map_err(column)?,
+        None => 0,
+    };
+    marten_pg::daemon::rebuild(&state.store, &projection).await?;
+    let sql = format!("DELETE FROM {dl} WHERE projection = $1 AND seq_id = $2 AND id <= $3");
+    let cleared = state
+        .store
+        .sql_execute(&sql, &[&projection, &seq, &bound])
+        .await?;
+    tracing::info!(projection, seq, cleared, "console: dead letter retried");
+    let mut h = Html::new();
+    h.raw("<p class=\"done\">Cleared ")
+        .text(cleared)
+        .raw(" dead letter(s) of event #")
+        .text(seq)
+        .raw("; ")
+        .text(&projection)
+        .raw(" is rebuilding.</p>")
+        .link(
+            &Href::new(&state.options.base_path, "/projections"),
+            "Projections",
+        );
+    Ok(h)
+}
+
+/// `POST /actions/rebuild`.
+pub(crate) async fn rebuild(
+    Extract(state): Extract<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<RebuildForm>,
+) -> Response {
+    let body = rebuild_body(&state, &headers, &f).await;
+    respond(&state, "Rebuild", body)
+}
+
+async fn rebuild_body(
+    state: &State,
+    headers: &HeaderMap,
+    f: &RebuildForm,
+) -> Result<Html, PageError> {
+    guard(state, headers, f.token.as_deref(), f.confirm.as_deref())?;
+    marten_pg::daemon::rebuild(&state.store, &f.projection).await?;
+    tracing::info!(projection = f.projection, "console: projection rebuilt");
+    let mut h = Html::new();
+    h.raw("<p class=\"done\">")
+        .text(&f.projection)
+        .raw(" is rebuilding.</p>")
+        .link(
+            &Href::new(&state.options.base_path, "/projections"),
+            "Projections",
+        );
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same("abc", "abc"));
+        assert!(!super::same("abc", "abd"));
+        assert!(!super::same("abc", "ab"));
+    }
+}

@@ -1,0 +1,166 @@
+//! [`ConsoleBuilder`] and [`ConsoleOptions`]: what a host decides about its console (the
+//! document types to show, whether actions that change data are on, the auth hook, the
+//! path it is mounted under).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::Route;
+use axum::Router;
+use marten_core::query::HasFields;
+use marten_pg::{DocumentStore, PgDocument};
+use rand::RngCore;
+use tower::{Layer, Service};
+
+use crate::console::Console;
+use crate::documents::{register, DocumentView, QueryField};
+use crate::lag::{LagHistory, Sampler};
+use crate::state::State;
+use crate::tables::Tables;
+
+/// The console's options. Read-only by default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsoleOptions {
+    /// Whether actions that change data (retry a dead letter, rebuild a projection) are
+    /// offered. Off by default; each one asks for confirmation and takes POST only.
+    pub actions: bool,
+    /// The path the console is mounted under (`""` at the root, `"/console"` when the
+    /// host nests its router there): the prefix of every link.
+    pub base_path: String,
+    /// How often the lag history is sampled.
+    pub sample_every: Duration,
+    /// How much lag history is kept (the chart shows the last hour).
+    pub history: Duration,
+    /// The retries the host's daemon makes before it dead-letters an event
+    /// (`DaemonOptions::retries`, 3 by default), shown with each dead letter: the
+    /// dead-letter table keeps no count of its own.
+    pub daemon_retries: u32,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            actions: false,
+            base_path: String::new(),
+            sample_every: Duration::from_secs(1),
+            history: Duration::from_secs(3600),
+            daemon_retries: marten_pg::daemon::DaemonOptions::default().retries,
+        }
+    }
+}
+
+/// Applies the host's auth middleware to the console's router.
+pub(crate) type AuthHook = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+/// Builds a [`Console`] over a store.
+pub struct ConsoleBuilder {
+    store: DocumentStore,
+    options: ConsoleOptions,
+    documents: Vec<Arc<dyn DocumentView>>,
+    auth: Option<AuthHook>,
+}
+
+impl std::fmt::Debug for ConsoleBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleBuilder")
+            .field("options", &self.options)
+            .field("documents", &self.documents.len())
+            .field("auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleBuilder {
+    /// A console over `store`, read-only, with no document type.
+    pub fn new(store: &DocumentStore) -> Self {
+        ConsoleBuilder {
+            store: store.clone(),
+            options: ConsoleOptions::default(),
+            documents: Vec::new(),
+            auth: None,
+        }
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: ConsoleOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Turns the actions that change data on or off (off by default).
+    pub fn actions(mut self, on: bool) -> Self {
+        self.options.actions = on;
+        self
+    }
+
+    /// The retries the host's daemon makes before dead-lettering an event (see
+    /// [`ConsoleOptions::daemon_retries`]).
+    pub fn daemon_retries(mut self, retries: u32) -> Self {
+        self.options.daemon_retries = retries;
+        self
+    }
+
+    /// The path the host mounts the console's router under (links start with it).
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.options.base_path = path.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Shows documents of type `D` on the documents page, with a query box over the
+    /// fields `fields` returns (built from the type's typed field paths:
+    /// `|f| vec![QueryField::text(f.customer), QueryField::ordered(f.total)]`).
+    pub fn document<D>(mut self, fields: impl FnOnce(D::Fields<D>) -> Vec<QueryField<D>>) -> Self
+    where
+        D: PgDocument + HasFields + serde::Serialize + Clone,
+    {
+        self.documents.push(register::<D>(fields));
+        self
+    }
+
+    /// The host's own authentication middleware, applied to every route of the console
+    /// (any tower layer axum's `Router::layer` takes). Required to bind to an address
+    /// other than loopback ([`Console::bind`]).
+    pub fn auth<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<std::convert::Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.auth = Some(Arc::new(move |r: Router| r.layer(layer.clone())));
+        self
+    }
+
+    /// The console. Inside a tokio runtime it starts sampling the projections' lag (a
+    /// background task that ends when the console and its routers are dropped).
+    pub fn build(self) -> Console {
+        let tables = Arc::new(Tables::of(&self.store));
+        let every = self.options.sample_every.max(Duration::from_millis(10));
+        let capacity = (self.options.history.as_secs_f64() / every.as_secs_f64()).ceil();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let history = Arc::new(LagHistory::new((capacity as usize).clamp(2, 100_000)));
+        let sampler = Sampler::spawn(
+            self.store.clone(),
+            tables.clone(),
+            Arc::downgrade(&history),
+            every,
+        );
+        let mut token = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut token);
+        let token = token.iter().map(|b| format!("{b:02x}")).collect();
+        let state = State {
+            store: self.store,
+            tables,
+            options: self.options,
+            documents: self.documents,
+            token,
+            history,
+            _sampler: sampler,
+        };
+        Console::new(Arc::new(state), self.auth)
+    }
+}

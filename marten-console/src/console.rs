@@ -1,0 +1,73 @@
+//! [`Console`]: the built console, mounted by the host as a router
+//! ([`Console::router`]) or served on its own ([`Console::bind`]).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use marten_pg::DocumentStore;
+
+use crate::bind::BoundConsole;
+use crate::builder::{AuthHook, ConsoleBuilder};
+use crate::error::ConsoleError;
+use crate::state::Shared;
+
+/// The web console of a store. Cheap to clone; the lag sampler stops when the console and
+/// every router made from it are dropped.
+#[derive(Clone)]
+pub struct Console {
+    state: Shared,
+    auth: Option<AuthHook>,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("options", &self.state.options)
+            .field("auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// A builder of a console over `store`.
+    pub fn builder(store: &DocumentStore) -> ConsoleBuilder {
+        ConsoleBuilder::new(store)
+    }
+
+    pub(crate) fn new(state: Shared, auth: Option<AuthHook>) -> Self {
+        Console { state, auth }
+    }
+
+    /// The console's routes (`/streams`, `/projections`, ...), behind the auth hook when
+    /// one was given. Mount it with `Router::nest` under
+    /// [`ConsoleOptions::base_path`](crate::ConsoleOptions::base_path).
+    pub fn router(&self) -> Router {
+        let router = crate::router::routes(self.state.clone());
+        match &self.auth {
+            Some(hook) => hook(router),
+            None => router,
+        }
+    }
+
+    /// Binds a listener for the console on `addr` (port 0: any free port). Refuses an
+    /// address that is not loopback unless an auth hook was given
+    /// ([`ConsoleError::NonLocalWithoutAuth`]).
+    pub async fn bind(&self, addr: SocketAddr) -> Result<BoundConsole, ConsoleError> {
+        if !addr.ip().is_loopback() && self.auth.is_none() {
+            return Err(ConsoleError::NonLocalWithoutAuth { addr });
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let base = &self.state.options.base_path;
+        let router = if base.is_empty() {
+            self.router()
+        } else {
+            Router::new().nest(base, self.router())
+        };
+        Ok(BoundConsole::new(listener, router, base.clone()))
+    }
+
+    /// The token every action's form must carry (random per console).
+    pub fn action_token(&self) -> &str {
+        &self.state.token
+    }
+}

@@ -1,0 +1,23 @@
+//! The console's error type: what [`Console::bind`](crate::Console::bind) and serving can
+//! fail with.
+
+use std::net::SocketAddr;
+
+/// Why the console could not be bound or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsoleError {
+    /// A bind to an address other than loopback was asked for without an auth hook
+    /// ([`ConsoleBuilder::auth`](crate::ConsoleBuilder::auth)).
+    #[error(
+        "refusing to serve the console on {addr}: not a loopback address and no auth hook \
+         was given (ConsoleBuilder::auth)"
+    )]
+    NonLocalWithoutAuth {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Binding or serving failed.
+    #[error("console socket: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,138 @@
+//! The documents page: the document types the host registered
+//! ([`ConsoleBuilder::document`](crate::ConsoleBuilder::document)) and, for one of them, a
+//! page of its documents: a query box over the type's query fields (field, operator,
+//! value: a filter of the typed query DSL, rendered by marten like any query), paged by
+//! id (`d.id > $cursor ORDER BY d.id`, the primary key). The SQL is marten's own.
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{given, respond, PageError, PAGE_SIZE};
+use crate::documents::{DocQuery, DocumentView, Op};
+use crate::html::{Href, Html};
+use crate::state::{Shared, State};
+
+/// The page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DocumentsQuery {
+    /// A query field's name.
+    pub(crate) field: Option<String>,
+    /// An operator's name.
+    pub(crate) op: Option<String>,
+    /// The value typed.
+    pub(crate) value: Option<String>,
+    /// The keyset cursor.
+    pub(crate) after: Option<String>,
+}
+
+/// `GET /documents`.
+pub(crate) async fn index(Extract(state): Extract<Shared>) -> Response {
+    let base = &state.options.base_path;
+    let mut h = Html::new();
+    h.raw("<ul class=\"types\">");
+    for d in &state.documents {
+        h.raw("<li>")
+            .link(&Href::new(base, "/documents").segment(d.name()), d.name())
+            .raw("</li>");
+    }
+    h.raw("</ul>");
+    if state.documents.is_empty() {
+        h.raw("<p class=\"empty\">No document type is registered with the console (ConsoleBuilder::document).</p>");
+    }
+    respond(&state, "Documents", Ok(h))
+}
+
+/// `GET /documents/{type}`.
+pub(crate) async fn page(
+    Extract(state): Extract<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<DocumentsQuery>,
+) -> Response {
+    let Some(view) = state.documents.iter().find(|d| d.name() == name).cloned() else {
+        let e = PageError::not_found(format!("no document type {name} is registered"));
+        return respond(&state, "Documents", Err(e));
+    };
+    let body = body(&state, view.as_ref(), &q).await;
+    respond(&state, view.name(), body)
+}
+
+async fn body(
+    state: &State,
+    view: &dyn DocumentView,
+    q: &DocumentsQuery,
+) -> Result<Html, PageError> {
+    let base = &state.options.base_path;
+    let fields = view.fields();
+    let mut h = Html::new();
+    h.raw("<form class=\"search\" method=\"get\"><select name=\"field\">");
+    for (name, _) in &fields {
+        h.raw("<option value=\"").text(name).raw("\"");
+        if given(&q.field) == Some(name.as_str()) {
+            h.raw(" selected");
+        }
+        h.raw(">").text(name).raw("</option>");
+    }
+    h.raw("</select><select name=\"op\">");
+    for op in Op::ALL {
+        h.raw("<option value=\"").text(op.name()).raw("\"");
+        if given(&q.op) == Some(op.name()) {
+            h.raw(" selected");
+        }
+        h.raw(">").text(op.name()).raw("</option>");
+    }
+    h.raw("</select><input name=\"value\" placeholder=\"value (JSON or text)\" value=\"")
+        .text(given(&q.value).unwrap_or_default())
+        .raw("\"><button>Query</button></form>");
+    h.raw("<p class=\"fields\">Fields: ");
+    for (name, ops) in &fields {
+        h.raw("<code>").text(name).raw("</code> (");
+        let names: Vec<&str> = ops.iter().map(|o| o.name()).collect();
+        h.text(names.join(", ")).raw(") ");
+    }
+    h.raw("</p>");
+    let filter = match (given(&q.field), given(&q.value)) {
+        (Some(field), Some(value)) => {
+            let op_name = given(&q.op).unwrap_or("eq");
+            let op = Op::parse(op_name)
+                .ok_or_else(|| PageError::bad(format!("unknown operator {op_name}")))?;
+            Some((field.to_owned(), op, value.to_owned()))
+        }
+        _ => None,
+    };
+    let query = DocQuery {
+        filter,
+        after: given(&q.after).map(str::to_owned),
+        limit: PAGE_SIZE as usize,
+    };
+    let page = view
+        .page(&state.store, &query)
+        .await
+        .map_err(PageError::bad)?;
+    h.raw("<table id=\"documents\">")
+        .header_row(&["Id", "Document"]);
+    for (id, json) in &page.rows {
+        h.raw("<tr>")
+            .cell(id)
+            .raw("<td><pre class=\"json data\">")
+            .text(json)
+            .raw("</pre></td></tr>");
+    }
+    h.raw("</table>");
+    if page.rows.is_empty() {
+        h.raw("<p class=\"empty\">No document matches.</p>");
+    }
+    if let Some(next) = &page.next {
+        let mut href = Href::new(base, "/documents").segment(view.name());
+        for (k, v) in [("field", &q.field), ("op", &q.op), ("value", &q.value)] {
+            if let Some(v) = given(v) {
+                href = href.query(k, v);
+            }
+        }
+        href = href.query("after", next);
+        h.raw("<p class=\"next\">")
+            .link(&href, "Next page")
+            .raw("</p>");
+    }
+    Ok(h)
+}

@@ -1,0 +1,139 @@
+//! The console's pages, one file each, every one with the SQL it runs (parameterized,
+//! keyset-paged over an index: no `count(*)`, no `OFFSET`): streams, a stream's events,
+//! documents, projections, dead letters and tags.
+
+pub(crate) mod dead_letters;
+pub(crate) mod documents;
+pub(crate) mod events;
+#[cfg(test)]
+mod plans;
+pub(crate) mod projections;
+pub(crate) mod streams;
+pub(crate) mod tags;
+
+use axum::http::StatusCode;
+use axum::response::{Html as HtmlResponse, IntoResponse, Response};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
+
+use crate::html::{self, Html};
+use crate::state::State;
+
+/// Rows per page.
+pub(crate) const PAGE_SIZE: i64 = 50;
+
+/// Why a page could not be shown.
+#[derive(Debug)]
+pub(crate) struct PageError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+}
+
+impl PageError {
+    /// A request the page cannot answer (400).
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
+        PageError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// Nothing at that address (404).
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        PageError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<marten_core::Error> for PageError {
+    fn from(e: marten_core::Error) -> Self {
+        tracing::warn!(error = %e, "console query failed");
+        PageError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A stored value of an unexpected type.
+pub(crate) fn column(e: tokio_postgres::Error) -> PageError {
+    PageError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("unexpected stored value: {e}"),
+    }
+}
+
+/// The page `title` around `body`, or the error page.
+pub(crate) fn respond(state: &State, title: &str, body: Result<Html, PageError>) -> Response {
+    match body {
+        Ok(b) => HtmlResponse(html::page(&state.options.base_path, title, &b)).into_response(),
+        Err(e) => {
+            let mut b = Html::new();
+            b.raw("<p class=\"error\">").text(&e.message).raw("</p>");
+            (
+                e.status,
+                HtmlResponse(html::page(&state.options.base_path, title, &b)),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A timestamp as RFC 3339.
+pub(crate) fn ts(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Statement parameters collected while a statement's text is put together.
+#[derive(Default)]
+pub(crate) struct Params {
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Params {
+    /// Adds a value; returns its placeholder (`$n`).
+    pub(crate) fn push(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
+        self.values.push(Box::new(v));
+        format!("${}", self.values.len())
+    }
+
+    /// The values, for `sql_query`.
+    pub(crate) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// A stream id typed in a form or URL, as the parameter of the store's id type.
+pub(crate) fn stream_id_param(
+    params: &mut Params,
+    identity: marten_core::StreamIdentity,
+    text: &str,
+) -> Result<String, PageError> {
+    match identity {
+        marten_core::StreamIdentity::Uuid => {
+            let id = uuid::Uuid::parse_str(text.trim())
+                .map_err(|_| PageError::bad(format!("{text:?} is not a uuid stream id")))?;
+            Ok(params.push(id))
+        }
+        _ => Ok(params.push(text.to_owned())),
+    }
+}
+
+/// A JSON value pretty-printed (`null` for none).
+pub(crate) fn pretty(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
+        None => "null".to_owned(),
+    }
+}
+
+/// A non-empty, trimmed form value.
+pub(crate) fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}

@@ -1,0 +1,137 @@
+//! Every page's statement is an index scan: planned at a few thousand rows with
+//! sequential scans off and a generic plan forced (the plan a prepared statement keeps
+//! whatever its parameters), no plan of a page's statement reads a table of the store
+//! with a sequential scan, and each reads through an index.
+
+use marten::prelude::*;
+use marten_testing::TestSchema;
+use serde::{Deserialize, Serialize};
+
+use super::dead_letters::statement as dead_letters;
+use super::events::{statements as stream_events, EventsQuery};
+use super::projections::statement as projections;
+use super::streams::{statement as streams, StreamsQuery};
+use super::tags::{list_statement, tag_statements};
+use super::Params;
+use crate::tables::Tables;
+
+#[derive(Tag, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[tag(name = "customer")]
+struct CustomerTag(String);
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "placed")]
+struct Placed {
+    #[tag]
+    customer: CustomerTag,
+}
+
+fn ok<T>(r: marten::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn plan(raw: &tokio_postgres::Client, what: &str, sql: &str, p: &Params) {
+    let rows = match raw.query(&format!("EXPLAIN {sql}"), &p.refs()).await {
+        Ok(r) => r,
+        Err(e) => panic!("EXPLAIN {what}: {e}\n{sql}"),
+    };
+    let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let text = lines.join("\n");
+    assert!(
+        !text.contains("Seq Scan"),
+        "{what} reads a table whole:\n{text}\n{sql}"
+    );
+    assert!(text.contains("Index"), "{what} uses no index:\n{text}");
+}
+
+#[tokio::test]
+async fn every_pages_statement_is_an_index_scan() {
+    let schema = TestSchema::new("console_plans");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .event::<Placed>()
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    let mut first = None;
+    for i in 0..3000 {
+        let id = Uuid::now_v7();
+        first.get_or_insert(id);
+        ok(s.events().append(
+            id,
+            [Placed {
+                customer: CustomerTag(format!("c{}", i % 500)),
+            }],
+        ));
+    }
+    ok(s.save_changes().await);
+    let raw = schema.raw_client().await;
+    let t = Tables::of(&store);
+    raw.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {p} (name text PRIMARY KEY, last_tx xid8 NOT NULL DEFAULT '0', \
+         last_seq bigint NOT NULL DEFAULT 0, owner_epoch bigint NOT NULL DEFAULT 0, owner text, \
+         last_updated timestamptz NOT NULL DEFAULT now(), tenant_id text NOT NULL DEFAULT '*DEFAULT*');
+         CREATE TABLE IF NOT EXISTS {d} (id bigserial PRIMARY KEY, projection text NOT NULL, \
+         seq_id bigint NOT NULL, event_type text NOT NULL, stream_id text NOT NULL, error text NOT NULL, \
+         at timestamptz NOT NULL DEFAULT now(), tenant_id text NOT NULL DEFAULT '*DEFAULT*');
+         INSERT INTO {p} (name, last_seq) SELECT 'P' || g, g FROM generate_series(1, 2000) g;
+         INSERT INTO {d} (projection, seq_id, event_type, stream_id, error) \
+           SELECT 'P' || (g % 7), g, 'placed', 's', 'e' FROM generate_series(1, 3000) g;
+         ANALYZE;
+         SET enable_seqscan = off;
+         SET plan_cache_mode = force_generic_plan;",
+        p = t.progression,
+        d = t.dead_letters
+    ))
+    .await
+    .expect("seed and plan settings");
+    let id = first.expect("a stream").to_string();
+
+    let q = StreamsQuery {
+        after: Some(id.clone()),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = streams(&t, &q).expect("streams");
+    plan(&raw, "streams after a cursor", &sql, &p).await;
+    let q = StreamsQuery {
+        stream_type: Some("x".into()),
+        archived: Some("on".into()),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = streams(&t, &q).expect("streams");
+    plan(&raw, "streams of a type", &sql, &p).await;
+    let q = StreamsQuery {
+        tag_type: Some("customer".into()),
+        tag_value: Some("c7".into()),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = streams(&t, &q).expect("streams");
+    plan(&raw, "streams of a tag", &sql, &p).await;
+    let q = StreamsQuery {
+        id: Some(id.clone()),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = streams(&t, &q).expect("streams");
+    plan(&raw, "a stream by id", &sql, &p).await;
+
+    let q = EventsQuery {
+        after: Some(1),
+        tenant: None,
+    };
+    let [(stream_sql, sp), (events_sql, ep)] = stream_events(&t, &id, &q).expect("events");
+    plan(&raw, "a stream's row", &stream_sql, &sp).await;
+    plan(&raw, "a stream's events", &events_sql, &ep).await;
+
+    plan(&raw, "projections", &projections(&t), &Params::default()).await;
+    let (sql, p) = dead_letters(&t, 100);
+    plan(&raw, "dead letters", &sql, &p).await;
+    let (sql, p) = list_statement(&t, ("customer", "c1"));
+    plan(&raw, "tags", &sql, &p).await;
+    let [(vsql, vp), (esql, ep)] = tag_statements(&t, ("customer", "c7"), 10);
+    plan(&raw, "a tag's versions", &vsql, &vp).await;
+    plan(&raw, "a tag's events", &esql, &ep).await;
+}

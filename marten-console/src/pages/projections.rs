@@ -1,0 +1,282 @@
+//! The projections page: one row per progression slot (a projection, each shard of a
+//! sharded one, each tenant's with conjoined events): position, lag in events and in
+//! seconds, owner node, rate (from the sampled history), a bar the script keeps live
+//! from `/projections.json`, and a chart of each slot's lag over the last hour
+//! (`/projections/lag.svg`, drawn from the history).
+//!
+//! One statement: every slot (the progression table, a few rows; its shard count rows
+//! left out), the head (`max(seq_id)`: the end of the events' primary key) and, per
+//! slot, the timestamp of the first event it has not processed (a range scan of the
+//! primary key after its position): lag in seconds is how long that event has waited.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use axum::extract::State as Extract;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use marten_pg::DocumentStore;
+
+use super::{respond, PageError};
+use crate::html::{Href, Html};
+use crate::state::{Shared, State};
+use crate::tables::Tables;
+
+/// One progression slot.
+#[derive(Debug, Clone)]
+pub struct SlotRow {
+    /// The slot (`name`, `name#2/3`, `name@tenant`).
+    pub name: String,
+    /// The global sequence it processed last.
+    pub position: i64,
+    /// The store's head.
+    pub head: i64,
+    /// The node that owns it.
+    pub owner: Option<String>,
+    /// Its tenant.
+    pub tenant: String,
+    /// How long the first unprocessed event has waited, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+impl SlotRow {
+    /// Events behind the head (approximate: sequences have gaps).
+    pub fn lag_events(&self) -> i64 {
+        (self.head - self.position).max(0)
+    }
+
+    /// The projection the slot belongs to (the name before a shard or tenant suffix).
+    pub fn projection(&self) -> &str {
+        let end = self.name.find(['#', '@']).unwrap_or(self.name.len());
+        &self.name[..end]
+    }
+}
+
+/// The statement of every slot.
+pub(crate) fn statement(t: &Tables) -> String {
+    format!(
+        "SELECT p.name, p.last_seq, p.owner, p.tenant_id, h.head, \
+         coalesce(extract(epoch FROM (now() - n.timestamp))::float8, 0) \
+         FROM {progression} p \
+         CROSS JOIN (SELECT coalesce(max(seq_id), 0) AS head FROM {events}) h \
+         LEFT JOIN LATERAL (SELECT e.timestamp FROM {events} e WHERE e.seq_id > p.last_seq \
+         ORDER BY e.seq_id LIMIT 1) n ON true \
+         WHERE p.name NOT LIKE '%#shards' ORDER BY p.name",
+        progression = t.progression,
+        events = t.events
+    )
+}
+
+/// Every slot of `store`.
+pub async fn read_slots(
+    store: &DocumentStore,
+    tables: &Tables,
+) -> Result<Vec<SlotRow>, marten_core::Error> {
+    let rows = store.sql_query(&statement(tables), &[]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let unusable = |e: tokio_postgres::Error| marten_core::Error::CorruptData {
+            owner: "mt_event_progression".to_owned(),
+            id: None,
+            detail: e.to_string(),
+        };
+        out.push(SlotRow {
+            name: r.try_get(0).map_err(unusable)?,
+            position: r.try_get(1).map_err(unusable)?,
+            owner: r.try_get(2).map_err(unusable)?,
+            tenant: r.try_get(3).map_err(unusable)?,
+            head: r.try_get(4).map_err(unusable)?,
+            lag_seconds: r.try_get(5).map_err(unusable)?,
+        });
+    }
+    Ok(out)
+}
+
+/// `GET /projections`.
+pub(crate) async fn page(Extract(state): Extract<Shared>) -> Response {
+    let body = body(&state).await;
+    respond(&state, "Projections", body)
+}
+
+fn bar_width(r: &SlotRow) -> f64 {
+    if r.head <= 0 {
+        100.0
+    } else {
+        #[allow(clippy::cast_precision_loss)]
+        let w = r.position.max(0) as f64 * 100.0 / r.head as f64;
+        w.clamp(0.0, 100.0)
+    }
+}
+
+async fn body(state: &State) -> Result<Html, PageError> {
+    let base = &state.options.base_path;
+    let rows = read_slots(&state.store, &state.tables).await?;
+    let rates = state.history.rates();
+    let mut h = Html::new();
+    h.raw("<table id=\"projections\" data-live=\"")
+        .text(base)
+        .raw("/projections.json\">")
+        .header_row(&[
+            "Slot",
+            "Tenant",
+            "Position",
+            "Head",
+            "Lag (events)",
+            "Lag (s)",
+            "Owner",
+            "Rate (ev/s)",
+            "Progress",
+            "",
+        ]);
+    for r in &rows {
+        h.raw("<tr data-slot=\"")
+            .text(&r.name)
+            .raw("\">")
+            .cell(&r.name)
+            .cell(&r.tenant)
+            .raw("<td class=\"position\">")
+            .text(r.position)
+            .raw("</td><td class=\"head\">")
+            .text(r.head)
+            .raw("</td><td class=\"lag\">")
+            .text(r.lag_events())
+            .raw("</td><td class=\"lag-seconds\">")
+            .text(format!("{:.1}", r.lag_seconds))
+            .raw("</td><td class=\"owner\">")
+            .text(r.owner.as_deref().unwrap_or(""))
+            .raw("</td><td class=\"rate\">")
+            .text(
+                rates
+                    .get(&r.name)
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            )
+            .raw("</td><td><div class=\"bar\"><div class=\"fill\" style=\"width:")
+            .text(format!("{:.1}", bar_width(r)))
+            .raw("%\"></div></div></td><td>");
+        if state.options.actions {
+            let href = Href::new(base, "/actions/confirm")
+                .query("action", "rebuild")
+                .query("projection", r.projection());
+            h.link(&href, "rebuild…");
+        }
+        h.raw("</td></tr>");
+    }
+    h.raw("</table>");
+    if rows.is_empty() {
+        h.raw("<p class=\"empty\">No async projection has run yet.</p>");
+    }
+    h.raw("<h2>Lag, up to the last hour</h2><img id=\"lag-chart\" alt=\"lag chart\" src=\"")
+        .text(base)
+        .raw("/projections/lag.svg\">");
+    Ok(h)
+}
+
+/// `GET /projections.json`: every slot now, for the page's script.
+pub(crate) async fn json(Extract(state): Extract<Shared>) -> Response {
+    match read_slots(&state.store, &state.tables).await {
+        Ok(rows) => {
+            let rates = state.history.rates();
+            let slots: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "slot": r.name,
+                        "tenant": r.tenant,
+                        "position": r.position,
+                        "head": r.head,
+                        "lag": r.lag_events(),
+                        "lag_seconds": r.lag_seconds,
+                        "owner": r.owner,
+                        "rate": rates.get(&r.name),
+                        "progress": bar_width(r),
+                    })
+                })
+                .collect();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({ "slots": slots }).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => PageError::from(e).into_json(),
+    }
+}
+
+impl PageError {
+    fn into_json(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": self.message }).to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The colours of the chart's lines, in turn.
+const COLOURS: [&str; 6] = [
+    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2",
+];
+
+/// `GET /projections/lag.svg`: each slot's lag over the last hour, from the history.
+pub(crate) async fn chart(Extract(state): Extract<Shared>) -> Response {
+    let svg = chart_svg(&state.history.series(Duration::from_secs(3600)));
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+}
+
+/// The chart: x from the oldest sample shown (at most an hour ago, at least a minute)
+/// on the left to now on the right, y from 0 to the largest lag.
+pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
+    let (w, hgt, pad) = (720.0f64, 200.0f64, 30.0f64);
+    let max = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, l)| *l))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let span = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(ago, _)| *ago))
+        .fold(60.0f64, f64::max)
+        .min(3600.0);
+    let span_label = if span >= 120.0 {
+        format!("-{:.0} min", span / 60.0)
+    } else {
+        format!("-{span:.0} s")
+    };
+    let mut h = Html::new();
+    h.raw("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"230\" viewBox=\"0 0 720 230\">")
+        .raw("<rect width=\"720\" height=\"230\" fill=\"#fff\"/>")
+        .raw("<line x1=\"30\" y1=\"200\" x2=\"720\" y2=\"200\" stroke=\"#999\"/>")
+        .raw("<line x1=\"30\" y1=\"0\" x2=\"30\" y2=\"200\" stroke=\"#999\"/>")
+        .raw("<text x=\"32\" y=\"12\" font-size=\"11\" fill=\"#555\">")
+        .text(max)
+        .raw("</text><text x=\"32\" y=\"215\" font-size=\"11\" fill=\"#555\">")
+        .text(span_label)
+        .raw("</text><text x=\"690\" y=\"215\" font-size=\"11\" fill=\"#555\">now</text>");
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let mut d = String::new();
+        for (ago, lag) in points {
+            let x = pad + (w - pad) * (1.0 - ago / span);
+            #[allow(clippy::cast_precision_loss)]
+            let y = hgt - hgt * (*lag as f64) / (max as f64);
+            let _ = write!(d, "{x:.1},{y:.1} ");
+        }
+        h.raw("<polyline fill=\"none\" stroke-width=\"2\" stroke=\"")
+            .text(colour)
+            .raw("\" points=\"")
+            .text(d.trim_end())
+            .raw("\"><title>")
+            .text(name)
+            .raw("</title></polyline><text font-size=\"11\" x=\"40\" y=\"")
+            .text(28 + 14 * i)
+            .raw("\" fill=\"")
+            .text(colour)
+            .raw("\">")
+            .text(name)
+            .raw("</text>");
+    }
+    h.raw("</svg>");
+    h.into_string()
+}

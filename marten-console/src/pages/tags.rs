@@ -1,0 +1,213 @@
+//! The tags page: without a tag, every tag with its version, keyset-paged by `(tag_type,
+//! tag_value)` over the tag versions' primary key; with one (`?type=..&value=..`), its
+//! version(s) and its events, keyset-paged by sequence over the event tags' primary key
+//! `(tag_type, tag_value, seq_id)`.
+//!
+//! `SELECT tag_type, tag_value, tenant_id, version FROM mt_tag_versions WHERE (tag_type,
+//! tag_value) > ($1, $2) ORDER BY tag_type, tag_value LIMIT $3`;
+//! `SELECT tenant_id, version FROM mt_tag_versions WHERE tag_type = $1 AND tag_value = $2`;
+//! `SELECT e.seq_id, e.stream_id::text, e.version, e.type, e.timestamp, e.tenant_id, e.data
+//! FROM mt_event_tags g JOIN mt_events e ON e.seq_id = g.seq_id WHERE g.tag_type = $1 AND
+//! g.tag_value = $2 AND g.seq_id > $3 ORDER BY g.seq_id LIMIT $4`.
+
+use axum::extract::{Query, State as Extract};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{column, given, pretty, respond, ts, PageError, Params, PAGE_SIZE};
+use crate::html::{Href, Html};
+use crate::state::{Shared, State};
+use crate::tables::Tables;
+
+/// The page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TagsQuery {
+    /// A tag type.
+    #[serde(rename = "type")]
+    pub(crate) tag_type: Option<String>,
+    /// A tag value.
+    pub(crate) value: Option<String>,
+    /// Keyset cursor: the last sequence shown (a tag's events) .
+    pub(crate) after: Option<i64>,
+    /// Keyset cursor of the list of tags: the last tag type shown.
+    pub(crate) after_type: Option<String>,
+    /// Keyset cursor of the list of tags: the last tag value shown.
+    pub(crate) after_value: Option<String>,
+}
+
+/// The list of tags after a cursor.
+pub(crate) fn list_statement(t: &Tables, after: (&str, &str)) -> (String, Params) {
+    let mut p = Params::default();
+    let (a, b) = (p.push(after.0.to_owned()), p.push(after.1.to_owned()));
+    let limit = p.push(PAGE_SIZE + 1);
+    let sql = format!(
+        "SELECT v.tag_type, v.tag_value, v.tenant_id, v.version FROM {} v \
+         WHERE (v.tag_type, v.tag_value) > ({a}, {b}) ORDER BY v.tag_type, v.tag_value LIMIT {limit}",
+        t.tag_versions
+    );
+    (sql, p)
+}
+
+/// A tag's versions and its events after `after`.
+pub(crate) fn tag_statements(t: &Tables, tag: (&str, &str), after: i64) -> [(String, Params); 2] {
+    let mut vp = Params::default();
+    let (a, b) = (vp.push(tag.0.to_owned()), vp.push(tag.1.to_owned()));
+    let versions = format!(
+        "SELECT v.tenant_id, v.version FROM {} v WHERE v.tag_type = {a} AND v.tag_value = {b} \
+         ORDER BY v.tenant_id",
+        t.tag_versions
+    );
+    let mut ep = Params::default();
+    let (a, b) = (ep.push(tag.0.to_owned()), ep.push(tag.1.to_owned()));
+    let after = ep.push(after);
+    let limit = ep.push(PAGE_SIZE + 1);
+    let tenant_join = if t.conjoined {
+        " AND e.tenant_id = g.tenant_id"
+    } else {
+        ""
+    };
+    let events = format!(
+        "SELECT e.seq_id, e.stream_id::text, e.version, e.type, e.timestamp, e.tenant_id, e.data \
+         FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
+         WHERE g.tag_type = {a} AND g.tag_value = {b} AND g.seq_id > {after} \
+         ORDER BY g.seq_id LIMIT {limit}",
+        tags = t.tags,
+        events = t.events
+    );
+    [(versions, vp), (events, ep)]
+}
+
+/// `GET /tags`.
+pub(crate) async fn page(Extract(state): Extract<Shared>, Query(q): Query<TagsQuery>) -> Response {
+    let body = match (given(&q.tag_type), given(&q.value)) {
+        (Some(ty), Some(v)) => tag_body(&state, &q, (ty, v)).await,
+        (None, None) => list_body(&state, &q).await,
+        _ => Err(PageError::bad("a tag needs both its type and its value")),
+    };
+    respond(&state, "Tags", body)
+}
+
+fn search_form(h: &mut Html, q: &TagsQuery) {
+    h.raw("<form class=\"search\" method=\"get\"><label>Type <input name=\"type\" value=\"")
+        .text(given(&q.tag_type).unwrap_or_default())
+        .raw("\"></label><label>Value <input name=\"value\" value=\"")
+        .text(given(&q.value).unwrap_or_default())
+        .raw("\"></label><button>Show</button></form>");
+}
+
+async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
+    let base = &state.options.base_path;
+    let after = (
+        q.after_type.as_deref().unwrap_or(""),
+        q.after_value.as_deref().unwrap_or(""),
+    );
+    let (sql, p) = list_statement(&state.tables, after);
+    let rows = state.store.sql_query(&sql, &p.refs()).await?;
+    let more = rows.len() as i64 > PAGE_SIZE;
+    let mut h = Html::new();
+    search_form(&mut h, q);
+    h.raw("<table id=\"tags\">")
+        .header_row(&["Type", "Value", "Tenant", "Version"]);
+    let mut last = None;
+    for r in rows.iter().take(PAGE_SIZE as usize) {
+        let ty: String = r.try_get(0).map_err(column)?;
+        let value: String = r.try_get(1).map_err(column)?;
+        let tenant: String = r.try_get(2).map_err(column)?;
+        let version: i64 = r.try_get(3).map_err(column)?;
+        let href = Href::new(base, "/tags")
+            .query("type", &ty)
+            .query("value", &value);
+        h.raw("<tr>")
+            .cell(&ty)
+            .raw("<td>")
+            .link(&href, &value)
+            .raw("</td>")
+            .cell(&tenant)
+            .cell(version)
+            .raw("</tr>");
+        last = Some((ty, value));
+    }
+    h.raw("</table>");
+    if rows.is_empty() {
+        h.raw("<p class=\"empty\">No tags.</p>");
+    }
+    if let (true, Some((ty, value))) = (more, last) {
+        let next = Href::new(base, "/tags")
+            .query("after_type", ty)
+            .query("after_value", value);
+        h.raw("<p class=\"next\">")
+            .link(&next, "Next page")
+            .raw("</p>");
+    }
+    Ok(h)
+}
+
+async fn tag_body(state: &State, q: &TagsQuery, tag: (&str, &str)) -> Result<Html, PageError> {
+    let base = &state.options.base_path;
+    let [(vsql, vp), (esql, ep)] = tag_statements(&state.tables, tag, q.after.unwrap_or(0));
+    let versions = state.store.sql_query(&vsql, &vp.refs()).await?;
+    let mut h = Html::new();
+    search_form(&mut h, q);
+    h.raw("<dl class=\"tag\"><dt>Tag</dt><dd>")
+        .text(tag.0)
+        .raw(" = ")
+        .text(tag.1)
+        .raw("</dd>");
+    for v in &versions {
+        let tenant: String = v.try_get(0).map_err(column)?;
+        let version: i64 = v.try_get(1).map_err(column)?;
+        h.raw("<dt>Version (")
+            .text(tenant)
+            .raw(")</dt><dd class=\"tag-version\">")
+            .text(version)
+            .raw("</dd>");
+    }
+    h.raw("</dl>");
+    let rows = state.store.sql_query(&esql, &ep.refs()).await?;
+    let more = rows.len() as i64 > PAGE_SIZE;
+    h.raw("<table id=\"tag-events\">").header_row(&[
+        "Sequence",
+        "Stream",
+        "Version",
+        "Type",
+        "Timestamp",
+        "Data",
+    ]);
+    let mut last = None;
+    for r in rows.iter().take(PAGE_SIZE as usize) {
+        let seq: i64 = r.try_get(0).map_err(column)?;
+        let stream: String = r.try_get(1).map_err(column)?;
+        let version: i64 = r.try_get(2).map_err(column)?;
+        let ty: String = r.try_get(3).map_err(column)?;
+        let at: time::OffsetDateTime = r.try_get(4).map_err(column)?;
+        let tenant: String = r.try_get(5).map_err(column)?;
+        let data: serde_json::Value = r.try_get(6).map_err(column)?;
+        let mut href = Href::new(base, "/streams").segment(&stream);
+        if state.tables.conjoined {
+            href = href.query("tenant", &tenant);
+        }
+        h.raw("<tr>")
+            .cell(seq)
+            .raw("<td>")
+            .link(&href, &stream)
+            .raw("</td>")
+            .cell(version)
+            .cell(&ty)
+            .cell(ts(at))
+            .raw("<td><pre class=\"json data\">")
+            .text(pretty(Some(&data)))
+            .raw("</pre></td></tr>");
+        last = Some(seq);
+    }
+    h.raw("</table>");
+    if let (true, Some(seq)) = (more, last) {
+        let next = Href::new(base, "/tags")
+            .query("type", tag.0)
+            .query("value", tag.1)
+            .query("after", seq);
+        h.raw("<p class=\"next\">")
+            .link(&next, "Next page")
+            .raw("</p>");
+    }
+    Ok(h)
+}

@@ -1,0 +1,548 @@
+//! Every page over HTTP against a real PostgreSQL: streams (search by id, type, tag,
+//! archived, keyset paging), a stream's events with their metadata, documents (the typed
+//! query box, paging by id), projections (position, lag, owner, live JSON, chart), dead
+//! letters, tags; stored `<script>` in data, headers, tags and ids escaped on every page;
+//! actions off by default, guarded when on; binding refused off loopback without auth.
+
+mod common;
+
+use common::*;
+use marten::prelude::*;
+use marten_console::{Console, ConsoleError};
+
+#[tokio::test]
+async fn streams_page_lists_searches_and_pages_by_id() {
+    let (_schema, store) = store("console_streams").await;
+    let seeded = seed(&store, 60, 0).await;
+    let console = console(&store).build();
+    let served = serve(&console).await;
+
+    let first = page(served.addr, "/streams").await;
+    assert!(first.contains("<table id=\"streams\">"), "{first}");
+    let next = first
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("after="))
+        .expect("62 streams need a next page")
+        .replace("&amp;", "&");
+    let second = page(served.addr, &next).await;
+    let rows = |body: &str| body.matches("<tr><td><a").count();
+    assert_eq!(rows(&first), 50);
+    assert_eq!(rows(&second), 12, "62 streams in all: {second}");
+    for id in &seeded.plain {
+        let on_first = first.contains(&id.to_string());
+        let on_second = second.contains(&id.to_string());
+        assert!(on_first != on_second, "{id} on exactly one page");
+    }
+
+    let by_id = page(served.addr, &format!("/streams?id={}", seeded.plain[3])).await;
+    assert_eq!(rows(&by_id), 1);
+    assert!(by_id.contains(&seeded.plain[3].to_string()));
+    let bad_id = get(served.addr, "/streams?id=not-a-uuid").await;
+    assert_eq!(bad_id.status, 400);
+    assert!(bad_id.body.contains("is not a uuid stream id"));
+
+    // Tag c1: streams 1, 4, 7, ... of the 60.
+    let by_tag = page(served.addr, "/streams?tag_type=customer&tag_value=c1").await;
+    assert_eq!(rows(&by_tag), 20, "{by_tag}");
+    assert!(by_tag.contains(&seeded.plain[1].to_string()));
+    assert!(!by_tag.contains(&seeded.plain[0].to_string()));
+    let half_tag = get(served.addr, "/streams?tag_type=customer").await;
+    assert_eq!(half_tag.status, 400);
+
+    // Archived streams only with the toggle.
+    let mut s = store.lightweight_session();
+    ok(s.events().archive_stream(seeded.plain[0]));
+    ok(s.save_changes().await);
+    let id = seeded.plain[0].to_string();
+    let hidden = page(served.addr, &format!("/streams?id={id}")).await;
+    assert_eq!(rows(&hidden), 0);
+    let shown = page(served.addr, &format!("/streams?id={id}&archived=on")).await;
+    assert_eq!(rows(&shown), 1);
+    assert!(shown.contains("<td>yes</td>"));
+}
+
+#[tokio::test]
+async fn a_streams_page_shows_each_event_with_its_metadata() {
+    let (_schema, store) = store("console_events").await;
+    let seeded = seed(&store, 2, 0).await;
+    let console = console(&store).build();
+    let served = serve(&console).await;
+
+    let body = page(served.addr, &format!("/streams/{}", seeded.plain[0])).await;
+    assert!(body.contains("<table id=\"events\">"));
+    assert!(body.contains("<td>order_placed</td>") && body.contains("<td>order_shipped</td>"));
+    assert!(
+        body.contains("<td>1</td>") && body.contains("<td>2</td>"),
+        "versions"
+    );
+    assert!(
+        body.contains("&quot;carrier&quot;: &quot;post&quot;"),
+        "pretty JSON data: {body}"
+    );
+
+    let hostile = page(served.addr, &format!("/streams/{}", seeded.hostile)).await;
+    assert!(hostile.contains("cause-42"), "causation id");
+    assert!(
+        hostile.contains("corr-&lt;script&gt;"),
+        "correlation id, escaped"
+    );
+    assert!(hostile.contains("&quot;origin&quot;"), "headers: {hostile}");
+
+    let missing = get(served.addr, &format!("/streams/{}", Uuid::now_v7())).await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn stored_script_is_escaped_on_every_page() {
+    let (schema, store) = store("console_escape").await;
+    let seeded = seed(&store, 1, 0).await;
+    run_daemon(&store).await;
+    // A dead letter whose error carries script too.
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error) \
+         VALUES ('OrderSummary', 1, $1, $1, $1)",
+        &[&SCRIPT],
+    )
+    .await
+    .expect("insert a hostile dead letter");
+    let mut s = store.lightweight_session();
+    ok(s.store(Invoice {
+        id: 7,
+        customer: SCRIPT.to_owned(),
+        total: 1,
+        paid: false,
+    }));
+    ok(s.save_changes().await);
+    let console = console(&store).actions(true).build();
+    let served = serve(&console).await;
+
+    let tag_value = enc(&format!("acme{SCRIPT}"));
+    let pages = [
+        "/streams".to_owned(),
+        format!("/streams/{}", seeded.hostile),
+        "/documents/Invoice".to_owned(),
+        format!(
+            "/documents/Invoice?field=customer&op=eq&value={}",
+            enc(SCRIPT)
+        ),
+        "/projections".to_owned(),
+        "/dead-letters".to_owned(),
+        "/tags".to_owned(),
+        format!("/tags?type=customer&value={tag_value}"),
+        format!("/streams?type={}", enc(SCRIPT)),
+    ];
+    for p in &pages {
+        let body = page(served.addr, p).await;
+        assert!(
+            !body.contains("<script>alert"),
+            "{p} writes a stored script unescaped:\n{body}"
+        );
+        // Only the console's own script tag.
+        assert_eq!(body.matches("<script").count(), 1, "{p}");
+    }
+    let events = page(served.addr, &format!("/streams/{}", seeded.hostile)).await;
+    assert!(events.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"));
+    let dead = page(served.addr, "/dead-letters").await;
+    assert!(dead.contains("&lt;script&gt;alert"), "{dead}");
+    let doc = page(
+        served.addr,
+        &format!(
+            "/documents/Invoice?field=customer&op=eq&value={}",
+            enc(SCRIPT)
+        ),
+    )
+    .await;
+    assert!(
+        doc.contains("<td>7</td>"),
+        "the query found the hostile invoice: {doc}"
+    );
+    drop(raw);
+}
+
+#[tokio::test]
+async fn hostile_string_stream_ids_are_escaped_and_bound() {
+    let schema = marten_testing::TestSchema::new("console_string_ids");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .stream_identity(marten::StreamIdentity::String)
+        .event::<OrderPlaced>()
+        .build()
+        .await);
+    let id = format!("x'; DROP TABLE mt_events; --{SCRIPT}");
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        id.clone(),
+        [OrderPlaced {
+            customer: CustomerTag("c".into()),
+            note: "n".into(),
+        }],
+    ));
+    ok(s.save_changes().await);
+    let console = Console::builder(&store).build();
+    let served = serve(&console).await;
+    let list = page(served.addr, &format!("/streams?id={}", enc(&id))).await;
+    assert!(!list.contains("<script>alert"));
+    assert_eq!(list.matches("<tr><td><a").count(), 1, "{list}");
+    let one = page(served.addr, &format!("/streams/{}", enc(&id))).await;
+    assert!(one.contains("<td>order_placed</td>"));
+    assert!(!one.contains("<script>alert"));
+}
+
+#[tokio::test]
+async fn documents_page_queries_typed_fields_and_pages_by_id() {
+    let (_schema, store) = store("console_documents").await;
+    seed(&store, 0, 120).await;
+    let console = console(&store).build();
+    let served = serve(&console).await;
+
+    let index = page(served.addr, "/documents").await;
+    assert!(index.contains(">Invoice</a>"));
+    let all = page(served.addr, "/documents/Invoice").await;
+    assert_eq!(all.matches("<tr><td>").count(), 50);
+    assert!(
+        all.contains("<option value=\"total\">"),
+        "the query box names the fields"
+    );
+    let next = all
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("after="))
+        .expect("a next page")
+        .replace("&amp;", "&");
+    assert!(next.contains("after=l%3A50"), "{next}");
+    let second = page(served.addr, &next).await;
+    assert!(second.contains("<tr><td>51</td>") && !second.contains("<tr><td>50</td>"));
+
+    // total > 1000: invoices 101..=120.
+    let big = page(
+        served.addr,
+        "/documents/Invoice?field=total&op=gt&value=1000",
+    )
+    .await;
+    assert_eq!(big.matches("<tr><td>").count(), 20, "{big}");
+    let acme = page(
+        served.addr,
+        "/documents/Invoice?field=customer&op=starts_with&value=ac",
+    )
+    .await;
+    assert_eq!(
+        acme.matches("<tr><td>").count(),
+        50,
+        "60 acme invoices, a page of them"
+    );
+    let paid = page(
+        served.addr,
+        "/documents/Invoice?field=paid&op=eq&value=true",
+    )
+    .await;
+    assert_eq!(paid.matches("<tr><td>").count(), 40, "{paid}");
+    // A value of the wrong type, an operator the field lacks, an unknown field.
+    for bad in [
+        "/documents/Invoice?field=total&op=gt&value=lots",
+        "/documents/Invoice?field=paid&op=gt&value=true",
+        "/documents/Invoice?field=nope&op=eq&value=1",
+    ] {
+        assert_eq!(get(served.addr, bad).await.status, 400, "{bad}");
+    }
+    assert_eq!(get(served.addr, "/documents/Nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn projections_page_shows_position_lag_owner_rate_and_chart() {
+    let (_schema, store) = store("console_projections").await;
+    seed(&store, 10, 0).await;
+    let console = console(&store)
+        .options({
+            let mut o = marten_console::ConsoleOptions::default();
+            o.sample_every = std::time::Duration::from_millis(50);
+            o
+        })
+        .build();
+    let served = serve(&console).await;
+    let empty = page(served.addr, "/projections").await;
+    assert!(empty.contains("No async projection has run yet"));
+
+    run_daemon(&store).await;
+    let body = page(served.addr, "/projections").await;
+    assert!(body.contains("<tr data-slot=\"OrderSummary\">"), "{body}");
+    assert!(body.contains("<td class=\"owner\">node-a</td>"), "{body}");
+    assert!(
+        body.contains("<td class=\"lag\">0</td>"),
+        "caught up: {body}"
+    );
+    assert!(body.contains("/projections/lag.svg"));
+
+    // Appended events show as lag, in events and in seconds.
+    let mut s = store.lightweight_session();
+    for _ in 0..5 {
+        ok(s.events().append(
+            Uuid::now_v7(),
+            [OrderShipped {
+                carrier: "x".into(),
+            }],
+        ));
+    }
+    ok(s.save_changes().await);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let live = get(served.addr, "/projections.json").await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&live.body).expect("JSON");
+    let slot = &json["slots"][0];
+    assert_eq!(slot["slot"], "OrderSummary");
+    assert_eq!(slot["lag"], 5);
+    assert!(
+        slot["lag_seconds"].as_f64().expect("seconds") > 0.1,
+        "{slot}"
+    );
+    assert_eq!(slot["owner"], "node-a");
+    assert!(slot["rate"].is_number(), "sampled: {slot}");
+
+    let chart = get(served.addr, "/projections/lag.svg").await;
+    assert_eq!(chart.status, 200);
+    assert_eq!(chart.header("content-type"), Some("image/svg+xml"));
+    assert!(chart.body.contains("<polyline") && chart.body.contains("OrderSummary"));
+}
+
+#[tokio::test]
+async fn dead_letters_page_shows_the_event_and_error() {
+    let (_schema, store) = store("console_dead").await;
+    let seeded = seed(&store, 1, 0).await;
+    run_daemon(&store).await;
+    let console = console(&store).daemon_retries(1).build();
+    let served = serve(&console).await;
+    let body = page(served.addr, "/dead-letters").await;
+    assert!(body.contains("<td>OrderSummary</td>"), "{body}");
+    assert!(body.contains(" boom</td>"), "the event type: {body}");
+    assert!(body.contains("panicked: boom: the summary cannot take this event"));
+    assert!(body.contains(&seeded.poisoned.to_string()));
+    assert!(
+        body.contains("<th>Retries</th>") && body.contains("<td>1</td>"),
+        "retries"
+    );
+    assert!(!body.contains("retry…"), "actions are off");
+}
+
+#[tokio::test]
+async fn tags_page_lists_tags_and_a_tags_events_and_version() {
+    let (_schema, store) = store("console_tags").await;
+    seed(&store, 9, 0).await;
+    let console = console(&store).build();
+    let served = serve(&console).await;
+    let list = page(served.addr, "/tags").await;
+    assert!(
+        list.contains(">c0</a>") && list.contains(">c2</a>"),
+        "{list}"
+    );
+    let c0 = page(served.addr, "/tags?type=customer&value=c0").await;
+    assert!(
+        c0.contains("<dd class=\"tag-version\">3</dd>"),
+        "three tagged appends: {c0}"
+    );
+    assert_eq!(c0.matches("<td>order_placed</td>").count(), 3);
+    assert_eq!(get(served.addr, "/tags?type=customer").await.status, 400);
+}
+
+#[tokio::test]
+async fn actions_are_off_by_default() {
+    let (_schema, store) = store("console_actions_off").await;
+    seed(&store, 1, 0).await;
+    run_daemon(&store).await;
+    let console = console(&store).build();
+    let served = serve(&console).await;
+    let confirm = get(
+        served.addr,
+        "/actions/confirm?action=rebuild&projection=OrderSummary",
+    )
+    .await;
+    assert_eq!(confirm.status, 403);
+    let body = format!(
+        "projection=OrderSummary&confirm=yes&token={}",
+        console.action_token()
+    );
+    let post = request(
+        served.addr,
+        "POST",
+        "/actions/rebuild",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &body,
+    )
+    .await;
+    assert_eq!(post.status, 403, "{}", post.body);
+    assert!(post.body.contains("actions are off"));
+    let get_action = get(served.addr, "/actions/rebuild").await;
+    assert_eq!(get_action.status, 405, "actions are POST only");
+    let body = page(served.addr, "/projections").await;
+    assert!(!body.contains("rebuild…"));
+}
+
+#[tokio::test]
+async fn a_retry_needs_confirmation_token_and_same_origin_then_replays() {
+    let (schema, store) = store("console_retry").await;
+    seed(&store, 2, 0).await;
+    run_daemon(&store).await;
+    let raw = schema.raw_client().await;
+    let dead_id: i64 = raw
+        .query_one("SELECT id FROM mt_dead_letters", &[])
+        .await
+        .expect("one dead letter")
+        .get(0);
+    let console = console(&store).actions(true).build();
+    let served = serve(&console).await;
+
+    let list = page(served.addr, "/dead-letters").await;
+    assert!(list.contains("retry…"));
+    let confirm = page(
+        served.addr,
+        &format!("/actions/confirm?action=retry&id={dead_id}"),
+    )
+    .await;
+    assert!(
+        confirm.contains("method=\"post\"") && confirm.contains("name=\"confirm\" value=\"yes\"")
+    );
+    assert!(confirm.contains(console.action_token()));
+
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let token = console.action_token().to_owned();
+    let post = |body: String, extra: Option<(&'static str, String)>| {
+        let addr = served.addr;
+        async move {
+            let mut headers = vec![form];
+            let extra_owned;
+            if let Some((k, v)) = extra {
+                extra_owned = v;
+                headers.push((k, extra_owned.as_str()));
+                request(addr, "POST", "/actions/retry", &headers, &body).await
+            } else {
+                request(addr, "POST", "/actions/retry", &headers, &body).await
+            }
+        }
+    };
+    let no_token = post(format!("id={dead_id}&confirm=yes"), None).await;
+    assert_eq!(no_token.status, 403);
+    let wrong = post(format!("id={dead_id}&confirm=yes&token=00"), None).await;
+    assert_eq!(wrong.status, 403);
+    let unconfirmed = post(format!("id={dead_id}&token={token}"), None).await;
+    assert_eq!(unconfirmed.status, 400);
+    let cross = post(
+        format!("id={dead_id}&confirm=yes&token={token}"),
+        Some(("Origin", "http://evil.example".to_owned())),
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+    assert!(cross.body.contains("cross-origin"));
+    let still: i64 = raw
+        .query_one("SELECT count(*) FROM mt_dead_letters", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(still, 1, "nothing refused changed anything");
+
+    let done = post(
+        format!("id={dead_id}&confirm=yes&token={token}"),
+        Some(("Origin", format!("http://{}", served.addr))),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("is rebuilding"));
+    let left: i64 = raw
+        .query_one("SELECT count(*) FROM mt_dead_letters", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the dead letter is cleared");
+    let position: i64 = raw
+        .query_one(
+            "SELECT last_seq FROM mt_event_progression WHERE name = 'OrderSummary'",
+            &[],
+        )
+        .await
+        .expect("position")
+        .get(0);
+    assert_eq!(position, 0, "the projection was reset for its replay");
+    // The replay meets the still-failing event again: dead-lettered anew.
+    run_daemon(&store).await;
+    let again: Vec<i64> = raw
+        .query("SELECT id FROM mt_dead_letters", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], dead_id);
+}
+
+#[tokio::test]
+async fn binding_off_loopback_needs_an_auth_hook() {
+    let (_schema, store) = store("console_bind").await;
+    let open = Console::builder(&store).build();
+    match open.bind(([0, 0, 0, 0], 0).into()).await {
+        Err(ConsoleError::NonLocalWithoutAuth { addr }) => assert!(addr.ip().is_unspecified()),
+        other => panic!("expected NonLocalWithoutAuth, got {other:?}"),
+    }
+    let auth = axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let allowed = req
+                .headers()
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer let-me-in");
+            if allowed {
+                next.run(req).await
+            } else {
+                axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED)
+            }
+        },
+    );
+    let guarded = Console::builder(&store).auth(auth).build();
+    let bound = match guarded.bind(([0, 0, 0, 0], 0).into()).await {
+        Ok(b) => b,
+        Err(e) => panic!("an auth hook allows any address: {e}"),
+    };
+    let port = bound.local_addr().expect("addr").port();
+    let task = tokio::spawn(bound.serve());
+    let addr = ([127, 0, 0, 1], port).into();
+    assert_eq!(get(addr, "/streams").await.status, 401);
+    let ok_resp = request(
+        addr,
+        "GET",
+        "/streams",
+        &[("Authorization", "Bearer let-me-in")],
+        "",
+    )
+    .await;
+    assert_eq!(ok_resp.status, 200);
+    task.abort();
+}
+
+#[tokio::test]
+async fn the_router_mounts_under_a_base_path() {
+    let (_schema, store) = store("console_nest").await;
+    let seeded = seed(&store, 1, 0).await;
+    let console = console(&store).base_path("/ops/console").build();
+    let app = axum::Router::new().nest("/ops/console", console.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = page(addr, "/ops/console/streams").await;
+    assert!(body.contains(&format!(
+        "href=\"/ops/console/streams/{}\"",
+        seeded.plain[0]
+    )));
+    assert!(body.contains("href=\"/ops/console/assets/console.css\""));
+    let css = get(addr, "/ops/console/assets/console.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.body.contains(".bar"));
+    let root = get(addr, "/ops/console/").await;
+    assert!(
+        root.status == 303 || root.status == 308 || root.status == 307 || root.status == 404,
+        "{}",
+        root.status
+    );
+    task.abort();
+}
