@@ -131,7 +131,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 QueryField::equality(f.paid),
             ]
         })
-        .daemon_retries(1)
         .actions(true)
         .build();
     let bound = console.bind(([127, 0, 0, 1], port).into()).await?;

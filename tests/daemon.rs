@@ -166,7 +166,7 @@ async fn a_poison_event_is_dead_lettered_after_retries() {
         .raw_client()
         .await
         .query_one(
-            "SELECT projection, event_type, error FROM mt_dead_letters",
+            "SELECT projection, event_type, error, attempts FROM mt_dead_letters",
             &[],
         )
         .await
@@ -174,7 +174,59 @@ async fn a_poison_event_is_dead_lettered_after_retries() {
     assert_eq!(row.get::<_, String>(0), "Tally");
     assert_eq!(row.get::<_, String>(1), "poison");
     assert!(row.get::<_, String>(2).contains("poisoned"));
+    assert_eq!(
+        row.get::<_, i32>(3),
+        3,
+        "the first try and two retries are recorded"
+    );
     ok(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_dead_letter_table_from_before_the_attempts_column_gets_it() {
+    let (schema, b) = builder("daemon_dead_letter_upgrade");
+    let store = ok(b.projection::<Tally>(Lifecycle::Async).build().await);
+    // The table as an older marten made it, with a dead letter recorded then.
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(daemon.stop().await);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "ALTER TABLE mt_dead_letters DROP COLUMN attempts;
+         INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error) \
+         VALUES ('Tally', 1, 'poison', 'old', 'recorded before')",
+    )
+    .await
+    .expect("an old table");
+    drop(store);
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [PendingEvent::new(Poison {})]));
+    ok(s.save_changes().await);
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            retries: 0,
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(daemon.stop().await);
+    let rows = raw
+        .query(
+            "SELECT stream_id, attempts FROM mt_dead_letters ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("dead letters");
+    let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [("old".to_owned(), 0), (id.to_string(), 1)]);
 }
 
 #[tokio::test]

@@ -34,10 +34,6 @@ pub struct ConsoleOptions {
     pub sample_every: Duration,
     /// How much lag history is kept (the chart shows the last hour).
     pub history: Duration,
-    /// The retries the host's daemon makes before it dead-letters an event
-    /// (`DaemonOptions::retries`, 3 by default), shown with each dead letter: the
-    /// dead-letter table keeps no count of its own.
-    pub daemon_retries: u32,
 }
 
 impl Default for ConsoleOptions {
@@ -47,7 +43,6 @@ impl Default for ConsoleOptions {
             base_path: String::new(),
             sample_every: Duration::from_secs(1),
             history: Duration::from_secs(3600),
-            daemon_retries: marten_pg::daemon::DaemonOptions::default().retries,
         }
     }
 }
@@ -93,13 +88,6 @@ impl ConsoleBuilder {
     /// Turns the actions that change data on or off (off by default).
     pub fn actions(mut self, on: bool) -> Self {
         self.options.actions = on;
-        self
-    }
-
-    /// The retries the host's daemon makes before dead-lettering an event (see
-    /// [`ConsoleOptions::daemon_retries`]).
-    pub fn daemon_retries(mut self, retries: u32) -> Self {
-        self.options.daemon_retries = retries;
         self
     }
 

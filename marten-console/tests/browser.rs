@@ -244,7 +244,6 @@ async fn the_projections_page_shows_the_lag_fall_while_the_daemon_catches_up() {
             o
         })
         .actions(true)
-        .daemon_retries(daemon_options().retries)
         .build();
     let served = serve(&console).await;
     let base = format!("http://{}", served.addr);

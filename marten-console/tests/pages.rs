@@ -312,7 +312,7 @@ async fn dead_letters_page_shows_the_event_and_error() {
     let (_schema, store) = store("console_dead").await;
     let seeded = seed(&store, 1, 0).await;
     run_daemon(&store).await;
-    let console = console(&store).daemon_retries(1).build();
+    let console = console(&store).build();
     let served = serve(&console).await;
     let body = page(served.addr, "/dead-letters").await;
     assert!(body.contains("<td>OrderSummary</td>"), "{body}");
@@ -320,8 +320,8 @@ async fn dead_letters_page_shows_the_event_and_error() {
     assert!(body.contains("panicked: boom: the summary cannot take this event"));
     assert!(body.contains(&seeded.poisoned.to_string()));
     assert!(
-        body.contains("<th>Retries</th>") && body.contains("<td>1</td>"),
-        "retries"
+        body.contains("<th>Attempts</th>") && body.contains("<td>2</td>"),
+        "the first try and the one retry the daemon made: {body}"
     );
     assert!(!body.contains("retry…"), "actions are off");
 }

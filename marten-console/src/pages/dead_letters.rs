@@ -1,14 +1,12 @@
 //! The dead-letters page: every poison event the daemon recorded, keyset-paged by the
 //! dead-letter table's primary key: the projection, the event (sequence, type, stream,
-//! data), the error, when, and the retries the daemon made before recording it (the
-//! table keeps no count: the daemon's setting, [`ConsoleOptions::daemon_retries`]). With
-//! actions on, each has a "retry" link to its confirmation page.
+//! data), the error, when, and how many times its apply failed before the daemon recorded
+//! it (the first try and the retries; `-` for rows recorded before marten kept the count).
+//! With actions on, each has a "retry" link to its confirmation page.
 //!
 //! `SELECT d.id, d.projection, d.seq_id, d.event_type, d.stream_id, d.error, d.at,
-//! d.tenant_id, e.data FROM mt_dead_letters d LEFT JOIN mt_events e ON e.seq_id =
-//! d.seq_id WHERE d.id > $1 ORDER BY d.id LIMIT $2`.
-//!
-//! [`ConsoleOptions::daemon_retries`]: crate::ConsoleOptions::daemon_retries
+//! d.tenant_id, d.attempts, e.data FROM mt_dead_letters d LEFT JOIN mt_events e ON
+//! e.seq_id = d.seq_id WHERE d.id > $1 ORDER BY d.id LIMIT $2`.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
@@ -33,7 +31,7 @@ pub(crate) fn statement(t: &Tables, after: i64) -> (String, Params) {
     let limit = p.push(PAGE_SIZE + 1);
     let sql = format!(
         "SELECT d.id, d.projection, d.seq_id, d.event_type, d.stream_id, d.error, d.at, d.tenant_id, \
-         e.data FROM {dl} d LEFT JOIN {events} e ON e.seq_id = d.seq_id \
+         d.attempts, e.data FROM {dl} d LEFT JOIN {events} e ON e.seq_id = d.seq_id \
          WHERE d.id > {a} ORDER BY d.id LIMIT {limit}",
         dl = t.dead_letters,
         events = t.events
@@ -63,7 +61,7 @@ async fn body(state: &State, q: &DeadLettersQuery) -> Result<Html, PageError> {
         "Stream",
         "Error",
         "At",
-        "Retries",
+        "Attempts",
         "Data",
         "",
     ]);
@@ -77,7 +75,8 @@ async fn body(state: &State, q: &DeadLettersQuery) -> Result<Html, PageError> {
         let error: String = r.try_get(5).map_err(column)?;
         let at: time::OffsetDateTime = r.try_get(6).map_err(column)?;
         let tenant: String = r.try_get(7).map_err(column)?;
-        let data: Option<serde_json::Value> = r.try_get(8).map_err(column)?;
+        let attempts: i32 = r.try_get(8).map_err(column)?;
+        let data: Option<serde_json::Value> = r.try_get(9).map_err(column)?;
         last = Some(id);
         let mut stream_href = Href::new(base, "/streams").segment(&stream);
         if state.tables.conjoined {
@@ -96,7 +95,11 @@ async fn body(state: &State, q: &DeadLettersQuery) -> Result<Html, PageError> {
             .text(&error)
             .raw("</pre></td>")
             .cell(ts(at))
-            .cell(state.options.daemon_retries)
+            .cell(if attempts > 0 {
+                attempts.to_string()
+            } else {
+                "-".to_owned()
+            })
             .raw("<td><pre class=\"json data\">")
             .text(pretty(data.as_ref()))
             .raw("</pre></td><td>");

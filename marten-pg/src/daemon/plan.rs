@@ -98,7 +98,8 @@ impl Runner {
                 continue;
             }
             let (event, message) = self.poison(events, failed, action)?;
-            self.dead_letter(conn, &event, &message).await?;
+            self.dead_letter(conn, &event, &message, self.failures)
+                .await?;
             self.failures = 0;
         }
     }
@@ -162,8 +163,14 @@ impl Runner {
         Ok((events.remove(bad), message))
     }
 
-    /// Records a poison event in `mt_dead_letters`.
-    async fn dead_letter(&self, conn: &mut Conn, e: &EventEnvelope, message: &str) -> Result<()> {
+    /// Records a poison event in `mt_dead_letters`, with how many times its apply failed.
+    async fn dead_letter(
+        &self,
+        conn: &mut Conn,
+        e: &EventEnvelope,
+        message: &str,
+        attempts: u32,
+    ) -> Result<()> {
         let name = self.projection.name();
         warn!(
             projection = name,
@@ -172,6 +179,7 @@ impl Runner {
         );
         let stream_text = e.stream_id.to_string();
         let tenant = self.slot.tenant_column();
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         conn.run(&self.store, async |client| {
             client
                 .execute(
@@ -183,6 +191,7 @@ impl Runner {
                         &stream_text,
                         &message,
                         &tenant,
+                        &attempts,
                     ],
                 )
                 .await

@@ -39,6 +39,9 @@ pub fn table_defs() -> Vec<TableDef> {
             ColumnDef::new("error", "text", "NOT NULL"),
             ColumnDef::new("at", "timestamptz", "NOT NULL DEFAULT now()"),
             ColumnDef::new("tenant_id", "text", "NOT NULL DEFAULT '*DEFAULT*'"),
+            // How many times the apply failed before the event was dead-lettered (the
+            // first try and the retries); 0 on rows recorded before the column existed.
+            ColumnDef::new("attempts", "integer", "NOT NULL DEFAULT 0"),
         ],
     );
     vec![progression, dead_letters]
@@ -68,10 +71,11 @@ pub const RESET: &str =
     "INSERT INTO mt_event_progression AS p (name, tenant_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
      SET last_tx = '0', last_seq = 0, owner_epoch = p.owner_epoch + 1, owner = NULL";
 
-/// Records a poison event (`$6`: the tenant of the event's slot).
+/// Records a poison event (`$6`: the tenant of the event's slot, `$7`: how many times
+/// its apply failed).
 pub const DEAD_LETTER: &str =
-    "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error, tenant_id) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error, tenant_id, attempts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// The compare-and-set of a batch's progress: moves the position from `from` to `to` only
 /// if it is still `from` and the epoch is still the runner's. Zero rows sets the
