@@ -62,6 +62,106 @@ async fn streams_page_lists_searches_and_pages_by_id() {
     assert!(shown.contains("<td>yes</td>"));
 }
 
+/// The `href` of a page's "Next page" link, unescaped.
+fn next_link(body: &str) -> Option<String> {
+    body.split("<p class=\"next\">")
+        .nth(1)?
+        .split("href=\"")
+        .nth(1)?
+        .split('"')
+        .next()
+        .map(|h| h.replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn streams_searched_by_tag_are_paged_by_the_tags_sequence() {
+    let (_schema, store) = store("console_streams_tag").await;
+    // Tag c1: streams 1, 4, 7, ... of the 630: 210 streams, one tagged event each, more
+    // than one chunk (200) of the tag's events.
+    let seeded = seed(&store, 630, 0).await;
+    let c1: Vec<String> = seeded
+        .plain
+        .iter()
+        .skip(1)
+        .step_by(3)
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(c1.len(), 210);
+    // Stream 1 is tagged again after every other: in the first chunk and in the second.
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        seeded.plain[1],
+        [OrderPlaced {
+            customer: CustomerTag("c1".to_owned()),
+            note: "again".to_owned(),
+        }],
+    ));
+    // Stream 4 is archived: hidden without the toggle.
+    ok(s.events().archive_stream(seeded.plain[4]));
+    ok(s.save_changes().await);
+    let console = console(&store).build();
+    let served = serve(&console).await;
+    let rows = |body: &str| body.matches("<tr><td><a").count();
+
+    let first = page(served.addr, "/streams?tag_type=customer&tag_value=c1").await;
+    assert!(
+        first.contains("a stream may appear again on a later page"),
+        "{first}"
+    );
+    assert_eq!(
+        rows(&first),
+        199,
+        "the first 200 events' streams but the archived one"
+    );
+    assert!(!first.contains(&c1[1]), "archived stream 4 hidden");
+    let next = next_link(&first).expect("211 tagged events need a second chunk");
+    assert!(
+        next.contains("after_seq=") && next.contains("tag_value=c1"),
+        "{next}"
+    );
+    let second = page(served.addr, &next).await;
+    assert_eq!(
+        rows(&second),
+        11,
+        "the last 10 streams and stream 1 again: {second}"
+    );
+    assert!(next_link(&second).is_none(), "the tag has no more events");
+    for (i, id) in c1.iter().enumerate() {
+        let on_first = first.contains(id.as_str());
+        let on_second = second.contains(id.as_str());
+        match i {
+            0 => assert!(on_first && on_second, "stream 1 on both pages"),
+            1 => assert!(!on_first && !on_second, "stream 4 archived"),
+            _ => assert!(on_first != on_second, "{id} on exactly one page"),
+        }
+    }
+    assert!(
+        !first.contains(&seeded.plain[0].to_string()),
+        "not tagged c1"
+    );
+
+    // The toggle shows the archived stream; the id filter narrows a chunk.
+    let all = page(
+        served.addr,
+        "/streams?tag_type=customer&tag_value=c1&archived=on",
+    )
+    .await;
+    assert_eq!(rows(&all), 200);
+    let one = page(
+        served.addr,
+        &format!("/streams?tag_type=customer&tag_value=c1&id={}", c1[0]),
+    )
+    .await;
+    assert_eq!(rows(&one), 1, "{one}");
+    assert!(
+        next_link(&one).is_some(),
+        "the tag's next chunk is still read"
+    );
+    let none = page(served.addr, "/streams?tag_type=customer&tag_value=nobody").await;
+    assert_eq!(rows(&none), 0);
+    assert!(next_link(&none).is_none());
+}
+
 #[tokio::test]
 async fn a_streams_page_shows_each_event_with_its_metadata() {
     let (_schema, store) = store("console_events").await;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::dead_letters::statement as dead_letters;
 use super::events::{statements as stream_events, EventsQuery};
 use super::projections::statement as projections;
-use super::streams::{statement as streams, StreamsQuery};
+use super::streams::{statement as streams, tag_statement, StreamsQuery};
 use super::tags::{list_statement, tag_statements};
 use super::Params;
 use crate::tables::Tables;
@@ -105,12 +105,17 @@ async fn every_pages_statement_is_an_index_scan() {
     let (sql, p) = streams(&t, &q).expect("streams");
     plan(&raw, "streams of a type", &sql, &p).await;
     let q = StreamsQuery {
-        tag_type: Some("customer".into()),
-        tag_value: Some("c7".into()),
+        stream_type: Some("x".into()),
         ..StreamsQuery::default()
     };
-    let (sql, p) = streams(&t, &q).expect("streams");
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
     plan(&raw, "streams of a tag", &sql, &p).await;
+    let q = StreamsQuery {
+        after_seq: Some(1500),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
+    plan(&raw, "streams of a tag after a cursor", &sql, &p).await;
     let q = StreamsQuery {
         id: Some(id.clone()),
         ..StreamsQuery::default()
