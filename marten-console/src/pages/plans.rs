@@ -140,3 +140,41 @@ async fn every_pages_statement_is_an_index_scan() {
     plan(&raw, "a tag's versions", &vsql, &vp).await;
     plan(&raw, "a tag's events", &esql, &ep).await;
 }
+
+#[tokio::test]
+async fn the_conjoined_tag_search_is_an_index_scan() {
+    let schema = TestSchema::new("console_plans_conjoined");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .event::<Placed>()
+        .build()
+        .await);
+    for tenant in ["acme", "globex"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        for i in 0..1500 {
+            ok(s.events().append(
+                Uuid::now_v7(),
+                [Placed {
+                    customer: CustomerTag(format!("c{}", i % 500)),
+                }],
+            ));
+        }
+        ok(s.save_changes().await);
+    }
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "ANALYZE; SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;",
+    )
+    .await
+    .expect("plan settings");
+    let t = Tables::of(&store);
+    let q = StreamsQuery {
+        after_tenant: Some("acme".into()),
+        after_seq: Some(100),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
+    plan(&raw, "conjoined streams of a tag", &sql, &p).await;
+}
