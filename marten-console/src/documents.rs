@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use marten_core::query::{Comparable, Field, Filter, HasFields, Orderable, TextField};
-use marten_core::{Document, DocumentId, IdKey};
+use marten_core::{Document, DocumentId, IdKey, Tenancy};
 use marten_pg::query::param;
 use marten_pg::{DocumentStore, PgDocument};
 use serde::de::DeserializeOwned;
@@ -199,6 +199,8 @@ pub struct DocQuery {
     pub filter: Option<(String, Op, String)>,
     /// The keyset cursor (an id as [`encode_id`] writes it).
     pub after: Option<String>,
+    /// The tenant whose documents a conjoined type shows (required for one).
+    pub tenant: Option<String>,
     /// Documents per page.
     pub limit: usize,
 }
@@ -223,6 +225,11 @@ pub trait DocumentView: Send + Sync {
     fn fields(&self) -> Vec<(String, &'static [Op])>;
     /// A page of documents matching `query`.
     fn page<'a>(&'a self, store: &'a DocumentStore, query: &'a DocQuery) -> PageFuture<'a>;
+    /// Whether the type is conjoined (each tenant its own rows): the page then asks for
+    /// a tenant.
+    fn conjoined(&self) -> bool {
+        false
+    }
 }
 
 /// A document type and its query fields.
@@ -245,6 +252,10 @@ where
             .collect()
     }
 
+    fn conjoined(&self) -> bool {
+        D::TENANCY == Tenancy::Conjoined
+    }
+
     fn page<'a>(&'a self, store: &'a DocumentStore, query: &'a DocQuery) -> PageFuture<'a> {
         Box::pin(async move {
             let filter = match &query.filter {
@@ -258,7 +269,18 @@ where
                 }
                 None => None,
             };
-            let mut session = store.query_session();
+            let mut session = match (D::TENANCY, &query.tenant) {
+                (_, Some(tenant)) => store
+                    .query_session_for(tenant.as_str())
+                    .map_err(|e| e.to_string())?,
+                (Tenancy::Conjoined, None) => {
+                    return Err(format!(
+                        "{} is conjoined: each tenant has its own documents; give a tenant",
+                        D::DOCUMENT_TYPE
+                    ))
+                }
+                (_, None) => store.query_session(),
+            };
             let mut q = session.query::<D>();
             if let Some(f) = filter {
                 q = q.where_filter(f);

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use marten::prelude::*;
-use marten_console::{Console, ConsoleError};
+use marten_console::{Console, ConsoleError, QueryField};
 
 #[tokio::test]
 async fn streams_page_lists_searches_and_pages_by_id() {
@@ -60,6 +60,106 @@ async fn streams_page_lists_searches_and_pages_by_id() {
     let shown = page(served.addr, &format!("/streams?id={id}&archived=on")).await;
     assert_eq!(rows(&shown), 1);
     assert!(shown.contains("<td>yes</td>"));
+}
+
+/// The `href` of a page's "Next page" link, unescaped.
+fn next_link(body: &str) -> Option<String> {
+    body.split("<p class=\"next\">")
+        .nth(1)?
+        .split("href=\"")
+        .nth(1)?
+        .split('"')
+        .next()
+        .map(|h| h.replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn streams_searched_by_tag_are_paged_by_the_tags_sequence() {
+    let (_schema, store) = store("console_streams_tag").await;
+    // Tag c1: streams 1, 4, 7, ... of the 630: 210 streams, one tagged event each, more
+    // than one chunk (200) of the tag's events.
+    let seeded = seed(&store, 630, 0).await;
+    let c1: Vec<String> = seeded
+        .plain
+        .iter()
+        .skip(1)
+        .step_by(3)
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(c1.len(), 210);
+    // Stream 1 is tagged again after every other: in the first chunk and in the second.
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        seeded.plain[1],
+        [OrderPlaced {
+            customer: CustomerTag("c1".to_owned()),
+            note: "again".to_owned(),
+        }],
+    ));
+    // Stream 4 is archived: hidden without the toggle.
+    ok(s.events().archive_stream(seeded.plain[4]));
+    ok(s.save_changes().await);
+    let console = console(&store).build();
+    let served = serve(&console).await;
+    let rows = |body: &str| body.matches("<tr><td><a").count();
+
+    let first = page(served.addr, "/streams?tag_type=customer&tag_value=c1").await;
+    assert!(
+        first.contains("a stream may appear again on a later page"),
+        "{first}"
+    );
+    assert_eq!(
+        rows(&first),
+        199,
+        "the first 200 events' streams but the archived one"
+    );
+    assert!(!first.contains(&c1[1]), "archived stream 4 hidden");
+    let next = next_link(&first).expect("211 tagged events need a second chunk");
+    assert!(
+        next.contains("after_seq=") && next.contains("tag_value=c1"),
+        "{next}"
+    );
+    let second = page(served.addr, &next).await;
+    assert_eq!(
+        rows(&second),
+        11,
+        "the last 10 streams and stream 1 again: {second}"
+    );
+    assert!(next_link(&second).is_none(), "the tag has no more events");
+    for (i, id) in c1.iter().enumerate() {
+        let on_first = first.contains(id.as_str());
+        let on_second = second.contains(id.as_str());
+        match i {
+            0 => assert!(on_first && on_second, "stream 1 on both pages"),
+            1 => assert!(!on_first && !on_second, "stream 4 archived"),
+            _ => assert!(on_first != on_second, "{id} on exactly one page"),
+        }
+    }
+    assert!(
+        !first.contains(&seeded.plain[0].to_string()),
+        "not tagged c1"
+    );
+
+    // The toggle shows the archived stream; the id filter narrows a chunk.
+    let all = page(
+        served.addr,
+        "/streams?tag_type=customer&tag_value=c1&archived=on",
+    )
+    .await;
+    assert_eq!(rows(&all), 200);
+    let one = page(
+        served.addr,
+        &format!("/streams?tag_type=customer&tag_value=c1&id={}", c1[0]),
+    )
+    .await;
+    assert_eq!(rows(&one), 1, "{one}");
+    assert!(
+        next_link(&one).is_some(),
+        "the tag's next chunk is still read"
+    );
+    let none = page(served.addr, "/streams?tag_type=customer&tag_value=nobody").await;
+    assert_eq!(rows(&none), 0);
+    assert!(next_link(&none).is_none());
 }
 
 #[tokio::test]
@@ -545,4 +645,124 @@ async fn the_router_mounts_under_a_base_path() {
         root.status
     );
     task.abort();
+}
+
+/// A conjoined document type: each tenant its own rows, the same ids.
+#[derive(Document, serde::Serialize, serde::Deserialize, Clone, Debug)]
+#[document(tenancy = "conjoined")]
+struct Memo {
+    id: i64,
+    text: String,
+}
+
+#[tokio::test]
+async fn conjoined_tenants_are_shown_apart() {
+    let schema = marten_testing::TestSchema::new("console_conjoined");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .event::<OrderPlaced>()
+        .event::<OrderShipped>()
+        .build()
+        .await);
+    // The same stream ids in two tenants: 150 tagged streams each (300 tagged events,
+    // more than a chunk), stream `shared` with two events in acme and one in globex.
+    let shared = Uuid::now_v7();
+    let mut ids = vec![shared];
+    ids.extend((1..150).map(|_| Uuid::now_v7()));
+    for (tenant, events) in [("acme", 2), ("globex", 1)] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        for (i, id) in ids.iter().enumerate() {
+            let mut batch = vec![PendingEvent::new(OrderPlaced {
+                customer: CustomerTag("c1".to_owned()),
+                note: format!("{tenant} order {i}"),
+            })];
+            if events == 2 && i == 0 {
+                batch.push(PendingEvent::new(OrderShipped {
+                    carrier: format!("{tenant}-post"),
+                }));
+            }
+            ok(s.events().append(*id, batch));
+        }
+        ok(s.store(Memo {
+            id: 1,
+            text: format!("memo of {tenant}"),
+        }));
+        ok(s.save_changes().await);
+    }
+    let console = console(&store)
+        .document::<Memo>(|f| vec![QueryField::ordered(f.id)])
+        .build();
+    let served = serve(&console).await;
+    let rows = |body: &str| body.matches("<tr><td><a").count();
+    let id = shared.to_string();
+
+    // The streams page: one row per tenant, each linking to its tenant's stream.
+    let by_id = page(served.addr, &format!("/streams?id={id}")).await;
+    assert_eq!(rows(&by_id), 2, "{by_id}");
+    assert!(by_id.contains("<td>acme</td>") && by_id.contains("<td>globex</td>"));
+    assert!(by_id.contains("tenant=acme") && by_id.contains("tenant=globex"));
+    // Keyset pages by (tenant, id): 300 streams, 50 a page, never twice.
+    let mut seen = std::collections::HashSet::new();
+    let mut next = Some("/streams".to_owned());
+    while let Some(path) = next {
+        let body = page(served.addr, &path).await;
+        for row in body.split("<tr><td><a").skip(1) {
+            let tenant = if row.contains("<td>acme</td>") {
+                "acme"
+            } else {
+                "globex"
+            };
+            let stream = row.split('>').nth(1).unwrap_or_default().split('<').next();
+            assert!(
+                seen.insert((tenant, stream.unwrap_or_default().to_owned())),
+                "{tenant} {stream:?} twice"
+            );
+        }
+        next = next_link(&body);
+    }
+    assert_eq!(seen.len(), 300);
+
+    // A stream's events: each tenant's own, never the other's.
+    let acme = page(served.addr, &format!("/streams/{id}?tenant=acme")).await;
+    assert!(
+        acme.contains("acme order 0") && acme.contains("acme-post"),
+        "{acme}"
+    );
+    assert!(!acme.contains("globex"), "{acme}");
+    let globex = page(served.addr, &format!("/streams/{id}?tenant=globex")).await;
+    assert!(globex.contains("globex order 0"), "{globex}");
+    assert!(!globex.contains("acme"), "{globex}");
+    assert!(!globex.contains("<td>order_shipped</td>"));
+
+    // The tag search, tenant by tenant: acme's 150 streams then 50 of globex's, then
+    // globex's last 100.
+    let first = page(served.addr, "/streams?tag_type=customer&tag_value=c1").await;
+    assert_eq!(rows(&first), 200, "{first}");
+    assert_eq!(first.matches("<td>acme</td>").count(), 150);
+    let next = next_link(&first).expect("300 tagged events, two chunks");
+    assert!(next.contains("after_tenant=globex"), "{next}");
+    let second = page(served.addr, &next).await;
+    assert_eq!(rows(&second), 100, "{second}");
+    assert_eq!(second.matches("<td>globex</td>").count(), 100);
+    assert!(next_link(&second).is_none());
+
+    // Documents: a tenant's own, by the `tenant` parameter.
+    let acme = page(served.addr, "/documents/Memo?tenant=acme").await;
+    assert!(
+        acme.contains("memo of acme") && !acme.contains("memo of globex"),
+        "{acme}"
+    );
+    let globex = page(served.addr, "/documents/Memo?tenant=globex").await;
+    assert!(globex.contains("memo of globex") && !globex.contains("memo of acme"));
+    let bare = get(served.addr, "/documents/Memo").await;
+    assert_eq!(bare.status, 400, "{}", bare.body);
+    assert!(bare.body.contains("Memo is conjoined"), "{}", bare.body);
+    assert!(
+        !bare.body.contains("memo of"),
+        "no tenant, no tenant's rows"
+    );
+    let form = page(served.addr, "/documents/Memo?tenant=acme").await;
+    assert!(form.contains("name=\"tenant\" value=\"acme\""), "{form}");
 }

@@ -24,6 +24,8 @@ pub(crate) struct DocumentsQuery {
     pub(crate) value: Option<String>,
     /// The keyset cursor.
     pub(crate) after: Option<String>,
+    /// The tenant (a conjoined document type).
+    pub(crate) tenant: Option<String>,
 }
 
 /// `GET /documents`.
@@ -83,7 +85,13 @@ async fn body(
     }
     h.raw("</select><input name=\"value\" placeholder=\"value (JSON or text)\" value=\"")
         .text(given(&q.value).unwrap_or_default())
-        .raw("\"><button>Query</button></form>");
+        .raw("\">");
+    if view.conjoined() {
+        h.raw("<label>Tenant <input name=\"tenant\" value=\"")
+            .text(given(&q.tenant).unwrap_or_default())
+            .raw("\"></label>");
+    }
+    h.raw("<button>Query</button></form>");
     h.raw("<p class=\"fields\">Fields: ");
     for (name, ops) in &fields {
         h.raw("<code>").text(name).raw("</code> (");
@@ -103,6 +111,7 @@ async fn body(
     let query = DocQuery {
         filter,
         after: given(&q.after).map(str::to_owned),
+        tenant: given(&q.tenant).map(str::to_owned),
         limit: PAGE_SIZE as usize,
     };
     let page = view
@@ -124,7 +133,12 @@ async fn body(
     }
     if let Some(next) = &page.next {
         let mut href = Href::new(base, "/documents").segment(view.name());
-        for (k, v) in [("field", &q.field), ("op", &q.op), ("value", &q.value)] {
+        for (k, v) in [
+            ("field", &q.field),
+            ("op", &q.op),
+            ("value", &q.value),
+            ("tenant", &q.tenant),
+        ] {
             if let Some(v) = given(v) {
                 href = href.query(k, v);
             }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::dead_letters::statement as dead_letters;
 use super::events::{statements as stream_events, EventsQuery};
 use super::projections::statement as projections;
-use super::streams::{statement as streams, StreamsQuery};
+use super::streams::{statement as streams, tag_statement, StreamsQuery};
 use super::tags::{list_statement, tag_statements};
 use super::Params;
 use crate::tables::Tables;
@@ -105,12 +105,17 @@ async fn every_pages_statement_is_an_index_scan() {
     let (sql, p) = streams(&t, &q).expect("streams");
     plan(&raw, "streams of a type", &sql, &p).await;
     let q = StreamsQuery {
-        tag_type: Some("customer".into()),
-        tag_value: Some("c7".into()),
+        stream_type: Some("x".into()),
         ..StreamsQuery::default()
     };
-    let (sql, p) = streams(&t, &q).expect("streams");
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
     plan(&raw, "streams of a tag", &sql, &p).await;
+    let q = StreamsQuery {
+        after_seq: Some(1500),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
+    plan(&raw, "streams of a tag after a cursor", &sql, &p).await;
     let q = StreamsQuery {
         id: Some(id.clone()),
         ..StreamsQuery::default()
@@ -134,4 +139,42 @@ async fn every_pages_statement_is_an_index_scan() {
     let [(vsql, vp), (esql, ep)] = tag_statements(&t, ("customer", "c7"), 10);
     plan(&raw, "a tag's versions", &vsql, &vp).await;
     plan(&raw, "a tag's events", &esql, &ep).await;
+}
+
+#[tokio::test]
+async fn the_conjoined_tag_search_is_an_index_scan() {
+    let schema = TestSchema::new("console_plans_conjoined");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .event::<Placed>()
+        .build()
+        .await);
+    for tenant in ["acme", "globex"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        for i in 0..1500 {
+            ok(s.events().append(
+                Uuid::now_v7(),
+                [Placed {
+                    customer: CustomerTag(format!("c{}", i % 500)),
+                }],
+            ));
+        }
+        ok(s.save_changes().await);
+    }
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "ANALYZE; SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;",
+    )
+    .await
+    .expect("plan settings");
+    let t = Tables::of(&store);
+    let q = StreamsQuery {
+        after_tenant: Some("acme".into()),
+        after_seq: Some(100),
+        ..StreamsQuery::default()
+    };
+    let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
+    plan(&raw, "conjoined streams of a tag", &sql, &p).await;
 }

@@ -4,10 +4,16 @@
 //!
 //! The statement, put together from the filters given (each a parameter):
 //! `SELECT id::text, type, version, created, timestamp, is_archived, tenant_id
-//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND id IN (the tag's streams)]
-//!  [AND NOT is_archived] [AND id > $after] ORDER BY id LIMIT $n`. A tag search costs
-//! the tag's size (its events are read to find their streams): for a tag of many events
-//! the tags page, keyset-paged by sequence, is the cheap view.
+//!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND NOT is_archived]
+//!  [AND id > $after] ORDER BY id LIMIT $n`.
+//!
+//! A tag search pages by the tag's sequence instead: each page reads at most
+//! [`TAG_CHUNK`] of the tag's rows after a cursor (`seq_id > $after_seq ORDER BY seq_id`
+//! over the event tags' primary key `(tag_type, tag_value, seq_id)`; tenant by tenant,
+//! `(tenant_id, tag_type, tag_value, seq_id)`, with conjoined events), joins their events
+//! by sequence for the stream ids and shows the distinct streams of that chunk (with the
+//! other filters); "next" carries the last sequence read. The work of a page is bounded
+//! by the chunk, whatever the tag's size; a stream may appear again on a later page.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
@@ -36,7 +42,15 @@ pub(crate) struct StreamsQuery {
     pub(crate) after: Option<String>,
     /// The cursor's tenant (conjoined events).
     pub(crate) after_tenant: Option<String>,
+    /// The tag search's cursor: the last of the tag's sequences read.
+    pub(crate) after_seq: Option<i64>,
 }
+
+/// How many of a tag's events one page of the tag search reads.
+pub(crate) const TAG_CHUNK: i64 = 200;
+
+/// Where the tag search goes on: the last tag row read (tenant, sequence).
+pub(crate) type TagCursor = (String, i64);
 
 /// One stream.
 pub(crate) struct StreamRow {
@@ -62,32 +76,8 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     if let Some(ty) = given(&q.stream_type) {
         wh.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
-    match (given(&q.tag_type), given(&q.tag_value)) {
-        (Some(tt), Some(tv)) => {
-            let (a, b) = (p.push(tt.to_owned()), p.push(tv.to_owned()));
-            let tenant_join = if t.conjoined {
-                " AND e.tenant_id = g.tenant_id"
-            } else {
-                ""
-            };
-            let tenant_match = if t.conjoined {
-                "(s.tenant_id, s.id) IN (SELECT e.tenant_id, e.stream_id"
-            } else {
-                "s.id IN (SELECT e.stream_id"
-            };
-            wh.push(format!(
-                "{tenant_match} FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
-                 WHERE g.tag_type = {a} AND g.tag_value = {b})",
-                tags = t.tags,
-                events = t.events
-            ));
-        }
-        (None, None) => {}
-        _ => {
-            return Err(PageError::bad(
-                "a tag search needs both its type and its value",
-            ))
-        }
+    if tag(q)?.is_some() {
+        return Err(PageError::bad("a tag search has its own statement"));
     }
     if given(&q.archived).is_none() {
         wh.push("NOT s.is_archived".to_owned());
@@ -120,23 +110,151 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     Ok((sql, p))
 }
 
-/// The streams matching `q`, one more than a page when there is a next page.
-pub(crate) async fn read(state: &State, q: &StreamsQuery) -> Result<Vec<StreamRow>, PageError> {
-    let (sql, p) = statement(&state.tables, q)?;
-    let rows = state.store.sql_query(&sql, &p.refs()).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StreamRow {
-                id: r.try_get(0).map_err(column)?,
-                stream_type: r.try_get(1).map_err(column)?,
-                version: r.try_get(2).map_err(column)?,
-                created: r.try_get(3).map_err(column)?,
-                timestamp: r.try_get(4).map_err(column)?,
-                archived: r.try_get(5).map_err(column)?,
-                tenant: r.try_get(6).map_err(column)?,
-            })
-        })
-        .collect()
+/// The tag searched for, if any (both its type and its value, or neither).
+fn tag(q: &StreamsQuery) -> Result<Option<(&str, &str)>, PageError> {
+    match (given(&q.tag_type), given(&q.tag_value)) {
+        (Some(tt), Some(tv)) => Ok(Some((tt, tv))),
+        (None, None) => Ok(None),
+        _ => Err(PageError::bad(
+            "a tag search needs both its type and its value",
+        )),
+    }
+}
+
+/// The tag search's statement for `q` (whose tag is `tag`): one row with the chunk's
+/// size read (up to `TAG_CHUNK + 1`) and its last tag row, then that chunk's streams
+/// (with the other filters), or that one row alone with no stream columns.
+pub(crate) fn tag_statement(
+    t: &Tables,
+    q: &StreamsQuery,
+    tag: (&str, &str),
+) -> Result<(String, Params), PageError> {
+    let mut p = Params::default();
+    let (a, b) = (p.push(tag.0.to_owned()), p.push(tag.1.to_owned()));
+    let after = p.push(q.after_seq.unwrap_or(0));
+    let read = p.push(TAG_CHUNK + 1);
+    let chunk = p.push(TAG_CHUNK);
+    let scanned = if t.conjoined {
+        // Tenant by tenant (the key is tenant-led): the rest of the cursor's tenant,
+        // then the tenants after it, each an ordered range of the key.
+        let tenant = p.push(given(&q.after_tenant).unwrap_or_default().to_owned());
+        format!(
+            "SELECT u.seq_id, u.tenant_id FROM (\
+             (SELECT g.seq_id, g.tenant_id FROM {tags} g WHERE g.tenant_id = {tenant} \
+             AND g.tag_type = {a} AND g.tag_value = {b} AND g.seq_id > {after} \
+             ORDER BY g.seq_id LIMIT {read}) UNION ALL \
+             (SELECT g.seq_id, g.tenant_id FROM {tags} g WHERE g.tenant_id > {tenant} \
+             AND g.tag_type = {a} AND g.tag_value = {b} \
+             ORDER BY g.tenant_id, g.seq_id LIMIT {read})) u \
+             ORDER BY u.tenant_id, u.seq_id LIMIT {read}",
+            tags = t.tags
+        )
+    } else {
+        format!(
+            "SELECT g.seq_id, g.tenant_id FROM {tags} g WHERE g.tag_type = {a} \
+             AND g.tag_value = {b} AND g.seq_id > {after} ORDER BY g.seq_id LIMIT {read}",
+            tags = t.tags
+        )
+    };
+    let mut on: Vec<String> = Vec::new();
+    if t.conjoined {
+        on.push("s.tenant_id = h.tenant_id".to_owned());
+    }
+    if let Some(id) = given(&q.id) {
+        on.push(format!(
+            "s.id = {}",
+            stream_id_param(&mut p, t.identity, id)?
+        ));
+    }
+    if let Some(ty) = given(&q.stream_type) {
+        on.push(format!("s.type = {}", p.push(ty.to_owned())));
+    }
+    if given(&q.archived).is_none() {
+        on.push("NOT s.is_archived".to_owned());
+    }
+    let (hit, tenant_join) = if t.conjoined {
+        ("e.stream_id, e.tenant_id", " AND e.tenant_id = c.tenant_id")
+    } else {
+        ("e.stream_id", "")
+    };
+    let on = on.iter().map(|w| format!(" AND {w}")).collect::<String>();
+    let sql = format!(
+        "WITH scanned AS MATERIALIZED ({scanned}), \
+         chunk AS (SELECT c.seq_id, c.tenant_id FROM scanned c \
+           ORDER BY c.tenant_id, c.seq_id LIMIT {chunk}), \
+         last AS (SELECT c.tenant_id, c.seq_id, (SELECT count(*) FROM scanned) AS n FROM chunk c \
+           ORDER BY c.tenant_id DESC, c.seq_id DESC LIMIT 1), \
+         hit AS (SELECT DISTINCT {hit} FROM chunk c JOIN {events} e ON e.seq_id = c.seq_id{tenant_join}) \
+         SELECT l.n, l.tenant_id, l.seq_id, s.id::text, s.type, s.version, s.created, s.timestamp, \
+           s.is_archived, s.tenant_id \
+         FROM last l LEFT JOIN (hit h JOIN {streams} s ON s.id = h.stream_id{on}) ON TRUE \
+         ORDER BY s.tenant_id, s.id",
+        events = t.events,
+        streams = t.streams
+    );
+    Ok((sql, p))
+}
+
+/// One page of streams and where the next page starts.
+pub(crate) struct StreamsPage {
+    /// The page's streams.
+    pub(crate) rows: Vec<StreamRow>,
+    /// A tag search's cursor when its tag has more rows.
+    pub(crate) next_tag: Option<TagCursor>,
+    /// Whether the search by id has a next page (after the last row).
+    pub(crate) more: bool,
+}
+
+fn stream_row(r: &tokio_postgres::Row, at: usize) -> Result<StreamRow, PageError> {
+    Ok(StreamRow {
+        id: r.try_get(at).map_err(column)?,
+        stream_type: r.try_get(at + 1).map_err(column)?,
+        version: r.try_get(at + 2).map_err(column)?,
+        created: r.try_get(at + 3).map_err(column)?,
+        timestamp: r.try_get(at + 4).map_err(column)?,
+        archived: r.try_get(at + 5).map_err(column)?,
+        tenant: r.try_get(at + 6).map_err(column)?,
+    })
+}
+
+/// The streams matching `q`: a page by id, or a chunk of the tag's events' streams.
+pub(crate) async fn read(state: &State, q: &StreamsQuery) -> Result<StreamsPage, PageError> {
+    let Some(tag) = tag(q)? else {
+        let (sql, p) = statement(&state.tables, q)?;
+        let rows = state.store.sql_query(&sql, &p.refs()).await?;
+        let mut rows = rows
+            .iter()
+            .map(|r| stream_row(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() as i64 > PAGE_SIZE;
+        rows.truncate(PAGE_SIZE as usize);
+        return Ok(StreamsPage {
+            rows,
+            next_tag: None,
+            more,
+        });
+    };
+    let (sql, p) = tag_statement(&state.tables, q, tag)?;
+    let found = state.store.sql_query(&sql, &p.refs()).await?;
+    let mut next_tag = None;
+    let mut rows = Vec::new();
+    for r in &found {
+        let read: i64 = r.try_get(0).map_err(column)?;
+        if read > TAG_CHUNK {
+            let tenant: String = r.try_get(1).map_err(column)?;
+            let seq: i64 = r.try_get(2).map_err(column)?;
+            next_tag = Some((tenant, seq));
+        }
+        let id: Option<String> = r.try_get(3).map_err(column)?;
+        if id.is_some() {
+            rows.push(stream_row(r, 3)?);
+        }
+    }
+    Ok(StreamsPage {
+        rows,
+        next_tag,
+        more: false,
+    })
 }
 
 /// `GET /streams`.
@@ -165,9 +283,16 @@ async fn body(state: &State, q: &StreamsQuery) -> Result<Html, PageError> {
         h.raw(" checked");
     }
     h.raw("> archived</label><button>Search</button></form>");
-    let mut rows = read(state, q).await?;
-    let more = rows.len() as i64 > PAGE_SIZE;
-    rows.truncate(PAGE_SIZE as usize);
+    let StreamsPage {
+        rows,
+        next_tag,
+        more,
+    } = read(state, q).await?;
+    if tag(q)?.is_some() {
+        h.raw("<p class=\"note\">The tag's events are read ")
+            .text(TAG_CHUNK)
+            .raw(" at a time, in order: a stream may appear again on a later page.</p>");
+    }
     h.raw("<table id=\"streams\">").header_row(&[
         "Id",
         "Type",
@@ -195,9 +320,18 @@ async fn body(state: &State, q: &StreamsQuery) -> Result<Html, PageError> {
     }
     h.raw("</table>");
     if rows.is_empty() {
-        h.raw("<p class=\"empty\">No stream matches.</p>");
+        h.raw("<p class=\"empty\">No stream matches");
+        if next_tag.is_some() {
+            h.raw(" among these events of the tag (the next page reads on)");
+        }
+        h.raw(".</p>");
     }
-    if let (true, Some(last)) = (more, rows.last()) {
+    let after = match (next_tag, rows.last()) {
+        (Some((tenant, seq)), _) => Some(("after_seq", seq.to_string(), tenant)),
+        (None, Some(last)) if more => Some(("after", last.id.clone(), last.tenant.clone())),
+        _ => None,
+    };
+    if let Some((key, after, tenant)) = after {
         let mut next = Href::new(base, "/streams");
         for (k, v) in [
             ("id", &q.id),
@@ -210,9 +344,9 @@ async fn body(state: &State, q: &StreamsQuery) -> Result<Html, PageError> {
                 next = next.query(k, v);
             }
         }
-        next = next.query("after", &last.id);
+        next = next.query(key, &after);
         if state.tables.conjoined {
-            next = next.query("after_tenant", &last.tenant);
+            next = next.query("after_tenant", &tenant);
         }
         h.raw("<p class=\"next\">")
             .link(&next, "Next page")
