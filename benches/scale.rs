@@ -4,10 +4,13 @@
 //! level through the public API:
 //!
 //! - single-event appends per second, one writer, `synchronous_commit=off`, to random
-//!   seeded streams (every tenth stream is an append target, never read);
+//!   seeded streams (every tenth stream is an append target, never read), alternating in
+//!   blocks with raw tokio-postgres doing the same work into the same tables, so the fall
+//!   that comes with the data shows apart from the library's;
 //! - p50 and p99 of `fetch_stream` of a random ten-event stream, of a `read_all` page of
 //!   500 from a random position, of a tag boundary read (`fetch_for_writing_by_tags`, 20
-//!   tagged events of a random course) and of `load` by id of a random document;
+//!   tagged events of a random course) and of `load` by id of a random document, each
+//!   twice: cold (right after seeding) and warm (the same reads again);
 //! - the daemon's catch-up, events per second, over a window of new events seeded after
 //!   the level (its progression row set to the level's last event by SQL first);
 //! - bytes per event and per document (tables, indexes, TOAST) against a minimal raw
@@ -17,7 +20,8 @@
 //! sets the levels in seeded events (a probe of 10,000 events and 1,000 documents is
 //! always there; documents follow the events up to `MARTEN_SCALE_DOCS`, default
 //! 1,000,000); `MARTEN_SCALE_SECS` (default 3) how long each measurement runs,
-//! `MARTEN_SCALE_WINDOW` (default 100,000) the daemon's window. Prints Markdown tables,
+//! `MARTEN_SCALE_WINDOW` (default 100,000) the daemon's window, `MARTEN_SCALE_APPENDS`
+//! (default 3,000) the appends per side. Prints Markdown tables,
 //! writes `bench-results/scale.json` (see `common::report`) and one PNG per curve into
 //! `MARTEN_SCALE_PLOTS` (default `docs/bench`). The schema is dropped at the end.
 
@@ -60,13 +64,33 @@ pub struct Level {
     pub events: u64,
     /// Documents in the store.
     pub documents: u64,
-    pub append_per_s: f64,
+    /// Appends per second, marten and raw, alternating.
+    pub append: measure::Appends,
     pub daemon_events_per_s: f64,
+    /// The reads, the first time they touch their pages (cold: the level was just seeded).
+    pub cold: Reads,
+    /// The same reads again (the same streams, pages, courses and documents): warm.
+    pub warm: Reads,
+    pub storage: storage::Storage,
+}
+
+/// The latencies of the reads at one level, in one pass.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Reads {
     pub fetch_stream: Latency,
     pub read_all: Latency,
     pub tag_boundary: Latency,
     pub load: Latency,
-    pub storage: storage::Storage,
+}
+
+/// One pass of the reads.
+async fn reads(store: &DocumentStore, raw: &Client, seeded: &Seeded, budget: &Budget) -> Reads {
+    Reads {
+        fetch_stream: measure::fetch_stream(store, seeded, budget).await,
+        read_all: measure::read_all(store, raw, budget).await,
+        tag_boundary: measure::tag_boundary(store, seeded, budget).await,
+        load: measure::load(store, seeded, budget).await,
+    }
 }
 
 fn levels() -> Vec<u64> {
@@ -106,6 +130,9 @@ async fn seed_to(raw: &mut Client, seeded: &mut Seeded, level: u64, max_docs: u6
     raw.batch_execute("VACUUM ANALYZE mt_events, mt_streams, mt_event_tags, mt_doc_customer")
         .await
         .expect("vacuum");
+    // The seeding's dirty pages written out now, not by a checkpoint in the middle of the
+    // measurements (a 10-million-event seed leaves gigabytes of them).
+    raw.batch_execute("CHECKPOINT").await.expect("checkpoint");
     eprintln!(
         "seeded {} events, {} documents ({:.0} s)",
         seeded.events,
@@ -121,25 +148,22 @@ async fn measure_level(
     level: u64,
     budget: &Budget,
     window: u64,
+    appends: usize,
 ) -> Level {
     let schema = store.schema().to_owned();
-    let fetch_stream = measure::fetch_stream(store, seeded, budget).await;
-    let read_all = measure::read_all(store, raw, budget).await;
-    let tag_boundary = measure::tag_boundary(store, seeded, budget).await;
-    let load = measure::load(store, seeded, budget).await;
+    let cold = reads(store, raw, seeded, budget).await;
+    let warm = reads(store, raw, seeded, budget).await;
     let storage = storage::measure(raw, &schema).await;
-    let append_per_s = measure::append(store, seeded, budget).await;
+    let append = measure::append(store, raw, seeded, appends).await;
     let daemon_events_per_s = measure::daemon(store, raw, seeded, window).await;
     let l = Level {
         level,
         events: storage.per_event.rows as u64,
         documents: storage.per_doc.rows as u64,
-        append_per_s,
+        append,
         daemon_events_per_s,
-        fetch_stream,
-        read_all,
-        tag_boundary,
-        load,
+        cold,
+        warm,
         storage,
     };
     eprintln!("{l:?}");
@@ -171,6 +195,7 @@ async fn run(levels: &[u64]) -> Vec<Level> {
         ops: 20_000,
     };
     let window = env_number("MARTEN_SCALE_WINDOW").unwrap_or(100_000) as u64;
+    let appends = env_number("MARTEN_SCALE_APPENDS").unwrap_or(3_000);
     let max_docs = env_number("MARTEN_SCALE_DOCS").unwrap_or(1_000_000) as u64;
     let mut seeded = Seeded::default();
     let mut out = Vec::new();
@@ -180,7 +205,18 @@ async fn run(levels: &[u64]) -> Vec<Level> {
             // The progression row exists from here on; later windows move it by SQL.
             measure::daemon_once(&store).await;
         }
-        out.push(measure_level(&store, &mut raw, &mut seeded, level, &budget, window).await);
+        out.push(
+            measure_level(
+                &store,
+                &mut raw,
+                &mut seeded,
+                level,
+                &budget,
+                window,
+                appends,
+            )
+            .await,
+        );
     }
     store.close();
     drop(raw);

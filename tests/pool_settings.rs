@@ -1,6 +1,7 @@
 //! Pool settings against the harness's PostgreSQL: a caller's pool is the one used, a
 //! bounded wait ends in `Error::PoolExhausted`, the after-connect hook runs on every new
-//! connection, and connections past their maximum lifetime are replaced.
+//! connection, connections past their maximum lifetime are replaced, and a request gets
+//! the connection used last.
 
 mod common;
 
@@ -297,4 +298,41 @@ async fn backends_with_pid(schema: &TestSchema, pid: i32) -> bool {
         Ok(row) => row.get::<_, i64>(0) > 0,
         Err(e) => panic!("cannot read pg_stat_activity: {e}"),
     }
+}
+
+/// The server process behind the connection a new request gets.
+async fn backend_of_next_request(store: &DocumentStore) -> i32 {
+    let rows = ok(store.sql_query("SELECT pg_backend_pid()", &[]).await);
+    match rows.first() {
+        Some(row) => row.get(0),
+        None => panic!("no row from pg_backend_pid()"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_gets_the_connection_used_last() {
+    let schema = TestSchema::new("pool_lifo");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(4)
+        .document::<Item>()
+        .build()
+        .await);
+    // Three connections in the pool: three sessions hold one each at once.
+    let mut held = Vec::new();
+    for id in 0..3 {
+        let mut s = store.lightweight_session();
+        let _: Option<Item> = ok(s.load(&id).await);
+        held.push(s);
+    }
+    drop(held);
+    // Sequential requests: each gets the connection the one before gave back, never the
+    // least recently used one (which would rotate them through all three).
+    let first = backend_of_next_request(&store).await;
+    for round in 0..6 {
+        let pid = backend_of_next_request(&store).await;
+        assert_eq!(pid, first, "request {round} went to another connection");
+    }
+    store.close();
 }

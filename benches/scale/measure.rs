@@ -127,32 +127,58 @@ pub async fn load(store: &DocumentStore, seeded: &Seeded, budget: &Budget) -> La
     .await
 }
 
-/// Single-event appends per second, one writer, to random seeded append targets.
-pub async fn append(store: &DocumentStore, seeded: &Seeded, budget: &Budget) -> f64 {
-    let mut rng = StdRng::seed_from_u64(5);
-    let mut one = async || {
-        let id = seeded.append_streams[rng.gen_range(0..seeded.append_streams.len())];
-        let mut s = store.lightweight_session();
-        let e = OrderPlaced {
-            customer: "customer-appended".to_owned(),
-            sku: "SKU-00001".to_owned(),
-            cents: 1250,
-            express: false,
-            note: "leave at the front door, ring twice".to_owned(),
-        };
-        s.events().append(id, [e]).expect("append");
-        s.save_changes().await.expect("save");
+/// Single-event appends per second, one writer, to random seeded append targets: marten
+/// and raw tokio-postgres doing the same work (the stream row's upsert and the event's
+/// insert, one prepared statement) into the same tables, alternating in blocks.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Appends {
+    pub marten: f64,
+    pub raw: f64,
+}
+
+/// The raw side of [`append`]: what marten's append statement does, by hand.
+const RAW_APPEND: &str = "WITH s AS (INSERT INTO mt_streams AS st (id, version) VALUES ($1, 1) \
+     ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now() \
+     WHERE NOT st.is_archived RETURNING st.version) \
+     INSERT INTO mt_events (id, stream_id, version, type, data) \
+     SELECT $2, $1, s.version, 'order_placed', $3 FROM s";
+
+/// See [`Appends`]: `ops` appends a side.
+pub async fn append(store: &DocumentStore, raw: &Client, seeded: &Seeded, ops: usize) -> Appends {
+    let statement = raw.prepare(RAW_APPEND).await.expect("prepare");
+    let event = || OrderPlaced {
+        customer: "customer-appended".to_owned(),
+        sku: "SKU-00001".to_owned(),
+        cents: 1250,
+        express: false,
+        note: "leave at the front door, ring twice".to_owned(),
     };
-    for _ in 0..20 {
-        one().await;
+    let (mut lib_rng, mut raw_rng) = (StdRng::seed_from_u64(5), StdRng::seed_from_u64(6));
+    let targets = &seeded.append_streams;
+    let (marten, raw_rate) = crate::common::interleaved(
+        ops,
+        true,
+        async |_| {
+            let id = targets[lib_rng.gen_range(0..targets.len())];
+            let mut s = store.lightweight_session();
+            s.events().append(id, [event()]).expect("append");
+            s.save_changes().await.expect("save");
+        },
+        async |_| {
+            let id = targets[raw_rng.gen_range(0..targets.len())];
+            let data = serde_json::to_value(event()).expect("json");
+            let n = raw
+                .execute(&statement, &[&id, &Uuid::now_v7(), &data])
+                .await
+                .expect("raw append");
+            assert_eq!(n, 1, "raw append to {id}");
+        },
+    )
+    .await;
+    Appends {
+        marten,
+        raw: raw_rate,
     }
-    tokio::time::sleep(Duration::from_millis(crate::common::SETTLE_MS)).await;
-    let (start, mut n) = (Instant::now(), 0usize);
-    while start.elapsed() < budget.time {
-        one().await;
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The daemon's catch-up, events per second, over `window` events seeded after the

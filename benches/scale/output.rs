@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::measure::Latency;
 use super::plot::{self, Curve};
-use super::Level;
+use super::{Level, Reads};
 
 fn lat(l: &Latency) -> String {
     format!("{:.0} / {:.0}", l.p50, l.p99)
@@ -13,31 +13,40 @@ fn lat(l: &Latency) -> String {
 
 /// Prints the tables for `BENCHMARKS.md`.
 pub fn print(levels: &[Level]) {
-    println!(
-        "| events in store | documents | append 1 event (events/s) | daemon catch-up (events/s) |"
-    );
-    println!("|---:|---:|---:|---:|");
-    for l in levels {
-        println!(
-            "| {} | {} | {:.0} | {:.0} |",
-            l.events, l.documents, l.append_per_s, l.daemon_events_per_s
-        );
-    }
-    println!();
-    println!("| events in store | documents | fetch_stream, 10 events (µs p50 / p99) | read_all page of 500 | tag boundary, 20 events | load by id |");
+    println!("| events in store | documents | append 1 event, marten (events/s) | raw | marten / raw | daemon catch-up (events/s) |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for l in levels {
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} |",
             l.events,
             l.documents,
-            lat(&l.fetch_stream),
-            lat(&l.read_all),
-            lat(&l.tag_boundary),
-            lat(&l.load)
+            l.append.marten,
+            l.append.raw,
+            l.append.marten / l.append.raw,
+            l.daemon_events_per_s
         );
     }
     println!();
+    for (pass, reads) in [
+        ("cold", (|l: &Level| l.cold) as fn(&Level) -> Reads),
+        ("warm", |l: &Level| l.warm),
+    ] {
+        println!("| events in store ({pass}) | documents | fetch_stream, 10 events (µs p50 / p99) | read_all page of 500 | tag boundary, 20 events | load by id |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for l in levels {
+            let r = reads(l);
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                l.events,
+                l.documents,
+                lat(&r.fetch_stream),
+                lat(&r.read_all),
+                lat(&r.tag_boundary),
+                lat(&r.load)
+            );
+        }
+        println!();
+    }
     println!("| events in store | bytes/event marten | bytes/event raw | ratio | documents | bytes/doc marten | bytes/doc raw | ratio |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in levels {
@@ -88,7 +97,7 @@ fn latency_curve<'a>(
     levels: &[Level],
     file: &'a str,
     title: &'a str,
-    f: impl Fn(&Level) -> Latency,
+    f: impl Fn(&Reads) -> Latency,
 ) -> Curve<'a> {
     Curve {
         file,
@@ -96,8 +105,10 @@ fn latency_curve<'a>(
         x_desc: "events in the store",
         y_desc: "latency (µs)",
         series: vec![
-            ("p50", by_events(levels, |l| f(l).p50)),
-            ("p99", by_events(levels, |l| f(l).p99)),
+            ("p50 cold", by_events(levels, |l| f(&l.cold).p50)),
+            ("p99 cold", by_events(levels, |l| f(&l.cold).p99)),
+            ("p50 warm", by_events(levels, |l| f(&l.warm).p50)),
+            ("p99 warm", by_events(levels, |l| f(&l.warm).p99)),
         ],
     }
 }
@@ -115,7 +126,13 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             title: "Append 1 event, 1 writer, synchronous_commit=off",
             x_desc: "events in the store",
             y_desc: "events/s",
-            series: vec![("marten", by_events(levels, |l| l.append_per_s))],
+            series: vec![
+                ("marten", by_events(levels, |l| l.append.marten)),
+                (
+                    "raw tokio-postgres, the same work",
+                    by_events(levels, |l| l.append.raw),
+                ),
+            ],
         },
         Curve {
             file: "scale-daemon.png",
@@ -128,19 +145,19 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             levels,
             "scale-fetch-stream.png",
             "fetch_stream of a 10-event stream",
-            |l| l.fetch_stream,
+            |r| r.fetch_stream,
         ),
         latency_curve(
             levels,
             "scale-read-all.png",
             "read_all, a page of 500",
-            |l| l.read_all,
+            |r| r.read_all,
         ),
         latency_curve(
             levels,
             "scale-tag-boundary.png",
             "Tag boundary read, 20 events",
-            |l| l.tag_boundary,
+            |r| r.tag_boundary,
         ),
         Curve {
             file: "scale-load.png",
@@ -148,8 +165,10 @@ fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
             x_desc: "documents in the store",
             y_desc: "latency (µs)",
             series: vec![
-                ("p50", by_docs(levels, |l| l.load.p50)),
-                ("p99", by_docs(levels, |l| l.load.p99)),
+                ("p50 cold", by_docs(levels, |l| l.cold.load.p50)),
+                ("p99 cold", by_docs(levels, |l| l.cold.load.p99)),
+                ("p50 warm", by_docs(levels, |l| l.warm.load.p50)),
+                ("p99 warm", by_docs(levels, |l| l.warm.load.p99)),
             ],
         },
     ]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    ClientWrapper, Hook, HookError, ManagerConfig, Pool, RecyclingMethod, Runtime,
+    ClientWrapper, Hook, HookError, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
 };
 use marten_core::{Error, Result};
 
@@ -68,8 +68,12 @@ impl PoolSettings {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Last in, first out: a request gets the connection used last, whose server
+        // process is warm and awake, and connections beyond the current load stay idle;
+        // first in, first out would rotate every request through all of them.
         let mut builder = Pool::builder(manager)
             .max_size(self.max_size)
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.wait))
             .create_timeout(Some(self.create_timeout()))

@@ -123,6 +123,23 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.alone = self.ids.len() == 1 && self.checked();
     }
 
+    /// Alone, an optimistic write returns no row: its version is the fresh one the
+    /// client chose, so its row count says all (see `WriteSql::one_alone`).
+    fn counts_only(&self) -> bool {
+        self.alone && !self.fresh.is_empty()
+    }
+
+    fn accept_count(&mut self, count: u64) -> Result<()> {
+        self.written.clear();
+        if count > 0 {
+            if let (Some(id), Some(version)) = (self.ids.first(), self.fresh.first()) {
+                self.written.push((id.clone(), Some(*version)));
+            }
+        }
+        self.rejected = self.written.len() < self.ids.len();
+        Ok(())
+    }
+
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         let mut out = Vec::with_capacity(5);
         out.extend([self.column(&self.ids), self.column(&self.docs)]);

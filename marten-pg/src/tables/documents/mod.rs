@@ -280,8 +280,9 @@ pub struct WriteSql {
     /// For many documents: one array parameter per column, plus the row count last.
     pub many: String,
     /// For one document written as the whole save (no transaction, no guard): scalar
-    /// parameters; a checked write returns `id, version` of the row it wrote and no row
-    /// when it was rejected, and sets no flag.
+    /// parameters; sets no flag. A checked write returns `id, version` of the row it wrote
+    /// and no row when it was rejected; in the optimistic mode, whose versions the client
+    /// chooses, it returns nothing and its row count tells.
     pub one_alone: String,
 }
 
@@ -357,6 +358,16 @@ impl<'a> Input<'a> {
                 "WITH input AS ({}) {dml} RETURNING d.id, {version}",
                 self.one()
             ),
+        }
+    }
+
+    /// [`Input::flagged`] of a write whose new version the client chose (the optimistic
+    /// mode's fresh uuid): alone, it returns no row, and its row count (1 or 0) says
+    /// whether it was written; the written version is the one the client sent.
+    pub(crate) fn flagged_counted(&self, dml: &str, version: &str) -> WriteSql {
+        WriteSql {
+            one_alone: format!("WITH input AS ({}) {dml}", self.one()),
+            ..self.flagged(dml, version)
         }
     }
 

@@ -41,15 +41,15 @@ impl OptimisticSql {
             &format!("d.{VERSION_COLUMN}"),
         );
         // The most common save, one document stored alone: the row and its check take the
-        // parameters directly, without the `input` relation.
+        // parameters directly, without the `input` relation, and the row count tells
+        // whether it was written (the version is the one bound as `$3`).
         let tenant = scope.value(5);
         upsert.one_alone = format!(
             "INSERT INTO {table} AS d ({tc}id, data, {VERSION_COLUMN}, mt_last_modified) \
              VALUES ({tenant}$1::{id_type}, $2::jsonb, $3::uuid, now()) \
              ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
              {VERSION_COLUMN} = excluded.{VERSION_COLUMN}, mt_last_modified = excluded.mt_last_modified{revive} \
-             WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN}) \
-             RETURNING d.id, d.{VERSION_COLUMN}"
+             WHERE d.{VERSION_COLUMN} = coalesce($4::uuid, d.{VERSION_COLUMN})"
         );
         let bulk_version = BulkVersion {
             column: VERSION_COLUMN,
@@ -59,11 +59,11 @@ impl OptimisticSql {
         OptimisticSql {
             bulk: BulkSql::new(table, id_type, Some(bulk_version), scope),
             upsert,
-            insert: input.flagged(
+            insert: input.flagged_counted(
                 &format!("{insert_select} ON CONFLICT {key} DO NOTHING"),
                 &format!("d.{VERSION_COLUMN}"),
             ),
-            update: input.flagged(
+            update: input.flagged_counted(
                 &format!(
                     "UPDATE {table} AS d SET data = i.data, {VERSION_COLUMN} = i.new_version, mt_last_modified = now() \
                      FROM input i WHERE {join}d.id = i.id AND (i.expected IS NULL OR d.{VERSION_COLUMN} = i.expected){live}"
