@@ -388,3 +388,70 @@ async fn appends_are_one_round_trip() {
         assert_eq!(events.len(), 8, "everything was written");
     }
 }
+
+/// Each append saved alone (the one-statement path): one without metadata, one with
+/// headers, correlation and causation ids, and expected-version appends of both kinds,
+/// rejected at a stale version and accepted at the right one; the session's tenant is
+/// recorded on every event.
+#[tokio::test]
+async fn lone_appends_with_and_without_metadata() {
+    let (_schema, b) = builder("ev_lone_meta");
+    let store = ok(b.event::<ProjectStarted>().build().await);
+    let project = Uuid::now_v7();
+    let mut s = ok(store.lightweight_session_for("acme"));
+    ok(s.events().append(project, [started("Bare")]));
+    ok(s.save_changes().await);
+    ok(s.events().append(
+        project,
+        [PendingEvent::new(task("dressed"))
+            .with_causation_id("cmd-1")
+            .with_header("ip", "10.0.0.2")
+            .with_correlation_id("corr-2")],
+    ));
+    ok(s.save_changes().await);
+    // Stale expected versions, bare and with metadata: nothing written.
+    ok(s.events().append_expected(project, 1, [task("stale bare")]));
+    let err = s.save_changes().await.expect_err("stale");
+    assert!(
+        matches!(
+            err.rejections()[0].kind,
+            RejectionKind::UnexpectedStreamVersion { .. }
+        ),
+        "{err:?}"
+    );
+    ok(s.events().append_expected(
+        project,
+        1,
+        [PendingEvent::new(task("stale dressed")).with_causation_id("cmd-2")],
+    ));
+    assert!(s.save_changes().await.is_err());
+    // The right version, bare.
+    ok(s.events().append_expected(project, 2, [task("third")]));
+    ok(s.save_changes().await);
+
+    let events = ok(s.events().fetch_stream(project).await);
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(events[0].correlation_id, None);
+    assert_eq!(events[0].causation_id, None);
+    assert_eq!(events[0].headers, None);
+    assert_eq!(events[1].correlation_id.as_deref(), Some("corr-2"));
+    assert_eq!(events[1].causation_id.as_deref(), Some("cmd-1"));
+    assert_eq!(
+        events[1].headers,
+        Some(serde_json::json!({"ip": "10.0.0.2"}))
+    );
+    assert_eq!(
+        events[2]
+            .data_as::<TaskRecorded>()
+            .map(|t| t.title.as_str()),
+        Some("third")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.tenant.as_ref().map(|t| t.as_str()) == Some("acme")),
+        "{:?}",
+        events.iter().map(|e| &e.tenant).collect::<Vec<_>>()
+    );
+}

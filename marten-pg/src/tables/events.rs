@@ -71,6 +71,10 @@ pub struct EventSql {
     pub many_alone: AppendStatements,
     /// [`EventSql::many_alone`] for one event, with scalar parameters.
     pub one_alone: AppendStatements,
+    /// [`EventSql::one_alone`] of an event without headers, correlation or causation id:
+    /// `$1`..`$6` as there, the tenant `$7`, the expected version `$8` (three NULL
+    /// parameters and columns fewer to bind and insert).
+    pub one_alone_bare: AppendStatements,
     /// [`EventSql::many`] inserting reserved sequences (the last parameter).
     pub sequenced: AppendStatements,
     /// [`EventSql::tagged`] inserting reserved sequences (the last parameter).
@@ -181,6 +185,7 @@ impl EventSql {
             StreamRows::new(idt, 13, conjoined),
         );
         let (events_many, events_one) = (insert_events(idt, 10), insert_event(idt, 10));
+        let bare = StreamRows::new(idt, 7, conjoined);
         let tagged_events = insert_events(idt, 13);
         let tags = insert_tags(conjoined);
         // The tenant of the scoped statements: the parameter after `$n`.
@@ -191,6 +196,7 @@ impl EventSql {
             tagged: AppendStatements::new(&tagged, |r| flagged(r, &tagged_events, &tags)),
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
+            one_alone_bare: AppendStatements::new(&bare, |r| alone(r, &insert_bare_event(idt))),
             sequenced: AppendStatements::sequenced(&plain, idt, 10, ""),
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
             tag_versions: select_tag_versions(),
@@ -294,6 +300,14 @@ fn insert_event(idt: &str, tenant_param: usize) -> String {
     format!(
         "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
          SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, ${tenant_param}::text FROM s"
+    )
+}
+
+/// [`insert_event`] of an event without metadata: the tenant is `$7`.
+fn insert_bare_event(idt: &str) -> String {
+    format!(
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, tenant_id) \
+         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::text FROM s"
     )
 }
 
@@ -456,6 +470,11 @@ mod tests {
                 assert_eq!(params(&shape.expected), 11, "{}", shape.expected);
                 assert!(shape.append.contains("$10::text"), "{}", shape.append);
             }
+            let bare = &sql.one_alone_bare;
+            assert_eq!(params(&bare.append), 7, "{}", bare.append);
+            assert_eq!(params(&bare.expected), 8, "{}", bare.expected);
+            assert!(bare.append.contains("$7::text"), "{}", bare.append);
+            assert!(!bare.append.contains("headers"), "{}", bare.append);
             assert_eq!(params(&sql.tagged.start), 13);
             assert_eq!(params(&sql.tagged.expected), 14);
             // Reserved sequences come last.

@@ -100,6 +100,14 @@ impl StreamAppend {
         self.ids.len() == 1 && self.tag_types.is_empty() && self.sequences.is_none()
     }
 
+    /// No event carries headers, a correlation or a causation id (see
+    /// [`EventSql::one_alone_bare`]).
+    fn is_bare(&self) -> bool {
+        self.headers.iter().all(Option::is_none)
+            && self.correlation_ids.iter().all(Option::is_none)
+            && self.causation_ids.iter().all(Option::is_none)
+    }
+
     fn expected(&self) -> i64 {
         match self.kind {
             AppendKind::Expected(v) => v,
@@ -148,6 +156,7 @@ impl Operation for StreamAppend {
             _ if self.sequences.is_some() && tagged => &sql.tagged_sequenced,
             _ if self.sequences.is_some() => &sql.sequenced,
             _ if tagged => &sql.tagged,
+            (true, true) if self.is_bare() => &sql.one_alone_bare,
             (true, true) => &sql.one_alone,
             (true, false) => &sql.one,
             (false, true) => &sql.many_alone,
@@ -169,11 +178,16 @@ impl Operation for StreamAppend {
                 &self.ids[0],
                 &self.types[0],
                 &self.data[0],
-                &self.headers[0],
-                &self.correlation_ids[0],
-                &self.causation_ids[0],
-                self.tenant.written(),
             ];
+            // The bare statement (`sql`) binds no metadata.
+            if !(self.alone && self.is_bare()) {
+                params.extend([
+                    &self.headers[0] as &(dyn ToSql + Sync),
+                    &self.correlation_ids[0],
+                    &self.causation_ids[0],
+                ]);
+            }
+            params.push(self.tenant.written());
             if let AppendKind::Expected(v) = &self.kind {
                 params.push(v);
             }
