@@ -399,12 +399,9 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     // A stream row known to exist and locked (the inline referent below): bump it.
     let append_sql = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
          INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
-    // What an append does: create the stream row if missing or bump it, unless archived
-    // (the lone append's work, as raw SQL).
-    let append_upsert_sql = "WITH s AS (INSERT INTO mt_streams AS st (id, version) VALUES ($1, 1) \
-         ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now() WHERE NOT st.is_archived RETURNING st.version) \
-         INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
-    let append = raw.prepare(append_upsert_sql).await.expect("prepare");
+    // What an append does (the lone append's work, as raw SQL).
+    let append_upsert_sql = common::raw_append_sql("ticked");
+    let append = raw.prepare(&append_upsert_sql).await.expect("prepare");
     let start_sql = "WITH s AS (INSERT INTO mt_streams (id, version) VALUES ($1, 10) RETURNING version) \
          INSERT INTO mt_events (id, stream_id, version, type, data) \
          SELECT i.id, $1, i.ord, 'ticked', i.data FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
@@ -417,7 +414,7 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     let mut raw_writers = Vec::new();
     for _ in 0..8 {
         let c = Arc::new(setup.raw().await);
-        let stmt = c.prepare(append_upsert_sql).await.expect("prepare");
+        let stmt = c.prepare(&append_upsert_sql).await.expect("prepare");
         raw_writers.push((c, stmt));
     }
     // The inline projection's raw referent: the same work by hand. Lock the stream row and

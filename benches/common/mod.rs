@@ -1,6 +1,6 @@
 //! What the benchmarks share: timing (whole runs and interleaved blocks), the rows of
-//! a results table with their ratios, and the environment switches
-//! (`MARTEN_BENCH_ONLY`, numbers).
+//! a results table with their ratios, the environment switches (`MARTEN_BENCH_ONLY`,
+//! numbers) and the raw referent of an append.
 #![allow(dead_code)]
 
 pub mod report;
@@ -117,4 +117,18 @@ pub fn sync_settings() -> Vec<&'static str> {
         Ok("off") => vec!["off"],
         _ => vec!["on", "off"],
     }
+}
+
+/// The raw referent of a lone append, as raw SQL over marten's tables: what marten's
+/// append does (create the stream row if missing or bump it, unless archived, then insert
+/// the event at the new version) for an event of type `event_type`. `$1` stream id, `$2`
+/// event id, `$3` data.
+pub fn raw_append_sql(event_type: &str) -> String {
+    format!(
+        "WITH s AS (INSERT INTO mt_streams AS st (id, version) VALUES ($1, 1) \
+         ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now() \
+         WHERE NOT st.is_archived RETURNING st.version) \
+         INSERT INTO mt_events (id, stream_id, version, type, data) \
+         SELECT $2, $1, s.version, '{event_type}', $3 FROM s"
+    )
 }

@@ -136,16 +136,12 @@ pub struct Appends {
     pub raw: f64,
 }
 
-/// The raw side of [`append`]: what marten's append statement does, by hand.
-const RAW_APPEND: &str = "WITH s AS (INSERT INTO mt_streams AS st (id, version) VALUES ($1, 1) \
-     ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now() \
-     WHERE NOT st.is_archived RETURNING st.version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data) \
-     SELECT $2, $1, s.version, 'order_placed', $3 FROM s";
-
 /// See [`Appends`]: `ops` appends a side.
 pub async fn append(store: &DocumentStore, raw: &Client, seeded: &Seeded, ops: usize) -> Appends {
-    let statement = raw.prepare(RAW_APPEND).await.expect("prepare");
+    let statement = raw
+        .prepare(&crate::common::raw_append_sql("order_placed"))
+        .await
+        .expect("prepare");
     let event = || OrderPlaced {
         customer: "customer-appended".to_owned(),
         sku: "SKU-00001".to_owned(),
