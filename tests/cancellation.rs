@@ -205,6 +205,50 @@ async fn documents_only_save_cancelled_at_every_await() {
     assert!(loaded.iter().all(|a| a.balance == want), "{loaded:?}");
 }
 
+/// The two one-statement saves (no transaction): one optimistic document, whose row
+/// count says whether it was written, and one event without metadata. A lone statement
+/// that was sent before the drop may have committed, so the appends are counted, not
+/// asserted absent: what must hold is a clean connection and contiguous versions.
+#[tokio::test]
+async fn lone_saves_cancelled_at_every_await() {
+    let (schema, b) = named_builder("cancel_lone");
+    let store = ok(b
+        .pool_size(1)
+        .document::<Account>()
+        .event::<TaskRecorded>()
+        .build()
+        .await);
+    let (id, stream) = (Uuid::now_v7(), Uuid::now_v7());
+    let make = |k: usize| -> Operation<marten::Result<()>> {
+        let store = store.clone();
+        Box::pin(async move {
+            let mut s = store.lightweight_session();
+            s.store(Account {
+                id,
+                balance: k as i64,
+            })?;
+            s.save_changes().await?;
+            s.events().append(stream, [task(&format!("lone {k}"))])?;
+            s.save_changes().await
+        })
+    };
+    let run = cancel_at_every_await(200, make, |k| check_after_drop(&store, &schema, k)).await;
+    ok(run.output);
+    assert!(run.cancelled >= 2, "only {} pending polls", run.cancelled);
+    let mut s = store.lightweight_session();
+    let loaded: Option<Account> = ok(s.load(&id).await);
+    assert_eq!(loaded.map(|a| a.balance), Some((run.cancelled + 1) as i64));
+    let events = ok(s.events().fetch_stream(stream).await);
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(versions, expected);
+    let last = events
+        .last()
+        .and_then(|e| e.data_as::<TaskRecorded>())
+        .map(|t| t.title.clone());
+    assert_eq!(last, Some(format!("lone {}", run.cancelled + 1)));
+}
+
 async fn inline_save_cancelled_at_every_await(label: &str, cache: usize) {
     let (schema, b) = named_builder(label);
     let store = ok(b
