@@ -1,7 +1,7 @@
 //! Pool settings against the harness's PostgreSQL: a caller's pool is the one used, a
 //! bounded wait ends in `Error::PoolExhausted`, the after-connect hook runs on every new
-//! connection, connections past their maximum lifetime are replaced, and a request gets
-//! the connection used last.
+//! connection, connections past their maximum lifetime are replaced, a request gets the
+//! connection used last, and a connection keeps a bounded number of prepared statements.
 
 mod common;
 
@@ -334,5 +334,54 @@ async fn a_request_gets_the_connection_used_last() {
         let pid = backend_of_next_request(&store).await;
         assert_eq!(pid, first, "request {round} went to another connection");
     }
+    store.close();
+}
+
+/// Named statements one connection keeps prepared (marten-pg's
+/// `connection::statements::PER_CONNECTION`).
+const PREPARED_PER_CONNECTION: i64 = 2048;
+
+#[tokio::test]
+async fn a_connection_keeps_a_bounded_number_of_prepared_statements() {
+    let schema = TestSchema::new("pool_prepared");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(1)
+        .document::<Item>()
+        .build()
+        .await);
+    // A caller sending ever new texts on one connection: each is prepared as a named
+    // statement, and without a bound each would stay prepared on the server.
+    let texts = PREPARED_PER_CONNECTION + 150;
+    for i in 0..texts {
+        let rows = ok(store
+            .sql_query(&format!("SELECT $1::bigint + {i}"), &[&1_i64])
+            .await);
+        let sum: Option<i64> = rows.first().map(|r| r.get(0));
+        assert_eq!(sum, Some(1 + i), "text {i}");
+    }
+    let rows = ok(store
+        .sql_query("SELECT count(*) FROM pg_prepared_statements", &[])
+        .await);
+    let prepared: i64 = match rows.first() {
+        Some(row) => row.get(0),
+        None => panic!("no row from pg_prepared_statements"),
+    };
+    assert!(
+        prepared <= PREPARED_PER_CONNECTION,
+        "{prepared} statements prepared on one connection after {texts} texts"
+    );
+    // The statements the program keeps using still work after the cache started over.
+    let item = Item {
+        id: 7,
+        name: "item 7".into(),
+    };
+    let mut s = store.lightweight_session();
+    ok(s.store(item.clone()));
+    ok(s.save_changes().await);
+    drop(s);
+    let loaded: Option<Item> = ok(store.query_session().load(&7_i64).await);
+    assert_eq!(loaded, Some(item));
     store.close();
 }

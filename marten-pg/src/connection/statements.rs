@@ -38,8 +38,16 @@ pub(crate) enum StatementKind {
 }
 
 /// How many statement texts a store keeps qualified; past it, texts are qualified anew
-/// on each use (a store whose queries are all different does not grow without bound).
+/// on each use and prepared for that use alone (a store whose queries are all different
+/// does not grow without bound, here or on the server).
 const CAPACITY: usize = 4096;
+
+/// How many named statements one connection keeps prepared on the server. A connection
+/// whose cache reaches it starts over: the statements are closed on the server as they
+/// are dropped, and the ones still in use are prepared again on their next use. Far
+/// above the texts a program's own statements make, so it only ever trims the caches of
+/// callers sending ever new texts (`sql_query`, `where_sql`) through one pool.
+pub(crate) const PER_CONNECTION: usize = 2048;
 
 /// A statement text qualified for the store, and (for unnamed statements) its parameter
 /// types once learned.
@@ -131,13 +139,19 @@ impl Statements {
 
     /// `sql` qualified for the store (once per text).
     pub(crate) fn text(&self, sql: &str) -> Arc<Text> {
+        self.text_kept(sql).0
+    }
+
+    /// `sql` qualified for the store, and whether the store keeps it (false past
+    /// [`CAPACITY`]: a text that is qualified anew on each use is not prepared to stay).
+    fn text_kept(&self, sql: &str) -> (Arc<Text>, bool) {
         if let Some(text) = self
             .texts
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(sql)
         {
-            return text.clone();
+            return (text.clone(), true);
         }
         let qualified = self.qualify(sql);
         let text = Arc::new(Text {
@@ -145,10 +159,11 @@ impl Statements {
             types: OnceLock::new(),
         });
         let mut texts = self.texts.write().unwrap_or_else(PoisonError::into_inner);
-        if texts.len() < CAPACITY {
+        let kept = texts.len() < CAPACITY;
+        if kept {
             texts.insert(sql.into(), text.clone());
         }
-        text
+        (text, kept)
     }
 
     /// `sql` qualified and ready to send on `client`.
@@ -157,8 +172,15 @@ impl Statements {
         client: &Object,
         sql: &str,
     ) -> Result<Stmt, tokio_postgres::Error> {
-        let text = self.text(sql);
+        let (text, kept) = self.text_kept(sql);
         if self.kind == StatementKind::Prepared {
+            if !kept {
+                // Prepared for this use alone: closed on the server when dropped.
+                return client.prepare(&text.sql).await.map(Stmt::Prepared);
+            }
+            if client.statement_cache.size() >= PER_CONNECTION {
+                client.statement_cache.clear();
+            }
             return client.prepare_cached(&text.sql).await.map(Stmt::Prepared);
         }
         let types = match text.types.get() {
@@ -239,6 +261,18 @@ mod tests {
             [Type::TEXT, Type::UUID, Type::XID8, Type::JSONB]
         );
         assert_eq!(parse_oids("{1,20}"), [Type::UNKNOWN, Type::INT8]);
+    }
+
+    #[test]
+    fn texts_past_the_capacity_are_not_kept() {
+        let statements = Statements::new("s1", StatementKind::Prepared);
+        for i in 0..CAPACITY {
+            assert!(statements.text_kept(&format!("SELECT {i}")).1, "text {i}");
+        }
+        let (text, kept) = statements.text_kept("SELECT 'one more'");
+        assert!(!kept);
+        assert_eq!(text.sql, "SELECT 'one more'");
+        assert!(statements.text_kept("SELECT 0").1);
     }
 
     #[test]
