@@ -35,9 +35,6 @@ struct Ticked {
 
 const UPSERT: &str = "INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
      ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
-const APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() \
-     WHERE id = $1 RETURNING version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
 
 /// The latencies of one side, in microseconds, sorted.
 struct Latencies(Vec<f64>);
@@ -141,7 +138,9 @@ async fn run(sync: &str, reps: usize, ops: usize) -> Vec<String> {
         let c = raw_client(&url, schema.name()).await;
         let (upsert, append) = (
             c.prepare(UPSERT).await.expect("prepare"),
-            c.prepare(APPEND).await.expect("prepare"),
+            c.prepare(&common::raw_append_sql("ticked"))
+                .await
+                .expect("prepare"),
         );
         raw.push((Arc::new(c), upsert, append));
     }
