@@ -1,7 +1,8 @@
 //! Database names: two document types that would share a table (or an index or column
 //! name PostgreSQL cuts to the same 63 bytes) are refused with a typed error naming both
 //! types, at `build` or at the second type's first use, instead of one reading the
-//! other's rows. SQL reserved words as type and field names work.
+//! other's rows. SQL reserved words as type and field names work, and the two lists of
+//! reserved words (the derive's, marten-pg's) are the server's.
 
 mod common;
 
@@ -274,4 +275,64 @@ async fn reserved_words_as_type_and_field_names_work() {
     ok(s.delete::<Group>(&7));
     ok(s.save_changes().await);
     assert_eq!(ok(s.query::<Group>().count().await), 0);
+}
+
+/// The `RESERVED_WORDS` list of one of marten's source files, in order.
+fn reserved_words_of(path: &str) -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => panic!("cannot read {}: {e}", file.display()),
+    };
+    let Some(start) = text.find("const RESERVED_WORDS: &[&str] = &[") else {
+        panic!("no RESERVED_WORDS in {path}");
+    };
+    let list = &text[start..];
+    let end = list.find("];").unwrap_or(list.len());
+    list[..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().trim_end_matches(',').trim_matches('"').to_owned())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The derive (table names) and marten-pg (schema names) each keep PostgreSQL's reserved
+/// words (a proc-macro crate cannot share marten-pg's): the two lists are the same, and
+/// they hold every word the server reserves (`pg_get_keywords()` categories `R` and `T`).
+#[tokio::test]
+async fn both_reserved_word_lists_are_the_servers() {
+    let derive = reserved_words_of("marten-derive/src/internals/check.rs");
+    let pg = reserved_words_of("marten-pg/src/validate.rs");
+    assert_eq!(derive, pg, "the derive's and marten-pg's lists differ");
+    let (client, connection) =
+        match tokio_postgres::connect(&marten_testing::database_url(), tokio_postgres::NoTls).await
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot connect: {e}"),
+        };
+    let task = tokio::spawn(connection);
+    let rows = match client
+        .query(
+            "SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T') ORDER BY word",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => panic!("pg_get_keywords: {e}"),
+    };
+    let server: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let missing: Vec<&String> = server.iter().filter(|w| !pg.contains(w)).collect();
+    assert!(
+        missing.is_empty(),
+        "reserved by the server, not in the lists: {missing:?}"
+    );
+    assert!(
+        server.len() >= 90,
+        "only {} reserved words from the server",
+        server.len()
+    );
+    drop(client);
+    let _ = task.await;
 }
