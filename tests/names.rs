@@ -305,23 +305,14 @@ async fn both_reserved_word_lists_are_the_servers() {
     let derive = reserved_words_of("marten-derive/src/internals/check.rs");
     let pg = reserved_words_of("marten-pg/src/validate.rs");
     assert_eq!(derive, pg, "the derive's and marten-pg's lists differ");
-    let (client, connection) =
-        match tokio_postgres::connect(&marten_testing::database_url(), tokio_postgres::NoTls).await
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot connect: {e}"),
-        };
-    let task = tokio::spawn(connection);
-    let rows = match client
-        .query(
+    let (_schema, b) = builder("reserved_words");
+    let store = ok(b.build().await);
+    let rows = ok(store
+        .sql_query(
             "SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T') ORDER BY word",
             &[],
         )
-        .await
-    {
-        Ok(rows) => rows,
-        Err(e) => panic!("pg_get_keywords: {e}"),
-    };
+        .await);
     let server: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let missing: Vec<&String> = server.iter().filter(|w| !pg.contains(w)).collect();
     assert!(
@@ -333,6 +324,5 @@ async fn both_reserved_word_lists_are_the_servers() {
         "only {} reserved words from the server",
         server.len()
     );
-    drop(client);
-    let _ = task.await;
+    store.close();
 }

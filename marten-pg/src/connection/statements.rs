@@ -48,7 +48,7 @@ const CAPACITY: usize = 4096;
 /// are dropped, and the ones still in use are prepared again on their next use. Far
 /// above the texts a program's own statements make, so it only ever trims the caches of
 /// callers sending ever new texts (`sql_query`, `where_sql`) through one pool.
-pub(crate) const PER_CONNECTION: usize = 2048;
+const PER_CONNECTION: usize = 2048;
 
 /// A statement text qualified for the store, and (for unnamed statements) its parameter
 /// types once learned.
