@@ -130,7 +130,9 @@ async fn subscriptions_killed_mid_handler_skip_nothing_and_redeliver_only_uncomm
                         )?;
                     }
                     s.save_changes().await?;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // About 5 s of appends in all: all six kills (one every 0.7 s) land
+                    // while events are handed to the handlers.
+                    tokio::time::sleep(Duration::from_millis(120)).await;
                 }
             }
             Ok::<(), marten::Error>(())
