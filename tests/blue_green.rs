@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::daemon::{
     active_projection_version, drop_old_projection_versions, Daemon, DaemonHooks, DaemonOptions,
@@ -15,30 +16,9 @@ use marten::daemon::{
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-/// Version 1 of the projection: a count and a total.
+/// Version 1 of the projection: a count and a total (the shared tally).
 mod v1 {
-    use super::*;
-
-    #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-    pub struct Tally {
-        pub id: Uuid,
-        pub version: i64,
-        pub total: i64,
-        pub count: i64,
-    }
-
-    #[marten::apply]
-    impl Tally {
-        fn apply(&mut self, e: &Added) {
-            self.total += e.n;
-            self.count += 1;
-        }
-    }
+    pub use crate::common::tally::Tally;
 }
 
 /// Version 2: the same document type with an extra field (0 in version-1 documents).

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::daemon::{
     active_projection_version, drop_old_projection_versions, Daemon, DaemonHooks, DaemonOptions,
@@ -20,11 +21,6 @@ use marten::prelude::*;
 use marten::Tenancy;
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 mod v1 {
     use super::*;

@@ -6,15 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 struct Poison {}

@@ -8,34 +8,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::tally::{Added, Tally};
 use common::{named_builder, ok};
 use marten::daemon::DaemonOptions;
 use marten::prelude::*;
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-struct Tally {
-    id: Uuid,
-    version: i64,
-    total: i64,
-    count: i64,
-}
-
-#[marten::apply]
-impl Tally {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-        self.count += 1;
-    }
-}
 
 const WITHIN: Duration = Duration::from_secs(10);
 

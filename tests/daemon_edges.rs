@@ -7,16 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::daemon::{Daemon, DaemonHooks, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use marten_testing::CountingProxy;
 use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 struct Tally {

@@ -8,31 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::tally::{Added, Tally};
 use common::{builder, ok};
 use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
-use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-struct Tally {
-    id: Uuid,
-    version: i64,
-    total: i64,
-    count: i64,
-}
-
-#[marten::apply]
-impl Tally {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-        self.count += 1;
-    }
-}
 
 #[tokio::test]
 async fn a_pool_of_one_connection_still_catches_up_with_each_event_applied_once() {

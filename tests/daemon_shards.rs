@@ -13,35 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ok;
+use common::tally::{Added, Tally};
 use marten::daemon::{shard_of, Daemon, DaemonHooks, DaemonOptions};
 use marten::prelude::*;
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
 struct Assigned {
     to: Vec<String>,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-struct Tally {
-    id: Uuid,
-    version: i64,
-    total: i64,
-    count: i64,
-}
-
-#[marten::apply]
-impl Tally {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-        self.count += 1;
-    }
 }
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
@@ -18,11 +19,6 @@ struct Note {
     id: Uuid,
     #[document(index)]
     title: String,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
 }
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]

@@ -9,15 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::tally::Added;
 use common::{builder, ok};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 #[derive(Tag, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct LedgerId(Uuid);

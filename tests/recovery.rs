@@ -7,33 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::tally::{Added, Tally};
 use common::{named_builder, ok};
 use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
 use marten_testing::cancel::assert_clean;
 use marten_testing::PrivateCluster;
-use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-struct Tally {
-    id: Uuid,
-    version: i64,
-    total: i64,
-    count: i64,
-}
-
-#[marten::apply]
-impl Tally {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-        self.count += 1;
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_multi_thread()

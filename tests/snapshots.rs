@@ -6,34 +6,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::tally::{Added, Tally};
 use common::{builder, named_builder, ok};
 use marten::prelude::*;
 use marten::Tenancy;
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
-
-/// A live aggregate: the sum and count of its `Added` events.
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-struct Tally {
-    id: Uuid,
-    version: i64,
-    total: i64,
-    count: i64,
-}
-
-#[marten::apply]
-impl Tally {
-    fn apply(&mut self, e: &Added) {
-        self.total += e.n;
-        self.count += 1;
-    }
-}
 
 /// [`Tally`] of a conjoined document type, for conjoined events.
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

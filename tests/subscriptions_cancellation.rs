@@ -7,19 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::tally::Added;
 use common::{named_builder, ok};
 use marten::daemon::DaemonOptions;
 use marten::prelude::*;
 use marten::subscriptions::{HandlerError, Subscription, SubscriptionBatch, SubscriptionTx};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 /// Fills `outbox` through its transaction, yielding once per batch inside the handler.
 struct Outbox;

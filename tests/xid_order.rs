@@ -9,15 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::ok;
+use common::tally::Added;
 use marten::daemon::{Daemon, DaemonHooks, DaemonOptions};
 use marten::prelude::*;
 use marten_testing::PrivateCluster;
 use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Added {
-    n: i64,
-}
 
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 struct Tally {

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod invoices;
+pub mod tally;
 
 use marten::{DocumentStore, DocumentStoreBuilder};
 use marten_testing::TestSchema;

@@ -6,6 +6,7 @@ use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentMetadata, Error, Result, TenantId};
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::storage::conjoined;
 use super::{DocumentStorage, PgDocument};
@@ -37,6 +38,21 @@ fn with_tenant<'a, D: PgDocument>(
     }
 }
 
+/// The row the by-id statement `sql` of `D` reads for `id` (of `tenant`, for a conjoined
+/// type), if there is one.
+async fn row_by_id<D: PgDocument>(
+    client: Db<'_>,
+    sql: &str,
+    tenant: Option<&TenantId>,
+    id: &D::Id,
+) -> Result<Option<Row>> {
+    check_id::<D>(id)?;
+    let stmt = client.statement(sql).await.map_err(reading::<D>)?;
+    let tenant = tenant_of::<D>(tenant);
+    let params = with_tenant::<D>(id, &tenant);
+    client.query_opt(&stmt, &params).await.map_err(reading::<D>)
+}
+
 fn decode<D: PgDocument>(id: &D::Id, json: JsonRef<'_>) -> Result<D> {
     serde_json::from_slice(json.0).map_err(|source| Error::Deserialize {
         document_type: D::DOCUMENT_TYPE,
@@ -51,18 +67,7 @@ pub(crate) async fn load_one<D: PgDocument>(
     tenant: Option<&TenantId>,
     id: &D::Id,
 ) -> Result<Option<Loaded<D>>> {
-    check_id::<D>(id)?;
-    let stmt = client
-        .statement(&D::storage().reads().load)
-        .await
-        .map_err(reading::<D>)?;
-    let tenant = tenant_of::<D>(tenant);
-    let params = with_tenant::<D>(id, &tenant);
-    let Some(row) = client
-        .query_opt(&stmt, &params)
-        .await
-        .map_err(reading::<D>)?
-    else {
+    let Some(row) = row_by_id::<D>(client, &D::storage().reads().load, tenant, id).await? else {
         return Ok(None);
     };
     let json: JsonRef<'_> = row.try_get(0).map_err(reading::<D>)?;
@@ -143,17 +148,7 @@ pub(crate) async fn metadata<D: PgDocument>(
     tenant: Option<&TenantId>,
     id: &D::Id,
 ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
-    check_id::<D>(id)?;
-    let stmt = client
-        .statement(&D::storage().reads().metadata)
-        .await
-        .map_err(reading::<D>)?;
-    let tenant = tenant_of::<D>(tenant);
-    let params = with_tenant::<D>(id, &tenant);
-    let Some(row) = client
-        .query_opt(&stmt, &params)
-        .await
-        .map_err(reading::<D>)?
+    let Some(row) = row_by_id::<D>(client, &D::storage().reads().metadata, tenant, id).await?
     else {
         return Ok(None);
     };
