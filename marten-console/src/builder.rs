@@ -1,6 +1,5 @@
-//! [`ConsoleBuilder`] and [`ConsoleOptions`]: what a host decides about its console (the
-//! document types to show, whether actions that change data are on, the auth hook, the
-//! path it is mounted under).
+//! [`ConsoleBuilder`]: what a host decides about its console (the document types to show,
+//! the [`ConsoleOptions`], the auth hook), and the built [`Console`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,38 +16,9 @@ use tower::{Layer, Service};
 use crate::console::Console;
 use crate::documents::{register, DocumentView, QueryField};
 use crate::lag::{LagHistory, Sampler};
+use crate::options::{AuthHook, ConsoleOptions};
 use crate::state::State;
 use crate::tables::Tables;
-
-/// The console's options. Read-only by default.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ConsoleOptions {
-    /// Whether actions that change data (retry a dead letter, rebuild a projection) are
-    /// offered. Off by default; each one asks for confirmation and takes POST only.
-    pub actions: bool,
-    /// The path the console is mounted under (`""` at the root, `"/console"` when the
-    /// host nests its router there): the prefix of every link.
-    pub base_path: String,
-    /// How often the lag history is sampled.
-    pub sample_every: Duration,
-    /// How much lag history is kept (the chart shows the last hour).
-    pub history: Duration,
-}
-
-impl Default for ConsoleOptions {
-    fn default() -> Self {
-        ConsoleOptions {
-            actions: false,
-            base_path: String::new(),
-            sample_every: Duration::from_secs(1),
-            history: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// Applies the host's auth middleware to the console's router.
-pub(crate) type AuthHook = Arc<dyn Fn(Router) -> Router + Send + Sync>;
 
 /// Builds a [`Console`] over a store.
 pub struct ConsoleBuilder {
@@ -65,6 +35,13 @@ impl std::fmt::Debug for ConsoleBuilder {
             .field("documents", &self.documents.len())
             .field("auth", &self.auth.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// A builder of a console over `store`.
+    pub fn builder(store: &DocumentStore) -> ConsoleBuilder {
+        ConsoleBuilder::new(store)
     }
 }
 

@@ -4,11 +4,10 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use marten_pg::DocumentStore;
 
 use crate::bind::BoundConsole;
-use crate::builder::{AuthHook, ConsoleBuilder};
 use crate::error::ConsoleError;
+use crate::options::AuthHook;
 use crate::state::Shared;
 
 /// The web console of a store. Cheap to clone; the lag sampler stops when the console and
@@ -29,11 +28,6 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    /// A builder of a console over `store`.
-    pub fn builder(store: &DocumentStore) -> ConsoleBuilder {
-        ConsoleBuilder::new(store)
-    }
-
     pub(crate) fn new(state: Shared, auth: Option<AuthHook>) -> Self {
         Console { state, auth }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use marten_pg::DocumentStore;
 use tracing::debug;
 
-use crate::pages::projections::{read_slots, SlotRow};
+use crate::slots::{read_slots, SlotRow};
 use crate::tables::Tables;
 
 /// One slot's state at a sample.

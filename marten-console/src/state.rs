@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use marten_pg::DocumentStore;
 
-use crate::builder::ConsoleOptions;
 use crate::documents::DocumentView;
 use crate::lag::{LagHistory, Sampler};
+use crate::options::ConsoleOptions;
 use crate::tables::Tables;
 
 /// The handlers' state.

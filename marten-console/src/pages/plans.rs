@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::dead_letters::statement as dead_letters;
 use super::events::{statements as stream_events, EventsQuery};
-use super::projections::statement as projections;
 use super::streams::{statement as streams, tag_statement, StreamsQuery};
 use super::tags::{list_statement, tag_statements};
 use super::Params;
+use crate::slots::statement as projections;
 use crate::tables::Tables;
 
 #[derive(Tag, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
