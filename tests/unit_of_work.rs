@@ -301,3 +301,36 @@ async fn save_changes_is_one_round_trip() {
     assert_eq!(proxy.round_trips() - before, 1);
     assert_eq!(count(&schema, "mt_doc_account").await, 100);
 }
+
+/// A statement may write a row once, so a batch splits where an id comes again: for a
+/// small batch (its ids scanned) and past the size where the batch keeps a set of them.
+#[tokio::test]
+async fn a_repeated_id_starts_a_new_batch_in_small_and_large_batches() {
+    let (schema, b) = builder("uow_repeat");
+    let store = ok(b.document::<Note>().build().await);
+    for (size, repeat) in [(3_i64, 1_i64), (16, 15), (17, 16), (40, 30)] {
+        let mut s = store.lightweight_session();
+        for id in 0..size {
+            ok(s.store(Note {
+                id,
+                text: format!("first {id}"),
+            }));
+        }
+        ok(s.store(Note {
+            id: repeat,
+            text: "second".into(),
+        }));
+        ok(s.store(Note {
+            id: size,
+            text: "after".into(),
+        }));
+        ok(s.save_changes().await);
+        let again: Option<Note> = ok(s.load(&repeat).await);
+        assert_eq!(
+            again.map(|n| n.text),
+            Some("second".to_owned()),
+            "size {size}"
+        );
+        assert_eq!(count(&schema, "mt_doc_note").await, size + 1, "size {size}");
+    }
+}

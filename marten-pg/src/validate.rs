@@ -17,7 +17,7 @@ pub(crate) const MAX_TAG_BYTES: usize = 1024;
 /// `\u0000` itself) is not a NUL.
 pub(crate) fn json_has_nul(json: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(at) = json[i..].iter().position(|b| *b == b'\\') {
+    while let Some(at) = memchr::memchr(b'\\', &json[i..]) {
         let escape = i + at + 1;
         if json[escape..].starts_with(b"u0000") {
             return true;

@@ -44,7 +44,12 @@ impl<B: Backend, K: Tracking> Session<B, K> {
             parts: &mut *guard.parts,
             made: 0,
         };
-        let result = save(&mut attempts, held).instrument(span.clone()).await;
+        // Pinned where it is and instrumented through the pin: the save's future (large)
+        // is not moved into the span's wrapper.
+        let result = {
+            let saving = std::pin::pin!(save(&mut attempts, held));
+            saving.instrument(span.clone()).await
+        };
         span.record("marten.attempts", attempts.made);
         guard.finish(result.is_ok());
         result

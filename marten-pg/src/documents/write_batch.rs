@@ -25,6 +25,9 @@ use crate::json::RawJson;
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
+/// Up to this many documents, a batch finds a repeated id by scanning its ids.
+const SCAN_IDS: usize = 16;
+
 /// Several writes of one kind to documents of one type, sent as one statement
 /// (`unnest` arrays, or scalars for a single document).
 pub struct WriteBatch<D: PgDocument> {
@@ -39,6 +42,9 @@ pub struct WriteBatch<D: PgDocument> {
     pub(crate) count: i64,
     /// The tenant of a conjoined type's rows (bound after the row parameters).
     tenant: Option<TenantKey>,
+    /// The ids of a batch past [`SCAN_IDS`] documents, to refuse a second write of one;
+    /// empty while the batch is small enough to scan `ids` (most saves write a few
+    /// documents, and a set would be an allocation and a hash per write).
     id_set: HashSet<D::Id>,
     written: Vec<(D::Id, Option<VersionOf<D>>)>,
     rejected: bool,
@@ -73,11 +79,21 @@ impl<D: PgDocument> WriteBatch<D> {
 
     /// Whether `id` can join this batch (a statement may touch a row only once).
     pub(crate) fn accepts(&self, kind: WriteOf<D>, id: &D::Id) -> bool {
-        self.kind == kind && !self.id_set.contains(id)
+        self.kind == kind
+            && if self.id_set.is_empty() {
+                !self.ids.contains(id)
+            } else {
+                !self.id_set.contains(id)
+            }
     }
 
     pub(crate) fn push(&mut self, id: D::Id, doc: RawJson, expected: Option<VersionOf<D>>) {
-        self.id_set.insert(id.clone());
+        if !self.id_set.is_empty() {
+            self.id_set.insert(id.clone());
+        } else if self.ids.len() == SCAN_IDS {
+            self.id_set.extend(self.ids.iter().cloned());
+            self.id_set.insert(id.clone());
+        }
         self.ids.push(id);
         self.docs.push(doc);
         self.expected.push(expected);

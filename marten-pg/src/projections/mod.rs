@@ -170,6 +170,12 @@ pub(crate) enum Planned {
     Again,
 }
 
+/// Whether a save to `store` has inline projections to plan: without any, a save skips
+/// the planning step (and its bounded wait) altogether.
+pub(crate) fn has_inline(store: &ProjectionCatalog) -> bool {
+    !store.projections().inline.is_empty()
+}
+
 /// Plans every inline projection of the store for the session's pending appends and
 /// queues their writes as the unit of work's derived operations. `use_cache`: whether
 /// the store's aggregate cache may stand in for locked reads (see [`cache`]).

@@ -167,18 +167,23 @@ impl<D: PgDocument + marten_core::query::HasFields> QueryBackend<D> for Postgres
 async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result<AttemptEnd> {
     let mut req = parts.conn.request(&parts.store).await?;
     parts.queue.reset_attempt();
-    let planning = crate::projections::plan_inline(
-        parts.store.as_ref(),
-        &mut req,
-        &mut parts.queue,
-        &mut parts.state,
-        attempts.use_cache(),
-        &mut parts.scratch,
-    );
-    let Some(planned) = within(&parts.store, planning).await else {
-        // Nothing was written: the locked reads may still wait on the server.
-        req.mark_lost();
-        return Err(timed_out(&parts.store));
+    let planned = if crate::projections::has_inline(parts.store.as_ref()) {
+        let planning = crate::projections::plan_inline(
+            parts.store.as_ref(),
+            &mut req,
+            &mut parts.queue,
+            &mut parts.state,
+            attempts.use_cache(),
+            &mut parts.scratch,
+        );
+        let Some(planned) = within(&parts.store, planning).await else {
+            // Nothing was written: the locked reads may still wait on the server.
+            req.mark_lost();
+            return Err(timed_out(&parts.store));
+        };
+        planned
+    } else {
+        Ok(Planned::Ready)
     };
     if let Some(lock) = crate::events::tags::TagLock::for_save(
         parts.store.stream_identity(),
@@ -190,12 +195,17 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     let end = match planned {
         Ok(Planned::Ready) => {
             let span = append_span(&parts.store, &parts.queue);
-            let sending = parts
-                .queue
-                .execute(&mut req, parts.store.as_ref(), &mut parts.state);
-            let outcome = match span {
-                Some(span) => sending.instrument(span).await,
-                None => sending.await,
+            let outcome = {
+                // Pinned in place: the span's wrapper takes the pin, not a moved copy.
+                let sending = std::pin::pin!(parts.queue.execute(
+                    &mut req,
+                    parts.store.as_ref(),
+                    &mut parts.state
+                ));
+                match span {
+                    Some(span) => sending.instrument(span).await,
+                    None => sending.await,
+                }
             };
             req.settle(&outcome);
             match outcome {
