@@ -44,12 +44,11 @@ impl<B: Backend, K: Tracking> Session<B, K> {
             parts: &mut *guard.parts,
             made: 0,
         };
-        // Pinned where it is and instrumented through the pin: the save's future (large)
-        // is not moved into the span's wrapper.
-        let result = {
-            let saving = std::pin::pin!(save(&mut attempts, held));
-            saving.instrument(span.clone()).await
-        };
+        // Boxed: the save's (large) future is moved once, into the box, not through the
+        // span's wrapper and each await.
+        let result = Box::pin(save(&mut attempts, held))
+            .instrument(span.clone())
+            .await;
         span.record("marten.attempts", attempts.made);
         guard.finish(result.is_ok());
         result
