@@ -334,6 +334,83 @@ async fn a_plain_tagged_append_between_fetch_and_save_fails_the_boundary() {
     );
 }
 
+/// A boundary of `n` plain topics, in the order given.
+fn topics_query(topics: &[String]) -> TagQuery {
+    topics
+        .iter()
+        .fold(TagQuery::new(), |q, t| q.tag_named("topic", t.as_str()))
+}
+
+/// Up to four tags are bound one by one, more as arrays: both shapes read every tag's
+/// events and version, and both are asserted by the save.
+#[tokio::test]
+async fn boundaries_of_one_to_six_tags_read_and_assert_every_tag() {
+    let (_schema, b) = builder("dcb_many_tags");
+    let store = ok(b.build().await);
+    for n in 1..=6 {
+        let topics: Vec<String> = (0..n).map(|i| format!("{n}-{i}")).collect();
+        let mut s = store.lightweight_session();
+        for topic in topics.iter().chain([&format!("{n}-unrelated")]) {
+            ok(s.events().append(
+                Uuid::now_v7(),
+                [Note {
+                    topic: topic.clone(),
+                }],
+            ));
+        }
+        ok(s.save_changes().await);
+
+        let mut s = store.lightweight_session();
+        let mut boundary = ok(s
+            .events()
+            .fetch_for_writing_by_tags::<CourseCapacity>(topics_query(&topics))
+            .await);
+        assert_eq!(boundary.events().len(), n, "{n} tags");
+        let versions: Vec<(String, i64)> = boundary
+            .versions()
+            .iter()
+            .map(|(t, v)| (t.value.clone(), *v))
+            .collect();
+        let expected: Vec<(String, i64)> = topics.iter().map(|t| (t.clone(), 1)).collect();
+        assert_eq!(versions, expected, "{n} tags");
+        ok(boundary.append([Note {
+            topic: topics[0].clone(),
+        }]));
+        // Another session appends under the boundary's last tag: the save is refused.
+        let mut other = store.lightweight_session();
+        ok(other.events().append(
+            Uuid::now_v7(),
+            [Note {
+                topic: topics[n - 1].clone(),
+            }],
+        ));
+        ok(other.save_changes().await);
+        let err = s.save_changes().await.expect_err("the boundary moved");
+        match &err.rejections()[..] {
+            [r] => match &r.kind {
+                RejectionKind::DcbConcurrency {
+                    tag_type, expected, ..
+                } => assert_eq!((tag_type.as_str(), *expected), ("topic", 1), "{n} tags"),
+                other => panic!("wrong rejection {other:?}"),
+            },
+            other => panic!("{n} tags: {other:?}"),
+        }
+
+        // Read again: the last tag moved on, and this time the save commits.
+        let mut s = store.lightweight_session();
+        let mut boundary = ok(s
+            .events()
+            .fetch_for_writing_by_tags::<CourseCapacity>(topics_query(&topics))
+            .await);
+        assert_eq!(boundary.events().len(), n + 1, "{n} tags");
+        assert_eq!(boundary.versions()[n - 1].1, 2, "{n} tags");
+        ok(boundary.append([Note {
+            topic: topics[0].clone(),
+        }]));
+        ok(s.save_changes().await);
+    }
+}
+
 #[tokio::test]
 async fn disjoint_boundaries_never_conflict() {
     const RACERS: usize = 8;

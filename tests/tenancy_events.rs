@@ -511,6 +511,35 @@ async fn book(
     Ok(true)
 }
 
+/// Boundaries of two (tags bound one by one) and of five seats (bound as arrays) read
+/// the session's tenant's events and versions only.
+#[tokio::test]
+async fn a_boundary_of_several_seats_is_the_tenants_own() {
+    let (_schema, store) = conjoined("tev_dcb_many").await;
+    for n in [2, 5] {
+        let ids: Vec<String> = (0..n).map(|i| format!("{n}-{i}")).collect();
+        // Red books every seat, blue only the first.
+        for (tenant, booked) in [(RED, &ids[..]), (BLUE, &ids[..1])] {
+            for id in booked {
+                assert!(ok(book(&store, tenant, id, tenant, None).await));
+            }
+        }
+        for (tenant, seen) in [(RED, n), (BLUE, 1)] {
+            let q = ids
+                .iter()
+                .fold(TagQuery::new(), |q, id| q.tag(SeatId(id.clone())))
+                .event_types::<(Seat,)>();
+            let mut s = session(&store, tenant);
+            let b = ok(s.events().fetch_for_writing_by_tags::<Seats>(q).await);
+            assert_eq!(b.events().len(), seen, "{tenant}, {n} seats");
+            let taken = b.state().map(|st| st.taken.clone()).unwrap_or_default();
+            assert!(taken.iter().all(|by| by == tenant), "{taken:?}");
+            let versioned = b.versions().iter().filter(|(_, v)| *v > 0).count();
+            assert_eq!(versioned, seen, "{tenant}, {n} seats");
+        }
+    }
+}
+
 #[tokio::test]
 async fn tag_boundaries_are_per_tenant() {
     let (schema, store) = conjoined("tev_dcb").await;

@@ -85,6 +85,9 @@ pub struct EventSql {
     /// `$1` tag types, `$2` tag values, `$3` event types (NULL = all) -> events in
     /// sequence order; scoped (`$4`).
     pub events_by_tags: String,
+    /// The reads of a boundary of 1 to [`FEW_TAGS`] tags (index: tags - 1), with each tag
+    /// a pair of scalar parameters (see [`BoundaryReads`]).
+    pub few_tags: Vec<BoundaryReads>,
     /// `$1` = id -> `version, is_archived`; scoped (`$2`).
     pub stream_version: String,
     /// `$1` = id -> `version, is_archived` and locks the row; scoped (`$2`).
@@ -112,6 +115,59 @@ pub struct EventSql {
     pub archive: String,
     /// `$1` = id; scoped (`$2`).
     pub delete: String,
+}
+
+/// The most tags a boundary's reads bind as scalar parameters; a query of more tags binds
+/// them as arrays ([`EventSql::tag_versions`], [`EventSql::events_by_tags`]).
+///
+/// Why scalars: with the tags as arrays, every plan of these reads is a custom plan (a
+/// generic plan would assume ten tags and hash a scan of the table, so PostgreSQL keeps
+/// planning each read again, about 150-250 µs each). With scalars the generic plan is
+/// the same index lookup as a custom one, and after five reads the statement stops being
+/// planned.
+pub const FEW_TAGS: usize = 4;
+
+/// The two reads of a consistency boundary of `n` tags (`n` <= [`FEW_TAGS`]): the tags
+/// bound as pairs, `$1`/`$2` the first tag's type and value, `$3`/`$4` the second's, up
+/// to `$2n`.
+pub struct BoundaryReads {
+    /// The tags, then `$2n+1` the tenant of the tag versions -> `tag_type, tag_value,
+    /// version`.
+    pub versions: String,
+    /// The tags, then `$2n+1` event types (NULL = all) -> events in sequence order;
+    /// scoped (`$2n+2`).
+    pub events: String,
+}
+
+impl BoundaryReads {
+    /// The reads of `n` tags.
+    fn new(n: usize, conjoined: bool) -> Self {
+        let pairs: Vec<String> = (0..n)
+            .map(|i| format!("(${}::text, ${}::text)", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let pairs = pairs.join(", ");
+        let (tags_scope, events_scope) = if conjoined {
+            let tenant = 2 * n + 2;
+            (
+                format!("t.tenant_id = ${tenant}::text AND "),
+                format!("tenant_id = ${tenant}::text AND "),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let types = 2 * n + 1;
+        BoundaryReads {
+            versions: format!(
+                "SELECT v.tag_type, v.tag_value, v.version FROM {TAG_VERSIONS_TABLE} v \
+                 WHERE v.tenant_id = ${types}::text AND (v.tag_type, v.tag_value) IN ({pairs})"
+            ),
+            events: format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} WHERE {events_scope}seq_id IN (\
+                 SELECT t.seq_id FROM {TAGS_TABLE} t WHERE {tags_scope}(t.tag_type, t.tag_value) IN ({pairs})) \
+                 AND (${types}::text[] IS NULL OR type = ANY(${types}::text[])) AND NOT is_archived ORDER BY seq_id"
+            ),
+        }
+    }
 }
 
 /// One append statement per `AppendKind`, of one shape.
@@ -201,6 +257,9 @@ impl EventSql {
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
             tag_versions: select_tag_versions(),
             events_by_tags: select_events_by_tags(conjoined),
+            few_tags: (1..=FEW_TAGS)
+                .map(|n| BoundaryReads::new(n, conjoined))
+                .collect(),
             stream_version: format!(
                 "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
                 scoped(1)
@@ -458,6 +517,28 @@ mod tests {
         assert_eq!(params(&conjoined.read_all_of_tenant), 5);
         assert_eq!(params(&single.tag_versions), 3);
         assert_eq!(params(TAG_LOCK), 5);
+    }
+
+    #[test]
+    fn a_boundary_of_few_tags_binds_each_tag_and_then_the_tenant() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            let sql = EventSql::of(StreamIdentity::Uuid, tenancy);
+            assert_eq!(sql.few_tags.len(), FEW_TAGS);
+            for (i, reads) in sql.few_tags.iter().enumerate() {
+                let n = i + 1;
+                assert_eq!(params(&reads.versions), 2 * n + 1, "{}", reads.versions);
+                assert!(reads
+                    .versions
+                    .contains(&format!("v.tenant_id = ${}::text", 2 * n + 1)));
+                let last = format!("(${}::text, ${}::text))", 2 * n - 1, 2 * n);
+                assert!(reads.versions.ends_with(&last), "{}", reads.versions);
+                let conjoined = tenancy == Tenancy::Conjoined;
+                let scoped = 2 * n + usize::from(conjoined) + 1;
+                assert_eq!(params(&reads.events), scoped, "{}", reads.events);
+                assert_eq!(reads.events.contains("tenant_id ="), conjoined);
+                assert!(!reads.events.contains("*DEFAULT*"));
+            }
+        }
     }
 
     #[test]

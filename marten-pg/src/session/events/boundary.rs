@@ -158,14 +158,37 @@ async fn read_versions_then_events(
     event_types: Option<Vec<String>>,
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<(Vec<Row>, Vec<Row>)> {
-    let types: Vec<String> = tags.iter().map(|t| t.tag_type.clone()).collect();
-    let values: Vec<String> = tags.iter().map(|t| t.value.clone()).collect();
+    let types: Vec<String>;
+    let values: Vec<String>;
     let sql = s.store.events().sql();
+    // A few tags: bound as scalars (statements with generic plans); more: as arrays.
+    let few = sql.few_tags.get(tags.len().wrapping_sub(1));
+    let mut version_params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(2 * tags.len() + 2);
+    let (versions_sql, events_sql) = match few {
+        Some(reads) => {
+            for t in tags {
+                version_params.push(&t.tag_type);
+                version_params.push(&t.value);
+            }
+            (&reads.versions, &reads.events)
+        }
+        None => {
+            types = tags.iter().map(|t| t.tag_type.clone()).collect();
+            values = tags.iter().map(|t| t.value.clone()).collect();
+            version_params.push(&types);
+            version_params.push(&values);
+            (&sql.tag_versions, &sql.events_by_tags)
+        }
+    };
+    let mut event_params = version_params.clone();
+    event_params.push(&event_types);
+    let event_params = tenant.scoped(event_params);
+    version_params.push(tenant.tags());
     let req = s.conn.request(&s.store).await?;
     let client = req.client();
     let prepared = async {
-        let versions = client.statement(&sql.tag_versions).await?;
-        let events = client.statement(&sql.events_by_tags).await?;
+        let versions = client.statement(versions_sql).await?;
+        let events = client.statement(events_sql).await?;
         Ok::<_, tokio_postgres::Error>((versions, events))
     }
     .await;
@@ -178,8 +201,6 @@ async fn read_versions_then_events(
         }
     };
     let c = client;
-    let version_params: [&(dyn ToSql + Sync); 3] = [&types, &values, tenant.tags()];
-    let event_params = tenant.scoped(vec![&types, &values, &event_types]);
     let mut pipe = Pipeline::new(c, 2);
     let versions = pipe.query(&versions_stmt, &version_params);
     let events = pipe.push(async {
