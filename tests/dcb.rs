@@ -386,7 +386,7 @@ async fn boundaries_of_one_to_six_tags_read_and_assert_every_tag() {
         ));
         ok(other.save_changes().await);
         let err = s.save_changes().await.expect_err("the boundary moved");
-        match &err.rejections()[..] {
+        match err.rejections() {
             [r] => match &r.kind {
                 RejectionKind::DcbConcurrency {
                     tag_type, expected, ..
@@ -409,6 +409,77 @@ async fn boundaries_of_one_to_six_tags_read_and_assert_every_tag() {
         }]));
         ok(s.save_changes().await);
     }
+}
+
+/// A boundary's save of one append sends the tag lock in the append's statement
+/// (`tracing_spans.rs` shows it is one statement); refused, that statement writes nothing,
+/// not even a tag version, and the save still names what was rejected.
+#[tokio::test]
+async fn a_refused_boundary_save_of_one_append_writes_nothing_and_names_the_stream() {
+    let (_schema, b) = builder("dcb_one_statement");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 5).await;
+
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(boundary.append([StudentSubscribed {
+        course_id: course,
+        student_id: StudentId(Uuid::now_v7()),
+    }]));
+    ok(s.save_changes().await);
+    assert_eq!(count(&store, course).await, Some(1));
+
+    // A stream archived under the boundary: the one statement is refused whole, the second
+    // attempt (lock and append apart) names the archived stream.
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        stream,
+        [Note {
+            topic: "archived".into(),
+        }],
+    ));
+    ok(s.save_changes().await);
+    ok(s.events().archive_stream(stream));
+    ok(s.save_changes().await);
+    let before = {
+        let mut r = store.lightweight_session();
+        let b = ok(r
+            .events()
+            .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+            .await);
+        (b.versions().to_vec(), b.events().len())
+    };
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(boundary.append_to(
+        stream,
+        [StudentSubscribed {
+            course_id: course,
+            student_id: StudentId(Uuid::now_v7()),
+        }],
+    ));
+    let err = s.save_changes().await.expect_err("archived");
+    assert!(
+        matches!(err.rejections()[..], [ref r] if r.kind == RejectionKind::StreamArchived),
+        "{err}"
+    );
+    let mut r = store.lightweight_session();
+    let after = ok(r
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    assert_eq!(
+        (after.versions().to_vec(), after.events().len()),
+        before,
+        "nothing written"
+    );
 }
 
 #[tokio::test]

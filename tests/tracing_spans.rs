@@ -73,6 +73,29 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         }
     }
 
+    /// The writer's `save_changes` event: whether the save was one statement, recorded
+    /// as the field `single` of the enclosing `save_changes` span.
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let mut seen = Captured::default();
+        event.record(&mut seen);
+        let (Some("save_changes"), Some(single)) = (seen.field("message"), seen.field("single"))
+        else {
+            return;
+        };
+        let single = single.to_owned();
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span in scope {
+            if span.name() == "save_changes" {
+                if let Some(captured) = span.extensions_mut().get_mut::<Captured>() {
+                    captured.fields.insert("single".to_owned(), single);
+                }
+                return;
+            }
+        }
+    }
+
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let Some(captured) = span.extensions_mut().remove::<Captured>() else {
@@ -274,4 +297,36 @@ async fn tag_boundary_reads_have_spans() {
     let read = one_span("fetch_for_writing_by_tags", ns, "marten.tags", "1");
     assert_db_fields(&read, "boundary_read");
     assert_eq!(read.field("marten.events"), Some("2"));
+}
+
+/// A boundary's save of one append is one statement: the tag lock rides in the append's
+/// statement, with no transaction around it. With a second append the lock is a
+/// statement of its own, in a transaction.
+#[tokio::test]
+async fn a_boundary_save_of_one_append_is_one_statement() {
+    capture();
+    let (schema, b) = builder("tracing_one_statement");
+    let store = ok(b.build().await);
+    let ns = schema.name();
+    let course = CourseId(Uuid::now_v7());
+    for appends in [1, 2] {
+        let mut s = store.lightweight_session();
+        let mut boundary = ok(s
+            .events()
+            .fetch_for_writing_by_tags::<Enrolments>(TagQuery::new().tag(course))
+            .await);
+        for _ in 0..appends {
+            ok(boundary.append([Enrolled { course }]));
+        }
+        ok(s.save_changes().await);
+    }
+    let saves: Vec<Option<String>> = spans("save_changes", ns)
+        .iter()
+        .map(|c| c.field("single").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        saves,
+        [Some("true".to_owned()), Some("false".to_owned())],
+        "{saves:?}"
+    );
 }

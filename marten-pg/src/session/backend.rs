@@ -13,11 +13,12 @@ use tracing::Instrument;
 
 use super::events::Events;
 use super::{QuerySession, Session};
-use crate::connection::{timed_out, within, Conn};
+use crate::connection::{timed_out, within, Conn, Request};
 use crate::documents::{load, serialize, PgDocument};
 use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
+use crate::unit_of_work::append::StreamAppend;
 use crate::unit_of_work::{Outcome, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
@@ -190,7 +191,11 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         &parts.boundaries,
         parts.queue.user.appends().map(|(_, a)| a),
     ) {
-        parts.queue.prelude.push_op(Box::new(lock));
+        match lone_append(&mut parts.queue, &req) {
+            // The lock rides in the append's statement: one statement, no transaction.
+            Some(append) => append.take_check(lock.into_check()),
+            None => parts.queue.prelude.push_op(Box::new(lock)),
+        }
     }
     let end = match planned {
         Ok(Planned::Ready) => {
@@ -211,7 +216,7 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
             match outcome {
                 Ok(Outcome::Committed) => AttemptEnd::Committed,
                 Ok(Outcome::Retry) => {
-                    tracing::debug!("inline projection met a concurrent save; planning again");
+                    tracing::debug!("a check marten added met a concurrent save; planning again");
                     AttemptEnd::Retry
                 }
                 // The save's own transaction was rolled back whole: nothing was written.
@@ -239,6 +244,20 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         }
     };
     Ok(end)
+}
+
+/// The save's one operation, when it is a tagged append that can carry the save's tag
+/// lock in its own statement: nothing else is queued or derived, and the save is not
+/// part of a transaction the session holds (nor reads its write position after one).
+fn lone_append<'q>(queue: &'q mut UnitOfWork, req: &Request<'_>) -> Option<&'q mut StreamAppend> {
+    let alone = queue.derived.is_empty()
+        && queue.user.items.len() == 1
+        && !req.in_transaction()
+        && !req.records_write_position();
+    if !alone {
+        return None;
+    }
+    queue.user.append_at_mut(0).filter(|a| a.can_take_check())
 }
 
 /// The `append` span of an attempt that appends events (`None` for one that does not):

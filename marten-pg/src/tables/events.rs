@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use marten_core::{StreamIdentity, Tenancy};
 
 use crate::tables::event_order::{merge_tenant_pages, select_global_page};
-use crate::tables::functions::REJECTED_FLAG;
+use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// The streams table.
 pub const STREAMS_TABLE: &str = "mt_streams";
@@ -79,6 +79,12 @@ pub struct EventSql {
     pub sequenced: AppendStatements,
     /// [`EventSql::tagged`] inserting reserved sequences (the last parameter).
     pub tagged_sequenced: AppendStatements,
+    /// [`EventSql::tagged`] as the whole save, with the tag lock of its consistency
+    /// boundaries in the same statement (see [`checked`]): the parameters of `tagged`
+    /// (through the expected version), then the lock's tag types, values, captured
+    /// versions and appended flags (arrays), the tenant of the tag versions and the
+    /// number of tags. A rejection raises the guard's error: nothing is written.
+    pub checked: AppendStatements,
     /// `$1` tag types, `$2` tag values, `$3` the tenant of the tag versions ->
     /// `tag_type, tag_value, version`.
     pub tag_versions: String,
@@ -243,7 +249,11 @@ impl EventSql {
         let (events_many, events_one) = (insert_events(idt, 10), insert_event(idt, 10));
         let bare = StreamRows::new(idt, 7, conjoined);
         let tagged_events = insert_events(idt, 13);
-        let tags = insert_tags(conjoined);
+        let tags = format!(
+            "{}{}",
+            insert_tag_rows(conjoined),
+            bump_tag_versions(conjoined)
+        );
         // The tenant of the scoped statements: the parameter after `$n`.
         let scoped = |n: usize| scope(conjoined, n);
         EventSql {
@@ -255,6 +265,15 @@ impl EventSql {
             one_alone_bare: AppendStatements::new(&bare, |r| alone(r, &insert_bare_event(idt))),
             sequenced: AppendStatements::sequenced(&plain, idt, 10, ""),
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
+            checked: {
+                let gated = StreamRows::gated(idt, 13, conjoined);
+                let rows = insert_tag_rows(conjoined);
+                AppendStatements {
+                    start: checked(&gated.start, &tagged_events, &rows, 14),
+                    append: checked(&gated.append, &tagged_events, &rows, 14),
+                    expected: checked(&gated.expected, &tagged_events, &rows, 15),
+                }
+            },
             tag_versions: select_tag_versions(),
             events_by_tags: select_events_by_tags(conjoined),
             few_tags: (1..=FEW_TAGS)
@@ -305,6 +324,16 @@ impl StreamRows {
     /// tenant's (keyed by `(tenant_id, id)`); otherwise streams are global and the
     /// statements do not name the tenant.
     fn new(idt: &str, tenant_param: usize, conjoined: bool) -> Self {
+        Self::build(idt, tenant_param, conjoined, false)
+    }
+
+    /// [`StreamRows::new`] writing only when the tag lock `ok` before it passed: the
+    /// stream row is read from `ok`, so the tags are locked before the stream is.
+    fn gated(idt: &str, tenant_param: usize, conjoined: bool) -> Self {
+        Self::build(idt, tenant_param, conjoined, true)
+    }
+
+    fn build(idt: &str, tenant_param: usize, conjoined: bool, gated: bool) -> Self {
         let expected_param = tenant_param + 1;
         let (columns, values, key, scope) = if conjoined {
             (
@@ -321,20 +350,28 @@ impl StreamRows {
                 String::new(),
             )
         };
+        let (rows, gate) = if gated {
+            (
+                format!("SELECT {values} FROM ok WHERE ok.passed"),
+                " AND (SELECT passed FROM ok)",
+            )
+        } else {
+            (format!("VALUES ({values})"), "")
+        };
         StreamRows {
             start: format!(
-                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) {rows} \
                  ON CONFLICT ({key}) DO NOTHING"
             ),
             append: format!(
-                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) {rows} \
                  ON CONFLICT ({key}) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
                  WHERE NOT st.is_archived"
             ),
             expected: format!(
                 "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
                  type = coalesce(st.type, $2::text) \
-                 WHERE {scope}st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived"
+                 WHERE {scope}st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived{gate}"
             ),
         }
     }
@@ -385,23 +422,66 @@ fn alone(stream_row: &str, events: &str) -> String {
     format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
 }
 
-/// The tag rows of a tagged append and the bump of each tag's version, as CTEs following
-/// the event insert `e`. `conjoined`: both belong to the append's tenant (`$13`);
-/// otherwise to the tenant of single-tenant tags (the columns' default).
-fn insert_tags(conjoined: bool) -> String {
-    let (tenant_column, tenant_value) = if conjoined {
-        (", tenant_id", ", $13::text")
-    } else {
-        ("", "")
-    };
+/// The tag rows of a tagged append, as a CTE following the event insert `e`.
+/// `conjoined`: they belong to the append's tenant (`$13`); otherwise to the tenant of
+/// single-tenant tags (the column's default).
+fn insert_tag_rows(conjoined: bool) -> String {
+    let (tenant_column, tenant_value) = tenant_of_tags(conjoined);
     format!(
         ", tg AS (INSERT INTO {TAGS_TABLE} (tag_type, tag_value, seq_id{tenant_column}) \
          SELECT x.tt, x.tv, e.seq_id{tenant_value} FROM unnest($10::bigint[], $11::text[], $12::text[]) AS x(ord, tt, tv) \
-         JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING), \
-         tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value{tenant_column}, version) \
+         JOIN e ON e.version = (SELECT version FROM s) - $3::bigint + x.ord ON CONFLICT DO NOTHING)"
+    )
+}
+
+/// The bump of the version of each tag of a tagged append (in tag order, after the stream
+/// row `s` was written), as a CTE; the tenant as in [`insert_tag_rows`].
+fn bump_tag_versions(conjoined: bool) -> String {
+    let (tenant_column, tenant_value) = tenant_of_tags(conjoined);
+    format!(
+        ", tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value{tenant_column}, version) \
          SELECT DISTINCT x.tt, x.tv{tenant_value}, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
          WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
          ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
+    )
+}
+
+/// The tenant column and value of a tagged append's tag rows and versions.
+fn tenant_of_tags(conjoined: bool) -> (&'static str, &'static str) {
+    if conjoined {
+        (", tenant_id", ", $13::text")
+    } else {
+        ("", "")
+    }
+}
+
+/// A tagged append that is the whole save, with the tag lock of its boundaries, as one
+/// statement (no transaction around it, no guard after it): the lock's parameters start
+/// at `$first` (types, values, captured versions, appended flags, the tenant of the tag
+/// versions, the number of tags).
+///
+/// In order: `tl` asserts every captured version and bumps every tag once for being
+/// captured and once for being appended (what [`TAG_LOCK`] and the append's own bump do
+/// in two statements), in (type, value) order; `ok` passes when every tag was written;
+/// the stream row `s` (gated by `ok`, so it is locked after the tags), the events and
+/// their tag rows follow. When `ok` failed or the stream was rejected, `verdict` sets the
+/// rejected flag and the guard raises: the statement, its own transaction, writes
+/// nothing, and the save learns why from the separate statements of a second attempt.
+fn checked(stream_row: &str, events: &str, tag_rows: &str, first: usize) -> String {
+    let [types, values, captured, appended, tenant, count] = std::array::from_fn(|i| first + i);
+    format!(
+        "WITH input AS (SELECT * FROM unnest(${types}::text[], ${values}::text[], ${captured}::bigint[], ${appended}::boolean[]) \
+         AS i(tt, tv, captured, appended)), \
+         tl AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, tenant_id, version) \
+         SELECT tt, tv, ${tenant}::text, (captured IS NOT NULL)::int + appended::int FROM input ORDER BY tt, tv \
+         ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + \
+         (SELECT (i.captured IS NOT NULL)::int + i.appended::int FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value) \
+         WHERE coalesce((SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value), v.version) = v.version \
+         RETURNING 1), \
+         ok AS (SELECT count(*) = ${count}::bigint AS passed FROM tl), \
+         s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tag_rows}, \
+         verdict AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM s) THEN NULL ELSE set_config('{REJECTED_FLAG}', 't', true) END AS rejected) \
+         SELECT (SELECT version FROM s), (SELECT {GUARD_FUNCTION}() FROM verdict WHERE verdict.rejected IS NOT NULL)"
     )
 }
 
@@ -517,6 +597,26 @@ mod tests {
         assert_eq!(params(&conjoined.read_all_of_tenant), 5);
         assert_eq!(params(&single.tag_versions), 3);
         assert_eq!(params(TAG_LOCK), 5);
+    }
+
+    #[test]
+    fn a_checked_append_binds_the_lock_after_the_append() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            let sql = EventSql::of(StreamIdentity::Uuid, tenancy);
+            let checked = &sql.checked;
+            assert_eq!(params(&checked.start), 19, "{}", checked.start);
+            assert_eq!(params(&checked.append), 19, "{}", checked.append);
+            assert_eq!(params(&checked.expected), 20, "{}", checked.expected);
+            for (statement, first) in [(&checked.append, 14), (&checked.expected, 15)] {
+                assert!(statement.contains(&format!("unnest(${first}::text[]")));
+                // The stream row is gated by the lock: tags are locked first.
+                assert!(statement.contains("ok.passed") || statement.contains("FROM ok)"));
+                // Bumped once, by the lock; no second bump of the tag versions.
+                assert!(!statement.contains("tv AS"), "{statement}");
+                assert!(statement.contains("mt_assert_no_rejections()"));
+            }
+            assert!(!checked.append.contains("*DEFAULT*"));
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::event_tenant::EventTenant;
 use crate::json::RawJson;
 use crate::stream_key::StreamKey;
 use crate::tables::events::{EventSql, EVENTS_TABLE};
+use crate::tables::functions::REJECTED_SQLSTATE;
 
 pub(crate) use marten_core::projection::inline::AppendKind;
 
@@ -53,6 +54,24 @@ pub(crate) struct StreamAppend {
     /// Sent alone (see [`Operation::alone`]): the statement returns no rows and its row
     /// count is the number of events inserted.
     alone: bool,
+    /// The tag lock of the save's boundaries, sent in this append's statement (an
+    /// attempt's: `reset` forgets it).
+    check: Option<TagCheck>,
+    /// The statement with the lock in it was rejected once: this save's later attempts
+    /// send the lock as a statement of its own, whose answer says what was rejected.
+    check_refused: bool,
+}
+
+/// The tag lock of a save's consistency boundaries, when it rides in the statement of the
+/// save's one append ([`crate::tables::events::EventSql::checked`]): every tag of the
+/// boundaries and of the append, in (type, value) order, with its captured version
+/// (boundaries) and whether the append writes it.
+pub(crate) struct TagCheck {
+    pub(crate) types: Vec<String>,
+    pub(crate) values: Vec<String>,
+    pub(crate) captured: Vec<Option<i64>>,
+    pub(crate) appended: Vec<bool>,
+    pub(crate) count: i64,
 }
 
 impl StreamAppend {
@@ -85,14 +104,33 @@ impl StreamAppend {
             sequences: None,
             rejected: false,
             alone: false,
+            check: None,
+            check_refused: false,
         }
+    }
+
+    /// Whether the tag lock of the save may ride in this append's statement: a tagged
+    /// append of at least one event, without reserved sequences, whose statement with
+    /// the lock was not rejected before in this save.
+    pub(crate) fn can_take_check(&self) -> bool {
+        self.count > 0
+            && !self.tag_types.is_empty()
+            && self.sequences.is_none()
+            && !self.check_refused
+    }
+
+    /// Sends the save's tag lock in this append's statement (this attempt only).
+    pub(crate) fn take_check(&mut self, check: TagCheck) {
+        self.check = Some(check);
     }
 
     /// Sent as the whole save, in the statement shape that needs no rejected flag: only
     /// for untagged appends of at least one event, whose rejection then shows as a row
     /// count of 0.
     fn can_go_alone(&self) -> bool {
-        self.count > 0 && self.tag_types.is_empty() && self.sequences.is_none()
+        self.count > 0
+            && self.sequences.is_none()
+            && (self.tag_types.is_empty() || self.check.is_some())
     }
 
     /// One event without tags or reserved sequences: sent with scalar parameters.
@@ -153,6 +191,7 @@ impl Operation for StreamAppend {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
         let tagged = !self.tag_types.is_empty();
         let shape = match (self.is_single(), self.alone) {
+            _ if self.check.is_some() => &sql.checked,
             _ if self.sequences.is_some() && tagged => &sql.tagged_sequenced,
             _ if self.sequences.is_some() => &sql.sequenced,
             _ if tagged => &sql.tagged,
@@ -218,6 +257,16 @@ impl Operation for StreamAppend {
         if let Some(sequences) = &self.sequences {
             params.push(sequences);
         }
+        if let Some(check) = &self.check {
+            params.extend([
+                &check.types as &(dyn ToSql + Sync),
+                &check.values,
+                &check.captured,
+                &check.appended,
+                self.tenant.tags(),
+                &check.count,
+            ]);
+        }
         params
     }
 
@@ -243,7 +292,7 @@ impl Operation for StreamAppend {
     }
 
     fn counts_only(&self) -> bool {
-        self.alone
+        self.alone && self.check.is_none()
     }
 
     fn accept_count(&mut self, count: u64) -> Result<()> {
@@ -263,12 +312,25 @@ impl Operation for StreamAppend {
         Ok(())
     }
 
+    fn rejected_by(&mut self, e: &tokio_postgres::Error) -> bool {
+        let raised = e.code().is_some_and(|c| c.code() == REJECTED_SQLSTATE);
+        if self.check.is_some() && raised {
+            // The lock or the stream refused: nothing was written. The next attempt
+            // sends the lock apart, and its answer names what was rejected.
+            self.rejected = true;
+            self.check_refused = true;
+            return true;
+        }
+        false
+    }
+
     fn has_rejections(&self) -> bool {
         self.rejected
     }
 
     fn retryable(&self) -> bool {
-        self.requested == AppendKind::Append && self.kind != AppendKind::Append
+        (self.requested == AppendKind::Append && self.kind != AppendKind::Append)
+            || self.check.is_some()
     }
 
     fn reset(&mut self) {
@@ -276,6 +338,7 @@ impl Operation for StreamAppend {
         self.sequences = None;
         self.rejected = false;
         self.alone = false;
+        self.check = None;
     }
 
     fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {

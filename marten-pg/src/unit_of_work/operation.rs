@@ -84,6 +84,12 @@ pub(crate) trait Operation: Send + Sync {
     fn accept(&mut self, _rows: &[Row]) -> Result<()> {
         Ok(())
     }
+    /// Whether the error the statement failed with is its way of rejecting (a statement
+    /// that raises instead of reporting: it then counts as rejected, nothing of the
+    /// statement was written); no by default.
+    fn rejected_by(&mut self, _e: &tokio_postgres::Error) -> bool {
+        false
+    }
     /// Whether `accept` saw fewer rows written than asked (never, by default).
     fn has_rejections(&self) -> bool {
         false

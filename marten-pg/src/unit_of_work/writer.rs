@@ -186,6 +186,7 @@ async fn send_alone(
     let accepted = match answer {
         Ok(Lone::Count(n)) => op.accept_count(n),
         Ok(Lone::Rows(rows)) => op.accept(&rows),
+        Err(e) if op.rejected_by(&e) => Ok(()),
         Err(e) => {
             note(&mut failure, e, writing(&*op, schema));
             Ok(())

@@ -14,7 +14,7 @@ use super::{reading, tag_version};
 use crate::events::EventTenant;
 use crate::schema::events_schema;
 use crate::tables::events::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
-use crate::unit_of_work::append::StreamAppend;
+use crate::unit_of_work::append::{StreamAppend, TagCheck};
 use crate::unit_of_work::{Operation, Target};
 
 /// The tag lock of a save (see the module docs), placed before every other statement.
@@ -24,6 +24,8 @@ pub(crate) struct TagLock {
     types: Vec<String>,
     values: Vec<String>,
     captured: Vec<Option<i64>>,
+    /// Whether an append of the save writes the tag (for [`TagLock::into_check`]).
+    appended: Vec<bool>,
     count: i64,
     written: Vec<(String, String)>,
     rejected: bool,
@@ -48,15 +50,16 @@ impl TagLock {
         if boundaries.is_empty() && appends.len() < 2 {
             return None;
         }
-        let mut all: std::collections::BTreeMap<EventTag, Option<i64>> =
+        // Each tag: its captured version (boundaries) and whether an append writes it.
+        let mut all: std::collections::BTreeMap<EventTag, (Option<i64>, bool)> =
             std::collections::BTreeMap::new();
         for a in appends {
             for (t, v) in a.tag_types.iter().zip(&a.tag_values) {
-                all.entry(EventTag::named(t.clone(), v)).or_insert(None);
+                all.insert(EventTag::named(t.clone(), v), (None, true));
             }
         }
         for (tag, captured) in boundaries {
-            all.insert(tag.clone(), Some(*captured));
+            all.entry(tag.clone()).or_insert((None, false)).0 = Some(*captured);
         }
         let mut lock = TagLock {
             identity,
@@ -64,17 +67,31 @@ impl TagLock {
             types: Vec::new(),
             values: Vec::new(),
             captured: Vec::new(),
+            appended: Vec::new(),
             count: 0,
             written: Vec::new(),
             rejected: false,
         };
-        for (tag, captured) in all {
+        for (tag, (captured, appended)) in all {
             lock.types.push(tag.tag_type);
             lock.values.push(tag.value);
             lock.captured.push(captured);
+            lock.appended.push(appended);
         }
         lock.count = lock.types.len() as i64;
         Some(lock)
+    }
+
+    /// The lock as a check to send in the statement of the save's one append
+    /// ([`StreamAppend::take_check`]) instead of as a statement of its own.
+    pub(crate) fn into_check(self) -> TagCheck {
+        TagCheck {
+            types: self.types,
+            values: self.values,
+            captured: self.captured,
+            appended: self.appended,
+            count: self.count,
+        }
     }
 }
 
