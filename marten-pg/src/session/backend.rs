@@ -19,7 +19,7 @@ use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::{Outcome, UnitOfWork};
+use crate::unit_of_work::{Outcome, SessionState, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
 /// [`DocumentStore`]'s session methods open.
@@ -186,47 +186,17 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     } else {
         Ok(Planned::Ready)
     };
-    if let Some(lock) = crate::events::tags::TagLock::for_save(
-        parts.store.stream_identity(),
-        &parts.boundaries,
-        parts.queue.user.appends().map(|(_, a)| a),
-    ) {
-        match lone_append(&mut parts.queue, &req) {
-            // The lock rides in the append's statement: one statement, no transaction.
-            Some(append) => append.take_check(lock.into_check()),
-            None => parts.queue.prelude.push_op(Box::new(lock)),
-        }
-    }
+    place_tag_lock(&parts.store, &parts.boundaries, &mut parts.queue, &req);
     let end = match planned {
         Ok(Planned::Ready) => {
-            let span = append_span(&parts.store, &parts.queue);
-            let outcome = {
-                // Pinned in place: the span's wrapper takes the pin, not a moved copy.
-                let sending = std::pin::pin!(parts.queue.execute(
-                    &mut req,
-                    parts.store.as_ref(),
-                    &mut parts.state
-                ));
-                match span {
-                    Some(span) => sending.instrument(span).await,
-                    None => sending.await,
-                }
-            };
-            req.settle(&outcome);
-            match outcome {
-                Ok(Outcome::Committed) => AttemptEnd::Committed,
-                Ok(Outcome::Retry) => {
-                    tracing::debug!("a check marten added met a concurrent save; planning again");
-                    AttemptEnd::Retry
-                }
-                // The save's own transaction was rolled back whole: nothing was written.
-                Err(e) => {
-                    if attempts.retries(&e) {
-                        tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
-                    }
-                    AttemptEnd::Failed(e)
-                }
-            }
+            send(
+                req,
+                &parts.store,
+                &mut parts.queue,
+                &mut parts.state,
+                attempts,
+            )
+            .await
         }
         Ok(Planned::Again) => {
             req.rollback().await;
@@ -244,6 +214,63 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         }
     };
     Ok(end)
+}
+
+/// Sends the planned unit of work of an attempt and says how the attempt ended.
+async fn send(
+    mut req: Request<'_>,
+    store: &DocumentStore,
+    queue: &mut UnitOfWork,
+    state: &mut SessionState,
+    attempts: &SaveAttempts,
+) -> AttemptEnd {
+    let span = append_span(store, queue);
+    let outcome = {
+        // Pinned in place: the span's wrapper takes the pin, not a moved copy.
+        let sending = std::pin::pin!(queue.execute(&mut req, store.as_ref(), state));
+        match span {
+            Some(span) => sending.instrument(span).await,
+            None => sending.await,
+        }
+    };
+    req.settle(&outcome);
+    match outcome {
+        Ok(Outcome::Committed) => AttemptEnd::Committed,
+        Ok(Outcome::Retry) => {
+            tracing::debug!("a check marten added met a concurrent save; planning again");
+            AttemptEnd::Retry
+        }
+        // The save's own transaction was rolled back whole: nothing was written.
+        Err(e) => {
+            if attempts.retries(&e) {
+                tracing::debug!(error = %e, "the save lost a deadlock; sending it again");
+            }
+            AttemptEnd::Failed(e)
+        }
+    }
+}
+
+/// Queues the tag lock of the save's boundaries (and of several tagged appends): in the
+/// statement of the save's one append when it can carry it, else as a statement of its
+/// own before every other.
+fn place_tag_lock(
+    store: &DocumentStore,
+    boundaries: &[(marten_core::EventTag, i64)],
+    queue: &mut UnitOfWork,
+    req: &Request<'_>,
+) {
+    let Some(lock) = crate::events::tags::TagLock::for_save(
+        store.stream_identity(),
+        boundaries,
+        queue.user.appends().map(|(_, a)| a),
+    ) else {
+        return;
+    };
+    match lone_append(queue, req) {
+        // One statement, no transaction.
+        Some(append) => append.take_check(lock.into_check()),
+        None => queue.prelude.push_op(Box::new(lock)),
+    }
 }
 
 /// The save's one operation, when it is a tagged append that can carry the save's tag

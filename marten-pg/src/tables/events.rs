@@ -80,7 +80,7 @@ pub struct EventSql {
     /// [`EventSql::tagged`] inserting reserved sequences (the last parameter).
     pub tagged_sequenced: AppendStatements,
     /// [`EventSql::tagged`] as the whole save, with the tag lock of its consistency
-    /// boundaries in the same statement (see [`checked`]): the parameters of `tagged`
+    /// boundaries in the same statement (built by `checked`): the parameters of `tagged`
     /// (through the expected version), then the lock's tag types, values, captured
     /// versions and appended flags (arrays), the tenant of the tag versions and the
     /// number of tags. A rejection raises the guard's error: nothing is written.
