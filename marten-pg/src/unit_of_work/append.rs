@@ -124,9 +124,9 @@ impl StreamAppend {
         self.check = Some(check);
     }
 
-    /// Sent as the whole save, in the statement shape that needs no rejected flag: only
-    /// for untagged appends of at least one event, whose rejection then shows as a row
-    /// count of 0.
+    /// Sent as the whole save, in a statement shape that needs no rejected flag: an
+    /// untagged append of at least one event (a rejection shows as a row count of 0), or
+    /// a tagged one carrying the save's tag lock (a rejection raises the guard's error).
     fn can_go_alone(&self) -> bool {
         self.count > 0
             && self.sequences.is_none()
