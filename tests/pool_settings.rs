@@ -1,10 +1,13 @@
 //! Pool settings against the harness's PostgreSQL: a caller's pool is the one used, a
 //! bounded wait ends in `Error::PoolExhausted`, the after-connect hook runs on every new
 //! connection, connections past their maximum lifetime are replaced, a request gets the
-//! connection used last, and a connection keeps a bounded number of prepared statements.
+//! connection used last, a connection keeps a bounded number of prepared statements, a
+//! checkout cancelled while it connects gives its place in the pool back, and a closed
+//! store's pool refuses checkouts with a typed error and closes its idle connections.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -340,7 +343,7 @@ async fn a_request_gets_the_connection_used_last() {
 }
 
 /// Named statements one connection keeps prepared (marten-pg's
-/// `connection::statements::PER_CONNECTION`).
+/// `connection::pool::PER_CONNECTION`).
 const PREPARED_PER_CONNECTION: i64 = 2048;
 
 #[tokio::test]
@@ -377,4 +380,88 @@ async fn a_connection_keeps_a_bounded_number_of_prepared_statements() {
     // The statements the program keeps using still work after the cache started over.
     save_and_load(&store, 7).await;
     store.close();
+}
+
+#[tokio::test]
+async fn a_checkout_cancelled_while_connecting_gives_its_place_back() {
+    let schema = TestSchema::new("pool_cancel_connect");
+    let stall = Arc::new(AtomicBool::new(false));
+    let hook_stall = stall.clone();
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_wait_timeout(Duration::from_millis(500))
+        .pool_create_timeout(Duration::from_secs(30))
+        // Every checkout finds its idle connection too old and makes a new one.
+        .connection_max_lifetime(Duration::from_millis(1))
+        .after_connect(move |client| {
+            let stall = hook_stall.clone();
+            Box::pin(async move {
+                if stall.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                client.batch_execute("SELECT 1").await
+            })
+        })
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    for round in 0..3 {
+        stall.store(true, Ordering::SeqCst);
+        let mut s = store.lightweight_session();
+        let cut = tokio::time::timeout(Duration::from_millis(150), s.load::<Item>(&1)).await;
+        assert!(
+            cut.is_err(),
+            "round {round}: the load should still be connecting"
+        );
+        drop(s);
+        stall.store(false, Ordering::SeqCst);
+        // The pool's one place is free again: this is not PoolExhausted.
+        save_and_load(&store, 10 + round).await;
+    }
+    store.close();
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_checkouts_and_closes_its_idle_connections() {
+    let schema = TestSchema::new("pool_closed");
+    let app = format!("{}_closing", schema.name());
+    let url = schema.url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = ok(DocumentStore::builder()
+        .connection_string(format!("{url}{sep}application_name={app}"))
+        .schema(schema.name())
+        .pool_size(2)
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    let mut held = store.lightweight_session();
+    let _: Option<Item> = ok(held.load(&1).await);
+    store.close();
+    // The session that holds a connection keeps it until dropped.
+    let _: Option<Item> = ok(held.load(&1).await);
+    drop(held);
+    let mut late = store.lightweight_session();
+    let refused: marten::Result<Option<Item>> = late.load(&1).await;
+    match refused {
+        Err(Error::Connection(e)) => {
+            assert!(e.to_string().contains("pool"), "{e}");
+        }
+        other => panic!("expected a connection error from a closed pool, got {other:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = backends(&schema, &app).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still open: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -16,14 +16,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Object;
 use futures_util::future::BoxFuture;
 use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
 use super::replica::{Route, WriteToken};
-use super::{Connector, Db, Statements};
+use super::{Connector, Db, Pooled, Statements};
 
 /// How long closing a connection waits for its cancel request to be delivered.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,7 +31,7 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// only in name (sessions hand it to queries); nothing outside the crate can use it.
 #[derive(Default)]
 pub struct Conn {
-    slot: Option<Object>,
+    slot: Option<Pooled>,
     /// A transaction is open: `BEGIN` was (or is about to be) written and no answer to a
     /// `COMMIT` or `ROLLBACK` has been read since.
     in_transaction: bool,
@@ -145,7 +144,7 @@ impl Conn {
         let Some(obj) = self.slot.take() else {
             return;
         };
-        let client = Object::take(obj);
+        let client = obj.detach();
         if !cancel {
             drop(client);
             return;

@@ -9,18 +9,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
+use deadpool_postgres::{ClientWrapper, Pool};
 use marten_core::{Error, Result};
 use tokio::time::error::Elapsed;
 
 use super::anchor::Anchor;
-use super::pool::{AfterConnect, PoolSettings};
+use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
 use super::tls::{connect_error, tracked, Progress, Tls};
+use super::Pooled;
 use crate::error_map::{map_db_error, map_pool_error, Failed};
-
-/// A pool's `get`, tracked for typed TLS failures.
-type Getting<'a> = Pin<Box<dyn Future<Output = (Result<Object, PoolError>, Progress)> + Send + 'a>>;
 
 /// A dedicated connect within a time limit, tracked for typed TLS failures.
 type Connecting<'a> = Pin<
@@ -37,7 +35,7 @@ type Connecting<'a> = Pin<
 
 /// The store's source of connections and its time limits.
 pub(crate) struct Connector {
-    pool: Pool,
+    pool: Pools,
     /// How the store makes connections itself; `None` for a caller's pool, whose
     /// connections outside the pool are taken out of it.
     own: Option<OwnConnections>,
@@ -49,6 +47,14 @@ pub(crate) struct Connector {
     /// The timer that keeps requests' time limits from waking the runtime (see
     /// `anchor.rs`); a replica's connector shares its primary's.
     _anchor: Anchor,
+}
+
+/// Where pooled connections come from.
+enum Pools {
+    /// The store's own pool.
+    Own(OwnPool),
+    /// A caller's pool.
+    Caller(Pool),
 }
 
 /// The read replicas of a store and the turn of the next session.
@@ -117,7 +123,7 @@ impl Connector {
         request_timeout: Option<Duration>,
         statements: Statements,
     ) -> Result<Self> {
-        let pool = settings.build(config.clone(), &tls)?;
+        let pool = Pools::Own(settings.build(config.clone(), &tls));
         Ok(Self {
             pool,
             own: Some(OwnConnections {
@@ -144,7 +150,7 @@ impl Connector {
         settings: &PoolSettings,
         wait_timeout: Duration,
     ) -> Result<Self> {
-        let pool = settings.build(config.clone(), &tls)?;
+        let pool = Pools::Own(settings.build(config.clone(), &tls));
         let connector = Connector {
             pool,
             own: Some(OwnConnections {
@@ -193,7 +199,7 @@ impl Connector {
         statements: Statements,
     ) -> Self {
         Self {
-            pool,
+            pool: Pools::Caller(pool),
             own: None,
             request_timeout,
             statements: Arc::new(statements),
@@ -209,23 +215,23 @@ impl Connector {
 
     /// Gets a connection from the pool, waiting at most the pool's wait timeout
     /// ([`Error::PoolExhausted`]).
-    pub(crate) async fn pooled(&self) -> Result<Object> {
+    pub(crate) async fn pooled(&self) -> Result<Pooled> {
+        let pool = match &self.pool {
+            Pools::Own(pool) => return pool.get().await.map(Pooled::Own),
+            Pools::Caller(pool) => pool,
+        };
         let started = Instant::now();
-        // Boxed as a trait object: the pool's future nested in the tracking scope is a
-        // type deep enough to push callers' futures past the compiler's query depth limit.
-        let attempt: Getting<'_> = Box::pin(tracked(self.pool.get()));
-        let (got, progress) = attempt.await;
-        got.map_err(|e| match (e, &self.own) {
-            (PoolError::Backend(e), Some(own)) => connect_error(e, own.tls.mode(), progress),
-            (e, _) => map_pool_error(e, self.pool.status().max_size, started.elapsed()),
-        })
+        pool.get()
+            .await
+            .map(Pooled::Caller)
+            .map_err(|e| map_pool_error(e, pool.status().max_size, started.elapsed()))
     }
 
     /// Opens a connection outside the pool with the pool's settings (for a caller's
     /// pool: takes one out of it). It closes when dropped.
     pub(crate) async fn dedicated(&self) -> Result<Dedicated> {
         let Some(own) = &self.own else {
-            return Ok(Dedicated::Taken(Object::take(self.pooled().await?)));
+            return Ok(self.pooled().await?.detach());
         };
         let (config, tls) = match &own.direct {
             Some(direct) => (&direct.config, &direct.tls),
@@ -258,7 +264,10 @@ impl Connector {
     /// Closes the pool (and the replica's): idle connections are dropped, no new ones
     /// are made.
     pub(crate) fn close(&self) {
-        self.pool.close();
+        match &self.pool {
+            Pools::Own(pool) => pool.close(),
+            Pools::Caller(pool) => pool.close(),
+        }
         for replica in &self.replicas.list {
             replica.connector.close();
         }

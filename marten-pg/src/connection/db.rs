@@ -6,12 +6,12 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use deadpool_postgres::Object;
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, CopyInSink, Row, RowStream};
 
 use super::statements::{Statements, Stmt};
+use super::Pooled;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
@@ -19,7 +19,7 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 /// A pooled connection and the store's statements.
 #[derive(Clone, Copy)]
 pub(crate) struct Db<'a> {
-    client: &'a Object,
+    client: &'a Pooled,
     statements: &'a Statements,
 }
 
@@ -50,7 +50,7 @@ impl Sendable for Stmt {
 
 impl<'a> Db<'a> {
     /// `client` with `statements`.
-    pub(crate) fn new(client: &'a Object, statements: &'a Statements) -> Self {
+    pub(crate) fn new(client: &'a Pooled, statements: &'a Statements) -> Self {
         Self { client, statements }
     }
 

@@ -8,10 +8,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use deadpool_postgres::Object;
 use rustc_hash::FxHashMap;
 use tokio_postgres::types::Type;
-use tokio_postgres::{SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+
+use super::Pooled;
 
 use crate::tables::qualify::{is_single_statement, qualify_renaming};
 
@@ -43,17 +44,13 @@ pub(crate) enum StatementKind {
 /// does not grow without bound, here or on the server).
 const CAPACITY: usize = 4096;
 
-/// How many named statements one connection keeps prepared on the server. A connection
-/// whose cache reaches it starts over: the statements are closed on the server as they
-/// are dropped, and the ones still in use are prepared again on their next use. Far
-/// above the texts a program's own statements make, so it only ever trims the caches of
-/// callers sending ever new texts (`sql_query`, `where_sql`) through one pool.
-const PER_CONNECTION: usize = 2048;
-
 /// A statement text qualified for the store, and (for unnamed statements) its parameter
 /// types once learned.
 #[derive(Debug)]
 pub(crate) struct Text {
+    /// The text's number, unique in the process: what a connection of the store's pool
+    /// keys its prepared statement by.
+    id: u64,
     pub(crate) sql: String,
     types: OnceLock<Arc<[Type]>>,
 }
@@ -159,7 +156,9 @@ impl Statements {
             return (text.clone(), true);
         }
         let qualified = self.qualify(sql);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let text = Arc::new(Text {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             sql: qualified,
             types: OnceLock::new(),
         });
@@ -174,7 +173,7 @@ impl Statements {
     /// `sql` qualified and ready to send on `client`.
     pub(crate) async fn statement(
         &self,
-        client: &Object,
+        client: &Pooled,
         sql: &str,
     ) -> Result<Stmt, tokio_postgres::Error> {
         let (text, kept) = self.text_kept(sql);
@@ -183,10 +182,10 @@ impl Statements {
                 // Prepared for this use alone: closed on the server when dropped.
                 return client.prepare(&text.sql).await.map(Stmt::Prepared);
             }
-            if client.statement_cache.size() >= PER_CONNECTION {
-                client.statement_cache.clear();
-            }
-            return client.prepare_cached(&text.sql).await.map(Stmt::Prepared);
+            return client
+                .prepared(text.id, &text.sql)
+                .await
+                .map(Stmt::Prepared);
         }
         let types = match text.types.get() {
             Some(types) => types.clone(),
@@ -215,7 +214,7 @@ impl Statements {
 /// PostgreSQL's built-in ones comes back as `unknown`, which binding then refuses. Text
 /// of several statements (which a simple query would run) is prepared the ordinary way
 /// instead, for the server's refusal.
-async fn describe(client: &Object, sql: &str) -> Result<Vec<Type>, tokio_postgres::Error> {
+async fn describe(client: &Client, sql: &str) -> Result<Vec<Type>, tokio_postgres::Error> {
     if !is_single_statement(sql) {
         return client.prepare(sql).await.map(|s| s.params().to_vec());
     }

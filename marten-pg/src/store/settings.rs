@@ -92,7 +92,7 @@ impl DocumentStoreBuilder {
 
     /// How long a session waits for a pooled connection before failing with
     /// [`Error::PoolExhausted`](marten_core::Error::PoolExhausted) (default 30 s). It is
-    /// also the default of the create and recycle timeouts.
+    /// also the default of the create timeout.
     pub fn pool_wait_timeout(mut self, wait: Duration) -> Self {
         self.connection.pool.wait = wait;
         self.connection.pool_set = true;
@@ -108,8 +108,9 @@ impl DocumentStoreBuilder {
         self
     }
 
-    /// How long checking an idle connection before reusing it may take; one that takes
-    /// longer is closed and another is used (default: the wait timeout).
+    /// Accepted for settings written for a pool that checks an idle connection with a
+    /// round trip before reuse. The store's pool checks without one (is the connection
+    /// still open, within its lifetime), so nothing waits and this limit bounds nothing.
     pub fn pool_recycle_timeout(mut self, timeout: Duration) -> Self {
         self.connection.pool.recycle = Some(timeout);
         self.connection.pool_set = true;

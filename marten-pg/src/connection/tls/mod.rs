@@ -237,23 +237,6 @@ impl Tls {
         self.mode
     }
 
-    /// A pool manager making connections with `config` over this TLS.
-    pub(crate) fn manager(
-        &self,
-        config: tokio_postgres::Config,
-        manager: deadpool_postgres::ManagerConfig,
-    ) -> deadpool_postgres::Manager {
-        match &self.make {
-            MakeTls::Rustls(tls) => {
-                deadpool_postgres::Manager::from_config(config, tls.clone(), manager)
-            }
-            #[cfg(feature = "native-tls")]
-            MakeTls::Native(tls) => {
-                deadpool_postgres::Manager::from_config(config, tls.clone(), manager)
-            }
-        }
-    }
-
     /// Opens a connection with `config` over this TLS; its connection task runs on the
     /// current runtime until the client is dropped.
     pub(crate) async fn connect(
