@@ -66,6 +66,9 @@ impl Recorder {
 }
 
 impl DaemonHooks for Recorder {
+    fn before_catch_up(&self, p: &str) {
+        self.push(p, "running", &[]);
+    }
     fn before_event(&self, p: &str, e: &EventEnvelope) {
         self.push(p, "event", &[e.sequence]);
     }
@@ -500,11 +503,23 @@ async fn runners_of_the_old_count_cannot_commit_after_a_change() {
     let hold = Arc::new(AtomicBool::new(true));
     // The old deployment: 3 shards, each runner held just before its first commit.
     let old = Daemon::start(&a, options(0, &log, &hold, &[("Tally", 3)]));
+    // Every old runner has claimed its shard: one that had not yet would meet the new
+    // count as a deployment starting late and set its own count again.
     let started = Instant::now();
-    while row_names(&schema, "Tally#").await.len() < 4 {
+    loop {
+        let running: std::collections::HashSet<String> = log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(n, l, k, _)| *n == 0 && *k == "running" && l.starts_with("Tally#"))
+            .map(|(_, l, _, _)| l.clone())
+            .collect();
+        if running.len() == 3 {
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the old shards start"
+            "the old shards start: {running:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
