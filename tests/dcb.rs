@@ -56,6 +56,14 @@ impl CourseCapacity {
     }
 }
 
+/// A new student's subscription to `course`.
+fn subscribed(course: CourseId) -> StudentSubscribed {
+    StudentSubscribed {
+        course_id: course,
+        student_id: StudentId(Uuid::now_v7()),
+    }
+}
+
 fn course_query(course: CourseId) -> TagQuery {
     TagQuery::new()
         .tag(course)
@@ -193,10 +201,7 @@ async fn race(label: &str, racers: usize, rounds: usize, barrier_between_reads: 
                         pause,
                     )
                     .await?;
-                    boundary.append([StudentSubscribed {
-                        course_id: course,
-                        student_id: StudentId(Uuid::now_v7()),
-                    }])?;
+                    boundary.append([subscribed(course)])?;
                     after_fetch.wait().await;
                     s.save_changes().await
                 })
@@ -245,13 +250,7 @@ async fn versions_are_captured_before_the_events_are_read() {
         // Let the versions' statement, already sent, run before the racer commits.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let mut other = writer.lightweight_session();
-        ok(other.events().append(
-            Uuid::now_v7(),
-            [StudentSubscribed {
-                course_id: course,
-                student_id: StudentId(Uuid::now_v7()),
-            }],
-        ));
+        ok(other.events().append(Uuid::now_v7(), [subscribed(course)]));
         ok(other.save_changes().await);
     };
     let mut s = store.lightweight_session();
@@ -271,10 +270,7 @@ async fn versions_are_captured_before_the_events_are_read() {
         Some(1),
         "events read after the racer's subscription"
     );
-    ok(boundary.append([StudentSubscribed {
-        course_id: course,
-        student_id: StudentId(Uuid::now_v7()),
-    }]));
+    ok(boundary.append([subscribed(course)]));
     let err = s
         .save_changes()
         .await
@@ -299,18 +295,9 @@ async fn a_plain_tagged_append_between_fetch_and_save_fails_the_boundary() {
         .events()
         .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
         .await);
-    ok(boundary.append([StudentSubscribed {
-        course_id: course,
-        student_id: StudentId(Uuid::now_v7()),
-    }]));
+    ok(boundary.append([subscribed(course)]));
     let mut other = store.lightweight_session();
-    ok(other.events().append(
-        Uuid::now_v7(),
-        [StudentSubscribed {
-            course_id: course,
-            student_id: StudentId(Uuid::now_v7()),
-        }],
-    ));
+    ok(other.events().append(Uuid::now_v7(), [subscribed(course)]));
     ok(other.save_changes().await);
     let err = s.save_changes().await.expect_err("boundary moved");
     match &err.rejections()[0].kind {
@@ -425,10 +412,7 @@ async fn a_refused_boundary_save_of_one_append_writes_nothing_and_names_the_stre
         .events()
         .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
         .await);
-    ok(boundary.append([StudentSubscribed {
-        course_id: course,
-        student_id: StudentId(Uuid::now_v7()),
-    }]));
+    ok(boundary.append([subscribed(course)]));
     ok(s.save_changes().await);
     assert_eq!(count(&store, course).await, Some(1));
 
@@ -458,13 +442,7 @@ async fn a_refused_boundary_save_of_one_append_writes_nothing_and_names_the_stre
         .events()
         .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
         .await);
-    ok(boundary.append_to(
-        stream,
-        [StudentSubscribed {
-            course_id: course,
-            student_id: StudentId(Uuid::now_v7()),
-        }],
-    ));
+    ok(boundary.append_to(stream, [subscribed(course)]));
     let err = s.save_changes().await.expect_err("archived");
     assert!(
         matches!(err.rejections()[..], [ref r] if r.kind == RejectionKind::StreamArchived),
@@ -503,10 +481,7 @@ async fn disjoint_boundaries_never_conflict() {
                         .events()
                         .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
                         .await?;
-                    b.append([StudentSubscribed {
-                        course_id: course,
-                        student_id: StudentId(Uuid::now_v7()),
-                    }])?;
+                    b.append([subscribed(course)])?;
                     barrier.wait().await;
                     s.save_changes().await
                 })

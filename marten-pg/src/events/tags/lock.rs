@@ -21,12 +21,10 @@ use crate::unit_of_work::{Operation, Target};
 pub(crate) struct TagLock {
     identity: StreamIdentity,
     tenant: EventTenant,
-    types: Vec<String>,
-    values: Vec<String>,
-    captured: Vec<Option<i64>>,
-    /// Whether an append of the save writes the tag (for [`TagLock::into_check`]).
-    appended: Vec<bool>,
-    count: i64,
+    /// The save's tags in (type, value) order, their captured versions and whether an
+    /// append writes each: what the statement asserts and bumps, or what the save's one
+    /// append carries instead ([`TagLock::into_check`]).
+    tags: TagCheck,
     written: Vec<(String, String)>,
     rejected: bool,
 }
@@ -61,37 +59,32 @@ impl TagLock {
         for (tag, captured) in boundaries {
             all.entry(tag.clone()).or_insert((None, false)).0 = Some(*captured);
         }
-        let mut lock = TagLock {
-            identity,
-            tenant,
-            types: Vec::new(),
-            values: Vec::new(),
-            captured: Vec::new(),
-            appended: Vec::new(),
-            count: 0,
-            written: Vec::new(),
-            rejected: false,
+        let mut tags = TagCheck {
+            types: Vec::with_capacity(all.len()),
+            values: Vec::with_capacity(all.len()),
+            captured: Vec::with_capacity(all.len()),
+            appended: Vec::with_capacity(all.len()),
+            count: all.len() as i64,
         };
         for (tag, (captured, appended)) in all {
-            lock.types.push(tag.tag_type);
-            lock.values.push(tag.value);
-            lock.captured.push(captured);
-            lock.appended.push(appended);
+            tags.types.push(tag.tag_type);
+            tags.values.push(tag.value);
+            tags.captured.push(captured);
+            tags.appended.push(appended);
         }
-        lock.count = lock.types.len() as i64;
-        Some(lock)
+        Some(TagLock {
+            identity,
+            tenant,
+            tags,
+            written: Vec::new(),
+            rejected: false,
+        })
     }
 
     /// The lock as a check to send in the statement of the save's one append
     /// ([`StreamAppend::take_check`]) instead of as a statement of its own.
     pub(crate) fn into_check(self) -> TagCheck {
-        TagCheck {
-            types: self.types,
-            values: self.values,
-            captured: self.captured,
-            appended: self.appended,
-            count: self.count,
-        }
+        self.tags
     }
 }
 
@@ -102,10 +95,10 @@ impl Operation for TagLock {
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         vec![
-            &self.types,
-            &self.values,
-            &self.captured,
-            &self.count,
+            &self.tags.types,
+            &self.tags.values,
+            &self.tags.captured,
+            &self.tags.count,
             self.tenant.tags(),
         ]
     }
@@ -130,7 +123,7 @@ impl Operation for TagLock {
             .into_iter()
             .zip(values.unwrap_or_default())
             .collect();
-        self.rejected = (self.written.len() as i64) < self.count;
+        self.rejected = (self.written.len() as i64) < self.tags.count;
         Ok(())
     }
 
@@ -147,8 +140,8 @@ impl Operation for TagLock {
         Box::pin(async move {
             let sql = EventSql::of(self.identity, self.tenant.tenancy());
             let params = [
-                &self.types as &(dyn ToSql + Sync),
-                &self.values,
+                &self.tags.types as &(dyn ToSql + Sync),
+                &self.tags.values,
                 self.tenant.tags(),
             ];
             let rows = client
@@ -156,9 +149,9 @@ impl Operation for TagLock {
                 .await
                 .map_err(reading)?;
             let mut out = Vec::new();
-            for i in 0..self.types.len() {
-                let key = (self.types[i].clone(), self.values[i].clone());
-                let Some(expected) = self.captured[i] else {
+            for i in 0..self.tags.types.len() {
+                let key = (self.tags.types[i].clone(), self.tags.values[i].clone());
+                let Some(expected) = self.tags.captured[i] else {
                     continue;
                 };
                 if self.written.contains(&key) {
