@@ -1,5 +1,5 @@
-//! The connection layer: where connections come from ([`Connector`]: the pool, its
-//! settings and TLS), the owner of one connection and the state it is in ([`Conn`],
+//! The connection layer: where connections come from ([`Connector`]: the store's own
+//! pool (`pool.rs`) or a caller's, their settings and TLS), the owner of one connection and the state it is in ([`Conn`],
 //! [`Request`]), the typed pipeline that writes several statements in one round trip
 //! ([`Pipeline`]), reads on the read replica ([`WriteToken`], `replica.rs`), and the
 //! timer that keeps requests' time limits from waking the runtime (`anchor.rs`).
