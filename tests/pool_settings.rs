@@ -2,8 +2,9 @@
 //! bounded wait ends in `Error::PoolExhausted`, the after-connect hook runs on every new
 //! connection, connections past their maximum lifetime are replaced, a request gets the
 //! connection used last, a connection keeps a bounded number of prepared statements, a
-//! checkout cancelled while it connects gives its place in the pool back, and a closed
-//! store's pool refuses checkouts with a typed error and closes its idle connections.
+//! checkout cancelled while it connects gives its place in the pool back, a closed
+//! store's pool refuses checkouts with a typed error and closes its idle connections, and
+//! racing checkouts, some cancelled mid-request, keep the pool at its size.
 
 mod common;
 
@@ -452,6 +453,111 @@ async fn a_closed_store_refuses_checkouts_and_closes_its_idle_connections() {
         }
         other => panic!("expected a connection error from a closed pool, got {other:?}"),
     }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = backends(&schema, &app).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still open: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Racing checkouts, some cancelled mid-request, never leave the pool with more
+/// connections out than its size, nor with a place lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_and_cancelled_checkouts_keep_the_pool_at_its_size() {
+    const SIZE: usize = 4;
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 25;
+    let schema = TestSchema::new("pool_race");
+    let app = format!("{}_race", schema.name());
+    let url = schema.url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = ok(DocumentStore::builder()
+        .connection_string(format!("{url}{sep}application_name={app}"))
+        .schema(schema.name())
+        .pool_size(SIZE)
+        .pool_wait_timeout(Duration::from_secs(20))
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, barrier, most) = (store.clone(), barrier.clone(), most.clone());
+        let (schema_url, app) = (url.to_owned(), app.clone());
+        tasks.push(tokio::spawn(async move {
+            let (raw, conn) =
+                match tokio_postgres::connect(&schema_url, tokio_postgres::NoTls).await {
+                    Ok(c) => c,
+                    Err(e) => panic!("cannot connect: {e}"),
+                };
+            tokio::spawn(conn);
+            for round in 0..ROUNDS {
+                barrier.wait().await;
+                let mut s = store.lightweight_session();
+                // Every third checkout is cut short: mid-wait, mid-request or just after.
+                if (t + round) % 3 == 0 {
+                    let cut = Duration::from_micros(((t * 37 + round * 11) % 900) as u64);
+                    let _ = tokio::time::timeout(cut, s.load::<Item>(&1)).await;
+                } else {
+                    let _: Option<Item> = ok(s.load(&1).await);
+                }
+                drop(s);
+                let out: i64 = match raw
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        &[&app],
+                    )
+                    .await
+                {
+                    Ok(row) => row.get(0),
+                    Err(e) => panic!("cannot read pg_stat_activity: {e}"),
+                };
+                most.fetch_max(out as usize, Ordering::SeqCst);
+            }
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            panic!("a racer failed: {e}");
+        }
+    }
+    // Closed connections may linger a moment on the server (a cancelled request's backend
+    // ends after its cancel request): allow those, never more than the pool plus them.
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= SIZE * 3,
+        "{most} connections at once for a pool of {SIZE}"
+    );
+    // Every place is back: SIZE sessions hold a connection each at once, and one more
+    // waits in vain.
+    let mut held = Vec::new();
+    for id in 0..SIZE {
+        let mut s = store.lightweight_session();
+        let _: Option<Item> = ok(s.load(&(id as i64)).await);
+        held.push(s);
+    }
+    let mut extra = store.lightweight_session();
+    let waited = tokio::time::timeout(Duration::from_millis(300), extra.load::<Item>(&1)).await;
+    assert!(
+        waited.is_err(),
+        "a checkout beyond the pool's size: {waited:?}"
+    );
+    drop(extra);
+    held.pop();
+    let mut extra = store.lightweight_session();
+    let _: Option<Item> = ok(extra.load(&1).await);
+    drop(extra);
+    store.close();
+    drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = backends(&schema, &app).await;
