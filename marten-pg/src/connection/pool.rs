@@ -308,8 +308,13 @@ impl PoolConn {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if !conn.client.is_closed() && !self.shared.permits.is_closed() {
-                self.shared.idle().push(conn);
+            if !conn.client.is_closed() {
+                // Checked under the lock `close` drains with: a connection given back while
+                // the pool closes is either drained or dropped here, never left idle.
+                let mut idle = self.shared.idle();
+                if !self.shared.permits.is_closed() {
+                    idle.push(conn);
+                }
             }
         }
         self.shared.permits.add_permits(1);

@@ -261,7 +261,7 @@ where
 {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "dedicated connection ended");
+            tracing::debug!(error = %e, "a connection ended with an error");
         }
     });
     Ok(client)
