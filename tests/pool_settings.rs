@@ -429,10 +429,8 @@ async fn a_checkout_cancelled_while_connecting_gives_its_place_back() {
 async fn a_closed_store_refuses_checkouts_and_closes_its_idle_connections() {
     let schema = TestSchema::new("pool_closed");
     let app = format!("{}_closing", schema.name());
-    let url = schema.url();
-    let sep = if url.contains('?') { '&' } else { '?' };
     let store = ok(DocumentStore::builder()
-        .connection_string(format!("{url}{sep}application_name={app}"))
+        .connection_string(url_named(&schema, &app))
         .schema(schema.name())
         .pool_size(2)
         .document::<Item>()
@@ -453,11 +451,16 @@ async fn a_closed_store_refuses_checkouts_and_closes_its_idle_connections() {
         }
         other => panic!("expected a connection error from a closed pool, got {other:?}"),
     }
+    assert_all_closed(&schema, &app).await;
+}
+
+/// Waits (at most 5 s) until no backend runs under `application_name` `app`.
+async fn assert_all_closed(schema: &TestSchema, app: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = backends(&schema, &app).await;
+        let left = backends(schema, app).await;
         if left.is_empty() {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -465,6 +468,13 @@ async fn a_closed_store_refuses_checkouts_and_closes_its_idle_connections() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The schema's connection string with `application_name` set to `app`.
+fn url_named(schema: &TestSchema, app: &str) -> String {
+    let url = schema.url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={app}")
 }
 
 /// Racing checkouts, some cancelled mid-request, never leave the pool with more
@@ -477,9 +487,8 @@ async fn racing_and_cancelled_checkouts_keep_the_pool_at_its_size() {
     let schema = TestSchema::new("pool_race");
     let app = format!("{}_race", schema.name());
     let url = schema.url();
-    let sep = if url.contains('?') { '&' } else { '?' };
     let store = ok(DocumentStore::builder()
-        .connection_string(format!("{url}{sep}application_name={app}"))
+        .connection_string(url_named(&schema, &app))
         .schema(schema.name())
         .pool_size(SIZE)
         .pool_wait_timeout(Duration::from_secs(20))
@@ -558,16 +567,5 @@ async fn racing_and_cancelled_checkouts_keep_the_pool_at_its_size() {
     drop(extra);
     store.close();
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = backends(&schema, &app).await;
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections still open: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_all_closed(&schema, &app).await;
 }

@@ -109,7 +109,7 @@ struct Shared {
 }
 
 /// A connection of the pool and the statements prepared on it.
-pub(crate) struct PoolConn {
+struct PoolConn {
     client: Client,
     made: Instant,
     statements: Mutex<FxHashMap<u64, Statement>>,
