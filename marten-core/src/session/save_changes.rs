@@ -44,11 +44,12 @@ impl<B: Backend, K: Tracking> Session<B, K> {
             parts: &mut *guard.parts,
             made: 0,
         };
-        // Boxed: the save's (large) future is moved once, into the box, not through the
-        // span's wrapper and each await.
-        let result = Box::pin(save(&mut attempts, held))
-            .instrument(span.clone())
-            .await;
+        // Pinned in place: the save's (large) future is built where it runs, neither
+        // moved through the span's wrapper nor allocated per save.
+        let result = {
+            let saving = std::pin::pin!(save(&mut attempts, held));
+            saving.instrument(span.clone()).await
+        };
         span.record("marten.attempts", attempts.made);
         guard.finish(result.is_ok());
         result

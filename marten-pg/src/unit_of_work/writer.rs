@@ -51,20 +51,24 @@ impl UnitOfWork {
     ) -> Result<Outcome> {
         let probe = FlightProbe::default();
         let mut deadline_passed = false;
-        // Boxed: the (large) run is moved once, into the box, not into the timeout.
-        let run = Box::pin(self.run(req, store, state, &probe));
-        let result = match store.request_timeout() {
-            None => run.await,
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(result) => result,
-                Err(_) => {
-                    // The statements may still run (or be stuck) on the server.
-                    warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
-                    req.mark_lost();
-                    deadline_passed = true;
-                    Err(timed_out(&probe, limit))
-                }
-            },
+        // Pinned in place: the (large) run is built where it runs, neither moved into
+        // the timeout nor allocated per save. `Err(limit)`: the deadline passed first.
+        let ran = {
+            let run = std::pin::pin!(self.run(req, store, state, &probe));
+            match store.request_timeout() {
+                None => Ok(run.await),
+                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+            }
+        };
+        let result = match ran {
+            Ok(result) => result,
+            Err(limit) => {
+                // The statements may still run (or be stuck) on the server.
+                warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
+                req.mark_lost();
+                deadline_passed = true;
+                Err(timed_out(&probe, limit))
+            }
         };
         let result = match result {
             Err(Error::OutcomeUnknown(source)) => {
