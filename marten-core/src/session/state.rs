@@ -10,6 +10,8 @@ use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use crate::concurrency::VersionOf;
 use crate::{Document, Error, Result, StreamId};
 
@@ -141,7 +143,8 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
 
 /// All per-type states of a session, whose writes go through a queue `Q`.
 pub struct SessionState<Q> {
-    docs: HashMap<TypeId, Box<dyn AnyDocState<Q>>>,
+    /// Fx: a `TypeId` is already a hash, and the lookup runs on every write.
+    docs: FxHashMap<TypeId, Box<dyn AnyDocState<Q>>>,
     /// Aggregates `fetch_for_writing` loaded, by (aggregate type, stream).
     fetched: HashMap<(TypeId, StreamId), Box<dyn Any + Send + Sync>>,
 }
@@ -149,7 +152,7 @@ pub struct SessionState<Q> {
 impl<Q> Default for SessionState<Q> {
     fn default() -> Self {
         Self {
-            docs: HashMap::new(),
+            docs: FxHashMap::default(),
             fetched: HashMap::new(),
         }
     }

@@ -263,6 +263,9 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         let docs = state.doc_state::<D>();
         if !self.checked() {
             // Not read back: whatever the session knew of these documents may be stale.
+            if docs.versions.is_empty() {
+                return;
+            }
             for id in &self.ids {
                 docs.versions.remove(id);
             }

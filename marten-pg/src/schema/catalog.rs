@@ -3,11 +3,11 @@
 //! everything above reach the database through it.
 
 use std::any::TypeId;
-use std::collections::HashSet;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use marten_core::Result;
+use rustc_hash::FxHashSet;
 
 use super::{
     check_server_version, migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn,
@@ -24,7 +24,8 @@ pub(crate) struct Catalog {
     connector: Connector,
     schema: String,
     auto_create: AutoCreate,
-    ensured: RwLock<HashSet<TypeId>>,
+    /// Fx: a `TypeId` is already a hash, and the check runs on every save.
+    ensured: RwLock<FxHashSet<TypeId>>,
     names: names::Claims,
     documents: Vec<DefineFn>,
 }
@@ -46,7 +47,7 @@ impl Catalog {
             connector,
             schema,
             auto_create,
-            ensured: RwLock::new(HashSet::new()),
+            ensured: RwLock::new(FxHashSet::default()),
             names,
             documents,
         }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 
 use marten_core::{Error, Result};
+use rustc_hash::FxHashMap;
 
 use crate::tables::documents::{full_text_index_name, gin_index_name, index_name};
 use crate::tables::event_ddl::{TENANT_TX_SEQ_INDEX, TX_SEQ_INDEX};
@@ -97,7 +98,8 @@ impl DocumentNames {
     }
 }
 
-type Registry = RwLock<HashMap<TypeId, &'static DocumentNames>>;
+// Fx: a `TypeId` is already a hash, and the lookup runs on every write.
+type Registry = RwLock<FxHashMap<TypeId, &'static DocumentNames>>;
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
