@@ -140,12 +140,16 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     /// Alone, an optimistic write returns no row: its version is the fresh one the
-    /// client chose, so its row count says all (see `WriteSql::one_alone`).
+    /// client chose, so its row count says all (see `WriteSql::one_alone`). A write
+    /// that is not checked reads nothing back at all.
     fn counts_only(&self) -> bool {
-        self.alone && !self.fresh.is_empty()
+        !self.checked() || (self.alone && !self.fresh.is_empty())
     }
 
     fn accept_count(&mut self, count: u64) -> Result<()> {
+        if !self.checked() {
+            return Ok(());
+        }
         self.written.clear();
         if count > 0 {
             if let (Some(id), Some(version)) = (self.ids.first(), self.fresh.first()) {
