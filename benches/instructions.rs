@@ -15,6 +15,12 @@
 //! `MARTEN_INSTR_CHILD=<row>/<side>/<n>`. Run it with
 //! `MARTEN_BENCH_CHECK=benches/baseline.json cargo bench --profile dev --bench instructions`
 //! (about a minute; valgrind must be installed).
+//!
+//! `MARTEN_INSTR_CACHE=<KB>` runs the children under cachegrind instead, with every cache
+//! level simulated at that size, and adds the code lines (64-byte instruction cache lines)
+//! each side misses per operation: how much distinct code an operation runs, which is
+//! what a lone save's last few per cent of speed depend on (BENCHMARKS.md, "Memory a lone
+//! save touches"). Not part of the guard.
 
 mod common;
 
@@ -227,11 +233,46 @@ async fn child(url: &str, schema: &str, row: usize, side: &str, n: usize) {
     }
 }
 
-/// The instructions callgrind counted for one child run.
-fn instructions(url: &str, schema: &str, row: usize, side: &str, n: usize) -> u64 {
+/// What valgrind counted for one child run: instructions, and (under cachegrind's cache
+/// simulation) instruction cache lines missed.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    instructions: u64,
+    code_lines_missed: u64,
+}
+
+/// The simulated cache size in bytes, when `MARTEN_INSTR_CACHE` asks for one.
+fn cache_bytes() -> Option<u64> {
+    let kb: u64 = std::env::var("MARTEN_INSTR_CACHE").ok()?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The number after `label` in valgrind's summary.
+fn summary_count(stderr: &str, label: &str) -> u64 {
+    let count = stderr.lines().find_map(|l| {
+        l.split_once(label)
+            .map(|(_, n)| n.split_whitespace().next().unwrap_or("").replace(',', ""))
+    });
+    let count = count.unwrap_or_else(|| panic!("no `{label}` count in: {stderr}"));
+    count.parse().expect("a count")
+}
+
+/// What valgrind counted for one child run.
+fn counts(url: &str, schema: &str, row: usize, side: &str, n: usize) -> Counts {
     let exe = std::env::current_exe().expect("this program");
-    let out = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+    let mut valgrind = Command::new("valgrind");
+    match cache_bytes() {
+        None => valgrind.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"]),
+        Some(bytes) => valgrind.args([
+            "--tool=cachegrind".to_owned(),
+            "--cachegrind-out-file=/dev/null".to_owned(),
+            "--cache-sim=yes".to_owned(),
+            format!("--I1={bytes},8,64"),
+            format!("--D1={bytes},8,64"),
+            format!("--LL={bytes},8,64"),
+        ]),
+    };
+    let out = valgrind
         .arg(exe)
         .env("MARTEN_INSTR_CHILD", format!("{row}/{side}/{n}"))
         .env("MARTEN_INSTR_URL", url)
@@ -240,21 +281,24 @@ fn instructions(url: &str, schema: &str, row: usize, side: &str, n: usize) -> u6
         .expect("run valgrind (is it installed?)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stderr}");
-    let refs = stderr
-        .lines()
-        .find_map(|l| {
-            l.split_once("refs:")
-                .map(|(_, n)| n.trim().replace(',', ""))
-        })
-        .unwrap_or_else(|| panic!("no instruction count in: {stderr}"));
-    refs.parse().expect("a count")
+    Counts {
+        instructions: summary_count(&stderr, "refs:"),
+        code_lines_missed: match cache_bytes() {
+            Some(_) => summary_count(&stderr, "I1  misses:"),
+            None => 0,
+        },
+    }
 }
 
-/// A side's instructions per operation of `row`: `2n` operations less `n`, over `n`.
-fn per_op(url: &str, schema: &str, row: usize, side: &str, n: usize) -> f64 {
-    let once = instructions(url, schema, row, side, n);
-    let twice = instructions(url, schema, row, side, 2 * n);
-    twice.saturating_sub(once) as f64 / n as f64
+/// A side's counts per operation of `row`: `2n` operations less `n`, over `n`.
+fn per_op(url: &str, schema: &str, row: usize, side: &str, n: usize) -> (f64, f64) {
+    let once = counts(url, schema, row, side, n);
+    let twice = counts(url, schema, row, side, 2 * n);
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n as f64;
+    (
+        per(once.instructions, twice.instructions),
+        per(once.code_lines_missed, twice.code_lines_missed),
+    )
 }
 
 fn main() -> ExitCode {
@@ -277,14 +321,20 @@ fn main() -> ExitCode {
         seed(&store).await;
     });
     let mut report = Report::new("instructions", true);
-    println!(
-        "| scenario | marten instructions / op | raw instructions / op | ratio raw / marten |"
-    );
-    println!("|---|---|---|---|");
+    let lines = cache_bytes().is_some();
+    print!("| scenario | marten instructions / op | raw instructions / op | ratio raw / marten |");
+    if lines {
+        print!(" marten code lines missed / op | raw code lines missed / op |");
+    }
+    println!("\n|---|---|---|---|{}", if lines { "---|---|" } else { "" });
     for (row, (name, n)) in ROWS.iter().enumerate() {
-        let lib = per_op(&url, schema.name(), row, "lib", *n);
-        let raw = per_op(&url, schema.name(), row, "raw", *n);
-        println!("| {name} | {lib:.0} | {raw:.0} | {:.2} |", raw / lib);
+        let (lib, lib_lines) = per_op(&url, schema.name(), row, "lib", *n);
+        let (raw, raw_lines) = per_op(&url, schema.name(), row, "raw", *n);
+        print!("| {name} | {lib:.0} | {raw:.0} | {:.2} |", raw / lib);
+        if lines {
+            print!(" {lib_lines:.0} | {raw_lines:.0} |");
+        }
+        println!();
         // As throughput per million instructions, so the ratio reads like the timed ones.
         report.add_single(name, "-", "ops / 10^6 instructions", 1e6 / lib, 1e6 / raw);
     }

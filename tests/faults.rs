@@ -700,6 +700,55 @@ async fn black_hole_ends_within_the_request_timeout() {
     assert_eq!(count_notes(&schema, &ids).await, 0);
 }
 
+/// A lone save (one statement, no transaction: a store, an append) takes the shortest path
+/// a save has; a black hole ends it within the same request timeout, as an unknown outcome
+/// (its statement was handed to the network), and its connection is not reused.
+#[tokio::test]
+async fn black_holed_lone_saves_end_within_the_request_timeout() {
+    let (schema, proxy, store) = proxied("fault_black_hole_lone").await;
+    for (round, save) in ["store", "append"].into_iter().enumerate() {
+        // Prepare the append's statement on the pooled connection (the store's is
+        // prepared by the warm-up), so the faulted save is one statement sent.
+        let mut s = store.lightweight_session();
+        ok(s.events().append(Uuid::from_u128(8), [Ping {}]));
+        ok(s.save_changes().await);
+        drop(s);
+        fault_open_connections(&proxy, Faults::black_hole());
+        let started = Instant::now();
+        let mut s = store.lightweight_session();
+        if save == "store" {
+            ok(s.store(Note {
+                id: 9,
+                text: "lone".into(),
+            }));
+        } else {
+            ok(s.events().append(Uuid::from_u128(9), [Ping {}]));
+        }
+        let err = s.save_changes().await.expect_err("no answer");
+        let waited = started.elapsed();
+        assert!(matches!(err, Error::OutcomeUnknown(_)), "{save}: {err:?}");
+        assert_display_clean(&err);
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+            "{save}: {waited:?}"
+        );
+        drop(s);
+        assert_recovers(&store, &schema, 3000 + 10 * round as i64).await;
+    }
+    drop(proxy);
+    // Nothing reached the server: the black hole dropped what was sent.
+    assert_eq!(stored_note(&schema, 9).await, None);
+    let events: i64 = (schema.raw_client().await)
+        .query_one(
+            "SELECT count(*) FROM mt_events WHERE stream_id = $1",
+            &[&Uuid::from_u128(9)],
+        )
+        .await
+        .expect("count events")
+        .get(0);
+    assert_eq!(events, 0);
+}
+
 /// Reads are bounded by the same request timeout: a black-holed load, query or event read
 /// ends in `Error::Timeout`, its connection is closed, and the store reads again after.
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::{Outcome, SessionState, UnitOfWork};
+use crate::unit_of_work::{Outcome, Queued, SessionState, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
 /// [`DocumentStore`]'s session methods open.
@@ -277,14 +277,13 @@ fn place_tag_lock(
 /// lock in its own statement: nothing else is queued or derived, and the save is not
 /// part of a transaction the session holds (nor reads its write position after one).
 fn lone_append<'q>(queue: &'q mut UnitOfWork, req: &Request<'_>) -> Option<&'q mut StreamAppend> {
-    let alone = queue.derived.is_empty()
-        && queue.user.items.len() == 1
-        && !req.in_transaction()
-        && !req.records_write_position();
-    if !alone {
+    if req.in_transaction() || req.records_write_position() {
         return None;
     }
-    queue.user.append_at_mut(0).filter(|a| a.can_take_check())
+    match queue.single_mut()? {
+        Queued::Append(append) if append.can_take_check() => Some(append),
+        _ => None,
+    }
 }
 
 /// The `append` span of an attempt that appends events (`None` for one that does not):

@@ -11,11 +11,13 @@
 //!
 //! `mod.rs` holds the queue, its entries typed by kind where planners need to see them
 //! (stream appends and commands), erased otherwise; `operation.rs` is what the writer
-//! sends; `writer.rs` sends it; `lost.rs` settles a save whose answers were lost;
+//! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
+//! one transaction; `lost.rs` settles a save whose answers were lost;
 //! `append.rs` holds the event store's operations. May use: the connection layer, the
 //! schema layer, the tables, the error map.
 
 pub(crate) mod append;
+mod lone;
 mod lost;
 mod operation;
 mod writer;
@@ -204,6 +206,14 @@ impl UnitOfWork {
     /// Queues any operation as it is.
     pub(crate) fn push_op(&mut self, op: Box<dyn Operation>) {
         self.user.push_op(op);
+    }
+
+    /// The save's one entry, when nothing else is queued, derived or sent before it.
+    pub(crate) fn single_mut(&mut self) -> Option<&mut Queued> {
+        match self.user.items.as_mut_slice() {
+            [single] if self.prelude.is_empty() && self.derived.is_empty() => Some(single),
+            _ => None,
+        }
     }
 
     /// Forgets the derived writes and every operation's result, before planning again.

@@ -1,7 +1,7 @@
-//! The one writer of a unit of work: makes sure the tables exist, prepares the
-//! statements, sends them as one pipeline (or one lone statement that needs no
-//! transaction), reads every answer by its handle and concludes: committed, retry, or
-//! the error that explains what was rejected.
+//! The writer of a unit of work: a save that is one statement goes alone
+//! ([`super::lone`]); any other makes sure its tables exist, prepares its statements,
+//! sends them in one transaction as one pipeline, reads every answer by its handle and
+//! concludes: committed, retry, or the error that explains what was rejected.
 
 use crate::connection::{Db, Stmt, WriteToken, WRITE_POSITION};
 use marten_core::{Error, Result};
@@ -14,7 +14,7 @@ use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDEN
 use super::Operation;
 use super::{Outcome, Queued, SessionState, UnitOfWork};
 use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
-use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
+use crate::error_map::{map_db_error, Failed};
 use crate::schema::Catalog;
 use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
 
@@ -49,6 +49,13 @@ impl UnitOfWork {
         store: &Catalog,
         state: &mut SessionState,
     ) -> Result<Outcome> {
+        if let Some(op) = self.lone(req) {
+            // One statement that writes everything or nothing needs no transaction.
+            return match super::lone::send(req, op, store, state).await {
+                Err(Error::DuplicateEvent { .. }) => Err(self.name_duplicates(req.client()).await),
+                other => other,
+            };
+        }
         let probe = FlightProbe::default();
         let mut deadline_passed = false;
         // Pinned in place: the (large) run is built where it runs, neither moved into
@@ -102,18 +109,11 @@ impl UnitOfWork {
             let (type_id, migrate) = op.target().schema;
             store.ensure_erased(type_id, migrate).await?;
         }
-        let schema = store.schema();
-        // One statement that either writes everything or nothing needs no transaction
-        // (unless the session records its saves' log positions: then the position is
-        // read after the COMMIT of a transaction, in the same round trip).
-        let alone = !req.in_transaction() && !req.records_write_position();
-        let failure = if alone && ops.len() == 1 && ops[0].atomic() {
-            ops[0].alone();
-            send_alone(req, &mut *ops[0], schema, probe).await?
-        } else {
-            send_transaction(req, &mut ops, schema, probe).await?
+        let failure = send_transaction(req, &mut ops, store.schema(), probe).await?;
+        let concluded = match concluded(&ops, failure, state) {
+            Some(concluded) => concluded,
+            None => rejected(req.client(), &ops).await,
         };
-        let concluded = conclude(req.client(), &ops, failure, state).await;
         drop(ops);
         match concluded {
             Err(Error::DuplicateEvent { .. }) => Err(self.name_duplicates(req.client()).await),
@@ -145,68 +145,6 @@ impl UnitOfWork {
             Err(e) => e,
         }
     }
-}
-
-/// Sends a lone statement, outside any transaction. `Err`: the save failed before it was
-/// concluded (not sent, or its outcome is unknown); `Ok(Some(e))`: it failed with `e`.
-async fn send_alone(
-    req: &mut Request<'_>,
-    op: &mut dyn Operation,
-    schema: &str,
-    probe: &FlightProbe,
-) -> Result<Option<Error>> {
-    let client = req.client();
-    let statement = client
-        .statement(op.sql())
-        .await
-        .map_err(|e| map_db_error(e, writing(&*op, schema)))?;
-    debug!(
-        operations = 1,
-        documents = op.len(),
-        single = true,
-        "save_changes"
-    );
-    ensure_open(req)?;
-    probe.mark_sent();
-    let c = req.client();
-    let params = op.params();
-    // One statement, no transaction: awaited as it is, nothing to pipeline.
-    let answer = if op.counts_only() {
-        c.execute(&statement, &params).await.map(Lone::Count)
-    } else {
-        c.query(&statement, &params).await.map(Lone::Rows)
-    };
-    drop(params);
-    let answer = match answer {
-        Err(e) if is_lost(&e) => {
-            // Sent, and the connection was lost before the answer: unknown outcome.
-            req.mark_lost();
-            let context = "reading the answer to the save's statement";
-            return Err(Error::OutcomeUnknown(lost_error(e, context)));
-        }
-        other => other,
-    };
-    let mut failure = None;
-    let accepted = match answer {
-        Ok(Lone::Count(n)) => op.accept_count(n),
-        Ok(Lone::Rows(rows)) => op.accept(&rows),
-        Err(e) if op.rejected_by(&e) => Ok(()),
-        Err(e) => {
-            note(&mut failure, e, writing(&*op, schema));
-            Ok(())
-        }
-    };
-    if let Err(e) = accepted {
-        failure.get_or_insert(e);
-    }
-    Ok(failure)
-}
-
-/// The answer of a lone statement: its rows, or (sent with `execute`,
-/// [`Operation::counts_only`]) the number of rows it wrote.
-enum Lone {
-    Rows(Vec<tokio_postgres::Row>),
-    Count(u64),
 }
 
 /// Sends `BEGIN` (unless a transaction is open), the transaction's ident, every
@@ -323,7 +261,7 @@ fn write_position(
 }
 
 /// Fails when the connection closed before anything of the save was written.
-fn ensure_open(req: &mut Request<'_>) -> Result<()> {
+pub(super) fn ensure_open(req: &mut Request<'_>) -> Result<()> {
     if !req.client().is_closed() {
         return Ok(());
     }
@@ -373,43 +311,51 @@ fn read_flight(
     failure
 }
 
-/// What came of a save whose answers were all read.
-async fn conclude(
-    client: Db<'_>,
-    ops: &Ops<'_>,
+/// What came of a save whose answers were all read, unless it was rejected (`None`:
+/// [`rejected`] says what then): its failure, or committed (the session state learns
+/// what each operation wrote).
+pub(super) fn concluded(
+    ops: &[&mut dyn Operation],
     failure: Option<Error>,
     state: &mut SessionState,
-) -> Result<Outcome> {
+) -> Option<Result<Outcome>> {
     if let Some(e) = failure {
-        return Err(e);
+        return Some(Err(e));
     }
-    let rejected: Vec<&&mut dyn Operation> = ops.iter().filter(|o| o.has_rejections()).collect();
-    if !rejected.is_empty() {
-        if rejected.iter().all(|o| o.retryable()) {
-            return Ok(Outcome::Retry);
-        }
-        let mut rejections = Vec::new();
-        for op in rejected {
-            rejections.extend(op.explain(client).await?);
-        }
-        return Err(Error::Rejected(rejections));
+    if ops.iter().any(|o| o.has_rejections()) {
+        return None;
     }
     for op in ops.iter() {
         op.committed(state);
     }
-    Ok(Outcome::Committed)
+    Some(Ok(Outcome::Committed))
+}
+
+/// What came of a save that was rejected: retried when every rejection came from a check
+/// marten added itself, else the error that explains each rejection.
+pub(super) async fn rejected(client: Db<'_>, ops: &[&mut dyn Operation]) -> Result<Outcome> {
+    let rejected: Vec<&&mut dyn Operation> = ops.iter().filter(|o| o.has_rejections()).collect();
+    if rejected.iter().all(|o| o.retryable()) {
+        return Ok(Outcome::Retry);
+    }
+    let mut rejections = Vec::new();
+    for op in rejected {
+        rejections.extend(op.explain(client).await?);
+    }
+    Err(Error::Rejected(rejections))
 }
 
 /// Keeps the first real failure of a batch; later statements of an aborted transaction
 /// only report that it is aborted.
-fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>) {
+pub(super) fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>) {
     let aborted = e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
     if failure.is_none() && !aborted {
         *failure = Some(map_db_error(e, what));
     }
 }
 
-fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
+/// What a failed statement of `op` was writing, for its error.
+pub(super) fn writing<'a>(op: &dyn Operation, schema: &'a str) -> Failed<'a> {
     let target = op.target();
     Failed::Writing {
         document_type: target.what,
