@@ -122,7 +122,7 @@ impl OpList {
     }
 
     /// The appends with their positions in the list.
-    pub(crate) fn appends(&self) -> impl Iterator<Item = (usize, &StreamAppend)> {
+    pub(crate) fn appends(&self) -> impl Iterator<Item = (usize, &StreamAppend)> + Clone {
         self.items.iter().enumerate().filter_map(|(i, q)| match q {
             Queued::Append(a) => Some((i, a.as_ref())),
             _ => None,

@@ -37,21 +37,18 @@ impl TagLock {
     pub(crate) fn for_save<'a>(
         identity: StreamIdentity,
         boundaries: &[(EventTag, i64)],
-        appends: impl Iterator<Item = &'a StreamAppend>,
+        appends: impl Iterator<Item = &'a StreamAppend> + Clone,
     ) -> Option<TagLock> {
-        let appends: Vec<&StreamAppend> = appends.collect();
-        let tenant = appends.first()?.tenant.clone();
-        let appends: Vec<&StreamAppend> = appends
-            .into_iter()
-            .filter(|a| !a.tag_types.is_empty())
-            .collect();
-        if boundaries.is_empty() && appends.len() < 2 {
+        let tagged = appends.clone().filter(|a| !a.tag_types.is_empty());
+        // Decided before anything is allocated: most saves need no lock.
+        if boundaries.is_empty() && tagged.clone().nth(1).is_none() {
             return None;
         }
+        let tenant = appends.clone().next()?.tenant.clone();
         // Each tag: its captured version (boundaries) and whether an append writes it.
         let mut all: std::collections::BTreeMap<EventTag, (Option<i64>, bool)> =
             std::collections::BTreeMap::new();
-        for a in appends {
+        for a in tagged {
             for (t, v) in a.tag_types.iter().zip(&a.tag_values) {
                 all.insert(EventTag::named(t.clone(), v), (None, true));
             }
