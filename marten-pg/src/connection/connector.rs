@@ -3,35 +3,19 @@
 //! replica's pool (reads that asked for it, see `replica.rs`), and the time limits every
 //! request obeys.
 
-use std::future::Future;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{ClientWrapper, Pool};
 use marten_core::{Error, Result};
-use tokio::time::error::Elapsed;
 
 use super::anchor::Anchor;
 use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
-use super::tls::{connect_error, tracked, Progress, Tls};
+use super::tls::{connect_error, tracked, Tls};
 use super::Pooled;
 use crate::error_map::{map_db_error, map_pool_error, Failed};
-
-/// A dedicated connect within a time limit, tracked for typed TLS failures.
-type Connecting<'a> = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Result<Result<tokio_postgres::Client, tokio_postgres::Error>, Elapsed>,
-                    Progress,
-                ),
-            > + Send
-            + 'a,
-    >,
->;
 
 /// The store's source of connections and its time limits.
 pub(crate) struct Connector {
@@ -238,8 +222,7 @@ impl Connector {
             None => (&own.config, &own.tls),
         };
         let connect = tokio::time::timeout(own.create_timeout, tls.connect(config));
-        let connecting: Connecting<'_> = Box::pin(tracked(connect));
-        let client = match connecting.await {
+        let client = match tracked(connect).await {
             (Ok(Ok(client)), _) => client,
             (Ok(Err(e)), progress) => return Err(connect_error(e, tls.mode(), progress)),
             (Err(_), _) => {

@@ -191,8 +191,7 @@ impl Shared {
     async fn connect(&self) -> Result<PoolConn> {
         let limit = self.settings.create_timeout();
         let made = tokio::time::timeout(limit, async {
-            let attempt: Connecting<'_> = Box::pin(tracked(self.tls.connect(&self.config)));
-            let client = match attempt.await {
+            let client = match tracked(self.tls.connect(&self.config)).await {
                 (Ok(client), _) => client,
                 (Err(e), progress) => return Err(connect_error(e, self.tls.mode(), progress)),
             };
@@ -216,20 +215,6 @@ impl Shared {
         }
     }
 }
-
-/// A connect, tracked for typed TLS failures (boxed: the nested future would push
-/// callers' futures past the compiler's query depth limit).
-type Connecting<'a> = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    std::result::Result<Client, tokio_postgres::Error>,
-                    super::tls::Progress,
-                ),
-            > + Send
-            + 'a,
-    >,
->;
 
 fn closed() -> Error {
     Error::Connection(DatabaseError {

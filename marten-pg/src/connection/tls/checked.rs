@@ -37,15 +37,22 @@ fn set_progress(progress: Progress) {
     let _ = PROGRESS.try_with(|p| p.set(progress));
 }
 
-/// Runs a connection attempt (`pool.get()`, a dedicated connect) and reports how far its
-/// last connection got, for [`connect_error`].
-pub(crate) async fn tracked<F: Future>(attempt: F) -> (F::Output, Progress) {
-    PROGRESS
-        .scope(Cell::new(Progress::Connecting), async {
-            let out = attempt.await;
-            (out, PROGRESS.with(Cell::get))
-        })
-        .await
+/// A connection attempt tracked by [`tracked`]: its output and how far it got.
+pub(crate) type Tracked<'a, T> = Pin<Box<dyn Future<Output = (T, Progress)> + Send + 'a>>;
+
+/// Runs a connection attempt (a pool's connect, a dedicated connect) and reports how far
+/// its last connection got, for [`connect_error`]. Boxed: the task-local scope around a
+/// connect nested in its callers' futures would push them past the compiler's query
+/// depth limit.
+pub(crate) fn tracked<'a, F>(attempt: F) -> Tracked<'a, F::Output>
+where
+    F: Future + Send + 'a,
+    F::Output: Send,
+{
+    Box::pin(PROGRESS.scope(Cell::new(Progress::Connecting), async {
+        let out = attempt.await;
+        (out, PROGRESS.with(Cell::get))
+    }))
 }
 
 /// The error of a failed connection attempt in `mode` that got as far as `progress`.

@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio_postgres::Client;
 
-pub(crate) use checked::{connect_error, tracked, Progress};
+pub(crate) use checked::{connect_error, tracked};
 pub(crate) use url::{split_connection_string, UrlTls};
 
 /// How a connection uses TLS, as libpq's `sslmode`. Set it with `sslmode=` in the
