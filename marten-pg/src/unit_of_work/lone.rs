@@ -25,7 +25,7 @@ impl UnitOfWork {
     /// is the only one queued or derived, it writes all of itself or nothing
     /// ([`Operation::atomic`]), the session holds no transaction and reads no write
     /// position after a `COMMIT`.
-    pub(crate) fn lone(&mut self, req: &Request<'_>) -> Option<&mut dyn Operation> {
+    pub(super) fn lone(&mut self, req: &Request<'_>) -> Option<&mut dyn Operation> {
         if req.in_transaction() || req.records_write_position() {
             return None;
         }
