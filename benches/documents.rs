@@ -336,6 +336,10 @@ impl Setup {
         if inline {
             b = b.projection::<Counter>(Lifecycle::Inline);
         }
+        if std::env::var_os("MARTEN_BENCH_NO_REQUEST_TIMEOUT").is_some() {
+            // What the request timeout's timer costs a lone request.
+            b = b.request_timeout(None);
+        }
         if std::env::var_os("MARTEN_BENCH_POOLER").is_some() {
             // The pooler setting, without a pooler: unnamed statements, parsed each time.
             b = b.pooler(marten::Pooler::Transaction).direct_url(&self.url);
