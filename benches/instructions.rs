@@ -19,8 +19,8 @@
 //! `MARTEN_INSTR_CACHE=<KB>` runs the children under cachegrind instead, with every cache
 //! level simulated at that size, and adds the code lines (64-byte instruction cache lines)
 //! each side misses per operation: how much distinct code an operation runs, which is
-//! what a lone save's last few per cent of speed depend on (BENCHMARKS.md, "Memory a lone
-//! save touches"). Not part of the guard.
+//! what a lone save's last few per cent of speed depend on (BENCHMARKS.md, "A lone save's
+//! own path"). Not part of the guard.
 
 mod common;
 

@@ -277,10 +277,7 @@ fn place_tag_lock(
 /// lock in its own statement: nothing else is queued or derived, and the save is not
 /// part of a transaction the session holds (nor reads its write position after one).
 fn lone_append<'q>(queue: &'q mut UnitOfWork, req: &Request<'_>) -> Option<&'q mut StreamAppend> {
-    if req.in_transaction() || req.records_write_position() {
-        return None;
-    }
-    match queue.single_mut()? {
+    match queue.lone_entry(req)? {
         Queued::Append(append) if append.can_take_check() => Some(append),
         _ => None,
     }

@@ -4,11 +4,11 @@
 //! rejection to explain, duplicate events to name, an answer lost) are out of line.
 
 use marten_core::{Error, Result};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::lost::{timed_out, FlightProbe};
-use super::writer::{concluded, ensure_open, note, rejected, writing};
-use super::{Operation, Outcome, SessionState, UnitOfWork};
+use super::writer::{concluded, ensure_open, rejected, writing};
+use super::{Operation, Outcome, Queued, SessionState, UnitOfWork};
 use crate::connection::{within, Request};
 use crate::error_map::{is_lost, lost_error, map_db_error};
 use crate::schema::Catalog;
@@ -26,11 +26,21 @@ impl UnitOfWork {
     /// ([`Operation::atomic`]), the session holds no transaction and reads no write
     /// position after a `COMMIT`.
     pub(super) fn lone(&mut self, req: &Request<'_>) -> Option<&mut dyn Operation> {
+        let op = self.lone_entry(req)?.operation_mut();
+        op.atomic().then_some(op)
+    }
+
+    /// The save's one entry, when it could go alone: nothing else is queued, derived or
+    /// sent before it, the session holds no transaction and reads no write position
+    /// after a `COMMIT`.
+    pub(crate) fn lone_entry(&mut self, req: &Request<'_>) -> Option<&mut Queued> {
         if req.in_transaction() || req.records_write_position() {
             return None;
         }
-        let op = self.single_mut()?.operation_mut();
-        op.atomic().then_some(op)
+        match self.user.items.as_mut_slice() {
+            [single] if self.prelude.is_empty() && self.derived.is_empty() => Some(single),
+            _ => None,
+        }
     }
 }
 
@@ -50,28 +60,18 @@ pub(super) async fn send(
         within(store, flight).await
     };
     let Some(answer) = answered else {
-        // The statement may still run (or be stuck) on the server.
         let limit = store.request_timeout().unwrap_or_default();
-        warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
-        req.mark_lost();
-        return Err(timed_out(&probe, limit));
+        return Err(timed_out(req, &probe, limit));
     };
-    let mut failure = None;
     let accepted = match answer? {
         Ok(Answer::Count(n)) => op.accept_count(n),
         Ok(Answer::Rows(rows)) => op.accept(&rows),
         Err(e) if is_lost(&e) => return Err(lost(req, e)),
         Err(e) if op.rejected_by(&e) => Ok(()),
-        Err(e) => {
-            note(&mut failure, e, writing(&*op, store.schema()));
-            Ok(())
-        }
+        Err(e) => Err(map_db_error(e, writing(&*op, store.schema()))),
     };
-    if let Err(e) = accepted {
-        failure.get_or_insert(e);
-    }
     let ops = std::slice::from_ref(&op);
-    match concluded(ops, failure, state) {
+    match concluded(ops, accepted.err(), state) {
         Some(concluded) => concluded,
         None => rejected(req.client(), ops).await,
     }

@@ -9,7 +9,7 @@ use marten_core::{DatabaseError, Error};
 use tokio_postgres::Row;
 use tracing::{debug, warn};
 
-use crate::connection::{Answers, Handle};
+use crate::connection::{Answers, Handle, Request};
 use crate::error_map::{is_lost, lost_error};
 use crate::schema::Catalog;
 
@@ -59,8 +59,12 @@ pub(super) fn commit_lost<K>(
     answers.take_error(last).map(|e| lost_error(e, context))
 }
 
-/// The error of a save whose answers did not arrive within `limit`.
-pub(super) fn timed_out(probe: &FlightProbe, limit: Duration) -> Error {
+/// Gives up a save whose answers did not arrive within `limit`: its statements may still
+/// run (or be stuck) on the server, so its connection is marked lost; the error says
+/// whether anything of the save was handed to the connection.
+pub(super) fn timed_out(req: &mut Request<'_>, probe: &FlightProbe, limit: Duration) -> Error {
+    warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
+    req.mark_lost();
     if probe.sent.load(Ordering::SeqCst) {
         Error::OutcomeUnknown(DatabaseError {
             code: None,

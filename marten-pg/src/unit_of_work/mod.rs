@@ -208,14 +208,6 @@ impl UnitOfWork {
         self.user.push_op(op);
     }
 
-    /// The save's one entry, when nothing else is queued, derived or sent before it.
-    pub(crate) fn single_mut(&mut self) -> Option<&mut Queued> {
-        match self.user.items.as_mut_slice() {
-            [single] if self.prelude.is_empty() && self.derived.is_empty() => Some(single),
-            _ => None,
-        }
-    }
-
     /// Forgets the derived writes and every operation's result, before planning again.
     pub(crate) fn reset_attempt(&mut self) {
         self.prelude.clear();

@@ -8,7 +8,7 @@ use marten_core::{Error, Result};
 use postgres_types::PgLsn;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
 use super::Operation;
@@ -70,11 +70,8 @@ impl UnitOfWork {
         let result = match ran {
             Ok(result) => result,
             Err(limit) => {
-                // The statements may still run (or be stuck) on the server.
-                warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
-                req.mark_lost();
                 deadline_passed = true;
-                Err(timed_out(&probe, limit))
+                Err(timed_out(req, &probe, limit))
             }
         };
         let result = match result {
