@@ -316,10 +316,7 @@ pub(crate) async fn within<T>(
     source: &impl AsRef<Connector>,
     answers: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    match source.as_ref().request_timeout() {
-        None => Some(answers.await),
-        Some(limit) => tokio::time::timeout(limit, answers).await.ok(),
-    }
+    source.as_ref().within(answers).await
 }
 
 /// The error of a request that got no answer within the store's request timeout.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{ClientWrapper, Pool};
 use marten_core::{Error, Result};
 
-use super::anchor::Anchor;
+use super::deadlines::Deadlines;
 use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
 use super::tls::{connect_error, tracked, Tls};
@@ -28,9 +28,9 @@ pub(crate) struct Connector {
     /// The read replicas, if any: reads that ask for one go there, each session to one
     /// of them in turn.
     replicas: Replicas,
-    /// The timer that keeps requests' time limits from waking the runtime (see
-    /// `anchor.rs`); a replica's connector shares its primary's.
-    _anchor: Anchor,
+    /// The requests' deadlines and the watcher that ends the requests past them (see
+    /// `deadlines.rs`); a replica's connector shares its primary's.
+    deadlines: Deadlines,
 }
 
 /// Where pooled connections come from.
@@ -120,7 +120,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
-            _anchor: Anchor::start(),
+            deadlines: Deadlines::start(),
         })
     }
 
@@ -147,7 +147,7 @@ impl Connector {
             request_timeout: self.request_timeout,
             statements: self.statements.clone(),
             replicas: Replicas::default(),
-            _anchor: Anchor::default(),
+            deadlines: self.deadlines.clone(),
         };
         self.replicas.list.push(Replica {
             connector,
@@ -188,7 +188,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
-            _anchor: Anchor::start(),
+            deadlines: Deadlines::start(),
         }
     }
 
@@ -242,6 +242,17 @@ impl Connector {
     /// How long a request waits for its answers.
     pub(crate) fn request_timeout(&self) -> Option<Duration> {
         self.request_timeout
+    }
+
+    /// Awaits a request's `answers` within the request timeout: `None` when it passed.
+    pub(crate) async fn within<T>(
+        &self,
+        answers: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        match self.request_timeout {
+            None => Some(answers.await),
+            Some(limit) => self.deadlines.within(limit, answers).await,
+        }
     }
 
     /// Closes the pool (and the replica's): idle connections are dropped, no new ones

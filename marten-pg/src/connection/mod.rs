@@ -7,10 +7,10 @@
 //! May use: the error map and leaf helpers. Nothing here knows documents, events,
 //! sessions or the store; the store owns a [`Connector`] and lends it.
 
-mod anchor;
 mod conn;
 mod connector;
 mod db;
+mod deadlines;
 mod pipeline;
 mod pool;
 mod pooled;

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
 use super::Operation;
 use super::{Outcome, Queued, SessionState, UnitOfWork};
-use crate::connection::{Answers, Done, Handle, Pipeline, Request, Rows};
+use crate::connection::{within, Answers, Done, Handle, Pipeline, Request, Rows};
 use crate::error_map::{map_db_error, Failed};
 use crate::schema::Catalog;
 use crate::tables::functions::{ASSERT_NO_REJECTIONS, REJECTED_SQLSTATE};
@@ -59,18 +59,16 @@ impl UnitOfWork {
         let probe = FlightProbe::default();
         let mut deadline_passed = false;
         // Pinned in place: the (large) run is built where it runs, neither moved into
-        // the timeout nor allocated per save. `Err(limit)`: the deadline passed first.
+        // the timeout nor allocated per save. `None`: the deadline passed first.
         let ran = {
             let run = std::pin::pin!(self.run(req, store, state, &probe));
-            match store.request_timeout() {
-                None => Ok(run.await),
-                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-            }
+            within(store, run).await
         };
         let result = match ran {
-            Ok(result) => result,
-            Err(limit) => {
+            Some(result) => result,
+            None => {
                 deadline_passed = true;
+                let limit = store.request_timeout().unwrap_or_default();
                 Err(timed_out(req, &probe, limit))
             }
         };
