@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{ClientWrapper, Pool};
 use marten_core::{Error, Result};
 
+use super::anchor::Anchor;
 use super::deadlines::Deadlines;
 use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
@@ -28,9 +29,9 @@ pub(crate) struct Connector {
     /// The read replicas, if any: reads that ask for one go there, each session to one
     /// of them in turn.
     replicas: Replicas,
-    /// The requests' deadlines and the watcher that ends the requests past them (see
-    /// `deadlines.rs`); a replica's connector shares its primary's.
-    deadlines: Deadlines,
+    /// The timer that keeps the waits left on tokio timers from waking the runtime (see
+    /// `anchor.rs`); a replica's connector shares its primary's.
+    _anchor: Anchor,
 }
 
 /// Where pooled connections come from.
@@ -120,7 +121,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
-            deadlines: Deadlines::start(),
+            _anchor: Anchor::start(),
         })
     }
 
@@ -147,7 +148,7 @@ impl Connector {
             request_timeout: self.request_timeout,
             statements: self.statements.clone(),
             replicas: Replicas::default(),
-            deadlines: self.deadlines.clone(),
+            _anchor: Anchor::default(),
         };
         self.replicas.list.push(Replica {
             connector,
@@ -188,7 +189,7 @@ impl Connector {
             request_timeout,
             statements: Arc::new(statements),
             replicas: Replicas::default(),
-            deadlines: Deadlines::start(),
+            _anchor: Anchor::start(),
         }
     }
 
@@ -251,7 +252,7 @@ impl Connector {
     ) -> Option<T> {
         match self.request_timeout {
             None => Some(answers.await),
-            Some(limit) => self.deadlines.within(limit, answers).await,
+            Some(limit) => Deadlines::global().within(limit, answers).await,
         }
     }
 

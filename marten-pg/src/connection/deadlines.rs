@@ -1,53 +1,40 @@
-//! Request deadlines without a timer per request, and the one timer a store keeps
-//! pending on its runtime.
+//! Request deadlines without a timer per request.
 //!
 //! Every request is bounded by the store's request timeout. A tokio timer per request
 //! (`tokio::time::timeout`) is inserted into the runtime's timer wheel on its first poll
-//! and removed when dropped, each under the wheel's lock: about 400 of a lone append's
-//! 21,800 client instructions, and 1-2 points of its ratio to raw tokio-postgres
-//! (BENCHMARKS.md). Instead a store has a table of [`SLOTS`] deadline slots and one
-//! watcher task. A request takes a free slot, writes its deadline into it and registers
-//! its task's waker there; the watcher sleeps until the earliest deadline in the table,
-//! or [`IDLE`] at most, marks each slot whose deadline passed as expired and wakes its
-//! request, which then ends as timed out. A request whose deadline lies before the
-//! watcher's next wake-up (a limit shorter than [`IDLE`]) wakes the watcher so that it
-//! sleeps less. The answer wins a tie: a request whose answers are in when it is polled
-//! returns them even past its deadline, as `tokio::time::timeout` does.
+//! and removed when dropped, each under the wheel's lock: about 450 of a lone save's
+//! client instructions and 50-70 of its code lines (BENCHMARKS.md). Instead the process
+//! has one table of [`SLOTS`] deadline slots and one watcher thread. A request takes a
+//! free slot, writes its deadline into it and registers its task's waker there; the
+//! watcher sleeps until the earliest deadline in the table (parked, while none is held),
+//! marks each slot whose deadline passed as expired and wakes its request, which then
+//! ends as timed out. A request whose deadline lies before the watcher's next wake-up
+//! unparks it to look again; with time limits of seconds that is about once per limit,
+//! not once per request. The answer wins a tie: a request whose answers are in when it
+//! is polled returns them even past its deadline, as `tokio::time::timeout` does.
 //!
-//! The watcher also keeps a timer pending on the runtime at all times. Tokio wakes the
-//! thread that drives I/O and timers whenever a timer is registered that is due before
-//! every timer already pending, and with none pending any timer is: with the bounded
-//! waits left on tokio timers (the pool's wait, making a connection, the fallback below)
-//! each would wake that thread. Counted with `strace` over 2,000 lone appends, a timer
-//! per request on an otherwise idle runtime cost one more `write`, two to three more
-//! `futex` and one more `epoll_wait` per append than raw tokio-postgres; with a timer
-//! pending, the counts are raw's.
+//! The watcher is a thread, not a task, so that it runs whatever runtime a request runs
+//! on, one that shut down or is not being driven included; it measures real time (a
+//! runtime whose clock is paused does not move it). A request falls back to a tokio timer
+//! of its own when every slot is taken or the watcher thread could not be started.
 //!
-//! A request falls back to a tokio timer of its own when every slot is taken, when the
-//! store was built outside a runtime (there is no watcher), or when the watcher's
-//! runtime shut down. The watcher ends at its first wake-up after the store (every
-//! [`Deadlines`] handle) is dropped, or with its runtime.
-//!
-//! Owns: the deadline table and the watcher task. May use: tokio.
+//! Owns: the deadline table and its watcher thread. May use: std, tokio's timer for the
+//! fallback.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::task::{Context, Poll};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
 
-/// The longest the watcher sleeps: shorter than any time limit worth setting on a
-/// request, so that their timers lie after it; long enough to cost nothing.
-pub(crate) const IDLE: Duration = Duration::from_secs(1);
-
-/// How many requests of a store can wait on the table at once; more fall back to a
+/// How many requests of the process can wait on the table at once; more fall back to a
 /// timer each.
-pub(crate) const SLOTS: usize = 64;
+pub(crate) const SLOTS: usize = 256;
 
 /// A slot's deadline value when no request holds it.
 const FREE: u64 = 0;
@@ -56,6 +43,8 @@ const EXPIRED: u64 = 1;
 /// Deadlines are milliseconds since the table's base plus this, so none is `FREE` or
 /// `EXPIRED`.
 const OFFSET: u64 = 2;
+/// `next_wake` of a watcher parked until a request unparks it.
+const NEVER: u64 = u64::MAX;
 
 thread_local! {
     /// The slot this thread's last request took: the next one tries it first, so that
@@ -64,58 +53,56 @@ thread_local! {
     static HINT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A store's deadline table and the watcher it runs (none outside a runtime). Clones
-/// share them (a replica's connector uses its primary's).
-#[derive(Clone, Default)]
+/// A deadline table and its watcher thread (started with the first request): the
+/// process's ([`Deadlines::global`]), or a test's own.
 pub(crate) struct Deadlines {
-    table: Option<Arc<Table>>,
+    table: Arc<Table>,
+    /// The watcher; `None` inside when it could not be started.
+    watcher: OnceLock<Option<JoinHandle<()>>>,
 }
 
 /// The slots and what the watcher and the requests tell each other.
 struct Table {
     base: Instant,
     slots: [Slot; SLOTS],
-    /// When the watcher wakes next, in deadline units. It writes this before it reads
-    /// the slots, and a request reads it after writing its slot: either the watcher sees
-    /// the request's deadline or the request sees when the watcher will look again.
+    /// The table's owner was dropped: the watcher ends.
+    closed: AtomicBool,
+    /// When the watcher wakes next, in deadline units ([`NEVER`]: parked). It writes this
+    /// before it reads the slots, and a request reads it after writing its slot: either
+    /// the watcher sees the request's deadline or the request sees when the watcher will
+    /// look again.
     next_wake: AtomicU64,
-    /// The watcher runs: cleared when its runtime drops it.
-    watching: AtomicBool,
-    /// Wakes the watcher early.
-    nudge: Arc<Notify>,
 }
 
-/// One request's deadline and its task's waker, on a cache line of its own.
-#[repr(align(64))]
+/// One request's deadline and its task's waker, on cache lines of its own (two: the
+/// prefetcher of x86 fetches lines in pairs).
+#[repr(align(128))]
 struct Slot {
     deadline: AtomicU64,
     waker: AtomicWaker,
 }
 
 impl Deadlines {
-    /// A table and its watcher on the current runtime; without a runtime, none (every
-    /// request then uses a timer of its own).
-    pub(crate) fn start() -> Self {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Self::default();
-        };
-        let table = Arc::new(Table {
-            base: Instant::now(),
-            slots: std::array::from_fn(|_| Slot {
-                deadline: AtomicU64::new(FREE),
-                waker: AtomicWaker::new(),
+    /// The process's table.
+    pub(crate) fn global() -> &'static Deadlines {
+        static GLOBAL: LazyLock<Deadlines> = LazyLock::new(Deadlines::new);
+        &GLOBAL
+    }
+
+    /// A table whose watcher starts with its first request.
+    fn new() -> Self {
+        Deadlines {
+            table: Arc::new(Table {
+                base: Instant::now(),
+                slots: std::array::from_fn(|_| Slot {
+                    deadline: AtomicU64::new(FREE),
+                    waker: AtomicWaker::new(),
+                }),
+                closed: AtomicBool::new(false),
+                next_wake: AtomicU64::new(NEVER),
             }),
-            next_wake: AtomicU64::new(OFFSET),
-            watching: AtomicBool::new(true),
-            nudge: Arc::new(Notify::new()),
-        });
-        let watched = Arc::downgrade(&table);
-        runtime.spawn(watch(
-            watched.clone(),
-            table.nudge.clone(),
-            Watching(watched),
-        ));
-        Self { table: Some(table) }
+            watcher: OnceLock::new(),
+        }
     }
 
     /// Awaits `answers` for at most `limit`: `None` when the deadline passed first.
@@ -131,13 +118,25 @@ impl Deadlines {
         }
     }
 
-    /// A slot holding a deadline `limit` from now, or `None`: no watcher runs, or every
-    /// slot is taken.
+    /// The watcher thread, started on first use; `None`: it could not be.
+    fn watcher(&self) -> Option<&Thread> {
+        self.watcher
+            .get_or_init(|| {
+                let table = Arc::downgrade(&self.table);
+                std::thread::Builder::new()
+                    .name("marten-deadlines".to_owned())
+                    .spawn(move || watch(&table))
+                    .ok()
+            })
+            .as_ref()
+            .map(JoinHandle::thread)
+    }
+
+    /// A slot holding a deadline `limit` from now, or `None`: every slot is taken, or
+    /// there is no watcher.
     fn arm(&self, limit: Duration) -> Option<Armed<'_>> {
-        let table = self.table.as_deref()?;
-        if !table.watching.load(Ordering::Relaxed) {
-            return None;
-        }
+        let watcher = self.watcher()?;
+        let table = &*self.table;
         // One millisecond more: `now` rounds down, and the deadline must not come early.
         let deadline = table.now().saturating_add(millis(limit)).saturating_add(1);
         let first = HINT.get();
@@ -154,11 +153,22 @@ impl Deadlines {
             }
             HINT.set(index);
             if deadline < table.next_wake.load(Ordering::SeqCst) {
-                table.nudge.notify_one();
+                watcher.unpark();
             }
             return Some(Armed { slot });
         }
         None
+    }
+}
+
+impl Drop for Deadlines {
+    fn drop(&mut self) {
+        // Closed before the unpark: the watcher, woken now or finding the unpark's token
+        // at its next park, sees it and ends.
+        self.table.closed.store(true, Ordering::SeqCst);
+        if let Some(Some(watcher)) = self.watcher.get() {
+            watcher.thread().unpark();
+        }
     }
 }
 
@@ -191,8 +201,8 @@ impl Armed<'_> {
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        // The waker stays until the next request of the slot replaces it: waking it
-        // late only wakes a task for nothing.
+        // The waker stays until the slot's next request replaces it (at most one task's
+        // memory a slot): waking it late only wakes a task for nothing.
         self.slot.deadline.store(FREE, Ordering::Release);
     }
 }
@@ -204,11 +214,11 @@ impl Table {
     }
 
     /// Marks every slot whose deadline passed as expired and wakes its request; returns
-    /// when to look again (the earliest deadline still pending, [`IDLE`] at most).
-    fn expire_due(&self) -> Instant {
+    /// when to look again: the earliest deadline still pending, if any.
+    fn expire_due(&self) -> Option<Instant> {
+        self.next_wake.store(NEVER, Ordering::SeqCst);
         let now = self.now();
-        let mut next = now.saturating_add(millis(IDLE));
-        self.next_wake.store(next, Ordering::SeqCst);
+        let mut next = NEVER;
         for slot in &self.slots {
             let deadline = slot.deadline.load(Ordering::SeqCst);
             if deadline < OFFSET {
@@ -225,31 +235,27 @@ impl Table {
             }
         }
         self.next_wake.store(next, Ordering::SeqCst);
-        self.base + Duration::from_millis(next - OFFSET)
+        // A deadline past what an `Instant` can hold never comes: park.
+        self.base
+            .checked_add(Duration::from_millis(next.checked_sub(OFFSET)?))
     }
 }
 
-/// The watcher: expires due slots, sleeps until the next deadline (or a nudge), and
-/// ends once the table is gone.
-async fn watch(table: Weak<Table>, nudge: Arc<Notify>, _watching: Watching) {
+/// The watcher: expires due slots, sleeps until the next deadline (parked while there is
+/// none, or until a request unparks it), and ends once the table is closed.
+fn watch(table: &Weak<Table>) {
     loop {
         let Some(live) = table.upgrade() else {
             return;
         };
-        let until = live.expire_due();
+        if live.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let next = live.expire_due();
         drop(live);
-        let _ = tokio::time::timeout_at(until.into(), nudge.notified()).await;
-    }
-}
-
-/// Held by the watcher task: dropped with the task (its runtime shut down, or the
-/// table is gone), it tells requests to use timers of their own.
-struct Watching(Weak<Table>);
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        if let Some(table) = self.0.upgrade() {
-            table.watching.store(false, Ordering::Relaxed);
+        match next {
+            Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
+            None => std::thread::park(),
         }
     }
 }
@@ -276,24 +282,29 @@ mod tests {
         std::future::pending()
     }
 
-    fn alive_tasks() -> usize {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    }
-
     fn free_slots(d: &Deadlines) -> usize {
-        let table = d.table.as_deref().expect("a table");
-        table
+        d.table
             .slots
             .iter()
             .filter(|s| s.deadline.load(Ordering::SeqCst) == FREE)
             .count()
     }
 
+    impl Deadlines {
+        /// Drops the table and hands back its watcher thread, to see it end.
+        fn close(mut self) -> Option<JoinHandle<()>> {
+            let watcher = self.watcher.take().flatten();
+            self.table.closed.store(true, Ordering::SeqCst);
+            if let Some(watcher) = &watcher {
+                watcher.thread().unpark();
+            }
+            watcher
+        }
+    }
+
     #[tokio::test]
     async fn an_answer_in_time_is_returned_and_frees_its_slot() {
-        let d = Deadlines::start();
+        let d = Deadlines::new();
         let answer = d
             .within(Duration::from_secs(5), async {
                 tokio::task::yield_now().await;
@@ -306,13 +317,17 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_without_an_answer_ends_at_its_deadline_not_before() {
-        let d = Deadlines::start();
-        // Let the watcher settle into its idle sleep, so the short limit must nudge it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let d = Arc::new(Deadlines::new());
+        // A long request first: the watcher then sleeps until its deadline, and each
+        // shorter one must wake it.
+        let held = d.clone();
+        let long = tokio::spawn(async move { held.within(Duration::from_secs(30), never()).await });
         for limit_ms in [30u64, 120, 300] {
             let limit = Duration::from_millis(limit_ms);
             let started = Instant::now();
-            assert_eq!(d.within(limit, never()).await, None);
+            // Bounded by a timer of the test's own, so that a deadline missed fails.
+            let ended = tokio::time::timeout(Duration::from_secs(5), d.within(limit, never()));
+            assert_eq!(ended.await, Ok(None), "the request ends");
             let waited = started.elapsed();
             assert!(
                 waited >= limit,
@@ -323,12 +338,12 @@ mod tests {
                 "ended after {waited:?}, long after its {limit:?}"
             );
         }
-        assert_eq!(free_slots(&d), SLOTS);
+        long.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_requests_free_their_slots() {
-        let d = Deadlines::start();
+        let d = Arc::new(Deadlines::new());
         let waiting: Vec<_> = (0..SLOTS)
             .map(|_| {
                 let d = d.clone();
@@ -355,7 +370,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_beyond_the_table_still_end_at_their_deadlines() {
-        let d = Deadlines::start();
+        let d = Arc::new(Deadlines::new());
         let limit = Duration::from_millis(300);
         let started = Instant::now();
         let waiting: Vec<_> = (0..SLOTS * 2)
@@ -377,7 +392,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_requests_each_end_by_answer_or_deadline() {
-        let d = Deadlines::start();
+        let d = Arc::new(Deadlines::new());
         let barrier = Arc::new(tokio::sync::Barrier::new(32));
         let racers: Vec<_> = (0..32u64)
             .map(|i| {
@@ -386,8 +401,9 @@ mod tests {
                     let mut ended = (0, 0);
                     for round in 0..40u64 {
                         barrier.wait().await;
-                        // Half answer within a few milliseconds, half never do.
+                        // Half answer at once, half never do.
                         let limit = Duration::from_millis(5 + (i + round) % 20);
+                        let started = Instant::now();
                         let answer = if (i + round) % 2 == 0 {
                             d.within(limit, async { tokio::task::yield_now().await })
                                 .await
@@ -396,7 +412,10 @@ mod tests {
                         };
                         match answer {
                             Some(()) => ended.0 += 1,
-                            None => ended.1 += 1,
+                            None => {
+                                assert!(started.elapsed() >= limit, "ended early");
+                                ended.1 += 1;
+                            }
                         }
                     }
                     ended
@@ -419,56 +438,48 @@ mod tests {
         assert_eq!(free_slots(&d), SLOTS);
     }
 
-    #[tokio::test]
-    async fn the_watcher_runs_while_its_store_holds_it_and_ends_after() {
-        assert_eq!(alive_tasks(), 0);
-        let d = Deadlines::start();
-        tokio::time::sleep(IDLE + IDLE / 2).await;
-        assert_eq!(alive_tasks(), 1, "the watcher outlives its first wake-up");
-        drop(d);
-        let deadline = Instant::now() + IDLE * 3;
-        while alive_tasks() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the watcher ends after its store"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     #[test]
-    fn outside_a_runtime_there_is_no_watcher_and_timers_stand_in() {
-        let d = Deadlines::start();
-        assert!(d.table.is_none());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
-        let answer = runtime.block_on(d.within(Duration::from_millis(20), never()));
-        assert_eq!(answer, None);
-    }
-
-    #[test]
-    fn a_store_outliving_its_runtime_falls_back_to_timers() {
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
-        let d = first.block_on(async { Deadlines::start() });
-        drop(first);
-        let table = d.table.as_deref().expect("a table");
-        assert!(
-            !table.watching.load(Ordering::Relaxed),
-            "the watcher is gone"
+    fn requests_end_at_their_deadlines_on_any_runtime() {
+        let d = Deadlines::new();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime")
+        };
+        // The watcher starts on the first runtime, which is then dropped; a second one,
+        // never driven, is kept alive meanwhile: neither matters to the watcher.
+        let first = runtime();
+        assert_eq!(
+            first.block_on(d.within(Duration::from_millis(20), never())),
+            None
         );
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
+        drop(first);
+        let _idle = runtime();
+        let second = runtime();
         let started = Instant::now();
         let answer = second.block_on(d.within(Duration::from_millis(50), never()));
         assert_eq!(answer, None);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_watcher_ends_with_its_table() {
+        let d = Deadlines::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        assert_eq!(
+            runtime.block_on(d.within(Duration::from_millis(5), never())),
+            None
+        );
+        let watcher = d.close().expect("a watcher thread");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !watcher.is_finished() {
+            assert!(Instant::now() < deadline, "the watcher ends with its table");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

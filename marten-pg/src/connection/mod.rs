@@ -1,12 +1,14 @@
 //! The connection layer: where connections come from ([`Connector`]: the store's own
 //! pool (`pool.rs`) or a caller's, their settings and TLS), the owner of one connection and the state it is in ([`Conn`],
 //! [`Request`]), the typed pipeline that writes several statements in one round trip
-//! ([`Pipeline`]), reads on the read replica ([`WriteToken`], `replica.rs`), and the
-//! timer that keeps requests' time limits from waking the runtime (`anchor.rs`).
+//! ([`Pipeline`]), reads on the read replica ([`WriteToken`], `replica.rs`), the requests'
+//! deadlines, watched by one thread (`deadlines.rs`), and the timer that keeps the waits
+//! left on tokio timers from waking the runtime (`anchor.rs`).
 //!
 //! May use: the error map and leaf helpers. Nothing here knows documents, events,
 //! sessions or the store; the store owns a [`Connector`] and lends it.
 
+mod anchor;
 mod conn;
 mod connector;
 mod db;
