@@ -779,6 +779,55 @@ async fn black_holed_reads_end_within_the_request_timeout() {
     }
 }
 
+/// A store built on one runtime and used from another. Its pooled connection's I/O task
+/// lives on the first runtime, which is kept but no longer driven, so a request on that
+/// connection gets no answer. The request still ends within the request timeout: the
+/// deadlines do not depend on the runtime the store was built on. The store then serves
+/// again, on a connection of the second runtime.
+#[test]
+fn requests_from_another_runtime_end_within_the_request_timeout() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    };
+    let first = runtime();
+    let (schema, store) = first.block_on(async {
+        let (schema, builder) = builder("fault_other_runtime");
+        let store = ok(builder
+            .pool_size(1)
+            .request_timeout(Some(Duration::from_secs(2)))
+            .document::<Note>()
+            .build()
+            .await);
+        ok(save_note(&store, 1, "built").await);
+        (schema, store)
+    });
+    let second = runtime();
+    second.block_on(async {
+        let started = Instant::now();
+        let mut s = store.lightweight_session();
+        // Bounded by a timer of the test's own runtime, so that a request that never
+        // ends fails the test.
+        let load = tokio::time::timeout(Duration::from_secs(10), s.load::<Note>(&1));
+        let err = load.await.expect("the load ends").expect_err("no answer");
+        let waited = started.elapsed();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        drop(s);
+        let mut s = store.lightweight_session();
+        let back: Option<Note> = ok(s.load(&1).await);
+        assert_eq!(back.map(|n| n.text).as_deref(), Some("built"));
+    });
+    drop(store);
+    drop(first);
+    drop(schema);
+}
+
 #[tokio::test]
 async fn slow_network_within_the_timeout_is_fine() {
     let (schema, proxy, store) = proxied("fault_delay").await;
