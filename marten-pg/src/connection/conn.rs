@@ -21,6 +21,7 @@ use marten_core::{Error, Result};
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
+use super::deadlines::Within;
 use super::replica::{Route, WriteToken};
 use super::{Connector, Db, Pooled, Statements};
 
@@ -309,14 +310,14 @@ impl Drop for Request<'_> {
     }
 }
 
-/// Awaits a request's `answers` within the store's request timeout. `None`: the time ran
+/// A request's `answers` awaited within the store's request timeout. `None`: the time ran
 /// out; the caller marks its request lost ([`Request::mark_lost`]) and reports
 /// [`timed_out`].
-pub(crate) async fn within<T>(
+pub(crate) fn within<F: std::future::Future>(
     source: &impl AsRef<Connector>,
-    answers: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    source.as_ref().within(answers).await
+    answers: F,
+) -> Within<'static, F> {
+    source.as_ref().within(answers)
 }
 
 /// The error of a request that got no answer within the store's request timeout.

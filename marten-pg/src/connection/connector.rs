@@ -11,7 +11,7 @@ use deadpool_postgres::{ClientWrapper, Pool};
 use marten_core::{Error, Result};
 
 use super::anchor::Anchor;
-use super::deadlines::Deadlines;
+use super::deadlines::{Deadlines, Within};
 use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
 use super::tls::{connect_error, tracked, Tls};
@@ -245,15 +245,12 @@ impl Connector {
         self.request_timeout
     }
 
-    /// Awaits a request's `answers` within the request timeout: `None` when it passed.
-    pub(crate) async fn within<T>(
-        &self,
-        answers: impl std::future::Future<Output = T>,
-    ) -> Option<T> {
-        match self.request_timeout {
-            None => Some(answers.await),
-            Some(limit) => Deadlines::global().within(limit, answers).await,
-        }
+    /// A request's `answers` awaited within the request timeout: `None` when it passed.
+    pub(crate) fn within<F: std::future::Future>(&self, answers: F) -> Within<'static, F> {
+        let limit = self
+            .request_timeout
+            .map(|limit| (Deadlines::global(), limit));
+        Within::new(answers, limit)
     }
 
     /// Closes the pool (and the replica's): idle connections are dropped, no new ones

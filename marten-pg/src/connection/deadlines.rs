@@ -6,11 +6,11 @@
 //! client instructions and 50-70 of its code lines (BENCHMARKS.md). Instead the process
 //! has one table of [`SLOTS`] deadline slots and one watcher thread. A request takes a
 //! free slot, writes its deadline into it and registers its task's waker there; the
-//! watcher sleeps until the earliest deadline in the table (parked, while none is held),
-//! marks each slot whose deadline passed as expired and wakes its request, which then
-//! ends as timed out. A request whose deadline lies before the watcher's next wake-up
-//! unparks it to look again; with time limits of seconds that is about once per limit,
-//! not once per request. The answer wins a tie: a request whose answers are in when it
+//! watcher sleeps until the earliest deadline in the table, a second at most while
+//! requests come (parked for good once none came for two seconds), marks each slot whose
+//! deadline passed as expired and wakes its request, which then ends as timed out. A
+//! request whose deadline lies before the watcher's next wake-up unparks it to look
+//! again: with time limits of seconds, only the first request after a quiet spell. The answer wins a tie: a request whose answers are in when it
 //! is polled returns them even past its deadline, as `tokio::time::timeout` does.
 //!
 //! The watcher is a thread, not a task, so that it runs whatever runtime a request runs
@@ -23,7 +23,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::task::{Context, Poll};
@@ -31,6 +31,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
 
 /// How many requests of the process can wait on the table at once; more fall back to a
 /// timer each.
@@ -45,6 +46,12 @@ const EXPIRED: u64 = 1;
 const OFFSET: u64 = 2;
 /// `next_wake` of a watcher parked until a request unparks it.
 const NEVER: u64 = u64::MAX;
+/// The longest the watcher sleeps while requests come: their deadlines (seconds away) then
+/// lie after its next wake-up, and a request does not unpark it.
+const IDLE: Duration = Duration::from_secs(1);
+/// After this many wake-ups with no request in between, the watcher parks until the next
+/// request unparks it.
+const IDLE_ROUNDS: u32 = 2;
 
 thread_local! {
     /// The slot this thread's last request took: the next one tries it first, so that
@@ -72,6 +79,11 @@ struct Table {
     /// the watcher sees the request's deadline or the request sees when the watcher will
     /// look again.
     next_wake: AtomicU64,
+    /// A request took a slot since the watcher's last look (set by requests, cleared by
+    /// the watcher): a watcher that saw none for [`IDLE_ROUNDS`] parks for good.
+    active: AtomicBool,
+    /// How many times the watcher looked (for the tests).
+    scans: AtomicU64,
 }
 
 /// One request's deadline and its task's waker, on cache lines of its own (two: the
@@ -100,21 +112,10 @@ impl Deadlines {
                 }),
                 closed: AtomicBool::new(false),
                 next_wake: AtomicU64::new(NEVER),
+                active: AtomicBool::new(false),
+                scans: AtomicU64::new(0),
             }),
             watcher: OnceLock::new(),
-        }
-    }
-
-    /// Awaits `answers` for at most `limit`: `None` when the deadline passed first.
-    pub(crate) async fn within<T>(
-        &self,
-        limit: Duration,
-        answers: impl Future<Output = T>,
-    ) -> Option<T> {
-        let mut answers = pin!(answers);
-        match self.arm(limit) {
-            Some(armed) => std::future::poll_fn(|cx| armed.poll(cx, answers.as_mut())).await,
-            None => tokio::time::timeout(limit, answers).await.ok(),
         }
     }
 
@@ -152,6 +153,9 @@ impl Deadlines {
                 continue;
             }
             HINT.set(index);
+            if !table.active.load(Ordering::Relaxed) {
+                table.active.store(true, Ordering::Relaxed);
+            }
             if deadline < table.next_wake.load(Ordering::SeqCst) {
                 watcher.unpark();
             }
@@ -172,6 +176,63 @@ impl Drop for Deadlines {
     }
 }
 
+pin_project! {
+    /// A request's answers awaited within its time limit: `None` when the deadline passed
+    /// first. One future holding the answers' in place (no layer of `async` around
+    /// them, which would move them once more per layer where the compiler does not
+    /// optimise); it takes its slot when first polled and frees it when dropped.
+    pub(crate) struct Within<'d, F> {
+        #[pin]
+        answers: F,
+        bound: Bound<'d>,
+    }
+}
+
+/// What bounds a [`Within`].
+enum Bound<'d> {
+    /// No time limit.
+    None,
+    /// Not polled yet: the limit, and the table to take a slot of.
+    Limit(&'d Deadlines, Duration),
+    /// A slot of the table.
+    Armed(Armed<'d>),
+    /// A tokio timer of its own (every slot was taken, or there is no watcher).
+    Timer(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl<'d, F: Future> Within<'d, F> {
+    /// `answers` bounded by `limit` on `deadlines` (`None`: not bounded).
+    pub(crate) fn new(answers: F, limit: Option<(&'d Deadlines, Duration)>) -> Self {
+        let bound = match limit {
+            Some((deadlines, limit)) => Bound::Limit(deadlines, limit),
+            None => Bound::None,
+        };
+        Within { answers, bound }
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Bound::Limit(deadlines, limit) = *this.bound {
+            *this.bound = match deadlines.arm(limit) {
+                Some(armed) => Bound::Armed(armed),
+                None => Bound::Timer(Box::pin(tokio::time::sleep(limit))),
+            };
+        }
+        if let Poll::Ready(answer) = this.answers.poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        match this.bound {
+            Bound::Armed(armed) => armed.poll_expired(cx),
+            Bound::Timer(timer) => timer.as_mut().poll(cx).map(|()| None),
+            Bound::None | Bound::Limit(..) => Poll::Pending,
+        }
+    }
+}
+
 /// A slot a request holds; dropped (the request answered, timed out or was cancelled),
 /// the slot is free again.
 struct Armed<'t> {
@@ -179,15 +240,9 @@ struct Armed<'t> {
 }
 
 impl Armed<'_> {
-    /// Polls `answers`; pending, the task waits for them or for the watcher.
-    fn poll<T>(
-        &self,
-        cx: &mut Context<'_>,
-        answers: Pin<&mut impl Future<Output = T>>,
-    ) -> Poll<Option<T>> {
-        if let Poll::Ready(answer) = answers.poll(cx) {
-            return Poll::Ready(Some(answer));
-        }
+    /// Ready (`None`) once the watcher found the deadline passed; until then the task
+    /// waits for its answers or for the watcher.
+    fn poll_expired<T>(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         // Registered before the check: the watcher marks the slot expired and then
         // wakes the waker registered, so either the check sees the mark or the wake
         // reaches this task.
@@ -214,11 +269,14 @@ impl Table {
     }
 
     /// Marks every slot whose deadline passed as expired and wakes its request; returns
-    /// when to look again: the earliest deadline still pending, if any.
-    fn expire_due(&self) -> Option<Instant> {
-        self.next_wake.store(NEVER, Ordering::SeqCst);
-        let now = self.now();
-        let mut next = NEVER;
+    /// when to look again: the earliest deadline still pending, `cap` at the latest
+    /// (`None`: never, until unparked). `cap` is published before the slots are read
+    /// and what is returned is no later, so a request that reads either and finds its
+    /// deadline earlier unparks the watcher, and one that finds it later is seen in time.
+    fn expire_due(&self, now: u64, cap: u64) -> Option<Instant> {
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.next_wake.store(cap, Ordering::SeqCst);
+        let mut next = cap;
         for slot in &self.slots {
             let deadline = slot.deadline.load(Ordering::SeqCst);
             if deadline < OFFSET {
@@ -241,9 +299,12 @@ impl Table {
     }
 }
 
-/// The watcher: expires due slots, sleeps until the next deadline (parked while there is
-/// none, or until a request unparks it), and ends once the table is closed.
+/// The watcher: expires due slots and sleeps until the next deadline, [`IDLE`] at most
+/// while requests come (so that they need not unpark it) and for good once none came for
+/// [`IDLE_ROUNDS`] wake-ups; a request whose deadline is earlier unparks it. It ends once
+/// the table is closed.
 fn watch(table: &Weak<Table>) {
+    let mut quiet = 0;
     loop {
         let Some(live) = table.upgrade() else {
             return;
@@ -251,7 +312,18 @@ fn watch(table: &Weak<Table>) {
         if live.closed.load(Ordering::SeqCst) {
             return;
         }
-        let next = live.expire_due();
+        let now = live.now();
+        let cap = if quiet >= IDLE_ROUNDS {
+            NEVER
+        } else {
+            now.saturating_add(millis(IDLE))
+        };
+        let next = live.expire_due(now, cap);
+        quiet = if live.active.swap(false, Ordering::Relaxed) {
+            0
+        } else {
+            quiet.saturating_add(1)
+        };
         drop(live);
         match next {
             Some(at) => std::thread::park_timeout(at.saturating_duration_since(Instant::now())),
@@ -291,6 +363,11 @@ mod tests {
     }
 
     impl Deadlines {
+        /// Awaits `answers` for at most `limit` on this table.
+        fn within<F: Future>(&self, limit: Duration, answers: F) -> Within<'_, F> {
+            Within::new(answers, Some((self, limit)))
+        }
+
         /// Drops the table and hands back its watcher thread, to see it end.
         fn close(mut self) -> Option<JoinHandle<()>> {
             let watcher = self.watcher.take().flatten();
@@ -300,6 +377,22 @@ mod tests {
             }
             watcher
         }
+    }
+
+    #[tokio::test]
+    async fn steady_requests_do_not_wake_the_watcher_each() {
+        let d = Deadlines::new();
+        for _ in 0..500 {
+            let answered = d.within(Duration::from_secs(30), async {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            });
+            assert_eq!(answered.await, Some(()));
+        }
+        let scans = d.table.scans.load(Ordering::Relaxed);
+        assert!(
+            scans <= 5,
+            "the watcher looked {scans} times for 500 requests"
+        );
     }
 
     #[tokio::test]
