@@ -56,11 +56,12 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut out: Vec<&(dyn ToSql + Sync)> = if self.ids.len() == 1 {
-            vec![&self.ids[0]]
+        let mut out: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(2);
+        if self.ids.len() == 1 {
+            out.push(&self.ids[0]);
         } else {
-            vec![&self.ids]
-        };
+            out.push(&self.ids);
+        }
         if conjoined::<D>() {
             out.push(&self.tenant);
         }

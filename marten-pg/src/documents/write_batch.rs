@@ -23,7 +23,7 @@ use super::typed_batch::{document_batch, document_target};
 use crate::error_map::reading_documents as reading;
 use crate::json::RawJson;
 use crate::tenant_key::TenantKey;
-use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
+use crate::unit_of_work::{Column, DocumentBatch, Operation, SessionState, Target};
 
 /// Up to this many documents, a batch finds a repeated id by scanning its ids.
 const SCAN_IDS: usize = 16;
@@ -32,13 +32,13 @@ const SCAN_IDS: usize = 16;
 /// (`unnest` arrays, or scalars for a single document).
 pub struct WriteBatch<D: PgDocument> {
     pub(crate) kind: WriteOf<D>,
-    pub(crate) ids: Vec<D::Id>,
-    pub(crate) docs: Vec<RawJson>,
+    pub(crate) ids: Column<D::Id>,
+    pub(crate) docs: Column<RawJson>,
     /// Expected version per document (`None` = unchecked), or the revision to write for
     /// the revision kinds.
-    pub(crate) expected: Vec<Option<VersionOf<D>>>,
+    pub(crate) expected: Column<Option<VersionOf<D>>>,
     /// New versions chosen by the client (optimistic only; empty otherwise).
-    pub(crate) fresh: Vec<VersionOf<D>>,
+    pub(crate) fresh: Column<VersionOf<D>>,
     pub(crate) count: i64,
     /// The tenant of a conjoined type's rows (bound after the row parameters).
     tenant: Option<TenantKey>,
@@ -64,10 +64,10 @@ impl<D: PgDocument> WriteBatch<D> {
             } else {
                 None
             },
-            ids: Vec::new(),
-            docs: Vec::new(),
-            expected: Vec::new(),
-            fresh: Vec::new(),
+            ids: Column::default(),
+            docs: Column::default(),
+            expected: Column::default(),
+            fresh: Column::default(),
             count: 0,
             id_set: HashSet::new(),
             written: Vec::new(),
@@ -104,7 +104,10 @@ impl<D: PgDocument> WriteBatch<D> {
     }
 
     /// A column's parameter: its value for a single document, the array for several.
-    pub(crate) fn column<'a, T: ToSql + Sync>(&self, values: &'a Vec<T>) -> &'a (dyn ToSql + Sync) {
+    pub(crate) fn column<'a, T: ToSql + Sync>(
+        &self,
+        values: &'a Column<T>,
+    ) -> &'a (dyn ToSql + Sync) {
         match values.as_slice() {
             [one] if self.ids.len() == 1 => one,
             _ => values,
@@ -161,7 +164,8 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut out = Vec::with_capacity(5);
+        // Ids, documents, two version columns, the tenant, the count: never grown.
+        let mut out = Vec::with_capacity(6);
         out.extend([self.column(&self.ids), self.column(&self.docs)]);
         D::Storage::params(self, &mut out);
         if conjoined::<D>() {

@@ -25,7 +25,12 @@ pub struct PendingEvent {
 
 fn serialize_as<E: Event>(any: &dyn AnyEvent) -> serde_json::Result<Vec<u8>> {
     match any.as_any().downcast_ref::<E>() {
-        Some(e) => serde_json::to_vec(e),
+        Some(e) => {
+            // Room for a typical event at once, not grown from empty a few bytes at a time.
+            let mut json = Vec::with_capacity(128);
+            serde_json::to_writer(&mut json, e)?;
+            Ok(json)
+        }
         None => Err(<serde_json::Error as serde::ser::Error>::custom(
             "event type mismatch",
         )),

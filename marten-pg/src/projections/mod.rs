@@ -271,13 +271,13 @@ fn append_views(uow: &UnitOfWork) -> Vec<AppendView> {
             index,
             stream: a.stream.0.clone(),
             kind: a.requested,
-            ids: a.ids.clone(),
-            types: a.types.clone(),
-            events: a.events.clone(),
+            ids: a.ids.to_vec(),
+            types: a.types.to_vec(),
+            events: a.events.to_vec(),
             metadata: AppendMetadata {
                 tenant: uow.user.tenant.clone(),
-                correlation_ids: a.correlation_ids.clone(),
-                causation_ids: a.causation_ids.clone(),
+                correlation_ids: a.correlation_ids.to_vec(),
+                causation_ids: a.causation_ids.to_vec(),
                 headers: a
                     .headers
                     .iter()

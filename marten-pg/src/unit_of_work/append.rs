@@ -13,6 +13,7 @@ use tokio_postgres::Row;
 
 use crate::connection::Db;
 
+use super::column::Column;
 use super::{Operation, Target};
 use crate::error_map::{map_db_error, Failed};
 use crate::event_tenant::EventTenant;
@@ -35,18 +36,18 @@ pub(crate) struct StreamAppend {
     pub(crate) stream: StreamKey,
     pub(crate) stream_type: Option<String>,
     pub(crate) count: i64,
-    pub(crate) ids: Vec<uuid::Uuid>,
-    pub(crate) types: Vec<&'static str>,
-    pub(crate) data: Vec<RawJson>,
-    pub(crate) headers: Vec<Option<RawJson>>,
-    pub(crate) correlation_ids: Vec<Option<String>>,
-    pub(crate) causation_ids: Vec<Option<String>>,
+    pub(crate) ids: Column<uuid::Uuid>,
+    pub(crate) types: Column<&'static str>,
+    pub(crate) data: Column<RawJson>,
+    pub(crate) headers: Column<Option<RawJson>>,
+    pub(crate) correlation_ids: Column<Option<String>>,
+    pub(crate) causation_ids: Column<Option<String>>,
     /// Tags: the ordinal (1-based) of the event carrying each, its type and value.
     pub(crate) tag_ords: Vec<i64>,
     pub(crate) tag_types: Vec<String>,
     pub(crate) tag_values: Vec<String>,
     /// The events themselves, for inline projections.
-    pub(crate) events: Vec<Arc<dyn AnyEvent>>,
+    pub(crate) events: Column<Arc<dyn AnyEvent>>,
     /// The events' global sequences, when the attempt reserved them for its inline
     /// projections (see [`crate::tables::event_reserve`]): inserted as their `seq_id`.
     pub(crate) sequences: Option<Vec<i64>>,
@@ -91,16 +92,16 @@ impl StreamAppend {
             stream: StreamKey(stream),
             stream_type: None,
             count: 0,
-            ids: Vec::with_capacity(capacity),
-            types: Vec::with_capacity(capacity),
-            data: Vec::with_capacity(capacity),
-            headers: Vec::with_capacity(capacity),
-            correlation_ids: Vec::with_capacity(capacity),
-            causation_ids: Vec::with_capacity(capacity),
+            ids: Column::with_capacity(capacity),
+            types: Column::with_capacity(capacity),
+            data: Column::with_capacity(capacity),
+            headers: Column::with_capacity(capacity),
+            correlation_ids: Column::with_capacity(capacity),
+            causation_ids: Column::with_capacity(capacity),
             tag_ords: Vec::new(),
             tag_types: Vec::new(),
             tag_values: Vec::new(),
-            events: Vec::with_capacity(capacity),
+            events: Column::with_capacity(capacity),
             sequences: None,
             rejected: false,
             alone: false,
@@ -154,6 +155,11 @@ impl StreamAppend {
     }
 }
 
+/// The most parameters an append's statement binds: the event columns, the tags, the
+/// tenant, the expected version, the reserved sequences and the tag lock (9 + 3 + 1 + 1
+/// + 1 + 6).
+const MAX_PARAMS: usize = 21;
+
 /// A NULL array: `unnest` pads it with NULLs, so a metadata column no event of the
 /// append sets costs nothing to encode or decode.
 static NO_HEADERS: Option<Vec<Option<RawJson>>> = None;
@@ -162,7 +168,7 @@ static NO_TEXT: Option<Vec<Option<String>>> = None;
 
 /// `values`, or NULL when every value is NULL.
 fn or_null<'a, T: ToSql + Sync>(
-    values: &'a Vec<Option<T>>,
+    values: &'a Column<Option<T>>,
     null: &'a Option<Vec<Option<T>>>,
 ) -> &'a (dyn ToSql + Sync) {
     if values.iter().all(Option::is_none) {
@@ -209,15 +215,17 @@ impl Operation for StreamAppend {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        // Room for every parameter a shape binds, so that the list never grows.
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(MAX_PARAMS);
         if self.is_single() {
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-                &self.stream,
+            params.extend([
+                &self.stream as &(dyn ToSql + Sync),
                 &self.stream_type,
                 &self.count,
                 &self.ids[0],
                 &self.types[0],
                 &self.data[0],
-            ];
+            ]);
             // The bare statement (`sql`) binds no metadata.
             if !(self.alone && self.is_bare()) {
                 params.extend([
@@ -232,8 +240,8 @@ impl Operation for StreamAppend {
             }
             return params;
         }
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-            &self.stream,
+        params.extend([
+            &self.stream as &(dyn ToSql + Sync),
             &self.stream_type,
             &self.count,
             &self.ids,
@@ -242,7 +250,7 @@ impl Operation for StreamAppend {
             or_null(&self.headers, &NO_HEADERS),
             or_null(&self.correlation_ids, &NO_TEXT),
             or_null(&self.causation_ids, &NO_TEXT),
-        ];
+        ]);
         if !self.tag_types.is_empty() {
             params.extend([
                 &self.tag_ords as &(dyn ToSql + Sync),

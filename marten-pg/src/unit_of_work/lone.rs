@@ -60,8 +60,7 @@ pub(super) async fn send(
         within(store, flight).await
     };
     let Some(answer) = answered else {
-        let limit = store.request_timeout().unwrap_or_default();
-        return Err(timed_out(req, &probe, limit));
+        return Err(timed_out(req, &probe, store));
     };
     let accepted = match answer? {
         Ok(Answer::Count(n)) => op.accept_count(n),

@@ -59,10 +59,11 @@ pub(super) fn commit_lost<K>(
     answers.take_error(last).map(|e| lost_error(e, context))
 }
 
-/// Gives up a save whose answers did not arrive within `limit`: its statements may still
-/// run (or be stuck) on the server, so its connection is marked lost; the error says
-/// whether anything of the save was handed to the connection.
-pub(super) fn timed_out(req: &mut Request<'_>, probe: &FlightProbe, limit: Duration) -> Error {
+/// Gives up a save whose answers did not arrive within the store's request timeout: its
+/// statements may still run (or be stuck) on the server, so its connection is marked
+/// lost; the error says whether anything of the save was handed to the connection.
+pub(super) fn timed_out(req: &mut Request<'_>, probe: &FlightProbe, store: &Catalog) -> Error {
+    let limit = store.request_timeout().unwrap_or_default();
     warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
     req.mark_lost();
     if probe.sent.load(Ordering::SeqCst) {

@@ -13,10 +13,12 @@
 //! (stream appends and commands), erased otherwise; `operation.rs` is what the writer
 //! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
 //! one transaction; `lost.rs` settles a save whose answers were lost;
-//! `append.rs` holds the event store's operations. May use: the connection layer, the
+//! `append.rs` holds the event store's operations, `column.rs` the columns of an append's
+//! events. May use: the connection layer, the
 //! schema layer, the tables, the error map.
 
 pub(crate) mod append;
+mod column;
 mod lone;
 mod lost;
 mod operation;
@@ -27,6 +29,7 @@ use std::any::Any;
 use marten_core::TenantId;
 
 use self::append::{StreamAppend, StreamCommand};
+pub(crate) use self::column::Column;
 pub(crate) use self::operation::{first_count, Operation, Target};
 
 /// What a session remembers (versions, identity map, dirty tracking), its dirty

@@ -68,8 +68,7 @@ impl UnitOfWork {
             Some(result) => result,
             None => {
                 deadline_passed = true;
-                let limit = store.request_timeout().unwrap_or_default();
-                Err(timed_out(req, &probe, limit))
+                Err(timed_out(req, &probe, store))
             }
         };
         let result = match result {
