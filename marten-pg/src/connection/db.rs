@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, CopyInSink, Row, RowStream};
 
-use super::statements::{Statements, Stmt};
+use super::statements::{SqlText, Statements, Stmt};
 use super::Pooled;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -65,8 +65,8 @@ impl<'a> Db<'a> {
     }
 
     /// `sql` made ready to send on this connection.
-    pub(crate) async fn statement(&self, sql: &str) -> PgResult<Stmt> {
-        self.statements.statement(self.client, sql).await
+    pub(crate) async fn statement(&self, sql: impl Into<SqlText<'_>>) -> PgResult<Stmt> {
+        self.statements.statement(self.client, sql.into()).await
     }
 
     async fn ready<S: Sendable + ?Sized>(&self, statement: &S) -> PgResult<Stmt> {

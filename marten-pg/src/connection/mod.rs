@@ -31,6 +31,6 @@ pub(crate) use pooled::Pooled;
 pub use replica::WriteToken;
 pub(crate) use replica::WRITE_POSITION;
 pub use statements::Pooler;
-pub(crate) use statements::{StatementKind, Statements, Stmt};
+pub(crate) use statements::{SqlText, StatementKind, Statements, Stmt};
 pub(crate) use tls::{split_connection_string, Tls, TlsSettings, UrlTls};
 pub use tls::{SslMode, TlsBackend};

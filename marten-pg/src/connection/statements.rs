@@ -55,6 +55,28 @@ pub(crate) struct Text {
     types: OnceLock<Arc<[Type]>>,
 }
 
+/// A statement's text as a caller holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SqlText<'a> {
+    /// The program's for good (built once per type or per store and never dropped): found
+    /// in the store's statements by its address.
+    Static(&'static str),
+    /// Built for this call (a patch, a query): found by its content.
+    Built(&'a str),
+}
+
+impl<'a> From<&'a str> for SqlText<'a> {
+    fn from(sql: &'a str) -> Self {
+        SqlText::Built(sql)
+    }
+}
+
+impl<'a> From<&'a String> for SqlText<'a> {
+    fn from(sql: &'a String) -> Self {
+        SqlText::Built(sql)
+    }
+}
+
 /// A statement ready to send on one connection.
 #[derive(Clone)]
 pub(crate) enum Stmt {
@@ -75,6 +97,12 @@ pub(crate) struct Statements {
     /// 28,000 a lone append takes). The texts are the program's own, and at most
     /// [`CAPACITY`] are kept.
     texts: RwLock<FxHashMap<Box<str>, Arc<Text>>>,
+    /// The texts the program sends as `&'static str` (every save's and load's statement),
+    /// keyed by where the text lives. A static text never moves, changes or goes, so its
+    /// address and length name it, and a lookup reads two words instead of hashing and
+    /// comparing a few hundred bytes (which a lone write's other memory has pushed out of
+    /// the processor's first cache by the time it looks again). Cleared with `texts`.
+    statics: RwLock<FxHashMap<(usize, usize), Arc<Text>>>,
     /// A document table sent under another name (a blue/green build: see
     /// [`Statements::redirected`]).
     rename: Option<(String, String)>,
@@ -88,6 +116,7 @@ impl Statements {
             kind,
             tables: RwLock::default(),
             texts: RwLock::default(),
+            statics: RwLock::default(),
             rename: None,
         }
     }
@@ -107,6 +136,7 @@ impl Statements {
             kind: self.kind,
             tables: RwLock::new(tables),
             texts: RwLock::default(),
+            statics: RwLock::default(),
             rename: Some((from.to_owned(), to.to_owned())),
         }
     }
@@ -133,6 +163,10 @@ impl Statements {
             tables.insert(table.to_owned());
             // Texts qualified before the table was known may name it unqualified.
             self.texts
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            self.statics
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
@@ -170,13 +204,44 @@ impl Statements {
         (text, kept)
     }
 
+    /// [`Statements::text_kept`] of a static text, found by its address.
+    fn static_text_kept(&self, sql: &'static str) -> (Arc<Text>, bool) {
+        let key = (sql.as_ptr() as usize, sql.len());
+        if let Some(text) = self
+            .statics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return (text.clone(), true);
+        }
+        let (text, kept) = self.text_kept(sql);
+        let mut statics = self.statics.write().unwrap_or_else(PoisonError::into_inner);
+        if kept && statics.len() < CAPACITY {
+            statics.insert(key, text.clone());
+        }
+        (text, kept)
+    }
+
     /// `sql` qualified and ready to send on `client`.
     pub(crate) async fn statement(
         &self,
         client: &Pooled,
-        sql: &str,
+        sql: SqlText<'_>,
     ) -> Result<Stmt, tokio_postgres::Error> {
-        let (text, kept) = self.text_kept(sql);
+        let text = match sql {
+            SqlText::Static(sql) => self.static_text_kept(sql),
+            SqlText::Built(sql) => self.text_kept(sql),
+        };
+        self.ready(client, text).await
+    }
+
+    /// A qualified text (and whether the store keeps it) ready to send on `client`.
+    async fn ready(
+        &self,
+        client: &Pooled,
+        (text, kept): (Arc<Text>, bool),
+    ) -> Result<Stmt, tokio_postgres::Error> {
         if self.kind == StatementKind::Prepared {
             if !kept {
                 // Prepared for this use alone: closed on the server when dropped.
@@ -293,6 +358,29 @@ mod tests {
         assert_eq!(
             statements.simple("DELETE FROM mt_events"),
             "DELETE FROM s1.mt_events"
+        );
+    }
+
+    #[test]
+    fn static_texts_are_found_by_address_and_qualified_again_when_a_table_is_added() {
+        let statements = Statements::new("s1", StatementKind::Unnamed);
+        let sql: &'static str = Box::leak("SELECT data FROM mt_doc_b WHERE id = $1".into());
+        let (first, kept) = statements.static_text_kept(sql);
+        assert!(kept);
+        assert_eq!(first.sql, sql);
+        // The same text found by address is the one found by content.
+        let (again, _) = statements.static_text_kept(sql);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&first, &statements.text(sql)));
+        // Another text (an equal one elsewhere) is found by its own address.
+        let copy: &'static str = Box::leak(sql.to_owned().into_boxed_str());
+        assert!(Arc::ptr_eq(&statements.static_text_kept(copy).0, &first));
+        let other: &'static str = Box::leak("SELECT 1".into());
+        assert_eq!(statements.static_text_kept(other).0.sql, "SELECT 1");
+        statements.add_table("mt_doc_b");
+        assert_eq!(
+            statements.static_text_kept(sql).0.sql,
+            "SELECT data FROM s1.mt_doc_b WHERE id = $1"
         );
     }
 }

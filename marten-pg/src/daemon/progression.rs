@@ -14,7 +14,7 @@ use marten_core::{IdKey, Rejection, RejectionKind, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
@@ -68,8 +68,8 @@ impl Advance {
 }
 
 impl Operation for Advance {
-    fn sql(&self) -> &'static str {
-        ADVANCE
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(ADVANCE)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 
 use super::storage::{conjoined, DocumentStorage, PgDocument};
 use super::typed_batch::{document_batch, document_target};
+use crate::connection::SqlText;
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
 
@@ -45,14 +46,14 @@ impl<D: PgDocument> DeleteBatch<D> {
 document_batch!(DeleteBatch);
 
 impl<D: PgDocument> Operation for DeleteBatch<D> {
-    fn sql(&self) -> &'static str {
+    fn sql(&self) -> SqlText<'_> {
         let reads = D::storage().reads();
-        match (self.ids.len() == 1, self.hard) {
+        SqlText::Static(match (self.ids.len() == 1, self.hard) {
             (true, false) => &reads.delete_one,
             (false, false) => &reads.delete_many,
             (true, true) => &reads.hard_delete_one,
             (false, true) => &reads.hard_delete_many,
-        }
+        })
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

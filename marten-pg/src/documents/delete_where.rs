@@ -12,6 +12,7 @@ use tokio_postgres::Row;
 use super::condition::{Condition, Param};
 use super::storage::PgDocument;
 use super::typed_batch::document_target;
+use crate::connection::SqlText;
 use crate::error_map::reading_documents as reading;
 use crate::tables::documents as sql;
 use crate::unit_of_work::{Operation, SessionState, Target};
@@ -42,8 +43,8 @@ impl<D: PgDocument> DeleteWhere<D> {
 }
 
 impl<D: PgDocument> Operation for DeleteWhere<D> {
-    fn sql(&self) -> &str {
-        &self.sql
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Built(&self.sql)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

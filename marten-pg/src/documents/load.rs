@@ -1,7 +1,7 @@
 //! Reading documents by id (one, many, many under lock) and their metadata: the reads
 //! every session kind and the projections share. May use: the storages, the error map.
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 use marten_core::concurrency::VersionOf;
 use marten_core::{DocumentMetadata, Error, Result, TenantId};
 use time::OffsetDateTime;
@@ -42,12 +42,15 @@ fn with_tenant<'a, D: PgDocument>(
 /// type), if there is one.
 async fn row_by_id<D: PgDocument>(
     client: Db<'_>,
-    sql: &str,
+    sql: &'static str,
     tenant: Option<&TenantId>,
     id: &D::Id,
 ) -> Result<Option<Row>> {
     check_id::<D>(id)?;
-    let stmt = client.statement(sql).await.map_err(reading::<D>)?;
+    let stmt = client
+        .statement(SqlText::Static(sql))
+        .await
+        .map_err(reading::<D>)?;
     let tenant = tenant_of::<D>(tenant);
     let params = with_tenant::<D>(id, &tenant);
     client.query_opt(&stmt, &params).await.map_err(reading::<D>)

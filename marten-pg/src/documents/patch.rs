@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 use super::storage::{conjoined, read_version, read_versions, BasicWrite, DocumentStorage};
 use super::storage::{PgDocument, PgVersion};
 use super::typed_batch::document_target;
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 use crate::error_map::reading_documents as reading;
 use crate::tables::documents as sql;
 use crate::tenant_key::TenantKey;
@@ -102,8 +102,8 @@ fn check_value<D: Document>(
 }
 
 impl<D: PgDocument> Operation for PatchStatement<D> {
-    fn sql(&self) -> &str {
-        &self.sql
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Built(&self.sql)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

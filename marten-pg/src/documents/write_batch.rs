@@ -14,7 +14,7 @@ use marten_core::{Document, DocumentId, Error, Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use super::storage::{
     conjoined, fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
@@ -127,15 +127,15 @@ impl<D: PgDocument> WriteBatch<D> {
 document_batch!(WriteBatch);
 
 impl<D: PgDocument> Operation for WriteBatch<D> {
-    fn sql(&self) -> &'static str {
+    fn sql(&self) -> SqlText<'_> {
         let sql = D::storage().write_sql(self.kind);
-        if self.alone {
+        SqlText::Static(if self.alone {
             &sql.one_alone
         } else if self.ids.len() == 1 {
             &sql.one
         } else {
             &sql.many
-        }
+        })
     }
 
     fn alone(&mut self) {

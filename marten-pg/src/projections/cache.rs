@@ -14,7 +14,7 @@ use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use super::ProjectionCatalog;
 use crate::documents::{DocumentStorage, PgDocument};
@@ -56,13 +56,13 @@ impl<D: PgDocument> CachedDocCheck<D> {
 }
 
 impl<D: PgDocument> Operation for CachedDocCheck<D> {
-    fn sql(&self) -> &'static str {
+    fn sql(&self) -> SqlText<'_> {
         let reads = D::storage().reads();
-        if self.ids.len() == 1 {
+        SqlText::Static(if self.ids.len() == 1 {
             &reads.unchanged_one
         } else {
             &reads.unchanged
-        }
+        })
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

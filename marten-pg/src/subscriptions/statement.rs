@@ -6,6 +6,7 @@ use std::fmt;
 
 use tokio_postgres::types::ToSql;
 
+use crate::connection::SqlText;
 use crate::unit_of_work::{Operation, Target};
 
 /// A parameter bound to a [`SqlStatement`].
@@ -43,8 +44,8 @@ impl fmt::Debug for SqlStatement {
 }
 
 impl Operation for SqlStatement {
-    fn sql(&self) -> &'static str {
-        self.sql
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(self.sql)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

@@ -11,7 +11,7 @@ use marten_core::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use super::column::Column;
 use super::{Operation, Target};
@@ -193,7 +193,7 @@ fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
 }
 
 impl Operation for StreamAppend {
-    fn sql(&self) -> &'static str {
+    fn sql(&self) -> SqlText<'_> {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
         let tagged = !self.tag_types.is_empty();
         let shape = match (self.is_single(), self.alone) {
@@ -207,11 +207,11 @@ impl Operation for StreamAppend {
             (false, true) => &sql.many_alone,
             (false, false) => &sql.many,
         };
-        match self.kind {
+        SqlText::Static(match self.kind {
             AppendKind::Start => &shape.start,
             AppendKind::Append => &shape.append,
             AppendKind::Expected(_) => &shape.expected,
-        }
+        })
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -418,13 +418,13 @@ impl StreamCommand {
 }
 
 impl Operation for StreamCommand {
-    fn sql(&self) -> &'static str {
+    fn sql(&self) -> SqlText<'_> {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
-        if self.delete {
+        SqlText::Static(if self.delete {
             &sql.delete
         } else {
             &sql.archive
-        }
+        })
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

@@ -10,7 +10,7 @@ use marten_core::{Rejection, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use super::SessionState;
 use crate::error_map::{map_db_error, Failed};
@@ -48,7 +48,7 @@ impl Target {
 pub(crate) trait Operation: Send + Sync {
     /// The statement text (built once per type, or per statement for a patch or a
     /// delete by filter).
-    fn sql(&self) -> &str;
+    fn sql(&self) -> SqlText<'_>;
     /// The parameters, in statement order.
     fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
     /// What the statement writes, for errors and for creating its table.

@@ -8,7 +8,7 @@ use marten_core::{EventTag, Rejection, RejectionKind, Result, StreamIdentity};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::Db;
+use crate::connection::{Db, SqlText};
 
 use super::{reading, tag_version};
 use crate::events::EventTenant;
@@ -86,8 +86,8 @@ impl TagLock {
 }
 
 impl Operation for TagLock {
-    fn sql(&self) -> &'static str {
-        TAG_LOCK
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(TAG_LOCK)
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
