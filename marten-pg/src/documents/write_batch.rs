@@ -46,7 +46,9 @@ pub struct WriteBatch<D: PgDocument> {
     /// empty while the batch is small enough to scan `ids` (most saves write a few
     /// documents, and a set would be an allocation and a hash per write).
     id_set: HashSet<D::Id>,
-    written: Vec<(D::Id, Option<VersionOf<D>>)>,
+    /// The documents the statement wrote, with their new versions (checked kinds; held
+    /// inline for one document).
+    written: Column<(D::Id, Option<VersionOf<D>>)>,
     rejected: bool,
     /// One checked document sent as the whole save (see [`Operation::alone`]).
     alone: bool,
@@ -70,7 +72,7 @@ impl<D: PgDocument> WriteBatch<D> {
             fresh: Column::default(),
             count: 0,
             id_set: HashSet::new(),
-            written: Vec::new(),
+            written: Column::default(),
             rejected: false,
             alone: false,
             derived: false,

@@ -27,6 +27,12 @@ impl<'a, T> IntoIterator for &'a Column<T> {
     }
 }
 
+impl<T> FromIterator<T> for Column<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Column(iter.into_iter().collect())
+    }
+}
+
 impl<T> Column<T> {
     /// An empty column with room for `capacity` values (inline for one).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
@@ -91,6 +97,8 @@ mod tests {
         );
         assert!(Column::<i64>::accepts(&Type::INT8_ARRAY));
         assert!(!Column::<i64>::accepts(&Type::INT8));
+        let collected: Column<i64> = (7..10).collect();
+        assert_eq!(collected.as_slice(), [7, 8, 9]);
         let texts: Column<Option<String>> = Column::default();
         assert_eq!(
             bound(&texts, &Type::TEXT_ARRAY),
