@@ -58,8 +58,8 @@ pub(crate) struct Text {
 /// A statement's text as a caller holds it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum SqlText<'a> {
-    /// The program's for good (built once per type or per store and never dropped): found
-    /// in the store's statements by its address.
+    /// The program's for good (a constant, a text built once per type, a leaked one):
+    /// found in the store's statements by its address.
     Static(&'static str),
     /// Built for this call (a patch, a query): found by its content.
     Built(&'a str),
@@ -97,12 +97,15 @@ pub(crate) struct Statements {
     /// 28,000 a lone append takes). The texts are the program's own, and at most
     /// [`CAPACITY`] are kept.
     texts: RwLock<FxHashMap<Box<str>, Arc<Text>>>,
-    /// The texts the program sends as `&'static str` (every save's and load's statement),
-    /// keyed by where the text lives. A static text never moves, changes or goes, so its
+    /// The texts the program sends as [`SqlText::Static`] (every operation's statement and
+    /// the by-id load's), keyed by where the text lives. A static text never moves, changes or goes, so its
     /// address and length name it, and a lookup reads two words instead of hashing and
     /// comparing a few hundred bytes (which a lone write's other memory has pushed out of
     /// the processor's first cache by the time it looks again). Cleared with `texts`.
     statics: RwLock<FxHashMap<(usize, usize), Arc<Text>>>,
+    /// Counts the clears of `statics` ([`Statements::add_table`]): a text qualified before a
+    /// clear is not kept after it.
+    cleared: AtomicU64,
     /// A document table sent under another name (a blue/green build: see
     /// [`Statements::redirected`]).
     rename: Option<(String, String)>,
@@ -117,6 +120,7 @@ impl Statements {
             tables: RwLock::default(),
             texts: RwLock::default(),
             statics: RwLock::default(),
+            cleared: AtomicU64::new(0),
             rename: None,
         }
     }
@@ -137,6 +141,7 @@ impl Statements {
             tables: RwLock::new(tables),
             texts: RwLock::default(),
             statics: RwLock::default(),
+            cleared: AtomicU64::new(0),
             rename: Some((from.to_owned(), to.to_owned())),
         }
     }
@@ -166,10 +171,9 @@ impl Statements {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            self.statics
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            let mut statics = self.statics.write().unwrap_or_else(PoisonError::into_inner);
+            statics.clear();
+            self.cleared.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -215,10 +219,15 @@ impl Statements {
         {
             return (text.clone(), true);
         }
+        let cleared = self.cleared.load(Ordering::Relaxed);
         let (text, kept) = self.text_kept(sql);
-        let mut statics = self.statics.write().unwrap_or_else(PoisonError::into_inner);
-        if kept && statics.len() < CAPACITY {
-            statics.insert(key, text.clone());
+        if kept {
+            // Both the count and the map change under the map's lock: a clear between the
+            // count read above and here means `text` may be from before it.
+            let mut statics = self.statics.write().unwrap_or_else(PoisonError::into_inner);
+            if statics.len() < CAPACITY && self.cleared.load(Ordering::Relaxed) == cleared {
+                statics.insert(key, text.clone());
+            }
         }
         (text, kept)
     }

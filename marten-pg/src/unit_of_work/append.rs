@@ -156,9 +156,9 @@ impl StreamAppend {
 }
 
 /// The most parameters an append's statement binds: the event columns, the tags, the
-/// tenant, the expected version, the reserved sequences and the tag lock (9 + 3 + 1 + 1
-/// + 1 + 6).
-const MAX_PARAMS: usize = 21;
+/// tenant, the expected version and either the reserved sequences or the tag lock (9 + 3 +
+/// 1 + 1 + 6; an append with reserved sequences takes no lock).
+const MAX_PARAMS: usize = 20;
 
 /// A NULL array: `unnest` pads it with NULLs, so a metadata column no event of the
 /// append sets costs nothing to encode or decode.

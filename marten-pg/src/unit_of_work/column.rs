@@ -1,5 +1,6 @@
-//! One column of an append's events ([`super::append::StreamAppend`]): its values held
-//! inline while there is one (the common lone append allocates nothing per column), bound
+//! One column of a statement's rows (an append's events in
+//! [`super::append::StreamAppend`], a document batch's documents): its values held inline
+//! while there is one (the common lone append or store allocates nothing per column), bound
 //! as a PostgreSQL array.
 
 use std::ops::{Deref, DerefMut};
@@ -8,7 +9,7 @@ use bytes::BytesMut;
 use postgres_types::{to_sql_checked, IsNull, ToSql, Type};
 use smallvec::SmallVec;
 
-/// The values of one column, one per event of the append.
+/// The values of one column, one per row (event, document) of the statement.
 #[derive(Debug, Clone)]
 pub(crate) struct Column<T>(SmallVec<[T; 1]>);
 

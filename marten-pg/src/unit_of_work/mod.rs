@@ -13,9 +13,9 @@
 //! (stream appends and commands), erased otherwise; `operation.rs` is what the writer
 //! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
 //! one transaction; `lost.rs` settles a save whose answers were lost;
-//! `append.rs` holds the event store's operations, `column.rs` the columns of an append's
-//! events. May use: the connection layer, the
-//! schema layer, the tables, the error map.
+//! `append.rs` holds the event store's operations, `column.rs` the columns a statement
+//! binds as arrays. May use: the connection layer, the schema layer, the tables, the error
+//! map.
 
 pub(crate) mod append;
 mod column;

@@ -46,9 +46,9 @@ impl Target {
 /// are required: by default a statement writes no documents, cannot reject anything
 /// (and so ignores its rows) and needs nothing after the save.
 pub(crate) trait Operation: Send + Sync {
-    /// The statement text: built once per type and held for good ([`SqlText::Static`],
-    /// found by its address), or per statement for a patch or a delete by filter
-    /// ([`SqlText::Built`]).
+    /// The statement text: held for good ([`SqlText::Static`], found by its address: a
+    /// constant, a text built once per type, a subscription's statement), or built per
+    /// statement for a patch or a delete by filter ([`SqlText::Built`]).
     fn sql(&self) -> SqlText<'_>;
     /// The parameters, in statement order.
     fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
