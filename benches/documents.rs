@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::report::Report;
-use common::{env_number, interleaved, time, wanted, Row};
+use common::{env_number, interleaved, interleaved_warm, time, wanted, Row};
 
 use marten::prelude::*;
 use marten_testing::TestSchema;
@@ -348,6 +348,47 @@ impl Setup {
     }
 }
 
+/// What the lone rows (single stores, loads, one writer's appends) run on in one
+/// repetition: a store and a raw connection opened for it, with the raw side's statements.
+/// New connections every repetition: one connection (its server process, where the
+/// scheduler puts it) can run a few per cent faster than another doing the same work, and
+/// a side kept on one for the whole run would carry that into every ratio.
+struct Lone {
+    store: DocumentStore,
+    raw: Client,
+    upsert: tokio_postgres::Statement,
+    upsert_v: tokio_postgres::Statement,
+    load: tokio_postgres::Statement,
+    append: tokio_postgres::Statement,
+}
+
+impl Lone {
+    /// Opens the store's first connection and the raw one, in turn order (`lib_first`).
+    async fn open(setup: &Setup, lib_first: bool) -> Lone {
+        let (store, raw) = if lib_first {
+            let store = setup.store(false).await;
+            (store, setup.raw().await)
+        } else {
+            let raw = setup.raw().await;
+            (setup.store(false).await, raw)
+        };
+        let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
+        Lone {
+            upsert: prepare(UPSERT).await,
+            upsert_v: prepare(UPSERT_V).await,
+            load: prepare(LOAD).await,
+            append: prepare(&common::raw_append_sql("ticked")).await,
+            store,
+            raw,
+        }
+    }
+}
+
+/// The raw side's statements of the lone rows.
+const UPSERT: &str = "INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
+const UPSERT_V: &str = "INSERT INTO mt_doc_vdoc AS d (id, data, mt_version, mt_last_modified) VALUES ($1, $2, $3, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_version = excluded.mt_version, mt_last_modified = excluded.mt_last_modified";
+const LOAD: &str = "SELECT data FROM mt_doc_doc WHERE id = $1";
+
 async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     let base = marten_testing::database_url();
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -384,20 +425,8 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
         .get(0);
     assert_eq!(check, sync, "raw connection setting");
 
-    let upsert = raw
-        .prepare("INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
-        .await
-        .expect("prepare");
-    let upsert_v = raw
-        .prepare("INSERT INTO mt_doc_vdoc AS d (id, data, mt_version, mt_last_modified) VALUES ($1, $2, $3, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_version = excluded.mt_version, mt_last_modified = excluded.mt_last_modified")
-        .await
-        .expect("prepare");
     let upsert_many = raw
         .prepare("INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) SELECT i.id, i.data, now() FROM unnest($1::uuid[], $2::jsonb[]) AS i(id, data) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
-        .await
-        .expect("prepare");
-    let load = raw
-        .prepare("SELECT data FROM mt_doc_doc WHERE id = $1")
         .await
         .expect("prepare");
     // A stream row known to exist and locked (the inline referent below): bump it.
@@ -405,7 +434,6 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
          INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
     // What an append does (the lone append's work, as raw SQL).
     let append_upsert_sql = common::raw_append_sql("ticked");
-    let append = raw.prepare(&append_upsert_sql).await.expect("prepare");
     let start_sql = "WITH s AS (INSERT INTO mt_streams (id, version) VALUES ($1, 10) RETURNING version) \
          INSERT INTO mt_events (id, stream_id, version, type, data) \
          SELECT i.id, $1, i.ord, 'ticked', i.data FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
@@ -555,18 +583,23 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             }};
         }
         let mut session = store.lightweight_session();
+        let lone = Lone::open(&setup, lib_first).await;
+        let mut lone_session = lone.store.lightweight_session();
         if wanted(&rows[0].name) {
-            let (l, r) = interleaved(
+            let (l, r) = interleaved_warm(
                 single,
                 lib_first,
                 async |i| {
-                    session.store(doc(i as i64)).expect("store");
-                    session.save_changes().await.expect("save");
+                    lone_session.store(doc(i as i64)).expect("store");
+                    lone_session.save_changes().await.expect("save");
                 },
                 async |i| {
                     let d = doc(i as i64);
                     let json = marten_pg_json(&d);
-                    raw.execute(&upsert, &[&d.id, &json]).await.expect("raw");
+                    lone.raw
+                        .execute(&lone.upsert, &[&d.id, &json])
+                        .await
+                        .expect("raw");
                 },
             )
             .await;
@@ -574,12 +607,12 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             rows[0].raw.push(r);
         }
         if wanted(&rows[1].name) {
-            let (l, r) = interleaved(
+            let (l, r) = interleaved_warm(
                 single,
                 lib_first,
                 async |i| {
                     let d = doc(i as i64);
-                    session
+                    lone_session
                         .store(VDoc {
                             id: d.id,
                             name: d.name,
@@ -587,12 +620,13 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
                             tags: d.tags,
                         })
                         .expect("store");
-                    session.save_changes().await.expect("save");
+                    lone_session.save_changes().await.expect("save");
                 },
                 async |i| {
                     let d = doc(i as i64);
                     let json = marten_pg_json(&d);
-                    raw.execute(&upsert_v, &[&d.id, &json, &Uuid::new_v4()])
+                    lone.raw
+                        .execute(&lone.upsert_v, &[&d.id, &json, &Uuid::new_v4()])
                         .await
                         .expect("raw");
                 },
@@ -629,16 +663,18 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             .await
         );
         if wanted(&rows[3].name) {
-            let (l, r) = interleaved(
+            let (l, r) = interleaved_warm(
                 loads,
                 lib_first,
                 async |i| {
-                    let d: Option<Doc> = session.load(&ids[i % ids.len()]).await.expect("load");
+                    let d: Option<Doc> =
+                        lone_session.load(&ids[i % ids.len()]).await.expect("load");
                     assert!(d.is_some());
                 },
                 async |i| {
-                    let row = raw
-                        .query_one(&load, &[&ids[i % ids.len()]])
+                    let row = lone
+                        .raw
+                        .query_one(&lone.load, &[&ids[i % ids.len()]])
                         .await
                         .expect("raw");
                     let v: serde_json::Value = row.get(0);
@@ -651,21 +687,22 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             rows[3].raw.push(r);
         }
         if wanted(&rows[4].name) {
-            let (l, r) = interleaved(
+            let (l, r) = interleaved_warm(
                 appends,
                 lib_first,
                 async |i| {
-                    session
+                    lone_session
                         .events()
                         .append(streams[i % streams.len()], [tick(i as i64)])
                         .expect("append");
-                    session.save_changes().await.expect("save");
+                    lone_session.save_changes().await.expect("save");
                 },
                 async |i| {
                     let data = serde_json::to_value(tick(i as i64)).expect("json");
-                    let n = raw
+                    let n = lone
+                        .raw
                         .execute(
-                            &append,
+                            &lone.append,
                             &[&streams[i % streams.len()], &Uuid::now_v7(), &data],
                         )
                         .await

@@ -6,11 +6,13 @@
 //! The conjoined store holds [`TENANTS`] tenants with the same documents and streams each,
 //! so a tenant's statements find its rows among other tenants' (as in production); the
 //! single-tenant store holds one tenant's worth. Both sides run in alternating blocks
-//! within each repetition, so they see the same machine.
+//! within each repetition, so they see the same machine, and each repetition builds both
+//! stores afresh, so each side runs on new connections every time.
 //!
 //! Run: `cargo bench --bench tenancy` (about two minutes). `MARTEN_BENCH_REPS=n` sets the
-//! repetitions (default 7), `MARTEN_BENCH_ONLY=load,query` selects scenarios. Results go
-//! to BENCHMARKS.md by hand.
+//! repetitions (default 7), `MARTEN_BENCH_ONLY=load,query` selects scenarios,
+//! `MARTEN_BENCH_AA=conjoined` (or `single`) puts the same kind of store on both sides: an
+//! A/A check of the harness. Results go to BENCHMARKS.md by hand.
 
 mod common;
 
@@ -18,7 +20,7 @@ use marten::prelude::*;
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 
-use common::{env_number, interleaved, median, quartiles, wanted, Row};
+use common::{env_number, interleaved_warm, median, quartiles, wanted, Row};
 
 /// Tenants of the conjoined store.
 const TENANTS: usize = 4;
@@ -77,12 +79,11 @@ fn tick(n: i64) -> Ticked {
     }
 }
 
-async fn build(url: &str, label: &str, conjoined: bool) -> (TestSchema, DocumentStore) {
-    let schema = TestSchema::new(label);
+async fn build(url: &str, schema: &str, conjoined: bool) -> DocumentStore {
     let b = DocumentStore::builder()
         .connection_string(url)
         .ssl_mode(marten::SslMode::Disable)
-        .schema(schema.name())
+        .schema(schema)
         .pool_size(4)
         .event::<Ticked>();
     let b = if conjoined {
@@ -91,8 +92,7 @@ async fn build(url: &str, label: &str, conjoined: bool) -> (TestSchema, Document
     } else {
         b.document::<Doc>()
     };
-    let store = b.build().await.expect("store");
-    (schema, store)
+    b.build().await.expect("store")
 }
 
 /// The same documents and streams for each of `tenants` (one without tenant when `None`).
@@ -116,17 +116,118 @@ async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &[Uuid], s
     }
 }
 
+/// One side of the comparison: a session of a conjoined store (through `tenant-1`) or of
+/// a single-tenant store, doing the scenarios' operations on the shared ids.
+struct Side {
+    session: LightweightSession,
+    conjoined: bool,
+}
+
+impl Side {
+    /// A side on a store built afresh on `schema` (so on connections of its own).
+    async fn open(url: &str, schema: &str, conjoined: bool) -> (DocumentStore, Side) {
+        let store = build(url, schema, conjoined).await;
+        let session = if conjoined {
+            store.lightweight_session_for("tenant-1").expect("tenant")
+        } else {
+            store.lightweight_session()
+        };
+        (store, Side { session, conjoined })
+    }
+
+    async fn save(&mut self, id: Uuid, i: i64) {
+        if self.conjoined {
+            self.session.store(tenant_doc(id, i)).expect("store");
+        } else {
+            self.session.store(doc(id, i)).expect("store");
+        }
+        self.session.save_changes().await.expect("save");
+    }
+
+    async fn load(&mut self, id: &Uuid) {
+        let found = if self.conjoined {
+            self.session
+                .load::<TenantDoc>(id)
+                .await
+                .expect("load")
+                .is_some()
+        } else {
+            self.session.load::<Doc>(id).await.expect("load").is_some()
+        };
+        assert!(found);
+    }
+
+    async fn query(&mut self) {
+        let found = if self.conjoined {
+            let q = self.session.query::<TenantDoc>();
+            let q = q
+                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
+                .order_by(|f| f.n.asc());
+            q.to_list().await.expect("query").len()
+        } else {
+            let q = self.session.query::<Doc>();
+            let q = q
+                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
+                .order_by(|f| f.n.asc());
+            q.to_list().await.expect("query").len()
+        };
+        assert_eq!(found, 20);
+    }
+
+    async fn append(&mut self, stream: Uuid, i: i64) {
+        self.session
+            .events()
+            .append(stream, [tick(i)])
+            .expect("append");
+        self.session.save_changes().await.expect("save");
+    }
+
+    /// Runs scenario `row`'s operation number `i`.
+    async fn op(&mut self, row: usize, i: usize, ids: &[Uuid], streams: &[Uuid]) {
+        let k = i % ids.len();
+        match row {
+            0 => self.save(ids[k], k as i64).await,
+            1 => self.load(&ids[k]).await,
+            2 => self.query().await,
+            _ => self.append(streams[i % streams.len()], i as i64).await,
+        }
+    }
+}
+
+/// Which stores the two sides use: conjoined against single-tenant (the measurement), or
+/// the same kind on both (`MARTEN_BENCH_AA=conjoined` or `single`: an A/A check of the
+/// harness, which should read 1.00).
+fn sides() -> (bool, bool) {
+    match std::env::var("MARTEN_BENCH_AA").as_deref() {
+        Ok("conjoined") => (true, true),
+        Ok("single") => (false, false),
+        _ => (true, false),
+    }
+}
+
 async fn run(sync: &str, reps: usize) -> Vec<Row> {
     let base = marten_testing::database_url();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
-    let (_single_schema, single) = build(&url, &format!("bench_single_{sync}"), false).await;
-    let (_conj_schema, conj) = build(&url, &format!("bench_conjoined_{sync}"), true).await;
+    let single_schema = TestSchema::new(&format!("bench_single_{sync}"));
+    let conj_schema = TestSchema::new(&format!("bench_conjoined_{sync}"));
     let ids: Vec<Uuid> = (0..DOCS).map(|_| Uuid::now_v7()).collect();
     let streams: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    let single = build(&url, single_schema.name(), false).await;
     seed(&single, &[None], &ids, &streams).await;
+    drop(single);
+    let conj = build(&url, conj_schema.name(), true).await;
     let tenants: Vec<Option<String>> = (0..TENANTS).map(|t| Some(format!("tenant-{t}"))).collect();
     seed(&conj, &tenants, &ids, &streams).await;
+    drop(conj);
+    let schema_of = |conjoined: bool| {
+        if conjoined {
+            conj_schema.name()
+        } else {
+            single_schema.name()
+        }
+    };
+    let (lib_conjoined, raw_conjoined) = sides();
 
     let mut rows: Vec<Row> = [
         ("single save (optimistic)", "saves/s"),
@@ -142,95 +243,34 @@ async fn run(sync: &str, reps: usize) -> Vec<Row> {
         unit,
     })
     .collect();
-    let mut cs = conj.lightweight_session_for("tenant-1").expect("tenant");
-    let mut ss = single.lightweight_session();
+    let ops = [OPS, OPS, OPS / 2, OPS];
     for rep in 0..reps {
         let lib_first = rep % 2 == 0;
-        if wanted(&rows[0].name) {
-            let (l, r) = interleaved(
-                OPS,
+        // Fresh stores, so fresh connections, every repetition, opened in turn order: a
+        // connection (its server process, where the scheduler puts it) can be a few per
+        // cent faster than another doing the same work, and a side kept on one for the
+        // whole run would carry that into every ratio.
+        let (lib_schema, raw_schema) = (schema_of(lib_conjoined), schema_of(raw_conjoined));
+        let ((_ls, mut lib), (_rs, mut raw)) = if lib_first {
+            let l = Side::open(&url, lib_schema, lib_conjoined).await;
+            (l, Side::open(&url, raw_schema, raw_conjoined).await)
+        } else {
+            let r = Side::open(&url, raw_schema, raw_conjoined).await;
+            (Side::open(&url, lib_schema, lib_conjoined).await, r)
+        };
+        for (row, ops) in ops.iter().copied().enumerate() {
+            if !wanted(&rows[row].name) {
+                continue;
+            }
+            let (l, r) = interleaved_warm(
+                ops,
                 lib_first,
-                async |i| {
-                    cs.store(tenant_doc(ids[i % ids.len()], (i % ids.len()) as i64))
-                        .expect("store");
-                    cs.save_changes().await.expect("save");
-                },
-                async |i| {
-                    ss.store(doc(ids[i % ids.len()], (i % ids.len()) as i64))
-                        .expect("store");
-                    ss.save_changes().await.expect("save");
-                },
+                async |i| lib.op(row, i, &ids, &streams).await,
+                async |i| raw.op(row, i, &ids, &streams).await,
             )
             .await;
-            rows[0].lib.push(l);
-            rows[0].raw.push(r);
-        }
-        if wanted(&rows[1].name) {
-            let (l, r) = interleaved(
-                OPS,
-                lib_first,
-                async |i| {
-                    let d = cs.load::<TenantDoc>(&ids[i % ids.len()]).await;
-                    assert!(d.expect("load").is_some());
-                },
-                async |i| {
-                    let d = ss.load::<Doc>(&ids[i % ids.len()]).await;
-                    assert!(d.expect("load").is_some());
-                },
-            )
-            .await;
-            rows[1].lib.push(l);
-            rows[1].raw.push(r);
-        }
-        if wanted(&rows[2].name) {
-            let (l, r) = interleaved(
-                OPS / 2,
-                lib_first,
-                async |_| {
-                    let found = cs
-                        .query::<TenantDoc>()
-                        .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                        .order_by(|f| f.n.asc())
-                        .to_list()
-                        .await
-                        .expect("query");
-                    assert_eq!(found.len(), 20);
-                },
-                async |_| {
-                    let found = ss
-                        .query::<Doc>()
-                        .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                        .order_by(|f| f.n.asc())
-                        .to_list()
-                        .await
-                        .expect("query");
-                    assert_eq!(found.len(), 20);
-                },
-            )
-            .await;
-            rows[2].lib.push(l);
-            rows[2].raw.push(r);
-        }
-        if wanted(&rows[3].name) {
-            let (l, r) = interleaved(
-                OPS,
-                lib_first,
-                async |i| {
-                    cs.events()
-                        .append(streams[i % streams.len()], [tick(i as i64)])
-                        .expect("append");
-                    cs.save_changes().await.expect("save");
-                },
-                async |i| {
-                    ss.events()
-                        .append(streams[i % streams.len()], [tick(i as i64)])
-                        .expect("append");
-                    ss.save_changes().await.expect("save");
-                },
-            )
-            .await;
-            rows[3].lib.push(l);
-            rows[3].raw.push(r);
+            rows[row].lib.push(l);
+            rows[row].raw.push(r);
         }
     }
     rows

@@ -760,6 +760,16 @@ async fn single_tenant_events_record_the_sessions_tenant() {
     assert!(ok(book(&store, RED, "s1", "red", None).await));
     assert!(!ok(book(&store, BLUE, "s1", "blue", None).await));
     let raw = schema.raw_client().await;
+    // A session without a tenant records the default one (its statement leaves the
+    // column to its default; the others bind theirs). The booking appended the fourth.
+    let recorded: Vec<String> = raw
+        .query("SELECT tenant_id FROM mt_events ORDER BY seq_id", &[])
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(recorded, [RED, BLUE, "*DEFAULT*", RED]);
     let tag_tenants: Vec<String> = raw
         .query("SELECT DISTINCT tenant_id FROM mt_tag_versions", &[])
         .await

@@ -63,6 +63,30 @@ pub async fn interleaved(
     )
 }
 
+/// [`interleaved`] after [`WARM`] untimed operations of each side (operations `0..WARM`,
+/// in turn order): on new connections, the first operations prepare the statements and
+/// (for a new store) make sure of the tables.
+pub async fn interleaved_warm(
+    ops: usize,
+    lib_first: bool,
+    mut lib: impl AsyncFnMut(usize),
+    mut raw: impl AsyncFnMut(usize),
+) -> (f64, f64) {
+    for i in 0..WARM {
+        if lib_first {
+            lib(i).await;
+            raw(i).await;
+        } else {
+            raw(i).await;
+            lib(i).await;
+        }
+    }
+    interleaved(ops, lib_first, lib, raw).await
+}
+
+/// Untimed operations per side of [`interleaved_warm`].
+pub const WARM: usize = 3;
+
 /// The pause before each measurement, in milliseconds.
 pub const SETTLE_MS: u64 = 200;
 

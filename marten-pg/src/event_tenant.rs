@@ -42,6 +42,13 @@ impl EventTenant {
         &self.tenant
     }
 
+    /// Whether the scope ([`EventTenant::scope`]) is all a statement must bind to record
+    /// the tenant: conjoined events record their scope, and single-tenant events of no
+    /// tenant record [`DEFAULT_TENANT`], the events table's column default.
+    pub(crate) fn scope_suffices(&self) -> bool {
+        self.tenancy == Tenancy::Conjoined || self.tenant == DEFAULT_TENANT
+    }
+
     /// The tenant whose streams the operation finds: conjoined events only (single-tenant
     /// streams are everyone's).
     pub(crate) fn scope(&self) -> Option<&String> {

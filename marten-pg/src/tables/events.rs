@@ -75,6 +75,13 @@ pub struct EventSql {
     /// `$1`..`$6` as there, the tenant `$7`, the expected version `$8` (three NULL
     /// parameters and columns fewer to bind and insert).
     pub one_alone_bare: AppendStatements,
+    /// [`EventSql::one_alone_bare`] of an append that names no stream type and records
+    /// the events table's default tenant (single-tenant events, a session without a
+    /// tenant) or is conjoined: `$1` stream id, `$2` event id, `$3` event type, `$4` data,
+    /// then the tenant (conjoined only) and the expected version. The count is the
+    /// literal 1 and the column defaults fill in the rest: the lone append's statement
+    /// binds what raw SQL doing the same work would.
+    pub one_alone_lean: AppendStatements,
     /// [`EventSql::many`] inserting reserved sequences (the last parameter).
     pub sequenced: AppendStatements,
     /// [`EventSql::tagged`] inserting reserved sequences (the last parameter).
@@ -263,6 +270,9 @@ impl EventSql {
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
             one_alone_bare: AppendStatements::new(&bare, |r| alone(r, &insert_bare_event(idt))),
+            one_alone_lean: AppendStatements::new(&StreamRows::lean(idt, conjoined), |r| {
+                alone(r, &insert_lean_event(idt, conjoined))
+            }),
             sequenced: AppendStatements::sequenced(&plain, idt, 10, ""),
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
             checked: {
@@ -331,6 +341,38 @@ impl StreamRows {
     /// stream row is read from `ok`, so the tags are locked before the stream is.
     fn gated(idt: &str, tenant_param: usize, conjoined: bool) -> Self {
         Self::build(idt, tenant_param, conjoined, true)
+    }
+
+    /// The stream-row statements of [`EventSql::one_alone_lean`]: one event (the literal
+    /// count 1), no stream type; conjoined, the tenant is `$5`. The expected version is
+    /// the parameter after the last one.
+    fn lean(idt: &str, conjoined: bool) -> Self {
+        let (columns, values, key, scope, expected) = if conjoined {
+            (
+                "tenant_id, id, version",
+                format!("$5::text, $1::{idt}, 1"),
+                "tenant_id, id",
+                "st.tenant_id = $5::text AND ",
+                6,
+            )
+        } else {
+            ("id, version", format!("$1::{idt}, 1"), "id", "", 5)
+        };
+        StreamRows {
+            start: format!(
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                 ON CONFLICT ({key}) DO NOTHING"
+            ),
+            append: format!(
+                "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
+                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + 1, timestamp = now() \
+                 WHERE NOT st.is_archived"
+            ),
+            expected: format!(
+                "UPDATE {STREAMS_TABLE} AS st SET version = st.version + 1, timestamp = now() \
+                 WHERE {scope}st.id = $1::{idt} AND st.version = ${expected}::bigint AND NOT st.is_archived"
+            ),
+        }
     }
 
     fn build(idt: &str, tenant_param: usize, conjoined: bool, gated: bool) -> Self {
@@ -404,6 +446,20 @@ fn insert_bare_event(idt: &str) -> String {
     format!(
         "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, tenant_id) \
          SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::text FROM s"
+    )
+}
+
+/// The event of [`EventSql::one_alone_lean`]: `$2` id, `$3` type, `$4` data; conjoined,
+/// the tenant `$5` (single-tenant events take the column's default tenant).
+fn insert_lean_event(idt: &str, conjoined: bool) -> String {
+    let (column, value) = if conjoined {
+        (", tenant_id", ", $5::text")
+    } else {
+        ("", "")
+    };
+    format!(
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data{column}) \
+         SELECT $2::uuid, $1::{idt}, s.version, $3::text, $4::jsonb{value} FROM s"
     )
 }
 
@@ -656,6 +712,18 @@ mod tests {
             assert_eq!(params(&bare.expected), 8, "{}", bare.expected);
             assert!(bare.append.contains("$7::text"), "{}", bare.append);
             assert!(!bare.append.contains("headers"), "{}", bare.append);
+            let conjoined = tenancy == Tenancy::Conjoined;
+            let lean = &sql.one_alone_lean;
+            let scope = usize::from(conjoined);
+            for statement in [&lean.start, &lean.append] {
+                assert_eq!(params(statement), 4 + scope, "{statement}");
+                assert_eq!(statement.contains("tenant_id"), conjoined, "{statement}");
+                assert!(!statement.contains("type, version"), "{statement}");
+            }
+            assert_eq!(params(&lean.expected), 5 + scope, "{}", lean.expected);
+            assert!(lean
+                .expected
+                .contains(&format!("st.version = ${}::bigint", 5 + scope)));
             assert_eq!(params(&sql.tagged.start), 13);
             assert_eq!(params(&sql.tagged.expected), 14);
             // Reserved sequences come last.
@@ -663,7 +731,6 @@ mod tests {
             assert_eq!(params(&sql.sequenced.expected), 12);
             assert_eq!(params(&sql.tagged_sequenced.start), 14);
             assert_eq!(params(&sql.tagged_sequenced.expected), 15);
-            let conjoined = tenancy == Tenancy::Conjoined;
             assert_eq!(
                 sql.many.append.contains("ON CONFLICT (tenant_id, id)"),
                 conjoined,

@@ -147,6 +147,16 @@ impl StreamAppend {
             && self.causation_ids.iter().all(Option::is_none)
     }
 
+    /// Sent alone as one event without metadata, no stream type and (single-tenant
+    /// events) the default tenant: [`EventSql::one_alone_lean`].
+    fn is_lean(&self) -> bool {
+        self.alone
+            && self.is_single()
+            && self.is_bare()
+            && self.stream_type.is_none()
+            && self.tenant.scope_suffices()
+    }
+
     fn expected(&self) -> i64 {
         match self.kind {
             AppendKind::Expected(v) => v,
@@ -201,6 +211,7 @@ impl Operation for StreamAppend {
             _ if self.sequences.is_some() && tagged => &sql.tagged_sequenced,
             _ if self.sequences.is_some() => &sql.sequenced,
             _ if tagged => &sql.tagged,
+            (true, true) if self.is_lean() => &sql.one_alone_lean,
             (true, true) if self.is_bare() => &sql.one_alone_bare,
             (true, true) => &sql.one_alone,
             (true, false) => &sql.one,
@@ -217,6 +228,19 @@ impl Operation for StreamAppend {
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         // Room for every parameter a shape binds, so that the list never grows.
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(MAX_PARAMS);
+        if self.is_lean() {
+            params.extend([
+                &self.stream as &(dyn ToSql + Sync),
+                &self.ids[0],
+                &self.types[0],
+                &self.data[0],
+            ]);
+            let mut params = self.tenant.scoped(params);
+            if let AppendKind::Expected(v) = &self.kind {
+                params.push(v);
+            }
+            return params;
+        }
         if self.is_single() {
             params.extend([
                 &self.stream as &(dyn ToSql + Sync),
