@@ -348,7 +348,7 @@ impl Setup {
     }
 }
 
-/// What the lone rows (single stores, loads, one writer's appends) run on in one
+/// What the lone rows (single stores, loads, one writer's appends, live folds) run on in one
 /// repetition: a store and a raw connection opened for it, with the raw side's statements.
 /// New connections every repetition: one connection (its server process, where the
 /// scheduler puts it) can run a few per cent faster than another doing the same work, and
@@ -360,6 +360,7 @@ struct Lone {
     upsert_v: tokio_postgres::Statement,
     load: tokio_postgres::Statement,
     append: tokio_postgres::Statement,
+    read_stream: tokio_postgres::Statement,
 }
 
 impl Lone {
@@ -378,6 +379,7 @@ impl Lone {
             upsert_v: prepare(UPSERT_V).await,
             load: prepare(LOAD).await,
             append: prepare(&common::raw_append_sql("ticked")).await,
+            read_stream: prepare(READ_STREAM).await,
             store,
             raw,
         }
@@ -388,6 +390,8 @@ impl Lone {
 const UPSERT: &str = "INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
 const UPSERT_V: &str = "INSERT INTO mt_doc_vdoc AS d (id, data, mt_version, mt_last_modified) VALUES ($1, $2, $3, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_version = excluded.mt_version, mt_last_modified = excluded.mt_last_modified";
 const LOAD: &str = "SELECT data FROM mt_doc_doc WHERE id = $1";
+const READ_STREAM: &str =
+    "SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version";
 
 async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     let base = marten_testing::database_url();
@@ -462,12 +466,6 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     let inline_append = raw_inline.prepare(append_sql).await.expect("prepare");
     let inline_upsert = raw_inline
         .prepare("INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified")
-        .await
-        .expect("prepare");
-    let read_stream = raw
-        .prepare(
-            "SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version",
-        )
         .await
         .expect("prepare");
 
@@ -561,7 +559,7 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
     let appends = 300 * scale;
     let per_writer = 60 * scale;
     let starts = if scale == 1 { 100 } else { 1000 };
-    let folds = 3 * scale;
+    let folds = 20 * scale;
 
     for rep in 0..reps {
         // Alternate which side goes first.
@@ -847,23 +845,25 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
             })
             .await
         );
-        pair!(
-            8,
-            time(folds * 1000, || async {
-                for _ in 0..folds {
-                    let c: Counter = session
+        if wanted(&rows[8].name) {
+            let (l, r) = interleaved_warm(
+                folds,
+                lib_first,
+                async |_| {
+                    let c: Counter = lone_session
                         .events()
                         .aggregate_stream(long_stream)
                         .await
                         .expect("fold")
                         .expect("c");
                     assert_eq!(c.version, 1000);
-                }
-            })
-            .await,
-            time(folds * 1000, || async {
-                for _ in 0..folds {
-                    let rows = raw.query(&read_stream, &[&long_stream]).await.expect("raw");
+                },
+                async |_| {
+                    let rows = lone
+                        .raw
+                        .query(&lone.read_stream, &[&long_stream])
+                        .await
+                        .expect("raw");
                     let mut total = 0;
                     for r in &rows {
                         let v: serde_json::Value = r.get(0);
@@ -871,10 +871,13 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
                         total += t.n;
                     }
                     assert!(total > 0);
-                }
-            })
-            .await
-        );
+                },
+            )
+            .await;
+            // Folds of 1,000 events: events per second.
+            rows[8].lib.push(l * 1000.0);
+            rows[8].raw.push(r * 1000.0);
+        }
         let queries = 200 * scale;
         pair!(
             9,

@@ -166,3 +166,55 @@ async fn a_lean_fold_of_a_conjoined_stream_reads_its_tenant_only() {
     let blue: Sum = ok(s.events().aggregate_stream(id).await).expect("blue");
     assert_eq!((blue.version, blue.total), (2, 200));
 }
+
+/// A fold decodes a long stream a chunk of events at a time: the state carries across
+/// the chunks, a reset in the middle of one counts once, and a range ending inside a
+/// later chunk stops there, for the lean read and the full one alike.
+#[tokio::test]
+async fn a_long_stream_folds_across_its_chunks_as_one() {
+    let (_schema, b) = builder("live_folds_long");
+    let store = ok(b
+        .projection::<Sum>(Lifecycle::Live)
+        .projection::<Audit>(Lifecycle::Live)
+        .build()
+        .await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    // Versions 1..=300: Noted { n: version } except a Reset at version 150.
+    let events: Vec<PendingEvent> = (1..=300)
+        .map(|v| match v {
+            150 => PendingEvent::new(Reset),
+            _ => PendingEvent::new(Noted { n: v }),
+        })
+        .collect();
+    ok(s.events().start_stream(id, events));
+    ok(s.save_changes().await);
+
+    let sum: Sum = ok(s.events().aggregate_stream(id).await).expect("sum");
+    let after_reset: i64 = (151..=300).sum();
+    assert_eq!(
+        (sum.id, sum.version, sum.total, sum.resets),
+        (id, 300, after_reset, 1)
+    );
+    let upto: Sum = ok(s
+        .events()
+        .aggregate_stream_with(id, StreamRange::all().up_to_version(130))
+        .await)
+    .expect("sum to 130");
+    assert_eq!(
+        (upto.version, upto.total, upto.resets),
+        (130, (1..=130).sum(), 0)
+    );
+    let from: Sum = ok(s
+        .events()
+        .aggregate_stream_with(id, StreamRange::all().from_version(200))
+        .await)
+    .expect("sum from 200");
+    assert_eq!((from.version, from.total), (300, (200..=300).sum()));
+
+    let audit: Audit = ok(s.events().aggregate_stream(id).await).expect("audit");
+    let versions: Vec<i64> = audit.seen.iter().map(|e| e.version).collect();
+    let expected: Vec<i64> = (1..=300).filter(|v| *v != 150).collect();
+    assert_eq!(versions, expected);
+    assert_eq!((audit.version, audit.resets), (300, 1));
+}

@@ -178,6 +178,45 @@ pub(crate) async fn fetch_stream_lean(
     Ok(out)
 }
 
+/// How many envelopes [`fold_stream`] decodes before handing them on.
+const CHUNK: usize = 64;
+
+/// The events of a stream of `tenant` within `range`, read at once and decoded
+/// [`CHUNK`] at a time: `each` takes each chunk, in version order. `lean`: decoded as
+/// [`fetch_stream_lean`] does. A fold keeps one chunk of envelopes alive instead of the
+/// whole stream's, so what it decodes is still in the cache when it is applied and the
+/// memory it takes does not grow with the stream.
+pub(crate) async fn fold_stream(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    range: &StreamRange,
+    lean: bool,
+    mut each: impl FnMut(&[EventEnvelope]) -> Result<()>,
+) -> Result<()> {
+    let pick: fn(&EventSql) -> &String = if lean {
+        |sql| &sql.fetch_stream_lean
+    } else {
+        |sql| &sql.fetch_stream
+    };
+    let rows = stream_rows(store, client, tenant, stream, range, pick).await?;
+    let mut chunk = Vec::with_capacity(CHUNK.min(rows.len()));
+    for rows in rows.chunks(CHUNK) {
+        chunk.clear();
+        for row in rows {
+            let decoded = if lean {
+                lean_envelope(store, stream, row)?
+            } else {
+                envelope(store, row)?
+            };
+            chunk.extend(decoded);
+        }
+        each(&chunk)?;
+    }
+    Ok(())
+}
+
 /// The rows of a stream read (`pick`: which columns) of `tenant` within `range`.
 async fn stream_rows(
     store: &EventCatalog,

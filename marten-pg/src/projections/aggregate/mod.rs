@@ -148,6 +148,59 @@ struct LiveFold<A> {
     version: i64,
 }
 
+impl Reads<'_, '_> {
+    /// Folds the range's events from version `from` on into `state`, a chunk at a time
+    /// (see [`read::fold_stream`]). `snapshot`: the first event read must be the
+    /// snapshot's own, at version `from`, and is not applied; the `bool` says whether it
+    /// was there (always `true` without a snapshot).
+    async fn fold<A: Aggregate>(
+        &self,
+        from: i64,
+        state: Option<A>,
+        snapshot: bool,
+    ) -> Result<(LiveFold<A>, bool)> {
+        let mut range = self.range.clone();
+        range.from_version = from.max(range.from_version);
+        let (store, client) = (self.store.as_ref(), self.client);
+        let stream = &self.stream.0;
+        let start = if snapshot { from } else { 0 };
+        let mut fold = LiveFold {
+            state,
+            from: start,
+            version: start,
+        };
+        // The snapshot's event, still to be found first; `found` once it was.
+        let mut expect = snapshot.then_some(from);
+        let mut found = !snapshot;
+        read::fold_stream(
+            store,
+            client,
+            self.tenant,
+            self.stream,
+            &range,
+            self.lean,
+            |chunk| {
+                let mut events = chunk;
+                if let (Some(version), Some((first, rest))) = (expect, events.split_first()) {
+                    expect = None;
+                    found = first.version == version;
+                    events = rest;
+                }
+                if !found || events.is_empty() {
+                    return Ok(());
+                }
+                if let Some(last) = events.last() {
+                    fold.version = last.version;
+                }
+                fold.state = fold_events(fold.state.take(), stream, events)?;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok((fold, found))
+    }
+}
+
 /// Folds a live aggregate from its snapshot `stored`, if any. The snapshot's own event is
 /// read with the later ones and must still be there (a deleted stream's snapshot is not
 /// built on); only the events after it are applied.
@@ -156,28 +209,17 @@ async fn fold_live<A: Aggregate + PgDocument>(
     stored: Option<start::Stored<A>>,
 ) -> Result<LiveFold<A>> {
     let stream = &reads.stream.0;
-    let (start, events) = match stored.filter(|s| s.version > 0) {
-        Some(s) => {
-            let mut events = reads.from(s.version).await?;
-            if events.first().is_some_and(|e| e.version == s.version) {
-                events.remove(0);
-                (Some(s), events)
-            } else {
-                debug!(document_type = A::DOCUMENT_TYPE, %stream, "snapshot without its event: folding from the start");
-                (None, reads.from(1).await?)
-            }
+    if let Some(s) = stored.filter(|s| s.version > 0) {
+        let (fold, found) = reads.fold(s.version, Some(s.doc), true).await?;
+        if found {
+            debug!(document_type = A::DOCUMENT_TYPE, %stream, from = fold.from, version = fold.version, "live fold");
+            return Ok(fold);
         }
-        None => (None, reads.from(1).await?),
-    };
-    let from = start.as_ref().map_or(0, |s| s.version);
-    let version = events.last().map_or(from, |e| e.version);
-    debug!(document_type = A::DOCUMENT_TYPE, %stream, from, events_read = events.len(), "live fold");
-    let state = fold_events(start.map(|s| s.doc), stream, &events)?;
-    Ok(LiveFold {
-        state,
-        from,
-        version,
-    })
+        debug!(document_type = A::DOCUMENT_TYPE, %stream, "snapshot without its event: folding from the start");
+    }
+    let (fold, _) = reads.fold(1, None, false).await?;
+    debug!(document_type = A::DOCUMENT_TYPE, %stream, from = 0, version = fold.version, "live fold");
+    Ok(fold)
 }
 
 /// The snapshot of `state`, folded up to the stream version `version`.
