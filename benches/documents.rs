@@ -940,7 +940,7 @@ fn main() -> std::process::ExitCode {
         let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
         let (catch_up_rows, catch_up) = if wanted("daemon catch-up") {
             let events = if quick { 10_000 } else { 50_000 * scale };
-            let reps = if quick { 1 } else { reps.min(5) };
+            let reps = if quick { 1 } else { reps.min(9) };
             rt.block_on(daemon_catch_up(&url, sync, events, reps))
         } else {
             (Vec::new(), Vec::new())
