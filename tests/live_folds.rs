@@ -90,14 +90,20 @@ const _: () = {
     assert!(<Audit as marten::Apply>::USES_METADATA);
 };
 
-#[tokio::test]
-async fn lean_and_full_folds_agree_with_the_stream() {
-    let (_schema, b) = builder("live_folds");
+/// A store folding `Sum` (lean) and `Audit` (full) live.
+async fn live_store(label: &str) -> (marten_testing::TestSchema, DocumentStore) {
+    let (schema, b) = builder(label);
     let store = ok(b
         .projection::<Sum>(Lifecycle::Live)
         .projection::<Audit>(Lifecycle::Live)
         .build()
         .await);
+    (schema, store)
+}
+
+#[tokio::test]
+async fn lean_and_full_folds_agree_with_the_stream() {
+    let (_schema, store) = live_store("live_folds").await;
     let id = Uuid::now_v7();
     let mut s = store.lightweight_session();
     ok(s.events().start_stream(
@@ -172,12 +178,7 @@ async fn a_lean_fold_of_a_conjoined_stream_reads_its_tenant_only() {
 /// later chunk stops there, for the lean read and the full one alike.
 #[tokio::test]
 async fn a_long_stream_folds_across_its_chunks_as_one() {
-    let (_schema, b) = builder("live_folds_long");
-    let store = ok(b
-        .projection::<Sum>(Lifecycle::Live)
-        .projection::<Audit>(Lifecycle::Live)
-        .build()
-        .await);
+    let (_schema, store) = live_store("live_folds_long").await;
     let id = Uuid::now_v7();
     let mut s = store.lightweight_session();
     // Versions 1..=300: Noted { n: version } except a Reset at version 150.
