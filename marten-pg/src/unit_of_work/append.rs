@@ -157,6 +157,40 @@ impl StreamAppend {
             && self.tenant.scope_suffices()
     }
 
+    /// The parameters of a one-event shape ([`EventSql::one`], [`EventSql::one_alone`] and
+    /// its bare and lean forms), in their order.
+    fn push_single<'a>(&'a self, params: &mut Vec<&'a (dyn ToSql + Sync)>) {
+        let lean = self.is_lean();
+        params.push(&self.stream);
+        if !lean {
+            params.extend([&self.stream_type as &(dyn ToSql + Sync), &self.count]);
+        }
+        params.extend([
+            &self.ids[0] as &(dyn ToSql + Sync),
+            &self.types[0],
+            &self.data[0],
+        ]);
+        if lean {
+            // The tenant only as the scope of conjoined events (see `is_lean`).
+            if let Some(tenant) = self.tenant.scope() {
+                params.push(tenant);
+            }
+        } else {
+            // The bare statement binds no metadata.
+            if !(self.alone && self.is_bare()) {
+                params.extend([
+                    &self.headers[0] as &(dyn ToSql + Sync),
+                    &self.correlation_ids[0],
+                    &self.causation_ids[0],
+                ]);
+            }
+            params.push(self.tenant.written());
+        }
+        if let AppendKind::Expected(v) = &self.kind {
+            params.push(v);
+        }
+    }
+
     fn expected(&self) -> i64 {
         match self.kind {
             AppendKind::Expected(v) => v,
@@ -228,40 +262,8 @@ impl Operation for StreamAppend {
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         // Room for every parameter a shape binds, so that the list never grows.
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(MAX_PARAMS);
-        if self.is_lean() {
-            params.extend([
-                &self.stream as &(dyn ToSql + Sync),
-                &self.ids[0],
-                &self.types[0],
-                &self.data[0],
-            ]);
-            let mut params = self.tenant.scoped(params);
-            if let AppendKind::Expected(v) = &self.kind {
-                params.push(v);
-            }
-            return params;
-        }
         if self.is_single() {
-            params.extend([
-                &self.stream as &(dyn ToSql + Sync),
-                &self.stream_type,
-                &self.count,
-                &self.ids[0],
-                &self.types[0],
-                &self.data[0],
-            ]);
-            // The bare statement (`sql`) binds no metadata.
-            if !(self.alone && self.is_bare()) {
-                params.extend([
-                    &self.headers[0] as &(dyn ToSql + Sync),
-                    &self.correlation_ids[0],
-                    &self.causation_ids[0],
-                ]);
-            }
-            params.push(self.tenant.written());
-            if let AppendKind::Expected(v) = &self.kind {
-                params.push(v);
-            }
+            self.push_single(&mut params);
             return params;
         }
         params.extend([
