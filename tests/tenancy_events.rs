@@ -762,21 +762,13 @@ async fn single_tenant_events_record_the_sessions_tenant() {
     let raw = schema.raw_client().await;
     // A session without a tenant records the default one (its statement leaves the
     // column to its default; the others bind theirs). The booking appended the fourth.
-    let recorded: Vec<String> = raw
-        .query("SELECT tenant_id FROM mt_events ORDER BY seq_id", &[])
-        .await
-        .expect("events")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tenants_in = async |sql: &str| -> Vec<String> {
+        let rows = raw.query(sql, &[]).await.expect(sql);
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let recorded = tenants_in("SELECT tenant_id FROM mt_events ORDER BY seq_id").await;
     assert_eq!(recorded, [RED, BLUE, "*DEFAULT*", RED]);
-    let tag_tenants: Vec<String> = raw
-        .query("SELECT DISTINCT tenant_id FROM mt_tag_versions", &[])
-        .await
-        .expect("tags")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tag_tenants = tenants_in("SELECT DISTINCT tenant_id FROM mt_tag_versions").await;
     assert_eq!(tag_tenants, ["*DEFAULT*"]);
 }
 
