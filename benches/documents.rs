@@ -118,6 +118,10 @@ impl marten::daemon::DaemonHooks for ClockHooks {
     fn after_commit(&self, _projection: &str, _sequences: &[i64]) {
         *self.0.last_commit.lock().expect("clock") = Some(Instant::now());
     }
+
+    fn reads_event_metadata(&self) -> bool {
+        false
+    }
 }
 
 impl ClockHooks {

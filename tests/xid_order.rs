@@ -48,6 +48,11 @@ impl DaemonHooks for Committed {
             seen.extend_from_slice(sequences);
         }
     }
+
+    /// Sequences only: the daemon reads its pages lean, as it does without hooks.
+    fn reads_event_metadata(&self) -> bool {
+        false
+    }
 }
 
 const STREAMS: usize = 13;

@@ -69,6 +69,10 @@ impl DaemonHooks for TraceHooks {
     fn after_event(&self, projection: &str, event: &EventEnvelope) {
         self.write(projection, "after_event", &[event.sequence]);
     }
+    /// A trace records sequences only.
+    fn reads_event_metadata(&self) -> bool {
+        false
+    }
     fn before_commit(&self, projection: &str, sequences: &[i64]) {
         self.write(projection, "before_commit", sequences);
     }

@@ -11,11 +11,16 @@ use marten_testing::TestSchema;
 /// A fresh schema and a builder pointed at it.
 pub fn builder(label: &str) -> (TestSchema, DocumentStoreBuilder) {
     let schema = TestSchema::new(label);
-    let builder = DocumentStore::builder()
+    let builder = builder_on(&schema);
+    (schema, builder)
+}
+
+/// A builder pointed at `schema` (a second store on a test's schema).
+pub fn builder_on(schema: &TestSchema) -> DocumentStoreBuilder {
+    DocumentStore::builder()
         .connection_string(schema.url())
         .schema(schema.name())
-        .pool_size(8);
-    (schema, builder)
+        .pool_size(8)
 }
 
 /// Unwraps a result in a test, printing the error with its sources.

@@ -27,9 +27,23 @@ pub trait DaemonHooks: Send + Sync + 'static {
     fn batch_rejected(&self, _projection: &str) {}
     /// The runner caught up with the events readable now.
     fn after_catch_up(&self, _projection: &str) {}
+    /// Whether [`before_event`](Self::before_event) and
+    /// [`after_event`](Self::after_event) read more of an event than its sequence,
+    /// stream, version, type, data and transaction id: its id, timestamp, correlation or
+    /// causation id, headers or tenant. `true` unless overridden, which is always right.
+    /// With `false`, the daemon reads the events of an aggregate projection whose apply
+    /// methods take no metadata without those fields (less to read and decode), and the
+    /// envelopes the hooks get carry defaults for them.
+    fn reads_event_metadata(&self) -> bool {
+        true
+    }
 }
 
 /// No hooks.
 pub struct NoHooks;
 
-impl DaemonHooks for NoHooks {}
+impl DaemonHooks for NoHooks {
+    fn reads_event_metadata(&self) -> bool {
+        false
+    }
+}

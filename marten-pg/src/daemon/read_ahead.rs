@@ -27,17 +27,19 @@ pub(super) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading up to `limit` events after `from` (of every tenant, or of `tenant`).
+    /// Starts reading up to `limit` events after `from` (of every tenant, or of `tenant`;
+    /// `lean` as the runner reads).
     pub(super) fn start(
         store: &DocumentStore,
         tenant: Option<&TenantId>,
         from: Position,
         limit: usize,
+        lean: bool,
     ) -> Self {
         let (store, tenant) = (store.clone(), tenant.cloned());
         let task = tokio::spawn(async move {
             let mut conn = Conn::new();
-            next_page(&store, &mut conn, tenant.as_ref(), from, limit).await
+            next_page(&store, &mut conn, tenant.as_ref(), from, limit, lean).await
         });
         ReadAhead { from, task }
     }

@@ -61,6 +61,8 @@ pub(super) struct Runner {
     pub(super) ran: bool,
     /// A shard's runner: its node's share of the projection's shards, and its place in it.
     pub(super) share: Option<(Arc<NodeShare>, Place)>,
+    /// Neither the projection nor the hooks use events' metadata: pages are read lean.
+    lean: bool,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -87,7 +89,9 @@ pub(crate) async fn run(
         Some(_) => slot.label(),
         None => projection.name().to_owned(),
     };
+    let lean = !projection.reads_metadata() && !options.hooks.reads_event_metadata();
     let mut runner = Runner {
+        lean,
         store,
         projection,
         slot,
@@ -200,10 +204,10 @@ impl Runner {
             Some(ahead) => ahead.take(own.position).await,
             None => None,
         };
-        let (tenant, limit) = (self.slot.tenant.as_ref(), self.page_limit());
+        let (tenant, limit, lean) = (self.slot.tenant.as_ref(), self.page_limit(), self.lean);
         let page = match read_ahead {
             Some(page) => page,
-            None => next_page(&self.store, &mut conn, tenant, own.position, limit).await?,
+            None => next_page(&self.store, &mut conn, tenant, own.position, limit, lean).await?,
         };
         if page.rows == 0 {
             drop(conn);
@@ -211,7 +215,8 @@ impl Runner {
         }
         if page.rows >= limit {
             // A full page: more may follow. Read it while this one is planned and committed.
-            self.ahead = Some(ReadAhead::start(&self.store, tenant, page.next, limit));
+            let ahead = ReadAhead::start(&self.store, tenant, page.next, limit, lean);
+            self.ahead = Some(ahead);
         }
         self.caught_up = false;
         let span = crate::trace::batch(

@@ -103,11 +103,54 @@ fn lean_envelope(
     let sequence: i64 = row.try_get(0).map_err(reading)?;
     let event_type: &str = row.try_get(2).map_err(reading)?;
     let json: JsonRef<'_> = row.try_get(3).map_err(reading)?;
+    let version = row.try_get(1).map_err(reading)?;
+    lean_decoded(store, sequence, version, event_type, json, || {
+        Ok(stream.0.clone())
+    })
+}
+
+/// Decodes one row of [`EventSql::read_all_lean`]: as [`lean_envelope`], with the
+/// event's stream and transaction id; `skip_unknown` as [`envelope_with`]'s.
+fn lean_page_envelope(
+    store: &EventCatalog,
+    row: &Row,
+    skip_unknown: bool,
+) -> Result<Option<EventEnvelope>> {
+    let sequence: i64 = row.try_get(0).map_err(reading)?;
+    let event_type: &str = row.try_get(3).map_err(reading)?;
+    if skip_unknown && !store.with_registry(|r| r.knows(event_type)) {
+        return Ok(None);
+    }
+    let json: JsonRef<'_> = row.try_get(4).map_err(reading)?;
+    let version = row.try_get(2).map_err(reading)?;
+    let stream = || {
+        let stream: StreamIdColumn = row.try_get(1).map_err(reading)?;
+        Ok(stream.0)
+    };
+    let Some(mut env) = lean_decoded(store, sequence, version, event_type, json, stream)? else {
+        return Ok(None);
+    };
+    let Xid8(transaction_id) = row.try_get(5).map_err(reading)?;
+    env.transaction_id = transaction_id;
+    Ok(Some(env))
+}
+
+/// The envelope of a lean read's row: the decoded event with its sequence, version,
+/// type and stream, defaults for the rest; `None` when its type is unknown and the store
+/// skips those.
+fn lean_decoded(
+    store: &EventCatalog,
+    sequence: i64,
+    version: i64,
+    event_type: &str,
+    json: JsonRef<'_>,
+    stream: impl FnOnce() -> Result<marten_core::StreamId>,
+) -> Result<Option<EventEnvelope>> {
     let Some(data) = store.with_registry(|r| r.decode(event_type, sequence, json.0))? else {
         return Ok(None);
     };
-    let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream.0.clone(), data);
-    env.version = row.try_get(1).map_err(reading)?;
+    let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream()?, data);
+    env.version = version;
     // `new` set the decoded type's name; only an alias or an upcaster's old name differs.
     if env.stored_type != event_type {
         env.stored_type = Cow::Owned(event_type.to_owned());
@@ -238,40 +281,71 @@ async fn stream_rows(
     client.query(&stmt, &params).await.map_err(reading)
 }
 
+/// What a page of the global order reads and how its rows are decoded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageShape {
+    /// Archived events are read too.
+    pub(crate) include_archived: bool,
+    /// Events of unregistered types are left out whatever the store's policy (the
+    /// daemon: its projections could not handle them).
+    pub(crate) skip_unknown: bool,
+    /// Only each event's sequence, stream, version, type, data and transaction id are
+    /// read ([`EventSql::read_all_lean`]); its other fields are defaults. For readers
+    /// that use no other metadata: a daemon runner of a projection whose apply methods
+    /// take none, with hooks that read none.
+    pub(crate) lean: bool,
+}
+
+impl PageShape {
+    /// What the public reads of the global order read: every field, archived events left
+    /// out, events of unknown types as the store's policy says.
+    pub(crate) const PUBLIC: PageShape = PageShape {
+        include_archived: false,
+        skip_unknown: false,
+        lean: false,
+    };
+}
+
 /// Up to `limit` events after `after`, in the gap-safe global order: of every tenant, or
-/// (`tenant`, conjoined events) of one.
+/// (`tenant`, conjoined events) of one; `shape` says what is read.
 pub(crate) async fn read_all(
     store: &EventCatalog,
     client: Db<'_>,
     tenant: Option<&String>,
     after: Position,
     limit: usize,
-    include_archived: bool,
-    skip_unknown: bool,
+    shape: PageShape,
 ) -> Result<EventPage> {
-    let stmt = match tenant {
-        None => prepare(store, client, |sql| &sql.read_all).await?,
-        Some(_) => prepare(store, client, |sql| &sql.read_all_of_tenant).await?,
+    let pick: fn(&EventSql) -> &String = match (tenant.is_some(), shape.lean) {
+        (false, false) => |sql| &sql.read_all,
+        (true, false) => |sql| &sql.read_all_of_tenant,
+        (false, true) => |sql| &sql.read_all_lean,
+        (true, true) => |sql| &sql.read_all_of_tenant_lean,
     };
+    let stmt = prepare(store, client, pick).await?;
     let tx = Xid8(after.transaction_id);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        vec![&tx, &after.sequence, &limit, &include_archived];
+        vec![&tx, &after.sequence, &limit, &shape.include_archived];
     if let Some(t) = &tenant {
         params.push(t);
     }
     let rows = client.query(&stmt, &params).await.map_err(reading)?;
+    let (tx_column, skip) = (if shape.lean { 5 } else { 10 }, shape.skip_unknown);
     let mut next = after;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
-        let Xid8(transaction_id) = row.try_get(10).map_err(reading)?;
+        let Xid8(transaction_id) = row.try_get(tx_column).map_err(reading)?;
         next = Position {
             transaction_id,
             sequence: row.try_get(0).map_err(reading)?,
         };
-        if let Some(e) = envelope_with(store, row, skip_unknown)? {
-            events.push(e);
-        }
+        let decoded = if shape.lean {
+            lean_page_envelope(store, row, skip)?
+        } else {
+            envelope_with(store, row, skip)?
+        };
+        events.extend(decoded);
     }
     Ok(EventPage {
         events,

@@ -93,6 +93,13 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn shardable(&self) -> bool {
         false
     }
+    /// Whether planning reads more of an event than its sequence, stream, version, type,
+    /// data and transaction id (its id, timestamp, correlation or causation id, headers,
+    /// tenant): `true` but for an aggregate whose apply methods take no metadata. The
+    /// daemon reads pages lean for a projection that does not.
+    fn reads_metadata(&self) -> bool {
+        true
+    }
     /// Whether `event` is one of `shard`'s: by default, whether its stream is.
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         shard.owns(&event.stream_id.key())
@@ -244,6 +251,12 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
 
     fn shardable(&self) -> bool {
         true
+    }
+
+    /// An aggregate's slices are keyed by stream and folded by its apply methods: it
+    /// reads metadata only if they take it.
+    fn reads_metadata(&self) -> bool {
+        A::USES_METADATA
     }
 }
 

@@ -82,6 +82,10 @@ impl AsyncProjection for Versioned {
         self.inner.shardable()
     }
 
+    fn reads_metadata(&self) -> bool {
+        self.inner.reads_metadata()
+    }
+
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         self.inner.in_shard(event, shard)
     }

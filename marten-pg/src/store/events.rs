@@ -21,8 +21,6 @@ impl DocumentStore {
     /// [`read_all`](crate::Events::read_all) reads its tenant's events only when the
     /// events are conjoined.
     pub async fn read_all_events(&self, after: Position, limit: usize) -> Result<EventPage> {
-        const INCLUDE_ARCHIVED: bool = false;
-        const SKIP_UNKNOWN: bool = false;
         let mut conn = Conn::new();
         conn.run(self, async |client| {
             let store = self.as_ref();
@@ -32,8 +30,7 @@ impl DocumentStore {
                 ALL_TENANTS,
                 after,
                 limit,
-                INCLUDE_ARCHIVED,
-                SKIP_UNKNOWN,
+                read::PageShape::PUBLIC,
             )
             .await
         })

@@ -3,12 +3,13 @@
 //! lies after a position, the tenants that have streams, and the age of the oldest open
 //! writing transaction, which holds gap-safe readers back.
 
-use crate::tables::events::{EVENTS_TABLE, EVENT_COLUMNS, STREAMS_TABLE};
+use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE};
 
-/// See [`EventSql::read_all`](crate::tables::events::EventSql::read_all); `tenant` filters the page (or is empty).
-pub(super) fn select_global_page(tenant: &str) -> String {
+/// See [`EventSql::read_all`](crate::tables::events::EventSql::read_all): `columns` are what the page reads
+/// (they include `tx_id` and `seq_id`, its order); `tenant` filters it (or is empty).
+pub(super) fn select_global_page(columns: &str, tenant: &str) -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} e \
+        "SELECT {columns} FROM {EVENTS_TABLE} e \
          WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          AND (e.tx_id, e.seq_id) > ($1::xid8, $2::bigint) \
          AND (NOT e.is_archived OR $4::boolean) {tenant}\
@@ -21,9 +22,9 @@ pub(super) fn select_global_page(tenant: &str) -> String {
 /// skip scan of the streams' key (as in [`STREAM_TENANTS`]); each gives at most `$3` of
 /// its events by a range scan of its part of the index, and the first `$3` of those are
 /// the page. The work is bounded by tenants times the page size, never by the store's
-/// size.
-pub(super) fn merge_tenant_pages() -> String {
-    let page = select_global_page("AND e.tenant_id = t.tenant_id ");
+/// size. `columns` as [`select_global_page`]'s.
+pub(super) fn merge_tenant_pages(columns: &str) -> String {
+    let page = select_global_page(columns, "AND e.tenant_id = t.tenant_id ");
     format!(
         "WITH RECURSIVE t AS (\
          (SELECT tenant_id FROM {STREAMS_TABLE} ORDER BY tenant_id LIMIT 1) \

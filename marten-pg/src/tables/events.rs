@@ -37,6 +37,11 @@ pub(super) const EVENT_COLUMNS: &str =
 /// `read::lean_envelope` decodes them.
 const LEAN_COLUMNS: &str = "seq_id, version, type, data";
 
+/// The columns a lean page of the global order reads ([`EventSql::read_all_lean`]), in
+/// the order `read::lean_page_envelope` decodes them: a lean fold's, the stream (pages
+/// mix streams) and the transaction id (the page's position).
+const LEAN_PAGE_COLUMNS: &str = "seq_id, stream_id, version, type, data, tx_id";
+
 /// The SQL type of a stream id.
 pub fn id_type(identity: StreamIdentity) -> &'static str {
     match identity {
@@ -124,6 +129,11 @@ pub struct EventSql {
     /// [`EventSql::read_all`] of one tenant's events: `$5` the tenant (conjoined events
     /// only; the same range scan, filtered).
     pub read_all_of_tenant: String,
+    /// [`EventSql::read_all`] reading only what a runner of projections that take no
+    /// metadata needs: `seq_id, stream_id, version, type, data, tx_id`.
+    pub read_all_lean: String,
+    /// [`EventSql::read_all_of_tenant`], lean as [`EventSql::read_all_lean`].
+    pub read_all_of_tenant_lean: String,
     /// `$1` = id; scoped (`$2`).
     pub archive: String,
     /// `$1` = id; scoped (`$2`).
@@ -303,18 +313,29 @@ impl EventSql {
             ),
             fetch_stream: select_stream_events(EVENT_COLUMNS, idt, &scoped(6)),
             fetch_stream_lean: select_stream_events(LEAN_COLUMNS, idt, &scoped(6)),
-            read_all: if conjoined {
-                merge_tenant_pages()
-            } else {
-                select_global_page("")
-            },
-            read_all_of_tenant: select_global_page("AND e.tenant_id = $5::text "),
+            read_all: global_page(EVENT_COLUMNS, conjoined),
+            read_all_of_tenant: select_global_page(EVENT_COLUMNS, OF_TENANT),
+            read_all_lean: global_page(LEAN_PAGE_COLUMNS, conjoined),
+            read_all_of_tenant_lean: select_global_page(LEAN_PAGE_COLUMNS, OF_TENANT),
             archive: archive_stream(idt, &scoped(1)),
             delete: format!(
                 "DELETE FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
                 scoped(1)
             ),
         }
+    }
+}
+
+/// The condition of a page of one tenant's events: `$5` the tenant.
+const OF_TENANT: &str = "AND e.tenant_id = $5::text ";
+
+/// A page of the global order reading `columns`: of every tenant (merged from the
+/// tenants' pages with `conjoined` events).
+fn global_page(columns: &str, conjoined: bool) -> String {
+    if conjoined {
+        merge_tenant_pages(columns)
+    } else {
+        select_global_page(columns, "")
     }
 }
 
@@ -651,6 +672,9 @@ mod tests {
             "the daemon reads every tenant"
         );
         assert_eq!(params(&conjoined.read_all_of_tenant), 5);
+        assert_eq!(params(&single.read_all_lean), 4);
+        assert_eq!(params(&conjoined.read_all_lean), 4);
+        assert_eq!(params(&conjoined.read_all_of_tenant_lean), 5);
         assert_eq!(params(&single.tag_versions), 3);
         assert_eq!(params(TAG_LOCK), 5);
     }

@@ -73,23 +73,11 @@ impl<K: Tracking> Events<'_, K> {
     /// tenants wrote many events in between. [`DocumentStore::read_all_events`] reads
     /// every tenant's.
     pub async fn read_all(&mut self, after: Position, limit: usize) -> Result<EventPage> {
-        // Archived events left out; unknown types as the store's policy says.
-        const INCLUDE_ARCHIVED: bool = false;
-        const SKIP_UNKNOWN: bool = false;
         let tenant = self.tenant()?;
         self.on_connection(async |store, c| {
             let store = store.as_ref();
             let scope = tenant.scope();
-            read::read_all(
-                store,
-                c,
-                scope,
-                after,
-                limit,
-                INCLUDE_ARCHIVED,
-                SKIP_UNKNOWN,
-            )
-            .await
+            read::read_all(store, c, scope, after, limit, read::PageShape::PUBLIC).await
         })
         .await
     }
