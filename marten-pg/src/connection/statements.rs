@@ -97,11 +97,12 @@ pub(crate) struct Statements {
     /// 28,000 a lone append takes). The texts are the program's own, and at most
     /// [`CAPACITY`] are kept.
     texts: RwLock<FxHashMap<Box<str>, Arc<Text>>>,
-    /// The texts the program sends as [`SqlText::Static`] (every operation's statement and
-    /// the by-id load's), keyed by where the text lives. A static text never moves, changes or goes, so its
-    /// address and length name it, and a lookup reads two words instead of hashing and
-    /// comparing a few hundred bytes (which a lone write's other memory has pushed out of
-    /// the processor's first cache by the time it looks again). Cleared with `texts`.
+    /// The texts the program sends as [`SqlText::Static`] (every operation's statement,
+    /// the loads by id and the writer's constant texts), keyed by where the text lives. A
+    /// static text never moves, changes or goes, so its address and length name it, and a
+    /// lookup reads two words instead of hashing and comparing a few hundred bytes (which a
+    /// lone write's other memory has pushed out of the processor's first cache by the time
+    /// it looks again). Cleared with `texts`.
     statics: RwLock<FxHashMap<(usize, usize), Arc<Text>>>,
     /// Counts the clears of `statics` ([`Statements::add_table`]): a text qualified before a
     /// clear is not kept after it.
@@ -242,11 +243,11 @@ impl Statements {
             SqlText::Static(sql) => self.static_text_kept(sql),
             SqlText::Built(sql) => self.text_kept(sql),
         };
-        self.ready(client, text).await
+        self.prepared_on(client, text).await
     }
 
     /// A qualified text (and whether the store keeps it) ready to send on `client`.
-    async fn ready(
+    async fn prepared_on(
         &self,
         client: &Pooled,
         (text, kept): (Arc<Text>, bool),

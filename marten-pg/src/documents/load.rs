@@ -110,7 +110,7 @@ async fn load_many_with<D: PgDocument>(
     client: Db<'_>,
     tenant: Option<&TenantId>,
     ids: &[D::Id],
-    sql: &str,
+    sql: &'static str,
 ) -> Result<Vec<Loaded<D>>> {
     for id in ids {
         check_id::<D>(id)?;
@@ -118,7 +118,10 @@ async fn load_many_with<D: PgDocument>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = client.statement(sql).await.map_err(reading::<D>)?;
+    let stmt = client
+        .statement(SqlText::Static(sql))
+        .await
+        .map_err(reading::<D>)?;
     let tenant = tenant_of::<D>(tenant);
     let rows = client
         .query(&stmt, &with_tenant::<D>(&ids, &tenant))

@@ -3,7 +3,7 @@
 //! sends them in one transaction as one pipeline, reads every answer by its handle and
 //! concludes: committed, retry, or the error that explains what was rejected.
 
-use crate::connection::{Db, Stmt, WriteToken, WRITE_POSITION};
+use crate::connection::{Db, SqlText, Stmt, WriteToken, WRITE_POSITION};
 use marten_core::{Error, Result};
 use postgres_types::PgLsn;
 use tokio_postgres::error::SqlState;
@@ -216,7 +216,7 @@ async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str, position: bool) ->
         statements.push(statement);
     }
     let ident = client
-        .statement(TRANSACTION_IDENT)
+        .statement(SqlText::Static(TRANSACTION_IDENT))
         .await
         .map_err(|e| map_db_error(e, Failed::Transaction))?;
     let guard = if ops.iter().any(|o| o.checked()) {
@@ -231,7 +231,7 @@ async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str, position: bool) ->
     let position = match position {
         true => Some(
             client
-                .statement(WRITE_POSITION)
+                .statement(SqlText::Static(WRITE_POSITION))
                 .await
                 .map_err(|e| map_db_error(e, Failed::Transaction))?,
         ),

@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 use super::api::Events;
 use super::stream_row::{expected_version, reading, version_row};
 use crate::connection::{timed_out, within, Request};
-use crate::connection::{Db, Pipeline, Stmt};
+use crate::connection::{Db, Pipeline, SqlText, Stmt};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::read;
 use crate::events::EventTenant;
@@ -67,7 +67,10 @@ async fn lock_stream_on(
 ) -> Result<i64> {
     let client = req.client();
     let lock = client.statement(lock_sql).await.map_err(reading)?;
-    let set_timeout = client.statement(SET_LOCK_TIMEOUT).await.map_err(reading)?;
+    let set_timeout = client
+        .statement(SqlText::Static(SET_LOCK_TIMEOUT))
+        .await
+        .map_err(reading)?;
     let began = !req.in_transaction();
     if began {
         // BEGIN is about to be written.
