@@ -328,6 +328,17 @@ impl Setup {
         client
     }
 
+    /// A new store ([`Setup::store`]) and a new raw connection, opened in turn order.
+    async fn store_and_raw(&self, inline: bool, lib_first: bool) -> (DocumentStore, Client) {
+        if lib_first {
+            let store = self.store(inline).await;
+            (store, self.raw().await)
+        } else {
+            let raw = self.raw().await;
+            (self.store(inline).await, raw)
+        }
+    }
+
     async fn store(&self, inline: bool) -> DocumentStore {
         let mut b = DocumentStore::builder()
             .connection_string(&self.url)
@@ -370,13 +381,7 @@ struct Lone {
 impl Lone {
     /// Opens the store's first connection and the raw one, in turn order (`lib_first`).
     async fn open(setup: &Setup, lib_first: bool) -> Lone {
-        let (store, raw) = if lib_first {
-            let store = setup.store(false).await;
-            (store, setup.raw().await)
-        } else {
-            let raw = setup.raw().await;
-            (setup.store(false).await, raw)
-        };
+        let (store, raw) = setup.store_and_raw(false, lib_first).await;
         let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
         Lone {
             upsert: prepare(UPSERT).await,
@@ -424,13 +429,7 @@ struct Inline {
 impl Inline {
     /// Opens the inline store's first connection and the raw one, in turn order.
     async fn open(setup: &Setup, lib_first: bool) -> Inline {
-        let (store, raw) = if lib_first {
-            let store = setup.store(true).await;
-            (store, setup.raw().await)
-        } else {
-            let raw = setup.raw().await;
-            (setup.store(true).await, raw)
-        };
+        let (store, raw) = setup.store_and_raw(true, lib_first).await;
         let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
         Inline {
             lock: prepare(INLINE_LOCK).await,
