@@ -63,17 +63,30 @@ impl Counter {
 }
 
 /// The rows: name (as in the documents benchmark) and operations per child run.
-const ROWS: [(&str, usize); 5] = [
+const ROWS: [(&str, usize); 6] = [
     ("store 1 doc / tx", 40),
     ("load by id", 40),
     ("append 1 event / tx", 40),
     ("live aggregation of a 1,000-event stream", 3),
     ("typed query: filter + order, 20 of 200 docs", 10),
+    ("append 1 event / tx with an inline projection", 40),
 ];
 
-/// The seeded stream of 1,000 events and the first of the 50 short streams.
+/// The seeded stream of 1,000 events, the first of the 50 short streams, and the first of
+/// the 50 streams of the inline row (their `Counter` documents stored).
 const LONG_STREAM: Uuid = Uuid::from_u128(0x1000);
 const SHORT_STREAMS: u128 = 0x2000;
+const INLINE_STREAMS: u128 = 0x3000;
+
+/// The inline row's raw side, the documents benchmark's referent: lock the stream row and
+/// read the document, fold in Rust, then append, upsert and commit (two flights).
+const INLINE_LOCK: &str =
+    "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
+     WHERE s.id = $1 FOR UPDATE OF s";
+const INLINE_APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
+     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
+const INLINE_UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
+     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
 
 fn doc(i: i64) -> Doc {
     Doc {
@@ -92,15 +105,23 @@ fn tick(i: i64) -> Ticked {
 }
 
 async fn store(url: &str, schema: &str) -> DocumentStore {
-    DocumentStore::builder()
+    store_with(url, schema, false).await
+}
+
+/// The store, with `Counter` as an inline projection when `inline`.
+async fn store_with(url: &str, schema: &str, inline: bool) -> DocumentStore {
+    let b = DocumentStore::builder()
         .connection_string(url)
         .ssl_mode(marten::SslMode::Disable) // as the raw side (NoTls)
         .schema(schema)
         .document::<Doc>()
-        .event::<Ticked>()
-        .build()
-        .await
-        .expect("store")
+        .event::<Ticked>();
+    let b = if inline {
+        b.projection::<Counter>(Lifecycle::Inline)
+    } else {
+        b
+    };
+    b.build().await.expect("store")
 }
 
 async fn raw(url: &str, schema: &str) -> Client {
@@ -127,8 +148,76 @@ async fn seed(store: &DocumentStore) {
     s.save_changes().await.expect("seed");
 }
 
+/// The inline row's streams and their documents.
+async fn seed_inline(store: &DocumentStore) {
+    let mut s = store.lightweight_session();
+    for k in 0..50 {
+        let id = Uuid::from_u128(INLINE_STREAMS + k);
+        s.events().start_stream(id, [tick(1)]).expect("start");
+    }
+    s.save_changes().await.expect("seed");
+}
+
+/// `n` appends of one event to the inline row's streams in turn, each in a transaction of
+/// its own, after one untimed (counted in both runs, so not per operation) append to each
+/// stream: the library's aggregate cache then holds every document, as it does in a
+/// running program.
+async fn inline_appends(url: &str, schema: &str, lib: bool, n: usize) {
+    let store = store_with(url, schema, true).await;
+    let raw = raw(url, schema).await;
+    let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
+    let (lock, append, upsert) = (
+        prepare(INLINE_LOCK).await,
+        prepare(INLINE_APPEND).await,
+        prepare(INLINE_UPSERT).await,
+    );
+    let mut s = store.lightweight_session();
+    for i in 0..(50 + n) as u128 {
+        let stream = Uuid::from_u128(INLINE_STREAMS + i % 50);
+        if lib {
+            s.events().append(stream, [tick(2)]).expect("append");
+            s.save_changes().await.expect("save");
+            continue;
+        }
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream];
+        let (begin, row) = tokio::join!(
+            raw.batch_execute("BEGIN"),
+            raw.query_one(&lock, &lock_params)
+        );
+        begin.expect("begin");
+        let row = row.expect("lock");
+        let version: i64 = row.get(0);
+        let mut counter: Counter = match row.get::<_, Option<serde_json::Value>>(1) {
+            Some(v) => serde_json::from_value(v).expect("decode"),
+            None => Counter {
+                id: stream,
+                ..Counter::default()
+            },
+        };
+        let event = tick(2);
+        counter.total += event.n;
+        counter.version = version + 1;
+        let data = serde_json::to_value(&event).expect("json");
+        let doc = serde_json::to_value(&counter).expect("json");
+        let id = Uuid::now_v7();
+        let append_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&stream, &id, &data];
+        let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream, &doc];
+        let (a, u, c) = tokio::join!(
+            raw.execute(&append, &append_params),
+            raw.execute(&upsert, &upsert_params),
+            raw.batch_execute("COMMIT")
+        );
+        assert_eq!(a.expect("append"), 1);
+        u.expect("upsert");
+        c.expect("commit");
+    }
+}
+
 /// Runs `n` operations of `row` on `side` (`lib` or `raw`).
 async fn child(url: &str, schema: &str, row: usize, side: &str, n: usize) {
+    if row == 5 {
+        return inline_appends(url, schema, side == "lib", n).await;
+    }
     let store = store(url, schema).await;
     let raw = raw(url, schema).await;
     let mut s = store.lightweight_session();
@@ -321,6 +410,7 @@ fn main() -> ExitCode {
     rt.block_on(async {
         let store = store(&url, schema.name()).await;
         seed(&store).await;
+        seed_inline(&store_with(&url, schema.name(), true).await).await;
     });
     let mut report = Report::new("instructions", true);
     let lines = cache_bytes().is_some();
