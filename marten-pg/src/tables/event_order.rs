@@ -5,9 +5,24 @@
 
 use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE};
 
-/// See [`EventSql::read_all`](crate::tables::events::EventSql::read_all): `columns` are what the page reads
-/// (they include `tx_id` and `seq_id`, its order); `tenant` filters it (or is empty).
-pub(super) fn select_global_page(columns: &str, tenant: &str) -> String {
+/// A page of the global order reading `columns` (they include `tx_id` and `seq_id`, its
+/// order): of every tenant, merged from the tenants' pages with `conjoined` events. See
+/// [`EventSql::read_all`](crate::tables::events::EventSql::read_all).
+pub(super) fn global_page(columns: &str, conjoined: bool) -> String {
+    if conjoined {
+        merge_tenant_pages(columns)
+    } else {
+        select_global_page(columns, "")
+    }
+}
+
+/// A page of the global order reading `columns`, of one tenant's events: `$5` the tenant.
+pub(super) fn tenant_page(columns: &str) -> String {
+    select_global_page(columns, "AND e.tenant_id = $5::text ")
+}
+
+/// The page's statement: `tenant` filters it (or is empty).
+fn select_global_page(columns: &str, tenant: &str) -> String {
     format!(
         "SELECT {columns} FROM {EVENTS_TABLE} e \
          WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -23,7 +38,7 @@ pub(super) fn select_global_page(columns: &str, tenant: &str) -> String {
 /// its events by a range scan of its part of the index, and the first `$3` of those are
 /// the page. The work is bounded by tenants times the page size, never by the store's
 /// size. `columns` as [`select_global_page`]'s.
-pub(super) fn merge_tenant_pages(columns: &str) -> String {
+fn merge_tenant_pages(columns: &str) -> String {
     let page = select_global_page(columns, "AND e.tenant_id = t.tenant_id ");
     format!(
         "WITH RECURSIVE t AS (\

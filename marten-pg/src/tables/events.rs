@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use marten_core::{StreamIdentity, Tenancy};
 
-use crate::tables::event_order::{merge_tenant_pages, select_global_page};
+use crate::tables::event_order::{global_page, tenant_page};
 use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// The streams table.
@@ -314,28 +314,15 @@ impl EventSql {
             fetch_stream: select_stream_events(EVENT_COLUMNS, idt, &scoped(6)),
             fetch_stream_lean: select_stream_events(LEAN_COLUMNS, idt, &scoped(6)),
             read_all: global_page(EVENT_COLUMNS, conjoined),
-            read_all_of_tenant: select_global_page(EVENT_COLUMNS, OF_TENANT),
+            read_all_of_tenant: tenant_page(EVENT_COLUMNS),
             read_all_lean: global_page(LEAN_PAGE_COLUMNS, conjoined),
-            read_all_of_tenant_lean: select_global_page(LEAN_PAGE_COLUMNS, OF_TENANT),
+            read_all_of_tenant_lean: tenant_page(LEAN_PAGE_COLUMNS),
             archive: archive_stream(idt, &scoped(1)),
             delete: format!(
                 "DELETE FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
                 scoped(1)
             ),
         }
-    }
-}
-
-/// The condition of a page of one tenant's events: `$5` the tenant.
-const OF_TENANT: &str = "AND e.tenant_id = $5::text ";
-
-/// A page of the global order reading `columns`: of every tenant (merged from the
-/// tenants' pages with `conjoined` events).
-fn global_page(columns: &str, conjoined: bool) -> String {
-    if conjoined {
-        merge_tenant_pages(columns)
-    } else {
-        select_global_page(columns, "")
     }
 }
 
