@@ -491,3 +491,138 @@ async fn one_changed_document_among_several_replans_the_save() {
         );
     }
 }
+
+/// Where the cache says the projection deleted the document, a document inserted by
+/// hand since is what the next append builds on: the guarded write expects none stored,
+/// finds one, writes nothing, and the save plans again from a locked read.
+#[tokio::test]
+async fn a_document_inserted_where_the_cache_has_none_is_built_on() {
+    let (schema, b) = builder("cache_none_guard");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    start(&store, id, "ended").await;
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [ProjectCompleted {}]));
+    ok(s.save_changes().await);
+    assert_eq!(board(&store, id).await, None, "deleted by the projection");
+    // The cache now holds "no document" for the stream at version 2.
+    let by_hand = serde_json::json!({
+        "id": id, "version": 2, "name": "inserted", "titles": ["kept"], "finished": []
+    });
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "INSERT INTO mt_doc_board (id, data, mt_last_modified) VALUES ($1, $2, now())",
+            &[&id, &by_hand],
+        )
+        .await
+        .expect("insert");
+    append(&store, id, "next").await;
+    let doc = board(&store, id).await.expect("board");
+    assert_eq!(
+        (doc.name.as_str(), doc.titles.as_slice(), doc.version),
+        (
+            "inserted",
+            ["kept".to_owned(), "next".to_owned()].as_slice(),
+            3
+        )
+    );
+}
+
+/// `Board` in the numeric and optimistic modes: the guarded projected write has a shape
+/// per mode.
+mod modes {
+    use super::*;
+
+    macro_rules! board {
+        ($name:ident, $($attr:tt)*) => {
+            #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+            $($attr)*
+            pub struct $name {
+                pub id: Uuid,
+                pub version: i64,
+                pub name: String,
+                pub titles: Vec<String>,
+            }
+
+            #[marten::apply]
+            impl $name {
+                fn create(e: &ProjectStarted) -> Self {
+                    $name {
+                        name: e.name.clone(),
+                        ..$name::default()
+                    }
+                }
+
+                fn apply(&mut self, e: &TaskRecorded) {
+                    self.titles.push(e.title.clone());
+                }
+            }
+        };
+    }
+
+    board!(RevisedBoard, #[concurrency(numeric)]);
+    board!(VersionedBoard, #[concurrency(optimistic)]);
+}
+
+/// Starts a stream, appends to it, edits its document by hand (`edit`, with the stream
+/// id as `$1`), and appends again, each in a session of its own from `session`.
+async fn edited_between_appends(
+    schema: &TestSchema,
+    session: impl Fn() -> LightweightSession,
+    edit: &str,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut s = session();
+    ok(s.events().start_stream(id, [started("guarded")]));
+    ok(s.save_changes().await);
+    for title in ["a", "b"] {
+        if title == "b" {
+            schema
+                .raw_client()
+                .await
+                .execute(edit, &[&id])
+                .await
+                .expect("edit");
+        }
+        let mut s = session();
+        ok(s.events().append(id, [task(title)]));
+        ok(s.save_changes().await);
+    }
+    id
+}
+
+/// The hand edit survives in every mode: each mode's guarded write rejects the cached
+/// plan, and the locked read's plan builds on the edited document.
+#[tokio::test]
+async fn a_hand_edited_document_is_built_on_in_every_mode() {
+    use modes::{RevisedBoard, VersionedBoard};
+    let (schema, b) = builder("cache_guard_modes");
+    let store = ok(b
+        .projection::<RevisedBoard>(Lifecycle::Inline)
+        .projection::<VersionedBoard>(Lifecycle::Inline)
+        .build()
+        .await);
+    let rename = |table: &str| {
+        format!(
+            "UPDATE {table} SET data = jsonb_set(data, '{{name}}', '\"renamed\"') WHERE id = $1"
+        )
+    };
+    let id = edited_between_appends(
+        &schema,
+        || store.lightweight_session(),
+        &rename("mt_doc_revisedboard"),
+    )
+    .await;
+    let doc = ok(store.query_session().load::<RevisedBoard>(&id).await).expect("revised");
+    assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
+    let id = edited_between_appends(
+        &schema,
+        || store.lightweight_session(),
+        &rename("mt_doc_versionedboard"),
+    )
+    .await;
+    let doc = ok(store.query_session().load::<VersionedBoard>(&id).await).expect("versioned");
+    assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
+}

@@ -51,6 +51,25 @@ impl OpList {
         }
     }
 
+    /// Queues the write an inline aggregate derived from its cached document `replaces`
+    /// (`None`: none stored), on its own, guarded: it writes nothing, and the save plans
+    /// again, unless the stored document is still that one.
+    pub(crate) fn push_guarded_write<D: PgDocument>(
+        &mut self,
+        kind: impl Into<WriteOf<D>>,
+        id: D::Id,
+        json: Vec<u8>,
+        replaces: Option<&[u8]>,
+    ) {
+        let batch = WriteBatch::<D>::guarded(
+            kind.into(),
+            self.tenant.as_ref(),
+            (id, RawJson(json)),
+            replaces,
+        );
+        self.items.push(Queued::Documents(Box::new(batch)));
+    }
+
     /// Queues a delete by id (a soft-deleted type's row is marked deleted).
     pub(crate) fn push_delete<D: PgDocument>(&mut self, id: D::Id) {
         self.push_delete_of::<D>(id, false);

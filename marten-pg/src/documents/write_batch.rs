@@ -54,6 +54,10 @@ pub struct WriteBatch<D: PgDocument> {
     alone: bool,
     /// Written by an inline projection: a rejection means "plan again".
     pub(crate) derived: bool,
+    /// The document an inline aggregate planned from its cache expects to replace
+    /// (`Some(None)`: none stored): the batch holds that one write, sent guarded
+    /// (`WriteSql::one_guarded`), and a changed document rejects it.
+    guard: Option<Option<RawJson>>,
 }
 
 impl<D: PgDocument> WriteBatch<D> {
@@ -76,12 +80,29 @@ impl<D: PgDocument> WriteBatch<D> {
             rejected: false,
             alone: false,
             derived: false,
+            guard: None,
         }
+    }
+
+    /// A batch of the one derived write of `id`, guarded by the document it expects to
+    /// replace (`None`: none stored).
+    pub(crate) fn guarded(
+        kind: WriteOf<D>,
+        tenant: Option<&marten_core::TenantId>,
+        (id, doc): (D::Id, RawJson),
+        replaces: Option<&[u8]>,
+    ) -> Self {
+        let mut batch = WriteBatch::new(kind, tenant);
+        batch.push(id, doc, None);
+        batch.derived = true;
+        batch.guard = Some(replaces.map(|j| RawJson(j.to_vec())));
+        batch
     }
 
     /// Whether `id` can join this batch (a statement may touch a row only once).
     pub(crate) fn accepts(&self, kind: WriteOf<D>, id: &D::Id) -> bool {
         self.kind == kind
+            && self.guard.is_none()
             && if self.id_set.is_empty() {
                 !self.ids.contains(id)
             } else {
@@ -131,7 +152,9 @@ document_batch!(WriteBatch);
 impl<D: PgDocument> Operation for WriteBatch<D> {
     fn sql(&self) -> SqlText<'_> {
         let sql = D::storage().write_sql(self.kind);
-        SqlText::Static(if self.alone {
+        SqlText::Static(if self.guard.is_some() {
+            &sql.one_guarded
+        } else if self.alone {
             &sql.one_alone
         } else if self.ids.len() == 1 {
             &sql.one
@@ -141,7 +164,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     fn alone(&mut self) {
-        self.alone = self.ids.len() == 1 && self.checked();
+        self.alone = self.ids.len() == 1 && self.checked() && self.guard.is_none();
     }
 
     /// Alone, an optimistic write returns no row: its version is the fresh one the
@@ -166,12 +189,16 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        // Ids, documents, two version columns, the tenant, the count: never grown.
+        // Ids, documents, two version columns, the tenant, the count or the guard: never
+        // grown.
         let mut out = Vec::with_capacity(6);
         out.extend([self.column(&self.ids), self.column(&self.docs)]);
         D::Storage::params(self, &mut out);
         if conjoined::<D>() {
             out.push(&self.tenant);
+        }
+        if let Some(replaces) = &self.guard {
+            out.push(replaces);
         }
         if self.ids.len() > 1 && self.checked() {
             out.push(&self.count);
@@ -183,8 +210,9 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.ids.len()
     }
 
+    /// A guarded write is read back whatever its kind: its guard may reject it.
     fn checked(&self) -> bool {
-        D::Storage::checked(self.kind)
+        D::Storage::checked(self.kind) || self.guard.is_some()
     }
 
     fn atomic(&self) -> bool {

@@ -2,9 +2,11 @@
 //! itself (a bounded map, backend-neutral) lives in [`marten_core::projection::cache`]
 //! and is re-exported here.
 //!
-//! Planning an append from an entry makes the append assert the entry's version and a
-//! [`CachedDocCheck`] assert that the stored document is still the cached one, in the same
-//! statement flight as the projected write: if anything moved the stream or touched the
+//! Planning an append from an entry makes the append assert the entry's version and
+//! asserts that the stored document is still the cached one, in the same statement flight
+//! as the projected write (a guarded write, `WriteSql::one_guarded`, for a save of one
+//! cached document; a [`CachedDocCheck`] before the writes otherwise, or where the plan
+//! deletes the document or writes none): if anything moved the stream or touched the
 //! document since, the save is rejected, nothing is written, and it plans again from a
 //! locked read. A stale entry therefore costs a retry, never a lost or wrong update.
 //! [`settle`] tells the cache how a save ended.

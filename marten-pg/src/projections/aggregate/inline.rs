@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
@@ -68,20 +69,56 @@ impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
                 pg,
                 lock,
                 scoped,
-                _a: PhantomData,
+                guard: None,
             };
-            plan_aggregate::<A, _, _>(plan, &mut reads).await
+            plan_aggregate::<A, _, _>(plan, &mut reads).await?;
+            reads.check_unwritten();
+            Ok(())
         })
     }
 }
 
+/// A cached document of `A`: its id and its JSON (`None`: none stored).
+type CachedDoc<A> = (<A as marten_core::Document>::Id, Option<Arc<[u8]>>);
+
 /// The reads of aggregate `A`'s plan: the save's planner and the locking statement
 /// (`scoped`: it takes the tenant as its second parameter).
-struct Reads<'p, 'a, 'r, A> {
+struct Reads<'p, 'a, 'r, A: Aggregate> {
     pg: &'p mut Planner<'a, 'r>,
     lock: &'p str,
     scoped: bool,
-    _a: PhantomData<fn() -> A>,
+    /// The one cached document the plan used, held until its projected write, which it
+    /// then guards (one statement instead of a check and a write).
+    guard: Option<CachedDoc<A>>,
+}
+
+impl<A: Aggregate + PgDocument> Reads<'_, '_, '_, A> {
+    /// Queues the check of the cached document held for `id`, if any.
+    fn check_held(&mut self, id: Option<&A::Id>) {
+        if self
+            .guard
+            .as_ref()
+            .is_some_and(|(g, _)| id.is_none_or(|id| g == id))
+        {
+            if let Some(held) = self.guard.take() {
+                self.check(vec![held]);
+            }
+        }
+    }
+
+    /// Queues the check of a cached document the plan did not write (its stream was
+    /// archived, or its fold left no document).
+    fn check_unwritten(&mut self) {
+        self.check_held(None);
+    }
+
+    fn check(&mut self, cached: CachedDocs<A>) {
+        let mut check = CachedDocCheck::<A>::new();
+        for (id, json) in cached {
+            check.push(id, json.as_deref());
+        }
+        self.pg.out.push_op(Box::new(check));
+    }
 }
 
 impl<A: Aggregate + PgDocument> PlanOutput<A> for Reads<'_, '_, '_, A> {
@@ -96,10 +133,22 @@ impl<A: Aggregate + PgDocument> PlanOutput<A> for Reads<'_, '_, '_, A> {
         json: Vec<u8>,
         expected: Option<VersionOf<A>>,
     ) {
-        PlanOutput::<A>::write(self.pg, kind, id, json, expected);
+        match self.guard.take() {
+            Some((held, replaces)) if held == id && expected.is_none() => {
+                self.pg
+                    .out
+                    .push_guarded_write::<A>(kind, id, json, replaces.as_deref());
+            }
+            held => {
+                self.guard = held;
+                self.check_held(Some(&id));
+                PlanOutput::<A>::write(self.pg, kind, id, json, expected);
+            }
+        }
     }
 
     fn delete(&mut self, id: A::Id) {
+        self.check_held(Some(&id));
         PlanOutput::<A>::delete(self.pg, id);
     }
 }
@@ -109,11 +158,14 @@ impl<A: Aggregate + PgDocument> AggregateReads<A> for Reads<'_, '_, '_, A> {
         lock_streams::<A>(self.pg, self.lock, self.scoped, ids).await
     }
 
-    fn check_cached(&mut self, cached: CachedDocs<A>) {
-        let mut check = CachedDocCheck::<A>::new();
-        for (id, json) in cached {
-            check.push(id, json.as_deref());
+    /// One cached document is held to guard its write; several are checked at once
+    /// (one statement for them all, ahead of the writes).
+    fn check_cached(&mut self, mut cached: CachedDocs<A>) {
+        if cached.len() == 1 && self.guard.is_none() {
+            self.guard = cached.pop();
+        } else {
+            self.check_unwritten();
+            self.check(cached);
         }
-        self.pg.out.push_op(Box::new(check));
     }
 }

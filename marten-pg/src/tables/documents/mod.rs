@@ -284,20 +284,32 @@ pub struct WriteSql {
     /// and no row when it was rejected; in the optimistic mode, whose versions the client
     /// chooses, it returns nothing and its row count tells.
     pub one_alone: String,
+    /// [`WriteSql::one`] guarded by the document it replaces: the cached document an
+    /// inline aggregate was planned from is bound last (NULL = no document stored), and
+    /// unless the stored one is still exactly that, the statement writes nothing. It reads
+    /// back and flags like a checked write, so a write that wrote nothing (the guard
+    /// failed, or the write itself was refused) is a rejection.
+    pub one_guarded: String,
 }
 
 /// The shape of the `input` relation a write reads from: column names and SQL types,
 /// in parameter order, and the table's scope (a conjoined input has a `tenant_id`
 /// column, bound once after the row parameters).
 pub(crate) struct Input<'a> {
+    table: &'a str,
     columns: &'a [(&'a str, &'a str)],
     scope: Scope,
 }
 
 impl<'a> Input<'a> {
-    /// The input of a table with `scope`, its columns given in parameter order.
-    pub(crate) fn new(columns: &'a [(&'a str, &'a str)], scope: Scope) -> Self {
-        Input { columns, scope }
+    /// The input of `table` with `scope`, its columns given in parameter order, the id
+    /// first.
+    pub(crate) fn new(table: &'a str, columns: &'a [(&'a str, &'a str)], scope: Scope) -> Self {
+        Input {
+            table,
+            columns,
+            scope,
+        }
     }
 
     /// ` , $n::text AS tenant_id` for a conjoined input, the tenant following the rows.
@@ -322,6 +334,20 @@ impl<'a> Input<'a> {
             .map(|(i, (name, ty))| format!("${}::{ty} AS {name}", i + 1))
             .collect();
         format!("SELECT {}{}", cols.join(", "), self.tenant())
+    }
+
+    /// [`Input::one`], empty unless the stored document of the id (`$1`) is still the
+    /// one bound after the row and the tenant (NULL: none stored). A scalar subquery: one
+    /// primary-key lookup.
+    fn one_guarded(&self) -> String {
+        let (id_type, cached) = (self.columns[0].1, self.count_param());
+        let tenant = self.scope.filter("s.", self.columns.len() + 1);
+        format!(
+            "{} WHERE (SELECT s.data FROM {} s WHERE s.id = $1::{id_type}{tenant}) \
+             IS NOT DISTINCT FROM ${cached}::jsonb",
+            self.one(),
+            self.table
+        )
     }
 
     fn many(&self) -> String {
@@ -358,6 +384,7 @@ impl<'a> Input<'a> {
                 "WITH input AS ({}) {dml} RETURNING d.id, {version}",
                 self.one()
             ),
+            one_guarded: wrap(self.one_guarded(), "1".to_owned()),
         }
     }
 
@@ -371,13 +398,15 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// A write whose result is not inspected (it cannot be rejected).
-    pub(crate) fn plain(&self, dml: &str) -> WriteSql {
+    /// A write whose result is not inspected (it cannot be rejected); guarded, it reads
+    /// back like [`Input::flagged`] with `version`, and writing nothing is a rejection.
+    pub(crate) fn plain(&self, dml: &str, version: &str) -> WriteSql {
         let one = format!("WITH input AS ({}) {dml}", self.one());
         WriteSql {
             one_alone: one.clone(),
             one,
             many: format!("WITH input AS ({}) {dml}", self.many()),
+            one_guarded: self.flagged(dml, version).one_guarded,
         }
     }
 }
@@ -454,6 +483,10 @@ mod tests {
             .one
             .ends_with("mt_deleted = false, mt_deleted_at = NULL"));
         assert!(off.update.one.contains("d.id = i.id AND NOT d.mt_deleted"));
+        assert!(off.upsert.one_guarded.contains(
+            "WHERE (SELECT s.data FROM mt_doc_n s WHERE s.id = $1::bigint AND s.tenant_id = $3) \
+             IS NOT DISTINCT FROM $4::jsonb"
+        ));
         let plain = ReadSql::new("mt_doc_n", "bigint", None, Scope::of(Tenancy::Single));
         assert!(!plain.load.contains("mt_deleted") && plain.delete_one.starts_with("DELETE"));
     }

@@ -25,7 +25,7 @@ impl NumericSql {
     /// then the tenant of a conjoined table.
     pub fn new(table: &str, id_type: &str, scope: Scope) -> Self {
         let columns = [("id", id_type), ("data", "jsonb"), ("revision", "bigint")];
-        let input = Input::new(&columns, scope);
+        let input = Input::new(table, &columns, scope);
         let (tc, key, join) = (scope.column(), scope.key(), scope.join());
         let insert_at = |rev: &str| {
             format!("INSERT INTO {table} AS d ({tc}id, data, {REVISION_COLUMN}, mt_last_modified) SELECT {tc}id, data, {rev}, now() FROM input")
@@ -66,7 +66,7 @@ impl NumericSql {
                 &format!("d.{r}"),
             ),
             update_revision: input.flagged(&at_revision, &format!("d.{r}")),
-            try_update_revision: input.plain(&at_revision),
+            try_update_revision: input.plain(&at_revision, &format!("d.{r}")),
         }
     }
 }

@@ -18,7 +18,7 @@ impl OffSql {
     /// Input columns: id, data (then the tenant of a conjoined table).
     pub fn new(table: &str, id_type: &str, scope: Scope) -> Self {
         let columns = [("id", id_type), ("data", "jsonb")];
-        let input = Input::new(&columns, scope);
+        let input = Input::new(table, &columns, scope);
         let (tc, key, join) = (scope.column(), scope.key(), scope.join());
         let insert_select = format!(
             "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) SELECT {tc}id, data, now() FROM input"
@@ -33,6 +33,15 @@ impl OffSql {
             upsert: WriteSql {
                 one_alone: upsert_one.clone(),
                 one: upsert_one,
+                one_guarded: input
+                    .flagged(
+                        &format!(
+                            "{insert_select} ON CONFLICT {key} DO UPDATE SET data = excluded.data, \
+                             mt_last_modified = excluded.mt_last_modified{revive}"
+                        ),
+                        "NULL::int",
+                    )
+                    .one_guarded,
                 many: format!(
                     "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) \
                      SELECT {tenant}i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \

@@ -25,7 +25,7 @@ impl OptimisticSql {
             ("new_version", "uuid"),
             ("expected", "uuid"),
         ];
-        let input = Input::new(&columns, scope);
+        let input = Input::new(table, &columns, scope);
         let (tc, key, join) = (scope.column(), scope.key(), scope.join());
         let (revive, live) = (scope.revive(), scope.live("d."));
         let insert_select = format!(
