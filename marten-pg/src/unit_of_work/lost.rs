@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use marten_core::{DatabaseError, Error};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::{debug, warn};
 
 use crate::connection::{Answers, Handle, Request};
@@ -18,6 +18,10 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The id and backend of the save's transaction (assigning the id now: the save writes).
 pub(super) const TRANSACTION_IDENT: &str = "SELECT pg_current_xact_id(), pg_backend_pid()";
+
+/// `BEGIN` and [`TRANSACTION_IDENT`] as one simple query: one request, one answer (its
+/// row in text).
+pub(super) const BEGIN_AND_IDENT: &str = "BEGIN; SELECT pg_current_xact_id(), pg_backend_pid()";
 
 /// What a save's flight left behind for a caller that lost its answers: whether any of it
 /// was handed to the connection, and the id and backend of its transaction once read.
@@ -40,6 +44,21 @@ impl FlightProbe {
             if let (Ok(xid), Ok(pid)) = (xid, row.try_get::<_, i32>(1)) {
                 let _ = self.ident.set((xid.0.to_string(), pid));
             }
+        }
+    }
+
+    /// [`FlightProbe::record`] from the text answer to [`BEGIN_AND_IDENT`].
+    pub(super) fn record_text(&self, messages: &[SimpleQueryMessage]) {
+        let row = messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        let field = |i| row.and_then(|r| r.try_get(i).ok().flatten());
+        let (Some(xid), Some(pid)) = (field(0), field(1)) else {
+            return;
+        };
+        if let (Ok(xid), Ok(pid)) = (xid.parse::<u64>(), pid.parse::<i32>()) {
+            let _ = self.ident.set((xid.to_string(), pid));
         }
     }
 }

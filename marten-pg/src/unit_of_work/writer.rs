@@ -10,7 +10,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::debug;
 
-use super::lost::{commit_lost, resolve, timed_out, FlightProbe, TRANSACTION_IDENT};
+use super::lost::{
+    commit_lost, resolve, timed_out, FlightProbe, BEGIN_AND_IDENT, TRANSACTION_IDENT,
+};
 use super::Operation;
 use super::{Outcome, Queued, SessionState, UnitOfWork};
 use crate::connection::{within, Answers, Done, Handle, Pipeline, Request, Rows};
@@ -23,7 +25,8 @@ type Ops<'u> = Vec<&'u mut dyn Operation>;
 /// The statements of a transactional save, prepared on its connection.
 struct Prepared {
     ops: Vec<Stmt>,
-    ident: Stmt,
+    /// The ident on its own, inside a transaction already open (else it goes with BEGIN).
+    ident: Option<Stmt>,
     guard: Option<Stmt>,
     /// The log position query read after `COMMIT` (when the session records it).
     position: Option<Stmt>,
@@ -31,7 +34,7 @@ struct Prepared {
 
 /// The handles of a transactional save's pipeline.
 struct Flight {
-    begin: Option<Handle<Done>>,
+    /// `BEGIN` and the transaction's ident, or the ident alone.
     ident: Handle<Rows>,
     ops: Vec<Handle<Rows>>,
     guard: Option<Handle<Rows>>,
@@ -150,14 +153,14 @@ async fn send_transaction(
     probe: &FlightProbe,
 ) -> Result<Option<Error>> {
     let records = req.records_write_position();
-    let prepared = prepare(req.client(), ops, schema, records).await?;
+    let begin = !req.in_transaction();
+    let prepared = prepare(req.client(), ops, schema, records, begin).await?;
     debug!(
         operations = ops.len(),
         documents = ops.iter().map(|o| o.len()).sum::<usize>(),
         single = false,
         "save_changes"
     );
-    let begin = !req.in_transaction();
     if begin {
         // BEGIN is about to be written.
         req.set_in_transaction(true);
@@ -173,12 +176,14 @@ async fn send_transaction(
     let c = req.client();
     let mut pipe = Pipeline::new(c, ops.len() + 4);
     let mut flight = Flight {
-        begin: begin.then(|| pipe.command("BEGIN")),
         // The transaction's id and backend, read first: if the connection is lost before
-        // COMMIT is answered, another connection can ask what became of it.
+        // COMMIT is answered, another connection can ask what became of it. With BEGIN,
+        // one simple query (one request and one answer for both).
         ident: pipe.push(async {
-            let rows = c.query(&prepared.ident, &[]).await?;
-            probe.record(&rows);
+            match &prepared.ident {
+                Some(ident) => probe.record(&c.query(ident, &[]).await?),
+                None => probe.record_text(&c.raw().simple_query(BEGIN_AND_IDENT).await?),
+            }
             Ok(Vec::new())
         }),
         ops: (prepared.ops.iter().zip(&params))
@@ -206,7 +211,14 @@ async fn send_transaction(
 }
 
 /// Prepares (from the connection's cache) every statement of a transactional save.
-async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str, position: bool) -> Result<Prepared> {
+/// `begin`: the ident goes with BEGIN (see [`BEGIN_AND_IDENT`]), not prepared.
+async fn prepare(
+    client: Db<'_>,
+    ops: &Ops<'_>,
+    schema: &str,
+    position: bool,
+    begin: bool,
+) -> Result<Prepared> {
     let mut statements = Vec::with_capacity(ops.len());
     for op in ops.iter() {
         let statement = client
@@ -215,10 +227,15 @@ async fn prepare(client: Db<'_>, ops: &Ops<'_>, schema: &str, position: bool) ->
             .map_err(|e| map_db_error(e, writing(&**op, schema)))?;
         statements.push(statement);
     }
-    let ident = client
-        .statement(SqlText::Static(TRANSACTION_IDENT))
-        .await
-        .map_err(|e| map_db_error(e, Failed::Transaction))?;
+    let ident = match begin {
+        true => None,
+        false => Some(
+            client
+                .statement(SqlText::Static(TRANSACTION_IDENT))
+                .await
+                .map_err(|e| map_db_error(e, Failed::Transaction))?,
+        ),
+    };
     let guard = if ops.iter().any(|o| o.checked()) {
         let guard = client
             .statement(ASSERT_NO_REJECTIONS)
@@ -276,9 +293,6 @@ fn read_flight(
     schema: &str,
 ) -> Option<Error> {
     let mut failure = None;
-    if let Some(Err(e)) = flight.begin.map(|h| answers.take(h)) {
-        note(&mut failure, e, Failed::Transaction);
-    }
     if let Err(e) = answers.take(flight.ident) {
         note(&mut failure, e, Failed::Transaction);
     }
