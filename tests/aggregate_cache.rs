@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::events::*;
 use common::{builder, ok};
 use marten::prelude::*;
-use marten::DocumentStoreBuilder;
+use marten::{DocumentStoreBuilder, RejectionKind};
 use marten_testing::{CountingProxy, TestSchema};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -625,4 +625,42 @@ async fn a_hand_edited_document_is_built_on_in_every_mode() {
     .await;
     let doc = ok(store.query_session().load::<VersionedBoard>(&id).await).expect("versioned");
     assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 2));
+}
+
+/// A save rejected for its own reason (a stale expected version) whose cached document
+/// was also edited names only its own rejection: the guard's is the cache's, retried
+/// when it is the only one, never reported.
+#[tokio::test]
+async fn a_rejected_save_does_not_name_the_cache_guard() {
+    let (schema, b) = builder("cache_guard_unnamed");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let (stale, edited) = (Uuid::now_v7(), Uuid::now_v7());
+    start(&store, stale, "stale").await;
+    start(&store, edited, "edited").await;
+    append(&store, edited, "cached").await;
+    rename_by_hand(&schema, edited).await;
+    let mut s = store.lightweight_session();
+    ok(s.events().append_expected(stale, 5, [task("too late")]));
+    ok(s.events().append(edited, [task("from the cache")]));
+    match s.save_changes().await {
+        Err(Error::Rejected(rejections)) => {
+            let kinds: Vec<(&str, &RejectionKind)> = rejections
+                .iter()
+                .map(|r| (r.document_type, &r.kind))
+                .collect();
+            assert_eq!(
+                kinds,
+                [(
+                    "stream",
+                    &RejectionKind::UnexpectedStreamVersion {
+                        expected: 5,
+                        actual: Some(1)
+                    }
+                )]
+            );
+        }
+        other => panic!("expected the stream's rejection alone, got {other:?}"),
+    }
+    let doc = board(&store, edited).await.expect("board");
+    assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 1));
 }

@@ -268,8 +268,13 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         self.written.clear();
     }
 
+    /// A guarded write's rejection is the cache's, retried and never reported (as a
+    /// `CachedDocCheck`'s): a save that fails for another rejection does not name it.
     fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
+            if self.guard.is_some() {
+                return Ok(Vec::new());
+            }
             let rejected = self.rejected_ids();
             let ids: Vec<&D::Id> = rejected.iter().map(|(_, id)| *id).collect();
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
