@@ -19,6 +19,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::inline::RawInline;
 use common::report::Report;
 use common::{env_number, interleaved, interleaved_warm, time, wanted, Row};
 
@@ -402,18 +403,6 @@ const LOAD: &str = "SELECT data FROM mt_doc_doc WHERE id = $1";
 const READ_STREAM: &str =
     "SELECT data FROM mt_events WHERE stream_id = $1 AND NOT is_archived ORDER BY version";
 
-/// The inline projection's raw referent, the same work by hand: lock the stream row and
-/// read the aggregate's document, fold the event in Rust, then append (the stream row is
-/// known to exist and is locked: bump it) and upsert the document and commit (two round
-/// trips, as a save with an inline aggregate).
-const INLINE_LOCK: &str =
-    "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
-     WHERE s.id = $1 FOR UPDATE OF s";
-const INLINE_APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
-const INLINE_UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
-     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
-
 /// The inline projection row's two sides in one repetition, on connections opened for it
 /// (as [`Lone`]'s). Each side appends to streams of its own: a stream the raw side
 /// appended to would be stale in the store's aggregate cache, and the library's next
@@ -421,20 +410,15 @@ const INLINE_UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_
 struct Inline {
     store: DocumentStore,
     raw: Client,
-    lock: tokio_postgres::Statement,
-    append: tokio_postgres::Statement,
-    upsert: tokio_postgres::Statement,
+    referent: RawInline,
 }
 
 impl Inline {
     /// Opens the inline store's first connection and the raw one, in turn order.
     async fn open(setup: &Setup, lib_first: bool) -> Inline {
         let (store, raw) = setup.store_and_raw(true, lib_first).await;
-        let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
         Inline {
-            lock: prepare(INLINE_LOCK).await,
-            append: prepare(INLINE_APPEND).await,
-            upsert: prepare(INLINE_UPSERT).await,
+            referent: RawInline::prepare(&raw).await,
             store,
             raw,
         }
@@ -442,41 +426,17 @@ impl Inline {
 
     /// The raw side's append of event `i` to `stream`.
     async fn raw_append(&self, stream: Uuid, i: usize) {
-        let raw = &self.raw;
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream];
-        let (begin, row) = tokio::join!(
-            raw.batch_execute("BEGIN"),
-            raw.query_one(&self.lock, &lock_params)
-        );
-        begin.expect("begin");
-        let row = row.expect("lock");
-        let version: i64 = row.get(0);
-        let mut counter: Counter = match row.get::<_, Option<serde_json::Value>>(1) {
-            Some(v) => serde_json::from_value(v).expect("decode"),
-            None => Counter {
+        let event = tick(i as i64);
+        let fold = |stored: Option<Counter>, version| {
+            let mut counter = stored.unwrap_or(Counter {
                 id: stream,
                 ..Counter::default()
-            },
+            });
+            counter.total += event.n;
+            counter.version = version;
+            counter
         };
-        let event = tick(i as i64);
-        counter.total += event.n;
-        counter.version = version + 1;
-        let (event_id, data, doc) = (
-            Uuid::now_v7(),
-            serde_json::to_value(&event).expect("json"),
-            serde_json::to_value(&counter).expect("json"),
-        );
-        let append_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&stream, &event_id, &data];
-        let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream, &doc];
-        let (a, u, c) = tokio::join!(
-            raw.execute(&self.append, &append_params),
-            raw.execute(&self.upsert, &upsert_params),
-            raw.batch_execute("COMMIT")
-        );
-        assert_eq!(a.expect("append"), 1);
-        u.expect("upsert");
-        c.expect("commit");
+        self.referent.append(&self.raw, stream, &event, fold).await;
     }
 }
 

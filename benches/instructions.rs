@@ -28,6 +28,7 @@ mod common;
 
 use std::process::{Command, ExitCode};
 
+use common::inline::RawInline;
 use common::report::Report;
 use marten::prelude::*;
 use marten_testing::TestSchema;
@@ -77,16 +78,6 @@ const ROWS: [(&str, usize); 6] = [
 const LONG_STREAM: Uuid = Uuid::from_u128(0x1000);
 const SHORT_STREAMS: u128 = 0x2000;
 const INLINE_STREAMS: u128 = 0x3000;
-
-/// The inline row's raw side, the documents benchmark's referent: lock the stream row and
-/// read the document, fold in Rust, then append, upsert and commit (two flights).
-const INLINE_LOCK: &str =
-    "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
-     WHERE s.id = $1 FOR UPDATE OF s";
-const INLINE_APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
-const INLINE_UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
-     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
 
 fn doc(i: i64) -> Doc {
     Doc {
@@ -165,51 +156,26 @@ async fn seed_inline(store: &DocumentStore) {
 async fn inline_appends(url: &str, schema: &str, lib: bool, n: usize) {
     let store = store_with(url, schema, true).await;
     let raw = raw(url, schema).await;
-    let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
-    let (lock, append, upsert) = (
-        prepare(INLINE_LOCK).await,
-        prepare(INLINE_APPEND).await,
-        prepare(INLINE_UPSERT).await,
-    );
+    let referent = RawInline::prepare(&raw).await;
     let mut s = store.lightweight_session();
     for i in 0..(50 + n) as u128 {
         let stream = Uuid::from_u128(INLINE_STREAMS + i % 50);
+        let event = tick(2);
         if lib {
-            s.events().append(stream, [tick(2)]).expect("append");
+            s.events().append(stream, [event]).expect("append");
             s.save_changes().await.expect("save");
             continue;
         }
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream];
-        let (begin, row) = tokio::join!(
-            raw.batch_execute("BEGIN"),
-            raw.query_one(&lock, &lock_params)
-        );
-        begin.expect("begin");
-        let row = row.expect("lock");
-        let version: i64 = row.get(0);
-        let mut counter: Counter = match row.get::<_, Option<serde_json::Value>>(1) {
-            Some(v) => serde_json::from_value(v).expect("decode"),
-            None => Counter {
+        let fold = |stored: Option<Counter>, version| {
+            let mut counter = stored.unwrap_or(Counter {
                 id: stream,
                 ..Counter::default()
-            },
+            });
+            counter.total += event.n;
+            counter.version = version;
+            counter
         };
-        let event = tick(2);
-        counter.total += event.n;
-        counter.version = version + 1;
-        let data = serde_json::to_value(&event).expect("json");
-        let doc = serde_json::to_value(&counter).expect("json");
-        let id = Uuid::now_v7();
-        let append_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&stream, &id, &data];
-        let upsert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream, &doc];
-        let (a, u, c) = tokio::join!(
-            raw.execute(&append, &append_params),
-            raw.execute(&upsert, &upsert_params),
-            raw.batch_execute("COMMIT")
-        );
-        assert_eq!(a.expect("append"), 1);
-        u.expect("upsert");
-        c.expect("commit");
+        referent.append(&raw, stream, &event, fold).await;
     }
 }
 

@@ -1,8 +1,9 @@
 //! What the benchmarks share: timing (whole runs and interleaved blocks), the rows of
 //! a results table with their ratios, the environment switches (`MARTEN_BENCH_ONLY`,
-//! numbers) and the raw referent of an append.
+//! numbers) and the raw referents of an append (`inline.rs`: with an inline projection).
 #![allow(dead_code)]
 
+pub mod inline;
 pub mod report;
 
 use std::future::Future;

@@ -1,0 +1,75 @@
+//! The raw referent of an append with an inline projection, the same work by hand: lock
+//! the stream row and read the aggregate's document, fold the event in Rust, then append
+//! (the stream row is known to exist and is locked: bump it), upsert the document and
+//! commit. Two flights, as a save with an inline aggregate that reads under lock.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use uuid::Uuid;
+
+const LOCK: &str =
+    "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
+     WHERE s.id = $1 FOR UPDATE OF s";
+const APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
+     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
+const UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
+     ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
+
+/// The referent's statements, prepared on its connection.
+pub struct RawInline {
+    lock: Statement,
+    append: Statement,
+    upsert: Statement,
+}
+
+impl RawInline {
+    /// Prepares the statements on `raw` (whose search path is the store's schema).
+    pub async fn prepare(raw: &Client) -> RawInline {
+        let prepare = async |sql: &str| raw.prepare(sql).await.expect("prepare");
+        RawInline {
+            lock: prepare(LOCK).await,
+            append: prepare(APPEND).await,
+            upsert: prepare(UPSERT).await,
+        }
+    }
+
+    /// Appends `event` of type `ticked` to `stream` and writes the `mt_doc_counter`
+    /// document `fold` makes of the stored one (`None`: none yet) at the new version.
+    pub async fn append<D: Serialize + DeserializeOwned, E: Serialize>(
+        &self,
+        raw: &Client,
+        stream: Uuid,
+        event: &E,
+        fold: impl FnOnce(Option<D>, i64) -> D,
+    ) {
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&stream];
+        let (begin, row) = tokio::join!(
+            raw.batch_execute("BEGIN"),
+            raw.query_one(&self.lock, &lock_params)
+        );
+        begin.expect("begin");
+        let row = row.expect("lock");
+        let version: i64 = row.get(0);
+        let stored = row
+            .get::<_, Option<serde_json::Value>>(1)
+            .map(|v| serde_json::from_value(v).expect("decode"));
+        let doc = fold(stored, version + 1);
+        let (event_id, data, doc) = (
+            Uuid::now_v7(),
+            serde_json::to_value(event).expect("json"),
+            serde_json::to_value(&doc).expect("json"),
+        );
+        let append_params: [&(dyn ToSql + Sync); 3] = [&stream, &event_id, &data];
+        let upsert_params: [&(dyn ToSql + Sync); 2] = [&stream, &doc];
+        let (a, u, c) = tokio::join!(
+            raw.execute(&self.append, &append_params),
+            raw.execute(&self.upsert, &upsert_params),
+            raw.batch_execute("COMMIT")
+        );
+        assert_eq!(a.expect("append"), 1);
+        u.expect("upsert");
+        c.expect("commit");
+    }
+}
