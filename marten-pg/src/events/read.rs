@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::range::{EventPage, Position, StreamRange};
+use super::registry::UNREAD_SEQUENCE;
 use super::stream_id::{StreamIdColumn, StreamKey};
 use super::{EventCatalog, EventTenant};
 use crate::error_map::{map_db_error, Failed};
@@ -92,21 +93,56 @@ fn envelope_with(
 }
 
 /// Decodes one row of [`EventSql::fetch_stream_lean`] of `stream`: the event with its
-/// sequence, version and type, and no other metadata (what a fold of a type whose
-/// methods take no metadata uses); `None` when its type is unknown and the store skips
-/// those.
+/// version and type, and no other metadata (what a fold of a type whose methods take no
+/// metadata uses; its sequence is [`UNREAD_SEQUENCE`]); `None` when its type is unknown
+/// and the store skips those. A decoding error names the event once
+/// [`with_sequence`] read its sequence.
 fn lean_envelope(
     store: &EventCatalog,
     stream: &StreamKey,
     row: &Row,
 ) -> Result<Option<EventEnvelope>> {
-    let sequence: i64 = row.try_get(0).map_err(reading)?;
-    let event_type: &str = row.try_get(2).map_err(reading)?;
-    let json: JsonRef<'_> = row.try_get(3).map_err(reading)?;
-    let version = row.try_get(1).map_err(reading)?;
-    lean_decoded(store, sequence, version, event_type, json, || {
+    let version = row.try_get(0).map_err(reading)?;
+    let event_type: &str = row.try_get(1).map_err(reading)?;
+    let json: JsonRef<'_> = row.try_get(2).map_err(reading)?;
+    lean_decoded(store, UNREAD_SEQUENCE, version, event_type, json, || {
         Ok(stream.0.clone())
     })
+}
+
+/// `err`, from decoding `row` of a lean read of `stream`, with the sequence of the event
+/// it names read now (the lean read does not read sequences). Any other error, or a
+/// sequence that cannot be read, leaves `err` as it is.
+async fn with_sequence(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    row: &Row,
+    mut err: Error,
+) -> Error {
+    let (Error::DeserializeEvent { sequence, .. }
+    | Error::Upcast { sequence, .. }
+    | Error::UnknownEventType { sequence, .. }) = &mut err
+    else {
+        return err;
+    };
+    let Ok(version) = row.try_get::<_, i64>(0) else {
+        return err;
+    };
+    let found = async {
+        let stmt = prepare(store, client, |sql| &sql.sequence_at).await?;
+        let params = tenant.scoped(vec![stream, &version]);
+        let rows = client.query(&stmt, &params).await.map_err(reading)?;
+        match rows.first() {
+            Some(row) => row.try_get::<_, i64>(0).map(Some).map_err(reading),
+            None => Ok(None),
+        }
+    };
+    if let Ok(Some(found)) = found.await {
+        *sequence = found;
+    }
+    err
 }
 
 /// Decodes one row of [`EventSql::read_all_lean`]: as [`lean_envelope`], with the
@@ -214,8 +250,10 @@ pub(crate) async fn fetch_stream_lean(
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        if let Some(e) = lean_envelope(store, stream, row)? {
-            out.push(e);
+        match lean_envelope(store, stream, row) {
+            Ok(Some(e)) => out.push(e),
+            Ok(None) => {}
+            Err(e) => return Err(with_sequence(store, client, tenant, stream, row, e).await),
         }
     }
     Ok(out)
@@ -249,7 +287,12 @@ pub(crate) async fn fold_stream(
         chunk.clear();
         for row in rows {
             let decoded = if lean {
-                lean_envelope(store, stream, row)?
+                match lean_envelope(store, stream, row) {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        return Err(with_sequence(store, client, tenant, stream, row, e).await)
+                    }
+                }
             } else {
                 envelope(store, row)?
             };

@@ -11,6 +11,10 @@ use marten_core::{AnyEvent, Error, Event, Result};
 use marten_core::{DecodeFn, EventDecoder};
 use serde::de::DeserializeOwned;
 
+/// The sequence of an event read without it (a lean fold's rows): an error that names it
+/// is given the real one by the reader (`read::with_sequence`).
+pub(crate) const UNREAD_SEQUENCE: i64 = -1;
+
 /// What a read does with an event whose type is not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -221,7 +225,8 @@ impl EventRegistry {
     }
 
     /// Deserializes a stored event (upcasting an older shape), or says why not.
-    /// `Ok(None)` means skip it.
+    /// `Ok(None)` means skip it. `sequence` names the event in errors and logs
+    /// ([`UNREAD_SEQUENCE`] from a read that did not read it: its caller names it).
     pub(crate) fn decode(
         &self,
         event_type: &str,
@@ -251,6 +256,7 @@ impl EventRegistry {
             }),
             None => match self.unknown {
                 UnknownEvents::Skip => {
+                    let sequence = (sequence != UNREAD_SEQUENCE).then_some(sequence);
                     tracing::warn!(
                         event_type,
                         sequence,

@@ -34,8 +34,9 @@ pub(super) const EVENT_COLUMNS: &str =
                              causation_id, headers, tx_id, is_archived, tenant_id";
 
 /// The columns a lean fold reads ([`EventSql::fetch_stream_lean`]), in the order
-/// `read::lean_envelope` decodes them.
-const LEAN_COLUMNS: &str = "seq_id, version, type, data";
+/// `read::lean_envelope` decodes them: not the sequence, which only names an event that
+/// fails to decode (then read by [`EventSql::sequence_at`]).
+const LEAN_COLUMNS: &str = "version, type, data";
 
 /// The columns a lean page of the global order reads ([`EventSql::read_all_lean`]), in
 /// the order `read::lean_page_envelope` decodes them: a lean fold's, the stream (pages
@@ -116,8 +117,11 @@ pub struct EventSql {
     /// scoped (`$7`).
     pub fetch_stream: String,
     /// [`EventSql::fetch_stream`] reading only what a fold of a type whose methods take
-    /// no metadata needs: `seq_id, version, type, data` (less to send and decode).
+    /// no metadata needs: `version, type, data` (less to form, send and decode).
     pub fetch_stream_lean: String,
+    /// `$1` = stream id, `$2` = version -> the event's `seq_id`; scoped (`$3`). Names an
+    /// event a lean fold could not decode.
+    pub sequence_at: String,
     /// A page of the gap-safe global order, for `read_all` and the daemon alike: `$1`
     /// transaction id (`xid8`), `$2` sequence (the position after which to read), `$3`
     /// limit, `$4` include archived. Ordered and compared by the stored
@@ -313,6 +317,10 @@ impl EventSql {
             ),
             fetch_stream: select_stream_events(EVENT_COLUMNS, idt, &scoped(6)),
             fetch_stream_lean: select_stream_events(LEAN_COLUMNS, idt, &scoped(6)),
+            sequence_at: format!(
+                "SELECT seq_id FROM {EVENTS_TABLE} WHERE {}stream_id = $1::{idt} AND version = $2::bigint",
+                scoped(2)
+            ),
             read_all: global_page(EVENT_COLUMNS, conjoined),
             read_all_of_tenant: tenant_page(EVENT_COLUMNS),
             read_all_lean: global_page(LEAN_PAGE_COLUMNS, conjoined),
@@ -643,6 +651,7 @@ mod tests {
             (&single.stream_state, &conjoined.stream_state, 1),
             (&single.fetch_stream, &conjoined.fetch_stream, 6),
             (&single.fetch_stream_lean, &conjoined.fetch_stream_lean, 6),
+            (&single.sequence_at, &conjoined.sequence_at, 2),
             (&single.archive, &conjoined.archive, 1),
             (&single.delete, &conjoined.delete, 1),
             (&single.events_by_tags, &conjoined.events_by_tags, 3),
