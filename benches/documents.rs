@@ -19,6 +19,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::counter::{tick, Counter, Ticked};
 use common::inline::RawInline;
 use common::report::Report;
 use common::{env_number, interleaved, interleaved_warm, time, wanted, Row};
@@ -43,26 +44,6 @@ struct VDoc {
     name: String,
     n: i64,
     tags: Vec<String>,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Ticked {
-    n: i64,
-    note: String,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
-struct Counter {
-    id: Uuid,
-    version: i64,
-    total: i64,
-}
-
-#[marten::apply]
-impl Counter {
-    fn apply(&mut self, e: &Ticked) {
-        self.total += e.n;
-    }
 }
 
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
@@ -307,13 +288,6 @@ fn doc(i: i64) -> Doc {
     }
 }
 
-fn tick(i: i64) -> Ticked {
-    Ticked {
-        n: i,
-        note: "a small event".into(),
-    }
-}
-
 struct Setup {
     url: String,
     schema: TestSchema,
@@ -427,16 +401,7 @@ impl Inline {
     /// The raw side's append of event `i` to `stream`.
     async fn raw_append(&self, stream: Uuid, i: usize) {
         let event = tick(i as i64);
-        let fold = |stored: Option<Counter>, version| {
-            let mut counter = stored.unwrap_or(Counter {
-                id: stream,
-                ..Counter::default()
-            });
-            counter.total += event.n;
-            counter.version = version;
-            counter
-        };
-        self.referent.append(&self.raw, stream, &event, fold).await;
+        self.referent.append(&self.raw, stream, &event).await;
     }
 }
 

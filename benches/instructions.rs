@@ -28,6 +28,7 @@ mod common;
 
 use std::process::{Command, ExitCode};
 
+use common::counter::{tick, Counter, Ticked};
 use common::inline::RawInline;
 use common::report::Report;
 use marten::prelude::*;
@@ -41,26 +42,6 @@ struct Doc {
     name: String,
     n: i64,
     tags: Vec<String>,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-struct Ticked {
-    n: i64,
-    note: String,
-}
-
-#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
-struct Counter {
-    id: Uuid,
-    version: i64,
-    total: i64,
-}
-
-#[marten::apply]
-impl Counter {
-    fn apply(&mut self, e: &Ticked) {
-        self.total += e.n;
-    }
 }
 
 /// The rows: name (as in the documents benchmark) and operations per child run.
@@ -85,13 +66,6 @@ fn doc(i: i64) -> Doc {
         name: format!("document number {i}"),
         n: i,
         tags: vec!["alpha".into(), "beta".into()],
-    }
-}
-
-fn tick(i: i64) -> Ticked {
-    Ticked {
-        n: i,
-        note: "a small event".into(),
     }
 }
 
@@ -166,16 +140,7 @@ async fn inline_appends(url: &str, schema: &str, lib: bool, n: usize) {
             s.save_changes().await.expect("save");
             continue;
         }
-        let fold = |stored: Option<Counter>, version| {
-            let mut counter = stored.unwrap_or(Counter {
-                id: stream,
-                ..Counter::default()
-            });
-            counter.total += event.n;
-            counter.version = version;
-            counter
-        };
-        referent.append(&raw, stream, &event, fold).await;
+        referent.append(&raw, stream, &event).await;
     }
 }
 

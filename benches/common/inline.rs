@@ -3,11 +3,11 @@
 //! (the stream row is known to exist and is locked: bump it), upsert the document and
 //! commit. Two flights, as a save with an inline aggregate that reads under lock.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
+
+use super::counter::{Counter, Ticked};
 
 const LOCK: &str =
     "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
@@ -35,15 +35,9 @@ impl RawInline {
         }
     }
 
-    /// Appends `event` of type `ticked` to `stream` and writes the `mt_doc_counter`
-    /// document `fold` makes of the stored one (`None`: none yet) at the new version.
-    pub async fn append<D: Serialize + DeserializeOwned, E: Serialize>(
-        &self,
-        raw: &Client,
-        stream: Uuid,
-        event: &E,
-        fold: impl FnOnce(Option<D>, i64) -> D,
-    ) {
+    /// Appends `event` to `stream` and writes the stream's `Counter` (the stored one, or a
+    /// new one) with the event folded in at the new version.
+    pub async fn append(&self, raw: &Client, stream: Uuid, event: &Ticked) {
         let lock_params: [&(dyn ToSql + Sync); 1] = [&stream];
         let (begin, row) = tokio::join!(
             raw.batch_execute("BEGIN"),
@@ -52,10 +46,15 @@ impl RawInline {
         begin.expect("begin");
         let row = row.expect("lock");
         let version: i64 = row.get(0);
-        let stored = row
-            .get::<_, Option<serde_json::Value>>(1)
-            .map(|v| serde_json::from_value(v).expect("decode"));
-        let doc = fold(stored, version + 1);
+        let mut doc = match row.get::<_, Option<serde_json::Value>>(1) {
+            Some(v) => serde_json::from_value(v).expect("decode"),
+            None => Counter {
+                id: stream,
+                ..Counter::default()
+            },
+        };
+        doc.total += event.n;
+        doc.version = version + 1;
         let (event_id, data, doc) = (
             Uuid::now_v7(),
             serde_json::to_value(event).expect("json"),

@@ -1,8 +1,10 @@
 //! What the benchmarks share: timing (whole runs and interleaved blocks), the rows of
 //! a results table with their ratios, the environment switches (`MARTEN_BENCH_ONLY`,
-//! numbers) and the raw referents of an append (`inline.rs`: with an inline projection).
+//! numbers), the append rows' event and aggregate (`counter.rs`) and the raw referents of
+//! an append (`inline.rs`: with an inline projection).
 #![allow(dead_code)]
 
+pub mod counter;
 pub mod inline;
 pub mod report;
 

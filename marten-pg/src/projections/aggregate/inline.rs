@@ -93,16 +93,10 @@ struct Reads<'p, 'a, 'r, A: Aggregate> {
 }
 
 impl<A: Aggregate + PgDocument> Reads<'_, '_, '_, A> {
-    /// Queues the check of the cached document held for `id`, if any.
+    /// Queues the check of the cached document held for `id` (any held one: `None`).
     fn check_held(&mut self, id: Option<&A::Id>) {
-        if self
-            .guard
-            .as_ref()
-            .is_some_and(|(g, _)| id.is_none_or(|id| g == id))
-        {
-            if let Some(held) = self.guard.take() {
-                self.check(vec![held]);
-            }
+        if let Some(held) = self.guard.take_if(|(g, _)| id.is_none_or(|id| g == id)) {
+            self.check(vec![held]);
         }
     }
 
@@ -133,14 +127,16 @@ impl<A: Aggregate + PgDocument> PlanOutput<A> for Reads<'_, '_, '_, A> {
         json: Vec<u8>,
         expected: Option<VersionOf<A>>,
     ) {
-        match self.guard.take() {
-            Some((held, replaces)) if held == id && expected.is_none() => {
+        let guard = self
+            .guard
+            .take_if(|(held, _)| *held == id && expected.is_none());
+        match guard {
+            Some((_, replaces)) => {
                 self.pg
                     .out
                     .push_guarded_write::<A>(kind, id, json, replaces.as_deref());
             }
-            held => {
-                self.guard = held;
+            None => {
                 self.check_held(Some(&id));
                 PlanOutput::<A>::write(self.pg, kind, id, json, expected);
             }
