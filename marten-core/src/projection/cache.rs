@@ -21,13 +21,16 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::StreamId;
+use crate::{StreamId, TenantId};
 
 /// Entries kept by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// Identifies an entry: the aggregate type and its stream.
-pub type CacheKey = (TypeId, StreamId);
+/// Identifies an entry: the aggregate type, the tenant of the session that saved or read
+/// it (`None` without one) and the stream. With the session's tenant in the key, a
+/// tenant's entry is only ever planned from by that tenant's sessions, whose streams
+/// (conjoined events) and documents (conjoined types) are its own.
+pub type CacheKey = (TypeId, Option<TenantId>, StreamId);
 
 /// A committed aggregate document at a stream version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,12 +143,12 @@ impl AggregateCache {
         }
     }
 
-    /// Drops every aggregate type's entry for `stream`.
+    /// Drops every aggregate type's entry for `stream`, whatever its tenant.
     pub fn forget_stream(&self, stream: &StreamId) {
         if self.capacity == 0 {
             return;
         }
-        self.lock().slots.retain(|(_, s), _| s != stream);
+        self.lock().slots.retain(|(_, _, s), _| s != stream);
     }
 
     /// How many entries the cache holds.
@@ -168,7 +171,7 @@ mod tests {
     }
 
     fn key(n: u128) -> CacheKey {
-        (TypeId::of::<u8>(), stream(n))
+        (TypeId::of::<u8>(), None, stream(n))
     }
 
     fn entry(version: i64) -> Cached {
@@ -216,7 +219,7 @@ mod tests {
         assert_eq!(cache.get(&key(2)).map(|c| c.version), Some(5));
         cache.forget([&key(2)]);
         assert!(cache.get(&key(2)).is_none());
-        cache.forget_stream(&key(1).1);
+        cache.forget_stream(&key(1).2);
         assert!(cache.get(&key(1)).is_none());
         let off = AggregateCache::new(0);
         off.publish(vec![update(1, 1)]);
@@ -339,8 +342,8 @@ mod tests {
     }
 
     #[test]
-    fn forget_stream_drops_the_stream_for_every_aggregate_type() {
-        let cache = AggregateCache::new(8);
+    fn forget_stream_drops_the_stream_for_every_aggregate_type_and_tenant() {
+        let cache = AggregateCache::new(16);
         let named = StreamId::from("order-1");
         let other = StreamId::from("order-2");
         let types = [
@@ -348,26 +351,48 @@ mod tests {
             TypeId::of::<u16>(),
             TypeId::of::<String>(),
         ];
-        let mut updates = Vec::new();
-        for t in types {
-            for s in [&named, &other] {
-                updates.push(CacheUpdate {
-                    key: (t, s.clone()),
-                    entry: entry(1),
-                });
+        let tenants = [None, TenantId::new("acme").ok()];
+        let keys = |stream: &StreamId| {
+            let mut keys = Vec::new();
+            for t in types {
+                for tenant in &tenants {
+                    keys.push((t, tenant.clone(), stream.clone()));
+                }
             }
-        }
+            keys
+        };
+        let updates = [keys(&named), keys(&other)]
+            .concat()
+            .into_iter()
+            .map(|key| CacheUpdate {
+                key,
+                entry: entry(1),
+            })
+            .collect();
         cache.publish(updates);
-        assert_eq!(cache.len(), 6);
+        assert_eq!(cache.len(), 12);
         cache.forget_stream(&named);
-        assert_eq!(cache.len(), 3);
-        for t in types {
-            assert!(cache.get(&(t, named.clone())).is_none());
-            assert!(cache.get(&(t, other.clone())).is_some());
-        }
+        assert_eq!(cache.len(), 6);
+        assert!(keys(&named).iter().all(|k| cache.get(k).is_none()));
+        assert!(keys(&other).iter().all(|k| cache.get(k).is_some()));
         // A stream without entries drops nothing.
         cache.forget_stream(&StreamId::from("order-3"));
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.len(), 6);
+    }
+
+    #[test]
+    fn a_tenants_entry_is_not_another_tenants_or_the_untenanted_one() {
+        let cache = AggregateCache::new(8);
+        let stream = StreamId::from("shared-id");
+        let acme = TenantId::new("acme").ok();
+        let key_of = |tenant: Option<TenantId>| (TypeId::of::<u8>(), tenant, stream.clone());
+        cache.publish(vec![CacheUpdate {
+            key: key_of(acme.clone()),
+            entry: entry(4),
+        }]);
+        assert_eq!(cache.get(&key_of(acme)).map(|c| c.version), Some(4));
+        assert!(cache.get(&key_of(TenantId::new("globex").ok())).is_none());
+        assert!(cache.get(&key_of(None)).is_none());
     }
 
     #[test]

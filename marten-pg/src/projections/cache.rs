@@ -12,16 +12,17 @@
 //! [`settle`] tells the cache how a save ended.
 
 use futures_util::future::BoxFuture;
-use marten_core::{Rejection, Result};
+use marten_core::{Rejection, Result, TenantId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::connection::{Db, SqlText};
 
 use super::ProjectionCatalog;
-use crate::documents::{DocumentStorage, PgDocument};
+use crate::documents::{conjoined, DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, Failed};
 use crate::json::RawJson;
+use crate::tenant_key::TenantKey;
 use crate::unit_of_work::Operation;
 use crate::unit_of_work::UnitOfWork;
 
@@ -37,15 +38,22 @@ pub(crate) use marten_core::projection::cache::{AggregateCache, CacheUpdate, DEF
 pub(crate) struct CachedDocCheck<D: PgDocument> {
     ids: Vec<D::Id>,
     docs: Vec<Option<RawJson>>,
+    /// The tenant whose documents a conjoined type's check reads (bound last).
+    tenant: Option<TenantKey>,
     rejected: bool,
 }
 
 impl<D: PgDocument> CachedDocCheck<D> {
-    /// A check of no document yet.
-    pub(crate) fn new() -> Self {
+    /// A check of no document yet; a conjoined type's documents are `tenant`'s.
+    pub(crate) fn new(tenant: Option<&TenantId>) -> Self {
         CachedDocCheck {
             ids: Vec::new(),
             docs: Vec::new(),
+            tenant: if conjoined::<D>() {
+                TenantKey::of(tenant)
+            } else {
+                None
+            },
             rejected: false,
         }
     }
@@ -68,11 +76,15 @@ impl<D: PgDocument> Operation for CachedDocCheck<D> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        if self.ids.len() == 1 {
+        let mut out: Vec<&(dyn ToSql + Sync)> = if self.ids.len() == 1 {
             vec![&self.ids[0], &self.docs[0]]
         } else {
             vec![&self.ids, &self.docs]
+        };
+        if let Some(tenant) = &self.tenant {
+            out.push(tenant);
         }
+        out
     }
 
     fn target(&self) -> crate::unit_of_work::Target {

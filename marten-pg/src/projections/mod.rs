@@ -207,8 +207,8 @@ pub(crate) async fn plan_inline(
         appends: &appends,
         state,
         requirements: reserved.map(|r| r.requirements).unwrap_or_default(),
-        // The cache is keyed by document id alone: a tenant's session plans without it.
-        use_cache: use_cache && uow.user.tenant.is_none(),
+        use_cache,
+        tenant: uow.user.tenant.clone(),
         cache: store.aggregate_cache(),
         cache_hits: Vec::new(),
         cache_updates: Vec::new(),
@@ -234,10 +234,7 @@ pub(crate) async fn plan_inline(
     };
     assert_versions(uow, required);
     uow.derived.append(&mut pg.out);
-    // A tenant's documents never enter the cache (it is keyed by document id alone).
-    if uow.user.tenant.is_none() {
-        *cache_updates = plan.cache_updates;
-    }
+    *cache_updates = plan.cache_updates;
     Ok(Planned::Ready)
 }
 

@@ -11,7 +11,7 @@ use super::{advance, apply_error, AggregateReads, AppendKind, AppendView, Fetche
 use crate::aggregate::fold;
 use crate::concurrency::BasicWrite;
 use crate::projection::cache::{CacheKey, CacheUpdate, Cached};
-use crate::{Aggregate, AggregateId, Document, EventEnvelope, Result, StreamId};
+use crate::{Aggregate, AggregateId, Document, EventEnvelope, Result, StreamId, TenantId};
 
 /// The version and state of each stream known to the plan.
 type States<A> = HashMap<<A as Document>::Id, (i64, Option<A>)>;
@@ -72,8 +72,12 @@ fn known_states<A: Aggregate, Q: 'static, R: AggregateReads<A>>(
     let mut to_load = Vec::new();
     let mut checks = Vec::new();
     for (id, list) in streams {
-        let key = (TypeId::of::<A>(), list[0].stream.clone());
-        let fetched = plan.state.take_fetched::<A, Fetched<A>>(&key.1);
+        let key = (
+            TypeId::of::<A>(),
+            plan.tenant.clone(),
+            list[0].stream.clone(),
+        );
+        let fetched = plan.state.take_fetched::<A, Fetched<A>>(&key.2);
         match (list[0].kind, fetched) {
             (AppendKind::Start, _) => {
                 known.insert(id.clone(), (0, None));
@@ -222,8 +226,8 @@ fn queue_projected<A: Aggregate, Q, R: AggregateReads<A>>(
         }
         None => None,
     };
-    plan.cache_updates
-        .push(cache_update::<A>(stream, version, cached));
+    let update = cache_update::<A>(plan.tenant.clone(), stream, version, cached);
+    plan.cache_updates.push(update);
     Ok(())
 }
 
@@ -247,15 +251,16 @@ pub fn fold_events<A: Aggregate>(
     Ok(state)
 }
 
-/// What the cache learns of aggregate `A` on `stream`: its version and stored JSON
-/// (`None` for no document).
+/// What the cache learns of aggregate `A` on `stream`, as a session of `tenant` saw it:
+/// its version and stored JSON (`None` for no document).
 pub fn cache_update<A: 'static>(
+    tenant: Option<TenantId>,
     stream: StreamId,
     version: i64,
     json: Option<Arc<[u8]>>,
 ) -> CacheUpdate {
     CacheUpdate {
-        key: (TypeId::of::<A>(), stream),
+        key: (TypeId::of::<A>(), tenant, stream),
         entry: Cached { version, json },
     }
 }

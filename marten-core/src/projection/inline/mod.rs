@@ -184,6 +184,8 @@ pub struct Plan<'a, Q> {
     /// Whether projections may plan from the aggregate cache (the first attempt of a
     /// save only: a retry reads under lock).
     pub use_cache: bool,
+    /// The session's tenant, part of every cache key the plan reads or writes.
+    pub tenant: Option<crate::TenantId>,
     /// The store's aggregate cache.
     pub cache: &'a AggregateCache,
     /// The cache entries this attempt planned from.

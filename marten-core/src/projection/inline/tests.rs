@@ -231,6 +231,7 @@ fn with_plan<T>(
         state: &mut state,
         requirements: Vec::new(),
         use_cache: true,
+        tenant: None,
         cache,
         cache_hits: Vec::new(),
         cache_updates: Vec::new(),
@@ -264,6 +265,7 @@ fn a_started_stream_is_not_read_and_a_cached_one_is_checked_instead_of_read() {
     cache.publish(vec![CacheUpdate {
         key: (
             std::any::TypeId::of::<Total>(),
+            None,
             StreamId::String("b".into()),
         ),
         entry: Cached {

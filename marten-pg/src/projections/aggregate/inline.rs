@@ -107,7 +107,7 @@ impl<A: Aggregate + PgDocument> Reads<'_, '_, '_, A> {
     }
 
     fn check(&mut self, cached: CachedDocs<A>) {
-        let mut check = CachedDocCheck::<A>::new();
+        let mut check = CachedDocCheck::<A>::new(self.pg.out.tenant.as_ref());
         for (id, json) in cached {
             check.push(id, json.as_deref());
         }

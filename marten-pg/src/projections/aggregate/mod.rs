@@ -51,6 +51,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Folded<A>> {
+    let session_tenant = doc_tenant;
     let doc_tenant = require_tenant(A::TENANCY, doc_tenant, A::DOCUMENT_TYPE)?;
     store.learn_events(A::event_types());
     let projections = store.projections();
@@ -101,6 +102,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if let (Some(s), true, true) = (&stored, range.to_version == i64::MAX, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
+            session_tenant.cloned(),
             stream.0.clone(),
             s.version,
             Some(Arc::from(s.json.as_slice())),
