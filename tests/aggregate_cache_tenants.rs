@@ -6,11 +6,13 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::events::*;
-use common::{builder, ok};
+use common::{builder, named_builder, ok};
 use marten::prelude::*;
 use marten::Tenancy;
+use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::{CountingProxy, TestSchema};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -239,4 +241,61 @@ async fn racing_tenants_on_one_stream_id_lose_nothing_and_mix_nothing() {
         let doc = board(&second, tenant, id).await;
         assert_eq!((doc.titles, doc.version), (titles, version), "{tenant}");
     }
+}
+
+/// A tenant's save planned from its cache entry (a guarded projected write), dropped at
+/// every await point: nothing is left running, open or locked, the pool's next user
+/// commits, each cancelled save of two events left both or neither, and the tenant's
+/// document is its stream folded (the other tenant's untouched).
+#[tokio::test]
+async fn a_tenants_cached_save_cancelled_at_every_await() {
+    const WITHIN: Duration = Duration::from_secs(10);
+    let (schema, b) = named_builder("cache_tenants_cancel");
+    let store = conjoined_store(b.pool_size(1)).await;
+    let id = Uuid::now_v7();
+    for tenant in TENANTS {
+        start(&store, tenant, id).await;
+        append(&store, tenant, &[id], "warm").await;
+    }
+    let raw = schema.raw_client().await;
+    let app = schema.name();
+    let run = cancel_at_every_await(
+        200,
+        |k| -> Operation<marten::Result<()>> {
+            let store = store.clone();
+            Box::pin(async move {
+                let mut s = store.lightweight_session_for("acme")?;
+                s.events()
+                    .append(id, [task(&format!("{k}-a")), task(&format!("{k}-b"))])?;
+                s.save_changes().await
+            })
+        },
+        |k| {
+            let (store, raw) = (store.clone(), &raw);
+            async move {
+                assert_clean(raw, app, WITHIN).await;
+                // The pool's one connection commits the next save.
+                append(&store, "globex", &[id], &format!("after-{k}")).await;
+                assert_clean(raw, app, WITHIN).await;
+            }
+        },
+    )
+    .await;
+    ok(run.output);
+    assert!(run.cancelled >= 2, "only {} pending polls", run.cancelled);
+    let (titles, version) = recorded(&store, "acme", id).await;
+    let mut per_attempt = std::collections::BTreeMap::<&str, usize>::new();
+    for t in titles.iter().skip(1) {
+        *per_attempt
+            .entry(t.split('-').next().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(per_attempt.values().all(|n| *n == 2), "{per_attempt:?}");
+    let last = (run.cancelled + 1).to_string();
+    assert_eq!(per_attempt.get(last.as_str()), Some(&2));
+    let acme = board(&store, "acme", id).await;
+    assert_eq!((acme.titles, acme.version), (titles, version));
+    let (globex_titles, _) = recorded(&store, "globex", id).await;
+    assert_eq!(globex_titles.len(), 1 + run.cancelled);
+    assert_eq!(board(&store, "globex", id).await.titles, globex_titles);
 }
