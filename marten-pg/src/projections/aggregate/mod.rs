@@ -40,19 +40,18 @@ pub(crate) struct Folded<A> {
     pub(crate) snapshot: Option<PendingSnapshot>,
 }
 
-/// Folds a stream of `tenant` (within `range`) into `A`, starting from its stored
-/// document when `A` is an inline projection or a live aggregate with a snapshot policy,
-/// and the document is not past the range (and reads as `A`).
+/// Folds a stream of `tenant` (within `range`) into `A` for a session of `session_tenant`,
+/// starting from its stored document when `A` is an inline projection or a live aggregate
+/// with a snapshot policy, and the document is not past the range (and reads as `A`).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
-    doc_tenant: Option<&TenantId>,
+    session_tenant: Option<&TenantId>,
     tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
 ) -> Result<Folded<A>> {
-    let session_tenant = doc_tenant;
-    let doc_tenant = require_tenant(A::TENANCY, doc_tenant, A::DOCUMENT_TYPE)?;
+    let doc_tenant = require_tenant(A::TENANCY, session_tenant, A::DOCUMENT_TYPE)?;
     store.learn_events(A::event_types());
     let projections = store.projections();
     let inline = projections.lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
