@@ -78,6 +78,44 @@ struct Ticked {
     note: String,
 }
 
+/// The event of the streams an inline aggregate projects (the plain appends' `Ticked`
+/// streams have no projection).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Scored {
+    n: i64,
+}
+
+/// The inline aggregate of the single-tenant store.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Score {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Score {
+    fn apply(&mut self, e: &Scored) {
+        self.total += e.n;
+    }
+}
+
+/// The inline aggregate of the conjoined store: a document per tenant and stream.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+#[document(tenancy = "conjoined")]
+struct TenantScore {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl TenantScore {
+    fn apply(&mut self, e: &Scored) {
+        self.total += e.n;
+    }
+}
+
 fn fields(i: i64) -> (String, i64, Vec<String>) {
     (
         format!("document number {i}"),
@@ -103,13 +141,21 @@ fn tick(n: i64) -> Ticked {
     }
 }
 
-async fn build(url: &str, schema: &str, conjoined: bool) -> DocumentStore {
+/// A store on `schema`; `inline`: with the inline aggregate of `Scored` streams (only the
+/// stores of that row have it, so the other rows plan no projection).
+async fn build(url: &str, schema: &str, conjoined: bool, inline: bool) -> DocumentStore {
     let b = DocumentStore::builder()
         .connection_string(url)
         .ssl_mode(marten::SslMode::Disable)
         .schema(schema)
         .pool_size(4)
-        .event::<Ticked>();
+        .event::<Ticked>()
+        .event::<Scored>();
+    let b = match (inline, conjoined) {
+        (false, _) => b,
+        (true, true) => b.projection::<TenantScore>(Lifecycle::Inline),
+        (true, false) => b.projection::<Score>(Lifecycle::Inline),
+    };
     let b = if conjoined {
         b.document::<TenantDoc>()
             .document::<TenantIndexedDoc>()
@@ -121,13 +167,13 @@ async fn build(url: &str, schema: &str, conjoined: bool) -> DocumentStore {
 }
 
 /// The same documents and streams for each of `tenants` (one without tenant when `None`).
-async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &[Uuid], streams: &[Uuid]) {
+async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &Ids) {
     for tenant in tenants {
         let mut s = match tenant {
             Some(t) => store.lightweight_session_for(t.as_str()).expect("tenant"),
             None => store.lightweight_session(),
         };
-        for (i, id) in ids.iter().enumerate() {
+        for (i, id) in ids.docs.iter().enumerate() {
             let (name, n, tags) = fields(i as i64);
             if tenant.is_some() {
                 s.store(tenant_doc(*id, i as i64)).expect("store");
@@ -149,12 +195,29 @@ async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &[Uuid], s
                 .expect("store");
             }
         }
-        for id in streams {
+        for id in &ids.streams {
             s.events().start_stream(*id, [tick(1)]).expect("start");
+        }
+        for id in &ids.inline {
+            s.events()
+                .start_stream(*id, [Scored { n: 1 }])
+                .expect("start");
         }
         s.save_changes().await.expect("seed");
     }
 }
+
+/// The ids the scenarios work on, the same in every tenant.
+struct Ids {
+    docs: Vec<Uuid>,
+    /// Streams of plain appends.
+    streams: Vec<Uuid>,
+    /// Streams of the inline aggregate.
+    inline: Vec<Uuid>,
+}
+
+/// The row of the append with an inline aggregate (on stores of its own).
+const INLINE_ROW: usize = 5;
 
 /// One side of the comparison: a session of a conjoined store (through `tenant-1`) or of
 /// a single-tenant store, doing the scenarios' operations on the shared ids.
@@ -164,9 +227,10 @@ struct Side {
 }
 
 impl Side {
-    /// A side on a store built afresh on `schema` (so on connections of its own).
-    async fn open(url: &str, schema: &str, conjoined: bool) -> (DocumentStore, Side) {
-        let store = build(url, schema, conjoined).await;
+    /// A side on a store built afresh on `schema` (so on connections of its own), with
+    /// the inline aggregate when `inline` is set.
+    async fn open(url: &str, schema: &str, conjoined: bool, inline: bool) -> (DocumentStore, Side) {
+        let store = build(url, schema, conjoined, inline).await;
         let session = if conjoined {
             store.lightweight_session_for("tenant-1").expect("tenant")
         } else {
@@ -240,15 +304,31 @@ impl Side {
         self.session.save_changes().await.expect("save");
     }
 
+    /// Appends a `Scored` to `stream`: the inline aggregate projects it in the same save.
+    async fn append_scored(&mut self, stream: Uuid, i: i64) {
+        self.session
+            .events()
+            .append(stream, [Scored { n: i }])
+            .expect("append");
+        self.session.save_changes().await.expect("save");
+    }
+
     /// Runs scenario `row`'s operation number `i`.
-    async fn op(&mut self, row: usize, i: usize, ids: &[Uuid], streams: &[Uuid]) {
-        let k = i % ids.len();
+    async fn op(&mut self, row: usize, i: usize, ids: &Ids) {
+        let k = i % ids.docs.len();
         match row {
-            0 => self.save(ids[k], k as i64).await,
-            1 => self.load(&ids[k]).await,
+            0 => self.save(ids.docs[k], k as i64).await,
+            1 => self.load(&ids.docs[k]).await,
             2 => self.query().await,
             3 => self.query_indexed().await,
-            _ => self.append(streams[i % streams.len()], i as i64).await,
+            INLINE_ROW => {
+                let stream = ids.inline[i % ids.inline.len()];
+                self.append_scored(stream, i as i64).await
+            }
+            _ => {
+                self.append(ids.streams[i % ids.streams.len()], i as i64)
+                    .await
+            }
         }
     }
 }
@@ -270,14 +350,18 @@ async fn run(sync: &str, reps: usize) -> Vec<Row> {
     let url = format!("{base}{sep}options=-c%20synchronous_commit%3D{sync}");
     let single_schema = TestSchema::new(&format!("bench_single_{sync}"));
     let conj_schema = TestSchema::new(&format!("bench_conjoined_{sync}"));
-    let ids: Vec<Uuid> = (0..DOCS).map(|_| Uuid::now_v7()).collect();
-    let streams: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
-    let single = build(&url, single_schema.name(), false).await;
-    seed(&single, &[None], &ids, &streams).await;
+    let uuids = |n: i64| (0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>();
+    let ids = Ids {
+        docs: uuids(DOCS),
+        streams: uuids(50),
+        inline: uuids(20),
+    };
+    let single = build(&url, single_schema.name(), false, false).await;
+    seed(&single, &[None], &ids).await;
     drop(single);
-    let conj = build(&url, conj_schema.name(), true).await;
+    let conj = build(&url, conj_schema.name(), true, false).await;
     let tenants: Vec<Option<String>> = (0..TENANTS).map(|t| Some(format!("tenant-{t}"))).collect();
-    seed(&conj, &tenants, &ids, &streams).await;
+    seed(&conj, &tenants, &ids).await;
     drop(conj);
     let schema_of = |conjoined: bool| {
         if conjoined {
@@ -294,6 +378,7 @@ async fn run(sync: &str, reps: usize) -> Vec<Row> {
         ("typed query (20 of 200)", "queries/s"),
         ("typed query, indexed field (20 of 200)", "queries/s"),
         ("append 1 event", "appends/s"),
+        ("append 1 event, inline aggregate", "appends/s"),
     ]
     .into_iter()
     .map(|(name, unit)| Row {
@@ -303,7 +388,7 @@ async fn run(sync: &str, reps: usize) -> Vec<Row> {
         unit,
     })
     .collect();
-    let ops = [OPS, OPS, OPS / 2, OPS / 2, OPS];
+    let ops = [OPS, OPS, OPS / 2, OPS / 2, OPS, OPS / 2];
     for rep in 0..reps {
         let lib_first = rep % 2 == 0;
         // Fresh stores, so fresh connections, every repetition, opened in turn order: a
@@ -311,22 +396,43 @@ async fn run(sync: &str, reps: usize) -> Vec<Row> {
         // cent faster than another doing the same work, and a side kept on one for the
         // whole run would carry that into every ratio.
         let (lib_schema, raw_schema) = (schema_of(lib_conjoined), schema_of(raw_conjoined));
-        let ((_ls, mut lib), (_rs, mut raw)) = if lib_first {
-            let l = Side::open(&url, lib_schema, lib_conjoined).await;
-            (l, Side::open(&url, raw_schema, raw_conjoined).await)
-        } else {
-            let r = Side::open(&url, raw_schema, raw_conjoined).await;
-            (Side::open(&url, lib_schema, lib_conjoined).await, r)
+        let open = async |inline: bool| {
+            let lib = async || Side::open(&url, lib_schema, lib_conjoined, inline).await;
+            let raw = async || Side::open(&url, raw_schema, raw_conjoined, inline).await;
+            if lib_first {
+                let l = lib().await;
+                (l, raw().await)
+            } else {
+                let r = raw().await;
+                (lib().await, r)
+            }
         };
+        let ((_ls, mut lib), (_rs, mut raw)) = open(false).await;
         for (row, ops) in ops.iter().copied().enumerate() {
             if !wanted(&rows[row].name) {
                 continue;
             }
+            // The inline row on stores with the projection, each of whose caches first
+            // learns every stream's aggregate (one untimed append per stream).
+            let mut inline = if row == INLINE_ROW {
+                let ((ls, mut l), (rs, mut r)) = open(true).await;
+                for i in 0..ids.inline.len() {
+                    l.op(row, i, &ids).await;
+                    r.op(row, i, &ids).await;
+                }
+                Some(((ls, l), (rs, r)))
+            } else {
+                None
+            };
+            let (l_side, r_side) = match &mut inline {
+                Some(((_, l), (_, r))) => (l, r),
+                None => (&mut lib, &mut raw),
+            };
             let (l, r) = interleaved_warm(
                 ops,
                 lib_first,
-                async |i| lib.op(row, i, &ids, &streams).await,
-                async |i| raw.op(row, i, &ids, &streams).await,
+                async |i| l_side.op(row, i, &ids).await,
+                async |i| r_side.op(row, i, &ids).await,
             )
             .await;
             rows[row].lib.push(l);
