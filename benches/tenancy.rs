@@ -207,6 +207,21 @@ async fn seed(store: &DocumentStore, tenants: &[Option<String>], ids: &Ids) {
     }
 }
 
+/// How many documents of type `$ty` the typed query of the benchmark finds through
+/// `$session`: numbers 0 to 19, in order.
+macro_rules! first_twenty {
+    ($session:expr, $ty:ty) => {
+        $session
+            .query::<$ty>()
+            .filter(|f| f.n.lt(20).and(f.n.ge(0)))
+            .order_by(|f| f.n.asc())
+            .to_list()
+            .await
+            .expect("query")
+            .len()
+    };
+}
+
 /// The ids the scenarios work on, the same in every tenant.
 struct Ids {
     docs: Vec<Uuid>,
@@ -263,17 +278,9 @@ impl Side {
 
     async fn query(&mut self) {
         let found = if self.conjoined {
-            let q = self.session.query::<TenantDoc>();
-            let q = q
-                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                .order_by(|f| f.n.asc());
-            q.to_list().await.expect("query").len()
+            first_twenty!(self.session, TenantDoc)
         } else {
-            let q = self.session.query::<Doc>();
-            let q = q
-                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                .order_by(|f| f.n.asc());
-            q.to_list().await.expect("query").len()
+            first_twenty!(self.session, Doc)
         };
         assert_eq!(found, 20);
     }
@@ -281,17 +288,9 @@ impl Side {
     /// The typed query of [`Side::query`] on the indexed types.
     async fn query_indexed(&mut self) {
         let found = if self.conjoined {
-            let q = self.session.query::<TenantIndexedDoc>();
-            let q = q
-                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                .order_by(|f| f.n.asc());
-            q.to_list().await.expect("query").len()
+            first_twenty!(self.session, TenantIndexedDoc)
         } else {
-            let q = self.session.query::<IndexedDoc>();
-            let q = q
-                .filter(|f| f.n.lt(20).and(f.n.ge(0)))
-                .order_by(|f| f.n.asc());
-            q.to_list().await.expect("query").len()
+            first_twenty!(self.session, IndexedDoc)
         };
         assert_eq!(found, 20);
     }
