@@ -26,10 +26,11 @@ use crate::{StreamId, TenantId};
 /// Entries kept by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// Identifies an entry: the aggregate type, the tenant of the session that saved or read
-/// it (`None` without one) and the stream. With the session's tenant in the key, a
-/// tenant's entry is only ever planned from by that tenant's sessions, whose streams
-/// (conjoined events) and documents (conjoined types) are its own.
+/// Identifies an entry: the aggregate type, the tenant of its documents (a conjoined
+/// aggregate's: the tenant of the session that saved or read it; `None` for a single
+/// aggregate, whose rows every session shares) and the stream. A tenant's entry is only
+/// ever planned from by that tenant's sessions, whose streams (conjoined events) and
+/// documents are its own.
 pub type CacheKey = (TypeId, Option<TenantId>, StreamId);
 
 /// A committed aggregate document at a stream version.

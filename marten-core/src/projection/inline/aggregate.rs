@@ -11,7 +11,7 @@ use super::{advance, apply_error, AggregateReads, AppendKind, AppendView, Fetche
 use crate::aggregate::fold;
 use crate::concurrency::BasicWrite;
 use crate::projection::cache::{CacheKey, CacheUpdate, Cached};
-use crate::{Aggregate, AggregateId, Document, EventEnvelope, Result, StreamId, TenantId};
+use crate::{Aggregate, AggregateId, Document, EventEnvelope, Result, StreamId, Tenancy, TenantId};
 
 /// The version and state of each stream known to the plan.
 type States<A> = HashMap<<A as Document>::Id, (i64, Option<A>)>;
@@ -74,7 +74,7 @@ fn known_states<A: Aggregate, Q: 'static, R: AggregateReads<A>>(
     for (id, list) in streams {
         let key = (
             TypeId::of::<A>(),
-            plan.tenant.clone(),
+            cache_tenant::<A>(&plan.tenant),
             list[0].stream.clone(),
         );
         let fetched = plan.state.take_fetched::<A, Fetched<A>>(&key.2);
@@ -226,7 +226,7 @@ fn queue_projected<A: Aggregate, Q, R: AggregateReads<A>>(
         }
         None => None,
     };
-    let update = cache_update::<A>(plan.tenant.clone(), stream, version, cached);
+    let update = cache_update::<A>(cache_tenant::<A>(&plan.tenant), stream, version, cached);
     plan.cache_updates.push(update);
     Ok(())
 }
@@ -251,8 +251,20 @@ pub fn fold_events<A: Aggregate>(
     Ok(state)
 }
 
-/// What the cache learns of aggregate `A` on `stream`, as a session of `tenant` saw it:
-/// its version and stored JSON (`None` for no document).
+/// The tenant of `A`'s cache entries planned by a session of `session`: the session's
+/// for a conjoined `A` (whose documents, and streams with conjoined events, are the
+/// tenant's own), none for a single one (one document per stream for every tenant, and
+/// single-tenant events: a single `A` is refused with conjoined events), so every
+/// session shares the entry of a shared row.
+pub fn cache_tenant<A: Document>(session: &Option<TenantId>) -> Option<TenantId> {
+    match A::TENANCY {
+        Tenancy::Conjoined => session.clone(),
+        Tenancy::Single => None,
+    }
+}
+
+/// What the cache learns of aggregate `A` on `stream`, as a session of `tenant` saw it
+/// ([`cache_tenant`]): its version and stored JSON (`None` for no document).
 pub fn cache_update<A: 'static>(
     tenant: Option<TenantId>,
     stream: StreamId,

@@ -22,7 +22,7 @@ use crate::concurrency::{VersionOf, WriteOf};
 use crate::session::{Loaded, SessionState};
 use crate::{AnyEvent, Document, Error, EventEnvelope, Result, StreamId};
 
-pub use aggregate::{cache_update, fold_events, plan_aggregate};
+pub use aggregate::{cache_tenant, cache_update, fold_events, plan_aggregate};
 pub use multi_stream::plan_multi_stream;
 
 /// What an append asserts about its stream.
@@ -184,7 +184,8 @@ pub struct Plan<'a, Q> {
     /// Whether projections may plan from the aggregate cache (the first attempt of a
     /// save only: a retry reads under lock).
     pub use_cache: bool,
-    /// The session's tenant, part of every cache key the plan reads or writes.
+    /// The session's tenant: part of the cache keys of conjoined aggregates
+    /// ([`cache_tenant`]).
     pub tenant: Option<crate::TenantId>,
     /// The store's aggregate cache.
     pub cache: &'a AggregateCache,

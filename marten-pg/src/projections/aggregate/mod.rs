@@ -40,7 +40,8 @@ pub(crate) struct Folded<A> {
     pub(crate) snapshot: Option<PendingSnapshot>,
 }
 
-/// Folds a stream of `tenant` (within `range`) into `A` for a session of `session_tenant`,
+/// Folds a stream of `tenant` (within `range`) into `A` for a session of `session_tenant`
+/// (the documents' tenant with a conjoined `A`, and the tenant of its cache entries),
 /// starting from its stored document when `A` is an inline projection or a live aggregate
 /// with a snapshot policy, and the document is not past the range (and reads as `A`).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
@@ -101,7 +102,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if let (Some(s), true, true) = (&stored, range.to_version == i64::MAX, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
-            session_tenant.cloned(),
+            doc_tenant.cloned(),
             stream.0.clone(),
             s.version,
             Some(Arc::from(s.json.as_slice())),
