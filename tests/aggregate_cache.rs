@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use common::events::*;
-use common::{builder, ok};
+use common::{builder, counted_builder_on, ok};
 use marten::prelude::*;
 use marten::{DocumentStoreBuilder, RejectionKind};
-use marten_testing::{CountingProxy, TestSchema};
+use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -101,16 +101,9 @@ async fn board(store: &DocumentStore, id: Uuid) -> Option<Board> {
 
 #[tokio::test]
 async fn a_plain_append_is_one_round_trip_once_the_aggregate_is_cached() {
-    let (schema, b) = builder("cache_round_trip");
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
-        .projection::<Board>(Lifecycle::Inline)
-        .build()
-        .await);
+    let (schema, _) = builder("cache_round_trip");
+    let (proxy, b) = counted_builder_on(&schema).await;
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
     let other = other_store(&schema, |b| b).await;
     let id = Uuid::now_v7();
     start(&store, id, "cached").await;
@@ -169,13 +162,9 @@ async fn a_plain_append_is_one_round_trip_once_the_aggregate_is_cached() {
 
 #[tokio::test]
 async fn without_the_cache_a_plain_append_reads_under_lock_first() {
-    let (schema, b) = builder("cache_off");
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
+    let (schema, _) = builder("cache_off");
+    let (proxy, b) = counted_builder_on(&schema).await;
     let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
         .aggregate_cache(0)
         .projection::<Board>(Lifecycle::Inline)
         .build()
@@ -305,16 +294,8 @@ async fn reading_the_aggregate_warms_the_cache() {
     append(&writer, id, "a").await;
 
     // A store that never wrote the stream (another process, just started).
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(DocumentStore::builder()
-        .connection_string(schema.url_via(&proxy))
-        .schema(schema.name())
-        .pool_size(1)
-        .projection::<Board>(Lifecycle::Inline)
-        .build()
-        .await);
+    let (proxy, b) = counted_builder_on(&schema).await;
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
     // Prepare the statements on a stream of its own.
     let warm = Uuid::now_v7();
     append(&store, warm, "x").await;

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::events::*;
-use common::{builder, named_builder, ok};
+use common::{builder, counted_builder_on, named_builder, ok};
 use marten::prelude::*;
 use marten::Tenancy;
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
-use marten_testing::{CountingProxy, TestSchema};
+use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -117,11 +117,9 @@ async fn conjoined_store(b: marten::DocumentStoreBuilder) -> DocumentStore {
 /// document's guard would reject it and the save would take three round trips.
 #[tokio::test]
 async fn tenants_sharing_a_stream_id_each_append_in_one_round_trip() {
-    let (schema, b) = builder("cache_tenants_round_trip");
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = conjoined_store(b.connection_string(schema.url_via(&proxy)).pool_size(1)).await;
+    let (schema, _) = builder("cache_tenants_round_trip");
+    let (proxy, b) = counted_builder_on(&schema).await;
+    let store = conjoined_store(b).await;
     let id = Uuid::now_v7();
     for tenant in TENANTS {
         start(&store, tenant, id, tenant).await;
@@ -326,16 +324,9 @@ async fn a_tenants_cached_save_cancelled_at_every_await() {
 /// (rejected, then read under lock: three).
 #[tokio::test]
 async fn tenants_share_the_entry_of_a_shared_stream_and_document() {
-    let (schema, b) = builder("cache_tenants_shared");
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
-        .projection::<SharedBoard>(Lifecycle::Inline)
-        .build()
-        .await);
+    let (schema, _) = builder("cache_tenants_shared");
+    let (proxy, b) = counted_builder_on(&schema).await;
+    let store = ok(b.projection::<SharedBoard>(Lifecycle::Inline).build().await);
     let id = Uuid::now_v7();
     let mut s = store.lightweight_session();
     ok(s.events().start_stream(id, [task("start")]));

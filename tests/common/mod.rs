@@ -6,13 +6,25 @@ pub mod invoices;
 pub mod tally;
 
 use marten::{DocumentStore, DocumentStoreBuilder};
-use marten_testing::TestSchema;
+use marten_testing::{CountingProxy, TestSchema};
 
 /// A fresh schema and a builder pointed at it.
 pub fn builder(label: &str) -> (TestSchema, DocumentStoreBuilder) {
     let schema = TestSchema::new(label);
     let builder = builder_on(&schema);
     (schema, builder)
+}
+
+/// A builder on `schema` whose one connection goes through a proxy counting round trips
+/// (keep the proxy alive as long as the store).
+pub async fn counted_builder_on(schema: &TestSchema) -> (CountingProxy, DocumentStoreBuilder) {
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let builder = builder_on(schema)
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(1);
+    (proxy, builder)
 }
 
 /// A builder pointed at `schema` (a second store on a test's schema).

@@ -18,7 +18,7 @@ use marten_core::{Aggregate, AggregateId, EventEnvelope, Result, Tenancy, Tenant
 use tracing::debug;
 
 pub(crate) use marten_core::projection::inline::Fetched;
-use marten_core::projection::inline::{cache_update, fold_events};
+use marten_core::projection::inline::{cache_tenant, cache_update, fold_events};
 
 use super::Lifecycle;
 use crate::documents::{serialize, PgDocument};
@@ -41,7 +41,7 @@ pub(crate) struct Folded<A> {
 }
 
 /// Folds a stream of `tenant` (within `range`) into `A` for a session of `session_tenant`
-/// (the documents' tenant with a conjoined `A`, and the tenant of its cache entries),
+/// (the documents' tenant with a conjoined `A`; its cache entries' by `cache_tenant`),
 /// starting from its stored document when `A` is an inline projection or a live aggregate
 /// with a snapshot policy, and the document is not past the range (and reads as `A`).
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
@@ -102,7 +102,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     if let (Some(s), true, true) = (&stored, range.to_version == i64::MAX, events.is_empty()) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
-            doc_tenant.cloned(),
+            cache_tenant::<A>(&session_tenant.cloned()),
             stream.0.clone(),
             s.version,
             Some(Arc::from(s.json.as_slice())),
