@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::events::{finished, started, task, ProjectStarted, TaskFinished, TaskRecorded};
-use common::{builder, ok};
+use common::{builder, builder_on, ok};
 use marten::prelude::*;
 use marten::{PatchOptions, RejectionKind, SchemaDifference, Tenancy};
 use marten_testing::TestSchema;
@@ -332,6 +332,99 @@ async fn expected_and_exclusive_fetches_for_writing_are_per_tenant() {
     ok(red.save_changes().await);
     assert_eq!(version(&store, RED, stream).await, Some(5));
     assert_eq!(version(&store, BLUE, stream).await, Some(4));
+}
+
+/// The events of `stream` for `tenant`, with the given ids, as one save.
+async fn append_ids(
+    store: &DocumentStore,
+    tenant: &str,
+    stream: Uuid,
+    ids: &[Uuid],
+) -> marten::Result<()> {
+    let mut s = session(store, tenant);
+    let events = ids
+        .iter()
+        .map(|id| PendingEvent::from(task(&format!("{tenant} {id}"))).with_id(*id));
+    ok(s.events().append(stream, events));
+    s.save_changes().await
+}
+
+/// The ids of `tenant`'s events in `stream`, in order.
+async fn event_ids(store: &DocumentStore, tenant: &str, stream: Uuid) -> Vec<Uuid> {
+    let mut s = session(store, tenant);
+    ok(s.events().fetch_stream(stream).await)
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn event_ids_are_unique_per_tenant() {
+    let (_schema, store) = conjoined("tev_event_ids").await;
+    let stream = Uuid::now_v7();
+    let [x, y, z] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    // The same event ids in two tenants, in a lone append and in a save of several.
+    ok(append_ids(&store, RED, stream, &[x]).await);
+    ok(append_ids(&store, BLUE, stream, &[x, y]).await);
+    ok(append_ids(&store, BLUE, Uuid::now_v7(), &[z]).await);
+    ok(append_ids(&store, RED, stream, &[z]).await);
+    assert_eq!(event_ids(&store, RED, stream).await, [x, z]);
+    assert_eq!(event_ids(&store, BLUE, stream).await, [x, y]);
+    // A tenant's own duplicate is refused and named, without the other tenant's ids:
+    // `y` is blue's only, so red learns nothing of it.
+    for ids in [vec![y, x], vec![z]] {
+        match append_ids(&store, RED, stream, &ids).await {
+            Err(marten::Error::DuplicateEvent { ids: found }) => {
+                assert_eq!(
+                    found,
+                    [x, z]
+                        .into_iter()
+                        .filter(|i| ids.contains(i))
+                        .collect::<Vec<_>>()
+                )
+            }
+            other => panic!("expected DuplicateEvent, got {other:?}"),
+        }
+    }
+    assert_eq!(event_ids(&store, RED, stream).await, [x, z]);
+    assert_eq!(event_ids(&store, BLUE, stream).await, [x, y]);
+    ok(append_ids(&store, RED, stream, &[y]).await);
+    assert_eq!(event_ids(&store, RED, stream).await, [x, z, y]);
+}
+
+#[tokio::test]
+async fn a_conjoined_store_of_global_event_ids_is_updated_to_the_tenants_ids() {
+    let (schema, store) = conjoined("tev_event_ids_update").await;
+    let stream = Uuid::now_v7();
+    let x = Uuid::now_v7();
+    ok(append_ids(&store, RED, stream, &[x]).await);
+    store.close();
+    // The event id index of before: one id in the whole table.
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "DROP INDEX mt_events_id; CREATE UNIQUE INDEX mt_events_id ON mt_events (id)",
+    )
+    .await
+    .expect("the index of before");
+    let b = || {
+        builder_on(&schema)
+            .events_tenancy(Tenancy::Conjoined)
+            .event::<TaskRecorded>()
+    };
+    let review = ok(b().apply_schema_at_build(false).build().await);
+    let patch = ok(review.schema_patch(PatchOptions::new()).await);
+    let changed: Vec<String> = patch
+        .differences()
+        .filter(|d| matches!(d, SchemaDifference::IndexChanged { .. }))
+        .map(SchemaDifference::object)
+        .collect();
+    assert_eq!(changed, [format!("{}.mt_events_id", schema.name())]);
+    review.close();
+    let store = ok(b().build().await);
+    ok(store.assert_schema().await);
+    ok(append_ids(&store, BLUE, stream, &[x]).await);
+    assert_eq!(event_ids(&store, RED, stream).await, [x]);
+    assert_eq!(event_ids(&store, BLUE, stream).await, [x]);
 }
 
 #[tokio::test]

@@ -120,6 +120,11 @@ fn events_table(schema: &str, idt: &str, conjoined: bool) -> TableDef {
         ],
     );
     events.sequences.push(EVENTS_SEQUENCE.to_owned());
+    let event_id_key: &[&str] = if conjoined {
+        &["tenant_id", "id"]
+    } else {
+        &["id"]
+    };
     let version_key: &[&str] = if conjoined {
         &["tenant_id", "stream_id", "version"]
     } else {
@@ -151,9 +156,10 @@ fn events_table(schema: &str, idt: &str, conjoined: bool) -> TableDef {
     events.indexes = vec![
         IndexDef::btree(STREAM_VERSION_CONSTRAINT, true, version_key),
         order,
-        // An event id is appended once: a save sent again after an unknown outcome is
-        // refused as a duplicate instead of appending its events twice.
-        IndexDef::btree(EVENT_ID_INDEX, true, &["id"]),
+        // An event id is appended once (conjoined: once per tenant, so one tenant's ids
+        // neither collide with nor reveal another's): a save sent again after an unknown
+        // outcome is refused as a duplicate instead of appending its events twice.
+        IndexDef::btree(EVENT_ID_INDEX, true, event_id_key),
     ];
     events.after.push(format!(
         "ALTER SEQUENCE {schema}.{EVENTS_SEQUENCE} OWNED BY {schema}.{EVENTS_TABLE}.seq_id"

@@ -51,12 +51,8 @@ pub fn id_type(identity: StreamIdentity) -> &'static str {
     }
 }
 
-/// The unique index of event ids.
+/// The unique index of event ids (each tenant's, with conjoined events).
 pub const EVENT_ID_INDEX: &str = "mt_events_id";
-
-/// The ids among `$1` that are already appended.
-pub const EXISTING_EVENT_IDS: &str =
-    "SELECT id FROM mt_events WHERE id = ANY($1::uuid[]) ORDER BY id";
 
 /// The event store's statements for one stream identity and event tenancy.
 ///
@@ -107,6 +103,9 @@ pub struct EventSql {
     /// The reads of a boundary of 1 to [`FEW_TAGS`] tags (index: tags - 1), with each tag
     /// a pair of scalar parameters (see [`BoundaryReads`]).
     pub few_tags: Vec<BoundaryReads>,
+    /// `$1` event ids -> those among them already appended, in order; scoped (`$2`):
+    /// with conjoined events an event id is unique within its tenant only.
+    pub existing_ids: String,
     /// `$1` = id -> `version, is_archived`; scoped (`$2`).
     pub stream_version: String,
     /// `$1` = id -> `version, is_archived` and locks the row; scoped (`$2`).
@@ -303,6 +302,10 @@ impl EventSql {
             few_tags: (1..=FEW_TAGS)
                 .map(|n| BoundaryReads::new(n, conjoined))
                 .collect(),
+            existing_ids: format!(
+                "SELECT id FROM {EVENTS_TABLE} WHERE {}id = ANY($1::uuid[]) ORDER BY id",
+                scoped(1)
+            ),
             stream_version: format!(
                 "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
                 scoped(1)

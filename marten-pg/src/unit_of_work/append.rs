@@ -236,6 +236,15 @@ fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
     )
 }
 
+impl StreamAppend {
+    /// The statement naming which of a save's event ids are already appended, and the
+    /// tenant it is scoped to (conjoined events: ids are unique per tenant).
+    pub(crate) fn existing_ids(&self) -> (&'static String, Option<&String>) {
+        let sql = EventSql::of(self.identity, self.tenant.tenancy());
+        (&sql.existing_ids, self.tenant.scope())
+    }
+}
+
 impl Operation for StreamAppend {
     fn sql(&self) -> SqlText<'_> {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());

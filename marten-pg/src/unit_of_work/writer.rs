@@ -10,6 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tracing::debug;
 
+use super::append::StreamAppend;
 use super::lost::{
     commit_lost, resolve, timed_out, FlightProbe, BEGIN_AND_IDENT, TRANSACTION_IDENT,
 };
@@ -119,14 +120,22 @@ impl UnitOfWork {
     }
 
     /// The duplicate-event error of a save, naming which of its events' ids were stored
-    /// before (read after the save's transaction ended).
+    /// before (read after the save's transaction ended). Every append of a unit of work
+    /// records the session's tenant, so the first append's lookup serves them all.
     async fn name_duplicates(&self, client: Db<'_>) -> Error {
-        let ids: Vec<uuid::Uuid> = (self.user.appends())
+        let appends = (self.user.appends())
             .chain(self.derived.appends())
-            .flat_map(|(_, a)| a.ids.iter().copied())
-            .collect();
+            .map(|(_, a)| a);
+        let Some((sql, scope)) = appends.clone().next().map(StreamAppend::existing_ids) else {
+            return Error::DuplicateEvent { ids: Vec::new() };
+        };
+        let ids: Vec<uuid::Uuid> = appends.flat_map(|a| a.ids.iter().copied()).collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+        if let Some(tenant) = scope {
+            params.push(tenant);
+        }
         let found = client
-            .query(crate::tables::events::EXISTING_EVENT_IDS, &[&ids])
+            .query(sql, &params)
             .await
             .map_err(|e| map_db_error(e, Failed::Reading("event")))
             .and_then(|rows| {
