@@ -407,33 +407,160 @@ struct Marked {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Store { tenant: usize, id: i64, text: u8 },
-    Delete { tenant: usize, id: i64 },
-    Append { tenant: usize, stream: usize, v: u8 },
+    Store {
+        tenant: usize,
+        id: i64,
+        text: u8,
+    },
+    Delete {
+        tenant: usize,
+        id: i64,
+    },
+    /// A patch of one document by id (`patch(id).set`): nothing when it is missing.
+    Patch {
+        tenant: usize,
+        id: i64,
+        text: u8,
+    },
+    /// A typed filtered delete (`delete_where(text == text)`).
+    DeleteWhere {
+        tenant: usize,
+        text: u8,
+    },
+    /// A patch by a raw SQL filter (`patch_where(Filter::raw)`): `from` becomes `to`.
+    PatchWhereRaw {
+        tenant: usize,
+        from: u8,
+        to: u8,
+    },
+    Append {
+        tenant: usize,
+        stream: usize,
+        v: u8,
+    },
+}
+
+impl Op {
+    fn tenant(&self) -> usize {
+        match self {
+            Op::Store { tenant, .. }
+            | Op::Delete { tenant, .. }
+            | Op::Patch { tenant, .. }
+            | Op::DeleteWhere { tenant, .. }
+            | Op::PatchWhereRaw { tenant, .. }
+            | Op::Append { tenant, .. } => *tenant,
+        }
+    }
 }
 
 /// Streams per case (the same ids in every tenant).
 const STREAMS: usize = 3;
+/// Tenants per case.
+const TENANTS_PER_CASE: usize = 3;
+/// Texts of notes: few, so the filtered operations match documents.
+const TEXTS: u8 = 4;
 
 fn op() -> impl Strategy<Value = Op> {
+    let t = 0..TENANTS_PER_CASE;
     prop_oneof![
-        (0..3usize, 0..STREAMS, any::<u8>()).prop_map(|(tenant, stream, v)| Op::Append {
+        (t.clone(), 0..STREAMS, any::<u8>()).prop_map(|(tenant, stream, v)| Op::Append {
             tenant,
             stream,
             v
         }),
-        (0..3usize, 0..6i64, any::<u8>()).prop_map(|(tenant, id, text)| Op::Store {
+        (t.clone(), 0..6i64, 0..TEXTS).prop_map(|(tenant, id, text)| Op::Store {
             tenant,
             id,
             text
         }),
-        (0..3usize, 0..6i64).prop_map(|(tenant, id)| Op::Delete { tenant, id }),
+        (t.clone(), 0..6i64).prop_map(|(tenant, id)| Op::Delete { tenant, id }),
+        (t.clone(), 0..6i64, 0..TEXTS).prop_map(|(tenant, id, text)| Op::Patch {
+            tenant,
+            id,
+            text
+        }),
+        (t.clone(), 0..TEXTS).prop_map(|(tenant, text)| Op::DeleteWhere { tenant, text }),
+        (t, 0..TEXTS, 0..TEXTS).prop_map(|(tenant, from, to)| Op::PatchWhereRaw {
+            tenant,
+            from,
+            to
+        }),
     ]
 }
 
+/// One tenant's model: its notes by id and the events of each stream.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    notes: BTreeMap<i64, String>,
+    events: Vec<Vec<u8>>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Store { id, text, .. } => {
+                self.notes.insert(*id, text.to_string());
+            }
+            Op::Delete { id, .. } => {
+                self.notes.remove(id);
+            }
+            Op::Patch { id, text, .. } => {
+                if let Some(note) = self.notes.get_mut(id) {
+                    *note = text.to_string();
+                }
+            }
+            Op::DeleteWhere { text, .. } => self.notes.retain(|_, t| *t != text.to_string()),
+            Op::PatchWhereRaw { from, to, .. } => {
+                for note in self.notes.values_mut().filter(|t| **t == from.to_string()) {
+                    *note = to.to_string();
+                }
+            }
+            Op::Append { stream, v, .. } => self.events[*stream].push(*v),
+        }
+    }
+}
+
+/// Runs `op` in a session of `tenant`, as its own save.
+async fn run_op(store: &DocumentStore, tenant: &str, stream: Uuid, op: &Op) {
+    let mut s = ok(store.lightweight_session_for(tenant));
+    match op {
+        Op::Store { id, text, .. } => {
+            ok(s.store(Note {
+                id: *id,
+                text: text.to_string(),
+            }));
+        }
+        Op::Delete { id, .. } => ok(s.delete::<Note>(id)),
+        Op::Patch { id, text, .. } => ok(s
+            .patch::<Note>(id)
+            .set(|f| f.text, text.to_string())
+            .queue()),
+        Op::DeleteWhere { text, .. } => {
+            ok(s.delete_where::<Note>(Note::fields().text.eq(text.to_string())))
+        }
+        Op::PatchWhereRaw { from, to, .. } => {
+            let raw = marten::query::Filter::raw(
+                "d.data ->> 'text' = $1",
+                vec![RawParam::Text(from.to_string())],
+            );
+            ok(s.patch_where::<Note>(raw)
+                .set(|f| f.text, to.to_string())
+                .queue())
+        }
+        Op::Append { v, .. } => ok(s.events().append(stream, [Marked { v: *v }])),
+    }
+    ok(s.save_changes().await);
+}
+
 /// What one tenant sees: its documents listed in id order, their count, a load of each
-/// id, and the events of each stream.
-type TenantView = (Vec<(i64, String)>, i64, Vec<Option<String>>, Vec<Vec<u8>>);
+/// id, the count of each text by `where_sql`, and the events of each stream.
+type TenantView = (
+    Vec<(i64, String)>,
+    i64,
+    Vec<Option<String>>,
+    Vec<i64>,
+    Vec<Vec<u8>>,
+);
 
 #[test]
 fn random_operations_of_several_tenants_match_each_tenants_model() {
@@ -451,42 +578,46 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
         case.set(n + 1);
         let tenant = |t: usize| format!("case{n}-t{t}");
         let stream = |s: usize| Uuid::from_u128(((n as u128) << 8) | s as u128);
-        let mut model: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); 3];
-        let mut events: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new(); STREAMS]; 3];
+        let mut models = vec![Model { events: vec![Vec::new(); STREAMS], ..Model::default() }; TENANTS_PER_CASE];
         let seen: Vec<TenantView> = rt.block_on(async {
-            // Ops are saved in chunks, one session per op's tenant, in order.
-            for chunk in ops.chunks(4) {
-                for op in chunk {
-                    match op {
-                        Op::Store { tenant: t, id, text } => {
-                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
-                            ok(s.store(Note { id: *id, text: text.to_string() }));
-                            ok(s.save_changes().await);
-                            model[*t].insert(*id, text.to_string());
-                        }
-                        Op::Delete { tenant: t, id } => {
-                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
-                            ok(s.delete::<Note>(id));
-                            ok(s.save_changes().await);
-                            model[*t].remove(id);
-                        }
-                        Op::Append { tenant: t, stream: st, v } => {
-                            let mut s = ok(store.lightweight_session_for(tenant(*t)));
-                            ok(s.events().append(stream(*st), [Marked { v: *v }]));
-                            ok(s.save_changes().await);
-                            events[*t][*st].push(*v);
+            // Ops go in chunks of 6: within a chunk each tenant's ops run in order, one
+            // save each, while the tenants run at the same time on their own connections.
+            for chunk in ops.chunks(6) {
+                let runs = (0..TENANTS_PER_CASE).map(|t| {
+                    let (tenant, store) = (tenant(t), &store);
+                    let mine: Vec<&Op> = chunk.iter().filter(|op| op.tenant() == t).collect();
+                    async move {
+                        for op in mine {
+                            let st = match op {
+                                Op::Append { stream: st, .. } => *st,
+                                _ => 0,
+                            };
+                            run_op(store, &tenant, stream(st), op).await;
                         }
                     }
+                });
+                futures_util::future::join_all(runs).await;
+                for op in chunk {
+                    models[op.tenant()].apply(op);
                 }
             }
             let mut seen = Vec::new();
-            for t in 0..3 {
+            for t in 0..TENANTS_PER_CASE {
                 let mut q = ok(store.query_session_for(tenant(t)));
                 let listed = ok(q.query::<Note>().order_by(|f| f.id.asc()).to_list().await);
                 let count = ok(q.query::<Note>().count().await);
                 let mut loaded = Vec::new();
                 for id in 0..6 {
                     loaded.push(ok(q.load::<Note>(&id).await).map(|n| n.text));
+                }
+                let mut by_text = Vec::new();
+                for text in 0..TEXTS {
+                    let found = q
+                        .query::<Note>()
+                        .where_sql("d.data ->> 'text' = $1", (text.to_string(),))
+                        .count()
+                        .await;
+                    by_text.push(ok(found));
                 }
                 let mut s = ok(store.lightweight_session_for(tenant(t)));
                 let mut streams = Vec::new();
@@ -499,17 +630,22 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
                             .expect("Marked events"),
                     );
                 }
-                seen.push((listed.into_iter().map(|n| (n.id, n.text)).collect(), count, loaded, streams));
+                seen.push((listed.into_iter().map(|n| (n.id, n.text)).collect(), count, loaded, by_text, streams));
             }
             seen
         });
-        for (t, (listed, count, loaded, streams)) in seen.into_iter().enumerate() {
-            prop_assert_eq!(&streams, &events[t], "tenant {} streams", t);
-            let want: Vec<(i64, String)> = model[t].iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (t, (listed, count, loaded, by_text, streams)) in seen.into_iter().enumerate() {
+            let model = &models[t];
+            prop_assert_eq!(&streams, &model.events, "tenant {} streams", t);
+            let want: Vec<(i64, String)> = model.notes.iter().map(|(k, v)| (*k, v.clone())).collect();
             prop_assert_eq!(&listed, &want, "tenant {} listed", t);
             prop_assert_eq!(count, want.len() as i64);
-            let want_loaded: Vec<Option<String>> = (0..6).map(|id| model[t].get(&id).cloned()).collect();
+            let want_loaded: Vec<Option<String>> = (0..6).map(|id| model.notes.get(&id).cloned()).collect();
             prop_assert_eq!(loaded, want_loaded, "tenant {} loads", t);
+            let want_by_text: Vec<i64> = (0..TEXTS)
+                .map(|text| model.notes.values().filter(|v| **v == text.to_string()).count() as i64)
+                .collect();
+            prop_assert_eq!(by_text, want_by_text, "tenant {} where_sql", t);
         }
     });
     assert!(case.get() >= 32, "every case ran");
