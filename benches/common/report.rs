@@ -162,7 +162,9 @@ impl Report {
         }
     }
 
-    /// Compares each row with the baseline; prints every checked row.
+    /// Compares each row with the baseline and prints every checked row. Fails when a
+    /// row fell, when the baseline has nothing for this benchmark and build profile, or
+    /// when a baseline row was not measured (unless `MARTEN_BENCH_ONLY` chose scenarios).
     fn check(&self, baseline: &std::path::Path) -> ExitCode {
         let text = std::fs::read_to_string(baseline).expect("read the baseline");
         let baseline: Baseline = serde_json::from_str(&text).expect("parse the baseline");
@@ -193,11 +195,22 @@ impl Report {
             );
         }
         if expected.is_empty() {
+            // Checking against nothing would pass whatever the ratios are.
             eprintln!("no baseline for {} ({} build)", self.bench, self.profile);
+            failed += 1;
+        }
+        // A baseline row this run did not measure (renamed, or dropped) checks nothing:
+        // a failure too, unless `MARTEN_BENCH_ONLY` chose the scenarios.
+        let filtered = std::env::var_os("MARTEN_BENCH_ONLY").is_some();
+        for key in expected.keys() {
+            if !filtered && !self.rows.iter().any(|row| &row.key() == key) {
+                eprintln!("MISS {key}: in the baseline, not measured");
+                failed += 1;
+            }
         }
         if failed > 0 {
             eprintln!(
-                "{failed} ratio(s) fell by more than {:.0} %",
+                "{failed} check(s) failed (a ratio fell by more than {:.0} %, a baseline row was not measured, or no baseline)",
                 tolerance * 100.0
             );
             ExitCode::FAILURE
