@@ -23,7 +23,9 @@
 //! `MARTEN_SCALE_WINDOW` (default 100,000) the daemon's window, `MARTEN_SCALE_APPENDS`
 //! (default 3,000) the appends per side. Prints Markdown tables,
 //! writes `bench-results/scale.json` (see `common::report`) and one PNG per curve into
-//! `MARTEN_SCALE_PLOTS` (default `docs/bench`). The schema is dropped at the end.
+//! `MARTEN_SCALE_PLOTS` (default `docs/bench`), named by the largest level
+//! (`scale-10m-append.png`). The schema is dropped at the end.
+//! `MARTEN_SCALE_REPLOT=<results file>` prints and plots an earlier run without measuring.
 
 mod common;
 #[path = "scale/measure.rs"]
@@ -56,7 +58,7 @@ const PROBE_EVENTS: u64 = 10_000;
 const PROBE_DOCS: u64 = 1_000;
 
 /// The figures of one level.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     /// The level asked for (seeded events beyond the probe).
     pub level: u64,
@@ -75,7 +77,7 @@ pub struct Level {
 }
 
 /// The latencies of the reads at one level, in one pass.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reads {
     pub fetch_stream: Latency,
     pub read_all: Latency,
@@ -223,7 +225,24 @@ async fn run(levels: &[u64]) -> Vec<Level> {
     out
 }
 
+/// Where the plots go: `MARTEN_SCALE_PLOTS`, default `docs/bench`.
+fn plots_dir() -> std::path::PathBuf {
+    std::env::var_os("MARTEN_SCALE_PLOTS").map_or_else(
+        || concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 fn main() {
+    // A run's results again, from its JSON: the tables and plots without measuring.
+    if let Some(json) = std::env::var_os("MARTEN_SCALE_REPLOT") {
+        let text = std::fs::read_to_string(&json).expect("MARTEN_SCALE_REPLOT: a results file");
+        let results: Vec<Level> =
+            serde_json::from_str(&text).expect("MARTEN_SCALE_REPLOT: the scale results");
+        output::print(&results);
+        output::plots(&plots_dir(), &results);
+        return;
+    }
     let levels = levels();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -232,7 +251,5 @@ fn main() {
     let results = rt.block_on(run(&levels));
     output::print(&results);
     common::report::write_json("scale", &results);
-    let dir = std::env::var("MARTEN_SCALE_PLOTS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench").to_owned());
-    output::plots(std::path::Path::new(&dir), &results);
+    output::plots(&plots_dir(), &results);
 }

@@ -323,6 +323,14 @@ async fn tenant_ids_are_bound_never_formatted() {
     }));
     ok(other.save_changes().await);
     assert_eq!(ok(s.query::<Note>().count().await), 1);
+    // Its events too: appended, read back with its tenant, invisible to the other.
+    let stream = Uuid::now_v7();
+    ok(s.events().append(stream, [Marked { v: 7 }]));
+    ok(s.save_changes().await);
+    let read = ok(s.events().fetch_stream(stream).await);
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].tenant.as_ref().map(TenantId::as_str), Some(hostile));
+    assert!(ok(other.events().fetch_stream(stream).await).is_empty());
     match store.lightweight_session_for("") {
         Err(Error::InvalidTenant { reason, .. }) => assert_eq!(reason, "is empty"),
         other => panic!("expected InvalidTenant, got {:?}", other.map(|_| ())),

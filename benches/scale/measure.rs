@@ -13,7 +13,7 @@ use super::model::{course_id, CourseId, Customer, Enrolment, OrderPlaced, Tally}
 use super::seed::{self, Seeded};
 
 /// p50 and p99 of a read, in microseconds, and how many were timed.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p99: f64,
@@ -130,7 +130,7 @@ pub async fn load(store: &DocumentStore, seeded: &Seeded, budget: &Budget) -> La
 /// Single-event appends per second, one writer, to random seeded append targets: marten
 /// and raw tokio-postgres doing the same work (the stream row's upsert and the event's
 /// insert, one prepared statement) into the same tables, alternating in blocks.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Appends {
     pub marten: f64,
     pub raw: f64,

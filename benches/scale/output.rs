@@ -93,22 +93,22 @@ fn by_events(levels: &[Level], f: impl Fn(&Level) -> f64) -> Vec<(f64, f64)> {
     levels.iter().map(|l| (l.events as f64, f(l))).collect()
 }
 
-fn latency_curve<'a>(
+fn latency_curve(
     levels: &[Level],
-    file: &'a str,
-    title: &'a str,
+    file: String,
+    title: &str,
     f: impl Fn(&Reads) -> Latency,
-) -> Curve<'a> {
+) -> Curve {
     Curve {
         file,
-        title,
+        title: title.into(),
         x_desc: "events in the store",
         y_desc: "latency (µs)",
         series: vec![
-            ("p50 cold", by_events(levels, |l| f(&l.cold).p50)),
-            ("p99 cold", by_events(levels, |l| f(&l.cold).p99)),
-            ("p50 warm", by_events(levels, |l| f(&l.warm).p50)),
-            ("p99 warm", by_events(levels, |l| f(&l.warm).p99)),
+            ("p50 cold".into(), by_events(levels, |l| f(&l.cold).p50)),
+            ("p99 cold".into(), by_events(levels, |l| f(&l.cold).p99)),
+            ("p50 warm".into(), by_events(levels, |l| f(&l.warm).p50)),
+            ("p99 warm".into(), by_events(levels, |l| f(&l.warm).p99)),
         ],
     }
 }
@@ -118,83 +118,153 @@ fn by_docs(levels: &[Level], f: impl Fn(&Level) -> f64) -> Vec<(f64, f64)> {
     levels.iter().map(|l| (l.documents as f64, f(l))).collect()
 }
 
+/// The file name of the curve `what`: `scale-<most events>-<what>.png` (`scale-10m-load.png`
+/// for a run up to 10 million events), so runs to different sizes keep their own plots.
+fn file_name(levels: &[Level], what: &str) -> String {
+    let most = levels.iter().map(|l| l.events).max().unwrap_or(0);
+    let size = match most {
+        n if n >= 1_000_000 => format!("{}m", (n as f64 / 1e6).round()),
+        n if n >= 1_000 => format!("{}k", (n as f64 / 1e3).round()),
+        n => n.to_string(),
+    };
+    format!("scale-{size}-{what}.png")
+}
+
 /// The curves of the rates and latencies.
-fn curves(levels: &[Level]) -> Vec<Curve<'static>> {
+fn curves(levels: &[Level]) -> Vec<Curve> {
+    let name = |what: &str| file_name(levels, what);
     vec![
         Curve {
-            file: "scale-append.png",
-            title: "Append 1 event, 1 writer, synchronous_commit=off",
+            file: name("append"),
+            title: "Append 1 event, 1 writer, synchronous_commit=off".into(),
             x_desc: "events in the store",
             y_desc: "events/s",
             series: vec![
-                ("marten", by_events(levels, |l| l.append.marten)),
+                ("marten".into(), by_events(levels, |l| l.append.marten)),
                 (
-                    "raw tokio-postgres, the same work",
+                    "raw tokio-postgres, the same work".into(),
                     by_events(levels, |l| l.append.raw),
                 ),
             ],
         },
         Curve {
-            file: "scale-daemon.png",
-            title: "Daemon catch-up over a window of new events",
+            file: name("daemon"),
+            title: "Daemon catch-up over a window of new events".into(),
             x_desc: "events in the store",
             y_desc: "events/s",
-            series: vec![("marten", by_events(levels, |l| l.daemon_events_per_s))],
+            series: vec![(
+                "marten".into(),
+                by_events(levels, |l| l.daemon_events_per_s),
+            )],
         },
         latency_curve(
             levels,
-            "scale-fetch-stream.png",
+            name("fetch-stream"),
             "fetch_stream of a 10-event stream",
             |r| r.fetch_stream,
         ),
+        latency_curve(levels, name("read-all"), "read_all, a page of 500", |r| {
+            r.read_all
+        }),
         latency_curve(
             levels,
-            "scale-read-all.png",
-            "read_all, a page of 500",
-            |r| r.read_all,
-        ),
-        latency_curve(
-            levels,
-            "scale-tag-boundary.png",
+            name("tag-boundary"),
             "Tag boundary read, 20 events",
             |r| r.tag_boundary,
         ),
         Curve {
-            file: "scale-load.png",
-            title: "load by id",
+            file: name("load"),
+            title: "load by id".into(),
             x_desc: "documents in the store",
             y_desc: "latency (µs)",
             series: vec![
-                ("p50 cold", by_docs(levels, |l| l.cold.load.p50)),
-                ("p99 cold", by_docs(levels, |l| l.cold.load.p99)),
-                ("p50 warm", by_docs(levels, |l| l.warm.load.p50)),
-                ("p99 warm", by_docs(levels, |l| l.warm.load.p99)),
+                ("p50 cold".into(), by_docs(levels, |l| l.cold.load.p50)),
+                ("p99 cold".into(), by_docs(levels, |l| l.cold.load.p99)),
+                ("p50 warm".into(), by_docs(levels, |l| l.warm.load.p50)),
+                ("p99 warm".into(), by_docs(levels, |l| l.warm.load.p99)),
             ],
         },
     ]
 }
 
+/// The indexes that grow with the events: the event tables' and the raw schema's.
+const EVENT_INDEXES: [&str; 8] = [
+    "mt_events_pkey",
+    "mt_events_id",
+    "mt_events_stream_version",
+    "mt_events_tx_seq",
+    "mt_streams_pkey",
+    "mt_event_tags_pkey",
+    "mt_tag_versions_pkey",
+    "raw_events_pkey",
+];
+/// The indexes that grow with the documents.
+const DOCUMENT_INDEXES: [&str; 2] = ["mt_doc_customer_pkey", "raw_docs_pkey"];
+
+/// Each index's bytes per row of its side (events or documents), at every level: a flat
+/// line is an index growing in proportion to the data.
+fn index_curve(levels: &[Level], documents: bool) -> Curve {
+    let names: &[&str] = if documents {
+        &DOCUMENT_INDEXES
+    } else {
+        &EVENT_INDEXES
+    };
+    let rows = |l: &Level| if documents { l.documents } else { l.events } as f64;
+    let series = (names.iter())
+        .map(|&name| {
+            let points = (levels.iter())
+                .filter_map(|l| {
+                    let (_, bytes) = l.storage.indexes.iter().find(|(n, _)| n == name)?;
+                    (rows(l) > 0.0).then(|| (rows(l), *bytes as f64 / rows(l)))
+                })
+                .collect();
+            (name.to_owned(), points)
+        })
+        .collect();
+    let (what, file, x_desc) = if documents {
+        ("document", "index-bytes-per-doc", "documents in the store")
+    } else {
+        ("event", "index-bytes-per-event", "events in the store")
+    };
+    Curve {
+        file: file_name(levels, file),
+        title: format!("Index bytes per {what}, each index"),
+        x_desc,
+        y_desc: "bytes per row",
+        series,
+    }
+}
+
 /// The curves of the storage.
-fn storage_curves(levels: &[Level]) -> Vec<Curve<'static>> {
+fn storage_curves(levels: &[Level]) -> Vec<Curve> {
+    let name = |what: &str| file_name(levels, what);
     vec![
+        index_curve(levels, false),
+        index_curve(levels, true),
         Curve {
-            file: "scale-bytes-per-event.png",
-            title: "Bytes per event: marten against a minimal raw table",
+            file: name("bytes-per-event"),
+            title: "Bytes per event: marten against a minimal raw table".into(),
             x_desc: "events in the store",
             y_desc: "bytes/event",
             series: vec![
-                ("marten", by_events(levels, |l| l.storage.per_event.marten)),
-                ("raw", by_events(levels, |l| l.storage.per_event.raw)),
+                (
+                    "marten".into(),
+                    by_events(levels, |l| l.storage.per_event.marten),
+                ),
+                ("raw".into(), by_events(levels, |l| l.storage.per_event.raw)),
             ],
         },
         Curve {
-            file: "scale-bytes-per-doc.png",
-            title: "Bytes per document: marten against a minimal raw table",
+            file: name("bytes-per-doc"),
+            title: "Bytes per document: marten against a minimal raw table".into(),
             x_desc: "documents in the store",
             y_desc: "bytes/document",
             series: vec![
-                ("marten", by_docs(levels, |l| l.storage.per_doc.marten)),
-                ("raw", by_docs(levels, |l| l.storage.per_doc.raw)),
+                (
+                    "marten".into(),
+                    by_docs(levels, |l| l.storage.per_doc.marten),
+                ),
+                ("raw".into(), by_docs(levels, |l| l.storage.per_doc.raw)),
             ],
         },
     ]
@@ -208,7 +278,7 @@ pub fn plots(dir: &Path, levels: &[Level]) {
     std::fs::create_dir_all(dir).expect("plots directory");
     for curve in curves(levels).into_iter().chain(storage_curves(levels)) {
         match plot::draw(dir, &curve) {
-            Ok(()) => eprintln!("plot: {}", dir.join(curve.file).display()),
+            Ok(()) => eprintln!("plot: {}", dir.join(&curve.file).display()),
             Err(e) => eprintln!("plot {}: {e}", curve.file),
         }
     }

@@ -8,14 +8,14 @@ use std::path::Path;
 use plotters::prelude::*;
 
 /// One curve's plot.
-pub struct Curve<'a> {
+pub struct Curve {
     /// The file name under the output directory.
-    pub file: &'a str,
-    pub title: &'a str,
-    pub x_desc: &'a str,
-    pub y_desc: &'a str,
+    pub file: String,
+    pub title: String,
+    pub x_desc: &'static str,
+    pub y_desc: &'static str,
     /// (series name, points (x, y)).
-    pub series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -50,11 +50,15 @@ fn human(x: f64) -> String {
     format!("{}{unit}", s.trim_end_matches(".0"))
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// Draws `curve` into `dir`.
@@ -67,11 +71,11 @@ pub fn draw(dir: &Path, curve: &Curve) -> Result<(), Box<dyn std::error::Error>>
         y_max = y_max.max(y);
     }
     let (x_min, x_max) = (x_min.max(1.0) / 2.0, x_max * 2.0);
-    let path = dir.join(curve.file);
+    let path = dir.join(&curve.file);
     let root = BitMapBackend::new(&path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(curve.title, ("sans-serif", 24))
+        .caption(&curve.title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(80)
@@ -87,7 +91,7 @@ pub fn draw(dir: &Path, curve: &Curve) -> Result<(), Box<dyn std::error::Error>>
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-            .label(*name)
+            .label(name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });

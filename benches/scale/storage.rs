@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 /// Bytes per row of the store and of the raw schema.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PerRow {
     pub marten: f64,
     pub raw: f64,
@@ -12,7 +12,7 @@ pub struct PerRow {
 }
 
 /// The storage figures of one level.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Storage {
     pub per_event: PerRow,
     pub per_doc: PerRow,
