@@ -6,7 +6,10 @@
 //! - single-event appends per second, one writer, `synchronous_commit=off`, to random
 //!   seeded streams (every tenth stream is an append target, never read), alternating in
 //!   blocks with raw tokio-postgres doing the same work into the same tables, so the fall
-//!   that comes with the data shows apart from the library's;
+//!   that comes with the data shows apart from the library's; and the same appends to
+//!   100 of those streams at every level (a working set of constant size, spread over
+//!   the data), so what the data's size costs shows apart from what writing to more
+//!   streams costs;
 //! - p50 and p99 of `fetch_stream` of a random ten-event stream, of a `read_all` page of
 //!   500 from a random position, of a tag boundary read (`fetch_for_writing_by_tags`, 20
 //!   tagged events of a random course) and of `load` by id of a random document, each
@@ -68,6 +71,10 @@ pub struct Level {
     pub documents: u64,
     /// Appends per second, marten and raw, alternating.
     pub append: measure::Appends,
+    /// The same, to [`measure::HOT_STREAMS`] streams at every level (absent from the
+    /// results of runs before it).
+    #[serde(default)]
+    pub append_hot: measure::Appends,
     pub daemon_events_per_s: f64,
     /// The reads, the first time they touch their pages (cold: the level was just seeded).
     pub cold: Reads,
@@ -156,13 +163,15 @@ async fn measure_level(
     let cold = reads(store, raw, seeded, budget).await;
     let warm = reads(store, raw, seeded, budget).await;
     let storage = storage::measure(raw, &schema).await;
-    let append = measure::append(store, raw, seeded, appends).await;
+    let append = measure::append(store, raw, &seeded.append_streams, appends).await;
+    let append_hot = measure::append(store, raw, &measure::hot_targets(seeded), appends).await;
     let daemon_events_per_s = measure::daemon(store, raw, seeded, window).await;
     let l = Level {
         level,
         events: storage.per_event.rows as u64,
         documents: storage.per_doc.rows as u64,
         append,
+        append_hot,
         daemon_events_per_s,
         cold,
         warm,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::events::*;
-use common::{builder, ok};
+use common::{builder, counted_builder, ok};
 use marten::prelude::*;
 use marten::{RejectionKind, UnknownEvents};
 use serde::{Deserialize, Serialize};
@@ -344,16 +344,8 @@ async fn documents_and_events_commit_together_or_not_at_all() {
 /// by a proxy between the store and the server, after the statements are prepared).
 #[tokio::test]
 async fn appends_are_one_round_trip() {
-    let (schema, b) = builder("ev_round_trip");
-    let proxy = marten_testing::CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
-        .document::<Board>()
-        .build()
-        .await);
+    let (_schema, proxy, b) = counted_builder("ev_round_trip").await;
+    let store = ok(b.document::<Board>().build().await);
     let mut s = store.lightweight_session();
     // Twice: the first pass prepares the statements, the second counts.
     for pass in 0..2 {

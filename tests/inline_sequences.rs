@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{builder, named_builder, ok};
+use common::{counted_builder, named_builder, ok};
 use marten::daemon::{Daemon, DaemonOptions};
 use marten::prelude::*;
 use marten::{EventProjection, ProjectedOps};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
-use marten_testing::{CountingProxy, TestSchema};
+use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -303,16 +303,8 @@ async fn a_cancelled_reserving_save_leaves_nothing_behind() {
 
 /// The round trips of a plain append to a cached stream with aggregate `A` inline.
 async fn append_round_trips<A: Aggregate + marten::PgDocument>(label: &str) -> u64 {
-    let (schema, b) = builder(label);
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
-        .projection::<A>(Lifecycle::Inline)
-        .build()
-        .await);
+    let (_schema, proxy, b) = counted_builder(label).await;
+    let store = ok(b.projection::<A>(Lifecycle::Inline).build().await);
     let stream = Uuid::now_v7();
     let e = |round| Counted { writer: 0, round };
     let mut s = store.lightweight_session();

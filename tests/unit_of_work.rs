@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{builder, ok};
+use common::{builder, counted_builder, ok};
 use marten::prelude::*;
 use marten::{IdKey, RejectionKind};
-use marten_testing::CountingProxy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -229,17 +228,8 @@ async fn a_batch_with_one_stale_write_leaves_the_database_unchanged() {
 
 #[tokio::test]
 async fn save_changes_is_one_round_trip() {
-    let (schema, b) = builder("uow_round_trip");
-    let proxy = CountingProxy::start(&schema.host_port())
-        .await
-        .expect("proxy");
-    let store = ok(b
-        .connection_string(schema.url_via(&proxy))
-        .pool_size(1)
-        .document::<Account>()
-        .document::<Note>()
-        .build()
-        .await);
+    let (schema, proxy, b) = counted_builder("uow_round_trip").await;
+    let store = ok(b.document::<Account>().document::<Note>().build().await);
     let mut s = store.lightweight_session();
     let accounts: Vec<Account> = (0..100)
         .map(|i| Account {

@@ -139,8 +139,22 @@ pub struct Appends {
 /// Untimed appends a side before the timed ones.
 const WARM_UP: usize = 20;
 
-/// See [`Appends`]: `ops` appends a side.
-pub async fn append(store: &DocumentStore, raw: &Client, seeded: &Seeded, ops: usize) -> Appends {
+/// Streams of the appends with a working set of constant size ([`hot_targets`]).
+pub const HOT_STREAMS: usize = 100;
+
+/// [`HOT_STREAMS`] append targets picked at random among all of them (the same picks at
+/// every level from the same seed, so each level writes as many distinct streams, spread
+/// over the whole data).
+pub fn hot_targets(seeded: &Seeded) -> Vec<Uuid> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let all = &seeded.append_streams;
+    (0..HOT_STREAMS.min(all.len()))
+        .map(|_| all[rng.gen_range(0..all.len())])
+        .collect()
+}
+
+/// See [`Appends`]: `ops` appends a side, each to a random one of `targets`.
+pub async fn append(store: &DocumentStore, raw: &Client, targets: &[Uuid], ops: usize) -> Appends {
     let statement = raw
         .prepare(&crate::common::raw_append_sql("order_placed"))
         .await
@@ -153,7 +167,6 @@ pub async fn append(store: &DocumentStore, raw: &Client, seeded: &Seeded, ops: u
         note: "leave at the front door, ring twice".to_owned(),
     };
     let (mut lib_rng, mut raw_rng) = (StdRng::seed_from_u64(5), StdRng::seed_from_u64(6));
-    let targets = &seeded.append_streams;
     let mut lib = async |_| {
         let id = targets[lib_rng.gen_range(0..targets.len())];
         let mut s = store.lightweight_session();

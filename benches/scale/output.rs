@@ -13,16 +13,20 @@ fn lat(l: &Latency) -> String {
 
 /// Prints the tables for `BENCHMARKS.md`.
 pub fn print(levels: &[Level]) {
-    println!("| events in store | documents | append 1 event, marten (events/s) | raw | marten / raw | daemon catch-up (events/s) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| events in store | documents | append 1 event, marten (events/s) | raw | marten / raw | to 100 streams, marten | raw | marten / raw | daemon catch-up (events/s) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in levels {
+        let (a, h) = (&l.append, &l.append_hot);
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} |",
             l.events,
             l.documents,
-            l.append.marten,
-            l.append.raw,
-            l.append.marten / l.append.raw,
+            a.marten,
+            a.raw,
+            a.marten / a.raw,
+            h.marten,
+            h.raw,
+            h.marten / h.raw,
             l.daemon_events_per_s
         );
     }
@@ -144,6 +148,14 @@ fn curves(levels: &[Level]) -> Vec<Curve> {
                 (
                     "raw tokio-postgres, the same work".into(),
                     by_events(levels, |l| l.append.raw),
+                ),
+                (
+                    "marten, to 100 streams".into(),
+                    by_events(levels, |l| l.append_hot.marten),
+                ),
+                (
+                    "raw, to 100 streams".into(),
+                    by_events(levels, |l| l.append_hot.raw),
                 ),
             ],
         },

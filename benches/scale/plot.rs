@@ -87,7 +87,12 @@ pub fn draw(dir: &Path, curve: &Curve) -> Result<(), Box<dyn std::error::Error>>
         .x_label_formatter(&|x| human(*x))
         .y_label_formatter(&|y| human(*y))
         .draw()?;
-    for (i, (name, pts)) in curve.series.iter().enumerate() {
+    // A series a run did not measure (all zeros, from an older results file) is left out.
+    let measured = curve
+        .series
+        .iter()
+        .filter(|(_, p)| p.iter().any(|&(_, y)| y != 0.0));
+    for (i, (name, pts)) in measured.enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?

@@ -27,6 +27,14 @@ pub async fn counted_builder_on(schema: &TestSchema) -> (CountingProxy, Document
     (proxy, builder)
 }
 
+/// A fresh schema and a builder whose one connection goes through a proxy counting round
+/// trips ([`counted_builder_on`]).
+pub async fn counted_builder(label: &str) -> (TestSchema, CountingProxy, DocumentStoreBuilder) {
+    let schema = TestSchema::new(label);
+    let (proxy, builder) = counted_builder_on(&schema).await;
+    (schema, proxy, builder)
+}
+
 /// A builder pointed at `schema` (a second store on a test's schema).
 pub fn builder_on(schema: &TestSchema) -> DocumentStoreBuilder {
     DocumentStore::builder()
