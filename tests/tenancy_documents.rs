@@ -659,6 +659,49 @@ fn random_operations_of_several_tenants_match_each_tenants_model() {
     assert!(case.get() >= 32, "every case ran");
 }
 
+/// A conjoined query's filter tests the tenant before the document's fields: a scan that
+/// filters (few tenants, a table analyzed, so the planner reads it whole) evaluates the
+/// fields' conditions on the tenant's rows only. PostgreSQL would put `tenant_id = $1`
+/// last by itself.
+#[tokio::test]
+async fn a_filtering_scan_tests_the_tenant_first() {
+    let (schema, store) = store("tenancy_docs_filter_order").await;
+    for t in 0..4 {
+        let mut s = ok(store.lightweight_session_for(format!("t{t}")));
+        for i in 0..50 {
+            ok(s.store(account(Uuid::now_v7(), &format!("{i}@x"), i)));
+        }
+        ok(s.save_changes().await);
+    }
+    let mut q = ok(store.query_session_for("t1"));
+    let sql = q.query::<Account>().filter(|f| f.balance.lt(20)).to_sql();
+    drop(q);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(&format!(
+        "ANALYZE mt_doc_account; SET plan_cache_mode = force_generic_plan; \
+         SET enable_bitmapscan = off; SET enable_indexscan = off; PREPARE q AS {sql}"
+    ))
+    .await
+    .expect("prepare");
+    let plan: Vec<String> = raw
+        .query("EXPLAIN (ANALYZE) EXECUTE q('t1', '{\"v\": 20}')", &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let filter = plan
+        .iter()
+        .find(|l| l.trim_start().starts_with("Filter:"))
+        .unwrap_or_else(|| panic!("a filter: {plan:#?}"));
+    assert!(
+        filter
+            .trim_start()
+            .starts_with("Filter: (CASE WHEN (tenant_id = $1)"),
+        "{plan:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_conjoined_table_leads_its_keys_with_the_tenant_and_passes_the_schema_check() {
     let (schema, store) = store("tenancy_docs_schema").await;

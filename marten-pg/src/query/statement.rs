@@ -117,6 +117,16 @@ impl<D: 'static> QuerySpec<D> {
         if let Some(tenant) = rows.tenant {
             let p = sql.param(Box::new(tenant));
             parts.push(format!("d.{TENANT_COLUMN} = {p}"));
+            if !self.filters.is_empty() {
+                // PostgreSQL takes `tenant_id = $p` into its equivalence classes and puts
+                // it back behind every other condition, so a scan that filters (rather
+                // than reading the tenant's range of an index) would test every tenant's
+                // rows against the filters before the tenant. This copy, which it does not
+                // move, tests the tenant first; the planner counts it as halving the rows.
+                parts.push(format!(
+                    "CASE WHEN d.{TENANT_COLUMN} = {p} THEN true ELSE false END"
+                ));
+            }
         }
         parts.extend(
             self.filters

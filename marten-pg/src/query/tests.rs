@@ -201,7 +201,10 @@ fn an_aggregate_has_the_tenant_first_and_no_paging() {
     let sql = q.aggregate_from("t", Scoped::tenant(Some(None)), "sum(1)");
     assert_eq!(
         sql.text,
-        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $2::jsonb, true), false)")
+        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND CASE WHEN d.tenant_id = $1 THEN true ELSE false END AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $2::jsonb, true), false)")
     );
     assert_eq!(sql.params.len(), 2);
+    // Without filters the tenant's match is the whole condition.
+    let sql = spec(vec![]).aggregate_from("t", Scoped::tenant(Some(None)), "sum(1)");
+    assert_eq!(sql.text, "SELECT sum(1) FROM t d WHERE d.tenant_id = $1");
 }
