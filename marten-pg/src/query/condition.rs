@@ -11,7 +11,7 @@ use super::render::{self, Sql};
 use crate::documents::condition::Condition;
 use crate::documents::conjoined;
 use crate::documents::PgDocument;
-use crate::tables::documents::TENANT_COLUMN;
+use crate::tables::documents::tenant_match;
 use crate::tenant_key::TenantKey;
 
 /// `filter` over the rows `d` of `D`'s table, with its parameters numbered from `$1`;
@@ -27,7 +27,7 @@ pub(crate) fn condition<D: PgDocument>(
     let mut parts = Vec::with_capacity(3);
     if conjoined::<D>() {
         let p = sql.param(Box::new(TenantKey::of(tenant)));
-        parts.push(format!("d.{TENANT_COLUMN} = {p}"));
+        parts.push(tenant_match(&p, true));
     }
     parts.push(format!(
         "({})",

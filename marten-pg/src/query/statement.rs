@@ -12,7 +12,7 @@ use super::render::{self, Sql};
 use super::search;
 use super::spec::QuerySpec;
 use crate::documents::{conjoined, PgDocument};
-use crate::tables::documents::TENANT_COLUMN;
+use crate::tables::documents::tenant_match;
 use crate::tenant_key::TenantKey;
 
 /// The tenant a statement matches rows on: `None` for a single-tenant type, `Some` of
@@ -116,17 +116,7 @@ impl<D: 'static> QuerySpec<D> {
         let mut parts = Vec::with_capacity(self.filters.len() + 2);
         if let Some(tenant) = rows.tenant {
             let p = sql.param(Box::new(tenant));
-            parts.push(format!("d.{TENANT_COLUMN} = {p}"));
-            if !self.filters.is_empty() {
-                // PostgreSQL takes `tenant_id = $p` into its equivalence classes and puts
-                // it back behind every other condition, so a scan that filters (rather
-                // than reading the tenant's range of an index) would test every tenant's
-                // rows against the filters before the tenant. This copy, which it does not
-                // move, tests the tenant first; the planner counts it as halving the rows.
-                parts.push(format!(
-                    "CASE WHEN d.{TENANT_COLUMN} = {p} THEN true ELSE false END"
-                ));
-            }
+            parts.push(tenant_match(&p, !self.filters.is_empty()));
         }
         parts.extend(
             self.filters
