@@ -120,15 +120,11 @@ fn events_table(schema: &str, idt: &str, conjoined: bool) -> TableDef {
         ],
     );
     events.sequences.push(EVENTS_SEQUENCE.to_owned());
-    let event_id_key: &[&str] = if conjoined {
-        &["tenant_id", "id"]
+    // Conjoined: each tenant's event ids and streams' versions.
+    let (event_id_key, version_key): (&[&str], &[&str]) = if conjoined {
+        (&["tenant_id", "id"], &["tenant_id", "stream_id", "version"])
     } else {
-        &["id"]
-    };
-    let version_key: &[&str] = if conjoined {
-        &["tenant_id", "stream_id", "version"]
-    } else {
-        &["stream_id", "version"]
+        (&["id"], &["stream_id", "version"])
     };
     events.constraints.push(format!(
         "CONSTRAINT {STREAM_VERSION_CONSTRAINT} UNIQUE ({})",
