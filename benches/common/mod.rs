@@ -119,12 +119,19 @@ pub fn quartiles(sorted: &[f64]) -> (f64, f64) {
     (q(0.25), q(0.75))
 }
 
+/// `MARTEN_BENCH_ONLY` when it selects scenarios (set and not empty).
+pub fn only_filter() -> Option<String> {
+    std::env::var("MARTEN_BENCH_ONLY")
+        .ok()
+        .filter(|only| !only.is_empty())
+}
+
 /// Whether the scenario named `name` runs: `MARTEN_BENCH_ONLY` (a comma-separated list of
 /// substrings of scenario names) selects some; by default all run.
 pub fn wanted(name: &str) -> bool {
-    match std::env::var("MARTEN_BENCH_ONLY") {
-        Ok(only) if !only.is_empty() => only.split(',').any(|part| name.contains(part.trim())),
-        _ => true,
+    match only_filter() {
+        Some(only) => only.split(',').any(|part| name.contains(part.trim())),
+        None => true,
     }
 }
 

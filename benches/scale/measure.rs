@@ -142,14 +142,15 @@ const WARM_UP: usize = 20;
 /// Streams of the appends with a working set of constant size ([`hot_targets`]).
 pub const HOT_STREAMS: usize = 100;
 
-/// [`HOT_STREAMS`] append targets picked at random among all of them (the same picks at
-/// every level from the same seed, so each level writes as many distinct streams, spread
-/// over the whole data).
+/// [`HOT_STREAMS`] distinct append targets picked at random among all of them (fewer
+/// only when there are fewer), so each level writes as many distinct streams, spread
+/// over the whole data.
 pub fn hot_targets(seeded: &Seeded) -> Vec<Uuid> {
     let mut rng = StdRng::seed_from_u64(7);
     let all = &seeded.append_streams;
-    (0..HOT_STREAMS.min(all.len()))
-        .map(|_| all[rng.gen_range(0..all.len())])
+    rand::seq::index::sample(&mut rng, all.len(), HOT_STREAMS.min(all.len()))
+        .into_iter()
+        .map(|i| all[i])
         .collect()
 }
 

@@ -26,7 +26,7 @@ pub fn print(levels: &[Level]) {
             a.marten / a.raw,
             h.marten,
             h.raw,
-            h.marten / h.raw,
+            if h.raw > 0.0 { h.marten / h.raw } else { 0.0 },
             l.daemon_events_per_s
         );
     }
@@ -122,8 +122,9 @@ fn by_docs(levels: &[Level], f: impl Fn(&Level) -> f64) -> Vec<(f64, f64)> {
     levels.iter().map(|l| (l.documents as f64, f(l))).collect()
 }
 
-/// The file name of the curve `what`: `scale-<most events>-<what>.png` (`scale-10m-load.png`
-/// for a run up to 10 million events), so runs to different sizes keep their own plots.
+/// The file name of the curve `what`: `scale-<most events in the store>-<what>.png`
+/// (`scale-10m-load.png` for a run up to 10 million events, `scale-10k-` for a run of the
+/// probe alone), so runs to different sizes keep their own plots.
 fn file_name(levels: &[Level], what: &str) -> String {
     let most = levels.iter().map(|l| l.events).max().unwrap_or(0);
     let size = match most {

@@ -409,7 +409,8 @@ pub enum Error {
         detail: String,
     },
 
-    /// Events with these ids were appended before (event ids are unique): the save was
+    /// Events with these ids were appended before (event ids are unique; with conjoined
+    /// events, unique per tenant, and only the session's tenant's are named): the save was
     /// refused and nothing of it was written. Sending a save again after
     /// [`Error::OutcomeUnknown`] with the same event ids (`PendingEvent::with_id`) ends
     /// here when the first attempt did commit.

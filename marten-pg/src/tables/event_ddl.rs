@@ -247,6 +247,7 @@ mod tests {
             "PRIMARY KEY (tenant_id, tag_type, tag_value, seq_id)",
             "PRIMARY KEY (tenant_id, tag_type, tag_value)",
             "ON s1.mt_events (tenant_id, stream_id, version)",
+            "UNIQUE INDEX IF NOT EXISTS mt_events_id ON s1.mt_events (tenant_id, id)",
         ] {
             assert!(ddl.contains(expected), "{expected}: {ddl}");
         }

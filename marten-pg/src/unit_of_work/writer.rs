@@ -129,6 +129,7 @@ impl UnitOfWork {
         let Some((sql, scope)) = appends.clone().next().map(StreamAppend::existing_ids) else {
             return Error::DuplicateEvent { ids: Vec::new() };
         };
+        debug_assert!(appends.clone().all(|a| a.existing_ids().1 == scope));
         let ids: Vec<uuid::Uuid> = appends.flat_map(|a| a.ids.iter().copied()).collect();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
         if let Some(tenant) = scope {
