@@ -191,6 +191,22 @@ async fn conjoined_events_are_queried_within_the_sessions_tenant() {
             .await);
         assert_eq!(found.len(), n, "{tenant}");
         assert!(data(&found).iter().all(|e| e.customer == tenant));
+        // A filter on the data matches the tenant's events only, and the tenant is
+        // tested before it (see `a_filtering_scan_tests_the_tenant_first`).
+        let cheap = s
+            .events()
+            .query::<OrderPlaced>()
+            .filter(|f| f.total.cents.lt(2));
+        assert_eq!(ok(cheap.count().await), n.min(2) as i64, "{tenant}");
+        let sql = ok(s
+            .events()
+            .query::<OrderPlaced>()
+            .filter(|f| f.total.cents.lt(2))
+            .to_sql());
+        assert!(
+            sql.contains("WHERE d.tenant_id = $1::text AND CASE WHEN d.tenant_id = $1::text THEN true ELSE false END AND d.type"),
+            "{sql}"
+        );
     }
     let mut nobody = store.lightweight_session();
     let err = nobody

@@ -11,7 +11,7 @@ use super::render::{self, Sql};
 use crate::documents::condition::Condition;
 use crate::documents::conjoined;
 use crate::documents::PgDocument;
-use crate::tables::documents::tenant_match;
+use crate::tables::tenant_match::tenant_match;
 use crate::tenant_key::TenantKey;
 
 /// `filter` over the rows `d` of `D`'s table, with its parameters numbered from `$1`;

@@ -12,7 +12,7 @@ use super::render::{self, Sql};
 use super::search;
 use super::spec::QuerySpec;
 use crate::documents::{conjoined, PgDocument};
-use crate::tables::documents::tenant_match;
+use crate::tables::tenant_match::tenant_match;
 use crate::tenant_key::TenantKey;
 
 /// The tenant a statement matches rows on: `None` for a single-tenant type, `Some` of

@@ -14,6 +14,7 @@ pub mod hilo;
 pub mod progression;
 pub mod qualify;
 pub mod snapshots;
+pub mod tenant_match;
 pub mod tenants;
 pub mod versions;
 

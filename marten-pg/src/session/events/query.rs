@@ -17,6 +17,7 @@ use crate::events::read;
 use crate::query::render::{render, Sql};
 use crate::session::Tracking;
 use crate::tables::events::{select_events_where, EVENTS_TABLE};
+use crate::tables::tenant_match::tenant_match;
 
 impl<'s, K: Tracking> Events<'s, K> {
     /// A typed query over the events of type `E` (stored under its name or one of its
@@ -115,7 +116,7 @@ impl<'s, K: Tracking, E: Event + HasFields> EventQuery<'s, K, E> {
         let mut parts = Vec::new();
         if let Some(t) = tenant.scope() {
             let p = sql.param(Box::new(t.clone()));
-            parts.push(format!("d.tenant_id = {p}::text"));
+            parts.push(tenant_match(&format!("{p}::text"), true));
         }
         let names: Vec<String> = std::iter::once(E::EVENT_TYPE)
             .chain(E::ALIASES.iter().copied())

@@ -36,7 +36,7 @@ pub use numeric::NumericSql;
 pub use off::OffSql;
 pub use optimistic::OptimisticSql;
 pub use patch::{by_id, delete_where, mark_deleted_where, patched_data, update, VersionBump};
-pub use scope::{tenant_match, Scope, DELETED_AT_COLUMN, DELETED_COLUMN};
+pub use scope::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN};
 
 use crate::tables::def::{ColumnDef, IndexDef, TableDef};
 use crate::tables::functions::REJECTED_FLAG;

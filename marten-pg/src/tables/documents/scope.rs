@@ -11,22 +11,6 @@ pub const DELETED_COLUMN: &str = "mt_deleted";
 /// The column holding when a soft-deleted row was marked.
 pub const DELETED_AT_COLUMN: &str = "mt_deleted_at";
 
-/// `d.tenant_id = {p}`: the match of a conjoined table's rows on the tenant bound as `p`,
-/// for a statement whose `WHERE` has other conditions after it when `filtered`. Those
-/// get the tenant's test a second time, first: PostgreSQL takes `tenant_id = $n` into its
-/// equivalence classes and puts it back behind every other condition, so a scan that
-/// filters (rather than reading the tenant's range of an index) would test every
-/// tenant's rows against the document's conditions before their tenant. The copy is a
-/// `CASE`, which it neither moves nor counts as more than halving the rows.
-pub fn tenant_match(p: &str, filtered: bool) -> String {
-    let key = format!("d.{TENANT_COLUMN} = {p}");
-    if filtered {
-        format!("{key} AND CASE WHEN {key} THEN true ELSE false END")
-    } else {
-        key
-    }
-}
-
 /// How a document table's statements scope its rows: to a tenant, and (a soft-deleted
 /// type) to the rows not marked deleted.
 ///
@@ -130,19 +114,5 @@ impl Scope {
         } else {
             ""
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tenant_match;
-
-    #[test]
-    fn a_filtered_statement_tests_the_tenant_first_and_again_as_a_key() {
-        assert_eq!(tenant_match("$1", false), "d.tenant_id = $1");
-        assert_eq!(
-            tenant_match("$3", true),
-            "d.tenant_id = $3 AND CASE WHEN d.tenant_id = $3 THEN true ELSE false END"
-        );
     }
 }
