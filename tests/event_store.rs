@@ -447,3 +447,55 @@ async fn lone_appends_with_and_without_metadata() {
         events.iter().map(|e| &e.tenant).collect::<Vec<_>>()
     );
 }
+
+/// Stream commands at their edges, with events of `tenancy`: archiving twice leaves the
+/// stream as archived at its version, archiving a missing stream creates nothing,
+/// starting one stream twice in a save is refused (naming it) with nothing written, and a
+/// start and an append in one save both land.
+async fn stream_commands_at_their_edges(tenancy: marten::Tenancy, label: &str) {
+    let (_schema, b) = builder(label);
+    let store = ok(b.events_tenancy(tenancy).build().await);
+    let mut s = match tenancy {
+        marten::Tenancy::Conjoined => ok(store.lightweight_session_for("red")),
+        _ => store.lightweight_session(),
+    };
+    let p = Uuid::now_v7();
+    ok(s.events().start_stream(p, [started("p")]));
+    ok(s.save_changes().await);
+    for _ in 0..2 {
+        ok(s.events().archive_stream(p));
+        ok(s.save_changes().await);
+        let state = ok(s.events().fetch_stream_state(p).await).expect("the stream");
+        assert_eq!((state.version, state.archived), (1, true));
+    }
+    let missing = Uuid::now_v7();
+    ok(s.events().archive_stream(missing));
+    ok(s.save_changes().await);
+    assert!(ok(s.events().fetch_stream_state(missing).await).is_none());
+
+    let twice = Uuid::now_v7();
+    ok(s.events().start_stream(twice, [started("a")]));
+    ok(s.events().start_stream(twice, [started("b")]));
+    let err = s.save_changes().await.expect_err("started twice");
+    let rejections = err.rejections();
+    assert_eq!(rejections.len(), 1, "{err}");
+    assert_eq!(rejections[0].kind, RejectionKind::StreamExists);
+    assert_eq!(rejections[0].id, marten::IdKey::Uuid(twice), "{err}");
+    assert!(ok(s.events().fetch_stream_state(twice).await).is_none());
+
+    let both = Uuid::now_v7();
+    ok(s.events().start_stream(both, [started("a")]));
+    ok(s.events().append(both, [task("t")]));
+    ok(s.save_changes().await);
+    assert_eq!(ok(s.events().fetch_stream(both).await).len(), 2);
+}
+
+#[tokio::test]
+async fn stream_commands_at_their_edges_single() {
+    stream_commands_at_their_edges(marten::Tenancy::Single, "ev_stream_edges").await;
+}
+
+#[tokio::test]
+async fn stream_commands_at_their_edges_conjoined() {
+    stream_commands_at_their_edges(marten::Tenancy::Conjoined, "ev_stream_edges_conj").await;
+}
