@@ -278,9 +278,36 @@ async fn rebuild_replays_from_the_start() {
         .batch_execute("UPDATE mt_doc_tally SET data = jsonb_set(data, '{total}', '-1')")
         .await
         .expect("corrupt the projection");
+    // A document no event makes (written by hand): a rebuild does not keep it.
+    let stray = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.store(Tally {
+        id: stray,
+        version: 1,
+        total: 7,
+        count: 1,
+    }));
+    ok(s.save_changes().await);
     ok(marten::daemon::rebuild(&store, "Tally").await);
     ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
     assert_equals_live(&store, &streams).await;
+    assert!(ok(store.query_session().load::<Tally>(&stray).await).is_none());
+    ok(daemon.stop().await);
+}
+
+/// A rebuild of a projection no event feeds finishes, and the daemon is not stale.
+#[tokio::test]
+async fn a_rebuild_without_events_finishes() {
+    let (_schema, store) = store_for("daemon_rebuild_empty").await;
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    // And it projects what comes next.
+    let id = Uuid::now_v7();
+    append_many(&store, &[id], 2).await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    assert_equals_live(&store, &[id]).await;
     ok(daemon.stop().await);
 }
 
