@@ -449,3 +449,80 @@ async fn async_event_projection_writes_documents_per_event() {
     );
     ok(daemon.stop().await);
 }
+
+/// Appends `Added` 1, 2 and 3 to a new stream and corrupts the second event's body by
+/// hand so it no longer reads as an `Added`; returns the stream and that event's sequence.
+async fn with_a_corrupt_event(
+    schema: &marten_testing::TestSchema,
+    store: &DocumentStore,
+) -> (Uuid, i64) {
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events()
+        .append(id, [Added { n: 1 }, Added { n: 2 }, Added { n: 3 }]));
+    ok(s.save_changes().await);
+    let raw = schema.raw_client().await;
+    let seq: i64 = raw
+        .query_one(
+            "UPDATE mt_events SET data = '{\"n\": \"two\"}' WHERE stream_id = $1 AND version = 2 \
+             RETURNING seq_id",
+            &[&id],
+        )
+        .await
+        .expect("corrupt the event")
+        .get(0);
+    (id, seq)
+}
+
+/// An event whose stored body no longer reads as its type stops the projection under
+/// either poison policy, with a typed error naming its type and sequence, instead of
+/// being read again for ever; nothing of its batch is written. (Dead-lettering it, as
+/// an apply that fails is, is not built: it would take the page reader handing the
+/// runner events it could not decode.)
+async fn a_corrupt_event_body_stops_the_projection(policy: PoisonPolicy, label: &str) {
+    let (schema, store) = store_for(label).await;
+    let (id, seq) = with_a_corrupt_event(&schema, &store).await;
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            retries: 0,
+            poison: policy,
+            ..DaemonOptions::default()
+        },
+    );
+    let err = daemon
+        .wait_for_non_stale(Duration::from_secs(10))
+        .await
+        .expect_err("stopped, stale");
+    assert!(
+        matches!(err, marten::Error::ProjectionStopped { .. }),
+        "{err}"
+    );
+    let stopped = daemon
+        .stop()
+        .await
+        .expect_err("stopped on the corrupt event");
+    match stopped {
+        marten::Error::DeserializeEvent {
+            event_type,
+            sequence,
+            ..
+        } => assert_eq!((event_type.as_str(), sequence), ("added", seq)),
+        other => panic!("expected DeserializeEvent, got {other}"),
+    }
+    assert!(
+        ok(store.query_session().load::<Tally>(&id).await).is_none(),
+        "nothing of the batch"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_event_body_stops_the_projection_with_dead_letters() {
+    a_corrupt_event_body_stops_the_projection(PoisonPolicy::DeadLetter, "daemon_corrupt_dead")
+        .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_event_body_stops_the_projection_when_configured() {
+    a_corrupt_event_body_stops_the_projection(PoisonPolicy::Stop, "daemon_corrupt_stop").await;
+}

@@ -71,13 +71,21 @@ pub fn long_wait(poll: Duration) -> Duration {
     poll.saturating_mul(WAIT_POLLS)
 }
 
-/// What follows a step that ended with `result`, polling every `poll`.
+/// What follows a step that ended with `result`, polling every `poll`. A poison event
+/// stops the projection (an apply that kept failing under the stop policy), and so does
+/// an event whose stored body or type cannot be read: reading it again would fail again,
+/// for ever.
 pub fn after_step(result: Result<Turn>, poll: Duration) -> Action {
     match result {
         Ok(Turn::Worked) => Action::Continue,
         Ok(Turn::Idle) => Action::Idle(poll),
         Ok(Turn::StepDown) => Action::StepDown,
-        Err(e @ Error::Apply { .. }) => Action::Stop(e),
+        Err(
+            e @ (Error::Apply { .. }
+            | Error::DeserializeEvent { .. }
+            | Error::Upcast { .. }
+            | Error::UnknownEventType { .. }),
+        ) => Action::Stop(e),
         Err(error) => Action::Retry { error, after: poll },
     }
 }
@@ -170,6 +178,19 @@ mod tests {
         assert!(matches!(
             after_step(Err(apply()), POLL),
             Action::Stop(Error::Apply { .. })
+        ));
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_read_stops_the_projection() {
+        let unreadable = Error::DeserializeEvent {
+            event_type: "added".into(),
+            sequence: 7,
+            source: serde_json::from_str::<i64>("\"x\"").unwrap_err(),
+        };
+        assert!(matches!(
+            after_step(Err(unreadable), POLL),
+            Action::Stop(Error::DeserializeEvent { sequence: 7, .. })
         ));
     }
 
