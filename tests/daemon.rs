@@ -450,6 +450,43 @@ async fn async_event_projection_writes_documents_per_event() {
     ok(daemon.stop().await);
 }
 
+/// Deleted streams and the daemon: a stream deleted before the daemon starts is never
+/// projected, one deleted while it runs neither stalls it nor loses the others' events,
+/// and a rebuild leaves no document for a deleted stream.
+#[tokio::test]
+async fn deleted_streams_neither_stall_the_daemon_nor_survive_a_rebuild() {
+    let (_schema, store) = store_for("daemon_deleted_streams").await;
+    let streams: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    append_many(&store, &streams, 3).await;
+    let delete = |id: Uuid| {
+        let store = store.clone();
+        async move {
+            let mut s = store.lightweight_session();
+            ok(s.events().delete_stream(id));
+            ok(s.save_changes().await);
+        }
+    };
+    delete(streams[1]).await;
+    let daemon = Daemon::start(&store, DaemonOptions::default());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    let kept = [streams[0], streams[2]];
+    assert_equals_live(&store, &kept).await;
+    assert!(ok(store.query_session().load::<Tally>(&streams[1]).await).is_none());
+    // While it runs: the third stream is deleted, the first goes on.
+    append_many(&store, &streams[..1], 2).await;
+    delete(streams[2]).await;
+    append_many(&store, &streams[..1], 2).await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    assert_equals_live(&store, &streams[..1]).await;
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    assert_equals_live(&store, &streams[..1]).await;
+    for gone in &streams[1..] {
+        assert!(ok(store.query_session().load::<Tally>(gone).await).is_none());
+    }
+    ok(daemon.stop().await);
+}
+
 /// Appends `Added` 1, 2 and 3 to a new stream and corrupts the second event's body by
 /// hand so it no longer reads as an `Added`; returns the stream and that event's sequence.
 async fn with_a_corrupt_event(
