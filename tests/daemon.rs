@@ -225,6 +225,20 @@ async fn a_dead_letter_table_from_before_the_attempts_column_gets_it() {
     assert_eq!(got, [("old".to_owned(), 0), (id.to_string(), 1)]);
 }
 
+/// The error a daemon whose projection stopped ends with: `wait_for_non_stale` reports
+/// the projection stopped at once (within 10 s), and `stop` returns the runner's error.
+async fn stopped_with(daemon: Daemon) -> marten::Error {
+    let err = daemon
+        .wait_for_non_stale(Duration::from_secs(10))
+        .await
+        .expect_err("stopped, stale");
+    assert!(
+        matches!(err, marten::Error::ProjectionStopped { .. }),
+        "{err}"
+    );
+    daemon.stop().await.expect_err("the runner stopped")
+}
+
 #[tokio::test]
 async fn a_poison_event_stops_the_projection_when_configured() {
     let (_schema, store) = store_for("daemon_poison_stop").await;
@@ -246,18 +260,7 @@ async fn a_poison_event_stops_the_projection_when_configured() {
             ..DaemonOptions::default()
         },
     );
-    let err = daemon
-        .wait_for_non_stale(Duration::from_secs(10))
-        .await
-        .expect_err("stopped, stale");
-    assert!(
-        matches!(err, marten::Error::ProjectionStopped { .. }),
-        "{err}"
-    );
-    let stopped = daemon
-        .stop()
-        .await
-        .expect_err("the runner stopped on the poison event");
+    let stopped = stopped_with(daemon).await;
     assert!(matches!(stopped, marten::Error::Apply { .. }), "{stopped}");
     assert!(
         ok(store.query_session().load::<Tally>(&id).await).is_none(),
@@ -527,19 +530,7 @@ async fn a_corrupt_event_body_stops_the_projection(policy: PoisonPolicy, label: 
             ..DaemonOptions::default()
         },
     );
-    let err = daemon
-        .wait_for_non_stale(Duration::from_secs(10))
-        .await
-        .expect_err("stopped, stale");
-    assert!(
-        matches!(err, marten::Error::ProjectionStopped { .. }),
-        "{err}"
-    );
-    let stopped = daemon
-        .stop()
-        .await
-        .expect_err("stopped on the corrupt event");
-    match stopped {
+    match stopped_with(daemon).await {
         marten::Error::DeserializeEvent {
             event_type,
             sequence,

@@ -238,10 +238,10 @@ fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
 
 impl StreamAppend {
     /// The statement naming which of a save's event ids are already appended, and the
-    /// tenant it is scoped to (conjoined events: ids are unique per tenant).
-    pub(crate) fn existing_ids(&self) -> (&'static String, Option<&String>) {
+    /// tenant that scopes it (conjoined events: ids are unique per tenant).
+    pub(crate) fn existing_ids(&self) -> (&'static String, &EventTenant) {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
-        (&sql.existing_ids, self.tenant.scope())
+        (&sql.existing_ids, &self.tenant)
     }
 }
 

@@ -126,17 +126,13 @@ impl UnitOfWork {
         let appends = (self.user.appends())
             .chain(self.derived.appends())
             .map(|(_, a)| a);
-        let Some((sql, scope)) = appends.clone().next().map(StreamAppend::existing_ids) else {
+        let Some((sql, tenant)) = appends.clone().next().map(StreamAppend::existing_ids) else {
             return Error::DuplicateEvent { ids: Vec::new() };
         };
-        debug_assert!(appends.clone().all(|a| a.existing_ids().1 == scope));
+        debug_assert!(appends.clone().all(|a| a.existing_ids().1 == tenant));
         let ids: Vec<uuid::Uuid> = appends.flat_map(|a| a.ids.iter().copied()).collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
-        if let Some(tenant) = scope {
-            params.push(tenant);
-        }
         let found = client
-            .query(sql, &params)
+            .query(sql, &tenant.scoped(vec![&ids]))
             .await
             .map_err(|e| map_db_error(e, Failed::Reading("event")))
             .and_then(|rows| {
