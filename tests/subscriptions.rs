@@ -492,3 +492,47 @@ async fn a_name_registered_twice_is_refused() {
         Ok(_) => panic!("two subscriptions named collector were accepted"),
     }
 }
+
+/// Records the sequences it is handed, under the name it is given.
+struct Named(&'static str, Arc<Mutex<Vec<i64>>>);
+
+impl Subscription for Named {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    async fn handle(
+        &self,
+        batch: &SubscriptionBatch<'_>,
+        _tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        let mut seen = self.1.lock().map_err(|_| HandlerError::new("poisoned"))?;
+        seen.extend(batch.deliveries().map(|(_, e)| e.sequence));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_type_runs_under_two_names() {
+    let (_schema, b) = builder("subs_one_type_two_names");
+    let (first, second) = (Arc::default(), Arc::default());
+    let store = ok(b
+        .event::<Placed>()
+        .event::<Shipped>()
+        .subscription(Named("first", Arc::clone(&first)))
+        .subscription(Named("second", Arc::clone(&second)))
+        .build()
+        .await);
+    append(&store, None, &[Uuid::now_v7()], 3).await;
+    let daemon = Daemon::start(&store, options());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+    ok(daemon.stop().await);
+    let all = sequences_of(&store, None).await;
+    for seen in [&first, &second] {
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            all,
+            "each is handed every event"
+        );
+    }
+}

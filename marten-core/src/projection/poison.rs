@@ -1,9 +1,12 @@
 //! What an async projection's runner does when planning a batch fails on an event: retry
 //! after a doubling backoff, and once the retries are spent apply the [`PoisonPolicy`]
-//! (dead-letter the event and go on without it, or stop the projection).
+//! (dead-letter the event and go on without it, or stop the projection). An event whose
+//! stored body cannot be decoded meets the policy at once: decoding it again would fail
+//! again.
 //!
-//! Pure: [`on_failure`] decides from the count of failures in a row; the runner keeps
-//! the count, sleeps, records dead letters and stops.
+//! Pure: [`on_failure`] decides from the count of failures in a row, [`on_unreadable`]
+//! from the policy alone; the runner keeps the count, sleeps, records dead letters and
+//! stops.
 
 use std::time::Duration;
 
@@ -56,6 +59,16 @@ pub fn on_failure(failures: u32, retries: u32, policy: PoisonPolicy) -> FailureA
             after: backoff(failures),
         };
     }
+    match policy {
+        PoisonPolicy::DeadLetter => FailureAction::DeadLetter,
+        PoisonPolicy::Stop => FailureAction::Stop,
+    }
+}
+
+/// What to do with an event of a type the projection handles whose stored body cannot be
+/// decoded (it does not deserialize, or its upcaster refuses it): what `policy` says,
+/// without retries.
+pub fn on_unreadable(policy: PoisonPolicy) -> FailureAction {
     match policy {
         PoisonPolicy::DeadLetter => FailureAction::DeadLetter,
         PoisonPolicy::Stop => FailureAction::Stop,
@@ -138,6 +151,15 @@ mod tests {
             on_failure(20, 100, PoisonPolicy::Stop),
             FailureAction::Retry { after: ms(3200) }
         );
+    }
+
+    #[test]
+    fn an_unreadable_event_meets_the_policy_at_once() {
+        assert_eq!(
+            on_unreadable(PoisonPolicy::DeadLetter),
+            FailureAction::DeadLetter
+        );
+        assert_eq!(on_unreadable(PoisonPolicy::Stop), FailureAction::Stop);
     }
 
     #[test]

@@ -68,11 +68,15 @@ impl EventFilter {
         self
     }
 
+    /// Whether events of type `event_type` (a type's current name) can pass the filter:
+    /// the filter names no types, or names this one.
+    pub fn admits_type(&self, event_type: &str) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(event_type))
+    }
+
     /// Whether `event` passes the filter.
     pub fn accepts(&self, event: &EventEnvelope) -> bool {
-        self.types
-            .as_ref()
-            .is_none_or(|t| t.contains(event.event_type.as_ref()))
+        self.admits_type(event.event_type.as_ref())
             && self
                 .streams
                 .as_ref()

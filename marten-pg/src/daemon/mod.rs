@@ -48,6 +48,7 @@ pub(crate) mod share;
 pub(crate) mod slot;
 mod stale;
 mod tenants;
+mod unreadable;
 mod versions;
 
 pub use handle::Daemon;

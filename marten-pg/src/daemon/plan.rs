@@ -51,6 +51,18 @@ impl EventHooks for SlotHooks<'_> {
     }
 }
 
+/// A dead letter: the event that was left out of the projection, and why.
+pub(super) struct DeadLetter<'a> {
+    pub(super) sequence: i64,
+    /// Its type: the current name of an event that was decoded, the stored name of one
+    /// that could not be.
+    pub(super) event_type: &'a str,
+    pub(super) stream: &'a StreamId,
+    pub(super) message: &'a str,
+    /// How many times it failed (its apply, or its decoding).
+    pub(super) attempts: u32,
+}
+
 /// An apply that failed: the event it failed on and why.
 struct FailedApply {
     event_type: String,
@@ -98,8 +110,14 @@ impl Runner {
                 continue;
             }
             let (event, message) = self.poison(events, failed, action)?;
-            self.dead_letter(conn, &event, &message, self.failures)
-                .await?;
+            let letter = DeadLetter {
+                sequence: event.sequence,
+                event_type: &event.event_type,
+                stream: &event.stream_id,
+                message: &message,
+                attempts: self.failures,
+            };
+            self.dead_letter(conn, letter).await?;
             self.failures = 0;
         }
     }
@@ -163,33 +181,27 @@ impl Runner {
         Ok((events.remove(bad), message))
     }
 
-    /// Records a poison event in `mt_dead_letters`, with how many times its apply failed.
-    async fn dead_letter(
-        &self,
-        conn: &mut Conn,
-        e: &EventEnvelope,
-        message: &str,
-        attempts: u32,
-    ) -> Result<()> {
+    /// Records a poison event in `mt_dead_letters`.
+    pub(super) async fn dead_letter(&self, conn: &mut Conn, letter: DeadLetter<'_>) -> Result<()> {
         let name = self.projection.name();
         warn!(
             projection = name,
-            sequence = e.sequence,
+            sequence = letter.sequence,
             "dead-lettering a poison event"
         );
-        let stream_text = e.stream_id.to_string();
+        let stream_text = letter.stream.to_string();
         let tenant = self.slot.tenant_column();
-        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        let attempts = i32::try_from(letter.attempts).unwrap_or(i32::MAX);
         conn.run(&self.store, async |client| {
             client
                 .execute(
                     progression::DEAD_LETTER,
                     &[
                         &name,
-                        &e.sequence,
-                        &e.event_type,
+                        &letter.sequence,
+                        &letter.event_type,
                         &stream_text,
-                        &message,
+                        &letter.message,
                         &tenant,
                         &attempts,
                     ],

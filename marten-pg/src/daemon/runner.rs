@@ -256,6 +256,9 @@ impl Runner {
         let hooks = self.options.hooks.clone();
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
+        if !page.unreadable.is_empty() {
+            self.pass_unreadable(conn, page.unreadable).await?;
+        }
         if let Some(shard) = self.slot.shard {
             // The position moves over the whole page; the shard projects its own events.
             events.retain(|e| self.projection.in_shard(e, shard));

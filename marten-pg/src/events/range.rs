@@ -1,7 +1,9 @@
 //! What a read asks for and gets back: [`StreamRange`] (which events of a stream),
 //! [`Position`] in the gap-safe global order and an [`EventPage`] of it. Plain data.
 
-use marten_core::EventEnvelope;
+use std::any::TypeId;
+
+use marten_core::{Error, EventEnvelope, StreamId};
 use time::OffsetDateTime;
 
 /// Which events of a stream to fetch. The default is all of them.
@@ -110,4 +112,24 @@ pub struct EventPage {
     /// How many rows were read (events of unknown types skipped by the store's policy
     /// count here but are not in `events`).
     pub rows: usize,
+    /// Events of registered types whose stored body could not be decoded, when the read
+    /// collects them (the daemon's; a public read fails on the first instead). They
+    /// count in `rows`, not in `events`.
+    pub(crate) unreadable: Vec<Unreadable>,
+}
+
+/// An event of a registered type that a page read but could not decode (its stored JSON
+/// does not deserialize, or its upcaster refuses it).
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    /// Its global sequence.
+    pub(crate) sequence: i64,
+    /// The type name it is stored under.
+    pub(crate) stored_type: String,
+    /// The Rust type it reads as and that type's current name.
+    pub(crate) read_as: Option<(TypeId, &'static str)>,
+    /// Its stream.
+    pub(crate) stream: StreamId,
+    /// Why it could not be decoded ([`Error::DeserializeEvent`] or [`Error::Upcast`]).
+    pub(crate) error: Error,
 }

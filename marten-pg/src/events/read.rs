@@ -10,7 +10,7 @@ use marten_core::{Error, EventEnvelope, Result, StreamState, TenantId};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use super::range::{EventPage, Position, StreamRange};
+use super::range::{EventPage, Position, StreamRange, Unreadable};
 use super::registry::UNREAD_SEQUENCE;
 use super::stream_id::{StreamIdColumn, StreamKey};
 use super::{EventCatalog, EventTenant};
@@ -337,6 +337,10 @@ pub(crate) struct PageShape {
     /// that use no other metadata: a daemon runner of a projection whose apply methods
     /// take none, with hooks that read none.
     pub(crate) lean: bool,
+    /// An event of a registered type whose stored body cannot be decoded is collected in
+    /// [`EventPage::unreadable`] and the read goes on (the daemon: its poison policy
+    /// decides); otherwise the read fails with the decoding error.
+    pub(crate) collect_unreadable: bool,
 }
 
 impl PageShape {
@@ -346,6 +350,7 @@ impl PageShape {
         include_archived: false,
         skip_unknown: false,
         lean: false,
+        collect_unreadable: false,
     };
 }
 
@@ -375,8 +380,10 @@ pub(crate) async fn read_all(
     }
     let rows = client.query(&stmt, &params).await.map_err(reading)?;
     let (tx_column, skip) = (if shape.lean { 5 } else { 10 }, shape.skip_unknown);
+    let stream_column = if shape.lean { 1 } else { 2 };
     let mut next = after;
     let mut events = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
     for row in &rows {
         let Xid8(transaction_id) = row.try_get(tx_column).map_err(reading)?;
         next = Position {
@@ -384,16 +391,56 @@ pub(crate) async fn read_all(
             sequence: row.try_get(0).map_err(reading)?,
         };
         let decoded = if shape.lean {
-            lean_page_envelope(store, row, skip)?
+            lean_page_envelope(store, row, skip)
         } else {
-            envelope_with(store, row, skip)?
+            envelope_with(store, row, skip)
         };
-        events.extend(decoded);
+        match decoded {
+            Ok(decoded) => events.extend(decoded),
+            Err(e) if shape.collect_unreadable => {
+                unreadable.push(unreadable_event(store, row, stream_column, e)?);
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(EventPage {
         events,
         next,
         rows: rows.len(),
+        unreadable,
+    })
+}
+
+/// The event of page row `row` that could not be decoded with `error`, its stream read
+/// from column `stream_column`; any other error (a column that cannot be read, an unknown
+/// type the read does not skip) is returned as it is.
+fn unreadable_event(
+    store: &EventCatalog,
+    row: &Row,
+    stream_column: usize,
+    error: Error,
+) -> Result<Unreadable> {
+    let (Error::DeserializeEvent {
+        event_type,
+        sequence,
+        ..
+    }
+    | Error::Upcast {
+        event_type,
+        sequence,
+        ..
+    }) = &error
+    else {
+        return Err(error);
+    };
+    let (stored_type, sequence) = (event_type.clone(), *sequence);
+    let stream: StreamIdColumn = row.try_get(stream_column).map_err(reading)?;
+    Ok(Unreadable {
+        sequence,
+        read_as: store.with_registry(|r| r.read_as(&stored_type)),
+        stored_type,
+        stream: stream.0,
+        error,
     })
 }
 

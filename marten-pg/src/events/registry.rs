@@ -208,6 +208,11 @@ impl EventRegistry {
         self.by_name.contains_key(name)
     }
 
+    /// The Rust type events stored under `name` read as, and that type's current name.
+    pub(crate) fn read_as(&self, name: &str) -> Option<(TypeId, &'static str)> {
+        self.by_name.get(name).map(|e| (e.type_id, e.target))
+    }
+
     /// Every stored name that reads as one of the types named `names` (their names,
     /// aliases and upcasters' old names): what a query limited to those types matches.
     pub(crate) fn stored_names_of(&self, names: &[&str]) -> Vec<String> {

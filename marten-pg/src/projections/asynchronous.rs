@@ -14,6 +14,7 @@
 //! session's loaders and the store (to make sure tables exist). It does not know the
 //! daemon: the daemon's hooks reach it as [`EventHooks`].
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 
@@ -104,6 +105,20 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         shard.owns(&event.stream_id.key())
     }
+    /// Whether the projection handles events of the Rust type `type_id` (current name
+    /// `name`): asked of events that cannot be decoded, which the poison policy meets
+    /// only for a projection that would have used them. `true` unless the projection
+    /// knows its types.
+    fn handles_type(&self, _type_id: TypeId, _name: &'static str) -> bool {
+        true
+    }
+}
+
+/// Whether `D`'s apply methods take events of type `type_id`; `true` when it lists no
+/// types (an apply implemented by hand that does not say).
+fn applies_type<D: marten_core::Apply>(type_id: TypeId) -> bool {
+    let types = D::event_types();
+    types.is_empty() || types.iter().any(|d| d.type_id == type_id)
 }
 
 /// The document table of a projection: its name and its definition.
@@ -258,6 +273,10 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     fn reads_metadata(&self) -> bool {
         A::USES_METADATA
     }
+
+    fn handles_type(&self, type_id: TypeId, _name: &'static str) -> bool {
+        applies_type::<A>(type_id)
+    }
 }
 
 /// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
@@ -330,6 +349,10 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         P::handles(event.data.as_ref())
             && P::identities(event).iter().any(|id| shard.owns(&id.key()))
+    }
+
+    fn handles_type(&self, type_id: TypeId, _name: &'static str) -> bool {
+        applies_type::<P>(type_id)
     }
 }
 

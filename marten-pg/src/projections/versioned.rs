@@ -89,4 +89,8 @@ impl AsyncProjection for Versioned {
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         self.inner.in_shard(event, shard)
     }
+
+    fn handles_type(&self, type_id: std::any::TypeId, name: &'static str) -> bool {
+        self.inner.handles_type(type_id, name)
+    }
 }

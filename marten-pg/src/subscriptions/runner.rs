@@ -112,4 +112,9 @@ impl<S: Subscription> AsyncProjection for AsyncSubscription<S> {
         // A subscription keeps nothing of marten's: a rebuild hands every event again.
         Box::pin(async { Ok(()) })
     }
+
+    /// The types its filter lets through.
+    fn handles_type(&self, _type_id: std::any::TypeId, name: &'static str) -> bool {
+        self.filter.admits_type(name)
+    }
 }

@@ -87,21 +87,39 @@ impl DocumentStoreBuilder {
         self
     }
 
-    /// Registers what the daemon runs; a type or name twice is an error of `build`.
-    pub(in crate::store) fn register_async<T: 'static>(
+    /// Registers an async projection of type `T`: a type or name twice is an error of
+    /// `build`.
+    fn register_async<T: 'static>(
+        &mut self,
+        name: &str,
+        projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
+    ) {
+        let again = self
+            .projections
+            .lifecycles
+            .insert(TypeId::of::<T>(), Lifecycle::Async);
+        if again.is_some() {
+            self.registry_error
+                .get_or_insert(Error::Configuration(format!(
+                    "projection {} registered twice",
+                    std::any::type_name::<T>()
+                )));
+        }
+        self.register_named(name, projection);
+    }
+
+    /// Registers what the daemon runs under `name` (a subscription: several of one type
+    /// may run under their own names): a name twice is an error of `build`.
+    pub(in crate::store) fn register_named(
         &mut self,
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
         let registry = &mut self.projections;
-        let taken = registry.asynchronous.iter().any(|p| p.name() == name);
-        let again = registry
-            .lifecycles
-            .insert(TypeId::of::<T>(), Lifecycle::Async);
-        if again.is_some() || taken {
+        if registry.asynchronous.iter().any(|p| p.name() == name) {
             self.registry_error
                 .get_or_insert(Error::Configuration(format!(
-                    "projection {name} registered twice"
+                    "projection or subscription name {name:?} registered twice"
                 )));
         }
         self.projections.asynchronous.push(projection);

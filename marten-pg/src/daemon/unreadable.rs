@@ -1,0 +1,60 @@
+//! Events a runner's page could not decode (their stored JSON does not deserialize, or
+//! their upcaster refuses them). An event of a type the projection does not handle, or of
+//! another shard's stream, is passed over as any such event is; for the others the poison
+//! policy decides at once, without retries: each is dead-lettered (in `mt_dead_letters`,
+//! with the decoding error) and the batch goes on without it, or the projection stops
+//! with the first one's error, which names its type and sequence.
+//!
+//! Owns: carrying out the policy for unreadable events (the decision is
+//! [`marten_core::projection::poison::on_unreadable`]'s). May use: the daemon's plan (its
+//! dead letters), the connection layer.
+
+use marten_core::projection::poison::{on_unreadable, FailureAction};
+use marten_core::{Result, WithSources};
+
+use super::plan::DeadLetter;
+use super::runner::Runner;
+use crate::connection::Conn;
+use crate::events::range::Unreadable;
+
+impl Runner {
+    /// Meets the poison policy for the events of `unreadable` that are this slot's: dead
+    /// letters them, or fails with the first one's decoding error.
+    pub(super) async fn pass_unreadable(
+        &self,
+        conn: &mut Conn,
+        unreadable: Vec<Unreadable>,
+    ) -> Result<()> {
+        for event in unreadable.into_iter().filter(|u| self.concerns(u)) {
+            if on_unreadable(self.options.poison) == FailureAction::Stop {
+                return Err(event.error);
+            }
+            let message = WithSources(&event.error).to_string();
+            let letter = DeadLetter {
+                sequence: event.sequence,
+                event_type: &event.stored_type,
+                stream: &event.stream,
+                message: &message,
+                attempts: 1,
+            };
+            self.dead_letter(conn, letter).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an unreadable event is this slot's to meet the policy for: its type is one
+    /// the projection handles, and for a shard its stream is the shard's (the shard an
+    /// aggregate's event belongs to; for a projection that slices otherwise, one shard
+    /// chosen by the stream, since the event's own ids cannot be read).
+    fn concerns(&self, event: &Unreadable) -> bool {
+        let handled = match event.read_as {
+            Some((type_id, name)) => self.projection.handles_type(type_id, name),
+            None => true,
+        };
+        handled
+            && self
+                .slot
+                .shard
+                .is_none_or(|shard| shard.owns(&event.stream.key()))
+    }
+}
