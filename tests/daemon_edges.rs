@@ -357,6 +357,74 @@ async fn a_panicking_projection_goes_through_the_poison_policy() {
     }
 }
 
+/// A dead letter commits with the batch that leaves its event out: a batch paused before
+/// its commit has recorded none, and when a takeover (the owner epoch moved by hand)
+/// rejects that commit, the batch planned again records it once, not once per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_commits_with_its_batch_and_only_once() {
+    let (schema, b) = builder("daemon_letter_once");
+    let store = ok(b
+        .event::<Boom>()
+        .projection::<Fragile>(Lifecycle::Async)
+        .build()
+        .await);
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let (resume_tx, resume_rx) = mpsc::channel();
+    let hooks = Arc::new(PauseBeforeCommit {
+        armed: AtomicBool::new(false),
+        paused: Mutex::new(paused_tx),
+        resume: Mutex::new(resume_rx),
+    });
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            hooks: hooks.clone(),
+            retries: 0,
+            poll_interval: Duration::from_millis(20),
+            ..DaemonOptions::default()
+        },
+    );
+    let stream = Uuid::now_v7();
+    append(&store, stream, &[1]).await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(10)).await);
+
+    hooks.armed.store(true, Ordering::SeqCst);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [Boom {}]));
+    ok(s.events().append(stream, [Added { n: 2 }]));
+    ok(s.save_changes().await);
+    tokio::task::spawn_blocking(move || paused_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the batch paused");
+    let raw = schema.raw_client().await;
+    let count = "SELECT count(*) FROM mt_dead_letters";
+    let before: i64 = raw.query_one(count, &[]).await.expect("count").get(0);
+    assert_eq!(before, 0, "nothing recorded before the batch commits");
+    raw.execute(
+        "UPDATE mt_event_progression SET owner_epoch = owner_epoch + 1 WHERE name = 'Fragile'",
+        &[],
+    )
+    .await
+    .expect("take the projection over");
+    resume_tx.send(()).expect("resume");
+
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+    let doc: Option<Fragile> = ok(store.query_session().load(&stream).await);
+    assert_eq!(doc.map(|d| d.total), Some(3));
+    let rows = raw
+        .query("SELECT event_type FROM mt_dead_letters", &[])
+        .await
+        .expect("dead letters");
+    let types: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        types,
+        ["boom"],
+        "recorded once, by the batch that committed"
+    );
+}
+
 /// A progression table created by hand with the wrong column types: the command line's
 /// status is a typed error naming the projection, and the daemon neither panics nor
 /// claims to be caught up.

@@ -1,7 +1,8 @@
 //! Committing a batch: the progress update and the planned writes in one unit of work,
 //! sent on the runner's connection in one transaction and one round trip.
 //!
-//! The progress update ([`Advance`]) is queued first. It is the exactly-once
+//! The progress update ([`Advance`]) is queued first, then the batch's dead letters, then
+//! its projected writes. It is the exactly-once
 //! compare-and-set: it moves the position only from where the batch started and only
 //! for the epoch the runner claimed, so a runner that lost the projection writes nothing
 //! that could commit. Going first, it also locks the progression row before any projected
@@ -18,7 +19,7 @@
 use marten_core::{Error, RejectionKind, Result};
 use tracing::debug;
 
-use super::progression::Advance;
+use super::progression::{Advance, DeadLetter};
 use crate::connection::Conn;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{OpList, Outcome, SessionState, UnitOfWork};
@@ -36,15 +37,18 @@ pub(super) enum Committed {
     ProgressMoved,
 }
 
-/// Commits `advance` and then `ops` on `conn`.
+/// Commits `advance`, then the batch's dead `letters`, then `ops` on `conn`.
 pub(super) async fn commit(
     store: &DocumentStore,
     conn: &mut Conn,
-    advance: Advance,
+    (advance, letters): (Advance, Vec<DeadLetter>),
     mut ops: OpList,
 ) -> Result<Committed> {
     let mut uow = UnitOfWork::default();
     uow.push_op(Box::new(advance));
+    for letter in letters {
+        uow.push_op(Box::new(letter));
+    }
     uow.user.append(&mut ops);
     let mut state = SessionState::default();
     let mut conflict = None;

@@ -1,7 +1,7 @@
 //! Planning a batch: the projection's writes for the events read, on the runner's
 //! connection. A failing apply is retried with doubling backoff; an event that keeps
-//! failing meets the poison policy: dead-lettered (recorded in `mt_dead_letters` and left
-//! out of the batch) or the projection stops.
+//! failing meets the poison policy: dead-lettered (left out of the batch, its dead letter
+//! committed with it) or the projection stops.
 //!
 //! Owns: carrying out the retries and the poison policy (the decision, retry after a
 //! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s). May use: the
@@ -15,10 +15,9 @@ use marten_core::{Error, EventEnvelope, Result, StreamId};
 use tracing::warn;
 
 use super::hooks::DaemonHooks;
-use super::progression;
+use super::progression::DeadLetter;
 use super::runner::Runner;
 use crate::connection::Conn;
-use crate::error_map::{map_db_error, Failed};
 use crate::projections::asynchronous::{Batch, EventHooks};
 use crate::unit_of_work::OpList;
 
@@ -51,18 +50,6 @@ impl EventHooks for SlotHooks<'_> {
     }
 }
 
-/// A dead letter: the event that was left out of the projection, and why.
-pub(super) struct DeadLetter<'a> {
-    pub(super) sequence: i64,
-    /// Its type: the current name of an event that was decoded, the stored name of one
-    /// that could not be.
-    pub(super) event_type: &'a str,
-    pub(super) stream: &'a StreamId,
-    pub(super) message: &'a str,
-    /// How many times it failed (its apply, or its decoding).
-    pub(super) attempts: u32,
-}
-
 /// An apply that failed: the event it failed on and why.
 struct FailedApply {
     event_type: String,
@@ -73,11 +60,13 @@ struct FailedApply {
 
 impl Runner {
     /// Plans a batch on `conn`, retrying failed applies and applying the poison policy to
-    /// an event that keeps failing (removed from `events` when it is dead-lettered).
+    /// an event that keeps failing (removed from `events` and its dead letter added to
+    /// `letters` when it is dead-lettered).
     pub(super) async fn plan(
         &mut self,
         conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
+        letters: &mut Vec<DeadLetter>,
     ) -> Result<OpList> {
         let name = self.projection.name();
         loop {
@@ -110,14 +99,13 @@ impl Runner {
                 continue;
             }
             let (event, message) = self.poison(events, failed, action)?;
-            let letter = DeadLetter {
-                sequence: event.sequence,
-                event_type: &event.event_type,
-                stream: &event.stream_id,
-                message: &message,
-                attempts: self.failures,
-            };
-            self.dead_letter(conn, letter).await?;
+            letters.push(DeadLetter::new(
+                (name, self.slot.tenant_column()),
+                event.sequence,
+                &event.event_type,
+                &event.stream_id,
+                (message, self.failures),
+            ));
             self.failures = 0;
         }
     }
@@ -179,37 +167,5 @@ impl Runner {
             });
         }
         Ok((events.remove(bad), message))
-    }
-
-    /// Records a poison event in `mt_dead_letters`.
-    pub(super) async fn dead_letter(&self, conn: &mut Conn, letter: DeadLetter<'_>) -> Result<()> {
-        let name = self.projection.name();
-        warn!(
-            projection = name,
-            sequence = letter.sequence,
-            "dead-lettering a poison event"
-        );
-        let stream_text = letter.stream.to_string();
-        let tenant = self.slot.tenant_column();
-        let attempts = i32::try_from(letter.attempts).unwrap_or(i32::MAX);
-        conn.run(&self.store, async |client| {
-            client
-                .execute(
-                    progression::DEAD_LETTER,
-                    &[
-                        &name,
-                        &letter.sequence,
-                        &letter.event_type,
-                        &stream_text,
-                        &letter.message,
-                        &tenant,
-                        &attempts,
-                    ],
-                )
-                .await
-                .map_err(|err| map_db_error(err, Failed::Other("dead-lettering")))
-        })
-        .await?;
-        Ok(())
     }
 }

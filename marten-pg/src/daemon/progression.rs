@@ -1,9 +1,10 @@
 //! The daemon's use of its tables (their SQL is in [`crate::tables::progression`]): making
-//! sure they exist, reading a position from them, and the compare-and-set that makes a
+//! sure they exist, reading a position from them, the compare-and-set that makes a
 //! batch's progress update (and so its projected writes) commit only for the runner that
-//! holds the position the batch started from.
+//! holds the position the batch started from, and the dead letters a batch records with
+//! it (so a batch that does not commit records none, and the one that does, each once).
 //!
-//! Owns: [`Advance`], the daemon tables' migration. May use: the tables layer, the
+//! Owns: [`Advance`], [`DeadLetter`], the daemon tables' migration. May use: the tables layer, the
 //! unit of work's operation trait, the events layer (its tables), the store (to make
 //! sure the tables exist).
 
@@ -23,7 +24,7 @@ use crate::store::DocumentStore;
 use crate::unit_of_work::{first_count, Operation, Target};
 use crate::xid8::Xid8;
 
-use crate::tables::progression::ADVANCE;
+use crate::tables::progression::{ADVANCE, DEAD_LETTER_TABLE};
 pub use crate::tables::progression::{
     CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET, SHARD_CLAIM,
 };
@@ -112,6 +113,65 @@ impl Operation for Advance {
                 RejectionKind::ProgressMoved,
             )])
         })
+    }
+}
+
+/// An event left out of a projection, recorded in `mt_dead_letters` by the batch that
+/// leaves it out (in its transaction, after its [`Advance`]).
+pub(crate) struct DeadLetter {
+    projection: &'static str,
+    sequence: i64,
+    event_type: String,
+    stream: String,
+    error: String,
+    tenant: String,
+    attempts: i32,
+}
+
+impl DeadLetter {
+    /// The dead letter of event `sequence` of `stream` for `projection` (of the slot whose
+    /// tenant column is `tenant`): its type (the current name of an event that was
+    /// decoded, the stored one of an event that could not be), why it was left out, and
+    /// how many times it failed.
+    pub(crate) fn new(
+        (projection, tenant): (&'static str, &str),
+        sequence: i64,
+        event_type: &str,
+        stream: &marten_core::StreamId,
+        (error, attempts): (String, u32),
+    ) -> Self {
+        tracing::warn!(projection, sequence, "dead-lettering a poison event");
+        DeadLetter {
+            projection,
+            sequence,
+            event_type: event_type.to_owned(),
+            stream: stream.to_string(),
+            error,
+            tenant: tenant.to_owned(),
+            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+impl Operation for DeadLetter {
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(DEAD_LETTER)
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.projection,
+            &self.sequence,
+            &self.event_type,
+            &self.stream,
+            &self.error,
+            &self.tenant,
+            &self.attempts,
+        ]
+    }
+
+    fn target(&self) -> Target {
+        Target::new("dead letter", DEAD_LETTER_TABLE, schema())
     }
 }
 

@@ -256,18 +256,19 @@ impl Runner {
         let hooks = self.options.hooks.clone();
         hooks.before_batch(name);
         let mut events: Vec<EventEnvelope> = page.events;
+        let mut letters = Vec::new();
         if !page.unreadable.is_empty() {
-            self.pass_unreadable(conn, page.unreadable).await?;
+            self.pass_unreadable(page.unreadable, &mut letters)?;
         }
         if let Some(shard) = self.slot.shard {
             // The position moves over the whole page; the shard projects its own events.
             events.retain(|e| self.projection.in_shard(e, shard));
         }
-        let ops = self.plan(conn, &mut events).await?;
+        let ops = self.plan(conn, &mut events, &mut letters).await?;
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
         hooks.before_commit(name, &sequences);
-        match commit(&self.store, conn, advance, ops).await? {
+        match commit(&self.store, conn, (advance, letters), ops).await? {
             Committed::Yes => {
                 hooks.after_commit(name, &sequences);
                 own.position = page.next;

@@ -2,42 +2,42 @@
 //! their upcaster refuses them). An event of a type the projection does not handle, or of
 //! another shard's stream, is passed over as any such event is; for the others the poison
 //! policy decides at once, without retries: each is dead-lettered (in `mt_dead_letters`,
-//! with the decoding error) and the batch goes on without it, or the projection stops
+//! with the decoding error, by the batch's commit) and the batch goes on without it, or the projection stops
 //! with the first one's error, which names its type and sequence.
 //!
 //! Owns: carrying out the policy for unreadable events (the decision is
-//! [`marten_core::projection::poison::on_unreadable`]'s). May use: the daemon's plan (its
-//! dead letters), the connection layer.
+//! [`marten_core::projection::poison::on_unreadable`]'s). May use: the daemon's dead
+//! letters (`progression`).
 
 use marten_core::projection::poison::{on_unreadable, FailureAction};
 use marten_core::{Result, WithSources};
 
-use super::plan::DeadLetter;
+use super::progression::DeadLetter;
 use super::runner::Runner;
-use crate::connection::Conn;
 use crate::events::range::Unreadable;
 
 impl Runner {
-    /// Meets the poison policy for the events of `unreadable` that are this slot's: dead
-    /// letters them, or fails with the first one's decoding error.
-    pub(super) async fn pass_unreadable(
+    /// Meets the poison policy for the events of `unreadable` that are this slot's: adds
+    /// their dead letters to `letters`, or fails with the first one's decoding error.
+    pub(super) fn pass_unreadable(
         &self,
-        conn: &mut Conn,
         unreadable: Vec<Unreadable>,
+        letters: &mut Vec<DeadLetter>,
     ) -> Result<()> {
+        let at = (self.projection.name(), self.slot.tenant_column());
         for event in unreadable.into_iter().filter(|u| self.concerns(u)) {
             if on_unreadable(self.options.poison) == FailureAction::Stop {
                 return Err(event.error);
             }
             let message = WithSources(&event.error).to_string();
-            let letter = DeadLetter {
-                sequence: event.sequence,
-                event_type: &event.stored_type,
-                stream: &event.stream,
-                message: &message,
-                attempts: 1,
-            };
-            self.dead_letter(conn, letter).await?;
+            let (sequence, stored) = (event.sequence, &event.stored_type);
+            letters.push(DeadLetter::new(
+                at,
+                sequence,
+                stored,
+                &event.stream,
+                (message, 1),
+            ));
         }
         Ok(())
     }
