@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use marten_core::{Error, Result, TenantId};
+use marten_core::{Error, Result, Tenancy, TenantId};
 
 use super::TenantedStore;
 use crate::daemon::{Daemon, DaemonOptions};
@@ -38,15 +38,26 @@ impl TenantedStore {
         Ok(TenantDaemons { daemons })
     }
 
-    /// Rebuilds `projection` in `tenant`'s database alone (see
-    /// [`rebuild`](crate::daemon::rebuild)); other tenants' databases are not touched.
+    /// Rebuilds `projection` for `tenant` alone, in its database; other databases are not
+    /// touched. With conjoined events only the tenant's slot and documents are (see
+    /// [`rebuild_tenant`](crate::daemon::rebuild_tenant)): tenants that share its
+    /// database keep theirs. With single-tenant events the database's whole projection is
+    /// (see [`rebuild`](crate::daemon::rebuild)): its documents are every tenant's of that
+    /// database.
     pub async fn rebuild(
         &self,
         tenant: impl TryInto<TenantId, Error = Error>,
         projection: &str,
     ) -> Result<()> {
-        let store = self.store_for(tenant).await?;
-        crate::daemon::rebuild(&store, projection).await
+        let tenant = tenant.try_into()?;
+        let url = self.resolve(&tenant).await?;
+        let store = self.open(&tenant, &url).await?.for_tenant(&tenant)?;
+        match store.events_tenancy() {
+            Tenancy::Conjoined => {
+                crate::daemon::rebuild_tenant(&store, projection, tenant.as_str()).await
+            }
+            Tenancy::Single => crate::daemon::rebuild(&store, projection).await,
+        }
     }
 }
 
