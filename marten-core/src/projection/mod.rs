@@ -6,7 +6,8 @@
 //! projection an id belongs to ([`shard`]); the merge of the stream
 //! versions an inline save's projections require ([`requirements`]); what a daemon
 //! runner does after each step ([`runner`]); the planners of inline projections
-//! ([`inline`]). A backend adds the statements, the loads and the tasks.
+//! ([`inline`]); an async aggregate's events in its stream's version order
+//! ([`stream_order`]). A backend adds the statements, the loads and the tasks.
 
 pub mod cache;
 pub mod inline;
@@ -15,6 +16,7 @@ pub mod requirements;
 pub mod runner;
 pub mod shard;
 pub mod slice;
+pub mod stream_order;
 
 pub use cache::{AggregateCache, CacheKey, CacheUpdate, Cached};
 pub use poison::{backoff, on_failure, FailureAction, PoisonPolicy};

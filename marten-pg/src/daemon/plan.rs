@@ -18,7 +18,10 @@ use super::hooks::DaemonHooks;
 use super::progression::DeadLetter;
 use super::runner::Runner;
 use crate::connection::Conn;
+use crate::events::read::sequence_at;
+use crate::events::EventTenant;
 use crate::projections::asynchronous::{Batch, EventHooks};
+use crate::stream_key::StreamKey;
 use crate::unit_of_work::OpList;
 
 /// The daemon's hooks, as the projections call them around each event.
@@ -60,8 +63,9 @@ struct FailedApply {
 
 impl Runner {
     /// Plans a batch on `conn`, retrying failed applies and applying the poison policy to
-    /// an event that keeps failing (removed from `events` and its dead letter added to
-    /// `letters` when it is dead-lettered).
+    /// an event that keeps failing: dead-lettered, it is removed from `events` (or, an
+    /// event an aggregate read to fill a hole in its stream, left out of that read) and
+    /// its dead letter added to `letters`.
     pub(super) async fn plan(
         &mut self,
         conn: &mut Conn,
@@ -69,8 +73,9 @@ impl Runner {
         letters: &mut Vec<DeadLetter>,
     ) -> Result<OpList> {
         let name = self.projection.name();
+        let mut left_out: Vec<(StreamId, i64)> = Vec::new();
         loop {
-            let failed = match self.plan_once(conn, events).await {
+            let failed = match self.plan_once(conn, events, &left_out).await {
                 Err(Error::Apply {
                     stream,
                     version,
@@ -98,20 +103,28 @@ impl Runner {
                 tokio::time::sleep(after).await;
                 continue;
             }
-            let (event, message) = self.poison(events, failed, action)?;
+            let sequence = self
+                .poison(conn, events, &left_out, &failed, action)
+                .await?;
+            left_out.push((failed.stream.clone(), failed.version));
             letters.push(DeadLetter::new(
                 (name, self.slot.tenant_column()),
-                event.sequence,
-                &event.event_type,
-                &event.stream_id,
-                (message, self.failures),
+                sequence,
+                &failed.event_type,
+                &failed.stream,
+                (failed.message, self.failures),
             ));
             self.failures = 0;
         }
     }
 
     /// One attempt at planning the batch.
-    async fn plan_once(&self, conn: &mut Conn, events: &[EventEnvelope]) -> Result<OpList> {
+    async fn plan_once(
+        &self,
+        conn: &mut Conn,
+        events: &[EventEnvelope],
+        left_out: &[(StreamId, i64)],
+    ) -> Result<OpList> {
         let (store, projection) = (&self.store, &self.projection);
         let hooks = SlotHooks {
             hooks: &self.options.hooks,
@@ -128,6 +141,7 @@ impl Runner {
                 hooks,
                 tenant,
                 shard,
+                left_out,
             };
             projection.plan(batch).await
         })
@@ -135,37 +149,47 @@ impl Runner {
     }
 
     /// Carries out the poison policy's `action` on the event an apply keeps failing on:
-    /// for [`FailureAction::Stop`] the apply error; otherwise the event, taken out of
-    /// `events`, with the error message to dead-letter it with.
-    fn poison(
+    /// for [`FailureAction::Stop`] the apply error; otherwise the event's sequence, the
+    /// event taken out of `events` (or, one an aggregate read to fill a hole in its
+    /// stream, looked up: the caller leaves it out of the next read).
+    async fn poison(
         &self,
+        conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
-        failed: FailedApply,
+        left_out: &[(StreamId, i64)],
+        failed: &FailedApply,
         action: FailureAction,
-    ) -> Result<(EventEnvelope, String)> {
-        let FailedApply {
-            event_type,
-            stream,
-            version,
-            message,
-        } = failed;
-        let Some(bad) = events
-            .iter()
-            .position(|e| e.stream_id == stream && e.version == version)
-        else {
-            return Err(Error::Configuration(format!(
-                "poison event of {stream} v{version} not in batch"
-            )));
-        };
+    ) -> Result<i64> {
+        let (stream, version) = (&failed.stream, failed.version);
         if action == FailureAction::Stop {
             return Err(Error::Apply {
                 projection: self.projection.name(),
-                event_type,
-                stream,
+                event_type: failed.event_type.clone(),
+                stream: stream.clone(),
                 version,
-                message,
+                message: failed.message.clone(),
             });
         }
-        Ok((events.remove(bad), message))
+        if let Some(bad) = events
+            .iter()
+            .position(|e| e.stream_id == *stream && e.version == version)
+        {
+            return Ok(events.remove(bad).sequence);
+        }
+        if left_out.iter().any(|(s, v)| s == stream && *v == version) {
+            return Err(Error::Configuration(format!(
+                "poison event of {stream} v{version} not in batch"
+            )));
+        }
+        let tenant =
+            EventTenant::of_session(self.store.events_tenancy(), self.slot.tenant.as_ref())?;
+        let key = StreamKey(stream.clone());
+        let found = conn
+            .run(&self.store, async |client| {
+                sequence_at(self.store.as_ref(), client, &tenant, &key, version).await
+            })
+            .await?;
+        // An event gone since it was read (its stream deleted) is recorded at 0.
+        Ok(found.unwrap_or(0))
     }
 }

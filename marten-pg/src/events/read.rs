@@ -130,19 +130,27 @@ async fn with_sequence(
     let Ok(version) = row.try_get::<_, i64>(0) else {
         return err;
     };
-    let found = async {
-        let stmt = prepare(store, client, |sql| &sql.sequence_at).await?;
-        let params = tenant.scoped(vec![stream, &version]);
-        let rows = client.query(&stmt, &params).await.map_err(reading)?;
-        match rows.first() {
-            Some(row) => row.try_get::<_, i64>(0).map(Some).map_err(reading),
-            None => Ok(None),
-        }
-    };
-    if let Ok(Some(found)) = found.await {
+    if let Ok(Some(found)) = sequence_at(store, client, tenant, stream, version).await {
         *sequence = found;
     }
     err
+}
+
+/// The global sequence of `stream`'s event at `version` (of `tenant`), if there is one.
+pub(crate) async fn sequence_at(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    version: i64,
+) -> Result<Option<i64>> {
+    let stmt = prepare(store, client, |sql| &sql.sequence_at).await?;
+    let params = tenant.scoped(vec![stream, &version]);
+    let rows = client.query(&stmt, &params).await.map_err(reading)?;
+    match rows.first() {
+        Some(row) => row.try_get::<_, i64>(0).map(Some).map_err(reading),
+        None => Ok(None),
+    }
 }
 
 /// Decodes one row of [`EventSql::read_all_lean`]: as [`lean_envelope`], with the
@@ -254,6 +262,38 @@ pub(crate) async fn fetch_stream_lean(
             Ok(Some(e)) => out.push(e),
             Ok(None) => {}
             Err(e) => return Err(with_sequence(store, client, tenant, stream, row, e).await),
+        }
+    }
+    Ok(out)
+}
+
+/// The events of `stream` (of `tenant`) with versions `after + 1 ..= through`, in
+/// version order, as the daemon reads them: events of unregistered types and events that
+/// cannot be decoded are left out (the runner meets those in the page that reads them).
+/// An async aggregate reads these when a batch's events of the stream leave a hole (see
+/// [`marten_core::projection::stream_order`]).
+pub(crate) async fn fetch_versions(
+    store: &EventCatalog,
+    client: Db<'_>,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    (after, through): (i64, i64),
+) -> Result<Vec<EventEnvelope>> {
+    let range = StreamRange {
+        from_version: after.saturating_add(1),
+        to_version: through,
+        ..StreamRange::default()
+    };
+    let rows = stream_rows(store, client, tenant, stream, &range, |sql| {
+        &sql.fetch_stream
+    })
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match envelope_with(store, row, true) {
+            Ok(decoded) => out.extend(decoded),
+            Err(Error::DeserializeEvent { .. } | Error::Upcast { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(out)

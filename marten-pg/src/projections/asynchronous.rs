@@ -24,9 +24,10 @@ use marten_core::aggregate::fold;
 use marten_core::projection::shard::Shard;
 use marten_core::projection::slice::{self, SliceWrite};
 use marten_core::{
-    Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, TenantId,
+    Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, StreamId, TenantId,
 };
 
+use super::stream_order::in_stream_order;
 use super::ProjectionCatalog;
 use crate::documents::load;
 use crate::documents::serialize;
@@ -63,6 +64,9 @@ pub(crate) struct Batch<'a> {
     /// The shard the daemon runs, for a sharded projection: a multi-stream projection
     /// folds only the documents of this shard.
     pub(crate) shard: Option<Shard>,
+    /// Events of the batch left out of `events` while planning it (dead-lettered): an
+    /// aggregate counts their versions as seen and never folds them.
+    pub(crate) left_out: &'a [(StreamId, i64)],
 }
 
 /// A projection the daemon runs. Type-erased so a store can hold many.
@@ -149,8 +153,10 @@ impl<A> AsyncAggregate<A> {
     }
 }
 
-/// One slice: a stream's current state and its new events, owned by the worker.
-type Slice<A> = (<A as Document>::Id, Option<A>, Vec<EventEnvelope>);
+/// One slice, owned by the worker: the document's id, its current state, the new events
+/// to fold, and (an aggregate's) the stream version the document records after the fold
+/// (0: the last folded event's).
+pub(super) type Slice<A> = (<A as Document>::Id, Option<A>, Vec<EventEnvelope>, i64);
 
 /// What a worker returns per slice: the id, whether a document existed, the new state.
 type Folded<A> = (<A as Document>::Id, bool, Option<A>);
@@ -161,7 +167,7 @@ fn fold_with<D: marten_core::Apply + PgDocument>(
     slice: Slice<D>,
     stamp: impl Fn(&mut D, &EventEnvelope),
 ) -> Result<Folded<D>> {
-    let (id, start, events) = slice;
+    let (id, start, events, _) = slice;
     let existed = start.is_some();
     let mut state = fold(start, &events, stamp)
         .map_err(|(err, i)| apply_error(D::DOCUMENT_TYPE, &events[i], err.message))?;
@@ -171,33 +177,35 @@ fn fold_with<D: marten_core::Apply + PgDocument>(
     Ok((id, existed, state))
 }
 
+/// Folds an aggregate's slice (its events in version order, see `stream_order`) and
+/// records the highest version the batch saw of its stream.
 fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
-    fold_with(slice, |s: &mut A, e| s.set_version(e.version))
+    let through = slice.3;
+    let (id, existed, mut state) = fold_with(slice, |s: &mut A, e| s.set_version(e.version))?;
+    if let Some(s) = state.as_mut().filter(|s| s.version() < through) {
+        s.set_version(through);
+    }
+    Ok((id, existed, state))
 }
 
-/// Plans a batch in slices: the events `D` handles are grouped to document ids by `key`,
-/// the current documents loaded, the slices dealt to `workers` tasks that own their state
-/// and events, and the folded states turned into writes. The grouping, the dealing and
-/// the write each folded state needs are [`marten_core::projection::slice`](mod@marten_core::projection::slice)'s; this runs
-/// the loads, the tasks and the writes.
-async fn plan_slices<D: marten_core::Apply + PgDocument>(
+/// The first half of planning a batch in slices: the events `D` handles grouped to
+/// document ids by `key`, with the current documents loaded; `before_event` told of
+/// every event. Empty when no event feeds a document.
+pub(super) async fn loaded_slices<D: marten_core::Apply + PgDocument>(
     batch: Batch<'_>,
     key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
-    fold_one: fn(Slice<D>) -> Result<Folded<D>>,
-) -> Result<OpList> {
+) -> Result<Vec<Slice<D>>> {
     let Batch {
         store,
         client,
         events,
-        workers,
         hooks,
         tenant,
         ..
     } = batch;
     let slices = slice::group(events, |e| D::handles(e.data.as_ref()), key);
-    let mut out = OpList::for_tenant(tenant.cloned());
     if slices.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     store.ensure::<D>().await?;
     let ids: Vec<D::Id> = slices.iter().map(|s| s.id.clone()).collect();
@@ -209,14 +217,34 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
     for e in events {
         hooks.before_event(D::DOCUMENT_TYPE, e);
     }
-    let owned = slices.into_iter().map(|s| {
-        let start = current.remove(&s.id);
-        (s.id, start, s.events)
-    });
-    let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<D>>>>> = slice::deal(owned, workers)
+    Ok(slices
         .into_iter()
-        .map(|hand| tokio::spawn(async move { hand.into_iter().map(fold_one).collect() }))
-        .collect();
+        .map(|s| {
+            let start = current.remove(&s.id);
+            (s.id, start, s.events, 0)
+        })
+        .collect())
+}
+
+/// The second half: the slices dealt to `workers` tasks that own their state and events,
+/// folded by `fold_one`, and the folded states turned into writes; `after_event` told
+/// of every event. The grouping, the dealing and the write each folded state needs are
+/// [`marten_core::projection::slice`](mod@marten_core::projection::slice)'s; this runs
+/// the loads, the tasks and the writes.
+pub(super) async fn folded_slices<D: marten_core::Apply + PgDocument>(
+    batch: Batch<'_>,
+    slices: Vec<Slice<D>>,
+    fold_one: fn(Slice<D>) -> Result<Folded<D>>,
+) -> Result<OpList> {
+    let mut out = OpList::for_tenant(batch.tenant.cloned());
+    if slices.is_empty() {
+        return Ok(out);
+    }
+    let tasks: Vec<tokio::task::JoinHandle<Result<Vec<Folded<D>>>>> =
+        slice::deal(slices, batch.workers)
+            .into_iter()
+            .map(|hand| tokio::spawn(async move { hand.into_iter().map(fold_one).collect() }))
+            .collect();
     for task in tasks {
         let folded = task
             .await
@@ -231,10 +259,20 @@ async fn plan_slices<D: marten_core::Apply + PgDocument>(
             }
         }
     }
-    for e in events {
-        hooks.after_event(D::DOCUMENT_TYPE, e);
+    for e in batch.events {
+        batch.hooks.after_event(D::DOCUMENT_TYPE, e);
     }
     Ok(out)
+}
+
+/// Plans a batch in slices ([`loaded_slices`], then [`folded_slices`]).
+async fn plan_slices<D: marten_core::Apply + PgDocument>(
+    batch: Batch<'_>,
+    key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
+    fold_one: fn(Slice<D>) -> Result<Folded<D>>,
+) -> Result<OpList> {
+    let slices = loaded_slices::<D>(batch, key).await?;
+    folded_slices(batch, slices, fold_one).await
 }
 
 impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
@@ -243,13 +281,17 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     }
 
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
-        // Slices by stream.
+        // Slices by stream, each in its stream's version order.
         let key = |e: &EventEnvelope| {
             <A::Id as AggregateId>::from_stream_id(&e.stream_id)
                 .into_iter()
                 .collect()
         };
-        Box::pin(plan_slices::<A>(batch, key, fold_slice::<A>))
+        Box::pin(async move {
+            let mut slices = loaded_slices::<A>(batch, key).await?;
+            in_stream_order(batch, &mut slices).await?;
+            folded_slices(batch, slices, fold_slice::<A>).await
+        })
     }
 
     fn clear<'a>(

@@ -27,6 +27,7 @@ pub(crate) mod event_projection;
 mod multi_stream;
 mod reserve;
 pub(crate) mod snapshot;
+mod stream_order;
 pub(crate) mod versioned;
 
 use std::any::TypeId;

@@ -1,0 +1,74 @@
+//! An async aggregate's slices in their streams' version order, each event folded once
+//! (why and how: [`marten_core::projection::stream_order`]). A slice whose batch events
+//! run on from the version its document has folded up to is sorted; a slice whose events
+//! leave a hole has its stream's events of the whole range read by version (one read per
+//! such stream; a batch without holes reads nothing more).
+//!
+//! May use: the events layer's reads, the async projections' slices.
+
+use std::collections::HashMap;
+
+use marten_core::projection::stream_order::{order, Order};
+use marten_core::{Aggregate, EventEnvelope, Result, StreamId};
+
+use super::asynchronous::{Batch, Slice};
+use crate::documents::PgDocument;
+use crate::events::read::fetch_versions;
+use crate::events::{EventCatalog, EventTenant};
+use crate::stream_key::StreamKey;
+
+/// Puts each slice's events in its stream's version order, leaving out those its
+/// document has folded, reading the stream's range where the batch leaves a hole, and
+/// sets the version each document records after the fold.
+pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
+    batch: Batch<'_>,
+    slices: &mut [Slice<A>],
+) -> Result<()> {
+    if slices.is_empty() {
+        return Ok(());
+    }
+    let seen = seen_versions(batch);
+    let events_store: &EventCatalog = batch.store.as_ref();
+    let tenant = EventTenant::of_session(events_store.events_tenancy(), batch.tenant)?;
+    for (_, start, events, through) in slices.iter_mut() {
+        let Some(stream) = events.first().map(|e| e.stream_id.clone()) else {
+            continue;
+        };
+        let folded = start.as_ref().map_or(0, A::version);
+        let versions = seen.get(&stream).map_or(&[][..], Vec::as_slice);
+        let (ordered, last) = order(folded, std::mem::take(events), versions, |e| e.version);
+        *through = last;
+        *events = match ordered {
+            Order::Fold(events) => events,
+            Order::Read { after, through } => {
+                let key = StreamKey(stream.clone());
+                let read =
+                    fetch_versions(events_store, batch.client, &tenant, &key, (after, through));
+                tracing::debug!(%stream, after, through, "reading a stream's versions the batch skipped");
+                let left_out = |e: &EventEnvelope| {
+                    batch
+                        .left_out
+                        .iter()
+                        .any(|(s, v)| *s == e.stream_id && *v == e.version)
+                };
+                read.await?
+                    .into_iter()
+                    .filter(|e| A::handles(e.data.as_ref()) && !left_out(e))
+                    .collect()
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Every version of each stream the batch saw: its events of every type, and those left
+/// out of it.
+fn seen_versions(batch: Batch<'_>) -> HashMap<StreamId, Vec<i64>> {
+    let mut seen: HashMap<StreamId, Vec<i64>> = HashMap::new();
+    let events = batch.events.iter().map(|e| (&e.stream_id, e.version));
+    let left_out = batch.left_out.iter().map(|(s, v)| (s, *v));
+    for (stream, version) in events.chain(left_out) {
+        seen.entry(stream.clone()).or_default().push(version);
+    }
+    seen
+}

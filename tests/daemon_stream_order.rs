@@ -1,0 +1,185 @@
+//! The daemon folds an async aggregate's events in its stream's version order, each once,
+//! even where the global order (by transaction) puts a later version first: a save that
+//! took its transaction id early (it waited on another stream's row) appends version 3
+//! after another save appended version 2 and committed, and its events come first. Within
+//! one batch the versions are sorted; across batches the later batch's hole is filled by
+//! reading the stream's versions, and the early version is not folded again when its own
+//! batch comes. A poison event met in such a read is dead-lettered once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{builder, ok};
+use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
+use marten::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Step {
+    n: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Halt {}
+
+/// The steps of a stream in the order they were folded: an order-dependent fold.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Trail {
+    id: Uuid,
+    version: i64,
+    steps: Vec<i64>,
+}
+
+#[marten::apply]
+impl Trail {
+    fn apply(&mut self, e: &Step) {
+        self.steps.push(e.n);
+    }
+    fn apply_halt(&mut self, _e: &Halt) -> Result<(), String> {
+        Err("halted".into())
+    }
+}
+
+/// Appends so the global order inverts stream `s`'s versions 2 and 3: a raw transaction
+/// holds stream `t`'s row, a save appending to `t` then `s` takes its transaction id and
+/// waits on it, a second save appends `second` to `s` (version 2) and commits, and the
+/// first save, let go, appends `Step { n: 3 }` to `s` (version 3) with the earlier id.
+async fn invert(
+    schema: &marten_testing::TestSchema,
+    store: &DocumentStore,
+    second: PendingEvent,
+) -> (Uuid, Uuid) {
+    let (t, s) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut first = store.lightweight_session();
+    ok(first.events().append(t, [Step { n: 0 }]));
+    ok(first.events().append(s, [Step { n: 1 }]));
+    ok(first.save_changes().await);
+    let holder = schema.raw_client().await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder
+        .execute("SELECT 1 FROM mt_streams WHERE id = $1 FOR UPDATE", &[&t])
+        .await
+        .expect("hold t");
+    let early = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut b = store.lightweight_session();
+            ok(b.events().append(t, [Step { n: 10 }]));
+            ok(b.events().append(s, [Step { n: 3 }]));
+            b.save_changes().await
+        })
+    };
+    wait_for_a_lock_wait(schema).await;
+    let mut a = store.lightweight_session();
+    ok(a.events().append(s, [second]));
+    ok(a.save_changes().await);
+    holder.batch_execute("COMMIT").await.expect("release t");
+    ok(early.await.expect("join"));
+    let order: Vec<i64> = schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT version FROM mt_events WHERE stream_id = $1 ORDER BY tx_id, seq_id",
+            &[&s],
+        )
+        .await
+        .expect("order")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        order,
+        [1, 3, 2],
+        "the global order inverts versions 2 and 3"
+    );
+    (t, s)
+}
+
+/// Waits (bounded) until a session of the schema's database waits on a lock.
+async fn wait_for_a_lock_wait(schema: &marten_testing::TestSchema) {
+    let raw = schema.raw_client().await;
+    for _ in 0..200 {
+        let waiting: i64 = raw
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the early save never waited on the held stream row");
+}
+
+async fn trail(store: &DocumentStore, id: Uuid) -> Trail {
+    ok(store.query_session().load::<Trail>(&id).await).expect("projected")
+}
+
+async fn run_daemon(store: &DocumentStore, batch_size: usize) {
+    let daemon = Daemon::start(
+        store,
+        DaemonOptions {
+            batch_size,
+            retries: 0,
+            poison: PoisonPolicy::DeadLetter,
+            poll_interval: Duration::from_millis(20),
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versions_inverted_by_the_global_order_are_folded_in_stream_order() {
+    for batch_size in [500, 1] {
+        let (schema, b) = builder("stream_order_inverted");
+        let store = ok(b.projection::<Trail>(Lifecycle::Async).build().await);
+        let (t, s) = invert(&schema, &store, PendingEvent::new(Step { n: 2 })).await;
+        run_daemon(&store, batch_size).await;
+        let live: Trail = ok(store
+            .lightweight_session()
+            .events()
+            .aggregate_stream(s)
+            .await)
+        .expect("live");
+        assert_eq!(live.steps, [1, 2, 3]);
+        assert_eq!(trail(&store, s).await, live, "batch size {batch_size}");
+        assert_eq!(trail(&store, t).await.steps, [0, 10]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_read_to_fill_a_hole_is_dead_lettered_once() {
+    let (schema, b) = builder("stream_order_poison");
+    let store = ok(b
+        .event::<Halt>()
+        .projection::<Trail>(Lifecycle::Async)
+        .build()
+        .await);
+    let (_, s) = invert(&schema, &store, PendingEvent::new(Halt {})).await;
+    run_daemon(&store, 1).await;
+    let doc = trail(&store, s).await;
+    assert_eq!((doc.steps, doc.version), (vec![1, 3], 3));
+    let raw = schema.raw_client().await;
+    let halt: i64 = raw
+        .query_one(
+            "SELECT seq_id FROM mt_events WHERE stream_id = $1 AND version = 2",
+            &[&s],
+        )
+        .await
+        .expect("the halt")
+        .get(0);
+    let rows = raw
+        .query("SELECT seq_id, event_type FROM mt_dead_letters", &[])
+        .await
+        .expect("dead letters");
+    let letters: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(letters, [(halt, "halt".to_owned())]);
+}
