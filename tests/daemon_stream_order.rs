@@ -4,7 +4,8 @@
 //! after another save appended version 2 and committed, and its events come first. Within
 //! one batch the versions are sorted; across batches the later batch's hole is filled by
 //! reading the stream's versions, and the early version is not folded again when its own
-//! batch comes. A poison event met in such a read is dead-lettered once.
+//! batch comes. A poison event met in such a read is dead-lettered once. A multi-stream
+//! projection gets each stream's events of a batch in version order.
 
 mod common;
 
@@ -38,6 +39,30 @@ impl Trail {
     }
     fn apply_halt(&mut self, _e: &Halt) -> Result<(), String> {
         Err("halted".into())
+    }
+}
+
+/// Every step of every stream on one board, in the order they were folded.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(numeric)]
+struct Board {
+    id: String,
+    steps: Vec<i64>,
+}
+
+#[marten::apply]
+impl Board {
+    fn identities(_e: &Step) -> Vec<String> {
+        vec!["board".to_owned()]
+    }
+    fn create(e: &Step) -> Self {
+        Board {
+            id: String::new(),
+            steps: vec![e.n],
+        }
+    }
+    fn apply(&mut self, e: &Step) {
+        self.steps.push(e.n);
     }
 }
 
@@ -182,4 +207,25 @@ async fn a_poison_event_read_to_fill_a_hole_is_dead_lettered_once() {
         .expect("dead letters");
     let letters: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(letters, [(halt, "halt".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multi_stream_projection_gets_each_streams_events_of_a_batch_in_version_order() {
+    let (schema, b) = builder("stream_order_multi");
+    let store = ok(b
+        .multi_stream_projection::<Board>(Lifecycle::Async)
+        .build()
+        .await);
+    invert(&schema, &store, PendingEvent::new(Step { n: 2 })).await;
+    run_daemon(&store, 500).await;
+    let board: Board = ok(store.query_session().load(&"board".to_owned()).await).expect("board");
+    // t's steps (0, 10) and s's (1, 2, 3), each stream in its version order.
+    let s_steps: Vec<i64> = board
+        .steps
+        .iter()
+        .copied()
+        .filter(|n| *n < 10 && *n > 0)
+        .collect();
+    assert_eq!(s_steps, [1, 2, 3], "{:?}", board.steps);
+    assert_eq!(board.steps.len(), 5);
 }

@@ -19,7 +19,15 @@
 //! After the fold the document records the highest version the batch saw of its stream,
 //! as a live fold records the version of the last event it read.
 //!
+//! A document fed by many streams (a multi-stream projection's) records no version per
+//! stream: its slice of a batch is put in each stream's version order in place
+//! ([`each_stream_in_order`]), which mends an inversion within a batch but not one
+//! across batches.
+//!
 //! Pure: a backend loads the documents, reads the ranges and folds.
+
+use std::collections::HashMap;
+use std::hash::Hash;
 
 /// What a stream's slice of a batch needs before it is folded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,29 @@ pub fn order<E>(
     events.retain(|e| version(e) > folded);
     events.sort_by_key(|e| version(e));
     (Order::Fold(events), through)
+}
+
+/// Puts the events of each stream among `events` in version order, each stream's events
+/// keeping the positions its events had (the order across streams is kept).
+pub fn each_stream_in_order<E: Clone, K: Hash + Eq>(
+    events: &mut [E],
+    stream: impl Fn(&E) -> K,
+    version: impl Fn(&E) -> i64,
+) {
+    let mut positions: HashMap<K, Vec<usize>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        positions.entry(stream(e)).or_default().push(i);
+    }
+    let original = events.to_vec();
+    for at in positions.values() {
+        let mut sorted = at.clone();
+        sorted.sort_by_key(|i| version(&original[*i]));
+        if sorted != *at {
+            for (to, from) in at.iter().zip(&sorted) {
+                events[*to] = original[*from].clone();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +148,14 @@ mod tests {
             through: 3,
         };
         assert_eq!(ordered(0, &[3], &[3]), (read, 3));
+    }
+
+    #[test]
+    fn each_streams_events_are_sorted_in_their_own_places() {
+        // (stream, version): stream 1's versions 3 and 2 are inverted.
+        let mut events = [(1, 1), (2, 1), (1, 3), (2, 2), (1, 2)];
+        each_stream_in_order(&mut events, |e| e.0, |e| e.1);
+        assert_eq!(events, [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3)]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Async projections, the kinds the daemon runs: an async projection plans the writes of
-//! a batch of events. An aggregate projection splits the batch into slices by stream, a
-//! multi-stream projection by document, folds the slices in parallel on tasks that own
-//! their state and events, and returns the writes; an event projection applies its
-//! events in order. The daemon's runner, the one writer, commits the writes with its
+//! a batch of events. An aggregate projection splits the batch into slices by stream (each
+//! in its stream's version order, see `stream_order`), a multi-stream projection by
+//! document (each stream's events within a slice in version order), folds the slices in
+//! parallel on tasks that own their state and events, and returns the writes; an event
+//! projection applies its events in the global order. The daemon's runner, the one writer, commits the writes with its
 //! progress update.
 //!
 //! Sharded (the daemon runs one shard of a projection per runner): an aggregate or event
@@ -23,6 +24,7 @@ use futures_util::future::BoxFuture;
 use marten_core::aggregate::fold;
 use marten_core::projection::shard::Shard;
 use marten_core::projection::slice::{self, SliceWrite};
+use marten_core::projection::stream_order::each_stream_in_order;
 use marten_core::{
     Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, StreamId, TenantId,
 };
@@ -265,16 +267,6 @@ pub(super) async fn folded_slices<D: marten_core::Apply + PgDocument>(
     Ok(out)
 }
 
-/// Plans a batch in slices ([`loaded_slices`], then [`folded_slices`]).
-async fn plan_slices<D: marten_core::Apply + PgDocument>(
-    batch: Batch<'_>,
-    key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
-    fold_one: fn(Slice<D>) -> Result<Folded<D>>,
-) -> Result<OpList> {
-    let slices = loaded_slices::<D>(batch, key).await?;
-    folded_slices(batch, slices, fold_one).await
-}
-
 impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     fn name(&self) -> &'static str {
         A::DOCUMENT_TYPE
@@ -368,7 +360,13 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
             }
             ids
         };
-        Box::pin(plan_slices::<P>(batch, key, fold_document::<P>))
+        Box::pin(async move {
+            let mut slices = loaded_slices::<P>(batch, key).await?;
+            for (_, _, events, _) in &mut slices {
+                each_stream_in_order(events, |e| e.stream_id.clone(), |e| e.version);
+            }
+            folded_slices(batch, slices, fold_document::<P>).await
+        })
     }
 
     fn clear<'a>(
