@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::events::*;
+use common::inversion::{invert_versions, versions_in_global_order};
 use common::{builder, ok};
 use marten::prelude::*;
 
@@ -130,4 +131,84 @@ async fn scenario(commit: bool) {
 async fn the_reader_waits_at_a_gap_until_the_open_transaction_ends() {
     scenario(true).await;
     scenario(false).await;
+}
+
+/// A save that took its transaction id before another save appended to a stream and
+/// committed, and then appended to that stream itself (it waited on another stream's
+/// row), records the other's later id on that event: each stream's events come in
+/// version order in the global order, for every reader; its other events keep its own
+/// id. Without `last_tx` the stored order was versions 1, 3, 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streams_events_come_in_version_order_whatever_order_the_transactions_took_ids() {
+    let (schema, b) = builder("order_stream_versions");
+    let store = ok(b.event::<ProjectStarted>().build().await);
+    let started_n = |n: i64| PendingEvent::new(started(&n.to_string()));
+    let (t, s) = invert_versions(&schema, &store, started_n, started_n(2)).await;
+    assert_eq!(versions_in_global_order(&schema, s).await, [1, 2, 3]);
+    // Other tests' open writers (anywhere in the cluster) hold the reader back: wait.
+    let mut all = Vec::new();
+    for _ in 0..300 {
+        all = drain(&store, Position::START).await.0;
+        if all.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let of = |id: Uuid| -> Vec<&marten::EventEnvelope> {
+        all.iter()
+            .filter(|e| e.stream_id == StreamId::Uuid(id))
+            .collect()
+    };
+    let versions: Vec<i64> = of(s).iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        [1, 2, 3],
+        "read_all in each stream's version order"
+    );
+    let (s2, s3, t2) = (of(s)[1], of(s)[2], of(t)[1]);
+    assert_eq!(
+        s3.transaction_id, s2.transaction_id,
+        "version 3 records version 2's later transaction id"
+    );
+    assert!(
+        t2.transaction_id < s3.transaction_id,
+        "its own id on the other stream"
+    );
+    let fetched = ok(store.lightweight_session().events().fetch_stream(s).await);
+    assert_eq!(fetched[2].transaction_id, s3.transaction_id);
+}
+
+/// A streams table made before `last_tx` existed gets the column when the store is built
+/// (its rows at 0), and appends to its old streams record their own ids.
+#[tokio::test]
+async fn a_streams_table_from_before_last_tx_gets_it() {
+    let (schema, b) = builder("order_last_tx_upgrade");
+    let store = ok(b.event::<ProjectStarted>().build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("old")]));
+    ok(s.save_changes().await);
+    drop(store);
+    let raw = schema.raw_client().await;
+    raw.batch_execute("ALTER TABLE mt_streams DROP COLUMN last_tx")
+        .await
+        .expect("an old table");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .event::<ProjectStarted>()
+        .build()
+        .await);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(id, [started("new")]));
+    ok(s.save_changes().await);
+    let events = ok(s.events().fetch_stream(id).await);
+    assert_eq!(events.len(), 2);
+    assert!(events[0].transaction_id < events[1].transaction_id);
+    let last: String = raw
+        .query_one("SELECT last_tx::text FROM mt_streams WHERE id = $1", &[&id])
+        .await
+        .expect("last_tx")
+        .get(0);
+    assert_eq!(last, events[1].transaction_id.to_string());
 }

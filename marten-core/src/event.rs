@@ -123,8 +123,10 @@ pub struct EventEnvelope {
     pub causation_id: Option<String>,
     /// Headers, if any were set (a JSON object).
     pub headers: Option<serde_json::Value>,
-    /// The id of the transaction that wrote the event (also in an inline projection's
-    /// envelopes when the sequence is, 0 otherwise).
+    /// The event's ordering transaction id: the id of the transaction that wrote it, or
+    /// a later one its stream's previous events recorded, so that a stream's events are
+    /// in version order in the global order (also in an inline projection's envelopes
+    /// when the sequence is, 0 otherwise).
     pub transaction_id: u64,
     /// Whether the event's stream is archived.
     pub archived: bool,

@@ -87,7 +87,8 @@ impl StreamRange {
     serde::Deserialize,
 )]
 pub struct Position {
-    /// The id of the transaction that wrote the last event read.
+    /// The ordering transaction id of the last event read (see
+    /// [`EventEnvelope::transaction_id`](marten_core::EventEnvelope::transaction_id)).
     pub transaction_id: u64,
     /// The global sequence of the last event read.
     pub sequence: i64,

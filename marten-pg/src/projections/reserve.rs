@@ -1,6 +1,7 @@
 //! Reserving what the envelopes of inline projections carry, before they plan: when a
 //! projection of the save reads the events' metadata, the save's transaction locks the
-//! streams of its plain appends (in id order) to learn their versions, draws the events'
+//! streams of its plain and expected-version appends (in id order) to learn their versions
+//! and the ordering transaction id their events record (`last_tx`), draws the events'
 //! global sequences from the store's sequence and takes its transaction id and time, in one
 //! flight. Each plain append then asserts the version read (it holds the lock, so the
 //! assertion cannot fail but for a stream created meanwhile, which plans the save
@@ -28,10 +29,10 @@ fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
 }
 
-/// What the flight read: each locked stream's (version, archived) by its key, the
-/// transaction id and the sequences drawn.
+/// What the flight read: each locked stream's (version, archived, ordering transaction
+/// id) by its key, the transaction id and the sequences drawn.
 struct Drawn {
-    streams: HashMap<StreamKey, (i64, bool)>,
+    streams: HashMap<StreamKey, (i64, bool, u64)>,
     transaction_id: u64,
     timestamp: time::OffsetDateTime,
     sequences: Vec<i64>,
@@ -57,8 +58,10 @@ pub(crate) async fn reserve(
     uow: &mut UnitOfWork,
     appends: &mut [AppendView],
 ) -> Result<Reservation> {
+    // The streams of plain appends, and of expected-version appends (locked too: their
+    // ordering transaction id is read under the lock the append takes anyway).
     let mut plain: Vec<StreamKey> = Vec::new();
-    for a in appends.iter().filter(|a| a.kind == AppendKind::Append) {
+    for a in appends.iter().filter(|a| a.kind != AppendKind::Start) {
         let key = StreamKey(a.stream.clone());
         if !plain.contains(&key) {
             plain.push(key);
@@ -79,8 +82,8 @@ pub(crate) async fn reserve(
             AppendKind::Expected(v) => Some(v),
             AppendKind::Append => {
                 known.unwrap_or_else(|| match drawn.streams.get(&StreamKey(stream.clone())) {
-                    Some((_, true)) => None,
-                    Some((v, false)) => Some(*v),
+                    Some((_, true, _)) => None,
+                    Some((v, false, _)) => Some(*v),
                     None => {
                         unlocked = true;
                         Some(0)
@@ -105,9 +108,15 @@ pub(crate) async fn reserve(
         if let Some(b) = plain_base {
             requirements.push((view.index, b));
         }
+        // The id its events record: the stream's last one when later than this save's
+        // (see `tables::events::LAST_TX_BUMP`).
+        let ordering = match drawn.streams.get(&StreamKey(stream.clone())) {
+            Some((_, _, last)) => drawn.transaction_id.max(*last),
+            None => drawn.transaction_id,
+        };
         view.reserved = Some(Reserved {
             sequences: own,
-            transaction_id: drawn.transaction_id,
+            transaction_id: ordering,
             timestamp: Some(drawn.timestamp),
             base: plain_base,
         });
@@ -165,8 +174,8 @@ async fn draw(
     decode(&plain, &locked, drawn.first())
 }
 
-/// Decodes the locked rows (`ord, version, is_archived`, `ord` a 1-based position in
-/// `plain`) and the draw's row.
+/// Decodes the locked rows (`ord, version, is_archived, last_tx`, `ord` a 1-based
+/// position in `plain`) and the draw's row.
 fn decode(plain: &[StreamKey], locked: &[Row], drawn: Option<&Row>) -> Result<Drawn> {
     let mut streams = HashMap::new();
     for row in locked {
@@ -174,7 +183,9 @@ fn decode(plain: &[StreamKey], locked: &[Row], drawn: Option<&Row>) -> Result<Dr
         let key = usize::try_from(ord - 1).ok().and_then(|i| plain.get(i));
         if let Some(key) = key {
             let version: i64 = row.try_get(1).map_err(reading)?;
-            streams.insert(key.clone(), (version, row.try_get(2).map_err(reading)?));
+            let archived: bool = row.try_get(2).map_err(reading)?;
+            let Xid8(last) = row.try_get(3).map_err(reading)?;
+            streams.insert(key.clone(), (version, archived, last));
         }
     }
     let Some(row) = drawn else {

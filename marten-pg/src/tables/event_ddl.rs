@@ -79,6 +79,11 @@ fn streams_table(idt: &str, conjoined: bool) -> TableDef {
             col("timestamp", "timestamptz", "NOT NULL DEFAULT now()"),
             col("is_archived", "boolean", "NOT NULL DEFAULT false"),
             tenant_col(conjoined),
+            // The ordering transaction id of the stream's last events: each append records
+            // `greatest(last_tx, its own transaction id)` on its events and here, so a
+            // stream's events come in version order in the global order (see
+            // `tables::events`).
+            col("last_tx", "xid8", "NOT NULL DEFAULT '0'"),
         ],
     );
     if conjoined {

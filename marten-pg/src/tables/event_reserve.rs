@@ -7,9 +7,10 @@
 //! (`read_all`, the daemon) order events by `(tx_id, seq_id)` and read only events whose
 //! `tx_id` is below `pg_snapshot_xmin` of their snapshot, that is, of transactions that
 //! have ended (a transaction that has not taken an id yet will take one at or above the
-//! horizon). All events of one transaction share its `tx_id` and become readable
-//! together, once it has committed and the horizon has passed it; the `seq_id` only
-//! orders events within one transaction. So when a transaction draws its sequences
+//! horizon). An event's `tx_id` is its transaction's id, or a later one its stream's
+//! previous events recorded (see `tables::events::LAST_TX_BUMP`): never below its own,
+//! so it becomes readable only once its transaction has ended and the horizon has passed
+//! the id; the `seq_id` only orders events recorded at one id. So when a transaction draws its sequences
 //! (before its insert here, by the column default otherwise) cannot let a reader pass
 //! an event that is committed later: the sequences only need to be unique (`nextval`,
 //! never rolled back) and ascending in insertion order within the transaction (they are
@@ -23,7 +24,7 @@ use crate::tables::events::{
 };
 
 /// `$1` stream ids (distinct, any order) -> `ord` (1-based position in `$1`),
-/// `version`, `is_archived` of each existing stream, locking the rows in id order until
+/// `version`, `is_archived`, `last_tx` of each existing stream, locking the rows in id order until
 /// the save ends. `conjoined`: the streams of the tenant `$2`.
 pub fn lock_streams(identity: StreamIdentity, conjoined: bool) -> String {
     let idt = id_type(identity);
@@ -33,7 +34,7 @@ pub fn lock_streams(identity: StreamIdentity, conjoined: bool) -> String {
         ""
     };
     format!(
-        "SELECT u.ord, st.version, st.is_archived FROM {STREAMS_TABLE} st \
+        "SELECT u.ord, st.version, st.is_archived, st.last_tx FROM {STREAMS_TABLE} st \
          JOIN unnest($1::{idt}[]) WITH ORDINALITY AS u(id, ord) ON st.id = u.id \
          {tenant}ORDER BY st.id FOR UPDATE OF st"
     )
@@ -56,9 +57,9 @@ pub fn reserve_sequences(schema: &str) -> String {
 /// `$tenant_param`.
 pub fn insert_sequenced_events(idt: &str, tenant_param: usize, seq_param: usize) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (seq_id, id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
+        "INSERT INTO {EVENTS_TABLE} (seq_id, id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id, tx_id) \
          SELECT i.seq_id, i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id, \
-         ${tenant_param}::text \
+         ${tenant_param}::text, s.last_tx \
          FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], ${seq_param}::bigint[]) \
          WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, seq_id, ord) \
          ORDER BY i.ord"

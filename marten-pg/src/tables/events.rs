@@ -18,6 +18,20 @@ use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// The streams table.
 pub const STREAMS_TABLE: &str = "mt_streams";
+
+/// What an append sets on its stream's row: the ordering transaction id of the stream's
+/// events, which its events record as their `tx_id` (the row's `last_tx`, returned with
+/// its version). A transaction that took its id before another that appended to the
+/// stream and committed first (it wrote something else, then waited on the stream's row)
+/// records the other's, later id: the global order `(tx_id, seq_id)` then has every
+/// stream's events in version order. Recording a later id than its own keeps the order
+/// gap-safe: a reader reads events whose `tx_id` is below its snapshot's horizon, and
+/// every transaction whose id is below the horizon has ended, so an event recorded at
+/// an id below it was written by a transaction at or below that id, which has ended
+/// too; an event that becomes visible later is recorded at an id at or above its own
+/// transaction's, which was still running, so at or above the horizon.
+pub const LAST_TX_BUMP: &str = "last_tx = greatest(st.last_tx, pg_current_xact_id())";
+
 /// The events table.
 pub const EVENTS_TABLE: &str = "mt_events";
 
@@ -368,14 +382,20 @@ impl StreamRows {
     fn lean(idt: &str, conjoined: bool) -> Self {
         let (columns, values, key, scope, expected) = if conjoined {
             (
-                "tenant_id, id, version",
-                format!("$5::text, $1::{idt}, 1"),
+                "tenant_id, id, version, last_tx",
+                format!("$5::text, $1::{idt}, 1, pg_current_xact_id()"),
                 "tenant_id, id",
                 "st.tenant_id = $5::text AND ",
                 6,
             )
         } else {
-            ("id, version", format!("$1::{idt}, 1"), "id", "", 5)
+            (
+                "id, version, last_tx",
+                format!("$1::{idt}, 1, pg_current_xact_id()"),
+                "id",
+                "",
+                5,
+            )
         };
         StreamRows {
             start: format!(
@@ -384,11 +404,12 @@ impl StreamRows {
             ),
             append: format!(
                 "INSERT INTO {STREAMS_TABLE} AS st ({columns}) VALUES ({values}) \
-                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + 1, timestamp = now() \
-                 WHERE NOT st.is_archived"
+                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + 1, timestamp = now(), \
+                 {LAST_TX_BUMP} WHERE NOT st.is_archived"
             ),
             expected: format!(
-                "UPDATE {STREAMS_TABLE} AS st SET version = st.version + 1, timestamp = now() \
+                "UPDATE {STREAMS_TABLE} AS st SET version = st.version + 1, timestamp = now(), \
+                 {LAST_TX_BUMP} \
                  WHERE {scope}st.id = $1::{idt} AND st.version = ${expected}::bigint AND NOT st.is_archived"
             ),
         }
@@ -398,15 +419,17 @@ impl StreamRows {
         let expected_param = tenant_param + 1;
         let (columns, values, key, scope) = if conjoined {
             (
-                "tenant_id, id, type, version",
-                format!("${tenant_param}::text, $1::{idt}, $2::text, $3::bigint"),
+                "tenant_id, id, type, version, last_tx",
+                format!(
+                    "${tenant_param}::text, $1::{idt}, $2::text, $3::bigint, pg_current_xact_id()"
+                ),
                 "tenant_id, id",
                 format!("st.tenant_id = ${tenant_param}::text AND "),
             )
         } else {
             (
-                "id, type, version",
-                format!("$1::{idt}, $2::text, $3::bigint"),
+                "id, type, version, last_tx",
+                format!("$1::{idt}, $2::text, $3::bigint, pg_current_xact_id()"),
                 "id",
                 String::new(),
             )
@@ -426,12 +449,12 @@ impl StreamRows {
             ),
             append: format!(
                 "INSERT INTO {STREAMS_TABLE} AS st ({columns}) {rows} \
-                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + excluded.version, timestamp = now() \
-                 WHERE NOT st.is_archived"
+                 ON CONFLICT ({key}) DO UPDATE SET version = st.version + excluded.version, timestamp = now(), \
+                 {LAST_TX_BUMP} WHERE NOT st.is_archived"
             ),
             expected: format!(
                 "UPDATE {STREAMS_TABLE} AS st SET version = st.version + $3::bigint, timestamp = now(), \
-                 type = coalesce(st.type, $2::text) \
+                 type = coalesce(st.type, $2::text), {LAST_TX_BUMP} \
                  WHERE {scope}st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived{gate}"
             ),
         }
@@ -442,9 +465,9 @@ impl StreamRows {
 /// stream row `s`, recording the tenant `$tenant_param`.
 fn insert_events(idt: &str, tenant_param: usize) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id, tx_id) \
          SELECT i.id, $1::{idt}, s.version - $3::bigint + i.ord, i.type, i.data, i.headers, i.correlation_id, i.causation_id, \
-         ${tenant_param}::text \
+         ${tenant_param}::text, s.last_tx \
          FROM s, unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) \
          WITH ORDINALITY AS i(id, type, data, headers, correlation_id, causation_id, ord) \
          ORDER BY i.ord"
@@ -455,16 +478,16 @@ fn insert_events(idt: &str, tenant_param: usize) -> String {
 /// recording the tenant `$tenant_param`.
 fn insert_event(idt: &str, tenant_param: usize) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
-         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, ${tenant_param}::text FROM s"
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id, tx_id) \
+         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, ${tenant_param}::text, s.last_tx FROM s"
     )
 }
 
 /// [`insert_event`] of an event without metadata: the tenant is `$7`.
 fn insert_bare_event(idt: &str) -> String {
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, tenant_id) \
-         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::text FROM s"
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data, tenant_id, tx_id) \
+         SELECT $4::uuid, $1::{idt}, s.version, $5::text, $6::jsonb, $7::text, s.last_tx FROM s"
     )
 }
 
@@ -477,8 +500,8 @@ fn insert_lean_event(idt: &str, conjoined: bool) -> String {
         ("", "")
     };
     format!(
-        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data{column}) \
-         SELECT $2::uuid, $1::{idt}, s.version, $3::text, $4::jsonb{value} FROM s"
+        "INSERT INTO {EVENTS_TABLE} (id, stream_id, version, type, data{column}, tx_id) \
+         SELECT $2::uuid, $1::{idt}, s.version, $3::text, $4::jsonb{value}, s.last_tx FROM s"
     )
 }
 
@@ -486,7 +509,7 @@ fn insert_lean_event(idt: &str, conjoined: bool) -> String {
 /// took no row.
 pub(crate) fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
     format!(
-        "WITH s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tags} \
+        "WITH s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){tags} \
          SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
          CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
     )
@@ -494,7 +517,7 @@ pub(crate) fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
 
 /// The whole save: the event insert is the statement, its row count the result.
 fn alone(stream_row: &str, events: &str) -> String {
-    format!("WITH s AS ({stream_row} RETURNING st.version) {events}")
+    format!("WITH s AS ({stream_row} RETURNING st.version, st.last_tx) {events}")
 }
 
 /// The tag rows of a tagged append, as a CTE following the event insert `e`.
@@ -554,7 +577,7 @@ fn checked(stream_row: &str, events: &str, tag_rows: &str, first: usize) -> Stri
          WHERE coalesce((SELECT i.captured FROM input i WHERE i.tt = excluded.tag_type AND i.tv = excluded.tag_value), v.version) = v.version \
          RETURNING 1), \
          ok AS (SELECT count(*) = ${count}::bigint AS passed FROM tl), \
-         s AS ({stream_row} RETURNING st.version), e AS ({events} RETURNING seq_id, version){tag_rows}, \
+         s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){tag_rows}, \
          verdict AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM s) THEN NULL ELSE set_config('{REJECTED_FLAG}', 't', true) END AS rejected) \
          SELECT (SELECT version FROM s), (SELECT {GUARD_FUNCTION}() FROM verdict WHERE verdict.rejected IS NOT NULL)"
     )
