@@ -446,9 +446,10 @@ async fn run(sync: &str, reps: usize, scale: usize) -> Vec<Row> {
         .expect("prepare");
     // What an append does (the lone append's work, as raw SQL).
     let append_upsert_sql = common::raw_append_sql("ticked");
-    let start_sql = "WITH s AS (INSERT INTO mt_streams (id, version) VALUES ($1, 10) RETURNING version) \
-         INSERT INTO mt_events (id, stream_id, version, type, data) \
-         SELECT i.id, $1, i.ord, 'ticked', i.data FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
+    let start_sql = "WITH s AS (INSERT INTO mt_streams (id, version, last_tx) VALUES ($1, 10, pg_current_xact_id()) \
+         RETURNING version, last_tx) \
+         INSERT INTO mt_events (id, stream_id, version, type, data, tx_id) \
+         SELECT i.id, $1, i.ord, 'ticked', i.data, s.last_tx FROM s, unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS i(id, data, ord)";
     let start = raw.prepare(start_sql).await.expect("prepare");
     let typed_raw = raw
         .prepare("SELECT data FROM mt_doc_doc WHERE (data ->> 'n')::numeric < $1::text::numeric AND (data ->> 'n')::numeric >= $2::text::numeric ORDER BY (data ->> 'n')::numeric, id")

@@ -12,8 +12,9 @@ use super::counter::{Counter, Ticked};
 const LOCK: &str =
     "SELECT s.version, d.data FROM mt_streams s LEFT JOIN mt_doc_counter d ON d.id = s.id \
      WHERE s.id = $1 FOR UPDATE OF s";
-const APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now() WHERE id = $1 RETURNING version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data) SELECT $2, $1, s.version, 'ticked', $3 FROM s";
+const APPEND: &str = "WITH s AS (UPDATE mt_streams SET version = version + 1, timestamp = now(), \
+     last_tx = greatest(last_tx, pg_current_xact_id()) WHERE id = $1 RETURNING version, last_tx) \
+     INSERT INTO mt_events (id, stream_id, version, type, data, tx_id) SELECT $2, $1, s.version, 'ticked', $3, s.last_tx FROM s";
 const UPSERT: &str = "INSERT INTO mt_doc_counter AS d (id, data, mt_last_modified) VALUES ($1, $2, now()) \
      ON CONFLICT (id) DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified";
 

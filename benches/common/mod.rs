@@ -154,15 +154,16 @@ pub fn sync_settings() -> Vec<&'static str> {
 }
 
 /// The raw referent of a lone append, as raw SQL over marten's tables: what marten's
-/// append does (create the stream row if missing or bump it, unless archived, then insert
-/// the event at the new version) for an event of type `event_type`. `$1` stream id, `$2`
-/// event id, `$3` data.
+/// append does (create the stream row if missing or bump it, unless archived, with the
+/// ordering transaction id of its events, then insert the event at the new version with
+/// that id) for an event of type `event_type`. `$1` stream id, `$2` event id, `$3` data.
 pub fn raw_append_sql(event_type: &str) -> String {
     format!(
-        "WITH s AS (INSERT INTO mt_streams AS st (id, version) VALUES ($1, 1) \
-         ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now() \
-         WHERE NOT st.is_archived RETURNING st.version) \
-         INSERT INTO mt_events (id, stream_id, version, type, data) \
-         SELECT $2, $1, s.version, '{event_type}', $3 FROM s"
+        "WITH s AS (INSERT INTO mt_streams AS st (id, version, last_tx) VALUES ($1, 1, pg_current_xact_id()) \
+         ON CONFLICT (id) DO UPDATE SET version = st.version + 1, timestamp = now(), \
+         last_tx = greatest(st.last_tx, pg_current_xact_id()) \
+         WHERE NOT st.is_archived RETURNING st.version, st.last_tx) \
+         INSERT INTO mt_events (id, stream_id, version, type, data, tx_id) \
+         SELECT $2, $1, s.version, '{event_type}', $3, s.last_tx FROM s"
     )
 }

@@ -58,14 +58,15 @@ const UPSERT: &str = "INSERT INTO mt_doc_doc AS d (id, data, mt_last_modified) V
 const LOAD: &str = "SELECT data FROM mt_doc_doc WHERE id = $1";
 
 /// marten's append of one event when the append is the whole save: the stream row first
-/// (created if missing, its version bumped, its row locked), then the event at the new
-/// version, one statement.
-const APPEND: &str = "WITH s AS (INSERT INTO mt_streams AS st (id, type, version) \
-     VALUES ($1::uuid, $2::text, $3::bigint) ON CONFLICT (id) DO UPDATE \
-     SET version = st.version + excluded.version, timestamp = now() WHERE NOT st.is_archived \
-     RETURNING st.version) \
-     INSERT INTO mt_events (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id) \
-     SELECT $4::uuid, $1::uuid, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, $10::text FROM s";
+/// (created if missing, its version and ordering transaction id bumped, its row locked),
+/// then the event at the new version with that id, one statement.
+const APPEND: &str = "WITH s AS (INSERT INTO mt_streams AS st (id, type, version, last_tx) \
+     VALUES ($1::uuid, $2::text, $3::bigint, pg_current_xact_id()) ON CONFLICT (id) DO UPDATE \
+     SET version = st.version + excluded.version, timestamp = now(), \
+     last_tx = greatest(st.last_tx, pg_current_xact_id()) WHERE NOT st.is_archived \
+     RETURNING st.version, st.last_tx) \
+     INSERT INTO mt_events (id, stream_id, version, type, data, headers, correlation_id, causation_id, tenant_id, tx_id) \
+     SELECT $4::uuid, $1::uuid, s.version, $5::text, $6::jsonb, $7::jsonb, $8::text, $9::text, $10::text, s.last_tx FROM s";
 
 /// A marten store of [`Doc`] and [`Ticked`] in `schema`.
 async fn store(url: String, schema: String) -> DocumentStore {
