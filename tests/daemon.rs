@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::tally::Added;
-use common::{builder, ok};
+use common::{builder, ok, stopped_with};
 use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -223,20 +223,6 @@ async fn a_dead_letter_table_from_before_the_attempts_column_gets_it() {
         .expect("dead letters");
     let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [("old".to_owned(), 0), (id.to_string(), 1)]);
-}
-
-/// The error a daemon whose projection stopped ends with: `wait_for_non_stale` reports
-/// the projection stopped at once (within 10 s), and `stop` returns the runner's error.
-async fn stopped_with(daemon: Daemon) -> marten::Error {
-    let err = daemon
-        .wait_for_non_stale(Duration::from_secs(10))
-        .await
-        .expect_err("stopped, stale");
-    assert!(
-        matches!(err, marten::Error::ProjectionStopped { .. }),
-        "{err}"
-    );
-    daemon.stop().await.expect_err("the runner stopped")
 }
 
 #[tokio::test]

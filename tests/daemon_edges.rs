@@ -198,6 +198,29 @@ struct PauseBeforeCommit {
     resume: Mutex<mpsc::Receiver<()>>,
 }
 
+impl PauseBeforeCommit {
+    /// Hooks not armed yet, with the receiver told when a batch paused and the sender
+    /// that lets it go on.
+    fn new() -> (Arc<Self>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (paused_tx, paused_rx) = mpsc::channel();
+        let (resume_tx, resume_rx) = mpsc::channel();
+        let hooks = Arc::new(PauseBeforeCommit {
+            armed: AtomicBool::new(false),
+            paused: Mutex::new(paused_tx),
+            resume: Mutex::new(resume_rx),
+        });
+        (hooks, paused_rx, resume_tx)
+    }
+}
+
+/// Waits (10 s at most) until the armed batch has paused.
+async fn until_paused(paused: mpsc::Receiver<()>) {
+    tokio::task::spawn_blocking(move || paused.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the batch paused");
+}
+
 impl DaemonHooks for PauseBeforeCommit {
     fn before_commit(&self, _projection: &str, _sequences: &[i64]) {
         if self.armed.swap(false, Ordering::SeqCst) {
@@ -225,13 +248,7 @@ async fn a_rebuild_fences_a_batch_in_flight() {
     let store = ok(b.projection::<Tally>(Lifecycle::Async).build().await);
     let old = Uuid::now_v7();
     append(&store, old, &[1, 2]).await;
-    let (paused_tx, paused_rx) = mpsc::channel();
-    let (resume_tx, resume_rx) = mpsc::channel();
-    let hooks = Arc::new(PauseBeforeCommit {
-        armed: AtomicBool::new(false),
-        paused: Mutex::new(paused_tx),
-        resume: Mutex::new(resume_rx),
-    });
+    let (hooks, paused_rx, resume_tx) = PauseBeforeCommit::new();
     let daemon = Daemon::start(
         &store,
         DaemonOptions {
@@ -246,10 +263,7 @@ async fn a_rebuild_fences_a_batch_in_flight() {
     hooks.armed.store(true, Ordering::SeqCst);
     let new = Uuid::now_v7();
     append(&store, new, &[100]).await;
-    tokio::task::spawn_blocking(move || paused_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .expect("join")
-        .expect("the batch paused");
+    until_paused(paused_rx).await;
 
     // A raw transaction holds the old document's row: a delete of the documents waits.
     let holder = schema.raw_client().await;
@@ -368,13 +382,7 @@ async fn a_dead_letter_commits_with_its_batch_and_only_once() {
         .projection::<Fragile>(Lifecycle::Async)
         .build()
         .await);
-    let (paused_tx, paused_rx) = mpsc::channel();
-    let (resume_tx, resume_rx) = mpsc::channel();
-    let hooks = Arc::new(PauseBeforeCommit {
-        armed: AtomicBool::new(false),
-        paused: Mutex::new(paused_tx),
-        resume: Mutex::new(resume_rx),
-    });
+    let (hooks, paused_rx, resume_tx) = PauseBeforeCommit::new();
     let daemon = Daemon::start(
         &store,
         DaemonOptions {
@@ -393,10 +401,7 @@ async fn a_dead_letter_commits_with_its_batch_and_only_once() {
     ok(s.events().append(stream, [Boom {}]));
     ok(s.events().append(stream, [Added { n: 2 }]));
     ok(s.save_changes().await);
-    tokio::task::spawn_blocking(move || paused_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .expect("join")
-        .expect("the batch paused");
+    until_paused(paused_rx).await;
     let raw = schema.raw_client().await;
     let count = "SELECT count(*) FROM mt_dead_letters";
     let before: i64 = raw.query_one(count, &[]).await.expect("count").get(0);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::tally::{Added, Tally};
-use common::{builder, ok};
+use common::{builder, ok, stopped_with};
 use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use marten::subscriptions::{
@@ -174,20 +174,6 @@ async fn dead_letters(
     rows.iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect()
-}
-
-/// The error a daemon whose projection stopped ends with (`wait_for_non_stale` reports
-/// the stop at once).
-async fn stopped_with(daemon: Daemon) -> marten::Error {
-    let err = daemon
-        .wait_for_non_stale(Duration::from_secs(10))
-        .await
-        .expect_err("stopped, stale");
-    assert!(
-        matches!(err, marten::Error::ProjectionStopped { .. }),
-        "{err}"
-    );
-    daemon.stop().await.expect_err("the runner stopped")
 }
 
 #[tokio::test]

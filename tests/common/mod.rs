@@ -68,3 +68,17 @@ pub fn named_builder(label: &str) -> (TestSchema, DocumentStoreBuilder) {
         .pool_size(8);
     (schema, builder)
 }
+
+/// The error a daemon whose projection stopped ends with: `wait_for_non_stale` reports
+/// the projection stopped at once (within 10 s), and `stop` returns the runner's error.
+pub async fn stopped_with(daemon: marten::daemon::Daemon) -> marten::Error {
+    let err = daemon
+        .wait_for_non_stale(std::time::Duration::from_secs(10))
+        .await
+        .expect_err("stopped, stale");
+    assert!(
+        matches!(err, marten::Error::ProjectionStopped { .. }),
+        "{err}"
+    );
+    daemon.stop().await.expect_err("the runner stopped")
+}
