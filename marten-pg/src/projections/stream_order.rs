@@ -27,15 +27,27 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
     if slices.is_empty() {
         return Ok(());
     }
-    let seen = seen_versions(batch);
+    // When every event of the batch is in a slice (the aggregate handles them all and
+    // none was left out), a slice's own versions are all its stream's the batch saw.
+    let in_slices: usize = slices.iter().map(|s| s.2.len()).sum();
+    let seen = (in_slices != batch.events.len() || !batch.left_out.is_empty())
+        .then(|| seen_versions(batch));
     let events_store: &EventCatalog = batch.store.as_ref();
     let tenant = EventTenant::of_session(events_store.events_tenancy(), batch.tenant)?;
+    let mut own = Vec::new();
     for (_, start, events, through) in slices.iter_mut() {
         let Some(stream) = events.first().map(|e| e.stream_id.clone()) else {
             continue;
         };
         let folded = start.as_ref().map_or(0, A::version);
-        let versions = seen.get(&stream).map_or(&[][..], Vec::as_slice);
+        let versions = match &seen {
+            Some(seen) => seen.get(&stream).map_or(&[][..], Vec::as_slice),
+            None => {
+                own.clear();
+                own.extend(events.iter().map(|e| e.version));
+                own.as_slice()
+            }
+        };
         let (ordered, last) = order(folded, std::mem::take(events), versions, |e| e.version);
         *through = last;
         *events = match ordered {
