@@ -525,8 +525,11 @@ async fn racing_multi_stream_saves_keep_every_stream_in_version_order() {
                 barrier.wait().await;
                 let mut s = store.lightweight_session();
                 if (w + round) % 2 == 0 {
-                    let id = (w * 1000 + round) as i64;
-                    ok(s.store(common::invoices::invoice(id, "racer", 1)));
+                    let n = (w * 1000 + round) as i64;
+                    ok(s.store(Marker {
+                        id: Uuid::now_v7(),
+                        n,
+                    }));
                 }
                 // In id order, as a deadlock-free application would (a save that loses a
                 // deadlock is sent again, after the server's one-second deadlock check).
