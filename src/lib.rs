@@ -21,9 +21,9 @@ pub use marten_pg::{
 pub use marten_pg::{
     AutoCreate, BulkMode, BulkOptions, ColumnType, DirtyTrackedSession, DirtyTracking,
     DocumentStore, DocumentStoreBuilder, EventPage, EventProjection, EventQuery, Events, HiLoId,
-    IdentityMap, IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds, PatchOptions,
-    PendingEvent, PgDocument, Position, ProjectedOps, QuerySession, SchemaPatch, Session,
-    SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
+    IdentityMap, IdentitySession, Lifecycle, Lightweight, LightweightSession, NewIds,
+    OwnedDocuments, PatchOptions, PendingEvent, PgDocument, Position, ProjectedOps, QuerySession,
+    SchemaPatch, Session, SessionOptions, StreamRange, Tracking, UnknownEvents, Writing,
 };
 pub use marten_pg::{
     BatchItem, BatchResults, Included, Including, Page, Query, QueryBatch, QuerySpec, Selected,

@@ -439,6 +439,66 @@ async fn async_event_projection_writes_documents_per_event() {
     ok(daemon.stop().await);
 }
 
+/// `BigAdds` owning its documents: a rebuild deletes them before it replays.
+struct OwnedBigAdds;
+
+impl marten::EventProjection for OwnedBigAdds {
+    fn name(&self) -> &'static str {
+        "OwnedBigAdds"
+    }
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut marten::ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        BigAdds.apply(event, ops)
+    }
+    fn owned_documents(&self, owned: &mut marten::OwnedDocuments) {
+        owned.document::<Big>();
+    }
+}
+
+/// A rebuild deletes the documents of the types an event projection owns (a stray one no
+/// event makes is gone, the others come back from the replay) and leaves those of a
+/// projection that declares none (its stray document survives); a projection whose owned
+/// type's table was never made rebuilds too.
+#[tokio::test]
+async fn a_rebuild_deletes_the_documents_an_event_projection_owns() {
+    for owned in [true, false] {
+        let (_schema, b) = builder("daemon_event_projection_owned");
+        let b = b.event::<Added>();
+        let (b, name) = match owned {
+            true => (
+                b.event_projection(OwnedBigAdds, Lifecycle::Async),
+                "OwnedBigAdds",
+            ),
+            false => (b.event_projection(BigAdds, Lifecycle::Async), "BigAdds"),
+        };
+        let store = ok(b.build().await);
+        // Nothing written yet: the owned type's table does not exist.
+        ok(marten::daemon::rebuild(&store, name).await);
+        let streams: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+        append_many(&store, &streams, 4).await;
+        let daemon = Daemon::start(&store, DaemonOptions::default());
+        ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+        let mut s = store.lightweight_session();
+        ok(s.store(Big { id: -1, n: 99 }));
+        ok(s.save_changes().await);
+        ok(marten::daemon::rebuild(&store, name).await);
+        ok(daemon.wait_for_non_stale(Duration::from_secs(30)).await);
+        ok(daemon.stop().await);
+        let mut q = store.query_session();
+        let stray: Option<Big> = ok(q.load(&-1i64).await);
+        assert_eq!(stray.is_none(), owned, "owned: {owned}");
+        let projected = ok(q.query::<Big>().count().await) - i64::from(!owned);
+        assert_eq!(
+            projected,
+            2 * 2,
+            "rounds 3 and 4 of 2 streams, owned: {owned}"
+        );
+    }
+}
+
 /// Deleted streams and the daemon: a stream deleted before the daemon starts is never
 /// projected, one deleted while it runs neither stalls it nor loses the others' events,
 /// and a rebuild leaves no document for a deleted stream.

@@ -48,7 +48,7 @@ pub use health::{Health, HealthCheck, HealthFailure, ProjectionHealth};
 pub use id::PgNewtype;
 pub use id::{HiLoId, PgId};
 pub use json::{JsonRef, RawJson};
-pub use projections::{EventProjection, Lifecycle, ProjectedOps};
+pub use projections::{EventProjection, Lifecycle, OwnedDocuments, ProjectedOps};
 pub use query::{
     BatchItem, BatchResults, CompiledOutput, CompiledQuery, Included, Including, Page, Query,
     QueryBatch, QuerySpec, Selected, SqlParams,

@@ -29,6 +29,7 @@ use marten_core::{
     Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, StreamId, TenantId,
 };
 
+use super::event_projection::{ClearFn, OwnedDocuments};
 use super::stream_order::in_stream_order;
 use super::ProjectionCatalog;
 use crate::documents::load;
@@ -313,6 +314,28 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     }
 }
 
+/// [`clear_documents`] of `D`, if its table was made (an event projection's documents
+/// may never have been written).
+pub(crate) fn clear_if_made<'a, D: PgDocument>(
+    client: Db<'a>,
+    tenant: Option<&'a TenantId>,
+) -> BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let made: bool = client
+            .query_one(TABLE_MADE, &[&D::TABLE_NAME])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| map_db_error(e, Failed::Other("clearing a projection")))?;
+        if made {
+            clear_documents::<D>(client, tenant).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Whether the table `$1` is on the connection's search path.
+const TABLE_MADE: &str = "SELECT to_regclass($1::text) IS NOT NULL";
+
 /// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
 async fn clear_documents<D: PgDocument>(client: Db<'_>, tenant: Option<&TenantId>) -> Result<()> {
     let reads = D::storage().reads();
@@ -398,12 +421,26 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
 /// The async runner of an event projection: its document operations per event, in event
 /// order (event projections are not split into slices: their operations may depend on
-/// order across streams).
-pub(crate) struct AsyncEventProjection<P>(pub(crate) P);
+/// order across streams), and the document types it owns (cleared by a rebuild).
+pub(crate) struct AsyncEventProjection<P> {
+    projection: P,
+    owned: Vec<(&'static str, ClearFn)>,
+}
+
+impl<P: crate::projections::EventProjection> AsyncEventProjection<P> {
+    pub(crate) fn new(projection: P) -> Self {
+        let mut owned = OwnedDocuments::default();
+        projection.owned_documents(&mut owned);
+        AsyncEventProjection {
+            projection,
+            owned: owned.clears,
+        }
+    }
+}
 
 impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProjection<P> {
     fn name(&self) -> &'static str {
-        self.0.name()
+        self.projection.name()
     }
 
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
@@ -417,9 +454,9 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         Box::pin(async move {
             let mut ops = crate::projections::ProjectedOps::for_tenant(tenant);
             for e in events {
-                hooks.before_event(self.0.name(), e);
-                crate::projections::event_projection::apply_one(&self.0, e, &mut ops)?;
-                hooks.after_event(self.0.name(), e);
+                hooks.before_event(self.projection.name(), e);
+                crate::projections::event_projection::apply_one(&self.projection, e, &mut ops)?;
+                hooks.after_event(self.projection.name(), e);
             }
             let list = ops.into_list()?;
             for op in list.operations() {
@@ -430,14 +467,19 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         })
     }
 
+    /// Deletes the documents of the types it owns; the others survive and the replay
+    /// runs over them.
     fn clear<'a>(
         &'a self,
-        _client: Db<'a>,
-        _tenant: Option<&'a TenantId>,
+        client: Db<'a>,
+        tenant: Option<&'a TenantId>,
     ) -> BoxFuture<'a, Result<()>> {
-        // An event projection's documents are its own business: a rebuild replays it over
-        // them.
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            for (_, clear) in &self.owned {
+                clear(client, tenant).await?;
+            }
+            Ok(())
+        })
     }
 
     fn shardable(&self) -> bool {

@@ -28,6 +28,39 @@ pub trait EventProjection: Send + Sync + 'static {
     fn uses_metadata(&self) -> bool {
         true
     }
+
+    /// Declares the document types the projection owns: a rebuild of the projection (run
+    /// async) deletes their documents before it replays (a conjoined type's of the
+    /// rebuilt tenant only, with `rebuild_tenant`), as it deletes an aggregate's. None by
+    /// default: the documents of a projection that declares none survive a rebuild and
+    /// the replay runs over them (right for documents the projection only adds to, or
+    /// shares with other writers).
+    fn owned_documents(&self, owned: &mut OwnedDocuments) {
+        let _ = owned;
+    }
+}
+
+/// Deletes a projection's documents of one type for a rebuild: every one, or `tenant`'s
+/// of a conjoined type.
+pub(crate) type ClearFn =
+    for<'a> fn(crate::connection::Db<'a>, Option<&'a TenantId>) -> BoxFuture<'a, Result<()>>;
+
+/// The document types an [`EventProjection`] owns (see
+/// [`EventProjection::owned_documents`]).
+#[derive(Default)]
+pub struct OwnedDocuments {
+    pub(crate) clears: Vec<(&'static str, ClearFn)>,
+}
+
+impl OwnedDocuments {
+    /// Marks `D`'s documents as the projection's: a rebuild deletes them.
+    pub fn document<D: PgDocument>(&mut self) -> &mut Self {
+        if !self.clears.iter().any(|(t, _)| *t == D::TABLE_NAME) {
+            self.clears
+                .push((D::TABLE_NAME, super::asynchronous::clear_if_made::<D>));
+        }
+        self
+    }
 }
 
 /// Document operations an [`EventProjection`] queues; written in the same transaction as

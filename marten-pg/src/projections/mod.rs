@@ -43,7 +43,7 @@ use marten_core::Result;
 
 pub(crate) use aggregate::{aggregate_stream, Fetched, InlineAggregate};
 pub(crate) use event_projection::InlineEventProjection;
-pub use event_projection::{EventProjection, ProjectedOps};
+pub use event_projection::{EventProjection, OwnedDocuments, ProjectedOps};
 pub(crate) use multi_stream::InlineMultiStream;
 
 pub(crate) use marten_core::projection::inline::{advance, apply_error};

@@ -77,7 +77,7 @@ impl DocumentStoreBuilder {
             let name = projection.name().to_owned();
             self.register_async::<P>(
                 &name,
-                Arc::new(crate::projections::asynchronous::AsyncEventProjection(
+                Arc::new(crate::projections::asynchronous::AsyncEventProjection::new(
                     projection,
                 )),
             );
