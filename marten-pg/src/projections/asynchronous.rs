@@ -3,8 +3,8 @@
 //! in its stream's version order, see `stream_order`), a multi-stream projection by
 //! document (each stream's events within a slice in version order), folds the slices in
 //! parallel on tasks that own their state and events, and returns the writes; an event
-//! projection applies its events in the global order. The daemon's runner, the one writer, commits the writes with its
-//! progress update.
+//! projection applies its events in the global order. The daemon's runner, the one
+//! writer, commits the writes with its progress update.
 //!
 //! Sharded (the daemon runs one shard of a projection per runner): an aggregate or event
 //! projection gets only the events of its shard's streams; a multi-stream projection's
