@@ -516,6 +516,12 @@ async fn racing_multi_stream_saves_keep_every_stream_in_version_order() {
         .build()
         .await);
     let streams: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let mut s = store.lightweight_session();
+    for id in &streams {
+        ok(s.events().start_stream(*id, [started("start")]));
+    }
+    ok(s.save_changes().await);
+    drop(s);
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -531,14 +537,18 @@ async fn racing_multi_stream_saves_keep_every_stream_in_version_order() {
                         n,
                     }));
                 }
-                // In id order, as a deadlock-free application would (a save that loses a
-                // deadlock is sent again, after the server's one-second deadlock check).
+                // In any order: the save locks existing streams in id order.
                 let picks = 2 + (w + round) % 2;
-                let mut mine: Vec<Uuid> = (0..picks)
-                    .map(|k| streams[(w * 3 + round + k * 2) % streams.len()])
-                    .collect();
-                mine.sort();
-                mine.dedup();
+                let mut mine: Vec<Uuid> = Vec::new();
+                for k in 0..picks {
+                    let id = streams[(w * 3 + round + k * 2) % streams.len()];
+                    if !mine.contains(&id) {
+                        mine.push(id);
+                    }
+                }
+                if w % 2 == 1 {
+                    mine.reverse();
+                }
                 for stream in mine {
                     ok(s.events()
                         .append(stream, [started(&format!("{w}/{round}"))]));

@@ -21,7 +21,13 @@ pub async fn invert_versions(
     event: impl Fn(i64) -> PendingEvent,
     second: PendingEvent,
 ) -> (Uuid, Uuid) {
-    let (t, s) = (Uuid::now_v7(), Uuid::now_v7());
+    // `t` below `s`: the first save locks its streams in id order, so it waits on `t`
+    // before it touches `s`.
+    let (t, s) = {
+        let mut ids = [Uuid::now_v7(), Uuid::now_v7()];
+        ids.sort();
+        (ids[0], ids[1])
+    };
     let mut first = store.lightweight_session();
     ok(first.events().append(t, [event(0)]));
     ok(first.events().append(s, [event(1)]));

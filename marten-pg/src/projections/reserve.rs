@@ -12,14 +12,15 @@
 use std::collections::HashMap;
 
 use marten_core::projection::inline::{advance, AppendKind, AppendView, Reserved};
-use marten_core::{Error, Result, StreamId, Tenancy};
+use marten_core::{Error, Result, StreamId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::connection::{Pipeline, Request};
 use crate::error_map::{map_db_error, Failed};
 use crate::stream_key::StreamKey;
-use crate::tables::event_reserve::{lock_streams, reserve_sequences};
+use crate::tables::event_reserve::reserve_sequences;
+use crate::tables::events::EventSql;
 use crate::unit_of_work::UnitOfWork;
 use crate::xid8::Xid8;
 
@@ -136,11 +137,11 @@ async fn draw(
     plain: Vec<StreamKey>,
     count: usize,
 ) -> Result<Drawn> {
-    let conjoined = store.events().events_tenancy() == Tenancy::Conjoined;
-    let lock_sql = lock_streams(store.stream_identity(), conjoined);
+    let lock_sql =
+        &EventSql::of(store.stream_identity(), store.events().events_tenancy()).lock_streams;
     let reserve_sql = reserve_sequences(store.catalog().schema());
     let client = req.client();
-    let lock = client.statement(&lock_sql).await.map_err(reading)?;
+    let lock = client.statement(lock_sql).await.map_err(reading)?;
     let draw = client.statement(&reserve_sql).await.map_err(reading)?;
     let begin = !req.in_transaction();
     if begin {

@@ -19,7 +19,7 @@ use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::{Outcome, Queued, SessionState, UnitOfWork};
+use crate::unit_of_work::{Outcome, Queued, SessionState, StreamLock, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
 /// [`DocumentStore`]'s session methods open.
@@ -187,6 +187,7 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         Ok(Planned::Ready)
     };
     place_tag_lock(&parts.store, &parts.boundaries, &mut parts.queue, &req);
+    place_stream_lock(&mut parts.queue);
     let end = match planned {
         Ok(Planned::Ready) => {
             send(
@@ -270,6 +271,20 @@ fn place_tag_lock(
         // One statement, no transaction.
         Some(append) => append.take_check(lock.into_check()),
         None => queue.prelude.push_op(Box::new(lock)),
+    }
+}
+
+/// Queues the lock of the save's streams in id order, after the tag lock and before every
+/// other statement, when the save appends to (or archives, or deletes) several streams:
+/// saves that touch the same streams in different orders then wait for each other
+/// instead of deadlocking.
+fn place_stream_lock(queue: &mut UnitOfWork) {
+    let appends = (queue.user.appends())
+        .chain(queue.derived.appends())
+        .map(|(_, a)| a);
+    let commands = queue.user.commands().chain(queue.derived.commands());
+    if let Some(lock) = StreamLock::for_save(appends, commands) {
+        queue.prelude.push_op(Box::new(lock));
     }
 }
 

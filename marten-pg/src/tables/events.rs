@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use marten_core::{StreamIdentity, Tenancy};
 
 use crate::tables::event_order::{global_page, tenant_page};
+use crate::tables::event_reserve::lock_streams;
 use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// The streams table.
@@ -124,6 +125,9 @@ pub struct EventSql {
     pub stream_version: String,
     /// `$1` = id -> `version, is_archived` and locks the row; scoped (`$2`).
     pub lock_stream: String,
+    /// `$1` stream ids -> locks the rows of those that exist, in id order (see
+    /// [`crate::tables::event_reserve::lock_streams`]); scoped (`$2`).
+    pub lock_streams: String,
     /// `$1` = id -> `id, version, type, created, timestamp, is_archived`; scoped (`$2`).
     pub stream_state: String,
     /// `$1` id, `$2`/`$3` version range, `$4`/`$5` time range, `$6` include archived;
@@ -328,6 +332,7 @@ impl EventSql {
                 "SELECT version, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt} FOR UPDATE",
                 scoped(1)
             ),
+            lock_streams: lock_streams(identity, conjoined),
             stream_state: format!(
                 "SELECT id, version, type, created, timestamp, is_archived FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
                 scoped(1)

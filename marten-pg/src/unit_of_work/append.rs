@@ -228,7 +228,7 @@ fn reading(e: tokio_postgres::Error) -> Error {
 
 /// What appends and stream commands write: the events table of the store's identity and
 /// event tenancy.
-fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
+pub(super) fn stream_target(identity: StreamIdentity, tenancy: Tenancy) -> Target {
     Target::new(
         "stream",
         EVENTS_TABLE,
@@ -439,6 +439,16 @@ impl StreamCommand {
     /// The stream archived or deleted.
     pub(crate) fn stream(&self) -> &StreamKey {
         &self.stream
+    }
+
+    /// The kind of id of the store's streams.
+    pub(crate) fn identity(&self) -> StreamIdentity {
+        self.identity
+    }
+
+    /// The tenant whose stream is archived or deleted.
+    pub(crate) fn tenant(&self) -> &EventTenant {
+        &self.tenant
     }
 
     /// Deletes `stream` and its events.

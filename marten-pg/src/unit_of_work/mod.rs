@@ -13,8 +13,8 @@
 //! (stream appends and commands), erased otherwise; `operation.rs` is what the writer
 //! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
 //! one transaction; `lost.rs` settles a save whose answers were lost;
-//! `append.rs` holds the event store's operations, `column.rs` the columns a statement
-//! binds as arrays. May use: the connection layer, the schema layer, the tables, the error
+//! `append.rs` holds the event store's operations, `stream_lock.rs` the lock of a save's
+//! streams in id order, `column.rs` the columns a statement binds as arrays. May use: the connection layer, the schema layer, the tables, the error
 //! map.
 
 pub(crate) mod append;
@@ -22,6 +22,7 @@ mod column;
 mod lone;
 mod lost;
 mod operation;
+mod stream_lock;
 mod writer;
 
 use std::any::Any;
@@ -31,6 +32,7 @@ use marten_core::TenantId;
 use self::append::{StreamAppend, StreamCommand};
 pub(crate) use self::column::Column;
 pub(crate) use self::operation::{first_count, Operation, Target};
+pub(crate) use self::stream_lock::StreamLock;
 
 /// What a session remembers (versions, identity map, dirty tracking), its dirty
 /// documents flushed into a unit of work.
@@ -163,7 +165,7 @@ impl OpList {
 /// from them (`derived`, planned anew on every attempt of a save).
 #[derive(Default)]
 pub struct UnitOfWork {
-    /// Sent first: the tag lock of consistency boundaries.
+    /// Sent first: the tag lock of consistency boundaries, the lock of the save's streams.
     pub(crate) prelude: OpList,
     pub(crate) user: OpList,
     pub(crate) derived: OpList,

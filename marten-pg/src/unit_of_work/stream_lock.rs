@@ -1,0 +1,66 @@
+//! The lock of a save's streams, in id order: a save that appends to (or archives, or
+//! deletes) several streams locks their rows first, in one statement sent ahead of its
+//! appends in the same flight, so that two saves touching the same streams in opposite
+//! orders queue up instead of deadlocking (each would hold one row and wait for the
+//! other's, until PostgreSQL's deadlock check aborted one a second later). The appends
+//! keep the order the session gave them: the events' sequences follow it.
+
+use marten_core::{StreamId, StreamIdentity};
+use tokio_postgres::types::ToSql;
+
+use super::append::{stream_target, AppendKind, StreamAppend, StreamCommand};
+use super::{Operation, Target};
+use crate::connection::SqlText;
+use crate::event_tenant::EventTenant;
+use crate::stream_key::StreamKey;
+use crate::tables::events::EventSql;
+
+/// Locks the rows of the streams a save's appends and stream commands write, in id order.
+pub(crate) struct StreamLock {
+    identity: StreamIdentity,
+    tenant: EventTenant,
+    streams: Vec<StreamKey>,
+}
+
+impl StreamLock {
+    /// The lock of the distinct streams of `appends` (but streams they start: those have
+    /// no row yet) and `commands`, when there are at least two; `None` otherwise. Every
+    /// operation of a save has the session's tenant.
+    pub(crate) fn for_save<'a>(
+        appends: impl Iterator<Item = &'a StreamAppend>,
+        commands: impl Iterator<Item = &'a StreamCommand>,
+    ) -> Option<Self> {
+        let mut first: Option<(StreamIdentity, &EventTenant)> = None;
+        let mut ids: Vec<&StreamId> = Vec::new();
+        for a in appends.filter(|a| a.kind != AppendKind::Start) {
+            first.get_or_insert((a.identity, &a.tenant));
+            ids.push(&a.stream.0);
+        }
+        for c in commands {
+            first.get_or_insert((c.identity(), c.tenant()));
+            ids.push(&c.stream().0);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let (identity, tenant) = first?;
+        (ids.len() > 1).then(|| StreamLock {
+            identity,
+            tenant: tenant.clone(),
+            streams: ids.into_iter().map(|id| StreamKey(id.clone())).collect(),
+        })
+    }
+}
+
+impl Operation for StreamLock {
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(&EventSql::of(self.identity, self.tenant.tenancy()).lock_streams)
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.tenant.scoped(vec![&self.streams])
+    }
+
+    fn target(&self) -> Target {
+        stream_target(self.identity, self.tenant.tenancy())
+    }
+}
