@@ -267,27 +267,43 @@ pub(crate) async fn fetch_stream_lean(
     Ok(out)
 }
 
-/// The events of `stream` (of `tenant`) with versions `after + 1 ..= through`, in
-/// version order, as the daemon reads them: events of unregistered types and events that
-/// cannot be decoded are left out (the runner meets those in the page that reads them).
-/// An async aggregate reads these when a batch's events of the stream leave a hole (see
-/// [`marten_core::projection::stream_order`]).
-pub(crate) async fn fetch_versions(
+/// Version ranges of several streams, each read after its `after` version through its
+/// `through` version ([`fetch_ranges`]).
+#[derive(Default)]
+pub(crate) struct VersionRanges {
+    streams: Vec<StreamKey>,
+    after: Vec<i64>,
+    through: Vec<i64>,
+}
+
+impl VersionRanges {
+    /// Adds the versions `after + 1 ..= through` of `stream`.
+    pub(crate) fn push(&mut self, stream: StreamKey, (after, through): (i64, i64)) {
+        self.streams.push(stream);
+        self.after.push(after);
+        self.through.push(through);
+    }
+
+    /// Whether no range was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+/// The events of every range of `ranges` (streams of `tenant`), by stream and version,
+/// in one statement, as the daemon reads them: events of unregistered types and events
+/// that cannot be decoded are left out (the runner meets those in the page that reads
+/// them). An async aggregate reads these when a batch's events of its streams leave holes
+/// (see [`marten_core::projection::stream_order`]).
+pub(crate) async fn fetch_ranges(
     store: &EventCatalog,
     client: Db<'_>,
     tenant: &EventTenant,
-    stream: &StreamKey,
-    (after, through): (i64, i64),
+    ranges: &VersionRanges,
 ) -> Result<Vec<EventEnvelope>> {
-    let range = StreamRange {
-        from_version: after.saturating_add(1),
-        to_version: through,
-        ..StreamRange::default()
-    };
-    let rows = stream_rows(store, client, tenant, stream, &range, |sql| {
-        &sql.fetch_stream
-    })
-    .await?;
+    let stmt = prepare(store, client, |sql| &sql.fetch_ranges).await?;
+    let params = tenant.scoped(vec![&ranges.streams, &ranges.after, &ranges.through]);
+    let rows = client.query(&stmt, &params).await.map_err(reading)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         match envelope_with(store, row, true) {

@@ -136,6 +136,12 @@ pub struct EventSql {
     /// [`EventSql::fetch_stream`] reading only what a fold of a type whose methods take
     /// no metadata needs: `version, type, data` (less to form, send and decode).
     pub fetch_stream_lean: String,
+    /// `$1` stream ids, `$2` the version each range starts after, `$3` the version it
+    /// runs through (arrays, an element per stream) -> the events of those ranges that
+    /// are not archived (the columns of [`EventSql::fetch_stream`]), by stream and
+    /// version; scoped (`$4`). The ranges an async aggregate's batch left holes in, read
+    /// in one statement.
+    pub fetch_ranges: String,
     /// `$1` = stream id, `$2` = version -> the event's `seq_id`; scoped (`$3`). Names an
     /// event a lean fold could not decode.
     pub sequence_at: String,
@@ -339,6 +345,7 @@ impl EventSql {
             ),
             fetch_stream: select_stream_events(EVENT_COLUMNS, idt, &scoped(6)),
             fetch_stream_lean: select_stream_events(LEAN_COLUMNS, idt, &scoped(6)),
+            fetch_ranges: select_ranges(idt, &scoped(3)),
             sequence_at: format!(
                 "SELECT seq_id FROM {EVENTS_TABLE} WHERE {}stream_id = $1::{idt} AND version = $2::bigint",
                 scoped(2)
@@ -620,6 +627,17 @@ fn select_stream_events(columns: &str, idt: &str, scope: &str) -> String {
          AND version BETWEEN $2::bigint AND $3::bigint \
          AND ($4::timestamptz IS NULL OR timestamp >= $4) AND ($5::timestamptz IS NULL OR timestamp <= $5) \
          AND (NOT is_archived OR $6::boolean) ORDER BY version"
+    )
+}
+
+/// See [`EventSql::fetch_ranges`]: each range of `unnest` joined to its stream's events
+/// by the unique key of versions (an index range scan per stream).
+fn select_ranges(idt: &str, scope: &str) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM {EVENTS_TABLE} \
+         JOIN unnest($1::{idt}[], $2::bigint[], $3::bigint[]) AS r(r_stream, r_after, r_through) \
+         ON stream_id = r_stream AND version > r_after AND version <= r_through \
+         WHERE {scope}NOT is_archived ORDER BY stream_id, version"
     )
 }
 
