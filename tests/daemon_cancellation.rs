@@ -1,7 +1,8 @@
 //! The daemon's runner dropped at every await point - while it acquires the projection,
-//! reads a page, reads the versions a batch skipped, plans or commits a batch - leaves nothing running, locked or in a
-//! transaction, and never leaves a projected document ahead of or behind the progress it
-//! committed with: no event is applied twice or lost, whatever the moment of the drop.
+//! reads a page, reads the versions a batch skipped, plans or commits a batch - leaves
+//! nothing running, locked or in a transaction, and never leaves a projected document
+//! ahead of or behind the progress it committed with: no event is applied twice or lost,
+//! whatever the moment of the drop.
 
 mod common;
 
