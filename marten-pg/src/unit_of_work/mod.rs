@@ -14,8 +14,8 @@
 //! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
 //! one transaction; `lost.rs` settles a save whose answers were lost;
 //! `append.rs` holds the event store's operations, `stream_lock.rs` the lock of a save's
-//! streams in id order, `column.rs` the columns a statement binds as arrays. May use: the connection layer, the schema layer, the tables, the error
-//! map.
+//! streams in id order, `column.rs` the columns a statement binds as arrays. May use: the
+//! connection layer, the schema layer, the tables, the error map.
 
 pub(crate) mod append;
 mod column;
