@@ -357,9 +357,14 @@ struct Counted {
 }
 
 /// Stores `make(x)` and `make(y)` (x below y), then the two saves of opposite orders
-/// behind a held row of x, as for streams: both commit, no deadlock.
-async fn documents_in_opposite_orders<D>(label: &str, table: &str, make: fn(Uuid, i64) -> D)
-where
+/// behind a held row of x, as for streams, storing (or, with `update`, updating) both:
+/// both commit, no deadlock.
+async fn documents_in_opposite_orders<D>(
+    label: &str,
+    table: &str,
+    make: fn(Uuid, i64) -> D,
+    update: bool,
+) where
     D: marten::PgDocument + Send + 'static,
 {
     let (schema, b) = builder(label);
@@ -377,7 +382,11 @@ where
         tokio::spawn(async move {
             let mut s = store.lightweight_session();
             for id in ids {
-                s.store(make(id, n))?;
+                if update {
+                    s.update(make(id, n))?;
+                } else {
+                    s.store(make(id, n))?;
+                }
             }
             s.save_changes().await
         })
@@ -401,17 +410,33 @@ where
 }
 
 #[tokio::test]
-async fn documents_stored_in_opposite_orders_wait_instead_of_deadlocking() {
+async fn documents_stored_or_updated_in_opposite_orders_wait_instead_of_deadlocking() {
     deadlocks();
-    documents_in_opposite_orders("lock_order_docs", "mt_doc_plain", |id, n| Plain { id, n }).await;
-    documents_in_opposite_orders("lock_order_checked", "mt_doc_checked", |id, n| Checked {
-        id,
-        n,
-    })
-    .await;
-    documents_in_opposite_orders("lock_order_counted", "mt_doc_counted", |id, n| Counted {
-        id,
-        n,
-    })
-    .await;
+    for update in [false, true] {
+        let tag = if update { "update" } else { "store" };
+        let plain = |id, n| Plain { id, n };
+        let checked = |id, n| Checked { id, n };
+        let counted = |id, n| Counted { id, n };
+        documents_in_opposite_orders(
+            &format!("lock_order_docs_{tag}"),
+            "mt_doc_plain",
+            plain,
+            update,
+        )
+        .await;
+        documents_in_opposite_orders(
+            &format!("lock_order_checked_{tag}"),
+            "mt_doc_checked",
+            checked,
+            update,
+        )
+        .await;
+        documents_in_opposite_orders(
+            &format!("lock_order_counted_{tag}"),
+            "mt_doc_counted",
+            counted,
+            update,
+        )
+        .await;
+    }
 }
