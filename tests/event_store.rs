@@ -209,16 +209,15 @@ async fn zero_event_appends_archive_and_delete() {
         2
     );
 
-    // A stream started with no events is at version 0.
+    // A stream cannot be started with no events: refused at once, nothing created.
     let empty = Uuid::now_v7();
-    ok(s.events().start_stream(empty, Vec::<ProjectStarted>::new()));
-    ok(s.save_changes().await);
-    assert_eq!(
-        ok(s.events().fetch_stream_state(empty).await)
-            .expect("s")
-            .version,
-        0
+    let refused = s.events().start_stream(empty, Vec::<ProjectStarted>::new());
+    assert!(
+        matches!(&refused, Err(marten::Error::InvalidInput { field, .. }) if field == "events"),
+        "{refused:?}"
     );
+    ok(s.save_changes().await);
+    assert!(ok(s.events().fetch_stream_state(empty).await).is_none());
 
     ok(s.events().archive_stream(project));
     ok(s.save_changes().await);

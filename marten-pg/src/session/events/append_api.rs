@@ -7,6 +7,7 @@
 use marten_core::{Result, StreamId, StreamIdentity};
 
 use super::api::Events;
+use super::encode::no_events;
 use crate::events::pending::PendingEvent;
 use crate::events::EventTenant;
 use crate::session::Tracking;
@@ -43,7 +44,12 @@ impl<K: Tracking> Events<'_, K> {
                 || ("stream".to_owned(), Some(key.0.to_string())),
             )?;
         }
+        // Named in the error of a start without events.
+        let starting = (kind == AppendKind::Start).then(|| key.0.to_string());
         let mut append = self.build(kind, key, events)?;
+        if let (None, Some(stream)) = (&append, starting) {
+            return Err(no_events(stream));
+        }
         if let (Some(a), Some(t)) = (&mut append, aggregate_type) {
             a.stream_type = Some(t.to_owned());
         }
@@ -65,7 +71,8 @@ impl<K: Tracking> Events<'_, K> {
 
     /// Starts a stream; `save_changes` rejects it with
     /// [`RejectionKind::StreamExists`] if the stream exists. The events get versions
-    /// 1..=n; a stream can be started with no events (version 0).
+    /// 1..=n. A stream cannot be started without events: that is
+    /// [`Error::InvalidInput`] at once, and nothing is queued.
     pub fn start_stream(
         &mut self,
         stream: impl Into<StreamId>,
@@ -102,8 +109,11 @@ impl<K: Tracking> Events<'_, K> {
 
     /// Appends events if the stream is at `expected_version` when saved, where
     /// `expected_version` is the version the caller saw **before** this append (0: the
-    /// stream must not exist yet). Otherwise `save_changes` rejects it with
-    /// [`RejectionKind::UnexpectedStreamVersion`] (or `StreamExists` for 0).
+    /// stream must not exist yet, and this append starts it: with no events, that is
+    /// [`Error::InvalidInput`] as for [`start_stream`](Self::start_stream)). Otherwise
+    /// `save_changes` rejects it with [`RejectionKind::UnexpectedStreamVersion`] (or
+    /// `StreamExists` for 0). With no events and a version above 0, the save asserts the
+    /// version and appends nothing.
     pub fn append_expected(
         &mut self,
         stream: impl Into<StreamId>,

@@ -15,7 +15,9 @@ use crate::unit_of_work::append::{AppendKind, StreamAppend};
 use marten_core::session::EventMeta;
 
 impl<K: Tracking> Events<'_, K> {
-    /// Builds the append, serializing every event; `None` for an empty plain append.
+    /// Builds the append, serializing every event; `None` for an empty plain append or
+    /// start (a start of no events is refused by the caller that asked for a start, see
+    /// [`no_events`]; an empty expected-version append asserts the version alone).
     pub(super) fn build(
         &mut self,
         kind: AppendKind,
@@ -40,10 +42,21 @@ impl<K: Tracking> Events<'_, K> {
             encoded.push(pending, &mut append);
         }
         append.count = append.ids.len() as i64;
-        if append.count == 0 && kind == AppendKind::Append {
+        if append.count == 0 && matches!(kind, AppendKind::Append | AppendKind::Start) {
             return Ok(None);
         }
         Ok(Some(append))
+    }
+}
+
+/// The error of a start of `stream` without events: a stream is its events, so it cannot
+/// exist without one (as in Marten); nothing is queued.
+pub(super) fn no_events(stream: String) -> Error {
+    Error::InvalidInput {
+        owner: "stream".to_owned(),
+        id: Some(stream),
+        field: "events".to_owned(),
+        reason: "are empty: a stream cannot be started without events",
     }
 }
 
