@@ -440,3 +440,71 @@ async fn documents_stored_or_updated_in_opposite_orders_wait_instead_of_deadlock
         .await;
     }
 }
+
+/// A batch queued in descending id order is written in ascending order: every document
+/// lands with its own data, the session learns each one's own version (optimistic: the
+/// version the client chose for that row; numeric: 1), and a stale one among them is the
+/// one named in the rejection.
+#[tokio::test]
+async fn a_batch_put_in_id_order_keeps_each_documents_data_and_version() {
+    let (schema, b) = builder("row_order_batch");
+    let store = ok(b.document::<Checked>().document::<Counted>().build().await);
+    let mut ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    ids.reverse();
+    let mut s = store.lightweight_session();
+    for (n, id) in ids.iter().enumerate() {
+        ok(s.store(Checked {
+            id: *id,
+            n: n as i64,
+        }));
+        ok(s.store(Counted {
+            id: *id,
+            n: n as i64,
+        }));
+    }
+    ok(s.save_changes().await);
+    let raw = schema.raw_client().await;
+    for (n, id) in ids.iter().enumerate() {
+        let row = raw
+            .query_one(
+                "SELECT (c.data->>'n')::bigint, c.mt_version, (r.data->>'n')::bigint, r.mt_revision \
+                 FROM mt_doc_checked c JOIN mt_doc_counted r USING (id) WHERE id = $1",
+                &[id],
+            )
+            .await
+            .expect("stored");
+        let (checked_n, checked_v, counted_n, counted_v): (i64, Uuid, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!((checked_n, counted_n), (n as i64, n as i64), "document {n}");
+        assert_eq!(s.version_of::<Checked>(id), Some(checked_v), "document {n}");
+        assert_eq!(s.version_of::<Counted>(id), Some(counted_v), "document {n}");
+    }
+
+    // Another session moves one of them; this one's batch, in descending order again,
+    // is rejected naming that one alone.
+    let stale = ids[7];
+    let mut other = store.lightweight_session();
+    ok(other.store_with_version(Checked { id: stale, n: -1 }, ok_version(&mut s, stale)));
+    ok(other.save_changes().await);
+    for (n, id) in ids.iter().enumerate() {
+        let v = ok_version(&mut s, *id);
+        ok(s.store_with_version(
+            Checked {
+                id: *id,
+                n: 100 + n as i64,
+            },
+            v,
+        ));
+    }
+    match s.save_changes().await {
+        Err(marten::Error::Rejected(r)) => {
+            let named: Vec<String> = r.iter().map(|r| r.id.to_string()).collect();
+            assert_eq!(named, [stale.to_string()]);
+        }
+        other => panic!("the stale document was not rejected: {other:?}"),
+    }
+}
+
+fn ok_version(s: &mut LightweightSession, id: Uuid) -> Uuid {
+    s.version_of::<Checked>(&id).expect("a known version")
+}

@@ -36,6 +36,11 @@ pub trait DocumentId:
 
     /// The id as a type-erased key (for the identity map and for error reports).
     fn key(&self) -> IdKey;
+
+    /// The order in which a batch writes the rows of its documents: the same in every
+    /// session, so that two saves writing the same documents lock their rows in one order
+    /// (and wait for each other instead of deadlocking).
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering;
 }
 
 /// A document id of any supported type, used where ids of several types are kept together.
@@ -75,6 +80,9 @@ impl DocumentId for Uuid {
     fn key(&self) -> IdKey {
         IdKey::Uuid(*self)
     }
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp(other)
+    }
 }
 
 impl DocumentId for i64 {
@@ -87,6 +95,9 @@ impl DocumentId for i64 {
     fn key(&self) -> IdKey {
         IdKey::I64(*self)
     }
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp(other)
+    }
 }
 
 impl DocumentId for i32 {
@@ -98,6 +109,9 @@ impl DocumentId for i32 {
     }
     fn key(&self) -> IdKey {
         IdKey::I32(*self)
+    }
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp(other)
     }
 }
 
@@ -118,5 +132,8 @@ impl DocumentId for String {
     }
     fn key(&self) -> IdKey {
         IdKey::String(self.clone())
+    }
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp(other)
     }
 }

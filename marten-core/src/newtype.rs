@@ -46,6 +46,9 @@ where
     fn key(&self) -> IdKey {
         self.inner().key()
     }
+    fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.inner().write_order(other.inner())
+    }
 }
 
 /// The inner types of strong-typed aggregate ids: the stream id types. Not public API.

@@ -23,7 +23,7 @@ use super::typed_batch::{document_batch, document_target};
 use crate::error_map::reading_documents as reading;
 use crate::json::RawJson;
 use crate::tenant_key::TenantKey;
-use crate::unit_of_work::{Column, DocumentBatch, Operation, SessionState, Target};
+use crate::unit_of_work::{row_order, Column, DocumentBatch, Operation, SessionState, Target};
 
 /// Up to this many documents, a batch finds a repeated id by scanning its ids.
 const SCAN_IDS: usize = 16;
@@ -165,6 +165,20 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn alone(&mut self) {
         self.alone = self.ids.len() == 1 && self.checked() && self.guard.is_none();
+    }
+
+    /// By id (the batch's statements write their rows in the order they are bound).
+    fn order_rows(&mut self) {
+        let swaps = row_order(&self.ids, D::Id::write_order);
+        if swaps.is_empty() {
+            return;
+        }
+        self.ids.apply_swaps(&swaps);
+        self.docs.apply_swaps(&swaps);
+        self.expected.apply_swaps(&swaps);
+        if !self.fresh.is_empty() {
+            self.fresh.apply_swaps(&swaps);
+        }
     }
 
     /// Alone, an optimistic write returns no row: its version is the fresh one the

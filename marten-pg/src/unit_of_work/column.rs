@@ -3,6 +3,7 @@
 //! while there is one (the common lone append or store allocates nothing per column), bound
 //! as a PostgreSQL array.
 
+use std::cmp::Ordering;
 use std::ops::{Deref, DerefMut};
 
 use bytes::BytesMut;
@@ -39,6 +40,42 @@ impl<T> Column<T> {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Column(SmallVec::with_capacity(capacity))
     }
+
+    /// Moves the values as `swaps` (from [`row_order`]) say, in that order.
+    pub(crate) fn apply_swaps(&mut self, swaps: &[(usize, usize)]) {
+        for (a, b) in swaps {
+            self.0.swap(*a, *b);
+        }
+    }
+}
+
+/// The swaps that put rows keyed by `keys` in the order `cmp` sorts the keys in, to be
+/// applied to every column of the rows ([`Column::apply_swaps`]); none when the rows are
+/// in that order already (the common case: ids made in ascending order).
+pub(crate) fn row_order<T>(keys: &[T], cmp: impl Fn(&T, &T) -> Ordering) -> Vec<(usize, usize)> {
+    if keys.windows(2).all(|w| cmp(&w[0], &w[1]).is_le()) {
+        return Vec::new();
+    }
+    // order[k]: the row whose values go to position k.
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|a, b| cmp(&keys[*a], &keys[*b]));
+    // Each cycle of the permutation, a swap per step: position k takes the values of
+    // order[k], and what was at k moves on to where the cycle needs it next.
+    let mut swaps = Vec::new();
+    let mut done = vec![false; order.len()];
+    for start in 0..order.len() {
+        let mut k = start;
+        while !done[k] {
+            done[k] = true;
+            let from = order[k];
+            if from == start {
+                break;
+            }
+            swaps.push((k, from));
+            k = from;
+        }
+    }
+    swaps
 }
 
 impl<T> Deref for Column<T> {
@@ -75,6 +112,23 @@ impl<T: ToSql> ToSql for Column<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_order_sorts_every_column_alike() {
+        let keys = [5, 3, 9, 1, 3, 7, 2, 8, 6, 4];
+        let mut ids: Column<i32> = keys.iter().copied().collect();
+        let mut names: Column<String> = keys.iter().map(|k| format!("row {k}")).collect();
+        let swaps = row_order(&ids, i32::cmp);
+        ids.apply_swaps(&swaps);
+        names.apply_swaps(&swaps);
+        assert_eq!(ids.as_slice(), [1, 2, 3, 3, 4, 5, 6, 7, 8, 9]);
+        let expected: Vec<String> = ids.iter().map(|k| format!("row {k}")).collect();
+        assert_eq!(names.as_slice(), expected.as_slice());
+        assert!(
+            row_order(&ids, i32::cmp).is_empty(),
+            "sorted rows need no swaps"
+        );
+    }
 
     fn bound<T: ToSql>(value: &T, ty: &Type) -> Vec<u8> {
         let mut out = BytesMut::new();

@@ -30,7 +30,7 @@ use std::any::Any;
 use marten_core::TenantId;
 
 use self::append::{StreamAppend, StreamCommand};
-pub(crate) use self::column::Column;
+pub(crate) use self::column::{row_order, Column};
 pub(crate) use self::operation::{first_count, Operation, Target};
 pub(crate) use self::stream_lock::StreamLock;
 

@@ -67,6 +67,11 @@ pub(crate) trait Operation: Send + Sync {
     fn atomic(&self) -> bool {
         !self.checked()
     }
+    /// Puts the statement's rows in the order every session writes them (a document
+    /// batch: by id), so that concurrent statements lock the rows they share in one order
+    /// and wait for each other instead of deadlocking; called before every send. Nothing
+    /// by default.
+    fn order_rows(&mut self) {}
     /// Told, before [`Operation::sql`], that the statement is the whole save: it runs as
     /// its own transaction and no guard follows. An operation that has a cheaper statement
     /// for that case switches to it; `reset` switches back.

@@ -53,6 +53,12 @@ impl UnitOfWork {
         store: &Catalog,
         state: &mut SessionState,
     ) -> Result<Outcome> {
+        let all = (self.prelude.items.iter_mut())
+            .chain(self.user.items.iter_mut())
+            .chain(self.derived.items.iter_mut());
+        for q in all {
+            q.operation_mut().order_rows();
+        }
         if let Some(op) = self.lone(req) {
             // One statement that writes everything or nothing needs no transaction.
             return match super::lone::send(req, op, store, state).await {

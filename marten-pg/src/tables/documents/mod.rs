@@ -350,9 +350,9 @@ impl<'a> Input<'a> {
         )
     }
 
-    /// The rows of a batch, in id order: every batch of the table writes (and so locks)
-    /// its rows in the same order, so two saves writing the same documents in opposite
-    /// orders queue up instead of deadlocking.
+    /// The rows of a batch, in the order they are bound: by id (the batch puts them in
+    /// that order before it is sent, `WriteBatch::order_rows`), so every batch of the
+    /// table writes (and so locks) its rows in one order.
     fn many(&self) -> String {
         let arrays: Vec<String> = self
             .columns
@@ -362,7 +362,7 @@ impl<'a> Input<'a> {
             .collect();
         let names: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
         format!(
-            "SELECT i.*{} FROM unnest({}) AS i({}) ORDER BY i.id",
+            "SELECT i.*{} FROM unnest({}) AS i({})",
             self.tenant(),
             arrays.join(", "),
             names.join(", ")

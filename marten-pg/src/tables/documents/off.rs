@@ -45,7 +45,7 @@ impl OffSql {
                 many: format!(
                     "INSERT INTO {table} AS d ({tc}id, data, mt_last_modified) \
                      SELECT {tenant}i.id, i.data, now() FROM unnest($1::{id_type}[], $2::jsonb[]) AS i(id, data) \
-                     ORDER BY i.id ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified{revive}"
+                     ON CONFLICT {key} DO UPDATE SET data = excluded.data, mt_last_modified = excluded.mt_last_modified{revive}"
                 ),
             },
             insert: input.flagged(&format!("{insert_select} ON CONFLICT {key} DO NOTHING"), "NULL::int"),
