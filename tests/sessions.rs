@@ -177,3 +177,41 @@ async fn query_session_and_metadata() {
     ok(w.save_changes().await);
     assert_eq!(ok(q.load::<User>(&u.id).await), None);
 }
+
+/// What an inline projection wrote in a session's own save replaces what the session
+/// held of that document: the identity map and dirty tracking read the projected state
+/// after the save, not the copy loaded before it.
+#[tokio::test]
+async fn a_document_an_inline_projection_wrote_is_read_anew_by_the_session() {
+    use common::tally::{Added, Tally};
+    let (_schema, b) = builder("sessions_projected");
+    let store = ok(b.projection::<Tally>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [Added { n: 1 }]));
+    ok(s.save_changes().await);
+
+    let mut identity = store.identity_session();
+    let before: Option<Tally> = ok(identity.load(&id).await);
+    assert_eq!(before.map(|t| t.total), Some(1));
+    ok(identity.events().append(id, [Added { n: 2 }]));
+    ok(identity.save_changes().await);
+    let after: Option<Tally> = ok(identity.load(&id).await);
+    assert_eq!(
+        after.map(|t| (t.total, t.version)),
+        Some((3, 2)),
+        "identity map"
+    );
+
+    let mut tracked = store.dirty_tracked_session();
+    let loaded = ok(tracked.load::<Tally>(&id).await).map(|t| t.total);
+    assert_eq!(loaded, Some(3));
+    ok(tracked.events().append(id, [Added { n: 4 }]));
+    ok(tracked.save_changes().await);
+    let reloaded = ok(tracked.load::<Tally>(&id).await).map(|t| (t.total, t.version));
+    assert_eq!(reloaded, Some((7, 3)), "dirty tracking");
+    // Saving again writes nothing stale over the projection's document.
+    ok(tracked.save_changes().await);
+    let stored: Option<Tally> = ok(store.query_session().load(&id).await);
+    assert_eq!(stored.map(|t| t.total), Some(7));
+}

@@ -8,7 +8,7 @@ use std::any::Any;
 use tokio_postgres::types::ToSql;
 
 use super::storage::{conjoined, DocumentStorage, PgDocument};
-use super::typed_batch::{document_batch, document_target};
+use super::typed_batch::{document_batch, document_target, forget_held};
 use crate::connection::SqlText;
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{DocumentBatch, Operation, SessionState, Target};
@@ -82,5 +82,9 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
         for id in &self.ids {
             docs.versions.remove(id);
         }
+    }
+
+    fn forget_held(&self, state: &mut SessionState) {
+        forget_held::<D>(&self.ids, state);
     }
 }

@@ -1,13 +1,14 @@
 //! What the typed batches ([`WriteBatch`](super::write_batch::WriteBatch) and
 //! [`DeleteBatch`](super::delete_batch::DeleteBatch)) implement alike: the
 //! [`DocumentBatch`](crate::unit_of_work::DocumentBatch) casts (a macro; the batch
-//! modules bring the traits into scope) and the [`Target`] of a document type's
-//! operations (also used by the projections' document checks). Uses the unit of work's
-//! operation target and the schema's migration.
+//! modules bring the traits into scope), the [`Target`] of a document type's
+//! operations (also used by the projections' document checks) and what the session
+//! forgets of documents a projection wrote. Uses the unit of work's operation target and
+//! session state, and the schema's migration.
 
 use super::migrate_fn;
 use super::storage::PgDocument;
-use crate::unit_of_work::Target;
+use crate::unit_of_work::{SessionState, Target};
 
 /// Implements `DocumentBatch` for a batch type generic over its document type.
 macro_rules! document_batch {
@@ -39,3 +40,17 @@ pub(crate) fn document_target<D: PgDocument>() -> Target {
 }
 
 pub(super) use document_batch;
+
+/// Forgets the session's copies of documents `ids` of type `D` (identity map, dirty
+/// tracking): an inline projection wrote them in the session's save (see
+/// [`Operation::forget_held`](crate::unit_of_work::Operation::forget_held)).
+pub(crate) fn forget_held<D: PgDocument>(ids: &[D::Id], state: &mut SessionState) {
+    let docs = state.doc_state::<D>();
+    if docs.identity.is_empty() && docs.tracked.is_empty() {
+        return;
+    }
+    for id in ids {
+        docs.identity.remove(id);
+        docs.tracked.remove(id);
+    }
+}

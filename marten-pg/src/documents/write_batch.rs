@@ -19,7 +19,7 @@ use crate::connection::{Db, SqlText};
 use super::storage::{
     conjoined, fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
 };
-use super::typed_batch::{document_batch, document_target};
+use super::typed_batch::{document_batch, document_target, forget_held};
 use crate::error_map::reading_documents as reading;
 use crate::json::RawJson;
 use crate::tenant_key::TenantKey;
@@ -314,6 +314,10 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
                 })
                 .collect())
         })
+    }
+
+    fn forget_held(&self, state: &mut SessionState) {
+        forget_held::<D>(&self.ids, state);
     }
 
     fn committed(&self, state: &mut SessionState) {

@@ -114,6 +114,11 @@ pub(crate) trait Operation: Send + Sync {
     }
     /// After a commit: records the written versions in the session.
     fn committed(&self, _state: &mut SessionState) {}
+    /// After a commit of a write an inline projection derived: the session forgets what
+    /// it held of the documents written (its identity map's and dirty tracking's copies,
+    /// older than what the projection wrote), so its next load reads them anew. Nothing
+    /// by default.
+    fn forget_held(&self, _state: &mut SessionState) {}
 }
 
 /// The number in the first column of a statement's first row (0 without rows): what a

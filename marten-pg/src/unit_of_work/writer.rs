@@ -87,9 +87,16 @@ impl UnitOfWork {
             }
             other => other,
         };
-        if result.is_err() {
+        match &result {
+            // What the session held of the documents its projections wrote is older.
+            Ok(Outcome::Committed) => {
+                for q in &self.derived.items {
+                    q.operation().forget_held(state);
+                }
+            }
+            Ok(Outcome::Retry) => {}
             // If the flight never reached COMMIT, end the open transaction here.
-            req.rollback().await;
+            Err(_) => req.rollback().await,
         }
         result
     }
