@@ -20,8 +20,9 @@ pub struct Slice<I, E> {
 
 /// Groups `events` into slices by document id: an event `handles` rejects is left out;
 /// any other goes, cloned, to the slice of every id `key` returns for it (none, one or
-/// several). The slices come in the order their ids were first seen, each slice's events
-/// in the order of `events`.
+/// several; an id returned twice for one event still gets the event once). The slices
+/// come in the order their ids were first seen, each slice's events in the order of
+/// `events`.
 pub fn group<'a, I, E>(
     events: impl IntoIterator<Item = &'a E>,
     handles: impl Fn(&E) -> bool,
@@ -37,10 +38,14 @@ where
         if !handles(event) {
             continue;
         }
-        for id in key(event) {
+        let ids = key(event);
+        for (k, id) in ids.iter().enumerate() {
+            if ids[..k].contains(id) {
+                continue;
+            }
             let at = *index.entry(id.clone()).or_insert_with(|| {
                 slices.push(Slice {
-                    id,
+                    id: id.clone(),
                     events: Vec::new(),
                 });
                 slices.len() - 1
@@ -137,6 +142,12 @@ mod tests {
                 (2, vec!["c1"]),
             ]
         );
+    }
+
+    #[test]
+    fn an_id_named_twice_by_one_event_gets_it_once() {
+        let events = [ev("x", &[1, 2, 1]), ev("y", &[2, 2])];
+        assert_eq!(slices(&events), vec![(1, vec!["x"]), (2, vec!["x", "y"])]);
     }
 
     #[test]

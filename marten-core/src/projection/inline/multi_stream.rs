@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use super::{apply_error, DocumentReads, Plan};
 use crate::aggregate::fold;
 use crate::concurrency::{BasicWrite, VersionedMode};
+use crate::projection::slice::group;
 use crate::{EventEnvelope, Identities, Result};
 
 /// Plans multi-stream document type `P` for the save's appends: every document an event
@@ -55,21 +56,13 @@ where
     Ok(())
 }
 
-/// The events per document id, in append order.
+/// The events per document id, in append order (grouped as an async batch is:
+/// [`group`], each event once per document).
 fn grouped<P: Identities, Q>(plan: &Plan<'_, Q>) -> Result<Vec<(P::Id, Vec<EventEnvelope>)>> {
-    let mut groups: Vec<(P::Id, Vec<EventEnvelope>)> = Vec::new();
+    let mut events = Vec::new();
     for append in plan.appends {
-        for event in append.asserted_envelopes()? {
-            if !P::handles(event.data.as_ref()) {
-                continue;
-            }
-            for id in P::identities(&event) {
-                match groups.iter_mut().find(|(g, _)| *g == id) {
-                    Some((_, list)) => list.push(event.clone()),
-                    None => groups.push((id, vec![event.clone()])),
-                }
-            }
-        }
+        events.extend(append.asserted_envelopes()?);
     }
-    Ok(groups)
+    let slices = group(&events, |e| P::handles(e.data.as_ref()), P::identities);
+    Ok(slices.into_iter().map(|s| (s.id, s.events)).collect())
 }
