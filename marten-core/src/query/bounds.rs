@@ -9,9 +9,15 @@ use serde::Serialize;
 use super::node::{Node, TextOp, ValueKind};
 use super::path::Path;
 
-/// A value serialized for a syntax tree; a value serde refuses is JSON `null`.
+/// A value serialized for a syntax tree; a value serde refuses is JSON `null`. Written
+/// as documents are written (serde_json's writer puts an `f32` in its shortest form,
+/// `123.45`) and read back: `serde_json::to_value` would widen an `f32` to the nearest
+/// `f64` (`123.44999694824219`), which no stored document holds, so no equality found it.
 pub(super) fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+    serde_json::to_vec(v)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Comparison semantics of a type whose values can be compared for equality in queries.

@@ -361,3 +361,14 @@ fn aggregations_carry_their_op_and_path_and_compute_in_rust() {
         None
     );
 }
+
+#[test]
+fn an_f32_value_is_written_as_a_document_holds_it() {
+    assert_eq!(
+        bounds::to_json(&123.45f32),
+        serde_json::json!(123.45),
+        "the shortest form, not the widened f64"
+    );
+    assert_eq!(bounds::to_json(&vec![0.1f32]), serde_json::json!([0.1]));
+    assert_eq!(bounds::to_json(&u64::MAX), serde_json::json!(u64::MAX));
+}

@@ -112,7 +112,7 @@ impl<D: PgDocument> Returns<D> for ToList {
 impl<D: PgDocument> Returns<D> for First {
     type Output = Option<D>;
     fn prepare(spec: &mut QuerySpec<D>) -> bool {
-        spec.take = Some(1);
+        spec.at_most(1);
         false
     }
     fn decode(rows: &[Row]) -> Result<Option<D>> {
@@ -123,7 +123,7 @@ impl<D: PgDocument> Returns<D> for First {
 impl<D: PgDocument> Returns<D> for Single {
     type Output = Option<D>;
     fn prepare(spec: &mut QuerySpec<D>) -> bool {
-        spec.take = Some(2);
+        spec.at_most(2);
         false
     }
     fn decode(rows: &[Row]) -> Result<Option<D>> {
@@ -140,7 +140,7 @@ impl<D: PgDocument> Returns<D> for Single {
 impl<D: PgDocument> Returns<D> for Exists {
     type Output = bool;
     fn prepare(spec: &mut QuerySpec<D>) -> bool {
-        spec.take = Some(1);
+        spec.at_most(1);
         false
     }
     fn decode(rows: &[Row]) -> Result<bool> {

@@ -184,13 +184,13 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// The first match, if any.
     pub async fn first(mut self) -> Result<Option<D>> {
-        self.spec.take = Some(1);
+        self.spec.at_most(1);
         Ok(self.to_list().await?.into_iter().next())
     }
 
     /// The only match: `Ok(None)` for none, [`Error::NotSingle`] for more than one.
     pub async fn single(mut self) -> Result<Option<D>> {
-        self.spec.take = Some(2);
+        self.spec.at_most(2);
         let mut found = self.to_list().await?;
         match found.len() {
             0 => Ok(None),

@@ -48,14 +48,14 @@ impl<S: QuerySource, D: PgDocument + HasFields, Out: DeserializeOwned> Selected<
 
     /// The selected values of the first match, if any.
     pub async fn first(mut self) -> Result<Option<Out>> {
-        self.query.spec.take = Some(1);
+        self.query.spec.at_most(1);
         Ok(self.to_list().await?.into_iter().next())
     }
 
     /// The selected values of the only match: `Ok(None)` for none,
     /// [`Error::NotSingle`] for more than one.
     pub async fn single(mut self) -> Result<Option<Out>> {
-        self.query.spec.take = Some(2);
+        self.query.spec.at_most(2);
         let mut found = self.to_list().await?;
         match found.len() {
             0 => Ok(None),

@@ -44,6 +44,14 @@ pub struct QuerySpec<D> {
     pub(super) rank: Option<&'static str>,
 }
 
+impl<D> QuerySpec<D> {
+    /// Reads at most `n` rows (what `first`, `single` and `exists` need), within the
+    /// query's own `take`: `take(1).single()` reads one row, `take(0).first()` none.
+    pub(super) fn at_most(&mut self, n: usize) {
+        self.take = Some(self.take.map_or(n, |t| t.min(n)));
+    }
+}
+
 impl<D> Default for QuerySpec<D> {
     fn default() -> Self {
         QuerySpec {
