@@ -194,6 +194,11 @@ impl<D: PgDocument> Operation for PatchStatement<D> {
     fn committed(&self, state: &mut SessionState) {
         let docs = state.doc_state::<D>();
         for (id, version) in &self.written {
+            // A copy the session loaded between queueing the patch and its save is older
+            // than the patched row: forgotten, so the next load reads the row (and a
+            // dirty-tracked copy cannot write the pre-patch state back over it).
+            docs.identity.remove(id);
+            docs.tracked.remove(id);
             // A patch by id names a document the session asked for; a patch by filter
             // updates only what the session already knew.
             let known = self.id.is_some() || docs.versions.contains_key(id);
