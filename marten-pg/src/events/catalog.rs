@@ -74,14 +74,18 @@ impl EventCatalog {
         crate::schema::events_schema(self.config.identity, self.config.tenancy)
     }
 
-    /// Registers an event type after build (appending does this on its own).
+    /// Registers an event type after build (appending does this on its own): the type
+    /// `type_id`, stored as `name`. A name another type is registered under (or aliased
+    /// to) is the registry's configuration error naming both, not an event that would
+    /// read back as the other type.
     pub(crate) fn register_event(
         &self,
         register: fn(&mut EventRegistry) -> Result<()>,
         name: &str,
+        type_id: TypeId,
     ) -> Result<()> {
         if let Ok(r) = self.registry.read() {
-            if r.knows(name) {
+            if r.appends_as(name, type_id) {
                 return Ok(());
             }
         }

@@ -228,6 +228,25 @@ pub(crate) fn envelopes(store: &EventCatalog, rows: &[Row]) -> Result<Vec<EventE
     Ok(out)
 }
 
+/// A stream's events as read: those decoded, and the version of the last row read,
+/// decoded or left out (an unknown type the store skips). A fold has reached that
+/// version of the stream, whatever it applied.
+pub(crate) struct StreamEvents {
+    pub(crate) events: Vec<EventEnvelope>,
+    pub(crate) through: Option<i64>,
+}
+
+/// The stream version of a row of a stream read (`lean`: of [`EventSql::fetch_stream_lean`],
+/// whose first column it is; otherwise the fourth, as [`envelope`] reads it).
+fn row_version(row: &Row, lean: bool) -> Result<i64> {
+    row.try_get(if lean { 0 } else { 3 }).map_err(reading)
+}
+
+/// The version of the last of `rows` (`None` without rows).
+fn last_version(rows: &[Row], lean: bool) -> Result<Option<i64>> {
+    rows.last().map(|r| row_version(r, lean)).transpose()
+}
+
 /// The events of a stream of `tenant` in version order, within `range`.
 pub(crate) async fn fetch_stream(
     store: &EventCatalog,
@@ -235,12 +254,15 @@ pub(crate) async fn fetch_stream(
     tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
-) -> Result<Vec<EventEnvelope>> {
+) -> Result<StreamEvents> {
     let rows = stream_rows(store, client, tenant, stream, range, |sql| {
         &sql.fetch_stream
     })
     .await?;
-    envelopes(store, &rows)
+    Ok(StreamEvents {
+        events: envelopes(store, &rows)?,
+        through: last_version(&rows, false)?,
+    })
 }
 
 /// [`fetch_stream`] for a fold whose methods take no metadata: each envelope carries the
@@ -251,7 +273,7 @@ pub(crate) async fn fetch_stream_lean(
     tenant: &EventTenant,
     stream: &StreamKey,
     range: &StreamRange,
-) -> Result<Vec<EventEnvelope>> {
+) -> Result<StreamEvents> {
     let rows = stream_rows(store, client, tenant, stream, range, |sql| {
         &sql.fetch_stream_lean
     })
@@ -264,7 +286,10 @@ pub(crate) async fn fetch_stream_lean(
             Err(e) => return Err(with_sequence(store, client, tenant, stream, row, e).await),
         }
     }
-    Ok(out)
+    Ok(StreamEvents {
+        events: out,
+        through: last_version(&rows, true)?,
+    })
 }
 
 /// Version ranges of several streams, each read after its `after` version through its
@@ -319,7 +344,8 @@ pub(crate) async fn fetch_ranges(
 const CHUNK: usize = 64;
 
 /// The events of a stream of `tenant` within `range`, read at once and decoded
-/// [`CHUNK`] at a time: `each` takes each chunk, in version order. `lean`: decoded as
+/// [`CHUNK`] at a time: `each` takes each chunk, in version order, with the version of
+/// the chunk's last row (decoded or left out as an unknown type). `lean`: decoded as
 /// [`fetch_stream_lean`] does. A fold keeps one chunk of envelopes alive instead of the
 /// whole stream's, so what it decodes is still in the cache when it is applied and the
 /// memory it takes does not grow with the stream.
@@ -330,7 +356,7 @@ pub(crate) async fn fold_stream(
     stream: &StreamKey,
     range: &StreamRange,
     lean: bool,
-    mut each: impl FnMut(&[EventEnvelope]) -> Result<()>,
+    mut each: impl FnMut(&[EventEnvelope], i64) -> Result<()>,
 ) -> Result<()> {
     let pick: fn(&EventSql) -> &String = if lean {
         |sql| &sql.fetch_stream_lean
@@ -354,7 +380,9 @@ pub(crate) async fn fold_stream(
             };
             chunk.extend(decoded);
         }
-        each(&chunk)?;
+        if let Some(through) = last_version(rows, lean)? {
+            each(&chunk, through)?;
+        }
     }
     Ok(())
 }

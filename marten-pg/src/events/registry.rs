@@ -202,6 +202,16 @@ impl EventRegistry {
         }
     }
 
+    /// Whether events of the Rust type `type_id` may be appended under `name` as they
+    /// are: it is that type's name or alias, or an upcaster's old name (the older shape,
+    /// still written by a program that has it). `false` for a name another type reads as
+    /// (its events would read back as that type) and for an unknown name.
+    pub(crate) fn appends_as(&self, name: &str, type_id: TypeId) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|e| e.type_id == type_id || e.role == Role::UpcastSource)
+    }
+
     /// Whether events stored under this name can be read (a type's name, an alias or an
     /// upcaster's old name).
     pub(crate) fn knows(&self, name: &str) -> bool {

@@ -158,13 +158,15 @@ impl DocumentStore {
         self.events().event_config()
     }
 
-    /// Registers an event type after build (appending does this on its own).
+    /// Registers an event type (`type_id`, stored as `name`) after build (appending does
+    /// this on its own; see [`EventCatalog::register_event`](crate::events::EventCatalog)).
     pub(crate) fn register_event(
         &self,
         register: fn(&mut EventRegistry) -> Result<()>,
         name: &str,
+        type_id: std::any::TypeId,
     ) -> Result<()> {
-        self.events().register_event(register, name)
+        self.events().register_event(register, name, type_id)
     }
 
     /// Registers the event types an apply-dispatch type handles, if not known yet.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::connection::Db;
 use marten_core::tenant::require_tenant;
-use marten_core::{Aggregate, AggregateId, EventEnvelope, Result, Tenancy, TenantId};
+use marten_core::{Aggregate, AggregateId, Result, Tenancy, TenantId};
 use tracing::debug;
 
 pub(crate) use marten_core::projection::inline::Fetched;
@@ -98,8 +98,13 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         });
     }
     let snapshot_version = stored.as_ref().map_or(0, |s| s.version);
-    let events = reads.from(snapshot_version + 1).await?;
-    if let (Some(s), true, true) = (&stored, range.to_version == i64::MAX, events.is_empty()) {
+    let read = reads.from(snapshot_version + 1).await?;
+    let events = read.events;
+    if let (Some(s), true, true) = (
+        &stored,
+        range.to_version == i64::MAX,
+        read.through.is_none(),
+    ) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
             cache_tenant::<A>(&session_tenant.cloned()),
@@ -108,7 +113,8 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
             Some(Arc::from(s.json.as_slice())),
         )]);
     }
-    let version = events.last().map_or(snapshot_version, |e| e.version);
+    // The last event read, applied or skipped (an unknown type): the stream's version.
+    let version = read.through.unwrap_or(snapshot_version);
     let state = fold_events(stored.map(|s| s.doc), &stream.0, &events)?;
     Ok(Folded {
         state,
@@ -130,7 +136,7 @@ struct Reads<'a, 'c> {
 
 impl Reads<'_, '_> {
     /// The range's events from version `from` on.
-    async fn from(&self, from: i64) -> Result<Vec<EventEnvelope>> {
+    async fn from(&self, from: i64) -> Result<read::StreamEvents> {
         let mut range = self.range.clone();
         range.from_version = from.max(range.from_version);
         let (store, client) = (self.store.as_ref(), self.client);
@@ -181,20 +187,21 @@ impl Reads<'_, '_> {
             self.stream,
             &range,
             self.lean,
-            |chunk| {
+            |chunk, through| {
                 let mut events = chunk;
                 if let (Some(version), Some((first, rest))) = (expect, events.split_first()) {
                     expect = None;
                     found = first.version == version;
                     events = rest;
                 }
-                if !found || events.is_empty() {
+                if !found {
                     return Ok(());
                 }
-                if let Some(last) = events.last() {
-                    fold.version = last.version;
+                // The chunk's last row, applied or skipped (an unknown type).
+                fold.version = through;
+                if !events.is_empty() {
+                    fold.state = fold_events(fold.state.take(), stream, events)?;
                 }
-                fold.state = fold_events(fold.state.take(), stream, events)?;
                 Ok(())
             },
         )

@@ -37,7 +37,8 @@ impl<K: Tracking> Events<'_, K> {
         );
         for pending in events {
             let mut pending: PendingEvent = pending.into();
-            store.register_event(pending.register, pending.event_type)?;
+            let type_id = std::any::Any::type_id(pending.data.as_any());
+            store.register_event(pending.register, pending.event_type, type_id)?;
             let encoded = Encoded::new(&mut pending, meta, &append.stream)?;
             encoded.push(pending, &mut append);
         }

@@ -45,7 +45,9 @@ impl<K: Tracking> Events<'_, K> {
         let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
         self.on_connection(async |store, c| {
-            read::fetch_stream(store.as_ref(), c, &tenant, &key, &range).await
+            Ok(read::fetch_stream(store.as_ref(), c, &tenant, &key, &range)
+                .await?
+                .events)
         })
         .await
     }
