@@ -47,6 +47,25 @@ async fn plan(raw: &tokio_postgres::Client, what: &str, sql: &str, p: &Params) {
     assert!(text.contains("Index"), "{what} uses no index:\n{text}");
 }
 
+/// Analyzes the tables of the test's schema (the client's `search_path`) alone: a
+/// database-wide `ANALYZE` in two tests at once deadlocked on each other's tables.
+async fn analyze_schema(raw: &tokio_postgres::Client) {
+    let tables: Vec<String> = raw
+        .query(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+             WHERE schemaname = current_schema() ORDER BY tablename",
+            &[],
+        )
+        .await
+        .expect("the schema's tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    raw.batch_execute(&format!("ANALYZE {}", tables.join(", ")))
+        .await
+        .expect("analyze the schema's tables");
+}
+
 #[tokio::test]
 async fn every_pages_statement_is_an_index_scan() {
     let schema = TestSchema::new("console_plans");
@@ -81,7 +100,6 @@ async fn every_pages_statement_is_an_index_scan() {
          INSERT INTO {p} (name, last_seq) SELECT 'P' || g, g FROM generate_series(1, 2000) g;
          INSERT INTO {d} (projection, seq_id, event_type, stream_id, error) \
            SELECT 'P' || (g % 7), g, 'placed', 's', 'e' FROM generate_series(1, 3000) g;
-         ANALYZE;
          SET enable_seqscan = off;
          SET plan_cache_mode = force_generic_plan;",
         p = t.progression,
@@ -89,6 +107,7 @@ async fn every_pages_statement_is_an_index_scan() {
     ))
     .await
     .expect("seed and plan settings");
+    analyze_schema(&raw).await;
     let id = first.expect("a stream").to_string();
 
     let q = StreamsQuery {
@@ -164,11 +183,10 @@ async fn the_conjoined_tag_search_is_an_index_scan() {
         ok(s.save_changes().await);
     }
     let raw = schema.raw_client().await;
-    raw.batch_execute(
-        "ANALYZE; SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;",
-    )
-    .await
-    .expect("plan settings");
+    analyze_schema(&raw).await;
+    raw.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;")
+        .await
+        .expect("plan settings");
     let t = Tables::of(&store);
     let q = StreamsQuery {
         after_tenant: Some("acme".into()),
