@@ -30,20 +30,33 @@ impl StreamLock {
         appends: impl Iterator<Item = &'a StreamAppend>,
         commands: impl Iterator<Item = &'a StreamCommand>,
     ) -> Option<Self> {
-        let mut first: Option<(StreamIdentity, &EventTenant)> = None;
+        let appended = appends
+            .filter(|a| a.kind != AppendKind::Start)
+            .map(|a| (a.identity, &a.tenant, &a.stream.0));
+        let commanded = commands.map(|c| (c.identity(), c.tenant(), &c.stream().0));
+        let mut first: Option<(StreamIdentity, &EventTenant, &StreamId)> = None;
+        // Filled from the second distinct stream on: a save of one stream (the common
+        // lone append) allocates nothing here.
         let mut ids: Vec<&StreamId> = Vec::new();
-        for a in appends.filter(|a| a.kind != AppendKind::Start) {
-            first.get_or_insert((a.identity, &a.tenant));
-            ids.push(&a.stream.0);
+        for (identity, tenant, id) in appended.chain(commanded) {
+            match first {
+                None => first = Some((identity, tenant, id)),
+                Some((_, _, one)) if ids.is_empty() && one == id => {}
+                Some((_, _, one)) => {
+                    if ids.is_empty() {
+                        ids.push(one);
+                    }
+                    ids.push(id);
+                }
+            }
         }
-        for c in commands {
-            first.get_or_insert((c.identity(), c.tenant()));
-            ids.push(&c.stream().0);
+        if ids.is_empty() {
+            return None;
         }
+        let (identity, tenant, _) = first?;
         ids.sort_unstable();
         ids.dedup();
-        let (identity, tenant) = first?;
-        (ids.len() > 1).then(|| StreamLock {
+        Some(StreamLock {
             identity,
             tenant: tenant.clone(),
             streams: ids.into_iter().map(|id| StreamKey(id.clone())).collect(),
