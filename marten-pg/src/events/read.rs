@@ -20,6 +20,11 @@ use crate::tables::event_order::OLDEST_OPEN_TRANSACTION;
 use crate::tables::events::{EventSql, EVENTS_TABLE};
 use crate::xid8::Xid8;
 
+/// The column of an event row's stream version: of the full columns
+/// (`tables::events::EVENT_COLUMNS`), and of a lean fold's (`LEAN_COLUMNS`).
+const VERSION: usize = 3;
+const LEAN_VERSION: usize = 0;
+
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("event"))
 }
@@ -76,7 +81,7 @@ fn envelope_with(
     let Xid8(transaction_id) = row.try_get(10).map_err(reading)?;
     let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
     let mut env = EventEnvelope::new(sequence, row.try_get(1).map_err(reading)?, stream.0, data);
-    env.version = row.try_get(3).map_err(reading)?;
+    env.version = row.try_get(VERSION).map_err(reading)?;
     // `event_type` stays the decoded type's current name (set by `new`); an alias or an
     // upcaster's old name shows in `stored_type`.
     if env.stored_type != event_type {
@@ -102,7 +107,7 @@ fn lean_envelope(
     stream: &StreamKey,
     row: &Row,
 ) -> Result<Option<EventEnvelope>> {
-    let version = row.try_get(0).map_err(reading)?;
+    let version = row.try_get(LEAN_VERSION).map_err(reading)?;
     let event_type: &str = row.try_get(1).map_err(reading)?;
     let json: JsonRef<'_> = row.try_get(2).map_err(reading)?;
     lean_decoded(store, UNREAD_SEQUENCE, version, event_type, json, || {
@@ -236,10 +241,10 @@ pub(crate) struct StreamEvents {
     pub(crate) through: Option<i64>,
 }
 
-/// The stream version of a row of a stream read (`lean`: of [`EventSql::fetch_stream_lean`],
-/// whose first column it is; otherwise the fourth, as [`envelope`] reads it).
+/// The stream version of a row of a stream read (`lean`: of [`EventSql::fetch_stream_lean`]).
 fn row_version(row: &Row, lean: bool) -> Result<i64> {
-    row.try_get(if lean { 0 } else { 3 }).map_err(reading)
+    row.try_get(if lean { LEAN_VERSION } else { VERSION })
+        .map_err(reading)
 }
 
 /// The version of the last of `rows` (`None` without rows).

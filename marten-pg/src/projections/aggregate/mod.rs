@@ -99,12 +99,8 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     }
     let snapshot_version = stored.as_ref().map_or(0, |s| s.version);
     let read = reads.from(snapshot_version + 1).await?;
-    let events = read.events;
-    if let (Some(s), true, true) = (
-        &stored,
-        range.to_version == i64::MAX,
-        read.through.is_none(),
-    ) {
+    let whole = range.to_version == i64::MAX && read.through.is_none();
+    if let (Some(s), true) = (&stored, whole) {
         // The stored document is the whole stream folded: a plain append can plan from it.
         store.aggregate_cache().publish(vec![cache_update::<A>(
             cache_tenant::<A>(&session_tenant.cloned()),
@@ -115,7 +111,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     }
     // The last event read, applied or skipped (an unknown type): the stream's version.
     let version = read.through.unwrap_or(snapshot_version);
-    let state = fold_events(stored.map(|s| s.doc), &stream.0, &events)?;
+    let state = fold_events(stored.map(|s| s.doc), &stream.0, &read.events)?;
     Ok(Folded {
         state,
         version,
