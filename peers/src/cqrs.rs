@@ -5,8 +5,9 @@
 //! `CqrsFramework` from `postgres_es::postgres_cqrs` over the events table of
 //! `db/init.sql`, `execute(id, command)` per command; loads through the same
 //! `PersistedEventStore` the framework uses. marten: a live aggregate,
-//! `fetch_for_writing` + `append` + `save_changes` per command, `aggregate_stream` per
-//! load, each in a new session.
+//! `fetch_for_writing` + `append` + `save_changes` per command (and, in a second row,
+//! `write_to_aggregate`, which decides on the state the store's aggregate cache kept),
+//! `aggregate_stream` per load, each in a new session.
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateContext, DomainEvent, EventStore};
@@ -149,6 +150,23 @@ async fn marten_deposit(store: &DocumentStore, id: Uuid, amount: i64) {
     s.save_changes().await.expect("save");
 }
 
+/// The marten command as Marten's `WriteToAggregate`: the decision in a closure, the
+/// account's state from the store's aggregate cache when it kept it (see
+/// `Events::write_to_aggregate`).
+async fn marten_command(store: &DocumentStore, id: Uuid, amount: i64) {
+    let mut s = store.lightweight_session();
+    s.events()
+        .write_to_aggregate(id, |a: Option<&Account>| match a {
+            Some(a) if a.opened => Ok::<_, marten::Error>([MoneyDeposited {
+                amount,
+                balance: a.balance + amount,
+            }]),
+            _ => panic!("no such account"),
+        })
+        .await
+        .expect("write_to_aggregate");
+}
+
 /// The postgres-es tables of its `db/init.sql`, in the schema first on the pool's
 /// `search_path`.
 async fn cqrs_tables(pool: &PgPool) {
@@ -249,22 +267,31 @@ async fn seed(sides: &Sides, n: usize, deposits: usize) -> Vec<Uuid> {
     ids
 }
 
-/// The command row: a deposit to account `i % ACCOUNTS` per operation.
-async fn command_row(sides: &Sides, sync: &'static str, plan: Plan) -> Row {
+/// The command row: a deposit to account `i % ACCOUNTS` per operation; marten's side
+/// through `fetch_for_writing` (`write_to`: false) or `write_to_aggregate`.
+async fn command_row(sides: &Sides, sync: &'static str, plan: Plan, write_to: bool) -> Row {
     let ids = seed(sides, ACCOUNTS, 0).await;
     let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let mut row = Row::new(
-        "command: load account, append 1 event",
-        "cqrs-es/postgres-es",
-        sync,
-    );
+    let scenario = if write_to {
+        "command (write_to_aggregate): load account, append 1 event"
+    } else {
+        "command: load account, append 1 event"
+    };
+    let mut row = Row::new(scenario, "cqrs-es/postgres-es", sync);
     row.unit = "commands/s";
     for rep in 0..plan.reps {
         row.push(
             interleaved(
                 plan.ops,
                 rep % 2 == 0,
-                async |i| marten_deposit(&sides.store, ids[i % ACCOUNTS], 1).await,
+                async |i| {
+                    let id = ids[i % ACCOUNTS];
+                    if write_to {
+                        marten_command(&sides.store, id, 1).await
+                    } else {
+                        marten_deposit(&sides.store, id, 1).await
+                    }
+                },
                 async |i| {
                     let cmd = BankCommand::Deposit { amount: 1 };
                     let key = &keys[i % ACCOUNTS];
@@ -320,7 +347,8 @@ pub async fn run(sync: &'static str, plan: Plan, schemas: &mut Schemas) -> Vec<R
     }
     let sides = sides(sync, schemas).await;
     if command {
-        rows.push(command_row(&sides, sync, plan).await);
+        rows.push(command_row(&sides, sync, plan, false).await);
+        rows.push(command_row(&sides, sync, plan, true).await);
     }
     if load {
         rows.push(load_row(&sides, sync, plan).await);

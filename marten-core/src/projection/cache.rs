@@ -1,5 +1,9 @@
-//! The store's cache of inline aggregate documents, so that a plain append to a stream
-//! whose aggregate is projected inline can be planned without reading the document.
+//! The store's cache of aggregates: inline aggregate documents, so that a plain append to
+//! a stream whose aggregate is projected inline can be planned without reading the
+//! document; and the states of live aggregates that commands wrote (`write_to_aggregate`),
+//! so that the next command on the stream can decide without reading it. A decision made
+//! on a live entry asserts the entry's version and the id of the stream's event at that
+//! version ([`Cached::tip`]), and is made again on a fresh read if the save is rejected.
 //!
 //! An entry is the aggregate document as a committed save wrote it (or its absence, after
 //! a deletion) and the stream version it belongs to. A backend that plans an append from
@@ -40,6 +44,14 @@ pub struct Cached {
     pub version: i64,
     /// The document's JSON, `None` when the aggregate was deleted (or never created).
     pub json: Option<Arc<[u8]>>,
+    /// The id of the stream's event at `version`, for an entry of a live aggregate that
+    /// a command wrote ([`write_to_aggregate`]): a decision made on the entry asserts it
+    /// with the stream's version, so that a stream deleted and started again up to the
+    /// same version is not taken for the cached one. `None` for inline documents (whose
+    /// saves assert the stored document instead).
+    ///
+    /// [`write_to_aggregate`]: https://docs.rs/marten-pg/latest/marten_pg/struct.Events.html#method.write_to_aggregate
+    pub tip: Option<uuid::Uuid>,
 }
 
 /// What a planned save will make true if it commits.
@@ -179,6 +191,7 @@ mod tests {
         Cached {
             version,
             json: None,
+            tip: None,
         }
     }
 
@@ -298,6 +311,7 @@ mod tests {
             entry: Cached {
                 version: 5,
                 json: Some(json.clone()),
+                tip: None,
             },
         }]);
         assert_eq!(
@@ -305,6 +319,7 @@ mod tests {
             Some(Cached {
                 version: 5,
                 json: Some(json),
+                tip: None,
             })
         );
         cache.publish(vec![update(1, 7)]);

@@ -148,6 +148,11 @@ impl DocumentStore {
         self.catalog().ensure_erased(type_id, migrate).await
     }
 
+    /// The store's cache of aggregates (inline documents, live states commands wrote).
+    pub(crate) fn aggregate_cache(&self) -> &crate::projections::cache::AggregateCache {
+        self.inner.aggregate_cache()
+    }
+
     /// The projections this store runs.
     pub(crate) fn projections(&self) -> &ProjectionRegistry {
         self.inner.projections()

@@ -20,7 +20,7 @@ use marten_core::StreamIdentity;
 
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
 use crate::tables::events::{
-    flagged, id_type, AppendStatements, StreamRows, EVENTS_TABLE, STREAMS_TABLE,
+    flagged, id_type, tipped, AppendStatements, StreamRows, EVENTS_TABLE, STREAMS_TABLE,
 };
 
 /// `$1` stream ids (distinct, any order) -> `ord` (1-based position in `$1`),
@@ -71,10 +71,12 @@ impl AppendStatements {
     /// the parameter after the tenant (`$tenant_param`), or after the expected version.
     pub(crate) fn sequenced(rows: &StreamRows, idt: &str, tenant_param: usize, tags: &str) -> Self {
         let events = |seq_param| insert_sequenced_events(idt, tenant_param, seq_param);
+        let expected = |r: &str| flagged(r, &events(tenant_param + 2), tags);
         AppendStatements {
             start: flagged(&rows.start, &events(tenant_param + 1), tags),
             append: flagged(&rows.append, &events(tenant_param + 1), tags),
-            expected: flagged(&rows.expected, &events(tenant_param + 2), tags),
+            expected: expected(&rows.expected),
+            expected_tip: tipped(rows, expected),
         }
     }
 }

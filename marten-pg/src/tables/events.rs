@@ -228,17 +228,40 @@ pub struct AppendStatements {
     pub append: String,
     /// Append only if the stream is at the expected version.
     pub expected: String,
+    /// [`AppendStatements::expected`], and only if the stream's event at that version is
+    /// the one bound last (see [`StreamRows::expected_tip`]).
+    pub expected_tip: String,
 }
 
 impl AppendStatements {
-    /// Builds the three statements by wrapping each stream-row statement with `wrap`.
+    /// Builds the statements by wrapping each stream-row statement with `wrap`.
     fn new(stream_rows: &StreamRows, wrap: impl Fn(&str) -> String) -> Self {
         AppendStatements {
             start: wrap(&stream_rows.start),
             append: wrap(&stream_rows.append),
             expected: wrap(&stream_rows.expected),
+            expected_tip: tipped(stream_rows, wrap),
         }
     }
+}
+
+/// The expected-version statement that `wrap` makes of `rows`, asserting the stream's
+/// last event too, whose id is bound after every other parameter.
+pub(crate) fn tipped(rows: &StreamRows, wrap: impl Fn(&str) -> String) -> String {
+    let last = last_param(&wrap(&rows.expected));
+    wrap(&rows.expected_tip(last + 1))
+}
+
+/// The highest `$n` a statement binds.
+fn last_param(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            rest[..digits].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The statements that take or create a stream's row, one per append kind; each ends
@@ -247,6 +270,32 @@ pub(crate) struct StreamRows {
     pub(crate) start: String,
     pub(crate) append: String,
     pub(crate) expected: String,
+    /// How the stream's events are matched to its row besides the id: by tenant with
+    /// conjoined events (`e.tenant_id = st.tenant_id AND `), else nothing.
+    tip_scope: &'static str,
+}
+
+impl StreamRows {
+    /// [`StreamRows::expected`], taking the row only if the stream's event at its version
+    /// is `$tip_param`: a decision made on a cached aggregate (`write_to_aggregate`)
+    /// asserts that the stream is still the one the cache saw, not one deleted and
+    /// started again up to the same version. Evaluated on the row the statement locks.
+    pub(crate) fn expected_tip(&self, tip_param: usize) -> String {
+        format!(
+            "{} AND EXISTS (SELECT 1 FROM {EVENTS_TABLE} e WHERE {}e.stream_id = st.id \
+             AND e.version = st.version AND e.id = ${tip_param}::uuid)",
+            self.expected, self.tip_scope
+        )
+    }
+}
+
+/// See [`StreamRows::tip_scope`].
+fn tip_scope(conjoined: bool) -> &'static str {
+    if conjoined {
+        "e.tenant_id = st.tenant_id AND "
+    } else {
+        ""
+    }
 }
 
 impl EventSql {
@@ -315,10 +364,12 @@ impl EventSql {
             checked: {
                 let gated = StreamRows::gated(idt, 13, conjoined);
                 let rows = insert_tag_rows(conjoined);
+                let expected = |r: &str| checked(r, &tagged_events, &rows, 15);
                 AppendStatements {
                     start: checked(&gated.start, &tagged_events, &rows, 14),
                     append: checked(&gated.append, &tagged_events, &rows, 14),
-                    expected: checked(&gated.expected, &tagged_events, &rows, 15),
+                    expected: expected(&gated.expected),
+                    expected_tip: tipped(&gated, expected),
                 }
             },
             tag_versions: select_tag_versions(),
@@ -424,6 +475,7 @@ impl StreamRows {
                  {LAST_TX_BUMP} \
                  WHERE {scope}st.id = $1::{idt} AND st.version = ${expected}::bigint AND NOT st.is_archived"
             ),
+            tip_scope: tip_scope(conjoined),
         }
     }
 
@@ -469,6 +521,7 @@ impl StreamRows {
                  type = coalesce(st.type, $2::text), {LAST_TX_BUMP} \
                  WHERE {scope}st.id = $1::{idt} AND st.version = ${expected_param}::bigint AND NOT st.is_archived{gate}"
             ),
+            tip_scope: tip_scope(conjoined),
         }
     }
 }
@@ -762,6 +815,39 @@ mod tests {
                 assert_eq!(params(&reads.events), scoped, "{}", reads.events);
                 assert_eq!(reads.events.contains("tenant_id ="), conjoined);
                 assert!(!reads.events.contains("*DEFAULT*"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_shape_asserts_the_tip_bound_after_its_other_parameters() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            for identity in [StreamIdentity::String, StreamIdentity::Uuid] {
+                let sql = EventSql::of(identity, tenancy);
+                let shapes = [
+                    &sql.many,
+                    &sql.one,
+                    &sql.tagged,
+                    &sql.many_alone,
+                    &sql.one_alone,
+                    &sql.one_alone_bare,
+                    &sql.one_alone_lean,
+                    &sql.sequenced,
+                    &sql.tagged_sequenced,
+                    &sql.checked,
+                ];
+                for shape in shapes {
+                    let (plain, tipped) = (&shape.expected, &shape.expected_tip);
+                    let tip = params(plain) + 1;
+                    assert_eq!(params(tipped), tip, "{tipped}");
+                    assert_eq!(last_param(tipped), tip, "{tipped}");
+                    assert!(tipped.contains(&format!("e.id = ${tip}::uuid")), "{tipped}");
+                    assert_eq!(
+                        tipped.contains("e.tenant_id = st.tenant_id"),
+                        tenancy == Tenancy::Conjoined,
+                        "{tipped}"
+                    );
+                }
             }
         }
     }

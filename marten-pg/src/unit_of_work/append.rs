@@ -61,6 +61,9 @@ pub(crate) struct StreamAppend {
     /// The statement with the lock in it was rejected once: this save's later attempts
     /// send the lock as a statement of its own, whose answer says what was rejected.
     check_refused: bool,
+    /// With an expected version: the id of the stream's event at that version, asserted
+    /// too (a decision made on a cached aggregate; bound after every other parameter).
+    pub(crate) tip: Option<uuid::Uuid>,
 }
 
 /// The tag lock of a save's consistency boundaries, when it rides in the statement of the
@@ -105,6 +108,7 @@ impl StreamAppend {
             sequences: None,
             rejected: false,
             alone: false,
+            tip: None,
             check: None,
             check_refused: false,
         }
@@ -191,6 +195,13 @@ impl StreamAppend {
         }
     }
 
+    /// The tip an expected-version append asserts, last (see [`StreamAppend::tip`]).
+    fn push_tip<'a>(&'a self, params: &mut Vec<&'a (dyn ToSql + Sync)>) {
+        if let (AppendKind::Expected(_), Some(tip)) = (self.kind, &self.tip) {
+            params.push(tip);
+        }
+    }
+
     fn expected(&self) -> i64 {
         match self.kind {
             AppendKind::Expected(v) => v,
@@ -201,8 +212,8 @@ impl StreamAppend {
 
 /// The most parameters an append's statement binds: the event columns, the tags, the
 /// tenant, the expected version and either the reserved sequences or the tag lock (9 + 3 +
-/// 1 + 1 + 6; an append with reserved sequences takes no lock).
-const MAX_PARAMS: usize = 20;
+/// 1 + 1 + 6; an append with reserved sequences takes no lock) and the tip.
+const MAX_PARAMS: usize = 21;
 
 /// A NULL array: `unnest` pads it with NULLs, so a metadata column no event of the
 /// append sets costs nothing to encode or decode.
@@ -264,6 +275,7 @@ impl Operation for StreamAppend {
         SqlText::Static(match self.kind {
             AppendKind::Start => &shape.start,
             AppendKind::Append => &shape.append,
+            AppendKind::Expected(_) if self.tip.is_some() => &shape.expected_tip,
             AppendKind::Expected(_) => &shape.expected,
         })
     }
@@ -273,6 +285,7 @@ impl Operation for StreamAppend {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(MAX_PARAMS);
         if self.is_single() {
             self.push_single(&mut params);
+            self.push_tip(&mut params);
             return params;
         }
         params.extend([
@@ -310,6 +323,7 @@ impl Operation for StreamAppend {
                 &check.count,
             ]);
         }
+        self.push_tip(&mut params);
         params
     }
 

@@ -273,6 +273,10 @@ pub fn cache_update<A: 'static>(
 ) -> CacheUpdate {
     CacheUpdate {
         key: (TypeId::of::<A>(), tenant, stream),
-        entry: Cached { version, json },
+        entry: Cached {
+            version,
+            json,
+            tip: None,
+        },
     }
 }

@@ -271,6 +271,7 @@ fn a_started_stream_is_not_read_and_a_cached_one_is_checked_instead_of_read() {
         entry: Cached {
             version: 2,
             json: Some(json.clone()),
+            tip: None,
         },
     }]);
     let appends = [
