@@ -270,3 +270,37 @@ async fn optimistic_deciders_are_rejected_when_overtaken() {
     }
     assert_eq!(titles(&store, stream).await.len(), 6);
 }
+
+/// An archived stream reads as new to `fetch_for_writing` (its events are archived), so
+/// the handle starts it; the save names the stream archived, not as one that exists.
+#[tokio::test]
+async fn an_append_read_from_an_archived_stream_is_rejected_as_archived() {
+    let (_schema, store) = store("ffw_archived", Duration::from_secs(5)).await;
+    let stream = project(&store).await;
+    let mut s = store.lightweight_session();
+    ok(s.events().archive_stream(stream));
+    ok(s.save_changes().await);
+
+    let mut s = store.lightweight_session();
+    let mut w = ok(s.events().fetch_for_writing::<Tasks>(stream).await);
+    assert_eq!((w.version(), w.state()), (0, None));
+    ok(w.append([task("1")]));
+    let err = s
+        .save_changes()
+        .await
+        .expect_err("an archived stream takes no events");
+    let kinds: Vec<_> = err.rejections().iter().map(|r| r.kind.clone()).collect();
+    assert_eq!(kinds, [RejectionKind::StreamArchived], "{err}");
+    // And through the exclusive lock, which finds the row archived at once.
+    let mut s = store.lightweight_session();
+    let locked = s
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await;
+    assert!(
+        matches!(&locked, Err(e) if e.rejections().iter().any(|r| r.kind == RejectionKind::StreamArchived)),
+        "{:?}",
+        locked.err()
+    );
+    assert_eq!(titles(&store, stream).await, Vec::<String>::new());
+}

@@ -229,7 +229,7 @@ pub struct AppendStatements {
     /// Append only if the stream is at the expected version.
     pub expected: String,
     /// [`AppendStatements::expected`], and only if the stream's event at that version is
-    /// the one bound last (see [`StreamRows::expected_tip`]).
+    /// the one bound last (see `StreamRows::expected_tip`).
     pub expected_tip: String,
 }
 

@@ -414,8 +414,10 @@ impl Operation for StreamAppend {
                 None => None,
             };
             let kind = match (self.kind, state) {
-                (AppendKind::Start, _) => RejectionKind::StreamExists,
+                // An archived stream refuses a start too: it is there, and archived (a
+                // fetch for writing reads it as new, its events being archived).
                 (_, Some((_, true))) => RejectionKind::StreamArchived,
+                (AppendKind::Start, _) => RejectionKind::StreamExists,
                 (_, actual) => RejectionKind::UnexpectedStreamVersion {
                     expected: self.expected(),
                     actual: actual.map(|(v, _)| v),
