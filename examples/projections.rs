@@ -1,6 +1,7 @@
 //! Aggregates and projections end to end: a project aggregate kept inline with its
-//! stream, decided on with `fetch_for_writing`, folded live up to a version, and a
-//! multi-stream projection of tasks per assignee.
+//! stream, decided on with `fetch_for_writing`, folded live up to a version, a
+//! multi-stream projection of tasks per assignee, and commands on a live aggregate with
+//! `write_to_aggregate`.
 //!
 //! Run it with `cargo run --example projections`.
 
@@ -72,6 +73,26 @@ impl Project {
             completed_at_version: Some(meta.version),
             ..self
         }
+    }
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct MilestoneReached {
+    name: String,
+}
+
+/// The milestones of a mission, folded live (no document): what commands decide on.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Milestones {
+    id: Uuid,
+    version: i64,
+    reached: Vec<String>,
+}
+
+#[marten::apply]
+impl Milestones {
+    fn apply(&mut self, e: &MilestoneReached) {
+        self.reached.push(e.name.clone());
     }
 }
 
@@ -187,5 +208,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .ok_or("no workload for ann")?;
     println!("ann's tasks: {:?}", ann.titles);
+
+    // Commands: decide in a closure; `write_to_aggregate` reads the live aggregate (or,
+    // after the first command, takes the state the store kept of it), appends what the
+    // closure decided expecting the version it decided on, and saves. A milestone is
+    // recorded once: the third command decides nothing.
+    let gemini = Uuid::now_v7();
+    for name in ["launch", "orbit", "launch"] {
+        let mut s = store.lightweight_session();
+        let version = s
+            .events()
+            .write_to_aggregate(gemini, |m: Option<&Milestones>| {
+                let seen = m.is_some_and(|m| m.reached.iter().any(|r| r == name));
+                let reached = (!seen).then(|| MilestoneReached { name: name.into() });
+                Ok::<_, Error>(reached.into_iter().collect::<Vec<_>>())
+            })
+            .await?;
+        println!("gemini after {name:?}: version {version}");
+    }
     Ok(())
 }

@@ -95,6 +95,14 @@ impl fmt::Display for Rejection {
             RejectionKind::NotFound => write!(f, "document {t} {id} does not exist"),
             RejectionKind::StreamExists => write!(f, "stream {id} already exists"),
             RejectionKind::UnexpectedStreamVersion { expected, actual } => match actual {
+                // Read after the rollback: the stream was where the append expected it,
+                // so what moved it was an earlier write of the same save (or the stream
+                // is not the one decided on: deleted and started again meanwhile).
+                Some(a) if a == expected => write!(
+                    f,
+                    "stream {id} was at the expected version {expected}, but an earlier \
+                     write of the same save moved it (or the stream was started anew)"
+                ),
                 Some(a) => write!(
                     f,
                     "stream {id} is at version {a}, not the expected {expected}"

@@ -143,6 +143,14 @@ fn rejection_messages_name_the_versions() {
         ),
         (
             RejectionKind::UnexpectedStreamVersion {
+                expected: 4,
+                actual: Some(4),
+            },
+            "stream 7 was at the expected version 4, but an earlier write of the same save \
+             moved it (or the stream was started anew)",
+        ),
+        (
+            RejectionKind::UnexpectedStreamVersion {
                 expected: 1,
                 actual: None,
             },
