@@ -15,6 +15,7 @@ use marten_core::{StreamIdentity, Tenancy};
 
 use crate::tables::event_order::{global_page, tenant_page};
 use crate::tables::event_reserve::lock_streams;
+use crate::tables::event_tip::{tip_scope, tipped};
 use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// The streams table.
@@ -245,25 +246,6 @@ impl AppendStatements {
     }
 }
 
-/// The expected-version statement that `wrap` makes of `rows`, asserting the stream's
-/// last event too, whose id is bound after every other parameter.
-pub(crate) fn tipped(rows: &StreamRows, wrap: impl Fn(&str) -> String) -> String {
-    let last = last_param(&wrap(&rows.expected));
-    wrap(&rows.expected_tip(last + 1))
-}
-
-/// The highest `$n` a statement binds.
-fn last_param(sql: &str) -> usize {
-    sql.split('$')
-        .skip(1)
-        .filter_map(|rest| {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            rest[..digits].parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// The statements that take or create a stream's row, one per append kind; each ends
 /// where `RETURNING st.version` can follow.
 pub(crate) struct StreamRows {
@@ -271,31 +253,9 @@ pub(crate) struct StreamRows {
     pub(crate) append: String,
     pub(crate) expected: String,
     /// How the stream's events are matched to its row besides the id: by tenant with
-    /// conjoined events (`e.tenant_id = st.tenant_id AND `), else nothing.
-    tip_scope: &'static str,
-}
-
-impl StreamRows {
-    /// [`StreamRows::expected`], taking the row only if the stream's event at its version
-    /// is `$tip_param`: a decision made on a cached aggregate (`write_to_aggregate`)
-    /// asserts that the stream is still the one the cache saw, not one deleted and
-    /// started again up to the same version. Evaluated on the row the statement locks.
-    pub(crate) fn expected_tip(&self, tip_param: usize) -> String {
-        format!(
-            "{} AND EXISTS (SELECT 1 FROM {EVENTS_TABLE} e WHERE {}e.stream_id = st.id \
-             AND e.version = st.version AND e.id = ${tip_param}::uuid)",
-            self.expected, self.tip_scope
-        )
-    }
-}
-
-/// See [`StreamRows::tip_scope`].
-fn tip_scope(conjoined: bool) -> &'static str {
-    if conjoined {
-        "e.tenant_id = st.tenant_id AND "
-    } else {
-        ""
-    }
+    /// conjoined events (`e.tenant_id = st.tenant_id AND `), else nothing (see
+    /// [`crate::tables::event_tip`]).
+    pub(crate) tip_scope: &'static str,
 }
 
 impl EventSql {
@@ -364,12 +324,11 @@ impl EventSql {
             checked: {
                 let gated = StreamRows::gated(idt, 13, conjoined);
                 let rows = insert_tag_rows(conjoined);
-                let expected = |r: &str| checked(r, &tagged_events, &rows, 15);
                 AppendStatements {
                     start: checked(&gated.start, &tagged_events, &rows, 14),
                     append: checked(&gated.append, &tagged_events, &rows, 14),
-                    expected: expected(&gated.expected),
-                    expected_tip: tipped(&gated, expected),
+                    expected: checked(&gated.expected, &tagged_events, &rows, 15),
+                    expected_tip: tipped(&gated, |r| checked(r, &tagged_events, &rows, 15)),
                 }
             },
             tag_versions: select_tag_versions(),
@@ -815,39 +774,6 @@ mod tests {
                 assert_eq!(params(&reads.events), scoped, "{}", reads.events);
                 assert_eq!(reads.events.contains("tenant_id ="), conjoined);
                 assert!(!reads.events.contains("*DEFAULT*"));
-            }
-        }
-    }
-
-    #[test]
-    fn every_shape_asserts_the_tip_bound_after_its_other_parameters() {
-        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
-            for identity in [StreamIdentity::String, StreamIdentity::Uuid] {
-                let sql = EventSql::of(identity, tenancy);
-                let shapes = [
-                    &sql.many,
-                    &sql.one,
-                    &sql.tagged,
-                    &sql.many_alone,
-                    &sql.one_alone,
-                    &sql.one_alone_bare,
-                    &sql.one_alone_lean,
-                    &sql.sequenced,
-                    &sql.tagged_sequenced,
-                    &sql.checked,
-                ];
-                for shape in shapes {
-                    let (plain, tipped) = (&shape.expected, &shape.expected_tip);
-                    let tip = params(plain) + 1;
-                    assert_eq!(params(tipped), tip, "{tipped}");
-                    assert_eq!(last_param(tipped), tip, "{tipped}");
-                    assert!(tipped.contains(&format!("e.id = ${tip}::uuid")), "{tipped}");
-                    assert_eq!(
-                        tipped.contains("e.tenant_id = st.tenant_id"),
-                        tenancy == Tenancy::Conjoined,
-                        "{tipped}"
-                    );
-                }
             }
         }
     }
