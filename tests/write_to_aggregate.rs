@@ -588,6 +588,43 @@ async fn a_stream_deleted_and_restarted_to_the_cached_version_is_decided_on_afre
     assert_eq!(deposit(&store, id, 1).await, (5, vec![Some((4, 3005))]));
 }
 
+/// A cached state ahead of the stream (what restoring an older backup, or rolling the
+/// stream back by hand, leaves behind): the cached decision's append expects a version the
+/// stream is not at, and the decision is made again on the stream as it is (as JasperFx's
+/// aggregate write cache suite asks of a baseline ahead of the stream).
+#[tokio::test]
+async fn a_cached_state_ahead_of_a_rolled_back_stream_is_decided_on_afresh() {
+    let (schema, b) = builder("wta_ahead");
+    let store = ok(b.build().await);
+    let id = Uuid::now_v7();
+    open(&store, id).await;
+    deposit(&store, id, 10).await;
+    assert_eq!(deposit(&store, id, 20).await.0, 3);
+    // Cached at version 3, balance 30; the stream goes back to version 2, balance 10.
+    let raw = schema.raw_client().await;
+    let gone = raw
+        .execute(
+            "DELETE FROM mt_events WHERE stream_id = $1 AND version = 3",
+            &[&id],
+        )
+        .await
+        .expect("delete the newest event");
+    assert_eq!(gone, 1);
+    raw.execute("UPDATE mt_streams SET version = 2 WHERE id = $1", &[&id])
+        .await
+        .expect("roll the stream back");
+
+    let (r, seen) = account_command(&store, id, |a| deposit_decision(a, 5)).await;
+    assert_eq!(expect_ok(r), 3);
+    assert_eq!(
+        seen,
+        [Some((3, 30)), Some((2, 10))],
+        "the cached state, rejected by the stream's version, then the stream as it is"
+    );
+    assert_eq!(balance(&store, id).await, (15, 3));
+    assert_eq!(deposit(&store, id, 1).await, (4, vec![Some((3, 15))]));
+}
+
 #[tokio::test]
 async fn a_command_on_a_stream_archived_elsewhere_is_rejected_and_appends_nothing() {
     let (schema, b) = builder("wta_archived");
