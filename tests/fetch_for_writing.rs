@@ -304,3 +304,89 @@ async fn an_append_read_from_an_archived_stream_is_rejected_as_archived() {
     );
     assert_eq!(titles(&store, stream).await, Vec::<String>::new());
 }
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Refused {}
+
+/// Tasks that cannot fold a `Refused` event: its apply fails.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default)]
+struct Picky {
+    id: Uuid,
+    version: i64,
+    count: u32,
+}
+
+#[marten::apply]
+impl Picky {
+    fn apply_recorded(&mut self, _e: &TaskRecorded) {
+        self.count += 1;
+    }
+    fn apply_refused(&mut self, _e: &Refused) -> Result<(), String> {
+        Err("refused".into())
+    }
+}
+
+/// A `fetch_for_exclusive_writing` whose fold fails leaves no decision to protect: the
+/// lock it took is released at once, not held until the session saves or is dropped.
+/// A session that held another stream's lock before keeps its transaction (and both
+/// locks) until it saves.
+#[tokio::test]
+async fn a_failed_exclusive_fetch_releases_the_lock_it_took() {
+    let (_schema, store) = store("ffw_failed_fold", Duration::from_millis(300)).await;
+    let stream = project(&store).await;
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [Refused {}]));
+    ok(s.save_changes().await);
+
+    let mut held = store.lightweight_session();
+    let failed = held
+        .events()
+        .fetch_for_exclusive_writing::<Picky>(stream)
+        .await;
+    assert!(
+        matches!(failed, Err(marten::Error::Apply { .. })),
+        "{:?}",
+        failed.err()
+    );
+    // `held` is still open: another writer takes the lock at once.
+    let mut other = store.lightweight_session();
+    let mut w = ok(other
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await);
+    ok(w.append([task("1")]));
+    ok(other.save_changes().await);
+    // And the session whose fetch failed goes on writing.
+    ok(held.events().append(stream, [task("2")]));
+    ok(held.save_changes().await);
+    assert_eq!(titles(&store, stream).await, ["0", "1", "2"]);
+
+    // Holding another stream's lock first: the failed fetch's lock stays with it.
+    let second = project(&store).await;
+    let mut held = store.lightweight_session();
+    ok(held.events().append_exclusive(second, [task("1")]).await);
+    let failed = held
+        .events()
+        .fetch_for_exclusive_writing::<Picky>(stream)
+        .await;
+    assert!(failed.is_err());
+    let mut other = store.lightweight_session();
+    let locked = other
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await;
+    assert!(
+        matches!(locked, Err(marten::Error::StreamLocked { .. })),
+        "{:?}",
+        locked.err()
+    );
+    drop(other);
+    ok(held.save_changes().await);
+    let mut other = store.lightweight_session();
+    ok(other
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await);
+    ok(other.save_changes().await);
+    assert_eq!(titles(&store, second).await, ["0", "1"]);
+}

@@ -49,6 +49,23 @@ impl<K: Tracking> Events<'_, K> {
     }
 }
 
+impl<K: Tracking> Events<'_, K> {
+    /// Ends the session's transaction, and every lock it holds, with a rollback within
+    /// the request timeout; a rollback that is not answered in time closes the connection
+    /// (which ends the transaction on the server).
+    pub(super) async fn end_transaction(&mut self) {
+        let s = self.session.parts_mut();
+        let Ok(mut req) = s.conn.request(&s.store).await else {
+            return;
+        };
+        if within(&s.store, req.rollback()).await.is_none() {
+            req.mark_lost();
+            return;
+        }
+        req.finish();
+    }
+}
+
 /// What the pipelined lock attempt answered: the savepoint and the locking select.
 type Answers = (
     Result<(), tokio_postgres::Error>,

@@ -62,20 +62,32 @@ impl<'s, K: Tracking> Events<'s, K> {
     /// does not exist yet has nothing to lock: it reads as version 0 and no state, and
     /// the save's start of it is rejected ([`RejectionKind::StreamExists`]) if another
     /// writer started it first. An archived stream is rejected
-    /// ([`RejectionKind::StreamArchived`]).
+    /// ([`RejectionKind::StreamArchived`]). If the fold fails, the lock is released
+    /// again, unless the session held other exclusive locks before (its transaction then
+    /// goes on until the session saves or is dropped).
     pub async fn fetch_for_exclusive_writing<A: Aggregate + PgDocument>(
         mut self,
         stream: impl Into<StreamId>,
     ) -> Result<Writing<'s, K, A>> {
         let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
+        let began = !self.session.parts().conn.in_transaction();
         match self.lock_stream(&tenant, &key).await {
             Ok(_) | Err(Error::StreamNotFound { .. }) => {}
             Err(e) => return Err(e),
         }
         // Under the lock nothing moves the stream between the lock and this read.
-        let (state, version) = self.fold::<A>(&key, &StreamRange::all()).await?;
-        Ok(Writing::new(self, key, state, version))
+        match self.fold::<A>(&key, &StreamRange::all()).await {
+            Ok((state, version)) => Ok(Writing::new(self, key, state, version)),
+            Err(e) => {
+                // No decision to protect: a fold that failed (an apply or an upcaster
+                // refusing an event) ends the transaction this fetch began, and its lock.
+                if began {
+                    self.end_transaction().await;
+                }
+                Err(e)
+            }
+        }
     }
 }
 
