@@ -119,6 +119,55 @@ impl<'s, K: Tracking> Events<'s, K> {
         }
     }
 
+    /// Runs a command on aggregate `A` of `stream` under the stream's exclusive lock, as
+    /// Marten's `WriteExclusivelyToAggregate`: locks the stream's row and reads `A` under
+    /// it ([`fetch_for_exclusive_writing`](Events::fetch_for_exclusive_writing)), calls
+    /// `decide` once with its state, appends what it returns and saves the session. No
+    /// other writer can move the stream between the read and the save, so the decision is
+    /// never rejected for a concurrent append (a new stream, which has no row to lock, may
+    /// still be started by another writer first: `StreamExists`). Returns the stream's
+    /// version after the save. An error of `decide` is returned as it is, nothing is
+    /// saved, and the lock is released unless the session held other streams' locks
+    /// before (they are then held until it saves or is dropped). The cache is not used.
+    pub async fn write_exclusively_to_aggregate<A, I, E>(
+        self,
+        stream: impl Into<StreamId>,
+        decide: impl FnOnce(Option<&A>) -> std::result::Result<I, E>,
+    ) -> std::result::Result<i64, E>
+    where
+        A: Aggregate + PgDocument,
+        I: IntoIterator<Item: Into<PendingEvent>>,
+        E: From<Error>,
+    {
+        let began = !self.session.parts().conn.in_transaction();
+        let mut writing = self.fetch_for_exclusive_writing::<A>(stream).await?;
+        let decided = decide(writing.state()).map(|events| writing.append(events));
+        let version = writing.version();
+        let mut events = writing.into_events();
+        match decided {
+            Ok(Ok(())) => {
+                events.session.save_changes().await?;
+                Ok(version)
+            }
+            // The append refused the events (nothing of it was queued).
+            Ok(Err(e)) => {
+                events.release_if(began).await;
+                Err(e.into())
+            }
+            Err(e) => {
+                events.release_if(began).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the transaction (and its locks) when this command began it.
+    async fn release_if(&mut self, began: bool) {
+        if began {
+            self.end_transaction().await;
+        }
+    }
+
     /// One decision on `decidable` and its save.
     async fn attempt<A, I, E>(
         &mut self,

@@ -113,7 +113,7 @@ impl<'s, K: Tracking, A> Writing<'s, K, A> {
     }
 }
 
-impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
+impl<'s, K: Tracking, A: Aggregate + PgDocument> Writing<'s, K, A> {
     /// The aggregate's state (`None`: the stream does not exist or nothing created it).
     pub fn state(&self) -> Option<&A> {
         self.state.as_ref()
@@ -143,6 +143,11 @@ impl<K: Tracking, A: Aggregate + PgDocument> Writing<'_, K, A> {
         self.version = version;
         self.appended = true;
         Ok(())
+    }
+
+    /// The event operations the handle was read through (its appends stay queued).
+    pub(super) fn into_events(self) -> Events<'s, K> {
+        self.events
     }
 
     /// Whether `A` is an inline projection (folded in the save's transaction).
