@@ -1,9 +1,10 @@
 //! Commands on an aggregate: [`Events::write_to_aggregate`] reads aggregate `A` (or takes
 //! the state the store's aggregate cache kept of it), lets a decision function choose the
-//! events, appends them expecting the version decided on and saves the session. Uses the
-//! fold of `read_api`, `encode` / `append_api` to queue the append (asserting, for a
-//! cached state, the stream's last event: `StreamAppend::tip`), and the store's aggregate
-//! cache.
+//! events, appends them expecting the version decided on and saves the session;
+//! [`Events::write_exclusively_to_aggregate`] does the same under the stream's lock.
+//! Uses the fold of `read_api`, `encode` / `append_api` to queue the append (asserting,
+//! for a cached state, the stream's last event: `StreamAppend::tip`), `lock`, and the
+//! store's aggregate cache.
 
 use std::any::TypeId;
 use std::borrow::Cow;
