@@ -42,8 +42,9 @@ impl ProjectionStatus {
 }
 
 impl DocumentStore {
-    /// The status of every async projection of the store, in registration order: its
-    /// position, the store's head and the node that owns it. Creates the event and
+    /// The status of every async projection and subscription of the store (every slot
+    /// the daemon runs), in registration order: its position, the store's head and the
+    /// node that owns it. Creates the event and
     /// progression tables first when the store may (see [`AutoCreate`](crate::AutoCreate)).
     pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>> {
         let (type_id, migrate) = progression::schema();

@@ -3,7 +3,8 @@
 //! appends in the same flight, so that two saves touching the same streams in opposite
 //! orders queue up instead of deadlocking (each would hold one row and wait for the
 //! other's, until PostgreSQL's deadlock check aborted one a second later). The appends
-//! keep the order the session gave them: the events' sequences follow it.
+//! keep the order the session gave them: the events' sequences follow it. A save that
+//! archives or deletes a stream locks it first even alone (see [`StreamLock::for_save`]).
 
 use marten_core::{StreamId, StreamIdentity};
 use tokio_postgres::types::ToSql;
@@ -24,8 +25,14 @@ pub(crate) struct StreamLock {
 
 impl StreamLock {
     /// The lock of the distinct streams of `appends` (but streams they start: those have
-    /// no row yet) and `commands`, when there are at least two; `None` otherwise. Every
-    /// operation of a save has the session's tenant.
+    /// no row yet) and `commands`, when there are at least two, or any command; `None`
+    /// otherwise. Every operation of a save has the session's tenant.
+    ///
+    /// A command (archive, delete) locks its stream even alone: its statement marks (or
+    /// deletes) the stream's events as its snapshot saw them, and a snapshot taken before
+    /// it waited on an appender's row lock misses the events that appender then commits.
+    /// Locked first, in a statement of its own, the row is waited for before the command's
+    /// statement starts, so that statement sees every event, and no append comes after.
     pub(crate) fn for_save<'a>(
         appends: impl Iterator<Item = &'a StreamAppend>,
         commands: impl Iterator<Item = &'a StreamCommand>,
@@ -33,6 +40,8 @@ impl StreamLock {
         let appended = appends
             .filter(|a| a.kind != AppendKind::Start)
             .map(|a| (a.identity, &a.tenant, &a.stream.0));
+        let mut commands = commands.peekable();
+        let commanded_any = commands.peek().is_some();
         let commanded = commands.map(|c| (c.identity(), c.tenant(), &c.stream().0));
         let mut first: Option<(StreamIdentity, &EventTenant, &StreamId)> = None;
         // Filled from the second distinct stream on: a save of one stream (the common
@@ -50,10 +59,13 @@ impl StreamLock {
                 }
             }
         }
+        let (identity, tenant, one) = first?;
         if ids.is_empty() {
-            return None;
+            if !commanded_any {
+                return None;
+            }
+            ids.push(one);
         }
-        let (identity, tenant, _) = first?;
         ids.sort_unstable();
         ids.dedup();
         Some(StreamLock {
