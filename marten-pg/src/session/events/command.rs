@@ -76,10 +76,10 @@ impl<'s, K: Tracking> Events<'s, K> {
     /// the cached state. `decide` must therefore only decide (it may run twice); a
     /// decision made on a fresh read that is rejected is the error ([`Error::Rejected`]),
     /// and so is an archived stream. A decision to append nothing to an existing stream
-    /// is saved as an assertion of the version it was made on. The cache is used when `A` is a live aggregate (not an
-    /// inline projection) whose apply methods take no metadata, and the session has
-    /// nothing else to save, holds no exclusive lock and does not track changes;
-    /// otherwise every command reads.
+    /// is saved as an assertion of the version it was made on. The cache is used when
+    /// `A` is a live aggregate (not an inline projection) whose apply methods take no
+    /// metadata, and the session has nothing else to save, holds no exclusive lock and
+    /// does not track changes; otherwise every command reads.
     pub async fn write_to_aggregate<A, I, E>(
         mut self,
         stream: impl Into<StreamId>,
