@@ -195,7 +195,11 @@ impl<'s, K: Tracking> Events<'s, K> {
         let cache = self.session.parts().store.aggregate_cache();
         match saved {
             Ok(()) => {
-                cache.publish(learned.into_iter().collect());
+                match learned {
+                    Some(update) => cache.publish(vec![update]),
+                    // The entry, if any, describes the stream before this save.
+                    None => cache.forget(cache_key),
+                }
                 Attempted::Saved(version)
             }
             Err(e) => {
@@ -210,8 +214,8 @@ impl<'s, K: Tracking> Events<'s, K> {
     }
 
     /// Queues the decided `events` expecting the version decided on (and, when the state
-    /// came from the cache, the id of the stream's event at that version); returns the stream's
-    /// version after them and what the cache learns if they commit.
+    /// came from the cache, the id of the stream's event at that version); returns the
+    /// stream's version after them and what the cache learns if they commit.
     fn queue_decision<A, I>(
         &mut self,
         key: &StreamKey,
@@ -232,7 +236,9 @@ impl<'s, K: Tracking> Events<'s, K> {
         // The event at the new version: the last appended, or the tip decided on.
         let tip = append.ids.last().copied().or(decidable.tip);
         let learned = match (cache_key, tip) {
-            (Some(k), Some(tip)) => Some(learned::<A>(k, decidable.state, version, tip, &append)?),
+            // An apply that fails on the new events fails no command: the cache just
+            // does not learn (the next command reads, and meets the failure there).
+            (Some(k), Some(tip)) => learned::<A>(k, decidable.state, version, tip, &append).ok(),
             _ => None,
         };
         append.tip = decidable.tip;
