@@ -667,3 +667,154 @@ async fn boundaries_share_the_save_with_documents_and_inline_projections() {
     .is_some());
     assert!(ok(q.load::<Enrollment>(&"manual".to_owned()).await).is_some());
 }
+
+/// What takes a stream's events out of every boundary.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Removal {
+    Archive,
+    Delete,
+}
+
+/// A lightweight session, for `tenant` if there is one.
+fn session_of(store: &DocumentStore, tenant: Option<&str>) -> LightweightSession {
+    match tenant {
+        Some(t) => ok(store.lightweight_session_for(t)),
+        None => store.lightweight_session(),
+    }
+}
+
+/// Archives or deletes `stream` in a session of its own.
+async fn remove(store: &DocumentStore, tenant: Option<&str>, stream: Uuid, how: Removal) {
+    let mut s = session_of(store, tenant);
+    match how {
+        Removal::Archive => ok(s.events().archive_stream(stream)),
+        Removal::Delete => ok(s.events().delete_stream(stream)),
+    }
+    ok(s.save_changes().await);
+}
+
+/// Appends `events` to a new stream, returning it.
+async fn append_new(
+    store: &DocumentStore,
+    tenant: Option<&str>,
+    events: Vec<PendingEvent>,
+) -> Uuid {
+    let stream = Uuid::now_v7();
+    let mut s = session_of(store, tenant);
+    ok(s.events().append(stream, events));
+    ok(s.save_changes().await);
+    stream
+}
+
+/// The subscriptions a boundary of `course` read by `tenant` sees.
+async fn count_for(store: &DocumentStore, tenant: Option<&str>, course: CourseId) -> usize {
+    let mut s = session_of(store, tenant);
+    let b = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    b.state().map_or(0, |c| c.count)
+}
+
+/// A decision made on events that an archive or delete then took out of the boundary
+/// must not commit: the command bumps the versions of its events' tags, so the save is
+/// rejected as if an event had been appended, and a fresh read decides without them. A
+/// boundary over other tags is not disturbed. With single-tenant and conjoined events.
+#[tokio::test]
+async fn archiving_or_deleting_a_stream_between_fetch_and_save_fails_the_boundary() {
+    for conjoined in [false, true] {
+        for how in [Removal::Archive, Removal::Delete] {
+            let (_schema, b) = builder(&format!("dcb_removed_{conjoined}_{how:?}"));
+            let (b, tenant) = if conjoined {
+                (b.events_tenancy(marten::Tenancy::Conjoined), Some("t1"))
+            } else {
+                (b, None)
+            };
+            let store = ok(b.build().await);
+            let (course, other) = (CourseId(Uuid::now_v7()), CourseId(Uuid::now_v7()));
+            let defined = |course_id| CourseDefined {
+                course_id,
+                capacity: 1,
+            };
+            append_new(&store, tenant, vec![defined(course).into()]).await;
+            append_new(&store, tenant, vec![defined(other).into()]).await;
+            let taken = append_new(&store, tenant, vec![subscribed(course).into()]).await;
+            let mut s = session_of(&store, tenant);
+            let mut full = ok(s
+                .events()
+                .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+                .await);
+            assert_eq!(full.state().map(|c| (c.capacity, c.count)), Some((1, 1)));
+            let mut t = session_of(&store, tenant);
+            let mut unrelated = ok(t
+                .events()
+                .fetch_for_writing_by_tags::<CourseCapacity>(course_query(other))
+                .await);
+
+            remove(&store, tenant, taken, how).await;
+            // The course is full as read: a decision that ignored that would append
+            // anyway; the boundary must refuse it either way.
+            ok(full.append([subscribed(course)]));
+            let err = s
+                .save_changes()
+                .await
+                .expect_err("the boundary lost an event");
+            match &err.rejections()[0].kind {
+                RejectionKind::DcbConcurrency {
+                    tag_type,
+                    expected,
+                    actual,
+                } => assert_eq!(
+                    (tag_type.as_str(), *expected),
+                    ("course_id", 2),
+                    "{conjoined} {how:?}: bumped to {actual}"
+                ),
+                other => panic!("{conjoined} {how:?}: wrong rejection {other:?}"),
+            }
+            assert_eq!(count_for(&store, tenant, course).await, 0, "{how:?}");
+
+            // The subscriptions of the other course are untouched: its boundary saves.
+            ok(unrelated.append([subscribed(other)]));
+            ok(t.save_changes().await);
+            assert_eq!(count_for(&store, tenant, other).await, 1);
+
+            // A fresh read sees the seat free and takes it.
+            let mut s = session_of(&store, tenant);
+            let mut again = ok(s
+                .events()
+                .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+                .await);
+            assert_eq!(again.state().map(|c| c.count), Some(0));
+            ok(again.append([subscribed(course)]));
+            ok(s.save_changes().await);
+            assert_eq!(count_for(&store, tenant, course).await, 1);
+        }
+    }
+}
+
+/// Archiving a stream again, or a stream whose events carry other tags, or one that does
+/// not exist, bumps none of a boundary's tags and fails nothing; a boundary read after an
+/// archive saves.
+#[tokio::test]
+async fn archives_that_remove_nothing_from_a_boundary_do_not_fail_it() {
+    let (_schema, b) = builder("dcb_archive_nothing");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 5).await;
+    let taken = append_new(&store, None, vec![subscribed(course).into()]).await;
+    remove(&store, None, taken, Removal::Archive).await;
+    let noted = append_new(&store, None, vec![Note { topic: "x".into() }.into()]).await;
+
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    assert_eq!(boundary.state().map(|c| c.count), Some(0));
+    remove(&store, None, taken, Removal::Archive).await;
+    remove(&store, None, noted, Removal::Archive).await;
+    remove(&store, None, Uuid::now_v7(), Removal::Archive).await;
+    remove(&store, None, Uuid::now_v7(), Removal::Delete).await;
+    ok(boundary.append([subscribed(course)]));
+    ok(s.save_changes().await);
+    assert_eq!(count_for(&store, None, course).await, 1);
+}

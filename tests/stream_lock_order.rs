@@ -252,6 +252,84 @@ async fn opposite_orders_of_archives_and_appends_wait_instead_of_deadlocking() {
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
+/// An event with one tag.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Topical {
+    #[tag(name = "topic")]
+    topic: String,
+}
+
+/// An archive (or delete) bumps the tags of its stream's events, and takes them before
+/// the stream's row, as a tagged save takes its tags before its streams. Made certain: a
+/// raw transaction holds the stream's row, the archive waits on it (holding the tags),
+/// then a save of two tagged appends, one to that stream, waits on the archive for the
+/// tag. Taking the tags after the row, the archive would wait on the tag the save holds
+/// while the save waits on the row the archive holds.
+#[tokio::test]
+async fn an_archive_racing_a_tagged_save_to_its_stream_waits_instead_of_deadlocking() {
+    deadlocks();
+    for delete in [false, true] {
+        let (schema, b) = builder(&format!("lock_order_archive_tags_{delete}"));
+        let store = ok(b.event::<Topical>().pool_size(4).build().await);
+        let topic = || Topical {
+            topic: "rust".into(),
+        };
+        let x = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(x, [topic()]));
+        ok(s.save_changes().await);
+        drop(s);
+
+        let (holder, pid) = hold(&schema, x).await;
+        let command = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                if delete {
+                    s.events().delete_stream(x)?;
+                } else {
+                    s.events().archive_stream(x)?;
+                }
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 1).await;
+        let tagged = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                s.events().append(x, [topic()])?;
+                s.events().append(Uuid::now_v7(), [topic()])?;
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 2).await;
+        holder.batch_execute("COMMIT").await.expect("let go");
+        let ended = |save: tokio::task::JoinHandle<marten::Result<()>>| async move {
+            tokio::time::timeout(Duration::from_secs(30), save)
+                .await
+                .expect("a save hung")
+                .expect("join")
+        };
+        ok(ended(command).await);
+        match ended(tagged).await {
+            // A deleted stream is started again by a plain append.
+            Ok(()) => assert!(delete, "an append to an archived stream was saved"),
+            Err(e) => {
+                assert!(!delete, "{e}");
+                assert!(
+                    matches!(
+                        e.rejections()[0].kind,
+                        marten::RejectionKind::StreamArchived
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_saves_to_several_streams_in_any_order_never_deadlock() {
     const WRITERS: usize = 8;

@@ -7,7 +7,9 @@
 //! `StateMutate`, a `Decision`, and `disintegrate_postgres::decision_maker` over a
 //! `PgEventStore` with JSON serde and no snapshots; `make(decision)` per subscription.
 //! marten: events with `#[tag]` fields, a state with `#[marten::apply]`,
-//! `fetch_for_writing_by_tags` + `append` + `save_changes` per subscription.
+//! `fetch_for_writing_by_tags` + `append` + `save_changes` per subscription (and, in a
+//! second row, `write_to_boundary`, which decides on the boundary the store kept from
+//! the course's previous command).
 
 use disintegrate::serde::json::Json;
 use disintegrate::{Decision, EventStore, NoSnapshot, StateMutate, StateQuery};
@@ -116,7 +118,7 @@ struct StudentSubscribed {
     student_id: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Seats {
     seats: u32,
     subscribed: u32,
@@ -153,6 +155,25 @@ async fn marten_subscribe(store: &DocumentStore, course_id: &str, student_id: St
     }])
     .expect("append");
     s.save_changes().await.expect("save");
+}
+
+/// The marten decision as a command (`write_to_boundary`): the course's boundary read,
+/// or kept from the course's previous command, the check, the append, the save.
+async fn marten_command(store: &DocumentStore, course_id: &str, student_id: String) {
+    let q = TagQuery::new()
+        .tag_named("course_id", course_id)
+        .event_types::<(CourseCreated, StudentSubscribed)>();
+    let mut s = store.lightweight_session();
+    s.events()
+        .write_to_boundary(q, |seats: Option<&Seats>| match seats {
+            Some(c) if c.subscribed < c.seats => Ok::<_, marten::Error>([StudentSubscribed {
+                course_id: course_id.to_owned(),
+                student_id: student_id.clone(),
+            }]),
+            _ => panic!("no seats left"),
+        })
+        .await
+        .expect("write_to_boundary");
 }
 
 /// What `Migrator::init_event_store` of disintegrate-postgres 4.0 creates (which
@@ -275,29 +296,51 @@ async fn courses(sides: &Sides, n: usize, seats: u32) -> Vec<String> {
     ids
 }
 
-/// Runs the disintegrate row of one pass.
+/// Runs the disintegrate rows of one pass: marten's side through
+/// `fetch_for_writing_by_tags`, then through `write_to_boundary`.
 pub async fn run(sync: &'static str, plan: Plan, schemas: &mut Schemas) -> Vec<Row> {
     if !wanted("decision disintegrate") {
         return Vec::new();
     }
     let sides = sides(sync, schemas).await;
-    let mut row = Row::new(
-        "DCB decision: read a course's events, append 1",
-        "disintegrate",
-        sync,
-    );
+    let mut rows = Vec::new();
+    for command in [false, true] {
+        rows.push(decision_row(&sides, sync, plan, command).await);
+    }
+    sides.pool.close().await;
+    rows
+}
+
+/// The decision row; marten's side through `fetch_for_writing_by_tags` (`command`:
+/// false) or `write_to_boundary`.
+async fn decision_row(sides: &Sides, sync: &'static str, plan: Plan, command: bool) -> Row {
+    let scenario = if command {
+        "DCB decision (write_to_boundary): read a course's events, append 1"
+    } else {
+        "DCB decision: read a course's events, append 1"
+    };
+    let mut row = Row::new(scenario, "disintegrate", sync);
     row.unit = "decisions/s";
     // Operation i subscribes to course i / PER_COURSE: every course of a repetition ends
-    // with PER_COURSE subscriptions on each side (in its own store), one seat left.
+    // with PER_COURSE subscriptions on each side (in its own store), one seat left. The
+    // courses are created by plain appends, so a command's first decision on a course
+    // reads it.
     let n = plan.ops.div_ceil(PER_COURSE);
     for rep in 0..plan.reps {
-        let ids = courses(&sides, n, PER_COURSE as u32 + 1).await;
-        let student = |i: usize| format!("student-{rep}-{i}");
+        let ids = courses(sides, n, PER_COURSE as u32 + 1).await;
+        let student = |i: usize| format!("student-{rep}-{i}-{command}");
         row.push(
             interleaved(
                 plan.ops,
                 rep % 2 == 0,
-                async |i| marten_subscribe(&sides.store, &ids[i / PER_COURSE], student(i)).await,
+                async |i| {
+                    let course = &ids[i / PER_COURSE];
+                    if command {
+                        marten_command(&sides.store, course, student(i)).await
+                    } else {
+                        marten_subscribe(&sides.store, course, student(i)).await
+                    }
+                },
                 async |i| {
                     let d = Subscribe {
                         course_id: ids[i / PER_COURSE].clone(),
@@ -309,6 +352,5 @@ pub async fn run(sync: &'static str, plan: Plan, schemas: &mut Schemas) -> Vec<R
             .await,
         );
     }
-    sides.pool.close().await;
-    vec![row]
+    row
 }

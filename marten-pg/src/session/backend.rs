@@ -19,7 +19,7 @@ use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::{Outcome, Queued, SessionState, StreamLock, UnitOfWork};
+use crate::unit_of_work::{CommandTagLock, Outcome, Queued, SessionState, StreamLock, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
 /// [`DocumentStore`]'s session methods open.
@@ -277,13 +277,19 @@ fn place_tag_lock(
 /// Queues the lock of the save's streams in id order, after the tag lock and before every
 /// other statement, when the save appends to (or archives, or deletes) several streams:
 /// saves that touch the same streams in different orders then wait for each other
-/// instead of deadlocking.
+/// instead of deadlocking. A save that archives or deletes streams locks the tags of
+/// their events before their rows (the order of a tagged save).
 fn place_stream_lock(queue: &mut UnitOfWork) {
     let appends = (queue.user.appends())
         .chain(queue.derived.appends())
         .map(|(_, a)| a);
-    let commands = queue.user.commands().chain(queue.derived.commands());
-    if let Some(lock) = StreamLock::for_save(appends, commands) {
+    let commands = || queue.user.commands().chain(queue.derived.commands());
+    let tags = CommandTagLock::for_save(commands());
+    let streams = StreamLock::for_save(appends, commands());
+    if let Some(lock) = tags {
+        queue.prelude.push_op(Box::new(lock));
+    }
+    if let Some(lock) = streams {
         queue.prelude.push_op(Box::new(lock));
     }
 }

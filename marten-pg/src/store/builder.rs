@@ -13,6 +13,7 @@ use super::connect::{check_schema_name, ConnectionSettings};
 use super::{DocumentStore, DEFAULT_REQUEST_TIMEOUT};
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
+use crate::events::tags::cache::BoundaryCache;
 use crate::events::UnknownEvents;
 use crate::events::{EventCatalog, EventConfig};
 use crate::projections::ProjectionCatalog;
@@ -279,6 +280,7 @@ impl DocumentStoreBuilder {
             tenant: None,
             hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
             compiled: Arc::default(),
+            boundaries: Arc::new(BoundaryCache::new(self.aggregate_cache)),
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents

@@ -32,6 +32,7 @@ pub(crate) use self::compiled::CompiledSql;
 use crate::connection::{Connector, Dedicated};
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
+use crate::events::tags::cache::BoundaryCache;
 use crate::events::{EventCatalog, EventConfig};
 use crate::projections::{ProjectionCatalog, ProjectionRegistry};
 use crate::schema::{AutoCreate, Catalog, MigrateFn};
@@ -51,6 +52,8 @@ pub struct DocumentStore {
     hilo: Arc<hilo::HiLo>,
     /// The SQL of compiled queries, shared by clones (and tenant handles).
     compiled: Arc<CompiledSql>,
+    /// The boundaries commands decided on, shared by clones (and tenant handles).
+    boundaries: Arc<BoundaryCache>,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -84,6 +87,7 @@ impl DocumentStore {
             tenant: Some(tenant.try_into()?),
             hilo: self.hilo.clone(),
             compiled: self.compiled.clone(),
+            boundaries: self.boundaries.clone(),
         })
     }
 
@@ -146,6 +150,12 @@ impl DocumentStore {
     /// [`ensure`](Self::ensure) for a type known by its `TypeId` and migration.
     pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
         self.catalog().ensure_erased(type_id, migrate).await
+    }
+
+    /// The boundaries `write_to_boundary` decided on (see
+    /// [`crate::events::tags::cache`]).
+    pub(crate) fn boundary_cache(&self) -> &BoundaryCache {
+        &self.boundaries
     }
 
     /// The store's cache of aggregates (inline documents, live states commands wrote).

@@ -22,6 +22,9 @@ pub const TX_SEQ_INDEX: &str = "mt_events_tx_seq";
 /// The index of each tenant's events in the gap-safe global order (conjoined events).
 pub const TENANT_TX_SEQ_INDEX: &str = "mt_events_tenant_tx_seq";
 
+/// The index of the tags of each event, by its sequence number.
+pub const TAGS_SEQ_INDEX: &str = "mt_event_tags_seq";
+
 /// The unique constraint of a stream's versions.
 pub const STREAM_VERSION_CONSTRAINT: &str = "mt_events_stream_version";
 
@@ -195,6 +198,10 @@ fn tag_tables(schema: &str, conjoined: bool) -> [TableDef; 2] {
         )
     };
     tags.constraints.push(tags_key.to_owned());
+    // An event's tags by its sequence number: what archiving or deleting a stream bumps
+    // (`tables::stream_commands`) and what the cascade of a deleted event removes, which
+    // without it would scan the whole table once per event.
+    tags.indexes = vec![IndexDef::btree(TAGS_SEQ_INDEX, false, &["seq_id"])];
     let mut versions = TableDef::new(
         TAG_VERSIONS_TABLE,
         vec![

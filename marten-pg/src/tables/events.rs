@@ -17,6 +17,7 @@ use crate::tables::event_order::{global_page, tenant_page};
 use crate::tables::event_reserve::lock_streams;
 use crate::tables::event_tip::{tip_scope, tipped};
 use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
+use crate::tables::stream_commands;
 
 /// The streams table.
 pub const STREAMS_TABLE: &str = "mt_streams";
@@ -162,10 +163,14 @@ pub struct EventSql {
     pub read_all_lean: String,
     /// [`EventSql::read_all_of_tenant`], lean as [`EventSql::read_all_lean`].
     pub read_all_of_tenant_lean: String,
-    /// `$1` = id; scoped (`$2`).
+    /// `$1` = id, `$2` the tenant of the tag versions (conjoined: also the stream's);
+    /// bumps the archived events' tags (see [`crate::tables::stream_commands`]).
     pub archive: String,
-    /// `$1` = id; scoped (`$2`).
+    /// `$1` = id, `$2` as [`EventSql::archive`]; bumps the deleted events' tags.
     pub delete: String,
+    /// `$1` stream ids, `$2` as [`EventSql::archive`] -> locks the tags of those streams'
+    /// events in (type, value) order (see [`crate::tables::stream_commands::lock_tags`]).
+    pub lock_command_tags: String,
 }
 
 /// The most tags a boundary's reads bind as scalar parameters; a query of more tags binds
@@ -364,11 +369,9 @@ impl EventSql {
             read_all_of_tenant: tenant_page(EVENT_COLUMNS),
             read_all_lean: global_page(LEAN_PAGE_COLUMNS, conjoined),
             read_all_of_tenant_lean: tenant_page(LEAN_PAGE_COLUMNS),
-            archive: archive_stream(idt, &scoped(1)),
-            delete: format!(
-                "DELETE FROM {STREAMS_TABLE} WHERE {}id = $1::{idt}",
-                scoped(1)
-            ),
+            archive: stream_commands::archive(idt, conjoined),
+            delete: stream_commands::delete(idt, conjoined),
+            lock_command_tags: stream_commands::lock_tags(idt, conjoined),
         }
     }
 }
@@ -662,15 +665,6 @@ pub fn select_events_where(condition: &str, limit: &str) -> String {
     )
 }
 
-/// See [`EventSql::archive`]: the stream row and its events are marked archived; `scope`
-/// is the tenant condition (or nothing), applied to both.
-fn archive_stream(idt: &str, scope: &str) -> String {
-    format!(
-        "WITH s AS (UPDATE {STREAMS_TABLE} SET is_archived = true, timestamp = now() WHERE {scope}id = $1::{idt} RETURNING id) \
-         UPDATE {EVENTS_TABLE} SET is_archived = true WHERE {scope}stream_id IN (SELECT id FROM s)"
-    )
-}
-
 /// The boundary check and tag lock of a save: every tag the save touches, locked in
 /// (tag_type, tag_value) order in one statement before anything else; a tag a boundary
 /// captured is asserted at its captured version and bumped. `$1` types, `$2` values,
@@ -713,8 +707,6 @@ mod tests {
             (&single.fetch_stream, &conjoined.fetch_stream, 6),
             (&single.fetch_stream_lean, &conjoined.fetch_stream_lean, 6),
             (&single.sequence_at, &conjoined.sequence_at, 2),
-            (&single.archive, &conjoined.archive, 1),
-            (&single.delete, &conjoined.delete, 1),
             (&single.events_by_tags, &conjoined.events_by_tags, 3),
         ] {
             assert!(!s.contains("tenant_id ="), "{s}");

@@ -15,6 +15,7 @@ pub mod hilo;
 pub mod progression;
 pub mod qualify;
 pub mod snapshots;
+pub mod stream_commands;
 pub mod tenant_match;
 pub mod tenants;
 pub mod versions;

@@ -489,7 +489,8 @@ impl Operation for StreamCommand {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.tenant.scoped(vec![&self.stream])
+        // The tenant of the tag versions is the stream's scope with conjoined events.
+        vec![&self.stream, self.tenant.tags()]
     }
 
     fn target(&self) -> Target {

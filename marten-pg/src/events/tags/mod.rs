@@ -13,7 +13,9 @@
 //! - [`query`]: what a boundary covers ([`TagQuery`], [`EventTypes`]); pure, no I/O.
 //! - reading a boundary for writing (`Boundary`) is a session's, in `crate::session::events`.
 //! - [`lock`]: the tag lock statement of a save (`TagLock`).
+//! - [`cache`]: the boundaries commands decided on, kept for the next command.
 
+pub(crate) mod cache;
 pub(crate) mod lock;
 pub(crate) mod query;
 

@@ -59,10 +59,7 @@ impl<K: Tracking, S: Apply> Boundary<'_, K, S> {
 
     /// Queues events in a new stream of their own; the save asserts the boundary.
     pub fn append(&mut self, events: impl IntoIterator<Item: Into<PendingEvent>>) -> Result<()> {
-        let stream = match self.events.session.parts().store.stream_identity() {
-            StreamIdentity::Uuid => StreamId::Uuid(uuid::Uuid::now_v7()),
-            StreamIdentity::String => StreamId::String(uuid::Uuid::now_v7().to_string()),
-        };
+        let stream = new_stream(self.events.session.parts().store.stream_identity());
         self.append_to(stream, events)
     }
 
@@ -101,12 +98,36 @@ impl<'s, K: Tracking> Events<'s, K> {
 /// is. Only marten's tests pass anything but a ready future (through `crate::private`),
 /// to race writers in that window.
 pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
-    events: Events<'s, K>,
+    mut events: Events<'s, K>,
     query: TagQuery,
     between_reads: impl Future<Output = ()> + Send,
 ) -> Result<Boundary<'s, K, S>> {
+    let read = read_boundary(&mut events, &query, between_reads).await?;
+    Ok(Boundary {
+        events,
+        state: read.state,
+        matched: read.matched,
+        versions: read.versions,
+        asserted: false,
+    })
+}
+
+/// A boundary as read: the state folded from the matching events, the events, and the
+/// version of every queried tag.
+pub(super) struct ReadBoundary<S> {
+    pub(super) state: Option<S>,
+    pub(super) matched: Vec<EventEnvelope>,
+    pub(super) versions: Vec<(EventTag, i64)>,
+}
+
+/// Reads the boundary of `query` on the session's connection (see [`fetch_boundary`]).
+pub(super) async fn read_boundary<K: Tracking, S: Apply>(
+    events: &mut Events<'_, K>,
+    query: &TagQuery,
+    between_reads: impl Future<Output = ()> + Send,
+) -> Result<ReadBoundary<S>> {
     let tenant = events.tenant()?;
-    let tags = checked_tags(&query)?;
+    let tags = checked_tags(query)?;
     let s = events.session.parts_mut();
     let span = crate::trace::boundary(s.store.schema(), tags.len());
     let reading = async {
@@ -125,17 +146,23 @@ pub(crate) async fn fetch_boundary<'s, K: Tracking, S: Apply>(
     let state = fold(None, &matched, |_: &mut S, _| {}).map_err(|(err, i)| {
         crate::projections::apply_error(std::any::type_name::<S>(), &matched[i], err.message)
     })?;
-    Ok(Boundary {
-        events,
+    Ok(ReadBoundary {
         state,
         matched,
         versions,
-        asserted: false,
     })
 }
 
+/// A new stream id of `identity`, for events a boundary appends to a stream of their own.
+pub(super) fn new_stream(identity: StreamIdentity) -> StreamId {
+    match identity {
+        StreamIdentity::Uuid => StreamId::Uuid(uuid::Uuid::now_v7()),
+        StreamIdentity::String => StreamId::String(uuid::Uuid::now_v7().to_string()),
+    }
+}
+
 /// The query's tags, deduplicated and in order; at least one, each a valid tag.
-fn checked_tags(query: &TagQuery) -> Result<Vec<EventTag>> {
+pub(super) fn checked_tags(query: &TagQuery) -> Result<Vec<EventTag>> {
     let tags = query.tags();
     if tags.is_empty() {
         return Err(Error::Configuration(
