@@ -719,16 +719,19 @@ async fn count_for(store: &DocumentStore, tenant: Option<&str>, course: CourseId
 /// A decision made on events that an archive or delete then took out of the boundary
 /// must not commit: the command bumps the versions of its events' tags, so the save is
 /// rejected as if an event had been appended, and a fresh read decides without them. A
-/// boundary over other tags is not disturbed. With single-tenant and conjoined events.
+/// boundary over other tags is not disturbed. With single-tenant events (sessions with
+/// and without a tenant: their tags are everyone's) and conjoined ones, where another
+/// tenant's boundary over the same course id is not disturbed either.
 #[tokio::test]
 async fn archiving_or_deleting_a_stream_between_fetch_and_save_fails_the_boundary() {
-    for conjoined in [false, true] {
+    for (conjoined, tenant) in [(false, None), (false, Some("t1")), (true, Some("t1"))] {
         for how in [Removal::Archive, Removal::Delete] {
-            let (_schema, b) = builder(&format!("dcb_removed_{conjoined}_{how:?}"));
-            let (b, tenant) = if conjoined {
-                (b.events_tenancy(marten::Tenancy::Conjoined), Some("t1"))
+            let label = format!("dcb_removed_{conjoined}_{}_{how:?}", tenant.is_some());
+            let (_schema, b) = builder(&label);
+            let b = if conjoined {
+                b.events_tenancy(marten::Tenancy::Conjoined)
             } else {
-                (b, None)
+                b
             };
             let store = ok(b.build().await);
             let (course, other) = (CourseId(Uuid::now_v7()), CourseId(Uuid::now_v7()));
@@ -739,6 +742,17 @@ async fn archiving_or_deleting_a_stream_between_fetch_and_save_fails_the_boundar
             append_new(&store, tenant, vec![defined(course).into()]).await;
             append_new(&store, tenant, vec![defined(other).into()]).await;
             let taken = append_new(&store, tenant, vec![subscribed(course).into()]).await;
+            // Conjoined: tenant t2's course of the same id, full too, read before.
+            let mut t2 = session_of(&store, Some("t2"));
+            let mut elsewhere = None;
+            if conjoined {
+                append_new(&store, Some("t2"), vec![defined(course).into()]).await;
+                append_new(&store, Some("t2"), vec![subscribed(course).into()]).await;
+                elsewhere = Some(ok(t2
+                    .events()
+                    .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+                    .await));
+            }
             let mut s = session_of(&store, tenant);
             let mut full = ok(s
                 .events()
@@ -773,6 +787,12 @@ async fn archiving_or_deleting_a_stream_between_fetch_and_save_fails_the_boundar
             }
             assert_eq!(count_for(&store, tenant, course).await, 0, "{how:?}");
 
+            // Another tenant's boundary over the same course id saves.
+            if let Some(mut b) = elsewhere {
+                ok(b.append([subscribed(course)]));
+                ok(t2.save_changes().await);
+                assert_eq!(count_for(&store, Some("t2"), course).await, 2);
+            }
             // The subscriptions of the other course are untouched: its boundary saves.
             ok(unrelated.append([subscribed(other)]));
             ok(t.save_changes().await);
@@ -816,5 +836,36 @@ async fn archives_that_remove_nothing_from_a_boundary_do_not_fail_it() {
     remove(&store, None, Uuid::now_v7(), Removal::Delete).await;
     ok(boundary.append([subscribed(course)]));
     ok(s.save_changes().await);
+    assert_eq!(count_for(&store, None, course).await, 1);
+}
+
+/// Two boundaries of one session over the same tag, read on either side of another
+/// writer's append: the save asserts the older version, so the decision made on the
+/// older read cannot commit.
+#[tokio::test]
+async fn two_boundaries_of_a_session_over_one_tag_assert_the_older_read() {
+    let (_schema, b) = builder("dcb_two_reads");
+    let store = ok(b.build().await);
+    let course = define_course(&store, 5).await;
+    let mut s = store.lightweight_session();
+    let mut older = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(older.append([subscribed(course)]));
+    drop(older);
+    append_new(&store, None, vec![subscribed(course).into()]).await;
+    let mut newer = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(course_query(course))
+        .await);
+    ok(newer.append([subscribed(course)]));
+    let err = s.save_changes().await.expect_err("the older read is stale");
+    match &err.rejections()[0].kind {
+        RejectionKind::DcbConcurrency {
+            expected, actual, ..
+        } => assert_eq!((*expected, *actual), (1, 2)),
+        other => panic!("wrong rejection {other:?}"),
+    }
     assert_eq!(count_for(&store, None, course).await, 1);
 }

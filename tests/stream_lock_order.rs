@@ -330,6 +330,60 @@ async fn an_archive_racing_a_tagged_save_to_its_stream_waits_instead_of_deadlock
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
+/// A lone tagged append bumps its tags before it takes its stream's row, the order of an
+/// archive (or delete) of that stream. Made certain: a raw transaction holds the row, the
+/// tagged append waits on it holding its tag, then the archive waits on the append for the
+/// tag. Taking the row first, the append would hold the row and wait on the tag the
+/// archive took first.
+#[tokio::test]
+async fn a_lone_tagged_append_racing_an_archive_of_its_stream_waits_instead_of_deadlocking() {
+    deadlocks();
+    for delete in [false, true] {
+        let (schema, b) = builder(&format!("lock_order_lone_tagged_{delete}"));
+        let store = ok(b.event::<Topical>().pool_size(4).build().await);
+        let topic = || Topical {
+            topic: "rust".into(),
+        };
+        let x = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(x, [topic()]));
+        ok(s.save_changes().await);
+        drop(s);
+
+        let (holder, pid) = hold(&schema, x).await;
+        let tagged = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                s.events().append(x, [topic()])?;
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 1).await;
+        let command = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                if delete {
+                    s.events().delete_stream(x)?;
+                } else {
+                    s.events().archive_stream(x)?;
+                }
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 2).await;
+        holder.batch_execute("COMMIT").await.expect("let go");
+        for save in [tagged, command] {
+            let saved = tokio::time::timeout(Duration::from_secs(30), save)
+                .await
+                .expect("a save hung");
+            ok(saved.expect("join"));
+        }
+    }
+    assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_saves_to_several_streams_in_any_order_never_deadlock() {
     const WRITERS: usize = 8;

@@ -244,15 +244,18 @@ async fn commands_fill_a_course_and_then_refuse_with_their_own_error() {
         subscribe(&store, None, nowhere).await,
         Err(Refusal::NoCourse)
     ));
-    // A decision of nothing saves nothing and names no stream.
+    // A decision of nothing saves nothing and names no stream; made on the kept state,
+    // it is made again on a fresh read (nothing was saved to assert the kept versions).
     let mut s = store.lightweight_session();
+    let decided = AtomicUsize::new(0);
     let none = ok(s
         .events()
         .write_to_boundary::<Seats, _, _>(query(course), |_: Option<&Seats>| {
+            decided.fetch_add(1, Ordering::Relaxed);
             Ok::<_, marten::Error>(Vec::<PendingEvent>::new())
         })
         .await);
-    assert_eq!(none, None);
+    assert_eq!((none, decided.load(Ordering::Relaxed)), (None, 2));
     // A query without tags is refused before anything is read.
     let mut s = store.lightweight_session();
     let err = s
@@ -275,12 +278,12 @@ async fn the_kept_state_folds_only_the_events_the_query_matches() {
     let course = open(&store, None, 5).await;
     let other = open(&store, None, 5).await;
     for round in 0..3 {
-        let seen = Arc::new(std::sync::Mutex::new(None));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut s = store.lightweight_session();
         let kept = seen.clone();
         ok(s.events()
             .write_to_boundary::<Seats, _, _>(query(course), move |state: Option<&Seats>| {
-                *kept.lock().expect("lock") = state.cloned();
+                kept.lock().expect("lock").push(state.cloned());
                 Ok::<_, marten::Error>(vec![
                     PendingEvent::new(Noted { course_id: course }),
                     PendingEvent::new(Subscribed {
@@ -296,15 +299,14 @@ async fn the_kept_state_folds_only_the_events_the_query_matches() {
                 ])
             })
             .await);
-        let decided_on = seen.lock().expect("lock").clone().expect("a state");
-        assert_eq!(
-            decided_on,
-            Seats {
-                seats: 5,
-                taken: round
-            },
-            "round {round}"
-        );
+        // Decided once, on the kept state: had the kept versions been wrong, the save
+        // would have been rejected and the decision made again.
+        let decided_on = seen.lock().expect("lock").clone();
+        let expected = Seats {
+            seats: 5,
+            taken: round,
+        };
+        assert_eq!(decided_on, vec![Some(expected)], "round {round}");
     }
     assert_eq!(
         audit(&store, None, course).await,
@@ -355,6 +357,57 @@ async fn a_stale_kept_boundary_is_decided_on_again_after_a_fresh_read() {
         audit(&store, None, course2).await,
         Seats { seats: 1, taken: 1 }
     );
+}
+
+/// A decision of nothing made on a kept boundary (the student is already subscribed) is
+/// checked on a fresh read: after another store deleted that subscription, the fresh read
+/// subscribes the student again instead of trusting the kept state for ever.
+#[tokio::test]
+async fn a_decision_of_nothing_on_a_kept_boundary_is_checked_on_a_fresh_read() {
+    let (schema, b) = builder("wtb_nothing_stale");
+    let store = ok(b.build().await);
+    let other = ok(builder_on(&schema).build().await);
+    let course = open(&store, None, 5).await;
+    let student = StudentId(Uuid::now_v7());
+    let enrol = |store: DocumentStore| async move {
+        let q = TagQuery::new()
+            .tag(course)
+            .tag(student)
+            .event_types::<(CourseOpened, Subscribed)>();
+        let mut s = store.lightweight_session();
+        s.events()
+            .write_to_boundary::<Enrolment, _, _>(q, |e: Option<&Enrolment>| {
+                Ok::<_, marten::Error>(match e {
+                    Some(e) if e.enrolled => None,
+                    _ => Some(Subscribed {
+                        course_id: course,
+                        student_id: student,
+                        seen: 0,
+                    }),
+                })
+            })
+            .await
+    };
+    let first = ok(enrol(store.clone()).await).expect("subscribed");
+    assert_eq!(ok(enrol(store.clone()).await), None, "already subscribed");
+    let mut s = other.lightweight_session();
+    ok(s.events().delete_stream(first));
+    ok(s.save_changes().await);
+    assert!(ok(enrol(store.clone()).await).is_some(), "subscribed again");
+    assert_eq!(ok(enrol(store.clone()).await), None);
+}
+
+/// Whether one student is subscribed (the boundary of the course and the student).
+#[derive(Default, Clone, Debug)]
+struct Enrolment {
+    enrolled: bool,
+}
+
+#[marten::apply]
+impl Enrolment {
+    fn apply_subscribed(&mut self, _e: &Subscribed) {
+        self.enrolled = true;
+    }
 }
 
 /// A subscriber's stream archived by another store frees its seat: the store that kept

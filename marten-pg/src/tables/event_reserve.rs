@@ -21,7 +21,7 @@ use marten_core::StreamIdentity;
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
 use crate::tables::event_tip::tipped;
 use crate::tables::events::{
-    flagged, id_type, AppendStatements, StreamRows, EVENTS_TABLE, STREAMS_TABLE,
+    flagged, id_type, AppendStatements, StreamRows, TagCtes, EVENTS_TABLE, STREAMS_TABLE,
 };
 
 /// `$1` stream ids (distinct, any order) -> `ord` (1-based position in `$1`),
@@ -70,7 +70,12 @@ pub fn insert_sequenced_events(idt: &str, tenant_param: usize, seq_param: usize)
 impl AppendStatements {
     /// The statements inserting reserved sequences, in a larger save: the sequences are
     /// the parameter after the tenant (`$tenant_param`), or after the expected version.
-    pub(crate) fn sequenced(rows: &StreamRows, idt: &str, tenant_param: usize, tags: &str) -> Self {
+    pub(crate) fn sequenced(
+        rows: &StreamRows,
+        idt: &str,
+        tenant_param: usize,
+        tags: &TagCtes,
+    ) -> Self {
         let events = |seq_param| insert_sequenced_events(idt, tenant_param, seq_param);
         let expected = |r: &str| flagged(r, &events(tenant_param + 2), tags);
         AppendStatements {

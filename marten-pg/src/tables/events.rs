@@ -300,23 +300,24 @@ impl EventSql {
     /// statement is its own transaction and a rejection shows as a row count of 0.
     fn new(identity: StreamIdentity, conjoined: bool) -> EventSql {
         let idt = id_type(identity);
+        // Tagged appends lock their tags first: their stream rows wait for the bump.
         let (plain, tagged) = (
             StreamRows::new(idt, 10, conjoined),
-            StreamRows::new(idt, 13, conjoined),
+            StreamRows::gated(idt, 13, conjoined),
         );
         let (events_many, events_one) = (insert_events(idt, 10), insert_event(idt, 10));
         let bare = StreamRows::new(idt, 7, conjoined);
         let tagged_events = insert_events(idt, 13);
-        let tags = format!(
-            "{}{}",
-            insert_tag_rows(conjoined),
-            bump_tag_versions(conjoined)
-        );
+        let tags = TagCtes {
+            first: bump_tag_versions(conjoined),
+            after: insert_tag_rows(conjoined),
+        };
+        let untagged = TagCtes::default();
         // The tenant of the scoped statements: the parameter after `$n`.
         let scoped = |n: usize| scope(conjoined, n);
         EventSql {
-            many: AppendStatements::new(&plain, |r| flagged(r, &events_many, "")),
-            one: AppendStatements::new(&plain, |r| flagged(r, &events_one, "")),
+            many: AppendStatements::new(&plain, |r| flagged(r, &events_many, &untagged)),
+            one: AppendStatements::new(&plain, |r| flagged(r, &events_one, &untagged)),
             tagged: AppendStatements::new(&tagged, |r| flagged(r, &tagged_events, &tags)),
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
@@ -324,7 +325,7 @@ impl EventSql {
             one_alone_lean: AppendStatements::new(&StreamRows::lean(idt, conjoined), |r| {
                 alone(r, &insert_lean_event(idt, conjoined))
             }),
-            sequenced: AppendStatements::sequenced(&plain, idt, 10, ""),
+            sequenced: AppendStatements::sequenced(&plain, idt, 10, &untagged),
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
             checked: {
                 let gated = StreamRows::gated(idt, 13, conjoined);
@@ -395,8 +396,9 @@ impl StreamRows {
         Self::build(idt, tenant_param, conjoined, false)
     }
 
-    /// [`StreamRows::new`] writing only when the tag lock `ok` before it passed: the
-    /// stream row is read from `ok`, so the tags are locked before the stream is.
+    /// [`StreamRows::new`] writing only when the tag lock (or bump) `ok` before it
+    /// passed: the stream row is read from `ok`, so the tags are locked before the stream
+    /// is.
     fn gated(idt: &str, tenant_param: usize, conjoined: bool) -> Self {
         Self::build(idt, tenant_param, conjoined, true)
     }
@@ -532,11 +534,23 @@ fn insert_lean_event(idt: &str, conjoined: bool) -> String {
     )
 }
 
+/// What a tagged append adds to its statement: the bump of its tags' versions, before the
+/// stream row (`first`: ends with `ok`, which the stream-row statement of
+/// [`StreamRows::gated`] waits for, so the tags are locked before the stream, the order
+/// of every save that locks tags), and its tag rows after the events (`after`). Both
+/// empty for an untagged append.
+#[derive(Default)]
+pub(crate) struct TagCtes {
+    pub(crate) first: String,
+    pub(crate) after: String,
+}
+
 /// Inside a larger save: one result row, and the rejected flag when the stream statement
-/// took no row.
-pub(crate) fn flagged(stream_row: &str, events: &str, tags: &str) -> String {
+/// took no row (the tags' bumps, if any, are then rolled back with the save).
+pub(crate) fn flagged(stream_row: &str, events: &str, tags: &TagCtes) -> String {
+    let TagCtes { first, after } = tags;
     format!(
-        "WITH s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){tags} \
+        "WITH {first}s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){after} \
          SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
          CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
     )
@@ -559,15 +573,18 @@ fn insert_tag_rows(conjoined: bool) -> String {
     )
 }
 
-/// The bump of the version of each tag of a tagged append (in tag order, after the stream
-/// row `s` was written), as a CTE; the tenant as in [`insert_tag_rows`].
+/// The bump of the version of each tag of a tagged append, in tag order, as the CTEs
+/// before its stream row (`tv`, then the gate `ok` the stream row waits for); the tenant
+/// as in [`insert_tag_rows`]. A rejected stream sets the save's rejected flag, so the
+/// bumps are rolled back with it.
 fn bump_tag_versions(conjoined: bool) -> String {
     let (tenant_column, tenant_value) = tenant_of_tags(conjoined);
     format!(
-        ", tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value{tenant_column}, version) \
+        "tv AS (INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value{tenant_column}, version) \
          SELECT DISTINCT x.tt, x.tv{tenant_value}, 1::bigint FROM unnest($11::text[], $12::text[]) AS x(tt, tv) \
-         WHERE EXISTS (SELECT 1 FROM s) ORDER BY 1, 2 \
-         ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1)"
+         ORDER BY 1, 2 \
+         ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version + 1 RETURNING 1), \
+         ok AS (SELECT count(*) >= 0 AS passed FROM tv), "
     )
 }
 

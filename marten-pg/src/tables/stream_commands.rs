@@ -61,13 +61,16 @@ pub fn delete(idt: &str, conjoined: bool) -> String {
 
 /// Locks, in the tag versions of `$2`, the tags of the events of the streams `$1`
 /// (`idt[]`), in (type, value) order: sent before a save's stream lock when it archives
-/// or deletes streams (see the module docs).
+/// or deletes streams (see the module docs). Each stream's events, then each event's
+/// tags, are looked up by index (joined laterally: a join on `stream_id = ANY($1)` has a
+/// generic plan that hashes a scan of the whole tag table).
 pub fn lock_tags(idt: &str, conjoined: bool) -> String {
     let scope = scope(conjoined, "e.");
     format!(
         "SELECT 1 FROM {TAG_VERSIONS_TABLE} v WHERE v.tenant_id = $2::text AND (v.tag_type, v.tag_value) IN \
-         (SELECT t.tag_type, t.tag_value FROM {TAGS_TABLE} t JOIN {EVENTS_TABLE} e ON e.seq_id = t.seq_id \
-         WHERE {scope}e.stream_id = ANY($1::{idt}[])) \
+         (SELECT t.tag_type, t.tag_value FROM unnest($1::{idt}[]) AS s(id) \
+         CROSS JOIN LATERAL (SELECT e.seq_id FROM {EVENTS_TABLE} e WHERE {scope}e.stream_id = s.id) e \
+         CROSS JOIN LATERAL (SELECT t.tag_type, t.tag_value FROM {TAGS_TABLE} t WHERE t.seq_id = e.seq_id) t) \
          ORDER BY v.tag_type, v.tag_value FOR UPDATE OF v"
     )
 }
@@ -102,7 +105,11 @@ mod tests {
     fn the_tags_are_locked_in_the_order_of_the_tag_lock() {
         let sql = lock_tags("uuid", true);
         assert!(sql.ends_with("ORDER BY v.tag_type, v.tag_value FOR UPDATE OF v"));
-        assert!(sql.contains("e.tenant_id = $2::text AND e.stream_id = ANY($1::uuid[])"));
+        assert!(sql.contains("unnest($1::uuid[])"), "{sql}");
+        assert!(
+            sql.contains("e.tenant_id = $2::text AND e.stream_id = s.id"),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -53,8 +53,11 @@ impl TagLock {
                 all.insert(EventTag::named(t.clone(), v), (None, true));
             }
         }
+        // A tag two boundaries of the save captured is asserted at the lower version:
+        // if it moved between the reads, the decision made on the older read must fail.
         for (tag, captured) in boundaries {
-            all.entry(tag.clone()).or_insert((None, false)).0 = Some(*captured);
+            let entry = &mut all.entry(tag.clone()).or_insert((None, false)).0;
+            *entry = Some(entry.map_or(*captured, |c| c.min(*captured)));
         }
         let mut tags = TagCheck {
             types: Vec::with_capacity(all.len()),

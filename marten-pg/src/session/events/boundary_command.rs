@@ -52,8 +52,10 @@ impl<'s, K: Tracking> Events<'s, K> {
     /// archive or delete of a stream with tagged events, moves them, so a boundary that
     /// another writer (in this process or another) changed is never taken for the kept
     /// one: such a save is rejected, writes nothing, and `decide` is called again with a
-    /// fresh read; so is a `decide` that returned its error on the kept state. `decide`
-    /// must therefore only decide (it may run twice); a decision made on a fresh read
+    /// fresh read; so is a `decide` that returned its error, or no events, on the kept
+    /// state (nothing was saved to assert it). `decide` must therefore only decide (it
+    /// may run twice); the kept state folds the new events as they were appended (the
+    /// values in memory, not their JSON read back). A decision made on a fresh read
     /// that is rejected is the error ([`Error::Rejected`] with a
     /// [`DcbConcurrency`](marten_core::RejectionKind::DcbConcurrency) rejection). The
     /// kept state is used when `S`'s apply methods take no metadata, the session has
@@ -93,10 +95,15 @@ impl<'s, K: Tracking> Events<'s, K> {
                 .attempt_boundary(key.as_ref(), decidable, &mut decide)
                 .await
             {
+                // What a kept state decided (to refuse, to write nothing, or to write
+                // what the boundary refused) is decided again on the boundary as it is:
+                // only a save asserts the kept versions.
+                Attempted::Saved(None) | Attempted::Refused(_) | Attempted::Rejected(_)
+                    if on_cache =>
+                {
+                    continue
+                }
                 Attempted::Saved(stream) => return Ok(stream),
-                // What a kept state decided (to refuse, or to write what the boundary
-                // refused) is decided again on the boundary as it is.
-                Attempted::Refused(_) | Attempted::Rejected(_) if on_cache => continue,
                 Attempted::Refused(e) | Attempted::Failed(e) => return Err(e),
                 Attempted::Rejected(e) => return Err(e.into()),
             }
