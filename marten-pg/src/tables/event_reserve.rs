@@ -19,9 +19,10 @@
 use marten_core::StreamIdentity;
 
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
+use crate::tables::event_tags::TagCtes;
 use crate::tables::event_tip::tipped;
 use crate::tables::events::{
-    flagged, id_type, AppendStatements, StreamRows, TagCtes, EVENTS_TABLE, STREAMS_TABLE,
+    flagged, id_type, AppendStatements, StreamRows, EVENTS_TABLE, STREAMS_TABLE,
 };
 
 /// `$1` stream ids (distinct, any order) -> `ord` (1-based position in `$1`),

@@ -8,6 +8,7 @@ pub mod documents;
 pub mod event_ddl;
 pub mod event_order;
 pub mod event_reserve;
+pub mod event_tags;
 pub mod event_tip;
 pub mod events;
 pub mod functions;

@@ -13,7 +13,8 @@ use crate::connection::{Db, SqlText};
 use super::{reading, tag_version};
 use crate::events::EventTenant;
 use crate::schema::events_schema;
-use crate::tables::events::{EventSql, TAG_LOCK, TAG_VERSIONS_TABLE};
+use crate::tables::event_tags::TAG_LOCK;
+use crate::tables::events::{EventSql, TAG_VERSIONS_TABLE};
 use crate::unit_of_work::append::{StreamAppend, TagCheck};
 use crate::unit_of_work::{Operation, Target};
 
