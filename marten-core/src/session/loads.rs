@@ -116,14 +116,19 @@ impl<B: Backend> Session<B, IdentityMap> {
         Ok(self.fetch::<D>(id).await?.map(|l| l.doc))
     }
 
-    /// Loads several documents, querying only for ids not yet in the identity map.
+    /// Loads several documents, querying only for ids not yet in the identity map. Each
+    /// existing document comes once, however often its id is given (as in every session).
     pub async fn load_many<D: Document>(&mut self, ids: &[D::Id]) -> Result<Vec<D>>
     where
         B: DocumentBackend<D>,
     {
         let mut out = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
+        let mut seen: HashSet<&D::Id> = HashSet::with_capacity(ids.len());
         for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
             match self
                 .parts_mut()
                 .state
