@@ -14,25 +14,13 @@ use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, Tenan
 
 use super::api::Events;
 use super::boundary::{checked_tags, new_stream, read_boundary};
+use super::command::Attempted;
 use crate::events::pending::PendingEvent;
 use crate::events::tags::cache::{BoundaryKey, CachedBoundary};
 use crate::events::tags::TagQuery;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::{AppendKind, StreamAppend};
-
-/// How one decision ended.
-enum Attempted<E> {
-    /// Saved: the stream the events were appended to (`None`: nothing was decided).
-    Saved(Option<StreamId>),
-    /// The decision's own error.
-    Refused(E),
-    /// A failure that deciding again would not mend, or whose outcome is unknown (a save
-    /// cut off may have committed): never decided again.
-    Failed(E),
-    /// The save was rejected (the boundary moved): nothing was written.
-    Rejected(Error),
-}
 
 impl<'s, K: Tracking> Events<'s, K> {
     /// Runs a command on the consistency boundary of `query`: reads the boundary (the
@@ -116,7 +104,7 @@ impl<'s, K: Tracking> Events<'s, K> {
         key: Option<&BoundaryKey>,
         decidable: CachedBoundary<S>,
         decide: &mut impl FnMut(Option<&S>) -> std::result::Result<I, E>,
-    ) -> Attempted<E>
+    ) -> Attempted<Option<StreamId>, E>
     where
         S: Apply + Clone,
         I: IntoIterator<Item: Into<PendingEvent>>,

@@ -27,16 +27,18 @@ use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::StreamAppend;
 
-/// How one decision ended.
-enum Attempted<E> {
-    /// Saved: the stream's version after the save.
-    Saved(i64),
+/// How one decision of a command ended (here and in `boundary_command`).
+pub(super) enum Attempted<T, E> {
+    /// Saved: what the command returns (the stream's version after the save; the stream
+    /// a boundary's events went to).
+    Saved(T),
     /// The decision's own error.
     Refused(E),
     /// A failure that deciding again would not mend, or whose outcome is unknown (a save
     /// cut off may have committed): never decided again.
     Failed(E),
-    /// The save was rejected by the stream's version or last event: nothing was written.
+    /// The save was rejected (by the stream's version or last event, or by a moved
+    /// boundary): nothing was written.
     Rejected(Error),
 }
 
@@ -176,7 +178,7 @@ impl<'s, K: Tracking> Events<'s, K> {
         cache_key: Option<&CacheKey>,
         decidable: Decidable<A>,
         decide: &mut impl FnMut(Option<&A>) -> std::result::Result<I, E>,
-    ) -> Attempted<E>
+    ) -> Attempted<i64, E>
     where
         A: Aggregate + PgDocument,
         I: IntoIterator<Item: Into<PendingEvent>>,
