@@ -645,3 +645,77 @@ async fn a_rejected_save_does_not_name_the_cache_guard() {
     let doc = board(&store, edited).await.expect("board");
     assert_eq!((doc.name.as_str(), doc.titles.len()), ("renamed", 1));
 }
+
+/// A save of only events the aggregate does not handle moves the cache entry's version
+/// with the stream (the document does not change), so the next append it handles is
+/// still one round trip; the inline document keeps the version of its last handled save,
+/// and reads run on from it. A stream another store moved meanwhile makes that guess
+/// wrong: the next append is rejected and planned again from a locked read, and nothing
+/// is lost.
+#[tokio::test]
+async fn an_append_the_aggregate_does_not_handle_keeps_the_cached_entry_in_step() {
+    let (schema, _) = builder("cache_unhandled");
+    let (proxy, b) = counted_builder_on(&schema).await;
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let other = other_store(&schema, |b| b).await;
+    let id = Uuid::now_v7();
+    let unhandled = |store: DocumentStore| async move {
+        let mut s = store.lightweight_session();
+        ok(s.events().append(id, [TaskStarted { title: "x".into() }]));
+        ok(s.save_changes().await);
+    };
+    start(&store, id, "steps").await;
+    // Warm up every statement: cached, unhandled, stale then locked.
+    append(&store, id, "warm-1").await;
+    unhandled(store.clone()).await;
+    append(&other, id, "moved-0").await;
+    append(&store, id, "warm-2").await;
+    append(&store, id, "warm-3").await;
+
+    for round in 0..3 {
+        let before = proxy.round_trips();
+        unhandled(store.clone()).await;
+        assert_eq!(
+            proxy.round_trips() - before,
+            1,
+            "round {round}: the unhandled save"
+        );
+        let before = proxy.round_trips();
+        append(&store, id, &format!("t{round}")).await;
+        assert_eq!(
+            proxy.round_trips() - before,
+            1,
+            "round {round}: the entry moved with the unhandled save"
+        );
+    }
+    // Another store appends between: the entry's guess is behind, the append is
+    // rejected, read under lock, written.
+    append(&other, id, "moved-1").await;
+    unhandled(store.clone()).await;
+    let before = proxy.round_trips();
+    append(&store, id, "after-move").await;
+    assert_eq!(
+        proxy.round_trips() - before,
+        3,
+        "stale: rejected, locked read, write"
+    );
+
+    let doc = board(&store, id).await.expect("board");
+    let (titles, version) = recorded(&store, id).await;
+    assert_eq!(doc.titles, titles);
+    assert_eq!(doc.version, version, "the last save handled an event");
+    assert_eq!(
+        doc.titles,
+        [
+            "warm-1",
+            "moved-0",
+            "warm-2",
+            "warm-3",
+            "t0",
+            "t1",
+            "t2",
+            "moved-1",
+            "after-move"
+        ]
+    );
+}

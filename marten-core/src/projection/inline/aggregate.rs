@@ -25,6 +25,7 @@ where
     R: AggregateReads<A>,
 {
     let mut streams = streams_handled::<A>(plan.appends);
+    advance_unhandled::<A, Q>(plan, &streams);
     if streams.is_empty() {
         return Ok(());
     }
@@ -57,6 +58,61 @@ fn streams_handled<A: Aggregate>(appends: &[AppendView]) -> Vec<(A::Id, Vec<&App
             .any(|a| a.events.iter().any(|e| A::handles(e.as_ref())))
     });
     streams
+}
+
+/// Moves the cache entries of the streams the save appends to without an event `A`
+/// handles: their documents do not change, so each entry's version moves on by the
+/// events appended (learned if the save commits). For a plain append that is the entry's
+/// guess of the stream's version; the next plan from the entry asserts it and the stored
+/// document, so a wrong guess (another process appended meanwhile) costs a retry, as any
+/// stale entry does, never an update. Without it, every such save would leave the entry
+/// behind the stream, and the next append that `A` handles would be planned from it,
+/// rejected and planned again from a locked read.
+fn advance_unhandled<A: Aggregate, Q>(
+    plan: &mut Plan<'_, Q>,
+    handled: &[(A::Id, Vec<&AppendView>)],
+) {
+    if !plan.use_cache {
+        return;
+    }
+    let tenant = cache_tenant::<A>(&plan.tenant);
+    // Each stream's entry as the save's appends move it (`None`: nothing to learn).
+    let mut moved: Vec<(StreamId, Option<Cached>)> = Vec::new();
+    for append in plan.appends {
+        let Some(id) = <A::Id as AggregateId>::from_stream_id(&append.stream) else {
+            continue;
+        };
+        if handled.iter().any(|(h, _)| *h == id) {
+            continue;
+        }
+        let slot = match moved.iter().position(|(s, _)| *s == append.stream) {
+            Some(i) => &mut moved[i].1,
+            None => {
+                let key = (TypeId::of::<A>(), tenant.clone(), append.stream.clone());
+                moved.push((append.stream.clone(), plan.cache.get(&key)));
+                let last = moved.len() - 1;
+                &mut moved[last].1
+            }
+        };
+        let Some(entry) = slot.as_mut() else {
+            continue;
+        };
+        let runs_on = match append.kind {
+            AppendKind::Start => false,
+            AppendKind::Expected(v) => v == entry.version,
+            AppendKind::Append => true,
+        };
+        match advance(&append.stream, entry.version, append.events.len()) {
+            Ok(version) if runs_on => entry.version = version,
+            _ => *slot = None,
+        }
+    }
+    for (stream, entry) in moved {
+        if let Some(entry) = entry {
+            let key = (TypeId::of::<A>(), tenant.clone(), stream);
+            plan.cache_updates.push(CacheUpdate { key, entry });
+        }
+    }
 }
 
 /// The states known without reading: a started stream is new, `fetch_for_writing`
