@@ -771,3 +771,49 @@ async fn commands_dropped_by_timeouts_leave_a_cache_that_decides_right() {
     eprintln!("{timed_out} of 40 commands timed out");
     assert!(timed_out > 0, "no command was cut short");
 }
+
+/// The document an inline projection writes for each subscription's stream.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Seat {
+    id: Uuid,
+    version: i64,
+    seen: u32,
+}
+
+#[marten::apply]
+impl Seat {
+    fn create(e: &Subscribed) -> Self {
+        Seat {
+            seen: e.seen,
+            ..Seat::default()
+        }
+    }
+}
+
+/// With an inline projection of the subscriptions, a command's save carries the
+/// projected write too (the tag lock then goes ahead as a statement of its own): the
+/// kept boundary's versions are still those the save left, so every command after the
+/// first decides once, on the kept state, and each subscription's document is written.
+#[tokio::test]
+async fn a_kept_boundary_stays_exact_when_the_save_carries_inline_projections() {
+    let (_schema, b) = builder("wtb_inline");
+    let store = ok(b.projection::<Seat>(Lifecycle::Inline).build().await);
+    let course = open(&store, None, 10).await;
+    for round in 0..5 {
+        let decided = AtomicUsize::new(0);
+        let stream = seat(subscribe_counting(&store, None, course, &decided).await);
+        assert_eq!(decided.load(Ordering::Relaxed), 1, "round {round}");
+        let Some(StreamId::Uuid(id)) = stream else {
+            panic!("a uuid stream: {stream:?}");
+        };
+        let doc = ok(store.query_session().load::<Seat>(&id).await).expect("projected");
+        assert_eq!((doc.seen, doc.version), (round, 1));
+    }
+    assert_eq!(
+        audit(&store, None, course).await,
+        Seats {
+            seats: 10,
+            taken: 5
+        }
+    );
+}
