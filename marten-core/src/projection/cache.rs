@@ -6,7 +6,10 @@
 //! version ([`Cached::tip`]), and is made again on a fresh read if the save is rejected.
 //!
 //! An entry is the aggregate document as a committed save wrote it (or its absence, after
-//! a deletion) and the stream version it belongs to. A backend that plans an append from
+//! a deletion) and the stream version it belongs to; after a committed save that appended
+//! to the stream only events the aggregate does not handle, the same document with the
+//! version moved on by those events (for a plain append, a guess: the stream may have
+//! moved by more). A backend that plans an append from
 //! an entry must make the append assert that version and assert that the stored document
 //! is still the cached one, in the same flight as the projected write: if anything moved
 //! the stream or touched the document since, the save is rejected, nothing is written,
@@ -40,7 +43,8 @@ pub type CacheKey = (TypeId, Option<TenantId>, StreamId);
 /// A committed aggregate document at a stream version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cached {
-    /// The stream version the document was written at.
+    /// The stream version the document belongs to: the version it was written at, or
+    /// later when only events the aggregate does not handle came after it.
     pub version: i64,
     /// The document's JSON, `None` when the aggregate was deleted (or never created).
     pub json: Option<Arc<[u8]>>,

@@ -94,6 +94,11 @@ fn advance_unhandled<A: Aggregate, Q>(
                 &mut moved[last].1
             }
         };
+        // Inline entries carry no tip (only commands' entries of live aggregates do):
+        // an entry with one is not this planner's to move.
+        if slot.as_ref().is_some_and(|e| e.tip.is_some()) {
+            *slot = None;
+        }
         let Some(entry) = slot.as_mut() else {
             continue;
         };
