@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use marten_core::aggregate::fold;
-use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId, Tenancy};
+use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId};
 
 use super::api::Events;
 use super::boundary::{checked_tags, new_stream, read_boundary};
@@ -162,17 +162,11 @@ impl<'s, K: Tracking> Events<'s, K> {
     /// must read (see [`Events::write_to_boundary`]). Checks the query's tags.
     fn boundary_key<S: Apply>(&self, query: &TagQuery) -> Result<Option<BoundaryKey>> {
         let tags = checked_tags(query)?;
-        let parts = self.session.parts();
-        let store = &parts.store;
-        let alone =
-            parts.queue.is_empty() && parts.boundaries.is_empty() && !parts.conn.in_transaction();
-        if S::USES_METADATA || K::DIRTY || !alone || !store.boundary_cache().is_on() {
+        let on = self.session.parts().store.boundary_cache().is_on();
+        if S::USES_METADATA || !on || !self.may_keep() {
             return Ok(None);
         }
-        let tenant = match store.events_tenancy() {
-            Tenancy::Conjoined => store.tenant().cloned(),
-            Tenancy::Single => None,
-        };
+        let tenant = self.kept_tenant();
         let types = query.event_type_names().map(|names| {
             let mut names = names.to_vec();
             names.sort_unstable();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use marten_core::projection::cache::{CacheKey, CacheUpdate, Cached};
 use marten_core::projection::inline::fold_events;
 use marten_core::{
-    Aggregate, Error, EventEnvelope, Rejection, RejectionKind, Result, StreamId, Tenancy,
+    Aggregate, Error, EventEnvelope, Rejection, RejectionKind, Result, StreamId, Tenancy, TenantId,
 };
 use uuid::Uuid;
 
@@ -254,16 +254,31 @@ impl<'s, K: Tracking> Events<'s, K> {
         let parts = self.session.parts();
         let store = &parts.store;
         let inline = store.projections().lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
-        let alone =
-            parts.queue.is_empty() && parts.boundaries.is_empty() && !parts.conn.in_transaction();
-        if inline || A::USES_METADATA || K::DIRTY || !alone {
+        if inline || A::USES_METADATA || !self.may_keep() {
             return None;
         }
-        let tenant = match store.events_tenancy() {
+        Some((TypeId::of::<A>(), self.kept_tenant(), stream.0.clone()))
+    }
+
+    /// Whether a command may decide on what the store kept and keep what it saves (both
+    /// commands): the session tracks no changes and has nothing queued, no boundary
+    /// captured and no transaction of its own, so the command's save is its alone.
+    pub(super) fn may_keep(&self) -> bool {
+        let parts = self.session.parts();
+        !K::DIRTY
+            && parts.queue.is_empty()
+            && parts.boundaries.is_empty()
+            && !parts.conn.in_transaction()
+    }
+
+    /// The tenant of what commands keep: the session's with conjoined events (whose
+    /// streams and tags are the tenant's own), none with single-tenant events.
+    pub(super) fn kept_tenant(&self) -> Option<TenantId> {
+        let store = &self.session.parts().store;
+        match store.events_tenancy() {
             Tenancy::Conjoined => store.tenant().cloned(),
             Tenancy::Single => None,
-        };
-        Some((TypeId::of::<A>(), tenant, stream.0.clone()))
+        }
     }
 
     /// The state the cache kept for `key`, if it has one a command wrote and it reads as
