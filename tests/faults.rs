@@ -779,6 +779,59 @@ async fn black_holed_reads_end_within_the_request_timeout() {
     }
 }
 
+/// A streamed query waits for each row at most the request timeout: a network that goes
+/// silent mid-stream ends the stream with `Error::Timeout` (the rows already read are
+/// kept), the connection is closed, and the store reads again after.
+#[tokio::test]
+async fn a_stream_whose_rows_stop_coming_ends_within_the_request_timeout() {
+    use futures_util::StreamExt;
+    let (schema, proxy, store) = proxied("fault_black_hole_stream").await;
+    let ids: Vec<i64> = (1..=400).collect();
+    for chunk in ids.chunks(100) {
+        ok(save_flight(&store, chunk).await);
+    }
+    // Rows trickle in, then nothing comes at all.
+    fault_open_connections(
+        &proxy,
+        Faults::delay(Direction::ServerToClient, Duration::from_millis(20)),
+    );
+    let mut s = store.lightweight_session();
+    let mut rows = ok(s.query::<Note>().stream().await);
+    let first = rows.next().await.expect("a first row");
+    ok(first);
+    fault_open_connections(&proxy, Faults::black_hole());
+    let started = Instant::now();
+    let (mut read, mut ended) = (1usize, None);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(_) => read += 1,
+                Err(e) => {
+                    ended = Some(e);
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the stream waited beyond its timeout after {read} rows"
+    );
+    let waited = started.elapsed();
+    assert!(read < 400, "every row arrived before the hole: {read}");
+    assert!(
+        matches!(ended, Some(Error::Timeout { .. })),
+        "{ended:?} after {read} rows"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(rows.next().await.is_none(), "the stream ended");
+    drop(rows);
+    drop(s);
+    proxy.heal();
+    assert_recovers(&store, &schema, 3000).await;
+}
+
 /// A store built on one runtime and used from another. Its pooled connection's I/O task
 /// lives on the first runtime, which is kept but no longer driven, so a request on that
 /// connection gets no answer. The request still ends within the request timeout: the

@@ -176,6 +176,22 @@ async fn documents_queries_events_and_tags_through_pgbouncer() {
     let mut c = store.lightweight_session();
     let now = ok(c.events().fetch_for_writing_by_tags::<Count>(query()).await);
     assert_eq!(now.state().map(|c| c.n), Some(3));
+
+    // Text that ends in a line comment is described and bound like any other, on every
+    // use (a comment used to swallow the look at its parameter types, which then read
+    // as none for good).
+    for _ in 0..3 {
+        let rows = ok(store
+            .sql_query("SELECT $1::int AS x -- the answer", &[&7i32])
+            .await);
+        assert_eq!(rows[0].get::<_, i32>("x"), 7);
+        let by_name = ok(c
+            .query::<Shop>()
+            .where_sql("d.data ->> 'name' = $1 -- by name", ("renamed".to_owned(),))
+            .to_list()
+            .await);
+        assert_eq!(by_name.len(), 1);
+    }
 }
 
 #[tokio::test]

@@ -42,6 +42,30 @@ async fn where_sql_takes_typed_parameters_after_the_tenant() {
             .await),
         4
     );
+    // Nor can a fragment that closes the parenthesis it is wrapped in: it is refused
+    // before anything is sent, and so is one that leaves a parenthesis open.
+    for escape in ["TRUE) OR (TRUE", "TRUE)) OR ((TRUE", "(TRUE", "d.id = (1))"] {
+        let widened = red.query::<Invoice>().where_sql(escape, ()).to_list().await;
+        match widened {
+            Err(marten::Error::InvalidQuery(reason)) => {
+                assert!(reason.contains("parenthes"), "{escape}: {reason}")
+            }
+            other => panic!("{escape}: {other:?}"),
+        }
+    }
+    // Parentheses inside literals, quoted names and comments do not count, and a
+    // trailing line comment does not swallow the statement's own closing parenthesis.
+    assert_eq!(
+        ok(red
+            .query::<Invoice>()
+            .where_sql(
+                "(d.data ->> 'customer') <> ')' /* ( */ AND d.id > $1::bigint -- ) or (true",
+                vec![RawParam::Int(2)],
+            )
+            .count()
+            .await),
+        2
+    );
     // Mixed lists and the older enum still work.
     let mixed = vec![
         param(vec!["a".to_owned(), "c".to_owned()]),

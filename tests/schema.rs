@@ -253,6 +253,95 @@ async fn stores_on_one_schema_migrate_concurrently() {
     }
 }
 
+/// A migration waits for the schema's migration lock (and the locks its DDL takes) at
+/// most the request timeout, then fails with a typed error naming the schema and rolls
+/// back: another process holding the lock (a long migration, a stuck deploy) no longer
+/// holds `build` and a type's first use for ever.
+#[tokio::test]
+async fn a_migration_waits_for_the_schema_lock_at_most_the_request_timeout() {
+    use std::time::{Duration, Instant};
+    let (schema, b) = builder("schema_lock_wait");
+    let store = ok(b
+        .request_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .await);
+    let holder = schema.raw_client().await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('marten:schema:' || $1::text, 0))",
+            &[&schema.name()],
+        )
+        .await
+        .expect("take the migration lock");
+    // The error's chain names the schema ("migrating <schema>").
+    let is_lock_wait = |e: &Error| match e {
+        Error::LockNotAvailable(source) => source.context.contains(schema.name()),
+        _ => false,
+    };
+
+    // A type's first use.
+    let started = Instant::now();
+    let bound = Duration::from_secs(10);
+    let first_use = tokio::time::timeout(
+        bound,
+        store.query_session().load::<v1::Widget>(&Uuid::now_v7()),
+    )
+    .await
+    .expect("the first use waited for the lock beyond its timeout");
+    match first_use {
+        Err(e) => assert!(is_lock_wait(&e), "{e} ({e:?})"),
+        Ok(found) => panic!("loaded {found:?} without the schema lock"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A second store's build.
+    let started = Instant::now();
+    let built = tokio::time::timeout(
+        bound,
+        common::builder_on(&schema)
+            .request_timeout(Some(Duration::from_millis(500)))
+            .document::<v2::Widget>()
+            .build(),
+    )
+    .await
+    .expect("the build waited for the lock beyond its timeout");
+    match built {
+        Err(e) => assert!(is_lock_wait(&e), "{e} ({e:?})"),
+        Ok(_) => panic!("built without the schema lock"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(columns(&schema, "mt_doc_widget").await.is_empty());
+
+    // Once the lock is free, the same calls succeed.
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('marten:schema:' || $1::text, 0))",
+            &[&schema.name()],
+        )
+        .await
+        .expect("release the migration lock");
+    assert_eq!(
+        ok(store
+            .query_session()
+            .load::<v1::Widget>(&Uuid::now_v7())
+            .await)
+        .map(|w| w.id),
+        None
+    );
+    ok(common::builder_on(&schema)
+        .document::<v2::Widget>()
+        .build()
+        .await);
+}
+
 mod first_use {
     use super::common::{builder, ok};
     use marten::prelude::*;

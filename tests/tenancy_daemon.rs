@@ -474,3 +474,37 @@ async fn an_event_projection_writing_conjoined_documents_from_single_tenant_even
         .map_or(0, |r| r.get(0));
     assert_eq!(rows, 0, "nothing written");
 }
+
+/// Two tenants whose slots' lock keys share a 32-bit hash both get a runner: the lock
+/// key is a 64-bit hash of the slot's name. With the 32-bit one, a pair like this (about
+/// one in 2^33 pairs of slots; among 50,000 tenants' slots, likely) shared one advisory
+/// lock, and one of the two tenants' projections never ran.
+#[tokio::test]
+async fn tenants_whose_slot_names_share_a_32_bit_hash_both_run() {
+    let (schema, store) = conjoined_store("tenancy_daemon_hash").await;
+    let (client, conn) = ok(tokio_postgres::connect(schema.url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Configuration(e.to_string())));
+    tokio::spawn(conn);
+    // 300,000 candidate names hold about ten such pairs; the first is taken.
+    let pair = client
+        .query_one(
+            "SELECT min(t), max(t) FROM ( \
+                 SELECT 't' || i AS t, \
+                        hashtext('marten:daemon:' || $1::text || ':Wallet@t' || i) AS h \
+                 FROM generate_series(1, 300000) i) c \
+             GROUP BY h HAVING count(*) > 1 LIMIT 1",
+            &[&schema.name()],
+        )
+        .await
+        .expect("a pair of names whose lock keys collide in 32 bits");
+    let (a, b): (String, String) = (pair.get(0), pair.get(1));
+    let stream = Uuid::now_v7();
+    deposit(&store, &a, stream, &[1, 2]).await;
+    deposit(&store, &b, stream, &[10, 20]).await;
+    let daemon = Daemon::start(&store, options(PoisonPolicy::Stop));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(10)).await);
+    assert_eq!(wallet(&store, &a, stream).await, Some(3), "tenant {a}");
+    assert_eq!(wallet(&store, &b, stream).await, Some(30), "tenant {b}");
+    ok(daemon.stop().await);
+}

@@ -514,6 +514,38 @@ async fn the_hilo_floor_is_raised_and_an_i32_id_that_does_not_fit_is_refused() {
     );
 }
 
+/// At the top of `i64` the allocator hands out the last ids and then refuses with a
+/// typed error, on every later call (it used to overflow: a panic in a debug build, ids
+/// from `i64::MIN` on in a release build). A negative floor is refused.
+#[tokio::test]
+async fn hilo_ids_end_at_i64_max_with_a_typed_error() {
+    let (_schema, b) = builder("typed_ids_hilo_max");
+    let store = ok(b.hilo_block_size(2).build().await);
+    ok(store.reset_hilo_floor::<Ticket>(i64::MAX - 2).await);
+    assert_eq!(ok(store.next_id::<Ticket>().await), i64::MAX - 1);
+    assert_eq!(ok(store.next_id::<Ticket>().await), i64::MAX);
+    for _ in 0..2 {
+        match store.next_id::<Ticket>().await {
+            Err(marten::Error::InvalidId {
+                document_type,
+                reason,
+                ..
+            }) => {
+                assert!(document_type.contains("Ticket"), "{document_type}");
+                assert!(reason.contains("used up"), "{reason}");
+            }
+            other => panic!("an id past i64::MAX: {other:?}"),
+        }
+    }
+    // Another type's ids are not affected.
+    assert_eq!(ok(store.next_id::<Invoice>().await), InvoiceNo(1));
+    let negative = store.reset_hilo_floor::<Invoice>(-5).await;
+    assert!(
+        matches!(negative, Err(marten::Error::InvalidId { .. })),
+        "{negative:?}"
+    );
+}
+
 #[tokio::test]
 async fn without_schema_changes_a_missing_hilo_table_is_an_error_naming_it() {
     let (schema, b) = builder("typed_ids_hilo_none");

@@ -265,8 +265,11 @@ impl Statements {
         let types = match text.types.get() {
             Some(types) => types.clone(),
             None => {
-                let types: Arc<[Type]> = describe(client, &text.sql).await?.into();
-                text.types.get_or_init(|| types).clone()
+                match describe(client, &text.sql).await? {
+                    Some(types) => text.types.get_or_init(|| types.into()).clone(),
+                    // Not kept: the next use asks again.
+                    None => Arc::from(Vec::new()),
+                }
             }
         };
         Ok(Stmt::Unnamed(text, types))
@@ -288,10 +291,12 @@ impl Statements {
 /// one simple query, which a pooler runs on one server connection. A type outside
 /// PostgreSQL's built-in ones comes back as `unknown`, which binding then refuses. Text
 /// of several statements (which a simple query would run) is prepared the ordinary way
-/// instead, for the server's refusal.
-async fn describe(client: &Client, sql: &str) -> Result<Vec<Type>, tokio_postgres::Error> {
+/// instead, for the server's refusal. The text is followed by a line break, so that a
+/// trailing `--` comment ends before the `;` and the look. `None` when the look found
+/// no statement of that name.
+async fn describe(client: &Client, sql: &str) -> Result<Option<Vec<Type>>, tokio_postgres::Error> {
     if !is_single_statement(sql) {
-        return client.prepare(sql).await.map(|s| s.params().to_vec());
+        return client.prepare(sql).await.map(|s| Some(s.params().to_vec()));
     }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
@@ -301,7 +306,7 @@ async fn describe(client: &Client, sql: &str) -> Result<Vec<Type>, tokio_postgre
     );
     let messages = client
         .simple_query(&format!(
-            "PREPARE {name} AS {sql}; \
+            "PREPARE {name} AS {sql}\n; \
              SELECT parameter_types::oid[]::text FROM pg_prepared_statements WHERE name = '{name}'; \
              DEALLOCATE {name}"
         ))
@@ -310,7 +315,7 @@ async fn describe(client: &Client, sql: &str) -> Result<Vec<Type>, tokio_postgre
         SimpleQueryMessage::Row(row) => row.get(0),
         _ => None,
     });
-    Ok(parse_oids(oids.unwrap_or("{}")))
+    Ok(oids.map(parse_oids))
 }
 
 /// The types of an `oid[]` in text form (`{25,2950}`).

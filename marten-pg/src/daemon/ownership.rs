@@ -69,7 +69,9 @@ pub(super) enum Claim {
 /// Tries to become the runner of `name`: the advisory lock, then the epoch. The lock is
 /// taken on a connection outside the pool (a runner never holds a pooled connection
 /// while it waits for another); a node that does not get the lock keeps that connection
-/// in `standby` for its next try.
+/// in `standby` for its next try. The lock's key is a 64-bit hash of the schema and slot
+/// names: with 32 bits, two of many tenants' slots shared a lock now and then, and one of
+/// them never ran.
 pub(super) async fn acquire(
     store: &DocumentStore,
     slot: &Slot,
@@ -84,7 +86,10 @@ pub(super) async fn acquire(
     let key = format!("marten:daemon:{}:{name}", store.schema());
     let locking = |e| map_db_error(e, Failed::Other("locking a projection"));
     let got: bool = lock
-        .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            &[&key],
+        )
         .await
         .map_err(locking)?
         .try_get(0)

@@ -268,23 +268,31 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         };
         let (req, rows) = opening.instrument(span).await?;
         // The request lasts as long as the stream: read to its end, it is finished; dropped
-        // early, the connection is closed (and what still runs on it cancelled).
-        let stream =
-            futures_util::stream::unfold(Some((req, Box::pin(rows))), |state| async move {
-                let (req, mut rows) = state?;
-                match rows.next().await {
-                    Some(Ok(row)) => Some((decode::<D>(&row), Some((req, rows)))),
-                    Some(Err(e)) => {
-                        let e = reading::<D>(e);
-                        req.settle_error(&e);
-                        Some((Err(e), None))
-                    }
-                    None => {
-                        req.finish();
-                        None
-                    }
+        // early, the connection is closed (and what still runs on it cancelled). Each row
+        // is waited for at most the request timeout (the time the caller spends between
+        // rows does not count); a row that does not come ends the stream with
+        // `Error::Timeout`, and the connection is closed.
+        let state = Some((store, req, Box::pin(rows)));
+        let stream = futures_util::stream::unfold(state, |state| async move {
+            let (store, mut req, mut rows) = state?;
+            let Some(next) = crate::connection::within(store, rows.next()).await else {
+                req.mark_lost();
+                drop(req);
+                return Some((Err(crate::connection::timed_out(store)), None));
+            };
+            match next {
+                Some(Ok(row)) => Some((decode::<D>(&row), Some((store, req, rows)))),
+                Some(Err(e)) => {
+                    let e = reading::<D>(e);
+                    req.settle_error(&e);
+                    Some((Err(e), None))
                 }
-            });
+                None => {
+                    req.finish();
+                    None
+                }
+            }
+        });
         Ok(stream.boxed())
     }
 

@@ -81,7 +81,7 @@ impl Catalog {
         } else {
             store_tables
         };
-        with_migration_lock(&client, schema, |c| async move {
+        with_migration_lock(&client, schema, self.request_timeout(), |c| async move {
             migrate_schema(c, schema, mode).await?;
             for (_, migrate) in documents.iter().chain(store_tables) {
                 migrate(c, schema, mode).await?;
@@ -133,7 +133,7 @@ impl Catalog {
         let client = self.dedicated_connection().await?;
         let schema = self.schema.as_str();
         let mode = self.auto_create;
-        with_migration_lock(&client, schema, |c| async move {
+        with_migration_lock(&client, schema, self.request_timeout(), |c| async move {
             migrate_schema(c, schema, mode).await?;
             migrate(c, schema, mode).await
         })

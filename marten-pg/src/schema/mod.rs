@@ -26,6 +26,7 @@ pub(crate) use version::check_server_version;
 use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use marten_core::{Error, Result, StreamIdentity, Tenancy};
 use tokio_postgres::Client;
@@ -110,10 +111,15 @@ pub(crate) fn events_schema(identity: StreamIdentity, tenancy: Tenancy) -> (Type
 }
 
 /// Runs `body` in a transaction holding the schema's migration lock, so concurrent
-/// stores on one schema never race their DDL.
+/// stores on one schema never race their DDL. With `lock_wait` (the store's request
+/// timeout), every lock the migration waits for (the migration lock itself, the locks
+/// its DDL takes on tables others are using) is waited for at most that long: the
+/// migration then fails with [`Error::LockNotAvailable`](marten_core::Error) naming the
+/// schema and is rolled back.
 pub(crate) async fn with_migration_lock<'a, F, Fut>(
     client: &'a Client,
     schema: &'a str,
+    lock_wait: Option<Duration>,
     body: F,
 ) -> Result<()>
 where
@@ -121,27 +127,42 @@ where
     Fut: Future<Output = Result<()>> + 'a,
 {
     let span = crate::trace::schema(schema);
-    locked_migration(client, schema, body)
+    locked_migration(client, schema, lock_wait, body)
         .instrument(span)
         .await
 }
 
+/// The key of a schema's migration lock: 64 bits of a hash of the schema's name (a
+/// 32-bit one gives two schemas of a large server the same lock now and then).
+const MIGRATION_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('marten:schema:' || $1::text, 0))";
+
 /// [`with_migration_lock`] in its span.
-async fn locked_migration<'a, F, Fut>(client: &'a Client, schema: &'a str, body: F) -> Result<()>
+async fn locked_migration<'a, F, Fut>(
+    client: &'a Client,
+    schema: &'a str,
+    lock_wait: Option<Duration>,
+    body: F,
+) -> Result<()>
 where
     F: FnOnce(&'a Client) -> Fut,
     Fut: Future<Output = Result<()>> + 'a,
 {
     let what = Failed::Migrating(schema);
+    let begin = match lock_wait {
+        // A whole number of milliseconds of the store's own setting, not a caller's text.
+        Some(wait) => format!(
+            "BEGIN; SET LOCAL lock_timeout = '{}ms'",
+            wait.as_millis().clamp(1, i32::MAX as u128)
+        ),
+        None => "BEGIN".to_owned(),
+    };
     client
-        .batch_execute("BEGIN")
+        .batch_execute(&begin)
         .await
         .map_err(|e| map_db_error(e, what))?;
     let locked = client
-        .execute(
-            "SELECT pg_advisory_xact_lock(hashtext('marten:schema:' || $1::text))",
-            &[&schema],
-        )
+        .execute(MIGRATION_LOCK, &[&schema])
         .await
         .map_err(|e| map_db_error(e, what));
     let result = match locked {

@@ -2,6 +2,7 @@
 //! patch that brings a database to it ([`SchemaPatch`], with its [`PatchOptions`]).
 
 use std::fmt;
+use std::time::Duration;
 
 use marten_core::{Error, Result, SchemaDifference};
 use tokio_postgres::Client;
@@ -162,9 +163,13 @@ pub(crate) async fn patch(
     })
 }
 
-/// Runs a patch's statements on `client`: in one transaction, or one by one when the
-/// patch is concurrent.
-pub(crate) async fn apply(client: &Client, patch: &SchemaPatch) -> Result<()> {
+/// Runs a patch's statements on `client`: in one transaction (waiting for each lock at
+/// most `lock_wait`), or one by one when the patch is concurrent.
+pub(crate) async fn apply(
+    client: &Client,
+    patch: &SchemaPatch,
+    lock_wait: Option<Duration>,
+) -> Result<()> {
     let what = Failed::Migrating(&patch.schema);
     if patch.concurrently {
         for statement in patch.statements() {
@@ -175,7 +180,7 @@ pub(crate) async fn apply(client: &Client, patch: &SchemaPatch) -> Result<()> {
         }
         return Ok(());
     }
-    super::with_migration_lock(client, &patch.schema, |c| async move {
+    super::with_migration_lock(client, &patch.schema, lock_wait, |c| async move {
         for statement in patch.statements() {
             c.batch_execute(statement)
                 .await

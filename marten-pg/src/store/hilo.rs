@@ -20,12 +20,34 @@ use crate::tables::hilo::{NEXT_BLOCK, RAISE_FLOOR};
 /// The default number of ids a store reserves at a time (Marten's "max lo").
 pub(crate) const DEFAULT_BLOCK_SIZE: u32 = 1000;
 
+/// SQLSTATE `numeric_value_out_of_range`: the block would pass `i64::MAX`.
+const OUT_OF_RANGE: &str = "22003";
+
 /// The ids left in the current block of one entity: `next..=last` (empty when
 /// `next > last`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Block {
     next: i64,
     last: i64,
+}
+
+impl Default for Block {
+    /// An empty block.
+    fn default() -> Self {
+        Block { next: 1, last: 0 }
+    }
+}
+
+/// Why an entity got no id: the statement failed, or its ids ran out at `i64::MAX`.
+enum NoValue {
+    Failed(Error),
+    Exhausted,
+}
+
+impl From<Error> for NoValue {
+    fn from(e: Error) -> Self {
+        NoValue::Failed(e)
+    }
 }
 
 /// The current blocks of a store, per entity (a document table).
@@ -82,7 +104,16 @@ impl DocumentStore {
         D::Id: HiLoId,
     {
         let entity = D::TABLE_NAME;
-        let value = self.next_value(entity, conn).await?;
+        let value = match self.next_value(entity, conn).await {
+            Ok(value) => value,
+            Err(NoValue::Failed(e)) => return Err(e),
+            Err(NoValue::Exhausted) => return Err(Error::InvalidId {
+                document_type: D::DOCUMENT_TYPE,
+                id: format!("{} + 1", i64::MAX),
+                reason:
+                    "the HiLo ids of this document type are used up (the next would pass i64::MAX)",
+            }),
+        };
         D::Id::from_generated(value).ok_or_else(|| Error::InvalidId {
             document_type: D::DOCUMENT_TYPE,
             id: value.to_string(),
@@ -94,10 +125,18 @@ impl DocumentStore {
     /// afterwards (in any store on this schema) is above `floor`. For documents imported
     /// with ids of their own. Never lowers it; drops this store's current block so that
     /// its next id is above the floor too (other stores finish their current block first).
+    /// A negative floor is refused with [`Error::InvalidId`].
     pub async fn reset_hilo_floor<D: crate::PgDocument>(&self, floor: i64) -> Result<()>
     where
         D::Id: HiLoId,
     {
+        if floor < 0 {
+            return Err(Error::InvalidId {
+                document_type: D::DOCUMENT_TYPE,
+                id: floor.to_string(),
+                reason: "a HiLo floor cannot be negative",
+            });
+        }
         let entity = D::TABLE_NAME;
         let block = self.hilo().block(entity);
         let mut current = block.lock().await;
@@ -108,19 +147,31 @@ impl DocumentStore {
     }
 
     /// The next value of `entity`'s current block, reserving a block when it is empty.
-    async fn next_value(&self, entity: &'static str, conn: &mut Conn) -> Result<i64> {
+    /// [`NoValue::Exhausted`] when the next block would pass `i64::MAX` (the statement
+    /// refuses it: `bigint` out of range).
+    async fn next_value(&self, entity: &'static str, conn: &mut Conn) -> Result<i64, NoValue> {
         let block = self.hilo().block(entity);
         let mut current = block.lock().await;
-        if current.next == 0 || current.next > current.last {
+        if current.next > current.last {
             let size = self.hilo().block_size;
-            let last = self.hilo_statement(NEXT_BLOCK, entity, size, conn).await?;
+            let last = match self.hilo_statement(NEXT_BLOCK, entity, size, conn).await {
+                Ok(last) => last,
+                Err(Error::Database(e)) if e.code.as_deref() == Some(OUT_OF_RANGE) => {
+                    return Err(NoValue::Exhausted)
+                }
+                Err(e) => return Err(e.into()),
+            };
             *current = Block {
                 next: last - size + 1,
                 last,
             };
         }
         let value = current.next;
-        current.next += 1;
+        match value.checked_add(1) {
+            Some(next) => current.next = next,
+            // The last id there is: the block is empty now.
+            None => *current = Block::default(),
+        }
         Ok(value)
     }
 

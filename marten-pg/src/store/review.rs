@@ -37,7 +37,7 @@ impl DocumentStore {
     /// type) stay; [`assert_schema`](Self::assert_schema) still reports them.
     pub async fn apply_schema_patch(&self, patch: &SchemaPatch) -> Result<()> {
         let client = self.dedicated_connection().await?;
-        schema::apply(&client, patch).await
+        schema::apply(&client, patch, self.catalog().request_timeout()).await
     }
 
     /// Fails with [`Error::SchemaMismatch`](marten_core::Error::SchemaMismatch), listing

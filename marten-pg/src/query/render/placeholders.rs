@@ -1,6 +1,7 @@
 //! The scanner of a raw SQL fragment: finds its `$n` placeholders outside string
 //! literals, escape strings, dollar-quoted strings, quoted identifiers, comments and
-//! identifiers, checks they are exactly `$1..=$count`, and shifts them by an offset.
+//! identifiers, checks they are exactly `$1..=$count` and that its parentheses balance,
+//! and shifts them by an offset.
 //! Pure; uses nothing else of `render`.
 
 /// Whether `b` can continue an identifier (PostgreSQL allows `$` and any non-ASCII byte).
@@ -101,12 +102,15 @@ fn placeholder_at(fragment: &str, start: usize, count: usize) -> Result<(usize, 
 /// Shifts the `$n` placeholders of a raw fragment by `offset`, checking that they are
 /// exactly `$1..=$count` (each parameter used, none beyond). `$` inside string literals,
 /// escape strings, dollar-quoted strings, quoted identifiers, comments and identifiers
-/// (`a$1`) is left alone.
+/// (`a$1`) is left alone. Its parentheses outside those must balance: the fragment is
+/// wrapped in a pair of its own and joined to the statement's other conditions (the
+/// tenant's among them), and a `)` it did not open would end that pair early and let the
+/// rest of the fragment widen the match (`TRUE) OR (TRUE`).
 pub(crate) fn renumber(fragment: &str, offset: usize, count: usize) -> Result<String, String> {
     let b = fragment.as_bytes();
     let mut out = String::with_capacity(fragment.len() + 8);
     let mut used = vec![false; count];
-    let (mut i, mut copied) = (0, 0);
+    let (mut i, mut copied, mut depth) = (0, 0, 0usize);
     let unterminated = |what: &str| format!("unterminated {what} in raw SQL");
     while i < b.len() {
         let prev_ident = i > 0 && ident_byte(b[i - 1]);
@@ -138,8 +142,24 @@ pub(crate) fn renumber(fragment: &str, offset: usize, count: usize) -> Result<St
                 i = digits_end;
             }
             b'$' => i = dollar_quote_end(fragment, i)?.unwrap_or(i + 1),
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    format!("raw SQL closes a parenthesis it did not open (at byte {i})")
+                })?;
+                i += 1;
+            }
             _ => i += 1,
         }
+    }
+    if depth > 0 {
+        return Err(format!(
+            "raw SQL leaves {depth} parenthes{} open",
+            if depth == 1 { "is" } else { "es" }
+        ));
     }
     if let Some(unused) = used.iter().position(|u| !u) {
         return Err(format!(

@@ -12,7 +12,8 @@ use super::placeholders::renumber;
 use super::sql::Sql;
 
 /// `(fragment)` with its placeholders renumbered, its parameters added; `(FALSE)` (and
-/// the statement invalid) when the placeholders do not match the parameters.
+/// the statement invalid) when the placeholders do not match the parameters or its
+/// parentheses do not balance.
 pub(super) fn render_raw(sql: &mut Sql, fragment: &str, params: &[RawParam]) -> String {
     let offset = sql.params.len();
     let fragment = match renumber(fragment, offset, params.len()) {
@@ -27,7 +28,12 @@ pub(super) fn render_raw(sql: &mut Sql, fragment: &str, params: &[RawParam]) -> 
         let value = raw_value(sql, p);
         sql.params.push(value);
     }
-    format!("({fragment})")
+    if fragment.contains("--") {
+        // The line break ends a trailing `--` comment before the closing parenthesis.
+        format!("({fragment}\n)")
+    } else {
+        format!("({fragment})")
+    }
 }
 
 /// Marks the statement invalid when a text or `jsonb` parameter holds a NUL character.

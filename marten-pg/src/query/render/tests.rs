@@ -67,6 +67,31 @@ fn placeholders_must_match_the_parameters() {
     }
 }
 
+#[test]
+fn parentheses_must_balance_outside_quotes_and_comments() {
+    for s in [
+        "TRUE) OR (TRUE",
+        ")",
+        "(",
+        "((x)",
+        "x = 1) --",
+        "'(' = $$)$$ AND (x",
+    ] {
+        assert!(renumber(s, 0, 0).is_err(), "{s}");
+    }
+    for s in [
+        "(a) AND (b OR (c))",
+        "')' = x",
+        "\")(\" = x",
+        "x -- )\n",
+        "x /* ) */",
+        "$$)$$ = x",
+        "E'\\')' = x",
+    ] {
+        assert_eq!(renumber(s, 0, 0).as_deref(), Ok(s), "{s}");
+    }
+}
+
 /// A piece of a raw fragment: how it is written, and whether it is placeholder `$k`.
 #[derive(Debug, Clone)]
 enum Tok {
@@ -111,9 +136,17 @@ fn write(tokens: &[Tok], offset: usize) -> (String, String, usize) {
     used.dedup();
     let rank = |k: usize| used.iter().position(|u| *u == k).map_or(0, |p| p + 1);
     let (mut input, mut expected) = (Vec::new(), Vec::new());
+    // Parentheses balance: a `)` with none open is left out, the open ones are closed.
+    let mut depth = 0usize;
     for t in tokens {
         match t {
+            Tok::Text(s) if s == ")" && depth == 0 => {}
             Tok::Text(s) => {
+                match s.as_str() {
+                    "(" => depth += 1,
+                    ")" => depth -= 1,
+                    _ => {}
+                }
                 input.push(s.clone());
                 expected.push(s.clone());
             }
@@ -123,6 +156,8 @@ fn write(tokens: &[Tok], offset: usize) -> (String, String, usize) {
             }
         }
     }
+    input.extend(std::iter::repeat_n(")".to_owned(), depth));
+    expected.extend(std::iter::repeat_n(")".to_owned(), depth));
     (input.join(" "), expected.join(" "), used.len())
 }
 
