@@ -191,6 +191,63 @@ async fn a_standby_node_keeps_its_lock_connection() {
     ok(active.stop().await);
 }
 
+/// A runner whose lock connection gets no answer (the progression table locked by an
+/// administrator's `LOCK TABLE`, a `VACUUM FULL`) gives up within the request timeout:
+/// `stop` returns, the statement the server was waiting in is cancelled, and the lock
+/// connection is gone (with the projection's lock) before the table is unlocked.
+#[tokio::test]
+async fn a_lock_connection_without_answers_does_not_hold_stop() {
+    let (schema, b) = builder("daemon_lock_silent");
+    let store = ok(b
+        .request_timeout(Some(Duration::from_millis(700)))
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    append(&store, Uuid::now_v7(), &[1]).await;
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            poll_interval: Duration::from_millis(10),
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(10)).await);
+    let admin = schema.raw_client().await;
+    admin
+        .batch_execute("BEGIN; LOCK TABLE mt_event_progression IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the progression table");
+    // Let the caught-up runner's next ownership check start waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), daemon.stop()).await;
+    assert!(stopped.is_ok(), "stop waited for the locked table");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // The lock connection is closed while the table is still locked: nothing of the
+    // daemon waits for it any more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'marten-daemon-lock:' || $1 || ':%'",
+                &[&schema.name()],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{waiting} lock connections left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.batch_execute("COMMIT").await.expect("unlock");
+}
+
 /// Pauses the runner before its next batch commits, once armed.
 struct PauseBeforeCommit {
     armed: AtomicBool,

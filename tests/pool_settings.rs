@@ -233,6 +233,29 @@ async fn the_after_connect_hook_runs_on_every_new_connection() {
         matches!(&failing, Err(e) if e.sqlstate() == Some("42704")),
         "{failing:?}"
     );
+
+    // A hook that never finishes is bounded by the create timeout, on the connections
+    // outside the pool too (the build's schema work runs on one).
+    let started = Instant::now();
+    let stuck = tokio::time::timeout(
+        Duration::from_secs(10),
+        DocumentStore::builder()
+            .connection_string(schema.url())
+            .schema(schema.name())
+            .pool_create_timeout(Duration::from_millis(500))
+            .after_connect(|client| {
+                Box::pin(async move { client.batch_execute("SELECT pg_sleep(30)").await })
+            })
+            .build(),
+    )
+    .await
+    .expect("the build waited for the hook beyond the create timeout");
+    assert!(matches!(&stuck, Err(Error::Timeout { .. })), "{stuck:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Runs a session on `store` and returns how many connections the hook saw made.

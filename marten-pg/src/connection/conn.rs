@@ -150,22 +150,27 @@ impl Conn {
             drop(client);
             return;
         }
-        let token = client.cancel_token();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await {
-                        Ok(Ok(())) => debug!("cancelled the request of a discarded connection"),
-                        Ok(Err(e)) => debug!(error = %e, "cancel request failed"),
-                        Err(_) => debug!("cancel request timed out"),
-                    }
-                    drop(client);
-                });
-            }
-            // No runtime to send a cancel from: closing alone still ends the session's
-            // transaction once the server reads the termination.
-            Err(_) => drop(client),
+        cancel_then_drop(client.cancel_token(), client);
+    }
+}
+
+/// Sends a cancel request for what runs on a connection (in a task of its own, waiting
+/// at most five seconds for the server to take it), then drops `keep` (the connection
+/// itself, or nothing). Without a runtime to send it from, drops `keep` at once: closing
+/// alone still ends the connection's transaction once the server reads the termination.
+pub(crate) fn cancel_then_drop<T: Send + 'static>(token: tokio_postgres::CancelToken, keep: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await {
+                    Ok(Ok(())) => debug!("cancelled the request of a discarded connection"),
+                    Ok(Err(e)) => debug!(error = %e, "cancel request failed"),
+                    Err(_) => debug!("cancel request timed out"),
+                }
+                drop(keep);
+            });
         }
+        Err(_) => drop(keep),
     }
 }
 
@@ -218,6 +223,15 @@ impl Request<'_> {
                 warn!(error = %e, "rollback failed; the connection will be closed");
                 self.conn.broken = true;
             }
+        }
+    }
+
+    /// [`rollback`](Self::rollback) within the store's request timeout; past it the
+    /// request is marked lost (its connection cancelled and closed, which ends the
+    /// transaction on the server).
+    pub(crate) async fn rollback_within(&mut self, source: &impl AsRef<Connector>) {
+        if within(source, self.rollback()).await.is_none() {
+            self.mark_lost();
         }
     }
 
@@ -292,7 +306,7 @@ impl<'c> Request<'c> {
             return Err(timed_out(source));
         };
         if result.is_err() {
-            self.rollback().await;
+            self.rollback_within(source).await;
         }
         self.settle(&result);
         result

@@ -233,9 +233,17 @@ impl Connector {
             }
         };
         if let Some(hook) = &own.after_connect {
-            hook(&client)
-                .await
-                .map_err(|e| map_db_error(e, Failed::Other("running the after-connect hook")))?;
+            // Bounded like the pool's connections, whose create timeout covers the hook.
+            match tokio::time::timeout(own.create_timeout, hook(&client)).await {
+                Ok(ran) => ran.map_err(|e| {
+                    map_db_error(e, Failed::Other("running the after-connect hook"))
+                })?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: "the after-connect hook of a new database connection".to_owned(),
+                    })
+                }
+            }
         }
         Ok(Dedicated::Own(client))
     }

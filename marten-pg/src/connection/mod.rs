@@ -21,7 +21,7 @@ mod statements;
 mod tls;
 
 pub use conn::Conn;
-pub(crate) use conn::{timed_out, within, Request};
+pub(crate) use conn::{cancel_then_drop, timed_out, within, Request};
 pub(crate) use connector::{Connector, Dedicated, DirectConnections, Replica};
 pub(crate) use db::Db;
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};

@@ -118,7 +118,7 @@ impl Runner {
                 return Ok(None);
             }
         }
-        match claim(lock, &self.slot, &self.options.node).await {
+        match claim(&self.store, lock, &self.slot, &self.options.node).await {
             Ok(Claim::Owned(own)) => Ok(Some(own)),
             Ok(Claim::CountDiffers { .. }) => Err(changed(
                 "another deployment changed the count again at once; every node must run a \

@@ -173,7 +173,7 @@ pub(super) async fn switch(
     };
     match &result {
         Ok(Switch::Done) => req.set_in_transaction(false),
-        _ => req.rollback().await,
+        _ => req.rollback_within(store).await,
     }
     req.settle(&result);
     result

@@ -12,12 +12,14 @@
 //! checks that ownership still holds. May use: the daemon's tables, the store (its
 //! dedicated connections and schema name).
 
+use std::future::Future;
+
 use tracing::info;
 
 use super::progression;
 use super::shard::{count_row, recorded_count};
 use super::slot::Slot;
-use crate::connection::Dedicated;
+use crate::connection::{cancel_then_drop, timed_out, within, Dedicated};
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
@@ -40,9 +42,17 @@ impl Ownership {
     }
 
     /// Whether the projection's epoch is still the one this runner claimed: a reset
-    /// (rebuild) or a takeover moves it. A failed check counts as moved.
-    pub(super) async fn still_held(&self, name: &str) -> bool {
-        let epoch = match self.lock.query_opt(progression::EPOCH, &[&name]).await {
+    /// (rebuild) or a takeover moves it. A failed check counts as moved, and so does one
+    /// without an answer within the request timeout (the runner then drops the lock's
+    /// connection, and the lock with it).
+    pub(super) async fn still_held(&self, store: &DocumentStore, name: &str) -> bool {
+        let read = async {
+            self.lock
+                .query_opt(progression::EPOCH, &[&name])
+                .await
+                .map_err(|e| map_db_error(e, Failed::Other("reading a projection's epoch")))
+        };
+        let epoch = match on_lock(store, &self.lock, read).await {
             Ok(row) => row.and_then(|r| r.try_get::<_, i64>(0).ok()),
             Err(_) => None,
         };
@@ -85,24 +95,49 @@ pub(super) async fn acquire(
     };
     let key = format!("marten:daemon:{}:{name}", store.schema());
     let locking = |e| map_db_error(e, Failed::Other("locking a projection"));
-    let got: bool = lock
-        .query_one(
+    let trying = async {
+        lock.query_one(
             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
             &[&key],
         )
         .await
         .map_err(locking)?
-        .try_get(0)
-        .map_err(locking)?;
+        .try_get::<_, bool>(0)
+        .map_err(locking)
+    };
+    // Without an answer the connection is dropped here, and a lock it may have got goes
+    // with it.
+    let got = on_lock(store, &lock, trying).await?;
     if !got {
         *standby = Some(lock);
         return Ok(None);
     }
     let app = format!("marten-daemon-lock:{}:{node}", store.schema());
-    let _ = lock
-        .execute("SELECT set_config('application_name', $1, false)", &[&app])
-        .await;
-    claim(lock, slot, node).await.map(Some)
+    let naming = async {
+        lock.execute("SELECT set_config('application_name', $1, false)", &[&app])
+            .await
+            .map_err(locking)
+    };
+    on_lock(store, &lock, naming).await?;
+    claim(store, lock, slot, node).await.map(Some)
+}
+
+/// A statement on a lock's connection, awaited within the store's request timeout. Past
+/// it a cancel request is sent for the statement and the caller gets `Error::Timeout`;
+/// it drops the connection, and the session's advisory lock with it (the cancel ends a
+/// statement the server is still waiting in, so the lock does not outlive the wait).
+async fn on_lock<T>(
+    store: &DocumentStore,
+    lock: &Dedicated,
+    answers: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match within(store, answers).await {
+        Some(answered) => answered,
+        None => {
+            cancel_then_drop(lock.cancel_token(), ());
+            Err(timed_out(store))
+        }
+    }
 }
 
 /// Bumps the slot's owner epoch (on the lock's connection, which holds the slot's lock)
@@ -111,28 +146,39 @@ pub(super) async fn acquire(
 /// A whole projection's claim is the one it always was, and the recorded count is read
 /// after it: a count change that commits later moves the epoch just claimed. A shard's
 /// claim checks the count in the same statement (see [`progression::SHARD_CLAIM`]).
-pub(super) async fn claim(lock: Dedicated, slot: &Slot, node: &str) -> Result<Claim> {
+pub(super) async fn claim(
+    store: &DocumentStore,
+    lock: Dedicated,
+    slot: &Slot,
+    node: &str,
+) -> Result<Claim> {
     let claiming = |e| map_db_error(e, Failed::Other("claiming a projection"));
     let (name, tenant) = (slot.name(), slot.tenant_column());
     let row = match slot.shard {
-        None => Some(
-            lock.query_one(progression::CLAIM, &[&name, &node, &tenant])
-                .await
-                .map_err(claiming)?,
-        ),
+        None => {
+            let claimed = async {
+                lock.query_one(progression::CLAIM, &[&name, &node, &tenant])
+                    .await
+                    .map_err(claiming)
+            };
+            Some(on_lock(store, &lock, claimed).await?)
+        }
         Some(shard) => {
             let (counted, count) = (count_row(slot.projection), i64::from(shard.count()));
-            lock.query_opt(
-                progression::SHARD_CLAIM,
-                &[&name, &node, &tenant, &counted, &count],
-            )
-            .await
-            .map_err(claiming)?
+            let claimed = async {
+                lock.query_opt(
+                    progression::SHARD_CLAIM,
+                    &[&name, &node, &tenant, &counted, &count],
+                )
+                .await
+                .map_err(claiming)
+            };
+            on_lock(store, &lock, claimed).await?
         }
     };
     let recorded = match (&row, slot.shard) {
         (Some(_), Some(_)) => slot.count(),
-        _ => recorded_count(&lock, slot.projection).await?,
+        _ => on_lock(store, &lock, recorded_count(&lock, slot.projection)).await?,
     };
     match row {
         Some(row) if recorded == slot.count() => Ok(Claim::Owned(Ownership {

@@ -319,7 +319,7 @@ impl Runner {
             self.options.hooks.after_catch_up(name);
             self.caught_up = true;
         }
-        if own.still_held(self.slot.name()).await {
+        if own.still_held(&self.store, self.slot.name()).await {
             Turn::Idle
         } else {
             Turn::StepDown

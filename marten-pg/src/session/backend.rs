@@ -200,13 +200,13 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
             .await
         }
         Ok(Planned::Again) => {
-            req.rollback().await;
+            req.rollback_within(&parts.store).await;
             req.finish();
             tracing::debug!("a cached aggregate was stale; planning again");
             AttemptEnd::PlanAgain
         }
         Err(e) => {
-            req.rollback().await;
+            req.rollback_within(&parts.store).await;
             req.settle_error(&e);
             if attempts.retries(&e) {
                 tracing::debug!(error = %e, "the save's locked read lost a deadlock; planning again");

@@ -72,7 +72,14 @@ pub(super) async fn send(
     let ops = std::slice::from_ref(&op);
     match concluded(ops, accepted.err(), state) {
         Some(concluded) => concluded,
-        None => rejected(req.client(), ops).await,
+        // Nothing was written; the reads that explain the rejection are bounded too.
+        None => match within(store, rejected(req.client(), ops)).await {
+            Some(explained) => explained,
+            None => {
+                req.mark_lost();
+                Err(crate::connection::timed_out(store))
+            }
+        },
     }
 }
 

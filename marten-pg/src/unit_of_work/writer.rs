@@ -62,7 +62,17 @@ impl UnitOfWork {
         if let Some(op) = self.lone(req) {
             // One statement that writes everything or nothing needs no transaction.
             return match super::lone::send(req, op, store, state).await {
-                Err(Error::DuplicateEvent { .. }) => Err(self.name_duplicates(req.client()).await),
+                Err(Error::DuplicateEvent { .. }) => {
+                    // The read that names the duplicates is bounded too; without an
+                    // answer the duplicates go unnamed.
+                    match within(store, self.name_duplicates(req.client())).await {
+                        Some(named) => Err(named),
+                        None => {
+                            req.mark_lost();
+                            Err(Error::DuplicateEvent { ids: Vec::new() })
+                        }
+                    }
+                }
                 other => other,
             };
         }
@@ -96,7 +106,7 @@ impl UnitOfWork {
             }
             Ok(Outcome::Retry) => {}
             // If the flight never reached COMMIT, end the open transaction here.
-            Err(_) => req.rollback().await,
+            Err(_) => req.rollback_within(store).await,
         }
         result
     }
