@@ -10,7 +10,7 @@ use common::ok;
 #[tokio::test]
 async fn where_sql_takes_typed_parameters_after_the_tenant() {
     use marten::query::{param, RawParam};
-    let (_schema, store) = seeded("agg_where_sql").await;
+    let (schema, store) = seeded("agg_where_sql").await;
     let mut red = ok(store.query_session_for("red"));
     let mut blue = ok(store.query_session_for("blue"));
     let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
@@ -65,6 +65,25 @@ async fn where_sql_takes_typed_parameters_after_the_tenant() {
             .count()
             .await),
         2
+    );
+    // A connection that reads backslashes in literals as escapes would disagree with
+    // the scanner on where a literal ends ('\'' ) OR (TRUE --'): refused at build.
+    let off = marten::DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .after_connect(|client| {
+            Box::pin(async move {
+                client
+                    .batch_execute("SET standard_conforming_strings = off")
+                    .await
+            })
+        })
+        .build()
+        .await;
+    assert!(
+        matches!(&off, Err(marten::Error::Configuration(r)) if r.contains("standard_conforming_strings")),
+        "{:?}",
+        off.err()
     );
     // Mixed lists and the older enum still work.
     let mixed = vec![

@@ -1,7 +1,9 @@
 //! The oldest PostgreSQL marten runs on, checked when a store is built: the event store
 //! records `pg_current_xact_id()` in an `xid8` column and readers compare it with
 //! `pg_snapshot_xmin(pg_current_snapshot())`, all new in PostgreSQL 13 (as is
-//! `gen_random_uuid()` without an extension).
+//! `gen_random_uuid()` without an extension). Checked with it: the server reads string
+//! literals with `standard_conforming_strings` on (the default since PostgreSQL 9.1),
+//! as marten's scanner of raw SQL fragments does.
 
 use marten_core::{Error, Result};
 use tokio_postgres::Client;
@@ -11,19 +13,38 @@ use crate::error_map::{map_db_error, Failed};
 /// The oldest supported major version.
 pub(crate) const MIN_MAJOR: u32 = 13;
 
-/// Fails with [`Error::UnsupportedServerVersion`] on a server older than [`MIN_MAJOR`].
+/// Fails with [`Error::UnsupportedServerVersion`] on a server older than [`MIN_MAJOR`],
+/// and with [`Error::Configuration`] on a connection whose `standard_conforming_strings`
+/// is off.
 pub(crate) async fn check_server_version(client: &Client) -> Result<()> {
     let what = Failed::Other("reading the server version");
     let row = client
         .query_one(
-            "SELECT current_setting('server_version_num'), current_setting('server_version')",
+            "SELECT current_setting('server_version_num'), current_setting('server_version'), \
+             current_setting('standard_conforming_strings')",
             &[],
         )
         .await
         .map_err(|e| map_db_error(e, what))?;
     let num: String = row.try_get(0).map_err(|e| map_db_error(e, what))?;
     let text: String = row.try_get(1).map_err(|e| map_db_error(e, what))?;
-    supported(&num, &text)
+    let strings: String = row.try_get(2).map_err(|e| map_db_error(e, what))?;
+    supported(&num, &text)?;
+    conforming(&strings)
+}
+
+/// Refuses a connection that reads a backslash in `'..'` as an escape: where the
+/// server and marten's scanner of `where_sql` fragments disagree on where a literal
+/// ends, a fragment could end the parenthesis it is wrapped in (and widen a tenant's
+/// match) inside what the scanner took for a literal.
+fn conforming(setting: &str) -> Result<()> {
+    if setting == "on" {
+        return Ok(());
+    }
+    Err(Error::Configuration(format!(
+        "the connection's standard_conforming_strings is {setting:?}: marten reads raw SQL \
+         as PostgreSQL does with it on (the default); turn it on for marten's connections"
+    )))
 }
 
 /// Whether `server_version_num` (e.g. `150004`) is new enough; `text` is the version as
@@ -59,5 +80,16 @@ mod tests {
             other => panic!("expected a version error, got {other:?}"),
         }
         assert!(matches!(supported("x", "x"), Err(Error::Configuration(_))));
+    }
+
+    #[test]
+    fn strings_must_conform() {
+        assert!(conforming("on").is_ok());
+        match conforming("off") {
+            Err(Error::Configuration(reason)) => {
+                assert!(reason.contains("standard_conforming_strings"), "{reason}")
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
     }
 }
