@@ -15,6 +15,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let deletes = by_role(methods, |m| m.role == Role::Delete, delete_arm);
     let creates = by_role(methods, |m| m.role == Role::Create, create_arm);
     let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
+    let deletes_only = deletes_only(methods);
     let handled = handled(methods);
     let identity_impl = identity_impl(self_ty, methods);
     let uses_metadata = methods.iter().any(|m| m.with_meta);
@@ -41,6 +42,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
                         ::core::option::Option::Some(s) => s,
                         ::core::option::Option::None => {
                             #(#creates)*
+                            #deletes_only
                             match (&&#p::support::Initial::<Self>::new()).initial() {
                                 ::core::option::Option::Some(s) => s,
                                 ::core::option::Option::None => return ::core::result::Result::Ok(::core::option::Option::None),
@@ -132,6 +134,33 @@ fn apply_arm(m: &Method) -> TokenStream {
             }
         }
     }
+}
+
+/// On an absent state, after the `create` arms: an event whose methods are only
+/// `should_delete*` ones (no `create*`, which would have returned, and no `apply*`) is
+/// asked only of an existing state and creates none, `Default` or not, so the state stays
+/// absent. Decided by the event's runtime type, as the arms are, so two spellings of one
+/// type (`X`, `events::X`) are one event type. Nothing without `should_delete*` methods.
+fn deletes_only(methods: &[Method]) -> Option<TokenStream> {
+    let p = crate::krate::private();
+    let of = |keep: fn(&Role) -> bool| -> Vec<&Type> {
+        methods
+            .iter()
+            .filter(|m| keep(&m.role))
+            .map(|m| &m.event)
+            .collect()
+    };
+    let deleted = of(|r| *r == Role::Delete);
+    let applied = of(|r| matches!(r, Role::Apply { .. }));
+    (!deleted.is_empty()).then(|| {
+        quote! {
+            if (false #(|| #p::support::event_as::<#deleted>(data).is_some())*)
+                && !(false #(|| #p::support::event_as::<#applied>(data).is_some())*)
+            {
+                return ::core::result::Result::Ok(::core::option::Option::None);
+            }
+        }
+    })
 }
 
 /// The event types the state handles (identity methods aside), each once.

@@ -36,6 +36,8 @@ pub(super) fn deadline_after(timeout: Duration) -> Instant {
 pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Result<()> {
     let deadline = deadline_after(timeout);
     progression::ensure_tables(store).await?;
+    // What the last finished check found, to name when the next one does not finish.
+    let mut last: Option<Vec<String>> = None;
     loop {
         // One pooled connection per check, given back before the poll's sleep: a waiter
         // must not hold a connection the daemon's runners (or the application) need.
@@ -43,9 +45,13 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
         // A check that hangs (a lock, a lost server) counts against the same deadline.
         let check = conn.run(store, async |client| stale_projections(store, client).await);
         let Ok(stale) = tokio::time::timeout_at(deadline.into(), check).await else {
-            return Err(Error::Timeout {
-                what: "the daemon's staleness check".to_owned(),
-            });
+            let what = match last {
+                Some(stale) => {
+                    format!("projections {stale:?} to catch up (a later check had not finished)")
+                }
+                None => "the daemon's staleness check".to_owned(),
+            };
+            return Err(Error::Timeout { what });
         };
         drop(conn);
         let stale = stale?;
@@ -57,6 +63,7 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
                 what: format!("projections {stale:?} to catch up"),
             });
         }
+        last = Some(stale);
         tokio::time::sleep(POLL).await;
     }
 }
