@@ -228,10 +228,12 @@ async fn a_lock_connection_without_answers_does_not_hold_stop() {
         started.elapsed()
     );
     // The lock connection is closed while the table is still locked: nothing of the
-    // daemon waits for it any more.
+    // daemon waits for it any more. (Looked at from a connection of its own: inside the
+    // admin's transaction, `pg_stat_activity` would show one snapshot for ever.)
+    let observer = schema.raw_client().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let waiting: i64 = admin
+        let waiting: i64 = observer
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'marten-daemon-lock:' || $1 || ':%'",
                 &[&schema.name()],

@@ -35,21 +35,28 @@ pub struct Health {
     pub failures: Vec<HealthFailure>,
 }
 
-/// One async projection's part of [`Health`].
+/// One async projection's part of [`Health`]: its [`ProjectionStatus`](crate::ProjectionStatus)
+/// (with conjoined events, its worst tenant's) and its dead letters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProjectionHealth {
     /// The projection's name.
     pub name: String,
-    /// The global sequence of the last event it processed.
+    /// The global sequence of the last event it processed, the last in the daemon's
+    /// order (see [`ProjectionStatus::position`](crate::ProjectionStatus::position)).
     pub position: i64,
-    /// The highest global sequence in the store.
+    /// The global sequence of the last event it is to process (see
+    /// [`ProjectionStatus::head`](crate::ProjectionStatus::head)): `position` once caught
+    /// up.
     pub head: i64,
-    /// Events not processed yet (approximate: sequences can have gaps).
+    /// Events not processed yet, [`ProjectionStatus::lag`](crate::ProjectionStatus::lag):
+    /// 0 once caught up, otherwise approximate; with conjoined events, the worst
+    /// tenant's.
     pub lag: i64,
-    /// Poison events recorded for it in `mt_dead_letters`.
+    /// Poison events recorded for it in `mt_dead_letters` (every tenant's).
     pub dead_letters: i64,
-    /// The node that owns it, if any.
+    /// The node that owns it, if any (sharded or with conjoined events: every node that
+    /// owns one of its slots, joined by `, `).
     pub owner: Option<String>,
 }
 
