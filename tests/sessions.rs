@@ -215,3 +215,84 @@ async fn a_document_an_inline_projection_wrote_is_read_anew_by_the_session() {
     let stored: Option<Tally> = ok(store.query_session().load(&id).await);
     assert_eq!(stored.map(|t| t.total), Some(7));
 }
+
+/// A save that does not commit (rejected, discarded or cancelled) leaves the session
+/// holding nothing it wrote: an identity or dirty-tracked session's next load reads what
+/// the database holds, not the document of the failed write, and a dirty-tracked session
+/// does not take that document for saved.
+#[tokio::test]
+async fn a_save_that_does_not_commit_leaves_no_written_document_in_the_session() {
+    let (_schema, b) = builder("sess_failed_save");
+    let store = ok(b.document::<Tag>().build().await);
+    let committed = Tag {
+        id: "t".into(),
+        uses: 1,
+    };
+    let mut w = store.lightweight_session();
+    ok(w.store(committed.clone()));
+    ok(w.save_changes().await);
+    let never = Tag {
+        id: "t".into(),
+        uses: 99,
+    };
+
+    // Rejected: an insert of an existing id.
+    let mut s = store.identity_session();
+    ok(s.insert(never.clone()));
+    assert!(matches!(s.save_changes().await, Err(Error::Rejected(_))));
+    assert_eq!(ok(s.load::<Tag>(&"t".to_owned()).await), Some(committed.clone()));
+
+    let mut d = store.dirty_tracked_session();
+    ok(d.insert(never.clone()));
+    assert!(matches!(d.save_changes().await, Err(Error::Rejected(_))));
+    let held = ok(d.load::<Tag>(&"t".to_owned()).await).expect("stored");
+    assert_eq!(*held, committed);
+    // What is loaded now is tracked as loaded: a change to it is written.
+    held.uses = 2;
+    ok(d.save_changes().await);
+    let mut q = store.query_session();
+    assert_eq!(ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+
+    // Discarded.
+    let mut d = store.dirty_tracked_session();
+    ok(d.store(never.clone()));
+    d.discard_changes();
+    assert_eq!(ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+
+    // Cancelled before it was sent: nothing written, nothing held.
+    let mut d = store.dirty_tracked_session();
+    ok(d.store(never.clone()));
+    {
+        let saving = d.save_changes();
+        futures_util::pin_mut!(saving);
+        let polled = futures_util::poll!(saving.as_mut());
+        assert!(polled.is_pending(), "the save needs the database");
+    }
+    assert_eq!(ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+    assert_eq!(ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+}
+
+/// A delete that commits forgets a copy of the document the session loaded after the
+/// delete was queued: a change to that copy cannot write the deleted document back.
+#[tokio::test]
+async fn a_committed_delete_forgets_a_copy_loaded_after_it_was_queued() {
+    let (_schema, b) = builder("sess_delete_then_load");
+    let store = ok(b.document::<Tag>().build().await);
+    let mut w = store.lightweight_session();
+    ok(w.store(Tag {
+        id: "gone".into(),
+        uses: 1,
+    }));
+    ok(w.save_changes().await);
+
+    let mut d = store.dirty_tracked_session();
+    ok(d.delete::<Tag>(&"gone".to_owned()));
+    let loaded = ok(d.load::<Tag>(&"gone".to_owned()).await).expect("not deleted yet");
+    assert_eq!(loaded.uses, 1);
+    ok(d.save_changes().await);
+    assert_eq!(ok(d.load::<Tag>(&"gone".to_owned()).await), None);
+    // Nothing tracked is left to write back.
+    ok(d.save_changes().await);
+    let mut q = store.query_session();
+    assert_eq!(ok(q.load::<Tag>(&"gone".to_owned()).await), None);
+}

@@ -56,6 +56,11 @@ pub struct DocState<D: Document> {
     pub asserted: IdSet<D::Id>,
     /// New snapshots to take when the save in flight commits.
     pending_snapshots: Vec<(D::Id, Vec<u8>)>,
+    /// Ids whose document a write queued for the pending save put into the identity
+    /// map or the tracker: if that save does not commit (rejected, failed, cancelled,
+    /// discarded), the session forgets them, so that it never holds (or, dirty-tracked,
+    /// takes for saved) a document that was not written.
+    pending_writes: IdSet<D::Id>,
 }
 
 impl<D: Document> Default for DocState<D> {
@@ -66,6 +71,7 @@ impl<D: Document> Default for DocState<D> {
             tracked: IdMap::default(),
             asserted: IdSet::default(),
             pending_snapshots: Vec::new(),
+            pending_writes: IdSet::default(),
         }
     }
 }
@@ -127,6 +133,31 @@ impl<D: Document> DocState<D> {
     pub fn discard_snapshots(&mut self) {
         self.pending_snapshots.clear();
     }
+
+    /// Records that a write queued for the pending save put `id`'s document into the
+    /// identity map or the tracker.
+    pub fn write_pending(&mut self, id: &D::Id) {
+        if !self.pending_writes.contains(id) {
+            self.pending_writes.insert(id.clone());
+        }
+    }
+
+    /// The pending save ended: on commit its writes are what the session holds; otherwise
+    /// the documents they put into the identity map or the tracker are forgotten (the
+    /// next load reads the database).
+    fn end_pending_writes(&mut self, committed: bool) {
+        if self.pending_writes.is_empty() {
+            return;
+        }
+        if committed {
+            self.pending_writes.clear();
+            return;
+        }
+        for id in self.pending_writes.drain() {
+            self.identity.remove(&id);
+            self.tracked.remove(&id);
+        }
+    }
 }
 
 /// Type-erased access to a [`DocState`], for a session that holds many types.
@@ -147,6 +178,7 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
 
     fn finish_save(&mut self, committed: bool) {
         self.asserted.clear();
+        self.end_pending_writes(committed);
         if committed {
             self.commit_snapshots();
         } else {

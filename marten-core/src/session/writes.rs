@@ -61,6 +61,8 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
                 let snapshot = json.clone();
                 state.tracked.insert(id.clone(), Tracked { doc, snapshot });
             }
+            // Held as written only once the save commits.
+            state.write_pending(&id);
         }
         Ok((id, json))
     }
