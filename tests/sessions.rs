@@ -240,7 +240,10 @@ async fn a_save_that_does_not_commit_leaves_no_written_document_in_the_session()
     let mut s = store.identity_session();
     ok(s.insert(never.clone()));
     assert!(matches!(s.save_changes().await, Err(Error::Rejected(_))));
-    assert_eq!(ok(s.load::<Tag>(&"t".to_owned()).await), Some(committed.clone()));
+    assert_eq!(
+        ok(s.load::<Tag>(&"t".to_owned()).await),
+        Some(committed.clone())
+    );
 
     let mut d = store.dirty_tracked_session();
     ok(d.insert(never.clone()));
@@ -251,13 +254,19 @@ async fn a_save_that_does_not_commit_leaves_no_written_document_in_the_session()
     held.uses = 2;
     ok(d.save_changes().await);
     let mut q = store.query_session();
-    assert_eq!(ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+    assert_eq!(
+        ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses),
+        Some(2)
+    );
 
     // Discarded.
     let mut d = store.dirty_tracked_session();
     ok(d.store(never.clone()));
     d.discard_changes();
-    assert_eq!(ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+    assert_eq!(
+        ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses),
+        Some(2)
+    );
 
     // Cancelled before it was sent: nothing written, nothing held.
     let mut d = store.dirty_tracked_session();
@@ -268,8 +277,14 @@ async fn a_save_that_does_not_commit_leaves_no_written_document_in_the_session()
         let polled = futures_util::poll!(saving.as_mut());
         assert!(polled.is_pending(), "the save needs the database");
     }
-    assert_eq!(ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
-    assert_eq!(ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses), Some(2));
+    assert_eq!(
+        ok(d.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses),
+        Some(2)
+    );
+    assert_eq!(
+        ok(q.load::<Tag>(&"t".to_owned()).await).map(|t| t.uses),
+        Some(2)
+    );
 }
 
 /// A delete that commits forgets a copy of the document the session loaded after the
