@@ -133,6 +133,20 @@ fn diff_table(
     }
 }
 
+/// An index key as PostgreSQL prints it back: a column named past 63 bytes is cut like
+/// every other identifier (the column itself was created under the cut name), its
+/// operator class, if any, follows.
+fn live_key(key: &str) -> String {
+    let (column, rest) = key.split_once(' ').unwrap_or((key, ""));
+    if column.contains('(') {
+        return key.to_owned();
+    }
+    match rest {
+        "" => truncated(column).to_owned(),
+        rest => format!("{} {rest}", truncated(column)),
+    }
+}
+
 /// The difference of one index, if any: missing, replacing the other kind's index of
 /// the same field, or of another shape under its own name.
 fn diff_index(
@@ -150,7 +164,12 @@ fn diff_index(
         let same = found.valid
             && found.unique == index.unique
             && found.method == index.method
-            && found.keys == index.keys
+            && found.keys.len() == index.keys.len()
+            && found
+                .keys
+                .iter()
+                .zip(&index.keys)
+                .all(|(f, k)| *f == live_key(k))
             && found.predicate == index.predicate;
         if same {
             return None;
