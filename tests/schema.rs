@@ -342,6 +342,60 @@ async fn a_migration_waits_for_the_schema_lock_at_most_the_request_timeout() {
         .await);
 }
 
+/// A type no store registers.
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+struct Gadget {
+    id: Uuid,
+}
+
+/// Sessions of one store that first use a type at the same moment wait for one
+/// migration (one connection of its own), not one each.
+#[tokio::test]
+async fn racing_first_uses_of_a_type_migrate_once() {
+    let schema = marten_testing::TestSchema::new("schema_first_use_once");
+    let proxy = marten_testing::CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let store = ok(common::builder_on(&schema)
+        .connection_string(schema.url_via(&proxy))
+        .pool_size(8)
+        .document::<v2::Widget>()
+        .build()
+        .await);
+    // Eight pooled connections, open before the race.
+    let warm: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.query_session();
+                let _: Option<v2::Widget> = ok(s.load(&Uuid::now_v7()).await);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            })
+        })
+        .collect();
+    for w in warm {
+        w.await.expect("warm");
+    }
+    let before = proxy.connections();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut s = store.query_session();
+                barrier.wait().await;
+                let found: Option<Gadget> = ok(s.load(&Uuid::now_v7()).await);
+                assert!(found.is_none());
+            })
+        })
+        .collect();
+    for r in racers {
+        r.await.expect("racer");
+    }
+    let opened = proxy.connections() - before;
+    assert_eq!(opened, 1, "{opened} connections opened for one first use");
+}
+
 mod first_use {
     use super::common::{builder, ok};
     use marten::prelude::*;

@@ -28,6 +28,9 @@ pub(crate) struct Catalog {
     ensured: RwLock<FxHashSet<TypeId>>,
     names: names::Claims,
     documents: Vec<DefineFn>,
+    /// Held while a type's objects are made sure of on first use: sessions of the store
+    /// that first use a type at the same moment wait for one migration, not one each.
+    ensuring: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -50,6 +53,7 @@ impl Catalog {
             ensured: RwLock::new(FxHashSet::default()),
             names,
             documents,
+            ensuring: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -123,6 +127,10 @@ impl Catalog {
     /// mode) before first use, running its migration on a connection of its own (never
     /// inside a caller's transaction) under the schema's migration lock.
     pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
+        if self.is_ensured(type_id) {
+            return Ok(());
+        }
+        let _one = self.ensuring.lock().await;
         if self.is_ensured(type_id) {
             return Ok(());
         }
