@@ -3,7 +3,8 @@
 //! each is a confirmation page (GET) whose form POSTs the action with `confirm=yes` and
 //! the console's random token. A POST is refused (403) without the token, or when its
 //! `Origin` header names another host than its `Host` (a cross-site form), and (400)
-//! without the confirmation.
+//! without the confirmation. The `Host` itself was checked before (`host.rs`: a page of a
+//! DNS-rebinding domain has a matching `Origin`, but not a `Host` of the console's).
 //!
 //! Retrying a dead letter rebuilds its projection ([`marten_pg::daemon::rebuild`]: a
 //! running daemon replays it from the first event, so the event is applied again, and if

@@ -74,6 +74,22 @@ impl ConsoleBuilder {
         self
     }
 
+    /// Adds names the console answers to (see
+    /// [`ConsoleOptions::allowed_hosts`]): without an auth hook a request whose `Host` is
+    /// not `localhost`, `127.0.0.1`, `[::1]`, the bound address or one of these is refused
+    /// (421), against DNS rebinding; with an auth hook, giving any turns that check on.
+    /// `.allowed_hosts(["console.internal", ".ops.example.com"])`.
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options
+            .allowed_hosts
+            .extend(hosts.into_iter().map(Into::into));
+        self
+    }
+
     /// Shows documents of type `D` on the documents page, with a query box over the
     /// fields `fields` returns (built from the type's typed field paths:
     /// `|f| vec![QueryField::text(f.customer), QueryField::ordered(f.total)]`).
@@ -87,7 +103,9 @@ impl ConsoleBuilder {
 
     /// The host's own authentication middleware, applied to every route of the console
     /// (any tower layer axum's `Router::layer` takes). Required to bind to an address
-    /// other than loopback ([`Console::bind`]).
+    /// other than loopback ([`Console::bind`]). With it, the console no longer refuses
+    /// a `Host` that is not loopback (the host exposes it deliberately) unless
+    /// [`allowed_hosts`](Self::allowed_hosts) are given.
     pub fn auth<L>(mut self, layer: L) -> Self
     where
         L: Layer<Route> + Clone + Send + Sync + 'static,

@@ -21,13 +21,15 @@
 //! ```
 //!
 //! Security: [`Console::bind`] refuses an address other than loopback unless the host
-//! gave its own authentication middleware ([`ConsoleBuilder::auth`]); every statement is
+//! gave its own authentication middleware ([`ConsoleBuilder::auth`]); without one, every
+//! route refuses a request whose `Host` is not a loopback name, the bound address or one
+//! of [`ConsoleBuilder::allowed_hosts`] (421, against DNS rebinding); every statement is
 //! parameterized; every value written into a page is escaped (see [`html`]).
 //!
 //! Layout: `builder.rs` (options, document registration, auth hook), `console.rs` (the
 //! router, binding), `bind.rs` (serving), `router.rs` (routes and embedded assets),
 //! `html.rs` (escaping and layout), `pages/*.rs` (one page and its SQL each),
-//! `actions.rs`, `lag.rs` (the sampled lag history), `tables.rs` (quoted table names).
+//! `host.rs` (the `Host` check), `actions.rs`, `lag.rs` (the sampled lag history), `tables.rs` (quoted table names).
 #![warn(missing_docs)]
 
 mod actions;
@@ -36,6 +38,7 @@ mod builder;
 mod console;
 pub mod documents;
 mod error;
+mod host;
 pub mod html;
 pub mod lag;
 mod options;

@@ -766,3 +766,496 @@ async fn conjoined_tenants_are_shown_apart() {
     let form = page(served.addr, "/documents/Memo?tenant=acme").await;
     assert!(form.contains("name=\"tenant\" value=\"acme\""), "{form}");
 }
+
+/// The auth hook the tests give: `Authorization: Bearer let-me-in` or 401.
+async fn bearer(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let allowed = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v == "Bearer let-me-in");
+    if allowed {
+        next.run(req).await
+    } else {
+        axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED)
+    }
+}
+
+/// `GET path` with `Host: host` (and more headers).
+async fn get_as(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    more: &[(&str, &str)],
+) -> Response {
+    let mut headers = vec![("Host", host)];
+    headers.extend_from_slice(more);
+    request(addr, "GET", path, &headers, "").await
+}
+
+/// DNS rebinding: a page of evil.example re-pointed at 127.0.0.1 sends `Host:
+/// evil.example:PORT`. Without an auth hook every route refuses it (421, plain text, no
+/// token), the actions too, with the token and a matching `Origin`; loopback names, with
+/// or without the port, are served.
+#[tokio::test]
+async fn a_foreign_host_is_refused_on_every_route_without_auth() {
+    let (schema, store) = store("console_hosts").await;
+    seed(&store, 1, 0).await;
+    run_daemon(&store).await;
+    let raw = schema.raw_client().await;
+    let dead_id: i64 = raw
+        .query_one("SELECT id FROM mt_dead_letters", &[])
+        .await
+        .expect("one dead letter")
+        .get(0);
+    let console = console(&store).actions(true).build();
+    let served = serve(&console).await;
+    let port = served.addr.port();
+    let token = console.action_token().to_owned();
+    let evil = format!("evil.example:{port}");
+
+    for host in [
+        evil.as_str(),
+        "evil.example",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "127.0.0.2",
+    ] {
+        for path in [
+            "/streams",
+            "/",
+            "/assets/console.js",
+            "/projections.json",
+            "/dead-letters",
+            "/actions/confirm?action=rebuild&projection=OrderSummary",
+            &format!("/actions/confirm?action=retry&id={dead_id}"),
+            "/no-such-page",
+        ] {
+            let r = get_as(served.addr, host, path, &[]).await;
+            assert_eq!(r.status, 421, "GET {path} as {host}: {}", r.body);
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("text/plain")),
+                "{:?}",
+                r.headers
+            );
+            assert!(r.body.contains("DNS rebinding"), "{}", r.body);
+            assert!(!r.body.contains(&token), "the token leaks to {host}");
+        }
+    }
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let origin = format!("http://{evil}");
+    for (path, body) in [
+        (
+            "/actions/rebuild",
+            format!("projection=OrderSummary&confirm=yes&token={token}"),
+        ),
+        (
+            "/actions/retry",
+            format!("id={dead_id}&confirm=yes&token={token}"),
+        ),
+    ] {
+        let r = request(
+            served.addr,
+            "POST",
+            path,
+            &[form, ("Host", evil.as_str()), ("Origin", origin.as_str())],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 421, "POST {path} as {evil}: {}", r.body);
+    }
+    let dead: i64 = raw
+        .query_one("SELECT count(*) FROM mt_dead_letters", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(dead, 1, "the refused retry cleared nothing");
+    let last_seq: i64 = raw
+        .query_one(
+            "SELECT last_seq FROM mt_event_progression WHERE name = 'OrderSummary'",
+            &[],
+        )
+        .await
+        .expect("position")
+        .get(0);
+    assert!(last_seq > 0, "the refused rebuild reset nothing");
+
+    let with_port = [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    let hosts = ["localhost", "LocalHost", "127.0.0.1", "[::1]"]
+        .into_iter()
+        .chain(with_port.iter().map(String::as_str));
+    for host in hosts {
+        let r = get_as(served.addr, host, "/streams", &[]).await;
+        assert_eq!(r.status, 200, "GET /streams as {host}: {}", r.body);
+        let css = get_as(served.addr, host, "/assets/console.css", &[]).await;
+        assert_eq!(css.status, 200, "{host}");
+        let confirm = get_as(
+            served.addr,
+            host,
+            "/actions/confirm?action=rebuild&projection=OrderSummary",
+            &[],
+        )
+        .await;
+        assert_eq!(confirm.status, 200, "{host}: {}", confirm.body);
+        assert!(confirm.body.contains(&token));
+    }
+    // An action from the console's own page on localhost.
+    let local = format!("localhost:{port}");
+    let origin = format!("http://{local}");
+    let done = request(
+        served.addr,
+        "POST",
+        "/actions/rebuild",
+        &[form, ("Host", local.as_str()), ("Origin", origin.as_str())],
+        &format!("projection=OrderSummary&confirm=yes&token={token}"),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("is rebuilding"));
+}
+
+/// The address `bind` was given is a name of the console too; the router mounted in a
+/// service without an auth hook checks the `Host` as well.
+#[tokio::test]
+async fn the_bound_address_is_admitted_and_a_mounted_router_checks_the_host() {
+    let (_schema, store) = store("console_hosts_bound").await;
+    seed(&store, 1, 0).await;
+    let on_two = console(&store).build();
+    let bound = match on_two.bind(([127, 0, 0, 2], 0).into()).await {
+        Ok(b) => b,
+        Err(e) => panic!("bind 127.0.0.2: {e}"),
+    };
+    let addr = bound.local_addr().expect("addr");
+    let task = tokio::spawn(bound.serve());
+    let port = addr.port();
+    assert_eq!(get(addr, "/streams").await.status, 200, "Host: {addr}");
+    let other = format!("127.0.0.3:{port}");
+    assert_eq!(get_as(addr, &other, "/streams", &[]).await.status, 421);
+    assert_eq!(get_as(addr, "localhost", "/streams", &[]).await.status, 200);
+    task.abort();
+
+    let app = axum::Router::new().nest("/ops", console(&store).base_path("/ops").build().router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(get(addr, "/ops/streams").await.status, 200);
+    let evil = format!("evil.example:{}", addr.port());
+    for path in ["/ops/streams", "/ops/assets/console.css", "/ops/nope"] {
+        assert_eq!(get_as(addr, &evil, path, &[]).await.status, 421, "{path}");
+    }
+    task.abort();
+}
+
+/// With an auth hook the console is exposed on purpose: any `Host` reaches the hook, unless
+/// allowed hosts are listed, which turns the check on (loopback names still admitted).
+#[tokio::test]
+async fn with_an_auth_hook_the_host_is_checked_only_against_listed_hosts() {
+    let (_schema, store) = store("console_hosts_auth").await;
+    seed(&store, 1, 0).await;
+    let creds = [("Authorization", "Bearer let-me-in")];
+
+    let open = Console::builder(&store)
+        .auth(axum::middleware::from_fn(bearer))
+        .build();
+    let served = serve(&open).await;
+    let port = served.addr.port();
+    let evil = format!("evil.example:{port}");
+    let internal = format!("console.internal:{port}");
+    assert_eq!(
+        get_as(served.addr, &evil, "/streams", &[]).await.status,
+        401
+    );
+    assert_eq!(
+        get_as(served.addr, &evil, "/streams", &creds).await.status,
+        200,
+        "the hook decides"
+    );
+    drop(served);
+
+    let listed = Console::builder(&store)
+        .auth(axum::middleware::from_fn(bearer))
+        .allowed_hosts(["console.internal", ".ops.example"])
+        .build();
+    let served = serve(&listed).await;
+    let port = served.addr.port();
+    let evil = format!("evil.example:{port}");
+    let sub = format!("a.ops.example:{port}");
+    assert_eq!(
+        get_as(served.addr, &evil, "/streams", &creds).await.status,
+        421
+    );
+    for host in [
+        internal.as_str(),
+        "console.internal",
+        &sub,
+        "ops.example",
+        "localhost",
+    ] {
+        let r = get_as(served.addr, host, "/streams", &creds).await;
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+        let r = get_as(served.addr, host, "/streams", &[]).await;
+        assert_eq!(r.status, 401, "{host}: still behind the hook");
+    }
+    drop(served);
+
+    // Without a hook, listed hosts are admitted besides loopback.
+    let named = Console::builder(&store)
+        .allowed_hosts(["console.internal"])
+        .build();
+    let served = serve(&named).await;
+    assert_eq!(
+        get_as(served.addr, "console.internal", "/streams", &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_as(served.addr, "evil.example", "/streams", &[])
+            .await
+            .status,
+        421
+    );
+}
+
+/// Every row of a paged list: follows "Next page" from `first`, returning each page.
+async fn all_pages(addr: std::net::SocketAddr, first: &str) -> Vec<String> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(path) = next {
+        assert!(pages.len() < 20, "runaway paging at {path}");
+        let body = page(addr, &path).await;
+        next = next_link(&body);
+        pages.push(body);
+    }
+    pages
+}
+
+/// With conjoined events a tag has a row per tenant (`(tenant_id, tag_type, tag_value)`):
+/// 52 rows, acme's c00..c25 and globex's c01..c26, where a (type, value) of both tenants
+/// falls on the page boundary when ordered by type and value; every row is shown once.
+#[tokio::test]
+async fn the_tag_list_pages_by_the_whole_key_with_conjoined_tenants() {
+    let schema = marten_testing::TestSchema::new("console_tags_conjoined");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .event::<OrderPlaced>()
+        .build()
+        .await);
+    let mut expected = std::collections::BTreeSet::new();
+    for (tenant, values) in [("acme", 0..26), ("globex", 1..27)] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        for i in values {
+            let value = format!("c{i:02}");
+            expected.insert((tenant.to_owned(), value.clone()));
+            ok(s.events().append(
+                Uuid::now_v7(),
+                [OrderPlaced {
+                    customer: CustomerTag(value),
+                    note: String::new(),
+                }],
+            ));
+        }
+        ok(s.save_changes().await);
+    }
+    assert_eq!(expected.len(), 52);
+    let console = Console::builder(&store).build();
+    let served = serve(&console).await;
+    let pages = all_pages(served.addr, "/tags").await;
+    assert_eq!(pages.len(), 2, "52 rows, 50 a page");
+    let mut seen = Vec::new();
+    for body in &pages {
+        for row in body.split("<tr><td>customer</td>").skip(1) {
+            let value = row
+                .split("\">")
+                .nth(1)
+                .and_then(|r| r.split('<').next())
+                .unwrap_or_default();
+            let tenant = row
+                .split("</a></td><td>")
+                .nth(1)
+                .and_then(|r| r.split('<').next())
+                .unwrap_or_default();
+            seen.push((tenant.to_owned(), value.to_owned()));
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a row twice: {seen:?}");
+    assert_eq!(unique, expected, "every (tenant, tag) once");
+    let next = next_link(&pages[0]).expect("a second page");
+    assert!(next.contains("after_tenant="), "{next}");
+    // A cursor without its tenant cannot say where a conjoined list goes on.
+    let old = get(served.addr, "/tags?after_type=customer&after_value=c24").await;
+    assert_eq!(old.status, 400, "{}", old.body);
+    assert!(old.body.contains("after_tenant"));
+}
+
+/// A single-tenant store's list of tags pages by the whole key too, and its links from
+/// before the tenant was in the cursor (`after_type`, `after_value`) still work.
+#[tokio::test]
+async fn a_single_tenant_tag_list_keeps_its_cursor_links() {
+    let (_schema, store) = store("console_tags_single").await;
+    let mut s = store.lightweight_session();
+    for i in 0..55 {
+        ok(s.events().append(
+            Uuid::now_v7(),
+            [OrderPlaced {
+                customer: CustomerTag(format!("c{i:02}")),
+                note: String::new(),
+            }],
+        ));
+    }
+    ok(s.save_changes().await);
+    let console = console(&store).build();
+    let served = serve(&console).await;
+    let pages = all_pages(served.addr, "/tags").await;
+    let rows: usize = pages
+        .iter()
+        .map(|b| b.matches("<tr><td>customer</td>").count())
+        .sum();
+    assert_eq!(rows, 55);
+    let old = page(served.addr, "/tags?after_type=customer&after_value=c50").await;
+    assert_eq!(old.matches("<tr><td>customer</td>").count(), 4, "{old}");
+    assert!(!old.contains(">c50</a>") && old.contains(">c51</a>"));
+}
+
+/// A text document id for the trimming test.
+#[derive(Document, serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Note {
+    id: String,
+    text: String,
+}
+
+/// Ids with surrounding spaces: found as typed (a spaced id before the unspaced one),
+/// found trimmed when the typed spaces match nothing, and the next page's cursor, kept
+/// untrimmed, does not repeat the last row. Streams (text ids), documents (string ids)
+/// and tags alike.
+#[tokio::test]
+async fn ids_with_spaces_are_found_and_paged_exactly() {
+    let schema = marten_testing::TestSchema::new("console_spaced_ids");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .stream_identity(marten::StreamIdentity::String)
+        .event::<OrderPlaced>()
+        .build()
+        .await);
+    // "s000 ".."s059 " (each with a trailing space, so the first page's last row has
+    // one whatever the collation), and two "padded" streams: one with spaces around,
+    // one without.
+    let mut ids: Vec<String> = (0..60).map(|i| format!("s{i:03} ")).collect();
+    ids.push(" padded ".to_owned());
+    ids.push("padded".to_owned());
+    let mut s = store.lightweight_session();
+    for id in &ids {
+        let tag = if id.contains("padded") {
+            id.clone()
+        } else {
+            "plain".to_owned()
+        };
+        ok(s.events().append(
+            id.clone(),
+            [OrderPlaced {
+                customer: CustomerTag(tag),
+                note: String::new(),
+            }],
+        ));
+    }
+    for i in 0..60 {
+        ok(s.store(Note {
+            id: format!("n{i:03} "),
+            text: format!("note {i}"),
+        }));
+    }
+    for (id, text) in [(" spaced ", "the spaced note"), ("plain", "the plain note")] {
+        ok(s.store(Note {
+            id: id.to_owned(),
+            text: text.to_owned(),
+        }));
+    }
+    ok(s.save_changes().await);
+    let console = Console::builder(&store)
+        .document::<Note>(|f| vec![QueryField::text(f.id)])
+        .build();
+    let served = serve(&console).await;
+    let links = |body: &str| -> Vec<String> {
+        body.split("<tr><td><a href=\"/streams/")
+            .skip(1)
+            .filter_map(|r| r.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // Streams: every id once across the pages.
+    let pages = all_pages(served.addr, "/streams?type=").await;
+    let seen: Vec<String> = pages.iter().flat_map(|b| links(b)).collect();
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a stream twice: {seen:?}");
+    assert_eq!(seen.len(), 62);
+    let next = next_link(&pages[0]).expect("a second page");
+    assert!(next.ends_with("%20"), "the cursor keeps its space: {next}");
+    // By id: exactly as typed, spaces included; trimmed when that finds nothing.
+    let exact = page(served.addr, "/streams?id=%20padded%20").await;
+    assert_eq!(links(&exact), ["%20padded%20"], "{exact}");
+    let plain = page(served.addr, "/streams?id=padded").await;
+    assert_eq!(links(&plain), ["padded"]);
+    let typo = page(served.addr, "/streams?id=padded%20%20").await;
+    assert_eq!(links(&typo), ["padded"], "tried trimmed: {typo}");
+    let s049 = page(served.addr, "/streams?id=s049%20").await;
+    assert_eq!(links(&s049), ["s049%20"]);
+    let s049 = page(served.addr, "/streams?id=%20s049%20").await;
+    assert!(links(&s049).is_empty(), "neither as typed nor trimmed");
+    // By tag, and the tag's own page, as typed.
+    let tagged = page(
+        served.addr,
+        "/streams?tag_type=customer&tag_value=%20padded%20",
+    )
+    .await;
+    assert_eq!(links(&tagged), ["%20padded%20"], "{tagged}");
+    let tag = page(served.addr, "/tags?type=customer&value=%20padded%20").await;
+    assert_eq!(tag.matches("<td>order_placed</td>").count(), 1, "{tag}");
+    assert!(tag.contains("href=\"/streams/%20padded%20\""), "{tag}");
+    let list = page(served.addr, "/tags").await;
+    assert!(
+        list.contains("href=\"/tags?type=customer&amp;value=%20padded%20\""),
+        "{list}"
+    );
+
+    // Documents: the cursor after "n0xx " goes on after it; the id found as typed.
+    let pages = all_pages(served.addr, "/documents/Note").await;
+    let rows: Vec<&str> = pages
+        .iter()
+        .flat_map(|b| b.split("<tr><td>").skip(1))
+        .filter_map(|r| r.split("</td>").next())
+        .collect();
+    let unique: std::collections::HashSet<_> = rows.iter().collect();
+    assert_eq!(unique.len(), rows.len(), "a document twice: {rows:?}");
+    assert_eq!(rows.len(), 62);
+    let next = next_link(&pages[0]).expect("a second page");
+    assert!(next.ends_with("%20"), "the cursor keeps its space: {next}");
+    let spaced = page(
+        served.addr,
+        "/documents/Note?field=id&op=eq&value=%20spaced%20",
+    )
+    .await;
+    assert!(spaced.contains("the spaced note"), "{spaced}");
+    let trimmed = page(served.addr, "/documents/Note?field=id&op=eq&value=plain%20").await;
+    assert!(
+        trimmed.contains("the plain note"),
+        "tried trimmed: {trimmed}"
+    );
+    assert!(
+        trimmed.contains("value (JSON or text)\" value=\"plain \""),
+        "the box shows what was typed: {trimmed}"
+    );
+}

@@ -3,18 +3,23 @@
 //! page of its documents: a query box over the type's query fields (field, operator,
 //! value: a filter of the typed query DSL, rendered by marten like any query), paged by
 //! id (`d.id > $cursor ORDER BY d.id`, the primary key). The SQL is marten's own.
+//!
+//! The value and the tenant are used as typed, spaces included (a string id may have
+//! them), and the cursor as the console wrote it; a query that finds nothing (or is
+//! refused) as typed, with no cursor, is tried again with the value and tenant trimmed.
 
 use axum::extract::{Path, Query, State as Extract};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{given, respond, PageError, PAGE_SIZE};
-use crate::documents::{DocQuery, DocumentView, Op};
+use super::{exact, given, respond, trimmed_search, PageError, PAGE_SIZE};
+use crate::documents::{DocPage, DocQuery, DocumentView, Op};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
 
 /// The page's query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct DocumentsQuery {
     /// A query field's name.
     pub(crate) field: Option<String>,
@@ -26,6 +31,44 @@ pub(crate) struct DocumentsQuery {
     pub(crate) after: Option<String>,
     /// The tenant (a conjoined document type).
     pub(crate) tenant: Option<String>,
+}
+
+impl DocumentsQuery {
+    /// The query with its value and tenant trimmed, when that changes them and no cursor
+    /// is given: the second try of a query that found nothing as typed.
+    pub(crate) fn trimmed(&self) -> Option<DocumentsQuery> {
+        if self.after.is_some() {
+            return None;
+        }
+        let mut t = self.clone();
+        trimmed_search([&mut t.value, &mut t.tenant]).then_some(t)
+    }
+}
+
+/// A page of `view`'s documents for `q`: the value, the tenant and the cursor as given.
+async fn read(
+    state: &State,
+    view: &dyn DocumentView,
+    q: &DocumentsQuery,
+) -> Result<DocPage, PageError> {
+    let filter = match (given(&q.field), exact(&q.value)) {
+        (Some(field), Some(value)) => {
+            let op_name = given(&q.op).unwrap_or("eq");
+            let op = Op::parse(op_name)
+                .ok_or_else(|| PageError::bad(format!("unknown operator {op_name}")))?;
+            Some((field.to_owned(), op, value.to_owned()))
+        }
+        _ => None,
+    };
+    let query = DocQuery {
+        filter,
+        after: exact(&q.after).map(str::to_owned),
+        tenant: exact(&q.tenant).map(str::to_owned),
+        limit: PAGE_SIZE as usize,
+    };
+    view.page(&state.store, &query)
+        .await
+        .map_err(PageError::bad)
 }
 
 /// `GET /documents`.
@@ -84,11 +127,11 @@ async fn body(
         h.raw(">").text(op.name()).raw("</option>");
     }
     h.raw("</select><input name=\"value\" placeholder=\"value (JSON or text)\" value=\"")
-        .text(given(&q.value).unwrap_or_default())
+        .text(exact(&q.value).unwrap_or_default())
         .raw("\">");
     if view.conjoined() {
         h.raw("<label>Tenant <input name=\"tenant\" value=\"")
-            .text(given(&q.tenant).unwrap_or_default())
+            .text(exact(&q.tenant).unwrap_or_default())
             .raw("\"></label>");
     }
     h.raw("<button>Query</button></form>");
@@ -99,25 +142,21 @@ async fn body(
         h.text(names.join(", ")).raw(") ");
     }
     h.raw("</p>");
-    let filter = match (given(&q.field), given(&q.value)) {
-        (Some(field), Some(value)) => {
-            let op_name = given(&q.op).unwrap_or("eq");
-            let op = Op::parse(op_name)
-                .ok_or_else(|| PageError::bad(format!("unknown operator {op_name}")))?;
-            Some((field.to_owned(), op, value.to_owned()))
+    // As typed; then, if that found nothing or was refused, with the value and the
+    // tenant trimmed.
+    let first = read(state, view, q).await;
+    let retried;
+    let (page, q) = match (first, q.trimmed()) {
+        (Ok(p), Some(t)) if p.rows.is_empty() => {
+            retried = t;
+            (read(state, view, &retried).await?, &retried)
         }
-        _ => None,
+        (Err(e), Some(t)) if e.status == StatusCode::BAD_REQUEST => {
+            retried = t;
+            (read(state, view, &retried).await?, &retried)
+        }
+        (first, _) => (first?, q),
     };
-    let query = DocQuery {
-        filter,
-        after: given(&q.after).map(str::to_owned),
-        tenant: given(&q.tenant).map(str::to_owned),
-        limit: PAGE_SIZE as usize,
-    };
-    let page = view
-        .page(&state.store, &query)
-        .await
-        .map_err(PageError::bad)?;
     h.raw("<table id=\"documents\">")
         .header_row(&["Id", "Document"]);
     for (id, json) in &page.rows {
@@ -133,13 +172,13 @@ async fn body(
     }
     if let Some(next) = &page.next {
         let mut href = Href::new(base, "/documents").segment(view.name());
-        for (k, v) in [
-            ("field", &q.field),
-            ("op", &q.op),
-            ("value", &q.value),
-            ("tenant", &q.tenant),
-        ] {
-            if let Some(v) = given(v) {
+        for (k, v) in [("field", given(&q.field)), ("op", given(&q.op))] {
+            if let Some(v) = v {
+                href = href.query(k, v);
+            }
+        }
+        for (k, v) in [("value", exact(&q.value)), ("tenant", exact(&q.tenant))] {
+            if let Some(v) = v {
                 href = href.query(k, v);
             }
         }

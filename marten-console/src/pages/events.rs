@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{column, given, pretty, respond, stream_id_param, ts, PageError, Params, PAGE_SIZE};
+use super::{column, exact, pretty, respond, stream_id_param, ts, PageError, Params, PAGE_SIZE};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
 use crate::tables::Tables;
@@ -22,7 +22,8 @@ use crate::tables::Tables;
 pub(crate) struct EventsQuery {
     /// The version after which to read.
     pub(crate) after: Option<i64>,
-    /// The stream's tenant (conjoined events; the default tenant otherwise).
+    /// The stream's tenant (conjoined events; the default tenant otherwise), exactly as
+    /// the console's links give it.
     pub(crate) tenant: Option<String>,
 }
 
@@ -32,7 +33,7 @@ pub(crate) fn statements(
     id: &str,
     q: &EventsQuery,
 ) -> Result<[(String, Params); 2], PageError> {
-    let tenant = given(&q.tenant).unwrap_or(marten_core::tenant::DEFAULT_TENANT);
+    let tenant = exact(&q.tenant).unwrap_or(marten_core::tenant::DEFAULT_TENANT);
     let mut sp = Params::default();
     let sid = stream_id_param(&mut sp, t.identity, id)?;
     let scope = if t.conjoined {
@@ -136,7 +137,7 @@ async fn body(state: &State, id: &str, q: &EventsQuery) -> Result<Html, PageErro
     h.raw("</table>");
     if let (true, Some(v)) = (more, last_version) {
         let mut next = Href::new(base, "/streams").segment(id).query("after", v);
-        if let Some(t) = given(&q.tenant) {
+        if let Some(t) = exact(&q.tenant) {
             next = next.query("tenant", t);
         }
         h.raw("<p class=\"next\">")

@@ -133,7 +133,35 @@ pub(crate) fn pretty(v: Option<&serde_json::Value>) -> String {
     }
 }
 
-/// A non-empty, trimmed form value.
+/// A non-empty, trimmed form value: for flags and the names of the query box's fields and
+/// operators, never for an id, a tag, a tenant or a cursor (see [`exact`]).
 pub(crate) fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A non-empty value exactly as sent, spaces included: a cursor or a value of a link the
+/// console wrote (an id, a tag, a tenant), and a search box's first try.
+pub(crate) fn exact(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// A search box's value trimmed, when trimming changes it: the second try of a search
+/// that found nothing with the value as typed (`Some(None)`: nothing is left of it).
+pub(crate) fn retrimmed(v: &Option<String>) -> Option<Option<String>> {
+    let typed = v.as_deref()?;
+    let trimmed = typed.trim();
+    (trimmed.len() != typed.len()).then(|| (!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// `fields` trimmed (see [`retrimmed`]) when trimming changes any: the second try of a
+/// search whose values as typed found nothing.
+pub(crate) fn trimmed_search<const N: usize>(fields: [&mut Option<String>; N]) -> bool {
+    let mut changed = false;
+    for f in fields {
+        if let Some(t) = retrimmed(f) {
+            *f = t;
+            changed = true;
+        }
+    }
+    changed
 }

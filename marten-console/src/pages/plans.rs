@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::dead_letters::statement as dead_letters;
 use super::events::{statements as stream_events, EventsQuery};
 use super::streams::{statement as streams, tag_statement, StreamsQuery};
-use super::tags::{list_statement, tag_statements};
+use super::tags::{list_statement, tag_statements, ListCursor};
 use super::Params;
 use crate::slots::statement as projections;
 use crate::tables::Tables;
@@ -153,8 +153,7 @@ async fn every_pages_statement_is_an_index_scan() {
     plan(&raw, "projections", &projections(&t), &Params::default()).await;
     let (sql, p) = dead_letters(&t, 100);
     plan(&raw, "dead letters", &sql, &p).await;
-    let (sql, p) = list_statement(&t, ("customer", "c1"));
-    plan(&raw, "tags", &sql, &p).await;
+    tag_lists(&raw, &t).await;
     let [(vsql, vp), (esql, ep)] = tag_statements(&t, ("customer", "c7"), 10);
     plan(&raw, "a tag's versions", &vsql, &vp).await;
     plan(&raw, "a tag's events", &esql, &ep).await;
@@ -195,4 +194,63 @@ async fn the_conjoined_tag_search_is_an_index_scan() {
     };
     let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
     plan(&raw, "conjoined streams of a tag", &sql, &p).await;
+    tag_lists(&raw, &t).await;
+}
+
+/// The list of tags, first page and after a cursor (with its tenant, and without: a
+/// single-tenant store's older link), reads the tag versions' primary key in order: a
+/// range of the key (`Index Cond`), no sort.
+async fn tag_lists(raw: &tokio_postgres::Client, t: &Tables) {
+    let tenant = if t.conjoined { "acme" } else { "*DEFAULT*" };
+    let mut cursors = vec![
+        None,
+        Some(ListCursor {
+            tag_type: "customer",
+            tag_value: "c1",
+            tenant: Some(tenant),
+        }),
+    ];
+    if !t.conjoined {
+        cursors.push(Some(ListCursor {
+            tag_type: "customer",
+            tag_value: "c1",
+            tenant: None,
+        }));
+    }
+    for cursor in cursors {
+        let what = format!("tags after {cursor:?}");
+        let (sql, p) = list_statement(t, cursor).expect("the tags' statement");
+        plan(raw, &what, &sql, &p).await;
+        let text = explain(raw, &sql, &p).await;
+        assert!(!text.contains("Sort"), "{what} sorts:\n{text}\n{sql}");
+        assert!(
+            text.contains("mt_tag_versions_pkey"),
+            "{what} does not read the primary key:\n{text}"
+        );
+        if cursor.is_some() {
+            assert!(
+                text.contains("Index Cond"),
+                "{what} reads the key from its start:\n{text}"
+            );
+        }
+    }
+    if t.conjoined {
+        let old = ListCursor {
+            tag_type: "customer",
+            tag_value: "c1",
+            tenant: None,
+        };
+        assert!(list_statement(t, Some(old)).is_err(), "needs the tenant");
+    }
+}
+
+async fn explain(raw: &tokio_postgres::Client, sql: &str, p: &Params) -> String {
+    let rows = raw
+        .query(&format!("EXPLAIN {sql}"), &p.refs())
+        .await
+        .expect("EXPLAIN");
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -7,6 +7,11 @@
 //!  FROM mt_streams WHERE [id = $id] [AND type = $type] [AND NOT is_archived]
 //!  [AND id > $after] ORDER BY id LIMIT $n`.
 //!
+//! Ids, types and tags are matched exactly as given, spaces included (a text id may have
+//! them; the console's own links and cursors carry values untrimmed); a search whose
+//! values as typed find nothing, and that has no cursor, is tried again with them
+//! trimmed.
+//!
 //! A tag search pages by the tag's sequence instead: each page reads at most
 //! [`TAG_CHUNK`] of the tag's rows after a cursor (`seq_id > $after_seq ORDER BY seq_id`
 //! over the event tags' primary key `(tag_type, tag_value, seq_id)`; tenant by tenant,
@@ -16,16 +21,20 @@
 //! by the chunk, whatever the tag's size; a stream may appear again on a later page.
 
 use axum::extract::{Query, State as Extract};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{column, given, respond, stream_id_param, ts, PageError, Params, PAGE_SIZE};
+use super::{
+    column, exact, given, respond, stream_id_param, trimmed_search, ts, PageError, Params,
+    PAGE_SIZE,
+};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
 use crate::tables::Tables;
 
 /// The page's query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct StreamsQuery {
     /// An exact stream id.
     pub(crate) id: Option<String>,
@@ -44,6 +53,25 @@ pub(crate) struct StreamsQuery {
     pub(crate) after_tenant: Option<String>,
     /// The tag search's cursor: the last of the tag's sequences read.
     pub(crate) after_seq: Option<i64>,
+}
+
+impl StreamsQuery {
+    /// The search with its values trimmed, when that changes them and no cursor is given
+    /// (a next page's link carries the values that found its first page): the second try
+    /// of a search whose values as typed found nothing.
+    pub(crate) fn trimmed(&self) -> Option<StreamsQuery> {
+        if self.after.is_some() || self.after_seq.is_some() {
+            return None;
+        }
+        let mut t = self.clone();
+        let changed = trimmed_search([
+            &mut t.id,
+            &mut t.stream_type,
+            &mut t.tag_type,
+            &mut t.tag_value,
+        ]);
+        changed.then_some(t)
+    }
 }
 
 /// How many of a tag's events one page of the tag search reads.
@@ -67,13 +95,13 @@ pub(crate) struct StreamRow {
 pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params), PageError> {
     let mut p = Params::default();
     let mut wh: Vec<String> = Vec::new();
-    if let Some(id) = given(&q.id) {
+    if let Some(id) = exact(&q.id) {
         wh.push(format!(
             "s.id = {}",
             stream_id_param(&mut p, t.identity, id)?
         ));
     }
-    if let Some(ty) = given(&q.stream_type) {
+    if let Some(ty) = exact(&q.stream_type) {
         wh.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
     if tag(q)?.is_some() {
@@ -82,10 +110,10 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
     if given(&q.archived).is_none() {
         wh.push("NOT s.is_archived".to_owned());
     }
-    if let Some(after) = given(&q.after) {
+    if let Some(after) = exact(&q.after) {
         let id = stream_id_param(&mut p, t.identity, after)?;
         if t.conjoined {
-            let tenant = p.push(given(&q.after_tenant).unwrap_or_default().to_owned());
+            let tenant = p.push(exact(&q.after_tenant).unwrap_or_default().to_owned());
             wh.push(format!("(s.tenant_id, s.id) > ({tenant}, {id})"));
         } else {
             wh.push(format!("s.id > {id}"));
@@ -112,7 +140,7 @@ pub(crate) fn statement(t: &Tables, q: &StreamsQuery) -> Result<(String, Params)
 
 /// The tag searched for, if any (both its type and its value, or neither).
 fn tag(q: &StreamsQuery) -> Result<Option<(&str, &str)>, PageError> {
-    match (given(&q.tag_type), given(&q.tag_value)) {
+    match (exact(&q.tag_type), exact(&q.tag_value)) {
         (Some(tt), Some(tv)) => Ok(Some((tt, tv))),
         (None, None) => Ok(None),
         _ => Err(PageError::bad(
@@ -137,7 +165,7 @@ pub(crate) fn tag_statement(
     let scanned = if t.conjoined {
         // Tenant by tenant (the key is tenant-led): the rest of the cursor's tenant,
         // then the tenants after it, each an ordered range of the key.
-        let tenant = p.push(given(&q.after_tenant).unwrap_or_default().to_owned());
+        let tenant = p.push(exact(&q.after_tenant).unwrap_or_default().to_owned());
         format!(
             "SELECT u.seq_id, u.tenant_id FROM (\
              (SELECT g.seq_id, g.tenant_id FROM {tags} g WHERE g.tenant_id = {tenant} \
@@ -160,13 +188,13 @@ pub(crate) fn tag_statement(
     if t.conjoined {
         on.push("s.tenant_id = h.tenant_id".to_owned());
     }
-    if let Some(id) = given(&q.id) {
+    if let Some(id) = exact(&q.id) {
         on.push(format!(
             "s.id = {}",
             stream_id_param(&mut p, t.identity, id)?
         ));
     }
-    if let Some(ty) = given(&q.stream_type) {
+    if let Some(ty) = exact(&q.stream_type) {
         on.push(format!("s.type = {}", p.push(ty.to_owned())));
     }
     if given(&q.archived).is_none() {
@@ -271,23 +299,38 @@ async fn body(state: &State, q: &StreamsQuery) -> Result<Html, PageError> {
     let mut h = Html::new();
     h.raw("<form class=\"search\" method=\"get\">")
         .raw("<label>Id <input name=\"id\" value=\"")
-        .text(given(&q.id).unwrap_or_default())
+        .text(exact(&q.id).unwrap_or_default())
         .raw("\"></label><label>Type <input name=\"type\" value=\"")
-        .text(given(&q.stream_type).unwrap_or_default())
+        .text(exact(&q.stream_type).unwrap_or_default())
         .raw("\"></label><label>Tag <input name=\"tag_type\" placeholder=\"type\" value=\"")
-        .text(given(&q.tag_type).unwrap_or_default())
+        .text(exact(&q.tag_type).unwrap_or_default())
         .raw("\"><input name=\"tag_value\" placeholder=\"value\" value=\"")
-        .text(given(&q.tag_value).unwrap_or_default())
+        .text(exact(&q.tag_value).unwrap_or_default())
         .raw("\"></label><label><input type=\"checkbox\" name=\"archived\"");
     if given(&q.archived).is_some() {
         h.raw(" checked");
     }
     h.raw("> archived</label><button>Search</button></form>");
+    // As typed; then, if that found nothing or could not be read (a blank uuid),
+    // trimmed.
+    let first = read(state, q).await;
+    let retried;
+    let (found, q) = match (first, q.trimmed()) {
+        (Ok(p), Some(t)) if p.rows.is_empty() && p.next_tag.is_none() => {
+            retried = t;
+            (read(state, &retried).await?, &retried)
+        }
+        (Err(e), Some(t)) if e.status == StatusCode::BAD_REQUEST => {
+            retried = t;
+            (read(state, &retried).await?, &retried)
+        }
+        (first, _) => (first?, q),
+    };
     let StreamsPage {
         rows,
         next_tag,
         more,
-    } = read(state, q).await?;
+    } = found;
     if tag(q)?.is_some() {
         h.raw("<p class=\"note\">The tag's events are read ")
             .text(TAG_CHUNK)
@@ -340,7 +383,7 @@ async fn body(state: &State, q: &StreamsQuery) -> Result<Html, PageError> {
             ("tag_value", &q.tag_value),
             ("archived", &q.archived),
         ] {
-            if let Some(v) = given(v) {
+            if let Some(v) = exact(v) {
                 next = next.query(k, v);
             }
         }

@@ -1,26 +1,34 @@
-//! The tags page: without a tag, every tag with its version, keyset-paged by `(tag_type,
-//! tag_value)` over the tag versions' primary key; with one (`?type=..&value=..`), its
-//! version(s) and its events, keyset-paged by sequence over the event tags' primary key
-//! `(tag_type, tag_value, seq_id)`.
+//! The tags page: without a tag, every tag with its version, keyset-paged over the tag
+//! versions' primary key, whole: `(tag_type, tag_value, tenant_id)`, or `(tenant_id,
+//! tag_type, tag_value)` with conjoined events (one tag has a row per tenant, so the
+//! cursor carries the tenant: `after_type`, `after_value`, `after_tenant`; a
+//! single-tenant store's cursor without `after_tenant` still pages by type and value);
+//! with one (`?type=..&value=..`), its version(s) and its events, keyset-paged by
+//! sequence over the event tags' primary key `(tag_type, tag_value, seq_id)`.
 //!
 //! `SELECT tag_type, tag_value, tenant_id, version FROM mt_tag_versions WHERE (tag_type,
-//! tag_value) > ($1, $2) ORDER BY tag_type, tag_value LIMIT $3`;
+//! tag_value, tenant_id) > ($1, $2, $3) ORDER BY tag_type, tag_value, tenant_id LIMIT $4`
+//! (conjoined: `(tenant_id, tag_type, tag_value)`);
 //! `SELECT tenant_id, version FROM mt_tag_versions WHERE tag_type = $1 AND tag_value = $2`;
 //! `SELECT e.seq_id, e.stream_id::text, e.version, e.type, e.timestamp, e.tenant_id, e.data
 //! FROM mt_event_tags g JOIN mt_events e ON e.seq_id = g.seq_id WHERE g.tag_type = $1 AND
 //! g.tag_value = $2 AND g.seq_id > $3 ORDER BY g.seq_id LIMIT $4`.
+//!
+//! A tag's type and value are matched as given, spaces included (the list's links carry
+//! them so); a tag not found so, with no cursor, is looked up again trimmed.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
 use serde::Deserialize;
+use tokio_postgres::Row;
 
-use super::{column, given, pretty, respond, ts, PageError, Params, PAGE_SIZE};
+use super::{column, exact, pretty, respond, trimmed_search, ts, PageError, Params, PAGE_SIZE};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
 use crate::tables::Tables;
 
 /// The page's query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct TagsQuery {
     /// A tag type.
     #[serde(rename = "type")]
@@ -33,19 +41,76 @@ pub(crate) struct TagsQuery {
     pub(crate) after_type: Option<String>,
     /// Keyset cursor of the list of tags: the last tag value shown.
     pub(crate) after_value: Option<String>,
+    /// Keyset cursor of the list of tags: the last row's tenant (required with conjoined
+    /// events; optional with single-tenant ones, whose links before it had none).
+    pub(crate) after_tenant: Option<String>,
 }
 
-/// The list of tags after a cursor.
-pub(crate) fn list_statement(t: &Tables, after: (&str, &str)) -> (String, Params) {
+impl TagsQuery {
+    /// The tag with its type and value trimmed, when that changes them and no cursor is
+    /// given: the second try of a tag not found as typed.
+    fn trimmed(&self) -> Option<TagsQuery> {
+        if self.after.is_some() {
+            return None;
+        }
+        let mut t = self.clone();
+        trimmed_search([&mut t.tag_type, &mut t.value]).then_some(t)
+    }
+}
+
+/// Where the list of tags goes on: the last row's type, value and tenant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListCursor<'a> {
+    pub(crate) tag_type: &'a str,
+    pub(crate) tag_value: &'a str,
+    /// `None`: a single-tenant store's link from before tenants were in the cursor.
+    pub(crate) tenant: Option<&'a str>,
+}
+
+/// The list of tags after a cursor (from the first row without one), in the order of the
+/// tag versions' primary key: `(tag_type, tag_value, tenant_id)`, or `(tenant_id,
+/// tag_type, tag_value)` with conjoined events.
+pub(crate) fn list_statement(
+    t: &Tables,
+    after: Option<ListCursor<'_>>,
+) -> Result<(String, Params), PageError> {
     let mut p = Params::default();
-    let (a, b) = (p.push(after.0.to_owned()), p.push(after.1.to_owned()));
+    let key = if t.conjoined {
+        "v.tenant_id, v.tag_type, v.tag_value"
+    } else {
+        "v.tag_type, v.tag_value, v.tenant_id"
+    };
+    let wh = match after {
+        None => String::new(),
+        Some(c) => {
+            let (a, b) = (
+                p.push(c.tag_type.to_owned()),
+                p.push(c.tag_value.to_owned()),
+            );
+            match (c.tenant, t.conjoined) {
+                (Some(tenant), true) => {
+                    let tenant = p.push(tenant.to_owned());
+                    format!(" WHERE ({key}) > ({tenant}, {a}, {b})")
+                }
+                (Some(tenant), false) => {
+                    let tenant = p.push(tenant.to_owned());
+                    format!(" WHERE ({key}) > ({a}, {b}, {tenant})")
+                }
+                // One tenant: a (type, value) is one row.
+                (None, false) => format!(" WHERE (v.tag_type, v.tag_value) > ({a}, {b})"),
+                (None, true) => return Err(PageError::bad(
+                    "the cursor of the tags of conjoined events needs its tenant (after_tenant)",
+                )),
+            }
+        }
+    };
     let limit = p.push(PAGE_SIZE + 1);
     let sql = format!(
-        "SELECT v.tag_type, v.tag_value, v.tenant_id, v.version FROM {} v \
-         WHERE (v.tag_type, v.tag_value) > ({a}, {b}) ORDER BY v.tag_type, v.tag_value LIMIT {limit}",
+        "SELECT v.tag_type, v.tag_value, v.tenant_id, v.version FROM {} v{wh} \
+         ORDER BY {key} LIMIT {limit}",
         t.tag_versions
     );
-    (sql, p)
+    Ok((sql, p))
 }
 
 /// A tag's versions and its events after `after`.
@@ -79,8 +144,8 @@ pub(crate) fn tag_statements(t: &Tables, tag: (&str, &str), after: i64) -> [(Str
 
 /// `GET /tags`.
 pub(crate) async fn page(Extract(state): Extract<Shared>, Query(q): Query<TagsQuery>) -> Response {
-    let body = match (given(&q.tag_type), given(&q.value)) {
-        (Some(ty), Some(v)) => tag_body(&state, &q, (ty, v)).await,
+    let body = match (exact(&q.tag_type), exact(&q.value)) {
+        (Some(_), Some(_)) => tag_body(&state, &q).await,
         (None, None) => list_body(&state, &q).await,
         _ => Err(PageError::bad("a tag needs both its type and its value")),
     };
@@ -89,19 +154,24 @@ pub(crate) async fn page(Extract(state): Extract<Shared>, Query(q): Query<TagsQu
 
 fn search_form(h: &mut Html, q: &TagsQuery) {
     h.raw("<form class=\"search\" method=\"get\"><label>Type <input name=\"type\" value=\"")
-        .text(given(&q.tag_type).unwrap_or_default())
+        .text(exact(&q.tag_type).unwrap_or_default())
         .raw("\"></label><label>Value <input name=\"value\" value=\"")
-        .text(given(&q.value).unwrap_or_default())
+        .text(exact(&q.value).unwrap_or_default())
         .raw("\"></label><button>Show</button></form>");
 }
 
 async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
     let base = &state.options.base_path;
-    let after = (
-        q.after_type.as_deref().unwrap_or(""),
-        q.after_value.as_deref().unwrap_or(""),
-    );
-    let (sql, p) = list_statement(&state.tables, after);
+    let after = match (exact(&q.after_type), exact(&q.after_value)) {
+        (Some(tag_type), Some(tag_value)) => Some(ListCursor {
+            tag_type,
+            tag_value,
+            tenant: exact(&q.after_tenant),
+        }),
+        (None, None) => None,
+        _ => return Err(PageError::bad("a cursor needs after_type and after_value")),
+    };
+    let (sql, p) = list_statement(&state.tables, after)?;
     let rows = state.store.sql_query(&sql, &p.refs()).await?;
     let more = rows.len() as i64 > PAGE_SIZE;
     let mut h = Html::new();
@@ -125,16 +195,17 @@ async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
             .cell(&tenant)
             .cell(version)
             .raw("</tr>");
-        last = Some((ty, value));
+        last = Some((ty, value, tenant));
     }
     h.raw("</table>");
     if rows.is_empty() {
         h.raw("<p class=\"empty\">No tags.</p>");
     }
-    if let (true, Some((ty, value))) = (more, last) {
+    if let (true, Some((ty, value, tenant))) = (more, last) {
         let next = Href::new(base, "/tags")
             .query("after_type", ty)
-            .query("after_value", value);
+            .query("after_value", value)
+            .query("after_tenant", tenant);
         h.raw("<p class=\"next\">")
             .link(&next, "Next page")
             .raw("</p>");
@@ -142,12 +213,41 @@ async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
     Ok(h)
 }
 
-async fn tag_body(state: &State, q: &TagsQuery, tag: (&str, &str)) -> Result<Html, PageError> {
+/// The tag of `q` (type and value as given) and its versions; if it has none (no such
+/// tag) and there is no cursor, the tag trimmed and its versions.
+async fn find_tag(state: &State, q: &TagsQuery) -> Result<(TagsQuery, Vec<Row>), PageError> {
+    let versions = |q: &TagsQuery| {
+        let tag = (
+            exact(&q.tag_type).unwrap_or_default(),
+            exact(&q.value).unwrap_or_default(),
+        );
+        let [(vsql, vp), _] = tag_statements(&state.tables, tag, 0);
+        async move { state.store.sql_query(&vsql, &vp.refs()).await }
+    };
+    let found = versions(q).await?;
+    if found.is_empty() {
+        if let Some(t) = q.trimmed() {
+            if let (Some(_), Some(_)) = (exact(&t.tag_type), exact(&t.value)) {
+                let again = versions(&t).await?;
+                if !again.is_empty() {
+                    return Ok((t, again));
+                }
+            }
+        }
+    }
+    Ok((q.clone(), found))
+}
+
+async fn tag_body(state: &State, typed: &TagsQuery) -> Result<Html, PageError> {
     let base = &state.options.base_path;
-    let [(vsql, vp), (esql, ep)] = tag_statements(&state.tables, tag, q.after.unwrap_or(0));
-    let versions = state.store.sql_query(&vsql, &vp.refs()).await?;
     let mut h = Html::new();
-    search_form(&mut h, q);
+    search_form(&mut h, typed);
+    let (q, versions) = find_tag(state, typed).await?;
+    let tag = (
+        exact(&q.tag_type).unwrap_or_default(),
+        exact(&q.value).unwrap_or_default(),
+    );
+    let [_, (esql, ep)] = tag_statements(&state.tables, tag, q.after.unwrap_or(0));
     h.raw("<dl class=\"tag\"><dt>Tag</dt><dd>")
         .text(tag.0)
         .raw(" = ")

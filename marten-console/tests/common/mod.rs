@@ -234,8 +234,8 @@ impl Response {
     }
 }
 
-/// Sends one request (HTTP/1.1, `Connection: close`) and reads the whole response,
-/// within 10 s.
+/// Sends one request (HTTP/1.1, `Connection: close`, `Host: addr` unless `headers` name
+/// another) and reads the whole response, within 10 s.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -245,7 +245,11 @@ pub async fn request(
 ) -> Response {
     let work = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        // `Host: {addr}` unless the test gives its own.
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {addr}\r\n"));
+        }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
