@@ -499,14 +499,14 @@ impl Aggregates {
         let f = Item::fields();
         let d = || docs.iter().copied();
         Aggregates {
-            sum_n: f.n.sum().compute(d()),
-            avg_n: f.n.avg().compute(d()),
-            min_name: f.name.min().compute(d()),
-            max_zip: f.inner.zip.max().compute(d()),
-            max_id: f.id.max().compute(d()),
-            min_flag: f.flag.min().compute(d()),
-            distinct_names: f.name.count_distinct().compute(d()),
-            distinct_maybe: f.maybe.count_distinct().compute(d()),
+            sum_n: ok(f.n.sum().compute(d())),
+            avg_n: ok(f.n.avg().compute(d())),
+            min_name: ok(f.name.min().compute(d())),
+            max_zip: ok(f.inner.zip.max().compute(d())),
+            max_id: ok(f.id.max().compute(d())),
+            min_flag: ok(f.flag.min().compute(d())),
+            distinct_names: ok(f.name.count_distinct().compute(d())),
+            distinct_maybe: ok(f.maybe.count_distinct().compute(d())),
         }
     }
 

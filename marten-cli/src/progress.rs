@@ -83,8 +83,7 @@ impl Display {
                     let rate = match last.get(&s.name) {
                         Some((previous, _)) if previous == s => continue,
                         Some((previous, at)) => {
-                            let elapsed = now.duration_since(*at).as_secs_f64().max(0.001);
-                            (s.position - previous.position).max(0) as f64 / elapsed
+                            rate(previous.position, s.position, now.duration_since(*at))
                         }
                         None => 0.0,
                     };
@@ -128,12 +127,75 @@ fn new_bar(name: &str) -> ProgressBar {
     bar
 }
 
-/// `" eta 12s"` when the projection is behind and moving, else nothing.
+/// Events per second from position `from` to `to` in `elapsed` (at least a millisecond);
+/// 0 when the position did not advance. The positions are the database's: their
+/// difference saturates instead of overflowing.
+fn rate(from: i64, to: i64, elapsed: Duration) -> f64 {
+    let advanced = to.saturating_sub(from).max(0);
+    advanced as f64 / elapsed.as_secs_f64().max(0.001)
+}
+
+/// `"  eta 12s"` when the projection is behind and moving, else nothing (also when the
+/// time left is too long for a `Duration`, or the rate is not a number).
 fn eta(lag: i64, rate: f64) -> String {
-    if lag > 0 && rate > 0.0 {
-        let seconds = Duration::from_secs_f64(lag as f64 / rate).as_secs();
-        format!("  eta {seconds}s")
-    } else {
-        String::new()
+    if lag <= 0 || rate.is_nan() || rate <= 0.0 {
+        return String::new();
+    }
+    match Duration::try_from_secs_f64(lag as f64 / rate) {
+        Ok(left) => format!("  eta {}s", left.as_secs()),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_of_a_moving_projection() {
+        assert_eq!(eta(100, 10.0), "  eta 10s");
+        assert_eq!(eta(1, 1e9), "  eta 0s");
+        // Lag at its greatest, moving fast enough: a long but representable time.
+        assert_eq!(eta(i64::MAX, 1.0), format!("  eta {}s", 1u64 << 63));
+    }
+
+    #[test]
+    fn no_eta_when_it_cannot_be_told() {
+        let cases = [
+            // Too long for a `Duration` (about 1.8e19 s).
+            (i64::MAX, 0.1),
+            (i64::MAX, f64::MIN_POSITIVE),
+            (1, 1e-300),
+            // Not behind, or not moving.
+            (0, 10.0),
+            (-5, 10.0),
+            (i64::MIN, 10.0),
+            (100, 0.0),
+            (100, -0.0),
+            (100, -3.0),
+            (100, f64::NEG_INFINITY),
+            (100, f64::NAN),
+            (100, -f64::NAN),
+        ];
+        for (lag, rate) in cases {
+            assert_eq!(eta(lag, rate), "", "lag {lag}, rate {rate}");
+        }
+        // An infinite rate: nothing left to wait for.
+        assert_eq!(eta(100, f64::INFINITY), "  eta 0s");
+    }
+
+    #[test]
+    fn rate_of_positions_at_the_limits() {
+        let second = Duration::from_secs(1);
+        assert_eq!(rate(10, 30, second), 20.0);
+        assert_eq!(rate(30, 10, second), 0.0);
+        assert_eq!(rate(i64::MIN, i64::MAX, second), i64::MAX as f64);
+        assert_eq!(rate(i64::MAX, i64::MIN, second), 0.0);
+        assert_eq!(rate(-1, i64::MAX, second), i64::MAX as f64);
+        assert_eq!(rate(i64::MIN, 0, second), i64::MAX as f64);
+        assert_eq!(rate(i64::MAX, i64::MAX, second), 0.0);
+        // No time elapsed: counted as a millisecond, not a division by zero.
+        assert_eq!(rate(0, 5, Duration::ZERO), 5000.0);
+        assert!(eta(i64::MAX, rate(i64::MIN, i64::MAX, Duration::ZERO)).starts_with("  eta"));
     }
 }

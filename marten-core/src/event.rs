@@ -78,6 +78,9 @@ pub struct EventDecoder {
     pub decode: DecodeFn,
     /// Former names of the type ([`Event::ALIASES`]), read with the same decoder.
     pub aliases: &'static [&'static str],
+    /// The Rust type's name ([`std::any::type_name`]), for configuration errors that
+    /// name the types claiming one stored name.
+    pub type_name: &'static str,
 }
 
 impl EventDecoder {
@@ -88,6 +91,7 @@ impl EventDecoder {
             type_id: std::any::TypeId::of::<E>(),
             decode: decode::<E>,
             aliases: E::ALIASES,
+            type_name: std::any::type_name::<E>(),
         }
     }
 }

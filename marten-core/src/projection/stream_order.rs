@@ -58,7 +58,13 @@ pub fn order<E>(
     new.sort_unstable();
     new.dedup();
     let through = new.last().copied().unwrap_or(folded);
-    let runs_on = new.iter().zip(folded + 1..).all(|(v, want)| *v == want);
+    // Each new version is the one after the previous (the first: after the folded one).
+    // Checked: the versions are the database's, and a document folded up to `i64::MAX`
+    // has no next version (nothing is above it, so nothing is new).
+    let runs_on = std::iter::once(&folded)
+        .chain(&new)
+        .zip(&new)
+        .all(|(previous, v)| previous.checked_add(1) == Some(*v));
     if !runs_on {
         return (
             Order::Read {
@@ -156,6 +162,43 @@ mod tests {
         let mut events = [(1, 1), (2, 1), (1, 3), (2, 2), (1, 2)];
         each_stream_in_order(&mut events, |e| e.0, |e| e.1);
         assert_eq!(events, [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn versions_at_the_limits_do_not_overflow() {
+        // A document folded up to the greatest version: nothing is new.
+        assert_eq!(ordered(i64::MAX, &[], &[]), (Order::Fold(vec![]), i64::MAX));
+        assert_eq!(
+            ordered(i64::MAX, &[3, i64::MAX], &[3, i64::MAX]),
+            (Order::Fold(vec![]), i64::MAX)
+        );
+        // The greatest version runs on from the one before it.
+        assert_eq!(
+            ordered(i64::MAX - 1, &[i64::MAX], &[i64::MAX]),
+            (Order::Fold(vec![i64::MAX]), i64::MAX)
+        );
+        assert_eq!(
+            ordered(
+                i64::MAX - 2,
+                &[i64::MAX, i64::MAX - 1],
+                &[i64::MAX - 1, i64::MAX]
+            ),
+            (Order::Fold(vec![i64::MAX - 1, i64::MAX]), i64::MAX)
+        );
+        let read = Order::Read {
+            after: i64::MAX - 2,
+            through: i64::MAX,
+        };
+        assert_eq!(
+            ordered(i64::MAX - 2, &[i64::MAX], &[i64::MAX]),
+            (read, i64::MAX)
+        );
+        // The least: a hole up to the first version seen.
+        let read = Order::Read {
+            after: i64::MIN,
+            through: 1,
+        };
+        assert_eq!(ordered(i64::MIN, &[1], &[1]), (read, 1));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::node::{Node, TextOp, ValueKind};
 use super::path::Path;
+use crate::{Error, Result};
 
 /// A value serialized for a syntax tree; a value serde refuses is JSON `null`. Written
 /// as documents are written (serde_json's writer puts an `f32` in its shortest form,
@@ -65,18 +66,21 @@ pub trait NumericField: Comparable {
     /// What the values add up to (`i64` for signed integers, `u64` for unsigned ones,
     /// `f64` for floats).
     type Sum: DeserializeOwned + Send + 'static;
-    /// The sum in Rust (`None` without any value).
-    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<Self::Sum>;
+    /// The sum in Rust (`None` without any value). Integers add up exactly, as the
+    /// database's `numeric` sum does: a sum out of the range of [`Self::Sum`] is
+    /// [`Error::CorruptData`] (the database's sum does not read as one either), whatever
+    /// the partial sums on the way.
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Result<Option<Self::Sum>>;
     /// The value as a float (`None` for an `Option`'s `None`).
     fn to_f64(&self) -> Option<f64>;
 }
 
 macro_rules! numeric {
-    ($sum:ty: $($t:ty),*) => {$(
+    ($sum:ty, $add:ident: $($t:ty),*) => {$(
         impl NumericField for $t {
             type Sum = $sum;
-            fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<$sum> {
-                values.fold(None, |acc, v| Some(acc.unwrap_or_default() + <$sum>::from(*v)))
+            fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Result<Option<$sum>> {
+                $add(values.map(|v| *v))
             }
             #[allow(clippy::cast_precision_loss, clippy::cast_lossless)]
             fn to_f64(&self) -> Option<f64> {
@@ -86,13 +90,48 @@ macro_rules! numeric {
     )*};
 }
 
-numeric!(i64: i8, i16, i32, i64);
-numeric!(u64: u8, u16, u32, u64);
-numeric!(f64: f32, f64);
+numeric!(i64, exact_sum: i8, i16, i32, i64);
+numeric!(u64, exact_sum: u8, u16, u32, u64);
+numeric!(f64, float_sum: f32, f64);
+
+/// The exact sum of integers (`None` without any), or [`Error::CorruptData`] when it is
+/// out of the range of `S`. Added up as `i128`, so partial sums out of that range (a
+/// large value, then a negative one) do not matter, as they do not to the database.
+fn exact_sum<V, S>(values: impl Iterator<Item = V>) -> Result<Option<S>>
+where
+    i128: From<V>,
+    S: TryFrom<i128>,
+{
+    let mut sum: Option<i128> = None;
+    for v in values {
+        let total = sum.unwrap_or(0).checked_add(i128::from(v));
+        sum = Some(total.ok_or_else(|| out_of_range::<S>("beyond i128"))?);
+    }
+    sum.map(|s| S::try_from(s).map_err(|_| out_of_range::<S>(&s.to_string())))
+        .transpose()
+}
+
+/// The sum of floats (`None` without any): never out of range (it may be infinite).
+fn float_sum<V>(values: impl Iterator<Item = V>) -> Result<Option<f64>>
+where
+    f64: From<V>,
+{
+    Ok(values.fold(None, |acc, v| Some(acc.unwrap_or(0.0) + f64::from(v))))
+}
+
+/// The error of a sum out of the range of `S`.
+fn out_of_range<S>(sum: &str) -> Error {
+    let ty = std::any::type_name::<S>();
+    Error::CorruptData {
+        owner: format!("a sum of {ty}"),
+        id: None,
+        detail: format!("the values add up to {sum}, out of the range of {ty}"),
+    }
+}
 
 impl<T: NumericField> NumericField for Option<T> {
     type Sum = T::Sum;
-    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Option<T::Sum> {
+    fn sum_of(values: &mut dyn Iterator<Item = &Self>) -> Result<Option<T::Sum>> {
         T::sum_of(&mut values.filter_map(Option::as_ref))
     }
     fn to_f64(&self) -> Option<f64> {
@@ -176,5 +215,58 @@ impl<E: Comparable, V: Into<E>> ContainsOp<V> for Vec<E> {
             value: serde_json::Value::Array(vec![to_json(&value)]),
         };
         (node, Box::new(move |v: &Vec<E>| v.contains(&value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum<T: NumericField>(values: &[T]) -> Result<Option<T::Sum>> {
+        T::sum_of(&mut values.iter())
+    }
+
+    /// The detail of an out-of-range error.
+    fn refused<S: std::fmt::Debug>(r: Result<Option<S>>) -> String {
+        match r {
+            Err(Error::CorruptData { detail, .. }) => detail,
+            other => panic!("expected CorruptData, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn integer_sums_at_the_edges() {
+        assert_eq!(sum::<i64>(&[]).ok(), Some(None));
+        assert_eq!(sum(&[i64::MAX]).ok(), Some(Some(i64::MAX)));
+        assert_eq!(sum(&[i64::MIN]).ok(), Some(Some(i64::MIN)));
+        assert_eq!(sum(&[i64::MAX, i64::MIN]).ok(), Some(Some(-1)));
+        // Partial sums out of range, the total in range: as the database's exact sum.
+        assert_eq!(sum(&[i64::MAX, 1, -1]).ok(), Some(Some(i64::MAX)));
+        assert_eq!(sum(&[i64::MIN, -1, 1]).ok(), Some(Some(i64::MIN)));
+        assert_eq!(sum(&[u64::MAX, 0]).ok(), Some(Some(u64::MAX)));
+        assert_eq!(sum(&[i8::MAX, i8::MAX]).ok(), Some(Some(254i64)));
+        assert_eq!(sum(&[Some(i64::MAX), None]).ok(), Some(Some(i64::MAX)));
+        assert_eq!(sum::<Option<i64>>(&[None, None]).ok(), Some(None));
+    }
+
+    #[test]
+    fn integer_sums_out_of_range_are_errors() {
+        let detail = refused(sum(&[i64::MAX, 1]));
+        assert!(
+            detail.contains("9223372036854775808") && detail.contains("i64"),
+            "{detail}"
+        );
+        refused(sum(&[i64::MIN, -1]));
+        refused(sum(&[i64::MAX, i64::MAX, i64::MAX]));
+        let detail = refused(sum(&[u64::MAX, 1]));
+        assert!(detail.contains("18446744073709551616"), "{detail}");
+        refused(sum(&[Some(u64::MAX), None, Some(u64::MAX)]));
+    }
+
+    #[test]
+    fn float_sums_are_never_refused() {
+        assert_eq!(sum(&[f64::MAX, f64::MAX]).ok(), Some(Some(f64::INFINITY)));
+        assert_eq!(sum(&[1.5f32, 2.0]).ok(), Some(Some(3.5)));
+        assert_eq!(sum::<f64>(&[]).ok(), Some(None));
     }
 }

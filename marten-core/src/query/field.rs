@@ -284,7 +284,7 @@ impl<R: 'static, T: 'static> Field<R, T> {
         &self,
         op: AggregationOp,
         kind: ValueKind,
-        fold: fn(&mut dyn Iterator<Item = &T>) -> Out,
+        fold: fn(&mut dyn Iterator<Item = &T>) -> crate::Result<Out>,
     ) -> Aggregation<R, Out> {
         Aggregation::over(op, kind, self.path.clone(), self.get.clone(), fold)
     }

@@ -338,28 +338,54 @@ fn aggregations_carry_their_op_and_path_and_compute_in_rust() {
     let sum = rating().sum();
     assert_eq!((sum.op, sum.kind), (AggregationOp::Sum, ValueKind::Number));
     assert_eq!(sum.path.segments, vec!["rating"]);
-    assert_eq!(sum.compute(&docs), Some(7i64));
-    assert_eq!(sum.compute(&[]), None);
-    assert_eq!(rating().avg().compute(&docs), Some(3.5));
-    assert_eq!(rating().avg().compute(&[]), None);
+    assert_eq!(sum.compute(&docs).ok(), Some(Some(7i64)));
+    assert_eq!(sum.compute(&[]).ok(), Some(None));
+    assert_eq!(rating().avg().compute(&docs).ok(), Some(Some(3.5)));
+    assert_eq!(rating().avg().compute(&[]).ok(), Some(None));
     let min = name().min();
     assert_eq!((min.op, min.kind), (AggregationOp::Min, ValueKind::Text));
-    assert_eq!(min.compute(&docs).as_deref(), Some("Ada"));
-    assert_eq!(name().max().compute(&docs).as_deref(), Some("Ada Lovelace"));
-    assert_eq!(rating().max().compute(&[]), None);
+    assert_eq!(min.compute(&docs).ok().flatten().as_deref(), Some("Ada"));
     assert_eq!(
-        note().count_distinct().compute(&docs),
-        1,
+        name().max().compute(&docs).ok().flatten().as_deref(),
+        Some("Ada Lovelace")
+    );
+    assert_eq!(rating().max().compute(&[]).ok(), Some(None));
+    assert_eq!(
+        note().count_distinct().compute(&docs).ok(),
+        Some(1),
         "None is no value"
     );
-    assert_eq!(name().count_distinct().compute(&docs), 2);
+    assert_eq!(name().count_distinct().compute(&docs).ok(), Some(2));
     assert_eq!(
         root()
             .field("n", None, |_: &Doc| &None::<i32>)
             .sum()
-            .compute(&docs),
-        None
+            .compute(&docs)
+            .ok(),
+        Some(None)
     );
+}
+
+#[test]
+fn a_sum_out_of_range_is_an_error_naming_the_document_and_field() {
+    let docs = [doc(), doc()];
+    let big = root().field("big", None, |_: &Doc| &i64::MAX);
+    match big.sum().compute(&docs) {
+        Err(crate::Error::CorruptData { owner, detail, .. }) => {
+            assert_eq!(owner, std::any::type_name::<Doc>());
+            assert!(
+                detail.contains("`big`") && detail.contains("18446744073709551614"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected CorruptData, got {other:?}"),
+    }
+    // One such value fits; so do values that add up in range on the whole.
+    assert_eq!(big.sum().compute(&docs[..1]).ok(), Some(Some(i64::MAX)));
+    let least = root().field("least", None, |_: &Doc| &u64::MAX);
+    assert!(least.sum().compute(&docs).is_err());
+    assert_eq!(least.max().compute(&docs).ok(), Some(Some(u64::MAX)));
+    assert_eq!(least.avg().compute(&docs).ok(), Some(Some(u64::MAX as f64)));
 }
 
 #[test]

@@ -96,21 +96,21 @@ impl EventCatalog {
     }
 
     /// Registers the event types an apply-dispatch type handles, if not known yet (so a
-    /// store that never appended them can read them).
-    pub(crate) fn learn_events(&self, decoders: Vec<EventDecoder>) {
+    /// store that never appended them can read them). A type whose name (or alias) is
+    /// another type's is the registry's configuration error naming both, not events that
+    /// would read as the other type.
+    pub(crate) fn learn_events(&self, decoders: Vec<EventDecoder>) -> Result<()> {
         let known = self
             .registry
             .read()
-            .map(|r| {
-                decoders
-                    .iter()
-                    .all(|d| r.knows(d.name) && d.aliases.iter().all(|a| r.knows(a)))
-            })
+            .map(|r| decoders.iter().all(|d| r.has_decoder(d)))
             .unwrap_or(true);
-        if !known {
-            if let Ok(mut r) = self.registry.write() {
-                r.register_decoders(decoders);
-            }
+        if known {
+            return Ok(());
+        }
+        match self.registry.write() {
+            Ok(mut r) => r.register_decoders(decoders),
+            Err(_) => Ok(()),
         }
     }
 

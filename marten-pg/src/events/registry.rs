@@ -51,6 +51,8 @@ enum Role {
 struct Entry {
     /// The Rust type it reads as.
     type_id: TypeId,
+    /// That type's name in Rust ([`std::any::type_name`]), for configuration errors.
+    rust_type: &'static str,
     /// That type's current name.
     target: &'static str,
     role: Role,
@@ -58,14 +60,18 @@ struct Entry {
 }
 
 impl Entry {
-    /// "the name of event type "x"", for configuration errors.
+    /// "the name of event type `app::Created`", for configuration errors (with the
+    /// type's stored name when it is not the name in question).
     fn describe(&self) -> String {
-        let role = match self.role {
-            Role::Name => "the name of",
-            Role::Alias => "an alias of",
-            Role::UpcastSource => "an upcaster's old name for",
+        let (role, stored) = match self.role {
+            Role::Name => ("the name of", String::new()),
+            Role::Alias => ("an alias of", format!(" (stored as {:?})", self.target)),
+            Role::UpcastSource => (
+                "an upcaster's old name for",
+                format!(" (stored as {:?})", self.target),
+            ),
         };
-        format!("{role} event type {:?}", self.target)
+        format!("{role} event type `{}`{stored}", self.rust_type)
     }
 }
 
@@ -83,14 +89,22 @@ impl EventRegistry {
     /// type's name or alias, or an upcaster's old name, is a configuration error naming
     /// both.
     pub(crate) fn register<E: Event>(&mut self) -> Result<()> {
-        let d = EventDecoder::of::<E>();
-        let names = std::iter::once((E::EVENT_TYPE, Role::Name))
-            .chain(E::ALIASES.iter().map(|a| (*a, Role::Alias)));
+        self.register_decoder(&EventDecoder::of::<E>())
+    }
+
+    /// Registers the type of `d` under its name and its aliases, all or none: a name
+    /// that is already another type's name or alias, or an upcaster's old name, is a
+    /// configuration error naming the stored name and both Rust types. The same type
+    /// again is no change.
+    fn register_decoder(&mut self, d: &EventDecoder) -> Result<()> {
+        let names = std::iter::once((d.name, Role::Name))
+            .chain(d.aliases.iter().map(|a| (*a, Role::Alias)));
         let entries: Vec<(&str, Entry)> = names
             .map(|(name, role)| {
                 let entry = Entry {
                     type_id: d.type_id,
-                    target: E::EVENT_TYPE,
+                    rust_type: d.type_name,
+                    target: d.name,
                     role,
                     decode: Decode::Plain(d.decode),
                 };
@@ -116,7 +130,8 @@ impl EventRegistry {
             {
                 Err(Error::Configuration(format!(
                     "event type name {name:?} is {} and {}: give each type and alias its own \
-                     name, and upcast only from names no type reads",
+                     name (`#[event(name = \"...\")]`), and upcast only from names no type \
+                     reads",
                     existing.describe(),
                     entry.describe()
                 )))
@@ -170,6 +185,7 @@ impl EventRegistry {
         self.register::<New>()?;
         let entry = Entry {
             type_id: TypeId::of::<New>(),
+            rust_type: std::any::type_name::<New>(),
             target: New::EVENT_TYPE,
             role: Role::UpcastSource,
             decode: Decode::Upcast(decode),
@@ -185,21 +201,30 @@ impl EventRegistry {
         Ok(())
     }
 
-    /// Registers the event types an apply-dispatch type handles, with their aliases (by
-    /// name; a name already registered is left as it is).
-    pub(crate) fn register_decoders(&mut self, decoders: Vec<EventDecoder>) {
-        for d in decoders {
-            let names = std::iter::once((d.name, Role::Name))
-                .chain(d.aliases.iter().map(|a| (*a, Role::Alias)));
-            for (name, role) in names {
-                self.by_name.entry(name.to_owned()).or_insert(Entry {
-                    type_id: d.type_id,
-                    target: d.name,
-                    role,
-                    decode: Decode::Plain(d.decode),
-                });
+    /// Registers the event types an apply-dispatch type handles, with their aliases, as
+    /// [`EventRegistry::register`] does: a type whose name or alias is already another
+    /// type's (or an upcaster's old name) is left out, and the first such clash is the
+    /// configuration error (the other types are registered).
+    pub(crate) fn register_decoders(&mut self, decoders: Vec<EventDecoder>) -> Result<()> {
+        let mut first = Ok(());
+        for d in &decoders {
+            if let Err(e) = self.register_decoder(d) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
             }
         }
+        first
+    }
+
+    /// Whether the type of `d` is registered under its name and every alias (so
+    /// [`EventRegistry::register_decoders`] would change nothing).
+    pub(crate) fn has_decoder(&self, d: &EventDecoder) -> bool {
+        std::iter::once(&d.name).chain(d.aliases).all(|name| {
+            self.by_name
+                .get(*name)
+                .is_some_and(|e| e.type_id == d.type_id)
+        })
     }
 
     /// Whether events of the Rust type `type_id` may be appended under `name` as they
@@ -308,6 +333,12 @@ mod tests {
         const EVENT_TYPE: &'static str = "old_b";
     }
 
+    #[derive(Serialize, Deserialize)]
+    struct Third {}
+    impl Event for Third {
+        const EVENT_TYPE: &'static str = "third";
+    }
+
     #[derive(Deserialize)]
     struct Before {
         count: i64,
@@ -391,5 +422,49 @@ mod tests {
             r.upcast_json::<Renamed, _>(" ", Ok),
             Err(Error::Configuration(_))
         ));
+    }
+
+    #[test]
+    fn projections_event_types_clash_as_registered_types_do() {
+        let mut r = EventRegistry::default();
+        // The same type again, however it comes: no change.
+        let same = vec![EventDecoder::of::<Renamed>(), EventDecoder::of::<Renamed>()];
+        assert!(r.register_decoders(same).is_ok());
+        assert!(r.register::<Renamed>().is_ok());
+        assert!(r.has_decoder(&EventDecoder::of::<Renamed>()));
+
+        // `Other` is stored as "old_b", an alias of `Renamed`: refused, naming the
+        // stored name and both Rust types; the other decoder is registered.
+        let clash = vec![EventDecoder::of::<Other>(), EventDecoder::of::<Third>()];
+        match r.register_decoders(clash) {
+            Err(Error::Configuration(message)) => {
+                for part in [
+                    "\"old_b\"",
+                    std::any::type_name::<Renamed>(),
+                    std::any::type_name::<Other>(),
+                ] {
+                    assert!(message.contains(part), "{part} in {message}");
+                }
+            }
+            other => panic!("expected Configuration, got {:?}", other.err()),
+        }
+        assert_eq!(
+            r.read_as("old_b"),
+            Some((TypeId::of::<Renamed>(), "renamed"))
+        );
+        assert!(!r.has_decoder(&EventDecoder::of::<Other>()));
+        assert!(r.has_decoder(&EventDecoder::of::<Third>()));
+
+        // An upcaster's old name is no projection's event type name, either way round.
+        let mut r = EventRegistry::default();
+        assert!(r.upcast_json::<Renamed, _>("third", Ok).is_ok());
+        let third = r.register_decoders(vec![EventDecoder::of::<Third>()]);
+        assert!(matches!(third, Err(Error::Configuration(_))));
+        let mut r = EventRegistry::default();
+        assert!(r
+            .register_decoders(vec![EventDecoder::of::<Third>()])
+            .is_ok());
+        let upcast = r.upcast_json::<Renamed, _>("third", Ok);
+        assert!(matches!(upcast, Err(Error::Configuration(_))));
     }
 }

@@ -55,8 +55,8 @@ impl ProjectionCatalog {
     }
 
     /// See [`EventCatalog::learn_events`].
-    pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) {
-        self.events.learn_events(decoders);
+    pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) -> Result<()> {
+        self.events.learn_events(decoders)
     }
 
     /// The kind of stream ids this store uses.

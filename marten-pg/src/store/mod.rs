@@ -185,8 +185,8 @@ impl DocumentStore {
     }
 
     /// Registers the event types an apply-dispatch type handles, if not known yet.
-    pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) {
-        self.events().learn_events(decoders);
+    pub(crate) fn learn_events(&self, decoders: Vec<marten_core::EventDecoder>) -> Result<()> {
+        self.events().learn_events(decoders)
     }
 }
 

@@ -53,7 +53,7 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     range: &StreamRange,
 ) -> Result<Folded<A>> {
     let doc_tenant = require_tenant(A::TENANCY, session_tenant, A::DOCUMENT_TYPE)?;
-    store.learn_events(A::event_types());
+    store.learn_events(A::event_types())?;
     let projections = store.projections();
     let inline = projections.lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
     let policy = projections.snapshot(TypeId::of::<A>()).cloned();

@@ -131,7 +131,7 @@ pub(super) async fn read_boundary<K: Tracking, S: Apply>(
     let s = events.session.parts_mut();
     let span = crate::trace::boundary(s.store.schema(), tags.len());
     let reading = async {
-        s.store.learn_events(S::event_types());
+        s.store.learn_events(S::event_types())?;
         read::ensure(s.store.as_ref()).await?;
         // Limited to some types: also match the aliases and old names that read as them.
         let types = query

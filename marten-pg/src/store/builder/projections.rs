@@ -19,7 +19,9 @@ impl DocumentStoreBuilder {
     /// document in step with its stream in the same transaction as every append (and live
     /// aggregation then starts from it, as a snapshot); `Live` stores nothing.
     pub fn projection<A: Aggregate + PgDocument>(mut self, lifecycle: Lifecycle) -> Self {
-        self.registry.register_decoders(A::event_types());
+        if let Err(e) = self.registry.register_decoders(A::event_types()) {
+            self.registry_error.get_or_insert(e);
+        }
         if lifecycle != Lifecycle::Live && A::TENANCY == Tenancy::Single {
             self.stream_keyed.push(std::any::type_name::<A>());
         }
@@ -48,7 +50,9 @@ impl DocumentStoreBuilder {
         P: Identities + PgDocument,
         P::Mode: VersionedMode,
     {
-        self.registry.register_decoders(P::event_types());
+        if let Err(e) = self.registry.register_decoders(P::event_types()) {
+            self.registry_error.get_or_insert(e);
+        }
         if lifecycle != Lifecycle::Live && P::TENANCY == Tenancy::Single {
             self.stream_keyed.push(std::any::type_name::<P>());
         }

@@ -38,7 +38,9 @@ impl DocumentStoreBuilder {
                 .get_or_insert(Error::Configuration(format!("snapshot of {name}: {why}")));
             return self;
         }
-        self.registry.register_decoders(A::event_types());
+        if let Err(e) = self.registry.register_decoders(A::event_types()) {
+            self.registry_error.get_or_insert(e);
+        }
         if A::TENANCY == Tenancy::Single {
             self.stream_keyed.push(name);
         }
