@@ -107,7 +107,8 @@ impl ProjectionStatus {
         if self.at() >= self.head_at() {
             0
         } else {
-            (self.head - self.position).max(1)
+            // Values from the database: a difference past i64 saturates.
+            self.head.saturating_sub(self.position).max(1)
         }
     }
 
@@ -390,6 +391,11 @@ mod tests {
         assert_eq!(
             status_at("P", Position::START, Position::START, &none).lag(),
             0
+        );
+        // Positions from the database at the ends of i64 saturate, not overflow.
+        assert_eq!(
+            status_at("P", at(1, i64::MIN), at(2, i64::MAX), &none).lag(),
+            i64::MAX
         );
     }
 
