@@ -3,9 +3,9 @@
 //! [`ShapeKey`] of everything the SQL depends on besides those values — the tree's
 //! structure, paths, operators and kinds, each raw fragment, and what of a value changes
 //! the SQL (its JSON type: a GIN containment test for a scalar, `IS NULL` for `None` on an
-//! indexed `Option` field). Two trees with the same key render the same text. Each arm
-//! mirrors the arm of `node` that renders the same kind of node, through the same helpers
-//! for the values bound. Uses `node`, `one_of`, `raw`, `nul` and [`Sql`].
+//! indexed `Option` field, a key absent from the `jsonb` read as `None`). Two trees with
+//! the same key render the same text. Each arm mirrors the arm of `node` that renders the
+//! same kind of node, through the same helpers for the values bound. Uses `node`, `one_of`, `raw`, `nul` and [`Sql`].
 
 use marten_core::query::{CompareOp, Node, Path, RawParam, ValueKind};
 
@@ -97,7 +97,7 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
             key.tag(2);
             key.path(path);
             key.kind(*kind);
-            key.tag(u8::from(one_of_matches_null(root, path, *kind, values)));
+            key.tag(u8::from(one_of_matches_null(*kind, values)));
             for v in values {
                 refuse_nul(sql, v);
             }

@@ -157,6 +157,73 @@ fn comparisons_cast_the_parameter_like_the_field() {
 }
 
 #[test]
+fn an_option_absent_from_the_json_is_none_for_ne_and_eq_none() {
+    let j = "(d.data #> '{\"o\"}')";
+    let or_null = format!("coalesce({j}, 'null'::jsonb)");
+    let json = |p: Path, op, value| at_root(&compare(p, op, ValueKind::Json, value));
+    assert_eq!(
+        json(path(&["o"]), CompareOp::Eq, json!(null)),
+        (format!("coalesce({or_null} = $1::jsonb, false)"), 1)
+    );
+    assert_eq!(
+        json(path(&["o"]), CompareOp::Ne, json!("a")),
+        (format!("coalesce({or_null} <> $1::jsonb, false)"), 1)
+    );
+    assert_eq!(
+        json(path(&["o"]), CompareOp::Ne, json!(null)),
+        (format!("coalesce({or_null} <> $1::jsonb, false)"), 1)
+    );
+    // An equality with a value finds no `null`: the plain value.
+    assert_eq!(
+        json(path(&["o"]), CompareOp::Eq, json!("a")),
+        (format!("coalesce({j} = $1::jsonb, false)"), 1)
+    );
+    // Below a parent, only when the parent is an object (an `Option` parent's `None` has
+    // no fields, in Rust too).
+    assert_eq!(
+        json(path(&["p", "o"]), CompareOp::Eq, json!(null)).0,
+        "coalesce(coalesce((d.data #> '{\"p\",\"o\"}'), CASE WHEN jsonb_typeof((d.data #> '{\"p\"}')) = 'object' THEN 'null'::jsonb END) = $1::jsonb, false)"
+    );
+    // An element's field, below its alias.
+    let any = Node::Any {
+        path: path(&["l"]),
+        inner: Box::new(compare(
+            path(&["o"]),
+            CompareOp::Ne,
+            ValueKind::Json,
+            json!(1),
+        )),
+    };
+    let text = at_root(&any).0;
+    assert!(
+        text.contains("coalesce(coalesce((e0.x #> '{\"o\"}'), CASE WHEN jsonb_typeof(e0.x) = 'object' THEN 'null'::jsonb END) <> $1::jsonb, false)"),
+        "{text}"
+    );
+    // Typed fields keep their semantics: missing is no match.
+    let t = typed_expr("d.data", true, &path(&["s"]), ValueKind::Text);
+    assert_eq!(
+        at_root(&compare(
+            path(&["s"]),
+            CompareOp::Ne,
+            ValueKind::Text,
+            json!("a")
+        ))
+        .0,
+        format!("coalesce({t} <> $1::text, false)")
+    );
+    // On the column: a NULL column is `None`.
+    let col = || with_column(&["o"], "mt_f_o", "text");
+    assert_eq!(
+        json(col(), CompareOp::Eq, json!(null)),
+        ("(d.mt_f_o COLLATE \"C\" IS NULL)".to_owned(), 0)
+    );
+    assert_eq!(
+        json(col(), CompareOp::Ne, json!("a")).0,
+        "(d.mt_f_o COLLATE \"C\" IS NULL OR coalesce(d.mt_f_o COLLATE \"C\" <> $1::text::text, false))"
+    );
+}
+
+#[test]
 fn a_comparison_on_a_column_is_two_valued_and_index_friendly() {
     let node = compare(
         with_column(&["n"], "mt_f_n", "bigint"),

@@ -23,6 +23,27 @@ pub(super) fn json_expr(base: &str, path: &Path) -> String {
     format!("({base} #> {})", path_literal(path))
 }
 
+/// The `jsonb` value at `path` below `base` as serde reads it into an `Option` field: a
+/// key absent from its parent object (`skip_serializing_if`, or a document stored before
+/// the field existed) is JSON `null`, its `None`. Still NULL (no value, as the field's
+/// getter finds none in Rust) when the parent itself is missing or not an object (an
+/// `Option` parent's `None`). `root`: `base` is the document, always an object.
+pub(super) fn json_or_null(base: &str, root: bool, path: &Path) -> String {
+    let j = json_expr(base, path);
+    let parent = match path.segments.split_last() {
+        Some((_, [])) if root => return format!("coalesce({j}, 'null'::jsonb)"),
+        Some((_, [])) | None => base.to_owned(),
+        Some((_, segments)) => json_expr(
+            base,
+            &Path {
+                segments: segments.to_vec(),
+                column: None,
+            },
+        ),
+    };
+    format!("coalesce({j}, CASE WHEN jsonb_typeof({parent}) = 'object' THEN 'null'::jsonb END)")
+}
+
 /// The value at `path` below `base` as text (NULL when missing).
 pub(crate) fn text_expr(base: &str, path: &Path) -> String {
     format!("({base} #>> {})", path_literal(path))

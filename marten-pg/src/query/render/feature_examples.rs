@@ -28,8 +28,18 @@ fn is_one_of_binds_one_array_typed_like_the_field() {
         format!("coalesce({s} = ANY($1::text[]), false)")
     );
     assert_eq!(
-        one_of(path(&["o"]), ValueKind::Json, vec![json!(null)]).0,
+        one_of(path(&["o"]), ValueKind::Json, vec![json!(1)]).0,
         "coalesce((d.data #> '{\"o\"}') = ANY($1::jsonb[]), false)"
+    );
+    // With `None` among the values, an `Option` absent from the JSON is `None` too (below
+    // a present parent object only, as the field's getter has a value only then).
+    assert_eq!(
+        one_of(path(&["o"]), ValueKind::Json, vec![json!(null)]).0,
+        "coalesce(coalesce((d.data #> '{\"o\"}'), 'null'::jsonb) = ANY($1::jsonb[]), false)"
+    );
+    assert_eq!(
+        one_of(path(&["a", "o"]), ValueKind::Json, vec![json!(1), json!(null)]).0,
+        "coalesce(coalesce((d.data #> '{\"a\",\"o\"}'), CASE WHEN jsonb_typeof((d.data #> '{\"a\"}')) = 'object' THEN 'null'::jsonb END) = ANY($1::jsonb[]), false)"
     );
     // The id field is the primary key, in its own collation.
     assert_eq!(
@@ -125,6 +135,36 @@ fn aggregates_are_one_jsonb_value_on_the_typed_expression() {
     assert_eq!(
         agg(Op::CountDistinct, path(&["o"]), ValueKind::Json),
         "coalesce(to_jsonb(count(DISTINCT NULLIF((d.data #> '{\"o\"}'), 'null'::jsonb))), 'null'::jsonb)"
+    );
+    // An indexed `Option` field: its typed column, NULL for `None`.
+    assert_eq!(
+        agg(
+            Op::CountDistinct,
+            with_column(&["o"], "mt_f_o", "integer"),
+            ValueKind::Json
+        ),
+        "coalesce(to_jsonb(count(DISTINCT d.mt_f_o)), 'null'::jsonb)"
+    );
+    // `uuid` has no `min` / `max`: its canonical text, in byte order (a uuid's order).
+    assert_eq!(
+        agg(Op::Min, with_column(&["id"], "id", "uuid"), ValueKind::Text),
+        "coalesce(to_jsonb(min(d.id::text COLLATE \"C\")), 'null'::jsonb)"
+    );
+    assert_eq!(
+        agg(
+            Op::Max,
+            with_column(&["u"], "mt_f_u", "uuid"),
+            ValueKind::Text
+        ),
+        "coalesce(to_jsonb(max(d.mt_f_u::text COLLATE \"C\")), 'null'::jsonb)"
+    );
+    assert_eq!(
+        agg(
+            Op::CountDistinct,
+            with_column(&["u"], "mt_f_u", "uuid"),
+            ValueKind::Text
+        ),
+        "coalesce(to_jsonb(count(DISTINCT d.mt_f_u)), 'null'::jsonb)"
     );
 }
 

@@ -1,7 +1,9 @@
 //! Renders a filter's syntax tree to parameterized SQL over `jsonb` (or over a
 //! duplicated column when the field has one). Every leaf is wrapped in
 //! `coalesce(.., false)` so SQL's three-valued logic agrees with the Rust predicate:
-//! a missing field is simply "no match", also under `NOT`.
+//! a missing field is simply "no match", also under `NOT` — except an `Option` (a field
+//! compared as JSON) whose key is absent from a present object, which serde reads as
+//! `None`: `<>`, `= None` and `is_one_of` with a `None` read it as JSON `null`.
 //!
 //! Parts, each using only the ones above it:
 //! - `sql`: [`Sql`], the text and parameters being built;

@@ -5,7 +5,9 @@
 use marten_core::query::{CompareOp, Node, Path, TextOp, ValueKind};
 use tokio_postgres::types::ToSql;
 
-use super::expr::{json_as_text, json_expr, json_path_test, op_sql, text_expr, typed_expr};
+use super::expr::{
+    json_as_text, json_expr, json_or_null, json_path_test, op_sql, text_expr, typed_expr,
+};
 use super::nul::{nul_reason, refuse_nul};
 use super::one_of::one_of;
 use super::raw::render_raw;
@@ -153,7 +155,11 @@ fn compare_value(
             json_path_test(path, op)
         );
     }
-    let left = typed_expr(scope.base, scope.root, path, kind);
+    let left = if absent_is_null(scope.root, path, op, kind, value) {
+        json_or_null(scope.base, scope.root, path)
+    } else {
+        typed_expr(scope.base, scope.root, path, kind)
+    };
     if let Some(test) = null_column_test(scope.root, path, op, kind, value) {
         return format!("({left} {test})");
     }
@@ -187,6 +193,23 @@ pub(super) fn path_match(
         && op != CompareOp::Ne
         && value.is_number()
         && !(root && path.column.is_some())
+}
+
+/// Whether `path op value` reads a key absent from the `jsonb` as JSON `null` (see
+/// [`json_or_null`]): a field compared as JSON (an `Option`) without its column, with
+/// `<>`, or with `=` to `None`, so that an `Option` missing from the JSON is `None` as
+/// in Rust (and as its NULL column is). Other equalities find no `null`, so they keep
+/// the plain value (and their containment test).
+fn absent_is_null(
+    root: bool,
+    path: &Path,
+    op: CompareOp,
+    kind: ValueKind,
+    value: &serde_json::Value,
+) -> bool {
+    kind == ValueKind::Json
+        && !(root && path.column.is_some())
+        && (op == CompareOp::Ne || (op == CompareOp::Eq && value.is_null()))
 }
 
 /// Whether the field is an indexed `Option` field at the root: `None` is a NULL column,

@@ -1,13 +1,14 @@
 //! Renders `is_one_of`: the field `= ANY($n)` with the values as one array parameter,
 //! typed like the field's expression (`text[]`, `numeric[]`, `boolean[]`, `jsonb[]`, or the
 //! column's type). On a column (the primary key for the id field, the duplicated column of
-//! an indexed field) the test is index-friendly and still two-valued. Uses `expr`, `nul`
-//! and [`Sql`].
+//! an indexed field) the test is index-friendly and still two-valued. With a `None` among
+//! the values, an `Option` field's NULL column, or its key absent from the `jsonb`, is
+//! `None` too. Uses `expr`, `nul` and [`Sql`].
 
 use marten_core::query::{Path, ValueKind};
 use tokio_postgres::types::ToSql;
 
-use super::expr::{json_as_text, json_expr, typed_expr, ID_COLUMN};
+use super::expr::{json_as_text, json_expr, json_or_null, typed_expr, ID_COLUMN};
 use super::nul::refuse_nul;
 use super::sql::Sql;
 
@@ -28,6 +29,8 @@ pub(super) fn one_of(
         return on_column(&p, path, column, sql_type, kind, values);
     }
     let left = match kind {
+        // An `Option` missing from the JSON is `None`, as in Rust and on its column.
+        ValueKind::Json if one_of_matches_null(kind, values) => json_or_null(base, root, path),
         ValueKind::Json => json_expr(base, path),
         _ => typed_expr(base, root, path, kind),
     };
@@ -62,17 +65,11 @@ pub(super) fn one_of_param(
     }
 }
 
-/// Whether `is_one_of` on this field with these values also matches the NULL column of
-/// an indexed `Option` field (a `None` among the values), which changes its SQL.
-pub(super) fn one_of_matches_null(
-    root: bool,
-    path: &Path,
-    kind: ValueKind,
-    values: &[serde_json::Value],
-) -> bool {
-    root && path.column.is_some()
-        && kind == ValueKind::Json
-        && values.iter().any(serde_json::Value::is_null)
+/// Whether `is_one_of` on this `Option` field (compared as JSON) has a `None` among the
+/// values, so it also matches the field's NULL column, or a key absent from the `jsonb`
+/// (see [`json_or_null`]): this changes its SQL.
+pub(super) fn one_of_matches_null(kind: ValueKind, values: &[serde_json::Value]) -> bool {
+    kind == ValueKind::Json && values.iter().any(serde_json::Value::is_null)
 }
 
 /// On a column: `(col IS NOT NULL AND col = ANY($n::text[]::type[]))`, which an index (or
@@ -93,7 +90,7 @@ fn on_column(
         typed_expr("d.data", true, path, kind)
     };
     let test = format!("({left} IS NOT NULL AND {left} = ANY({p}::text[]::{sql_type}[]))");
-    if one_of_matches_null(true, path, kind, values) {
+    if one_of_matches_null(kind, values) {
         format!("({left} IS NULL OR {test})")
     } else {
         test
