@@ -4,13 +4,14 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::DeriveInput;
 
-use crate::internals::attr;
 use crate::internals::ctxt::Ctxt;
+use crate::internals::{attr, check};
 
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let private = crate::krate::private();
     let cx = Ctxt::new();
     let attrs = attr::Event::from_ast(&cx, &input.attrs);
+    check::event_names(&cx, &attrs);
     if !input.generics.params.is_empty() {
         cx.error_spanned_by(
             &input.generics,
@@ -99,6 +100,7 @@ fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String, syn::
                 let result = a.parse_nested_meta(|meta| {
                     if meta.path.is_ident("name") {
                         let lit: syn::LitStr = meta.value()?.parse()?;
+                        check::stored_name(cx, "a tag name", &lit.value(), lit.span());
                         name = lit.value();
                         Ok(())
                     } else {
@@ -125,6 +127,7 @@ pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
         let result = a.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
                 let lit: syn::LitStr = meta.value()?.parse()?;
+                check::stored_name(&cx, "a tag name", &lit.value(), lit.span());
                 name = lit.value();
                 Ok(())
             } else {

@@ -8,19 +8,17 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::internals::ast::{Container, Field};
-use crate::internals::attr;
 use crate::internals::ctxt::Ctxt;
 
-/// The JSON key of a field.
+/// The JSON key of a field, as serde writes it: its serialize `rename`, else its name
+/// (without `r#`) under the struct's `rename_all` rule.
 fn json_key(cont: &Container, field: &Field) -> String {
-    if let Some(r) = &field.attrs.rename {
-        return r.clone();
-    }
-    let name = field.ident.to_string();
-    let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
-    match attr::serde_rename_all(&cont.original.attrs) {
-        Some(rule) => attr::apply_rename_all(&rule, &name),
-        None => name,
+    match &field.attrs.rename {
+        Some(r) => r.clone(),
+        None => cont
+            .attrs
+            .rename_all
+            .apply_to_field(&field.ident.unraw().to_string()),
     }
 }
 

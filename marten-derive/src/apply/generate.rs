@@ -3,7 +3,7 @@
 //! multi-stream projections, the `Identities` impl.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{ItemImpl, Type};
 
 use super::parse::{Method, Role};
@@ -18,6 +18,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let deletes_only = deletes_only(methods);
     let handled = handled(methods);
     let identity_impl = identity_impl(self_ty, methods);
+    let one_per_event = one_per_event(self_ty, methods);
     let uses_metadata = methods.iter().any(|m| m.with_meta);
 
     quote! {
@@ -69,8 +70,42 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
 
             #identity_impl
 
+            #one_per_event
         };
     }
+}
+
+/// One method per (role, event type), decided by the compiler: a marker trait per role,
+/// implemented for the state once per method with the method's event type as its
+/// parameter. Two methods of one role whose event types are one type under different
+/// spellings (`X` and `crate::X`, `events::X`, an alias), which the macro cannot tell
+/// apart by their tokens, are then two impls of one trait for one type: a "conflicting
+/// implementations" error naming the trait (which says what is wrong), pointing at the
+/// second method and labelling the first. Without it only the first would ever be called.
+fn one_per_event(self_ty: &Type, methods: &[Method]) -> TokenStream {
+    let mut out = TokenStream::new();
+    for label in ["create", "apply", "should_delete", "identity"] {
+        let of_role: Vec<&Method> = methods.iter().filter(|m| m.role.label() == label).collect();
+        if of_role.len() < 2 {
+            continue;
+        }
+        let marker = format_ident!("Only_one_{}_method_per_event_type", label);
+        let doc = format!(
+            "Implemented once per `{label}*` method, for its event type: a second `{label}*` method for one event type, however spelled, is a conflicting implementation."
+        );
+        out.extend(quote! {
+            #[doc = #doc]
+            #[allow(non_camel_case_types, dead_code)]
+            trait #marker<E: ?::core::marker::Sized> {}
+        });
+        for m in of_role {
+            let ty = &m.event;
+            out.extend(quote_spanned! {m.name.span()=>
+                impl #marker<#ty> for #self_ty {}
+            });
+        }
+    }
+    out
 }
 
 /// The dispatch arms of the methods `keep` selects, in declaration order.
@@ -136,31 +171,24 @@ fn apply_arm(m: &Method) -> TokenStream {
     }
 }
 
-/// On an absent state, after the `create` arms: an event whose methods are only
-/// `should_delete*` ones (no `create*`, which would have returned, and no `apply*`) is
-/// asked only of an existing state and creates none, `Default` or not, so the state stays
-/// absent. Decided by the event's runtime type, as the arms are, so two spellings of one
-/// type (`X`, `events::X`) are one event type. Nothing without `should_delete*` methods.
-fn deletes_only(methods: &[Method]) -> Option<TokenStream> {
+/// On an absent state, after the `create` arms: an event no `apply*` method takes (one
+/// only `should_delete*` methods take, which are asked only of an existing state, or one
+/// the type has no method for) creates no state, `Default` or not: the state stays
+/// absent, as the trait promises for events without a method. Decided by the event's
+/// runtime type, as the arms are, so two spellings of one type (`X`, `events::X`) are one
+/// event type.
+fn deletes_only(methods: &[Method]) -> TokenStream {
     let p = crate::krate::private();
-    let of = |keep: fn(&Role) -> bool| -> Vec<&Type> {
-        methods
-            .iter()
-            .filter(|m| keep(&m.role))
-            .map(|m| &m.event)
-            .collect()
-    };
-    let deleted = of(|r| *r == Role::Delete);
-    let applied = of(|r| matches!(r, Role::Apply { .. }));
-    (!deleted.is_empty()).then(|| {
-        quote! {
-            if (false #(|| #p::support::event_as::<#deleted>(data).is_some())*)
-                && !(false #(|| #p::support::event_as::<#applied>(data).is_some())*)
-            {
-                return ::core::result::Result::Ok(::core::option::Option::None);
-            }
+    let applied: Vec<&Type> = methods
+        .iter()
+        .filter(|m| matches!(m.role, Role::Apply { .. }))
+        .map(|m| &m.event)
+        .collect();
+    quote! {
+        if !(false #(|| #p::support::event_as::<#applied>(data).is_some())*) {
+            return ::core::result::Result::Ok(::core::option::Option::None);
         }
-    })
+    }
 }
 
 /// The event types the state handles (identity methods aside), each once.

@@ -74,7 +74,10 @@ fn collect_methods(cx: &Ctxt, item: &ItemImpl) -> (Vec<(usize, Method)>, usize) 
     (methods, named)
 }
 
-/// One method per (role, event type); a second is reported where it is.
+/// One method per (role, event type); a second is reported where it is. This compares
+/// the types' tokens, so it catches a repeated spelling only; one type spelled two ways
+/// (`X`, `crate::X`, an alias) is caught by the compiler, in the code
+/// `generate::one_per_event` writes.
 fn check_one_per_event(cx: &Ctxt, methods: &[(usize, Method)]) {
     let mut seen: HashMap<(&'static str, String), Span> = HashMap::new();
     for (_, m) in methods {

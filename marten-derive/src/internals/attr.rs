@@ -4,6 +4,7 @@
 use proc_macro2::Span;
 use syn::{Attribute, Ident, LitStr};
 
+use super::case::RenameRule;
 use super::ctxt::Ctxt;
 
 /// A value seen once, remembering where.
@@ -60,6 +61,9 @@ pub struct Container {
     pub full_text: Option<(String, Span)>,
     /// `#[document(soft_delete)]`: deletes mark rows deleted, with the attribute's span.
     pub soft_delete: Option<Span>,
+    /// `#[serde(rename_all = "...")]` or `#[serde(rename_all(serialize = "..."))]`: how
+    /// serde writes the fields' keys (`None` without one, or with a rule serde rejects).
+    pub rename_all: RenameRule,
 }
 
 impl Container {
@@ -71,8 +75,22 @@ impl Container {
         let mut tenancy = Attr::none("tenancy");
         let mut full_text = Attr::none("full_text");
         let mut soft_delete = Attr::none("soft_delete");
+        let mut rename_all = RenameRule::None;
         for attr in attrs {
-            if attr.path().is_ident("document") {
+            if attr.path().is_ident("serde") {
+                // Only what changes the JSON keys; other serde options are serde's
+                // business, and so are its errors (serde's derive reports them).
+                let _ = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("rename_all") {
+                        if let Some(rule) = serde_serialize_str(&meta)? {
+                            rename_all = RenameRule::from_name(&rule).unwrap_or_default();
+                        }
+                    } else {
+                        skip_serde_meta(&meta)?;
+                    }
+                    Ok(())
+                });
+            } else if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident("table") {
                         let lit: LitStr = meta.value()?.parse()?;
@@ -146,6 +164,7 @@ impl Container {
             conjoined: tenancy.get().is_some_and(|(c, _)| c),
             full_text: full_text.get(),
             soft_delete: soft_delete.get().map(|(_, span)| span),
+            rename_all,
         }
     }
 }
@@ -162,7 +181,8 @@ pub struct Field {
     pub nested: bool,
     /// `#[query(skip)]`: no query path for this field.
     pub skip: bool,
-    /// `#[serde(rename = "...")]`.
+    /// `#[serde(rename = "...")]` or `#[serde(rename(serialize = "..."))]`: the key serde
+    /// writes the field under.
     pub rename: Option<String>,
     /// `#[serde(flatten)]`, with its span.
     pub flatten: Option<Span>,
@@ -221,16 +241,14 @@ impl Field {
             } else if attr.path().is_ident("serde") {
                 // Only what changes the JSON key; other serde options are serde's business.
                 let _ = attr.parse_nested_meta(|meta| {
-                    if meta.path.is_ident("rename") && meta.input.peek(syn::Token![=]) {
-                        let lit: LitStr = meta.value()?.parse()?;
-                        rename = Some(lit.value());
+                    if meta.path.is_ident("rename") {
+                        if let Some(name) = serde_serialize_str(&meta)? {
+                            rename = Some(name);
+                        }
                     } else if meta.path.is_ident("flatten") {
                         flatten = Some(meta.path.span_of());
-                    } else if meta.input.peek(syn::Token![=]) {
-                        let _: syn::Expr = meta.value()?.parse()?;
-                    } else if meta.input.peek(syn::token::Paren) {
-                        let _content;
-                        syn::parenthesized!(_content in meta.input);
+                    } else {
+                        skip_serde_meta(&meta)?;
                     }
                     Ok(())
                 });
@@ -248,49 +266,50 @@ impl Field {
     }
 }
 
-/// `#[serde(rename_all = "...")]` on a struct, if any.
-pub fn serde_rename_all(attrs: &[Attribute]) -> Option<String> {
+/// The serialize side of a serde name attribute, as serde reads it: `key = "..."` (both
+/// sides) or `key(serialize = "...", deserialize = "...")`. A value that is not a string
+/// literal (serde's error) is `None`.
+fn serde_serialize_str(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Option<String>> {
+    if meta.input.peek(syn::Token![=]) {
+        return Ok(serde_lit_str(meta.value()?.parse()?));
+    }
     let mut out = None;
-    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
-        let _ = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("rename_all") && meta.input.peek(syn::Token![=]) {
-                let lit: LitStr = meta.value()?.parse()?;
-                out = Some(lit.value());
-            } else if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                let _content;
-                syn::parenthesized!(_content in meta.input);
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            let value: syn::Expr = inner.value()?.parse()?;
+            if inner.path.is_ident("serialize") {
+                out = serde_lit_str(value);
             }
             Ok(())
-        });
+        })?;
     }
-    out
+    Ok(out)
 }
 
-/// A field name as serde's `rename_all` rule writes it.
-pub fn apply_rename_all(rule: &str, field: &str) -> String {
-    let words: Vec<&str> = field.split('_').filter(|w| !w.is_empty()).collect();
-    let cap = |w: &str| {
-        let mut c = w.chars();
-        c.next()
-            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-            .unwrap_or_default()
-    };
-    match rule {
-        "lowercase" => field.to_lowercase(),
-        "UPPERCASE" => field.to_uppercase(),
-        "PascalCase" => words.iter().map(|w| cap(w)).collect(),
-        "camelCase" => words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| if i == 0 { (*w).to_owned() } else { cap(w) })
-            .collect(),
-        "SCREAMING_SNAKE_CASE" => field.to_uppercase(),
-        "kebab-case" => field.replace('_', "-"),
-        "SCREAMING-KEBAB-CASE" => field.replace('_', "-").to_uppercase(),
-        _ => field.to_owned(),
+/// A string literal, through the invisible groups a `macro_rules!` fragment puts around
+/// it (as serde reads it).
+fn serde_lit_str(mut expr: syn::Expr) -> Option<String> {
+    while let syn::Expr::Group(g) = expr {
+        expr = *g.expr;
     }
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => Some(lit.value()),
+        _ => None,
+    }
+}
+
+/// Steps over a serde option marten does not read: `key`, `key = value` or `key(...)`.
+fn skip_serde_meta(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let _content;
+        syn::parenthesized!(_content in meta.input);
+    }
+    Ok(())
 }
 
 fn path_name(path: &syn::Path) -> String {
@@ -333,12 +352,6 @@ impl Event {
             let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("name") {
                     let lit: LitStr = meta.value()?.parse()?;
-                    if lit.value().trim().is_empty() {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            "an event name must not be empty",
-                        ));
-                    }
                     name.set(cx, lit.span(), lit.value());
                     Ok(())
                 } else if meta.path.is_ident("aliases") {
@@ -364,7 +377,8 @@ impl Event {
     }
 }
 
-/// `["a", "b"]`: non-empty string literals, each once.
+/// `["a", "b"]`: string literals, each once (what they may hold is checked with the
+/// event's name, `check::event_names`).
 fn parse_aliases(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<(String, Span)>> {
     let content;
     syn::bracketed!(content in input);
@@ -372,12 +386,6 @@ fn parse_aliases(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<(String,
     let mut out: Vec<(String, Span)> = Vec::new();
     for lit in lits {
         let value = lit.value();
-        if value.trim().is_empty() {
-            return Err(syn::Error::new(
-                lit.span(),
-                "an event alias must not be empty",
-            ));
-        }
         if out.iter().any(|(v, _)| *v == value) {
             return Err(syn::Error::new(
                 lit.span(),

@@ -1,6 +1,9 @@
 //! Checks on the parsed model that need more than one attribute to decide.
 
+use proc_macro2::Span;
+
 use super::ast::{Container, Field};
+use super::attr;
 use super::ctxt::Ctxt;
 
 /// Finds the id field: the one marked `#[document(id)]`, else the one named `id`.
@@ -83,6 +86,41 @@ pub fn full_text_config(cx: &Ctxt, cont: &Container) {
                 ),
             ));
         }
+    }
+}
+
+/// Checks an event's `#[event(name = "...")]` and `aliases`: stored names, see
+/// [`stored_name`].
+pub fn event_names(cx: &Ctxt, attrs: &attr::Event) {
+    if let Some((name, span)) = &attrs.name {
+        stored_name(cx, "an event name", name, *span);
+    }
+    for (alias, span) in &attrs.aliases {
+        stored_name(cx, "an event alias", alias, *span);
+    }
+}
+
+/// Checks a name marten stores and matches as text (an event's name or alias, a tag's
+/// name), reporting at `span`: not empty or blank, and no control characters, NUL among
+/// them (PostgreSQL's text cannot hold NUL; the others would be invisible in every
+/// listing of stored names).
+pub fn stored_name(cx: &Ctxt, what: &str, name: &str, span: Span) {
+    if name.is_empty() {
+        cx.syn_error(syn::Error::new(span, format!("{what} must not be empty")));
+    } else if name.trim().is_empty() {
+        cx.syn_error(syn::Error::new(
+            span,
+            format!("{what} must not be blank: {name:?} is only white space"),
+        ));
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        let nul = if c == '\0' { " (NUL)" } else { "" };
+        cx.syn_error(syn::Error::new(
+            span,
+            format!(
+                "{what} must not contain control characters: {name:?} contains U+{:04X}{nul}",
+                u32::from(c)
+            ),
+        ));
     }
 }
 

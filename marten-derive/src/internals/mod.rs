@@ -2,5 +2,6 @@
 
 pub mod ast;
 pub mod attr;
+pub mod case;
 pub mod check;
 pub mod ctxt;
