@@ -47,6 +47,7 @@ pub(crate) mod shard;
 pub(crate) mod share;
 pub(crate) mod slot;
 mod stale;
+pub(crate) use stale::deadline_after;
 mod tenants;
 mod unreadable;
 mod versions;

@@ -25,7 +25,7 @@ use crate::xid8::Xid8;
 const POLL: Duration = Duration::from_millis(50);
 
 /// The instant `timeout` from now; a timeout too large for the clock waits a century.
-pub(super) fn deadline_after(timeout: Duration) -> Instant {
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))

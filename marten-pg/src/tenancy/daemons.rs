@@ -70,9 +70,10 @@ impl TenantDaemons {
     /// Waits until every database's projections have caught up, within `timeout` in all;
     /// the first failure (a stopped runner, the timeout) is returned.
     pub async fn wait_for_non_stale(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout past the clock's range waits a century (no overflow).
+        let deadline = crate::daemon::deadline_after(timeout);
         for (_, daemon) in &self.daemons {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             daemon.wait_for_non_stale(left).await?;
         }
         Ok(())
