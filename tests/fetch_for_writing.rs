@@ -390,3 +390,37 @@ async fn a_failed_exclusive_fetch_releases_the_lock_it_took() {
     ok(other.save_changes().await);
     assert_eq!(titles(&store, second).await, ["0", "1"]);
 }
+
+/// The exclusive lock timeout bounds the wait for the exclusive lock only: the rest of
+/// the session's transaction waits for other locks as any save does (bounded by the
+/// request timeout). It used to stay set for the whole transaction, so the save's append
+/// to another stream, whose row another writer held, failed after the exclusive timeout.
+#[tokio::test]
+async fn the_exclusive_lock_timeout_ends_with_the_exclusive_lock() {
+    let (_schema, store) = store("ffw_exclusive_scope", Duration::from_millis(200)).await;
+    let (a, b) = (project(&store).await, project(&store).await);
+    let mut other = store.lightweight_session();
+    {
+        let held = ok(other.events().fetch_for_exclusive_writing::<Tasks>(b).await);
+        assert_eq!(held.version(), 1);
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            let mut w = s.events().fetch_for_exclusive_writing::<Tasks>(a).await?;
+            w.append([task("a")])?;
+            s.events().append(b, [task("b")])?;
+            s.save_changes().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !writer.is_finished(),
+        "the save waits for the other writer's lock past the exclusive lock timeout"
+    );
+    ok(other.save_changes().await);
+    ok(writer.await.expect("task"));
+    assert_eq!(titles(&store, a).await, ["0", "a"]);
+    assert_eq!(titles(&store, b).await, ["0", "b"]);
+}

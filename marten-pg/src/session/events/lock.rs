@@ -20,8 +20,15 @@ use crate::events::EventTenant;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 
-/// Sets the lock timeout of the current transaction: `$1` as text (`"250ms"`).
-const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+/// Sets the lock timeout of the current transaction to `$1` (text, `"250ms"`), keeping
+/// the one in force in `marten.lock_timeout_before` for [`RESTORE_LOCK_TIMEOUT`].
+const SET_LOCK_TIMEOUT: &str = "SELECT set_config('marten.lock_timeout_before', \
+     current_setting('lock_timeout'), true), set_config('lock_timeout', $1, true)";
+
+/// Puts back the lock timeout [`SET_LOCK_TIMEOUT`] replaced: the exclusive lock timeout
+/// bounds the wait for the stream's row alone, not the rest of the transaction.
+const RESTORE_LOCK_TIMEOUT: &str =
+    "SELECT set_config('lock_timeout', current_setting('marten.lock_timeout_before'), true)";
 
 impl<K: Tracking> Events<'_, K> {
     /// Locks the stream's row now in the session's transaction, waiting up to the store's
@@ -88,6 +95,10 @@ async fn lock_stream_on(
         .statement(SqlText::Static(SET_LOCK_TIMEOUT))
         .await
         .map_err(reading)?;
+    let restore_timeout = client
+        .statement(SqlText::Static(RESTORE_LOCK_TIMEOUT))
+        .await
+        .map_err(reading)?;
     let began = !req.in_transaction();
     if began {
         // BEGIN is about to be written.
@@ -97,7 +108,7 @@ async fn lock_stream_on(
     let answers = send_attempt(
         req.client(),
         began,
-        &set_timeout,
+        [&set_timeout, &restore_timeout],
         &lock,
         &lock_params,
         timeout,
@@ -111,23 +122,26 @@ async fn lock_stream_on(
 }
 
 /// Pipelines the attempt in one round trip: `BEGIN` (if `began`), a savepoint, the lock
-/// timeout, the locking select and the savepoint's release.
+/// timeout, the locking select, the lock timeout put back and the savepoint's release.
+/// (A failed select aborts what follows; undoing the attempt's savepoint puts the
+/// timeout back then.)
 async fn send_attempt(
     c: Db<'_>,
     began: bool,
-    set_timeout: &Stmt,
+    [set_timeout, restore_timeout]: [&Stmt; 2],
     lock: &Stmt,
     lock_params: &[&(dyn ToSql + Sync)],
     timeout: Duration,
 ) -> Answers {
     let timeout_text = lock_timeout_text(timeout);
     let timeout_params: [&(dyn ToSql + Sync); 1] = [&timeout_text];
-    let mut pipe = Pipeline::new(c, 5);
+    let mut pipe = Pipeline::new(c, 6);
     // A failed BEGIN fails the savepoint after it, which is what the outcome reads.
     let _begin = began.then(|| pipe.command("BEGIN"));
     let savepoint = pipe.command("SAVEPOINT mt_exclusive");
     let _timeout = pipe.query(set_timeout, &timeout_params);
     let locked = pipe.query(lock, lock_params);
+    let _restore = pipe.query(restore_timeout, &[]);
     let _release = pipe.command("RELEASE SAVEPOINT mt_exclusive");
     let mut answers = pipe.send().await;
     (answers.take(savepoint), answers.take(locked))
