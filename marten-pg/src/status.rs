@@ -23,7 +23,6 @@ use crate::daemon::slot::Slot;
 use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
-use crate::tables::event_order::STREAM_TENANTS;
 use crate::xid8::Xid8;
 
 /// The position and owner of each slot named in `$1` that has a row.
@@ -155,7 +154,7 @@ impl DocumentStore {
         let mut conn = Conn::new();
         conn.run(self, async |client| {
             let tenants: Vec<Option<TenantId>> = if conjoined {
-                stream_tenants(client)
+                crate::daemon::tenants_on(client)
                     .await?
                     .into_iter()
                     .map(Some)
@@ -336,22 +335,6 @@ async fn heads(
         }
     }
     Ok(out)
-}
-
-/// The tenants that have streams, in order (conjoined events), as the daemon runs them:
-/// streams of no tenant (`*DEFAULT*`, written before the events were conjoined) and ids
-/// that are not valid tenant ids belong to no tenant's runner, and are left out.
-async fn stream_tenants(client: Db<'_>) -> Result<Vec<TenantId>> {
-    let rows = client
-        .query(STREAM_TENANTS, &[])
-        .await
-        .map_err(|e| map_db_error(e, Failed::Other("reading the tenants")))?;
-    let mut tenants = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let stored: &str = row.try_get(0).map_err(unusable("mt_streams"))?;
-        tenants.extend(TenantId::new(stored).ok());
-    }
-    Ok(tenants)
 }
 
 /// A stored value of the wrong type (a table changed by hand or by another program).

@@ -15,7 +15,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
     let deletes = by_role(methods, |m| m.role == Role::Delete, delete_arm);
     let creates = by_role(methods, |m| m.role == Role::Create, create_arm);
     let applies = by_role(methods, |m| matches!(m.role, Role::Apply { .. }), apply_arm);
-    let deletes_only = deletes_only(methods);
+    let absent_unless_applied = absent_unless_applied(methods);
     let handled = handled(methods);
     let identity_impl = identity_impl(self_ty, methods);
     let one_per_event = one_per_event(self_ty, methods);
@@ -43,7 +43,7 @@ pub fn expand(item: &ItemImpl, methods: &[Method]) -> TokenStream {
                         ::core::option::Option::Some(s) => s,
                         ::core::option::Option::None => {
                             #(#creates)*
-                            #deletes_only
+                            #absent_unless_applied
                             match (&&#p::support::Initial::<Self>::new()).initial() {
                                 ::core::option::Option::Some(s) => s,
                                 ::core::option::Option::None => return ::core::result::Result::Ok(::core::option::Option::None),
@@ -177,7 +177,7 @@ fn apply_arm(m: &Method) -> TokenStream {
 /// absent, as the trait promises for events without a method. Decided by the event's
 /// runtime type, as the arms are, so two spellings of one type (`X`, `events::X`) are one
 /// event type.
-fn deletes_only(methods: &[Method]) -> TokenStream {
+fn absent_unless_applied(methods: &[Method]) -> TokenStream {
     let p = crate::krate::private();
     let applied: Vec<&Type> = methods
         .iter()

@@ -49,6 +49,7 @@ pub(crate) mod slot;
 mod stale;
 pub(crate) use stale::deadline_after;
 mod tenants;
+pub(crate) use tenants::tenants_on;
 mod unreadable;
 mod versions;
 

@@ -26,7 +26,7 @@ pub(super) async fn stream_tenants(
 /// The tenants that have streams, in order, read on `client`. Streams written before the
 /// events were conjoined (`*DEFAULT*`) and ids that are not valid tenant ids (edited by
 /// hand) belong to no tenant's runner; they are logged and left out.
-pub(super) async fn tenants_on(client: Db<'_>) -> Result<Vec<TenantId>> {
+pub(crate) async fn tenants_on(client: Db<'_>) -> Result<Vec<TenantId>> {
     let reading = |e| map_db_error(e, Failed::Other("reading the tenants"));
     let rows = client.query(STREAM_TENANTS, &[]).await.map_err(reading)?;
     let mut tenants = Vec::with_capacity(rows.len());
