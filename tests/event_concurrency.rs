@@ -598,3 +598,159 @@ async fn racing_multi_stream_saves_keep_every_stream_in_version_order() {
         );
     }
 }
+
+/// A statement that fails inside a session's open transaction (an exclusive lock held)
+/// aborts that transaction on the server. The save after it must not report success: its
+/// `COMMIT` only ends the aborted transaction, so nothing of it is written. `warm`: the
+/// save's statements are already prepared on the connection (else preparing them fails).
+async fn save_after_a_failed_read_in_the_locked_transaction(schema: &str, warm: usize) {
+    let (_schema, b) = builder(schema);
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_millis(500))
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("x")]));
+    ok(s.store(Marker {
+        id: Uuid::now_v7(),
+        n: 1,
+    }));
+    ok(s.save_changes().await);
+    // A session keeps its connection: the first rounds fill its statement cache, so the
+    // save's statements are not prepared again (a prepare in an aborted transaction fails).
+    let mut locked = store.lightweight_session();
+    for _ in 0..warm {
+        ok(locked
+            .events()
+            .append_exclusive(stream, [task("warm")])
+            .await);
+        ok(locked.save_changes().await);
+    }
+    let before = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await)
+    .len();
+
+    ok(locked
+        .events()
+        .append_exclusive(stream, [task("lost")])
+        .await);
+    let bad = locked
+        .query::<Marker>()
+        .where_sql("d.no_such_column = 1", ())
+        .to_list()
+        .await;
+    assert!(bad.is_err(), "the bad fragment fails");
+    let saved = locked.save_changes().await;
+    let after = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    assert_eq!(after.len(), before, "nothing of the save was written");
+    let err = saved.expect_err("a save whose transaction was aborted reports it");
+    assert!(
+        err.to_string().contains("abort") || format!("{err:?}").contains("25P02"),
+        "the error says the transaction was aborted: {err:?}"
+    );
+    // The lock is gone with the transaction, and the session works again.
+    let mut other = store.lightweight_session();
+    ok(other
+        .events()
+        .append_exclusive(stream, [task("other")])
+        .await);
+    ok(other.save_changes().await);
+    ok(locked
+        .events()
+        .append_exclusive(stream, [task("again")])
+        .await);
+    ok(locked.save_changes().await);
+    let titles: Vec<String> = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await)
+    .iter()
+    .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+    .collect();
+    let mut expected = vec!["warm"; warm];
+    expected.extend(["other", "again"]);
+    assert_eq!(titles, expected);
+}
+
+#[tokio::test]
+async fn a_save_after_a_failed_read_in_the_locked_transaction_is_an_error_not_a_silent_loss() {
+    save_after_a_failed_read_in_the_locked_transaction("evc_aborted_tx", 2).await;
+}
+
+#[tokio::test]
+async fn a_save_after_a_failed_read_in_the_locked_transaction_fails_with_a_cold_statement_cache() {
+    save_after_a_failed_read_in_the_locked_transaction("evc_aborted_cold", 0).await;
+}
+
+/// An exclusive lock attempt in a transaction a failed statement aborted reports the abort
+/// (not the savepoint it could not undo), and the save after it still says nothing was
+/// written.
+#[tokio::test]
+async fn an_exclusive_lock_attempt_in_an_aborted_transaction_reports_the_abort() {
+    let (_schema, b) = builder("evc_aborted_lock");
+    let store = ok(b.build().await);
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(first, [started("a")]));
+    ok(s.events().start_stream(second, [started("b")]));
+    ok(s.save_changes().await);
+    // A session keeps its connection: the first rounds fill its statement cache, so the
+    // attempt in the aborted transaction is sent as it is and its savepoint refused.
+    let mut locked = store.lightweight_session();
+    for stream in [first, second, first, second] {
+        ok(locked
+            .events()
+            .append_exclusive(stream, [task("warm")])
+            .await);
+        ok(locked.save_changes().await);
+    }
+    ok(locked
+        .events()
+        .append_exclusive(first, [task("lost")])
+        .await);
+    let bad = locked
+        .query::<Marker>()
+        .where_sql("d.no_such_column = 1", ())
+        .to_list()
+        .await;
+    assert!(bad.is_err(), "the bad fragment fails");
+    let err = locked
+        .events()
+        .append_exclusive(second, [task("lost too")])
+        .await
+        .expect_err("the transaction is aborted");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("25P02") && !text.contains("3B001"),
+        "the abort, not the missing savepoint: {text}"
+    );
+    assert!(locked.save_changes().await.is_err(), "the save reports it");
+    for stream in [first, second] {
+        let events = ok(store
+            .lightweight_session()
+            .events()
+            .fetch_stream(stream)
+            .await);
+        assert_eq!(events.len(), 3, "nothing was appended to {stream}");
+    }
+    ok(locked
+        .events()
+        .append_exclusive(second, [task("again")])
+        .await);
+    ok(locked.save_changes().await);
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(second)
+        .await);
+    assert_eq!(events.len(), 4);
+}

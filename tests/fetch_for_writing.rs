@@ -424,3 +424,67 @@ async fn the_exclusive_lock_timeout_ends_with_the_exclusive_lock() {
     assert_eq!(titles(&store, a).await, ["0", "a"]);
     assert_eq!(titles(&store, b).await, ["0", "b"]);
 }
+
+/// A session that holds one stream's lock can fetch a stream that does not exist yet for
+/// exclusive writing (version 0, no state): the attempt on the missing stream does not
+/// disturb the transaction holding the first lock, and one save commits both.
+#[tokio::test]
+async fn an_exclusive_fetch_of_a_new_stream_keeps_the_locks_already_held() {
+    let (_schema, store) = store("ffw_exclusive_new", Duration::from_millis(300)).await;
+    let held = project(&store).await;
+    let new = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    let mut w = ok(s.events().fetch_for_exclusive_writing::<Tasks>(held).await);
+    ok(w.append([task("held")]));
+    let mut w = ok(s.events().fetch_for_exclusive_writing::<Tasks>(new).await);
+    assert_eq!((w.version(), w.state().is_none()), (0, true));
+    ok(w.append([task("new")]));
+    ok(s.save_changes().await);
+    assert_eq!(titles(&store, held).await, ["0", "held"]);
+    assert_eq!(titles(&store, new).await, ["new"]);
+}
+
+/// A lock attempt that failed (the stream locked elsewhere) leaves nothing behind that a
+/// later attempt's undo could roll back to: the locks taken after it stay held.
+#[tokio::test]
+async fn a_failed_lock_attempt_cannot_release_locks_taken_after_it() {
+    let (_schema, store) = store("ffw_exclusive_stack", Duration::from_millis(200)).await;
+    let [first, busy, later] = [
+        project(&store).await,
+        project(&store).await,
+        project(&store).await,
+    ];
+    let mut other = store.lightweight_session();
+    ok(other.events().append_exclusive(busy, [task("other")]).await);
+
+    let mut s = store.lightweight_session();
+    ok(s.events().append_exclusive(first, [task("s")]).await);
+    assert!(matches!(
+        s.events().append_exclusive(busy, [task("s")]).await,
+        Err(marten::Error::StreamLocked { .. })
+    ));
+    ok(s.events().append_exclusive(later, [task("s")]).await);
+    // A stream with no row to lock: its attempt fails after the select answered.
+    let w = ok(s
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(Uuid::now_v7())
+        .await);
+    assert_eq!(w.version(), 0);
+    drop(w);
+
+    let mut probe = store.lightweight_session();
+    let probed = probe
+        .events()
+        .append_exclusive(later, [task("probe")])
+        .await;
+    assert!(
+        matches!(&probed, Err(marten::Error::StreamLocked { .. })),
+        "the later stream is still locked by the session: {probed:?}"
+    );
+    drop(probe);
+    ok(s.save_changes().await);
+    ok(other.save_changes().await);
+    assert_eq!(titles(&store, first).await, ["0", "s"]);
+    assert_eq!(titles(&store, later).await, ["0", "s"]);
+    assert_eq!(titles(&store, busy).await, ["0", "other"]);
+}

@@ -323,7 +323,14 @@ fn read_flight(
 ) -> Option<Error> {
     let mut failure = None;
     if let Err(e) = answers.take(flight.ident) {
-        note(&mut failure, e, Failed::Transaction);
+        if is_aborted(&e) {
+            // The session's open transaction (an exclusive lock's) was aborted by a
+            // statement that failed before this save: every statement of the flight was
+            // refused and its COMMIT only ended the aborted transaction.
+            failure = Some(map_db_error(e, Failed::Other(ABORTED_BEFORE)));
+        } else {
+            note(&mut failure, e, Failed::Transaction);
+        }
     }
     for (op, handle) in ops.iter_mut().zip(flight.ops) {
         match answers.take(handle) {
@@ -385,10 +392,19 @@ pub(super) async fn rejected(client: Db<'_>, ops: &[&mut dyn Operation]) -> Resu
 /// Keeps the first real failure of a batch; later statements of an aborted transaction
 /// only report that it is aborted.
 pub(super) fn note(failure: &mut Option<Error>, e: tokio_postgres::Error, what: Failed<'_>) {
-    let aborted = e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
-    if failure.is_none() && !aborted {
+    if failure.is_none() && !is_aborted(&e) {
         *failure = Some(map_db_error(e, what));
     }
+}
+
+/// What a save reports when the session's transaction was aborted before it.
+const ABORTED_BEFORE: &str = "saving in the session's transaction, which a statement that \
+     failed earlier had aborted (its exclusive locks ended with it): nothing of the save \
+     was written";
+
+/// Whether the server refused a statement because its transaction was already aborted.
+fn is_aborted(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION)
 }
 
 /// What a failed statement of `op` was writing, for its error.

@@ -9,6 +9,7 @@ use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tracing::warn;
 
 use super::api::Events;
 use super::stream_row::{expected_version, reading, version_row};
@@ -114,9 +115,22 @@ async fn lock_stream_on(
         timeout,
     )
     .await;
+    // Only a select that failed inside the savepoint leaves it to undo: a refused
+    // savepoint never opened (the transaction was aborted before), and a select that
+    // answered was followed by the savepoint's release.
+    let undo = match (&answers, began) {
+        (_, true) => Undo::Transaction,
+        ((Ok(()), Err(_)), false) => Undo::ToSavepoint,
+        _ => Undo::Nothing,
+    };
     let outcome = attempt_outcome(answers, key, timeout);
     if outcome.is_err() {
-        undo_attempt(req, began).await?;
+        if let Err(e) = undo_attempt(req, undo).await {
+            // The attempt's own failure is the one to report; the connection cannot be
+            // trusted to hold the session's transaction any more.
+            warn!(error = %e, "could not undo a failed exclusive lock attempt");
+            req.mark_lost();
+        }
     }
     outcome
 }
@@ -176,15 +190,30 @@ fn attempt_outcome(
     }
 }
 
-/// Undoes a failed attempt: the whole transaction if the attempt began it, else back to
-/// the attempt's savepoint.
-async fn undo_attempt(req: &mut Request<'_>, began: bool) -> Result<()> {
-    if began {
-        req.rollback().await;
-        return Ok(());
+/// What undoing a failed attempt takes.
+enum Undo {
+    /// The attempt began the transaction: roll all of it back.
+    Transaction,
+    /// The select failed inside the attempt's savepoint: roll back to it and release it
+    /// (a savepoint rolled back to stays; left, a later attempt's undo could go back to
+    /// it and release locks taken since).
+    ToSavepoint,
+    /// Nothing of the attempt is open.
+    Nothing,
+}
+
+/// Undoes a failed attempt, as `undo` says.
+async fn undo_attempt(req: &mut Request<'_>, undo: Undo) -> Result<()> {
+    match undo {
+        Undo::Transaction => {
+            req.rollback().await;
+            Ok(())
+        }
+        Undo::ToSavepoint => req
+            .client()
+            .batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive; RELEASE SAVEPOINT mt_exclusive")
+            .await
+            .map_err(|e| map_db_error(e, Failed::Transaction)),
+        Undo::Nothing => Ok(()),
     }
-    req.client()
-        .batch_execute("ROLLBACK TO SAVEPOINT mt_exclusive")
-        .await
-        .map_err(|e| map_db_error(e, Failed::Transaction))
 }
