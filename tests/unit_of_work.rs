@@ -324,3 +324,46 @@ async fn a_repeated_id_starts_a_new_batch_in_small_and_large_batches() {
         assert_eq!(count(&schema, "mt_doc_note").await, size + 1, "size {size}");
     }
 }
+
+/// An operation whose parameters cannot be sent (a raw filter's integer where the server
+/// expects text: the client refuses to encode it) is never written; the rest of the save
+/// must not commit without it.
+#[tokio::test]
+async fn an_operation_that_cannot_be_sent_leaves_the_whole_save_unwritten() {
+    let (schema, b) = builder("uow_unsendable");
+    let store = ok(b.document::<Note>().build().await);
+    for queue_first in [true, false] {
+        let mut s = store.lightweight_session();
+        let stored = Note {
+            id: if queue_first { 1 } else { 2 },
+            text: "must not land".into(),
+        };
+        if queue_first {
+            ok(s.store(stored.clone()));
+        }
+        ok(s.delete_where::<Note>(marten::query::Filter::raw(
+            "d.data ->> 'text' = $1",
+            vec![marten::query::RawParam::Int(5)],
+        )));
+        if !queue_first {
+            ok(s.store(stored.clone()));
+        }
+        let saved = s.save_changes().await;
+        assert!(saved.is_err(), "the save cannot be sent whole: {saved:?}");
+        assert_eq!(
+            count(&schema, "mt_doc_note").await,
+            0,
+            "nothing was written"
+        );
+        // The session's connection is clean: its next save commits.
+        ok(s.store(stored.clone()));
+        ok(s.save_changes().await);
+        assert_eq!(
+            ok(store.lightweight_session().load::<Note>(&stored.id).await),
+            Some(stored)
+        );
+        let mut cleanup = store.lightweight_session();
+        ok(cleanup.delete_where::<Note>(marten::query::Filter::all()));
+        ok(cleanup.save_changes().await);
+    }
+}

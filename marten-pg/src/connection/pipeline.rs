@@ -96,21 +96,51 @@ impl<'a> Pipeline<'a> {
 
     /// Writes every statement and reads every answer.
     pub(crate) async fn send(self) -> Answers {
-        let slots = join_in_order(self.flight)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect();
-        Answers { slots }
+        let slots = join_in_order(self.flight, false).await;
+        Answers {
+            complete: slots.iter().all(Option::is_some),
+            slots,
+        }
+    }
+
+    /// Writes the statements in order until one cannot be written (its parameters do not
+    /// encode, or the connection is gone: it fails on its first poll, before anything of
+    /// it reaches the server), then reads the answers of those written. The statements
+    /// after one that could not be written are never written - a transaction's `COMMIT`
+    /// among them - so what was written stays in an open transaction for the caller to
+    /// roll back ([`Answers::complete`] says whether all were written).
+    pub(crate) async fn send_until_unwritable(self) -> Answers {
+        let slots = join_in_order(self.flight, true).await;
+        Answers {
+            complete: slots.iter().all(Option::is_some),
+            slots,
+        }
     }
 }
 
 /// The answers of a sent pipeline, each taken by its statement's handle.
 pub(crate) struct Answers {
     slots: Vec<Option<RawAnswer>>,
+    /// Every statement was written (see [`Pipeline::send_until_unwritable`]).
+    complete: bool,
 }
 
 impl Answers {
+    /// Whether every pushed statement was written; when not, only
+    /// [`take_first_error`](Self::take_first_error) may be asked.
+    pub(crate) fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Takes the first error among the answers (in the order pushed).
+    pub(crate) fn take_first_error(&mut self) -> Option<tokio_postgres::Error> {
+        self.slots
+            .iter_mut()
+            .find(|slot| matches!(slot, Some(Err(_))))
+            .and_then(Option::take)
+            .and_then(Result::err)
+    }
+
     /// Takes the answer of the statement behind `handle`, decoded.
     pub(crate) fn take<K: AnswerKind>(
         &mut self,
@@ -155,19 +185,36 @@ impl Answers {
 
 /// Polls every future in order until all are done. Unlike a general join, the first
 /// poll of each future happens in list order, which is the order tokio-postgres writes
-/// their requests to the connection.
-async fn join_in_order<T>(
-    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-) -> Vec<T> {
-    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+/// their requests to the connection. `stop`: once a future fails on its first poll (it
+/// was never written), the futures after it are never polled - never written - and
+/// their slots stay empty.
+async fn join_in_order(
+    mut futures: Vec<StatementFuture<'_>>,
+    stop: bool,
+) -> Vec<Option<RawAnswer>> {
+    let mut results: Vec<Option<RawAnswer>> = futures.iter().map(|_| None).collect();
+    // Futures before `polled` were polled at least once (written).
+    let mut polled = 0;
+    let mut stopped = false;
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for (future, slot) in futures.iter_mut().zip(results.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
+        for (i, (future, slot)) in futures.iter_mut().zip(results.iter_mut()).enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let first = i >= polled;
+            if first && stopped {
+                break;
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(v) => {
+                    stopped |= first && stop && v.is_err();
+                    *slot = Some(v);
                 }
+                Poll::Pending => pending = true,
+            }
+            if first {
+                polled = i + 1;
             }
         }
         if pending {
@@ -177,5 +224,6 @@ async fn join_in_order<T>(
         }
     })
     .await;
-    results.into_iter().flatten().collect()
+    // Whatever was never polled is dropped here, unwritten.
+    results
 }

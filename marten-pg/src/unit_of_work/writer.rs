@@ -223,8 +223,15 @@ async fn send_transaction(
         // Read after COMMIT, in the same flight: at or past the commit record.
         position: prepared.position.as_ref().map(|p| pipe.query(p, &[])),
     };
-    let mut answers = pipe.send().await;
+    let mut answers = pipe.send_until_unwritable().await;
     drop(params);
+    if !answers.complete() {
+        // A statement could not be written (its parameters did not encode, or the
+        // connection closed): COMMIT never was. What was written is rolled back.
+        let failure = unwritten(&mut answers, &flight, ops, schema);
+        req.rollback().await;
+        return Ok(Some(failure));
+    }
     // Every answer was read: COMMIT ended the transaction, or it never began.
     req.set_in_transaction(false);
     if let Some(handle) = flight.position.take() {
@@ -353,6 +360,23 @@ fn read_flight(
         note(&mut failure, e, Failed::Transaction);
     }
     failure
+}
+
+/// Why a flight was not written whole: the first statement that could not be written,
+/// named by the operation it belongs to.
+fn unwritten(answers: &mut Answers, flight: &Flight, ops: &Ops<'_>, schema: &str) -> Error {
+    let failed_op = (ops.iter().zip(&flight.ops))
+        .find(|(_, handle)| matches!(answers.peek(*handle), Some(Err(_))))
+        .map(|(op, _)| writing(&**op, schema));
+    match answers.take_first_error() {
+        Some(e) => map_db_error(e, failed_op.unwrap_or(Failed::Transaction)),
+        // `complete` is false only after a statement failed before it was written.
+        None => Error::Connection(marten_core::DatabaseError {
+            code: None,
+            context: "sending the save".to_owned(),
+            source: "a statement of the save could not be written".into(),
+        }),
+    }
 }
 
 /// What came of a save whose answers were all read, unless it was rejected (`None`:
