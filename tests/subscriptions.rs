@@ -536,3 +536,51 @@ async fn one_type_runs_under_two_names() {
         );
     }
 }
+
+/// A subscription whose name would read as another's slot of a tenant or a shard.
+struct Separated(&'static str);
+
+impl Subscription for Separated {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().event::<Placed>()
+    }
+
+    async fn handle(
+        &self,
+        _batch: &SubscriptionBatch<'_>,
+        _tx: &mut SubscriptionTx,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// The daemon names a tenant's progression row `name@tenant` and a shard's `name#i/n`: a
+/// name holding either separator (or none at all) could share another slot's row, so
+/// `build` refuses it and names it.
+#[tokio::test]
+async fn a_subscription_name_holding_a_slot_separator_is_refused() {
+    for bad in ["Mail@eu", "Mail#1/2", ""] {
+        let (_schema, b) = builder("subs_bad_name");
+        let built = b
+            .event::<Placed>()
+            .subscription(Separated(bad))
+            .build()
+            .await;
+        match built {
+            Err(marten::Error::Configuration(message)) => {
+                assert!(message.contains(&format!("{bad:?}")), "{message}")
+            }
+            Err(other) => panic!("wrong error for {bad:?}: {other}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+    }
+    let (_schema, b) = builder("subs_good_name");
+    ok(b.event::<Placed>()
+        .subscription(Separated("Mail-eu"))
+        .build()
+        .await);
+}

@@ -685,3 +685,39 @@ async fn newtype_ids_bulk_insert_as_their_inner_type() {
     );
     assert!(ok(q.load::<Product>(&Sku("a-1".into())).await).is_some());
 }
+
+/// A floor raised on the server whose answer never came back (the caller gave up) leaves
+/// this store no ids below it: the current block is dropped before the statement is sent.
+#[tokio::test]
+async fn a_raised_hilo_floor_whose_answer_was_lost_leaves_no_ids_below_it() {
+    use marten_testing::fault::{Direction, Faults};
+    use std::time::Duration;
+    let (schema, _) = builder("typed_ids_hilo_lost");
+    let proxy = marten_testing::FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy.addr()))
+        .schema(schema.name())
+        .pool_size(1)
+        .document::<Ticket>()
+        .build()
+        .await);
+    assert_eq!(ok(store.next_id::<Ticket>().await), 1);
+    // Prepared on the one connection: the raise is sent at once, not after a Parse.
+    ok(store.reset_hilo_floor::<Ticket>(0).await);
+    assert_eq!(ok(store.next_id::<Ticket>().await), 1001);
+    proxy.set_global(Faults::delay(
+        Direction::ServerToClient,
+        Duration::from_millis(1500),
+    ));
+    let raised = tokio::time::timeout(
+        Duration::from_millis(500),
+        store.reset_hilo_floor::<Ticket>(1_000_000),
+    )
+    .await;
+    assert!(raised.is_err(), "the caller gave up before the answer came");
+    proxy.heal();
+    let id = ok(store.next_id::<Ticket>().await);
+    assert!(id > 1_000_000, "an id below the floor was handed out: {id}");
+}

@@ -31,6 +31,10 @@ pub(crate) struct Slot {
 /// a Rust type or a name without it, so the first one splits them).
 const TENANT_SEPARATOR: char = '@';
 
+/// The characters that separate a projection's name from a shard's and a tenant's in a
+/// slot's name: the builder refuses a projection or subscription name holding one.
+pub(crate) const SLOT_SEPARATORS: [char; 2] = [TENANT_SEPARATOR, '#'];
+
 impl Slot {
     /// The slot of `projection` over the events of `tenant` (or of every tenant).
     pub(crate) fn new(projection: &'static str, tenant: Option<TenantId>) -> Self {

@@ -140,9 +140,12 @@ impl DocumentStore {
         let entity = D::TABLE_NAME;
         let block = self.hilo().block(entity);
         let mut current = block.lock().await;
+        // Dropped before the statement runs: a call that fails, or whose future is
+        // dropped after the server raised the floor, must not leave ids below it to hand
+        // out (the next id reserves a new block either way).
+        *current = Block::default();
         self.hilo_statement(RAISE_FLOOR, entity, floor, &mut Conn::new())
             .await?;
-        *current = Block::default();
         Ok(())
     }
 

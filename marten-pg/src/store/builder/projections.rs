@@ -119,6 +119,15 @@ impl DocumentStoreBuilder {
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
+        if name.is_empty() || name.contains(crate::daemon::slot::SLOT_SEPARATORS) {
+            // Its progression rows would be taken for another's: `Mail@eu` over tenant
+            // `shop` and `Mail` over tenant `eu@shop` would both be `Mail@eu@shop`.
+            self.registry_error
+                .get_or_insert(Error::Configuration(format!(
+                    "projection or subscription name {name:?} is empty or holds '@' or '#', \
+                     which separate tenants and shards in the daemon's progression rows"
+                )));
+        }
         let registry = &mut self.projections;
         if registry.asynchronous.iter().any(|p| p.name() == name) {
             self.registry_error
