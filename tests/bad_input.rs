@@ -985,3 +985,55 @@ async fn huge_timeouts_saturate_instead_of_panicking() {
     assert_eq!(ok(s.events().fetch_stream(id).await).len(), 2);
     let _ = ok(s.events().oldest_open_transaction().await);
 }
+
+/// A dirty-tracked save refused before it is sent (a changed document holds a NUL) ends
+/// the session's transaction too: the exclusive lock it was to commit under is released
+/// at once, not held until the session is dropped.
+#[tokio::test]
+async fn a_dirty_save_refused_before_sending_releases_the_exclusive_lock() {
+    let (_schema, b) = builder("nul_doc_locked");
+    let store = ok(b
+        .document::<Profile>()
+        .exclusive_lock_timeout(Duration::from_millis(500))
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut seed = store.lightweight_session();
+    ok(seed.store(profile("p", "original")));
+    ok(seed
+        .events()
+        .start_stream(stream, [Said { text: "0".into() }]));
+    ok(seed.save_changes().await);
+
+    let mut s = store.dirty_tracked_session();
+    ok(s.events()
+        .append_exclusive(
+            stream,
+            [Said {
+                text: "locked".into(),
+            }],
+        )
+        .await);
+    let doc = ok(s.load::<Profile>(&"p".to_owned()).await).expect("p");
+    doc.title = "poisoned\0".to_owned();
+    let err = s.save_changes().await.expect_err("a NUL");
+    assert_invalid_input(&err, "Profile", Some("p"), "title");
+
+    let mut other = store.lightweight_session();
+    ok(other
+        .events()
+        .append_exclusive(
+            stream,
+            [Said {
+                text: "other".into(),
+            }],
+        )
+        .await);
+    ok(other.save_changes().await);
+    let events = ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await);
+    assert_eq!(events.len(), 2, "the refused save's append was not written");
+}

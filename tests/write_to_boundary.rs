@@ -817,3 +817,26 @@ async fn a_kept_boundary_stays_exact_when_the_save_carries_inline_projections() 
         }
     );
 }
+
+/// A tag version the save could not raise (at the top of `bigint`) fails the command with
+/// the database's error; the command's own arithmetic on the versions it keeps does not
+/// overflow first (a panic in a debug build).
+#[tokio::test]
+async fn a_tag_version_at_the_top_of_bigint_fails_the_command_without_a_panic() {
+    let (schema, b) = builder("wtb_version_max");
+    let store = ok(b.build().await);
+    let course = open(&store, None, 5).await;
+    let moved = schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_tag_versions SET version = 9223372036854775806 WHERE tag_value = $1",
+            &[&course.0.to_string()],
+        )
+        .await
+        .expect("raise the version");
+    assert_eq!(moved, 1);
+    let r = subscribe(&store, None, course).await;
+    assert!(matches!(r, Err(Refusal::Marten(_))), "{r:?}");
+    assert_eq!(read(&store, None, course, true).await.taken, 0);
+}

@@ -71,6 +71,9 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Tells the store's caches how the save ended (`committed` or not) and forgets what
     /// the save learned.
     fn end_save(parts: &mut Parts<Self>, committed: bool);
+    /// Ends the connection's open transaction, and the exclusive locks it holds, without
+    /// committing it: a save that failed before anything of it was sent.
+    fn end_transaction(parts: &mut Parts<Self>) -> impl Future<Output = ()> + Send;
     /// The event operations of `session`.
     fn events<K: Tracking>(session: &mut Session<Self, K>) -> Self::Events<'_, K>;
     /// A batch of queries on `session`.

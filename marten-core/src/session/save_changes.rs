@@ -24,7 +24,13 @@ impl<B: Backend, K: Tracking> Session<B, K> {
             let checks = parts.options.concurrency_checks;
             if let Err(e) = parts.state.flush_dirty(&mut parts.queue, checks) {
                 B::clear(&mut parts.queue);
+                parts.boundaries.clear();
                 parts.state.finish_save(false);
+                // The save failed as a whole: the exclusive locks it was to commit under
+                // end with it, as when a sent save fails.
+                if B::in_transaction(&parts.conn) {
+                    B::end_transaction(parts).await;
+                }
                 return Err(e);
             }
         }

@@ -249,6 +249,8 @@ impl<Q: 'static> SessionState<Q> {
         for state in self.docs.values_mut() {
             state.finish_save(committed);
         }
+        // What `fetch_for_writing` handed to this save: used by it or forgotten with it.
+        self.fetched.clear();
     }
 }
 
@@ -396,5 +398,16 @@ mod tests {
             state.take_fetched::<Doc, (i64, &'static str)>(&stream),
             None
         );
+    }
+
+    #[test]
+    fn fetched_states_end_with_the_save_they_were_handed_to() {
+        for committed in [true, false] {
+            let mut state = SessionState::<Recorder>::default();
+            let stream = StreamId::String("s".into());
+            state.put_fetched::<Doc, i64>(stream.clone(), 4);
+            state.finish_save(committed);
+            assert_eq!(state.take_fetched::<Doc, i64>(&stream), None);
+        }
     }
 }

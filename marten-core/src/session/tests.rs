@@ -126,6 +126,7 @@ impl Backend for Scripted {
     fn end_save(parts: &mut Parts<Self>, committed: bool) {
         parts.store.with(|s| s.ended.push(committed));
     }
+    async fn end_transaction(_parts: &mut Parts<Self>) {}
     fn events<K: Tracking>(_session: &mut Session<Self, K>) {}
     fn batch(_session: &mut QuerySession<Self>) {}
 }

@@ -78,6 +78,15 @@ impl Backend for Postgres {
         parts.scratch.clear();
     }
 
+    async fn end_transaction(parts: &mut Parts<Self>) {
+        // Without a connection to ask, the next request closes the slot's connection
+        // (which ends its transaction on the server).
+        if let Ok(mut req) = parts.conn.request(&parts.store).await {
+            req.rollback_within(&parts.store).await;
+            req.finish();
+        }
+    }
+
     fn events<K: Tracking>(session: &mut Session<K>) -> Events<'_, K> {
         Events { session }
     }

@@ -217,13 +217,17 @@ fn learned<S: Apply>(
         (append.tag_types.iter().zip(&append.tag_values))
             .any(|(t, v)| *t == tag.tag_type && *v == tag.value)
     };
+    // A version the save could not raise (the database refuses it past `i64::MAX` too)
+    // is nothing to keep.
     let versions = decided_on
         .versions
         .into_iter()
         .map(|(tag, v)| {
             let moved = 1 + i64::from(appended(&tag));
-            (tag, v + moved)
+            v.checked_add(moved).map(|v| (tag, v)).ok_or_else(|| {
+                Error::InvalidQuery(format!("tag version {v} cannot be raised past i64::MAX"))
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(CachedBoundary { state, versions })
 }
