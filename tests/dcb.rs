@@ -869,3 +869,153 @@ async fn two_boundaries_of_a_session_over_one_tag_assert_the_older_read() {
     }
     assert_eq!(count_for(&store, None, course).await, 1);
 }
+
+/// How a lone tagged append is refused by its stream (no boundary check of its own).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StreamRefusal {
+    /// `append_expected` with a stale version.
+    StaleVersion,
+    /// `start_stream` of a stream that exists.
+    Exists,
+    /// An append to an archived stream.
+    Archived,
+}
+
+/// The versions a boundary over `course` and `student` reads, for `tenant`.
+async fn tag_versions(
+    store: &DocumentStore,
+    tenant: Option<&str>,
+    course: CourseId,
+    student: StudentId,
+) -> Vec<(marten::EventTag, i64)> {
+    let mut s = session_of(store, tenant);
+    let b = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<CourseCapacity>(TagQuery::new().tag(course).tag(student))
+        .await);
+    b.versions().to_vec()
+}
+
+/// A tagged append that is the whole save, with no boundary, refused by its stream (a
+/// stale expected version, a start of an existing stream, an archived stream): the save
+/// is rejected and commits nothing of itself, not even the bumps of its tags' versions.
+/// A boundary read over those tags before the refused save still saves after it.
+async fn a_refused_lone_tagged_append_writes_nothing(how: StreamRefusal) {
+    for (conjoined, tenant) in [(false, None), (true, Some("t1"))] {
+        let label = format!("dcb_lone_refused_{how:?}_{conjoined}").to_lowercase();
+        let (_schema, b) = builder(&label);
+        let b = if conjoined {
+            b.events_tenancy(marten::Tenancy::Conjoined)
+        } else {
+            b
+        };
+        let store = ok(b.build().await);
+        let (course, student) = (CourseId(Uuid::now_v7()), StudentId(Uuid::now_v7()));
+        let taken = || StudentSubscribed {
+            course_id: course,
+            student_id: student,
+        };
+        let stream = Uuid::now_v7();
+        let mut s = session_of(&store, tenant);
+        ok(s.events().start_stream(stream, [taken()]));
+        ok(s.save_changes().await);
+        if how == StreamRefusal::Archived {
+            remove(&store, tenant, stream, Removal::Archive).await;
+        }
+        let before = tag_versions(&store, tenant, course, student).await;
+        assert_eq!(before.len(), 2, "{how:?} {conjoined}: {before:?}");
+        assert!(before.iter().all(|(_, v)| *v > 0), "{before:?}");
+
+        // Another writer's boundary over those tags, read before the refused save.
+        let mut other = session_of(&store, tenant);
+        let mut boundary = ok(other
+            .events()
+            .fetch_for_writing_by_tags::<CourseCapacity>(TagQuery::new().tag(course))
+            .await);
+
+        let mut s = session_of(&store, tenant);
+        match how {
+            StreamRefusal::StaleVersion => ok(s.events().append_expected(stream, 99, [taken()])),
+            StreamRefusal::Exists => ok(s.events().start_stream(stream, [taken()])),
+            StreamRefusal::Archived => ok(s.events().append(stream, [taken()])),
+        }
+        let err = s.save_changes().await.expect_err("refused by the stream");
+        let kind = match err.rejections() {
+            [r] => r.kind.clone(),
+            other => panic!("{how:?} {conjoined}: {other:?} ({err})"),
+        };
+        match (how, kind) {
+            (
+                StreamRefusal::StaleVersion,
+                RejectionKind::UnexpectedStreamVersion {
+                    expected: 99,
+                    actual: Some(1),
+                },
+            )
+            | (StreamRefusal::Exists, RejectionKind::StreamExists)
+            | (StreamRefusal::Archived, RejectionKind::StreamArchived) => {}
+            (how, kind) => panic!("{how:?} {conjoined}: wrong rejection {kind:?}"),
+        }
+        assert_eq!(
+            tag_versions(&store, tenant, course, student).await,
+            before,
+            "{how:?} {conjoined}: the refused save bumped its tags"
+        );
+        let mut r = session_of(&store, tenant);
+        let state = ok(r.events().fetch_stream_state(stream).await);
+        assert_eq!(state.map(|st| st.version), Some(1), "{how:?} {conjoined}");
+
+        // Nothing happened under the other writer's boundary: it saves.
+        ok(boundary.append([subscribed(course)]));
+        ok(other.save_changes().await);
+    }
+}
+
+#[tokio::test]
+async fn a_lone_tagged_append_at_a_stale_version_bumps_no_tag() {
+    a_refused_lone_tagged_append_writes_nothing(StreamRefusal::StaleVersion).await;
+}
+
+#[tokio::test]
+async fn a_lone_tagged_start_of_an_existing_stream_bumps_no_tag() {
+    a_refused_lone_tagged_append_writes_nothing(StreamRefusal::Exists).await;
+}
+
+#[tokio::test]
+async fn a_lone_tagged_append_to_an_archived_stream_bumps_no_tag() {
+    a_refused_lone_tagged_append_writes_nothing(StreamRefusal::Archived).await;
+}
+
+/// A tagged append that is the whole save stays one statement in one round trip when it
+/// commits: the statement that raises when refused costs the successful save nothing
+/// (counted by a proxy, after the first pass prepared the statements).
+#[tokio::test]
+async fn a_lone_tagged_append_is_one_round_trip() {
+    let (_schema, proxy, b) = common::counted_builder("dcb_lone_round_trip").await;
+    let store = ok(b.build().await);
+    let course = CourseId(Uuid::now_v7());
+    for pass in 0..2 {
+        let stream = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        let mut trips = Vec::new();
+        ok(s.events().start_stream(stream, [subscribed(course)]));
+        let before = proxy.round_trips();
+        ok(s.save_changes().await);
+        trips.push(("start", proxy.round_trips() - before));
+        ok(s.events()
+            .append(stream, [subscribed(course), subscribed(course)]));
+        let before = proxy.round_trips();
+        ok(s.save_changes().await);
+        trips.push(("append", proxy.round_trips() - before));
+        ok(s.events().append_expected(stream, 3, [subscribed(course)]));
+        let before = proxy.round_trips();
+        ok(s.save_changes().await);
+        trips.push(("append expected", proxy.round_trips() - before));
+        if pass == 1 {
+            for (what, n) in &trips {
+                assert_eq!(*n, 1, "{what}: {n} round trips");
+            }
+        }
+    }
+    assert_eq!(count(&store, course).await, Some(8));
+}

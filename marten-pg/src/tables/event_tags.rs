@@ -88,8 +88,11 @@ pub(crate) fn insert_tag_rows(conjoined: bool) -> String {
 
 /// The bump of the version of each tag of a tagged append, in tag order, as the CTEs
 /// before its stream row (`tv`, then the gate `ok` the stream row waits for); the tenant
-/// as in [`insert_tag_rows`]. A rejected stream sets the save's rejected flag, so the
-/// bumps are rolled back with it.
+/// as in [`insert_tag_rows`]. The bumps run whether or not the stream row is then taken,
+/// so a rejected stream must undo them: inside a larger save it sets the save's rejected
+/// flag and the guard after it rolls the bumps back with the save; as the whole save
+/// (no guard follows) the statement raises itself ([`verdict`],
+/// [`EventSql::tagged_alone`]).
 pub(crate) fn bump_tag_versions(conjoined: bool) -> String {
     let (tenant_column, tenant_value) = tenant_of_tags(conjoined);
     format!(
@@ -135,7 +138,20 @@ pub(crate) fn checked(stream_row: &str, events: &str, tag_rows: &str, first: usi
          RETURNING 1), \
          ok AS (SELECT count(*) = ${count}::bigint AS passed FROM tl), \
          s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){tag_rows}, \
-         verdict AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM s) THEN NULL ELSE set_config('{REJECTED_FLAG}', 't', true) END AS rejected) \
+         {verdict}",
+        verdict = verdict(),
+    )
+}
+
+/// The end of a tagged append that is the whole save ([`checked`],
+/// [`EventSql::tagged_alone`]), after its CTEs: `verdict` sets the rejected flag when the
+/// stream row `s` was not taken, and the one result row is the new stream version and the
+/// guard, called only then, which raises [`crate::tables::functions::REJECTED_SQLSTATE`].
+/// Raising, the statement (its own transaction) writes nothing, not even the tag versions
+/// it bumped before the stream row; taken, the row's version and a NULL.
+pub(crate) fn verdict() -> String {
+    format!(
+        "verdict AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM s) THEN NULL ELSE set_config('{REJECTED_FLAG}', 't', true) END AS rejected) \
          SELECT (SELECT version FROM s), (SELECT {GUARD_FUNCTION}() FROM verdict WHERE verdict.rejected IS NOT NULL)"
     )
 }

@@ -17,7 +17,7 @@ use crate::tables::event_order::{global_page, tenant_page};
 use crate::tables::event_reserve::lock_streams;
 use crate::tables::event_tags::{
     bump_tag_versions, checked, insert_tag_rows, select_events_by_tags, select_tag_versions,
-    BoundaryReads, TagCtes, FEW_TAGS,
+    verdict, BoundaryReads, TagCtes, FEW_TAGS,
 };
 use crate::tables::event_tip::{tip_scope, tipped};
 use crate::tables::functions::REJECTED_FLAG;
@@ -85,9 +85,16 @@ pub struct EventSql {
     pub many: AppendStatements,
     /// Appends of one event inside a larger save: scalar parameters, same result row.
     pub one: AppendStatements,
-    /// Appends of events with tags: `$10`..`$12` = tag event ordinal, type, value; the
-    /// tenant is `$13` and the expected version `$14`.
+    /// Appends of events with tags, inside a larger save: `$10`..`$12` = tag event
+    /// ordinal, type, value; the tenant is `$13` and the expected version `$14`. Their
+    /// tags' versions are bumped before the stream row is taken; a rejected stream sets
+    /// the rejected flag, and the save's guard rolls the bumps back.
     pub tagged: AppendStatements,
+    /// [`EventSql::tagged`] as the whole save, without a tag lock (no boundary): the same
+    /// parameters, but no guard follows, so the statement raises the guard's error itself
+    /// when the stream is rejected (nothing is written, not even the tag bumps that ran
+    /// before the stream row); one row `version, NULL` otherwise.
+    pub tagged_alone: AppendStatements,
     /// Appends of at least one event that are the whole save: no guard follows, so a
     /// rejection sets no flag; the statement returns no rows and its row count is the
     /// number of events inserted (0 when the stream was rejected).
@@ -270,6 +277,7 @@ impl EventSql {
             many: AppendStatements::new(&plain, |r| flagged(r, &events_many, &untagged)),
             one: AppendStatements::new(&plain, |r| flagged(r, &events_one, &untagged)),
             tagged: AppendStatements::new(&tagged, |r| flagged(r, &tagged_events, &tags)),
+            tagged_alone: AppendStatements::new(&tagged, |r| raising(r, &tagged_events, &tags)),
             many_alone: AppendStatements::new(&plain, |r| alone(r, &events_many)),
             one_alone: AppendStatements::new(&plain, |r| alone(r, &events_one)),
             one_alone_bare: AppendStatements::new(&bare, |r| alone(r, &insert_bare_event(idt))),
@@ -486,13 +494,29 @@ fn insert_lean_event(idt: &str, conjoined: bool) -> String {
 }
 
 /// Inside a larger save: one result row, and the rejected flag when the stream statement
-/// took no row (the tags' bumps, if any, are then rolled back with the save).
+/// took no row (the tags' bumps, if any, are then rolled back with the save by its guard).
+/// Never the whole save when tagged: sent alone, nothing would roll the bumps back
+/// ([`raising`] is that case).
 pub(crate) fn flagged(stream_row: &str, events: &str, tags: &TagCtes) -> String {
     let TagCtes { first, after } = tags;
     format!(
         "WITH {first}s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){after} \
          SELECT (SELECT version FROM s), (SELECT array_agg(seq_id ORDER BY seq_id) FROM e), \
          CASE WHEN NOT EXISTS (SELECT 1 FROM s) THEN set_config('{REJECTED_FLAG}', 't', true) END"
+    )
+}
+
+/// A tagged append that is the whole save, without a tag lock: [`flagged`]'s CTEs (the
+/// tags bumped before the stream row, their rows after the events), ending in the
+/// [`verdict`] that raises when the stream took no row. The bumps cannot wait for the
+/// stream's verdict (the tags are locked before the stream, the order of every tagged
+/// save), so the statement undoes them by failing, as its own transaction.
+fn raising(stream_row: &str, events: &str, tags: &TagCtes) -> String {
+    let TagCtes { first, after } = tags;
+    format!(
+        "WITH {first}s AS ({stream_row} RETURNING st.version, st.last_tx), e AS ({events} RETURNING seq_id, version){after}, \
+         {verdict}",
+        verdict = verdict(),
     )
 }
 
@@ -598,6 +622,29 @@ mod tests {
                 assert!(statement.contains("mt_assert_no_rejections()"));
             }
             assert!(!checked.append.contains("*DEFAULT*"));
+        }
+    }
+
+    #[test]
+    fn a_tagged_append_alone_binds_what_a_tagged_one_does_and_raises_when_refused() {
+        for tenancy in [Tenancy::Single, Tenancy::Conjoined] {
+            let sql = EventSql::of(StreamIdentity::Uuid, tenancy);
+            let (alone, tagged) = (&sql.tagged_alone, &sql.tagged);
+            for (a, t) in [
+                (&alone.start, &tagged.start),
+                (&alone.append, &tagged.append),
+                (&alone.expected, &tagged.expected),
+                (&alone.expected_tip, &tagged.expected_tip),
+            ] {
+                assert_eq!(params(a), params(t), "{a}");
+                // The tags are bumped before the stream row, as in the flagged shape...
+                assert!(a.starts_with("WITH tv AS"), "{a}");
+                assert!(a.contains("FROM ok WHERE ok.passed") || a.contains("FROM ok)"));
+                // ...and a refused stream raises: no guard follows a lone statement.
+                assert!(a.contains("mt_assert_no_rejections()"), "{a}");
+                assert!(!t.contains("mt_assert_no_rejections()"), "{t}");
+                assert!(a.contains("tg AS (INSERT INTO mt_event_tags"), "{a}");
+            }
         }
     }
 

@@ -52,8 +52,9 @@ pub(crate) struct StreamAppend {
     /// projections (see [`crate::tables::event_reserve`]): inserted as their `seq_id`.
     pub(crate) sequences: Option<Vec<i64>>,
     rejected: bool,
-    /// Sent alone (see [`Operation::alone`]): the statement returns no rows and its row
-    /// count is the number of events inserted.
+    /// Sent alone (see [`Operation::alone`], [`StreamAppend::can_go_alone`]): untagged,
+    /// the statement returns no rows and its row count is the number of events inserted;
+    /// tagged, it returns the new stream version and raises when it is refused.
     alone: bool,
     /// The tag lock of the save's boundaries, sent in this append's statement (an
     /// attempt's: `reset` forgets it).
@@ -131,11 +132,26 @@ impl StreamAppend {
 
     /// Sent as the whole save, in a statement shape that needs no rejected flag: an
     /// untagged append of at least one event (a rejection shows as a row count of 0), or
-    /// a tagged one carrying the save's tag lock (a rejection raises the guard's error).
+    /// a tagged one (a rejection raises the guard's error, so the statement's own
+    /// transaction rolls back the tag bumps it made before the stream was refused):
+    /// carrying the save's tag lock ([`EventSql::checked`]) or not
+    /// ([`EventSql::tagged_alone`]).
+    ///
+    /// Why a tagged append without a lock raises instead of going in a transaction with
+    /// the guard after it: sent alone it stays one statement in one round trip (a
+    /// transaction would add `BEGIN`, the guard and `COMMIT` to every successful save);
+    /// and its tags cannot wait for the stream's verdict within the statement, since they
+    /// are locked before the stream (the order of every tagged save). Its flagged shape
+    /// ([`EventSql::tagged`]) is never sent alone: nothing would undo its bumps.
     fn can_go_alone(&self) -> bool {
-        self.count > 0
-            && self.sequences.is_none()
-            && (self.tag_types.is_empty() || self.check.is_some())
+        self.count > 0 && self.sequences.is_none()
+    }
+
+    /// Whether the statement's shape raises the guard's error when the stream (or the
+    /// tag lock) refuses it, instead of setting the rejected flag: the shapes of a tagged
+    /// append that is the whole save ([`EventSql::checked`], [`EventSql::tagged_alone`]).
+    fn raises(&self) -> bool {
+        self.check.is_some() || (self.alone && !self.tag_types.is_empty())
     }
 
     /// One event without tags or reserved sequences: sent with scalar parameters.
@@ -262,6 +278,7 @@ impl Operation for StreamAppend {
         let tagged = !self.tag_types.is_empty();
         let shape = match (self.is_single(), self.alone) {
             _ if self.check.is_some() => &sql.checked,
+            _ if self.alone && tagged => &sql.tagged_alone,
             _ if self.sequences.is_some() && tagged => &sql.tagged_sequenced,
             _ if self.sequences.is_some() => &sql.sequenced,
             _ if tagged => &sql.tagged,
@@ -339,9 +356,13 @@ impl Operation for StreamAppend {
         true
     }
 
-    /// A rejected append writes no event.
+    /// A rejected append writes nothing: sent alone, an untagged one is refused before it
+    /// writes (its stream row is its first write) and a tagged one raises, undoing its tag
+    /// bumps (see [`StreamAppend::can_go_alone`]). A tagged append with reserved
+    /// sequences has no raising shape: it goes in a transaction with the guard (it never
+    /// is the whole save anyway: reserving opens the save's transaction).
     fn atomic(&self) -> bool {
-        true
+        self.tag_types.is_empty() || self.sequences.is_none()
     }
 
     fn alone(&mut self) {
@@ -349,7 +370,8 @@ impl Operation for StreamAppend {
     }
 
     fn counts_only(&self) -> bool {
-        self.alone && self.check.is_none()
+        // A tagged append alone answers a row: its tag rows are written after its events.
+        self.alone && self.tag_types.is_empty()
     }
 
     fn accept_count(&mut self, count: u64) -> Result<()> {
@@ -360,7 +382,8 @@ impl Operation for StreamAppend {
 
     fn accept(&mut self, rows: &[Row]) -> Result<()> {
         // One summary row: the new stream version (NULL when the stream was rejected),
-        // the events' sequences and the rejected flag.
+        // then the events' sequences and the rejected flag (in a larger save) or the
+        // guard's NULL (a tagged append alone, which raises instead of answering NULL).
         let Some(row) = rows.first() else {
             return Ok(());
         };
@@ -371,14 +394,17 @@ impl Operation for StreamAppend {
 
     fn rejected_by(&mut self, e: &tokio_postgres::Error) -> bool {
         let raised = e.code().is_some_and(|c| c.code() == REJECTED_SQLSTATE);
-        if self.check.is_some() && raised {
-            // The lock or the stream refused: nothing was written. The next attempt
-            // sends the lock apart, and its answer names what was rejected.
-            self.rejected = true;
-            self.check_refused = true;
-            return true;
+        if !(raised && self.raises()) {
+            return false;
         }
-        false
+        // The lock or the stream refused: nothing was written.
+        self.rejected = true;
+        if self.check.is_some() {
+            // The next attempt sends the lock apart, and its answer names what was
+            // rejected. Without a lock only the stream refuses: `explain` names it.
+            self.check_refused = true;
+        }
+        true
     }
 
     fn has_rejections(&self) -> bool {
