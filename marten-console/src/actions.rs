@@ -9,8 +9,11 @@
 //! Retrying a dead letter rebuilds its projection ([`marten_pg::daemon::rebuild`]: a
 //! running daemon replays it from the first event, so the event is applied again, and if
 //! it still fails it is dead-lettered again), then deletes the dead letters of that event
-//! for the projection recorded before the rebuild (`DELETE FROM mt_dead_letters WHERE
-//! projection = $1 AND seq_id = $2 AND id <= $3`).
+//! for the projection and the dead letter's tenant recorded before the rebuild (`DELETE
+//! FROM mt_dead_letters WHERE projection = $1 AND seq_id = $2 AND id <= $3 AND tenant_id
+//! = $4`). With conjoined events the rebuild is the dead letter's tenant's alone
+//! ([`marten_pg::daemon::rebuild_tenant`]): every other tenant's slot and documents are
+//! left as they are.
 
 use axum::extract::{Form, Query, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -113,15 +116,22 @@ async fn confirm_body(state: &State, q: &ConfirmQuery) -> Result<Html, PageError
     let mut h = Html::new();
     match (q.action.as_str(), q.id, q.projection.as_deref()) {
         ("retry", Some(id), _) => {
-            let (projection, seq) = dead_letter(state, id)
+            let letter = dead_letter(state, id)
                 .await?
                 .ok_or_else(|| PageError::not_found(format!("no dead letter {id}")))?;
             h.raw("<p class=\"confirm\">Retry event #")
-                .text(seq)
+                .text(letter.seq)
                 .raw(" of projection <b>")
-                .text(&projection)
-                .raw("</b>? Its dead letters are cleared and the projection is rebuilt: a running daemon replays every event into it.</p>")
-                .raw("<form method=\"post\" action=\"")
+                .text(&letter.projection)
+                .raw("</b>");
+            if state.tables.conjoined {
+                h.raw(" for tenant <b class=\"tenant\">")
+                    .text(&letter.tenant)
+                    .raw("</b>? Its dead letters are cleared and the projection is rebuilt for this tenant alone: a running daemon replays the tenant's events into it; other tenants are left as they are.</p>");
+            } else {
+                h.raw("? Its dead letters are cleared and the projection is rebuilt: a running daemon replays every event into it.</p>");
+            }
+            h.raw("<form method=\"post\" action=\"")
                 .text(base)
                 .raw("/actions/retry\"><input type=\"hidden\" name=\"id\" value=\"")
                 .text(id);
@@ -145,18 +155,29 @@ async fn confirm_body(state: &State, q: &ConfirmQuery) -> Result<Html, PageError
     Ok(h)
 }
 
-/// The projection and event of dead letter `id`.
-async fn dead_letter(state: &State, id: i64) -> Result<Option<(String, i64)>, PageError> {
+/// What a retry needs of a dead letter.
+struct DeadLetter {
+    /// The projection whose apply failed.
+    projection: String,
+    /// The event's sequence.
+    seq: i64,
+    /// The tenant of the slot that recorded it (`*DEFAULT*` with single-tenant events).
+    tenant: String,
+}
+
+/// The projection, event and tenant of dead letter `id`.
+async fn dead_letter(state: &State, id: i64) -> Result<Option<DeadLetter>, PageError> {
     let sql = format!(
-        "SELECT projection, seq_id FROM {} WHERE id = $1",
+        "SELECT projection, seq_id, tenant_id FROM {} WHERE id = $1",
         state.tables.dead_letters
     );
     let rows = state.store.sql_query(&sql, &[&id]).await?;
     match rows.first() {
-        Some(r) => Ok(Some((
-            r.try_get(0).map_err(column)?,
-            r.try_get(1).map_err(column)?,
-        ))),
+        Some(r) => Ok(Some(DeadLetter {
+            projection: r.try_get(0).map_err(column)?,
+            seq: r.try_get(1).map_err(column)?,
+            tenant: r.try_get(2).map_err(column)?,
+        })),
         None => Ok(None),
     }
 }
@@ -173,7 +194,11 @@ pub(crate) async fn retry(
 
 async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result<Html, PageError> {
     guard(state, headers, f.token.as_deref(), f.confirm.as_deref())?;
-    let (projection, seq) = dead_letter(state, f.id)
+    let DeadLetter {
+        projection,
+        seq,
+        tenant,
+    } = dead_letter(state, f.id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("no dead letter {}", f.id)))?;
     // Rebuild first, then clear the dead letters recorded before it: dropped in between
@@ -186,13 +211,27 @@ async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result
         Some(r) => r.try_get(0).map_err(column)?,
         None => 0,
     };
-    marten_pg::daemon::rebuild(&state.store, &projection).await?;
-    let sql = format!("DELETE FROM {dl} WHERE projection = $1 AND seq_id = $2 AND id <= $3");
+    // With conjoined events, the dead letter's tenant alone: a rebuild of the whole
+    // projection would reset every tenant's slot and delete every tenant's documents.
+    if state.tables.conjoined {
+        marten_pg::daemon::rebuild_tenant(&state.store, &projection, tenant.as_str()).await?;
+    } else {
+        marten_pg::daemon::rebuild(&state.store, &projection).await?;
+    }
+    let sql = format!(
+        "DELETE FROM {dl} WHERE projection = $1 AND seq_id = $2 AND id <= $3 AND tenant_id = $4"
+    );
     let cleared = state
         .store
-        .sql_execute(&sql, &[&projection, &seq, &bound])
+        .sql_execute(&sql, &[&projection, &seq, &bound, &tenant])
         .await?;
-    tracing::info!(projection, seq, cleared, "console: dead letter retried");
+    tracing::info!(
+        projection,
+        seq,
+        tenant,
+        cleared,
+        "console: dead letter retried"
+    );
     let mut h = Html::new();
     h.raw("<p class=\"done\">Cleared ")
         .text(cleared)
@@ -200,11 +239,14 @@ async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result
         .text(seq)
         .raw("; ")
         .text(&projection)
-        .raw(" is rebuilding.</p>")
-        .link(
-            &Href::new(&state.options.base_path, "/projections"),
-            "Projections",
-        );
+        .raw(" is rebuilding");
+    if state.tables.conjoined {
+        h.raw(" for tenant ").text(&tenant);
+    }
+    h.raw(".</p>").link(
+        &Href::new(&state.options.base_path, "/projections"),
+        "Projections",
+    );
     Ok(h)
 }
 

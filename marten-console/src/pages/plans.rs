@@ -154,7 +154,8 @@ async fn every_pages_statement_is_an_index_scan() {
     let (sql, p) = dead_letters(&t, 100);
     plan(&raw, "dead letters", &sql, &p).await;
     tag_lists(&raw, &t).await;
-    let [(vsql, vp), (esql, ep)] = tag_statements(&t, ("customer", "c7"), 10);
+    let [(vsql, vp), (esql, ep)] =
+        tag_statements(&t, ("customer", "c7"), None, 10).expect("a tag's statements");
     plan(&raw, "a tag's versions", &vsql, &vp).await;
     plan(&raw, "a tag's events", &esql, &ep).await;
 }
@@ -195,6 +196,16 @@ async fn the_conjoined_tag_search_is_an_index_scan() {
     let (sql, p) = tag_statement(&t, &q, ("customer", "c7")).expect("streams of a tag");
     plan(&raw, "conjoined streams of a tag", &sql, &p).await;
     tag_lists(&raw, &t).await;
+    // A tag's page is one tenant's: its version and its events, through the tenant-led
+    // keys; without a tenant it is refused.
+    let [(vsql, vp), (esql, ep)] = tag_statements(&t, ("customer", "c7"), Some("acme"), 10)
+        .expect("a tenant's tag statements");
+    plan(&raw, "a conjoined tag's version", &vsql, &vp).await;
+    plan(&raw, "a conjoined tag's events", &esql, &ep).await;
+    assert!(
+        tag_statements(&t, ("customer", "c7"), None, 10).is_err(),
+        "a conjoined tag needs its tenant"
+    );
 }
 
 /// The list of tags, first page and after a cursor (with its tenant, and without: a

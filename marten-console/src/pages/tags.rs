@@ -6,16 +6,22 @@
 //! with one (`?type=..&value=..`), its version(s) and its events, keyset-paged by
 //! sequence over the event tags' primary key `(tag_type, tag_value, seq_id)`.
 //!
+//! With conjoined events a tag is each tenant's own: its page is one tenant's
+//! (`&tenant=..`, which the list's links carry), its version and its events alone, over
+//! the keys `(tenant_id, tag_type, tag_value[, seq_id])`; a tag without its tenant is
+//! refused (400), never shown with every tenant's events mixed.
+//!
 //! `SELECT tag_type, tag_value, tenant_id, version FROM mt_tag_versions WHERE (tag_type,
 //! tag_value, tenant_id) > ($1, $2, $3) ORDER BY tag_type, tag_value, tenant_id LIMIT $4`
 //! (conjoined: `(tenant_id, tag_type, tag_value)`);
 //! `SELECT tenant_id, version FROM mt_tag_versions WHERE tag_type = $1 AND tag_value = $2`;
 //! `SELECT e.seq_id, e.stream_id::text, e.version, e.type, e.timestamp, e.tenant_id, e.data
 //! FROM mt_event_tags g JOIN mt_events e ON e.seq_id = g.seq_id WHERE g.tag_type = $1 AND
-//! g.tag_value = $2 AND g.seq_id > $3 ORDER BY g.seq_id LIMIT $4`.
+//! g.tag_value = $2 AND g.seq_id > $3 ORDER BY g.seq_id LIMIT $4` (conjoined: a
+//! `tenant_id = $t` condition first in both, and the events joined on the tenant too).
 //!
-//! A tag's type and value are matched as given, spaces included (the list's links carry
-//! them so); a tag not found so, with no cursor, is looked up again trimmed.
+//! A tag's type, value and tenant are matched as given, spaces included (the list's links
+//! carry them so); a tag not found so, with no cursor, is looked up again trimmed.
 
 use axum::extract::{Query, State as Extract};
 use axum::response::Response;
@@ -35,6 +41,9 @@ pub(crate) struct TagsQuery {
     pub(crate) tag_type: Option<String>,
     /// A tag value.
     pub(crate) value: Option<String>,
+    /// The tag's tenant: required with conjoined events (each tenant has its own version
+    /// and events of a tag); not used with single-tenant ones.
+    pub(crate) tenant: Option<String>,
     /// Keyset cursor: the last sequence shown (a tag's events) .
     pub(crate) after: Option<i64>,
     /// Keyset cursor of the list of tags: the last tag type shown.
@@ -54,7 +63,7 @@ impl TagsQuery {
             return None;
         }
         let mut t = self.clone();
-        trimmed_search([&mut t.tag_type, &mut t.value]).then_some(t)
+        trimmed_search([&mut t.tag_type, &mut t.value, &mut t.tenant]).then_some(t)
     }
 }
 
@@ -113,16 +122,43 @@ pub(crate) fn list_statement(
     Ok((sql, p))
 }
 
-/// A tag's versions and its events after `after`.
-pub(crate) fn tag_statements(t: &Tables, tag: (&str, &str), after: i64) -> [(String, Params); 2] {
+/// The refusal of a conjoined tag without its tenant.
+fn tenant_needed() -> PageError {
+    PageError::bad(
+        "with conjoined events a tag is each tenant's own: give the tag's tenant (tenant=..)",
+    )
+}
+
+/// A tag's versions and its events after `after`. With conjoined events, `tenant`'s
+/// alone (bound as a parameter; without one, refused); with single-tenant events the
+/// tenant is not used.
+pub(crate) fn tag_statements(
+    t: &Tables,
+    tag: (&str, &str),
+    tenant: Option<&str>,
+    after: i64,
+) -> Result<[(String, Params); 2], PageError> {
+    let tenant = if t.conjoined {
+        Some(tenant.ok_or_else(tenant_needed)?)
+    } else {
+        None
+    };
     let mut vp = Params::default();
+    let scope = match tenant {
+        Some(tenant) => format!("v.tenant_id = {} AND ", vp.push(tenant.to_owned())),
+        None => String::new(),
+    };
     let (a, b) = (vp.push(tag.0.to_owned()), vp.push(tag.1.to_owned()));
     let versions = format!(
-        "SELECT v.tenant_id, v.version FROM {} v WHERE v.tag_type = {a} AND v.tag_value = {b} \
-         ORDER BY v.tenant_id",
+        "SELECT v.tenant_id, v.version FROM {} v \
+         WHERE {scope}v.tag_type = {a} AND v.tag_value = {b} ORDER BY v.tenant_id",
         t.tag_versions
     );
     let mut ep = Params::default();
+    let scope = match tenant {
+        Some(tenant) => format!("g.tenant_id = {} AND ", ep.push(tenant.to_owned())),
+        None => String::new(),
+    };
     let (a, b) = (ep.push(tag.0.to_owned()), ep.push(tag.1.to_owned()));
     let after = ep.push(after);
     let limit = ep.push(PAGE_SIZE + 1);
@@ -134,12 +170,12 @@ pub(crate) fn tag_statements(t: &Tables, tag: (&str, &str), after: i64) -> [(Str
     let events = format!(
         "SELECT e.seq_id, e.stream_id::text, e.version, e.type, e.timestamp, e.tenant_id, e.data \
          FROM {tags} g JOIN {events} e ON e.seq_id = g.seq_id{tenant_join} \
-         WHERE g.tag_type = {a} AND g.tag_value = {b} AND g.seq_id > {after} \
+         WHERE {scope}g.tag_type = {a} AND g.tag_value = {b} AND g.seq_id > {after} \
          ORDER BY g.seq_id LIMIT {limit}",
         tags = t.tags,
         events = t.events
     );
-    [(versions, vp), (events, ep)]
+    Ok([(versions, vp), (events, ep)])
 }
 
 /// `GET /tags`.
@@ -152,12 +188,18 @@ pub(crate) async fn page(Extract(state): Extract<Shared>, Query(q): Query<TagsQu
     respond(&state, "Tags", body)
 }
 
-fn search_form(h: &mut Html, q: &TagsQuery) {
+fn search_form(h: &mut Html, q: &TagsQuery, conjoined: bool) {
     h.raw("<form class=\"search\" method=\"get\"><label>Type <input name=\"type\" value=\"")
         .text(exact(&q.tag_type).unwrap_or_default())
         .raw("\"></label><label>Value <input name=\"value\" value=\"")
         .text(exact(&q.value).unwrap_or_default())
-        .raw("\"></label><button>Show</button></form>");
+        .raw("\"></label>");
+    if conjoined {
+        h.raw("<label>Tenant <input name=\"tenant\" value=\"")
+            .text(exact(&q.tenant).unwrap_or_default())
+            .raw("\"></label>");
+    }
+    h.raw("<button>Show</button></form>");
 }
 
 async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
@@ -175,7 +217,7 @@ async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
     let rows = state.store.sql_query(&sql, &p.refs()).await?;
     let more = rows.len() as i64 > PAGE_SIZE;
     let mut h = Html::new();
-    search_form(&mut h, q);
+    search_form(&mut h, q, state.tables.conjoined);
     h.raw("<table id=\"tags\">")
         .header_row(&["Type", "Value", "Tenant", "Version"]);
     let mut last = None;
@@ -184,9 +226,12 @@ async fn list_body(state: &State, q: &TagsQuery) -> Result<Html, PageError> {
         let value: String = r.try_get(1).map_err(column)?;
         let tenant: String = r.try_get(2).map_err(column)?;
         let version: i64 = r.try_get(3).map_err(column)?;
-        let href = Href::new(base, "/tags")
+        let mut href = Href::new(base, "/tags")
             .query("type", &ty)
             .query("value", &value);
+        if state.tables.conjoined {
+            href = href.query("tenant", &tenant);
+        }
         h.raw("<tr>")
             .cell(&ty)
             .raw("<td>")
@@ -221,13 +266,17 @@ async fn find_tag(state: &State, q: &TagsQuery) -> Result<(TagsQuery, Vec<Row>),
             exact(&q.tag_type).unwrap_or_default(),
             exact(&q.value).unwrap_or_default(),
         );
-        let [(vsql, vp), _] = tag_statements(&state.tables, tag, 0);
-        async move { state.store.sql_query(&vsql, &vp.refs()).await }
+        let statements = tag_statements(&state.tables, tag, exact(&q.tenant), 0);
+        async move {
+            let [(vsql, vp), _] = statements?;
+            Ok::<_, PageError>(state.store.sql_query(&vsql, &vp.refs()).await?)
+        }
     };
     let found = versions(q).await?;
     if found.is_empty() {
         if let Some(t) = q.trimmed() {
-            if let (Some(_), Some(_)) = (exact(&t.tag_type), exact(&t.value)) {
+            let tenant_kept = !state.tables.conjoined || exact(&t.tenant).is_some();
+            if let (Some(_), Some(_), true) = (exact(&t.tag_type), exact(&t.value), tenant_kept) {
                 let again = versions(&t).await?;
                 if !again.is_empty() {
                     return Ok((t, again));
@@ -240,19 +289,28 @@ async fn find_tag(state: &State, q: &TagsQuery) -> Result<(TagsQuery, Vec<Row>),
 
 async fn tag_body(state: &State, typed: &TagsQuery) -> Result<Html, PageError> {
     let base = &state.options.base_path;
+    if state.tables.conjoined && exact(&typed.tenant).is_none() {
+        return Err(tenant_needed());
+    }
     let mut h = Html::new();
-    search_form(&mut h, typed);
+    search_form(&mut h, typed, state.tables.conjoined);
     let (q, versions) = find_tag(state, typed).await?;
     let tag = (
         exact(&q.tag_type).unwrap_or_default(),
         exact(&q.value).unwrap_or_default(),
     );
-    let [_, (esql, ep)] = tag_statements(&state.tables, tag, q.after.unwrap_or(0));
+    let tenant = exact(&q.tenant);
+    let [_, (esql, ep)] = tag_statements(&state.tables, tag, tenant, q.after.unwrap_or(0))?;
     h.raw("<dl class=\"tag\"><dt>Tag</dt><dd>")
         .text(tag.0)
         .raw(" = ")
         .text(tag.1)
         .raw("</dd>");
+    if let (true, Some(tenant)) = (state.tables.conjoined, tenant) {
+        h.raw("<dt>Tenant</dt><dd class=\"tag-tenant\">")
+            .text(tenant)
+            .raw("</dd>");
+    }
     for v in &versions {
         let tenant: String = v.try_get(0).map_err(column)?;
         let version: i64 = v.try_get(1).map_err(column)?;
@@ -301,10 +359,13 @@ async fn tag_body(state: &State, typed: &TagsQuery) -> Result<Html, PageError> {
     }
     h.raw("</table>");
     if let (true, Some(seq)) = (more, last) {
-        let next = Href::new(base, "/tags")
+        let mut next = Href::new(base, "/tags")
             .query("type", tag.0)
-            .query("value", tag.1)
-            .query("after", seq);
+            .query("value", tag.1);
+        if let (true, Some(tenant)) = (state.tables.conjoined, tenant) {
+            next = next.query("tenant", tenant);
+        }
+        let next = next.query("after", seq);
         h.raw("<p class=\"next\">")
             .link(&next, "Next page")
             .raw("</p>");
