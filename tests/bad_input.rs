@@ -924,7 +924,7 @@ async fn an_event_row_of_the_wrong_shape_names_type_and_sequence() {
     let mut s = store.lightweight_session();
     let err = s.events().fetch_stream(id).await.expect_err("bad event");
     assert!(
-        matches!(&err, marten::Error::DeserializeEvent { event_type, sequence, .. } if event_type == "said" && *sequence == seq),
+        matches!(&err, marten::Error::DeserializeEvent { event_type, sequence, stream, .. } if event_type == "said" && *sequence == seq && *stream == Some(StreamId::Uuid(id))),
         "{err:?}"
     );
     let err = s
@@ -934,7 +934,7 @@ async fn an_event_row_of_the_wrong_shape_names_type_and_sequence() {
         .expect_err("bad event");
     // The fold reads no sequences (a lean read) and still names the event's.
     assert!(
-        matches!(&err, marten::Error::DeserializeEvent { event_type, sequence, .. } if event_type == "said" && *sequence == seq),
+        matches!(&err, marten::Error::DeserializeEvent { event_type, sequence, stream, .. } if event_type == "said" && *sequence == seq && *stream == Some(StreamId::Uuid(id))),
         "{err:?}"
     );
 }
@@ -1036,4 +1036,38 @@ async fn a_dirty_save_refused_before_sending_releases_the_exclusive_lock() {
         .fetch_stream(stream)
         .await);
     assert_eq!(events.len(), 2, "the refused save's append was not written");
+}
+
+/// An event serde cannot write as JSON (a map keyed by tuples).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Gridded {
+    cells: std::collections::BTreeMap<(i32, i32), i32>,
+}
+
+/// An event that does not serialize is refused at the append, naming its type and the
+/// stream it was for; nothing is queued or written.
+#[tokio::test]
+async fn an_event_that_does_not_serialize_names_its_type_and_stream() {
+    let (schema, b) = builder("bad_event_serialize");
+    let store = ok(b.event::<Gridded>().build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    let err = s
+        .events()
+        .append(
+            id,
+            [Gridded {
+                cells: [((1, 2), 3)].into_iter().collect(),
+            }],
+        )
+        .expect_err("a tuple key");
+    match &err {
+        marten::Error::SerializeEvent {
+            event_type, stream, ..
+        } => assert_eq!((*event_type, stream), ("gridded", &StreamId::Uuid(id))),
+        other => panic!("wrong error {other:?}"),
+    }
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    ok(s.save_changes().await);
+    assert_eq!(rows(&schema, "mt_events").await, 0);
 }

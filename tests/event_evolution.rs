@@ -348,18 +348,22 @@ async fn a_failing_upcaster_is_a_typed_error_naming_the_type_and_sequence() {
             event_type,
             target,
             sequence,
+            stream,
             message,
         } => {
             assert_eq!(event_type, "order_placed");
             assert_eq!(*target, "order_placed_v2");
             assert_eq!(*sequence, seq);
+            assert_eq!(stream.as_ref(), Some(&StreamId::Uuid(id)));
             assert_eq!(message, "amounts are gone");
         }
         other => panic!("expected Upcast, got {other:?}"),
     }
     let text = err.to_string();
     assert!(
-        text.contains("order_placed") && text.contains(&seq.to_string()),
+        text.contains("order_placed")
+            && text.contains(&seq.to_string())
+            && text.contains(&format!("in stream {id}")),
         "{text}"
     );
 

@@ -1613,10 +1613,23 @@ async fn a_live_fold_from_a_snapshot_does_not_read_the_upcast_events_before_it()
                 event_type,
                 target,
                 sequence,
+                stream,
                 message,
             } => assert_eq!(
-                (event_type.as_str(), target, sequence, message.as_str()),
-                ("measured", "measured_v2", first_seq, "the old unit is gone")
+                (
+                    event_type.as_str(),
+                    target,
+                    sequence,
+                    stream,
+                    message.as_str()
+                ),
+                (
+                    "measured",
+                    "measured_v2",
+                    first_seq,
+                    Some(StreamId::Uuid(id)),
+                    "the old unit is gone"
+                )
             ),
             other => panic!("expected Upcast, got {other:?}"),
         }
@@ -2133,6 +2146,7 @@ async fn a_failing_upcaster_fails_the_reads_before_a_write_and_appends_nothing()
             target,
             sequence,
             message,
+            ..
         } => assert_eq!(
             (event_type.as_str(), target, sequence, message.as_str()),
             ("measured", "measured_v2", first_seq, "value 1 has no unit"),

@@ -1,5 +1,5 @@
-//! Helpers that write parts of [`Error`](super::Error) messages: an optional id, and a
-//! list joined by a separator. Uses nothing else.
+//! Helpers that write parts of [`Error`](super::Error) messages: an optional id or stream,
+//! and a list joined by a separator. Uses nothing else.
 
 use std::fmt;
 
@@ -7,6 +7,14 @@ use std::fmt;
 pub(super) fn with_id(id: &Option<String>) -> String {
     match id {
         Some(id) => format!(" {id}"),
+        None => String::new(),
+    }
+}
+
+/// ` in stream <id>` when the stream is known, for error messages.
+pub(super) fn in_stream(stream: &Option<crate::StreamId>) -> String {
+    match stream {
+        Some(stream) => format!(" in stream {stream}"),
         None => String::new(),
     }
 }

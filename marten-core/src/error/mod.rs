@@ -19,7 +19,7 @@ pub use rejection::{Rejection, RejectionKind};
 pub use schema::SchemaDifference;
 pub use tls::TlsFailure;
 
-use display::{with_id, Joined};
+use display::{in_stream, with_id, Joined};
 
 use crate::StreamId;
 
@@ -122,22 +122,26 @@ pub enum Error {
     },
 
     /// An event could not be serialized to JSON.
-    #[error("cannot serialize event {event_type}")]
+    #[error("cannot serialize event {event_type} for stream {stream}")]
     SerializeEvent {
         /// The event type name.
         event_type: &'static str,
+        /// The stream it was to be appended to.
+        stream: StreamId,
         /// The serde error.
         #[source]
         source: serde_json::Error,
     },
 
     /// A stored event no longer deserializes into its registered type.
-    #[error("cannot deserialize event {event_type} at sequence {sequence}")]
+    #[error("cannot deserialize event {event_type} at sequence {sequence}{}", in_stream(.stream))]
     DeserializeEvent {
         /// The event type name.
         event_type: String,
         /// The event's global sequence.
         sequence: i64,
+        /// The stream it belongs to (`None` where the read did not know it).
+        stream: Option<StreamId>,
         /// The serde error.
         #[source]
         source: serde_json::Error,
@@ -146,7 +150,7 @@ pub enum Error {
     /// A stored event of an older shape could not be upcast to its current type: the
     /// upcaster registered for its stored type name failed, or what it produced does not
     /// deserialize into the current type.
-    #[error("cannot upcast event {event_type:?} at sequence {sequence} to {target:?}: {message}")]
+    #[error("cannot upcast event {event_type:?} at sequence {sequence}{} to {target:?}: {message}", in_stream(.stream))]
     Upcast {
         /// The stored (old) type name.
         event_type: String,
@@ -154,6 +158,8 @@ pub enum Error {
         target: &'static str,
         /// The event's global sequence.
         sequence: i64,
+        /// The stream it belongs to (`None` where the read did not know it).
+        stream: Option<StreamId>,
         /// What went wrong.
         message: String,
     },

@@ -186,6 +186,7 @@ mod tests {
         let unreadable = Error::DeserializeEvent {
             event_type: "added".into(),
             sequence: 7,
+            stream: None,
             source: serde_json::from_str::<i64>("\"x\"").unwrap_err(),
         };
         assert!(matches!(

@@ -64,7 +64,9 @@ fn envelope_with(
     if skip_unknown && !store.with_registry(|r| r.knows(&event_type)) {
         return Ok(None);
     }
-    let Some(data) = store.with_registry(|r| r.decode(&event_type, sequence, json.0))? else {
+    let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
+    let decoded = store.with_registry(|r| r.decode(&event_type, sequence, json.0));
+    let Some(data) = decoded.map_err(|e| in_stream(e, &stream.0))? else {
         return Ok(None);
     };
     let headers: Option<JsonRef<'_>> = row.try_get(9).map_err(reading)?;
@@ -73,13 +75,13 @@ fn envelope_with(
             serde_json::from_slice(h.0).map_err(|source| Error::DeserializeEvent {
                 event_type: event_type.clone(),
                 sequence,
+                stream: Some(stream.0.clone()),
                 source,
             })?,
         ),
         None => None,
     };
     let Xid8(transaction_id) = row.try_get(10).map_err(reading)?;
-    let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
     let mut env = EventEnvelope::new(sequence, row.try_get(1).map_err(reading)?, stream.0, data);
     env.version = row.try_get(VERSION).map_err(reading)?;
     // `event_type` stays the decoded type's current name (set by `new`); an alias or an
@@ -195,8 +197,15 @@ fn lean_decoded(
     json: JsonRef<'_>,
     stream: impl FnOnce() -> Result<marten_core::StreamId>,
 ) -> Result<Option<EventEnvelope>> {
-    let Some(data) = store.with_registry(|r| r.decode(event_type, sequence, json.0))? else {
-        return Ok(None);
+    let data = match store.with_registry(|r| r.decode(event_type, sequence, json.0)) {
+        Ok(Some(data)) => data,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return Err(match stream() {
+                Ok(of) => in_stream(e, &of),
+                Err(_) => e,
+            })
+        }
     };
     let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream()?, data);
     env.version = version;
@@ -205,6 +214,14 @@ fn lean_decoded(
         env.stored_type = Cow::Owned(event_type.to_owned());
     }
     Ok(Some(env))
+}
+
+/// `err`, an event that did not decode, naming the stream it belongs to.
+fn in_stream(mut err: Error, of: &marten_core::StreamId) -> Error {
+    if let Error::DeserializeEvent { stream, .. } | Error::Upcast { stream, .. } = &mut err {
+        *stream = Some(of.clone());
+    }
+    err
 }
 
 /// The tenant recorded on an event: `None` for [`DEFAULT_TENANT`]; a stored id that is not

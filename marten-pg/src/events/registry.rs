@@ -282,6 +282,7 @@ impl EventRegistry {
                 .map_err(|source| Error::DeserializeEvent {
                     event_type: event_type.to_owned(),
                     sequence,
+                    stream: None,
                     source,
                 }),
             Some(Entry {
@@ -292,6 +293,7 @@ impl EventRegistry {
                 event_type: event_type.to_owned(),
                 target,
                 sequence,
+                stream: None,
                 message,
             }),
             None => match self.unknown {
@@ -384,6 +386,7 @@ mod tests {
                 target,
                 sequence,
                 message,
+                ..
             }) => {
                 assert_eq!(
                     (event_type.as_str(), target, sequence, message.as_str()),

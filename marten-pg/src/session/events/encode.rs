@@ -75,11 +75,15 @@ impl Encoded {
     fn new(pending: &mut PendingEvent, meta: &EventMeta, stream: &StreamKey) -> Result<Self> {
         let event_type = pending.event_type;
         let owner = || (format!("event {event_type}"), Some(stream.0.to_string()));
-        let data = (pending.serialize)(pending.data.as_ref())
-            .map_err(|source| Error::SerializeEvent { event_type, source })?;
+        let data =
+            (pending.serialize)(pending.data.as_ref()).map_err(|source| Error::SerializeEvent {
+                event_type,
+                stream: stream.0.clone(),
+                source,
+            })?;
         crate::validate::check_json(&data, owner)?;
         let headers = merge_headers(&meta.headers, pending.headers.take());
-        let headers = encode_headers(headers, event_type, owner)?;
+        let headers = encode_headers(headers, event_type, stream, owner)?;
         let correlation_id = pending
             .correlation_id
             .take()
@@ -146,13 +150,17 @@ fn merge_headers(
 fn encode_headers(
     headers: Option<Map<String, Value>>,
     event_type: &'static str,
+    stream: &StreamKey,
     owner: impl FnOnce() -> (String, Option<String>),
 ) -> Result<Option<RawJson>> {
     let Some(headers) = headers else {
         return Ok(None);
     };
-    let json = serde_json::to_vec(&headers)
-        .map_err(|source| Error::SerializeEvent { event_type, source })?;
+    let json = serde_json::to_vec(&headers).map_err(|source| Error::SerializeEvent {
+        event_type,
+        stream: stream.0.clone(),
+        source,
+    })?;
     crate::validate::check_json_field(&json, "header ", owner)?;
     Ok(Some(RawJson(json)))
 }
