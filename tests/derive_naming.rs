@@ -409,3 +409,25 @@ async fn a_stored_document_is_found_by_each_field() {
         );
     }
 }
+
+/// An event or tag type named with a raw identifier is stored under its name without the
+/// `r#` (as serde and every other derive name it).
+#[allow(non_camel_case_types)]
+mod raw {
+    use marten::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+    pub struct r#match {
+        pub n: i64,
+    }
+
+    #[derive(Tag, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct r#loop(pub Uuid);
+}
+
+#[test]
+fn raw_identifiers_name_events_and_tags_without_the_prefix() {
+    assert_eq!(<raw::r#match as Event>::EVENT_TYPE, "match");
+    assert_eq!(<raw::r#loop as Tag>::TAG_TYPE, "loop");
+}

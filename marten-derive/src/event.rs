@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::DeriveInput;
 
 use crate::internals::ctxt::Ctxt;
@@ -29,7 +30,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = &input.ident;
     let name = attrs
         .name
-        .map_or_else(|| attr::snake_case(&ident.to_string()), |(n, _)| n);
+        .map_or_else(|| attr::snake_case(&ident.unraw().to_string()), |(n, _)| n);
     if let Some((_, span)) = attrs.aliases.iter().find(|(a, _)| *a == name) {
         return Err(syn::Error::new(
             *span,
@@ -122,7 +123,7 @@ pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
     let private = crate::krate::private();
     let cx = Ctxt::new();
     let ident = &input.ident;
-    let mut name = attr::snake_case(&ident.to_string());
+    let mut name = attr::snake_case(&ident.unraw().to_string());
     for a in input.attrs.iter().filter(|a| a.path().is_ident("tag")) {
         let result = a.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
