@@ -779,6 +779,199 @@ async fn black_holed_reads_end_within_the_request_timeout() {
     }
 }
 
+/// Not registered on the builder: its table is made sure of on first use.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Memo {
+    id: i64,
+    text: String,
+}
+
+/// A caller's pool of at most `size` connections to the schema, through `proxy`.
+fn caller_pool_via(
+    schema: &TestSchema,
+    proxy: &FaultProxy,
+    size: usize,
+) -> marten::deadpool_postgres::Pool {
+    use marten::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+    let mut config: tokio_postgres::Config = match schema.url_via_addr(proxy.addr()).parse() {
+        Ok(c) => c,
+        Err(e) => panic!("invalid database url: {e}"),
+    };
+    config.options(format!("-c search_path={}", schema.name()));
+    config.application_name(schema.name());
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    match Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .runtime(Runtime::Tokio1)
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(e) => panic!("cannot build the pool: {e}"),
+    }
+}
+
+/// A type's first use makes sure of its table on a connection of its own (with a
+/// caller's pool: one taken out of the pool), holding the store's lock on schema work.
+/// A black hole on that connection ends the first use within the request timeout, typed,
+/// and releases the lock: another session's first use of another type, waiting for it,
+/// goes on. Nothing is recorded as made sure of: once healed, the first type's table is
+/// created on its next use.
+#[tokio::test]
+async fn a_black_holed_first_use_of_a_type_ends_within_the_request_timeout() {
+    let schema = TestSchema::new("fault_schema_hole");
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .pool(caller_pool_via(&schema, &proxy, 4))
+        .schema(schema.name())
+        .request_timeout(Some(Duration::from_secs(2)))
+        .document::<Note>()
+        .build()
+        .await);
+    // One idle connection in the pool: the next schema work takes it.
+    ok(save_note(&store, 1, "before").await);
+    fault_open_connections(&proxy, Faults::black_hole());
+    let first_use = |store: DocumentStore, kind: &'static str| {
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            match kind {
+                "tally" => s.load::<Tally>(&1).await.map(|_| ()),
+                _ => s.load::<Memo>(&1).await.map(|_| ()),
+            }
+        })
+    };
+    let started = Instant::now();
+    let first = first_use(store.clone(), "tally");
+    // The first use holds the lock on schema work (and the black-holed connection)
+    // before the second asks for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = first_use(store.clone(), "memo");
+    // Bounded by the test's own timer, so that a wait that never ends fails the test.
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the first use waited beyond its timeout")
+        .expect("task");
+    let waited = started.elapsed();
+    match &first {
+        Err(Error::Timeout { what }) => assert!(what.contains(schema.name()), "{what}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second use was held by the first")
+        .expect("task");
+    ok(second);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.heal();
+    let mut s = store.lightweight_session();
+    ok(s.store(Tally { id: 1, count: 7 }));
+    ok(s.store(Memo {
+        id: 1,
+        text: "after".into(),
+    }));
+    ok(s.save_changes().await);
+    let tally: Option<Tally> = ok(s.load(&1).await);
+    assert_eq!(tally.map(|t| t.count), Some(7));
+    let memo: Option<Memo> = ok(s.load(&1).await);
+    assert_eq!(memo.map(|m| m.text).as_deref(), Some("after"));
+    ok(save_note(&store, 2, "after").await);
+    assert_eq!(stored_note(&schema, 2).await.as_deref(), Some("after"));
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Topical {
+    #[tag(name = "topic")]
+    topic: String,
+}
+
+/// The state of a boundary over `Topical` events.
+#[derive(Default, Debug)]
+struct TopicSeen {
+    seen: usize,
+}
+
+#[marten::apply]
+impl TopicSeen {
+    fn apply(&mut self, _e: &Topical) {
+        self.seen += 1;
+    }
+}
+
+/// Reading a consistency boundary prepares its statements on first use; preparing waits
+/// for the locks of the tables they read, as the reads do. A tag table locked by another
+/// transaction ends the read within the request timeout, typed; once the lock is gone the
+/// boundary is read.
+#[tokio::test]
+async fn a_boundary_read_on_locked_tag_tables_ends_within_the_request_timeout() {
+    let (schema, b) = builder("fault_boundary_lock");
+    let store = ok(b
+        .request_timeout(Some(Duration::from_secs(1)))
+        .event::<Topical>()
+        .build()
+        .await);
+    let locker = schema.raw_client().await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK {}.mt_tag_versions IN ACCESS EXCLUSIVE MODE",
+            schema.name()
+        ))
+        .await
+        .expect("lock the tag versions");
+    let query = || TagQuery::new().tag_named("topic", "t");
+    let started = Instant::now();
+    let mut s = store.lightweight_session();
+    // Bounded by the test's own timer, so that a wait that never ends fails the test.
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.events().fetch_for_writing_by_tags::<TopicSeen>(query()),
+    )
+    .await
+    .expect("the boundary read waited beyond its timeout");
+    let waited = started.elapsed();
+    match read {
+        Err(Error::Timeout { .. }) => {}
+        Err(other) => panic!("expected a timeout, got {other:?}"),
+        Ok(_) => panic!("read the boundary through the lock"),
+    }
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    drop(s);
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let mut s = store.lightweight_session();
+    let mut boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<TopicSeen>(query())
+        .await);
+    assert!(boundary.state().is_none());
+    ok(boundary.append([Topical { topic: "t".into() }]));
+    drop(boundary);
+    ok(s.save_changes().await);
+    let mut s = store.lightweight_session();
+    let boundary = ok(s
+        .events()
+        .fetch_for_writing_by_tags::<TopicSeen>(query())
+        .await);
+    assert_eq!(boundary.state().map(|b| b.seen), Some(1));
+}
+
 /// A streamed query waits for each row at most the request timeout: a network that goes
 /// silent mid-stream ends the stream with `Error::Timeout` (the rows already read are
 /// kept), the connection is closed, and the store reads again after.

@@ -10,7 +10,8 @@ use marten_core::Result;
 use rustc_hash::FxHashSet;
 
 use super::{
-    check_server_version, migrate_schema, names, with_migration_lock, AutoCreate, MigrateFn,
+    check_server_version, migrate_schema, migrating, names, with_migration_lock, AutoCreate,
+    MigrateFn, SchemaConn,
 };
 use crate::connection::{Connector, Dedicated};
 use crate::tables::def::TableDef;
@@ -65,15 +66,18 @@ impl Catalog {
     /// What `build` does to the database: checks the server's version, then (when
     /// `apply` is set) applies the schema mode to the schema, the registered `documents`
     /// and, unless the mode is `None`, to `store_tables` (the event, daemon and HiLo tables),
-    /// all under the schema's migration lock, on a connection of its own.
+    /// all under the schema's migration lock, on a connection of its own. Each step (the
+    /// version check, the schema's objects, each type's tables) waits at most the request
+    /// timeout: past it, the build fails with [`Error::Timeout`](marten_core::Error) and
+    /// the connection is cancelled and closed.
     pub(crate) async fn ensure_at_build(
         &self,
         apply: bool,
         documents: &[(TypeId, MigrateFn)],
         store_tables: &[(TypeId, MigrateFn)],
     ) -> Result<()> {
-        let client = self.dedicated_connection().await?;
-        check_server_version(&client).await?;
+        let conn = SchemaConn::new(self.dedicated_connection().await?, &self.connector);
+        check_server_version(&conn).await?;
         if !apply {
             return Ok(());
         }
@@ -85,10 +89,13 @@ impl Catalog {
         } else {
             store_tables
         };
-        with_migration_lock(&client, schema, self.request_timeout(), |c| async move {
-            migrate_schema(c, schema, mode).await?;
+        let doing = migrating(schema);
+        let doing = doing.as_str();
+        with_migration_lock(&conn, schema, |c| async move {
+            c.step(doing, migrate_schema(c.client(), schema, mode))
+                .await?;
             for (_, migrate) in documents.iter().chain(store_tables) {
-                migrate(c, schema, mode).await?;
+                c.step(doing, migrate(c.client(), schema, mode)).await?;
             }
             Ok(())
         })
@@ -125,7 +132,11 @@ impl Catalog {
 
     /// Makes sure the objects of a type known by its `TypeId` exist (per the schema
     /// mode) before first use, running its migration on a connection of its own (never
-    /// inside a caller's transaction) under the schema's migration lock.
+    /// inside a caller's transaction) under the schema's migration lock. Each step waits
+    /// at most the request timeout: past it, the first use fails with
+    /// [`Error::Timeout`](marten_core::Error), the connection is cancelled and closed,
+    /// the type is not recorded as made sure of (its next use tries again) and the
+    /// sessions waiting to make sure of other types go on.
     pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
         if self.is_ensured(type_id) {
             return Ok(());
@@ -138,12 +149,14 @@ impl Catalog {
         if let Some(table) = names::table_of(type_id) {
             self.connector.statements().add_table(table);
         }
-        let client = self.dedicated_connection().await?;
-        let schema = self.schema.as_str();
-        let mode = self.auto_create;
-        with_migration_lock(&client, schema, self.request_timeout(), |c| async move {
-            migrate_schema(c, schema, mode).await?;
-            migrate(c, schema, mode).await
+        let conn = SchemaConn::new(self.dedicated_connection().await?, &self.connector);
+        let (schema, mode) = (self.schema.as_str(), self.auto_create);
+        let doing = migrating(schema);
+        let doing = doing.as_str();
+        with_migration_lock(&conn, schema, |c| async move {
+            c.step(doing, migrate_schema(c.client(), schema, mode))
+                .await?;
+            c.step(doing, migrate(c.client(), schema, mode)).await
         })
         .await?;
         self.mark_ensured([type_id]);

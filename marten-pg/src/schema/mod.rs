@@ -9,6 +9,7 @@
 //! May use: connection, error map, tables and leaf helpers; `Catalog` is what every
 //! layer above reaches the database through.
 
+mod bounded;
 mod catalog;
 mod diff;
 mod ensure;
@@ -17,6 +18,7 @@ pub(crate) mod names;
 mod patch;
 mod version;
 
+pub(crate) use bounded::{timed_out, SchemaConn};
 pub(crate) use catalog::{Catalog, DefineFn};
 pub(crate) use ensure::ensure_tables;
 pub(crate) use patch::{apply, patch, script};
@@ -110,26 +112,40 @@ pub(crate) fn events_schema(identity: StreamIdentity, tenancy: Tenancy) -> (Type
     }
 }
 
-/// Runs `body` in a transaction holding the schema's migration lock, so concurrent
-/// stores on one schema never race their DDL. With `lock_wait` (the store's request
-/// timeout), every lock the migration waits for (the migration lock itself, the locks
-/// its DDL takes on tables others are using) is waited for at most that long: the
-/// migration then fails with [`Error::LockNotAvailable`](marten_core::Error) naming the
-/// schema and is rolled back.
-pub(crate) async fn with_migration_lock<'a, F, Fut>(
-    client: &'a Client,
+/// Runs `body` in a transaction holding the schema's migration lock on `conn`, so
+/// concurrent stores on one schema never race their DDL. Every wait is bounded by the
+/// store's request timeout: `BEGIN`, the migration lock, `COMMIT` and `ROLLBACK` are
+/// steps of `conn` ([`SchemaConn::step`]), and `body` sends its statements in steps of
+/// its own; past the timeout the migration fails with [`Error::Timeout`] and its
+/// connection is cancelled and closed (which rolls it back). Every lock the migration
+/// waits for (the migration lock itself, the locks its DDL takes on tables others are
+/// using) is waited for at most [`lock_wait`] of the request timeout: the migration then
+/// fails with [`Error::LockNotAvailable`](marten_core::Error) naming the schema and is
+/// rolled back.
+pub(crate) async fn with_migration_lock<'a, 's, F, Fut>(
+    conn: &'a SchemaConn<'s>,
     schema: &'a str,
-    lock_wait: Option<Duration>,
     body: F,
 ) -> Result<()>
 where
-    F: FnOnce(&'a Client) -> Fut,
+    F: FnOnce(&'a SchemaConn<'s>) -> Fut,
     Fut: Future<Output = Result<()>> + 'a,
 {
     let span = crate::trace::schema(schema);
-    locked_migration(client, schema, lock_wait, body)
-        .instrument(span)
-        .await
+    locked_migration(conn, schema, body).instrument(span).await
+}
+
+/// What schema work on `schema` is doing, for the error of a step that timed out.
+pub(crate) fn migrating(schema: &str) -> String {
+    format!("migrating schema {schema}")
+}
+
+/// How long a migration waits for each lock, with a request timeout of `request`: a
+/// little less than it (a quarter less, by at most a second), so that a lock that is not
+/// granted is reported as such, [`Error::LockNotAvailable`](marten_core::Error), before
+/// the request timeout ends the wait for an answer.
+pub(crate) fn lock_wait(request: Duration) -> Duration {
+    request.saturating_sub((request / 4).min(Duration::from_secs(1)))
 }
 
 /// The key of a schema's migration lock: 64 bits of a hash of the schema's name (a
@@ -138,44 +154,72 @@ const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('marten:schema:' || $1::text, 0))";
 
 /// [`with_migration_lock`] in its span.
-async fn locked_migration<'a, F, Fut>(
-    client: &'a Client,
+async fn locked_migration<'a, 's, F, Fut>(
+    conn: &'a SchemaConn<'s>,
     schema: &'a str,
-    lock_wait: Option<Duration>,
     body: F,
 ) -> Result<()>
 where
-    F: FnOnce(&'a Client) -> Fut,
+    F: FnOnce(&'a SchemaConn<'s>) -> Fut,
     Fut: Future<Output = Result<()>> + 'a,
 {
     let what = Failed::Migrating(schema);
-    let begin = match lock_wait {
+    let doing = migrating(schema);
+    let client = conn.client();
+    let begin = match conn.source().request_timeout() {
         // A whole number of milliseconds of the store's own setting, not a caller's text.
-        Some(wait) => format!(
+        Some(request) => format!(
             "BEGIN; SET LOCAL lock_timeout = '{}ms'",
-            wait.as_millis().clamp(1, i32::MAX as u128)
+            lock_wait(request).as_millis().clamp(1, i32::MAX as u128)
         ),
         None => "BEGIN".to_owned(),
     };
-    client
-        .batch_execute(&begin)
-        .await
-        .map_err(|e| map_db_error(e, what))?;
-    let locked = client
-        .execute(MIGRATION_LOCK, &[&schema])
-        .await
-        .map_err(|e| map_db_error(e, what));
+    conn.step(&doing, async {
+        client
+            .batch_execute(&begin)
+            .await
+            .map_err(|e| map_db_error(e, what))
+    })
+    .await?;
+    let locked = conn
+        .step(&doing, async {
+            client
+                .execute(MIGRATION_LOCK, &[&schema])
+                .await
+                .map(|_| ())
+                .map_err(|e| map_db_error(e, what))
+        })
+        .await;
     let result = match locked {
-        Ok(_) => body(client).await,
+        Ok(()) => body(conn).await,
         Err(e) => Err(e),
     };
     match result {
-        Ok(()) => client
-            .batch_execute("COMMIT")
+        Ok(()) => {
+            conn.step(&doing, async {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| map_db_error(e, what))
+            })
             .await
-            .map_err(|e| map_db_error(e, what)),
+        }
         Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
+            // A connection given up is closed, which rolls the migration back; a
+            // rollback without an answer in time gives it up too.
+            if !conn.is_lost() {
+                let rolled_back = conn
+                    .step(&doing, async {
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .map_err(|e| map_db_error(e, what))
+                    })
+                    .await;
+                if let Err(failed) = rolled_back {
+                    tracing::debug!(error = %failed, "rolling back a failed migration failed");
+                }
+            }
             Err(e)
         }
     }
@@ -285,4 +329,20 @@ pub(crate) async fn migrate_hilo(client: &Client, schema: &str, mode: AutoCreate
         other => other,
     };
     ensure_tables(client, schema, mode, &[crate::tables::hilo::table_def()]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migration_waits_for_a_lock_less_than_the_request_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(lock_wait(ms(500)), ms(375));
+        assert_eq!(lock_wait(ms(2000)), ms(1500));
+        assert_eq!(lock_wait(Duration::from_secs(60)), Duration::from_secs(59));
+        assert_eq!(lock_wait(ms(2)), ms(2) - ms(2) / 4);
+        assert_eq!(lock_wait(Duration::ZERO), Duration::ZERO);
+        assert!(lock_wait(Duration::MAX) < Duration::MAX);
+    }
 }

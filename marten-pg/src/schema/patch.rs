@@ -2,13 +2,13 @@
 //! patch that brings a database to it ([`SchemaPatch`], with its [`PatchOptions`]).
 
 use std::fmt;
-use std::time::Duration;
 
 use marten_core::{Error, Result, SchemaDifference};
 use tokio_postgres::Client;
 
 use super::diff::{diff, Change, Expected, Fix};
 use super::live::Live;
+use super::SchemaConn;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::TableDef;
 use crate::tables::functions;
@@ -139,9 +139,9 @@ impl fmt::Display for SchemaPatch {
 }
 
 /// The patch of `schema` against the whole set of `tables` (the schema and its
-/// functions included).
+/// functions included), read on `conn` in one step (at most the request timeout).
 pub(crate) async fn patch(
-    client: &Client,
+    conn: &SchemaConn<'_>,
     schema: &str,
     tables: &[TableDef],
     options: PatchOptions,
@@ -150,7 +150,10 @@ pub(crate) async fn patch(
         .iter()
         .map(|t| super::names::truncated(&t.name))
         .collect();
-    let live = Live::read(client, schema, &names).await?;
+    let doing = format!("reading schema {schema}");
+    let live = conn
+        .step(&doing, Live::read(conn.client(), schema, &names))
+        .await?;
     let expected = Expected {
         schema,
         tables,
@@ -163,32 +166,37 @@ pub(crate) async fn patch(
     })
 }
 
-/// Runs a patch's statements on `client`: in one transaction (waiting for each lock at
-/// most `lock_wait`), or one by one when the patch is concurrent.
-pub(crate) async fn apply(
-    client: &Client,
-    patch: &SchemaPatch,
-    lock_wait: Option<Duration>,
-) -> Result<()> {
+/// Runs a patch's statements on `conn`: in one transaction (waiting for each lock at
+/// most [`lock_wait`](super::lock_wait) of the request timeout), or one by one when the
+/// patch is concurrent. Each statement waits for its answer at most the request timeout
+/// ([`Error::Timeout`] past it: the connection is cancelled and closed, which rolls back
+/// a patch in a transaction).
+pub(crate) async fn apply(conn: &SchemaConn<'_>, patch: &SchemaPatch) -> Result<()> {
     let what = Failed::Migrating(&patch.schema);
+    let doing = super::migrating(&patch.schema);
+    let doing = doing.as_str();
     if patch.concurrently {
         for statement in patch.statements() {
-            client
-                .batch_execute(statement)
-                .await
-                .map_err(|e| map_db_error(e, what))?;
+            conn.step(doing, run(conn.client(), statement, what))
+                .await?;
         }
         return Ok(());
     }
-    super::with_migration_lock(client, &patch.schema, lock_wait, |c| async move {
+    super::with_migration_lock(conn, &patch.schema, |c| async move {
         for statement in patch.statements() {
-            c.batch_execute(statement)
-                .await
-                .map_err(|e| map_db_error(e, what))?;
+            c.step(doing, run(c.client(), statement, what)).await?;
         }
         Ok(())
     })
     .await
+}
+
+/// Runs one statement of a patch.
+async fn run(client: &Client, statement: &str, what: Failed<'_>) -> Result<()> {
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|e| map_db_error(e, what))
 }
 
 /// The whole DDL of a store's schema as one script: the schema, its functions, then

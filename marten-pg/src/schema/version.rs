@@ -6,26 +6,33 @@
 //! as marten's scanner of raw SQL fragments does.
 
 use marten_core::{Error, Result};
-use tokio_postgres::Client;
 
+use super::SchemaConn;
 use crate::error_map::{map_db_error, Failed};
 
 /// The oldest supported major version.
 pub(crate) const MIN_MAJOR: u32 = 13;
 
+/// The server's version (as a number and as it shows it) and the connection's
+/// `standard_conforming_strings`.
+const SETTINGS: &str = "SELECT current_setting('server_version_num'), \
+     current_setting('server_version'), current_setting('standard_conforming_strings')";
+
 /// Fails with [`Error::UnsupportedServerVersion`] on a server older than [`MIN_MAJOR`],
 /// and with [`Error::Configuration`] on a connection whose `standard_conforming_strings`
-/// is off.
-pub(crate) async fn check_server_version(client: &Client) -> Result<()> {
+/// is off. The read is a step of `conn`: without an answer within the request timeout it
+/// fails with [`Error::Timeout`] and the connection is given up.
+pub(crate) async fn check_server_version(conn: &SchemaConn<'_>) -> Result<()> {
     let what = Failed::Other("reading the server version");
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num'), current_setting('server_version'), \
-             current_setting('standard_conforming_strings')",
-            &[],
-        )
-        .await
-        .map_err(|e| map_db_error(e, what))?;
+    let client = conn.client();
+    let row = conn
+        .step("reading the server version", async {
+            client
+                .query_one(SETTINGS, &[])
+                .await
+                .map_err(|e| map_db_error(e, what))
+        })
+        .await?;
     let num: String = row.try_get(0).map_err(|e| map_db_error(e, what))?;
     let text: String = row.try_get(1).map_err(|e| map_db_error(e, what))?;
     let strings: String = row.try_get(2).map_err(|e| map_db_error(e, what))?;

@@ -12,8 +12,8 @@ use deadpool_postgres::Pool;
 use marten_core::{Error, Result};
 
 use crate::connection::{
-    split_connection_string, Connector, DirectConnections, PoolSettings, Pooler, StatementKind,
-    Statements, Tls, TlsSettings,
+    split_connection_string, within, Conn, Connector, DirectConnections, PoolSettings, Pooler,
+    StatementKind, Statements, Tls, TlsSettings,
 };
 use crate::error_map::{map_db_error, Failed};
 
@@ -212,16 +212,32 @@ fn connection_config(
 }
 
 /// Fails unless the connections of a caller's pool have `schema` first on their
-/// `search_path` (marten's statements name their tables without a schema).
+/// `search_path` (marten's statements name their tables without a schema). The read
+/// waits for its answer at most the request timeout: past it, the pooled connection is
+/// cancelled and closed (never handed back to the pool) and the build fails with
+/// [`Error::Timeout`].
 async fn check_search_path(connector: &Connector, schema: &str) -> Result<()> {
-    let client = connector.pooled().await?;
-    let failed = |e| map_db_error(e, Failed::Other("reading the pool's search_path"));
-    let path: String = client
-        .query_one("SELECT current_setting('search_path')", &[])
-        .await
-        .map_err(failed)?
-        .try_get(0)
-        .map_err(failed)?;
+    const DOING: &str = "reading the pool's search_path";
+    let failed = |e| map_db_error(e, Failed::Other(DOING));
+    let mut conn = Conn::new();
+    let req = conn.request(connector).await?;
+    let db = req.client();
+    let answered = within(connector, async {
+        let row = db
+            .raw()
+            .query_one("SELECT current_setting('search_path')", &[])
+            .await
+            .map_err(failed)?;
+        row.try_get::<_, String>(0).map_err(failed)
+    })
+    .await;
+    let Some(path) = answered else {
+        // Unfinished: the request's guard cancels and closes the connection.
+        drop(req);
+        return Err(crate::schema::timed_out(connector, DOING));
+    };
+    req.settle(&path);
+    let path = path?;
     let first = path.split(',').next().unwrap_or_default().trim();
     if first.trim_matches('"') == schema {
         return Ok(());

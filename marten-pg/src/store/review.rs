@@ -25,19 +25,24 @@ impl DocumentStore {
     /// differs, each difference with the statements that fix it: missing schema,
     /// functions, sequences, tables and columns, missing indexes and indexes whose kind
     /// changed (a field made unique, a GIN index added to the type). Reads the catalogs
-    /// only; changes nothing.
+    /// only; changes nothing. Waits for the database's answers at most the store's request
+    /// timeout ([`Error::Timeout`](marten_core::Error::Timeout) past it).
     pub async fn schema_patch(&self, options: PatchOptions) -> Result<SchemaPatch> {
-        let client = self.dedicated_connection().await?;
-        schema::patch(&client, self.schema(), &self.expected_tables(), options).await
+        let conn = self.schema_connection().await?;
+        schema::patch(&conn, self.schema(), &self.expected_tables(), options).await
     }
 
     /// Runs a patch from [`schema_patch`](Self::schema_patch) on a connection of its own:
     /// in one transaction under the schema's migration lock, or (a concurrent patch)
     /// each statement on its own. Differences only a person can fix (a column of another
-    /// type) stay; [`assert_schema`](Self::assert_schema) still reports them.
+    /// type) stay; [`assert_schema`](Self::assert_schema) still reports them. Each
+    /// statement waits for its answer at most the store's request timeout
+    /// ([`Error::Timeout`](marten_core::Error::Timeout) past it: the connection is
+    /// cancelled and closed, which rolls back a patch in one transaction not yet
+    /// committed), and for each lock a little less.
     pub async fn apply_schema_patch(&self, patch: &SchemaPatch) -> Result<()> {
-        let client = self.dedicated_connection().await?;
-        schema::apply(&client, patch, self.catalog().request_timeout()).await
+        let conn = self.schema_connection().await?;
+        schema::apply(&conn, patch).await
     }
 
     /// Fails with [`Error::SchemaMismatch`](marten_core::Error::SchemaMismatch), listing
@@ -45,6 +50,12 @@ impl DocumentStore {
     /// [`schema_sql`](Self::schema_sql) creates (extra objects are not differences).
     pub async fn assert_schema(&self) -> Result<()> {
         self.schema_patch(PatchOptions::new()).await?.into_result()
+    }
+
+    /// A connection of its own for schema work, its steps bounded by the request timeout.
+    async fn schema_connection(&self) -> Result<schema::SchemaConn<'_>> {
+        let client = self.dedicated_connection().await?;
+        Ok(schema::SchemaConn::new(client, self.catalog().connector()))
     }
 
     /// Every table the store needs, in creation order.

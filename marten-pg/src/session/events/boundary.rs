@@ -212,31 +212,32 @@ async fn read_versions_then_events(
     let event_params = tenant.scoped(event_params);
     version_params.push(tenant.tags());
     let req = s.conn.request(&s.store).await?;
-    let client = req.client();
-    let prepared = async {
-        let versions = client.statement(versions_sql).await?;
-        let events = client.statement(events_sql).await?;
-        Ok::<_, tokio_postgres::Error>((versions, events))
-    }
-    .await;
-    let (versions_stmt, events_stmt) = match prepared {
-        Ok(p) => p,
+    let c = req.client();
+    // One bound for all of it: preparing the statements (a Parse waits for the locks of
+    // the tables it names, as the queries do) and the queries themselves.
+    let reads = async {
+        let versions_stmt = c.statement(versions_sql).await?;
+        let events_stmt = c.statement(events_sql).await?;
+        let mut pipe = Pipeline::new(c, 2);
+        let versions = pipe.query(&versions_stmt, &version_params);
+        let events = pipe.push(async {
+            between_reads.await;
+            c.query(&events_stmt, &event_params).await
+        });
+        Ok::<_, tokio_postgres::Error>((versions, events, pipe.send().await))
+    };
+    let Some(read) = within(&s.store, reads).await else {
+        // Unfinished: the request's guard cancels and closes the connection.
+        drop(req);
+        return Err(timed_out(&s.store));
+    };
+    let (versions, events, mut answers) = match read {
+        Ok(read) => read,
         Err(e) => {
             let e = reading(e);
             req.settle_error(&e);
             return Err(e);
         }
-    };
-    let c = client;
-    let mut pipe = Pipeline::new(c, 2);
-    let versions = pipe.query(&versions_stmt, &version_params);
-    let events = pipe.push(async {
-        between_reads.await;
-        c.query(&events_stmt, &event_params).await
-    });
-    let Some(mut answers) = within(&s.store, pipe.send()).await else {
-        drop(req);
-        return Err(timed_out(&s.store));
     };
     req.finish();
     let version_rows = answers.take(versions).map_err(reading)?;
