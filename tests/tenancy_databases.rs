@@ -3,7 +3,8 @@
 //! tenants never meet; tenants added at run time through the master table; unknown
 //! tenants; the bound on open databases; one build for concurrent first uses; a database
 //! that is down fails typed and is tried again later; a first use dropped at any await
-//! point leaves nothing behind.
+//! point leaves nothing behind; a lookup racing an add or remove of the tenant, or an add
+//! or remove dropped after its statement, never leaves the tenant's old database in use.
 
 mod common;
 
@@ -16,6 +17,8 @@ use marten::prelude::*;
 use marten::testing::{database_url, TestSchema};
 use marten::{DocumentStoreBuilder, TenantedStore, TenantedStoreBuilder};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
+use marten_testing::fault::{Direction, Faults, ProxyConnection};
+use marten_testing::FaultProxy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -672,4 +675,286 @@ async fn each_tenant_database_runs_its_own_daemon() {
     }
     assert_eq!(total("acme").await, acme_before);
     let _ = daemons.stop().await;
+}
+
+/// A tenanted store whose master database (the test's schema on the server's own
+/// database) is reached through a fault proxy, with a pool of `pool` connections named
+/// after the schema.
+async fn proxied_master(schema: &TestSchema, pool: usize) -> (FaultProxy, TenantedStore) {
+    let proxy = match FaultProxy::start(&schema.host_port()).await {
+        Ok(p) => p,
+        Err(e) => panic!("cannot start the proxy: {e}"),
+    };
+    let url = format!(
+        "{}&application_name={}",
+        schema.url_via_addr(proxy.addr()),
+        schema.name()
+    );
+    let store = ok(tenanted(schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(url)
+                .schema(schema.name())
+                .pool_size(pool),
+        )
+        .build()
+        .await);
+    (proxy, store)
+}
+
+/// Runs `use_tenant` (a use of a tenant `store` has not resolved yet) and returns once the
+/// server answered its lookup in the master table, the answer held at the proxy until
+/// the returned connection is healed. The store's master pool must have one connection,
+/// idle, with the lookup prepared on it: the use takes it, and any other master statement
+/// meanwhile goes through a new connection, without faults.
+async fn held_lookup<T: Send + 'static>(
+    proxy: &FaultProxy,
+    admin: &tokio_postgres::Client,
+    app: &str,
+    use_tenant: impl std::future::Future<Output = T> + Send + 'static,
+) -> (tokio::task::JoinHandle<T>, ProxyConnection) {
+    // The build's own connection (outside the pool) may still be closing.
+    let started = Instant::now();
+    let conn = loop {
+        let open = proxy.connections();
+        if let [conn] = open.as_slice() {
+            break conn.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the master store has {} connections, expected its one pooled",
+            open.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The lookup reaches the server at once; its answer waits at the proxy.
+    conn.set(Faults::delay(
+        Direction::ServerToClient,
+        Duration::from_millis(1500),
+    ));
+    let since: String = ok_pg(admin.query_one("SELECT clock_timestamp()::text", &[]).await).get(0);
+    let task = tokio::spawn(use_tenant);
+    let started = Instant::now();
+    loop {
+        let answered: i64 = ok_pg(
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                     AND state = 'idle' AND query LIKE 'SELECT connection_string FROM %' \
+                     AND query_start > $2::text::timestamptz",
+                    &[&app, &since],
+                )
+                .await,
+        )
+        .get(0);
+        if answered > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the lookup never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Held until healed (the delay is still running).
+    conn.set(Faults::black_hole());
+    assert!(
+        !task.is_finished(),
+        "the lookup's answer was delivered before it could be held"
+    );
+    (task, conn)
+}
+
+/// How many notes database `i` holds in `schema` (0 if its tables were never made).
+async fn notes_in(dbs: &Databases, i: usize, schema: &str) -> i64 {
+    let config: tokio_postgres::Config = ok_pg(dbs.url(i).parse());
+    let (client, conn) = ok_pg(config.connect(tokio_postgres::NoTls).await);
+    tokio::spawn(conn);
+    let table = format!("{schema}.mt_doc_note");
+    let exists: bool = ok_pg(
+        client
+            .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])
+            .await,
+    )
+    .get(0);
+    if !exists {
+        return 0;
+    }
+    // The schema name is the test's own, made of [a-z0-9_].
+    ok_pg(
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await,
+    )
+    .get(0)
+}
+
+/// Saves a note for `tenant` through `store`.
+async fn save_note_for(store: &TenantedStore, tenant: &str) {
+    let mut s = ok(store.lightweight_session_for(tenant).await);
+    ok(s.store(note(Uuid::now_v7(), tenant)));
+    ok(s.save_changes().await);
+}
+
+/// The connection string of `tenant` in the master table, read behind the store's back.
+async fn master_row(admin: &tokio_postgres::Client, schema: &str, tenant: &str) -> Option<String> {
+    // The schema name is the test's own, made of [a-z0-9_].
+    let sql =
+        format!("SELECT connection_string FROM {schema}.mt_tenant_databases WHERE tenant_id = $1");
+    ok_pg(admin.query_opt(&sql, &[&tenant]).await).map(|r| r.get(0))
+}
+
+/// Waits (at most 5 s) until the master table has `expected` for `tenant`.
+async fn wait_master_row(
+    admin: &tokio_postgres::Client,
+    schema: &str,
+    tenant: &str,
+    expected: Option<&str>,
+) {
+    let started = Instant::now();
+    while master_row(admin, schema, tenant).await.as_deref() != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the master table never got {expected:?} for {tenant}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A lookup that read a tenant's row before `remove_tenant` deleted it, and whose answer
+/// arrived after, does not put the removed tenant back: the next use is `UnknownTenant`.
+#[tokio::test]
+async fn a_lookup_racing_remove_tenant_never_brings_the_tenant_back() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_race_remove");
+    let admin = dbs.admin().await;
+    // Another process adds acme: the store under test has not resolved it.
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("acme", dbs.url(0)).await);
+    let (proxy, store) = proxied_master(&schema, 2).await;
+    assert!(matches!(
+        store.store_for("nobody").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+
+    let racing = store.clone();
+    let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+        racing.store_for("acme").await.map(|_| ())
+    })
+    .await;
+    // The lookup read acme's row; acme is removed before its answer arrives.
+    assert!(ok(store.remove_tenant("acme").await));
+    held.set(Faults::none());
+    match lookup.await {
+        Ok(r) => ok(r), // it ran before the remove ended: it may use the database
+        Err(e) => panic!("{e}"),
+    }
+    match store.store_for("acme").await {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "acme"),
+        other => panic!("a removed tenant is still served: {:?}", other.map(|_| ())),
+    }
+    store.close();
+    other.close();
+}
+
+/// A lookup that read a tenant's old connection string before `add_tenant` moved it, and
+/// whose answer arrived after, does not overwrite the new one: the next session writes to
+/// the new database.
+#[tokio::test]
+async fn a_lookup_racing_add_tenant_never_restores_the_old_database() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_race_add");
+    let admin = dbs.admin().await;
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("acme", dbs.url(0)).await);
+    let (proxy, store) = proxied_master(&schema, 2).await;
+    assert!(matches!(
+        store.store_for("nobody").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+
+    let racing = store.clone();
+    let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+        racing.store_for("acme").await.map(|_| ())
+    })
+    .await;
+    // The lookup read database 0; acme moves to database 1 before its answer arrives.
+    ok(store.add_tenant("acme", dbs.url(1)).await);
+    held.set(Faults::none());
+    match lookup.await {
+        Ok(r) => ok(r),
+        Err(e) => panic!("{e}"),
+    }
+    save_note_for(&store, "acme").await;
+    assert_eq!(
+        (
+            notes_in(&dbs, 0, schema.name()).await,
+            notes_in(&dbs, 1, schema.name()).await
+        ),
+        (0, 1),
+        "acme's note went to its old database"
+    );
+    store.close();
+    other.close();
+}
+
+/// An add or remove dropped (here: timed out) after its statement committed does not
+/// leave this store using the tenant's old database: an add's new database is used, a
+/// removed tenant is `UnknownTenant`.
+#[tokio::test]
+async fn a_cancelled_add_or_remove_never_leaves_the_old_database_cached() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_cancel_change");
+    let admin = dbs.admin().await;
+    let (proxy, store) = proxied_master(&schema, 1).await;
+    // Cached: acme at database 0. The upsert and the delete are prepared on the master
+    // pool's one connection, so each is one flight that reaches the server at once.
+    ok(store.add_tenant("acme", dbs.url(0)).await);
+    ok(store.add_tenant("warm", dbs.url(0)).await);
+    assert!(ok(store.remove_tenant("warm").await));
+    save_note_for(&store, "acme").await;
+    let slow = Faults::delay(Direction::ServerToClient, Duration::from_secs(2));
+
+    // acme moves to database 1; the add is dropped before its answer arrives.
+    proxy.set_global(slow.clone());
+    let add = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.add_tenant("acme", dbs.url(1)),
+    )
+    .await;
+    assert!(add.is_err(), "the add was answered despite the delay");
+    wait_master_row(&admin, schema.name(), "acme", Some(dbs.url(1).as_str())).await;
+    proxy.heal();
+    save_note_for(&store, "acme").await;
+    assert_eq!(
+        (
+            notes_in(&dbs, 0, schema.name()).await,
+            notes_in(&dbs, 1, schema.name()).await
+        ),
+        (1, 1),
+        "after a cancelled add, acme's note went to its old database"
+    );
+
+    // acme is removed; the remove is dropped before its answer arrives.
+    assert!(!ok(store.remove_tenant("warm").await)); // the delete, prepared again
+    proxy.set_global(slow);
+    let remove =
+        tokio::time::timeout(Duration::from_millis(300), store.remove_tenant("acme")).await;
+    assert!(remove.is_err(), "the remove was answered despite the delay");
+    wait_master_row(&admin, schema.name(), "acme", None).await;
+    proxy.heal();
+    match store.store_for("acme").await {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "acme"),
+        other => panic!(
+            "after a cancelled remove, acme is still served: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    store.close();
 }

@@ -132,7 +132,7 @@ impl TenantedStoreBuilder {
                 make: self.make,
                 statics: self.statics,
                 lookup,
-                found: RwLock::new(HashMap::new()),
+                found: RwLock::default(),
                 databases: Databases::new(self.max_open),
             }),
         })

@@ -6,6 +6,13 @@
 //! use is never closed under its sessions: while more than `max_open` databases are in use
 //! at once, that many stay open, and the surplus is closed at a later open, once idle.
 //!
+//! A caller never gets a closed store: a store is handed out by cloning it under the lock
+//! of the cache, and a database being opened counts as in use from the moment a caller
+//! waits for it until each of its waiters (the opener among them) took its handle, so the
+//! bound never closes it in between. Only [`remove`](Databases::remove) and
+//! [`close_all`](Databases::close_all) forget a database under its waiters; they open it
+//! again, a few times at most, then fail with a typed error.
+//!
 //! Generic over what it keeps ([`Pooled`]) so that its rules are tested without a
 //! database. May use nothing of the crate but its error type.
 
@@ -13,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use marten_core::Result;
+use marten_core::{DatabaseError, Error, Result};
 use tokio::sync::OnceCell;
 use tracing::debug;
 
@@ -25,8 +32,8 @@ pub(super) trait Pooled: Clone {
     fn in_use(&self) -> bool;
 }
 
-/// How many times a caller whose database was closed under it while it waited (the
-/// bound evicted it) tries again.
+/// How many times a caller whose database was forgotten while it waited for its opening
+/// ([`Databases::remove`], [`Databases::close_all`]) tries again.
 const ATTEMPTS: usize = 3;
 
 /// The open databases, by connection string.
@@ -45,6 +52,25 @@ struct Slot<S> {
     /// Empty until opened; its initialization is the single flight.
     cell: Arc<OnceCell<S>>,
     last_used: u64,
+    /// Callers that found it not open yet and have not taken their handle of it (the
+    /// opener among them): while there is one, it is in use and never evicted.
+    waiting: usize,
+}
+
+/// What a caller finds in the cache.
+enum Joined<'a, S: Pooled> {
+    /// The database is open: a handle of its store, taken under the lock.
+    Open(S),
+    /// The database is not open yet: the caller waits for it (or opens it).
+    Opening(Waiting<'a, S>),
+}
+
+/// A caller waiting for a database to open, counted in its slot's `waiting` until it is
+/// dropped (after it took its handle, or with the caller's future).
+struct Waiting<'a, S: Pooled> {
+    databases: &'a Databases<S>,
+    key: Arc<str>,
+    cell: Arc<OnceCell<S>>,
 }
 
 impl<S: Pooled> Databases<S> {
@@ -60,36 +86,43 @@ impl<S: Pooled> Databases<S> {
     }
 
     /// The store of the database at `key`, opened with `open` if it is not open yet.
-    /// Callers of one key share one open; other keys are opened in parallel.
+    /// Callers of one key share one open; other keys are opened in parallel. The store
+    /// returned is never closed by the cache while the caller holds it. Fails with
+    /// [`Error::Connection`] when the database was forgotten
+    /// ([`remove`](Self::remove), [`close_all`](Self::close_all)) each time it was opened.
     pub(super) async fn get<F, Fut>(&self, key: &str, open: F) -> Result<S>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<S>>,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let cell = self.touch(key);
-            let opened = cell
+        for _ in 0..ATTEMPTS {
+            let waiting = match self.join(key) {
+                Joined::Open(store) => {
+                    self.evict(Some(key), self.max_open);
+                    return Ok(store);
+                }
+                Joined::Opening(waiting) => waiting,
+            };
+            waiting
+                .cell
                 .get_or_try_init(|| async {
                     self.evict(Some(key), self.max_open - 1);
                     open().await
                 })
-                .await
-                .cloned();
-            let store = match opened {
-                Ok(store) => store,
-                Err(e) => {
-                    self.forget_failed(key, &cell);
-                    return Err(e);
-                }
-            };
-            self.evict(Some(key), self.max_open);
-            if self.is_current(key, &cell) || attempt >= ATTEMPTS {
+                .await?;
+            if let Some(store) = waiting.take() {
+                self.evict(Some(key), self.max_open);
                 return Ok(store);
             }
             debug!("a tenant database was closed while it was being opened; opening it again");
         }
+        Err(Error::Connection(DatabaseError {
+            code: None,
+            context: "opening a tenant database: it was closed each time it was opened (the \
+                      tenanted store was closed or the tenant removed meanwhile)"
+                .to_owned(),
+            source: "the database was closed while it was being opened".into(),
+        }))
     }
 
     /// How many databases are open.
@@ -102,7 +135,8 @@ impl<S: Pooled> Databases<S> {
     }
 
     /// Forgets the database at `key`, closing it unless it is in use (then its pool
-    /// closes when its last session or handle is dropped).
+    /// closes when its last session or handle is dropped). Callers waiting for it to open
+    /// open it again.
     pub(super) fn remove(&self, key: &str) {
         let removed = self.lock().slots.remove(key);
         if let Some(store) = removed.as_ref().and_then(|s| s.cell.get()) {
@@ -120,17 +154,27 @@ impl<S: Pooled> Databases<S> {
         }
     }
 
-    /// The slot of `key` (made if missing), marked as used now.
-    fn touch(&self, key: &str) -> Arc<OnceCell<S>> {
+    /// The slot of `key` (made if missing), marked as used now: a handle of its store if
+    /// it is open, else the caller counted as waiting for it.
+    fn join(&self, key: &str) -> Joined<'_, S> {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
         let slot = state.slots.entry(Arc::from(key)).or_insert_with(|| Slot {
             cell: Arc::new(OnceCell::new()),
             last_used: now,
+            waiting: 0,
         });
         slot.last_used = now;
-        slot.cell.clone()
+        if let Some(store) = slot.cell.get() {
+            return Joined::Open(store.clone());
+        }
+        slot.waiting += 1;
+        Joined::Opening(Waiting {
+            databases: self,
+            key: Arc::from(key),
+            cell: slot.cell.clone(),
+        })
     }
 
     /// Closes idle open databases other than `keep`, least recently used first, until at
@@ -151,7 +195,9 @@ impl<S: Pooled> Databases<S> {
                 let victim = open
                     .iter()
                     .filter(|(k, s)| {
-                        Some(&***k) != keep && !s.cell.get().is_some_and(Pooled::in_use)
+                        Some(&***k) != keep
+                            && s.waiting == 0
+                            && !s.cell.get().is_some_and(Pooled::in_use)
                     })
                     .min_by_key(|(_, s)| s.last_used)
                     .map(|(k, _)| Arc::clone(k));
@@ -169,36 +215,57 @@ impl<S: Pooled> Databases<S> {
         }
     }
 
-    /// Forgets the slot of `key` if it is still `cell` and was never opened.
-    fn forget_failed(&self, key: &str, cell: &Arc<OnceCell<S>>) {
-        let mut state = self.lock();
-        let failed = state
-            .slots
-            .get(key)
-            .is_some_and(|s| Arc::ptr_eq(&s.cell, cell) && !s.cell.initialized());
-        if failed {
-            state.slots.remove(key);
-        }
-    }
-
-    /// Whether `cell` is still the slot of `key` (it was not evicted meanwhile).
-    fn is_current(&self, key: &str, cell: &Arc<OnceCell<S>>) -> bool {
-        self.lock()
-            .slots
-            .get(key)
-            .is_some_and(|s| Arc::ptr_eq(&s.cell, cell))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State<S>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: Pooled> Waiting<'_, S> {
+    /// A handle of the opened store, taken under the lock while the slot is still the
+    /// one waited for (and so not closed); `None` if it was forgotten meanwhile.
+    fn take(self) -> Option<S> {
+        let state = self.databases.lock();
+        let current = state
+            .slots
+            .get(&*self.key)
+            .is_some_and(|s| Arc::ptr_eq(&s.cell, &self.cell));
+        let store = if current {
+            self.cell.get().cloned()
+        } else {
+            None
+        };
+        drop(state);
+        store
+    }
+}
+
+impl<S: Pooled> Drop for Waiting<'_, S> {
+    /// No longer waiting; a slot nobody waits for that never opened (its open failed or
+    /// was abandoned) is forgotten.
+    fn drop(&mut self) {
+        let mut state = self.databases.lock();
+        let forget = match state.slots.get_mut(&*self.key) {
+            Some(slot) if Arc::ptr_eq(&slot.cell, &self.cell) => {
+                slot.waiting = slot.waiting.saturating_sub(1);
+                slot.waiting == 0 && !slot.cell.initialized()
+            }
+            _ => false,
+        };
+        if forget {
+            state.slots.remove(&*self.key);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::task::Poll;
     use std::time::Duration;
+
+    use tokio::sync::Semaphore;
 
     use marten_core::Error;
 
@@ -306,5 +373,134 @@ mod tests {
         assert_eq!(dbs.open_count(), 1);
         dbs.close_all();
         assert_eq!(dbs.open_count(), 0);
+    }
+
+    /// Polls `f` once.
+    async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+    }
+
+    /// An open of `name` that waits for a permit of `gate` (and uses it up).
+    async fn gated(gate: &Semaphore, name: &'static str) -> Result<Fake> {
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+        Ok(Fake::new(name))
+    }
+
+    /// A caller waiting for another's open of its database is never handed it closed: with
+    /// room for one open database, the opener finishes and drops its handle, and another
+    /// database opens before the waiter runs again, which closed the one it waited for
+    /// (nobody seemed to use it) - three times in a row, until the waiter gave up trying
+    /// and took the closed store.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_never_gets_the_database_it_waited_for_closed() {
+        let dbs = Arc::new(Databases::new(1));
+        let gate = Semaphore::new(0);
+        let instant = |name: &'static str| move || async move { Ok(Fake::new(name)) };
+        let open_a = || gated(&gate, "a");
+        let mut opener = Box::pin(dbs.get("a", &open_a));
+        let mut first = poll_once(&mut opener).await;
+        assert!(first.is_pending(), "the opener waits at the gate");
+        let waiter = tokio::spawn({
+            let dbs = dbs.clone();
+            async move { dbs.get("a", instant("a")).await }
+        });
+        tokio::task::yield_now().await; // the waiter waits for the opener's open
+        for round in 0..ATTEMPTS {
+            gate.add_permits(1);
+            let opened = match first {
+                Poll::Ready(opened) => opened,
+                Poll::Pending => opener.await,
+            };
+            drop(opened.map(|a| assert!(!a.is_closed())));
+            // Opening b closes a if it looks idle.
+            drop(open(&dbs, "b").await);
+            // The next opener of a, in place before the waiter runs again.
+            opener = Box::pin(dbs.get("a", &open_a));
+            first = if round + 1 < ATTEMPTS {
+                poll_once(&mut opener).await
+            } else {
+                Poll::Ready(Ok(Fake::new("unused")))
+            };
+            tokio::task::yield_now().await; // the waiter takes its handle, or waits again
+        }
+        let got = match waiter.await {
+            Ok(Ok(store)) => store,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(got.name, "a");
+        assert!(!got.is_closed(), "the waiter was handed a closed store");
+    }
+
+    /// A database forgotten (removed, or every database closed) each time it finished
+    /// opening is a typed error after a few attempts, not a store handed out anyway.
+    #[tokio::test]
+    async fn a_database_forgotten_at_every_open_is_a_typed_error() {
+        let dbs = Databases::new(2);
+        let gate = Semaphore::new(0);
+        let mut get = Box::pin(dbs.get("a", || gated(&gate, "a")));
+        for _ in 0..ATTEMPTS {
+            assert!(poll_once(&mut get).await.is_pending());
+            dbs.remove("a");
+            gate.add_permits(1);
+        }
+        match get.await {
+            Err(Error::Connection(e)) => assert!(e.context.contains("tenant database"), "{e}"),
+            Err(e) => panic!("expected a connection error: {e}"),
+            Ok(_) => panic!("expected a connection error, got a store"),
+        }
+        assert_eq!(dbs.open_count(), 0);
+        // The next use opens it.
+        assert!(!open(&dbs, "a").await.is_closed());
+    }
+
+    /// Many callers of many databases at once on two threads, with room for one open
+    /// database: each gets its database's store and never a closed one (one the bound
+    /// closed after it opened and before its caller took its handle, while nobody seemed
+    /// to use it); half of them hold it a while, and it is not closed under them either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_never_gets_a_closed_database() {
+        const KEYS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+        let dbs = Arc::new(Databases::new(1));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (dbs, closed) = (dbs.clone(), closed.clone());
+                tokio::spawn(async move {
+                    for round in 0..100 {
+                        let key = KEYS[(i + round) % KEYS.len()];
+                        let opened = dbs
+                            .get(key, move || async move {
+                                tokio::task::yield_now().await;
+                                Ok(Fake::new(key))
+                            })
+                            .await;
+                        let store = match opened {
+                            Ok(store) => store,
+                            Err(e) => panic!("{e}"),
+                        };
+                        assert_eq!(store.name, key);
+                        if store.is_closed() {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if i % 2 == 0 {
+                            // Held: in use, never closed under its holder.
+                            tokio::task::yield_now().await;
+                            if store.is_closed() {
+                                closed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            if let Err(e) = task.await {
+                panic!("{e}");
+            }
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "closed stores handed out");
     }
 }

@@ -74,7 +74,7 @@ struct Inner {
     statics: HashMap<TenantId, Arc<str>>,
     lookup: Option<Lookup>,
     /// Tenants found in the lookup table (or added through this store).
-    found: RwLock<HashMap<TenantId, Arc<str>>>,
+    found: RwLock<tenants::Found>,
     databases: Databases<DocumentStore>,
 }
 
