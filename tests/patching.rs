@@ -726,3 +726,70 @@ fn random_patches_and_deletes_by_filter_agree_with_a_rust_model() {
         });
     });
 }
+
+/// A document with `f32` fields: a patch writes them as a stored document holds them.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Gauge {
+    id: i64,
+    price: f32,
+    weights: Vec<f32>,
+}
+
+/// An `f32` set, removed or appended by a patch is the value a stored `f32` is (`19.99`),
+/// not its `f64` widening (`19.989999771118164`): queries for it find the patched
+/// document, and removing or appending-if-missing it sees the stored element.
+#[tokio::test]
+async fn f32_patch_values_match_what_queries_and_stored_documents_hold() {
+    let (_schema, b) = builder("patch_f32");
+    let store = ok(b.document::<Gauge>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.store(Gauge {
+        id: 1,
+        price: 1.0,
+        weights: vec![0.1, 0.2],
+    }));
+    ok(s.save_changes().await);
+    ok(s.patch::<Gauge>(&1)
+        .set(|f| f.price, 19.99f32)
+        .remove(|f| f.weights, 0.1f32)
+        .append_if_missing(|f| f.weights, 0.2f32)
+        .queue());
+    ok(s.save_changes().await);
+    let found = ok(store
+        .query_session()
+        .query::<Gauge>()
+        .filter(|f| f.price.eq(19.99f32))
+        .count()
+        .await);
+    assert_eq!(found, 1, "the patched price is found by the query for it");
+    let back = ok(store.query_session().load::<Gauge>(&1).await).expect("gauge");
+    assert_eq!(back.price, 19.99f32);
+    assert_eq!(back.weights, vec![0.2f32]);
+}
+
+/// A patch cannot change the document's id: the row's id column would no longer be the
+/// document's (a load by the old id would return a document with the new one).
+#[tokio::test]
+async fn a_patch_of_the_id_is_refused_before_anything_is_queued() {
+    let (_schema, store) = store("patch_id").await;
+    let doc = saved(&store, order("new", 1)).await;
+    let mut s = store.lightweight_session();
+    let err = s
+        .patch::<Order>(&doc.id)
+        .set(|f| f.count, 2)
+        .set(|f| f.id, Uuid::now_v7())
+        .queue()
+        .expect_err("the id");
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "id"),
+        "{err:?}"
+    );
+    let err = s
+        .patch_where::<Order>(Order::fields().status.eq("new"))
+        .set(|f| f.id, Uuid::now_v7())
+        .queue()
+        .expect_err("the id, by filter");
+    assert!(matches!(&err, Error::InvalidInput { .. }), "{err:?}");
+    ok(s.save_changes().await);
+    assert_eq!(load_order(&store, &doc.id).await, Some(doc));
+}

@@ -128,15 +128,24 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         }
     }
 
-    /// Serializes `value`, keeping the first failure for `queue`.
+    /// The patched document's id, for errors (`(patch_where)` for a patch by filter).
+    fn target_id(&self) -> String {
+        match &self.target {
+            PatchTarget::Id(id) => id.to_string(),
+            PatchTarget::Where(_) => "(patch_where)".to_owned(),
+        }
+    }
+
+    /// Serializes `value` as a stored document's JSON holds it (written as text and read
+    /// back, as the query side does: `to_value` would widen an `f32` to its `f64`
+    /// digits, `19.99` to `19.989999771118164`, which no query for `19.99` matches),
+    /// keeping the first failure for `queue`.
     fn json<V: Serialize>(&mut self, value: &V) -> serde_json::Value {
-        match serde_json::to_value(value) {
+        let written = serde_json::to_vec(value).and_then(|bytes| serde_json::from_slice(&bytes));
+        match written {
             Ok(v) => v,
             Err(source) => {
-                let id = match &self.target {
-                    PatchTarget::Id(id) => id.to_string(),
-                    PatchTarget::Where(_) => "(patch_where)".to_owned(),
-                };
+                let id = self.target_id();
                 self.error.get_or_insert(Error::Serialize {
                     document_type: D::DOCUMENT_TYPE,
                     id,
@@ -147,13 +156,30 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         }
     }
 
+    /// The path of `field`; the id's is refused (kept as the first failure for `queue`):
+    /// a patch rewrites the JSON alone, so the row's id column would no longer be the
+    /// document's.
+    fn patched_path<T: 'static>(&mut self, field: Field<D, T>) -> crate::query::Path {
+        let path = field.path().clone();
+        if path.segments.len() == 1 && path.column.is_some_and(|(column, _)| column == "id") {
+            let id = Some(self.target_id());
+            self.error.get_or_insert(Error::InvalidInput {
+                owner: D::DOCUMENT_TYPE.to_owned(),
+                id,
+                field: path.segments.join("."),
+                reason: "is the document's id, which a patch cannot change",
+            });
+        }
+        path
+    }
+
     /// Sets a field (nested paths too) to `value`.
     pub fn set<T: Serialize + 'static>(
         mut self,
         field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
         value: impl Into<T>,
     ) -> Self {
-        let path = field(D::fields_at(Base::root())).path().clone();
+        let path = self.patched_path(field(D::fields_at(Base::root())));
         let value = self.json(&value.into());
         self.ops.push(PatchOp::Set { path, value });
         self
@@ -167,7 +193,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
         by: T::By,
     ) -> Self {
-        let path = field(D::fields_at(Base::root())).path().clone();
+        let path = self.patched_path(field(D::fields_at(Base::root())));
         let by = self.json(&by);
         self.ops.push(PatchOp::Increment { path, by });
         self
@@ -179,7 +205,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         item: T::Item,
         op: impl FnOnce(crate::query::Path, serde_json::Value) -> PatchOp,
     ) -> Self {
-        let path = field(D::fields_at(Base::root())).path().clone();
+        let path = self.patched_path(field(D::fields_at(Base::root())));
         let value = self.json(&item);
         self.ops.push(op(path, value));
         self
@@ -228,7 +254,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         mut self,
         field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
     ) -> Self {
-        let path = field(D::fields_at(Base::root())).path().clone();
+        let path = self.patched_path(field(D::fields_at(Base::root())));
         self.ops.push(PatchOp::Unset { path });
         self
     }

@@ -31,9 +31,8 @@ pub(crate) struct Slot {
 /// a Rust type or a name without it, so the first one splits them).
 const TENANT_SEPARATOR: char = '@';
 
-/// The characters that separate a projection's name from a shard's and a tenant's in a
-/// slot's name: the builder refuses a projection or subscription name holding one.
-pub(crate) const SLOT_SEPARATORS: [char; 2] = [TENANT_SEPARATOR, '#'];
+/// The characters between a slot name's parts (see [`crate::projections::SLOT_SEPARATORS`]).
+pub(crate) use crate::projections::SLOT_SEPARATORS;
 
 impl Slot {
     /// The slot of `projection` over the events of `tenant` (or of every tenant).
@@ -127,6 +126,21 @@ mod tests {
             (one.name(), one.tenant_column()),
             ("Tally@acme@corp", "acme@corp")
         );
+    }
+
+    #[test]
+    fn the_names_the_builder_refuses_hold_every_separator_a_slot_name_uses() {
+        let t = TenantId::new("red").unwrap();
+        let shard = Slot::all("P", Some(&t), 2).pop().unwrap();
+        let separators: Vec<char> = shard
+            .name()
+            .chars()
+            .filter(|c| !c.is_alphanumeric() && *c != '/')
+            .collect();
+        assert_eq!(separators, ['#', '@'], "{}", shard.name());
+        for c in separators {
+            assert!(crate::projections::SLOT_SEPARATORS.contains(&c), "{c}");
+        }
     }
 
     #[test]

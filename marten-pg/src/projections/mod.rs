@@ -55,6 +55,11 @@ use crate::unit_of_work::{OpList, UnitOfWork};
 use cache::CacheUpdate;
 pub(crate) use catalog::ProjectionCatalog;
 
+/// The characters an async projection's or a subscription's name may not hold: the
+/// daemon's slot names put them between the name and a shard (`#2/3`) or a tenant
+/// (`@acme`), so a name holding one could name another's slot (the builder refuses it).
+pub(crate) const SLOT_SEPARATORS: [char; 2] = ['@', '#'];
+
 /// When a projection runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

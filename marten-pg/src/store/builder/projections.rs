@@ -119,7 +119,7 @@ impl DocumentStoreBuilder {
         name: &str,
         projection: Arc<dyn crate::projections::asynchronous::AsyncProjection>,
     ) {
-        if name.is_empty() || name.contains(crate::daemon::slot::SLOT_SEPARATORS) {
+        if name.is_empty() || name.contains(crate::projections::SLOT_SEPARATORS) {
             // Its progression rows would be taken for another's: `Mail@eu` over tenant
             // `shop` and `Mail` over tenant `eu@shop` would both be `Mail@eu@shop`.
             self.registry_error
