@@ -14,13 +14,50 @@ pub trait Incrementable: Serialize + Copy + Send + Sync + 'static {
     /// The amount's type: the field's own (named through the field, so the field's type
     /// decides it and an integer literal takes the field's integer type).
     type By: Serialize;
+    /// The field's number type, whose range the sum must stay within.
+    const KIND: NumberKind;
+}
+
+/// The number type of an incremented field: the backend refuses a sum out of its range
+/// (the stored document would no longer deserialize).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberKind {
+    /// `i8`.
+    I8,
+    /// `i16`.
+    I16,
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+    /// `u8`.
+    U8,
+    /// `u16`.
+    U16,
+    /// `u32`.
+    U32,
+    /// `u64`.
+    U64,
+    /// `f32`.
+    F32,
+    /// `f64`.
+    F64,
 }
 
 macro_rules! incrementable {
-    ($($t:ty),*) => {$( impl Incrementable for $t { type By = $t; } )*};
+    ($($t:ty => $kind:ident),*) => {$(
+        impl Incrementable for $t {
+            type By = $t;
+            const KIND: NumberKind = NumberKind::$kind;
+        }
+    )*};
 }
 
-incrementable!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+incrementable!(
+    i8 => I8, i16 => I16, i32 => I32, i64 => I64,
+    u8 => U8, u16 => U16, u32 => U32, u64 => U64,
+    f32 => F32, f64 => F64
+);
 
 /// Collection fields, which `append`, `append_if_missing` and `remove` change.
 #[diagnostic::on_unimplemented(

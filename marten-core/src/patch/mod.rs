@@ -16,7 +16,7 @@
 mod bounds;
 mod op;
 
-pub use bounds::{Incrementable, ListField, Unsettable};
+pub use bounds::{Incrementable, ListField, NumberKind, Unsettable};
 pub use op::{Patch, PatchOp, PatchTarget};
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! value), [`PatchTarget`]: what a patch applies to, and [`Patch`]: the operations of one
 //! patch, in order. Uses the field paths and filters of [`crate::query`].
 
+use super::bounds::NumberKind;
 use crate::query::{Filter, Path};
 use crate::Document;
 
@@ -23,6 +24,8 @@ pub enum PatchOp {
         path: Path,
         /// The amount, serialized.
         by: serde_json::Value,
+        /// The field's number type, whose range the sum must stay within.
+        kind: NumberKind,
     },
     /// Appends `value` to a list field (a missing list becomes `[value]`); with
     /// `if_missing`, only when no element equals it.

@@ -10,11 +10,23 @@ use super::node::{Node, TextOp, ValueKind};
 use super::path::Path;
 use crate::{Error, Result};
 
+/// What a syntax tree holds in place of a value with a NaN or infinite float (see
+/// [`to_json`]): a string with a NUL character, which no query value can be (PostgreSQL
+/// `text` and `jsonb` cannot hold one, so such a value is refused), so it never stands for
+/// a real value. [`Node::refusing_non_finite`] turns a leaf holding it into
+/// [`Node::Invalid`].
+pub(super) const NON_FINITE: &str = "\u{0}marten: a NaN or infinite float";
+
 /// A value serialized for a syntax tree; a value serde refuses is JSON `null`. Written
 /// as documents are written (serde_json's writer puts an `f32` in its shortest form,
 /// `123.45`) and read back: `serde_json::to_value` would widen an `f32` to the nearest
 /// `f64` (`123.44999694824219`), which no stored document holds, so no equality found it.
-pub(super) fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+/// A value with a NaN or infinite float (serde writes it as `null`, which a query would
+/// read as `None`) is [`NON_FINITE`].
+pub(super) fn to_json<T: Comparable>(v: &T) -> serde_json::Value {
+    if !v.is_finite_value() {
+        return serde_json::Value::String(NON_FINITE.to_owned());
+    }
     serde_json::to_vec(v)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -25,6 +37,14 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 pub trait Comparable: Serialize + PartialEq + Send + Sync + 'static {
     /// How the database compares it.
     const KIND: ValueKind;
+
+    /// Whether JSON holds the value as it is: `false` for a NaN or infinite float (also in
+    /// an `Option` or a `Vec`), which serde writes as `null`, so that a query would read
+    /// it as `None`. A query with such a value is refused ([`crate::Error::InvalidQuery`]).
+    /// `true` unless a type says otherwise.
+    fn is_finite_value(&self) -> bool {
+        true
+    }
 }
 
 /// Types with an order the database reproduces (integers, floats, strings, uuids, bools).
@@ -44,16 +64,39 @@ macro_rules! kinds {
     )*};
 }
 
-kinds!(Number: i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+kinds!(Number: i8, i16, i32, i64, u8, u16, u32, u64);
 kinds!(Text: String, uuid::Uuid);
 kinds!(Bool: bool);
 
+macro_rules! floats {
+    ($($t:ty),*) => {$(
+        impl Comparable for $t {
+            const KIND: ValueKind = ValueKind::Number;
+            fn is_finite_value(&self) -> bool {
+                self.is_finite()
+            }
+        }
+        impl Orderable for $t {}
+    )*};
+}
+
+floats!(f32, f64);
+
 impl<T: Comparable> Comparable for Option<T> {
     const KIND: ValueKind = ValueKind::Json;
+    fn is_finite_value(&self) -> bool {
+        match self {
+            Some(v) => v.is_finite_value(),
+            None => true,
+        }
+    }
 }
 
 impl<T: Comparable> Comparable for Vec<T> {
     const KIND: ValueKind = ValueKind::Json;
+    fn is_finite_value(&self) -> bool {
+        self.iter().all(Comparable::is_finite_value)
+    }
 }
 
 /// NumericField fields (integers, floats, and `Option`s of them): `sum` and `avg`.
@@ -207,6 +250,10 @@ impl<V: Into<String>> ContainsOp<V> for String {
     }
 }
 
+/// An element is equal to the value, as in Rust: the database tests containment of
+/// `[value]` (which an index can serve), exact for a string, number, boolean or `null`
+/// element, and for an array or object element (where containment is only "a subset":
+/// `[[1, 2]]` contains `[[1]]` and `[[]]`) also an element equal to it.
 impl<E: Comparable, V: Into<E>> ContainsOp<V> for Vec<E> {
     fn contains_node(path: Path, value: V) -> (Node, Test<Self>) {
         let value: E = value.into();
@@ -261,6 +308,53 @@ mod tests {
         let detail = refused(sum(&[u64::MAX, 1]));
         assert!(detail.contains("18446744073709551616"), "{detail}");
         refused(sum(&[Some(u64::MAX), None, Some(u64::MAX)]));
+    }
+
+    #[test]
+    fn non_finite_floats_are_marked_and_make_a_leaf_invalid() {
+        assert!(!f64::NAN.is_finite_value());
+        assert!(!Some(f32::INFINITY).is_finite_value());
+        assert!(!vec![1.0, f64::NEG_INFINITY].is_finite_value());
+        assert!(Some(1.5f64).is_finite_value() && None::<f64>.is_finite_value());
+        assert_eq!(to_json(&Some(f64::NAN)), serde_json::json!(NON_FINITE));
+        assert_eq!(to_json(&None::<f64>), serde_json::Value::Null);
+        assert_eq!(to_json(&Some(1.5f64)), serde_json::json!(1.5));
+        let path = || Path {
+            segments: vec!["a", "score"],
+            column: None,
+        };
+        let compare = Node::Compare {
+            path: path(),
+            op: super::super::node::CompareOp::Eq,
+            kind: ValueKind::Json,
+            value: to_json(&Some(f64::NAN)),
+        };
+        match compare.refusing_non_finite() {
+            Node::Invalid { reason } => assert!(reason.contains("`a.score`"), "{reason}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        let (contains, _) = <Vec<f64> as ContainsOp<f64>>::contains_node(path(), f64::NAN);
+        assert!(matches!(
+            contains.refusing_non_finite(),
+            Node::Invalid { .. }
+        ));
+        let (finite, test) = <Vec<f64> as ContainsOp<f64>>::contains_node(path(), 2.0);
+        assert!(matches!(
+            finite.refusing_non_finite(),
+            Node::Contains { .. }
+        ));
+        assert!(test(&vec![1.0, 2.0]) && !test(&vec![1.0]));
+    }
+
+    #[test]
+    fn contains_of_a_composite_element_is_element_equality_in_rust() {
+        let path = Path {
+            segments: vec!["grid"],
+            column: None,
+        };
+        let (_, test) = <Vec<Vec<i32>> as ContainsOp<Vec<i32>>>::contains_node(path, vec![1]);
+        assert!(!test(&vec![vec![1, 2]]));
+        assert!(test(&vec![vec![1, 2], vec![1]]));
     }
 
     #[test]

@@ -29,9 +29,11 @@ impl<R> std::fmt::Debug for Filter<R> {
 }
 
 impl<R: 'static> Filter<R> {
+    /// A filter of `node` (a test with a NaN or infinite float value becomes
+    /// [`Node::Invalid`], which backends refuse to run) and the same test in Rust.
     pub(super) fn new(node: Node, eval: impl Fn(&R) -> bool + Send + Sync + 'static) -> Self {
         Filter {
-            node,
+            node: node.refusing_non_finite(),
             eval: Arc::new(eval),
         }
     }

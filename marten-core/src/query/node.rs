@@ -106,6 +106,42 @@ pub enum Node {
         /// The parameters, serialized as JSON text values.
         params: Vec<RawParam>,
     },
+    /// A test that cannot be run: its value has a NaN or infinite float, which JSON
+    /// cannot hold (serde writes it as `null`, which the database would read as `None`).
+    /// A backend refuses the query with [`Error::InvalidQuery`](crate::Error::InvalidQuery)
+    /// and this reason before sending anything.
+    Invalid {
+        /// Why, naming the field.
+        reason: String,
+    },
+}
+
+impl Node {
+    /// This leaf, or [`Node::Invalid`] naming its field when its value has a NaN or
+    /// infinite float (which the value's serialization marks, see
+    /// [`super::bounds::to_json`]).
+    pub(super) fn refusing_non_finite(self) -> Node {
+        let marked = |v: &serde_json::Value| v.as_str() == Some(super::bounds::NON_FINITE);
+        let path = match &self {
+            Node::Compare { path, value, .. } if marked(value) => path,
+            Node::OneOf { path, values, .. } if values.iter().any(marked) => path,
+            Node::Contains { path, value }
+                if value
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(marked)) =>
+            {
+                path
+            }
+            _ => return self,
+        };
+        Node::Invalid {
+            reason: format!(
+                "the value compared with `{}` is NaN or infinite (or holds such a float), \
+                 which JSON cannot hold",
+                path.segments.join(".")
+            ),
+        }
+    }
 }
 
 /// A parameter of a raw SQL fragment.

@@ -187,7 +187,8 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
 
     /// Adds `by` to a number field (integers and floats only; the sum is computed
     /// exactly by the database, so a float field may differ from Rust's float sum in
-    /// its last digit, and an integer field must not overflow its type).
+    /// its last digit). A sum out of the field type's range fails the save, which writes
+    /// nothing ([`Error::InvalidInput`] naming the field).
     pub fn increment<T: Incrementable>(
         mut self,
         field: impl FnOnce(FieldsOf<D>) -> Field<D, T>,
@@ -195,7 +196,11 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
     ) -> Self {
         let path = self.patched_path(field(D::fields_at(Base::root())));
         let by = self.json(&by);
-        self.ops.push(PatchOp::Increment { path, by });
+        self.ops.push(PatchOp::Increment {
+            path,
+            by,
+            kind: T::KIND,
+        });
         self
     }
 

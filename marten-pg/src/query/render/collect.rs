@@ -2,14 +2,15 @@
 //! `node` would bind, in the order it binds them, without writing any SQL, and the
 //! [`ShapeKey`] of everything the SQL depends on besides those values — the tree's
 //! structure, paths, operators and kinds, each raw fragment, and what of a value changes
-//! the SQL (its JSON type: a GIN containment test for a scalar, `IS NULL` for `None` on an
-//! indexed `Option` field, a key absent from the `jsonb` read as `None`). Two trees with
+//! the SQL (its JSON type: a GIN containment test for a scalar, an element equality for a
+//! `contains` of an array or object, `IS NULL` for `None` on an indexed `Option` field, a
+//! key absent from the `jsonb` read as `None`; a refused node). Two trees with
 //! the same key render the same text. Each arm mirrors the arm of `node` that renders the
 //! same kind of node, through the same helpers for the values bound. Uses `node`, `one_of`, `raw`, `nul` and [`Sql`].
 
 use marten_core::query::{CompareOp, Node, Path, RawParam, ValueKind};
 
-use super::node::{compared_param, containment_doc, null_column_test};
+use super::node::{compared_param, containment_doc, containment_is_equality, null_column_test};
 use super::nul::{nul_reason, refuse_nul};
 use super::one_of::{one_of_matches_null, one_of_param};
 use super::raw::{raw_value, refuse_raw_nul};
@@ -120,6 +121,7 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
         Node::Contains { path, value } => {
             key.tag(5);
             key.path(path);
+            key.tag(u8::from(containment_is_equality(value)));
             refuse_nul(sql, value);
             sql.params.push(Box::new(value.clone()));
         }
@@ -142,6 +144,10 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
             sql: fragment,
             params,
         } => raw(sql, key, fragment, params),
+        Node::Invalid { reason } => {
+            key.tag(13);
+            sql.invalid.get_or_insert_with(|| reason.clone());
+        }
         _ => key.tag(12),
     }
 }

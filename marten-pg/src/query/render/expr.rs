@@ -49,11 +49,37 @@ pub(crate) fn text_expr(base: &str, path: &Path) -> String {
     format!("({base} #>> {})", path_literal(path))
 }
 
+/// The expression an equality or inequality (`op`: `=`, `<>`) of `kind` uses: the id
+/// column as it is (see below), else [`typed_expr`].
+///
+/// A text id column has the database's default collation (its primary key is ordered by
+/// it), so `d.id COLLATE "C"` is an expression the primary key cannot serve: an
+/// equality would scan the table. Equality is the same in every deterministic collation
+/// (PostgreSQL's default collation always is one), so an equality on the id compares the
+/// column in its own collation and the primary key serves it. An order (`<`, `>=`, a
+/// sort) keeps `COLLATE "C"`: the column's collation may order text otherwise than Rust
+/// does (`en_US`: `"a" < "B"`), and results are Rust's order.
+pub(super) fn equality_expr(
+    base: &str,
+    root: bool,
+    path: &Path,
+    kind: ValueKind,
+    op: CompareOp,
+) -> String {
+    let on_id = root && path.column.is_some_and(|(column, _)| column == ID_COLUMN);
+    if on_id && matches!(op, CompareOp::Eq | CompareOp::Ne) {
+        format!("d.{ID_COLUMN}")
+    } else {
+        typed_expr(base, root, path, kind)
+    }
+}
+
 /// The expression a comparison or sort of `kind` uses. A value of another JSON type than
 /// `kind` expects (a string where a number should be) is NULL: it matches no comparison
 /// and sorts with the missing values, instead of failing the query's cast. Text compares
 /// in byte order (`COLLATE "C"`, Rust's `str` order), on a duplicated column too, whatever
-/// the column's own collation.
+/// the column's own collation (the duplicated columns are `COLLATE "C"` themselves, so
+/// their indexes serve it; the id column is not: see [`equality_expr`]).
 pub(crate) fn typed_expr(base: &str, root: bool, path: &Path, kind: ValueKind) -> String {
     if let (true, Some((column, sql_type))) = (root, path.column) {
         return if sql_type == "text" {

@@ -1,6 +1,6 @@
 //! The SQL of the richer query features, written out: `is_one_of` (one array
 //! parameter, on `jsonb`, on a column, on the id), typed raw parameters, aggregates and
-//! selections of fields.
+//! selections of fields; `contains` of composite elements, refused nodes and the id.
 
 use marten_core::query::{Node, Path, RawParam, ValueKind};
 use serde_json::json;
@@ -258,4 +258,87 @@ fn equalities_of_a_document_with_a_gin_index_also_test_containment() {
     ] {
         assert!(!text.contains("@>"), "{why}: {text}");
     }
+}
+
+#[test]
+fn contains_of_an_array_or_object_element_also_tests_an_equal_element() {
+    let contains = |value: serde_json::Value| {
+        at_root(&Node::Contains {
+            path: path(&["g"]),
+            value,
+        })
+    };
+    let j = "(d.data #> '{\"g\"}')";
+    // Scalars (and `null`): containment is element equality.
+    for scalar in [json!(["a"]), json!([1]), json!([true]), json!([null])] {
+        assert_eq!(
+            contains(scalar),
+            (format!("coalesce({j} @> $1::jsonb, false)"), 1)
+        );
+    }
+    // Arrays and objects: containment, then an element equal to the parameter's element.
+    for composite in [json!([[1]]), json!([[]]), json!([{"name": "a"}])] {
+        assert_eq!(
+            contains(composite),
+            (
+                format!(
+                    "(coalesce({j} @> $1::jsonb, false) AND EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} END) AS c0(v) WHERE c0.v = $1::jsonb -> 0))"
+                ),
+                1
+            )
+        );
+    }
+}
+
+#[test]
+fn an_invalid_node_refuses_the_query_with_its_reason() {
+    let mut sql = Sql::default();
+    let node = Node::And(vec![Node::Invalid {
+        reason: "the value compared with `score` is NaN".into(),
+    }]);
+    assert_eq!(render(&node, false, &mut sql), "(FALSE)");
+    assert!(sql.params.is_empty());
+    assert_eq!(
+        sql.invalid.as_deref(),
+        Some("the value compared with `score` is NaN")
+    );
+}
+
+#[test]
+fn an_equality_on_the_id_is_on_the_column_in_its_own_collation() {
+    use marten_core::query::CompareOp;
+    let id = || with_column(&["id"], "id", "text");
+    let compare = |op: CompareOp| {
+        at_root(&Node::Compare {
+            path: id(),
+            op,
+            kind: ValueKind::Text,
+            value: json!("k1"),
+        })
+        .0
+    };
+    assert_eq!(
+        compare(CompareOp::Eq),
+        "(d.id IS NOT NULL AND d.id = $1::text::text)"
+    );
+    assert_eq!(
+        compare(CompareOp::Ne),
+        "(d.id IS NOT NULL AND d.id <> $1::text::text)"
+    );
+    // An order keeps Rust's byte order.
+    assert_eq!(
+        compare(CompareOp::Gt),
+        "(d.id COLLATE \"C\" IS NOT NULL AND d.id COLLATE \"C\" > $1::text::text)"
+    );
+    // A duplicated text column is byte-ordered itself.
+    assert_eq!(
+        at_root(&Node::Compare {
+            path: with_column(&["name"], "mt_f_name", "text"),
+            op: CompareOp::Eq,
+            kind: ValueKind::Text,
+            value: json!("a"),
+        })
+        .0,
+        "(d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text)"
+    );
 }

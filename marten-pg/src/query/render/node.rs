@@ -6,7 +6,7 @@ use marten_core::query::{CompareOp, Node, Path, TextOp, ValueKind};
 use tokio_postgres::types::ToSql;
 
 use super::expr::{
-    json_as_text, json_expr, json_or_null, json_path_test, op_sql, text_expr, typed_expr,
+    equality_expr, json_as_text, json_expr, json_or_null, json_path_test, op_sql, text_expr,
 };
 use super::nul::{nul_reason, refuse_nul};
 use super::one_of::one_of;
@@ -54,14 +54,7 @@ fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
         }
         Node::Text { path, op, value } => text_test(scope, sql, path, *op, value),
         Node::IsNull { path, negated } => is_null(scope, path, *negated),
-        Node::Contains { path, value } => {
-            refuse_nul(sql, value);
-            let p = sql.param(Box::new(value.clone()));
-            format!(
-                "coalesce({} @> {p}::jsonb, false)",
-                json_expr(scope.base, path)
-            )
-        }
+        Node::Contains { path, value } => contains(scope, sql, path, value),
         Node::IsEmpty { path } => {
             let j = json_expr(scope.base, path);
             format!("coalesce(jsonb_array_length(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} END), 0) = 0")
@@ -76,7 +69,40 @@ fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
             sql: fragment,
             params,
         } => render_raw(sql, fragment, params),
+        Node::Invalid { reason } => {
+            sql.invalid.get_or_insert_with(|| reason.clone());
+            "FALSE".to_owned()
+        }
         _ => "FALSE".to_owned(),
+    }
+}
+
+/// A collection contains an element equal to the value `[element]`: its containment
+/// (`@>`, which an index can serve) is that test for a string, number, boolean or `null`
+/// element, but for an array or object element it only says that some element holds the
+/// element's parts (`[[1, 2]]` contains `[[1]]` and `[[]]`), so an element equal to it is
+/// also looked for (the same parameter's element, `$n -> 0`). A missing or non-array
+/// field contains nothing.
+fn contains(scope: Scope<'_>, sql: &mut Sql, path: &Path, value: &serde_json::Value) -> String {
+    refuse_nul(sql, value);
+    let j = json_expr(scope.base, path);
+    let p = sql.param(Box::new(value.clone()));
+    let contained = format!("coalesce({j} @> {p}::jsonb, false)");
+    if containment_is_equality(value) {
+        return contained;
+    }
+    let alias = format!("c{}", scope.depth);
+    format!(
+        "({contained} AND EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({j}) = 'array' THEN {j} END) AS {alias}(v) WHERE {alias}.v = {p}::jsonb -> 0))"
+    )
+}
+
+/// Whether containment of `value` (`[element]`) in an array is an element equal to
+/// `element`: a string, number, boolean or `null` element, not an array or an object.
+pub(super) fn containment_is_equality(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Array(items) => items.iter().all(|e| !(e.is_array() || e.is_object())),
+        _ => false,
     }
 }
 
@@ -158,7 +184,7 @@ fn compare_value(
     let left = if absent_is_null(scope.root, path, op, kind, value) {
         json_or_null(scope.base, scope.root, path)
     } else {
-        typed_expr(scope.base, scope.root, path, kind)
+        equality_expr(scope.base, scope.root, path, kind, op)
     };
     if let Some(test) = null_column_test(scope.root, path, op, kind, value) {
         return format!("({left} {test})");

@@ -4,12 +4,19 @@
 //! and the `DELETE` of a filter. The text depends on the patch's operations and filter
 //! (never on its values, which are bound as parameters); indexed columns are generated
 //! from `data` and follow by themselves. Pure.
+//!
+//! An increment whose field's type is known is checked: a sum out of the type's range
+//! (`u8` at 255 plus 1, an `f64` beyond `f64::MAX`), which no longer deserializes, makes
+//! the patched document SQL NULL, and the statement then either raises the batch
+//! guard's error (SQLSTATE `MT409`: a statement that is the whole save) or writes a JSON
+//! `null` document, sets the batch's rejected flag and answers `true` in its last
+//! column (a statement of a transaction the batch guard ends, which rolls it back).
 
 use marten_core::patch::PatchOp;
 
 use super::VERSION_COLUMN;
 use super::{Scope, DELETED_AT_COLUMN, DELETED_COLUMN, REVISION_COLUMN, TENANT_COLUMN};
-use crate::tables::functions::REJECTED_FLAG;
+use crate::tables::functions::{GUARD_FUNCTION, REJECTED_FLAG};
 
 /// How a write moves a table's version: by its concurrency mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +60,13 @@ fn path_literal(segments: &[&str]) -> String {
     format!("'{{{}}}'", parts.join(",").replace('\'', "''"))
 }
 
-/// The document `x` after `op`, its value (if it has one) being parameter `$n`.
-fn op_expr(op: &PatchOp, x: &str, n: usize) -> String {
+/// The range an increment's sum must lie within: the least and greatest values of the
+/// field's type, as SQL `numeric` literals (`("0", "255")` for a `u8`).
+pub type NumberRange = (&'static str, &'static str);
+
+/// The document `x` after `op`, its value (if it has one) being parameter `$n`; SQL NULL
+/// when `op` is an increment whose sum falls out of `range`.
+fn op_expr(op: &PatchOp, x: &str, n: usize, range: Option<NumberRange>) -> String {
     let p = path_literal(&op.path().segments);
     let at = format!("({x} #> {p})");
     let is_array = format!("jsonb_typeof({at}) = 'array'");
@@ -67,10 +79,19 @@ fn op_expr(op: &PatchOp, x: &str, n: usize) -> String {
     match op {
         PatchOp::Set { .. } => format!("jsonb_set({x}, {p}, ${n}::jsonb, true)"),
         PatchOp::Unset { .. } => format!("jsonb_set({x}, {p}, 'null'::jsonb, true)"),
-        PatchOp::Increment { .. } => format!(
-            "jsonb_set({x}, {p}, to_jsonb(coalesce(CASE WHEN jsonb_typeof({at}) = 'number' \
-             THEN {at}::numeric END, 0) + (${n}::jsonb)::numeric), true)"
-        ),
+        PatchOp::Increment { .. } => {
+            let sum = format!(
+                "coalesce(CASE WHEN jsonb_typeof({at}) = 'number' THEN {at}::numeric END, 0) \
+                 + (${n}::jsonb)::numeric"
+            );
+            match range {
+                None => format!("jsonb_set({x}, {p}, to_jsonb({sum}), true)"),
+                Some((min, max)) => format!(
+                    "(SELECT CASE WHEN s.v BETWEEN {min} AND {max} \
+                     THEN jsonb_set({x}, {p}, to_jsonb(s.v), true) END FROM (SELECT {sum} AS v) s)"
+                ),
+            }
+        }
         PatchOp::Append {
             if_missing: false, ..
         } => append(),
@@ -95,11 +116,24 @@ fn op_expr(op: &PatchOp, x: &str, n: usize) -> String {
 /// (a chain of lateral subqueries, so the text grows linearly with the operations). The
 /// operations' values are parameters `$first..`, in operation order, skipping those
 /// without a value ([`PatchOp::value`]).
-pub fn patched_data(ops: &[PatchOp], first: usize) -> String {
+///
+/// `ranges[i]`, when there is one, is the range of the type of the field operation `i`
+/// increments. With any, a sum out of its range (after which the document would no
+/// longer load) stops the patch of that row: with `raise`, the statement raises the
+/// batch guard's error (SQLSTATE `MT409`), writing nothing; without, the row's `data`
+/// is JSON `null` and the batch's rejected flag is set, for the batch guard to roll the
+/// batch back (see [`update`]'s `overflow_column`).
+pub fn patched_data(
+    ops: &[PatchOp],
+    first: usize,
+    ranges: &[Option<NumberRange>],
+    raise: bool,
+) -> String {
     let mut n = first;
     let mut steps = String::new();
     for (i, op) in ops.iter().enumerate() {
-        let expr = op_expr(op, &format!("p{i}.x"), n);
+        let range = ranges.get(i).copied().flatten();
+        let expr = op_expr(op, &format!("p{i}.x"), n, range);
         if op.value().is_some() {
             n += 1;
         }
@@ -108,10 +142,24 @@ pub fn patched_data(ops: &[PatchOp], first: usize) -> String {
             i + 1
         ));
     }
-    format!(
+    let data = format!(
         "(SELECT p{}.x FROM (SELECT d.data AS x) p0{steps})",
         ops.len()
-    )
+    );
+    if ranges.iter().all(Option::is_none) {
+        return data;
+    }
+    // The flag is set before the guard runs (a `CASE` evaluates in order); the guard
+    // then raises, or the `null` document marks the row for `update`'s last column.
+    let set_flag = format!("set_config('{REJECTED_FLAG}', 't', true) = 't'");
+    let out_of_range = if raise {
+        format!(
+            "(CASE WHEN {set_flag} THEN (CASE WHEN {GUARD_FUNCTION}() IS NULL THEN 'null'::jsonb END) END)"
+        )
+    } else {
+        format!("(CASE WHEN {set_flag} THEN 'null'::jsonb END)")
+    };
+    format!("coalesce({data}, {out_of_range})")
 }
 
 /// The condition of a patch by id: `d.tenant_id = $1 AND d.id = $2` for a conjoined
@@ -130,13 +178,17 @@ pub fn by_id(scope: Scope) -> (String, usize) {
 /// the version moves by `bump`, the last-modified time is now. Returns one row: the ids
 /// and new versions written. With `expected` (the parameter of the version the row must
 /// still have), a row that exists with another version is not written and sets the
-/// batch's rejected flag; a missing row is no rejection.
+/// batch's rejected flag (the third column); a missing row is no rejection. With
+/// `overflow_column`, a fourth column (the third a NULL without `expected`) says whether
+/// a row was written with a JSON `null` document: an increment out of its field's range
+/// (see [`patched_data`], which then set the rejected flag).
 pub fn update(
     table: &str,
     bump: VersionBump,
     data_sql: &str,
     condition: &str,
     expected: Option<usize>,
+    overflow_column: bool,
 ) -> String {
     let version = bump
         .column()
@@ -151,10 +203,19 @@ pub fn update(
         ),
         _ => (String::new(), String::new()),
     };
+    let (nulled, overflow) = if overflow_column {
+        let flag = if flag.is_empty() { ", NULL::text" } else { "" };
+        (
+            ", jsonb_typeof(d.data) = 'null' AS o",
+            format!("{flag}, coalesce(bool_or(written.o), false)"),
+        )
+    } else {
+        ("", String::new())
+    };
     format!(
         "WITH written AS (UPDATE {table} AS d SET data = {data_sql}{}, mt_last_modified = now() \
-         WHERE {condition}{check} RETURNING d.id, {version} AS v) \
-         SELECT array_agg(written.id), array_agg(written.v){flag} FROM written",
+         WHERE {condition}{check} RETURNING d.id, {version} AS v{nulled}) \
+         SELECT array_agg(written.id), array_agg(written.v){flag}{overflow} FROM written",
         bump.set()
     )
 }
@@ -200,9 +261,10 @@ mod tests {
             PatchOp::Increment {
                 path: path(vec!["n"]),
                 by: serde_json::json!(2),
+                kind: marten_core::patch::NumberKind::I64,
             },
         ];
-        let data = patched_data(&ops, 3);
+        let data = patched_data(&ops, 3, &[], false);
         assert!(data.starts_with("(SELECT p3.x FROM (SELECT d.data AS x) p0 CROSS JOIN LATERAL"));
         assert!(data.contains("jsonb_set(p0.x, '{\"note\"}', 'null'::jsonb, true)"));
         assert!(data.contains("jsonb_set(p1.x, '{\"a\",\"b''c\"}', $3::jsonb, true)"));
@@ -211,12 +273,61 @@ mod tests {
     }
 
     #[test]
+    fn a_checked_increment_stops_the_row_out_of_its_range() {
+        let ops = [
+            PatchOp::Increment {
+                path: path(vec!["n"]),
+                by: serde_json::json!(1),
+                kind: marten_core::patch::NumberKind::U8,
+            },
+            PatchOp::Unset {
+                path: path(vec!["note"]),
+            },
+        ];
+        let unchecked = patched_data(&ops, 1, &[], false);
+        assert!(!unchecked.contains("BETWEEN") && !unchecked.starts_with("coalesce("));
+        let raised = patched_data(&ops, 1, &[Some(("0", "255"))], true);
+        assert!(raised.contains("CASE WHEN s.v BETWEEN 0 AND 255 THEN jsonb_set(p0.x"));
+        assert!(raised.starts_with("coalesce((SELECT p2.x"));
+        assert!(raised.contains("set_config('marten.rejected', 't', true) = 't'"));
+        assert!(raised.contains("mt_assert_no_rejections() IS NULL"));
+        let flagged = patched_data(&ops, 1, &[Some(("0", "255"))], false);
+        assert!(
+            flagged.contains("set_config('marten.rejected', 't', true) = 't' THEN 'null'::jsonb")
+        );
+        assert!(!flagged.contains("mt_assert_no_rejections"));
+        let sql = update("mt_doc_m", VersionBump::None, "x", "d.id = $1", None, true);
+        assert!(sql.contains("RETURNING d.id, NULL::int AS v, jsonb_typeof(d.data) = 'null' AS o)"));
+        assert!(sql.ends_with(
+            "array_agg(written.v), NULL::text, coalesce(bool_or(written.o), false) FROM written"
+        ));
+        let checked = update(
+            "mt_doc_m",
+            VersionBump::Uuid,
+            "x",
+            "d.id = $1",
+            Some(2),
+            true,
+        );
+        assert!(
+            checked.contains("THEN set_config('marten.rejected', 't', true) END, coalesce(bool_or")
+        );
+    }
+
+    #[test]
     fn a_checked_patch_asserts_the_version_and_flags_a_stale_row() {
-        let sql = update("mt_doc_o", VersionBump::Revision, "x", "d.id = $1", Some(2));
+        let sql = update(
+            "mt_doc_o",
+            VersionBump::Revision,
+            "x",
+            "d.id = $1",
+            Some(2),
+            false,
+        );
         assert!(sql.contains("mt_revision = d.mt_revision + 1"));
         assert!(sql.contains("AND d.mt_revision = $2::bigint"));
         assert!(sql.contains("set_config('marten.rejected'"));
-        let unchecked = update("mt_doc_o", VersionBump::Uuid, "x", "d.id = $1", None);
+        let unchecked = update("mt_doc_o", VersionBump::Uuid, "x", "d.id = $1", None, false);
         assert!(unchecked.contains("mt_version = gen_random_uuid()"));
         assert!(!unchecked.contains("set_config"));
     }
