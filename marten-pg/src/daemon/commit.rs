@@ -1,12 +1,20 @@
 //! Committing a batch: the progress update and the planned writes in one unit of work,
 //! sent on the runner's connection in one transaction and one round trip.
 //!
-//! The progress update ([`Advance`]) is queued first, then the batch's dead letters, then
-//! its projected writes. It is the exactly-once
+//! The projection's rebuild lock ([`BatchLock`], shared) is queued first, then the
+//! progress update ([`Advance`]), then the batch's dead letters, then its projected
+//! writes. The lock keeps a rebuild of the projection and the batch apart: a rebuild
+//! (holding it exclusively) waits for a batch in flight, and a batch that comes while a
+//! rebuild runs waits for it to end, so the rebuild sees every slot that has committed
+//! anything and no slot commits between its reset and its delete (see `super::rebuild`).
+//! Batches of the projection's slots hold it side by side. It is one more statement in
+//! the same pipeline: no round trip of its own.
+//!
+//! The progress update is the exactly-once
 //! compare-and-set: it moves the position only from where the batch started and only
 //! for the epoch the runner claimed, so a runner that lost the projection writes nothing
-//! that could commit. Going first, it also locks the progression row before any projected
-//! document, in the order a rebuild takes them (no deadlock).
+//! that could commit. Going before the writes, it also locks the progression row before
+//! any projected document, in the order a rebuild takes them (no deadlock).
 //!
 //! A commit that loses a deadlock or a serialization conflict is sent again, as a
 //! session's save is; a timed-out or lost commit is settled by the unit of work (its
@@ -19,7 +27,7 @@
 use marten_core::{Error, RejectionKind, Result};
 use tracing::debug;
 
-use super::progression::{Advance, DeadLetter};
+use super::progression::{Advance, BatchLock, DeadLetter};
 use crate::connection::Conn;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{OpList, Outcome, SessionState, UnitOfWork};
@@ -37,7 +45,8 @@ pub(super) enum Committed {
     ProgressMoved,
 }
 
-/// Commits `advance`, then the batch's dead `letters`, then `ops` on `conn`.
+/// Commits `advance`, then the batch's dead `letters`, then `ops` on `conn`, holding
+/// the projection's rebuild lock shared.
 pub(super) async fn commit(
     store: &DocumentStore,
     conn: &mut Conn,
@@ -45,6 +54,7 @@ pub(super) async fn commit(
     mut ops: OpList,
 ) -> Result<Committed> {
     let mut uow = UnitOfWork::default();
+    uow.push_op(Box::new(BatchLock::of(store.schema(), &advance)));
     uow.push_op(Box::new(advance));
     for letter in letters {
         uow.push_op(Box::new(letter));

@@ -146,6 +146,11 @@ async fn on_lock<T>(
 /// A whole projection's claim is the one it always was, and the recorded count is read
 /// after it: a count change that commits later moves the epoch just claimed. A shard's
 /// claim checks the count in the same statement (see [`progression::SHARD_CLAIM`]).
+///
+/// A claim does not take the projection's rebuild lock, as a batch's commit does: it
+/// writes no document, and a rebuild's reset locks the slot's row, so the claim lands
+/// wholly before the reset (whose new epoch rejects the runner's next batch) or after it
+/// (and starts from the reset position); see `super::rebuild`.
 pub(super) async fn claim(
     store: &DocumentStore,
     lock: Dedicated,

@@ -2,11 +2,14 @@
 //! sure they exist, reading a position from them, the compare-and-set that makes a
 //! batch's progress update (and so its projected writes) commit only for the runner that
 //! holds the position the batch started from, and the dead letters a batch records with
-//! it (so a batch that does not commit records none, and the one that does, each once).
+//! it (so a batch that does not commit records none, and the one that does, each once),
+//! and the projection's rebuild lock a batch holds shared while it commits (so no
+//! rebuild of the projection is in flight with it, see `super::rebuild`).
 //!
-//! Owns: [`Advance`], [`DeadLetter`], the daemon tables' migration. May use: the tables layer, the
-//! unit of work's operation trait, the events layer (its tables), the store (to make
-//! sure the tables exist).
+//! Owns: [`Advance`], [`DeadLetter`], [`BatchLock`] and the rebuild lock's key, the daemon
+//! tables' migration. May use: the tables layer, the unit of work's operation trait, the
+//! events layer (its tables), the store (to make sure the tables exist), the slot's
+//! separators.
 
 use std::any::TypeId;
 
@@ -24,9 +27,9 @@ use crate::store::DocumentStore;
 use crate::unit_of_work::{first_count, Operation, Target};
 use crate::xid8::Xid8;
 
-use crate::tables::progression::{ADVANCE, DEAD_LETTER_TABLE};
+use crate::tables::progression::{ADVANCE, BATCH_LOCK, DEAD_LETTER_TABLE};
 pub use crate::tables::progression::{
-    CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, RESET, SHARD_CLAIM,
+    CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, REBUILD_LOCK, RESET, SHARD_CLAIM,
 };
 
 /// The daemon tables' `TypeId` and migration (see [`crate::schema::daemon_schema`]).
@@ -39,6 +42,53 @@ pub(crate) async fn ensure_tables(store: &DocumentStore) -> Result<()> {
     let (type_id, migrate) = schema();
     store.ensure_erased(type_id, migrate).await?;
     crate::events::read::ensure(store.as_ref()).await
+}
+
+/// The key of the rebuild lock of `projection` (a projection's name, every slot of it
+/// alike) in `schema`, hashed to 64 bits by [`REBUILD_LOCK`] and [`BATCH_LOCK`]. Not the
+/// key of a runner's session lock (`marten:daemon:...`): a rebuild must not wait for a
+/// runner that holds its slot, only for a batch in flight.
+pub(crate) fn rebuild_key(schema: &str, projection: &str) -> String {
+    format!("marten:rebuild:{schema}:{projection}")
+}
+
+/// The projection a slot's progression row belongs to: the name up to its first slot
+/// separator (`Tally#1/3@red`: `Tally`; the builder refuses a projection's name holding
+/// one).
+fn projection_of(slot: &str) -> &str {
+    slot.find(crate::daemon::slot::SLOT_SEPARATORS)
+        .map_or(slot, |at| &slot[..at])
+}
+
+/// The first statement of a batch's transaction: a shared hold of its projection's
+/// rebuild lock, held until the batch commits or rolls back. A rebuild of the projection
+/// (which holds it exclusively, see `super::rebuild`) and the batch are so never in
+/// flight together. Sent in the batch's pipeline: no round trip of its own.
+pub(crate) struct BatchLock {
+    key: String,
+}
+
+impl BatchLock {
+    /// The lock of the projection whose slot `advance` moves, in `schema`.
+    pub(crate) fn of(schema: &str, advance: &Advance) -> Self {
+        BatchLock {
+            key: rebuild_key(schema, projection_of(&advance.name)),
+        }
+    }
+}
+
+impl Operation for BatchLock {
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Static(BATCH_LOCK)
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.key]
+    }
+
+    fn target(&self) -> Target {
+        Target::new("projection", PROGRESSION_TABLE, schema())
+    }
 }
 
 /// The progress update of one batch, sent with its writes.
@@ -183,4 +233,22 @@ pub(crate) fn position(row: &Row) -> Result<Position> {
         transaction_id: tx.0,
         sequence: row.try_get(1).map_err(reading)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_of_a_projection_takes_its_one_rebuild_lock() {
+        let at = Position {
+            transaction_id: 1,
+            sequence: 1,
+        };
+        for slot in ["Tally", "Tally@red", "Tally#1/3", "Tally#1/3@acme@corp"] {
+            let lock = BatchLock::of("s1", &Advance::new(slot, at, at, 1));
+            assert_eq!(lock.key, rebuild_key("s1", "Tally"), "{slot}");
+        }
+        assert_eq!(rebuild_key("s1", "Tally:v2"), "marten:rebuild:s1:Tally:v2");
+    }
 }

@@ -4,6 +4,24 @@
 //! under the count row's lock, so no count change comes between): every shard then
 //! stands at the start, so a daemon with another count may take it up at once.
 //!
+//! A rebuild and the batch commits of its projection are never in flight together: the
+//! rebuild takes the projection's rebuild lock exclusively first (see
+//! [`progression::REBUILD_LOCK`]), every batch commit holds it shared (see
+//! `super::commit`). Without it a rebuild of every tenant read the tenants with streams,
+//! then reset their slots, then deleted the documents, each a statement of its own: a
+//! tenant whose first events and first batch committed in between had its documents
+//! deleted while its slot kept its position, lost for good. With it, the tenants are read
+//! once every batch in flight has committed (a slot that has committed anything has
+//! events, so its tenant is read) and no batch commits until the rebuild has: one that
+//! comes later writes after the delete (a new tenant's) or finds its slot reset.
+//! A slot's claim needs no lock: it writes no document, and the reset of a slot locks
+//! its row, so a claim lands wholly before the reset (whose new epoch then rejects the
+//! runner's next batch) or after it (and starts from the reset position).
+//!
+//! One tenant's rebuild deletes that tenant's documents alone: a projection that writes
+//! documents shared by every tenant (an event projection owning a type that is not
+//! conjoined) is refused ([`Error::Configuration`]) and nothing changes.
+//!
 //! Owns: the reset. May use: the connection layer, the daemon's tables, the projection's
 //! `clear`, the store (its async projections).
 
@@ -33,7 +51,11 @@ pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
 /// Rebuilds `projection` for one tenant alone (conjoined events): resets the tenant's
 /// slot and deletes the tenant's documents of the projection; a running daemon replays
 /// that tenant's events while every other tenant's runner goes on. Fails with
-/// [`Error::Configuration`] when the store's events are not conjoined.
+/// [`Error::Configuration`] when the store's events are not conjoined, and when the
+/// projection writes documents shared by every tenant (an event projection owning a
+/// document type that is not conjoined: one tenant's documents of it cannot be told
+/// apart); rebuild such a projection whole with [`rebuild`]. A refused rebuild changes
+/// nothing.
 pub async fn rebuild_tenant(
     store: &DocumentStore,
     projection: &str,
@@ -78,20 +100,28 @@ async fn rebuild_slots(
         }
     };
     let req = conn.request(store).await?;
+    let key = progression::rebuild_key(store.schema(), p.name());
+    // Bounded as a whole by the request timeout, the wait for the rebuild lock with it.
     req.transaction_within(store, |req| {
-        Box::pin(reset_and_clear(req, p.as_ref(), conjoined, tenant.as_ref()))
+        Box::pin(reset_and_clear(
+            req,
+            (p.as_ref(), &key),
+            conjoined,
+            tenant.as_ref(),
+        ))
     })
     .await
 }
 
-/// In one transaction: takes the slots from any runner (the epoch moves, so a batch in
-/// flight can no longer commit: its progress update is the first statement of its
-/// transaction and now finds another epoch or waits for this one), resets their
-/// positions, and deletes their documents. The slots: `tenant`'s; or every slot (with
-/// `conjoined` events, every tenant's with streams); each shard's of the recorded count.
+/// In one transaction: takes the projection's rebuild lock (`key`) exclusively, so no
+/// batch of it is in flight and none commits until this transaction ends; takes the
+/// slots from any runner (the epoch moves, so a batch that waited can no longer commit:
+/// its progress update finds another epoch), resets their positions, and deletes their
+/// documents. The slots: `tenant`'s; or every slot (with `conjoined` events, every
+/// tenant's with streams, read under the lock); each shard's of the recorded count.
 async fn reset_and_clear(
     req: &mut Request<'_>,
-    p: &dyn AsyncProjection,
+    (p, key): (&dyn AsyncProjection, &str),
     conjoined: bool,
     tenant: Option<&TenantId>,
 ) -> Result<()> {
@@ -99,6 +129,10 @@ async fn reset_and_clear(
     let client = req.client();
     let what = |e| map_db_error(e, Failed::Other("resetting a projection"));
     client.batch_execute("BEGIN").await.map_err(what)?;
+    client
+        .execute(progression::REBUILD_LOCK, &[&key])
+        .await
+        .map_err(what)?;
     let count = locked_count_on(client, p.name()).await?;
     let tenants: Vec<Option<TenantId>> = match (tenant, conjoined) {
         (Some(t), _) => vec![Some(t.clone())],
@@ -114,7 +148,19 @@ async fn reset_and_clear(
             .await
             .map_err(what)?;
     }
-    p.clear(client, tenant).await?;
+    // One tenant's documents of a type shared by every tenant cannot be deleted alone:
+    // the clear refuses before it deletes any of that type, and the caller rolls the
+    // transaction back (the resets, and another owned type's deletes, with it).
+    p.clear(client, tenant)
+        .await
+        .map_err(|e| match (e, tenant) {
+            (Error::Configuration(why), Some(t)) => Error::Configuration(format!(
+                "cannot rebuild {} for tenant {t} alone: {why}; rebuild the projection whole \
+             (every tenant) instead",
+                p.name()
+            )),
+            (e, _) => e,
+        })?;
     client.batch_execute("COMMIT").await.map_err(what)?;
     req.set_in_transaction(false);
     Ok(())

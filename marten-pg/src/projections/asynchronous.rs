@@ -321,6 +321,8 @@ pub(crate) fn clear_if_made<'a, D: PgDocument>(
     tenant: Option<&'a TenantId>,
 ) -> BoxFuture<'a, Result<()>> {
     Box::pin(async move {
+        // Refused whether or not the table was made: a type shared by every tenant.
+        one_tenants_alone::<D>(tenant)?;
         let made: bool = client
             .query_one(TABLE_MADE, &[&D::TABLE_NAME])
             .await
@@ -336,11 +338,16 @@ pub(crate) fn clear_if_made<'a, D: PgDocument>(
 /// Whether the table `$1` is on the connection's search path.
 const TABLE_MADE: &str = "SELECT to_regclass($1::text) IS NOT NULL";
 
-/// Deletes a projection's documents: those of `tenant` for a conjoined type, else all.
+/// Deletes a projection's documents: every one (no `tenant`: a rebuild of every tenant),
+/// or `tenant`'s of a conjoined type. One tenant's documents of a type that is not
+/// conjoined are shared by every tenant and cannot be told apart: refused with
+/// [`Error::Configuration`] before anything is deleted (deleting them all would lose
+/// every other tenant's, which only a rebuild of every tenant replays).
 async fn clear_documents<D: PgDocument>(client: Db<'_>, tenant: Option<&TenantId>) -> Result<()> {
+    one_tenants_alone::<D>(tenant)?;
     let reads = D::storage().reads();
     let clearing = |e| map_db_error(e, Failed::Other("clearing a projection"));
-    match tenant.filter(|_| conjoined::<D>()) {
+    match tenant {
         Some(t) => client
             .execute(reads.delete_tenant.as_str(), &[&t.as_str()])
             .await
@@ -350,6 +357,19 @@ async fn clear_documents<D: PgDocument>(client: Db<'_>, tenant: Option<&TenantId
             .batch_execute(&reads.delete_all)
             .await
             .map_err(clearing),
+    }
+}
+
+/// Whether `tenant`'s documents of `D` can be deleted alone (no tenant: every document
+/// is): only if `D` is conjoined.
+fn one_tenants_alone<D: PgDocument>(tenant: Option<&TenantId>) -> Result<()> {
+    match tenant {
+        Some(t) if !conjoined::<D>() => Err(Error::Configuration(format!(
+            "the documents of {} are shared by every tenant (the type is not conjoined), \
+             so tenant {t}'s cannot be deleted alone",
+            D::DOCUMENT_TYPE
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -84,6 +84,18 @@ pub const ADVANCE: &str = "WITH u AS (UPDATE mt_event_progression SET last_tx = 
      last_updated = now() WHERE name = $1 AND last_tx = $4::xid8 AND last_seq = $5 AND owner_epoch = $6 \
      RETURNING 1) SELECT count(*), CASE WHEN count(*) = 0 THEN set_config('marten.rejected', 't', true) END FROM u";
 
+/// Takes a projection's rebuild lock (`$1`: its key, see
+/// `crate::daemon::progression::rebuild_key`) for the rebuild's transaction, exclusively:
+/// it waits for every batch commit of the projection in flight, and those that come later
+/// wait for the rebuild (see [`BATCH_LOCK`]).
+pub const REBUILD_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+
+/// Takes a projection's rebuild lock (`$1`: its key) for a batch commit's transaction,
+/// shared: the batches of every slot of the projection commit side by side, but none
+/// while a rebuild of it holds the lock (see [`REBUILD_LOCK`]). Answers one row (its
+/// column is `void`, never read).
+pub const BATCH_LOCK: &str = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))";
+
 /// The suffix of a projection's count row name (`Name#shards`).
 pub const COUNT_ROW_SUFFIX: &str = "#shards";
 
@@ -148,6 +160,16 @@ mod tests {
         assert!(ADVANCE.contains(
             "WHERE name = $1 AND last_tx = $4::xid8 AND last_seq = $5 AND owner_epoch = $6"
         ));
+    }
+
+    #[test]
+    fn a_rebuild_and_a_batch_take_the_same_lock_in_conflicting_modes() {
+        let key = "hashtextextended($1, 0)";
+        assert_eq!(REBUILD_LOCK, format!("SELECT pg_advisory_xact_lock({key})"));
+        assert_eq!(
+            BATCH_LOCK,
+            format!("SELECT pg_advisory_xact_lock_shared({key})")
+        );
     }
 
     #[test]

@@ -41,8 +41,12 @@ impl TenantedStore {
     /// Rebuilds `projection` for `tenant` alone, in its database; other databases are not
     /// touched. With conjoined events only the tenant's slot and documents are (see
     /// [`rebuild_tenant`](crate::daemon::rebuild_tenant)): tenants that share its
-    /// database keep theirs. With single-tenant events the database's whole projection is
-    /// (see [`rebuild`](crate::daemon::rebuild)): its documents are every tenant's of that
+    /// database keep theirs, and a projection that writes documents shared by every tenant
+    /// of the database (a type that is not conjoined) is refused with
+    /// [`Error::Configuration`], nothing changed (rebuild the database's whole projection
+    /// with [`rebuild`](crate::daemon::rebuild) on [`store_for`](Self::store_for)). With
+    /// single-tenant events the database's whole projection is (see
+    /// [`rebuild`](crate::daemon::rebuild)): its documents are every tenant's of that
     /// database.
     pub async fn rebuild(
         &self,
