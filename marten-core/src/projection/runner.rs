@@ -4,7 +4,9 @@
 //! the projection up; a poison event ([`Error::Apply`]) stops it; any other failure is
 //! retried after a poll interval. Tables that cannot be made for a transient reason are
 //! tried again after [`WAIT_POLLS`] poll intervals; for any other reason the projection
-//! stops.
+//! stops. Which failures of planning a batch the events or the projection's own data
+//! caused ([`caused_by_data`]), so that the poison policy, not a retry for ever, meets
+//! them, is decided here too.
 //!
 //! Pure: the functions here decide from what happened and the poll interval; the runner
 //! waits, logs, acquires and steps.
@@ -88,6 +90,29 @@ pub fn after_step(result: Result<Turn>, poll: Duration) -> Action {
         ) => Action::Stop(e),
         Err(error) => Action::Retry { error, after: poll },
     }
+}
+
+/// Whether a failure of planning a batch was caused by its events or by the projection's
+/// own data rather than by the database or the connection: an apply that failed, an
+/// invalid document id taken from an event, a document that does not serialize (or holds
+/// text PostgreSQL cannot store), a stored document that no longer deserializes or is
+/// unusable, a conjoined document without a tenant, an invalid stream id. Planning the
+/// batch again fails the same way, so the runner meets such a failure with the poison
+/// policy (retries with backoff, then a dead letter or a stop) on the event it fails on,
+/// never with a retry for ever. Database, connection, pool and timeout failures are not:
+/// waiting may cure them.
+pub fn caused_by_data(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Apply { .. }
+            | Error::InvalidId { .. }
+            | Error::Serialize { .. }
+            | Error::Deserialize { .. }
+            | Error::InvalidInput { .. }
+            | Error::CorruptData { .. }
+            | Error::TenantRequired { .. }
+            | Error::InvalidStreamId { .. }
+    )
 }
 
 /// What follows checking the lock of an owned projection: a lost lock connection gives
@@ -210,6 +235,57 @@ mod tests {
                 after_step(Err(e), POLL),
                 Action::Retry { after, .. } if after == POLL
             ));
+        }
+    }
+
+    #[test]
+    fn failures_of_the_events_data_meet_the_poison_policy() {
+        let serde = || serde_json::from_str::<i64>("\"x\"").unwrap_err();
+        let data = [
+            apply(),
+            Error::InvalidId {
+                document_type: "D",
+                id: String::new(),
+                reason: "empty",
+            },
+            Error::Serialize {
+                document_type: "D",
+                id: "1".into(),
+                source: serde(),
+            },
+            Error::Deserialize {
+                document_type: "D",
+                id: "1".into(),
+                source: serde(),
+            },
+            Error::InvalidInput {
+                owner: "D".into(),
+                id: None,
+                field: "name".into(),
+                reason: "holds a NUL character",
+            },
+            Error::CorruptData {
+                owner: "D".into(),
+                id: None,
+                detail: "version".into(),
+            },
+            Error::TenantRequired { owner: "D".into() },
+        ];
+        for e in &data {
+            assert!(caused_by_data(e), "{e}");
+        }
+        let transient = [
+            Error::Database(db()),
+            Error::Connection(db()),
+            Error::Timeout { what: "x".into() },
+            Error::PoolExhausted {
+                size: 1,
+                waited_ms: 1,
+            },
+            Error::OutcomeUnknown(db()),
+        ];
+        for e in &transient {
+            assert!(!caused_by_data(e), "{e}");
         }
     }
 

@@ -1,26 +1,40 @@
 //! Planning a batch: the projection's writes for the events read, on the runner's
-//! connection. A failing apply is retried with doubling backoff; an event that keeps
-//! failing meets the poison policy: dead-lettered (left out of the batch, its dead letter
-//! committed with it) or the projection stops.
+//! connection. A batch whose planning fails because of its events or the projection's
+//! own data (a failing apply, an invalid document id, a document that does not serialize
+//! or no longer deserializes: see [`caused_by_data`]) is planned again with doubling
+//! backoff; an event that keeps failing meets the poison policy: dead-lettered (left out
+//! of the batch, its dead letter committed with it) or the projection stops. A failure
+//! that names no event (a document's) is pinned on the first event whose planning fails
+//! (planning ever shorter runs of the batch's first events). Any other failure (the
+//! database's, the connection's) is the step's, which the runner retries.
+//!
+//! The runner's connection is given back to the pool while the batch waits to be planned
+//! again, and the wait ends when the daemon stops (the batch is then given up, nothing of
+//! it committed).
 //!
 //! Owns: carrying out the retries and the poison policy (the decision, retry after a
-//! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s). May use: the
-//! projections layer (the projection plans, [`EventHooks`] forwards to the daemon's
-//! hooks), the connection layer, the daemon's tables.
+//! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s, which failures
+//! it meets [`marten_core::projection::runner`]'s). May use: the projections layer (the
+//! projection plans, [`EventHooks`] forwards to the daemon's hooks, the aggregate's
+//! stream order is told the projection it plans for), the connection layer, the daemon's
+//! tables.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use marten_core::projection::poison::{on_failure, FailureAction};
-use marten_core::{Error, EventEnvelope, Result, StreamId};
+use marten_core::projection::runner::caused_by_data;
+use marten_core::{Error, EventEnvelope, Result, StreamId, WithSources};
 use tracing::warn;
 
 use super::hooks::DaemonHooks;
 use super::progression::DeadLetter;
-use super::runner::Runner;
+use super::runner::{idle, Runner};
 use crate::connection::Conn;
 use crate::events::read::sequence_at;
 use crate::events::EventTenant;
 use crate::projections::asynchronous::{Batch, EventHooks};
+use crate::projections::event_projection::planning;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::OpList;
 
@@ -61,48 +75,80 @@ struct FailedApply {
     message: String,
 }
 
+impl FailedApply {
+    /// The failure an apply error names; another error is given back.
+    fn of(error: Error) -> std::result::Result<Self, Error> {
+        match error {
+            Error::Apply {
+                stream,
+                version,
+                message,
+                event_type,
+                ..
+            } => Ok(FailedApply {
+                event_type,
+                stream,
+                version,
+                message,
+            }),
+            other => Err(other),
+        }
+    }
+
+    /// `error`, which names no event, pinned on `event`: its message names the event's
+    /// sequence.
+    fn pinned(error: &Error, event: &EventEnvelope) -> Self {
+        FailedApply {
+            event_type: event.event_type.clone().into_owned(),
+            stream: event.stream_id.clone(),
+            version: event.version,
+            message: format!(
+                "{} (event at sequence {})",
+                WithSources(error),
+                event.sequence
+            ),
+        }
+    }
+}
+
 impl Runner {
-    /// Plans a batch on `conn`, retrying failed applies and applying the poison policy to
-    /// an event that keeps failing: dead-lettered, it is removed from `events` (or, an
+    /// Plans a batch on `conn`, planning it again after a failure its events or the
+    /// projection's data caused ([`caused_by_data`]) and applying the poison policy to an
+    /// event that keeps failing: dead-lettered, it is removed from `events` (or, an
     /// event an aggregate read to fill a hole in its stream, left out of that read) and
-    /// its dead letter added to `letters`.
+    /// its dead letter added to `letters`. `None` when the daemon stopped while the batch
+    /// waited to be planned again. Between attempts `conn` holds no connection.
     pub(super) async fn plan(
         &mut self,
         conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
         letters: &mut Vec<DeadLetter>,
-    ) -> Result<OpList> {
+    ) -> Result<Option<OpList>> {
         let name = self.projection.name();
         let mut left_out: Vec<(StreamId, i64)> = Vec::new();
         loop {
-            let failed = match self.plan_once(conn, events, &left_out).await {
-                Err(Error::Apply {
-                    stream,
-                    version,
-                    message,
-                    event_type,
-                    ..
-                }) => FailedApply {
-                    event_type,
-                    stream,
-                    version,
-                    message,
-                },
-                other => return other,
+            let error = match self.plan_once(conn, events, &left_out).await {
+                Ok(ops) => return Ok(Some(ops)),
+                Err(e) if caused_by_data(&e) => e,
+                Err(e) => return Err(e),
             };
             self.failures += 1;
             let action = on_failure(self.failures, self.options.retries, self.options.poison);
             if let FailureAction::Retry { after } = action {
                 warn!(
                     projection = name,
-                    stream = %failed.stream,
-                    version = failed.version,
-                    message = %failed.message,
-                    "apply failed; retrying in {after:?}"
+                    error = %WithSources(&error),
+                    "planning a batch failed on its events; retrying in {after:?}"
                 );
-                tokio::time::sleep(after).await;
+                if self.back_off(conn, after).await {
+                    return Ok(None);
+                }
                 continue;
             }
+            let failed = match FailedApply::of(error) {
+                Ok(failed) => failed,
+                Err(error) => self.pin(conn, events, &left_out, error).await?,
+            };
             let sequence = self
                 .poison(conn, events, &left_out, &failed, action)
                 .await?;
@@ -116,6 +162,52 @@ impl Runner {
             ));
             self.failures = 0;
         }
+    }
+
+    /// Waits `after` before a failed batch is planned again, with `conn`'s connection
+    /// given back to the pool meanwhile (the node's other runners use it); the wait ends
+    /// early when the daemon stops. Whether the daemon stopped.
+    async fn back_off(&self, conn: &mut Conn, after: Duration) -> bool {
+        // Nothing is open on it between attempts (a plan only reads): back to the pool.
+        *conn = self.conn();
+        if !*self.stop.borrow() {
+            idle(&self.stop, after).await;
+        }
+        *self.stop.borrow()
+    }
+
+    /// The failure of the first event whose planning fails, for a failure of the batch
+    /// (`error`) that names no event (a document that does not serialize, a stored one
+    /// that no longer deserializes): the batch's first events are planned, half as many
+    /// each time, down to the shortest run that still fails; its failure is pinned on the
+    /// last event of that run (or is the event an apply error of that run names). A
+    /// failure of another kind on the way (the database's), or of a batch without
+    /// events, is returned.
+    async fn pin(
+        &self,
+        conn: &mut Conn,
+        events: &[EventEnvelope],
+        left_out: &[(StreamId, i64)],
+        mut error: Error,
+    ) -> Result<FailedApply> {
+        // Planning the first `works` events works; planning the first `fails` fails with
+        // `error`.
+        let (mut works, mut fails) = (0, events.len());
+        while fails - works > 1 {
+            let mid = works + (fails - works) / 2;
+            match self.plan_once(conn, &events[..mid], left_out).await {
+                Ok(_) => works = mid,
+                Err(e) if caused_by_data(&e) => {
+                    fails = mid;
+                    error = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(event) = fails.checked_sub(1).and_then(|last| events.get(last)) else {
+            return Err(error);
+        };
+        Ok(FailedApply::of(error).unwrap_or_else(|e| FailedApply::pinned(&e, event)))
     }
 
     /// One attempt at planning the batch.
@@ -143,7 +235,7 @@ impl Runner {
                 shard,
                 left_out,
             };
-            projection.plan(batch).await
+            planning(projection.name(), projection.plan(batch)).await
         })
         .await
     }

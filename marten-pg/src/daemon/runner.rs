@@ -63,6 +63,8 @@ pub(super) struct Runner {
     pub(super) share: Option<(Arc<NodeShare>, Place)>,
     /// Neither the projection nor the hooks use events' metadata: pages are read lean.
     lean: bool,
+    /// The daemon's stop signal (`true`: stop), which also ends a failed batch's backoff.
+    pub(super) stop: watch::Receiver<bool>,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
@@ -92,6 +94,7 @@ pub(crate) async fn run(
     let lean = !projection.reads_metadata() && !options.hooks.reads_event_metadata();
     let mut runner = Runner {
         lean,
+        stop: stop.clone(),
         store,
         projection,
         slot,
@@ -186,7 +189,7 @@ fn elapsed_ms(started: Instant) -> u64 {
 }
 
 /// Waits `d`, or less if the daemon is stopped meanwhile.
-async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
+pub(super) async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
     let mut stop = stop.clone();
     let _ = tokio::time::timeout(d, stop.changed()).await;
 }
@@ -196,10 +199,7 @@ impl Runner {
     /// progress update, all on one pooled connection that is given back before the
     /// runner waits for anything.
     async fn step(&mut self, own: &mut Ownership) -> Result<Turn> {
-        let mut conn = match &self.build {
-            Some(statements) => Conn::with_statements(statements.clone()),
-            None => Conn::new(),
-        };
+        let mut conn = self.conn();
         let read_ahead = match self.ahead.take() {
             Some(ahead) => ahead.take(own.position).await,
             None => None,
@@ -235,6 +235,15 @@ impl Runner {
         turn
     }
 
+    /// An empty connection slot for a step (a blue/green build's with the build's
+    /// statements).
+    pub(super) fn conn(&self) -> Conn {
+        match &self.build {
+            Some(statements) => Conn::with_statements(statements.clone()),
+            None => Conn::new(),
+        }
+    }
+
     /// The rows a page reads: a batch, or for a shard a batch per shard (up to
     /// [`MAX_SHARD_PAGE`] rows), so that a shard's batch keeps about a batch of its own
     /// events and its commits are not more frequent than a whole projection's.
@@ -264,7 +273,11 @@ impl Runner {
             // The position moves over the whole page; the shard projects its own events.
             events.retain(|e| self.projection.in_shard(e, shard));
         }
-        let ops = self.plan(conn, &mut events, &mut letters).await?;
+        let Some(ops) = self.plan(conn, &mut events, &mut letters).await? else {
+            // The daemon stopped while the batch waited to be planned again: nothing of
+            // it is committed, and the runner's loop sees the stop.
+            return Ok(Turn::Idle);
+        };
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
         hooks.before_commit(name, &sequences);

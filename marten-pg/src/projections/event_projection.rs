@@ -2,10 +2,15 @@
 
 use futures_util::future::BoxFuture;
 use marten_core::projection::inline::AppendView;
+use marten_core::session::check_id;
 use marten_core::tenant::require_tenant;
-use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId};
+use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId, WithSources};
 
 use super::{apply_error, InlineProjection, Planner, SavePlan};
+
+// For the daemon's runner, which plans every batch within it (`stream_order`, where it
+// lives, is private to the projections layer).
+pub(crate) use super::stream_order::planning;
 use crate::documents::serialize;
 use crate::documents::{BasicWrite, PgDocument};
 use crate::unit_of_work::OpList;
@@ -107,10 +112,18 @@ impl ProjectedOps {
     }
 
     /// Deletes a document by id (a conjoined type needs a tenant, as for
-    /// [`store`](Self::store)).
+    /// [`store`](Self::store)). An id that cannot name a document (an empty `String`, one
+    /// holding a NUL character) fails the batch with [`Error::InvalidId`], as a session's
+    /// delete does.
     pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
-        if self.has_tenant_for::<D>() {
-            self.list.push_delete::<D>(id);
+        if !self.has_tenant_for::<D>() {
+            return;
+        }
+        match check_id::<D>(&id) {
+            Ok(()) => self.list.push_delete::<D>(id),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
@@ -135,20 +148,52 @@ impl ProjectedOps {
     }
 }
 
-/// Applies one event; an error or a panic of the projection names the event.
+/// Applies one event as the daemon does (an async projection): an error or a panic of
+/// the projection, and any error the event's operations met (a conjoined document
+/// without the events' tenant, an invalid document id taken from the event, a document
+/// that does not serialize or holds text PostgreSQL cannot store), is this event's
+/// failure, [`Error::Apply`] naming it, so the daemon's poison policy meets it (planning
+/// the batch again would fail the same way).
 pub(crate) fn apply_one<P: EventProjection>(
     projection: &P,
     event: &EventEnvelope,
     ops: &mut ProjectedOps,
 ) -> Result<()> {
+    apply_with(projection, event, ops, |_| true)
+}
+
+/// Applies one event of a save (an inline projection): an error or a panic of the
+/// projection names the event, and so does a conjoined document without the events'
+/// tenant; any other error of the operations is the save's, reported as it is once
+/// every event was applied.
+fn apply_inline<P: EventProjection>(
+    projection: &P,
+    event: &EventEnvelope,
+    ops: &mut ProjectedOps,
+) -> Result<()> {
+    apply_with(projection, event, ops, |e| {
+        matches!(e, Error::TenantRequired { .. })
+    })
+}
+
+/// Applies one event; an error or a panic of the projection names the event, and so
+/// does an error of the event's operations that `of_the_event` says is the event's.
+fn apply_with<P: EventProjection>(
+    projection: &P,
+    event: &EventEnvelope,
+    ops: &mut ProjectedOps,
+    of_the_event: impl Fn(&Error) -> bool,
+) -> Result<()> {
     let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         projection.apply(event, ops)
     }));
     match applied {
-        // A conjoined document without the events' tenant is this event's failure, so
-        // the poison policy applies to it (retrying cannot mend it).
-        Ok(Ok(())) if matches!(ops.error, Some(Error::TenantRequired { .. })) => {
-            let message = ops.error.take().map(|e| e.to_string()).unwrap_or_default();
+        Ok(Ok(())) if ops.error.as_ref().is_some_and(&of_the_event) => {
+            let message = ops
+                .error
+                .take()
+                .map(|e| WithSources(&e).to_string())
+                .unwrap_or_default();
             Err(apply_error(projection.name(), event, message))
         }
         Ok(result) => result.map_err(|e| apply_error(projection.name(), event, e.message)),
@@ -177,7 +222,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             let mut ops = ProjectedOps::for_tenant(pg.out.tenant.as_ref());
             for append in plan.appends {
                 for event in append.asserted_envelopes()? {
-                    apply_one(&self.0, &event, &mut ops)?;
+                    apply_inline(&self.0, &event, &mut ops)?;
                 }
             }
             if let Some(e) = ops.error {

@@ -5,18 +5,51 @@
 //! of every such stream of a batch in one statement; a batch without holes reads nothing
 //! more).
 //!
-//! May use: the events layer's reads, the async projections' slices.
+//! A hole's read leaves out the events dead-lettered for the projection (of the slot's
+//! tenant) by an earlier batch, as a batch leaves out its own: the poison event a
+//! stream's later events bring back (the document stopped before it, or a poison first
+//! event left no document) is neither applied nor dead-lettered again, and the document
+//! skips its version. The dead letters of the holes' streams are read in the same round
+//! trip as their events (pipelined), and only when the daemon's runner names the
+//! projection it plans for ([`planning`]).
+//!
+//! May use: the events layer's reads, the async projections' slices, the daemon's
+//! dead-letter table (read only).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 
+use futures_util::future::try_join;
 use marten_core::projection::stream_order::{order, Order};
-use marten_core::{Aggregate, EventEnvelope, Result, StreamId};
+use marten_core::tenant::DEFAULT_TENANT;
+use marten_core::{Aggregate, EventEnvelope, Result, StreamId, TenantId};
 
 use super::asynchronous::{Batch, Slice};
+use crate::connection::Db;
 use crate::documents::PgDocument;
+use crate::error_map::{map_db_error, Failed};
 use crate::events::read::{fetch_ranges, VersionRanges};
 use crate::events::{EventCatalog, EventTenant};
 use crate::stream_key::StreamKey;
+
+/// The sequences of the events dead-lettered for projection `$1` of the slot whose tenant
+/// column is `$2`, of the streams `$3` (as the dead letters record them).
+const DEAD_LETTERED: &str = "SELECT seq_id FROM mt_dead_letters \
+     WHERE projection = $1 AND tenant_id = $2 AND stream_id = ANY($3::text[])";
+
+tokio::task_local! {
+    /// The name of the projection whose batch is being planned, as its dead letters
+    /// record it (a versioned projection's `Name:v2`): set by the daemon's runner.
+    static PLANNING: &'static str;
+}
+
+/// Runs `plan`, the planning of a batch of `projection` (its name as its dead letters
+/// record it), so that an aggregate's read of the holes in its streams leaves out the
+/// events dead-lettered for it. The daemon's runner plans every batch within it; a plan
+/// outside it reads no dead letters.
+pub(crate) async fn planning<F: Future>(projection: &'static str, plan: F) -> F::Output {
+    PLANNING.scope(projection, plan).await
+}
 
 /// Puts each slice's events in its stream's version order, leaving out those its
 /// document has folded, reading the streams' ranges where the batch leaves holes (all of
@@ -66,7 +99,18 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
     }
     let events_store: &EventCatalog = batch.store.as_ref();
     let tenant = EventTenant::of_session(events_store.events_tenancy(), batch.tenant)?;
-    let read = fetch_ranges(events_store, batch.client, &tenant, &ranges).await?;
+    let fetch = fetch_ranges(events_store, batch.client, &tenant, &ranges);
+    let read = match PLANNING.try_with(|p| *p) {
+        Ok(projection) => {
+            let streams: Vec<String> = holes.keys().map(ToString::to_string).collect();
+            let slot_tenant = batch.tenant.map_or(DEFAULT_TENANT, TenantId::as_str);
+            let letters = dead_lettered(batch.client, projection, slot_tenant, &streams);
+            let (mut read, dead) = try_join(fetch, letters).await?;
+            read.retain(|e| !dead.contains(&e.sequence));
+            read
+        }
+        Err(_) => fetch.await?,
+    };
     let left_out = |e: &EventEnvelope| {
         batch
             .left_out
@@ -82,6 +126,24 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
         }
     }
     Ok(())
+}
+
+/// The sequences of the events of `streams` dead-lettered for `projection` (of the slot
+/// whose tenant column is `tenant`).
+async fn dead_lettered(
+    client: Db<'_>,
+    projection: &str,
+    tenant: &str,
+    streams: &[String],
+) -> Result<HashSet<i64>> {
+    let reading = |e| map_db_error(e, Failed::Other("reading a projection's dead letters"));
+    let rows = client
+        .query(DEAD_LETTERED, &[&projection, &tenant, &streams])
+        .await
+        .map_err(reading)?;
+    rows.iter()
+        .map(|row| row.try_get::<_, i64>(0).map_err(reading))
+        .collect()
 }
 
 /// Every version of each stream the batch saw: its events of every type, and those left

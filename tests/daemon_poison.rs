@@ -1,0 +1,457 @@
+//! Poison events and the daemon: a dead-lettered event is never applied or dead-lettered
+//! again when a stream's later events bring it back (the document stopped before it, or
+//! a poison first event left no document); a failure of the events' own data that names
+//! no apply (an invalid document id an event projection takes from an event, a stored
+//! document that no longer deserializes) meets the poison policy instead of retrying for
+//! ever; a batch waiting to be planned again holds no pooled connection (another
+//! projection keeps going on a pool of one) and stops waiting when the daemon stops.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::tally::Added;
+use common::{builder, builder_on, ok};
+use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
+use marten::prelude::*;
+use marten::{ApplyError, EventProjection, ProjectedOps};
+use serde::{Deserialize, Serialize};
+use tracing::field::{Field, Visit};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// Fails the aggregates below.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Boom {}
+
+/// Sums `Added`; `Boom` fails.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Brittle {
+    id: Uuid,
+    version: i64,
+    total: i64,
+    count: i64,
+}
+
+#[marten::apply]
+impl Brittle {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+        self.count += 1;
+    }
+    fn apply_boom(&mut self, _e: &Boom) -> Result<(), String> {
+        Err("boom".into())
+    }
+}
+
+/// Every test here is bounded: a regression fails instead of hanging.
+async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(14), f).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: timed out"),
+    }
+}
+
+fn options(retries: u32, poison: PoisonPolicy) -> DaemonOptions {
+    DaemonOptions {
+        retries,
+        poison,
+        poll_interval: Duration::from_millis(20),
+        ..DaemonOptions::default()
+    }
+}
+
+async fn append(store: &DocumentStore, stream: Uuid, event: impl Event) {
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [event]));
+    ok(s.save_changes().await);
+}
+
+/// The dead letters recorded: stream and sequence, in the order recorded.
+async fn dead_letters(schema: &marten_testing::TestSchema) -> Vec<(String, i64)> {
+    schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT stream_id, seq_id FROM mt_dead_letters ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("dead letters")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Each batch a single event: `Added`, then `Boom` (dead-lettered: the last event of
+/// its stream in its batch, so the document stays before it), then `Added`, whose batch
+/// reads the hole it left. And a stream whose first event is `Boom` (no document),
+/// followed by two `Added` in batches of their own. Each poison event is dead-lettered
+/// once, and the documents skip its version.
+#[tokio::test]
+async fn a_dead_lettered_aggregate_event_is_not_applied_or_dead_lettered_again() {
+    bounded("dead-lettered once", async {
+        let (schema, b) = builder("poison_once");
+        let store = ok(b
+            .event::<Boom>()
+            .projection::<Brittle>(Lifecycle::Async)
+            .build()
+            .await);
+        let daemon = Daemon::start(&store, options(0, PoisonPolicy::DeadLetter));
+        let settle = || daemon.wait_for_non_stale(Duration::from_secs(5));
+
+        let (stream, created_by_boom) = (Uuid::now_v7(), Uuid::now_v7());
+        append(&store, stream, Added { n: 1 }).await;
+        ok(settle().await);
+        append(&store, stream, Boom {}).await;
+        ok(settle().await);
+        append(&store, stream, Added { n: 2 }).await;
+        ok(settle().await);
+
+        append(&store, created_by_boom, Boom {}).await;
+        ok(settle().await);
+        append(&store, created_by_boom, Added { n: 10 }).await;
+        ok(settle().await);
+        append(&store, created_by_boom, Added { n: 20 }).await;
+        ok(settle().await);
+        ok(daemon.stop().await);
+
+        let mut q = store.query_session();
+        let doc = ok(q.load::<Brittle>(&stream).await).expect("projected");
+        assert_eq!(
+            (doc.total, doc.count, doc.version),
+            (3, 2, 3),
+            "both Added applied, the Boom version skipped"
+        );
+        let doc = ok(q.load::<Brittle>(&created_by_boom).await).expect("projected");
+        assert_eq!(
+            (doc.total, doc.count, doc.version),
+            (30, 2, 3),
+            "created by the first Added after the poison first event"
+        );
+        let letters = dead_letters(&schema).await;
+        let streams: Vec<&str> = letters.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            streams,
+            [stream.to_string(), created_by_boom.to_string()],
+            "each poison event dead-lettered once: {letters:?}"
+        );
+    })
+    .await;
+}
+
+/// An event whose document id comes from the event.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Named {
+    name: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct NameCard {
+    id: String,
+    name: String,
+}
+
+/// Stores a `NameCard` per `Named`, with the name as its id.
+struct NameCards;
+
+impl EventProjection for NameCards {
+    fn name(&self) -> &'static str {
+        "NameCards"
+    }
+    fn apply(&self, event: &EventEnvelope, ops: &mut ProjectedOps) -> Result<(), ApplyError> {
+        if let Some(e) = event.data_as::<Named>() {
+            ops.store(NameCard {
+                id: e.name.clone(),
+                name: e.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An event projection storing a document whose id an event gives as `""`: under the
+/// dead-letter policy the event is dead-lettered (after its retries) and the events after
+/// it are projected, so the daemon catches up; under the stop policy the projection
+/// stops, naming the event.
+#[tokio::test]
+async fn an_invalid_id_from_an_event_meets_the_poison_policy() {
+    bounded("an invalid id", async {
+        for policy in [PoisonPolicy::DeadLetter, PoisonPolicy::Stop] {
+            let (schema, b) = builder("poison_invalid_id");
+            let store = ok(b
+                .event::<Named>()
+                .event_projection(NameCards, Lifecycle::Async)
+                .build()
+                .await);
+            let stream = Uuid::now_v7();
+            let mut s = store.lightweight_session();
+            for name in ["ann", "", "bob"] {
+                ok(s.events().append(stream, [Named { name: name.into() }]));
+            }
+            ok(s.save_changes().await);
+            let daemon = Daemon::start(&store, options(1, policy));
+            let waited = daemon.wait_for_non_stale(Duration::from_secs(4)).await;
+            if policy == PoisonPolicy::Stop {
+                match waited {
+                    Err(marten::Error::ProjectionStopped { projection, .. }) => {
+                        assert_eq!(projection, "NameCards")
+                    }
+                    other => panic!("expected the projection to stop, got {other:?}"),
+                }
+                match daemon.stop().await {
+                    Err(marten::Error::Apply {
+                        projection,
+                        stream: at,
+                        version,
+                        message,
+                        ..
+                    }) => {
+                        assert_eq!((projection, at, version), ("NameCards", stream.into(), 2));
+                        assert!(message.contains("invalid id"), "{message}");
+                    }
+                    other => panic!("expected the apply error, got {other:?}"),
+                }
+                continue;
+            }
+            ok(waited);
+            ok(daemon.stop().await);
+            let mut q = store.query_session();
+            for name in ["ann", "bob"] {
+                let card = ok(q.load::<NameCard>(&name.to_owned()).await);
+                assert_eq!(card.map(|c| c.name), Some(name.to_owned()));
+            }
+            let rows = schema
+                .raw_client()
+                .await
+                .query(
+                    "SELECT projection, event_type, stream_id, error, attempts FROM mt_dead_letters",
+                    &[],
+                )
+                .await
+                .expect("dead letters");
+            assert_eq!(rows.len(), 1, "one dead letter");
+            let row = &rows[0];
+            assert_eq!(row.get::<_, String>(0), "NameCards");
+            assert_eq!(row.get::<_, String>(1), "named");
+            assert_eq!(row.get::<_, String>(2), stream.to_string());
+            let error: String = row.get(3);
+            assert!(error.contains("invalid id"), "{error}");
+            assert_eq!(row.get::<_, i32>(4), 2, "the first try and one retry");
+        }
+    })
+    .await;
+}
+
+/// A stored aggregate document edited so it no longer deserializes: the batch's event of
+/// its stream is dead-lettered (the error names the document and the event's sequence),
+/// not the other stream's event before it in the batch, which is projected.
+#[tokio::test]
+async fn a_stored_document_that_no_longer_deserializes_meets_the_poison_policy() {
+    bounded("an unreadable document", async {
+        let (schema, b) = builder("poison_unreadable_doc");
+        let store = ok(b
+            .event::<Boom>()
+            .projection::<Brittle>(Lifecycle::Async)
+            .build()
+            .await);
+        let (fine, broken) = (Uuid::now_v7(), Uuid::now_v7());
+        append(&store, fine, Added { n: 1 }).await;
+        append(&store, broken, Added { n: 1 }).await;
+        let daemon = Daemon::start(&store, options(0, PoisonPolicy::DeadLetter));
+        ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+        ok(daemon.stop().await);
+        let raw = schema.raw_client().await;
+        raw.execute(
+            "UPDATE mt_doc_brittle SET data = jsonb_set(data, '{total}', '\"many\"') WHERE id = $1",
+            &[&broken],
+        )
+        .await
+        .expect("break the document");
+        let mut s = store.lightweight_session();
+        ok(s.events().append(fine, [Added { n: 2 }]));
+        ok(s.events().append(broken, [Added { n: 2 }]));
+        ok(s.save_changes().await);
+        let seq: i64 = raw
+            .query_one(
+                "SELECT seq_id FROM mt_events WHERE stream_id = $1 AND version = 2",
+                &[&broken],
+            )
+            .await
+            .expect("the event")
+            .get(0);
+
+        let daemon = Daemon::start(&store, options(0, PoisonPolicy::DeadLetter));
+        ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+        ok(daemon.stop().await);
+        let doc = ok(store.query_session().load::<Brittle>(&fine).await).expect("projected");
+        assert_eq!((doc.total, doc.version), (3, 2));
+        let rows = raw
+            .query("SELECT stream_id, seq_id, error FROM mt_dead_letters", &[])
+            .await
+            .expect("dead letters");
+        let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(got, [(broken.to_string(), seq)]);
+        let error: String = rows[0].get(2);
+        assert!(error.contains("cannot deserialize document"), "{error}");
+        assert!(error.contains(&format!("sequence {seq}")), "{error}");
+    })
+    .await;
+}
+
+/// `Boom`'s failures, counted (only this aggregate's).
+static SLOW_BOOMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sums `Added`; `Boom` fails, counted in [`SLOW_BOOMS`].
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct SlowToGiveUp {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl SlowToGiveUp {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+    fn apply_boom(&mut self, _e: &Boom) -> Result<(), String> {
+        SLOW_BOOMS.fetch_add(1, Ordering::SeqCst);
+        Err("boom".into())
+    }
+}
+
+/// Counts `Added`.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Steady {
+    id: Uuid,
+    version: i64,
+    count: i64,
+}
+
+#[marten::apply]
+impl Steady {
+    fn apply(&mut self, _e: &Added) {
+        self.count += 1;
+    }
+}
+
+/// How many times marten logged an exhausted pool in this process (any log line with a
+/// field that says so: a runner's failed step, a read ahead that failed).
+fn pool_exhaustions() -> &'static AtomicUsize {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::registry().with(CountExhaustions);
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+    });
+    &COUNT
+}
+
+struct CountExhaustions;
+
+/// Whether a field of a log line says the pool was exhausted.
+struct SaysExhausted(bool);
+
+impl Visit for SaysExhausted {
+    fn record_debug(&mut self, _field: &Field, value: &dyn std::fmt::Debug) {
+        self.0 |= format!("{value:?}").contains("pool exhausted");
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CountExhaustions {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut says = SaysExhausted(false);
+        event.record(&mut says);
+        if says.0 {
+            pool_exhaustions().fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A pool of one connection: while one projection's poison event waits out its backoff
+/// (many retries, seconds of it), the other projection gets the connection and keeps
+/// going, never finding the pool exhausted, and `Daemon::stop` ends the backoff at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backoff_holds_no_connection_and_ends_when_the_daemon_stops() {
+    bounded("a backoff", async {
+        let exhausted = pool_exhaustions();
+        let exhausted_before = exhausted.load(Ordering::SeqCst);
+        let (schema, b) = builder("poison_backoff_pool");
+        let store = ok(b
+            .pool_size(1)
+            .pool_wait_timeout(Duration::from_secs(2))
+            .event::<Boom>()
+            .projection::<SlowToGiveUp>(Lifecycle::Async)
+            .projection::<Steady>(Lifecycle::Async)
+            .build()
+            .await);
+        // The test's own reads and writes, on a pool of their own.
+        let writer = ok(builder_on(&schema)
+            .event::<Added>()
+            .event::<Boom>()
+            .build()
+            .await);
+        append(&writer, Uuid::now_v7(), Boom {}).await;
+        let poll = Duration::from_millis(50);
+        let daemon = Daemon::start(
+            &store,
+            DaemonOptions {
+                // 50 ms doubled up to 3.2 s: about 9.5 s of backoff in all.
+                retries: 8,
+                poll_interval: poll,
+                ..DaemonOptions::default()
+            },
+        );
+        let started = Instant::now();
+        while SLOW_BOOMS.load(Ordering::SeqCst) < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the poison event is retried"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Now in its backoff (200 ms, then twice as long each time, up to 3.2 s): the
+        // other projection goes on.
+        let steady = Uuid::now_v7();
+        append(&writer, steady, Added { n: 1 }).await;
+        let appended = Instant::now();
+        loop {
+            let doc = writer.query_session().load::<Steady>(&steady).await;
+            if let Ok(Some(doc)) = doc {
+                assert_eq!(doc.count, 1);
+                break;
+            }
+            assert!(
+                appended.elapsed() < Duration::from_secs(3),
+                "the other projection is stuck behind the backoff (pool exhausted {} times)",
+                exhausted.load(Ordering::SeqCst) - exhausted_before
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            SLOW_BOOMS.load(Ordering::SeqCst) < 9,
+            "still retrying the poison event"
+        );
+
+        let stopping = Instant::now();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), daemon.stop()).await;
+        ok(stopped.expect("the daemon stops"));
+        assert!(
+            stopping.elapsed() < poll * 10,
+            "stop waited out the backoff: {:?}",
+            stopping.elapsed()
+        );
+        let letters = dead_letters(&schema).await;
+        assert!(letters.is_empty(), "stopped before the retries ran out");
+        assert_eq!(
+            exhausted.load(Ordering::SeqCst),
+            exhausted_before,
+            "no runner found the pool exhausted"
+        );
+    })
+    .await;
+}
