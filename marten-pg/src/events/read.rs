@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::range::{EventPage, Position, StreamRange, Unreadable};
-use super::registry::UNREAD_SEQUENCE;
+use super::registry::{in_stream, UNREAD_SEQUENCE};
 use super::stream_id::{StreamIdColumn, StreamKey};
 use super::{EventCatalog, EventTenant};
 use crate::error_map::{map_db_error, Failed};
@@ -197,31 +197,18 @@ fn lean_decoded(
     json: JsonRef<'_>,
     stream: impl FnOnce() -> Result<marten_core::StreamId>,
 ) -> Result<Option<EventEnvelope>> {
-    let data = match store.with_registry(|r| r.decode(event_type, sequence, json.0)) {
-        Ok(Some(data)) => data,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            return Err(match stream() {
-                Ok(of) => in_stream(e, &of),
-                Err(_) => e,
-            })
-        }
+    let stream = stream()?;
+    let decoded = store.with_registry(|r| r.decode(event_type, sequence, json.0));
+    let Some(data) = decoded.map_err(|e| in_stream(e, &stream))? else {
+        return Ok(None);
     };
-    let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream()?, data);
+    let mut env = EventEnvelope::new(sequence, uuid::Uuid::nil(), stream, data);
     env.version = version;
     // `new` set the decoded type's name; only an alias or an upcaster's old name differs.
     if env.stored_type != event_type {
         env.stored_type = Cow::Owned(event_type.to_owned());
     }
     Ok(Some(env))
-}
-
-/// `err`, an event that did not decode, naming the stream it belongs to.
-fn in_stream(mut err: Error, of: &marten_core::StreamId) -> Error {
-    if let Error::DeserializeEvent { stream, .. } | Error::Upcast { stream, .. } = &mut err {
-        *stream = Some(of.clone());
-    }
-    err
 }
 
 /// The tenant recorded on an event: `None` for [`DEFAULT_TENANT`]; a stored id that is not

@@ -315,6 +315,15 @@ impl EventRegistry {
     }
 }
 
+/// `err`, an event that did not decode, naming the stream it belongs to (the registry
+/// decodes the body alone).
+pub(crate) fn in_stream(mut err: Error, of: &marten_core::StreamId) -> Error {
+    if let Error::DeserializeEvent { stream, .. } | Error::Upcast { stream, .. } = &mut err {
+        *stream = Some(of.clone());
+    }
+    err
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

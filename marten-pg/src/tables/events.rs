@@ -286,16 +286,7 @@ impl EventSql {
             }),
             sequenced: AppendStatements::sequenced(&plain, idt, 10, &untagged),
             tagged_sequenced: AppendStatements::sequenced(&tagged, idt, 13, &tags),
-            checked: {
-                let gated = StreamRows::gated(idt, 13, conjoined);
-                let rows = insert_tag_rows(conjoined);
-                AppendStatements {
-                    start: checked(&gated.start, &tagged_events, &rows, 14),
-                    append: checked(&gated.append, &tagged_events, &rows, 14),
-                    expected: checked(&gated.expected, &tagged_events, &rows, 15),
-                    expected_tip: tipped(&gated, |r| checked(r, &tagged_events, &rows, 15)),
-                }
-            },
+            checked: checked_statements(&tagged, &tagged_events, conjoined),
             tag_versions: select_tag_versions(),
             events_by_tags: select_events_by_tags(conjoined),
             few_tags: (1..=FEW_TAGS)
@@ -333,6 +324,18 @@ impl EventSql {
             delete: stream_commands::delete(idt, conjoined),
             lock_command_tags: stream_commands::lock_tags(idt, conjoined),
         }
+    }
+}
+
+/// The tagged appends that assert a boundary's tag lock (see [`checked`]): `gated`, the
+/// tagged appends' stream rows, and `events`, their event insert.
+fn checked_statements(gated: &StreamRows, events: &str, conjoined: bool) -> AppendStatements {
+    let rows = insert_tag_rows(conjoined);
+    AppendStatements {
+        start: checked(&gated.start, events, &rows, 14),
+        append: checked(&gated.append, events, &rows, 14),
+        expected: checked(&gated.expected, events, &rows, 15),
+        expected_tip: tipped(gated, |r| checked(r, events, &rows, 15)),
     }
 }
 
