@@ -488,3 +488,55 @@ mod first_use {
         assert_eq!(counter.map(|c| c.count), Some(2));
     }
 }
+
+/// An event written to check the horizon with.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Noted {
+    n: i64,
+}
+
+/// Events whose transaction ids are past the server's counter (what a dump restored into
+/// a new cluster leaves: its counter starts again low) are refused when the event store
+/// is built on them, naming the schema and the ids; read on, the global order and the
+/// daemon's positions would skip every new event.
+#[tokio::test]
+async fn events_written_by_another_cluster_are_refused_with_the_ids() {
+    let (schema, b) = builder("schema_xid_restored");
+    let store = ok(b.event::<Noted>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(Uuid::now_v7(), [Noted { n: 1 }]));
+    ok(s.save_changes().await);
+    drop((s, store));
+    schema
+        .raw_client()
+        .await
+        .batch_execute(
+            "UPDATE mt_events SET tx_id = \
+             (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8",
+        )
+        .await
+        .expect("move the ids past the counter");
+    let built = common::builder_on(&schema).event::<Noted>().build().await;
+    match built {
+        Err(marten::Error::CorruptData { owner, detail, .. }) => {
+            assert!(owner.contains(schema.name()), "{owner}");
+            assert!(detail.contains("another cluster"), "{detail}");
+        }
+        Err(other) => panic!("wrong error {other}"),
+        Ok(_) => panic!("a store was built on events of another cluster"),
+    }
+    // Ids below the counter again: the store builds and reads its event.
+    schema
+        .raw_client()
+        .await
+        .batch_execute("UPDATE mt_events SET tx_id = '3'::xid8")
+        .await
+        .expect("move the ids back");
+    let store = ok(common::builder_on(&schema).event::<Noted>().build().await);
+    let page = ok(store
+        .lightweight_session()
+        .events()
+        .read_all(Position::START, 10)
+        .await);
+    assert_eq!(page.events.len(), 1);
+}

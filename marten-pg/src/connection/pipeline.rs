@@ -104,8 +104,8 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Writes the statements in order until one cannot be written (its parameters do not
-    /// encode, or the connection is gone: it fails on its first poll, before anything of
-    /// it reaches the server), then reads the answers of those written. The statements
+    /// encode, or the connection is gone: it fails on its first poll with an error the
+    /// server did not send), then reads the answers of those written. The statements
     /// after one that could not be written are never written - a transaction's `COMMIT`
     /// among them - so what was written stays in an open transaction for the caller to
     /// roll back ([`Answers::complete`] says whether all were written).
@@ -183,11 +183,19 @@ impl Answers {
     }
 }
 
+/// Whether a statement's error on its first poll means it was never written: the client
+/// refused it (its parameters did not encode) or the connection is gone. An error the
+/// server sent was written (on a multi-threaded runtime its answer can be there by the
+/// first poll: the connection's task writes and reads on another thread).
+fn unwritten(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none()
+}
+
 /// Polls every future in order until all are done. Unlike a general join, the first
 /// poll of each future happens in list order, which is the order tokio-postgres writes
-/// their requests to the connection. `stop`: once a future fails on its first poll (it
-/// was never written), the futures after it are never polled - never written - and
-/// their slots stay empty.
+/// their requests to the connection. `stop`: once a future fails on its first poll
+/// without reaching the server ([`unwritten`]), the futures after it are never polled -
+/// never written - and their slots stay empty.
 async fn join_in_order(
     mut futures: Vec<StatementFuture<'_>>,
     stop: bool,
@@ -208,7 +216,7 @@ async fn join_in_order(
             }
             match future.as_mut().poll(cx) {
                 Poll::Ready(v) => {
-                    stopped |= first && stop && v.is_err();
+                    stopped |= first && stop && matches!(&v, Err(e) if unwritten(e));
                     *slot = Some(v);
                 }
                 Poll::Pending => pending = true,

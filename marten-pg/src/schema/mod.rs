@@ -284,7 +284,37 @@ pub(crate) async fn migrate_events(
         check_event_tenancy(client, schema, tenancy).await?;
     }
     let tables = crate::tables::event_ddl::table_defs(schema, identity, tenancy);
-    ensure_tables(client, schema, mode, &tables).await
+    ensure_tables(client, schema, mode, &tables).await?;
+    check_xid_horizon(client, schema).await
+}
+
+/// Fails with [`Error::CorruptData`] when the newest event's transaction id is not below
+/// the server's next one: the events were written by another cluster (a dump restored
+/// into a new one restarts the transaction counter), and reading on would skip every
+/// event the new cluster writes below the stored positions.
+async fn check_xid_horizon(client: &Client, schema: &str) -> Result<()> {
+    use crate::tables::event_order::NEWEST_EVENT_XID;
+    let what = Failed::Migrating(schema);
+    let rows = client
+        .query(NEWEST_EVENT_XID, &[])
+        .await
+        .map_err(|e| map_db_error(e, what))?;
+    let Some(row) = rows.first() else {
+        return Ok(());
+    };
+    let ahead: bool = row.try_get(0).map_err(|e| map_db_error(e, what))?;
+    if !ahead {
+        return Ok(());
+    }
+    let newest: String = row.try_get(1).map_err(|e| map_db_error(e, what))?;
+    let next: String = row.try_get(2).map_err(|e| map_db_error(e, what))?;
+    Err(Error::CorruptData {
+        owner: format!("the event store in schema {schema}"),
+        id: None,
+        detail: format!(
+            "its newest event's transaction id {newest} is not below the server's next one              ({next}): the events were written by another cluster (a dump restored into a new              one restarts the counter), and the global order would skip new events; move              the cluster's transaction ids past {newest} first (`pg_resetwal --epoch` on the              stopped cluster)"
+        ),
+    })
 }
 
 /// Fails with [`Error::Configuration`] when the schema holds event tables of the other

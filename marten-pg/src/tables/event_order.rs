@@ -72,6 +72,14 @@ pub const STREAM_TENANTS: &str = "WITH RECURSIVE t AS (\
      FROM t WHERE t.tenant_id IS NOT NULL) \
      SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL";
 
+/// The transaction id of the newest event (by sequence), whether it is at or past the
+/// next id the server will assign (`pg_snapshot_xmax`), and that id, as text. On a
+/// healthy cluster every stored id is below it: one at or past it was written by another
+/// cluster (a dump restored into a new one restarts the counter), and the gap-safe order
+/// and the daemon's positions would skip the new cluster's events. One row of the
+/// primary key's index.
+pub const NEWEST_EVENT_XID: &str = "SELECT e.tx_id >= pg_snapshot_xmax(pg_current_snapshot()),      e.tx_id::text, pg_snapshot_xmax(pg_current_snapshot())::text      FROM mt_events e ORDER BY e.seq_id DESC LIMIT 1";
+
 /// The age of the oldest transaction in the cluster that has written (has a transaction
 /// id) and is still open: what holds gap-safe readers back.
 pub const OLDEST_OPEN_TRANSACTION: &str =
