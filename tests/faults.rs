@@ -632,6 +632,335 @@ async fn an_append_sent_again_after_an_unknown_outcome_is_a_typed_duplicate() {
     assert!(note.is_none());
 }
 
+/// How a save whose outcome was unknown is sent again: each append that asserts
+/// something of its stream (or boundary) before its events are inserted.
+#[derive(Clone, Copy, Debug)]
+enum Asserting {
+    /// `append_expected` with the version the caller saw before.
+    Expected,
+    /// `start_stream` of a new stream.
+    Start,
+    /// `append_optimistic`: the version read when queued.
+    Optimistic,
+    /// A `fetch_for_writing` handle's append: the version read by the fetch.
+    Handle,
+    /// An append through a `fetch_for_writing_by_tags` boundary: the tag versions read.
+    Boundary,
+}
+
+impl Asserting {
+    /// Whether the append reads before it is queued: the save sent again is then the
+    /// one decided on that read, made before the first attempt (as by a second delivery
+    /// of one command), else the read would see the first attempt and assert its state.
+    fn reads(self) -> bool {
+        matches!(
+            self,
+            Asserting::Optimistic | Asserting::Handle | Asserting::Boundary
+        )
+    }
+
+    /// Whether `stream` is started before the saves (everything but a start, and an
+    /// append through a boundary, which creates its stream).
+    fn seeded(self) -> bool {
+        !matches!(self, Asserting::Start | Asserting::Boundary)
+    }
+
+    /// Queues this kind of append of events with `ids` to `stream` (seeded streams are
+    /// at version 1 when decided on), reading first if the kind does. `topic` is the
+    /// boundary's tag (and its events').
+    async fn queue(
+        self,
+        s: &mut LightweightSession,
+        stream: Uuid,
+        ids: &[Uuid],
+        topic: &str,
+    ) -> marten::Result<()> {
+        let pings = || ids.iter().map(|id| PendingEvent::new(Ping {}).with_id(*id));
+        match self {
+            Asserting::Expected => s.events().append_expected(stream, 1, pings()),
+            Asserting::Start => s.events().start_stream(stream, pings()),
+            Asserting::Optimistic => s.events().append_optimistic(stream, pings()).await,
+            Asserting::Handle => {
+                let mut handle = s.events().fetch_for_writing::<Pings>(stream).await?;
+                assert_eq!(handle.version(), 1);
+                handle.append(pings())
+            }
+            Asserting::Boundary => {
+                let query = TagQuery::new().tag_named("topic", topic);
+                let mut boundary = s
+                    .events()
+                    .fetch_for_writing_by_tags::<TopicSeen>(query)
+                    .await?;
+                let events = ids.iter().map(|id| {
+                    PendingEvent::new(Topical {
+                        topic: topic.to_owned(),
+                    })
+                    .with_id(*id)
+                });
+                boundary.append_to(stream, events)
+            }
+        }
+    }
+}
+
+/// The aggregate a `fetch_for_writing` handle decides on: the pings of its stream.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Pings {
+    id: Uuid,
+    version: i64,
+    seen: usize,
+}
+
+#[marten::apply]
+impl Pings {
+    fn apply(&mut self, _e: &Ping) {
+        self.seen += 1;
+    }
+}
+
+/// How many of `ids` the events table holds, and how many events `stream` has.
+async fn stored_events(schema: &TestSchema, ids: &[Uuid], stream: Uuid) -> (i64, i64) {
+    let client = schema.raw_client().await;
+    let name = schema.name();
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {name}.mt_events WHERE id = ANY($1)), \
+                 (SELECT count(*) FROM {name}.mt_events WHERE stream_id = $2)"
+            ),
+            &[&ids, &stream],
+        )
+        .await
+        .expect("count events");
+    (row.get(0), row.get(1))
+}
+
+/// A save that asserts its stream's version (or a start, or a boundary's tag versions)
+/// and whose answer was lost, sent again with the same event ids (`with_id`) after its
+/// first attempt committed: the stream (or boundary) refuses it before its events reach
+/// the unique index of event ids, and the save is still `DuplicateEvent`, naming the
+/// ids, never the stream's rejection (on which a caller deciding again would apply its
+/// command twice). Each kind alone and, when `held`, in a session holding a transaction
+/// (an exclusive lock of another stream). The events are stored once.
+async fn a_resent_asserting_save_is_a_duplicate(kind: Asserting, held: bool) {
+    let label = format!("fault_resent_{kind:?}_{held}").to_lowercase();
+    let (schema, proxy, store) = proxied(&label).await;
+    // The proxied store has one connection: a decision made before the first attempt is
+    // made (and sent again) on a second store, straight to the server.
+    let direct = ok(common::builder_on(&schema).build().await);
+    let seed = |store: DocumentStore, stream: Uuid| async move {
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(stream, [Ping {}]));
+        ok(s.save_changes().await);
+    };
+    let (stream, other, warm) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    seed(store.clone(), other).await;
+    if kind.seeded() {
+        seed(store.clone(), warm).await;
+        seed(store.clone(), stream).await;
+    }
+    let ids = [Uuid::now_v7(), Uuid::now_v7()];
+    // The same kind of save once, so that its statements are prepared on the pooled
+    // connection and the faulted save is one flight.
+    let mut s = store.lightweight_session();
+    ok(kind
+        .queue(&mut s, warm, &[Uuid::now_v7(), Uuid::now_v7()], "warm")
+        .await);
+    ok(s.save_changes().await);
+    drop(s);
+    // The session that sends the save again, holding a transaction when `held`.
+    let open = |store: DocumentStore| async move {
+        let mut again = store.lightweight_session();
+        if held {
+            let lock = ok(again
+                .events()
+                .fetch_for_exclusive_writing::<Pings>(other)
+                .await);
+            drop(lock);
+        }
+        again
+    };
+    let mut again = None;
+    if kind.reads() {
+        let mut s = open(direct.clone()).await;
+        ok(kind.queue(&mut s, stream, &ids, "t").await);
+        again = Some(s);
+    }
+
+    let mut first = store.lightweight_session();
+    ok(kind.queue(&mut first, stream, &ids, "t").await);
+    fault_open_connections(&proxy, answer_lost());
+    let err = first.save_changes().await.expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{kind:?}: {err:?}");
+    drop(first);
+    proxy.heal();
+    assert_eq!(stored_events(&schema, &ids, stream).await.0, 2, "committed");
+
+    let mut again = match again {
+        Some(s) => s,
+        None => {
+            let mut s = open(store.clone()).await;
+            ok(kind.queue(&mut s, stream, &ids, "t").await);
+            s
+        }
+    };
+    let resent = again.save_changes().await.expect_err("a duplicate");
+    match &resent {
+        Error::DuplicateEvent { ids: found } => {
+            let mut want = ids.to_vec();
+            want.sort();
+            assert_eq!(found, &want, "{kind:?}");
+        }
+        other => panic!("{kind:?} (held: {held}): expected DuplicateEvent, got {other:?}"),
+    }
+    assert_display_clean(&resent);
+    let seeded = i64::from(kind.seeded());
+    assert_eq!(
+        stored_events(&schema, &ids, stream).await,
+        (2, seeded + 2),
+        "{kind:?}: appended once"
+    );
+    // The session and the store go on.
+    ok(again.events().append(stream, [Ping {}]));
+    ok(again.save_changes().await);
+    drop(again);
+    assert_recovers(&store, &schema, 1000).await;
+}
+
+#[tokio::test]
+async fn a_resent_expected_version_append_is_a_duplicate_alone() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Expected, false).await;
+}
+
+#[tokio::test]
+async fn a_resent_expected_version_append_is_a_duplicate_in_a_held_transaction() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Expected, true).await;
+}
+
+#[tokio::test]
+async fn a_resent_start_is_a_duplicate_alone() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Start, false).await;
+}
+
+#[tokio::test]
+async fn a_resent_start_is_a_duplicate_in_a_held_transaction() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Start, true).await;
+}
+
+#[tokio::test]
+async fn a_resent_optimistic_append_is_a_duplicate_alone() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Optimistic, false).await;
+}
+
+#[tokio::test]
+async fn a_resent_optimistic_append_is_a_duplicate_in_a_held_transaction() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Optimistic, true).await;
+}
+
+#[tokio::test]
+async fn a_resent_append_of_a_handle_for_writing_is_a_duplicate_alone() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Handle, false).await;
+}
+
+#[tokio::test]
+async fn a_resent_append_of_a_handle_for_writing_is_a_duplicate_in_a_held_transaction() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Handle, true).await;
+}
+
+#[tokio::test]
+async fn a_resent_append_through_a_boundary_is_a_duplicate_alone() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Boundary, false).await;
+}
+
+#[tokio::test]
+async fn a_resent_append_through_a_boundary_is_a_duplicate_in_a_held_transaction() {
+    a_resent_asserting_save_is_a_duplicate(Asserting::Boundary, true).await;
+}
+
+/// An expected-version append refused for its version while some of its event ids are
+/// stored (from another save) is `DuplicateEvent` naming them, as the same append is
+/// when its version still matches (the unique index refuses it) and as a plain append
+/// is: a save with a stored id can never be written, whatever its stream's version. With
+/// no id stored, the rejection is the stream's.
+#[tokio::test]
+async fn a_refused_append_with_some_stored_ids_is_a_duplicate() {
+    let (schema, b) = common::builder("fault_partly_stored");
+    let store = ok(b.build().await);
+    let stream = Uuid::now_v7();
+    let stored = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [Ping {}]));
+    ok(s.events()
+        .append(Uuid::now_v7(), [PendingEvent::new(Ping {}).with_id(stored)]));
+    ok(s.save_changes().await);
+    let fresh = Uuid::now_v7();
+    for version in [1, 3] {
+        let events = [fresh, stored].map(|id| PendingEvent::new(Ping {}).with_id(id));
+        ok(s.events().append_expected(stream, version, events));
+        match s.save_changes().await {
+            Err(Error::DuplicateEvent { ids }) => assert_eq!(ids, vec![stored], "at {version}"),
+            other => panic!("at {version}: expected DuplicateEvent, got {other:?}"),
+        }
+    }
+    // Not stored: the stream's rejection.
+    ok(s.events()
+        .append_expected(stream, 3, [PendingEvent::new(Ping {}).with_id(fresh)]));
+    match s.save_changes().await {
+        Err(Error::Rejected(r)) => assert!(
+            matches!(
+                r[0].kind,
+                marten::RejectionKind::UnexpectedStreamVersion {
+                    expected: 3,
+                    actual: Some(1)
+                }
+            ),
+            "{r:?}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        stored_events(&schema, &[fresh, stored], stream).await,
+        (1, 1)
+    );
+}
+
+/// With conjoined events a refused append's ids are looked up among its tenant's events
+/// only (event ids are unique per tenant): another tenant's copy of an id leaves the
+/// stream's rejection as it is.
+#[tokio::test]
+async fn a_refused_append_is_a_duplicate_of_its_own_tenants_events_only() {
+    let (_schema, b) = common::builder("fault_stored_per_tenant");
+    let store = ok(b.events_tenancy(marten::Tenancy::Conjoined).build().await);
+    let (stream, id) = (Uuid::now_v7(), Uuid::now_v7());
+    let session = |tenant: &str| ok(store.lightweight_session_for(tenant));
+    let mut red = session("red");
+    ok(red
+        .events()
+        .start_stream(stream, [PendingEvent::new(Ping {}).with_id(id)]));
+    ok(red.save_changes().await);
+    let mut blue = session("blue");
+    ok(blue.events().start_stream(stream, [Ping {}]));
+    ok(blue.save_changes().await);
+    for (s, tenant) in [(&mut red, "red"), (&mut blue, "blue")] {
+        ok(s.events()
+            .append_expected(stream, 3, [PendingEvent::new(Ping {}).with_id(id)]));
+        match (tenant, s.save_changes().await) {
+            ("red", Err(Error::DuplicateEvent { ids })) => assert_eq!(ids, vec![id]),
+            ("blue", Err(Error::Rejected(r))) => assert!(
+                matches!(
+                    r[0].kind,
+                    marten::RejectionKind::UnexpectedStreamVersion {
+                        expected: 3,
+                        actual: Some(1)
+                    }
+                ),
+                "{r:?}"
+            ),
+            (tenant, other) => panic!("{tenant}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn lost_commit_answer_is_outcome_unknown_and_all_there() {
     let (schema, proxy, store) = proxied("fault_cut_s2c").await;

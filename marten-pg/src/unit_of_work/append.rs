@@ -270,6 +270,27 @@ impl StreamAppend {
         let sql = EventSql::of(self.identity, self.tenant.tenancy());
         (&sql.existing_ids, &self.tenant)
     }
+
+    /// Which of the append's event ids are already stored (for its tenant, with conjoined
+    /// events), read when its rejection is explained: none for an append of no events.
+    async fn stored_ids(&self, client: Db<'_>) -> Result<Vec<uuid::Uuid>> {
+        if self.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (sql, tenant) = self.existing_ids();
+        let rows = client
+            .query(sql, &tenant.scoped(vec![&self.ids]))
+            .await
+            .map_err(reading_event)?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(reading_event))
+            .collect()
+    }
+}
+
+/// A failed read of stored events (their ids), for its error.
+fn reading_event(e: tokio_postgres::Error) -> Error {
+    map_db_error(e, Failed::Reading("event"))
 }
 
 impl Operation for StreamAppend {
@@ -424,14 +445,28 @@ impl Operation for StreamAppend {
         self.check = None;
     }
 
+    /// Says why the stream refused the append, unless the append was sent before: when
+    /// any of its event ids is already stored (a save sent again after
+    /// [`Error::OutcomeUnknown`] whose first attempt committed, its ids given with
+    /// `PendingEvent::with_id`), the save is [`Error::DuplicateEvent`], not the stream's
+    /// rejection. The stream refused it first only because its precondition (the expected
+    /// version, a start, the tip) is checked before its events are inserted: with the
+    /// stream as expected, the unique index of event ids would have refused it all the
+    /// same, as it refuses a plain append. Any stored id, not only all of them: a save can
+    /// never be written while one of its ids is stored, so its error does not depend on
+    /// whether its stream also moved (the writer then names every stored id of the save).
+    /// The ids' lookup goes with the stream's read, in the same round trip.
     fn explain<'a>(&'a self, client: Db<'a>) -> BoxFuture<'a, Result<Vec<Rejection>>> {
         Box::pin(async move {
             let sql = EventSql::of(self.identity, self.tenant.tenancy());
             let params = self.tenant.scoped(vec![&self.stream]);
-            let row = client
-                .query_opt(sql.stream_version.as_str(), &params)
-                .await
-                .map_err(reading)?;
+            let version = client.query_opt(sql.stream_version.as_str(), &params);
+            let (row, stored) = futures_util::future::join(version, self.stored_ids(client)).await;
+            let stored = stored?;
+            if !stored.is_empty() {
+                return Err(Error::DuplicateEvent { ids: stored });
+            }
+            let row = row.map_err(reading)?;
             let state: Option<(i64, bool)> = match row {
                 Some(r) => Some((
                     r.try_get(0).map_err(reading)?,

@@ -400,7 +400,10 @@ pub(super) fn concluded(
 }
 
 /// What came of a save that was rejected: retried when every rejection came from a check
-/// marten added itself, else the error that explains each rejection.
+/// marten added itself, else the error that explains each rejection. An append refused by
+/// its stream whose event ids are already stored explains itself as
+/// [`Error::DuplicateEvent`] instead (a save sent again after [`Error::OutcomeUnknown`]:
+/// see `StreamAppend::explain`), which the caller then names for the whole save.
 pub(super) async fn rejected(client: Db<'_>, ops: &[&mut dyn Operation]) -> Result<Outcome> {
     let rejected: Vec<&&mut dyn Operation> = ops.iter().filter(|o| o.has_rejections()).collect();
     if rejected.iter().all(|o| o.retryable()) {
