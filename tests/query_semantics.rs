@@ -464,3 +464,46 @@ async fn ranges_and_sorts_on_a_text_id_keep_rust_order() {
         .collect();
     assert_eq!(above, want_above);
 }
+
+/// `exists` answers whether a document matches without decoding it: a match whose stored
+/// JSON no longer deserializes still exists (as the compiled `Exists` says), while
+/// `first` reports the bad document.
+#[tokio::test]
+async fn exists_does_not_decode_the_match() {
+    let (schema, b) = builder("qsem_exists");
+    let store = ok(b.document::<Keyed>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.store(Keyed {
+        id: "bad".to_owned(),
+        n: 1,
+    }));
+    ok(s.save_changes().await);
+    let table = <Keyed as marten::Document>::TABLE_NAME;
+    schema
+        .raw_client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE {table} SET data = jsonb_set(data, '{{n}}', '\"not a number\"')"
+        ))
+        .await
+        .expect("corrupt the document");
+    let mut q = store.query_session();
+    let exists = ok(q
+        .query::<Keyed>()
+        .filter(|f| f.id.eq("bad".to_owned()))
+        .exists()
+        .await);
+    assert!(exists);
+    let none = ok(q
+        .query::<Keyed>()
+        .filter(|f| f.id.eq("other".to_owned()))
+        .exists()
+        .await);
+    assert!(!none);
+    let first = q
+        .query::<Keyed>()
+        .filter(|f| f.id.eq("bad".to_owned()))
+        .first()
+        .await;
+    assert!(matches!(first, Err(Error::Deserialize { .. })), "{first:?}");
+}

@@ -216,9 +216,11 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         }
     }
 
-    /// Whether any document matches.
-    pub async fn exists(self) -> Result<bool> {
-        Ok(self.first().await?.is_some())
+    /// Whether any document matches: one row is read, not decoded (a match that no
+    /// longer deserializes still exists).
+    pub async fn exists(mut self) -> Result<bool> {
+        self.spec.at_most(1);
+        Ok(!self.rows().await?.is_empty())
     }
 
     /// One page of matches (`page` from 0) and the total number of matches, in one query.
