@@ -9,6 +9,7 @@ use marten::prelude::*;
 use marten::subscriptions::{
     EventFilter, HandlerError, Subscription, SubscriptionBatch, SubscriptionTx,
 };
+use marten::DocumentStoreBuilder;
 use serde::{Deserialize, Serialize};
 
 /// An event adding to a counter.
@@ -47,14 +48,85 @@ impl Counter {
     }
 }
 
-/// A store on `schema` with `Counter` as an async projection.
-pub async fn store(url: &str, schema: &str, pool: usize) -> marten::Result<DocumentStore> {
+/// How many buckets `Ledger` spreads the streams over.
+pub const LEDGER_BUCKETS: u64 = 16;
+
+/// How many global sequences one `Ledger` document of a bucket covers: a bucket's list
+/// is paged so that a batch rewrites short documents, not ones that grow with the run.
+pub const LEDGER_PAGE: i64 = 5_000;
+
+/// The id of the `Ledger` document an event goes to: `bBB-PPP`, its stream's bucket (a
+/// hash of the stream id: FNV-1a over its bytes, not leaning on which bits of a v7 id are
+/// random) and the page of its sequence.
+pub fn ledger_bucket(stream: &StreamId, sequence: i64) -> String {
+    let bytes: &[u8] = match stream {
+        StreamId::Uuid(u) => u.as_bytes(),
+        StreamId::String(s) => s.as_bytes(),
+    };
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "b{:02}-{:03}",
+        hash % LEDGER_BUCKETS,
+        sequence / LEDGER_PAGE
+    )
+}
+
+/// A multi-stream projection with no version guard: every `Added` event is counted in
+/// the document of its stream's bucket and its sequence's page ([`ledger_bucket`]) and
+/// its sequence pushed onto the document's list. `Counter`
+/// skips the events at or below the version it has folded, so a batch applied twice
+/// leaves it unchanged; here it adds to `count` and repeats sequences, which
+/// [`nodes::ledger_check`] reports.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[concurrency(numeric)]
+pub struct Ledger {
+    /// The bucket and page ([`ledger_bucket`]).
+    pub id: String,
+    /// The events applied.
+    pub count: i64,
+    /// Their global sequences, in the order applied.
+    pub sequences: Vec<i64>,
+}
+
+#[marten::apply]
+impl Ledger {
+    fn identity(_e: &Added, meta: &EventEnvelope) -> String {
+        ledger_bucket(&meta.stream_id, meta.sequence)
+    }
+    fn create(_e: &Added, meta: &EventEnvelope) -> Self {
+        Ledger {
+            id: String::new(),
+            count: 1,
+            sequences: vec![meta.sequence],
+        }
+    }
+    fn apply(&mut self, _e: &Added, meta: &EventEnvelope) {
+        self.count += 1;
+        self.sequences.push(meta.sequence);
+    }
+}
+
+fn builder(url: &str, schema: &str, pool: usize) -> DocumentStoreBuilder {
     DocumentStore::builder()
         .connection_string(url)
         .schema(schema)
         .pool_size(pool)
         .event::<Added>()
         .projection::<Counter>(Lifecycle::Async)
+}
+
+/// A store on `schema` with `Counter` as an async projection.
+pub async fn store(url: &str, schema: &str, pool: usize) -> marten::Result<DocumentStore> {
+    builder(url, schema, pool).build().await
+}
+
+/// A store on `schema` with `Counter` and `Ledger` as async projections (a node runs
+/// both with `NODE_LEDGER=1`).
+pub async fn ledger_store(url: &str, schema: &str, pool: usize) -> marten::Result<DocumentStore> {
+    builder(url, schema, pool)
+        .multi_stream_projection::<Ledger>(Lifecycle::Async)
         .build()
         .await
 }
