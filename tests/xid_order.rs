@@ -243,3 +243,73 @@ async fn a_page_of_the_global_order_is_an_index_range_scan_without_a_sort() {
         }
     }
 }
+
+/// A prepared transaction (two-phase commit) that wrote holds gap-safe readers back until
+/// it is committed or rolled back, though no session runs it: `read_all` waits at it and
+/// `oldest_open_transaction` reports it (it is in `pg_prepared_xacts`, not in
+/// `pg_stat_activity`).
+#[tokio::test]
+async fn a_prepared_transaction_holds_readers_back_and_is_reported() {
+    let cluster = match PrivateCluster::start() {
+        Ok(c) => c,
+        Err(e) => panic!("this test needs a private cluster: {e}"),
+    };
+    cluster
+        .append_config("max_prepared_transactions = 4\n")
+        .expect("allow prepared transactions");
+    cluster
+        .restart()
+        .expect("restart with prepared transactions");
+    let store = ok(DocumentStore::builder()
+        .connection_string(cluster.url())
+        .schema("xid_prepared")
+        .pool_size(4)
+        .event::<Added>()
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [Added { n: 1 }]));
+    ok(s.save_changes().await);
+    assert_eq!(ok(s.events().oldest_open_transaction().await), None);
+
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    };
+    let preparer = connect().await;
+    preparer
+        .batch_execute(
+            "CREATE TABLE public.prepared_probe (n int); \
+             BEGIN; INSERT INTO public.prepared_probe VALUES (1); \
+             PREPARE TRANSACTION 'mt_prepared_probe'",
+        )
+        .await
+        .expect("prepare a writing transaction");
+    drop(preparer);
+
+    ok(s.events().append(stream, [Added { n: 2 }]));
+    ok(s.save_changes().await);
+    let page = ok(s.events().read_all(Position::START, 10).await);
+    assert_eq!(
+        page.events.len(),
+        1,
+        "the event after the prepared one waits"
+    );
+    assert!(
+        ok(s.events().oldest_open_transaction().await).is_some(),
+        "the prepared transaction is reported"
+    );
+
+    connect()
+        .await
+        .batch_execute("COMMIT PREPARED 'mt_prepared_probe'")
+        .await
+        .expect("commit the prepared transaction");
+    let page = ok(s.events().read_all(Position::START, 10).await);
+    assert_eq!(page.events.len(), 2);
+    assert_eq!(ok(s.events().oldest_open_transaction().await), None);
+}

@@ -81,7 +81,11 @@ pub const STREAM_TENANTS: &str = "WITH RECURSIVE t AS (\
 pub const NEWEST_EVENT_XID: &str = "SELECT e.tx_id >= pg_snapshot_xmax(pg_current_snapshot()),      e.tx_id::text, pg_snapshot_xmax(pg_current_snapshot())::text      FROM mt_events e ORDER BY e.seq_id DESC LIMIT 1";
 
 /// The age of the oldest transaction in the cluster that has written (has a transaction
-/// id) and is still open: what holds gap-safe readers back.
-pub const OLDEST_OPEN_TRANSACTION: &str =
-    "SELECT extract(epoch FROM max(now() - xact_start))::float8 \
-     FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()";
+/// id) and is still open: what holds gap-safe readers back. A prepared transaction
+/// (`PREPARE TRANSACTION`, two-phase commit) holds them back too until it is committed or
+/// rolled back, and belongs to no session: it is in `pg_prepared_xacts`, not in
+/// `pg_stat_activity`.
+pub const OLDEST_OPEN_TRANSACTION: &str = "SELECT extract(epoch FROM greatest(\
+     (SELECT max(now() - xact_start) FROM pg_stat_activity \
+      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), \
+     (SELECT max(now() - prepared) FROM pg_prepared_xacts)))::float8";
