@@ -96,11 +96,7 @@ impl<'a> Pipeline<'a> {
 
     /// Writes every statement and reads every answer.
     pub(crate) async fn send(self) -> Answers {
-        let slots = join_in_order(self.flight, false).await;
-        Answers {
-            complete: slots.iter().all(Option::is_some),
-            slots,
-        }
+        self.written(false).await
     }
 
     /// Writes the statements in order until one cannot be written (its parameters do not
@@ -110,7 +106,13 @@ impl<'a> Pipeline<'a> {
     /// among them - so what was written stays in an open transaction for the caller to
     /// roll back ([`Answers::complete`] says whether all were written).
     pub(crate) async fn send_until_unwritable(self) -> Answers {
-        let slots = join_in_order(self.flight, true).await;
+        self.written(true).await
+    }
+
+    /// Writes the statements (`stop`: until one cannot be written) and reads the answers
+    /// of those written.
+    async fn written(self, stop: bool) -> Answers {
+        let slots = join_in_order(self.flight, stop).await;
         Answers {
             complete: slots.iter().all(Option::is_some),
             slots,
