@@ -717,6 +717,87 @@ struct Home {
     zip: i64,
 }
 
+#[derive(Queryable, Serialize, Deserialize, Clone, Debug)]
+struct Labels {
+    names: Vec<String>,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug)]
+#[document(gin)]
+struct Parcel {
+    id: Uuid,
+    tags: Vec<String>,
+    #[query(nested)]
+    labels: Labels,
+}
+
+/// `contains` on a document with a GIN index also tests the document's containment of
+/// the element under the field's path, which the index serves, and keeps its answers
+/// (negated too, nested too).
+#[tokio::test]
+async fn contains_uses_the_gin_index_and_keeps_its_meaning() {
+    let (schema, b) = builder("queries_gin_contains");
+    let store = ok(b.document::<Parcel>().build().await);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "INSERT INTO mt_doc_parcel (id, data) SELECT gen_random_uuid(), \
+         jsonb_build_object('id', gen_random_uuid(), \
+         'tags', jsonb_build_array('t' || (i % 1000), 'u' || (i % 7)), \
+         'labels', jsonb_build_object('names', jsonb_build_array('n' || (i % 500)))) \
+         FROM generate_series(1, 20000) AS i; ANALYZE mt_doc_parcel",
+    )
+    .await
+    .expect("seed 20,000 rows");
+    let mut s = store.lightweight_session();
+    let q = s
+        .query::<Parcel>()
+        .filter(|f| f.tags.contains("t42".to_owned()));
+    let sql = q.to_sql();
+    let found = ok(q.to_list().await);
+    assert_eq!(found.len(), 20);
+    assert!(found.iter().all(|d| d.tags.contains(&"t42".to_owned())));
+    raw.batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("turn off sequential scans");
+    let explain: Vec<String> = raw
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                sql.replace("$1::jsonb", "'{\"tags\":[\"t42\"]}'::jsonb")
+                    .replace("$2::jsonb", "'[\"t42\"]'::jsonb")
+            ),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        explain.iter().any(|l| l.contains("mt_doc_parcel_gin")),
+        "contains uses the GIN index: {sql}\n{explain:#?}"
+    );
+    let expected = |p: &dyn Fn(i64) -> bool| (1..=20000).filter(|i| p(*i)).count() as i64;
+    assert_eq!(
+        ok(s.query::<Parcel>()
+            .filter(|f| f.tags.contains("u3".to_owned()).not())
+            .count()
+            .await),
+        expected(&|i| i % 7 != 3)
+    );
+    assert_eq!(
+        ok(s.query::<Parcel>()
+            .filter(|f| f
+                .labels
+                .names
+                .contains("n7".to_owned())
+                .and(f.tags.contains("u0".to_owned())))
+            .count()
+            .await),
+        expected(&|i| i % 500 == 7 && i % 7 == 0)
+    );
+}
+
 #[derive(Document, Serialize, Deserialize, Clone, Debug)]
 #[document(gin)]
 struct Subscriber {

@@ -10,7 +10,9 @@
 
 use marten_core::query::{CompareOp, Node, Path, RawParam, ValueKind};
 
-use super::node::{compared_param, containment_doc, containment_is_equality, null_column_test};
+use super::node::{
+    compared_param, containment_doc, containment_is_equality, nested_in, null_column_test,
+};
 use super::nul::{nul_reason, refuse_nul};
 use super::one_of::{one_of_matches_null, one_of_param};
 use super::raw::{raw_value, refuse_raw_nul};
@@ -123,6 +125,9 @@ fn collect_in(gin: bool, root: bool, node: &Node, sql: &mut Sql, key: &mut Shape
             key.path(path);
             key.tag(u8::from(containment_is_equality(value)));
             refuse_nul(sql, value);
+            if gin && root {
+                sql.params.push(Box::new(nested_in(path, value.clone())));
+            }
             sql.params.push(Box::new(value.clone()));
         }
         Node::IsEmpty { path } => {

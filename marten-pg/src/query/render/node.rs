@@ -82,12 +82,22 @@ fn render_in(scope: Scope<'_>, node: &Node, sql: &mut Sql) -> String {
 /// element, but for an array or object element it only says that some element holds the
 /// element's parts (`[[1, 2]]` contains `[[1]]` and `[[]]`), so an element equal to it is
 /// also looked for (the same parameter's element, `$n -> 0`). A missing or non-array
-/// field contains nothing.
+/// field contains nothing. For a document with a GIN index, a field at the root also
+/// tests `d.data @> {"field": [element]}`, which the field's containment implies (so the
+/// answer is the same, also under `NOT`) and the index serves.
 fn contains(scope: Scope<'_>, sql: &mut Sql, path: &Path, value: &serde_json::Value) -> String {
     refuse_nul(sql, value);
     let j = json_expr(scope.base, path);
+    let indexed =
+        (scope.gin && scope.root).then(|| sql.param(Box::new(nested_in(path, value.clone()))));
     let p = sql.param(Box::new(value.clone()));
-    let contained = format!("coalesce({j} @> {p}::jsonb, false)");
+    let contained = match indexed {
+        Some(doc) => format!(
+            "({} @> {doc}::jsonb AND coalesce({j} @> {p}::jsonb, false))",
+            scope.base
+        ),
+        None => format!("coalesce({j} @> {p}::jsonb, false)"),
+    };
     if containment_is_equality(value) {
         return contained;
     }
@@ -154,13 +164,18 @@ pub(super) fn containment_doc(
     if !(gin_root && op == CompareOp::Eq && path.column.is_none() && scalar) {
         return None;
     }
-    let mut doc = value.clone();
+    Some(nested_in(path, value.clone()))
+}
+
+/// `value` under the keys of `path`: `{"a": {"b": value}}` for the path `a.b`.
+pub(super) fn nested_in(path: &Path, value: serde_json::Value) -> serde_json::Value {
+    let mut doc = value;
     for key in path.segments.iter().rev() {
         let mut object = serde_json::Map::with_capacity(1);
         object.insert((*key).to_owned(), doc);
         doc = serde_json::Value::Object(object);
     }
-    Some(doc)
+    doc
 }
 
 /// `path op value`: on the duplicated column at the root when the field has one (where a
