@@ -4,7 +4,10 @@
 //! connection used last, a connection keeps a bounded number of prepared statements, a
 //! checkout cancelled while it connects gives its place in the pool back, a closed
 //! store's pool refuses checkouts with a typed error and closes its idle connections, and
-//! racing checkouts, some cancelled mid-request, keep the pool at its size.
+//! racing checkouts, some cancelled mid-request, keep the pool at its size. A caller's
+//! pool configured without timeouts is still waited for boundedly, and a session holding
+//! the only connection of a caller's pool can use a document type for the first time
+//! (inside a transaction, which keeps that connection, the wait ends in `PoolExhausted`).
 
 mod common;
 
@@ -13,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ok;
-use marten::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use marten::deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime,
+};
 use marten::prelude::*;
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +54,29 @@ fn caller_pool(config: tokio_postgres::Config, size: usize, wait: Duration) -> P
         .runtime(Runtime::Tokio1)
         .build()
     {
+        Ok(pool) => pool,
+        Err(e) => panic!("cannot build the pool: {e}"),
+    }
+}
+
+/// A caller's pool of one connection on `schema` configured without any timeout (and,
+/// unless `runtime`, without a runtime to time anything with): deadpool itself would
+/// wait for a connection for ever.
+fn unbounded_caller_pool(schema: &TestSchema, runtime: bool) -> Pool {
+    let mut config = named_config(schema);
+    config.options(format!("-c search_path={}", schema.name()));
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let mut builder = Pool::builder(manager).config(PoolConfig::new(1));
+    if runtime {
+        builder = builder.runtime(Runtime::Tokio1);
+    }
+    match builder.build() {
         Ok(pool) => pool,
         Err(e) => panic!("cannot build the pool: {e}"),
     }
@@ -595,4 +623,142 @@ async fn racing_and_cancelled_checkouts_keep_the_pool_at_its_size() {
     store.close();
     drop(held);
     assert_all_closed(&schema, &app).await;
+}
+
+/// A wait for a connection of a caller's pool configured without a wait timeout ends at
+/// the store's request timeout, in `PoolExhausted` as a wait on the store's own pool does
+/// (with or without a runtime configured on the pool), and never outlasts it.
+#[tokio::test]
+async fn a_callers_pool_without_timeouts_is_waited_for_boundedly() {
+    let schema = TestSchema::new("caller_unbounded");
+    let wait = Duration::from_millis(500);
+    for runtime in [true, false] {
+        let store = ok(DocumentStore::builder()
+            .pool(unbounded_caller_pool(&schema, runtime))
+            .schema(schema.name())
+            .request_timeout(Some(wait))
+            .document::<Item>()
+            .build()
+            .await);
+        // Bounded by the test's own timer, so that a wait that never ends fails the test.
+        let checked = tokio::time::timeout(
+            Duration::from_secs(10),
+            assert_exhausted_after(&store, wait),
+        );
+        if checked.await.is_err() {
+            panic!("a wait for the caller's pool (runtime: {runtime}) did not end");
+        }
+    }
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Memo {
+    id: i64,
+    text: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Label {
+    id: i64,
+    text: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Badge {
+    id: i64,
+    text: String,
+}
+
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Ribbon {
+    id: i64,
+    text: String,
+}
+
+/// A session holding the only connection of a caller's pool (configured without
+/// timeouts) uses a document type the builder was not told of: making sure of its table
+/// needs a connection besides the session's, and it must not wait for the one the
+/// session holds. Loading one unknown type and saving another both work.
+#[tokio::test]
+async fn a_first_use_in_a_session_holding_the_only_connection_of_a_callers_pool() {
+    let schema = TestSchema::new("caller_first_use");
+    let store = ok(DocumentStore::builder()
+        .pool(unbounded_caller_pool(&schema, false))
+        .schema(schema.name())
+        .document::<Item>()
+        .build()
+        .await);
+    let using = async {
+        let mut s = store.lightweight_session();
+        // The session takes the pool's one connection and keeps it.
+        let item: Option<Item> = s.load(&1).await?;
+        assert_eq!(item, None);
+        // First use of Memo: its table is made.
+        let memo: Option<Memo> = s.load(&1).await?;
+        assert_eq!(memo, None);
+        // First use of Label, by a save.
+        s.store(Label {
+            id: 1,
+            text: "first".into(),
+        })?;
+        s.save_changes().await?;
+        // First use of Badge by a query, of Ribbon by a streamed query.
+        assert!(s.query::<Badge>().to_list().await?.is_empty());
+        let mut ribbons = s.query::<Ribbon>().stream().await?;
+        assert!(futures_util::StreamExt::next(&mut ribbons).await.is_none());
+        drop(ribbons);
+        s.load::<Label>(&1).await
+    };
+    // Bounded by the test's own timer: without it a session waiting for itself never ends.
+    let label = match tokio::time::timeout(Duration::from_secs(20), using).await {
+        Ok(loaded) => ok(loaded),
+        Err(_) => panic!("a session's first use of a type waited for its own connection"),
+    };
+    assert_eq!(label.map(|l| l.text).as_deref(), Some("first"));
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Noted {
+    text: String,
+}
+
+/// A session whose transaction holds the only connection of a caller's pool (an
+/// exclusive append locks its stream until the save) cannot give that connection up for
+/// the schema work of a first use: the wait for another one ends at the request timeout
+/// in `PoolExhausted`, and the session's transaction goes on to commit.
+#[tokio::test]
+async fn a_first_use_inside_a_sessions_transaction_waits_boundedly() {
+    let schema = TestSchema::new("caller_first_use_tx");
+    let wait = Duration::from_millis(500);
+    let store = ok(DocumentStore::builder()
+        .pool(unbounded_caller_pool(&schema, true))
+        .schema(schema.name())
+        .request_timeout(Some(wait))
+        .event::<Noted>()
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(stream, [Noted { text: "one".into() }]));
+    ok(s.save_changes().await);
+    ok(s.events()
+        .append_exclusive(stream, [Noted { text: "two".into() }])
+        .await);
+    let started = Instant::now();
+    // Bounded by the test's own timer, so that a wait that never ends fails the test.
+    let got = match tokio::time::timeout(Duration::from_secs(10), s.load::<Memo>(&1)).await {
+        Ok(got) => got,
+        Err(_) => panic!("a first use inside a transaction waited for its own connection"),
+    };
+    assert!(
+        matches!(got, Err(Error::PoolExhausted { size: 1, .. })),
+        "{got:?}"
+    );
+    assert!(
+        started.elapsed() < wait + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    ok(s.save_changes().await);
+    assert_eq!(ok(s.events().fetch_stream(stream).await).len(), 2);
 }

@@ -1,12 +1,13 @@
 //! TLS against a private cluster that accepts TLS connections only (`hostssl` lines in
 //! `pg_hba.conf`), with certificates made by the test: a CA, a server certificate for
 //! `localhost` and `127.0.0.1` signed by it, and an unrelated CA. Every `sslmode` is
-//! tried, and each failure must be its typed error. The cluster must start: a machine
+//! tried, and each failure must be its typed error. A request given up at the request
+//! timeout is cancelled on the server over TLS as well. The cluster must start: a machine
 //! without PostgreSQL's binaries fails the test, saying what to install.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::ok;
 use marten::prelude::*;
@@ -230,4 +231,70 @@ async fn every_sslmode_against_a_server_that_accepts_tls_only() {
         .build()
         .await);
     round_trip(&store, 6).await;
+}
+
+/// The backends still running `sql` (compared whole), as `watcher` sees them.
+async fn running(watcher: &DocumentStore, sql: &str) -> i64 {
+    let rows = ok(watcher
+        .sql_query(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+            &[&sql],
+        )
+        .await);
+    match rows.first().map(|row| row.try_get::<_, i64>(0)) {
+        Some(Ok(count)) => count,
+        other => panic!("cannot count the backends: {other:?}"),
+    }
+}
+
+/// A request given up at the request timeout on a store that requires TLS is cancelled
+/// on the server: the cancel request asks for TLS as the connection did (the server
+/// says yes, so a cancel sent without a TLS connector fails), and the statement stops
+/// soon after the caller got its `Timeout`, instead of running on (with its
+/// transaction and locks) after the pool gave its place to another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_given_up_is_cancelled_over_tls() {
+    const SLEEP: &str = "SELECT pg_sleep(30)";
+    let cluster = match PrivateCluster::start() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start a private cluster: {e}"),
+    };
+    let certs = certs();
+    enable_tls(&cluster, &certs);
+    let store = ok(DocumentStore::builder()
+        .connection_string(cluster.url())
+        .ssl_mode(SslMode::Require)
+        .schema("tls_cancel")
+        .pool_size(2)
+        .request_timeout(Some(Duration::from_secs(1)))
+        .build()
+        .await);
+    // A store of its own: its connection is not one the timed-out request may touch.
+    let watcher = ok(build(&url_with(&cluster, "sslmode=require"), "tls_watch", None).await);
+
+    let started = Instant::now();
+    let slept = store.sql_query(SLEEP, &[]).await;
+    let waited = started.elapsed();
+    assert!(matches!(slept, Err(Error::Timeout { .. })), "{slept:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = running(&watcher, SLEEP).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} backend(s) still run {SLEEP:?} 2 s after the request was given up: \
+             its cancel request did not reach the server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The store goes on: its pool gave the lost connection's place to a new one.
+    let rows = ok(store.sql_query("SELECT 1", &[]).await);
+    assert_eq!(rows.len(), 1);
 }

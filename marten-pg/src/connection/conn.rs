@@ -14,19 +14,15 @@
 //! that sends requests only has to finish its guard after the last response was read.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use marten_core::{Error, Result};
-use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 
+use super::cancel::cancel_then_drop;
 use super::deadlines::Within;
 use super::replica::{Route, WriteToken};
 use super::{Connector, Db, Pooled, Statements};
-
-/// How long closing a connection waits for its cancel request to be delivered.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection slot: empty until the first request, then one pooled connection. Public
 /// only in name (sessions hand it to queries); nothing outside the crate can use it.
@@ -94,6 +90,18 @@ impl Conn {
         }
     }
 
+    /// Makes the connection in the slot available to other work until the next request
+    /// takes one again (schema work on a caller's pool, whose connections may all be out,
+    /// one of them here): a clean one goes back to the pool and a broken one is closed;
+    /// one inside a transaction stays where it is.
+    pub(crate) fn set_aside(&mut self) {
+        if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
+            self.discard(self.cancel_on_discard);
+        } else {
+            self.release();
+        }
+    }
+
     /// Starts a request, taking a connection from the store's pool if the slot is empty
     /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
     pub(crate) async fn request(&mut self, source: &impl AsRef<Connector>) -> Result<Request<'_>> {
@@ -145,32 +153,12 @@ impl Conn {
         let Some(obj) = self.slot.take() else {
             return;
         };
-        let client = obj.detach();
         if !cancel {
-            drop(client);
+            drop(obj.detach());
             return;
         }
-        cancel_then_drop(client.cancel_token(), client);
-    }
-}
-
-/// Sends a cancel request for what runs on a connection (in a task of its own, waiting
-/// at most five seconds for the server to take it), then drops `keep` (the connection
-/// itself, or nothing). Without a runtime to send it from, drops `keep` at once: closing
-/// alone still ends the connection's transaction once the server reads the termination.
-pub(crate) fn cancel_then_drop<T: Send + 'static>(token: tokio_postgres::CancelToken, keep: T) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move {
-                match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await {
-                    Ok(Ok(())) => debug!("cancelled the request of a discarded connection"),
-                    Ok(Err(e)) => debug!(error = %e, "cancel request failed"),
-                    Err(_) => debug!("cancel request timed out"),
-                }
-                drop(keep);
-            });
-        }
-        Err(_) => drop(keep),
+        let request = obj.cancel_request();
+        cancel_then_drop(request, obj.detach());
     }
 }
 

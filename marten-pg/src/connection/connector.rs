@@ -2,15 +2,23 @@
 //! caller's), connections outside the pool (schema work, advisory locks), the read
 //! replica's pool (reads that asked for it, see `replica.rs`), and the time limits every
 //! request obeys.
+//!
+//! A caller's pool is waited for boundedly too, whatever timeouts it was built with: at
+//! most its own wait timeout, else the store's default pool wait or the request timeout,
+//! whichever is shorter, ending in [`Error::PoolExhausted`] as a wait on the store's own
+//! pool does. Its connections outside the pool are taken out of it (the store does not
+//! know how to make them), so they wait for it the same way.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{ClientWrapper, Pool};
+use deadpool_postgres::{ClientWrapper, Pool, PoolError, TimeoutType, Timeouts};
 use marten_core::{Error, Result};
+use tracing::warn;
 
 use super::anchor::Anchor;
+use super::cancel::CancelRequest;
 use super::deadlines::{Deadlines, Within};
 use super::pool::{AfterConnect, OwnPool, PoolSettings};
 use super::statements::Statements;
@@ -79,8 +87,8 @@ pub(crate) struct DirectConnections {
 
 /// A connection outside the pool. It closes when dropped.
 pub(crate) enum Dedicated {
-    /// Made by the store.
-    Own(tokio_postgres::Client),
+    /// Made by the store, over the TLS it keeps for the connection's cancel request.
+    Own(tokio_postgres::Client, Tls),
     /// Taken out of a caller's pool for good.
     Taken(ClientWrapper),
 }
@@ -90,8 +98,19 @@ impl Deref for Dedicated {
 
     fn deref(&self) -> &tokio_postgres::Client {
         match self {
-            Dedicated::Own(client) => client,
+            Dedicated::Own(client, _) => client,
             Dedicated::Taken(client) => client,
+        }
+    }
+}
+
+impl Dedicated {
+    /// The cancel request for what runs on this connection, over the TLS it was made
+    /// with (a caller's pool's: not known).
+    pub(crate) fn cancel_request(&self) -> CancelRequest {
+        match self {
+            Dedicated::Own(client, tls) => CancelRequest::new(client.cancel_token(), Some(tls)),
+            Dedicated::Taken(client) => CancelRequest::new(client.cancel_token(), None),
         }
     }
 }
@@ -199,24 +218,49 @@ impl Connector {
     }
 
     /// Gets a connection from the pool, waiting at most the pool's wait timeout
-    /// ([`Error::PoolExhausted`]).
+    /// ([`Error::PoolExhausted`]; for a caller's pool see the module documentation).
     pub(crate) async fn pooled(&self) -> Result<Pooled> {
         let pool = match &self.pool {
             Pools::Own(pool) => return pool.get().await.map(Pooled::Own),
             Pools::Caller(pool) => pool,
         };
         let started = Instant::now();
-        pool.get()
+        caller_get(pool, self.caller_wait(pool))
             .await
             .map(Pooled::Caller)
             .map_err(|e| map_pool_error(e, pool.status().max_size, started.elapsed()))
     }
 
+    /// How long a checkout from the caller's `pool` waits for a free connection: its own
+    /// wait timeout when it has one, else the store's default pool wait, or the request
+    /// timeout when that is shorter.
+    fn caller_wait(&self, pool: &Pool) -> Duration {
+        pool.timeouts().wait.unwrap_or_else(|| {
+            let default = PoolSettings::default().wait;
+            self.request_timeout
+                .map_or(default, |limit| limit.min(default))
+        })
+    }
+
     /// Opens a connection outside the pool with the pool's settings (for a caller's
-    /// pool: takes one out of it). It closes when dropped.
+    /// pool: takes one out of it, waiting for it as [`pooled`](Self::pooled) does). It
+    /// closes when dropped.
     pub(crate) async fn dedicated(&self) -> Result<Dedicated> {
         let Some(own) = &self.own else {
-            return Ok(self.pooled().await?.detach());
+            return match self.pooled().await {
+                Ok(pooled) => Ok(pooled.detach()),
+                Err(e) => {
+                    if matches!(e, Error::PoolExhausted { .. }) {
+                        warn!(
+                            "no connection of the caller's pool came free for work outside the \
+                             pool (schema work of a type's first use, a daemon lock): all of them \
+                             are in use, perhaps one by the session that asked; register the \
+                             session's document types on the builder or enlarge the pool"
+                        );
+                    }
+                    Err(e)
+                }
+            };
         };
         let (config, tls) = match &own.direct {
             Some(direct) => (&direct.config, &direct.tls),
@@ -245,7 +289,14 @@ impl Connector {
                 }
             }
         }
-        Ok(Dedicated::Own(client))
+        Ok(Dedicated::Own(client, tls.clone()))
+    }
+
+    /// Whether the store makes its connections itself (its own pool), as opposed to
+    /// taking them out of a caller's pool, where a connection outside the pool is one
+    /// fewer in it.
+    pub(crate) fn makes_connections(&self) -> bool {
+        self.own.is_some()
     }
 
     /// How long a request waits for its answers.
@@ -271,6 +322,28 @@ impl Connector {
         for replica in &self.replicas.list {
             replica.connector.close();
         }
+    }
+}
+
+/// A connection of the caller's `pool`, waiting at most `wait` for a free one. Making or
+/// recycling one is bounded by the pool's own timeouts, else by `wait` too. A pool built
+/// without a runtime cannot time anything: its whole checkout is bounded by `wait`, and a
+/// checkout that runs out of it counts as a wait for a free connection.
+async fn caller_get(
+    pool: &Pool,
+    wait: Duration,
+) -> std::result::Result<deadpool_postgres::Object, PoolError> {
+    let configured = pool.timeouts();
+    let timeouts = Timeouts {
+        wait: Some(wait),
+        create: configured.create.or(Some(wait)),
+        recycle: configured.recycle.or(Some(wait)),
+    };
+    match pool.timeout_get(&timeouts).await {
+        Err(PoolError::NoRuntimeSpecified) => tokio::time::timeout(wait, pool.get())
+            .await
+            .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait))),
+        got => got,
     }
 }
 

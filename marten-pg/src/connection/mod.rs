@@ -1,14 +1,17 @@
 //! The connection layer: where connections come from ([`Connector`]: the store's own
-//! pool (`pool.rs`) or a caller's, their settings and TLS), the owner of one connection and the state it is in ([`Conn`],
-//! [`Request`]), the typed pipeline that writes several statements in one round trip
-//! ([`Pipeline`]), reads on the read replica ([`WriteToken`], `replica.rs`), the requests'
-//! deadlines, watched by one thread (`deadlines.rs`), and the timer that keeps the waits
-//! left on tokio timers from waking the runtime (`anchor.rs`).
+//! pool (`pool.rs`) or a caller's, their settings and TLS), the owner of one connection
+//! and the state it is in ([`Conn`], [`Request`]), the cancel request of a connection
+//! given up, sent over the TLS the connection was made with (`cancel.rs`), the typed
+//! pipeline that writes several statements in one round trip ([`Pipeline`]), reads on
+//! the read replica ([`WriteToken`], `replica.rs`), the requests' deadlines, watched by
+//! one thread (`deadlines.rs`), and the timer that keeps the waits left on tokio timers
+//! from waking the runtime (`anchor.rs`).
 //!
 //! May use: the error map and leaf helpers. Nothing here knows documents, events,
 //! sessions or the store; the store owns a [`Connector`] and lends it.
 
 mod anchor;
+mod cancel;
 mod conn;
 mod connector;
 mod db;
@@ -20,8 +23,9 @@ mod replica;
 mod statements;
 mod tls;
 
+pub(crate) use cancel::cancel_then_drop;
 pub use conn::Conn;
-pub(crate) use conn::{cancel_then_drop, timed_out, within, Request};
+pub(crate) use conn::{timed_out, within, Request};
 pub(crate) use connector::{Connector, Dedicated, DirectConnections, Replica};
 pub(crate) use db::Db;
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};

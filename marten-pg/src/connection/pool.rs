@@ -249,6 +249,11 @@ impl Lease {
         }
     }
 
+    /// The TLS the connection was made with (its cancel request needs it).
+    pub(crate) fn tls(&self) -> &Tls {
+        &self.shared.tls
+    }
+
     /// The statement of `sql` (the store's text number `id`) prepared on this
     /// connection: from its cache, or prepared now and kept.
     pub(crate) async fn prepared(

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use deadpool_postgres::Object;
 use tokio_postgres::{Client, Statement};
 
+use super::cancel::CancelRequest;
 use super::connector::Dedicated;
 use super::pool::{Lease, PER_CONNECTION};
 
@@ -50,8 +51,22 @@ impl Pooled {
     /// The connection taken out of its pool for good: it closes when dropped.
     pub(crate) fn detach(self) -> Dedicated {
         match self {
-            Pooled::Own(lease) => Dedicated::Own(lease.detach()),
+            Pooled::Own(lease) => {
+                let tls = lease.tls().clone();
+                Dedicated::Own(lease.detach(), tls)
+            }
             Pooled::Caller(object) => Dedicated::Taken(Object::take(object)),
+        }
+    }
+
+    /// The cancel request for what runs on this connection, over the TLS it was made
+    /// with (a caller's pool's: not known).
+    pub(crate) fn cancel_request(&self) -> CancelRequest {
+        match self {
+            Pooled::Own(lease) => {
+                CancelRequest::new(lease.client().cancel_token(), Some(lease.tls()))
+            }
+            Pooled::Caller(object) => CancelRequest::new(object.cancel_token(), None),
         }
     }
 }

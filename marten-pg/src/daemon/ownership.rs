@@ -134,7 +134,7 @@ async fn on_lock<T>(
     match within(store, answers).await {
         Some(answered) => answered,
         None => {
-            cancel_then_drop(lock.cancel_token(), ());
+            cancel_then_drop(lock.cancel_request(), ());
             Err(timed_out(store))
         }
     }

@@ -122,7 +122,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
         let statements = &self.statements;
         let rows = async {
             for (_, (type_id, migrate)) in statements {
-                store.ensure_erased(*type_id, *migrate).await?;
+                store.ensure_erased_in(conn, *type_id, *migrate).await?;
             }
             conn.read(store, async |client| run_batch(client, statements).await)
                 .await

@@ -73,8 +73,8 @@ where
         let tenant = TenantKey::of(tenant);
         let sql = self.statement(tenant).checked()?;
         let (store, conn) = self.query.session.source();
-        store.ensure::<D>().await?;
-        store.ensure::<I>().await?;
+        store.ensure_in::<D>(conn).await?;
+        store.ensure_in::<I>(conn).await?;
         let rows = conn
             .read(store, async |client| {
                 let stmt = client.statement(&sql.text).await.map_err(reading::<D>)?;

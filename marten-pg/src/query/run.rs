@@ -243,7 +243,7 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
         let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
         crate::trace::fingerprint(&span, [sql.text.as_str()]);
         let opening = async {
-            store.ensure::<D>().await?;
+            store.ensure_in::<D>(conn).await?;
             let req = conn.read_request(store).await?;
             let starting = async {
                 let stmt = req
@@ -415,7 +415,7 @@ pub(super) async fn fetch<D: PgDocument>(
     let span = crate::trace::query(store.schema(), D::DOCUMENT_TYPE);
     crate::trace::fingerprint(&span, [text]);
     async {
-        store.ensure::<D>().await?;
+        store.ensure_in::<D>(conn).await?;
         conn.read(store, async |client| {
             let stmt = client.statement(text).await.map_err(reading::<D>)?;
             client.query(&stmt, params).await.map_err(reading::<D>)

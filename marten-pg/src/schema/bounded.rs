@@ -94,7 +94,7 @@ impl Drop for SchemaConn<'_> {
         };
         if self.unsettled.load(Ordering::SeqCst) {
             // A statement may still run: cancel it, then close the connection.
-            cancel_then_drop(client.cancel_token(), client);
+            cancel_then_drop(client.cancel_request(), client);
         }
     }
 }

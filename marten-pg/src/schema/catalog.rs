@@ -1,6 +1,13 @@
 //! What a store knows of its database below the event store: where connections come from,
 //! its schema and mode, and which objects it has made sure of. The unit of work and
 //! everything above reach the database through it.
+//!
+//! A type's first use makes sure of its objects on a connection outside the pool. Over a
+//! caller's pool that connection is taken out of the pool, where the session asking may
+//! hold the last one (a pool of one would wait for itself): a session's first use
+//! ([`Catalog::ensure_for`]) sets its own connection aside first, unless a transaction is
+//! open on it; then the wait for another one is bounded and ends in
+//! [`Error::PoolExhausted`](marten_core::Error).
 
 use std::any::TypeId;
 use std::sync::RwLock;
@@ -13,7 +20,7 @@ use super::{
     check_server_version, migrate_schema, migrating, names, with_migration_lock, AutoCreate,
     MigrateFn, SchemaConn,
 };
-use crate::connection::{Connector, Dedicated};
+use crate::connection::{Conn, Connector, Dedicated};
 use crate::tables::def::TableDef;
 
 /// The table a registered document type needs, as data (for the schema script and
@@ -163,6 +170,27 @@ impl Catalog {
         Ok(())
     }
 
+    /// [`ensure_erased`](Self::ensure_erased) for a session whose connection is `conn`,
+    /// before the session's request: with a caller's pool, whose connection for the schema
+    /// work comes out of the same pool, the session's connection is set aside first
+    /// ([`Conn::set_aside`]: given back unless a transaction is open on it) so that the
+    /// schema work never waits for the connection the session itself holds. With the
+    /// store's own pool the session keeps its connection.
+    pub(crate) async fn ensure_for(
+        &self,
+        conn: &mut Conn,
+        type_id: TypeId,
+        migrate: MigrateFn,
+    ) -> Result<()> {
+        if self.is_ensured(type_id) {
+            return Ok(());
+        }
+        if !self.connector.makes_connections() {
+            conn.set_aside();
+        }
+        self.ensure_erased(type_id, migrate).await
+    }
+
     /// Records types whose objects were made sure of.
     pub(crate) fn mark_ensured(&self, types: impl IntoIterator<Item = TypeId>) {
         if let Ok(mut set) = self.ensured.write() {
@@ -170,7 +198,8 @@ impl Catalog {
         }
     }
 
-    fn is_ensured(&self, type_id: TypeId) -> bool {
+    /// Whether the objects of the type known by `type_id` were made sure of.
+    pub(crate) fn is_ensured(&self, type_id: TypeId) -> bool {
         self.ensured
             .read()
             .map(|set| set.contains(&type_id))

@@ -1,6 +1,11 @@
 //! [`Postgres`], the backend marten-core's sessions run on: the store handle, the
 //! connection owner and the unit of work as its types; loads, queued writes and one save
 //! attempt (plan the inline projections, add the tag lock, send) as its methods.
+//!
+//! A load's type and the types of a save's queued writes are made sure of before the
+//! session's request takes its connection, through [`Catalog::ensure_for`]: over a
+//! caller's pool the schema work's connection comes out of the session's pool.
+
 
 use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::cache::CacheUpdate;
@@ -17,6 +22,7 @@ use crate::connection::{timed_out, within, Conn, Request};
 use crate::documents::{load, serialize, PgDocument};
 use crate::projections::Planned;
 use crate::query::{Query, QueryBatch};
+use crate::schema::Catalog;
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
 use crate::unit_of_work::{CommandTagLock, Outcome, Queued, SessionState, StreamLock, UnitOfWork};
@@ -123,7 +129,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-            store.ensure::<D>().await?;
+            ensure_for::<D>(store, conn).await?;
             conn.read(store, async |c| load::load_one::<D>(c, tenant, id).await)
                 .await
         }
@@ -139,7 +145,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, ids.len());
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-            store.ensure::<D>().await?;
+            ensure_for::<D>(store, conn).await?;
             conn.read(store, async |c| load::load_many::<D>(c, tenant, ids).await)
                 .await
         }
@@ -153,7 +159,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
         let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-        store.ensure::<D>().await?;
+        ensure_for::<D>(store, conn).await?;
         conn.read(store, async |c| load::metadata::<D>(c, tenant, id).await)
             .await
     }
@@ -172,9 +178,38 @@ impl<D: PgDocument + marten_core::query::HasFields> QueryBackend<D> for Postgres
     }
 }
 
+/// Makes sure of `D`'s table before a request of the session whose connection is `conn`
+/// (see [`Catalog::ensure_for`]).
+async fn ensure_for<D: PgDocument>(store: &DocumentStore, conn: &mut Conn) -> Result<()> {
+    store.ensure_in::<D>(conn).await
+}
+
+/// Makes sure of the tables of the session's queued writes before the save takes its
+/// connection (see [`Catalog::ensure_for`]); the unit of work checks them again, with
+/// those of the operations the save derives.
+async fn ensure_queued(store: &DocumentStore, conn: &mut Conn, queue: &UnitOfWork) -> Result<()> {
+    let catalog: &Catalog = store.catalog();
+    let missing: Vec<_> = (queue.user.operations())
+        .map(|op| op.target().schema)
+        .filter(|(type_id, _)| !catalog.is_ensured(*type_id))
+        .collect();
+    for (type_id, migrate) in missing {
+        catalog.ensure_for(conn, type_id, migrate).await?;
+    }
+    Ok(())
+}
+
 /// One attempt at a session's save: plan the inline projections on the session's
 /// connection, add the tag lock of its boundaries, send the unit of work.
 async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result<AttemptEnd> {
+    if let Err(e) = ensure_queued(&parts.store, &mut parts.conn, &parts.queue).await {
+        // As when the save's statements fail: a transaction the session holds (its
+        // exclusive locks) ends with the save.
+        if parts.conn.in_transaction() {
+            <Postgres as Backend>::end_transaction(parts).await;
+        }
+        return Ok(AttemptEnd::Failed(e));
+    }
     let mut req = parts.conn.request(&parts.store).await?;
     parts.queue.reset_attempt();
     let planned = if crate::projections::has_inline(parts.store.as_ref()) {

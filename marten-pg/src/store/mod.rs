@@ -29,7 +29,7 @@ use marten_core::{Error, Result, StreamIdentity, Tenancy, TenantId};
 pub use self::builder::DocumentStoreBuilder;
 pub use self::compiled::CompiledQueryStats;
 pub(crate) use self::compiled::CompiledSql;
-use crate::connection::{Connector, Dedicated};
+use crate::connection::{Conn, Connector, Dedicated};
 use crate::documents::PgDocument;
 use crate::events::registry::EventRegistry;
 use crate::events::tags::cache::BoundaryCache;
@@ -150,6 +150,24 @@ impl DocumentStore {
     /// [`ensure`](Self::ensure) for a type known by its `TypeId` and migration.
     pub(crate) async fn ensure_erased(&self, type_id: TypeId, migrate: MigrateFn) -> Result<()> {
         self.catalog().ensure_erased(type_id, migrate).await
+    }
+
+    /// [`ensure`](Self::ensure) before a request of a session whose connection is `conn`:
+    /// over a caller's pool the session's connection is set aside first, so the schema
+    /// work never waits for it (see [`Catalog::ensure_for`]).
+    pub(crate) async fn ensure_in<D: PgDocument>(&self, conn: &mut Conn) -> Result<()> {
+        let migrate = crate::documents::migrate_fn::<D>();
+        self.ensure_erased_in(conn, TypeId::of::<D>(), migrate).await
+    }
+
+    /// [`ensure_in`](Self::ensure_in) for a type known by its `TypeId` and migration.
+    pub(crate) async fn ensure_erased_in(
+        &self,
+        conn: &mut Conn,
+        type_id: TypeId,
+        migrate: MigrateFn,
+    ) -> Result<()> {
+        self.catalog().ensure_for(conn, type_id, migrate).await
     }
 
     /// The boundaries `write_to_boundary` decided on (see

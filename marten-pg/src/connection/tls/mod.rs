@@ -20,7 +20,7 @@ use std::str::FromStr;
 use marten_core::{Error, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tokio_postgres::Client;
+use tokio_postgres::{CancelToken, Client};
 
 pub(crate) use checked::{connect_error, tracked};
 pub(crate) use url::{split_connection_string, UrlTls};
@@ -232,9 +232,34 @@ impl Tls {
         Ok(Tls { mode, make })
     }
 
+    /// The TLS of a cancel request for a connection whose TLS this crate does not know (a
+    /// caller's pool's): rustls, encryption only (the server's certificate is not
+    /// checked, as `sslmode=require` without a root). A connection that asked for TLS
+    /// gets a cancel request that asks for it too; without a connector it could not send
+    /// one at all.
+    pub(crate) fn encryption_only() -> Result<Tls> {
+        let config = rustls_config::client_config(Verify::Nothing, &[])?;
+        let mode = SslMode::Require;
+        let make = MakeTls::Rustls(checked::Checked::new(
+            tokio_postgres_rustls::MakeRustlsConnect::new(config),
+            mode,
+        ));
+        Ok(Tls { mode, make })
+    }
+
     /// The resolved mode.
     pub(crate) fn mode(&self) -> SslMode {
         self.mode
+    }
+
+    /// Sends a cancel request for the statement running on the connection of `token`,
+    /// over this TLS when the connection's mode asks for it (as the connection was made).
+    pub(crate) async fn cancel(&self, token: &CancelToken) -> Result<(), tokio_postgres::Error> {
+        match &self.make {
+            MakeTls::Rustls(tls) => token.cancel_query(tls.clone()).await,
+            #[cfg(feature = "native-tls")]
+            MakeTls::Native(tls) => token.cancel_query(tls.clone()).await,
+        }
     }
 
     /// Opens a connection with `config` over this TLS; its connection task runs on the
