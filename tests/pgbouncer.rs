@@ -209,3 +209,53 @@ async fn a_pooler_needs_a_direct_url() {
         refused.err()
     );
 }
+
+/// Behind a pooler, a statement's parameter types are asked for in one simple query
+/// (`PREPARE` of the text, a look, `DEALLOCATE`), which runs every statement the server
+/// finds in the text. Text the server splits in two is refused with a typed error and
+/// none of it runs, however its literals, names and comments hide the `;` from a scan
+/// that reads them differently than the server does (a backslash in a plain literal
+/// escapes nothing; an `E'...'` literal continues after a line break; `$` continues a
+/// name; comments nest; a carriage return ends a line comment).
+#[tokio::test]
+async fn text_of_two_statements_is_refused_before_any_of_it_runs_behind_pgbouncer() {
+    let bouncer = PgBouncer::start(2);
+    let schema = TestSchema::new("pgbouncer_split");
+    let store = store_behind(&bouncer, &schema).await;
+    let direct = schema.raw_client().await;
+    let canary = format!("{}.canary", schema.name());
+    if let Err(e) = direct
+        .batch_execute(&format!(
+            "CREATE TABLE {canary} (id int); INSERT INTO {canary} VALUES (1)"
+        ))
+        .await
+    {
+        panic!("creating {canary}: {e}");
+    }
+    let delete = format!("DELETE FROM {canary}");
+    for sql in [
+        format!("SELECT 'a\\'; {delete}; --'"),
+        format!("SELECT E'a'\n'\\''; {delete}; --'"),
+        format!("SELECT 1 AS a$x$; {delete}; SELECT 2 AS b$x$"),
+        format!("SELECT 1 /* /* */ ' */; {delete}; --'"),
+        format!("SELECT 1 -- note\r; {delete}"),
+    ] {
+        let result = store.sql_query(&sql, &[]).await;
+        let rows = match direct
+            .query_one(&format!("SELECT count(*) FROM {canary}"), &[])
+            .await
+        {
+            Ok(row) => row.get::<_, i64>(0),
+            Err(e) => panic!("counting {canary}: {e}"),
+        };
+        assert_eq!(rows, 1, "the DELETE in {sql:?} ran");
+        match result {
+            Err(e @ Error::Database(_)) => assert_eq!(e.sqlstate(), Some("42601"), "{sql:?}: {e}"),
+            other => panic!("{sql:?}: expected a syntax error, got {other:?}"),
+        }
+    }
+    // The store goes on working through the bouncer.
+    let rows = ok(store.sql_query("SELECT 'a\\' AS x", &[]).await);
+    assert_eq!(rows[0].get::<_, String>("x"), "a\\");
+    store.close();
+}

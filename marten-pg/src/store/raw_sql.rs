@@ -6,24 +6,135 @@
 //! reused) and are qualified the same way: marten's own tables named without a schema
 //! are read from the store's schema.
 //!
-//! May use: the connection layer and the error mapping.
+//! A call is one statement in a transaction of its own, and the pooled connection it ran
+//! on must come back as it was taken, for the next request of any session: statements
+//! that begin or end a transaction are refused before anything is sent, and a
+//! connection a statement may have left session state on (a setting, a session-level
+//! advisory lock, a temporary table, a `LISTEN`, a prepared statement or cursor of its
+//! own) is closed after it instead of going back to the pool. Both are judged from the
+//! statement's words (see [`aftermath`]).
+//!
+//! May use: the connection layer, the statement scanner and the error mapping.
 
-use marten_core::Result;
+use marten_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tracing::{debug, warn};
 
-use crate::connection::Conn;
+use crate::connection::{timed_out, within, Conn, Db};
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
+use crate::tables::qualify::words;
+
+/// Statements that begin or end a transaction or a savepoint (`COMMIT PREPARED` and
+/// `ROLLBACK PREPARED` aside, and with `PREPARE TRANSACTION`): refused.
+const TRANSACTION_CONTROL: &[&str] = &[
+    "ABORT",
+    "BEGIN",
+    "COMMIT",
+    "END",
+    "RELEASE",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "START",
+];
+
+/// Statements that read and write rows and leave nothing on the connection, unless they
+/// call a function that does ([`SESSION_WORDS`]).
+const DATA: &[&str] = &[
+    "DELETE", "EXPLAIN", "INSERT", "MERGE", "SELECT", "SHOW", "TABLE", "UPDATE", "VALUES", "WITH",
+];
+
+/// Words that in a data statement may leave session state: the session-level advisory
+/// locks, `set_config` (which may set a setting for the session), `SELECT ... INTO
+/// TEMP`, dblink's connections.
+const SESSION_WORDS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "set_config",
+    "temp",
+    "temporary",
+    "dblink_connect",
+    "dblink_connect_u",
+];
+
+/// Why a transaction-control statement is refused.
+const TRANSACTION_REASON: &str = "begins or ends a transaction, which raw SQL cannot: each \
+     call is one statement in a transaction of its own on a pooled connection (use a \
+     session for several statements in one transaction)";
+
+/// What a caller's statement may leave on its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aftermath {
+    /// Nothing that outlives the statement: the connection goes back to the pool.
+    Nothing,
+    /// Session state: the connection is closed after the statement.
+    Session,
+}
+
+/// What running `sql` may leave on its connection, judged from its words (outside
+/// literals, quoted names and comments): refused ([`Error::InvalidInput`]) when it
+/// begins or ends a transaction; [`Aftermath::Nothing`] when it is a data statement
+/// (`SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES`, `TABLE`, `SHOW`,
+/// `EXPLAIN`) naming none of [`SESSION_WORDS`]; [`Aftermath::Session`] otherwise (`SET`,
+/// `LISTEN`, `PREPARE`, `DECLARE`, `CREATE TEMP TABLE`, `DO`, `CALL`, `DISCARD`, DDL, ...).
+fn aftermath(sql: &str) -> Result<Aftermath> {
+    let mut words = words(sql).peekable();
+    let Some(first) = words.next() else {
+        return Ok(Aftermath::Nothing);
+    };
+    let is = |word: &str, list: &[&str]| list.iter().any(|k| word.eq_ignore_ascii_case(k));
+    let second = words.peek().copied().unwrap_or_default();
+    let transaction = if first.eq_ignore_ascii_case("PREPARE") {
+        second.eq_ignore_ascii_case("TRANSACTION")
+    } else if first.eq_ignore_ascii_case("COMMIT") || first.eq_ignore_ascii_case("ROLLBACK") {
+        !second.eq_ignore_ascii_case("PREPARED")
+    } else {
+        is(first, TRANSACTION_CONTROL)
+    };
+    if transaction {
+        let named = match first.eq_ignore_ascii_case("PREPARE") {
+            true => format!("{first} {second}"),
+            false => first.to_owned(),
+        };
+        return Err(Error::InvalidInput {
+            owner: "raw SQL".to_owned(),
+            id: None,
+            field: format!("statement {}", named.to_ascii_uppercase()),
+            reason: TRANSACTION_REASON,
+        });
+    }
+    if is(first, DATA) && !words.any(|w| is(w, SESSION_WORDS)) {
+        return Ok(Aftermath::Nothing);
+    }
+    Ok(Aftermath::Session)
+}
 
 impl DocumentStore {
     /// Runs one parameterized statement (`$1..` bound to `params`, never formatted into
     /// the text) on a connection of the store's pool and returns its rows. marten's
     /// tables named without a schema (`mt_events`, `mt_streams`, `mt_event_progression`,
     /// ...) are the store's. Not inside any session's transaction: for reads.
+    ///
+    /// The statement runs in a transaction of its own (autocommit), and nothing it does
+    /// to its connection outlives it:
+    /// - a statement that begins or ends a transaction or a savepoint (`BEGIN`, `START
+    ///   TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`,
+    ///   `PREPARE TRANSACTION`) is refused with [`Error::InvalidInput`] naming it, before
+    ///   anything is sent (use a session for a transaction);
+    /// - after a statement that may leave session state on its connection, that
+    ///   connection is closed instead of going back to the pool, which ends the state
+    ///   with it: any statement but `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`,
+    ///   `WITH`, `VALUES`, `TABLE`, `SHOW` and `EXPLAIN` (so `SET`, `LISTEN`, `PREPARE`,
+    ///   `DECLARE`, `CREATE TEMP TABLE`, `DO`, `CALL`, DDL), and those naming a
+    ///   session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
+    ///   `_shared` forms), `set_config`, `TEMP`/`TEMPORARY` or `dblink_connect`. A
+    ///   function of your own that changes its session is not seen: set what every
+    ///   connection needs in the builder's `after_connect`.
     pub async fn sql_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let mut conn = Conn::new();
-        conn.run(self, async |client| {
+        self.run_raw(sql, async |client| {
             client
                 .query(sql, params)
                 .await
@@ -33,15 +144,100 @@ impl DocumentStore {
     }
 
     /// Runs one parameterized statement that writes (its own transaction) and returns
-    /// the number of rows it wrote. See [`DocumentStore::sql_query`].
+    /// the number of rows it wrote. Statements that begin or end a transaction are
+    /// refused, and a connection left with session state is closed, as
+    /// [`DocumentStore::sql_query`] describes.
     pub async fn sql_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let mut conn = Conn::new();
-        conn.run(self, async |client| {
+        self.run_raw(sql, async |client| {
             client
                 .execute(sql, params)
                 .await
                 .map_err(|e| map_db_error(e, Failed::Other("running a caller's statement")))
         })
         .await
+    }
+
+    /// Runs `f`, a caller's statement `sql`, as one request on a connection of the pool,
+    /// after [`aftermath`] allowed it; closes the connection after it when the statement
+    /// may have left session state.
+    async fn run_raw<T>(&self, sql: &str, f: impl AsyncFnOnce(Db<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = Conn::new();
+        if aftermath(sql)? == Aftermath::Nothing {
+            return conn.run(self, f).await;
+        }
+        let req = conn.request(self).await?;
+        let Some(result) = within(self, f(req.client())).await else {
+            warn!("a request timed out");
+            // Unfinished: the guard cancels and closes the connection.
+            drop(req);
+            return Err(timed_out(self));
+        };
+        debug!("closing the connection of a statement that may have left session state");
+        // Every answer was read; the connection is closed, not given back.
+        req.finish_broken();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{aftermath, Aftermath};
+    use marten_core::Error;
+
+    #[test]
+    fn statements_that_begin_or_end_a_transaction_are_refused_by_name() {
+        for (sql, named) in [
+            ("BEGIN", "BEGIN"),
+            ("begin isolation level serializable", "BEGIN"),
+            ("  /* first */ -- then\n start transaction", "START"),
+            ("; COMMIT", "COMMIT"),
+            ("commit and chain", "COMMIT"),
+            ("END", "END"),
+            ("ROLLBACK TO SAVEPOINT a", "ROLLBACK"),
+            ("abort", "ABORT"),
+            ("SAVEPOINT a", "SAVEPOINT"),
+            ("release a", "RELEASE"),
+            ("prepare transaction 'x'", "PREPARE TRANSACTION"),
+        ] {
+            match aftermath(sql) {
+                Err(Error::InvalidInput { field, .. }) => {
+                    assert_eq!(field, format!("statement {named}"), "{sql}");
+                }
+                other => panic!("{sql}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn data_statements_leave_nothing_unless_they_name_session_state() {
+        for sql in [
+            "SELECT 1",
+            "(SELECT 1)",
+            "with x as (select 1) select * from x",
+            "INSERT INTO t VALUES ('BEGIN')",
+            "UPDATE t SET a = 'pg_advisory_lock(1)'",
+            "DELETE FROM t WHERE id = $1 -- set_config",
+            "SELECT pg_advisory_xact_lock(1)",
+            "",
+            "-- nothing",
+        ] {
+            assert_eq!(aftermath(sql).ok(), Some(Aftermath::Nothing), "{sql}");
+        }
+        for sql in [
+            "SELECT pg_advisory_lock(1)",
+            "select PG_TRY_ADVISORY_LOCK_SHARED($1)",
+            "SELECT pg_catalog.set_config('statement_timeout', '1', false)",
+            "SELECT * INTO TEMP t FROM x",
+            "SET statement_timeout = 1",
+            "LISTEN x",
+            "PREPARE p AS SELECT 1",
+            "CREATE TEMPORARY TABLE t (a int)",
+            "DISCARD ALL",
+            "DO $$ BEGIN END $$",
+            "COMMIT PREPARED 'x'",
+            "ROLLBACK PREPARED 'x'",
+        ] {
+            assert_eq!(aftermath(sql).ok(), Some(Aftermath::Session), "{sql}");
+        }
     }
 }

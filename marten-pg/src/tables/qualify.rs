@@ -10,6 +10,10 @@
 //! named as a relation (right after `FROM`, `JOIN`, `INTO`, `UPDATE`, `TABLE`, `ONLY` or
 //! `COPY`).
 //! A name already qualified (after a `.`) is left alone.
+//!
+//! Both this and [`is_single_statement`] read the text with one lexer that ends every
+//! literal, quoted name and comment where PostgreSQL's own lexer does (with
+//! `standard_conforming_strings` on, which marten requires).
 
 use crate::tables::event_ddl::EVENTS_SEQUENCE;
 use crate::tables::functions::GUARD_FUNCTION;
@@ -49,123 +53,251 @@ pub fn qualify_renaming<'r>(
     is_document_table: impl Fn(&str) -> bool,
     rename: impl Fn(&str) -> Option<&'r str>,
 ) -> String {
-    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 32);
     let (mut i, mut copied) = (0, 0);
     // The previous word (when only blanks follow it) and whether a `.` came last.
     let (mut prev_word, mut after_dot): (Option<&str>, bool) = (None, false);
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii_alphabetic() || b == b'_' {
-            let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'$'))
-            {
-                i += 1;
-            }
-            let word = &sql[start..i];
-            if i < bytes.len() && bytes[i] == b'\'' && word.eq_ignore_ascii_case("e") {
-                i = skip_quoted(bytes, i, b'\'', true);
-                (prev_word, after_dot) = (None, false);
-                continue;
-            }
-            let relation =
-                prev_word.is_some_and(|w| RELATION_WORDS.iter().any(|r| w.eq_ignore_ascii_case(r)));
-            let document = relation && is_document_table(word);
-            let ours = INTERNAL.contains(&word) || document;
-            if ours && !after_dot {
-                out.push_str(&sql[copied..start]);
-                out.push_str(schema);
-                out.push('.');
-                copied = start;
-                if let Some(renamed) = rename(word).filter(|_| document) {
-                    out.push_str(renamed);
-                    copied = i;
+    while i < sql.len() {
+        let (token, end) = token(sql, i);
+        let start = std::mem::replace(&mut i, end);
+        match token {
+            Token::Word => {
+                let Some(word) = sql.get(start..end) else {
+                    (prev_word, after_dot) = (None, false);
+                    continue;
+                };
+                let relation = prev_word
+                    .is_some_and(|w| RELATION_WORDS.iter().any(|r| w.eq_ignore_ascii_case(r)));
+                let document = relation && is_document_table(word);
+                let ours = INTERNAL.contains(&word) || document;
+                if ours && !after_dot {
+                    out.push_str(&sql[copied..start]);
+                    out.push_str(schema);
+                    out.push('.');
+                    copied = start;
+                    if let Some(renamed) = rename(word).filter(|_| document) {
+                        out.push_str(renamed);
+                        copied = end;
+                    }
                 }
+                (prev_word, after_dot) = (Some(word), false);
             }
-            (prev_word, after_dot) = (Some(word), false);
-            continue;
+            Token::Blank => {}
+            Token::Byte(b) => (prev_word, after_dot) = (None, b == b'.'),
+            Token::Comment | Token::Opaque | Token::Unterminated => {
+                (prev_word, after_dot) = (None, false);
+            }
         }
-        i = match b {
-            b'\'' => skip_quoted(bytes, i, b'\'', false),
-            b'"' => skip_quoted(bytes, i, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => skip_to(bytes, i, "\n"),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_to(bytes, i, "*/"),
-            b'$' => skip_dollar(sql, i),
-            _ if b.is_ascii_whitespace() => {
-                i += 1;
-                continue;
-            }
-            _ => i + 1,
-        };
-        (prev_word, after_dot) = (None, b == b'.');
     }
     out.push_str(&sql[copied..]);
     out
 }
 
-/// Whether `sql` holds one statement: no `;` outside literals, quoted names and comments
-/// (but a trailing one).
+/// Whether `sql` holds one statement as PostgreSQL splits text: no `;` outside literals,
+/// quoted names and comments but trailing ones (followed by blanks and comments only),
+/// and no literal, quoted name or comment the text ends inside. Text sent where the
+/// server would run several statements (a simple query) must pass this first, so the
+/// scan follows the server's lexer with `standard_conforming_strings` on (which marten
+/// requires): a backslash escapes only in `E'...'` literals (and in their continuation
+/// after a line break), `$` continues a name (`a$b$` is no dollar quote), `/* */`
+/// comments nest and a `--` comment ends at a line feed or a carriage return.
 pub fn is_single_statement(sql: &str) -> bool {
-    let bytes = sql.trim_end().trim_end_matches(';').as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        i = match bytes[i] {
-            b';' => return false,
-            b'\'' => skip_quoted(bytes, i, b'\'', true),
-            b'"' => skip_quoted(bytes, i, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => skip_to(bytes, i, "\n"),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_to(bytes, i, "*/"),
-            b'$' => match std::str::from_utf8(bytes) {
-                Ok(text) => skip_dollar(text, i),
-                Err(_) => i + 1,
-            },
-            _ => i + 1,
-        };
+    let (mut i, mut ended) = (0, false);
+    while i < sql.len() {
+        let (token, end) = token(sql, i);
+        match token {
+            Token::Unterminated => return false,
+            Token::Byte(b';') => ended = true,
+            Token::Blank | Token::Comment => {}
+            Token::Word | Token::Opaque | Token::Byte(_) if ended => return false,
+            Token::Word | Token::Opaque | Token::Byte(_) => {}
+        }
+        i = end;
     }
     true
 }
 
-/// The index after the quoted text opening at `i` (`quote` doubled inside is escaped; with
-/// `backslash`, so is a character after `\`).
-fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash: bool) -> usize {
+/// The words of `sql` (keywords and unquoted names), in order, outside literals, quoted
+/// names and comments.
+pub(crate) fn words(sql: &str) -> impl Iterator<Item = &str> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < sql.len() {
+            let (token, end) = token(sql, i);
+            let start = std::mem::replace(&mut i, end);
+            if token == Token::Word {
+                if let Some(word) = sql.get(start..end) {
+                    return Some(word);
+                }
+            }
+        }
+        None
+    })
+}
+
+/// A token of statement text, split the way PostgreSQL's lexer splits it as far as the
+/// scans here need: they must agree with the server on where every literal, quoted name
+/// and comment ends, or a `;` one takes for text and the other for the end of a
+/// statement lets a second statement through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    /// A keyword or an unquoted name: a letter, `_` or a non-ASCII byte first, then
+    /// also digits and `$`.
+    Word,
+    /// Blanks.
+    Blank,
+    /// A `--` comment (to the end of its line) or a `/* */` comment (nested ones
+    /// included).
+    Comment,
+    /// A string literal (`'...'`, `E'...'` with its continuations), a quoted name, a
+    /// dollar-quoted string or a parameter (`$1`).
+    Opaque,
+    /// Any other byte: an operator's, a digit, `(`, `.`, `;`, a lone `$`.
+    Byte(u8),
+    /// A literal, quoted name or `/* */` comment that the text ends inside.
+    Unterminated,
+}
+
+/// Whether `b` can begin a word.
+fn word_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// Whether `b` can continue a dollar quote's tag (a word, but no `$`).
+fn tag_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// The token at `i` (below `sql.len()`) and the index after it.
+fn token(sql: &str, i: usize) -> (Token, usize) {
+    let bytes = sql.as_bytes();
+    let b = bytes[i];
+    if word_start(b) {
+        let end = i + bytes[i..]
+            .iter()
+            .position(|&c| !(tag_byte(c) || c == b'$'))
+            .unwrap_or(bytes.len() - i);
+        if end == i + 1 && matches!(b, b'e' | b'E') && bytes.get(end) == Some(&b'\'') {
+            return escape_string(bytes, end);
+        }
+        return (Token::Word, end);
+    }
+    let opaque = |end: Option<usize>| match end {
+        Some(end) => (Token::Opaque, end),
+        None => (Token::Unterminated, bytes.len()),
+    };
+    match b {
+        b'\'' => opaque(skip_quoted(bytes, i, b'\'', false)),
+        b'"' => opaque(skip_quoted(bytes, i, b'"', false)),
+        b'-' if bytes.get(i + 1) == Some(&b'-') => (Token::Comment, line_end(bytes, i)),
+        b'/' if bytes.get(i + 1) == Some(&b'*') => block_comment(bytes, i),
+        b'$' => dollar(bytes, i),
+        // `\v` too, which the server takes for a blank from version 16 on.
+        b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => {
+            let end = i + bytes[i..]
+                .iter()
+                .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c'))
+                .unwrap_or(bytes.len() - i);
+            (Token::Blank, end)
+        }
+        _ => (Token::Byte(b), i + 1),
+    }
+}
+
+/// The index after the quoted text opening at `i`, `None` when the text ends inside it
+/// (`quote` doubled inside is escaped; with `backslash`, so is a character after `\`).
+fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash: bool) -> Option<usize> {
     i += 1;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' if backslash => i += 2,
             b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
-            b if b == quote => return i + 1,
+            b if b == quote => return Some(i + 1),
             _ => i += 1,
         }
     }
-    bytes.len()
+    None
 }
 
-/// The index after the first `end` at or after `i + 2` (or the end of the text).
-fn skip_to(bytes: &[u8], i: usize, end: &str) -> usize {
-    let from = (i + 2).min(bytes.len());
-    bytes[from..]
-        .windows(end.len())
-        .position(|w| w == end.as_bytes())
-        .map_or(bytes.len(), |at| from + at + end.len())
-}
-
-/// At a `$`: a parameter (`$1`) is skipped; a dollar-quoted string (`$$...$$`,
-/// `$tag$...$tag$`) is skipped whole.
-fn skip_dollar(sql: &str, i: usize) -> usize {
-    let rest = &sql[i + 1..];
-    let tag_len = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    let tag = &rest[..tag_len];
-    if rest[tag_len..].starts_with('$') && !tag.starts_with(|c: char| c.is_ascii_digit()) {
-        let delimiter = &sql[i..i + tag_len + 2];
-        let body = i + delimiter.len();
-        return sql[body..]
-            .find(delimiter)
-            .map_or(sql.len(), |at| body + at + delimiter.len());
+/// The `E'...'` literal whose quote is at `i`, with its continuations: a `'` after
+/// blanks (and `--` comments) holding a line break continues the literal, backslash
+/// escapes included.
+fn escape_string(bytes: &[u8], mut i: usize) -> (Token, usize) {
+    loop {
+        let Some(end) = skip_quoted(bytes, i, b'\'', true) else {
+            return (Token::Unterminated, bytes.len());
+        };
+        match continuation(bytes, end) {
+            Some(quote) => i = quote,
+            None => return (Token::Opaque, end),
+        }
     }
-    i + 1 + tag_len
+}
+
+/// The index of the `'` that continues a literal ending at `i`: one after blanks and
+/// `--` comments among which is a line break.
+fn continuation(bytes: &[u8], mut i: usize) -> Option<usize> {
+    let mut line_break = false;
+    loop {
+        match bytes.get(i)? {
+            b'\n' | b'\r' => (line_break, i) = (true, i + 1),
+            b' ' | b'\t' | b'\x0b' | b'\x0c' => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => i = line_end(bytes, i),
+            b'\'' if line_break => return Some(i),
+            _ => return None,
+        }
+    }
+}
+
+/// The end of the `--` comment at `i`: its line feed or carriage return (or the end of
+/// the text).
+fn line_end(bytes: &[u8], i: usize) -> usize {
+    bytes[i..]
+        .iter()
+        .position(|&c| c == b'\n' || c == b'\r')
+        .map_or(bytes.len(), |at| i + at)
+}
+
+/// The `/* */` comment at `i`, nested comments included.
+fn block_comment(bytes: &[u8], i: usize) -> (Token, usize) {
+    let (mut depth, mut j) = (1usize, i + 2);
+    while j < bytes.len() {
+        match (bytes[j], bytes.get(j + 1)) {
+            (b'*', Some(b'/')) => {
+                j += 2;
+                depth -= 1;
+                if depth == 0 {
+                    return (Token::Comment, j);
+                }
+            }
+            (b'/', Some(b'*')) => (depth, j) = (depth + 1, j + 2),
+            _ => j += 1,
+        }
+    }
+    (Token::Unterminated, bytes.len())
+}
+
+/// At a `$` (not inside a word): a parameter (`$1`), a dollar-quoted string (`$$...$$`,
+/// `$tag$...$tag$`) or a lone `$`.
+fn dollar(bytes: &[u8], i: usize) -> (Token, usize) {
+    let rest = &bytes[i + 1..];
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits > 0 {
+        return (Token::Opaque, i + 1 + digits);
+    }
+    let tag_len = rest.iter().take_while(|&&c| tag_byte(c)).count();
+    if rest.get(tag_len) != Some(&b'$') {
+        return (Token::Byte(b'$'), i + 1);
+    }
+    let delimiter = &bytes[i..i + tag_len + 2];
+    let body = i + delimiter.len();
+    match bytes[body..]
+        .windows(delimiter.len())
+        .position(|w| w == delimiter)
+    {
+        Some(at) => (Token::Opaque, body + at + delimiter.len()),
+        None => (Token::Unterminated, bytes.len()),
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +376,66 @@ mod tests {
         use super::is_single_statement as single;
         assert!(single("SELECT ';', \"a;b\" FROM t -- ;\n"));
         assert!(single("SELECT $$;$$;  "));
+        assert!(single("SELECT 1; -- done\n; /* and done */ ;"));
+        assert!(single("SELECT 'it''s; fine', E'a\\'; b', $1, $2::int"));
+        assert!(single("SELECT /* a /* nested ; */ comment ; */ 1"));
+        assert!(single("SELECT $t$ ; $$ ; $t$, 1 AS a$b"));
         assert!(!single("SELECT 1; DROP TABLE t"));
+        assert!(!single("SELECT 1; SELECT 2;"));
+    }
+
+    /// Text that PostgreSQL (with `standard_conforming_strings` on) splits into two
+    /// statements, each checked against a real server: a scan that saw one would let the
+    /// `DELETE` run where marten sends text as a simple query (describing a statement
+    /// behind a pooler in transaction mode).
+    #[test]
+    fn text_the_server_splits_is_never_taken_for_one_statement() {
+        use super::is_single_statement as single;
+        for sql in [
+            // A backslash escapes nothing in a plain literal.
+            "SELECT 'a\\'; DELETE FROM t; --'",
+            // An `E'...'` literal continues after a line break, escapes and all.
+            "SELECT E'a'\n'\\''; DELETE FROM t; --'",
+            "SELECT E'a' -- note\n  '\\''; DELETE FROM t; --'",
+            // `$` continues a name: no dollar quote opens.
+            "SELECT 1 AS a$x$; DELETE FROM t; SELECT 2 AS b$x$",
+            // A carriage return ends a line comment.
+            "SELECT 1 -- note\r; DELETE FROM t",
+            // Comments nest.
+            "SELECT 1 /* /* */ ' */; DELETE FROM t; --'",
+            // A dollar quote's tag may hold non-ASCII letters.
+            "SELECT $\u{e9}$'$\u{e9}$; DELETE FROM t; --'",
+            // A parameter is `$` and digits: an `E'...'` literal may follow it.
+            "SELECT $1e'\\''; DELETE FROM t; --'",
+        ] {
+            assert!(!single(sql), "taken for one statement: {sql:?}");
+        }
+    }
+
+    #[test]
+    fn text_that_ends_inside_a_literal_or_comment_is_not_one_statement() {
+        use super::is_single_statement as single;
+        for sql in [
+            "SELECT 'a",
+            "SELECT E'a\\'",
+            "SELECT \"a",
+            "SELECT $x$ a",
+            "SELECT 1 /* a /* b */",
+        ] {
+            assert!(!single(sql), "taken for one statement: {sql:?}");
+        }
+        assert!(single("SELECT 1 -- no line break"));
+    }
+
+    #[test]
+    fn words_are_read_outside_literals_quoted_names_and_comments() {
+        let words = |sql| super::words(sql).collect::<Vec<_>>();
+        assert_eq!(
+            words("/* BEGIN */ -- COMMIT\n select 'x', E'\\'', \"y\", $$z$$, $1 FROM a$b"),
+            ["select", "FROM", "a$b"]
+        );
+        assert_eq!(words(";\n\u{e9}t\u{e9} ;"), ["\u{e9}t\u{e9}"]);
+        assert!(words("  -- nothing").is_empty());
     }
 
     #[test]
@@ -252,6 +443,9 @@ mod tests {
         for sql in [
             "SELECT 'FROM mt_events', 'it''s mt_events'",
             "SELECT E'\\' mt_events'",
+            "SELECT E'a'\n'\\' mt_events'",
+            "SELECT 1 /* /* */ mt_events */",
+            "SELECT 1 -- mt_events\r",
             "SELECT \"mt_events\" FROM x",
             "SELECT 1 -- FROM mt_events\n",
             "SELECT 1 /* mt_streams */",
@@ -261,6 +455,11 @@ mod tests {
             assert_eq!(q(sql), sql);
         }
         assert_eq!(q("SELECT $1 FROM mt_events"), "SELECT $1 FROM s1.mt_events");
+        // A backslash ends nothing in a plain literal: what follows is statement text.
+        assert_eq!(
+            q("SELECT 'a\\', mt_events_sequence"),
+            "SELECT 'a\\', s1.mt_events_sequence"
+        );
         assert_eq!(
             q("SELECT 'a' || $2, mt_events_sequence"),
             "SELECT 'a' || $2, s1.mt_events_sequence"
