@@ -4,7 +4,10 @@
 //! no apply (an invalid document id an event projection takes from an event, a stored
 //! document that no longer deserializes) meets the poison policy instead of retrying for
 //! ever; a batch waiting to be planned again holds no pooled connection (another
-//! projection keeps going on a pool of one) and stops waiting when the daemon stops.
+//! projection keeps going on a pool of one) and stops waiting when the daemon stops;
+//! projected writes the database refuses at commit (a unique index, a CHECK constraint)
+//! meet the poison policy on the event whose writes they are, instead of a retry for
+//! ever.
 
 mod common;
 
@@ -452,6 +455,290 @@ async fn a_backoff_holds_no_connection_and_ends_when_the_daemon_stops() {
             exhausted_before,
             "no runner found the pool exhausted"
         );
+    })
+    .await;
+}
+
+/// A person registered under a handle (the card's id) with an email.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Registered {
+    handle: String,
+    email: String,
+}
+
+/// A card per handle; no two cards share an email (a unique index).
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Card {
+    id: String,
+    #[document(unique)]
+    email: String,
+}
+
+/// Stores a `Card` per `Registered`.
+struct Cards;
+
+impl EventProjection for Cards {
+    fn name(&self) -> &'static str {
+        "Cards"
+    }
+    fn apply(&self, event: &EventEnvelope, ops: &mut ProjectedOps) -> Result<(), ApplyError> {
+        if let Some(e) = event.data_as::<Registered>() {
+            ops.store(Card {
+                id: e.handle.clone(),
+                email: e.email.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The sequence of the event at `version` of `stream`.
+async fn sequence_of(schema: &marten_testing::TestSchema, stream: Uuid, version: i64) -> i64 {
+    schema
+        .raw_client()
+        .await
+        .query_one(
+            "SELECT seq_id FROM mt_events WHERE stream_id = $1 AND version = $2",
+            &[&stream, &version],
+        )
+        .await
+        .expect("the event")
+        .get(0)
+}
+
+/// An event projection whose card breaks the unique index on `email` (the third event of
+/// a batch of four, its email taken by the first): the write fails at the batch's commit,
+/// not while it is planned. Under the dead-letter policy the daemon catches up, the event
+/// is dead-lettered once (after its retries, with the database's error naming the field)
+/// and the other three cards are stored; under the stop policy the projection stops with
+/// the error naming the event (stream, version and sequence) and the violation, the
+/// events before it committed.
+#[tokio::test]
+async fn a_unique_index_the_projected_writes_break_meets_the_poison_policy() {
+    bounded("a unique violation at commit", async {
+        for policy in [PoisonPolicy::DeadLetter, PoisonPolicy::Stop] {
+            let (schema, b) = builder("poison_unique_commit");
+            let store = ok(b
+                .event::<Registered>()
+                .event_projection(Cards, Lifecycle::Async)
+                .build()
+                .await);
+            let stream = Uuid::now_v7();
+            let mut s = store.lightweight_session();
+            for (handle, email) in [
+                ("ann", "a@x"),
+                ("bob", "b@x"),
+                ("cat", "a@x"),
+                ("dan", "d@x"),
+            ] {
+                let e = Registered {
+                    handle: handle.into(),
+                    email: email.into(),
+                };
+                ok(s.events().append(stream, [e]));
+            }
+            ok(s.save_changes().await);
+            let bad = sequence_of(&schema, stream, 3).await;
+            let daemon = Daemon::start(&store, options(1, policy));
+            let waited = daemon.wait_for_non_stale(Duration::from_secs(5)).await;
+            let mut q = store.query_session();
+            if policy == PoisonPolicy::Stop {
+                match waited {
+                    Err(marten::Error::ProjectionStopped { projection, .. }) => {
+                        assert_eq!(projection, "Cards")
+                    }
+                    other => panic!("expected the projection to stop, got {other:?}"),
+                }
+                match daemon.stop().await {
+                    Err(marten::Error::Apply {
+                        projection,
+                        stream: at,
+                        version,
+                        message,
+                        ..
+                    }) => {
+                        assert_eq!((projection, at, version), ("Cards", stream.into(), 3));
+                        assert!(message.contains("unique violation"), "{message}");
+                        assert!(message.contains("email"), "{message}");
+                        assert!(message.contains(&format!("sequence {bad}")), "{message}");
+                    }
+                    other => panic!("expected the event's error, got {other:?}"),
+                }
+                for (handle, stored) in [("ann", true), ("bob", true), ("cat", false), ("dan", false)] {
+                    let card = ok(q.load::<Card>(&handle.to_owned()).await);
+                    assert_eq!(card.is_some(), stored, "{handle}: committed before the event");
+                }
+                assert!(dead_letters(&schema).await.is_empty());
+                continue;
+            }
+            ok(waited);
+            ok(daemon.stop().await);
+            for (handle, email) in [("ann", "a@x"), ("bob", "b@x"), ("dan", "d@x")] {
+                let card = ok(q.load::<Card>(&handle.to_owned()).await);
+                assert_eq!(card.map(|c| c.email), Some(email.to_owned()), "{handle}");
+            }
+            assert_eq!(ok(q.load::<Card>(&"cat".to_owned()).await), None);
+            let rows = schema
+                .raw_client()
+                .await
+                .query(
+                    "SELECT projection, event_type, stream_id, seq_id, error, attempts FROM mt_dead_letters",
+                    &[],
+                )
+                .await
+                .expect("dead letters");
+            assert_eq!(rows.len(), 1, "one dead letter");
+            let row = &rows[0];
+            assert_eq!(row.get::<_, String>(0), "Cards");
+            assert_eq!(row.get::<_, String>(1), "registered");
+            assert_eq!(row.get::<_, String>(2), stream.to_string());
+            assert_eq!(row.get::<_, i64>(3), bad);
+            let error: String = row.get(4);
+            assert!(error.contains("unique violation"), "{error}");
+            assert!(error.contains("email"), "{error}");
+            assert_eq!(row.get::<_, i32>(5), 2, "the first try and one retry");
+        }
+    })
+    .await;
+}
+
+/// Moves money.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Moved {
+    amount: i64,
+}
+
+/// A balance, folded from `Moved`; the test forbids a negative one with a CHECK
+/// constraint on its table.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Balance {
+    id: Uuid,
+    version: i64,
+    amount: i64,
+}
+
+#[marten::apply]
+impl Balance {
+    fn apply(&mut self, e: &Moved) {
+        self.amount += e.amount;
+    }
+}
+
+/// An aggregate whose document a CHECK constraint (added with raw SQL) refuses after some
+/// events: under the dead-letter policy each is dead-lettered once (the error names the
+/// constraint), a stream's later event is folded over it (the document skips its
+/// version; a stream whose first event is refused is created by its second) and the
+/// other stream is projected, whether the batch holds every event or two; under the stop
+/// policy the projection stops naming the first such event and the constraint.
+#[tokio::test]
+async fn a_check_constraint_the_projected_writes_break_meets_the_poison_policy() {
+    bounded("a CHECK violation at commit", async {
+        let cases = [
+            (PoisonPolicy::DeadLetter, 100),
+            (PoisonPolicy::DeadLetter, 2),
+            (PoisonPolicy::Stop, 100),
+        ];
+        for (policy, batch_size) in cases {
+            let (schema, b) = builder("poison_check_commit");
+            let store = ok(b.projection::<Balance>(Lifecycle::Async).build().await);
+            let (overdrawn, fine, twice) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+            // The table exists once the daemon has projected an event.
+            append(&store, fine, Moved { amount: 1 }).await;
+            let daemon = Daemon::start(&store, options(0, policy));
+            ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+            ok(daemon.stop().await);
+            schema
+                .raw_client()
+                .await
+                .execute(
+                    "ALTER TABLE mt_doc_balance ADD CONSTRAINT balance_not_negative \
+                     CHECK ((data->>'amount')::bigint >= 0)",
+                    &[],
+                )
+                .await
+                .expect("add the constraint");
+            let mut s = store.lightweight_session();
+            let moves = [5, -10, 1].map(|amount| Moved { amount });
+            ok(s.events().append(overdrawn, moves));
+            ok(s.events().append(fine, [Moved { amount: 2 }]));
+            // Refused after its first and third events, however they are batched (a
+            // batch commits each document's state after the batch's events of it).
+            let moves = [-2, 1, -5].map(|amount| Moved { amount });
+            ok(s.events().append(twice, moves));
+            ok(s.save_changes().await);
+            let bad = sequence_of(&schema, overdrawn, 2).await;
+            let (twice_first, twice_last) = (
+                sequence_of(&schema, twice, 1).await,
+                sequence_of(&schema, twice, 3).await,
+            );
+
+            let options = DaemonOptions {
+                batch_size,
+                ..options(0, policy)
+            };
+            let daemon = Daemon::start(&store, options);
+            let waited = daemon.wait_for_non_stale(Duration::from_secs(5)).await;
+            if policy == PoisonPolicy::Stop {
+                assert!(
+                    matches!(waited, Err(marten::Error::ProjectionStopped { .. })),
+                    "{waited:?}"
+                );
+                match daemon.stop().await {
+                    Err(marten::Error::Apply {
+                        projection,
+                        stream: at,
+                        version,
+                        message,
+                        ..
+                    }) => {
+                        assert_eq!((projection, at, version), ("Balance", overdrawn.into(), 2));
+                        assert!(message.contains("balance_not_negative"), "{message}");
+                        assert!(message.contains(&format!("sequence {bad}")), "{message}");
+                    }
+                    other => panic!("expected the event's error, got {other:?}"),
+                }
+                continue;
+            }
+            ok(waited);
+            ok(daemon.stop().await);
+            let mut q = store.query_session();
+            let doc = ok(q.load::<Balance>(&overdrawn).await).expect("projected");
+            assert_eq!(
+                (doc.amount, doc.version),
+                (6, 3),
+                "batch of {batch_size}: the refused event skipped"
+            );
+            let doc = ok(q.load::<Balance>(&fine).await).expect("projected");
+            assert_eq!((doc.amount, doc.version), (3, 2), "batch of {batch_size}");
+            let doc = ok(q.load::<Balance>(&twice).await).expect("projected");
+            assert_eq!(
+                (doc.amount, doc.version),
+                (1, 2),
+                "batch of {batch_size}: created by the second event, the third skipped"
+            );
+            let rows = schema
+                .raw_client()
+                .await
+                .query(
+                    "SELECT stream_id, seq_id, error, attempts FROM mt_dead_letters \
+                     ORDER BY seq_id",
+                    &[],
+                )
+                .await
+                .expect("dead letters");
+            let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let expected = [
+                (overdrawn.to_string(), bad),
+                (twice.to_string(), twice_first),
+                (twice.to_string(), twice_last),
+            ];
+            assert_eq!(got, expected, "batch of {batch_size}");
+            for row in &rows {
+                let error: String = row.get(2);
+                assert!(error.contains("balance_not_negative"), "{error}");
+                assert_eq!(row.get::<_, i32>(3), 1, "no retries");
+            }
+        }
     })
     .await;
 }

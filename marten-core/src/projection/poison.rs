@@ -1,8 +1,9 @@
-//! What an async projection's runner does when planning a batch fails on an event: retry
-//! after a doubling backoff, and once the retries are spent apply the [`PoisonPolicy`]
-//! (dead-letter the event and go on without it, or stop the projection). An event whose
-//! stored body cannot be decoded meets the policy at once: decoding it again would fail
-//! again.
+//! What an async projection's runner does when planning a batch fails on an event, or
+//! committing it fails on what its writes hold (a constraint of the projected table):
+//! retry after a doubling backoff, and once the retries are spent apply the
+//! [`PoisonPolicy`] (dead-letter the event and go on without it, or stop the projection).
+//! An event whose stored body cannot be decoded meets the policy at once: decoding it
+//! again would fail again.
 //!
 //! Pure: [`on_failure`] decides from the count of failures in a row, [`on_unreadable`]
 //! from the policy alone; the runner keeps the count, sleeps, records dead letters and
@@ -10,7 +11,8 @@
 
 use std::time::Duration;
 
-/// What happens to an event whose apply keeps failing.
+/// What happens to an event whose apply keeps failing (or whose projected writes the
+/// database keeps refusing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum PoisonPolicy {

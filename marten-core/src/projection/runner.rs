@@ -5,8 +5,9 @@
 //! retried after a poll interval. Tables that cannot be made for a transient reason are
 //! tried again after [`WAIT_POLLS`] poll intervals; for any other reason the projection
 //! stops. Which failures of planning a batch the events or the projection's own data
-//! caused ([`caused_by_data`]), so that the poison policy, not a retry for ever, meets
-//! them, is decided here too.
+//! caused ([`caused_by_data`]), and which failures of committing it the data of its
+//! writes caused ([`commit_caused_by_data`]), so that the poison policy, not a retry for
+//! ever, meets them, is decided here too.
 //!
 //! Pure: the functions here decide from what happened and the poll interval; the runner
 //! waits, logs, acquires and steps.
@@ -113,6 +114,27 @@ pub fn caused_by_data(error: &Error) -> bool {
             | Error::TenantRequired { .. }
             | Error::InvalidStreamId { .. }
     )
+}
+
+/// Whether a failure of committing a batch was caused by what its projected writes hold
+/// rather than by the database or the connection: the server refused a row (SQLSTATE
+/// class 23, an integrity constraint: a unique index, a CHECK, a NOT NULL, a foreign key,
+/// an exclusion constraint; a unique index of a document field is
+/// [`Error::UniqueViolation`]) or a value (class 22, a data exception: a value too long
+/// for its column or out of its range, text that does not convert), or the failure is
+/// one [`caused_by_data`] names. Sending the same writes again fails the same way, so
+/// the runner meets such a failure with the poison policy on the event whose writes
+/// cause it. Connection losses, timeouts, serialization failures and deadlocks are not:
+/// waiting may cure them. Nor is an event id that is already stored
+/// ([`Error::DuplicateEvent`]): a commit sent again after one whose outcome was lost
+/// meets it when the first one landed.
+pub fn commit_caused_by_data(error: &Error) -> bool {
+    let data_class = |code: &str| matches!(code.get(..2), Some("22" | "23"));
+    match error {
+        Error::UniqueViolation { .. } => true,
+        Error::Database(e) => e.code.as_deref().is_some_and(data_class),
+        other => caused_by_data(other),
+    }
 }
 
 /// What follows checking the lock of an owned projection: a lost lock connection gives
@@ -286,6 +308,63 @@ mod tests {
         ];
         for e in &transient {
             assert!(!caused_by_data(e), "{e}");
+        }
+    }
+
+    fn coded(code: &str) -> DatabaseError {
+        DatabaseError {
+            code: Some(code.into()),
+            context: "writing D documents".into(),
+            source: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn commit_failures_of_the_written_data_meet_the_poison_policy() {
+        let data = [
+            Error::UniqueViolation {
+                document_type: "D",
+                field: "email".into(),
+                message: "Key (email)=(a) already exists.".into(),
+            },
+            // A CHECK, a NOT NULL, a unique index of raw SQL, a value too long, one out of
+            // range.
+            Error::Database(coded("23514")),
+            Error::Database(coded("23502")),
+            Error::Database(coded("23505")),
+            Error::Database(coded("22001")),
+            Error::Database(coded("22003")),
+            Error::InvalidInput {
+                owner: "D".into(),
+                id: None,
+                field: "name".into(),
+                reason: "holds a NUL character",
+            },
+        ];
+        for e in &data {
+            assert!(commit_caused_by_data(e), "{e}");
+        }
+        let transient = [
+            Error::Database(db()),
+            Error::Database(coded("42P01")),
+            Error::Database(coded("2")),
+            Error::Connection(coded("08006")),
+            Error::Conflict {
+                kind: ConflictKind::Serialization,
+                source: coded("40001"),
+            },
+            Error::Conflict {
+                kind: ConflictKind::Deadlock,
+                source: coded("40P01"),
+            },
+            Error::Canceled(coded("57014")),
+            Error::Timeout { what: "x".into() },
+            Error::OutcomeUnknown(db()),
+            Error::DuplicateEvent { ids: Vec::new() },
+            Error::ProjectionConflict { attempts: 10 },
+        ];
+        for e in &transient {
+            assert!(!commit_caused_by_data(e), "{e}");
         }
     }
 

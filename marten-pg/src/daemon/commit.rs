@@ -21,14 +21,20 @@
 //! outcome is looked up, or reported unknown). A dropped commit future leaves nothing
 //! open: its [`Request`](crate::connection::Request) guard closes the connection.
 //!
-//! Owns: the commit loop. May use: the unit of work, the connection layer, the daemon's
-//! tables.
+//! A batch carries its dead letters as [`Letter`]s until a commit of it goes through: a
+//! commit consumes its operations, and one the database refuses for what the writes hold
+//! is sent again, or in parts (see `runner::refused`), each part with the letters of its
+//! own events.
+//!
+//! Owns: the commit loop, the letters a batch carries. May use: the unit of work, the
+//! connection layer, the daemon's tables.
 
-use marten_core::{Error, RejectionKind, Result};
+use marten_core::{Error, RejectionKind, Result, StreamId};
 use tracing::debug;
 
 use super::progression::{Advance, BatchLock, DeadLetter};
 use crate::connection::Conn;
+use crate::events::Position;
 use crate::store::DocumentStore;
 use crate::unit_of_work::{OpList, Outcome, SessionState, UnitOfWork};
 
@@ -45,19 +51,77 @@ pub(super) enum Committed {
     ProgressMoved,
 }
 
-/// Commits `advance`, then the batch's dead `letters`, then `ops` on `conn`, holding
+/// An event a batch leaves out, as the batch carries it until a commit records it: what
+/// its [`DeadLetter`] says (made anew for each commit that sends it) and where the event
+/// is in the page.
+#[derive(Debug, Clone)]
+pub(super) struct Letter {
+    /// The projection, and the tenant column of the slot.
+    slot: (&'static str, String),
+    sequence: i64,
+    event_type: String,
+    stream: StreamId,
+    error: String,
+    attempts: u32,
+    /// The event's place in the page's order; `None` for an event the batch did not
+    /// project itself (one an aggregate read to fill a hole in its stream, one the page
+    /// could not decode), whose letter goes with the batch's first commit.
+    at: Option<Position>,
+}
+
+impl Letter {
+    /// The letter of event `sequence` (at `at` in the page) of `stream` for `projection`
+    /// (of the slot whose tenant column is `tenant`): its type, why it is left out and how
+    /// many times it failed, as [`DeadLetter::new`] takes them.
+    pub(super) fn new(
+        (projection, tenant): (&'static str, &str),
+        (sequence, at): (i64, Option<Position>),
+        event_type: &str,
+        stream: &StreamId,
+        (error, attempts): (String, u32),
+    ) -> Self {
+        Letter {
+            slot: (projection, tenant.to_owned()),
+            sequence,
+            event_type: event_type.to_owned(),
+            stream: stream.clone(),
+            error,
+            attempts,
+            at,
+        }
+    }
+
+    /// Whether a commit that moves the position up to `to` records it: its event is at
+    /// or before `to`, or is none of the page's.
+    pub(super) fn goes_with(&self, to: Position) -> bool {
+        self.at.is_none_or(|at| at <= to)
+    }
+
+    /// The operation that records it.
+    fn dead_letter(&self) -> DeadLetter {
+        DeadLetter::new(
+            (self.slot.0, &self.slot.1),
+            self.sequence,
+            &self.event_type,
+            &self.stream,
+            (self.error.clone(), self.attempts),
+        )
+    }
+}
+
+/// Commits `advance`, then the dead letters of `letters`, then `ops` on `conn`, holding
 /// the projection's rebuild lock shared.
 pub(super) async fn commit(
     store: &DocumentStore,
     conn: &mut Conn,
-    (advance, letters): (Advance, Vec<DeadLetter>),
+    (advance, letters): (Advance, &[Letter]),
     mut ops: OpList,
 ) -> Result<Committed> {
     let mut uow = UnitOfWork::default();
     uow.push_op(Box::new(BatchLock::of(store.schema(), &advance)));
     uow.push_op(Box::new(advance));
     for letter in letters {
-        uow.push_op(Box::new(letter));
+        uow.push_op(Box::new(letter.dead_letter()));
     }
     uow.user.append(&mut ops);
     let mut state = SessionState::default();

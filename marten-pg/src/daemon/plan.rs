@@ -10,14 +10,15 @@
 //!
 //! The runner's connection is given back to the pool while the batch waits to be planned
 //! again, and the wait ends when the daemon stops (the batch is then given up, nothing of
-//! it committed).
+//! it committed). A batch whose commit the database refuses (see `runner::refused`) is
+//! planned again, whole or in parts, with the events already left out of it kept out.
 //!
 //! Owns: carrying out the retries and the poison policy (the decision, retry after a
 //! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s, which failures
 //! it meets [`marten_core::projection::runner`]'s). May use: the projections layer (the
 //! projection plans, [`EventHooks`] forwards to the daemon's hooks, the aggregate's
-//! stream order is told the projection it plans for), the connection layer, the daemon's
-//! tables.
+//! stream order is told the projection it plans for), the connection layer, the letters
+//! a batch carries to its commit (`commit`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +28,12 @@ use marten_core::projection::runner::caused_by_data;
 use marten_core::{Error, EventEnvelope, Result, StreamId, WithSources};
 use tracing::warn;
 
+use super::commit::Letter;
 use super::hooks::DaemonHooks;
-use super::progression::DeadLetter;
 use super::runner::{idle, Runner};
 use crate::connection::Conn;
 use crate::events::read::sequence_at;
-use crate::events::EventTenant;
+use crate::events::{EventTenant, Position};
 use crate::projections::asynchronous::{Batch, EventHooks};
 use crate::projections::event_projection::planning;
 use crate::stream_key::StreamKey;
@@ -115,19 +116,21 @@ impl Runner {
     /// Plans a batch on `conn`, planning it again after a failure its events or the
     /// projection's data caused ([`caused_by_data`]) and applying the poison policy to an
     /// event that keeps failing: dead-lettered, it is removed from `events` (or, an
-    /// event an aggregate read to fill a hole in its stream, left out of that read) and
-    /// its dead letter added to `letters`. `None` when the daemon stopped while the batch
-    /// waited to be planned again. Between attempts `conn` holds no connection.
+    /// event an aggregate read to fill a hole in its stream, left out of that read), its
+    /// stream and version added to `left_out` (the events of the batch that every read of
+    /// it leaves out, kept by the caller for every time it plans the batch) and its dead
+    /// letter to `letters`. `None` when the daemon stopped while the batch waited to be
+    /// planned again. Between attempts `conn` holds no connection.
     pub(super) async fn plan(
         &mut self,
         conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
-        letters: &mut Vec<DeadLetter>,
+        letters: &mut Vec<Letter>,
+        left_out: &mut Vec<(StreamId, i64)>,
     ) -> Result<Option<OpList>> {
         let name = self.projection.name();
-        let mut left_out: Vec<(StreamId, i64)> = Vec::new();
         loop {
-            let error = match self.plan_once(conn, events, &left_out).await {
+            let error = match self.plan_once(conn, events, left_out).await {
                 Ok(ops) => return Ok(Some(ops)),
                 Err(e) if caused_by_data(&e) => e,
                 Err(e) => return Err(e),
@@ -147,13 +150,11 @@ impl Runner {
             }
             let failed = match FailedApply::of(error) {
                 Ok(failed) => failed,
-                Err(error) => self.pin(conn, events, &left_out, error).await?,
+                Err(error) => self.pin(conn, events, left_out, error).await?,
             };
-            let sequence = self
-                .poison(conn, events, &left_out, &failed, action)
-                .await?;
+            let sequence = self.poison(conn, events, left_out, &failed, action).await?;
             left_out.push((failed.stream.clone(), failed.version));
-            letters.push(DeadLetter::new(
+            letters.push(Letter::new(
                 (name, self.slot.tenant_column()),
                 sequence,
                 &failed.event_type,
@@ -167,8 +168,9 @@ impl Runner {
     /// Waits `after` before a failed batch is planned again, with `conn`'s connection
     /// given back to the pool meanwhile (the node's other runners use it); the wait ends
     /// early when the daemon stops. Whether the daemon stopped.
-    async fn back_off(&self, conn: &mut Conn, after: Duration) -> bool {
-        // Nothing is open on it between attempts (a plan only reads): back to the pool.
+    pub(super) async fn back_off(&self, conn: &mut Conn, after: Duration) -> bool {
+        // Nothing is open on it between attempts (a plan only reads, a commit that failed
+        // rolled back): back to the pool.
         *conn = self.conn();
         if !*self.stop.borrow() {
             idle(&self.stop, after).await;
@@ -241,9 +243,10 @@ impl Runner {
     }
 
     /// Carries out the poison policy's `action` on the event an apply keeps failing on:
-    /// for [`FailureAction::Stop`] the apply error; otherwise the event's sequence, the
-    /// event taken out of `events` (or, one an aggregate read to fill a hole in its
-    /// stream, looked up: the caller leaves it out of the next read).
+    /// for [`FailureAction::Stop`] the apply error; otherwise the event's sequence and
+    /// place in the page, the event taken out of `events` (or, one an aggregate read to
+    /// fill a hole in its stream, its sequence looked up and no place: the caller leaves
+    /// it out of the next read).
     async fn poison(
         &self,
         conn: &mut Conn,
@@ -251,7 +254,7 @@ impl Runner {
         left_out: &[(StreamId, i64)],
         failed: &FailedApply,
         action: FailureAction,
-    ) -> Result<i64> {
+    ) -> Result<(i64, Option<Position>)> {
         let (stream, version) = (&failed.stream, failed.version);
         if action == FailureAction::Stop {
             return Err(Error::Apply {
@@ -266,7 +269,12 @@ impl Runner {
             .iter()
             .position(|e| e.stream_id == *stream && e.version == version)
         {
-            return Ok(events.remove(bad).sequence);
+            let bad = events.remove(bad);
+            let at = Position {
+                transaction_id: bad.transaction_id,
+                sequence: bad.sequence,
+            };
+            return Ok((bad.sequence, Some(at)));
         }
         if left_out.iter().any(|(s, v)| s == stream && *v == version) {
             return Err(Error::Configuration(format!(
@@ -282,6 +290,6 @@ impl Runner {
             })
             .await?;
         // An event gone since it was read (its stream deleted) is recorded at 0.
-        Ok(found.unwrap_or(0))
+        Ok((found.unwrap_or(0), None))
     }
 }

@@ -3,7 +3,11 @@
 //! the work of the one before it. A page read ahead is used only by a runner whose
 //! position is where the page starts (the batch before it committed); otherwise it is
 //! dropped, and a read still running is abandoned (its connection is closed, as any
-//! cancelled request's).
+//! cancelled request's). A runner that ends abandons its read ahead and waits (a bounded
+//! while) for the task to be torn down, so that `Daemon::stop` returns with no read task
+//! of its runners left: a pooled connection it held is back in the pool or closed (one
+//! with a query in flight is closed after a cancel request, which the connection layer
+//! sends on its own).
 //!
 //! Reading early is safe: a page of the gap-safe order read before the previous batch
 //! commits is that order as of an earlier moment, which can only end sooner; events that
@@ -11,14 +15,21 @@
 //!
 //! Owns: the task that reads ahead. May use: the daemon's read, the connection layer.
 
+use std::time::Duration;
+
 use marten_core::{Result, TenantId};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::read::next_page;
 use crate::connection::Conn;
 use crate::events::{EventPage, Position};
 use crate::store::DocumentStore;
+
+/// The longest a runner that ends waits for its abandoned read ahead to be torn down (an
+/// aborted task ends at its next await point: at once, unless something blocks the
+/// runtime's thread).
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
 
 /// A page being read (or read) ahead, from `from` on.
 pub(super) struct ReadAhead {
@@ -59,6 +70,19 @@ impl ReadAhead {
                 None
             }
             Err(_) => None,
+        }
+    }
+
+    /// Stops the read (if it still runs) and waits, at most [`ABANDON_WAIT`], until its
+    /// task is gone: its request dropped, its connection closed (with a cancel request
+    /// for a query still running, see `Conn`) or given back to the pool.
+    pub(super) async fn abandon(mut self) {
+        self.task.abort();
+        if tokio::time::timeout(ABANDON_WAIT, &mut self.task)
+            .await
+            .is_err()
+        {
+            warn!("an abandoned read ahead was not torn down in {ABANDON_WAIT:?}");
         }
     }
 }

@@ -3,23 +3,29 @@
 //! commits it, deciding what the turn came to (worked, idle, step down). What follows each
 //! turn is decided by `marten_core::projection::runner`. A shard's runner keeps only the
 //! events of its shard of each page it reads (its position still moves over the whole
-//! page); how it acquires its slot is `acquiring`'s.
+//! page); how it acquires its slot is `acquiring`'s. A batch whose commit the database
+//! refuses for what its writes hold is `refused`'s. A runner that ends abandons the page
+//! it was reading ahead, and waits for that read to be torn down.
 //!
 //! Owns: the runner's state between steps and the loop. May use: the daemon's acquiring,
-//! ownership, read, plan, commit and share files, the connection layer (one [`Conn`] per
-//! step, given back before the runner waits), the store.
+//! ownership, read, read-ahead, plan, commit and share files, the connection layer (one
+//! [`Conn`] per step, given back before the runner waits), the store.
+
+mod refused;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marten_core::projection::runner::{
-    after_acquire, after_ensure_tables, after_lock_check, after_step, Action, Tables, Turn,
+    after_acquire, after_ensure_tables, after_lock_check, after_step, commit_caused_by_data,
+    Action, Tables, Turn,
 };
 use marten_core::WithSources;
 use marten_core::{EventEnvelope, Result};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
+use self::refused::Refused;
 use super::bluegreen::{self, Switch};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
@@ -109,6 +115,11 @@ pub(crate) async fn run(
     };
     let ran = runner.turns(&stop).await;
     runner.holding(false);
+    if let Some(ahead) = runner.ahead.take() {
+        // Its task is gone, and its connection given back or closed, before
+        // `Daemon::stop` returns.
+        ahead.abandon().await;
+    }
     ran
 }
 
@@ -273,7 +284,11 @@ impl Runner {
             // The position moves over the whole page; the shard projects its own events.
             events.retain(|e| self.projection.in_shard(e, shard));
         }
-        let Some(ops) = self.plan(conn, &mut events, &mut letters).await? else {
+        let mut left_out = Vec::new();
+        let planned = self
+            .plan(conn, &mut events, &mut letters, &mut left_out)
+            .await?;
+        let Some(ops) = planned else {
             // The daemon stopped while the batch waited to be planned again: nothing of
             // it is committed, and the runner's loop sees the stop.
             return Ok(Turn::Idle);
@@ -281,7 +296,19 @@ impl Runner {
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let advance = Advance::new(self.slot.name(), own.position, page.next, own.epoch);
         hooks.before_commit(name, &sequences);
-        match commit(&self.store, conn, (advance, letters), ops).await? {
+        let committed = match commit(&self.store, conn, (advance, &letters), ops).await {
+            Err(e) if commit_caused_by_data(&e) => {
+                let refused = Refused {
+                    events,
+                    letters,
+                    left_out,
+                    end: page.next,
+                };
+                return self.refused(own, conn, refused, e).await;
+            }
+            committed => committed?,
+        };
+        match committed {
             Committed::Yes => {
                 hooks.after_commit(name, &sequences);
                 own.position = page.next;

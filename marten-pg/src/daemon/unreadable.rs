@@ -6,13 +6,13 @@
 //! with the first one's error, which names its type and sequence.
 //!
 //! Owns: carrying out the policy for unreadable events (the decision is
-//! [`marten_core::projection::poison::on_unreadable`]'s). May use: the daemon's dead
-//! letters (`progression`).
+//! [`marten_core::projection::poison::on_unreadable`]'s). May use: the letters a batch
+//! carries to its commit (`commit`).
 
 use marten_core::projection::poison::{on_unreadable, FailureAction};
 use marten_core::{Result, WithSources};
 
-use super::progression::DeadLetter;
+use super::commit::Letter;
 use super::runner::Runner;
 use crate::events::range::Unreadable;
 
@@ -22,7 +22,7 @@ impl Runner {
     pub(super) fn pass_unreadable(
         &self,
         unreadable: Vec<Unreadable>,
-        letters: &mut Vec<DeadLetter>,
+        letters: &mut Vec<Letter>,
     ) -> Result<()> {
         let at = (self.projection.name(), self.slot.tenant_column());
         for event in unreadable.into_iter().filter(|u| self.concerns(u)) {
@@ -31,9 +31,11 @@ impl Runner {
             }
             let message = WithSources(&event.error).to_string();
             let (sequence, stored) = (event.sequence, &event.stored_type);
-            letters.push(DeadLetter::new(
+            // Its place in the page is not known (the read leaves its transaction id
+            // out): its letter goes with the batch's first commit.
+            letters.push(Letter::new(
                 at,
-                sequence,
+                (sequence, None),
                 stored,
                 &event.stream,
                 (message, 1),
