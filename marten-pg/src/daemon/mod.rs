@@ -16,7 +16,9 @@
 //! a slot of its own (position, lock, epoch), so nodes share one projection's work.
 //!
 //! The files, one concern each: `options` (settings), `handle` (the [`Daemon`] a caller
-//! holds), `runner` (a projection's loop and step; `runner/refused`: a commit the database refuses for its data, retried, then searched for its event), `acquiring` (a runner's acquire),
+//! holds), `runner` (a projection's loop and step; `runner/refused`: a commit the
+//! database refuses for its data, retried, then searched for its event), `acquiring` (a
+//! runner's acquire),
 //! `ownership` (lock, claim, epoch),
 //! `read` (the next page), `plan` (retries and the poison policy), `commit` (the unit of
 //! work with the progress update first), `rebuild`, `stale` (waiting for catch-up),
