@@ -1,15 +1,19 @@
 //! Snapshots of live aggregates (`.snapshot::<A>(n)`): the live fold starts from the last
 //! snapshot and reads only the events after it. Proven by deleting the early events'
 //! rows behind the store's back: a fold from the start could no longer give the state.
+//! A snapshot is only ever the fold of a whole stream, every event applied (not of a
+//! range from a later version or up to a time, not one that skipped an unknown event),
+//! and only of the stream as it is: a deleted stream's snapshots go with it, and a write
+//! racing a delete and restart of its stream writes nothing.
 
 mod common;
 
 use std::time::Duration;
 
 use common::tally::{Added, Tally};
-use common::{builder, named_builder, ok};
+use common::{builder, builder_on, named_builder, ok};
 use marten::prelude::*;
-use marten::Tenancy;
+use marten::{Tenancy, UnknownEvents};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
@@ -358,4 +362,343 @@ async fn a_read_writing_a_snapshot_cancelled_at_every_await_leaves_nothing_open(
         .await)
     .expect("tally");
     assert_eq!(t.version, events.len() as i64);
+}
+
+/// An event type only some builds know (see
+/// [`a_fold_that_skipped_an_unknown_event_writes_no_snapshot`]).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Dropped {
+    n: i64,
+}
+
+/// A build that knows only `Added`: under `UnknownEvents::Skip` its folds skip `Dropped`.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(table = "ledger")]
+struct LedgerV1 {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl LedgerV1 {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+}
+
+/// The next build of the same aggregate (the same table): it applies `Dropped` too.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[document(table = "ledger")]
+struct LedgerV2 {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl LedgerV2 {
+    fn apply(&mut self, e: &Added) {
+        self.total += e.n;
+    }
+
+    fn apply(&mut self, e: &Dropped) {
+        self.total += e.n;
+    }
+}
+
+/// Appends `count` events `Added { n }` to `stream` in one save (`start`: starting it).
+async fn add_n(store: &DocumentStore, stream: Uuid, count: i64, n: i64, start: bool) {
+    let mut s = store.lightweight_session();
+    let events = (0..count).map(|_| Added { n });
+    if start {
+        ok(s.events().start_stream(stream, events));
+    } else {
+        ok(s.events().append(stream, events));
+    }
+    ok(s.save_changes().await);
+}
+
+/// The total and version a plain `aggregate_stream` of `stream` gives.
+async fn folded(store: &DocumentStore, stream: Uuid) -> (i64, i64) {
+    let t: Tally = ok(store
+        .lightweight_session()
+        .events()
+        .aggregate_stream(stream)
+        .await)
+    .expect("tally");
+    (t.total, t.version)
+}
+
+#[tokio::test]
+async fn a_fold_from_a_later_version_writes_no_snapshot() {
+    let (schema, store) = snapshotting("snap_partial", 5).await;
+    let stream = Uuid::now_v7();
+    add_n(&store, stream, 20, 1, true).await;
+    let mut s = store.lightweight_session();
+    let tail: Tally = ok(s
+        .events()
+        .aggregate_stream_with(stream, StreamRange::all().from_version(11))
+        .await)
+    .expect("tail");
+    assert_eq!(
+        (tail.total, tail.version),
+        (10, 20),
+        "the fold of events 11..=20"
+    );
+    // Events 11..=20 are not the aggregate at version 20: no snapshot of them.
+    assert_eq!(folded(&store, stream).await, (20, 20));
+    assert_eq!(
+        snapshot_version(&schema, "mt_doc_tally", None).await,
+        Some(20)
+    );
+
+    // Nor does one replace a good snapshot.
+    add_n(&store, stream, 10, 1, false).await;
+    let tail: Tally = ok(s
+        .events()
+        .aggregate_stream_with(stream, StreamRange::all().from_version(21))
+        .await)
+    .expect("tail");
+    assert_eq!((tail.total, tail.version), (10, 30));
+    assert_eq!(
+        snapshot_version(&schema, "mt_doc_tally", None).await,
+        Some(20),
+        "the good snapshot is kept"
+    );
+    assert_eq!(folded(&store, stream).await, (30, 30));
+}
+
+#[tokio::test]
+async fn a_fold_up_to_a_time_writes_no_snapshot() {
+    let (schema, store) = snapshotting("snap_to_time", 5).await;
+    let stream = Uuid::now_v7();
+    add_n(&store, stream, 20, 1, true).await;
+    // An event's timestamp is its transaction's: a later version can carry an earlier
+    // time (its transaction started first), so a fold up to a time is not always the
+    // fold of a first part of the stream. Here event 10 is stamped after the others.
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "UPDATE mt_events SET timestamp = timestamp + interval '2 days' \
+         WHERE stream_id = $1 AND version = 10",
+        &[&stream],
+    )
+    .await
+    .expect("restamp");
+    let far = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let until: Tally = ok(store
+        .lightweight_session()
+        .events()
+        .aggregate_stream_with(stream, StreamRange::all().up_to_time(far))
+        .await)
+    .expect("until");
+    assert_eq!((until.total, until.count, until.version), (19, 19, 20));
+    assert_eq!(
+        folded(&store, stream).await,
+        (20, 20),
+        "the fold up to a time left no snapshot behind"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_deleted_and_started_again_longer_is_not_folded_from_the_old_snapshot() {
+    let (schema, store) = snapshotting("snap_restarted", 5).await;
+    let stream = Uuid::now_v7();
+    add_n(&store, stream, 20, 1, true).await;
+    assert_eq!(folded(&store, stream).await, (20, 20));
+    assert_eq!(
+        snapshot_version(&schema, "mt_doc_tally", None).await,
+        Some(20)
+    );
+    let mut s = store.lightweight_session();
+    ok(s.events().delete_stream(stream));
+    ok(s.save_changes().await);
+    // Started again past the old snapshot's version: its event at version 20 exists.
+    add_n(&store, stream, 25, 2, true).await;
+    assert_eq!(folded(&store, stream).await, (50, 25));
+    let w = ok(s.events().fetch_for_writing::<Tally>(stream).await);
+    assert_eq!(w.state().map(|t| (t.total, t.count)), Some((50, 25)));
+    assert_eq!(
+        snapshot_version(&schema, "mt_doc_tally", None).await,
+        Some(25),
+        "the new stream's own snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_conjoined_delete_takes_its_tenants_snapshot_only() {
+    let (schema, b) = builder("snap_tenant_delete");
+    let store = ok(b
+        .events_tenancy(Tenancy::Conjoined)
+        .event::<Added>()
+        .snapshot::<TenantTally>(5)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    for tenant in ["red", "blue"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events()
+            .start_stream(stream, (0..20).map(|_| Added { n: 1 })));
+        ok(s.save_changes().await);
+        ok(s.events().aggregate_stream::<TenantTally>(stream).await);
+    }
+    let table = "mt_doc_tenanttally";
+    let mut red = ok(store.lightweight_session_for("red"));
+    ok(red.events().delete_stream(stream));
+    ok(red.save_changes().await);
+    assert_eq!(snapshot_version(&schema, table, Some("red")).await, None);
+    assert_eq!(
+        snapshot_version(&schema, table, Some("blue")).await,
+        Some(20)
+    );
+    ok(red
+        .events()
+        .start_stream(stream, (0..25).map(|_| Added { n: 2 })));
+    ok(red.save_changes().await);
+    let t: TenantTally = ok(red.events().aggregate_stream(stream).await).expect("red");
+    assert_eq!((t.total, t.version), (50, 25));
+    let mut blue = ok(store.lightweight_session_for("blue"));
+    let t: TenantTally = ok(blue.events().aggregate_stream(stream).await).expect("blue");
+    assert_eq!((t.total, t.version), (20, 20));
+}
+
+/// How many locks on `table` of `schema` are waited for.
+async fn waiting_on(raw: &tokio_postgres::Client, schema: &str, table: &str) -> i64 {
+    raw.query_one(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT l.granted AND c.relname = $1 AND n.nspname = $2",
+        &[&table, &schema],
+    )
+    .await
+    .expect("pg_locks")
+    .get(0)
+}
+
+/// Polls `done` every 20 ms for up to 10 s.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    for _ in 0..500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The write race: a fold reads the stream, the stream is deleted and started again past
+/// the version the fold read up to, and only then does the fold's snapshot write run. The
+/// write is held back by a lock on the snapshot table (`EXCLUSIVE`: reads pass, writes
+/// wait) taken between the read and the write; its statement snapshot is taken once the
+/// lock is granted, so it sees the new stream, whose event at the fold's version exists.
+#[tokio::test]
+async fn a_snapshot_write_racing_a_delete_and_restart_writes_nothing() {
+    let (schema, store) = snapshotting("snap_write_race", 5).await;
+    let stream = Uuid::now_v7();
+    // The snapshot table exists before it is locked.
+    assert_eq!(
+        ok(store
+            .lightweight_session()
+            .events()
+            .aggregate_stream::<Tally>(stream)
+            .await),
+        None
+    );
+    add_n(&store, stream, 20, 1, true).await;
+    let lock = schema.raw_client().await;
+    lock.batch_execute("BEGIN; LOCK TABLE mt_doc_tally IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let raw = schema.raw_client().await;
+    let read = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let t: Option<Tally> = store
+                .lightweight_session()
+                .events()
+                .aggregate_stream(stream)
+                .await?;
+            marten::Result::Ok(t)
+        }
+    });
+    eventually("the snapshot write to wait", || async {
+        waiting_on(&raw, schema.name(), "mt_doc_tally").await == 1
+    })
+    .await;
+    let restart = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut s = store.lightweight_session();
+            s.events().delete_stream(stream)?;
+            s.save_changes().await?;
+            s.events()
+                .start_stream(stream, (0..25).map(|_| Added { n: 2 }))?;
+            s.save_changes().await
+        }
+    });
+    // The restart commits, or waits for the table too (its delete of the snapshots).
+    eventually("the restart", || async {
+        restart.is_finished() || waiting_on(&raw, schema.name(), "mt_doc_tally").await == 2
+    })
+    .await;
+    lock.batch_execute("COMMIT").await.expect("unlock");
+    let t = ok(read.await.expect("read task")).expect("tally");
+    assert_eq!(
+        (t.total, t.version),
+        (20, 20),
+        "the read saw the first stream"
+    );
+    ok(restart.await.expect("restart task"));
+    assert_eq!(
+        folded(&store, stream).await,
+        (50, 25),
+        "the first stream's fold is not the new stream's snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_fold_that_skipped_an_unknown_event_writes_no_snapshot() {
+    let (schema, b) = builder("snap_unknown");
+    let writer = ok(b.event::<Added>().event::<Dropped>().build().await);
+    let stream = Uuid::now_v7();
+    let mut s = writer.lightweight_session();
+    ok(s.events().start_stream(
+        stream,
+        (0..10)
+            .map(|_| PendingEvent::new(Added { n: 1 }))
+            .chain([PendingEvent::new(Dropped { n: 5 })])
+            .chain((0..10).map(|_| PendingEvent::new(Added { n: 1 }))),
+    ));
+    ok(s.save_changes().await);
+    // A build that does not know `Dropped` skips it.
+    let v1 = ok(builder_on(&schema)
+        .unknown_events(UnknownEvents::Skip)
+        .snapshot::<LedgerV1>(5)
+        .build()
+        .await);
+    let l: LedgerV1 = ok(v1
+        .lightweight_session()
+        .events()
+        .aggregate_stream(stream)
+        .await)
+    .expect("ledger");
+    assert_eq!((l.total, l.version), (20, 21));
+    assert_eq!(
+        snapshot_version(&schema, "ledger", None).await,
+        None,
+        "a fold that skipped an event is not the aggregate at its version"
+    );
+    // The next build knows it: its fold is not built on the skip.
+    let v2 = ok(builder_on(&schema).snapshot::<LedgerV2>(5).build().await);
+    let l: LedgerV2 = ok(v2
+        .lightweight_session()
+        .events()
+        .aggregate_stream(stream)
+        .await)
+    .expect("ledger");
+    assert_eq!((l.total, l.version), (25, 21));
+    assert_eq!(snapshot_version(&schema, "ledger", None).await, Some(21));
 }

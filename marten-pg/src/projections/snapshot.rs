@@ -1,34 +1,53 @@
 //! Snapshots of live aggregates: the policy registered per aggregate type (a snapshot
-//! every `n` events) and the write of one snapshot after a fold.
+//! every `n` events), the write of one snapshot after a fold, and the deletes of a
+//! deleted stream's snapshots.
 //!
 //! A snapshot is the aggregate's own document (its version field is the stream version
-//! it was folded up to). The live fold starts from it and applies only the later events
-//! (see `aggregate::start`). A fold that passed `n` events beyond the stored snapshot
-//! hands back a [`PendingSnapshot`], which the session writes as a statement of its own
-//! after the read, outside any transaction: the statement writes only where the event it
-//! was folded up to is committed, so a snapshot is never ahead of the events, and its
-//! failure is logged, never returned (a read never fails for a snapshot).
+//! it was folded up to): the fold of the whole stream, events `1..=version`, none
+//! skipped. The live fold starts from it and applies only the later events (see
+//! `aggregate::start`). A fold of the whole stream that passed `n` events beyond the
+//! stored snapshot, skipping none, hands back a [`PendingSnapshot`], which the session
+//! writes as a statement of its own after the read, outside any transaction: the
+//! statement writes only where the event it was folded up to is committed and the
+//! stream is still the one the fold read (see [`crate::tables::snapshots`]), so a
+//! snapshot is never ahead of the events nor of another incarnation of its stream, and
+//! its failure is logged, never returned (a read never fails for a snapshot). A stream's
+//! delete deletes its snapshots in the same transaction ([`queue_deletes`]).
 
 use std::sync::Arc;
 
-use marten_core::{Aggregate, Tenancy};
+use marten_core::{Aggregate, AggregateId, StreamId, Tenancy};
 use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
-use crate::connection::Db;
-use crate::documents::PgDocument;
+use crate::connection::{Db, SqlText};
+use crate::documents::{document_target, DocumentStorage, PgDocument};
+use crate::events::stream_id::StreamKey;
+use crate::events::EventTenant;
 use crate::json::RawJson;
-use crate::tables::snapshots::snapshot_upsert;
+use crate::projections::ProjectionRegistry;
+use crate::tables::snapshots::{snapshot_delete, snapshot_start, snapshot_upsert};
 use crate::tenant_key::TenantKey;
+use crate::unit_of_work::{OpList, Operation, Target};
 
-/// How often a live aggregate type is snapshotted, and the statement that writes it.
+/// How often a live aggregate type is snapshotted, and the statements that read, write
+/// and delete its snapshots. Each statement comes twice: with single-tenant events, then
+/// with conjoined events.
 pub(crate) struct SnapshotPolicy {
     /// The aggregate's Rust type name, for configuration errors.
     pub(crate) aggregate: &'static str,
     /// A snapshot is written once a fold passes this many events beyond the last one.
     pub(crate) every: u32,
-    /// The write with single-tenant events, then with conjoined events.
+    /// The fold's first read: the snapshot and the stream's tip (see [`snapshot_start`]).
+    start: [String; 2],
+    /// The write of a snapshot (see [`snapshot_upsert`]).
     upsert: [String; 2],
+    /// The delete of a deleted stream's snapshots (see [`snapshot_delete`]).
+    delete: [String; 2],
+    /// The aggregate's document table, created before a delete of its rows.
+    target: Target,
+    /// Whether a stream id can be the aggregate's id (its snapshots are keyed by it).
+    keyed_by: fn(&StreamId) -> bool,
 }
 
 impl SnapshotPolicy {
@@ -36,13 +55,21 @@ impl SnapshotPolicy {
     pub(crate) fn of<A: Aggregate + PgDocument>(every: u32) -> Self {
         let (table, id_type) = (A::TABLE_NAME, <A::Id as crate::PgId>::SQL_TYPE);
         let docs = A::TENANCY == Tenancy::Conjoined;
+        let load = &A::storage().reads().load;
+        let both = |sql: fn(&str, &str, bool, bool) -> String, first: &str| {
+            [
+                sql(first, id_type, docs, false),
+                sql(first, id_type, docs, true),
+            ]
+        };
         SnapshotPolicy {
             aggregate: std::any::type_name::<A>(),
             every,
-            upsert: [
-                snapshot_upsert(table, id_type, docs, false),
-                snapshot_upsert(table, id_type, docs, true),
-            ],
+            start: both(snapshot_start, load),
+            upsert: both(snapshot_upsert, table),
+            delete: both(snapshot_delete, table),
+            target: document_target::<A>(),
+            keyed_by: |id| <A::Id as AggregateId>::from_stream_id(id).is_some(),
         }
     }
 
@@ -51,6 +78,21 @@ impl SnapshotPolicy {
     pub(crate) fn due(&self, from: i64, to: i64) -> bool {
         to.saturating_sub(from) >= i64::from(self.every)
     }
+
+    /// The fold's first read with single-tenant (`false`) or conjoined events.
+    pub(crate) fn start(&self, conjoined_events: bool) -> &str {
+        &self.start[usize::from(conjoined_events)]
+    }
+}
+
+/// The last event of a stream a fold's first statement read: its version and global
+/// sequence, which no other event of any stream has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tip {
+    /// The event's stream version.
+    pub(crate) version: i64,
+    /// The event's global sequence (`seq_id`).
+    pub(crate) sequence: i64,
 }
 
 /// A snapshot a fold asks to be written: the aggregate's document at a stream version.
@@ -60,6 +102,8 @@ pub(crate) struct PendingSnapshot {
     pub(crate) id: Box<dyn ToSql + Send + Sync>,
     pub(crate) json: RawJson,
     pub(crate) version: i64,
+    /// The stream's last event when the fold started: the write requires it still there.
+    pub(crate) tip: Tip,
     /// The document's tenant (a conjoined aggregate type only).
     pub(crate) tenant: Option<TenantKey>,
     pub(crate) document_type: &'static str,
@@ -70,7 +114,13 @@ impl PendingSnapshot {
     /// Writes the snapshot; a failure is logged as a warning, never returned.
     pub(crate) async fn write(self, client: Db<'_>) {
         let sql = &self.policy.upsert[usize::from(self.conjoined_events)];
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&*self.id, &self.json, &self.version];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &*self.id,
+            &self.json,
+            &self.version,
+            &self.tip.version,
+            &self.tip.sequence,
+        ];
         if let Some(t) = &self.tenant {
             params.push(t);
         }
@@ -91,5 +141,56 @@ impl PendingSnapshot {
                 "aggregate snapshot not written"
             ),
         }
+    }
+}
+
+/// Queues on `queue`, after the delete of `stream` (of `tenant`) queued there, the delete
+/// of the snapshots every live aggregate with a policy in `registry` keeps of it, so the
+/// delete's transaction takes them too: a stream started again under the same id never
+/// starts from a snapshot of the deleted one.
+pub(crate) fn queue_deletes(
+    registry: &ProjectionRegistry,
+    tenant: &EventTenant,
+    stream: &StreamKey,
+    queue: &mut OpList,
+) {
+    let mut policies: Vec<&Arc<SnapshotPolicy>> = registry
+        .snapshots
+        .values()
+        .filter(|p| (p.keyed_by)(&stream.0))
+        .collect();
+    // One order for every save: the tables are locked in it.
+    policies.sort_unstable_by_key(|p| p.aggregate);
+    for policy in policies {
+        queue.push_op(Box::new(SnapshotDelete {
+            policy: Arc::clone(policy),
+            stream: stream.clone(),
+            tenant: tenant.scope().cloned(),
+        }));
+    }
+}
+
+/// The delete of one aggregate's snapshots of a deleted stream (see [`queue_deletes`]).
+struct SnapshotDelete {
+    policy: Arc<SnapshotPolicy>,
+    stream: StreamKey,
+    /// The stream's tenant, with conjoined events.
+    tenant: Option<String>,
+}
+
+impl Operation for SnapshotDelete {
+    fn sql(&self) -> SqlText<'_> {
+        SqlText::Built(&self.policy.delete[usize::from(self.tenant.is_some())])
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        match &self.tenant {
+            Some(t) => vec![&self.stream, t],
+            None => vec![&self.stream],
+        }
+    }
+
+    fn target(&self) -> Target {
+        self.policy.target
     }
 }

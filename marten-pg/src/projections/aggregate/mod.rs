@@ -26,7 +26,7 @@ use crate::events::read;
 use crate::events::stream_id::StreamKey;
 use crate::events::{EventTenant, StreamRange};
 use crate::json::RawJson;
-use crate::projections::snapshot::{PendingSnapshot, SnapshotPolicy};
+use crate::projections::snapshot::{PendingSnapshot, SnapshotPolicy, Tip};
 use crate::projections::ProjectionCatalog;
 use crate::tenant_key::TenantKey;
 
@@ -44,6 +44,9 @@ pub(crate) struct Folded<A> {
 /// (the documents' tenant with a conjoined `A`; its cache entries' by `cache_tenant`),
 /// starting from its stored document when `A` is an inline projection or a live aggregate
 /// with a snapshot policy, and the document is not past the range (and reads as `A`).
+/// A live aggregate's snapshot is asked for only by a fold of the whole stream (no
+/// version or time bound) that skipped no event: a snapshot at version `v` is the fold
+/// of events `1..=v`, and a later fold builds on it as such.
 pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
@@ -57,14 +60,10 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
     let projections = store.projections();
     let inline = projections.lifecycle(TypeId::of::<A>()) == Some(Lifecycle::Inline);
     let policy = projections.snapshot(TypeId::of::<A>()).cloned();
+    // From the first event: a stored document (the fold of events `1..=v`) can stand in
+    // for the range's first events.
     let plain = range.from_version <= 1 && range.to_time.is_none() && range.from_time.is_none();
     let id = <A::Id as AggregateId>::from_stream_id(&stream.0);
-    let stored = match &id {
-        Some(id) if plain && (inline || policy.is_some()) => {
-            start::stored::<A>(store, client, doc_tenant, id, range.to_version, !inline).await?
-        }
-        _ => None,
-    };
     let reads = Reads {
         store,
         client,
@@ -74,29 +73,14 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         lean: !A::USES_METADATA,
     };
     if !inline {
-        let folded = fold_live::<A>(&reads, stored).await?;
-        let snapshot = match (policy, id, &folded.state) {
-            (Some(policy), Some(id), Some(a))
-                if range.to_version == i64::MAX && policy.due(folded.from, folded.version) =>
-            {
-                let conjoined = store.events().events_tenancy() == Tenancy::Conjoined;
-                Some(pending::<A>(
-                    policy,
-                    conjoined,
-                    id,
-                    a,
-                    folded.version,
-                    doc_tenant,
-                )?)
-            }
-            _ => None,
-        };
-        return Ok(Folded {
-            state: folded.state,
-            version: folded.version,
-            snapshot,
-        });
+        return live::<A>(&reads, policy, id, doc_tenant, plain).await;
     }
+    let stored = match &id {
+        Some(id) if plain => {
+            start::stored::<A>(store, client, doc_tenant, id, range.to_version, false).await?
+        }
+        _ => None,
+    };
     let snapshot_version = stored.as_ref().map_or(0, |s| s.version);
     let read = reads.from(snapshot_version + 1).await?;
     let whole = range.to_version == i64::MAX && read.through.is_none();
@@ -116,6 +100,45 @@ pub(crate) async fn aggregate_stream<A: Aggregate + PgDocument>(
         state,
         version,
         snapshot: None,
+    })
+}
+
+/// The live fold of [`aggregate_stream`]: from `A`'s snapshot under `policy` (of the
+/// documents' tenant `doc_tenant`) when the range is `plain`, asking for a new snapshot
+/// when the fold is of the whole stream, every event applied, and due.
+async fn live<A: Aggregate + PgDocument>(
+    reads: &Reads<'_, '_>,
+    policy: Option<Arc<SnapshotPolicy>>,
+    id: Option<A::Id>,
+    doc_tenant: Option<&TenantId>,
+    plain: bool,
+) -> Result<Folded<A>> {
+    let (store, range) = (reads.store, reads.range);
+    let conjoined = store.events().events_tenancy() == Tenancy::Conjoined;
+    let start = match (&policy, &id) {
+        (Some(policy), Some(id)) if plain => {
+            let (client, to) = (reads.client, range.to_version);
+            start::snapshot::<A>(store, client, policy, conjoined, doc_tenant, id, to).await?
+        }
+        _ => start::Start::default(),
+    };
+    let tip = start.tip;
+    let folded = fold_live::<A>(reads, start).await?;
+    // The whole stream, every event applied: the aggregate at `folded.version`.
+    let whole = plain && range.to_version == i64::MAX && folded.complete();
+    let snapshot = match (policy, id, &folded.state, tip) {
+        (Some(policy), Some(id), Some(a), Some(tip))
+            if whole && policy.due(folded.from, folded.version) =>
+        {
+            let at = (folded.version, tip);
+            Some(pending::<A>(policy, conjoined, id, a, at, doc_tenant)?)
+        }
+        _ => None,
+    };
+    Ok(Folded {
+        state: folded.state,
+        version: folded.version,
+        snapshot,
     })
 }
 
@@ -144,46 +167,71 @@ impl Reads<'_, '_> {
     }
 }
 
-/// A live fold: its state, the version it started from (the snapshot's, 0 without one)
-/// and the version of the last event read.
+/// A live fold: its state, the version it started from (the snapshot's, 0 without one),
+/// the version of the last event read and how many events after `from` it applied.
 struct LiveFold<A> {
     state: Option<A>,
     from: i64,
     version: i64,
+    applied: i64,
+}
+
+impl<A> LiveFold<A> {
+    /// Whether every version after `from` up to `version` was applied: none was skipped
+    /// (an event of an unknown type) or missing.
+    fn complete(&self) -> bool {
+        self.version - self.from == self.applied
+    }
 }
 
 impl Reads<'_, '_> {
     /// Folds the range's events from version `from` on into `state`, a chunk at a time
-    /// (see [`read::fold_stream`]). `snapshot`: the first event read must be the
-    /// snapshot's own, at version `from`, and is not applied; the `bool` says whether it
-    /// was there (always `true` without a snapshot).
+    /// (see [`read::fold_stream`]). `base`: `state` is a snapshot at version `from`,
+    /// folded from the incarnation of the stream whose last event was `base` when the
+    /// snapshot was read; the first event read must be the snapshot's own, at `from`, and
+    /// is not applied, and the events are read with their sequences (not lean) to find
+    /// `base` among them: the events read are then those of the snapshot's incarnation
+    /// (a stream deleted and started again since has other sequences). The `bool` says
+    /// whether both held (always `true` without a base).
     async fn fold<A: Aggregate>(
         &self,
         from: i64,
         state: Option<A>,
-        snapshot: bool,
+        base: Option<Tip>,
     ) -> Result<(LiveFold<A>, bool)> {
         let mut range = self.range.clone();
         range.from_version = from.max(range.from_version);
         let (store, client) = (self.store.as_ref(), self.client);
         let stream = &self.stream.0;
-        let start = if snapshot { from } else { 0 };
+        let start = if base.is_some() { from } else { 0 };
         let mut fold = LiveFold {
             state,
             from: start,
             version: start,
+            applied: 0,
         };
-        // The snapshot's event, still to be found first; `found` once it was.
-        let mut expect = snapshot.then_some(from);
-        let mut found = !snapshot;
+        // The snapshot's event, still to be found first; `found` once it was. The tip,
+        // still to be found among the events; `None` once it was, `verified` if it was
+        // the same event.
+        let mut expect = base.map(|_| from);
+        let mut found = base.is_none();
+        let mut tip = base;
+        let mut verified = base.is_none();
+        let lean = self.lean && base.is_none();
         read::fold_stream(
             store,
             client,
             self.tenant,
             self.stream,
             &range,
-            self.lean,
+            lean,
             |chunk, through| {
+                if let Some(t) = tip {
+                    if let Some(e) = chunk.iter().find(|e| e.version == t.version) {
+                        verified = e.sequence == t.sequence;
+                        tip = None;
+                    }
+                }
                 let mut events = chunk;
                 if let (Some(version), Some((first, rest))) = (expect, events.split_first()) {
                     expect = None;
@@ -196,49 +244,56 @@ impl Reads<'_, '_> {
                 // The chunk's last row, applied or skipped (an unknown type).
                 fold.version = through;
                 if !events.is_empty() {
+                    fold.applied += events.len() as i64;
                     fold.state = fold_events(fold.state.take(), stream, events)?;
                 }
                 Ok(())
             },
         )
         .await?;
-        Ok((fold, found))
+        Ok((fold, found && verified))
     }
 }
 
-/// Folds a live aggregate from its snapshot `stored`, if any. The snapshot's own event is
-/// read with the later ones and must still be there (a deleted stream's snapshot is not
-/// built on); only the events after it are applied.
+/// Folds a live aggregate from its snapshot, if `start` has one: the snapshot's own
+/// event and the stream's tip read with it must be among the events read (a deleted
+/// stream's snapshot is not built on, nor one read before the stream was deleted and
+/// started again); only the events after it are applied.
 async fn fold_live<A: Aggregate + PgDocument>(
     reads: &Reads<'_, '_>,
-    stored: Option<start::Stored<A>>,
+    start: start::Start<A>,
 ) -> Result<LiveFold<A>> {
     let stream = &reads.stream.0;
-    if let Some(s) = stored.filter(|s| s.version > 0) {
-        let (fold, found) = reads.fold(s.version, Some(s.doc), true).await?;
-        if found {
-            debug!(document_type = A::DOCUMENT_TYPE, %stream, from = fold.from, version = fold.version, "live fold");
-            return Ok(fold);
+    if let Some(s) = start.stored.filter(|s| s.version > 0) {
+        // Without a tip at or past it, the snapshot is of no stream there is.
+        if let Some(tip) = start.tip.filter(|t| t.version >= s.version) {
+            let (fold, found) = reads.fold(s.version, Some(s.doc), Some(tip)).await?;
+            if found {
+                debug!(document_type = A::DOCUMENT_TYPE, %stream, from = fold.from, version = fold.version, "live fold");
+                return Ok(fold);
+            }
         }
-        debug!(document_type = A::DOCUMENT_TYPE, %stream, "snapshot without its event: folding from the start");
+        debug!(document_type = A::DOCUMENT_TYPE, %stream, "snapshot not of the stream read: folding from the start");
     }
-    let (fold, _) = reads.fold(1, None, false).await?;
+    let (fold, _) = reads.fold(1, None, None).await?;
     debug!(document_type = A::DOCUMENT_TYPE, %stream, from = 0, version = fold.version, "live fold");
     Ok(fold)
 }
 
-/// The snapshot of `state`, folded up to the stream version `version`.
+/// The snapshot of `state`, folded up to the stream version `at.0` of the incarnation of
+/// the stream whose last event was `at.1` when the fold started.
 fn pending<A: Aggregate + PgDocument>(
     policy: Arc<SnapshotPolicy>,
     conjoined_events: bool,
     id: A::Id,
     state: &A,
-    version: i64,
+    at: (i64, Tip),
     tenant: Option<&TenantId>,
 ) -> Result<PendingSnapshot> {
     let tenant = (A::TENANCY == Tenancy::Conjoined)
         .then(|| TenantKey::of(tenant))
         .flatten();
+    let (version, tip) = at;
     Ok(PendingSnapshot {
         policy,
         conjoined_events,
@@ -246,6 +301,7 @@ fn pending<A: Aggregate + PgDocument>(
         id: Box::new(id),
         json: RawJson(serialize(state)?),
         version,
+        tip,
         tenant,
         document_type: A::DOCUMENT_TYPE,
     })

@@ -10,6 +10,7 @@ use super::api::Events;
 use super::encode::no_events;
 use crate::events::pending::PendingEvent;
 use crate::events::EventTenant;
+use crate::projections::snapshot::queue_deletes as queue_snapshot_deletes;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::{AppendKind, StreamAppend, StreamCommand};
@@ -159,9 +160,17 @@ impl<K: Tracking> Events<'_, K> {
         self.enqueue_command(stream.into(), StreamCommand::archive)
     }
 
-    /// Deletes a stream and all its events (queued).
+    /// Deletes a stream and all its events (queued), and the snapshots live aggregates
+    /// keep of it, in the same transaction: a stream started again under the same id
+    /// never starts from the deleted one's snapshot.
     pub fn delete_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
-        self.enqueue_command(stream.into(), StreamCommand::delete)
+        let stream = stream.into();
+        self.enqueue_command(stream.clone(), StreamCommand::delete)?;
+        let (tenant, key) = (self.tenant()?, self.key(stream)?);
+        let parts = self.session.parts_mut();
+        let snapshots = parts.store.projections();
+        queue_snapshot_deletes(snapshots, &tenant, &key, &mut parts.queue.user);
+        Ok(())
     }
 
     /// Checks the stream id and queues the stream command `make` builds for it.
