@@ -1,11 +1,14 @@
 //! The async daemon in one process: catch-up equals the live fold, runners exclude each
 //! other, a long-open appending transaction delays but never skips, poison events,
-//! rebuild.
+//! rebuild (which clears the projection's dead letters: an event that no longer fails is
+//! applied by the replay whichever way it is read).
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::inversion::versions_in_global_order;
 use common::tally::Added;
 use common::{builder, ok, stopped_with};
 use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
@@ -14,6 +17,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 struct Poison {}
+
+/// An event whose apply fails while [`FLAKY_FAILS`] is set (a projection bug, fixed later).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Flaky {
+    n: i64,
+}
+
+/// Whether [`Flaky`] events fail to apply (only one test appends them).
+static FLAKY_FAILS: AtomicBool = AtomicBool::new(true);
 
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 struct Tally {
@@ -31,6 +43,14 @@ impl Tally {
     }
     fn apply_poison(&mut self, _e: &Poison) -> Result<(), String> {
         Err("poisoned".into())
+    }
+    fn apply_flaky(&mut self, e: &Flaky) -> Result<(), String> {
+        if FLAKY_FAILS.load(Ordering::SeqCst) {
+            return Err("flaky".into());
+        }
+        self.total += e.n;
+        self.count += 1;
+        Ok(())
     }
 }
 
@@ -282,6 +302,119 @@ async fn rebuild_replays_from_the_start() {
     assert_equals_live(&store, &streams).await;
     assert!(ok(store.query_session().load::<Tally>(&stray).await).is_none());
     ok(daemon.stop().await);
+}
+
+/// Stream `s`: `Added` 1, `Flaky` 100, `Added` 2, each in a save of its own; then the
+/// stored order is inverted by hand (version 3's `tx_id` set below version 2's), so a
+/// daemon reading one event per batch meets version 3 first and reads version 2 to fill
+/// the hole.
+async fn flaky_second_read_by_a_hole(
+    schema: &marten_testing::TestSchema,
+    store: &DocumentStore,
+) -> Uuid {
+    let s = Uuid::now_v7();
+    let events = [
+        PendingEvent::new(Added { n: 1 }),
+        PendingEvent::new(Flaky { n: 100 }),
+        PendingEvent::new(Added { n: 2 }),
+    ];
+    for event in events {
+        let mut session = store.lightweight_session();
+        ok(session.events().append(s, [event]));
+        ok(session.save_changes().await);
+    }
+    schema
+        .raw_client()
+        .await
+        .execute(
+            "UPDATE mt_events SET tx_id = (((SELECT tx_id FROM mt_events WHERE stream_id = $1 \
+             AND version = 2)::text::bigint - 1)::text::xid8) WHERE stream_id = $1 AND version = 3",
+            &[&s],
+        )
+        .await
+        .expect("invert by hand");
+    assert_eq!(versions_in_global_order(schema, s).await, [1, 3, 2]);
+    s
+}
+
+/// The dead letters recorded: stream and type, in order.
+async fn dead_letters(schema: &marten_testing::TestSchema) -> Vec<(String, String)> {
+    let rows = schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT stream_id, event_type FROM mt_dead_letters ORDER BY stream_id, id",
+            &[],
+        )
+        .await
+        .expect("dead letters");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// A rebuild clears the projection's dead letters in the transaction of its reset: the
+/// replay applies the events that no longer fail (the projection was fixed), whether a
+/// page reads them (`read`) or a batch reads them to fill a hole in their stream
+/// (`hole`), and no dead letter of the earlier run is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_clears_the_dead_letters_and_replays_the_events_that_no_longer_fail() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let (schema, store) = store_for("daemon_rebuild_dead_letters").await;
+    let read = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        read,
+        [
+            PendingEvent::new(Added { n: 1 }),
+            PendingEvent::new(Flaky { n: 100 }),
+            PendingEvent::new(Added { n: 2 }),
+        ],
+    ));
+    ok(s.save_changes().await);
+    let hole = flaky_second_read_by_a_hole(&schema, &store).await;
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            batch_size: 1,
+            retries: 0,
+            poll_interval: Duration::from_millis(20),
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    for id in [read, hole] {
+        let t = ok(store.query_session().load::<Tally>(&id).await).expect("doc");
+        assert_eq!(
+            (t.total, t.count, t.version),
+            (3, 2, 3),
+            "the flaky event left out"
+        );
+    }
+    let mut letters = vec![
+        (read.to_string(), "flaky".to_owned()),
+        (hole.to_string(), "flaky".to_owned()),
+    ];
+    letters.sort();
+    assert_eq!(dead_letters(&schema).await, letters);
+
+    FLAKY_FAILS.store(false, Ordering::SeqCst);
+    ok(marten::daemon::rebuild(&store, "Tally").await);
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    for (id, how) in [(read, "read by its page"), (hole, "read to fill a hole")] {
+        let t = ok(store.query_session().load::<Tally>(&id).await).expect("doc");
+        assert_eq!(
+            (t.total, t.count, t.version),
+            (103, 3, 3),
+            "the event {how}"
+        );
+    }
+    assert!(
+        dead_letters(&schema).await.is_empty(),
+        "the rebuild cleared the dead letters of the run it replaced"
+    );
+    assert_equals_live(&store, &[read, hole]).await;
+    ok(tokio::time::timeout(WAIT, daemon.stop())
+        .await
+        .expect("the daemon stopped in time"));
 }
 
 /// A rebuild of a projection no event feeds finishes, and the daemon is not stale.

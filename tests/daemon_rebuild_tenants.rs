@@ -14,11 +14,15 @@
 //!   rebuild's lock, waits for the rebuild). Before the rebuild took the projection's
 //!   lock, that batch committed between the read of the tenants and the delete: the
 //!   delete took its document while its slot kept its position, and the daemon reported
-//!   caught up without it.
+//!   caught up without it;
+//! - one tenant's rebuild clears that tenant's dead letters of the projection and keeps
+//!   every other tenant's: the replay applies the tenant's event that no longer fails
+//!   (the projection was fixed), and the other tenant's dead letter stays as it was.
 
 mod common;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{builder, builder_on, ok};
@@ -35,6 +39,16 @@ struct Deposited {
     amount: i64,
 }
 
+/// An event whose apply fails while [`BOUNCES_FAIL`] is set (a projection bug, fixed
+/// later).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Bounced {
+    amount: i64,
+}
+
+/// Whether [`Bounced`] events fail to apply (only one test appends them).
+static BOUNCES_FAIL: AtomicBool = AtomicBool::new(true);
+
 /// A conjoined aggregate: each tenant's wallets are its own.
 #[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[document(tenancy = "conjoined")]
@@ -48,6 +62,13 @@ struct Wallet {
 impl Wallet {
     fn apply(&mut self, e: &Deposited) {
         self.total += e.amount;
+    }
+    fn apply_bounced(&mut self, e: &Bounced) -> Result<(), String> {
+        if BOUNCES_FAIL.load(Ordering::SeqCst) {
+            return Err("bounced".into());
+        }
+        self.total += e.amount;
+        Ok(())
     }
 }
 
@@ -372,4 +393,83 @@ async fn a_tenant_first_projected_during_a_full_rebuild_keeps_its_documents() {
     );
     assert_eq!(wallet(&store, "red", red).await, Some(1), "red's wallet");
     ok(daemon.stop().await);
+}
+
+/// The dead letters of `tenant`'s slots: projection, stream and type.
+async fn tenant_dead_letters(
+    raw: &tokio_postgres::Client,
+    tenant: &str,
+) -> Vec<(String, String, String)> {
+    let sql = "SELECT projection, stream_id, event_type FROM mt_dead_letters \
+               WHERE tenant_id = $1 ORDER BY id";
+    match raw.query(sql, &[&tenant]).await {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+        Err(e) => panic!("reading {tenant}'s dead letters: {e}"),
+    }
+}
+
+/// Red and blue each dead-letter a `Bounced` event; once the projection is fixed, red's
+/// rebuild clears red's dead letter in the transaction of its reset and the replay
+/// applies the event; blue's dead letter (and wallet) stay as they were.
+#[tokio::test]
+async fn a_tenants_rebuild_clears_its_dead_letters_and_keeps_the_others() {
+    let (schema, store) = store("rebuild_tenants_dead_letters", false).await;
+    let (red, blue) = (Uuid::now_v7(), Uuid::now_v7());
+    for (tenant, stream) in [("red", red), ("blue", blue)] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().append(
+            stream,
+            [
+                PendingEvent::new(Deposited { amount: 1 }),
+                PendingEvent::new(Bounced { amount: 100 }),
+                PendingEvent::new(Deposited { amount: 2 }),
+            ],
+        ));
+        ok(s.save_changes().await);
+    }
+    let daemon = Daemon::start(&store, options());
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    assert_eq!(wallet(&store, "red", red).await, Some(3));
+    assert_eq!(wallet(&store, "blue", blue).await, Some(3));
+    let raw = schema.raw_client().await;
+    let letter = |stream: Uuid| {
+        (
+            "Wallet".to_owned(),
+            stream.to_string(),
+            "bounced".to_owned(),
+        )
+    };
+    assert_eq!(tenant_dead_letters(&raw, "red").await, [letter(red)]);
+    assert_eq!(tenant_dead_letters(&raw, "blue").await, [letter(blue)]);
+    let blue_letters = rows(&raw, "mt_dead_letters", Some("blue")).await;
+
+    BOUNCES_FAIL.store(false, Ordering::SeqCst);
+    ok(rebuild_tenant(&store, "Wallet", "red").await);
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    assert!(
+        tenant_dead_letters(&raw, "red").await.is_empty(),
+        "red's rebuild cleared red's dead letters"
+    );
+    assert_eq!(
+        wallet(&store, "red", red).await,
+        Some(103),
+        "the replay applied the fixed event"
+    );
+    assert_eq!(
+        rows(&raw, "mt_dead_letters", Some("blue")).await,
+        blue_letters,
+        "blue's dead letter is kept as it was"
+    );
+    assert_eq!(
+        wallet(&store, "blue", blue).await,
+        Some(3),
+        "blue not rebuilt"
+    );
+    match tokio::time::timeout(WAIT, daemon.stop()).await {
+        Ok(stopped) => ok(stopped),
+        Err(_) => panic!("the daemon did not stop within {WAIT:?}"),
+    }
 }

@@ -5,15 +5,19 @@
 //! defence, for events stored before that (or written by hand), is checked by inverting
 //! the stored order by hand: within one batch the versions are sorted; across batches the
 //! later batch's hole is filled by reading the stream's versions, and the early version
-//! is not folded again when its own batch comes. A poison event met in such a read is dead-lettered once. A multi-stream
-//! projection gets each stream's events of a batch in version order.
+//! is not folded again when its own batch comes. A poison event met in such a read is dead-lettered once. An event
+//! met in such a read that cannot be decoded meets the poison policy: under `Stop` the
+//! projection stops naming it before the stream's later version is folded without it;
+//! under `DeadLetter` it is dead-lettered once (not again when its own page reads it) and
+//! the fold goes on. A multi-stream projection gets each stream's events of a batch in
+//! version order.
 
 mod common;
 
 use std::time::Duration;
 
 use common::inversion::versions_in_global_order;
-use common::{builder, ok};
+use common::{builder, ok, stopped_with};
 use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -241,4 +245,147 @@ async fn holes_left_by_unhandled_events_cost_one_read_per_batch() {
     println!("{trips} round trips to catch up");
     // A read per stream would be 200 round trips on their own.
     assert!(trips < 120, "{trips} round trips to catch up");
+}
+
+/// How long a wait of the tests of unreadable events may take before it fails.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The scenario of [`invert`] with `s`'s version 2 stored with a body that no longer
+/// reads as a `Step` (edited by hand): the batch of version 3 reads version 2 to fill its
+/// hole and cannot decode it. Returns `s` and version 2's sequence.
+async fn invert_with_an_unreadable_hole(
+    schema: &marten_testing::TestSchema,
+    store: &DocumentStore,
+) -> (Uuid, i64) {
+    let (_, s) = invert(schema, store, PendingEvent::new(Step { n: 2 })).await;
+    let seq: i64 = schema
+        .raw_client()
+        .await
+        .query_one(
+            "UPDATE mt_events SET data = '{\"n\": \"two\"}' WHERE stream_id = $1 AND version = 2 \
+             RETURNING seq_id",
+            &[&s],
+        )
+        .await
+        .expect("corrupt version 2")
+        .get(0);
+    (s, seq)
+}
+
+/// A daemon of pages of one event (each of `s`'s versions a batch of its own), without
+/// retries.
+fn start_one_by_one(store: &DocumentStore, poison: PoisonPolicy) -> Daemon {
+    Daemon::start(
+        store,
+        DaemonOptions {
+            batch_size: 1,
+            retries: 0,
+            poison,
+            poll_interval: Duration::from_millis(20),
+            ..DaemonOptions::default()
+        },
+    )
+}
+
+/// The dead letters recorded: sequence, type, stream, attempts; each error names its
+/// event's sequence.
+async fn dead_letters(schema: &marten_testing::TestSchema) -> Vec<(i64, String, String, i32)> {
+    let rows = schema
+        .raw_client()
+        .await
+        .query(
+            "SELECT seq_id, event_type, stream_id, attempts, error FROM mt_dead_letters ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("dead letters");
+    rows.iter()
+        .map(|r| {
+            let (seq, error): (i64, String) = (r.get(0), r.get(4));
+            assert!(
+                error.contains(&format!("at sequence {seq}")),
+                "the error names the event: {error}"
+            );
+            (seq, r.get(1), r.get(2), r.get(3))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_event_read_to_fill_a_hole_stops_the_projection_before_the_next_version() {
+    let (schema, b) = builder("stream_order_unreadable_stop");
+    let store = ok(b.projection::<Trail>(Lifecycle::Async).build().await);
+    let (s, seq) = invert_with_an_unreadable_hole(&schema, &store).await;
+    let daemon = start_one_by_one(&store, PoisonPolicy::Stop);
+    let stopped = tokio::time::timeout(WAIT, stopped_with(daemon))
+        .await
+        .expect("the projection stopped in time");
+    let doc = trail(&store, s).await;
+    assert_eq!(
+        (doc.steps, doc.version),
+        (vec![1], 1),
+        "version 3 was folded without version 2 ({stopped})"
+    );
+    match stopped {
+        Error::Apply {
+            event_type,
+            stream,
+            version,
+            message,
+            ..
+        } => {
+            assert_eq!(
+                (event_type.as_str(), stream.to_string(), version),
+                ("step", s.to_string(), 2),
+                "{message}"
+            );
+            assert!(message.contains(&format!("at sequence {seq}")), "{message}");
+        }
+        other => panic!("expected the apply error naming version 2, got {other}"),
+    }
+    assert!(dead_letters(&schema).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_event_read_to_fill_a_hole_is_dead_lettered_once_and_the_fold_goes_on() {
+    let (schema, b) = builder("stream_order_unreadable_dead");
+    let store = ok(b.projection::<Trail>(Lifecycle::Async).build().await);
+    let (s, seq) = invert_with_an_unreadable_hole(&schema, &store).await;
+    let daemon = start_one_by_one(&store, PoisonPolicy::DeadLetter);
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    let doc = trail(&store, s).await;
+    assert_eq!((doc.steps, doc.version), (vec![1, 3], 3));
+    let letter = (seq, "step".to_owned(), s.to_string(), 1);
+    assert_eq!(
+        dead_letters(&schema).await,
+        std::slice::from_ref(&letter),
+        "dead-lettered once, not again by its own page"
+    );
+    // Recorded by the batch that folded version 3 without it (the one that read it to
+    // fill the hole), not later by its own page: one transaction wrote both rows.
+    let raw = schema.raw_client().await;
+    let written_by = |sql: &'static str| {
+        let raw = &raw;
+        async move {
+            let row = raw.query_one(sql, &[&s.to_string()]).await;
+            row.expect("the writing transaction").get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        written_by("SELECT xmin::text FROM mt_dead_letters WHERE stream_id = $1").await,
+        written_by("SELECT xmin::text FROM mt_doc_trail WHERE id::text = $1").await,
+        "the dead letter commits with the batch that leaves its event out"
+    );
+
+    // The fold goes on past it.
+    let mut session = store.lightweight_session();
+    ok(session.events().append(s, [Step { n: 4 }]));
+    ok(session.save_changes().await);
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    let doc = trail(&store, s).await;
+    assert_eq!((doc.steps, doc.version), (vec![1, 3, 4], 4));
+    assert_eq!(dead_letters(&schema).await, [letter], "recorded once");
+    ok(tokio::time::timeout(WAIT, daemon.stop())
+        .await
+        .expect("the daemon stopped in time"));
 }

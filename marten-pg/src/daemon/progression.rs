@@ -6,6 +6,8 @@
 //! and the projection's rebuild lock a batch holds shared while it commits (so no
 //! rebuild of the projection is in flight with it, see `super::rebuild`).
 //!
+//! A rebuild clears the dead letters of the slots it resets ([`clear_dead_letters`]).
+//!
 //! Owns: [`Advance`], [`DeadLetter`], [`BatchLock`] and the rebuild lock's key, the daemon
 //! tables' migration. May use: the tables layer, the unit of work's operation trait, the
 //! events layer (its tables), the store (to make sure the tables exist), the slot's
@@ -14,7 +16,7 @@
 use std::any::TypeId;
 
 use futures_util::future::BoxFuture;
-use marten_core::{IdKey, Rejection, RejectionKind, Result};
+use marten_core::{IdKey, Rejection, RejectionKind, Result, TenantId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -27,7 +29,9 @@ use crate::store::DocumentStore;
 use crate::unit_of_work::{first_count, Operation, Target};
 use crate::xid8::Xid8;
 
-use crate::tables::progression::{ADVANCE, BATCH_LOCK, DEAD_LETTER_TABLE};
+use crate::tables::progression::{
+    ADVANCE, BATCH_LOCK, CLEAR_DEAD_LETTERS, CLEAR_TENANT_DEAD_LETTERS, DEAD_LETTER_TABLE,
+};
 pub use crate::tables::progression::{
     CLAIM, DEAD_LETTER, EPOCH, POSITION, PROGRESSION_TABLE, REBUILD_LOCK, RESET, SHARD_CLAIM,
 };
@@ -223,6 +227,37 @@ impl Operation for DeadLetter {
     fn target(&self) -> Target {
         Target::new("dead letter", DEAD_LETTER_TABLE, schema())
     }
+}
+
+/// Deletes the dead letters of `projection`: of every slot (each tenant's, each
+/// shard's), or of `tenant`'s slots alone; how many. A rebuild's, in the transaction of
+/// its reset, under its exclusive rebuild lock: every event is replayed, and those that
+/// still fail are dead-lettered anew, so no dead letter of a run that no longer exists is
+/// reported or leaves its event out of a read of a stream's earlier versions.
+pub(crate) async fn clear_dead_letters(
+    client: Db<'_>,
+    projection: &str,
+    tenant: Option<&TenantId>,
+) -> Result<u64> {
+    let what = |e| map_db_error(e, Failed::Other("clearing a projection's dead letters"));
+    let cleared = match tenant {
+        Some(t) => {
+            client
+                .execute(CLEAR_TENANT_DEAD_LETTERS, &[&projection, &t.as_str()])
+                .await
+        }
+        None => client.execute(CLEAR_DEAD_LETTERS, &[&projection]).await,
+    };
+    let cleared = cleared.map_err(what)?;
+    if cleared > 0 {
+        tracing::info!(
+            projection,
+            tenant = tenant.map(TenantId::as_str),
+            cleared,
+            "a rebuild cleared the projection's dead letters"
+        );
+    }
+    Ok(cleared)
 }
 
 /// The position in the first two columns (`last_tx`, `last_seq`) of a progression row.

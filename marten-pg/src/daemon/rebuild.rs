@@ -1,5 +1,9 @@
 //! Rebuilding a projection: reset its position, take it from any runner and delete its
-//! documents in one transaction; a running daemon then replays it from the first event.
+//! dead letters and its documents in one transaction; a running daemon then replays it
+//! from the first event. The replay meets every event again: one that still fails is
+//! dead-lettered anew, one that no longer fails is applied, whichever way it is read (a
+//! dead letter kept from an earlier run would leave its event out of an aggregate's read
+//! of a stream's earlier versions, and be reported for a run that no longer exists).
 //! A sharded projection's shards are reset together (those of the count recorded, read
 //! under the count row's lock, so no count change comes between): every shard then
 //! stands at the start, so a daemon with another count may take it up at once.
@@ -18,9 +22,10 @@
 //! its row, so a claim lands wholly before the reset (whose new epoch then rejects the
 //! runner's next batch) or after it (and starts from the reset position).
 //!
-//! One tenant's rebuild deletes that tenant's documents alone: a projection that writes
-//! documents shared by every tenant (an event projection owning a type that is not
-//! conjoined) is refused ([`Error::Configuration`]) and nothing changes.
+//! One tenant's rebuild deletes that tenant's dead letters (those its slots recorded) and
+//! documents alone: a projection that writes documents shared by every tenant (an event
+//! projection owning a type that is not conjoined) is refused ([`Error::Configuration`])
+//! and nothing changes, its dead letters included.
 //!
 //! Owns: the reset. May use: the connection layer, the daemon's tables, the projection's
 //! `clear`, the store (its async projections).
@@ -38,24 +43,25 @@ use crate::error_map::{map_db_error, Failed};
 use crate::projections::asynchronous::AsyncProjection;
 use crate::store::DocumentStore;
 
-/// Resets an async projection and deletes its documents; a running daemon replays it
-/// from the first event. Readers see no documents until the replay has caught up (the
-/// trade-off of this simple rebuild; a versioned projection builds beside the old table
-/// instead: see `DocumentStoreBuilder::projection_versioned`). A version still being
-/// built clears and replays its own table. With conjoined events, every
-/// tenant's slot is reset (see [`rebuild_tenant`] for one tenant alone).
+/// Resets an async projection and deletes its documents and its dead letters (every
+/// tenant's and shard's: the replay dead-letters anew the events that still fail); a
+/// running daemon replays it from the first event. Readers see no documents until the
+/// replay has caught up (the trade-off of this simple rebuild; a versioned projection
+/// builds beside the old table instead: see `DocumentStoreBuilder::projection_versioned`).
+/// A version still being built clears and replays its own table. With conjoined events,
+/// every tenant's slot is reset (see [`rebuild_tenant`] for one tenant alone).
 pub async fn rebuild(store: &DocumentStore, projection: &str) -> Result<()> {
     rebuild_slots(store, projection, None).await
 }
 
 /// Rebuilds `projection` for one tenant alone (conjoined events): resets the tenant's
-/// slot and deletes the tenant's documents of the projection; a running daemon replays
-/// that tenant's events while every other tenant's runner goes on. Fails with
-/// [`Error::Configuration`] when the store's events are not conjoined, and when the
-/// projection writes documents shared by every tenant (an event projection owning a
-/// document type that is not conjoined: one tenant's documents of it cannot be told
-/// apart); rebuild such a projection whole with [`rebuild`]. A refused rebuild changes
-/// nothing.
+/// slot and deletes the tenant's documents and dead letters of the projection (every
+/// other tenant's are kept); a running daemon replays that tenant's events while every
+/// other tenant's runner goes on. Fails with [`Error::Configuration`] when the store's
+/// events are not conjoined, and when the projection writes documents shared by every
+/// tenant (an event projection owning a document type that is not conjoined: one
+/// tenant's documents of it cannot be told apart); rebuild such a projection whole with
+/// [`rebuild`]. A refused rebuild changes nothing.
 pub async fn rebuild_tenant(
     store: &DocumentStore,
     projection: &str,
@@ -70,8 +76,8 @@ pub async fn rebuild_tenant(
     rebuild_slots(store, projection, Some(tenant)).await
 }
 
-/// Resets the slots of `projection` (every slot, or `tenant`'s) and deletes their
-/// documents, in one transaction within the store's request timeout.
+/// Resets the slots of `projection` (every slot, or `tenant`'s) and deletes their dead
+/// letters and documents, in one transaction within the store's request timeout.
 async fn rebuild_slots(
     store: &DocumentStore,
     projection: &str,
@@ -116,9 +122,10 @@ async fn rebuild_slots(
 /// In one transaction: takes the projection's rebuild lock (`key`) exclusively, so no
 /// batch of it is in flight and none commits until this transaction ends; takes the
 /// slots from any runner (the epoch moves, so a batch that waited can no longer commit:
-/// its progress update finds another epoch), resets their positions, and deletes their
-/// documents. The slots: `tenant`'s; or every slot (with `conjoined` events, every
-/// tenant's with streams, read under the lock); each shard's of the recorded count.
+/// its progress update finds another epoch), resets their positions, deletes their dead
+/// letters and their documents. The slots: `tenant`'s; or every slot (with `conjoined`
+/// events, every tenant's with streams, read under the lock; the dead letters of every
+/// tenant, with streams or not); each shard's of the recorded count.
 async fn reset_and_clear(
     req: &mut Request<'_>,
     (p, key): (&dyn AsyncProjection, &str),
@@ -148,9 +155,12 @@ async fn reset_and_clear(
             .await
             .map_err(what)?;
     }
+    // After the slots' rows, before the documents: the order a batch writes them in.
+    progression::clear_dead_letters(client, p.name(), tenant).await?;
     // One tenant's documents of a type shared by every tenant cannot be deleted alone:
     // the clear refuses before it deletes any of that type, and the caller rolls the
-    // transaction back (the resets, and another owned type's deletes, with it).
+    // transaction back (the resets, the dead letters' and another owned type's deletes,
+    // with it).
     p.clear(client, tenant)
         .await
         .map_err(|e| match (e, tenant) {

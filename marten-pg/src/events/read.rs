@@ -24,6 +24,8 @@ use crate::xid8::Xid8;
 /// (`tables::events::EVENT_COLUMNS`), and of a lean fold's (`LEAN_COLUMNS`).
 const VERSION: usize = 3;
 const LEAN_VERSION: usize = 0;
+/// The column of an event row's stream of the full columns.
+const STREAM: usize = 2;
 
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("event"))
@@ -64,7 +66,7 @@ fn envelope_with(
     if skip_unknown && !store.with_registry(|r| r.knows(&event_type)) {
         return Ok(None);
     }
-    let stream: StreamIdColumn = row.try_get(2).map_err(reading)?;
+    let stream: StreamIdColumn = row.try_get(STREAM).map_err(reading)?;
     let decoded = store.with_registry(|r| r.decode(&event_type, sequence, json.0));
     let Some(data) = decoded.map_err(|e| in_stream(e, &stream.0))? else {
         return Ok(None);
@@ -324,26 +326,46 @@ impl VersionRanges {
     }
 }
 
+/// What [`fetch_ranges`] read: the events decoded, and those of registered types whose
+/// stored body could not be decoded, each with its stream version (the caller meets the
+/// daemon's poison policy for those its projection handles).
+#[derive(Default)]
+pub(crate) struct RangeEvents {
+    /// The events decoded, by stream and version.
+    pub(crate) events: Vec<EventEnvelope>,
+    /// The events that could not be decoded (their stored JSON does not deserialize, or
+    /// their upcaster refuses them), by stream and version: `(version, event)`.
+    pub(crate) unreadable: Vec<(i64, Unreadable)>,
+}
+
 /// The events of every range of `ranges` (streams of `tenant`), by stream and version,
-/// in one statement, as the daemon reads them: events of unregistered types and events
-/// that cannot be decoded are left out (the runner meets those in the page that reads
-/// them). An async aggregate reads these when a batch's events of its streams leave holes
-/// (see [`marten_core::projection::stream_order`]).
+/// in one statement, as the daemon reads them: events of unregistered types are left out
+/// (the daemon's pages leave them out too), and events of registered types that cannot
+/// be decoded are collected in [`RangeEvents::unreadable`], never dropped, so the caller
+/// meets the poison policy for them as a page's runner does. An async aggregate reads
+/// these when a batch's events of its streams leave holes (see
+/// [`marten_core::projection::stream_order`]).
 pub(crate) async fn fetch_ranges(
     store: &EventCatalog,
     client: Db<'_>,
     tenant: &EventTenant,
     ranges: &VersionRanges,
-) -> Result<Vec<EventEnvelope>> {
+) -> Result<RangeEvents> {
     let stmt = prepare(store, client, |sql| &sql.fetch_ranges).await?;
     let params = tenant.scoped(vec![&ranges.streams, &ranges.after, &ranges.through]);
     let rows = client.query(&stmt, &params).await.map_err(reading)?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut out = RangeEvents {
+        events: Vec::with_capacity(rows.len()),
+        unreadable: Vec::new(),
+    };
     for row in &rows {
         match envelope_with(store, row, true) {
-            Ok(decoded) => out.extend(decoded),
-            Err(Error::DeserializeEvent { .. } | Error::Upcast { .. }) => {}
-            Err(e) => return Err(e),
+            Ok(decoded) => out.events.extend(decoded),
+            Err(e) => {
+                let version = row_version(row, false)?;
+                out.unreadable
+                    .push((version, unreadable_event(store, row, STREAM, e)?));
+            }
         }
     }
     Ok(out)
@@ -473,7 +495,7 @@ pub(crate) async fn read_all(
     }
     let rows = client.query(&stmt, &params).await.map_err(reading)?;
     let (tx_column, skip) = (if shape.lean { 5 } else { 10 }, shape.skip_unknown);
-    let stream_column = if shape.lean { 1 } else { 2 };
+    let stream_column = if shape.lean { 1 } else { STREAM };
     let mut next = after;
     let mut events = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();

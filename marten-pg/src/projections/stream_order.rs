@@ -13,22 +13,35 @@
 //! trip as their events (pipelined), and only when the daemon's runner names the
 //! projection it plans for ([`planning`]).
 //!
+//! A hole's event of a type the aggregate handles that cannot be decoded (its stored
+//! JSON does not deserialize, or its upcaster refuses it) is never dropped: the plan
+//! fails with [`Error::Apply`] naming it (stored type, stream, version; the message
+//! names its sequence), and the daemon's runner meets its poison policy for it as for an
+//! event it cannot apply. Under `PoisonPolicy::Stop` the projection stops, so the
+//! stream's later versions are never folded without it; under `PoisonPolicy::DeadLetter`
+//! the batch dead-letters it, leaves it out of its next plan and folds the rest. The page
+//! that reads the event later does not record it again (a slot's dead letter of an event
+//! is recorded once, see `crate::tables::progression::DEAD_LETTER`). An event of an
+//! unregistered type is passed over, as the daemon's pages pass over it.
+//!
 //! May use: the events layer's reads, the async projections' slices, the daemon's
 //! dead-letter table (read only).
 
+use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use futures_util::future::try_join;
 use marten_core::projection::stream_order::{order, Order};
 use marten_core::tenant::DEFAULT_TENANT;
-use marten_core::{Aggregate, EventEnvelope, Result, StreamId, TenantId};
+use marten_core::{Aggregate, Error, Result, StreamId, TenantId, WithSources};
 
 use super::asynchronous::{Batch, Slice};
 use crate::connection::Db;
 use crate::documents::PgDocument;
 use crate::error_map::{map_db_error, Failed};
-use crate::events::read::{fetch_ranges, VersionRanges};
+use crate::events::range::Unreadable;
+use crate::events::read::{fetch_ranges, RangeEvents, VersionRanges};
 use crate::events::{EventCatalog, EventTenant};
 use crate::stream_key::StreamKey;
 
@@ -100,32 +113,79 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
     let events_store: &EventCatalog = batch.store.as_ref();
     let tenant = EventTenant::of_session(events_store.events_tenancy(), batch.tenant)?;
     let fetch = fetch_ranges(events_store, batch.client, &tenant, &ranges);
-    let read = match PLANNING.try_with(|p| *p) {
+    let (read, dead) = match PLANNING.try_with(|p| *p) {
         Ok(projection) => {
             let streams: Vec<String> = holes.keys().map(ToString::to_string).collect();
             let slot_tenant = batch.tenant.map_or(DEFAULT_TENANT, TenantId::as_str);
             let letters = dead_lettered(batch.client, projection, slot_tenant, &streams);
-            let (mut read, dead) = try_join(fetch, letters).await?;
-            read.retain(|e| !dead.contains(&e.sequence));
-            read
+            try_join(fetch, letters).await?
         }
-        Err(_) => fetch.await?,
+        Err(_) => (fetch.await?, HashSet::new()),
     };
-    let left_out = |e: &EventEnvelope| {
-        batch
-            .left_out
-            .iter()
-            .any(|(s, v)| *s == e.stream_id && *v == e.version)
+    // An event dead-lettered by an earlier batch, or left out of this one while it is
+    // planned, is neither applied nor met again.
+    let passed = |stream: &StreamId, version: i64, sequence: i64| {
+        dead.contains(&sequence)
+            || batch
+                .left_out
+                .iter()
+                .any(|(s, v)| s == stream && *v == version)
     };
+    let RangeEvents { events, unreadable } = read;
+    let poison = unreadable.into_iter().find(|(version, u)| {
+        holes.contains_key(&u.stream)
+            && handles_stored::<A>(u.read_as)
+            && !passed(&u.stream, *version, u.sequence)
+    });
+    if let Some((version, event)) = poison {
+        return Err(unreadable_in_hole::<A>(version, event));
+    }
     // By stream and version: each slice gets its stream's events in version order.
-    for e in read {
+    for e in events {
         if let Some(i) = holes.get(&e.stream_id) {
-            if A::handles(e.data.as_ref()) && !left_out(&e) {
+            if A::handles(e.data.as_ref()) && !passed(&e.stream_id, e.version, e.sequence) {
                 slices[*i].2.push(e);
             }
         }
     }
     Ok(())
+}
+
+/// Whether aggregate `A` handles events stored under a type that reads as `read_as` (the
+/// Rust type and its current name; `None`: not known, taken as handled), as the daemon's
+/// runner asks of an event its page cannot decode.
+fn handles_stored<A: Aggregate>(read_as: Option<(TypeId, &'static str)>) -> bool {
+    read_as.is_none_or(|(type_id, _)| {
+        let types = A::event_types();
+        types.is_empty() || types.iter().any(|d| d.type_id == type_id)
+    })
+}
+
+/// The failure of planning a batch of `A` whose read of a hole met `event`, at `version`
+/// of its stream, which cannot be decoded: [`Error::Apply`] naming the event (its stored
+/// type, stream and version; the message is the decoding error, which names its
+/// sequence), so the daemon's runner meets its poison policy for it as for an event it
+/// cannot apply. Dead-lettered, the event is left out of the batch's next plan (the
+/// batch's left-out events) and of later batches' reads (its dead letter); under
+/// [`PoisonPolicy::Stop`](marten_core::projection::poison::PoisonPolicy::Stop) the
+/// projection stops before the stream's later versions are folded without it.
+fn unreadable_in_hole<A: Aggregate + PgDocument>(version: i64, event: Unreadable) -> Error {
+    let message = WithSources(&event.error).to_string();
+    tracing::warn!(
+        projection = A::DOCUMENT_TYPE,
+        stream = %event.stream,
+        version,
+        sequence = event.sequence,
+        error = %message,
+        "an event read to fill a hole in a stream cannot be decoded"
+    );
+    Error::Apply {
+        projection: A::DOCUMENT_TYPE,
+        event_type: event.stored_type,
+        stream: event.stream,
+        version,
+        message,
+    }
 }
 
 /// The sequences of the events of `streams` dead-lettered for `projection` (of the slot

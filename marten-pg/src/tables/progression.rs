@@ -79,11 +79,26 @@ pub const RESET: &str =
     "INSERT INTO mt_event_progression AS p (name, tenant_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
      SET last_tx = '0', last_seq = 0, owner_epoch = p.owner_epoch + 1, owner = NULL";
 
-/// Records a poison event (`$6`: the tenant of the event's slot, `$7`: how many times
-/// its apply failed).
+/// Records a poison event (`$1`: the projection, `$2`: its sequence, `$3`: its type,
+/// `$4`: its stream, `$5`: the error, `$6`: the tenant of the event's slot, `$7`: how many
+/// times its apply failed), unless the slot has recorded it already: an event a batch
+/// dead-lettered when it read it to fill a hole in its stream is met again by the page
+/// that reads it later, and is recorded once. (An event recorded at sequence 0, gone
+/// before its sequence was read, is recorded each time: it cannot be told apart.)
 pub const DEAD_LETTER: &str =
     "INSERT INTO mt_dead_letters (projection, seq_id, event_type, stream_id, error, tenant_id, attempts) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::integer \
+     WHERE $2::bigint = 0 OR NOT EXISTS (SELECT 1 FROM mt_dead_letters d WHERE d.projection = $1::text \
+     AND d.tenant_id = $6::text AND d.stream_id = $4::text AND d.seq_id = $2::bigint)";
+
+/// Deletes every dead letter of projection `$1` (every slot, shard and tenant of it): a
+/// whole rebuild's, in its transaction (the replay dead-letters anew what still fails).
+pub const CLEAR_DEAD_LETTERS: &str = "DELETE FROM mt_dead_letters WHERE projection = $1";
+
+/// Deletes the dead letters of projection `$1` recorded by the slots of tenant `$2` (each
+/// shard's): one tenant's rebuild's, in its transaction.
+pub const CLEAR_TENANT_DEAD_LETTERS: &str =
+    "DELETE FROM mt_dead_letters WHERE projection = $1 AND tenant_id = $2";
 
 /// The compare-and-set of a batch's progress: moves the position from `from` to `to` only
 /// if it is still `from` and the epoch is still the runner's. Zero rows sets the
@@ -181,6 +196,15 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_is_recorded_once_per_slot_and_cleared_per_projection_or_tenant() {
+        let once = "NOT EXISTS (SELECT 1 FROM mt_dead_letters d WHERE d.projection = $1::text \
+                    AND d.tenant_id = $6::text AND d.stream_id = $4::text AND d.seq_id = $2::bigint)";
+        assert!(DEAD_LETTER.contains(once), "{DEAD_LETTER}");
+        assert!(CLEAR_DEAD_LETTERS.ends_with("WHERE projection = $1"));
+        assert!(CLEAR_TENANT_DEAD_LETTERS.ends_with("WHERE projection = $1 AND tenant_id = $2"));
+    }
+
+    #[test]
     fn the_ddl_is_schema_qualified_and_idempotent() {
         for sql in ddl("s1") {
             let table = sql.starts_with("CREATE TABLE IF NOT EXISTS s1.mt_");
@@ -203,7 +227,9 @@ mod tests {
         ] {
             assert!(sql.contains(PROGRESSION_TABLE), "{sql}");
         }
-        assert!(DEAD_LETTER.contains(DEAD_LETTER_TABLE));
+        for sql in [DEAD_LETTER, CLEAR_DEAD_LETTERS, CLEAR_TENANT_DEAD_LETTERS] {
+            assert!(sql.contains(DEAD_LETTER_TABLE), "{sql}");
+        }
         for sql in [SLOT_LOCK, SLOT_AT, FAMILY_BUMP, FAMILY_TENANTS] {
             assert!(sql.contains(PROGRESSION_TABLE), "{sql}");
         }
