@@ -830,7 +830,10 @@ async fn a_write_the_database_refuses_meets_the_poison_policy() {
         Some("fine".into())
     );
     assert!(load::<FailsOnSave>(&store, &refused).await.is_none());
-    assert!(position(&schema, "FailsOnSave").await.unwrap_or(0) > 0, "moved past it");
+    assert!(
+        position(&schema, "FailsOnSave").await.unwrap_or(0) > 0,
+        "moved past it"
+    );
     let letters = dead_letters(&schema).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!((letters[0].0.as_str(), letters[0].2), ("FailsOnSave", 1));

@@ -6,7 +6,6 @@
 //! session's request takes its connection, through [`Catalog::ensure_for`]: over a
 //! caller's pool the schema work's connection comes out of the session's pool.
 
-
 use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::cache::CacheUpdate;
 use marten_core::session::{

@@ -157,7 +157,8 @@ impl DocumentStore {
     /// work never waits for it (see [`Catalog::ensure_for`]).
     pub(crate) async fn ensure_in<D: PgDocument>(&self, conn: &mut Conn) -> Result<()> {
         let migrate = crate::documents::migrate_fn::<D>();
-        self.ensure_erased_in(conn, TypeId::of::<D>(), migrate).await
+        self.ensure_erased_in(conn, TypeId::of::<D>(), migrate)
+            .await
     }
 
     /// [`ensure_in`](Self::ensure_in) for a type known by its `TypeId` and migration.
