@@ -21,8 +21,9 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
     check::full_text_config(&cx, &cont);
-    crate::fields::check(&cx, &cont);
+    check::container_serde(&cx, &cont, "Aggregate");
     let id = check::id_field(&cx, &cont);
+    crate::fields::check(&cx, &cont, id);
     let version = version_field(&cx, &cont);
     if let Some(span) = cont.attrs.soft_delete {
         cx.syn_error(syn::Error::new(
@@ -33,6 +34,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     if let Some(id) = id {
         check::id_type(&cx, id, true);
+        check::id_serde(&cx, id);
     }
     cx.check()?;
     let (Some(id), Some(version)) = (id, version) else {

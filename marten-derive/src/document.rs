@@ -21,10 +21,12 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::no_generics(&cx, &cont);
     check::table_name(&cx, &cont);
     check::full_text_config(&cx, &cont);
-    crate::fields::check(&cx, &cont);
+    check::container_serde(&cx, &cont, "Document");
     let id = check::id_field(&cx, &cont);
+    crate::fields::check(&cx, &cont, id);
     if let Some(id) = id {
         check::id_type(&cx, id, false);
+        check::id_serde(&cx, id);
     }
     cx.check()?;
     let Some(id) = id else {

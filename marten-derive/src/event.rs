@@ -67,7 +67,8 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 }
 
 /// The `#[tag]` / `#[tag(name = "..")]` fields of a struct: (field, tag name for plain
-/// values).
+/// values, field type). The default tag name is the field's name without `r#`
+/// (`#[tag] r#type: String` is the tag type `type`), `tag{i}` for a tuple field.
 fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String, syn::Type)> {
     let mut out = Vec::new();
     let fields = match &input.data {
@@ -96,7 +97,7 @@ fn tag_fields(cx: &Ctxt, input: &DeriveInput) -> Vec<(syn::Member, String, syn::
             let mut name = f
                 .ident
                 .as_ref()
-                .map_or_else(|| format!("tag{i}"), ToString::to_string);
+                .map_or_else(|| format!("tag{i}"), |id| id.unraw().to_string());
             if let syn::Meta::List(_) = &a.meta {
                 let result = a.parse_nested_meta(|meta| {
                     if meta.path.is_ident("name") {
@@ -169,4 +170,39 @@ pub fn expand_tag(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         };
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tag_fields, Ctxt};
+
+    fn tag_names(input: syn::DeriveInput) -> Vec<String> {
+        let cx = Ctxt::new();
+        let tags = tag_fields(&cx, &input);
+        assert!(cx.check().is_ok());
+        tags.into_iter().map(|(_, name, _)| name).collect()
+    }
+
+    #[test]
+    fn a_raw_identifier_field_is_tagged_under_its_name_without_r_hash() {
+        let input: syn::DeriveInput = syn::parse_quote! {
+            struct Moved {
+                #[tag]
+                r#type: String,
+                #[tag]
+                room: String,
+                #[tag(name = "kind")]
+                r#match: String,
+            }
+        };
+        assert_eq!(tag_names(input), ["type", "room", "kind"]);
+    }
+
+    #[test]
+    fn a_tuple_field_is_tagged_by_its_position() {
+        let input: syn::DeriveInput = syn::parse_quote! {
+            struct Moved(String, #[tag] String);
+        };
+        assert_eq!(tag_names(input), ["tag1"]);
+    }
 }

@@ -8,6 +8,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::internals::ast::{Container, Field};
+use crate::internals::attr::SerdeField;
 use crate::internals::ctxt::Ctxt;
 
 /// The JSON key of a field, as serde writes it: its serialize `rename`, else its name
@@ -33,7 +34,7 @@ fn column_name(field: &Field) -> String {
 /// trait's advice); `None` when the field is not indexed.
 fn column_sql_type(field: &Field) -> Option<TokenStream> {
     let private = crate::krate::private();
-    if !(field.attrs.index || field.attrs.unique) {
+    if !field.attrs.indexed() {
         return None;
     }
     let ty = field.ty;
@@ -42,17 +43,75 @@ fn column_sql_type(field: &Field) -> Option<TokenStream> {
     })
 }
 
-/// Checks the query attributes of the fields.
-pub fn check(cx: &Ctxt, cont: &Container) {
+/// Checks the query and index attributes of the fields against their serde options: a
+/// field with a query path must be written by serde under its own key by its type's own
+/// `Serialize` (query values are written that way), and an indexed field (whose column is
+/// cast from the field's key in the JSON) must be written that way whether it is queried
+/// or not. The id field (`id`, for a document) is left to `check::id_serde`, which
+/// refuses more. Each problem is reported once, at the serde option's span.
+pub fn check(cx: &Ctxt, cont: &Container, id: Option<&Field>) {
     for f in &cont.fields {
-        if let Some(span) = f.attrs.flatten {
+        if id.is_some_and(|id| id.ident == f.ident) {
+            continue;
+        }
+        for &(option, span) in &f.attrs.serde {
+            if let Some(index) = f.attrs.index_attr() {
+                if let Some(message) = index_conflict(f, option, index) {
+                    cx.syn_error(syn::Error::new(span, message));
+                    continue;
+                }
+            }
             if !f.attrs.skip {
-                cx.syn_error(syn::Error::new(
-                    span,
-                    format!("`{}` is flattened by serde: its keys cannot be queried by path; mark it #[query(skip)]", f.ident),
-                ));
+                if let Some(message) = query_conflict(f, option) {
+                    cx.syn_error(syn::Error::new(span, message));
+                }
             }
         }
+    }
+}
+
+/// Why serde's `option` on the indexed field `f` (`index`: the attribute as written) makes
+/// its column wrong, if it does.
+fn index_conflict(f: &Field, option: SerdeField, index: &str) -> Option<String> {
+    let name = f.ident;
+    let shown = option.shown();
+    if option.never_written() {
+        let enforced = if f.attrs.unique.is_some() {
+            " and the unique index would enforce nothing"
+        } else {
+            ""
+        };
+        Some(format!(
+            "`{name}` has `{index}` and `{shown}`: serde never writes `{name}` under its own key, so its column would always be NULL{enforced}; remove `{index}`"
+        ))
+    } else if option.custom_serialize() {
+        Some(format!(
+            "`{name}` has `{index}` and `{shown}`: its column is cast from what `{key}` writes, but query values are written by the field type's own `Serialize`, so the column would not hold what queries compare it with (or would fail to cast); drop `{key}`, or drop `{index}` and mark the field #[query(skip)]",
+            key = option.key(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why serde's `option` on the queried field `f` makes its query path wrong, if it does.
+fn query_conflict(f: &Field, option: SerdeField) -> Option<String> {
+    let name = f.ident;
+    let shown = option.shown();
+    match option {
+        SerdeField::Flatten => Some(format!(
+            "`{name}` is flattened by serde: its keys cannot be queried by path; mark it #[query(skip)]"
+        )),
+        SerdeField::Skip | SerdeField::SkipSerializing => Some(format!(
+            "`{name}` has `{shown}`: serde never writes it, so a query on it could never match a stored document; mark it #[query(skip)]"
+        )),
+        SerdeField::With | SerdeField::SerializeWith | SerdeField::Getter => Some(format!(
+            "`{name}` has `{shown}`: the stored JSON holds what `{key}` writes, but query values are written by the field type's own `Serialize`, so a typed query on `{name}` would not match what is stored; add #[query(skip)] or drop `{key}`",
+            key = option.key(),
+        )),
+        SerdeField::SkipDeserializing
+        | SerdeField::SkipSerializingIf
+        | SerdeField::DeserializeWith => None,
     }
 }
 
@@ -64,7 +123,7 @@ pub fn index_specs(cont: &Container) -> TokenStream {
         let field = f.ident.unraw().to_string();
         let key = json_key(cont, f);
         let column = column_name(f);
-        let unique = f.attrs.unique;
+        let unique = f.attrs.unique.is_some();
         Some(quote! {
             #private::IndexSpec {
                 field: #field,

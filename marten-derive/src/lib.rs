@@ -35,6 +35,15 @@ fn derive(
 ///
 /// Attributes: `#[document(table = "name")]` and `#[concurrency(optimistic | numeric | off)]`
 /// on the struct, `#[document(id)]` on the id field (otherwise the field named `id`).
+///
+/// marten reads a document from the JSON serde writes, so some serde options are refused:
+/// on the struct `into`, `transparent` and `remote` (no longer one key per field); on the
+/// id field any option that skips it or writes or reads it with other code (`skip*`,
+/// `with`, `serialize_with`, `deserialize_with`, `getter`, `flatten`), as a loaded
+/// document's id is read back from its JSON; on any other field `skip`, `skip_serializing`,
+/// `flatten`, `with`, `serialize_with` and `getter` unless it is `#[query(skip)]` (query
+/// values are written by the field type's own `Serialize`), and always with
+/// `#[document(index)]` or `#[document(unique)]` (the column is cast from the field's key).
 #[proc_macro_derive(Document, attributes(document, concurrency, query, marten))]
 pub fn derive_document(input: TokenStream) -> TokenStream {
     derive(input, document::expand)
@@ -42,6 +51,8 @@ pub fn derive_document(input: TokenStream) -> TokenStream {
 
 /// Derives `marten::Event` for a struct or enum: its stored type name is the type name in
 /// snake case (`TaskRecorded` -> `task_recorded`) or `#[event(name = "...")]`.
+/// A field marked `#[tag]` is a tag of the event, under its field name (without `r#`) or
+/// `#[tag(name = "...")]` for a plain value.
 #[proc_macro_derive(Event, attributes(event, tag, marten))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     derive(input, event::expand)
@@ -91,6 +102,7 @@ pub fn derive_document_id(input: TokenStream) -> TokenStream {
 
 /// Derives query field paths for a struct nested in documents (a field marked
 /// `#[query(nested)]`) or held in a collection queried with `any`.
+/// Its fields follow the rules of `Document`'s fields on serde options.
 #[proc_macro_derive(Queryable, attributes(query, marten))]
 pub fn derive_queryable(input: TokenStream) -> TokenStream {
     derive(input, expand_queryable)
@@ -103,7 +115,8 @@ fn expand_queryable(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream
         return Ok(proc_macro2::TokenStream::new());
     };
     internals::check::no_generics(&cx, &cont);
-    fields::check(&cx, &cont);
+    internals::check::container_serde(&cx, &cont, "Queryable");
+    fields::check(&cx, &cont, None);
     cx.check()?;
     Ok(fields::expand(&cont, None))
 }

@@ -64,6 +64,52 @@ pub struct Container {
     /// `#[serde(rename_all = "...")]` or `#[serde(rename_all(serialize = "..."))]`: how
     /// serde writes the fields' keys (`None` without one, or with a rule serde rejects).
     pub rename_all: RenameRule,
+    /// `#[serde(into = "..")]`, `#[serde(transparent)]` and `#[serde(remote = "..")]`, each
+    /// with its span: options that make serde write something other than one key per
+    /// field (refused on documents and queryable types, `check::container_serde`).
+    pub reshaped: Vec<(ContainerSerde, Span)>,
+}
+
+/// A serde container option that replaces the JSON object of a struct's fields with
+/// something else.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ContainerSerde {
+    /// `into = ".."`: serialized as another type.
+    Into,
+    /// `transparent`: serialized as its one field's value.
+    Transparent,
+    /// `remote = ".."`: the serde impls are for another type.
+    Remote,
+}
+
+impl ContainerSerde {
+    fn from_path(path: &syn::Path) -> Option<Self> {
+        let ident = path.get_ident()?;
+        Some(match ident.to_string().as_str() {
+            "into" => Self::Into,
+            "transparent" => Self::Transparent,
+            "remote" => Self::Remote,
+            _ => return None,
+        })
+    }
+
+    /// The option as it is written, e.g. `#[serde(into = "..")]`.
+    pub fn shown(self) -> &'static str {
+        match self {
+            Self::Into => "#[serde(into = \"..\")]",
+            Self::Transparent => "#[serde(transparent)]",
+            Self::Remote => "#[serde(remote = \"..\")]",
+        }
+    }
+
+    /// What serde writes for `ident` with the option, instead of one key per field.
+    pub fn effect(self, ident: &Ident) -> String {
+        match self {
+            Self::Into => format!("`{ident}` as another type"),
+            Self::Transparent => format!("`{ident}` as its one field's value"),
+            Self::Remote => format!("another type with the fields of `{ident}`, and no `Serialize` for `{ident}` itself"),
+        }
+    }
 }
 
 impl Container {
@@ -76,16 +122,20 @@ impl Container {
         let mut full_text = Attr::none("full_text");
         let mut soft_delete = Attr::none("soft_delete");
         let mut rename_all = RenameRule::None;
+        let mut reshaped = Vec::new();
         for attr in attrs {
             if attr.path().is_ident("serde") {
-                // Only what changes the JSON keys; other serde options are serde's
-                // business, and so are its errors (serde's derive reports them).
+                // Only what changes the JSON keys or the JSON's shape; other serde options
+                // are serde's business, and so are its errors (serde's derive reports them).
                 let _ = attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident("rename_all") {
                         if let Some(rule) = serde_serialize_str(&meta)? {
                             rename_all = RenameRule::from_name(&rule).unwrap_or_default();
                         }
                     } else {
+                        if let Some(option) = ContainerSerde::from_path(&meta.path) {
+                            reshaped.push((option, meta.path.span_of()));
+                        }
                         skip_serde_meta(&meta)?;
                     }
                     Ok(())
@@ -165,6 +215,7 @@ impl Container {
             full_text: full_text.get(),
             soft_delete: soft_delete.get().map(|(_, span)| span),
             rename_all,
+            reshaped,
         }
     }
 }
@@ -173,10 +224,10 @@ impl Container {
 pub struct Field {
     /// `#[document(id)]`, with its span.
     pub id: Option<Span>,
-    /// `#[document(index)]`: duplicate into a typed, indexed column.
-    pub index: bool,
-    /// `#[document(unique)]`: like `index`, with a unique index.
-    pub unique: bool,
+    /// `#[document(index)]`: duplicate into a typed, indexed column (with its span).
+    pub index: Option<Span>,
+    /// `#[document(unique)]`: like `index`, with a unique index (with its span).
+    pub unique: Option<Span>,
     /// `#[query(nested)]`: the field is a struct with query fields of its own.
     pub nested: bool,
     /// `#[query(skip)]`: no query path for this field.
@@ -184,8 +235,111 @@ pub struct Field {
     /// `#[serde(rename = "...")]` or `#[serde(rename(serialize = "..."))]`: the key serde
     /// writes the field under.
     pub rename: Option<String>,
-    /// `#[serde(flatten)]`, with its span.
-    pub flatten: Option<Span>,
+    /// The serde options that change whether or how serde writes or reads the field
+    /// (`skip`, `with`, `flatten`, ...), each with its span, in the order written.
+    pub serde: Vec<(SerdeField, Span)>,
+}
+
+impl Field {
+    /// `#[document(index)]` or `#[document(unique)]`: the field has a column.
+    pub fn indexed(&self) -> bool {
+        self.index.is_some() || self.unique.is_some()
+    }
+
+    /// `#[document(unique)]` or `#[document(index)]` as written, if either is given.
+    pub fn index_attr(&self) -> Option<&'static str> {
+        if self.unique.is_some() {
+            Some("#[document(unique)]")
+        } else if self.index.is_some() {
+            Some("#[document(index)]")
+        } else {
+            None
+        }
+    }
+}
+
+/// A serde field option that changes whether serde writes a field under its own key,
+/// reads it back, or which code writes or reads its value: what marten's id, query paths
+/// and index columns depend on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SerdeField {
+    /// `skip`: neither written nor read.
+    Skip,
+    /// `skip_serializing`: never written.
+    SkipSerializing,
+    /// `skip_deserializing`: written, never read back.
+    SkipDeserializing,
+    /// `skip_serializing_if = ".."`: not written when the predicate holds.
+    SkipSerializingIf,
+    /// `with = ".."`: written and read by a module's functions.
+    With,
+    /// `serialize_with = ".."`: written by a function.
+    SerializeWith,
+    /// `deserialize_with = ".."`: read by a function.
+    DeserializeWith,
+    /// `getter = ".."`: written from a getter's value (remote types).
+    Getter,
+    /// `flatten`: its keys are written into the parent's object.
+    Flatten,
+}
+
+impl SerdeField {
+    fn from_path(path: &syn::Path) -> Option<Self> {
+        let ident = path.get_ident()?;
+        Some(match ident.to_string().as_str() {
+            "skip" => Self::Skip,
+            "skip_serializing" => Self::SkipSerializing,
+            "skip_deserializing" => Self::SkipDeserializing,
+            "skip_serializing_if" => Self::SkipSerializingIf,
+            "with" => Self::With,
+            "serialize_with" => Self::SerializeWith,
+            "deserialize_with" => Self::DeserializeWith,
+            "getter" => Self::Getter,
+            "flatten" => Self::Flatten,
+            _ => return None,
+        })
+    }
+
+    /// The option as it is written, e.g. `#[serde(with = "..")]`.
+    pub fn shown(self) -> &'static str {
+        match self {
+            Self::Skip => "#[serde(skip)]",
+            Self::SkipSerializing => "#[serde(skip_serializing)]",
+            Self::SkipDeserializing => "#[serde(skip_deserializing)]",
+            Self::SkipSerializingIf => "#[serde(skip_serializing_if = \"..\")]",
+            Self::With => "#[serde(with = \"..\")]",
+            Self::SerializeWith => "#[serde(serialize_with = \"..\")]",
+            Self::DeserializeWith => "#[serde(deserialize_with = \"..\")]",
+            Self::Getter => "#[serde(getter = \"..\")]",
+            Self::Flatten => "#[serde(flatten)]",
+        }
+    }
+
+    /// The option's key alone, e.g. `with`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::SkipSerializing => "skip_serializing",
+            Self::SkipDeserializing => "skip_deserializing",
+            Self::SkipSerializingIf => "skip_serializing_if",
+            Self::With => "with",
+            Self::SerializeWith => "serialize_with",
+            Self::DeserializeWith => "deserialize_with",
+            Self::Getter => "getter",
+            Self::Flatten => "flatten",
+        }
+    }
+
+    /// serde never writes the field's value under the field's own key.
+    pub fn never_written(self) -> bool {
+        matches!(self, Self::Skip | Self::SkipSerializing | Self::Flatten)
+    }
+
+    /// serde writes the field's value with other code than its type's `Serialize` (which
+    /// is what writes query values).
+    pub fn custom_serialize(self) -> bool {
+        matches!(self, Self::With | Self::SerializeWith | Self::Getter)
+    }
 }
 
 impl Field {
@@ -197,7 +351,7 @@ impl Field {
         let mut nested = Attr::none("nested");
         let mut skip = Attr::none("skip");
         let mut rename = None;
-        let mut flatten = None;
+        let mut serde = Vec::new();
         for attr in attrs {
             if attr.path().is_ident("document") {
                 let result = attr.parse_nested_meta(|meta| {
@@ -239,15 +393,17 @@ impl Field {
                     cx.syn_error(e);
                 }
             } else if attr.path().is_ident("serde") {
-                // Only what changes the JSON key; other serde options are serde's business.
+                // Only what changes the JSON key or whether and how the value is written
+                // and read; other serde options are serde's business, and so are its errors.
                 let _ = attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident("rename") {
                         if let Some(name) = serde_serialize_str(&meta)? {
                             rename = Some(name);
                         }
-                    } else if meta.path.is_ident("flatten") {
-                        flatten = Some(meta.path.span_of());
                     } else {
+                        if let Some(option) = SerdeField::from_path(&meta.path) {
+                            serde.push((option, meta.path.span_of()));
+                        }
                         skip_serde_meta(&meta)?;
                     }
                     Ok(())
@@ -256,12 +412,12 @@ impl Field {
         }
         Field {
             id: id.get().map(|(_, span)| span),
-            index: index.get().is_some(),
-            unique: unique.get().is_some(),
+            index: index.get().map(|(_, span)| span),
+            unique: unique.get().map(|(_, span)| span),
             nested: nested.get().is_some(),
             skip: skip.get().is_some(),
             rename,
-            flatten,
+            serde,
         }
     }
 }

@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 
 use super::ast::{Container, Field};
-use super::attr;
+use super::attr::{self, SerdeField};
 use super::ctxt::Ctxt;
 
 /// Finds the id field: the one marked `#[document(id)]`, else the one named `id`.
@@ -38,6 +38,66 @@ pub fn id_field<'c, 'a>(cx: &Ctxt, cont: &'c Container<'a>) -> Option<&'c Field<
         );
     }
     named
+}
+
+/// Refuses the serde options on the id field that would make a loaded document's id
+/// differ from the id it was stored under. Loads decode the `data` column alone, so the id
+/// is read back from the JSON serde wrote: serde has to write it, read it, and do both as
+/// the id type's own serde impls do (the `id` column is written from `Document::id`).
+/// Each option is reported at its span.
+pub fn id_serde(cx: &Ctxt, id: &Field) {
+    for (option, span) in &id.attrs.serde {
+        let consequence = match option {
+            SerdeField::Skip | SerdeField::SkipDeserializing => {
+                "a loaded document would carry a default id, and storing it again would write a second row"
+            }
+            SerdeField::SkipSerializing => {
+                "the stored JSON would have no id, and every load of the document would fail"
+            }
+            SerdeField::SkipSerializingIf => {
+                "the stored JSON would sometimes have no id, and loading such a document would fail"
+            }
+            SerdeField::With
+            | SerdeField::SerializeWith
+            | SerdeField::DeserializeWith
+            | SerdeField::Getter => {
+                "the JSON would not hold the id as the id type writes it, and a loaded document could carry another id than the one it was stored under"
+            }
+            SerdeField::Flatten => "an id is one value, not an object whose keys serde could flatten",
+        };
+        cx.syn_error(syn::Error::new(
+            *span,
+            format!(
+                "`{}` cannot be used on the id field `{}`: marten reads a loaded document's id back from its JSON, so serde must write and read the id as the id type does; with it, {consequence}; remove `{}`",
+                option.shown(),
+                id.ident,
+                option.key(),
+            ),
+        ));
+    }
+}
+
+/// Refuses the container serde options that replace the JSON object of a struct's fields
+/// (`into`, `transparent`, `remote`) on a type marten reads by its fields, derived with
+/// `derive` (`Document`, `Aggregate`, `Queryable`): its id, query paths and index columns
+/// are read from that object's keys. Each option is reported at its span.
+pub fn container_serde(cx: &Ctxt, cont: &Container, derive: &str) {
+    let ident = cont.ident;
+    let reads = if derive == "Queryable" {
+        format!("marten's query paths into `{ident}` follow")
+    } else {
+        format!("marten reads the id, query paths and indexed columns of `{ident}` from")
+    };
+    for (option, span) in &cont.attrs.reshaped {
+        cx.syn_error(syn::Error::new(
+            *span,
+            format!(
+                "`{}` cannot be used with #[derive({derive})]: serde would write {}, but {reads} a JSON object with one key per field; remove it",
+                option.shown(),
+                option.effect(ident),
+            ),
+        ));
+    }
 }
 
 /// Rejects generic documents: each document type needs its own statics.
