@@ -311,3 +311,75 @@ async fn a_committed_delete_forgets_a_copy_loaded_after_it_was_queued() {
     let mut q = store.query_session();
     assert_eq!(ok(q.load::<Tag>(&"gone".to_owned()).await), None);
 }
+
+/// A numeric document holding a map: a `HashMap` built anew serializes the same content
+/// in another key order.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[concurrency(numeric)]
+struct Ledger {
+    id: String,
+    totals: std::collections::HashMap<String, i64>,
+}
+
+/// Dirty tracking compares what a document holds, not the order its map's keys happen to
+/// be serialized in: a tracked document whose map was rebuilt with the same content is
+/// not written (its revision does not move) and, when another session wrote it in
+/// between, its save is not rejected; a real change is written.
+#[tokio::test]
+async fn a_map_rebuilt_with_the_same_content_is_not_a_change() {
+    let (_schema, b) = builder("sess_dirty_map");
+    let store = ok(b.document::<Ledger>().build().await);
+    let id = "l".to_owned();
+    // Many keys: two maps with different seeds order them alike with negligible odds.
+    let totals: std::collections::HashMap<String, i64> =
+        (0..64).map(|i| (format!("account-{i}"), i * 10)).collect();
+    let mut w = store.lightweight_session();
+    ok(w.store(Ledger {
+        id: id.clone(),
+        totals,
+    }));
+    ok(w.save_changes().await);
+    let revision = |store: DocumentStore| {
+        let id = id.clone();
+        async move {
+            ok(store.query_session().metadata::<Ledger>(&id).await)
+                .expect("stored")
+                .version
+        }
+    };
+    let rebuilt = |doc: &mut Ledger| {
+        doc.totals = doc.totals.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    };
+
+    let mut d = store.dirty_tracked_session();
+    let _ = ok(d.load::<Ledger>(&id).await).expect("stored");
+    for _ in 0..5 {
+        if let Some(doc) = d.get_mut::<Ledger>(&id) {
+            rebuilt(doc);
+        }
+        ok(d.save_changes().await);
+        assert_eq!(revision(store.clone()).await, 1, "nothing changed");
+    }
+
+    // A real change is written.
+    if let Some(doc) = d.get_mut::<Ledger>(&id) {
+        doc.totals.insert("new".into(), 1);
+    }
+    ok(d.save_changes().await);
+    assert_eq!(revision(store.clone()).await, 2);
+
+    // Another session writes; rebuilding the map is still no change, so no conflict.
+    let mut other: Ledger = ok(w.load(&id).await).expect("stored");
+    other.totals.insert("other".into(), 2);
+    ok(w.store(other.clone()));
+    ok(w.save_changes().await);
+    for _ in 0..5 {
+        if let Some(doc) = d.get_mut::<Ledger>(&id) {
+            rebuilt(doc);
+        }
+        ok(d.save_changes().await);
+    }
+    assert_eq!(revision(store.clone()).await, 3);
+    let stored: Option<Ledger> = ok(store.query_session().load(&id).await);
+    assert_eq!(stored, Some(other));
+}

@@ -188,7 +188,10 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     }
 
     /// Numeric documents: like [`update_revision`](Self::update_revision), but a revision
-    /// that is not newer is silently skipped.
+    /// that is not newer is silently skipped. A session never holds a skipped document:
+    /// unless the backend can tell the write was made (a save of this write alone), an
+    /// identity or dirty-tracked session forgets its copy when the save commits, and its
+    /// next load reads the stored document.
     pub fn try_update_revision<D: Document>(&mut self, doc: D, revision: i64) -> Result<D::Id>
     where
         B: DocumentBackend<D>,

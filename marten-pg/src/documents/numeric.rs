@@ -27,7 +27,9 @@ mode_storage! {
         }
 
         /// Every numeric write may be rejected but the one that skips a revision that is
-        /// not newer.
+        /// not newer. That one is not read back: unless its row count says it wrote
+        /// every row, the session forgets what it held of its documents after the commit
+        /// (`WriteBatch::committed`), since a skipped row's copy was never written.
         fn checked(kind: NumericWrite) -> bool {
             match kind {
                 NumericWrite::Basic(_) | NumericWrite::UpdateRevision => true,

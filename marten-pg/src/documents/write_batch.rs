@@ -17,7 +17,8 @@ use tokio_postgres::Row;
 use crate::connection::{Db, SqlText};
 
 use super::storage::{
-    conjoined, fresh_version, read_version, read_versions, DocumentStorage, PgDocument, WriteOf,
+    conjoined, fresh_version, read_version, read_versions, BasicWrite, DocumentStorage, PgDocument,
+    WriteOf,
 };
 use super::typed_batch::{document_batch, document_target, forget_held};
 use crate::error_map::reading_documents as reading;
@@ -49,6 +50,10 @@ pub struct WriteBatch<D: PgDocument> {
     /// The documents the statement wrote, with their new versions (checked kinds; held
     /// inline for one document).
     written: Column<(D::Id, Option<VersionOf<D>>)>,
+    /// An unchecked batch whose row count said it wrote every row (known only when it
+    /// was sent alone, [`Operation::accept_count`]; a transaction's statements report
+    /// rows, not counts).
+    wrote_all: bool,
     rejected: bool,
     /// One checked document sent as the whole save (see [`Operation::alone`]).
     alone: bool,
@@ -77,6 +82,7 @@ impl<D: PgDocument> WriteBatch<D> {
             count: 0,
             id_set: HashSet::new(),
             written: Column::default(),
+            wrote_all: false,
             rejected: false,
             alone: false,
             derived: false,
@@ -137,6 +143,42 @@ impl<D: PgDocument> WriteBatch<D> {
         }
     }
 
+    /// Whether a write of this batch may write nothing without being rejected: an
+    /// unchecked write other than the plain upsert (the numeric `TryUpdateRevision`, which
+    /// skips a revision that is not newer). The unchecked upsert (of a document without
+    /// versions) always writes.
+    fn may_skip(&self) -> bool {
+        !self.checked() && self.kind != WriteOf::<D>::from(BasicWrite::Upsert)
+    }
+
+    /// After the commit of a batch that [may skip](Self::may_skip) rows and is not read
+    /// back. When its row count said every row was written, what the session holds of
+    /// them is what is stored, at the version each row was written at (the revision the
+    /// write gave, in `expected`). Otherwise the session cannot tell a skipped row from a
+    /// written one, and forgets what it held of every document of the batch (the copy a
+    /// skipped write left is not what is stored; its row may even be soft-deleted) and
+    /// their versions: the next load reads them anew.
+    fn committed_unread(&self, state: &mut SessionState) {
+        if self.wrote_all {
+            let docs = state.doc_state::<D>();
+            for (id, version) in self.ids.iter().zip(self.expected.iter()) {
+                match version {
+                    Some(v) => docs.versions.insert(id.clone(), *v),
+                    None => docs.versions.remove(id),
+                };
+            }
+            return;
+        }
+        forget_held::<D>(&self.ids, state);
+        let docs = state.doc_state::<D>();
+        if docs.versions.is_empty() {
+            return;
+        }
+        for id in &self.ids {
+            docs.versions.remove(id);
+        }
+    }
+
     fn rejected_ids(&self) -> Vec<(usize, &D::Id)> {
         let written: HashSet<&D::Id> = self.written.iter().map(|(id, _)| id).collect();
         self.ids
@@ -188,8 +230,11 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
         !self.checked() || (self.alone && !self.fresh.is_empty())
     }
 
+    /// A checked write (alone, optimistic) was written when it counts a row; an unchecked
+    /// batch's count says whether it wrote every row.
     fn accept_count(&mut self, count: u64) -> Result<()> {
         if !self.checked() {
+            self.wrote_all = usize::try_from(count).is_ok_and(|n| n == self.ids.len());
             return Ok(());
         }
         self.written.clear();
@@ -278,6 +323,7 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
 
     fn reset(&mut self) {
         self.rejected = false;
+        self.wrote_all = false;
         self.alone = false;
         self.written.clear();
     }
@@ -321,9 +367,13 @@ impl<D: PgDocument> Operation for WriteBatch<D> {
     }
 
     fn committed(&self, state: &mut SessionState) {
+        if self.may_skip() {
+            return self.committed_unread(state);
+        }
         let docs = state.doc_state::<D>();
         if !self.checked() {
-            // Not read back: whatever the session knew of these documents may be stale.
+            // Not read back (an upsert, which always writes): the documents the session
+            // holds are the ones written, but the versions it knew may be stale.
             if docs.versions.is_empty() {
                 return;
             }
