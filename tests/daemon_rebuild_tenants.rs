@@ -110,6 +110,11 @@ impl EventProjection for Sightings {
     fn owned_documents(&self, owned: &mut OwnedDocuments) {
         owned.document::<Sighting>();
     }
+
+    // One Sighting per event (keyed by the event's id): no two tenants write one.
+    fn shared_documents_per_tenant(&self) -> bool {
+        true
+    }
 }
 
 fn options() -> DaemonOptions {

@@ -709,3 +709,204 @@ async fn a_sharded_version_builds_beside_the_old_one_and_switches_once_every_sha
     let labels: BTreeSet<String> = commits(&log, "Tally:v2").into_keys().collect();
     assert_eq!(labels.len(), 3, "{labels:?}");
 }
+
+/// A name given to the card of that name by a stream.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Named {
+    name: String,
+    by: String,
+}
+
+/// A document keyed by a name, not by a stream: the streams naming it write it.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct NameCard {
+    id: String,
+    by: String,
+}
+
+/// An event projection whose documents are not keyed by the stream: the card of each name,
+/// as the last event naming it says.
+struct Cards;
+
+impl marten::EventProjection for Cards {
+    fn name(&self) -> &'static str {
+        "Cards"
+    }
+
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut marten::ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(n) = event.data_as::<Named>() {
+            ops.store(NameCard {
+                id: n.name.clone(),
+                by: n.by.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Holds the commit of a batch of `projection` (or of one of its shards) that holds
+/// sequence `first` but not `second` until a batch holding `second` has committed (10 s
+/// at most): the race of two slots that run at once, made deterministic, with the later
+/// event's slot committing first.
+#[derive(Default)]
+struct LaterCommitsFirst {
+    projection: &'static str,
+    /// The sequences (first, second), once known.
+    order: Mutex<Option<(i64, i64)>>,
+    /// Whether a batch holding `second` has committed.
+    second: Mutex<bool>,
+    committed: std::sync::Condvar,
+}
+
+impl LaterCommitsFirst {
+    fn order(&self) -> Option<(i64, i64)> {
+        *self.order.lock().expect("order")
+    }
+}
+
+impl DaemonHooks for LaterCommitsFirst {
+    fn before_commit(&self, p: &str, seqs: &[i64]) {
+        let Some((first, second)) = self.order() else {
+            return;
+        };
+        if !p.starts_with(self.projection) {
+            return;
+        }
+        if seqs.contains(&first) && !seqs.contains(&second) {
+            tokio::task::block_in_place(|| {
+                let done = self.second.lock().expect("gate");
+                let waited =
+                    self.committed
+                        .wait_timeout_while(done, Duration::from_secs(10), |done| !*done);
+                drop(waited);
+            });
+        }
+    }
+
+    fn after_commit(&self, _p: &str, seqs: &[i64]) {
+        if self
+            .order()
+            .is_some_and(|(_, second)| seqs.contains(&second))
+        {
+            *self.second.lock().expect("gate") = true;
+            self.committed.notify_all();
+        }
+    }
+}
+
+/// Two streams, in different shards of 2.
+fn streams_in_two_shards() -> (Uuid, Uuid) {
+    let first = Uuid::now_v7();
+    let shard = |id: Uuid| shard_of(&StreamId::Uuid(id).key(), 2);
+    loop {
+        let second = Uuid::now_v7();
+        if shard(second) != shard(first) {
+            return (first, second);
+        }
+    }
+}
+
+/// A sharded event projection may write one document from the streams of two shards, and
+/// each shard commits on its own: the document would end as the shard that commits last
+/// wrote it, not as the later event says (with the later event's shard committing first,
+/// the earlier event's write would win). The daemon refuses to shard an event projection
+/// (it cannot tell how its documents are keyed): `Daemon::start` leaves it out and
+/// reports a configuration error naming it, and run whole it projects the events in their
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sharded_event_projection_is_refused_since_its_shards_would_race_on_a_document() {
+    let schema = TestSchema::new("shards_event_projection");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .pool_size(8)
+        .event::<Named>()
+        .document::<NameCard>()
+        .event_projection(Cards, Lifecycle::Async)
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    let (first, second) = streams_in_two_shards();
+    for (stream, by) in [(first, "first"), (second, "second")] {
+        let mut s = store.lightweight_session();
+        let named = Named {
+            name: "ada".into(),
+            by: by.into(),
+        };
+        ok(s.events().append(stream, [named]));
+        ok(s.events().append(stream, [Added { n: 1 }]));
+        ok(s.save_changes().await);
+    }
+    let mut seqs: Vec<i64> = event_streams(&schema).await.into_keys().collect();
+    seqs.sort_unstable();
+    let gate = Arc::new(LaterCommitsFirst {
+        projection: "Cards",
+        ..LaterCommitsFirst::default()
+    });
+    // The Named events: the first of each save.
+    *gate.order.lock().expect("order") = Some((seqs[0], seqs[2]));
+    let card = || async {
+        let mut q = store.query_session();
+        ok(q.load::<NameCard>(&"ada".to_owned()).await).map(|c| c.by)
+    };
+
+    let options = DaemonOptions {
+        poll_interval: Duration::from_millis(20),
+        hooks: gate.clone(),
+        ..DaemonOptions::default()
+    }
+    .with_shards("Cards", 2)
+    .with_shards("Tally", 2);
+    let daemon = Daemon::start(&store, options);
+    match daemon.wait_for_non_stale(Duration::from_secs(20)).await {
+        Err(Error::ProjectionStopped { message, .. }) => {
+            assert!(message.contains("Cards"), "{message}");
+        }
+        other => panic!(
+            "the sharded event projection ran ({other:?}): card by {:?}, where the events' \
+             order says by \"second\"",
+            card().await
+        ),
+    }
+    // The aggregate beside it is sharded and runs.
+    let started = Instant::now();
+    for stream in [first, second] {
+        loop {
+            let mut q = store.query_session();
+            if ok(q.load::<Tally>(&stream).await).is_some_and(|t| t.total == 1) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{stream} projected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    match daemon.stop().await {
+        Err(Error::Configuration(m)) => {
+            for named in ["Cards", "event projection", "whole", "multi-stream"] {
+                assert!(m.contains(named), "{named} in {m}");
+            }
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert_eq!(card().await, None, "the refused projection wrote nothing");
+
+    // Run whole, the later event's write wins.
+    let daemon = Daemon::start(
+        &store,
+        DaemonOptions {
+            poll_interval: Duration::from_millis(20),
+            hooks: gate,
+            ..DaemonOptions::default()
+        },
+    );
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+    assert_eq!(card().await.as_deref(), Some("second"));
+}

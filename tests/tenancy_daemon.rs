@@ -508,3 +508,286 @@ async fn tenants_whose_slot_names_share_a_32_bit_hash_both_run() {
     assert_eq!(wallet(&store, &b, stream).await, Some(30), "tenant {b}");
     ok(daemon.stop().await);
 }
+
+/// A name listed in a directory shared by every tenant.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Listed {
+    name: String,
+}
+
+/// A single-tenant document (every tenant shares it): the tenant that listed the name
+/// last.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Listing {
+    id: String,
+    by: String,
+}
+
+/// The listing of `event`, if it lists a name.
+fn listing_of(event: &EventEnvelope) -> Option<Listing> {
+    let listed = event.data_as::<Listed>()?;
+    Some(Listing {
+        id: listed.name.clone(),
+        by: event.tenant.as_ref().map(ToString::to_string)?,
+    })
+}
+
+/// An event projection writing the shared `Listing` from every tenant's events, owning it
+/// (so the store knows it writes the type).
+struct Directory;
+
+impl EventProjection for Directory {
+    fn name(&self) -> &'static str {
+        "Directory"
+    }
+
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(listing) = listing_of(event) {
+            ops.store(listing);
+        }
+        Ok(())
+    }
+
+    fn owned_documents(&self, owned: &mut marten::OwnedDocuments) {
+        owned.document::<Listing>();
+    }
+}
+
+/// [`Directory`] without the declaration: the store learns that it writes `Listing` only
+/// when it does.
+struct Roster;
+
+impl EventProjection for Roster {
+    fn name(&self) -> &'static str {
+        "Roster"
+    }
+
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(listing) = listing_of(event) {
+            ops.store(listing);
+        }
+        Ok(())
+    }
+}
+
+/// Holds the commit of a batch of `projection` that holds sequence `first` but not
+/// `second` until a batch holding `second` has committed (10 s at most): the race of two
+/// tenants' runners, which run at once, made deterministic, with the later event's runner
+/// committing first.
+struct LaterCommitsFirst {
+    projection: &'static str,
+    first: i64,
+    second: i64,
+    /// Whether a batch holding `second` has committed.
+    done: std::sync::Mutex<bool>,
+    committed: std::sync::Condvar,
+}
+
+impl marten::daemon::DaemonHooks for LaterCommitsFirst {
+    fn before_commit(&self, p: &str, seqs: &[i64]) {
+        if p == self.projection && seqs.contains(&self.first) && !seqs.contains(&self.second) {
+            tokio::task::block_in_place(|| {
+                let done = self.done.lock().expect("gate");
+                let waited =
+                    self.committed
+                        .wait_timeout_while(done, Duration::from_secs(10), |done| !*done);
+                drop(waited);
+            });
+        }
+    }
+
+    fn after_commit(&self, _p: &str, seqs: &[i64]) {
+        if seqs.contains(&self.second) {
+            *self.done.lock().expect("gate") = true;
+            self.committed.notify_all();
+        }
+    }
+}
+
+/// A conjoined store with `Wallet` and an async event projection `p` of the shared
+/// `Listing`; red lists "ada", then blue does, each also depositing 5 into its wallet of
+/// the stream returned. The daemon's options hold red's commit of `p` until blue's has
+/// committed.
+async fn listed_by_two_tenants(
+    label: &str,
+    p: impl EventProjection,
+    poison: PoisonPolicy,
+) -> (
+    marten_testing::TestSchema,
+    DocumentStore,
+    DaemonOptions,
+    Uuid,
+) {
+    let name = p.name();
+    let (schema, b) = builder(label);
+    let store = ok(b
+        .events_tenancy(Tenancy::Conjoined)
+        .event::<Listed>()
+        .document::<Listing>()
+        .projection::<Wallet>(Lifecycle::Async)
+        .event_projection(p, Lifecycle::Async)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    for tenant in ["red", "blue"] {
+        let mut s = ok(store.lightweight_session_for(tenant));
+        ok(s.events().append(stream, [Listed { name: "ada".into() }]));
+        ok(s.save_changes().await);
+        deposit(&store, tenant, stream, &[5]).await;
+    }
+    let raw = schema.raw_client().await;
+    let seqs: Vec<i64> = raw
+        .query(
+            "SELECT seq_id FROM mt_events WHERE data ? 'name' ORDER BY seq_id",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let [first, second] = seqs[..] else {
+        panic!("two Listed events: {seqs:?}")
+    };
+    let gate = LaterCommitsFirst {
+        projection: name,
+        first,
+        second,
+        done: std::sync::Mutex::new(false),
+        committed: std::sync::Condvar::new(),
+    };
+    let options = DaemonOptions {
+        hooks: std::sync::Arc::new(gate),
+        ..options(poison)
+    };
+    (schema, store, options, stream)
+}
+
+/// Who the shared listing of "ada" says listed it last.
+async fn listed_by(store: &DocumentStore) -> Option<String> {
+    let mut q = ok(store.query_session_for("red"));
+    ok(q.load::<Listing>(&"ada".to_owned()).await).map(|l| l.by)
+}
+
+/// With conjoined events each tenant's runner of an event projection commits on its own:
+/// a document every tenant shares, written from two tenants' events, would end as the
+/// runner that commits last wrote it, not as the later event says (here red's earlier
+/// write would win). A projection that declares such a type (`owned_documents`) is
+/// refused when the daemon starts, naming it and the type; the other projections run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_projection_owning_a_shared_type_is_refused_with_conjoined_events() {
+    let (_schema, store, options, stream) =
+        listed_by_two_tenants("tenancy_daemon_directory", Directory, PoisonPolicy::Stop).await;
+    let daemon = Daemon::start(&store, options);
+    match daemon.wait_for_non_stale(Duration::from_secs(20)).await {
+        Err(Error::ProjectionStopped { message, .. }) => {
+            assert!(message.contains("Directory"), "{message}");
+        }
+        other => panic!(
+            "the per-tenant runners ran ({other:?}): listing by {:?}, where the events' \
+             order says by blue",
+            listed_by(&store).await
+        ),
+    }
+    wait_for(&store, "red", stream, 5).await;
+    wait_for(&store, "blue", stream, 5).await;
+    match daemon.stop().await {
+        Err(Error::Configuration(m)) => {
+            for named in ["Directory", "Listing", "conjoined", "tenant"] {
+                assert!(m.contains(named), "{named} in {m}");
+            }
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert_eq!(listed_by(&store).await, None, "nothing written");
+}
+
+/// The same projection without the declaration: its first write of the shared type from a
+/// tenant's runner is refused, as that event's failure (the poison policy meets it; here
+/// it stops the projection), naming the type; nothing of it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_projection_writing_a_shared_type_per_tenant_is_refused_at_the_write() {
+    let (_schema, store, options, _) =
+        listed_by_two_tenants("tenancy_daemon_roster", Roster, PoisonPolicy::Stop).await;
+    let daemon = Daemon::start(&store, options);
+    match daemon.wait_for_non_stale(Duration::from_secs(20)).await {
+        Err(Error::ProjectionStopped { message, .. }) => {
+            assert!(message.contains("Listing"), "{message}");
+        }
+        other => panic!(
+            "the per-tenant runners ran ({other:?}): listing by {:?}, where the events' \
+             order says by blue",
+            listed_by(&store).await
+        ),
+    }
+    match daemon.stop().await {
+        Err(Error::Apply {
+            projection,
+            message,
+            ..
+        }) => {
+            assert_eq!(projection, "Roster");
+            for named in ["Roster", "Listing", "conjoined", "tenant"] {
+                assert!(message.contains(named), "{named} in {message}");
+            }
+        }
+        other => panic!("expected the event's failure, got {other:?}"),
+    }
+    assert_eq!(listed_by(&store).await, None, "nothing written");
+}
+
+/// A multi-stream projection runs per tenant with conjoined events too, so its document
+/// type must be conjoined: a single-tenant one is refused when the store is built (two
+/// tenants' runners would fold into one document).
+#[tokio::test]
+async fn a_multi_stream_projection_of_a_shared_type_is_refused_with_conjoined_events() {
+    let (_schema, b) = builder("tenancy_daemon_shared_multi");
+    let built = b
+        .events_tenancy(Tenancy::Conjoined)
+        .multi_stream_projection::<Tags>(Lifecycle::Async)
+        .build()
+        .await;
+    match built {
+        Err(Error::Configuration(m)) => {
+            for named in ["Tags", "conjoined"] {
+                assert!(m.contains(named), "{named} in {m}");
+            }
+        }
+        other => panic!(
+            "expected a configuration error, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+/// A single-tenant multi-stream document: one per name listed.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, Default)]
+#[concurrency(numeric)]
+struct Tags {
+    id: String,
+    count: i64,
+}
+
+#[marten::apply]
+impl Tags {
+    fn identities(e: &Listed) -> Vec<String> {
+        vec![e.name.clone()]
+    }
+    fn create(_e: &Listed) -> Self {
+        Tags {
+            id: String::new(),
+            count: 1,
+        }
+    }
+    fn apply(&mut self, _e: &Listed) {
+        self.count += 1;
+    }
+}

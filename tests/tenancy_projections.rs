@@ -9,7 +9,10 @@
 //!   made by no event) and keeps the other tenant's, the same id included;
 //! - a `TenantedStore` with two tenants on one connection string: conjoined documents
 //!   stay apart, single-tenant documents are shared, `start_daemons` projects both
-//!   tenants, and `TenantedStore::rebuild` of one tenant leaves the other's rows alone.
+//!   tenants, and `TenantedStore::rebuild` of one tenant leaves the other's rows alone;
+//! - an event projection writing a single-tenant type, each of whose documents one
+//!   tenant's event writes, runs per tenant once it says so
+//!   (`shared_documents_per_tenant`); inline, it needs not say so.
 //!
 //! The other tenant's rows are read behind marten's back, every column
 //! (`mt_last_modified`, `owner_epoch`) included, so a rebuild that had deleted and
@@ -666,4 +669,98 @@ fn positions_in(rows: &[String]) -> Vec<(String, String, i64)> {
         .collect();
     out.sort();
     out
+}
+
+/// A single-tenant document every tenant shares: one per `Stamped` event, keyed by the
+/// event's id (so no two tenants' events write one).
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Entry {
+    id: Uuid,
+    text: String,
+    tenant: Option<String>,
+}
+
+/// An event projection writing an `Entry` per `Stamped` event, owning the type; `shared`:
+/// what it says of its shared documents.
+struct Journal {
+    shared: bool,
+}
+
+impl EventProjection for Journal {
+    fn name(&self) -> &'static str {
+        "Journal"
+    }
+
+    fn apply(
+        &self,
+        event: &EventEnvelope,
+        ops: &mut ProjectedOps,
+    ) -> Result<(), marten::ApplyError> {
+        if let Some(s) = event.data_as::<Stamped>() {
+            ops.store(Entry {
+                id: event.id,
+                text: s.text.clone(),
+                tenant: event.tenant.as_ref().map(ToString::to_string),
+            });
+        }
+        Ok(())
+    }
+
+    fn owned_documents(&self, owned: &mut marten::OwnedDocuments) {
+        owned.document::<Entry>();
+    }
+
+    fn shared_documents_per_tenant(&self) -> bool {
+        self.shared
+    }
+}
+
+/// Every `Entry`, as (text, tenant), in order.
+async fn entries(store: &DocumentStore) -> Vec<(String, Option<String>)> {
+    let mut q = ok(store.query_session_for("red"));
+    let mut all: Vec<(String, Option<String>)> = ok(q.query::<Entry>().to_list().await)
+        .into_iter()
+        .map(|e| (e.text, e.tenant))
+        .collect();
+    all.sort();
+    all
+}
+
+/// The entries two tenants' `Stamped` events make.
+fn expected_entries() -> Vec<(String, Option<String>)> {
+    let mut all: Vec<(String, Option<String>)> =
+        [("blue 1", "blue"), ("red 1", "red"), ("red 2", "red")]
+            .iter()
+            .map(|(t, tenant)| ((*t).to_owned(), Some((*tenant).to_owned())))
+            .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_projection_saying_its_shared_documents_are_per_tenant_runs_per_tenant() {
+    let (_schema, store) = store_with("tproj_shared_per_tenant", |b| {
+        b.document::<Entry>()
+            .event_projection(Journal { shared: true }, Lifecycle::Async)
+    })
+    .await;
+    let stream = Uuid::now_v7();
+    for (tenant, text) in [("red", "red 1"), ("blue", "blue 1"), ("red", "red 2")] {
+        append(&store, tenant, stream, stamped(Uuid::now_v7(), text)).await;
+    }
+    let daemon = Daemon::start(&store, options());
+    ok(daemon.wait_for_non_stale(WAIT).await);
+    ok(daemon.stop().await);
+    assert_eq!(entries(&store).await, expected_entries());
+
+    // Inline, each append's transaction writes them: nothing to say.
+    let (_schema, store) = store_with("tproj_shared_inline", |b| {
+        b.document::<Entry>()
+            .event_projection(Journal { shared: false }, Lifecycle::Inline)
+    })
+    .await;
+    for (tenant, text) in [("red", "red 1"), ("blue", "blue 1"), ("red", "red 2")] {
+        append(&store, tenant, stream, stamped(Uuid::now_v7(), text)).await;
+    }
+    assert_eq!(entries(&store).await, expected_entries());
 }

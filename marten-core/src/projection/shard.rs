@@ -1,8 +1,11 @@
 //! Sharding an async projection: which shard of `count` an id belongs to, by a stable
 //! hash of the id's canonical bytes (FNV-1a, 64 bits: the same in every process, build
 //! and release, unlike `std`'s randomly seeded hasher), and the name suffix of a shard's
-//! progression row. Aggregates and event projections are sharded by stream id,
-//! multi-stream projections by the id of the document an event slices to.
+//! progression row. Aggregates are sharded by stream id, multi-stream projections by the
+//! id of the document an event slices to: either way each document belongs to one shard,
+//! which writes it in the order of its events. (Event projections, which may write any
+//! document from any stream's events, are not sharded: two shards writing one document
+//! would leave it as the one that commits last wrote it.)
 //!
 //! Pure: the daemon keeps each shard's position, lock and owner epoch; the projections
 //! filter their events and slices with [`Shard::owns`].

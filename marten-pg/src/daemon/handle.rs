@@ -2,6 +2,11 @@
 //! projection (with conjoined events, per projection and tenant, and a watcher that
 //! starts the runners of tenants that appear later), remembers which runners stopped on
 //! their own and why, waits for the projections to catch up, and stops the runners.
+//! What it refuses to run is refused when it starts, as a runner that stopped at once:
+//! a shard setting it cannot follow (an unknown name, a count of 0, a projection whose
+//! shards could write one document out of event order), and a projection that cannot
+//! run over the store's events (with conjoined events, an event projection owning a
+//! document type every tenant shares: its tenants' runners would race on it).
 //!
 //! Owns: the runner tasks, the tenant watcher, the stop signal, the stopped-runner list.
 //! May use: the runner (what each task runs), the slots, the tenants' read, the staleness
@@ -63,9 +68,11 @@ impl Spawner {
     /// Starts a runner for every async projection over the events of `tenant` (every
     /// tenant's, for `None`): one per shard of a sharded projection.
     fn spawn_all(&self, tenant: Option<&TenantId>) {
+        let tenancy = self.store.events_tenancy();
         for p in &self.store.projections().asynchronous {
             let count = self.options.shard_count(p.name());
-            if count == 0 || (count > 1 && !p.shardable()) {
+            let refused = p.refused_with(tenancy).is_some();
+            if refused || count == 0 || (count > 1 && !p.shardable()) {
                 continue; // Refused at start.
             }
             // The node's runners of one projection's shards share its count of them.
@@ -95,11 +102,12 @@ impl Spawner {
         ));
     }
 
-    /// A runner that stopped at once with `error` (a setting the daemon refuses): in the
-    /// stopped list before `start` returns, and the error `stop` returns.
-    fn stopped_with(&self, error: Error) {
+    /// A runner of `projection` that stopped at once with `error` (a setting or a
+    /// projection the daemon refuses): in the stopped list before `start` returns, and the
+    /// error `stop` returns.
+    fn stopped_with(&self, projection: String, error: Error) {
         if let Ok(mut list) = self.stopped.lock() {
-            list.push(("(daemon options)".to_owned(), error.to_string()));
+            list.push((projection, error.to_string()));
         }
         self.push(tokio::spawn(std::future::ready(Err(error))));
     }
@@ -111,26 +119,39 @@ impl Spawner {
     }
 }
 
-/// The shard settings the daemon refuses: a name that is no shardable async projection
-/// of the store, a count of 0. The projection named is not run.
-fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<Error> {
+/// The shard settings the daemon refuses: a name that is no async projection of the
+/// store, a projection it does not shard (an event projection, a subscription: see
+/// `AsyncProjection::unshardable_because`), a count of 0. The projection named is not
+/// run. A count of 1 runs any projection whole, as no setting does. Each refusal with the
+/// name it refuses.
+fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<(String, Error)> {
     let projections = &store.projections().asynchronous;
     let mut refused = Vec::new();
     for (name, count) in &options.shards {
         let found = projections.iter().find(|p| p.name() == name);
         let why = match found {
-            None => "is no async projection of the store",
-            Some(p) if !p.shardable() => {
-                "cannot be sharded (a subscription's events are handed over in order)"
+            None => "is no async projection of the store".to_owned(),
+            Some(_) if *count == 0 => "cannot run as 0 shards".to_owned(),
+            Some(p) if *count > 1 && !p.shardable() => {
+                format!("cannot be sharded: {}", p.unshardable_because())
             }
-            Some(_) if *count == 0 => "cannot run as 0 shards",
             Some(_) => continue,
         };
-        refused.push(Error::Configuration(format!(
-            "sharded projection {name} {why}"
-        )));
+        let error = Error::Configuration(format!("sharded projection {name} {why}"));
+        refused.push((name.clone(), error));
     }
     refused
+}
+
+/// The projections the daemon cannot run over the store's events (see
+/// `ProjectionRegistry::refused_with`), by name, each refusal naming the projection. They
+/// are not run.
+fn refused_projections(store: &DocumentStore) -> Vec<(String, Error)> {
+    let refused = store.projections().refused_with(store.events_tenancy());
+    refused
+        .into_iter()
+        .map(|(name, e)| (name.to_owned(), e))
+        .collect()
 }
 
 impl Daemon {
@@ -143,12 +164,18 @@ impl Daemon {
     ///
     /// A projection named in [`DaemonOptions::shards`] runs as that many shards, each
     /// with its own progression row (`Projection#2/3`), lock and owner epoch. A name that
-    /// is no shardable async projection of the store, or a count of 0, is a runner that
-    /// stopped at once ([`Error::Configuration`], reported by
-    /// [`wait_for_non_stale`](Self::wait_for_non_stale) and [`stop`](Self::stop)).
+    /// is no async projection of the store, a count of 0, or a count above 1 for a
+    /// projection the daemon does not shard (an event projection: its shards could write
+    /// one document out of event order; a subscription) is a runner that stopped at once
+    /// ([`Error::Configuration`] naming the projection and why, reported by
+    /// [`wait_for_non_stale`](Self::wait_for_non_stale) and [`stop`](Self::stop)); the
+    /// projection is not run. So, with conjoined events, is an event projection owning a
+    /// document type every tenant shares (see
+    /// [`EventProjection::shared_documents_per_tenant`](crate::EventProjection::shared_documents_per_tenant)).
     pub fn start(store: &DocumentStore, options: DaemonOptions) -> Daemon {
         let (stop, rx) = watch::channel(false);
-        let refused = refused_shards(store, &options);
+        let mut refused = refused_projections(store);
+        refused.extend(refused_shards(store, &options));
         let spawner = Spawner {
             store: store.clone(),
             options,
@@ -156,9 +183,9 @@ impl Daemon {
             tasks: Tasks::default(),
             stopped: Stopped::default(),
         };
-        for e in refused {
-            warn!(error = %e, "not running the daemon's projections");
-            spawner.stopped_with(e);
+        for (projection, e) in refused {
+            warn!(projection, error = %e, "not running a projection of the daemon");
+            spawner.stopped_with(projection, e);
         }
         let watcher = match store.events_tenancy() {
             Tenancy::Single => {

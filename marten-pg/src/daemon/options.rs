@@ -33,9 +33,9 @@ pub struct DaemonOptions {
     pub node: String,
     /// Hooks called around the work (default none).
     pub hooks: Arc<dyn DaemonHooks>,
-    /// How many shards each sharded projection is split into, by projection name (as
-    /// the projection status names it: `Tally`, `Tally:v2`); a projection not named
-    /// here runs whole. Set it with [`with_shards`](Self::with_shards); README,
+    /// How many shards each sharded projection (an aggregate or a multi-stream
+    /// projection) is split into, by projection name (as the projection status names it:
+    /// `Tally`, `Tally:v2`); a projection not named here runs whole. Set it with [`with_shards`](Self::with_shards); README,
     /// "Sharded projections".
     pub shards: BTreeMap<String, u32>,
 }
@@ -63,12 +63,21 @@ impl DaemonOptions {
     }
 
     /// Splits async projection `projection` into `count` shards: events are kept by a
-    /// stable hash of their stream id (aggregates, event projections) or of the id of
-    /// the document they slice to (multi-stream projections), and each shard has its own
-    /// progression row, lock and owner epoch, so the daemons of several nodes share the
-    /// projection's work. A count of 1 runs it whole. Every node must run a projection
-    /// with the same count; a count different from the one recorded is taken up only
-    /// when the old shards stand at the same position (README, "Sharded projections").
+    /// stable hash of their stream id (aggregates) or of the id of the document they
+    /// slice to (multi-stream projections), so each document is written by one shard, in
+    /// the order of its events; each shard has its own progression row, lock and owner
+    /// epoch, so the daemons of several nodes share the projection's work. A count of 1
+    /// runs it whole. Every node must run a projection with the same count; a count
+    /// different from the one recorded is taken up only when the old shards stand at the
+    /// same position (README, "Sharded projections").
+    ///
+    /// Event projections and subscriptions are not sharded: an event projection's events
+    /// of any stream may write any document, and two shards committing on their own would
+    /// leave such a document as the one that commits last wrote it. A count above 1 for
+    /// one (or a count of 0, or a name that is no async projection of the store) is
+    /// refused by [`Daemon::start`](super::Daemon::start) with
+    /// [`Error::Configuration`](marten_core::Error::Configuration) naming the projection,
+    /// and the projection is not run.
     pub fn with_shards(mut self, projection: impl Into<String>, count: u32) -> Self {
         self.shards.insert(projection.into(), count);
         self

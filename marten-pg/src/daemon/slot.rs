@@ -1,5 +1,6 @@
 //! What one runner runs: a projection over every event, or (conjoined events) over one
-//! tenant's events, and for a sharded projection one shard of them. A slot names the
+//! tenant's events, and for a sharded projection (an aggregate or a multi-stream
+//! projection, whose documents each belong to one shard) one shard of them. A slot names the
 //! projection's progression row and advisory lock: the projection's name, `name#2/3`
 //! for shard 2 of 3, `name@tenant` for a tenant's slot, `name#2/3@tenant` for both, so
 //! each runner has its own position, owner epoch and lock, and one tenant's (or shard's)

@@ -6,10 +6,21 @@
 //! projection applies its events in the global order. The daemon's runner, the one
 //! writer, commits the writes with its progress update.
 //!
-//! Sharded (the daemon runs one shard of a projection per runner): an aggregate or event
-//! projection gets only the events of its shard's streams; a multi-stream projection's
-//! events are those that slice to a document of its shard, and its slicing keeps only
-//! those documents' slices ([`Batch::shard`]).
+//! Sharded (the daemon runs one shard of a projection per runner): an aggregate gets only
+//! the events of its shard's streams; a multi-stream projection's events are those that
+//! slice to a document of its shard, and its slicing keeps only those documents' slices
+//! ([`Batch::shard`]). Each document is then written by one shard, in the order of its
+//! events. An event projection is not sharded ([`AsyncProjection::shardable`]): it may
+//! write any document from any stream's events, so two shards could write one document,
+//! each committing on its own, and the document would end as the one that commits last
+//! wrote it rather than as the events' order says.
+//!
+//! Per tenant (conjoined events, one runner per tenant): an event projection may write a
+//! type every tenant shares only if it says each such document is one tenant's (see
+//! [`EventProjection::shared_documents_per_tenant`](super::EventProjection::shared_documents_per_tenant));
+//! the daemon refuses it when it starts if it owns one ([`AsyncProjection::refused_with`]),
+//! and a tenant's runner refuses each write of one otherwise. Aggregates and multi-stream
+//! projections of a shared type are refused when the store is built.
 //!
 //! May use: the documents and events layers, the unit of work's operation list, the
 //! session's loaders and the store (to make sure tables exist). It does not know the
@@ -26,7 +37,8 @@ use marten_core::projection::shard::Shard;
 use marten_core::projection::slice::{self, SliceWrite};
 use marten_core::projection::stream_order::each_stream_in_order;
 use marten_core::{
-    Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, StreamId, TenantId,
+    Aggregate, AggregateId, Document, DocumentId, Error, EventEnvelope, Result, StreamId, Tenancy,
+    TenantId,
 };
 
 use super::event_projection::{ClearFn, OwnedDocuments};
@@ -96,10 +108,23 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn version(&self) -> u32 {
         crate::tables::versions::FIRST_VERSION
     }
-    /// Whether the daemon may split the projection into shards (not a subscription,
-    /// whose handler is given its events in order).
+    /// Whether the daemon may split the projection into shards: an aggregate (by stream)
+    /// or a multi-stream projection (by document), each of whose documents one shard
+    /// writes; not an event projection or a subscription (see
+    /// [`unshardable_because`](Self::unshardable_because)).
     fn shardable(&self) -> bool {
         false
+    }
+    /// Why the daemon does not split the projection into shards (asked when it is not
+    /// [`shardable`](Self::shardable)): for the error that refuses a shard count.
+    fn unshardable_because(&self) -> &'static str {
+        "a subscription's handler is given its events in order, by one runner"
+    }
+    /// Why the daemon cannot run the projection over events of `tenancy` (`None`: it
+    /// can), asked when the daemon starts; the projection is then not run.
+    fn refused_with(&self, tenancy: Tenancy) -> Option<String> {
+        let _ = tenancy;
+        None
     }
     /// Whether planning reads more of an event than its sequence, stream, version, type,
     /// data and transaction id (its id, timestamp, correlation or causation id, headers,
@@ -108,7 +133,8 @@ pub(crate) trait AsyncProjection: Send + Sync {
     fn reads_metadata(&self) -> bool {
         true
     }
-    /// Whether `event` is one of `shard`'s: by default, whether its stream is.
+    /// Whether `event` is one of `shard`'s: by default (an aggregate), whether its stream
+    /// is.
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
         shard.owns(&event.stream_id.key())
     }
@@ -440,20 +466,28 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 }
 
 /// The async runner of an event projection: its document operations per event, in event
-/// order (event projections are not split into slices: their operations may depend on
-/// order across streams), and the document types it owns (cleared by a rebuild).
+/// order (event projections are not split into slices or shards: their operations may
+/// depend on order across streams, and any stream's events may write any document), and
+/// the document types it owns (cleared by a rebuild).
 pub(crate) struct AsyncEventProjection<P> {
     projection: P,
     owned: Vec<(&'static str, ClearFn)>,
+    /// The owned types every tenant shares (not conjoined).
+    shared: Vec<&'static str>,
+    /// The projection's `shared_documents_per_tenant`.
+    shared_per_tenant: bool,
 }
 
 impl<P: crate::projections::EventProjection> AsyncEventProjection<P> {
     pub(crate) fn new(projection: P) -> Self {
         let mut owned = OwnedDocuments::default();
         projection.owned_documents(&mut owned);
+        let shared_per_tenant = projection.shared_documents_per_tenant();
         AsyncEventProjection {
             projection,
             owned: owned.clears,
+            shared: owned.shared,
+            shared_per_tenant,
         }
     }
 }
@@ -471,8 +505,10 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
             tenant,
             ..
         } = batch;
+        let name = self.projection.name();
         Box::pin(async move {
-            let mut ops = crate::projections::ProjectedOps::for_tenant(tenant);
+            let mut ops =
+                crate::projections::ProjectedOps::for_runner(name, tenant, self.shared_per_tenant);
             for e in events {
                 hooks.before_event(self.projection.name(), e);
                 crate::projections::event_projection::apply_one(&self.projection, e, &mut ops)?;
@@ -502,7 +538,26 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
         })
     }
 
+    /// Never: any stream's events may write any document, and two shards writing one
+    /// document would leave it as the one that commits last wrote it.
     fn shardable(&self) -> bool {
-        true
+        false
+    }
+
+    fn unshardable_because(&self) -> &'static str {
+        "it is an event projection, whose events of any stream may write any document: two \
+         shards, each committing on its own, could write one document, which would end as \
+         the shard that commits last wrote it, not as the events' order says. Run it whole \
+         (without a shard count), or split the work of documents kept per id into a \
+         multi-stream projection (sharded by document id) or an aggregate (by stream)"
+    }
+
+    /// With conjoined events, an owned type every tenant shares, unless the projection
+    /// says each such document is one tenant's.
+    fn refused_with(&self, tenancy: Tenancy) -> Option<String> {
+        let shared = self.shared.first()?;
+        (tenancy == Tenancy::Conjoined && !self.shared_per_tenant).then(|| {
+            super::event_projection::shared_type_refused(self.projection.name(), shared, None)
+        })
     }
 }

@@ -1,4 +1,13 @@
 //! Event projections: arbitrary document operations per event.
+//!
+//! With conjoined events the daemon runs an async event projection per tenant, each
+//! tenant's runner committing on its own. A document type every tenant shares (not
+//! conjoined) written by two tenants' runners would end as whichever commits last, not as
+//! the events' order says; so a projection writes such a type only if it says that no
+//! document of it comes from two tenants' events
+//! ([`EventProjection::shared_documents_per_tenant`]): the daemon refuses one that owns
+//! such a type when it starts, and a write of one from a tenant's runner otherwise
+//! ([`ProjectedOps`] remembers the refusal, the event's failure).
 
 use futures_util::future::BoxFuture;
 use marten_core::projection::inline::AppendView;
@@ -12,7 +21,7 @@ use super::{apply_error, InlineProjection, Planner, SavePlan};
 // lives, is private to the projections layer).
 pub(crate) use super::stream_order::planning;
 use crate::documents::serialize;
-use crate::documents::{BasicWrite, PgDocument};
+use crate::documents::{conjoined, BasicWrite, PgDocument};
 use crate::unit_of_work::OpList;
 
 /// A projection that turns each event into document operations of its choosing.
@@ -43,6 +52,26 @@ pub trait EventProjection: Send + Sync + 'static {
     fn owned_documents(&self, owned: &mut OwnedDocuments) {
         let _ = owned;
     }
+
+    /// Whether each document the projection writes of a type every tenant shares (not
+    /// conjoined) is written from the events of one tenant only: its id names the event
+    /// (`event.id`) or the tenant, never something two tenants' events both name. `false`
+    /// unless overridden.
+    ///
+    /// It matters only with conjoined events, where the daemon runs an async event
+    /// projection per tenant (each tenant's runner reads, applies and commits on its own,
+    /// in its own order): a shared document written from two tenants' events would end as
+    /// the runner that commits last wrote it, not as the later event says. So, unless this
+    /// returns `true`, the daemon refuses the projection when it starts if it owns such a
+    /// type (see [`owned_documents`](Self::owned_documents)), and otherwise refuses each
+    /// write of one from a tenant's runner, as the failure of the event that wrote it
+    /// (the poison policy meets it; nothing of that event is written). To keep one
+    /// document shared by every tenant in event order, make its type conjoined (a document
+    /// per tenant) or register the projection inline (written in each append's
+    /// transaction). Inline, and with single-tenant events, this changes nothing.
+    fn shared_documents_per_tenant(&self) -> bool {
+        false
+    }
 }
 
 /// Deletes a projection's documents of one type for a rebuild: every one, or `tenant`'s
@@ -55,6 +84,8 @@ pub(crate) type ClearFn =
 #[derive(Default)]
 pub struct OwnedDocuments {
     pub(crate) clears: Vec<(&'static str, ClearFn)>,
+    /// The owned types every tenant shares (not conjoined), by document type name.
+    pub(crate) shared: Vec<&'static str>,
 }
 
 impl OwnedDocuments {
@@ -63,9 +94,43 @@ impl OwnedDocuments {
         if !self.clears.iter().any(|(t, _)| *t == D::TABLE_NAME) {
             self.clears
                 .push((D::TABLE_NAME, super::asynchronous::clear_if_made::<D>));
+            if !conjoined::<D>() {
+                self.shared.push(D::DOCUMENT_TYPE);
+            }
         }
         self
     }
+}
+
+/// Why event projection `projection` may not write documents of `document_type`, a type
+/// every tenant shares, from a tenant's runner (see
+/// [`EventProjection::shared_documents_per_tenant`]): a write from `tenant`'s runner, or
+/// (`None`) the refusal of a projection that owns the type.
+pub(crate) fn shared_type_refused(
+    projection: &str,
+    document_type: &str,
+    tenant: Option<&TenantId>,
+) -> String {
+    let what = match tenant {
+        Some(t) => format!(
+            "event projection {projection} wrote {document_type} from tenant {t}'s runner, \
+             but {document_type} is a document type every tenant shares (not conjoined)"
+        ),
+        None => format!(
+            "async event projection {projection} owns {document_type}, a document type \
+             every tenant shares (not conjoined), and does not say that each is one \
+             tenant's"
+        ),
+    };
+    format!(
+        "{what}; with conjoined events the daemon runs the projection per tenant, each \
+         tenant's runner committing on its own, so a {document_type} written from two \
+         tenants' events would end as whichever runner commits last, not as the events' \
+         order says. Make {document_type} conjoined (#[document(tenancy = \"conjoined\")], \
+         a document per tenant), register the projection inline, or, if no \
+         {document_type} is written from two tenants' events (its id names the event or \
+         the tenant), say so with EventProjection::shared_documents_per_tenant"
+    )
 }
 
 /// Document operations an [`EventProjection`] queues; written in the same transaction as
@@ -74,6 +139,9 @@ impl OwnedDocuments {
 pub struct ProjectedOps {
     pub(crate) list: OpList,
     error: Option<Error>,
+    /// A tenant's runner of this event projection (conjoined events), which may not write
+    /// documents every tenant shares (see [`EventProjection::shared_documents_per_tenant`]).
+    refuses_shared: Option<&'static str>,
 }
 
 impl ProjectedOps {
@@ -83,12 +151,31 @@ impl ProjectedOps {
         ProjectedOps {
             list: OpList::for_tenant(tenant.cloned()),
             error: None,
+            refuses_shared: None,
+        }
+    }
+
+    /// The buffer of the daemon's runner of event projection `projection` over the events
+    /// of `tenant` (every tenant's, for `None`): with a tenant, and unless `shared` (the
+    /// projection's [`EventProjection::shared_documents_per_tenant`]), a write of a type
+    /// every tenant shares is refused ([`Error::Configuration`], the event's failure).
+    pub(crate) fn for_runner(
+        projection: &'static str,
+        tenant: Option<&TenantId>,
+        shared: bool,
+    ) -> Self {
+        ProjectedOps {
+            refuses_shared: (tenant.is_some() && !shared).then_some(projection),
+            ..ProjectedOps::for_tenant(tenant)
         }
     }
 
     /// Stores (upserts) a document. A conjoined document type needs the events' tenant:
     /// without one (single-tenant events) the batch fails with
-    /// [`Error::TenantRequired`] naming the type, before anything is sent.
+    /// [`Error::TenantRequired`] naming the type, before anything is sent. A type every
+    /// tenant shares, written by the daemon's runner of one tenant's events, is refused
+    /// unless the projection says its documents of it are each one tenant's (see
+    /// [`EventProjection::shared_documents_per_tenant`]).
     pub fn store<D: PgDocument>(&mut self, mut doc: D) {
         if !self.has_tenant_for::<D>() {
             return;
@@ -111,8 +198,8 @@ impl ProjectedOps {
         }
     }
 
-    /// Deletes a document by id (a conjoined type needs a tenant, as for
-    /// [`store`](Self::store)). An id that cannot name a document (an empty `String`, one
+    /// Deletes a document by id (a conjoined type needs a tenant, and a shared type is
+    /// refused from a tenant's runner, as for [`store`](Self::store)). An id that cannot name a document (an empty `String`, one
     /// holding a NUL character) fails the batch with [`Error::InvalidId`], as a session's
     /// delete does.
     pub fn delete<D: PgDocument>(&mut self, id: D::Id) {
@@ -128,10 +215,20 @@ impl ProjectedOps {
     }
 
     /// Whether documents of `D` can be written here: a conjoined type needs the events'
-    /// tenant. Remembers [`Error::TenantRequired`] otherwise.
+    /// tenant, and a tenant's runner that refuses shared types writes no other kind.
+    /// Remembers [`Error::TenantRequired`] or [`Error::Configuration`] otherwise.
     fn has_tenant_for<D: PgDocument>(&mut self) -> bool {
-        match require_tenant(D::TENANCY, self.list.tenant.as_ref(), D::DOCUMENT_TYPE) {
-            Ok(_) => true,
+        let tenant = self.list.tenant.as_ref();
+        let checked = match (self.refuses_shared, conjoined::<D>()) {
+            (Some(projection), false) => Err(Error::Configuration(shared_type_refused(
+                projection,
+                D::DOCUMENT_TYPE,
+                tenant,
+            ))),
+            _ => require_tenant(D::TENANCY, tenant, D::DOCUMENT_TYPE).map(|_| ()),
+        };
+        match checked {
+            Ok(()) => true,
             Err(e) => {
                 self.error.get_or_insert(e);
                 false

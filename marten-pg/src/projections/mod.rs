@@ -39,7 +39,7 @@ use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::inline::{AppendMetadata, AppendView, Plan, PlanOutput};
 use marten_core::projection::requirements::{self, Assertion, Merge};
-use marten_core::Result;
+use marten_core::{Error, Result, Tenancy};
 
 pub(crate) use aggregate::{aggregate_stream, Fetched, InlineAggregate};
 pub(crate) use event_projection::InlineEventProjection;
@@ -154,6 +154,17 @@ pub(crate) struct ProjectionRegistry {
 impl ProjectionRegistry {
     pub(crate) fn lifecycle(&self, type_id: TypeId) -> Option<Lifecycle> {
         self.lifecycles.get(&type_id).copied()
+    }
+
+    /// The async projections the daemon cannot run over events of `tenancy` (an event
+    /// projection owning a type every tenant shares, with conjoined events), each with
+    /// the [`Error::Configuration`] that names it and says why. The daemon refuses them
+    /// when it starts.
+    pub(crate) fn refused_with(&self, tenancy: Tenancy) -> Vec<(&'static str, Error)> {
+        self.asynchronous
+            .iter()
+            .filter_map(|p| Some((p.name(), Error::Configuration(p.refused_with(tenancy)?))))
+            .collect()
     }
 
     /// The snapshot policy of a live aggregate type (none for an inline or async one,
