@@ -9,7 +9,7 @@
 //! cargo run --example cli --features cli -- schema apply
 //! cargo run --example cli --features cli -- seed 20000
 //! cargo run --example cli --features cli -- projections status
-//! cargo run --example cli --features cli -- projections rebuild Counter
+//! cargo run --example cli --features cli -- projections rebuild Counter [--timeout 60]
 //! cargo run --example cli --features cli -- projections daemon   # SIGTERM or Ctrl-C stops it
 //! ```
 //!
@@ -49,6 +49,37 @@ impl Counter {
     }
 }
 
+/// The total of every stream's events: a multi-stream projection with one document
+/// (`all`), a second async projection beside `Counter` (`projections rebuild Counter`
+/// waits for neither this one nor the events appended after its reset).
+#[derive(Document, Serialize, Deserialize, Clone, Debug, Default)]
+#[concurrency(numeric)]
+struct Totals {
+    id: String,
+    events: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Totals {
+    fn identity(_e: &Added) -> String {
+        "all".to_owned()
+    }
+
+    fn create(e: &Added) -> Self {
+        Totals {
+            id: String::new(),
+            events: 1,
+            total: e.n,
+        }
+    }
+
+    fn apply(&mut self, e: &Added) {
+        self.events += 1;
+        self.total += e.n;
+    }
+}
+
 /// The example service's command line.
 #[derive(Parser)]
 #[command(version, about)]
@@ -78,6 +109,7 @@ fn builder() -> marten::DocumentStoreBuilder {
         .schema(schema)
         .document::<Note>()
         .projection::<Counter>(Lifecycle::Async)
+        .multi_stream_projection::<Totals>(Lifecycle::Async)
 }
 
 async fn seed(n: usize) -> marten::Result<()> {

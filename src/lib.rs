@@ -74,9 +74,9 @@ pub mod subscriptions {
 #[cfg(feature = "cli")]
 pub mod cli {
     pub use marten_cli::{
-        clap, execute, progress_line, projections, projections_with, rebuild_with_progress, run,
-        schema, status, CliError, Command, ProjectionStatus, ProjectionsCommand, SchemaCommand,
-        STATUS_ATTEMPTS,
+        clap, execute, progress_line, projections, projections_with, rebuild_until,
+        rebuild_with_progress, run, schema, status, CliError, Command, ProjectionStatus,
+        ProjectionsCommand, RebuildOutcome, SchemaCommand, STATUS_ATTEMPTS,
     };
 }
 

@@ -1,6 +1,7 @@
 //! [`CliError`]: why a command failed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a command of the command line failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,4 +30,40 @@ pub enum CliError {
     /// Waiting for the stop signals (SIGTERM, Ctrl-C) could not be set up.
     #[error("cannot listen for stop signals")]
     Signal(#[source] std::io::Error),
+    /// Standard output failed for another reason than a reader that went away (a closed
+    /// pipe only ends the output: the command goes on without it).
+    #[error("cannot write to standard output")]
+    Output(#[source] std::io::Error),
+    /// `projections rebuild --timeout` ran out before the projection reached the head
+    /// recorded at its reset. The daemon was stopped gracefully; the projection stays
+    /// reset and partly replayed, and any daemon finishes the replay.
+    #[error(
+        "{projection} did not reach event {head} (the head at its reset) within {timeout:?}: \
+         it is at {}; the daemon was stopped, and any daemon finishes the replay",
+        position.map_or_else(|| "an unknown position".to_owned(), |p| format!("event {p}"))
+    )]
+    RebuildTimedOut {
+        /// The projection.
+        projection: String,
+        /// The limit given.
+        timeout: Duration,
+        /// The global sequence of the head recorded at the reset.
+        head: i64,
+        /// Its position last seen, if a status query answered.
+        position: Option<i64>,
+    },
+    /// `projections rebuild` was stopped by a signal (SIGTERM, Ctrl-C) before the
+    /// projection reached the head recorded at its reset. The daemon was stopped
+    /// gracefully; the projection stays reset and partly replayed, and any daemon
+    /// finishes the replay.
+    #[error(
+        "{signal} stopped the rebuild of {projection} before it reached the head of its \
+         reset; the daemon was stopped, and any daemon finishes the replay"
+    )]
+    RebuildInterrupted {
+        /// The projection.
+        projection: String,
+        /// The signal's name (`SIGTERM`, `SIGINT`).
+        signal: &'static str,
+    },
 }

@@ -34,9 +34,14 @@
 //! app schema assert               # fail, listing each difference, unless up to date
 //! app schema apply                # run the patch (--concurrently for indexes)
 //! app projections status          # position, head, lag, owner per projection
-//! app projections rebuild Counter # reset and replay with a progress bar
+//! app projections rebuild Counter # reset and replay up to the head of the reset
+//! app projections rebuild Counter --timeout 600   # ... or fail after 10 minutes
 //! app projections daemon          # run until SIGTERM or Ctrl-C, one bar per projection
 //! ```
+//!
+//! Output goes to standard output, one flushed line at a time; a reader that goes away
+//! (`app schema dump | head -1`) ends the output, not the command (the daemon goes on
+//! without output), and no command panics on it.
 //!
 //! Uses only marten-pg's public API (the store, its builder, the daemon and
 //! [`DocumentStore::projection_status`]); the `marten` facade re-exports it as
@@ -45,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod output;
 mod progress;
 mod projections;
 mod schema;
@@ -60,8 +66,8 @@ pub use error::CliError;
 pub use marten_pg::ProjectionStatus;
 pub use progress::progress_line;
 pub use projections::{
-    projections, projections_with, rebuild_with_progress, status, ProjectionsCommand,
-    STATUS_ATTEMPTS,
+    projections, projections_with, rebuild_until, rebuild_with_progress, status,
+    ProjectionsCommand, RebuildOutcome, STATUS_ATTEMPTS,
 };
 pub use schema::{schema, SchemaCommand};
 
@@ -116,12 +122,13 @@ pub async fn execute(store: &DocumentStore, command: &Command) -> Result<(), Cli
     }
 }
 
-/// Prints `error` and its causes on stderr, one per line; returns failure.
+/// Prints `error` and its causes on stderr, one per line (best effort: a closed stderr
+/// loses them rather than panicking); returns failure.
 fn report(error: &dyn std::error::Error) -> ExitCode {
-    eprintln!("error: {error}");
+    output::note(format_args!("error: {error}"));
     let mut source = error.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        output::note(format_args!("  caused by: {cause}"));
         source = cause.source();
     }
     ExitCode::FAILURE

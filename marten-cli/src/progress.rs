@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use marten_pg::ProjectionStatus;
 
+use crate::output::{note, Out};
+use crate::CliError;
+
 /// A text progress bar: `name [#####.....] position/head lag N rate ev/s owner X`.
 pub fn progress_line(s: &ProjectionStatus, rate: f64) -> String {
     let width = 30usize;
@@ -42,6 +45,8 @@ pub(crate) enum Display {
     Lines {
         /// Per projection: the status last printed and when it was observed.
         last: HashMap<String, (ProjectionStatus, Instant)>,
+        /// Where the lines go (standard output).
+        out: Out,
     },
 }
 
@@ -56,12 +61,19 @@ impl Display {
         } else {
             Display::Lines {
                 last: HashMap::new(),
+                out: Out::stdout(),
             }
         }
     }
 
-    /// Shows `statuses`.
-    pub(crate) fn update(&mut self, statuses: &[ProjectionStatus]) {
+    /// Whether the lines' reader went away (a closed pipe): nothing more is shown.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self, Display::Lines { out, .. } if out.is_closed())
+    }
+
+    /// Shows `statuses`. Fails only when a line cannot be written for another reason
+    /// than a closed pipe (see [`Out`]).
+    pub(crate) fn update(&mut self, statuses: &[ProjectionStatus]) -> Result<(), CliError> {
         match self {
             Display::Bars { multi, bars } => {
                 for s in statuses {
@@ -77,7 +89,7 @@ impl Display {
                     ));
                 }
             }
-            Display::Lines { last } => {
+            Display::Lines { last, out } => {
                 let now = Instant::now();
                 for s in statuses {
                     let rate = match last.get(&s.name) {
@@ -87,22 +99,28 @@ impl Display {
                         }
                         None => 0.0,
                     };
-                    println!("{}{}", progress_line(s, rate), eta(s.lag(), rate));
+                    out.line(format_args!(
+                        "{}{}",
+                        progress_line(s, rate),
+                        eta(s.lag(), rate)
+                    ))?;
                     last.insert(s.name.clone(), (s.clone(), now));
                 }
             }
         }
+        Ok(())
     }
 
-    /// Prints a message without breaking the bars.
+    /// Prints a message without breaking the bars (on standard error without bars),
+    /// best effort.
     pub(crate) fn message(&self, text: &str) {
         match self {
             Display::Bars { multi, .. } => {
                 if multi.println(text).is_err() {
-                    eprintln!("{text}");
+                    note(text);
                 }
             }
-            Display::Lines { .. } => eprintln!("{text}"),
+            Display::Lines { .. } => note(text),
         }
     }
 

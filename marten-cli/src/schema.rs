@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use marten_pg::{DocumentStore, PatchOptions};
 
+use crate::output::Out;
 use crate::CliError;
 
 /// The schema commands. They build the store without applying its schema mode (see
@@ -38,15 +39,22 @@ pub enum SchemaCommand {
     Dump,
 }
 
-/// Runs a schema command against `store`, printing on standard output.
+/// Runs a schema command against `store`, printing on standard output. A reader of the
+/// output that goes away (`app schema dump | head -1`) ends the output, not the command:
+/// `schema apply` still applies its patch. Another write failure is
+/// [`CliError::Output`].
 pub async fn schema(store: &DocumentStore, command: &SchemaCommand) -> Result<(), CliError> {
+    let mut stdout = Out::stdout();
     match command {
         SchemaCommand::Dump => {
-            print!("{}", store.schema_sql());
+            stdout.text(&store.schema_sql())?;
         }
         SchemaCommand::Assert => {
             store.assert_schema().await?;
-            println!("schema {} matches the registered types", store.schema());
+            stdout.line(format_args!(
+                "schema {} matches the registered types",
+                store.schema()
+            ))?;
         }
         SchemaCommand::Patch { out, concurrently } => {
             let options = PatchOptions::new().concurrently(*concurrently);
@@ -57,25 +65,25 @@ pub async fn schema(store: &DocumentStore, command: &SchemaCommand) -> Result<()
                         path: path.clone(),
                         source,
                     })?;
-                    println!(
+                    stdout.line(format_args!(
                         "{} difference(s) in schema {}; patch written to {}",
                         patch.differences().count(),
                         store.schema(),
                         path.display()
-                    );
+                    ))?;
                 }
-                None => print!("{}", patch.to_sql()),
+                None => stdout.text(&patch.to_sql())?,
             }
         }
         SchemaCommand::Apply { concurrently } => {
             let options = PatchOptions::new().concurrently(*concurrently);
             let patch = store.schema_patch(options).await?;
             if patch.is_empty() {
-                println!("schema {} is up to date", store.schema());
+                stdout.line(format_args!("schema {} is up to date", store.schema()))?;
             } else {
-                print!("{}", patch.to_sql());
+                stdout.text(&patch.to_sql())?;
                 store.apply_schema_patch(&patch).await?;
-                println!("schema {} updated", store.schema());
+                stdout.line(format_args!("schema {} updated", store.schema()))?;
             }
         }
     }
