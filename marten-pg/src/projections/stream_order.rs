@@ -74,11 +74,24 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
     if slices.is_empty() {
         return Ok(());
     }
+    let (holes, ranges) = order_slices(&batch, slices);
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    fill_holes(batch, slices, &holes, &ranges).await
+}
+
+/// Orders each slice's events (see [`in_stream_order`]): the slices with a hole, by their
+/// stream, and the ranges to read for them.
+fn order_slices<A: Aggregate + PgDocument>(
+    batch: &Batch<'_>,
+    slices: &mut [Slice<A>],
+) -> (HashMap<StreamId, usize>, VersionRanges) {
     // When every event of the batch is in a slice (the aggregate handles them all and
     // none was left out), a slice's own versions are all its stream's the batch saw.
     let in_slices: usize = slices.iter().map(|s| s.2.len()).sum();
     let seen = (in_slices != batch.events.len() || !batch.left_out.is_empty())
-        .then(|| seen_versions(batch));
+        .then(|| seen_versions(*batch));
     let mut own = Vec::new();
     // The slices with a hole, by their stream, and the ranges to read for them.
     let mut holes: HashMap<StreamId, usize> = HashMap::new();
@@ -107,12 +120,22 @@ pub(crate) async fn in_stream_order<A: Aggregate + PgDocument>(
             }
         }
     }
-    if ranges.is_empty() {
-        return Ok(());
-    }
+    (holes, ranges)
+}
+
+/// Reads the `ranges` of the slices with `holes` (in one statement) and gives each its
+/// stream's events, leaving out those dead-lettered or left out of the batch; an
+/// undecodable event the aggregate handles in a hole fails the plan (see
+/// [`unreadable_in_hole`]).
+async fn fill_holes<A: Aggregate + PgDocument>(
+    batch: Batch<'_>,
+    slices: &mut [Slice<A>],
+    holes: &HashMap<StreamId, usize>,
+    ranges: &VersionRanges,
+) -> Result<()> {
     let events_store: &EventCatalog = batch.store.as_ref();
     let tenant = EventTenant::of_session(events_store.events_tenancy(), batch.tenant)?;
-    let fetch = fetch_ranges(events_store, batch.client, &tenant, &ranges);
+    let fetch = fetch_ranges(events_store, batch.client, &tenant, ranges);
     let (read, dead) = match PLANNING.try_with(|p| *p) {
         Ok(projection) => {
             let streams: Vec<String> = holes.keys().map(ToString::to_string).collect();
