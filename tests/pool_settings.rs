@@ -8,6 +8,10 @@
 //! pool configured without timeouts is still waited for boundedly, and a session holding
 //! the only connection of a caller's pool can use a document type for the first time
 //! (inside a transaction, which keeps that connection, the wait ends in `PoolExhausted`).
+//! A connection stalled silently while idle in the pool is found by the check of an idle
+//! connection and replaced, far within the request timeout (the checks and a new
+//! connection stay within the create timeout), a connection used again within the idle
+//! threshold costs no round trip more, and PgBouncer answers the check.
 
 mod common;
 
@@ -20,7 +24,8 @@ use marten::deadpool_postgres::{
     Manager, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime,
 };
 use marten::prelude::*;
-use marten_testing::TestSchema;
+use marten_testing::fault::Faults;
+use marten_testing::{CountingProxy, FaultProxy, PgBouncer, TestSchema};
 use serde::{Deserialize, Serialize};
 
 #[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -761,4 +766,272 @@ async fn a_first_use_inside_a_sessions_transaction_waits_boundedly() {
     );
     ok(s.save_changes().await);
     assert_eq!(ok(s.events().fetch_stream(stream).await).len(), 2);
+}
+
+/// The request timeout of the stores of the idle-check tests: a request written to a
+/// dead connection waits this long.
+const IDLE_TEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store on `schema` reached through `proxy`, checking connections idle longer than
+/// `idle_check` with a round trip that waits at most `check_timeout`.
+async fn idle_checked_store(
+    schema: &TestSchema,
+    proxy_addr: std::net::SocketAddr,
+    idle_check: Duration,
+    check_timeout: Duration,
+    create_timeout: Duration,
+) -> DocumentStore {
+    ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy_addr))
+        .schema(schema.name())
+        .pool_size(2)
+        .request_timeout(Some(IDLE_TEST_REQUEST_TIMEOUT))
+        .pool_idle_check_after(Some(idle_check))
+        .pool_recycle_timeout(check_timeout)
+        .pool_create_timeout(create_timeout)
+        .document::<Item>()
+        .build()
+        .await)
+}
+
+/// Two connections idle in `store`'s pool: two sessions hold one each at once, then give
+/// them back.
+async fn two_idle_connections(store: &DocumentStore) {
+    let mut a = store.lightweight_session();
+    let _: Option<Item> = ok(a.load(&1).await);
+    let mut b = store.lightweight_session();
+    let _: Option<Item> = ok(b.load(&1).await);
+    drop((a, b));
+}
+
+/// Both pooled connections go silent while idle (the proxy forwards nothing and closes
+/// nothing: a partition, a failover, a flow a firewall forgot). Past the idle threshold
+/// the next load checks the connection on top, which does not answer; it and the one
+/// idle longer are closed (one wait of the check timeout, not one per connection) and a
+/// new connection serves the load, long before the request timeout. Without the check
+/// the load is written to the dead connection and ends in `Error::Timeout` after the
+/// request timeout.
+#[tokio::test]
+async fn a_connection_stalled_while_idle_is_checked_and_replaced() {
+    let schema = TestSchema::new("pool_idle_stalled");
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let threshold = Duration::from_millis(300);
+    let check = Duration::from_secs(2);
+    let store = idle_checked_store(
+        &schema,
+        proxy.addr(),
+        threshold,
+        check,
+        Duration::from_secs(10),
+    )
+    .await;
+    let item = Item {
+        id: 1,
+        name: "kept".into(),
+    };
+    let mut s = store.lightweight_session();
+    ok(s.store(item.clone()));
+    ok(s.save_changes().await);
+    drop(s);
+    two_idle_connections(&store).await;
+    // Every connection open now goes silent; the ones made later do not.
+    let stalled = proxy.connections();
+    assert!(stalled.len() >= 2, "{} connections open", stalled.len());
+    for c in &stalled {
+        c.set(Faults::black_hole());
+    }
+    let accepted = proxy.accepted();
+    tokio::time::sleep(threshold + Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let loaded = tokio::time::timeout(
+        IDLE_TEST_REQUEST_TIMEOUT + Duration::from_secs(10),
+        store.query_session().load::<Item>(&1),
+    )
+    .await
+    .expect("the load never ended");
+    let elapsed = started.elapsed();
+    assert_eq!(ok(loaded), Some(item.clone()));
+    assert!(
+        elapsed >= check - Duration::from_millis(100),
+        "the load did not wait for the check ({elapsed:?})"
+    );
+    // One check timeout and a new connection: far within the request timeout, and short
+    // of a second check's wait.
+    assert!(
+        elapsed < check * 2 - Duration::from_millis(300),
+        "the load took {elapsed:?}"
+    );
+    assert!(
+        proxy.accepted() > accepted,
+        "the load ran on a connection made before the stall"
+    );
+
+    // The connection idle longer was closed with the one checked: the next two loads at
+    // once (so both pooled places are used) find no stalled connection to wait on.
+    let started = Instant::now();
+    let mut a = store.lightweight_session();
+    let mut b = store.lightweight_session();
+    let (x, y) = tokio::join!(a.load::<Item>(&1), b.load::<Item>(&1));
+    assert_eq!(ok(x), Some(item.clone()));
+    assert_eq!(ok(y), Some(item));
+    assert!(
+        started.elapsed() < check,
+        "a stalled connection was used again ({:?})",
+        started.elapsed()
+    );
+    drop((a, b));
+    proxy.heal();
+    store.close();
+}
+
+/// With every path to the server silent (old connections and new ones alike), a
+/// checkout still ends within the create timeout: the checks of idle connections and the
+/// making of a new one share it. It ends in `Error::Timeout`, before the request timeout.
+#[tokio::test]
+async fn checks_of_idle_connections_and_a_new_connection_share_the_create_timeout() {
+    let schema = TestSchema::new("pool_idle_bounded");
+    let proxy = FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let threshold = Duration::from_millis(300);
+    let create = Duration::from_millis(1500);
+    let store = idle_checked_store(
+        &schema,
+        proxy.addr(),
+        threshold,
+        Duration::from_secs(1),
+        create,
+    )
+    .await;
+    two_idle_connections(&store).await;
+    proxy.set_global(Faults::black_hole());
+    tokio::time::sleep(threshold + Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let got = tokio::time::timeout(
+        IDLE_TEST_REQUEST_TIMEOUT + Duration::from_secs(10),
+        store.query_session().load::<Item>(&1),
+    )
+    .await
+    .expect("the load never ended");
+    let elapsed = started.elapsed();
+    assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
+    assert!(
+        elapsed >= create - Duration::from_millis(100),
+        "ended before the create timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < create + Duration::from_millis(700),
+        "the checkout outlasted the create timeout: {elapsed:?}"
+    );
+    proxy.heal();
+    // Healed, the store serves again.
+    let _: Option<Item> = ok(store.query_session().load(&1).await);
+    store.close();
+}
+
+/// A connection used again within the idle threshold is handed out without a check: a
+/// load costs one round trip, as it did before the check existed. Past the threshold the
+/// check costs exactly one more, and the connection is used again right after it.
+#[tokio::test]
+async fn a_connection_used_within_the_idle_threshold_costs_no_round_trip_more() {
+    let schema = TestSchema::new("pool_idle_trips");
+    let proxy = CountingProxy::start(&schema.host_port())
+        .await
+        .expect("proxy");
+    let threshold = Duration::from_millis(1000);
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via(&proxy))
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_idle_check_after(Some(threshold))
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    // The build's own connection has closed by now (its goodbye is a flight too).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let connections = proxy.connections();
+    let load = || async {
+        let before = proxy.round_trips();
+        let loaded: Option<Item> = ok(store.query_session().load(&1).await);
+        assert!(loaded.is_some());
+        proxy.round_trips() - before
+    };
+    for round in 0..5 {
+        assert_eq!(
+            load().await,
+            1,
+            "round {round}: a load within the threshold"
+        );
+    }
+    tokio::time::sleep(threshold + Duration::from_millis(300)).await;
+    assert_eq!(
+        load().await,
+        2,
+        "past the threshold: the check and the load"
+    );
+    assert_eq!(load().await, 1, "used again at once: no check");
+    assert_eq!(
+        proxy.connections(),
+        connections,
+        "the checked connection was kept"
+    );
+
+    // Turned off, a connection idle for any time is handed out as it is.
+    let off = ok(DocumentStore::builder()
+        .connection_string(schema.url_via(&proxy))
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_idle_check_after(None)
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&off, 2).await;
+    tokio::time::sleep(threshold + Duration::from_millis(300)).await;
+    let before = proxy.round_trips();
+    let loaded: Option<Item> = ok(off.query_session().load(&2).await);
+    assert!(loaded.is_some());
+    assert_eq!(proxy.round_trips() - before, 1, "no check when turned off");
+    store.close();
+    off.close();
+}
+
+/// Behind PgBouncer in transaction mode the check (a `Sync` message) is answered too:
+/// with a threshold of zero every reuse is checked, and the pool's one connection passes
+/// every time (no new connection is made).
+#[tokio::test]
+async fn the_idle_check_is_answered_behind_pgbouncer() {
+    let schema = TestSchema::new("pool_idle_bouncer");
+    let bouncer = PgBouncer::start(2);
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = made.clone();
+    let store = ok(DocumentStore::builder()
+        .connection_string(bouncer.url())
+        .pooler(marten::Pooler::Transaction)
+        .direct_url(schema.url())
+        .schema(schema.name())
+        .pool_size(1)
+        .pool_idle_check_after(Some(Duration::ZERO))
+        .after_connect(move |client| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { client.batch_execute("SELECT 1").await })
+        })
+        .document::<Item>()
+        .build()
+        .await);
+    save_and_load(&store, 1).await;
+    let made_before = made.load(Ordering::SeqCst);
+    for round in 0..5 {
+        let loaded: Option<Item> = ok(store.query_session().load(&1).await);
+        assert!(loaded.is_some(), "round {round}");
+    }
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        made_before,
+        "a checked connection was replaced"
+    );
+    store.close();
 }

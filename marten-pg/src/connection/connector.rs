@@ -8,6 +8,19 @@
 //! whichever is shorter, ending in [`Error::PoolExhausted`] as a wait on the store's own
 //! pool does. Its connections outside the pool are taken out of it (the store does not
 //! know how to make them), so they wait for it the same way.
+//!
+//! The connections the store makes (its pool's, the read replicas', those outside the
+//! pool) use TCP keepalives that find a peer gone without a word (a host that died, a
+//! partition, a flow a NAT or firewall dropped) within about a minute of idleness:
+//! probes after [`KEEPALIVE_IDLE`] without traffic, every [`KEEPALIVE_INTERVAL`], the
+//! connection closed after [`KEEPALIVE_RETRIES`] unanswered ones; the pool then drops it
+//! as closed instead of writing a request to it. tokio-postgres leaves the system's
+//! defaults (on Linux: the first probe after two hours, nine probes 75 s apart). Each is
+//! set only when the connection string or `Config` did not set it (`keepalives_idle`,
+//! `keepalives_interval`, `keepalives_retries`; an idle time of exactly two hours, which
+//! is tokio-postgres's default, counts as not set); `keepalives=0` turns them all off.
+//! The probes also keep an idle flow alive in address translation tables, whose idle
+//! timeouts are minutes. (Windows keeps its own count of probes.)
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -25,6 +38,33 @@ use super::statements::Statements;
 use super::tls::{connect_error, tracked, Tls};
 use super::Pooled;
 use crate::error_map::{map_db_error, map_pool_error, Failed};
+
+/// How long a connection the store makes is idle before TCP keepalive probes start
+/// (unless its settings say otherwise; see the module documentation).
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// The time between two keepalive probes.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How many unanswered keepalive probes close the connection.
+pub(crate) const KEEPALIVE_RETRIES: u32 = 3;
+/// tokio-postgres's keepalive idle time when none is set: one equal to it was not set.
+const TOKIO_POSTGRES_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// `config` with the store's keepalive defaults for what it does not set (see the module
+/// documentation): nothing when it turned keepalives off.
+fn keepalive_defaults(config: &mut tokio_postgres::Config) {
+    if !config.get_keepalives() {
+        return;
+    }
+    if config.get_keepalives_idle() == TOKIO_POSTGRES_KEEPALIVE_IDLE {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+}
 
 /// The store's source of connections and its time limits.
 pub(crate) struct Connector {
@@ -117,17 +157,22 @@ impl Dedicated {
 
 impl Connector {
     /// A connector with a pool of its own, whose connections are made with `config`
-    /// over `tls`.
+    /// over `tls` (with the store's keepalive defaults).
     /// `direct`: where connections outside the pool go instead. Statements are sent as
     /// `statements` says.
     pub(crate) fn own(
-        (config, tls): (tokio_postgres::Config, Tls),
+        (mut config, tls): (tokio_postgres::Config, Tls),
         direct: Option<DirectConnections>,
         settings: &PoolSettings,
         request_timeout: Option<Duration>,
         statements: Statements,
     ) -> Result<Self> {
-        let pool = Pools::Own(settings.build(config.clone(), &tls));
+        keepalive_defaults(&mut config);
+        let direct = direct.map(|mut direct| {
+            keepalive_defaults(&mut direct.config);
+            direct
+        });
+        let pool = Pools::Own(settings.build(config.clone(), &tls, request_timeout));
         Ok(Self {
             pool,
             own: Some(OwnConnections {
@@ -145,16 +190,18 @@ impl Connector {
     }
 
     /// This connector with one more read replica, whose pooled connections are made with
-    /// `config` over `tls` and `settings` (no connections outside the pool: schema work
-    /// and locks never go to a replica). It sends this connector's statements and obeys
-    /// its request timeout; reads wait at most `wait_timeout` for it to replay a write.
+    /// `config` over `tls` (with the store's keepalive defaults) and `settings` (no
+    /// connections outside the pool: schema work and locks never go to a replica). It
+    /// sends this connector's statements and obeys its request timeout; reads wait at
+    /// most `wait_timeout` for it to replay a write.
     pub(crate) fn with_replica(
         mut self,
-        (config, tls): (tokio_postgres::Config, Tls),
+        (mut config, tls): (tokio_postgres::Config, Tls),
         settings: &PoolSettings,
         wait_timeout: Duration,
     ) -> Result<Self> {
-        let pool = Pools::Own(settings.build(config.clone(), &tls));
+        keepalive_defaults(&mut config);
+        let pool = Pools::Own(settings.build(config.clone(), &tls, self.request_timeout));
         let connector = Connector {
             pool,
             own: Some(OwnConnections {
@@ -350,5 +397,162 @@ async fn caller_get(
 impl AsRef<Connector> for Connector {
     fn as_ref(&self) -> &Connector {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> tokio_postgres::Config {
+        match text.parse() {
+            Ok(config) => config,
+            Err(e) => panic!("{text}: {e}"),
+        }
+    }
+
+    fn keepalives(
+        config: &tokio_postgres::Config,
+    ) -> (bool, Duration, Option<Duration>, Option<u32>) {
+        (
+            config.get_keepalives(),
+            config.get_keepalives_idle(),
+            config.get_keepalives_interval(),
+            config.get_keepalives_retries(),
+        )
+    }
+
+    #[test]
+    fn keepalive_defaults_find_a_dead_peer_within_a_minute() {
+        let idle_to_closed = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_RETRIES;
+        assert!(
+            idle_to_closed <= Duration::from_secs(60),
+            "{idle_to_closed:?}"
+        );
+    }
+
+    #[test]
+    fn keepalive_defaults_apply_to_what_was_not_set() {
+        let defaults = (
+            true,
+            KEEPALIVE_IDLE,
+            Some(KEEPALIVE_INTERVAL),
+            Some(KEEPALIVE_RETRIES),
+        );
+        for text in [
+            "postgres://u@h/db",
+            "host=h user=u dbname=db",
+            "postgres://u@h/db?keepalives=1",
+        ] {
+            let mut config = parsed(text);
+            keepalive_defaults(&mut config);
+            assert_eq!(keepalives(&config), defaults, "{text}");
+        }
+        let mut config = tokio_postgres::Config::new();
+        keepalive_defaults(&mut config);
+        assert_eq!(keepalives(&config), defaults, "a Config built in code");
+    }
+
+    #[test]
+    fn keepalive_settings_given_are_kept() {
+        let mut config = parsed(
+            "postgres://u@h/db?keepalives_idle=300&keepalives_interval=20&keepalives_retries=5",
+        );
+        keepalive_defaults(&mut config);
+        assert_eq!(
+            keepalives(&config),
+            (
+                true,
+                Duration::from_secs(300),
+                Some(Duration::from_secs(20)),
+                Some(5)
+            )
+        );
+        // Each one given is kept; the others get the defaults.
+        let mut config = parsed("host=h keepalives_idle=120");
+        keepalive_defaults(&mut config);
+        assert_eq!(
+            keepalives(&config),
+            (
+                true,
+                Duration::from_secs(120),
+                Some(KEEPALIVE_INTERVAL),
+                Some(KEEPALIVE_RETRIES)
+            )
+        );
+        let mut config = tokio_postgres::Config::new();
+        config.keepalives_retries(0);
+        keepalive_defaults(&mut config);
+        assert_eq!(config.get_keepalives_retries(), Some(0));
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        // Turned off: left off, nothing else set.
+        let mut config = parsed("postgres://u@h/db?keepalives=0");
+        keepalive_defaults(&mut config);
+        assert_eq!(
+            keepalives(&config),
+            (false, TOKIO_POSTGRES_KEEPALIVE_IDLE, None, None)
+        );
+    }
+
+    /// `text` parsed, with its TLS resolved as the store does.
+    fn with_tls(text: &str) -> (tokio_postgres::Config, Tls) {
+        let mut config = parsed(text);
+        match Tls::resolve(&Default::default(), Default::default(), &mut config) {
+            Ok(tls) => (config, tls),
+            Err(e) => panic!("{text}: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_connection_the_store_makes_gets_the_keepalive_defaults() {
+        let (config, tls) = with_tls("host=direct");
+        let direct = DirectConnections { config, tls };
+        let statements = Statements::new("s", super::super::StatementKind::Prepared);
+        let settings = PoolSettings::default();
+        let connector = Connector::own(
+            with_tls("host=pool keepalives_idle=90"),
+            Some(direct),
+            &settings,
+            None,
+            statements,
+        )
+        .and_then(|c| c.with_replica(with_tls("host=replica"), &settings, Duration::ZERO));
+        let connector = match connector {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let own = connector.own.as_ref().map(|own| &own.config);
+        let pool = match &connector.pool {
+            Pools::Own(pool) => Some(pool.config()),
+            Pools::Caller(_) => None,
+        };
+        for config in [own, pool] {
+            let config = config.map(keepalives);
+            let given = (
+                true,
+                Duration::from_secs(90),
+                Some(KEEPALIVE_INTERVAL),
+                Some(KEEPALIVE_RETRIES),
+            );
+            assert_eq!(config, Some(given));
+        }
+        let defaults = (
+            true,
+            KEEPALIVE_IDLE,
+            Some(KEEPALIVE_INTERVAL),
+            Some(KEEPALIVE_RETRIES),
+        );
+        let direct = connector.own.as_ref().and_then(|own| own.direct.as_ref());
+        assert_eq!(direct.map(|d| keepalives(&d.config)), Some(defaults));
+        let replica = connector.replica(0).map(|r| &r.connector);
+        let replica_own = replica
+            .and_then(|r| r.own.as_ref())
+            .map(|o| keepalives(&o.config));
+        assert_eq!(replica_own, Some(defaults));
+        let replica_pool = replica.and_then(|r| match &r.pool {
+            Pools::Own(pool) => Some(keepalives(pool.config())),
+            Pools::Caller(_) => None,
+        });
+        assert_eq!(replica_pool, Some(defaults));
     }
 }

@@ -1,13 +1,28 @@
 //! The store's own pool: its settings (size, the time limits of waiting for and making a
-//! connection, the maximum lifetime of a connection, the hook run on every new connection:
+//! connection, the maximum lifetime of a connection, the idle time past which a
+//! connection is checked before reuse, the hook run on every new connection:
 //! [`AfterConnect`]) and the pool itself.
 //!
 //! A checkout takes a permit of a semaphore of the pool's size (a bounded wait, in
 //! arrival order) and the idle connection used last; a lease dropped gives its connection
-//! back (when it is still open) and then its permit. The connection is checked before
-//! reuse without a round trip: open, and within its lifetime. Each connection keeps its
-//! own prepared statements, keyed by the number of the store's statement text, so finding
-//! one hashes a number, not the text.
+//! back (when it is still open, noting when it went idle) and then its permit. An idle
+//! connection is reused when it is open and within its lifetime. One that sat idle longer
+//! than [`IDLE_CHECK_AFTER`] (or the builder's `pool_idle_check_after`) must first answer
+//! a round trip (a `Sync` message, the cheapest the protocol has) within a short time
+//! ([`CHECK_TIMEOUT`], the request timeout if shorter, or the builder's
+//! `pool_recycle_timeout`): a connection whose peer vanished without closing it (a
+//! failover, a partition, a flow a NAT or firewall forgot) looks open, and a request
+//! written to it would wait out the whole request timeout, a save ending as
+//! `OutcomeUnknown` though the server never saw it. A connection that fails its check is
+//! closed and the next one is tried; one that does not answer in time is cancelled and
+//! closed together with every connection idle longer than it (whatever silenced it
+//! silenced them too, and each would cost another wait). The checks and the making of a
+//! new connection share the create timeout, so a checkout stays bounded by the wait and
+//! create timeouts. A connection used again within the threshold costs no round trip and
+//! no more than one reading of the clock at the checkout and one when it is given back.
+//!
+//! Each connection keeps its own prepared statements, keyed by the number of the store's
+//! statement text, so finding one hashes a number, not the text.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +33,9 @@ use marten_core::{DatabaseError, Error, Result};
 use rustc_hash::FxHashMap;
 use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_postgres::{Client, Statement};
+use tracing::debug;
 
+use super::cancel::{cancel_then_drop, CancelRequest};
 use super::tls::{connect_error, tracked, Tls};
 use crate::error_map::{map_db_error, Failed};
 
@@ -41,11 +58,15 @@ pub(crate) struct PoolSettings {
     pub(crate) wait: Duration,
     /// How long making a connection may take (`None`: as `wait`).
     pub(crate) create: Option<Duration>,
-    /// Kept from the builder (`pool_recycle_timeout`): the check before reuse makes no
-    /// round trip, so there is nothing for it to bound.
+    /// How long the check of a connection idle past `idle_check` waits for its answer
+    /// (the builder's `pool_recycle_timeout`; `None`: [`CHECK_TIMEOUT`], or the request
+    /// timeout when that is shorter).
     pub(crate) recycle: Option<Duration>,
     /// How long a connection is used before it is closed and replaced.
     pub(crate) max_lifetime: Option<Duration>,
+    /// A connection idle longer than this answers a round trip before it is reused
+    /// (`None`: never checked).
+    pub(crate) idle_check: Option<Duration>,
     /// Run on every new connection.
     pub(crate) after_connect: Option<AfterConnect>,
 }
@@ -58,10 +79,27 @@ impl Default for PoolSettings {
             create: None,
             recycle: None,
             max_lifetime: None,
+            idle_check: Some(IDLE_CHECK_AFTER),
             after_connect: None,
         }
     }
 }
+
+/// The default idle time past which a pooled connection is checked with a round trip
+/// before reuse. A pool used at least this often never checks; a connection idle longer
+/// pays one round trip, a small price against the time it sat unused. The silent deaths
+/// the check is for mostly strike idle connections (address translation and firewall
+/// flows forgotten after minutes, servers that end idle sessions), and a failover or a
+/// partition met by a connection idle longer is found in [`CHECK_TIMEOUT`] instead of the
+/// request timeout. It is also when the store's TCP keepalives start probing (see
+/// `connector.rs`), which close a connection whose peer is gone within about a minute of
+/// idleness.
+pub(crate) const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
+
+/// How long the check of an idle connection waits for its answer by default (the request
+/// timeout when that is shorter). An idle server process answers at once; a healthy
+/// network takes a round trip.
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PoolSettings {
     /// How long making a connection may take.
@@ -69,12 +107,33 @@ impl PoolSettings {
         self.create.unwrap_or(self.wait)
     }
 
-    /// A pool of connections made with `config` over `tls`.
-    pub(crate) fn build(&self, config: tokio_postgres::Config, tls: &Tls) -> OwnPool {
+    /// How long the check of an idle connection waits for its answer, for a store whose
+    /// requests wait at most `request_timeout`.
+    fn check_timeout(&self, request_timeout: Option<Duration>) -> Duration {
+        self.recycle.unwrap_or_else(|| {
+            request_timeout.map_or(CHECK_TIMEOUT, |limit| limit.min(CHECK_TIMEOUT))
+        })
+    }
+
+    /// Whether a checkout needs the time: to compare ages with the maximum lifetime or
+    /// idle times with the check's threshold.
+    fn reads_clock(&self) -> bool {
+        self.idle_check.is_some() || self.max_lifetime.is_some()
+    }
+
+    /// A pool of connections made with `config` over `tls`, for a store whose requests
+    /// wait at most `request_timeout` (which bounds the check of an idle connection).
+    pub(crate) fn build(
+        &self,
+        config: tokio_postgres::Config,
+        tls: &Tls,
+        request_timeout: Option<Duration>,
+    ) -> OwnPool {
         OwnPool {
             shared: Arc::new(Shared {
                 idle: Mutex::new(Vec::with_capacity(self.max_size)),
                 permits: Semaphore::new(self.max_size.min(Semaphore::MAX_PERMITS)),
+                check_timeout: self.check_timeout(request_timeout),
                 settings: self.clone(),
                 config,
                 tls: tls.clone(),
@@ -104,6 +163,8 @@ struct Shared {
     /// One permit per connection the pool may have out or idle; closed with the pool.
     permits: Semaphore,
     settings: PoolSettings,
+    /// How long the check of a connection idle past the threshold waits for its answer.
+    check_timeout: Duration,
     config: tokio_postgres::Config,
     tls: Tls,
 }
@@ -112,7 +173,19 @@ struct Shared {
 struct PoolConn {
     client: Client,
     made: Instant,
+    /// When it was last given back (kept up to date while the idle check is on).
+    idle_since: Instant,
     statements: Mutex<FxHashMap<u64, Statement>>,
+}
+
+/// What a checkout does with an idle connection.
+enum Fitness {
+    /// Hand it out.
+    Ready,
+    /// Close it: closed already, or past its lifetime.
+    Retire,
+    /// Idle past the threshold: hand it out once it answered a round trip.
+    Check,
 }
 
 /// The error of a checkout from a closed pool.
@@ -129,8 +202,9 @@ impl std::error::Error for Closed {}
 
 impl OwnPool {
     /// A connection: an idle one, or a new one while the pool has fewer than its size.
-    /// Waits at most the wait timeout for a permit ([`Error::PoolExhausted`]) and the
-    /// create timeout for a new connection and its after-connect hook ([`Error::Timeout`]).
+    /// Waits at most the wait timeout for a permit ([`Error::PoolExhausted`]), then at
+    /// most the create timeout for the checks of idle connections past the idle threshold
+    /// and a new connection with its after-connect hook ([`Error::Timeout`]).
     pub(crate) async fn get(&self) -> Result<Lease> {
         let shared = &self.shared;
         match shared.permits.try_acquire() {
@@ -159,14 +233,50 @@ impl OwnPool {
             conn: None,
             shared: shared.clone(),
         };
+        let settings = &shared.settings;
+        // One reading of the clock serves every idle connection looked at, and only when
+        // lifetimes or idle times are limited; it is read again only after a check.
+        let mut now = settings.reads_clock().then(Instant::now);
+        // What is left of the create timeout, which the checks and a new connection share.
+        let mut budget = settings.create_timeout();
         while let Some(conn) = shared.pop_idle() {
-            if conn.reusable(shared.settings.max_lifetime) {
-                lease.conn = Some(conn);
-                return Ok(lease);
+            match conn.fitness(now, settings) {
+                Fitness::Ready => {
+                    lease.conn = Some(conn);
+                    return Ok(lease);
+                }
+                Fitness::Retire => {
+                    debug!("closing a pooled connection that is closed or past its lifetime");
+                    drop(conn);
+                }
+                Fitness::Check => {
+                    let started = now.unwrap_or_else(Instant::now);
+                    let checked = shared.check(conn, budget).await;
+                    let after = Instant::now();
+                    budget = budget.saturating_sub(after.saturating_duration_since(started));
+                    now = Some(after);
+                    if let Some(conn) = checked {
+                        lease.conn = Some(conn);
+                        return Ok(lease);
+                    }
+                }
             }
         }
-        lease.conn = Some(shared.connect().await?);
+        if budget.is_zero() {
+            return Err(Error::Timeout {
+                what: "a database connection (the checks of idle connections took the \
+                       create timeout)"
+                    .to_owned(),
+            });
+        }
+        lease.conn = Some(shared.connect(budget).await?);
         Ok(lease)
+    }
+
+    /// The settings its connections are made with.
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.shared.config
     }
 
     /// Closes the pool: idle connections are dropped (closing them), leases out close
@@ -187,9 +297,46 @@ impl Shared {
         self.idle().pop()
     }
 
-    /// A new connection, its after-connect hook run, within the create timeout.
-    async fn connect(&self) -> Result<PoolConn> {
-        let limit = self.settings.create_timeout();
+    /// `conn`, idle past the threshold, if it answers a round trip within the check
+    /// timeout (and `budget`). One that fails is closed; one that does not answer in time
+    /// is cancelled and closed, and so is every connection that went idle before it.
+    async fn check(&self, conn: PoolConn, budget: Duration) -> Option<PoolConn> {
+        let wait = self.check_timeout.min(budget);
+        let answered = tokio::time::timeout(wait, conn.client.check_connection()).await;
+        match answered {
+            Ok(Ok(())) => return Some(conn),
+            Ok(Err(e)) => {
+                debug!(error = %e, "closing an idle pooled connection that failed its check");
+                return None;
+            }
+            Err(_) => {}
+        }
+        let since = conn.idle_since;
+        debug!(
+            waited = ?wait,
+            "closing an idle pooled connection that did not answer its check in time"
+        );
+        let cancel = CancelRequest::new(conn.client.cancel_token(), Some(&self.tls));
+        cancel_then_drop(cancel, conn);
+        // Idle at least as long: whatever silenced the one checked (a partition, a
+        // failover) silenced them too, and each would cost another wait.
+        let older: Vec<PoolConn> = self
+            .idle()
+            .extract_if(.., |c| c.idle_since <= since)
+            .collect();
+        if !older.is_empty() {
+            debug!(
+                count = older.len(),
+                "closing the pooled connections idle longer than one that did not answer"
+            );
+        }
+        drop(older);
+        None
+    }
+
+    /// A new connection, its after-connect hook run, within `limit` (the create timeout,
+    /// or what the checks of idle connections left of it).
+    async fn connect(&self, limit: Duration) -> Result<PoolConn> {
         let made = tokio::time::timeout(limit, async {
             let client = match tracked(self.tls.connect(&self.config)).await {
                 (Ok(client), _) => client,
@@ -204,11 +351,16 @@ impl Shared {
         })
         .await;
         match made {
-            Ok(client) => Ok(PoolConn {
-                client: client?,
-                made: Instant::now(),
-                statements: Mutex::default(),
-            }),
+            Ok(client) => {
+                let client = client?;
+                let made = Instant::now();
+                Ok(PoolConn {
+                    client,
+                    made,
+                    idle_since: made,
+                    statements: Mutex::default(),
+                })
+            }
             Err(_) => Err(Error::Timeout {
                 what: "a new database connection".to_owned(),
             }),
@@ -225,9 +377,25 @@ fn closed() -> Error {
 }
 
 impl PoolConn {
-    /// Whether the connection may be used again: open, and younger than `max_lifetime`.
-    fn reusable(&self, max_lifetime: Option<Duration>) -> bool {
-        !self.client.is_closed() && max_lifetime.is_none_or(|max| self.made.elapsed() < max)
+    /// Whether the connection may be handed out at `now` (`None`: neither lifetimes nor
+    /// idle times are limited): open, younger than the maximum lifetime, and idle no
+    /// longer than the check's threshold (else it is checked first).
+    fn fitness(&self, now: Option<Instant>, settings: &PoolSettings) -> Fitness {
+        if self.client.is_closed() {
+            return Fitness::Retire;
+        }
+        let Some(now) = now else {
+            return Fitness::Ready;
+        };
+        let age = now.saturating_duration_since(self.made);
+        if settings.max_lifetime.is_some_and(|max| age >= max) {
+            return Fitness::Retire;
+        }
+        let idle = now.saturating_duration_since(self.idle_since);
+        if settings.idle_check.is_some_and(|after| idle > after) {
+            return Fitness::Check;
+        }
+        Fitness::Ready
     }
 }
 
@@ -297,8 +465,11 @@ impl PoolConn {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if !conn.client.is_closed() {
+                if self.shared.settings.idle_check.is_some() {
+                    conn.idle_since = Instant::now();
+                }
                 // Checked under the lock `close` drains with: a connection given back while
                 // the pool closes is either drained or dropped here, never left idle.
                 let mut idle = self.shared.idle();

@@ -117,6 +117,33 @@ impl DocumentStoreBuilder {
         self
     }
 
+    /// How long a pooled connection may sit idle before it must answer a round trip to
+    /// be handed out again (default 30 s; `None`: never checked).
+    ///
+    /// A connection whose server or network went away without closing it (a failover, a
+    /// partition, a flow a NAT or firewall dropped) still looks open; a request written
+    /// to it waits out the whole [`request_timeout`](Self::request_timeout), and a save
+    /// ends as [`Error::OutcomeUnknown`] though the server never saw it. A connection
+    /// idle longer than `after` is sent a `Sync` message first: one that fails is closed,
+    /// one that does not answer within the
+    /// [`pool_recycle_timeout`](Self::pool_recycle_timeout) (default 5 s, or the
+    /// request timeout if shorter) is cancelled and closed together with the connections
+    /// idle longer than it, and the next idle one, or a new one, is tried; the checks and
+    /// making a new connection share the create timeout.
+    ///
+    /// Cost: one round trip for a checkout that finds its connection idle past `after`,
+    /// none for one used again sooner (a pool in steady use never pays it); every
+    /// checkout reads the clock when the connection is handed out and when it is given
+    /// back. Lower it to find a failover sooner after quieter spells, at one round trip
+    /// per checkout after that much idleness (HikariCP checks past 500 ms;
+    /// `Some(Duration::ZERO)` checks every reuse, as sqlx does by default). Not with a
+    /// caller's [`pool`](Self::pool), whose recycling method decides.
+    pub fn pool_idle_check_after(mut self, after: Option<Duration>) -> Self {
+        self.connection.pool.idle_check = after;
+        self.connection.pool_set = true;
+        self
+    }
+
     /// Registers a document type: its table is created or checked by `build`.
     pub fn document<D: PgDocument>(mut self) -> Self {
         let type_id = TypeId::of::<D>();

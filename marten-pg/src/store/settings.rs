@@ -108,9 +108,9 @@ impl DocumentStoreBuilder {
         self
     }
 
-    /// Accepted for settings written for a pool that checks an idle connection with a
-    /// round trip before reuse. The store's pool checks without one (is the connection
-    /// still open, within its lifetime), so nothing waits and this limit bounds nothing.
+    /// How long the check of a pooled connection idle past `pool_idle_check_after` waits
+    /// for its answer before the connection is cancelled and closed (default 5 s, or the
+    /// request timeout if shorter).
     pub fn pool_recycle_timeout(mut self, timeout: Duration) -> Self {
         self.connection.pool.recycle = Some(timeout);
         self.connection.pool_set = true;
