@@ -19,7 +19,8 @@
 //! silenced them too, and each would cost another wait). The checks and the making of a
 //! new connection share the create timeout, so a checkout stays bounded by the wait and
 //! create timeouts. A connection used again within the threshold costs no round trip and
-//! no more than one reading of the clock at the checkout and one when it is given back.
+//! no more than one reading of the clock, at the checkout; its idle time is counted from
+//! there, so a connection held longer than the threshold is checked at its next checkout.
 //!
 //! Each connection keeps its own prepared statements, keyed by the number of the store's
 //! statement text, so finding one hashes a number, not the text.
@@ -173,7 +174,8 @@ struct Shared {
 struct PoolConn {
     client: Client,
     made: Instant,
-    /// When it was last given back (kept up to date while the idle check is on).
+    /// When it was last handed out (or made), kept while the pool reads the clock: its idle
+    /// time is counted from there.
     idle_since: Instant,
     statements: Mutex<FxHashMap<u64, Statement>>,
 }
@@ -242,7 +244,7 @@ impl OwnPool {
         while let Some(conn) = shared.pop_idle() {
             match conn.fitness(now, settings) {
                 Fitness::Ready => {
-                    lease.conn = Some(conn);
+                    lease.conn = Some(stamped(conn, now));
                     return Ok(lease);
                 }
                 Fitness::Retire => {
@@ -256,7 +258,7 @@ impl OwnPool {
                     budget = budget.saturating_sub(after.saturating_duration_since(started));
                     now = Some(after);
                     if let Some(conn) = checked {
-                        lease.conn = Some(conn);
+                        lease.conn = Some(stamped(conn, now));
                         return Ok(lease);
                     }
                 }
@@ -455,6 +457,16 @@ impl Lease {
     }
 }
 
+/// `conn` handed out at `now` (when the pool reads the clock): its idle time is counted
+/// from its checkout, so giving it back reads no clock (a connection held past the idle
+/// threshold is checked once more than needed at its next checkout).
+fn stamped(mut conn: PoolConn, now: Option<Instant>) -> PoolConn {
+    if let Some(now) = now {
+        conn.idle_since = now;
+    }
+    conn
+}
+
 impl PoolConn {
     fn cache(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Statement>> {
         self.statements
@@ -465,11 +477,8 @@ impl PoolConn {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take() {
             if !conn.client.is_closed() {
-                if self.shared.settings.idle_check.is_some() {
-                    conn.idle_since = Instant::now();
-                }
                 // Checked under the lock `close` drains with: a connection given back while
                 // the pool closes is either drained or dropped here, never left idle.
                 let mut idle = self.shared.idle();

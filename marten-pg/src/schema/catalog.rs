@@ -191,6 +191,13 @@ impl Catalog {
         self.ensure_erased(type_id, migrate).await
     }
 
+    /// Whether schema work takes its connection out of the caller's pool a session may
+    /// hold one of (see [`ensure_for`](Self::ensure_for)); with the store's own pool it
+    /// does not, and a session need not make sure of anything before its request.
+    pub(crate) fn shares_callers_pool(&self) -> bool {
+        !self.connector.makes_connections()
+    }
+
     /// Records types whose objects were made sure of.
     pub(crate) fn mark_ensured(&self, types: impl IntoIterator<Item = TypeId>) {
         if let Ok(mut set) = self.ensured.write() {

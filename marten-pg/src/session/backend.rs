@@ -184,10 +184,14 @@ async fn ensure_for<D: PgDocument>(store: &DocumentStore, conn: &mut Conn) -> Re
 }
 
 /// Makes sure of the tables of the session's queued writes before the save takes its
-/// connection (see [`Catalog::ensure_for`]); the unit of work checks them again, with
-/// those of the operations the save derives.
+/// connection, over a caller's pool (see [`Catalog::ensure_for`]); the unit of work
+/// checks them again, with those of the operations the save derives (the only check with
+/// the store's own pool).
 async fn ensure_queued(store: &DocumentStore, conn: &mut Conn, queue: &UnitOfWork) -> Result<()> {
     let catalog: &Catalog = store.catalog();
+    if !catalog.shares_callers_pool() {
+        return Ok(());
+    }
     let missing: Vec<_> = (queue.user.operations())
         .map(|op| op.target().schema)
         .filter(|(type_id, _)| !catalog.is_ensured(*type_id))

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::connection::{timed_out, within, Conn, Db};
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
-use crate::tables::qualify::words;
+use crate::tables::qualify::{quoted_names, words};
 
 /// Statements that begin or end a transaction or a savepoint (`COMMIT PREPARED` and
 /// `ROLLBACK PREPARED` aside, and with `PREPARE TRANSACTION`): refused.
@@ -45,20 +45,22 @@ const DATA: &[&str] = &[
     "DELETE", "EXPLAIN", "INSERT", "MERGE", "SELECT", "SHOW", "TABLE", "UPDATE", "VALUES", "WITH",
 ];
 
-/// Words that in a data statement may leave session state: the session-level advisory
-/// locks, `set_config` (which may set a setting for the session), `SELECT ... INTO
-/// TEMP`, dblink's connections.
+/// Functions that in a data statement may leave session state: the session-level
+/// advisory locks, `set_config` (which may set a setting for the session), dblink's
+/// connections. Named plainly or quoted (`"pg_advisory_lock"(1)`).
 const SESSION_WORDS: &[&str] = &[
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
     "pg_try_advisory_lock_shared",
     "set_config",
-    "temp",
-    "temporary",
     "dblink_connect",
     "dblink_connect_u",
 ];
+
+/// Words that after `INTO` make a data statement create a temporary table (`SELECT ...
+/// INTO TEMP t`); elsewhere they may be a column's name.
+const TEMPORARY: &[&str] = &["temp", "temporary"];
 
 /// Why a transaction-control statement is refused.
 const TRANSACTION_REASON: &str = "begins or ends a transaction, which raw SQL cannot: each \
@@ -106,10 +108,26 @@ fn aftermath(sql: &str) -> Result<Aftermath> {
             reason: TRANSACTION_REASON,
         });
     }
-    if is(first, DATA) && !words.any(|w| is(w, SESSION_WORDS)) {
+    if is(first, DATA) && !names_session_state(sql) {
         return Ok(Aftermath::Nothing);
     }
     Ok(Aftermath::Session)
+}
+
+/// Whether the data statement `sql` calls one of [`SESSION_WORDS`] (by a plain or a
+/// quoted name; a name written with Unicode escapes counts, as it cannot be read here)
+/// or selects `INTO TEMP`.
+fn names_session_state(sql: &str) -> bool {
+    let is = |word: &str, list: &[&str]| list.iter().any(|k| word.eq_ignore_ascii_case(k));
+    let mut previous = "";
+    for word in words(sql) {
+        if is(word, SESSION_WORDS) || (previous.eq_ignore_ascii_case("INTO") && is(word, TEMPORARY))
+        {
+            return true;
+        }
+        previous = word;
+    }
+    quoted_names(sql).any(|name| name.is_none_or(|n| SESSION_WORDS.contains(&n.as_str())))
 }
 
 impl DocumentStore {
@@ -130,7 +148,8 @@ impl DocumentStore {
     ///   `WITH`, `VALUES`, `TABLE`, `SHOW` and `EXPLAIN` (so `SET`, `LISTEN`, `PREPARE`,
     ///   `DECLARE`, `CREATE TEMP TABLE`, `DO`, `CALL`, DDL), and those naming a
     ///   session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
-    ///   `_shared` forms), `set_config`, `TEMP`/`TEMPORARY` or `dblink_connect`. A
+    ///   `_shared` forms), `set_config` or `dblink_connect` (plainly or quoted, or any
+    ///   `U&"..."` name), or selecting `INTO TEMP`. A
     ///   function of your own that changes its session is not seen: set what every
     ///   connection needs in the builder's `after_connect`.
     pub async fn sql_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
@@ -218,6 +237,9 @@ mod tests {
             "UPDATE t SET a = 'pg_advisory_lock(1)'",
             "DELETE FROM t WHERE id = $1 -- set_config",
             "SELECT pg_advisory_xact_lock(1)",
+            "SELECT temp, temporary FROM readings",
+            "SELECT \"temp\" INTO t2 FROM readings",
+            "SELECT \"Pg_Advisory_Lock\"(1)",
             "",
             "-- nothing",
         ] {
@@ -228,6 +250,10 @@ mod tests {
             "select PG_TRY_ADVISORY_LOCK_SHARED($1)",
             "SELECT pg_catalog.set_config('statement_timeout', '1', false)",
             "SELECT * INTO TEMP t FROM x",
+            "select * into temporary t from x",
+            "SELECT \"pg_advisory_lock\"(42)",
+            "SELECT pg_catalog.\"set_config\"('search_path', 'x', false)",
+            "SELECT U&\"pg\\0061dvisory_lock\"(42)",
             "SET statement_timeout = 1",
             "LISTEN x",
             "PREPARE p AS SELECT 1",

@@ -135,6 +135,32 @@ pub(crate) fn words(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The quoted names of `sql` (`"..."`, unescaped: `""` is `"`), in order, outside
+/// literals and comments; `None` for one written with Unicode escapes (`U&"..."`), whose
+/// name the text does not spell.
+pub(crate) fn quoted_names(sql: &str) -> impl Iterator<Item = Option<String>> + '_ {
+    let mut i = 0;
+    let mut after_ampersand = false;
+    std::iter::from_fn(move || {
+        while i < sql.len() {
+            let (token, end) = token(sql, i);
+            let start = std::mem::replace(&mut i, end);
+            let escaped = std::mem::replace(&mut after_ampersand, token == Token::Byte(b'&'));
+            if token != Token::Opaque || !sql[start..].starts_with('"') {
+                continue;
+            }
+            if escaped {
+                return Some(None);
+            }
+            let inner = sql
+                .get(start + 1..end.saturating_sub(1))
+                .unwrap_or_default();
+            return Some(Some(inner.replace("\"\"", "\"")));
+        }
+        None
+    })
+}
+
 /// A token of statement text, split the way PostgreSQL's lexer splits it as far as the
 /// scans here need: they must agree with the server on where every literal, quoted name
 /// and comment ends, or a `;` one takes for text and the other for the end of a
