@@ -1035,3 +1035,43 @@ async fn the_idle_check_is_answered_behind_pgbouncer() {
     );
     store.close();
 }
+
+/// An event of the test below.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct Rang {
+    n: i64,
+}
+
+/// A store that makes its tables on first use, over a caller's pool of one connection:
+/// a session holding that connection (it loaded a document) reads a stream, whose event
+/// tables are made on a connection of the same pool: the session sets its own aside first
+/// instead of waiting for itself.
+#[tokio::test]
+async fn a_first_event_read_in_a_session_holding_the_only_connection_of_a_callers_pool() {
+    let schema = TestSchema::new("caller_first_event_read");
+    let store = ok(DocumentStore::builder()
+        .pool(unbounded_caller_pool(&schema, true))
+        .schema(schema.name())
+        .request_timeout(Some(Duration::from_secs(2)))
+        .apply_schema_at_build(false)
+        .document::<Item>()
+        .event::<Rang>()
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let reading = async {
+        let mut s = store.lightweight_session();
+        let item: Option<Item> = s.load(&1).await?;
+        assert_eq!(item, None);
+        let events = s.events().fetch_stream(stream).await?;
+        assert!(events.is_empty());
+        s.events().append(stream, [Rang { n: 1 }])?;
+        s.save_changes().await?;
+        s.events().fetch_stream(stream).await
+    };
+    let events = match tokio::time::timeout(Duration::from_secs(20), reading).await {
+        Ok(read) => ok(read),
+        Err(_) => panic!("a session's first event read waited for its own connection"),
+    };
+    assert_eq!(events.len(), 1);
+}

@@ -18,13 +18,22 @@ use crate::store::DocumentStore;
 use crate::stream_key::StreamKey;
 
 impl<K: Tracking> Events<'_, K> {
-    /// Runs `f` with the store on the session's connection.
+    /// Runs `f` with the store on the session's connection. Over a caller's pool the
+    /// event tables are made sure of first, with the session's connection set aside (see
+    /// [`crate::schema::Catalog::ensure_for`]), so a first read never waits for the
+    /// connection the session holds.
     async fn on_connection<T>(
         &mut self,
         f: impl AsyncFnOnce(&DocumentStore, Db<'_>) -> Result<T>,
     ) -> Result<T> {
         let s = self.session.parts_mut();
         let store = &s.store;
+        if store.catalog().shares_callers_pool() {
+            let (type_id, migrate) = store.events().tables();
+            store
+                .ensure_erased_in(&mut s.conn, type_id, migrate)
+                .await?;
+        }
         s.conn.run(store, async |c| f(store, c).await).await
     }
 
