@@ -717,6 +717,29 @@ struct Home {
     zip: i64,
 }
 
+/// The plan of `sql` with its parameters replaced by the literals of `literals` (in
+/// order, `$1` first), sequential scans turned off on `raw`: whether an index *can*
+/// serve the rendered condition, not the planner's cost choice.
+async fn plan_without_seqscan(
+    raw: &marten::tokio_postgres::Client,
+    sql: &str,
+    literals: &[&str],
+) -> Vec<String> {
+    raw.batch_execute("SET enable_seqscan = off")
+        .await
+        .expect("turn off sequential scans");
+    let mut text = sql.to_owned();
+    for (i, literal) in literals.iter().enumerate().rev() {
+        text = text.replace(&format!("${}::", i + 1), &format!("{literal}::"));
+    }
+    raw.query(&format!("EXPLAIN {text}"), &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[derive(Queryable, Serialize, Deserialize, Clone, Debug)]
 struct Labels {
     names: Vec<String>,
@@ -756,23 +779,8 @@ async fn contains_uses_the_gin_index_and_keeps_its_meaning() {
     let found = ok(q.to_list().await);
     assert_eq!(found.len(), 20);
     assert!(found.iter().all(|d| d.tags.contains(&"t42".to_owned())));
-    raw.batch_execute("SET enable_seqscan = off")
-        .await
-        .expect("turn off sequential scans");
-    let explain: Vec<String> = raw
-        .query(
-            &format!(
-                "EXPLAIN {}",
-                sql.replace("$1::jsonb", "'{\"tags\":[\"t42\"]}'::jsonb")
-                    .replace("$2::jsonb", "'[\"t42\"]'::jsonb")
-            ),
-            &[],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let explain =
+        plan_without_seqscan(&raw, &sql, &["'{\"tags\":[\"t42\"]}'", "'[\"t42\"]'"]).await;
     assert!(
         explain.iter().any(|l| l.contains("mt_doc_parcel_gin")),
         "contains uses the GIN index: {sql}\n{explain:#?}"
@@ -830,23 +838,8 @@ async fn equalities_use_the_gin_index_and_keep_their_meaning() {
     // Whether the index *can* serve the rendered condition, not the planner's cost choice:
     // the containment estimate comes from a jsonb histogram whose entries depend on the
     // random ids, and with an estimate of 101 rows a sequential scan was once cheaper.
-    raw.batch_execute("SET enable_seqscan = off")
-        .await
-        .expect("turn off sequential scans");
-    let explain: Vec<String> = raw
-        .query(
-            &format!(
-                "EXPLAIN {}",
-                sql.replace("$1::jsonb", "'{\"address\":{\"city\":\"c42\"}}'::jsonb")
-                    .replace("$2::text", "'c42'::text")
-            ),
-            &[],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let explain =
+        plan_without_seqscan(&raw, &sql, &["'{\"address\":{\"city\":\"c42\"}}'", "'c42'"]).await;
     assert!(
         explain.iter().any(|l| l.contains("mt_doc_subscriber_gin")),
         "the equality uses the GIN index: {explain:#?}"
