@@ -7,17 +7,19 @@
 //! projection keeps going on a pool of one) and stops waiting when the daemon stops;
 //! projected writes the database refuses at commit (a unique index, a CHECK constraint)
 //! meet the poison policy on the event whose writes they are, instead of a retry for
-//! ever.
+//! ever; the runs of a refused batch committed to find the event fold nothing of the
+//! batch's later events on account of one dead-lettered later (its blame is not put on
+//! an earlier event, and a search interrupted after a run loses no dead letter).
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::tally::Added;
 use common::{builder, builder_on, ok};
-use marten::daemon::{Daemon, DaemonOptions, PoisonPolicy};
+use marten::daemon::{Daemon, DaemonHooks, DaemonOptions, PoisonPolicy};
 use marten::prelude::*;
 use marten::{ApplyError, EventProjection, ProjectedOps};
 use serde::{Deserialize, Serialize};
@@ -739,6 +741,269 @@ async fn a_check_constraint_the_projected_writes_break_meets_the_poison_policy()
                 assert_eq!(row.get::<_, i32>(3), 1, "no retries");
             }
         }
+    })
+    .await;
+}
+
+/// Adds the CHECK constraint that forbids a negative `amount` to the table of `table`
+/// (made by a daemon that projects one event of `stream` first).
+async fn forbid_negative(
+    schema: &marten_testing::TestSchema,
+    store: &DocumentStore,
+    table: &str,
+    stream: Uuid,
+) {
+    append(store, stream, Moved { amount: 1 }).await;
+    let daemon = Daemon::start(store, options(0, PoisonPolicy::DeadLetter));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+    ok(daemon.stop().await);
+    let sql = format!(
+        "ALTER TABLE {table} ADD CONSTRAINT not_negative CHECK ((data->>'amount')::bigint >= 0)"
+    );
+    schema
+        .raw_client()
+        .await
+        .execute(sql.as_str(), &[])
+        .await
+        .expect("add the constraint");
+}
+
+/// A refused batch whose stream has a later event dead-lettered (undecodable, met when
+/// the batch reads the hole it leaves) and an earlier one the CHECK constraint refuses:
+/// `+5, -10, (undecodable), +1`. The search's run of the first event alone must not read
+/// the stream up to the undecodable event and fold the second (which would put the
+/// refusal of `5 - 10` on the first event): the first and last events are folded
+/// (`5 + 1`), the second and third dead-lettered, and the document records the fourth
+/// version.
+#[tokio::test]
+async fn a_run_of_a_refused_batch_does_not_fold_the_events_after_it() {
+    bounded("a run folds only its own events", async {
+        let (schema, b) = builder("poison_run_own_events");
+        let store = ok(b.projection::<Balance>(Lifecycle::Async).build().await);
+        forbid_negative(&schema, &store, "mt_doc_balance", Uuid::now_v7()).await;
+        let stream = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        let moves = [5, -10, 1, 1].map(|amount| Moved { amount });
+        ok(s.events().append(stream, moves));
+        ok(s.save_changes().await);
+        let corrupt: i64 = schema
+            .raw_client()
+            .await
+            .query_one(
+                "UPDATE mt_events SET data = '{\"amount\": \"x\"}' \
+                 WHERE stream_id = $1 AND version = 3 RETURNING seq_id",
+                &[&stream],
+            )
+            .await
+            .expect("corrupt version 3")
+            .get(0);
+        let refused = sequence_of(&schema, stream, 2).await;
+
+        let daemon = Daemon::start(&store, options(0, PoisonPolicy::DeadLetter));
+        ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+        ok(daemon.stop().await);
+        let doc = ok(store.query_session().load::<Balance>(&stream).await).expect("projected");
+        assert_eq!(
+            (doc.amount, doc.version),
+            (6, 4),
+            "the first and last events folded"
+        );
+        let mut letters = dead_letters(&schema).await;
+        letters.sort_by_key(|(_, seq)| *seq);
+        let expected = [(stream.to_string(), refused), (stream.to_string(), corrupt)];
+        assert_eq!(
+            letters, expected,
+            "the refused and the undecodable event, once each"
+        );
+    })
+    .await;
+}
+
+/// A balance as [`Balance`], whose `Boom` fails.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Ledger {
+    id: Uuid,
+    version: i64,
+    amount: i64,
+}
+
+#[marten::apply]
+impl Ledger {
+    fn apply(&mut self, e: &Moved) {
+        self.amount += e.amount;
+    }
+    fn apply_boom(&mut self, _e: &Boom) -> Result<(), String> {
+        Err("boom".into())
+    }
+}
+
+/// Holds the runner in `after_commit` at its `nth` commit until the test lets it go.
+struct PauseAfterCommit {
+    /// Commits left before the pause (0: none).
+    left: Mutex<usize>,
+    paused: Mutex<mpsc::Sender<()>>,
+    resume: Mutex<mpsc::Receiver<()>>,
+}
+
+impl PauseAfterCommit {
+    /// The hooks, the receiver told when the runner paused and the sender that lets it
+    /// go on.
+    fn at(nth: usize) -> (Arc<Self>, mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (paused_tx, paused_rx) = mpsc::channel();
+        let (resume_tx, resume_rx) = mpsc::channel();
+        let hooks = Arc::new(PauseAfterCommit {
+            left: Mutex::new(nth),
+            paused: Mutex::new(paused_tx),
+            resume: Mutex::new(resume_rx),
+        });
+        (hooks, paused_rx, resume_tx)
+    }
+}
+
+impl DaemonHooks for PauseAfterCommit {
+    fn after_commit(&self, _projection: &str, _sequences: &[i64]) {
+        let pause = match self.left.lock() {
+            Ok(mut left) if *left > 0 => {
+                *left -= 1;
+                *left == 0
+            }
+            _ => false,
+        };
+        if pause {
+            if let Ok(tx) = self.paused.lock() {
+                let _ = tx.send(());
+            }
+            tokio::task::block_in_place(|| {
+                if let Ok(rx) = self.resume.lock() {
+                    let _ = rx.recv_timeout(Duration::from_secs(10));
+                }
+            });
+        }
+    }
+}
+
+/// Runs the daemon on `store` with `hooks` until its runner has paused in them, stops it
+/// there (the stop is asked for before the runner goes on, so the search of a refused
+/// batch ends right after the commit it paused at), then runs a daemon without hooks
+/// until it has caught up.
+async fn interrupt_after(
+    store: &DocumentStore,
+    (hooks, paused, resume): (Arc<PauseAfterCommit>, mpsc::Receiver<()>, mpsc::Sender<()>),
+) {
+    let paused_options = DaemonOptions {
+        hooks,
+        ..options(0, PoisonPolicy::DeadLetter)
+    };
+    let daemon = Daemon::start(store, paused_options);
+    tokio::task::spawn_blocking(move || paused.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the runner paused after a commit");
+    let stopping = tokio::spawn(daemon.stop());
+    // The stop is sent when `stopping` first runs; the runner is let go after that.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    resume.send(()).expect("resume");
+    ok(stopping.await.expect("join"));
+    let daemon = Daemon::start(store, options(0, PoisonPolicy::DeadLetter));
+    ok(daemon.wait_for_non_stale(Duration::from_secs(5)).await);
+    ok(daemon.stop().await);
+}
+
+/// A refused batch (stream T's only event the CHECK constraint refuses) after stream S's
+/// `+5, +1, Boom` (the failing apply dead-lettered while the batch is planned, its letter
+/// due with the run that reaches its place). The search's first run, S's first event,
+/// must not fold S's second on account of the dead-lettered third and record the
+/// document past both without the third's letter: the daemon stopped right after that
+/// run, the next one reads S's second and third events again, folds the one and
+/// dead-letters the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_interrupted_after_a_run_loses_no_dead_letter() {
+    bounded("a later dead letter kept", async {
+        let (schema, b) = builder("poison_run_interrupted");
+        let store = ok(b
+            .event::<Boom>()
+            .projection::<Ledger>(Lifecycle::Async)
+            .build()
+            .await);
+        forbid_negative(&schema, &store, "mt_doc_ledger", Uuid::now_v7()).await;
+        let (s_id, t_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut s = store.lightweight_session();
+        ok(s.events()
+            .append(s_id, [Moved { amount: 5 }, Moved { amount: 1 }]));
+        ok(s.events().append(s_id, [Boom {}]));
+        ok(s.events().append(t_id, [Moved { amount: -1 }]));
+        ok(s.save_changes().await);
+        let (boom, refused) = (
+            sequence_of(&schema, s_id, 3).await,
+            sequence_of(&schema, t_id, 1).await,
+        );
+
+        // The batch is refused whole; its first run (S's first event) commits and the
+        // daemon stops there.
+        interrupt_after(&store, PauseAfterCommit::at(1)).await;
+        let doc = ok(store.query_session().load::<Ledger>(&s_id).await).expect("projected");
+        assert_eq!(doc.amount, 6, "S's first two events folded");
+        let mut letters = dead_letters(&schema).await;
+        letters.sort_by_key(|(_, seq)| *seq);
+        let expected = [(s_id.to_string(), boom), (t_id.to_string(), refused)];
+        assert_eq!(letters, expected, "the failing apply and the refused event");
+    })
+    .await;
+}
+
+/// As above, with S's dead-lettered event after the batch's others in the page (its
+/// transaction is later) though its version is not S's last: `+5, +1, Boom, +1` and T's
+/// refused event, S's third last in the page. The search's run of S's fourth event reads
+/// the hole its stream leaves and passes over the third, which no later plan folds: its
+/// letter goes with that run, and the daemon stopped right after it loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_that_passes_over_a_later_dead_lettered_event_commits_its_letter() {
+    bounded("a passed-over dead letter kept", async {
+        let (schema, b) = builder("poison_run_passes_over");
+        let store = ok(b
+            .event::<Boom>()
+            .projection::<Ledger>(Lifecycle::Async)
+            .build()
+            .await);
+        forbid_negative(&schema, &store, "mt_doc_ledger", Uuid::now_v7()).await;
+        let (s_id, t_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut s = store.lightweight_session();
+        ok(s.events()
+            .append(s_id, [Moved { amount: 5 }, Moved { amount: 1 }]));
+        ok(s.events().append(s_id, [Boom {}]));
+        ok(s.events().append(s_id, [Moved { amount: 1 }]));
+        ok(s.events().append(t_id, [Moved { amount: -1 }]));
+        ok(s.save_changes().await);
+        // Every event but S's third goes before it in the page's order.
+        schema
+            .raw_client()
+            .await
+            .execute(
+                "UPDATE mt_events SET tx_id = (((SELECT tx_id FROM mt_events WHERE stream_id = $1 \
+                 AND version = 3)::text::bigint - 1)::text::xid8) \
+                 WHERE stream_id IN ($1, $2) AND NOT (stream_id = $1 AND version = 3)",
+                &[&s_id, &t_id],
+            )
+            .await
+            .expect("put S's third event last");
+        let (boom, refused) = (
+            sequence_of(&schema, s_id, 3).await,
+            sequence_of(&schema, t_id, 1).await,
+        );
+
+        // Refused whole; run S1 S2 commits, run S4 T1 is refused, run S4 commits (the
+        // second commit) and the daemon stops there.
+        interrupt_after(&store, PauseAfterCommit::at(2)).await;
+        let doc = ok(store.query_session().load::<Ledger>(&s_id).await).expect("projected");
+        assert_eq!(
+            (doc.amount, doc.version),
+            (7, 4),
+            "S's events but the third folded"
+        );
+        let mut letters = dead_letters(&schema).await;
+        letters.sort_by_key(|(_, seq)| *seq);
+        let expected = [(s_id.to_string(), boom), (t_id.to_string(), refused)];
+        assert_eq!(letters, expected, "the failing apply and the refused event");
     })
     .await;
 }

@@ -24,12 +24,14 @@
 //! A batch carries its dead letters as [`Letter`]s until a commit of it goes through: a
 //! commit consumes its operations, and one the database refuses for what the writes hold
 //! is sent again, or in parts (see `runner::refused`), each part with the letters of its
-//! own events.
+//! own events. The events it leaves out ([`LeftOut`]) are carried with their places in
+//! the page, so that a plan of a part of the batch counts as seen only those that are its
+//! own.
 //!
-//! Owns: the commit loop, the letters a batch carries. May use: the unit of work, the
-//! connection layer, the daemon's tables.
+//! Owns: the commit loop, the letters and left-out events a batch carries. May use: the
+//! unit of work, the connection layer, the daemon's tables.
 
-use marten_core::{Error, RejectionKind, Result, StreamId};
+use marten_core::{Error, EventEnvelope, RejectionKind, Result, StreamId};
 use tracing::debug;
 
 use super::progression::{Advance, BatchLock, DeadLetter};
@@ -97,6 +99,11 @@ impl Letter {
         self.at.is_none_or(|at| at <= to)
     }
 
+    /// Whether it is the letter of the event at `at` in the page.
+    pub(super) fn is_at(&self, at: Position) -> bool {
+        self.at == Some(at)
+    }
+
     /// The operation that records it.
     fn dead_letter(&self) -> DeadLetter {
         DeadLetter::new(
@@ -106,6 +113,45 @@ impl Letter {
             &self.stream,
             (self.error.clone(), self.attempts),
         )
+    }
+}
+
+/// An event a batch leaves out (dead-lettered) while it is planned: every plan of the
+/// batch passes over it (a read of a hole in its stream that meets it neither applies
+/// nor fails on it), and a plan counts its version as seen of its stream when the event
+/// is the planned events' own (see [`LeftOut::seen_by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LeftOut {
+    /// The event's stream.
+    pub(super) stream: StreamId,
+    /// Its version in its stream.
+    pub(super) version: i64,
+    /// The event's place in the page, as its [`Letter`]'s: `None` for one the batch did
+    /// not project itself (one an aggregate read to fill a hole in its stream).
+    pub(super) at: Option<Position>,
+}
+
+impl LeftOut {
+    /// Whether a plan of events that end at `to` in the page (`None`: they run to the
+    /// page's end) counts it as seen: an event of the page at or before `to`; one the
+    /// page did not place only with its end, since it may be the page's after `to`. A
+    /// plan that counted an event after its own end as seen would take its stream to
+    /// have been read up to it, fold the later events of the page between (a later run's)
+    /// and record the document past them.
+    pub(super) fn seen_by(&self, to: Option<Position>) -> bool {
+        match (self.at, to) {
+            (_, None) => true,
+            (Some(at), Some(to)) => at <= to,
+            (None, Some(_)) => false,
+        }
+    }
+}
+
+/// Where `event` is in the page's order.
+pub(super) fn place(event: &EventEnvelope) -> Position {
+    Position {
+        transaction_id: event.transaction_id,
+        sequence: event.sequence,
     }
 }
 

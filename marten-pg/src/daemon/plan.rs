@@ -12,6 +12,11 @@
 //! again, and the wait ends when the daemon stops (the batch is then given up, nothing of
 //! it committed). A batch whose commit the database refuses (see `runner::refused`) is
 //! planned again, whole or in parts, with the events already left out of it kept out.
+//! A plan of a part of a batch (a run of its first events, or a prefix while a failure
+//! is pinned) sees only the left-out events at or before its own end: the others (the
+//! page's later ones, and those the page did not place) it only passes over, so that it
+//! never folds the events of the page after its end on their account (see
+//! [`LeftOut::seen_by`]).
 //!
 //! Owns: carrying out the retries and the poison policy (the decision, retry after a
 //! backoff / dead-letter / stop, is [`marten_core::projection::poison`]'s, which failures
@@ -28,7 +33,7 @@ use marten_core::projection::runner::caused_by_data;
 use marten_core::{Error, EventEnvelope, Result, StreamId, WithSources};
 use tracing::warn;
 
-use super::commit::Letter;
+use super::commit::{place, LeftOut, Letter};
 use super::hooks::DaemonHooks;
 use super::runner::{idle, Runner};
 use crate::connection::Conn;
@@ -117,20 +122,36 @@ impl Runner {
     /// projection's data caused ([`caused_by_data`]) and applying the poison policy to an
     /// event that keeps failing: dead-lettered, it is removed from `events` (or, an
     /// event an aggregate read to fill a hole in its stream, left out of that read), its
-    /// stream and version added to `left_out` (the events of the batch that every read of
-    /// it leaves out, kept by the caller for every time it plans the batch) and its dead
-    /// letter to `letters`. `None` when the daemon stopped while the batch waited to be
+    /// stream, version and place added to `left_out` (the events of the batch that every
+    /// read of it leaves out, kept by the caller for every time it plans the batch) and
+    /// its dead letter to `letters`. `None` when the daemon stopped while the batch waited to be
     /// planned again. Between attempts `conn` holds no connection.
     pub(super) async fn plan(
         &mut self,
         conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
         letters: &mut Vec<Letter>,
-        left_out: &mut Vec<(StreamId, i64)>,
+        left_out: &mut Vec<LeftOut>,
+    ) -> Result<Option<OpList>> {
+        self.plan_run(conn, (events, None), letters, left_out).await
+    }
+
+    /// Plans `events` as [`Runner::plan`] does, for events that end at `to` in the page
+    /// (`None`: at its end; else they are a run of its first events, and a plan sees only
+    /// the left-out events at or before `to`, see [`LeftOut::seen_by`]).
+    pub(super) async fn plan_run(
+        &mut self,
+        conn: &mut Conn,
+        (events, to): (&mut Vec<EventEnvelope>, Option<Position>),
+        letters: &mut Vec<Letter>,
+        left_out: &mut Vec<LeftOut>,
     ) -> Result<Option<OpList>> {
         let name = self.projection.name();
         loop {
-            let error = match self.plan_once(conn, events, left_out).await {
+            let error = match self
+                .plan_once(conn, (events.as_slice(), to), left_out)
+                .await
+            {
                 Ok(ops) => return Ok(Some(ops)),
                 Err(e) if caused_by_data(&e) => e,
                 Err(e) => return Err(e),
@@ -150,13 +171,20 @@ impl Runner {
             }
             let failed = match FailedApply::of(error) {
                 Ok(failed) => failed,
-                Err(error) => self.pin(conn, events, left_out, error).await?,
+                Err(error) => {
+                    self.pin(conn, (events.as_slice(), to), left_out, error)
+                        .await?
+                }
             };
-            let sequence = self.poison(conn, events, left_out, &failed, action).await?;
-            left_out.push((failed.stream.clone(), failed.version));
+            let (sequence, at) = self.poison(conn, events, left_out, &failed, action).await?;
+            left_out.push(LeftOut {
+                stream: failed.stream.clone(),
+                version: failed.version,
+                at,
+            });
             letters.push(Letter::new(
                 (name, self.slot.tenant_column()),
-                sequence,
+                (sequence, at),
                 &failed.event_type,
                 &failed.stream,
                 (failed.message, self.failures),
@@ -184,12 +212,14 @@ impl Runner {
     /// each time, down to the shortest run that still fails; its failure is pinned on the
     /// last event of that run (or is the event an apply error of that run names). A
     /// failure of another kind on the way (the database's), or of a batch without
-    /// events, is returned.
+    /// events, is returned. `events` end at `to` in the page (`None`: at its end); each
+    /// shorter run ends at its last event, and sees only the left-out events up to it, so
+    /// that it folds nothing of the events after it on their account.
     async fn pin(
         &self,
         conn: &mut Conn,
-        events: &[EventEnvelope],
-        left_out: &[(StreamId, i64)],
+        (events, to): (&[EventEnvelope], Option<Position>),
+        left_out: &[LeftOut],
         mut error: Error,
     ) -> Result<FailedApply> {
         // Planning the first `works` events works; planning the first `fails` fails with
@@ -197,7 +227,11 @@ impl Runner {
         let (mut works, mut fails) = (0, events.len());
         while fails - works > 1 {
             let mid = works + (fails - works) / 2;
-            match self.plan_once(conn, &events[..mid], left_out).await {
+            let end = match mid.checked_sub(1).and_then(|last| events.get(last)) {
+                Some(last) if mid < events.len() => Some(place(last)),
+                _ => to,
+            };
+            match self.plan_once(conn, (&events[..mid], end), left_out).await {
                 Ok(_) => works = mid,
                 Err(e) if caused_by_data(&e) => {
                     fails = mid;
@@ -212,13 +246,25 @@ impl Runner {
         Ok(FailedApply::of(error).unwrap_or_else(|e| FailedApply::pinned(&e, event)))
     }
 
-    /// One attempt at planning the batch.
+    /// One attempt at planning `events`, which end at `to` in the page (`None`: at its
+    /// end): the left-out events it sees (see [`LeftOut::seen_by`]) count as seen, the
+    /// others are only passed over.
     async fn plan_once(
         &self,
         conn: &mut Conn,
-        events: &[EventEnvelope],
-        left_out: &[(StreamId, i64)],
+        (events, to): (&[EventEnvelope], Option<Position>),
+        left_out: &[LeftOut],
     ) -> Result<OpList> {
+        let (mut seen, mut passed_over) = (Vec::new(), Vec::new());
+        for l in left_out {
+            let entry = (l.stream.clone(), l.version);
+            if l.seen_by(to) {
+                seen.push(entry);
+            } else {
+                passed_over.push(entry);
+            }
+        }
+        let (left_out, passed_over) = (seen.as_slice(), passed_over.as_slice());
         let (store, projection) = (&self.store, &self.projection);
         let hooks = SlotHooks {
             hooks: &self.options.hooks,
@@ -236,6 +282,7 @@ impl Runner {
                 tenant,
                 shard,
                 left_out,
+                passed_over,
             };
             planning(projection.name(), projection.plan(batch)).await
         })
@@ -251,7 +298,7 @@ impl Runner {
         &self,
         conn: &mut Conn,
         events: &mut Vec<EventEnvelope>,
-        left_out: &[(StreamId, i64)],
+        left_out: &[LeftOut],
         failed: &FailedApply,
         action: FailureAction,
     ) -> Result<(i64, Option<Position>)> {
@@ -270,13 +317,12 @@ impl Runner {
             .position(|e| e.stream_id == *stream && e.version == version)
         {
             let bad = events.remove(bad);
-            let at = Position {
-                transaction_id: bad.transaction_id,
-                sequence: bad.sequence,
-            };
-            return Ok((bad.sequence, Some(at)));
+            return Ok((bad.sequence, Some(place(&bad))));
         }
-        if left_out.iter().any(|(s, v)| s == stream && *v == version) {
+        if left_out
+            .iter()
+            .any(|l| l.stream == *stream && l.version == version)
+        {
             return Err(Error::Configuration(format!(
                 "poison event of {stream} v{version} not in batch"
             )));

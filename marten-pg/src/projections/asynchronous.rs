@@ -82,6 +82,11 @@ pub(crate) struct Batch<'a> {
     /// Events of the batch left out of `events` while planning it (dead-lettered): an
     /// aggregate counts their versions as seen and never folds them.
     pub(crate) left_out: &'a [(StreamId, i64)],
+    /// Events left out that the batch did not see (when the daemon plans a run of a
+    /// page's first events, those of the page that may come after the run): an aggregate
+    /// never folds them when a read of a hole meets them, but does not count their
+    /// versions as seen (its document is not taken past them on their account).
+    pub(crate) passed_over: &'a [(StreamId, i64)],
 }
 
 /// A projection the daemon runs. Type-erased so a store can hold many.

@@ -9,8 +9,12 @@
 //! tenant) by an earlier batch, as a batch leaves out its own: the poison event a
 //! stream's later events bring back (the document stopped before it, or a poison first
 //! event left no document) is neither applied nor dead-lettered again, and the document
-//! skips its version. The dead letters of the holes' streams are read in the same round
-//! trip as their events (pipelined), and only when the daemon's runner names the
+//! skips its version. An event left out of the batch that the batch did not see (the
+//! daemon plans a run of a page's first events: the page's events after the run are not
+//! its own) is passed over the same way when a hole's read meets it, but its version
+//! does not count as seen: a run's document is never taken past its own events on
+//! account of a later one. The dead letters of the holes' streams are read in the same
+//! round trip as their events (pipelined), and only when the daemon's runner names the
 //! projection it plans for ([`planning`]).
 //!
 //! A hole's event of a type the aggregate handles that cannot be decoded (its stored
@@ -146,12 +150,11 @@ async fn fill_holes<A: Aggregate + PgDocument>(
         Err(_) => (fetch.await?, HashSet::new()),
     };
     // An event dead-lettered by an earlier batch, or left out of this one while it is
-    // planned, is neither applied nor met again.
+    // planned (seen by it or not), is neither applied nor met again.
     let passed = |stream: &StreamId, version: i64, sequence: i64| {
         dead.contains(&sequence)
-            || batch
-                .left_out
-                .iter()
+            || (batch.left_out.iter())
+                .chain(batch.passed_over)
                 .any(|(s, v)| s == stream && *v == version)
     };
     let RangeEvents { events, unreadable } = read;
@@ -230,7 +233,9 @@ async fn dead_lettered(
 }
 
 /// Every version of each stream the batch saw: its events of every type, and those left
-/// out of it.
+/// out of it that it saw (not those it only passes over: a later part of the page's,
+/// whose versions taken as seen would make the batch read and fold the events of that
+/// later part up to them).
 fn seen_versions(batch: Batch<'_>) -> HashMap<StreamId, Vec<i64>> {
     let mut seen: HashMap<StreamId, Vec<i64>> = HashMap::new();
     let events = batch.events.iter().map(|e| (&e.stream_id, e.version));

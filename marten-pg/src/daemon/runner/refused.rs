@@ -20,7 +20,13 @@
 //! position from where the runner stands (the end of the last run committed) to the
 //! run's last event (the page's end for the batch's last run): a run commits exactly
 //! once, or not at all. A run's letters are those of the events up to where it moves the
-//! position (and those of events the page did not place, with the first run). Failures
+//! position (and those of events the page did not place, with the first run, and those
+//! of later events its documents pass over, see `passed_letters`). A run is planned as
+//! a batch of its own: of the events left out so far it sees only those up to its end
+//! (a later one counted as seen would have its plan read the stream up to it and fold
+//! the page's events between, a later run's: the search would blame the run for them,
+//! and a run committed without the later event's letter would leave it neither applied
+//! nor recorded if the search were then interrupted). Failures
 //! that are not the data's (the connection's, a timeout, a conflict) end the search as
 //! the step's failure, which the runner retries a poll interval later from where the
 //! committed runs left it; a daemon that stops ends it between runs.
@@ -38,6 +44,8 @@
 //! a batch carries), progression (a run's progress update) and ownership files, the
 //! connection layer.
 
+use std::collections::HashMap;
+
 use marten_core::projection::poison::{on_failure, FailureAction};
 use marten_core::projection::runner::{commit_caused_by_data, Turn};
 use marten_core::{Error, EventEnvelope, Result, StreamId, WithSources};
@@ -45,7 +53,7 @@ use tracing::{debug, warn};
 
 use super::Runner;
 use crate::connection::Conn;
-use crate::daemon::commit::{commit, Committed, Letter};
+use crate::daemon::commit::{commit, place, Committed, LeftOut, Letter};
 use crate::daemon::ownership::Ownership;
 use crate::daemon::progression::Advance;
 use crate::events::Position;
@@ -58,8 +66,8 @@ pub(super) struct Refused {
     pub(super) events: Vec<EventEnvelope>,
     /// The letters of the events left out, not committed yet.
     pub(super) letters: Vec<Letter>,
-    /// The events every plan of the batch leaves out: (stream, version).
-    pub(super) left_out: Vec<(StreamId, i64)>,
+    /// The events every plan of the batch leaves out, with their places in the page.
+    pub(super) left_out: Vec<LeftOut>,
     /// Where the page ends: where the commit of the batch's last events moves the
     /// position.
     pub(super) end: Position,
@@ -75,14 +83,6 @@ enum Attempt {
     ProgressMoved,
     /// The daemon stopped while the run waited to be planned again.
     Stopped,
-}
-
-/// Where `event` is in the page's order.
-fn place(event: &EventEnvelope) -> Position {
-    Position {
-        transaction_id: event.transaction_id,
-        sequence: event.sequence,
-    }
 }
 
 impl Runner {
@@ -195,6 +195,13 @@ impl Runner {
     /// `own` stands to the run's last event (the page's end when the run is the rest of
     /// the batch). Events the plan dead-letters leave the batch. How it ended, and how
     /// many events the run held as planned; committed, the run is out of the batch.
+    ///
+    /// A run that is not the rest of the batch sees only the left-out events at or
+    /// before its end (see [`LeftOut::seen_by`]): those after it are a later run's, and
+    /// its plan neither folds them nor the page's events between on their account. A
+    /// left-out event after its end that its plan still passes over (a read of a hole
+    /// in its stream, up to a later version the run holds, meets it) has its letter go
+    /// with the run, whose documents are then past it (see [`passed_letters`]).
     async fn attempt(
         &mut self,
         own: &mut Ownership,
@@ -204,28 +211,42 @@ impl Runner {
     ) -> Result<(Attempt, usize)> {
         let len = batch.events.len();
         let take = if len == 0 { 0 } else { take.clamp(1, len) };
-        let to = match take.checked_sub(1).and_then(|last| batch.events.get(last)) {
-            Some(last) if take < len => place(last),
-            _ => batch.end,
+        // Where the run ends in the page; `None` for the rest of the batch.
+        let end = match take.checked_sub(1).and_then(|last| batch.events.get(last)) {
+            Some(last) if take < len => Some(place(last)),
+            _ => None,
         };
+        let to = end.unwrap_or(batch.end);
         let mut run: Vec<EventEnvelope> = batch.events[..take].to_vec();
+        let known = batch.left_out.len();
         let ops = if run.is_empty() {
             OpList::default()
         } else {
             let (letters, left_out) = (&mut batch.letters, &mut batch.left_out);
-            match self.plan(conn, &mut run, letters, left_out).await? {
+            match self
+                .plan_run(conn, (&mut run, end), letters, left_out)
+                .await?
+            {
                 Some(ops) => ops,
                 None => return Ok((Attempt::Stopped, 0)),
             }
         };
         let sequences: Vec<i64> = run.iter().map(|e| e.sequence).collect();
         let planned = run.len();
-        // The events the plan dead-lettered (their letters go with this run) are out.
-        batch.events.splice(..take, run);
-        let letters: Vec<Letter> = (batch.letters.iter())
-            .filter(|l| l.goes_with(to))
-            .cloned()
+        // Events the plan's reads of holes dead-lettered that are the batch's later ones
+        // leave the batch as the run's own do (every later plan passes over them).
+        let found: Vec<(&StreamId, i64)> = (batch.left_out[known..].iter())
+            .filter(|l| l.at.is_none())
+            .map(|l| (&l.stream, l.version))
             .collect();
+        let mut later = batch.events.split_off(take);
+        later.retain(|e| !found.contains(&(&e.stream_id, e.version)));
+        // The events the plan dead-lettered (their letters go with this run) are out.
+        batch.events = run;
+        batch.events.append(&mut later);
+        let early = passed_letters(&batch.events[..planned], &batch.left_out, end);
+        let goes = |l: &Letter| l.goes_with(to) || early.iter().any(|at| l.is_at(*at));
+        let letters: Vec<Letter> = batch.letters.iter().filter(|l| goes(l)).cloned().collect();
         let advance = Advance::new(self.slot.name(), own.position, to, own.epoch);
         let hooks = self.options.hooks.clone();
         hooks.before_commit(&self.hook_name, &sequences);
@@ -233,7 +254,7 @@ impl Runner {
             Ok(Committed::Yes) => {
                 hooks.after_commit(&self.hook_name, &sequences);
                 own.position = to;
-                batch.letters.retain(|l| !l.goes_with(to));
+                batch.letters.retain(|l| !goes(l));
                 batch.events.drain(..planned);
                 Ok((Attempt::Committed, planned))
             }
@@ -276,7 +297,11 @@ impl Runner {
                 message,
             });
         }
-        batch.left_out.push((bad.stream_id.clone(), bad.version));
+        batch.left_out.push(LeftOut {
+            stream: bad.stream_id.clone(),
+            version: bad.version,
+            at: Some(place(&bad)),
+        });
         batch.letters.push(Letter::new(
             (self.projection.name(), self.slot.tenant_column()),
             (bad.sequence, Some(place(&bad))),
@@ -303,4 +328,37 @@ impl Runner {
         self.options.hooks.batch_rejected(&self.hook_name);
         Turn::StepDown
     }
+}
+
+/// The places of the left-out events after `end` (a run's, `None` for the rest of the
+/// batch, which sees every one) that a plan of the run's events (`run`, as planned) may
+/// still pass over: a later version of the event's stream is the run's, or is a left-out
+/// one the run sees, so a read of a hole in the stream up to it meets the event (an
+/// inversion: the page holds the stream's versions out of their order). The run's
+/// document of the stream is then past the event, which no later plan folds: its letter
+/// must go with the run, else a search interrupted after the run would leave it neither
+/// applied nor recorded. (Counted for every projection, so an event projection's run may
+/// send such a letter before the event's own run; the letter is recorded once.)
+fn passed_letters(
+    run: &[EventEnvelope],
+    left_out: &[LeftOut],
+    end: Option<Position>,
+) -> Vec<Position> {
+    if end.is_none() {
+        return Vec::new();
+    }
+    // The highest version of each stream the run sees.
+    let mut reach: HashMap<&StreamId, i64> = HashMap::new();
+    let seen = (left_out.iter())
+        .filter(|l| l.seen_by(end))
+        .map(|l| (&l.stream, l.version));
+    for (stream, version) in run.iter().map(|e| (&e.stream_id, e.version)).chain(seen) {
+        let highest = reach.entry(stream).or_insert(version);
+        *highest = (*highest).max(version);
+    }
+    (left_out.iter())
+        .filter(|l| !l.seen_by(end))
+        .filter(|l| reach.get(&l.stream).is_some_and(|v| *v > l.version))
+        .filter_map(|l| l.at)
+        .collect()
 }
