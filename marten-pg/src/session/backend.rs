@@ -128,7 +128,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, 1);
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-            ensure_for::<D>(store, conn).await?;
+            store.ensure_in::<D>(conn).await?;
             conn.read(store, async |c| load::load_one::<D>(c, tenant, id).await)
                 .await
         }
@@ -144,7 +144,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         let span = crate::trace::load(store.schema(), D::DOCUMENT_TYPE, ids.len());
         async {
             let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-            ensure_for::<D>(store, conn).await?;
+            store.ensure_in::<D>(conn).await?;
             conn.read(store, async |c| load::load_many::<D>(c, tenant, ids).await)
                 .await
         }
@@ -158,7 +158,7 @@ impl<D: PgDocument> DocumentBackend<D> for Postgres {
         id: &D::Id,
     ) -> Result<Option<DocumentMetadata<VersionOf<D>>>> {
         let tenant = require_tenant(D::TENANCY, store.tenant(), D::DOCUMENT_TYPE)?;
-        ensure_for::<D>(store, conn).await?;
+        store.ensure_in::<D>(conn).await?;
         conn.read(store, async |c| load::metadata::<D>(c, tenant, id).await)
             .await
     }
@@ -175,12 +175,6 @@ impl<D: PgDocument + marten_core::query::HasFields> QueryBackend<D> for Postgres
     fn read_query(session: &mut QuerySession) -> Query<'_, QuerySession, D> {
         Query::new(session)
     }
-}
-
-/// Makes sure of `D`'s table before a request of the session whose connection is `conn`
-/// (see [`Catalog::ensure_for`]).
-async fn ensure_for<D: PgDocument>(store: &DocumentStore, conn: &mut Conn) -> Result<()> {
-    store.ensure_in::<D>(conn).await
 }
 
 /// Makes sure of the tables of the session's queued writes before the save takes its

@@ -67,6 +67,11 @@ const TRANSACTION_REASON: &str = "begins or ends a transaction, which raw SQL ca
      call is one statement in a transaction of its own on a pooled connection (use a \
      session for several statements in one transaction)";
 
+/// Whether `word` is one of `list`, whatever its case.
+fn is(word: &str, list: &[&str]) -> bool {
+    list.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
 /// What a caller's statement may leave on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Aftermath {
@@ -87,7 +92,6 @@ fn aftermath(sql: &str) -> Result<Aftermath> {
     let Some(first) = words.next() else {
         return Ok(Aftermath::Nothing);
     };
-    let is = |word: &str, list: &[&str]| list.iter().any(|k| word.eq_ignore_ascii_case(k));
     let second = words.peek().copied().unwrap_or_default();
     let transaction = if first.eq_ignore_ascii_case("PREPARE") {
         second.eq_ignore_ascii_case("TRANSACTION")
@@ -118,7 +122,6 @@ fn aftermath(sql: &str) -> Result<Aftermath> {
 /// quoted name; a name written with Unicode escapes counts, as it cannot be read here)
 /// or selects `INTO TEMP`.
 fn names_session_state(sql: &str) -> bool {
-    let is = |word: &str, list: &[&str]| list.iter().any(|k| word.eq_ignore_ascii_case(k));
     let mut previous = "";
     for word in words(sql) {
         if is(word, SESSION_WORDS) || (previous.eq_ignore_ascii_case("INTO") && is(word, TEMPORARY))
