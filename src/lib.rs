@@ -56,7 +56,7 @@ pub mod daemon {
     pub use marten_pg::daemon::{
         active_projection_version, drop_old_projection_versions,
         drop_old_projection_versions_named, rebuild, rebuild_tenant, wait_for_non_stale, Daemon,
-        DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy,
+        DaemonHooks, DaemonOptions, NoHooks, PoisonPolicy, MAX_SHARDS,
     };
 }
 

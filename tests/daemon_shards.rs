@@ -574,7 +574,12 @@ async fn runners_of_the_old_count_cannot_commit_after_a_change() {
 async fn shard_settings_the_daemon_cannot_follow_are_errors() {
     let schema = TestSchema::new("shards_refused_settings");
     let store = store_on(&schema, 4).await;
-    for (name, count, why) in [("Nope", 3, "no async projection"), ("Tally", 0, "0 shards")] {
+    let too_many = marten::daemon::MAX_SHARDS + 1;
+    for (name, count, why) in [
+        ("Nope", 3, "no async projection"),
+        ("Tally", 0, "0 shards"),
+        ("Tally", too_many, "at most 1024"),
+    ] {
         let daemon = Daemon::start(&store, DaemonOptions::default().with_shards(name, count));
         let waited = daemon.wait_for_non_stale(Duration::from_secs(10)).await;
         assert!(
@@ -585,6 +590,51 @@ async fn shard_settings_the_daemon_cannot_follow_are_errors() {
             Err(Error::Configuration(message)) => assert!(message.contains(why), "{message}"),
             other => panic!("expected a configuration error, got {other:?}"),
         }
+    }
+}
+
+/// A count row edited by hand to a count the daemon never records (billions of slots)
+/// is corrupt data naming the projection: the runners stop, building no slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_count_out_of_range_is_corrupt_data() {
+    let schema = TestSchema::new("shards_corrupt_count");
+    let store = store_on(&schema, 4).await;
+    let streams: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    run_with(&store, &streams, 3, 0..1).await;
+    for corrupt in [3_000_000_000_i64, 0, -1] {
+        schema
+            .raw_client()
+            .await
+            .execute(
+                "UPDATE mt_event_progression SET last_seq = $1 WHERE name = 'Tally#shards'",
+                &[&corrupt],
+            )
+            .await
+            .expect("corrupt");
+        for shards in [2, 3] {
+            let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+            let daemon = Daemon::start(&store, options(0, &log, &hold, &[("Tally", shards)]));
+            let waited = daemon.wait_for_non_stale(Duration::from_secs(30)).await;
+            assert!(
+                matches!(
+                    &waited,
+                    Err(Error::ProjectionStopped { .. } | Error::CorruptData { .. })
+                ),
+                "{corrupt} with {shards}: {waited:?}"
+            );
+            match daemon.stop().await {
+                Err(Error::CorruptData { owner, detail, .. }) => {
+                    assert_eq!(owner, "projection Tally");
+                    assert!(detail.contains(&corrupt.to_string()), "{detail}");
+                }
+                other => panic!("{corrupt} with {shards}: expected CorruptData, got {other:?}"),
+            }
+        }
+        let status = store.projection_status().await;
+        assert!(
+            matches!(&status, Err(Error::CorruptData { .. })),
+            "{corrupt}: {status:?}"
+        );
     }
 }
 

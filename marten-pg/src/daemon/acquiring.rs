@@ -40,6 +40,8 @@ impl Runner {
         let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(claimed)) => claimed,
             Ok(None) => return Ok(None),
+            // Stored data no retry mends (a count row edited by hand): the runner stops.
+            Err(e @ Error::CorruptData { .. }) => return Err(e),
             Err(e) => {
                 debug!(projection = name, error = %e, "cannot acquire projection");
                 return Ok(None);
@@ -112,7 +114,9 @@ impl Runner {
         }
         match shard::settle(&self.store, projection, configured).await {
             Ok(()) => {}
-            Err(e @ Error::ShardCountChanged { .. }) => return Err(e),
+            Err(e @ (Error::ShardCountChanged { .. } | Error::CorruptData { .. })) => {
+                return Err(e)
+            }
             Err(e) => {
                 debug!(projection, error = %e, "cannot settle the shard count");
                 return Ok(None);

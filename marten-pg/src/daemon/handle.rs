@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-use super::options::DaemonOptions;
+use super::options::{DaemonOptions, MAX_SHARDS};
 use super::runner::run;
 use super::share::NodeShare;
 use super::slot::Slot;
@@ -121,7 +121,7 @@ impl Spawner {
 
 /// The shard settings the daemon refuses: a name that is no async projection of the
 /// store, a projection it does not shard (an event projection, a subscription: see
-/// `AsyncProjection::unshardable_because`), a count of 0. The projection named is not
+/// `AsyncProjection::unshardable_because`), a count of 0 or above [`MAX_SHARDS`]. The projection named is not
 /// run. A count of 1 runs any projection whole, as no setting does. Each refusal with the
 /// name it refuses.
 fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<(String, Error)> {
@@ -132,6 +132,9 @@ fn refused_shards(store: &DocumentStore, options: &DaemonOptions) -> Vec<(String
         let why = match found {
             None => "is no async projection of the store".to_owned(),
             Some(_) if *count == 0 => "cannot run as 0 shards".to_owned(),
+            Some(_) if *count > MAX_SHARDS => {
+                format!("cannot run as {count} shards (at most {MAX_SHARDS})")
+            }
             Some(p) if *count > 1 && !p.shardable() => {
                 format!("cannot be sharded: {}", p.unshardable_because())
             }

@@ -57,7 +57,7 @@ mod versions;
 
 pub use handle::Daemon;
 pub use hooks::{DaemonHooks, NoHooks};
-pub use options::{DaemonOptions, PoisonPolicy};
+pub use options::{DaemonOptions, PoisonPolicy, MAX_SHARDS};
 pub use rebuild::{rebuild, rebuild_tenant};
 pub use stale::wait_for_non_stale;
 pub use versions::{

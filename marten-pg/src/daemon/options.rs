@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use super::hooks::{DaemonHooks, NoHooks};
 
+/// The most shards a projection runs as: each is a runner, a lock and a progression row
+/// per tenant. A count recorded above it (a row edited by hand) is
+/// [`Error::CorruptData`](marten_core::Error::CorruptData), never billions of slots.
+pub const MAX_SHARDS: u32 = 1024;
+
 // Defined with the rest of the backend-neutral retry and poison decision in
 // `marten_core::projection::poison`; its public path stays `marten::daemon::PoisonPolicy`.
 pub use marten_core::projection::PoisonPolicy;
@@ -74,7 +79,8 @@ impl DaemonOptions {
     /// Event projections and subscriptions are not sharded: an event projection's events
     /// of any stream may write any document, and two shards committing on their own would
     /// leave such a document as the one that commits last wrote it. A count above 1 for
-    /// one (or a count of 0, or a name that is no async projection of the store) is
+    /// one (or a count of 0 or above [`MAX_SHARDS`], or a name that is no async
+    /// projection of the store) is
     /// refused by [`Daemon::start`](super::Daemon::start) with
     /// [`Error::Configuration`](marten_core::Error::Configuration) naming the projection,
     /// and the projection is not run.

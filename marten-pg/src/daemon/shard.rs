@@ -39,6 +39,7 @@ use marten_core::tenant::DEFAULT_TENANT;
 use marten_core::{Error, Result, Tenancy, TenantId};
 use tokio_postgres::Client;
 
+use super::options::MAX_SHARDS;
 use super::progression;
 use super::slot::Slot;
 use super::tenants::tenants_on;
@@ -64,13 +65,21 @@ fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 /// A count read from a count row's `last_seq` (1 for none).
 fn count_of(row: Option<tokio_postgres::Row>, projection: &str) -> Result<u32> {
     let Some(row) = row else { return Ok(1) };
-    let pos = progression::position(&row)?;
-    u32::try_from(pos.sequence).map_err(|_| {
-        Error::Configuration(format!(
-            "{projection}: recorded shard count {} is not valid",
-            pos.sequence
-        ))
-    })
+    valid_count(projection, progression::position(&row)?.sequence)
+}
+
+/// `recorded`, the count stored in `projection`'s count row, when the daemon can run it
+/// (1 to [`MAX_SHARDS`]; the daemon records no other): else the row was edited by hand,
+/// [`Error::CorruptData`] naming it.
+fn valid_count(projection: &str, recorded: i64) -> Result<u32> {
+    match u32::try_from(recorded) {
+        Ok(count @ 1..=MAX_SHARDS) => Ok(count),
+        _ => Err(Error::CorruptData {
+            owner: format!("projection {projection}"),
+            id: Some(count_row(projection)),
+            detail: format!("recorded shard count {recorded} is not between 1 and {MAX_SHARDS}"),
+        }),
+    }
 }
 
 /// The shard count recorded for `projection` (1: none), read on the lock's connection.
@@ -131,12 +140,7 @@ async fn change_count(
     db.batch_execute("BEGIN").await.map_err(&what)?;
     let counted = count_row(projection);
     let row = db.query_one(COUNT_LOCK, &[&counted]).await.map_err(&what)?;
-    let recorded: i64 = row.try_get(0).map_err(&what)?;
-    let recorded = u32::try_from(recorded).map_err(|_| {
-        Error::Configuration(format!(
-            "{projection}: recorded shard count {recorded} is not valid"
-        ))
-    })?;
+    let recorded = valid_count(projection, row.try_get(0).map_err(&what)?)?;
     if recorded != configured {
         let mut starts = Vec::new();
         for tenant in tenants_of(db, projection, conjoined).await? {
