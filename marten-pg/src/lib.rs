@@ -19,6 +19,7 @@ pub mod projections;
 pub mod query;
 pub mod schema;
 pub mod session;
+mod sql_lexer;
 mod status;
 mod store;
 mod stream_key;

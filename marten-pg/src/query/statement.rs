@@ -111,7 +111,10 @@ impl<D: 'static> QuerySpec<D> {
     }
 
     /// The tenant's match (for a conjoined type), every filter rendered over `d.data`
-    /// and the soft-deleted rows' condition, joined with AND (`TRUE` without any).
+    /// and the soft-deleted rows' condition, joined with AND (`TRUE` without any). Each
+    /// filter is in parentheses of its own: whatever a filter holds (a raw fragment the
+    /// scanner misread), it cannot join an `OR` to the tenant's match or the soft-delete
+    /// condition.
     fn where_clause(&self, sql: &mut Sql, rows: Scoped) -> String {
         let mut parts = Vec::with_capacity(self.filters.len() + 2);
         if let Some(tenant) = rows.tenant {
@@ -121,7 +124,7 @@ impl<D: 'static> QuerySpec<D> {
         parts.extend(
             self.filters
                 .iter()
-                .map(|f| render::render(f.node(), self.gin, sql)),
+                .map(|f| format!("({})", render::render(f.node(), self.gin, sql))),
         );
         parts.extend(rows.deleted);
         if parts.is_empty() {

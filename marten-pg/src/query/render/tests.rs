@@ -76,6 +76,11 @@ fn parentheses_must_balance_outside_quotes_and_comments() {
         "((x)",
         "x = 1) --",
         "'(' = $$)$$ AND (x",
+        // A `--` comment ends at a carriage return too: the `)` after it is code.
+        "d.data->>'name' = 'x' --\r) OR (TRUE",
+        // An escape string continued after a line break keeps its backslash escapes:
+        // `\'` in the continuation is a quote, so ` ) OR (TRUE --` is code.
+        "d.data->>'name' = E'a'\n'\\' || ' ) OR (TRUE --'",
     ] {
         assert!(renumber(s, 0, 0).is_err(), "{s}");
     }
