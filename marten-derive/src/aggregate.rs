@@ -23,8 +23,11 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::full_text_config(&cx, &cont);
     check::container_serde(&cx, &cont, "Aggregate");
     let id = check::id_field(&cx, &cont);
-    crate::fields::check(&cx, &cont, id);
     let version = version_field(&cx, &cont);
+    crate::fields::check(&cx, &cont, &[id, version]);
+    if let Some(version) = version {
+        check::version_serde(&cx, version);
+    }
     if let Some(span) = cont.attrs.soft_delete {
         cx.syn_error(syn::Error::new(
             span,

@@ -47,11 +47,16 @@ fn column_sql_type(field: &Field) -> Option<TokenStream> {
 /// field with a query path must be written by serde under its own key by its type's own
 /// `Serialize` (query values are written that way), and an indexed field (whose column is
 /// cast from the field's key in the JSON) must be written that way whether it is queried
-/// or not. The id field (`id`, for a document) is left to `check::id_serde`, which
-/// refuses more. Each problem is reported once, at the serde option's span.
-pub fn check(cx: &Ctxt, cont: &Container, id: Option<&Field>) {
+/// or not. The fields in `checked_elsewhere` (the id, left to `check::id_serde`; an
+/// aggregate's version, to `check::version_serde`) are skipped: those checks refuse
+/// more. Each problem is reported once, at the serde option's span.
+pub fn check(cx: &Ctxt, cont: &Container, checked_elsewhere: &[Option<&Field>]) {
     for f in &cont.fields {
-        if id.is_some_and(|id| id.ident == f.ident) {
+        if checked_elsewhere
+            .iter()
+            .flatten()
+            .any(|c| c.ident == f.ident)
+        {
             continue;
         }
         for &(option, span) in &f.attrs.serde {

@@ -77,6 +77,39 @@ pub fn id_serde(cx: &Ctxt, id: &Field) {
     }
 }
 
+/// Refuses the serde options on an aggregate's version field that would load it with
+/// another version than the one its projection stored: the daemon and inline projections
+/// read the version back from the JSON to know which of the stream's events the document
+/// already holds, so a lost version would have events folded into it twice. Each option
+/// is reported at its span.
+pub fn version_serde(cx: &Ctxt, version: &Field) {
+    for (option, span) in &version.attrs.serde {
+        let consequence = match option {
+            SerdeField::Skip | SerdeField::SkipDeserializing => {
+                "a loaded aggregate would carry version 0"
+            }
+            SerdeField::SkipSerializing => "the stored JSON would have no version",
+            SerdeField::SkipSerializingIf => "the stored JSON would sometimes have no version",
+            SerdeField::Flatten => {
+                "a version is one number, not an object whose keys serde could flatten"
+            }
+            SerdeField::With
+            | SerdeField::SerializeWith
+            | SerdeField::DeserializeWith
+            | SerdeField::Getter => continue,
+        };
+        cx.syn_error(syn::Error::new(
+            *span,
+            format!(
+                "`{}` cannot be used on the aggregate version field `{}`: projections read the version back from the stored JSON to know which events the aggregate already holds; with it, {consequence}, and events would be applied twice; remove `{}`",
+                option.shown(),
+                version.ident,
+                option.key(),
+            ),
+        ));
+    }
+}
+
 /// Refuses the container serde options that replace the JSON object of a struct's fields
 /// (`into`, `transparent`, `remote`) on a type marten reads by its fields, derived with
 /// `derive` (`Document`, `Aggregate`, `Queryable`): its id, query paths and index columns
