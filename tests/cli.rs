@@ -516,6 +516,178 @@ fn projections_rebuild_stops_cleanly_on_a_signal() {
     }
 }
 
+/// Counter's progression row (position, owner epoch, owner) and its documents' totals,
+/// as the test reads them behind the command's back.
+async fn counter_state(client: &tokio_postgres::Client) -> ((i64, i64, Option<String>), Vec<i64>) {
+    let row = client
+        .query_one(
+            "SELECT last_seq, owner_epoch, owner FROM mt_event_progression WHERE name = 'Counter'",
+            &[],
+        )
+        .await
+        .expect("Counter's progression row");
+    let totals = client
+        .query(
+            "SELECT (data->>'total')::bigint FROM mt_doc_counter ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("the counters")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    ((row.get(0), row.get(1), row.get(2)), totals)
+}
+
+/// Issue: a Ctrl-C while `projections rebuild` checked the projection's name (its status
+/// query, retried with pauses when it fails) was acted on only once the reset had
+/// committed: the user aborted before anything started, and was left with the projection
+/// reset (its documents deleted) and a daemon stopped at once. A signal before the reset
+/// now ends the command there: nothing reset, exit 1, and a message that says so.
+///
+/// The check is held up by a count row of `Totals` edited by hand (a shard count of 0:
+/// the status query fails, and is retried); the row is put right once the signal is
+/// sent, so a check that went on would pass and reset. (A lock on the progression table
+/// would hold up the store's build first, which reads the table's definition, before
+/// the command listens for signals.)
+#[test]
+fn projections_rebuild_stopped_before_its_reset_resets_nothing() {
+    let schema = TestSchema::new("cli_rebuild_cancel");
+    succeeded(&run(&schema, &["seed", "30"]));
+    succeeded(&run(&schema, &["projections", "rebuild", "Counter"]));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let client = runtime.block_on(schema.raw_client());
+    let before = runtime.block_on(counter_state(&client));
+    assert_eq!(before.0 .0, 30, "{before:?}");
+    assert_eq!(before.1, [55, 55, 55], "{before:?}");
+    runtime
+        .block_on(client.batch_execute(
+            "INSERT INTO mt_event_progression (name, last_seq) VALUES ('Totals#shards', 0)",
+        ))
+        .expect("a count row edited by hand");
+    let mut child = cli(
+        schema.url(),
+        schema.name(),
+        &["projections", "rebuild", "Counter"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the rebuild");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let out = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut all);
+        all
+    });
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, errors) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The check's first status query failed: it pauses, then tries again.
+    let mut said = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("status query failed (attempt 1 of"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match errors.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the check's status query did not fail: {said:#?}");
+            }
+        }
+    }
+    let pid = child.id().to_string();
+    let kill = Command::new("kill").args(["-s", "INT", &pid]).status();
+    assert!(kill.is_ok_and(|s| s.success()), "kill -s INT {pid}");
+    // From now on the check would pass.
+    runtime
+        .block_on(
+            client.batch_execute("DELETE FROM mt_event_progression WHERE name = 'Totals#shards'"),
+        )
+        .expect("put the count row right");
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("the rebuild did not stop within 15 s of SIGINT: {said:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    said.extend(errors.iter());
+    let err = said.join("\n");
+    let after = runtime.block_on(counter_state(&client));
+    assert_eq!(after, before, "the projection was touched; stderr:\n{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("SIGINT stopped the rebuild of Counter before its reset: nothing was reset"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!stdout.contains("rebuilt"), "{stdout}");
+}
+
+/// Issue: `projections daemon` never looked at the runners it started: one that stopped
+/// on its own (here `Counter`'s, which the daemon may not run whole while two shards of
+/// it stand at different positions) left the process saying "daemon running" until a
+/// signal. It now stops the daemon and fails at the next refresh, naming the runner.
+#[test]
+fn projections_daemon_fails_when_a_runner_stops() {
+    let schema = TestSchema::new("cli_daemon_runner_stops");
+    succeeded(&run(&schema, &["seed", "30"]));
+    // Makes the daemon's tables (the status reads them).
+    succeeded(&run(&schema, &["projections", "status"]));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        // Counter recorded as 2 shards, one ahead of the other (as a node of another
+        // deployment left them): the example's daemon, which runs it whole, refuses.
+        schema
+            .raw_client()
+            .await
+            .batch_execute(
+                "INSERT INTO mt_event_progression (name, last_seq) VALUES \
+                 ('Counter#shards', 2), ('Counter#1/2', 10), ('Counter#2/2', 0)",
+            )
+            .await
+            .expect("record the shards");
+    });
+    let began = Instant::now();
+    let child = cli(schema.url(), schema.name(), &["projections", "daemon"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let output = wait_bounded(child, Duration::from_secs(20)).unwrap_or_else(|(out, err)| {
+        panic!("the daemon did not end within 20 s\nstdout:\n{out}\nstderr:\n{err}")
+    });
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("runner Counter stopped") && err.contains("recorded with 2 shard(s)"),
+        "{err}"
+    );
+    assert!(err.contains("the daemon was stopped"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(20));
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("a runner stopped: stopping the daemon"),
+        "{out}"
+    );
+}
+
 /// In-process projections of their own for the daemon's poison policy: `Tally` counts,
 /// `Brittle` panics on a negative number.
 mod poison_types {
@@ -661,6 +833,60 @@ async fn projections_rebuild_fails_on_its_own_stop_only() {
     match brittle {
         Err(CliError::Store(marten::Error::ProjectionStopped { projection, .. })) => {
             assert_eq!(projection, "Brittle");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue: `projections daemon` ran on with a runner stopped on a poison event
+/// (`PoisonPolicy::Stop`) until a signal. It now stops the daemon and fails, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn projections_daemon_fails_on_a_poison_stop() {
+    use marten::cli::{projections_with, CliError, ProjectionsCommand};
+    use marten::daemon::{DaemonOptions, PoisonPolicy};
+    use marten::prelude::*;
+    use poison_types::{Brittle, Tally, Ticked};
+
+    let schema = TestSchema::new("cli_daemon_poison");
+    let store = DocumentStore::builder()
+        .connection_string(schema.url())
+        .schema(schema.name())
+        .projection::<Tally>(Lifecycle::Async)
+        .projection::<Brittle>(Lifecycle::Async)
+        .build()
+        .await
+        .expect("store");
+    let mut session = store.lightweight_session();
+    session
+        .events()
+        .append(Uuid::now_v7(), [1, -2, 3].map(|n| Ticked { n }))
+        .expect("append");
+    session.save_changes().await.expect("append");
+    let options = DaemonOptions {
+        poison: PoisonPolicy::Stop,
+        retries: 0,
+        ..DaemonOptions::default()
+    };
+    let daemon = {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(subcommand)]
+            command: ProjectionsCommand,
+        }
+        <Args as clap::Parser>::try_parse_from(["projections", "daemon"])
+            .expect("parse")
+            .command
+    };
+    let ran = tokio::time::timeout(
+        Duration::from_secs(30),
+        projections_with(&store, &daemon, options),
+    )
+    .await
+    .expect("the daemon ends without a signal");
+    match ran {
+        Err(CliError::DaemonRunnerStopped { runners }) => {
+            let slots: Vec<&str> = runners.iter().map(|(slot, _)| slot.as_str()).collect();
+            assert_eq!(slots, ["Brittle"], "{runners:?}");
         }
         other => panic!("{other:?}"),
     }

@@ -66,4 +66,44 @@ pub enum CliError {
         /// The signal's name (`SIGTERM`, `SIGINT`).
         signal: &'static str,
     },
+    /// `projections rebuild` was stopped by a signal (SIGTERM, Ctrl-C) before it reset
+    /// the projection (while it checked the name): nothing was reset, no daemon was
+    /// started, and the projection stays as it was.
+    #[error(
+        "{signal} stopped the rebuild of {projection} before its reset: nothing was reset, \
+         the projection stays as it was"
+    )]
+    RebuildCancelled {
+        /// The projection.
+        projection: String,
+        /// The signal's name (`SIGTERM`, `SIGINT`).
+        signal: &'static str,
+    },
+    /// `projections daemon` ended because runners of the daemon stopped on their own (a
+    /// poison event under `PoisonPolicy::Stop`, a shard setting or a projection the
+    /// daemon refuses, a shard count it may not change): the daemon was stopped
+    /// gracefully (every other runner's batch in flight committed or rolled back).
+    /// Listed in the order they stopped, at least one.
+    #[error(
+        "{}; the daemon was stopped (fix the cause, then start it again)",
+        stopped_runners(runners)
+    )]
+    DaemonRunnerStopped {
+        /// Each runner that stopped (its slot: the projection, or a shard `P#2/3` or
+        /// tenant `P@t` of it) and why.
+        runners: Vec<(String, String)>,
+    },
+}
+
+/// The runners of [`CliError::DaemonRunnerStopped`], as its message says them.
+fn stopped_runners(runners: &[(String, String)]) -> String {
+    let each: Vec<String> = runners
+        .iter()
+        .map(|(slot, why)| format!("{slot} stopped: {why}"))
+        .collect();
+    if each.is_empty() {
+        "a runner stopped".to_owned()
+    } else {
+        format!("the daemon's runner {}", each.join("; runner "))
+    }
 }

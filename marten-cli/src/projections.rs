@@ -38,10 +38,14 @@ const REFUSED_OPTIONS: &str = "(daemon options)";
 #[non_exhaustive]
 pub enum ProjectionsCommand {
     /// Run the async daemon until SIGTERM or Ctrl-C, showing each projection's progress.
+    /// A runner that stops on its own (a poison event under the stop policy, a setting
+    /// the daemon refuses) stops the daemon and fails the command, naming it.
     Daemon,
     /// Reset a projection and replay the events into it, showing its progress, until it
     /// has reached the last event there was at its reset (later events are left to the
-    /// daemon; other projections are not waited for). SIGTERM or Ctrl-C stops it.
+    /// daemon; other projections are not waited for). SIGTERM or Ctrl-C stops it (one
+    /// that comes while the name is checked, before the reset, leaves everything as it
+    /// was).
     Rebuild {
         /// The projection's name (as `projections status` lists it).
         name: String,
@@ -124,10 +128,20 @@ pub async fn projections_with(
             Ok(())
         }
         ProjectionsCommand::Rebuild { name, timeout } => {
-            // From the start: a signal during the check or the reset is not lost (it is
-            // acted on once the reset, one transaction, has committed).
-            let shutdown = Shutdown::listen()?;
-            check_name(store, name).await?;
+            // From the start: a signal during the check ends the command before the
+            // reset, and one during the reset (one transaction, not interrupted) is
+            // acted on once it has committed.
+            let mut shutdown = Shutdown::listen()?;
+            tokio::select! {
+                biased;
+                signal = shutdown.received() => {
+                    return Err(CliError::RebuildCancelled {
+                        projection: name.clone(),
+                        signal,
+                    });
+                }
+                checked = check_name(store, name) => checked?,
+            }
             let limit = timeout.map(Duration::from_secs);
             let mut display = Display::new();
             let mut shown = Ok(());
@@ -455,7 +469,9 @@ impl Target {
 }
 
 /// Runs the daemon until a stop signal, refreshing the display every second; then stops
-/// it gracefully (a batch in flight commits or rolls back). A closed standard output
+/// it gracefully (a batch in flight commits or rolls back). A runner that stops on its
+/// own (seen at the next refresh) stops the daemon gracefully too, and fails with
+/// [`CliError::DaemonRunnerStopped`] naming it and why. A closed standard output
 /// leaves it running without output (said once on standard error); another failure to
 /// write stops it gracefully and fails with [`CliError::Output`].
 async fn run_daemon(store: &DocumentStore, options: DaemonOptions) -> Result<(), CliError> {
@@ -468,10 +484,17 @@ async fn run_daemon(store: &DocumentStore, options: DaemonOptions) -> Result<(),
     let d = Daemon::start(store, options);
     let mut out = Out::stdout();
     let mut display = Display::new();
-    let ran = watch_daemon(store, &names, &mut shutdown, &mut out, &mut display).await;
+    let ran = watch_daemon(store, &d, &names, &mut shutdown, &mut out, &mut display).await;
     display.finish();
     let signal = match ran {
-        Ok(signal) => signal,
+        Ok(DaemonEnd::Signal(signal)) => signal,
+        Ok(DaemonEnd::RunnersStopped(runners)) => {
+            let said = out.line("a runner stopped: stopping the daemon");
+            // Its error is the first runner's, which `runners` reports already.
+            let _ = d.stop().await;
+            said?;
+            return Err(CliError::DaemonRunnerStopped { runners });
+        }
         Err(e) => {
             if let Err(stopping) = d.stop().await {
                 note(format_args!("error: stopping the daemon: {stopping}"));
@@ -485,15 +508,27 @@ async fn run_daemon(store: &DocumentStore, options: DaemonOptions) -> Result<(),
     out.line("daemon stopped")
 }
 
-/// Shows the daemon's progress every [`REFRESH`] until a stop signal; returns its name.
-/// Fails when the output fails other than by a closed pipe.
+/// Why [`watch_daemon`] stopped watching.
+enum DaemonEnd {
+    /// A stop signal, by name.
+    Signal(&'static str),
+    /// Runners stopped on their own (slot, why), in the order they stopped.
+    RunnersStopped(Vec<(String, String)>),
+}
+
+/// Shows the daemon's progress every [`REFRESH`] until a stop signal, or until the daemon
+/// says runners of it stopped on their own ([`Daemon::stopped_runners`], looked at on
+/// each refresh: a poison event under
+/// [`PoisonPolicy::Stop`](marten_pg::daemon::PoisonPolicy::Stop), a setting the daemon
+/// refuses). Fails when the output fails other than by a closed pipe.
 async fn watch_daemon(
     store: &DocumentStore,
+    d: &Daemon,
     names: &[String],
     shutdown: &mut Shutdown,
     out: &mut Out,
     display: &mut Display,
-) -> Result<&'static str, CliError> {
+) -> Result<DaemonEnd, CliError> {
     out.line(format_args!(
         "daemon running on schema {} ({}); SIGTERM or Ctrl-C stops it",
         store.schema(),
@@ -503,11 +538,15 @@ async fn watch_daemon(
     let mut told = false;
     loop {
         tokio::select! {
-            name = shutdown.received() => return Ok(name),
+            name = shutdown.received() => return Ok(DaemonEnd::Signal(name)),
             _ = ticker.tick() => match status(store).await {
                 Ok(all) => display.update(&all)?,
                 Err(e) => display.message(&format!("status query failed, retrying: {e}")),
             },
+        }
+        let stopped = d.stopped_runners();
+        if !stopped.is_empty() {
+            return Ok(DaemonEnd::RunnersStopped(stopped));
         }
         if !told && (out.is_closed() || display.is_closed()) {
             told = true;

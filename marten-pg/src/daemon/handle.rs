@@ -257,6 +257,20 @@ impl Daemon {
         }
     }
 
+    /// Every runner that stopped on its own so far, and why: (slot, message), in the
+    /// order they stopped; empty while every runner runs. A setting or a projection the
+    /// daemon refuses is listed from [`start`](Self::start) on (see there); a poison event
+    /// under [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop) once its runner has
+    /// stopped. Reads the daemon's own list, no query: cheap enough to call on every
+    /// refresh of a display. The runners listed are not restarted; [`stop`](Self::stop)
+    /// returns the first one's error.
+    pub fn stopped_runners(&self) -> Vec<(String, String)> {
+        match self.stopped.lock() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// The first runner that stopped on its own, and why.
     fn stopped_runner(&self) -> Option<(String, String)> {
         self.stopped.lock().ok()?.first().cloned()
