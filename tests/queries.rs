@@ -709,6 +709,19 @@ async fn several_queries_in_one_round_trip() {
         assert_eq!(ok(results.get(n)), 3);
         assert_eq!(ok(results.get(none)), 0);
     }
+    // A slot taken from another batch's results: its position there holds another
+    // query's rows (a count decoded from a list's, or nothing at all). Refused.
+    let mut first = q.batch();
+    let shops = first.count(QuerySpec::<CoffeeShop>::new());
+    let mut second = q.batch();
+    let _items = second.list(QuerySpec::<Item>::new());
+    let second = ok(second.execute().await);
+    match second.get(shops) {
+        Err(marten::Error::InvalidQuery(reason)) => {
+            assert!(reason.contains("another batch"), "{reason}")
+        }
+        other => panic!("a slot of another batch: {other:?}"),
+    }
 }
 
 #[derive(Queryable, Serialize, Deserialize, Clone, Debug)]

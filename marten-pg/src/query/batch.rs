@@ -4,7 +4,9 @@
 //! first) and the pipelined statements of `unit_of_work`.
 
 use marten_core::query::{Aggregation, Base, HasFields};
-use marten_core::Result;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use marten_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
@@ -20,31 +22,55 @@ use crate::error_map::{map_db_error, Failed};
 /// Several queries sent in one round trip: add them, `execute`, then take each result.
 pub struct QueryBatch<'s, S: QuerySource> {
     session: &'s mut S,
-    statements: Vec<(Sql, MigrateDoc)>,
+    /// This batch's number: its slots and results carry it (see [`BatchResults::get`]).
+    id: u64,
+    statements: Vec<Batched>,
     /// The first query that could not be added (a conjoined type without a tenant):
     /// `execute` fails with it before anything is sent.
     refused: Option<marten_core::Error>,
 }
 
-/// The document type a batched statement reads, and how to create its table.
-type MigrateDoc = (std::any::TypeId, crate::schema::MigrateFn);
+/// The number of the next batch made in this process.
+static NEXT_BATCH: AtomicU64 = AtomicU64::new(0);
+
+/// A batched statement: its text and parameters, the document type it reads and how to
+/// create that type's table.
+struct Batched {
+    sql: Sql,
+    type_id: std::any::TypeId,
+    migrate: crate::schema::MigrateFn,
+    document_type: &'static str,
+}
 
 /// A result slot of a [`QueryBatch`].
 #[must_use]
 pub struct BatchItem<T> {
+    batch: u64,
     index: usize,
     decode: fn(&[tokio_postgres::Row]) -> Result<T>,
 }
 
 /// The rows of an executed [`QueryBatch`].
 pub struct BatchResults {
+    batch: u64,
     rows: Vec<Vec<tokio_postgres::Row>>,
 }
 
 impl BatchResults {
-    /// The result of one query of the batch.
+    /// The result of one query of the batch. A slot of another batch (whose position
+    /// here would hold another query's rows) is [`Error::InvalidQuery`].
     pub fn get<T>(&self, item: BatchItem<T>) -> Result<T> {
-        (item.decode)(self.rows.get(item.index).map_or(&[], Vec::as_slice))
+        let rows = (item.batch == self.batch)
+            .then(|| self.rows.get(item.index))
+            .flatten()
+            .ok_or_else(|| {
+                Error::InvalidQuery(
+                    "a result slot of another batch: take each BatchItem from the results of \
+                     the batch that returned it"
+                        .to_owned(),
+                )
+            })?;
+        (item.decode)(rows)
     }
 }
 
@@ -52,6 +78,7 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
     pub(crate) fn new(session: &'s mut S) -> Self {
         QueryBatch {
             session,
+            id: NEXT_BATCH.fetch_add(1, Ordering::Relaxed),
             statements: Vec::new(),
             refused: None,
         }
@@ -96,12 +123,14 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
         sql: Sql,
         decode: fn(&[tokio_postgres::Row]) -> Result<T>,
     ) -> BatchItem<T> {
-        let doc = (
-            std::any::TypeId::of::<D>(),
-            crate::documents::migrate_fn::<D>(),
-        );
-        self.statements.push((sql, doc));
+        self.statements.push(Batched {
+            sql,
+            type_id: std::any::TypeId::of::<D>(),
+            migrate: crate::documents::migrate_fn::<D>(),
+            document_type: D::DOCUMENT_TYPE,
+        });
         BatchItem {
+            batch: self.id,
             index: self.statements.len() - 1,
             decode,
         }
@@ -112,52 +141,55 @@ impl<'s, S: QuerySource> QueryBatch<'s, S> {
         if let Some(e) = self.refused {
             return Err(e);
         }
-        for (sql, _) in &self.statements {
-            sql.check()?;
+        for b in &self.statements {
+            b.sql.check()?;
         }
         let (store, conn) = self.session.source();
         let span = crate::trace::query(store.schema(), "(batch)");
         span.record("marten.statements", self.statements.len());
-        crate::trace::fingerprint(&span, self.statements.iter().map(|(s, _)| s.text.as_str()));
+        crate::trace::fingerprint(&span, self.statements.iter().map(|b| b.sql.text.as_str()));
         let statements = &self.statements;
         let rows = async {
-            for (_, (type_id, migrate)) in statements {
-                store.ensure_erased_in(conn, *type_id, *migrate).await?;
+            for b in statements {
+                store.ensure_erased_in(conn, b.type_id, b.migrate).await?;
             }
             conn.read(store, async |client| run_batch(client, statements).await)
                 .await
         }
         .instrument(span)
         .await?;
-        Ok(BatchResults { rows })
+        Ok(BatchResults {
+            batch: self.id,
+            rows,
+        })
     }
 }
 
-/// Prepares and sends a batch's statements in one flight; every result in order.
+/// Prepares and sends a batch's statements in one flight; every result in order. An
+/// error names the document type of the query that failed.
 async fn run_batch(
     client: Db<'_>,
-    statements: &[(Sql, MigrateDoc)],
+    statements: &[Batched],
 ) -> Result<Vec<Vec<tokio_postgres::Row>>> {
     let mut prepared = Vec::with_capacity(statements.len());
-    for (sql, _) in statements {
+    for b in statements {
         prepared.push(
             client
-                .statement(&sql.text)
+                .statement(&b.sql.text)
                 .await
-                .map_err(|e| map_db_error(e, Failed::Other("preparing a batched query")))?,
+                .map_err(|e| map_db_error(e, Failed::Reading(b.document_type)))?,
         );
     }
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
-        statements.iter().map(|(sql, _)| sql.refs()).collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(|b| b.sql.refs()).collect();
     let mut pipe = Pipeline::new(client, prepared.len());
     let handles: Vec<_> = (prepared.iter().zip(&params))
         .map(|(statement, p)| pipe.query(statement, p))
         .collect();
     let mut answers = pipe.send().await;
     let mut rows = Vec::with_capacity(handles.len());
-    for handle in handles {
+    for (handle, b) in handles.into_iter().zip(statements) {
         let answer = answers.take(handle);
-        rows.push(answer.map_err(|e| map_db_error(e, Failed::Other("running a batched query")))?);
+        rows.push(answer.map_err(|e| map_db_error(e, Failed::Reading(b.document_type)))?);
     }
     Ok(rows)
 }
