@@ -1075,3 +1075,62 @@ async fn a_first_event_read_in_a_session_holding_the_only_connection_of_a_caller
     };
     assert_eq!(events.len(), 1);
 }
+
+/// The inline aggregate of the test below: the sum of its stream's `Rang`s.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Peal {
+    id: Uuid,
+    version: i64,
+    total: i64,
+}
+
+#[marten::apply]
+impl Peal {
+    fn create(e: &Rang) -> Self {
+        Peal {
+            total: e.n,
+            ..Peal::default()
+        }
+    }
+
+    fn apply(&mut self, e: &Rang) {
+        self.total += e.n;
+    }
+}
+
+/// As above, with an inline aggregate: the save that appends plans the projection on the
+/// session's connection (its table made first, with the connection set aside), and a
+/// fold that starts from the stored aggregate makes its table the same way.
+#[tokio::test]
+async fn an_inline_aggregates_first_use_in_a_session_holding_the_only_connection_of_a_callers_pool(
+) {
+    for fold_first in [false, true] {
+        let schema = TestSchema::new("caller_first_inline");
+        let store = ok(DocumentStore::builder()
+            .pool(unbounded_caller_pool(&schema, true))
+            .schema(schema.name())
+            .request_timeout(Some(Duration::from_secs(2)))
+            .apply_schema_at_build(false)
+            .document::<Item>()
+            .projection::<Peal>(Lifecycle::Inline)
+            .build()
+            .await);
+        let stream = Uuid::now_v7();
+        let working = async {
+            let mut s = store.lightweight_session();
+            let item: Option<Item> = s.load(&1).await?;
+            assert_eq!(item, None);
+            if fold_first {
+                assert_eq!(s.events().aggregate_stream::<Peal>(stream).await?, None);
+            }
+            s.events().append(stream, [Rang { n: 2 }, Rang { n: 3 }])?;
+            s.save_changes().await?;
+            s.events().aggregate_stream::<Peal>(stream).await
+        };
+        let peal = match tokio::time::timeout(Duration::from_secs(20), working).await {
+            Ok(folded) => ok(folded),
+            Err(_) => panic!("an inline aggregate's first use waited for its own connection"),
+        };
+        assert_eq!(peal.map(|p| p.total), Some(5), "fold first: {fold_first}");
+    }
+}

@@ -134,6 +134,15 @@ pub(crate) trait InlineProjection: Send + Sync {
     /// (see [`reserve`]).
     fn uses_metadata(&self, appends: &[AppendView]) -> bool;
 
+    /// The document type the projection writes, when it is known before planning (an
+    /// aggregate's, a multi-stream projection's): a session over a caller's pool makes
+    /// sure of its table before it takes its connection for the save, so planning never
+    /// waits for a second connection of that pool. `None`: an event projection, whose
+    /// documents are known once planned.
+    fn document(&self) -> Option<(std::any::TypeId, crate::schema::MigrateFn)> {
+        None
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,

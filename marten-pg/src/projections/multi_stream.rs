@@ -38,6 +38,13 @@ where
         P::USES_METADATA && super::handles_any::<P>(appends)
     }
 
+    fn document(&self) -> Option<(std::any::TypeId, crate::schema::MigrateFn)> {
+        Some((
+            std::any::TypeId::of::<P>(),
+            crate::documents::migrate_fn::<P>(),
+        ))
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,

@@ -186,8 +186,15 @@ async fn ensure_queued(store: &DocumentStore, conn: &mut Conn, queue: &UnitOfWor
     if !catalog.shares_callers_pool() {
         return Ok(());
     }
+    // The inline projections' documents too, when the save appends: their planning
+    // reads them on the session's connection.
+    let appends = queue.user.appends().next().is_some();
+    let projected = (store.projections().inline.iter())
+        .filter(|_| appends)
+        .filter_map(|p| p.document());
     let missing: Vec<_> = (queue.user.operations())
         .map(|op| op.target().schema)
+        .chain(projected)
         .filter(|(type_id, _)| !catalog.is_ensured(*type_id))
         .collect();
     for (type_id, migrate) in missing {

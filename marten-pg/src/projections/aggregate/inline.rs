@@ -52,6 +52,13 @@ impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
         A::USES_METADATA && handles_any::<A>(appends)
     }
 
+    fn document(&self) -> Option<(std::any::TypeId, crate::schema::MigrateFn)> {
+        Some((
+            std::any::TypeId::of::<A>(),
+            crate::documents::migrate_fn::<A>(),
+        ))
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,

@@ -143,6 +143,13 @@ impl<K: Tracking> Events<'_, K> {
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
         let tenant = self.tenant()?;
+        // Over a caller's pool, `A`'s table (the fold may start from its stored document)
+        // is made sure of with the session's connection set aside, as the event tables
+        // are by `on_connection`.
+        let s = self.session.parts_mut();
+        if s.store.catalog().shares_callers_pool() {
+            s.store.ensure_in::<A>(&mut s.conn).await?;
+        }
         let folded = self
             .on_connection(async |store, c| {
                 aggregate_stream::<A>(store.as_ref(), c, store.tenant(), &tenant, key, range).await
