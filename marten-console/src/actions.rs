@@ -8,12 +8,17 @@
 //!
 //! Retrying a dead letter rebuilds its projection ([`marten_pg::daemon::rebuild`]: a
 //! running daemon replays it from the first event, so the event is applied again, and if
-//! it still fails it is dead-lettered again), then deletes the dead letters of that event
-//! for the projection and the dead letter's tenant recorded before the rebuild (`DELETE
-//! FROM mt_dead_letters WHERE projection = $1 AND seq_id = $2 AND id <= $3 AND tenant_id
-//! = $4`). With conjoined events the rebuild is the dead letter's tenant's alone
-//! ([`marten_pg::daemon::rebuild_tenant`]): every other tenant's slot and documents are
-//! left as they are.
+//! it still fails it is dead-lettered again). The rebuild itself deletes the projection's
+//! dead letters, every one of them (this event's and any other's), in its own transaction;
+//! the page reports how many there were, counted just before it (`SELECT count(*) FROM
+//! mt_dead_letters WHERE projection = $1`). With conjoined events the rebuild is the dead
+//! letter's tenant's alone ([`marten_pg::daemon::rebuild_tenant`]): it deletes that
+//! tenant's dead letters of the projection (`... AND tenant_id = $2`, counted the same
+//! way), and every other tenant's slot, documents and dead letters are left as they are.
+//!
+//! A rebuild the store refuses (no async projection of that name: 404; one it cannot
+//! rebuild as asked, such as one tenant of a projection writing documents shared by every
+//! tenant: 409) changes nothing; a store that fails answers 5xx.
 
 use axum::extract::{Form, Query, State as Extract};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -201,30 +206,32 @@ async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result
     } = dead_letter(state, f.id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("no dead letter {}", f.id)))?;
-    // Rebuild first, then clear the dead letters recorded before it: dropped in between
-    // (the client went away), the old dead letter stays, to be retried again; one a
-    // replay records after the rebuild has a higher id and stays too.
+    // The rebuild deletes the dead letters it replays, in its own transaction: those of
+    // the projection (with conjoined events, of the dead letter's tenant alone). Counted
+    // just before it, with the same scope, for the report (one recorded in between is
+    // deleted uncounted).
     let dl = &state.tables.dead_letters;
-    let newest = format!("SELECT coalesce(max(id), 0) FROM {dl}");
-    let rows = state.store.sql_query(&newest, &[]).await?;
-    let bound: i64 = match rows.first() {
+    let rows = if state.tables.conjoined {
+        let sql = format!("SELECT count(*) FROM {dl} WHERE projection = $1 AND tenant_id = $2");
+        state.store.sql_query(&sql, &[&projection, &tenant]).await?
+    } else {
+        let sql = format!("SELECT count(*) FROM {dl} WHERE projection = $1");
+        state.store.sql_query(&sql, &[&projection]).await?
+    };
+    let cleared: i64 = match rows.first() {
         Some(r) => r.try_get(0).map_err(column)?,
         None => 0,
     };
     // With conjoined events, the dead letter's tenant alone: a rebuild of the whole
     // projection would reset every tenant's slot and delete every tenant's documents.
-    if state.tables.conjoined {
-        marten_pg::daemon::rebuild_tenant(&state.store, &projection, tenant.as_str()).await?;
+    let rebuilt = if state.tables.conjoined {
+        marten_pg::daemon::rebuild_tenant(&state.store, &projection, tenant.as_str()).await
     } else {
-        marten_pg::daemon::rebuild(&state.store, &projection).await?;
+        marten_pg::daemon::rebuild(&state.store, &projection).await
+    };
+    if let Err(e) = rebuilt {
+        return Err(refused(state, &projection, e).await);
     }
-    let sql = format!(
-        "DELETE FROM {dl} WHERE projection = $1 AND seq_id = $2 AND id <= $3 AND tenant_id = $4"
-    );
-    let cleared = state
-        .store
-        .sql_execute(&sql, &[&projection, &seq, &bound, &tenant])
-        .await?;
     tracing::info!(
         projection,
         seq,
@@ -235,9 +242,14 @@ async fn retry_body(state: &State, headers: &HeaderMap, f: &RetryForm) -> Result
     let mut h = Html::new();
     h.raw("<p class=\"done\">Cleared ")
         .text(cleared)
-        .raw(" dead letter(s) of event #")
+        .raw(" dead letter(s) of ")
+        .text(&projection);
+    if state.tables.conjoined {
+        h.raw(" for tenant ").text(&tenant);
+    }
+    h.raw(" (event #")
         .text(seq)
-        .raw("; ")
+        .raw("'s and any other's: the replay meets every event again); ")
         .text(&projection)
         .raw(" is rebuilding");
     if state.tables.conjoined {
@@ -266,7 +278,9 @@ async fn rebuild_body(
     f: &RebuildForm,
 ) -> Result<Html, PageError> {
     guard(state, headers, f.token.as_deref(), f.confirm.as_deref())?;
-    marten_pg::daemon::rebuild(&state.store, &f.projection).await?;
+    if let Err(e) = marten_pg::daemon::rebuild(&state.store, &f.projection).await {
+        return Err(refused(state, &f.projection, e).await);
+    }
     tracing::info!(projection = f.projection, "console: projection rebuilt");
     let mut h = Html::new();
     h.raw("<p class=\"done\">")
@@ -277,6 +291,29 @@ async fn rebuild_body(
             "Projections",
         );
     Ok(h)
+}
+
+/// The page error of a rebuild of `projection` that failed with `e`: a refusal of the
+/// request ([`marten_core::Error::Configuration`]: nothing changed) is 404 when the store
+/// has no async projection of that name, else 409; a store failure is classified as
+/// every page's ([`PageError::from`]).
+async fn refused(state: &State, projection: &str, e: marten_core::Error) -> PageError {
+    let marten_core::Error::Configuration(why) = &e else {
+        return PageError::from(e);
+    };
+    tracing::info!(projection, reason = why, "console: rebuild refused");
+    let known = match state.store.projection_status().await {
+        Ok(all) => all.iter().any(|p| p.name == projection),
+        Err(_) => true,
+    };
+    PageError {
+        status: if known {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::NOT_FOUND
+        },
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]

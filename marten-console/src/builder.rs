@@ -15,8 +15,9 @@ use tower::{Layer, Service};
 
 use crate::console::Console;
 use crate::documents::{register, DocumentView, QueryField};
+use crate::error::ConsoleError;
 use crate::lag::{LagHistory, Sampler};
-use crate::options::{AuthHook, ConsoleOptions};
+use crate::options::{normalise_base_path, AuthHook, ConsoleOptions};
 use crate::state::State;
 use crate::tables::Tables;
 
@@ -68,9 +69,12 @@ impl ConsoleBuilder {
         self
     }
 
-    /// The path the host mounts the console's router under (links start with it).
+    /// The path the host mounts the console's router under (links start with it):
+    /// `"/console"`, `"console/"` and `"/console/"` alike; `""` or `"/"` for the root.
+    /// Checked when the console is built (see
+    /// [`ConsoleOptions::base_path`](crate::ConsoleOptions::base_path)).
     pub fn base_path(mut self, path: impl Into<String>) -> Self {
-        self.options.base_path = path.into().trim_end_matches('/').to_owned();
+        self.options.base_path = path.into();
         self
     }
 
@@ -118,9 +122,34 @@ impl ConsoleBuilder {
         self
     }
 
+    /// The console, or [`ConsoleError::InvalidBasePath`] when the base path is not one
+    /// (see [`ConsoleOptions::base_path`](crate::ConsoleOptions::base_path)). Otherwise as
+    /// [`build`](Self::build).
+    pub fn try_build(self) -> Result<Console, ConsoleError> {
+        normalise_base_path(&self.options.base_path)?;
+        Ok(self.build())
+    }
+
     /// The console. Inside a tokio runtime it starts sampling the projections' lag (a
     /// background task that ends when the console and its routers are dropped).
-    pub fn build(self) -> Console {
+    ///
+    /// The base path is normalised (see
+    /// [`ConsoleOptions::base_path`](crate::ConsoleOptions::base_path)); an invalid one
+    /// is logged, [`Console::bind`] then fails with [`ConsoleError::InvalidBasePath`] and
+    /// every route of [`Console::router`] answers 500 with the reason
+    /// ([`try_build`](Self::try_build) reports it at once).
+    pub fn build(mut self) -> Console {
+        let invalid_base = match normalise_base_path(&self.options.base_path) {
+            Ok(path) => {
+                self.options.base_path = path;
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "console: invalid base path");
+                self.options.base_path = String::new();
+                Some(e)
+            }
+        };
         let tables = Arc::new(Tables::of(&self.store));
         let every = self.options.sample_every.max(Duration::from_millis(10));
         let capacity = (self.options.history.as_secs_f64() / every.as_secs_f64()).ceil();
@@ -144,6 +173,6 @@ impl ConsoleBuilder {
             history,
             _sampler: sampler,
         };
-        Console::new(Arc::new(state), self.auth)
+        Console::new(Arc::new(state), self.auth, invalid_base)
     }
 }

@@ -214,8 +214,23 @@ pub struct DocPage {
     pub next: Option<String>,
 }
 
+/// Why a page of documents could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocError {
+    /// The query cannot be run as asked: a field the type does not offer, an operator the
+    /// field lacks, a value not of the field's type, a cursor the console did not write,
+    /// no tenant for a conjoined type. The request's fault: the page answers 400.
+    #[error("{0}")]
+    Query(String),
+    /// The store failed: the database unreachable or too slow (the page answers 503), a
+    /// tenant it refuses (400), anything else (500).
+    #[error(transparent)]
+    Store(#[from] marten_core::Error),
+}
+
 /// A boxed future of a page.
-pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<DocPage, String>> + Send + 'a>>;
+pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<DocPage, DocError>> + Send + 'a>>;
 
 /// A registered document type, erased.
 pub trait DocumentView: Send + Sync {
@@ -264,20 +279,23 @@ where
                         .fields
                         .iter()
                         .find(|f| f.name == *name)
-                        .ok_or_else(|| format!("{name} is not a field of {}", D::DOCUMENT_TYPE))?;
-                    Some(field.filter(*op, value)?)
+                        .ok_or_else(|| {
+                            DocError::Query(format!(
+                                "{name} is not a field of {}",
+                                D::DOCUMENT_TYPE
+                            ))
+                        })?;
+                    Some(field.filter(*op, value).map_err(DocError::Query)?)
                 }
                 None => None,
             };
             let mut session = match (D::TENANCY, &query.tenant) {
-                (_, Some(tenant)) => store
-                    .query_session_for(tenant.as_str())
-                    .map_err(|e| e.to_string())?,
+                (_, Some(tenant)) => store.query_session_for(tenant.as_str())?,
                 (Tenancy::Conjoined, None) => {
-                    return Err(format!(
+                    return Err(DocError::Query(format!(
                         "{} is conjoined: each tenant has its own documents; give a tenant",
                         D::DOCUMENT_TYPE
-                    ))
+                    )))
                 }
                 (_, None) => store.query_session(),
             };
@@ -286,19 +304,22 @@ where
                 q = q.where_filter(f);
             }
             if let Some(after) = &query.after {
-                let cursor = decode_id(after)?;
+                let cursor = decode_id(after).map_err(DocError::Query)?;
                 q = q.where_sql("d.id > $1", vec![cursor]);
             }
             let limit = query.limit.max(1);
-            let docs = q
-                .take(limit + 1)
-                .to_list()
-                .await
-                .map_err(|e| e.to_string())?;
+            let docs = q.take(limit + 1).to_list().await?;
             let mut page = DocPage::default();
             for doc in docs.iter().take(limit) {
-                let json = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
-                page.rows.push((id_text(&doc.id().key()), json));
+                let id = id_text(&doc.id().key());
+                let json = serde_json::to_string_pretty(doc).map_err(|e| {
+                    marten_core::Error::CorruptData {
+                        owner: D::DOCUMENT_TYPE.to_owned(),
+                        id: Some(id.clone()),
+                        detail: format!("cannot be shown as JSON: {e}"),
+                    }
+                })?;
+                page.rows.push((id, json));
             }
             if docs.len() > limit {
                 page.next = docs.get(limit - 1).map(|d| encode_id(&d.id().key()));

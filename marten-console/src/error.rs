@@ -1,5 +1,5 @@
-//! The console's error type: what [`Console::bind`](crate::Console::bind) and serving can
-//! fail with.
+//! The console's error type: what [`ConsoleBuilder::try_build`](crate::ConsoleBuilder::try_build),
+//! [`Console::bind`](crate::Console::bind) and serving can fail with.
 
 use std::net::SocketAddr;
 
@@ -16,6 +16,18 @@ pub enum ConsoleError {
     NonLocalWithoutAuth {
         /// The address asked for.
         addr: SocketAddr,
+    },
+    /// The base path ([`ConsoleOptions::base_path`](crate::ConsoleOptions::base_path)) is
+    /// not a path the console can be mounted under and link to.
+    #[error(
+        "invalid console base path {path:?}: {reason} (a path such as \"/console\" or \"/ops/console\"; \
+         \"\" or \"/\" for the root)"
+    )]
+    InvalidBasePath {
+        /// The path given.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// Binding or serving failed.
     #[error("console socket: {0}")]

@@ -12,11 +12,17 @@
 //! none at all) is refused with 421 Misdirected Request and a short plain-text reason.
 //! The `Host` header alone is read (not `Forwarded` or `X-Forwarded-Host`, which a page
 //! can set), or the request target's authority when there is no `Host` header.
+//!
+//! The peer check ([`loopback_peers`]) of [`Console::router`](crate::Console::router)
+//! without an auth hook: the `Host` header is the client's to write (a program other than
+//! a browser sends `Host: localhost` from anywhere), so a mounted console without an auth
+//! hook also answers only a loopback peer, as one bound to loopback does.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -152,6 +158,72 @@ pub(crate) fn check(router: Router, allowed: AllowedHosts) -> Router {
             }
         },
     ))
+}
+
+/// `router` answering a loopback peer only (its address from axum's
+/// `ConnectInfo<SocketAddr>`, or a test's `MockConnectInfo<SocketAddr>`): 403 for another peer, 500 when the app was served without
+/// `ConnectInfo`, each with what to do.
+pub(crate) fn loopback_peers(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |req: Request, next: Next| async move {
+            // As axum's `ConnectInfo` extractor reads it: the served connection's, else
+            // the one a test mocks.
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+                .or_else(|| {
+                    req.extensions()
+                        .get::<MockConnectInfo<SocketAddr>>()
+                        .map(|m| m.0)
+                });
+            match peer {
+                Some(peer) if peer.ip().to_canonical().is_loopback() => next.run(req).await,
+                Some(peer) => {
+                    tracing::warn!(
+                        %peer,
+                        "console: a peer that is not loopback refused (no auth hook)"
+                    );
+                    plain(
+                        StatusCode::FORBIDDEN,
+                        "forbidden: this console has no auth hook, so it answers the machine \
+                         it runs on only (a loopback peer); give it one \
+                         (ConsoleBuilder::auth) or serve it with Console::bind on a loopback \
+                         address\n",
+                    )
+                }
+                None => {
+                    tracing::error!(
+                        "console: no ConnectInfo<SocketAddr> on the request: serve the app \
+                         with into_make_service_with_connect_info::<SocketAddr>() or give \
+                         the console an auth hook"
+                    );
+                    plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the console cannot tell who is asking: it has no auth hook, so it \
+                         answers loopback peers only, and the app was served without the \
+                         peer's address; serve it with \
+                         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()), \
+                         give the console an auth hook (ConsoleBuilder::auth), or serve it \
+                         with Console::bind\n",
+                    )
+                }
+            }
+        },
+    ))
+}
+
+/// A plain-text response.
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        text,
+    )
+        .into_response()
 }
 
 /// 421 with the reason, as plain text.

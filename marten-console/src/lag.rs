@@ -1,6 +1,9 @@
-//! The sampled lag history: a bounded ring buffer of every projection slot's position and
-//! lag, filled by a background task the console spawns ([`Sampler`]) and read by the
-//! projections page for each slot's rate and the lag chart over the last hour. The task
+//! The sampled lag history, filled by a background task the console spawns ([`Sampler`])
+//! and read by the projections page for each slot's rate and the lag chart over the last
+//! hour. Bounded in samples and in slots, whatever the number of slots (with conjoined
+//! events, one per projection and tenant: thousands): every slot of the last few samples
+//! (for the rates: [`RATE_SAMPLES`] at most, over [`RATE_WINDOW`]), and for the chart,
+//! over the whole history, the [`CHARTED`] slots that lag most at each sample. The task
 //! holds only a weak reference to the history and stops when the console (the last
 //! owner of the [`Sampler`]) is dropped: it is aborted then.
 
@@ -37,41 +40,88 @@ pub struct Sample {
 /// A bounded history of samples, oldest first.
 #[derive(Debug)]
 pub struct LagHistory {
-    samples: Mutex<VecDeque<Sample>>,
+    inner: Mutex<Samples>,
     capacity: usize,
 }
 
+/// What a [`LagHistory`] keeps.
+#[derive(Debug, Default)]
+struct Samples {
+    /// The last samples whole (every slot), for the rates: at most [`RATE_SAMPLES`], none
+    /// older than [`RATE_WINDOW`] before the newest.
+    recent: VecDeque<Sample>,
+    /// Every sample, oldest first, at most the capacity, each with its [`CHARTED`]
+    /// most lagging slots only.
+    charted: VecDeque<Sample>,
+    /// How many slots the newest sample had (charted or not).
+    slots: usize,
+}
+
 /// The window over which a rate is measured.
-const RATE_WINDOW: Duration = Duration::from_secs(10);
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The most whole samples kept for the rates (sampled faster than one a second, the
+/// rate is measured over fewer than [`RATE_WINDOW`]).
+pub const RATE_SAMPLES: usize = 16;
+
+/// The most slots of each sample kept for the chart (and drawn): those that lag most.
+pub const CHARTED: usize = 10;
 
 impl LagHistory {
     /// A history keeping at most `capacity` samples (at least 2).
     pub fn new(capacity: usize) -> Self {
         LagHistory {
-            samples: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            inner: Mutex::new(Samples {
+                recent: VecDeque::with_capacity(RATE_SAMPLES + 1),
+                charted: VecDeque::with_capacity(capacity.min(4096)),
+                slots: 0,
+            }),
             capacity: capacity.max(2),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sample>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Samples> {
         // A panic while holding the lock left whole samples behind: still usable.
-        self.samples
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a sample, dropping the oldest past the capacity.
+    /// Adds a sample: whole among the recent ones (the oldest dropped past
+    /// [`RATE_SAMPLES`] or [`RATE_WINDOW`]), and its [`CHARTED`] most lagging slots (most
+    /// lag first, then by name) in the history (the oldest dropped past the capacity).
     pub fn push(&self, sample: Sample) {
+        let mut charted = sample.slots.clone();
+        charted.sort_by(|a, b| b.lag.cmp(&a.lag).then_with(|| a.name.cmp(&b.name)));
+        charted.truncate(CHARTED);
         let mut s = self.lock();
-        while s.len() >= self.capacity {
-            s.pop_front();
+        s.slots = sample.slots.len();
+        while s.charted.len() >= self.capacity {
+            s.charted.pop_front();
         }
-        s.push_back(sample);
+        s.charted.push_back(Sample {
+            at: sample.at,
+            slots: charted,
+        });
+        let at = sample.at;
+        s.recent.push_back(sample);
+        while s.recent.len() > RATE_SAMPLES
+            || s.recent
+                .front()
+                .is_some_and(|f| at.saturating_duration_since(f.at) > RATE_WINDOW)
+        {
+            s.recent.pop_front();
+        }
     }
 
     /// How many samples are kept.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().charted.len()
+    }
+
+    /// How many slots the newest sample had, charted or not (0 before any).
+    pub fn slot_count(&self) -> usize {
+        self.lock().slots
     }
 
     /// Whether no sample was taken yet.
@@ -79,15 +129,16 @@ impl LagHistory {
         self.len() == 0
     }
 
-    /// Events per second `slot` advanced over about the last ten seconds (`None`: fewer
-    /// than two samples of it).
+    /// Events per second `slot` advanced over about the last ten seconds (the recent
+    /// samples kept: see [`RATE_SAMPLES`]; `None`: fewer than two samples of it).
     pub fn rate(&self, slot: &str) -> Option<f64> {
         self.rates().remove(slot)
     }
 
     /// [`LagHistory::rate`] of every slot, in one pass over the window.
     pub fn rates(&self) -> HashMap<String, f64> {
-        let s = self.lock();
+        let guard = self.lock();
+        let s = &guard.recent;
         let mut out = HashMap::new();
         let Some(last) = s.back() else {
             return out;
@@ -116,29 +167,39 @@ impl LagHistory {
         out
     }
 
-    /// Each slot's lag over the last `span`: `(slot, [(seconds before now, lag)])`,
-    /// oldest point first.
+    /// The lag over the last `span` of the slots that lag most now (those charted at the
+    /// newest sample, at most [`CHARTED`], most lag first): `(slot, [(seconds before
+    /// now, lag)])`, oldest point first (a slot's points are those of the samples it
+    /// was charted in).
     pub fn series(&self, span: Duration) -> Vec<(String, Vec<(f64, i64)>)> {
         let now = Instant::now();
-        let s = self.lock();
-        let mut out: Vec<(String, Vec<(f64, i64)>)> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for sample in s.iter() {
-            let ago = now.duration_since(sample.at);
+        let guard = self.lock();
+        let Some(newest) = guard.charted.back() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Vec<(f64, i64)>)> = newest
+            .slots
+            .iter()
+            .map(|slot| (slot.name.clone(), Vec::new()))
+            .collect();
+        let index: HashMap<&str, usize> = newest
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| (slot.name.as_str(), i))
+            .collect();
+        for sample in &guard.charted {
+            let ago = now.saturating_duration_since(sample.at);
             if ago > span {
                 continue;
             }
             for slot in &sample.slots {
-                let point = (ago.as_secs_f64(), slot.lag);
-                match index.get(slot.name.as_str()) {
-                    Some(&i) => out[i].1.push(point),
-                    None => {
-                        index.insert(slot.name.as_str(), out.len());
-                        out.push((slot.name.clone(), vec![point]));
-                    }
+                if let Some(&i) = index.get(slot.name.as_str()) {
+                    out[i].1.push((ago.as_secs_f64(), slot.lag));
                 }
             }
         }
+        out.retain(|(_, points)| !points.is_empty());
         out
     }
 }
@@ -214,6 +275,39 @@ mod tests {
                 lag: 100 - pos,
             }],
         }
+    }
+
+    /// Thousands of slots: the history keeps every slot of the last samples alone, and
+    /// the chart's most lagging ones of every sample.
+    #[test]
+    fn slots_are_bounded_per_sample() {
+        let h = LagHistory::new(100);
+        let t0 = Instant::now();
+        for i in 0..100u64 {
+            let slots = (0..3000i64)
+                .map(|s| SlotSample {
+                    name: format!("P@t{s:04}"),
+                    position: 0,
+                    lag: s,
+                })
+                .collect();
+            h.push(Sample {
+                at: t0 + Duration::from_millis(i * 100),
+                slots,
+            });
+        }
+        let kept = h.lock();
+        assert_eq!(kept.charted.len(), 100);
+        assert!(kept.charted.iter().all(|s| s.slots.len() == CHARTED));
+        assert_eq!(kept.recent.len(), RATE_SAMPLES);
+        assert_eq!(kept.slots, 3000);
+        assert_eq!(kept.charted[0].slots[0].name, "P@t2999", "most lag first");
+        drop(kept);
+        assert_eq!(h.rates().len(), 3000, "every slot has a rate");
+        let series = h.series(Duration::from_secs(3600));
+        assert_eq!(series.len(), CHARTED);
+        assert_eq!(series[0].0, "P@t2999");
+        assert_eq!(h.slot_count(), 3000);
     }
 
     #[test]

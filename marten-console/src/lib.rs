@@ -13,7 +13,8 @@
 //! use marten_console::Console;
 //! let console = Console::builder(&store).build();
 //! // Mount it in a service: `app.nest("/console", console.router())` (with
-//! // `.base_path("/console")` on the builder), or serve it on its own:
+//! // `.base_path("/console")` on the builder; without an auth hook, served with
+//! // `app.into_make_service_with_connect_info::<SocketAddr>()`), or serve it on its own:
 //! let bound = console.bind(([127, 0, 0, 1], 7070).into()).await?;
 //! println!("console at {}", bound.url()?);
 //! bound.serve().await?;
@@ -21,15 +22,19 @@
 //! ```
 //!
 //! Security: [`Console::bind`] refuses an address other than loopback unless the host
-//! gave its own authentication middleware ([`ConsoleBuilder::auth`]); without one, every
+//! gave its own authentication middleware ([`ConsoleBuilder::auth`]); without one, a
+//! mounted [`Console::router`] answers loopback peers only (read from axum's
+//! `ConnectInfo`: serve the app with `into_make_service_with_connect_info`), and every
 //! route refuses a request whose `Host` is not a loopback name, the bound address or one
-//! of [`ConsoleBuilder::allowed_hosts`] (421, against DNS rebinding); every statement is
-//! parameterized; every value written into a page is escaped (see [`html`]).
+//! of [`ConsoleBuilder::allowed_hosts`] (421, against DNS rebinding); every response
+//! forbids framing (`X-Frame-Options: DENY`, `frame-ancestors 'none'`, against
+//! clickjacking of the actions' confirmation pages); every statement is parameterized;
+//! every value written into a page is escaped (see [`html`]).
 //!
 //! Layout: `builder.rs` (options, document registration, auth hook), `console.rs` (the
 //! router, binding), `bind.rs` (serving), `router.rs` (routes and embedded assets),
 //! `html.rs` (escaping and layout), `pages/*.rs` (one page and its SQL each),
-//! `host.rs` (the `Host` check), `actions.rs`, `lag.rs` (the sampled lag history), `tables.rs` (quoted table names).
+//! `host.rs` (the `Host` and peer checks), `actions.rs`, `lag.rs` (the sampled lag history), `tables.rs` (quoted table names).
 #![warn(missing_docs)]
 
 mod actions;
@@ -54,4 +59,4 @@ pub use console::Console;
 pub use documents::{Op, QueryField};
 pub use error::ConsoleError;
 pub use options::ConsoleOptions;
-pub use slots::{read_slots, SlotRow};
+pub use slots::{read_slots, read_slots_page, SlotRow};

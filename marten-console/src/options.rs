@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::error::ConsoleError;
+
 /// The console's options. Read-only by default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -15,7 +17,11 @@ pub struct ConsoleOptions {
     /// offered. Off by default; each one asks for confirmation and takes POST only.
     pub actions: bool,
     /// The path the console is mounted under (`""` at the root, `"/console"` when the
-    /// host nests its router there): the prefix of every link.
+    /// host nests its router there): the prefix of every link. Normalised when the console
+    /// is built: a missing leading `/` is added, trailing ones are dropped, `"/"` is the
+    /// root (`""`). Segments of letters, digits, `-`, `.`, `_` and `~` only (no `.` or
+    /// `..` segment, no empty one, no whitespace, `?`, `#` or `{`): another path is refused
+    /// ([`ConsoleError::InvalidBasePath`](crate::ConsoleError::InvalidBasePath)).
     pub base_path: String,
     /// How often the lag history is sampled.
     pub sample_every: Duration,
@@ -42,5 +48,87 @@ impl Default for ConsoleOptions {
     }
 }
 
+/// `path` as the console uses it (see [`ConsoleOptions::base_path`]): `""` for the root,
+/// else `/` and segments, without a trailing `/`; or why it is refused.
+pub(crate) fn normalise_base_path(path: &str) -> Result<String, ConsoleError> {
+    let refuse = |reason| ConsoleError::InvalidBasePath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.chars().any(char::is_whitespace) {
+        return Err(refuse("it contains whitespace"));
+    }
+    if path.contains(['?', '#']) {
+        return Err(refuse("it contains a query or fragment ('?' or '#')"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = trimmed.strip_prefix('/').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = String::with_capacity(trimmed.len() + 1);
+    for segment in trimmed.split('/') {
+        match segment {
+            "" => return Err(refuse("it has an empty segment ('//')")),
+            "." | ".." => return Err(refuse("it has a '.' or '..' segment")),
+            s if !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) =>
+            {
+                return Err(refuse(
+                    "a segment has a character other than letters, digits, '-', '.', '_' and '~'",
+                ))
+            }
+            s => {
+                out.push('/');
+                out.push_str(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Applies the host's auth middleware to the console's router.
 pub(crate) type AuthHook = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_base_path;
+
+    #[test]
+    fn base_paths_are_normalised_or_refused() {
+        for (given, expected) in [
+            ("", ""),
+            ("/", ""),
+            ("//", ""),
+            ("console", "/console"),
+            ("/console", "/console"),
+            ("/console/", "/console"),
+            ("ops/console//", "/ops/console"),
+            ("/a-b_c.d~e", "/a-b_c.d~e"),
+        ] {
+            match normalise_base_path(given) {
+                Ok(p) => assert_eq!(p, expected, "{given:?}"),
+                Err(e) => panic!("{given:?}: {e}"),
+            }
+        }
+        for bad in [
+            " /console",
+            "/con sole",
+            "/console\n",
+            "/console?x=1",
+            "/console#top",
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a//b",
+            "/{id}",
+            "/:id",
+            "/*rest",
+            "/caf\u{e9}",
+            "/a%20b",
+        ] {
+            assert!(normalise_base_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

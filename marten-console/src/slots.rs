@@ -1,5 +1,6 @@
-//! The progression slots as the console reads them: the projections page and the lag
-//! sampler share this read.
+//! The progression slots as the console reads them: the projections page (a page of
+//! them at a time, by name: [`read_slots_page`]) and the lag sampler (every one:
+//! [`read_slots`]) share this read.
 //!
 //! One statement: every slot (the progression table, a few rows; its shard count rows
 //! left out), and per slot its head and the timestamp of the first event it has not
@@ -65,6 +66,17 @@ impl SlotRow {
 /// tenant's (`mt_events_tenant_tx_seq`); otherwise every event (`mt_events_tx_seq`, one
 /// head for every slot).
 pub(crate) fn statement(t: &Tables) -> String {
+    statement_where(t, "")
+}
+
+/// The statement of a page of slots: those named after `$1`, at most `$2`, by name.
+pub(crate) fn page_statement(t: &Tables) -> String {
+    statement_where(t, "AND p.name > $1 ")
+}
+
+/// The slots' statement with `filter` (`AND ...`, on `p`) added to its `WHERE`, and a
+/// `LIMIT $2` when it has one.
+fn statement_where(t: &Tables, filter: &str) -> String {
     let (tenant, head_join) = if t.conjoined {
         ("e.tenant_id = p.tenant_id AND ", "LEFT JOIN LATERAL")
     } else {
@@ -80,9 +92,10 @@ pub(crate) fn statement(t: &Tables) -> String {
          LEFT JOIN LATERAL (SELECT e.timestamp FROM {events} e \
          WHERE {tenant}(e.tx_id, e.seq_id) > (p.last_tx, p.last_seq) AND NOT e.is_archived \
          ORDER BY e.tx_id, e.seq_id LIMIT 1) n ON true \
-         WHERE p.name NOT LIKE '%#shards' ORDER BY p.name",
+         WHERE p.name NOT LIKE '%#shards' {filter}ORDER BY p.name{limit}",
         progression = t.progression,
-        events = t.events
+        events = t.events,
+        limit = if filter.is_empty() { "" } else { " LIMIT $2" },
     )
 }
 
@@ -92,6 +105,24 @@ pub async fn read_slots(
     tables: &Tables,
 ) -> Result<Vec<SlotRow>, marten_core::Error> {
     let rows = store.sql_query(&statement(tables), &[]).await?;
+    slot_rows(&rows)
+}
+
+/// At most `limit` slots of `store` named after `after` (`""`: from the first), by name.
+pub async fn read_slots_page(
+    store: &DocumentStore,
+    tables: &Tables,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<SlotRow>, marten_core::Error> {
+    let rows = store
+        .sql_query(&page_statement(tables), &[&after, &limit])
+        .await?;
+    slot_rows(&rows)
+}
+
+/// The slots of the statement's rows.
+fn slot_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<SlotRow>, marten_core::Error> {
     let corrupt = |detail: String| marten_core::Error::CorruptData {
         owner: "mt_event_progression".to_owned(),
         id: None,
@@ -104,7 +135,7 @@ pub async fn read_slots(
             .map_err(|e| corrupt(format!("transaction id {text:?}: {e}")))
     };
     let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         let mut row = SlotRow {
             name: r.try_get(0).map_err(unusable)?,
             position: r.try_get(1).map_err(unusable)?,

@@ -548,6 +548,12 @@ async fn a_retry_needs_confirmation_token_and_same_origin_then_replays() {
     .await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("is rebuilding"));
+    assert!(
+        done.body
+            .contains("Cleared 1 dead letter(s) of OrderSummary"),
+        "the rebuild cleared the one dead letter: {}",
+        done.body
+    );
     let left: i64 = raw
         .query_one("SELECT count(*) FROM mt_dead_letters", &[])
         .await
@@ -624,11 +630,8 @@ async fn the_router_mounts_under_a_base_path() {
     let seeded = seed(&store, 1, 0).await;
     let console = console(&store).base_path("/ops/console").build();
     let app = axum::Router::new().nest("/ops/console", console.router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = serve_app(app).await;
+    let addr = served.addr;
     let body = page(addr, "/ops/console/streams").await;
     assert!(body.contains(&format!(
         "href=\"/ops/console/streams/{}\"",
@@ -644,7 +647,6 @@ async fn the_router_mounts_under_a_base_path() {
         "{}",
         root.status
     );
-    task.abort();
 }
 
 /// A conjoined document type: each tenant its own rows, the same ids.
@@ -942,17 +944,13 @@ async fn the_bound_address_is_admitted_and_a_mounted_router_checks_the_host() {
     task.abort();
 
     let app = axum::Router::new().nest("/ops", console(&store).base_path("/ops").build().router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = serve_app(app).await;
+    let addr = served.addr;
     assert_eq!(get(addr, "/ops/streams").await.status, 200);
     let evil = format!("evil.example:{}", addr.port());
     for path in ["/ops/streams", "/ops/assets/console.css", "/ops/nope"] {
         assert_eq!(get_as(addr, &evil, path, &[]).await.status, 421, "{path}");
     }
-    task.abort();
 }
 
 /// With an auth hook the console is exposed on purpose: any `Host` reaches the hook, unless
@@ -1387,6 +1385,12 @@ async fn a_conjoined_retry_rebuilds_the_dead_letters_tenant_alone() {
     .await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("is rebuilding"), "{}", done.body);
+    assert!(
+        done.body
+            .contains("Cleared 1 dead letter(s) of TenantSummary for tenant acme"),
+        "acme's one dead letter, not globex's: {}",
+        done.body
+    );
 
     assert_eq!(
         position(&raw, "TenantSummary@globex").await,
@@ -1509,5 +1513,348 @@ async fn a_conjoined_tag_page_is_one_tenants() {
         !bare.body.contains(" order "),
         "no tenant, no events: {}",
         bare.body
+    );
+}
+
+/// Asserts `r` forbids framing and sniffing.
+#[track_caller]
+fn assert_unframeable(r: &Response, what: &str) {
+    assert_eq!(
+        r.header("x-frame-options"),
+        Some("DENY"),
+        "{what}: {:?}",
+        r.headers
+    );
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("frame-ancestors 'none'"),
+        "{what}: {:?}",
+        r.headers
+    );
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {:?}",
+        r.headers
+    );
+}
+
+/// Clickjacking: a hostile page must not frame the confirmation page of an action (its
+/// form carries the token; one click on "Yes, do it" would rebuild). Every response, bound
+/// or mounted, pages, assets, errors and refusals alike, forbids framing.
+#[tokio::test]
+async fn every_response_forbids_framing() {
+    let (_schema, store) = store("console_frames").await;
+    seed(&store, 1, 0).await;
+    let bound = console(&store).actions(true).build();
+    let served = serve(&bound).await;
+    let confirm_path = "/actions/confirm?action=rebuild&projection=OrderSummary";
+    let confirm = get(served.addr, confirm_path).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("Yes, do it"), "{}", confirm.body);
+    assert_unframeable(&confirm, confirm_path);
+    for path in [
+        "/streams",
+        "/projections",
+        "/projections.json",
+        "/projections/lag.svg",
+        "/assets/console.js",
+        "/assets/console.css",
+        "/no-such-page",
+        "/",
+    ] {
+        assert_unframeable(&get(served.addr, path).await, path);
+    }
+    let refused = get_as(served.addr, "evil.example", confirm_path, &[]).await;
+    assert_eq!(refused.status, 421);
+    assert_unframeable(&refused, "a refused Host");
+
+    let mounted = console(&store).actions(true).base_path("/c").build();
+    let app = axum::Router::new().nest("/c", mounted.router());
+    let served = serve_app(app).await;
+    let confirm = get(served.addr, &format!("/c{confirm_path}")).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert_unframeable(&confirm, "mounted confirmation page");
+    assert_unframeable(&get(served.addr, "/c/streams").await, "mounted page");
+}
+
+/// The base path is normalised (`console`, `/console/`, `/`), whether given to the
+/// builder or in the options: bound and mounted consoles serve and link right; a path
+/// that is not one is refused with a typed error, never a panic.
+#[tokio::test]
+async fn base_paths_are_normalised_and_bad_ones_refused() {
+    let (_schema, store) = store("console_base_paths").await;
+    let seeded = seed(&store, 1, 0).await;
+    let with_base = |path: &str| {
+        let mut o = marten_console::ConsoleOptions::default();
+        o.base_path = path.to_owned();
+        console(&store).options(o)
+    };
+    let cases = [
+        (console(&store).base_path("console"), "/console"),
+        (console(&store).base_path("/console/"), "/console"),
+        (with_base("ops/console/"), "/ops/console"),
+        (with_base("/"), ""),
+        (console(&store).base_path("/"), ""),
+    ];
+    let stream = seeded.plain[0].to_string();
+    let check = |body: &str, base: &str| {
+        assert!(
+            body.contains(&format!("href=\"{base}/streams/{stream}\"")),
+            "{base}: {body}"
+        );
+        assert!(
+            body.contains(&format!("href=\"{base}/projections\"")),
+            "{base}: {body}"
+        );
+        assert!(!body.contains("href=\"//"), "{base}: {body}");
+        assert!(!body.contains(&format!("{base}//")), "{base}: {body}");
+    };
+    for (builder, base) in cases {
+        let c = builder.build();
+        let bound = match c.bind(([127, 0, 0, 1], 0).into()).await {
+            Ok(b) => b,
+            Err(e) => panic!("bind with base {base:?}: {e}"),
+        };
+        let url = bound.url().expect("url");
+        assert!(url.ends_with(&format!("{base}/")), "{url}");
+        assert!(!url.ends_with("//"), "{url}");
+        let addr = bound.local_addr().expect("addr");
+        let task = tokio::spawn(bound.serve());
+        check(&page(addr, &format!("{base}/streams")).await, base);
+        task.abort();
+
+        let app = if base.is_empty() {
+            c.router()
+        } else {
+            axum::Router::new().nest(base, c.router())
+        };
+        let served = serve_app(app).await;
+        check(&page(served.addr, &format!("{base}/streams")).await, base);
+    }
+
+    for bad in [
+        "/con sole",
+        "/console?x=1",
+        "/console#top",
+        "/a/../b",
+        "/{x}",
+    ] {
+        match console(&store).base_path(bad).try_build() {
+            Err(ConsoleError::InvalidBasePath { path, reason }) => {
+                assert_eq!(path, bad);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{bad:?}: expected InvalidBasePath, got {other:?}"),
+        }
+        let c = console(&store).base_path(bad).build();
+        match c.bind(([127, 0, 0, 1], 0).into()).await {
+            Err(ConsoleError::InvalidBasePath { path, .. }) => assert_eq!(path, bad),
+            other => panic!("{bad:?}: expected InvalidBasePath, got {other:?}"),
+        }
+        let served = serve_app(axum::Router::new().nest("/x", c.router())).await;
+        let r = get(served.addr, "/x/streams").await;
+        assert_eq!(r.status, 500, "{}", r.body);
+        assert!(r.body.contains("invalid console base path"), "{}", r.body);
+    }
+}
+
+/// A rebuild the store refuses is the request's fault (an unknown projection: 404, and
+/// nothing changes); a store that cannot be reached is the server's (5xx), not a bad
+/// request, and a documents page does not query it twice.
+#[tokio::test]
+async fn refused_rebuilds_are_4xx_and_an_unreachable_store_5xx() {
+    let schema = marten_testing::TestSchema::new("console_statuses");
+    let proxy = marten_testing::FaultProxy::start(&schema.host_port())
+        .await
+        .expect("start the proxy");
+    let store = ok(DocumentStore::builder()
+        .connection_string(schema.url_via_addr(proxy.addr()))
+        .schema(schema.name())
+        .pool_wait_timeout(std::time::Duration::from_secs(2))
+        .request_timeout(Some(std::time::Duration::from_secs(2)))
+        .event::<OrderPlaced>()
+        .event::<OrderShipped>()
+        .event::<Boom>()
+        .projection::<OrderSummary>(Lifecycle::Async)
+        .build()
+        .await);
+    seed(&store, 1, 10).await;
+    let console = console(&store).actions(true).build();
+    let served = serve(&console).await;
+    let token = console.action_token().to_owned();
+    let rebuild = request(
+        served.addr,
+        "POST",
+        "/actions/rebuild",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("projection=Nope&confirm=yes&token={token}"),
+    )
+    .await;
+    assert_eq!(rebuild.status, 404, "{}", rebuild.body);
+    assert!(
+        rebuild.body.contains("no async projection named Nope"),
+        "{}",
+        rebuild.body
+    );
+    let docs = "/documents/Invoice?field=customer&op=eq&value=acme";
+    assert_eq!(get(served.addr, docs).await.status, 200);
+
+    drop(proxy);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for path in [docs, "/documents/Invoice", "/streams"] {
+        let r = get(served.addr, path).await;
+        assert!(
+            (500..600).contains(&r.status),
+            "{path} with the database unreachable: {} {}",
+            r.status,
+            r.body
+        );
+    }
+}
+
+/// Thousands of slots (conjoined events: one per projection and tenant): the chart
+/// draws the few that lag most and counts the others; the table is paged by slot name.
+#[tokio::test]
+async fn thousands_of_slots_are_charted_and_listed_within_bounds() {
+    let (schema, store) = store("console_many_slots").await;
+    seed(&store, 2, 0).await;
+    ok(store.projection_status().await);
+    let raw = schema.raw_client().await;
+    raw.batch_execute(
+        "INSERT INTO mt_event_progression (name, tenant_id, last_tx, last_seq) \
+         SELECT 'P@t' || lpad(i::text, 4, '0'), 't' || i, '0'::xid8, i % 5 \
+         FROM generate_series(1, 2000) i",
+    )
+    .await
+    .expect("2000 slots");
+    let console = console(&store)
+        .options({
+            let mut o = marten_console::ConsoleOptions::default();
+            o.sample_every = std::time::Duration::from_millis(50);
+            o
+        })
+        .build();
+    let served = serve(&console).await;
+    let start = std::time::Instant::now();
+    let chart = loop {
+        let chart = get(served.addr, "/projections/lag.svg").await;
+        assert_eq!(chart.status, 200);
+        if chart.body.contains("<polyline") {
+            break chart.body;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "sampled: {}",
+            chart.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let lines = chart.matches("<polyline").count();
+    assert!((1..=10).contains(&lines), "{lines} lines");
+    assert!(
+        chart.contains(&format!("+{} more", 2000 - lines)),
+        "{chart}"
+    );
+
+    let slot_rows = |body: &str| -> Vec<String> {
+        body.split("<tr data-slot=\"")
+            .skip(1)
+            .filter_map(|r| r.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    let mut next = Some("/projections".to_owned());
+    while let Some(path) = next {
+        let body = page(served.addr, &path).await;
+        let rows = slot_rows(&body);
+        assert!(rows.len() <= 200, "{} rows on {path}", rows.len());
+        for r in rows {
+            assert!(seen.insert(r.clone()), "{r} twice");
+        }
+        pages += 1;
+        if let Some(after) = path.strip_prefix("/projections?after=") {
+            assert!(
+                body.contains(&format!("data-live=\"/projections.json?after={after}\"")),
+                "the live data is the page's: {body}"
+            );
+        }
+        next = next_link(&body);
+        if let Some(n) = &next {
+            assert!(n.starts_with("/projections?after="), "{n}");
+        }
+    }
+    assert_eq!(seen.len(), 2000);
+    assert_eq!(pages, 10);
+    let live = get(served.addr, "/projections.json?after=P%40t1990").await;
+    let json: serde_json::Value = serde_json::from_str(&live.body).expect("JSON");
+    assert_eq!(json["slots"].as_array().map(Vec::len), Some(10), "{json}");
+}
+
+/// Mounted without an auth hook, the console answers the machine it runs on only, as a
+/// console bound to loopback does: a peer that is not loopback is refused (403) whatever
+/// `Host` it sends, an app served without the peer's address is told how to serve it
+/// (500); an auth hook decides instead.
+#[tokio::test]
+async fn a_mounted_router_without_auth_answers_loopback_peers_only() {
+    use axum::extract::connect_info::MockConnectInfo;
+    let (_schema, store) = store("console_peers").await;
+    seed(&store, 1, 0).await;
+    let console = console(&store).actions(true).base_path("/ops").build();
+    let token = console.action_token().to_owned();
+    let remote = std::net::SocketAddr::from(([10, 0, 0, 5], 40000));
+
+    let served = serve_app(axum::Router::new().nest("/ops", console.router())).await;
+    assert_eq!(get(served.addr, "/ops/streams").await.status, 200);
+
+    let app = axum::Router::new()
+        .nest("/ops", console.router())
+        .layer(MockConnectInfo(remote));
+    let served = serve_app_without_peer(app).await;
+    for path in [
+        "/ops/streams",
+        "/ops/actions/confirm?action=rebuild&projection=OrderSummary",
+        "/ops/nope",
+    ] {
+        let r = get_as(served.addr, "localhost", path, &[]).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        assert!(
+            r.body.contains("ConsoleBuilder::auth") && r.body.contains("Console::bind"),
+            "{}",
+            r.body
+        );
+        assert!(!r.body.contains(&token));
+    }
+
+    let served = serve_app_without_peer(axum::Router::new().nest("/ops", console.router())).await;
+    let r = get(served.addr, "/ops/streams").await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body.contains("into_make_service_with_connect_info"),
+        "{}",
+        r.body
+    );
+
+    let guarded = Console::builder(&store)
+        .base_path("/ops")
+        .auth(axum::middleware::from_fn(bearer))
+        .build();
+    let app = axum::Router::new()
+        .nest("/ops", guarded.router())
+        .layer(MockConnectInfo(remote));
+    let served = serve_app_without_peer(app).await;
+    let creds = [("Authorization", "Bearer let-me-in")];
+    let host = "console.example";
+    assert_eq!(
+        get_as(served.addr, host, "/ops/streams", &[]).await.status,
+        401
+    );
+    assert_eq!(
+        get_as(served.addr, host, "/ops/streams", &creds)
+            .await
+            .status,
+        200
     );
 }

@@ -6,7 +6,9 @@
 //!
 //! The value and the tenant are used as typed, spaces included (a string id may have
 //! them), and the cursor as the console wrote it; a query that finds nothing (or is
-//! refused) as typed, with no cursor, is tried again with the value and tenant trimmed.
+//! refused as a bad request) as typed, with no cursor, is tried again with the value and
+//! tenant trimmed. A store that fails (unreachable, too slow) answers 5xx at once, not
+//! tried again.
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
@@ -14,7 +16,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{exact, given, respond, trimmed_search, PageError, PAGE_SIZE};
-use crate::documents::{DocPage, DocQuery, DocumentView, Op};
+use crate::documents::{DocError, DocPage, DocQuery, DocumentView, Op};
 use crate::html::{Href, Html};
 use crate::state::{Shared, State};
 
@@ -66,9 +68,10 @@ async fn read(
         tenant: exact(&q.tenant).map(str::to_owned),
         limit: PAGE_SIZE as usize,
     };
-    view.page(&state.store, &query)
-        .await
-        .map_err(PageError::bad)
+    view.page(&state.store, &query).await.map_err(|e| match e {
+        DocError::Query(why) => PageError::bad(why),
+        DocError::Store(e) => PageError::from(e),
+    })
 }
 
 /// `GET /documents`.

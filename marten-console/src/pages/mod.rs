@@ -48,11 +48,38 @@ impl PageError {
     }
 }
 
+/// The status of a page whose store call failed with `e`: 503 when the database could
+/// not be reached or did not answer in time (a connection, the pool, a timeout, a
+/// cancelled statement: trying again later may work), 400 for a value of the request the
+/// store refused (an id, a tenant, input), 404 for a tenant it does not know, 500 for
+/// anything else.
+pub(crate) fn status_of(e: &marten_core::Error) -> StatusCode {
+    use marten_core::Error as E;
+    match e {
+        E::Connection(_)
+        | E::PoolExhausted { .. }
+        | E::TooManyConnections(_)
+        | E::Timeout { .. }
+        | E::Canceled(_)
+        | E::ReplicaBehind { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::InvalidId { .. }
+        | E::InvalidStreamId { .. }
+        | E::InvalidTenant { .. }
+        | E::InvalidInput { .. }
+        | E::TenantRequired { .. } => StatusCode::BAD_REQUEST,
+        E::UnknownTenant { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<marten_core::Error> for PageError {
     fn from(e: marten_core::Error) -> Self {
-        tracing::warn!(error = %e, "console query failed");
+        let status = status_of(&e);
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "console query failed");
+        }
         PageError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
+            status,
             message: e.to_string(),
         }
     }

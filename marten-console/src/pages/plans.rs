@@ -12,7 +12,7 @@ use super::events::{statements as stream_events, EventsQuery};
 use super::streams::{statement as streams, tag_statement, StreamsQuery};
 use super::tags::{list_statement, tag_statements, ListCursor};
 use super::Params;
-use crate::slots::statement as projections;
+use crate::slots::{page_statement as projections_page, statement as projections};
 use crate::tables::Tables;
 
 #[derive(Tag, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
@@ -151,6 +151,10 @@ async fn every_pages_statement_is_an_index_scan() {
     plan(&raw, "a stream's events", &events_sql, &ep).await;
 
     plan(&raw, "projections", &projections(&t), &Params::default()).await;
+    let mut p = Params::default();
+    p.push("OrderSummary".to_owned());
+    p.push(201i64);
+    plan(&raw, "a page of projections", &projections_page(&t), &p).await;
     let (sql, p) = dead_letters(&t, 100);
     plan(&raw, "dead letters", &sql, &p).await;
     tag_lists(&raw, &t).await;

@@ -1,26 +1,59 @@
 //! The projections page: one row per progression slot (a projection, each shard of a
-//! sharded one, each tenant's with conjoined events): position, lag in events and in
+//! sharded one, each tenant's with conjoined events), [`SLOTS_PAGE`] of them a page by
+//! name (`?after=` the last name of the page before): position, lag in events and in
 //! seconds, owner node, rate (from the sampled history), a bar the script keeps live
-//! from `/projections.json`, and a chart of each slot's lag over the last hour
-//! (`/projections/lag.svg`, drawn from the history). The slots are read by
-//! [`crate::slots`].
+//! from `/projections.json` (the same page of slots), and a chart of the lag over the
+//! last hour of the [`CHARTED`] slots that lag most (`/projections/lag.svg`, drawn from
+//! the history, naming how many more there are). The slots are read by [`crate::slots`].
 
 use std::fmt::Write;
 use std::time::Duration;
 
-use axum::extract::State as Extract;
+use axum::extract::{Query, State as Extract};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::{respond, PageError};
+use serde::Deserialize;
+
+use super::{exact, respond, PageError};
 use crate::html::{Href, Html};
-use crate::slots::{read_slots, SlotRow};
+use crate::lag::CHARTED;
+use crate::slots::{read_slots_page, SlotRow};
 use crate::state::{Shared, State};
 
+/// Slots per page.
+pub(crate) const SLOTS_PAGE: i64 = 200;
+
+/// The page's (and its live data's) query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ProjectionsQuery {
+    /// The keyset cursor: the last slot name of the page before.
+    after: Option<String>,
+}
+
 /// `GET /projections`.
-pub(crate) async fn page(Extract(state): Extract<Shared>) -> Response {
-    let body = body(&state).await;
+pub(crate) async fn page(
+    Extract(state): Extract<Shared>,
+    Query(q): Query<ProjectionsQuery>,
+) -> Response {
+    let body = body(&state, &q).await;
     respond(&state, "Projections", body)
+}
+
+/// The page of slots after `q.after`, and the cursor of the next page when there is one.
+async fn slots(
+    state: &State,
+    q: &ProjectionsQuery,
+) -> Result<(Vec<SlotRow>, Option<String>), PageError> {
+    let after = exact(&q.after).unwrap_or("");
+    let mut rows = read_slots_page(&state.store, &state.tables, after, SLOTS_PAGE + 1).await?;
+    let next = if rows.len() > SLOTS_PAGE as usize {
+        rows.truncate(SLOTS_PAGE as usize);
+        rows.last().map(|r| r.name.clone())
+    } else {
+        None
+    };
+    Ok((rows, next))
 }
 
 fn bar_width(r: &SlotRow) -> f64 {
@@ -33,14 +66,18 @@ fn bar_width(r: &SlotRow) -> f64 {
     }
 }
 
-async fn body(state: &State) -> Result<Html, PageError> {
+async fn body(state: &State, q: &ProjectionsQuery) -> Result<Html, PageError> {
     let base = &state.options.base_path;
-    let rows = read_slots(&state.store, &state.tables).await?;
+    let (rows, next) = slots(state, q).await?;
     let rates = state.history.rates();
+    let mut live = Href::new(base, "/projections.json");
+    if let Some(after) = exact(&q.after) {
+        live = live.query("after", after);
+    }
     let mut h = Html::new();
     h.raw("<table id=\"projections\" data-live=\"")
-        .text(base)
-        .raw("/projections.json\">")
+        .text(live.as_str())
+        .raw("\">")
         .header_row(&[
             "Slot",
             "Tenant",
@@ -87,8 +124,14 @@ async fn body(state: &State) -> Result<Html, PageError> {
         h.raw("</td></tr>");
     }
     h.raw("</table>");
-    if rows.is_empty() {
+    if rows.is_empty() && q.after.is_none() {
         h.raw("<p class=\"empty\">No async projection has run yet.</p>");
+    }
+    if let Some(next) = &next {
+        let href = Href::new(base, "/projections").query("after", next);
+        h.raw("<p class=\"next\">")
+            .link(&href, "Next page")
+            .raw("</p>");
     }
     h.raw("<h2>Lag, up to the last hour</h2><img id=\"lag-chart\" alt=\"lag chart\" src=\"")
         .text(base)
@@ -96,10 +139,13 @@ async fn body(state: &State) -> Result<Html, PageError> {
     Ok(h)
 }
 
-/// `GET /projections.json`: every slot now, for the page's script.
-pub(crate) async fn json(Extract(state): Extract<Shared>) -> Response {
-    match read_slots(&state.store, &state.tables).await {
-        Ok(rows) => {
+/// `GET /projections.json`: the page's slots now (the same `after`), for its script.
+pub(crate) async fn json(
+    Extract(state): Extract<Shared>,
+    Query(q): Query<ProjectionsQuery>,
+) -> Response {
+    match slots(&state, &q).await {
+        Ok((rows, _)) => {
             let rates = state.history.rates();
             let slots: Vec<serde_json::Value> = rows
                 .iter()
@@ -123,7 +169,7 @@ pub(crate) async fn json(Extract(state): Extract<Shared>) -> Response {
             )
                 .into_response()
         }
-        Err(e) => PageError::from(e).into_json(),
+        Err(e) => e.into_json(),
     }
 }
 
@@ -143,15 +189,22 @@ const COLOURS: [&str; 6] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2",
 ];
 
-/// `GET /projections/lag.svg`: each slot's lag over the last hour, from the history.
+/// `GET /projections/lag.svg`: the lag over the last hour of the slots that lag most,
+/// from the history.
 pub(crate) async fn chart(Extract(state): Extract<Shared>) -> Response {
-    let svg = chart_svg(&state.history.series(Duration::from_secs(3600)));
+    let series = state.history.series(Duration::from_secs(3600));
+    let more = state.history.slot_count().saturating_sub(series.len());
+    let svg = chart_svg(&series, more);
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
 /// The chart: x from the oldest sample shown (at most an hour ago, at least a minute)
-/// on the left to now on the right, y from 0 to the largest lag.
-pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
+/// on the left to now on the right, y from 0 to the largest lag; a line for each of the
+/// first [`CHARTED`] series (those past it counted with `more`, the slots not charted,
+/// in a note: "+k more").
+pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)], more: usize) -> String {
+    let more = more + series.len().saturating_sub(CHARTED);
+    let series = &series[..series.len().min(CHARTED)];
     let (w, hgt, pad) = (720.0f64, 200.0f64, 30.0f64);
     let max = series
         .iter()
@@ -201,6 +254,13 @@ pub(crate) fn chart_svg(series: &[(String, Vec<(f64, i64)>)]) -> String {
             .raw("\">")
             .text(name)
             .raw("</text>");
+    }
+    if more > 0 {
+        h.raw("<text class=\"more\" font-size=\"11\" x=\"40\" y=\"")
+            .text(28 + 14 * series.len())
+            .raw("\" fill=\"#555\">+")
+            .text(more)
+            .raw(" more (not lagging as much)</text>");
     }
     h.raw("</svg>");
     h.into_string()

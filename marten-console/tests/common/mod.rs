@@ -204,6 +204,35 @@ pub async fn serve(console: &Console) -> Served {
     Served { addr, task }
 }
 
+/// Serves `app` (a service mounting a console's router) on a loopback port, with the
+/// peer's address (`ConnectInfo`, which a mounted console without an auth hook needs).
+pub async fn serve_app(app: axum::Router) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Served { addr, task }
+}
+
+/// Serves `app` on a loopback port without the peer's address (plain `axum::serve`).
+pub async fn serve_app_without_peer(app: axum::Router) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Served { addr, task }
+}
+
 /// A console being served.
 pub struct Served {
     pub addr: SocketAddr,
