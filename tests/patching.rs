@@ -180,6 +180,33 @@ async fn every_operation_changes_the_stored_document() {
     assert_eq!(found, [expected]);
 }
 
+/// A patch refused before it was queued (a NUL character) asserts nothing: the next
+/// write of the document in that session still asserts the version the session saw, so
+/// another session's change in between is not overwritten.
+#[tokio::test]
+async fn a_refused_patch_leaves_the_next_write_checked() {
+    let (_schema, store) = store("patch_refused_checks").await;
+    let doc = saved(&store, order("new", 0)).await;
+    let mut s = store.lightweight_session();
+    let mut mine = ok(s.load::<Order>(&doc.id).await).expect("stored");
+    let refused = s.patch::<Order>(&doc.id).set(|f| f.status, "a\0b").queue();
+    assert!(
+        matches!(refused, Err(Error::InvalidInput { .. })),
+        "{refused:?}"
+    );
+    // An empty save in between changes nothing either.
+    ok(s.save_changes().await);
+    let mut other = store.lightweight_session();
+    let mut theirs = ok(other.load::<Order>(&doc.id).await).expect("stored");
+    theirs.status = "theirs".into();
+    ok(other.store(theirs.clone()));
+    ok(other.save_changes().await);
+    mine.status = "mine".into();
+    ok(s.store(mine));
+    version_mismatch(s.save_changes().await, doc.id.key());
+    assert_eq!(load_order(&store, &doc.id).await, Some(theirs));
+}
+
 #[tokio::test]
 async fn values_are_parameters_and_nul_characters_are_refused() {
     let (_schema, store) = store("patch_values").await;

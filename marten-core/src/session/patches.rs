@@ -295,12 +295,20 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
             PatchTarget::Id(id) => Some(id.clone()),
             PatchTarget::Where(_) => None,
         };
+        let marked = expected.is_some();
         let patch = Patch {
             target,
             ops,
             expected,
         };
-        B::queue_patch(&mut parts.queue, patch)?;
+        if let Err(e) = B::queue_patch(&mut parts.queue, patch) {
+            // Nothing was queued: no operation of the save asserts the version, so the
+            // next write of `id` must (it would otherwise be sent unchecked).
+            if let (true, Some(id)) = (marked, &forget) {
+                parts.state.doc_state::<D>().asserted.remove(id);
+            }
+            return Err(e);
+        }
         match forget {
             Some(id) => {
                 let docs = parts.state.doc_state::<D>();
