@@ -1102,8 +1102,8 @@ impl Peal {
 /// session's connection (its table made first, with the connection set aside), and a
 /// fold that starts from the stored aggregate makes its table the same way.
 #[tokio::test]
-async fn an_inline_aggregates_first_use_in_a_session_holding_the_only_connection_of_a_callers_pool(
-) {
+async fn an_inline_aggregates_first_use_in_a_session_holding_the_only_connection_of_a_callers_pool()
+{
     for fold_first in [false, true] {
         let schema = TestSchema::new("caller_first_inline");
         let store = ok(DocumentStore::builder()

@@ -958,3 +958,339 @@ async fn a_cancelled_add_or_remove_never_leaves_the_old_database_cached() {
     }
     store.close();
 }
+
+/// A projection counting `Counted` per stream, run by the daemons of the tests below.
+fn daemon_options() -> marten::daemon::DaemonOptions {
+    marten::daemon::DaemonOptions {
+        poison: marten::daemon::PoisonPolicy::Stop,
+        retries: 0,
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+/// One unreachable tenant database (a closed port) or one that does not exist does not
+/// keep the other databases' daemons from starting: they catch up, the failures are
+/// listed naming their tenant, and a retry starts the database created meanwhile.
+#[tokio::test]
+async fn a_daemon_starts_on_every_tenant_database_that_opens() {
+    let mut dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_daemons_down");
+    let missing = format!("marten_t_{:016x}", rand::random::<u64>());
+    dbs.names.push(missing.clone()); // dropped at the end once created
+    let name = schema.name().to_owned();
+    let store = ok(TenantedStore::builder(move |url| {
+        store_builder(url, &name).projection::<Tally>(Lifecycle::Async)
+    })
+    .tenant("acme", dbs.url(0))
+    .tenant("globex", dbs.url(1))
+    .tenant("later", dbs.url(2))
+    .tenant(
+        "nowhere",
+        "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable",
+    )
+    .build()
+    .await);
+    let stream = Uuid::now_v7();
+    for (tenant, n) in [("acme", 1), ("globex", 10)] {
+        let mut s = ok(store.lightweight_session_for(tenant).await);
+        ok(s.events().start_stream(stream, [Counted { n }]));
+        ok(s.save_changes().await);
+    }
+    let mut daemons = ok(store.start_daemons(daemon_options()).await);
+    let mut running: Vec<Vec<String>> = daemons
+        .tenants()
+        .map(|t| t.iter().map(|t| t.as_str().to_owned()).collect())
+        .collect();
+    running.sort();
+    assert_eq!(running, [vec!["acme"], vec!["globex"]]);
+    let mut failed: Vec<(String, String)> = daemons
+        .failed()
+        .map(|(tenants, e)| {
+            let names: Vec<&str> = tenants.iter().map(TenantId::as_str).collect();
+            (names.join(","), format!("{e:?}"))
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(
+        (failed[0].0.as_str(), failed[1].0.as_str()),
+        ("later", "nowhere")
+    );
+    // Debug: the context (which names the tenant) with its quotes escaped.
+    assert!(
+        failed[0].1.contains(r#"tenant \"later\""#),
+        "{}",
+        failed[0].1
+    );
+    assert!(
+        failed[1].1.contains(r#"tenant \"nowhere\""#),
+        "{}",
+        failed[1].1
+    );
+    ok(daemons.wait_for_non_stale(Duration::from_secs(20)).await);
+    let total = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut q = ok(store.query_session_for(tenant).await);
+            ok(q.load::<Tally>(&stream).await).map(|t| t.total)
+        }
+    };
+    assert_eq!(
+        (total("acme").await, total("globex").await),
+        (Some(1), Some(10))
+    );
+
+    // later's database is created: a retry starts its daemon; nowhere fails again.
+    let admin = dbs.admin().await;
+    ok_pg(
+        admin
+            .batch_execute(&format!("CREATE DATABASE {missing}"))
+            .await,
+    );
+    assert_eq!(daemons.retry_failed().await, 1);
+    assert_eq!(daemons.tenants().count(), 3);
+    let failed: Vec<Vec<TenantId>> = daemons.failed().map(|(t, _)| t.to_vec()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0][0].as_str(), "nowhere");
+    let mut s = ok(store.lightweight_session_for("later").await);
+    ok(s.events().start_stream(stream, [Counted { n: 100 }]));
+    ok(s.save_changes().await);
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while total("later").await != Some(100) {
+        assert!(Instant::now() < deadline, "later's daemon caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok(daemons.stop().await);
+    store.close();
+}
+
+/// An error of opening a tenant's database names the tenant: here a database whose
+/// schema was never made, opened by a store that may not make it.
+#[tokio::test]
+async fn an_error_opening_a_tenant_database_names_the_tenant() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_error_names");
+    let name = schema.name().to_owned();
+    let store = ok(TenantedStore::builder(move |url| {
+        store_builder(url, &name).auto_create(AutoCreate::None)
+    })
+    .tenant("acme", dbs.url(0))
+    .build()
+    .await);
+    match store.store_for("acme").await {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("tenant \"acme\""), "{text} ({e:?})");
+        }
+        Ok(_) => panic!("a database without its schema opened with AutoCreate::None"),
+    }
+    store.close();
+}
+
+/// A lookup that read a tenant's old connection string before `tenants()` read the new
+/// one (another process moved the tenant meanwhile), and whose answer arrived after, does
+/// not overwrite the newer read: the next session writes to the new database.
+#[tokio::test]
+async fn a_lookup_older_than_a_read_of_every_tenant_never_overwrites_it() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_race_all");
+    let admin = dbs.admin().await;
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("acme", dbs.url(0)).await);
+    let (proxy, store) = proxied_master(&schema, 2).await;
+    assert!(matches!(
+        store.store_for("nobody").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+
+    let racing = store.clone();
+    let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+        racing.store_for("acme").await.map(|_| ())
+    })
+    .await;
+    // The lookup read database 0; another process moves acme to database 1, and this
+    // store reads every tenant (through another connection) before the answer arrives.
+    ok(other.add_tenant("acme", dbs.url(1)).await);
+    let tenants = ok(store.tenants().await);
+    assert_eq!(tenants.len(), 1);
+    held.set(Faults::none());
+    match lookup.await {
+        Ok(r) => ok(r),
+        Err(e) => panic!("{e}"),
+    }
+    save_note_for(&store, "acme").await;
+    assert_eq!(
+        (
+            notes_in(&dbs, 0, schema.name()).await,
+            notes_in(&dbs, 1, schema.name()).await
+        ),
+        (0, 1),
+        "acme's note went to the database an older lookup read"
+    );
+    store.close();
+    other.close();
+}
+
+/// A tenant another process moved to another database is found there once this store's
+/// cached entry expired, without a call of `tenants()`.
+#[tokio::test]
+async fn a_tenant_moved_by_another_process_is_seen_after_the_cache_expiry() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_expiry");
+    let expiry = Duration::from_millis(300);
+    let mover = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await);
+    let user = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await);
+    ok(mover.add_tenant("acme", dbs.url(0)).await);
+    save_note_for(&user, "acme").await; // cached at database 0
+    ok(mover.add_tenant("acme", dbs.url(1)).await);
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    save_note_for(&user, "acme").await;
+    assert_eq!(
+        (
+            notes_in(&dbs, 0, schema.name()).await,
+            notes_in(&dbs, 1, schema.name()).await
+        ),
+        (1, 1),
+        "the moved tenant's note went to its old database"
+    );
+    // Removed by the other process: unknown here after the expiry.
+    assert!(ok(mover.remove_tenant("acme").await));
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    match user.store_for("acme").await {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "acme"),
+        other => panic!("a removed tenant is still served: {:?}", other.map(|_| ())),
+    }
+    mover.close();
+    user.close();
+}
+
+/// Records the delivery id of each event it is handed.
+struct Deliveries(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl marten::subscriptions::Subscription for Deliveries {
+    fn name(&self) -> &'static str {
+        "mailer"
+    }
+
+    fn filter(&self) -> marten::subscriptions::EventFilter {
+        marten::subscriptions::EventFilter::all().event::<Noted>()
+    }
+
+    async fn handle(
+        &self,
+        batch: &marten::subscriptions::SubscriptionBatch<'_>,
+        _tx: &mut marten::subscriptions::SubscriptionTx,
+    ) -> Result<(), marten::subscriptions::HandlerError> {
+        let mut seen = self
+            .0
+            .lock()
+            .map_err(|_| marten::subscriptions::HandlerError::new("poisoned lock"))?;
+        seen.extend(batch.deliveries().map(|(id, _)| id.to_string()));
+        Ok(())
+    }
+}
+
+/// The same subscription runs in every tenant database, each with its own sequence from
+/// 1: the delivery ids of their first events differ (they name the tenant), so a consumer
+/// deduplicating by them drops neither.
+#[tokio::test]
+async fn delivery_ids_of_two_tenant_databases_differ() {
+    let dbs = Databases::create(2).await;
+    let schema = TestSchema::new("tenancy_delivery_ids");
+    let name = schema.name().to_owned();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let store = ok(TenantedStore::builder(move |url| {
+        store_builder(url, &name).subscription(Deliveries(recorded.clone()))
+    })
+    .tenant("acme", dbs.url(0))
+    .tenant("globex", dbs.url(1))
+    .build()
+    .await);
+    for tenant in ["acme", "globex"] {
+        let mut s = ok(store.lightweight_session_for(tenant).await);
+        ok(s.events().start_stream(
+            Uuid::now_v7(),
+            [Noted {
+                text: tenant.into(),
+            }],
+        ));
+        ok(s.save_changes().await);
+    }
+    let daemons = ok(store.start_daemons(daemon_options()).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ids = loop {
+        let ids = match seen.lock() {
+            Ok(ids) => ids.clone(),
+            Err(e) => panic!("{e}"),
+        };
+        if ids.len() >= 2 {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "both events delivered: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        2,
+        "delivery ids collide across databases: {ids:?}"
+    );
+    ok(daemons.stop().await);
+    store.close();
+}
+
+/// While the master table cannot be read, a tenant whose cached entry expired keeps the
+/// database read before (a tenant never read fails with the lookup's error, naming it).
+#[tokio::test]
+async fn an_expired_tenant_keeps_its_database_while_the_master_is_down() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_master_down");
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("acme", dbs.url(0)).await);
+    ok(other.add_tenant("globex", dbs.url(0)).await);
+    let proxy = match FaultProxy::start(&schema.host_port()).await {
+        Ok(p) => p,
+        Err(e) => panic!("cannot start the proxy: {e}"),
+    };
+    let expiry = Duration::from_millis(200);
+    let store = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(schema.url_via_addr(proxy.addr()))
+                .schema(schema.name())
+                .pool_size(1)
+                .pool_create_timeout(Duration::from_secs(2)),
+        )
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await);
+    save_note_for(&store, "acme").await;
+    drop(proxy); // the master database is unreachable from here on
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    save_note_for(&store, "acme").await;
+    assert_eq!(notes_in(&dbs, 0, schema.name()).await, 2);
+    match store.store_for("globex").await {
+        Err(e) => assert!(format!("{e:?}").contains(r#"tenant \"globex\""#), "{e:?}"),
+        Ok(_) => panic!("globex was found without its row"),
+    }
+    store.close();
+    other.close();
+}

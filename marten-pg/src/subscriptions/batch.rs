@@ -30,9 +30,12 @@ impl<'a> SubscriptionBatch<'a> {
     }
 
     /// The stable id of `event`'s delivery to this subscription (the same on every
-    /// re-delivery): what an at-least-once consumer deduplicates by.
+    /// re-delivery): what an at-least-once consumer deduplicates by. It names the batch's
+    /// tenant, else the tenant that appended the event, if any (see [`DeliveryId`]): the
+    /// same subscription run in several tenant databases (`TenantedStore::start_daemons`)
+    /// hands out distinct ids for their events of the same sequence.
     pub fn delivery_id(&self, event: &EventEnvelope) -> DeliveryId {
-        DeliveryId::new(self.name, event)
+        DeliveryId::for_tenant(self.name, self.tenant, event)
     }
 
     /// Each event with its delivery id.

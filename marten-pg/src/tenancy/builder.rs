@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use marten_core::{Error, Result, TenantId};
 
@@ -16,6 +17,9 @@ use crate::store::DocumentStoreBuilder;
 /// The default of [`TenantedStoreBuilder::max_open_databases`].
 const DEFAULT_MAX_OPEN_DATABASES: usize = 64;
 
+/// The default of [`TenantedStoreBuilder::tenant_cache_expiry`].
+const DEFAULT_TENANT_CACHE_EXPIRY: Duration = Duration::from_secs(30);
+
 /// Configures and builds a [`TenantedStore`].
 #[must_use]
 pub struct TenantedStoreBuilder {
@@ -23,6 +27,7 @@ pub struct TenantedStoreBuilder {
     statics: HashMap<TenantId, Arc<str>>,
     master: Option<DocumentStoreBuilder>,
     max_open: usize,
+    tenant_expiry: Duration,
     error: Option<Error>,
 }
 
@@ -54,6 +59,7 @@ impl TenantedStore {
             statics: HashMap::new(),
             master: None,
             max_open: DEFAULT_MAX_OPEN_DATABASES,
+            tenant_expiry: DEFAULT_TENANT_CACHE_EXPIRY,
             error: None,
         }
     }
@@ -103,6 +109,20 @@ impl TenantedStoreBuilder {
         self
     }
 
+    /// How long a tenant's database, once read from the master table, is used without
+    /// reading its row again (default 30 s). After that, its next use reads the row:
+    /// a tenant another process moved to another database (or removed) is seen here
+    /// within this time (at once after [`TenantedStore::tenants`]). Shorter sees such
+    /// changes sooner at the cost of a master-table read per tenant per this time;
+    /// `Duration::ZERO` reads the row at every use. Tenants of the static map are not
+    /// concerned. While the row cannot be read (the master database is down), a tenant
+    /// read before keeps its database for another such time, with a warning; a tenant
+    /// never read fails with the lookup's error.
+    pub fn tenant_cache_expiry(mut self, expiry: Duration) -> Self {
+        self.tenant_expiry = expiry;
+        self
+    }
+
     /// Checks the configuration and opens the master database (making sure of its lookup
     /// table). Tenant databases are opened on first use, or by
     /// [`TenantedStore::apply_all_schemas`].
@@ -133,6 +153,7 @@ impl TenantedStoreBuilder {
                 statics: self.statics,
                 lookup,
                 found: RwLock::default(),
+                tenant_expiry: self.tenant_expiry,
                 databases: Databases::new(self.max_open),
             }),
         })

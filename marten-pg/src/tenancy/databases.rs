@@ -1,10 +1,14 @@
 //! The open tenant databases: one store (one pool) per connection string, opened on first
-//! use by one caller while every other caller of that database waits for it (a failed or
-//! abandoned open leaves nothing behind: the next caller tries again), and at most
-//! `max_open` of them open: when another must open, the least recently used one that
-//! nobody holds a handle of (no session, no store handle) is closed and forgotten. One in
-//! use is never closed under its sessions: while more than `max_open` databases are in use
-//! at once, that many stay open, and the surplus is closed at a later open, once idle.
+//! use by one caller while every other caller of that database waits for it. An open that
+//! fails fails every caller that was already waiting for it, with a copy of its error (so
+//! a database that is down costs its waiters one attempt, not one each); a caller that
+//! comes after it ended tries again. An abandoned open (its caller's future dropped) is
+//! taken over by one of its waiters. A failed or abandoned open leaves nothing behind. At
+//! most `max_open` databases are open: once another opened, the least recently used one
+//! that nobody holds a handle of (no session, no store handle) is closed and forgotten;
+//! an open that fails closes nothing. One in use is never closed under its sessions:
+//! while more than `max_open` databases are in use at once, that many stay open, and the
+//! surplus is closed at a later open, once idle.
 //!
 //! A caller never gets a closed store: a store is handed out by cloning it under the lock
 //! of the cache, and a database being opened counts as in use from the moment a caller
@@ -18,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use marten_core::{DatabaseError, Error, Result};
@@ -50,11 +55,72 @@ struct State<S> {
 
 struct Slot<S> {
     /// Empty until opened; its initialization is the single flight.
-    cell: Arc<OnceCell<S>>,
+    cell: Arc<Cell<S>>,
     last_used: u64,
     /// Callers that found it not open yet and have not taken their handle of it (the
     /// opener among them): while there is one, it is in use and never evicted.
     waiting: usize,
+}
+
+/// The opening of one database, shared by its callers.
+struct Cell<S> {
+    /// The store once opened.
+    store: OnceCell<S>,
+    /// How many opens of it failed: a caller that joined when it was `n` and finds it
+    /// above `n` waited for an open that failed, and fails with its error.
+    failures: AtomicU64,
+    /// The error of the last failed open, copied for the callers that waited for it.
+    last_failure: Mutex<Option<Error>>,
+}
+
+impl<S> Cell<S> {
+    fn new() -> Self {
+        Cell {
+            store: OnceCell::new(),
+            failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    fn get(&self) -> Option<&S> {
+        self.store.get()
+    }
+
+    fn initialized(&self) -> bool {
+        self.store.initialized()
+    }
+
+    /// Records the failure of an open: the callers waiting for it fail with `e`'s copy.
+    fn failed(&self, e: &Error) {
+        let mut last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *last = Some(replicate(e));
+        self.failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A copy of the error of an open that failed since the caller joined at `seen`
+    /// failures, if one did.
+    fn failure_since(&self, seen: u64) -> Option<Error> {
+        if self.failures.load(Ordering::SeqCst) <= seen {
+            return None;
+        }
+        let last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(last.as_ref().map_or_else(
+            || {
+                Error::Connection(DatabaseError {
+                    code: None,
+                    context: "opening a tenant database (another caller's open failed)".to_owned(),
+                    source: "the open failed".into(),
+                })
+            },
+            replicate,
+        ))
+    }
 }
 
 /// What a caller finds in the cache.
@@ -70,7 +136,9 @@ enum Joined<'a, S: Pooled> {
 struct Waiting<'a, S: Pooled> {
     databases: &'a Databases<S>,
     key: Arc<str>,
-    cell: Arc<OnceCell<S>>,
+    cell: Arc<Cell<S>>,
+    /// The failures of the cell when the caller joined.
+    seen: u64,
 }
 
 impl<S: Pooled> Databases<S> {
@@ -86,10 +154,12 @@ impl<S: Pooled> Databases<S> {
     }
 
     /// The store of the database at `key`, opened with `open` if it is not open yet.
-    /// Callers of one key share one open; other keys are opened in parallel. The store
-    /// returned is never closed by the cache while the caller holds it. Fails with
-    /// [`Error::Connection`] when the database was forgotten
-    /// ([`remove`](Self::remove), [`close_all`](Self::close_all)) each time it was opened.
+    /// Callers of one key share one open; other keys are opened in parallel. When the
+    /// open fails, every caller that was waiting for it fails with (a copy of) its error;
+    /// a caller that comes after tries again. The store returned is never closed by the
+    /// cache while the caller holds it. Fails with [`Error::Connection`] when the
+    /// database was forgotten ([`remove`](Self::remove), [`close_all`](Self::close_all))
+    /// each time it was opened.
     pub(super) async fn get<F, Fut>(&self, key: &str, open: F) -> Result<S>
     where
         F: Fn() -> Fut,
@@ -103,11 +173,20 @@ impl<S: Pooled> Databases<S> {
                 }
                 Joined::Opening(waiting) => waiting,
             };
-            waiting
-                .cell
+            let cell = &waiting.cell;
+            cell.store
                 .get_or_try_init(|| async {
-                    self.evict(Some(key), self.max_open - 1);
-                    open().await
+                    // The turn of a caller that waited for an open that failed: its error.
+                    if let Some(e) = cell.failure_since(waiting.seen) {
+                        return Err(e);
+                    }
+                    // Nothing is closed before the open succeeded: the bound makes room
+                    // once the new store exists (below).
+                    let opened = open().await;
+                    if let Err(e) = &opened {
+                        cell.failed(e);
+                    }
+                    opened
                 })
                 .await?;
             if let Some(store) = waiting.take() {
@@ -124,7 +203,6 @@ impl<S: Pooled> Databases<S> {
             source: "the database was closed while it was being opened".into(),
         }))
     }
-
     /// How many databases are open.
     pub(super) fn open_count(&self) -> usize {
         self.lock()
@@ -161,7 +239,7 @@ impl<S: Pooled> Databases<S> {
         state.clock += 1;
         let now = state.clock;
         let slot = state.slots.entry(Arc::from(key)).or_insert_with(|| Slot {
-            cell: Arc::new(OnceCell::new()),
+            cell: Arc::new(Cell::new()),
             last_used: now,
             waiting: 0,
         });
@@ -173,6 +251,7 @@ impl<S: Pooled> Databases<S> {
         Joined::Opening(Waiting {
             databases: self,
             key: Arc::from(key),
+            seen: slot.cell.failures.load(Ordering::SeqCst),
             cell: slot.cell.clone(),
         })
     }
@@ -255,6 +334,83 @@ impl<S: Pooled> Drop for Waiting<'_, S> {
             state.slots.remove(&*self.key);
         }
     }
+}
+
+/// A copy of `e` for the callers that waited for the open that failed with it: the same
+/// variant and text, the underlying error kept as its text (with its own sources).
+fn replicate(e: &Error) -> Error {
+    let db = |d: &DatabaseError| DatabaseError {
+        code: d.code.clone(),
+        context: d.context.clone(),
+        source: sources_of(d).into(),
+    };
+    match e {
+        Error::Connection(d) => Error::Connection(db(d)),
+        Error::Authentication(d) => Error::Authentication(db(d)),
+        Error::TooManyConnections(d) => Error::TooManyConnections(db(d)),
+        Error::Database(d) => Error::Database(db(d)),
+        Error::Canceled(d) => Error::Canceled(db(d)),
+        Error::LockNotAvailable(d) => Error::LockNotAvailable(db(d)),
+        Error::OutcomeUnknown(d) => Error::OutcomeUnknown(db(d)),
+        Error::Conflict { kind, source } => Error::Conflict {
+            kind: *kind,
+            source: db(source),
+        },
+        Error::Tls { kind, source } => Error::Tls {
+            kind: *kind,
+            source: db(source),
+        },
+        Error::Timeout { what } => Error::Timeout { what: what.clone() },
+        Error::Configuration(m) => Error::Configuration(m.clone()),
+        Error::SchemaObjectMissing { object } => Error::SchemaObjectMissing {
+            object: object.clone(),
+        },
+        Error::SchemaMismatch { differences } => Error::SchemaMismatch {
+            differences: differences.clone(),
+        },
+        Error::UnsupportedServerVersion { found, required } => Error::UnsupportedServerVersion {
+            found: found.clone(),
+            required: *required,
+        },
+        Error::PoolExhausted { size, waited_ms } => Error::PoolExhausted {
+            size: *size,
+            waited_ms: *waited_ms,
+        },
+        Error::NameConflict {
+            first,
+            second,
+            name,
+        } => Error::NameConflict {
+            first,
+            second,
+            name: name.clone(),
+        },
+        Error::UnknownTenant { tenant } => Error::UnknownTenant {
+            tenant: tenant.clone(),
+        },
+        other => Error::Database(DatabaseError {
+            code: None,
+            context: format!("opening a tenant database: {other}"),
+            source: error_chain(other).into(),
+        }),
+    }
+}
+
+/// The text of `d`'s underlying error and of its sources, joined by `: `.
+fn sources_of(d: &DatabaseError) -> String {
+    error_chain(&*d.source)
+}
+
+/// The text of `e` and of its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        next = source.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -373,6 +529,69 @@ mod tests {
         assert_eq!(dbs.open_count(), 1);
         dbs.close_all();
         assert_eq!(dbs.open_count(), 0);
+    }
+
+    /// Callers waiting for an open that fails get its error, not an open of their own
+    /// each, one after another: ten callers of a database that is down all fail within
+    /// about one attempt's time, with one open; a caller after them tries again.
+    #[tokio::test]
+    async fn waiters_of_an_open_that_fails_get_its_error() {
+        let dbs = Databases::new(4);
+        let opens = AtomicUsize::new(0);
+        let down = || async {
+            opens.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err::<Fake, _>(Error::Configuration("down".into()))
+        };
+        let started = std::time::Instant::now();
+        let gets: Vec<_> = (0..10).map(|_| dbs.get("a", down)).collect();
+        let results = futures_util::future::join_all(gets).await;
+        let took = started.elapsed();
+        for r in &results {
+            match r {
+                Err(Error::Configuration(m)) => assert_eq!(m, "down"),
+                Err(e) => panic!("expected the open's error: {e}"),
+                Ok(_) => panic!("expected the open's error, got a store"),
+            }
+        }
+        assert_eq!(opens.load(Ordering::SeqCst), 1, "one open for every waiter");
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+        assert_eq!(dbs.open_count(), 0);
+        // A later caller tries again.
+        assert!(dbs.get("a", down).await.is_err());
+        assert_eq!(opens.load(Ordering::SeqCst), 2);
+        assert!(!open(&dbs, "a").await.is_closed());
+    }
+
+    /// An open that fails closes nothing: with room for two databases, a and b open and
+    /// idle, two failed opens of c leave a and b open.
+    #[tokio::test]
+    async fn a_failed_open_closes_no_open_database() {
+        let dbs = Databases::new(2);
+        let a = open(&dbs, "a").await;
+        let b = open(&dbs, "b").await;
+        let (a_closed, b_closed) = (a.closed.clone(), b.closed.clone());
+        drop((a, b)); // idle
+        for _ in 0..2 {
+            let c = dbs
+                .get("c", || async {
+                    Err::<Fake, _>(Error::Configuration("down".into()))
+                })
+                .await;
+            assert!(c.is_err());
+        }
+        assert!(
+            !a_closed.load(Ordering::SeqCst) && !b_closed.load(Ordering::SeqCst),
+            "a failed open closed an idle database"
+        );
+        assert_eq!(dbs.open_count(), 2);
+        // A successful one makes room once it opened.
+        drop(open(&dbs, "c").await);
+        assert!(
+            a_closed.load(Ordering::SeqCst),
+            "a, least recently used, closed"
+        );
+        assert_eq!(dbs.open_count(), 2);
     }
 
     /// Polls `f` once.

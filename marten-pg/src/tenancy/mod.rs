@@ -24,6 +24,7 @@ mod tenants;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use marten_core::{Result, TenantId};
 use tracing::info;
@@ -45,15 +46,20 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 ///   of the master database ([`TenantedStoreBuilder::master_database`]), which
 ///   [`add_tenant`](Self::add_tenant) and [`remove_tenant`](Self::remove_tenant) change
 ///   at run time. A tenant found in neither is
-///   [`Error::UnknownTenant`](marten_core::Error::UnknownTenant).
+///   [`Error::UnknownTenant`](marten_core::Error::UnknownTenant). A tenant found in the
+///   lookup table is used without reading its row again for
+///   [`tenant_cache_expiry`](TenantedStoreBuilder::tenant_cache_expiry) (30 s by
+///   default): changes of other processes are seen within that time.
 /// - The store of a database is built on its first use, by one caller while others wait
 ///   for it, with the builder the store's closure makes from the connection string: every
 ///   tenant database gets the same registrations and settings, and its schema is created
 ///   or checked per that builder's [`AutoCreate`](crate::AutoCreate) mode.
 ///   [`apply_all_schemas`](Self::apply_all_schemas) does this ahead of time. A database
-///   that cannot be reached fails that call with the usual typed error (for example
+///   that cannot be reached fails that call, and the calls that were waiting for it, with
+///   the usual typed error (for example
 ///   [`Error::Connection`](marten_core::Error::Connection), whose context names the
-///   tenant) and the next call tries again.
+///   tenant; see [`store_for`](Self::store_for) for which errors name it) and the next
+///   call tries again. A database that fails to open closes no other.
 /// - Tenants sharing a connection string share one store (one pool); in it, the rows of
 ///   conjoined document types are kept apart per tenant, single-tenanted ones are shared.
 /// - At most [`max_open_databases`](TenantedStoreBuilder::max_open_databases) stores are
@@ -75,6 +81,8 @@ struct Inner {
     lookup: Option<Lookup>,
     /// Tenants found in the lookup table (or added through this store).
     found: RwLock<tenants::Found>,
+    /// How long a tenant found in the lookup table is used before its row is read again.
+    tenant_expiry: Duration,
     databases: Databases<DocumentStore>,
 }
 
@@ -108,7 +116,8 @@ impl TenantedStore {
     /// creates or updates its schema per the mode of the store's builder: the schema work
     /// done ahead of time instead of on first use. The open-database bound still holds,
     /// so with more databases than it allows, the earlier ones are closed again. Stops at
-    /// the first database that fails, with its error (naming the tenant).
+    /// the first database that fails, with its error (naming the tenant, see
+    /// [`store_for`](Self::store_for) for the few errors that cannot).
     pub async fn apply_all_schemas(&self) -> Result<()> {
         let mut done = BTreeSet::new();
         for (tenant, url) in self.all_tenants().await? {

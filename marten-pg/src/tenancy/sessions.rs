@@ -12,6 +12,17 @@ impl TenantedStore {
     /// ([`DocumentStore::for_tenant`]), built (and its schema made sure of) on the first
     /// use of that database. [`Error::UnknownTenant`] if no database is configured for
     /// it, [`Error::InvalidTenant`] for an invalid id.
+    ///
+    /// The errors of looking up and opening the tenant's database name the tenant (as
+    /// `the database of tenant "acme"`) in their text: the context of every error with a
+    /// [`DatabaseError`](marten_core::DatabaseError) ([`Error::Connection`],
+    /// [`Error::Authentication`], [`Error::Tls`], [`Error::TooManyConnections`],
+    /// [`Error::Conflict`], [`Error::Canceled`], [`Error::LockNotAvailable`],
+    /// [`Error::OutcomeUnknown`], [`Error::Database`]), and [`Error::Timeout`],
+    /// [`Error::Configuration`], [`Error::SchemaObjectMissing`] and
+    /// [`Error::UnsupportedServerVersion`]. [`Error::SchemaMismatch`],
+    /// [`Error::PoolExhausted`] and [`Error::NameConflict`] have no text to carry it and
+    /// do not name it.
     pub async fn store_for(
         &self,
         tenant: impl TryInto<TenantId, Error = Error>,
