@@ -384,6 +384,60 @@ async fn a_lone_tagged_append_racing_an_archive_of_its_stream_waits_instead_of_d
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
+/// A save with one tagged append that also locks stream rows (a second stream appended
+/// to) takes its tags before the rows, as every tagged save does. Made certain: a raw
+/// transaction holds the tagged stream's row; the two-stream save waits on it (holding
+/// the tag when it locks tags first); a lone tagged append to that stream then waits too.
+/// Taking the rows first, the two-stream save would get the row when the raw transaction
+/// let go and wait on the tag the lone append took meanwhile, which waits on the row.
+#[tokio::test]
+async fn a_tagged_save_of_several_streams_locks_its_tags_before_their_rows() {
+    deadlocks();
+    let (schema, b) = builder("lock_order_tagged_streams");
+    let store = ok(b.event::<Topical>().pool_size(4).build().await);
+    let topic = || Topical {
+        topic: "rust".into(),
+    };
+    let (x, y) = two_streams();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(x, [topic()]));
+    ok(s.events().start_stream(y, [Added { n: 1 }]));
+    ok(s.save_changes().await);
+    drop(s);
+
+    let (holder, pid) = hold(&schema, x).await;
+    let two_streams = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.events().append(x, [topic()])?;
+            s.events().append(y, [Added { n: 1 }])?;
+            s.save_changes().await
+        })
+    };
+    until_waiting(&schema, pid, 1).await;
+    let lone = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.events().append(x, [topic()])?;
+            s.save_changes().await
+        })
+    };
+    until_waiting(&schema, pid, 2).await;
+    holder.batch_execute("COMMIT").await.expect("let go");
+    for save in [two_streams, lone] {
+        let saved = tokio::time::timeout(Duration::from_secs(30), save)
+            .await
+            .expect("a save hung");
+        ok(saved.expect("join"));
+    }
+    let mut s = store.lightweight_session();
+    let state = ok(s.events().fetch_stream_state(x).await).expect("stream");
+    assert_eq!(state.version, 3);
+    assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_saves_to_several_streams_in_any_order_never_deadlock() {
     const WRITERS: usize = 8;

@@ -234,8 +234,7 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     } else {
         Ok(Planned::Ready)
     };
-    place_tag_lock(&parts.store, &parts.boundaries, &mut parts.queue, &req);
-    place_stream_lock(&mut parts.queue);
+    place_locks(&parts.store, &parts.boundaries, &mut parts.queue, &req);
     let end = match planned {
         Ok(Planned::Ready) => {
             send(
@@ -299,42 +298,45 @@ async fn send(
     }
 }
 
-/// Queues the tag lock of the save's boundaries (and of several tagged appends): in the
-/// statement of the save's one append when it can carry it, else as a statement of its
-/// own before every other.
-fn place_tag_lock(
+/// Queues the locks a save takes before its other statements, in the order every save
+/// takes them: the tags (of its boundaries and tagged appends: in the statement of the
+/// save's one append when it can carry them, else as a statement of its own), then the
+/// tags of the events of the streams it archives or deletes, then the rows of its
+/// streams in id order. Saves that touch the same streams (and tags) in different
+/// orders then wait for each other instead of deadlocking. A save that locks stream rows
+/// ahead of its appends locks the tags of even a single tagged append first (its append
+/// would otherwise bump them after the rows).
+fn place_locks(
     store: &DocumentStore,
     boundaries: &[(marten_core::EventTag, i64)],
     queue: &mut UnitOfWork,
     req: &Request<'_>,
 ) {
-    let Some(lock) = crate::events::tags::TagLock::for_save(
+    let (command_tags, streams) = {
+        let appends = (queue.user.appends())
+            .chain(queue.derived.appends())
+            .map(|(_, a)| a);
+        let commands = || queue.user.commands().chain(queue.derived.commands());
+        (
+            CommandTagLock::for_save(commands()),
+            StreamLock::for_save(appends, commands()),
+        )
+    };
+    let rows_locked_first = command_tags.is_some() || streams.is_some();
+    let tags = crate::events::tags::TagLock::for_save(
         store.stream_identity(),
         boundaries,
         queue.user.appends().map(|(_, a)| a),
-    ) else {
-        return;
-    };
-    match lone_append(queue, req) {
-        // One statement, no transaction.
-        Some(append) => append.take_check(lock.into_check()),
-        None => queue.prelude.push_op(Box::new(lock)),
-    }
-}
-
-/// Queues the lock of the save's streams in id order, after the tag lock and before every
-/// other statement, when the save appends to (or archives, or deletes) several streams:
-/// saves that touch the same streams in different orders then wait for each other
-/// instead of deadlocking. A save that archives or deletes streams locks the tags of
-/// their events before their rows (the order of a tagged save).
-fn place_stream_lock(queue: &mut UnitOfWork) {
-    let appends = (queue.user.appends())
-        .chain(queue.derived.appends())
-        .map(|(_, a)| a);
-    let commands = || queue.user.commands().chain(queue.derived.commands());
-    let tags = CommandTagLock::for_save(commands());
-    let streams = StreamLock::for_save(appends, commands());
+        rows_locked_first,
+    );
     if let Some(lock) = tags {
+        match lone_append(queue, req) {
+            // One statement, no transaction.
+            Some(append) => append.take_check(lock.into_check()),
+            None => queue.prelude.push_op(Box::new(lock)),
+        }
+    }
+    if let Some(lock) = command_tags {
         queue.prelude.push_op(Box::new(lock));
     }
     if let Some(lock) = streams {
