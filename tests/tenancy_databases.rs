@@ -860,48 +860,56 @@ async fn a_lookup_racing_remove_tenant_never_brings_the_tenant_back() {
     other.close();
 }
 
-/// A lookup that read a tenant's old connection string before `add_tenant` moved it, and
-/// whose answer arrived after, does not overwrite the new one: the next session writes to
-/// the new database.
+/// A lookup that read a tenant's old connection string before the tenant moved, and whose
+/// answer arrived after, does not overwrite the newer entry: the next session writes to
+/// the new database. The move: this store's own `add_tenant`, or another process's seen
+/// by this store's read of every tenant (`tenants()`, through another connection).
 #[tokio::test]
-async fn a_lookup_racing_add_tenant_never_restores_the_old_database() {
-    let dbs = Databases::create(2).await;
-    let schema = TestSchema::new("tenancy_race_add");
-    let admin = dbs.admin().await;
-    let other = ok(tenanted(&schema)
-        .master_database(master(&schema))
-        .build()
-        .await);
-    ok(other.add_tenant("acme", dbs.url(0)).await);
-    let (proxy, store) = proxied_master(&schema, 2).await;
-    assert!(matches!(
-        store.store_for("nobody").await,
-        Err(Error::UnknownTenant { .. })
-    ));
+async fn a_lookup_older_than_a_move_never_restores_the_old_database() {
+    for seen_by_tenants in [false, true] {
+        let dbs = Databases::create(2).await;
+        let schema = TestSchema::new(&format!("tenancy_race_{seen_by_tenants}"));
+        let admin = dbs.admin().await;
+        let other = ok(tenanted(&schema)
+            .master_database(master(&schema))
+            .build()
+            .await);
+        ok(other.add_tenant("acme", dbs.url(0)).await);
+        let (proxy, store) = proxied_master(&schema, 2).await;
+        assert!(matches!(
+            store.store_for("nobody").await,
+            Err(Error::UnknownTenant { .. })
+        ));
 
-    let racing = store.clone();
-    let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
-        racing.store_for("acme").await.map(|_| ())
-    })
-    .await;
-    // The lookup read database 0; acme moves to database 1 before its answer arrives.
-    ok(store.add_tenant("acme", dbs.url(1)).await);
-    held.set(Faults::none());
-    match lookup.await {
-        Ok(r) => ok(r),
-        Err(e) => panic!("{e}"),
+        let racing = store.clone();
+        let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+            racing.store_for("acme").await.map(|_| ())
+        })
+        .await;
+        // The lookup read database 0; acme moves to database 1 before its answer arrives.
+        if seen_by_tenants {
+            ok(other.add_tenant("acme", dbs.url(1)).await);
+            assert_eq!(ok(store.tenants().await).len(), 1);
+        } else {
+            ok(store.add_tenant("acme", dbs.url(1)).await);
+        }
+        held.set(Faults::none());
+        match lookup.await {
+            Ok(r) => ok(r),
+            Err(e) => panic!("{e}"),
+        }
+        save_note_for(&store, "acme").await;
+        assert_eq!(
+            (
+                notes_in(&dbs, 0, schema.name()).await,
+                notes_in(&dbs, 1, schema.name()).await
+            ),
+            (0, 1),
+            "acme's note went to the database an older lookup read (seen by tenants(): {seen_by_tenants})"
+        );
+        store.close();
+        other.close();
     }
-    save_note_for(&store, "acme").await;
-    assert_eq!(
-        (
-            notes_in(&dbs, 0, schema.name()).await,
-            notes_in(&dbs, 1, schema.name()).await
-        ),
-        (0, 1),
-        "acme's note went to its old database"
-    );
-    store.close();
-    other.close();
 }
 
 /// An add or remove dropped (here: timed out) after its statement committed does not
@@ -1087,53 +1095,6 @@ async fn an_error_opening_a_tenant_database_names_the_tenant() {
         Ok(_) => panic!("a database without its schema opened with AutoCreate::None"),
     }
     store.close();
-}
-
-/// A lookup that read a tenant's old connection string before `tenants()` read the new
-/// one (another process moved the tenant meanwhile), and whose answer arrived after, does
-/// not overwrite the newer read: the next session writes to the new database.
-#[tokio::test]
-async fn a_lookup_older_than_a_read_of_every_tenant_never_overwrites_it() {
-    let dbs = Databases::create(2).await;
-    let schema = TestSchema::new("tenancy_race_all");
-    let admin = dbs.admin().await;
-    let other = ok(tenanted(&schema)
-        .master_database(master(&schema))
-        .build()
-        .await);
-    ok(other.add_tenant("acme", dbs.url(0)).await);
-    let (proxy, store) = proxied_master(&schema, 2).await;
-    assert!(matches!(
-        store.store_for("nobody").await,
-        Err(Error::UnknownTenant { .. })
-    ));
-
-    let racing = store.clone();
-    let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
-        racing.store_for("acme").await.map(|_| ())
-    })
-    .await;
-    // The lookup read database 0; another process moves acme to database 1, and this
-    // store reads every tenant (through another connection) before the answer arrives.
-    ok(other.add_tenant("acme", dbs.url(1)).await);
-    let tenants = ok(store.tenants().await);
-    assert_eq!(tenants.len(), 1);
-    held.set(Faults::none());
-    match lookup.await {
-        Ok(r) => ok(r),
-        Err(e) => panic!("{e}"),
-    }
-    save_note_for(&store, "acme").await;
-    assert_eq!(
-        (
-            notes_in(&dbs, 0, schema.name()).await,
-            notes_in(&dbs, 1, schema.name()).await
-        ),
-        (0, 1),
-        "acme's note went to the database an older lookup read"
-    );
-    store.close();
-    other.close();
 }
 
 /// A tenant another process moved to another database is found there once this store's
