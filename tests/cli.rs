@@ -762,16 +762,17 @@ impl marten::daemon::DaemonHooks for TallyAfterBrittle {
     }
 }
 
-/// Issue: a rebuild failed when any other projection's runner stopped
-/// (`PoisonPolicy::Stop`). It now fails only when its own does.
-#[tokio::test(flavor = "multi_thread")]
-async fn projections_rebuild_fails_on_its_own_stop_only() {
-    use marten::cli::{projections_with, CliError, ProjectionsCommand};
-    use marten::daemon::{DaemonOptions, PoisonPolicy};
+/// A store on a schema of its own (`label`) with `Tally` and `Brittle` run async, and
+/// `ticks` appended to a new stream (whose id is returned): `Brittle` stops on a
+/// negative tick under [`stopping`].
+async fn poison_store(
+    label: &str,
+    ticks: &[i64],
+) -> (TestSchema, marten::DocumentStore, uuid::Uuid) {
     use marten::prelude::*;
     use poison_types::{Brittle, Tally, Ticked};
 
-    let schema = TestSchema::new("cli_rebuild_poison");
+    let schema = TestSchema::new(label);
     let store = DocumentStore::builder()
         .connection_string(schema.url())
         .schema(schema.name())
@@ -784,25 +785,45 @@ async fn projections_rebuild_fails_on_its_own_stop_only() {
     let stream = Uuid::now_v7();
     session
         .events()
-        .append(stream, [1, 2, -3, 4].map(|n| Ticked { n }))
+        .append(stream, ticks.iter().map(|&n| Ticked { n }))
         .expect("append");
     session.save_changes().await.expect("append");
-    let options = || DaemonOptions {
-        poison: PoisonPolicy::Stop,
+    (schema, store, stream)
+}
+
+/// Daemon options that stop a projection at its first poison event.
+fn stopping() -> marten::daemon::DaemonOptions {
+    marten::daemon::DaemonOptions {
+        poison: marten::daemon::PoisonPolicy::Stop,
         retries: 0,
-        ..DaemonOptions::default()
-    };
-    // As the command line parses it (no struct literal: the variant is the CLI's own).
-    let rebuild = |name: &str| {
-        #[derive(clap::Parser)]
-        struct Args {
-            #[command(subcommand)]
-            command: ProjectionsCommand,
-        }
-        <Args as clap::Parser>::try_parse_from(["projections", "rebuild", name])
-            .expect("parse")
-            .command
-    };
+        ..marten::daemon::DaemonOptions::default()
+    }
+}
+
+/// `projections <args>` as the command line parses it (no struct literal: the variant
+/// is the CLI's own).
+fn projections_command(args: &[&str]) -> marten::cli::ProjectionsCommand {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(subcommand)]
+        command: marten::cli::ProjectionsCommand,
+    }
+    let argv = std::iter::once("projections").chain(args.iter().copied());
+    <Args as clap::Parser>::try_parse_from(argv)
+        .expect("parse")
+        .command
+}
+
+/// Issue: a rebuild failed when any other projection's runner stopped
+/// (`PoisonPolicy::Stop`). It now fails only when its own does.
+#[tokio::test(flavor = "multi_thread")]
+async fn projections_rebuild_fails_on_its_own_stop_only() {
+    use marten::cli::{projections_with, CliError};
+    use poison_types::Tally;
+
+    let (_schema, store, stream) = poison_store("cli_rebuild_poison", &[1, 2, -3, 4]).await;
+    let options = stopping;
+    let rebuild = |name: &str| projections_command(&["rebuild", name]);
 
     let hooks = TallyAfterBrittle {
         brittle_failed: std::sync::atomic::AtomicBool::new(false),
@@ -842,41 +863,10 @@ async fn projections_rebuild_fails_on_its_own_stop_only() {
 /// (`PoisonPolicy::Stop`) until a signal. It now stops the daemon and fails, naming it.
 #[tokio::test(flavor = "multi_thread")]
 async fn projections_daemon_fails_on_a_poison_stop() {
-    use marten::cli::{projections_with, CliError, ProjectionsCommand};
-    use marten::daemon::{DaemonOptions, PoisonPolicy};
-    use marten::prelude::*;
-    use poison_types::{Brittle, Tally, Ticked};
+    use marten::cli::{projections_with, CliError};
 
-    let schema = TestSchema::new("cli_daemon_poison");
-    let store = DocumentStore::builder()
-        .connection_string(schema.url())
-        .schema(schema.name())
-        .projection::<Tally>(Lifecycle::Async)
-        .projection::<Brittle>(Lifecycle::Async)
-        .build()
-        .await
-        .expect("store");
-    let mut session = store.lightweight_session();
-    session
-        .events()
-        .append(Uuid::now_v7(), [1, -2, 3].map(|n| Ticked { n }))
-        .expect("append");
-    session.save_changes().await.expect("append");
-    let options = DaemonOptions {
-        poison: PoisonPolicy::Stop,
-        retries: 0,
-        ..DaemonOptions::default()
-    };
-    let daemon = {
-        #[derive(clap::Parser)]
-        struct Args {
-            #[command(subcommand)]
-            command: ProjectionsCommand,
-        }
-        <Args as clap::Parser>::try_parse_from(["projections", "daemon"])
-            .expect("parse")
-            .command
-    };
+    let (_schema, store, _) = poison_store("cli_daemon_poison", &[1, -2, 3]).await;
+    let (options, daemon) = (stopping(), projections_command(&["daemon"]));
     let ran = tokio::time::timeout(
         Duration::from_secs(30),
         projections_with(&store, &daemon, options),

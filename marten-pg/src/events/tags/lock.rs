@@ -49,7 +49,8 @@ impl TagLock {
         if boundaries.is_empty() {
             let several = tagged.clone().nth(1).is_some();
             let one = tagged.clone().next().is_some();
-            if !several && !(one && rows_locked_first) {
+            let needed = several || (one && rows_locked_first);
+            if !needed {
                 return None;
             }
         }
