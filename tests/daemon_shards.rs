@@ -593,6 +593,50 @@ async fn shard_settings_the_daemon_cannot_follow_are_errors() {
     }
 }
 
+/// A count change takes the projection's rebuild lock first: a rebuild of a projection
+/// never sharded reads no count row (it locks none) and resets only the whole slot, so a
+/// change committed between its read and its reset would start the new shards at the old
+/// position while the rebuild deleted the documents (events never projected again). A
+/// raw transaction stands in for the rebuild in flight: it holds the rebuild lock, then
+/// resets the whole slot and deletes the documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_count_change_waits_for_a_rebuild_in_flight() {
+    let schema = TestSchema::new("shards_rebuild_race");
+    let store = store_on(&schema, 8).await;
+    let streams: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    run_with(&store, &streams, 1, 0..2).await;
+    let rebuild = schema.raw_client().await;
+    rebuild.batch_execute("BEGIN").await.expect("begin");
+    let key = format!("marten:rebuild:{}:Tally", schema.name());
+    rebuild
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
+        )
+        .await
+        .expect("rebuild lock");
+    let (log, hold) = (Log::default(), Arc::new(AtomicBool::new(false)));
+    let daemon = Daemon::start(&store, options(0, &log, &hold, &[("Tally", 3)]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        row_names(&schema, "Tally#").await,
+        [],
+        "the count changed while a rebuild was in flight"
+    );
+    let table = <Tally as marten::Document>::TABLE_NAME;
+    rebuild
+        .batch_execute(&format!(
+            "UPDATE mt_event_progression SET last_tx = '0', last_seq = 0 WHERE name = 'Tally'; \
+             DELETE FROM {table}; COMMIT"
+        ))
+        .await
+        .expect("reset");
+    ok(daemon.wait_for_non_stale(Duration::from_secs(60)).await);
+    ok(daemon.stop().await);
+    assert_eq!(row_names(&schema, "Tally#shards").await[0].1, 3);
+    assert_equals_live(&store, &streams).await;
+}
+
 /// A count row edited by hand to a count the daemon never records (billions of slots)
 /// is corrupt data naming the projection: the runners stop, building no slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,8 @@
 //! cannot be split anew without projecting some events twice or never (drain the old
 //! count, or rebuild).
 //!
-//! The change is one transaction that first locks the count row (a shard's claim holds
+//! The change is one transaction that first takes the projection's rebuild lock (so it
+//! never falls between a rebuild's read of the count and its reset), then locks the count row (a shard's claim holds
 //! it `FOR SHARE`, so claims of the old count wait or find the new one), then takes
 //! every old slot (its epoch moves; its position is read under the lock, after any batch
 //! in flight committed or rolled back), moves the epoch of every row of the projection,
@@ -48,8 +49,8 @@ use crate::error_map::{map_db_error, Failed};
 use crate::events::Position;
 use crate::store::DocumentStore;
 use crate::tables::progression::{
-    COUNT_FOR_UPDATE, COUNT_LOCK, COUNT_ROW_SUFFIX, FAMILY_BUMP, FAMILY_TENANTS, SET_COUNT,
-    SLOT_AT, SLOT_LOCK,
+    COUNT_FOR_UPDATE, COUNT_LOCK, COUNT_ROW_SUFFIX, FAMILY_BUMP, FAMILY_TENANTS, REBUILD_LOCK,
+    SET_COUNT, SLOT_AT, SLOT_LOCK,
 };
 use crate::xid8::Xid8;
 
@@ -119,18 +120,23 @@ pub(super) async fn settle(
 ) -> Result<()> {
     progression::ensure_tables(store).await?;
     let conjoined = store.events_tenancy() == Tenancy::Conjoined;
+    let key = progression::rebuild_key(store.schema(), projection);
     let mut conn = Conn::new();
     let req = conn.request(store).await?;
     req.transaction_within(store, |req| {
-        Box::pin(change_count(req, projection, configured, conjoined))
+        Box::pin(change_count(req, (projection, &key), configured, conjoined))
     })
     .await
 }
 
-/// The change's transaction (rolled back by the caller when it fails).
+/// The change's transaction (rolled back by the caller when it fails). It first takes
+/// the projection's rebuild lock (`key`) exclusively, as a rebuild does: a rebuild that
+/// read no count row (the projection never sharded) locked none, and a change committed
+/// between its read and its reset would start the new shards at the old position while
+/// the rebuild deleted the documents and reset only the whole projection's slot.
 async fn change_count(
     req: &mut Request<'_>,
-    projection: &'static str,
+    (projection, key): (&'static str, &str),
     configured: u32,
     conjoined: bool,
 ) -> Result<()> {
@@ -138,6 +144,7 @@ async fn change_count(
     let db = req.client();
     let what = failed("changing a projection's shard count");
     db.batch_execute("BEGIN").await.map_err(&what)?;
+    db.execute(REBUILD_LOCK, &[&key]).await.map_err(&what)?;
     let counted = count_row(projection);
     let row = db.query_one(COUNT_LOCK, &[&counted]).await.map_err(&what)?;
     let recorded = valid_count(projection, row.try_get(0).map_err(&what)?)?;
