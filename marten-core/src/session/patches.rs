@@ -38,8 +38,10 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// operations in queue order. It moves the stored version and last-modified time;
     /// when the session knows the document's version (it loaded it) and its
     /// concurrency checks are on, the save is rejected if that version is no longer the
-    /// stored one (asserted once per save: a later write or patch of the same id in the
-    /// same save follows it in its transaction). A patch of an id that does not exist
+    /// stored one - unless an operation queued earlier for the same save writes or
+    /// patches the document (or patches its type by filter), as that one moves the
+    /// version first in the save's transaction. Likewise a later write or patch of the
+    /// same id in the same save asserts nothing. A patch of an id that does not exist
     /// changes nothing and is no error.
     /// The session forgets its cached copy of the document (identity map, dirty
     /// tracking), so a later load reads the patched document.
@@ -53,8 +55,10 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// Starts a patch of every document of type `D` that `filter` matches (of the
     /// session's tenant, for a conjoined type), applied by the database in one
     /// statement. Each patched document's version and last-modified time move; no
-    /// version is asserted. The session forgets every cached copy of a `D` (identity map,
-    /// dirty tracking: store a changed tracked document first to keep its changes).
+    /// version is asserted, and as the patched ids are known only once it ran, no write
+    /// or patch of a `D` queued after it for the same save asserts one either. The
+    /// session forgets every cached copy of a `D` (identity map, dirty tracking: store a
+    /// changed tracked document first to keep its changes).
     pub fn patch_where<D: Document + HasFields>(
         &mut self,
         filter: Filter<D>,
@@ -113,9 +117,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
 
 /// Forgets every cached copy of a `D` (identity map and dirty tracking).
 fn forget_all<B: PatchBackend<D>, D: Document>(state: &mut super::SessionState<B::Queue>) {
-    let docs = state.doc_state::<D>();
-    docs.identity.clear();
-    docs.tracked.clear();
+    state.doc_state::<D>().forget_all_now();
 }
 
 impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, B, K, D> {
@@ -287,35 +289,43 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         let parts = session.parts_mut();
         let checks = parts.options.concurrency_checks;
         let docs = parts.state.doc_state::<D>();
-        let expected = match &target {
-            PatchTarget::Id(id) if checks => docs.expected_for(id),
-            _ => None,
+        // The patch moves the version: a later write or patch of the id (of any id of
+        // the type, for a patch by filter) in this save must not assert the version the
+        // session knew. `marked`: this patch is the first operation of the save that
+        // writes `id`.
+        let (expected, marked) = match &target {
+            PatchTarget::Id(id) => {
+                let first = !docs.asserted.contains(id);
+                let expected = if checks { docs.expected_for(id) } else { None };
+                docs.wrote(id);
+                (expected, first)
+            }
+            PatchTarget::Where(_) => (None, false),
         };
         let forget = match &target {
             PatchTarget::Id(id) => Some(id.clone()),
             PatchTarget::Where(_) => None,
         };
-        let marked = expected.is_some();
         let patch = Patch {
             target,
             ops,
             expected,
         };
         if let Err(e) = B::queue_patch(&mut parts.queue, patch) {
-            // Nothing was queued: no operation of the save asserts the version, so the
-            // next write of `id` must (it would otherwise be sent unchecked).
+            // Nothing was queued: unless an earlier operation of the save writes `id`,
+            // the next write of it must assert the known version (it would otherwise be
+            // sent unchecked).
             if let (true, Some(id)) = (marked, &forget) {
-                parts.state.doc_state::<D>().asserted.remove(id);
+                parts.state.doc_state::<D>().unwrote(id);
             }
             return Err(e);
         }
         match forget {
-            Some(id) => {
-                let docs = parts.state.doc_state::<D>();
-                docs.identity.remove(&id);
-                docs.tracked.remove(&id);
+            Some(id) => parts.state.doc_state::<D>().forget_now(&id),
+            None => {
+                parts.state.doc_state::<D>().moved_all();
+                forget_all::<B, D>(&mut parts.state);
             }
-            None => forget_all::<B, D>(&mut parts.state),
         }
         Ok(())
     }

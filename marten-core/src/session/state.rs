@@ -50,10 +50,16 @@ pub struct DocState<D: Document> {
     pub identity: IdMap<D::Id, Arc<[u8]>>,
     /// Dirty tracking: documents owned by the session.
     pub tracked: IdMap<D::Id, Tracked<D>>,
-    /// Ids whose known version an operation queued for the pending save already asserts:
-    /// a later write or patch of the same id in that save (one transaction, after it)
-    /// asserts nothing more, as the version it knew has moved by then.
+    /// Ids an operation queued for the pending save writes (a store, insert, update,
+    /// revision write or patch by id, checked or not): a later write or patch of the same
+    /// id in that save (one transaction, after it) asserts nothing, as the version the
+    /// session knew has moved by then. Only the first write of an id in a save may
+    /// assert its known version.
     pub asserted: IdSet<D::Id>,
+    /// A patch by filter is queued for the pending save: it may move the version of any
+    /// document of the type (which ones is known only once it ran), so no later write or
+    /// patch of the save asserts a known version.
+    all_moved: bool,
     /// New snapshots to take when the save in flight commits.
     pending_snapshots: Vec<(D::Id, Vec<u8>)>,
     /// Ids whose document a write queued for the pending save put into the identity
@@ -61,6 +67,11 @@ pub struct DocState<D: Document> {
     /// discarded), the session forgets them, so that it never holds (or, dirty-tracked,
     /// takes for saved) a document that was not written.
     pending_writes: IdSet<D::Id>,
+    /// Ids whose document the last operation of the pending save that touches them put
+    /// into the identity map or the tracker (a store after a delete or a patch of the id
+    /// in the same save): the commit-time cleanup of that earlier delete or patch keeps
+    /// what the later write put there ([`DocState::forget_stale`]).
+    held_written: IdSet<D::Id>,
 }
 
 impl<D: Document> Default for DocState<D> {
@@ -70,8 +81,10 @@ impl<D: Document> Default for DocState<D> {
             identity: IdMap::default(),
             tracked: IdMap::default(),
             asserted: IdSet::default(),
+            all_moved: false,
             pending_snapshots: Vec::new(),
             pending_writes: IdSet::default(),
+            held_written: IdSet::default(),
         }
     }
 }
@@ -79,9 +92,9 @@ impl<D: Document> Default for DocState<D> {
 impl<D: Document> DocState<D> {
     /// Queues an upsert for every tracked document whose serialization changed since it
     /// was loaded or saved; `checks`: assert the version last seen, unless an operation
-    /// already queued for the save asserts it (as [`DocState::expected_for`]: a document
-    /// stored explicitly and then changed in place is written twice in one transaction,
-    /// and only the first write may assert the version the session knew).
+    /// already queued for the save writes or patches it (as [`DocState::expected_for`]: a
+    /// document stored explicitly and then changed in place is written twice in one
+    /// transaction, and only the first write may assert the version the session knew).
     ///
     /// Changed means a different JSON value, not different bytes: a map (a `HashMap`
     /// built anew) may serialize the same content in another key order, which is no
@@ -99,15 +112,15 @@ impl<D: Document> DocState<D> {
                     tracked.snapshot = json;
                     continue;
                 }
-                let expected = if checks && !self.asserted.contains(id) {
-                    let known = self.versions.get(id).copied();
-                    if known.is_some() {
-                        self.asserted.insert(id.clone());
-                    }
-                    known
+                let moved = self.all_moved || self.asserted.contains(id);
+                let expected = if checks && !moved {
+                    self.versions.get(id).copied()
                 } else {
                     None
                 };
+                if !moved {
+                    self.asserted.insert(id.clone());
+                }
                 queue.queue_dirty(id.clone(), json.clone(), expected)?;
                 self.pending_snapshots.push((id.clone(), json));
             }
@@ -117,16 +130,76 @@ impl<D: Document> DocState<D> {
 
     /// The version to assert for a write or patch of `id` queued now, when the caller
     /// gave none and the session's checks are on: the known one, unless an operation
-    /// already queued for the pending save asserts it. Marks `id` asserted.
+    /// already queued for the pending save writes `id` (or patches documents of the type
+    /// by filter), which moves the version in the save's transaction before this one
+    /// runs. Marks `id` written ([`DocState::wrote`]).
     pub fn expected_for(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
-        if self.asserted.contains(id) {
+        if self.moved(id) {
             return None;
         }
         let known = self.versions.get(id).copied();
-        if known.is_some() {
-            self.asserted.insert(id.clone());
-        }
+        self.wrote(id);
         known
+    }
+
+    /// Whether an operation queued for the pending save may move the version of `id`
+    /// (it writes or patches `id`, or patches documents of the type by filter): a write
+    /// or patch queued now must not assert the version the session knew.
+    pub fn moved(&self, id: &D::Id) -> bool {
+        self.all_moved || self.asserted.contains(id)
+    }
+
+    /// Records that an operation queued for the pending save writes `id` (moving its
+    /// version): later writes and patches of `id` in that save assert no known version.
+    /// Returns whether `id` was not recorded yet (see [`DocState::unwrote`]).
+    pub fn wrote(&mut self, id: &D::Id) -> bool {
+        if self.asserted.contains(id) {
+            return false;
+        }
+        self.asserted.insert(id.clone())
+    }
+
+    /// Undoes [`DocState::wrote`] (that returned `true`) for an operation that could not
+    /// be queued after all: a later write of `id` must then assert the known version.
+    pub fn unwrote(&mut self, id: &D::Id) {
+        self.asserted.remove(id);
+    }
+
+    /// Records that a patch by filter is queued for the pending save: every document of
+    /// the type may have moved, so no later write or patch of the save asserts a known
+    /// version.
+    pub fn moved_all(&mut self) {
+        self.all_moved = true;
+    }
+
+    /// An operation queued for the pending save changes or removes `id`'s stored
+    /// document (a delete or a patch by id): the session forgets its copy now (identity
+    /// map, tracker), and the operation's commit-time cleanup ([`DocState::forget_stale`])
+    /// forgets a copy loaded in between, unless a later write of the save puts `id` back.
+    pub fn forget_now(&mut self, id: &D::Id) {
+        self.identity.remove(id);
+        self.tracked.remove(id);
+        self.held_written.remove(id);
+    }
+
+    /// As [`DocState::forget_now`] for every document of the type (a patch or delete by
+    /// filter).
+    pub fn forget_all_now(&mut self) {
+        self.identity.clear();
+        self.tracked.clear();
+        self.held_written.clear();
+    }
+
+    /// The commit-time cleanup of a delete or patch of `id` (the save committed): forgets
+    /// the session's copy (identity map, tracker), which is older than the stored row,
+    /// unless a write queued later in the same save put it there (then it is the
+    /// document that write stored).
+    pub fn forget_stale(&mut self, id: &D::Id) {
+        if self.held_written.contains(id) {
+            return;
+        }
+        self.identity.remove(id);
+        self.tracked.remove(id);
     }
 
     /// The save committed: the flushed serializations are the new snapshots.
@@ -149,12 +222,16 @@ impl<D: Document> DocState<D> {
         if !self.pending_writes.contains(id) {
             self.pending_writes.insert(id.clone());
         }
+        if !self.held_written.contains(id) {
+            self.held_written.insert(id.clone());
+        }
     }
 
     /// The pending save ended: on commit its writes are what the session holds; otherwise
     /// the documents they put into the identity map or the tracker are forgotten (the
     /// next load reads the database).
     fn end_pending_writes(&mut self, committed: bool) {
+        self.held_written.clear();
         if self.pending_writes.is_empty() {
             return;
         }
@@ -204,6 +281,7 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
 
     fn finish_save(&mut self, committed: bool) {
         self.asserted.clear();
+        self.all_moved = false;
         self.end_pending_writes(committed);
         if committed {
             self.commit_snapshots();
@@ -381,6 +459,136 @@ mod tests {
         let mut again = Recorder::default();
         state.flush_dirty(&mut again, true).expect("flush");
         assert_eq!(again.0[0].2, Some(3));
+    }
+
+    #[test]
+    fn an_unchecked_write_or_a_patch_by_filter_of_the_save_leaves_later_writes_unchecked() {
+        let mut state = SessionState::<Recorder>::default();
+        tracked(
+            &mut state,
+            Doc {
+                id: 1,
+                name: "a".into(),
+            },
+        );
+        let docs = state.doc_state::<Doc>();
+        docs.versions.insert(2, 5);
+        // An earlier write of id 1 that asserted nothing (its version was unknown then).
+        assert!(docs.wrote(&1));
+        assert!(!docs.wrote(&1), "recorded once");
+        assert_eq!(docs.expected_for(&1), None, "moved by the earlier write");
+        assert_eq!(docs.expected_for(&2), Some(5), "nothing earlier wrote id 2");
+        assert_eq!(docs.expected_for(&2), None);
+        if let Some(t) = docs.tracked.get_mut(&1) {
+            t.doc.name = "in place".into();
+        }
+        let mut queue = Recorder::default();
+        state.flush_dirty(&mut queue, true).expect("flush");
+        assert_eq!(
+            queue.0[0].2, None,
+            "the dirty write follows the earlier one"
+        );
+
+        // The next save knows the versions again, until a patch by filter is queued.
+        state.finish_save(false);
+        let docs = state.doc_state::<Doc>();
+        assert!(!docs.moved(&1));
+        docs.moved_all();
+        assert!(docs.moved(&1) && docs.moved(&7));
+        assert_eq!(docs.expected_for(&2), None);
+        let mut queue = Recorder::default();
+        state.flush_dirty(&mut queue, true).expect("flush");
+        assert_eq!(queue.0[0].2, None);
+        state.finish_save(true);
+        let docs = state.doc_state::<Doc>();
+        assert!(!docs.moved(&2));
+        assert_eq!(docs.expected_for(&2), Some(5));
+    }
+
+    #[test]
+    fn the_cleanup_of_a_delete_or_patch_keeps_what_a_later_write_of_the_save_put_back() {
+        let mut state = SessionState::<Recorder>::default();
+        for id in [1, 2, 3] {
+            tracked(
+                &mut state,
+                Doc {
+                    id,
+                    name: "a".into(),
+                },
+            );
+        }
+        let docs = state.doc_state::<Doc>();
+        // 1: deleted, then stored again; 2: stored, then deleted; 3: deleted, then
+        // loaded again (the loaded copy is what the delete removes).
+        docs.forget_now(&1);
+        docs.write_pending(&1);
+        docs.tracked.insert(
+            1,
+            Tracked {
+                doc: Doc {
+                    id: 1,
+                    name: "stored".into(),
+                },
+                snapshot: Vec::new(),
+            },
+        );
+        docs.write_pending(&2);
+        docs.forget_now(&2);
+        assert!(!docs.tracked.contains_key(&2));
+        docs.forget_now(&3);
+        docs.tracked.insert(
+            3,
+            Tracked {
+                doc: Doc {
+                    id: 3,
+                    name: "loaded".into(),
+                },
+                snapshot: Vec::new(),
+            },
+        );
+        for id in [1, 2, 3] {
+            docs.forget_stale(&id);
+        }
+        assert_eq!(
+            docs.tracked.get(&1).map(|t| t.doc.name.as_str()),
+            Some("stored")
+        );
+        assert!(!docs.tracked.contains_key(&3));
+        // A patch by filter after the store forgets it again.
+        docs.forget_all_now();
+        docs.tracked.insert(
+            1,
+            Tracked {
+                doc: Doc {
+                    id: 1,
+                    name: "loaded".into(),
+                },
+                snapshot: Vec::new(),
+            },
+        );
+        docs.forget_stale(&1);
+        assert!(docs.tracked.is_empty());
+        // The marks end with the save.
+        docs.write_pending(&1);
+        state.finish_save(true);
+        let docs = state.doc_state::<Doc>();
+        tracked_copy(docs, 1);
+        docs.forget_stale(&1);
+        assert!(docs.tracked.is_empty());
+    }
+
+    fn tracked_copy(docs: &mut DocState<Doc>, id: i64) {
+        let doc = Doc {
+            id,
+            name: "copy".into(),
+        };
+        docs.tracked.insert(
+            id,
+            Tracked {
+                doc,
+                snapshot: Vec::new(),
+            },
+        );
     }
 
     #[test]

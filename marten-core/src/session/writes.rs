@@ -81,24 +81,26 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
         let (id, json) = self.prepare(doc)?;
         let parts = self.parts_mut();
+        let checks = parts.options.concurrency_checks;
+        let docs = parts.state.doc_state::<D>();
         let expected = match expected {
             Some(given) => given,
-            None if parts.options.concurrency_checks => {
-                parts.state.doc_state::<D>().expected_for(&id)
-            }
+            None if checks => docs.expected_for(&id),
             None => None,
         };
-        if expected.is_some() {
-            parts.state.doc_state::<D>().asserted.insert(id.clone());
-        }
+        // Checked or not, the write moves the version: a later write or patch of `id` in
+        // this save must not assert the version the session knew.
+        docs.wrote(&id);
         B::queue_write(&mut parts.queue, kind, id.clone(), json, expected);
         Ok(id)
     }
 
     /// Queues an upsert. If the session knows the document's version (it loaded it, or
     /// stored it with a version, or saved it), the write succeeds only if that version is
-    /// still the stored one. A nil `Uuid` id is replaced by a new version-7 uuid; the id
-    /// is returned.
+    /// still the stored one - unless an operation queued earlier for the same save
+    /// writes or patches the document (or patches its type by filter): that one moves the
+    /// version first in the save's transaction, so this write asserts nothing. A nil
+    /// `Uuid` id is replaced by a new version-7 uuid; the id is returned.
     pub fn store<D: Document>(&mut self, doc: D) -> Result<D::Id>
     where
         B: DocumentBackend<D>,
@@ -170,9 +172,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
         check_id::<D>(id)?;
         require_tenant(D::TENANCY, B::tenant(self.store_ref()), D::DOCUMENT_TYPE)?;
         let parts = self.parts_mut();
-        let state = parts.state.doc_state::<D>();
-        state.identity.remove(id);
-        state.tracked.remove(id);
+        parts.state.doc_state::<D>().forget_now(id);
         queue(&mut parts.queue, id.clone());
         Ok(())
     }

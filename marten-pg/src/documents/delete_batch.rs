@@ -81,10 +81,12 @@ impl<D: PgDocument> Operation for DeleteBatch<D> {
         let docs = state.doc_state::<D>();
         for id in &self.ids {
             docs.versions.remove(id);
+            // A copy the session loaded between queueing the delete and its save is of a
+            // document that is gone: forgotten, so a dirty-tracked copy cannot write it
+            // back. A copy a later write of the same save put there is the document it
+            // stored, and stays.
+            docs.forget_stale(id);
         }
-        // A copy the session loaded between queueing the delete and its save is of a
-        // document that is gone: forgotten, so a dirty-tracked copy cannot write it back.
-        forget_held::<D>(&self.ids, state);
     }
 
     fn forget_held(&self, state: &mut SessionState) {

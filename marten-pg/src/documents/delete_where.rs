@@ -79,8 +79,8 @@ impl<D: PgDocument> Operation for DeleteWhere<D> {
         let docs = state.doc_state::<D>();
         for id in &self.deleted {
             docs.versions.remove(id);
-            docs.identity.remove(id);
-            docs.tracked.remove(id);
+            // Unless a later write of the same save stored the document again.
+            docs.forget_stale(id);
         }
     }
 }

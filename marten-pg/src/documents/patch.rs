@@ -351,9 +351,10 @@ impl<D: PgDocument> Operation for PatchStatement<D> {
         for (id, version) in &self.written {
             // A copy the session loaded between queueing the patch and its save is older
             // than the patched row: forgotten, so the next load reads the row (and a
-            // dirty-tracked copy cannot write the pre-patch state back over it).
-            docs.identity.remove(id);
-            docs.tracked.remove(id);
+            // dirty-tracked copy cannot write the pre-patch state back over it). A copy a
+            // later write of the same save put there is the document it stored, and
+            // stays.
+            docs.forget_stale(id);
             // A patch by id names a document the session asked for; a patch by filter
             // updates only what the session already knew.
             let known = self.id.is_some() || docs.versions.contains_key(id);

@@ -59,9 +59,9 @@ fn filters_join_with_and_and_number_their_parameters_in_order() {
         sql.text,
         format!(
             "SELECT d.data, d.id FROM mt_doc_doc d WHERE \
-             (d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text) \
-             AND (d.id = $3::bigint OR $2::int > 0) \
-             AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $4::jsonb, true), false) \
+             ((d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text)) \
+             AND ((d.id = $3::bigint OR $2::int > 0)) \
+             AND (coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $4::jsonb, true), false)) \
              ORDER BY d.id ASC LIMIT $5 OFFSET $6"
         )
     );
@@ -79,9 +79,9 @@ fn nested_combinations_share_one_numbering() {
         sql.text,
         format!(
             "SELECT count(*) FROM t d WHERE \
-             (((d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text) \
-             OR ($2 = $2)) AND NOT coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" < $v', $3::jsonb, true), false)) \
-             AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" >= $v', $4::jsonb, true), false)"
+             ((((d.mt_f_name COLLATE \"C\" IS NOT NULL AND d.mt_f_name COLLATE \"C\" = $1::text::text) \
+             OR ($2 = $2)) AND NOT coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" < $v', $3::jsonb, true), false))) \
+             AND (coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" >= $v', $4::jsonb, true), false))"
         )
     );
     assert_eq!(sql.params.len(), 4);
@@ -146,7 +146,7 @@ fn the_total_form_counts_and_pages_in_one_statement() {
     };
     let sql = q.select_from("t", Scoped::tenant(None), true);
     let wh =
-        "coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $1::jsonb, true), false)";
+        "(coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $1::jsonb, true), false))";
     assert_eq!(
         sql.text,
         format!(
@@ -163,7 +163,7 @@ fn the_total_form_counts_and_pages_in_one_statement() {
 fn an_invalid_raw_fragment_fails_the_check_of_every_statement() {
     let q = spec(vec![Filter::raw("d.id = $2", vec![RawParam::Int(1)])]);
     let select = q.select_from("t", Scoped::tenant(None), true);
-    assert!(select.text.contains("WHERE (FALSE)"), "{}", select.text);
+    assert!(select.text.contains("WHERE ((FALSE))"), "{}", select.text);
     assert!(select.check().is_err());
     assert!(q.count_from("t", Scoped::tenant(None)).checked().is_err());
 }
@@ -201,7 +201,7 @@ fn an_aggregate_has_the_tenant_first_and_no_paging() {
     let sql = q.aggregate_from("t", Scoped::tenant(Some(None)), "sum(1)");
     assert_eq!(
         sql.text,
-        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND CASE WHEN d.tenant_id = $1 THEN true ELSE false END AND coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $2::jsonb, true), false)")
+        format!("SELECT sum(1) FROM t d WHERE d.tenant_id = $1 AND CASE WHEN d.tenant_id = $1 THEN true ELSE false END AND (coalesce(jsonb_path_match(d.data, 'strict $.\"rating\" > $v', $2::jsonb, true), false))")
     );
     assert_eq!(sql.params.len(), 2);
     // Without filters the tenant's match is the whole condition.
