@@ -375,9 +375,16 @@ async fn an_async_conjoined_projection_of_single_tenant_events_is_refused() {
             other.map(|_| ())
         ),
     }
-    // Inline, the session's tenant is there.
+    // Inline over single-tenant events is refused too: each tenant's document would fold
+    // only its own appends to a shared stream.
     let (_schema, b) = builder("tenancy_daemon_inline_single");
-    ok(b.projection::<Wallet>(Lifecycle::Inline).build().await);
+    match b.projection::<Wallet>(Lifecycle::Inline).build().await {
+        Err(Error::Configuration(m)) => assert!(m.contains("Wallet"), "{m}"),
+        other => panic!(
+            "expected a configuration error, got {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 #[tokio::test]

@@ -755,7 +755,11 @@ impl Wallet {
 #[tokio::test]
 async fn inline_projections_write_under_the_sessions_tenant() {
     let (_schema, b) = builder("tenancy_docs_inline");
-    let store = ok(b.projection::<Wallet>(Lifecycle::Inline).build().await);
+    let store = ok(b
+        .events_tenancy(marten::Tenancy::Conjoined)
+        .projection::<Wallet>(Lifecycle::Inline)
+        .build()
+        .await);
     let (red_stream, blue_stream) = (Uuid::new_v4(), Uuid::new_v4());
     for (tenant, stream, amount) in [("red", red_stream, 5), ("blue", blue_stream, 7)] {
         let mut s = ok(store.lightweight_session_for(tenant));
@@ -777,10 +781,13 @@ async fn inline_projections_write_under_the_sessions_tenant() {
     );
     assert!(ok(red.load::<Wallet>(&blue_stream).await).is_none());
     assert!(ok(blue.load::<Wallet>(&red_stream).await).is_none());
-    // A session without a tenant cannot project into a conjoined aggregate.
+    // A session without a tenant cannot append to conjoined events (nor so project into
+    // a conjoined aggregate).
     let mut s = store.lightweight_session();
-    ok(s.events().append(red_stream, [Deposited { amount: 1 }]));
-    tenant_required(s.save_changes().await, "Wallet");
+    tenant_required(
+        s.events().append(red_stream, [Deposited { amount: 1 }]),
+        "events",
+    );
     assert_eq!(
         ok(red.load::<Wallet>(&red_stream).await).map(|w| w.total),
         Some(10)

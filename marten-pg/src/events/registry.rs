@@ -264,6 +264,44 @@ impl EventRegistry {
         out
     }
 
+    /// The events of an append to `stream` as a read of them will give them back: each
+    /// of `events` appended under the stored name of `names` (with its encoded JSON in
+    /// `json`), re-decoded from that JSON through the upcaster when the name is an
+    /// upcaster's old name (the older shape, appended as it is: [`Self::appends_as`]),
+    /// as it is otherwise. `None` when every event reads back as it is (the common case:
+    /// nothing is copied). A failing upcaster is [`Error::Upcast`] naming the stream, at
+    /// sequence 0 (the event is not stored yet).
+    pub(crate) fn read_back(
+        &self,
+        stream: &marten_core::StreamId,
+        names: &[&'static str],
+        events: &[Arc<dyn AnyEvent>],
+        json: &[crate::json::RawJson],
+    ) -> Result<Option<Vec<Arc<dyn AnyEvent>>>> {
+        let upcast = |name: &&str| {
+            self.by_name
+                .get(*name)
+                .is_some_and(|e| matches!(e.decode, Decode::Upcast(_)))
+        };
+        if !names.iter().any(upcast) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for ((name, event), json) in names.iter().zip(events).zip(json) {
+            if !upcast(name) {
+                out.push(Arc::clone(event));
+                continue;
+            }
+            match self.decode(name, 0, &json.0) {
+                Ok(Some(decoded)) => out.push(decoded),
+                // An upcaster's old name is always known: nothing is skipped.
+                Ok(None) => out.push(Arc::clone(event)),
+                Err(e) => return Err(in_stream(e, stream)),
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Deserializes a stored event (upcasting an older shape), or says why not.
     /// `Ok(None)` means skip it. `sequence` names the event in errors and logs
     /// ([`UNREAD_SEQUENCE`] from a read that did not read it: its caller names it).

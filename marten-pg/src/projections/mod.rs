@@ -143,6 +143,14 @@ pub(crate) trait InlineProjection: Send + Sync {
         None
     }
 
+    /// The documents the projection keeps per stream, keyed by the stream's id (a
+    /// single-stream aggregate's): a delete of a stream deletes its document with it (see
+    /// [`snapshot::queue_deletes`]). `None` by default: a multi-stream or event
+    /// projection's documents are no one stream's.
+    fn stream_documents(&self) -> Option<&Arc<snapshot::StreamDocuments>> {
+        None
+    }
+
     fn plan<'a>(
         &'a self,
         plan: &'a mut SavePlan<'_>,
@@ -217,7 +225,7 @@ pub(crate) async fn plan_inline(
     if projections.inline.is_empty() {
         return Ok(Planned::Ready);
     }
-    let mut appends = append_views(uow);
+    let mut appends = append_views(store, uow)?;
     if appends.is_empty() {
         return Ok(Planned::Ready);
     }
@@ -286,28 +294,50 @@ fn handles_any<T: marten_core::Apply>(appends: &[AppendView]) -> bool {
 }
 
 /// The session's pending appends as the projections see them: owned views with the
-/// events' metadata.
-fn append_views(uow: &UnitOfWork) -> Vec<AppendView> {
+/// events' metadata, each event as a read of it gives it back (an event appended under
+/// an upcaster's old name upcast from its encoded JSON, see
+/// [`EventRegistry::read_back`](crate::events::registry::EventRegistry::read_back)).
+fn append_views(store: &ProjectionCatalog, uow: &UnitOfWork) -> Result<Vec<AppendView>> {
+    let events: &crate::events::EventCatalog = store.as_ref();
     uow.user
         .appends()
-        .map(|(index, a)| AppendView {
-            index,
-            stream: a.stream.0.clone(),
-            kind: a.requested,
-            ids: a.ids.to_vec(),
-            types: a.types.to_vec(),
-            events: a.events.to_vec(),
-            metadata: AppendMetadata {
-                tenant: uow.user.tenant.clone(),
-                correlation_ids: a.correlation_ids.to_vec(),
-                causation_ids: a.causation_ids.to_vec(),
-                headers: a
-                    .headers
-                    .iter()
-                    .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
-                    .collect(),
-            },
-            reserved: None,
+        .map(|(index, a)| {
+            let read_back =
+                events.with_registry(|r| r.read_back(&a.stream.0, &a.types, &a.events, &a.data))?;
+            Ok(view(
+                index,
+                a,
+                uow,
+                read_back.unwrap_or_else(|| a.events.to_vec()),
+            ))
         })
         .collect()
+}
+
+/// The view of append `a` at `index` of `uow`, with `events` as the projections see them.
+fn view(
+    index: usize,
+    a: &crate::unit_of_work::append::StreamAppend,
+    uow: &UnitOfWork,
+    events: Vec<Arc<dyn marten_core::AnyEvent>>,
+) -> AppendView {
+    AppendView {
+        index,
+        stream: a.stream.0.clone(),
+        kind: a.requested,
+        ids: a.ids.to_vec(),
+        types: a.types.to_vec(),
+        events,
+        metadata: AppendMetadata {
+            tenant: uow.user.tenant.clone(),
+            correlation_ids: a.correlation_ids.to_vec(),
+            causation_ids: a.causation_ids.to_vec(),
+            headers: a
+                .headers
+                .iter()
+                .map(|h| h.as_ref().and_then(|h| serde_json::from_slice(&h.0).ok()))
+                .collect(),
+        },
+        reserved: None,
+    }
 }

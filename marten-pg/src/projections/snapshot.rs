@@ -12,7 +12,8 @@
 //! stream is still the one the fold read (see [`crate::tables::snapshots`]), so a
 //! snapshot is never ahead of the events nor of another incarnation of its stream, and
 //! its failure is logged, never returned (a read never fails for a snapshot). A stream's
-//! delete deletes its snapshots in the same transaction ([`queue_deletes`]).
+//! delete deletes its snapshots in the same transaction ([`queue_deletes`]), and so the
+//! documents inline single-stream aggregates keep of it ([`StreamDocuments`]).
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use crate::json::RawJson;
 use crate::projections::ProjectionRegistry;
 use crate::tables::snapshots::{snapshot_delete, snapshot_start, snapshot_upsert};
 use crate::tenant_key::TenantKey;
-use crate::unit_of_work::{OpList, Operation, Target};
+use crate::unit_of_work::{OpList, Operation, SessionState, Target};
 
 /// How often a live aggregate type is snapshotted, and the statements that read, write
 /// and delete its snapshots. Each statement comes twice: with single-tenant events, then
@@ -42,12 +43,8 @@ pub(crate) struct SnapshotPolicy {
     start: [String; 2],
     /// The write of a snapshot (see [`snapshot_upsert`]).
     upsert: [String; 2],
-    /// The delete of a deleted stream's snapshots (see [`snapshot_delete`]).
-    delete: [String; 2],
-    /// The aggregate's document table, created before a delete of its rows.
-    target: Target,
-    /// Whether a stream id can be the aggregate's id (its snapshots are keyed by it).
-    keyed_by: fn(&StreamId) -> bool,
+    /// The snapshot rows of a deleted stream, deleted with it.
+    rows: Arc<StreamDocuments>,
 }
 
 impl SnapshotPolicy {
@@ -67,9 +64,7 @@ impl SnapshotPolicy {
             every,
             start: both(snapshot_start, load),
             upsert: both(snapshot_upsert, table),
-            delete: both(snapshot_delete, table),
-            target: document_target::<A>(),
-            keyed_by: |id| <A::Id as AggregateId>::from_stream_id(id).is_some(),
+            rows: Arc::new(StreamDocuments::of::<A>()),
         }
     }
 
@@ -144,43 +139,93 @@ impl PendingSnapshot {
     }
 }
 
+/// The document rows of a single-stream aggregate type keyed by a stream's id: a live
+/// aggregate's snapshots, or an inline aggregate's projected documents. Both are the
+/// fold of the stream they are keyed by, so a delete of the stream deletes them with it.
+pub(crate) struct StreamDocuments {
+    /// The aggregate's Rust type name: the order the deletes lock the tables in, and
+    /// named in configuration errors.
+    pub(crate) aggregate: &'static str,
+    /// Whether the aggregate's documents are conjoined (one per tenant).
+    pub(crate) conjoined: bool,
+    /// The delete of a deleted stream's rows with single-tenant (`[0]`) or conjoined
+    /// (`[1]`) events (see [`snapshot_delete`]).
+    delete: [String; 2],
+    /// The aggregate's document table, created before a delete of its rows.
+    target: Target,
+    /// Whether a stream id can be the aggregate's id (its rows are keyed by it).
+    keyed_by: fn(&StreamId) -> bool,
+    /// Forgets what a session holds of the document of a stream id (identity map, dirty
+    /// tracking), once the delete committed.
+    forget: fn(&StreamId, &mut SessionState),
+}
+
+impl StreamDocuments {
+    /// The rows of aggregate `A` keyed by stream ids.
+    pub(crate) fn of<A: Aggregate + PgDocument>() -> Self {
+        let (table, id_type) = (A::TABLE_NAME, <A::Id as crate::PgId>::SQL_TYPE);
+        let docs = A::TENANCY == Tenancy::Conjoined;
+        StreamDocuments {
+            aggregate: std::any::type_name::<A>(),
+            conjoined: docs,
+            delete: [
+                snapshot_delete(table, id_type, docs, false),
+                snapshot_delete(table, id_type, docs, true),
+            ],
+            target: document_target::<A>(),
+            keyed_by: |id| <A::Id as AggregateId>::from_stream_id(id).is_some(),
+            forget: |stream, state| {
+                if let Some(id) = <A::Id as AggregateId>::from_stream_id(stream) {
+                    let docs = state.doc_state::<A>();
+                    docs.identity.remove(&id);
+                    docs.tracked.remove(&id);
+                }
+            },
+        }
+    }
+}
+
 /// Queues on `queue`, after the delete of `stream` (of `tenant`) queued there, the delete
-/// of the snapshots every live aggregate with a policy in `registry` keeps of it, so the
+/// of the rows every aggregate type of `registry` keeps of it - the snapshots of live
+/// aggregates with a policy, the documents of inline single-stream aggregates - so the
 /// delete's transaction takes them too: a stream started again under the same id never
-/// starts from a snapshot of the deleted one.
+/// starts from a snapshot of the deleted one, and no read serves the deleted stream's
+/// projected document.
 pub(crate) fn queue_deletes(
     registry: &ProjectionRegistry,
     tenant: &EventTenant,
     stream: &StreamKey,
     queue: &mut OpList,
 ) {
-    let mut policies: Vec<&Arc<SnapshotPolicy>> = registry
-        .snapshots
-        .values()
-        .filter(|p| (p.keyed_by)(&stream.0))
+    let snapshots = registry.snapshots.values().map(|p| &p.rows);
+    let inline = registry.inline.iter().filter_map(|p| p.stream_documents());
+    let mut rows: Vec<&Arc<StreamDocuments>> = snapshots
+        .chain(inline)
+        .filter(|r| (r.keyed_by)(&stream.0))
         .collect();
     // One order for every save: the tables are locked in it.
-    policies.sort_unstable_by_key(|p| p.aggregate);
-    for policy in policies {
-        queue.push_op(Box::new(SnapshotDelete {
-            policy: Arc::clone(policy),
+    rows.sort_unstable_by_key(|r| r.aggregate);
+    rows.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    for rows in rows {
+        queue.push_op(Box::new(StreamDocumentsDelete {
+            rows: Arc::clone(rows),
             stream: stream.clone(),
             tenant: tenant.scope().cloned(),
         }));
     }
 }
 
-/// The delete of one aggregate's snapshots of a deleted stream (see [`queue_deletes`]).
-struct SnapshotDelete {
-    policy: Arc<SnapshotPolicy>,
+/// The delete of one aggregate type's rows of a deleted stream (see [`queue_deletes`]).
+struct StreamDocumentsDelete {
+    rows: Arc<StreamDocuments>,
     stream: StreamKey,
     /// The stream's tenant, with conjoined events.
     tenant: Option<String>,
 }
 
-impl Operation for SnapshotDelete {
+impl Operation for StreamDocumentsDelete {
     fn sql(&self) -> SqlText<'_> {
-        SqlText::Built(&self.policy.delete[usize::from(self.tenant.is_some())])
+        SqlText::Built(&self.rows.delete[usize::from(self.tenant.is_some())])
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -191,6 +236,10 @@ impl Operation for SnapshotDelete {
     }
 
     fn target(&self) -> Target {
-        self.policy.target
+        self.rows.target
+    }
+
+    fn committed(&self, state: &mut SessionState) {
+        (self.rows.forget)(&self.stream.0, state);
     }
 }

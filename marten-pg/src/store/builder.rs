@@ -281,6 +281,7 @@ impl DocumentStoreBuilder {
             self.events.tenancy,
             &self.stream_keyed,
             &self.async_conjoined,
+            &self.projections,
         )?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
         check_schema_name(&self.schema)?;
@@ -336,12 +337,25 @@ impl DocumentStoreBuilder {
 /// Refuses projections that cannot keep tenants apart: with conjoined events, an
 /// aggregate or multi-stream projection that stores single-tenant documents would write
 /// two tenants' streams of one id into one document; with single-tenant events, the
-/// daemon has no tenant to write an async projection's conjoined documents under.
+/// daemon has no tenant to write an async projection's conjoined documents under, and an
+/// inline single-stream aggregate of a conjoined document type would keep one document
+/// per tenant of a stream every tenant shares, each folded only from the events its own
+/// tenant's sessions appended (the `projections` registered inline).
 fn check_event_tenancy(
     tenancy: Tenancy,
     stream_keyed: &[&'static str],
     async_conjoined: &[&'static str],
+    projections: &ProjectionRegistry,
 ) -> Result<()> {
+    let inline_conjoined = || {
+        let mut names = projections
+            .inline
+            .iter()
+            .filter_map(|p| p.stream_documents())
+            .filter(|d| d.conjoined)
+            .map(|d| d.aggregate);
+        names.next()
+    };
     match (tenancy, stream_keyed.first(), async_conjoined.first()) {
         (Tenancy::Conjoined, Some(name), _) => Err(Error::Configuration(format!(
             "projection {name}: with conjoined events, an inline, async or snapshotted \
@@ -351,8 +365,18 @@ fn check_event_tenancy(
         (Tenancy::Single, _, Some(name)) => Err(Error::Configuration(format!(
             "projection {name}: an async projection of a conjoined document type needs \
              conjoined events (.events_tenancy(Tenancy::Conjoined)), so the daemon runs it per \
-             tenant; or make it inline"
+             tenant; or, a multi-stream projection, make it inline"
         ))),
+        (Tenancy::Single, _, None) => match inline_conjoined() {
+            Some(name) => Err(Error::Configuration(format!(
+                "projection {name}: an inline single-stream aggregate of a conjoined \
+                 document type needs conjoined events (.events_tenancy(Tenancy::Conjoined)): \
+                 with single-tenant events every tenant shares the stream, and each tenant's \
+                 document would be folded only from its own appends; or make the aggregate \
+                 a single-tenant document type, or use Lifecycle::Live"
+            ))),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }

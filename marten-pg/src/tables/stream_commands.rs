@@ -51,8 +51,9 @@ pub fn archive(idt: &str, conjoined: bool) -> String {
 /// Deletes stream `$1` (`idt` ids) and, by the foreign keys, its events and their tags,
 /// bumping the tags of those events in the tag versions of `$2` (which is also the
 /// stream's tenant with `conjoined` events). The snapshots live aggregates keep of the
-/// stream are document rows no key ties to it: the delete's save deletes them after this
-/// statement, in its transaction ([`crate::tables::snapshots::snapshot_delete`]).
+/// stream, and the documents inline single-stream aggregates project from it, are
+/// document rows no key ties to it: the delete's save deletes them after this statement,
+/// in its transaction ([`crate::tables::snapshots::snapshot_delete`]).
 pub fn delete(idt: &str, conjoined: bool) -> String {
     let scope = scope(conjoined, "");
     let bump = bump_tags_of(&format!(

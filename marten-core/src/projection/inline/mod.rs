@@ -47,9 +47,13 @@ pub struct AppendView {
     pub kind: AppendKind,
     /// The events' ids.
     pub ids: Vec<Uuid>,
-    /// The events' type names.
+    /// The events' type names as the append stores them (an event appended under an
+    /// upcaster's old name keeps that name here: its envelope's
+    /// [`stored_type`](EventEnvelope::stored_type)).
     pub types: Vec<&'static str>,
-    /// The events.
+    /// The events as a read of them gives them back: one appended under an upcaster's
+    /// old name is the upcast event, whose type names the envelope's
+    /// [`event_type`](EventEnvelope::event_type).
     pub events: Vec<Arc<dyn AnyEvent>>,
     /// The metadata the events are appended with.
     pub metadata: AppendMetadata,
@@ -127,7 +131,11 @@ impl AppendView {
                 Some(b) => advance(&self.stream, b, i + 1)?,
                 None => 0,
             };
-            e.event_type = std::borrow::Cow::Borrowed(event_type);
+            // `new` named the event's own type; a stored name that differs (an
+            // upcaster's old name) shows in `stored_type`, as a read shows it.
+            if *event_type != e.event_type {
+                e.stored_type = std::borrow::Cow::Borrowed(event_type);
+            }
             e.timestamp = reserved.and_then(|r| r.timestamp).unwrap_or(now);
             let meta = &self.metadata;
             e.correlation_id = meta.correlation_ids.get(i).cloned().flatten();

@@ -17,6 +17,7 @@ use marten_core::{Aggregate, Result, Tenancy};
 use super::locked::lock_streams;
 use crate::documents::PgDocument;
 use crate::projections::cache::CachedDocCheck;
+use crate::projections::snapshot::StreamDocuments;
 use crate::projections::{handles_any, InlineProjection, Planner, SavePlan};
 
 /// The inline projection of aggregate `A`.
@@ -27,6 +28,8 @@ pub(crate) struct InlineAggregate<A> {
     /// [`InlineAggregate::lock`] of one tenant's streams (conjoined events): `$2` = the
     /// tenant.
     lock_of_tenant: String,
+    /// The aggregate's documents, deleted with their stream.
+    documents: Arc<StreamDocuments>,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -42,6 +45,7 @@ impl<A: Aggregate + PgDocument> InlineAggregate<A> {
         InlineAggregate {
             lock: lock(""),
             lock_of_tenant: lock(" AND tenant_id = $2"),
+            documents: Arc::new(StreamDocuments::of::<A>()),
             _a: PhantomData,
         }
     }
@@ -57,6 +61,10 @@ impl<A: Aggregate + PgDocument> InlineProjection for InlineAggregate<A> {
             std::any::TypeId::of::<A>(),
             crate::documents::migrate_fn::<A>(),
         ))
+    }
+
+    fn stream_documents(&self) -> Option<&Arc<StreamDocuments>> {
+        Some(&self.documents)
     }
 
     fn plan<'a>(

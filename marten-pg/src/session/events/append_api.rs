@@ -10,7 +10,7 @@ use super::api::Events;
 use super::encode::no_events;
 use crate::events::pending::PendingEvent;
 use crate::events::EventTenant;
-use crate::projections::snapshot::queue_deletes as queue_snapshot_deletes;
+use crate::projections::snapshot::queue_deletes as queue_stream_document_deletes;
 use crate::session::Tracking;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::append::{AppendKind, StreamAppend, StreamCommand};
@@ -160,16 +160,20 @@ impl<K: Tracking> Events<'_, K> {
         self.enqueue_command(stream.into(), StreamCommand::archive)
     }
 
-    /// Deletes a stream and all its events (queued), and the snapshots live aggregates
-    /// keep of it, in the same transaction: a stream started again under the same id
-    /// never starts from the deleted one's snapshot.
+    /// Deletes a stream and all its events (queued), and, in the same transaction, the
+    /// snapshots live aggregates keep of it and the documents inline single-stream
+    /// aggregates projected from it (the stream id is their id; a conjoined aggregate's
+    /// document of the session's tenant, with conjoined events; every tenant's with
+    /// single-tenant ones): a stream started again under the same id never starts from
+    /// the deleted one's snapshot or document, and no read serves an aggregate of a
+    /// stream that is gone.
     pub fn delete_stream(&mut self, stream: impl Into<StreamId>) -> Result<()> {
         let stream = stream.into();
         self.enqueue_command(stream.clone(), StreamCommand::delete)?;
         let (tenant, key) = (self.tenant()?, self.key(stream)?);
         let parts = self.session.parts_mut();
-        let snapshots = parts.store.projections();
-        queue_snapshot_deletes(snapshots, &tenant, &key, &mut parts.queue.user);
+        let projections = parts.store.projections();
+        queue_stream_document_deletes(projections, &tenant, &key, &mut parts.queue.user);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use marten_core::aggregate::fold;
-use marten_core::{Apply, Error, EventEnvelope, EventTag, Result, StreamId};
+use marten_core::{AnyEvent, Apply, Error, EventEnvelope, EventTag, Result, StreamId};
 
 use super::api::Events;
 use super::boundary::{checked_tags, new_stream, read_boundary};
@@ -125,7 +125,12 @@ impl<'s, K: Tracking> Events<'s, K> {
         let learned = match (&append, key) {
             // An apply that fails on the new events fails no command: the cache just
             // does not learn (the next command reads, and meets the failure there).
-            (Some(append), Some(k)) => learned(k, decidable, append).ok(),
+            (Some(append), Some(k)) => {
+                let store = &self.session.parts().store;
+                super::command::read_back(store, append)
+                    .and_then(|events| learned(k, decidable, append, &events))
+                    .ok()
+            }
             _ => None,
         };
         let decided = append.is_some();
@@ -187,6 +192,7 @@ fn learned<S: Apply>(
     key: &BoundaryKey,
     decided_on: CachedBoundary<S>,
     append: &StreamAppend,
+    events: &[Arc<dyn AnyEvent>],
 ) -> Result<CachedBoundary<S>> {
     let (_, _, tags, types) = key;
     let stream: &StreamId = &append.stream.0;
@@ -200,13 +206,17 @@ fn learned<S: Apply>(
     };
     let mut envelopes = Vec::new();
     let described = append.ids.iter().zip(append.types.iter());
-    for (i, (data, (id, event_type))) in append.events.iter().zip(described).enumerate() {
+    for (i, (data, (id, stored))) in events.iter().zip(described).enumerate() {
         let ord = i as i64 + 1;
-        let typed = types.as_ref().is_none_or(|t| t.contains(event_type));
+        // Read back as (an upcaster's old name: upcast to) the type it names.
+        let read_as = data.event_type();
+        let typed = (types.as_ref()).is_none_or(|t| t.contains(stored) || t.contains(&read_as));
         if typed && tags.iter().any(|tag| carries(ord, tag)) {
             let mut e = EventEnvelope::new(0, *id, stream.clone(), Arc::clone(data));
             e.version = ord;
-            e.event_type = Cow::Borrowed(event_type);
+            if e.stored_type != *stored {
+                e.stored_type = Cow::Borrowed(stored);
+            }
             envelopes.push(e);
         }
     }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use marten_core::projection::cache::{CacheKey, CacheUpdate, Cached};
 use marten_core::projection::inline::fold_events;
 use marten_core::{
-    Aggregate, Error, EventEnvelope, Rejection, RejectionKind, Result, StreamId, Tenancy, TenantId,
+    Aggregate, AnyEvent, Error, EventEnvelope, Rejection, RejectionKind, Result, StreamId, Tenancy,
+    TenantId,
 };
 use uuid::Uuid;
 
@@ -239,8 +240,11 @@ impl<'s, K: Tracking> Events<'s, K> {
         let tip = append.ids.last().copied().or(decidable.tip);
         let learned = match (cache_key, tip) {
             // An apply that fails on the new events fails no command: the cache just
-            // does not learn (the next command reads, and meets the failure there).
-            (Some(k), Some(tip)) => learned::<A>(k, decidable.state, version, tip, &append).ok(),
+            // does not learn (the next command reads, and meets the failure there); nor
+            // does an event whose upcaster fails on it.
+            (Some(k), Some(tip)) => read_back(&self.session.parts().store, &append)
+                .and_then(|events| learned::<A>(k, decidable.state, version, tip, &append, &events))
+                .ok(),
             _ => None,
         };
         append.tip = decidable.tip;
@@ -303,28 +307,50 @@ impl<'s, K: Tracking> Events<'s, K> {
     }
 }
 
+/// The events of `append` as a read of them gives them back: an event appended under an
+/// upcaster's old name upcast from its encoded JSON (see
+/// [`EventRegistry::read_back`](crate::events::registry::EventRegistry::read_back)), the
+/// others as they are.
+pub(super) fn read_back(
+    store: &crate::DocumentStore,
+    append: &StreamAppend,
+) -> Result<Vec<Arc<dyn AnyEvent>>> {
+    let read_back = store.events().with_registry(|r| {
+        r.read_back(
+            &append.stream.0,
+            &append.types,
+            &append.events,
+            &append.data,
+        )
+    })?;
+    Ok(read_back.unwrap_or_else(|| append.events.to_vec()))
+}
+
 /// What the cache learns if the save of `append` commits: `state` with the append's
-/// events applied, at `version`, whose event is `tip`. The events are applied as
-/// a live fold of a type whose methods take no metadata reads them: data, type, version.
+/// `events` (as [`read_back`] gives them) applied, at `version`, whose event is `tip`.
+/// The events are applied as a live fold of a type whose methods take no metadata reads
+/// them: data, type (the stored name, when it differs, as `stored_type`), version.
 fn learned<A: Aggregate + PgDocument>(
     key: &CacheKey,
     state: Option<A>,
     version: i64,
     tip: Uuid,
     append: &StreamAppend,
+    events: &[Arc<dyn AnyEvent>],
 ) -> Result<CacheUpdate> {
     let stream: &StreamId = &key.2;
     let first = version - append.ids.len() as i64;
     let described = append.ids.iter().zip(append.types.iter());
-    let envelopes: Vec<EventEnvelope> = append
-        .events
+    let envelopes: Vec<EventEnvelope> = events
         .iter()
         .zip(described)
         .enumerate()
-        .map(|(i, (data, (id, event_type)))| {
+        .map(|(i, (data, (id, stored)))| {
             let mut e = EventEnvelope::new(0, *id, stream.clone(), Arc::clone(data));
             e.version = first + i as i64 + 1;
-            e.event_type = Cow::Borrowed(event_type);
+            if e.stored_type != *stored {
+                e.stored_type = Cow::Borrowed(stored);
+            }
             e
         })
         .collect();
