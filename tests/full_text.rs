@@ -293,7 +293,7 @@ async fn a_conjoined_types_tenants_search_only_their_own_documents() {
     assert!(ok(red.query::<Memo>().search("pear").to_list().await).is_empty());
     let sql = red.query::<Memo>().search("pears").to_sql();
     assert!(
-        sql.contains("d.tenant_id = $1 AND CASE WHEN d.tenant_id = $1 THEN true ELSE false END AND (to_tsvector('simple'::regconfig, d.data) @@ plainto_tsquery('simple'::regconfig, $2))"),
+        sql.contains("d.tenant_id = $1 AND CASE WHEN d.tenant_id = $1 THEN true ELSE false END AND ((to_tsvector('simple'::regconfig, d.data) @@ plainto_tsquery('simple'::regconfig, $2)))"),
         "{sql}"
     );
     let mut none = store.query_session();
