@@ -824,6 +824,13 @@ async fn a_tenants_stopped_subscription_does_not_hold_up_another_tenant() {
         async move { checkpoint(schema, "per_tenant@blue").await == last }
     })
     .await;
+    // Red's runner stops after its retries, which a loaded machine may take longer to run
+    // than blue's two batches.
+    eventually("red's runner to stop", || {
+        let stopped = daemon.stopped_runners();
+        async move { stopped.iter().any(|(slot, _)| slot.ends_with("@red")) }
+    })
+    .await;
     let stopped = daemon.stop().await;
     assert!(stopped.is_err(), "red's runner stopped on its poison event");
     let rows = schema

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "event_tenant",
         "column_type",
         "trace",
+        "sql_lexer",
     ],
     &["tables"],
     &["error_map"],
