@@ -2,23 +2,76 @@
 //! tables, acquiring the projection, taking a step. A step that worked is followed at
 //! once, an idle one after a poll interval; a reset or takeover, or a lost lock, gives
 //! the projection up; a poison event ([`Error::Apply`]) stops it; any other failure is
-//! retried after a poll interval. Tables that cannot be made for a transient reason are
-//! tried again after [`WAIT_POLLS`] poll intervals; for any other reason the projection
-//! stops. Which failures of planning a batch the events or the projection's own data
-//! caused ([`caused_by_data`]), and which failures of committing it the data of its
-//! writes caused ([`commit_caused_by_data`]), so that the poison policy, not a retry for
-//! ever, meets them, is decided here too.
+//! retried after a backoff that starts at a poll interval and doubles with each
+//! consecutive failure up to [`MAX_BACKOFF`] (see [`backoff`]), so that a persistent
+//! database error (a dropped column, a refused permission, a statement timeout) costs a
+//! try every few seconds rather than every poll. Tables that cannot be made for a
+//! transient reason are tried again after [`WAIT_POLLS`] poll intervals; for any other
+//! reason the projection stops. Which failures of planning a batch the events or the
+//! projection's own data caused ([`caused_by_data`]), and which failures of committing it
+//! the data of its writes caused ([`commit_caused_by_data`]), so that the poison policy,
+//! not a retry for ever, meets them, is decided here too.
 //!
-//! Pure: the functions here decide from what happened and the poll interval; the runner
-//! waits, logs, acquires and steps.
+//! How often a failure that repeats is worth a warning is decided here too
+//! ([`LogThrottle`]): the first time, whenever its text changes, and at most every
+//! [`WARN_EVERY`] while it stays the same.
+//!
+//! Pure: the functions here decide from what happened, the poll interval and the time
+//! they are given; the runner waits, logs, acquires and steps.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
 /// How many poll intervals a runner waits before trying the daemon's tables again, or
 /// acquiring a projection another node owns.
 pub const WAIT_POLLS: u32 = 5;
+
+/// The longest a runner waits between tries of something that keeps failing: a step, a
+/// blue/green switch, an acquire.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often a failure that repeats with the same text is warned about again (in
+/// between it is logged at debug).
+pub const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// How long to wait after the `failures`-th consecutive failure (counting from 1), polling
+/// every `poll`: `poll`, doubled with each further failure, capped at [`MAX_BACKOFF`]
+/// (never below `poll`).
+pub fn backoff(poll: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    poll.saturating_mul(1u32 << doublings)
+        .min(MAX_BACKOFF)
+        .max(poll)
+}
+
+/// Decides which of a repeating failure's reports are warnings: the first, one whose
+/// text differs from the last warned, and one [`WARN_EVERY`] after the last warning.
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    /// The text last warned about, and when.
+    last: Option<(String, Instant)>,
+}
+
+impl LogThrottle {
+    /// Whether a failure reading `text` at `now` is worth a warning (and if so, records
+    /// it as the last warned).
+    pub fn warn(&mut self, text: &str, now: Instant) -> bool {
+        let due = match &self.last {
+            Some((last, at)) => last != text || now.saturating_duration_since(*at) >= WARN_EVERY,
+            None => true,
+        };
+        if due {
+            self.last = Some((text.to_owned(), now));
+        }
+        due
+    }
+
+    /// Forgets the last failure: the thing failing worked again.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}
 
 /// What one step of a runner came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +127,13 @@ pub fn long_wait(poll: Duration) -> Duration {
     poll.saturating_mul(WAIT_POLLS)
 }
 
-/// What follows a step that ended with `result`, polling every `poll`. A poison event
-/// stops the projection (an apply that kept failing under the stop policy), and so does
-/// an event whose stored body or type cannot be read: reading it again would fail again,
-/// for ever.
-pub fn after_step(result: Result<Turn>, poll: Duration) -> Action {
+/// What follows a step that ended with `result`, polling every `poll`, after `failed`
+/// consecutive failed steps before it. A poison event stops the projection (an apply
+/// that kept failing under the stop policy), and so does an event whose stored body or
+/// type cannot be read: reading it again would fail again, for ever. Any other failure is
+/// retried after [`backoff`] (a poll interval for the first, doubling up to
+/// [`MAX_BACKOFF`]); the caller resets `failed` once a step succeeds.
+pub fn after_step(result: Result<Turn>, poll: Duration, failed: u32) -> Action {
     match result {
         Ok(Turn::Worked) => Action::Continue,
         Ok(Turn::Idle) => Action::Idle(poll),
@@ -89,7 +144,10 @@ pub fn after_step(result: Result<Turn>, poll: Duration) -> Action {
             | Error::Upcast { .. }
             | Error::UnknownEventType { .. }),
         ) => Action::Stop(e),
-        Err(error) => Action::Retry { error, after: poll },
+        Err(error) => Action::Retry {
+            error,
+            after: backoff(poll, failed.saturating_add(1)),
+        },
     }
 }
 
@@ -199,7 +257,7 @@ mod tests {
     #[test]
     fn worked_continues_at_once() {
         assert!(matches!(
-            after_step(Ok(Turn::Worked), POLL),
+            after_step(Ok(Turn::Worked), POLL, 0),
             Action::Continue
         ));
     }
@@ -207,7 +265,7 @@ mod tests {
     #[test]
     fn idle_waits_a_poll_interval() {
         assert!(matches!(
-            after_step(Ok(Turn::Idle), POLL),
+            after_step(Ok(Turn::Idle), POLL, 0),
             Action::Idle(d) if d == POLL
         ));
     }
@@ -215,15 +273,42 @@ mod tests {
     #[test]
     fn step_down_gives_the_projection_up() {
         assert!(matches!(
-            after_step(Ok(Turn::StepDown), POLL),
+            after_step(Ok(Turn::StepDown), POLL, 0),
             Action::StepDown
         ));
     }
 
     #[test]
+    fn consecutive_step_errors_back_off_up_to_the_cap() {
+        let after = |failed| match after_step(Err(Error::Database(db())), POLL, failed) {
+            Action::Retry { after, .. } => after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(after(0), POLL);
+        assert_eq!(after(1), POLL * 2);
+        assert_eq!(after(3), POLL * 8);
+        assert_eq!(after(20), MAX_BACKOFF);
+        assert_eq!(after(u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(60), 3), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_repeating_failure_is_warned_about_once_per_text_or_period() {
+        let mut t = LogThrottle::default();
+        let now = Instant::now();
+        assert!(t.warn("a", now));
+        assert!(!t.warn("a", now + Duration::from_secs(1)));
+        assert!(t.warn("b", now + Duration::from_secs(2)));
+        assert!(!t.warn("b", now + Duration::from_secs(3)));
+        assert!(t.warn("b", now + Duration::from_secs(2) + WARN_EVERY));
+        t.reset();
+        assert!(t.warn("b", now + Duration::from_secs(40)));
+    }
+
+    #[test]
     fn a_poison_event_stops_the_projection() {
         assert!(matches!(
-            after_step(Err(apply()), POLL),
+            after_step(Err(apply()), POLL, 0),
             Action::Stop(Error::Apply { .. })
         ));
     }
@@ -237,7 +322,7 @@ mod tests {
             source: serde_json::from_str::<i64>("\"x\"").unwrap_err(),
         };
         assert!(matches!(
-            after_step(Err(unreadable), POLL),
+            after_step(Err(unreadable), POLL, 0),
             Action::Stop(Error::DeserializeEvent { sequence: 7, .. })
         ));
     }
@@ -254,7 +339,7 @@ mod tests {
         ];
         for e in errors {
             assert!(matches!(
-                after_step(Err(e), POLL),
+                after_step(Err(e), POLL, 0),
                 Action::Retry { after, .. } if after == POLL
             ));
         }

@@ -3,17 +3,58 @@
 //! count settled when another is recorded (see `shard`), and where it writes (see
 //! `bluegreen`).
 //!
-//! Owns: the runner's acquire. May use: the daemon's ownership, shard, share and
-//! blue/green files, the runner's state.
+//! A try that fails (the lock's connection refused, the claim's update refused, the
+//! version's table not made, the count not settled) is retried after a backoff that
+//! doubles from five poll intervals up to a few seconds, and warned about the first
+//! time, whenever its error changes, and at most every 30 s while it stays the same
+//! (a projection that never runs is not silent). The last error of each slot is kept
+//! until the slot is acquired, so that a wait for the projections to catch up that
+//! times out names it (see `stale`). A runner that finds a newer version of its
+//! projection active (an old deployment's, after a blue/green switch) stays idle: its
+//! later tries read the active version first and take no lock, connection or claim while
+//! it is newer, [`SUPERSEDED_WAIT`] apart.
+//!
+//! Owns: the runner's acquire, its backoff and its last failure. May use: the daemon's
+//! ownership, shard, share and blue/green files, the runner's state.
 
-use marten_core::{Error, Result};
-use tracing::{debug, info};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use marten_core::projection::runner::{backoff, long_wait};
+use marten_core::{Error, Result, WithSources};
+use tracing::{debug, info, warn};
 
 use super::bluegreen::{self, Target};
 use super::ownership::{acquire, claim, Claim, Ownership};
-use super::runner::Runner;
+use super::runner::{millis, Runner};
 use super::shard;
 use crate::connection::Dedicated;
+
+/// How long a superseded runner waits between its checks of the active version.
+pub(super) const SUPERSEDED_WAIT: Duration = Duration::from_secs(30);
+
+/// The last acquire failure of each slot not acquired since, by (schema, slot): what a
+/// timed-out wait for the projections names (see `stale`).
+fn failures() -> &'static Mutex<HashMap<(String, String), String>> {
+    static FAILURES: OnceLock<Mutex<HashMap<(String, String), String>>> = OnceLock::new();
+    FAILURES.get_or_init(Default::default)
+}
+
+/// Runs `f` on the failures (a poisoned lock still holds a usable map).
+fn with_failures<T>(f: impl FnOnce(&mut HashMap<(String, String), String>) -> T) -> T {
+    let mut map = match failures().lock() {
+        Ok(map) => map,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(&mut map)
+}
+
+/// Why slot `slot` of schema `schema` could not be acquired the last time a runner tried,
+/// if it failed and has not been acquired since.
+pub(super) fn acquire_failure(schema: &str, slot: &str) -> Option<String> {
+    with_failures(|map| map.get(&(schema.to_owned(), slot.to_owned())).cloned())
+}
 
 impl Runner {
     /// Tries to acquire the projection; on success the runner starts catching up. Fails
@@ -36,14 +77,16 @@ impl Runner {
             }
             None => None,
         };
-        let name = self.slot.name();
+        if self.superseded && self.still_superseded(standby).await {
+            return Ok(None);
+        }
         let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(claimed)) => claimed,
             Ok(None) => return Ok(None),
             // Stored data no retry mends (a count row edited by hand): the runner stops.
             Err(e @ Error::CorruptData { .. }) => return Err(e),
             Err(e) => {
-                debug!(projection = name, error = %e, "cannot acquire projection");
+                self.acquire_failed("taking the projection's lock or claiming it", &e);
                 return Ok(None);
             }
         };
@@ -59,6 +102,9 @@ impl Runner {
         if !self.find_target().await {
             return Ok(None);
         }
+        self.acquire_failures = 0;
+        self.acquire_log.reset();
+        self.forget_acquire_failure();
         info!(
             projection = self.slot.name(),
             node = self.options.node,
@@ -81,24 +127,82 @@ impl Runner {
                 self.build = Some(statements);
             }
             Ok(Target::Superseded(active)) => {
-                debug!(
+                info!(
                     projection = name,
-                    active, "a newer version is active; not running"
+                    active, "a newer version is active; this runner stays idle"
                 );
+                self.superseded = true;
+                self.next_wait = Some(SUPERSEDED_WAIT);
                 return false;
             }
             Err(e) => {
-                debug!(projection = name, error = %e, "cannot find the projection's version");
+                self.acquire_failed("finding the projection's version", &e);
                 return false;
             }
         }
         true
     }
 
+    /// For a runner found superseded before: whether a newer version is still active (it
+    /// then waits [`SUPERSEDED_WAIT`] and gives up its standby connection). One read of
+    /// the active version; a failed read counts as a failed acquire.
+    async fn still_superseded(&mut self, standby: &mut Option<Dedicated>) -> bool {
+        match bluegreen::superseded(&self.store, self.projection.as_ref()).await {
+            Ok(Some(active)) => {
+                debug!(
+                    projection = self.slot.name(),
+                    active, "a newer version is still active; not running"
+                );
+                *standby = None;
+                self.next_wait = Some(SUPERSEDED_WAIT);
+                true
+            }
+            Ok(None) => {
+                self.superseded = false;
+                false
+            }
+            Err(e) => {
+                self.acquire_failed("reading the projection's active version", &e);
+                true
+            }
+        }
+    }
+
+    /// A try to acquire the slot failed at `step` with `error`: keeps it as the slot's
+    /// last failure, warns (rate-limited, see `LogThrottle`) and sets the backoff before
+    /// the next try.
+    fn acquire_failed(&mut self, step: &str, error: &Error) {
+        self.acquire_failures = self.acquire_failures.saturating_add(1);
+        let wait = backoff(long_wait(self.options.poll_interval), self.acquire_failures);
+        self.next_wait = Some(wait);
+        let error = format!("{step}: {}", WithSources(error));
+        let key = (self.store.schema().to_owned(), self.slot.name().to_owned());
+        with_failures(|map| map.insert(key, error.clone()));
+        let (projection, failures, retry_ms) =
+            (self.slot.name(), self.acquire_failures, millis(wait));
+        if self.acquire_log.warn(&error, Instant::now()) {
+            warn!(
+                projection,
+                error, failures, retry_ms, "cannot acquire the projection; retrying"
+            );
+        } else {
+            debug!(
+                projection,
+                error, failures, retry_ms, "cannot acquire the projection; retrying"
+            );
+        }
+    }
+
+    /// Forgets the slot's last acquire failure (acquired, or the runner ended).
+    pub(super) fn forget_acquire_failure(&self) {
+        let key = (self.store.schema().to_owned(), self.slot.name().to_owned());
+        with_failures(|map| map.remove(&key));
+    }
+
     /// The projection's recorded shard count is `recorded`, not this runner's: changes it
     /// (see `shard`) and claims the slot again on `lock`. A runner that has run already
     /// met a change by another deployment: it stops rather than change the count back.
-    async fn settle_count(&self, lock: Dedicated, recorded: u32) -> Result<Option<Ownership>> {
+    async fn settle_count(&mut self, lock: Dedicated, recorded: u32) -> Result<Option<Ownership>> {
         let (projection, configured) = (self.slot.projection, self.slot.count());
         let changed = |reason: &str| Error::ShardCountChanged {
             projection: projection.to_owned(),
@@ -118,7 +222,7 @@ impl Runner {
                 return Err(e)
             }
             Err(e) => {
-                debug!(projection, error = %e, "cannot settle the shard count");
+                self.acquire_failed("settling the shard count", &e);
                 return Ok(None);
             }
         }
@@ -129,7 +233,7 @@ impl Runner {
                  projection with the same count",
             )),
             Err(e) => {
-                debug!(projection, error = %e, "cannot claim the projection");
+                self.acquire_failed("claiming the projection", &e);
                 Ok(None)
             }
         }

@@ -15,8 +15,13 @@
 //! `mt_doc_tally_v1`, renames the build table to `mt_doc_tally`, and records the active
 //! version in `mt_projection_versions`. A query therefore reads either the old table or
 //! the new one, never a mix; PostgreSQL re-plans prepared statements after the renames.
-//! The switch waits at most 2 s for the table lock (readers queue behind a waiting
-//! switch), then gives up and tries again at the runner's next idle turn.
+//! Readers queue behind a switch that waits for the table lock, so the switch waits for
+//! it only briefly (a fiftieth of the wait before its next attempt: 5 ms at first, 100
+//! ms once that wait is at its cap), then gives up; the runner tries again after a
+//! backoff that doubles from a poll interval up to 5 s (see the runner). A long reader
+//! thus delays the switch, and costs the other readers about 2% of their time while it
+//! does; a table always read by queries longer than the lock's wait is not switched
+//! (the failed attempts are warned about).
 //! After the switch the runner writes through the store's own statements. The old table
 //! is dropped only by [`drop_old_projection_versions`](super::drop_old_projection_versions).
 //!
@@ -37,6 +42,7 @@
 //! the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use marten_core::{Error, Result};
 use tokio_postgres::error::SqlState;
@@ -84,6 +90,25 @@ pub(super) async fn active_version(db: Db<'_>, schema: &str, table: &str) -> Res
             "{table}: active projection version {active} is not valid"
         ))
     })
+}
+
+/// The active version of `projection`'s document table if it is newer than the
+/// projection's own (its runner is superseded and does not run); `None` otherwise, or for
+/// a projection without a document table. One read, no lock, nothing created.
+pub(super) async fn superseded(
+    store: &DocumentStore,
+    projection: &dyn AsyncProjection,
+) -> Result<Option<u32>> {
+    let Some(table) = projection.document_table() else {
+        return Ok(None);
+    };
+    let schema = store.schema().to_owned();
+    let active = Conn::new()
+        .run(store, async |db| {
+            active_version(db, &schema, table.name).await
+        })
+        .await?;
+    Ok((active > projection.version()).then_some(active))
 }
 
 /// Where `projection`'s runner writes; a build target's table is created (idempotent:
@@ -134,6 +159,9 @@ pub(super) enum Switch {
     Lost,
     /// Another tenant's or shard's runner of this version has not caught up yet.
     NotYet,
+    /// The runner's own slot has events after its position again (appended since it
+    /// read its last page): it projects them and tries again once caught up.
+    Behind,
 }
 
 /// The progression row of version `version` of the projection `name` (at `mine`).
@@ -147,12 +175,14 @@ fn slot_of(name: &str, mine: u32, version: u32) -> String {
 }
 
 /// Makes `projection`'s version the active one (see the module doc); `slot` is the
-/// runner's.
+/// runner's. The switch waits at most `lock_wait` for the document table's lock (readers
+/// that come meanwhile queue behind it); past it, it fails and nothing changed.
 pub(super) async fn switch(
     store: &DocumentStore,
     projection: &dyn AsyncProjection,
     slot: &Slot,
     own: &Ownership,
+    lock_wait: Duration,
 ) -> Result<Switch> {
     let Some(table) = projection.document_table() else {
         return Ok(Switch::Done);
@@ -166,6 +196,7 @@ pub(super) async fn switch(
         slot,
         table,
         epoch: own.epoch,
+        lock_wait,
     };
     let Some(result) = within(store, switch_in(req.client(), at)).await else {
         req.mark_lost();
@@ -180,22 +211,28 @@ pub(super) async fn switch(
 }
 
 /// What a switch is about: the store's schema, the projection and the runner's slot,
-/// its document table, the epoch the runner claimed.
+/// its document table, the epoch the runner claimed, how long it waits for the table's
+/// lock.
 struct SwitchAt<'a> {
     schema: &'a str,
     projection: &'a dyn AsyncProjection,
     slot: &'a Slot,
     table: DocumentTable,
     epoch: i64,
+    lock_wait: Duration,
 }
 
-/// Whether the runner of every slot of the version has caught up: with conjoined events
-/// every tenant's with streams, for a sharded projection every shard's (otherwise the
-/// runner's slot is the only one).
-async fn every_slot_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<bool> {
+/// Whether the runner of every slot of the version has caught up (`None`): with
+/// conjoined events every tenant's with streams, for a sharded projection every shard's
+/// (otherwise the runner's slot is the only one). The runner's own slot is checked
+/// first ([`Switch::Behind`]), then the others ([`Switch::NotYet`]).
+async fn every_slot_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<Option<Switch>> {
     let (slot, name) = (at.slot, at.projection.name());
     if slot.tenant.is_none() && slot.shard.is_none() {
-        return Ok(true);
+        return Ok(None);
+    }
+    if slot_behind(db, slot).await? {
+        return Ok(Some(Switch::Behind));
     }
     let tenants = match slot.tenant {
         Some(_) => tenants_on(db).await?.into_iter().map(Some).collect(),
@@ -203,12 +240,12 @@ async fn every_slot_caught_up(db: Db<'_>, at: &SwitchAt<'_>) -> Result<bool> {
     };
     for tenant in &tenants {
         for other in Slot::all(name, tenant.as_ref(), slot.count()) {
-            if slot_behind(db, &other).await? {
-                return Ok(false);
+            if other.name() != slot.name() && slot_behind(db, &other).await? {
+                return Ok(Some(Switch::NotYet));
             }
         }
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// The switch's transaction (ended by the caller when it returns anything but
@@ -230,12 +267,17 @@ async fn switch_in(db: Db<'_>, at: SwitchAt<'_>) -> Result<Switch> {
     if held != Some(at.epoch) {
         return Ok(Switch::Lost);
     }
-    if !every_slot_caught_up(db, &at).await? {
-        return Ok(Switch::NotYet);
+    if let Some(not_yet) = every_slot_caught_up(db, &at).await? {
+        return Ok(not_yet);
     }
-    db.batch_execute(&sql::lock(schema, table.name))
-        .await
-        .map_err(&what)?;
+    // Readers queue behind the lock's request: it is only waited for briefly, and the
+    // statements after it (the renames, the build table's lock) get the usual 2 s.
+    let lock_ms = at.lock_wait.as_millis().max(1);
+    let lock = format!(
+        "SET LOCAL lock_timeout = '{lock_ms}ms'; {}; SET LOCAL lock_timeout = '2s'",
+        sql::lock(schema, table.name)
+    );
+    db.batch_execute(&lock).await.map_err(&what)?;
     let active = active_version(db, schema, table.name).await?;
     if active >= mine {
         return Ok(Switch::Lost);

@@ -240,6 +240,10 @@ impl Daemon {
     /// [`Error::ProjectionStopped`].
     pub async fn wait_for_non_stale(&self, timeout: Duration) -> Result<()> {
         let deadline = deadline_after(timeout);
+        // The last step's timeout that named the projections behind (and why, when a
+        // runner cannot acquire its slot): the final step may be too short for a check to
+        // finish, and its timeout would name nothing.
+        let mut named: Option<Error> = None;
         loop {
             if let Some((projection, message)) = self.stopped_runner() {
                 return Err(Error::ProjectionStopped {
@@ -251,7 +255,18 @@ impl Daemon {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(250));
             match wait_for_non_stale(&self.store, step).await {
-                Err(Error::Timeout { .. }) if Instant::now() < deadline => continue,
+                Err(e @ Error::Timeout { .. }) => {
+                    let names =
+                        matches!(&e, Error::Timeout { what } if what.starts_with("projections"));
+                    let e = match named.take() {
+                        Some(earlier) if !names => earlier,
+                        _ => e,
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    named = Some(e);
+                }
                 other => return other,
             }
         }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marten_core::projection::runner::{
-    after_acquire, after_ensure_tables, after_lock_check, after_step, commit_caused_by_data,
-    Action, Tables, Turn,
+    after_acquire, after_ensure_tables, after_lock_check, after_step, backoff,
+    commit_caused_by_data, Action, LogThrottle, Tables, Turn,
 };
 use marten_core::WithSources;
 use marten_core::{EventEnvelope, Result};
@@ -71,17 +71,46 @@ pub(super) struct Runner {
     lean: bool,
     /// The daemon's stop signal (`true`: stop), which also ends a failed batch's backoff.
     pub(super) stop: watch::Receiver<bool>,
+    /// How long the runner waits before its next try, instead of the usual wait, when
+    /// what it last tried keeps failing (an acquire, a switch) or cannot work for long (a
+    /// superseded version): set by the try, taken by the wait after it.
+    pub(super) next_wait: Option<Duration>,
+    /// Consecutive failed steps (reset by a step that works), for their backoff.
+    step_failures: u32,
+    /// Which failed steps are warned about.
+    step_log: LogThrottle,
+    /// Consecutive blue/green switch attempts that failed or found another slot behind
+    /// (reset by the switch), for their backoff.
+    switch_failures: u32,
+    /// No switch is attempted before this (the backoff after such attempts); the runner
+    /// goes on projecting its events meanwhile.
+    switch_not_before: Option<Instant>,
+    /// Which failed switches are warned about.
+    switch_log: LogThrottle,
+    /// Consecutive failed acquires (reset once acquired), for their backoff.
+    pub(super) acquire_failures: u32,
+    /// Which failed acquires are warned about.
+    pub(super) acquire_log: LogThrottle,
+    /// The last try found a newer version of the projection active: the next tries check
+    /// that first, before taking the lock or claiming the slot (see `acquiring`).
+    pub(super) superseded: bool,
 }
 
 /// Runs `projection` until `stop` says so: acquires it (waiting five poll intervals
-/// between tries while another node owns it), then steps, stepping down when it loses
-/// the lock or the epoch. Ends with an error only on a poison event under
-/// [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables cannot be made for
-/// a reason waiting does not cure (a missing table the schema mode may not create), or
-/// on a shard count it may not change ([`marten_core::Error::ShardCountChanged`]); a
-/// database that cannot be reached at start is waited for. A batch of a blue/green build
-/// that fails makes the runner step down: another tenant's runner may have switched
-/// (renaming the build table), and acquiring again finds where to write now.
+/// between tries while another node owns it, doubling up to 5 s while tries fail, 30 s
+/// while a newer version is active; see `acquiring`), then steps, stepping down when it
+/// loses the lock or the epoch. A step that fails on the database is retried after a poll
+/// interval, doubling up to 5 s while it keeps failing; a blue/green switch that fails or
+/// finds another slot behind is attempted again after the same backoff (the runner goes
+/// on projecting meanwhile). A failure that repeats is warned about once, again when its
+/// error changes and at most every 30 s (debug in between). Ends with an error only on a
+/// poison event under [`PoisonPolicy::Stop`](super::PoisonPolicy::Stop), or if the tables
+/// cannot be made for a reason waiting does not cure (a missing table the schema mode may
+/// not create), or on a shard count it may not change
+/// ([`marten_core::Error::ShardCountChanged`]); a database that cannot be reached at
+/// start is waited for. A batch of a blue/green build that fails makes the runner step
+/// down: another tenant's runner may have switched (renaming the build table), and
+/// acquiring again finds where to write now.
 ///
 /// A shard's runner takes turns at acquiring with the node's other runners of the
 /// projection's shards (`share`, see `share`).
@@ -112,8 +141,18 @@ pub(crate) async fn run(
         hook_name,
         ran: false,
         share: share.map(|s| (s, Place::default())),
+        next_wait: None,
+        step_failures: 0,
+        step_log: LogThrottle::default(),
+        switch_failures: 0,
+        switch_not_before: None,
+        switch_log: LogThrottle::default(),
+        acquire_failures: 0,
+        acquire_log: LogThrottle::default(),
+        superseded: false,
     };
     let ran = runner.turns(&stop).await;
+    runner.forget_acquire_failure();
     runner.holding(false);
     if let Some(ahead) = runner.ahead.take() {
         // Its task is gone, and its connection given back or closed, before
@@ -148,21 +187,46 @@ impl Runner {
             }
             let Some(own) = owner.as_mut() else {
                 owner = self.try_acquire(&mut standby).await?;
-                if let Some(wait) = after_acquire(owner.is_some(), poll) {
+                let wait = after_acquire(owner.is_some(), poll);
+                // A failing or superseded try waits longer than a standby's usual wait.
+                let wait = wait.map(|w| self.next_wait.take().unwrap_or(w));
+                self.next_wait = None;
+                if let Some(wait) = wait {
                     idle(stop, wait).await;
                 }
                 continue;
             };
-            match after_step(self.step(own).await, poll) {
+            let stepped = self.step(own).await;
+            if stepped.is_ok() {
+                self.step_failures = 0;
+                self.step_log.reset();
+            }
+            match after_step(stepped, poll, self.step_failures) {
                 Action::Continue => {}
-                Action::Idle(d) => idle(stop, d).await,
+                Action::Idle(d) => {
+                    let wait = self.next_wait.take().unwrap_or(d);
+                    idle(stop, wait).await
+                }
                 Action::StepDown => owner = None,
                 Action::Stop(e) => {
                     warn!(projection = name, error = %e, "stopping projection on a poison event");
                     return Err(e);
                 }
                 Action::Retry { error, after } => {
-                    warn!(projection = name, error = %WithSources(&error), "batch failed; retrying");
+                    self.step_failures = self.step_failures.saturating_add(1);
+                    let error = WithSources(&error).to_string();
+                    let (failures, retry_ms) = (self.step_failures, millis(after));
+                    if self.step_log.warn(&error, Instant::now()) {
+                        warn!(
+                            projection = name,
+                            error, failures, retry_ms, "batch failed; retrying"
+                        );
+                    } else {
+                        debug!(
+                            projection = name,
+                            error, failures, retry_ms, "batch failed again; retrying"
+                        );
+                    }
                     owner = owner.filter(|_| self.build.is_none());
                     idle(stop, after).await;
                 }
@@ -196,8 +260,28 @@ impl Runner {
 
 /// The milliseconds since `started`, for a span's field.
 fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    millis(started.elapsed())
 }
+
+/// `d` in whole milliseconds, for a log's or span's field.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long a blue/green switch waits for its document table's lock when the wait after
+/// it, should it fail, is `then`: a fiftieth of that (at least [`MIN_SWITCH_LOCK`], at
+/// most [`MAX_SWITCH_LOCK`]). Readers that come while the switch waits queue behind it,
+/// so a table a long reader holds costs the others about 2% of their time (100 ms every
+/// 5 s once the backoff is at its cap), and a first attempt only a few milliseconds.
+fn switch_lock_wait(then: Duration) -> Duration {
+    (then / 50).clamp(MIN_SWITCH_LOCK, MAX_SWITCH_LOCK)
+}
+
+/// The shortest wait of a switch for its table's lock.
+const MIN_SWITCH_LOCK: Duration = Duration::from_millis(5);
+
+/// The longest wait of a switch for its table's lock.
+const MAX_SWITCH_LOCK: Duration = Duration::from_millis(200);
 
 /// Waits `d`, or less if the daemon is stopped meanwhile.
 pub(super) async fn idle(stop: &watch::Receiver<bool>, d: Duration) {
@@ -332,25 +416,60 @@ impl Runner {
         let name = self.hook_name.clone();
         let name = name.as_str();
         if self.build.is_some() {
+            if self
+                .switch_not_before
+                .is_some_and(|not_before| Instant::now() < not_before)
+            {
+                // Backing off from the last attempt; the runner goes on projecting.
+                return Turn::Idle;
+            }
             let projection = self.projection.as_ref();
-            match bluegreen::switch(&self.store, projection, &self.slot, own).await {
+            let poll = self.options.poll_interval;
+            let failing = self.switch_failures.saturating_add(1);
+            let lock_wait = switch_lock_wait(backoff(poll, failing));
+            let switched =
+                bluegreen::switch(&self.store, projection, &self.slot, own, lock_wait).await;
+            if matches!(switched, Ok(Switch::NotYet) | Err(_)) {
+                // Not switched: the next attempt waits, doubling up to the cap, so that a
+                // table a long reader holds, or a tenant far behind, costs little.
+                self.switch_failures = failing;
+                self.switch_not_before = Instant::now().checked_add(backoff(poll, failing));
+            }
+            let retry_ms = millis(backoff(poll, failing));
+            match switched {
                 Ok(Switch::Done) => {
                     info!(
                         projection = name,
                         "caught up; readers switched to this version"
                     );
                     self.build = None;
+                    self.switch_failures = 0;
+                    self.switch_not_before = None;
+                    self.switch_log.reset();
                 }
                 Ok(Switch::Lost) => return Turn::StepDown,
+                // Events came since the last page: project them, then try again.
+                Ok(Switch::Behind) => return Turn::Idle,
                 Ok(Switch::NotYet) => {
                     debug!(
                         projection = self.slot.name(),
-                        "caught up; waiting for the other tenants' runners to switch"
+                        retry_ms, "caught up; waiting for the other tenants' runners to switch"
                     );
                     return Turn::Idle;
                 }
                 Err(e) => {
-                    warn!(projection = name, error = %e, "cannot switch to this version yet");
+                    let error = WithSources(&e).to_string();
+                    if self.switch_log.warn(&error, Instant::now()) {
+                        warn!(
+                            projection = name,
+                            error, retry_ms, "cannot switch to this version yet"
+                        );
+                    } else {
+                        debug!(
+                            projection = name,
+                            error, retry_ms, "cannot switch to this version yet"
+                        );
+                    }
                     return Turn::Idle;
                 }
             }

@@ -1,6 +1,11 @@
 //! Whether the projections are caught up: [`wait_for_non_stale`] polls, within one
 //! deadline, for an async projection with committed events after its position.
 //!
+//! A wait that times out names the stale slots, and for each that a runner of this
+//! process could not acquire, why (its last acquire failure, see `acquiring`): a
+//! projection that never runs because, say, its role may not update the progression
+//! table says so.
+//!
 //! Owns: the staleness check and the deadline arithmetic the daemon's handle shares.
 //! May use: the connection layer, the events table's SQL, the daemon's tables, the store
 //! (its registered async projections).
@@ -10,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::connection::Db;
 use marten_core::{Error, Result, Tenancy, TenantId};
 
+use super::acquiring::acquire_failure;
 use super::progression;
 use super::shard::recorded_count_on;
 use super::slot::Slot;
@@ -47,7 +53,10 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
         let Ok(stale) = tokio::time::timeout_at(deadline.into(), check).await else {
             let what = match last {
                 Some(stale) => {
-                    format!("projections {stale:?} to catch up (a later check had not finished)")
+                    let why = why_not_acquired(store, &stale);
+                    format!(
+                        "projections {stale:?} to catch up (a later check had not finished){why}"
+                    )
                 }
                 None => "the daemon's staleness check".to_owned(),
             };
@@ -59,13 +68,26 @@ pub async fn wait_for_non_stale(store: &DocumentStore, timeout: Duration) -> Res
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let why = why_not_acquired(store, &stale);
             return Err(Error::Timeout {
-                what: format!("projections {stale:?} to catch up"),
+                what: format!("projections {stale:?} to catch up{why}"),
             });
         }
         last = Some(stale);
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// For a timeout's message: why the `stale` slots that a runner could not acquire were
+/// not (`"; Tally cannot be acquired: ..."`), empty when none failed.
+fn why_not_acquired(store: &DocumentStore, stale: &[String]) -> String {
+    stale
+        .iter()
+        .filter_map(|slot| {
+            acquire_failure(store.schema(), slot)
+                .map(|why| format!("; {slot} cannot be acquired: {why}"))
+        })
+        .collect()
 }
 
 /// The slots of the async projections that have events left to process: one per
