@@ -135,4 +135,26 @@ async fn where_sql_takes_typed_parameters_after_the_tenant() {
         matches!(nul, Err(marten::Error::InvalidQuery(_))),
         "{nul:?}"
     );
+    // So is one inside a list or an option of text, before anything is sent.
+    let in_list = red
+        .query::<Invoice>()
+        .where_sql(
+            "d.data ->> 'customer' = ANY($1)",
+            (vec!["b".to_owned(), "a\u{0}".to_owned()],),
+        )
+        .to_list()
+        .await;
+    assert!(
+        matches!(in_list, Err(marten::Error::InvalidQuery(_))),
+        "{in_list:?}"
+    );
+    let in_option = red
+        .query::<Invoice>()
+        .where_sql("d.data ->> 'customer' = $1", (Some("a\u{0}".to_owned()),))
+        .to_list()
+        .await;
+    assert!(
+        matches!(in_option, Err(marten::Error::InvalidQuery(_))),
+        "{in_option:?}"
+    );
 }

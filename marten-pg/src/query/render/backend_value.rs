@@ -20,12 +20,7 @@ pub(crate) struct PgValue {
 impl PgValue {
     /// Wraps `value` for the syntax tree.
     pub(crate) fn param<T: ToSql + Send + Sync + 'static>(value: T) -> BackendParam {
-        let any: &dyn std::any::Any = &value;
-        let has_nul = match (any.downcast_ref::<String>(), any.downcast_ref::<&str>()) {
-            (Some(s), _) => s.contains('\0'),
-            (_, Some(s)) => s.contains('\0'),
-            _ => false,
-        };
+        let has_nul = holds_nul(&value);
         let value = PgValue {
             value: Arc::new(value),
             has_nul,
@@ -39,6 +34,40 @@ impl PgValue {
         let v = param.downcast_ref::<PgValue>()?;
         Some((Box::new(v.clone()), v.has_nul))
     }
+}
+
+/// Whether `value` is text (or an array or option of text) holding a NUL character: the
+/// text types a raw fragment's parameters are commonly given as.
+fn holds_nul(value: &dyn std::any::Any) -> bool {
+    let nul = |s: &str| s.contains('\0');
+    if let Some(s) = value.downcast_ref::<String>() {
+        return nul(s);
+    }
+    if let Some(s) = value.downcast_ref::<&str>() {
+        return nul(s);
+    }
+    if let Some(s) = value.downcast_ref::<Box<str>>() {
+        return nul(s);
+    }
+    if let Some(s) = value.downcast_ref::<std::borrow::Cow<'static, str>>() {
+        return nul(s);
+    }
+    if let Some(s) = value.downcast_ref::<Option<String>>() {
+        return s.as_deref().is_some_and(nul);
+    }
+    if let Some(s) = value.downcast_ref::<Option<&str>>() {
+        return s.is_some_and(nul);
+    }
+    if let Some(v) = value.downcast_ref::<Vec<String>>() {
+        return v.iter().any(|s| nul(s));
+    }
+    if let Some(v) = value.downcast_ref::<Vec<&str>>() {
+        return v.iter().any(|s| nul(s));
+    }
+    if let Some(v) = value.downcast_ref::<Vec<Option<String>>>() {
+        return v.iter().flatten().any(|s| nul(s));
+    }
+    false
 }
 
 impl ToSql for PgValue {
