@@ -72,41 +72,49 @@ macro_rules! same_save_tests {
                 Some((d, meta.version))
             }
 
-            /// Trigger 1: load, then a patch by filter matching the document, then a store
-            /// of it, in one save of a session no other session interferes with.
+            /// A patch by filter in a save leaves later writes of its type in that save
+            /// checked: its ids are known only once it ran, and a document it did not
+            /// match must stay protected from another session's change (left unchecked,
+            /// the store below overwrote it). A document it did match is rejected (its
+            /// version moved in the save's own transaction), never silently overwritten.
             #[tokio::test]
-            async fn a_store_after_a_patch_by_filter_of_the_loaded_document_is_saved() {
+            async fn a_store_after_a_patch_by_filter_is_still_checked() {
                 let (_schema, store) = store(concat!(stringify!($module), "_ss_where")).await;
-                saved(&store, &[doc("a", "old", 1), doc("b", "old", 1)]).await;
-                let id = "a".to_owned();
-
+                saved(&store, &[doc("a", "old", 1), doc("b", "other", 1)]).await;
+                let id = "b".to_owned();
                 let mut s = store.lightweight_session();
-                let mut a = ok(s.load::<$doc>(&id).await).expect("stored");
+                let mut b = ok(s.load::<$doc>(&id).await).expect("stored");
+                // Another session changes b.
+                saved(&store, &[doc("b", "theirs", 2)]).await;
                 ok(s.patch_where::<$doc>($doc::fields().name.eq("old"))
                     .increment(|f| f.n, 10)
                     .queue());
-                a.name = "stored".into();
-                ok(s.store(a.clone()));
-                ok(s.save_changes().await);
-                let (found, version) = stored(&store, "a").await.expect("a");
-                assert_eq!(found, a, "the store follows the patch");
-                assert_eq!(s.version_of::<$doc>(&id), Some(version));
-                let (b, _) = stored(&store, "b").await.expect("b");
-                assert_eq!(b.n, 11, "the patch by filter was applied");
+                b.name = "mine".into();
+                ok(s.store(b.clone()));
+                let saved_over = s.save_changes().await;
+                assert!(
+                    matches!(&saved_over, Err(marten::Error::Rejected(r)) if matches!(r[0].kind, marten::RejectionKind::VersionMismatch { .. })),
+                    "{saved_over:?}"
+                );
+                let (found, _) = stored(&store, "b").await.expect("b");
+                assert_eq!(found.name, "theirs", "the other session's change stays");
+                let (a, _) = stored(&store, "a").await.expect("a");
+                assert_eq!(a.n, 1, "nothing of the rejected save was written");
 
-                // The same in an identity session, which then holds the stored document.
-                let mut s = store.identity_session();
-                let mut a = ok(s.load::<$doc>(&id).await).expect("stored");
-                ok(s.patch_where::<$doc>($doc::fields().name.eq("stored"))
-                    .increment(|f| f.n, 1)
+                // Without the other session, a document the filter did not match saves.
+                let mut s = store.lightweight_session();
+                let mut b = ok(s.load::<$doc>(&id).await).expect("stored");
+                ok(s.patch_where::<$doc>($doc::fields().name.eq("old"))
+                    .increment(|f| f.n, 10)
                     .queue());
-                a.name = "again".into();
-                ok(s.store(a.clone()));
+                b.name = "mine".into();
+                ok(s.store(b.clone()));
                 ok(s.save_changes().await);
-                let (found, version) = stored(&store, "a").await.expect("a");
-                assert_eq!(found, a);
+                let (found, version) = stored(&store, "b").await.expect("b");
+                assert_eq!(found, b);
                 assert_eq!(s.version_of::<$doc>(&id), Some(version));
-                assert_eq!(ok(s.load::<$doc>(&id).await), Some(a));
+                let (a, _) = stored(&store, "a").await.expect("a");
+                assert_eq!(a.n, 11, "the patch by filter was applied");
             }
 
             /// A patch by id whose version the session does not know yet, then a load
@@ -215,14 +223,16 @@ macro_rules! same_save_tests {
                 let id = "a".to_owned();
                 let mut wrong = Vec::new();
                 for case in ["delete", "patch", "patch_where", "delete_where"] {
-                    saved(&store, &[doc("a", "old", 1)]).await;
+                    saved(&store, &[doc("a", "old", 1), doc("b", "other", 1)]).await;
                     let mut s = store.dirty_tracked_session();
                     assert!(ok(s.load::<$doc>(&id).await).is_some());
                     match case {
                         "delete" => ok(s.delete::<$doc>(&id)),
                         "patch" => ok(s.patch::<$doc>(&id).increment(|f| f.n, 1).queue()),
+                        // A filter that matches another document: one matching `a` would
+                        // move its version, and the store (checked) would be rejected.
                         "patch_where" => ok(s
-                            .patch_where::<$doc>($doc::fields().name.eq("old"))
+                            .patch_where::<$doc>($doc::fields().name.eq("other"))
                             .increment(|f| f.n, 1)
                             .queue()),
                         _ => ok(s.delete_where::<$doc>($doc::fields().name.eq("old"))),
@@ -256,14 +266,16 @@ macro_rules! same_save_tests {
                 let id = "a".to_owned();
                 let mut wrong = Vec::new();
                 for case in ["delete", "patch", "patch_where", "delete_where"] {
-                    saved(&store, &[doc("a", "old", 1)]).await;
+                    saved(&store, &[doc("a", "old", 1), doc("b", "other", 1)]).await;
                     let mut s = store.identity_session();
                     assert!(ok(s.load::<$doc>(&id).await).is_some());
                     match case {
                         "delete" => ok(s.delete::<$doc>(&id)),
                         "patch" => ok(s.patch::<$doc>(&id).increment(|f| f.n, 1).queue()),
+                        // A filter that matches another document: one matching `a` would
+                        // move its version, and the store (checked) would be rejected.
                         "patch_where" => ok(s
-                            .patch_where::<$doc>($doc::fields().name.eq("old"))
+                            .patch_where::<$doc>($doc::fields().name.eq("other"))
                             .increment(|f| f.n, 1)
                             .queue()),
                         _ => ok(s.delete_where::<$doc>($doc::fields().name.eq("old"))),

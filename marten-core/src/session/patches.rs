@@ -39,8 +39,8 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// when the session knows the document's version (it loaded it) and its
     /// concurrency checks are on, the save is rejected if that version is no longer the
     /// stored one - unless an operation queued earlier for the same save writes or
-    /// patches the document (or patches its type by filter), as that one moves the
-    /// version first in the save's transaction. Likewise a later write or patch of the
+    /// patches the document, as that one moves the version first in the save's
+    /// transaction. Likewise a later write or patch of the
     /// same id in the same save asserts nothing. A patch of an id that does not exist
     /// changes nothing and is no error.
     /// The session forgets its cached copy of the document (identity map, dirty
@@ -55,10 +55,13 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// Starts a patch of every document of type `D` that `filter` matches (of the
     /// session's tenant, for a conjoined type), applied by the database in one
     /// statement. Each patched document's version and last-modified time move; no
-    /// version is asserted, and as the patched ids are known only once it ran, no write
-    /// or patch of a `D` queued after it for the same save asserts one either. The
-    /// session forgets every cached copy of a `D` (identity map, dirty tracking: store a
-    /// changed tracked document first to keep its changes).
+    /// version is asserted. The patched ids are known only once it ran, so a write or
+    /// patch of a `D` queued after it for the same save still asserts the version the
+    /// session knew: a document the filter did not match stays protected from another
+    /// session's change, and one it did match is rejected (its version moved in the
+    /// save's own transaction: write it in a save of its own). The session forgets every
+    /// cached copy of a `D` (identity map, dirty tracking: store a changed tracked
+    /// document first to keep its changes).
     pub fn patch_where<D: Document + HasFields>(
         &mut self,
         filter: Filter<D>,
@@ -289,9 +292,8 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         let parts = session.parts_mut();
         let checks = parts.options.concurrency_checks;
         let docs = parts.state.doc_state::<D>();
-        // The patch moves the version: a later write or patch of the id (of any id of
-        // the type, for a patch by filter) in this save must not assert the version the
-        // session knew. `marked`: this patch is the first operation of the save that
+        // The patch moves the version: a later write or patch of the id in this save must
+        // not assert the version the session knew. `marked`: this patch is the first operation of the save that
         // writes `id`.
         let (expected, marked) = match &target {
             PatchTarget::Id(id) => {
@@ -322,10 +324,7 @@ impl<'s, B: PatchBackend<D>, K: Tracking, D: Document + HasFields> Patching<'s, 
         }
         match forget {
             Some(id) => parts.state.doc_state::<D>().forget_now(&id),
-            None => {
-                parts.state.doc_state::<D>().moved_all();
-                forget_all::<B, D>(&mut parts.state);
-            }
+            None => forget_all::<B, D>(&mut parts.state),
         }
         Ok(())
     }

@@ -56,10 +56,6 @@ pub struct DocState<D: Document> {
     /// session knew has moved by then. Only the first write of an id in a save may
     /// assert its known version.
     pub asserted: IdSet<D::Id>,
-    /// A patch by filter is queued for the pending save: it may move the version of any
-    /// document of the type (which ones is known only once it ran), so no later write or
-    /// patch of the save asserts a known version.
-    all_moved: bool,
     /// New snapshots to take when the save in flight commits.
     pending_snapshots: Vec<(D::Id, Vec<u8>)>,
     /// Ids whose document a write queued for the pending save put into the identity
@@ -81,7 +77,6 @@ impl<D: Document> Default for DocState<D> {
             identity: IdMap::default(),
             tracked: IdMap::default(),
             asserted: IdSet::default(),
-            all_moved: false,
             pending_snapshots: Vec::new(),
             pending_writes: IdSet::default(),
             held_written: IdSet::default(),
@@ -112,7 +107,7 @@ impl<D: Document> DocState<D> {
                     tracked.snapshot = json;
                     continue;
                 }
-                let moved = self.all_moved || self.asserted.contains(id);
+                let moved = self.asserted.contains(id);
                 let expected = if checks && !moved {
                     self.versions.get(id).copied()
                 } else {
@@ -130,9 +125,14 @@ impl<D: Document> DocState<D> {
 
     /// The version to assert for a write or patch of `id` queued now, when the caller
     /// gave none and the session's checks are on: the known one, unless an operation
-    /// already queued for the pending save writes `id` (or patches documents of the type
-    /// by filter), which moves the version in the save's transaction before this one
-    /// runs. Marks `id` written ([`DocState::wrote`]).
+    /// already queued for the pending save writes `id`, which moves the version in the
+    /// save's transaction before this one runs. Marks `id` written ([`DocState::wrote`]).
+    ///
+    /// A patch by filter marks nothing: which documents it moves is known only when it
+    /// runs, and a later write of a document it did not match must still be checked (a
+    /// write left unchecked after it would overwrite another session's change). A checked
+    /// write of a document the filter did match is rejected; save it in a save of its
+    /// own.
     pub fn expected_for(&mut self, id: &D::Id) -> Option<VersionOf<D>> {
         if self.moved(id) {
             return None;
@@ -142,11 +142,11 @@ impl<D: Document> DocState<D> {
         known
     }
 
-    /// Whether an operation queued for the pending save may move the version of `id`
-    /// (it writes or patches `id`, or patches documents of the type by filter): a write
-    /// or patch queued now must not assert the version the session knew.
+    /// Whether an operation queued for the pending save moves the version of `id` (it
+    /// writes or patches `id`): a write or patch queued now must not assert the version
+    /// the session knew.
     pub fn moved(&self, id: &D::Id) -> bool {
-        self.all_moved || self.asserted.contains(id)
+        self.asserted.contains(id)
     }
 
     /// Records that an operation queued for the pending save writes `id` (moving its
@@ -163,13 +163,6 @@ impl<D: Document> DocState<D> {
     /// be queued after all: a later write of `id` must then assert the known version.
     pub fn unwrote(&mut self, id: &D::Id) {
         self.asserted.remove(id);
-    }
-
-    /// Records that a patch by filter is queued for the pending save: every document of
-    /// the type may have moved, so no later write or patch of the save asserts a known
-    /// version.
-    pub fn moved_all(&mut self) {
-        self.all_moved = true;
     }
 
     /// An operation queued for the pending save changes or removes `id`'s stored
@@ -281,7 +274,6 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
 
     fn finish_save(&mut self, committed: bool) {
         self.asserted.clear();
-        self.all_moved = false;
         self.end_pending_writes(committed);
         if committed {
             self.commit_snapshots();
@@ -462,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unchecked_write_or_a_patch_by_filter_of_the_save_leaves_later_writes_unchecked() {
+    fn an_unchecked_write_of_the_save_leaves_later_writes_of_the_document_unchecked() {
         let mut state = SessionState::<Recorder>::default();
         tracked(
             &mut state,
@@ -489,19 +481,10 @@ mod tests {
             "the dirty write follows the earlier one"
         );
 
-        // The next save knows the versions again, until a patch by filter is queued.
-        state.finish_save(false);
-        let docs = state.doc_state::<Doc>();
-        assert!(!docs.moved(&1));
-        docs.moved_all();
-        assert!(docs.moved(&1) && docs.moved(&7));
-        assert_eq!(docs.expected_for(&2), None);
-        let mut queue = Recorder::default();
-        state.flush_dirty(&mut queue, true).expect("flush");
-        assert_eq!(queue.0[0].2, None);
+        // The next save knows the versions again.
         state.finish_save(true);
         let docs = state.doc_state::<Doc>();
-        assert!(!docs.moved(&2));
+        assert!(!docs.moved(&1) && !docs.moved(&2));
         assert_eq!(docs.expected_for(&2), Some(5));
     }
 

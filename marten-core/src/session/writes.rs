@@ -98,8 +98,7 @@ impl<B: super::Backend, K: Tracking> Session<B, K> {
     /// Queues an upsert. If the session knows the document's version (it loaded it, or
     /// stored it with a version, or saved it), the write succeeds only if that version is
     /// still the stored one - unless an operation queued earlier for the same save
-    /// writes or patches the document (or patches its type by filter): that one moves the
-    /// version first in the save's transaction, so this write asserts nothing. A nil
+    /// writes or patches the document by id: that one moves the version first in the save's transaction, so this write asserts nothing. A nil
     /// `Uuid` id is replaced by a new version-7 uuid; the id is returned.
     pub fn store<D: Document>(&mut self, doc: D) -> Result<D::Id>
     where
