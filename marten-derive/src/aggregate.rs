@@ -24,7 +24,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::container_serde(&cx, &cont, "Aggregate");
     let id = check::id_field(&cx, &cont);
     let version = version_field(&cx, &cont);
-    crate::fields::check(&cx, &cont, &[id, version]);
+    crate::fields::check(&cx, &cont, id, version);
     if let Some(version) = version {
         check::version_serde(&cx, version);
     }

@@ -23,7 +23,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     check::full_text_config(&cx, &cont);
     check::container_serde(&cx, &cont, "Document");
     let id = check::id_field(&cx, &cont);
-    crate::fields::check(&cx, &cont, &[id]);
+    crate::fields::check(&cx, &cont, id, None);
     if let Some(id) = id {
         check::id_type(&cx, id, false);
         check::id_serde(&cx, id);

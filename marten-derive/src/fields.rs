@@ -47,19 +47,20 @@ fn column_sql_type(field: &Field) -> Option<TokenStream> {
 /// field with a query path must be written by serde under its own key by its type's own
 /// `Serialize` (query values are written that way), and an indexed field (whose column is
 /// cast from the field's key in the JSON) must be written that way whether it is queried
-/// or not. The fields in `checked_elsewhere` (the id, left to `check::id_serde`; an
-/// aggregate's version, to `check::version_serde`) are skipped: those checks refuse
-/// more. Each problem is reported once, at the serde option's span.
-pub fn check(cx: &Ctxt, cont: &Container, checked_elsewhere: &[Option<&Field>]) {
+/// or not. The id field is left to `check::id_serde`, which refuses more; on an
+/// aggregate's `version` field the options `check::version_serde` refuses are left to
+/// it (the others are checked here, as on any field). Each problem is reported once, at
+/// the serde option's span.
+pub fn check(cx: &Ctxt, cont: &Container, id: Option<&Field>, version: Option<&Field>) {
+    let is = |f: &Field, other: Option<&Field>| other.is_some_and(|o| o.ident == f.ident);
     for f in &cont.fields {
-        if checked_elsewhere
-            .iter()
-            .flatten()
-            .any(|c| c.ident == f.ident)
-        {
+        if is(f, id) {
             continue;
         }
         for &(option, span) in &f.attrs.serde {
+            if is(f, version) && crate::internals::check::refused_on_version(option) {
+                continue;
+            }
             if let Some(index) = f.attrs.index_attr() {
                 if let Some(message) = index_conflict(f, option, index) {
                     cx.syn_error(syn::Error::new(span, message));

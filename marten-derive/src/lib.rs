@@ -116,7 +116,7 @@ fn expand_queryable(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream
     };
     internals::check::no_generics(&cx, &cont);
     internals::check::container_serde(&cx, &cont, "Queryable");
-    fields::check(&cx, &cont, &[]);
+    fields::check(&cx, &cont, None, None);
     cx.check()?;
     Ok(fields::expand(&cont, None))
 }

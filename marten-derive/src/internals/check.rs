@@ -77,6 +77,20 @@ pub fn id_serde(cx: &Ctxt, id: &Field) {
     }
 }
 
+/// Whether [`version_serde`] refuses `option` on an aggregate's version field (the
+/// others are checked there as on any field: a queried or indexed version must be written
+/// by its type's own `Serialize`).
+pub fn refused_on_version(option: SerdeField) -> bool {
+    matches!(
+        option,
+        SerdeField::Skip
+            | SerdeField::SkipSerializing
+            | SerdeField::SkipDeserializing
+            | SerdeField::SkipSerializingIf
+            | SerdeField::Flatten
+    )
+}
+
 /// Refuses the serde options on an aggregate's version field that would load it with
 /// another version than the one its projection stored: the daemon and inline projections
 /// read the version back from the JSON to know which of the stream's events the document
@@ -84,6 +98,9 @@ pub fn id_serde(cx: &Ctxt, id: &Field) {
 /// is reported at its span.
 pub fn version_serde(cx: &Ctxt, version: &Field) {
     for (option, span) in &version.attrs.serde {
+        if !refused_on_version(*option) {
+            continue;
+        }
         let consequence = match option {
             SerdeField::Skip | SerdeField::SkipDeserializing => {
                 "a loaded aggregate would carry version 0"

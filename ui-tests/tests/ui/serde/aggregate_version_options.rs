@@ -37,4 +37,27 @@ struct SometimesWritten {
     version: i64,
 }
 
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+// A version written as text reads back, but a typed query on it would match nothing:
+// refused as on any queried field.
+#[derive(Aggregate, Serialize, Deserialize, Default)]
+struct AsText {
+    id: Uuid,
+    #[serde(with = "as_text")]
+    version: i64,
+}
+
 fn main() {}
