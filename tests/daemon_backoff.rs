@@ -2,9 +2,12 @@
 //! than trying again every poll interval in silence. A blue/green switch whose table a
 //! long reader holds probes the table's lock briefly and backs off, so other readers are
 //! hardly held up; a slot that cannot be acquired is warned about, and a timed-out wait
-//! names why; a runner of a superseded version stays idle without claiming its slot
-//! again and again; a batch that keeps failing on the database is retried with a
-//! doubling backoff, and catches up once the database is mended.
+//! names why (its own store's failure only: a store of the same schema name on another
+//! database has failures of its own; and only while the runner is failing: a runner that
+//! finds another node holding the slot forgets its failure); a runner of a superseded
+//! version stays idle without claiming its slot again and again; a batch that keeps
+//! failing on the database is retried with a doubling backoff, and catches up once the
+//! database is mended.
 //!
 //! This binary's tracing subscriber keeps every warning (its message and fields).
 
@@ -18,6 +21,7 @@ use common::tally::{Added, Tally};
 use common::{builder, builder_on, ok};
 use marten::daemon::{active_projection_version, Daemon, DaemonHooks, DaemonOptions};
 use marten::prelude::*;
+use marten::testing::database_url;
 use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -365,4 +369,254 @@ async fn a_batch_failing_on_the_database_backs_off_and_catches_up_once_mended() 
     let doc = ok(store.query_session().load::<Tally>(&ids[0]).await).expect("doc");
     assert_eq!((doc.count, doc.total), (3, 13));
     ok(daemon.stop().await);
+}
+
+/// The message of the timeout of a store-level wait (no daemon of its own) of `store`
+/// for its projections, which are behind.
+async fn timed_out_wait(store: &DocumentStore, timeout: Duration) -> String {
+    let err = marten::daemon::wait_for_non_stale(store, timeout)
+        .await
+        .expect_err("the projections are behind");
+    let message = err.to_string();
+    assert!(
+        matches!(err, marten::Error::Timeout { .. }),
+        "a timeout: {message}"
+    );
+    assert!(message.contains("Tally"), "Tally is behind: {message}");
+    message
+}
+
+/// Waits (at most `within`) until a timed-out wait of `store` for its projections says
+/// whether Tally cannot be acquired as `named`: the last message.
+async fn until_named(store: &DocumentStore, named: bool, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let message = timed_out_wait(store, Duration::from_millis(200)).await;
+        if message.contains("Tally cannot be acquired") == named {
+            return message;
+        }
+        assert!(
+            started.elapsed() < within,
+            "after {within:?} the wait still says (named: {}): {message}",
+            !named
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most 5 s) until at least `n` warnings mention `needle`: how many do.
+async fn until_warned(needle: &str, n: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let warned = warnings_with(needle).len();
+        if warned >= n {
+            return warned;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{warned} warnings mention {needle:?}, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A database of the test's own on the local server, dropped (`WITH (FORCE)`) on drop,
+/// also when the test fails.
+struct OtherDatabase {
+    name: String,
+    server: tokio_postgres::Config,
+}
+
+impl OtherDatabase {
+    /// Creates a database with a unique name.
+    async fn create() -> OtherDatabase {
+        let server: tokio_postgres::Config = match database_url().parse() {
+            Ok(c) => c,
+            Err(e) => panic!("invalid database url: {e}"),
+        };
+        let name = format!("marten_b_{:016x}", rand::random::<u64>());
+        let db = OtherDatabase { name, server };
+        let (client, conn) = match db.server.connect(tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(e) => panic!("cannot connect: {e}"),
+        };
+        tokio::spawn(conn);
+        // A database name cannot be a parameter; this one is made here, from hex.
+        execute(&client, &format!("CREATE DATABASE {}", db.name)).await;
+        db
+    }
+
+    /// Its connection string.
+    fn url(&self) -> String {
+        let host = match self.server.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = self.server.get_ports().first().copied().unwrap_or(5432);
+        let user = self.server.get_user().unwrap_or("postgres");
+        format!(
+            "postgres://{user}@{host}:{port}/{}?sslmode=disable",
+            self.name
+        )
+    }
+}
+
+impl Drop for OtherDatabase {
+    fn drop(&mut self) {
+        let (name, server) = (self.name.clone(), self.server.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok((client, conn)) = server.connect(tokio_postgres::NoTls).await {
+                    let handle = tokio::spawn(conn);
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = client.batch_execute(&sql).await;
+                    drop(client);
+                    let _ = handle.await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_of_one_schema_name_on_two_databases_keep_their_acquire_failures_apart() {
+    // Store A: a slot no runner can claim.
+    let (schema, b) = builder("backoff_two_dbs");
+    let broken = ok(b.projection::<Tally>(Lifecycle::Async).build().await);
+    let name = schema.name().to_owned();
+    seed(&broken, 3, 2).await;
+    let _ = marten::daemon::wait_for_non_stale(&broken, Duration::from_millis(1)).await;
+    let raw = schema.raw_client().await;
+    execute(&raw, &refuse_claims(&name)).await;
+    let cause = format!("no claims allowed in {name}");
+
+    // Store B: the same schema name on a database of its own, healthy, behind.
+    let other = OtherDatabase::create().await;
+    let healthy = ok(DocumentStore::builder()
+        .connection_string(other.url())
+        .schema(&name)
+        .pool_size(4)
+        .projection::<Tally>(Lifecycle::Async)
+        .build()
+        .await);
+    let ids = seed(&healthy, 2, 3).await;
+
+    // A's runner fails once, then waits five minutes before its next try.
+    let slow = DaemonOptions {
+        poll_interval: Duration::from_secs(60),
+        ..DaemonOptions::default()
+    };
+    let broken_daemon = Daemon::start(&broken, slow);
+    let message = until_named(&broken, true, Duration::from_secs(10)).await;
+    assert!(message.contains(&cause), "A's failure: {message}");
+
+    // B's wait names no failure: no runner of B's failed.
+    let message = timed_out_wait(&healthy, Duration::from_millis(500)).await;
+    println!("{message}");
+    assert!(
+        !message.contains("cannot be acquired"),
+        "B's wait names A's failure: {message}"
+    );
+
+    // B's daemon acquires its slot, catches up and stops: A's failure stays A's.
+    let healthy_daemon = Daemon::start(&healthy, fast());
+    ok(healthy_daemon
+        .wait_for_non_stale(Duration::from_secs(10))
+        .await);
+    ok(healthy_daemon.stop().await);
+    let doc = ok(healthy.query_session().load::<Tally>(&ids[0]).await).expect("doc");
+    assert_eq!((doc.count, doc.total), (3, 6));
+    let err = broken_daemon
+        .wait_for_non_stale(Duration::from_secs(1))
+        .await
+        .expect_err("A never acquired");
+    let message = err.to_string();
+    println!("{message}");
+    assert!(
+        message.contains("Tally cannot be acquired") && message.contains(&cause),
+        "A's wait still names A's failure: {message}"
+    );
+    ok(broken_daemon.stop().await);
+    healthy.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_finds_another_node_holding_its_slot_forgets_its_failure() {
+    warnings();
+    let (schema, b) = builder("backoff_standby");
+    let store = ok(b.projection::<Tally>(Lifecycle::Async).build().await);
+    let name = schema.name().to_owned();
+    let ids = seed(&store, 3, 2).await;
+    let _ = marten::daemon::wait_for_non_stale(&store, Duration::from_millis(1)).await;
+    let raw = schema.raw_client().await;
+    execute(&raw, &refuse_claims(&name)).await;
+    let cause = format!("no claims allowed in {name}");
+
+    // The runner fails to claim its slot.
+    let daemon = Daemon::start(&store, fast());
+    let message = until_named(&store, true, Duration::from_secs(10)).await;
+    assert!(message.contains(&cause), "the failure: {message}");
+    let warned = until_warned(&cause, 1).await;
+
+    // Another node takes the slot's lock (the key the runners lock, see `ownership`), and
+    // the claim could be written now: the runner's next try finds the slot held, and
+    // its failure is no longer why the projection is behind.
+    let node = schema.raw_client().await;
+    let key = format!("marten:daemon:{name}:Tally");
+    if let Err(e) = node
+        .execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&key])
+        .await
+    {
+        panic!("the slot's lock: {e}");
+    }
+    execute(
+        &raw,
+        &format!("DROP TRIGGER refuse_claims ON {name}.mt_event_progression"),
+    )
+    .await;
+    let message = until_named(&store, false, Duration::from_secs(15)).await;
+    println!("{message}");
+    let err = daemon
+        .wait_for_non_stale(Duration::from_millis(500))
+        .await
+        .expect_err("the other node does not run the projection");
+    assert!(
+        !err.to_string().contains("cannot be acquired"),
+        "the daemon's wait names no failure: {err}"
+    );
+
+    // The other node goes while the claim is refused again: the runner's next failure is
+    // a new one, warned about again at once.
+    execute(&raw, &refuse_claims_again(&name)).await;
+    drop(node);
+    let message = until_named(&store, true, Duration::from_secs(10)).await;
+    assert!(message.contains(&cause), "the failure: {message}");
+    until_warned(&cause, warned + 1).await;
+    println!("{:#?}", warnings_with(&cause));
+
+    // Mended, the projection runs.
+    execute(
+        &raw,
+        &format!("DROP TRIGGER refuse_claims ON {name}.mt_event_progression"),
+    )
+    .await;
+    ok(daemon.wait_for_non_stale(Duration::from_secs(10)).await);
+    let doc = ok(store.query_session().load::<Tally>(&ids[0]).await).expect("doc");
+    assert_eq!((doc.count, doc.total), (2, 3));
+    ok(daemon.stop().await);
+}
+
+/// The trigger of [`refuse_claims`] again, on its function made before.
+fn refuse_claims_again(schema: &str) -> String {
+    format!(
+        "CREATE TRIGGER refuse_claims BEFORE INSERT OR UPDATE ON {schema}.mt_event_progression \
+           FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_claims()"
+    )
 }

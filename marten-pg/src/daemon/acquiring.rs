@@ -7,17 +7,22 @@
 //! version's table not made, the count not settled) is retried after a backoff that
 //! doubles from five poll intervals up to a few seconds, and warned about the first
 //! time, whenever its error changes, and at most every 30 s while it stays the same
-//! (a projection that never runs is not silent). The last error of each slot is kept
-//! until the slot is acquired, so that a wait for the projections to catch up that
-//! times out names it (see `stale`). A runner that finds a newer version of its
-//! projection active (an old deployment's, after a blue/green switch) stays idle: its
-//! later tries read the active version first and take no lock, connection or claim while
-//! it is newer, [`SUPERSEDED_WAIT`] apart.
+//! (a projection that never runs is not silent). The last error of each slot of a store
+//! (one build of it, with its clones: two stores on one schema name, of two databases
+//! say, keep theirs apart) is kept until the slot is acquired, so that a wait for the
+//! projections to catch up that times out names it (see `stale`). The runner that failed
+//! forgets its error when it ends, and when a later try finds another node holding the
+//! slot or a newer version active (it is not failing then; its backoff and warnings start
+//! over). A runner that finds a newer version of its projection active (an old
+//! deployment's, after a blue/green switch) stays idle: its later tries read the active
+//! version first and take no lock, connection or claim while it is newer,
+//! [`SUPERSEDED_WAIT`] apart.
 //!
 //! Owns: the runner's acquire, its backoff and its last failure. May use: the daemon's
 //! ownership, shard, share and blue/green files, the runner's state.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,15 +39,22 @@ use crate::connection::Dedicated;
 /// How long a superseded runner waits between its checks of the active version.
 pub(super) const SUPERSEDED_WAIT: Duration = Duration::from_secs(30);
 
-/// The last acquire failure of each slot not acquired since, by (schema, slot): what a
+/// Which store and slot an acquire failure is of: the store's identity (see
+/// `DocumentStore::id`) and the slot's name.
+type FailureKey = (u64, String);
+
+/// An acquire failure: the runner that failed (see [`runner_id`]) and why.
+type Failure = (u64, String);
+
+/// The last acquire failure of each slot not acquired since, by store and slot: what a
 /// timed-out wait for the projections names (see `stale`).
-fn failures() -> &'static Mutex<HashMap<(String, String), String>> {
-    static FAILURES: OnceLock<Mutex<HashMap<(String, String), String>>> = OnceLock::new();
+fn failures() -> &'static Mutex<HashMap<FailureKey, Failure>> {
+    static FAILURES: OnceLock<Mutex<HashMap<FailureKey, Failure>>> = OnceLock::new();
     FAILURES.get_or_init(Default::default)
 }
 
 /// Runs `f` on the failures (a poisoned lock still holds a usable map).
-fn with_failures<T>(f: impl FnOnce(&mut HashMap<(String, String), String>) -> T) -> T {
+fn with_failures<T>(f: impl FnOnce(&mut HashMap<FailureKey, Failure>) -> T) -> T {
     let mut map = match failures().lock() {
         Ok(map) => map,
         Err(poisoned) => poisoned.into_inner(),
@@ -50,10 +62,21 @@ fn with_failures<T>(f: impl FnOnce(&mut HashMap<(String, String), String>) -> T)
     f(&mut map)
 }
 
-/// Why slot `slot` of schema `schema` could not be acquired the last time a runner tried,
-/// if it failed and has not been acquired since.
-pub(super) fn acquire_failure(schema: &str, slot: &str) -> Option<String> {
-    with_failures(|map| map.get(&(schema.to_owned(), slot.to_owned())).cloned())
+/// A fresh runner identity: whose failure an entry of the failures is, so that a runner
+/// forgets only its own (another runner of the slot, of another daemon on the same
+/// store, may still be failing).
+pub(super) fn runner_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why slot `slot` of the store whose identity is `store` could not be acquired the last
+/// time a runner tried, if it failed and has not been acquired since.
+pub(super) fn acquire_failure(store: u64, slot: &str) -> Option<String> {
+    with_failures(|map| {
+        map.get(&(store, slot.to_owned()))
+            .map(|(_, why)| why.clone())
+    })
 }
 
 impl Runner {
@@ -82,7 +105,11 @@ impl Runner {
         }
         let claimed = match acquire(&self.store, &self.slot, &self.options.node, standby).await {
             Ok(Some(claimed)) => claimed,
-            Ok(None) => return Ok(None),
+            // Another node holds the slot: this runner is not failing to acquire it.
+            Ok(None) => {
+                self.acquire_settled();
+                return Ok(None);
+            }
             // Stored data no retry mends (a count row edited by hand): the runner stops.
             Err(e @ Error::CorruptData { .. }) => return Err(e),
             Err(e) => {
@@ -102,9 +129,10 @@ impl Runner {
         if !self.find_target().await {
             return Ok(None);
         }
+        // Acquired: the slot's last failure is moot, whichever runner's it was.
         self.acquire_failures = 0;
         self.acquire_log.reset();
-        self.forget_acquire_failure();
+        self.key_failure(|key, map| map.remove(key));
         info!(
             projection = self.slot.name(),
             node = self.options.node,
@@ -131,6 +159,7 @@ impl Runner {
                     projection = name,
                     active, "a newer version is active; this runner stays idle"
                 );
+                self.acquire_settled();
                 self.superseded = true;
                 self.next_wait = Some(SUPERSEDED_WAIT);
                 return false;
@@ -153,6 +182,7 @@ impl Runner {
                     projection = self.slot.name(),
                     active, "a newer version is still active; not running"
                 );
+                self.acquire_settled();
                 *standby = None;
                 self.next_wait = Some(SUPERSEDED_WAIT);
                 true
@@ -176,8 +206,8 @@ impl Runner {
         let wait = backoff(long_wait(self.options.poll_interval), self.acquire_failures);
         self.next_wait = Some(wait);
         let error = format!("{step}: {}", WithSources(error));
-        let key = (self.store.schema().to_owned(), self.slot.name().to_owned());
-        with_failures(|map| map.insert(key, error.clone()));
+        let failure = (self.id, error.clone());
+        self.key_failure(|key, map| map.insert(key.clone(), failure));
         let (projection, failures, retry_ms) =
             (self.slot.name(), self.acquire_failures, millis(wait));
         if self.acquire_log.warn(&error, Instant::now()) {
@@ -193,10 +223,34 @@ impl Runner {
         }
     }
 
-    /// Forgets the slot's last acquire failure (acquired, or the runner ended).
+    /// A try found the slot held by another node, or a newer version of the projection
+    /// active: the runner is not failing to acquire it. Its failure counters start over,
+    /// and a failure of its own recorded before is forgotten (a wait that times out later
+    /// does not name it).
+    fn acquire_settled(&mut self) {
+        self.acquire_failures = 0;
+        self.acquire_log.reset();
+        self.forget_acquire_failure();
+    }
+
+    /// Forgets the slot's last acquire failure if it is this runner's (the runner is no
+    /// longer failing, or it ended); another runner's, of the same store's slot, stays.
     pub(super) fn forget_acquire_failure(&self) {
-        let key = (self.store.schema().to_owned(), self.slot.name().to_owned());
-        with_failures(|map| map.remove(&key));
+        let id = self.id;
+        self.key_failure(|key, map| {
+            if map.get(key).is_some_and(|(runner, _)| *runner == id) {
+                map.remove(key);
+            }
+        });
+    }
+
+    /// Runs `f` on the failures with the key of this runner's store and slot.
+    fn key_failure<T>(
+        &self,
+        f: impl FnOnce(&FailureKey, &mut HashMap<FailureKey, Failure>) -> T,
+    ) -> T {
+        let key = (self.store.id(), self.slot.name().to_owned());
+        with_failures(|map| f(&key, map))
     }
 
     /// The projection's recorded shard count is `recorded`, not this runner's: changes it

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use self::refused::Refused;
+use super::acquiring::runner_id;
 use super::bluegreen::{self, Switch};
 use super::commit::{commit, Committed};
 use super::options::DaemonOptions;
@@ -45,6 +46,9 @@ const MAX_SHARD_PAGE: usize = 10_000;
 
 /// One runner's state between steps.
 pub(super) struct Runner {
+    /// This runner's identity in the process (see `acquiring`): whose acquire failure
+    /// is whose.
+    pub(super) id: u64,
     pub(super) store: DocumentStore,
     /// The projection this runner runs.
     pub(super) projection: Arc<dyn AsyncProjection>,
@@ -128,6 +132,7 @@ pub(crate) async fn run(
     };
     let lean = !projection.reads_metadata() && !options.hooks.reads_event_metadata();
     let mut runner = Runner {
+        id: runner_id(),
         lean,
         stop: stop.clone(),
         store,

@@ -2,9 +2,10 @@
 //! deadline, for an async projection with committed events after its position.
 //!
 //! A wait that times out names the stale slots, and for each that a runner of this
-//! process could not acquire, why (its last acquire failure, see `acquiring`): a
-//! projection that never runs because, say, its role may not update the progression
-//! table says so.
+//! store (a daemon of this process on it, or on a clone) could not acquire, why (its
+//! last acquire failure, see `acquiring`; another store on the same schema name, of
+//! another database say, has failures of its own): a projection that never runs
+//! because, say, its role may not update the progression table says so.
 //!
 //! Owns: the staleness check and the deadline arithmetic the daemon's handle shares.
 //! May use: the connection layer, the events table's SQL, the daemon's tables, the store
@@ -84,7 +85,7 @@ fn why_not_acquired(store: &DocumentStore, stale: &[String]) -> String {
     stale
         .iter()
         .filter_map(|slot| {
-            acquire_failure(store.schema(), slot)
+            acquire_failure(store.id(), slot)
                 .map(|why| format!("; {slot} cannot be acquired: {why}"))
         })
         .collect()

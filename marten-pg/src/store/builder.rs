@@ -309,6 +309,7 @@ impl DocumentStoreBuilder {
             hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
             compiled: Arc::default(),
             boundaries: Arc::new(BoundaryCache::new(self.aggregate_cache)),
+            id: super::next_store_id(),
         };
         let documents: Vec<(TypeId, MigrateFn)> = self
             .documents

@@ -21,6 +21,7 @@ mod versioned;
 
 use std::any::TypeId;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,14 @@ use crate::schema::{AutoCreate, Catalog, MigrateFn};
 /// The default of [`DocumentStoreBuilder::request_timeout`].
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The identity the next store built in this process gets (see [`DocumentStore::id`]).
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh store identity, for a store being built (see [`DocumentStore::id`]).
+fn next_store_id() -> u64 {
+    NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A document store on one PostgreSQL schema. Clone it freely: clones share the pool.
 ///
 /// A store handle may be scoped to a tenant ([`DocumentStore::for_tenant`]): sessions
@@ -54,6 +63,8 @@ pub struct DocumentStore {
     compiled: Arc<CompiledSql>,
     /// The boundaries commands decided on, shared by clones (and tenant handles).
     boundaries: Arc<BoundaryCache>,
+    /// This store's identity in the process, shared by clones (and tenant handles).
+    id: u64,
 }
 
 impl fmt::Debug for DocumentStore {
@@ -72,6 +83,14 @@ impl DocumentStore {
         self.catalog().schema()
     }
 
+    /// This store's identity in the process: each build makes a new one, which its clones
+    /// and tenant handles share. Two stores on one schema name (of two databases, or two
+    /// builds on one database) have different ones: what the daemon keeps per store (the
+    /// last acquire failure of each slot) is kept by it, not by the schema's name.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The tenant this handle is scoped to (`None`: the untenanted store).
     pub fn tenant(&self) -> Option<&TenantId> {
         self.tenant.as_ref()
@@ -88,6 +107,7 @@ impl DocumentStore {
             hilo: self.hilo.clone(),
             compiled: self.compiled.clone(),
             boundaries: self.boundaries.clone(),
+            id: self.id,
         })
     }
 
