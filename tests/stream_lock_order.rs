@@ -438,6 +438,57 @@ async fn a_tagged_save_of_several_streams_locks_its_tags_before_their_rows() {
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
+/// The same with a tagged stream start after an append to another stream: a start is in
+/// no stream lock, yet the append before it takes its stream's row. Made certain: a raw
+/// transaction holds that row; the save waits on it (holding the tag when it locks tags
+/// first); a lone tagged append to that stream then waits too.
+#[tokio::test]
+async fn a_tagged_start_after_an_append_to_another_stream_locks_its_tags_first() {
+    deadlocks();
+    let (schema, b) = builder("lock_order_tagged_start");
+    let store = ok(b.event::<Topical>().pool_size(4).build().await);
+    let topic = || Topical {
+        topic: "rust".into(),
+    };
+    let y = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(y, [topic()]));
+    ok(s.save_changes().await);
+    drop(s);
+
+    let (holder, pid) = hold(&schema, y).await;
+    let append_then_start = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.events().append(y, [Added { n: 1 }])?;
+            s.events().start_stream(Uuid::now_v7(), [topic()])?;
+            s.save_changes().await
+        })
+    };
+    until_waiting(&schema, pid, 1).await;
+    let lone = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.lightweight_session();
+            s.events().append(y, [topic()])?;
+            s.save_changes().await
+        })
+    };
+    until_waiting(&schema, pid, 2).await;
+    holder.batch_execute("COMMIT").await.expect("let go");
+    for save in [append_then_start, lone] {
+        let saved = tokio::time::timeout(Duration::from_secs(30), save)
+            .await
+            .expect("a save hung");
+        ok(saved.expect("join"));
+    }
+    let mut s = store.lightweight_session();
+    let state = ok(s.events().fetch_stream_state(y).await).expect("stream");
+    assert_eq!(state.version, 3);
+    assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_saves_to_several_streams_in_any_order_never_deadlock() {
     const WRITERS: usize = 8;

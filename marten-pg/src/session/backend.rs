@@ -303,26 +303,33 @@ async fn send(
 /// save's one append when it can carry them, else as a statement of its own), then the
 /// tags of the events of the streams it archives or deletes, then the rows of its
 /// streams in id order. Saves that touch the same streams (and tags) in different
-/// orders then wait for each other instead of deadlocking. A save that locks stream rows
-/// ahead of its appends locks the tags of even a single tagged append first (its append
-/// would otherwise bump them after the rows).
+/// orders then wait for each other instead of deadlocking. A save that writes another
+/// stream row besides a single tagged append's (a lock, another append or start, a
+/// command) locks that append's tags first (its append would otherwise bump them after
+/// the row an earlier statement took).
 fn place_locks(
     store: &DocumentStore,
     boundaries: &[(marten_core::EventTag, i64)],
     queue: &mut UnitOfWork,
     req: &Request<'_>,
 ) {
-    let (command_tags, streams) = {
-        let appends = (queue.user.appends())
-            .chain(queue.derived.appends())
-            .map(|(_, a)| a);
+    let (command_tags, streams, others) = {
+        let appends = || {
+            (queue.user.appends())
+                .chain(queue.derived.appends())
+                .map(|(_, a)| a)
+        };
         let commands = || queue.user.commands().chain(queue.derived.commands());
+        // Another append or command writes a stream row, possibly before the tagged
+        // append's statement (a start is in no stream lock, yet takes its new row).
+        let others = appends().nth(1).is_some() || commands().next().is_some();
         (
             CommandTagLock::for_save(commands()),
-            StreamLock::for_save(appends, commands()),
+            StreamLock::for_save(appends(), commands()),
+            others,
         )
     };
-    let rows_locked_first = command_tags.is_some() || streams.is_some();
+    let rows_locked_first = command_tags.is_some() || streams.is_some() || others;
     let tags = crate::events::tags::TagLock::for_save(
         store.stream_identity(),
         boundaries,
