@@ -681,6 +681,15 @@ async fn each_tenant_database_runs_its_own_daemon() {
 /// database) is reached through a fault proxy, with a pool of `pool` connections named
 /// after the schema.
 async fn proxied_master(schema: &TestSchema, pool: usize) -> (FaultProxy, TenantedStore) {
+    proxied_master_expiring(schema, pool, Duration::from_secs(30)).await
+}
+
+/// [`proxied_master`] whose cached tenants expire after `expiry`.
+async fn proxied_master_expiring(
+    schema: &TestSchema,
+    pool: usize,
+    expiry: Duration,
+) -> (FaultProxy, TenantedStore) {
     let proxy = match FaultProxy::start(&schema.host_port()).await {
         Ok(p) => p,
         Err(e) => panic!("cannot start the proxy: {e}"),
@@ -697,6 +706,7 @@ async fn proxied_master(schema: &TestSchema, pool: usize) -> (FaultProxy, Tenant
                 .schema(schema.name())
                 .pool_size(pool),
         )
+        .tenant_cache_expiry(expiry)
         .build()
         .await);
     (proxy, store)
@@ -1254,4 +1264,179 @@ async fn an_expired_tenant_keeps_its_database_while_the_master_is_down() {
     }
     store.close();
     other.close();
+}
+
+/// A TCP proxy in front of the server that counts how often `pattern` (a tenant id, as
+/// bound in a lookup) goes from the client to the server: the lookups of that tenant.
+struct CountingProxy {
+    addr: std::net::SocketAddr,
+    seen: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: &str, pattern: &'static [u8]) -> CountingProxy {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("cannot bind the proxy: {e}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        };
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        // The end of the previous chunk: a pattern split across two reads.
+                        let mut tail: Vec<u8> = Vec::new();
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            tail.extend_from_slice(&buf[..n]);
+                            let found = tail.windows(pattern.len()).filter(|w| *w == pattern);
+                            counted.fetch_add(found.count(), Ordering::SeqCst);
+                            let keep = tail.len().min(pattern.len() - 1);
+                            tail.drain(..tail.len() - keep);
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        CountingProxy { addr, seen, task }
+    }
+
+    /// How often the pattern went to the server so far.
+    fn count(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A hot tenant whose cached entry expired is read again by one lookup, not by each of
+/// the uses that arrive meanwhile (they are served the entry read before).
+#[tokio::test]
+async fn an_expired_hot_tenant_is_read_again_by_one_lookup() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_single_flight");
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("hot_tenant", dbs.url(0)).await);
+    let proxy = CountingProxy::start(&schema.host_port(), b"hot_tenant").await;
+    let expiry = Duration::from_millis(300);
+    let store = ok(tenanted(&schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(schema.url_via_addr(proxy.addr))
+                .schema(schema.name())
+                .pool_size(8),
+        )
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await);
+    ok(store.store_for("hot_tenant").await);
+    assert_eq!(proxy.count(), 1, "the first use reads the row once");
+    tokio::time::sleep(expiry + Duration::from_millis(150)).await;
+    let before = proxy.count();
+    let uses: Vec<_> = (0..100)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.store_for("hot_tenant").await.map(|_| ()) })
+        })
+        .collect();
+    for u in uses {
+        match u.await {
+            Ok(r) => ok(r),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        proxy.count() - before,
+        1,
+        "100 uses of an expired tenant read its row more than once"
+    );
+    store.close();
+    other.close();
+}
+
+/// When the lookup reading an expired tenant's row again fails, the database read before
+/// is not used if this store moved or removed the tenant meanwhile: the use gets the
+/// lookup's error (or the new database), never the old one.
+#[tokio::test]
+async fn a_failed_refresh_never_returns_a_database_this_store_moved_or_removed() {
+    for remove in [false, true] {
+        let dbs = Databases::create(2).await;
+        let schema = TestSchema::new(&format!("tenancy_stale_{remove}"));
+        let admin = dbs.admin().await;
+        let expiry = Duration::from_millis(300);
+        let (proxy, store) = proxied_master_expiring(&schema, 2, expiry).await;
+        ok(store.add_tenant("acme", dbs.url(0)).await);
+        // The lookup prepared on the master pool's one connection.
+        assert!(matches!(
+            store.store_for("nobody").await,
+            Err(Error::UnknownTenant { .. })
+        ));
+        tokio::time::sleep(expiry + Duration::from_millis(150)).await;
+
+        let racing = store.clone();
+        let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+            racing.store_for("acme").await
+        })
+        .await;
+        // The use read acme's expired entry (database 0); this store moves or removes
+        // acme while its lookup is under way, then the lookup fails.
+        if remove {
+            assert!(ok(store.remove_tenant("acme").await));
+        } else {
+            ok(store.add_tenant("acme", dbs.url(1)).await);
+        }
+        held.set(Faults::cut_after(Direction::ServerToClient, 0));
+        match lookup.await {
+            Err(e) => panic!("{e}"),
+            Ok(Err(_)) => {}
+            Ok(Ok(db)) => {
+                assert!(
+                    !remove,
+                    "a failed lookup served a tenant this store removed"
+                );
+                let mut s = db.lightweight_session();
+                ok(s.store(note(Uuid::now_v7(), "acme")));
+                ok(s.save_changes().await);
+                assert_eq!(
+                    (
+                        notes_in(&dbs, 0, schema.name()).await,
+                        notes_in(&dbs, 1, schema.name()).await
+                    ),
+                    (0, 1),
+                    "a failed lookup served the database acme was moved from"
+                );
+            }
+        }
+        store.close();
+    }
 }

@@ -11,6 +11,7 @@ use marten_core::{Error, Result, TenantId};
 
 use super::databases::Databases;
 use super::lookup::Lookup;
+use super::tenants::Found;
 use super::{Inner, MakeStore, TenantedStore};
 use crate::store::DocumentStoreBuilder;
 
@@ -115,9 +116,12 @@ impl TenantedStoreBuilder {
     /// within this time (at once after [`TenantedStore::tenants`]). Shorter sees such
     /// changes sooner at the cost of a master-table read per tenant per this time;
     /// `Duration::ZERO` reads the row at every use. Tenants of the static map are not
-    /// concerned. While the row cannot be read (the master database is down), a tenant
-    /// read before keeps its database for another such time, with a warning; a tenant
-    /// never read fails with the lookup's error.
+    /// concerned. Each entry expires up to a tenth of this time early (jitter), and one
+    /// use at a time reads an expired row again: the uses of the tenant meanwhile are
+    /// served the database read before. While the row cannot be read (the master
+    /// database is down), a tenant read before keeps its database for another such time,
+    /// with a warning, unless this store added, moved or removed it meanwhile (then the
+    /// lookup's error); a tenant never read fails with the lookup's error.
     pub fn tenant_cache_expiry(mut self, expiry: Duration) -> Self {
         self.tenant_expiry = expiry;
         self
@@ -152,8 +156,7 @@ impl TenantedStoreBuilder {
                 make: self.make,
                 statics: self.statics,
                 lookup,
-                found: RwLock::default(),
-                tenant_expiry: self.tenant_expiry,
+                found: RwLock::new(Found::new(self.tenant_expiry)),
                 databases: Databases::new(self.max_open),
             }),
         })

@@ -24,7 +24,6 @@ mod tenants;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use marten_core::{Result, TenantId};
 use tracing::info;
@@ -79,10 +78,9 @@ struct Inner {
     make: Box<MakeStore>,
     statics: HashMap<TenantId, Arc<str>>,
     lookup: Option<Lookup>,
-    /// Tenants found in the lookup table (or added through this store).
+    /// Tenants found in the lookup table (or added through this store), and how long
+    /// one is used before its row is read again.
     found: RwLock<tenants::Found>,
-    /// How long a tenant found in the lookup table is used before its row is read again.
-    tenant_expiry: Duration,
     databases: Databases<DocumentStore>,
 }
 

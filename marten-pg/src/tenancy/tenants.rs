@@ -5,7 +5,10 @@
 //! older than the changes this store made, nor than a newer read of the table. Its
 //! entries expire ([`TenantedStoreBuilder::tenant_cache_expiry`](super::TenantedStoreBuilder::tenant_cache_expiry)):
 //! an expired entry is read from the table again at its next use, so the changes of
-//! other processes are seen within that time. These rules keep it so:
+//! other processes are seen within that time. One use at a time reads an expired entry
+//! again (the uses meanwhile are served the entry as it was), and each entry's expiry
+//! loses a little jitter, so entries read together do not all expire at once. These
+//! rules keep it so:
 //!
 //! - an add or a remove is a [`Change`]: before its statement is sent, the tenant's entry
 //!   is forgotten and the change is counted as under way; when it ends - answered, failed
@@ -25,8 +28,9 @@
 //! - the cache is only written under its lock, after these checks, in one step.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use marten_core::{Error, Result, TenantId};
 use tracing::{info, warn};
@@ -34,18 +38,25 @@ use tracing::{info, warn};
 use super::lookup::Lookup;
 use super::{errors, TenantedStore};
 
+/// The share of the cache expiry an entry may lose to jitter (at most a tenth): entries
+/// read together (by [`tenants`](TenantedStore::tenants)) expire spread over that time
+/// instead of all at once.
+const EXPIRY_JITTER_DIVISOR: u32 = 10;
+
 /// The tenants found in the lookup table (or added through this store), with what keeps
 /// a read of the table that overlapped a change of it from being kept.
-#[derive(Default)]
 pub(super) struct Found {
     /// Tenant -> connection string of its database.
     tenants: HashMap<TenantId, Entry>,
+    /// How long an entry is used before its row is read again (less a little jitter).
+    expiry: Duration,
     /// Bumped at every write of the cache: when an add or remove starts and ends, when a
     /// lookup or a read of the whole table is kept.
     clock: u64,
     /// The clock when an add or remove last started or ended.
     changed_at: u64,
-    /// The clock when a read of the whole table last changed the cache.
+    /// The clock when a read of the whole table last changed the cache, or a lookup
+    /// forgot a tenant another process removed.
     refreshed_at: u64,
     /// Adds and removes under way (their statement may be in flight).
     changing: usize,
@@ -54,13 +65,50 @@ pub(super) struct Found {
 /// A tenant's connection string as found in the table (or written to it).
 struct Entry {
     url: Arc<str>,
-    /// When it was read (or written): it expires after the store's cache expiry.
+    /// When it was read (or written).
     at: Instant,
+    /// How long it is used from `at`: the store's expiry less a little jitter.
+    ttl: Duration,
     /// The clock when it was written to the cache.
     stamp: u64,
+    /// Whether a lookup reading its row again (it expired) is under way: the other uses
+    /// of the tenant are served this entry meanwhile instead of reading the row too.
+    refreshing: bool,
+}
+
+impl Entry {
+    /// Whether it is used without reading its row again.
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < self.ttl
+    }
+}
+
+/// What a use of a tenant does with the tenants found before ([`Found::claim`]).
+enum Claim {
+    /// Uses this connection string: fresh, or expired while another use reads the
+    /// tenant's row again.
+    Use(Arc<str>),
+    /// Reads the tenant's row, the clock being `started`; `stale`: the expired entry
+    /// (connection string and stamp), whose refresh this use now owns.
+    Lookup {
+        started: u64,
+        stale: Option<(Arc<str>, u64)>,
+    },
 }
 
 impl Found {
+    /// An empty cache whose entries expire after `expiry` (less a little jitter).
+    pub(super) fn new(expiry: Duration) -> Self {
+        Found {
+            tenants: HashMap::new(),
+            expiry,
+            clock: 0,
+            changed_at: 0,
+            refreshed_at: 0,
+            changing: 0,
+        }
+    }
+
     /// Whether a read of the whole table that started at clock `started` may replace the
     /// cache: nothing was written to it since, and no change is under way.
     fn unchanged_since(&self, started: u64) -> bool {
@@ -83,15 +131,121 @@ impl Found {
         self.clock
     }
 
+    /// The expiry of an entry written now: the store's, less up to a tenth of it.
+    fn ttl(&self) -> Duration {
+        let random = RandomState::new().build_hasher().finish() % 1000;
+        let jitter =
+            self.expiry.as_nanos() / u128::from(EXPIRY_JITTER_DIVISOR) * u128::from(random) / 1000;
+        self.expiry.saturating_sub(Duration::from_nanos(
+            u64::try_from(jitter).unwrap_or(u64::MAX),
+        ))
+    }
+
+    /// An entry for `url` read (or written) now with `stamp`.
+    fn entry(&self, url: Arc<str>, stamp: u64) -> Entry {
+        Entry {
+            url,
+            at: Instant::now(),
+            ttl: self.ttl(),
+            stamp,
+            refreshing: false,
+        }
+    }
+
     /// Keeps `url` for `tenant`, read (or written) now.
     fn insert(&mut self, tenant: TenantId, url: Arc<str>) -> Option<Arc<str>> {
         let stamp = self.tick();
-        let entry = Entry {
-            url,
-            at: Instant::now(),
-            stamp,
-        };
+        let entry = self.entry(url, stamp);
         self.tenants.insert(tenant, entry).map(|e| e.url)
+    }
+
+    /// What a use of `tenant` does: use its entry (fresh, or expired while another use
+    /// reads its row again), or read its row; the use that reads the row of an expired
+    /// entry owns its refresh (one at a time per tenant).
+    fn claim(&mut self, tenant: &TenantId) -> Claim {
+        let started = self.clock;
+        match self.tenants.get_mut(tenant) {
+            Some(entry) if entry.fresh() || entry.refreshing => Claim::Use(entry.url.clone()),
+            Some(entry) => {
+                entry.refreshing = true;
+                Claim::Lookup {
+                    started,
+                    stale: Some((entry.url.clone(), entry.stamp)),
+                }
+            }
+            None => Claim::Lookup {
+                started,
+                stale: None,
+            },
+        }
+    }
+
+    /// Ends the refresh of `tenant`'s entry of `stamp`, unless it was replaced meanwhile.
+    fn end_refresh(&mut self, tenant: &TenantId, stamp: u64) {
+        if let Some(entry) = self.tenants.get_mut(tenant) {
+            if entry.stamp == stamp {
+                entry.refreshing = false;
+            }
+        }
+    }
+
+    /// What a lookup of `tenant` that started at clock `started` read (`row`: its
+    /// connection string, `None`: no row) does to the cache, when it may be kept: the
+    /// tenant is cached, or forgotten when it had an entry. The connection string it had
+    /// before, replaced or forgotten.
+    fn keep_lookup(
+        &mut self,
+        tenant: &TenantId,
+        started: u64,
+        row: Option<Arc<str>>,
+    ) -> Option<Arc<str>> {
+        if !self.lookup_keeps(tenant, started) {
+            return None;
+        }
+        match row {
+            Some(url) => self.insert(tenant.clone(), url),
+            None => {
+                // Removed by another process: forgotten here too, and a lookup that
+                // started before this one and ends after it is not kept. A tenant that
+                // was not cached (any unknown id) changes nothing: the lookups of others
+                // are kept as before.
+                let removed = self.tenants.remove(tenant).map(|e| e.url);
+                if removed.is_some() {
+                    self.refreshed_at = self.tick();
+                }
+                removed
+            }
+        }
+    }
+
+    /// When the lookup refreshing `tenant`'s expired entry of `stamp` failed: the entry,
+    /// used for another expiry time, if it is still there unchanged. `None` when this
+    /// store changed (added, moved or removed) or read the tenant again meanwhile: what
+    /// was read before may be a database it no longer has.
+    fn keep_stale(&mut self, tenant: &TenantId, stamp: u64) -> Option<Arc<str>> {
+        let ttl = self.ttl();
+        let entry = self.tenants.get_mut(tenant)?;
+        if entry.stamp != stamp {
+            return None;
+        }
+        entry.at = Instant::now();
+        entry.ttl = ttl;
+        Some(entry.url.clone())
+    }
+}
+
+/// The refresh of a tenant's expired entry that a use owns: ended when dropped (after
+/// the lookup, or with the caller's future), so that the next use of the tenant after
+/// it reads the row again if the entry is still expired.
+struct Refresh<'a> {
+    store: &'a TenantedStore,
+    tenant: &'a TenantId,
+    stamp: u64,
+}
+
+impl Drop for Refresh<'_> {
+    fn drop(&mut self) {
+        self.store.found().end_refresh(self.tenant, self.stamp);
     }
 }
 
@@ -223,32 +377,46 @@ impl TenantedStore {
     }
 
     /// The connection string of `tenant`'s database: the static map, the tenants found
-    /// before (unless expired), then the lookup table. A lookup error names the tenant;
-    /// when the lookup of an expired entry fails (the master database is down), the
-    /// entry is used for another expiry time instead, with a warning.
+    /// before (unless expired), then the lookup table. A lookup error names the tenant.
+    ///
+    /// An expired entry is read again by one use at a time: the uses of the tenant while
+    /// that lookup runs are served the entry as it was (so a hot tenant costs one lookup
+    /// per expiry, and a master database that is down holds up one use, not all). When
+    /// that lookup fails (the master database is down), the entry is used for another
+    /// expiry time instead, with a warning - unless this store added, moved, removed or
+    /// read the tenant again meanwhile: then the lookup's error.
     pub(super) async fn resolve(&self, tenant: &TenantId) -> Result<Arc<str>> {
         if let Some(url) = self.inner.statics.get(tenant) {
             return Ok(url.clone());
         }
-        let (started, expired) = {
-            let found = self.found_read();
-            let entry = found.tenants.get(tenant);
-            if let Some(entry) = entry {
-                if entry.at.elapsed() < self.inner.tenant_expiry {
-                    return Ok(entry.url.clone());
-                }
+        if let Some(entry) = self.found_read().tenants.get(tenant) {
+            if entry.fresh() {
+                return Ok(entry.url.clone());
             }
-            (found.clock, entry.map(|e| (e.url.clone(), e.stamp)))
+        }
+        let (started, stale) = match self.found().claim(tenant) {
+            Claim::Use(url) => return Ok(url),
+            Claim::Lookup { started, stale } => (started, stale),
         };
+        // Ends the refresh this use owns, whatever becomes of the lookup.
+        let _refresh = stale.as_ref().map(|(_, stamp)| Refresh {
+            store: self,
+            tenant,
+            stamp: *stamp,
+        });
         let unknown = || Error::UnknownTenant {
             tenant: tenant.to_string(),
         };
         let lookup = self.inner.lookup.as_ref().ok_or_else(unknown)?;
         let row = match lookup.find(tenant).await {
-            Ok(row) => row,
+            Ok(row) => row.map(Arc::<str>::from),
             Err(e) => {
                 let e = errors::naming_tenant(e, tenant);
-                let Some((url, stamp)) = expired else {
+                let Some((_, stamp)) = stale else {
+                    return Err(e);
+                };
+                let kept = self.found().keep_stale(tenant, stamp);
+                let Some(url) = kept else {
                     return Err(e);
                 };
                 warn!(
@@ -256,41 +424,11 @@ impl TenantedStore {
                     error = %marten_core::WithSources(&e),
                     "cannot read the tenant's row again: using its database as read before"
                 );
-                let mut found = self.found();
-                if let Some(entry) = found.tenants.get_mut(tenant) {
-                    if entry.stamp == stamp {
-                        entry.at = Instant::now();
-                    }
-                }
                 return Ok(url);
             }
         };
-        let (url, previous) = {
-            let mut found = self.found();
-            let keep = found.lookup_keeps(tenant, started);
-            match row {
-                Some(url) => {
-                    let url: Arc<str> = url.into();
-                    let previous = if keep {
-                        found.insert(tenant.clone(), url.clone())
-                    } else {
-                        None
-                    };
-                    (Ok(url), previous)
-                }
-                None => {
-                    // Removed by another process: forgotten here too, and a lookup that
-                    // started before this one and ends after it is not kept.
-                    let previous = if keep {
-                        found.refreshed_at = found.tick();
-                        found.tenants.remove(tenant).map(|e| e.url)
-                    } else {
-                        None
-                    };
-                    (Err(unknown()), previous)
-                }
-            }
-        };
+        let previous = self.found().keep_lookup(tenant, started, row.clone());
+        let url = row.ok_or_else(unknown);
         // The database it had before (moved or removed by another process) is closed
         // unless another tenant uses it.
         if let Some(previous) = previous {
@@ -320,13 +458,8 @@ impl TenantedStore {
                 let stamp = found.tick();
                 found.refreshed_at = stamp;
                 if unchanged {
-                    let at = Instant::now();
                     let read = all.iter().map(|(tenant, url)| {
-                        let entry = Entry {
-                            url: url.clone(),
-                            at,
-                            stamp,
-                        };
+                        let entry = found.entry(url.clone(), stamp);
                         (tenant.clone(), entry)
                     });
                     let read: HashMap<TenantId, Entry> = read.collect();
@@ -399,5 +532,121 @@ impl TenantedStore {
             .found
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> TenantId {
+        match TenantId::new(id) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn url(db: &str) -> Arc<str> {
+        Arc::from(format!("postgres://app@db/{db}"))
+    }
+
+    /// The clock a lookup of `t` starts at (a miss: nothing fresh cached).
+    fn start_lookup(found: &mut Found, t: &TenantId) -> (u64, Option<(Arc<str>, u64)>) {
+        match found.claim(t) {
+            Claim::Lookup { started, stale } => (started, stale),
+            Claim::Use(u) => panic!("{t} served {u} from the cache"),
+        }
+    }
+
+    /// A lookup of a tenant that has no row and was not cached (any unknown id) does not
+    /// keep the lookups of other tenants that started before it from being kept.
+    #[test]
+    fn a_lookup_of_an_unknown_tenant_invalidates_no_other_lookup() {
+        let mut found = Found::new(Duration::from_secs(30));
+        let (acme, ghost) = (tenant("acme"), tenant("ghost"));
+        let (acme_started, _) = start_lookup(&mut found, &acme);
+        let (ghost_started, _) = start_lookup(&mut found, &ghost);
+        assert_eq!(found.keep_lookup(&ghost, ghost_started, None), None);
+        assert_eq!(found.keep_lookup(&acme, acme_started, Some(url("a"))), None);
+        match found.claim(&acme) {
+            Claim::Use(u) => assert_eq!(u, url("a")),
+            Claim::Lookup { .. } => panic!("acme's lookup was not kept after a ghost's miss"),
+        }
+    }
+
+    /// A lookup that finds a cached tenant removed (by another process) forgets it, and a
+    /// lookup of it that started before and read the row is not kept.
+    #[test]
+    fn a_lookup_older_than_a_removal_seen_is_not_kept() {
+        let mut found = Found::new(Duration::ZERO);
+        let acme = tenant("acme");
+        found.insert(acme.clone(), url("a"));
+        let (older, _) = start_lookup(&mut found, &acme);
+        found.end_refresh(&acme, found.clock);
+        let (newer, _) = start_lookup(&mut found, &acme);
+        assert_eq!(found.keep_lookup(&acme, newer, None), Some(url("a")));
+        assert_eq!(found.keep_lookup(&acme, older, Some(url("a"))), None);
+        assert!(!found.tenants.contains_key(&acme));
+    }
+
+    /// An expired entry is read again by one use at a time: the others are served it
+    /// meanwhile; once that refresh ends (kept or not), the next use reads the row again.
+    #[test]
+    fn one_use_at_a_time_refreshes_an_expired_entry() {
+        let mut found = Found::new(Duration::ZERO);
+        let acme = tenant("acme");
+        found.insert(acme.clone(), url("a"));
+        let (_, stale) = start_lookup(&mut found, &acme);
+        let Some((stale_url, stamp)) = stale else {
+            panic!("the expired entry was not handed to its refresh");
+        };
+        assert_eq!(stale_url, url("a"));
+        for _ in 0..10 {
+            match found.claim(&acme) {
+                Claim::Use(u) => assert_eq!(u, url("a")),
+                Claim::Lookup { .. } => panic!("a second lookup while one refreshes acme"),
+            }
+        }
+        found.end_refresh(&acme, stamp);
+        assert!(matches!(
+            found.claim(&acme),
+            Claim::Lookup { stale: Some(_), .. }
+        ));
+    }
+
+    /// Entries read together do not all expire at once: each loses up to a tenth of the
+    /// expiry, never gains.
+    #[test]
+    fn expiries_are_jittered_within_a_tenth() {
+        let expiry = Duration::from_secs(30);
+        let found = Found::new(expiry);
+        let ttls: Vec<Duration> = (0..50).map(|_| found.ttl()).collect();
+        assert!(ttls
+            .iter()
+            .all(|t| *t <= expiry && *t >= expiry - expiry / 10));
+        assert!(ttls.iter().any(|t| *t != ttls[0]), "{ttls:?}");
+        assert_eq!(Found::new(Duration::ZERO).ttl(), Duration::ZERO);
+        assert!(Found::new(Duration::MAX).ttl() <= Duration::MAX);
+    }
+
+    /// When the refresh of an expired entry fails, the entry is used again only if it is
+    /// still the one that refresh read: not after an add (a move) or a remove meanwhile.
+    #[test]
+    fn a_failed_refresh_keeps_only_the_entry_it_read() {
+        let acme = tenant("acme");
+        // Unchanged: used for another expiry time.
+        let mut found = Found::new(Duration::ZERO);
+        found.insert(acme.clone(), url("u"));
+        let (_, stale) = start_lookup(&mut found, &acme);
+        let stamp = stale.map_or(0, |(_, s)| s);
+        assert_eq!(found.keep_stale(&acme, stamp), Some(url("u")));
+        // Moved by this store meanwhile: the lookup's error.
+        found.insert(acme.clone(), url("v"));
+        assert_eq!(found.keep_stale(&acme, stamp), None);
+        // Removed by this store meanwhile: the lookup's error.
+        let (_, stale) = start_lookup(&mut found, &acme);
+        let stamp = stale.map_or(0, |(_, s)| s);
+        found.tenants.remove(&acme);
+        assert_eq!(found.keep_stale(&acme, stamp), None);
     }
 }
