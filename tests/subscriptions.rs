@@ -206,6 +206,33 @@ async fn a_subscription_is_handed_every_matching_event_once_in_order() {
     }
 }
 
+/// In a store of one database the delivery id is `name:sequence` whatever the event's
+/// tenant: the tenant a session appended single-tenant events for is not named (the
+/// database's one sequence keeps the deliveries apart; naming it changed the text that
+/// consumers deduplicate by).
+#[tokio::test]
+async fn a_delivery_id_of_one_database_names_no_tenant() {
+    let (_schema, b) = builder("subs_ids_one_db");
+    let seen = Seen::default();
+    let store = ok(b
+        .event::<Placed>()
+        .event::<Shipped>()
+        .subscription(Collector(seen.clone()))
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    append(&store, None, &[stream], 1).await;
+    append(&store, Some("acme"), &[stream], 1).await;
+    let daemon = Daemon::start(&store, options());
+    ok(daemon.wait_for_non_stale(Duration::from_secs(20)).await);
+    ok(daemon.stop().await);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (sequence, id) in &seen {
+        assert_eq!(id, &format!("collector:{sequence}"));
+    }
+}
+
 #[tokio::test]
 async fn exactly_once_writes_commit_with_the_checkpoint_or_not_at_all() {
     let (schema, b) = builder("subs_exactly_once");
@@ -381,6 +408,16 @@ async fn each_tenant_has_its_own_checkpoint_and_writes() {
             .await
             .expect("tenant's rows");
         assert_eq!(rows.len(), count, "{tenant}'s events, under {tenant}");
+        // One database, one sequence: the ids name no tenant.
+        let named = client
+            .query(
+                "SELECT sequence FROM outbox WHERE tenant = $1 \
+                 AND delivery_id <> 'outbox:' || sequence",
+                &[&tenant],
+            )
+            .await
+            .expect("tenant's delivery ids");
+        assert!(named.is_empty(), "{tenant}'s delivery ids are not outbox:N");
         let last: i64 = client
             .query_one(
                 "SELECT last_seq FROM mt_event_progression WHERE name = $1",

@@ -7,24 +7,23 @@ use uuid::Uuid;
 use crate::{EventEnvelope, TenantId};
 
 /// The id of the delivery of one event to one subscription: the subscription's name, the
-/// event's tenant when it has one, and the event's global sequence (and id). It is the
-/// same every time the event is handed to that subscription again (a retry, a batch
-/// re-read after a crash, a takeover by another node), so an at-least-once consumer
-/// deduplicates by it.
+/// tenant whose database numbered the event when sequences of several databases could
+/// meet, and the event's global sequence (and id). It is the same every time the event is
+/// handed to that subscription again (a retry, a batch re-read after a crash, a takeover
+/// by another node), so an at-least-once consumer deduplicates by it.
 ///
-/// Displays as `name:sequence`, or `name@tenant:sequence` for an event of a tenant (the
-/// tenant the subscription runs for with conjoined events, else the tenant that appended
-/// the event). The tenant keeps apart the deliveries of the same subscription in several
-/// databases, whose sequences each start at 1: with a database per tenant, the same
-/// subscription runs in every tenant's database and hands out `mailer:1` in each, but
-/// `mailer@acme:1` and `mailer@globex:1` differ. Events appended without a tenant keep
-/// the `name:sequence` form. (Subscription names have no `@`; the sequence follows the
-/// last `:`.)
+/// Displays as `name:sequence`, or `name@tenant:sequence` when it names a tenant. A store
+/// of one database hands out `name:sequence` for every event, whatever its tenant: the
+/// database's one sequence keeps them apart (with conjoined events too, whose tenants
+/// share it). With a database per tenant the same subscription runs in every tenant's
+/// database, each numbering its events from 1: there the id names the event's tenant,
+/// `mailer@acme:1` and `mailer@globex:1`, where both would be `mailer:1`. (Subscription
+/// names have no `@`; the sequence follows the last `:`.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId {
     /// The subscription's name.
     pub subscription: &'static str,
-    /// The tenant of the event (`None`: appended without one).
+    /// The tenant it names (`None`: `name:sequence`).
     pub tenant: Option<TenantId>,
     /// The event's global sequence.
     pub sequence: i64,
@@ -33,13 +32,13 @@ pub struct DeliveryId {
 }
 
 impl DeliveryId {
-    /// The delivery of `event` to `subscription`, of the tenant that appended the event.
+    /// The delivery of `event` to `subscription`, naming no tenant: `name:sequence`.
     pub fn new(subscription: &'static str, event: &EventEnvelope) -> Self {
-        Self::for_tenant(subscription, event.tenant.as_ref(), event)
+        Self::for_tenant(subscription, None, event)
     }
 
-    /// The delivery of `event` to `subscription` run for `tenant` (`None`: the tenant that
-    /// appended the event, if any).
+    /// The delivery of `event` to `subscription` naming `tenant` (`None`: no tenant, as
+    /// [`DeliveryId::new`]), for a subscription run in that tenant's own database.
     pub fn for_tenant(
         subscription: &'static str,
         tenant: Option<&TenantId>,
@@ -47,7 +46,7 @@ impl DeliveryId {
     ) -> Self {
         DeliveryId {
             subscription,
-            tenant: tenant.or(event.tenant.as_ref()).cloned(),
+            tenant: tenant.cloned(),
             sequence: event.sequence,
             event_id: event.id,
         }
@@ -96,26 +95,23 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_id_of_a_tenant_names_it() {
+    fn a_delivery_id_names_the_tenant_it_is_given() {
         let mut e = EventEnvelope::new(1, Uuid::now_v7(), StreamId::from("s"), Arc::new(Ping));
         let (acme, globex) = match (TenantId::new("acme"), TenantId::new("globex")) {
             (Ok(a), Ok(g)) => (a, g),
             other => panic!("{other:?}"),
         };
+        // The tenant that appended the event is not named unless given.
         e.tenant = Some(acme.clone());
-        let in_acme = DeliveryId::new("mailer", &e);
-        assert_eq!(in_acme.to_string(), "mailer@acme:1");
-        e.tenant = Some(globex.clone());
-        let in_globex = DeliveryId::new("mailer", &e);
-        assert_eq!(in_globex.to_string(), "mailer@globex:1");
-        assert_ne!(in_acme, in_globex);
-        // The tenant the subscription runs for wins.
-        let run = DeliveryId::for_tenant("mailer", Some(&acme), &e);
-        assert_eq!(run.to_string(), "mailer@acme:1");
-        e.tenant = None;
+        assert_eq!(DeliveryId::new("mailer", &e).to_string(), "mailer:1");
         assert_eq!(
             DeliveryId::for_tenant("mailer", None, &e).to_string(),
             "mailer:1"
         );
+        let in_acme = DeliveryId::for_tenant("mailer", Some(&acme), &e);
+        assert_eq!(in_acme.to_string(), "mailer@acme:1");
+        let in_globex = DeliveryId::for_tenant("mailer", Some(&globex), &e);
+        assert_eq!(in_globex.to_string(), "mailer@globex:1");
+        assert_ne!(in_acme, in_globex);
     }
 }

@@ -17,6 +17,9 @@ pub(crate) struct ProjectionCatalog {
     events: EventCatalog,
     projections: ProjectionRegistry,
     aggregate_cache: AggregateCache,
+    /// Whether the store is one of a `TenantedStore`'s tenant databases (see
+    /// [`ProjectionCatalog::is_tenant_database`]).
+    tenant_database: bool,
 }
 
 impl ProjectionCatalog {
@@ -30,7 +33,21 @@ impl ProjectionCatalog {
             events,
             projections,
             aggregate_cache: AggregateCache::new(cache_capacity),
+            tenant_database: false,
         }
+    }
+
+    /// Marks (or not) the store as one of a `TenantedStore`'s tenant databases.
+    pub(crate) fn with_tenant_database(mut self, tenant_database: bool) -> Self {
+        self.tenant_database = tenant_database;
+        self
+    }
+
+    /// Whether the store is one of a `TenantedStore`'s tenant databases, each numbering
+    /// its events from 1: the delivery ids of its subscriptions name the event's tenant
+    /// to keep the databases' deliveries apart.
+    pub(crate) fn is_tenant_database(&self) -> bool {
+        self.tenant_database
     }
 
     /// The event catalog below.

@@ -52,6 +52,9 @@ pub struct DocumentStoreBuilder {
     aggregate_cache: usize,
     apply_schema: bool,
     hilo_block_size: u32,
+    /// Whether the store is one of a [`TenantedStore`](crate::TenantedStore)'s tenant
+    /// databases (see [`DocumentStoreBuilder::tenant_database`]).
+    tenant_database: bool,
 }
 
 impl DocumentStore {
@@ -76,6 +79,7 @@ impl DocumentStore {
             aggregate_cache: crate::projections::cache::DEFAULT_CAPACITY,
             apply_schema: true,
             hilo_block_size: super::hilo::DEFAULT_BLOCK_SIZE,
+            tenant_database: false,
         }
     }
 }
@@ -102,6 +106,16 @@ impl DocumentStoreBuilder {
     /// [`DocumentStore::assert_schema`]) before anything exists.
     pub fn apply_schema_at_build(mut self, apply: bool) -> Self {
         self.apply_schema = apply;
+        self
+    }
+
+    /// Marks the store as one of a [`TenantedStore`](crate::TenantedStore)'s tenant
+    /// databases (set by the tenanted store on the builders it makes): each such database
+    /// numbers its events from 1, so the delivery ids of its subscriptions name the
+    /// event's tenant (`mailer@acme:1`) where those of a store of one database keep
+    /// `mailer:1` (see [`SubscriptionBatch::delivery_id`](crate::subscriptions::SubscriptionBatch::delivery_id)).
+    pub(crate) fn tenant_database(mut self) -> Self {
+        self.tenant_database = true;
         self
     }
 
@@ -290,21 +304,24 @@ impl DocumentStoreBuilder {
             .connector(&self.schema, self.request_timeout)
             .await?;
         let store = DocumentStore {
-            inner: Arc::new(ProjectionCatalog::new(
-                EventCatalog::new(
-                    Catalog::new(
-                        connector,
-                        self.schema,
-                        self.auto_create,
-                        names,
-                        self.documents.iter().map(|r| r.define).collect(),
+            inner: Arc::new(
+                ProjectionCatalog::new(
+                    EventCatalog::new(
+                        Catalog::new(
+                            connector,
+                            self.schema,
+                            self.auto_create,
+                            names,
+                            self.documents.iter().map(|r| r.define).collect(),
+                        ),
+                        self.events,
+                        self.registry,
                     ),
-                    self.events,
-                    self.registry,
-                ),
-                self.projections,
-                self.aggregate_cache,
-            )),
+                    self.projections,
+                    self.aggregate_cache,
+                )
+                .with_tenant_database(self.tenant_database),
+            ),
             tenant: None,
             hilo: Arc::new(super::hilo::HiLo::new(self.hilo_block_size)),
             compiled: Arc::default(),

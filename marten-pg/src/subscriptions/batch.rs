@@ -10,6 +10,9 @@ pub struct SubscriptionBatch<'a> {
     pub(crate) name: &'static str,
     pub(crate) events: &'a [EventEnvelope],
     pub(crate) tenant: Option<&'a TenantId>,
+    /// Whether the store is one of a `TenantedStore`'s tenant databases, whose sequences
+    /// start at 1 in each: then the delivery ids name the event's tenant.
+    pub(crate) tenant_database: bool,
 }
 
 impl<'a> SubscriptionBatch<'a> {
@@ -30,12 +33,22 @@ impl<'a> SubscriptionBatch<'a> {
     }
 
     /// The stable id of `event`'s delivery to this subscription (the same on every
-    /// re-delivery): what an at-least-once consumer deduplicates by. It names the batch's
-    /// tenant, else the tenant that appended the event, if any (see [`DeliveryId`]): the
-    /// same subscription run in several tenant databases (`TenantedStore::start_daemons`)
+    /// re-delivery): what an at-least-once consumer deduplicates by (see [`DeliveryId`]).
+    ///
+    /// In a store of one database it is `name:sequence`, whatever the event's tenant:
+    /// the database's one sequence keeps every delivery apart (also with conjoined
+    /// events, whose tenants share it). In the databases of a `TenantedStore`
+    /// (`TenantedStore::start_daemons`), each numbering its events from 1, it names the
+    /// tenant of the event (`name@tenant:sequence`; the batch's tenant for an event
+    /// appended without one), so the same subscription run in several tenant databases
     /// hands out distinct ids for their events of the same sequence.
     pub fn delivery_id(&self, event: &EventEnvelope) -> DeliveryId {
-        DeliveryId::for_tenant(self.name, self.tenant, event)
+        let tenant = if self.tenant_database {
+            event.tenant.as_ref().or(self.tenant)
+        } else {
+            None
+        };
+        DeliveryId::for_tenant(self.name, tenant, event)
     }
 
     /// Each event with its delivery id.

@@ -35,12 +35,18 @@ impl<S: Subscription> AsyncSubscription<S> {
     }
 
     /// Hands `events` (filtered, not empty) to the handler; its queued writes.
-    async fn handle(&self, events: &[EventEnvelope], tenant: Option<&TenantId>) -> Result<OpList> {
+    async fn handle(
+        &self,
+        events: &[EventEnvelope],
+        tenant: Option<&TenantId>,
+        tenant_database: bool,
+    ) -> Result<OpList> {
         let name = self.subscription.name();
         let batch = SubscriptionBatch {
             name,
             events,
             tenant,
+            tenant_database,
         };
         let mut tx = SubscriptionTx::new(tenant);
         let handled = AssertUnwindSafe(self.subscription.handle(&batch, &mut tx))
@@ -92,7 +98,9 @@ impl<S: Subscription> AsyncProjection for AsyncSubscription<S> {
             for e in &handed {
                 hooks.before_event(name, e);
             }
-            let list = self.handle(&handed, tenant).await?;
+            let list = self
+                .handle(&handed, tenant, store.is_tenant_database())
+                .await?;
             for e in &handed {
                 hooks.after_event(name, e);
             }

@@ -148,7 +148,7 @@ impl TenantedStore {
             .databases
             .get(url, || async {
                 info!(tenant = %tenant, "opening a tenant database");
-                (self.inner.make)(url).build().await
+                (self.inner.make)(url).tenant_database().build().await
             })
             .await
             .map_err(|e| errors::naming_tenant(e, tenant))
