@@ -128,6 +128,42 @@ async fn a_deleted_streams_inline_aggregate_is_gone_and_the_stream_starts_again(
     );
 }
 
+/// An append and the stream's delete in one save: the delete takes the aggregate's
+/// document, and the append's events (gone when the save commits) project nothing after
+/// it, with the aggregate's document cached by an earlier save or not.
+#[tokio::test]
+async fn an_append_and_a_delete_of_its_stream_in_one_save_leave_no_document() {
+    let (schema, b) = builder("inline_edges_append_delete");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    for cached in [true, false] {
+        let id = Uuid::now_v7();
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(id, [started("doomed")]));
+        ok(s.save_changes().await);
+        // Uncached: a store of its own on the schema, whose cache never saw the stream.
+        let saving = if cached {
+            store.clone()
+        } else {
+            ok(common::builder_on(&schema)
+                .projection::<Board>(Lifecycle::Inline)
+                .build()
+                .await)
+        };
+        let mut s = saving.lightweight_session();
+        ok(s.events().append(id, [task("last")]));
+        ok(s.events().delete_stream(id));
+        ok(s.save_changes().await);
+        assert_eq!(
+            ok(store.query_session().load::<Board>(&id).await),
+            None,
+            "cached: {cached}"
+        );
+        let mut s = store.lightweight_session();
+        assert_eq!(ok(s.events().fetch_latest::<Board>(id).await), None);
+        assert!(ok(s.events().fetch_stream(id).await).is_empty());
+    }
+}
+
 #[tokio::test]
 async fn a_session_that_held_the_document_forgets_it_with_the_stream() {
     let (_schema, b) = builder("inline_edges_identity");

@@ -297,10 +297,16 @@ fn handles_any<T: marten_core::Apply>(appends: &[AppendView]) -> bool {
 /// events' metadata, each event as a read of it gives it back (an event appended under
 /// an upcaster's old name upcast from its encoded JSON, see
 /// [`EventRegistry::read_back`](crate::events::registry::EventRegistry::read_back)).
+///
+/// An append to a stream that a later command of the same save deletes is left out: its
+/// events are gone when the save commits (as a daemon would never see them), and a
+/// document projected from them would outlive the stream the delete took its documents
+/// from.
 fn append_views(store: &ProjectionCatalog, uow: &UnitOfWork) -> Result<Vec<AppendView>> {
     let events: &crate::events::EventCatalog = store.as_ref();
     uow.user
         .appends()
+        .filter(|(index, a)| !uow.user.deleted_after(*index, &a.stream))
         .map(|(index, a)| {
             let read_back =
                 events.with_registry(|r| r.read_back(&a.stream.0, &a.types, &a.events, &a.data))?;

@@ -518,6 +518,11 @@ impl StreamCommand {
         &self.stream
     }
 
+    /// Whether the command deletes its stream (else it archives it).
+    pub(crate) fn deletes(&self) -> bool {
+        self.delete
+    }
+
     /// The kind of id of the store's streams.
     pub(crate) fn identity(&self) -> StreamIdentity {
         self.identity

@@ -152,6 +152,19 @@ impl OpList {
         })
     }
 
+    /// Whether a command queued after position `index` deletes `stream` (whose events,
+    /// appended before it in the same save, are then gone when the save commits).
+    pub(crate) fn deleted_after(
+        &self,
+        index: usize,
+        stream: &crate::stream_key::StreamKey,
+    ) -> bool {
+        self.items.iter().skip(index + 1).any(|q| match q {
+            Queued::Command(c) => c.deletes() && c.stream() == stream,
+            _ => false,
+        })
+    }
+
     /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
