@@ -164,6 +164,32 @@ async fn an_append_and_a_delete_of_its_stream_in_one_save_leave_no_document() {
     }
 }
 
+/// A delete of a stream and a plain append to it in one save: the append starts the
+/// stream anew, and its aggregate is folded from nothing (it was planned from the state
+/// before the delete and rejected on every attempt).
+#[tokio::test]
+async fn a_delete_then_an_append_in_one_save_start_the_stream_anew() {
+    let (_schema, b) = builder("inline_edges_delete_append");
+    let store = ok(b.projection::<Board>(Lifecycle::Inline).build().await);
+    let id = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(id, [started("old")]));
+    ok(s.events().append(id, [task("a")]));
+    ok(s.save_changes().await);
+    let mut s = store.lightweight_session();
+    ok(s.events().delete_stream(id));
+    ok(s.events().append(id, [started("new")]));
+    ok(s.events().append(id, [task("b")]));
+    ok(s.save_changes().await);
+    let board = ok(store.query_session().load::<Board>(&id).await);
+    assert_eq!(
+        board.map(|b| (b.version, b.name, b.titles)),
+        Some((2, "new".into(), vec!["b".into()]))
+    );
+    let mut s = store.lightweight_session();
+    assert_eq!(ok(s.events().fetch_stream(id).await).len(), 2);
+}
+
 #[tokio::test]
 async fn a_session_that_held_the_document_forgets_it_with_the_stream() {
     let (_schema, b) = builder("inline_edges_identity");

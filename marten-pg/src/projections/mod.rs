@@ -310,12 +310,19 @@ fn append_views(store: &ProjectionCatalog, uow: &UnitOfWork) -> Result<Vec<Appen
         .map(|(index, a)| {
             let read_back =
                 events.with_registry(|r| r.read_back(&a.stream.0, &a.types, &a.events, &a.data))?;
-            Ok(view(
+            let mut view = view(
                 index,
                 a,
                 uow,
                 read_back.unwrap_or_else(|| a.events.to_vec()),
-            ))
+            );
+            // The first plain append after a delete of its stream in the same save starts
+            // the stream anew: its aggregate is folded from nothing, at no version read
+            // before the delete.
+            if view.kind == AppendKind::Append && uow.user.first_after_delete(index, &a.stream) {
+                view.kind = AppendKind::Start;
+            }
+            Ok(view)
         })
         .collect()
 }

@@ -152,6 +152,23 @@ impl OpList {
         })
     }
 
+    /// Whether the append at position `index` is the first to `stream` after a delete of
+    /// it queued earlier in the save (it then starts the stream anew).
+    pub(crate) fn first_after_delete(
+        &self,
+        index: usize,
+        stream: &crate::stream_key::StreamKey,
+    ) -> bool {
+        for q in self.items.iter().take(index).rev() {
+            match q {
+                Queued::Command(c) if c.deletes() && c.stream() == stream => return true,
+                Queued::Append(a) if &a.stream == stream => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// Whether a command queued after position `index` deletes `stream` (whose events,
     /// appended before it in the same save, are then gone when the save commits).
     pub(crate) fn deleted_after(
