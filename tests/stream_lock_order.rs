@@ -384,108 +384,66 @@ async fn a_lone_tagged_append_racing_an_archive_of_its_stream_waits_instead_of_d
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
-/// A save with one tagged append that also locks stream rows (a second stream appended
-/// to) takes its tags before the rows, as every tagged save does. Made certain: a raw
-/// transaction holds the tagged stream's row; the two-stream save waits on it (holding
-/// the tag when it locks tags first); a lone tagged append to that stream then waits too.
-/// Taking the rows first, the two-stream save would get the row when the raw transaction
-/// let go and wait on the tag the lone append took meanwhile, which waits on the row.
+/// A save with one tagged append (or start) that also writes another stream's row takes
+/// its tags before the rows, as every tagged save does: both when it locks the rows first
+/// (an append to a second stream) and when an append before a tagged start takes its own
+/// row (a start is in no stream lock). Made certain: a raw transaction holds the row the
+/// save takes first; the save waits on it (holding the tag when it locks tags first); a
+/// lone tagged append to that stream then waits too. Taking the row first, the save would
+/// get it when the raw transaction let go and wait on the tag the lone append took
+/// meanwhile, which waits on the row.
 #[tokio::test]
-async fn a_tagged_save_of_several_streams_locks_its_tags_before_their_rows() {
+async fn a_tagged_save_that_writes_another_stream_locks_its_tags_before_the_rows() {
     deadlocks();
-    let (schema, b) = builder("lock_order_tagged_streams");
-    let store = ok(b.event::<Topical>().pool_size(4).build().await);
     let topic = || Topical {
         topic: "rust".into(),
     };
-    let (x, y) = two_streams();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(x, [topic()]));
-    ok(s.events().start_stream(y, [Added { n: 1 }]));
-    ok(s.save_changes().await);
-    drop(s);
+    for start_after_append in [false, true] {
+        let (schema, b) = builder(&format!("lock_order_tagged_{start_after_append}"));
+        let store = ok(b.event::<Topical>().pool_size(4).build().await);
+        let (held, other) = two_streams();
+        let mut s = store.lightweight_session();
+        ok(s.events().start_stream(held, [topic()]));
+        ok(s.events().start_stream(other, [Added { n: 1 }]));
+        ok(s.save_changes().await);
+        drop(s);
 
-    let (holder, pid) = hold(&schema, x).await;
-    let two_streams = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut s = store.lightweight_session();
-            s.events().append(x, [topic()])?;
-            s.events().append(y, [Added { n: 1 }])?;
-            s.save_changes().await
-        })
-    };
-    until_waiting(&schema, pid, 1).await;
-    let lone = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut s = store.lightweight_session();
-            s.events().append(x, [topic()])?;
-            s.save_changes().await
-        })
-    };
-    until_waiting(&schema, pid, 2).await;
-    holder.batch_execute("COMMIT").await.expect("let go");
-    for save in [two_streams, lone] {
-        let saved = tokio::time::timeout(Duration::from_secs(30), save)
-            .await
-            .expect("a save hung");
-        ok(saved.expect("join"));
+        let (holder, pid) = hold(&schema, held).await;
+        let tagged = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                if start_after_append {
+                    s.events().append(held, [Added { n: 1 }])?;
+                    s.events().start_stream(Uuid::now_v7(), [topic()])?;
+                } else {
+                    s.events().append(held, [topic()])?;
+                    s.events().append(other, [Added { n: 1 }])?;
+                }
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 1).await;
+        let lone = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut s = store.lightweight_session();
+                s.events().append(held, [topic()])?;
+                s.save_changes().await
+            })
+        };
+        until_waiting(&schema, pid, 2).await;
+        holder.batch_execute("COMMIT").await.expect("let go");
+        for save in [tagged, lone] {
+            let saved = tokio::time::timeout(Duration::from_secs(30), save)
+                .await
+                .expect("a save hung");
+            ok(saved.expect("join"));
+        }
+        let mut s = store.lightweight_session();
+        let state = ok(s.events().fetch_stream_state(held).await).expect("stream");
+        assert_eq!(state.version, 3, "start after append: {start_after_append}");
     }
-    let mut s = store.lightweight_session();
-    let state = ok(s.events().fetch_stream_state(x).await).expect("stream");
-    assert_eq!(state.version, 3);
-    assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
-}
-
-/// The same with a tagged stream start after an append to another stream: a start is in
-/// no stream lock, yet the append before it takes its stream's row. Made certain: a raw
-/// transaction holds that row; the save waits on it (holding the tag when it locks tags
-/// first); a lone tagged append to that stream then waits too.
-#[tokio::test]
-async fn a_tagged_start_after_an_append_to_another_stream_locks_its_tags_first() {
-    deadlocks();
-    let (schema, b) = builder("lock_order_tagged_start");
-    let store = ok(b.event::<Topical>().pool_size(4).build().await);
-    let topic = || Topical {
-        topic: "rust".into(),
-    };
-    let y = Uuid::now_v7();
-    let mut s = store.lightweight_session();
-    ok(s.events().start_stream(y, [topic()]));
-    ok(s.save_changes().await);
-    drop(s);
-
-    let (holder, pid) = hold(&schema, y).await;
-    let append_then_start = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut s = store.lightweight_session();
-            s.events().append(y, [Added { n: 1 }])?;
-            s.events().start_stream(Uuid::now_v7(), [topic()])?;
-            s.save_changes().await
-        })
-    };
-    until_waiting(&schema, pid, 1).await;
-    let lone = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut s = store.lightweight_session();
-            s.events().append(y, [topic()])?;
-            s.save_changes().await
-        })
-    };
-    until_waiting(&schema, pid, 2).await;
-    holder.batch_execute("COMMIT").await.expect("let go");
-    for save in [append_then_start, lone] {
-        let saved = tokio::time::timeout(Duration::from_secs(30), save)
-            .await
-            .expect("a save hung");
-        ok(saved.expect("join"));
-    }
-    let mut s = store.lightweight_session();
-    let state = ok(s.events().fetch_stream_state(y).await).expect("stream");
-    assert_eq!(state.version, 3);
     assert_eq!(deadlocks().load(Ordering::SeqCst), 0, "deadlocks met");
 }
 
