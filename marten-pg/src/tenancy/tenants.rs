@@ -60,7 +60,15 @@ pub(super) struct Found {
     refreshed_at: u64,
     /// Adds and removes under way (their statement may be in flight).
     changing: usize,
+    /// The clock when a lookup found no row for a tenant that was not cached: a lookup
+    /// of that tenant that started before it (and read the row before another process
+    /// removed it) is not kept. At most [`MAX_MISSES`]; past that, every lookup under
+    /// way is not kept instead ([`Found::refreshed_at`]) and the misses are forgotten.
+    misses: HashMap<TenantId, u64>,
 }
+
+/// The most tenants whose missing rows [`Found`] remembers one by one.
+const MAX_MISSES: usize = 1024;
 
 /// A tenant's connection string as found in the table (or written to it).
 struct Entry {
@@ -106,6 +114,7 @@ impl Found {
             changed_at: 0,
             refreshed_at: 0,
             changing: 0,
+            misses: HashMap::new(),
         }
     }
 
@@ -123,6 +132,7 @@ impl Found {
             && self.changed_at <= started
             && self.refreshed_at <= started
             && self.tenants.get(tenant).is_none_or(|e| e.stamp <= started)
+            && self.misses.get(tenant).is_none_or(|&m| m <= started)
     }
 
     /// Bumps the clock: the stamp of a write.
@@ -154,6 +164,7 @@ impl Found {
 
     /// Keeps `url` for `tenant`, read (or written) now.
     fn insert(&mut self, tenant: TenantId, url: Arc<str>) -> Option<Arc<str>> {
+        self.misses.remove(&tenant);
         let stamp = self.tick();
         let entry = self.entry(url, stamp);
         self.tenants.insert(tenant, entry).map(|e| e.url)
@@ -212,6 +223,13 @@ impl Found {
                 let removed = self.tenants.remove(tenant).map(|e| e.url);
                 if removed.is_some() {
                     self.refreshed_at = self.tick();
+                } else if self.misses.len() < MAX_MISSES {
+                    // Another lookup of this tenant may have read its row before it went.
+                    let at = self.tick();
+                    self.misses.insert(tenant.clone(), at);
+                } else {
+                    self.refreshed_at = self.tick();
+                    self.misses.clear();
                 }
                 removed
             }
@@ -587,6 +605,36 @@ mod tests {
         assert_eq!(found.keep_lookup(&acme, newer, None), Some(url("a")));
         assert_eq!(found.keep_lookup(&acme, older, Some(url("a"))), None);
         assert!(!found.tenants.contains_key(&acme));
+    }
+
+    /// The same for a tenant that was not cached: lookups of it run side by side, and
+    /// one that read the row before another process removed it, ending after a lookup
+    /// that found no row, is not kept; past [`MAX_MISSES`] tenants, no lookup under way is.
+    #[test]
+    fn a_lookup_older_than_a_miss_of_an_uncached_tenant_is_not_kept() {
+        let mut found = Found::new(Duration::from_secs(30));
+        let x = tenant("x");
+        let (older, _) = start_lookup(&mut found, &x);
+        let (newer, _) = start_lookup(&mut found, &x);
+        assert_eq!(found.keep_lookup(&x, newer, None), None);
+        assert_eq!(found.keep_lookup(&x, older, Some(url("a"))), None);
+        assert!(!found.tenants.contains_key(&x));
+        // A lookup that starts after the miss (the tenant added again) is kept.
+        let (later, _) = start_lookup(&mut found, &x);
+        assert_eq!(found.keep_lookup(&x, later, Some(url("b"))), None);
+        assert_eq!(found.tenants.get(&x).map(|e| e.url.clone()), Some(url("b")));
+        // Many unknown tenants: the misses stay bounded, and the overflow invalidates
+        // every lookup under way instead.
+        let y = tenant("y");
+        let (pending, _) = start_lookup(&mut found, &y);
+        for n in 0..=MAX_MISSES {
+            let ghost = tenant(&format!("ghost{n}"));
+            let (at, _) = start_lookup(&mut found, &ghost);
+            found.keep_lookup(&ghost, at, None);
+        }
+        assert!(found.misses.len() <= MAX_MISSES);
+        assert_eq!(found.keep_lookup(&y, pending, Some(url("c"))), None);
+        assert!(!found.tenants.contains_key(&y));
     }
 
     /// An expired entry is read again by one use at a time: the others are served it
