@@ -329,12 +329,12 @@ fn place_locks(
             others,
         )
     };
-    let rows_locked_first = command_tags.is_some() || streams.is_some() || others;
+    let other_rows = command_tags.is_some() || streams.is_some() || others;
     let tags = crate::events::tags::TagLock::for_save(
         store.stream_identity(),
         boundaries,
         queue.user.appends().map(|(_, a)| a),
-        rows_locked_first,
+        other_rows,
     );
     if let Some(lock) = tags {
         match lone_append(queue, req) {

@@ -34,22 +34,23 @@ impl TagLock {
     /// The lock for a save's boundaries and tagged appends; `None` when nothing needs
     /// one, and when nothing is appended (a boundary protects appends: without one there
     /// is nothing to assert). A single tagged append bumps its own tags before its
-    /// stream's row, so it needs none unless `rows_locked_first`: the save locks stream
-    /// rows ahead of its appends (several streams, an archive or delete), and its tags
-    /// must be locked before those rows, the order of every tagged save. The tenant of
-    /// the tag versions is the appends' (all of one session).
+    /// stream's row, so it needs none unless `other_rows`: the save writes another
+    /// stream's row too (a stream lock, another append or start, an archive or delete),
+    /// possibly before the append's statement, and its tags must be locked before any
+    /// row, the order of every tagged save. The tenant of the tag versions is the
+    /// appends' (all of one session).
     pub(crate) fn for_save<'a>(
         identity: StreamIdentity,
         boundaries: &[(EventTag, i64)],
         appends: impl Iterator<Item = &'a StreamAppend> + Clone,
-        rows_locked_first: bool,
+        other_rows: bool,
     ) -> Option<TagLock> {
         let tagged = appends.clone().filter(|a| !a.tag_types.is_empty());
         // Decided before anything is allocated: most saves need no lock.
         if boundaries.is_empty() {
             let several = tagged.clone().nth(1).is_some();
             let one = tagged.clone().next().is_some();
-            let needed = several || (one && rows_locked_first);
+            let needed = several || (one && other_rows);
             if !needed {
                 return None;
             }
