@@ -58,7 +58,7 @@ pub fn check(cx: &Ctxt, cont: &Container, id: Option<&Field>, version: Option<&F
             continue;
         }
         for &(option, span) in &f.attrs.serde {
-            if is(f, version) && crate::internals::check::refused_on_version(option) {
+            if is(f, version) && crate::internals::check::version_consequence(option).is_some() {
                 continue;
             }
             if let Some(index) = f.attrs.index_attr() {

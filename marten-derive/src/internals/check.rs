@@ -77,20 +77,6 @@ pub fn id_serde(cx: &Ctxt, id: &Field) {
     }
 }
 
-/// Whether [`version_serde`] refuses `option` on an aggregate's version field (the
-/// others are checked there as on any field: a queried or indexed version must be written
-/// by its type's own `Serialize`).
-pub fn refused_on_version(option: SerdeField) -> bool {
-    matches!(
-        option,
-        SerdeField::Skip
-            | SerdeField::SkipSerializing
-            | SerdeField::SkipDeserializing
-            | SerdeField::SkipSerializingIf
-            | SerdeField::Flatten
-    )
-}
-
 /// Refuses the serde options on an aggregate's version field that would load it with
 /// another version than the one its projection stored: the daemon and inline projections
 /// read the version back from the JSON to know which of the stream's events the document
@@ -98,22 +84,8 @@ pub fn refused_on_version(option: SerdeField) -> bool {
 /// is reported at its span.
 pub fn version_serde(cx: &Ctxt, version: &Field) {
     for (option, span) in &version.attrs.serde {
-        if !refused_on_version(*option) {
+        let Some(consequence) = version_consequence(*option) else {
             continue;
-        }
-        let consequence = match option {
-            SerdeField::Skip | SerdeField::SkipDeserializing => {
-                "a loaded aggregate would carry version 0"
-            }
-            SerdeField::SkipSerializing => "the stored JSON would have no version",
-            SerdeField::SkipSerializingIf => "the stored JSON would sometimes have no version",
-            SerdeField::Flatten => {
-                "a version is one number, not an object whose keys serde could flatten"
-            }
-            SerdeField::With
-            | SerdeField::SerializeWith
-            | SerdeField::DeserializeWith
-            | SerdeField::Getter => continue,
         };
         cx.syn_error(syn::Error::new(
             *span,
@@ -125,6 +97,27 @@ pub fn version_serde(cx: &Ctxt, version: &Field) {
             ),
         ));
     }
+}
+
+/// What `option` on an aggregate's version field would do to a loaded version, when
+/// [`version_serde`] refuses it (`None`: checked there as on any field, see
+/// `fields::check`: a queried or indexed version must be written by its type's own
+/// `Serialize`).
+pub fn version_consequence(option: SerdeField) -> Option<&'static str> {
+    Some(match option {
+        SerdeField::Skip | SerdeField::SkipDeserializing => {
+            "a loaded aggregate would carry version 0"
+        }
+        SerdeField::SkipSerializing => "the stored JSON would have no version",
+        SerdeField::SkipSerializingIf => "the stored JSON would sometimes have no version",
+        SerdeField::Flatten => {
+            "a version is one number, not an object whose keys serde could flatten"
+        }
+        SerdeField::With
+        | SerdeField::SerializeWith
+        | SerdeField::DeserializeWith
+        | SerdeField::Getter => return None,
+    })
 }
 
 /// Refuses the container serde options that replace the JSON object of a struct's fields
