@@ -9,7 +9,7 @@ use common::events::*;
 use common::inversion::versions_in_global_order;
 use common::{builder, ok};
 use marten::prelude::*;
-use marten::RejectionKind;
+use marten::{Error, RejectionKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -753,4 +753,154 @@ async fn an_exclusive_lock_attempt_in_an_aborted_transaction_reports_the_abort()
         .fetch_stream(second)
         .await);
     assert_eq!(events.len(), 4);
+}
+
+/// How a test ends a session's locked transaction behind its back.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// The server terminates the session's connection while it idles in the transaction.
+    Terminated,
+    /// A second lock attempt waits past the request timeout (the connection is closed).
+    TimedOut,
+    /// A second lock attempt is cancelled while it waits (the connection is closed).
+    Cancelled,
+}
+
+/// The titles of a stream's task events.
+async fn titles(store: &DocumentStore, stream: Uuid) -> Vec<String> {
+    ok(store
+        .lightweight_session()
+        .events()
+        .fetch_stream(stream)
+        .await)
+    .iter()
+    .filter_map(|e| e.data_as::<TaskRecorded>().map(|t| t.title.clone()))
+    .collect()
+}
+
+/// A session holding an exclusive lock whose transaction ends behind its back (the
+/// connection is killed, or closed after a request on it timed out or was cancelled) must
+/// not save as if it still held the lock: its save fails with
+/// [`Error::TransactionLost`] and writes nothing, and the session works again after it.
+async fn a_save_after_its_locked_transaction_was_lost(loss: Loss) {
+    let (schema, b) = common::named_builder(&format!("evc_lost_{loss:?}").to_lowercase());
+    let store = ok(b
+        .request_timeout(Some(Duration::from_millis(500)))
+        .exclusive_lock_timeout(Duration::from_secs(20))
+        .build()
+        .await);
+    let (locked_stream, other_stream) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(locked_stream, [started("a")]));
+    ok(s.events().start_stream(other_stream, [started("b")]));
+    ok(s.save_changes().await);
+
+    let mut locked = store.lightweight_session();
+    ok(locked
+        .events()
+        .append_exclusive(locked_stream, [task("lost")])
+        .await);
+    let mut holder = store.lightweight_session();
+    match loss {
+        Loss::Terminated => {
+            let raw = schema.raw_client().await;
+            let killed: Vec<bool> = raw
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND state = 'idle in transaction'",
+                    &[&schema.name()],
+                )
+                .await
+                .expect("terminate")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(killed, [true], "the locked session's backend");
+            // Let the client read the server's goodbye.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Loss::TimedOut | Loss::Cancelled => {
+            ok(holder
+                .events()
+                .append_exclusive(other_stream, [task("holder")])
+                .await);
+            let mut events = locked.events();
+            let waiting = events.append_exclusive(other_stream, [task("waiter")]);
+            if let Loss::Cancelled = loss {
+                let r = tokio::time::timeout(Duration::from_millis(150), waiting).await;
+                assert!(r.is_err(), "the lock attempt was still waiting: {r:?}");
+            } else {
+                match waiting.await {
+                    Err(Error::Timeout { .. }) => {}
+                    other => panic!("the lock attempt outlived the request timeout: {other:?}"),
+                }
+            }
+            ok(holder.save_changes().await);
+        }
+    }
+    match locked.save_changes().await {
+        Err(e @ Error::TransactionLost { .. }) => {
+            assert!(e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("nothing was written"), "{e}");
+        }
+        other => panic!("{loss:?}: a save without its lock reported {other:?}"),
+    }
+    assert_eq!(titles(&store, locked_stream).await, Vec::<String>::new());
+    // The failed save ended the session's loss: the next unit of work runs as usual.
+    ok(locked
+        .events()
+        .append_exclusive(locked_stream, [task("again")])
+        .await);
+    ok(locked.save_changes().await);
+    assert_eq!(titles(&store, locked_stream).await, ["again"]);
+}
+
+#[tokio::test]
+async fn a_save_whose_locked_connection_the_server_killed_fails_typed() {
+    a_save_after_its_locked_transaction_was_lost(Loss::Terminated).await;
+}
+
+#[tokio::test]
+async fn a_save_after_a_request_timed_out_in_its_locked_transaction_fails_typed() {
+    a_save_after_its_locked_transaction_was_lost(Loss::TimedOut).await;
+}
+
+#[tokio::test]
+async fn a_save_after_a_request_was_cancelled_in_its_locked_transaction_fails_typed() {
+    a_save_after_its_locked_transaction_was_lost(Loss::Cancelled).await;
+}
+
+/// `discard_changes` forgets the queue, not the session's transaction: a save after it
+/// still counts on the locks the session took, so a loss of them found then is reported.
+#[tokio::test]
+async fn discarding_does_not_hide_a_lost_transaction() {
+    let (schema, b) = common::named_builder("evc_lost_discard");
+    let store = ok(b.build().await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(stream, [started("a")]));
+    ok(s.save_changes().await);
+    let mut locked = store.lightweight_session();
+    ok(locked
+        .events()
+        .append_exclusive(stream, [task("lost")])
+        .await);
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'idle in transaction'",
+        &[&schema.name()],
+    )
+    .await
+    .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    locked.discard_changes();
+    ok(locked.events().append(stream, [task("decided again")]));
+    match locked.save_changes().await {
+        Err(Error::TransactionLost { .. }) => {}
+        other => panic!("a save after the lock was lost reported {other:?}"),
+    }
+    ok(locked.events().append(stream, [task("plain")]));
+    ok(locked.save_changes().await);
+    assert_eq!(titles(&store, stream).await, ["plain"]);
 }

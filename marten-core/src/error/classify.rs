@@ -37,7 +37,8 @@ impl Error {
     /// Whether running the same operation again, unchanged, may succeed and cannot
     /// write anything twice: nothing of the failed attempt was written and the cause is
     /// transient (a lost connection, a conflict with a concurrent transaction, a busy
-    /// lock, pool or server, a replica that lags). [`Error::OutcomeUnknown`] is not
+    /// lock, pool or server, a replica that lags, a session's lost transaction - whose
+    /// unit of work, locks included, is what to run again). [`Error::OutcomeUnknown`] is not
     /// retryable: the first attempt may have been written.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -50,6 +51,7 @@ impl Error {
                 | Error::ReplicaBehind { .. }
                 | Error::StreamLocked { .. }
                 | Error::ProjectionConflict { .. }
+                | Error::TransactionLost { .. }
         )
     }
 }

@@ -370,6 +370,22 @@ pub enum Error {
     )]
     OutcomeUnknown(#[source] DatabaseError),
 
+    /// The session's open transaction, and the exclusive stream locks it held
+    /// (`append_exclusive`, `fetch_for_exclusive_writing`), ended without a commit before
+    /// the session saved: its connection was lost, closed by the server, or closed after
+    /// one of the session's requests timed out, failed on the connection or was
+    /// cancelled. The save was not sent (nothing of it was written) and its queued
+    /// operations are discarded, as with any failed save: take the locks again and
+    /// redo the work. Saving without them would break what the locks promised.
+    #[error(
+        "the session's transaction and its exclusive stream locks were lost before the save \
+         ({cause}); nothing was written"
+    )]
+    TransactionLost {
+        /// How the session found the transaction gone.
+        cause: &'static str,
+    },
+
     /// Any other database failure, with its SQLSTATE when the server reported one.
     #[error("database error")]
     Database(#[source] DatabaseError),

@@ -72,6 +72,9 @@ fn only_transient_failures_that_wrote_nothing_are_retryable() {
             waited_ms: 10,
         },
         Error::ProjectionConflict { attempts: 3 },
+        Error::TransactionLost {
+            cause: "the connection closed",
+        },
         Error::ReplicaBehind {
             position: "0/3000148".into(),
             replayed: Some("0/3000060".into()),

@@ -24,6 +24,13 @@ use super::deadlines::Within;
 use super::replica::{Route, WriteToken};
 use super::{Connector, Db, Pooled, Statements};
 
+/// How a held transaction was lost: its connection was found closed.
+const CLOSED: &str = "its connection was closed";
+/// How a held transaction was lost: a request on it timed out or was cancelled.
+const GIVEN_UP: &str = "a request on its connection timed out or was cancelled";
+/// How a held transaction was lost: a request on it failed on the connection.
+const FAILED: &str = "a request on its connection failed";
+
 /// A connection slot: empty until the first request, then one pooled connection. Public
 /// only in name (sessions hand it to queries); nothing outside the crate can use it.
 #[derive(Default)]
@@ -34,6 +41,11 @@ pub struct Conn {
     in_transaction: bool,
     /// The connection failed or is in an unknown state: close it before the next request.
     broken: bool,
+    /// A transaction held across requests (a session's exclusive stream locks) ended
+    /// without a `COMMIT`: the connection was lost or closed while it was open. The
+    /// session's next save reports it instead of running without the locks
+    /// ([`take_lost_transaction`](Self::take_lost_transaction)); what ended it.
+    lost_transaction: Option<&'static str>,
     /// A request may still run on the server: send a cancel request when closing.
     cancel_on_discard: bool,
     /// Statements its requests use instead of the store's (a blue/green build's, which
@@ -63,6 +75,23 @@ impl Conn {
     /// Whether a transaction is open on the connection.
     pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// How a transaction held across requests was lost since the last call, if it was,
+    /// and forgets it: a save that was to commit under its locks must not run without
+    /// them.
+    pub(crate) fn take_lost_transaction(&mut self) -> Option<&'static str> {
+        self.lost_transaction.take()
+    }
+
+    /// Ends the transaction on this side because its connection is lost or to be closed:
+    /// `held`, it was open before the request at hand began (it holds locks a later
+    /// save counts on), so the loss is kept for that save to report.
+    fn lose_transaction(&mut self, held: bool, cause: &'static str) {
+        if self.in_transaction && held {
+            self.lost_transaction = Some(cause);
+        }
+        self.in_transaction = false;
     }
 
     /// Where the session's reads go, created (reads on the primary) on first use.
@@ -96,6 +125,7 @@ impl Conn {
     /// one inside a transaction stays where it is.
     pub(crate) fn set_aside(&mut self) {
         if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
+            self.lose_transaction(true, CLOSED);
             self.discard(self.cancel_on_discard);
         } else {
             self.release();
@@ -106,6 +136,9 @@ impl Conn {
     /// (a bounded wait: [`marten_core::Error::PoolExhausted`]).
     pub(crate) async fn request(&mut self, source: &impl AsRef<Connector>) -> Result<Request<'_>> {
         if self.broken || self.slot.as_ref().is_some_and(|c| c.is_closed()) {
+            // Closed by the server (or its socket) between requests: a transaction open
+            // on it is gone with its locks.
+            self.lose_transaction(true, CLOSED);
             self.discard(self.cancel_on_discard);
         }
         if self.slot.is_none() {
@@ -115,10 +148,12 @@ impl Conn {
             Some(own) => own.clone(),
             None => source.as_ref().statements().clone(),
         };
+        let held = self.in_transaction;
         Ok(Request {
             conn: self,
             statements,
             finished: false,
+            held,
         })
     }
 
@@ -176,6 +211,8 @@ pub(crate) struct Request<'c> {
     conn: &'c mut Conn,
     statements: Arc<Statements>,
     finished: bool,
+    /// A transaction was open when the request began (held across requests).
+    held: bool,
 }
 
 impl Request<'_> {
@@ -191,6 +228,12 @@ impl Request<'_> {
     /// Whether a transaction is open on the connection.
     pub(crate) fn in_transaction(&self) -> bool {
         self.conn.in_transaction
+    }
+
+    /// [`Conn::take_lost_transaction`] of the request's connection (the request that
+    /// found it closed has already recorded the loss).
+    pub(crate) fn take_lost_transaction(&mut self) -> Option<&'static str> {
+        self.conn.take_lost_transaction()
     }
 
     /// Records that a transaction is open (call before `BEGIN` is written) or over (call
@@ -209,7 +252,9 @@ impl Request<'_> {
             Ok(()) => self.conn.in_transaction = false,
             Err(e) => {
                 warn!(error = %e, "rollback failed; the connection will be closed");
+                // Closing it ends the transaction the rollback was to end.
                 self.conn.broken = true;
+                self.conn.in_transaction = false;
             }
         }
     }
@@ -265,7 +310,7 @@ impl Request<'_> {
     pub(crate) fn mark_lost(&mut self) {
         self.conn.broken = true;
         self.conn.cancel_on_discard = true;
-        self.conn.in_transaction = false;
+        self.conn.lose_transaction(self.held, GIVEN_UP);
     }
 
     /// The request failed in a way that leaves the connection unusable or its state
@@ -274,6 +319,7 @@ impl Request<'_> {
     pub(crate) fn finish_broken(mut self) {
         self.finished = true;
         self.conn.broken = true;
+        self.conn.lose_transaction(self.held, FAILED);
     }
 }
 
@@ -307,6 +353,7 @@ impl Drop for Request<'_> {
             if self.conn.slot.is_some() {
                 warn!("a request was abandoned before its responses were read; closing its connection");
             }
+            self.conn.lose_transaction(self.held, GIVEN_UP);
             self.conn.discard(true);
         }
     }

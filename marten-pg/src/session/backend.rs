@@ -12,7 +12,7 @@ use marten_core::session::{
     AttemptEnd, Backend, DocumentBackend, Loaded, Parts, QueryBackend, SaveAttempts, Tracking,
 };
 use marten_core::tenant::require_tenant;
-use marten_core::{DocumentMetadata, Result, TenantId};
+use marten_core::{DocumentMetadata, Error, Result, TenantId};
 use tracing::Instrument;
 
 use super::events::Events;
@@ -81,6 +81,8 @@ impl Backend for Postgres {
         let catalog = parts.store.as_ref();
         crate::projections::cache::settle(catalog, &parts.queue, &mut parts.scratch, committed);
         parts.scratch.clear();
+        // A transaction lost during the save was the save's to report.
+        parts.conn.take_lost_transaction();
     }
 
     async fn end_transaction(parts: &mut Parts<Self>) {
@@ -90,6 +92,8 @@ impl Backend for Postgres {
             req.rollback_within(&parts.store).await;
             req.finish();
         }
+        // Ended on purpose: a loss found on the way has nothing left to report.
+        parts.conn.take_lost_transaction();
     }
 
     fn events<K: Tracking>(session: &mut Session<K>) -> Events<'_, K> {
@@ -215,6 +219,12 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
         return Ok(AttemptEnd::Failed(e));
     }
     let mut req = parts.conn.request(&parts.store).await?;
+    if let Some(cause) = req.take_lost_transaction() {
+        // The save was to commit under the exclusive locks of a transaction that is
+        // gone: sent now, it would run without them.
+        req.finish();
+        return Ok(AttemptEnd::Failed(Error::TransactionLost { cause }));
+    }
     parts.queue.reset_attempt();
     let planned = if crate::projections::has_inline(parts.store.as_ref()) {
         let planning = crate::projections::plan_inline(
