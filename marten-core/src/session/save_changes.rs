@@ -18,6 +18,12 @@ impl<B: Backend, K: Tracking> Session<B, K> {
     /// written or, on any error, none of it; a rejected save lists every rejected
     /// operation in [`Error::Rejected`](crate::Error::Rejected). The queue is emptied
     /// either way.
+    ///
+    /// A changed tracked document that cannot be serialized fails the save before
+    /// anything is sent, with [`Error::Serialize`](crate::Error::Serialize) naming its
+    /// type and id. It stays tracked, and fails every later save until it is fixed in
+    /// place (through `get_mut`) or the session's pending changes are
+    /// discarded ([`discard_changes`](Self::discard_changes), which undoes it).
     pub async fn save_changes(&mut self) -> Result<()> {
         let parts = self.parts_mut();
         if K::DIRTY {
@@ -61,12 +67,30 @@ impl<B: Backend, K: Tracking> Session<B, K> {
         result
     }
 
-    /// Forgets every queued operation without sending it.
+    /// Forgets every pending change without sending it, as Marten's
+    /// `EjectAllPendingChanges`: the queued operations (documents, events, patches,
+    /// deletes), the captured consistency boundaries and, in a dirty-tracked session,
+    /// the in-place changes of the tracked documents - the next `save_changes` writes
+    /// none of it.
+    ///
+    /// A document written, deleted or patched since the last save is not held by the
+    /// session any more (its next load reads the database). A tracked document changed
+    /// in place goes back to the state it was loaded or last saved in: the discarded
+    /// change is undone, so no later save writes it. A tracked document that could not
+    /// be serialized ([`Error::Serialize`](crate::Error::Serialize)) is undone too, so it
+    /// does not fail later saves.
+    ///
+    /// An open transaction (an `append_exclusive` or `fetch_for_exclusive_writing`)
+    /// stays open, and its stream locks held, until the next `save_changes` (which
+    /// commits it, with nothing else in it, or reports
+    /// [`Error::TransactionLost`](crate::Error::TransactionLost) if it ended meanwhile)
+    /// or until the session is dropped (its connection is then closed, which ends the
+    /// transaction on the server).
     pub fn discard_changes(&mut self) {
         let parts = self.parts_mut();
         B::clear(&mut parts.queue);
         parts.boundaries.clear();
-        parts.state.finish_save(false);
+        parts.state.discard_changes();
     }
 }
 

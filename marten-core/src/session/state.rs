@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use tracing::warn;
 
 use crate::concurrency::VersionOf;
 use crate::{Document, Error, Result, StreamId};
@@ -209,6 +210,35 @@ impl<D: Document> DocState<D> {
         self.pending_snapshots.clear();
     }
 
+    /// The session's pending changes were discarded (after [`SessionState::finish_save`]
+    /// as not committed): every tracked document goes back to its snapshot, the state it
+    /// was loaded or last saved in, so a change made in place before the discard is
+    /// undone and never written, later ones included. A snapshot that does not
+    /// deserialize (a `Deserialize` that refuses what `Serialize` wrote) forgets the
+    /// document instead (tracker and identity map; its next load reads the database).
+    pub fn revert_tracked(&mut self) {
+        let mut unreadable = Vec::new();
+        for (id, tracked) in &mut self.tracked {
+            match serde_json::from_slice(&tracked.snapshot) {
+                Ok(doc) => tracked.doc = doc,
+                Err(error) => {
+                    warn!(
+                        document_type = D::DOCUMENT_TYPE,
+                        id = %id,
+                        %error,
+                        "discard_changes: a tracked document whose snapshot does not \
+                         deserialize is forgotten"
+                    );
+                    unreadable.push(id.clone());
+                }
+            }
+        }
+        for id in unreadable {
+            self.tracked.remove(&id);
+            self.identity.remove(&id);
+        }
+    }
+
     /// Records that a write queued for the pending save put `id`'s document into the
     /// identity map or the tracker.
     pub fn write_pending(&mut self, id: &D::Id) {
@@ -261,6 +291,7 @@ trait AnyDocState<Q>: Send + Sync {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn flush_dirty(&mut self, queue: &mut Q, checks: bool) -> Result<()>;
     fn finish_save(&mut self, committed: bool);
+    fn revert_tracked(&mut self);
 }
 
 impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
@@ -280,6 +311,10 @@ impl<D: Document, Q: DirtyQueue<D>> AnyDocState<Q> for DocState<D> {
         } else {
             self.discard_snapshots();
         }
+    }
+
+    fn revert_tracked(&mut self) {
+        DocState::revert_tracked(self);
     }
 }
 
@@ -347,6 +382,17 @@ impl<Q: 'static> SessionState<Q> {
         }
         // What `fetch_for_writing` handed to this save: used by it or forgotten with it.
         self.fetched.clear();
+    }
+
+    /// The session's pending changes are discarded: the pending save ends as not
+    /// committed ([`finish_save`](Self::finish_save)) and every dirty-tracked document
+    /// goes back to the state it was loaded or last saved in
+    /// ([`DocState::revert_tracked`]), so nothing changed before the discard is written.
+    pub fn discard_changes(&mut self) {
+        self.finish_save(false);
+        for state in self.docs.values_mut() {
+            state.revert_tracked();
+        }
     }
 }
 

@@ -304,6 +304,35 @@ fn a_failed_save_empties_the_queue_and_keeps_changed_documents_dirty() {
 }
 
 #[test]
+fn discarded_in_place_changes_are_not_saved_and_later_ones_are() {
+    let store = store_with(&[(1, "a", 2)]);
+    let mut session = Session::<Scripted, DirtyTracking>::new(store.clone(), Default::default());
+    if let Some(d) = ready(session.load::<Doc>(&1)).expect("load") {
+        d.name = "discarded".into();
+    }
+    session.discard_changes();
+    ready(session.save_changes()).expect("save");
+    assert!(
+        store.with(|s| s.sent.is_empty()),
+        "the discarded change is not sent"
+    );
+    if let Some(d) = session.get_mut::<Doc>(&1) {
+        d.name = "later".into();
+    }
+    ready(session.save_changes()).expect("save");
+    let sent = store.with(|s| s.sent.clone());
+    assert_eq!(
+        sent,
+        [vec![Queued::Write(
+            UPSERT,
+            1,
+            r#"{"id":1,"name":"later"}"#.into(),
+            Some(2)
+        )]]
+    );
+}
+
+#[test]
 fn a_cancelled_save_forgets_its_queue_and_ends_as_not_committed() {
     let store = Shared::default();
     store.with(|s| s.ends = vec![None]);
