@@ -107,3 +107,72 @@ async fn select_returns_chosen_fields_per_tenant() {
         Err(marten::Error::TenantRequired { .. })
     ));
 }
+
+#[derive(marten::Queryable, serde::Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Address {
+    city: String,
+}
+
+#[derive(marten::Document, serde::Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Shipment {
+    id: i64,
+    #[query(nested)]
+    billing: Address,
+    #[query(nested)]
+    shipping: Address,
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct City {
+    city: String,
+}
+
+/// `select_into` keys the object by each field's last JSON key: two fields with the same
+/// key would leave one value under it, silently. The query is refused when run, naming
+/// both fields; `select` reads them as a tuple.
+#[tokio::test]
+async fn select_into_refuses_two_fields_with_one_key() {
+    let (_schema, b) = common::builder("select_shared_key");
+    let store = ok(b.document::<Shipment>().build().await);
+    let mut s = store.lightweight_session();
+    ok(s.store(Shipment {
+        id: 1,
+        billing: Address {
+            city: "Oslo".into(),
+        },
+        shipping: Address {
+            city: "Lima".into(),
+        },
+    }));
+    ok(s.save_changes().await);
+    let mut q = store.query_session();
+    let refused = q
+        .query::<Shipment>()
+        .select_into::<City, _>(|f| (f.billing.city, f.shipping.city))
+        .to_list()
+        .await;
+    match refused {
+        Err(marten::Error::InvalidQuery(reason)) => assert!(
+            reason.contains("billing.city") && reason.contains("shipping.city"),
+            "{reason}"
+        ),
+        other => panic!("two values under one key: {other:?}"),
+    }
+    let both: Vec<(String, String)> = ok(q
+        .query::<Shipment>()
+        .select(|f| (f.billing.city, f.shipping.city))
+        .to_list()
+        .await);
+    assert_eq!(both, [("Oslo".to_owned(), "Lima".to_owned())]);
+    let one: Vec<City> = ok(q
+        .query::<Shipment>()
+        .select_into::<City, _>(|f| f.shipping.city)
+        .to_list()
+        .await);
+    assert_eq!(
+        one,
+        [City {
+            city: "Lima".into()
+        }]
+    );
+}

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::include::Including;
 use super::params::SqlParams;
 use super::render::Sql;
-use super::render::{aggregate_expr, shape_expr, Shape};
+use super::render::{aggregate_expr, shape_expr, shared_key, Shape};
 use super::rows::{decode, decode_aggregate, decode_at, reading};
 use super::select::Selected;
 use super::spec::QuerySpec;
@@ -389,13 +389,19 @@ impl<'s, S: QuerySource, D: PgDocument + HasFields> Query<'s, S, D> {
 
     /// Returns each match as an `Out` deserialized from an object of the chosen fields
     /// (`|f| (f.name, f.total)`), keyed by each field's JSON key: name `Out`'s fields
-    /// like them (or rename them with serde).
+    /// like them (or rename them with serde). Two fields with the same key (`billing.city`
+    /// and `shipping.city`) make the query fail when run, with
+    /// [`Error::InvalidQuery`](marten_core::Error::InvalidQuery) naming them.
     pub fn select_into<Out: DeserializeOwned, Sel: Selection<D>>(
-        self,
+        mut self,
         f: impl FnOnce(D::Fields<D>) -> Sel,
     ) -> Selected<'s, S, D, Out> {
         let sel = f(D::fields_at(Base::root()));
-        self.shaped(shape_expr(&sel.paths(), Shape::Object))
+        let paths = sel.paths();
+        if let Some(reason) = shared_key(D::DOCUMENT_TYPE, &paths) {
+            self.spec.invalid.get_or_insert(reason);
+        }
+        self.shaped(shape_expr(&paths, Shape::Object))
     }
 
     fn shaped<Out>(mut self, expr: String) -> Selected<'s, S, D, Out> {

@@ -33,6 +33,9 @@ pub struct QuerySpec<D> {
     /// What each row returns instead of the document (a `jsonb` expression over `d`
     /// selecting some fields), for a selection.
     pub(super) shape: Option<String>,
+    /// Why the query cannot run, found while it was built (a `select_into` whose fields
+    /// share a key): its statement carries it, checked before anything is sent.
+    pub(super) invalid: Option<String>,
     /// Which rows of a soft-deleted type match (the live ones unless asked).
     pub(super) deleted: Deleted,
     /// Whether the document type has a GIN index (`#[document(gin)]`): equalities then
@@ -62,6 +65,7 @@ impl<D> Default for QuerySpec<D> {
             with_total: false,
             tenant: None,
             shape: None,
+            invalid: None,
             deleted: Deleted::Exclude,
             gin: false,
             searches: Vec::new(),

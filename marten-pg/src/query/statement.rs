@@ -78,6 +78,7 @@ impl<D: 'static> QuerySpec<D> {
     /// [`select`](Self::select) on the documents of `table`.
     pub(super) fn select_from(&self, table: &str, rows: Scoped, paged: bool) -> Sql {
         let mut sql = Sql::default();
+        sql.invalid.clone_from(&self.invalid);
         let wh = self.where_clause(&mut sql, rows);
         let keys = self.sort_keys(&mut sql);
         let limits = if paged {

@@ -36,7 +36,7 @@ pub(crate) use backend_value::PgValue;
 pub(crate) use collect::{collect, ShapeKey};
 pub(crate) use expr::{text_expr, typed_expr};
 pub(crate) use node::render;
-pub(crate) use shape::{shape_expr, Shape};
+pub(crate) use shape::{shape_expr, shared_key, Shape};
 pub(crate) use sql::Sql;
 
 #[cfg(test)]

@@ -18,6 +18,24 @@ pub(crate) enum Shape {
     Object,
 }
 
+/// Why `paths` cannot be selected as an object ([`Shape::Object`]): two of them end in
+/// the same JSON key, and the object would keep only the last one's value under it.
+pub(crate) fn shared_key(document_type: &str, paths: &[Path]) -> Option<String> {
+    let key = |p: &Path| p.segments.last().copied().unwrap_or_default();
+    let dotted = |p: &Path| p.segments.join(".");
+    paths.iter().enumerate().find_map(|(i, a)| {
+        let b = paths[i + 1..].iter().find(|b| key(b) == key(a))?;
+        Some(format!(
+            "select_into on {document_type}: the fields `{}` and `{}` both have the key \
+             `{}` in the selected object (a struct is keyed by each field's last key); \
+             select them with `select`, which reads a tuple",
+            dotted(a),
+            dotted(b),
+            key(a)
+        ))
+    })
+}
+
 /// The `jsonb` expression selecting `paths` of the document `d` in `shape`.
 pub(crate) fn shape_expr(paths: &[Path], shape: Shape) -> String {
     let values = paths.iter().map(|p| json_expr("d.data", p));
