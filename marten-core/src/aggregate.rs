@@ -128,18 +128,30 @@ pub fn fold<A: Apply>(
         }
         // A panicking apply method is that event's failure, like an error it returns:
         // the caller names the event, and the daemon's poison policy applies to it.
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            A::apply_event(state, event)
-        }));
-        state = match applied {
-            Ok(result) => result.map_err(|e| (e, i))?,
-            Err(panic) => return Err((ApplyError::new(panic_message(&*panic)), i)),
-        };
+        state = caught(|| A::apply_event(state, event))
+            .and_then(|result| result)
+            .map_err(|e| (e, i))?;
         if let Some(s) = state.as_mut() {
             after_each(s, event);
         }
     }
     Ok(state)
+}
+
+/// Runs a projection's own code for one event (an apply or identity method) with
+/// a panic caught: a panic is the event's failure, an [`ApplyError`] whose message is
+/// [`panic_message`]'s, never an unwind through the library (a save would be left half
+/// done, a daemon runner would stop without the poison policy meeting the event).
+pub fn caught<T>(run: impl FnOnce() -> T) -> Result<T, ApplyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .map_err(|panic| ApplyError::new(panic_message(&*panic)))
+}
+
+/// The document ids `event` feeds in multi-stream projection `P` (its `identity*`
+/// methods, see [`Identities`]), a panic of one of them caught as the event's
+/// [`ApplyError`] ([`caught`]).
+pub fn identities_of<P: Identities>(event: &EventEnvelope) -> Result<Vec<P::Id>, ApplyError> {
+    caught(|| P::identities(event))
 }
 
 /// The text of a caught panic.

@@ -21,4 +21,4 @@ pub mod stream_order;
 pub use cache::{AggregateCache, CacheKey, CacheUpdate, Cached};
 pub use poison::{backoff, on_failure, FailureAction, PoisonPolicy};
 pub use requirements::{assertion, merge, Assertion, Merge, Required};
-pub use slice::{deal, decide, group, Slice, SliceWrite};
+pub use slice::{deal, decide, group, try_group, Slice, SliceWrite};

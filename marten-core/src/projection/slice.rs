@@ -1,5 +1,6 @@
 //! Slicing a batch of events for an async projection: the events a document type handles
-//! are grouped into slices by document id ([`group`]), the slices are dealt round-robin
+//! are grouped into slices by document id ([`group`], or [`try_group`] when finding an
+//! event's ids can fail), the slices are dealt round-robin
 //! to the workers that fold them ([`deal`]), and each folded state becomes a write, a
 //! deletion or nothing ([`decide`]).
 //!
@@ -32,13 +33,32 @@ where
     I: Hash + Eq + Clone,
     E: Clone + 'a,
 {
+    match try_group(events, handles, |e| {
+        Ok::<_, std::convert::Infallible>(key(e))
+    }) {
+        Ok(slices) => slices,
+        Err(never) => match never {},
+    }
+}
+
+/// [`group`] with a `key` that can fail (a projection's identity method that panicked,
+/// caught): the first event it fails for ends the grouping with its error.
+pub fn try_group<'a, I, E, X>(
+    events: impl IntoIterator<Item = &'a E>,
+    handles: impl Fn(&E) -> bool,
+    key: impl Fn(&E) -> Result<Vec<I>, X>,
+) -> Result<Vec<Slice<I, E>>, X>
+where
+    I: Hash + Eq + Clone,
+    E: Clone + 'a,
+{
     let mut slices: Vec<Slice<I, E>> = Vec::new();
     let mut index: HashMap<I, usize> = HashMap::new();
     for event in events {
         if !handles(event) {
             continue;
         }
-        let ids = key(event);
+        let ids = key(event)?;
         for (k, id) in ids.iter().enumerate() {
             if ids[..k].contains(id) {
                 continue;
@@ -53,7 +73,7 @@ where
             slices[at].events.push(event.clone());
         }
     }
-    slices
+    Ok(slices)
 }
 
 /// Deals `items` round-robin to `hands` hands (at least one): item `i` goes to hand
@@ -174,6 +194,20 @@ mod tests {
         ];
         assert_eq!(slices(&events), vec![(1, vec!["keep"])]);
         assert!(slices(&[unhandled("only", &[1])]).is_empty());
+    }
+
+    #[test]
+    fn a_failing_key_ends_the_grouping_with_its_error() {
+        let events = [ev("a", &[1]), ev("bad", &[2]), ev("c", &[3])];
+        let grouped = try_group(
+            &events,
+            |e| e.handled,
+            |e| match e.name {
+                "bad" => Err(e.name),
+                _ => Ok(e.ids.clone()),
+            },
+        );
+        assert_eq!(grouped, Err("bad"));
     }
 
     #[test]

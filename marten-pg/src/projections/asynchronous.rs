@@ -32,7 +32,7 @@ use std::marker::PhantomData;
 
 use crate::connection::Db;
 use futures_util::future::BoxFuture;
-use marten_core::aggregate::fold;
+use marten_core::aggregate::{fold, identities_of};
 use marten_core::projection::shard::Shard;
 use marten_core::projection::slice::{self, SliceWrite};
 use marten_core::projection::stream_order::each_stream_in_order;
@@ -224,10 +224,12 @@ fn fold_slice<A: Aggregate + PgDocument>(slice: Slice<A>) -> Result<Folded<A>> {
 
 /// The first half of planning a batch in slices: the events `D` handles grouped to
 /// document ids by `key`, with the current documents loaded; `before_event` told of
-/// every event. Empty when no event feeds a document.
+/// every event. Empty when no event feeds a document. The first event `key` fails for
+/// (a multi-stream projection's identity method that panicked) fails the batch with its
+/// error.
 pub(super) async fn loaded_slices<D: marten_core::Apply + PgDocument>(
     batch: Batch<'_>,
-    key: impl Fn(&EventEnvelope) -> Vec<D::Id>,
+    key: impl Fn(&EventEnvelope) -> Result<Vec<D::Id>>,
 ) -> Result<Vec<Slice<D>>> {
     let Batch {
         store,
@@ -237,7 +239,7 @@ pub(super) async fn loaded_slices<D: marten_core::Apply + PgDocument>(
         tenant,
         ..
     } = batch;
-    let slices = slice::group(events, |e| D::handles(e.data.as_ref()), key);
+    let slices = slice::try_group(events, |e| D::handles(e.data.as_ref()), key)?;
     if slices.is_empty() {
         return Ok(Vec::new());
     }
@@ -307,9 +309,9 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by stream, each in its stream's version order.
         let key = |e: &EventEnvelope| {
-            <A::Id as AggregateId>::from_stream_id(&e.stream_id)
+            Ok(<A::Id as AggregateId>::from_stream_id(&e.stream_id)
                 .into_iter()
-                .collect()
+                .collect())
         };
         Box::pin(async move {
             let mut slices = loaded_slices::<A>(batch, key).await?;
@@ -425,14 +427,16 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by document, as the projection's identity methods say; a shard keeps
-        // its own documents' slices.
+        // its own documents' slices. An identity method that panics is the event's
+        // failure, as an apply method's is: the poison policy meets it.
         let shard = batch.shard;
         let key = move |e: &EventEnvelope| {
-            let mut ids = P::identities(e);
+            let mut ids = identities_of::<P>(e)
+                .map_err(|err| apply_error(P::DOCUMENT_TYPE, e, err.message))?;
             if let Some(s) = shard {
                 ids.retain(|id| s.owns(&id.key()));
             }
-            ids
+            Ok(ids)
         };
         Box::pin(async move {
             let mut slices = loaded_slices::<P>(batch, key).await?;
@@ -459,10 +463,17 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         true
     }
 
-    /// The events that slice to a document of `shard`.
+    /// The events that slice to a document of `shard`. An event an identity method
+    /// panics on is the shard's of its stream (one shard, as an aggregate's event is):
+    /// its planning meets the panic again, and the poison policy meets the event once.
     fn in_shard(&self, event: &EventEnvelope, shard: Shard) -> bool {
-        P::handles(event.data.as_ref())
-            && P::identities(event).iter().any(|id| shard.owns(&id.key()))
+        if !P::handles(event.data.as_ref()) {
+            return false;
+        }
+        match identities_of::<P>(event) {
+            Ok(ids) => ids.iter().any(|id| shard.owns(&id.key())),
+            Err(_) => shard.owns(&event.stream_id.key()),
+        }
     }
 
     fn handles_type(&self, type_id: TypeId, _name: &'static str) -> bool {

@@ -10,7 +10,7 @@
 //! ([`ProjectedOps`] remembers the refusal, the event's failure).
 
 use futures_util::future::BoxFuture;
-use marten_core::projection::inline::AppendView;
+use marten_core::projection::inline::{name_version, AppendView};
 use marten_core::session::check_id;
 use marten_core::tenant::require_tenant;
 use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId, WithSources};
@@ -319,7 +319,10 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             let mut ops = ProjectedOps::for_tenant(pg.out.tenant.as_ref());
             for append in plan.appends {
                 for event in append.asserted_envelopes()? {
-                    apply_inline(&self.0, &event, &mut ops)?;
+                    if let Err(e) = apply_inline(&self.0, &event, &mut ops) {
+                        let stored = pg.stream_version(&event.stream_id);
+                        return Err(name_version(e, plan.appends, &event, stored).await);
+                    }
                 }
             }
             if let Some(e) = ops.error {

@@ -102,6 +102,25 @@ impl Planner<'_, '_> {
         }
         Ok(())
     }
+
+    /// The stored version of `stream` for the save's tenant (`None`: no such stream),
+    /// read without a lock: only to name the version of an event that failed to apply
+    /// when nothing reserved its version (see
+    /// [`version_in_save`](marten_core::projection::inline::version_in_save)).
+    pub(crate) async fn stream_version(
+        &mut self,
+        stream: &marten_core::StreamId,
+    ) -> Result<Option<i64>> {
+        let events: &crate::events::EventCatalog = self.store.as_ref();
+        let tenant = crate::event_tenant::EventTenant::of_session(
+            events.events_tenancy(),
+            self.out.tenant.as_ref(),
+        )?;
+        let key = crate::stream_key::StreamKey(stream.clone());
+        let state =
+            crate::events::read::stream_state(events, self.req.client(), &tenant, &key).await?;
+        Ok(state.map(|s| s.version))
+    }
 }
 
 impl<D: PgDocument> PlanOutput<D> for Planner<'_, '_> {

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use marten_core::concurrency::VersionedMode;
 use marten_core::projection::inline::{plan_multi_stream, AppendView, DocumentReads};
 use marten_core::session::Loaded;
-use marten_core::{Identities, Result};
+use marten_core::{Identities, Result, StreamId};
 
 use super::{InlineProjection, Planner, SavePlan};
 use crate::documents::load;
@@ -59,5 +59,9 @@ impl<P: PgDocument> DocumentReads<P> for Planner<'_, '_> {
         self.store.ensure::<P>().await?;
         self.begin().await?;
         load::load_many_locked::<P>(self.req.client(), self.out.tenant.as_ref(), ids).await
+    }
+
+    async fn stream_version(&mut self, stream: &StreamId) -> Result<Option<i64>> {
+        Planner::stream_version(self, stream).await
     }
 }

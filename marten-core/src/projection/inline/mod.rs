@@ -5,7 +5,9 @@
 //! planners of single-stream aggregates ([`plan_aggregate`]) and multi-stream documents
 //! ([`plan_multi_stream`]). What a planner needs from the database - locked reads and
 //! the list its writes are queued on - it asks of the backend through [`PlanOutput`],
-//! [`AggregateReads`] and [`DocumentReads`], implemented per document type.
+//! [`AggregateReads`] and [`DocumentReads`], implemented per document type. A failed
+//! apply names its event ([`apply_error`]), at the version a plain append would have
+//! given it when nothing reserved one ([`name_version`]).
 
 mod aggregate;
 mod multi_stream;
@@ -162,6 +164,75 @@ pub fn advance(stream: &StreamId, base: i64, count: usize) -> Result<i64> {
         })
 }
 
+/// The stream version `event`, one of the events of the save's `appends` (by stream and
+/// id), is appended at when the save commits: its place among the appends to its stream,
+/// counted from `stored` (the stream's version before the save; `None`: no stream yet)
+/// up to the first append that asserts a version (a start, an expected version). For
+/// naming an event whose envelope does not know its version (0: a plain append of a save
+/// that reserved none, see [`AppendView::asserted_envelopes`]). `None` when `event` is
+/// none of the appends' events.
+pub fn version_in_save(
+    appends: &[AppendView],
+    event: &EventEnvelope,
+    stored: Option<i64>,
+) -> Option<i64> {
+    let mut running = None;
+    for append in appends.iter().filter(|a| a.stream == event.stream_id) {
+        let base = match append.kind {
+            AppendKind::Start => 0,
+            AppendKind::Expected(v) => v,
+            AppendKind::Append => running.or(stored).unwrap_or(0),
+        };
+        if let Some(i) = append.ids.iter().position(|id| *id == event.id) {
+            return advance(&append.stream, base, i + 1).ok();
+        }
+        running = advance(&append.stream, base, append.events.len()).ok();
+    }
+    None
+}
+
+/// `error`, when it is a failed apply of `event` (one of the save's `appends`) at version
+/// 0 (an envelope that does not know its version: a plain append of a save that reserved
+/// none), naming the version the event would have been appended at: `stored`, a read of
+/// its stream's stored version awaited only then, and [`version_in_save`]. A read that
+/// fails leaves the error as it is (logged): the apply's failure is what the save
+/// reports.
+pub async fn name_version(
+    error: Error,
+    appends: &[AppendView],
+    event: &EventEnvelope,
+    stored: impl Future<Output = Result<Option<i64>>>,
+) -> Error {
+    let Error::Apply {
+        projection,
+        event_type,
+        stream,
+        version: 0,
+        message,
+    } = error
+    else {
+        return error;
+    };
+    let version = match stored.await {
+        Ok(stored) => version_in_save(appends, event, stored).unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(
+                stream = %stream,
+                error = %crate::WithSources(&e),
+                "cannot read the stream's version to name a failed event"
+            );
+            0
+        }
+    };
+    Error::Apply {
+        projection,
+        event_type,
+        stream,
+        version,
+        message,
+    }
+}
+
 /// The error of a failed apply, naming the projection, the event and its stream.
 pub fn apply_error(projection: &'static str, event: &EventEnvelope, message: String) -> Error {
     Error::Apply {
@@ -250,6 +321,13 @@ pub trait DocumentReads<P: Document>: PlanOutput<P> {
         &mut self,
         ids: &[P::Id],
     ) -> impl Future<Output = Result<Vec<Loaded<P>>>> + Send;
+    /// The stored version of `stream` (`None`: no such stream), read, without a lock,
+    /// only to name the version of a failed event that nothing reserved a version for
+    /// (see [`version_in_save`]).
+    fn stream_version(
+        &mut self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
 }
 
 #[cfg(test)]

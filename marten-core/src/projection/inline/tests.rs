@@ -76,13 +76,18 @@ impl Aggregate for Total {
 }
 
 impl Identities for Total {
+    /// The event's tallies; a tally named "panic" makes it panic.
     fn identities(event: &EventEnvelope) -> Vec<String> {
-        event
+        let tallies = event
             .data
             .as_any()
             .downcast_ref::<Added>()
             .map(|a| a.tallies.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if tallies.iter().any(|t| t == "panic") {
+            panic!("no tally for this event");
+        }
+        tallies
     }
 }
 
@@ -171,6 +176,12 @@ impl DocumentReads<Total> for Reads {
                 })
             })
             .collect())
+    }
+    async fn stream_version(&mut self, stream: &StreamId) -> Result<Option<i64>> {
+        let StreamId::String(id) = stream else {
+            return Ok(None);
+        };
+        Ok(self.streams.get(id).map(|s| s.0))
     }
 }
 
@@ -346,5 +357,79 @@ fn multi_stream_documents_gather_events_of_many_streams_and_assert_the_version_r
             (BasicWrite::Upsert, "t1".into(), 103, Some(6)),
             (BasicWrite::Insert, "t2".into(), 1, None)
         ]
+    );
+}
+
+#[test]
+fn a_panicking_identity_method_fails_the_plan_naming_the_event_at_its_version() {
+    let mut reads = Reads::default();
+    reads.streams.insert("s1".into(), (4, None, false));
+    let cache = AggregateCache::new(8);
+    let appends = [
+        append(0, "s1", AppendKind::Append, &[1], &["t1"]),
+        append(1, "s1", AppendKind::Append, &[2, 3], &["panic"]),
+    ];
+    let failed = with_plan(&appends, &cache, |plan| {
+        ready(plan_multi_stream::<Total, _, _>(plan, &mut reads))
+    });
+    match failed {
+        Err(crate::Error::Apply {
+            projection,
+            event_type,
+            stream,
+            version,
+            message,
+        }) => {
+            assert_eq!((projection, event_type.as_str()), ("Total", "added"));
+            assert_eq!(stream, StreamId::String("s1".into()));
+            assert_eq!(version, 6, "stored at 4, the save's second event");
+            assert!(message.contains("no tally for this event"), "{message}");
+        }
+        other => panic!("expected an apply error, got {other:?}"),
+    }
+    assert!(reads.locked.is_empty() && reads.written.is_empty());
+}
+
+#[test]
+fn a_failed_multi_stream_apply_of_a_plain_append_names_the_version_it_would_take() {
+    let mut reads = Reads::default();
+    reads.streams.insert("s".into(), (9, None, false));
+    let cache = AggregateCache::new(8);
+    let appends = [append(0, "s", AppendKind::Append, &[1, -1], &["t"])];
+    let failed = with_plan(&appends, &cache, |plan| {
+        ready(plan_multi_stream::<Total, _, _>(plan, &mut reads))
+    });
+    match failed {
+        Err(crate::Error::Apply { version, .. }) => assert_eq!(version, 11, "not 0"),
+        other => panic!("expected an apply error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_version_in_a_save_counts_from_the_stored_version_or_the_last_assertion() {
+    let appends = [
+        append(0, "a", AppendKind::Append, &[1, 2], &[]),
+        append(1, "b", AppendKind::Start, &[1], &[]),
+        append(2, "a", AppendKind::Append, &[3], &[]),
+        append(3, "a", AppendKind::Expected(7), &[4], &[]),
+        append(4, "a", AppendKind::Append, &[5], &[]),
+    ];
+    let envelope = |a: &AppendView, i: usize| {
+        let mut e = EventEnvelope::new(0, a.ids[i], a.stream.clone(), a.events[i].clone());
+        e.version = 0;
+        e
+    };
+    let at =
+        |a: usize, i: usize, stored| version_in_save(&appends, &envelope(&appends[a], i), stored);
+    assert_eq!(at(0, 1, Some(5)), Some(7));
+    assert_eq!(at(0, 0, None), Some(1), "a new stream");
+    assert_eq!(at(1, 0, Some(5)), Some(1), "a start");
+    assert_eq!(at(2, 0, Some(5)), Some(8));
+    assert_eq!(at(3, 0, Some(5)), Some(8), "asserted");
+    assert_eq!(at(4, 0, Some(5)), Some(9));
+    let stranger = append(0, "a", AppendKind::Append, &[1], &[]);
+    assert_eq!(
+        version_in_save(&appends, &envelope(&stranger, 0), Some(5)),
+        None
     );
 }
