@@ -904,3 +904,49 @@ async fn discarding_does_not_hide_a_lost_transaction() {
     ok(locked.save_changes().await);
     assert_eq!(titles(&store, stream).await, ["plain"]);
 }
+
+/// A lock taken after the session's transaction was lost opens a new transaction; the
+/// save that reports the loss ends that one too, so its lock is not held on.
+#[tokio::test]
+async fn the_save_reporting_a_lost_transaction_releases_the_locks_taken_since() {
+    let (schema, b) = common::named_builder("evc_lost_since");
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_millis(500))
+        .build()
+        .await);
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(first, [started("a")]));
+    ok(s.events().start_stream(second, [started("b")]));
+    ok(s.save_changes().await);
+    let mut locked = store.lightweight_session();
+    ok(locked
+        .events()
+        .append_exclusive(first, [task("lost")])
+        .await);
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'idle in transaction'",
+        &[&schema.name()],
+    )
+    .await
+    .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(locked
+        .events()
+        .append_exclusive(second, [task("since")])
+        .await);
+    match locked.save_changes().await {
+        Err(Error::TransactionLost { .. }) => {}
+        other => panic!("a save after the lock was lost reported {other:?}"),
+    }
+    let mut other = store.lightweight_session();
+    ok(other
+        .events()
+        .append_exclusive(second, [task("other")])
+        .await);
+    ok(other.save_changes().await);
+    assert_eq!(titles(&store, first).await, Vec::<String>::new());
+    assert_eq!(titles(&store, second).await, ["other"]);
+}

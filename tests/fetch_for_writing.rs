@@ -488,3 +488,35 @@ async fn a_failed_lock_attempt_cannot_release_locks_taken_after_it() {
     assert_eq!(titles(&store, later).await, ["0", "s"]);
     assert_eq!(titles(&store, busy).await, ["0", "other"]);
 }
+
+/// `fetch_for_exclusive_writing` whose read under the lock times out ends the transaction
+/// it began: the loss of it is that call's error (`Timeout`), not a later save's, so the
+/// session's next save of other work commits.
+#[tokio::test]
+async fn a_timed_out_read_under_a_lock_this_fetch_took_does_not_fail_the_next_save() {
+    let (schema, b) = builder("ffw_lost_own");
+    let store = ok(b
+        .request_timeout(Some(Duration::from_millis(500)))
+        .build()
+        .await);
+    let stream = project(&store).await;
+    let raw = schema.raw_client().await;
+    // The fold's read of the events waits behind this lock, past the request timeout.
+    raw.batch_execute("BEGIN; LOCK TABLE mt_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let mut s = store.lightweight_session();
+    let fetched = s
+        .events()
+        .fetch_for_exclusive_writing::<Tasks>(stream)
+        .await
+        .map(|w| w.version());
+    assert!(
+        matches!(fetched, Err(marten::Error::Timeout { .. })),
+        "{fetched:?}"
+    );
+    raw.batch_execute("ROLLBACK").await.expect("unlock");
+    ok(s.events().append(stream, [task("plain")]));
+    ok(s.save_changes().await);
+    assert_eq!(titles(&store, stream).await, ["0", "plain"]);
+}

@@ -77,6 +77,12 @@ impl Conn {
         self.in_transaction
     }
 
+    /// Whether a transaction held across requests was lost and its loss is still to be
+    /// reported (see [`take_lost_transaction`](Self::take_lost_transaction)).
+    pub(crate) fn lost_transaction_pending(&self) -> bool {
+        self.lost_transaction.is_some()
+    }
+
     /// How a transaction held across requests was lost since the last call, if it was,
     /// and forgets it: a save that was to commit under its locks must not run without
     /// them.

@@ -221,7 +221,9 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     let mut req = parts.conn.request(&parts.store).await?;
     if let Some(cause) = req.take_lost_transaction() {
         // The save was to commit under the exclusive locks of a transaction that is
-        // gone: sent now, it would run without them.
+        // gone: sent now, it would run without them. A transaction begun since (a later
+        // lock) ends with the save, as when a sent save fails.
+        req.rollback_within(&parts.store).await;
         req.finish();
         return Ok(AttemptEnd::Failed(Error::TransactionLost { cause }));
     }

@@ -143,7 +143,7 @@ impl<'s, K: Tracking> Events<'s, K> {
         I: IntoIterator<Item: Into<PendingEvent>>,
         E: From<Error>,
     {
-        let began = !self.session.parts().conn.in_transaction();
+        let began = self.begins_transaction();
         let mut writing = self.fetch_for_exclusive_writing::<A>(stream).await?;
         let decided = decide(writing.state()).map(|events| writing.append(events));
         let version = writing.version();

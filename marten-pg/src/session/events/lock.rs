@@ -58,19 +58,29 @@ impl<K: Tracking> Events<'_, K> {
 }
 
 impl<K: Tracking> Events<'_, K> {
+    /// Whether an operation about to take a lock begins the session's transaction: none
+    /// is open, and no earlier one was lost without its loss reported yet (that loss
+    /// belongs to the session's next save, whatever this operation does).
+    pub(super) fn begins_transaction(&self) -> bool {
+        let conn = &self.session.parts().conn;
+        !conn.in_transaction() && !conn.lost_transaction_pending()
+    }
+
     /// Ends the session's transaction, and every lock it holds, with a rollback within
     /// the request timeout; a rollback that is not answered in time closes the connection
-    /// (which ends the transaction on the server).
+    /// (which ends the transaction on the server). Only for an operation that began the
+    /// transaction ([`begins_transaction`](Self::begins_transaction)): a loss of it found
+    /// on the way is over with it, not the next save's to report.
     pub(super) async fn end_transaction(&mut self) {
         let s = self.session.parts_mut();
-        let Ok(mut req) = s.conn.request(&s.store).await else {
-            return;
-        };
-        if within(&s.store, req.rollback()).await.is_none() {
-            req.mark_lost();
-            return;
+        if let Ok(mut req) = s.conn.request(&s.store).await {
+            if within(&s.store, req.rollback()).await.is_none() {
+                req.mark_lost();
+            } else {
+                req.finish();
+            }
         }
-        req.finish();
+        s.conn.take_lost_transaction();
     }
 }
 

@@ -71,7 +71,7 @@ impl<'s, K: Tracking> Events<'s, K> {
     ) -> Result<Writing<'s, K, A>> {
         let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
-        let began = !self.session.parts().conn.in_transaction();
+        let began = self.begins_transaction();
         match self.lock_stream(&tenant, &key).await {
             Ok(_) | Err(Error::StreamNotFound { .. }) => {}
             Err(e) => return Err(e),
