@@ -1007,6 +1007,60 @@ async fn lost_commit_answer_is_outcome_unknown_and_all_there() {
     assert_eq!(stored_note(&schema, 8).await.as_deref(), Some("after"));
 }
 
+/// A caller's raw write whose answer is lost, or does not come within the request
+/// timeout, may have committed: `sql_execute` (and a writing `sql_query`) says so with
+/// `OutcomeUnknown`, never a retryable connection error; a raw read stays a plain
+/// connection error.
+#[tokio::test]
+async fn a_raw_write_whose_answer_is_lost_is_an_unknown_outcome() {
+    let (schema, proxy, store) = proxied("fault_raw_write").await;
+    let update = "UPDATE mt_doc_note SET data = jsonb_set(data, '{text}', to_jsonb($1::text)) \
+                  WHERE id = -3";
+    let insert = "INSERT INTO mt_doc_note (id, data) \
+                  SELECT $1, data FROM mt_doc_note WHERE id = -3 RETURNING id";
+    // Prepared on the pooled connection: the write is then one flight.
+    ok(store.sql_execute(update, &[&"warm"]).await);
+    let _ = ok(store.sql_query("SELECT 1", &[]).await);
+
+    fault_open_connections(&proxy, answer_lost());
+    let err = store
+        .sql_execute(update, &[&"lost"])
+        .await
+        .expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(stored_note(&schema, -3).await.as_deref(), Some("lost"));
+    assert_recovers(&store, &schema, 1000).await;
+
+    let _ = ok(store.sql_query(insert, &[&-4i64]).await);
+    ok(store
+        .sql_execute("DELETE FROM mt_doc_note WHERE id = -4", &[])
+        .await);
+    fault_open_connections(&proxy, answer_lost());
+    let err = store
+        .sql_query(insert, &[&-4i64])
+        .await
+        .expect_err("answer lost");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert!(stored_note(&schema, -4).await.is_some(), "it committed");
+    assert_recovers(&store, &schema, 2000).await;
+
+    fault_open_connections(&proxy, Faults::black_hole());
+    let err = store
+        .sql_execute(update, &[&"unanswered"])
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    assert_recovers(&store, &schema, 3000).await;
+
+    fault_open_connections(&proxy, answer_lost());
+    let err = store
+        .sql_query("SELECT 1", &[])
+        .await
+        .expect_err("read cut");
+    assert!(matches!(err, Error::Connection(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn black_hole_ends_within_the_request_timeout() {
     let (schema, proxy, store) = proxied("fault_black_hole").await;

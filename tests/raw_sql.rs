@@ -153,6 +153,21 @@ async fn session_state_made_by_raw_sql_does_not_reach_the_next_request() {
         "set_config reached the next request"
     );
 
+    // An update of pg_settings sets the setting for the session (the view's rule calls
+    // set_config): a connection left without durable commits must not be pooled.
+    ok(store
+        .sql_execute(
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'synchronous_commit'",
+            &[],
+        )
+        .await);
+    let rows = ok(store.sql_query("SHOW synchronous_commit", &[]).await);
+    assert_eq!(
+        rows[0].get::<_, String>(0),
+        "on",
+        "an update of pg_settings reached the next request"
+    );
+
     ok(store
         .sql_execute("CREATE TEMP TABLE raw_sql_leak (a int)", &[])
         .await);

@@ -21,7 +21,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use tracing::{debug, warn};
 
-use crate::connection::{timed_out, within, Conn, Db};
+use crate::connection::{timed_out, within, Conn, Connector, Db};
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
 use crate::tables::qualify::{quoted_names, words};
@@ -45,18 +45,26 @@ const DATA: &[&str] = &[
     "DELETE", "EXPLAIN", "INSERT", "MERGE", "SELECT", "SHOW", "TABLE", "UPDATE", "VALUES", "WITH",
 ];
 
-/// Functions that in a data statement may leave session state: the session-level
-/// advisory locks, `set_config` (which may set a setting for the session), dblink's
-/// connections. Named plainly or quoted (`"pg_advisory_lock"(1)`).
+/// Names that in a data statement may leave session state: the session-level advisory
+/// locks, `set_config` (which may set a setting for the session) and the `pg_settings`
+/// view (an `UPDATE` of it is a `set_config` for the session), `setseed` (the session's
+/// random sequence), dblink's connections. Named plainly or quoted
+/// (`"pg_advisory_lock"(1)`).
 const SESSION_WORDS: &[&str] = &[
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
     "pg_try_advisory_lock_shared",
     "set_config",
+    "pg_settings",
+    "setseed",
     "dblink_connect",
     "dblink_connect_u",
 ];
+
+/// Words of a statement that writes rows (itself or in a `WITH`): a caller's query that
+/// names one and loses its answer has an unknown outcome.
+const WRITE_WORDS: &[&str] = &["INSERT", "UPDATE", "DELETE", "MERGE"];
 
 /// Words that after `INTO` make a data statement create a temporary table (`SELECT ...
 /// INTO TEMP t`); elsewhere they may be a column's name.
@@ -151,12 +159,20 @@ impl DocumentStore {
     ///   `WITH`, `VALUES`, `TABLE`, `SHOW` and `EXPLAIN` (so `SET`, `LISTEN`, `PREPARE`,
     ///   `DECLARE`, `CREATE TEMP TABLE`, `DO`, `CALL`, DDL), and those naming a
     ///   session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
-    ///   `_shared` forms), `set_config` or `dblink_connect` (plainly or quoted, or any
-    ///   `U&"..."` name), or selecting `INTO TEMP`. A
+    ///   `_shared` forms), `set_config`, `pg_settings`, `setseed` or `dblink_connect`
+    ///   (plainly or quoted, or any `U&"..."` name), or selecting `INTO TEMP`. A
     ///   function of your own that changes its session is not seen: set what every
     ///   connection needs in the builder's `after_connect`.
+    ///
+    /// A statement that writes (`INSERT`, `UPDATE`, `DELETE` or `MERGE`, in a `WITH`
+    /// too) and loses its connection or its answer's deadline after it was sent is
+    /// [`Error::OutcomeUnknown`], as [`sql_execute`](Self::sql_execute) is: it may have
+    /// committed. Other statements are reads (a lost connection is
+    /// [`Error::Connection`], a deadline [`Error::Timeout`]); a function of your own that
+    /// writes is not seen: call it with `sql_execute`.
     pub async fn sql_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        self.run_raw(sql, async |client| {
+        let writes = words(sql).any(|w| is(w, WRITE_WORDS));
+        self.run_raw(sql, writes, async |client| {
             client
                 .query(sql, params)
                 .await
@@ -168,9 +184,11 @@ impl DocumentStore {
     /// Runs one parameterized statement that writes (its own transaction) and returns
     /// the number of rows it wrote. Statements that begin or end a transaction are
     /// refused, and a connection left with session state is closed, as
-    /// [`DocumentStore::sql_query`] describes.
+    /// [`DocumentStore::sql_query`] describes. A statement whose connection is lost, or
+    /// whose answer does not come within the request timeout, is
+    /// [`Error::OutcomeUnknown`]: it may have committed (read before running it again).
     pub async fn sql_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        self.run_raw(sql, async |client| {
+        self.run_raw(sql, true, async |client| {
             client
                 .execute(sql, params)
                 .await
@@ -181,24 +199,53 @@ impl DocumentStore {
 
     /// Runs `f`, a caller's statement `sql`, as one request on a connection of the pool,
     /// after [`aftermath`] allowed it; closes the connection after it when the statement
-    /// may have left session state.
-    async fn run_raw<T>(&self, sql: &str, f: impl AsyncFnOnce(Db<'_>) -> Result<T>) -> Result<T> {
+    /// may have left session state. A statement that `writes` and whose connection or
+    /// deadline is lost has an unknown outcome.
+    async fn run_raw<T>(
+        &self,
+        sql: &str,
+        writes: bool,
+        f: impl AsyncFnOnce(Db<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let kept = aftermath(sql)? == Aftermath::Nothing;
         let mut conn = Conn::new();
-        if aftermath(sql)? == Aftermath::Nothing {
-            return conn.run(self, f).await;
-        }
         let req = conn.request(self).await?;
         let Some(result) = within(self, f(req.client())).await else {
             warn!("a request timed out");
             // Unfinished: the guard cancels and closes the connection.
             drop(req);
-            return Err(timed_out(self));
+            return Err(match writes {
+                true => unanswered(self),
+                false => timed_out(self),
+            });
         };
-        debug!("closing the connection of a statement that may have left session state");
-        // Every answer was read; the connection is closed, not given back.
-        req.finish_broken();
+        let result = match result {
+            // Sent (or not: the caller cannot tell which) and never answered.
+            Err(Error::Connection(lost)) if writes => Err(Error::OutcomeUnknown(lost)),
+            result => result,
+        };
+        if kept {
+            req.settle(&result);
+        } else {
+            debug!("closing the connection of a statement that may have left session state");
+            // Every answer was read; the connection is closed, not given back.
+            req.finish_broken();
+        }
         result
     }
+}
+
+/// The unknown outcome of a caller's write whose answer did not come within the
+/// store's request timeout.
+fn unanswered(store: &DocumentStore) -> Error {
+    let waited = AsRef::<Connector>::as_ref(store)
+        .request_timeout()
+        .unwrap_or_default();
+    Error::OutcomeUnknown(marten_core::DatabaseError {
+        code: None,
+        context: "waiting for the answer to a caller's statement".to_owned(),
+        source: format!("no answer within {} ms", waited.as_millis()).into(),
+    })
 }
 
 #[cfg(test)]
@@ -263,6 +310,8 @@ mod tests {
             "CREATE TEMPORARY TABLE t (a int)",
             "DISCARD ALL",
             "DO $$ BEGIN END $$",
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'synchronous_commit'",
+            "SELECT setseed(0.5)",
             "COMMIT PREPARED 'x'",
             "ROLLBACK PREPARED 'x'",
         ] {
