@@ -4,7 +4,10 @@
 //! tenants; the bound on open databases; one build for concurrent first uses; a database
 //! that is down fails typed and is tried again later; a first use dropped at any await
 //! point leaves nothing behind; a lookup racing an add or remove of the tenant, or an add
-//! or remove dropped after its statement, never leaves the tenant's old database in use.
+//! or remove dropped after its statement, never leaves the tenant's old database in use;
+//! concurrent first uses of a tenant share one lookup of the master table (dropped or
+//! failed, it neither hangs nor multiplies), and an unknown tenant is looked up once per
+//! expiry.
 
 mod common;
 
@@ -1438,5 +1441,371 @@ async fn a_failed_refresh_never_returns_a_database_this_store_moved_or_removed()
             }
         }
         store.close();
+    }
+}
+
+/// A tenanted store whose master database (the test's schema on the server's own
+/// database) is reached through `proxy`, with a pool of `pool` connections named after
+/// the schema, and whose cached tenants expire after `expiry`.
+async fn counted_master(
+    schema: &TestSchema,
+    proxy: &CountingProxy,
+    pool: usize,
+    expiry: Duration,
+) -> TenantedStore {
+    let url = format!(
+        "{}&application_name={}",
+        schema.url_via_addr(proxy.addr),
+        schema.name()
+    );
+    ok(tenanted(schema)
+        .master_database(
+            DocumentStore::builder()
+                .connection_string(url)
+                .schema(schema.name())
+                .pool_size(pool),
+        )
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await)
+}
+
+/// A connection holding the test's master table locked (`ACCESS EXCLUSIVE`) until it
+/// commits: every lookup waits for it meanwhile.
+async fn lock_master_table(dbs: &Databases, schema: &str) -> tokio_postgres::Client {
+    let locker = dbs.admin().await;
+    // The schema name is the test's own, made of [a-z0-9_].
+    let sql = format!("BEGIN; LOCK TABLE {schema}.mt_tenant_databases IN ACCESS EXCLUSIVE MODE");
+    ok_pg(locker.batch_execute(&sql).await);
+    locker
+}
+
+/// How many lookups of connections named `app` wait for a lock.
+async fn waiting_lookups(admin: &tokio_postgres::Client, app: &str) -> i64 {
+    ok_pg(
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND wait_event_type = 'Lock' AND query LIKE 'SELECT connection_string FROM %'",
+                &[&app],
+            )
+            .await,
+    )
+    .get(0)
+}
+
+/// Waits (at most 5 s) until a lookup of connections named `app` waits for a lock, then
+/// lets the uses that come meanwhile arrive: how many lookups wait then.
+async fn lookups_waiting_for_the_lock(admin: &tokio_postgres::Client, app: &str) -> i64 {
+    let started = Instant::now();
+    while waiting_lookups(admin, app).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no lookup waits for the master table's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    waiting_lookups(admin, app).await
+}
+
+/// Awaits `task` (at most 20 s: a use never hangs).
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), task).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("a use of the tenant hangs"),
+    }
+}
+
+/// Concurrent first uses of a tenant the store never resolved (a process starting under
+/// load) share one lookup: with the master table locked, one lookup waits for it, not one
+/// per use (each taking a connection of the master's pool); all get the tenant's
+/// database, and the tenant's row is read once.
+#[tokio::test]
+async fn concurrent_first_uses_of_a_tenant_share_one_lookup() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_first_burst");
+    let admin = dbs.admin().await;
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("burst_tenant", dbs.url(0)).await);
+    let proxy = CountingProxy::start(&schema.host_port(), b"burst_tenant").await;
+    let store = counted_master(&schema, &proxy, 8, Duration::from_secs(30)).await;
+    let locker = lock_master_table(&dbs, schema.name()).await;
+    let uses: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { save_note_for(&store, "burst_tenant").await })
+        })
+        .collect();
+    assert_eq!(
+        lookups_waiting_for_the_lock(&admin, schema.name()).await,
+        1,
+        "concurrent first uses of one tenant ran a lookup each"
+    );
+    ok_pg(locker.batch_execute("COMMIT").await);
+    for u in uses {
+        joined(u).await;
+    }
+    assert_eq!(proxy.count(), 1, "the tenant's row was read more than once");
+    assert_eq!(notes_in(&dbs, 0, schema.name()).await, 20);
+    store.close();
+    other.close();
+}
+
+/// When the use running a tenant's first lookup is dropped (cancelled, timed out), the
+/// uses waiting for that lookup do not hang: one of them looks the tenant up instead,
+/// and they all get its database.
+#[tokio::test]
+async fn a_dropped_first_lookup_does_not_hang_the_uses_waiting_for_it() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_first_dropped");
+    let admin = dbs.admin().await;
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("dropped_tenant", dbs.url(0)).await);
+    let proxy = CountingProxy::start(&schema.host_port(), b"dropped_tenant").await;
+    let store = counted_master(&schema, &proxy, 8, Duration::from_secs(30)).await;
+    let locker = lock_master_table(&dbs, schema.name()).await;
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { store.store_for("dropped_tenant").await.map(|_| ()) })
+    };
+    let waiting: Vec<_> = (0..5)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.store_for("dropped_tenant").await.map(|_| ()) })
+        })
+        .collect();
+    assert_eq!(
+        lookups_waiting_for_the_lock(&admin, schema.name()).await,
+        1,
+        "the uses of one tenant ran a lookup each"
+    );
+    first.abort();
+    assert!(matches!(first.await, Err(e) if e.is_cancelled()));
+    ok_pg(locker.batch_execute("COMMIT").await);
+    for w in waiting {
+        ok(joined(w).await);
+    }
+    assert!(proxy.count() <= 2, "{} lookups", proxy.count());
+    save_note_for(&store, "dropped_tenant").await;
+    assert_eq!(notes_in(&dbs, 0, schema.name()).await, 1);
+    store.close();
+    other.close();
+}
+
+/// When a tenant's first lookup fails, the uses that waited for it fail with a copy of
+/// its error (the same variant, naming the tenant) instead of each running a lookup; the
+/// failure is not kept: the next use looks the tenant up again.
+#[tokio::test]
+async fn a_failed_first_lookup_fails_its_waiters_with_its_error() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_first_failed");
+    let admin = dbs.admin().await;
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    ok(other.add_tenant("failing_tenant", dbs.url(0)).await);
+    let proxy = CountingProxy::start(&schema.host_port(), b"failing_tenant").await;
+    let store = counted_master(&schema, &proxy, 8, Duration::from_secs(30)).await;
+    let locker = lock_master_table(&dbs, schema.name()).await;
+    let uses: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.store_for("failing_tenant").await.map(|_| ()) })
+        })
+        .collect();
+    assert_eq!(lookups_waiting_for_the_lock(&admin, schema.name()).await, 1);
+    // The one lookup is cancelled by the server.
+    let cancelled: i64 = ok_pg(
+        admin
+            .query_one(
+                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                 AND query LIKE 'SELECT connection_string FROM %'",
+                &[&schema.name()],
+            )
+            .await,
+    )
+    .get(0);
+    assert_eq!(cancelled, 1);
+    for u in uses {
+        match joined(u).await {
+            Err(Error::Canceled(e)) => {
+                assert!(e.context.contains("tenant \"failing_tenant\""), "{e}")
+            }
+            other => panic!("expected the lookup's cancellation: {other:?}"),
+        }
+    }
+    ok_pg(locker.batch_execute("COMMIT").await);
+    ok(store.store_for("failing_tenant").await);
+    store.close();
+    other.close();
+}
+
+/// Uses of a tenant id the table has no row for (made up) cost the master database one
+/// lookup per expiry, however many there are, concurrent or one after another; each is
+/// `UnknownTenant`. Once the miss expired, the tenant is looked up again.
+#[tokio::test]
+async fn an_unknown_tenant_is_looked_up_once_per_expiry() {
+    let schema = TestSchema::new("tenancy_unknown_cached");
+    let proxy = CountingProxy::start(&schema.host_port(), b"made_up_tenant").await;
+    let expiry = Duration::from_secs(3);
+    let store = counted_master(&schema, &proxy, 8, expiry).await;
+    let unknown = |r: marten::Result<()>| match r {
+        Err(Error::UnknownTenant { tenant }) => assert_eq!(tenant, "made_up_tenant"),
+        other => panic!("expected UnknownTenant: {other:?}"),
+    };
+    let uses: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.store_for("made_up_tenant").await.map(|_| ()) })
+        })
+        .collect();
+    for u in uses {
+        unknown(joined(u).await);
+    }
+    for _ in 0..50 {
+        unknown(store.store_for("made_up_tenant").await.map(|_| ()));
+    }
+    assert_eq!(
+        proxy.count(),
+        1,
+        "an unknown tenant was looked up at every use"
+    );
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    unknown(store.store_for("made_up_tenant").await.map(|_| ()));
+    assert_eq!(proxy.count(), 2, "an expired miss was not looked up again");
+    store.close();
+}
+
+/// A tenant remembered as unknown is known at once when this store adds it; added by
+/// another process, it is seen once the miss expired, or at once after `tenants()`.
+#[tokio::test]
+async fn a_missed_tenant_is_known_once_added() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_missed_added");
+    let expiry = Duration::from_secs(3);
+    let store = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .tenant_cache_expiry(expiry)
+        .build()
+        .await);
+    let other = ok(tenanted(&schema)
+        .master_database(master(&schema))
+        .build()
+        .await);
+    let is_unknown =
+        |r: marten::Result<DocumentStore>| matches!(r, Err(Error::UnknownTenant { .. }));
+    // Added by this store: at once.
+    assert!(is_unknown(store.store_for("mine").await));
+    ok(store.add_tenant("mine", dbs.url(0)).await);
+    save_note_for(&store, "mine").await;
+    // Added by another process: after tenants() ...
+    assert!(is_unknown(store.store_for("theirs").await));
+    ok(other.add_tenant("theirs", dbs.url(0)).await);
+    assert!(
+        is_unknown(store.store_for("theirs").await),
+        "the miss is kept"
+    );
+    assert_eq!(ok(store.tenants().await).len(), 2);
+    save_note_for(&store, "theirs").await;
+    // ... or once the miss expired.
+    assert!(is_unknown(store.store_for("later").await));
+    ok(other.add_tenant("later", dbs.url(0)).await);
+    tokio::time::sleep(expiry + Duration::from_millis(100)).await;
+    save_note_for(&store, "later").await;
+    assert_eq!(notes_in(&dbs, 0, schema.name()).await, 3);
+    store.close();
+    other.close();
+}
+
+/// A tenant remembered as unknown whose add by this store is dropped (here: timed out)
+/// after its statement committed is read from the table at its next use: the miss is
+/// forgotten when the add starts, not only when it is answered.
+#[tokio::test]
+async fn a_dropped_add_of_a_missed_tenant_is_read_from_the_table() {
+    let dbs = Databases::create(1).await;
+    let schema = TestSchema::new("tenancy_missed_dropped_add");
+    let admin = dbs.admin().await;
+    let (proxy, store) = proxied_master(&schema, 1).await;
+    // The lookup, the upsert and the delete prepared on the master pool's one connection.
+    ok(store.add_tenant("warm", dbs.url(0)).await);
+    assert!(ok(store.remove_tenant("warm").await));
+    assert!(matches!(
+        store.store_for("ghost").await,
+        Err(Error::UnknownTenant { .. })
+    ));
+    proxy.set_global(Faults::delay(
+        Direction::ServerToClient,
+        Duration::from_secs(2),
+    ));
+    let add = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.add_tenant("ghost", dbs.url(0)),
+    )
+    .await;
+    assert!(add.is_err(), "the add was answered despite the delay");
+    wait_master_row(&admin, schema.name(), "ghost", Some(dbs.url(0).as_str())).await;
+    proxy.heal();
+    save_note_for(&store, "ghost").await;
+    assert_eq!(notes_in(&dbs, 0, schema.name()).await, 1);
+    store.close();
+}
+
+/// A use that comes after this store removed a tenant, or after `tenants()` saw another
+/// process remove it, does not wait for (nor get the row of) a lookup of the tenant that
+/// started before: it looks the tenant up itself and finds it unknown.
+#[tokio::test]
+async fn a_use_after_a_removal_never_joins_an_older_lookup() {
+    for seen_by_tenants in [false, true] {
+        let dbs = Databases::create(1).await;
+        let schema = TestSchema::new(&format!("tenancy_detach_{seen_by_tenants}"));
+        let admin = dbs.admin().await;
+        let other = ok(tenanted(&schema)
+            .master_database(master(&schema))
+            .build()
+            .await);
+        ok(other.add_tenant("acme", dbs.url(0)).await);
+        let (proxy, store) = proxied_master(&schema, 2).await;
+        assert!(matches!(
+            store.store_for("nobody").await,
+            Err(Error::UnknownTenant { .. })
+        ));
+        let racing = store.clone();
+        let (lookup, held) = held_lookup(&proxy, &admin, schema.name(), async move {
+            racing.store_for("acme").await.map(|_| ())
+        })
+        .await;
+        // The held lookup read acme's row; acme is removed before its answer arrives.
+        if seen_by_tenants {
+            assert!(ok(other.remove_tenant("acme").await));
+            assert!(ok(store.tenants().await).is_empty());
+        } else {
+            assert!(ok(store.remove_tenant("acme").await));
+        }
+        match tokio::time::timeout(Duration::from_secs(5), store.store_for("acme")).await {
+            Ok(Err(Error::UnknownTenant { tenant })) => assert_eq!(tenant, "acme"),
+            Ok(other) => panic!("a removed tenant is served: {:?}", other.map(|_| ())),
+            Err(_) => panic!("a use after the removal waits for the older lookup"),
+        }
+        held.set(Faults::none());
+        match lookup.await {
+            Ok(r) => ok(r), // it ran before the removal ended: it may use the database
+            Err(e) => panic!("{e}"),
+        }
+        assert!(matches!(
+            store.store_for("acme").await,
+            Err(Error::UnknownTenant { .. })
+        ));
+        store.close();
+        other.close();
     }
 }

@@ -336,9 +336,10 @@ impl<S: Pooled> Drop for Waiting<'_, S> {
     }
 }
 
-/// A copy of `e` for the callers that waited for the open that failed with it: the same
-/// variant and text, the underlying error kept as its text (with its own sources).
-fn replicate(e: &Error) -> Error {
+/// A copy of `e` for the callers that waited for the open (or the tenant lookup,
+/// `tenants.rs`) that failed with it: the same variant and text, the underlying error
+/// kept as its text (with its own sources).
+pub(super) fn replicate(e: &Error) -> Error {
     let db = |d: &DatabaseError| DatabaseError {
         code: d.code.clone(),
         context: d.context.clone(),
@@ -390,7 +391,7 @@ fn replicate(e: &Error) -> Error {
         },
         other => Error::Database(DatabaseError {
             code: None,
-            context: format!("opening a tenant database: {other}"),
+            context: format!("opening or looking up a tenant database: {other}"),
             source: error_chain(other).into(),
         }),
     }

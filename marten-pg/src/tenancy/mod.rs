@@ -48,7 +48,10 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 ///   [`Error::UnknownTenant`](marten_core::Error::UnknownTenant). A tenant found in the
 ///   lookup table is used without reading its row again for
 ///   [`tenant_cache_expiry`](TenantedStoreBuilder::tenant_cache_expiry) (30 s by
-///   default): changes of other processes are seen within that time.
+///   default): changes of other processes are seen within that time. The concurrent
+///   first uses of a tenant share one lookup, and a tenant found in neither is remembered
+///   as unknown for that time too (this store's [`add_tenant`](Self::add_tenant) of it
+///   is seen at once).
 /// - The store of a database is built on its first use, by one caller while others wait
 ///   for it, with the builder the store's closure makes from the connection string: every
 ///   tenant database gets the same registrations and settings, and its schema is created

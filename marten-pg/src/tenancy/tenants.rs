@@ -26,15 +26,27 @@
 //!   may be newer; and a read of the whole table that overlapped any write of the cache
 //!   only forgets the entries that disagree with it;
 //! - the cache is only written under its lock, after these checks, in one step.
+//!
+//! A tenant with no entry is read by one lookup however many uses of it arrive while it
+//! runs (a [`Flight`]): they wait for its row instead of each taking a connection of the
+//! master's pool. A use that comes after an add, a remove or a read of the whole table
+//! of this store never joins a lookup that started before it: those detach the lookups
+//! under way (their uses still get their row: they ran concurrently). A tenant found in
+//! no row is remembered as unknown for the same expiry (a miss, at most [`MAX_MISSES`]
+//! of them), so that made-up tenant ids cost the master one lookup per expiry each; an
+//! add of this store forgets the miss at once, an add of another process is seen once
+//! it expired (or after [`tenants`](TenantedStore::tenants)).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use marten_core::{Error, Result, TenantId};
-use tracing::{info, warn};
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
 
+use super::databases::replicate;
 use super::lookup::Lookup;
 use super::{errors, TenantedStore};
 
@@ -60,15 +72,81 @@ pub(super) struct Found {
     refreshed_at: u64,
     /// Adds and removes under way (their statement may be in flight).
     changing: usize,
-    /// The clock when a lookup found no row for a tenant that was not cached: a lookup
-    /// of that tenant that started before it (and read the row before another process
-    /// removed it) is not kept. At most [`MAX_MISSES`]; past that, every lookup under
-    /// way is not kept instead ([`Found::refreshed_at`]) and the misses are forgotten.
-    misses: HashMap<TenantId, u64>,
+    /// The tenants a lookup found no row for while they were not cached: used as
+    /// unknown without a lookup until the miss expires, and a lookup of that tenant
+    /// that started before the miss (and read the row before another process removed
+    /// it) is not kept. At most [`MAX_MISSES`]; past that, every lookup under way is not
+    /// kept instead ([`Found::refreshed_at`]) and the expired misses are forgotten (all
+    /// of them, if they are all fresh).
+    misses: HashMap<TenantId, Miss>,
+    /// The lookups of tenants with no entry under way, each shared by the uses of its
+    /// tenant that arrive meanwhile; removed when it ends, when the last of its uses is
+    /// dropped, or when a change or a read of the whole table detaches it.
+    flights: HashMap<TenantId, Joined>,
 }
 
 /// The most tenants whose missing rows [`Found`] remembers one by one.
 const MAX_MISSES: usize = 1024;
+
+/// A tenant a lookup found no row for (while it was not cached).
+struct Miss {
+    /// The clock when it was kept.
+    stamp: u64,
+    /// When it was read.
+    at: Instant,
+    /// How long the tenant is unknown from `at` without a lookup: the store's expiry
+    /// less a little jitter.
+    ttl: Duration,
+}
+
+impl Miss {
+    /// Whether the tenant is unknown without a lookup.
+    fn fresh(&self) -> bool {
+        self.at.elapsed() < self.ttl
+    }
+}
+
+/// The lookup of a tenant that had no entry, shared by the uses of the tenant that
+/// arrive while it runs (single flight). The use whose turn it is runs it (the first;
+/// if its future is dropped, the next waiting use takes over); the others wait for its
+/// row. When it fails, the uses that waited fail with a copy of its error (the same
+/// variant and text, naming the tenant) instead of each running a lookup of their own:
+/// a master database that is down costs a burst one failed lookup, not one each.
+struct Flight {
+    /// The row read: the connection string, or `None` when the table has no row.
+    row: OnceCell<Option<Arc<str>>>,
+    /// The error of the lookup, when it failed, copied for the uses that waited for it.
+    failure: Mutex<Option<Error>>,
+}
+
+impl Flight {
+    fn new() -> Self {
+        Flight {
+            row: OnceCell::new(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Records the lookup's failure: the uses waiting for it fail with `e`'s copy.
+    fn fail(&self, e: &Error) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(replicate(e));
+    }
+
+    /// A copy of the error of the lookup, if it failed.
+    fn failure(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(replicate)
+    }
+}
+
+/// A lookup in [`Found::flights`] with the number of uses joined to it.
+struct Joined {
+    flight: Arc<Flight>,
+    uses: usize,
+}
 
 /// A tenant's connection string as found in the table (or written to it).
 struct Entry {
@@ -96,12 +174,18 @@ enum Claim {
     /// Uses this connection string: fresh, or expired while another use reads the
     /// tenant's row again.
     Use(Arc<str>),
-    /// Reads the tenant's row, the clock being `started`; `stale`: the expired entry
-    /// (connection string and stamp), whose refresh this use now owns.
-    Lookup {
+    /// The tenant is unknown: a lookup found no row for it less than an expiry ago.
+    Unknown,
+    /// Reads the row of the tenant's expired entry again, the clock being `started`;
+    /// `stale`: the expired entry (connection string and stamp), whose refresh this use
+    /// now owns.
+    Refresh {
         started: u64,
-        stale: Option<(Arc<str>, u64)>,
+        stale: (Arc<str>, u64),
     },
+    /// The tenant has no entry: this use joined the lookup of its row (made for it if
+    /// none was under way), and leaves it with [`Found::leave_flight`].
+    Join(Arc<Flight>),
 }
 
 impl Found {
@@ -115,6 +199,7 @@ impl Found {
             refreshed_at: 0,
             changing: 0,
             misses: HashMap::new(),
+            flights: HashMap::new(),
         }
     }
 
@@ -132,7 +217,7 @@ impl Found {
             && self.changed_at <= started
             && self.refreshed_at <= started
             && self.tenants.get(tenant).is_none_or(|e| e.stamp <= started)
-            && self.misses.get(tenant).is_none_or(|&m| m <= started)
+            && self.misses.get(tenant).is_none_or(|m| m.stamp <= started)
     }
 
     /// Bumps the clock: the stamp of a write.
@@ -171,24 +256,78 @@ impl Found {
     }
 
     /// What a use of `tenant` does: use its entry (fresh, or expired while another use
-    /// reads its row again), or read its row; the use that reads the row of an expired
-    /// entry owns its refresh (one at a time per tenant).
+    /// reads its row again), fail as unknown (a fresh miss), or read its row; the use that
+    /// reads the row of an expired entry owns its refresh (one at a time per tenant), the
+    /// uses of a tenant with no entry share one lookup.
     fn claim(&mut self, tenant: &TenantId) -> Claim {
         let started = self.clock;
         match self.tenants.get_mut(tenant) {
             Some(entry) if entry.fresh() || entry.refreshing => Claim::Use(entry.url.clone()),
             Some(entry) => {
                 entry.refreshing = true;
-                Claim::Lookup {
+                Claim::Refresh {
                     started,
-                    stale: Some((entry.url.clone(), entry.stamp)),
+                    stale: (entry.url.clone(), entry.stamp),
                 }
             }
-            None => Claim::Lookup {
-                started,
-                stale: None,
-            },
+            None if self.misses.get(tenant).is_some_and(Miss::fresh) => Claim::Unknown,
+            None => {
+                let joined = self
+                    .flights
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Joined {
+                        flight: Arc::new(Flight::new()),
+                        uses: 0,
+                    });
+                joined.uses += 1;
+                Claim::Join(joined.flight.clone())
+            }
         }
+    }
+
+    /// A use joined to `flight` is done with it (answered, failed or dropped): the last
+    /// one removes it if it is still `tenant`'s lookup under way.
+    fn leave_flight(&mut self, tenant: &TenantId, flight: &Arc<Flight>) {
+        if let Some(joined) = self.flights.get_mut(tenant) {
+            if Arc::ptr_eq(&joined.flight, flight) {
+                joined.uses = joined.uses.saturating_sub(1);
+                if joined.uses == 0 {
+                    self.flights.remove(tenant);
+                }
+            }
+        }
+    }
+
+    /// `flight`, `tenant`'s lookup, ended (answered or failed): the uses that come from
+    /// now on read the cache (or start another lookup), not its row.
+    fn end_flight(&mut self, tenant: &TenantId, flight: &Arc<Flight>) {
+        if self
+            .flights
+            .get(tenant)
+            .is_some_and(|joined| Arc::ptr_eq(&joined.flight, flight))
+        {
+            self.flights.remove(tenant);
+        }
+    }
+
+    /// Keeps a miss of `tenant`, read now: it is unknown without a lookup until the miss
+    /// expires, and a lookup of it that started before is not kept. Past [`MAX_MISSES`],
+    /// every lookup under way is not kept instead and the expired misses are forgotten
+    /// (all of them, if none expired).
+    fn insert_miss(&mut self, tenant: &TenantId) {
+        if self.misses.len() >= MAX_MISSES && !self.misses.contains_key(tenant) {
+            self.refreshed_at = self.tick();
+            self.misses.retain(|_, miss| miss.fresh());
+            if self.misses.len() >= MAX_MISSES {
+                self.misses.clear();
+            }
+        }
+        let miss = Miss {
+            stamp: self.tick(),
+            at: Instant::now(),
+            ttl: self.ttl(),
+        };
+        self.misses.insert(tenant.clone(), miss);
     }
 
     /// Ends the refresh of `tenant`'s entry of `stamp`, unless it was replaced meanwhile.
@@ -223,13 +362,10 @@ impl Found {
                 let removed = self.tenants.remove(tenant).map(|e| e.url);
                 if removed.is_some() {
                     self.refreshed_at = self.tick();
-                } else if self.misses.len() < MAX_MISSES {
-                    // Another lookup of this tenant may have read its row before it went.
-                    let at = self.tick();
-                    self.misses.insert(tenant.clone(), at);
                 } else {
-                    self.refreshed_at = self.tick();
-                    self.misses.clear();
+                    // Another lookup of this tenant may have read its row before it went;
+                    // and the tenant is unknown without a lookup for an expiry.
+                    self.insert_miss(tenant);
                 }
                 removed
             }
@@ -267,6 +403,20 @@ impl Drop for Refresh<'_> {
     }
 }
 
+/// A use joined to the lookup of a tenant with no entry: leaves it when dropped (after
+/// its row or error, or with the caller's future), the last one removing it.
+struct FlightUse<'a> {
+    store: &'a TenantedStore,
+    tenant: &'a TenantId,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightUse<'_> {
+    fn drop(&mut self) {
+        self.store.found().leave_flight(self.tenant, &self.flight);
+    }
+}
+
 /// An add or remove of one tenant under way: made right before its statement is sent,
 /// ended when dropped (after the statement's answer, or with the caller's future).
 struct Change<'a> {
@@ -280,13 +430,16 @@ struct Change<'a> {
 }
 
 impl<'a> Change<'a> {
-    /// Starts a change of `tenant`: its entry is forgotten (and returned) and reads of the
-    /// table overlapping the change are not kept.
+    /// Starts a change of `tenant`: its entry and its miss are forgotten (the entry
+    /// returned), reads of the table overlapping the change are not kept, and the uses
+    /// that come from now on do not join a lookup of it that started before.
     fn start(store: &'a TenantedStore, tenant: &TenantId) -> (Self, Option<Arc<str>>) {
         let mut found = store.found();
         let started = found.tick();
         found.changed_at = started;
         found.changing += 1;
+        found.misses.remove(tenant);
+        found.flights.remove(tenant);
         let previous = found.tenants.remove(tenant).map(|e| e.url);
         let change = Change {
             store,
@@ -306,6 +459,9 @@ impl Drop for Change<'_> {
         let alone = found.changed_at == self.started && found.changing == 1;
         found.changed_at = found.tick();
         found.changing = found.changing.saturating_sub(1);
+        // A lookup started while the change was under way may have read the table before
+        // it: the uses that come after it do not join that lookup.
+        found.flights.remove(&self.tenant);
         match self.outcome.take() {
             Some(url) if alone => {
                 found.insert(self.tenant.clone(), url);
@@ -397,6 +553,11 @@ impl TenantedStore {
     /// The connection string of `tenant`'s database: the static map, the tenants found
     /// before (unless expired), then the lookup table. A lookup error names the tenant.
     ///
+    /// A tenant with no entry is read by one lookup at a time: the uses of it that come
+    /// while that lookup runs wait for its row (or fail with a copy of its error); when
+    /// that use's future is dropped, one of them runs the lookup instead. A tenant the
+    /// table has no row for is [`Error::UnknownTenant`] without a lookup for an expiry.
+    ///
     /// An expired entry is read again by one use at a time: the uses of the tenant while
     /// that lookup runs are served the entry as it was (so a hot tenant costs one lookup
     /// per expiry, and a master database that is down holds up one use, not all). When
@@ -407,32 +568,97 @@ impl TenantedStore {
         if let Some(url) = self.inner.statics.get(tenant) {
             return Ok(url.clone());
         }
-        if let Some(entry) = self.found_read().tenants.get(tenant) {
-            if entry.fresh() {
-                return Ok(entry.url.clone());
-            }
-        }
-        let (started, stale) = match self.found().claim(tenant) {
-            Claim::Use(url) => return Ok(url),
-            Claim::Lookup { started, stale } => (started, stale),
-        };
-        // Ends the refresh this use owns, whatever becomes of the lookup.
-        let _refresh = stale.as_ref().map(|(_, stamp)| Refresh {
-            store: self,
-            tenant,
-            stamp: *stamp,
-        });
         let unknown = || Error::UnknownTenant {
             tenant: tenant.to_string(),
         };
         let lookup = self.inner.lookup.as_ref().ok_or_else(unknown)?;
+        {
+            let found = self.found_read();
+            match found.tenants.get(tenant) {
+                Some(entry) if entry.fresh() => return Ok(entry.url.clone()),
+                Some(_) => {}
+                None if found.misses.get(tenant).is_some_and(Miss::fresh) => {
+                    return Err(unknown());
+                }
+                None => {}
+            }
+        }
+        let claim = self.found().claim(tenant);
+        match claim {
+            Claim::Use(url) => Ok(url),
+            Claim::Unknown => Err(unknown()),
+            Claim::Refresh { started, stale } => self.refresh(lookup, tenant, started, stale).await,
+            Claim::Join(flight) => {
+                // Leaves the lookup, whatever becomes of this use.
+                let joined = FlightUse {
+                    store: self,
+                    tenant,
+                    flight,
+                };
+                let flight = &joined.flight;
+                let row = flight
+                    .row
+                    .get_or_try_init(|| async {
+                        // The turn of a use that waited for a lookup that failed.
+                        if let Some(e) = flight.failure() {
+                            debug!(tenant = %tenant, "the shared lookup of the tenant failed");
+                            return Err(e);
+                        }
+                        self.first_lookup(lookup, tenant, flight).await
+                    })
+                    .await?;
+                row.clone().ok_or_else(unknown)
+            }
+        }
+    }
+
+    /// Reads the row of `tenant`, which had no entry, for the uses joined to `flight`:
+    /// the row is kept (per [`Found::keep_lookup`]) and the lookup ended; its error is
+    /// recorded for the uses that waited.
+    async fn first_lookup(
+        &self,
+        lookup: &Lookup,
+        tenant: &TenantId,
+        flight: &Arc<Flight>,
+    ) -> Result<Option<Arc<str>>> {
+        let started = self.found_read().clock;
+        let read = lookup.find(tenant).await;
+        match read {
+            Ok(row) => {
+                let row = row.map(Arc::<str>::from);
+                self.keep_read(tenant, started, &row, Some(flight));
+                Ok(row)
+            }
+            Err(e) => {
+                let e = errors::naming_tenant(e, tenant);
+                flight.fail(&e);
+                self.found().end_flight(tenant, flight);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the row of `tenant`'s expired entry (`stale`: its connection string and
+    /// stamp) again, the clock being `started`; on failure, the entry read before if
+    /// it is still there unchanged.
+    async fn refresh(
+        &self,
+        lookup: &Lookup,
+        tenant: &TenantId,
+        started: u64,
+        stale: (Arc<str>, u64),
+    ) -> Result<Arc<str>> {
+        let stamp = stale.1;
+        // Ends the refresh this use owns, whatever becomes of the lookup.
+        let _refresh = Refresh {
+            store: self,
+            tenant,
+            stamp,
+        };
         let row = match lookup.find(tenant).await {
             Ok(row) => row.map(Arc::<str>::from),
             Err(e) => {
                 let e = errors::naming_tenant(e, tenant);
-                let Some((_, stamp)) = stale else {
-                    return Err(e);
-                };
                 let kept = self.found().keep_stale(tenant, stamp);
                 let Some(url) = kept else {
                     return Err(e);
@@ -445,16 +671,35 @@ impl TenantedStore {
                 return Ok(url);
             }
         };
-        let previous = self.found().keep_lookup(tenant, started, row.clone());
-        let url = row.ok_or_else(unknown);
-        // The database it had before (moved or removed by another process) is closed
-        // unless another tenant uses it.
+        self.keep_read(tenant, started, &row, None);
+        row.ok_or_else(|| Error::UnknownTenant {
+            tenant: tenant.to_string(),
+        })
+    }
+
+    /// Keeps what a lookup of `tenant` that started at clock `started` read (`row`), if
+    /// it may be kept, ending `flight` (the lookup of a tenant with no entry) in the same
+    /// step; the database the tenant had before (moved or removed by another process) is
+    /// closed unless another tenant uses it.
+    fn keep_read(
+        &self,
+        tenant: &TenantId,
+        started: u64,
+        row: &Option<Arc<str>>,
+        flight: Option<&Arc<Flight>>,
+    ) {
+        let previous = {
+            let mut found = self.found();
+            if let Some(flight) = flight {
+                found.end_flight(tenant, flight);
+            }
+            found.keep_lookup(tenant, started, row.clone())
+        };
         if let Some(previous) = previous {
-            if url.as_ref().map_or(true, |u| *u != previous) {
+            if row.as_ref() != Some(&previous) {
                 self.close_if_unused(&previous);
             }
         }
-        url
     }
 
     /// The static map's tenants and the lookup table's, sorted by tenant (a static tenant
@@ -472,9 +717,13 @@ impl TenantedStore {
             let forgotten: Vec<Arc<str>> = {
                 let mut found = self.found();
                 let unchanged = found.unchanged_since(started);
-                // A lookup that started before this read and ends after it is not kept.
+                // A lookup that started before this read and ends after it is not kept, and
+                // the uses that come from now on do not join it; a tenant missed before
+                // that the table has now is looked up at its next use.
                 let stamp = found.tick();
                 found.refreshed_at = stamp;
+                found.flights.clear();
+                found.misses.retain(|tenant, _| !all.contains_key(tenant));
                 if unchanged {
                     let read = all.iter().map(|(tenant, url)| {
                         let entry = found.entry(url.clone(), stamp);
@@ -568,11 +817,19 @@ mod tests {
         Arc::from(format!("postgres://app@db/{db}"))
     }
 
-    /// The clock a lookup of `t` starts at (a miss: nothing fresh cached).
+    /// The clock a lookup of `t` starts at (a miss: nothing fresh cached), with the
+    /// expired entry it refreshes. A tenant with no entry: the clock its lookup starts
+    /// at, its use left joined (as if a change had detached it, lookups of one tenant
+    /// side by side).
     fn start_lookup(found: &mut Found, t: &TenantId) -> (u64, Option<(Arc<str>, u64)>) {
         match found.claim(t) {
-            Claim::Lookup { started, stale } => (started, stale),
+            Claim::Refresh { started, stale } => (started, Some(stale)),
+            Claim::Join(_) => {
+                found.flights.remove(t);
+                (found.clock, None)
+            }
             Claim::Use(u) => panic!("{t} served {u} from the cache"),
+            Claim::Unknown => panic!("{t} is a fresh miss"),
         }
     }
 
@@ -588,7 +845,7 @@ mod tests {
         assert_eq!(found.keep_lookup(&acme, acme_started, Some(url("a"))), None);
         match found.claim(&acme) {
             Claim::Use(u) => assert_eq!(u, url("a")),
-            Claim::Lookup { .. } => panic!("acme's lookup was not kept after a ghost's miss"),
+            _ => panic!("acme's lookup was not kept after a ghost's miss"),
         }
     }
 
@@ -612,7 +869,8 @@ mod tests {
     /// that found no row, is not kept; past [`MAX_MISSES`] tenants, no lookup under way is.
     #[test]
     fn a_lookup_older_than_a_miss_of_an_uncached_tenant_is_not_kept() {
-        let mut found = Found::new(Duration::from_secs(30));
+        // Misses expire at once: the later lookup below is not served the miss.
+        let mut found = Found::new(Duration::ZERO);
         let x = tenant("x");
         let (older, _) = start_lookup(&mut found, &x);
         let (newer, _) = start_lookup(&mut found, &x);
@@ -652,14 +910,11 @@ mod tests {
         for _ in 0..10 {
             match found.claim(&acme) {
                 Claim::Use(u) => assert_eq!(u, url("a")),
-                Claim::Lookup { .. } => panic!("a second lookup while one refreshes acme"),
+                _ => panic!("a second lookup while one refreshes acme"),
             }
         }
         found.end_refresh(&acme, stamp);
-        assert!(matches!(
-            found.claim(&acme),
-            Claim::Lookup { stale: Some(_), .. }
-        ));
+        assert!(matches!(found.claim(&acme), Claim::Refresh { .. }));
     }
 
     /// Entries read together do not all expire at once: each loses up to a tenth of the
@@ -696,5 +951,97 @@ mod tests {
         let stamp = stale.map_or(0, |(_, s)| s);
         found.tenants.remove(&acme);
         assert_eq!(found.keep_stale(&acme, stamp), None);
+    }
+
+    /// The uses of a tenant with no entry share one lookup: it is removed when it ends,
+    /// or when the last of its uses leaves it (their futures dropped), so a later use
+    /// starts another; a use that joins after it ended never gets it.
+    #[test]
+    fn uses_of_a_tenant_with_no_entry_share_one_lookup() {
+        let mut found = Found::new(Duration::from_secs(30));
+        let acme = tenant("acme");
+        let joined: Vec<Arc<Flight>> = (0..5)
+            .map(|_| match found.claim(&acme) {
+                Claim::Join(f) => f,
+                _ => panic!("acme has no entry"),
+            })
+            .collect();
+        assert!(joined.iter().all(|f| Arc::ptr_eq(f, &joined[0])));
+        assert_eq!(found.flights.get(&acme).map(|j| j.uses), Some(5));
+        // Every use dropped: the lookup is forgotten.
+        for f in &joined {
+            found.leave_flight(&acme, f);
+        }
+        assert!(found.flights.is_empty());
+        // Ended: the next use starts another, the leaving uses touch it not.
+        let Claim::Join(first) = found.claim(&acme) else {
+            panic!("acme has no entry");
+        };
+        found.end_flight(&acme, &first);
+        let Claim::Join(second) = found.claim(&acme) else {
+            panic!("acme has no entry");
+        };
+        assert!(!Arc::ptr_eq(&first, &second));
+        found.leave_flight(&acme, &first);
+        assert_eq!(found.flights.get(&acme).map(|j| j.uses), Some(1));
+        found.leave_flight(&acme, &second);
+        assert!(found.flights.is_empty());
+    }
+
+    /// A tenant the table has no row for is unknown without a lookup until its miss
+    /// expires; a kept row forgets the miss.
+    #[test]
+    fn a_miss_is_unknown_until_it_expires() {
+        let mut found = Found::new(Duration::from_secs(30));
+        let ghost = tenant("ghost");
+        let (started, _) = start_lookup(&mut found, &ghost);
+        assert_eq!(found.keep_lookup(&ghost, started, None), None);
+        assert!(matches!(found.claim(&ghost), Claim::Unknown));
+        // Added (by this store, or read by a later lookup): known at once.
+        found.insert(ghost.clone(), url("g"));
+        assert!(found.misses.is_empty());
+        assert!(matches!(found.claim(&ghost), Claim::Use(u) if u == url("g")));
+        // Expired at once: every use looks the tenant up.
+        let mut found = Found::new(Duration::ZERO);
+        let (started, _) = start_lookup(&mut found, &ghost);
+        found.keep_lookup(&ghost, started, None);
+        assert!(matches!(found.claim(&ghost), Claim::Join(_)));
+    }
+
+    /// Past [`MAX_MISSES`] tenants, the expired misses are forgotten first: the fresh
+    /// ones stay unknown without a lookup; all fresh, all are forgotten.
+    #[test]
+    fn the_misses_stay_bounded() {
+        let mut found = Found::new(Duration::from_secs(30));
+        for n in 0..MAX_MISSES {
+            let ghost = tenant(&format!("ghost{n}"));
+            let (at, _) = start_lookup(&mut found, &ghost);
+            found.keep_lookup(&ghost, at, None);
+        }
+        assert_eq!(found.misses.len(), MAX_MISSES);
+        // Half of them expired.
+        for (n, miss) in found.misses.iter_mut() {
+            if n.as_str().ends_with(['0', '2', '4', '6', '8']) {
+                miss.ttl = Duration::ZERO;
+            }
+        }
+        let fresh = found.misses.values().filter(|m| m.fresh()).count();
+        let extra = tenant("extra");
+        let (at, _) = start_lookup(&mut found, &extra);
+        found.keep_lookup(&extra, at, None);
+        assert_eq!(found.misses.len(), fresh + 1);
+        assert!(matches!(found.claim(&tenant("ghost1")), Claim::Unknown));
+        assert!(matches!(found.claim(&extra), Claim::Unknown));
+        // All fresh and full: all forgotten but the new one.
+        while found.misses.len() < MAX_MISSES {
+            let ghost = tenant(&format!("more{}", found.misses.len()));
+            let (at, _) = start_lookup(&mut found, &ghost);
+            found.keep_lookup(&ghost, at, None);
+        }
+        let last = tenant("last");
+        let (at, _) = start_lookup(&mut found, &last);
+        found.keep_lookup(&last, at, None);
+        assert_eq!(found.misses.len(), 1);
+        assert!(matches!(found.claim(&last), Claim::Unknown));
     }
 }
