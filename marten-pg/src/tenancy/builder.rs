@@ -10,8 +10,8 @@ use std::time::Duration;
 use marten_core::{Error, Result, TenantId};
 
 use super::databases::Databases;
+use super::found::Found;
 use super::lookup::Lookup;
-use super::tenants::Found;
 use super::{Inner, MakeStore, TenantedStore};
 use crate::store::DocumentStoreBuilder;
 

@@ -4,7 +4,8 @@
 //! creates or checks its schema per the store's mode) and keeps a bounded number of them
 //! open, and opens sessions for a tenant from the store of its database.
 //!
-//! `builder.rs` configures it, `tenants.rs` finds a tenant's database and adds and
+//! `builder.rs` configures it, `found.rs` caches what the master table said (entries,
+//! misses, lookups under way), `tenants.rs` finds a tenant's database and adds and
 //! removes tenants, `lookup.rs` holds the master table, `databases.rs` the open stores and
 //! their bound, `sessions.rs` opens a tenant's store and sessions, `daemons.rs` runs the
 //! async daemon per tenant database, `errors.rs` names the
@@ -17,6 +18,7 @@ mod builder;
 mod daemons;
 mod databases;
 mod errors;
+mod found;
 mod lookup;
 mod sessions;
 mod tenants;
@@ -83,7 +85,7 @@ struct Inner {
     lookup: Option<Lookup>,
     /// Tenants found in the lookup table (or added through this store), and how long
     /// one is used before its row is read again.
-    found: RwLock<tenants::Found>,
+    found: RwLock<found::Found>,
     databases: Databases<DocumentStore>,
 }
 
