@@ -914,7 +914,7 @@ async fn a_revision_column_of_another_width_is_never_converted_and_is_reported()
                 differences.iter().any(|d| matches!(d,
                     SchemaDifference::ColumnType { table: t, column, expected, found }
                         if *t == table && column == "mt_revision"
-                            && expected == "int8" && found == "int4")),
+                            && expected == "bigint" && found == "integer")),
                 "{err}"
             );
         }

@@ -166,12 +166,12 @@ async fn a_patch_names_each_difference_and_its_sql_fixes_them() {
             &SchemaDifference::MissingColumn {
                 table: table.clone(),
                 column: "mt_revision".into(),
-                expected: "int8".into(),
+                expected: "bigint".into(),
             },
             &SchemaDifference::MissingColumn {
                 table: table.clone(),
                 column: "mt_f_age".into(),
-                expected: "int8".into(),
+                expected: "bigint".into(),
             },
             &SchemaDifference::IndexChanged {
                 table: table.clone(),
@@ -210,7 +210,7 @@ async fn a_patch_names_each_difference_and_its_sql_fixes_them() {
                 "{message}"
             );
             assert!(
-                message.contains("mt_doc_member.mt_revision (int8) is missing"),
+                message.contains("mt_doc_member.mt_revision (bigint) is missing"),
                 "{message}"
             );
         }

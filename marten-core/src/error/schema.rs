@@ -25,7 +25,8 @@ pub enum SchemaDifference {
         table: String,
         /// The column.
         column: String,
-        /// The column's expected type (as PostgreSQL names it, e.g. `int8`).
+        /// The column's expected type, as PostgreSQL's `format_type` prints it (e.g.
+        /// `bigint`, `numeric(12,2)`).
         expected: String,
     },
     /// A column has another type than the registered type needs.
@@ -34,9 +35,10 @@ pub enum SchemaDifference {
         table: String,
         /// The column.
         column: String,
-        /// The expected type (as PostgreSQL names it, e.g. `uuid`).
+        /// The expected type, as PostgreSQL's `format_type` prints it (e.g. `uuid`,
+        /// `timestamp with time zone`).
         expected: String,
-        /// The type found.
+        /// The type found, printed the same way.
         found: String,
     },
     /// An index does not exist.

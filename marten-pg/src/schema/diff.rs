@@ -6,6 +6,7 @@ use marten_core::SchemaDifference;
 
 use super::live::Live;
 use super::names::truncated;
+use super::types::Types;
 use crate::tables::def::{drop_index, IndexDef, TableDef};
 use crate::tables::functions;
 
@@ -35,6 +36,8 @@ pub(crate) struct Expected<'a> {
     /// Whether the schema itself and marten's functions are expected (a store's whole
     /// schema); false when checking some tables only.
     pub(crate) with_functions: bool,
+    /// The canonical names of the tables' column types, compared with the live ones.
+    pub(crate) types: &'a Types,
 }
 
 /// The differences between `expected` and `live`; index statements use
@@ -63,7 +66,7 @@ pub(crate) fn diff(expected: &Expected<'_>, live: &Live, concurrently: bool) -> 
         }
     }
     for table in expected.tables {
-        diff_table(schema, table, live, concurrently, &mut out);
+        diff_table(schema, table, live, expected.types, concurrently, &mut out);
     }
     out
 }
@@ -72,6 +75,7 @@ fn diff_table(
     schema: &str,
     def: &TableDef,
     live: &Live,
+    types: &Types,
     concurrently: bool,
     out: &mut Vec<Change>,
 ) {
@@ -105,22 +109,23 @@ fn diff_table(
     };
     for column in &def.columns {
         let found = columns.iter().find(|(c, _)| c == truncated(&column.name));
+        let expected = types.canonical(&column.sql_type);
         match found {
             None => out.push(Change {
                 difference: SchemaDifference::MissingColumn {
                     table: qualified.clone(),
                     column: column.name.clone(),
-                    expected: column.udt().to_owned(),
+                    expected: expected.to_owned(),
                 },
                 fix: Fix::Alter,
                 statements: vec![def.add_column(schema, column)],
             }),
-            Some((_, udt)) if udt != column.udt() => out.push(Change {
+            Some((_, sql_type)) if sql_type != expected => out.push(Change {
                 difference: SchemaDifference::ColumnType {
                     table: qualified.clone(),
                     column: column.name.clone(),
-                    expected: column.udt().to_owned(),
-                    found: udt.clone(),
+                    expected: expected.to_owned(),
+                    found: sql_type.clone(),
                 },
                 fix: Fix::Manual,
                 statements: Vec::new(),
@@ -264,17 +269,19 @@ mod tests {
 
     fn run(live: &Live, concurrently: bool) -> Vec<Change> {
         let tables = [table()];
+        let types = Types::default();
         let expected = Expected {
             schema: "s",
             tables: &tables,
             with_functions: true,
+            types: &types,
         };
         diff(&expected, live, concurrently)
     }
 
     #[test]
     fn an_identical_schema_has_no_differences() {
-        let live = live_with(&[("id", "uuid"), ("n", "int8")], &[("t_uidx_n", true)]);
+        let live = live_with(&[("id", "uuid"), ("n", "bigint")], &[("t_uidx_n", true)]);
         assert!(run(&live, false).is_empty());
     }
 
@@ -309,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_wrong_type_needs_a_person_and_a_missing_table_is_created_whole() {
-        let live = live_with(&[("id", "text"), ("n", "int8")], &[("t_uidx_n", true)]);
+        let live = live_with(&[("id", "text"), ("n", "bigint")], &[("t_uidx_n", true)]);
         let changes = run(&live, false);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].fix, Fix::Manual);

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use super::diff::{diff, Change, Expected, Fix};
 use super::live::Live;
 use super::names::truncated;
+use super::types::Types;
 use super::AutoCreate;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::TableDef;
@@ -41,10 +42,12 @@ pub(crate) async fn ensure_tables(
     }
     let names: Vec<&str> = tables.iter().map(|t| truncated(&t.name)).collect();
     let live = Live::read(client, schema, &names).await?;
+    let types = Types::read(client, tables, what).await?;
     let expected = Expected {
         schema,
         tables,
         with_functions: false,
+        types: &types,
     };
     let changes = diff(&expected, &live, false);
     check(mode, &changes)?;

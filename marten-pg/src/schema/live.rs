@@ -47,7 +47,7 @@ impl LiveIndex {
 pub(crate) struct Live {
     /// Whether the schema exists.
     pub(crate) schema_exists: bool,
-    /// Table -> its columns as `(name, udt_name)`.
+    /// Table -> its columns as `(name, type)`, the type as `format_type` prints it.
     pub(crate) columns: HashMap<String, Vec<(String, String)>>,
     /// Table -> index name -> index.
     pub(crate) indexes: HashMap<String, HashMap<String, LiveIndex>>,
@@ -57,9 +57,12 @@ pub(crate) struct Live {
     pub(crate) sequences: HashSet<String>,
 }
 
-const COLUMNS: &str = "SELECT c.relname::text, a.attname::text, t.typname::text \
+/// Each column's type as `format_type` prints it, its modifier included
+/// (`numeric(12,2)`), the canonical name [`Types`](super::types::Types) compares it with.
+const COLUMNS: &str = "SELECT c.relname::text, a.attname::text, \
+     format_type(a.atttypid, a.atttypmod) \
      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-     JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r', 'p') \
      AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum";
 
@@ -108,12 +111,15 @@ impl Live {
             .await
             .map_err(fail)?
         {
-            let (table, column, udt): (String, String, String) = (
+            let (table, column, sql_type): (String, String, String) = (
                 row.try_get(0).map_err(fail)?,
                 row.try_get(1).map_err(fail)?,
                 row.try_get(2).map_err(fail)?,
             );
-            live.columns.entry(table).or_default().push((column, udt));
+            live.columns
+                .entry(table)
+                .or_default()
+                .push((column, sql_type));
         }
         for row in client
             .query(INDEXES, &[&schema, &tables])

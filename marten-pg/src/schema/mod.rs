@@ -3,7 +3,8 @@
 //! ([`crate::tables`]); this module decides what to run.
 //!
 //! The schema a DBA reviews is rendered here too: the tables marten expects are data
-//! ([`crate::tables::def`]); `live` reads what a schema holds, `diff` compares the two,
+//! ([`crate::tables::def`]); `live` reads what a schema holds, `types` asks the server
+//! for the canonical names of the expected column types, `diff` compares the two,
 //! `patch` renders the script and the patch, `ensure` applies what the mode allows.
 //!
 //! May use: connection, error map, tables and leaf helpers; `Catalog` is what every
@@ -16,6 +17,7 @@ mod ensure;
 mod live;
 pub(crate) mod names;
 mod patch;
+mod types;
 mod version;
 
 pub(crate) use bounded::{timed_out, SchemaConn};
@@ -153,6 +155,113 @@ pub(crate) fn lock_wait(request: Duration) -> Duration {
 const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('marten:schema:' || $1::text, 0))";
 
+/// The schema's migration lock ([`MIGRATION_LOCK`]'s key) taken for the session, for
+/// work that cannot run in one transaction (a concurrent patch).
+const MIGRATION_SESSION_LOCK: &str =
+    "SELECT pg_advisory_lock(hashtextextended('marten:schema:' || $1::text, 0))";
+
+/// Releases [`MIGRATION_SESSION_LOCK`].
+const MIGRATION_SESSION_UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtextextended('marten:schema:' || $1::text, 0))";
+
+/// `SET lock_timeout` for a session waiting at most `request`'s [`lock_wait`], or
+/// `None` without a request timeout. A whole number of milliseconds of the store's own
+/// setting, not a caller's text.
+fn lock_timeout(request: Option<Duration>, local: bool) -> Option<String> {
+    let scope = if local { "LOCAL " } else { "" };
+    request.map(|request| {
+        format!(
+            "SET {scope}lock_timeout = '{}ms'",
+            lock_wait(request).as_millis().clamp(1, i32::MAX as u128)
+        )
+    })
+}
+
+/// Runs `body` on `conn` holding the schema's migration lock for the session (the same
+/// key [`with_migration_lock`] takes for a transaction, so the two exclude each other),
+/// for schema work that cannot run in a transaction: the statements of a concurrent
+/// patch (`CREATE INDEX CONCURRENTLY`), each committed on its own.
+///
+/// Every lock waited for (the migration lock, those `body`'s statements take) is waited
+/// for at most [`lock_wait`] of the request timeout (`lock_timeout` is set for the
+/// session), then the work fails with [`Error::LockNotAvailable`](marten_core::Error)
+/// naming the schema; each step waits for its answer at most the request timeout
+/// ([`Error::Timeout`] past it). The lock is released when `body` ends, whether it
+/// succeeded or failed. `conn` must be a connection of its own that is never given back
+/// to a pool ([`SchemaConn`] holds a [`Dedicated`](crate::connection::Dedicated) one,
+/// closed when dropped): when the work is given up (a step past the request timeout, a
+/// release without an answer) or its future is dropped, closing the connection is what
+/// releases the lock and ends the session's `lock_timeout`.
+pub(crate) async fn with_session_migration_lock<'a, 's, F, Fut>(
+    conn: &'a SchemaConn<'s>,
+    schema: &'a str,
+    body: F,
+) -> Result<()>
+where
+    F: FnOnce(&'a SchemaConn<'s>) -> Fut,
+    Fut: Future<Output = Result<()>> + 'a,
+{
+    let span = crate::trace::schema(schema);
+    session_locked(conn, schema, body).instrument(span).await
+}
+
+/// [`with_session_migration_lock`] in its span.
+async fn session_locked<'a, 's, F, Fut>(
+    conn: &'a SchemaConn<'s>,
+    schema: &'a str,
+    body: F,
+) -> Result<()>
+where
+    F: FnOnce(&'a SchemaConn<'s>) -> Fut,
+    Fut: Future<Output = Result<()>> + 'a,
+{
+    let what = Failed::Migrating(schema);
+    let doing = migrating(schema);
+    let client = conn.client();
+    if let Some(set) = lock_timeout(conn.source().request_timeout(), false) {
+        conn.step(&doing, async {
+            client
+                .batch_execute(&set)
+                .await
+                .map_err(|e| map_db_error(e, what))
+        })
+        .await?;
+    }
+    conn.step(&doing, async {
+        client
+            .execute(MIGRATION_SESSION_LOCK, &[&schema])
+            .await
+            .map(|_| ())
+            .map_err(|e| map_db_error(e, what))
+    })
+    .await?;
+    tracing::debug!(schema, "took the schema's migration lock for the session");
+    let result = body(conn).await;
+    if conn.is_lost() {
+        // Closing the connection releases the lock.
+        return result;
+    }
+    let released = conn
+        .step(&doing, async {
+            client
+                .query_one(MIGRATION_SESSION_UNLOCK, &[&schema])
+                .await
+                .and_then(|row| row.try_get::<_, bool>(0))
+                .map_err(|e| map_db_error(e, what))
+        })
+        .await;
+    match released {
+        Ok(true) => {}
+        // Not held: nothing to release (never expected).
+        Ok(false) => tracing::warn!(schema, "the schema's migration lock was not held"),
+        // The connection is closed when dropped, which releases it.
+        Err(e) => {
+            tracing::warn!(schema, error = %e, "releasing the schema's migration lock failed")
+        }
+    }
+    result
+}
+
 /// [`with_migration_lock`] in its span.
 async fn locked_migration<'a, 's, F, Fut>(
     conn: &'a SchemaConn<'s>,
@@ -166,12 +275,8 @@ where
     let what = Failed::Migrating(schema);
     let doing = migrating(schema);
     let client = conn.client();
-    let begin = match conn.source().request_timeout() {
-        // A whole number of milliseconds of the store's own setting, not a caller's text.
-        Some(request) => format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'",
-            lock_wait(request).as_millis().clamp(1, i32::MAX as u128)
-        ),
+    let begin = match lock_timeout(conn.source().request_timeout(), true) {
+        Some(set) => format!("BEGIN; {set}"),
         None => "BEGIN".to_owned(),
     };
     conn.step(&doing, async {
@@ -225,49 +330,61 @@ where
     }
 }
 
-/// Ensures the schema itself and its functions.
+/// Whether schema `$1` exists, and whether it holds a function named `$2` (the guard).
+const SCHEMA_OBJECTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+     EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+       WHERE n.nspname = $1 AND p.proname = $2)";
+
+/// Ensures the schema itself and its guard function, under the migration lock the
+/// caller holds: what exists is left as it is, and only what is missing is created (in
+/// every mode but `None`, which creates nothing and names what is missing).
+///
+/// Existence is checked first, so that a store whose role owns (or may create in) its
+/// schema needs no `CREATE` privilege on the database (`CREATE SCHEMA IF NOT EXISTS`
+/// checks it before it sees the schema exists), and a guard function a DBA created (owned
+/// by another role) is never replaced (`CREATE OR REPLACE` needs its ownership). The
+/// function's definition is not compared: an existing `mt_assert_no_rejections()` is
+/// kept as it is, as the schema check (`diff`) only looks for its existence too.
 pub(crate) async fn migrate_schema(client: &Client, schema: &str, mode: AutoCreate) -> Result<()> {
     let what = Failed::Migrating(schema);
+    let fail = |e| map_db_error(e, what);
+    let found = client
+        .query_one(SCHEMA_OBJECTS, &[&schema, &functions::GUARD_FUNCTION])
+        .await
+        .map_err(fail)?;
+    let schema_exists: bool = found.try_get(0).map_err(fail)?;
+    let guard_exists: bool = found.try_get(1).map_err(fail)?;
     if mode == AutoCreate::None {
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                &[&schema],
-            )
-            .await
-            .map_err(|e| map_db_error(e, what))?
-            .try_get(0)
-            .map_err(|e| map_db_error(e, what))?;
-        if !exists {
+        if !schema_exists {
             return Err(Error::SchemaObjectMissing {
                 object: format!("schema {schema}"),
             });
         }
-        let guard: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE n.nspname = $1 AND p.proname = $2)",
-                &[&schema, &functions::GUARD_FUNCTION],
-            )
-            .await
-            .map_err(|e| map_db_error(e, what))?
-            .try_get(0)
-            .map_err(|e| map_db_error(e, what))?;
-        if !guard {
+        if !guard_exists {
             return Err(Error::SchemaObjectMissing {
                 object: format!("{schema}.{}()", functions::GUARD_FUNCTION),
             });
         }
         return Ok(());
     }
-    client
-        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-        .await
-        .map_err(|e| map_db_error(e, what))?;
-    client
-        .batch_execute(&functions::create_guard(schema))
-        .await
-        .map_err(|e| map_db_error(e, what))?;
+    if !schema_exists {
+        tracing::debug!(schema, "creating the schema");
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(fail)?;
+    }
+    if !guard_exists {
+        tracing::debug!(
+            schema,
+            function = functions::GUARD_FUNCTION,
+            "creating the guard function"
+        );
+        client
+            .batch_execute(&functions::create_guard(schema))
+            .await
+            .map_err(fail)?;
+    }
     Ok(())
 }
 

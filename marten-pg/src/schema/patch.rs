@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use super::diff::{diff, Change, Expected, Fix};
 use super::live::Live;
+use super::types::Types;
 use super::SchemaConn;
 use crate::error_map::{map_db_error, Failed};
 use crate::tables::def::TableDef;
@@ -139,7 +140,8 @@ impl fmt::Display for SchemaPatch {
 }
 
 /// The patch of `schema` against the whole set of `tables` (the schema and its
-/// functions included), read on `conn` in one step (at most the request timeout).
+/// functions included), read on `conn` in one step (at most the request timeout): the
+/// catalogs, and the canonical names of the column types ([`Types`]).
 pub(crate) async fn patch(
     conn: &SchemaConn<'_>,
     schema: &str,
@@ -151,13 +153,18 @@ pub(crate) async fn patch(
         .map(|t| super::names::truncated(&t.name))
         .collect();
     let doing = format!("reading schema {schema}");
-    let live = conn
-        .step(&doing, Live::read(conn.client(), schema, &names))
+    let client = conn.client();
+    let (live, types) = conn
+        .step(&doing, async {
+            let live = Live::read(client, schema, &names).await?;
+            Ok((live, Types::read_lenient(client, tables).await?))
+        })
         .await?;
     let expected = Expected {
         schema,
         tables,
         with_functions: true,
+        types: &types,
     };
     Ok(SchemaPatch {
         schema: schema.to_owned(),
@@ -166,21 +173,28 @@ pub(crate) async fn patch(
     })
 }
 
-/// Runs a patch's statements on `conn`: in one transaction (waiting for each lock at
-/// most [`lock_wait`](super::lock_wait) of the request timeout), or one by one when the
-/// patch is concurrent. Each statement waits for its answer at most the request timeout
-/// ([`Error::Timeout`] past it: the connection is cancelled and closed, which rolls back
-/// a patch in a transaction).
+/// Runs a patch's statements on `conn` under the schema's migration lock: in one
+/// transaction holding it, or, when the patch is concurrent (its statements cannot run in
+/// a transaction), one by one with the lock held for the session and released after
+/// ([`with_session_migration_lock`](super::with_session_migration_lock); `conn` is a
+/// connection of its own, closed when dropped, so a patch given up or cancelled never
+/// leaves the lock held). Each lock is waited for at most
+/// [`lock_wait`](super::lock_wait) of the request timeout (then
+/// [`Error::LockNotAvailable`]); each statement waits for its answer at most the request
+/// timeout ([`Error::Timeout`] past it: the connection is cancelled and closed, which
+/// rolls back a patch in a transaction).
 pub(crate) async fn apply(conn: &SchemaConn<'_>, patch: &SchemaPatch) -> Result<()> {
     let what = Failed::Migrating(&patch.schema);
     let doing = super::migrating(&patch.schema);
     let doing = doing.as_str();
     if patch.concurrently {
-        for statement in patch.statements() {
-            conn.step(doing, run(conn.client(), statement, what))
-                .await?;
-        }
-        return Ok(());
+        return super::with_session_migration_lock(conn, &patch.schema, |c| async move {
+            for statement in patch.statements() {
+                c.step(doing, run(c.client(), statement, what)).await?;
+            }
+            Ok(())
+        })
+        .await;
     }
     super::with_migration_lock(conn, &patch.schema, |c| async move {
         for statement in patch.statements() {

@@ -32,14 +32,18 @@ impl DocumentStore {
         schema::patch(&conn, self.schema(), &self.expected_tables(), options).await
     }
 
-    /// Runs a patch from [`schema_patch`](Self::schema_patch) on a connection of its own:
-    /// in one transaction under the schema's migration lock, or (a concurrent patch)
-    /// each statement on its own. Differences only a person can fix (a column of another
+    /// Runs a patch from [`schema_patch`](Self::schema_patch) on a connection of its own
+    /// under the schema's migration lock: in one transaction, or (a concurrent patch)
+    /// each statement on its own, the lock held for the connection's session and
+    /// released after (a patch given up or cancelled closes its connection, which
+    /// releases it). Differences only a person can fix (a column of another
     /// type) stay; [`assert_schema`](Self::assert_schema) still reports them. Each
     /// statement waits for its answer at most the store's request timeout
     /// ([`Error::Timeout`](marten_core::Error::Timeout) past it: the connection is
     /// cancelled and closed, which rolls back a patch in one transaction not yet
-    /// committed), and for each lock a little less.
+    /// committed), and for each lock (the migration lock included) a little less
+    /// ([`Error::LockNotAvailable`](marten_core::Error::LockNotAvailable) naming the
+    /// schema past it).
     pub async fn apply_schema_patch(&self, patch: &SchemaPatch) -> Result<()> {
         let conn = self.schema_connection().await?;
         schema::apply(&conn, patch).await

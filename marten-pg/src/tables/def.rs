@@ -73,24 +73,39 @@ impl ColumnDef {
         }
     }
 
-    /// The type as PostgreSQL names it in its catalogs (`udt_name`).
-    pub fn udt(&self) -> &str {
-        udt_of(&self.sql_type)
+    /// The type as `format_type` prints it (`bigint`, `timestamp with time zone`) when
+    /// its spelling is one of the common ones ([`known_type`]); `None` for any other,
+    /// which the schema check asks the server about.
+    pub fn known_type(&self) -> Option<&'static str> {
+        known_type(&self.sql_type)
     }
 }
 
-/// A type's name in PostgreSQL's catalogs (`information_schema.columns.udt_name`), given
-/// its name in DDL.
-pub fn udt_of(sql_type: &str) -> &str {
-    match sql_type {
-        "bigint" | "bigserial" => "int8",
-        "integer" | "serial" => "int4",
-        "smallint" => "int2",
-        "boolean" => "bool",
-        "double precision" => "float8",
-        "real" => "float4",
-        other => other,
-    }
+/// A type's canonical name, as PostgreSQL's `format_type` prints it (and the schema
+/// check reads a column's type), for the common spellings of types in DDL: marten's
+/// own columns and the out-of-the-box column types. `None` for any other spelling
+/// (`int`, `numeric(12,2)`, `varchar(20)`, a type of the user's own), whose canonical
+/// name only the server knows. The serial pseudo-types name the type of their column.
+pub fn known_type(sql_type: &str) -> Option<&'static str> {
+    Some(match sql_type {
+        "bigint" | "int8" | "bigserial" | "serial8" => "bigint",
+        "integer" | "int4" | "serial" | "serial4" => "integer",
+        "smallint" | "int2" | "smallserial" | "serial2" => "smallint",
+        "boolean" | "bool" => "boolean",
+        "double precision" | "float8" => "double precision",
+        "real" | "float4" => "real",
+        "text" => "text",
+        "uuid" => "uuid",
+        "jsonb" => "jsonb",
+        "json" => "json",
+        "bytea" => "bytea",
+        "date" => "date",
+        "numeric" => "numeric",
+        "xid8" => "xid8",
+        "timestamptz" | "timestamp with time zone" => "timestamp with time zone",
+        "timestamp" | "timestamp without time zone" => "timestamp without time zone",
+        _ => return None,
+    })
 }
 
 impl IndexDef {
@@ -260,7 +275,10 @@ mod tests {
             t.add_column("s", &t.columns[1]),
             "ALTER TABLE s.t ADD COLUMN IF NOT EXISTS note text"
         );
-        assert_eq!(t.columns[0].udt(), "int8");
+        assert_eq!(t.columns[0].known_type(), Some("bigint"));
+        assert_eq!(known_type("bigserial"), Some("bigint"));
+        assert_eq!(known_type("timestamptz"), Some("timestamp with time zone"));
+        assert_eq!(known_type("numeric(12,2)"), None);
         assert_eq!(
             drop_index("s", "x", true),
             "DROP INDEX CONCURRENTLY IF EXISTS s.x"
