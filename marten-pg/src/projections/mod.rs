@@ -11,7 +11,10 @@
 //! What a projection reads to build on (the current aggregate document and stream
 //! version, the current multi-stream documents) is read with `FOR UPDATE` inside the
 //! save's transaction, in id order, so concurrent saves on the same stream or document
-//! queue up instead of overwriting each other's projected state. An aggregate the store
+//! queue up instead of overwriting each other's projected state. The first such read
+//! locks the save's tags in its flight, before any row (see `TagsStatement`): every
+//! save takes its tags before its rows, or two saves could each hold what the other
+//! waits for. An aggregate the store
 //! has cached (see `cache`) is not read: the append asserts the cached version instead,
 //! and a failed assertion plans the save again from a locked read.
 //!
@@ -34,12 +37,14 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::connection::Request;
+use crate::connection::{Answers, Db, Handle, Pipeline, Request, Rows, Stmt};
+use crate::error_map::{map_db_error, Failed};
 use futures_util::future::BoxFuture;
 use marten_core::concurrency::{VersionOf, WriteOf};
 use marten_core::projection::inline::{AppendMetadata, AppendView, Plan, PlanOutput};
 use marten_core::projection::requirements::{self, Assertion, Merge};
 use marten_core::{Error, Result, Tenancy};
+use tokio_postgres::types::ToSql;
 
 pub(crate) use aggregate::{aggregate_stream, Fetched, InlineAggregate};
 pub(crate) use event_projection::InlineEventProjection;
@@ -51,7 +56,7 @@ pub(crate) use marten_core::projection::inline::{advance, apply_error};
 use crate::documents::{serialize, PgDocument};
 use crate::events::append::AppendKind;
 use crate::unit_of_work::SessionState;
-use crate::unit_of_work::{OpList, UnitOfWork};
+use crate::unit_of_work::{OpList, Operation, TagsFirst, UnitOfWork};
 use cache::CacheUpdate;
 pub(crate) use catalog::ProjectionCatalog;
 
@@ -84,23 +89,35 @@ pub(crate) struct Planner<'a, 'r> {
     pub(crate) req: &'a mut Request<'r>,
     /// The writes planned.
     pub(crate) out: OpList,
+    /// The save's tags, until the first locked read of planning locks them (see
+    /// [`TagsFirst`]).
+    pub(crate) tags: Option<TagsFirst>,
 }
 
 impl Planner<'_, '_> {
     /// Opens the save's transaction now, so that what the projection reads can be locked
-    /// until the save commits (the unit of work then sends no `BEGIN` of its own).
+    /// until the save commits (the unit of work then sends no `BEGIN` of its own), and
+    /// locks the save's tags if no read of planning has yet, in the same flight.
     pub(crate) async fn begin(&mut self) -> Result<()> {
-        if !self.req.in_transaction() {
-            self.req.set_in_transaction(true);
-            self.req
-                .client()
-                .batch_execute("BEGIN")
-                .await
-                .map_err(|e| {
-                    crate::error_map::map_db_error(e, crate::error_map::Failed::Transaction)
-                })?;
+        let begin = !self.req.in_transaction();
+        let tags = self.tags.take();
+        if !begin && tags.is_none() {
+            return Ok(());
         }
-        Ok(())
+        let client = self.req.client();
+        let lock = TagsStatement::prepare(client, tags.as_ref()).await?;
+        if begin {
+            // BEGIN is about to be written.
+            self.req.set_in_transaction(true);
+        }
+        let mut pipe = Pipeline::new(self.req.client(), 2);
+        let begun = begin.then(|| pipe.command("BEGIN"));
+        let locked = lock.as_ref().map(|l| l.push(&mut pipe));
+        let mut answers = pipe.send().await;
+        if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
+            return Err(map_db_error(e, Failed::Transaction));
+        }
+        TagsStatement::answer(&mut answers, locked)
     }
 
     /// The stored version of `stream` for the save's tenant (`None`: no such stream),
@@ -120,6 +137,49 @@ impl Planner<'_, '_> {
         let state =
             crate::events::read::stream_state(events, self.req.client(), &tenant, &key).await?;
         Ok(state.map(|s| s.version))
+    }
+}
+
+/// The statement of the save's tags that planning locks before its first locked read
+/// ([`TagsFirst`]), ready to push on that read's flight, after its `BEGIN`: a save's
+/// locks are then taken as every save takes them, its tags before any row (the tag lock
+/// that follows, asserting and bumping them, finds them held).
+pub(crate) struct TagsStatement<'l> {
+    statement: Stmt,
+    params: Vec<&'l (dyn ToSql + Sync)>,
+}
+
+impl<'l> TagsStatement<'l> {
+    /// The statement of `tags`, prepared on `client` (`None` without tags).
+    pub(crate) async fn prepare(
+        client: Db<'_>,
+        tags: Option<&'l TagsFirst>,
+    ) -> Result<Option<TagsStatement<'l>>> {
+        let Some(tags) = tags else {
+            return Ok(None);
+        };
+        let statement = client
+            .statement(tags.sql())
+            .await
+            .map_err(|e| map_db_error(e, Failed::Reading("tag")))?;
+        Ok(Some(TagsStatement {
+            statement,
+            params: tags.params(),
+        }))
+    }
+
+    /// Pushes the statement on `pipe`.
+    pub(crate) fn push<'p>(&'p self, pipe: &mut Pipeline<'p>) -> Handle<Rows> {
+        pipe.query(&self.statement, &self.params)
+    }
+
+    /// The answer of the statement pushed (`locked`), a failure as a read of the tags
+    /// (a deadlock lost: [`Error::Conflict`], and the save is planned again).
+    pub(crate) fn answer(answers: &mut Answers, locked: Option<Handle<Rows>>) -> Result<()> {
+        match locked.map(|h| answers.take(h)) {
+            Some(Err(e)) => Err(map_db_error(e, Failed::Reading("tag"))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -231,7 +291,9 @@ pub(crate) fn has_inline(store: &ProjectionCatalog) -> bool {
 
 /// Plans every inline projection of the store for the session's pending appends and
 /// queues their writes as the unit of work's derived operations. `use_cache`: whether
-/// the store's aggregate cache may stand in for locked reads (see [`cache`]).
+/// the store's aggregate cache may stand in for locked reads (see [`cache`]). `tags`:
+/// the save's tags, locked by the first read of planning that locks rows, in its flight
+/// (see [`TagsStatement`]).
 pub(crate) async fn plan_inline(
     store: &ProjectionCatalog,
     req: &mut Request<'_>,
@@ -239,6 +301,7 @@ pub(crate) async fn plan_inline(
     state: &mut SessionState,
     use_cache: bool,
     cache_updates: &mut Vec<CacheUpdate>,
+    tags: Option<TagsFirst>,
 ) -> Result<Planned> {
     let projections = store.projections();
     if projections.inline.is_empty() {
@@ -250,8 +313,10 @@ pub(crate) async fn plan_inline(
     }
     // Projections read the event tables before the appends create them.
     crate::events::read::ensure(store.as_ref()).await?;
+    // Taken by the first read of planning that locks rows (none may).
+    let mut tags = tags;
     let reserved = if projections.inline.iter().any(|p| p.uses_metadata(&appends)) {
-        Some(reserve::reserve(store, req, uow, &mut appends).await?)
+        Some(reserve::reserve(store, req, uow, &mut appends, &mut tags).await?)
     } else {
         None
     };
@@ -270,6 +335,7 @@ pub(crate) async fn plan_inline(
         store,
         req,
         out: OpList::for_tenant(uow.user.tenant.clone()),
+        tags,
     };
     for projection in &projections.inline {
         projection.plan(&mut plan, &mut pg).await?;

@@ -21,10 +21,10 @@ use crate::error_map::{map_db_error, Failed};
 use crate::stream_key::StreamKey;
 use crate::tables::event_reserve::reserve_sequences;
 use crate::tables::events::EventSql;
-use crate::unit_of_work::UnitOfWork;
+use crate::unit_of_work::{TagsFirst, UnitOfWork};
 use crate::xid8::Xid8;
 
-use super::ProjectionCatalog;
+use super::{ProjectionCatalog, TagsStatement};
 
 fn reading(e: tokio_postgres::Error) -> Error {
     map_db_error(e, Failed::Reading("stream"))
@@ -58,6 +58,7 @@ pub(crate) async fn reserve(
     req: &mut Request<'_>,
     uow: &mut UnitOfWork,
     appends: &mut [AppendView],
+    tags: &mut Option<TagsFirst>,
 ) -> Result<Reservation> {
     // The streams of plain appends, and of expected-version appends (locked too: their
     // ordering transaction id is read under the lock the append takes anyway).
@@ -69,7 +70,7 @@ pub(crate) async fn reserve(
         }
     }
     let count: usize = appends.iter().map(|a| a.events.len()).sum();
-    let drawn = draw(store, req, uow, plain, count).await?;
+    let drawn = draw(store, req, uow, plain, count, tags.take()).await?;
     let mut requirements = Vec::new();
     let mut unlocked = false;
     let mut running: HashMap<StreamId, Option<i64>> = HashMap::new();
@@ -128,7 +129,8 @@ pub(crate) async fn reserve(
     })
 }
 
-/// Sends the flight: `BEGIN` unless the transaction is open, the lock of the `plain`
+/// Sends the flight: `BEGIN` unless the transaction is open, the lock of the save's
+/// `tags` (if any: before any row, see [`TagsStatement`]), the lock of the `plain`
 /// streams (if any) and the draw of `count` sequences with the transaction id.
 async fn draw(
     store: &ProjectionCatalog,
@@ -136,6 +138,7 @@ async fn draw(
     uow: &UnitOfWork,
     plain: Vec<StreamKey>,
     count: usize,
+    tags: Option<TagsFirst>,
 ) -> Result<Drawn> {
     let lock_sql =
         &EventSql::of(store.stream_identity(), store.events().events_tenancy()).lock_streams;
@@ -143,6 +146,7 @@ async fn draw(
     let client = req.client();
     let lock = client.statement(lock_sql).await.map_err(reading)?;
     let draw = client.statement(&reserve_sql).await.map_err(reading)?;
+    let tags = TagsStatement::prepare(client, tags.as_ref()).await?;
     let begin = !req.in_transaction();
     if begin {
         // BEGIN is about to be written.
@@ -159,14 +163,16 @@ async fn draw(
         None => vec![&plain],
     };
     let draw_params: [&(dyn ToSql + Sync); 1] = [&n];
-    let mut pipe = Pipeline::new(req.client(), 3);
+    let mut pipe = Pipeline::new(req.client(), 4);
     let begun = begin.then(|| pipe.command("BEGIN"));
+    let tagged = tags.as_ref().map(|t| t.push(&mut pipe));
     let locked = (!plain.is_empty()).then(|| pipe.query(&lock, &lock_params));
     let drawn = pipe.query(&draw, &draw_params);
     let mut answers = pipe.send().await;
     if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
         return Err(map_db_error(e, Failed::Transaction));
     }
+    TagsStatement::answer(&mut answers, tagged)?;
     let locked = match locked {
         Some(h) => answers.take(h).map_err(reading)?,
         None => Vec::new(),

@@ -24,7 +24,7 @@ use crate::query::{Query, QueryBatch};
 use crate::schema::Catalog;
 use crate::store::DocumentStore;
 use crate::unit_of_work::append::StreamAppend;
-use crate::unit_of_work::{CommandTagLock, Outcome, Queued, SessionState, StreamLock, UnitOfWork};
+use crate::unit_of_work::{Outcome, Queued, SessionState, StreamLock, TagsFirst, UnitOfWork};
 
 /// PostgreSQL as the backend of marten-core's sessions: `Session<Postgres, K>` is what
 /// [`DocumentStore`]'s session methods open.
@@ -229,6 +229,7 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
     }
     parts.queue.reset_attempt();
     let planned = if crate::projections::has_inline(parts.store.as_ref()) {
+        let tags = planning_tags(&parts.store, &parts.boundaries, &parts.queue);
         let planning = crate::projections::plan_inline(
             parts.store.as_ref(),
             &mut req,
@@ -236,6 +237,7 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
             &mut parts.state,
             attempts.use_cache(),
             &mut parts.scratch,
+            tags,
         );
         let Some(planned) = within(&parts.store, planning).await else {
             // Nothing was written: the locked reads may still wait on the server.
@@ -311,14 +313,17 @@ async fn send(
 }
 
 /// Queues the locks a save takes before its other statements, in the order every save
-/// takes them: the tags (of its boundaries and tagged appends: in the statement of the
-/// save's one append when it can carry them, else as a statement of its own), then the
-/// tags of the events of the streams it archives or deletes, then the rows of its
-/// streams in id order. Saves that touch the same streams (and tags) in different
-/// orders then wait for each other instead of deadlocking. A save that writes another
-/// stream row besides a single tagged append's (a lock, another append or start, a
-/// command) locks that append's tags first (its append would otherwise bump them after
-/// the row an earlier statement took).
+/// takes them: its tags, then the rows of its streams in id order. The tags are those of
+/// the events of the streams it archives or deletes and those of its tag lock (of its
+/// boundaries and tagged appends), all locked in one order by one statement
+/// ([`TagsFirst`]) when it has both, then the tag lock's asserted and bumped (in the
+/// statement of the save's one append when it can carry them, else as a statement of its
+/// own). Saves that touch the same streams (and tags) in different orders then wait for
+/// each other instead of deadlocking. A save that writes another stream row besides a
+/// single tagged append's (a lock, another append or start, a command) locks that
+/// append's tags first (its append would otherwise bump them after the row an earlier
+/// statement took). A save whose planning read rows under lock took its tags before them
+/// ([`planning_tags`]).
 fn place_locks(
     store: &DocumentStore,
     boundaries: &[(marten_core::EventTag, i64)],
@@ -336,7 +341,7 @@ fn place_locks(
         // append's statement (a start is in no stream lock, yet takes its new row).
         let others = appends().nth(1).is_some() || commands().next().is_some();
         (
-            CommandTagLock::for_save(commands()),
+            TagsFirst::for_commands(commands()),
             StreamLock::for_save(appends(), commands()),
             others,
         )
@@ -348,6 +353,15 @@ fn place_locks(
         queue.user.appends().map(|(_, a)| a),
         other_rows,
     );
+    // With both, the two sets of tags in one order: each statement alone takes its own
+    // in order, the two one after the other in none.
+    let first = match (&tags, command_tags) {
+        (Some(lock), Some(commands)) => Some(lock.tags_first(Some(commands))),
+        (_, commands) => commands,
+    };
+    if let Some(lock) = first {
+        queue.prelude.push_op(Box::new(lock));
+    }
     if let Some(lock) = tags {
         match lone_append(queue, req) {
             // One statement, no transaction.
@@ -355,11 +369,28 @@ fn place_locks(
             None => queue.prelude.push_op(Box::new(lock)),
         }
     }
-    if let Some(lock) = command_tags {
-        queue.prelude.push_op(Box::new(lock));
-    }
     if let Some(lock) = streams {
         queue.prelude.push_op(Box::new(lock));
+    }
+}
+
+/// The lock of the save's tags its planning sends before it reads streams under lock
+/// (`None`: the save has no tags to lock): the tags of its tag lock (of its boundaries,
+/// and of its tagged appends, even a single one, whose own statement would bump them
+/// after the row planning read) and of the streams it archives or deletes, in one order.
+/// A planned read of a stream row before them would hold that row while waiting for a
+/// tag another save holds while waiting for the row.
+fn planning_tags(
+    store: &DocumentStore,
+    boundaries: &[(marten_core::EventTag, i64)],
+    queue: &UnitOfWork,
+) -> Option<TagsFirst> {
+    let commands = TagsFirst::for_commands(queue.user.commands());
+    let appends = queue.user.appends().map(|(_, a)| a);
+    match crate::events::tags::TagLock::for_save(store.stream_identity(), boundaries, appends, true)
+    {
+        Some(lock) => Some(lock.tags_first(commands)),
+        None => commands,
     }
 }
 

@@ -179,8 +179,9 @@ pub struct EventSql {
     pub archive: String,
     /// `$1` = id, `$2` as [`EventSql::archive`]; bumps the deleted events' tags.
     pub delete: String,
-    /// `$1` stream ids, `$2` as [`EventSql::archive`] -> locks the tags of those streams'
-    /// events in (type, value) order (see [`crate::tables::stream_commands::lock_tags`]).
+    /// `$1` stream ids, `$2` as [`EventSql::archive`], `$3`/`$4` tag types and values ->
+    /// locks the tags of those streams' events and those tags in one (type, value) order
+    /// (see [`crate::tables::stream_commands::lock_tags`]).
     pub lock_command_tags: String,
 }
 

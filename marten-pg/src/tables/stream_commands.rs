@@ -9,7 +9,9 @@
 //!
 //! A save that runs a command locks those tags first ([`lock_tags`]), in (type, value)
 //! order, before the stream's row: a tagged save takes its tags before its streams, so the
-//! two queue up in the same order instead of deadlocking.
+//! two queue up in the same order instead of deadlocking. The same statement locks the
+//! tags of a save's tag lock with them, in one order, and a save's planning sends it
+//! before it reads streams under lock.
 
 use crate::tables::events::{EVENTS_TABLE, STREAMS_TABLE, TAGS_TABLE, TAG_VERSIONS_TABLE};
 
@@ -63,18 +65,27 @@ pub fn delete(idt: &str, conjoined: bool) -> String {
 }
 
 /// Locks, in the tag versions of `$2`, the tags of the events of the streams `$1`
-/// (`idt[]`), in (type, value) order: sent before a save's stream lock when it archives
-/// or deletes streams (see the module docs). Each stream's events, then each event's
-/// tags, are looked up by index (joined laterally: a join on `stream_id = ANY($1)` has a
-/// generic plan that hashes a scan of the whole tag table).
+/// (`idt[]`) with the tags `$3` (types) / `$4` (values), all in one (type, value) order,
+/// without bumping any: sent before a save's stream lock when it archives or deletes
+/// streams, with the tags of the save's tag lock when it has one (two statements, each
+/// in order, would take the two sets in no one order), and by a save's planning before
+/// its first locked read (see the module docs). A tag of `$3`/`$4` without a version yet
+/// gets one at 0, as [`super::event_tags::TAG_LOCK`] gives it (the save then bumps it);
+/// a row there is locked as `FOR UPDATE` would (`DO UPDATE ... WHERE false` locks the
+/// rows it does not update). Each stream's events, then each event's tags, are looked up
+/// by index (joined laterally: a join on `stream_id = ANY($1)` has a generic plan that
+/// hashes a scan of the whole tag table).
 pub fn lock_tags(idt: &str, conjoined: bool) -> String {
     let scope = scope(conjoined, "e.");
     format!(
-        "SELECT 1 FROM {TAG_VERSIONS_TABLE} v WHERE v.tenant_id = $2::text AND (v.tag_type, v.tag_value) IN \
-         (SELECT t.tag_type, t.tag_value FROM unnest($1::{idt}[]) AS s(id) \
+        "INSERT INTO {TAG_VERSIONS_TABLE} AS v (tag_type, tag_value, tenant_id, version) \
+         SELECT q.tt, q.tv, $2::text, 0 FROM (\
+         SELECT x.tt, x.tv FROM unnest($3::text[], $4::text[]) AS x(tt, tv) UNION \
+         SELECT t.tag_type, t.tag_value FROM unnest($1::{idt}[]) AS s(id) \
          CROSS JOIN LATERAL (SELECT e.seq_id FROM {EVENTS_TABLE} e WHERE {scope}e.stream_id = s.id) e \
-         CROSS JOIN LATERAL (SELECT t.tag_type, t.tag_value FROM {TAGS_TABLE} t WHERE t.seq_id = e.seq_id) t) \
-         ORDER BY v.tag_type, v.tag_value FOR UPDATE OF v"
+         CROSS JOIN LATERAL (SELECT t.tag_type, t.tag_value FROM {TAGS_TABLE} t WHERE t.seq_id = e.seq_id) t) q \
+         ORDER BY q.tt, q.tv \
+         ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version WHERE false"
     )
 }
 
@@ -89,11 +100,7 @@ mod tests {
     #[test]
     fn every_statement_binds_the_stream_and_the_tenant_of_the_tag_versions() {
         for conjoined in [false, true] {
-            for sql in [
-                archive("uuid", conjoined),
-                delete("text", conjoined),
-                lock_tags("uuid", conjoined),
-            ] {
+            for sql in [archive("uuid", conjoined), delete("text", conjoined)] {
                 assert_eq!(params(&sql), 2, "{sql}");
                 assert!(sql.contains("v.tenant_id = $2::text"), "{sql}");
                 // Conjoined: the stream's scope too, not the tag versions' tenant only.
@@ -101,13 +108,26 @@ mod tests {
                 assert_eq!(tenants > 1, conjoined, "{sql}");
                 assert!(!sql.contains("*DEFAULT*"), "{sql}");
             }
+            // The lock: the streams, the tag versions' tenant and the tags of a tag lock.
+            let sql = lock_tags("uuid", conjoined);
+            assert_eq!(params(&sql), 4, "{sql}");
+            assert!(sql.contains("SELECT q.tt, q.tv, $2::text, 0"), "{sql}");
+            assert_eq!(sql.contains("e.tenant_id = $2::text"), conjoined, "{sql}");
+            assert!(!sql.contains("*DEFAULT*"), "{sql}");
         }
     }
 
     #[test]
-    fn the_tags_are_locked_in_the_order_of_the_tag_lock() {
+    fn the_tags_are_locked_in_one_order_without_a_bump() {
         let sql = lock_tags("uuid", true);
-        assert!(sql.ends_with("ORDER BY v.tag_type, v.tag_value FOR UPDATE OF v"));
+        assert!(
+            sql.contains("ORDER BY q.tt, q.tv ON CONFLICT (tag_type, tag_value, tenant_id) DO UPDATE SET version = v.version WHERE false"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("unnest($3::text[], $4::text[]) AS x(tt, tv) UNION"),
+            "{sql}"
+        );
         assert!(sql.contains("unnest($1::uuid[])"), "{sql}");
         assert!(
             sql.contains("e.tenant_id = $2::text AND e.stream_id = s.id"),

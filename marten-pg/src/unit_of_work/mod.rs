@@ -14,7 +14,7 @@
 //! sends; `lone.rs` sends a save that is one statement, alone; `writer.rs` sends any other in
 //! one transaction; `lost.rs` settles a save whose answers were lost;
 //! `append.rs` holds the event store's operations, `stream_lock.rs` the lock of a save's
-//! streams in id order, `command_tags.rs` the lock of the tags its archives and deletes bump, `column.rs` the columns a statement binds as arrays. May use: the
+//! streams in id order, `command_tags.rs` the lock of its tags before any stream row (those its archives and deletes bump, with its tag lock's), `column.rs` the columns a statement binds as arrays. May use: the
 //! connection layer, the schema layer, the tables, the error map.
 
 pub(crate) mod append;
@@ -32,7 +32,7 @@ use marten_core::TenantId;
 
 use self::append::{StreamAppend, StreamCommand};
 pub(crate) use self::column::{row_order, Column};
-pub(crate) use self::command_tags::CommandTagLock;
+pub(crate) use self::command_tags::TagsFirst;
 pub(crate) use self::operation::{first_count, Operation, Target};
 pub(crate) use self::stream_lock::StreamLock;
 

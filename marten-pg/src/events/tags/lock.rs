@@ -16,7 +16,7 @@ use crate::schema::events_schema;
 use crate::tables::event_tags::TAG_LOCK;
 use crate::tables::events::{EventSql, TAG_VERSIONS_TABLE};
 use crate::unit_of_work::append::{StreamAppend, TagCheck};
-use crate::unit_of_work::{Operation, Target};
+use crate::unit_of_work::{Operation, TagsFirst, Target};
 
 /// The tag lock of a save (see the module docs), placed before every other statement.
 pub(crate) struct TagLock {
@@ -90,6 +90,18 @@ impl TagLock {
             written: Vec::new(),
             rejected: false,
         })
+    }
+
+    /// The lock of this lock's tags, with those of `commands` (the tags of the streams the
+    /// save archives or deletes) in one order, none asserted nor bumped: sent before this
+    /// lock when the save has both (see [`TagsFirst`]), or by the save's planning before
+    /// it reads streams under lock.
+    pub(crate) fn tags_first(&self, commands: Option<TagsFirst>) -> TagsFirst {
+        let (types, values) = (&self.tags.types, &self.tags.values);
+        match commands {
+            Some(commands) => commands.with_tags(types, values),
+            None => TagsFirst::of_tags(self.identity, self.tenant.clone(), types, values),
+        }
     }
 
     /// The lock as a check to send in the statement of the save's one append

@@ -15,14 +15,15 @@ use crate::connection::Pipeline;
 use crate::documents::{DocumentStorage, PgDocument};
 use crate::error_map::{map_db_error, reading_documents as reading, Failed};
 use crate::json::JsonRef;
-use crate::projections::Planner;
+use crate::projections::{Planner, TagsStatement};
 use crate::tenant_key::TenantKey;
 
 /// Locks the streams until the save commits and reads their versions and documents
-/// (`lock` is the locking statement). The documents are read by a second statement of
-/// the same flight, which starts after the locks are held: its snapshot sees the last
-/// committed projection (a joined read in the locking statement would see the one from
-/// before the wait).
+/// (`lock` is the locking statement), after the save's tags when no read of its planning
+/// has locked them yet (see [`TagsStatement`]). The documents are read by a second
+/// statement of the same flight, which starts after the locks are held: its snapshot sees
+/// the last committed projection (a joined read in the locking statement would see the
+/// one from before the wait).
 pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     pg: &mut Planner<'_, '_>,
     lock: &str,
@@ -35,6 +36,8 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     let begin = !pg.req.in_transaction();
     let lock = prepare::<A>(pg.req.client(), lock).await?;
     let docs = prepare::<A>(pg.req.client(), &A::storage().reads().load_many).await?;
+    let tags = pg.tags.take();
+    let tags = TagsStatement::prepare(pg.req.client(), tags.as_ref()).await?;
     if begin {
         // BEGIN is about to be written.
         pg.req.set_in_transaction(true);
@@ -50,15 +53,17 @@ pub(super) async fn lock_streams<A: Aggregate + PgDocument>(
     };
     let params = with_tenant(scoped);
     let doc_params = with_tenant(true);
-    // BEGIN, the lock and the read in one flight.
-    let mut pipe = Pipeline::new(c, 3);
+    // BEGIN, the save's tags (before any row), the lock and the read in one flight.
+    let mut pipe = Pipeline::new(c, 4);
     let begun = begin.then(|| pipe.command("BEGIN"));
+    let tagged = tags.as_ref().map(|t| t.push(&mut pipe));
     let streams = pipe.query(&lock, &params);
     let docs = pipe.query(&docs, &doc_params);
     let mut answers = pipe.send().await;
     if let Some(Err(e)) = begun.map(|h| answers.take(h)) {
         return Err(map_db_error(e, Failed::Transaction));
     }
+    TagsStatement::answer(&mut answers, tagged)?;
     let (streams, docs) = (answers.take(streams), answers.take(docs));
     read_locked::<A>(streams, docs)
 }
