@@ -777,6 +777,38 @@ async fn an_aggregate_version_that_cannot_advance_is_a_typed_error() {
     }
 }
 
+/// A negative expected version, which no stream has, is refused at once, naming the
+/// stream, instead of queuing a save that can never succeed; the session's other work is
+/// kept.
+#[tokio::test]
+async fn a_negative_expected_version_is_refused_at_once() {
+    let (_schema, store) = chat_store("stream_version_negative").await;
+    let id = Uuid::now_v7();
+    ok(said(&store, id, "one").await);
+    let mut s = store.lightweight_session();
+    ok(s.events().append(
+        id,
+        [Said {
+            text: "kept".into(),
+        }],
+    ));
+    let err = s
+        .events()
+        .append_expected(id, -1, [Said { text: "x".into() }])
+        .expect_err("negative");
+    assert!(
+        matches!(&err, marten::Error::InvalidInput { owner, id: Some(got), field, .. }
+            if owner == "stream" && *got == id.to_string() && field == "expected version"),
+        "{err:?}"
+    );
+    ok(s.save_changes().await);
+    let texts: Vec<String> = ok(store.lightweight_session().events().fetch_stream(id).await)
+        .iter()
+        .filter_map(|e| e.data_as::<Said>().map(|s| s.text.clone()))
+        .collect();
+    assert_eq!(texts, ["one", "kept"]);
+}
+
 #[tokio::test]
 async fn a_stream_version_that_cannot_advance_is_a_typed_error() {
     let (schema, store) = chat_store("stream_version_max").await;

@@ -4,7 +4,7 @@
 //! Every operation takes the session's tenant first (`Events::tenant`): with conjoined
 //! events a session without one is refused before anything is queued or sent.
 
-use marten_core::{Result, StreamId, StreamIdentity};
+use marten_core::{Error, Result, StreamId, StreamIdentity};
 
 use super::api::Events;
 use super::encode::no_events;
@@ -18,7 +18,7 @@ use crate::unit_of_work::append::{AppendKind, StreamAppend, StreamCommand};
 #[cfg(doc)]
 use crate::events::range::StreamRange;
 #[cfg(doc)]
-use marten_core::{Error, RejectionKind};
+use marten_core::RejectionKind;
 
 impl<K: Tracking> Events<'_, K> {
     /// Queues an append built by [`build`](Self::build) (nothing for `None`).
@@ -114,14 +114,24 @@ impl<K: Tracking> Events<'_, K> {
     /// [`Error::InvalidInput`] as for [`start_stream`](Self::start_stream)). Otherwise
     /// `save_changes` rejects it with [`RejectionKind::UnexpectedStreamVersion`] (or
     /// `StreamExists` for 0). With no events and a version above 0, the save asserts the
-    /// version and appends nothing.
+    /// version and appends nothing. A negative version, which no stream has, is
+    /// [`Error::InvalidInput`] naming the stream, at once (nothing is queued).
     pub fn append_expected(
         &mut self,
         stream: impl Into<StreamId>,
         expected_version: i64,
         events: impl IntoIterator<Item: Into<PendingEvent>>,
     ) -> Result<()> {
-        self.enqueue(expecting(expected_version), stream.into(), events, None)
+        let stream = stream.into();
+        if expected_version < 0 {
+            return Err(Error::InvalidInput {
+                owner: "stream".to_owned(),
+                id: Some(stream.to_string()),
+                field: "expected version".to_owned(),
+                reason: "is negative: no stream has a version below 0 (0: not started)",
+            });
+        }
+        self.enqueue(expecting(expected_version), stream, events, None)
     }
 
     /// Reads the stream's version now and appends with that version expected: the save
