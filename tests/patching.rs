@@ -820,3 +820,47 @@ async fn a_patch_of_the_id_is_refused_before_anything_is_queued() {
     ok(s.save_changes().await);
     assert_eq!(load_order(&store, &doc.id).await, Some(doc));
 }
+
+/// A checked patch waiting for a row that another transaction deletes finds it missing
+/// once that commits: a patch of a missing document is no rejection, so the save
+/// succeeds and writes nothing, as a patch of a document deleted before does. A row whose
+/// version another transaction moved meanwhile is still a rejection.
+#[tokio::test]
+async fn a_checked_patch_of_a_row_deleted_while_it_waited_is_no_rejection() {
+    let (schema, store) = store("patch_delete_race").await;
+    for (change, rejected) in [
+        ("DELETE FROM mt_doc_order WHERE id = $1", false),
+        (
+            "UPDATE mt_doc_order SET mt_version = gen_random_uuid() WHERE id = $1",
+            true,
+        ),
+    ] {
+        let doc = saved(&store, order("new", 0)).await;
+        let mut s = store.lightweight_session();
+        let _ = ok(s.load::<Order>(&doc.id).await).expect("stored");
+        ok(s.patch::<Order>(&doc.id)
+            .set(|f| f.status, "patched")
+            .queue());
+        let raw = schema.raw_client().await;
+        raw.batch_execute("BEGIN").await.expect("begin");
+        raw.execute(change, &[&doc.id]).await.expect("change");
+        // The patch waits for the row until the change commits.
+        let saving = tokio::spawn(async move { s.save_changes().await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        raw.batch_execute("COMMIT").await.expect("commit");
+        let saved = saving.await.expect("the save's task");
+        if rejected {
+            version_mismatch(saved, doc.id.key());
+            assert_eq!(
+                load_order(&store, &doc.id).await.map(|o| o.status),
+                Some("new".into())
+            );
+        } else {
+            assert!(
+                saved.is_ok(),
+                "a patch of a row deleted meanwhile: {saved:?}"
+            );
+            assert_eq!(load_order(&store, &doc.id).await, None);
+        }
+    }
+}

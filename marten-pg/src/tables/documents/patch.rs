@@ -178,7 +178,10 @@ pub fn by_id(scope: Scope) -> (String, usize) {
 /// the version moves by `bump`, the last-modified time is now. Returns one row: the ids
 /// and new versions written. With `expected` (the parameter of the version the row must
 /// still have), a row that exists with another version is not written and sets the
-/// batch's rejected flag (the third column); a missing row is no rejection. With
+/// batch's rejected flag (the third column); a missing row is no rejection. Whether the
+/// row exists is read under a share lock (`FOR SHARE`), which sees the latest committed
+/// row: a row deleted (or soft-deleted) by a transaction that committed while the patch
+/// waited for it is missing, not one of another version. With
 /// `overflow_column`, a fourth column (the third a NULL without `expected`) says whether
 /// a row was written with a JSON `null` document: an increment out of its field's range
 /// (see [`patched_data`], which then set the rejected flag).
@@ -197,8 +200,8 @@ pub fn update(
         (Some(n), Some((column, ty))) => (
             format!(" AND d.{column} = ${n}::{ty}"),
             format!(
-                ", CASE WHEN count(*) = 0 AND EXISTS (SELECT 1 FROM {table} d WHERE {condition}) \
-                 THEN set_config('{REJECTED_FLAG}', 't', true) END"
+                ", CASE WHEN count(*) = 0 AND EXISTS (SELECT 1 FROM {table} d WHERE {condition} \
+                 FOR SHARE) THEN set_config('{REJECTED_FLAG}', 't', true) END"
             ),
         ),
         _ => (String::new(), String::new()),
