@@ -468,3 +468,43 @@ async fn a_multi_stream_projection_switches_versions_too() {
     );
     assert!(table_exists(&client, schema.name(), "mt_doc_workload_v1").await);
 }
+
+/// A runner (here a rebuild) that finds its target while a switch is in flight waits for
+/// the switch and then targets the switched table: it never takes the build table the
+/// switch renamed for its own, nor makes a new, empty one of that name behind it that
+/// its batches would write into while readers read the switched table.
+#[tokio::test]
+async fn a_target_found_during_a_switch_sees_the_switch() {
+    let (schema, _ids) = version_one("bluegreen_target_race", 10, 5).await;
+    let store = store_v2(&schema).await;
+    // The build table, as a build's first acquire makes it.
+    ok(marten::daemon::rebuild(&store, "Tally:v2").await);
+    let client = raw(&schema).await;
+    assert!(table_exists(&client, schema.name(), "mt_doc_tally_v2").await);
+    // A switch in flight: the active table locked and renamed away, the build table
+    // renamed in, version 2 recorded; not committed yet.
+    let s = schema.name();
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {s}.mt_doc_tally IN ACCESS EXCLUSIVE MODE; \
+             ALTER TABLE {s}.mt_doc_tally RENAME TO mt_doc_tally_v1; \
+             ALTER TABLE {s}.mt_doc_tally_v2 RENAME TO mt_doc_tally; \
+             INSERT INTO {s}.mt_projection_versions (doc_table, active) \
+             VALUES ('mt_doc_tally', 2) ON CONFLICT (doc_table) DO UPDATE SET active = 2"
+        ))
+        .await
+        .expect("the switch");
+    let rebuilding = tokio::spawn({
+        let store = store.clone();
+        async move { marten::daemon::rebuild(&store, "Tally:v2").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.batch_execute("COMMIT").await.expect("commit");
+    let rebuilt = rebuilding.await.expect("the rebuild's task");
+    assert!(rebuilt.is_ok(), "a rebuild during a switch: {rebuilt:?}");
+    assert!(
+        !table_exists(&client, s, "mt_doc_tally_v2").await,
+        "a build table made behind the switch"
+    );
+    assert_eq!(ok(active_projection_version::<v2::Tally>(&store).await), 2);
+}

@@ -51,7 +51,7 @@ use super::ownership::Ownership;
 use super::slot::Slot;
 use super::stale::slot_behind;
 use super::tenants::tenants_on;
-use crate::connection::{timed_out, within, Conn, Db, Statements};
+use crate::connection::{timed_out, within, Conn, Db, Request, Statements};
 use crate::error_map::{map_db_error, Failed};
 use crate::projections::asynchronous::{AsyncProjection, DocumentTable};
 use crate::store::DocumentStore;
@@ -113,6 +113,17 @@ pub(super) async fn superseded(
 
 /// Where `projection`'s runner writes; a build target's table is created (idempotent:
 /// a restarted build goes on in the table it had).
+///
+/// The active version is read, and the build table created, in one transaction that
+/// holds a lock on the active table ([`sql::share_lock`]) the switch's `ACCESS
+/// EXCLUSIVE` waits for, and that the switch's waits for in turn: a switch either
+/// committed before the read (its version is seen active and nothing is created), or
+/// renames a build table this one made or found. Read apart from the DDL, a switch
+/// committing in between left this runner a build target whose table the switch had
+/// just renamed, and its `CREATE TABLE IF NOT EXISTS` made a new, empty one that its
+/// batches (and a rebuild's) then wrote into while readers read the switched table.
+/// The schema's migration lock comes first, as for every DDL of the schema: build
+/// tables of one version made by two runners at once do not race their catalog rows.
 pub(super) async fn target(
     store: &DocumentStore,
     projection: &dyn AsyncProjection,
@@ -122,11 +133,12 @@ pub(super) async fn target(
     };
     let mine = projection.version();
     let schema = store.schema().to_owned();
+    let build = sql::build_def(&(table.def)(), mine);
     let mut conn = Conn::new();
-    let active = conn
-        .run(store, async |db| {
-            active_version(db, &schema, table.name).await
-        })
+    let req = conn.request(store).await?;
+    let at = (schema.as_str(), table.name, mine);
+    let active = req
+        .transaction_within(store, |req| Box::pin(target_in(req, at, &build)))
         .await?;
     if active > mine {
         return Ok(Target::Superseded(active));
@@ -134,20 +146,50 @@ pub(super) async fn target(
     if active == mine {
         return Ok(Target::Active);
     }
-    let build = sql::build_def(&(table.def)(), mine);
-    conn.run(store, async |db| {
-        let ddl = std::iter::once(sql::ddl(&schema)).chain(build.ddl(&schema));
-        for statement in ddl {
-            db.batch_execute(&statement)
-                .await
-                .map_err(failed("creating a projection version's table"))?;
-        }
-        Ok(())
-    })
-    .await?;
     let connector: &crate::connection::Connector = store.as_ref();
     let redirected = connector.statements().redirected(table.name, &build.name);
     Ok(Target::Build(Arc::new(redirected)))
+}
+
+/// [`target`]'s transaction (rolled back by the caller when it fails): the migration
+/// lock, the active table's share lock (when the table exists), the versions table, the
+/// active version, and for a newer version `mine` of `table` its build table `build`.
+/// Returns the active version.
+async fn target_in(
+    req: &mut Request<'_>,
+    (schema, table, mine): (&str, &str, u32),
+    build: &crate::tables::def::TableDef,
+) -> Result<u32> {
+    req.set_in_transaction(true);
+    let db = req.client();
+    let what = failed("creating a projection version's table");
+    db.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await
+        .map_err(&what)?;
+    db.execute(crate::schema::MIGRATION_LOCK, &[&schema])
+        .await
+        .map_err(&what)?;
+    let qualified = format!("{schema}.{table}");
+    let exists = db
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await
+        .map_err(&what)?;
+    if exists.try_get::<_, bool>(0).map_err(&what)? {
+        db.batch_execute(&sql::share_lock(schema, table))
+            .await
+            .map_err(&what)?;
+    }
+    // The versions table first: a read of a missing one would abort the transaction.
+    db.batch_execute(&sql::ddl(schema)).await.map_err(&what)?;
+    let active = active_version(db, schema, table).await?;
+    if active < mine {
+        for statement in build.ddl(schema) {
+            db.batch_execute(&statement).await.map_err(&what)?;
+        }
+    }
+    db.batch_execute("COMMIT").await.map_err(&what)?;
+    req.set_in_transaction(false);
+    Ok(active)
 }
 
 /// How a switch attempt ended.

@@ -151,8 +151,10 @@ pub(crate) fn lock_wait(request: Duration) -> Duration {
 }
 
 /// The key of a schema's migration lock: 64 bits of a hash of the schema's name (a
-/// 32-bit one gives two schemas of a large server the same lock now and then).
-const MIGRATION_LOCK: &str =
+/// 32-bit one gives two schemas of a large server the same lock now and then). Taken
+/// for a transaction, `$1` the schema; also by the daemon's build tables (DDL of their
+/// own, see `daemon/bluegreen.rs`).
+pub(crate) const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('marten:schema:' || $1::text, 0))";
 
 /// The schema's migration lock ([`MIGRATION_LOCK`]'s key) taken for the session, for

@@ -92,6 +92,13 @@ pub fn lock(schema: &str, table: &str) -> String {
     format!("LOCK TABLE {schema}.{table} IN ACCESS EXCLUSIVE MODE")
 }
 
+/// The lock a runner finding its target holds on the active table `table` while it reads
+/// the active version and creates its build table: it and the switch's [`lock`] wait for
+/// each other (and for nothing else: readers and writers go on).
+pub fn share_lock(schema: &str, table: &str) -> String {
+    format!("LOCK TABLE {schema}.{table} IN ACCESS SHARE MODE")
+}
+
 /// `$1` = schema, `$2` = a `LIKE` pattern over table names -> the tables of the schema
 /// matching it (the superseded versions of a document table: see
 /// [`old_versions_pattern`]).
