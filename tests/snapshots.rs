@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::tally::{Added, Tally};
 use common::{builder, builder_on, named_builder, ok};
 use marten::prelude::*;
-use marten::{Tenancy, UnknownEvents};
+use marten::{AutoCreate, Tenancy, UnknownEvents};
 use marten_testing::cancel::{assert_clean, cancel_at_every_await, Operation};
 use marten_testing::TestSchema;
 use serde::{Deserialize, Serialize};
@@ -701,4 +701,168 @@ async fn a_fold_that_skipped_an_unknown_event_writes_no_snapshot() {
     .expect("ledger");
     assert_eq!((l.total, l.version), (25, 21));
     assert_eq!(snapshot_version(&schema, "ledger", None).await, Some(21));
+}
+
+/// The version, total and count of the snapshot row of `stream`, if any, and whether it
+/// names its event (`mt_snapshot_seq` set).
+async fn snapshot_of(schema: &TestSchema, stream: Uuid) -> Option<((i64, i64, i64), bool)> {
+    let raw = schema.raw_client().await;
+    let row = raw
+        .query_opt(
+            "SELECT (data->>'version')::bigint, (data->>'total')::bigint, \
+             (data->>'count')::bigint, mt_snapshot_seq IS NOT NULL FROM mt_doc_tally WHERE id = $1",
+            &[&stream],
+        )
+        .await
+        .expect("snapshot");
+    row.map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+}
+
+/// A stream deleted where its snapshot row is left behind (by SQL of one's own, or by
+/// a store that did not register the policy, whose delete does not know the row), then
+/// started again longer than the snapshot's version: the old row's version is among the
+/// new stream's, but not its event, and no read builds on it.
+#[tokio::test]
+async fn a_snapshot_left_behind_by_a_delete_is_not_built_on_by_the_stream_started_again() {
+    let (schema, store) = snapshotting("snap_left_behind", 100).await;
+    let plain = ok(builder_on(&schema).event::<Added>().build().await);
+    for by_sql in [true, false] {
+        let stream = Uuid::now_v7();
+        add_n(&store, stream, 100, 1, true).await;
+        assert_eq!(folded(&store, stream).await, (100, 100));
+        assert_eq!(
+            snapshot_of(&schema, stream).await,
+            Some(((100, 100, 100), true))
+        );
+        if by_sql {
+            let raw = schema.raw_client().await;
+            let deleted = raw
+                .execute("DELETE FROM mt_streams WHERE id = $1", &[&stream])
+                .await
+                .expect("delete by SQL");
+            assert_eq!(deleted, 1);
+        } else {
+            let mut s = plain.lightweight_session();
+            ok(s.events().delete_stream(stream));
+            ok(s.save_changes().await);
+        }
+        assert_eq!(
+            snapshot_of(&schema, stream).await,
+            Some(((100, 100, 100), true)),
+            "the delete left the snapshot row (by SQL: {by_sql})"
+        );
+        add_n(&store, stream, 150, 2, true).await;
+
+        let mut s = store.lightweight_session();
+        let w = ok(s.events().fetch_for_writing::<Tally>(stream).await);
+        assert_eq!(w.version(), 150);
+        assert_eq!(
+            w.state().map(|t| (t.total, t.count)),
+            Some((300, 150)),
+            "fetch_for_writing decides on the new stream (by SQL: {by_sql})"
+        );
+        assert_eq!(
+            folded(&store, stream).await,
+            (300, 150),
+            "aggregate_stream (by SQL: {by_sql})"
+        );
+        assert_eq!(
+            snapshot_of(&schema, stream).await,
+            Some(((150, 300, 150), true)),
+            "the next snapshot is the new stream's (by SQL: {by_sql})"
+        );
+        // The new snapshot is built on: without the early events only it gives the state.
+        assert_eq!(delete_events_before(&schema, stream, 150).await, 149);
+        add_n(&store, stream, 10, 1, false).await;
+        assert_eq!(folded(&store, stream).await, (310, 160));
+    }
+}
+
+/// A snapshot row that does not name its event (written before the column was added,
+/// NULL) is not built on; the next snapshot written names it.
+#[tokio::test]
+async fn a_snapshot_without_the_sequence_of_its_event_is_not_built_on() {
+    let (schema, store) = snapshotting("snap_unnamed", 10).await;
+    let stream = Uuid::now_v7();
+    add_n(&store, stream, 20, 1, true).await;
+    assert_eq!(folded(&store, stream).await, (20, 20));
+    let raw = schema.raw_client().await;
+    raw.execute(
+        "UPDATE mt_doc_tally SET mt_snapshot_seq = NULL, \
+         data = jsonb_set(data, '{total}', '1000')",
+        &[],
+    )
+    .await
+    .expect("an unnamed row");
+    assert_eq!(
+        folded(&store, stream).await,
+        (20, 20),
+        "folded from the start"
+    );
+    assert_eq!(
+        snapshot_of(&schema, stream).await,
+        Some(((20, 20, 20), true))
+    );
+    assert_eq!(delete_events_before(&schema, stream, 20).await, 19);
+    add_n(&store, stream, 5, 1, false).await;
+    assert_eq!(
+        folded(&store, stream).await,
+        (25, 25),
+        "folded from the new row"
+    );
+}
+
+/// A table the aggregate type had as a plain document, without the snapshot column:
+/// `AutoCreate::None` names the column missing, `CreateOrUpdate` adds it, and its rows
+/// (none written by a snapshot write) are not built on.
+#[tokio::test]
+async fn a_document_table_without_the_snapshot_column_gets_it() {
+    let (schema, b) = builder("snap_column");
+    let plain = ok(b.event::<Added>().document::<Tally>().build().await);
+    let stream = Uuid::now_v7();
+    add_n(&plain, stream, 20, 1, true).await;
+    let mut s = plain.lightweight_session();
+    ok(s.store(Tally {
+        id: stream,
+        version: 20,
+        total: 1000,
+        count: 1000,
+    }));
+    ok(s.save_changes().await);
+    let err = builder_on(&schema)
+        .auto_create(AutoCreate::None)
+        .event::<Added>()
+        .snapshot::<Tally>(10)
+        .build()
+        .await
+        .expect_err("no snapshot column");
+    assert!(err.to_string().contains("mt_snapshot_seq"), "{err}");
+    // Registered as a plain document too, before or after: the snapshot table wins.
+    let store = ok(builder_on(&schema)
+        .event::<Added>()
+        .document::<Tally>()
+        .snapshot::<Tally>(10)
+        .build()
+        .await);
+    assert_eq!(
+        snapshot_of(&schema, stream).await,
+        Some(((20, 1000, 1000), false))
+    );
+    assert_eq!(
+        folded(&store, stream).await,
+        (20, 20),
+        "folded from the start"
+    );
+    assert_eq!(
+        snapshot_of(&schema, stream).await,
+        Some(((20, 20, 20), true))
+    );
+    let none = ok(builder_on(&schema)
+        .auto_create(AutoCreate::None)
+        .event::<Added>()
+        .snapshot::<Tally>(10)
+        .document::<Tally>()
+        .build()
+        .await);
+    assert_eq!(folded(&none, stream).await, (20, 20));
 }

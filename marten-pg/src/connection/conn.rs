@@ -185,7 +185,10 @@ impl Conn {
     }
 
     /// Closes the connection without returning it to the pool. `cancel`: a statement may
-    /// still run on it, so a cancel request is sent first (on the runtime, bounded).
+    /// still run on it, so a cancel request is sent first (on the runtime, bounded). A
+    /// connection of the store's pool keeps its place in the pool until it is closed
+    /// (after its cancel request): a storm of timeouts never has more connections open
+    /// than the pool's size.
     fn discard(&mut self, cancel: bool) {
         self.replayed = None;
         self.in_transaction = false;
@@ -195,11 +198,11 @@ impl Conn {
             return;
         };
         if !cancel {
-            drop(obj.detach());
+            drop(obj.retire());
             return;
         }
         let request = obj.cancel_request();
-        cancel_then_drop(request, obj.detach());
+        cancel_then_drop(request, obj.retire());
     }
 }
 

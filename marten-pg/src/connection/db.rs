@@ -7,8 +7,10 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, CopyInSink, Row, RowStream};
+use tracing::debug;
 
 use super::statements::{SqlText, Statements, Stmt};
 use super::Pooled;
@@ -82,7 +84,8 @@ impl<'a> Db<'a> {
         statement: &'a Stmt,
         params: Params<'a>,
     ) -> impl Future<Output = PgResult<Vec<Row>>> + Send + 'a {
-        rows(self.client, statement, params)
+        let client = self.client;
+        async move { refreshing(client, statement, rows(client, statement, params).await) }
     }
 
     /// Runs a statement and returns its rows.
@@ -92,7 +95,7 @@ impl<'a> Db<'a> {
         params: Params<'_>,
     ) -> PgResult<Vec<Row>> {
         let ready = self.ready(statement).await?;
-        rows(self.client, &ready, params).await
+        refreshing(self.client, &ready, rows(self.client, &ready, params).await)
     }
 
     /// Runs a statement that returns exactly one row.
@@ -102,13 +105,14 @@ impl<'a> Db<'a> {
         params: Params<'_>,
     ) -> PgResult<Row> {
         let ready = self.ready(statement).await?;
-        match &ready {
+        let result = match &ready {
             Stmt::Prepared(prepared) => self.client.query_one(prepared, params).await,
             Stmt::Unnamed(text, types) => {
                 let typed: Vec<_> = params.iter().copied().zip(types.iter().cloned()).collect();
                 self.client.query_typed_one(&text.sql, &typed).await
             }
-        }
+        };
+        refreshing(self.client, &ready, result)
     }
 
     /// Runs a statement that returns at most one row.
@@ -118,13 +122,14 @@ impl<'a> Db<'a> {
         params: Params<'_>,
     ) -> PgResult<Option<Row>> {
         let ready = self.ready(statement).await?;
-        match &ready {
+        let result = match &ready {
             Stmt::Prepared(prepared) => self.client.query_opt(prepared, params).await,
             Stmt::Unnamed(text, types) => {
                 let typed: Vec<_> = params.iter().copied().zip(types.iter().cloned()).collect();
                 self.client.query_typed_opt(&text.sql, &typed).await
             }
-        }
+        };
+        refreshing(self.client, &ready, result)
     }
 
     /// Runs a statement and returns the number of rows it wrote.
@@ -134,13 +139,14 @@ impl<'a> Db<'a> {
         params: Params<'_>,
     ) -> PgResult<u64> {
         let ready = self.ready(statement).await?;
-        match &ready {
+        let result = match &ready {
             Stmt::Prepared(prepared) => self.client.execute(prepared, params).await,
             Stmt::Unnamed(text, types) => {
                 let typed: Vec<_> = params.iter().copied().zip(types.iter().cloned()).collect();
                 self.client.execute_typed(&text.sql, &typed).await
             }
-        }
+        };
+        refreshing(self.client, &ready, result)
     }
 
     /// Runs a ready statement, its rows streamed as they arrive.
@@ -149,7 +155,7 @@ impl<'a> Db<'a> {
         statement: &Stmt,
         params: Params<'_>,
     ) -> PgResult<RowStream> {
-        match statement {
+        let result = match statement {
             Stmt::Prepared(prepared) => {
                 self.client
                     .query_raw(prepared, params.iter().copied())
@@ -159,7 +165,8 @@ impl<'a> Db<'a> {
                 let typed = params.iter().copied().zip(types.iter().cloned());
                 self.client.query_typed_raw(&text.sql, typed).await
             }
-        }
+        };
+        refreshing(self.client, statement, result)
     }
 
     /// Starts a `COPY ... FROM STDIN`, qualified: the sink takes the data (see
@@ -182,6 +189,27 @@ impl<'a> Db<'a> {
             .batch_execute(&self.statements.simple(sql))
             .await
     }
+}
+
+/// `result`, of running `statement` on `client`: a prepared statement PostgreSQL refused
+/// to run because the shape of its result changed since it was prepared (`0A000`,
+/// "cached plan must not change result type": a table it reads with `*` gained or lost a
+/// column) makes the connection forget its prepared statements
+/// ([`Pooled::forget_statements`]). The error is returned (the statement did not run;
+/// inside a transaction, the transaction is aborted, so it is not run again here), and
+/// the next use prepares the statement again.
+fn refreshing<T>(client: &Pooled, statement: &Stmt, result: PgResult<T>) -> PgResult<T> {
+    if let (Stmt::Prepared(_), Err(e)) = (statement, &result) {
+        if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
+            debug!(
+                error = %e,
+                "a prepared statement was refused (its result changed shape?): the \
+                 connection prepares its statements again"
+            );
+            client.forget_statements();
+        }
+    }
+    result
 }
 
 /// The rows of `statement` run with `params` on `client`.

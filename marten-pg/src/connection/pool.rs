@@ -234,6 +234,7 @@ impl OwnPool {
         let mut lease = Lease {
             conn: None,
             shared: shared.clone(),
+            retired: false,
         };
         let settings = &shared.settings;
         // One reading of the clock serves every idle connection looked at, and only when
@@ -406,6 +407,9 @@ impl PoolConn {
 pub(crate) struct Lease {
     conn: Option<PoolConn>,
     shared: Arc<Shared>,
+    /// The permit went to a [`Retiring`] connection ([`Lease::retire`]): the drop gives
+    /// back neither.
+    retired: bool,
 }
 
 impl Lease {
@@ -447,6 +451,37 @@ impl Lease {
         Ok(statement)
     }
 
+    /// Forgets the statements prepared on this connection (they are closed on the
+    /// server as they are dropped, and prepared again on their next use): one of them was
+    /// refused because the shape of its result changed (see [`Pooled::forget_statements`]).
+    ///
+    /// [`Pooled::forget_statements`]: super::Pooled::forget_statements
+    pub(crate) fn forget_statements(&self) {
+        if let Some(conn) = &self.conn {
+            let forgotten = std::mem::take(&mut *conn.cache());
+            debug!(
+                count = forgotten.len(),
+                "forgetting the prepared statements of a connection"
+            );
+        }
+    }
+
+    /// The connection taken out of the pool to be closed, keeping its permit until it is
+    /// dropped: a connection being cancelled (kept open until its cancel request was
+    /// delivered, up to the cancel timeout) still counts against the pool's size, so a
+    /// storm of timed-out requests does not open more than the pool's size of connections
+    /// (and reach the server's `max_connections`).
+    pub(crate) fn retire(mut self) -> Retiring {
+        self.retired = true;
+        match self.conn.take() {
+            Some(conn) => Retiring {
+                client: Some(conn.client),
+                shared: self.shared.clone(),
+            },
+            None => unreachable!("a lease without a connection"),
+        }
+    }
+
     /// The connection taken out of the pool for good (it closes when dropped); the
     /// permit goes back.
     pub(crate) fn detach(mut self) -> Client {
@@ -475,8 +510,25 @@ impl PoolConn {
     }
 }
 
+/// A connection taken out of the pool to be closed ([`Lease::retire`]), holding its
+/// permit: dropped, it closes the connection and then gives the permit back.
+pub(crate) struct Retiring {
+    client: Option<Client>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        self.shared.permits.add_permits(1);
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.retired {
+            return;
+        }
         if let Some(conn) = self.conn.take() {
             if !conn.client.is_closed() {
                 // Checked under the lock `close` drains with: a connection given back while

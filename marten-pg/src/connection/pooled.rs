@@ -3,12 +3,22 @@
 
 use std::ops::Deref;
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{ClientWrapper, Object};
 use tokio_postgres::{Client, Statement};
 
 use super::cancel::CancelRequest;
 use super::connector::Dedicated;
-use super::pool::{Lease, PER_CONNECTION};
+use super::pool::{Lease, Retiring, PER_CONNECTION};
+
+/// A connection out of its pool on its way to being closed ([`Pooled::retire`]): it closes
+/// when dropped, and then (the store's own pool) gives its permit back. Held only to be
+/// dropped.
+pub(crate) enum Closing {
+    /// Of the store's own pool, holding its permit.
+    Own { _retiring: Retiring },
+    /// Taken out of a caller's pool.
+    Taken { _client: ClientWrapper },
+}
 
 /// A pooled connection. Dropped, it goes back to its pool.
 pub(crate) enum Pooled {
@@ -45,6 +55,36 @@ impl Pooled {
                 }
                 object.prepare_cached(sql).await
             }
+        }
+    }
+
+    /// Forgets the statements prepared on this connection, which are prepared again on
+    /// their next use. For a statement PostgreSQL refused to run because the shape of
+    /// its result changed since it was prepared (`0A000`, "cached plan must not change
+    /// result type": a column added to or dropped from a table it reads with `*`, by a
+    /// migration or another program): kept, it would fail on every later use on this
+    /// connection, for as long as the connection lives. The statement that failed is not
+    /// known by its text here, so all of the connection's go (the event is rare, and
+    /// preparing again costs one round trip per statement).
+    pub(crate) fn forget_statements(&self) {
+        match self {
+            Pooled::Own(lease) => lease.forget_statements(),
+            Pooled::Caller(object) => object.statement_cache.clear(),
+        }
+    }
+
+    /// The connection taken out of its pool to be closed when dropped (after its cancel
+    /// request, if any): one of the store's pool keeps its permit until then, so the pool
+    /// never has more than its size of connections open (see [`Lease::retire`]). One of a
+    /// caller's pool is taken out of it at once (deadpool gives its slot back then).
+    pub(crate) fn retire(self) -> Closing {
+        match self {
+            Pooled::Own(lease) => Closing::Own {
+                _retiring: lease.retire(),
+            },
+            Pooled::Caller(object) => Closing::Taken {
+                _client: Object::take(object),
+            },
         }
     }
 

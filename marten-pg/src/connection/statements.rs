@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use rustc_hash::FxHashMap;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tracing::debug;
 
 use super::Pooled;
 
@@ -53,6 +54,17 @@ pub(crate) struct Text {
     id: u64,
     pub(crate) sql: String,
     types: OnceLock<Arc<[Type]>>,
+}
+
+/// What became of a text offered to be kept ([`Statements::keep`]).
+enum Keep {
+    /// Kept.
+    Kept,
+    /// Not kept: the store keeps [`CAPACITY`] texts already.
+    Full,
+    /// Not kept: the texts were cleared (a table added) since the caller read the count
+    /// of clears, which is now the one carried.
+    Cleared(u64),
 }
 
 /// A statement's text as a caller holds it.
@@ -104,8 +116,9 @@ pub(crate) struct Statements {
     /// lone write's other memory has pushed out of the processor's first cache by the time
     /// it looks again). Cleared with `texts`.
     statics: RwLock<FxHashMap<(usize, usize), Arc<Text>>>,
-    /// Counts the clears of `statics` ([`Statements::add_table`]): a text qualified before a
-    /// clear is not kept after it.
+    /// Counts the clears of `texts` and `statics` ([`Statements::add_table`]), changed
+    /// under both maps' write locks: a text qualified before a clear (which may name a
+    /// table added by it unqualified) is not kept in either map after it.
     cleared: AtomicU64,
     /// A document table sent under another name (a blue/green build: see
     /// [`Statements::redirected`]).
@@ -167,12 +180,13 @@ impl Statements {
         if !known {
             let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
             tables.insert(table.to_owned());
-            // Texts qualified before the table was known may name it unqualified.
-            self.texts
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            // Texts qualified before the table was known may name it unqualified. The
+            // count changes under both maps' locks (taken in the order the keeping takes
+            // them, texts then statics): a text qualified before this clear finds it
+            // changed when it comes to be kept, whichever map it goes to.
+            let mut texts = self.texts.write().unwrap_or_else(PoisonError::into_inner);
             let mut statics = self.statics.write().unwrap_or_else(PoisonError::into_inner);
+            texts.clear();
             statics.clear();
             self.cleared.fetch_add(1, Ordering::Relaxed);
         }
@@ -186,6 +200,15 @@ impl Statements {
     /// `sql` qualified for the store, and whether the store keeps it (false past
     /// [`CAPACITY`]: a text that is qualified anew on each use is not prepared to stay).
     fn text_kept(&self, sql: &str) -> (Arc<Text>, bool) {
+        let cleared = self.cleared.load(Ordering::Relaxed);
+        self.text_kept_since(sql, cleared)
+    }
+
+    /// [`Statements::text_kept`] for a caller that read the count of clears as `cleared`
+    /// before it looked. A text qualified while a table was added (the count changed
+    /// before it could be kept: it may name that table unqualified) is qualified again,
+    /// and never kept as it was.
+    fn text_kept_since(&self, sql: &str, mut cleared: u64) -> (Arc<Text>, bool) {
         if let Some(text) = self
             .texts
             .read()
@@ -194,19 +217,51 @@ impl Statements {
         {
             return (text.clone(), true);
         }
-        let qualified = self.qualify(sql);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        let text = Arc::new(Text {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            sql: qualified,
-            types: OnceLock::new(),
-        });
-        let mut texts = self.texts.write().unwrap_or_else(PoisonError::into_inner);
-        let kept = texts.len() < CAPACITY;
-        if kept {
-            texts.insert(sql.into(), text.clone());
+        // Tables are added a few times in a store's life: a text qualified again after a
+        // second concurrent addition is used once, unkept (and qualified again next time).
+        let mut tries = 3;
+        loop {
+            let text = self.qualified(sql);
+            match self.keep(sql, &text, cleared) {
+                Keep::Kept => return (text, true),
+                Keep::Full => return (text, false),
+                Keep::Cleared(now) => {
+                    tries -= 1;
+                    if tries == 0 {
+                        return (self.qualified(sql), false);
+                    }
+                    debug!("a statement text qualified while a table was added is qualified again");
+                    cleared = now;
+                }
+            }
         }
-        (text, kept)
+    }
+
+    /// `sql` qualified anew, under a number of its own.
+    fn qualified(&self, sql: &str) -> Arc<Text> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Arc::new(Text {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            sql: self.qualify(sql),
+            types: OnceLock::new(),
+        })
+    }
+
+    /// Keeps `text`, qualified from `sql` after the count of clears was read as
+    /// `cleared`, unless the texts are full or were cleared since (a table added since
+    /// may be named in it unqualified).
+    fn keep(&self, sql: &str, text: &Arc<Text>, cleared: u64) -> Keep {
+        // The count changes under this lock (see `add_table`).
+        let mut texts = self.texts.write().unwrap_or_else(PoisonError::into_inner);
+        let now = self.cleared.load(Ordering::Relaxed);
+        if now != cleared {
+            return Keep::Cleared(now);
+        }
+        if texts.len() >= CAPACITY {
+            return Keep::Full;
+        }
+        texts.insert(sql.into(), text.clone());
+        Keep::Kept
     }
 
     /// [`Statements::text_kept`] of a static text, found by its address.
@@ -221,7 +276,7 @@ impl Statements {
             return (text.clone(), true);
         }
         let cleared = self.cleared.load(Ordering::Relaxed);
-        let (text, kept) = self.text_kept(sql);
+        let (text, kept) = self.text_kept_since(sql, cleared);
         if kept {
             // Both the count and the map change under the map's lock: a clear between the
             // count read above and here means `text` may be from before it.
@@ -374,6 +429,48 @@ mod tests {
             statements.simple("DELETE FROM mt_events"),
             "DELETE FROM s1.mt_events"
         );
+    }
+
+    /// The race of a text qualified while its table is added, its steps run in the bad
+    /// order: one caller reads the count of clears and qualifies a text naming
+    /// `mt_doc_x` before the table is known (so it stays unqualified), another adds the
+    /// table (clearing the texts), then the first comes to keep its text. Kept, the
+    /// unqualified text would be used until the next table is added (behind a pooler in
+    /// transaction mode, where connections have no `search_path`: a missing relation on
+    /// every use, or the `public` table of that name).
+    #[test]
+    fn a_text_qualified_before_its_table_was_added_is_not_kept_after_it() {
+        let statements = Statements::new("s1", StatementKind::Prepared);
+        let sql = "SELECT data FROM mt_doc_x WHERE id = $1";
+        let qualified = "SELECT data FROM s1.mt_doc_x WHERE id = $1";
+        let cleared = statements.cleared.load(Ordering::Relaxed);
+        let stale = statements.qualified(sql);
+        assert_eq!(stale.sql, sql);
+        statements.add_table("mt_doc_x");
+        assert!(matches!(
+            statements.keep(sql, &stale, cleared),
+            Keep::Cleared(_)
+        ));
+        assert_eq!(statements.text(sql).sql, qualified);
+        // A caller whose count is from before the addition gets the text qualified again.
+        let other = "SELECT count(*) FROM mt_doc_x";
+        let (text, kept) = statements.text_kept_since(other, cleared);
+        assert_eq!(text.sql, "SELECT count(*) FROM s1.mt_doc_x");
+        assert!(kept);
+        // A static text the same way (its count read before the addition).
+        let fixed: &'static str = Box::leak("SELECT id FROM mt_doc_y".into());
+        let cleared = statements.cleared.load(Ordering::Relaxed);
+        let stale = statements.qualified(fixed);
+        statements.add_table("mt_doc_y");
+        assert!(matches!(
+            statements.keep(fixed, &stale, cleared),
+            Keep::Cleared(_)
+        ));
+        assert_eq!(
+            statements.static_text_kept(fixed).0.sql,
+            "SELECT id FROM s1.mt_doc_y"
+        );
+        assert_eq!(statements.text(fixed).sql, "SELECT id FROM s1.mt_doc_y");
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //!
 //! The runner's connection is given back to the pool while the batch waits to be planned
 //! again, and the wait ends when the daemon stops (the batch is then given up, nothing of
-//! it committed). A batch whose commit the database refuses (see `runner::refused`) is
+//! it committed). The tables of the documents a batch writes are made sure of outside
+//! the planning request: those the projection is known to write before it plans, those
+//! planned after it, with the runner's connection set aside over a caller's pool (see
+//! `Runner::ensure_written`), so a pool of as many connections as runners never waits
+//! for itself. A batch whose commit the database refuses (see `runner::refused`) is
 //! planned again, whole or in parts, with the events already left out of it kept out.
 //! A plan of a part of a batch (a run of its first events, or a prefix while a failure
 //! is pinned) sees only the left-out events at or before its own end: the others (the
@@ -25,13 +29,14 @@
 //! stream order is told the projection it plans for), the connection layer, the letters
 //! a batch carries to its commit (`commit`).
 
+use std::any::TypeId;
 use std::sync::Arc;
 use std::time::Duration;
 
 use marten_core::projection::poison::{on_failure, FailureAction};
 use marten_core::projection::runner::caused_by_data;
 use marten_core::{Error, EventEnvelope, Result, StreamId, WithSources};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::commit::{place, LeftOut, Letter};
 use super::hooks::DaemonHooks;
@@ -41,6 +46,7 @@ use crate::events::read::sequence_at;
 use crate::events::{EventTenant, Position};
 use crate::projections::asynchronous::{Batch, EventHooks};
 use crate::projections::event_projection::planning;
+use crate::schema::MigrateFn;
 use crate::stream_key::StreamKey;
 use crate::unit_of_work::OpList;
 
@@ -272,21 +278,59 @@ impl Runner {
         };
         let (workers, hooks) = (self.options.workers, &hooks);
         let (tenant, shard) = (self.slot.tenant.as_ref(), self.slot.shard);
-        conn.run(store, async |client| {
-            let batch = Batch {
-                store: store.as_ref(),
-                client,
-                events,
-                workers,
-                hooks,
-                tenant,
-                shard,
-                left_out,
-                passed_over,
-            };
-            planning(projection.name(), projection.plan(batch)).await
-        })
-        .await
+        self.ensure_written(conn, "known", projection.documents())
+            .await?;
+        let ops = conn
+            .run(store, async |client| {
+                let batch = Batch {
+                    store: store.as_ref(),
+                    client,
+                    events,
+                    workers,
+                    hooks,
+                    tenant,
+                    shard,
+                    left_out,
+                    passed_over,
+                };
+                planning(projection.name(), projection.plan(batch)).await
+            })
+            .await?;
+        let planned: Vec<(TypeId, MigrateFn)> =
+            ops.operations().map(|op| op.target().schema).collect();
+        self.ensure_written(conn, "planned", planned).await?;
+        Ok(ops)
+    }
+
+    /// Makes sure of the tables of the document `types` the projection writes (with their
+    /// migrations; `which`: known before planning, or planned), those not made sure of
+    /// yet, before `conn` writes or reads them. Over a caller's pool, whose connection for
+    /// the schema work comes out of the same pool, `conn`'s connection is set aside first
+    /// (back to the pool: nothing is open on it between a batch's read, plan and commit),
+    /// so the work never waits for the connection the runner itself holds: with every
+    /// connection of the pool held by a runner, it would wait out the pool's wait, and
+    /// the batch would back off and fail the same way for ever (see
+    /// [`Catalog::ensure_for`](crate::schema::Catalog::ensure_for)).
+    async fn ensure_written(
+        &self,
+        conn: &mut Conn,
+        which: &'static str,
+        types: Vec<(TypeId, MigrateFn)>,
+    ) -> Result<()> {
+        let catalog = self.store.catalog();
+        for (type_id, migrate) in types {
+            if catalog.is_ensured(type_id) {
+                continue;
+            }
+            debug!(
+                projection = self.projection.name(),
+                which,
+                caller_pool = catalog.shares_callers_pool(),
+                "making sure of the table of a document type the projection writes"
+            );
+            catalog.ensure_for(conn, type_id, migrate).await?;
+        }
+        Ok(())
     }
 
     /// Carries out the poison policy's `action` on the event an apply keeps failing on:

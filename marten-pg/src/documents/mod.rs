@@ -22,7 +22,7 @@ pub(crate) mod storage;
 mod typed_batch;
 pub(crate) mod write_batch;
 
-pub(crate) use migrate::{define_fn, migrate_fn};
+pub(crate) use migrate::{define_fn, migrate_fn, snapshot_define_fn, snapshot_migrate_fn};
 pub(crate) use serialize::{check_document, serialize, serialize_into};
 pub(crate) use storage::conjoined;
 pub(crate) use typed_batch::document_target;

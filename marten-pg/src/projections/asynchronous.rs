@@ -94,8 +94,20 @@ pub(crate) trait AsyncProjection: Send + Sync {
     /// The projection's name (its document type, or the event projection's name): the
     /// key of its progression row and of its advisory lock.
     fn name(&self) -> &'static str;
-    /// The writes of a batch (the events are in global order).
+    /// The writes of a batch (the events are in global order). Planning makes sure of no
+    /// table the writes need but those of [`documents`](Self::documents), which it may
+    /// read: the daemon makes sure of the writes' tables once the batch is planned, with
+    /// the runner's connection set aside over a caller's pool.
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>>;
+    /// The document types the projection is known to write before any batch is planned
+    /// (an aggregate's or multi-stream projection's document, the types an event
+    /// projection owns), each with its table's migration: the daemon makes sure of their
+    /// tables before it takes the runner's connection to plan, so that over a caller's
+    /// pool the schema work, whose connection comes out of the same pool, never waits
+    /// for the runner's. None by default.
+    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
+        Vec::new()
+    }
     /// Deletes the projection's documents (for a rebuild): every one, or those of
     /// `tenant` when its documents are conjoined and the rebuild is of one tenant.
     fn clear<'a>(
@@ -306,6 +318,10 @@ impl<A: Aggregate + PgDocument> AsyncProjection for AsyncAggregate<A> {
         A::DOCUMENT_TYPE
     }
 
+    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
+        vec![(TypeId::of::<A>(), crate::documents::migrate_fn::<A>())]
+    }
+
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by stream, each in its stream's version order.
         let key = |e: &EventEnvelope| {
@@ -425,6 +441,10 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
         P::DOCUMENT_TYPE
     }
 
+    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
+        vec![(TypeId::of::<P>(), crate::documents::migrate_fn::<P>())]
+    }
+
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         // Slices by document, as the projection's identity methods say; a shard keeps
         // its own documents' slices. An identity method that panics is the event's
@@ -488,6 +508,8 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 pub(crate) struct AsyncEventProjection<P> {
     projection: P,
     owned: Vec<(&'static str, ClearFn)>,
+    /// The owned types' tables (see [`AsyncProjection::documents`]).
+    schemas: Vec<(TypeId, crate::schema::MigrateFn)>,
     /// The owned types every tenant shares (not conjoined).
     shared: Vec<&'static str>,
     /// The projection's `shared_documents_per_tenant`.
@@ -503,6 +525,7 @@ impl<P: crate::projections::EventProjection> AsyncEventProjection<P> {
             projection,
             owned: owned.clears,
             shared: owned.shared,
+            schemas: owned.schemas,
             shared_per_tenant,
         }
     }
@@ -515,7 +538,6 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
 
     fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
         let Batch {
-            store,
             events,
             hooks,
             tenant,
@@ -530,13 +552,16 @@ impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProje
                 crate::projections::event_projection::apply_one(&self.projection, e, &mut ops)?;
                 hooks.after_event(self.projection.name(), e);
             }
-            let list = ops.into_list()?;
-            for op in list.operations() {
-                let (type_id, migrate) = op.target().schema;
-                store.ensure_erased(type_id, migrate).await?;
-            }
-            Ok(list)
+            // The tables of its writes are made sure of by the daemon, once the runner's
+            // connection is set aside: over a caller's pool their connection comes out of
+            // the pool the runner holds one of.
+            ops.into_list()
         })
+    }
+
+    /// The types it owns; the others it writes are known once a batch is planned.
+    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
+        self.schemas.clone()
     }
 
     /// Deletes the documents of the types it owns; the others survive and the replay

@@ -49,6 +49,13 @@ pub trait EventProjection: Send + Sync + 'static {
     /// default: the documents of a projection that declares none survive a rebuild and
     /// the replay runs over them (right for documents the projection only adds to, or
     /// shares with other writers).
+    ///
+    /// Their tables are made sure of before the projection's writes are planned (by the
+    /// daemon's runner, or by a save that appends, run inline) rather than once planned.
+    /// Over a caller's pool this matters inline: a save makes the tables of the types an
+    /// inline event projection writes but neither owns nor the builder registers on a
+    /// second connection of that pool while it holds one (see the README's connection
+    /// pools).
     fn owned_documents(&self, owned: &mut OwnedDocuments) {
         let _ = owned;
     }
@@ -86,6 +93,10 @@ pub struct OwnedDocuments {
     pub(crate) clears: Vec<(&'static str, ClearFn)>,
     /// The owned types every tenant shares (not conjoined), by document type name.
     pub(crate) shared: Vec<&'static str>,
+    /// The owned types' tables, made sure of before the projection's writes are planned
+    /// (see [`AsyncProjection::documents`](super::asynchronous::AsyncProjection::documents)
+    /// and [`InlineProjection::documents`]).
+    pub(crate) schemas: Vec<(std::any::TypeId, crate::schema::MigrateFn)>,
 }
 
 impl OwnedDocuments {
@@ -94,6 +105,10 @@ impl OwnedDocuments {
         if !self.clears.iter().any(|(t, _)| *t == D::TABLE_NAME) {
             self.clears
                 .push((D::TABLE_NAME, super::asynchronous::clear_if_made::<D>));
+            self.schemas.push((
+                std::any::TypeId::of::<D>(),
+                crate::documents::migrate_fn::<D>(),
+            ));
             if !conjoined::<D>() {
                 self.shared.push(D::DOCUMENT_TYPE);
             }
@@ -302,12 +317,32 @@ fn apply_with<P: EventProjection>(
     }
 }
 
-/// The inline runner of an [`EventProjection`].
-pub(crate) struct InlineEventProjection<P>(pub(crate) P);
+/// The inline runner of an [`EventProjection`], with the tables of the types it owns.
+pub(crate) struct InlineEventProjection<P> {
+    projection: P,
+    /// The tables of the types the projection owns ([`EventProjection::owned_documents`]).
+    owned: Vec<(std::any::TypeId, crate::schema::MigrateFn)>,
+}
+
+impl<P: EventProjection> InlineEventProjection<P> {
+    /// The inline runner of `projection`.
+    pub(crate) fn new(projection: P) -> Self {
+        let mut owned = OwnedDocuments::default();
+        projection.owned_documents(&mut owned);
+        InlineEventProjection {
+            projection,
+            owned: owned.schemas,
+        }
+    }
+}
 
 impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
     fn uses_metadata(&self, appends: &[AppendView]) -> bool {
-        self.0.uses_metadata() && appends.iter().any(|a| !a.events.is_empty())
+        self.projection.uses_metadata() && appends.iter().any(|a| !a.events.is_empty())
+    }
+
+    fn owned_documents(&self) -> &[(std::any::TypeId, crate::schema::MigrateFn)] {
+        &self.owned
     }
 
     fn plan<'a>(
@@ -319,7 +354,7 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             let mut ops = ProjectedOps::for_tenant(pg.out.tenant.as_ref());
             for append in plan.appends {
                 for event in append.asserted_envelopes()? {
-                    if let Err(e) = apply_inline(&self.0, &event, &mut ops) {
+                    if let Err(e) = apply_inline(&self.projection, &event, &mut ops) {
                         let stored = pg.stream_version(&event.stream_id);
                         return Err(name_version(e, plan.appends, &event, stored).await);
                     }

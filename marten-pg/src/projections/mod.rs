@@ -217,9 +217,19 @@ pub(crate) trait InlineProjection: Send + Sync {
     /// aggregate's, a multi-stream projection's): a session over a caller's pool makes
     /// sure of its table before it takes its connection for the save, so planning never
     /// waits for a second connection of that pool. `None`: an event projection, whose
-    /// documents are known once planned.
+    /// documents are known once planned (but for those it owns, see
+    /// [`owned_documents`](Self::owned_documents)).
     fn document(&self) -> Option<(std::any::TypeId, crate::schema::MigrateFn)> {
         None
+    }
+
+    /// The document types an event projection owns
+    /// ([`EventProjection::owned_documents`]), with their tables' migrations: known
+    /// before planning, as [`document`](Self::document) is, and made sure of the same way
+    /// by a session over a caller's pool. The other types an event projection writes are
+    /// known once planned. None by default.
+    fn owned_documents(&self) -> &[(std::any::TypeId, crate::schema::MigrateFn)] {
+        &[]
     }
 
     /// The documents the projection keeps per stream, keyed by the stream's id (a

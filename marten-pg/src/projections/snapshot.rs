@@ -9,11 +9,14 @@
 //! stored snapshot, skipping none, hands back a [`PendingSnapshot`], which the session
 //! writes as a statement of its own after the read, outside any transaction: the
 //! statement writes only where the event it was folded up to is committed and the
-//! stream is still the one the fold read (see [`crate::tables::snapshots`]), so a
-//! snapshot is never ahead of the events nor of another incarnation of its stream, and
-//! its failure is logged, never returned (a read never fails for a snapshot). A stream's
-//! delete deletes its snapshots in the same transaction ([`queue_deletes`]), and so the
-//! documents inline single-stream aggregates keep of it ([`StreamDocuments`]).
+//! stream is still the one the fold read, and records that event's sequence, which a
+//! later fold requires of the first event it reads (see [`crate::tables::snapshots`]),
+//! so a snapshot is never ahead of the events nor of another incarnation of its stream,
+//! nor built on by another incarnation (one started again after a delete that left the
+//! row behind), and its failure is logged, never returned (a read never fails for a
+//! snapshot). A stream's delete deletes its snapshots in the same transaction
+//! ([`queue_deletes`]), and so the documents inline single-stream aggregates keep of it
+//! ([`StreamDocuments`]).
 
 use std::sync::Arc;
 
@@ -22,11 +25,12 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::connection::{Db, SqlText};
-use crate::documents::{document_target, DocumentStorage, PgDocument};
+use crate::documents::{document_target, PgDocument};
 use crate::events::stream_id::StreamKey;
 use crate::events::EventTenant;
 use crate::json::RawJson;
 use crate::projections::ProjectionRegistry;
+use crate::schema::MigrateFn;
 use crate::tables::snapshots::{snapshot_delete, snapshot_start, snapshot_upsert};
 use crate::tenant_key::TenantKey;
 use crate::unit_of_work::{OpList, Operation, SessionState, Target};
@@ -39,6 +43,9 @@ pub(crate) struct SnapshotPolicy {
     pub(crate) aggregate: &'static str,
     /// A snapshot is written once a fold passes this many events beyond the last one.
     pub(crate) every: u32,
+    /// The aggregate's table with the snapshot column, and the key the store records it
+    /// under once made sure of (see [`crate::documents::snapshot_migrate_fn`]).
+    pub(crate) table: (std::any::TypeId, MigrateFn),
     /// The fold's first read: the snapshot and the stream's tip (see [`snapshot_start`]).
     start: [String; 2],
     /// The write of a snapshot (see [`snapshot_upsert`]).
@@ -52,18 +59,13 @@ impl SnapshotPolicy {
     pub(crate) fn of<A: Aggregate + PgDocument>(every: u32) -> Self {
         let (table, id_type) = (A::TABLE_NAME, <A::Id as crate::PgId>::SQL_TYPE);
         let docs = A::TENANCY == Tenancy::Conjoined;
-        let load = &A::storage().reads().load;
-        let both = |sql: fn(&str, &str, bool, bool) -> String, first: &str| {
-            [
-                sql(first, id_type, docs, false),
-                sql(first, id_type, docs, true),
-            ]
-        };
+        let scope = crate::documents::storage::scope::<A>();
         SnapshotPolicy {
             aggregate: std::any::type_name::<A>(),
             every,
-            start: both(snapshot_start, load),
-            upsert: both(snapshot_upsert, table),
+            table: crate::documents::snapshot_migrate_fn::<A>(),
+            start: [false, true].map(|events| snapshot_start(table, id_type, scope, events)),
+            upsert: [false, true].map(|events| snapshot_upsert(table, id_type, docs, events)),
             rows: Arc::new(StreamDocuments::of::<A>()),
         }
     }

@@ -70,6 +70,10 @@ impl AsyncProjection for Versioned {
         self.inner.clear(client, tenant)
     }
 
+    fn documents(&self) -> Vec<(std::any::TypeId, crate::schema::MigrateFn)> {
+        self.inner.documents()
+    }
+
     fn document_table(&self) -> Option<DocumentTable> {
         self.inner.document_table()
     }

@@ -191,11 +191,16 @@ async fn ensure_queued(store: &DocumentStore, conn: &mut Conn, queue: &UnitOfWor
         return Ok(());
     }
     // The inline projections' documents too, when the save appends: their planning
-    // reads them on the session's connection.
+    // reads them on the session's connection. An event projection's: those it owns; the
+    // others it writes are known once planned, and made on a second connection.
     let appends = queue.user.appends().next().is_some();
     let projected = (store.projections().inline.iter())
         .filter(|_| appends)
-        .filter_map(|p| p.document());
+        .flat_map(|p| {
+            p.document()
+                .into_iter()
+                .chain(p.owned_documents().iter().copied())
+        });
     let missing: Vec<_> = (queue.user.operations())
         .map(|op| op.target().schema)
         .chain(projected)

@@ -298,6 +298,11 @@ impl DocumentStoreBuilder {
             &self.projections,
         )?;
         let names = schema::names::Claims::new(self.documents.iter().map(|r| r.type_id))?;
+        // The snapshot tables are the registered tables of their aggregate types: made
+        // sure of at build with them (see `snapshot`).
+        let snapshot_tables: Vec<TypeId> = (self.projections.snapshots.values())
+            .map(|p| p.table.0)
+            .collect();
         check_schema_name(&self.schema)?;
         let connector = self
             .connection
@@ -342,6 +347,9 @@ impl DocumentStoreBuilder {
             .catalog()
             .ensure_at_build(self.apply_schema, &documents, &store_tables)
             .await?;
+        if self.apply_schema {
+            store.catalog().mark_ensured(snapshot_tables);
+        }
         let schema = store.schema();
         info!(
             schema,

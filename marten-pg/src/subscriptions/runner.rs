@@ -104,10 +104,8 @@ impl<S: Subscription> AsyncProjection for AsyncSubscription<S> {
             for e in &handed {
                 hooks.after_event(name, e);
             }
-            for op in list.operations() {
-                let (type_id, migrate) = op.target().schema;
-                store.ensure_erased(type_id, migrate).await?;
-            }
+            // The tables of its writes are made sure of by the daemon, with the runner's
+            // connection set aside (see `AsyncProjection::plan`).
             Ok(list)
         })
     }

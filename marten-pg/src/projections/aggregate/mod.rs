@@ -184,20 +184,33 @@ impl<A> LiveFold<A> {
     }
 }
 
+/// What a fold from a snapshot must find among the events it reads: the snapshot's own
+/// event, by the sequence its write recorded, and the stream's last event read with the
+/// snapshot (its tip), by its version and sequence.
+#[derive(Clone, Copy, Debug)]
+struct Base {
+    /// The sequence of the snapshot's own event, at the snapshot's version.
+    own: i64,
+    /// The stream's last event when the snapshot was read.
+    tip: Tip,
+}
+
 impl Reads<'_, '_> {
     /// Folds the range's events from version `from` on into `state`, a chunk at a time
     /// (see [`read::fold_stream`]). `base`: `state` is a snapshot at version `from`,
-    /// folded from the incarnation of the stream whose last event was `base` when the
-    /// snapshot was read; the first event read must be the snapshot's own, at `from`, and
-    /// is not applied, and the events are read with their sequences (not lean) to find
-    /// `base` among them: the events read are then those of the snapshot's incarnation
-    /// (a stream deleted and started again since has other sequences). The `bool` says
-    /// whether both held (always `true` without a base).
+    /// folded from the incarnation of the stream whose event at `from` has the sequence
+    /// `base.own` and whose last event was `base.tip` when the snapshot was read; the
+    /// first event read must be the snapshot's own (at `from`, with that sequence) and is
+    /// not applied, and the events are read with their sequences (not lean) to find it
+    /// and the tip among them: the events read are then those of the snapshot's
+    /// incarnation (a stream deleted and started again since has other sequences, at
+    /// whatever versions). The `bool` says whether both held (always `true` without a
+    /// base).
     async fn fold<A: Aggregate>(
         &self,
         from: i64,
         state: Option<A>,
-        base: Option<Tip>,
+        base: Option<Base>,
     ) -> Result<(LiveFold<A>, bool)> {
         let mut range = self.range.clone();
         range.from_version = from.max(range.from_version);
@@ -210,12 +223,12 @@ impl Reads<'_, '_> {
             version: start,
             applied: 0,
         };
-        // The snapshot's event, still to be found first; `found` once it was. The tip,
-        // still to be found among the events; `None` once it was, `verified` if it was
-        // the same event.
-        let mut expect = base.map(|_| from);
+        // The snapshot's event (version, sequence), still to be found first; `found` once
+        // it was. The tip, still to be found among the events; `None` once it was,
+        // `verified` if it was the same event.
+        let mut expect = base.map(|b| (from, b.own));
         let mut found = base.is_none();
-        let mut tip = base;
+        let mut tip = base.map(|b| b.tip);
         let mut verified = base.is_none();
         let lean = self.lean && base.is_none();
         read::fold_stream(
@@ -233,9 +246,11 @@ impl Reads<'_, '_> {
                     }
                 }
                 let mut events = chunk;
-                if let (Some(version), Some((first, rest))) = (expect, events.split_first()) {
+                if let (Some((version, sequence)), Some((first, rest))) =
+                    (expect, events.split_first())
+                {
                     expect = None;
-                    found = first.version == version;
+                    found = first.version == version && first.sequence == sequence;
                     events = rest;
                 }
                 if !found {
@@ -255,19 +270,22 @@ impl Reads<'_, '_> {
     }
 }
 
-/// Folds a live aggregate from its snapshot, if `start` has one: the snapshot's own
-/// event and the stream's tip read with it must be among the events read (a deleted
-/// stream's snapshot is not built on, nor one read before the stream was deleted and
-/// started again); only the events after it are applied.
+/// Folds a live aggregate from its snapshot, if `start` has one its write recorded the
+/// event of: the snapshot's own event (by the sequence recorded with it) and the
+/// stream's tip read with it must be among the events read (a deleted stream's snapshot
+/// is not built on, nor one of a stream deleted and started again, before the snapshot
+/// was read or since); only the events after it are applied.
 async fn fold_live<A: Aggregate + PgDocument>(
     reads: &Reads<'_, '_>,
     start: start::Start<A>,
 ) -> Result<LiveFold<A>> {
     let stream = &reads.stream.0;
     if let Some(s) = start.stored.filter(|s| s.version > 0) {
-        // Without a tip at or past it, the snapshot is of no stream there is.
-        if let Some(tip) = start.tip.filter(|t| t.version >= s.version) {
-            let (fold, found) = reads.fold(s.version, Some(s.doc), Some(tip)).await?;
+        // Without a tip at or past it, the snapshot is of no stream there is; without the
+        // sequence of its event, of no incarnation it can be told to be of.
+        let tip = start.tip.filter(|t| t.version >= s.version);
+        if let Some(base) = tip.zip(start.sequence).map(|(tip, own)| Base { own, tip }) {
+            let (fold, found) = reads.fold(s.version, Some(s.doc), Some(base)).await?;
             if found {
                 debug!(document_type = A::DOCUMENT_TYPE, %stream, from = fold.from, version = fold.version, "live fold");
                 return Ok(fold);

@@ -22,10 +22,13 @@ pub(super) struct Stored<A> {
 }
 
 /// What a live fold of an aggregate with a snapshot policy starts from: the snapshot, if
-/// there is one it may build on, and the stream's last event up to the fold's last
-/// version, read in the same statement snapshot (`None`: no event).
+/// there is one it may build on, the sequence of its own event (the event at its
+/// version, as its write recorded it; `None`: a row no snapshot write wrote, not to be
+/// built on), and the stream's last event up to the fold's last version, read in the
+/// same statement snapshot (`None`: no event).
 pub(super) struct Start<A> {
     pub(super) stored: Option<Stored<A>>,
+    pub(super) sequence: Option<i64>,
     pub(super) tip: Option<Tip>,
 }
 
@@ -33,6 +36,7 @@ impl<A> Default for Start<A> {
     fn default() -> Self {
         Start {
             stored: None,
+            sequence: None,
             tip: None,
         }
     }
@@ -73,8 +77,9 @@ pub(super) async fn stored<A: Aggregate + PgDocument>(
 }
 
 /// The snapshot of live aggregate `id` (of `tenant`, a conjoined type) under `policy`, as
-/// [`stored`] reads it, and the stream's tip at or below `to_version`, in one statement
-/// (`conjoined_events`: the tip among the tenant's events).
+/// [`stored`] reads it, with the sequence of its own event, and the stream's tip at or
+/// below `to_version`, in one statement (`conjoined_events`: the tip among the tenant's
+/// events). Makes sure of the aggregate's snapshot table first (its snapshot column).
 pub(super) async fn snapshot<A: Aggregate + PgDocument>(
     store: &ProjectionCatalog,
     client: Db<'_>,
@@ -84,7 +89,8 @@ pub(super) async fn snapshot<A: Aggregate + PgDocument>(
     id: &A::Id,
     to_version: i64,
 ) -> Result<Start<A>> {
-    store.ensure::<A>().await?;
+    let (table, migrate) = policy.table;
+    store.ensure_erased(table, migrate).await?;
     let tenant = TenantKey::of(tenant).filter(|_| crate::documents::conjoined::<A>());
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &tenant {
         Some(t) => vec![id, t, &to_version],
@@ -95,19 +101,25 @@ pub(super) async fn snapshot<A: Aggregate + PgDocument>(
         .await
         .map_err(reading::<A>)?;
     let json: Option<JsonRef<'_>> = row.try_get(0).map_err(reading::<A>)?;
-    let version: Option<i64> = row.try_get(1).map_err(reading::<A>)?;
-    let sequence: Option<i64> = row.try_get(2).map_err(reading::<A>)?;
+    let own: Option<i64> = row.try_get(1).map_err(reading::<A>)?;
+    let version: Option<i64> = row.try_get(2).map_err(reading::<A>)?;
+    let sequence: Option<i64> = row.try_get(3).map_err(reading::<A>)?;
     let tip = version
         .zip(sequence)
         .map(|(version, sequence)| Tip { version, sequence });
+    let none = Start {
+        stored: None,
+        sequence: None,
+        tip,
+    };
     let Some(json) = json else {
-        return Ok(Start { stored: None, tip });
+        return Ok(none);
     };
     let doc: A = match serde_json::from_slice(json.0) {
         Ok(doc) => doc,
         Err(source) => {
             skipped::<A>(id, &source);
-            return Ok(Start { stored: None, tip });
+            return Ok(none);
         }
     };
     let version = doc.version();
@@ -117,7 +129,11 @@ pub(super) async fn snapshot<A: Aggregate + PgDocument>(
         json: json.0.to_vec(),
         version,
     });
-    Ok(Start { stored, tip })
+    Ok(Start {
+        stored,
+        sequence: own,
+        tip,
+    })
 }
 
 /// Logs a snapshot of `id` that does not deserialize, passed over.

@@ -87,7 +87,9 @@ impl DocumentStoreBuilder {
             );
             return self;
         }
-        self.lifecycle_of::<P>(lifecycle, || Arc::new(InlineEventProjection(projection)));
+        self.lifecycle_of::<P>(lifecycle, || {
+            Arc::new(InlineEventProjection::new(projection))
+        });
         self
     }
 

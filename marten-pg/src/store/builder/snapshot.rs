@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use marten_core::{Aggregate, Error, Result, Tenancy};
 
-use super::DocumentStoreBuilder;
+use super::{DocumentStoreBuilder, Registration};
 use crate::documents::PgDocument;
 use crate::projections::snapshot::SnapshotPolicy;
 use crate::projections::Lifecycle;
@@ -18,9 +18,11 @@ impl DocumentStoreBuilder {
     /// events beyond the last snapshot writes a new one right after the read (see the
     /// README's "Snapshots").
     ///
-    /// `A` is also registered as a document. An inline aggregate is its own snapshot and
-    /// an async one is the daemon's document: a policy for either (or an
-    /// `every_n_events` of 0) is [`Error::Configuration`] at `build`. With conjoined
+    /// `A` is also registered as a document, whose table has one more column,
+    /// `mt_snapshot_seq` (the sequence of a snapshot's own event: see the README's
+    /// "Snapshots"; the schema mode adds it to an existing table). An inline aggregate
+    /// is its own snapshot and an async one is the daemon's document: a policy for
+    /// either (or an `every_n_events` of 0) is [`Error::Configuration`] at `build`. With conjoined
     /// events, `A` must be a conjoined document type, so each tenant's streams keep
     /// their own snapshots.
     pub fn snapshot<A: Aggregate + PgDocument>(mut self, every_n_events: u32) -> Self {
@@ -45,8 +47,19 @@ impl DocumentStoreBuilder {
             self.stream_keyed.push(name);
         }
         let policy = Arc::new(SnapshotPolicy::of::<A>(every_n_events));
+        // `A`'s table is the snapshot table, whether `A` was registered as a plain
+        // document before or is after.
+        let registration = Registration {
+            type_id,
+            define: crate::documents::snapshot_define_fn::<A>(),
+            migrate: policy.table.1,
+        };
+        match self.documents.iter_mut().find(|r| r.type_id == type_id) {
+            Some(r) => *r = registration,
+            None => self.documents.push(registration),
+        }
         self.projections.snapshots.insert(type_id, policy);
-        self.document::<A>()
+        self
     }
 
     /// Refuses a snapshot policy of an aggregate registered as inline or async,
