@@ -691,3 +691,173 @@ async fn a_type_not_registered_gets_its_table_on_first_bulk_insert() {
     );
     assert_eq!(stored::<OffDoc>(&store, 3).await.0.tag, "late");
 }
+
+/// A document whose `i64` id the store generates (HiLo) when it is zero.
+#[derive(Document, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Numbered {
+    id: i64,
+    n: i64,
+}
+
+/// The rows of `mt_doc_numbered`: how many, how many distinct ids, the least id, and how
+/// many whose document carries its row's id.
+async fn numbered_rows(schema: &marten_testing::TestSchema) -> (i64, i64, i64, i64) {
+    let raw = schema.raw_client().await;
+    let row = raw
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), coalesce(min(id), 0), \
+             count(*) FILTER (WHERE id = (data ->> 'id')::bigint) FROM mt_doc_numbered",
+            &[],
+        )
+        .await
+        .expect("rows");
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// A zero `i64` id gets the next id of the store's HiLo allocator, as `store_new` gives
+/// it (Marten's `BulkInsert` assigns HiLo ids), in every mode and over several batches:
+/// 1000 documents with id 0 are 1000 rows with distinct ids above 0, each document
+/// carrying its id. A document with an id keeps it. (Once, every zero id stayed 0: one
+/// row written, or `Rejected` in insert-only.)
+#[tokio::test]
+async fn zero_integer_ids_get_hilo_ids_in_every_mode() {
+    let (schema, b) = builder("bulk_hilo_ids");
+    let store = ok(b.hilo_block_size(300).document::<Numbered>().build().await);
+    let mut total = 0;
+    for mode in [
+        BulkMode::InsertOnly,
+        BulkMode::IgnoreDuplicates,
+        BulkMode::Overwrite,
+    ] {
+        let docs: Vec<Numbered> = (0..1000).map(|n| Numbered { id: 0, n }).collect();
+        let options = BulkOptions::new(mode).batch_size(400);
+        assert_eq!(
+            ok(store.bulk_insert_with(docs, options).await),
+            1000,
+            "{mode:?}"
+        );
+        total += 1000;
+        let (rows, distinct, least, carried) = numbered_rows(&schema).await;
+        assert_eq!((rows, distinct, carried), (total, total, total), "{mode:?}");
+        assert!(
+            least > 0,
+            "{mode:?}: an id that is not a generated one: {least}"
+        );
+    }
+    // Given ids are kept; zero ones are generated next to them.
+    let docs = vec![Numbered { id: 0, n: 1 }, Numbered { id: -7, n: 2 }];
+    assert_eq!(ok(store.bulk_insert(docs, BulkMode::InsertOnly).await), 2);
+    let mut q = store.query_session();
+    assert_eq!(ok(q.load::<Numbered>(&-7).await).map(|d| d.n), Some(2));
+    // The allocator goes on above every id it handed out.
+    let raw = schema.raw_client().await;
+    let highest: i64 = raw
+        .query_one("SELECT max(id) FROM mt_doc_numbered", &[])
+        .await
+        .expect("max")
+        .get(0);
+    assert!(ok(store.next_id::<Numbered>().await) > highest);
+}
+
+/// How many of this test's connections (named after its schema) wait for a lock.
+async fn lock_waiters(raw: &tokio_postgres::Client, app: &str) -> i64 {
+    raw.query_one(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        &[&app],
+    )
+    .await
+    .expect("waiters")
+    .get(0)
+}
+
+/// Two bulk inserts of the same ids, one in ascending and one in descending order, both
+/// held up by a transaction on the middle row until each waits for a lock, then let go:
+/// rows are written in id order, so one waits for the other instead of deadlocking, in
+/// every mode. (Once rows were written in the order given: the two locked from opposite
+/// ends, met in the middle, and one failed with `Conflict { Deadlock }`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_inserts_of_the_same_ids_in_opposite_orders_do_not_deadlock() {
+    let (schema, b) = named_builder("bulk_id_order");
+    let store = ok(b.document::<Numbered>().build().await);
+    let raw = schema.raw_client().await;
+    // Another connection watches: within the held transaction `pg_stat_activity` would
+    // not change.
+    let watch = schema.raw_client().await;
+    let up: Vec<Numbered> = (1..=200).map(|n| Numbered { id: n, n }).collect();
+    let down: Vec<Numbered> = up.iter().rev().cloned().collect();
+    for round in 0..2 {
+        for mode in [
+            BulkMode::Overwrite,
+            BulkMode::IgnoreDuplicates,
+            BulkMode::InsertOnly,
+        ] {
+            raw.batch_execute("DELETE FROM mt_doc_numbered")
+                .await
+                .expect("empty");
+            // Overwrite meets stored rows (a row lock held on id 100); the others new
+            // ones (id 100 inserted and not committed).
+            if mode == BulkMode::Overwrite {
+                ok(store.bulk_insert(up.clone(), BulkMode::InsertOnly).await);
+                raw.batch_execute("BEGIN; SELECT 1 FROM mt_doc_numbered WHERE id = 100 FOR UPDATE")
+                    .await
+                    .expect("hold a row");
+            } else {
+                raw.batch_execute(
+                    "BEGIN; INSERT INTO mt_doc_numbered (id, data) VALUES (100, '{\"id\": 100, \"n\": 0}')",
+                )
+                .await
+                .expect("hold an id");
+            }
+            let (a, b) = (store.clone(), store.clone());
+            let (ups, downs) = (up.clone(), down.clone());
+            let first = tokio::spawn(async move { a.bulk_insert(ups, mode).await });
+            let second = tokio::spawn(async move { b.bulk_insert(downs, mode).await });
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while lock_waiters(&watch, schema.name()).await < 2 {
+                if std::time::Instant::now() >= deadline {
+                    let rows = watch
+                        .query(
+                            "SELECT application_name, state, coalesce(wait_event_type, ''), query \
+                             FROM pg_stat_activity WHERE datname = current_database()",
+                            &[],
+                        )
+                        .await
+                        .expect("activity");
+                    let seen: Vec<(String, String, String, String)> = rows
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                        .collect();
+                    panic!("round {round}, {mode:?}: both bulk inserts wait for a lock: {seen:#?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let end = if mode == BulkMode::Overwrite {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            raw.batch_execute(end).await.expect("let go");
+            let results = [
+                first.await.expect("first task"),
+                second.await.expect("second task"),
+            ];
+            for result in &results {
+                match (mode, result) {
+                    (_, Ok(_)) => {}
+                    // Both insert the same new ids: the one that waited finds them taken.
+                    (BulkMode::InsertOnly, Err(Error::Rejected(_))) => {}
+                    (_, Err(e)) => panic!("round {round}, {mode:?}: {e} ({e:?})"),
+                }
+            }
+            let written: u64 = results.iter().map(|r| *r.as_ref().unwrap_or(&0)).sum();
+            let expected = if mode == BulkMode::Overwrite {
+                400
+            } else {
+                200
+            };
+            assert_eq!(written, expected, "round {round}, {mode:?}");
+            assert_eq!(count(&schema, "mt_doc_numbered").await, 200);
+        }
+    }
+}

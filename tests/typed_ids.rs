@@ -721,3 +721,120 @@ async fn a_raised_hilo_floor_whose_answer_was_lost_leaves_no_ids_below_it() {
     let id = ok(store.next_id::<Ticket>().await);
     assert!(id > 1_000_000, "an id below the floor was handed out: {id}");
 }
+
+/// The used-up error of `D`'s HiLo ids, or a panic naming what came instead.
+fn assert_used_up<T: std::fmt::Debug>(result: marten::Result<T>) {
+    match result {
+        Err(marten::Error::InvalidId { reason, .. }) => {
+            assert!(reason.contains("used up"), "{reason}");
+        }
+        other => panic!("an id past i64::MAX: {other:?}"),
+    }
+}
+
+/// With fewer ids left below `i64::MAX` than a block holds, the last block is cut short
+/// at `i64::MAX`: every one of them is handed out, in order, then `InvalidId` ("used
+/// up"), for this store and any other on the schema. (Once the block that would pass
+/// `i64::MAX` was refused whole: "used up" with 500 ids never handed out.)
+#[tokio::test]
+async fn the_last_hilo_ids_below_i64_max_are_handed_out_in_a_short_block() {
+    let (schema, b) = builder("typed_ids_hilo_short");
+    let store = ok(b.hilo_block_size(1000).build().await);
+    ok(store.reset_hilo_floor::<Ticket>(i64::MAX - 500).await);
+    for expected in i64::MAX - 499..=i64::MAX {
+        assert_eq!(ok(store.next_id::<Ticket>().await), expected);
+    }
+    assert_used_up(store.next_id::<Ticket>().await);
+    assert_used_up(store.next_id::<Ticket>().await);
+    let other = store_on(&schema, 7).await;
+    assert_used_up(other.next_id::<Ticket>().await);
+    // A bulk insert of documents needing ids refuses them too, before anything is sent.
+    let tickets = (0..5).map(|_| Ticket {
+        id: 0,
+        title: "late".into(),
+    });
+    assert_used_up(store.bulk_insert(tickets, BulkMode::InsertOnly).await);
+}
+
+/// Bulk inserts assign HiLo ids to zero ids of integer newtypes and of `i32`: an `i32`
+/// id past `i32::MAX` is `InvalidId` and nothing is written.
+#[tokio::test]
+async fn bulk_inserts_assign_hilo_ids_to_newtype_and_i32_ids() {
+    let (schema, b) = builder("typed_ids_bulk_hilo");
+    let store = ok(b.hilo_block_size(2).build().await);
+    let order = OrderId(Uuid::now_v7());
+    let invoices = (0..5).map(|_| Invoice {
+        id: InvoiceNo(0),
+        order,
+    });
+    assert_eq!(
+        ok(store.bulk_insert(invoices, BulkMode::InsertOnly).await),
+        5
+    );
+    let mut q = store.query_session();
+    let ids: Vec<InvoiceNo> = (1..=5).map(InvoiceNo).collect();
+    assert_eq!(ok(q.load_many::<Invoice>(&ids).await).len(), 5);
+
+    let seats = (0..3).map(|_| Seat { id: 0 });
+    assert_eq!(ok(store.bulk_insert(seats, BulkMode::Overwrite).await), 3);
+    ok(store
+        .reset_hilo_floor::<Seat>(i64::from(i32::MAX) - 1)
+        .await);
+    let seats = (0..3).map(|_| Seat { id: 0 });
+    let too_big = store.bulk_insert(seats, BulkMode::Overwrite).await;
+    assert!(
+        matches!(too_big, Err(marten::Error::InvalidId { .. })),
+        "{too_big:?}"
+    );
+    let raw = schema.raw_client().await;
+    let seats: i64 = raw
+        .query_one("SELECT count(*) FROM mt_doc_seat", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(seats, 3);
+}
+
+/// Stores with different block sizes racing for the last ids below `i64::MAX`: each of
+/// the 1,501 left is handed out exactly once (the short last block reads the value it
+/// replaces with the row locked), then every store refuses with "used up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_racing_for_the_last_hilo_ids_hand_each_out_once() {
+    const TASKS: usize = 8;
+    // Odd, and every block size even: only a short last block hands out the last id.
+    const LEFT: i64 = 1_501;
+    let (schema, b) = builder("typed_ids_hilo_last_race");
+    let first = ok(b.build().await);
+    ok(first.reset_hilo_floor::<Ticket>(i64::MAX - LEFT).await);
+    let mut stores = vec![first];
+    for size in [2, 8, 250] {
+        stores.push(store_on(&schema, size).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = stores[t % stores.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut ids = Vec::new();
+            loop {
+                match store.next_id::<Ticket>().await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => {
+                        assert_used_up::<()>(Err(e));
+                        return ids;
+                    }
+                }
+            }
+        }));
+    }
+    let mut all = std::collections::HashSet::new();
+    for task in tasks {
+        for id in task.await.expect("task") {
+            assert!(id > i64::MAX - LEFT, "{id}");
+            assert!(all.insert(id), "id {id} handed out twice");
+        }
+    }
+    assert_eq!(all.len() as i64, LEFT);
+}

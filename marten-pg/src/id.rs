@@ -27,6 +27,21 @@ pub trait PgId: DocumentId + ToSql + FromSqlOwned + Sync + sealed::Sealed {
     /// The column type as the binary `COPY` format names it.
     #[doc(hidden)]
     const PG_TYPE: Type;
+
+    /// Whether the store's HiLo allocator is to assign this id: an integer id (or integer
+    /// newtype id) that is zero ([`HiLoId::is_unassigned`]), never any other. For bulk
+    /// inserts, which take any id type. Not public API.
+    #[doc(hidden)]
+    fn awaits_hilo(&self) -> bool {
+        false
+    }
+
+    /// Sets the id to `value` from the HiLo allocator; `false` when the value does not
+    /// fit the type (nothing is set) or the type has no generated ids. Not public API.
+    #[doc(hidden)]
+    fn set_generated(&mut self, _value: i64) -> bool {
+        false
+    }
 }
 
 impl PgId for uuid::Uuid {
@@ -37,11 +52,30 @@ impl PgId for uuid::Uuid {
 impl PgId for i64 {
     const SQL_TYPE: &'static str = "bigint";
     const PG_TYPE: Type = Type::INT8;
+    fn awaits_hilo(&self) -> bool {
+        *self == 0
+    }
+    fn set_generated(&mut self, value: i64) -> bool {
+        *self = value;
+        true
+    }
 }
 
 impl PgId for i32 {
     const SQL_TYPE: &'static str = "integer";
     const PG_TYPE: Type = Type::INT4;
+    fn awaits_hilo(&self) -> bool {
+        *self == 0
+    }
+    fn set_generated(&mut self, value: i64) -> bool {
+        match i32::try_from(value).ok() {
+            Some(id) => {
+                *self = id;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl PgId for String {
@@ -52,6 +86,12 @@ impl PgId for String {
 impl<T: PgNewtype + DocumentId + Sync> PgId for T {
     const SQL_TYPE: &'static str = <T::Inner as PgId>::SQL_TYPE;
     const PG_TYPE: Type = <T::Inner as PgId>::PG_TYPE;
+    fn awaits_hilo(&self) -> bool {
+        self.inner().awaits_hilo()
+    }
+    fn set_generated(&mut self, value: i64) -> bool {
+        self.inner_mut().set_generated(value)
+    }
 }
 
 mod hilo_sealed {

@@ -1,7 +1,9 @@
 //! Bulk inserts: many documents of one type written with binary `COPY`, in batches, all
 //! in one transaction ([`BulkMode`], [`BulkOptions`]). Ids get a session's checks before
-//! anything is sent (a nil `Uuid` id assigned, an unusable id refused, ids given twice
-//! resolved per mode); documents are serialized and checked for what `jsonb` refuses as
+//! anything is sent (a nil `Uuid` id assigned, a zero integer id given one of the store's
+//! HiLo allocator, an unusable id refused, ids given twice resolved per mode) and rows
+//! are written in id order (as a session's batches are: no deadlock between two bulk
+//! inserts of the same rows); documents are serialized and checked for what `jsonb` refuses as
 //! they are copied. Insert-only batches are copied straight into the table; the other
 //! modes copy each batch into a temporary staging table and move it with one
 //! `INSERT ... SELECT ... ON CONFLICT`. Requests are pipelined (see `write`). The SQL
@@ -40,7 +42,7 @@ use crate::tenant_key::TenantKey;
 /// Writes `rows` of `D` (of `tenant`, for a conjoined type) in batches, in one
 /// transaction on `conn`; returns how many rows were written (inserted, or inserted and
 /// overwritten). The caller made sure of the table and, for a conjoined type, of the
-/// tenant.
+/// tenant, and gave the zero integer ids generated ones ([`BulkRows::assign_ids`]).
 pub(crate) async fn bulk_insert<D: PgDocument>(
     conn: &mut Conn,
     source: &impl AsRef<Connector>,
@@ -49,6 +51,12 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
     rows: &BulkRows<D>,
     options: BulkOptions,
 ) -> Result<u64> {
+    if !rows.ready() {
+        return Err(Error::Configuration(format!(
+            "a bulk insert of {} was started before its zero ids got generated ones",
+            D::DOCUMENT_TYPE
+        )));
+    }
     if rows.is_empty() {
         return Ok(0);
     }

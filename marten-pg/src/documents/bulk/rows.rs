@@ -1,5 +1,6 @@
-//! The documents of a bulk insert, prepared before anything is sent: ids assigned and
-//! checked, ids given twice resolved per mode.
+//! The documents of a bulk insert, prepared before anything is sent: ids assigned (a nil
+//! `Uuid` a new one, a zero integer id one of the store's HiLo allocator) and checked, ids
+//! given twice resolved per mode, rows in id order.
 
 use super::options::{BulkMode, BulkOptions};
 use std::collections::{HashMap, HashSet};
@@ -7,11 +8,17 @@ use std::collections::{HashMap, HashSet};
 use marten_core::{DocumentId, Error, Rejection, RejectionKind, Result};
 
 use crate::documents::storage::PgDocument;
+use crate::PgId;
 
-/// The documents of a bulk insert, their ids assigned and checked and ids given twice
-/// resolved; they are serialized as they are copied.
+/// The documents of a bulk insert, their ids assigned and checked, ids given twice
+/// resolved and the rows in id order; they are serialized as they are copied. Until the
+/// zero integer ids got ids of the store's HiLo allocator ([`BulkRows::awaiting_ids`],
+/// [`BulkRows::assign_ids`]) they are not resolved nor ordered, and not ready to write.
 pub(crate) struct BulkRows<D: PgDocument> {
     pub(super) docs: Vec<D>,
+    /// How many documents wait for an id of the HiLo allocator.
+    awaiting: usize,
+    mode: BulkMode,
 }
 
 impl<D: PgDocument> BulkRows<D> {
@@ -24,13 +31,52 @@ impl<D: PgDocument> BulkRows<D> {
     pub(crate) fn is_empty(&self) -> bool {
         self.docs.is_empty()
     }
+
+    /// How many documents wait for an id of the store's HiLo allocator (an integer id
+    /// that is zero).
+    pub(crate) fn awaiting_ids(&self) -> usize {
+        self.awaiting
+    }
+
+    /// Gives the documents that wait for an id the `values` of the HiLo allocator, in
+    /// the order the documents came, then resolves ids given twice and orders the rows.
+    /// [`Error::InvalidId`] when a value does not fit the id type (an `i32` id past
+    /// `i32::MAX`), or when fewer values come than documents wait.
+    pub(crate) fn assign_ids(&mut self, values: &[i64]) -> Result<()> {
+        let mut values = values.iter();
+        for doc in self.docs.iter_mut().filter(|d| d.id().awaits_hilo()) {
+            let Some(&value) = values.next() else {
+                return Err(Error::InvalidId {
+                    document_type: D::DOCUMENT_TYPE,
+                    id: doc.id().to_string(),
+                    reason: "no generated id was reserved for this document",
+                });
+            };
+            if !doc.id_mut().set_generated(value) {
+                return Err(Error::InvalidId {
+                    document_type: D::DOCUMENT_TYPE,
+                    id: value.to_string(),
+                    reason: "the generated id does not fit the id type",
+                });
+            }
+        }
+        self.awaiting = 0;
+        self.docs = ready::<D>(std::mem::take(&mut self.docs), self.mode)?;
+        Ok(())
+    }
+
+    /// Whether the rows are ready to write: no document waits for an id.
+    pub(super) fn ready(&self) -> bool {
+        self.awaiting == 0
+    }
 }
 
 /// Prepares `docs` for a bulk insert with the checks a session's `store` makes of ids
-/// (a nil `Uuid` id gets a new version-7 uuid, an unusable id is refused) and resolves
-/// ids given twice as the mode says. The documents are serialized (and checked) as they
-/// are copied, so that the server works on the rows sent while the next ones are
-/// serialized.
+/// (a nil `Uuid` id gets a new version-7 uuid, an unusable id is refused), counts the
+/// zero integer ids that are to get ids of the store's HiLo allocator and, when there
+/// is none, resolves ids given twice as the mode says and orders the rows by id. The
+/// documents are serialized (and checked) as they are copied, so that the server works
+/// on the rows sent while the next ones are serialized.
 pub(crate) fn prepare<D: PgDocument>(
     docs: impl IntoIterator<Item = D>,
     options: BulkOptions,
@@ -41,7 +87,12 @@ pub(crate) fn prepare<D: PgDocument>(
         ));
     }
     let mut docs: Vec<D> = docs.into_iter().collect();
+    let mut awaiting = 0;
     for doc in &mut docs {
+        if doc.id().awaits_hilo() {
+            awaiting += 1;
+            continue;
+        }
         doc.id_mut()
             .assign_if_empty()
             .map_err(|reason| Error::InvalidId {
@@ -50,9 +101,30 @@ pub(crate) fn prepare<D: PgDocument>(
                 reason,
             })?;
     }
+    if awaiting == 0 {
+        docs = ready::<D>(docs, options.mode)?;
+    }
     Ok(BulkRows {
-        docs: deduplicate::<D>(docs, options.mode)?,
+        docs,
+        awaiting,
+        mode: options.mode,
     })
+}
+
+/// `docs` with ids given twice resolved per `mode`, in id order
+/// ([`DocumentId::write_order`], the order of a session's batches): two bulk inserts (or
+/// a bulk insert and a save) writing the same rows lock them in one order, so one waits
+/// for the other instead of deadlocking. Every batch is copied, and moved from the
+/// staging table (a plain heap scanned in the order it was filled), in this order.
+fn ready<D: PgDocument>(docs: Vec<D>, mode: BulkMode) -> Result<Vec<D>> {
+    let mut docs = deduplicate::<D>(docs, mode)?;
+    if !docs
+        .windows(2)
+        .all(|w| w[0].id().write_order(w[1].id()).is_le())
+    {
+        docs.sort_by(|a, b| a.id().write_order(b.id()));
+    }
+    Ok(docs)
 }
 
 /// Ids given more than once: refused (insert-only), the first kept (ignoring
