@@ -378,6 +378,18 @@ pub(crate) fn within<F: std::future::Future>(
     source.as_ref().within(answers)
 }
 
+/// The unknown outcome of a write that was handed to the connection and got no answer
+/// (`awaited`: "the answer to COMMIT") within the store's request timeout: it may have
+/// committed.
+pub(crate) fn unanswered(source: &impl AsRef<Connector>, awaited: &str) -> Error {
+    let waited = source.as_ref().request_timeout().unwrap_or_default();
+    Error::OutcomeUnknown(marten_core::DatabaseError {
+        code: None,
+        context: format!("waiting for {awaited}"),
+        source: format!("no answer within {} ms", waited.as_millis()).into(),
+    })
+}
+
 /// The error of a request that got no answer within the store's request timeout.
 pub(crate) fn timed_out(source: &impl AsRef<Connector>) -> Error {
     let waited = source.as_ref().request_timeout().unwrap_or_default();

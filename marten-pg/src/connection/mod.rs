@@ -25,7 +25,7 @@ mod tls;
 
 pub(crate) use cancel::cancel_then_drop;
 pub use conn::Conn;
-pub(crate) use conn::{timed_out, within, Request};
+pub(crate) use conn::{timed_out, unanswered, within, Request};
 pub(crate) use connector::{Connector, Dedicated, DirectConnections, Replica};
 pub(crate) use db::Db;
 pub(crate) use pipeline::{Answers, Done, Handle, Pipeline, Rows};

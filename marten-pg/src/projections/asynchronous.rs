@@ -3,7 +3,8 @@
 //! in its stream's version order, see `stream_order`), a multi-stream projection by
 //! document (each stream's events within a slice in version order), folds the slices in
 //! parallel on tasks that own their state and events, and returns the writes; an event
-//! projection applies its events in the global order. The daemon's runner, the one
+//! projection applies its events in the global order (its runner is with the event
+//! projections, `event_projection.rs`). The daemon's runner, the one
 //! writer, commits the writes with its progress update.
 //!
 //! Sharded (the daemon runs one shard of a projection per runner): an aggregate gets only
@@ -41,7 +42,6 @@ use marten_core::{
     TenantId,
 };
 
-use super::event_projection::{ClearFn, OwnedDocuments};
 use super::stream_order::in_stream_order;
 use super::ProjectionCatalog;
 use crate::documents::load;
@@ -498,107 +498,5 @@ impl<P: marten_core::Identities + PgDocument> AsyncProjection for AsyncMultiStre
 
     fn handles_type(&self, type_id: TypeId, _name: &'static str) -> bool {
         applies_type::<P>(type_id)
-    }
-}
-
-/// The async runner of an event projection: its document operations per event, in event
-/// order (event projections are not split into slices or shards: their operations may
-/// depend on order across streams, and any stream's events may write any document), and
-/// the document types it owns (cleared by a rebuild).
-pub(crate) struct AsyncEventProjection<P> {
-    projection: P,
-    owned: Vec<(&'static str, ClearFn)>,
-    /// The owned types' tables (see [`AsyncProjection::documents`]).
-    schemas: Vec<(TypeId, crate::schema::MigrateFn)>,
-    /// The owned types every tenant shares (not conjoined).
-    shared: Vec<&'static str>,
-    /// The projection's `shared_documents_per_tenant`.
-    shared_per_tenant: bool,
-}
-
-impl<P: crate::projections::EventProjection> AsyncEventProjection<P> {
-    pub(crate) fn new(projection: P) -> Self {
-        let mut owned = OwnedDocuments::default();
-        projection.owned_documents(&mut owned);
-        let shared_per_tenant = projection.shared_documents_per_tenant();
-        AsyncEventProjection {
-            projection,
-            owned: owned.clears,
-            shared: owned.shared,
-            schemas: owned.schemas,
-            shared_per_tenant,
-        }
-    }
-}
-
-impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProjection<P> {
-    fn name(&self) -> &'static str {
-        self.projection.name()
-    }
-
-    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
-        let Batch {
-            events,
-            hooks,
-            tenant,
-            ..
-        } = batch;
-        let name = self.projection.name();
-        Box::pin(async move {
-            let mut ops =
-                crate::projections::ProjectedOps::for_runner(name, tenant, self.shared_per_tenant);
-            for e in events {
-                hooks.before_event(self.projection.name(), e);
-                crate::projections::event_projection::apply_one(&self.projection, e, &mut ops)?;
-                hooks.after_event(self.projection.name(), e);
-            }
-            // The tables of its writes are made sure of by the daemon, once the runner's
-            // connection is set aside: over a caller's pool their connection comes out of
-            // the pool the runner holds one of.
-            ops.into_list()
-        })
-    }
-
-    /// The types it owns; the others it writes are known once a batch is planned.
-    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
-        self.schemas.clone()
-    }
-
-    /// Deletes the documents of the types it owns; the others survive and the replay
-    /// runs over them.
-    fn clear<'a>(
-        &'a self,
-        client: Db<'a>,
-        tenant: Option<&'a TenantId>,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (_, clear) in &self.owned {
-                clear(client, tenant).await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Never: any stream's events may write any document, and two shards writing one
-    /// document would leave it as the one that commits last wrote it.
-    fn shardable(&self) -> bool {
-        false
-    }
-
-    fn unshardable_because(&self) -> &'static str {
-        "it is an event projection, whose events of any stream may write any document: two \
-         shards, each committing on its own, could write one document, which would end as \
-         the shard that commits last wrote it, not as the events' order says. Run it whole \
-         (without a shard count), or split the work of documents kept per id into a \
-         multi-stream projection (sharded by document id) or an aggregate (by stream)"
-    }
-
-    /// With conjoined events, an owned type every tenant shares, unless the projection
-    /// says each such document is one tenant's.
-    fn refused_with(&self, tenancy: Tenancy) -> Option<String> {
-        let shared = self.shared.first()?;
-        (tenancy == Tenancy::Conjoined && !self.shared_per_tenant).then(|| {
-            super::event_projection::shared_type_refused(self.projection.name(), shared, None)
-        })
     }
 }

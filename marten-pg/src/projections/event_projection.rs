@@ -1,4 +1,6 @@
-//! Event projections: arbitrary document operations per event.
+//! Event projections: arbitrary document operations per event, and their two runners:
+//! inline ([`InlineEventProjection`], in a save) and async ([`AsyncEventProjection`], in
+//! the daemon).
 //!
 //! With conjoined events the daemon runs an async event projection per tenant, each
 //! tenant's runner committing on its own. A document type every tenant shares (not
@@ -9,17 +11,23 @@
 //! such a type when it starts, and a write of one from a tenant's runner otherwise
 //! ([`ProjectedOps`] remembers the refusal, the event's failure).
 
+use std::any::TypeId;
+
 use futures_util::future::BoxFuture;
 use marten_core::projection::inline::{name_version, AppendView};
 use marten_core::session::check_id;
 use marten_core::tenant::require_tenant;
-use marten_core::{ApplyError, DocumentId, Error, EventEnvelope, Result, TenantId, WithSources};
+use marten_core::{
+    ApplyError, DocumentId, Error, EventEnvelope, Result, Tenancy, TenantId, WithSources,
+};
 
+use super::asynchronous::{AsyncProjection, Batch};
 use super::{apply_error, InlineProjection, Planner, SavePlan};
 
 // For the daemon's runner, which plans every batch within it (`stream_order`, where it
 // lives, is private to the projections layer).
 pub(crate) use super::stream_order::planning;
+use crate::connection::Db;
 use crate::documents::serialize;
 use crate::documents::{conjoined, BasicWrite, PgDocument};
 use crate::unit_of_work::OpList;
@@ -370,5 +378,106 @@ impl<P: EventProjection> InlineProjection for InlineEventProjection<P> {
             pg.out.append(&mut ops.list);
             Ok(())
         })
+    }
+}
+
+/// The async runner of an event projection: its document operations per event, in event
+/// order (event projections are not split into slices or shards: their operations may
+/// depend on order across streams, and any stream's events may write any document), and
+/// the document types it owns (cleared by a rebuild).
+pub(crate) struct AsyncEventProjection<P> {
+    projection: P,
+    owned: Vec<(&'static str, ClearFn)>,
+    /// The owned types' tables (see [`AsyncProjection::documents`]).
+    schemas: Vec<(TypeId, crate::schema::MigrateFn)>,
+    /// The owned types every tenant shares (not conjoined).
+    shared: Vec<&'static str>,
+    /// The projection's `shared_documents_per_tenant`.
+    shared_per_tenant: bool,
+}
+
+impl<P: crate::projections::EventProjection> AsyncEventProjection<P> {
+    pub(crate) fn new(projection: P) -> Self {
+        let mut owned = OwnedDocuments::default();
+        projection.owned_documents(&mut owned);
+        let shared_per_tenant = projection.shared_documents_per_tenant();
+        AsyncEventProjection {
+            projection,
+            owned: owned.clears,
+            shared: owned.shared,
+            schemas: owned.schemas,
+            shared_per_tenant,
+        }
+    }
+}
+
+impl<P: crate::projections::EventProjection> AsyncProjection for AsyncEventProjection<P> {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn plan<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<OpList>> {
+        let Batch {
+            events,
+            hooks,
+            tenant,
+            ..
+        } = batch;
+        let name = self.projection.name();
+        Box::pin(async move {
+            let mut ops =
+                crate::projections::ProjectedOps::for_runner(name, tenant, self.shared_per_tenant);
+            for e in events {
+                hooks.before_event(self.projection.name(), e);
+                apply_one(&self.projection, e, &mut ops)?;
+                hooks.after_event(self.projection.name(), e);
+            }
+            // The tables of its writes are made sure of by the daemon, once the runner's
+            // connection is set aside: over a caller's pool their connection comes out of
+            // the pool the runner holds one of.
+            ops.into_list()
+        })
+    }
+
+    /// The types it owns; the others it writes are known once a batch is planned.
+    fn documents(&self) -> Vec<(TypeId, crate::schema::MigrateFn)> {
+        self.schemas.clone()
+    }
+
+    /// Deletes the documents of the types it owns; the others survive and the replay
+    /// runs over them.
+    fn clear<'a>(
+        &'a self,
+        client: Db<'a>,
+        tenant: Option<&'a TenantId>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (_, clear) in &self.owned {
+                clear(client, tenant).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Never: any stream's events may write any document, and two shards writing one
+    /// document would leave it as the one that commits last wrote it.
+    fn shardable(&self) -> bool {
+        false
+    }
+
+    fn unshardable_because(&self) -> &'static str {
+        "it is an event projection, whose events of any stream may write any document: two \
+         shards, each committing on its own, could write one document, which would end as \
+         the shard that commits last wrote it, not as the events' order says. Run it whole \
+         (without a shard count), or split the work of documents kept per id into a \
+         multi-stream projection (sharded by document id) or an aggregate (by stream)"
+    }
+
+    /// With conjoined events, an owned type every tenant shares, unless the projection
+    /// says each such document is one tenant's.
+    fn refused_with(&self, tenancy: Tenancy) -> Option<String> {
+        let shared = self.shared.first()?;
+        (tenancy == Tenancy::Conjoined && !self.shared_per_tenant)
+            .then(|| shared_type_refused(self.projection.name(), shared, None))
     }
 }

@@ -60,17 +60,8 @@ pub(crate) async fn reserve(
     appends: &mut [AppendView],
     tags: &mut Option<TagsFirst>,
 ) -> Result<Reservation> {
-    // The streams of plain appends, and of expected-version appends (locked too: their
-    // ordering transaction id is read under the lock the append takes anyway).
-    let mut plain: Vec<StreamKey> = Vec::new();
-    for a in appends.iter().filter(|a| a.kind != AppendKind::Start) {
-        let key = StreamKey(a.stream.clone());
-        if !plain.contains(&key) {
-            plain.push(key);
-        }
-    }
     let count: usize = appends.iter().map(|a| a.events.len()).sum();
-    let drawn = draw(store, req, uow, plain, count, tags.take()).await?;
+    let drawn = draw(store, req, uow, locked_streams(appends), count, tags.take()).await?;
     let mut requirements = Vec::new();
     let mut unlocked = false;
     let mut running: HashMap<StreamId, Option<i64>> = HashMap::new();
@@ -127,6 +118,20 @@ pub(crate) async fn reserve(
         requirements,
         unlocked,
     })
+}
+
+/// The streams a reservation locks: those of plain appends, and of expected-version
+/// appends (locked too: their ordering transaction id is read under the lock the append
+/// takes anyway), each once.
+fn locked_streams(appends: &[AppendView]) -> Vec<StreamKey> {
+    let mut plain: Vec<StreamKey> = Vec::new();
+    for a in appends.iter().filter(|a| a.kind != AppendKind::Start) {
+        let key = StreamKey(a.stream.clone());
+        if !plain.contains(&key) {
+            plain.push(key);
+        }
+    }
+    plain
 }
 
 /// Sends the flight: `BEGIN` unless the transaction is open, the lock of the save's

@@ -21,7 +21,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use tracing::{debug, warn};
 
-use crate::connection::{timed_out, within, Conn, Connector, Db};
+use crate::connection::{timed_out, unanswered, within, Conn, Db};
 use crate::error_map::{map_db_error, Failed};
 use crate::store::DocumentStore;
 use crate::tables::qualify::{quoted_names, words};
@@ -215,7 +215,7 @@ impl DocumentStore {
             // Unfinished: the guard cancels and closes the connection.
             drop(req);
             return Err(match writes {
-                true => unanswered(self),
+                true => unanswered(self, "the answer to a caller's statement"),
                 false => timed_out(self),
             });
         };
@@ -233,19 +233,6 @@ impl DocumentStore {
         }
         result
     }
-}
-
-/// The unknown outcome of a caller's write whose answer did not come within the
-/// store's request timeout.
-fn unanswered(store: &DocumentStore) -> Error {
-    let waited = AsRef::<Connector>::as_ref(store)
-        .request_timeout()
-        .unwrap_or_default();
-    Error::OutcomeUnknown(marten_core::DatabaseError {
-        code: None,
-        context: "waiting for the answer to a caller's statement".to_owned(),
-        source: format!("no answer within {} ms", waited.as_millis()).into(),
-    })
 }
 
 #[cfg(test)]

@@ -86,11 +86,7 @@ pub(super) fn timed_out(req: &mut Request<'_>, probe: &FlightProbe, store: &Cata
     warn!(timeout_ms = limit.as_millis(), "save_changes timed out");
     req.mark_lost();
     if probe.sent.load(Ordering::SeqCst) {
-        Error::OutcomeUnknown(DatabaseError {
-            code: None,
-            context: "waiting for the answers of the save".to_owned(),
-            source: format!("no answer within {} ms", limit.as_millis()).into(),
-        })
+        crate::connection::unanswered(store, "the answers of the save")
     } else {
         Error::Timeout {
             what: format!(

@@ -34,7 +34,7 @@ use refusal::{end_failed, name_taken};
 use marten_core::{Error, Result, TenantId};
 use tracing::debug;
 
-use crate::connection::{within, Conn, Connector};
+use crate::connection::{unanswered, within, Conn, Connector, Request};
 use crate::documents::storage::{conjoined, PgDocument};
 use crate::error_map::{is_lost, lost_error, map_db_error, Failed};
 use crate::tenant_key::TenantKey;
@@ -70,7 +70,6 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
         },
         schema,
     };
-    let span = tracing::Span::current();
     let mut req = conn.request(source).await?;
     // BEGIN is about to be written.
     req.set_in_transaction(true);
@@ -85,12 +84,18 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
             });
         }
     };
+    commit(req, source, written).await
+}
+
+/// Commits the bulk insert's transaction (`written` rows) on `req`: a lost answer, or
+/// none within the request timeout, is an unknown outcome.
+async fn commit(mut req: Request<'_>, source: &impl AsRef<Connector>, written: u64) -> Result<u64> {
     let committed = within(source, req.client().batch_execute("COMMIT")).await;
     match committed {
         Some(Ok(())) => {
             req.set_in_transaction(false);
             req.finish();
-            span.record("marten.rows", written);
+            tracing::Span::current().record("marten.rows", written);
             debug!(rows = written, "bulk insert committed");
             Ok(written)
         }
@@ -110,12 +115,7 @@ pub(crate) async fn bulk_insert<D: PgDocument>(
         None => {
             req.mark_lost();
             req.finish_broken();
-            let waited = source.as_ref().request_timeout().unwrap_or_default();
-            Err(Error::OutcomeUnknown(marten_core::DatabaseError {
-                code: None,
-                context: "waiting for the answer to COMMIT".to_owned(),
-                source: format!("no answer within {} ms", waited.as_millis()).into(),
-            }))
+            Err(unanswered(source, "the answer to COMMIT"))
         }
     }
 }

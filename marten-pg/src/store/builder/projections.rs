@@ -81,9 +81,9 @@ impl DocumentStoreBuilder {
             let name = projection.name().to_owned();
             self.register_async::<P>(
                 &name,
-                Arc::new(crate::projections::asynchronous::AsyncEventProjection::new(
-                    projection,
-                )),
+                Arc::new(
+                    crate::projections::event_projection::AsyncEventProjection::new(projection),
+                ),
             );
             return self;
         }
