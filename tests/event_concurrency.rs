@@ -778,6 +778,24 @@ async fn titles(store: &DocumentStore, stream: Uuid) -> Vec<String> {
     .collect()
 }
 
+/// Terminates the connections of `schema`'s store idle in a transaction (a session
+/// holding an exclusive lock), waits for the client to read the server's goodbye, and
+/// returns how many were terminated.
+async fn kill_locked_sessions(schema: &marten_testing::TestSchema) -> usize {
+    let raw = schema.raw_client().await;
+    let killed = raw
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'idle in transaction'",
+            &[&schema.name()],
+        )
+        .await
+        .expect("terminate")
+        .len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    killed
+}
+
 /// A session holding an exclusive lock whose transaction ends behind its back (the
 /// connection is killed, or closed after a request on it timed out or was cancelled) must
 /// not save as if it still held the lock: its save fails with
@@ -803,21 +821,7 @@ async fn a_save_after_its_locked_transaction_was_lost(loss: Loss) {
     let mut holder = store.lightweight_session();
     match loss {
         Loss::Terminated => {
-            let raw = schema.raw_client().await;
-            let killed: Vec<bool> = raw
-                .query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1 AND state = 'idle in transaction'",
-                    &[&schema.name()],
-                )
-                .await
-                .expect("terminate")
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(killed, [true], "the locked session's backend");
-            // Let the client read the server's goodbye.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(kill_locked_sessions(&schema).await, 1, "the locked session");
         }
         Loss::TimedOut | Loss::Cancelled => {
             ok(holder
@@ -885,15 +889,7 @@ async fn discarding_does_not_hide_a_lost_transaction() {
         .events()
         .append_exclusive(stream, [task("lost")])
         .await);
-    let raw = schema.raw_client().await;
-    raw.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = $1 AND state = 'idle in transaction'",
-        &[&schema.name()],
-    )
-    .await
-    .expect("terminate");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kill_locked_sessions(&schema).await, 1);
     locked.discard_changes();
     ok(locked.events().append(stream, [task("decided again")]));
     match locked.save_changes().await {
@@ -924,15 +920,7 @@ async fn the_save_reporting_a_lost_transaction_releases_the_locks_taken_since() 
         .events()
         .append_exclusive(first, [task("lost")])
         .await);
-    let raw = schema.raw_client().await;
-    raw.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = $1 AND state = 'idle in transaction'",
-        &[&schema.name()],
-    )
-    .await
-    .expect("terminate");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kill_locked_sessions(&schema).await, 1);
     ok(locked
         .events()
         .append_exclusive(second, [task("since")])

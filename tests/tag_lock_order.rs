@@ -9,52 +9,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::deadlocks::deadlocks;
 use common::tally::{Added, Tally};
 use common::{builder, builder_on, ok};
 use marten::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-/// Deadlocks marten met in this process (its "lost a deadlock" log lines).
-fn deadlocks() -> &'static AtomicUsize {
-    static COUNT: OnceLock<AtomicUsize> = OnceLock::new();
-    let count = COUNT.get_or_init(|| AtomicUsize::new(0));
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let subscriber = tracing_subscriber::registry().with(CountDeadlocks);
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-    });
-    count
-}
-
-struct CountDeadlocks;
-
-struct Message(bool);
-
-impl Visit for Message {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" && format!("{value:?}").contains("lost a deadlock") {
-            self.0 = true;
-        }
-    }
-}
-
-impl<S: Subscriber> Layer<S> for CountDeadlocks {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut m = Message(false);
-        event.record(&mut m);
-        if m.0 {
-            deadlocks().fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
 
 /// An event with one tag, which no projection of these tests handles.
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]

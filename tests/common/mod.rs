@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a store on a schema of the test's own.
 #![allow(dead_code)]
 
+pub mod deadlocks;
 pub mod events;
 pub mod inversion;
 pub mod invoices;
