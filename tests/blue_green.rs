@@ -508,3 +508,30 @@ async fn a_target_found_during_a_switch_sees_the_switch() {
     );
     assert_eq!(ok(active_projection_version::<v2::Tally>(&store).await), 2);
 }
+
+/// A runner of the active version (here a plain version-1 projection) finds its target
+/// without the schema's migration lock or any DDL: a migration holding that lock on
+/// another node does not hold up projecting.
+#[tokio::test]
+async fn an_active_versions_runner_needs_no_migration_lock() {
+    let (schema, b) = builder("bluegreen_no_lock");
+    let store = ok(b.projection::<v1::Tally>(Lifecycle::Async).build().await);
+    let ids = seed(&store, 3, 4).await;
+    let client = raw(&schema).await;
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('marten:schema:' || $1::text, 0))",
+            &[&schema.name()],
+        )
+        .await
+        .expect("the migration lock");
+    let daemon = Daemon::start(&store, fast());
+    let caught_up = daemon.wait_for_non_stale(Duration::from_secs(10)).await;
+    ok(daemon.stop().await);
+    assert!(
+        caught_up.is_ok(),
+        "held up by the migration lock: {caught_up:?}"
+    );
+    let docs = ok(store.query_session().query::<v1::Tally>().to_list().await);
+    assert_eq!(docs.len(), ids.len());
+}

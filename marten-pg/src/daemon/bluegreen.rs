@@ -114,7 +114,9 @@ pub(super) async fn superseded(
 /// Where `projection`'s runner writes; a build target's table is created (idempotent:
 /// a restarted build goes on in the table it had).
 ///
-/// The active version is read, and the build table created, in one transaction that
+/// The active version is read first without a lock; a runner of an older version than
+/// its own (a build) then reads it again, and creates the build table, in one
+/// transaction that
 /// holds a lock on the active table ([`sql::share_lock`]) the switch's `ACCESS
 /// EXCLUSIVE` waits for, and that the switch's waits for in turn: a switch either
 /// committed before the read (its version is seen active and nothing is created), or
@@ -133,13 +135,23 @@ pub(super) async fn target(
     };
     let mine = projection.version();
     let schema = store.schema().to_owned();
-    let build = sql::build_def(&(table.def)(), mine);
     let mut conn = Conn::new();
-    let req = conn.request(store).await?;
-    let at = (schema.as_str(), table.name, mine);
-    let active = req
-        .transaction_within(store, |req| Box::pin(target_in(req, at, &build)))
+    // Read first without a lock or DDL: a runner of the active version (every
+    // projection's, without blue/green) needs neither, nor the rights to create tables.
+    let seen = conn
+        .run(store, async |db| {
+            active_version(db, &schema, table.name).await
+        })
         .await?;
+    let active = if seen >= mine {
+        seen
+    } else {
+        let build = sql::build_def(&(table.def)(), mine);
+        let req = conn.request(store).await?;
+        let at = (schema.as_str(), table.name, mine);
+        req.transaction_within(store, |req| Box::pin(target_in(req, at, &build)))
+            .await?
+    };
     if active > mine {
         return Ok(Target::Superseded(active));
     }
@@ -147,7 +159,8 @@ pub(super) async fn target(
         return Ok(Target::Active);
     }
     let connector: &crate::connection::Connector = store.as_ref();
-    let redirected = connector.statements().redirected(table.name, &build.name);
+    let build = sql::versioned(table.name, mine);
+    let redirected = connector.statements().redirected(table.name, &build);
     Ok(Target::Build(Arc::new(redirected)))
 }
 
