@@ -938,3 +938,66 @@ async fn the_save_reporting_a_lost_transaction_releases_the_locks_taken_since() 
     assert_eq!(titles(&store, first).await, Vec::<String>::new());
     assert_eq!(titles(&store, second).await, ["other"]);
 }
+
+/// The tasks of a project, live.
+#[derive(Aggregate, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+struct Project {
+    id: Uuid,
+    version: i64,
+    tasks: usize,
+}
+
+#[marten::apply]
+impl Project {
+    fn apply_recorded(&mut self, _e: &TaskRecorded) {
+        self.tasks += 1;
+    }
+}
+
+/// A lost lock is reported by the session's next save even when it has nothing to write
+/// (a decision that appended nothing), and only by it: the save after is of other work.
+/// A lock taken since the loss by an operation that then gave it up (a refused decision)
+/// is released, while the earlier loss stays to be reported.
+#[tokio::test]
+async fn a_lost_lock_is_reported_once_by_the_next_save_even_an_empty_one() {
+    let (schema, b) = common::named_builder("evc_lost_empty");
+    let store = ok(b
+        .exclusive_lock_timeout(Duration::from_millis(500))
+        .build()
+        .await);
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut s = store.lightweight_session();
+    ok(s.events().start_stream(first, [started("a")]));
+    ok(s.events().start_stream(second, [started("b")]));
+    ok(s.save_changes().await);
+
+    let mut locked = store.lightweight_session();
+    ok(locked
+        .events()
+        .append_exclusive(first, [task("lost")])
+        .await);
+    assert_eq!(kill_locked_sessions(&schema).await, 1);
+    // A decision on another stream, refused: its own lock is given up at once.
+    let refused: Result<i64, Error> = locked
+        .events()
+        .write_exclusively_to_aggregate::<Project, Vec<TaskRecorded>, Error>(second, |_| {
+            Err(Error::Configuration("refused".into()))
+        })
+        .await;
+    assert!(refused.is_err());
+    let mut other = store.lightweight_session();
+    ok(other
+        .events()
+        .append_exclusive(second, [task("other")])
+        .await);
+    ok(other.save_changes().await);
+    locked.discard_changes();
+    match locked.save_changes().await {
+        Err(Error::TransactionLost { .. }) => {}
+        other => panic!("an empty save after the lock was lost reported {other:?}"),
+    }
+    ok(locked.events().append(first, [task("plain")]));
+    ok(locked.save_changes().await);
+    assert_eq!(titles(&store, first).await, ["plain"]);
+    assert_eq!(titles(&store, second).await, ["other"]);
+}

@@ -56,6 +56,13 @@ pub trait Backend: Sized + Send + Sync + 'static {
     }
     /// Whether the connection holds an open transaction (an exclusive append's lock).
     fn in_transaction(conn: &Self::Conn) -> bool;
+    /// Whether a transaction the connection held (an exclusive append's lock) was lost
+    /// and the loss is still to be reported by a save
+    /// ([`Error::TransactionLost`](crate::Error::TransactionLost)): an empty save
+    /// reports it too.
+    fn transaction_lost(_conn: &Self::Conn) -> bool {
+        false
+    }
     /// How many documents the queued operations touch.
     fn queued(queue: &Self::Queue) -> usize;
     /// Whether nothing is queued.

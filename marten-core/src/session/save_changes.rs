@@ -40,7 +40,9 @@ impl<B: Backend, K: Tracking> Session<B, K> {
                 return Err(e);
             }
         }
-        if B::nothing_queued(&parts.queue) && !B::in_transaction(&parts.conn) {
+        // An empty save still ends a transaction the session holds, or reports its loss.
+        let open = B::in_transaction(&parts.conn) || B::transaction_lost(&parts.conn);
+        if B::nothing_queued(&parts.queue) && !open {
             return Ok(());
         }
         // A session already in a transaction holds exclusive stream locks: a stale

@@ -39,13 +39,18 @@ pub struct Conn {
     /// A transaction is open: `BEGIN` was (or is about to be) written and no answer to a
     /// `COMMIT` or `ROLLBACK` has been read since.
     in_transaction: bool,
+    /// How many transactions were begun through this slot: an operation that compares
+    /// it before and after knows whether it began the transaction open now.
+    begun: u64,
     /// The connection failed or is in an unknown state: close it before the next request.
     broken: bool,
     /// A transaction held across requests (a session's exclusive stream locks) ended
     /// without a `COMMIT`: the connection was lost or closed while it was open. The
     /// session's next save reports it instead of running without the locks
-    /// ([`take_lost_transaction`](Self::take_lost_transaction)); what ended it.
-    lost_transaction: Option<&'static str>,
+    /// ([`take_lost_transaction`](Self::take_lost_transaction)); what ended it, and
+    /// which transaction it was (its number in [`Conn::transactions_begun`]'s count).
+    /// The earliest loss not yet reported is kept.
+    lost_transaction: Option<(&'static str, u64)>,
     /// A request may still run on the server: send a cancel request when closing.
     cancel_on_discard: bool,
     /// Statements its requests use instead of the store's (a blue/green build's, which
@@ -77,25 +82,50 @@ impl Conn {
         self.in_transaction
     }
 
+    /// How many transactions were begun through this slot.
+    pub(crate) fn transactions_begun(&self) -> u64 {
+        self.begun
+    }
+
+    /// Whether the transaction open now was begun after [`transactions_begun`] read
+    /// `before`: by the operation that read it, not by an earlier one (whose transaction
+    /// may have been lost meanwhile).
+    ///
+    /// [`transactions_begun`]: Self::transactions_begun
+    pub(crate) fn began_since(&self, before: u64) -> bool {
+        self.in_transaction && self.begun != before
+    }
+
     /// Whether a transaction held across requests was lost and its loss is still to be
     /// reported (see [`take_lost_transaction`](Self::take_lost_transaction)).
     pub(crate) fn lost_transaction_pending(&self) -> bool {
         self.lost_transaction.is_some()
     }
 
+    /// Forgets a loss of a transaction begun after [`transactions_begun`] read `before`
+    /// (an operation that began it, and ends it, reports its loss itself); the loss of
+    /// an earlier one stays to be reported.
+    ///
+    /// [`transactions_begun`]: Self::transactions_begun
+    pub(crate) fn forget_losses_since(&mut self, before: u64) {
+        if self.lost_transaction.is_some_and(|(_, lost)| lost > before) {
+            self.lost_transaction = None;
+        }
+    }
+
     /// How a transaction held across requests was lost since the last call, if it was,
     /// and forgets it: a save that was to commit under its locks must not run without
     /// them.
     pub(crate) fn take_lost_transaction(&mut self) -> Option<&'static str> {
-        self.lost_transaction.take()
+        self.lost_transaction.take().map(|(cause, _)| cause)
     }
 
     /// Ends the transaction on this side because its connection is lost or to be closed:
     /// `held`, it was open before the request at hand began (it holds locks a later
     /// save counts on), so the loss is kept for that save to report.
     fn lose_transaction(&mut self, held: bool, cause: &'static str) {
-        if self.in_transaction && held {
-            self.lost_transaction = Some(cause);
+        if self.in_transaction && held && self.lost_transaction.is_none() {
+            self.lost_transaction = Some((cause, self.begun));
         }
         self.in_transaction = false;
     }
@@ -248,6 +278,9 @@ impl Request<'_> {
     /// Records that a transaction is open (call before `BEGIN` is written) or over (call
     /// after the answer to `COMMIT` or `ROLLBACK` was read).
     pub(crate) fn set_in_transaction(&mut self, open: bool) {
+        if open && !self.conn.in_transaction {
+            self.conn.begun = self.conn.begun.wrapping_add(1);
+        }
         self.conn.in_transaction = open;
     }
 

@@ -61,6 +61,10 @@ impl Backend for Postgres {
         conn.in_transaction()
     }
 
+    fn transaction_lost(conn: &Conn) -> bool {
+        conn.lost_transaction_pending()
+    }
+
     fn queued(queue: &UnitOfWork) -> usize {
         queue.len()
     }
@@ -222,6 +226,12 @@ async fn attempt(parts: &mut Parts<Postgres>, attempts: &SaveAttempts) -> Result
             <Postgres as Backend>::end_transaction(parts).await;
         }
         return Ok(AttemptEnd::Failed(e));
+    }
+    if !parts.conn.in_transaction() {
+        // Found before: reported without taking a connection for it.
+        if let Some(cause) = parts.conn.take_lost_transaction() {
+            return Ok(AttemptEnd::Failed(Error::TransactionLost { cause }));
+        }
     }
     let mut req = parts.conn.request(&parts.store).await?;
     if let Some(cause) = req.take_lost_transaction() {

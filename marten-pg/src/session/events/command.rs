@@ -143,32 +143,27 @@ impl<'s, K: Tracking> Events<'s, K> {
         I: IntoIterator<Item: Into<PendingEvent>>,
         E: From<Error>,
     {
-        let began = self.begins_transaction();
+        let mark = self.transaction_mark();
         let mut writing = self.fetch_for_exclusive_writing::<A>(stream).await?;
         let decided = decide(writing.state()).map(|events| writing.append(events));
         let version = writing.version();
         let mut events = writing.into_events();
+        let began = events.began_since(&mark);
         match decided {
             Ok(Ok(())) => {
                 events.session.save_changes().await?;
                 Ok(version)
             }
-            // The append refused the events (nothing of it was queued).
+            // The append refused the events (nothing of it was queued): the transaction
+            // this command began, and its lock, end with it.
             Ok(Err(e)) => {
-                events.release_if(began).await;
+                events.end_transaction_begun(mark, began).await;
                 Err(e.into())
             }
             Err(e) => {
-                events.release_if(began).await;
+                events.end_transaction_begun(mark, began).await;
                 Err(e)
             }
-        }
-    }
-
-    /// Ends the transaction (and its locks) when this command began it.
-    async fn release_if(&mut self, began: bool) {
-        if began {
-            self.end_transaction().await;
         }
     }
 

@@ -58,30 +58,46 @@ impl<K: Tracking> Events<'_, K> {
 }
 
 impl<K: Tracking> Events<'_, K> {
-    /// Whether an operation about to take a lock begins the session's transaction: none
-    /// is open, and no earlier one was lost without its loss reported yet (that loss
-    /// belongs to the session's next save, whatever this operation does).
-    pub(super) fn begins_transaction(&self) -> bool {
-        let conn = &self.session.parts().conn;
-        !conn.in_transaction() && !conn.lost_transaction_pending()
+    /// Where the session's transaction stands before an operation that may begin one:
+    /// how many were begun.
+    pub(super) fn transaction_mark(&self) -> TransactionMark {
+        TransactionMark {
+            begun: self.session.parts().conn.transactions_begun(),
+        }
     }
 
-    /// Ends the session's transaction, and every lock it holds, with a rollback within
-    /// the request timeout; a rollback that is not answered in time closes the connection
-    /// (which ends the transaction on the server). Only for an operation that began the
-    /// transaction ([`begins_transaction`](Self::begins_transaction)): a loss of it found
-    /// on the way is over with it, not the next save's to report.
-    pub(super) async fn end_transaction(&mut self) {
+    /// Whether the transaction open now was begun by the operation that took `mark` (none
+    /// was open, or the one that was had been lost): call right after its lock.
+    pub(super) fn began_since(&self, mark: &TransactionMark) -> bool {
+        self.session.parts().conn.began_since(mark.begun)
+    }
+
+    /// Ends the transaction the operation that took `mark` began (`began`, see
+    /// [`began_since`](Self::began_since)), and its locks: a rollback within the request
+    /// timeout (a rollback that is not answered in time closes the connection, which ends
+    /// the transaction on the server). A loss of that transaction found on the way is
+    /// over with it; the loss of an earlier one stays for the next save to report.
+    pub(super) async fn end_transaction_begun(&mut self, mark: TransactionMark, began: bool) {
+        if !began {
+            return;
+        }
         let s = self.session.parts_mut();
-        if let Ok(mut req) = s.conn.request(&s.store).await {
-            if within(&s.store, req.rollback()).await.is_none() {
-                req.mark_lost();
-            } else {
-                req.finish();
+        if s.conn.in_transaction() {
+            if let Ok(mut req) = s.conn.request(&s.store).await {
+                if within(&s.store, req.rollback()).await.is_none() {
+                    req.mark_lost();
+                } else {
+                    req.finish();
+                }
             }
         }
-        s.conn.take_lost_transaction();
+        s.conn.forget_losses_since(mark.begun);
     }
+}
+
+/// See [`Events::transaction_mark`].
+pub(super) struct TransactionMark {
+    begun: u64,
 }
 
 /// What the pipelined lock attempt answered: the savepoint and the locking select.

@@ -71,20 +71,19 @@ impl<'s, K: Tracking> Events<'s, K> {
     ) -> Result<Writing<'s, K, A>> {
         let tenant = self.tenant()?;
         let key = self.key(stream.into())?;
-        let began = self.begins_transaction();
+        let mark = self.transaction_mark();
         match self.lock_stream(&tenant, &key).await {
             Ok(_) | Err(Error::StreamNotFound { .. }) => {}
             Err(e) => return Err(e),
         }
+        let began = self.began_since(&mark);
         // Under the lock nothing moves the stream between the lock and this read.
         match self.fold::<A>(&key, &StreamRange::all()).await {
             Ok((state, version)) => Ok(Writing::new(self, key, state, version)),
             Err(e) => {
                 // No decision to protect: a fold that failed (an apply or an upcaster
                 // refusing an event) ends the transaction this fetch began, and its lock.
-                if began {
-                    self.end_transaction().await;
-                }
+                self.end_transaction_begun(mark, began).await;
                 Err(e)
             }
         }
