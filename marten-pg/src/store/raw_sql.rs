@@ -141,6 +141,20 @@ fn names_session_state(sql: &str) -> bool {
     quoted_names(sql).any(|name| name.is_none_or(|n| SESSION_WORDS.contains(&n.as_str())))
 }
 
+/// Whether `sql` names a statement that writes rows ([`WRITE_WORDS`]): `UPDATE` after
+/// `FOR` or `KEY` is a row lock of a read (`FOR UPDATE`, `FOR NO KEY UPDATE`), not one.
+fn writes(sql: &str) -> bool {
+    let mut previous = "";
+    for word in words(sql) {
+        let lock = word.eq_ignore_ascii_case("UPDATE") && is(previous, &["FOR", "KEY"]);
+        if is(word, WRITE_WORDS) && !lock {
+            return true;
+        }
+        previous = word;
+    }
+    false
+}
+
 impl DocumentStore {
     /// Runs one parameterized statement (`$1..` bound to `params`, never formatted into
     /// the text) on a connection of the store's pool and returns its rows. marten's
@@ -165,13 +179,13 @@ impl DocumentStore {
     ///   connection needs in the builder's `after_connect`.
     ///
     /// A statement that writes (`INSERT`, `UPDATE`, `DELETE` or `MERGE`, in a `WITH`
-    /// too) and loses its connection or its answer's deadline after it was sent is
+    /// too; `FOR UPDATE` is a read's row lock) and loses its connection or its answer's deadline after it was sent is
     /// [`Error::OutcomeUnknown`], as [`sql_execute`](Self::sql_execute) is: it may have
     /// committed. Other statements are reads (a lost connection is
     /// [`Error::Connection`], a deadline [`Error::Timeout`]); a function of your own that
     /// writes is not seen: call it with `sql_execute`.
     pub async fn sql_query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let writes = words(sql).any(|w| is(w, WRITE_WORDS));
+        let writes = writes(sql);
         self.run_raw(sql, writes, async |client| {
             client
                 .query(sql, params)
@@ -261,6 +275,25 @@ mod tests {
                 }
                 other => panic!("{sql}: expected a refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn writes_are_told_from_row_locks() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "with x as (delete from t returning *) select * from x",
+            "UPDATE t SET a = 1",
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(super::writes(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t FOR UPDATE",
+            "select * from t for no key update skip locked",
+            "SELECT 'UPDATE' FROM t",
+        ] {
+            assert!(!super::writes(sql), "{sql}");
         }
     }
 
