@@ -126,11 +126,11 @@ impl TenantedStoreBuilder {
     /// A tenant with no entry is read by one lookup however many uses of it come while
     /// that lookup runs: they wait for its row (or fail with a copy of its error), so a
     /// burst of first uses takes one connection of the master's pool, not one each. A
-    /// tenant the table has no row for is remembered as unknown for this time too (at
-    /// most 1024 such tenants; past that the older ones are forgotten), so made-up tenant
-    /// ids cost the master database one lookup each per this time: this store's own
-    /// [`TenantedStore::add_tenant`] of it is seen at once, another process's within this
-    /// time (at once after [`TenantedStore::tenants`]).
+    /// tenant the table has no row for is remembered as unknown for this time too, at
+    /// most 2 s (and at most 1024 such tenants; past that the older ones are forgotten),
+    /// so made-up tenant ids cost the master database one lookup each per that time: this
+    /// store's own [`TenantedStore::add_tenant`] of it is seen at once, another process's
+    /// within that time (at once after [`TenantedStore::tenants`]).
     pub fn tenant_cache_expiry(mut self, expiry: Duration) -> Self {
         self.tenant_expiry = expiry;
         self

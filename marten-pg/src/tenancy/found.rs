@@ -51,6 +51,12 @@ pub(super) struct Found {
     pub(super) flights: HashMap<TenantId, Joined>,
 }
 
+/// The longest a tenant found in no row is unknown without a lookup (less if the cache
+/// expiry is shorter): long enough that made-up tenant ids cost the master database a
+/// lookup each per that time, short enough that a tenant another process adds is found
+/// soon (a sign-up handled by one node, its first request by another).
+pub(super) const MISS_EXPIRY: Duration = Duration::from_secs(2);
+
 /// The most tenants whose missing rows [`Found`] remembers one by one.
 pub(super) const MAX_MISSES: usize = 1024;
 
@@ -291,7 +297,7 @@ impl Found {
         let miss = Miss {
             stamp: self.tick(),
             at: Instant::now(),
-            ttl: self.ttl(),
+            ttl: self.ttl().min(MISS_EXPIRY),
         };
         self.misses.insert(tenant.clone(), miss);
     }

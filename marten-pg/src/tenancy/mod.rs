@@ -52,8 +52,8 @@ type MakeStore = dyn Fn(&str) -> DocumentStoreBuilder + Send + Sync;
 ///   [`tenant_cache_expiry`](TenantedStoreBuilder::tenant_cache_expiry) (30 s by
 ///   default): changes of other processes are seen within that time. The concurrent
 ///   first uses of a tenant share one lookup, and a tenant found in neither is remembered
-///   as unknown for that time too (this store's [`add_tenant`](Self::add_tenant) of it
-///   is seen at once).
+///   as unknown for that time too, at most 2 s (this store's
+///   [`add_tenant`](Self::add_tenant) of it is seen at once).
 /// - The store of a database is built on its first use, by one caller while others wait
 ///   for it, with the builder the store's closure makes from the connection string: every
 ///   tenant database gets the same registrations and settings, and its schema is created

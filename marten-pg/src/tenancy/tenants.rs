@@ -32,8 +32,10 @@
 //! master's pool. A use that comes after an add, a remove or a read of the whole table
 //! of this store never joins a lookup that started before it: those detach the lookups
 //! under way (their uses still get their row: they ran concurrently). A tenant found in
-//! no row is remembered as unknown for the same expiry (a miss, at most [`MAX_MISSES`](super::found::MAX_MISSES)
-//! of them), so that made-up tenant ids cost the master one lookup per expiry each; an
+//! no row is remembered as unknown for the same expiry, at most
+//! [`MISS_EXPIRY`](super::found::MISS_EXPIRY) (a miss, at most
+//! [`MAX_MISSES`](super::found::MAX_MISSES) of them), so that made-up tenant ids cost the
+//! master one lookup per that time each; an
 //! add of this store forgets the miss at once, an add of another process is seen once
 //! it expired (or after [`tenants`](TenantedStore::tenants)).
 
