@@ -294,3 +294,33 @@ async fn an_inline_event_projections_unowned_type_over_a_callers_pool_of_one_con
     let note = ok(registered.query_session().load::<Note>(&7).await);
     assert_eq!(note, Some(Note { id: 7, n: 7 }));
 }
+
+/// A live aggregate with a snapshot policy over a caller's pool of one connection, its
+/// tables made on first use: the fold makes its snapshot table (the snapshot column)
+/// with the session's connection set aside, not while it holds the pool's only one.
+#[tokio::test]
+async fn a_snapshot_fold_over_a_callers_pool_of_one_connection() {
+    let schema = TestSchema::new("snapshot_caller_pool");
+    let store = ok(DocumentStore::builder()
+        .pool(pool_of_one(&schema))
+        .schema(schema.name())
+        .apply_schema_at_build(false)
+        .snapshot::<Sum>(2)
+        .build()
+        .await);
+    let stream = Uuid::now_v7();
+    let mut s = store.lightweight_session();
+    ok(s.events()
+        .start_stream(stream, (1..=5).map(|n| Added { n })));
+    ok(s.save_changes().await);
+    let folded = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.events().aggregate_stream::<Sum>(stream),
+    )
+    .await;
+    let sum = match folded {
+        Ok(sum) => ok(sum),
+        Err(_) => panic!("the fold waited for its own connection"),
+    };
+    assert_eq!(sum.map(|s| s.total), Some(15));
+}

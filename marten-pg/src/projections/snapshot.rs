@@ -55,6 +55,23 @@ pub(crate) struct SnapshotPolicy {
 }
 
 impl SnapshotPolicy {
+    /// Makes sure of the aggregate's snapshot table (`aggregate` its type), with `conn`
+    /// set aside over a caller's pool, and records the aggregate's own table as made sure
+    /// of with it: the snapshot table is that table and its snapshot column, and a later
+    /// plain use of the type must not make it again without the column (in
+    /// [`AutoCreate::All`](crate::AutoCreate::All), which drops and recreates).
+    pub(crate) async fn ensure(
+        &self,
+        catalog: &crate::schema::Catalog,
+        conn: &mut crate::connection::Conn,
+        aggregate: std::any::TypeId,
+    ) -> marten_core::Result<()> {
+        let (table, migrate) = self.table;
+        catalog.ensure_for(conn, table, migrate).await?;
+        catalog.mark_ensured([aggregate]);
+        Ok(())
+    }
+
     /// A snapshot of `A` every `every` events.
     pub(crate) fn of<A: Aggregate + PgDocument>(every: u32) -> Self {
         let (table, id_type) = (A::TABLE_NAME, <A::Id as crate::PgId>::SQL_TYPE);

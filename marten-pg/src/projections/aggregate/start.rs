@@ -91,6 +91,8 @@ pub(super) async fn snapshot<A: Aggregate + PgDocument>(
 ) -> Result<Start<A>> {
     let (table, migrate) = policy.table;
     store.ensure_erased(table, migrate).await?;
+    // The snapshot table covers the aggregate's own (see `SnapshotPolicy::ensure`).
+    store.catalog().mark_ensured([std::any::TypeId::of::<A>()]);
     let tenant = TenantKey::of(tenant).filter(|_| crate::documents::conjoined::<A>());
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &tenant {
         Some(t) => vec![id, t, &to_version],

@@ -3,6 +3,7 @@
 //! events. Runs on the session's connection; the SQL and decoding are in `read`, the
 //! folds in `crate::projections`.
 
+use std::any::TypeId;
 use std::time::Duration;
 
 use crate::connection::Db;
@@ -143,11 +144,19 @@ impl<K: Tracking> Events<'_, K> {
         range: &StreamRange,
     ) -> Result<(Option<A>, i64)> {
         let tenant = self.tenant()?;
-        // Over a caller's pool, `A`'s table (the fold may start from its stored document)
-        // is made sure of with the session's connection set aside, as the event tables
-        // are by `on_connection`.
+        // Over a caller's pool, `A`'s table (the fold may start from its stored document
+        // or its snapshot) is made sure of with the session's connection set aside, as
+        // the event tables are by `on_connection`.
         let s = self.session.parts_mut();
         if s.store.catalog().shares_callers_pool() {
+            // Its snapshot table (the snapshot column) first, which covers its table.
+            let snapshot = s.store.projections().snapshot(TypeId::of::<A>()).cloned();
+            if let Some(policy) = snapshot {
+                let catalog = s.store.catalog();
+                policy
+                    .ensure(catalog, &mut s.conn, TypeId::of::<A>())
+                    .await?;
+            }
             s.store.ensure_in::<A>(&mut s.conn).await?;
         }
         let folded = self
