@@ -84,8 +84,7 @@ impl<'a> Db<'a> {
         statement: &'a Stmt,
         params: Params<'a>,
     ) -> impl Future<Output = PgResult<Vec<Row>>> + Send + 'a {
-        let client = self.client;
-        async move { refreshing(client, statement, rows(client, statement, params).await) }
+        rows(self.client, statement, params)
     }
 
     /// Runs a statement and returns its rows.
@@ -95,7 +94,7 @@ impl<'a> Db<'a> {
         params: Params<'_>,
     ) -> PgResult<Vec<Row>> {
         let ready = self.ready(statement).await?;
-        refreshing(self.client, &ready, rows(self.client, &ready, params).await)
+        rows(self.client, &ready, params).await
     }
 
     /// Runs a statement that returns exactly one row.
@@ -212,10 +211,13 @@ fn refreshing<T>(client: &Pooled, statement: &Stmt, result: PgResult<T>) -> PgRe
     result
 }
 
-/// The rows of `statement` run with `params` on `client`.
-async fn rows(client: &Client, statement: &Stmt, params: Params<'_>) -> PgResult<Vec<Row>> {
+/// The rows of `statement` run with `params` on `client` (see [`refreshing`]).
+async fn rows(client: &Pooled, statement: &Stmt, params: Params<'_>) -> PgResult<Vec<Row>> {
     match statement {
-        Stmt::Prepared(prepared) => client.query(prepared, params).await,
+        Stmt::Prepared(prepared) => {
+            let result = client.query(prepared, params).await;
+            refreshing(client, statement, result)
+        }
         Stmt::Unnamed(text, types) => {
             let typed = params.iter().copied().zip(types.iter().cloned());
             client
